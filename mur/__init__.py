@@ -1,0 +1,1 @@
+"""Make Us Rich core package."""

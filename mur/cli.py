@@ -1,0 +1,45 @@
+"""``mur`` command line: thin Typer wrappers over the core package.
+
+Sub-command groups live in :mod:`mur.commands`; heavy libraries are imported inside commands so that
+``mur --help`` stays fast. Expected errors (:class:`mur.errors.MurError`) print one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from mur.commands import data as data_cmd
+from mur.commands import db as db_cmd
+from mur.commands import ml as ml_cmd
+from mur.commands import stack as stack_cmd
+from mur.errors import MurError
+
+app = typer.Typer(
+    name="mur",
+    help="Make Us Rich: train, register, serve and watch crypto forecasting models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+ml_cmd.register(app)
+stack_cmd.register(app)
+db_cmd.register(app)
+app.add_typer(data_cmd.app, name="data", help="Market data: show candles, run the Binance replay server.")
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning known errors into one clean line."""
+    try:
+        app()
+    except MurError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

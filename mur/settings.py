@@ -1,0 +1,161 @@
+"""One pydantic Settings object for every process (env prefix ``MUR_``).
+
+Entry points create it with :func:`get_settings` and pass it down; nothing here runs at import time.
+Every field is documented in ``.env.example``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev-secret-key", "placeholder"}
+
+
+class Settings(BaseSettings):
+    """Configuration for training, serving, orchestration and the dashboard."""
+
+    model_config = SettingsConfigDict(env_prefix="MUR_", env_file=".env", extra="ignore")
+
+    # --- general -------------------------------------------------------------------------------
+    env: Literal["development", "test", "production"] = "development"
+    runtime_dir: Path = Field(default=PROJECT_ROOT / ".runtime", description="pids, logs, local state")
+    pairs: list[str] = Field(
+        default_factory=lambda: ["btc_usdt", "eth_usdt", "sol_usdt", "bnb_usdt", "xrp_usdt"],
+        description="trading pairs trained and served",
+    )
+
+    # --- market data ---------------------------------------------------------------------------
+    market_data: Literal["bundled", "binance"] = "bundled"
+    binance_api_url: str | None = Field(default=None, description="override python-binance's API URL")
+    binance_api_key: str | None = None
+    binance_api_secret: str | None = None
+    binance_max_retries: int = 4
+    binance_backoff_s: float = 0.5
+    gap_policy: Literal["ffill"] = "ffill"
+
+    # --- features / model ----------------------------------------------------------------------
+    seq_len: int = Field(default=24, ge=2)
+    normalization: Literal["relative", "reference"] = "relative"
+    arch: Literal["lstm", "gru"] = "lstm"
+    hidden_size: int = Field(default=32, ge=1)
+    num_layers: int = Field(default=2, ge=1)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    patience: int = Field(default=4, ge=1)
+    seed: int = 42
+    train_days: int | None = Field(default=365, description="training window length before --end (None = all)")
+
+    # --- Ray -----------------------------------------------------------------------------------
+    ray_address: str = "http://127.0.0.1:8265"
+    ray_gcs_port: int = Field(default=6380, description="Ray GCS port (6379 is Redis here)")
+    ray_dashboard_port: int = 8265
+    num_workers: int = Field(default=2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+    max_failures: int = 2
+    ray_storage_path: str | None = Field(default=None, description="Ray Train storage (s3://… or a dir)")
+    job_timeout_s: int = 3600
+
+    # --- MLflow / S3 ---------------------------------------------------------------------------
+    mlflow_tracking_uri: str = "http://127.0.0.1:5000"
+    mlflow_port: int = 5000
+    mlflow_experiment: str = "make-us-rich"
+    s3_endpoint_url: str = "http://127.0.0.1:9000"
+    s3_port: int = 9000
+    s3_bucket: str = "mur-artifacts"
+    s3_access_key: str = "minioadmin"
+    s3_secret_key: str = "minioadmin"
+    promotion_skill_floor: float = -0.05
+
+    # --- PostgreSQL ----------------------------------------------------------------------------
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5432
+    pg_user: str = "postgres"
+    pg_password: str = ""
+    pg_database: str = "mur"
+    mlflow_database: str = "mlflow"
+    airflow_database: str = "airflow"
+
+    # --- Serve / API ---------------------------------------------------------------------------
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8000
+    serve_min_replicas: int = 1
+    serve_max_replicas: int = 2
+    serve_target_ongoing_requests: float = 8
+    serve_batch_max_size: int = 32
+    serve_batch_wait_s: float = 0.005
+    registry_poll_s: float = 30.0
+    market_refresh_s: float = 60.0
+    default_monthly_quota: int = 1000
+
+    # --- Airflow -------------------------------------------------------------------------------
+    airflow_port: int = 8080
+    airflow_url: str = "http://127.0.0.1:8080"
+    airflow_user: str = "admin"
+    airflow_password: str | None = None
+    train_schedule: str | None = "@hourly"
+    max_parallel_trainings: int = 2
+    discord_webhook_url: str | None = None
+    discord_notify_success: bool = False
+
+    # --- Dashboard -----------------------------------------------------------------------------
+    dash_host: str = "127.0.0.1"
+    dash_port: int = 8050
+    secret_key: str | None = Field(default=None, description="Flask session key; required outside development")
+    api_public_url: str | None = Field(default=None, description="Serve API URL shown in curl examples")
+    login_max_attempts: int = 5
+    login_window_s: int = 300
+
+    @field_validator("pairs", mode="before")
+    @classmethod
+    def _split_pairs(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [p.strip().lower() for p in value.split(",") if p.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _production_secrets(self) -> Settings:
+        if self.env == "production":
+            if (self.secret_key or "") in PLACEHOLDER_SECRETS:
+                raise ValueError("MUR_SECRET_KEY must be set to a real secret in production")
+            if self.s3_secret_key in PLACEHOLDER_SECRETS | {"minioadmin"}:
+                raise ValueError("MUR_S3_SECRET_KEY must be set to a real secret in production")
+        return self
+
+    # --- derived -------------------------------------------------------------------------------
+    def pg_dsn(self, database: str | None = None) -> str:
+        """libpq DSN for ``database`` (default: the app database)."""
+        auth = self.pg_user + (f":{self.pg_password}" if self.pg_password else "")
+        return f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{database or self.pg_database}"
+
+    def sqlalchemy_url(self, database: str) -> str:
+        """SQLAlchemy URL with the psycopg2 driver (SQLAlchemy 2.1 defaults to psycopg 3)."""
+        return self.pg_dsn(database).replace("postgresql://", "postgresql+psycopg2://", 1)
+
+    @property
+    def serve_url(self) -> str:
+        return f"http://{self.serve_host}:{self.serve_port}"
+
+    def s3_env(self) -> dict[str, str]:
+        """Environment that points boto3/MLflow at the S3 server."""
+        return {
+            "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings (read from the environment once)."""
+    return Settings()
