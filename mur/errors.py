@@ -31,3 +31,35 @@ class ServiceError(MurError):
 
 class JobError(MurError):
     """A Ray job failed or could not be submitted."""
+
+
+class DatabaseError(MurError):
+    """PostgreSQL is unreachable, or the schema is missing/outdated."""
+
+
+class MigrationError(DatabaseError):
+    """A schema migration could not be applied (or an applied one was edited)."""
+
+
+class NotFoundError(MurError):
+    """A user, token or other record does not exist."""
+
+
+class ConflictError(MurError):
+    """The record already exists (e.g. a taken username)."""
+
+
+class InvalidInputError(MurError):
+    """A value (username, email, quota, ...) was rejected before reaching the database."""
+
+
+class WeakPasswordError(InvalidInputError):
+    """A password breaks the strength rules; the message lists which."""
+
+
+class AuthError(MurError):
+    """Missing, invalid or revoked credentials."""
+
+
+class QuotaExceededError(MurError):
+    """The monthly API quota is used up."""

@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     learning_rate: float = Field(default=1e-3, gt=0)
     patience: int = Field(default=4, ge=1)
     seed: int = 42
-    train_days: int | None = Field(default=365, description="training window length before --end (None = all)")
+    train_days: int | None = Field(
+        default=365, description="training window length before --end (None = all)"
+    )
 
     # --- Ray -----------------------------------------------------------------------------------
     ray_address: str = "http://127.0.0.1:8265"
@@ -110,7 +112,9 @@ class Settings(BaseSettings):
     # --- Dashboard -----------------------------------------------------------------------------
     dash_host: str = "127.0.0.1"
     dash_port: int = 8050
-    secret_key: str | None = Field(default=None, description="Flask session key; required outside development")
+    secret_key: str | None = Field(
+        default=None, description="Flask session key; required outside development"
+    )
     api_public_url: str | None = Field(default=None, description="Serve API URL shown in curl examples")
     login_max_attempts: int = 5
     login_window_s: int = 300

@@ -1,5 +1,146 @@
-"""Placeholder: replaced by its owner."""
+"""``mur data``: look at candles, list pairs, run the Binance replay server."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from mur.errors import ServiceError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Market data: show candles, list pairs, run the Binance replay server.",
+)
+
+
+def parse_when(value: str | None, option: str) -> datetime | None:
+    """ISO-8601 date/time -> UTC datetime (naive means UTC); ``None`` passes through."""
+    if value is None:
+        return None
+    import pandas as pd
+
+    try:
+        ts = pd.Timestamp(value.strip())
+    except (TypeError, ValueError):
+        raise typer.BadParameter(f"{value!r} is not an ISO-8601 date/time", param_hint=option) from None
+    if ts is pd.NaT:
+        raise typer.BadParameter(f"{value!r} is not an ISO-8601 date/time", param_hint=option)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def candles_table(df: pd.DataFrame, title: str) -> object:
+    """A rich table of candles (open time, OHLC, volume, trades)."""
+    from rich import box
+    from rich.table import Table
+
+    from mur.market_data import format_ts
+
+    names = ("open time (UTC)", "open", "high", "low", "close", "volume", "trades")
+    rows = [
+        (
+            format_ts(row.timestamp).removesuffix(" UTC"),
+            f"{row.open:.8g}",
+            f"{row.high:.8g}",
+            f"{row.low:.8g}",
+            f"{row.close:.8g}",
+            f"{row.volume:.8g}",
+            f"{row.trades:d}",
+        )
+        for row in df.itertuples(index=False)
+    ]
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), show_edge=False
+    )
+    for i, name in enumerate(names):
+        width = max([len(name), *(len(r[i]) for r in rows)])
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True, min_width=width)
+    for r in rows:
+        table.add_row(*r)
+    return table
+
+
+def summary_lines(df: pd.DataFrame) -> list[str]:
+    """Range, row count, gap and zero-volume summary of a candle frame."""
+    from mur.market_data import format_ts, missing_hours
+
+    first, last = df["timestamp"].iloc[0], df["timestamp"].iloc[-1]
+    lines = [f"range: {format_ts(first)} to {format_ts(last)} ({len(df):,} candles)"]
+    gaps = missing_hours(df)
+    if gaps:
+        shown = ", ".join(format_ts(t) for t in gaps[:5]) + (" …" if len(gaps) > 5 else "")
+        lines.append(
+            f"gaps: {len(gaps)} missing hour(s): {shown} (filled by regularize_hourly, policy ffill)"
+        )
+    else:
+        lines.append("gaps: none")
+    zero = df.loc[df["volume"] == 0, "timestamp"]
+    if len(zero):
+        shown = ", ".join(format_ts(t) for t in zero.iloc[:5])
+        lines.append(f"zero-volume candles: {len(zero)} ({shown})")
+    return lines
+
+
+@app.command()
+def show(
+    pair: Annotated[str, typer.Argument(help="trading pair, e.g. btc_usdt")],
+    start: Annotated[str | None, typer.Option(help="first open time, ISO-8601 UTC (inclusive)")] = None,
+    end: Annotated[str | None, typer.Option(help="end, ISO-8601 UTC (exclusive)")] = None,
+    tail: Annotated[int, typer.Option(min=1, help="how many of the last candles to print")] = 10,
+) -> None:
+    """Print the last candles of PAIR in [--start, --end), with the range and gap summary."""
+    from rich.console import Console
+
+    from mur.market_data import get_market_data
+    from mur.settings import get_settings
+
+    settings = get_settings()
+    source = get_market_data(settings)
+    df = source.klines(pair, parse_when(start, "--start"), parse_when(end, "--end"))
+    console = Console()
+    console.print(candles_table(df.tail(tail), f"{pair} 1h candles ({settings.market_data})"))
+    for line in summary_lines(df):
+        console.print(line, highlight=False)
+
+
+@app.command()
+def pairs() -> None:
+    """List the pairs the configured source knows (with ranges for the bundled data)."""
+    from mur.market_data import BundledMarketData, format_ts, get_market_data
+    from mur.settings import get_settings
+
+    source = get_market_data(get_settings())
+    if isinstance(source, BundledMarketData):
+        for pair in source.pairs():
+            first, last = source.data_range(pair)
+            typer.echo(f"{pair:<10} {format_ts(first)} to {format_ts(last)}")
+    else:
+        for pair in source.pairs():
+            typer.echo(pair)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port (0 = any free port)")] = 9100,
+) -> None:
+    """Serve the bundled candles over a Binance-compatible REST API until Ctrl-C."""
+    from mur.replay import make_server
+
+    try:
+        server = make_server(host, port)
+    except OSError as exc:
+        raise ServiceError(f"replay server cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    typer.echo(f"Binance replay server on {server.url} ({', '.join(sorted(server.store))}, 1h)")
+    typer.echo("Point the client at it with:")
+    typer.echo(f"  MUR_MARKET_DATA=binance MUR_BINANCE_API_URL={server.api_url}")
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        typer.echo("stopped")
+    finally:
+        server.server_close()

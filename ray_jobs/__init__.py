@@ -1,0 +1,1 @@
+"""Ray job entry points (thin: the logic lives in the ``mur`` package)."""
