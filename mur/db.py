@@ -160,6 +160,9 @@ class Database:
                         f"the database schema is missing or outdated ({str(exc).splitlines()[0]}); "
                         "run `mur db migrate`"
                     ) from exc
+                if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise DatabaseError(f"PostgreSQL {_describe(self.settings)} failed: {reason}") from exc
                 raise
             finally:
                 pool.putconn(conn, close=discard or bool(conn.closed))

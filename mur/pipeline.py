@@ -92,6 +92,7 @@ def load_candles(
     end: datetime | None = None,
     data_csv: Path | None = None,
     train_days: int | None = -1,
+    min_rows: int = MIN_CANDLES,
 ) -> tuple[pd.DataFrame, DataWindow, list[pd.Timestamp]]:
     """Candles strictly before ``end`` (default: the data's end) within ``train_days``, on a regular grid.
 
@@ -117,7 +118,7 @@ def load_candles(
         start = end - timedelta(days=days) if days else None
         candles = source.klines(pair, start=start, end=end)
     candles = candles.reset_index(drop=True)
-    validate_candles(candles, min_rows=MIN_CANDLES)
+    validate_candles(candles, min_rows=min_rows)
     candles, filled = regularize_hourly(candles)
     if filled:
         log.warning(

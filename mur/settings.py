@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     max_failures: int = 2
     ray_storage_path: str | None = Field(default=None, description="Ray Train storage (s3://… or a dir)")
     job_timeout_s: int = 3600
+    ray_num_cpus: int | None = Field(default=None, description="Ray head's CPUs (None: max(4, cores))")
+    ray_object_store_mb: int = Field(default=1024, ge=100, description="Ray head's object store size")
 
     # --- MLflow / S3 ---------------------------------------------------------------------------
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -11,6 +11,8 @@ from mur.errors import ServiceError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+DEFAULT_REMOTE_DAYS = 7
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -95,16 +97,23 @@ def show(
     """Print the last candles of PAIR in [--start, --end), with the range and gap summary."""
     from rich.console import Console
 
-    from mur.market_data import get_market_data
+    from mur.market_data import BundledMarketData, get_market_data
     from mur.settings import get_settings
 
     settings = get_settings()
     source = get_market_data(settings)
-    df = source.klines(pair, parse_when(start, "--start"), parse_when(end, "--end"))
+    lo, hi = parse_when(start, "--start"), parse_when(end, "--end")
     console = Console()
+    if lo is None and not isinstance(source, BundledMarketData):
+        # Paging a remote source from its first candle takes long: default to the last week of data.
+        anchor = source.data_range(pair)[1] + timedelta(hours=1)
+        anchor = min(anchor, hi) if hi is not None else anchor
+        lo = anchor - timedelta(days=DEFAULT_REMOTE_DAYS)
+        console.print(f"no --start: showing the last {DEFAULT_REMOTE_DAYS} days", highlight=False)
+    df = source.klines(pair, lo, hi)
     console.print(candles_table(df.tail(tail), f"{pair} 1h candles ({settings.market_data})"))
     for line in summary_lines(df):
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()

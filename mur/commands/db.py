@@ -17,6 +17,8 @@ import typer
 from mur.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from mur.db import Database
 
 db_app = typer.Typer(no_args_is_help=True, help="Database schema: apply and inspect migrations.")
@@ -43,6 +45,16 @@ def _database() -> Iterator[Database]:
         yield database
     finally:
         database.close()
+
+
+def _print_table(table: Table) -> None:
+    """Print on stdout; when piped, wide enough that names are never wrapped (grep-friendly)."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    console.print(table)
 
 
 def _when(value: datetime | None) -> str:
@@ -129,7 +141,6 @@ def users_create(
 @users_app.command("list")
 def users_list() -> None:
     """List users with roles, quota and this month's usage."""
-    from rich.console import Console
     from rich.table import Table
 
     from mur.db import list_users
@@ -152,7 +163,7 @@ def users_list() -> None:
             quota,
             _when(user.created_at),
         )
-    Console().print(table)
+    _print_table(table)
 
 
 def _set_disabled(username: str, disabled: bool) -> None:
@@ -242,7 +253,6 @@ def tokens_list(
     active: Annotated[bool, typer.Option("--active", help="hide revoked tokens")] = False,
 ) -> None:
     """List a user's tokens (prefix only: the full token is never stored)."""
-    from rich.console import Console
     from rich.table import Table
 
     from mur.db import list_tokens, require_user
@@ -264,7 +274,7 @@ def tokens_list(
             _when(token.last_used_at),
             status,
         )
-    Console().print(table)
+    _print_table(table)
 
 
 @tokens_app.command("revoke")

@@ -141,7 +141,12 @@ def predict(
     session = load_session(model)
     seq_len = model_seq_len(session)
     candles, _, _ = load_candles(
-        settings, pair.lower(), end=parse_time(at), data_csv=data, train_days=max(2, seq_len // 24 + 2)
+        settings,
+        pair.lower(),
+        end=parse_time(at),
+        data_csv=data,
+        train_days=max(2, seq_len // 24 + 2),
+        min_rows=seq_len,
     )
     result = forecast_from_candles(session, candles.iloc[-seq_len:])
     result["pair"] = pair.lower()

@@ -1,0 +1,743 @@
+"""mur.db against the real PostgreSQL: migrations, users, roles, tokens, quotas, login attempts, forecasts.
+
+Fixtures (``pg_database_factory``, ``pg_settings``, ``database``) live in ``tests/conftest.py``; each test
+uses random usernames so tests stay independent within the shared session database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import psycopg2
+import pytest
+from argon2 import PasswordHasher
+from psycopg2 import sql
+from typer.testing import CliRunner
+
+from mur import db as mdb
+from mur.db import Database
+from mur.errors import (
+    ConflictError,
+    DatabaseError,
+    InvalidInputError,
+    MigrationError,
+    NotFoundError,
+    WeakPasswordError,
+)
+from mur.security import hash_token, needs_rehash, verify_password
+from mur.settings import PROJECT_ROOT, Settings
+
+pytestmark = pytest.mark.services
+
+PASSWORD = "Sufficiently-str0ng"
+TOKEN_RE = re.compile(r"^mur_[A-Za-z0-9_-]{43}$")
+
+
+def _name(prefix: str = "user") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def _new_user(database: Database, **kwargs: object) -> mdb.User:
+    kwargs.setdefault("username", _name())
+    kwargs.setdefault("password", PASSWORD)
+    return mdb.create_user(database, **kwargs)  # type: ignore[arg-type]
+
+
+def _scalar(settings: Settings, query: str, params: tuple = ()) -> object:
+    conn = psycopg2.connect(settings.pg_dsn())
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query, params)
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# Migrations
+# ------------------------------------------------------------------------------------------------
+
+
+def test_migrate_creates_database_and_is_idempotent(pg_database_factory: Callable[..., Settings]) -> None:
+    settings = pg_database_factory(migrated=False, create=False)
+    files = [m.name for m in mdb.discover_migrations()]
+    assert files[:2] == ["0001_users_tokens_quotas", "0002_forecasts_and_login_attempts"]
+    assert mdb.migration_status(settings) == mdb.MigrationStatus(applied=[], pending=files)
+
+    first = mdb.migrate(settings)
+    assert first.created_database and first.applied_now == files and first.already_applied == []
+    second = mdb.migrate(settings)
+    assert not second.created_database and second.applied_now == [] and second.already_applied == files
+    assert mdb.migration_status(settings) == mdb.MigrationStatus(applied=files, pending=[])
+    assert _scalar(settings, "SELECT count(*) FROM schema_migrations") == len(files)
+    assert _scalar(settings, "SELECT array_agg(name ORDER BY name) FROM roles") == ["admin", "member"]
+
+
+def test_migrate_refuses_an_edited_migration(
+    pg_database_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = pg_database_factory(migrated=False)
+    migrations = tmp_path / "sql"
+    shutil.copytree(PROJECT_ROOT / "sql", migrations)
+    mdb.migrate(settings, migrations_dir=migrations)
+
+    (migrations / "0001_users_tokens_quotas.sql").write_text(
+        (migrations / "0001_users_tokens_quotas.sql").read_text() + "\n-- a harmless-looking edit\n"
+    )
+    with pytest.raises(MigrationError, match="0001_users_tokens_quotas.sql was edited.*never edit"):
+        mdb.migrate(settings, migrations_dir=migrations)
+    with pytest.raises(MigrationError, match="edited"):
+        mdb.migration_status(settings, migrations_dir=migrations)
+
+    (migrations / "0001_users_tokens_quotas.sql").unlink()
+    with pytest.raises(MigrationError, match="missing"):
+        mdb.migrate(settings, migrations_dir=migrations)
+
+
+def test_migrate_applies_only_new_files_and_rolls_back_a_failing_one(
+    pg_database_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = pg_database_factory(migrated=False)
+    migrations = tmp_path / "sql"
+    shutil.copytree(PROJECT_ROOT / "sql", migrations)
+    mdb.migrate(settings, migrations_dir=migrations)
+
+    (migrations / "0090_extra.sql").write_text("CREATE TABLE extra (id int);")
+    assert mdb.migrate(settings, migrations_dir=migrations).applied_now == ["0090_extra"]
+
+    (migrations / "0091_broken.sql").write_text("CREATE TABLE half_done (id int);\nSELECT * FROM nowhere;")
+    with pytest.raises(MigrationError, match="0091_broken.sql failed and was rolled back"):
+        mdb.migrate(settings, migrations_dir=migrations)
+    assert _scalar(settings, "SELECT to_regclass('half_done')") is None
+    assert _scalar(settings, "SELECT count(*) FROM schema_migrations WHERE version = '0091'") == 0
+    assert mdb.migration_status(settings, migrations_dir=migrations).pending == ["0091_broken"]
+
+
+def test_bad_migration_file_names_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "1_oops.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="bad migration file name"):
+        mdb.discover_migrations(tmp_path)
+    (tmp_path / "1_oops.sql").unlink()
+    (tmp_path / "0001_a.sql").write_text("SELECT 1;")
+    (tmp_path / "0001_b.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="share version 0001"):
+        mdb.discover_migrations(tmp_path)
+
+
+def test_concurrent_migrators_do_not_race(pg_database_factory: Callable[..., Settings]) -> None:
+    settings = pg_database_factory(migrated=False, create=False)  # the database does not exist yet
+    barrier = threading.Barrier(4)
+
+    def run() -> mdb.MigrationReport:
+        barrier.wait()
+        return mdb.migrate(settings)
+
+    with ThreadPoolExecutor(4) as pool:
+        reports = list(pool.map(lambda _: run(), range(4)))
+    files = [m.name for m in mdb.discover_migrations()]
+    assert sorted(name for r in reports for name in r.applied_now) == files  # each file applied once
+    assert _scalar(settings, "SELECT count(*) FROM schema_migrations") == len(files)
+
+
+def test_unmigrated_database_gives_a_clear_error(pg_database_factory: Callable[..., Settings]) -> None:
+    settings = pg_database_factory(migrated=False)
+    with Database(settings) as database, pytest.raises(DatabaseError, match="mur db migrate"):
+        mdb.get_user_by_username(database, username="alice")
+
+
+def test_missing_database_gives_a_clear_error() -> None:
+    settings = Settings(env="test", pg_database=f"mur_missing_{uuid.uuid4().hex[:8]}")
+    with Database(settings) as database, pytest.raises(DatabaseError, match="does not exist.*mur db migrate"):
+        mdb.get_user_by_username(database, username="alice")
+
+
+def test_pool_waits_then_fails_clearly_when_exhausted(pg_settings: Settings) -> None:
+    with Database(pg_settings, maxconn=1, pool_timeout_s=0.2) as database:
+        assert database.ping()
+        with database.connection(), pytest.raises(DatabaseError, match="no free database connection"):
+            with database.connection():
+                pass
+        assert database.ping()  # the slot came back
+
+
+def test_pool_discards_connections_the_server_dropped(pg_settings: Settings) -> None:
+    with Database(pg_settings, minconn=1, maxconn=1) as database:
+        with database.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid() AS pid")
+            pid = cur.fetchone()["pid"]
+        assert _scalar(pg_settings, "SELECT pg_terminate_backend(%s)", (pid,)) is True
+        with pytest.raises(DatabaseError, match="failed"):
+            mdb.get_user_by_id(database, user_id=1)
+        assert database.ping()  # a fresh connection replaced the dead one
+
+
+# ------------------------------------------------------------------------------------------------
+# Users and roles
+# ------------------------------------------------------------------------------------------------
+
+
+def test_create_and_fetch_user(database: Database) -> None:
+    username = _name("Alice")
+    user = _new_user(database, username=username, email="alice@example.com")
+    assert user.username == username and user.email == "alice@example.com"
+    assert user.roles == ("member",) and not user.is_admin and not user.disabled
+    assert user.created_at.tzinfo is not None
+    assert mdb.get_user_by_id(database, user_id=user.id) == user
+    assert mdb.get_user_by_username(database, username=username.upper()) == user
+    assert mdb.get_user_by_username(database, username=_name()) is None
+    assert mdb.get_user_by_id(database, user_id=-1) is None
+    with pytest.raises(NotFoundError, match="unknown user"):
+        mdb.require_user(database, username=_name())
+
+
+def test_password_hash_is_argon2_and_never_plaintext(database: Database, pg_settings: Settings) -> None:
+    user = _new_user(database)
+    stored = _scalar(pg_settings, "SELECT password_hash FROM users WHERE id = %s", (user.id,))
+    assert isinstance(stored, str) and stored.startswith("$argon2id$") and PASSWORD not in stored
+    assert verify_password(stored, PASSWORD)
+
+
+def test_duplicate_username_is_a_conflict_case_insensitively(
+    database: Database, pg_settings: Settings
+) -> None:
+    username = _name("Bob")
+    _new_user(database, username=username)
+    before = _scalar(pg_settings, "SELECT count(*) FROM users")
+    for taken in (username, username.lower(), username.upper()):
+        with pytest.raises(ConflictError, match="already taken"):
+            _new_user(database, username=taken)
+    assert _scalar(pg_settings, "SELECT count(*) FROM users") == before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "fragment"),
+    [
+        ({"username": ""}, InvalidInputError, "non-empty"),
+        ({"username": " padded"}, InvalidInputError, "leading or trailing"),
+        ({"username": "x" * 65}, InvalidInputError, "at most 64"),
+        ({"username": "tab\tname"}, InvalidInputError, "control characters"),
+        ({"email": "not-an-email"}, InvalidInputError, "invalid email"),
+        ({"roles": ("root",)}, InvalidInputError, "unknown role"),
+        ({"monthly_quota": -1}, InvalidInputError, "between 0 and"),
+        ({"password": "short"}, WeakPasswordError, "at least 10 characters"),
+    ],
+)
+def test_create_user_rejects_bad_input(
+    database: Database, kwargs: dict, error: type[Exception], fragment: str
+) -> None:
+    with pytest.raises(error, match=fragment):
+        _new_user(database, **kwargs)
+
+
+def test_roles(database: Database) -> None:
+    admin = _new_user(database, roles=("admin", "member"))
+    assert admin.roles == ("admin", "member") and admin.is_admin
+    member = _new_user(database)
+    assert mdb.add_role(database, user_id=member.id, role="admin") == ("admin", "member")
+    assert mdb.add_role(database, user_id=member.id, role="admin") == ("admin", "member")  # idempotent
+    assert mdb.remove_role(database, user_id=member.id, role="member") == ("admin",)
+    assert mdb.set_user_roles(database, user_id=member.id, roles=["member"]) == ("member",)
+    assert mdb.user_roles(database, user_id=member.id) == ("member",)
+    assert mdb.set_user_roles(database, user_id=member.id, roles=[]) == ()
+    with pytest.raises(InvalidInputError, match="unknown role"):
+        mdb.add_role(database, user_id=member.id, role="superuser")
+    with pytest.raises(NotFoundError):
+        mdb.set_user_roles(database, user_id=-1, roles=["member"])
+    with pytest.raises(NotFoundError):
+        mdb.add_role(database, user_id=-1, role="member")
+
+
+def test_authenticate(database: Database) -> None:
+    user = _new_user(database, username=_name("Carol"))
+    assert mdb.authenticate(database, username=user.username, password=PASSWORD) == user
+    assert mdb.authenticate(database, username=user.username.lower(), password=PASSWORD) == user
+    assert mdb.authenticate(database, username=user.username, password=PASSWORD + "x") is None
+    assert mdb.authenticate(database, username=user.username, password="") is None
+    assert mdb.authenticate(database, username=_name(), password=PASSWORD) is None
+    mdb.set_user_disabled(database, user_id=user.id, disabled=True)
+    assert mdb.authenticate(database, username=user.username, password=PASSWORD) is None
+    mdb.set_user_disabled(database, user_id=user.id, disabled=False)
+    assert mdb.authenticate(database, username=user.username, password=PASSWORD) is not None
+
+
+def test_authenticate_upgrades_outdated_hashes(database: Database, pg_settings: Settings) -> None:
+    user = _new_user(database)
+    weak = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(PASSWORD)
+    with database.cursor() as cur:
+        cur.execute("UPDATE users SET password_hash = %s WHERE id = %s", (weak, user.id))
+    assert mdb.authenticate(database, username=user.username, password=PASSWORD) is not None
+    upgraded = _scalar(pg_settings, "SELECT password_hash FROM users WHERE id = %s", (user.id,))
+    assert upgraded != weak and not needs_rehash(upgraded) and verify_password(upgraded, PASSWORD)
+
+
+def test_set_password(database: Database) -> None:
+    user = _new_user(database)
+    mdb.set_password(database, user_id=user.id, password="Another-passw0rd")
+    assert mdb.authenticate(database, username=user.username, password=PASSWORD) is None
+    assert mdb.authenticate(database, username=user.username, password="Another-passw0rd") is not None
+    with pytest.raises(WeakPasswordError):
+        mdb.set_password(database, user_id=user.id, password="weak")
+    with pytest.raises(NotFoundError):
+        mdb.set_password(database, user_id=-1, password="Another-passw0rd")
+
+
+def test_list_users_shows_roles_quota_and_usage(database: Database, pg_settings: Settings) -> None:
+    own = _new_user(database, monthly_quota=7, roles=("admin", "member"))
+    default = _new_user(database)
+    mdb.consume_quota(database, user_id=own.id)
+    mdb.consume_quota(database, user_id=own.id)
+    by_id = {u.id: u for u in mdb.list_users(database)}
+    assert by_id[own.id].roles == ("admin", "member")
+    assert (by_id[own.id].monthly_limit, by_id[own.id].quota_is_default, by_id[own.id].used_this_month) == (
+        7,
+        False,
+        2,
+    )
+    expected_default = (pg_settings.default_monthly_quota, True, 0)
+    assert (
+        by_id[default.id].monthly_limit,
+        by_id[default.id].quota_is_default,
+        by_id[default.id].used_this_month,
+    ) == (expected_default)
+
+
+# ------------------------------------------------------------------------------------------------
+# API tokens
+# ------------------------------------------------------------------------------------------------
+
+
+def _all_text_values(settings: Settings) -> list[str]:
+    """Every text-like value in every table of the public schema."""
+    conn = psycopg2.connect(settings.pg_dsn())
+    values: list[str] = []
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = 'public' AND data_type IN ('text', 'character varying', 'character')"
+            )
+            for table, column in cur.fetchall():
+                cur.execute(
+                    sql.SQL("SELECT {} FROM {}").format(sql.Identifier(column), sql.Identifier(table))
+                )
+                values.extend(v for (v,) in cur.fetchall() if v is not None)
+    finally:
+        conn.close()
+    return values
+
+
+def test_token_lifecycle_and_plaintext_never_stored(database: Database, pg_settings: Settings) -> None:
+    user = _new_user(database, roles=("admin", "member"))
+    token, row = mdb.create_token(database, user_id=user.id, name="laptop")
+    assert TOKEN_RE.match(token)
+    assert row.prefix == token[:12] and row.name == "laptop" and row.is_active and row.last_used_at is None
+
+    stored_hash = _scalar(pg_settings, "SELECT token_hash FROM api_tokens WHERE id = %s", (row.id,))
+    assert stored_hash == hash_token(token)
+    secret_part = token[len("mur_") :]
+    assert not [v for v in _all_text_values(pg_settings) if token in v or secret_part in v]
+
+    owner = mdb.lookup_token(database, token=token)
+    assert owner == mdb.TokenOwner(
+        token_id=row.id, user_id=user.id, username=user.username, roles=("admin", "member"), disabled=False
+    )
+    assert owner.is_admin
+    assert mdb.list_tokens(database, user_id=user.id)[0].last_used_at is not None
+
+    assert mdb.lookup_token(database, token=token + "x") is None
+    assert mdb.lookup_token(database, token=token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+    assert mdb.lookup_token(database, token="") is None
+
+    revoked = mdb.revoke_token(database, user_id=user.id, token_id=row.id)
+    assert revoked.revoked_at is not None and not revoked.is_active
+    assert mdb.lookup_token(database, token=token) is None
+    assert mdb.revoke_token(database, user_id=user.id, token_id=row.id).revoked_at == revoked.revoked_at
+    assert mdb.list_tokens(database, user_id=user.id, include_revoked=False) == []
+    assert len(mdb.list_tokens(database, user_id=user.id)) == 1
+
+
+def test_tokens_belong_to_their_user(database: Database) -> None:
+    alice, mallory = _new_user(database), _new_user(database)
+    _, row = mdb.create_token(database, user_id=alice.id)
+    with pytest.raises(NotFoundError):
+        mdb.revoke_token(database, user_id=mallory.id, token_id=row.id)
+    with pytest.raises(NotFoundError):
+        mdb.rotate_token(database, user_id=mallory.id, token_id=row.id)
+    with pytest.raises(NotFoundError):
+        mdb.create_token(database, user_id=-1)
+    with pytest.raises(InvalidInputError, match="token name"):
+        mdb.create_token(database, user_id=alice.id, name="  ")
+
+
+def test_rotate_token(database: Database) -> None:
+    user = _new_user(database)
+    old, old_row = mdb.create_token(database, user_id=user.id, name="ci")
+    new, new_row = mdb.rotate_token(database, user_id=user.id, token_id=old_row.id)
+    assert new != old and new_row.name == "ci" and new_row.id != old_row.id
+    assert mdb.lookup_token(database, token=old) is None
+    assert mdb.lookup_token(database, token=new).token_id == new_row.id
+    with pytest.raises(NotFoundError, match="no active token"):
+        mdb.rotate_token(database, user_id=user.id, token_id=old_row.id)
+
+
+def test_disabled_users_tokens_stop_working(database: Database) -> None:
+    user = _new_user(database)
+    token, _ = mdb.create_token(database, user_id=user.id)
+    mdb.set_user_disabled(database, user_id=user.id, disabled=True)
+    assert mdb.lookup_token(database, token=token) is None
+    mdb.set_user_disabled(database, user_id=user.id, disabled=False)
+    assert mdb.lookup_token(database, token=token) is not None
+    with pytest.raises(NotFoundError):
+        mdb.set_user_disabled(database, user_id=-1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Quotas
+# ------------------------------------------------------------------------------------------------
+
+
+def test_quota_edit_and_usage(database: Database, pg_settings: Settings) -> None:
+    user = _new_user(database)
+    assert mdb.get_usage(database, user_id=user.id) == (0, pg_settings.default_monthly_quota)
+    assert mdb.set_quota(database, user_id=user.id, monthly_limit=5) == 5
+    assert mdb.set_quota(database, user_id=user.id, monthly_limit=3) == 3
+    assert mdb.get_usage(database, user_id=user.id) == (0, 3)
+    assert mdb.set_quota(database, user_id=user.id, monthly_limit=None) == pg_settings.default_monthly_quota
+    assert mdb.get_usage(database, user_id=user.id) == (0, pg_settings.default_monthly_quota)
+    with pytest.raises(InvalidInputError):
+        mdb.set_quota(database, user_id=user.id, monthly_limit=-5)
+    with pytest.raises(NotFoundError):
+        mdb.set_quota(database, user_id=-1, monthly_limit=5)
+    with pytest.raises(NotFoundError):
+        mdb.get_usage(database, user_id=-1)
+
+
+def test_consume_quota_until_exhausted(database: Database) -> None:
+    user = _new_user(database, monthly_quota=3)
+    at = datetime(2031, 5, 17, 13, 0, tzinfo=UTC)
+    results = [mdb.consume_quota(database, user_id=user.id, at=at) for _ in range(5)]
+    assert [r.allowed for r in results] == [True, True, True, False, False]
+    assert [r.used for r in results] == [1, 2, 3, 3, 3]
+    assert [r.remaining for r in results] == [2, 1, 0, 0, 0]
+    assert {r.limit for r in results} == {3}
+    assert {r.reset_at for r in results} == {datetime(2031, 6, 1, tzinfo=UTC)}
+    assert mdb.get_usage(database, user_id=user.id, month=date(2031, 5, 1)) == (3, 3)
+
+    # a new month starts from zero; December resets into the next year
+    december = mdb.consume_quota(database, user_id=user.id, at=datetime(2031, 12, 31, 23, 59, tzinfo=UTC))
+    assert december.allowed and december.used == 1 and december.reset_at == datetime(2032, 1, 1, tzinfo=UTC)
+
+    # raising the limit lets calls through again; lowering it below usage blocks them
+    mdb.set_quota(database, user_id=user.id, monthly_limit=4)
+    assert mdb.consume_quota(database, user_id=user.id, at=at).allowed
+    mdb.set_quota(database, user_id=user.id, monthly_limit=1)
+    assert mdb.consume_quota(database, user_id=user.id, at=at) == mdb.QuotaResult(
+        allowed=False, used=4, limit=1, reset_at=datetime(2031, 6, 1, tzinfo=UTC)
+    )
+
+
+def test_zero_quota_refuses_the_very_first_call(database: Database, pg_settings: Settings) -> None:
+    user = _new_user(database, monthly_quota=0)
+    result = mdb.consume_quota(database, user_id=user.id)
+    assert (result.allowed, result.used, result.limit) == (False, 0, 0)
+    assert _scalar(pg_settings, "SELECT count(*) FROM api_usage WHERE user_id = %s", (user.id,)) == 0
+
+
+def test_consume_quota_units_and_bad_input(database: Database) -> None:
+    user = _new_user(database, monthly_quota=5)
+    assert mdb.consume_quota(database, user_id=user.id, units=3).used == 3
+    refused = mdb.consume_quota(database, user_id=user.id, units=3)
+    assert not refused.allowed and refused.used == 3  # all or nothing
+    assert mdb.consume_quota(database, user_id=user.id, units=2).used == 5
+    with pytest.raises(InvalidInputError):
+        mdb.consume_quota(database, user_id=user.id, units=0)
+    with pytest.raises(NotFoundError):
+        mdb.consume_quota(database, user_id=-1)
+
+
+def test_default_quota_applies_without_a_quota_row(pg_settings: Settings) -> None:
+    settings = pg_settings.model_copy(update={"default_monthly_quota": 2})
+    with Database(settings) as database:
+        user = _new_user(database)
+        assert [mdb.consume_quota(database, user_id=user.id).allowed for _ in range(3)] == [True, True, False]
+
+
+def test_quota_race_allows_exactly_the_limit(pg_settings: Settings) -> None:
+    """200 simultaneous calls from 4 pools (think: 4 API replicas) for a quota of 50: exactly 50 pass."""
+    pools = [Database(pg_settings, maxconn=10) for _ in range(4)]
+    try:
+        user = _new_user(pools[0], monthly_quota=50)
+        for pool in pools:  # open every connection up front so the calls really overlap
+            with pool.connection(), pool.connection():
+                pass
+        calls = 200
+        barrier = threading.Barrier(calls)
+
+        def call(i: int) -> mdb.QuotaResult:
+            barrier.wait()
+            return mdb.consume_quota(pools[i % len(pools)], user_id=user.id)
+
+        with ThreadPoolExecutor(calls) as executor:
+            results = list(executor.map(call, range(calls)))
+        allowed = [r for r in results if r.allowed]
+        assert len(allowed) == 50
+        assert sorted(r.used for r in allowed) == list(range(1, 51))  # every unit handed out exactly once
+        assert all(r.used == 50 and r.limit == 50 for r in results if not r.allowed)
+        assert mdb.get_usage(pools[0], user_id=user.id) == (50, 50)
+    finally:
+        for pool in pools:
+            pool.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# Hostile input
+# ------------------------------------------------------------------------------------------------
+
+INJECTIONS = [
+    "robert'); DROP TABLE users;--",
+    "' OR '1'='1",
+    '" OR ""="',
+    "admin'--",
+    "x; DELETE FROM api_tokens; --",
+    "%s %(user_id)s {0} $1",
+    "\\'; SELECT pg_sleep(5); --",
+    "ünï'cødé\"💥",
+]
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_sql_injection_strings_are_stored_verbatim(
+    database: Database, pg_settings: Settings, payload: str
+) -> None:
+    username = payload + uuid.uuid4().hex[:6]
+    email = payload + "@example.com"
+    user = _new_user(database, username=username, email=email)
+    assert (user.username, user.email) == (username, email)
+    fetched = mdb.get_user_by_username(database, username=username)
+    assert fetched is not None and (fetched.username, fetched.email) == (username, email)
+    assert mdb.authenticate(database, username=payload, password=payload) is None
+    assert mdb.authenticate(database, username=username, password=PASSWORD) == user
+    assert mdb.lookup_token(database, token=payload) is None
+    mdb.record_login_attempt(database, username=payload, ip=payload, success=False)
+    assert mdb.count_recent_failures(database, username=payload, ip=None, window_s=60) >= 1
+    forecast = mdb.record_forecast(
+        database,
+        pair=payload,
+        model_version=payload,
+        target_time=datetime(2030, 1, 1, tzinfo=UTC),
+        predicted=1.0,
+        last_close=1.0,
+    )
+    assert forecast.model_version == payload
+    assert mdb.list_forecasts(database, pair=payload, model_version=payload)[0].id == forecast.id
+    for table in ("users", "roles", "user_roles", "api_tokens", "quotas", "api_usage", "schema_migrations"):
+        assert _scalar(pg_settings, "SELECT to_regclass(%s) IS NOT NULL", (table,)) is True
+    assert _scalar(pg_settings, "SELECT count(*) FROM users WHERE username = %s", (username,)) == 1
+    assert _scalar(pg_settings, "SELECT count(*) FROM roles") == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Login attempts
+# ------------------------------------------------------------------------------------------------
+
+
+def test_login_failures_are_counted_per_username_and_ip(database: Database) -> None:
+    username, ip, other_ip = _name(), f"10.0.{uuid.uuid4().int % 250}.1", "192.0.2.77"
+    for _ in range(3):
+        mdb.record_login_attempt(database, username=username, ip=ip, success=False)
+    assert mdb.count_recent_failures(database, username=username.upper(), ip=None, window_s=300) == 3
+    assert mdb.count_recent_failures(database, username=_name(), ip=ip, window_s=300) == 3  # same IP
+    assert mdb.count_recent_failures(database, username=_name(), ip=other_ip + "9", window_s=300) == 0
+    # a success from that IP forgives earlier failures for the user, not for others' counts later
+    mdb.record_login_attempt(database, username=username, ip=ip, success=True)
+    assert mdb.count_recent_failures(database, username=username, ip=ip, window_s=300) == 0
+    mdb.record_login_attempt(database, username=username, ip=other_ip, success=False)
+    assert mdb.count_recent_failures(database, username=username, ip=ip, window_s=300) == 1
+
+
+def test_login_failures_outside_the_window_do_not_count(database: Database) -> None:
+    username = _name()
+    mdb.record_login_attempt(database, username=username, ip=None, success=False)
+    with database.cursor() as cur:
+        cur.execute(
+            "UPDATE login_attempts SET attempted_at = now() - interval '1 hour' WHERE username = %s",
+            (username,),
+        )
+    mdb.record_login_attempt(database, username=username, ip=None, success=False)
+    assert mdb.count_recent_failures(database, username=username, ip=None, window_s=300) == 1
+    assert mdb.count_recent_failures(database, username=username, ip=None, window_s=7200) == 2
+    assert mdb.prune_login_attempts(database, older_than_s=1800) >= 1
+    assert mdb.count_recent_failures(database, username=username, ip=None, window_s=7200) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Forecast track record
+# ------------------------------------------------------------------------------------------------
+
+
+def test_forecasts_upsert_fill_and_list(database: Database) -> None:
+    pair = _name("pair")
+    base = datetime(2030, 3, 1, tzinfo=UTC)
+    for i in range(5):
+        mdb.record_forecast(
+            database,
+            pair=pair.upper(),
+            model_version="7",
+            target_time=base + timedelta(hours=i),
+            predicted=100.0 + i,
+            last_close=99.0 + i,
+        )
+    again = mdb.record_forecast(
+        database, pair=pair, model_version="7", target_time=base, predicted=123.0, last_close=99.0
+    )
+    assert again.predicted == 123.0 and again.pair == pair
+    mdb.record_forecast(
+        database, pair=pair, model_version="8", target_time=base, predicted=101.5, last_close=99.0
+    )
+
+    rows = mdb.list_forecasts(database, pair=pair, limit=100)
+    assert len(rows) == 6  # the upsert did not duplicate
+    assert [r.target_time for r in rows] == sorted((r.target_time for r in rows), reverse=True)
+    assert len(mdb.list_forecasts(database, pair=pair, limit=2)) == 2
+    assert {r.model_version for r in mdb.list_forecasts(database, pair=pair, model_version="8")} == {"8"}
+
+    candles = [(base.replace(tzinfo=None), 110.0), (base + timedelta(hours=1), float("nan"))]
+    assert mdb.fill_actuals(database, pair=pair, candles=candles) == 2  # both versions at `base`
+    assert mdb.fill_actuals(database, pair=pair, candles=[(base, 999.0)]) == 0  # known actuals are kept
+    assert mdb.set_actual(database, pair=pair, target_time=base, actual=111.0) == 2
+    actuals = {(r.model_version, r.target_time): r.actual for r in mdb.list_forecasts(database, pair=pair)}
+    assert actuals[("7", base)] == 111.0 and actuals[("8", base)] == 111.0
+    assert actuals[("7", base + timedelta(hours=1))] is None
+    assert (
+        mdb.record_forecast(
+            database, pair=pair, model_version="7", target_time=base, predicted=1.0, last_close=1.0
+        ).actual
+        == 111.0
+    )  # re-recording keeps the observed value
+    assert mdb.fill_actuals(database, pair=pair, candles=[]) == 0
+    with pytest.raises(InvalidInputError):
+        mdb.record_forecast(
+            database, pair=pair, model_version="7", target_time=base, predicted=float("inf"), last_close=1.0
+        )
+
+
+def test_fill_actuals_accepts_pandas_timestamps(database: Database) -> None:
+    pd = pytest.importorskip("pandas")
+    pair = _name("pair")
+    target = datetime(2030, 4, 1, 5, tzinfo=UTC)
+    mdb.record_forecast(
+        database, pair=pair, model_version="1", target_time=target, predicted=1.0, last_close=1.0
+    )
+    frame = pd.DataFrame({"close": [2.5]}, index=pd.DatetimeIndex([pd.Timestamp(target)]))
+    assert mdb.fill_actuals(database, pair=pair, candles=zip(frame.index, frame["close"], strict=True)) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, pg_settings: Settings) -> Callable[..., object]:
+    """Invoke the real ``mur`` Typer app against the test database."""
+    from mur.cli import app
+
+    monkeypatch.setattr("mur.settings.get_settings", lambda: pg_settings)
+    runner = CliRunner()
+
+    def invoke(*args: str, stdin: str | None = None) -> object:
+        return runner.invoke(app, list(args), input=stdin)
+
+    return invoke
+
+
+def test_cli_user_token_quota_flow(cli: Callable[..., object], database: Database) -> None:
+    username = _name("cli")
+    created = cli(
+        "users",
+        "create",
+        username,
+        "--email",
+        "c@example.com",
+        "--quota",
+        "9",
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )
+    assert created.exit_code == 0, created.output
+    assert created.stdout == ""  # nothing secret to print: the password came from stdin
+    assert mdb.authenticate(database, username=username, password=PASSWORD) is not None
+
+    generated = cli("users", "create", _name("gen"), "--admin")
+    assert generated.exit_code == 0 and len(generated.stdout.strip().splitlines()) == 1  # just the password
+
+    made = cli("tokens", "create", username, "--name", "ci")
+    assert made.exit_code == 0
+    token = made.stdout.strip()
+    assert TOKEN_RE.match(token) and made.stdout == token + "\n"
+    assert "shown only once" in made.stderr
+    owner = mdb.lookup_token(database, token=token)
+    assert owner is not None and owner.username == username
+
+    listed = cli("tokens", "list", username)
+    assert listed.exit_code == 0 and token[:12] in listed.stdout and token not in listed.stdout
+    assert cli("tokens", "revoke", username, str(owner.token_id)).exit_code == 0
+    assert mdb.lookup_token(database, token=token) is None
+
+    assert cli("quota", "set", username, "25").exit_code == 0
+    shown = cli("quota", "show", username)
+    assert shown.stdout.strip() == "0/25"
+    assert cli("users", "disable", username).exit_code == 0
+    assert mdb.require_user(database, username=username).disabled
+    assert cli("users", "enable", username).exit_code == 0
+    listing = cli("users", "list")
+    assert listing.exit_code == 0 and username in listing.stdout
+
+    migrated = cli("db", "migrate")
+    assert migrated.exit_code == 0 and "0 pending" in migrated.stdout
+
+
+def test_cli_errors_are_one_line(pg_settings: Settings) -> None:
+    env = {
+        **os.environ,
+        "MUR_PG_DATABASE": pg_settings.pg_database,
+        "MUR_PG_HOST": pg_settings.pg_host,
+        "MUR_PG_PORT": str(pg_settings.pg_port),
+    }
+
+    def mur(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mur.cli", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            cwd=PROJECT_ROOT,
+        )
+
+    unknown = mur("tokens", "create", _name("ghost"))
+    assert unknown.returncode == 1 and unknown.stdout == ""
+    assert re.fullmatch(r"error: unknown user '.+'\n", unknown.stderr)
+
+    weak = mur("users", "create", _name("weak"), "--password-stdin", stdin="short\n")
+    assert weak.returncode == 1 and weak.stderr.startswith("error: password must be at least 10")
+    assert weak.stderr.count("\n") == 1
+
+    username = _name("dup")
+    assert mur("users", "create", username, "--password-stdin", stdin=PASSWORD + "\n").returncode == 0
+    taken = mur("users", "create", username.upper(), "--password-stdin", stdin=PASSWORD + "\n")
+    assert taken.returncode == 1 and "already taken" in taken.stderr and taken.stderr.count("\n") == 1
+
+    token = mur("tokens", "create", username)
+    assert token.returncode == 0 and TOKEN_RE.match(token.stdout.strip()) and token.stdout.count("\n") == 1

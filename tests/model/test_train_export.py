@@ -1,0 +1,156 @@
+"""Train a tiny model on bundled data, export ONNX, validate it, check metrics.json; CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from mur.export import INPUT_NAME, load_session, run_session
+from mur.features import build_dataset
+from mur.pipeline import load_candles, train_local
+from mur.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = {"epochs": 2, "hidden_size": 8}
+
+
+@pytest.fixture(scope="module")
+def tiny_settings() -> Settings:
+    return Settings(train_days=60, num_layers=1, market_data="bundled")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_settings: Settings) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("model")
+    doc = train_local(tiny_settings, "btc_usdt", out, progress=False, **TINY)
+    return out, doc
+
+
+def test_metrics_json_shape(trained: tuple[Path, dict]) -> None:
+    out, doc = trained
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(doc))
+    assert {"pair", "arch", "normalization", "data_window", "model", "persistence", "linear", "skill"} <= set(
+        on_disk
+    )
+    for who in ("model", "persistence", "linear"):
+        assert set(on_disk[who]) == {"mae", "rmse", "mape", "directional_accuracy"}
+        assert on_disk[who]["mae"] > 0
+    assert on_disk["skill"] == pytest.approx(1 - on_disk["model"]["mae"] / on_disk["persistence"]["mae"])
+    assert on_disk["data_window"]["end"] == "2026-01-01T00:00:00Z"  # bundled BTC ends 2025-12-31 23:00
+
+
+def test_onnx_is_self_contained_and_takes_raw_candles(
+    trained: tuple[Path, dict], tiny_settings: Settings
+) -> None:
+    out, doc = trained
+    path = out / "model.onnx"
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert not list(out.glob("*.data")), "weights must be embedded, no external-data side file"
+    assert all(init.data_location != onnx.TensorProto.EXTERNAL for init in model.graph.initializer)
+    sess = load_session(path)
+    inp = sess.get_inputs()[0]
+    assert inp.name == INPUT_NAME and inp.shape[1:] == [24, 9]
+    candles, _, _ = load_candles(tiny_settings, "btc_usdt")
+    ds = build_dataset(candles, 24, "relative")
+    x, y = ds.x[ds.split.test], ds.y[ds.split.test]
+    pred = run_session(sess, x)  # dynamic batch axis: the whole test span at once
+    assert pred.shape == y.shape
+    # forecasts are prices, close to the last close (the graph de-normalizes)
+    assert np.all(np.abs(pred / x[:, -1, 7] - 1) < 0.2)
+    assert np.mean(np.abs(pred - y)) == pytest.approx(doc["model"]["mae"], rel=1e-6)
+
+
+def test_same_data_and_seed_give_same_weights(tmp_path: Path, tiny_settings: Settings) -> None:
+    a = train_local(tiny_settings, "eth_usdt", tmp_path / "a", progress=False, epochs=1, hidden_size=4)
+    b = train_local(tiny_settings, "eth_usdt", tmp_path / "b", progress=False, epochs=1, hidden_size=4)
+    assert a["model"] == b["model"]
+
+
+def test_reference_normalization_and_gru(tmp_path: Path, tiny_settings: Settings) -> None:
+    doc = train_local(
+        tiny_settings,
+        "sol_usdt",
+        tmp_path,
+        normalization="reference",
+        progress=False,
+        epochs=1,
+        hidden_size=4,
+        arch="gru",
+    )
+    assert doc["normalization"] == "reference" and doc["arch"] == "gru"
+    assert (tmp_path / "model.onnx").stat().st_size > 1000
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MUR_TRAIN_DAYS": "30"}
+    return subprocess.run(
+        [sys.executable, "-m", "mur.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_cli_train_and_predict(tmp_path: Path) -> None:
+    r = run_cli("train", "btc_usdt", "--epochs", "1", "--hidden-size", "4", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "persistence" in r.stdout and "linear" in r.stdout and "skill vs persistence" in r.stdout
+    r = run_cli(
+        "predict",
+        "btc_usdt",
+        "--model",
+        str(tmp_path / "model.onnx"),
+        "--at",
+        "2025-06-01T00:00:00Z",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["candle_time"] == "2025-05-31T23:00:00Z" and out["target_time"] == "2025-06-01T00:00:00Z"
+    assert out["forecast"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("train", "doge_usdt", "--epochs", "1"), "doge"),
+        (("predict", "btc_usdt", "--model", "/nonexistent/model.onnx"), "model file not found"),
+        (("train", "btc_usdt", "--end", "not-a-date"), "cannot parse time"),
+        (("train", "btc_usdt", "--end", "2020-01-01T00:00:00Z"), "btc_usdt"),
+    ],
+)
+def test_cli_errors_are_one_clear_line(args: tuple[str, ...], message: str) -> None:
+    r = run_cli(*args)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert message in r.stderr.lower() or message in r.stderr
+
+
+def test_cli_rejects_bad_csv_and_unreadable_model(tmp_path: Path) -> None:
+    csv = tmp_path / "c.csv"
+    csv.write_text(
+        "timestamp,open,high,low,close,volume\n1700000000000,1,2,0.5,nan,3\n1700003600000,1,2,0.5,1,3\n"
+    )
+    r = run_cli("train", "mine", "--data", str(csv), "--epochs", "1")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "nan" in r.stderr.lower()
+    short = tmp_path / "short.csv"
+    short.write_text(
+        "timestamp,open,high,low,close,volume\n1700000000000,1,2,0.5,1,3\n1700003600000,1,2,0.5,1,3\n"
+    )
+    r = run_cli("train", "mine", "--data", str(short), "--epochs", "1")
+    assert r.returncode == 1 and "need at least" in r.stderr
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    r = run_cli("predict", "btc_usdt", "--model", str(bad))
+    assert r.returncode == 1 and "cannot load ONNX model" in r.stderr and "Traceback" not in r.stderr
