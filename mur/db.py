@@ -13,7 +13,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -835,6 +835,56 @@ def rotate_token(db: Database, *, user_id: int, token_id: int) -> tuple[str, Tok
         if row is None:
             raise NotFoundError(f"user has no active token with id {token_id}")
         return _insert_token(cur, user_id, row["name"])
+
+
+def ensure_managed_token(
+    db: Database, *, user_id: int, name: str, derive: Callable[[int], str], max_generations: int = 1000
+) -> tuple[str, Token]:
+    """The user's active token named ``name`` whose plaintext is ``derive(n)``, created if needed.
+
+    For tokens a server re-creates instead of storing (the dashboard's per-user Serve token, derived from
+    its secret key): generation ``n`` is the lowest one not revoked, so revoking the token makes the next
+    call derive a fresh one. Other active tokens with this name that match no generation (say, after the
+    secret key changed) are revoked. Serialised per user by locking the user's row.
+    """
+    name = _validate_token_name(name)
+    with db.cursor() as cur:
+        cur.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (user_id,))
+        if cur.fetchone() is None:
+            raise NotFoundError(f"unknown user id {user_id}")
+        cur.execute(
+            "SELECT id, token_hash, revoked_at FROM api_tokens WHERE user_id = %s AND name = %s",
+            (user_id, name),
+        )
+        rows = {row["token_hash"]: row for row in cur.fetchall()}
+        for generation in range(min(len(rows), max_generations) + 1):
+            token = derive(generation)
+            if not looks_like_api_token(token):
+                raise InvalidInputError("derive() must return a well-formed API token")
+            row = rows.get(hash_token(token))
+            if row is not None and row["revoked_at"] is not None:
+                continue  # this generation was revoked: try the next one
+            if row is None:
+                cur.execute(
+                    "INSERT INTO api_tokens (user_id, token_hash, prefix, name) VALUES (%s, %s, %s, %s) "
+                    "RETURNING id",
+                    (user_id, hash_token(token), token_prefix(token), name),
+                )
+                token_id = cur.fetchone()["id"]
+            else:
+                token_id = row["id"]
+            cur.execute(
+                "UPDATE api_tokens SET revoked_at = now() "
+                "WHERE user_id = %s AND name = %s AND revoked_at IS NULL AND id <> %s",
+                (user_id, name, token_id),
+            )
+            cur.execute(
+                "SELECT id, user_id, name, prefix, created_at, last_used_at, revoked_at FROM api_tokens "
+                "WHERE id = %s",
+                (token_id,),
+            )
+            return token, _token(cur.fetchone())
+    raise ConflictError(f"no free generation for token {name!r} of user {user_id} (all revoked)")
 
 
 _LOOKUP_TOKEN = """

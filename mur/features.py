@@ -128,8 +128,10 @@ def make_windows(features: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.nda
         raise DataValidationError(
             f"need at least {seq_len + 1} candles to build one window, got {len(features)}"
         )
-    view = np.lib.stride_tricks.sliding_window_view(features[:-1], seq_len, axis=0)  # (n, 9, seq_len)
-    x = np.ascontiguousarray(view.transpose(0, 2, 1), dtype=np.float32)
+    # One float32 array without copying the overlapping windows: a read-only strided view whose last
+    # axis (the 9 features) is contiguous. Consumers that need a private copy make one.
+    f32 = np.ascontiguousarray(features[:-1], dtype=np.float32)
+    x = np.lib.stride_tricks.sliding_window_view(f32, seq_len, axis=0).transpose(0, 2, 1)
     y = features[seq_len:, CLOSE_IDX].astype(np.float64)
     return x, y
 
@@ -177,19 +179,34 @@ def _minmax(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 def normalize_inputs(x: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    """Raw windows ``(n, seq_len, 9)`` → model inputs (float32). Mirrors ``export.NormalizedForecaster``."""
-    x = x.astype(np.float64)
+    """Raw windows ``(n, seq_len, 9)`` → model inputs (float32). Mirrors ``export.NormalizedForecaster``.
+
+    Computed in float32, like the ONNX graph, with in-place operations (this is the hot path of the
+    feature benchmark: ~6 M values for three years of hourly candles).
+    """
+    x = np.asarray(x, dtype=np.float32)
     if spec.normalization == "reference":
-        out = _minmax(x, np.asarray(spec.col_min), np.asarray(spec.col_max))
-        return out.astype(np.float32)
-    last_close = x[:, -1:, CLOSE_IDX : CLOSE_IDX + 1]  # (n, 1, 1)
-    out = np.empty_like(x)
-    lo = np.array([d[0] for d in CALENDAR_DOMAIN], dtype=np.float64)
-    hi = np.array([d[1] for d in CALENDAR_DOMAIN], dtype=np.float64)
-    out[..., :4] = _minmax(x[..., :4], lo, hi)
-    out[..., 4:8] = (x[..., 4:8] / last_close - 1.0) * spec.relative_scale
-    out[..., 8:9] = x[..., 8:9] / last_close * spec.relative_scale
-    return out.astype(np.float32)
+        lo = np.asarray(spec.col_min, dtype=np.float32)
+        span = np.asarray(spec.col_max, dtype=np.float32) - lo
+        span[span == 0] = 1.0
+        out = x - lo
+        out *= 2.0 / span
+        out -= 1.0
+        return out
+    # out = x * A + B with a per-window scale A (n, 1, 9) and a constant offset B (1, 1, 9): two passes
+    # over contiguous memory instead of many strided column slices.
+    lo = np.array([d[0] for d in CALENDAR_DOMAIN], dtype=np.float32)
+    span = np.array([d[1] - d[0] for d in CALENDAR_DOMAIN], dtype=np.float32)
+    scale = np.float32(spec.relative_scale)
+    a = np.empty((len(x), 1, N_FEATURES), dtype=np.float32)
+    a[:, 0, :4] = 2.0 / span
+    a[:, 0, 4:] = scale / x[:, -1, CLOSE_IDX : CLOSE_IDX + 1]
+    b = np.zeros((1, 1, N_FEATURES), dtype=np.float32)
+    b[0, 0, :4] = -2.0 * lo / span - 1.0
+    b[0, 0, 4:8] = -scale
+    out = x * a
+    out += b
+    return out
 
 
 def normalize_targets(y: np.ndarray, x: np.ndarray, spec: FeatureSpec) -> np.ndarray:
@@ -219,7 +236,7 @@ class Dataset:
     y: np.ndarray  # next-hour close (n,) float64
     split: Split
     spec: FeatureSpec
-    timestamps: np.ndarray  # open time of each window's target candle (n,) datetime64
+    timestamps: np.ndarray  # open time (UTC, naive datetime64) of each window's target candle (n,)
 
     def model_arrays(self, part: Literal["train", "val", "test"]) -> tuple[np.ndarray, np.ndarray]:
         """Normalized ``(inputs, targets)`` for one span, ready for a DataLoader."""
@@ -234,7 +251,7 @@ def build_dataset(candles: pd.DataFrame, seq_len: int, normalization: Normalizat
     x, y = make_windows(feats, seq_len)
     split = chronological_split(len(feats), seq_len)
     spec = fit_spec(feats, split, seq_len, normalization)
-    ts = pd.DatetimeIndex(candles["timestamp"]).to_numpy()[seq_len:]
+    ts = pd.DatetimeIndex(candles["timestamp"]).tz_convert("UTC").tz_localize(None).to_numpy()[seq_len:]
     return Dataset(x=x, y=y, split=split, spec=spec, timestamps=ts)
 
 

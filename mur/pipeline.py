@@ -213,3 +213,58 @@ def train_local(
 def windows_for_test(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
     """Raw test windows and targets (what the promotion gate re-scores champions on)."""
     return ds.x[ds.split.test], ds.y[ds.split.test]
+
+
+def train_local_and_register(
+    settings: Settings, pair: str, *, end: datetime | None = None, **overrides: object
+) -> dict[str, object]:
+    """Train in-process (no Ray), then log/register/gate exactly like the Ray job does.
+
+    Used by ``mur train PAIR --register`` and by tests that need a registered model quickly.
+    """
+    import tempfile
+    from dataclasses import asdict
+
+    from mur.export import export_onnx
+    from mur.models import build_model
+    from mur.ray_train import idempotency_key
+    from mur.registry import log_and_register
+    from mur.training import fit_local, seed_everything
+
+    pair = pair.lower()
+    candles, window, _ = load_candles(settings, pair, end=end)
+    ds = prepare(settings, candles)
+    mcfg, tcfg = model_config(settings, **overrides), train_config(settings, **overrides)
+    seed_everything(tcfg.seed)
+    model = build_model(mcfg, seed=tcfg.seed)
+    history = fit_local(model, ds.model_arrays("train"), ds.model_arrays("val"), tcfg, progress=False)
+    params = {
+        **mcfg.to_dict(),
+        **asdict(tcfg),
+        "seq_len": settings.seq_len,
+        "normalization": ds.spec.normalization,
+        "train_days": settings.train_days,
+        "trainer": "local",
+    }
+    rows = [
+        {"epoch": i, "train_loss": t, "val_loss": v}
+        for i, (t, v) in enumerate(zip(history.train_loss, history.val_loss, strict=True))
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_onnx(model, ds.spec, Path(tmp) / "model.onnx", ds.x[ds.split.test][:64])
+        doc = metrics_document(
+            pair, mcfg, ds, window, evaluate_onnx(onnx_path, ds), best_epoch=history.best_epoch
+        )
+        reg = log_and_register(
+            settings,
+            pair=pair,
+            onnx_path=onnx_path,
+            feature_spec=ds.spec.to_dict(),
+            metrics_doc=doc,
+            params=params,
+            history=rows,
+            x_test=ds.x[ds.split.test],
+            y_test=ds.y[ds.split.test],
+            idempotency_key=idempotency_key(pair, window.to_dict()["end"], params),
+        )
+    return {**reg.to_dict(), "data_window": window.to_dict(), "metrics": doc, "model_name": f"mur-{pair}"}

@@ -8,7 +8,9 @@ indexed lookup (``WHERE token_hash = %s``) instead of an argon2 verification per
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 import string
 from functools import lru_cache
@@ -133,6 +135,18 @@ def generate_password() -> str:
 def generate_api_token() -> str:
     """A new API token: ``mur_`` followed by 32 random bytes, URL-safe base64 (43 characters)."""
     return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_RANDOM_BYTES)
+
+
+def derive_api_token(secret: str, context: str) -> str:
+    """A token shaped like :func:`generate_api_token` but computed as HMAC-SHA256(secret, context).
+
+    For tokens a server must be able to re-create instead of storing (the dashboard's per-user token): it is
+    as secret as ``secret`` itself, and a different ``context`` gives an unrelated token.
+    """
+    if not secret:
+        raise ValueError("derive_api_token needs a non-empty secret")
+    digest = hmac.new(secret.encode("utf-8"), context.encode("utf-8"), hashlib.sha256).digest()
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def looks_like_api_token(token: str) -> bool:

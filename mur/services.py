@@ -429,8 +429,7 @@ def plan(services: dict[str, Service], names: Sequence[str] | None, *, with_deps
     unknown = [n for n in names or () if n not in services]
     if unknown:
         raise ServiceError(f"unknown service(s): {', '.join(unknown)} (known: {', '.join(services)})")
-    wanted = list(names) if names else list(services)
-    order: list[str] = []
+    order: list[str] = []  # every registered service, dependencies first, else in registry order
     visiting: set[str] = set()
 
     def visit(name: str) -> None:
@@ -440,15 +439,24 @@ def plan(services: dict[str, Service], names: Sequence[str] | None, *, with_deps
             raise ServiceError(f"services depend on each other in a cycle through {name}")
         visiting.add(name)
         for dep in services[name].depends_on:
-            if dep in services and (with_deps or dep in wanted):
+            if dep in services:  # a dependency that is not registered is someone else's business
                 visit(dep)
         visiting.discard(name)
-        if with_deps or name in wanted:
-            order.append(name)
+        order.append(name)
 
-    for name in wanted:
+    for name in services:
         visit(name)
-    return order
+    if not names:
+        return order
+    selected = set(names)
+    if with_deps:
+        pending = list(names)
+        while pending:
+            for dep in services[pending.pop()].depends_on:
+                if dep in services and dep not in selected:
+                    selected.add(dep)
+                    pending.append(dep)
+    return [name for name in order if name in selected]
 
 
 def up(
@@ -664,8 +672,6 @@ def core_services(settings: Settings) -> list[Service]:
                 _bin("ray"),
                 "start",
                 "--head",
-                "--node-ip-address",
-                "127.0.0.1",
                 "--port",
                 str(settings.ray_gcs_port),
                 "--dashboard-host",

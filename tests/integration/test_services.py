@@ -1,0 +1,381 @@
+"""The local services for real: S3 (with persistence), MLflow, Ray, PostgreSQL databases, the supervisor.
+
+Shared services come from the session fixture ``services`` (tests/integration/conftest.py). Tests that
+stop and start S3 use a private instance on a free port and a temporary runtime dir, so they never
+disturb the shared one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from minio import Minio
+from psycopg2 import sql
+from typer.testing import CliRunner
+
+from mur import services as svc
+from mur.errors import ServiceError
+from mur.settings import Settings
+
+pytestmark = [pytest.mark.services, pytest.mark.timeout(900)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _minio(settings: Settings) -> Minio:
+    return Minio(
+        f"127.0.0.1:{settings.s3_port}",
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        secure=False,
+        region="us-east-1",
+    )
+
+
+def _get_json(url: str, host: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=10) as response:
+        return response.status, response.read()
+
+
+# --- the shared services -------------------------------------------------------------------------
+def test_status_reports_pids_ports_and_health(services: Settings) -> None:
+    rows = {row.name: row for row in svc.status(services, ["s3", "mlflow", "ray"])}
+    expected_ports = {
+        "s3": services.s3_port,
+        "mlflow": services.mlflow_port,
+        "ray": services.ray_dashboard_port,
+    }
+    for name, port in expected_ports.items():
+        row = rows[name]
+        assert row.port == port
+        assert row.healthy, row
+        assert row.state in ("running", "external")
+        if row.state == "running":  # started by mur: the pid file names a live session
+            assert isinstance(row.pid, int) and row.processes >= 1
+            assert row.memory_mb is not None and row.memory_mb > 0
+            assert row.log_path == services.runtime_dir / "logs" / f"{name}.log"
+            assert row.log_path.exists()
+
+
+def test_start_when_running_is_a_noop(services: Settings) -> None:
+    before = {row.name: row.pid for row in svc.status(services, ["s3", "mlflow", "ray"])}
+    results = svc.up(services, ["s3", "mlflow", "ray"])
+    assert [r.name for r in results] == ["s3", "mlflow", "ray"]
+    assert all(r.action in ("running", "external") for r in results)
+    assert {r.name: r.pid for r in results} == before
+    assert all(r.seconds < 10 for r in results)
+
+
+def test_cli_status_lists_services(services: Settings) -> None:
+    from mur.cli import app
+
+    result = CliRunner().invoke(app, ["services", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["service"]: row for row in json.loads(result.output)}
+    assert {"s3", "mlflow", "ray"} <= set(rows)
+    assert rows["mlflow"]["port"] == services.mlflow_port and rows["mlflow"]["healthy"] is True
+
+
+def test_bucket_exists(services: Settings) -> None:
+    client = _minio(services)
+    assert services.s3_bucket in [b.name for b in client.list_buckets()]
+    assert client.bucket_exists(services.s3_bucket)
+
+
+def test_s3_health_says_persistent(services: Settings) -> None:
+    status, body = _get_json(f"http://127.0.0.1:{services.s3_port}/_mur/health")
+    info = json.loads(body)
+    assert status == 200 and info["status"] == "ok" and info["persistence"] == "write-through"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_mlflow_health_for_local_hosts(services: Settings, host: str) -> None:
+    status, body = _get_json(
+        f"http://127.0.0.1:{services.mlflow_port}/health", host=f"{host}:{services.mlflow_port}"
+    )
+    assert status == 200 and body.strip() == b"OK"
+
+
+def test_mlflow_run_artifact_lands_in_s3(
+    services: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    # the client needs no S3 credentials: artefacts are proxied by the server
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", services.mlflow_tracking_uri)
+    client = MlflowClient(services.mlflow_tracking_uri)
+    experiment_id = client.create_experiment(f"test-services-{uuid.uuid4().hex[:8]}")
+    payload = os.urandom(4096)
+    artefact = tmp_path / "weights.bin"
+    artefact.write_bytes(payload)
+    try:
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            mlflow.log_metric("loss", 0.5)
+            mlflow.log_artifact(str(artefact), artifact_path="files")
+        run_id = run.info.run_id
+        keys = [
+            o.object_name
+            for o in _minio(services).list_objects(services.s3_bucket, prefix="mlflow/", recursive=True)
+        ]
+        matching = [k for k in keys if k.endswith(f"{run_id}/artifacts/files/weights.bin")]
+        assert matching, keys[-20:]
+        stored = _minio(services).get_object(services.s3_bucket, matching[0])
+        assert stored.read() == payload
+        downloaded = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="files/weights.bin", dst_path=str(tmp_path / "dl")
+        )
+        assert Path(downloaded).read_bytes() == payload
+    finally:
+        client.delete_experiment(experiment_id)
+
+
+def test_ray_jobs_api_answers_and_jobs_get_the_stack_env(services: Settings) -> None:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(services.ray_address)
+    assert isinstance(client.list_jobs(), list)
+    code = (
+        "import os, sys; print('PY', sys.executable); "
+        "print('ENV', os.environ.get('MLFLOW_S3_ENDPOINT_URL'), os.environ.get('AWS_ACCESS_KEY_ID'))"
+    )
+    job_id = client.submit_job(entrypoint=f'python -c "{code}"')
+    deadline = time.monotonic() + 300
+    while (status := client.get_job_status(job_id)) not in {
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.STOPPED,
+    }:
+        assert time.monotonic() < deadline, "job did not finish"
+        time.sleep(1)
+    logs = client.get_job_logs(job_id)
+    assert status == JobStatus.SUCCEEDED, logs
+    assert f"PY {Path(sys.executable).parent}" in logs  # the project's venv, not the system python
+    assert f"ENV {services.s3_endpoint_url} {services.s3_access_key}" in logs
+    assert job_id in [j.submission_id for j in client.list_jobs()]
+
+
+def test_ensure_databases_is_idempotent(settings: Settings) -> None:
+    name = f"mur_test_{uuid.uuid4().hex[:10]}"
+    try:
+        assert svc.ensure_databases(settings, [name]) == [name]
+        assert svc.ensure_databases(settings, [name]) == []
+        assert name not in svc.ensure_databases(settings)  # the defaults: mur, mlflow, airflow
+        assert svc.ensure_databases(settings) == []
+    finally:
+        conn = psycopg2.connect(settings.pg_dsn("postgres"))
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.close()
+
+
+def test_ensure_databases_reports_unreachable_postgres(settings: Settings) -> None:
+    broken = settings.model_copy(update={"pg_port": _free_port()})
+    with pytest.raises(ServiceError, match="PostgreSQL .* not reachable"):
+        svc.ensure_databases(broken, ["whatever"])
+
+
+# --- a private S3 instance: persistence across stop/start and crashes -----------------------------
+@pytest.fixture
+def private_s3(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, svc.Service]]]:
+    """Settings and a one-service registry for an S3 server of our own (free port, tmp runtime dir)."""
+    port = _free_port()
+    settings = Settings(
+        runtime_dir=tmp_path / "runtime",
+        s3_port=port,
+        s3_endpoint_url=f"http://127.0.0.1:{port}",
+        s3_bucket="mur-private-test",
+    )
+    registry = {"s3": svc.default_services(settings)["s3"]}
+    try:
+        yield settings, registry
+    finally:
+        svc.down(settings, services=registry)
+
+
+def _put_fixtures(client: Minio, bucket: str) -> dict[str, bytes]:
+    objects = {
+        "plain.bin": os.urandom(100_000),
+        "dir/with space+plus%percent é.bin": os.urandom(3000),
+        "big/multipart.bin": os.urandom(11 * 1024 * 1024 + 7),  # 3 parts of 5 MiB
+        "empty": b"",
+    }
+    for key, data in objects.items():
+        client.put_object(
+            bucket,
+            key,
+            io.BytesIO(data),
+            len(data),
+            part_size=5 * 1024 * 1024,
+            content_type="application/x-mur-test",
+            metadata={"x-amz-meta-origin": "test"},
+        )
+    client.put_object(bucket, "deleted.txt", io.BytesIO(b"bye"), 3)
+    client.remove_object(bucket, "deleted.txt")
+    return objects
+
+
+def _assert_same(client: Minio, bucket: str, objects: dict[str, bytes], etags: dict[str, str]) -> None:
+    listed = sorted(o.object_name for o in client.list_objects(bucket, recursive=True))
+    assert listed == sorted(objects)
+    for key, data in objects.items():
+        response = client.get_object(bucket, key)
+        try:
+            assert response.read() == data, key
+            assert response.headers["Content-Type"] == "application/x-mur-test"
+            assert response.headers["x-amz-meta-origin"] == "test"
+        finally:
+            response.close()
+        assert client.stat_object(bucket, key).etag == etags[key]
+
+
+def test_s3_objects_survive_stop_and_start(private_s3: tuple[Settings, dict[str, svc.Service]]) -> None:
+    settings, registry = private_s3
+    [first] = svc.up(settings, ["s3"], services=registry)
+    assert first.action == "started"
+    client = _minio(settings)
+    assert client.bucket_exists(settings.s3_bucket)  # created by the service's after_start
+    objects = _put_fixtures(client, settings.s3_bucket)
+    etags = {key: client.stat_object(settings.s3_bucket, key).etag for key in objects}
+    assert etags["big/multipart.bin"].endswith("-3")
+
+    [stopped] = svc.down(settings, ["s3"], services=registry)
+    assert stopped.action == "stopped"  # exited on SIGTERM
+    assert not svc.pid_path(settings, "s3").exists()
+    assert not svc.probe(registry["s3"])
+
+    [again] = svc.up(settings, ["s3"], services=registry)
+    assert again.action == "started" and again.pid != first.pid
+    _assert_same(client, settings.s3_bucket, objects, etags)
+    status, body = _get_json(f"http://127.0.0.1:{settings.s3_port}/_mur/health")
+    assert json.loads(body)["restored_objects"] == len(objects)
+
+
+def test_s3_objects_survive_a_crash(private_s3: tuple[Settings, dict[str, svc.Service]]) -> None:
+    settings, registry = private_s3
+    [first] = svc.up(settings, ["s3"], services=registry)
+    client = _minio(settings)
+    objects = _put_fixtures(client, settings.s3_bucket)
+    etags = {key: client.stat_object(settings.s3_bucket, key).etag for key in objects}
+
+    os.killpg(first.pid, signal.SIGKILL)  # no shutdown code runs
+    deadline = time.monotonic() + 10
+    while svc.session_members(first.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert svc.pid_path(settings, "s3").exists()  # stale pid file: start must clean it up
+
+    [again] = svc.up(settings, ["s3"], services=registry)
+    assert again.action == "started"
+    _assert_same(client, settings.s3_bucket, objects, etags)
+
+
+def test_s3_refuses_a_port_held_by_another_program(
+    private_s3: tuple[Settings, dict[str, svc.Service]],
+) -> None:
+    settings, registry = private_s3
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", settings.s3_port))
+        squatter.listen()
+        with pytest.raises(ServiceError, match="port .* in use"):
+            svc.up(settings, ["s3"], services=registry)
+    assert not svc.pid_path(settings, "s3").exists()
+
+
+# --- the supervisor itself ------------------------------------------------------------------------
+def _python_service(name: str, code: str, port: int, **kwargs: object) -> svc.Service:
+    return svc.Service(name=name, argv=[sys.executable, "-c", code], port=port, **kwargs)  # type: ignore[arg-type]
+
+
+def test_failed_start_names_the_service_and_shows_its_log(tmp_path: Path) -> None:
+    settings = Settings(runtime_dir=tmp_path)
+    broken = _python_service(
+        "broken", "print('boom: bad config', flush=True); raise SystemExit(3)", _free_port()
+    )
+    with pytest.raises(ServiceError) as info:
+        svc.start_service(settings, broken)
+    message = str(info.value)
+    assert "broken exited with code 3" in message and "boom: bad config" in message
+    assert str(svc.log_path(settings, "broken")) in message
+    assert not svc.pid_path(settings, "broken").exists()
+
+
+def test_start_timeout_stops_what_it_started(tmp_path: Path) -> None:
+    settings = Settings(runtime_dir=tmp_path)
+    silent = _python_service(
+        "silent",
+        "import time; print('waiting', flush=True); time.sleep(600)",
+        _free_port(),
+        start_timeout_s=2,
+    )
+    with pytest.raises(ServiceError, match="silent did not answer tcp://127.0.0.1:.* within 2 s"):
+        svc.start_service(settings, silent)
+    assert not svc.pid_path(settings, "silent").exists()
+
+
+STUBBORN = """
+import signal, socket, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+server = socket.socket()
+server.bind(("127.0.0.1", {port}))
+server.listen()
+time.sleep(600)
+"""
+
+
+def test_stop_signals_the_whole_session_and_escalates_to_sigkill(tmp_path: Path) -> None:
+    settings = Settings(runtime_dir=tmp_path)
+    port = _free_port()
+    stubborn = _python_service("stubborn", STUBBORN.format(port=port), port, stop_timeout_s=1.0)
+    started = svc.start_service(settings, stubborn)
+    assert started.action == "started"
+    assert svc.start_service(settings, stubborn).action == "running"  # idempotent
+    members = svc.session_members(started.pid)  # type: ignore[arg-type]
+    assert len(members) == 2  # the service and its child
+    result = svc.stop_service(settings, stubborn)
+    assert result.action == "killed"
+    assert svc.session_members(started.pid) == []  # type: ignore[arg-type]
+    assert svc.stop_service(settings, stubborn).action == "not running"
+
+
+def test_plan_orders_dependencies() -> None:
+    def make(name: str, *deps: str) -> svc.Service:
+        return svc.Service(name=name, argv=["true"], depends_on=deps)
+
+    registry = {
+        s.name: s
+        for s in [
+            make("dash", "serve"),
+            make("serve", "ray", "mlflow"),
+            make("ray"),
+            make("mlflow", "s3"),
+            make("s3"),
+        ]
+    }
+    assert svc.plan(registry, ["mlflow"]) == ["s3", "mlflow"]
+    order = svc.plan(registry, None)
+    assert order.index("s3") < order.index("mlflow") < order.index("serve") < order.index("dash")
+    assert svc.plan(registry, ["dash", "s3"], with_deps=False) == ["s3", "dash"]
+    with pytest.raises(ServiceError, match="unknown service"):
+        svc.plan(registry, ["nope"])
