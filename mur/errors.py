@@ -63,3 +63,11 @@ class AuthError(MurError):
 
 class QuotaExceededError(MurError):
     """The monthly API quota is used up."""
+
+
+class ForbiddenError(AuthError):
+    """Valid credentials without the right role (e.g. an admin-only call)."""
+
+
+class ModelNotLoadedError(ModelError):
+    """No model is loaded (yet) for the requested pair."""

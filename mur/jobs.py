@@ -58,6 +58,7 @@ def runtime_env(settings: Settings) -> dict[str, Any]:
     from mur.registry import git_commit
 
     env = {k: v for k, v in os.environ.items() if k.startswith("MUR_")}
+    env.update(settings_env(settings))
     env.update(settings.s3_env())
     env.update(
         {
@@ -69,6 +70,17 @@ def runtime_env(settings: Settings) -> dict[str, Any]:
         }
     )
     return {"working_dir": str(PROJECT_ROOT), "excludes": RUNTIME_EXCLUDES, "env_vars": env}
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``MUR_*`` variables reproducing every explicitly set field, so the job sees the caller's settings."""
+    out: dict[str, str] = {}
+    for name in sorted(settings.model_fields_set):
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        out[f"MUR_{name.upper()}"] = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return out
 
 
 def build_entrypoint(pair: str, end: datetime | None, **options: Any) -> str:

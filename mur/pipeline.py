@@ -267,4 +267,9 @@ def train_local_and_register(
             y_test=ds.y[ds.split.test],
             idempotency_key=idempotency_key(pair, window.to_dict()["end"], params),
         )
-    return {**reg.to_dict(), "data_window": window.to_dict(), "metrics": doc, "model_name": f"mur-{pair}"}
+    return {
+        **reg.to_dict(),
+        "data_window": window.to_dict(),
+        "metrics": doc,
+        "model_name": f"{settings.registry_prefix}{pair}",
+    }

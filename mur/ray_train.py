@@ -269,8 +269,9 @@ def train_and_register(
     key = idempotency_key(pair, window.to_dict()["end"], params)
     print(f"[mur] {pair}: {len(candles)} candles {window.to_dict()} (filled hours: {len(filled)}); key {key}")
     client = configure(settings)
-    if reuse_existing and (existing := find_version(client, pair, key)) is not None:
-        summary = version_summary(client, existing)
+    prefix = settings.registry_prefix
+    if reuse_existing and (existing := find_version(client, pair, key, prefix)) is not None:
+        summary = version_summary(client, existing, prefix)
         print(f"[mur] {pair}: version {summary['version']} already trained for this window; reusing it")
         return {**summary, "reused": True}
 
@@ -323,5 +324,5 @@ def train_and_register(
             y_test=ds.y[ds.split.test],
             idempotency_key=key,
         )
-    print(f"[mur] gate: mur-{pair} v{reg.version} → {reg.alias} ({reg.reason})")
-    return {**reg.to_dict(), "data_window": window.to_dict(), "metrics": doc, "model_name": f"mur-{pair}"}
+    print(f"[mur] gate: {prefix}{pair} v{reg.version} → {reg.alias} ({reg.reason})")
+    return {**reg.to_dict(), "data_window": window.to_dict(), "metrics": doc, "model_name": f"{prefix}{pair}"}

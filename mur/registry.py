@@ -25,14 +25,14 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 MODEL_PREFIX = "mur-"
 
 
-def model_name(pair: str) -> str:
-    """Registered model name for a pair."""
-    return f"{MODEL_PREFIX}{pair}"
+def model_name(pair: str, prefix: str = MODEL_PREFIX) -> str:
+    """Registered model name for a pair (``settings.registry_prefix`` + pair)."""
+    return f"{prefix}{pair}"
 
 
-def champion_uri(pair: str) -> str:
+def champion_uri(pair: str, prefix: str = MODEL_PREFIX) -> str:
     """``models:/mur-{pair}@champion``."""
-    return f"models:/{model_name(pair)}@{CHAMPION}"
+    return f"models:/{model_name(pair, prefix)}@{CHAMPION}"
 
 
 @dataclass(frozen=True)
@@ -96,26 +96,26 @@ def git_commit() -> str:
         return "unknown"
 
 
-def find_version(client: Any, pair: str, idempotency_key: str) -> Any | None:
+def find_version(client: Any, pair: str, idempotency_key: str, prefix: str = MODEL_PREFIX) -> Any | None:
     """An existing version of ``mur-{pair}`` trained for the same key (window end + config), if any."""
     from mlflow.exceptions import MlflowException
 
     try:
         found = client.search_model_versions(
-            f"name = '{model_name(pair)}' and tags.idempotency_key = '{idempotency_key}'"
+            f"name = '{model_name(pair, prefix)}' and tags.idempotency_key = '{idempotency_key}'"
         )
     except MlflowException:
         return None
     return max(found, key=lambda v: int(v.version)) if found else None
 
 
-def version_summary(client: Any, version: Any) -> dict[str, Any]:
+def version_summary(client: Any, version: Any, prefix: str = MODEL_PREFIX) -> dict[str, Any]:
     """A small dict describing a registered version (what jobs, Airflow and the API return)."""
     tags = dict(version.tags or {})
     aliases = list(getattr(version, "aliases", []) or [])
     metrics = json.loads(tags.get("metrics_json", "{}"))
     return {
-        "pair": tags.get("pair", version.name.removeprefix(MODEL_PREFIX)),
+        "pair": tags.get("pair", version.name.removeprefix(prefix)),
         "model_name": version.name,
         "version": int(version.version),
         "alias": CHAMPION if CHAMPION in aliases else tags.get("gate_alias", CHALLENGER),
@@ -142,7 +142,7 @@ def onnx_bytes_for(uri: str) -> bytes:
 
 
 def champion_mae_on(
-    pair: str, client: Any, x_test: np.ndarray, y_test: np.ndarray
+    pair: str, client: Any, x_test: np.ndarray, y_test: np.ndarray, prefix: str = MODEL_PREFIX
 ) -> tuple[float | None, int | None]:
     """Re-score the current champion on the given windows; ``(None, None)`` when there is none."""
     from mlflow.exceptions import MlflowException
@@ -150,10 +150,10 @@ def champion_mae_on(
     from mur.export import load_session, run_session
 
     try:
-        current = client.get_model_version_by_alias(model_name(pair), CHAMPION)
+        current = client.get_model_version_by_alias(model_name(pair, prefix), CHAMPION)
     except MlflowException:
         return None, None
-    session = load_session(onnx_bytes_for(f"models:/{model_name(pair)}/{current.version}"))
+    session = load_session(onnx_bytes_for(f"models:/{model_name(pair, prefix)}/{current.version}"))
     pred = run_session(session, x_test)
     return float(np.mean(np.abs(pred - y_test))), int(current.version)
 
@@ -199,7 +199,8 @@ def log_and_register(
 
     client = configure(settings)
     mlflow.set_experiment(settings.mlflow_experiment)
-    name = model_name(pair)
+    prefix = settings.registry_prefix
+    name = model_name(pair, prefix)
     window = metrics_doc["data_window"]
     tags = {
         "pair": pair,
@@ -241,7 +242,7 @@ def log_and_register(
             input_example=example,
         )
     version = info.registered_model_version
-    champ_mae, champ_version = champion_mae_on(pair, client, x_test, y_test)
+    champ_mae, champ_version = champion_mae_on(pair, client, x_test, y_test, prefix)
     if champ_version == version:
         champ_mae, champ_version = None, None
     decision = decide_promotion(
@@ -274,19 +275,18 @@ def log_and_register(
     )
 
 
-def registered_pairs(client: Any) -> list[str]:
+def registered_pairs(client: Any, prefix: str = MODEL_PREFIX) -> list[str]:
     """Pairs that have a registered ``mur-*`` model."""
     return sorted(
-        m.name.removeprefix(MODEL_PREFIX)
-        for m in client.search_registered_models(f"name LIKE '{MODEL_PREFIX}%'")
+        m.name.removeprefix(prefix) for m in client.search_registered_models(f"name LIKE '{prefix}%'")
     )
 
 
-def champion_version(client: Any, pair: str) -> Any | None:
+def champion_version(client: Any, pair: str, prefix: str = MODEL_PREFIX) -> Any | None:
     """The champion ModelVersion of a pair, or None."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(model_name(pair), CHAMPION)
+        return client.get_model_version_by_alias(model_name(pair, prefix), CHAMPION)
     except MlflowException:
         return None

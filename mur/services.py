@@ -57,6 +57,10 @@ class Service:
     start_timeout_s: float = 60.0
     stop_timeout_s: float = 15.0
     depends_on: tuple[str, ...] = ()
+    stop_first: tuple[str, ...] = ()
+    """Process names (``/proc/PID/comm``) to stop before the rest of the session."""
+    stop_last: tuple[str, ...] = ()
+    """Process names to stop after the rest of the session."""
     daemonizes: bool = False
     """The launched command exits once the service runs (``ray start``): only its session remains."""
     cwd: Path | None = None
@@ -204,20 +208,38 @@ def running_pid(settings: Settings, name: str, *, clean: bool = False) -> int | 
     return None
 
 
-def _terminate(sid: int, timeout_s: float) -> Literal["stopped", "killed"]:
-    """SIGTERM every process of session ``sid``; SIGKILL what is left after ``timeout_s``."""
+def _comm(pid: int) -> str:
+    """Process name (``/proc/PID/comm``), '' if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _terminate(
+    sid: int, timeout_s: float, *, first: Sequence[str] = (), last: Sequence[str] = ()
+) -> Literal["stopped", "killed"]:
+    """SIGTERM every process of session ``sid``; SIGKILL what is left after ``timeout_s``.
+
+    Processes named in ``first`` are stopped (and awaited) before the others, those in ``last`` after them:
+    Ray's GCS, for one, only exits on SIGTERM once the raylet and the dashboard are gone.
+    """
+
+    def stage(pid: int) -> int:
+        name = _comm(pid)
+        return 0 if name in first else 2 if name in last else 1
+
     signalled: set[int] = set()
     deadline = time.monotonic() + timeout_s
-    while True:
-        members = session_members(sid)
-        _reap(members)
+    while time.monotonic() <= deadline:
+        _reap(session_members(sid))
         members = session_members(sid)
         if not members:
             return "stopped"
-        if time.monotonic() > deadline:
-            break
-        for pid in members:
-            if pid not in signalled:  # new processes spawned while stopping are signalled too
+        stages = {pid: stage(pid) for pid in members}
+        current = min(stages.values())
+        for pid, pid_stage in stages.items():
+            if pid_stage == current and pid not in signalled:  # includes processes spawned meanwhile
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGTERM)
                 signalled.add(pid)
@@ -334,7 +356,12 @@ def start_service(settings: Settings, service: Service, *, progress: Progress | 
                 service.after_start()
         except BaseException as exc:
             with contextlib.suppress(MurError):
-                _terminate(proc.pid, min(service.stop_timeout_s, 5.0))
+                _terminate(
+                    proc.pid,
+                    min(service.stop_timeout_s, 5.0),
+                    first=service.stop_first,
+                    last=service.stop_last,
+                )
             pid_path(settings, service.name).unlink(missing_ok=True)
             if isinstance(exc, MurError | KeyboardInterrupt):
                 raise
@@ -386,7 +413,7 @@ def stop_service(settings: Settings, service: Service, *, progress: Progress | N
             action: Literal["not running", "external"] = "external" if probe(service, 0.5) else "not running"
             return StopResult(service.name, action, 0.0)
         say(f"stopping {service.name} …")
-        how = _terminate(sid, service.stop_timeout_s)
+        how = _terminate(sid, service.stop_timeout_s, first=service.stop_first, last=service.stop_last)
         pid_path(settings, service.name).unlink(missing_ok=True)
         return StopResult(service.name, how, time.monotonic() - began)
 
@@ -690,7 +717,9 @@ def core_services(settings: Settings) -> list[Service]:
             port=dash_port,
             health_url=f"http://127.0.0.1:{dash_port}/api/version",
             start_timeout_s=180,
-            stop_timeout_s=10,
+            stop_timeout_s=20,
+            stop_first=("raylet",),  # the order of `ray stop`: raylet, the rest, GCS last
+            stop_last=("gcs_server",),
             daemonizes=True,
             description="local Ray head (GCS, raylet, dashboard + Jobs API)",
         ),

@@ -6,6 +6,7 @@ Every field is documented in ``.env.example``.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -79,6 +80,9 @@ class Settings(BaseSettings):
     s3_access_key: str = "minioadmin"
     s3_secret_key: str = "minioadmin"
     promotion_skill_floor: float = -0.05
+    registry_prefix: str = Field(
+        default="mur-", description="registered model name prefix (mur-{pair}); tests use a private one"
+    )
 
     # --- PostgreSQL ----------------------------------------------------------------------------
     pg_host: str = "127.0.0.1"
@@ -100,6 +104,16 @@ class Settings(BaseSettings):
     registry_poll_s: float = 30.0
     market_refresh_s: float = 60.0
     default_monthly_quota: int = 1000
+    serve_app_name: str = Field(default="mur", description="Ray Serve application name")
+    serve_upscale_delay_s: float = Field(default=10.0, ge=0, description="autoscaling: load held before adding")
+    serve_downscale_delay_s: float = Field(default=120.0, ge=0, description="autoscaling: idle before removing")
+    market_now: datetime | None = Field(
+        default=None,
+        description="the serving market cache's clock start (None: wall clock; bundled data: its end)",
+    )
+    market_clock_speed: float = Field(
+        default=1.0, ge=0, description="how fast the cache clock runs from market_now (0: frozen)"
+    )
 
     # --- Airflow -------------------------------------------------------------------------------
     airflow_port: int = 8080

@@ -1,0 +1,126 @@
+"""Train every pair on Ray, register the models in MLflow, announce the run on the Asset ``mur://champions``.
+
+    list_pairs ──► train_pair[pair] (mapped, bounded) ──► summarize (Asset event) ──► all_pairs_trained
+
+Configuration only: each task imports :mod:`mur.orchestration` when it runs. Parsing this file loads the
+Airflow SDK, :mod:`mur.settings` and the import-light :mod:`mur.orchestration` / :mod:`mur.alerts` (no torch,
+ray, mlflow or pandas). Schedule, parallelism and defaults come from ``MUR_*`` settings; the trigger form
+(Params) overrides pairs, window end and hyper-parameters for one run.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from mur.alerts import dag_failure_alert, task_failure_alert
+from mur.orchestration import (
+    CHAMPIONS_ASSET_URI,
+    DAG_ID,
+    MAX_RETRY_DELAY,
+    PAIR_PATTERN,
+    RETRY_DELAY,
+    schedule_for,
+)
+from mur.settings import get_settings
+
+settings = get_settings()
+CHAMPIONS = Asset(CHAMPIONS_ASSET_URI)
+
+
+@dag(
+    dag_id=DAG_ID,
+    description="Per-pair training on Ray → MLflow registry + promotion gate → Asset mur://champions",
+    schedule=schedule_for(settings.train_schedule),
+    start_date=datetime(2023, 1, 1, tzinfo=UTC),  # start of the bundled candles: backfills can go back there
+    catchup=False,
+    max_active_runs=2,
+    tags=["mur", "training", "ray", "mlflow"],
+    default_args={
+        "owner": "mur",
+        "retries": 2,
+        "retry_delay": RETRY_DELAY,
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": MAX_RETRY_DELAY,
+        "on_failure_callback": task_failure_alert,
+    },
+    on_failure_callback=dag_failure_alert,
+    params={
+        "pairs": Param(
+            [],
+            type="array",
+            items={"type": "string", "pattern": PAIR_PATTERN},
+            title="Pairs",
+            description="Pairs to train, e.g. btc_usdt. Empty: Variable mur_pairs, else every configured pair.",
+        ),
+        "end": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            title="Training window end",
+            description="Train on candles strictly before this UTC time. Empty: the run's data interval end.",
+        ),
+        "epochs": Param(
+            None, type=["null", "integer"], minimum=1, maximum=1000, title="Epochs",
+            description="Max epochs (early stopping may end sooner). Empty: MUR_EPOCHS.",
+        ),
+        "arch": Param(
+            None, type=["null", "string"], enum=[None, "lstm", "gru"], title="Architecture",
+            description="Recurrent cell. Empty: MUR_ARCH.",
+        ),
+        "hidden_size": Param(
+            None, type=["null", "integer"], minimum=1, maximum=1024, title="Hidden size",
+            description="Recurrent hidden size. Empty: MUR_HIDDEN_SIZE.",
+        ),
+        "train_days": Param(
+            None, type=["null", "integer"], minimum=14, maximum=3650, title="Training days",
+            description="Length of the training window before its end. Empty: MUR_TRAIN_DAYS.",
+        ),
+        "num_workers": Param(
+            None, type=["null", "integer"], minimum=1, maximum=16, title="Ray Train workers",
+            description="Workers per training job. Empty: MUR_NUM_WORKERS.",
+        ),
+    },
+    doc_md=__doc__,
+)
+def mur_training() -> None:
+    @task
+    def list_pairs() -> list[str]:
+        """Pairs to train this run: params → Variable ``mur_pairs`` → settings."""
+        from mur.orchestration import list_pairs_task
+
+        return list_pairs_task(get_current_context())
+
+    @task(
+        max_active_tis_per_dagrun=settings.max_parallel_trainings,
+        max_active_tis_per_dag=settings.max_parallel_trainings,
+        map_index_template="{{ task.op_kwargs['pair'] }}",
+        execution_timeout=timedelta(seconds=settings.job_timeout_s + 600),
+    )
+    def train_pair(pair: str) -> dict:
+        """Submit the pair's Ray job (window end = data interval end), stream its logs, return ids + decision."""
+        from mur.orchestration import train_pair_task
+
+        return train_pair_task(pair, get_current_context())
+
+    @task(outlets=[CHAMPIONS], trigger_rule="all_done", retries=0)
+    def summarize(results: list[dict]) -> dict:
+        """Collect the mapped results (failed pairs listed) and emit the Asset event with them as extra."""
+        from mur.orchestration import summarize_task
+
+        return summarize_task(results, get_current_context())
+
+    @task(trigger_rule="all_success", retries=0)
+    def all_pairs_trained() -> None:
+        """Fails the run (and alerts) when a pair failed, after ``summarize`` published the others."""
+        from mur.orchestration import check_all_trained_task
+
+        check_all_trained_task(get_current_context())
+
+    trained = train_pair.expand(pair=list_pairs())
+    summary = summarize(trained)
+    [trained, summary] >> all_pairs_trained()
+
+
+mur_training()

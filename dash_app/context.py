@@ -1,0 +1,79 @@
+"""What the dashboard's views and callbacks share: settings, the database pool, the service clients and the
+logged-in user. Built once by :func:`dash_app.app.create_app` and stored on the Flask app.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from flask import current_app
+from flask_login import current_user
+
+from mur.db import Database, ensure_managed_token
+from mur.security import derive_api_token
+
+if TYPE_CHECKING:
+    from dash_app.clients import AirflowClient, ServeClient
+    from mur.db import User
+    from mur.market_data import MarketData
+    from mur.settings import Settings
+
+EXTENSION_KEY = "mur_dashboard"
+DASHBOARD_TOKEN_NAME = "dashboard (managed)"
+"""Name of the per-user token the dashboard calls the Serve API with (see :meth:`DashboardContext.serve_token`)."""
+
+
+@dataclass
+class DashboardContext:
+    """Shared, thread-safe state of one dashboard app."""
+
+    settings: Settings
+    db: Database
+    serve: ServeClient
+    airflow: AirflowClient
+    secret_key: str
+    candles_shown: int = 72
+    _market: MarketData | None = field(default=None, repr=False)
+
+    @cached_property
+    def market(self) -> MarketData:
+        """The configured candle source (bundled data or Binance), created on first use."""
+        if self._market is not None:
+            return self._market
+        from mur.market_data import get_market_data
+
+        return get_market_data(self.settings)
+
+    @property
+    def api_url(self) -> str:
+        """The Serve API URL shown to people (curl examples)."""
+        return (self.settings.api_public_url or self.settings.serve_url).rstrip("/")
+
+    def serve_token(self, user_id: int) -> str:
+        """The user's own Serve API token for the dashboard's calls, so they count against their quota.
+
+        It is derived from the secret key (HMAC of the user id and a generation), never stored in clear: only
+        its SHA-256 is in ``api_tokens`` like any token, named :data:`DASHBOARD_TOKEN_NAME`. Revoking it
+        makes the next call derive the next generation; a new secret key replaces it (the old one is revoked).
+        """
+        secret = self.secret_key
+
+        def derive(generation: int) -> str:
+            return derive_api_token(secret, f"mur-dashboard/serve-token/v1/{user_id}/{generation}")
+
+        token, _row = ensure_managed_token(self.db, user_id=user_id, name=DASHBOARD_TOKEN_NAME, derive=derive)
+        return token
+
+
+def get_context() -> DashboardContext:
+    """The running app's :class:`DashboardContext` (inside a request)."""
+    return current_app.extensions[EXTENSION_KEY]
+
+
+def current_account() -> User | None:
+    """The logged-in, enabled user (reloaded from the database on every request), or None."""
+    if not current_user.is_authenticated:
+        return None
+    return current_user.account

@@ -1,0 +1,79 @@
+"""The page shell (navigation bar, page container) and the callback that renders a page for the URL.
+
+Navigation links are plain links (full page loads), so every page view goes through the server's guard.
+"""
+
+from __future__ import annotations
+
+from dash import Dash, Input, Output, dcc, html
+from dash.development.base_component import Component
+from flask_wtf.csrf import generate_csrf
+
+from dash_app.context import current_account, get_context
+
+NAV_ITEMS = (("/forecast", "Forecast"), ("/api", "API"), ("/admin", "Admin"))
+
+
+def shell() -> Component:
+    """The static layout: URL, navigation bar and page container (filled by :func:`render_page`)."""
+    return html.Div(
+        [
+            dcc.Location(id="url", refresh=False),
+            html.Header(id="navbar", className="navbar"),
+            html.Main(id="page-content", className="content"),
+        ]
+    )
+
+
+def navbar(pathname: str, *, username: str, is_admin: bool) -> list[Component]:
+    """Links to the pages this user may open, their name and a logout button (a CSRF-protected POST)."""
+    links = [
+        html.A(label, href=path, className="nav active" if path == pathname else "nav", id=f"nav{path.replace('/', '-')}")
+        for path, label in NAV_ITEMS
+        if path != "/admin" or is_admin
+    ]
+    logout = html.Form(
+        [
+            dcc.Input(type="hidden", name="csrf_token", value=generate_csrf()),
+            html.Button("Log out", type="submit", className="secondary small", id="logout-button"),
+        ],
+        method="POST",
+        action="/logout",
+    )
+    return [
+        html.Span("Make Us Rich", className="brand"),
+        *links,
+        html.Span(className="spacer"),
+        html.Span(f"{username}{' (admin)' if is_admin else ''}", className="who", id="nav-user"),
+        logout,
+    ]
+
+
+def forbidden() -> Component:
+    return html.Div([html.H2("403 Forbidden"), html.P("This page is for administrators.")], className="card")
+
+
+def render_page(pathname: str | None) -> tuple[list[Component], Component]:
+    """Navigation bar and content for ``pathname`` (checks the role again: callbacks are requests too)."""
+    from dash_app.pages import admin, api, forecast
+
+    account = current_account()
+    if account is None:  # the guard answers 401 before this; kept for defence in depth
+        return [], html.P("Please log in.")
+    path = pathname or "/forecast"
+    nav = navbar(path, username=account.username, is_admin=account.is_admin)
+    context = get_context()
+    if path == "/api":
+        return nav, api.layout(context, account)
+    if path == "/admin":
+        return nav, admin.layout(context, account) if account.is_admin else forbidden()
+    return nav, forecast.layout(context, account)
+
+
+def register_callbacks(app: Dash) -> None:
+    """Render the page for the current URL."""
+    app.callback(
+        Output("navbar", "children"),
+        Output("page-content", "children"),
+        Input("url", "pathname"),
+    )(render_page)

@@ -1,0 +1,279 @@
+"""Admin page (admin role only): users (enable/disable, roles), quotas, champions per pair, training trigger.
+
+Every component id here starts with ``admin-``: the server's guard refuses callbacks on them to non-admins
+(403), and each callback checks the role again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dash import Dash, Input, Output, State, dcc, html
+from dash.development.base_component import Component
+from dash.exceptions import PreventUpdate
+
+from dash_app.clients import TRAINING_DAG_ID, ServiceAnswerError, ServiceUnavailable
+from dash_app.components import champion_summary, data_table, fmt_time, notice
+from dash_app.context import DashboardContext, current_account, get_context
+from mur.db import MAX_QUOTA, ROLES, User, get_user_by_id, list_users, set_quota, set_user_disabled, set_user_roles
+from mur.errors import InvalidInputError, MurError
+
+logger = logging.getLogger(__name__)
+
+MAX_EPOCHS = 1000
+
+
+def users_table(context: DashboardContext) -> Component:
+    """Every user with roles, status and this month's usage against their quota."""
+    rows = [
+        [
+            str(user.id),
+            user.username,
+            user.email or "–",
+            ", ".join(user.roles) or "–",
+            "disabled" if user.disabled else "active",
+            f"{user.used_this_month} / {user.monthly_limit}" + (" (default)" if user.quota_is_default else ""),
+            fmt_time(user.created_at),
+        ]
+        for user in list_users(context.db)
+    ]
+    return data_table(["id", "username", "email", "roles", "status", "used / quota", "created"], rows)
+
+
+def _user_options(context: DashboardContext) -> list[dict[str, Any]]:
+    return [{"label": f"{u.username} (id {u.id})", "value": u.id} for u in list_users(context.db)]
+
+
+def champions_block(context: DashboardContext, account: User) -> Component:
+    """Champion versions and test metrics per pair, from the Serve API."""
+    try:
+        models = context.serve.models(context.serve_token(account.id))
+    except (ServiceUnavailable, ServiceAnswerError) as exc:
+        return notice(f"Champions unavailable: {exc}.", "warn", id="admin-champions-error")
+    if not models:
+        return html.P("No champion models yet: train a pair below.", className="muted")
+    return html.Div([html.Div(champion_summary(m), className="card") for m in models])
+
+
+def layout(context: DashboardContext, account: User) -> Component:
+    pairs = context.settings.pairs
+    default_quota = context.settings.default_monthly_quota
+    return html.Div(
+        [
+            html.Div([html.H3("Users"), html.Div(users_table(context), id="admin-users-table")], className="card"),
+            html.Div(
+                [
+                    html.H3("Edit a user"),
+                    html.Div(
+                        [
+                            html.Div(
+                                [
+                                    html.Label("User", htmlFor="admin-user"),
+                                    dcc.Dropdown(id="admin-user", options=_user_options(context), style={"width": "260px"}),
+                                ],
+                                className="field",
+                            ),
+                            html.Div(
+                                [
+                                    html.Label("Status"),
+                                    dcc.RadioItems(
+                                        id="admin-status",
+                                        options=[{"label": " active", "value": "active"}, {"label": " disabled", "value": "disabled"}],
+                                        inline=True,
+                                    ),
+                                ],
+                                className="field",
+                            ),
+                            html.Div(
+                                [
+                                    html.Label("Roles"),
+                                    dcc.Checklist(
+                                        id="admin-roles", options=[{"label": f" {r}", "value": r} for r in ROLES], inline=True
+                                    ),
+                                ],
+                                className="field",
+                            ),
+                            html.Div(
+                                [
+                                    html.Label("Monthly quota", htmlFor="admin-quota"),
+                                    dcc.Input(
+                                        id="admin-quota", type="number", min=0, step=1, placeholder=f"default ({default_quota})"
+                                    ),
+                                ],
+                                className="field",
+                            ),
+                            html.Button("Save", id="admin-save"),
+                        ],
+                        className="row",
+                    ),
+                    html.Div(id="admin-result"),
+                ],
+                className="card",
+            ),
+            html.Div([html.H3("Champion models"), html.Div(champions_block(context, account), id="admin-champions")], className="card"),
+            html.Div(
+                [
+                    html.H3("Train a pair now"),
+                    html.P(f"Triggers the Airflow DAG {TRAINING_DAG_ID!r} at {context.settings.airflow_url}.", className="muted"),
+                    html.Div(
+                        [
+                            html.Div(
+                                [
+                                    html.Label("Pair", htmlFor="admin-train-pair"),
+                                    dcc.Dropdown(
+                                        id="admin-train-pair",
+                                        options=[{"label": p.upper(), "value": p} for p in pairs],
+                                        value=pairs[0] if pairs else None,
+                                        clearable=False,
+                                        style={"width": "200px"},
+                                    ),
+                                ],
+                                className="field",
+                            ),
+                            html.Div(
+                                [
+                                    html.Label("Epochs", htmlFor="admin-train-epochs"),
+                                    dcc.Input(
+                                        id="admin-train-epochs", type="number", min=1, max=MAX_EPOCHS, step=1,
+                                        value=context.settings.epochs,
+                                    ),
+                                ],
+                                className="field",
+                            ),
+                            html.Button("Train now", id="admin-train"),
+                        ],
+                        className="row",
+                    ),
+                    html.Div(id="admin-train-result"),
+                ],
+                className="card",
+            ),
+        ]
+    )
+
+
+def _require_admin() -> User:
+    account = current_account()
+    if account is None or not account.is_admin:
+        raise PreventUpdate  # the guard already answered 403; never act for a non-admin
+    return account
+
+
+def load_user(user_id: int | None) -> tuple[Any, Any, Any]:
+    """Fill the edit form with the chosen user's status, roles and own quota (blank: the default)."""
+    _require_admin()
+    if user_id is None:
+        raise PreventUpdate
+    context = get_context()
+    user = get_user_by_id(context.db, user_id=int(user_id))
+    if user is None:
+        raise PreventUpdate
+    quota = next((u for u in list_users(context.db) if u.id == user.id), None)
+    own_quota = None if quota is None or quota.quota_is_default else quota.monthly_limit
+    return ("disabled" if user.disabled else "active"), list(user.roles), own_quota
+
+
+def _parse_quota(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise InvalidInputError("the quota must be a whole number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError("the quota must be a whole number") from exc
+    if not number.is_integer() or not 0 <= number <= MAX_QUOTA:
+        raise InvalidInputError(f"the quota must be a whole number between 0 and {MAX_QUOTA}")
+    return int(number)
+
+
+def save_user(_clicks: Any, user_id: Any, status: Any, roles: Any, quota: Any) -> tuple[Any, Any]:
+    """Apply status, roles and quota to one user; an admin cannot lock themselves out."""
+    account = _require_admin()
+    if not _clicks:
+        raise PreventUpdate
+    context = get_context()
+    try:
+        if user_id is None:
+            raise InvalidInputError("pick a user first")
+        target = get_user_by_id(context.db, user_id=int(user_id))
+        if target is None:
+            raise InvalidInputError(f"there is no user with id {user_id}")
+        if status not in ("active", "disabled"):
+            raise InvalidInputError("status must be active or disabled")
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise InvalidInputError("roles must be a list of role names")
+        limit = _parse_quota(quota)
+        if target.id == account.id and (status == "disabled" or "admin" not in roles):
+            raise InvalidInputError("you cannot disable yourself or take away your own admin role")
+        set_user_roles(context.db, user_id=target.id, roles=roles)
+        effective = set_quota(context.db, user_id=target.id, monthly_limit=limit)
+        set_user_disabled(context.db, user_id=target.id, disabled=status == "disabled")
+    except (MurError, ValueError) as exc:
+        return notice(f"Nothing changed: {exc}.", "bad", id="admin-save-error"), users_table(context)
+    logger.info("admin %s updated user %s", account.username, target.username)
+    message = (
+        f"Saved {target.username}: {status}, roles {', '.join(sorted(set(roles))) or '–'}, "
+        f"quota {effective}{' (default)' if limit is None else ''}."
+    )
+    return notice(message, "ok", id="admin-save-ok"), users_table(context)
+
+
+def trigger_training(_clicks: Any, pair: Any, epochs: Any) -> Component:
+    """Ask Airflow to run the training DAG for one pair; show the run id or why it failed."""
+    account = _require_admin()
+    if not _clicks:
+        raise PreventUpdate
+    context = get_context()
+    if pair not in context.settings.pairs:
+        return notice("Pick one of the listed pairs.", "bad")
+    try:
+        epoch_count = int(epochs) if epochs not in (None, "") else context.settings.epochs
+    except (TypeError, ValueError):
+        return notice("Epochs must be a whole number.", "bad")
+    if not 1 <= epoch_count <= MAX_EPOCHS:
+        return notice(f"Epochs must be between 1 and {MAX_EPOCHS}.", "bad")
+    try:
+        run = context.airflow.trigger(
+            TRAINING_DAG_ID,
+            conf={"pairs": [pair], "epochs": epoch_count},
+            note=f"triggered from the dashboard by {account.username}",
+        )
+    except ServiceUnavailable as exc:
+        return notice(str(exc) + ".", "bad", id="admin-train-error")
+    except ServiceAnswerError as exc:
+        return notice(f"{exc}.", "bad", id="admin-train-error")
+    logger.info("admin %s triggered %s run %s for %s", account.username, run.dag_id, run.run_id, pair)
+    state = f" (state: {run.state})" if run.state else ""
+    return notice(
+        [f"Training of {pair.upper()} triggered: run ", html.Code(run.run_id, id="admin-train-run-id"), state],
+        "ok",
+    )
+
+
+def register_callbacks(app: Dash) -> None:
+    app.callback(
+        Output("admin-status", "value"),
+        Output("admin-roles", "value"),
+        Output("admin-quota", "value"),
+        Input("admin-user", "value"),
+        prevent_initial_call=True,
+    )(load_user)
+    app.callback(
+        Output("admin-result", "children"),
+        Output("admin-users-table", "children"),
+        Input("admin-save", "n_clicks"),
+        State("admin-user", "value"),
+        State("admin-status", "value"),
+        State("admin-roles", "value"),
+        State("admin-quota", "value"),
+        prevent_initial_call=True,
+    )(save_user)
+    app.callback(
+        Output("admin-train-result", "children"),
+        Input("admin-train", "n_clicks"),
+        State("admin-train-pair", "value"),
+        State("admin-train-epochs", "value"),
+        prevent_initial_call=True,
+    )(trigger_training)

@@ -1,0 +1,197 @@
+"""API page: the user's tokens (create, rotate, revoke), this month's usage against the quota, a curl example.
+
+A new token's plaintext is returned by the create/rotate callback and shown once; it is never stored, so
+reloading the page shows only its prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import ALL, Dash, Input, Output, State, ctx, dcc, html
+from dash.development.base_component import Component
+from dash.exceptions import PreventUpdate
+
+from dash_app.components import data_table, fmt_time, notice
+from dash_app.context import DASHBOARD_TOKEN_NAME, DashboardContext, current_account, get_context
+from mur.db import (
+    Token,
+    User,
+    create_token,
+    get_usage,
+    list_tokens,
+    month_start,
+    next_month_start,
+    revoke_token,
+    rotate_token,
+)
+from mur.errors import InvalidInputError, MurError
+
+TOKEN_PLACEHOLDER = "$MUR_TOKEN"
+
+
+def curl_example(api_url: str, pair: str, token: str | None = None) -> str:
+    """A ready-to-copy request for ``pair``'s forecast (with ``token``, or a ``$MUR_TOKEN`` placeholder)."""
+    return f'curl -s -H "Authorization: Bearer {token or TOKEN_PLACEHOLDER}" {api_url}/v1/forecast/{pair}'
+
+
+def usage_block(context: DashboardContext, account: User) -> Component:
+    """This month's calls against the quota, as text and a progress bar."""
+    used, limit = get_usage(context.db, user_id=account.id)
+    share = used / limit if limit else 1.0
+    resets = next_month_start(month_start())
+    return html.Div(
+        [
+            html.P(
+                [html.Strong(f"{used} / {limit}", id="usage-text"), f" calls this month ({share:.0%})"],
+            ),
+            html.Progress(id="usage-bar", value=str(min(used, limit)), max=str(max(limit, 1))),
+            html.P(f"The quota resets on {resets:%Y-%m-%d} (UTC).", className="muted"),
+        ]
+    )
+
+
+def token_rows(tokens: list[Token]) -> Component:
+    """The user's tokens by prefix; the dashboard's managed token can be revoked (it is then re-derived)."""
+    if not tokens:
+        return html.P("No tokens yet.", className="muted")
+    rows: list[list[Any]] = []
+    for token in reversed(tokens):  # newest first
+        managed = token.name == DASHBOARD_TOKEN_NAME
+        actions: list[Component] = []
+        if token.is_active:
+            if not managed:
+                actions.append(
+                    html.Button(
+                        "Rotate", id={"type": "token-rotate", "index": token.id}, className="secondary small"
+                    )
+                )
+            actions.append(
+                html.Button("Revoke", id={"type": "token-revoke", "index": token.id}, className="danger small")
+            )
+        status = "active" if token.is_active else f"revoked {fmt_time(token.revoked_at)}"
+        rows.append(
+            [
+                token.name + (" — used by this dashboard" if managed else ""),
+                html.Code(token.prefix + "…"),
+                fmt_time(token.created_at),
+                fmt_time(token.last_used_at),
+                status,
+                html.Span(actions, className="row"),
+            ]
+        )
+    return data_table(["name", "prefix", "created", "last used", "status", ""], rows, id="token-list")
+
+
+def layout(context: DashboardContext, account: User) -> Component:
+    pair = context.settings.pairs[0] if context.settings.pairs else "btc_usdt"
+    curl = curl_example(context.api_url, pair)
+    return html.Div(
+        [
+            html.Div([html.H3("Usage this month"), html.Div(usage_block(context, account), id="token-usage")], className="card"),
+            html.Div(
+                [
+                    html.H3("API tokens"),
+                    html.P(
+                        "A new token is shown once, right after you create or rotate it: copy it then. "
+                        "Afterwards only its prefix is known.",
+                        className="muted",
+                    ),
+                    html.Div(
+                        [
+                            html.Div(
+                                [
+                                    html.Label("Name", htmlFor="token-name"),
+                                    dcc.Input(id="token-name", type="text", value="default", maxLength=64),
+                                ],
+                                className="field",
+                            ),
+                            html.Button("Create token", id="token-create"),
+                        ],
+                        className="row",
+                    ),
+                    html.Div(id="token-new"),
+                    html.Div(token_rows(list_tokens(context.db, user_id=account.id)), id="token-table"),
+                ],
+                className="card",
+            ),
+            html.Div(
+                [
+                    html.H3("Try it"),
+                    html.Div(
+                        [
+                            html.Pre(curl, id="curl-example", className="curl"),
+                            dcc.Clipboard(target_id="curl-example", title="copy", style={"fontSize": 20}),
+                        ],
+                        className="row",
+                        style={"alignItems": "flex-start"},
+                    ),
+                    html.P(
+                        ["Other endpoints: ", html.Code("/v1/pairs"), ", ", html.Code("/v1/models"), "."],
+                        className="muted",
+                    ),
+                ],
+                className="card",
+            ),
+        ]
+    )
+
+
+def _shown_once(token: str, what: str) -> Component:
+    return html.Div(
+        [
+            html.P(f"{what} Copy it now: it will not be shown again."),
+            html.Div(
+                [html.Code(token, id="token-plaintext"), dcc.Clipboard(target_id="token-plaintext", title="copy")],
+                className="row",
+            ),
+        ],
+        className="token-once",
+    )
+
+
+def token_action(_create: Any, _rotate: Any, _revoke: Any, name: str | None) -> tuple[Any, ...]:
+    """Create, rotate or revoke one of the caller's own tokens (the database checks ownership)."""
+    account = current_account()
+    trigger = ctx.triggered_id
+    if account is None or trigger is None or not any(t.get("value") for t in ctx.triggered):
+        raise PreventUpdate  # a button that merely appeared in the layout
+    context = get_context()
+    pair = context.settings.pairs[0] if context.settings.pairs else "btc_usdt"
+    message: Component
+    curl = curl_example(context.api_url, pair)
+    try:
+        if trigger == "token-create":
+            label = (name or "").strip()
+            if label == DASHBOARD_TOKEN_NAME:
+                raise InvalidInputError(f"the name {DASHBOARD_TOKEN_NAME!r} is reserved for the dashboard")
+            plaintext, row = create_token(context.db, user_id=account.id, name=label)
+            message = _shown_once(plaintext, f"Token {row.name!r} created.")
+            curl = curl_example(context.api_url, pair, plaintext)
+        elif isinstance(trigger, dict) and trigger.get("type") == "token-rotate":
+            plaintext, row = rotate_token(context.db, user_id=account.id, token_id=int(trigger["index"]))
+            message = _shown_once(plaintext, f"Token {row.name!r} rotated: the old one no longer works.")
+            curl = curl_example(context.api_url, pair, plaintext)
+        elif isinstance(trigger, dict) and trigger.get("type") == "token-revoke":
+            row = revoke_token(context.db, user_id=account.id, token_id=int(trigger["index"]))
+            message = notice(f"Token {row.name!r} ({row.prefix}…) revoked.", "ok")
+        else:
+            raise PreventUpdate
+    except (MurError, ValueError) as exc:
+        message = notice(f"Nothing changed: {exc}.", "bad", id="token-error")
+    tokens = token_rows(list_tokens(context.db, user_id=account.id))
+    return message, tokens, usage_block(context, account), curl
+
+
+def register_callbacks(app: Dash) -> None:
+    app.callback(
+        Output("token-new", "children"),
+        Output("token-table", "children"),
+        Output("token-usage", "children"),
+        Output("curl-example", "children"),
+        Input("token-create", "n_clicks"),
+        Input({"type": "token-rotate", "index": ALL}, "n_clicks"),
+        Input({"type": "token-revoke", "index": ALL}, "n_clicks"),
+        State("token-name", "value"),
+        prevent_initial_call=True,
+    )(token_action)
