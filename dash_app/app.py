@@ -41,7 +41,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 MIN_SECRET_KEY_LENGTH = 16
 CSRF_COOKIE = "_csrf_token"
 CSRF_HEADER = "X-CSRFToken"
-DASH_DATA_PATHS = frozenset({"/_dash-layout", "/_dash-dependencies", "/_dash-update-component", "/_reload-hash"})
+DASH_DATA_PATHS = frozenset(
+    {"/_dash-layout", "/_dash-dependencies", "/_dash-update-component", "/_reload-hash"}
+)
 PUBLIC_PATHS = frozenset({"/login", "/register", "/logout", "/_favicon.ico"})
 PUBLIC_PREFIXES = ("/assets/", "/_dash-component-suites/")
 ADMIN_ID_PREFIX = "admin-"
@@ -61,7 +63,9 @@ def resolve_secret_key(settings: Settings) -> str:
     key = settings.secret_key
     if not key:
         if settings.env == "development":
-            logger.warning("MUR_SECRET_KEY is not set: using a random key, sessions end when the dashboard stops")
+            logger.warning(
+                "MUR_SECRET_KEY is not set: using a random key, sessions end when the dashboard stops"
+            )
             return secrets.token_urlsafe(32)
         raise ConfigError(
             f"MUR_SECRET_KEY must be set when MUR_ENV={settings.env} "
@@ -187,15 +191,17 @@ def create_app(
         db=db or Database(settings, maxconn=8),
         serve=serve or ServeClient(settings.serve_url),
         airflow=airflow
-        or AirflowClient(settings.airflow_url, username=settings.airflow_user, password=settings.airflow_password),
+        or AirflowClient(
+            settings.airflow_url, username=settings.airflow_user, password=settings.airflow_password
+        ),
         secret_key=secret_key,
         _market=market,
     )
     server.extensions[EXTENSION_KEY] = context
-    CSRFProtect(server)
     auth.init_login(server)
+    server.before_request(_guard)  # first hook: access control answers before the CSRF check and Dash's hooks
+    CSRFProtect(server)
     server.register_blueprint(auth.bp)
-    server.before_request(_guard)  # registered before Dash's own hooks: it runs first
     server.after_request(_after)
     server.register_error_handler(CSRFError, _csrf_failed)
 

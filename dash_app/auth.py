@@ -63,9 +63,7 @@ class LoginForm(FlaskForm):
 
 
 class RegisterForm(FlaskForm):
-    username = StringField(
-        "Username", validators=[DataRequired(), Length(min=1, max=MAX_USERNAME_LENGTH)]
-    )
+    username = StringField("Username", validators=[DataRequired(), Length(min=1, max=MAX_USERNAME_LENGTH)])
     email = EmailField("Email (optional)", validators=[Optional(), Length(max=MAX_EMAIL_LENGTH)])
     password = PasswordField(
         "Password",

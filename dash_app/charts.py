@@ -62,7 +62,9 @@ def track_record(forecasts: Sequence[Forecast]) -> TrackRecord:
     When several forecasts share a target time (different model versions), each counts: the record is the
     model's, whichever version was champion when the forecast was made.
     """
-    resolved = sorted((f for f in forecasts if f.actual is not None), key=lambda f: (f.target_time, f.made_at))
+    resolved = sorted(
+        (f for f in forecasts if f.actual is not None), key=lambda f: (f.target_time, f.made_at)
+    )
     actual = [float(f.actual) for f in resolved if f.actual is not None]
     predicted = [f.predicted for f in resolved]
     persistence = [f.last_close for f in resolved]
@@ -143,7 +145,9 @@ def track_record_figure(record: TrackRecord, *, pair: str) -> go.Figure:
         col=1,
     )
     figure.add_trace(
-        go.Scatter(x=record.times, y=record.running_mae_model, name="MAE model", line={"color": FORECAST_COLOR}),
+        go.Scatter(
+            x=record.times, y=record.running_mae_model, name="MAE model", line={"color": FORECAST_COLOR}
+        ),
         row=2,
         col=1,
     )

@@ -8,10 +8,10 @@ are ignored. Nothing connects until a method is called.
 from __future__ import annotations
 
 import math
-from urllib.parse import quote
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -115,7 +115,11 @@ class ServeClient:
     """Client of the Serve HTTP API at ``base_url``; every call carries the caller's bearer token."""
 
     def __init__(
-        self, base_url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, transport: httpx.BaseTransport | None = None
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._timeout_s = timeout_s
@@ -267,9 +271,7 @@ class AirflowClient:
             except httpx.TransportError as exc:
                 raise self._unreachable(exc) from exc
         if response.status_code == 404:
-            raise ServiceAnswerError(
-                f"Airflow has no DAG {dag_id!r} ({_error_detail(response)})", status=404
-            )
+            raise ServiceAnswerError(f"Airflow has no DAG {dag_id!r} ({_error_detail(response)})", status=404)
         if response.status_code >= 400:
             raise ServiceAnswerError(
                 f"Airflow refused to trigger {dag_id!r} ({response.status_code}: {_error_detail(response)})",

@@ -28,7 +28,12 @@ def shell() -> Component:
 def navbar(pathname: str, *, username: str, is_admin: bool) -> list[Component]:
     """Links to the pages this user may open, their name and a logout button (a CSRF-protected POST)."""
     links = [
-        html.A(label, href=path, className="nav active" if path == pathname else "nav", id=f"nav{path.replace('/', '-')}")
+        html.A(
+            label,
+            href=path,
+            className="nav active" if path == pathname else "nav",
+            id=f"nav{path.replace('/', '-')}",
+        )
         for path, label in NAV_ITEMS
         if path != "/admin" or is_admin
     ]

@@ -27,7 +27,9 @@ def check_database(settings: Settings) -> None:
         )
 
 
-def serve(settings: Settings, *, host: str | None = None, port: int | None = None, debug: bool = False) -> None:
+def serve(
+    settings: Settings, *, host: str | None = None, port: int | None = None, debug: bool = False
+) -> None:
     """Serve the dashboard on ``host:port`` (default ``MUR_DASH_HOST``/``MUR_DASH_PORT``) until interrupted.
 
     This is werkzeug's threaded server, enough for a local stack; behind a reverse proxy with TLS, run

@@ -160,7 +160,9 @@ def airflow_env(
     }
 
 
-def airflow_cli(settings: Settings, *args: str, timeout_s: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+def airflow_cli(
+    settings: Settings, *args: str, timeout_s: float = 600, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run ``airflow ARGS`` with the project's Airflow environment; a failure becomes a ServiceError."""
     env = {**os.environ, **airflow_env(settings)}
     proc = subprocess.run(
@@ -188,7 +190,9 @@ def _db_revision(settings: Settings) -> str | None:
     try:
         conn = psycopg2.connect(settings.pg_dsn(settings.airflow_database), connect_timeout=5)
     except psycopg2.OperationalError as exc:
-        raise ServiceError(f"cannot connect to the Airflow metadata DB {settings.airflow_database}: {exc}") from exc
+        raise ServiceError(
+            f"cannot connect to the Airflow metadata DB {settings.airflow_database}: {exc}"
+        ) from exc
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT to_regclass('public.alembic_version')")
@@ -256,7 +260,15 @@ def airflow_services(settings: Settings) -> list[Service]:
     wrapped = [
         Service(
             name=f"airflow-{component}",
-            argv=[sys.executable, "-m", "mur.airflow_local", "run", component, "--health-port", str(p[component])],
+            argv=[
+                sys.executable,
+                "-m",
+                "mur.airflow_local",
+                "run",
+                component,
+                "--health-port",
+                str(p[component]),
+            ],
             env=env,
             port=p[component],
             health_url=f"http://127.0.0.1:{p[component]}/health",

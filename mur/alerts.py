@@ -64,7 +64,9 @@ def error_tail(error: BaseException | str | None, lines: int = ERROR_LINES) -> s
     return tail if len(tail) <= limit else "…" + tail[-(limit - 1) :]
 
 
-def task_log_url(base_url: str, dag_id: str, run_id: str, task_id: str, map_index: int | None, try_number: int | None) -> str:
+def task_log_url(
+    base_url: str, dag_id: str, run_id: str, task_id: str, map_index: int | None, try_number: int | None
+) -> str:
     """The Airflow 3 UI page of a task instance's log (``/dags/D/runs/R/tasks/T[/mapped/I]?try_number=N``)."""
     url = f"{base_url.rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}/tasks/{quote(task_id)}"
     if map_index is not None and map_index >= 0:
@@ -81,7 +83,9 @@ def alert_from_context(
     ti = context.get("ti") or context.get("task_instance")
     dag = context.get("dag")
     dag_run = context.get("dag_run")
-    dag_id = str(getattr(ti, "dag_id", None) or getattr(dag, "dag_id", None) or getattr(dag_run, "dag_id", "?"))
+    dag_id = str(
+        getattr(ti, "dag_id", None) or getattr(dag, "dag_id", None) or getattr(dag_run, "dag_id", "?")
+    )
     run_id = str(context.get("run_id") or getattr(ti, "run_id", None) or getattr(dag_run, "run_id", "?"))
     task_id = getattr(ti, "task_id", None)
     map_index = getattr(ti, "map_index", None)
@@ -105,7 +109,9 @@ def alert_from_context(
         color=color,
     )
     if task_id:
-        alert.log_url = task_log_url(settings.airflow_url, dag_id, run_id, task_id, map_index, alert.try_number)
+        alert.log_url = task_log_url(
+            settings.airflow_url, dag_id, run_id, task_id, map_index, alert.try_number
+        )
     return alert
 
 
@@ -236,8 +242,13 @@ def send_summary(settings: Settings, context: Mapping[str, Any], summary: Mappin
     try:
         alert = alert_from_context(context, settings, title="✅ training run finished", color=GREEN)
         lines = [
-            f"{r['pair']}: v{r['version']} → {r['alias']}" + (" (reused)" if r.get("reused") else "")
-            + (f", MAE {r['mae']:.6g}, skill {r['skill']:+.4f}" if r.get("mae") is not None and r.get("skill") is not None else "")
+            f"{r['pair']}: v{r['version']} → {r['alias']}"
+            + (" (reused)" if r.get("reused") else "")
+            + (
+                f", MAE {r['mae']:.6g}, skill {r['skill']:+.4f}"
+                if r.get("mae") is not None and r.get("skill") is not None
+                else ""
+            )
             for r in summary.get("results", [])
         ]
         alert.reason = "\n".join(lines) or "no pairs"

@@ -42,6 +42,10 @@ class RecurrentRegressor(nn.Module):
             batch_first=True,
         )
         self.head = nn.Linear(cfg.hidden_size, 1)
+        # Start from "no change": with the relative normalization a zero output *is* persistence, so an
+        # untrained model is exactly the baseline and training can only earn its way away from it.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(x)

@@ -99,7 +99,9 @@ def training_end(data_interval_end: datetime | None, requested: str | datetime |
         try:
             value = datetime.fromisoformat(text)
         except ValueError as exc:
-            raise ConfigError(f"cannot parse end '{requested}': use ISO-8601 like 2025-06-01T00:00:00Z") from exc
+            raise ConfigError(
+                f"cannot parse end '{requested}': use ISO-8601 like 2025-06-01T00:00:00Z"
+            ) from exc
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     # pendulum DateTime → plain datetime (XCom/JSON friendly)
@@ -176,8 +178,28 @@ def find_trained(settings: Settings, pair: str, end: datetime, options: Mapping[
         version = find_version(client, pair, key)
         return None if version is None else {**version_summary(client, version), "reused": True}
     except Exception as exc:  # the job checks again; a registry hiccup must not fail the task here
-        log.warning("registry look-up for %s failed (%s: %s); submitting the job", pair, type(exc).__name__, exc)
+        log.warning(
+            "registry look-up for %s failed (%s: %s); submitting the job", pair, type(exc).__name__, exc
+        )
         return None
+
+
+def available_end(settings: Settings, pair: str) -> datetime | None:
+    """With ``market_data=bundled``: one hour after the pair's last bundled candle (None otherwise/unknown pair).
+
+    Scheduled runs past the bundled history then reuse the model trained on all of it instead of failing;
+    with live data (``binance``) the window end is always the run's.
+    """
+    if settings.market_data != "bundled":
+        return None
+    from mur.errors import MurError
+    from mur.market_data import get_market_data
+
+    try:
+        last = get_market_data(settings).data_range(pair)[1]
+    except MurError:  # unknown pair: the job reports it with the data source's own message
+        return None
+    return datetime.fromtimestamp(last.timestamp(), tz=UTC) + timedelta(hours=1)
 
 
 # --- one pair ---------------------------------------------------------------------------------------
@@ -204,6 +226,12 @@ def train_pair(
     pair = pair.lower()
     if "train_days" in options:
         settings = settings.model_copy(update={"train_days": int(options["train_days"])})
+    if (available := available_end(settings, pair)) is not None and end > available:
+        say(
+            f"[mur] {pair}: the bundled candles end at {available.isoformat()}; training on all of them "
+            f"(requested window end {end.isoformat()})"
+        )
+        end = available
     say(f"[mur] {pair}: training window end {end.isoformat()} options {options or '{}'}")
     if check_registry and (existing := find_trained(settings, pair, end, options)) is not None:
         say(f"[mur] {pair}: version {existing['version']} was trained for this window already; reusing it")
@@ -302,6 +330,10 @@ def summarize_task(results: Iterable[Mapping[str, Any] | None], context: Mapping
 
     expected = _xcom(context, "list_pairs") or []
     summary = summarize(list(results or []), expected=expected)
+    if not summary["results"]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(f"no pair trained (failed: {', '.join(summary['failed']) or 'none'})")
     extra = {k: summary[k] for k in ("pairs", "versions", "aliases", "champions", "reused", "failed")}
     extra["run_id"] = context.get("run_id")
     outlet_events = context.get("outlet_events")

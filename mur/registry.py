@@ -240,6 +240,7 @@ def log_and_register(
             registered_model_name=name,
             signature=signature,
             input_example=example,
+            onnx_execution_providers=["CPUExecutionProvider"],
         )
     version = info.registered_model_version
     champ_mae, champ_version = champion_mae_on(pair, client, x_test, y_test, prefix)

@@ -105,8 +105,12 @@ class Settings(BaseSettings):
     market_refresh_s: float = 60.0
     default_monthly_quota: int = 1000
     serve_app_name: str = Field(default="mur", description="Ray Serve application name")
-    serve_upscale_delay_s: float = Field(default=10.0, ge=0, description="autoscaling: load held before adding")
-    serve_downscale_delay_s: float = Field(default=120.0, ge=0, description="autoscaling: idle before removing")
+    serve_upscale_delay_s: float = Field(
+        default=10.0, ge=0, description="autoscaling: load held before adding"
+    )
+    serve_downscale_delay_s: float = Field(
+        default=120.0, ge=0, description="autoscaling: idle before removing"
+    )
     market_now: datetime | None = Field(
         default=None,
         description="the serving market cache's clock start (None: wall clock; bundled data: its end)",

@@ -24,6 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int)
     p.add_argument("--arch", choices=["lstm", "gru"])
     p.add_argument("--hidden-size", type=int)
+    p.add_argument("--learning-rate", type=float)
     p.add_argument("--train-days", type=int, help="length of the training window in days")
     p.add_argument("--fail-at-epoch", type=int, help="(tests) raise once in the first attempt at this epoch")
     p.add_argument("--no-reuse", action="store_true", help="train even if this window was trained before")
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             epochs=args.epochs,
             arch=args.arch,
             hidden_size=args.hidden_size,
+            learning_rate=args.learning_rate,
         )
     except MurError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

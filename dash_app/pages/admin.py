@@ -16,7 +16,16 @@ from dash.exceptions import PreventUpdate
 from dash_app.clients import TRAINING_DAG_ID, ServiceAnswerError, ServiceUnavailable
 from dash_app.components import champion_summary, data_table, fmt_time, notice
 from dash_app.context import DashboardContext, current_account, get_context
-from mur.db import MAX_QUOTA, ROLES, User, get_user_by_id, list_users, set_quota, set_user_disabled, set_user_roles
+from mur.db import (
+    MAX_QUOTA,
+    ROLES,
+    User,
+    get_user_by_id,
+    list_users,
+    set_quota,
+    set_user_disabled,
+    set_user_roles,
+)
 from mur.errors import InvalidInputError, MurError
 
 logger = logging.getLogger(__name__)
@@ -33,7 +42,8 @@ def users_table(context: DashboardContext) -> Component:
             user.email or "–",
             ", ".join(user.roles) or "–",
             "disabled" if user.disabled else "active",
-            f"{user.used_this_month} / {user.monthly_limit}" + (" (default)" if user.quota_is_default else ""),
+            f"{user.used_this_month} / {user.monthly_limit}"
+            + (" (default)" if user.quota_is_default else ""),
             fmt_time(user.created_at),
         ]
         for user in list_users(context.db)
@@ -61,7 +71,9 @@ def layout(context: DashboardContext, account: User) -> Component:
     default_quota = context.settings.default_monthly_quota
     return html.Div(
         [
-            html.Div([html.H3("Users"), html.Div(users_table(context), id="admin-users-table")], className="card"),
+            html.Div(
+                [html.H3("Users"), html.Div(users_table(context), id="admin-users-table")], className="card"
+            ),
             html.Div(
                 [
                     html.H3("Edit a user"),
@@ -70,7 +82,11 @@ def layout(context: DashboardContext, account: User) -> Component:
                             html.Div(
                                 [
                                     html.Label("User", htmlFor="admin-user"),
-                                    dcc.Dropdown(id="admin-user", options=_user_options(context), style={"width": "260px"}),
+                                    dcc.Dropdown(
+                                        id="admin-user",
+                                        options=_user_options(context),
+                                        style={"width": "260px"},
+                                    ),
                                 ],
                                 className="field",
                             ),
@@ -79,7 +95,10 @@ def layout(context: DashboardContext, account: User) -> Component:
                                     html.Label("Status"),
                                     dcc.RadioItems(
                                         id="admin-status",
-                                        options=[{"label": " active", "value": "active"}, {"label": " disabled", "value": "disabled"}],
+                                        options=[
+                                            {"label": " active", "value": "active"},
+                                            {"label": " disabled", "value": "disabled"},
+                                        ],
                                         inline=True,
                                     ),
                                 ],
@@ -89,7 +108,9 @@ def layout(context: DashboardContext, account: User) -> Component:
                                 [
                                     html.Label("Roles"),
                                     dcc.Checklist(
-                                        id="admin-roles", options=[{"label": f" {r}", "value": r} for r in ROLES], inline=True
+                                        id="admin-roles",
+                                        options=[{"label": f" {r}", "value": r} for r in ROLES],
+                                        inline=True,
                                     ),
                                 ],
                                 className="field",
@@ -98,7 +119,11 @@ def layout(context: DashboardContext, account: User) -> Component:
                                 [
                                     html.Label("Monthly quota", htmlFor="admin-quota"),
                                     dcc.Input(
-                                        id="admin-quota", type="number", min=0, step=1, placeholder=f"default ({default_quota})"
+                                        id="admin-quota",
+                                        type="number",
+                                        min=0,
+                                        step=1,
+                                        placeholder=f"default ({default_quota})",
                                     ),
                                 ],
                                 className="field",
@@ -111,11 +136,20 @@ def layout(context: DashboardContext, account: User) -> Component:
                 ],
                 className="card",
             ),
-            html.Div([html.H3("Champion models"), html.Div(champions_block(context, account), id="admin-champions")], className="card"),
+            html.Div(
+                [
+                    html.H3("Champion models"),
+                    html.Div(champions_block(context, account), id="admin-champions"),
+                ],
+                className="card",
+            ),
             html.Div(
                 [
                     html.H3("Train a pair now"),
-                    html.P(f"Triggers the Airflow DAG {TRAINING_DAG_ID!r} at {context.settings.airflow_url}.", className="muted"),
+                    html.P(
+                        f"Triggers the Airflow DAG {TRAINING_DAG_ID!r} at {context.settings.airflow_url}.",
+                        className="muted",
+                    ),
                     html.Div(
                         [
                             html.Div(
@@ -135,7 +169,11 @@ def layout(context: DashboardContext, account: User) -> Component:
                                 [
                                     html.Label("Epochs", htmlFor="admin-train-epochs"),
                                     dcc.Input(
-                                        id="admin-train-epochs", type="number", min=1, max=MAX_EPOCHS, step=1,
+                                        id="admin-train-epochs",
+                                        type="number",
+                                        min=1,
+                                        max=MAX_EPOCHS,
+                                        step=1,
                                         value=context.settings.epochs,
                                     ),
                                 ],
@@ -247,7 +285,11 @@ def trigger_training(_clicks: Any, pair: Any, epochs: Any) -> Component:
     logger.info("admin %s triggered %s run %s for %s", account.username, run.dag_id, run.run_id, pair)
     state = f" (state: {run.state})" if run.state else ""
     return notice(
-        [f"Training of {pair.upper()} triggered: run ", html.Code(run.run_id, id="admin-train-run-id"), state],
+        [
+            f"Training of {pair.upper()} triggered: run ",
+            html.Code(run.run_id, id="admin-train-run-id"),
+            state,
+        ],
         "ok",
     )
 

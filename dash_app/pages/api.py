@@ -67,7 +67,9 @@ def token_rows(tokens: list[Token]) -> Component:
                     )
                 )
             actions.append(
-                html.Button("Revoke", id={"type": "token-revoke", "index": token.id}, className="danger small")
+                html.Button(
+                    "Revoke", id={"type": "token-revoke", "index": token.id}, className="danger small"
+                )
             )
         status = "active" if token.is_active else f"revoked {fmt_time(token.revoked_at)}"
         rows.append(
@@ -88,7 +90,10 @@ def layout(context: DashboardContext, account: User) -> Component:
     curl = curl_example(context.api_url, pair)
     return html.Div(
         [
-            html.Div([html.H3("Usage this month"), html.Div(usage_block(context, account), id="token-usage")], className="card"),
+            html.Div(
+                [html.H3("Usage this month"), html.Div(usage_block(context, account), id="token-usage")],
+                className="card",
+            ),
             html.Div(
                 [
                     html.H3("API tokens"),
@@ -142,7 +147,10 @@ def _shown_once(token: str, what: str) -> Component:
         [
             html.P(f"{what} Copy it now: it will not be shown again."),
             html.Div(
-                [html.Code(token, id="token-plaintext"), dcc.Clipboard(target_id="token-plaintext", title="copy")],
+                [
+                    html.Code(token, id="token-plaintext"),
+                    dcc.Clipboard(target_id="token-plaintext", title="copy"),
+                ],
                 className="row",
             ),
         ],

@@ -64,9 +64,7 @@ def layout(context: DashboardContext, account: User) -> Component:
                 ],
                 type="circle",
             ),
-            html.Div(
-                [html.H3("Champion model"), html.Div(id="forecast-champion")], className="card"
-            ),
+            html.Div([html.H3("Champion model"), html.Div(id="forecast-champion")], className="card"),
             html.Div(
                 [
                     html.H3("Track record"),
@@ -101,7 +99,9 @@ def fill_known_actuals(context: DashboardContext, pair: str, candles: pd.DataFra
         return
     start = max(min(wanted), max(wanted) - MAX_ACTUALS_SPAN)
     frame = context.market.klines(pair, start=start, end=max(wanted) + timedelta(hours=1))
-    fill_actuals(context.db, pair=pair, candles=zip(pd.to_datetime(frame["timestamp"]), frame["close"], strict=True))
+    fill_actuals(
+        context.db, pair=pair, candles=zip(pd.to_datetime(frame["timestamp"]), frame["close"], strict=True)
+    )
 
 
 def _fetch_forecast(
@@ -171,7 +171,9 @@ def update(pair: str | None) -> tuple[Any, ...]:
     headline: Component | str = ""
     if prediction is not None:
         change = (
-            f" ({(prediction.forecast / prediction.last_close - 1) * 100:+.3f} %)" if prediction.last_close else ""
+            f" ({(prediction.forecast / prediction.last_close - 1) * 100:+.3f} %)"
+            if prediction.last_close
+            else ""
         )
         headline = html.P(
             [
@@ -200,7 +202,8 @@ def update(pair: str | None) -> tuple[Any, ...]:
         track = track_record_figure(record, pair=pair)
     else:
         mae_text = html.P(
-            f"No resolved forecasts yet ({record.pending} waiting for their candle to close).", className="muted"
+            f"No resolved forecasts yet ({record.pending} waiting for their candle to close).",
+            className="muted",
         )
         track = empty_figure("no resolved forecasts yet")
     return headline, notices, chart, champion_block, mae_text, track

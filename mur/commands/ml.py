@@ -92,7 +92,7 @@ def train(
         )
         print_metrics_table([result["metrics"]], title="Ray job result")
         typer.echo(
-            f"registered mur-{pair} version {result['version']}: {result['alias']} ({result['reason']})"
+            f"registered {result.get('model_name', 'mur-' + pair)} version {result['version']}: {result['alias']} ({result['reason']})"
         )
         return
     from mur.pipeline import train_local

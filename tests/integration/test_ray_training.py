@@ -104,7 +104,8 @@ def test_artifacts_live_in_the_s3_bucket(first_job: dict, job_settings: Settings
 def test_worse_model_becomes_challenger_with_reason(first_job: dict, job_settings: Settings) -> None:
     from mur.registry import CHALLENGER, CHAMPION, configure, model_name
 
-    worse = submit(job_settings, "btc_usdt", epochs=1, hidden_size=1, num_workers=1)
+    # a deliberately bad model: one epoch at a learning rate that wrecks the weights
+    worse = submit(job_settings, "btc_usdt", epochs=1, hidden_size=2, num_workers=1, learning_rate=5.0)
     assert worse["version"] == 2
     assert worse["alias"] == CHALLENGER, worse["reason"]
     assert "champion MAE" in worse["reason"] or "below the floor" in worse["reason"]

@@ -1,0 +1,39 @@
+"""The typed arguments of the Serve application builder (also the ``args:`` block of config.yaml)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from mur.settings import Settings
+
+SECRET_FIELDS = frozenset(
+    {"pg_password", "s3_secret_key", "secret_key", "binance_api_secret", "airflow_password", "discord_webhook_url"}
+)
+"""Never copied into the app's args (they would show in the Serve config); replicas read them from MUR_*."""
+
+
+class AppArgs(BaseModel):
+    """What ``build_app`` needs; everything else comes from :class:`~mur.settings.Settings`."""
+
+    pairs: list[str] | None = Field(
+        default=None, description="serve only these pairs (None: every registered pair with a champion)"
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="Settings overrides applied on top of the replicas' MUR_* environment"
+    )
+    add_new_pairs: bool = Field(
+        default=True, description="rebuild the app when a new pair gets a champion in the registry"
+    )
+    generation: int = Field(default=0, ge=0, description="bumped by the registry watcher to force a rebuild")
+
+    def app_settings(self) -> Settings:
+        """The Settings every deployment of this app runs with."""
+        return Settings(**self.settings)
+
+
+def settings_overrides(settings: Settings) -> dict[str, Any]:
+    """The fields of ``settings`` that differ from the defaults, JSON-ready, secrets left out."""
+    data = settings.model_dump(mode="json", exclude_defaults=True)
+    return {k: v for k, v in data.items() if k not in SECRET_FIELDS}

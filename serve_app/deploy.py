@@ -1,0 +1,149 @@
+"""Deploy, inspect and remove the Serve application on a running Ray head (what ``mur serve`` calls).
+
+Deployment is declarative, exactly like ``serve deploy serve_app/config.yaml``: the config file is loaded,
+the HTTP host/port, application name and builder args are filled in from Settings, and the result is sent
+to the Ray dashboard's Serve REST API (``settings.ray_address``). No Ray driver is needed for that.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mur.errors import ServiceError
+from mur.settings import Settings
+from serve_app.args import AppArgs, settings_overrides
+
+CONFIG_PATH = Path(__file__).resolve().parent / "config.yaml"
+Progress = Callable[[str], None]
+
+
+def load_config(path: Path | None = None) -> dict[str, Any]:
+    """The Serve config file as a dict."""
+    import yaml
+
+    with open(path or CONFIG_PATH, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def app_config(settings: Settings, args: AppArgs | None = None, *, path: Path | None = None) -> dict[str, Any]:
+    """The config file with HTTP options, app name and builder args taken from ``settings``/``args``."""
+    config = copy.deepcopy(load_config(path))
+    config.setdefault("http_options", {}).update(host=settings.serve_host, port=settings.serve_port)
+    apps = config.get("applications") or []
+    if len(apps) != 1:
+        raise ServiceError(f"{path or CONFIG_PATH} must define exactly one application")
+    app = apps[0]
+    app["name"] = settings.serve_app_name
+    if args is None:
+        base = AppArgs(**(app.get("args") or {}))
+        args = base.model_copy(update={"settings": {**settings_overrides(settings), **base.settings}})
+    app["args"] = args.model_dump(mode="json")
+    return config
+
+
+def _client(settings: Settings) -> Any:
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    return ServeSubmissionClient(settings.ray_address)
+
+
+def serve_details(settings: Settings) -> dict[str, Any]:
+    """``GET /api/serve/applications/`` of the dashboard (ServiceError when Ray is not reachable)."""
+    try:
+        return _client(settings).get_serve_details()
+    except Exception as exc:  # requests errors, HTTP errors
+        raise ServiceError(
+            f"cannot reach the Ray dashboard at {settings.ray_address} ({type(exc).__name__}); "
+            "start the stack with `mur up`"
+        ) from exc
+
+
+def app_details(settings: Settings) -> dict[str, Any] | None:
+    """Status details of this app (None when it is not deployed)."""
+    return (serve_details(settings).get("applications") or {}).get(settings.serve_app_name)
+
+
+def wait_running(settings: Settings, *, timeout_s: float = 300.0, since: float = 0.0,
+                 progress: Progress | None = None) -> dict[str, Any]:
+    """Wait until the app is RUNNING (deployed after ``since``, a UNIX time); ServiceError on failure."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while True:
+        details = app_details(settings)
+        status = (details or {}).get("status", "NOT_STARTED")
+        fresh = details is not None and (details.get("last_deployed_time_s") or 0) >= since - 1
+        if fresh and status == "RUNNING":
+            return details
+        if fresh and status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            raise ServiceError(f"Serve app {settings.serve_app_name!r} is {status}: {details.get('message', '')}")
+        if progress and status != last:
+            progress(f"{settings.serve_app_name}: {status}")
+            last = status
+        if time.monotonic() > deadline:
+            raise ServiceError(
+                f"Serve app {settings.serve_app_name!r} not RUNNING after {timeout_s:.0f}s (status {status}); "
+                "see `mur serve status` and the Ray dashboard"
+            )
+        time.sleep(1.0)
+
+
+def deploy(settings: Settings, args: AppArgs | None = None, *, wait: bool = True, timeout_s: float = 300.0,
+           progress: Progress | None = None) -> str:
+    """Deploy (or update) the app declaratively and return its URL."""
+    config = app_config(settings, args)
+    started = time.time()
+    try:
+        _client(settings).deploy_applications(config)
+    except Exception as exc:
+        raise ServiceError(f"deploying to Ray at {settings.ray_address} failed: {exc}") from exc
+    if wait:
+        wait_running(settings, timeout_s=timeout_s, since=started, progress=progress)
+    return settings.serve_url
+
+
+def undeploy(settings: Settings) -> None:
+    """Remove every declaratively deployed app and stop Serve (``serve shutdown``)."""
+    _client(settings).delete_applications()
+
+
+def replica_counts(details: dict[str, Any]) -> dict[str, int]:
+    """``{deployment: RUNNING replicas}`` from app details."""
+    return {
+        name: sum(1 for r in d.get("replicas", []) if r.get("state") == "RUNNING")
+        for name, d in (details.get("deployments") or {}).items()
+    }
+
+
+def rebuild_application(app_name: str, args: AppArgs) -> None:
+    """Inside the cluster: redeploy ``app_name`` with ``args.generation`` bumped so the builder runs again.
+
+    A declaratively deployed app is re-applied with its current config (every other declarative app kept
+    as is); an app started with ``serve.run`` is rebuilt with ``serve.run``.
+    """
+    from ray import serve
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    client = _get_global_client()
+    details = client.get_serve_details()
+    apps = details.get("applications") or {}
+    mine = apps.get(app_name) or {}
+    bumped = args.model_copy(update={"generation": args.generation + 1})
+    if mine.get("deployed_app_config"):
+        configs = []
+        for name, app in apps.items():
+            cfg = app.get("deployed_app_config")
+            if not cfg:
+                continue
+            if name == app_name:
+                cfg = {**cfg, "args": bumped.model_dump(mode="json")}
+            configs.append(cfg)
+        client.deploy_apps(ServeDeploySchema(applications=configs))
+    else:
+        from serve_app.app import build_app
+
+        serve._run(build_app(bumped), _blocking=False, name=app_name, route_prefix=mine.get("route_prefix") or "/")

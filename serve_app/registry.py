@@ -1,0 +1,180 @@
+"""RegistryWatcher: the one deployment that talks to MLflow.
+
+It polls the registry every ``registry_poll_s`` seconds (or at once on ``refresh``, the admin reload),
+downloads a new champion's ONNX bytes *before* announcing it, and publishes ``{pair: version}`` targets
+with a generation number. Forecaster replicas long-poll :meth:`wait_for_change` and load the new version
+from :meth:`model_bytes` (served from memory), so N replicas never hit MLflow N times, a replica started
+while MLflow is down still gets its model, and an unreachable registry leaves every loaded model serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from ray import serve
+
+from mur.serving import RegistryUnavailableError, champions, iso, model_bytes, registry_client
+from serve_app.args import AppArgs
+
+log = logging.getLogger("ray.serve")
+KEEP_VERSIONS = 2
+"""Model files kept in memory per pair (the current champion and the previous one)."""
+REBUILD_COOLDOWN_S = 60.0
+
+
+@serve.deployment(
+    name="registry",
+    num_replicas=1,
+    max_ongoing_requests=1000,  # every Forecaster replica keeps one long-poll open here
+    ray_actor_options={"num_cpus": 0},
+)
+class RegistryWatcher:
+    """Champion targets per pair, their ONNX bytes, and the registry's health."""
+
+    async def __init__(self, args: dict[str, Any], served_pairs: list[str]) -> None:
+        self.args = AppArgs(**args)
+        self.settings = self.args.app_settings()
+        self.served = sorted(served_pairs)
+        self.epoch = uuid.uuid4().hex  # a new watcher replica restarts the generation count
+        self.generation = 0
+        self.targets: dict[str, dict[str, Any]] = {}
+        self.registry_ok: bool | None = None
+        self.error: str | None = None
+        self.checked_at: datetime | None = None
+        self.pending_pairs: list[str] = []
+        self._bytes: dict[tuple[str, int], bytes] = {}
+        self._client: Any = None
+        self._changed = asyncio.Condition()
+        self._poll_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._last_rebuild = 0.0
+        await self._poll()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    # --- polling -------------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.registry_poll_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self._poll()
+            except Exception:  # keep polling whatever happens
+                log.exception("registry poll crashed")
+
+    def _read_registry(self) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, int], bytes]]:
+        """Blocking: the champions, and the bytes of those not downloaded yet."""
+        if self._client is None:
+            self._client = registry_client(self.settings)
+        wanted = self.args.pairs
+        found = champions(self._client, prefix=self.settings.registry_prefix, pairs=wanted)
+        fresh: dict[tuple[str, int], bytes] = {}
+        for pair, summary in found.items():
+            key = (pair, int(summary["version"]))
+            if pair in self.served and key not in self._bytes:
+                fresh[key] = model_bytes(self.settings, pair, key[1])
+        return found, fresh
+
+    async def _poll(self) -> None:
+        async with self._poll_lock:
+            try:
+                found, fresh = await asyncio.to_thread(self._read_registry)
+            except RegistryUnavailableError as exc:
+                self.registry_ok, self.error = False, str(exc)
+                self.checked_at = datetime.now(UTC)
+                log.warning("registry poll failed; loaded models keep serving: %s", exc)
+                return
+            except Exception as exc:  # a broken model file etc.: report, keep the current targets
+                self.registry_ok, self.error = False, f"{type(exc).__name__}: {exc}"
+                self.checked_at = datetime.now(UTC)
+                log.exception("registry poll failed")
+                return
+            self.registry_ok, self.error, self.checked_at = True, None, datetime.now(UTC)
+            self._bytes.update(fresh)
+            changed = False
+            for pair, summary in found.items():
+                if pair not in self.served:
+                    continue
+                if self.targets.get(pair, {}).get("version") != summary["version"]:
+                    log.info("champion of %s is now version %s", pair, summary["version"])
+                    self.targets[pair] = summary
+                    changed = True
+            self._prune()
+            self.pending_pairs = sorted(set(found) - set(self.served))
+            if changed:
+                async with self._changed:
+                    self.generation += 1
+                    self._changed.notify_all()
+            if self.pending_pairs and self.args.add_new_pairs:
+                self._rebuild_for(self.pending_pairs)
+
+    def _prune(self) -> None:
+        for pair in {p for p, _ in self._bytes}:
+            versions = sorted((v for p, v in self._bytes if p == pair), reverse=True)
+            current = self.targets.get(pair, {}).get("version")
+            keep = set(versions[:KEEP_VERSIONS]) | ({current} if current is not None else set())
+            for version in versions:
+                if version not in keep:
+                    del self._bytes[(pair, version)]
+
+    def _rebuild_for(self, pairs: list[str]) -> None:
+        """Redeploy the application so that it gets a Forecaster for each new pair (rate-limited)."""
+        if time.monotonic() - self._last_rebuild < REBUILD_COOLDOWN_S:
+            return
+        self._last_rebuild = time.monotonic()
+        app_name = serve.get_replica_context().app_name
+        log.info("new champion pair(s) %s: rebuilding application %r", pairs, app_name)
+        from serve_app.deploy import rebuild_application
+
+        asyncio.get_running_loop().run_in_executor(None, rebuild_application, app_name, self.args)
+
+    # --- API for the ingress and the forecasters -------------------------------------------------
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "generation": self.generation,
+            "targets": {pair: dict(summary) for pair, summary in self.targets.items()},
+            "served_pairs": self.served,
+            "pending_pairs": self.pending_pairs,
+            "registry_ok": self.registry_ok,
+            "error": self.error,
+            "checked_at": iso(self.checked_at) if self.checked_at else None,
+            "poll_s": self.settings.registry_poll_s,
+        }
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Targets, generation and registry health now."""
+        return self._snapshot()
+
+    async def refresh(self) -> dict[str, Any]:
+        """Poll the registry now (admin reload / Airflow asset event) and return the new snapshot."""
+        await self._poll()
+        return self._snapshot()
+
+    async def wait_for_change(self, epoch: str, generation: int, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Return as soon as the targets move past ``generation`` (or after ``timeout_s``)."""
+        if epoch == self.epoch and self.generation <= generation:
+            async with self._changed:
+                try:
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: self.generation > generation), timeout=timeout_s
+                    )
+                except TimeoutError:
+                    pass
+        return self._snapshot()
+
+    async def model_bytes(self, pair: str, version: int) -> bytes:
+        """The ONNX file of ``pair`` ``version`` (from memory; downloaded if it was not prefetched)."""
+        key = (pair, int(version))
+        data = self._bytes.get(key)
+        if data is None:
+            data = await asyncio.to_thread(model_bytes, self.settings, pair, int(version))
+            self._bytes[key] = data
+        return data

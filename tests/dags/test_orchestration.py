@@ -1,0 +1,296 @@
+"""The DAG's task bodies without Airflow or services: pairs, window end, options, results, summary, reuse."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from mur import orchestration as orch
+from mur.errors import ConfigError, JobError
+from mur.settings import Settings
+
+
+def test_parse_pairs_accepts_csv_json_and_lists() -> None:
+    assert orch.parse_pairs("btc_usdt, ETH_USDT,,btc_usdt") == ["btc_usdt", "eth_usdt"]
+    assert orch.parse_pairs('["sol_usdt", "BNB_usdt"]') == ["sol_usdt", "bnb_usdt"]
+    assert orch.parse_pairs(["xrp_usdt"]) == ["xrp_usdt"]
+    assert orch.parse_pairs(None) == [] and orch.parse_pairs("") == []
+
+
+def test_resolve_pairs_precedence() -> None:
+    settings = Settings(pairs=["btc_usdt", "eth_usdt"])
+    assert orch.resolve_pairs(settings) == ["btc_usdt", "eth_usdt"]
+    assert orch.resolve_pairs(settings, variable="sol_usdt") == ["sol_usdt"]
+    assert orch.resolve_pairs(settings, requested=["XRP_USDT"], variable="sol_usdt") == ["xrp_usdt"]
+    assert orch.resolve_pairs(settings, requested=[], variable="") == ["btc_usdt", "eth_usdt"]
+    with pytest.raises(ConfigError, match="malformed"):
+        orch.resolve_pairs(settings, requested=["btc usdt"])
+    with pytest.raises(ConfigError, match="mur_pairs"):
+        orch.resolve_pairs(settings, variable="[not json")
+
+
+def test_default_pairs_are_every_bundled_pair() -> None:
+    from mur.market_data import bundled_pairs
+
+    assert sorted(orch.resolve_pairs(Settings())) == sorted(bundled_pairs())
+
+
+def test_training_end_prefers_the_param_and_normalises_to_utc() -> None:
+    interval_end = datetime(2025, 3, 1, 5, tzinfo=UTC)
+    assert orch.training_end(interval_end) == interval_end
+    assert orch.training_end(interval_end, "") == interval_end
+    assert orch.training_end(interval_end, "2025-02-01T00:00:00Z") == datetime(2025, 2, 1, tzinfo=UTC)
+    assert orch.training_end(None, "2025-02-01") == datetime(2025, 2, 1, tzinfo=UTC)
+    cet = timezone(timedelta(hours=1))
+    assert orch.training_end(datetime(2025, 3, 1, 6, tzinfo=cet)) == interval_end
+    with pytest.raises(ConfigError, match="cannot parse"):
+        orch.training_end(interval_end, "yesterday")
+    with pytest.raises(ConfigError, match="no training window end"):
+        orch.training_end(None)
+
+
+def test_training_options_keep_only_set_job_overrides() -> None:
+    params = {
+        "pairs": ["btc_usdt"],
+        "end": None,
+        "epochs": 2,
+        "arch": None,
+        "hidden_size": 4,
+        "train_days": 30,
+        "num_workers": 1,
+    }
+    assert orch.training_options(params) == {
+        "epochs": 2,
+        "hidden_size": 4,
+        "train_days": 30,
+        "num_workers": 1,
+    }
+    assert orch.training_options(None) == {}
+
+
+def test_submission_prefix_is_a_safe_ray_id() -> None:
+    prefix = orch.submission_prefix("mur_training", "scheduled__2025-03-01T05:00:00+00:00", "btc_usdt")
+    assert prefix == "mur-mur_training-scheduled__2025-03-01T05_00_00_00_00-btc_usdt"
+
+
+FULL_RESULT = {
+    "pair": "btc_usdt",
+    "version": 7,
+    "alias": "champion",
+    "reason": "first model",
+    "run_id": "r1",
+    "champion_version_before": None,
+    "champion_mae_before": None,
+    "mae": 123.456789123,
+    "skill": 0.0123,
+    "reused": False,
+    "data_window": {"start": "2025-01-30T05:00:00Z", "end": "2025-03-01T05:00:00Z"},
+    "metrics": {"model": {"mae": 1.0}, "big": list(range(1000))},
+    "model_name": "mur-btc_usdt",
+    "job_id": "j1",
+}
+
+
+def test_compact_result_carries_ids_not_data() -> None:
+    small = orch.compact_result(FULL_RESULT)
+    assert small == {
+        "pair": "btc_usdt",
+        "model_name": "mur-btc_usdt",
+        "version": 7,
+        "alias": "champion",
+        "reason": "first model",
+        "mae": 123.45678912,
+        "skill": 0.0123,
+        "reused": False,
+        "run_id": "r1",
+        "job_id": "j1",
+        "data_window_start": "2025-01-30T05:00:00Z",
+        "data_window_end": "2025-03-01T05:00:00Z",
+    }
+    assert len(repr(small)) < 600
+
+
+def test_summarize_lists_versions_champions_reused_and_failed() -> None:
+    a = orch.compact_result(FULL_RESULT)
+    b = {**a, "pair": "eth_usdt", "version": 3, "alias": "challenger", "reused": True}
+    summary = orch.summarize([a, None, b], expected=["btc_usdt", "nope_usdt", "eth_usdt"])
+    assert summary["pairs"] == ["btc_usdt", "eth_usdt"]
+    assert summary["versions"] == {"btc_usdt": 7, "eth_usdt": 3}
+    assert summary["aliases"] == {"btc_usdt": "champion", "eth_usdt": "challenger"}
+    assert summary["champions"] == ["btc_usdt"] and summary["reused"] == ["eth_usdt"]
+    assert summary["failed"] == ["nope_usdt"]
+
+
+def test_schedule_for() -> None:
+    from airflow.sdk import CronDataIntervalTimetable
+
+    assert orch.schedule_for(None) is None and orch.schedule_for("none") is None
+    hourly = orch.schedule_for("@hourly")
+    assert isinstance(hourly, CronDataIntervalTimetable) and hourly.expression == "0 * * * *"
+    assert orch.schedule_for("15 */2 * * *").expression == "15 */2 * * *"
+
+
+def test_available_end_clamps_only_bundled_data() -> None:
+    settings = Settings(market_data="bundled")
+    assert orch.available_end(settings, "xrp_usdt") == datetime(2025, 5, 30, 1, tzinfo=UTC)
+    assert orch.available_end(settings, "nope_usdt") is None
+    assert orch.available_end(Settings(market_data="binance"), "btc_usdt") is None
+
+
+# --- train_pair with the job and the registry faked -------------------------------------------------
+class FakeClient:
+    def __init__(self, jobs: list[Any] | None = None) -> None:
+        self.jobs = jobs or []
+        self.stopped: list[str] = []
+
+    def list_jobs(self) -> list[Any]:
+        return self.jobs
+
+    def stop_job(self, job_id: str) -> bool:
+        self.stopped.append(job_id)
+        return True
+
+
+@pytest.fixture
+def fake_jobs(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    from mur import jobs
+
+    state: dict[str, Any] = {"client": FakeClient(), "submitted": [], "found": None}
+
+    def submit(settings: Settings, pair: str, **kwargs: Any) -> dict[str, Any]:
+        state["submitted"].append({"pair": pair, "train_days": settings.train_days, **kwargs})
+        kwargs["log"](f"job for {pair} ran")
+        if state.get("raise"):
+            raise state["raise"]
+        return {**FULL_RESULT, "pair": pair, "data_window": {"start": "s", "end": str(kwargs["end"])}}
+
+    monkeypatch.setattr(jobs, "submit_training", submit)
+    monkeypatch.setattr(jobs, "client_for", lambda settings: state["client"])
+    monkeypatch.setattr(orch, "find_trained", lambda *a, **k: state["found"])
+    return state
+
+
+def test_train_pair_submits_with_window_end_and_options(fake_jobs: dict[str, Any]) -> None:
+    lines: list[str] = []
+    end = datetime(2025, 3, 1, 5, tzinfo=UTC)
+    result = orch.train_pair(
+        Settings(),
+        "BTC_USDT",
+        end=end,
+        options={"epochs": 1, "train_days": 30, "num_workers": 1},
+        emit=lines.append,
+        submission_prefix="mur-x-run-btc_usdt",
+        try_number=2,
+    )
+    [call] = fake_jobs["submitted"]
+    assert call["pair"] == "btc_usdt" and call["end"] == end and call["epochs"] == 1
+    assert call["num_workers"] == 1 and call["train_days"] == 30  # via settings, as --train-days
+    assert call["submission_id"].startswith("mur-x-run-btc_usdt-try2-")
+    assert call["stream_logs"] is True
+    assert "job for btc_usdt ran" in lines
+    assert result["version"] == 7 and result["data_window_end"] == str(end)
+
+
+def test_train_pair_reuses_a_registered_version_without_a_job(fake_jobs: dict[str, Any]) -> None:
+    fake_jobs["found"] = {**FULL_RESULT, "reused": True, "version": 4}
+    lines: list[str] = []
+    result = orch.train_pair(Settings(), "btc_usdt", end=datetime(2025, 3, 1, tzinfo=UTC), emit=lines.append)
+    assert fake_jobs["submitted"] == []
+    assert result["version"] == 4 and result["reused"] is True
+    assert any("reusing it" in line for line in lines)
+
+
+def test_train_pair_follows_a_job_left_running_by_an_earlier_try(
+    fake_jobs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from mur import jobs
+
+    fake_jobs["client"] = FakeClient(
+        [
+            SimpleNamespace(submission_id="mur-x-run-btc_usdt-try1-101010", status="RUNNING"),
+            SimpleNamespace(submission_id="mur-x-run-eth_usdt-try1-101010", status="RUNNING"),
+        ]
+    )
+    followed: list[str] = []
+
+    def wait(client: Any, job_id: str, **kwargs: Any) -> dict[str, Any]:
+        followed.append(job_id)
+        return {**FULL_RESULT, "job_id": job_id}
+
+    monkeypatch.setattr(jobs, "wait_for_job", wait)
+    result = orch.train_pair(
+        Settings(),
+        "btc_usdt",
+        end=datetime(2025, 3, 1, tzinfo=UTC),
+        submission_prefix="mur-x-run-btc_usdt",
+        try_number=2,
+        emit=lambda _: None,
+    )
+    assert followed == ["mur-x-run-btc_usdt-try1-101010"] and fake_jobs["submitted"] == []
+    assert result["job_id"] == "mur-x-run-btc_usdt-try1-101010"
+
+
+def test_train_pair_stops_its_job_when_interrupted(fake_jobs: dict[str, Any]) -> None:
+    fake_jobs["raise"] = KeyboardInterrupt()  # like AirflowTaskTimeout / SIGTERM while following the job
+    with pytest.raises(KeyboardInterrupt):
+        orch.train_pair(
+            Settings(),
+            "btc_usdt",
+            end=datetime(2025, 3, 1, tzinfo=UTC),
+            submission_prefix="mur-x-run-btc_usdt",
+            emit=lambda _: None,
+        )
+    assert fake_jobs["client"].stopped == [fake_jobs["submitted"][0]["submission_id"]]
+
+
+def test_train_pair_lets_job_errors_through_for_retries(fake_jobs: dict[str, Any]) -> None:
+    fake_jobs["raise"] = JobError("Ray job x failed: unknown pair")
+    with pytest.raises(JobError, match="unknown pair"):
+        orch.train_pair(
+            Settings(),
+            "nope_usdt",
+            end=datetime(2025, 3, 1, tzinfo=UTC),
+            submission_prefix="p",
+            emit=lambda _: None,
+        )
+    assert fake_jobs["client"].stopped == []  # the job ended by itself
+
+
+def test_train_pair_clamps_past_the_bundled_history(fake_jobs: dict[str, Any]) -> None:
+    lines: list[str] = []
+    orch.train_pair(
+        Settings(market_data="bundled"), "xrp_usdt", end=datetime(2026, 1, 1, tzinfo=UTC), emit=lines.append
+    )
+    assert fake_jobs["submitted"][0]["end"] == datetime(2025, 5, 30, 1, tzinfo=UTC)
+    assert any("bundled candles end" in line for line in lines)
+
+
+def test_expected_key_matches_the_jobs_formula() -> None:
+    """Same inputs as ``train_and_register`` builds → same key (drift here would break re-run reuse)."""
+    from dataclasses import asdict
+
+    from mur.pipeline import model_config, train_config
+    from mur.ray_train import idempotency_key
+
+    settings = Settings(train_days=30)
+    mcfg = model_config(settings, epochs=1, hidden_size=4, arch=None)
+    tcfg = train_config(settings, epochs=1, hidden_size=4, arch=None)
+    params = {
+        **mcfg.to_dict(),
+        **asdict(tcfg),
+        "seq_len": settings.seq_len,
+        "normalization": settings.normalization,
+        "train_days": settings.train_days,
+    }
+    want = idempotency_key("btc_usdt", "2025-03-01T05:00:00Z", params)
+    got = orch.expected_idempotency_key(
+        settings,
+        "btc_usdt",
+        datetime(2025, 3, 1, 5, tzinfo=UTC),
+        {"epochs": 1, "hidden_size": 4, "num_workers": 2},
+    )
+    assert got == want
