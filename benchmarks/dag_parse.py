@@ -32,8 +32,8 @@ stats = [{"file": s.file, "seconds": s.duration.total_seconds() if hasattr(s.dur
           "dags": s.dag_num, "tasks": s.task_num} for s in bag.dagbag_stats]
 print(json.dumps({"import_s": t1 - t0, "parse_s": t2 - t1, "files": stats,
                   "errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dags),
-                  "heavy": sorted(m for m in %r if m in sys.modules)}))
-""" % (HEAVY,)
+                  "heavy": sorted(m for m in HEAVY_MODULES if m in sys.modules)}))
+""".replace("HEAVY_MODULES", repr(HEAVY))
 
 
 def run_once(dags: Path, env: dict[str, str]) -> dict:

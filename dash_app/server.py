@@ -37,10 +37,11 @@ def serve(
     """
     from werkzeug.serving import run_simple
 
-    from dash_app.app import create_app
+    from dash_app.app import create_app, resolve_secret_key
 
     if debug and settings.env == "production":
         raise ConfigError("--debug is refused when MUR_ENV=production (it exposes tracebacks)")
+    resolve_secret_key(settings)  # configuration errors first, before touching the database
     check_database(settings)
     app = create_app(settings)
     if debug:

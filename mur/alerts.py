@@ -195,7 +195,8 @@ def send(alert: Alert, settings: Settings) -> bool:
     try:
         response = build_webhook(alert, url).execute()
     except Exception as exc:  # connection refused, timeout, non-JSON answer, rate limit…
-        log.warning("Discord alert to %s failed: %s: %s", where, type(exc).__name__, exc)
+        message = str(exc).replace(urlsplit(url).path, "/…")  # requests quotes the URL (token included)
+        log.warning("Discord alert to %s failed: %s: %s", where, type(exc).__name__, message)
         return False
     status = getattr(response, "status_code", None)
     if status not in (200, 204):

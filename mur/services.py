@@ -39,6 +39,7 @@ SERVICE_PROVIDERS: tuple[str, ...] = ("mur.services:core_services",)
 """``module:function`` factories, each ``(settings) -> Iterable[Service]``; later entries override earlier."""
 
 CORE_SERVICES: tuple[str, ...] = ("s3", "mlflow", "ray")
+LOG_ROTATE_BYTES = 50 * 1024 * 1024
 
 Progress = Callable[[str], None]
 
@@ -383,6 +384,8 @@ def _launch(settings: Settings, service: Service, log: Path) -> tuple[subprocess
     cwd = service.cwd or Path(settings.runtime_dir)
     cwd.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **service.env}
+    if _size(log) > LOG_ROTATE_BYTES:  # keep one previous log; a running service's log is never moved
+        os.replace(log, log.with_name(log.name + ".1"))
     with open(log, "ab") as fh:
         offset = fh.tell()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -14,9 +14,8 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
+from mur.services import CORE_SERVICES as STACK_SERVICES
 from mur.settings import Settings, get_settings
-
-STACK_SERVICES: tuple[str, ...] = ("s3", "mlflow", "ray")
 
 
 def ensure_services(settings: Settings, names: Sequence[str] = STACK_SERVICES) -> list[str]:

@@ -63,7 +63,7 @@ def champions_block(context: DashboardContext, account: User) -> Component:
         return notice(f"Champions unavailable: {exc}.", "warn", id="admin-champions-error")
     if not models:
         return html.P("No champion models yet: train a pair below.", className="muted")
-    return html.Div([html.Div(champion_summary(m), className="card") for m in models])
+    return html.Div([html.Div(champion_summary(m), className="champion") for m in models])
 
 
 def layout(context: DashboardContext, account: User) -> Component:
@@ -124,6 +124,7 @@ def layout(context: DashboardContext, account: User) -> Component:
                                         min=0,
                                         step=1,
                                         placeholder=f"default ({default_quota})",
+                                        style={"width": "170px"},
                                     ),
                                 ],
                                 className="field",

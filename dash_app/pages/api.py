@@ -107,7 +107,13 @@ def layout(context: DashboardContext, account: User) -> Component:
                             html.Div(
                                 [
                                     html.Label("Name", htmlFor="token-name"),
-                                    dcc.Input(id="token-name", type="text", value="default", maxLength=64),
+                                    dcc.Input(
+                                        id="token-name",
+                                        type="text",
+                                        value="default",
+                                        maxLength=64,
+                                        style={"width": "240px"},
+                                    ),
                                 ],
                                 className="field",
                             ),
@@ -125,7 +131,12 @@ def layout(context: DashboardContext, account: User) -> Component:
                     html.H3("Try it"),
                     html.Div(
                         [
-                            html.Pre(curl, id="curl-example", className="curl"),
+                            html.Pre(
+                                curl,
+                                id="curl-example",
+                                className="curl",
+                                style={"flex": "1 1 0", "minWidth": "300px"},
+                            ),
                             dcc.Clipboard(target_id="curl-example", title="copy", style={"fontSize": 20}),
                         ],
                         className="row",

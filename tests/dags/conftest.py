@@ -7,20 +7,17 @@ time, before any test module imports ``airflow``. ``airflow_db`` migrates the SQ
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dag_test_stubs import DiscordStub
 
 from mur.settings import PROJECT_ROOT, Settings
 from mur.testing import services, stack_settings  # noqa: F401  (fixtures)
@@ -77,44 +74,6 @@ def training_dag(dagbag: Any, airflow_db: Path) -> Any:
     return bag.dags["mur_training"]
 
 
-class DiscordStub:
-    """A local HTTP server standing in for Discord's webhook endpoint; keeps every JSON body posted."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.paths: list[str] = []
-        self.status = status
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                stub.paths.append(self.path)
-                stub.requests.append(json.loads(body or b"{}"))
-                answer = json.dumps({"id": str(len(stub.requests))}).encode()
-                self.send_response(stub.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/webhooks/123/secret-token"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def embeds(self) -> list[dict[str, Any]]:
-        return [embed for body in self.requests for embed in body.get("embeds", [])]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def discord() -> Iterator[DiscordStub]:
     stub = DiscordStub()
@@ -132,12 +91,6 @@ def webhook_env(discord: DiscordStub, monkeypatch: pytest.MonkeyPatch) -> Iterat
     yield discord
     monkeypatch.delenv("MUR_DISCORD_WEBHOOK_URL")
     get_settings.cache_clear()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

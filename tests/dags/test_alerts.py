@@ -7,11 +7,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from dag_test_stubs import DiscordStub, free_port
 
 from mur import alerts
 from mur.settings import Settings
-
-from .conftest import DiscordStub, free_port
 
 
 def _context(exc: BaseException | None = None, **overrides: Any) -> dict[str, Any]:

@@ -97,7 +97,13 @@ def test_artifacts_live_in_the_s3_bucket(first_job: dict, job_settings: Settings
         url.netloc, job_settings.s3_access_key, job_settings.s3_secret_key, secure=url.scheme == "https"
     )
     keys = [o.object_name for o in client.list_objects(job_settings.s3_bucket, recursive=True)]
-    assert any(first_job["run_id"] in k and k.endswith("model.onnx") for k in keys), keys[:20]
+    from mur.registry import configure, model_name
+
+    version = configure(job_settings).get_model_version(
+        model_name("btc_usdt", job_settings.registry_prefix), str(first_job["version"])
+    )
+    model_id = version.source.rsplit("/", 1)[-1]  # MLflow 3: models:/m-<id>, stored under models/m-<id>/
+    assert any(model_id in k and k.endswith("model.onnx") for k in keys), keys[:20]
     assert any(first_job["run_id"] in k and k.endswith("feature_spec.json") for k in keys)
 
 

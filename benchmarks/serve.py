@@ -1,0 +1,335 @@
+"""Benchmark GET /v1/forecast/{pair}: the Ray Serve app vs a bare FastAPI + onnxruntime process.
+
+Both servers do the same work per request (bearer-token lookup, one atomic quota statement, the latest
+cached candles through the same ONNX model) and are measured side by side on loopback, at fixed
+concurrencies, with the same client. The reference runs in one uvicorn process at the same CPU niceness
+as Ray's worker processes (Ray starts its workers with ``nice 15``), so neither gets a scheduling edge.
+
+    .venv/bin/python benchmarks/serve.py                      # btc_usdt, concurrency 1 16 64
+    .venv/bin/python benchmarks/serve.py --concurrency 1 16 64 --requests 2000 --keep
+
+Needs the stack (``mur up``: S3, MLflow, Ray) and PostgreSQL. It trains a small champion under a private
+registry prefix (``mur-bench-``) if there is none, uses its own database (``mur_bench``) and user, deploys
+the Serve app with those settings (this replaces a running Serve app) and removes it at the end unless
+``--keep``. Prints both results, the ratio Serve/reference of throughput and the p99 latencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TARGET_RATIO = 0.6
+TARGET_P99_MS = 50.0
+
+
+@dataclass
+class Result:
+    """One load level against one server."""
+
+    name: str
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rps(self) -> float:
+        return (self.requests - self.errors) / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        lat = sorted(self.latencies_ms)
+        return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
+
+
+# ------------------------------------------------------------------------------------------------
+# Load generator
+# ------------------------------------------------------------------------------------------------
+
+
+async def load(name: str, url: str, token: str, concurrency: int, requests: int) -> Result:
+    """Send ``requests`` GETs with ``concurrency`` workers on kept-alive connections."""
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    remaining = requests
+    headers = {"Authorization": f"Bearer {token}"}
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+        async def worker() -> None:
+            nonlocal remaining, errors
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                try:
+                    async with session.get(url) as response:
+                        await response.read()
+                        ok = response.status == 200
+                except aiohttp.ClientError:
+                    ok = False
+                latencies.append((time.perf_counter() - started) * 1000)
+                errors += not ok
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - began
+    return Result(name, concurrency, requests, errors, seconds, latencies)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reference server: FastAPI + onnxruntime in one process, same per-request work as the Serve app
+# ------------------------------------------------------------------------------------------------
+
+
+def reference_app(overrides: dict[str, Any], pair: str, version: int) -> Any:
+    """The single-process reference design (no Ray): auth, quota, cached candles, one ORT call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    from mur.db import Database
+    from mur.errors import MurError, UnknownPairError
+    from mur.serving import (
+        LoadedModel,
+        MarketCache,
+        authenticate,
+        charge,
+        forecast_body,
+        http_error,
+        model_bytes,
+        normalize_pair,
+        quota_headers,
+        registry_client,
+    )
+    from mur.settings import Settings
+
+    settings = Settings(**overrides)
+    registry_client(settings)
+    model = LoadedModel.from_bytes(pair, version, model_bytes(settings, pair, version), {})
+    cache = MarketCache(settings, [pair])
+    cache.start(settings.market_refresh_s)
+    db = Database(settings, maxconn=16)
+    pool = ThreadPoolExecutor(16)
+    app = FastAPI()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/forecast/{name}")
+    async def forecast(name: str, request: Request) -> JSONResponse:
+        loop = asyncio.get_running_loop()
+        try:
+            owner = await loop.run_in_executor(pool, authenticate, db, request.headers.get("authorization"))
+            if normalize_pair(name) != model.pair:
+                raise UnknownPairError(f"unknown pair {name!r}")
+            snap = cache.snapshot(model.pair)
+            prediction = float(model.predict(snap.window(model.seq_len)[None])[0])
+            quota = await loop.run_in_executor(pool, charge, db, owner)
+        except MurError as exc:
+            status, body, headers = http_error(exc)
+            return JSONResponse(body, status_code=status, headers=headers)
+        body = forecast_body(
+            model.pair, model.version, prediction=prediction, last_close=snap.last_close,
+            candle_time=snap.candle_time,
+        )
+        return JSONResponse(body, headers=quota_headers(quota))
+
+    return app
+
+
+def run_reference_server(port: int, overrides: dict[str, Any], pair: str, version: int) -> None:
+    """Entry point of the reference subprocess."""
+    import uvicorn
+
+    uvicorn.run(
+        reference_app(overrides, pair, version), host="127.0.0.1", port=port, log_level="warning",
+        access_log=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ray_worker_niceness() -> int:
+    """The niceness of a running Serve replica (Ray starts workers niced), else 15."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmd.startswith(b"ray::ServeReplica"):
+            try:
+                return os.getpriority(os.PRIO_PROCESS, int(entry.name))
+            except OSError:
+                continue
+    return 15
+
+
+def wait_http(url: str, timeout_s: float = 120.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{url} did not answer within {timeout_s:.0f}s")
+
+
+# ------------------------------------------------------------------------------------------------
+# Setup: champion, user/token, Serve deployment
+# ------------------------------------------------------------------------------------------------
+
+
+def ensure_champion(settings: Any, pair: str) -> int:
+    """The champion version under the benchmark's registry prefix (training a small one if needed)."""
+    from mur.serving import champions, registry_client
+
+    found = champions(registry_client(settings), prefix=settings.registry_prefix, pairs=[pair])
+    if pair in found:
+        return int(found[pair]["version"])
+    from mlflow import MlflowClient
+
+    from mur.pipeline import train_local_and_register
+    from mur.registry import CHAMPION, model_name
+
+    print(f"[setup] training a champion for {settings.registry_prefix}{pair} (one epoch) …", flush=True)
+    result = train_local_and_register(settings.model_copy(update={"train_days": 60}), pair, epochs=1)
+    version = int(result["version"])
+    MlflowClient(settings.mlflow_tracking_uri).set_registered_model_alias(
+        model_name(pair, settings.registry_prefix), CHAMPION, str(version)
+    )
+    return version
+
+
+def make_token(settings: Any) -> str:
+    """A fresh user with a quota large enough for the benchmark, and its token."""
+    from mur.db import Database, create_token, create_user, migrate
+
+    migrate(settings)
+    with Database(settings, maxconn=1) as db:
+        user = create_user(
+            db, username=f"bench-{uuid.uuid4().hex[:8]}", password=f"Bench-{uuid.uuid4().hex}",
+            monthly_quota=2_000_000_000,
+        )
+        token, _ = create_token(db, user_id=user.id, name="benchmark")
+    return token
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pair", default="btc_usdt")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--requests", type=int, default=0, help="per level (default: max(300, 40*conc))")
+    parser.add_argument("--prefix", default="mur-bench-", help="registry prefix of the benchmark's model")
+    parser.add_argument("--database", default="mur_bench", help="PostgreSQL database for the bench user")
+    parser.add_argument("--keep", action="store_true", help="leave the Serve app deployed")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    parser.add_argument("--reference-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--version", type=int, default=0, help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.reference_server:
+        run_reference_server(opts.port, json.loads(opts.overrides), opts.pair, opts.version)
+        return
+
+    from mur.settings import Settings
+    from serve_app.args import AppArgs, settings_overrides
+    from serve_app.deploy import deploy, serve_details, undeploy
+
+    base = Settings()
+    settings = base.model_copy(update={"registry_prefix": opts.prefix, "pg_database": opts.database})
+    version = ensure_champion(settings, opts.pair)
+    token = make_token(settings)
+    overrides = settings_overrides(settings)
+
+    print(f"[setup] deploying the Serve app ({opts.prefix}{opts.pair} v{version}) …", flush=True)
+    began = time.monotonic()
+    deploy(settings, AppArgs(pairs=[opts.pair], settings=overrides, add_new_pairs=False), timeout_s=600)
+    serve_port = int(serve_details(settings).get("http_options", {}).get("port") or settings.serve_port)
+    print(f"[setup] Serve app running after {time.monotonic() - began:.0f}s on port {serve_port}", flush=True)
+
+    nice = ray_worker_niceness()
+    ref_port = free_port()
+    ref = subprocess.Popen(
+        [sys.executable, __file__, "--reference-server", "--port", str(ref_port), "--pair", opts.pair,
+         "--version", str(version), "--overrides", json.dumps(overrides)],
+        preexec_fn=lambda: os.nice(nice),  # noqa: PLW1509 (same priority as Ray's workers)
+        start_new_session=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{ref_port}/healthz")
+        urls = {
+            "serve": f"http://127.0.0.1:{serve_port}/v1/forecast/{opts.pair}",
+            "reference": f"http://127.0.0.1:{ref_port}/v1/forecast/{opts.pair}",
+        }
+        for name, url in urls.items():  # warm-up: connections, caches, autoscaler baseline
+            asyncio.run(load(name, url, token, 8, 200))
+        results: list[Result] = []
+        for conc in opts.concurrency:
+            n = opts.requests or max(300, 40 * conc)
+            for name, url in urls.items():
+                result = asyncio.run(load(name, url, token, conc, n))
+                results.append(result)
+                print(
+                    f"  {name:<9} c={conc:<3} {result.rps:8.1f} req/s  p50 {result.pct(0.5):6.1f} ms  "
+                    f"p99 {result.pct(0.99):6.1f} ms  errors {result.errors}",
+                    flush=True,
+                )
+    finally:
+        os.killpg(ref.pid, signal.SIGTERM)
+        ref.wait(timeout=15)
+        if not opts.keep:
+            undeploy(settings)
+
+    print("\nGET /v1/forecast/%s on loopback (niceness %d for both servers)" % (opts.pair, nice))
+    print(f"{'conc':>5} | {'serve req/s':>11} {'p50':>7} {'p99':>7} | {'ref req/s':>10} {'p50':>7} {'p99':>7} | ratio")
+    summary = []
+    for conc in opts.concurrency:
+        s = next(r for r in results if r.name == "serve" and r.concurrency == conc)
+        r = next(r for r in results if r.name == "reference" and r.concurrency == conc)
+        ratio = s.rps / r.rps if r.rps else float("nan")
+        summary.append({"concurrency": conc, "serve_rps": s.rps, "serve_p50_ms": s.pct(0.5),
+                        "serve_p99_ms": s.pct(0.99), "reference_rps": r.rps, "reference_p50_ms": r.pct(0.5),
+                        "reference_p99_ms": r.pct(0.99), "ratio": ratio, "errors": s.errors + r.errors})
+        print(f"{conc:>5} | {s.rps:11.1f} {s.pct(0.5):7.1f} {s.pct(0.99):7.1f} | "
+              f"{r.rps:10.1f} {r.pct(0.5):7.1f} {r.pct(0.99):7.1f} | {ratio:5.2f}")
+    top = summary[-1]
+    print(
+        f"\nratio at {top['concurrency']} concurrent: {top['ratio']:.2f} (target >= {TARGET_RATIO}); "
+        f"Serve p99 {top['serve_p99_ms']:.1f} ms (target < {TARGET_P99_MS:g} ms)"
+    )
+    if opts.json:
+        opts.json.write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""``dag.test()`` end to end against the real Ray head, MLflow (PostgreSQL) and S3.
+
+Keeps the number of real Ray jobs small (training is tiny: 1 epoch, hidden size 4, 30 days, one worker):
+two pairs at date D1 (two jobs; also the first backfill date), btc_usdt at D1 + 1 day (one job), D1 again
+(reused from the registry: no job) and an unknown pair (two short failing jobs: one try + one retry).
+Dates are drawn at random inside the bundled history so that each session trains fresh windows.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mur.orchestration import CHAMPIONS_ASSET_URI, expected_idempotency_key
+from mur.settings import PROJECT_ROOT, Settings
+
+pytestmark = [pytest.mark.services, pytest.mark.airflow, pytest.mark.timeout(1800)]
+
+TINY = {"epochs": 1, "hidden_size": 4, "train_days": 30, "num_workers": 1}
+D1 = datetime(2025, 2, 1, tzinfo=UTC) + timedelta(hours=random.randrange(0, 24 * 280))
+
+
+def load_dag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "mur_training.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags["mur_training"]
+
+
+def run(logical_date: datetime, conf: dict[str, Any], *, retries: int | None = None) -> Any:
+    dag = load_dag()
+    if retries is not None:
+        train = dag.get_task("train_pair")
+        train.retries = retries
+        train.retry_delay = timedelta(seconds=1)
+    return dag.test(logical_date=logical_date, run_conf=conf)
+
+
+def xcom(dr: Any, task_id: str) -> list[Any]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.scalars(
+            XComModel.get_many(run_id=dr.run_id, dag_ids=dr.dag_id, task_ids=task_id, key="return_value")
+        ).all()
+        return [XComModel.deserialize_value(r) for r in sorted(rows, key=lambda r: r.map_index)]
+
+
+def task_states(dr: Any) -> dict[tuple[str, int], tuple[str, int]]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter(TaskInstance.run_id == dr.run_id).all()
+        return {(ti.task_id, ti.map_index): (str(ti.state), ti.try_number) for ti in tis}
+
+
+def asset_events(dr: Any) -> list[dict[str, Any]]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.sdk import Asset
+    from airflow.utils.session import create_session
+
+    uri = Asset(CHAMPIONS_ASSET_URI).uri
+    with create_session() as session:
+        events = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.uri == uri, AssetEvent.source_run_id == dr.run_id)
+            .all()
+        )
+        return [dict(e.extra or {}) for e in events]
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def versions_for_window(settings: Settings, pair: str, end: datetime) -> list[Any]:
+    from mur.registry import configure, model_name
+
+    client = configure(settings)
+    found = client.search_model_versions(f"name = '{model_name(pair)}'")
+    return [v for v in found if (v.tags or {}).get("data_window_end") == iso(end)]
+
+
+@pytest.fixture(scope="module")
+def first_run(services: Settings, airflow_db: Path) -> dict[str, Any]:
+    """D1 for btc_usdt and eth_usdt: two real Ray jobs."""
+    dr = run(D1, {"pairs": ["btc_usdt", "eth_usdt"], **TINY})
+    return {"dr": dr, "summary": xcom(dr, "summarize")[0], "results": xcom(dr, "train_pair")}
+
+
+def test_two_pairs_end_to_end(first_run: dict[str, Any], services: Settings) -> None:
+    dr, summary, results = first_run["dr"], first_run["summary"], first_run["results"]
+    assert str(dr.state) == "success", task_states(dr)
+    states = task_states(dr)
+    assert states[("train_pair", 0)][0] == states[("train_pair", 1)][0] == "success"
+    assert states[("all_pairs_trained", -1)][0] == "success"
+
+    end = dr.data_interval_end
+    assert [r["pair"] for r in results] == ["btc_usdt", "eth_usdt"]
+    for r in results:  # small dicts: ids and the decision, no data
+        assert set(r) >= {"pair", "version", "alias", "reason", "mae", "skill", "run_id", "job_id"}
+        assert r["alias"] in ("champion", "challenger") and r["reason"]
+        assert r["reused"] is False and r["job_id"].startswith("mur-mur_training-")
+        assert r["data_window_end"] == iso(end)
+        [version] = versions_for_window(services, r["pair"], end)  # registered exactly once
+        assert int(version.version) == r["version"]
+        tags = version.tags
+        assert tags["idempotency_key"] == expected_idempotency_key(
+            services.model_copy(update={"train_days": TINY["train_days"]}), r["pair"], end, TINY
+        )
+        assert tags["gate_alias"] == r["alias"]
+
+    assert summary["pairs"] == ["btc_usdt", "eth_usdt"]
+    assert summary["versions"] == {r["pair"]: r["version"] for r in results}
+    assert summary["failed"] == [] and summary["reused"] == []
+    [event] = asset_events(dr)
+    assert event["versions"] == {k: v for k, v in summary["versions"].items()}
+    assert event["aliases"] == summary["aliases"] and event["run_id"] == dr.run_id
+
+
+def test_backfill_dates_differ_and_a_rerun_reuses(first_run: dict[str, Any], services: Settings) -> None:
+    v1 = {r["pair"]: r for r in first_run["results"]}["btc_usdt"]
+
+    d2 = run(D1 + timedelta(days=1), {"pairs": ["btc_usdt"], **TINY})
+    assert str(d2.state) == "success", task_states(d2)
+    [r2] = xcom(d2, "train_pair")
+    assert r2["version"] != v1["version"] and r2["reused"] is False
+    assert r2["data_window_end"] != v1["data_window_end"]
+    assert r2["data_window_end"] == iso(d2.data_interval_end)
+
+    again = run(D1, {"pairs": ["btc_usdt"], **TINY})  # same logical date: no new version
+    assert str(again.state) == "success", task_states(again)
+    [r3] = xcom(again, "train_pair")
+    assert r3["reused"] is True and r3["version"] == v1["version"] and r3["job_id"] is None
+    assert xcom(again, "summarize")[0]["reused"] == ["btc_usdt"]
+    assert len(versions_for_window(services, "btc_usdt", first_run["dr"].data_interval_end)) == 1
+
+
+def test_failing_pair_retries_then_alerts_discord(
+    services: Settings, airflow_db: Path, webhook_env: Any
+) -> None:
+    dr = run(D1, {"pairs": ["nope_usdt"], **TINY}, retries=1)
+    assert str(dr.state) == "failed"
+    states = task_states(dr)
+    assert states[("train_pair", 0)] == ("failed", 2)  # the first try and one retry
+    assert states[("summarize", -1)][0] == "skipped"
+    assert states[("all_pairs_trained", -1)][0] == "upstream_failed"
+
+    embeds = webhook_env.embeds()
+    task_alert = next(e for e in embeds if e["title"].startswith("❌"))
+    fields = {f["name"]: f["value"] for f in task_alert["fields"]}
+    assert task_alert["title"] == "❌ training nope_usdt failed"
+    assert fields["DAG"] == "mur_training" and fields["Run"] == dr.run_id
+    assert fields["Task"] == "train_pair"
+    assert fields["Pair"] == "nope_usdt (map index 0)"
+    assert fields["Try"] == "2 of 2"
+    assert (
+        "/dags/mur_training/runs/" in fields["Log"]
+        and "/tasks/train_pair/mapped/0?try_number=2" in fields["Log"]
+    )
+    assert "nope" in task_alert["description"].lower() and "JobError" in task_alert["description"]
+    dag_alert = next(e for e in embeds if e["title"].startswith("🔥"))
+    dag_fields = {f["name"]: f["value"] for f in dag_alert["fields"]}
+    assert dag_fields["Run"] == dr.run_id and dag_fields["Task"] == "train_pair"
+    assert len([e for e in embeds if e["title"].startswith("❌")]) == 1  # not on the first, retried failure

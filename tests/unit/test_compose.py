@@ -1,0 +1,545 @@
+"""docker-compose.yml agrees with mur.settings.Settings and with the local runner (pure parsing, no Docker).
+
+No Docker engine runs here, so the production stack is checked by reading it: healthchecks, dependency
+conditions, published ports = Settings defaults, MUR_* names = Settings fields, secrets without defaults, the GPU
+reservation, named volumes, and every local service's command (mur/services.py, mur/airflow_local.py) mirrored
+by its production counterpart. `docker compose config -q` (where Compose is installed) checks the file against
+the Compose specification.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mur.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "infra" / "docker" / "Dockerfile"
+
+# Variables that are secrets: never a default in the compose file (only ${VAR:?…}, or ${VAR?…} = may be empty).
+SECRETS = {
+    "POSTGRES_PASSWORD",
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
+    "MUR_S3_ACCESS_KEY",
+    "MUR_S3_SECRET_KEY",
+    "MUR_SECRET_KEY",
+    "MUR_AIRFLOW_PASSWORD",
+    "MUR_DISCORD_WEBHOOK_URL",
+    "AIRFLOW_FERNET_KEY",
+    "AIRFLOW_API_SECRET_KEY",
+    "AIRFLOW_JWT_SECRET",
+}
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|_KEY(_ID)?$|TOKEN|WEBHOOK")
+
+# Ports each service publishes / answers on, as Settings fields (the values are the Settings defaults).
+SERVICE_PORTS = {
+    "postgres": {"pg_port"},
+    "minio": {"s3_port"},
+    "mlflow": {"mlflow_port"},
+    "ray-head": {"ray_dashboard_port", "serve_port", "ray_gcs_port"},
+    "airflow-api-server": {"airflow_port"},
+    "dash": {"dash_port"},
+}
+PUBLISHED = {
+    "minio": {"s3_port"},
+    "mlflow": {"mlflow_port"},
+    "ray-head": {"ray_dashboard_port", "serve_port"},
+    "airflow-api-server": {"airflow_port"},
+    "dash": {"dash_port"},
+}
+# Container-internal ports that are no Settings field: scheduler health server, Ray's dashboard agent.
+INTERNAL_PORTS = {"airflow-scheduler": {8974}, "ray-worker": {52365}}
+
+# Command-line flags whose value is a Settings default.
+FLAG_FIELDS = {
+    "mlflow": {"--port": "mlflow_port"},
+    "airflow-api-server": {"--port": "airflow_port"},
+    "ray-head": {"--port": "ray_gcs_port", "--dashboard-port": "ray_dashboard_port"},
+    "dash": {"--port": "dash_port"},
+}
+
+# What each production service runs (executable and sub-command(s), like the local runner).
+EXPECTED_COMMANDS = {
+    "mlflow": ("mlflow", "server"),
+    "ray-head": ("ray", "start"),
+    "ray-worker": ("ray", "start"),
+    "airflow-api-server": ("airflow", "api-server"),
+    "airflow-scheduler": ("airflow", "scheduler"),
+    "airflow-dag-processor": ("airflow", "dag-processor"),
+    "airflow-triggerer": ("airflow", "triggerer"),
+    "dash": ("python", "-m", "dash_app"),
+    "migrate": ("mur", "db", "migrate"),
+}
+
+# Local service → its production counterpart where the names differ. The local S3 is moto, production's MinIO:
+# only their port is compared.
+COUNTERPART = {"s3": "minio", "ray": "ray-head"}
+DIFFERENT_PROGRAM = {"s3"}
+# Local factories that may not be registered in SERVICE_PROVIDERS yet; compared when importable.
+OPTIONAL_PROVIDERS = ("mur.airflow_local:airflow_services",)
+# Flags whose value legitimately differs in a container (bind address, machine size, local paths).
+HOST_FLAGS = {"--host", "--dashboard-host", "--node-ip-address"}
+MACHINE_FLAGS = {"--num-cpus", "--workers", "--data-dir", "--object-store-memory"}
+WRAPPER_FLAGS = {"--health-port"}
+# Environment the local runner sets for its own machine only.
+LOCAL_ONLY_ENV = {"PATH", "VIRTUAL_ENV", "NO_PROXY", "PYTHONUNBUFFERED", "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"}
+# Environment whose value must be the same locally and in production.
+SAME_VALUE_ENV = {
+    "AIRFLOW__CORE__EXECUTOR",
+    "AIRFLOW__CORE__AUTH_MANAGER",
+    "AIRFLOW__CORE__LOAD_EXAMPLES",
+    "AWS_DEFAULT_REGION",
+    "AWS_EC2_METADATA_DISABLED",
+    "RAY_USAGE_STATS_ENABLED",
+}
+
+_INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}")
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+def resolve(value: Any) -> Any:
+    """Compose interpolation with an empty .env: defaults apply, required secrets become ``<NAME>``."""
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        op, arg = m.group("op"), m.group("arg") or ""
+        if op in (":-", "-"):
+            return arg
+        if op in (":?", "?"):
+            return f"<{m.group('name')}>"
+        return ""
+
+    return _INTERPOLATION.sub(sub, value.replace("$$", "\0")).replace("\0", "$")
+
+
+def env_var(field: str) -> str:
+    return "MUR_" + field.upper()
+
+
+def field_of(var: str) -> str | None:
+    """Settings field named by ``MUR_X`` (None when there is none)."""
+    name = var.removeprefix("MUR_").lower()
+    return name if var.startswith("MUR_") and name in Settings.model_fields else None
+
+
+def environment(service: dict[str, Any]) -> dict[str, Any]:
+    """A service's environment as a dict (list or mapping syntax); unresolved."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return dict(env)
+
+
+def command(service: dict[str, Any]) -> list[str]:
+    cmd = service.get("command") or []
+    return [resolve(str(t)) for t in (cmd.split() if isinstance(cmd, str) else cmd)]
+
+
+def healthcheck_text(service: dict[str, Any]) -> str:
+    test = (service.get("healthcheck") or {}).get("test") or []
+    return resolve(test if isinstance(test, str) else " ".join(str(t) for t in test))
+
+
+def signature(argv: list[str]) -> tuple[str, ...]:
+    """Executable (basename, ``python*`` → ``python``) + ``-m module`` + leading positional sub-commands.
+
+    The local wrapper ``python -m mur.airflow_local run COMPONENT`` runs ``airflow COMPONENT``.
+    """
+    if not argv:
+        return ()
+    exe = os.path.basename(argv[0])
+    exe = "python" if re.fullmatch(r"python(\d+(\.\d+)?)?", exe) else exe
+    rest = list(argv[1:])
+    sig = [exe]
+    if exe == "python" and rest[:1] == ["-m"] and len(rest) > 1:
+        sig += ["-m", rest[1]]
+        rest = rest[2:]
+    for token in rest:
+        if token.startswith("-"):
+            break
+        sig.append(token)
+    if sig[:3] == ["python", "-m", "mur.airflow_local"] and len(sig) >= 5 and sig[3] == "run":
+        return ("airflow", sig[4])
+    return tuple(sig)
+
+
+def flags(argv: list[str]) -> dict[str, str | None]:
+    """``--flag value`` / ``--flag`` pairs of a command line."""
+    found: dict[str, str | None] = {}
+    for i, token in enumerate(argv):
+        if token.startswith("--"):
+            name, eq, inline = token.partition("=")
+            nxt = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None
+            found[name] = inline if eq else nxt
+    return found
+
+
+def published(service: dict[str, Any]) -> list[tuple[int, int]]:
+    """(host port, container port) of each published port (short or long syntax)."""
+    pairs = []
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            pairs.append((int(resolve(str(entry["published"]))), int(entry["target"])))
+            continue
+        parts = resolve(str(entry)).split("/")[0].split(":")
+        assert len(parts) >= 2, f"port {entry!r}: publish host:container explicitly"
+        pairs.append((int(parts[-2]), int(parts[-1])))
+    return pairs
+
+
+@contextlib.contextmanager
+def clean_mur_env() -> Iterator[None]:
+    """No MUR_* from the test process: Settings gives its defaults."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key in list(os.environ):
+            if key.startswith("MUR_"):
+                mp.delenv(key)
+        yield
+
+
+# --- fixtures --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def raw() -> str:
+    return COMPOSE.read_text()
+
+
+@pytest.fixture(scope="module")
+def compose(raw: str) -> dict[str, Any]:
+    data = yaml.safe_load(raw)
+    assert isinstance(data, dict) and isinstance(data.get("services"), dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def defaults() -> Settings:
+    with clean_mur_env():
+        return Settings(_env_file=None)
+
+
+@pytest.fixture(scope="module")
+def local_services(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The local runner's service definitions (built only: nothing is started)."""
+    from mur import services as local
+
+    providers = list(local.SERVICE_PROVIDERS)
+    for spec in OPTIONAL_PROVIDERS:
+        module, _, attr = spec.partition(":")
+        with contextlib.suppress(ImportError):
+            if spec not in providers and hasattr(importlib.import_module(module), attr):
+                providers.append(spec)
+    with clean_mur_env():
+        settings = Settings(_env_file=None, runtime_dir=tmp_path_factory.mktemp("runtime"))
+        return local.default_services(settings, providers)
+
+
+def one_shots(services: dict[str, dict[str, Any]]) -> set[str]:
+    """Services others wait for with ``service_completed_successfully``."""
+    return {
+        dep
+        for svc in services.values()
+        for dep, spec in (svc.get("depends_on") or {}).items()
+        if isinstance(spec, dict) and spec.get("condition") == "service_completed_successfully"
+    }
+
+
+# --- structure -------------------------------------------------------------------------------------------
+def test_expected_services_exist(services: dict[str, Any]) -> None:
+    wanted = {
+        "postgres",
+        "minio",
+        "minio-init",
+        "migrate",
+        "mlflow",
+        "airflow-init",
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "ray-head",
+        "ray-worker",
+        "serve",
+        "dash",
+    }
+    assert wanted <= set(services), f"missing services: {sorted(wanted - set(services))}"
+
+
+def test_every_long_running_service_has_a_healthcheck(services: dict[str, Any]) -> None:
+    shots = one_shots(services)
+    for name, svc in services.items():
+        if name in shots:
+            assert svc.get("restart") in ("no", "on-failure"), f"one-shot {name} must not restart forever"
+            assert "healthcheck" not in svc, f"one-shot {name} needs no healthcheck"
+            continue
+        check = svc.get("healthcheck") or {}
+        assert check.get("test") and not check.get("disable"), f"{name} has no healthcheck"
+        assert svc.get("restart") == "unless-stopped", f"{name}: restart: unless-stopped"
+
+
+def test_depends_on_uses_conditions(services: dict[str, Any]) -> None:
+    for name, svc in services.items():
+        deps = svc.get("depends_on") or {}
+        assert isinstance(deps, dict), f"{name}: depends_on must use the long form with conditions"
+        for dep, spec in deps.items():
+            assert dep in services, f"{name} depends on unknown service {dep}"
+            condition = (spec or {}).get("condition")
+            assert condition in ("service_healthy", "service_completed_successfully"), (
+                f"{name} → {dep}: condition {condition!r}"
+            )
+            if condition == "service_healthy":
+                assert services[dep].get("healthcheck"), (
+                    f"{name} waits for {dep} to be healthy: it has no check"
+                )
+
+
+def test_one_shots_run_the_setup_steps(services: dict[str, Any]) -> None:
+    assert {"minio-init", "migrate", "airflow-init"} <= one_shots(services)
+    for component in (
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    ):
+        deps = services[component]["depends_on"]
+        assert deps["airflow-init"]["condition"] == "service_completed_successfully", component
+
+
+# --- ports -----------------------------------------------------------------------------------------------
+def test_published_ports_are_the_settings_defaults(services: dict[str, Any], defaults: Settings) -> None:
+    for name, svc in services.items():
+        ports = published(svc)
+        wanted = {getattr(defaults, f) for f in PUBLISHED.get(name, set())}
+        assert {c for _, c in ports} == wanted, f"{name} publishes {ports}, expected {sorted(wanted)}"
+        for host, container in ports:
+            assert host == container, f"{name}: publish {container} on the same host port, not {host}"
+    assert not published(services["ray-worker"]), "ray-worker must publish nothing (it is scaled)"
+
+
+def test_command_ports_are_the_settings_defaults(services: dict[str, Any], defaults: Settings) -> None:
+    for name, wanted in FLAG_FIELDS.items():
+        argv_flags = flags(command(services[name]))
+        for flag, field in wanted.items():
+            assert argv_flags.get(flag) == str(getattr(defaults, field)), f"{name} {flag}: Settings.{field}"
+    memory = flags(command(services["ray-head"])).get("--object-store-memory")
+    if memory is not None:
+        assert int(memory) == defaults.ray_object_store_mb * 1024 * 1024
+
+
+def test_service_addresses_use_the_settings_ports(
+    raw: str, services: dict[str, Any], defaults: Settings
+) -> None:
+    """Every ``<service>:<port>`` written anywhere (URLs, --address, healthchecks) is that service's port."""
+    text = resolve(raw)
+    for name, fields in SERVICE_PORTS.items():
+        allowed = {getattr(defaults, f) for f in fields}
+        for port in re.findall(rf"(?<![\w.-]){re.escape(name)}:(\d+)(?![\w.-])", text):
+            assert int(port) in allowed, (
+                f"{name}:{port} in docker-compose.yml; Settings says {sorted(allowed)}"
+            )
+    for name, svc in services.items():
+        own = {getattr(defaults, f) for f in SERVICE_PORTS.get(name, set())} | INTERNAL_PORTS.get(name, set())
+        for port in re.findall(r"localhost:(\d+)", healthcheck_text(svc)):
+            assert int(port) in own, (
+                f"{name}'s healthcheck probes localhost:{port}, not one of its ports {own}"
+            )
+
+
+def test_mur_port_variables_are_the_settings_defaults(services: dict[str, Any], defaults: Settings) -> None:
+    for name, svc in services.items():
+        for key, value in environment(svc).items():
+            field = field_of(key)
+            if field and field.endswith("_port") and value is not None:
+                assert resolve(str(value)) == str(getattr(defaults, field)), f"{name}: {key}={value}"
+
+
+# --- environment -----------------------------------------------------------------------------------------
+def test_mur_variables_are_settings_fields(raw: str, services: dict[str, Any]) -> None:
+    used = {key for svc in services.values() for key in environment(svc) if key.startswith("MUR_")}
+    used |= {m.group("name") for m in _INTERPOLATION.finditer(raw) if m.group("name").startswith("MUR_")}
+    unknown = sorted(v for v in used if field_of(v) is None)
+    assert not unknown, f"not fields of mur.settings.Settings: {unknown}"
+
+
+def test_every_settings_field_reaches_the_containers(compose: dict[str, Any]) -> None:
+    shared = compose.get("x-mur-settings") or {}
+    missing = sorted(env_var(f) for f in Settings.model_fields if env_var(f) not in shared)
+    assert not missing, (
+        f"add {missing} to x-mur-settings in docker-compose.yml (a key without a value passes .env through)"
+    )
+
+
+def test_interpolation_defaults_are_the_settings_defaults(raw: str, defaults: Settings) -> None:
+    for m in _INTERPOLATION.finditer(raw):
+        field = field_of(m.group("name"))
+        if field and m.group("op") in (":-", "-"):
+            assert m.group("arg") == str(getattr(defaults, field)), (
+                f"${{{m.group('name')}:-{m.group('arg')}}}: Settings default is {getattr(defaults, field)!r}"
+            )
+
+
+def test_containers_get_production_settings(services: dict[str, Any]) -> None:
+    for name, svc in services.items():
+        env = environment(svc)
+        if any(k.startswith("MUR_") for k in env) and name not in ("postgres", "minio-init"):
+            assert env.get("MUR_ENV") == "production", f"{name}: MUR_ENV=production"
+    assert environment(services["serve"])["MUR_SERVE_HOST"] == "0.0.0.0"
+    assert environment(services["dash"])["MUR_DASH_HOST"] == "0.0.0.0"
+    assert environment(services["dash"])["MUR_SERVE_HOST"] in services, "the dashboard calls the API by name"
+    for name in ("migrate", "mlflow", "airflow-scheduler", "ray-head", "ray-worker", "serve", "dash"):
+        env = {k: resolve(str(v)) for k, v in environment(services[name]).items() if v is not None}
+        for key in ("MUR_PG_HOST", "MUR_S3_ENDPOINT_URL", "MUR_MLFLOW_TRACKING_URI", "MUR_RAY_ADDRESS"):
+            if key in env:
+                host = re.sub(r"^\w+://", "", env[key]).split(":")[0].split("/")[0]
+                assert host in services, f"{name}: {key}={env[key]} names no compose service"
+
+
+# --- secrets ---------------------------------------------------------------------------------------------
+def test_secrets_have_no_defaults(raw: str) -> None:
+    seen = set()
+    for m in _INTERPOLATION.finditer(raw):
+        if m.group("name") in SECRETS:
+            seen.add(m.group("name"))
+            assert m.group("op") in (":?", "?"), f"{m.group(0)}: a secret is required, never defaulted"
+    assert seen == SECRETS, f"secrets never used: {sorted(SECRETS - seen)}"
+
+
+def test_secret_looking_values_come_from_env(services: dict[str, Any]) -> None:
+    for name, svc in services.items():
+        for key, value in environment(svc).items():
+            if value is None:  # passed through from .env
+                continue
+            text = str(value)
+            if SECRET_NAME.search(key) and not key.endswith("_FILE"):
+                refs = [m.group("name") for m in _INTERPOLATION.finditer(text)]
+                assert refs and all(r in SECRETS for r in refs), (
+                    f"{name}: {key} must come from a secret in .env"
+                )
+            if re.search(r"://[^/@\s]+:[^/@\s]+@", text):
+                assert "${POSTGRES_PASSWORD:?" in text, f"{name}: {key} embeds a password literally"
+
+
+# --- GPU, scaling, volumes, images ---------------------------------------------------------------------
+def test_ray_worker_reserves_a_gpu_and_scales(services: dict[str, Any]) -> None:
+    worker = services["ray-worker"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert any("gpu" in d.get("capabilities", []) and d.get("driver") == "nvidia" for d in devices)
+    assert "container_name" not in worker and "hostname" not in worker, "a fixed name prevents --scale"
+    argv = command(worker)
+    assert flags(argv).get("--address") == "ray-head:6380" and "--block" in argv
+    assert "cu" in resolve(worker["build"]["args"]["TORCH_INDEX_URL"]).rsplit("/", 1)[-1]
+    assert worker["image"] != services["ray-head"]["image"], "the GPU worker has its own (CUDA) image"
+
+
+def test_named_volumes_are_declared_and_used(compose: dict[str, Any], services: dict[str, Any]) -> None:
+    declared = set(compose.get("volumes") or {})
+    used = set()
+    for name, svc in services.items():
+        for entry in svc.get("volumes") or []:
+            source = entry["source"] if isinstance(entry, dict) else str(entry).split(":")[0]
+            if source.startswith((".", "/", "~", "$")):
+                assert (ROOT / source).exists() or not source.startswith("."), f"{name}: {source} missing"
+                continue
+            assert source in declared, f"{name} uses undeclared volume {source}"
+            used.add(source)
+    assert declared == used, f"declared but unused volumes: {sorted(declared - used)}"
+    data_dirs = {str(v).split(":")[0] for n in ("postgres", "minio") for v in services[n]["volumes"]}
+    assert {"pg-data", "minio-data"} <= data_dirs
+
+
+def test_project_images_build_from_infra_docker(services: dict[str, Any]) -> None:
+    for name, svc in services.items():
+        if "build" in svc:
+            assert (ROOT / svc["build"]["context"] / svc["build"]["dockerfile"]).is_file(), name
+            assert resolve(svc["image"]).split(":")[0] in ("make-us-rich", "make-us-rich-gpu"), name
+    cpu = services["mlflow"]["build"]["args"]["TORCH_INDEX_URL"]
+    assert cpu == "https://download.pytorch.org/whl/cpu"
+
+
+def test_dockerfile_installs_the_pinned_cpu_torch() -> None:
+    text = DOCKERFILE.read_text()
+    pin = re.search(r"^torch==(\S+)", (ROOT / "constraints.txt").read_text(), re.M)
+    assert pin, "constraints.txt pins torch"
+    assert f"ARG TORCH_VERSION={pin.group(1)}" in text
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
+    assert '--index-url "${TORCH_INDEX_URL}"' in text
+    ignored = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().split()
+    assert ".env" in ignored and ".venv" in ignored, "never bake .env or the venv into the image"
+
+
+def test_command_files_exist(services: dict[str, Any]) -> None:
+    for name, svc in services.items():
+        for token in command(svc):
+            if re.fullmatch(r"(infra|serve_app|dash_app|ray_jobs|dags)/[\w./-]+", token):
+                assert (ROOT / token).is_file(), f"{name} runs {token}, which does not exist"
+
+
+# --- the same commands as the local runner ---------------------------------------------------------------
+def test_services_run_the_expected_programs(services: dict[str, Any]) -> None:
+    for name, wanted in EXPECTED_COMMANDS.items():
+        assert signature(command(services[name])) == wanted, f"{name}: {command(services[name])}"
+    assert "--head" in command(services["ray-head"])
+    mlflow = flags(command(services["mlflow"]))
+    assert "--serve-artifacts" in mlflow and mlflow["--artifacts-destination"].startswith("s3://")
+    store = resolve(str(environment(services["mlflow"]).get("MLFLOW_BACKEND_STORE_URI", "")))
+    store = store or flags(command(services["mlflow"])).get("--backend-store-uri") or ""
+    assert store.startswith("postgresql+psycopg2://") and store.endswith("/mlflow"), store
+    conn = resolve(str(environment(services["airflow-scheduler"])["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]))
+    assert conn.startswith("postgresql+psycopg2://") and conn.endswith("/airflow"), conn
+
+
+def test_local_services_have_production_counterparts(
+    services: dict[str, Any], local_services: dict[str, Any], defaults: Settings
+) -> None:
+    """Each local service runs the same program, flags (ports equal) and environment keys in production."""
+    assert {"s3", "mlflow", "ray"} <= set(local_services)
+    for local_name, local in local_services.items():
+        prod_name = COUNTERPART.get(local_name, local_name)
+        if prod_name not in services:  # a name the local runner chose differently: find it by program
+            matches = [n for n, s in services.items() if signature(command(s)) == signature(local.argv)]
+            assert matches, (
+                f"local service {local_name} ({' '.join(local.argv[:3])}…) has no compose counterpart"
+            )
+            prod_name = matches[0]
+        prod = services[prod_name]
+        if local_name in DIFFERENT_PROGRAM:
+            assert local.port in {c for _, c in published(prod)}, (
+                f"{local_name}/{prod_name}: port {local.port}"
+            )
+            continue
+        argv = command(prod)
+        assert signature(argv) == signature(local.argv), f"{prod_name} runs {argv}, locally {local.argv}"
+        local_flags, prod_flags = flags(local.argv), flags(argv)
+        for flag, value in local_flags.items():
+            if flag in MACHINE_FLAGS or flag in WRAPPER_FLAGS:
+                continue
+            assert flag in prod_flags, f"{prod_name}: local flag {flag} missing in docker-compose.yml"
+            if flag not in HOST_FLAGS and value is not None:
+                assert prod_flags[flag] == value, (
+                    f"{prod_name} {flag}: {prod_flags[flag]!r} vs local {value!r}"
+                )
+        prod_env = {k: v for k, v in environment(prod).items()}
+        for key, value in local.env.items():
+            if key in LOCAL_ONLY_ENV:
+                continue
+            assert key in prod_env, f"{prod_name}: local environment sets {key}, docker-compose.yml does not"
+            if key in SAME_VALUE_ENV:
+                assert resolve(str(prod_env[key])) == value, f"{prod_name}: {key}"
+        if local.health_url and "http" in healthcheck_text(prod):
+            path = "/" + local.health_url.split("://", 1)[1].split("/", 1)[1]
+            assert path in healthcheck_text(prod), f"{prod_name}: healthcheck should probe {path} as locally"
