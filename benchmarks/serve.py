@@ -68,6 +68,7 @@ async def load(name: str, url: str, token: str, concurrency: int, requests: int)
 
     latencies: list[float] = []
     errors = 0
+    sample: list[str] = []
     remaining = requests
     headers = {"Authorization": f"Bearer {token}"}
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
@@ -80,16 +81,22 @@ async def load(name: str, url: str, token: str, concurrency: int, requests: int)
                 started = time.perf_counter()
                 try:
                     async with session.get(url) as response:
-                        await response.read()
+                        text = await response.read()
                         ok = response.status == 200
-                except aiohttp.ClientError:
+                        if not ok and not sample:
+                            sample.append(f"HTTP {response.status}: {text[:200]!r}")
+                except aiohttp.ClientError as exc:
                     ok = False
+                    if not sample:
+                        sample.append(repr(exc))
                 latencies.append((time.perf_counter() - started) * 1000)
                 errors += not ok
 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = time.perf_counter() - began
+    if sample:
+        print(f"  {name}: {errors} failed request(s), first: {sample[0]}", flush=True)
     return Result(name, concurrency, requests, errors, seconds, latencies)
 
 
@@ -102,7 +109,7 @@ def reference_app(overrides: dict[str, Any], pair: str, version: int) -> Any:
     """The single-process reference design (no Ray): auth, quota, cached candles, one ORT call."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, Header
     from fastapi.responses import JSONResponse
 
     from mur.db import Database
@@ -135,10 +142,10 @@ def reference_app(overrides: dict[str, Any], pair: str, version: int) -> Any:
         return {"status": "ok"}
 
     @app.get("/v1/forecast/{name}")
-    async def forecast(name: str, request: Request) -> JSONResponse:
+    async def forecast(name: str, authorization: str | None = Header(default=None)):  # noqa: ANN202 (FastAPI must not read a response model here)
         loop = asyncio.get_running_loop()
         try:
-            owner = await loop.run_in_executor(pool, authenticate, db, request.headers.get("authorization"))
+            owner = await loop.run_in_executor(pool, authenticate, db, authorization)
             if normalize_pair(name) != model.pair:
                 raise UnknownPairError(f"unknown pair {name!r}")
             snap = cache.snapshot(model.pair)
@@ -148,7 +155,10 @@ def reference_app(overrides: dict[str, Any], pair: str, version: int) -> Any:
             status, body, headers = http_error(exc)
             return JSONResponse(body, status_code=status, headers=headers)
         body = forecast_body(
-            model.pair, model.version, prediction=prediction, last_close=snap.last_close,
+            model.pair,
+            model.version,
+            prediction=prediction,
+            last_close=snap.last_close,
             candle_time=snap.candle_time,
         )
         return JSONResponse(body, headers=quota_headers(quota))
@@ -161,7 +171,10 @@ def run_reference_server(port: int, overrides: dict[str, Any], pair: str, versio
     import uvicorn
 
     uvicorn.run(
-        reference_app(overrides, pair, version), host="127.0.0.1", port=port, log_level="warning",
+        reference_app(overrides, pair, version),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
         access_log=False,
     )
 
@@ -189,11 +202,13 @@ def ray_worker_niceness() -> int:
     return 15
 
 
-def wait_http(url: str, timeout_s: float = 120.0) -> None:
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the reference server exited with code {proc.returncode}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
@@ -236,7 +251,9 @@ def make_token(settings: Any) -> str:
     migrate(settings)
     with Database(settings, maxconn=1) as db:
         user = create_user(
-            db, username=f"bench-{uuid.uuid4().hex[:8]}", password=f"Bench-{uuid.uuid4().hex}",
+            db,
+            username=f"bench-{uuid.uuid4().hex[:8]}",
+            password=f"Bench-{uuid.uuid4().hex}",
             monthly_quota=2_000_000_000,
         )
         token, _ = create_token(db, user_id=user.id, name="benchmark")
@@ -244,7 +261,9 @@ def make_token(settings: Any) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pair", default="btc_usdt")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--requests", type=int, default=0, help="per level (default: max(300, 40*conc))")
@@ -273,20 +292,36 @@ def main() -> None:
 
     print(f"[setup] deploying the Serve app ({opts.prefix}{opts.pair} v{version}) …", flush=True)
     began = time.monotonic()
-    deploy(settings, AppArgs(pairs=[opts.pair], settings=overrides, add_new_pairs=False), timeout_s=600)
+    deploy(
+        settings,
+        AppArgs(pairs=[opts.pair], settings=overrides, add_new_pairs=False),
+        timeout_s=600,
+        force=True,
+    )
     serve_port = int(serve_details(settings).get("http_options", {}).get("port") or settings.serve_port)
     print(f"[setup] Serve app running after {time.monotonic() - began:.0f}s on port {serve_port}", flush=True)
 
     nice = ray_worker_niceness()
     ref_port = free_port()
     ref = subprocess.Popen(
-        [sys.executable, __file__, "--reference-server", "--port", str(ref_port), "--pair", opts.pair,
-         "--version", str(version), "--overrides", json.dumps(overrides)],
+        [
+            sys.executable,
+            __file__,
+            "--reference-server",
+            "--port",
+            str(ref_port),
+            "--pair",
+            opts.pair,
+            "--version",
+            str(version),
+            "--overrides",
+            json.dumps(overrides),
+        ],
         preexec_fn=lambda: os.nice(nice),  # noqa: PLW1509 (same priority as Ray's workers)
         start_new_session=True,
     )
     try:
-        wait_http(f"http://127.0.0.1:{ref_port}/healthz")
+        wait_http(f"http://127.0.0.1:{ref_port}/healthz", ref)
         urls = {
             "serve": f"http://127.0.0.1:{serve_port}/v1/forecast/{opts.pair}",
             "reference": f"http://127.0.0.1:{ref_port}/v1/forecast/{opts.pair}",
@@ -311,17 +346,31 @@ def main() -> None:
             undeploy(settings)
 
     print("\nGET /v1/forecast/%s on loopback (niceness %d for both servers)" % (opts.pair, nice))
-    print(f"{'conc':>5} | {'serve req/s':>11} {'p50':>7} {'p99':>7} | {'ref req/s':>10} {'p50':>7} {'p99':>7} | ratio")
+    print(
+        f"{'conc':>5} | {'serve req/s':>11} {'p50':>7} {'p99':>7} | {'ref req/s':>10} {'p50':>7} {'p99':>7} | ratio"
+    )
     summary = []
     for conc in opts.concurrency:
         s = next(r for r in results if r.name == "serve" and r.concurrency == conc)
         r = next(r for r in results if r.name == "reference" and r.concurrency == conc)
         ratio = s.rps / r.rps if r.rps else float("nan")
-        summary.append({"concurrency": conc, "serve_rps": s.rps, "serve_p50_ms": s.pct(0.5),
-                        "serve_p99_ms": s.pct(0.99), "reference_rps": r.rps, "reference_p50_ms": r.pct(0.5),
-                        "reference_p99_ms": r.pct(0.99), "ratio": ratio, "errors": s.errors + r.errors})
-        print(f"{conc:>5} | {s.rps:11.1f} {s.pct(0.5):7.1f} {s.pct(0.99):7.1f} | "
-              f"{r.rps:10.1f} {r.pct(0.5):7.1f} {r.pct(0.99):7.1f} | {ratio:5.2f}")
+        summary.append(
+            {
+                "concurrency": conc,
+                "serve_rps": s.rps,
+                "serve_p50_ms": s.pct(0.5),
+                "serve_p99_ms": s.pct(0.99),
+                "reference_rps": r.rps,
+                "reference_p50_ms": r.pct(0.5),
+                "reference_p99_ms": r.pct(0.99),
+                "ratio": ratio,
+                "errors": s.errors + r.errors,
+            }
+        )
+        print(
+            f"{conc:>5} | {s.rps:11.1f} {s.pct(0.5):7.1f} {s.pct(0.99):7.1f} | "
+            f"{r.rps:10.1f} {r.pct(0.5):7.1f} {r.pct(0.99):7.1f} | {ratio:5.2f}"
+        )
     top = summary[-1]
     print(
         f"\nratio at {top['concurrency']} concurrent: {top['ratio']:.2f} (target >= {TARGET_RATIO}); "

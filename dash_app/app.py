@@ -32,7 +32,7 @@ from dash_app import auth
 from dash_app.clients import AirflowClient, ServeClient
 from dash_app.context import EXTENSION_KEY, DashboardContext
 from mur.db import Database
-from mur.errors import ConfigError
+from mur.errors import ConfigError, DatabaseError
 from mur.settings import PLACEHOLDER_SECRETS, Settings
 
 logger = logging.getLogger(__name__)
@@ -146,6 +146,12 @@ def _csrf_failed(error: CSRFError) -> ResponseReturnValue:
     ), 400
 
 
+def _database_failed(error: DatabaseError) -> ResponseReturnValue:
+    """503 with a generic message (the details, host and database names included, go to the log)."""
+    logger.error("database error on %s: %s", request.path, error)
+    return _error(503, "Service unavailable", "The database is unavailable right now; try again shortly.")
+
+
 def _configure_server(server: Flask, settings: Settings, secret_key: str) -> None:
     server.config.update(
         SECRET_KEY=secret_key,
@@ -204,6 +210,7 @@ def create_app(
     server.register_blueprint(auth.bp)
     server.after_request(_after)
     server.register_error_handler(CSRFError, _csrf_failed)
+    server.register_error_handler(DatabaseError, _database_failed)
 
     app = Dash(
         __name__,

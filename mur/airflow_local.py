@@ -371,3 +371,88 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- REST client (trigger from scripts and tests; the UI does the same) ---------------------------------
+class AirflowClient:
+    """Tiny client for Airflow 3's public REST API (``/api/v2``) with a simple-auth-manager token."""
+
+    def __init__(self, base_url: str, username: str, password: str, timeout_s: float = 30.0) -> None:
+        import httpx
+
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s, trust_env=False)
+        response = self.http.post("/auth/token", json={"username": username, "password": password})
+        if response.status_code not in (200, 201):
+            raise ServiceError(
+                f"Airflow at {base_url} refused the login of {username!r}: HTTP {response.status_code}"
+            )
+        self.http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AirflowClient:
+        return cls(settings.airflow_url, settings.airflow_user, admin_password(settings))
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, f"/api/v2{path}", **kwargs)
+        if response.status_code >= 400:
+            raise ServiceError(
+                f"Airflow API {method} {path}: HTTP {response.status_code}: {response.text[:500]}"
+            )
+        return response.json() if response.content else None
+
+    def dag(self, dag_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/dags/{dag_id}")
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/importErrors")["import_errors"]
+
+    def set_paused(self, dag_id: str, paused: bool) -> dict[str, Any]:
+        return self._json("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
+
+    def trigger(self, dag_id: str, conf: dict[str, Any], logical_date: str | None = None) -> dict[str, Any]:
+        return self._json(
+            "POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": logical_date, "conf": conf}
+        )
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        from urllib.parse import quote
+
+        return self._json("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        from urllib.parse import quote
+
+        return self._json("GET", f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances")[
+            "task_instances"
+        ]
+
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return self._json("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
+        from urllib.parse import quote
+
+        path = f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/xcomEntries/return_value"
+        return self._json("GET", path, params={"map_index": map_index, "deserialize": True})["value"]
+
+    def wait_for_run(
+        self, dag_id: str, run_id: str, timeout_s: float = 3600, poll_s: float = 5
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            run = self.dag_run(dag_id, run_id)
+            if run["state"] in ("success", "failed"):
+                return run
+            if time.monotonic() > deadline:
+                raise ServiceError(f"run {run_id} of {dag_id} still {run['state']} after {timeout_s:.0f} s")
+            time.sleep(poll_s)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def run_url(settings: Settings, dag_id: str, run_id: str) -> str:
+    """The UI page of a DAG run."""
+    from urllib.parse import quote
+
+    return f"{settings.airflow_url.rstrip('/')}/dags/{dag_id}/runs/{quote(run_id, safe='')}"

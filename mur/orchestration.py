@@ -87,11 +87,21 @@ def resolve_pairs(
     return pairs
 
 
-def training_end(data_interval_end: datetime | None, requested: str | datetime | None = None) -> datetime:
-    """Window end of a run: the trigger form's ``end`` if given, else the run's data interval end (UTC)."""
+def training_end(
+    data_interval_end: datetime | None,
+    requested: str | datetime | None = None,
+    run_after: datetime | None = None,
+) -> datetime:
+    """Window end of a run (UTC): the trigger form's ``end``, else the data interval end, else ``run_after``.
+
+    A run triggered without a logical date has no data interval; it trains on candles before the hour it was
+    triggered in (floored, so triggering twice in one hour reuses the first version).
+    """
     from mur.errors import ConfigError
 
     value: Any = requested if requested not in (None, "") else data_interval_end
+    if value is None and run_after is not None:
+        value = run_after.replace(minute=0, second=0, microsecond=0)
     if value is None:
         raise ConfigError("no training window end: the run has no data interval and no `end` param")
     if isinstance(value, str):
@@ -310,7 +320,10 @@ def train_pair_task(pair: str, context: Mapping[str, Any]) -> dict[str, Any]:
     ti = context.get("ti")
     task_log = getattr(ti, "log", None)
     emit = task_log.info if task_log is not None else log.info
-    end = training_end(context.get("data_interval_end"), params.get("end"))
+    dag_run = context.get("dag_run")
+    end = training_end(
+        context.get("data_interval_end"), params.get("end"), getattr(dag_run, "run_after", None)
+    )
     return train_pair(
         get_settings(),
         pair,

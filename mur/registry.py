@@ -241,6 +241,7 @@ def log_and_register(
             signature=signature,
             input_example=example,
             onnx_execution_providers=["CPUExecutionProvider"],
+            save_as_external_data=False,  # one self-contained model.onnx in the registry
         )
     version = info.registered_model_version
     champ_mae, champ_version = champion_mae_on(pair, client, x_test, y_test, prefix)

@@ -35,7 +35,12 @@ from mur.errors import MurError, ServiceError
 if TYPE_CHECKING:
     from mur.settings import Settings
 
-SERVICE_PROVIDERS: tuple[str, ...] = ("mur.services:core_services",)
+SERVICE_PROVIDERS: tuple[str, ...] = (
+    "mur.services:core_services",
+    "mur.airflow_local:airflow_services",
+    "mur.stack:serve_services",
+    "mur.stack:dash_services",
+)
 """``module:function`` factories, each ``(settings) -> Iterable[Service]``; later entries override earlier."""
 
 CORE_SERVICES: tuple[str, ...] = ("s3", "mlflow", "ray")
@@ -69,6 +74,8 @@ class Service:
     """Runs before launching (e.g. create databases); a :class:`MurError` aborts the start."""
     after_start: Callable[[], object] | None = None
     """Runs once healthy (e.g. create the bucket); if it fails, the service is stopped again."""
+    before_stop: Callable[[], object] | None = None
+    """Runs before mur stops its processes (e.g. undeploy an app from Ray); errors are reported, not raised."""
     description: str = ""
 
 
@@ -416,6 +423,11 @@ def stop_service(settings: Settings, service: Service, *, progress: Progress | N
             action: Literal["not running", "external"] = "external" if probe(service, 0.5) else "not running"
             return StopResult(service.name, action, 0.0)
         say(f"stopping {service.name} …")
+        if service.before_stop is not None:
+            try:
+                service.before_stop()
+            except Exception as exc:  # stopping must go on: the processes are what matters
+                say(f"{service.name}: before stopping: {type(exc).__name__}: {exc}")
         how = _terminate(sid, service.stop_timeout_s, first=service.stop_first, last=service.stop_last)
         pid_path(settings, service.name).unlink(missing_ok=True)
         return StopResult(service.name, how, time.monotonic() - began)
@@ -642,6 +654,18 @@ def core_services(settings: Settings) -> list[Service]:
     }
     if sys.prefix != sys.base_prefix:
         ray_env["VIRTUAL_ENV"] = sys.prefix
+    ray_ports = []
+    if shift := dash_port - 8265:  # a second head on this machine (tests): move Ray's fixed ports along
+        ray_ports = [
+            "--ray-client-server-port",
+            str(10001 + shift),
+            "--dashboard-agent-listen-port",
+            str(52365 + shift),
+            "--min-worker-port",
+            "0",  # 0: the OS picks free worker ports (the first head keeps 10002-19999)
+            "--max-worker-port",
+            "0",
+        ]
     return [
         Service(
             name="s3",
@@ -715,6 +739,7 @@ def core_services(settings: Settings) -> list[Service]:
                 str(settings.ray_num_cpus or max(4, os.cpu_count() or 1)),
                 "--object-store-memory",
                 str(settings.ray_object_store_mb * 1024 * 1024),
+                *ray_ports,
             ],
             env=ray_env,
             port=dash_port,

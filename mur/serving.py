@@ -532,16 +532,36 @@ def champions(client: Any, *, prefix: str, pairs: Iterable[str] | None = None) -
 
 
 def model_bytes(settings: Settings, pair: str, version: int) -> bytes:
-    """The ONNX file of ``{prefix}{pair}`` version ``version`` (RegistryUnavailableError if unreachable)."""
+    """The ONNX model of ``{prefix}{pair}`` version ``version`` as one self-contained serialized graph.
+
+    ``mlflow.onnx.log_model`` stores weights above 1 KiB in a side file by default; those are folded back
+    in here, since onnxruntime cannot resolve external data for a model loaded from bytes.
+    Raises RegistryUnavailableError when MLflow/S3 does not answer, ModelError for a broken artefact.
+    """
+    import tempfile
+    from pathlib import Path
+
     from mur import registry
 
     uri = f"models:/{registry.model_name(pair, settings.registry_prefix)}/{int(version)}"
-    try:
-        return registry.onnx_bytes_for(uri)
-    except FileNotFoundError as exc:
-        raise ModelError(f"{uri} has no ONNX file") from exc
-    except Exception as exc:  # MlflowException, botocore and requests errors alike
-        raise RegistryUnavailableError(f"cannot download {uri}: {_first_line(exc)}") from exc
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            import mlflow
+
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        except Exception as exc:  # MlflowException, botocore and requests errors alike
+            raise RegistryUnavailableError(f"cannot download {uri}: {_first_line(exc)}") from exc
+        files = [local] if local.is_file() else sorted(local.rglob("*.onnx"))
+        if not files:
+            raise ModelError(f"{uri} has no .onnx file")
+        if local.is_file():
+            return local.read_bytes()
+        import onnx
+
+        try:
+            return onnx.load(str(files[0]), load_external_data=True).SerializeToString()
+        except Exception as exc:
+            raise ModelError(f"cannot read {uri}: {_first_line(exc)}") from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -92,9 +92,15 @@ def wait_running(settings: Settings, *, timeout_s: float = 300.0, since: float =
 
 
 def deploy(settings: Settings, args: AppArgs | None = None, *, wait: bool = True, timeout_s: float = 300.0,
-           progress: Progress | None = None) -> str:
-    """Deploy (or update) the app declaratively and return its URL."""
+           force: bool = False, progress: Progress | None = None) -> str:
+    """Deploy (or update) the app declaratively and return its URL.
+
+    Re-deploying an unchanged config is a no-op for Serve; ``force`` rebuilds the app and restarts its
+    replicas anyway (new code, or a config file edited elsewhere).
+    """
     config = app_config(settings, args)
+    if force:
+        config["applications"][0]["args"]["generation"] = int(time.time())
     started = time.time()
     try:
         _client(settings).deploy_applications(config)

@@ -39,8 +39,12 @@ def main() -> int:
             details = app_details(settings)
             status = None if details is None else details.get("status")
             if status in REDEPLOY:
-                log.info("app %r is %s on %s: deploying", settings.serve_app_name, status or "missing",
-                         settings.ray_address)
+                log.info(
+                    "app %r is %s on %s: deploying",
+                    settings.serve_app_name,
+                    status or "missing",
+                    settings.ray_address,
+                )
                 url = deploy(settings, wait=True, progress=log.info)
                 log.info("app %r RUNNING at %s", settings.serve_app_name, url)
         except MurError as exc:

@@ -77,7 +77,9 @@ def main() -> int:
     client.set_bucket_versioning(bucket, VersioningConfig(ENABLED))
 
     if app_key != root_user:
-        admin = MinioAdmin(endpoint=endpoint, credentials=StaticProvider(root_user, root_password), secure=False)
+        admin = MinioAdmin(
+            endpoint=endpoint, credentials=StaticProvider(root_user, root_password), secure=False
+        )
         admin.user_add(app_key, app_secret)  # creates the user or resets its secret
         admin.policy_add(POLICY_NAME, policy=bucket_policy(bucket))
         try:

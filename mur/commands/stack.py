@@ -1,12 +1,17 @@
-"""``mur services start|stop|status`` and ``mur up|down|status``: thin wrappers over :mod:`mur.services`."""
+"""``mur up|down|status`` (:mod:`mur.stack`) and ``mur services start|stop|status`` (:mod:`mur.services`)."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from mur.errors import MurError
+from mur.stack import UpOptions as UpArgs
 
 NamesArg = Annotated[
     list[str] | None, typer.Argument(help="services (default: all registered), e.g. s3 mlflow ray")
@@ -73,6 +78,60 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
     Console().print(table)
 
 
+class _Clock:
+    """Progress lines prefixed with the time since the command started."""
+
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self.lock = threading.Lock()
+
+    def __call__(self, message: str) -> None:
+        elapsed = int(time.monotonic() - self.began)
+        with self.lock:
+            typer.echo(f"[{elapsed // 60:2d}:{elapsed % 60:02d}] {message}")
+
+
+def bring_up_cli(args: UpArgs) -> None:
+    """``mur up``: run :func:`mur.stack.bring_up` with progress on stdout, then print the summary."""
+    from mur import services, stack
+    from mur.settings import get_settings
+
+    say = _Clock()
+    settings = get_settings()
+    try:
+        report = stack.bring_up(settings, args, say=say)
+    except KeyboardInterrupt:
+        typer.echo(
+            "interrupted: services that started keep running (mur status; mur down stops them)", err=True
+        )
+        raise
+    except MurError:
+        typer.echo(
+            "services already healthy keep running: fix the cause and run `mur up` again (it resumes), "
+            "or `mur down`",
+            err=True,
+        )
+        raise
+    names = services.default_services(report.settings).keys()
+    for line in stack.summary_lines(report, names):
+        typer.echo(line)
+
+
+def bring_down_cli() -> None:
+    """``mur down`` with progress on stdout."""
+    from mur import stack
+    from mur.settings import get_settings
+
+    say = _Clock()
+    results = stack.bring_down(get_settings(), say=say)
+    stopped = [r.name for r in results if r.action in ("stopped", "killed")]
+    say(
+        f"stopped {len(stopped)} service(s)"
+        + (f": {', '.join(stopped)}" if stopped else "")
+        + "; data is kept (databases, S3, registry): mur up brings it all back"
+    )
+
+
 def _short_path(path: Path) -> str:
     """``path`` relative to the working directory when it lies below it."""
     try:
@@ -103,14 +162,69 @@ def register(app: typer.Typer) -> None:
     app.add_typer(group, name="services")
 
     @app.command("up")
-    def up_cmd() -> None:
-        """Bring the local stack up: every registered service, in dependency order."""
-        start_services(None)
+    def up_cmd(
+        pairs: Annotated[
+            str | None, typer.Option(help="pairs to train and wait for, comma-separated (default: MUR_PAIRS)")
+        ] = None,
+        epochs: Annotated[
+            int | None, typer.Option(help="first training: max epochs (default MUR_EPOCHS)")
+        ] = None,
+        train_days: Annotated[
+            int | None, typer.Option(help="first training: window length in days (default MUR_TRAIN_DAYS)")
+        ] = None,
+        hidden_size: Annotated[int | None, typer.Option(help="first training: hidden size")] = None,
+        num_workers: Annotated[
+            int | None, typer.Option(help="first training: Ray Train workers per pair")
+        ] = None,
+        train: Annotated[
+            bool,
+            typer.Option("--train/--no-train", help="train pairs without a champion and wait for forecasts"),
+        ] = True,
+        retrain: Annotated[
+            bool, typer.Option(help="trigger a training run even if every pair has a champion")
+        ] = False,
+        timeout: Annotated[
+            float, typer.Option(help="seconds to wait for the forecasts (training included)")
+        ] = 1800,
+        parallel: Annotated[
+            int, typer.Option(help="services started side by side when dependencies allow")
+        ] = 3,
+        admin_user: Annotated[
+            str, typer.Option(envvar="MUR_ADMIN_USER", help="the admin's username")
+        ] = "admin",
+        admin_password: Annotated[
+            str | None,
+            typer.Option(
+                envvar="MUR_ADMIN_PASSWORD",
+                show_default=False,
+                help="the admin's password (default: generated once and printed once)",
+            ),
+        ] = None,
+    ) -> None:
+        """Bring the whole local stack up, train the pairs that have no model yet, wait for their forecasts.
+
+        Idempotent: running services are kept, the admin is created once, trained pairs are not retrained.
+        """
+        bring_up_cli(
+            UpArgs(
+                pairs=[p for p in (pairs or "").split(",") if p.strip()] or None,
+                epochs=epochs,
+                train_days=train_days,
+                hidden_size=hidden_size,
+                num_workers=num_workers,
+                train=train,
+                retrain=retrain,
+                timeout_s=timeout,
+                parallel=parallel,
+                admin_user=admin_user,
+                admin_password=admin_password,
+            )
+        )
 
     @app.command("down")
     def down_cmd() -> None:
-        """Stop every service mur started, dependents first."""
-        stop_services(None)
+        """Stop every service mur started (dependents first); data (databases, S3, registry) is kept."""
+        bring_down_cli()
 
     @app.command("status")
     def status_cmd(as_json: JsonOpt = False) -> None:

@@ -47,6 +47,9 @@ def test_training_end_prefers_the_param_and_normalises_to_utc() -> None:
     assert orch.training_end(datetime(2025, 3, 1, 6, tzinfo=cet)) == interval_end
     with pytest.raises(ConfigError, match="cannot parse"):
         orch.training_end(interval_end, "yesterday")
+    triggered = datetime(2025, 3, 1, 7, 42, 10, tzinfo=UTC)  # no logical date: the trigger's hour
+    assert orch.training_end(None, None, triggered) == datetime(2025, 3, 1, 7, tzinfo=UTC)
+    assert orch.training_end(interval_end, None, triggered) == interval_end
     with pytest.raises(ConfigError, match="no training window end"):
         orch.training_end(None)
 

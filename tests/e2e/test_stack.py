@@ -1,0 +1,337 @@
+"""The whole stack, end to end, exactly as a user runs it: ``mur up`` → forecast → dashboard → ``mur down`` → ``mur up``.
+
+One test, on a private stack: its own runtime dir (pids, logs, S3 data, Airflow home), its own PostgreSQL
+databases (dropped at the end) and its own ports (every service shifted by one random offset), so it neither
+sees nor disturbs a developer's running stack or another test session. Training is tiny (2 pairs, 30 days,
+1 epoch, hidden size 8, one Ray worker) and set through ``MUR_*``, so the hourly schedule and the triggered run
+ask for the same model (the second reuses the first's).
+
+Checked on the way: the first ``mur up`` ends with the URLs, a generated admin password and a demo token
+(printed once) and a served forecast per pair; the token gets a forecast from the API; the dashboard's login
+page answers and the admin logs in; a second ``mur up`` on the running stack changes nothing and prints no
+secret; ``mur down`` leaves no process behind (no live session from the pid files, no process carrying the
+runtime dir in its environment, every port closed); after ``mur up`` again the same champions are served
+and the same token still works (usage is counted on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from mur.settings import PROJECT_ROOT, Settings
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
+
+PAIRS = ("btc_usdt", "eth_usdt")
+MUR = str(PROJECT_ROOT / ".venv" / "bin" / "mur")
+DEFAULT_PORTS = {
+    "MUR_S3_PORT": 9000,
+    "MUR_MLFLOW_PORT": 5000,
+    "MUR_RAY_GCS_PORT": 6380,
+    "MUR_RAY_DASHBOARD_PORT": 8265,
+    "MUR_AIRFLOW_PORT": 8080,
+    "MUR_SERVE_PORT": 8000,
+    "MUR_DASH_PORT": 8050,
+}
+SHIFTED_WITH = {  # ports that services derive from the ones above (Airflow's log/health ports, Ray's fixed ones)
+    "MUR_AIRFLOW_PORT": (8793, 8794, 8974, 8975, 8976),
+    "MUR_RAY_DASHBOARD_PORT": (10001, 52365),
+}
+PASSWORD_LINE = re.compile(r"^\s+password\s+(\S+)\s*$", re.M)
+TOKEN_LINE = re.compile(r"^\s+API token\s+(mur_\S+)\s*$", re.M)
+
+
+# --- a private stack ---------------------------------------------------------------------------------------
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _all_ports(offset: int) -> list[int]:
+    ports = [p + offset for p in DEFAULT_PORTS.values()]
+    for derived in SHIFTED_WITH.values():
+        ports += [p + offset for p in derived]
+    return ports
+
+
+def pick_offset() -> int:
+    """An offset that moves every port of the stack onto a free one (below the ephemeral range)."""
+    for _ in range(50):
+        offset = random.randrange(1000, 12000, 7)
+        if all(_port_free(p) for p in _all_ports(offset)):
+            return offset
+    raise RuntimeError("no free set of ports found")
+
+
+def stack_env(runtime_dir: Path, suffix: str, offset: int) -> dict[str, str]:
+    """Environment of every ``mur`` call of the test: private runtime dir, databases, ports; tiny training."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MUR_", "AIRFLOW", "RAY_"))}
+    env.update({name: str(port + offset) for name, port in DEFAULT_PORTS.items()})
+    env.update(
+        {
+            "MUR_ENV": "development",
+            "MUR_RUNTIME_DIR": str(runtime_dir),
+            "MUR_PG_DATABASE": f"mur_e2e_{suffix}",
+            "MUR_MLFLOW_DATABASE": f"mlflow_e2e_{suffix}",
+            "MUR_AIRFLOW_DATABASE": f"airflow_e2e_{suffix}",
+            "MUR_PAIRS": json.dumps(list(PAIRS)),
+            "MUR_EPOCHS": "1",
+            "MUR_HIDDEN_SIZE": "8",
+            "MUR_NUM_LAYERS": "1",
+            "MUR_TRAIN_DAYS": "30",
+            "MUR_NUM_WORKERS": "1",
+            "MUR_MAX_PARALLEL_TRAININGS": "2",
+            "MUR_SERVE_MAX_REPLICAS": "1",
+            "MUR_REGISTRY_POLL_S": "5",
+            "NO_PROXY": "127.0.0.1,localhost",
+        }
+    )
+    return env
+
+
+def run_mur(env: dict[str, str], *args: str, timeout_s: float = 1800) -> subprocess.CompletedProcess[str]:
+    """Run ``mur ARGS`` like a user would; its output is echoed into the test log."""
+    began = time.monotonic()
+    proc = subprocess.run(
+        [MUR, *args], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout_s
+    )
+    print(f"\n$ mur {' '.join(args)}   (exit {proc.returncode}, {time.monotonic() - began:.0f} s)")
+    print(proc.stdout)
+    print(proc.stderr)
+    return proc
+
+
+def _settings(env: dict[str, str]) -> Settings:
+    from mur.stack import align_settings
+
+    overrides = {k[4:].lower(): v for k, v in env.items() if k.startswith("MUR_")}
+    return align_settings(Settings(_env_file=None, **overrides), export=False)
+
+
+def drop_databases(settings: Settings) -> None:
+    conn = psycopg2.connect(settings.pg_dsn("postgres"), connect_timeout=5)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for name in (settings.pg_database, settings.mlflow_database, settings.airflow_database):
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+
+
+def live_sessions(settings: Settings) -> dict[str, list[int]]:
+    """Services whose pid file names a session with live processes."""
+    from mur.services import session_members
+
+    found = {}
+    for pid_file in (Path(settings.runtime_dir) / "pids").glob("*.pid"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            members = session_members(int(pid_file.read_text().split()[0]))
+            if members:
+                found[pid_file.stem] = members
+    return found
+
+
+def kill_leftovers(settings: Settings) -> None:
+    """Safety net: never leave the private stack running, whatever failed."""
+    from mur.stack import leftover_processes
+
+    for pid, _ in leftover_processes(settings):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The private stack's environment and Settings; at the end: down, kill leftovers, drop the databases."""
+    try:
+        psycopg2.connect(Settings(_env_file=None).pg_dsn("postgres"), connect_timeout=5).close()
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    if not Path(MUR).exists():
+        pytest.skip(f"{MUR} is missing: run bash infra/install.sh")
+    runtime_dir = tmp_path_factory.mktemp("e2e") / "runtime"
+    env = stack_env(runtime_dir, uuid.uuid4().hex[:8], pick_offset())
+    settings = _settings(env)
+    try:
+        yield {"env": env, "settings": settings}
+    finally:
+        with contextlib.suppress(Exception):
+            if live_sessions(settings):
+                run_mur(env, "down", timeout_s=300)
+        kill_leftovers(settings)
+        drop_databases(settings)
+
+
+# --- checks ------------------------------------------------------------------------------------------------
+def forecast(settings: Settings, token: str, pair: str) -> httpx.Response:
+    return httpx.get(
+        f"{settings.serve_url}/v1/forecast/{pair}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+        trust_env=False,
+    )
+
+
+def champions(settings: Settings, token: str) -> dict[str, int]:
+    response = httpx.get(
+        f"{settings.serve_url}/v1/models",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+        trust_env=False,
+    )
+    assert response.status_code == 200, response.text
+    return {m["pair"]: m["version"] for m in response.json()["models"]}
+
+
+def dashboard_login(settings: Settings, username: str, password: str) -> None:
+    """The login page answers, the admin logs in, and a protected page then opens."""
+    base = f"http://127.0.0.1:{settings.dash_port}"
+    with httpx.Client(base_url=base, timeout=30, trust_env=False) as client:
+        page = client.get("/login")
+        assert page.status_code == 200 and "Log in" in page.text
+        csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text)
+        assert csrf, "no CSRF field on the login page"
+        wrong = client.post(
+            "/login", data={"csrf_token": csrf.group(1), "username": username, "password": password + "x"}
+        )
+        assert wrong.status_code == 401
+        csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', wrong.text)
+        assert csrf
+        done = client.post(
+            "/login", data={"csrf_token": csrf.group(1), "username": username, "password": password}
+        )
+        assert done.status_code in (302, 303), done.text[:500]
+        protected = client.get("/forecast")
+        assert protected.status_code == 200, f"after login /forecast answered {protected.status_code}"
+
+
+def assert_all_running(env: dict[str, str]) -> list[dict[str, Any]]:
+    status = run_mur(env, "status", "--json", timeout_s=120)
+    assert status.returncode == 0, status.stderr
+    rows = json.loads(status.stdout)
+    expected = {"s3", "mlflow", "ray", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+                "airflow-triggerer", "serve", "dash"}  # fmt: skip
+    assert expected <= {r["service"] for r in rows}
+    bad = [r for r in rows if r["state"] != "running" or not r["healthy"] or not r["pid"]]
+    assert not bad, bad
+    return rows
+
+
+def assert_nothing_left(settings: Settings, ports: list[int]) -> None:
+    from mur.stack import leftover_processes
+
+    deadline = time.monotonic() + 20  # Ray's job-driver watchers exit within a second or two
+    while True:
+        sessions, left = live_sessions(settings), leftover_processes(settings)
+        if not sessions and not left:
+            break
+        assert time.monotonic() < deadline, f"left behind: sessions {sessions}, processes {left}"
+        time.sleep(1)
+    listening = [p for p in ports if not _port_free(p)]
+    assert not listening, f"ports still in use after mur down: {listening}"
+
+
+# --- the test ----------------------------------------------------------------------------------------------
+def test_up_train_serve_login_down_up_again(stack: dict[str, Any]) -> None:
+    env, settings = stack["env"], stack["settings"]
+    timings: dict[str, float] = {}
+
+    # 1. the first `mur up`: services, admin, training run for both pairs, forecasts served, URLs printed
+    began = time.monotonic()
+    first = run_mur(env, "up", "--timeout", "1500")
+    timings["first up"] = time.monotonic() - began
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = first.stdout
+    for label in ("Dashboard", "API docs", "Airflow UI", "MLflow UI", "Ray dashboard"):
+        assert re.search(rf"^\s+{label}\s+http://127\.0\.0\.1:\d+/", out, re.M), f"no {label} URL"
+    assert "triggered mur_training run" in out
+    password = PASSWORD_LINE.search(out)
+    token = TOKEN_LINE.search(out)
+    assert password and token, "the first mur up prints the admin password and a demo token"
+    password, token = password.group(1), token.group(1)
+    for pair in PAIRS:
+        assert re.search(rf"^\s+{pair}\s+next close", out, re.M), f"no served forecast for {pair}"
+
+    # 2. a user with a token gets a forecast from the API
+    for pair in PAIRS:
+        response = forecast(settings, token, pair)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["pair"] == pair and body["forecast"] > 0 and body["model_version"] >= 1
+        assert int(response.headers["X-RateLimit-Remaining"]) < int(response.headers["X-RateLimit-Limit"])
+    served_before = champions(settings, token)
+    assert set(served_before) == set(PAIRS) and all(v for v in served_before.values())
+
+    # 3. the dashboard's login page answers and the admin logs in
+    dashboard_login(settings, "admin", password)
+    rows = assert_all_running(env)
+    ports = [r["port"] for r in rows if r["port"]]
+
+    # 4. `mur up` on the running stack: nothing new, no secret printed, no training
+    began = time.monotonic()
+    again = run_mur(env, "up", "--timeout", "600")
+    timings["second up (running)"] = time.monotonic() - began
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already running" in again.stdout and "starting " not in again.stdout
+    assert not PASSWORD_LINE.search(again.stdout) and not TOKEN_LINE.search(again.stdout)
+    assert "no training triggered" in again.stdout and "exists" in again.stdout
+
+    # 5. `mur down` leaves nothing behind
+    began = time.monotonic()
+    down = run_mur(env, "down", timeout_s=600)
+    timings["down"] = time.monotonic() - began
+    assert down.returncode == 0, down.stderr[-3000:]
+    assert_nothing_left(settings, ports)
+    with pytest.raises(httpx.TransportError):
+        forecast(settings, token, PAIRS[0])
+
+    # 6. `mur up` again: the same champions load, the same token works, the same password logs in
+    began = time.monotonic()
+    third = run_mur(env, "up", "--timeout", "900")
+    timings["up after down"] = time.monotonic() - began
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "no training triggered" in third.stdout
+    assert not PASSWORD_LINE.search(third.stdout) and not TOKEN_LINE.search(third.stdout)
+    assert champions(settings, token) == served_before
+    for pair in PAIRS:
+        response = forecast(settings, token, pair)
+        assert response.status_code == 200, response.text
+        assert response.json()["model_version"] == served_before[pair]
+    dashboard_login(settings, "admin", password)
+
+    # 7. usage survived: the demo token's calls of before and after the restart are counted together
+    from mur.db import Database, get_usage, require_user
+
+    with Database(settings, maxconn=1) as db:
+        used, _ = get_usage(db, user_id=require_user(db, username="admin").id)
+    assert used >= 2 * len(PAIRS)
+
+    began = time.monotonic()
+    final = run_mur(env, "down", timeout_s=600)
+    timings["final down"] = time.monotonic() - began
+    assert final.returncode == 0
+    assert_nothing_left(settings, ports)
+    print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
