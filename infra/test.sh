@@ -13,5 +13,6 @@ fi
 echo "[test] ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check . >/dev/null || { echo "[test] ruff format would change files: run .venv/bin/ruff format ."; exit 1; }
+export MUR_REQUIRE_BROWSER=1  # the browser tests fail (not skip) without Chromium
 echo "[test] pytest"
 exec .venv/bin/pytest "$@"

@@ -10,6 +10,8 @@ import sys
 
 import typer
 
+from mur.commands import airflow as airflow_cmd
+from mur.commands import dash as dash_cmd
 from mur.commands import data as data_cmd
 from mur.commands import db as db_cmd
 from mur.commands import ml as ml_cmd
@@ -26,6 +28,8 @@ app = typer.Typer(
 ml_cmd.register(app)
 stack_cmd.register(app)
 db_cmd.register(app)
+dash_cmd.register(app)
+airflow_cmd.register(app)
 app.add_typer(data_cmd.app, name="data", help="Market data: show candles, run the Binance replay server.")
 
 

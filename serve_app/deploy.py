@@ -40,7 +40,7 @@ def app_config(settings: Settings, args: AppArgs | None = None, *, path: Path | 
     app["name"] = settings.serve_app_name
     if args is None:
         base = AppArgs(**(app.get("args") or {}))
-        args = base.model_copy(update={"settings": {**settings_overrides(settings), **base.settings}})
+        args = base.model_copy(update={"settings": {**base.settings, **settings_overrides(settings)}})
     app["args"] = args.model_dump(mode="json")
     return config
 

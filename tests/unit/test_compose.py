@@ -504,6 +504,11 @@ def test_services_run_the_expected_programs(services: dict[str, Any]) -> None:
     assert store.startswith("postgresql+psycopg2://") and store.endswith("/mlflow"), store
     conn = resolve(str(environment(services["airflow-scheduler"])["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]))
     assert conn.startswith("postgresql+psycopg2://") and conn.endswith("/airflow"), conn
+    # Airflow 3 derives postgresql+asyncpg from it unless told otherwise; asyncpg is no dependency, psycopg 3 is.
+    async_conn = resolve(
+        str(environment(services["airflow-scheduler"]).get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC", ""))
+    )
+    assert async_conn.startswith("postgresql+psycopg://") and async_conn.endswith("/airflow"), async_conn
 
 
 def test_local_services_have_production_counterparts(
