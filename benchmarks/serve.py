@@ -345,7 +345,7 @@ def main() -> None:
         if not opts.keep:
             undeploy(settings)
 
-    print("\nGET /v1/forecast/%s on loopback (niceness %d for both servers)" % (opts.pair, nice))
+    print(f"\nGET /v1/forecast/{opts.pair} on loopback (niceness {nice} for both servers)")
     print(
         f"{'conc':>5} | {'serve req/s':>11} {'p50':>7} {'p99':>7} | {'ref req/s':>10} {'p50':>7} {'p99':>7} | ratio"
     )

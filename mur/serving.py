@@ -92,9 +92,7 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 def http_error(exc: MurError) -> tuple[int, dict[str, Any], dict[str, str]]:
     """``(status, body, headers)`` for an expected error."""
-    for cls, status, code in _ERROR_TABLE:
-        if isinstance(exc, cls):
-            break
+    status, code = next((st, c) for cls, st, c in _ERROR_TABLE if isinstance(exc, cls))
     body = error_body(code, str(exc))
     headers: dict[str, str] = {}
     if status == 401:
@@ -529,6 +527,16 @@ def champions(client: Any, *, prefix: str, pairs: Iterable[str] | None = None) -
             raise RegistryUnavailableError(f"model registry unreachable: {_first_line(exc)}") from exc
         found[pair] = registry.version_summary(client, version, prefix)
     return found
+
+
+def probe_artifacts(client: Any, run_id: str | None) -> None:
+    """List a run's artefacts: proves the artefact store (S3, proxied by MLflow) answers."""
+    if not run_id:
+        return
+    try:
+        client.list_artifacts(run_id)
+    except Exception as exc:  # MlflowException (S3 error proxied as HTTP 500), requests errors
+        raise RegistryUnavailableError(f"artifact store unreachable: {_first_line(exc)}") from exc
 
 
 def model_bytes(settings: Settings, pair: str, version: int) -> bytes:

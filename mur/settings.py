@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev-secret-key", "placeholder"}
@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     # --- general -------------------------------------------------------------------------------
     env: Literal["development", "test", "production"] = "development"
     runtime_dir: Path = Field(default=PROJECT_ROOT / ".runtime", description="pids, logs, local state")
-    pairs: list[str] = Field(
+    pairs: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["btc_usdt", "eth_usdt", "sol_usdt", "bnb_usdt", "xrp_usdt"],
         description="trading pairs trained and served",
     )
@@ -142,8 +142,13 @@ class Settings(BaseSettings):
     @field_validator("pairs", mode="before")
     @classmethod
     def _split_pairs(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip().startswith("["):
-            return [p.strip().lower() for p in value.split(",") if p.strip()]
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return [str(p).strip().lower() for p in json.loads(text)]
+            return [p.strip().lower() for p in text.split(",") if p.strip()]
         return value
 
     @model_validator(mode="after")

@@ -9,7 +9,14 @@ from pydantic import BaseModel, Field
 from mur.settings import Settings
 
 SECRET_FIELDS = frozenset(
-    {"pg_password", "s3_secret_key", "secret_key", "binance_api_secret", "airflow_password", "discord_webhook_url"}
+    {
+        "pg_password",
+        "s3_secret_key",
+        "secret_key",
+        "binance_api_secret",
+        "airflow_password",
+        "discord_webhook_url",
+    }
 )
 """Never copied into the app's args (they would show in the Serve config); replicas read them from MUR_*."""
 
@@ -21,7 +28,8 @@ class AppArgs(BaseModel):
         default=None, description="serve only these pairs (None: every registered pair with a champion)"
     )
     settings: dict[str, Any] = Field(
-        default_factory=dict, description="Settings overrides applied on top of the replicas' MUR_* environment"
+        default_factory=dict,
+        description="Settings overrides applied on top of the replicas' MUR_* environment",
     )
     add_new_pairs: bool = Field(
         default=True, description="rebuild the app when a new pair gets a champion in the registry"

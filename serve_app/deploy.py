@@ -29,7 +29,9 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
-def app_config(settings: Settings, args: AppArgs | None = None, *, path: Path | None = None) -> dict[str, Any]:
+def app_config(
+    settings: Settings, args: AppArgs | None = None, *, path: Path | None = None
+) -> dict[str, Any]:
     """The config file with HTTP options, app name and builder args taken from ``settings``/``args``."""
     config = copy.deepcopy(load_config(path))
     config.setdefault("http_options", {}).update(host=settings.serve_host, port=settings.serve_port)
@@ -67,8 +69,9 @@ def app_details(settings: Settings) -> dict[str, Any] | None:
     return (serve_details(settings).get("applications") or {}).get(settings.serve_app_name)
 
 
-def wait_running(settings: Settings, *, timeout_s: float = 300.0, since: float = 0.0,
-                 progress: Progress | None = None) -> dict[str, Any]:
+def wait_running(
+    settings: Settings, *, timeout_s: float = 300.0, since: float = 0.0, progress: Progress | None = None
+) -> dict[str, Any]:
     """Wait until the app is RUNNING (deployed after ``since``, a UNIX time); ServiceError on failure."""
     deadline = time.monotonic() + timeout_s
     last = ""
@@ -79,7 +82,9 @@ def wait_running(settings: Settings, *, timeout_s: float = 300.0, since: float =
         if fresh and status == "RUNNING":
             return details
         if fresh and status in ("DEPLOY_FAILED", "UNHEALTHY"):
-            raise ServiceError(f"Serve app {settings.serve_app_name!r} is {status}: {details.get('message', '')}")
+            raise ServiceError(
+                f"Serve app {settings.serve_app_name!r} is {status}: {details.get('message', '')}"
+            )
         if progress and status != last:
             progress(f"{settings.serve_app_name}: {status}")
             last = status
@@ -91,8 +96,15 @@ def wait_running(settings: Settings, *, timeout_s: float = 300.0, since: float =
         time.sleep(1.0)
 
 
-def deploy(settings: Settings, args: AppArgs | None = None, *, wait: bool = True, timeout_s: float = 300.0,
-           force: bool = False, progress: Progress | None = None) -> str:
+def deploy(
+    settings: Settings,
+    args: AppArgs | None = None,
+    *,
+    wait: bool = True,
+    timeout_s: float = 300.0,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> str:
     """Deploy (or update) the app declaratively and return its URL.
 
     Re-deploying an unchanged config is a no-op for Serve; ``force`` rebuilds the app and restarts its
@@ -152,4 +164,6 @@ def rebuild_application(app_name: str, args: AppArgs) -> None:
     else:
         from serve_app.app import build_app
 
-        serve._run(build_app(bumped), _blocking=False, name=app_name, route_prefix=mine.get("route_prefix") or "/")
+        serve._run(
+            build_app(bumped), _blocking=False, name=app_name, route_prefix=mine.get("route_prefix") or "/"
+        )

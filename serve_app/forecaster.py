@@ -31,6 +31,7 @@ from serve_app.args import AppArgs
 
 log = logging.getLogger("ray.serve")
 FOLLOW_TIMEOUT_S = 30.0
+RETRY_S = 3.0
 
 
 def _failure(exc: MurError) -> dict[str, Any]:
@@ -63,34 +64,45 @@ class Forecaster:
 
     # --- model lifecycle -----------------------------------------------------------------------
     async def _follow(self) -> None:
-        """Long-poll the watcher; load each new target version."""
+        """Long-poll the watcher; load each new target version (retrying a failed load every few s)."""
         while True:
             try:
                 snapshot = await self.registry.wait_for_change.remote(
                     self._epoch, self._generation, FOLLOW_TIMEOUT_S
                 )
-                await self._sync(snapshot)
+                if not await self._sync(snapshot):
+                    await asyncio.sleep(RETRY_S)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("%s: following the registry failed (%s); retrying", self.pair, exc)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(RETRY_S)
 
-    async def _sync(self, snapshot: Mapping[str, Any]) -> None:
+    async def _sync(self, snapshot: Mapping[str, Any]) -> bool:
+        """Load the snapshot's target for this pair if it differs; False if that failed (retry later)."""
         target = snapshot["targets"].get(self.pair)
-        if target is not None and (self.model is None or self.model.version != int(target["version"])):
+        if target is None:
+            if self.model is None:
+                self.load_error = snapshot.get("pair_errors", {}).get(self.pair) or "no champion known yet"
+        elif self.model is None or self.model.version != int(target["version"]):
             version = int(target["version"])
             try:
                 data = await self.registry.model_bytes.remote(self.pair, version)
                 model = await asyncio.to_thread(LoadedModel.from_bytes, self.pair, version, data, target)
             except Exception as exc:
                 self.load_error = f"version {version}: {type(exc).__name__}: {exc}"
-                log.warning("%s: cannot load version %s, keeping %s: %s", self.pair, version,
-                            self.model.version if self.model else None, exc)
-                return  # generation not advanced: the next change (or timeout) retries
+                log.warning(
+                    "%s: cannot load version %s, still serving %s: %s",
+                    self.pair,
+                    version,
+                    self.model.version if self.model else None,
+                    exc,
+                )
+                return False  # generation not advanced: retried after RETRY_S
             self.model, self.load_error = model, None  # atomic swap
             log.info("%s: now serving version %s", self.pair, version)
         self._epoch, self._generation = snapshot["epoch"], snapshot["generation"]
+        return True
 
     # --- batching ------------------------------------------------------------------------------
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
@@ -125,7 +137,10 @@ class Forecaster:
             return _failure(exc)
         prediction = await self._predict((model, window))
         body = forecast_body(
-            self.pair, model.version, prediction=prediction, last_close=snap.last_close,
+            self.pair,
+            model.version,
+            prediction=prediction,
+            last_close=snap.last_close,
             candle_time=snap.candle_time,
         )
         return {"ok": True, "body": body}
@@ -141,7 +156,10 @@ class Forecaster:
         prediction = await self._predict((model, window))
         last = candles.iloc[-1]
         body = forecast_body(
-            self.pair, model.version, prediction=prediction, last_close=float(last["close"]),
+            self.pair,
+            model.version,
+            prediction=prediction,
+            last_close=float(last["close"]),
             candle_time=last["timestamp"].to_pydatetime(),
         )
         return {"ok": True, "body": body}

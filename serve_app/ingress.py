@@ -95,9 +95,7 @@ class ErrorOut(BaseModel):
     message: str
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (401, 404, 422, 429, 503)
-}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422, 429, 503)}
 
 
 @api.exception_handler(MurError)
@@ -110,7 +108,9 @@ async def _mur_error(_: Request, exc: MurError) -> JSONResponse:
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0] if exc.errors() else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-    message = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
+    message = (
+        f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
+    )
     return JSONResponse(error_body("invalid_request", message), status_code=422)
 
 
@@ -143,10 +143,14 @@ class ApiIngress:
         name = normalize_pair(pair)
         handle = self.forecasters.get(name)
         if handle is None:
-            raise UnknownPairError(f"unknown pair {pair!r}; served pairs: {', '.join(sorted(self.forecasters))}")
+            raise UnknownPairError(
+                f"unknown pair {pair!r}; served pairs: {', '.join(sorted(self.forecasters))}"
+            )
         return name, handle
 
-    async def _forecast(self, authorization: str | None, pair: str, call: Callable[[DeploymentHandle], Any]) -> JSONResponse:
+    async def _forecast(
+        self, authorization: str | None, pair: str, call: Callable[[DeploymentHandle], Any]
+    ) -> JSONResponse:
         owner = await self._blocking(authenticate, self.db, authorization)
         name, handle = self._handle(pair)
         try:
@@ -200,9 +204,9 @@ class ApiIngress:
             "status": status,
             "problems": problems,
             "pairs": pairs,
-            "registry": None if isinstance(registry, BaseException) else {
-                k: registry.get(k) for k in ("registry_ok", "error", "checked_at", "pending_pairs")
-            },
+            "registry": None
+            if isinstance(registry, BaseException)
+            else {k: registry.get(k) for k in ("registry_ok", "error", "checked_at", "pending_pairs")},
         }
         return JSONResponse(body, status_code=200 if serving else 503)
 

@@ -18,7 +18,15 @@ from typing import Any
 
 from ray import serve
 
-from mur.serving import RegistryUnavailableError, champions, iso, model_bytes, registry_client
+from mur.errors import MurError
+from mur.serving import (
+    RegistryUnavailableError,
+    champions,
+    iso,
+    model_bytes,
+    probe_artifacts,
+    registry_client,
+)
 from serve_app.args import AppArgs
 
 log = logging.getLogger("ray.serve")
@@ -47,6 +55,7 @@ class RegistryWatcher:
         self.error: str | None = None
         self.checked_at: datetime | None = None
         self.pending_pairs: list[str] = []
+        self.pair_errors: dict[str, str] = {}
         self._bytes: dict[tuple[str, int], bytes] = {}
         self._client: Any = None
         self._changed = asyncio.Condition()
@@ -69,35 +78,43 @@ class RegistryWatcher:
             except Exception:  # keep polling whatever happens
                 log.exception("registry poll crashed")
 
-    def _read_registry(self) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, int], bytes]]:
-        """Blocking: the champions, and the bytes of those not downloaded yet."""
+    def _read_registry(
+        self,
+    ) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, int], bytes], dict[str, str]]:
+        """Blocking: the champions, the bytes of served champions not downloaded yet, per-pair errors."""
         if self._client is None:
             self._client = registry_client(self.settings)
-        wanted = self.args.pairs
-        found = champions(self._client, prefix=self.settings.registry_prefix, pairs=wanted)
+        found = champions(self._client, prefix=self.settings.registry_prefix, pairs=self.args.pairs)
+        if found:  # metadata alone does not prove that the files are reachable
+            probe_artifacts(self._client, next(iter(found.values())).get("run_id"))
         fresh: dict[tuple[str, int], bytes] = {}
+        errors: dict[str, str] = {}
         for pair, summary in found.items():
             key = (pair, int(summary["version"]))
             if pair in self.served and key not in self._bytes:
-                fresh[key] = model_bytes(self.settings, pair, key[1])
-        return found, fresh
+                try:
+                    fresh[key] = model_bytes(self.settings, pair, key[1])
+                except MurError as exc:  # this pair's file only: the others still update
+                    errors[pair] = f"version {key[1]}: {exc}"
+        return found, fresh, errors
 
     async def _poll(self) -> None:
         async with self._poll_lock:
             try:
-                found, fresh = await asyncio.to_thread(self._read_registry)
+                found, fresh, errors = await asyncio.to_thread(self._read_registry)
             except RegistryUnavailableError as exc:
                 self.registry_ok, self.error = False, str(exc)
                 self.checked_at = datetime.now(UTC)
                 log.warning("registry poll failed; loaded models keep serving: %s", exc)
                 return
-            except Exception as exc:  # a broken model file etc.: report, keep the current targets
+            except Exception as exc:  # unexpected: report, keep the current targets
                 self.registry_ok, self.error = False, f"{type(exc).__name__}: {exc}"
                 self.checked_at = datetime.now(UTC)
                 log.exception("registry poll failed")
                 return
             self.registry_ok, self.error, self.checked_at = True, None, datetime.now(UTC)
             self._bytes.update(fresh)
+            self.pair_errors = errors
             changed = False
             for pair, summary in found.items():
                 if pair not in self.served:
@@ -143,6 +160,7 @@ class RegistryWatcher:
             "targets": {pair: dict(summary) for pair, summary in self.targets.items()},
             "served_pairs": self.served,
             "pending_pairs": self.pending_pairs,
+            "pair_errors": dict(self.pair_errors),
             "registry_ok": self.registry_ok,
             "error": self.error,
             "checked_at": iso(self.checked_at) if self.checked_at else None,

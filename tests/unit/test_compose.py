@@ -447,6 +447,9 @@ def test_ray_worker_reserves_a_gpu_and_scales(services: dict[str, Any]) -> None:
     assert flags(argv).get("--address") == "ray-head:6380" and "--block" in argv
     assert "cu" in resolve(worker["build"]["args"]["TORCH_INDEX_URL"]).rsplit("/", 1)[-1]
     assert worker["image"] != services["ray-head"]["image"], "the GPU worker has its own (CUDA) image"
+    assert worker.get("profiles") == ["gpu"], (
+        "CPU-only hosts start without it (COMPOSE_PROFILES=gpu enables it)"
+    )
 
 
 def test_named_volumes_are_declared_and_used(compose: dict[str, Any], services: dict[str, Any]) -> None:
@@ -551,3 +554,19 @@ def test_local_services_have_production_counterparts(
         if local.health_url and "http" in healthcheck_text(prod):
             path = "/" + local.health_url.split("://", 1)[1].split("/", 1)[1]
             assert path in healthcheck_text(prod), f"{prod_name}: healthcheck should probe {path} as locally"
+
+
+def test_serve_keeper_redeploys_only_what_serve_cannot_fix() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "serve_keeper", ROOT / "infra" / "docker" / "serve_keeper.py"
+    )
+    assert spec and spec.loader
+    keeper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(keeper)
+    assert keeper.action_for(None) == "deploy"  # never deployed, or the head restarted
+    assert keeper.action_for({"status": "DEPLOY_FAILED"}) == "rebuild"  # same config would be a no-op
+    assert keeper.action_for({"status": "UNHEALTHY"}) == "report"  # Serve replaces replicas itself
+    for status in ("RUNNING", "DEPLOYING", "NOT_STARTED", "DELETING"):
+        assert keeper.action_for({"status": status}) == "nothing"

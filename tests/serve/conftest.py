@@ -1,0 +1,98 @@
+"""Fixtures for the Serve tests: one deployed app on the shared Ray head for the whole session.
+
+``serve_stack`` trains a tiny champion under a private registry prefix (so other sessions' models are never
+served or touched), migrates a throwaway database, deploys the app on a free HTTP port, and at the end
+shuts Serve down and deletes the registered models. The app reaches MLflow through a
+:class:`~serve_helpers.TcpProxy`, so a test can make the registry unreachable for the app without
+stopping the MLflow server that other sessions use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from serve_helpers import PAIR, ServeStack, TcpProxy, free_port, promote
+
+from mur.settings import Settings
+from mur.testing import services, stack_settings  # noqa: F401  (fixtures)
+
+
+@pytest.fixture(scope="session")
+def serve_stack(
+    services: Settings,  # noqa: F811
+    pg_database_factory: Callable[..., Settings],
+) -> Iterator[ServeStack]:
+    """Train a tiny champion, deploy the app with private settings, yield; then shut Serve down."""
+    from mur import registry
+    from mur.db import Database, create_token, create_user, set_quota
+    from mur.pipeline import train_local_and_register
+    from serve_app.args import AppArgs, settings_overrides
+    from serve_app.deploy import deploy, serve_details, undeploy
+
+    db_settings = pg_database_factory()
+    prefix = f"mur-t{uuid.uuid4().hex[:6]}-"
+    direct = services.model_copy(
+        update={"registry_prefix": prefix, "pg_database": db_settings.pg_database, "train_days": 30}
+    )
+    result = train_local_and_register(direct, PAIR, epochs=1, hidden_size=4)
+    version = int(result["version"])
+    if result["alias"] != registry.CHAMPION:
+        promote(direct, PAIR, version)
+
+    mlflow_host, mlflow_port = "127.0.0.1", services.mlflow_port
+    proxy = TcpProxy((mlflow_host, mlflow_port))
+    proxy.start()
+    app_settings = direct.model_copy(
+        update={
+            "mlflow_tracking_uri": proxy.url,
+            "serve_port": free_port(),
+            "registry_poll_s": 2.0,
+            "serve_min_replicas": 1,
+            "serve_max_replicas": 2,
+            "serve_target_ongoing_requests": 2,
+            "serve_upscale_delay_s": 1.0,
+            "serve_downscale_delay_s": 5.0,
+            "serve_batch_wait_s": 0.002,
+            "market_data": "bundled",
+        }
+    )
+    db = Database(db_settings, maxconn=4)
+
+    def make_user(*, quota: int | None = None, admin: bool = False) -> tuple[int, str]:
+        user = create_user(
+            db,
+            username=f"u{uuid.uuid4().hex[:10]}",
+            password=f"Pw-{uuid.uuid4().hex}",
+            roles=("admin",) if admin else ("member",),
+        )
+        if quota is not None:
+            set_quota(db, user_id=user.id, monthly_limit=quota)
+        token, _ = create_token(db, user_id=user.id)
+        return user.id, token
+
+    overrides = settings_overrides(app_settings)
+    deploy(app_settings, AppArgs(settings=overrides), force=True, timeout_s=420)
+    port = int(serve_details(app_settings).get("http_options", {}).get("port") or app_settings.serve_port)
+    stack = ServeStack(
+        url=f"http://127.0.0.1:{port}",
+        settings=app_settings,
+        direct=direct,
+        pair=PAIR,
+        proxy=proxy,
+        make_user=make_user,
+        versions={PAIR: version},
+    )
+    try:
+        yield stack
+    finally:
+        with contextlib.suppress(Exception):
+            undeploy(app_settings)  # serve shutdown: no app or proxy left for other modules
+        proxy.stop()
+        db.close()
+        client = registry.configure(services)
+        for model in client.search_registered_models(f"name LIKE '{prefix}%'"):
+            with contextlib.suppress(Exception):
+                client.delete_registered_model(model.name)
