@@ -230,6 +230,7 @@ def train_pair(
     running (the worker died, the task timed out) is followed instead of submitting a second one.
     """
     from mur import jobs
+    from mur.errors import JobError
 
     say = emit or log.info
     options = dict(options or {})
@@ -270,7 +271,7 @@ def train_pair(
             **job_options,
         )
     except BaseException as exc:
-        if submission_id and not isinstance(exc, jobs.JobError):  # killed/timed out while following the job
+        if submission_id and not isinstance(exc, JobError):  # killed/timed out while following the job
             _stop_quietly(settings, submission_id, say)
         raise
     return compact_result(result)

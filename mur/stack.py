@@ -39,11 +39,14 @@ from mur.errors import ConfigError, MurError, ServiceError
 from mur.settings import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
+    from mur.airflow_local import AirflowClient
     from mur.services import Service, StartResult, StopResult
 
 Say = Callable[[str], None]
 
 DAG_ID = "mur_training"
+STACK_MARKER = "MUR_STACK"
+"""Environment variable (= the runtime dir) that every process of a stack inherits: how leftovers are found."""
 SECRETS_FILE = "stack-secrets.json"
 CHECK_TOKEN_NAME = "mur-up-check"
 DEMO_TOKEN_NAME = "demo"
@@ -145,6 +148,7 @@ def align_settings(settings: Settings, *, export: bool = True) -> Settings:
     if export:
         for name, value in update.items():
             os.environ[f"MUR_{name.upper()}"] = str(value)
+        os.environ[STACK_MARKER] = str(runtime_dir)  # inherited by everything started from here
         from mur.settings import get_settings
 
         get_settings.cache_clear()
@@ -405,90 +409,39 @@ def _http() -> Any:
     return httpx.Client(timeout=15.0, trust_env=False)
 
 
-class AirflowRest:
-    """The few calls of Airflow 3's REST API that ``mur up`` needs (JWT from ``/auth/token``)."""
-
-    def __init__(self, base_url: str, username: str, password: str) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._credentials = {"username": username, "password": password}
-        self._client = _http()
-        self._token: str | None = None
-
-    def close(self) -> None:
-        self._client.close()
-
-    def _headers(self) -> dict[str, str]:
-        if self._token is None:
-            response = self._client.post(self.base_url + "/auth/token", json=self._credentials)
-            if response.status_code >= 400:
-                raise ServiceError(
-                    f"Airflow refused the login of {self._credentials['username']!r} "
-                    f"({response.status_code}: {response.text[:200]})"
-                )
-            self._token = response.json()["access_token"]
-        return {"Authorization": f"Bearer {self._token}"}
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """``method`` on ``/api/v2{path}``; a 401 renews the token once; other errors raise ServiceError."""
-        for attempt in (1, 2):
-            response = self._client.request(
-                method, f"{self.base_url}/api/v2{path}", headers=self._headers(), **kwargs
+def wait_for_dag(client: AirflowClient, dag_id: str, timeout_s: float, say: Say) -> None:
+    """Wait until Airflow's DAG processor has parsed ``dag_id``; an import error of its file fails at once."""
+    deadline = time.monotonic() + timeout_s
+    announced = False
+    while True:
+        if client.http.get(f"/api/v2/dags/{dag_id}").status_code == 200:
+            return
+        mine = [e for e in client.import_errors() if dag_id in str(e.get("filename", ""))]
+        if mine:
+            raise ServiceError(
+                f"Airflow cannot import the DAG file: {str(mine[0].get('stack_trace'))[-800:]}"
             )
-            if response.status_code == 401 and attempt == 1:
-                self._token = None
-                continue
-            break
-        return response
+        if not announced:
+            say(f"waiting for Airflow to parse the {dag_id} DAG …")
+            announced = True
+        if time.monotonic() > deadline:
+            raise ServiceError(
+                f"Airflow has not parsed the {dag_id} DAG after {timeout_s:.0f} s; "
+                "see the airflow-dag-processor log"
+            )
+        time.sleep(3)
 
-    def json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.request(method, path, **kwargs)
-        if response.status_code >= 400:
-            raise ServiceError(f"Airflow {method} {path}: {response.status_code} {response.text[:300]}")
-        return response.json()
 
-    def wait_for_dag(self, dag_id: str, timeout_s: float, say: Say) -> None:
-        """Wait until the DAG processor has parsed ``dag_id``; import errors are reported at once."""
-        deadline = time.monotonic() + timeout_s
-        announced = False
-        while True:
-            response = self.request("GET", f"/dags/{dag_id}")
-            if response.status_code == 200:
-                return
-            errors = self.json("GET", "/importErrors").get("import_errors") or []
-            mine = [e for e in errors if "mur_training" in str(e.get("filename", ""))]
-            if mine:
-                raise ServiceError(
-                    f"Airflow cannot import the DAG file: {mine[0].get('stack_trace', '')[-800:]}"
-                )
-            if not announced:
-                say(f"waiting for Airflow to parse the {dag_id} DAG …")
-                announced = True
-            if time.monotonic() > deadline:
-                raise ServiceError(
-                    f"Airflow has not parsed the {dag_id} DAG after {timeout_s:.0f} s; "
-                    "see the airflow-dag-processor log"
-                )
-            time.sleep(3)
-
-    def trigger(self, dag_id: str, conf: dict[str, Any], note: str) -> str:
-        """Unpause ``dag_id`` and create a manual run with ``conf``; returns the run id."""
-        self.json("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-        body = self.json(
-            "POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf, "note": note}
-        )
-        return body["dag_run_id"]
-
-    def run_state(self, dag_id: str, run_id: str) -> tuple[str, dict[str, str]]:
-        """``(run state, {task label: state})`` of one run (mapped tasks labelled ``train_pair[btc_usdt]``)."""
-        run = self.json("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
-        tis = self.json("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances").get("task_instances") or []
-        tasks = {}
-        for ti in tis:
-            label = ti["task_id"]
-            if ti.get("map_index", -1) not in (-1, None):
-                label += f"[{ti.get('rendered_map_index') or ti['map_index']}]"
-            tasks[label] = ti.get("state") or "scheduled"
-        return run.get("state") or "queued", tasks
+def run_state(client: AirflowClient, dag_id: str, run_id: str) -> tuple[str, dict[str, str]]:
+    """``(run state, {task label: state})`` of one run (mapped tasks labelled ``train_pair[btc_usdt]``)."""
+    state = client.dag_run(dag_id, run_id).get("state") or "queued"
+    tasks = {}
+    for ti in client.task_instances(dag_id, run_id):
+        label = ti["task_id"]
+        if ti.get("map_index", -1) not in (-1, None):
+            label += f"[{ti.get('rendered_map_index') or ti['map_index']}]"
+        tasks[label] = ti.get("state") or "scheduled"
+    return state, tasks
 
 
 # --- training and the first forecasts ---------------------------------------------------------------------
@@ -538,7 +491,7 @@ def wait_for_forecasts(
     *,
     timeout_s: float,
     say: Say,
-    airflow: AirflowRest | None = None,
+    airflow: AirflowClient | None = None,
     run_id: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Poll until Serve answers ``GET /v1/forecast/{pair}`` for every pair; follow the DAG run meanwhile.
@@ -556,7 +509,11 @@ def wait_for_forecasts(
     with _http() as client:
         while True:
             if not run_done and airflow is not None and run_id is not None:
-                state, tasks = airflow.run_state(DAG_ID, run_id)
+                try:
+                    state, tasks = run_state(airflow, DAG_ID, run_id)
+                except (ServiceError, OSError) as exc:  # a slow api-server: report, keep waiting
+                    say(f"  (Airflow did not answer: {exc})")
+                    state, tasks = "running", {}
                 for label, task_state in tasks.items():
                     if seen_tasks.get(label) != task_state:
                         seen_tasks[label] = task_state
@@ -659,12 +616,13 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
             )
             say(report.training)
         elif "airflow-api-server" in registry:
-            login = airflow_login(settings)
-            assert login is not None
-            airflow = AirflowRest(settings.airflow_url, *login)
-            airflow.wait_for_dag(DAG_ID, 300, say)
+            from mur.airflow_local import AirflowClient
+
+            airflow = AirflowClient.from_settings(settings)
+            wait_for_dag(airflow, DAG_ID, 300, say)
             conf = {"pairs": missing, **options.training_conf()}
-            run_id = airflow.trigger(DAG_ID, conf, note="mur up: first models")
+            airflow.set_paused(DAG_ID, False)
+            run_id = airflow.trigger(DAG_ID, conf)["dag_run_id"]
             report.training = f"triggered {DAG_ID} run {run_id} for {', '.join(missing)}"
             say(f"{report.training} (conf {json.dumps(conf)})")
         else:
@@ -699,11 +657,12 @@ def bring_down(settings: Settings, *, say: Say) -> list[StopResult]:
 
 
 def leftover_processes(settings: Settings) -> list[tuple[int, str]]:
-    """Processes (other than this one and its ancestors) whose environment names this runtime dir.
+    """Processes (other than this one and its ancestors) that belong to the stack of this runtime dir.
 
-    ``mur up`` exports ``MUR_RUNTIME_DIR``, so every service, Airflow task, Ray worker and job inherits it.
+    ``mur up`` exports ``MUR_STACK={runtime dir}``, so every service, Airflow task, Ray worker and job
+    inherits it (a user's shell does not, even with ``MUR_RUNTIME_DIR`` exported).
     """
-    marker = f"MUR_RUNTIME_DIR={Path(settings.runtime_dir).resolve()}".encode()
+    marker = f"{STACK_MARKER}={Path(settings.runtime_dir).resolve()}".encode()
     mine = _ancestors(os.getpid())
     found = []
     for entry in os.scandir("/proc"):

@@ -23,16 +23,18 @@ def start_services(names: list[str] | None = None) -> None:
     """Start services (and what they depend on), skipping those already healthy."""
     from mur import services
     from mur.settings import get_settings
+    from mur.stack import align_settings
 
-    services.up(get_settings(), names or None, progress=typer.echo)
+    services.up(align_settings(get_settings()), names or None, progress=typer.echo)
 
 
 def stop_services(names: list[str] | None = None) -> None:
     """Stop services that mur started (SIGTERM to each one's process session, SIGKILL after a timeout)."""
     from mur import services
     from mur.settings import get_settings
+    from mur.stack import align_settings
 
-    services.down(get_settings(), names or None, progress=typer.echo)
+    services.down(align_settings(get_settings()), names or None, progress=typer.echo)
 
 
 def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
@@ -42,8 +44,9 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
 
     from mur import services
     from mur.settings import get_settings
+    from mur.stack import align_settings
 
-    rows = services.status(get_settings(), names or None)
+    rows = services.status(align_settings(get_settings(), export=False), names or None)
     if as_json:
         payload = [
             {
@@ -62,8 +65,9 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
         return
     colours = {"running": "green", "unhealthy": "yellow", "external": "cyan", "stopped": "dim"}
     table = Table(title="mur services")
-    for column in ("service", "state", "pid", "port", "health", "procs", "memory", "log"):
-        table.add_column(column, justify="right" if column in ("pid", "port", "procs", "memory") else "left")
+    for column in ("service", "state", "pid", "port", "health", "procs", "memory"):
+        numeric = column in ("pid", "port", "procs", "memory")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
     for r in rows:
         table.add_row(
             r.name,
@@ -73,9 +77,11 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
             "[green]ok[/]" if r.healthy else "[red]down[/]",
             str(r.processes),
             f"{r.memory_mb:.0f} MiB" if r.memory_mb is not None else "-",
-            _short_path(r.log_path),
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if rows:
+        console.print(f"logs: {_short_path(rows[0].log_path.parent)}/NAME.log", highlight=False)
 
 
 class _Clock:
@@ -97,9 +103,8 @@ def bring_up_cli(args: UpArgs) -> None:
     from mur.settings import get_settings
 
     say = _Clock()
-    settings = get_settings()
     try:
-        report = stack.bring_up(settings, args, say=say)
+        report = stack.bring_up(get_settings(), args, say=say)
     except KeyboardInterrupt:
         typer.echo(
             "interrupted: services that started keep running (mur status; mur down stops them)", err=True

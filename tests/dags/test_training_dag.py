@@ -218,7 +218,8 @@ def live_airflow(services: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyP
             "airflow_password": "test-password-1",
         }
     )
-    monkeypatch.setenv("MUR_TRAIN_SCHEDULE", "none")  # the components' DAG: no hourly runs while testing
+    # hourly schedule kept (backfills need a periodic one) but no scheduled runs while testing
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE", "False")
     registry = {s.name: s for s in airflow_services(settings)}
     try:
         started = svc.up(settings, list(registry), services=registry, progress=print)

@@ -77,9 +77,13 @@ def _all_ports(offset: int) -> list[int]:
 
 
 def pick_offset() -> int:
-    """An offset that moves every port of the stack onto a free one (below the ephemeral range)."""
+    """An offset that moves every port of the stack onto a free one.
+
+    8700-13100: no shifted port lands on a default one (a developer's stack) and Ray's dashboard agent
+    (52365 + offset) stays above Linux's ephemeral range (32768-60999) and below 65536.
+    """
     for _ in range(50):
-        offset = random.randrange(1000, 12000, 7)
+        offset = random.randrange(8700, 13100, 7)
         if all(_port_free(p) for p in _all_ports(offset)):
             return offset
     raise RuntimeError("no free set of ports found")

@@ -104,7 +104,7 @@ class ServeStack:
 
     def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+        return httpx.Client(base_url=self.url, headers=headers, **{"timeout": 30, **kwargs})
 
 
 def wait_until(check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.5) -> Any:
@@ -143,5 +143,8 @@ def copy_version(settings: Settings, pair: str, version: int, *, to_pair: str | 
     with contextlib.suppress(Exception):
         client.create_registered_model(name)
     tags = {**(src.tags or {}), "pair": to_pair or pair}
-    new = client.create_model_version(name, src.source, run_id=src.run_id, tags=tags)
+    model_id = getattr(src, "model_id", None) or (
+        src.source.removeprefix("models:/") if src.source.startswith("models:/m-") else None
+    )  # MLflow 3: a version's source is its logged model, which must be named too
+    new = client.create_model_version(name, src.source, run_id=src.run_id, tags=tags, model_id=model_id)
     return int(new.version)
