@@ -312,9 +312,10 @@ def _wait_healthy(
     deadline = time.monotonic() + timeout_s
     where = service.health_url or f"tcp://{service.host}:{service.port}"
     while True:
-        if probe(service):
-            return
         rc = proc.poll() if proc is not None else None
+        # a launcher that daemonizes (`ray start`) may still fail after the port answers: wait for its exit 0
+        if probe(service) and (proc is None or not service.daemonizes or rc == 0):
+            return
         died = None
         if rc is not None and (rc != 0 or not service.daemonizes):
             died = f"exited with code {rc}"

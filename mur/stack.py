@@ -260,17 +260,12 @@ def _migrate(settings: Settings) -> None:
     migrate(settings)
 
 
-# --- starting services in waves ------------------------------------------------------------------------
-def waves(registry: dict[str, Service], order: Sequence[str]) -> list[list[str]]:
-    """``order`` (dependencies first) grouped into waves: a service's wave follows all its dependencies'."""
-    level: dict[str, int] = {}
-    for name in order:
-        deps = [level[d] for d in registry[name].depends_on if d in level]
-        level[name] = 1 + max(deps, default=-1)
-    grouped: dict[int, list[str]] = {}
-    for name in order:
-        grouped.setdefault(level[name], []).append(name)
-    return [grouped[k] for k in sorted(grouped)]
+# --- starting services -----------------------------------------------------------------------------------
+EXCLUSIVE = frozenset({"ray"})
+"""Started alone: Ray's raylet gives its Python agents a hard-coded 15 s to come up (ray-project/ray#65983),
+which a busy 2-core machine can miss; with nothing else starting, the head comes up in ~15 s."""
+RETRIES = {"ray": 1}
+"""Extra attempts after a failed start (the same reason: a raylet that lost that race is retried once)."""
 
 
 def start_all(
@@ -281,59 +276,83 @@ def start_all(
     say: Say,
     registry_factory: Callable[[Settings], dict[str, Service]] | None = None,
 ) -> list[StartResult]:
-    """Start ``names`` (default: every registered service) wave by wave, up to ``parallel`` at once.
+    """Start ``names`` (default: every registered service) as soon as their dependencies are healthy.
 
-    While services start, a line every 20 s says which ones are still awaited. The first failure stops the
-    start (services already healthy stay up: run ``mur up`` again once fixed, or ``mur down``).
+    Up to ``parallel`` start side by side, except :data:`EXCLUSIVE` ones, which start alone (first when
+    ready). While services start, a line every 20 s says which are still awaited. The first failure ends the
+    start once the others under way finished; healthy services stay up (``mur up`` again resumes).
     """
+    from concurrent.futures import FIRST_COMPLETED, Future, wait
+
     from mur import services
 
     build = registry_factory or services.default_services
     registry = build(settings)
     order = services.plan(registry, names)
-    results: list[StartResult] = []
-    for wave in waves(registry, order):
-        registry = build(settings)  # factories may read what earlier waves created (e.g. Airflow's login)
-        pending = {name: time.monotonic() for name in wave}
-        stop_ticker = threading.Event()
+    deps = {n: [d for d in registry[n].depends_on if d in order] for n in order}
+    retries = dict(RETRIES)
+    done: dict[str, StartResult] = {}
+    running: dict[Future[StartResult], str] = {}
+    began: dict[str, float] = {}
+    errors: list[BaseException] = []
+    stop_ticker = threading.Event()
 
-        def tick(pending: dict[str, float] = pending, stop_ticker: threading.Event = stop_ticker) -> None:
-            while not stop_ticker.wait(20.0):
-                waiting = ", ".join(f"{n} ({time.monotonic() - t:.0f} s)" for n, t in list(pending.items()))
-                if waiting:
-                    say(f"  … waiting for {waiting}")
+    def tick() -> None:
+        while not stop_ticker.wait(20.0):
+            waiting = ", ".join(f"{n} ({time.monotonic() - began[n]:.0f} s)" for n in list(running.values()))
+            if waiting:
+                say(f"  … waiting for {waiting}")
 
-        def start(
-            name: str, registry: dict[str, Service] = registry, pending: dict[str, float] = pending
-        ) -> Any:
-            try:
-                result = services.start_service(settings, registry[name], progress=say)
-                say(services._describe_start(result, registry[name]))
-                return result
-            finally:
-                pending.pop(name, None)
+    def start(service: Service) -> StartResult:
+        result = services.start_service(settings, service, progress=say)
+        say(services._describe_start(result, service))
+        return result
 
-        ticker = threading.Thread(target=tick, daemon=True)
-        ticker.start()
-        try:
-            with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="mur-up") as pool:
-                futures = [pool.submit(start, name) for name in wave]
-                errors = []
-                for future in futures:
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="mur-up") as pool:
+            while len(done) < len(order):
+                if not errors:
+                    ready = [
+                        n
+                        for n in order
+                        if n not in done and n not in running.values() and all(d in done for d in deps[n])
+                    ]
+                    ready.sort(key=lambda n: n not in EXCLUSIVE)  # exclusive ones first, else plan order
+                    for name in ready:
+                        busy = set(running.values())
+                        if len(busy) >= max(1, parallel) or busy & EXCLUSIVE:
+                            break
+                        if name in EXCLUSIVE and busy:
+                            continue
+                        registry = build(settings)  # factories may read what earlier starts created
+                        began[name] = time.monotonic()
+                        running[pool.submit(start, registry[name])] = name
+                        if name in EXCLUSIVE:
+                            break
+                if not running:
+                    break
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    name = running.pop(future)
                     try:
-                        results.append(future.result())
-                    except BaseException as exc:  # noqa: BLE001 (collected, re-raised below)
+                        done[name] = future.result()
+                    except MurError as exc:
+                        if retries.get(name, 0) > 0 and not errors:
+                            retries[name] -= 1
+                            say(f"{name} did not start ({str(exc).splitlines()[0]}): trying once more")
+                            continue
                         errors.append(exc)
-        finally:
-            stop_ticker.set()
-        if errors:
-            first = next((e for e in errors if isinstance(e, MurError)), errors[0])
-            if len(errors) > 1:
-                for other in errors:
-                    if other is not first:
-                        say(f"also failed: {other}")
-            raise first
-    return results
+                    except BaseException as exc:  # noqa: BLE001 (re-raised below)
+                        errors.append(exc)
+    finally:
+        stop_ticker.set()
+    if errors:
+        for other in errors[1:]:
+            say(f"also failed: {other}")
+        raise errors[0]
+    return [done[n] for n in order if n in done]
 
 
 # --- admin user ----------------------------------------------------------------------------------------

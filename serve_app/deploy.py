@@ -114,18 +114,28 @@ def deploy(
     if force:
         config["applications"][0]["args"]["generation"] = int(time.time())
     started = time.time()
-    try:
-        _client(settings).deploy_applications(config)
-    except Exception as exc:
-        raise ServiceError(f"deploying to Ray at {settings.ray_address} failed: {exc}") from exc
+    for attempt in (1, 2):
+        try:
+            _client(settings).deploy_applications(config)
+            break
+        except Exception as exc:  # e.g. a proxy killed by a Serve shutdown that was still finishing
+            if attempt == 2:
+                raise ServiceError(f"deploying to Ray at {settings.ray_address} failed: {exc}") from exc
+            time.sleep(3.0)
     if wait:
         wait_running(settings, timeout_s=timeout_s, since=started, progress=progress)
     return settings.serve_url
 
 
-def undeploy(settings: Settings) -> None:
-    """Remove every declaratively deployed app and stop Serve (``serve shutdown``)."""
+def undeploy(settings: Settings, *, timeout_s: float = 60.0) -> None:
+    """Remove every declaratively deployed app and stop Serve (``serve shutdown``); wait until it is gone."""
     _client(settings).delete_applications()
+    deadline = time.monotonic() + timeout_s
+    while (serve_details(settings).get("controller_info") or {}).get("actor_id"):
+        if time.monotonic() > deadline:
+            raise ServiceError(f"Serve did not shut down within {timeout_s:.0f}s")
+        time.sleep(0.5)
+    time.sleep(1.0)  # the old controller's last actor kills land before a new Serve starts
 
 
 def replica_counts(details: dict[str, Any]) -> dict[str, int]:

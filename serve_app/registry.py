@@ -39,6 +39,7 @@ REBUILD_COOLDOWN_S = 60.0
     name="registry",
     num_replicas=1,
     max_ongoing_requests=1000,  # every Forecaster replica keeps one long-poll open here
+    graceful_shutdown_timeout_s=2,  # open long-polls are safe to cut
     ray_actor_options={"num_cpus": 0},
 )
 class RegistryWatcher:

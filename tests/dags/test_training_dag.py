@@ -219,6 +219,7 @@ def live_airflow(services: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyP
         }
     )
     # hourly schedule kept (backfills need a periodic one) but no scheduled runs while testing
+    monkeypatch.setenv("MUR_TRAIN_SCHEDULE", "@hourly")
     monkeypatch.setenv("AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE", "False")
     registry = {s.name: s for s in airflow_services(settings)}
     try:

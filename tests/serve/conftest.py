@@ -74,19 +74,18 @@ def serve_stack(
         return user.id, token
 
     overrides = settings_overrides(app_settings)
-    deploy(app_settings, AppArgs(settings=overrides), force=True, timeout_s=420)
-    port = int(serve_details(app_settings).get("http_options", {}).get("port") or app_settings.serve_port)
-    stack = ServeStack(
-        url=f"http://127.0.0.1:{port}",
-        settings=app_settings,
-        direct=direct,
-        pair=PAIR,
-        proxy=proxy,
-        make_user=make_user,
-        versions={PAIR: version},
-    )
     try:
-        yield stack
+        deploy(app_settings, AppArgs(settings=overrides), force=True, timeout_s=420)
+        port = int(serve_details(app_settings).get("http_options", {}).get("port") or app_settings.serve_port)
+        yield ServeStack(
+            url=f"http://127.0.0.1:{port}",
+            settings=app_settings,
+            direct=direct,
+            pair=PAIR,
+            proxy=proxy,
+            make_user=make_user,
+            versions={PAIR: version},
+        )
     finally:
         with contextlib.suppress(Exception):
             undeploy(app_settings)  # serve shutdown: no app or proxy left for other modules

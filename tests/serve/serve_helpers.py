@@ -72,6 +72,8 @@ class TcpProxy:
 
     def stop(self) -> None:
         if self._server is not None:
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept() thread; close() alone does not
             self._server.close()
             self._server = None
         with self._lock:
@@ -148,3 +150,21 @@ def copy_version(settings: Settings, pair: str, version: int, *, to_pair: str | 
     )  # MLflow 3: a version's source is its logged model, which must be named too
     new = client.create_model_version(name, src.source, run_id=src.run_id, tags=tags, model_id=model_id)
     return int(new.version)
+
+
+def register_broken_version(settings: Settings, pair: str) -> int:
+    """Register a version of ``{prefix}{pair}`` whose "ONNX" file is garbage; returns its number."""
+    from mur import registry
+
+    client = registry.configure(settings)
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    run = client.create_run(experiment.experiment_id, run_name=f"broken-{pair}")
+    client.log_text(run.info.run_id, "this is not an ONNX model", "model/model.onnx")
+    client.set_terminated(run.info.run_id)
+    name = registry.model_name(pair, settings.registry_prefix)
+    with contextlib.suppress(Exception):
+        client.create_registered_model(name)
+    version = client.create_model_version(
+        name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags={"pair": pair}
+    )
+    return int(version.version)

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from serve_helpers import ServeStack, copy_version, promote, wait_until
+from serve_helpers import ServeStack, copy_version, promote, register_broken_version, wait_until
 
 from mur.db import Database, get_usage, revoke_token
 from mur.serving import model_bytes
@@ -315,16 +315,11 @@ def test_autoscaling_config_and_scale_up_under_load(serve_stack: ServeStack) -> 
 
 
 def test_new_pair_is_added_and_503_until_its_model_loads(serve_stack: ServeStack) -> None:
-    from mur import registry
-
     stack = serve_stack
     new_pair = "sol_usdt"
     client_settings = stack.direct
-    mlflow = registry.configure(client_settings)
-    name = registry.model_name(new_pair, client_settings.registry_prefix)
-    mlflow.create_registered_model(name)
-    broken = mlflow.create_model_version(name, "mlflow-artifacts:/does/not/exist", tags={"pair": new_pair})
-    promote(client_settings, new_pair, int(broken.version))
+    broken = register_broken_version(client_settings, new_pair)
+    promote(client_settings, new_pair, broken)
 
     _, token = stack.make_user()
     _, admin = stack.make_user(admin=True)
