@@ -435,6 +435,19 @@ class AirflowClient:
         path = f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/xcomEntries/return_value"
         return self._json("GET", path, params={"map_index": map_index, "deserialize": True})["value"]
 
+    def task_log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1
+    ) -> str:
+        """The text of one try's log (the structured lines' events joined)."""
+        from urllib.parse import quote
+
+        path = f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/logs/{try_number}"
+        body = self._json(
+            "GET", path, params={"map_index": map_index}, headers={"Accept": "application/json"}
+        )
+        content = body.get("content", [])
+        return "\n".join(str(c.get("event", c)) if isinstance(c, dict) else str(c) for c in content)
+
     def wait_for_run(
         self, dag_id: str, run_id: str, timeout_s: float = 3600, poll_s: float = 5
     ) -> dict[str, Any]:

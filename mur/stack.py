@@ -451,6 +451,32 @@ def wait_for_dag(client: AirflowClient, dag_id: str, timeout_s: float, say: Say)
         time.sleep(3)
 
 
+def follow_runs(
+    client: AirflowClient, run_id: str, seen: dict[str, str], say: Say
+) -> tuple[str, dict[str, str]]:
+    """Print task state changes of ``run_id`` and of the DAG's other active runs; return ``run_id``'s state.
+
+    Unpausing the DAG starts its scheduled run too, which often trains the same models first (the
+    triggered run then reuses them), so its progress is shown as well.
+    """
+    response = client.http.get(
+        f"/api/v2/dags/{DAG_ID}/dagRuns", params={"state": ["queued", "running"], "limit": 20}
+    )
+    others = [r["dag_run_id"] for r in (response.json().get("dag_runs") or []) if r["dag_run_id"] != run_id]
+    result: tuple[str, dict[str, str]] = ("queued", {})
+    for rid in [run_id, *others]:
+        state, tasks = run_state(client, DAG_ID, rid)
+        who = "triggered run" if rid == run_id else f"{rid.split('__')[0]} run"
+        for label, task_state in tasks.items():
+            key = f"{rid} {label}"
+            if seen.get(key) != task_state:
+                seen[key] = task_state
+                say(f"  {who}: {label} {task_state}")
+        if rid == run_id:
+            result = (state, tasks)
+    return result
+
+
 def run_state(client: AirflowClient, dag_id: str, run_id: str) -> tuple[str, dict[str, str]]:
     """``(run state, {task label: state})`` of one run (mapped tasks labelled ``train_pair[btc_usdt]``)."""
     state = client.dag_run(dag_id, run_id).get("state") or "queued"
@@ -529,14 +555,10 @@ def wait_for_forecasts(
         while True:
             if not run_done and airflow is not None and run_id is not None:
                 try:
-                    state, tasks = run_state(airflow, DAG_ID, run_id)
+                    state, tasks = follow_runs(airflow, run_id, seen_tasks, say)
                 except (ServiceError, OSError) as exc:  # a slow api-server: report, keep waiting
                     say(f"  (Airflow did not answer: {exc})")
                     state, tasks = "running", {}
-                for label, task_state in tasks.items():
-                    if seen_tasks.get(label) != task_state:
-                        seen_tasks[label] = task_state
-                        say(f"  training run: {label} {task_state}")
                 if state == "failed":
                     failed = [t for t, s in tasks.items() if s in ("failed", "upstream_failed")]
                     raise ServiceError(

@@ -138,6 +138,15 @@ def undeploy(settings: Settings, *, timeout_s: float = 60.0) -> None:
     time.sleep(1.0)  # the old controller's last actor kills land before a new Serve starts
 
 
+def connect_ray(settings: Settings) -> None:
+    """Join the stack's Ray head as a driver (for ``serve.status()``); ``address="auto"`` could pick
+    whichever cluster started last on this machine, so the GCS port from settings is used."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=f"127.0.0.1:{settings.ray_gcs_port}", logging_level="ERROR", log_to_driver=False)
+
+
 def replica_counts(details: dict[str, Any]) -> dict[str, int]:
     """``{deployment: RUNNING replicas}`` from app details."""
     return {

@@ -272,6 +272,8 @@ def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airfl
         assert final["state"] == "success", client.task_instances("mur_training", run["dag_run_id"])
         result = client.xcom("mur_training", run["dag_run_id"], "train_pair", map_index=0)
         assert result["reused"] is True and result["version"] == btc["version"]
+        log_text = client.task_log("mur_training", run["dag_run_id"], "train_pair", map_index=0)
+        assert "btc_usdt: version" in log_text and "reusing it" in log_text  # our lines reach the task log
 
         # backfill the interval that ends at D1: same window → the same version, no new training
         start = (d1_end - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")

@@ -288,10 +288,9 @@ def test_registry_unreachable_keeps_serving_and_reports_degraded(serve_stack: Se
 
 
 def test_autoscaling_config_and_scale_up_under_load(serve_stack: ServeStack) -> None:
-    import ray
     from ray import serve
 
-    from serve_app.deploy import app_details
+    from serve_app.deploy import app_details, connect_ray
 
     stack = serve_stack
     config = app_details(stack.settings)["deployments"][stack.pair]["deployment_config"]["autoscaling_config"]
@@ -299,19 +298,25 @@ def test_autoscaling_config_and_scale_up_under_load(serve_stack: ServeStack) -> 
     assert config["max_replicas"] == stack.settings.serve_max_replicas == 2
     assert config["target_ongoing_requests"] == stack.settings.serve_target_ongoing_requests
 
-    if not ray.is_initialized():
-        ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
+    import ray
+
+    was_connected = ray.is_initialized()
+    connect_ray(stack.settings)
 
     def running() -> int:
         status = serve.status().applications[stack.settings.serve_app_name].deployments[stack.pair]
         return int(status.replica_states.get("RUNNING", 0))
 
-    assert running() == 1
-    _, token = stack.make_user(quota=1_000_000)
-    with Hammer(stack, token, workers=16) as hammer:
-        wait_until(lambda: running() >= 2, 120, "a second replica under load", interval_s=1.0)
-    assert not hammer.failures(), hammer.failures()[:5]
-    wait_until(lambda: running() == 1, 120, "scale back down to min_replicas", interval_s=2.0)
+    try:
+        assert running() == 1
+        _, token = stack.make_user(quota=1_000_000)
+        with Hammer(stack, token, workers=16) as hammer:
+            wait_until(lambda: running() >= 2, 120, "a second replica under load", interval_s=1.0)
+        assert not hammer.failures(), hammer.failures()[:5]
+        wait_until(lambda: running() == 1, 120, "scale back down to min_replicas", interval_s=2.0)
+    finally:
+        if not was_connected:
+            ray.shutdown()
 
 
 def test_new_pair_is_added_and_503_until_its_model_loads(serve_stack: ServeStack) -> None:

@@ -1,0 +1,196 @@
+"""``mur up`` without services: settings alignment, start scheduling, factories, the summary, leftovers."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mur import services, stack
+from mur.errors import ConfigError, ServiceError
+from mur.services import Service, StartResult
+from mur.settings import Settings
+
+
+def settings_for(tmp_path: Path, **overrides: object) -> Settings:
+    return Settings(_env_file=None, runtime_dir=tmp_path / "runtime", **overrides)
+
+
+# --- settings ------------------------------------------------------------------------------------------------
+def test_urls_follow_their_ports_unless_set(tmp_path: Path) -> None:
+    s = stack.align_settings(settings_for(tmp_path, mlflow_port=5100, airflow_port=8181), export=False)
+    assert s.mlflow_tracking_uri == "http://127.0.0.1:5100"
+    assert s.airflow_url == "http://127.0.0.1:8181"
+    assert s.ray_address == "http://127.0.0.1:8265" and s.s3_endpoint_url == "http://127.0.0.1:9000"
+    assert s.runtime_dir.is_absolute()
+    remote = settings_for(tmp_path, mlflow_tracking_uri="http://mlflow.example:5000", mlflow_port=5100)
+    assert stack.align_settings(remote, export=False).mlflow_tracking_uri == "http://mlflow.example:5000"
+
+
+def test_a_local_url_contradicting_its_port_is_refused(tmp_path: Path) -> None:
+    bad = settings_for(tmp_path, mlflow_tracking_uri="http://127.0.0.1:5000", mlflow_port=5100)
+    with pytest.raises(ConfigError, match="MUR_MLFLOW_TRACKING_URI"):
+        stack.align_settings(bad, export=False)
+
+
+def test_export_reaches_child_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exported = ("MUR_RAY_ADDRESS", "MUR_MLFLOW_TRACKING_URI", "MUR_S3_ENDPOINT_URL", "MUR_AIRFLOW_URL")
+    for name in (*exported, "MUR_RUNTIME_DIR", stack.STACK_MARKER):
+        monkeypatch.setenv(name, "placeholder")  # monkeypatch restores the original state afterwards
+        monkeypatch.delenv(name)
+    s = stack.align_settings(settings_for(tmp_path, ray_dashboard_port=18265))
+    assert os.environ["MUR_RAY_ADDRESS"] == "http://127.0.0.1:18265"
+    assert os.environ["MUR_RUNTIME_DIR"] == os.environ[stack.STACK_MARKER] == str(s.runtime_dir)
+
+
+def test_training_conf_leaves_unset_options_out() -> None:
+    assert stack.UpOptions().training_conf() == {}
+    assert stack.UpOptions(epochs=2, train_days=30).training_conf() == {"epochs": 2, "train_days": 30}
+
+
+# --- factories -----------------------------------------------------------------------------------------------
+def test_dash_gets_a_persistent_private_secret_key(tmp_path: Path) -> None:
+    s = settings_for(tmp_path)
+    first = stack.dash_services(s)[0]
+    second = stack.dash_services(s)[0]
+    key = first.env["MUR_SECRET_KEY"]
+    assert len(key) >= 32 and second.env["MUR_SECRET_KEY"] == key
+    mode = stat.S_IMODE((s.runtime_dir / stack.SECRETS_FILE).stat().st_mode)
+    assert mode == 0o600
+    assert first.health_url == f"http://127.0.0.1:{s.dash_port}/login"
+    assert "MUR_SECRET_KEY" not in stack.dash_services(settings_for(tmp_path, secret_key="k" * 40))[0].env
+
+
+def test_serve_runs_the_keeper_after_ray_and_mlflow(tmp_path: Path) -> None:
+    serve = stack.serve_services(settings_for(tmp_path, serve_port=18000))[0]
+    assert serve.argv[1:] == ["infra/docker/serve_keeper.py"]
+    assert set(serve.depends_on) == {"ray", "mlflow"}
+    assert serve.health_url == "http://127.0.0.1:18000/healthz" and serve.before_stop is not None
+
+
+def test_every_provider_is_registered(tmp_path: Path) -> None:
+    names = set(services.default_services(settings_for(tmp_path)))
+    assert {"s3", "mlflow", "ray", "airflow-api-server", "airflow-scheduler", "serve", "dash"} <= names
+
+
+# --- start scheduling ----------------------------------------------------------------------------------------
+def fake_registry() -> dict[str, Service]:
+    def svc(name: str, *deps: str) -> Service:
+        return Service(name=name, argv=["true"], port=1, depends_on=deps)
+
+    return {
+        s.name: s
+        for s in (
+            svc("s3"),
+            svc("mlflow", "s3"),
+            svc("ray"),
+            svc("api"),
+            svc("scheduler", "api"),
+            svc("serve", "ray", "mlflow"),
+            svc("dash", "serve", "api"),
+        )
+    }
+
+
+class FakeStarts:
+    """Records start/end times and concurrency of fake service starts."""
+
+    def __init__(self, fail: dict[str, int] | None = None) -> None:
+        self.lock = threading.Lock()
+        self.active: set[str] = set()
+        self.events: list[tuple[str, str, frozenset[str]]] = []
+        self.fail = dict(fail or {})
+        self.max_active = 0
+
+    def __call__(self, settings: Settings, service: Service, *, progress: object = None) -> StartResult:
+        with self.lock:
+            self.active.add(service.name)
+            self.max_active = max(self.max_active, len(self.active))
+            self.events.append(("start", service.name, frozenset(self.active)))
+        time.sleep(0.05)
+        with self.lock:
+            self.active.discard(service.name)
+            self.events.append(("end", service.name, frozenset(self.active)))
+            if self.fail.get(service.name, 0) > 0:
+                self.fail[service.name] -= 1
+                raise ServiceError(f"{service.name} did not answer")
+        return StartResult(service.name, "started", 1, 0.05)
+
+
+def run_start_all(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake: FakeStarts, parallel: int = 3
+) -> list[str]:
+    monkeypatch.setattr(services, "start_service", fake)
+    lines: list[str] = []
+    results = stack.start_all(
+        settings_for(tmp_path),
+        parallel=parallel,
+        say=lines.append,
+        registry_factory=lambda _s: fake_registry(),
+    )
+    return [r.name for r in results]
+
+
+def test_dependencies_first_ray_alone_parallel_bounded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = FakeStarts()
+    started = run_start_all(monkeypatch, tmp_path, fake, parallel=2)
+    assert set(started) == set(fake_registry())
+    ends = {name: i for i, (kind, name, _) in enumerate(fake.events) if kind == "end"}
+    starts = {name: i for i, (kind, name, _) in enumerate(fake.events) if kind == "start"}
+    for name, service in fake_registry().items():
+        assert all(ends[dep] < starts[name] for dep in service.depends_on), name
+    assert fake.events[0][:2] == ("start", "ray")  # the exclusive one first, alone
+    assert all(active == {"ray"} for kind, name, active in fake.events if kind == "start" and name == "ray")
+    assert fake.max_active <= 2
+
+
+def test_ray_gets_one_more_try_and_other_failures_stop_the_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = FakeStarts(fail={"ray": 1})
+    assert "serve" in run_start_all(monkeypatch, tmp_path, fake)
+    assert [n for kind, n, _ in fake.events if kind == "start"].count("ray") == 2
+
+    fake = FakeStarts(fail={"mlflow": 1})
+    with pytest.raises(ServiceError, match="mlflow did not answer"):
+        run_start_all(monkeypatch, tmp_path, fake)
+    started = {n for kind, n, _ in fake.events if kind == "start"}
+    assert "serve" not in started and "dash" not in started  # nothing that needs mlflow was started
+
+
+# --- summary and leftovers -----------------------------------------------------------------------------------
+def test_secrets_are_shown_only_when_just_created(tmp_path: Path) -> None:
+    s = stack.align_settings(settings_for(tmp_path), export=False)
+    report = stack.UpReport(
+        s, admin=stack.AdminResult("admin", created=True, password="pw-123", token="mur_x")
+    )
+    text = "\n".join(stack.summary_lines(report))
+    for label in ("Dashboard", "API docs", "Airflow UI", "MLflow UI", "Ray dashboard"):
+        assert label in text
+    assert "pw-123" in text and "mur_x" in text
+    later = stack.UpReport(s, admin=stack.AdminResult("admin", created=False))
+    text = "\n".join(stack.summary_lines(later))
+    assert "pw-123" not in text and "mur users set-password admin" in text and "mur tokens create" in text
+
+
+def test_leftovers_are_the_processes_carrying_the_stack_marker(tmp_path: Path) -> None:
+    s = stack.align_settings(settings_for(tmp_path), export=False)
+    env = {**os.environ, stack.STACK_MARKER: str(s.runtime_dir)}
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], env=env)
+    try:
+        deadline = time.monotonic() + 10
+        while child.pid not in [pid for pid, _ in stack.leftover_processes(s)]:
+            assert time.monotonic() < deadline, "the marked process was not found"
+            time.sleep(0.1)
+    finally:
+        child.kill()
+        child.wait()
+    assert child.pid not in [pid for pid, _ in stack.leftover_processes(s)]
