@@ -133,8 +133,8 @@ def reference_app(overrides: dict[str, Any], pair: str, version: int) -> Any:
     model = LoadedModel.from_bytes(pair, version, model_bytes(settings, pair, version), {})
     cache = MarketCache(settings, [pair])
     cache.start(settings.market_refresh_s)
-    db = Database(settings, maxconn=16)
-    pool = ThreadPoolExecutor(16)
+    db = Database(settings, minconn=8, maxconn=8)  # as in the ingress: keep every pooled connection
+    pool = ThreadPoolExecutor(8)
     app = FastAPI()
 
     @app.get("/healthz")

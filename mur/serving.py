@@ -473,10 +473,10 @@ class MarketCache:
         self._thread = threading.Thread(target=loop, name="market-cache", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop the background refresher."""
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop the background refresher (``wait``: until its thread has exited)."""
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and wait:
             self._thread.join(timeout=5)
             self._thread = None
 

@@ -174,10 +174,10 @@ class Forecaster:
             "model": model.describe() if model else None,
             "load_error": self.load_error,
             "market": self.cache.status()["pairs"].get(self.pair, {}),
-            "replica": serve.get_replica_context().replica_tag,
+            "replica": serve.get_replica_context().replica_id.unique_id,
         }
 
     def __del__(self) -> None:
         cache = getattr(self, "cache", None)
         if cache is not None:
-            cache._stop.set()
+            cache.stop(wait=False)

@@ -37,7 +37,7 @@ from serve_app.args import AppArgs
 
 T = TypeVar("T")
 API_VERSION = "v1"
-DB_THREADS = 16
+DB_THREADS = 8
 CALL_TIMEOUT_S = 30.0
 STATUS_TIMEOUT_S = 5.0
 
@@ -133,7 +133,9 @@ class ApiIngress:
         self.settings = AppArgs(**args).app_settings()
         self.forecasters = dict(forecasters)
         self.registry = registry
-        self.db = Database(self.settings, minconn=1, maxconn=DB_THREADS)
+        # minconn == maxconn: psycopg2's pool closes every connection above minconn when it is returned,
+        # which would mean a new PostgreSQL connection for most requests under load
+        self.db = Database(self.settings, minconn=DB_THREADS, maxconn=DB_THREADS)
         self._pool = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="mur-db")
 
     async def _blocking(self, func: Callable[..., T], *args: Any) -> T:
