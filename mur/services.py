@@ -74,8 +74,8 @@ class Service:
     """Runs before launching (e.g. create databases); a :class:`MurError` aborts the start."""
     after_start: Callable[[], object] | None = None
     """Runs once healthy (e.g. create the bucket); if it fails, the service is stopped again."""
-    before_stop: Callable[[], object] | None = None
-    """Runs before mur stops its processes (e.g. undeploy an app from Ray); errors are reported, not raised."""
+    after_stop: Callable[[], object] | None = None
+    """Runs once mur stopped its processes (e.g. remove an app it kept deployed on Ray); errors are reported."""
     description: str = ""
 
 
@@ -424,13 +424,13 @@ def stop_service(settings: Settings, service: Service, *, progress: Progress | N
             action: Literal["not running", "external"] = "external" if probe(service, 0.5) else "not running"
             return StopResult(service.name, action, 0.0)
         say(f"stopping {service.name} …")
-        if service.before_stop is not None:
-            try:
-                service.before_stop()
-            except Exception as exc:  # stopping must go on: the processes are what matters
-                say(f"{service.name}: before stopping: {type(exc).__name__}: {exc}")
         how = _terminate(sid, service.stop_timeout_s, first=service.stop_first, last=service.stop_last)
         pid_path(settings, service.name).unlink(missing_ok=True)
+        if service.after_stop is not None:
+            try:
+                service.after_stop()
+            except Exception as exc:  # the processes are gone, which is what stopping means
+                say(f"{service.name}: after stopping: {type(exc).__name__}: {exc}")
         return StopResult(service.name, how, time.monotonic() - began)
 
 
@@ -652,6 +652,10 @@ def core_services(settings: Settings) -> list[Service]:
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),  # job entrypoints run `python …`
         "RAY_USAGE_STATS_ENABLED": "0",
+        # Ray's own actors (Ray Train's PlacementGroupCleaner, …) find "their" cluster through the state API,
+        # which otherwise picks the newest head on the machine: with a second stack running (tests), that is
+        # the other one, and a training's placement group gets removed under it.
+        "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dash_port}",
     }
     if sys.prefix != sys.base_prefix:
         ray_env["VIRTUAL_ENV"] = sys.prefix

@@ -21,6 +21,7 @@ Also here: the supervisor's service factories for the Serve application and the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -81,15 +82,33 @@ class UpOptions:
     admin_user: str = "admin"
     admin_password: str | None = None
 
-    def training_conf(self) -> dict[str, Any]:
-        """The DAG run's ``conf`` (the DAG's Params) besides the pairs; unset options are left out."""
-        conf = {
+    def training_conf(self, settings: Settings | None = None) -> dict[str, Any]:
+        """The first training's options (the DAG run's ``conf`` besides the pairs).
+
+        Options given on the command line win; for the others, :data:`QUICK_TRAINING` applies while the
+        setting has its default value (``MUR_EPOCHS`` …), so that a first ``mur up`` is quick and a configured
+        stack trains the model its schedule would (which the scheduled runs then reuse).
+        """
+        given = {
             "epochs": self.epochs,
             "train_days": self.train_days,
             "hidden_size": self.hidden_size,
             "num_workers": self.num_workers,
         }
-        return {k: v for k, v in conf.items() if v is not None}
+        configured = (  # a value other than the default (a copied .env.example repeats the defaults)
+            {k for k in QUICK_TRAINING if getattr(settings, k) != type(settings).model_fields[k].default}
+            if settings is not None
+            else set(QUICK_TRAINING)
+        )
+        conf = {k: v for k, v in QUICK_TRAINING.items() if k not in configured}
+        conf.update({k: v for k, v in given.items() if v is not None})
+        return conf
+
+
+QUICK_TRAINING: dict[str, int] = {"epochs": 3, "train_days": 60, "num_workers": 1}
+"""The first training of ``mur up`` for settings left at their defaults (30 epochs on 365 days with 2 Ray
+workers per pair would keep a first start busy for half an hour on 2 cores); the hourly schedule trains with
+the settings and replaces a champion only with a better model."""
 
 
 @dataclass
@@ -192,7 +211,8 @@ def serve_services(settings: Settings) -> list[Service]:
 
     Serve itself runs inside Ray (controller, HTTP proxy and replicas are Ray actors of the head); the keeper
     deploys the app declaratively through the dashboard, as ``mur serve`` does, and redeploys it when the
-    head lost it. Healthy = the keeper runs and the API answers ``/healthz``. Stopping undeploys the app.
+    head lost it. Healthy = the keeper runs and the API answers ``/healthz``. Stopping ends the keeper,
+    then removes the app (else a later start would find the API answering and take it for someone else's).
     """
     from mur.services import Service
 
@@ -207,7 +227,7 @@ def serve_services(settings: Settings) -> list[Service]:
             stop_timeout_s=20,
             depends_on=("ray", "mlflow"),
             cwd=PROJECT_ROOT,
-            before_stop=functools.partial(undeploy_serve, settings),
+            after_stop=functools.partial(undeploy_serve, settings),
             description="Ray Serve API (deployed on the Ray head, kept deployed)",
         )
     ]
@@ -451,6 +471,33 @@ def wait_for_dag(client: AirflowClient, dag_id: str, timeout_s: float, say: Say)
         time.sleep(3)
 
 
+def trigger_first(client: AirflowClient, conf: dict[str, Any], attempts: int = 5) -> str:
+    """Create a manual run of the training DAG that Airflow schedules before the hourly one; its run id.
+
+    Unpausing the DAG also creates the run for the last hour, and Airflow queues task instances of equal
+    priority by logical date: the manual run gets a logical date just before that hour's, so the first
+    (quick) models come first. Its window ends an hour earlier with live data; with the bundled candles
+    both end where the candles end.
+    """
+    from datetime import timedelta
+
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    for attempt in range(1, attempts + 1):
+        logical = hour - timedelta(hours=1, minutes=attempt)
+        response = client.http.post(
+            f"/api/v2/dags/{DAG_ID}/dagRuns",
+            json={"logical_date": logical.isoformat(), "conf": conf, "note": "mur up: first models"},
+        )
+        if response.status_code == 409 and attempt < attempts:  # a run with this logical date exists
+            continue
+        if response.status_code >= 400:
+            raise ServiceError(
+                f"Airflow refused to trigger {DAG_ID}: {response.status_code} {response.text[:300]}"
+            )
+        return response.json()["dag_run_id"]
+    raise AssertionError("unreachable")
+
+
 def follow_runs(
     client: AirflowClient, run_id: str, seen: dict[str, str], say: Say
 ) -> tuple[str, dict[str, str]]:
@@ -523,7 +570,7 @@ def train_directly(settings: Settings, pairs: Sequence[str], options: UpOptions,
             settings,
             pair,
             end=datetime.now(UTC),
-            options=options.training_conf(),
+            options=options.training_conf(settings),
             emit=lambda line: say("  " + line) if line.startswith("[mur]") else None,
         )
         say(f"{pair}: version {result.get('version')} → {result.get('alias')} ({result.get('reason') or ''})")
@@ -661,9 +708,9 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
 
             airflow = AirflowClient.from_settings(settings)
             wait_for_dag(airflow, DAG_ID, 300, say)
-            conf = {"pairs": missing, **options.training_conf()}
-            airflow.set_paused(DAG_ID, False)
-            run_id = airflow.trigger(DAG_ID, conf)["dag_run_id"]
+            conf = {"pairs": missing, **options.training_conf(settings)}
+            run_id = trigger_first(airflow, conf)
+            airflow.set_paused(DAG_ID, False)  # after the trigger: the scheduled run queues behind it
             report.training = f"triggered {DAG_ID} run {run_id} for {', '.join(missing)}"
             say(f"{report.training} (conf {json.dumps(conf)})")
         else:
@@ -687,7 +734,11 @@ def bring_down(settings: Settings, *, say: Say) -> list[StopResult]:
     from mur import services
 
     settings = align_settings(settings)
-    results = services.down(settings, progress=say)
+    registry = services.default_services(settings)
+    if "serve" in registry and services.running_pid(settings, "ray") is not None:
+        # the Ray head stops too, and Serve with it: no need to remove the app first
+        registry["serve"] = dataclasses.replace(registry["serve"], after_stop=None)
+    results = services.down(settings, services=registry, progress=say)
     left = leftover_processes(settings)
     if left:
         say(

@@ -93,7 +93,14 @@ HOST_FLAGS = {"--host", "--dashboard-host", "--node-ip-address"}
 MACHINE_FLAGS = {"--num-cpus", "--workers", "--data-dir", "--object-store-memory"}
 WRAPPER_FLAGS = {"--health-port"}
 # Environment the local runner sets for its own machine only.
-LOCAL_ONLY_ENV = {"PATH", "VIRTUAL_ENV", "NO_PROXY", "PYTHONUNBUFFERED", "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"}
+LOCAL_ONLY_ENV = {
+    "PATH",
+    "VIRTUAL_ENV",
+    "NO_PROXY",
+    "PYTHONUNBUFFERED",
+    "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE",
+    "RAY_API_SERVER_ADDRESS",  # pins Ray's actors to their own head when two run on one machine (local only)
+}
 # Environment whose value must be the same locally and in production.
 SAME_VALUE_ENV = {
     "AIRFLOW__CORE__EXECUTOR",

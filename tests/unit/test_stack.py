@@ -49,9 +49,13 @@ def test_export_reaches_child_processes(tmp_path: Path, monkeypatch: pytest.Monk
     assert os.environ["MUR_RUNTIME_DIR"] == os.environ[stack.STACK_MARKER] == str(s.runtime_dir)
 
 
-def test_training_conf_leaves_unset_options_out() -> None:
+def test_first_training_is_quick_unless_configured_or_asked(tmp_path: Path) -> None:
     assert stack.UpOptions().training_conf() == {}
     assert stack.UpOptions(epochs=2, train_days=30).training_conf() == {"epochs": 2, "train_days": 30}
+    assert stack.UpOptions().training_conf(settings_for(tmp_path)) == stack.QUICK_TRAINING
+    configured = settings_for(tmp_path, epochs=1, train_days=30, num_workers=2)  # num_workers: the default
+    assert stack.UpOptions().training_conf(configured) == {"num_workers": 1}
+    assert stack.UpOptions(epochs=7).training_conf(configured) == {"num_workers": 1, "epochs": 7}
 
 
 # --- factories -----------------------------------------------------------------------------------------------
@@ -71,7 +75,7 @@ def test_serve_runs_the_keeper_after_ray_and_mlflow(tmp_path: Path) -> None:
     serve = stack.serve_services(settings_for(tmp_path, serve_port=18000))[0]
     assert serve.argv[1:] == ["infra/docker/serve_keeper.py"]
     assert set(serve.depends_on) == {"ray", "mlflow"}
-    assert serve.health_url == "http://127.0.0.1:18000/healthz" and serve.before_stop is not None
+    assert serve.health_url == "http://127.0.0.1:18000/healthz" and serve.after_stop is not None
 
 
 def test_every_provider_is_registered(tmp_path: Path) -> None:
