@@ -5,13 +5,14 @@ Steps of :func:`bring_up` (each prints its progress):
 1. settings: URLs follow the ports (``MUR_MLFLOW_PORT=5100`` moves ``MUR_MLFLOW_TRACKING_URI`` along) and are
    exported, with ``MUR_RUNTIME_DIR``, to every process started from here;
 2. PostgreSQL: the app, MLflow and Airflow databases exist; ``sql/`` migrations are applied;
-3. services (:mod:`mur.services`), dependencies first, independent ones side by side: s3 → mlflow, ray →
-   airflow-api-server → scheduler, dag-processor, triggerer → serve → dash; each is health-checked with a
-   timeout, and a failure names the service and quotes its log;
+3. services (:mod:`mur.services`): ray alone first, then each service once its dependencies are healthy, up
+   to 3 side by side (s3 → mlflow; airflow-api-server → scheduler, dag-processor, triggerer; ray + mlflow →
+   serve → dash); each is health-checked with a timeout, a failure names the service and quotes its log;
 4. the admin user (dashboard + API): created once with a generated password printed once (only its hash is
    stored), plus a demo API token printed once; an existing admin is left alone;
-5. training: the ``mur_training`` DAG is unpaused and triggered through Airflow's REST API for the pairs that
-   have no champion yet (without Airflow, the Ray jobs are submitted directly);
+5. training: the ``mur_training`` DAG is triggered through Airflow's REST API for the pairs that have no
+   champion yet (quick settings unless configured, queued ahead of the scheduled run), then unpaused;
+   without Airflow, the Ray jobs are submitted directly;
 6. waiting until Serve answers ``GET /v1/forecast/{pair}`` for every pair, then the URLs and logins.
 
 Also here: the supervisor's service factories for the Serve application and the dashboard
