@@ -185,8 +185,10 @@ def find_trained(settings: Settings, pair: str, end: datetime, options: Mapping[
     try:
         key = expected_idempotency_key(settings, pair, end, options)
         client = configure(settings)
-        version = find_version(client, pair, key)
-        return None if version is None else {**version_summary(client, version), "reused": True}
+        version = find_version(client, pair, key, settings.registry_prefix)
+        if version is None:
+            return None
+        return {**version_summary(client, version, settings.registry_prefix), "reused": True}
     except Exception as exc:  # the job checks again; a registry hiccup must not fail the task here
         log.warning(
             "registry look-up for %s failed (%s: %s); submitting the job", pair, type(exc).__name__, exc
