@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,8 @@ class Result:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    """Server CPU milliseconds per request, by process."""
 
     @property
     def rps(self) -> float:
@@ -183,6 +185,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def server_cpu_seconds(reference_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by each server process: Serve's proxy and replicas, and the reference."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")[0].decode()
+            fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(entry.name) == reference_pid:
+            name = "reference"
+        elif cmd.startswith(("ray::ProxyActor", "ray::ServeReplica")):
+            name = cmd.removeprefix("ray::").split(".")[0]
+        else:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def ray_worker_niceness() -> int:
@@ -332,11 +356,20 @@ def main() -> None:
         for conc in opts.concurrency:
             n = opts.requests or max(300, 40 * conc)
             for name, url in urls.items():
+                before = server_cpu_seconds(ref.pid)
                 result = asyncio.run(load(name, url, token, conc, n))
+                after = server_cpu_seconds(ref.pid)
+                used = {
+                    k: (after[k] - before.get(k, 0.0)) * 1000 / n
+                    for k in after
+                    if (k == "reference") == (name == "reference") and after[k] > before.get(k, 0.0)
+                }
+                result.cpu_ms = used
                 results.append(result)
+                cpu = ", ".join(f"{k} {v:.1f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))
                 print(
                     f"  {name:<9} c={conc:<3} {result.rps:8.1f} req/s  p50 {result.pct(0.5):6.1f} ms  "
-                    f"p99 {result.pct(0.99):6.1f} ms  errors {result.errors}",
+                    f"p99 {result.pct(0.99):6.1f} ms  errors {result.errors}  CPU ms/request: {cpu}",
                     flush=True,
                 )
     finally:
@@ -363,6 +396,8 @@ def main() -> None:
                 "reference_rps": r.rps,
                 "reference_p50_ms": r.pct(0.5),
                 "reference_p99_ms": r.pct(0.99),
+                "serve_cpu_ms_per_request": s.cpu_ms,
+                "reference_cpu_ms_per_request": r.cpu_ms,
                 "ratio": ratio,
                 "errors": s.errors + r.errors,
             }
@@ -375,6 +410,12 @@ def main() -> None:
     print(
         f"\nratio at {top['concurrency']} concurrent: {top['ratio']:.2f} (target >= {TARGET_RATIO}); "
         f"Serve p99 {top['serve_p99_ms']:.1f} ms (target < {TARGET_P99_MS:g} ms)"
+    )
+    serve_cpu, ref_cpu = top["serve_cpu_ms_per_request"], top["reference_cpu_ms_per_request"]
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(serve_cpu.items(), key=lambda kv: -kv[1]))
+    print(
+        f"server CPU per request at {top['concurrency']} concurrent: Serve {sum(serve_cpu.values()):.1f} ms "
+        f"({parts}) vs reference {sum(ref_cpu.values()):.1f} ms"
     )
     if opts.json:
         opts.json.write_text(json.dumps(summary, indent=2))

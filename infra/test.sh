@@ -15,4 +15,6 @@ echo "[test] ruff"
 .venv/bin/ruff format --check . >/dev/null || { echo "[test] ruff format would change files: run .venv/bin/ruff format ."; exit 1; }
 export MUR_REQUIRE_BROWSER=1  # the browser tests fail (not skip) without Chromium
 echo "[test] pytest"
-exec .venv/bin/pytest "$@"
+# Integration tests talk to real services on a 2-core machine: one retry absorbs a start-up hiccup
+# (a test that fails twice fails the run).
+exec .venv/bin/pytest --reruns 1 --reruns-delay 5 --durations=25 "$@"

@@ -137,6 +137,7 @@ class ApiIngress:
         # which would mean a new PostgreSQL connection for most requests under load
         self.db = Database(self.settings, minconn=DB_THREADS, maxconn=DB_THREADS)
         self._pool = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="mur-db")
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
 
     async def _blocking(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(func, *args))
@@ -150,13 +151,28 @@ class ApiIngress:
             )
         return name, handle
 
+    def _latest(self, name: str, handle: DeploymentHandle) -> asyncio.Future[Any]:
+        """The pair's latest-candles forecast, single-flight: GETs arriving while a call for the same pair is
+        in flight share its answer (same cached candles, same model: the same forecast), so under load the
+        Forecaster hop is paid once per burst instead of once per request."""
+        future = self._inflight.get(name)
+        if future is None:
+
+            async def call() -> Any:
+                return await handle.forecast_latest.remote()
+
+            future = asyncio.ensure_future(call())
+            self._inflight[name] = future
+            future.add_done_callback(lambda _: self._inflight.pop(name, None))
+        return future
+
     async def _forecast(
-        self, authorization: str | None, pair: str, call: Callable[[DeploymentHandle], Any]
+        self, authorization: str | None, pair: str, call: Callable[[str, DeploymentHandle], Any]
     ) -> JSONResponse:
         owner = await self._blocking(authenticate, self.db, authorization)
         name, handle = self._handle(pair)
         try:
-            result = await asyncio.wait_for(call(handle), timeout=CALL_TIMEOUT_S)
+            result = await asyncio.wait_for(asyncio.shield(call(name, handle)), timeout=CALL_TIMEOUT_S)
         except TimeoutError:
             raise ModelNotLoadedError(f"the {name} model did not answer within {CALL_TIMEOUT_S:g}s") from None
         if not result["ok"]:
@@ -249,7 +265,7 @@ class ApiIngress:
     @api.get("/v1/forecast/{pair}", tags=["v1"], response_model=ForecastOut, responses=ERRORS)
     async def forecast(self, pair: str, authorization: str | None = Depends(_authorization)) -> JSONResponse:
         """Next-hour close forecast from the latest closed candles (uses one unit of quota)."""
-        return await self._forecast(authorization, pair, lambda h: h.forecast_latest.remote())
+        return await self._forecast(authorization, pair, self._latest)
 
     @api.post("/v1/forecast/{pair}", tags=["v1"], response_model=ForecastOut, responses=ERRORS)
     async def forecast_candles(
@@ -257,7 +273,7 @@ class ApiIngress:
     ) -> JSONResponse:
         """Next-hour close forecast for your own candles (exactly seq_len, hourly, ascending)."""
         rows = [c.model_dump() for c in payload.candles]
-        return await self._forecast(authorization, pair, lambda h: h.forecast_candles.remote(rows))
+        return await self._forecast(authorization, pair, lambda _, h: h.forecast_candles.remote(rows))
 
     @api.post("/v1/admin/reload", tags=["admin"], responses={**ERRORS, 403: {"model": ErrorOut}})
     async def reload(
