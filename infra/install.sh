@@ -33,6 +33,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ "${MUR_FORCE_INSTALL:
   exit 0
 fi
 echo "[install] resolving and installing dependencies into $VENV (first time: ~1-3 min)"
-"$UV" pip install --quiet "${CONSTRAINTS[@]}" -e ".[dev]"
+# --compile-bytecode: write .pyc files now (PYTHONDONTWRITEBYTECODE may be set; every Ray worker and
+# Airflow task would otherwise recompile Airflow/Ray/MLflow on import).
+"$UV" pip install --quiet --compile-bytecode "${CONSTRAINTS[@]}" -e ".[dev]"
 echo "$want" > "$stamp"
 echo "[install] done: $("$VENV/bin/python" -c 'import torch, ray, mlflow, airflow; print(f"torch {torch.__version__}, ray {ray.__version__}, mlflow {mlflow.__version__}, airflow {airflow.__version__}")')"
