@@ -161,20 +161,13 @@ def summarize(results: Iterable[Mapping[str, Any] | None], *, expected: Iterable
 # --- registry look-up before submitting ------------------------------------------------------------
 def expected_idempotency_key(settings: Settings, pair: str, end: datetime, options: Mapping[str, Any]) -> str:
     """The key the Ray job will compute for this pair, window end and options (see ``train_and_register``)."""
-    from dataclasses import asdict
-
     from mur.pipeline import iso, model_config, train_config
-    from mur.ray_train import idempotency_key
+    from mur.ray_train import idempotency_key, training_params
 
     overrides = {k: v for k, v in options.items() if k not in ("num_workers", "train_days")}
-    mcfg, tcfg = model_config(settings, **overrides), train_config(settings, **overrides)
-    params = {
-        **mcfg.to_dict(),
-        **asdict(tcfg),
-        "seq_len": settings.seq_len,
-        "normalization": settings.normalization,
-        "train_days": settings.train_days,
-    }
+    params = training_params(
+        settings, model_config(settings, **overrides), train_config(settings, **overrides)
+    )
     return idempotency_key(pair, iso(end), params)
 
 

@@ -216,6 +216,17 @@ def storage_for(settings) -> tuple[str, Any]:
     return path.removeprefix("s3://"), fs
 
 
+def training_params(settings, mcfg: ModelConfig, tcfg: TrainConfig) -> dict[str, Any]:
+    """Everything that defines a training besides pair and window (logged as params, hashed into the key)."""
+    return {
+        **mcfg.to_dict(),
+        **asdict(tcfg),
+        "seq_len": settings.seq_len,
+        "normalization": settings.normalization,
+        "train_days": settings.train_days,
+    }
+
+
 def idempotency_key(pair: str, window_end: str, params: dict[str, Any]) -> str:
     """Same pair + window end + hyper-parameters → same key (Airflow re-runs reuse the version)."""
     import hashlib
@@ -259,13 +270,7 @@ def train_and_register(
         cpus_per_worker=settings.cpus_per_worker,
         gpus_per_worker=settings.gpus_per_worker,
     )
-    params = {
-        **mcfg.to_dict(),
-        **asdict(tcfg),
-        "seq_len": settings.seq_len,
-        "normalization": ds.spec.normalization,
-        "train_days": settings.train_days,
-    }
+    params = training_params(settings, mcfg, tcfg)
     key = idempotency_key(pair, window.to_dict()["end"], params)
     print(f"[mur] {pair}: {len(candles)} candles {window.to_dict()} (filled hours: {len(filled)}); key {key}")
     client = configure(settings)

@@ -48,7 +48,7 @@ def _as_rows(candles: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _ready(stack: ServeStack) -> dict[str, Any] | None:
-    body = httpx.get(f"{stack.url}/readyz", timeout=10).json()
+    body = httpx.get(f"{stack.url}/readyz", timeout=30).json()
     return body if body["status"] == "ready" else None
 
 
@@ -162,7 +162,7 @@ def test_error_answers_are_json(serve_stack: ServeStack) -> None:
         assert_error(client.post(url, json={"rows": good}), 422, "invalid_request")
         assert_error(client.post(url, json={"candles": [{"timestamp": 1}]}), 422, "invalid_request")
     with stack.client(admin) as client:
-        reload = client.post("/v1/admin/reload")
+        reload = client.post("/v1/admin/reload", timeout=90)
         assert reload.status_code == 200 and reload.json()["reloaded"] is True, reload.text
 
     _, last_unit = stack.make_user(quota=1)
@@ -243,7 +243,7 @@ def test_hot_reload_without_dropping_requests(serve_stack: ServeStack) -> None:
         new = copy_version(stack.direct, stack.pair, old)
         promote(stack.direct, stack.pair, new)
         with stack.client(admin) as client:
-            reload = client.post("/v1/admin/reload", params={"wait_s": 60}).json()
+            reload = client.post("/v1/admin/reload", params={"wait_s": 60}, timeout=120).json()
         assert reload["reloaded"] is True and reload["serving"] == {stack.pair: new}, reload
         switched = time.monotonic()
         wait_until(lambda: sum(1 for r in hammer.results if r[0] > switched + 1) >= 20, 60, "traffic after")
@@ -276,7 +276,7 @@ def test_registry_unreachable_keeps_serving_and_reports_degraded(serve_stack: Se
     try:
 
         def degraded() -> dict[str, Any] | None:
-            body = httpx.get(f"{stack.url}/readyz", timeout=10).json()
+            body = httpx.get(f"{stack.url}/readyz", timeout=30).json()
             return body if body["status"] == "degraded" else None
 
         body = wait_until(degraded, 60, "/readyz degraded")
@@ -338,21 +338,21 @@ def test_new_pair_is_added_and_503_until_its_model_loads(serve_stack: ServeStack
     _, token = stack.make_user()
     _, admin = stack.make_user(admin=True)
     with stack.client(admin) as client:
-        client.post("/v1/admin/reload", params={"wait_s": 0})
+        client.post("/v1/admin/reload", params={"wait_s": 0}, timeout=60)
     with stack.client(token) as client:
         wait_until(
             lambda: new_pair in client.get("/v1/pairs").json()["pairs"], 240, "the app to add the new pair"
         )
         body = assert_error(client.get(f"/v1/forecast/{new_pair}"), 503, "model_not_loaded")
         assert new_pair in body["message"]
-        ready = httpx.get(f"{stack.url}/readyz").json()
+        ready = httpx.get(f"{stack.url}/readyz", timeout=30).json()
         assert ready["status"] == "degraded" and any(new_pair in p for p in ready["problems"])
         assert client.get(f"/v1/forecast/{stack.pair}").status_code == 200  # the other pair is unaffected
 
         good = copy_version(client_settings, stack.pair, stack.versions[stack.pair], to_pair=new_pair)
         promote(client_settings, new_pair, good)
         with stack.client(admin) as admin_client:
-            admin_client.post("/v1/admin/reload", params={"wait_s": 30})
+            admin_client.post("/v1/admin/reload", params={"wait_s": 30}, timeout=90)
         wait_until(
             lambda: client.get(f"/v1/forecast/{new_pair}").status_code == 200, 60, "the repaired model"
         )
