@@ -18,7 +18,7 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from mur.errors import ModelNotLoadedError, MurError
+from mur.errors import DataValidationError, MarketDataError, ModelNotLoadedError, MurError
 from mur.serving import (
     LoadedModel,
     MarketCache,
@@ -99,6 +99,9 @@ class Forecaster:
                     exc,
                 )
                 return False  # generation not advanced: retried after RETRY_S
+            if model.seq_len + 24 > self.cache.history_hours:  # a model with a longer window than cached
+                self.cache.history_hours = 2 * model.seq_len
+                await asyncio.to_thread(self.cache.refresh)
             self.model, self.load_error = model, None  # atomic swap
             log.info("%s: now serving version %s", self.pair, version)
         self._epoch, self._generation = snapshot["epoch"], snapshot["generation"]
@@ -132,7 +135,10 @@ class Forecaster:
         try:
             model = self._require_model()
             snap = self.cache.snapshot(self.pair)
-            window = snap.window(model.seq_len)
+            try:
+                window = snap.window(model.seq_len)
+            except DataValidationError as exc:  # our cache, not the caller's input: 503, not 422
+                raise MarketDataError(f"cached candles of {self.pair} are unusable: {exc}") from exc
         except MurError as exc:
             return _failure(exc)
         prediction = await self._predict((model, window))

@@ -358,3 +358,18 @@ def test_new_pair_is_added_and_503_until_its_model_loads(serve_stack: ServeStack
         )
         assert client.get(f"/v1/forecast/{new_pair}").json()["model_version"] == good
     wait_until(lambda: _ready(stack), 60, "ready with both pairs")
+
+
+def test_cli_status_reports_the_running_app(serve_stack: ServeStack) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from mur.commands.serve import serve_cli
+
+    result = CliRunner().invoke(serve_cli, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.output)
+    assert status["status"] == "RUNNING" and status["url"] == serve_stack.url
+    assert status["replicas"]["api"] == 1 and status["replicas"][serve_stack.pair] >= 1
+    assert status["readyz"]["status"] in ("ready", "degraded")
