@@ -15,6 +15,7 @@ from mur.commands import dash as dash_cmd
 from mur.commands import data as data_cmd
 from mur.commands import db as db_cmd
 from mur.commands import ml as ml_cmd
+from mur.commands import serve as serve_cmd
 from mur.commands import stack as stack_cmd
 from mur.errors import MurError
 
@@ -30,6 +31,7 @@ stack_cmd.register(app)
 db_cmd.register(app)
 dash_cmd.register(app)
 airflow_cmd.register(app)
+serve_cmd.register(app)
 app.add_typer(data_cmd.app, name="data", help="Market data: show candles, run the Binance replay server.")
 
 
