@@ -56,6 +56,8 @@ def decide_promotion(
         )
     if champion_mae is None:
         return Decision(CHAMPION, f"first model for this pair (skill {new_skill:+.4f})", None)
+    if champion_mae == float("inf"):
+        return Decision(CHAMPION, "the current champion's model cannot be loaded; replacing it", None)
     if new_mae <= champion_mae:
         return Decision(
             CHAMPION,
@@ -153,7 +155,11 @@ def champion_mae_on(
         current = client.get_model_version_by_alias(model_name(pair, prefix), CHAMPION)
     except MlflowException:
         return None, None
-    session = load_session(onnx_bytes_for(f"models:/{model_name(pair, prefix)}/{current.version}"))
+    try:
+        session = load_session(onnx_bytes_for(f"models:/{model_name(pair, prefix)}/{current.version}"))
+    except Exception as exc:  # artefact gone (e.g. S3 wiped) or unreadable: it cannot defend its title
+        log.warning("champion %s v%s cannot be loaded (%s); it will be replaced", pair, current.version, exc)
+        return float("inf"), int(current.version)
     pred = run_session(session, x_test)
     return float(np.mean(np.abs(pred - y_test))), int(current.version)
 

@@ -57,6 +57,7 @@ def test_linear_baseline_learns_a_linear_rule() -> None:
         (1.0, 0.0, 1.0, CHAMPION, "<="),
         (1.1, 0.0, 1.0, CHALLENGER, ">"),
         (0.9, -0.04, 1.0, CHAMPION, "<="),
+        (5.0, 0.0, float("inf"), CHAMPION, "cannot be loaded"),  # champion's artefact is gone
     ],
 )
 def test_promotion_gate(new_mae: float, new_skill: float, champ: float | None, alias: str, why: str) -> None:
