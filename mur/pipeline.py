@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from mur.errors import DataValidationError
@@ -210,11 +209,6 @@ def train_local(
     return doc
 
 
-def windows_for_test(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Raw test windows and targets (what the promotion gate re-scores champions on)."""
-    return ds.x[ds.split.test], ds.y[ds.split.test]
-
-
 def train_local_and_register(
     settings: Settings, pair: str, *, end: datetime | None = None, **overrides: object
 ) -> dict[str, object]:
@@ -223,11 +217,10 @@ def train_local_and_register(
     Used by ``mur train PAIR --register`` and by tests that need a registered model quickly.
     """
     import tempfile
-    from dataclasses import asdict
 
     from mur.export import export_onnx
     from mur.models import build_model
-    from mur.ray_train import idempotency_key
+    from mur.ray_train import idempotency_key, training_params
     from mur.registry import log_and_register
     from mur.training import fit_local, seed_everything
 
@@ -238,14 +231,7 @@ def train_local_and_register(
     seed_everything(tcfg.seed)
     model = build_model(mcfg, seed=tcfg.seed)
     history = fit_local(model, ds.model_arrays("train"), ds.model_arrays("val"), tcfg, progress=False)
-    params = {
-        **mcfg.to_dict(),
-        **asdict(tcfg),
-        "seq_len": settings.seq_len,
-        "normalization": ds.spec.normalization,
-        "train_days": settings.train_days,
-        "trainer": "local",
-    }
+    params = {**training_params(settings, mcfg, tcfg), "trainer": "local"}
     rows = [
         {"epoch": i, "train_loss": t, "val_loss": v}
         for i, (t, v) in enumerate(zip(history.train_loss, history.val_loss, strict=True))
