@@ -577,3 +577,13 @@ def test_serve_keeper_redeploys_only_what_serve_cannot_fix() -> None:
     assert keeper.action_for({"status": "UNHEALTHY"}) == "report"  # Serve replaces replicas itself
     for status in ("RUNNING", "DEPLOYING", "NOT_STARTED", "DELETING"):
         assert keeper.action_for({"status": status}) == "nothing"
+
+
+def test_ray_nodes_get_the_serve_fast_path_env(services: dict[str, Any]) -> None:
+    """The Ray containers run Serve with the same request-path flags as the local head."""
+    from mur.services import SERVE_FAST_PATH_ENV
+
+    for name in ("ray-head", "ray-worker"):
+        env = {k: str(v) for k, v in services[name]["environment"].items()}
+        missing = {k: v for k, v in SERVE_FAST_PATH_ENV.items() if env.get(k) != v}
+        assert not missing, f"{name} lacks Serve flags {missing}"
