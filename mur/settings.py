@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     serve_max_replicas: int = 2
     serve_target_ongoing_requests: float = 8
     serve_batch_max_size: int = 32
-    serve_batch_wait_s: float = 0.005
+    serve_batch_wait_s: float = 0.001
     registry_poll_s: float = 30.0
     market_refresh_s: float = 60.0
     default_monthly_quota: int = 1000

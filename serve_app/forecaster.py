@@ -108,7 +108,7 @@ class Forecaster:
         return True
 
     # --- batching ------------------------------------------------------------------------------
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.001)
     async def _predict(self, items: list[tuple[LoadedModel, np.ndarray]]) -> list[float]:
         """All windows of a batch in one onnxruntime call per model (one model, except during a swap)."""
         out: list[float] = [0.0] * len(items)
