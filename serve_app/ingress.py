@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
@@ -23,6 +25,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mur.db import record_forecast
 from mur.errors import ModelNotLoadedError, MurError, UnknownPairError
 from mur.serving import (
     authenticate,
@@ -36,7 +39,9 @@ from mur.serving import (
 from serve_app.args import AppArgs
 
 T = TypeVar("T")
+log = logging.getLogger("ray.serve")
 API_VERSION = "v1"
+RECORDED_KEYS_MAX = 10_000
 DB_THREADS = 8
 CALL_TIMEOUT_S = 30.0
 STATUS_TIMEOUT_S = 5.0
@@ -138,6 +143,7 @@ class ApiIngress:
         self.db = Database(self.settings, minconn=DB_THREADS, maxconn=DB_THREADS)
         self._pool = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="mur-db")
         self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._recorded: set[tuple[str, int, str]] = set()
 
     async def _blocking(self, func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(func, *args))
@@ -166,8 +172,38 @@ class ApiIngress:
             future.add_done_callback(lambda _: self._inflight.pop(name, None))
         return future
 
+    def _record(self, body: dict[str, Any]) -> None:
+        """Keep a served market forecast for the track record (the dashboard's "how past forecasts fared"):
+        one insert per pair, model version and target hour, off the request path; a failed insert is
+        logged and retried on a later request."""
+        key = (body["pair"], int(body["model_version"]), body["target_time"])
+        if key in self._recorded:
+            return
+        if len(self._recorded) >= RECORDED_KEYS_MAX:
+            self._recorded.clear()
+        self._recorded.add(key)
+
+        def done(future: Future[Any]) -> None:
+            if future.exception() is not None:
+                self._recorded.discard(key)
+                log.warning("could not record the %s forecast for %s: %s", key[0], key[2], future.exception())
+
+        self._pool.submit(
+            record_forecast,
+            self.db,
+            pair=body["pair"],
+            model_version=str(body["model_version"]),
+            target_time=datetime.fromisoformat(body["target_time"].replace("Z", "+00:00")),
+            predicted=float(body["forecast"]),
+            last_close=float(body["last_close"]),
+        ).add_done_callback(done)
+
     async def _forecast(
-        self, authorization: str | None, pair: str, call: Callable[[str, DeploymentHandle], Any]
+        self,
+        authorization: str | None,
+        pair: str,
+        call: Callable[[str, DeploymentHandle], Any],
+        record: bool = False,
     ) -> JSONResponse:
         owner = await self._blocking(authenticate, self.db, authorization)
         name, handle = self._handle(pair)
@@ -179,6 +215,8 @@ class ApiIngress:
             body = {k: v for k, v in result.items() if k not in ("ok", "status")}
             return JSONResponse(body, status_code=result["status"])
         quota = await self._blocking(charge, self.db, owner)
+        if record:
+            self._record(result["body"])
         return JSONResponse(result["body"], headers=quota_headers(quota))
 
     # --- probes --------------------------------------------------------------------------------
@@ -265,7 +303,7 @@ class ApiIngress:
     @api.get("/v1/forecast/{pair}", tags=["v1"], response_model=ForecastOut, responses=ERRORS)
     async def forecast(self, pair: str, authorization: str | None = Depends(_authorization)) -> JSONResponse:
         """Next-hour close forecast from the latest closed candles (uses one unit of quota)."""
-        return await self._forecast(authorization, pair, self._latest)
+        return await self._forecast(authorization, pair, self._latest, record=True)
 
     @api.post("/v1/forecast/{pair}", tags=["v1"], response_model=ForecastOut, responses=ERRORS)
     async def forecast_candles(

@@ -108,6 +108,35 @@ def test_forecast_equals_onnxruntime_on_the_same_candles(serve_stack: ServeStack
     assert get_usage(Database(stack.settings, maxconn=1), user_id=user_id)[0] == 2
 
 
+def test_served_forecasts_join_the_track_record_once(serve_stack: ServeStack) -> None:
+    """A GET forecast is stored once per (pair, model version, target hour) for the dashboard's track record;
+    forecasts for client-supplied candles are not."""
+    from datetime import UTC
+
+    from mur.db import list_forecasts
+
+    stack = serve_stack
+    _, token = stack.make_user()
+    with stack.client(token) as client:
+        bodies = [client.get(f"/v1/forecast/{stack.pair}").json() for _ in range(3)]
+    got = bodies[0]
+    assert all(b == got for b in bodies)
+
+    def stored() -> list[Any]:
+        with Database(stack.settings, maxconn=1) as db:
+            rows = list_forecasts(db, pair=stack.pair)
+        return [
+            r
+            for r in rows
+            if r.model_version == str(got["model_version"])
+            and r.target_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") == got["target_time"]
+        ]
+
+    rows = wait_until(stored, 30, "the forecast in the forecasts table")
+    assert len(rows) == 1
+    assert np.isclose(rows[0].predicted, got["forecast"]) and rows[0].last_close == got["last_close"]
+
+
 def test_error_answers_are_json(serve_stack: ServeStack) -> None:
     stack = serve_stack
     url = f"/v1/forecast/{stack.pair}"
