@@ -655,19 +655,17 @@ SERVE_FAST_PATH_ENV: dict[str, str] = {
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
     "RAY_SERVE_LOG_TO_STDERR": "0",
 }
-HAPROXY_METRICS_PORT, HAPROXY_STATS_PORT = 9101, 8404  # Ray's defaults (HAProxy's Prometheus and stats ports)
+# HAProxy's Prometheus and stats ports (Ray's defaults), moved along with a second head's other Ray ports
+HAPROXY_SIDE_PORTS: dict[str, int] = {
+    "RAY_SERVE_HAPROXY_METRICS_PORT": 9101,
+    "RAY_SERVE_HAPROXY_STATS_PORT": 8404,
+}
 
 
 def serve_env(port_shift: int = 0) -> dict[str, str]:
-    """The Serve flags for a Ray head; a second head on this machine (tests) moves HAProxy's side ports."""
-    env = {k: os.environ.get(k, v) for k, v in SERVE_FAST_PATH_ENV.items()}
-    env["RAY_SERVE_HAPROXY_METRICS_PORT"] = os.environ.get(
-        "RAY_SERVE_HAPROXY_METRICS_PORT", str(HAPROXY_METRICS_PORT + port_shift)
-    )
-    env["RAY_SERVE_HAPROXY_STATS_PORT"] = os.environ.get(
-        "RAY_SERVE_HAPROXY_STATS_PORT", str(HAPROXY_STATS_PORT + port_shift)
-    )
-    return env
+    """The Serve flags for a Ray head (values already in the environment win)."""
+    defaults = {**SERVE_FAST_PATH_ENV, **{k: str(p + port_shift) for k, p in HAPROXY_SIDE_PORTS.items()}}
+    return {k: os.environ.get(k, v) for k, v in defaults.items()}
 
 
 def _base_env(settings: Settings) -> dict[str, str]:

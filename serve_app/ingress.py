@@ -184,16 +184,16 @@ class ApiIngress:
         self._recorded.add(key)
 
         def done(future: Future[Any]) -> None:
-            if future.exception() is not None:
+            if (exc := future.exception()) is not None:
                 self._recorded.discard(key)
-                log.warning("could not record the %s forecast for %s: %s", key[0], key[2], future.exception())
+                log.warning("could not record the %s forecast for %s: %s", key[0], key[2], exc)
 
         self._pool.submit(
             record_forecast,
             self.db,
             pair=body["pair"],
             model_version=str(body["model_version"]),
-            target_time=datetime.fromisoformat(body["target_time"].replace("Z", "+00:00")),
+            target_time=datetime.fromisoformat(body["target_time"]),
             predicted=float(body["forecast"]),
             last_close=float(body["last_close"]),
         ).add_done_callback(done)

@@ -109,8 +109,8 @@ def test_forecast_equals_onnxruntime_on_the_same_candles(serve_stack: ServeStack
 
 
 def test_served_forecasts_join_the_track_record_once(serve_stack: ServeStack) -> None:
-    """A GET forecast is stored once per (pair, model version, target hour) for the dashboard's track record;
-    forecasts for client-supplied candles are not."""
+    """A GET forecast is stored once per (pair, model version, target hour) for the dashboard's track record:
+    repeated GETs for the same hour do not write it again."""
     from datetime import UTC
 
     from mur.db import list_forecasts
@@ -135,6 +135,10 @@ def test_served_forecasts_join_the_track_record_once(serve_stack: ServeStack) ->
     rows = wait_until(stored, 30, "the forecast in the forecasts table")
     assert len(rows) == 1
     assert np.isclose(rows[0].predicted, got["forecast"]) and rows[0].last_close == got["last_close"]
+    with stack.client(token) as client:  # a re-record would upsert and move made_at
+        assert client.get(f"/v1/forecast/{stack.pair}").json() == got
+    time.sleep(1.0)
+    assert [r.made_at for r in stored()] == [rows[0].made_at]
 
 
 def test_error_answers_are_json(serve_stack: ServeStack) -> None:
