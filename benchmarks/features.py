@@ -51,14 +51,14 @@ def vectorized_pipeline(
     candles: pd.DataFrame, seq_len: int, normalization: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """The project's pipeline: features → windows → split → fit on train → normalized arrays."""
-    from mur.features import build_dataset, normalize_inputs, normalize_targets
+    from mur.model.features import build_dataset, normalize_inputs, normalize_targets
 
     ds = build_dataset(candles, seq_len, normalization)  # type: ignore[arg-type]
     return normalize_inputs(ds.x, ds.spec), normalize_targets(ds.y, ds.x, ds.spec)
 
 
 def main() -> None:
-    from mur.market_data import load_bundled, regularize_hourly
+    from mur.data import load_bundled, regularize_hourly
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pair", default="btc_usdt")

@@ -116,18 +116,13 @@ def reference_app(overrides: dict[str, Any], pair: str, version: int) -> Any:
 
     from mur.db import Database
     from mur.errors import MurError, UnknownPairError
-    from mur.serving import (
-        LoadedModel,
-        MarketCache,
-        authenticate,
-        charge,
-        forecast_body,
-        http_error,
-        model_bytes,
-        normalize_pair,
-        quota_headers,
-        registry_client,
-    )
+    from mur.model.inference import forecast_body
+    from mur.pairs import normalize_pair
+    from mur.registry.download import model_bytes
+    from mur.serving.champions import registry_client
+    from mur.serving.http import authenticate, charge, http_error, quota_headers
+    from mur.serving.market_cache import MarketCache
+    from mur.serving.model import LoadedModel
     from mur.settings import Settings
 
     settings = Settings(**overrides)
@@ -152,17 +147,17 @@ def reference_app(overrides: dict[str, Any], pair: str, version: int) -> Any:
                 raise UnknownPairError(f"unknown pair {name!r}")
             snap = cache.snapshot(model.pair)
             prediction = float(model.predict(snap.window(model.seq_len)[None])[0])
+            body = forecast_body(  # before the charge: an unusable forecast is an error, not a charge
+                model.pair,
+                prediction=prediction,
+                last_close=snap.last_close,
+                candle_time=snap.candle_time,
+                model_version=model.version,
+            )
             quota = await loop.run_in_executor(pool, charge, db, owner)
         except MurError as exc:
             status, body, headers = http_error(exc)
             return JSONResponse(body, status_code=status, headers=headers)
-        body = forecast_body(
-            model.pair,
-            model.version,
-            prediction=prediction,
-            last_close=snap.last_close,
-            candle_time=snap.candle_time,
-        )
         return JSONResponse(body, headers=quota_headers(quota))
 
     return app
@@ -252,19 +247,23 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120.0)
 
 def ensure_champion(settings: Any, pair: str) -> int:
     """The champion version under the benchmark's registry prefix (training a small one if needed)."""
-    from mur.serving import champions, registry_client
+    from mur.serving.champions import champions, registry_client
 
     found = champions(registry_client(settings), prefix=settings.registry_prefix, pairs=[pair])
     if pair in found:
         return int(found[pair]["version"])
     from mlflow import MlflowClient
 
-    from mur.pipeline import train_local_and_register
     from mur.registry import CHAMPION, model_name
+    from mur.training.driver import train_and_register
+    from mur.training.loop import LocalFit
 
     print(f"[setup] training a champion for {settings.registry_prefix}{pair} (one epoch) …", flush=True)
-    result = train_local_and_register(settings.model_copy(update={"train_days": 60}), pair, epochs=1)
-    version = int(result["version"])
+    result = train_and_register(
+        settings.model_copy(update={"train_days": 60}), pair, fit=LocalFit(), epochs=1
+    )
+    assert result.version is not None
+    version = result.version
     MlflowClient(settings.mlflow_tracking_uri).set_registered_model_alias(
         model_name(pair, settings.registry_prefix), CHAMPION, str(version)
     )

@@ -24,8 +24,9 @@ def train_once(
     settings: Any, pair: str, num_workers: int, use_gpu: bool, gpus_per_worker: float
 ) -> dict[str, Any]:
     """Train one pair to early stop with Ray Train; return timings."""
-    from mur.pipeline import load_candles, model_config, prepare, train_config
-    from mur.ray_train import ScalingSettings, run_distributed, storage_for
+    from mur.training.driver import load_candles, prepare
+    from mur.training.params import model_config, train_config
+    from mur.training.ray_fit import ScalingSettings, run_distributed, storage_for
 
     candles, window, _ = load_candles(settings, pair)
     ds = prepare(settings, candles)

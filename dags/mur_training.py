@@ -2,8 +2,8 @@
 
     list_pairs ──► train_pair[pair] (mapped, bounded) ──► summarize (Asset event) ──► all_pairs_trained
 
-Configuration only: each task imports :mod:`mur.orchestration` when it runs. Parsing this file loads the
-Airflow SDK, :mod:`mur.settings` and the import-light :mod:`mur.orchestration` / :mod:`mur.alerts` (no torch,
+Configuration only: each task imports :mod:`mur.orchestration.tasks` when it runs. Parsing this file loads the
+Airflow SDK, :mod:`mur.settings` and the import-light :mod:`mur.orchestration.tasks` / :mod:`mur.orchestration.alerts` (no torch,
 ray, mlflow or pandas). Schedule, parallelism and defaults come from ``MUR_*`` settings; the trigger form
 (Params) overrides pairs, window end and hyper-parameters for one run.
 """
@@ -11,22 +11,25 @@ ray, mlflow or pandas). Schedule, parallelism and defaults come from ``MUR_*`` s
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from mur.alerts import dag_failure_alert, task_failure_alert
-from mur.orchestration import (
+from mur.orchestration.alerts import dag_failure_alert, task_failure_alert
+from mur.orchestration.tasks import (
     CHAMPIONS_ASSET_URI,
     DAG_ID,
     MAX_RETRY_DELAY,
-    PAIR_PATTERN,
     RETRY_DELAY,
     schedule_for,
 )
+from mur.pairs import PAIR_PATTERN
 from mur.settings import get_settings
 
 settings = get_settings()
 CHAMPIONS = Asset(CHAMPIONS_ASSET_URI)
+FORM_PAIR_PATTERN = PAIR_PATTERN.replace("a-z0-9", "A-Za-z0-9")
+"""The pair rule in any case: the form accepts ``ETH_USDT``, the task lower-cases it."""
 
 
 @dag(
@@ -50,7 +53,7 @@ CHAMPIONS = Asset(CHAMPIONS_ASSET_URI)
         "pairs": Param(
             [],
             type="array",
-            items={"type": "string", "pattern": PAIR_PATTERN},
+            items={"type": "string", "pattern": FORM_PAIR_PATTERN},
             title="Pairs",
             description="Pairs to train, e.g. btc_usdt. Empty: Variable mur_pairs, else every configured pair.",
         ),
@@ -107,7 +110,7 @@ def mur_training() -> None:
     @task
     def list_pairs() -> list[str]:
         """Pairs to train this run: params → Variable ``mur_pairs`` → settings."""
-        from mur.orchestration import list_pairs_task
+        from mur.orchestration.tasks import list_pairs_task
 
         return list_pairs_task(get_current_context())
 
@@ -119,26 +122,26 @@ def mur_training() -> None:
     )
     def train_pair(pair: str) -> dict:
         """Submit the pair's Ray job (window end = data interval end), stream its logs, return ids + decision."""
-        from mur.orchestration import train_pair_task
+        from mur.orchestration.tasks import train_pair_task
 
         return train_pair_task(pair, get_current_context())
 
     @task(outlets=[CHAMPIONS], trigger_rule="all_done", retries=0)
     def summarize(results: list[dict]) -> dict:
         """Collect the mapped results (failed pairs listed) and emit the Asset event with them as extra."""
-        from mur.orchestration import summarize_task
+        from mur.orchestration.tasks import summarize_task
 
         return summarize_task(results, get_current_context())
 
     @task(trigger_rule="all_success", retries=0)
     def all_pairs_trained() -> None:
         """Fails the run (and alerts) when a pair failed, after ``summarize`` published the others."""
-        from mur.orchestration import check_all_trained_task
+        from mur.orchestration.tasks import check_all_trained_task
 
         check_all_trained_task(get_current_context())
 
     trained = train_pair.expand(pair=list_pairs())
-    summary = summarize(trained)
+    summary = summarize(cast("list[dict]", trained))  # an XComArg here; the mapped results when it runs
     [trained, summary] >> all_pairs_trained()
 
 

@@ -27,12 +27,14 @@ from flask import Flask, Response, current_app, jsonify, redirect, render_templa
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from dash_app import auth
 from dash_app.clients import AirflowClient, ServeClient
 from dash_app.context import EXTENSION_KEY, DashboardContext
 from mur.db import Database
 from mur.errors import ConfigError, DatabaseError
+from mur.security import HashingBusyError, HashingGate
 from mur.settings import PLACEHOLDER_SECRETS, Settings
 
 logger = logging.getLogger(__name__)
@@ -152,6 +154,15 @@ def _database_failed(error: DatabaseError) -> ResponseReturnValue:
     return _error(503, "Service unavailable", "The database is unavailable right now; try again shortly.")
 
 
+def _hashing_busy(error: HashingBusyError) -> ResponseReturnValue:
+    """503 at once when every password-hashing slot is taken (bounded memory under a login flood)."""
+    logger.warning("password hashing busy on %s", request.path)
+    answer = _error(503, "Busy", "Too many logins at once right now; try again in a moment.")
+    response = current_app.make_response(answer)
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def _configure_server(server: Flask, settings: Settings, secret_key: str) -> None:
     server.config.update(
         SECRET_KEY=secret_key,
@@ -167,6 +178,11 @@ def _configure_server(server: Flask, settings: Settings, secret_key: str) -> Non
         WTF_CSRF_HEADERS=[CSRF_HEADER],
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
+    if settings.trusted_proxy_hops:
+        # Only then are X-Forwarded-For/-Proto believed: the client IP (rate limits) and the scheme come from
+        # the last `hops` proxies' headers. Without a proxy anyone could send them.
+        hops = settings.trusted_proxy_hops
+        server.wsgi_app = ProxyFix(server.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
 
 def create_app(
@@ -201,6 +217,7 @@ def create_app(
             settings.airflow_url, username=settings.airflow_user, password=settings.airflow_password
         ),
         secret_key=secret_key,
+        hashing=HashingGate(settings.hashing_concurrency),
         _market=market,
     )
     server.extensions[EXTENSION_KEY] = context
@@ -211,14 +228,15 @@ def create_app(
     server.after_request(_after)
     server.register_error_handler(CSRFError, _csrf_failed)
     server.register_error_handler(DatabaseError, _database_failed)
+    server.register_error_handler(HashingBusyError, _hashing_busy)
 
     app = Dash(
         __name__,
-        server=server,
+        server=server,  # type: ignore[arg-type]  # Dash's stub says bool|callable; a Flask app is documented
         use_pages=False,
         assets_folder=str(PACKAGE_DIR / "assets"),
         title="Make Us Rich",
-        update_title=None,
+        update_title=None,  # type: ignore[arg-type]  # None disables the "Updating..." title (documented)
         suppress_callback_exceptions=True,
         serve_locally=True,
         csrf_token_name=CSRF_COOKIE,

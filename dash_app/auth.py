@@ -1,8 +1,14 @@
 """Accounts: the ``auth`` blueprint (``/login``, ``/register``, ``/logout``) and Flask-Login wiring.
 
-Forms are server-rendered Flask-WTF forms (CSRF token in each). Logins are rate limited per username and
-per client IP through ``login_attempts`` (:func:`mur.db.count_recent_failures`); a failed login always says
-"invalid username or password", whether or not the account exists.
+Forms are server-rendered Flask-WTF forms (CSRF token in each).
+
+- Logins are rate limited per (username, client IP), per client IP and, with a much higher limit, per
+  username (:func:`mur.db.begin_login_attempt`: counting and recording are one atomic step); a failed login
+  always says "invalid username or password", whether or not the account exists. Password checks run
+  through the app's :class:`~mur.security.HashingGate`: beyond it, 503 at once.
+- A session remembers the user's session generation; logging out bumps it (:func:`mur.db.end_sessions`),
+  so an old session cookie replayed later is no longer accepted.
+- Registration is open, invite-only or closed (``MUR_REGISTRATION``) and rate limited per client IP.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
-from flask_login import LoginManager, UserMixin, login_user, logout_user
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
@@ -22,15 +28,20 @@ from dash_app.context import get_context
 from mur.db import (
     MAX_EMAIL_LENGTH,
     MAX_USERNAME_LENGTH,
+    LoginLimits,
     User,
     authenticate,
-    count_recent_failures,
+    begin_login_attempt,
+    begin_registration_attempt,
+    cancel_login_attempt,
     create_user,
+    end_sessions,
     get_user_by_id,
-    record_login_attempt,
+    mark_login_succeeded,
 )
 from mur.errors import ConflictError, InvalidInputError
-from mur.security import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from mur.security import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, HashingBusyError
+from mur.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +50,8 @@ bp = Blueprint("auth", __name__)
 PAGES = ("/forecast", "/api", "/admin")
 SESSION_LIFETIME = timedelta(hours=12)
 INVALID_LOGIN = "Invalid username or password."
+USERNAME_UNAVAILABLE = "That username is not available."
+MAX_INVITE_LENGTH = 100
 
 
 class LoginUser(UserMixin):
@@ -46,7 +59,7 @@ class LoginUser(UserMixin):
 
     def __init__(self, account: User) -> None:
         self.account = account
-        self.id = str(account.id)
+        self.id = f"{account.id}:{account.session_generation}"  # what the session cookie stores
 
     @property
     def is_admin(self) -> bool:
@@ -73,6 +86,11 @@ class RegisterForm(FlaskForm):
     confirm = PasswordField(
         "Repeat the password", validators=[DataRequired(), EqualTo("password", "The passwords differ.")]
     )
+    invite = StringField(
+        "Invite code",
+        validators=[Optional(), Length(max=MAX_INVITE_LENGTH)],
+        description="from the invite link an administrator gave you",
+    )
 
 
 def safe_next(target: str | None) -> str:
@@ -86,17 +104,32 @@ def safe_next(target: str | None) -> str:
 
 
 def client_ip() -> str | None:
-    """The peer address (behind a reverse proxy, apply werkzeug's ProxyFix so this is the client's)."""
+    """The client's address: the TCP peer, or with ``MUR_TRUSTED_PROXY_HOPS`` > 0 what the trusted proxies
+    put in ``X-Forwarded-For`` (the app applies werkzeug's ProxyFix; untrusted headers are ignored)."""
     return request.remote_addr
 
 
-def _load_user(user_id: str) -> LoginUser | None:
+def login_limits(settings: Settings) -> LoginLimits:
+    return LoginLimits(
+        per_user_ip=settings.login_max_attempts,
+        per_ip=settings.login_ip_max_attempts,
+        per_user=settings.login_user_max_attempts,
+        window_s=settings.login_window_s,
+    )
+
+
+def _load_user(session_user_id: str) -> LoginUser | None:
+    """The session's user if it still exists, is enabled and the session is of its current generation."""
+    user_id, _, generation = session_user_id.partition(":")
     try:
         account = get_user_by_id(get_context().db, user_id=int(user_id))
+        current_generation = int(generation)
     except ValueError:
         return None
     if account is None or account.disabled:
         return None  # a disabled account is logged out on its next request
+    if account.session_generation != current_generation:
+        return None  # logged out (or password changed) since this session was made
     return LoginUser(account)
 
 
@@ -119,55 +152,103 @@ def login() -> ResponseReturnValue:
         return render_template("login.html", form=form, next=request.args.get("next", ""))
     username, ip = form.username.data or "", client_ip()
     settings = context.settings
-    failures = count_recent_failures(context.db, username=username, ip=ip, window_s=settings.login_window_s)
-    if failures >= settings.login_max_attempts:
+    attempt_id = begin_login_attempt(context.db, username=username, ip=ip, limits=login_limits(settings))
+    if attempt_id is None:
         minutes = max(1, round(settings.login_window_s / 60))
         flash(f"Too many failed login attempts. Try again in {minutes} minute(s).", "error")
         logger.warning("login rate limit hit for %r from %s", username[:64], ip)
         return render_template("login.html", form=form, next=request.args.get("next", "")), 429
-    account = authenticate(context.db, username=username, password=form.password.data or "")
-    record_login_attempt(context.db, username=username, ip=ip, success=account is not None)
+    try:
+        with context.hashing.slot():
+            account = authenticate(context.db, username=username, password=form.password.data or "")
+    except HashingBusyError:
+        cancel_login_attempt(context.db, attempt_id=attempt_id)  # no password was checked
+        raise
     if account is None:
         flash(INVALID_LOGIN, "error")
         return render_template("login.html", form=form, next=request.args.get("next", "")), 401
+    mark_login_succeeded(context.db, attempt_id=attempt_id)
     session.clear()  # a fresh session for the new identity
     session.permanent = True
     login_user(LoginUser(account))
     return redirect(safe_next(request.args.get("next")))
 
 
+def _register_page(form: RegisterForm, mode: str, status: int) -> ResponseReturnValue:
+    return render_template("register.html", form=form, mode=mode), status
+
+
+def _add_error(field: StringField | EmailField | PasswordField, message: str) -> None:
+    field.errors = [*field.errors, message]
+
+
 @bp.route("/register", methods=["GET", "POST"])
 def register() -> ResponseReturnValue:
-    """Create a member account (admins are made with ``mur users create NAME --admin``)."""
+    """Create a member account, if registration is open or with an invite (admins: ``mur users create``).
+
+    Every refusal of a well-formed form is a 400 on the form (a taken username included), so the status
+    does not single out existing usernames; attempts are rate limited per client IP, and in invite mode a
+    username is only looked at with a valid invite.
+    """
+    context = get_context()
+    settings = context.settings
+    mode = settings.registration_mode
     form = RegisterForm()
+    if request.method == "GET" and not form.invite.data:
+        form.invite.data = request.args.get("invite", "")
+    if mode == "closed":
+        return _register_page(form, mode, 403 if request.method == "POST" else 200)
     if not form.validate_on_submit():
-        status = 400 if request.method == "POST" else 200
-        return render_template("register.html", form=form), status
+        return _register_page(form, mode, 400 if request.method == "POST" else 200)
+    invite = (form.invite.data or "").strip() or None
+    if mode == "invite" and invite is None:
+        _add_error(form.invite, "An invite code is required: ask an administrator for an invite link.")
+        return _register_page(form, mode, 400)
+    ip = client_ip()
+    allowed = begin_registration_attempt(
+        context.db, ip=ip, limit=settings.registration_max_per_ip, window_s=settings.registration_window_s
+    )
+    if not allowed:
+        logger.warning("registration rate limit hit from %s", ip)
+        flash("Too many registration attempts from your address. Try again later.", "error")
+        return _register_page(form, mode, 429)
     try:
-        create_user(
-            get_context().db,
-            username=form.username.data or "",
-            email=form.email.data or None,
-            password=form.password.data or "",
-            roles=("member",),
-        )
+        with context.hashing.slot():
+            create_user(
+                context.db,
+                username=form.username.data or "",
+                email=form.email.data or None,
+                password=form.password.data or "",
+                roles=("member",),
+                invite_code=invite if mode == "invite" else None,
+            )
     except ConflictError:
-        form.username.errors = [*form.username.errors, "That username is already taken."]
-        return render_template("register.html", form=form), 409
-    except InvalidInputError as exc:  # weak password, bad username or email
+        _add_error(form.username, USERNAME_UNAVAILABLE)
+        return _register_page(form, mode, 400)
+    except InvalidInputError as exc:  # weak password, bad username, email or invite
         message = str(exc)
-        target = form.password if message.startswith("password") else form.username
-        if "email" in message:
+        target: StringField | EmailField | PasswordField = form.username
+        if message.startswith("password"):
+            target = form.password
+        elif "email" in message:
             target = form.email
-        target.errors = [*target.errors, message[0].upper() + message[1:] + "."]
-        return render_template("register.html", form=form), 400
+        elif message.startswith("invite"):
+            target = form.invite
+        _add_error(target, message[0].upper() + message[1:] + ".")
+        return _register_page(form, mode, 400)
     flash("Account created. You can log in now.", "info")
     return redirect(url_for("auth.login"))
 
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> ResponseReturnValue:
-    """Log out (POST with the CSRF token, so another site cannot log people out)."""
+    """Log out (POST with the CSRF token, so another site cannot log people out).
+
+    The user's session generation is bumped, so this session cookie, if replayed, no longer logs anyone in
+    (and the user's other sessions end too).
+    """
+    if current_user.is_authenticated:
+        end_sessions(get_context().db, user_id=current_user.account.id)
     logout_user()
     session.clear()
     flash("You are logged out.", "info")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from dash import html
 from dash.development.base_component import Component
@@ -14,7 +15,7 @@ METRIC_COLUMNS = (("mae", "MAE"), ("rmse", "RMSE"), ("mape", "MAPE %"), ("direct
 METRIC_ROWS = (("model", "model"), ("persistence", "persistence"), ("linear", "linear"))
 
 
-def notice(message: str | list[object], kind: str = "warn", **kwargs: object) -> Component:
+def notice(message: str | list[Any], kind: str = "warn", **kwargs: Any) -> Component:
     """A coloured message line (``kind``: ``warn``, ``bad`` or ``ok``)."""
     return html.Div(message, className=f"notice {kind}", role="status", **kwargs)
 
@@ -28,7 +29,7 @@ def fmt_time(value: datetime | None) -> str:
     return "–" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def data_table(header: Sequence[str], rows: Sequence[Sequence[object]], **kwargs: object) -> Component:
+def data_table(header: Sequence[str], rows: Sequence[Sequence[Any]], **kwargs: Any) -> Component:
     """A plain HTML table (``rows`` cells may be strings or components)."""
     return html.Table(
         [

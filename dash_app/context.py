@@ -12,12 +12,12 @@ from flask import current_app
 from flask_login import current_user
 
 from mur.db import Database, ensure_managed_token
-from mur.security import derive_api_token
+from mur.security import HashingGate, derive_api_token
 
 if TYPE_CHECKING:
     from dash_app.clients import AirflowClient, ServeClient
+    from mur.data import MarketData
     from mur.db import User
-    from mur.market_data import MarketData
     from mur.settings import Settings
 
 EXTENSION_KEY = "mur_dashboard"
@@ -34,6 +34,8 @@ class DashboardContext:
     serve: ServeClient
     airflow: AirflowClient
     secret_key: str
+    hashing: HashingGate
+    """Bounds the argon2 checks (login, registration) running at once in this process."""
     candles_shown: int = 72
     _market: MarketData | None = field(default=None, repr=False)
 
@@ -42,7 +44,7 @@ class DashboardContext:
         """The configured candle source (bundled data or Binance), created on first use."""
         if self._market is not None:
             return self._market
-        from mur.market_data import get_market_data
+        from mur.data import get_market_data
 
         return get_market_data(self.settings)
 

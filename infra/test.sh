@@ -1,20 +1,69 @@
 #!/usr/bin/env bash
-# The test command (README + .ci/run): install everything, lint, then run the whole suite against real
-# local services (PostgreSQL on 127.0.0.1:5432; S3, MLflow, Ray, Airflow, Serve are started by fixtures).
+# The test command (README + .ci/run): install, lint (ruff, mypy), then the tests in two tiers.
+#   fast tier      pytest -m fast: needs no service at all (pure code, bundled data, model, DAG definition,
+#                  in-process fakes); a few minutes. It runs first and is reported on its own.
+#   services tier  pytest -m "not fast": the real PostgreSQL (127.0.0.1:5432), S3, MLflow, Ray, Airflow and
+#                  Serve started by fixtures, headless Chromium, the whole stack end to end. Runs only after
+#                  the fast tier passed.
+# The tier of a test is set at collection from its markers and fixtures (tests/conftest.py).
+#
+# usage: bash infra/test.sh [--fast | --services] [pytest arguments...]
+#   (or MUR_TEST_TIER=fast|services|all; default all). Pytest arguments go to each tier that runs.
+# No global reruns: only a test marked service_start is rerun, once, on a start-up or connection error, and
+# each rerun is listed with its traceback ("rerun test summary info").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+TIER="${MUR_TEST_TIER:-all}"
+case "${1:-}" in
+  --fast) TIER=fast; shift ;;
+  --services) TIER=services; shift ;;
+esac
+case "$TIER" in
+  fast | services | all) ;;
+  *) echo "[test] unknown tier '$TIER' (fast, services or all)" >&2; exit 2 ;;
+esac
+
 bash infra/install.sh
-# Headless Chromium for the browser tests (Debian package; Playwright drives it, nothing is downloaded).
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "[test] installing Debian's chromium for the browser tests"
-  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-fi
 echo "[test] ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check . >/dev/null || { echo "[test] ruff format would change files: run .venv/bin/ruff format ."; exit 1; }
-export MUR_REQUIRE_BROWSER=1  # the browser tests fail (not skip) without Chromium
-echo "[test] pytest"
-# Integration tests talk to real services on a 2-core machine: one retry absorbs a start-up hiccup
-# (a test that fails twice fails the run).
-exec .venv/bin/pytest --reruns 1 --reruns-delay 5 --durations=25 "$@"
+echo "[test] mypy"
+.venv/bin/mypy  # files and options: [tool.mypy] in pyproject.toml
+
+LOGS=$(mktemp -d)
+trap 'rm -rf "$LOGS"' EXIT
+COLOR=()
+[ -t 1 ] && COLOR=(--color=yes)
+
+# run_tier NAME MARK_EXPRESSION [pytest arguments...]: run one tier, then one line with pytest's summary.
+run_tier() {
+  local name=$1 expr=$2 rc=0 start=$SECONDS summary
+  shift 2
+  echo "[test] $name tier: pytest -m \"$expr\""
+  .venv/bin/pytest -m "$expr" --durations=25 "${COLOR[@]}" "$@" 2>&1 | tee "$LOGS/$name.log" || rc=$?
+  summary=$(sed -E 's/\x1b\[[0-9;]*m//g' "$LOGS/$name.log" |
+    grep -E '(passed|failed|errors?|skipped|deselected|no tests ran)[^=]* in [0-9.]+s' | tail -1 |
+    sed -E 's/^=+ //; s/ =+$//' || true)
+  if [ "$rc" = 5 ]; then  # pytest's "no tests collected": the arguments selected nothing in this tier
+    summary="no test selected"
+    rc=0
+  fi
+  echo "[test] $name tier: ${summary:-no summary (pytest exit $rc)}; $((SECONDS - start)) s wall"
+  return "$rc"
+}
+
+if [ "$TIER" != services ]; then
+  run_tier fast "fast" "$@" || { echo "[test] fast tier failed: the services tier did not run"; exit 1; }
+fi
+if [ "$TIER" != fast ]; then
+  # Headless Chromium for the browser tests (Debian package; Playwright drives it, nothing is downloaded).
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "[test] installing Debian's chromium for the browser tests"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  export MUR_REQUIRE_BROWSER=1  # the browser tests fail (not skip) without Chromium
+  run_tier services "not fast" --rerun-show-tracebacks "$@"
+fi
+echo "[test] passed ($TIER)"

@@ -29,6 +29,10 @@ class ServiceError(MurError):
     """A local service did not start, answer or stop."""
 
 
+class RegistryUnavailableError(ServiceError):
+    """The MLflow registry (or the S3 store behind it) did not answer."""
+
+
 class JobError(MurError):
     """A Ray job failed or could not be submitted."""
 
@@ -71,3 +75,7 @@ class ForbiddenError(AuthError):
 
 class ModelNotLoadedError(ModelError):
     """No model is loaded (yet) for the requested pair."""
+
+
+class NoChampionError(ModelNotLoadedError):
+    """A configured pair has no champion: no registered version passed the promotion gate (or none exists)."""

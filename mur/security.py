@@ -4,6 +4,9 @@ Passwords are low-entropy and chosen by people, so they are hashed with argon2id
 API tokens are 256-bit random strings made here, so a single SHA-256 is enough to store them: nobody can
 brute-force 2**256 guesses however fast the hash, and a fast hash lets every API request be checked with one
 indexed lookup (``WHERE token_hash = %s``) instead of an argon2 verification per stored token.
+
+Each argon2id computation takes 64 MiB and tens of milliseconds of a core, so a server bounds how many run at
+once with a :class:`HashingGate`; requests beyond it are refused at once instead of queueing memory.
 """
 
 from __future__ import annotations
@@ -13,15 +16,19 @@ import hashlib
 import hmac
 import secrets
 import string
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from mur.errors import WeakPasswordError
+from mur.errors import MurError, WeakPasswordError
 
 TOKEN_PREFIX = "mur_"
 TOKEN_RANDOM_BYTES = 32
+INVITE_RANDOM_BYTES = 24
 TOKEN_DISPLAY_CHARS = 12  # "mur_" + 8 random chars: enough to tell tokens apart, ~48 of 256 bits shown
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024  # argon2 would accept more; refusing megabyte "passwords" avoids a cheap DoS
@@ -73,6 +80,34 @@ def needs_rehash(password_hash: str) -> bool:
         return _hasher().check_needs_rehash(password_hash)
     except (InvalidHashError, ValueError):
         return True
+
+
+class HashingBusyError(MurError):
+    """Every password-hashing slot is taken: answer "busy, try again" instead of waiting."""
+
+
+class HashingGate:
+    """At most ``limit`` password hashes/verifications at once; callers beyond it are refused, not queued.
+
+    Thread-safe; one per server process (a threaded server would otherwise run one argon2id, 64 MiB, per
+    concurrent login).
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a HashingGate needs at least one slot")
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one slot for the block; raises :class:`HashingBusyError` at once if none is free."""
+        if not self._slots.acquire(blocking=False):
+            raise HashingBusyError("too many password checks at once; try again in a moment")
+        try:
+            yield
+        finally:
+            self._slots.release()
 
 
 @lru_cache(maxsize=1)
@@ -135,6 +170,11 @@ def generate_password() -> str:
 def generate_api_token() -> str:
     """A new API token: ``mur_`` followed by 32 random bytes, URL-safe base64 (43 characters)."""
     return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_RANDOM_BYTES)
+
+
+def generate_invite_code() -> str:
+    """A single-use registration invite code (192 random bits, URL-safe; stored as its SHA-256)."""
+    return secrets.token_urlsafe(INVITE_RANDOM_BYTES)
 
 
 def derive_api_token(secret: str, context: str) -> str:

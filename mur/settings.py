@@ -79,7 +79,13 @@ class Settings(BaseSettings):
     s3_bucket: str = "mur-artifacts"
     s3_access_key: str = "minioadmin"
     s3_secret_key: str = "minioadmin"
-    promotion_skill_floor: float = -0.05
+    promotion_skill_floor: float = Field(
+        default=-0.01,
+        description="a version below this skill vs persistence never becomes champion (see the gate rules)",
+    )
+    promotion_alpha: float = Field(
+        default=0.05, gt=0, lt=1, description="significance level of the gate's DM and champion tests"
+    )
     registry_prefix: str = Field(
         default="mur-", description="registered model name prefix (mur-{pair}); tests use a private one"
     )
@@ -92,6 +98,9 @@ class Settings(BaseSettings):
     pg_database: str = "mur"
     mlflow_database: str = "mlflow"
     airflow_database: str = "airflow"
+    pg_statement_timeout_s: float | None = Field(
+        default=15.0, gt=0, description="cancel application statements running longer (None: no limit)"
+    )
 
     # --- Serve / API ---------------------------------------------------------------------------
     serve_host: str = "127.0.0.1"
@@ -136,8 +145,29 @@ class Settings(BaseSettings):
         default=None, description="Flask session key; required outside development"
     )
     api_public_url: str | None = Field(default=None, description="Serve API URL shown in curl examples")
-    login_max_attempts: int = 5
-    login_window_s: int = 300
+    login_max_attempts: int = Field(
+        default=5, ge=1, description="failed logins per (username, client IP) within the window"
+    )
+    login_ip_max_attempts: int = Field(
+        default=30, ge=1, description="failed logins from one client IP (any usernames) within the window"
+    )
+    login_user_max_attempts: int = Field(
+        default=100, ge=1, description="failed logins of one username from all IPs (locks the account)"
+    )
+    login_window_s: int = Field(default=300, ge=1)
+    hashing_concurrency: int = Field(
+        default=4, ge=1, description="argon2 checks at once per dashboard process (64 MiB each); more: 503"
+    )
+    trusted_proxy_hops: int = Field(
+        default=0, ge=0, description="reverse proxies in front of the dashboard whose X-Forwarded-* to trust"
+    )
+    registration: Literal["open", "invite", "closed"] | None = Field(
+        default=None, description="who may create accounts (None: invite in production, open otherwise)"
+    )
+    registration_max_per_ip: int = Field(
+        default=5, ge=1, description="registration attempts per client IP within registration_window_s"
+    )
+    registration_window_s: int = Field(default=3600, ge=1)
 
     @field_validator("pairs", mode="before")
     @classmethod
@@ -158,6 +188,8 @@ class Settings(BaseSettings):
                 raise ValueError("MUR_SECRET_KEY must be set to a real secret in production")
             if self.s3_secret_key in PLACEHOLDER_SECRETS | {"minioadmin"}:
                 raise ValueError("MUR_S3_SECRET_KEY must be set to a real secret in production")
+            if self.pg_password in PLACEHOLDER_SECRETS | {"postgres"}:
+                raise ValueError("MUR_PG_PASSWORD must be set to a real password in production")
         return self
 
     # --- derived -------------------------------------------------------------------------------
@@ -169,6 +201,13 @@ class Settings(BaseSettings):
     def sqlalchemy_url(self, database: str) -> str:
         """SQLAlchemy URL with the psycopg2 driver (SQLAlchemy 2.1 defaults to psycopg 3)."""
         return self.pg_dsn(database).replace("postgresql://", "postgresql+psycopg2://", 1)
+
+    @property
+    def registration_mode(self) -> Literal["open", "invite", "closed"]:
+        """``registration``, or its default: invite-only in production, open elsewhere."""
+        if self.registration is not None:
+            return self.registration
+        return "invite" if self.env == "production" else "open"
 
     @property
     def serve_url(self) -> str:

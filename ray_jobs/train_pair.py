@@ -2,17 +2,15 @@
 
     python -m ray_jobs.train_pair --pair btc_usdt [--end 2025-06-01T00:00:00Z] [--num-workers 2] [--use-gpu]
 
-The last stdout line is ``MUR_RESULT {json}``: the submitter (:mod:`mur.jobs`) parses it.
+The last stdout line is ``MUR_RESULT {json}`` (:meth:`mur.contracts.TrainingResult.to_line`): the submitter
+(:mod:`mur.orchestration.job_submission`) parses it with :func:`mur.contracts.parse_result_line`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-
-RESULT_MARKER = "MUR_RESULT "
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,31 +25,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--train-days", type=int, help="length of the training window in days")
     p.add_argument("--fail-at-epoch", type=int, help="(tests) raise once in the first attempt at this epoch")
+    p.add_argument(
+        "--kind",
+        choices=["scheduled", "backfill", "manual"],
+        default="manual",
+        help="what asked for this training (recorded on the version)",
+    )
     p.add_argument("--no-reuse", action="store_true", help="train even if this window was trained before")
     return p.parse_args(argv)
 
 
+def say(line: str) -> None:
+    """Progress lines go to stdout, which is the job's log."""
+    print(line, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from mur.contracts import TrainingResult
     from mur.errors import MurError
-    from mur.pipeline import parse_time
-    from mur.ray_train import train_and_register
     from mur.settings import Settings
+    from mur.timeutil import parse_time
+    from mur.training.driver import train_and_register
+    from mur.training.ray_fit import RayFit
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
-        overrides = {}
-        if args.train_days is not None:
-            overrides["train_days"] = args.train_days
-        settings = Settings(**overrides)
-        result = train_and_register(
+        settings = Settings() if args.train_days is None else Settings(train_days=args.train_days)
+        fit = RayFit.from_settings(
             settings,
-            args.pair,
-            end=parse_time(args.end),
             num_workers=args.num_workers,
             use_gpu=True if args.use_gpu else None,
             fail_at_epoch=args.fail_at_epoch,
+            emit=say,
+        )
+        result = train_and_register(
+            settings,
+            args.pair,
+            fit=fit,
+            end=parse_time(args.end),
             reuse_existing=not args.no_reuse,
+            kind=args.kind,
+            emit=say,
             epochs=args.epochs,
             arch=args.arch,
             hidden_size=args.hidden_size,
@@ -59,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     except MurError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        print(RESULT_MARKER + json.dumps({"error": str(exc)}), flush=True)
+        print(TrainingResult.failure(args.pair.lower(), str(exc)).to_line(), flush=True)
         return 2
-    print(RESULT_MARKER + json.dumps(result, default=str), flush=True)
+    print(result.to_line(), flush=True)
     return 0
 
 

@@ -3,16 +3,29 @@
 Graph: ``api`` (FastAPI ingress) → one ``Forecaster`` per pair, named by the pair, each with its own
 autoscaling config → ``registry`` (RegistryWatcher). The pairs are the registry's models (named
 ``{registry_prefix}{pair}``) that have a champion alias, optionally restricted by ``AppArgs.pairs``.
+
+With MLflow down, the builder uses the last known champions (:class:`~mur.serving.champion_store.ChampionStore`,
+written by the watcher), so a redeploy during an outage keeps serving what was served.
+
+When a new pair gets a champion, the watcher calls :func:`rebuild_app` (passed to it at bind time, so the
+deployments never import this module back).
 """
 
+import logging
 from typing import Any
 
-from ray.serve import Application
+from ray import serve
+from ray.serve import Application, Deployment
 
-from mur.errors import ServiceError
-from mur.serving import RegistryUnavailableError, champions, normalize_pair, registry_client
+from mur.errors import RegistryUnavailableError, ServiceError
+from mur.pairs import normalize_pair
+from mur.serving.champion_store import ChampionStore
+from mur.serving.champions import champions, registry_client
 from mur.settings import Settings
 from serve_app.args import AppArgs
+from serve_app.deploy import put_applications, serve_details
+
+log = logging.getLogger("ray.serve")
 
 
 def autoscaling_config(settings: Settings) -> dict[str, Any]:
@@ -30,13 +43,29 @@ def autoscaling_config(settings: Settings) -> dict[str, Any]:
 
 
 def served_pairs(settings: Settings, args: AppArgs) -> list[str]:
-    """Pairs with a champion in the registry (restricted to ``args.pairs`` when given)."""
+    """Pairs with a champion in the registry (restricted to ``args.pairs`` when given); the last known ones
+    when the registry does not answer (ServiceError only when none are known)."""
+    store = ChampionStore.for_settings(settings)
     client = registry_client(settings)
     try:
         found = champions(client, prefix=settings.registry_prefix, pairs=args.pairs)
     except RegistryUnavailableError as exc:
-        raise ServiceError(f"cannot build the Serve app: {exc} ({settings.mlflow_tracking_uri})") from exc
+        known = store.champions(args.pairs)
+        if not known:
+            raise ServiceError(
+                f"cannot build the Serve app: {exc} ({settings.mlflow_tracking_uri}), "
+                "and no champions are known from an earlier deployment"
+            ) from exc
+        log.warning("%s: building the app from the last known champions %s", exc, sorted(known))
+        return sorted(known)
+    store.save_champions(found)
     return sorted(found)
+
+
+def _deployment(decorated: object) -> Deployment:
+    """A ``@serve.deployment`` class as the Deployment it is (the decorator's stubs say it is the class)."""
+    assert isinstance(decorated, Deployment), decorated
+    return decorated
 
 
 def build_app(args: AppArgs) -> Application:
@@ -46,20 +75,52 @@ def build_app(args: AppArgs) -> Application:
         args = AppArgs(**args)
     from serve_app.forecaster import Forecaster
     from serve_app.ingress import ApiIngress
-    from serve_app.registry import RegistryWatcher
+    from serve_app.watcher import RegistryWatcher
 
     if args.pairs is not None:
         args = args.model_copy(update={"pairs": [normalize_pair(p) for p in args.pairs]})
     settings = args.app_settings()
     pairs = served_pairs(settings, args)
     raw = args.model_dump(mode="json")
-    registry = RegistryWatcher.bind(raw, pairs)
+    registry = _deployment(RegistryWatcher).bind(raw, pairs, rebuild_app)
     forecasters = {
-        pair: Forecaster.options(
+        pair: _deployment(Forecaster)
+        .options(
             name=pair,
             autoscaling_config=autoscaling_config(settings),
             max_ongoing_requests=max(2 * settings.serve_batch_max_size, 16),
-        ).bind(pair, registry, raw)
+        )
+        .bind(pair, registry, raw)
         for pair in pairs
     }
-    return ApiIngress.bind(forecasters, registry, raw)
+    return _deployment(ApiIngress).bind(forecasters, registry, raw)
+
+
+def rebuild_app(app_name: str, args: AppArgs) -> None:
+    """Inside the cluster: redeploy ``app_name`` with ``args.generation`` bumped so the builder runs again.
+
+    A declaratively deployed app (``mur serve``, ``serve deploy``) is re-applied through the Serve REST API
+    with its current config, every other declarative app kept as it is; an app started with ``serve.run``
+    is rebuilt with ``serve.run``.
+    """
+    settings = args.app_settings()
+    details = serve_details(settings)
+    apps = details.get("applications") or {}
+    mine = apps.get(app_name) or {}
+    bumped = args.model_copy(update={"generation": args.generation + 1})
+    if not mine.get("deployed_app_config"):
+        serve.run(build_app(bumped), name=app_name, route_prefix=mine.get("route_prefix") or "/")
+        return
+    configs = []
+    for name, app in apps.items():
+        config = app.get("deployed_app_config")
+        if config:
+            configs.append({**config, "args": bumped.model_dump(mode="json")} if name == app_name else config)
+    put_applications(
+        settings,
+        {
+            "proxy_location": details.get("proxy_location") or "HeadOnly",
+            "http_options": details.get("http_options") or {},
+            "applications": configs,
+        },
+    )

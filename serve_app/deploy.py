@@ -2,12 +2,14 @@
 
 Deployment is declarative, exactly like ``serve deploy serve_app/config.yaml``: the config file is loaded,
 the HTTP host/port, application name and builder args are filled in from Settings, and the result is sent
-to the Ray dashboard's Serve REST API (``settings.ray_address``). No Ray driver is needed for that.
+to the Ray dashboard's Serve REST API (``GET/PUT/DELETE /api/serve/applications/`` on
+``settings.ray_address``). No Ray driver is needed for that.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,21 +49,37 @@ def app_config(
     return config
 
 
-def _client(settings: Settings) -> Any:
-    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+APPLICATIONS_PATH = "/api/serve/applications/"
+"""The Serve REST API on the Ray dashboard: GET the details, PUT a config, DELETE every app."""
+REST_TIMEOUT_S = 30.0
 
-    return ServeSubmissionClient(settings.ray_address)
+
+def _rest(settings: Settings, method: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One call to the Serve REST API; HTTP and connection errors raise (the callers word them)."""
+    import httpx
+
+    url = settings.ray_address.rstrip("/") + APPLICATIONS_PATH
+    response = httpx.request(method, url, json=body, timeout=REST_TIMEOUT_S)
+    if response.status_code >= 400:
+        raise ServiceError(f"{method} {url}: HTTP {response.status_code}: {response.text.strip()[:500]}")
+    return response.json() if method == "GET" else {}
 
 
 def serve_details(settings: Settings) -> dict[str, Any]:
     """``GET /api/serve/applications/`` of the dashboard (ServiceError when Ray is not reachable)."""
     try:
-        return _client(settings).get_serve_details()
-    except Exception as exc:  # requests errors, HTTP errors
+        return _rest(settings, "GET")
+    except Exception as exc:  # connection errors, HTTP errors, a body that is not JSON
         raise ServiceError(
-            f"cannot reach the Ray dashboard at {settings.ray_address} ({type(exc).__name__}); "
+            f"cannot reach the Ray dashboard at {settings.ray_address} ({type(exc).__name__}: {exc}); "
             "start the stack with `mur up`"
         ) from exc
+
+
+def put_applications(settings: Settings, config: dict[str, Any]) -> None:
+    """``PUT /api/serve/applications/``: make ``config`` (a Serve config file as a dict) the set of
+    declaratively deployed apps."""
+    _rest(settings, "PUT", config)
 
 
 def app_details(settings: Settings) -> dict[str, Any] | None:
@@ -76,9 +94,9 @@ def wait_running(
     deadline = time.monotonic() + timeout_s
     last = ""
     while True:
-        details = app_details(settings)
-        status = (details or {}).get("status", "NOT_STARTED")
-        fresh = details is not None and (details.get("last_deployed_time_s") or 0) >= since - 1
+        details = app_details(settings) or {}
+        status = details.get("status", "NOT_STARTED")
+        fresh = bool(details) and (details.get("last_deployed_time_s") or 0) >= since - 1
         if fresh and status == "RUNNING":
             return details
         if fresh and status in ("DEPLOY_FAILED", "UNHEALTHY"):
@@ -116,7 +134,7 @@ def deploy(
     started = time.time()
     for attempt in (1, 2):
         try:
-            _client(settings).deploy_applications(config)
+            put_applications(settings, config)
             break
         except Exception as exc:  # e.g. a proxy killed by a Serve shutdown that was still finishing
             if attempt == 2:
@@ -129,7 +147,7 @@ def deploy(
 
 def undeploy(settings: Settings, *, timeout_s: float = 60.0) -> None:
     """Remove every declaratively deployed app and stop Serve (``serve shutdown``); wait until it is gone."""
-    _client(settings).delete_applications()
+    _rest(settings, "DELETE")
     deadline = time.monotonic() + timeout_s
     while (serve_details(settings).get("controller_info") or {}).get("actor_id"):
         if time.monotonic() > deadline:
@@ -144,7 +162,9 @@ def connect_ray(settings: Settings) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=f"127.0.0.1:{settings.ray_gcs_port}", logging_level="ERROR", log_to_driver=False)
+        ray.init(
+            address=f"127.0.0.1:{settings.ray_gcs_port}", logging_level=logging.ERROR, log_to_driver=False
+        )
 
 
 def replica_counts(details: dict[str, Any]) -> dict[str, int]:
@@ -153,36 +173,3 @@ def replica_counts(details: dict[str, Any]) -> dict[str, int]:
         name: sum(1 for r in d.get("replicas", []) if r.get("state") == "RUNNING")
         for name, d in (details.get("deployments") or {}).items()
     }
-
-
-def rebuild_application(app_name: str, args: AppArgs) -> None:
-    """Inside the cluster: redeploy ``app_name`` with ``args.generation`` bumped so the builder runs again.
-
-    A declaratively deployed app is re-applied with its current config (every other declarative app kept
-    as is); an app started with ``serve.run`` is rebuilt with ``serve.run``.
-    """
-    from ray import serve
-    from ray.serve.context import _get_global_client
-    from ray.serve.schema import ServeDeploySchema
-
-    client = _get_global_client()
-    details = client.get_serve_details()
-    apps = details.get("applications") or {}
-    mine = apps.get(app_name) or {}
-    bumped = args.model_copy(update={"generation": args.generation + 1})
-    if mine.get("deployed_app_config"):
-        configs = []
-        for name, app in apps.items():
-            cfg = app.get("deployed_app_config")
-            if not cfg:
-                continue
-            if name == app_name:
-                cfg = {**cfg, "args": bumped.model_dump(mode="json")}
-            configs.append(cfg)
-        client.deploy_apps(ServeDeploySchema(applications=configs))
-    else:
-        from serve_app.app import build_app
-
-        serve._run(
-            build_app(bumped), _blocking=False, name=app_name, route_prefix=mine.get("route_prefix") or "/"
-        )

@@ -18,15 +18,12 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from mur.errors import DataValidationError, MarketDataError, ModelNotLoadedError, MurError
-from mur.serving import (
-    LoadedModel,
-    MarketCache,
-    candles_from_payload,
-    forecast_body,
-    http_error,
-    window_from_candles,
-)
+from mur.errors import DataValidationError, MarketDataError, ModelNotLoadedError
+from mur.model.inference import forecast_body, window_from_candles
+from mur.serving.http import failure
+from mur.serving.market_cache import MarketCache
+from mur.serving.model import LoadedModel
+from mur.serving.payload import candles_from_payload
 from serve_app.args import AppArgs
 
 log = logging.getLogger("ray.serve")
@@ -34,23 +31,21 @@ FOLLOW_TIMEOUT_S = 30.0
 RETRY_S = 3.0
 
 
-def _failure(exc: MurError) -> dict[str, Any]:
-    status, body, _ = http_error(exc)
-    return {"ok": False, "status": status, **body}
-
-
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})
 class Forecaster:
     """The champion model of one pair."""
 
-    async def __init__(self, pair: str, registry: DeploymentHandle, args: dict[str, Any]) -> None:
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async __init__
+        self, pair: str, registry: DeploymentHandle, args: dict[str, Any]
+    ) -> None:
         self.pair = pair
         self.registry = registry
         self.settings = AppArgs(**args).app_settings()
         self.model: LoadedModel | None = None
         self.load_error: str | None = None
-        self._predict.set_max_batch_size(self.settings.serve_batch_max_size)
-        self._predict.set_batch_wait_timeout_s(self.settings.serve_batch_wait_s)
+        # @serve.batch adds these setters (its stubs do not show them)
+        self._predict.set_max_batch_size(self.settings.serve_batch_max_size)  # type: ignore[attr-defined]
+        self._predict.set_batch_wait_timeout_s(self.settings.serve_batch_wait_s)  # type: ignore[attr-defined]
         self.cache = MarketCache(self.settings, [pair])
         await asyncio.to_thread(self.cache.start, self.settings.market_refresh_s)
         self._epoch, self._generation = "", -1
@@ -139,16 +134,16 @@ class Forecaster:
                 window = snap.window(model.seq_len)
             except DataValidationError as exc:  # our cache, not the caller's input: 503, not 422
                 raise MarketDataError(f"cached candles of {self.pair} are unusable: {exc}") from exc
-        except MurError as exc:
-            return _failure(exc)
-        prediction = await self._predict((model, window))
-        body = forecast_body(
-            self.pair,
-            model.version,
-            prediction=prediction,
-            last_close=snap.last_close,
-            candle_time=snap.candle_time,
-        )
+            prediction = await self._predict((model, window))
+            body = forecast_body(
+                self.pair,
+                prediction=prediction,
+                last_close=snap.last_close,
+                candle_time=snap.candle_time,
+                model_version=model.version,
+            )
+        except Exception as exc:
+            return failure(exc, self.pair)
         return {"ok": True, "body": body}
 
     async def forecast_candles(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -157,17 +152,17 @@ class Forecaster:
             model = self._require_model()
             candles = candles_from_payload(rows, model.seq_len)
             window = window_from_candles(candles, model.seq_len)
-        except MurError as exc:
-            return _failure(exc)
-        prediction = await self._predict((model, window))
-        last = candles.iloc[-1]
-        body = forecast_body(
-            self.pair,
-            model.version,
-            prediction=prediction,
-            last_close=float(last["close"]),
-            candle_time=last["timestamp"].to_pydatetime(),
-        )
+            prediction = await self._predict((model, window))
+            last = candles.iloc[-1]
+            body = forecast_body(
+                self.pair,
+                prediction=prediction,
+                last_close=float(last["close"]),
+                candle_time=last["timestamp"],
+                model_version=model.version,
+            )
+        except Exception as exc:
+            return failure(exc, self.pair)
         return {"ok": True, "body": body}
 
     async def status(self) -> dict[str, Any]:

@@ -1,28 +1,44 @@
-"""Shared fixtures: throwaway PostgreSQL databases on the real server (skipped when it is unreachable).
+"""Shared fixtures (every test folder sees them) and the test tiers.
+
+PostgreSQL, on the real server (skipped when it is unreachable):
 
 - ``pg_database_factory(migrated=True, create=True)`` -> Settings for a new ``mur_test_<random>`` database;
   every database it made is dropped at the end of the session.
 - ``pg_settings``: one migrated database for the whole session (tests use random usernames to stay apart).
 - ``database``: a :class:`mur.db.Database` pool on ``pg_settings``, closed after the test.
+
+The shared local services (S3, MLflow, Ray):
+
+- ``stack_settings`` (session): the Settings the services run with (``MUR_*``); starts nothing.
+- ``services`` (session): starts what is not already healthy, reuses what is, yields the Settings, and at
+  the end stops only what *it* started, unless ``MUR_KEEP_SERVICES=1`` (keep them for the next run: the
+  first start costs about a minute on two cores).
+
+Tiers (``pytest_collection_modifyitems`` below; README "Tests"): a test that uses the PostgreSQL fixtures
+gets the marker ``pg``, one that uses ``services``/``stack_settings`` gets ``services``, one in
+``tests/e2e`` gets ``e2e``; every test with none of ``pg``, ``services``, ``serve``, ``browser``, ``e2e`` gets
+``fast``. ``pytest -m fast`` is the fast tier (no services at all), ``pytest -m "not fast"`` the services
+tier. A test marked ``service_start`` (it starts a real service) is rerun once, and only on a start-up or
+connection error; each rerun is listed in the "rerun test summary info" section.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
-import psycopg2
+import psycopg
 import pytest
-from psycopg2 import sql
+from psycopg import sql
 
 from mur.db import Database, migrate
-from mur.settings import Settings
+from mur.settings import Settings, get_settings
 
 
-def _admin_connection(settings: Settings) -> psycopg2.extensions.connection:
-    conn = psycopg2.connect(settings.pg_dsn("postgres"), connect_timeout=5)
-    conn.autocommit = True
-    return conn
+def _admin_connection(settings: Settings) -> psycopg.Connection:
+    return psycopg.connect(settings.pg_dsn("postgres"), connect_timeout=5, autocommit=True)
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +47,7 @@ def pg_database_factory() -> Iterator[Callable[..., Settings]]:
     base = Settings(env="test")
     try:
         _admin_connection(base).close()
-    except psycopg2.OperationalError as exc:
+    except psycopg.OperationalError as exc:
         pytest.skip(f"PostgreSQL not reachable at {base.pg_host}:{base.pg_port}: {exc}")
     made: list[str] = []
 
@@ -73,3 +89,117 @@ def database(pg_settings: Settings) -> Iterator[Database]:
     db = Database(pg_settings, maxconn=5)
     yield db
     db.close()
+
+
+# --- the shared local services (S3, MLflow, Ray) ----------------------------------------------------------
+# mur.devstack is imported inside the functions: collecting the fast tier never loads the local platform.
+
+
+def ensure_services(settings: Settings, names: Sequence[str] | None = None) -> list[str]:
+    """Start ``names`` (default: the core services) unless healthy; return the names this call started."""
+    from mur.devstack import supervisor
+
+    wanted = list(supervisor.CORE_SERVICES if names is None else names)
+    results = supervisor.up(settings, wanted, progress=lambda msg: print(f"[services] {msg}", flush=True))
+    return [r.name for r in results if r.action == "started"]
+
+
+def release_services(settings: Settings, started: Sequence[str]) -> None:
+    """Stop the services in ``started`` unless ``MUR_KEEP_SERVICES=1``."""
+    from mur.devstack import supervisor
+
+    if started and os.environ.get("MUR_KEEP_SERVICES", "0").lower() not in ("1", "true", "yes"):
+        supervisor.down(settings, list(started))
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Settings:
+    """The settings the shared services run with (from the environment, ``MUR_*``); starts nothing."""
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def services(stack_settings: Settings) -> Iterator[Settings]:
+    """S3, MLflow and Ray running and healthy for the whole session; yields their Settings."""
+    started = ensure_services(stack_settings)
+    try:
+        yield stack_settings
+    finally:
+        release_services(stack_settings, started)
+
+
+# --- test tiers -------------------------------------------------------------------------------------------
+
+#: Using one of these fixtures (directly or through another fixture) puts a test in the services tier.
+PG_FIXTURES = frozenset({"pg_database_factory"})  # pg_settings, database, dash_db_settings... all use it
+SERVICE_FIXTURES = frozenset({"services", "stack_settings"})
+#: Markers of the services tier; a test with none of them is in the fast tier.
+SERVICES_TIER_MARKERS = ("pg", "services", "serve", "browser", "e2e")
+#: What a ``service_start`` test is rerun for: a service that did not come up or could not be reached
+#: (matched against "ExceptionType: message" of the error and its causes). An assertion is never rerun.
+SERVICE_START_ERRORS = [
+    r"^(ServiceError|RegistryUnavailableError|ConnectionError|ConnectionRefusedError|ConnectionResetError"
+    r"|ConnectError|ConnectTimeout|RemoteDisconnected)\b",
+    r"^JobError: (cannot reach the Ray head|could not submit)",
+]
+SERVICE_START_RERUNS = 1
+SERVICE_START_RERUN_DELAY_S = 5
+THIS_FILE = Path(__file__).resolve()
+E2E_DIR = THIS_FILE.parent / "e2e"
+
+
+def _uses_shared_fixture(item: pytest.Item, names: frozenset[str]) -> bool:
+    """Whether ``item`` uses (directly or through other fixtures) one of ``names`` as defined in this file.
+
+    A module's own fixture of the same name (``tests/unit/test_compose.py`` has a ``services`` fixture that
+    reads docker-compose.yml) shadows the shared one and does not count.
+    """
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    for name in names.intersection(info.names_closure):
+        definitions = info.name2fixturedefs.get(name, ())
+        code = getattr(definitions[-1].func, "__code__", None) if definitions else None
+        if code is not None and Path(code.co_filename).resolve() == THIS_FILE:
+            return True
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)  # before the -m selection, which reads the markers added here
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its tier (from the fixtures it uses), and give ``service_start`` tests one rerun."""
+    for item in items:
+        if Path(item.path).resolve().is_relative_to(E2E_DIR) and not item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.e2e)
+        if _uses_shared_fixture(item, PG_FIXTURES) and not item.get_closest_marker("pg"):
+            item.add_marker(pytest.mark.pg)
+        if _uses_shared_fixture(item, SERVICE_FIXTURES) and not item.get_closest_marker("services"):
+            item.add_marker(pytest.mark.services)
+        if not any(item.get_closest_marker(name) for name in SERVICES_TIER_MARKERS):
+            item.add_marker(pytest.mark.fast)
+        if item.get_closest_marker("flaky"):
+            raise pytest.UsageError(
+                f"{item.nodeid}: use @pytest.mark.service_start (one rerun on a start-up error), not flaky"
+            )
+        if item.get_closest_marker("service_start"):
+            if item.get_closest_marker("fast"):
+                raise pytest.UsageError(f"{item.nodeid}: marked service_start but uses no service")
+            item.add_marker(
+                pytest.mark.flaky(
+                    reruns=SERVICE_START_RERUNS,
+                    reruns_delay=SERVICE_START_RERUN_DELAY_S,
+                    only_rerun=SERVICE_START_ERRORS,
+                )
+            )
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_fast_tier(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fast-tier tests see the documented defaults, not the developer's ``MUR_*`` environment (e.g. a second
+    stack on other ports): they never talk to a service, so nothing there may change them."""
+    if request.node.get_closest_marker("fast") is None:
+        return
+    import os
+
+    for name in [n for n in os.environ if n.startswith("MUR_")]:
+        monkeypatch.delenv(name)

@@ -1,4 +1,8 @@
-"""Admin page (admin role only): users (enable/disable, roles), quotas, champions per pair, training trigger.
+"""Admin page (admin role only): users (enable/disable, roles, quota: saved together in one transaction),
+registration invites, champions per pair, training trigger.
+
+One page, one module (~420 lines, most of it Dash layout): users, invites, champions, registered versions
+and the training trigger share the admin guard and its callbacks.
 
 Every component id here starts with ``admin-``: the server's guard refuses callbacks on them to non-admins
 (403), and each callback checks the role again.
@@ -12,19 +16,20 @@ from typing import Any
 from dash import Dash, Input, Output, State, dcc, html
 from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
+from flask import request
 
 from dash_app.clients import TRAINING_DAG_ID, ServiceAnswerError, ServiceUnavailable
 from dash_app.components import champion_summary, data_table, fmt_time, notice
 from dash_app.context import DashboardContext, current_account, get_context
 from mur.db import (
+    INVITE_LIFETIME,
     MAX_QUOTA,
     ROLES,
     User,
+    create_invite,
     get_user_by_id,
     list_users,
-    set_quota,
-    set_user_disabled,
-    set_user_roles,
+    update_account,
 )
 from mur.errors import InvalidInputError, MurError
 
@@ -64,6 +69,52 @@ def champions_block(context: DashboardContext, account: User) -> Component:
     if not models:
         return html.P("No champion models yet: train a pair below.", className="muted")
     return html.Div([html.Div(champion_summary(m), className="champion") for m in models])
+
+
+def versions_block(context: DashboardContext, limit: int = 8) -> Component:
+    """Registered versions per pair with the gate's decision and the out-of-sample evidence behind it."""
+    from mur.registry.versions import recent_versions
+    from mur.serving.champions import registry_client
+
+    rows: list[list[Any]] = []
+    try:
+        client = registry_client(context.settings, timeout_s=5)
+        for pair in context.settings.pairs:
+            for v in recent_versions(client, pair, context.settings.registry_prefix, limit=limit):
+                m, sig = v.metrics, v.metrics.significance if v.metrics else None
+                se = f" ± {sig.skill_se:.4f}" if sig is not None and sig.skill_se is not None else ""
+                rows.append(
+                    [
+                        pair,
+                        f"v{v.version}",
+                        "champion" if "champion" in v.aliases else (v.alias or "–"),
+                        v.kind or "–",
+                        (v.data_window.end or "–") if v.data_window else "–",
+                        "–" if m is None else f"{m.skill:+.4f}{se}",
+                        "–" if sig is None else f"{sig.dm_p_worse:.3g} / {sig.dm_p_better:.3g}",
+                        "–" if sig is None else f"{sig.direction_p_value:.3g}",
+                        v.gate_rule or "–",
+                        v.reason or "–",
+                    ]
+                )
+    except Exception as exc:  # MLflow down or slow: the rest of the page still works
+        logger.warning("registered versions unavailable: %s", exc)
+        return notice("Registered versions unavailable: the model registry does not answer.", "warn")
+    if not rows:
+        return html.P("No registered versions yet.", className="muted")
+    header = [
+        "pair",
+        "version",
+        "alias",
+        "kind",
+        "trained up to",
+        "skill vs persistence (out-of-sample)",
+        "DM p worse / better",
+        "direction p",
+        "gate rule",
+        "gate reason",
+    ]
+    return data_table(header, rows, id="admin-versions-table")
 
 
 def layout(context: DashboardContext, account: User) -> Component:
@@ -139,8 +190,32 @@ def layout(context: DashboardContext, account: User) -> Component:
             ),
             html.Div(
                 [
+                    html.H3("Invite someone"),
+                    html.P(
+                        f"Registration is {context.settings.registration_mode} (MUR_REGISTRATION). "
+                        f"An invite link lets one person register within {INVITE_LIFETIME.days} days.",
+                        className="muted",
+                    ),
+                    html.Button("Create an invite link", id="admin-invite"),
+                    html.Div(id="admin-invite-result"),
+                ],
+                className="card",
+            ),
+            html.Div(
+                [
                     html.H3("Champion models"),
                     html.Div(champions_block(context, account), id="admin-champions"),
+                ],
+                className="card",
+            ),
+            html.Div(
+                [
+                    html.H3("Registered versions and the promotion gate"),
+                    html.P(
+                        "Scores are out-of-sample (each version's own test span). See docs/promotion.md.",
+                        className="muted",
+                    ),
+                    html.Div(versions_block(context), id="admin-versions"),
                 ],
                 className="card",
             ),
@@ -246,9 +321,9 @@ def save_user(_clicks: Any, user_id: Any, status: Any, roles: Any, quota: Any) -
         limit = _parse_quota(quota)
         if target.id == account.id and (status == "disabled" or "admin" not in roles):
             raise InvalidInputError("you cannot disable yourself or take away your own admin role")
-        set_user_roles(context.db, user_id=target.id, roles=roles)
-        effective = set_quota(context.db, user_id=target.id, monthly_limit=limit)
-        set_user_disabled(context.db, user_id=target.id, disabled=status == "disabled")
+        effective = update_account(
+            context.db, user_id=target.id, roles=roles, monthly_limit=limit, disabled=status == "disabled"
+        )
     except (MurError, ValueError) as exc:
         return notice(f"Nothing changed: {exc}.", "bad", id="admin-save-error"), users_table(context)
     logger.info("admin %s updated user %s", account.username, target.username)
@@ -257,6 +332,25 @@ def save_user(_clicks: Any, user_id: Any, status: Any, roles: Any, quota: Any) -
         f"quota {effective}{' (default)' if limit is None else ''}."
     )
     return notice(message, "ok", id="admin-save-ok"), users_table(context)
+
+
+def make_invite(_clicks: Any) -> Component:
+    """A new single-use invite link, shown once (only its hash is stored)."""
+    account = _require_admin()
+    if not _clicks:
+        raise PreventUpdate
+    invite = create_invite(get_context().db, created_by=account.id)
+    logger.info("admin %s created an invite", account.username)
+    link = f"{request.host_url}register?invite={invite.code}"
+    return notice(
+        [
+            "Invite link (shown once, single use, valid until ",
+            fmt_time(invite.expires_at),
+            "): ",
+            html.Code(link, id="admin-invite-link"),
+        ],
+        "ok",
+    )
 
 
 def trigger_training(_clicks: Any, pair: Any, epochs: Any) -> Component:
@@ -313,6 +407,11 @@ def register_callbacks(app: Dash) -> None:
         State("admin-quota", "value"),
         prevent_initial_call=True,
     )(save_user)
+    app.callback(
+        Output("admin-invite-result", "children"),
+        Input("admin-invite", "n_clicks"),
+        prevent_initial_call=True,
+    )(make_invite)
     app.callback(
         Output("admin-train-result", "children"),
         Input("admin-train", "n_clicks"),

@@ -1,4 +1,5 @@
-"""``mur airflow start|stop|status|trigger|backfill|env|password``: thin wrappers over :mod:`mur.airflow_local`."""
+"""``mur airflow start|stop|status|trigger|backfill|env|password``: the local Airflow
+(:mod:`mur.devstack.airflow`) and the REST client (:mod:`mur.orchestration.airflow_client`)."""
 
 from __future__ import annotations
 
@@ -8,25 +9,17 @@ from typing import Annotated
 
 import typer
 
-DAG_ID = "mur_training"
-
-
-def _registry(settings):  # type: ignore[no-untyped-def]
-    """The service registry with the Airflow components (whether or not SERVICE_PROVIDERS lists them yet)."""
-    from mur import services
-    from mur.airflow_local import airflow_services
-
-    return {**services.default_services(settings), **{s.name: s for s in airflow_services(settings)}}
+from mur.orchestration import DAG_ID
 
 
 def start() -> None:
     """Start the Airflow api-server, scheduler, DAG processor and triggerer (metadata DB migrated first)."""
-    from mur import services
-    from mur.airflow_local import SERVICE_NAMES, admin_password, airflow_home
+    from mur.devstack import supervisor as services
+    from mur.devstack.airflow import SERVICE_NAMES, admin_password, airflow_home
     from mur.settings import get_settings
 
     settings = get_settings()
-    services.up(settings, list(SERVICE_NAMES), services=_registry(settings), progress=typer.echo)
+    services.up(settings, list(SERVICE_NAMES), progress=typer.echo)
     password = admin_password(settings)
     shown = password if not settings.airflow_password else "(MUR_AIRFLOW_PASSWORD)"
     typer.echo(
@@ -37,22 +30,22 @@ def start() -> None:
 
 def stop() -> None:
     """Stop the Airflow components that mur started."""
-    from mur import services
-    from mur.airflow_local import SERVICE_NAMES
+    from mur.devstack import supervisor as services
+    from mur.devstack.airflow import SERVICE_NAMES
     from mur.settings import get_settings
 
     settings = get_settings()
-    services.down(settings, list(SERVICE_NAMES), services=_registry(settings), progress=typer.echo)
+    services.down(settings, list(SERVICE_NAMES), progress=typer.echo)
 
 
 def status(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """State, pid, port and health of each Airflow component."""
-    from mur import services
-    from mur.airflow_local import SERVICE_NAMES
+    from mur.devstack import supervisor as services
+    from mur.devstack.airflow import SERVICE_NAMES
     from mur.settings import get_settings
 
     settings = get_settings()
-    rows = services.status(settings, list(SERVICE_NAMES), services=_registry(settings))
+    rows = services.status(settings, list(SERVICE_NAMES))
     if as_json:
         typer.echo(
             json.dumps(
@@ -91,7 +84,7 @@ def trigger(
     wait: Annotated[bool, typer.Option("--wait", help="wait until the run finishes")] = False,
 ) -> None:
     """Trigger the training DAG through the REST API, like the UI's trigger form (same Params)."""
-    from mur.airflow_local import AirflowClient, run_url
+    from mur.devstack import airflow
     from mur.errors import MurError
     from mur.settings import get_settings
 
@@ -109,20 +102,17 @@ def trigger(
         }.items()
         if v not in (None, [])
     }
-    client = AirflowClient.from_settings(settings)
-    try:
+    with airflow.client(settings) as client:
         if unpause:
             client.set_paused(DAG_ID, False)
         run = client.trigger(DAG_ID, conf, logical_date=logical_date)
-        typer.echo(f"triggered {DAG_ID} run {run['dag_run_id']} with {json.dumps(conf)}")
-        typer.echo(f"  {run_url(settings, DAG_ID, run['dag_run_id'])}")
+        typer.echo(f"triggered {DAG_ID} run {run.run_id} with {json.dumps(conf)}")
+        typer.echo(f"  {client.run_url(DAG_ID, run.run_id)}")
         if wait:
-            final = client.wait_for_run(DAG_ID, run["dag_run_id"], timeout_s=settings.job_timeout_s * 2)
-            typer.echo(f"run {run['dag_run_id']}: {final['state']}")
+            final = client.wait_for_run(DAG_ID, run.run_id, timeout_s=settings.job_timeout_s * 2)
+            typer.echo(f"run {run.run_id}: {final['state']}")
             if final["state"] != "success":
-                raise MurError(f"run {run['dag_run_id']} ended {final['state']}")
-    finally:
-        client.close()
+                raise MurError(f"run {run.run_id} ended {final['state']}")
 
 
 def backfill(
@@ -139,7 +129,7 @@ def backfill(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="only list the runs it would create")] = False,
 ) -> None:
     """``airflow backfill create`` for the training DAG (one run per schedule interval in the range)."""
-    from mur.airflow_local import airflow_cli
+    from mur.devstack.airflow import airflow_cli
     from mur.settings import get_settings
 
     conf = {k: v for k, v in {"pairs": pair or [], "epochs": epochs}.items() if v not in (None, [])}
@@ -168,7 +158,7 @@ def backfill(
 
 def env() -> None:
     """Print ``export`` lines for running ``airflow …`` by hand against the local instance (``eval "$(…)"``)."""
-    from mur.airflow_local import airflow_env
+    from mur.devstack.airflow import airflow_env
     from mur.settings import get_settings
 
     for key, value in sorted(airflow_env(get_settings()).items()):
@@ -177,7 +167,7 @@ def env() -> None:
 
 def password() -> None:
     """Print the UI admin's user name and password."""
-    from mur.airflow_local import admin_password
+    from mur.devstack.airflow import admin_password
     from mur.settings import get_settings
 
     settings = get_settings()

@@ -40,7 +40,7 @@ def candles_table(df: pd.DataFrame, title: str) -> object:
     from rich import box
     from rich.table import Table
 
-    from mur.market_data import format_ts
+    from mur.data import format_ts
 
     names = ("open time (UTC)", "open", "high", "low", "close", "volume", "trades")
     rows = [
@@ -68,7 +68,7 @@ def candles_table(df: pd.DataFrame, title: str) -> object:
 
 def summary_lines(df: pd.DataFrame) -> list[str]:
     """Range, row count, gap and zero-volume summary of a candle frame."""
-    from mur.market_data import format_ts, missing_hours
+    from mur.data import format_ts, missing_hours
 
     first, last = df["timestamp"].iloc[0], df["timestamp"].iloc[-1]
     lines = [f"range: {format_ts(first)} to {format_ts(last)} ({len(df):,} candles)"]
@@ -97,7 +97,7 @@ def show(
     """Print the last candles of PAIR in [--start, --end), with the range and gap summary."""
     from rich.console import Console
 
-    from mur.market_data import BundledMarketData, get_market_data
+    from mur.data import BundledMarketData, get_market_data
     from mur.settings import get_settings
 
     settings = get_settings()
@@ -119,7 +119,7 @@ def show(
 @app.command()
 def pairs() -> None:
     """List the pairs the configured source knows (with ranges for the bundled data)."""
-    from mur.market_data import BundledMarketData, format_ts, get_market_data
+    from mur.data import BundledMarketData, format_ts, get_market_data
     from mur.settings import get_settings
 
     source = get_market_data(get_settings())
@@ -138,7 +138,7 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="port (0 = any free port)")] = 9100,
 ) -> None:
     """Serve the bundled candles over a Binance-compatible REST API until Ctrl-C."""
-    from mur.replay import make_server
+    from mur.devstack.replay import make_server
 
     try:
         server = make_server(host, port)

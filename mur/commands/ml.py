@@ -1,47 +1,65 @@
-"""``mur train`` and ``mur predict``: thin wrappers over :mod:`mur.pipeline` and :mod:`mur.jobs`."""
+"""``mur train`` and ``mur predict``: thin wrappers over :mod:`mur.training.driver` (the local fit) and
+:mod:`mur.orchestration.job_submission` (the Ray job); both report a :class:`~mur.contracts.TrainingResult`."""
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from mur.contracts import PREDICTORS, MetricsDocument, TrainingResult
 from mur.errors import ModelError
 
 METRIC_LABELS = (("mae", "MAE"), ("rmse", "RMSE"), ("mape", "MAPE %"), ("directional_accuracy", "Dir. acc."))
 
 
-def print_metrics_table(docs: list[dict], title: str = "Evaluation on the test span") -> None:
+def print_metrics_table(docs: list[MetricsDocument], title: str = "Evaluation on the test span") -> None:
     """Print model vs persistence vs linear (one block per metrics document) and the skill verdict."""
     from rich.console import Console
     from rich.table import Table
 
-    from mur.evaluate import verdict
+    from mur.evaluation.metrics import verdict
 
     console = Console()
     for doc in docs:
         table = Table(
-            title=f"{title}: {doc['pair']} · {doc['arch']} · {doc['normalization']} · "
-            f"test {doc.get('test_window', {}).get('start', '?')} → {doc.get('test_window', {}).get('end', '?')}"
+            title=f"{title}: {doc.pair} · {doc.arch} · {doc.normalization} · "
+            f"test {doc.test_window.start or '?'} → {doc.test_window.end or '?'}"
         )
         table.add_column("predictor")
         for _, label in METRIC_LABELS:
             table.add_column(label, justify="right")
-        for name in ("model", "persistence", "linear"):
-            m = doc[name]
+        for name in PREDICTORS:
+            m = getattr(doc, name)
             table.add_row(
                 name,
-                f"{m['mae']:.4f}",
-                f"{m['rmse']:.4f}",
-                f"{m['mape']:.4f}",
-                f"{m['directional_accuracy']:.3f}",
+                f"{m.mae:.4f}",
+                f"{m.rmse:.4f}",
+                f"{m.mape:.4f}",
+                f"{m.directional_accuracy:.3f}",
             )
         console.print(table)
-        color = "green" if doc["skill"] > 0 else "yellow"
-        console.print(f"skill vs persistence: [bold {color}]{doc['skill']:+.4f}[/] — {verdict(doc['skill'])}")
+        color = "green" if doc.skill > 0 else "yellow"
+        console.print(f"skill vs persistence: [bold {color}]{doc.skill:+.4f}[/] — {verdict(doc.skill)}")
+        if (sig := doc.significance) is not None:
+            se = "?" if sig.skill_se is None else f"{sig.skill_se:.4f}"
+            console.print(
+                f"Diebold-Mariano (HLN) on {doc.n_test} h: p(model better)={sig.dm_p_better:.3g}, "
+                f"p(model worse)={sig.dm_p_worse:.3g}; skill ± {se} (1 s.e.); direction "
+                f"{sig.direction_hits}/{sig.direction_n} right, binomial p={sig.direction_p_value:.3g}"
+            )
+
+
+def echo_registration(result: TrainingResult) -> None:
+    """One line: the registered version and the promotion gate's decision."""
+    reused = " (trained before for this window; reused)" if result.reused else ""
+    typer.echo(
+        f"registered {result.model_name} version {result.version}: {result.alias} ({result.reason}){reused}"
+    )
 
 
 def train(
@@ -60,15 +78,22 @@ def train(
     compare_normalizations: Annotated[
         bool, typer.Option("--compare-normalizations", help="train both normalizations on the same split")
     ] = False,
+    register: Annotated[
+        bool,
+        typer.Option(
+            "--register", help="also log the run to MLflow and register it (the gate picks the alias)"
+        ),
+    ] = False,
     ray: Annotated[
         bool, typer.Option("--ray", help="submit as a Ray job (Ray Train + MLflow registry)")
     ] = False,
     num_workers: Annotated[int | None, typer.Option(help="Ray Train workers (with --ray)")] = None,
     use_gpu: Annotated[bool, typer.Option("--use-gpu", help="train on GPUs (with --ray)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the training result(s) as JSON")] = False,
 ) -> None:
     """Train one pair, export ONNX, and print the evaluation next to the naive baselines."""
-    from mur.pipeline import parse_time
     from mur.settings import get_settings
+    from mur.timeutil import parse_time
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = get_settings()
@@ -77,9 +102,9 @@ def train(
     if normalization is not None and normalization not in ("relative", "reference"):
         raise typer.BadParameter("--normalization must be relative or reference")
     end_dt = parse_time(end)
-    overrides = {"epochs": epochs, "arch": arch, "hidden_size": hidden_size}
+    overrides: dict[str, Any] = {"epochs": epochs, "arch": arch, "hidden_size": hidden_size}
     if ray:
-        from mur.jobs import submit_training
+        from mur.orchestration.job_submission import submit_training
 
         result = submit_training(
             settings,
@@ -87,34 +112,50 @@ def train(
             end=end_dt,
             num_workers=num_workers,
             use_gpu=use_gpu,
-            stream_logs=True,
+            stream_logs=not as_json,
             **overrides,
         )
-        print_metrics_table([result["metrics"]], title="Ray job result")
-        typer.echo(
-            f"registered {result.get('model_name', 'mur-' + pair)} version {result['version']}: {result['alias']} ({result['reason']})"
-        )
+        if as_json:
+            typer.echo(result.model_dump_json(indent=2))
+            return
+        if result.metrics is not None:
+            print_metrics_table([result.metrics], title="Ray job result")
+        echo_registration(result)
         return
-    from mur.pipeline import train_local
+    from mur.training.driver import train_and_register
+    from mur.training.loop import LocalFit
 
     pair_key = pair.lower()
     modes = ["relative", "reference"] if compare_normalizations else [normalization]
-    docs = []
+    results: list[TrainingResult] = []
     for mode in modes:
-        target = out / mode if compare_normalizations else out
+        target = out / mode if compare_normalizations and mode is not None else out
         typer.echo(f"training {pair_key} ({mode or settings.normalization}) → {target}", err=True)
-        docs.append(
-            train_local(
-                settings, pair_key, target, end=end_dt, data_csv=data, normalization=mode, **overrides
+        results.append(
+            train_and_register(
+                settings if mode is None else settings.model_copy(update={"normalization": mode}),
+                pair_key,
+                fit=LocalFit(progress=not as_json),
+                end=end_dt,
+                data_csv=data,
+                out_dir=target,
+                register=register,
+                **overrides,
             )
         )
+    if as_json:
+        typer.echo(json.dumps([r.model_dump(mode="json") for r in results], indent=2))
+        return
+    docs = [r.metrics for r in results if r.metrics is not None]
     print_metrics_table(docs)
     if compare_normalizations:
         typer.echo(
             "\nside by side (test MAE): "
-            + "  ".join(f"{d['normalization']}={d['model']['mae']:.4f}" for d in docs)
-            + f"  persistence={docs[0]['persistence']['mae']:.4f}"
+            + "  ".join(f"{d.normalization}={d.model.mae:.4f}" for d in docs)
+            + f"  persistence={docs[0].persistence.mae:.4f}"
         )
+    for result in results if register else []:
+        echo_registration(result)
     typer.echo(
         f"wrote {out}/model.onnx and {out}/metrics.json" if not compare_normalizations else f"wrote {out}/*/"
     )
@@ -130,10 +171,11 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Print the next-hour close forecast from the latest candles before ``--at``."""
-    from mur.export import load_session
-    from mur.forecast import forecast_from_candles, model_seq_len
-    from mur.pipeline import load_candles, parse_time
+    from mur.model.export import load_session
+    from mur.model.inference import forecast_from_candles, model_seq_len
     from mur.settings import get_settings
+    from mur.timeutil import parse_time
+    from mur.training.driver import load_candles
 
     settings = get_settings()
     if not model.is_file():
@@ -148,8 +190,7 @@ def predict(
         train_days=max(2, seq_len // 24 + 2),
         min_rows=seq_len,
     )
-    result = forecast_from_candles(session, candles.iloc[-seq_len:])
-    result["pair"] = pair.lower()
+    result = forecast_from_candles(session, candles, pair=pair.lower())
     if as_json:
         typer.echo(json.dumps(result))
     else:
@@ -159,7 +200,115 @@ def predict(
         )
 
 
+def backtest(
+    pair: Annotated[str, typer.Argument(help="trading pair, e.g. btc_usdt (or any NAME with --data)")],
+    folds: Annotated[int, typer.Option(help="number of successive origins (folds)")] = 4,
+    end: Annotated[
+        str | None, typer.Option(help="end of the last fold (ISO-8601 UTC; default: data end)")
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="your own candles CSV instead of the market data")] = None,
+    fold_hours: Annotated[int, typer.Option(help="hours scored after each origin")] = 168,
+    window: Annotated[
+        str, typer.Option(help="sliding (train_days before each origin) or expanding")
+    ] = "sliding",
+    train_days: Annotated[int | None, typer.Option(help="sliding window length in days")] = None,
+    epochs: Annotated[int | None, typer.Option(help="max epochs per fold")] = None,
+    out: Annotated[Path, typer.Option(help="folder for backtest.json and backtest.png")] = Path("backtest"),
+    mlflow: Annotated[bool, typer.Option(help="log to MLflow when the tracking server answers")] = True,
+) -> None:
+    """Rolling-origin (walk-forward) evaluation: retrain at each origin, score the hours after it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mur.evaluation.backtest import log_to_mlflow, run_backtest, write_outputs
+    from mur.model.export import export_onnx
+    from mur.settings import get_settings
+    from mur.timeutil import parse_time
+    from mur.training.driver import load_candles, prepare
+    from mur.training.loop import LocalFit
+    from mur.training.params import model_config, train_config
+
+    settings = get_settings()
+    if train_days is not None:
+        settings = settings.model_copy(update={"train_days": train_days})
+    if window not in ("sliding", "expanding"):
+        raise ModelError(f"--window must be sliding or expanding, not {window!r}")
+    # all candles up to --end: each fold's training slice and test hours are cut from them
+    candles, _, _ = load_candles(settings, pair.lower(), end=parse_time(end), data_csv=data, train_days=None)
+    overrides = {"epochs": epochs}
+    mcfg, tcfg = model_config(settings, **overrides), train_config(settings, **overrides)
+
+    def train_fold(history: Any) -> bytes:
+        ds = prepare(settings, history)
+        outcome = LocalFit()(ds.model_arrays("train"), ds.model_arrays("val"), mcfg, tcfg)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = export_onnx(outcome.model, ds.spec, Path(tmp) / "model.onnx", ds.x[ds.split.test][:64])
+            return path.read_bytes()
+
+    report = run_backtest(
+        pair.lower(),
+        candles,
+        train_fold,
+        folds=folds,
+        fold_hours=fold_hours,
+        seq_len=settings.seq_len,
+        window=window,  # type: ignore[arg-type]
+        train_days=settings.train_days,
+        end=parse_time(end),
+        progress=lambda msg: typer.echo(f"[backtest] {msg}", err=True),
+    )
+    table = Table(
+        title=f"Walk-forward evaluation: {report.pair} ({report.window} window, {fold_hours} h per fold)"
+    )
+    for col in (
+        "fold",
+        "origin",
+        "hours",
+        "MAE model",
+        "MAE persistence",
+        "skill",
+        "DM p(better)",
+        "dir. acc.",
+    ):
+        table.add_column(col, justify="right")
+    for f in report.folds:
+        table.add_row(
+            str(f.fold),
+            f.origin,
+            str(f.n),
+            f"{f.model['mae']:.6g}",
+            f"{f.persistence['mae']:.6g}",
+            f"{f.skill:+.4f}",
+            f"{f.evidence['dm_p_better']:.3g}",
+            f"{f.model['directional_accuracy']:.3f}",
+        )
+    pooled = report.pooled
+    table.add_row(
+        "pooled",
+        "",
+        str(pooled["n"]),
+        f"{pooled['mae_model']:.6g}",
+        f"{pooled['mae_persistence']:.6g}",
+        f"{pooled['skill']:+.4f}",
+        f"{pooled['dm_p_better']:.3g}",
+        "–" if pooled["directional_accuracy"] is None else f"{pooled['directional_accuracy']:.3f}",
+        style="bold",
+    )
+    Console(width=max(130, Console().width)).print(table)
+    typer.echo(
+        f"pooled: {pooled['verdict']}; Diebold-Mariano p-value (model better) {pooled['dm_p_better']:.4g}"
+    )
+    files = write_outputs(report, out)
+    typer.echo(f"wrote {files[0]} and {files[1]}")
+    if mlflow:
+        run_id = log_to_mlflow(
+            report, files, tracking_uri=settings.mlflow_tracking_uri, experiment=settings.mlflow_experiment
+        )
+        typer.echo(f"logged to MLflow run {run_id}" if run_id else "MLflow not reachable: not logged")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``train`` and ``predict`` to the root app."""
+    """Add ``train``, ``predict`` and ``backtest`` to the root app."""
     app.command("train")(train)
     app.command("predict")(predict)
+    app.command("backtest")(backtest)

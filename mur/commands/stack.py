@@ -1,4 +1,5 @@
-"""``mur up|down|status`` (:mod:`mur.stack`) and ``mur services start|stop|status`` (:mod:`mur.services`)."""
+"""``mur up|down|status`` (:mod:`mur.devstack.stack`) and ``mur services start|stop|status``
+(:mod:`mur.devstack.supervisor`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Annotated
 
 import typer
 
+from mur.devstack.stack import UpOptions as UpArgs
 from mur.errors import MurError
-from mur.stack import UpOptions as UpArgs
 
 NamesArg = Annotated[
     list[str] | None, typer.Argument(help="services (default: all registered), e.g. s3 mlflow ray")
@@ -21,18 +22,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a t
 
 def start_services(names: list[str] | None = None) -> None:
     """Start services (and what they depend on), skipping those already healthy."""
-    from mur import services
+    from mur.devstack import supervisor as services
+    from mur.devstack.config import align_settings
     from mur.settings import get_settings
-    from mur.stack import align_settings
 
     services.up(align_settings(get_settings()), names or None, progress=typer.echo)
 
 
 def stop_services(names: list[str] | None = None) -> None:
     """Stop services that mur started (SIGTERM to each one's process session, SIGKILL after a timeout)."""
-    from mur import services
+    from mur.devstack import supervisor as services
+    from mur.devstack.config import align_settings
     from mur.settings import get_settings
-    from mur.stack import align_settings
 
     services.down(align_settings(get_settings()), names or None, progress=typer.echo)
 
@@ -42,9 +43,9 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from mur import services
+    from mur.devstack import supervisor as services
+    from mur.devstack.config import align_settings
     from mur.settings import get_settings
-    from mur.stack import align_settings
 
     rows = services.status(align_settings(get_settings(), export=False), names or None)
     if as_json:
@@ -98,8 +99,9 @@ class _Clock:
 
 
 def bring_up_cli(args: UpArgs) -> None:
-    """``mur up``: run :func:`mur.stack.bring_up` with progress on stdout, then print the summary."""
-    from mur import services, stack
+    """``mur up``: run :func:`mur.devstack.stack.bring_up` with progress on stdout, then print the summary."""
+    from mur.devstack import stack
+    from mur.devstack.services import stack_services
     from mur.settings import get_settings
 
     say = _Clock()
@@ -117,14 +119,14 @@ def bring_up_cli(args: UpArgs) -> None:
             err=True,
         )
         raise
-    names = services.default_services(report.settings).keys()
+    names = stack_services(report.settings).keys()
     for line in stack.summary_lines(report, names):
         typer.echo(line)
 
 
 def bring_down_cli() -> None:
     """``mur down`` with progress on stdout."""
-    from mur import stack
+    from mur.devstack import stack
     from mur.settings import get_settings
 
     say = _Clock()

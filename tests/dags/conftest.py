@@ -2,7 +2,7 @@
 
 Airflow reads its configuration once, when first imported, so the environment is set here at collection
 time, before any test module imports ``airflow``. ``airflow_db`` migrates the SQLite DB once per session
-(~8 s). The shared services (S3, MLflow, Ray) come from :mod:`mur.testing` (``services`` fixture).
+(~8 s). The shared services (S3, MLflow, Ray) come from ``tests/conftest.py`` (``services`` fixture).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import pytest
 from dag_test_stubs import DiscordStub
 
 from mur.settings import PROJECT_ROOT, Settings
-from mur.testing import services, stack_settings  # noqa: F401  (fixtures)
 
 AIRFLOW_TEST_HOME = Path(tempfile.mkdtemp(prefix="mur-airflow-test-"))
 AIRFLOW_TEST_ENV = {

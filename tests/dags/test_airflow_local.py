@@ -6,7 +6,9 @@ import json
 import stat
 from pathlib import Path
 
-from mur import airflow_local as af
+from mur.devstack import airflow as af
+from mur.devstack import supervisor
+from mur.devstack.services import stack_services
 from mur.settings import PROJECT_ROOT, Settings
 
 
@@ -51,28 +53,22 @@ def test_admin_password_generated_then_overridden(tmp_path: Path) -> None:
 
 def test_ports_shift_with_the_api_port(tmp_path: Path) -> None:
     assert af.ports(_settings(tmp_path))["scheduler"] == 8974
-    assert af.ports(_settings(tmp_path, airflow_port=18080))["dag-processor"] == 18975
+    assert af.ports(_settings(tmp_path, airflow_port=18080))["scheduler"] == 18974
+    env = af.airflow_env(_settings(tmp_path, airflow_port=18080))
+    assert env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT"] == "18974"
+    assert env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] == "18793"
 
 
-def test_services_for_the_registry(tmp_path: Path) -> None:
+def test_services_in_the_table(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    services = {s.name: s for s in af.airflow_services(settings)}
-    assert list(services) == list(af.SERVICE_NAMES)
-    api = services["airflow-api-server"]
+    table = stack_services(settings)
+    api = table["airflow-api-server"]
     assert api.health_url == "http://127.0.0.1:8080/api/v2/monitor/health" and api.port == 8080
-    for component in af.COMPONENTS:
-        svc = services[f"airflow-{component}"]
+    assert api.command[1:] == ["api-server", "--host", "127.0.0.1", "--port", "8080"]
+    for name in af.SERVICE_NAMES[1:]:
+        svc = table[name]
         assert svc.depends_on == ("airflow-api-server",)
-        assert svc.argv[1:5] == ["-m", "mur.airflow_local", "run", component]
-        assert svc.health_url == f"http://127.0.0.1:{af.ports(settings)[component]}/health"
+        assert svc.command[1:] == [name.removeprefix("airflow-")]
         assert svc.env["AIRFLOW_HOME"] == api.env["AIRFLOW_HOME"]
         assert svc.before_start is not None
-
-
-def test_the_registry_accepts_them(tmp_path: Path) -> None:
-    from mur import services as svc
-
-    settings = _settings(tmp_path)
-    registry = {**svc.default_services(settings), **{s.name: s for s in af.airflow_services(settings)}}
-    order = svc.plan(registry, ["airflow-scheduler"])
-    assert order == ["airflow-api-server", "airflow-scheduler"]
+    assert supervisor.plan(table, ["airflow-scheduler"]) == ["airflow-api-server", "airflow-scheduler"]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from dag_test_stubs import DiscordStub, free_port
 
-from mur import alerts
+from mur.orchestration import alerts
 from mur.settings import Settings
 
 
@@ -107,14 +107,14 @@ def test_no_webhook_is_a_log_line_not_an_error(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(alerts, "webhook_url", lambda settings: None)
-    with caplog.at_level(logging.INFO, logger="mur.alerts"):
+    with caplog.at_level(logging.INFO, logger="mur.orchestration.alerts"):
         assert alerts.send(alerts.Alert(title="x", dag_id="d", run_id="r"), Settings()) is False
     assert "no webhook configured" in caplog.text
 
 
 def test_discord_outage_is_logged_and_swallowed(caplog: pytest.LogCaptureFixture) -> None:
     dead = Settings(discord_webhook_url=f"http://127.0.0.1:{free_port()}/api/webhooks/1/t")
-    with caplog.at_level(logging.WARNING, logger="mur.alerts"):
+    with caplog.at_level(logging.WARNING, logger="mur.orchestration.alerts"):
         assert alerts.send(alerts.Alert(title="x", dag_id="d", run_id="r"), dead) is False
     assert "failed: ConnectionError" in caplog.text
     assert "/api/webhooks/1/t" not in caplog.text  # the token part of the URL is never logged
@@ -123,7 +123,7 @@ def test_discord_outage_is_logged_and_swallowed(caplog: pytest.LogCaptureFixture
 def test_discord_error_status_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     stub = DiscordStub(status=500)
     try:
-        with caplog.at_level(logging.WARNING, logger="mur.alerts"):
+        with caplog.at_level(logging.WARNING, logger="mur.orchestration.alerts"):
             assert (
                 alerts.send(
                     alerts.Alert(title="x", dag_id="d", run_id="r"), Settings(discord_webhook_url=stub.url)

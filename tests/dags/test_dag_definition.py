@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from mur.alerts import dag_failure_alert, task_failure_alert
-from mur.orchestration import CHAMPIONS_ASSET_URI
+from mur.orchestration.alerts import dag_failure_alert, task_failure_alert
+from mur.orchestration.tasks import CHAMPIONS_ASSET_URI
 from mur.settings import PROJECT_ROOT, get_settings
 
 pytestmark = pytest.mark.airflow

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from mur import orchestration as orch
+from mur.contracts import TrainingResult, Window
 from mur.errors import ConfigError, JobError
+from mur.orchestration import tasks as orch
 from mur.settings import Settings
 
 
@@ -32,7 +33,7 @@ def test_resolve_pairs_precedence() -> None:
 
 
 def test_default_pairs_are_every_bundled_pair() -> None:
-    from mur.market_data import bundled_pairs
+    from mur.data import bundled_pairs
 
     assert sorted(orch.resolve_pairs(Settings())) == sorted(bundled_pairs())
 
@@ -78,22 +79,37 @@ def test_submission_prefix_is_a_safe_ray_id() -> None:
     assert prefix == "mur-mur_training-scheduled__2025-03-01T05_00_00_00_00-btc_usdt"
 
 
-FULL_RESULT = {
-    "pair": "btc_usdt",
-    "version": 7,
-    "alias": "champion",
-    "reason": "first model",
-    "run_id": "r1",
-    "champion_version_before": None,
-    "champion_mae_before": None,
-    "mae": 123.456789123,
-    "skill": 0.0123,
-    "reused": False,
-    "data_window": {"start": "2025-01-30T05:00:00Z", "end": "2025-03-01T05:00:00Z"},
-    "metrics": {"model": {"mae": 1.0}, "big": list(range(1000))},
-    "model_name": "mur-btc_usdt",
-    "job_id": "j1",
-}
+METRIC = {"mae": 1.0, "rmse": 1.5, "mape": 0.1, "directional_accuracy": 0.5}
+FULL_RESULT = TrainingResult.model_validate(
+    {
+        "pair": "btc_usdt",
+        "version": 7,
+        "alias": "champion",
+        "reason": "first model",
+        "run_id": "r1",
+        "champion_version_before": None,
+        "mae": 123.456789123,
+        "skill": 0.0123,
+        "reused": False,
+        "data_window": {"start": "2025-01-30T05:00:00Z", "end": "2025-03-01T05:00:00Z"},
+        "metrics": {
+            "pair": "btc_usdt",
+            "arch": "lstm",
+            "normalization": "relative",
+            "data_window": {"start": "2025-01-30T05:00:00Z", "end": "2025-03-01T05:00:00Z"},
+            "test_window": {"start": "2025-02-25T00:00:00Z", "end": "2025-03-01T04:00:00Z"},
+            "model": METRIC,
+            "persistence": METRIC,
+            "linear": METRIC,
+            "skill": 0.0123,
+            "beats_persistence": True,
+            "n_test": 100,
+            "big": list(range(1000)),
+        },
+        "model_name": "mur-btc_usdt",
+        "job_id": "j1",
+    }
+)
 
 
 def test_compact_result_carries_ids_not_data() -> None:
@@ -118,6 +134,7 @@ def test_compact_result_carries_ids_not_data() -> None:
 def test_summarize_lists_versions_champions_reused_and_failed() -> None:
     a = orch.compact_result(FULL_RESULT)
     b = {**a, "pair": "eth_usdt", "version": 3, "alias": "challenger", "reused": True}
+    assert orch.summarize([a])["results"] == [a]  # the XCom shape passes through
     summary = orch.summarize([a, None, b], expected=["btc_usdt", "nope_usdt", "eth_usdt"])
     assert summary["pairs"] == ["btc_usdt", "eth_usdt"]
     assert summary["versions"] == {"btc_usdt": 7, "eth_usdt": 3}
@@ -158,16 +175,18 @@ class FakeClient:
 
 @pytest.fixture
 def fake_jobs(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    from mur import jobs
+    from mur.orchestration import job_submission as jobs
 
     state: dict[str, Any] = {"client": FakeClient(), "submitted": [], "found": None}
 
-    def submit(settings: Settings, pair: str, **kwargs: Any) -> dict[str, Any]:
+    def submit(settings: Settings, pair: str, **kwargs: Any) -> TrainingResult:
         state["submitted"].append({"pair": pair, "train_days": settings.train_days, **kwargs})
         kwargs["log"](f"job for {pair} ran")
         if state.get("raise"):
             raise state["raise"]
-        return {**FULL_RESULT, "pair": pair, "data_window": {"start": "s", "end": str(kwargs["end"])}}
+        return FULL_RESULT.model_copy(
+            update={"pair": pair, "data_window": Window(start="s", end=str(kwargs["end"]))}
+        )
 
     monkeypatch.setattr(jobs, "submit_training", submit)
     monkeypatch.setattr(jobs, "client_for", lambda settings: state["client"])
@@ -197,7 +216,7 @@ def test_train_pair_submits_with_window_end_and_options(fake_jobs: dict[str, Any
 
 
 def test_train_pair_reuses_a_registered_version_without_a_job(fake_jobs: dict[str, Any]) -> None:
-    fake_jobs["found"] = {**FULL_RESULT, "reused": True, "version": 4}
+    fake_jobs["found"] = FULL_RESULT.model_copy(update={"reused": True, "version": 4})
     lines: list[str] = []
     result = orch.train_pair(Settings(), "btc_usdt", end=datetime(2025, 3, 1, tzinfo=UTC), emit=lines.append)
     assert fake_jobs["submitted"] == []
@@ -210,7 +229,7 @@ def test_train_pair_follows_a_job_left_running_by_an_earlier_try(
 ) -> None:
     from types import SimpleNamespace
 
-    from mur import jobs
+    from mur.orchestration import job_submission as jobs
 
     fake_jobs["client"] = FakeClient(
         [
@@ -220,9 +239,9 @@ def test_train_pair_follows_a_job_left_running_by_an_earlier_try(
     )
     followed: list[str] = []
 
-    def wait(client: Any, job_id: str, **kwargs: Any) -> dict[str, Any]:
+    def wait(client: Any, job_id: str, **kwargs: Any) -> TrainingResult:
         followed.append(job_id)
-        return {**FULL_RESULT, "job_id": job_id}
+        return FULL_RESULT.model_copy(update={"job_id": job_id})
 
     monkeypatch.setattr(jobs, "wait_for_job", wait)
     result = orch.train_pair(
@@ -276,8 +295,7 @@ def test_expected_key_matches_the_jobs_formula() -> None:
     """Same inputs as ``train_and_register`` builds → same key (drift here would break re-run reuse)."""
     from dataclasses import asdict
 
-    from mur.pipeline import model_config, train_config
-    from mur.ray_train import idempotency_key
+    from mur.training.params import idempotency_key, model_config, train_config
 
     settings = Settings(train_days=30)
     mcfg = model_config(settings, epochs=1, hidden_size=4, arch=None)
@@ -297,3 +315,49 @@ def test_expected_key_matches_the_jobs_formula() -> None:
         {"epochs": 1, "hidden_size": 4, "num_workers": 2},
     )
     assert got == want
+
+
+# --- the job's result line: one contract, written by the job, read by the submitter ------------------
+def test_result_line_round_trips_between_the_job_and_the_submitter() -> None:
+    from mur.contracts import RESULT_MARKER, parse_result_line
+
+    line = FULL_RESULT.to_line()
+    assert line.startswith(RESULT_MARKER) and "\n" not in line
+    logs = f"[mur] training …\n{TrainingResult.failure('x', 'old').to_line()}\n{line}\ntrailing output\n"
+    assert parse_result_line(logs) == FULL_RESULT
+    assert parse_result_line("no result here") is None
+    failed = parse_result_line(TrainingResult.failure("nope_usdt", "unknown pair nope_usdt").to_line())
+    assert failed is not None and not failed.ok and failed.error == "unknown pair nope_usdt"
+
+
+class FakeJobClient:
+    def __init__(self, logs: str, status: str = "SUCCEEDED") -> None:
+        self.logs, self.status = logs, status
+
+    def get_job_status(self, job_id: str) -> str:
+        return self.status
+
+    def get_job_logs(self, job_id: str) -> str:
+        return self.logs
+
+    def get_job_info(self, job_id: str) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(message=None)
+
+
+def test_wait_for_job_returns_the_parsed_result_or_raises_the_jobs_error() -> None:
+    from mur.orchestration.job_submission import wait_for_job
+
+    def wait(client: FakeJobClient) -> TrainingResult:
+        return wait_for_job(client, "j9", stream_logs=False, emit=lambda _: None, timeout_s=5, poll_s=0)
+
+    result = wait(FakeJobClient("hello\n" + FULL_RESULT.to_line()))
+    assert result.version == 7 and result.job_id == "j9" and result.metrics == FULL_RESULT.metrics
+    failure = TrainingResult.failure("nope_usdt", "unknown pair nope_usdt").to_line()
+    with pytest.raises(JobError, match="unknown pair nope_usdt"):
+        wait(FakeJobClient(failure, status="FAILED"))
+    with pytest.raises(JobError, match="ValueError: boom"):
+        wait(FakeJobClient("Traceback …\nValueError: boom", status="FAILED"))
+    with pytest.raises(JobError, match="unreadable result line"):
+        wait(FakeJobClient("MUR_RESULT {not json"))

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mur.orchestration import CHAMPIONS_ASSET_URI, expected_idempotency_key
+from mur.orchestration.tasks import CHAMPIONS_ASSET_URI, expected_idempotency_key
 from mur.settings import PROJECT_ROOT, Settings
 
 pytestmark = [pytest.mark.services, pytest.mark.airflow, pytest.mark.timeout(1800)]
@@ -96,6 +96,7 @@ def first_run(services: Settings, airflow_db: Path) -> dict[str, Any]:
     return {"dr": dr, "summary": xcom(dr, "summarize")[0], "results": xcom(dr, "train_pair")}
 
 
+@pytest.mark.service_start
 def test_two_pairs_end_to_end(first_run: dict[str, Any], services: Settings) -> None:
     dr, summary, results = first_run["dr"], first_run["summary"], first_run["results"]
     assert str(dr.state) == "success", task_states(dr)
@@ -144,6 +145,30 @@ def test_backfill_dates_differ_and_a_rerun_reuses(first_run: dict[str, Any], ser
     assert len(versions_for_window(services, "btc_usdt", first_run["dr"].data_interval_end)) == 1
 
 
+def test_backfill_of_an_old_date_never_displaces_the_champion(
+    first_run: dict[str, Any], services: Settings
+) -> None:
+    """A run for a date before the champion's window end registers a version that never takes the alias."""
+    from mur.registry import CHAMPION, configure, model_name
+
+    client = configure(services)
+    name = model_name("btc_usdt", services.registry_prefix)
+    before = client.get_model_version_by_alias(name, CHAMPION)
+
+    old = run(D1 - timedelta(days=20), {"pairs": ["btc_usdt"], **TINY})
+    assert str(old.state) == "success", task_states(old)
+    [result] = xcom(old, "train_pair")
+    assert result["reused"] is False and result["data_window_end"] < before.tags["data_window_end"]
+    tags = client.get_model_version(name, str(result["version"])).tags
+    assert result["alias"] != CHAMPION, result
+    assert tags["kind"] == "backfill" and tags["gate_rule"] == "backfill", tags
+    assert tags["as_of"] == result["data_window_end"]
+    after = client.get_model_version_by_alias(name, CHAMPION)
+    assert (after.version, after.tags["data_window_end"]) == (before.version, before.tags["data_window_end"])
+    # reproducible: the backfill version stays loadable by number
+    assert client.get_model_version(name, str(result["version"])).source
+
+
 def test_failing_pair_retries_then_alerts_discord(
     services: Settings, airflow_db: Path, webhook_env: Any
 ) -> None:
@@ -178,7 +203,7 @@ def _free_airflow_port() -> int:
     """A port P such that P and the ports derived from it (log servers, health ports) are all free."""
     import socket
 
-    from mur.airflow_local import ports
+    from mur.devstack.airflow import ports
 
     for _ in range(50):
         with socket.socket() as sock:
@@ -205,8 +230,8 @@ def live_airflow(services: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyP
     import psycopg2
     from psycopg2 import sql
 
-    from mur import services as svc
-    from mur.airflow_local import airflow_services
+    from mur.devstack import supervisor as svc
+    from mur.devstack.services import stack_services
 
     port = _free_airflow_port()
     settings = services.model_copy(
@@ -221,7 +246,7 @@ def live_airflow(services: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyP
     # hourly schedule kept (backfills need a periodic one) but no scheduled runs while testing
     monkeypatch.setenv("MUR_TRAIN_SCHEDULE", "@hourly")
     monkeypatch.setenv("AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE", "False")
-    registry = {s.name: s for s in airflow_services(settings)}
+    registry = {name: s for name, s in stack_services(settings).items() if name.startswith("airflow-")}
     try:
         started = svc.up(settings, list(registry), services=registry, progress=print)
         yield settings, registry, started
@@ -238,13 +263,15 @@ def live_airflow(services: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyP
         conn.close()
 
 
+@pytest.mark.service_start
 def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airflow: Any) -> None:
     """Supervised components answer their health checks; a REST trigger and a CLI backfill reuse D1's version."""
     import json
     import time
 
-    from mur import services as svc
-    from mur.airflow_local import AirflowClient, airflow_cli
+    from mur.devstack import supervisor as svc
+    from mur.devstack.airflow import airflow_cli
+    from mur.orchestration.airflow_client import AirflowClient
 
     settings, registry, started = live_airflow
     assert [r.name for r in started][0] == "airflow-api-server"
@@ -268,11 +295,11 @@ def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airfl
         btc = {r["pair"]: r for r in first_run["results"]}["btc_usdt"]
         conf = {"pairs": ["btc_usdt"], "end": iso(d1_end), **TINY}
         run = client.trigger("mur_training", conf)
-        final = client.wait_for_run("mur_training", run["dag_run_id"], timeout_s=900)
-        assert final["state"] == "success", client.task_instances("mur_training", run["dag_run_id"])
-        result = client.xcom("mur_training", run["dag_run_id"], "train_pair", map_index=0)
+        final = client.wait_for_run("mur_training", run.run_id, timeout_s=900)
+        assert final["state"] == "success", client.task_instances("mur_training", run.run_id)
+        result = client.xcom("mur_training", run.run_id, "train_pair", map_index=0)
         assert result["reused"] is True and result["version"] == btc["version"]
-        log_text = client.task_log("mur_training", run["dag_run_id"], "train_pair", map_index=0)
+        log_text = client.task_log("mur_training", run.run_id, "train_pair", map_index=0)
         assert "btc_usdt: version" in log_text and "reusing it" in log_text  # our lines reach the task log
 
         # backfill the interval that ends at D1: same window → the same version, no new training

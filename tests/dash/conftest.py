@@ -28,7 +28,7 @@ def dash_db_settings(pg_database_factory: Callable[..., Settings]) -> Settings:
 @pytest.fixture(scope="session")
 def last_candles() -> dict[str, tuple[str, float]]:
     """The last bundled candle (time, close) of each test pair: what the fake Serve API forecasts from."""
-    from mur.market_data import BundledMarketData
+    from mur.data import BundledMarketData
 
     market = BundledMarketData()
     out = {}
@@ -66,7 +66,11 @@ def dash_settings(dash_db_settings: Settings, serve_api: FakeService, airflow_ap
             "airflow_password": AIRFLOW_PASSWORD,
             "pairs": PAIRS,
             "login_max_attempts": 3,
+            "login_ip_max_attempts": 5,
+            "login_user_max_attempts": 6,
             "login_window_s": 300,
+            "registration": "open",
+            "registration_max_per_ip": 20,
         }
     )
 

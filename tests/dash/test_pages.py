@@ -24,6 +24,7 @@ from flask.testing import FlaskClient
 
 from dash_app.app import create_app
 from dash_app.context import DASHBOARD_TOKEN_NAME
+from mur.data import BundledMarketData
 from mur.db import (
     Database,
     get_usage,
@@ -34,7 +35,6 @@ from mur.db import (
     lookup_token,
     record_forecast,
 )
-from mur.market_data import BundledMarketData
 from mur.settings import Settings
 
 
@@ -236,6 +236,35 @@ def test_admin_edits_users_roles_and_quotas(client: FlaskClient, dash_database: 
     callback_json(save_user(client, member.id, status="active", roles=("member",), quota=""))
     restored = next(u for u in list_users(dash_database) if u.id == member.id)
     assert not restored.disabled and restored.roles == ("member",) and restored.quota_is_default
+
+
+def test_admin_save_is_one_transaction(client: FlaskClient, dash_database: Database) -> None:
+    """If the last of the three changes (status) fails, roles and quota are not changed either."""
+    admin, member = make_user(dash_database, admin=True), make_user(dash_database)
+    logged_in(client, admin)
+    from psycopg import sql
+
+    trigger = sql.Identifier(f"mur_test_refuse_disable_{member.id}")
+    with dash_database.cursor() as cur:  # the database refuses to disable this one user
+        # DDL takes no bind parameters: identifiers and the id are composed by psycopg, never by f-strings
+        cur.execute(
+            sql.SQL(
+                """
+                CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS
+                $$ BEGIN RAISE EXCEPTION 'refused by test'; END $$;
+                CREATE TRIGGER {name} BEFORE UPDATE OF disabled ON users FOR EACH ROW
+                WHEN (NEW.id = {user_id} AND NEW.disabled) EXECUTE FUNCTION {name}();
+                """
+            ).format(name=trigger, user_id=sql.Literal(member.id))
+        )
+    try:
+        response = save_user(client, member.id, status="disabled", roles=("admin", "member"), quota=77)
+        assert response.status_code == 500
+    finally:
+        with dash_database.cursor() as cur:
+            cur.execute(sql.SQL("DROP TRIGGER {name} ON users; DROP FUNCTION {name}()").format(name=trigger))
+    unchanged = next(u for u in list_users(dash_database) if u.id == member.id)
+    assert unchanged.roles == ("member",) and unchanged.quota_is_default and not unchanged.disabled
 
 
 def test_admin_cannot_lock_themselves_out(client: FlaskClient, dash_database: Database) -> None:

@@ -1,11 +1,11 @@
-"""Checks on the real bundled dataset (mur/datasets/klines): shape, types, consistency, the known gap."""
+"""Checks on the real bundled dataset (mur/data/klines): shape, types, consistency, the known gap."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from mur.market_data import (
+from mur.data import (
     KLINE_COLUMNS,
     bundled_pairs,
     load_bundled,
@@ -14,7 +14,7 @@ from mur.market_data import (
     validate_candles,
 )
 
-# From mur/datasets/klines/SOURCES.md: rows, first and last open time (UTC).
+# From mur/data/klines/SOURCES.md: rows, first and last open time (UTC).
 EXPECTED = {
     "btc_usdt": (26303, "2023-01-01 00:00", "2025-12-31 23:00"),
     "eth_usdt": (26303, "2023-01-01 00:00", "2025-12-31 23:00"),

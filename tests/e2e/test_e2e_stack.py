@@ -128,7 +128,7 @@ def run_mur(env: dict[str, str], *args: str, timeout_s: float = 1800) -> subproc
 
 
 def _settings(env: dict[str, str]) -> Settings:
-    from mur.stack import align_settings
+    from mur.devstack.stack import align_settings
 
     overrides = {k[4:].lower(): v for k, v in env.items() if k.startswith("MUR_")}
     return align_settings(Settings(_env_file=None, **overrides), export=False)
@@ -147,7 +147,7 @@ def drop_databases(settings: Settings) -> None:
 
 def live_sessions(settings: Settings) -> dict[str, list[int]]:
     """Services whose pid file names a session with live processes."""
-    from mur.services import session_members
+    from mur.devstack.supervisor import session_members
 
     found = {}
     for pid_file in (Path(settings.runtime_dir) / "pids").glob("*.pid"):
@@ -160,7 +160,7 @@ def live_sessions(settings: Settings) -> dict[str, list[int]]:
 
 def kill_leftovers(settings: Settings) -> None:
     """Safety net: never leave the private stack running, whatever failed."""
-    from mur.stack import leftover_processes
+    from mur.devstack.stack import leftover_processes
 
     for pid, _ in leftover_processes(settings):
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -245,7 +245,7 @@ def assert_all_running(env: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def assert_nothing_left(settings: Settings, ports: list[int]) -> None:
-    from mur.stack import leftover_processes
+    from mur.devstack.stack import leftover_processes
 
     deadline = time.monotonic() + 20  # Ray's job-driver watchers exit within a second or two
     while True:

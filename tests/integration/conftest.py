@@ -1,8 +1,8 @@
-"""Integration fixtures: the shared local services (S3, MLflow, Ray) from :mod:`mur.testing`.
+"""Integration fixtures: the shared local services (S3, MLflow, Ray) from ``tests/conftest.py``.
 
 ``services`` (session): starts what is not already healthy, yields the Settings, stops at the end only
 what it started (``MUR_KEEP_SERVICES=1`` keeps them). ``settings`` (session): the same Settings without
-starting anything. Other test folders (tests/serve, tests/dags, …) reuse them with the same import.
+starting anything. Other test folders (tests/serve, tests/dags, …) see them too.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from __future__ import annotations
 import pytest
 
 from mur.settings import Settings
-from mur.testing import services, stack_settings  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="session")
-def settings(stack_settings: Settings) -> Settings:  # noqa: F811
+def settings(stack_settings: Settings) -> Settings:
     """The stack's Settings (read from ``MUR_*``); request ``services`` as well when the services are needed."""
     return stack_settings

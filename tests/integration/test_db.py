@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import psycopg2
+import psycopg
 import pytest
 from argon2 import PasswordHasher
-from psycopg2 import sql
+from psycopg import sql
 from typer.testing import CliRunner
 
 from mur import db as mdb
@@ -32,6 +32,7 @@ from mur.errors import (
     InvalidInputError,
     MigrationError,
     NotFoundError,
+    UnknownPairError,
     WeakPasswordError,
 )
 from mur.security import hash_token, needs_rehash, verify_password
@@ -54,13 +55,10 @@ def _new_user(database: Database, **kwargs: object) -> mdb.User:
 
 
 def _scalar(settings: Settings, query: str, params: tuple = ()) -> object:
-    conn = psycopg2.connect(settings.pg_dsn())
-    try:
-        with conn.cursor() as cur:
-            cur.execute(query, params)
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
+    with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
+        row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -170,15 +168,51 @@ def test_pool_waits_then_fails_clearly_when_exhausted(pg_settings: Settings) -> 
         assert database.ping()  # the slot came back
 
 
-def test_pool_discards_connections_the_server_dropped(pg_settings: Settings) -> None:
+def _backend_pid(database: Database) -> int:
+    with database.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid() AS pid")
+        row = cur.fetchone()
+    assert row is not None
+    return int(row["pid"])
+
+
+def _terminate(settings: Settings, pid: int) -> None:
+    """Kill one server backend and wait (up to 5 s) until it is gone."""
+    assert _scalar(settings, "SELECT pg_terminate_backend(%s, 5000)", (pid,)) is True
+
+
+def test_pool_replaces_idle_connections_the_server_dropped(pg_settings: Settings) -> None:
     with Database(pg_settings, minconn=1, maxconn=1) as database:
-        with database.cursor() as cur:
+        pid = _backend_pid(database)
+        _terminate(pg_settings, pid)
+        assert mdb.get_user_by_id(database, user_id=-1) is None  # checked on checkout, replaced unseen
+        assert _backend_pid(database) != pid
+
+
+def test_connection_lost_mid_transaction_fails_clearly_then_recovers(pg_settings: Settings) -> None:
+    with Database(pg_settings, minconn=1, maxconn=1) as database:
+        with pytest.raises(DatabaseError, match="failed"), database.cursor() as cur:
             cur.execute("SELECT pg_backend_pid() AS pid")
-            pid = cur.fetchone()["pid"]
-        assert _scalar(pg_settings, "SELECT pg_terminate_backend(%s)", (pid,)) is True
-        with pytest.raises(DatabaseError, match="failed"):
-            mdb.get_user_by_id(database, user_id=1)
+            row = cur.fetchone()
+            assert row is not None
+            _terminate(pg_settings, row["pid"])
+            cur.execute("SELECT 1")
         assert database.ping()  # a fresh connection replaced the dead one
+
+
+def test_pool_connections_have_timeouts_keepalives_and_utc(pg_settings: Settings) -> None:
+    with Database(pg_settings, maxconn=1, statement_timeout_s=0.2) as database:
+        with database.connection() as conn:
+            params = conn.info.get_parameters()
+            assert params["connect_timeout"] == "10" and params["keepalives_idle"] == "60"
+        with database.cursor() as cur:
+            cur.execute(
+                "SELECT current_setting('TimeZone') AS tz, current_setting('statement_timeout') AS st"
+            )
+            assert cur.fetchone() == {"tz": "UTC", "st": "200ms"}
+        with pytest.raises(DatabaseError, match="statement timeout"), database.cursor() as cur:
+            cur.execute("SELECT pg_sleep(2)")
+        assert database.ping()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -318,7 +352,7 @@ def test_list_users_shows_roles_quota_and_usage(database: Database, pg_settings:
 
 def _all_text_values(settings: Settings) -> list[str]:
     """Every text-like value in every table of the public schema."""
-    conn = psycopg2.connect(settings.pg_dsn())
+    conn = psycopg.connect(settings.pg_dsn())
     values: list[str] = []
     try:
         with conn.cursor() as cur:
@@ -529,17 +563,29 @@ def test_sql_injection_strings_are_stored_verbatim(
     assert mdb.authenticate(database, username=username, password=PASSWORD) == user
     assert mdb.lookup_token(database, token=payload) is None
     mdb.record_login_attempt(database, username=payload, ip=payload, success=False)
-    assert mdb.count_recent_failures(database, username=payload, ip=None, window_s=60) >= 1
+    assert mdb.recent_login_failures(database, username=payload, ip=payload, window_s=60).per_user_ip >= 1
+    limits = mdb.LoginLimits(per_user_ip=100, per_ip=100, per_user=100, window_s=60)
+    assert mdb.begin_login_attempt(database, username=payload, ip=payload, limits=limits) is not None
+    assert mdb.begin_registration_attempt(database, ip=payload, limit=100, window_s=60)
+    with pytest.raises(UnknownPairError):  # pair names follow the one pair rule (mur.pairs)
+        mdb.record_forecast(
+            database,
+            pair=payload,
+            model_version="1",
+            target_time=datetime.now(UTC),
+            predicted=1,
+            last_close=1,
+        )
     forecast = mdb.record_forecast(
         database,
-        pair=payload,
+        pair="inj_usdt",
         model_version=payload,
         target_time=datetime(2030, 1, 1, tzinfo=UTC),
         predicted=1.0,
         last_close=1.0,
     )
     assert forecast.model_version == payload
-    assert mdb.list_forecasts(database, pair=payload, model_version=payload)[0].id == forecast.id
+    assert mdb.list_forecasts(database, pair="inj_usdt", model_version=payload)[0].id == forecast.id
     for table in ("users", "roles", "user_roles", "api_tokens", "quotas", "api_usage", "schema_migrations"):
         assert _scalar(pg_settings, "SELECT to_regclass(%s) IS NOT NULL", (table,)) is True
     assert _scalar(pg_settings, "SELECT count(*) FROM users WHERE username = %s", (username,)) == 1
@@ -551,18 +597,24 @@ def test_sql_injection_strings_are_stored_verbatim(
 # ------------------------------------------------------------------------------------------------
 
 
-def test_login_failures_are_counted_per_username_and_ip(database: Database) -> None:
-    username, ip, other_ip = _name(), f"10.0.{uuid.uuid4().int % 250}.1", "192.0.2.77"
+def _failures(database: Database, username: str, ip: str | None, window_s: int = 300) -> tuple[int, ...]:
+    counts = mdb.recent_login_failures(database, username=username, ip=ip, window_s=window_s)
+    return counts.per_user_ip, counts.per_ip, counts.per_user
+
+
+def test_login_failures_are_counted_per_username_ip_and_both(database: Database) -> None:
+    username, ip, other_ip = _name(), f"10.0.{uuid.uuid4().int % 250}.1", f"192.0.2.{uuid.uuid4().int % 250}"
     for _ in range(3):
         mdb.record_login_attempt(database, username=username, ip=ip, success=False)
-    assert mdb.count_recent_failures(database, username=username.upper(), ip=None, window_s=300) == 3
-    assert mdb.count_recent_failures(database, username=_name(), ip=ip, window_s=300) == 3  # same IP
-    assert mdb.count_recent_failures(database, username=_name(), ip=other_ip + "9", window_s=300) == 0
-    # a success from that IP forgives earlier failures for the user, not for others' counts later
+    assert _failures(database, username.upper(), ip) == (3, 3, 3)  # usernames are case-insensitive
+    assert _failures(database, _name(), ip) == (0, 3, 0)  # same IP, another username
+    assert _failures(database, username, other_ip + "9") == (0, 0, 3)  # same username, another IP
+    # a success from that IP forgives earlier failures of this username, not the IP's count
     mdb.record_login_attempt(database, username=username, ip=ip, success=True)
-    assert mdb.count_recent_failures(database, username=username, ip=ip, window_s=300) == 0
+    assert _failures(database, username, ip) == (0, 3, 0)
     mdb.record_login_attempt(database, username=username, ip=other_ip, success=False)
-    assert mdb.count_recent_failures(database, username=username, ip=ip, window_s=300) == 1
+    assert _failures(database, username, ip) == (0, 3, 1)
+    assert _failures(database, username, other_ip) == (1, 1, 1)
 
 
 def test_login_failures_outside_the_window_do_not_count(database: Database) -> None:
@@ -574,10 +626,111 @@ def test_login_failures_outside_the_window_do_not_count(database: Database) -> N
             (username,),
         )
     mdb.record_login_attempt(database, username=username, ip=None, success=False)
-    assert mdb.count_recent_failures(database, username=username, ip=None, window_s=300) == 1
-    assert mdb.count_recent_failures(database, username=username, ip=None, window_s=7200) == 2
+    assert _failures(database, username, None) == (1, 0, 1)
+    assert _failures(database, username, None, window_s=7200) == (2, 0, 2)
     assert mdb.prune_login_attempts(database, older_than_s=1800) >= 1
-    assert mdb.count_recent_failures(database, username=username, ip=None, window_s=7200) == 1
+    assert _failures(database, username, None, window_s=7200) == (1, 0, 1)
+
+
+def test_begin_login_attempt_is_atomic_under_parallel_calls(
+    database: Database, pg_settings: Settings
+) -> None:
+    """20 parallel attempts with a limit of 5 on one (username, IP): exactly 5 are let through."""
+    username, ip = _name(), f"10.1.{uuid.uuid4().int % 250}.7"
+    limits = mdb.LoginLimits(per_user_ip=5, per_ip=50, per_user=50, window_s=300)
+    start = threading.Barrier(20)
+    with Database(pg_settings, maxconn=20) as db:
+
+        def attempt(_: int) -> int | None:
+            start.wait()
+            return mdb.begin_login_attempt(db, username=username, ip=ip, limits=limits)
+
+        with ThreadPoolExecutor(20) as pool:
+            ids = list(pool.map(attempt, range(20)))
+    assert sum(i is not None for i in ids) == 5
+    assert _failures(database, username, ip)[0] == 5
+
+
+def test_login_attempt_lifecycle(database: Database) -> None:
+    username, ip = _name(), f"10.2.{uuid.uuid4().int % 250}.9"
+    limits = mdb.LoginLimits(per_user_ip=2, per_ip=10, per_user=10, window_s=300)
+    first = mdb.begin_login_attempt(database, username=username, ip=ip, limits=limits)
+    assert first is not None and _failures(database, username, ip)[0] == 1  # counted until it succeeds
+    mdb.cancel_login_attempt(database, attempt_id=first)  # never checked: forgotten
+    assert _failures(database, username, ip)[0] == 0
+    ids = [mdb.begin_login_attempt(database, username=username, ip=ip, limits=limits) for _ in range(3)]
+    assert ids[0] is not None and ids[1] is not None and ids[2] is None
+    assert _failures(database, username, ip)[0] == 2  # a refused attempt is not recorded
+    mdb.mark_login_succeeded(database, attempt_id=ids[1])
+    assert _failures(database, username, ip) == (0, 1, 0)  # the other failure still counts for the IP
+    # per IP and per username limits
+    other = _name()
+    ip_limits = mdb.LoginLimits(per_user_ip=10, per_ip=1, per_user=10, window_s=300)
+    assert mdb.begin_login_attempt(database, username=other, ip=ip, limits=ip_limits) is None
+    user_limits = mdb.LoginLimits(per_user_ip=10, per_ip=10, per_user=1, window_s=300)
+    assert mdb.begin_login_attempt(database, username=other, ip="192.0.2.1", limits=user_limits) is not None
+    assert mdb.begin_login_attempt(database, username=other, ip="192.0.2.2", limits=user_limits) is None
+
+
+def test_registration_attempts_are_limited_per_ip(database: Database) -> None:
+    ip = f"10.3.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+    assert [mdb.begin_registration_attempt(database, ip=ip, limit=2, window_s=60) for _ in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+    assert mdb.begin_registration_attempt(database, ip=ip + "0", limit=2, window_s=60)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sessions, invites, account edits
+# ------------------------------------------------------------------------------------------------
+
+
+def test_end_sessions_and_new_passwords_bump_the_session_generation(database: Database) -> None:
+    user = _new_user(database)
+    assert user.session_generation == 0
+    assert mdb.end_sessions(database, user_id=user.id) == 1
+    mdb.set_password(database, user_id=user.id, password="Brand-new-Pw-99")
+    again = mdb.get_user_by_id(database, user_id=user.id)
+    assert again is not None and again.session_generation == 2
+    with pytest.raises(NotFoundError):
+        mdb.end_sessions(database, user_id=-1)
+
+
+def test_invites_are_single_use_and_expire(database: Database) -> None:
+    invite = mdb.create_invite(database, created_by=None)
+    assert invite.expires_at > datetime.now(UTC) + timedelta(days=6)
+    user = _new_user(database, invite_code=invite.code)
+    with pytest.raises(InvalidInputError, match="invite"):
+        _new_user(database, invite_code=invite.code)
+    expired = mdb.create_invite(database, created_by=user.id, lifetime=timedelta(seconds=-1))
+    name = _name()
+    with pytest.raises(InvalidInputError, match="invite"):
+        _new_user(database, username=name, invite_code=expired.code)
+    assert mdb.get_user_by_username(database, username=name) is None
+    with database.cursor() as cur:
+        cur.execute("SELECT used_by FROM invites WHERE code_hash = %s", (hash_token(invite.code),))
+        assert cur.fetchone() == {"used_by": user.id}
+
+
+def test_update_account_changes_all_or_nothing(database: Database, pg_settings: Settings) -> None:
+    user = _new_user(database)
+    assert mdb.update_account(database, user_id=user.id, roles=["admin"], monthly_limit=9, disabled=True) == 9
+    summary = next(u for u in mdb.list_users(database) if u.id == user.id)
+    assert (summary.roles, summary.monthly_limit, summary.disabled) == (("admin",), 9, True)
+    default = pg_settings.default_monthly_quota
+    assert (
+        mdb.update_account(database, user_id=user.id, roles=[], monthly_limit=None, disabled=False) == default
+    )
+    with pytest.raises(InvalidInputError):
+        mdb.update_account(database, user_id=user.id, roles=["root"], monthly_limit=1, disabled=True)
+    with pytest.raises(InvalidInputError):
+        mdb.update_account(database, user_id=user.id, roles=["admin"], monthly_limit=-1, disabled=True)
+    with pytest.raises(NotFoundError):
+        mdb.update_account(database, user_id=-1, roles=["admin"], monthly_limit=1, disabled=True)
+    summary = next(u for u in mdb.list_users(database) if u.id == user.id)
+    assert (summary.roles, summary.quota_is_default, summary.disabled) == ((), True, False)
 
 
 # ------------------------------------------------------------------------------------------------

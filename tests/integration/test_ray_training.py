@@ -7,10 +7,12 @@ prefix so the developer's own ``mur-*`` models are never touched.
 from __future__ import annotations
 
 import uuid
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 
+from mur.contracts import MetricsDocument, TrainingResult
 from mur.errors import JobError
 from mur.settings import Settings
 
@@ -27,36 +29,44 @@ def job_settings(services: Settings) -> Settings:
     return services.model_copy(update={"registry_prefix": prefix, "train_days": 45, "num_layers": 1})
 
 
-def submit(settings: Settings, pair: str, **kw) -> dict:
-    from mur.jobs import submit_training
-    from mur.pipeline import parse_time
+class Submitted(NamedTuple):
+    """A job's parsed result line and the log lines it streamed."""
+
+    result: TrainingResult
+    logs: list[str]
+
+
+def submit(settings: Settings, pair: str, **kw: object) -> Submitted:
+    from mur.orchestration.job_submission import submit_training
+    from mur.timeutil import parse_time
 
     lines: list[str] = []
     result = submit_training(
         settings,
         pair,
-        end=parse_time(kw.pop("end", WINDOW_END)),
-        num_workers=kw.pop("num_workers", 2),
+        end=parse_time(str(kw.pop("end", WINDOW_END))),
+        num_workers=int(str(kw.pop("num_workers", 2))),
         log=lines.append,
         timeout_s=900,
         **kw,
     )
-    result["_logs"] = lines
-    return result
+    return Submitted(result, lines)
 
 
 @pytest.fixture(scope="module")
-def first_job(job_settings: Settings) -> dict:
+def first_job(job_settings: Settings) -> Submitted:
     return submit(job_settings, "btc_usdt", **FAST)
 
 
-def test_first_job_registers_a_champion(first_job: dict, job_settings: Settings) -> None:
+@pytest.mark.service_start
+def test_first_job_registers_a_champion(first_job: Submitted, job_settings: Settings) -> None:
     from mur.registry import CHAMPION, configure, model_name
 
-    assert first_job["version"] == 1
-    assert first_job["alias"] == CHAMPION
-    assert "first model" in first_job["reason"]
-    assert any("gate:" in line for line in first_job["_logs"]), "gate decision must be in the job log"
+    result = first_job.result
+    assert result.version == 1 and result.job_id
+    assert result.alias == CHAMPION
+    assert "first qualifying version" in result.reason and result.gate_rule == "first"
+    assert any("gate:" in line for line in first_job.logs), "gate decision must be in the job log"
     client = configure(job_settings)
     v = client.get_model_version_by_alias(model_name("btc_usdt", job_settings.registry_prefix), CHAMPION)
     assert v.version == "1"
@@ -66,16 +76,24 @@ def test_first_job_registers_a_champion(first_job: dict, job_settings: Settings)
     assert run.data.tags["git_commit"] and run.data.params["num_workers"] == "2"
     assert {"model_mae", "persistence_mae", "linear_mae", "skill"} <= set(run.data.metrics)
     assert len(client.get_metric_history(v.run_id, "val_loss")) >= 1  # per-epoch metrics
+    # one metrics document: the job's result line, the run's metrics.json and the version's tags agree
+    import mlflow
+
+    logged = MetricsDocument.model_validate(mlflow.artifacts.load_dict(f"runs:/{v.run_id}/metrics.json"))
+    assert logged == result.metrics and logged.num_workers == 2 and logged.epochs_run == 3
+    from_tags = MetricsDocument.from_version_tags(v.tags)
+    assert from_tags is not None and from_tags.model == logged.model and from_tags.skill == logged.skill
 
 
 def test_champion_loads_from_registry_and_reproduces_logged_mae(
-    first_job: dict, job_settings: Settings
+    first_job: Submitted, job_settings: Settings
 ) -> None:
     import mlflow.onnx
 
-    from mur.export import load_session, run_session
-    from mur.pipeline import load_candles, parse_time, prepare
+    from mur.model.export import load_session, run_session
     from mur.registry import champion_uri, configure
+    from mur.timeutil import parse_time
+    from mur.training.driver import load_candles, prepare
 
     configure(job_settings)
     model = mlflow.onnx.load_model(champion_uri("btc_usdt", job_settings.registry_prefix))
@@ -84,10 +102,11 @@ def test_champion_loads_from_registry_and_reproduces_logged_mae(
     ds = prepare(job_settings, candles)
     x, y = ds.x[ds.split.test], ds.y[ds.split.test]
     mae = float(np.mean(np.abs(run_session(session, x) - y)))
-    assert mae == pytest.approx(first_job["metrics"]["model"]["mae"], rel=1e-6)
+    assert first_job.result.metrics is not None
+    assert mae == pytest.approx(first_job.result.metrics.model.mae, rel=1e-6)
 
 
-def test_artifacts_live_in_the_s3_bucket(first_job: dict, job_settings: Settings) -> None:
+def test_artifacts_live_in_the_s3_bucket(first_job: Submitted, job_settings: Settings) -> None:
     from urllib.parse import urlparse
 
     from minio import Minio
@@ -100,38 +119,62 @@ def test_artifacts_live_in_the_s3_bucket(first_job: dict, job_settings: Settings
     from mur.registry import configure, model_name
 
     version = configure(job_settings).get_model_version(
-        model_name("btc_usdt", job_settings.registry_prefix), str(first_job["version"])
+        model_name("btc_usdt", job_settings.registry_prefix), str(first_job.result.version)
     )
     model_id = version.source.rsplit("/", 1)[-1]  # MLflow 3: models:/m-<id>, stored under models/m-<id>/
     assert any(model_id in k and k.endswith("model.onnx") for k in keys), keys[:20]
-    assert any(first_job["run_id"] in k and k.endswith("feature_spec.json") for k in keys)
+    assert any(str(first_job.result.run_id) in k and k.endswith("feature_spec.json") for k in keys)
 
 
-def test_worse_model_becomes_challenger_with_reason(first_job: dict, job_settings: Settings) -> None:
+def test_worse_model_becomes_challenger_with_reason(first_job: Submitted, job_settings: Settings) -> None:
     from mur.registry import CHALLENGER, CHAMPION, configure, model_name
 
     # a deliberately bad model: one epoch at a learning rate that wrecks the weights
-    worse = submit(job_settings, "btc_usdt", epochs=1, hidden_size=2, num_workers=1, learning_rate=5.0)
-    assert worse["version"] == 2
-    assert worse["alias"] == CHALLENGER, worse["reason"]
-    assert "champion MAE" in worse["reason"] or "below the floor" in worse["reason"]
+    worse = submit(job_settings, "btc_usdt", epochs=1, hidden_size=2, num_workers=1, learning_rate=5.0).result
+    assert worse.version == 2
+    assert worse.alias == CHALLENGER, worse.reason
+    assert worse.gate_rule in ("persistence", "floor", "worse-than-champion"), worse.reason
     client = configure(job_settings)
     name = model_name("btc_usdt", job_settings.registry_prefix)
     assert client.get_model_version_by_alias(name, CHAMPION).version == "1"
-    assert client.get_model_version(name, "2").tags["gate_reason"] == worse["reason"]
+    tags = client.get_model_version(name, "2").tags
+    assert tags["gate_reason"] == worse.reason and tags["gate_rule"] == worse.gate_rule
+    assert tags["kind"] == "manual" and tags["as_of"] == worse.data_window.end
+    assert 0 <= float(tags["dm_p_worse"]) <= 1
 
 
-def test_same_window_is_reused_not_retrained(first_job: dict, job_settings: Settings) -> None:
-    again = submit(job_settings, "btc_usdt", **FAST)
-    assert again["version"] == first_job["version"] and again.get("reused") is True
+def test_same_window_is_reused_not_retrained(first_job: Submitted, job_settings: Settings) -> None:
+    again = submit(job_settings, "btc_usdt", **FAST).result
+    assert again.version == first_job.result.version and again.reused is True
+    assert again.metrics is not None and first_job.result.metrics is not None
+    assert again.metrics.model == first_job.result.metrics.model  # rebuilt from the version's tags
 
 
 def test_worker_failure_resumes_from_checkpoint(job_settings: Settings) -> None:
-    result = submit(job_settings, "eth_usdt", fail_at_epoch=2, no_reuse=True, **FAST)
-    logs = "\n".join(result["_logs"])
+    job = submit(job_settings, "eth_usdt", fail_at_epoch=2, no_reuse=True, **FAST)
+    logs = "\n".join(job.logs)
     assert "injected failure at epoch 2" in logs
     assert "resumed from checkpoint at epoch 1" in logs
-    assert result["version"] >= 1 and result["alias"] in ("champion", "challenger")
+    assert job.result.version is not None and job.result.version >= 1
+    assert job.result.alias in ("champion", "challenger")
+
+
+def test_local_fit_registers_through_the_same_driver(job_settings: Settings) -> None:
+    """``train_and_register`` with the local fit: same registry path, own idempotency key (trainer=local)."""
+    from mur.registry import CHAMPION
+    from mur.timeutil import parse_time
+    from mur.training.driver import train_and_register
+    from mur.training.loop import LocalFit
+
+    settings = job_settings.model_copy(update={"train_days": 30})
+    end = parse_time(WINDOW_END)
+    first = train_and_register(settings, "xrp_usdt", fit=LocalFit(), end=end, epochs=1, hidden_size=4)
+    assert first.version == 1 and first.alias == CHAMPION and not first.reused
+    assert first.metrics is not None and first.metrics.num_workers is None and first.metrics.epochs_run == 1
+    again = train_and_register(
+        settings, "xrp_usdt", fit=LocalFit(), end=end, reuse_existing=True, epochs=1, hidden_size=4
+    )
+    assert again.version == 1 and again.reused
 
 
 @pytest.mark.parametrize(
@@ -146,8 +189,33 @@ def test_bad_inputs_fail_with_the_jobs_error(
 
 
 def test_unreachable_ray_is_a_clear_error(job_settings: Settings) -> None:
-    from mur.jobs import submit_training
+    from mur.orchestration.job_submission import submit_training
 
     dead = job_settings.model_copy(update={"ray_address": "http://127.0.0.1:1"})
     with pytest.raises(JobError, match="cannot reach the Ray head"):
         submit_training(dead, "btc_usdt", stream_logs=False)
+
+
+def test_admin_page_lists_versions_with_the_gate_decision(job_settings: Settings) -> None:
+    """The admin page's versions table reads the registry: kind, out-of-sample skill, p-values, rule, reason."""
+    import json
+    from types import SimpleNamespace
+
+    from dash_app.pages.admin import versions_block
+    from mur.timeutil import parse_time
+    from mur.training.driver import train_and_register
+    from mur.training.loop import LocalFit
+
+    settings = job_settings.model_copy(update={"train_days": 30, "pairs": ["xrp_usdt"]})
+    result = train_and_register(
+        settings,
+        "xrp_usdt",
+        fit=LocalFit(),
+        end=parse_time(WINDOW_END),
+        epochs=1,
+        hidden_size=4,
+        kind="manual",
+    )
+    html = json.dumps(versions_block(SimpleNamespace(settings=settings)).to_plotly_json(), default=str)
+    assert f"v{result.version}" in html and "manual" in html and result.reason in html
+    assert result.gate_rule and result.gate_rule in html and "DM p worse / better" in html

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 import requests
 
+from mur.data import BinanceMarketData, BundledMarketData
+from mur.devstack.replay import ReplayHandler, ReplayServer, running_replay_server
 from mur.errors import MarketDataError, UnknownPairError
-from mur.market_data import BinanceMarketData, BundledMarketData
-from mur.replay import ReplayHandler, ReplayServer, running_replay_server
 from mur.settings import Settings
 
 pytestmark = pytest.mark.timeout(120)
@@ -190,7 +190,7 @@ def test_retries_transient_failures(caplog: pytest.LogCaptureFixture) -> None:
     start, end = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 3, tzinfo=UTC)
     with running_replay_server(pairs=["btc_usdt"], handler_class=handler) as srv:
         source = binance_source(srv.api_url, binance_max_retries=3)
-        with caplog.at_level(logging.WARNING, logger="mur.market_data"):
+        with caplog.at_level(logging.WARNING, logger="mur.data.binance"):
             fetched = source.klines("btc_usdt", start, end)
     pd.testing.assert_frame_equal(fetched, BundledMarketData().klines("btc_usdt", start, end))
     assert source.retries == 3

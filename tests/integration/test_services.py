@@ -7,6 +7,7 @@ disturb the shared one.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -25,7 +26,9 @@ from minio import Minio
 from psycopg2 import sql
 from typer.testing import CliRunner
 
-from mur import services as svc
+from mur.devstack import supervisor as svc
+from mur.devstack.provision import ensure_databases
+from mur.devstack.services import Service, stack_services
 from mur.errors import ServiceError
 from mur.settings import Settings
 
@@ -178,10 +181,10 @@ def test_ray_jobs_api_answers_and_jobs_get_the_stack_env(services: Settings) -> 
 def test_ensure_databases_is_idempotent(settings: Settings) -> None:
     name = f"mur_test_{uuid.uuid4().hex[:10]}"
     try:
-        assert svc.ensure_databases(settings, [name]) == [name]
-        assert svc.ensure_databases(settings, [name]) == []
-        assert name not in svc.ensure_databases(settings)  # the defaults: mur, mlflow, airflow
-        assert svc.ensure_databases(settings) == []
+        assert ensure_databases(settings, [name]) == [name]
+        assert ensure_databases(settings, [name]) == []
+        assert name not in ensure_databases(settings)  # the defaults: mur, mlflow, airflow
+        assert ensure_databases(settings) == []
     finally:
         conn = psycopg2.connect(settings.pg_dsn("postgres"))
         conn.autocommit = True
@@ -193,12 +196,12 @@ def test_ensure_databases_is_idempotent(settings: Settings) -> None:
 def test_ensure_databases_reports_unreachable_postgres(settings: Settings) -> None:
     broken = settings.model_copy(update={"pg_port": _free_port()})
     with pytest.raises(ServiceError, match="PostgreSQL .* not reachable"):
-        svc.ensure_databases(broken, ["whatever"])
+        ensure_databases(broken, ["whatever"])
 
 
 # --- a private S3 instance: persistence across stop/start and crashes -----------------------------
 @pytest.fixture
-def private_s3(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, svc.Service]]]:
+def private_s3(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, Service]]]:
     """Settings and a one-service registry for an S3 server of our own (free port, tmp runtime dir)."""
     port = _free_port()
     settings = Settings(
@@ -207,7 +210,7 @@ def private_s3(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, svc.Service
         s3_endpoint_url=f"http://127.0.0.1:{port}",
         s3_bucket="mur-private-test",
     )
-    registry = {"s3": svc.default_services(settings)["s3"]}
+    registry = {"s3": stack_services(settings)["s3"]}
     try:
         yield settings, registry
     finally:
@@ -250,7 +253,7 @@ def _assert_same(client: Minio, bucket: str, objects: dict[str, bytes], etags: d
         assert client.stat_object(bucket, key).etag == etags[key]
 
 
-def test_s3_objects_survive_stop_and_start(private_s3: tuple[Settings, dict[str, svc.Service]]) -> None:
+def test_s3_objects_survive_stop_and_start(private_s3: tuple[Settings, dict[str, Service]]) -> None:
     settings, registry = private_s3
     [first] = svc.up(settings, ["s3"], services=registry)
     assert first.action == "started"
@@ -272,7 +275,7 @@ def test_s3_objects_survive_stop_and_start(private_s3: tuple[Settings, dict[str,
     assert json.loads(body)["restored_objects"] == len(objects)
 
 
-def test_s3_objects_survive_a_crash(private_s3: tuple[Settings, dict[str, svc.Service]]) -> None:
+def test_s3_objects_survive_a_crash(private_s3: tuple[Settings, dict[str, Service]]) -> None:
     settings, registry = private_s3
     [first] = svc.up(settings, ["s3"], services=registry)
     client = _minio(settings)
@@ -291,7 +294,7 @@ def test_s3_objects_survive_a_crash(private_s3: tuple[Settings, dict[str, svc.Se
 
 
 def test_s3_refuses_a_port_held_by_another_program(
-    private_s3: tuple[Settings, dict[str, svc.Service]],
+    private_s3: tuple[Settings, dict[str, Service]],
 ) -> None:
     settings, registry = private_s3
     with socket.socket() as squatter:
@@ -303,8 +306,8 @@ def test_s3_refuses_a_port_held_by_another_program(
 
 
 # --- the supervisor itself ------------------------------------------------------------------------
-def _python_service(name: str, code: str, port: int, **kwargs: object) -> svc.Service:
-    return svc.Service(name=name, argv=[sys.executable, "-c", code], port=port, **kwargs)  # type: ignore[arg-type]
+def _python_service(name: str, code: str, port: int, **kwargs: object) -> Service:
+    return Service(name=name, command=[sys.executable, "-c", code], port=port, **kwargs)  # type: ignore[arg-type]
 
 
 def test_failed_start_names_the_service_and_shows_its_log(tmp_path: Path) -> None:
@@ -360,8 +363,8 @@ def test_stop_signals_the_whole_session_and_escalates_to_sigkill(tmp_path: Path)
 
 
 def test_plan_orders_dependencies() -> None:
-    def make(name: str, *deps: str) -> svc.Service:
-        return svc.Service(name=name, argv=["true"], depends_on=deps)
+    def make(name: str, *deps: str) -> Service:
+        return Service(name=name, command=["true"], depends_on=deps)
 
     registry = {
         s.name: s
@@ -379,3 +382,78 @@ def test_plan_orders_dependencies() -> None:
     assert svc.plan(registry, ["dash", "s3"], with_deps=False) == ["s3", "dash"]
     with pytest.raises(ServiceError, match="unknown service"):
         svc.plan(registry, ["nope"])
+
+
+def test_command_health_check_waits_for_exit_zero(tmp_path: Path) -> None:
+    settings = Settings(runtime_dir=tmp_path)
+    flag = tmp_path / "ready"
+    waiter = Service(
+        name="waiter",
+        command=[
+            sys.executable,
+            "-c",
+            f"import pathlib, time; time.sleep(1); pathlib.Path({str(flag)!r}).touch(); time.sleep(600)",
+        ],
+        health_cmd=["test", "-e", str(flag)],
+        start_timeout_s=30,
+        stop_timeout_s=2,
+    )
+    try:
+        assert not svc.probe(waiter)
+        assert svc.start_service(settings, waiter).action == "started"
+        assert flag.exists() and svc.probe(waiter)
+    finally:
+        svc.stop_service(settings, waiter)
+
+
+def _free_ray_shift() -> int:
+    """A shift of Ray's default ports (dashboard, client server, agent, HAProxy) that leaves them all free."""
+    for shift in range(2000, 5000, 37):
+        try:
+            for port in (8265, 10001, 52365, 9101, 8404, 6380):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port + shift))
+        except OSError:
+            continue
+        return shift
+    raise RuntimeError("no free port range for a second Ray head")
+
+
+def test_private_ray_head_runs_in_the_foreground_on_loopback(tmp_path: Path) -> None:
+    """`ray start --head --block` under the supervisor: healthy, listening on 127.0.0.1 only, stopped cleanly."""
+    import psutil
+
+    shift = _free_ray_shift()
+    settings = Settings(
+        runtime_dir=tmp_path / "runtime",
+        ray_dashboard_port=8265 + shift,
+        ray_address=f"http://127.0.0.1:{8265 + shift}",
+        ray_gcs_port=6380 + shift,
+        ray_num_cpus=1,
+        ray_object_store_mb=100,
+    )
+    registry = {"ray": stack_services(settings)["ray"]}
+    try:
+        [started] = svc.up(settings, ["ray"], services=registry)
+        assert started.action == "started"
+        members = svc.session_members(started.pid)  # type: ignore[arg-type]
+        assert "--block" in psutil.Process(started.pid).cmdline()  # the leader is `ray start` itself
+        listening = set()
+        for pid in members:
+            with contextlib.suppress(psutil.Error):
+                process = psutil.Process(pid)
+                for conn in process.net_connections(kind="inet"):
+                    if conn.status == psutil.CONN_LISTEN:
+                        listening.add((conn.laddr.ip, conn.laddr.port, process.name()))
+        assert listening, "the head listens nowhere?"
+        # Ray 2.60's own gRPC servers (the GCS and the raylet's node/object managers) bind every interface
+        # whatever --node-ip-address says (seen here: 0.0.0.0 and ::); everything else must be loopback.
+        # docs/services.md says so: on a shared host, firewall those ports (no Ray flag binds them).
+        public = sorted(
+            a for a in listening if a[0] not in ("127.0.0.1", "::1") and a[2] not in ("gcs_server", "raylet")
+        )
+        assert not public, f"Ray listens beyond the loopback interface: {public}"
+    finally:
+        [stopped] = svc.down(settings, ["ray"], services=registry)
+    assert stopped.action in ("stopped", "killed")
+    assert not svc.probe(registry["ray"])

@@ -1,4 +1,5 @@
-"""Train a tiny model on bundled data, export ONNX, validate it, check metrics.json; CLI errors."""
+"""Train a tiny model on bundled data with the one driver and the local fit, export ONNX, validate it,
+check metrics.json; CLI output and errors."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import numpy as np
 import onnx
 import pytest
 
-from mur.export import INPUT_NAME, load_session, run_session
-from mur.features import build_dataset
-from mur.pipeline import load_candles, train_local
+from mur.contracts import MetricsDocument
+from mur.model.export import INPUT_NAME, load_session, run_session
+from mur.model.features import build_dataset
 from mur.settings import Settings
+from mur.training.driver import load_candles, train_and_register
+from mur.training.loop import LocalFit
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"epochs": 2, "hidden_size": 8}
@@ -26,20 +29,46 @@ def tiny_settings() -> Settings:
     return Settings(train_days=60, num_layers=1, market_data="bundled")
 
 
+def train_to(settings: Settings, pair: str, out: Path, **overrides: object) -> MetricsDocument:
+    """What ``mur train --out`` does: local fit, files in ``out``, no registry."""
+    result = train_and_register(settings, pair, fit=LocalFit(), out_dir=out, register=False, **overrides)
+    assert result.ok and result.version is None and result.metrics is not None
+    return result.metrics
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, tiny_settings: Settings) -> tuple[Path, dict]:
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, tiny_settings: Settings
+) -> tuple[Path, MetricsDocument]:
     out = tmp_path_factory.mktemp("model")
-    doc = train_local(tiny_settings, "btc_usdt", out, progress=False, **TINY)
-    return out, doc
+    return out, train_to(tiny_settings, "btc_usdt", out, **TINY)
 
 
-def test_metrics_json_shape(trained: tuple[Path, dict]) -> None:
+def test_metrics_json_shape(trained: tuple[Path, MetricsDocument]) -> None:
     out, doc = trained
     on_disk = json.loads((out / "metrics.json").read_text())
-    assert on_disk == json.loads(json.dumps(doc))
-    assert {"pair", "arch", "normalization", "data_window", "model", "persistence", "linear", "skill"} <= set(
-        on_disk
-    )
+    assert on_disk == doc.model_dump(mode="json")
+    assert MetricsDocument.model_validate(on_disk) == doc
+    assert list(on_disk) == [  # the README's field names, in this order; training details last
+        "pair",
+        "arch",
+        "normalization",
+        "data_window",
+        "test_window",
+        "model",
+        "persistence",
+        "linear",
+        "skill",
+        "beats_persistence",
+        "n_test",
+        "significance",
+        "best_epoch",
+        "epochs_run",
+        "filled_hours",
+    ]
+    sig = on_disk["significance"]
+    assert 0 <= sig["dm_p_worse"] <= 1 and sig["dm_p_better"] == pytest.approx(1 - sig["dm_p_worse"])
+    assert 0 <= sig["direction_hits"] <= sig["direction_n"] <= on_disk["n_test"]
     for who in ("model", "persistence", "linear"):
         assert set(on_disk[who]) == {"mae", "rmse", "mape", "directional_accuracy"}
         assert on_disk[who]["mae"] > 0
@@ -48,7 +77,7 @@ def test_metrics_json_shape(trained: tuple[Path, dict]) -> None:
 
 
 def test_onnx_is_self_contained_and_takes_raw_candles(
-    trained: tuple[Path, dict], tiny_settings: Settings
+    trained: tuple[Path, MetricsDocument], tiny_settings: Settings
 ) -> None:
     out, doc = trained
     path = out / "model.onnx"
@@ -66,27 +95,20 @@ def test_onnx_is_self_contained_and_takes_raw_candles(
     assert pred.shape == y.shape
     # forecasts are prices, close to the last close (the graph de-normalizes)
     assert np.all(np.abs(pred / x[:, -1, 7] - 1) < 0.2)
-    assert np.mean(np.abs(pred - y)) == pytest.approx(doc["model"]["mae"], rel=1e-6)
+    assert np.mean(np.abs(pred - y)) == pytest.approx(doc.model.mae, rel=1e-6)
 
 
 def test_same_data_and_seed_give_same_weights(tmp_path: Path, tiny_settings: Settings) -> None:
-    a = train_local(tiny_settings, "eth_usdt", tmp_path / "a", progress=False, epochs=1, hidden_size=4)
-    b = train_local(tiny_settings, "eth_usdt", tmp_path / "b", progress=False, epochs=1, hidden_size=4)
-    assert a["model"] == b["model"]
+    a = train_to(tiny_settings, "eth_usdt", tmp_path / "a", epochs=1, hidden_size=4)
+    b = train_to(tiny_settings, "eth_usdt", tmp_path / "b", epochs=1, hidden_size=4)
+    assert a.model == b.model
+    assert (tmp_path / "a" / "model.onnx").read_bytes() == (tmp_path / "b" / "model.onnx").read_bytes()
 
 
 def test_reference_normalization_and_gru(tmp_path: Path, tiny_settings: Settings) -> None:
-    doc = train_local(
-        tiny_settings,
-        "sol_usdt",
-        tmp_path,
-        normalization="reference",
-        progress=False,
-        epochs=1,
-        hidden_size=4,
-        arch="gru",
-    )
-    assert doc["normalization"] == "reference" and doc["arch"] == "gru"
+    reference = tiny_settings.model_copy(update={"normalization": "reference"})
+    doc = train_to(reference, "sol_usdt", tmp_path, epochs=1, hidden_size=4, arch="gru")
+    assert doc.normalization == "reference" and doc.arch == "gru"
     assert (tmp_path / "model.onnx").stat().st_size > 1000
 
 
@@ -106,6 +128,7 @@ def test_cli_train_and_predict(tmp_path: Path) -> None:
     r = run_cli("train", "btc_usdt", "--epochs", "1", "--hidden-size", "4", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "persistence" in r.stdout and "linear" in r.stdout and "skill vs persistence" in r.stdout
+    assert "registered" not in r.stdout  # no --register: nothing goes to MLflow
     r = run_cli(
         "predict",
         "btc_usdt",
@@ -119,6 +142,17 @@ def test_cli_train_and_predict(tmp_path: Path) -> None:
     out = json.loads(r.stdout)
     assert out["candle_time"] == "2025-05-31T23:00:00Z" and out["target_time"] == "2025-06-01T00:00:00Z"
     assert out["forecast"] > 0
+
+
+def test_cli_train_json_is_a_training_result(tmp_path: Path) -> None:
+    from mur.contracts import TrainingResult
+
+    r = run_cli("train", "eth_usdt", "--epochs", "1", "--hidden-size", "4", "--out", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr
+    [result] = [TrainingResult.model_validate(item) for item in json.loads(r.stdout)]
+    assert result.pair == "eth_usdt" and result.version is None and result.metrics is not None
+    on_disk = MetricsDocument.model_validate_json((tmp_path / "metrics.json").read_text())
+    assert on_disk == result.metrics and result.mae == on_disk.model.mae
 
 
 @pytest.mark.parametrize(

@@ -10,25 +10,27 @@ stopping the MLflow server that other sessions use.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 from serve_helpers import PAIR, ServeStack, TcpProxy, free_port, promote
 
+from mur.serving.champion_store import ChampionStore
 from mur.settings import Settings
-from mur.testing import services, stack_settings  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="session")
 def serve_stack(
-    services: Settings,  # noqa: F811
+    services: Settings,
     pg_database_factory: Callable[..., Settings],
 ) -> Iterator[ServeStack]:
     """Train a tiny champion, deploy the app with private settings, yield; then shut Serve down."""
     from mur import registry
     from mur.db import Database, create_token, create_user, set_quota
-    from mur.pipeline import train_local_and_register
+    from mur.training.driver import train_and_register
+    from mur.training.loop import LocalFit
     from serve_app.args import AppArgs, settings_overrides
     from serve_app.deploy import deploy, serve_details, undeploy
 
@@ -37,9 +39,10 @@ def serve_stack(
     direct = services.model_copy(
         update={"registry_prefix": prefix, "pg_database": db_settings.pg_database, "train_days": 30}
     )
-    result = train_local_and_register(direct, PAIR, epochs=1, hidden_size=4)
-    version = int(result["version"])
-    if result["alias"] != registry.CHAMPION:
+    result = train_and_register(direct, PAIR, fit=LocalFit(), epochs=1, hidden_size=4)
+    assert result.version is not None
+    version = result.version
+    if result.alias != registry.CHAMPION:
         promote(direct, PAIR, version)
 
     mlflow_host, mlflow_port = "127.0.0.1", services.mlflow_port
@@ -91,6 +94,7 @@ def serve_stack(
             undeploy(app_settings)  # serve shutdown: no app or proxy left for other modules
         proxy.stop()
         db.close()
+        shutil.rmtree(ChampionStore.for_settings(app_settings).directory, ignore_errors=True)
         client = registry.configure(services)
         for model in client.search_registered_models(f"name LIKE '{prefix}%'"):
             with contextlib.suppress(Exception):

@@ -19,7 +19,8 @@ PAIR = "eth_usdt"
 
 
 class TcpProxy:
-    """A threaded TCP forwarder ``127.0.0.1:port`` → ``target``; ``stop()`` refuses and cuts connections."""
+    """A threaded TCP forwarder ``127.0.0.1:port`` → ``target``; ``stop()`` refuses and cuts connections,
+    ``stall()`` keeps every connection open but forwards nothing (a hung server) until ``resume()``."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -27,6 +28,14 @@ class TcpProxy:
         self._server: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
 
     @property
     def url(self) -> str:
@@ -59,6 +68,7 @@ class TcpProxy:
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

@@ -1,4 +1,5 @@
-"""Framework-free serving logic (mur.serving): candle validation, the market cache, error mapping."""
+"""Framework-free serving logic (mur.serving, mur.model.inference): candle validation, the market cache,
+error mapping, the forecast body."""
 
 from __future__ import annotations
 
@@ -9,27 +10,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mur.data import BundledMarketData
 from mur.db import QuotaResult
 from mur.errors import (
     AuthError,
+    DatabaseError,
     DataValidationError,
     ForbiddenError,
     MarketDataError,
+    ModelError,
     ModelNotLoadedError,
     UnknownPairError,
 )
-from mur.market_data import BundledMarketData
-from mur.serving import (
-    MarketCache,
-    MarketClock,
-    QuotaExhaustedError,
-    bearer_token,
-    candles_from_payload,
-    forecast_body,
-    http_error,
-    normalize_pair,
-    window_from_candles,
-)
+from mur.model.inference import forecast_body, window_from_candles
+from mur.pairs import normalize_pair
+from mur.serving.http import DATABASE_UNAVAILABLE, QuotaExhaustedError, bearer_token, failure, http_error
+from mur.serving.market_cache import MarketCache, MarketClock
+from mur.serving.payload import candles_from_payload
 from mur.settings import Settings
 
 SEQ = 4
@@ -77,6 +74,16 @@ def test_valid_candles_become_the_typed_frame_and_a_window() -> None:
         (lambda r: [{**r[0], "timestamp": 1735689600}, *r[1:]], "epoch milliseconds"),
         (lambda r: [{**r[0], "timestamp": "yesterday"}, *r[1:]], "cannot parse"),
         (lambda r: [*r[:3], {**r[3], "volume": -2}], "must not be negative"),
+        (lambda r: [{**r[0], "timestamp": 10**14}, *r[1:]], "out of range"),
+        (lambda r: [{**r[0], "timestamp": 10**400}, *r[1:]], "out of range"),
+        (lambda r: [{**r[0], "timestamp": "2262-04-11T23:00:00Z"}, *r[1:]], "out of range"),
+        (lambda r: [{**r[0], "timestamp": "now"}, *r[1:]], "cannot parse"),
+        (lambda r: [*r[:2], {**r[2], "close": 1e300, "high": 1e300}, r[3]], r"\[1e-08, 1e\+08\]"),
+        (lambda r: [*r[:2], {**r[2], "open": 1e-50, "low": 1e-50}, r[3]], r"\[1e-08, 1e\+08\]"),
+        (lambda r: [*r[:2], {**r[2], "close": 10**400}, r[3]], "must be finite"),
+        (lambda r: [*r[:2], {**r[2], "high": 100.5}, r[3]], "'high' is below"),
+        (lambda r: [*r[:2], {**r[2], "low": 103.0, "high": 300.0}, r[3]], "'low' is above"),
+        (lambda r: [*r[:3], {**r[3], "volume": 1e300}], "at most"),
     ],
 )
 def test_invalid_candles_are_rejected_precisely(mutate, message: str) -> None:
@@ -110,9 +117,27 @@ def test_errors_map_to_statuses_and_json() -> None:
 
 
 def test_forecast_body() -> None:
-    body = forecast_body("btc_usdt", 3, prediction=110.0, last_close=100.0, candle_time=START)
+    body = forecast_body("btc_usdt", prediction=110.0, last_close=100.0, candle_time=START, model_version=3)
     assert body["candle_time"] == "2025-01-01T00:00:00Z" and body["target_time"] == "2025-01-01T01:00:00Z"
     assert math.isclose(body["change_pct"], 10.0) and body["model_version"] == 3
+    for unusable in (math.nan, math.inf, 0.0, -1.0):  # never a body JSON cannot carry, or a -100 % forecast
+        with pytest.raises(ModelError, match="no usable forecast"):
+            forecast_body("btc_usdt", prediction=unusable, last_close=100.0, candle_time=START)
+
+
+def test_database_errors_are_generic_and_other_failures_are_data() -> None:
+    """Item 13: the client never learns PostgreSQL's user, host, port or database; item 6: an unexpected
+    error in a forecaster is a 500 body, not an exception crossing the handle."""
+    exc = DatabaseError("cannot connect to PostgreSQL postgres@db.internal:5432/mur: connection refused")
+    status, body, _ = http_error(exc)
+    assert status == 503 and body == {"error": "database_unavailable", "message": DATABASE_UNAVAILABLE}
+    assert failure(OverflowError("int too large"), "btc_usdt") == {
+        "ok": False,
+        "status": 500,
+        "error": "internal_error",
+        "message": "internal error (OverflowError)",
+    }
+    assert failure(DataValidationError("candle 1: bad"))["status"] == 422
 
 
 def test_market_cache_uses_the_bundled_data_end_and_a_replay_clock() -> None:

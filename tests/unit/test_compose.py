@@ -1,18 +1,18 @@
-"""docker-compose.yml agrees with mur.settings.Settings and with the local runner (pure parsing, no Docker).
+"""docker-compose.yml agrees with mur.settings.Settings and with the local service table (pure parsing, no Docker).
 
 No Docker engine runs here, so the production stack is checked by reading it: healthchecks, dependency
-conditions, published ports = Settings defaults, MUR_* names = Settings fields, secrets without defaults, the GPU
-reservation, named volumes, and every local service's command (mur/services.py, mur/airflow_local.py) mirrored
-by its production counterpart. `docker compose config -q` (where Compose is installed) checks the file against
-the Compose specification.
+conditions, published ports = Settings defaults, MUR_* names = Settings fields, secrets without defaults, the
+GPU reservation, named volumes; and every entry of :func:`mur.devstack.services.stack_services` against its
+compose counterpart, generically: program, flags, environment, health check, dependencies.
+`docker compose config -q` (where Compose is installed) checks the file against the Compose specification.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,37 +61,19 @@ PUBLISHED = {
 # Container-internal ports that are no Settings field: scheduler health server, Ray's dashboard agent.
 INTERNAL_PORTS = {"airflow-scheduler": {8974}, "ray-worker": {52365}}
 
-# Command-line flags whose value is a Settings default.
-FLAG_FIELDS = {
-    "mlflow": {"--port": "mlflow_port"},
-    "airflow-api-server": {"--port": "airflow_port"},
-    "ray-head": {"--port": "ray_gcs_port", "--dashboard-port": "ray_dashboard_port"},
-    "dash": {"--port": "dash_port"},
-}
-
-# What each production service runs (executable and sub-command(s), like the local runner).
+# What the compose-only services run (the others are compared with the local table below).
 EXPECTED_COMMANDS = {
-    "mlflow": ("mlflow", "server"),
-    "ray-head": ("ray", "start"),
     "ray-worker": ("ray", "start"),
-    "airflow-api-server": ("airflow", "api-server"),
-    "airflow-scheduler": ("airflow", "scheduler"),
-    "airflow-dag-processor": ("airflow", "dag-processor"),
-    "airflow-triggerer": ("airflow", "triggerer"),
-    "dash": ("python", "-m", "dash_app"),
     "migrate": ("mur", "db", "migrate"),
 }
 
-# Local service → its production counterpart where the names differ. The local S3 is moto, production's MinIO:
-# only their port is compared.
-COUNTERPART = {"s3": "minio", "ray": "ray-head"}
+# The local S3 is moto, production's MinIO: only their port is compared.
 DIFFERENT_PROGRAM = {"s3"}
-# Local factories that may not be registered in SERVICE_PROVIDERS yet; compared when importable.
-OPTIONAL_PROVIDERS = ("mur.airflow_local:airflow_services",)
-# Flags whose value legitimately differs in a container (bind address, machine size, local paths).
-HOST_FLAGS = {"--host", "--dashboard-host", "--node-ip-address"}
+# Flags whose value differs by design: bind addresses (the loopback locally) and the machine's size.
+HOST_FLAGS = {"--host", "--dashboard-host"}
 MACHINE_FLAGS = {"--num-cpus", "--workers", "--data-dir", "--object-store-memory"}
-WRAPPER_FLAGS = {"--health-port"}
+LOCAL_ONLY_FLAGS = {"--node-ip-address"}  # a container's node address is its own interface
+PROD_ONLY_FLAGS = {"--allowed-hosts"}  # MLflow answers under the service name too
 # Environment the local runner sets for its own machine only.
 LOCAL_ONLY_ENV = {
     "PATH",
@@ -99,13 +81,17 @@ LOCAL_ONLY_ENV = {
     "NO_PROXY",
     "PYTHONUNBUFFERED",
     "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE",
-    "RAY_API_SERVER_ADDRESS",  # pins Ray's actors to their own head when two run on one machine (local only)
+    "RAY_API_SERVER_ADDRESS",  # pins Ray's actors to their own head when two run on one machine
+    "MUR_SECRET_KEY",  # generated once locally; compose takes it from .env (x-mur-settings)
+    "MUR_AIRFLOW_PASSWORD",
 }
 # Environment whose value must be the same locally and in production.
 SAME_VALUE_ENV = {
     "AIRFLOW__CORE__EXECUTOR",
     "AIRFLOW__CORE__AUTH_MANAGER",
     "AIRFLOW__CORE__LOAD_EXAMPLES",
+    "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST",
     "AWS_DEFAULT_REGION",
     "AWS_EC2_METADATA_DISABLED",
     "RAY_USAGE_STATS_ENABLED",
@@ -162,10 +148,7 @@ def healthcheck_text(service: dict[str, Any]) -> str:
 
 
 def signature(argv: list[str]) -> tuple[str, ...]:
-    """Executable (basename, ``python*`` → ``python``) + ``-m module`` + leading positional sub-commands.
-
-    The local wrapper ``python -m mur.airflow_local run COMPONENT`` runs ``airflow COMPONENT``.
-    """
+    """Executable (basename, ``python*`` → ``python``) + ``-m module`` + leading positional sub-commands."""
     if not argv:
         return ()
     exe = os.path.basename(argv[0])
@@ -179,9 +162,28 @@ def signature(argv: list[str]) -> tuple[str, ...]:
         if token.startswith("-"):
             break
         sig.append(token)
-    if sig[:3] == ["python", "-m", "mur.airflow_local"] and len(sig) >= 5 and sig[3] == "run":
-        return ("airflow", sig[4])
     return tuple(sig)
+
+
+def healthcheck_argv(service: dict[str, Any]) -> list[str]:
+    """The healthcheck as a command line (``CMD`` list, or the ``CMD-SHELL`` string split)."""
+    test = (service.get("healthcheck") or {}).get("test") or []
+    if isinstance(test, str):
+        return shlex.split(resolve(test))
+    kind, *rest = [resolve(str(t)) for t in test]
+    return shlex.split(rest[0]) if kind == "CMD-SHELL" else rest
+
+
+def compose_closure(services: dict[str, Any], name: str) -> set[str]:
+    """Every service ``name`` waits for, directly or through others (one-shots included)."""
+    seen: set[str] = set()
+    pending = [name]
+    while pending:
+        for dep in services[pending.pop()].get("depends_on") or {}:
+            if dep not in seen:
+                seen.add(dep)
+                pending.append(dep)
+    return seen
 
 
 def flags(argv: list[str]) -> dict[str, str | None]:
@@ -245,18 +247,12 @@ def defaults() -> Settings:
 
 @pytest.fixture(scope="module")
 def local_services(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The local runner's service definitions (built only: nothing is started)."""
-    from mur import services as local
+    """The local service table (built only: nothing is started)."""
+    from mur.devstack.services import stack_services
 
-    providers = list(local.SERVICE_PROVIDERS)
-    for spec in OPTIONAL_PROVIDERS:
-        module, _, attr = spec.partition(":")
-        with contextlib.suppress(ImportError):
-            if spec not in providers and hasattr(importlib.import_module(module), attr):
-                providers.append(spec)
     with clean_mur_env():
         settings = Settings(_env_file=None, runtime_dir=tmp_path_factory.mktemp("runtime"))
-        return local.default_services(settings, providers)
+        return stack_services(settings)
 
 
 def one_shots(services: dict[str, dict[str, Any]]) -> set[str]:
@@ -339,16 +335,6 @@ def test_published_ports_are_the_settings_defaults(services: dict[str, Any], def
         for host, container in ports:
             assert host == container, f"{name}: publish {container} on the same host port, not {host}"
     assert not published(services["ray-worker"]), "ray-worker must publish nothing (it is scaled)"
-
-
-def test_command_ports_are_the_settings_defaults(services: dict[str, Any], defaults: Settings) -> None:
-    for name, wanted in FLAG_FIELDS.items():
-        argv_flags = flags(command(services[name]))
-        for flag, field in wanted.items():
-            assert argv_flags.get(flag) == str(getattr(defaults, field)), f"{name} {flag}: Settings.{field}"
-    memory = flags(command(services["ray-head"])).get("--object-store-memory")
-    if memory is not None:
-        assert int(memory) == defaults.ray_object_store_mb * 1024 * 1024
 
 
 def test_service_addresses_use_the_settings_ports(
@@ -503,14 +489,10 @@ def test_command_files_exist(services: dict[str, Any]) -> None:
 
 
 # --- the same commands as the local runner ---------------------------------------------------------------
-def test_services_run_the_expected_programs(services: dict[str, Any]) -> None:
+def test_compose_only_services_run_the_expected_programs(services: dict[str, Any]) -> None:
     for name, wanted in EXPECTED_COMMANDS.items():
         assert signature(command(services[name])) == wanted, f"{name}: {command(services[name])}"
-    assert "--head" in command(services["ray-head"])
-    mlflow = flags(command(services["mlflow"]))
-    assert "--serve-artifacts" in mlflow and mlflow["--artifacts-destination"].startswith("s3://")
     store = resolve(str(environment(services["mlflow"]).get("MLFLOW_BACKEND_STORE_URI", "")))
-    store = store or flags(command(services["mlflow"])).get("--backend-store-uri") or ""
     assert store.startswith("postgresql+psycopg2://") and store.endswith("/mlflow"), store
     conn = resolve(str(environment(services["airflow-scheduler"])["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]))
     assert conn.startswith("postgresql+psycopg2://") and conn.endswith("/airflow"), conn
@@ -521,57 +503,51 @@ def test_services_run_the_expected_programs(services: dict[str, Any]) -> None:
     assert async_conn.startswith("postgresql+psycopg://") and async_conn.endswith("/airflow"), async_conn
 
 
-def test_local_services_have_production_counterparts(
-    services: dict[str, Any], local_services: dict[str, Any], defaults: Settings
+def test_every_local_service_mirrors_its_compose_counterpart(
+    services: dict[str, Any], local_services: dict[str, Any]
 ) -> None:
-    """Each local service runs the same program, flags (ports equal) and environment keys in production."""
-    assert {"s3", "mlflow", "ray"} <= set(local_services)
-    for local_name, local in local_services.items():
-        prod_name = COUNTERPART.get(local_name, local_name)
-        if prod_name not in services:  # a name the local runner chose differently: find it by program
-            matches = [n for n, s in services.items() if signature(command(s)) == signature(local.argv)]
-            assert matches, (
-                f"local service {local_name} ({' '.join(local.argv[:3])}…) has no compose counterpart"
-            )
-            prod_name = matches[0]
+    """Same program and flags, the same environment keys, the same health check, no extra dependencies."""
+    assert {"s3", "mlflow", "ray", "serve", "dash"} <= set(local_services)
+    for name, local in local_services.items():
+        prod_name = local.compose or name
+        assert prod_name in services, f"local service {name} has no compose counterpart {prod_name}"
         prod = services[prod_name]
-        if local_name in DIFFERENT_PROGRAM:
-            assert local.port in {c for _, c in published(prod)}, (
-                f"{local_name}/{prod_name}: port {local.port}"
-            )
+        mapped = {local_services[d].compose or d for d in local.depends_on}
+        assert mapped <= compose_closure(services, prod_name), f"{prod_name} does not wait for {mapped}"
+        if name in DIFFERENT_PROGRAM:
+            assert local.port in {c for _, c in published(prod)}, f"{name}/{prod_name}: port {local.port}"
             continue
         argv = command(prod)
-        assert signature(argv) == signature(local.argv), f"{prod_name} runs {argv}, locally {local.argv}"
-        local_flags, prod_flags = flags(local.argv), flags(argv)
+        assert signature(argv) == signature(local.command), (
+            f"{prod_name} runs {argv}, locally {local.command}"
+        )
+        local_flags, prod_flags = flags(local.command), flags(argv)
+        assert (
+            set(local_flags) - LOCAL_ONLY_FLAGS - MACHINE_FLAGS
+            == set(prod_flags) - PROD_ONLY_FLAGS - MACHINE_FLAGS
+        ), prod_name
         for flag, value in local_flags.items():
-            if flag in MACHINE_FLAGS or flag in WRAPPER_FLAGS:
-                continue
-            assert flag in prod_flags, f"{prod_name}: local flag {flag} missing in docker-compose.yml"
-            if flag not in HOST_FLAGS and value is not None:
-                assert prod_flags[flag] == value, (
-                    f"{prod_name} {flag}: {prod_flags[flag]!r} vs local {value!r}"
-                )
-        prod_env = {k: v for k, v in environment(prod).items()}
+            if flag not in HOST_FLAGS | MACHINE_FLAGS | LOCAL_ONLY_FLAGS:
+                assert prod_flags[flag] == value, f"{prod_name} {flag}: {prod_flags[flag]!r} vs {value!r}"
+        prod_env = environment(prod)
         for key, value in local.env.items():
             if key in LOCAL_ONLY_ENV:
                 continue
-            assert key in prod_env, f"{prod_name}: local environment sets {key}, docker-compose.yml does not"
+            assert key in prod_env, f"{prod_name}: the local service sets {key}, docker-compose.yml does not"
             if key in SAME_VALUE_ENV:
                 assert resolve(str(prod_env[key])) == value, f"{prod_name}: {key}"
-        if local.health_url and "http" in healthcheck_text(prod):
+        check = healthcheck_argv(prod)
+        if local.health_url:
             path = "/" + local.health_url.split("://", 1)[1].split("/", 1)[1]
-            assert path in healthcheck_text(prod), f"{prod_name}: healthcheck should probe {path} as locally"
+            assert check[-1].endswith(path), f"{prod_name}: healthcheck should probe {path} as locally"
+        else:
+            local_check = [os.path.basename(local.health_cmd[0]), *local.health_cmd[1:]]
+            assert check == local_check, f"{prod_name}: healthcheck {check}, locally {local_check}"
 
 
 def test_serve_keeper_redeploys_only_what_serve_cannot_fix() -> None:
-    import importlib.util
+    from serve_app import keeper
 
-    spec = importlib.util.spec_from_file_location(
-        "serve_keeper", ROOT / "infra" / "docker" / "serve_keeper.py"
-    )
-    assert spec and spec.loader
-    keeper = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(keeper)
     assert keeper.action_for(None) == "deploy"  # never deployed, or the head restarted
     assert keeper.action_for({"status": "DEPLOY_FAILED"}) == "rebuild"  # same config would be a no-op
     assert keeper.action_for({"status": "UNHEALTHY"}) == "report"  # Serve replaces replicas itself
@@ -581,7 +557,7 @@ def test_serve_keeper_redeploys_only_what_serve_cannot_fix() -> None:
 
 def test_ray_nodes_get_the_serve_fast_path_env(services: dict[str, Any]) -> None:
     """The Ray containers run Serve with the same request-path flags as the local head."""
-    from mur.services import SERVE_FAST_PATH_ENV
+    from mur.devstack.services import SERVE_FAST_PATH_ENV
 
     for name in ("ray-head", "ray-worker"):
         env = {k: str(v) for k, v in services[name]["environment"].items()}

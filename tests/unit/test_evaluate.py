@@ -1,11 +1,11 @@
-"""Metrics, baselines, skill and the promotion gate (pure functions)."""
+"""Metrics, baselines, skill, the metrics document and the promotion gate (pure functions)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mur.evaluate import (
+from mur.evaluation.metrics import (
     LinearBaseline,
     evaluate_all,
     persistence_forecast,
@@ -13,7 +13,6 @@ from mur.evaluate import (
     skill,
     verdict,
 )
-from mur.registry import CHALLENGER, CHAMPION, decide_promotion
 
 
 def test_regression_metrics_by_hand() -> None:
@@ -49,18 +48,35 @@ def test_linear_baseline_learns_a_linear_rule() -> None:
     np.testing.assert_allclose(lin.predict(x[300:]), y[300:], rtol=1e-4)
 
 
-@pytest.mark.parametrize(
-    ("new_mae", "new_skill", "champ", "alias", "why"),
-    [
-        (1.0, 0.01, None, CHAMPION, "first model"),
-        (1.0, -0.2, None, CHALLENGER, "below the floor"),
-        (1.0, 0.0, 1.0, CHAMPION, "<="),
-        (1.1, 0.0, 1.0, CHALLENGER, ">"),
-        (0.9, -0.04, 1.0, CHAMPION, "<="),
-        (5.0, 0.0, float("inf"), CHAMPION, "cannot be loaded"),  # champion's artefact is gone
-    ],
-)
-def test_promotion_gate(new_mae: float, new_skill: float, champ: float | None, alias: str, why: str) -> None:
-    d = decide_promotion(new_mae, new_skill, champ, skill_floor=-0.05)
-    assert d.alias == alias
-    assert why in d.reason
+def test_evaluation_fills_a_metrics_document_that_survives_the_version_tags() -> None:
+    from mur.contracts import MetricsDocument
+
+    rng = np.random.default_rng(1)
+    x = 100 + rng.normal(0, 1, (50, 24, 9)).cumsum(axis=1)
+    y = x[:, -1, 7] + rng.normal(0, 1, 50)
+    evaluation = evaluate_all(y + 0.5, x, y, x[:, -1, 7])
+    window = {"start": "2025-01-01T00:00:00Z", "end": "2025-02-01T00:00:00Z"}
+    doc = MetricsDocument.model_validate(
+        {
+            "pair": "btc_usdt",
+            "arch": "lstm",
+            "normalization": "relative",
+            "data_window": window,
+            "test_window": {"start": "2025-01-28T00:00:00Z", "end": "2025-01-31T23:00:00Z"},
+            **evaluation,
+            "best_epoch": 2,
+        }
+    )
+    dumped = doc.model_dump(mode="json")
+    assert "epochs_run" not in dumped and dumped["best_epoch"] == 2  # unreported details are left out
+    assert doc.mlflow_metrics()["model_mae"] == doc.model.mae and doc.skill == evaluation["skill"]
+    tags = {
+        "pair": "btc_usdt",
+        "arch": "lstm",
+        "normalization": "relative",
+        "data_window_start": window["start"],
+        "data_window_end": window["end"],
+        "metrics_json": doc.version_tag_json(),
+    }
+    assert MetricsDocument.from_version_tags(tags) == doc.model_copy(update={"best_epoch": None})
+    assert MetricsDocument.from_version_tags({"metrics_json": "{broken"}) is None

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mur.errors import DataValidationError
-from mur.features import (
+from mur.model.features import (
     CLOSE_IDX,
     FEATURE_NAMES,
     build_dataset,

@@ -1,4 +1,4 @@
-"""Unit tests for mur.market_data: windows, validation, user CSVs, gap filling, pairs."""
+"""Unit tests for mur.data: windows, validation, user CSVs, gap filling, sources, pairs."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mur.errors import DataValidationError, MarketDataError, UnknownPairError
-from mur.market_data import (
+from mur.data import (
     KLINE_COLUMNS,
     BinanceMarketData,
     BundledMarketData,
@@ -20,12 +19,12 @@ from mur.market_data import (
     load_bundled,
     load_candles_csv,
     missing_hours,
-    pair_to_symbol,
     regularize_hourly,
-    symbol_to_pair,
     typed_klines_frame,
     validate_candles,
 )
+from mur.errors import DataValidationError, MarketDataError, UnknownPairError
+from mur.pairs import pair_to_symbol, symbol_to_pair
 from mur.settings import Settings
 
 T0_MS = 1_704_067_200_000  # 2024-01-01 00:00 UTC
@@ -267,7 +266,7 @@ def test_csv_is_validated(tmp_path: Path) -> None:
 # --- gaps ----------------------------------------------------------------------------------------
 def test_regularize_fills_missing_hours(caplog: pytest.LogCaptureFixture) -> None:
     df = make_candles(7, skip=(2, 3, 5))
-    with caplog.at_level(logging.WARNING, logger="mur.market_data"):
+    with caplog.at_level(logging.WARNING, logger="mur.data.candles"):
         out, filled = regularize_hourly(df, label="test_pair")
     expected = [pd.Timestamp(T0_MS + h * HOUR_MS, unit="ms", tz="UTC") for h in (2, 3, 5)]
     assert filled == expected == missing_hours(df)

@@ -153,3 +153,32 @@ def test_strength_check_agrees_with_problem_list(password: str, username: str | 
     else:
         check_password_strength(password, username=username)
         assert len(password) >= 10
+
+
+def test_hashing_gate_refuses_beyond_its_limit_at_once() -> None:
+    import time
+
+    from mur.security import HashingBusyError, HashingGate
+
+    gate = HashingGate(2)
+    with gate.slot(), gate.slot():
+        started = time.monotonic()
+        with pytest.raises(HashingBusyError), gate.slot():
+            pass
+        assert time.monotonic() - started < 0.1  # refused, not queued
+    with gate.slot():  # slots come back, also after an error inside the block
+        pass
+    with pytest.raises(RuntimeError), gate.slot():
+        raise RuntimeError("boom")
+    with gate.slot(), gate.slot():
+        pass
+    with pytest.raises(ValueError):
+        HashingGate(0)
+
+
+def test_invite_codes_are_random_and_url_safe() -> None:
+    from mur.security import generate_invite_code
+
+    codes = {generate_invite_code() for _ in range(50)}
+    assert len(codes) == 50
+    assert all(len(c) == 32 and c.replace("-", "").replace("_", "").isalnum() for c in codes)

@@ -1,4 +1,4 @@
-"""``mur up`` without services: settings alignment, start scheduling, factories, the summary, leftovers."""
+"""``mur up`` without services: settings alignment, start scheduling, the service table, the summary, leftovers."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from mur import services, stack
+from mur.devstack import config, processes, stack, supervisor
+from mur.devstack.first_run import AdminResult
+from mur.devstack.services import Service, stack_services
+from mur.devstack.supervisor import StartResult
 from mur.errors import ConfigError, ServiceError
-from mur.services import Service, StartResult
 from mur.settings import Settings
 
 
@@ -24,29 +26,29 @@ def settings_for(tmp_path: Path, **overrides: object) -> Settings:
 
 # --- settings ------------------------------------------------------------------------------------------------
 def test_urls_follow_their_ports_unless_set(tmp_path: Path) -> None:
-    s = stack.align_settings(settings_for(tmp_path, mlflow_port=5100, airflow_port=8181), export=False)
+    s = config.align_settings(settings_for(tmp_path, mlflow_port=5100, airflow_port=8181), export=False)
     assert s.mlflow_tracking_uri == "http://127.0.0.1:5100"
     assert s.airflow_url == "http://127.0.0.1:8181"
     assert s.ray_address == "http://127.0.0.1:8265" and s.s3_endpoint_url == "http://127.0.0.1:9000"
     assert s.runtime_dir.is_absolute()
     remote = settings_for(tmp_path, mlflow_tracking_uri="http://mlflow.example:5000", mlflow_port=5100)
-    assert stack.align_settings(remote, export=False).mlflow_tracking_uri == "http://mlflow.example:5000"
+    assert config.align_settings(remote, export=False).mlflow_tracking_uri == "http://mlflow.example:5000"
 
 
 def test_a_local_url_contradicting_its_port_is_refused(tmp_path: Path) -> None:
     bad = settings_for(tmp_path, mlflow_tracking_uri="http://127.0.0.1:5000", mlflow_port=5100)
     with pytest.raises(ConfigError, match="MUR_MLFLOW_TRACKING_URI"):
-        stack.align_settings(bad, export=False)
+        config.align_settings(bad, export=False)
 
 
 def test_export_reaches_child_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     exported = ("MUR_RAY_ADDRESS", "MUR_MLFLOW_TRACKING_URI", "MUR_S3_ENDPOINT_URL", "MUR_AIRFLOW_URL")
-    for name in (*exported, "MUR_RUNTIME_DIR", stack.STACK_MARKER):
+    for name in (*exported, "MUR_RUNTIME_DIR", processes.STACK_MARKER):
         monkeypatch.setenv(name, "placeholder")  # monkeypatch restores the original state afterwards
         monkeypatch.delenv(name)
-    s = stack.align_settings(settings_for(tmp_path, ray_dashboard_port=18265))
+    s = config.align_settings(settings_for(tmp_path, ray_dashboard_port=18265))
     assert os.environ["MUR_RAY_ADDRESS"] == "http://127.0.0.1:18265"
-    assert os.environ["MUR_RUNTIME_DIR"] == os.environ[stack.STACK_MARKER] == str(s.runtime_dir)
+    assert os.environ["MUR_RUNTIME_DIR"] == os.environ[processes.STACK_MARKER] == str(s.runtime_dir)
 
 
 def test_first_training_is_quick_unless_configured_or_asked(tmp_path: Path) -> None:
@@ -58,35 +60,58 @@ def test_first_training_is_quick_unless_configured_or_asked(tmp_path: Path) -> N
     assert stack.UpOptions(epochs=7).training_conf(configured) == {"num_workers": 1, "epochs": 7}
 
 
-# --- factories -----------------------------------------------------------------------------------------------
+# --- the service table ---------------------------------------------------------------------------------------
 def test_dash_gets_a_persistent_private_secret_key(tmp_path: Path) -> None:
     s = settings_for(tmp_path)
-    first = stack.dash_services(s)[0]
-    second = stack.dash_services(s)[0]
+    first = stack_services(s)["dash"]
+    second = stack_services(s)["dash"]
     key = first.env["MUR_SECRET_KEY"]
     assert len(key) >= 32 and second.env["MUR_SECRET_KEY"] == key
-    mode = stat.S_IMODE((s.runtime_dir / stack.SECRETS_FILE).stat().st_mode)
+    mode = stat.S_IMODE((s.runtime_dir / config.SECRETS_FILE).stat().st_mode)
     assert mode == 0o600
     assert first.health_url == f"http://127.0.0.1:{s.dash_port}/login"
-    assert "MUR_SECRET_KEY" not in stack.dash_services(settings_for(tmp_path, secret_key="k" * 40))[0].env
+    assert "MUR_SECRET_KEY" not in stack_services(settings_for(tmp_path, secret_key="k" * 40))["dash"].env
 
 
 def test_serve_runs_the_keeper_after_ray_and_mlflow(tmp_path: Path) -> None:
-    serve = stack.serve_services(settings_for(tmp_path, serve_port=18000))[0]
-    assert serve.argv[1:] == ["infra/docker/serve_keeper.py"]
+    serve = stack_services(settings_for(tmp_path, serve_port=18000))["serve"]
+    assert serve.command[1:] == ["-m", "serve_app.keeper"]
     assert set(serve.depends_on) == {"ray", "mlflow"}
     assert serve.health_url == "http://127.0.0.1:18000/healthz" and serve.after_stop is not None
 
 
-def test_every_provider_is_registered(tmp_path: Path) -> None:
-    names = set(services.default_services(settings_for(tmp_path)))
-    assert {"s3", "mlflow", "ray", "airflow-api-server", "airflow-scheduler", "serve", "dash"} <= names
+def test_the_table_has_every_service_on_loopback(tmp_path: Path) -> None:
+    table = stack_services(settings_for(tmp_path))
+    assert {"s3", "mlflow", "ray", "airflow-api-server", "airflow-scheduler", "serve", "dash"} <= set(table)
+    assert set(supervisor.CORE_SERVICES) <= set(table)
+    for service in table.values():
+        assert all(d in table for d in service.depends_on), service.name
+        assert service.health_url or service.health_cmd, f"{service.name} has no health check"
+        assert "0.0.0.0" not in service.command, f"{service.name} binds every interface"
+        assert service.health_url is None or service.health_url.startswith("http://127.0.0.1:")
+    ray = table["ray"].command
+    assert ray[1:4] == ["start", "--head", "--block"]  # in the foreground, as a container runs it
+    assert ray[ray.index("--node-ip-address") + 1] == "127.0.0.1"
+    assert ray[ray.index("--dashboard-host") + 1] == "127.0.0.1"
+
+
+def test_airflow_components_have_compose_health_checks(tmp_path: Path) -> None:
+    table = stack_services(settings_for(tmp_path, airflow_port=18080))
+    assert table["airflow-scheduler"].health_url == "http://127.0.0.1:18974/health"
+    assert (
+        table["airflow-scheduler"].env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST"]
+        == "127.0.0.1"
+    )
+    for name, job in (("airflow-dag-processor", "DagProcessorJob"), ("airflow-triggerer", "TriggererJob")):
+        check = table[name].health_cmd
+        assert check is not None and check[1:] == ["jobs", "check", "--job-type", job, "--local"]
+        assert table[name].command[1:] == [name.removeprefix("airflow-")]
 
 
 # --- start scheduling ----------------------------------------------------------------------------------------
 def fake_registry() -> dict[str, Service]:
     def svc(name: str, *deps: str) -> Service:
-        return Service(name=name, argv=["true"], port=1, depends_on=deps)
+        return Service(name=name, command=["true"], port=1, depends_on=deps)
 
     return {
         s.name: s
@@ -130,7 +155,7 @@ class FakeStarts:
 def run_start_all(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake: FakeStarts, parallel: int = 3
 ) -> list[str]:
-    monkeypatch.setattr(services, "start_service", fake)
+    monkeypatch.setattr(supervisor, "start_service", fake)
     lines: list[str] = []
     results = stack.start_all(
         settings_for(tmp_path),
@@ -172,29 +197,27 @@ def test_ray_gets_one_more_try_and_other_failures_stop_the_start(
 
 # --- summary and leftovers -----------------------------------------------------------------------------------
 def test_secrets_are_shown_only_when_just_created(tmp_path: Path) -> None:
-    s = stack.align_settings(settings_for(tmp_path), export=False)
-    report = stack.UpReport(
-        s, admin=stack.AdminResult("admin", created=True, password="pw-123", token="mur_x")
-    )
+    s = config.align_settings(settings_for(tmp_path), export=False)
+    report = stack.UpReport(s, admin=AdminResult("admin", created=True, password="pw-123", token="mur_x"))
     text = "\n".join(stack.summary_lines(report))
     for label in ("Dashboard", "API docs", "Airflow UI", "MLflow UI", "Ray dashboard"):
         assert label in text
     assert "pw-123" in text and "mur_x" in text
-    later = stack.UpReport(s, admin=stack.AdminResult("admin", created=False))
+    later = stack.UpReport(s, admin=AdminResult("admin", created=False))
     text = "\n".join(stack.summary_lines(later))
     assert "pw-123" not in text and "mur users set-password admin" in text and "mur tokens create" in text
 
 
 def test_leftovers_are_the_processes_carrying_the_stack_marker(tmp_path: Path) -> None:
-    s = stack.align_settings(settings_for(tmp_path), export=False)
-    env = {**os.environ, stack.STACK_MARKER: str(s.runtime_dir)}
+    s = config.align_settings(settings_for(tmp_path), export=False)
+    env = {**os.environ, processes.STACK_MARKER: str(s.runtime_dir)}
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], env=env)
     try:
         deadline = time.monotonic() + 10
-        while child.pid not in [pid for pid, _ in stack.leftover_processes(s)]:
+        while child.pid not in [pid for pid, _ in processes.leftover_processes(s)]:
             assert time.monotonic() < deadline, "the marked process was not found"
             time.sleep(0.1)
     finally:
         child.kill()
         child.wait()
-    assert child.pid not in [pid for pid, _ in stack.leftover_processes(s)]
+    assert child.pid not in [pid for pid, _ in processes.leftover_processes(s)]

@@ -1,0 +1,238 @@
+"""Data that crosses a process boundary, as pydantic models used on both sides.
+
+* :class:`MetricsDocument`: what ``metrics.json`` holds, what a training logs to its MLflow run, and what
+  Serve's ``/v1/models`` reports about a registered version (rebuilt from the version's tags by
+  :meth:`MetricsDocument.from_version_tags`). Field names are those of the JSON document (README,
+  "metrics.json").
+* :class:`TrainingResult`: what one training returns: the Ray job's last stdout line
+  (``MUR_RESULT {json}``, written by :meth:`TrainingResult.to_line`, read by :func:`parse_result_line`),
+  the CLI's output, and, compacted to ids and two metrics (:class:`CompactResult`), the XCom the DAG passes.
+
+Import-light on purpose (pydantic and the standard library only): the DAG file's imports reach it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+
+RESULT_MARKER = "MUR_RESULT "
+"""Prefix of the result line a training job prints last on stdout."""
+VERSION_TAG_KEYS = ("model", "persistence", "linear", "skill", "test_window", "n_test", "significance")
+"""The part of a metrics document stored on a registered version (tag ``metrics_json``)."""
+PREDICTORS = ("model", "persistence", "linear")
+
+
+class Window(BaseModel):
+    """A span of candle open times, ISO-8601 UTC strings (``data_window`` is half-open ``[start, end)``)."""
+
+    start: str | None = None
+    end: str | None = None
+
+
+class PredictorMetrics(BaseModel):
+    """Errors of one predictor on the test targets (see :func:`mur.evaluation.metrics.regression_metrics`)."""
+
+    mae: float
+    rmse: float
+    mape: float
+    """Percent."""
+    directional_accuracy: float
+
+
+class Significance(BaseModel):
+    """How sure we are of the point forecast's edge over persistence on the test span (out-of-sample).
+
+    Diebold-Mariano on absolute errors with the Harvey-Leybourne-Newbold correction, and an exact binomial
+    test of directional accuracy (:func:`mur.evaluation.significance.point_evidence`).
+    """
+
+    dm_statistic: float
+    """Negative when the model's absolute error is lower than persistence's."""
+    dm_p_better: float
+    """One-sided p-value of "the model beats persistence"."""
+    dm_p_worse: float
+    """One-sided p-value of "the model is worse than persistence" (the gate's persistence rule)."""
+    skill_se: float | None = None
+    """Standard error of ``skill``; None when it cannot be estimated."""
+    direction_hits: int
+    direction_n: int
+    """Hours where both the forecast and the actual close moved (a flat forecast has no direction)."""
+    direction_p_value: float
+    """One-sided exact binomial p-value of "directions right more often than a coin flip"."""
+
+
+_TRAINING_EXTRAS = ("best_epoch", "epochs_run", "train_seconds", "num_workers", "filled_hours")
+
+
+class MetricsDocument(BaseModel):
+    """The evaluation of one trained model on its test span next to the persistence and linear baselines.
+
+    Unknown keys are kept (``extra="allow"``), so a document written by a newer version still reads.
+    Training details that a fit does not report are left out of the JSON rather than written as null.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    pair: str
+    arch: str
+    normalization: str
+    data_window: Window
+    test_window: Window
+    model: PredictorMetrics
+    persistence: PredictorMetrics
+    linear: PredictorMetrics
+    skill: float
+    """``1 - MAE_model / MAE_persistence`` (> 0 beats persistence)."""
+    beats_persistence: bool
+    n_test: int
+    significance: Significance | None = None
+    """None in documents written before significance was recorded."""
+    best_epoch: int | None = None
+    epochs_run: int | None = None
+    train_seconds: float | None = None
+    num_workers: int | None = None
+    filled_hours: list[str] | None = None
+    """Hours the gap policy forward-filled in the data window (written by ``mur train --out``)."""
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unreported(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None or k not in _TRAINING_EXTRAS}
+
+    def to_json(self) -> str:
+        """``metrics.json`` text."""
+        return json.dumps(self.model_dump(mode="json"), indent=2)
+
+    def mlflow_metrics(self) -> dict[str, float]:
+        """Flat final metrics logged to the run: ``model_mae`` … ``linear_directional_accuracy``, ``skill``."""
+        flat = {
+            f"{who}_{key}": float(value)
+            for who in PREDICTORS
+            for key, value in getattr(self, who).model_dump().items()
+        }
+        flat["skill"] = float(self.skill)
+        return flat
+
+    def version_tag_json(self) -> str:
+        """The tag ``metrics_json`` of a registered version: the test-span part of the document."""
+        data = self.model_dump(mode="json")
+        return json.dumps({k: data[k] for k in VERSION_TAG_KEYS})
+
+    @classmethod
+    def from_version_tags(cls, tags: Mapping[str, str]) -> MetricsDocument | None:
+        """The document of a registered version, rebuilt from its tags (training details left out).
+
+        None when the version carries no (readable) ``metrics_json`` tag.
+        """
+        try:
+            part = json.loads(tags.get("metrics_json") or "null")
+        except ValueError:
+            return None
+        if not isinstance(part, dict):
+            return None
+        try:
+            return cls.model_validate(
+                {
+                    "pair": tags.get("pair", ""),
+                    "arch": tags.get("arch", ""),
+                    "normalization": tags.get("normalization", ""),
+                    "data_window": {
+                        "start": tags.get("data_window_start"),
+                        "end": tags.get("data_window_end"),
+                    },
+                    "beats_persistence": float(part.get("skill", 0.0)) > 0,
+                    **part,
+                }
+            )
+        except ValueError:  # pydantic.ValidationError is a ValueError
+            return None
+
+
+class CompactResult(BaseModel):
+    """What a ``train_pair`` task returns through XCom: ids, the gate's decision and two metrics, never data."""
+
+    pair: str
+    model_name: str | None = None
+    version: int | None = None
+    alias: str | None = None
+    reason: str = ""
+    mae: float | None = None
+    skill: float | None = None
+    reused: bool = False
+    run_id: str | None = None
+    job_id: str | None = None
+    data_window_start: str | None = None
+    data_window_end: str | None = None
+
+
+class TrainingResult(BaseModel):
+    """The outcome of one training (or of finding the version already trained for the same window).
+
+    ``error`` is set (and nothing else need be) when the training failed; ``version`` is None for a model
+    that was trained but not registered (``mur train --out``).
+    """
+
+    pair: str
+    model_name: str | None = None
+    version: int | None = None
+    alias: str | None = None
+    """``champion`` or ``challenger``: the promotion gate's decision."""
+    aliases: list[str] = []
+    reason: str = ""
+    run_id: str | None = None
+    job_id: str | None = None
+    reused: bool = False
+    """True when the version had been trained for this window and configuration before."""
+    mae: float | None = None
+    skill: float | None = None
+    champion_version_before: int | None = None
+    gate_rule: str | None = None
+    """Which promotion rule decided (:func:`mur.registry.gate.decide`)."""
+    kind: str | None = None
+    """What asked for the training: ``scheduled``, ``backfill`` or ``manual``."""
+    data_window: Window | None = None
+    metrics: MetricsDocument | None = None
+    error: str | None = None
+
+    @classmethod
+    def failure(cls, pair: str, message: str) -> TrainingResult:
+        """An error result (what the job prints when it fails with a known error)."""
+        return cls(pair=pair, error=message)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_line(self) -> str:
+        """The job's result line: ``MUR_RESULT {json}`` (one line)."""
+        return RESULT_MARKER + self.model_dump_json()
+
+    def compact(self) -> CompactResult:
+        """Ids, decision and rounded metrics (for XCom)."""
+        window = self.data_window or Window()
+        return CompactResult(
+            pair=self.pair,
+            model_name=self.model_name,
+            version=self.version,
+            alias=self.alias,
+            reason=self.reason,
+            mae=None if self.mae is None else round(float(self.mae), 8),
+            skill=None if self.skill is None else round(float(self.skill), 8),
+            reused=self.reused,
+            run_id=self.run_id,
+            job_id=self.job_id,
+            data_window_start=window.start,
+            data_window_end=window.end,
+        )
+
+
+def parse_result_line(logs: str) -> TrainingResult | None:
+    """The last ``MUR_RESULT {json}`` line of a job's logs as a result; None when there is none."""
+    for line in reversed(logs.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return TrainingResult.model_validate_json(line[len(RESULT_MARKER) :])
+    return None

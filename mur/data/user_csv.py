@@ -1,0 +1,118 @@
+"""A user's own candles CSV, read into the typed frame (``mur train --csv``, ``mur data show --csv``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mur.data.candles import (
+    CLOSE_OFFSET_MS,
+    INT_COLUMNS,
+    KLINE_COLUMNS,
+    REQUIRED_CSV_COLUMNS,
+    TIMESTAMP_DTYPE,
+    ms_to_utc,
+    validate_candles,
+)
+from mur.errors import DataValidationError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _csv_timestamps(series: pd.Series, path: Path, column: str) -> pd.Series:
+    """Epoch-ms integers or ISO-8601 strings -> ``datetime64[ns, UTC]`` (naive strings read as UTC)."""
+    import numpy as np
+    import pandas as pd
+
+    def where(i: int) -> str:
+        return f"line {i + 2} of {path}"
+
+    if series.isna().any():
+        i = int(np.argmax(series.isna().to_numpy()))
+        raise DataValidationError(f"empty {column} at {where(i)}")
+    text = series.astype(str).str.strip()
+    if pd.api.types.is_numeric_dtype(series) or text.str.fullmatch(r"\d+(\.0*)?").all():
+        ms = pd.to_numeric(text).astype("float64").to_numpy()
+        if (ms != np.floor(ms)).any():
+            i = int(np.argmax(ms != np.floor(ms)))
+            raise DataValidationError(f"{column} {text[i]!r} at {where(i)} is not whole epoch milliseconds")
+        if ms.min() < 1e11:
+            raise DataValidationError(
+                f"{column} values in {path} look like epoch seconds; expected epoch milliseconds"
+            )
+        if ms.max() >= 1e14:
+            raise DataValidationError(
+                f"{column} values in {path} look like epoch microseconds; expected epoch milliseconds"
+            )
+        return pd.Series(ms_to_utc(ms.astype("int64")))
+    parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+    if parsed.isna().any():
+        i = int(np.argmax(parsed.isna().to_numpy()))
+        raise DataValidationError(
+            f"{column} {text[i]!r} at {where(i)} is neither epoch milliseconds nor an ISO-8601 time"
+        )
+    return parsed.dt.as_unit("ns")
+
+
+def load_candles_csv(path: str | Path) -> pd.DataFrame:
+    """Read a user's candles CSV into the typed frame, then :func:`validate_candles` it.
+
+    Needs ``timestamp`` (or ``open_time``), ``open``, ``high``, ``low``, ``close``, ``volume``; timestamps
+    are epoch milliseconds or ISO-8601 (UTC when no offset is given). Missing Binance columns are filled:
+    ``close_time`` = open time + 3599999 ms, the rest 0. Rows are sorted by time; extra columns are dropped.
+    """
+    import numpy as np
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        raw = pd.read_csv(path, dtype=str, skipinitialspace=True)
+    except FileNotFoundError:
+        raise DataValidationError(f"candles CSV not found: {path}") from None
+    except pd.errors.EmptyDataError:
+        raise DataValidationError(f"candles CSV {path} is empty") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataValidationError(f"cannot read candles CSV {path}: {reason}") from None
+    raw.columns = [str(c).strip().lower() for c in raw.columns]
+    if "timestamp" not in raw.columns and "open_time" in raw.columns:
+        raw = raw.rename(columns={"open_time": "timestamp"})
+    missing = [c for c in REQUIRED_CSV_COLUMNS if c not in raw.columns]
+    if missing:
+        raise DataValidationError(
+            f"candles CSV {path} is missing column(s): {', '.join(missing)} "
+            f"(need {', '.join(REQUIRED_CSV_COLUMNS)})"
+        )
+
+    timestamps = _csv_timestamps(raw["timestamp"], path, "timestamp")
+    timestamps = timestamps.reset_index(drop=True)
+    columns: dict[str, Any] = {"timestamp": timestamps}
+    for column in KLINE_COLUMNS[1:]:
+        if column == "close_time":
+            if column in raw.columns and not raw[column].isna().all():
+                columns[column] = _csv_timestamps(raw[column], path, column).reset_index(drop=True)
+            else:
+                columns[column] = timestamps + pd.Timedelta(milliseconds=CLOSE_OFFSET_MS)
+            continue
+        if column not in raw.columns:
+            columns[column] = np.zeros(len(raw), dtype="int64" if column in INT_COLUMNS else "float64")
+            continue
+        text = raw[column].str.strip()
+        values = pd.to_numeric(text, errors="coerce")
+        bad = values.isna() & text.notna() & (text != "")
+        if bad.any():
+            i = int(np.argmax(bad.to_numpy()))
+            raise DataValidationError(f"column '{column}' has non-numeric value {text[i]!r} at line {i + 2}")
+        if column in INT_COLUMNS:
+            if values.isna().any():
+                values = values.fillna(0)
+            columns[column] = values.astype("int64").to_numpy()
+        else:
+            columns[column] = values.astype("float64").to_numpy()
+    out = pd.DataFrame(columns).loc[:, list(KLINE_COLUMNS)]
+    out["timestamp"] = out["timestamp"].astype(TIMESTAMP_DTYPE)
+    out["close_time"] = out["close_time"].astype(TIMESTAMP_DTYPE)
+    out = out.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    validate_candles(out)
+    return out

@@ -1,0 +1,192 @@
+"""Connections to the app database: a lazily opened :class:`psycopg_pool.ConnectionPool` and direct
+connections for migrations and admin work.
+
+Every connection runs in UTC, gives up connecting after ``CONNECT_TIMEOUT_S`` and sends TCP keepalives, so
+a server that vanishes behind a dead network path is noticed in about two minutes instead of hanging a
+request for hours. Pooled connections are checked on checkout (one empty round trip), so connections the
+server dropped are replaced before a query ever sees them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import psycopg.errors
+from psycopg.rows import DictRow, TupleRow, dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from mur.errors import DatabaseError
+from mur.settings import Settings
+
+Connection = psycopg.Connection[TupleRow]
+DictCursor = psycopg.Cursor[DictRow]
+
+CONNECT_TIMEOUT_S = 10
+APPLICATION_NAME = "mur"
+# libpq keepalives: first probe after 60 s idle, then every 10 s, give up after 5 unanswered probes.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 60, "keepalives_interval": 10, "keepalives_count": 5}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _describe(settings: Settings, database: str | None = None) -> str:
+    """Where we connect, without the password (for error messages)."""
+    return f"{settings.pg_user}@{settings.pg_host}:{settings.pg_port}/{database or settings.pg_database}"
+
+
+def _connect_error(settings: Settings, database: str | None, exc: Exception) -> DatabaseError:
+    """A one-line :class:`DatabaseError` for a failed connection, with a hint when the database is missing."""
+    reason = _first_line(exc)
+    hint = "; run `mur db migrate` to create it" if "does not exist" in reason else ""
+    return DatabaseError(f"cannot connect to PostgreSQL {_describe(settings, database)}: {reason}{hint}")
+
+
+def connection_options(statement_timeout_s: float | None = None) -> dict[str, Any]:
+    """libpq parameters of every connection: timeouts, keepalives, UTC (and a statement timeout if given)."""
+    options = "-c TimeZone=UTC"
+    if statement_timeout_s is not None:
+        options += f" -c statement_timeout={max(round(statement_timeout_s * 1000), 1)}"
+    return {
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "application_name": APPLICATION_NAME,
+        "options": options,
+        **KEEPALIVES,
+    }
+
+
+def connect(settings: Settings, *, database: str | None = None, autocommit: bool = False) -> Connection:
+    """One direct (unpooled) connection in UTC, for migrations and admin work."""
+    try:
+        return psycopg.connect(settings.pg_dsn(database), autocommit=autocommit, **connection_options())
+    except psycopg.OperationalError as exc:
+        raise _connect_error(settings, database, exc) from exc
+
+
+def fetch_one(cur: psycopg.Cursor[Any]) -> Any:
+    """The next row of a statement that always returns one (``RETURNING`` after a write, an aggregate)."""
+    row = cur.fetchone()
+    if row is None:
+        raise DatabaseError("PostgreSQL returned no row where one was expected")
+    return row
+
+
+class Database:
+    """A lazily opened, thread-safe pool of connections plus the settings queries need.
+
+    ``maxconn`` bounds the connections this process opens; callers beyond it wait up to ``pool_timeout_s``
+    instead of failing. ``minconn`` connections stay open; the ones above it close after 10 idle minutes.
+    ``statement_timeout_s`` (default: ``settings.pg_statement_timeout_s``) cancels any statement running longer.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        minconn: int = 1,
+        maxconn: int = 10,
+        pool_timeout_s: float = 30.0,
+        statement_timeout_s: float | None = None,
+    ) -> None:
+        if not 1 <= minconn <= maxconn:
+            raise ValueError("need 1 <= minconn <= maxconn")
+        self.settings = settings
+        self._minconn = minconn
+        self._maxconn = maxconn
+        self._pool_timeout_s = pool_timeout_s
+        if statement_timeout_s is None:
+            statement_timeout_s = settings.pg_statement_timeout_s
+        self._options = connection_options(statement_timeout_s)
+        self._pool: ConnectionPool[Connection] | None = None
+        self._pool_lock = threading.Lock()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _probe(self) -> None:
+        """Connect once directly: raises the server's own reason (bad password, missing database)."""
+        try:
+            psycopg.connect(self.settings.pg_dsn(), **self._options).close()
+        except psycopg.OperationalError as exc:
+            raise _connect_error(self.settings, None, exc) from exc
+
+    def _get_pool(self) -> ConnectionPool[Connection]:
+        with self._pool_lock:
+            if self._pool is None:
+                # The pool connects in background threads and only says "timed out" when that fails; a
+                # direct connection first turns a wrong database or password into one clear error at once.
+                self._probe()
+                self._pool = ConnectionPool(
+                    self.settings.pg_dsn(),
+                    kwargs=self._options,
+                    min_size=self._minconn,
+                    max_size=self._maxconn,
+                    timeout=self._pool_timeout_s,
+                    check=ConnectionPool.check_connection,
+                    name=APPLICATION_NAME,
+                    open=True,
+                )
+            return self._pool
+
+    def _timeout_error(self) -> DatabaseError:
+        """Why no connection came in time: the server's reason if it refuses us, else a busy pool."""
+        try:
+            self._probe()
+        except DatabaseError as exc:
+            return exc
+        return DatabaseError(f"no free database connection after {self._pool_timeout_s:g}s")
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A pooled connection for one transaction: commit on success, roll back on error, then return it.
+
+        psycopg errors that mean "the database is unusable" become :class:`~mur.errors.DatabaseError`
+        with one readable line; constraint violations and other SQL errors pass through to the caller.
+        """
+        pool = self._get_pool()
+        try:
+            conn = pool.getconn()
+        except PoolTimeout as exc:
+            raise self._timeout_error() from exc
+        try:
+            with conn:  # commits, or rolls back on an exception; the pool keeps the connection
+                yield conn
+        except psycopg.errors.UndefinedTable as exc:
+            raise DatabaseError(
+                f"the database schema is missing or outdated ({_first_line(exc)}); run `mur db migrate`"
+            ) from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise DatabaseError(f"PostgreSQL {_describe(self.settings)} failed: {_first_line(exc)}") from exc
+        finally:
+            pool.putconn(conn)  # a broken connection is discarded and replaced by the pool
+
+    @contextmanager
+    def cursor(self) -> Iterator[DictCursor]:
+        """A dict-row cursor inside :meth:`connection` (one transaction)."""
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            yield cur
+
+    def ping(self) -> bool:
+        """True if a trivial query succeeds (for health checks)."""
+        try:
+            with self.cursor() as cur:
+                cur.execute("SELECT 1 AS ok")
+                return bool(fetch_one(cur)["ok"] == 1)
+        except (DatabaseError, psycopg.Error):
+            return False
+
+    def close(self) -> None:
+        """Close every pooled connection (a later query opens a new pool)."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
+            self._pool = None

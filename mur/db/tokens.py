@@ -1,0 +1,216 @@
+"""API tokens: created, listed, revoked, rotated and looked up by their SHA-256 (the plaintext is never
+stored; see ``docs/database.md`` for why SHA-256 and not argon2)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg.errors
+
+from mur.db.pool import Database, DictCursor, fetch_one
+from mur.db.users import CONTROL_CHARS
+from mur.errors import ConflictError, InvalidInputError, NotFoundError
+from mur.security import generate_api_token, hash_token, looks_like_api_token, token_prefix
+
+TOKEN_TOUCH_INTERVAL_S = 60  # last_used_at is written at most once a minute per token
+
+
+@dataclass(frozen=True)
+class Token:
+    """An API token's metadata; the plaintext exists only in :func:`create_token`'s return value."""
+
+    id: int
+    user_id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class TokenOwner:
+    """Who an API request belongs to, as found by :func:`lookup_token`."""
+
+    token_id: int
+    user_id: int
+    username: str
+    roles: tuple[str, ...]
+    disabled: bool = False
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+def _token(row: dict[str, Any]) -> Token:
+    return Token(
+        id=row["id"],
+        user_id=row["user_id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        created_at=row["created_at"],
+        last_used_at=row["last_used_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def _validate_token_name(name: str) -> str:
+    name = (name or "").strip()
+    if not 1 <= len(name) <= 64 or CONTROL_CHARS.search(name):
+        raise InvalidInputError("token name must be 1-64 printable characters")
+    return name
+
+
+def _insert_token(cur: DictCursor, user_id: int, name: str) -> tuple[str, Token]:
+    token = generate_api_token()
+    try:
+        cur.execute(
+            "INSERT INTO api_tokens (user_id, token_hash, prefix, name) VALUES (%s, %s, %s, %s) "
+            "RETURNING id, user_id, name, prefix, created_at, last_used_at, revoked_at",
+            (user_id, hash_token(token), token_prefix(token), name),
+        )
+    except psycopg.errors.ForeignKeyViolation as exc:
+        raise NotFoundError(f"unknown user id {user_id}") from exc
+    return token, _token(fetch_one(cur))
+
+
+def create_token(db: Database, *, user_id: int, name: str = "default") -> tuple[str, Token]:
+    """Create an API token; returns ``(plaintext, row)``. Only its SHA-256 is stored: show it once."""
+    name = _validate_token_name(name)
+    with db.cursor() as cur:
+        return _insert_token(cur, user_id, name)
+
+
+def list_tokens(db: Database, *, user_id: int, include_revoked: bool = True) -> list[Token]:
+    """The user's tokens, oldest first."""
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT id, user_id, name, prefix, created_at, last_used_at, revoked_at FROM api_tokens "
+            "WHERE user_id = %s AND (%s OR revoked_at IS NULL) ORDER BY created_at, id",
+            (user_id, include_revoked),
+        )
+        return [_token(row) for row in cur.fetchall()]
+
+
+def revoke_token(db: Database, *, user_id: int, token_id: int) -> Token:
+    """Revoke one of the user's tokens (idempotent: the first revocation time is kept)."""
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = %s AND user_id = %s "
+            "RETURNING id, user_id, name, prefix, created_at, last_used_at, revoked_at",
+            (token_id, user_id),
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise NotFoundError(f"user has no token with id {token_id}")
+    return _token(row)
+
+
+def rotate_token(db: Database, *, user_id: int, token_id: int) -> tuple[str, Token]:
+    """Revoke an active token and create its replacement (same name) in one transaction."""
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE id = %s AND user_id = %s AND revoked_at IS NULL "
+            "RETURNING name",
+            (token_id, user_id),
+        )
+        row = cur.fetchone()
+        if row is None:
+            raise NotFoundError(f"user has no active token with id {token_id}")
+        return _insert_token(cur, user_id, row["name"])
+
+
+def ensure_managed_token(
+    db: Database, *, user_id: int, name: str, derive: Callable[[int], str], max_generations: int = 1000
+) -> tuple[str, Token]:
+    """The user's active token named ``name`` whose plaintext is ``derive(n)``, created if needed.
+
+    For tokens a server re-creates instead of storing (the dashboard's per-user Serve token, derived from
+    its secret key): generation ``n`` is the lowest one not revoked, so revoking the token makes the next
+    call derive a fresh one. Other active tokens with this name that match no generation (say, after the
+    secret key changed) are revoked. Serialised per user by locking the user's row.
+    """
+    name = _validate_token_name(name)
+    with db.cursor() as cur:
+        cur.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (user_id,))
+        if cur.fetchone() is None:
+            raise NotFoundError(f"unknown user id {user_id}")
+        cur.execute(
+            "SELECT id, token_hash, revoked_at FROM api_tokens WHERE user_id = %s AND name = %s",
+            (user_id, name),
+        )
+        rows = {row["token_hash"]: row for row in cur.fetchall()}
+        for generation in range(min(len(rows), max_generations) + 1):
+            token = derive(generation)
+            if not looks_like_api_token(token):
+                raise InvalidInputError("derive() must return a well-formed API token")
+            row = rows.get(hash_token(token))
+            if row is not None and row["revoked_at"] is not None:
+                continue  # this generation was revoked: try the next one
+            if row is None:
+                cur.execute(
+                    "INSERT INTO api_tokens (user_id, token_hash, prefix, name) VALUES (%s, %s, %s, %s) "
+                    "RETURNING id",
+                    (user_id, hash_token(token), token_prefix(token), name),
+                )
+                token_id = fetch_one(cur)["id"]
+            else:
+                token_id = row["id"]
+            cur.execute(
+                "UPDATE api_tokens SET revoked_at = now() "
+                "WHERE user_id = %s AND name = %s AND revoked_at IS NULL AND id <> %s",
+                (user_id, name, token_id),
+            )
+            cur.execute(
+                "SELECT id, user_id, name, prefix, created_at, last_used_at, revoked_at FROM api_tokens "
+                "WHERE id = %s",
+                (token_id,),
+            )
+            return token, _token(fetch_one(cur))
+    raise ConflictError(f"no free generation for token {name!r} of user {user_id} (all revoked)")
+
+
+_LOOKUP_TOKEN = """
+WITH hit AS (
+    SELECT t.id AS token_id, t.user_id, u.username, u.disabled
+    FROM api_tokens t JOIN users u ON u.id = t.user_id
+    WHERE t.token_hash = %(token_hash)s AND t.revoked_at IS NULL AND NOT u.disabled
+), touch AS (
+    UPDATE api_tokens SET last_used_at = now()
+    WHERE id = (SELECT token_id FROM hit)
+      AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => %(touch_s)s))
+)
+SELECT hit.token_id, hit.user_id, hit.username, hit.disabled,
+       ARRAY(SELECT r.role FROM user_roles r WHERE r.user_id = hit.user_id ORDER BY r.role) AS roles
+FROM hit
+"""
+
+
+def lookup_token(db: Database, *, token: str) -> TokenOwner | None:
+    """The owner of an active token of an enabled user, else None; one statement by SHA-256.
+
+    ``last_used_at`` is refreshed in the same statement, at most once per minute per token, so busy
+    tokens do not rewrite their row on every request.
+    """
+    if not isinstance(token, str) or not looks_like_api_token(token):
+        return None
+    with db.cursor() as cur:
+        cur.execute(_LOOKUP_TOKEN, {"token_hash": hash_token(token), "touch_s": TOKEN_TOUCH_INTERVAL_S})
+        row = cur.fetchone()
+    if row is None:
+        return None
+    return TokenOwner(
+        token_id=row["token_id"],
+        user_id=row["user_id"],
+        username=row["username"],
+        roles=tuple(row["roles"] or ()),
+        disabled=row["disabled"],
+    )

@@ -1,0 +1,380 @@
+"""User accounts and roles: argon2id passwords, case-insensitive usernames, role grants, listing with quotas,
+session generations (server-side logout) and single-use registration invites.
+
+Public functions take a :class:`~mur.db.pool.Database` first and keyword-only arguments after it; each call
+is one transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg.errors
+
+from mur.db.pool import Database, DictCursor, fetch_one
+from mur.db.quotas import month_start, validate_quota
+from mur.errors import ConflictError, InvalidInputError, NotFoundError
+from mur.security import (
+    check_password_strength,
+    dummy_password_hash,
+    generate_invite_code,
+    hash_password,
+    hash_token,
+    needs_rehash,
+    verify_password,
+)
+
+ROLES = ("admin", "member")
+MAX_USERNAME_LENGTH = 64
+MAX_EMAIL_LENGTH = 254
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+INVITE_LIFETIME = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class User:
+    """A user account (never carries the password hash)."""
+
+    id: int
+    username: str
+    email: str | None
+    created_at: datetime
+    disabled: bool
+    roles: tuple[str, ...]
+    session_generation: int = 0
+    """Bumped by :func:`end_sessions` (logout) and :func:`set_password`: older sessions stop working."""
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+@dataclass(frozen=True)
+class UserSummary(User):
+    """A user with their effective quota and this month's usage (for ``mur users list`` and admin pages)."""
+
+    monthly_limit: int = 0
+    quota_is_default: bool = True
+    used_this_month: int = 0
+
+
+def _user(row: dict[str, Any]) -> User:
+    return User(
+        id=row["id"],
+        username=row["username"],
+        email=row["email"],
+        created_at=row["created_at"],
+        disabled=row["disabled"],
+        roles=tuple(row["roles"] or ()),
+        session_generation=row["session_generation"],
+    )
+
+
+def validate_username(username: str) -> str:
+    """Return ``username`` unchanged if acceptable (1-64 printable characters, no surrounding spaces)."""
+    if not isinstance(username, str) or not username or username.strip() != username:
+        raise InvalidInputError("username must be non-empty, without leading or trailing spaces")
+    if len(username) > MAX_USERNAME_LENGTH:
+        raise InvalidInputError(f"username must be at most {MAX_USERNAME_LENGTH} characters")
+    if CONTROL_CHARS.search(username):
+        raise InvalidInputError("username must not contain control characters")
+    return username
+
+
+def validate_email(email: str | None) -> str | None:
+    """Return ``email`` (or None) if it looks like an address; deliverability is not checked."""
+    if email is None or email == "":
+        return None
+    if len(email) > MAX_EMAIL_LENGTH or "@" not in email.strip("@") or CONTROL_CHARS.search(email):
+        raise InvalidInputError(f"invalid email address {email!r}")
+    return email
+
+
+def _validate_roles(roles: Iterable[str]) -> tuple[str, ...]:
+    wanted = tuple(sorted(set(roles)))
+    unknown = [r for r in wanted if r not in ROLES]
+    if unknown:
+        raise InvalidInputError(f"unknown role(s) {', '.join(unknown)} (known: {', '.join(ROLES)})")
+    return wanted
+
+
+_SELECT_USER_BY_ID = """
+SELECT u.id, u.username, u.email, u.created_at, u.disabled, u.session_generation,
+       ARRAY(SELECT r.role FROM user_roles r WHERE r.user_id = u.id ORDER BY r.role) AS roles
+FROM users u WHERE u.id = %s
+"""
+
+_SELECT_USER_BY_NAME = """
+SELECT u.id, u.username, u.email, u.created_at, u.disabled, u.session_generation, u.password_hash,
+       ARRAY(SELECT r.role FROM user_roles r WHERE r.user_id = u.id ORDER BY r.role) AS roles
+FROM users u WHERE lower(u.username) = lower(%s)
+"""
+
+
+def _replace_roles(cur: DictCursor, user_id: int, roles: tuple[str, ...]) -> None:
+    cur.execute("DELETE FROM user_roles WHERE user_id = %s", (user_id,))
+    cur.execute(
+        "INSERT INTO user_roles (user_id, role) SELECT %s, name FROM roles WHERE name = ANY(%s)",
+        (user_id, list(roles)),
+    )
+
+
+def create_user(
+    db: Database,
+    *,
+    username: str,
+    email: str | None = None,
+    password: str,
+    roles: Sequence[str] = ("member",),
+    monthly_quota: int | None = None,
+    invite_code: str | None = None,
+) -> User:
+    """Create a user with an argon2id password hash, roles and optionally their own monthly quota.
+
+    With ``invite_code``, the invite is used up in the same transaction (no user without a valid invite,
+    no invite used twice). Raises :class:`~mur.errors.ConflictError` if the username is taken
+    (case-insensitively), :class:`~mur.errors.WeakPasswordError` / :class:`~mur.errors.InvalidInputError`
+    for bad input or an unknown, used or expired invite.
+    """
+    validate_username(username)
+    email = validate_email(email)
+    wanted_roles = _validate_roles(roles)
+    if monthly_quota is not None:
+        validate_quota(monthly_quota)
+    check_password_strength(password, username=username)
+    password_hash = hash_password(password)  # slow: done before taking a connection
+    with db.cursor() as cur:
+        invite_id = None if invite_code is None else _claim_invite(cur, invite_code)
+        try:
+            cur.execute(
+                "INSERT INTO users (username, email, password_hash) VALUES (%s, %s, %s) RETURNING id",
+                (username, email, password_hash),
+            )
+        except psycopg.errors.UniqueViolation as exc:
+            raise ConflictError(f"username {username!r} is already taken") from exc
+        user_id = fetch_one(cur)["id"]
+        if invite_id is not None:
+            cur.execute(
+                "UPDATE invites SET used_by = %s, used_at = now() WHERE id = %s", (user_id, invite_id)
+            )
+        _replace_roles(cur, user_id, wanted_roles)
+        if monthly_quota is not None:
+            cur.execute(
+                "INSERT INTO quotas (user_id, monthly_limit) VALUES (%s, %s)", (user_id, monthly_quota)
+            )
+        cur.execute(_SELECT_USER_BY_ID, (user_id,))
+        return _user(fetch_one(cur))
+
+
+def get_user_by_id(db: Database, *, user_id: int) -> User | None:
+    """The user with this id, or None."""
+    with db.cursor() as cur:
+        cur.execute(_SELECT_USER_BY_ID, (user_id,))
+        row = cur.fetchone()
+    return _user(row) if row else None
+
+
+def get_user_by_username(db: Database, *, username: str) -> User | None:
+    """The user with this username (case-insensitive), or None."""
+    with db.cursor() as cur:
+        cur.execute(_SELECT_USER_BY_NAME, (username,))
+        row = cur.fetchone()
+    return _user(row) if row else None
+
+
+def require_user(db: Database, *, username: str) -> User:
+    """Like :func:`get_user_by_username` but raises :class:`~mur.errors.NotFoundError`."""
+    user = get_user_by_username(db, username=username)
+    if user is None:
+        raise NotFoundError(f"unknown user {username!r}")
+    return user
+
+
+def authenticate(db: Database, *, username: str, password: str) -> User | None:
+    """The enabled user whose password matches, else None.
+
+    An unknown username still costs one argon2 verification (against a dummy hash), so response time does
+    not reveal which usernames exist. A hash made with outdated parameters is upgraded on success.
+    """
+    with db.cursor() as cur:
+        cur.execute(_SELECT_USER_BY_NAME, (username,))
+        row = cur.fetchone()
+    if row is None:
+        verify_password(dummy_password_hash(), password)
+        return None
+    if not verify_password(row["password_hash"], password) or row["disabled"]:
+        return None
+    if needs_rehash(row["password_hash"]):
+        with db.cursor() as cur:
+            cur.execute(
+                "UPDATE users SET password_hash = %s WHERE id = %s", (hash_password(password), row["id"])
+            )
+    return _user(row)
+
+
+def set_password(db: Database, *, user_id: int, password: str) -> None:
+    """Replace a user's password (strength-checked)."""
+    user = get_user_by_id(db, user_id=user_id)
+    if user is None:
+        raise NotFoundError(f"unknown user id {user_id}")
+    check_password_strength(password, username=user.username)
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE users SET password_hash = %s, session_generation = session_generation + 1 WHERE id = %s",
+            (hash_password(password), user_id),
+        )
+
+
+def set_user_disabled(db: Database, *, user_id: int, disabled: bool = True) -> User:
+    """Disable (or re-enable) a user: a disabled user cannot log in and their tokens stop working."""
+    with db.cursor() as cur:
+        cur.execute("UPDATE users SET disabled = %s WHERE id = %s", (disabled, user_id))
+        if cur.rowcount == 0:
+            raise NotFoundError(f"unknown user id {user_id}")
+        cur.execute(_SELECT_USER_BY_ID, (user_id,))
+        return _user(fetch_one(cur))
+
+
+def end_sessions(db: Database, *, user_id: int) -> int:
+    """End every dashboard session of the user (logout): returns the new session generation."""
+    with db.cursor() as cur:
+        cur.execute(
+            "UPDATE users SET session_generation = session_generation + 1 WHERE id = %s "
+            "RETURNING session_generation",
+            (user_id,),
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise NotFoundError(f"unknown user id {user_id}")
+    return int(row["session_generation"])
+
+
+def update_account(
+    db: Database, *, user_id: int, roles: Iterable[str], monthly_limit: int | None, disabled: bool
+) -> int:
+    """Set a user's roles, own monthly quota (None: the default) and status in one transaction.
+
+    Either all three change or none does. Returns the effective monthly limit.
+    """
+    wanted = _validate_roles(roles)
+    if monthly_limit is not None:
+        validate_quota(monthly_limit)
+    with db.cursor() as cur:
+        cur.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (user_id,))
+        if cur.fetchone() is None:
+            raise NotFoundError(f"unknown user id {user_id}")
+        _replace_roles(cur, user_id, wanted)
+        if monthly_limit is None:
+            cur.execute("DELETE FROM quotas WHERE user_id = %s", (user_id,))
+        else:
+            cur.execute(
+                "INSERT INTO quotas (user_id, monthly_limit) VALUES (%s, %s) ON CONFLICT (user_id) "
+                "DO UPDATE SET monthly_limit = EXCLUDED.monthly_limit, updated_at = now()",
+                (user_id, monthly_limit),
+            )
+        cur.execute("UPDATE users SET disabled = %s WHERE id = %s", (disabled, user_id))
+    return db.settings.default_monthly_quota if monthly_limit is None else monthly_limit
+
+
+@dataclass(frozen=True)
+class Invite:
+    """A new registration invite: the code is shown once (only its SHA-256 is stored)."""
+
+    code: str
+    expires_at: datetime
+
+
+def create_invite(db: Database, *, created_by: int | None, lifetime: timedelta = INVITE_LIFETIME) -> Invite:
+    """A single-use invite to register, valid for ``lifetime`` (for ``MUR_REGISTRATION=invite``)."""
+    code = generate_invite_code()
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO invites (code_hash, created_by, expires_at) VALUES (%s, %s, now() + %s) "
+            "RETURNING expires_at",
+            (hash_token(code), created_by, lifetime),
+        )
+        return Invite(code=code, expires_at=fetch_one(cur)["expires_at"])
+
+
+def _claim_invite(cur: DictCursor, code: str) -> int:
+    """Lock a valid invite for this transaction (checked before the username, so no invite, no probing)."""
+    cur.execute(
+        "SELECT id FROM invites WHERE code_hash = %s AND used_at IS NULL AND expires_at > now() FOR UPDATE",
+        (hash_token(code),),
+    )
+    row = cur.fetchone()
+    if row is None:
+        raise InvalidInputError("invite code is unknown, used or expired")
+    return int(row["id"])
+
+
+def user_roles(db: Database, *, user_id: int) -> tuple[str, ...]:
+    """The user's role names, sorted."""
+    with db.cursor() as cur:
+        cur.execute("SELECT role FROM user_roles WHERE user_id = %s ORDER BY role", (user_id,))
+        return tuple(row["role"] for row in cur.fetchall())
+
+
+def set_user_roles(db: Database, *, user_id: int, roles: Iterable[str]) -> tuple[str, ...]:
+    """Replace the user's roles; returns them sorted."""
+    wanted = _validate_roles(roles)
+    with db.cursor() as cur:
+        cur.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (user_id,))
+        if cur.fetchone() is None:
+            raise NotFoundError(f"unknown user id {user_id}")
+        _replace_roles(cur, user_id, wanted)
+    return wanted
+
+
+def add_role(db: Database, *, user_id: int, role: str) -> tuple[str, ...]:
+    """Grant ``role`` (idempotent); returns the user's roles."""
+    _validate_roles([role])
+    with db.cursor() as cur:
+        try:
+            cur.execute(
+                "INSERT INTO user_roles (user_id, role) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (user_id, role),
+            )
+        except psycopg.errors.ForeignKeyViolation as exc:
+            raise NotFoundError(f"unknown user id {user_id}") from exc
+    return user_roles(db, user_id=user_id)
+
+
+def remove_role(db: Database, *, user_id: int, role: str) -> tuple[str, ...]:
+    """Revoke ``role`` (idempotent); returns the user's remaining roles."""
+    _validate_roles([role])
+    with db.cursor() as cur:
+        cur.execute("DELETE FROM user_roles WHERE user_id = %s AND role = %s", (user_id, role))
+    return user_roles(db, user_id=user_id)
+
+
+def list_users(db: Database, *, at: datetime | None = None) -> list[UserSummary]:
+    """Every user with roles, effective monthly quota and usage in the month containing ``at`` (now)."""
+    default = db.settings.default_monthly_quota
+    with db.cursor() as cur:
+        cur.execute(
+            """
+            SELECT u.id, u.username, u.email, u.created_at, u.disabled, u.session_generation,
+                   ARRAY(SELECT r.role FROM user_roles r WHERE r.user_id = u.id ORDER BY r.role) AS roles,
+                   q.monthly_limit, COALESCE(a.count, 0) AS used
+            FROM users u
+            LEFT JOIN quotas q ON q.user_id = u.id
+            LEFT JOIN api_usage a ON a.user_id = u.id AND a.month = %s
+            ORDER BY lower(u.username)
+            """,
+            (month_start(at),),
+        )
+        rows = cur.fetchall()
+    return [
+        UserSummary(
+            **vars(_user(row)),
+            monthly_limit=default if row["monthly_limit"] is None else row["monthly_limit"],
+            quota_is_default=row["monthly_limit"] is None,
+            used_this_month=row["used"],
+        )
+        for row in rows
+    ]

@@ -1,0 +1,213 @@
+"""Airflow 3 on this machine: the configuration its four components share, and the metadata DB setup.
+
+Configuration (environment, no airflow.cfg), as compose's ``x-airflow-env`` with generated secrets:
+``AIRFLOW_HOME = {runtime_dir}/airflow``, metadata DB ``postgresql+psycopg2://…/{airflow_database}``, the
+project's ``dags/`` folder, no examples, LocalExecutor with low parallelism, the simple auth manager with one
+admin user (``settings.airflow_user``; password ``settings.airflow_password`` or generated once into
+``{AIRFLOW_HOME}/passwords.json``). The JWT secret, API secret key and Fernet key are generated once into
+``{AIRFLOW_HOME}/secrets.json`` (mode 600) so that the separately started components trust each other's
+tokens. Every server binds 127.0.0.1. The services themselves are in :mod:`mur.devstack.services`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mur.devstack import secret_files
+from mur.devstack.provision import ensure_databases
+from mur.errors import ServiceError
+from mur.orchestration.airflow_client import AirflowClient
+from mur.settings import PROJECT_ROOT, Settings
+
+SERVICE_NAMES = ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+ADMIN_ROLE = "admin"
+
+
+# --- paths, ports, secrets -------------------------------------------------------------------------
+def airflow_home(settings: Settings) -> Path:
+    """``{runtime_dir}/airflow``."""
+    return Path(settings.runtime_dir) / "airflow"
+
+
+def dags_folder() -> Path:
+    """The project's ``dags/`` folder."""
+    return PROJECT_ROOT / "dags"
+
+
+def ports(settings: Settings) -> dict[str, int]:
+    """Ports besides the API server's, shifted with ``airflow_port`` (8080 → Airflow's usual ones)."""
+    shift = settings.airflow_port - 8080
+    return {"worker_logs": 8793 + shift, "trigger_logs": 8794 + shift, "scheduler": 8974 + shift}
+
+
+def _private_json(path: Path, make: Callable[[], dict[str, str]]) -> dict[str, str]:
+    """A small JSON secrets file, created once (atomically, mode 600, under a lock) with ``make()``."""
+    return secret_files.ensure(path, lambda data: None if data else make())
+
+
+def shared_secrets(home: Path) -> dict[str, str]:
+    """JWT secret, API secret key and Fernet key shared by every component (generated once)."""
+
+    def make() -> dict[str, str]:
+        from cryptography.fernet import Fernet
+
+        return {
+            "jwt_secret": secrets.token_urlsafe(32),
+            "api_secret_key": secrets.token_urlsafe(32),
+            "fernet_key": Fernet.generate_key().decode(),
+        }
+
+    return _private_json(home / "secrets.json", make)
+
+
+def admin_password(settings: Settings, home: Path | None = None) -> str:
+    """The UI admin's password: ``settings.airflow_password``, else one generated once (``passwords.json``).
+
+    The simple auth manager reads this file; a user missing from it would get a random password printed to
+    the api-server's log instead.
+    """
+    path = (home or airflow_home(settings)) / "passwords.json"
+    user = settings.airflow_user
+
+    def fill(data: dict[str, Any]) -> dict[str, Any] | None:
+        wanted = settings.airflow_password or data.get(user) or secrets.token_urlsafe(12)
+        return None if data.get(user) == wanted else {user: wanted}
+
+    return str(secret_files.ensure(path, fill)[user])
+
+
+def metadata_url(settings: Settings) -> str:
+    """SQLAlchemy URL of Airflow's metadata DB (psycopg2 driver)."""
+    return settings.sqlalchemy_url(settings.airflow_database)
+
+
+def airflow_env(
+    settings: Settings, *, home: Path | None = None, sql_alchemy_conn: str | None = None
+) -> dict[str, str]:
+    """Environment for every Airflow process of this project (CLI calls included)."""
+    home = home or airflow_home(settings)
+    keys = shared_secrets(home)
+    p = ports(settings)
+    parallelism = max(2, settings.max_parallel_trainings + 2)
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder()),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(parallelism),
+        "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{settings.airflow_url.rstrip('/')}/execution/",
+        "AIRFLOW__CORE__AUTH_MANAGER": (
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+        ),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.airflow_user}:{ADMIN_ROLE}",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn or metadata_url(settings),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(settings.airflow_port),
+        "AIRFLOW__API__BASE_URL": settings.airflow_url,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],
+        "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(p["worker_logs"]),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(p["trigger_logs"]),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "60",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(p["scheduler"]),
+        "AIRFLOW__TRIGGERER__CAPACITY": "50",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+
+
+def airflow_cli(
+    settings: Settings, *args: str, timeout_s: float = 600, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run ``airflow ARGS`` with the project's Airflow environment; a failure becomes a ServiceError."""
+    env = {**os.environ, **airflow_env(settings)}
+    proc = subprocess.run(
+        [airflow_bin(), *args], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout_s
+    )
+    if check and proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise ServiceError(f"`airflow {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}")
+    return proc
+
+
+def airflow_bin() -> str:
+    """The ``airflow`` console script next to this interpreter (the venv), else from PATH."""
+    candidate = Path(sys.executable).parent / "airflow"
+    return str(candidate) if candidate.exists() else (shutil.which("airflow") or "airflow")
+
+
+# --- preparing the metadata DB ---------------------------------------------------------------------
+def _db_revision(settings: Settings) -> str | None:
+    """Alembic revision of the Airflow metadata DB, None when it has no schema yet."""
+    import psycopg2
+
+    try:
+        conn = psycopg2.connect(settings.pg_dsn(settings.airflow_database), connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        raise ServiceError(
+            f"cannot connect to the Airflow metadata DB {settings.airflow_database}: {exc}"
+        ) from exc
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('public.alembic_version')")
+            if cur.fetchone()[0] is None:
+                return None
+            cur.execute("SELECT version_num FROM alembic_version")
+            row = cur.fetchone()
+            return row[0] if row else None
+    finally:
+        conn.close()
+
+
+def prepare(settings: Settings) -> bool:
+    """Create the database, secrets and admin password; ``airflow db migrate`` unless already done.
+
+    Idempotent and serialised with a file lock; returns True when it migrated.
+    """
+    import fcntl
+
+    home = airflow_home(settings)
+    home.mkdir(parents=True, exist_ok=True)
+    shared_secrets(home)
+    admin_password(settings, home)
+    ensure_databases(settings, [settings.airflow_database])
+    stamp = home / ".migrated"
+    with open(home / ".prepare.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        revision = _db_revision(settings)
+        wanted = f"{_airflow_version()} {settings.airflow_database}"
+        if revision is not None and stamp.exists() and stamp.read_text().split("|")[0] == wanted:
+            return False
+        airflow_cli(settings, "db", "migrate", timeout_s=900)
+        stamp.write_text(f"{wanted}|{_db_revision(settings)}")
+        return True
+
+
+def _airflow_version() -> str:
+    from importlib.metadata import version
+
+    return version("apache-airflow-core")
+
+
+def client(settings: Settings) -> AirflowClient:
+    """A REST client logged in as the local admin (the generated password when none is configured)."""
+    return AirflowClient.from_settings(settings, password=admin_password(settings))
+
+
+def jobs_check(job_type: str) -> list[str]:
+    """``airflow jobs check`` for a component's job on this host: compose's check for the DAG processor and
+    the triggerer, which have no health port."""
+    return [airflow_bin(), "jobs", "check", "--job-type", job_type, "--local"]

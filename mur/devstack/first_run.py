@@ -1,0 +1,308 @@
+"""``mur up``'s steps after the services: the admin account, the first training, the first forecasts."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from mur.devstack.config import stack_secret
+from mur.errors import ServiceError
+from mur.orchestration import DAG_ID
+from mur.orchestration.airflow_client import AirflowClient, ServiceAnswerError
+from mur.settings import Settings
+
+Say = Callable[[str], None]
+CHECK_TOKEN_NAME = "mur-up-check"
+DEMO_TOKEN_NAME = "demo"
+
+
+@dataclass
+class AdminResult:
+    """The admin account as found or created by :func:`ensure_admin`."""
+
+    username: str
+    created: bool
+    password: str | None = None
+    """Plaintext, only when it was generated now (printed once, never stored)."""
+    token: str | None = None
+    """Plaintext demo token, only when created now (printed once; only its hash is stored)."""
+    password_from_env: bool = False
+    password_updated: bool = False
+
+
+# --- admin user ----------------------------------------------------------------------------------------
+def ensure_admin(settings: Settings, username: str = "admin", password: str | None = None) -> AdminResult:
+    """Create the admin (roles admin + member) with ``password`` or a generated one, and a demo token.
+
+    An existing user is kept as it is (made admin if it was not); with ``password`` (``MUR_ADMIN_PASSWORD``)
+    its password is set to it when it differs. Nothing is stored in plaintext.
+    """
+    from mur.db import (
+        Database,
+        add_role,
+        authenticate,
+        create_token,
+        create_user,
+        get_user_by_username,
+        set_password,
+    )
+    from mur.errors import ConflictError
+    from mur.security import generate_password
+
+    with Database(settings, maxconn=2) as db:
+        user = get_user_by_username(db, username=username)
+        if user is None:
+            secret = password or generate_password()
+            try:
+                user = create_user(db, username=username, password=secret, roles=("admin", "member"))
+            except ConflictError:  # created concurrently: treat as existing
+                user = get_user_by_username(db, username=username)
+            else:
+                token, _ = create_token(db, user_id=user.id, name=DEMO_TOKEN_NAME)
+                return AdminResult(
+                    username,
+                    created=True,
+                    password=None if password else secret,
+                    token=token,
+                    password_from_env=password is not None,
+                )
+        assert user is not None
+        if not user.is_admin:
+            add_role(db, user_id=user.id, role="admin")
+        updated = False
+        if password and authenticate(db, username=username, password=password) is None:
+            set_password(db, user_id=user.id, password=password)
+            updated = True
+        return AdminResult(
+            username, created=False, password_from_env=password is not None, password_updated=updated
+        )
+
+
+def check_token(settings: Settings, username: str) -> str:
+    """An API token of ``username`` for ``mur up``'s own checks, derived from the stack secret (no new row
+    at each start; only its hash is stored)."""
+    from mur.db import Database, ensure_managed_token, require_user
+    from mur.security import derive_api_token
+
+    secret = stack_secret(settings)
+    with Database(settings, maxconn=1) as db:
+        user = require_user(db, username=username)
+        token, _ = ensure_managed_token(
+            db,
+            user_id=user.id,
+            name=CHECK_TOKEN_NAME,
+            derive=lambda generation: derive_api_token(secret, f"mur-up/check/v1/{user.id}/{generation}"),
+        )
+    return token
+
+
+# --- HTTP helpers --------------------------------------------------------------------------------------
+def wait_for_dag(client: AirflowClient, dag_id: str, timeout_s: float, say: Say) -> None:
+    """Wait until Airflow's DAG processor has parsed ``dag_id``; an import error of its file fails at once."""
+    deadline = time.monotonic() + timeout_s
+    announced = False
+    while True:
+        try:
+            client.dag(dag_id)
+            return
+        except ServiceAnswerError as exc:
+            if exc.status != 404:
+                raise
+        mine = [e for e in client.import_errors() if dag_id in str(e.get("filename", ""))]
+        if mine:
+            raise ServiceError(
+                f"Airflow cannot import the DAG file: {str(mine[0].get('stack_trace'))[-800:]}"
+            )
+        if not announced:
+            say(f"waiting for Airflow to parse the {dag_id} DAG …")
+            announced = True
+        if time.monotonic() > deadline:
+            raise ServiceError(
+                f"Airflow has not parsed the {dag_id} DAG after {timeout_s:.0f} s; "
+                "see the airflow-dag-processor log"
+            )
+        time.sleep(3)
+
+
+def trigger_first(client: AirflowClient, conf: dict[str, Any], attempts: int = 5) -> str:
+    """Create a manual run of the training DAG that Airflow schedules before the hourly one; its run id.
+
+    Unpausing the DAG also creates the run for the last hour, and Airflow queues task instances of equal
+    priority by logical date: the manual run gets a logical date just before that hour's, so the first
+    (quick) models come first. Its window ends an hour earlier with live data; with the bundled candles
+    both end where the candles end.
+    """
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    for attempt in range(1, attempts + 1):
+        logical = hour - timedelta(hours=1, minutes=attempt)
+        try:
+            run = client.trigger(DAG_ID, conf, logical_date=logical.isoformat(), note="mur up: first models")
+        except ServiceAnswerError as exc:
+            if exc.status == 409 and attempt < attempts:  # a run with this logical date exists
+                continue
+            raise ServiceError(f"Airflow refused to trigger {DAG_ID}: {exc}") from exc
+        return run.run_id
+    raise AssertionError("unreachable")
+
+
+def follow_runs(
+    client: AirflowClient, run_id: str, seen: dict[str, str], say: Say
+) -> tuple[str, dict[str, str]]:
+    """Print task state changes of ``run_id`` and of the DAG's other active runs; return ``run_id``'s state.
+
+    Unpausing the DAG starts its scheduled run too, which often trains the same models first (the
+    triggered run then reuses them), so its progress is shown as well.
+    """
+    active = client.dag_runs(DAG_ID, states=["queued", "running"], limit=20)
+    others = [r["dag_run_id"] for r in active if r["dag_run_id"] != run_id]
+    result: tuple[str, dict[str, str]] = ("queued", {})
+    for rid in [run_id, *others]:
+        state, tasks = run_state(client, DAG_ID, rid)
+        who = "triggered run" if rid == run_id else f"{rid.split('__')[0]} run"
+        for label, task_state in tasks.items():
+            key = f"{rid} {label}"
+            if seen.get(key) != task_state:
+                seen[key] = task_state
+                say(f"  {who}: {label} {task_state}")
+        if rid == run_id:
+            result = (state, tasks)
+    return result
+
+
+def run_state(client: AirflowClient, dag_id: str, run_id: str) -> tuple[str, dict[str, str]]:
+    """``(run state, {task label: state})`` of one run (mapped tasks labelled ``train_pair[btc_usdt]``)."""
+    state = client.dag_run(dag_id, run_id).get("state") or "queued"
+    tasks = {}
+    for ti in client.task_instances(dag_id, run_id):
+        label = ti["task_id"]
+        if ti.get("map_index", -1) not in (-1, None):
+            label += f"[{ti.get('rendered_map_index') or ti['map_index']}]"
+        tasks[label] = ti.get("state") or "scheduled"
+    return state, tasks
+
+
+# --- training and the first forecasts ---------------------------------------------------------------------
+def pairs_without_champion(settings: Settings, pairs: Iterable[str]) -> list[str]:
+    """Which of ``pairs`` have no champion in the registry yet."""
+    from mur.serving.champions import champions, registry_client
+
+    wanted = list(pairs)
+    found = champions(registry_client(settings), prefix=settings.registry_prefix, pairs=wanted)
+    return [p for p in wanted if p not in found]
+
+
+def validate_pairs(settings: Settings, pairs: Sequence[str]) -> list[str]:
+    """Lower-cased pairs; with bundled market data, each must be bundled (a clear error otherwise)."""
+    from mur.orchestration.tasks import resolve_pairs
+
+    result = resolve_pairs(settings, requested=list(pairs))
+    if settings.market_data == "bundled":
+        from mur.data import get_market_data
+
+        source = get_market_data(settings)
+        for pair in result:
+            source.data_range(pair)  # UnknownPairError names the bundled pairs
+    return result
+
+
+def train_directly(settings: Settings, pairs: Sequence[str], conf: dict[str, Any], say: Say) -> None:
+    """Without Airflow: submit one Ray training job per pair, one after the other (window end: now)."""
+    from mur.orchestration.tasks import train_pair
+
+    for pair in pairs:
+        say(f"training {pair} as a Ray job (no Airflow) …")
+        result = train_pair(
+            settings,
+            pair,
+            end=datetime.now(UTC),
+            options=conf,
+            emit=lambda line: say("  " + line) if line.startswith("[mur]") else None,
+        )
+        say(f"{pair}: version {result.get('version')} → {result.get('alias')} ({result.get('reason') or ''})")
+
+
+def wait_for_forecasts(
+    settings: Settings,
+    pairs: Sequence[str],
+    token: str,
+    *,
+    timeout_s: float,
+    say: Say,
+    airflow: AirflowClient | None = None,
+    run_id: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Poll until Serve answers ``GET /v1/forecast/{pair}`` for every pair; follow the DAG run meanwhile.
+
+    Prints task state changes of the run and each pair as it starts being served. Fails early when the run
+    failed, or when it succeeded but a pair still has no champion (the promotion gate refused it).
+    """
+    base = settings.serve_url.replace("0.0.0.0", "127.0.0.1")
+    deadline = time.monotonic() + timeout_s
+    served: dict[str, dict[str, Any]] = {}
+    seen_tasks: dict[str, str] = {}
+    run_done = run_id is None
+    nudged = False
+    last_note = time.monotonic()
+    with httpx.Client(timeout=15.0, trust_env=False) as client:
+        while True:
+            if not run_done and airflow is not None and run_id is not None:
+                try:
+                    state, tasks = follow_runs(airflow, run_id, seen_tasks, say)
+                except (ServiceError, OSError) as exc:  # a slow api-server: report, keep waiting
+                    say(f"  (Airflow did not answer: {exc})")
+                    state, tasks = "running", {}
+                if state == "failed":
+                    failed = [t for t, s in tasks.items() if s in ("failed", "upstream_failed")]
+                    raise ServiceError(
+                        f"the training run {run_id} failed ({', '.join(failed) or 'see Airflow'}); "
+                        f"task logs: Airflow UI {settings.airflow_url}/dags/{DAG_ID}"
+                    )
+                if state == "success":
+                    run_done = True
+                    say("  training run finished")
+            for pair in pairs:
+                if pair in served:
+                    continue
+                with contextlib.suppress(Exception):  # Serve not answering yet: try again
+                    response = client.get(
+                        f"{base}/v1/forecast/{pair}", headers={"Authorization": f"Bearer {token}"}
+                    )
+                    if response.status_code == 200:
+                        served[pair] = response.json()
+                        f = served[pair]
+                        say(
+                            f"{pair}: served by model v{f.get('model_version')}: next close {f.get('forecast'):,.4f} "
+                            f"(last {f.get('last_close'):,.4f}, {f.get('change_pct'):+.3f} %) for {f.get('target_time')}"
+                        )
+            if len(served) == len(pairs):
+                return served
+            if run_done and not nudged:
+                nudged = True
+                missing = pairs_without_champion(settings, [p for p in pairs if p not in served])
+                if missing:
+                    raise ServiceError(
+                        f"training finished but {', '.join(missing)} has no champion (the promotion gate refused "
+                        f"the model: see MLflow {settings.mlflow_tracking_uri}); try `mur up --retrain --epochs 5`"
+                    )
+                with contextlib.suppress(Exception):  # ask the API to read the registry now
+                    client.post(
+                        f"{base}/v1/admin/reload",
+                        params={"wait_s": 0},
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
+            if time.monotonic() > deadline:
+                missing = [p for p in pairs if p not in served]
+                raise ServiceError(
+                    f"Serve did not answer forecasts for {', '.join(missing)} within {timeout_s:.0f} s; "
+                    f"see `mur status`, {base}/readyz and the Ray dashboard {settings.ray_address}"
+                )
+            if time.monotonic() - last_note > 60:
+                last_note = time.monotonic()
+                say(f"  … waiting for forecasts of {', '.join(p for p in pairs if p not in served)}")
+            time.sleep(5)

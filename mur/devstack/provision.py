@@ -1,0 +1,107 @@
+"""One-shot setup steps run around service starts, like compose's one-shots (``minio-init``, ``migrate``),
+and the Serve clean-up after ``serve`` stops."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import httpx
+
+from mur.errors import ServiceError
+from mur.settings import Settings
+
+SERVE_APPLICATIONS_PATH = "/api/serve/applications/"
+
+
+def ensure_databases(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
+    """Create the missing PostgreSQL databases among ``names`` (default: app, MLflow, Airflow); return them."""
+    import psycopg2
+    from psycopg2 import errors, sql
+
+    wanted = (
+        list(names)
+        if names is not None
+        else [settings.pg_database, settings.mlflow_database, settings.airflow_database]
+    )
+    try:
+        conn = psycopg2.connect(settings.pg_dsn("postgres"), connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ServiceError(
+            f"PostgreSQL at {settings.pg_host}:{settings.pg_port} is not reachable: {reason}"
+        ) from exc
+    conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+    created = []
+    try:
+        with conn.cursor() as cur:
+            for name in wanted:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cur.fetchone() is not None:
+                    continue
+                try:
+                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                except (errors.DuplicateDatabase, errors.UniqueViolation):
+                    continue  # created concurrently by someone else
+                created.append(name)
+    except psycopg2.Error as exc:
+        raise ServiceError(f"could not create databases {wanted}: {exc}".strip()) from exc
+    finally:
+        conn.close()
+    return created
+
+
+def migrate_app_database(settings: Settings) -> None:
+    """The application schema (``sql/`` migrations), as compose's ``migrate`` one-shot."""
+    from mur.db import migrate
+
+    migrate(settings)
+
+
+def ensure_bucket(settings: Settings) -> bool:
+    """Create ``settings.s3_bucket`` on the local S3 service if missing (compose: ``minio-init``)."""
+    from minio import Minio
+    from minio.error import S3Error
+
+    client = Minio(
+        f"127.0.0.1:{settings.s3_port}",
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        secure=False,
+        region="us-east-1",
+    )
+    try:
+        if client.bucket_exists(settings.s3_bucket):
+            return False
+        client.make_bucket(settings.s3_bucket)
+    except S3Error as exc:
+        if exc.code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            return False
+        raise ServiceError(f"could not create bucket {settings.s3_bucket}: {exc}") from exc
+    return True
+
+
+def undeploy_serve(settings: Settings, timeout_s: float = 30.0) -> None:
+    """Remove the Serve applications from the Ray head through its REST API; a no-op when Ray is down.
+
+    Run after the keeper stopped: else a later start would find the API answering and take it for a
+    service somebody else runs.
+    """
+    url = settings.ray_address.rstrip("/") + SERVE_APPLICATIONS_PATH
+    with httpx.Client(timeout=10.0, trust_env=False) as client:
+        try:
+            response = client.delete(url)
+        except httpx.TransportError:
+            return  # Ray is not running: neither is Serve
+        if response.status_code >= 400:
+            raise ServiceError(f"DELETE {url}: HTTP {response.status_code}: {response.text.strip()[:300]}")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                details = client.get(url).json()
+            except (httpx.HTTPError, ValueError):
+                return
+            if not (details.get("controller_info") or {}).get("actor_id"):
+                return
+            time.sleep(0.5)
+    raise ServiceError(f"Serve did not shut down within {timeout_s:.0f} s")

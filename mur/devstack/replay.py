@@ -1,0 +1,336 @@
+"""A Binance-compatible HTTP replay server over the bundled klines (stdlib only, no network needed).
+
+It answers the public spot endpoints python-binance uses for historical candles, with Binance's semantics
+and error shapes, so ``BinanceMarketData`` (and any Binance client) can be exercised end to end offline::
+
+    mur data serve --port 9100
+    MUR_MARKET_DATA=binance MUR_BINANCE_API_URL=http://127.0.0.1:9100/api mur data show btc_usdt
+
+Endpoints: ``GET /api/v3/ping``, ``/api/v3/time``, ``/api/v3/exchangeInfo`` (``symbol=`` / ``symbols=``),
+``/api/v3/klines`` (``symbol``, ``interval`` = ``1h`` only, ``startTime``, ``endTime``, ``limit`` 1..1000,
+default 500). Each symbol's open times are an ``int64`` array and each row is pre-encoded JSON, so a klines
+request is two ``searchsorted`` calls and a join.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 500
+MAX_LIMIT = 1000
+SERVED_INTERVAL = "1h"
+BINANCE_INTERVALS = frozenset(
+    ["1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"]
+)
+_DIGITS = re.compile(r"^[0-9]{1,20}$")
+
+
+class BinanceError(Exception):
+    """An error answered the way Binance does: HTTP status + ``{"code": …, "msg": …}``."""
+
+    def __init__(self, code: int, msg: str, status: int = 400) -> None:
+        super().__init__(msg)
+        self.code, self.msg, self.status = code, msg, status
+
+    def body(self) -> dict[str, Any]:
+        return {"code": self.code, "msg": self.msg}
+
+
+def _mandatory(name: str) -> BinanceError:
+    return BinanceError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+
+
+def _illegal(name: str) -> BinanceError:
+    return BinanceError(
+        -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolData:
+    """One symbol's klines, ready to slice: sorted open times (ms) and the JSON text of each row."""
+
+    symbol: str
+    base_asset: str
+    quote_asset: str
+    open_times: Any  # numpy int64, sorted
+    rows: Any  # numpy object array of str, one encoded kline list per open time
+
+    def select(self, start: int | None, end: int | None, limit: int) -> tuple[int, int]:
+        """Row slice ``[lo, hi)`` with Binance semantics (start/end inclusive on open time)."""
+        import numpy as np
+
+        n = len(self.open_times)
+        if start is None:
+            hi = n if end is None else int(np.searchsorted(self.open_times, end, side="right"))
+            return max(0, hi - limit), hi
+        lo = int(np.searchsorted(self.open_times, start, side="left"))
+        hi = n if end is None else int(np.searchsorted(self.open_times, end, side="right"))
+        return lo, max(lo, min(hi, lo + limit))
+
+    def klines_json(self, start: int | None, end: int | None, limit: int) -> bytes:
+        """The JSON body of a klines answer."""
+        lo, hi = self.select(start, end, limit)
+        return ("[" + ",".join(self.rows[lo:hi]) + "]").encode()
+
+    def exchange_info(self) -> dict[str, Any]:
+        """This symbol's ``exchangeInfo`` entry (the fields clients commonly read)."""
+        return {
+            "symbol": self.symbol,
+            "status": "TRADING",
+            "baseAsset": self.base_asset,
+            "baseAssetPrecision": 8,
+            "quoteAsset": self.quote_asset,
+            "quotePrecision": 8,
+            "quoteAssetPrecision": 8,
+            "orderTypes": ["LIMIT", "MARKET"],
+            "icebergAllowed": False,
+            "ocoAllowed": False,
+            "isSpotTradingAllowed": True,
+            "isMarginTradingAllowed": False,
+            "filters": [],
+            "permissions": ["SPOT"],
+        }
+
+
+def load_symbol_data(pair: str) -> SymbolData:
+    """Read a bundled file (as text, so decimals are served exactly as stored) into :class:`SymbolData`."""
+    import numpy as np
+
+    from mur.data import read_bundled_csv
+    from mur.pairs import pair_to_symbol, symbol_to_pair
+
+    symbol = pair_to_symbol(pair)
+    raw = read_bundled_csv(symbol, as_text=True)
+    raw = raw.assign(_ms=raw["timestamp"].astype("int64")).sort_values("_ms", kind="stable")
+    raw = raw.drop_duplicates("_ms").reset_index(drop=True)
+    q = '","'
+    rows = (
+        "["
+        + raw["timestamp"]
+        + ',"'
+        + raw["open"]
+        + q
+        + raw["high"]
+        + q
+        + raw["low"]
+        + q
+        + raw["close"]
+        + q
+        + raw["volume"]
+        + '",'
+        + raw["close_time"]
+        + ',"'
+        + raw["quote_av"]
+        + '",'
+        + raw["trades"]
+        + ',"'
+        + raw["tb_base_av"]
+        + q
+        + raw["tb_quote_av"]
+        + '","'
+        + raw["ignore"]
+        + '"]'
+    )
+    base, quote = symbol_to_pair(symbol).split("_")
+    return SymbolData(
+        symbol=symbol,
+        base_asset=base.upper(),
+        quote_asset=quote.upper(),
+        open_times=raw["_ms"].to_numpy(dtype=np.int64),
+        rows=rows.to_numpy(dtype=object),
+    )
+
+
+def _server_time() -> int:
+    return int(time.time() * 1000)
+
+
+class ReplayHandler(BaseHTTPRequestHandler):
+    """Routes GET requests to the Binance endpoints; subclass it to inject faults in tests."""
+
+    server: ReplayServer
+    protocol_version = "HTTP/1.1"
+    server_version = "mur-replay/1"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        """Answer one request."""
+        url = urlsplit(self.path)
+        params = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        route = {
+            "/api/v3/ping": self._ping,
+            "/api/v3/time": self._time,
+            "/api/v3/exchangeInfo": self._exchange_info,
+            "/api/v3/klines": self._klines,
+        }.get(url.path.rstrip("/"))
+        if route is None:
+            self.send_json(404, json.dumps({"code": -1000, "msg": f"Unknown endpoint {url.path}."}).encode())
+            return
+        try:
+            body = route(params)
+        except BinanceError as exc:
+            self.send_json(exc.status, json.dumps(exc.body()).encode())
+            return
+        self.send_json(200, body)
+
+    def send_json(self, status: int, body: bytes) -> None:
+        """Send a complete JSON response (with Content-Length, so keep-alive works)."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json;charset=UTF-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        logger.debug("%s - %s", self.address_string(), format % args)
+
+    # --- endpoints -------------------------------------------------------------------------------
+    def _ping(self, params: dict[str, str]) -> bytes:
+        return b"{}"
+
+    def _time(self, params: dict[str, str]) -> bytes:
+        return json.dumps({"serverTime": _server_time()}).encode()
+
+    def _exchange_info(self, params: dict[str, str]) -> bytes:
+        store = self.server.store
+        if params.get("symbol"):
+            wanted = [params["symbol"]]
+        elif params.get("symbols"):
+            try:
+                wanted = [str(s) for s in json.loads(params["symbols"])]
+            except (ValueError, TypeError):
+                raise _mandatory("symbols") from None
+        else:
+            wanted = sorted(store)
+        entries = []
+        for symbol in wanted:
+            if symbol.upper() not in store:
+                raise BinanceError(-1121, "Invalid symbol.")
+            entries.append(store[symbol.upper()].exchange_info())
+        info = {
+            "timezone": "UTC",
+            "serverTime": _server_time(),
+            "rateLimits": [],
+            "exchangeFilters": [],
+            "symbols": entries,
+        }
+        return json.dumps(info).encode()
+
+    def _klines(self, params: dict[str, str]) -> bytes:
+        symbol = params.get("symbol", "").strip()
+        if not symbol:
+            raise _mandatory("symbol")
+        interval = params.get("interval", "").strip()
+        if not interval:
+            raise _mandatory("interval")
+        data = self.server.store.get(symbol.upper())
+        if data is None:
+            raise BinanceError(-1121, "Invalid symbol.")
+        if interval not in BINANCE_INTERVALS:
+            raise BinanceError(-1120, "Invalid interval.")
+        if interval != SERVED_INTERVAL:
+            raise BinanceError(-1120, f"Invalid interval. The replay server only serves {SERVED_INTERVAL}.")
+        numbers: dict[str, int | None] = {}
+        for name in ("startTime", "endTime", "limit"):
+            value = params.get(name)
+            if value is None or value == "":
+                numbers[name] = None
+            elif not _DIGITS.match(value):
+                raise _illegal(name)
+            else:
+                numbers[name] = int(value)
+        limit = DEFAULT_LIMIT if numbers["limit"] is None else numbers["limit"]
+        if not 1 <= limit <= MAX_LIMIT:
+            raise BinanceError(-1130, "Data sent for parameter 'limit' is not valid.")
+        return data.klines_json(numbers["startTime"], numbers["endTime"], limit)
+
+
+class ReplayServer(ThreadingHTTPServer):
+    """Threaded HTTP server holding :class:`SymbolData` per symbol in ``store``."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        store: dict[str, SymbolData],
+        handler_class: type[ReplayHandler] = ReplayHandler,
+    ) -> None:
+        self.store = store
+        super().__init__(address, handler_class)
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` (the address actually bound)."""
+        host, port = self.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
+        return f"http://{host}:{port}"
+
+    @property
+    def api_url(self) -> str:
+        """What to set as ``MUR_BINANCE_API_URL`` (python-binance's ``API_URL``)."""
+        return f"{self.url}/api"
+
+    def stop(self) -> None:
+        """Stop serving (if a loop is running in another thread) and close the socket."""
+        self.shutdown()
+        self.server_close()
+
+
+def make_server(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    pairs: Iterable[str] | None = None,
+    handler_class: type[ReplayHandler] = ReplayHandler,
+) -> ReplayServer:
+    """Bind a replay server over the bundled ``pairs`` (default: all); ``port=0`` picks a free port.
+
+    Raises ``OSError`` when the address cannot be bound. Call ``serve_forever()`` (or
+    :func:`serve_forever_in_thread`) to start answering.
+    """
+    from mur.data import bundled_pairs
+
+    chosen = list(pairs) if pairs is not None else bundled_pairs()
+    store = {data.symbol: data for data in (load_symbol_data(pair) for pair in chosen)}
+    return ReplayServer((host, port), store, handler_class)
+
+
+def serve_forever_in_thread(server: ReplayServer) -> threading.Thread:
+    """Run ``server.serve_forever`` in a daemon thread; stop it with ``server.stop()``."""
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="mur-replay", daemon=True
+    )
+    thread.start()
+    return thread
+
+
+@contextmanager
+def running_replay_server(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    pairs: Iterable[str] | None = None,
+    handler_class: type[ReplayHandler] = ReplayHandler,
+) -> Iterator[ReplayServer]:
+    """A replay server serving in a background thread for the ``with`` block (for tests and scripts)."""
+    server = make_server(host, port, pairs=pairs, handler_class=handler_class)
+    thread = serve_forever_in_thread(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+        thread.join(timeout=5)

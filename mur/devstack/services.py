@@ -1,0 +1,274 @@
+"""Every local service in one table, mirroring ``docker-compose.yml``: command, environment, health check,
+dependencies, set-up steps.
+
+:func:`stack_services` is the table; :mod:`mur.devstack.supervisor` runs it. Each command is the one its
+compose counterpart runs (``Service.compose`` names that service), bound to 127.0.0.1, with the health check
+compose uses; ``tests/unit/test_compose.py`` compares the two. The local S3 is moto with a disk mirror
+(compose: MinIO).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mur.devstack import airflow
+from mur.devstack.config import stack_secret
+from mur.devstack.provision import ensure_bucket, ensure_databases, migrate_app_database, undeploy_serve
+from mur.settings import PROJECT_ROOT, Settings
+
+CORE_SERVICES: tuple[str, ...] = ("s3", "mlflow", "ray")
+"""What the integration tests need (and what every other service builds on)."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """How to run, check and stop one background service."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    port: int | None = None
+    health_url: str | None = None
+    """HTTP URL that must answer 2xx."""
+    health_cmd: list[str] | None = None
+    """A command that must exit 0 (compose's ``CMD`` healthcheck); without either, a TCP connect to the port."""
+    host: str = "127.0.0.1"
+    start_timeout_s: float = 60.0
+    stop_timeout_s: float = 15.0
+    depends_on: tuple[str, ...] = ()
+    stop_first: tuple[str, ...] = ()
+    """Process names (``/proc/PID/comm``) to stop before the rest of the session."""
+    stop_last: tuple[str, ...] = ()
+    """Process names to stop after the rest of the session."""
+    cwd: Path | None = None
+    before_start: Callable[[], object] | None = None
+    """Runs before launching (e.g. create databases); a :class:`~mur.errors.MurError` aborts the start."""
+    after_start: Callable[[], object] | None = None
+    """Runs once healthy (e.g. create the bucket); if it fails, the service is stopped again."""
+    after_stop: Callable[[], object] | None = None
+    """Runs once its processes are gone (e.g. remove the app it kept deployed on Ray); errors are reported."""
+    compose: str = ""
+    """Its counterpart in docker-compose.yml ("" = the same name)."""
+    description: str = ""
+
+
+# Ray Serve's throughput-optimized request path, for every Serve process on the head (the controller, the
+# ingress and the replicas inherit the head's environment): HAProxy forwards each request straight to an API
+# replica's own HTTP server instead of Ray's Python proxy; gRPC between the API replica and the per-pair
+# Forecasters; router and user code on the replica's event loop; request logs buffered. A variable already
+# set in the environment wins (RAY_SERVE_ENABLE_HA_PROXY=0 brings the Python proxy back);
+# benchmarks/serve.py measures the effect.
+SERVE_FAST_PATH_ENV: dict[str, str] = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+    "RAY_SERVE_LOG_TO_STDERR": "0",
+}
+HAPROXY_SIDE_PORTS: dict[str, int] = {
+    "RAY_SERVE_HAPROXY_METRICS_PORT": 9101,
+    "RAY_SERVE_HAPROXY_STATS_PORT": 8404,
+}
+"""HAProxy's Prometheus and stats ports (Ray's defaults), moved along with a second head's other ports."""
+
+
+def serve_env(port_shift: int = 0) -> dict[str, str]:
+    """The Serve flags for a Ray head (values already in the environment win)."""
+    defaults = {**SERVE_FAST_PATH_ENV, **{k: str(p + port_shift) for k, p in HAPROXY_SIDE_PORTS.items()}}
+    return {k: os.environ.get(k, v) for k, v in defaults.items()}
+
+
+def venv_bin(name: str) -> str:
+    """A console script next to this interpreter (the venv's ``bin/``), else from PATH."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
+
+
+def _s3_client_env(settings: Settings) -> dict[str, str]:
+    """For services that talk to S3 (no EC2 metadata probing: there is no cloud here)."""
+    return {**settings.s3_env(), "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def _ray_command(settings: Settings) -> list[str]:
+    """``ray start --head --block`` as compose's ray-head, every address on the loopback interface."""
+    shift = settings.ray_dashboard_port - 8265
+    moved = []
+    if shift:  # a second head on this machine (tests): move Ray's fixed ports along
+        moved = ["--ray-client-server-port", str(10001 + shift)]
+        moved += ["--dashboard-agent-listen-port", str(52365 + shift)]
+        moved += ["--min-worker-port", "0", "--max-worker-port", "0"]  # 0: the OS picks free ones
+    return [
+        *(venv_bin("ray"), "start", "--head", "--block"),
+        *("--node-ip-address", "127.0.0.1"),
+        *("--port", str(settings.ray_gcs_port)),
+        *("--dashboard-host", "127.0.0.1", "--dashboard-port", str(settings.ray_dashboard_port)),
+        *("--include-dashboard", "true", "--disable-usage-stats"),
+        *("--num-cpus", str(settings.ray_num_cpus or max(4, os.cpu_count() or 1))),
+        *("--object-store-memory", str(settings.ray_object_store_mb * 1024 * 1024)),
+        *moved,
+    ]
+
+
+def _ray_env(settings: Settings) -> dict[str, str]:
+    env = {
+        **_s3_client_env(settings),
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "PATH": str(Path(sys.executable).parent)
+        + os.pathsep
+        + os.environ.get("PATH", ""),  # jobs run `python`
+        "RAY_USAGE_STATS_ENABLED": "0",
+        **serve_env(settings.ray_dashboard_port - 8265),
+        # Ray's own actors (Ray Train's PlacementGroupCleaner, …) find their cluster through the state API,
+        # which otherwise picks the newest head on the machine (with a second stack running: the other one)
+        "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{settings.ray_dashboard_port}",
+    }
+    if sys.prefix != sys.base_prefix:
+        env["VIRTUAL_ENV"] = sys.prefix
+    return env
+
+
+def _dash_env(settings: Settings) -> dict[str, str]:
+    """A persistent secret key, and Airflow's login for the "Train now" button."""
+    env: dict[str, str] = {}
+    if not settings.secret_key and settings.env != "production":
+        env["MUR_SECRET_KEY"] = stack_secret(settings)
+    if settings.airflow_password is None:
+        env["MUR_AIRFLOW_PASSWORD"] = airflow.admin_password(settings)
+    return env
+
+
+def stack_services(settings: Settings) -> dict[str, Service]:
+    """The local services by name, in start order when dependencies allow."""
+    s = settings
+    s3_url, mlflow_url = f"http://127.0.0.1:{s.s3_port}", f"http://127.0.0.1:{s.mlflow_port}"
+    af_env, af_prepare, af_ports = (
+        airflow.airflow_env(s),
+        functools.partial(airflow.prepare, s),
+        airflow.ports(s),
+    )
+    af = airflow.airflow_bin()
+    table = [
+        Service(
+            name="s3",
+            command=[sys.executable, "-m", "mur.devstack.s3_server", "--host", "127.0.0.1"]
+            + ["--port", str(s.s3_port), "--data-dir", str(Path(s.runtime_dir) / "s3")],
+            env={"MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(1024 * 1024)},  # bigger objects spill to files
+            port=s.s3_port,
+            health_url=f"{s3_url}/_mur/health",
+            stop_timeout_s=10,
+            after_start=functools.partial(ensure_bucket, s),
+            compose="minio",
+            description="S3 API: moto server with a write-through disk mirror",
+        ),
+        Service(
+            name="mlflow",
+            command=[venv_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(s.mlflow_port)]
+            + [
+                "--artifacts-destination",
+                f"s3://{s.s3_bucket}/mlflow",
+                "--serve-artifacts",
+                "--workers",
+                "1",
+            ],
+            env={
+                **_s3_client_env(s),
+                "MLFLOW_BACKEND_STORE_URI": s.sqlalchemy_url(s.mlflow_database),  # not in `ps`
+                # MLflow's GenAI job runner (8 huey processes, ~1 GB) is not used by this project
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get(
+                    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"
+                ),
+            },
+            port=s.mlflow_port,
+            health_url=f"{mlflow_url}/health",
+            start_timeout_s=180,
+            depends_on=("s3",),
+            before_start=functools.partial(ensure_databases, s, [s.mlflow_database]),
+            description="MLflow tracking server and model registry (artefacts proxied to S3)",
+        ),
+        Service(
+            name="ray",
+            command=_ray_command(s),
+            env=_ray_env(s),
+            port=s.ray_dashboard_port,
+            health_url=f"http://127.0.0.1:{s.ray_dashboard_port}/api/version",
+            start_timeout_s=180,
+            stop_timeout_s=20,
+            stop_first=("raylet",),  # the order of `ray stop`: raylet, the rest, GCS last
+            stop_last=("gcs_server",),
+            compose="ray-head",
+            description="Ray head (GCS, raylet, dashboard + Jobs API, Serve)",
+        ),
+        Service(
+            name="airflow-api-server",
+            command=[af, "api-server", "--host", "127.0.0.1", "--port", str(s.airflow_port)],
+            env=af_env,
+            port=s.airflow_port,
+            health_url=f"http://127.0.0.1:{s.airflow_port}/api/v2/monitor/health",
+            start_timeout_s=240,
+            stop_timeout_s=20,
+            cwd=PROJECT_ROOT,
+            before_start=af_prepare,  # compose: airflow-init
+            description="Airflow UI, REST API and Execution API",
+        ),
+        Service(
+            name="airflow-scheduler",
+            command=[af, "scheduler"],
+            env=af_env,
+            port=af_ports["scheduler"],
+            health_url=f"http://127.0.0.1:{af_ports['scheduler']}/health",  # the scheduler's health server
+            start_timeout_s=240,
+            stop_timeout_s=30,
+            depends_on=("airflow-api-server",),
+            cwd=PROJECT_ROOT,
+            before_start=af_prepare,
+            description="Airflow scheduler (LocalExecutor: runs the tasks)",
+        ),
+        *(
+            Service(
+                name=f"airflow-{component}",
+                command=[af, component],
+                env=af_env,
+                health_cmd=airflow.jobs_check(job_type),
+                start_timeout_s=240,
+                stop_timeout_s=30,
+                depends_on=("airflow-api-server",),
+                cwd=PROJECT_ROOT,
+                before_start=af_prepare,
+                description=f"Airflow {component} (health: its job's heartbeat)",
+            )
+            for component, job_type in (("dag-processor", "DagProcessorJob"), ("triggerer", "TriggererJob"))
+        ),
+        Service(
+            name="serve",
+            command=[sys.executable, "-m", "serve_app.keeper"],
+            port=s.serve_port,
+            health_url=f"http://127.0.0.1:{s.serve_port}/healthz",
+            start_timeout_s=600,
+            stop_timeout_s=20,
+            depends_on=("ray", "mlflow"),
+            cwd=PROJECT_ROOT,
+            after_stop=functools.partial(undeploy_serve, s),
+            description="Ray Serve API (deployed on the Ray head and kept deployed by the keeper)",
+        ),
+        Service(
+            name="dash",
+            command=[sys.executable, "-m", "dash_app", "--host", s.dash_host, "--port", str(s.dash_port)],
+            env=_dash_env(s),
+            port=s.dash_port,
+            health_url=f"http://127.0.0.1:{s.dash_port}/login",
+            start_timeout_s=180,
+            stop_timeout_s=10,
+            depends_on=("serve", "airflow-api-server"),
+            cwd=PROJECT_ROOT,
+            before_start=functools.partial(migrate_app_database, s),  # compose: migrate
+            description="Dash dashboard (Flask-Login)",
+        ),
+    ]
+    return {service.name: service for service in table}

@@ -1,0 +1,357 @@
+"""``mur up``: the whole local stack in one command, idempotently; ``mur down`` stops what it started.
+
+Steps of :func:`bring_up` (each prints its progress):
+
+1. settings (:func:`mur.devstack.config.align_settings`): URLs follow the ports and are exported, with
+   ``MUR_RUNTIME_DIR``, to every process started from here;
+2. PostgreSQL: the app, MLflow and Airflow databases exist; ``sql/`` migrations are applied;
+3. services (:mod:`mur.devstack.services`, run by :mod:`mur.devstack.supervisor`): ray alone first, then
+   each service once its dependencies are healthy, up to 3 side by side; a failure names the service and
+   quotes its log;
+4. the admin user (dashboard + API), created once with a generated password printed once;
+5. training (:mod:`mur.devstack.first_run`): the training DAG is triggered through Airflow's REST API for
+   the pairs that have no champion yet, then unpaused; without Airflow, Ray jobs are submitted directly;
+6. waiting until Serve answers ``GET /v1/forecast/{pair}`` for every pair, then the URLs and logins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mur.devstack import airflow, first_run, supervisor
+from mur.devstack.config import align_settings
+from mur.devstack.first_run import AdminResult
+from mur.devstack.processes import leftover_processes
+from mur.devstack.provision import ensure_databases
+from mur.devstack.services import Service, stack_services
+from mur.devstack.supervisor import StartResult, StopResult
+from mur.errors import MurError
+from mur.orchestration import DAG_ID
+from mur.settings import Settings
+
+Say = Callable[[str], None]
+
+
+# --- options and results ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UpOptions:
+    """What ``mur up`` was asked for (CLI options)."""
+
+    pairs: list[str] | None = None
+    """Pairs to train and wait for (default: ``settings.pairs``)."""
+    epochs: int | None = None
+    train_days: int | None = None
+    hidden_size: int | None = None
+    num_workers: int | None = None
+    train: bool = True
+    """Trigger training for pairs without a champion and wait until Serve forecasts every pair."""
+    retrain: bool = False
+    """Trigger a training run even when every pair already has a champion."""
+    timeout_s: float = 1800.0
+    """How long to wait for the forecasts (training included)."""
+    parallel: int = 3
+    """Services started at the same time (when their dependencies allow)."""
+    admin_user: str = "admin"
+    admin_password: str | None = None
+
+    def training_conf(self, settings: Settings | None = None) -> dict[str, Any]:
+        """The first training's options (the DAG run's ``conf`` besides the pairs).
+
+        Options given on the command line win; for the others, :data:`QUICK_TRAINING` applies while the
+        setting has its default value (``MUR_EPOCHS`` …), so that a first ``mur up`` is quick and a configured
+        stack trains the model its schedule would (which the scheduled runs then reuse).
+        """
+        given = {
+            "epochs": self.epochs,
+            "train_days": self.train_days,
+            "hidden_size": self.hidden_size,
+            "num_workers": self.num_workers,
+        }
+        configured = (  # a value other than the default (a copied .env.example repeats the defaults)
+            {k for k in QUICK_TRAINING if getattr(settings, k) != type(settings).model_fields[k].default}
+            if settings is not None
+            else set(QUICK_TRAINING)
+        )
+        conf = {k: v for k, v in QUICK_TRAINING.items() if k not in configured}
+        conf.update({k: v for k, v in given.items() if v is not None})
+        return conf
+
+
+QUICK_TRAINING: dict[str, int] = {"epochs": 3, "train_days": 60, "num_workers": 1}
+"""The first training of ``mur up`` for settings left at their defaults (30 epochs on 365 days with 2 Ray
+workers per pair would keep a first start busy for half an hour on 2 cores); the hourly schedule trains with
+the settings and replaces a champion only with a better model."""
+
+
+@dataclass
+class UpReport:
+    """What :func:`bring_up` did: service results, the admin, forecasts served, timings."""
+
+    settings: Settings
+    started: list[StartResult] = field(default_factory=list)
+    admin: AdminResult | None = None
+    training: str = ""
+    forecasts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# --- starting services -----------------------------------------------------------------------------------
+EXCLUSIVE = frozenset({"ray"})
+"""Started alone: Ray's raylet gives its Python agents a hard-coded 15 s to come up (ray-project/ray#65983),
+which a busy 2-core machine can miss; with nothing else starting, the head comes up in ~15 s."""
+RETRIES = {"ray": 1}
+"""Extra attempts after a failed start (the same reason: a raylet that lost that race is retried once)."""
+
+
+def start_all(
+    settings: Settings,
+    *,
+    names: Sequence[str] | None = None,
+    parallel: int = 3,
+    say: Say,
+    registry_factory: Callable[[Settings], dict[str, Service]] | None = None,
+) -> list[StartResult]:
+    """Start ``names`` (default: every registered service) as soon as their dependencies are healthy.
+
+    Up to ``parallel`` start side by side, except :data:`EXCLUSIVE` ones, which start alone (first when
+    ready). While services start, a line every 20 s says which are still awaited. The first failure ends the
+    start once the others under way finished; healthy services stay up (``mur up`` again resumes).
+    """
+    build = registry_factory or stack_services
+    registry = build(settings)
+    order = supervisor.plan(registry, names)
+    deps = {n: [d for d in registry[n].depends_on if d in order] for n in order}
+    retries = dict(RETRIES)
+    done: dict[str, StartResult] = {}
+    running: dict[Future[StartResult], str] = {}
+    began: dict[str, float] = {}
+    errors: list[BaseException] = []
+    stop_ticker = threading.Event()
+
+    def tick() -> None:
+        while not stop_ticker.wait(20.0):
+            waiting = ", ".join(f"{n} ({time.monotonic() - began[n]:.0f} s)" for n in list(running.values()))
+            if waiting:
+                say(f"  … waiting for {waiting}")
+
+    def start(service: Service) -> StartResult:
+        result = supervisor.start_service(settings, service, progress=say)
+        say(supervisor.describe_start(result, service))
+        return result
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="mur-up") as pool:
+            while len(done) < len(order):
+                if not errors:
+                    ready = [
+                        n
+                        for n in order
+                        if n not in done and n not in running.values() and all(d in done for d in deps[n])
+                    ]
+                    ready.sort(key=lambda n: n not in EXCLUSIVE)  # exclusive ones first, else plan order
+                    for name in ready:
+                        busy = set(running.values())
+                        if len(busy) >= max(1, parallel) or busy & EXCLUSIVE:
+                            break
+                        if name in EXCLUSIVE and busy:
+                            continue
+                        registry = build(settings)  # factories may read what earlier starts created
+                        began[name] = time.monotonic()
+                        running[pool.submit(start, registry[name])] = name
+                        if name in EXCLUSIVE:
+                            break
+                if not running:
+                    break
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    name = running.pop(future)
+                    try:
+                        done[name] = future.result()
+                    except MurError as exc:
+                        if retries.get(name, 0) > 0 and not errors:
+                            retries[name] -= 1
+                            say(f"{name} did not start ({str(exc).splitlines()[0]}): trying once more")
+                            continue
+                        errors.append(exc)
+                    except BaseException as exc:  # noqa: BLE001 (re-raised below)
+                        errors.append(exc)
+    finally:
+        stop_ticker.set()
+    if errors:
+        for other in errors[1:]:
+            say(f"also failed: {other}")
+        raise errors[0]
+    return [done[n] for n in order if n in done]
+
+
+# --- up / down -------------------------------------------------------------------------------------------
+def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
+    """Everything ``mur up`` does, in order; returns what happened (the CLI prints the summary)."""
+    from mur.db import migrate
+
+    began = time.monotonic()
+    settings = align_settings(settings)
+    report = UpReport(settings)
+    pairs = first_run.validate_pairs(settings, options.pairs or settings.pairs)
+    say(f"runtime dir {settings.runtime_dir} (pids, logs, S3 data, Airflow home)")
+
+    say(f"PostgreSQL {settings.pg_host}:{settings.pg_port}: databases …")
+    created = ensure_databases(settings)
+    say(
+        f"  databases {', '.join([settings.pg_database, settings.mlflow_database, settings.airflow_database])}"
+        + (f" (created {', '.join(created)})" if created else " (exist)")
+    )
+    migration = migrate(settings)
+    say(
+        f"  migrations: {len(migration.applied_now)} applied now, "
+        f"{len(migration.already_applied) + len(migration.applied_now)} in total"
+    )
+
+    registry = stack_services(settings)
+    say(f"services: {', '.join(supervisor.plan(registry, None))}")
+    report.started = start_all(settings, parallel=options.parallel, say=say)
+
+    report.admin = first_run.ensure_admin(settings, options.admin_user, options.admin_password)
+    if report.admin.created:
+        say(f"admin user {options.admin_user!r} created")
+    else:
+        say(
+            f"admin user {options.admin_user!r} exists"
+            + (" (password set from MUR_ADMIN_PASSWORD)" if report.admin.password_updated else "")
+        )
+
+    if options.train:
+        token = first_run.check_token(settings, options.admin_user)
+        missing = pairs if options.retrain else first_run.pairs_without_champion(settings, pairs)
+        client, run_id = None, None
+        if not missing:
+            report.training = (
+                "every pair has a champion: no training triggered (the hourly schedule retrains)"
+            )
+            say(report.training)
+        elif "airflow-api-server" in registry:
+            client = airflow.client(settings)
+            first_run.wait_for_dag(client, DAG_ID, 300, say)
+            conf = {"pairs": missing, **options.training_conf(settings)}
+            run_id = first_run.trigger_first(client, conf)
+            client.set_paused(DAG_ID, False)  # after the trigger: the scheduled run queues behind it
+            report.training = f"triggered {DAG_ID} run {run_id} for {', '.join(missing)}"
+            say(f"{report.training} (conf {json.dumps(conf)})")
+        else:
+            say("Airflow is not part of this stack: training directly as Ray jobs")
+            first_run.train_directly(settings, missing, options.training_conf(settings), say)
+            report.training = f"trained {', '.join(missing)} directly as Ray jobs"
+        try:
+            say(f"waiting until Serve forecasts {', '.join(pairs)} (up to {options.timeout_s:.0f} s) …")
+            report.forecasts = first_run.wait_for_forecasts(
+                settings, pairs, token, timeout_s=options.timeout_s, say=say, airflow=client, run_id=run_id
+            )
+        finally:
+            if client is not None:
+                client.close()
+    report.seconds = time.monotonic() - began
+    return report
+
+
+def bring_down(settings: Settings, *, say: Say) -> list[StopResult]:
+    """Stop every service ``mur up`` started (dependents first), then report processes that outlived them."""
+    settings = align_settings(settings)
+    registry = stack_services(settings)
+    if "serve" in registry and supervisor.running_pid(settings, "ray") is not None:
+        # the Ray head stops too, and Serve with it: no need to remove the app first
+        registry["serve"] = dataclasses.replace(registry["serve"], after_stop=None)
+    results = supervisor.down(settings, services=registry, progress=say)
+    left = leftover_processes(settings)
+    if left:
+        say(
+            "still running with this runtime dir (not started as a service, left alone): "
+            + ", ".join(f"{pid} {cmd[:60]}" for pid, cmd in left)
+        )
+    return results
+
+
+# --- the summary -------------------------------------------------------------------------------------------
+def _local(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def urls(settings: Settings) -> dict[str, str]:
+    """What to open in a browser."""
+    return {
+        "Dashboard": f"http://{_local(settings.dash_host)}:{settings.dash_port}/",
+        "API docs": f"http://{_local(settings.serve_host)}:{settings.serve_port}/docs",
+        "Airflow UI": settings.airflow_url.rstrip("/") + "/",
+        "MLflow UI": settings.mlflow_tracking_uri.rstrip("/") + "/",
+        "Ray dashboard": settings.ray_address.rstrip("/") + "/",
+    }
+
+
+def summary_lines(report: UpReport, registry_names: Iterable[str] = ()) -> list[str]:
+    """The closing block of ``mur up``: URLs, logins (secrets only when just created), forecasts, next steps."""
+    s = report.settings
+    names = set(registry_names)
+    lines = ["", f"Make Us Rich is up ({_duration(report.seconds)}).", ""]
+    for label, url in urls(s).items():
+        if label == "Airflow UI" and names and "airflow-api-server" not in names:
+            continue
+        if label == "Dashboard" and names and "dash" not in names:
+            continue
+        lines.append(f"  {label:<14} {url}")
+    admin = report.admin
+    lines.append("")
+    if admin is not None:
+        lines.append(
+            f"  login          {admin.username}  (dashboard; the same account for the API's admin routes)"
+        )
+        if admin.password:
+            lines.append(f"  password       {admin.password}")
+            lines.append(
+                "                 ^ shown once: only its hash is stored "
+                f"(change it: mur users set-password {admin.username})"
+            )
+        elif admin.password_from_env:
+            lines.append("  password       the one in MUR_ADMIN_PASSWORD")
+        else:
+            lines.append(
+                f"  password       set at the first `mur up` (reset: mur users set-password {admin.username})"
+            )
+        if admin.token:
+            lines.append(f"  API token      {admin.token}")
+            lines.append(
+                "                 ^ shown once (more: mur tokens create NAME, or the dashboard's API page)"
+            )
+        else:
+            lines.append(f"  API token      create one: mur tokens create {admin.username} --name mine")
+    if not names or "airflow-api-server" in names:
+        where = "MUR_AIRFLOW_PASSWORD" if s.airflow_password else "`mur airflow password`"
+        lines.append(f"  Airflow login  {s.airflow_user}  (password: {where})")
+    if report.forecasts:
+        lines.append("")
+        lines.append("  forecasts served now:")
+        for pair, f in report.forecasts.items():
+            lines.append(
+                f"    {pair:<10} next close {f.get('forecast'):>14,.4f}   last {f.get('last_close'):>14,.4f}   "
+                f"model v{f.get('model_version')}   for {f.get('target_time')}"
+            )
+        pair = next(iter(report.forecasts))
+        api = f"http://{_local(s.serve_host)}:{s.serve_port}"
+        lines.append("")
+        lines.append(f'  try: curl -H "Authorization: Bearer $TOKEN" {api}/v1/forecast/{pair}')
+    lines.append("")
+    lines.append(f"  status: mur status · stop: mur down · logs: {Path(s.runtime_dir) / 'logs'}/")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"

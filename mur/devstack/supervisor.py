@@ -1,0 +1,377 @@
+"""The process supervisor of the local stack: start, health-check, stop and report services.
+
+Every service is started in its own session (``start_new_session=True``); its pid file holds the session
+id, so stopping it signals every process of that session (:func:`mur.devstack.processes.terminate`: SIGTERM,
+then SIGKILL after ``stop_timeout_s``). Start is idempotent: a healthy service is left alone, a stale pid
+file is removed, a port held by some other program is an error.
+
+Files: ``{runtime_dir}/pids/NAME.pid`` (session id), ``NAME.lock`` (serialises start/stop of NAME across
+processes), ``{runtime_dir}/logs/NAME.log`` (stdout+stderr, appended, one header line per start). The
+services are :func:`mur.devstack.services.stack_services` unless a ``services`` table is passed.
+Linux only (``/proc``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from mur.devstack.health import COMMAND_PROBE_INTERVAL_S, check_text, port_open, probe
+from mur.devstack.processes import memory_mb, session_members, terminate
+from mur.devstack.services import CORE_SERVICES as CORE_SERVICES
+from mur.devstack.services import Service, stack_services
+from mur.errors import MurError, ServiceError
+
+if TYPE_CHECKING:
+    from mur.settings import Settings
+
+LOG_ROTATE_BYTES = 50 * 1024 * 1024
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StartResult:
+    """What :func:`start_service` did."""
+
+    name: str
+    action: Literal["started", "running", "external"]
+    pid: int | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class StopResult:
+    """What :func:`stop_service` did."""
+
+    name: str
+    action: Literal["stopped", "killed", "not running", "external"]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """A service's state as seen now."""
+
+    name: str
+    state: Literal["running", "unhealthy", "external", "stopped"]
+    pid: int | None
+    port: int | None
+    healthy: bool
+    processes: int
+    memory_mb: float | None
+    log_path: Path
+
+    @property
+    def running(self) -> bool:
+        """True when mur started it and at least one of its processes is alive."""
+        return self.pid is not None
+
+
+# --- paths ---------------------------------------------------------------------------------------
+def pid_path(settings: Settings, name: str) -> Path:
+    """Pid file of service ``name`` (holds its session id)."""
+    return Path(settings.runtime_dir) / "pids" / f"{name}.pid"
+
+
+def log_path(settings: Settings, name: str) -> Path:
+    """Log file of service ``name``."""
+    return Path(settings.runtime_dir) / "logs" / f"{name}.log"
+
+
+def running_pid(settings: Settings, name: str, *, clean: bool = False) -> int | None:
+    """Session id of service ``name`` if any of its processes is alive; ``clean`` removes a stale pid file."""
+    path = pid_path(settings, name)
+    try:
+        pid = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if session_members(pid):
+        return pid
+    if clean:
+        path.unlink(missing_ok=True)
+    return None
+
+
+@contextlib.contextmanager
+def _service_lock(settings: Settings, name: str) -> Iterator[None]:
+    """Serialise start/stop of one service across processes (flock on ``pids/NAME.lock``)."""
+    import fcntl
+
+    path = pid_path(settings, name).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --- waiting --------------------------------------------------------------------------------------
+def _log_tail(path: Path, offset: int = 0, lines: int = 25) -> str:
+    """Last ``lines`` lines written to ``path`` after byte ``offset``."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no log)"
+    tail = text.strip().splitlines()[-lines:]
+    return "\n".join("    " + line for line in tail) if tail else "    (log is empty)"
+
+
+def _wait_healthy(
+    service: Service, sid: int, proc: subprocess.Popen[bytes] | None, timeout_s: float, log: Path, offset: int
+) -> None:
+    """Poll the health check until it passes; fail early when the process dies."""
+    deadline = time.monotonic() + timeout_s
+    check = check_text(service)
+    while True:
+        rc = proc.poll() if proc is not None else None
+        if rc is None and probe(service):
+            return
+        died = None
+        if rc is not None:
+            died = f"exited with code {rc}"
+        elif proc is None and not session_members(sid):
+            died = "exited (no process left)"
+        if died:
+            raise ServiceError(
+                f"{service.name} {died} before answering {check}; last lines of {log}:\n"
+                + _log_tail(log, offset)
+            )
+        if time.monotonic() > deadline:
+            raise ServiceError(
+                f"{service.name} did not answer {check} within {timeout_s:.0f} s; last lines of {log}:\n"
+                + _log_tail(log, offset)
+            )
+        time.sleep(COMMAND_PROBE_INTERVAL_S if service.health_cmd else 0.3)
+
+
+# --- start / stop / status of one service --------------------------------------------------------
+def start_service(settings: Settings, service: Service, *, progress: Progress | None = None) -> StartResult:
+    """Start ``service`` unless it already answers; wait until healthy, then run its ``after_start``."""
+    say = progress or (lambda _msg: None)
+    began = time.monotonic()
+    log = log_path(settings, service.name)
+    with _service_lock(settings, service.name):
+        pid = running_pid(settings, service.name, clean=True)
+        if pid is not None:
+            if not probe(service):
+                say(f"{service.name}: running (session {pid}) but not healthy yet, waiting …")
+                _wait_healthy(service, pid, None, service.start_timeout_s, log, max(0, _size(log) - 20_000))
+            return StartResult(service.name, "running", pid, time.monotonic() - began)
+        if probe(service):
+            return StartResult(service.name, "external", None, 0.0)
+        if service.port is not None and port_open(service.host, service.port):
+            raise ServiceError(
+                f"{service.name}: port {service.port} is in use by a program mur did not start "
+                f"(and it does not answer {check_text(service)}); stop it or change the port"
+            )
+        say(f"starting {service.name} …")
+        if service.before_start is not None:
+            service.before_start()
+        proc, offset = _launch(settings, service, log)
+        pid_path(settings, service.name).write_text(f"{proc.pid}\n")
+        try:
+            _wait_healthy(service, proc.pid, proc, service.start_timeout_s, log, offset)
+            if service.after_start is not None:
+                service.after_start()
+        except BaseException as exc:
+            with contextlib.suppress(MurError):
+                terminate(
+                    proc.pid,
+                    min(service.stop_timeout_s, 5.0),
+                    first=service.stop_first,
+                    last=service.stop_last,
+                )
+            pid_path(settings, service.name).unlink(missing_ok=True)
+            if isinstance(exc, MurError | KeyboardInterrupt):
+                raise
+            raise ServiceError(f"{service.name} started but its setup failed: {exc}") from exc
+        return StartResult(service.name, "started", proc.pid, time.monotonic() - began)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _launch(settings: Settings, service: Service, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Spawn the service in a new session with output appended to its log; return (process, log offset)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    pid_path(settings, service.name).parent.mkdir(parents=True, exist_ok=True)
+    cwd = service.cwd or Path(settings.runtime_dir)
+    cwd.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **service.env}
+    if _size(log) > LOG_ROTATE_BYTES:  # keep one previous log; a running service's log is never moved
+        os.replace(log, log.with_name(log.name + ".1"))
+    with open(log, "ab") as fh:
+        offset = fh.tell()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        fh.write(f"\n===== {stamp} mur starts {service.name}: {' '.join(service.command)}\n".encode())
+        fh.flush()
+        try:
+            proc = subprocess.Popen(
+                service.command,
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ServiceError(f"{service.name}: cannot run {service.command[0]}: {exc}") from exc
+    return proc, offset
+
+
+def stop_service(settings: Settings, service: Service, *, progress: Progress | None = None) -> StopResult:
+    """Stop ``service`` if mur started it (SIGTERM to its session, SIGKILL after ``stop_timeout_s``)."""
+    say = progress or (lambda _msg: None)
+    began = time.monotonic()
+    with _service_lock(settings, service.name):
+        sid = running_pid(settings, service.name, clean=True)
+        if sid is None:
+            action: Literal["not running", "external"] = "external" if probe(service, 0.5) else "not running"
+            return StopResult(service.name, action, 0.0)
+        say(f"stopping {service.name} …")
+        how = terminate(sid, service.stop_timeout_s, first=service.stop_first, last=service.stop_last)
+        pid_path(settings, service.name).unlink(missing_ok=True)
+        if service.after_stop is not None:
+            try:
+                service.after_stop()
+            except Exception as exc:  # the processes are gone, which is what stopping means
+                say(f"{service.name}: after stopping: {type(exc).__name__}: {exc}")
+        return StopResult(service.name, how, time.monotonic() - began)
+
+
+def service_status(settings: Settings, service: Service) -> ServiceStatus:
+    """Whether ``service`` runs (and was started by mur), answers its health check, and what it uses."""
+    pid = running_pid(settings, service.name)
+    healthy = probe(service)
+    members = session_members(pid) if pid is not None else []
+    if pid is not None:
+        state: Literal["running", "unhealthy", "external", "stopped"] = "running" if healthy else "unhealthy"
+    else:
+        state = "external" if healthy else "stopped"
+    return ServiceStatus(
+        name=service.name,
+        state=state,
+        pid=pid,
+        port=service.port,
+        healthy=healthy,
+        processes=len(members),
+        memory_mb=memory_mb(members) if members else None,
+        log_path=log_path(settings, service.name),
+    )
+
+
+def plan(services: dict[str, Service], names: Sequence[str] | None, *, with_deps: bool = True) -> list[str]:
+    """``names`` (default: all) in dependency order, dependencies first (added when ``with_deps``)."""
+    unknown = [n for n in names or () if n not in services]
+    if unknown:
+        raise ServiceError(f"unknown service(s): {', '.join(unknown)} (known: {', '.join(services)})")
+    order: list[str] = []  # every registered service, dependencies first, else in registry order
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise ServiceError(f"services depend on each other in a cycle through {name}")
+        visiting.add(name)
+        for dep in services[name].depends_on:
+            if dep in services:  # a dependency that is not registered is someone else's business
+                visit(dep)
+        visiting.discard(name)
+        order.append(name)
+
+    for name in services:
+        visit(name)
+    if not names:
+        return order
+    selected = set(names)
+    if with_deps:
+        pending = list(names)
+        while pending:
+            for dep in services[pending.pop()].depends_on:
+                if dep in services and dep not in selected:
+                    selected.add(dep)
+                    pending.append(dep)
+    return [name for name in order if name in selected]
+
+
+def up(
+    settings: Settings,
+    names: Sequence[str] | None = None,
+    *,
+    services: dict[str, Service] | None = None,
+    progress: Progress | None = None,
+) -> list[StartResult]:
+    """Start ``names`` (default: all registered) and what they depend on, dependencies first."""
+    registry = services if services is not None else stack_services(settings)
+    results = []
+    for name in plan(registry, names):
+        result = start_service(settings, registry[name], progress=progress)
+        if progress is not None:
+            progress(describe_start(result, registry[name]))
+        results.append(result)
+    return results
+
+
+def down(
+    settings: Settings,
+    names: Sequence[str] | None = None,
+    *,
+    services: dict[str, Service] | None = None,
+    progress: Progress | None = None,
+) -> list[StopResult]:
+    """Stop ``names`` (default: all registered), dependents before what they depend on."""
+    registry = services if services is not None else stack_services(settings)
+    results = []
+    for name in reversed(plan(registry, names, with_deps=False)):
+        result = stop_service(settings, registry[name], progress=progress)
+        if progress is not None:
+            progress(_describe_stop(result))
+        results.append(result)
+    return results
+
+
+def status(
+    settings: Settings, names: Sequence[str] | None = None, *, services: dict[str, Service] | None = None
+) -> list[ServiceStatus]:
+    """Status of ``names`` (default: all) in dependency order; the health checks run side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    registry = services if services is not None else stack_services(settings)
+    order = plan(registry, names, with_deps=False)
+    with ThreadPoolExecutor(max_workers=max(1, len(order))) as pool:
+        return list(pool.map(lambda name: service_status(settings, registry[name]), order))
+
+
+def describe_start(result: StartResult, service: Service) -> str:
+    if result.action == "started":
+        return f"{result.name} healthy in {result.seconds:.1f} s (pid {result.pid}, port {service.port})"
+    if result.action == "running":
+        return f"{result.name} already running (pid {result.pid}, port {service.port})"
+    return f"{result.name} already answering on port {service.port} (not started by mur, left alone)"
+
+
+def _describe_stop(result: StopResult) -> str:
+    if result.action == "stopped":
+        return f"{result.name} stopped in {result.seconds:.1f} s"
+    if result.action == "killed":
+        return f"{result.name} killed after {result.seconds:.1f} s (did not exit on SIGTERM)"
+    if result.action == "external":
+        return f"{result.name} answers but was not started by mur: left alone"
+    return f"{result.name} not running"

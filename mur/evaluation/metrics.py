@@ -1,0 +1,110 @@
+"""Metrics and naive baselines, always on exactly the same targets as the model.
+
+Crypto prices are close to a random walk, so every report puts the model next to *persistence*
+(next close = last close) and a linear regression on the same windows; ``skill`` is
+``1 − MAE_model / MAE_persistence`` (> 0 beats persistence, < 0 does not).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mur.evaluation.significance import point_evidence
+from mur.model.features import (
+    CLOSE_IDX,
+    FeatureSpec,
+    denormalize_outputs,
+    normalize_inputs,
+    normalize_targets,
+)
+
+METRIC_KEYS = ("mae", "rmse", "mape", "directional_accuracy")
+
+
+def regression_metrics(pred: np.ndarray, actual: np.ndarray, last_close: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE, MAPE (%) and directional accuracy (sign of predicted vs actual change from last close).
+
+    A forecast of "no change" never counts as a correct direction (so persistence scores ~0 there).
+    """
+    pred, actual, last_close = (
+        np.asarray(a, dtype=np.float64).reshape(-1) for a in (pred, actual, last_close)
+    )
+    err = pred - actual
+    return {
+        "mae": float(np.mean(np.abs(err))),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mape": float(np.mean(np.abs(err) / np.abs(actual)) * 100.0),
+        "directional_accuracy": float(np.mean(np.sign(pred - last_close) == np.sign(actual - last_close))),
+    }
+
+
+def persistence_forecast(x: np.ndarray) -> np.ndarray:
+    """Next close = last close of each raw window."""
+    return x[:, -1, CLOSE_IDX].astype(np.float64)
+
+
+class LinearBaseline:
+    """Ridge-stabilized least squares on the flattened price columns of each window (relative to the last
+    close), fitted on the training windows only: an autoregressive linear model on the same windows.
+
+    Calendar columns are left out on purpose: a linear term in "month" extrapolates wildly on months the
+    training span never saw.
+    """
+
+    def __init__(self, seq_len: int, ridge: float = 1e-3) -> None:
+        self.spec = FeatureSpec(seq_len=seq_len, normalization="relative")
+        self.ridge = ridge
+        self.coef: np.ndarray | None = None
+
+    def _design(self, x: np.ndarray) -> np.ndarray:
+        z = normalize_inputs(x, self.spec)[..., 4:].reshape(len(x), -1).astype(np.float64)
+        return np.hstack([z, np.ones((len(z), 1))])
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> LinearBaseline:
+        a = self._design(x)
+        t = normalize_targets(y, x, self.spec).astype(np.float64)
+        reg = self.ridge * len(a) * np.eye(a.shape[1])
+        reg[-1, -1] = 0.0  # do not shrink the intercept
+        self.coef = np.linalg.lstsq(a.T @ a + reg, a.T @ t, rcond=None)[0]
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        assert self.coef is not None, "fit first"
+        return denormalize_outputs(self._design(x) @ self.coef, x, self.spec)
+
+
+def skill(model_mae: float, persistence_mae: float) -> float:
+    """1 − MAE_model / MAE_persistence."""
+    return float(1.0 - model_mae / persistence_mae) if persistence_mae > 0 else 0.0
+
+
+def evaluate_all(
+    model_pred: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, linear_pred: np.ndarray
+) -> dict[str, object]:
+    """Model, persistence and linear metrics on the same test targets, plus skill and a verdict."""
+    last = persistence_forecast(x_test)
+    model = regression_metrics(model_pred, y_test, last)
+    pers = regression_metrics(last, y_test, last)
+    lin = regression_metrics(linear_pred, y_test, last)
+    s = skill(model["mae"], pers["mae"])
+    evidence = point_evidence(model_pred, y_test, last)
+    if not math.isfinite(evidence["skill_se"]):
+        evidence["skill_se"] = None
+    return {
+        "model": model,
+        "persistence": pers,
+        "linear": lin,
+        "skill": s,
+        "beats_persistence": bool(s > 0),
+        "n_test": int(len(y_test)),
+        "significance": evidence,
+    }
+
+
+def verdict(skill_value: float) -> str:
+    """One honest sentence about the skill."""
+    if skill_value > 0:
+        return f"model beats persistence by {skill_value:.2%} MAE"
+    return f"model does NOT beat persistence (skill {skill_value:+.2%}): forecasts are no better than 'no change'"

@@ -1,0 +1,205 @@
+"""Is a forecast's edge real or noise? Two tests on out-of-sample errors, both pure functions.
+
+* :func:`diebold_mariano` compares two forecasts of the same targets (the model vs persistence, or two
+  model versions) on a loss of their errors, with the Harvey-Leybourne-Newbold (1997) small-sample
+  correction and Student-t reference distribution. ``d_t = L(e_model,t) - L(e_other,t)``; a negative mean
+  means the model's loss is lower. The long-run variance uses the autocovariances up to lag ``h - 1``
+  (an ``h``-step forecast's errors are MA(h-1) under the null), with the usual fallback to the lag-0
+  variance when that estimate is not positive.
+* :func:`directional_test`: is the share of correctly predicted directions above 50 %? Exact one-sided
+  binomial test.
+
+For ``h = 1`` the corrected DM statistic equals the paired t statistic on the loss differentials, which is
+what the unit tests check against ``scipy.stats.ttest_rel``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+
+Loss = Literal["absolute", "squared"]
+
+
+@dataclass(frozen=True)
+class DMResult:
+    """A Diebold-Mariano test of ``model`` against ``other`` (HLN-corrected, t with n-1 df)."""
+
+    statistic: float
+    """Negative when the model's loss is lower."""
+    p_better: float
+    """One-sided p-value of H1: the model's expected loss is lower than the other's."""
+    p_worse: float
+    """One-sided p-value of H1: the model's expected loss is higher."""
+    p_two_sided: float
+    n: int
+    horizon: int
+    loss: str
+    mean_loss_diff: float
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DirectionResult:
+    """Share of correct directions and the exact one-sided binomial p-value against a coin flip."""
+
+    hits: int
+    n: int
+    accuracy: float
+    p_value: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _loss(errors: np.ndarray, loss: Loss) -> np.ndarray:
+    if loss == "absolute":
+        return np.abs(errors)
+    if loss == "squared":
+        return errors**2
+    raise ValueError(f"unknown loss {loss!r}: use 'absolute' or 'squared'")
+
+
+def _t_sf(t: float, df: int) -> float:
+    """P(T > t) for Student's t with ``df`` degrees of freedom."""
+    from scipy.stats import t as student_t
+
+    return float(student_t.sf(t, df))
+
+
+def diebold_mariano(
+    errors_model: np.ndarray | list[float],
+    errors_other: np.ndarray | list[float],
+    *,
+    horizon: int = 1,
+    loss: Loss = "absolute",
+) -> DMResult:
+    """Diebold-Mariano test with the Harvey-Leybourne-Newbold correction.
+
+    ``errors_*`` are forecast errors (forecast - actual) of the two forecasts on the same targets, in the
+    same order. Raises ValueError on mismatched lengths, fewer than 3 points or non-finite errors.
+    When both losses are identical everywhere the test is uninformative: statistic 0, two-sided p-value 1.
+    """
+    e1 = np.asarray(errors_model, dtype=np.float64).ravel()
+    e2 = np.asarray(errors_other, dtype=np.float64).ravel()
+    if e1.shape != e2.shape:
+        raise ValueError(f"error series differ in length: {e1.size} vs {e2.size}")
+    n = int(e1.size)
+    if n < 3:
+        raise ValueError(f"need at least 3 paired errors, got {n}")
+    if not (np.isfinite(e1).all() and np.isfinite(e2).all()):
+        raise ValueError("errors must be finite")
+    h = int(horizon)
+    if h < 1 or h >= n:
+        raise ValueError(f"horizon must be in 1..{n - 1}, got {horizon}")
+    d = _loss(e1, loss) - _loss(e2, loss)
+    mean = float(d.mean())
+    centred = d - mean
+    gamma = [float(np.dot(centred[k:], centred[: n - k]) / n) for k in range(h)]
+    variance = gamma[0] + 2.0 * sum(gamma[1:])
+    if variance <= 0:
+        variance = gamma[0]
+    if variance <= 0:  # d is constant: no evidence either way (or an exact tie)
+        stat = 0.0 if mean == 0 else math.copysign(math.inf, mean)
+    else:
+        dm = mean / math.sqrt(variance / n)
+        stat = dm * math.sqrt((n + 1 - 2 * h + h * (h - 1) / n) / n)
+    df = n - 1
+    if math.isinf(stat):
+        p_better = 1.0 if stat > 0 else 0.0
+        p_worse = 1.0 - p_better
+    else:
+        p_better = 1.0 - _t_sf(stat, df)  # P(T <= stat): small when the model's loss is clearly lower
+        p_worse = _t_sf(stat, df)
+    return DMResult(
+        statistic=float(stat),
+        p_better=float(p_better),
+        p_worse=float(p_worse),
+        p_two_sided=float(min(1.0, 2.0 * min(p_better, p_worse))),
+        n=n,
+        horizon=h,
+        loss=loss,
+        mean_loss_diff=mean,
+    )
+
+
+def _log_binom_pmf(k: int, n: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2.0)
+
+
+def directional_test(
+    predicted_moves: np.ndarray | list[float], actual_moves: np.ndarray | list[float]
+) -> DirectionResult:
+    """Exact one-sided binomial test that directions are right more often than a coin flip.
+
+    ``*_moves`` are signed changes (forecast - last close, actual - last close). Hours where either move
+    is exactly zero carry no direction and are left out (persistence predicts no move at all).
+    """
+    p = np.sign(np.asarray(predicted_moves, dtype=np.float64).ravel())
+    a = np.sign(np.asarray(actual_moves, dtype=np.float64).ravel())
+    if p.shape != a.shape:
+        raise ValueError(f"move series differ in length: {p.size} vs {a.size}")
+    keep = (p != 0) & (a != 0)
+    n = int(keep.sum())
+    hits = int((p[keep] == a[keep]).sum())
+    if n == 0:
+        return DirectionResult(hits=0, n=0, accuracy=float("nan"), p_value=1.0)
+    return DirectionResult(hits=hits, n=n, accuracy=hits / n, p_value=binomial_p_value(hits, n))
+
+
+def binomial_p_value(hits: int, n: int) -> float:
+    """Exact one-sided ``P(X >= hits)`` for ``X ~ Binomial(n, 1/2)`` (1.0 when ``n == 0``)."""
+    if n <= 0:
+        return 1.0
+    logs = [_log_binom_pmf(k, n) for k in range(hits, n + 1)]
+    top = max(logs)
+    return float(min(1.0, math.exp(top) * sum(math.exp(x - top) for x in logs)))
+
+
+def skill_standard_error(
+    errors_model: np.ndarray, errors_persistence: np.ndarray, *, horizon: int = 1
+) -> float:
+    """Standard error of ``skill = 1 - MAE_model / MAE_persistence``, treating ``MAE_persistence`` as fixed.
+
+    ``skill = -mean(d) / MAE_p`` with ``d = |e_model| - |e_persistence|``, so its standard error is the
+    (HAC, lag ``horizon - 1``) standard error of ``mean(d)`` divided by ``MAE_p``.
+    """
+    e1 = np.abs(np.asarray(errors_model, dtype=np.float64).ravel())
+    e2 = np.abs(np.asarray(errors_persistence, dtype=np.float64).ravel())
+    n = e1.size
+    mae_p = float(e2.mean()) if n else 0.0
+    if n < 3 or mae_p <= 0:
+        return math.inf
+    d = e1 - e2
+    c = d - d.mean()
+    gamma = [float(np.dot(c[k:], c[: n - k]) / n) for k in range(max(1, min(horizon, n - 1)))]
+    variance = gamma[0] + 2.0 * sum(gamma[1:])
+    if variance <= 0:
+        variance = gamma[0]
+    return float(math.sqrt(max(variance, 0.0) / n) / mae_p)
+
+
+def point_evidence(pred: np.ndarray, actual: np.ndarray, last_close: np.ndarray, *, horizon: int = 1) -> dict:
+    """The out-of-sample significance block of a metrics document for a point forecast vs persistence.
+
+    ``{"dm_statistic", "dm_p_better", "dm_p_worse", "skill_se", "direction_hits", "direction_n",
+    "direction_p_value"}`` (DM on absolute errors, HLN-corrected; exact binomial test on directions).
+    """
+    pred, actual, last_close = (np.asarray(a, dtype=np.float64).ravel() for a in (pred, actual, last_close))
+    e_model, e_pers = pred - actual, last_close - actual
+    dm = diebold_mariano(e_model, e_pers, horizon=horizon, loss="absolute")
+    direction = directional_test(pred - last_close, actual - last_close)
+    return {
+        "dm_statistic": dm.statistic,
+        "dm_p_better": dm.p_better,
+        "dm_p_worse": dm.p_worse,
+        "skill_se": skill_standard_error(e_model, e_pers, horizon=horizon),
+        "direction_hits": direction.hits,
+        "direction_n": direction.n,
+        "direction_p_value": direction.p_value,
+    }

@@ -1,0 +1,242 @@
+"""The one client of Airflow 3's REST API (``/auth/token`` JWT, then ``/api/v2``).
+
+Used by the CLI (``mur airflow trigger``), ``mur up`` and the dashboard's "Train now" button. Nothing
+connects until a method is called; the token is fetched then and fetched again when Airflow refuses it.
+A service that is down raises :class:`ServiceUnavailable` (with the URL tried), an error answer
+:class:`ServiceAnswerError` (with the status and Airflow's own message).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import httpx
+
+from mur.errors import ServiceError
+
+if TYPE_CHECKING:
+    from mur.settings import Settings
+
+FINISHED_STATES = ("success", "failed")
+
+
+class ServiceUnavailable(ServiceError):
+    """Nothing answered at the service's URL (refused, timed out, DNS)."""
+
+
+class ServiceAnswerError(ServiceError):
+    """The service answered with an error status or an unreadable body."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def error_detail(response: httpx.Response) -> str:
+    """The service's own message from a JSON ``{"detail"|"error"|"message": ...}`` body, else the text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:200] or response.reason_phrase
+    if isinstance(body, dict):
+        for key in ("detail", "error", "message"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value[:300]
+            if isinstance(value, list) and value:  # FastAPI validation errors
+                first = value[0]
+                return str(first.get("msg", first) if isinstance(first, dict) else first)[:300]
+    return str(body)[:200]
+
+
+@dataclass(frozen=True)
+class TriggeredRun:
+    """A DAG run created through the REST API."""
+
+    dag_id: str
+    run_id: str
+    state: str | None = None
+
+
+class AirflowClient:
+    """Airflow 3's public REST API with a simple-auth-manager token (no password: the all-admins mode)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        username: str,
+        password: str | None,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._username = username
+        self._password = password
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout_s, transport=transport, trust_env=False
+        )
+        self._token: str | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, password: str | None = None) -> AirflowClient:
+        """A client for ``settings.airflow_url`` as ``settings.airflow_user`` (``password`` overrides)."""
+        return cls(
+            settings.airflow_url,
+            username=settings.airflow_user,
+            password=password if password is not None else settings.airflow_password,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AirflowClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- transport -------------------------------------------------------------------------------------
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(f"Airflow is unreachable at {self.base_url} ({exc})") from exc
+
+    def _login(self) -> str:
+        """A JWT: POST the credentials, or GET when no password is set."""
+        if self._password is None:
+            response = self._send("GET", "/auth/token")
+        else:
+            credentials = {"username": self._username, "password": self._password}
+            response = self._send("POST", "/auth/token", json=credentials)
+        if response.status_code in (401, 403):
+            raise ServiceAnswerError(
+                f"Airflow refused the credentials of {self._username!r} "
+                "(set MUR_AIRFLOW_USER / MUR_AIRFLOW_PASSWORD)",
+                status=response.status_code,
+            )
+        if response.status_code >= 400:
+            raise ServiceAnswerError(
+                f"Airflow's /auth/token answered {response.status_code}: {error_detail(response)}",
+                status=response.status_code,
+            )
+        try:
+            token = response.json().get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise ServiceAnswerError("Airflow's /auth/token answer has no access_token")
+        return token
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """``METHOD /api/v2{path}`` with the token (renewed once if refused); the JSON body or None."""
+        extra = kwargs.pop("headers", {})
+        for attempt in (1, 2):
+            with self._lock:
+                if self._token is None:
+                    self._token = self._login()
+                token = self._token
+            headers = {**extra, "Authorization": f"Bearer {token}"}
+            response = self._send(method, f"/api/v2{path}", headers=headers, **kwargs)
+            if response.status_code == 401 and attempt == 1:  # expired: log in again, once
+                with self._lock:
+                    self._token = None
+                continue
+            if response.status_code >= 400:
+                raise ServiceAnswerError(
+                    f"Airflow API {method} {path}: {response.status_code}: {error_detail(response)}",
+                    status=response.status_code,
+                )
+            try:
+                return response.json() if response.content else None
+            except ValueError as exc:
+                raise ServiceAnswerError(f"Airflow API {method} {path}: the answer is not JSON") from exc
+        raise AssertionError("unreachable")
+
+    # --- DAGs and runs ---------------------------------------------------------------------------------
+    def dag(self, dag_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/dags/{quote(dag_id, safe='')}")
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/importErrors")["import_errors"]
+
+    def set_paused(self, dag_id: str, paused: bool) -> dict[str, Any]:
+        return self.request("PATCH", f"/dags/{quote(dag_id, safe='')}", json={"is_paused": paused})
+
+    def trigger(
+        self,
+        dag_id: str,
+        conf: dict[str, Any] | None = None,
+        *,
+        logical_date: str | None = None,
+        note: str | None = None,
+    ) -> TriggeredRun:
+        """Create a manual run of ``dag_id`` with ``conf`` (the DAG's params)."""
+        body: dict[str, Any] = {"logical_date": logical_date, "conf": conf or {}}
+        if note is not None:
+            body["note"] = note
+        try:
+            answer = self.request("POST", f"/dags/{quote(dag_id, safe='')}/dagRuns", json=body)
+        except ServiceAnswerError as exc:
+            if exc.status == 404:
+                raise ServiceAnswerError(f"Airflow has no DAG {dag_id!r} ({exc})", status=404) from exc
+            raise
+        run_id = (answer.get("dag_run_id") or answer.get("run_id")) if isinstance(answer, dict) else None
+        if not run_id:
+            raise ServiceAnswerError("Airflow's answer to the trigger has no dag_run_id")
+        return TriggeredRun(dag_id=dag_id, run_id=str(run_id), state=answer.get("state"))
+
+    def _run_path(self, dag_id: str, run_id: str) -> str:
+        return f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}"
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return self.request("GET", self._run_path(dag_id, run_id))
+
+    def dag_runs(
+        self, dag_id: str, *, states: list[str] | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if states:
+            params["state"] = states
+        return self.request("GET", f"/dags/{quote(dag_id, safe='')}/dagRuns", params=params)["dag_runs"]
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self.request("GET", f"{self._run_path(dag_id, run_id)}/taskInstances")["task_instances"]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
+        path = f"{self._run_path(dag_id, run_id)}/taskInstances/{task_id}/xcomEntries/return_value"
+        return self.request("GET", path, params={"map_index": map_index, "deserialize": True})["value"]
+
+    def task_log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1
+    ) -> str:
+        """The text of one try's log (the structured lines' events joined)."""
+        path = f"{self._run_path(dag_id, run_id)}/taskInstances/{task_id}/logs/{try_number}"
+        body = self.request(
+            "GET", path, params={"map_index": map_index}, headers={"Accept": "application/json"}
+        )
+        content = body.get("content", [])
+        return "\n".join(str(c.get("event", c)) if isinstance(c, dict) else str(c) for c in content)
+
+    def wait_for_run(
+        self, dag_id: str, run_id: str, timeout_s: float = 3600, poll_s: float = 5
+    ) -> dict[str, Any]:
+        """Poll until the run succeeded or failed; its last state."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            run = self.dag_run(dag_id, run_id)
+            if run["state"] in FINISHED_STATES:
+                return run
+            if time.monotonic() > deadline:
+                raise ServiceError(f"run {run_id} of {dag_id} still {run['state']} after {timeout_s:.0f} s")
+            time.sleep(poll_s)
+
+    def run_url(self, dag_id: str, run_id: str) -> str:
+        """The UI page of a DAG run."""
+        return f"{self.base_url}/dags/{dag_id}/runs/{quote(run_id, safe='')}"

@@ -1,0 +1,214 @@
+"""Submit training as Ray jobs (used by ``mur train --ray`` and by Airflow tasks).
+
+:func:`submit_training` submits ``python -m ray_jobs.train_pair`` through ``JobSubmissionClient`` at
+``MUR_RAY_ADDRESS`` with a runtime env that ships the project, streams the job's logs, and returns the job's
+:class:`~mur.contracts.TrainingResult` (registered version, alias decision, metrics), read from the job's
+``MUR_RESULT`` line, or raises :class:`JobError` with the job's error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from mur.contracts import TrainingResult, parse_result_line
+from mur.errors import JobError
+from mur.settings import PROJECT_ROOT, Settings
+
+RUNTIME_EXCLUDES = [
+    ".venv",
+    ".venv/**",
+    ".runtime",
+    ".runtime/**",
+    ".git",
+    "**/__pycache__",
+    "tests",
+    "benchmarks",
+    "docs",
+    "*.onnx",
+    "artifacts",
+    ".pytest_cache",
+    ".ruff_cache",
+    "*.egg-info",
+    "test-output",
+]
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+def client_for(settings: Settings) -> Any:
+    """A ``JobSubmissionClient``; an unreachable Ray head becomes a clear JobError."""
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(settings.ray_address)
+    except Exception as exc:  # ConnectionError, RuntimeError, ValueError depending on what fails
+        raise JobError(
+            f"cannot reach the Ray head at {settings.ray_address} ({type(exc).__name__}); "
+            "start it with `mur services start ray` or set MUR_RAY_ADDRESS"
+        ) from exc
+
+
+SECRET_FIELDS = frozenset(
+    {
+        "pg_password",
+        "secret_key",
+        "s3_access_key",
+        "s3_secret_key",
+        "airflow_password",
+        "discord_webhook_url",
+        "binance_api_key",
+        "binance_api_secret",
+    }
+)
+"""Settings never copied into a job's payload: Ray logs each job's runtime env (``runtime_env_agent.log``)
+and serves it on its unauthenticated Jobs API. A job that needs a credential (S3 for Ray Train storage,
+Binance keys) reads it from the node's environment, which the Ray head/worker processes inherit (compose
+sets them on the ray containers; the local stack's defaults need none)."""
+
+
+def runtime_env(settings: Settings) -> dict[str, Any]:
+    """Ship the project as the job's working_dir and pass the job's (non-secret) settings via env vars.
+
+    MLflow proxies artefacts (``--serve-artifacts``), so the job needs no S3 credentials to register a model.
+    """
+    from mur.registry.client import git_commit
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith("MUR_") and k.removeprefix("MUR_").lower() not in SECRET_FIELDS
+    }
+    env.update(settings_env(settings))
+    env.update(
+        {
+            "MUR_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+            "MUR_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+            "MUR_MARKET_DATA": settings.market_data,
+            "MUR_RUNTIME_DIR": str(settings.runtime_dir),
+            "MUR_GIT_COMMIT": git_commit(),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return {"working_dir": str(PROJECT_ROOT), "excludes": RUNTIME_EXCLUDES, "env_vars": env}
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``MUR_*`` variables reproducing every explicitly set non-secret field, so the job sees the caller's
+    settings (secrets are left out: :data:`SECRET_FIELDS`)."""
+    out: dict[str, str] = {}
+    for name in sorted(settings.model_fields_set - SECRET_FIELDS):
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        out[f"MUR_{name.upper()}"] = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return out
+
+
+def build_entrypoint(pair: str, end: datetime | None, **options: Any) -> str:
+    """The job's shell entrypoint (arguments quoted)."""
+    argv = [
+        sys.executable if options.pop("_same_python", True) else "python",
+        "-m",
+        "ray_jobs.train_pair",
+        "--pair",
+        pair,
+    ]
+    if end is not None:
+        argv += ["--end", end.strftime("%Y-%m-%dT%H:%M:%SZ")]
+    for key, value in options.items():
+        if value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        argv += [flag] if value is True else [flag, str(value)]
+    return shlex.join(argv)
+
+
+def submit_training(
+    settings: Settings,
+    pair: str,
+    *,
+    end: datetime | None = None,
+    num_workers: int | None = None,
+    use_gpu: bool = False,
+    stream_logs: bool = True,
+    log: Callable[[str], None] | None = None,
+    timeout_s: float | None = None,
+    poll_s: float = 2.0,
+    submission_id: str | None = None,
+    **options: Any,
+) -> TrainingResult:
+    """Submit one training job, follow it to the end and return its result (or raise JobError)."""
+    client = client_for(settings)
+    entrypoint = build_entrypoint(pair.lower(), end, num_workers=num_workers, use_gpu=use_gpu, **options)
+    emit = log or (lambda line: print(line, flush=True))
+    try:
+        job_id = client.submit_job(
+            entrypoint=entrypoint,
+            runtime_env=runtime_env(settings),
+            submission_id=submission_id,
+            metadata={"pair": pair.lower(), "end": str(end)},
+        )
+    except Exception as exc:
+        raise JobError(
+            f"could not submit the training job for {pair} to {settings.ray_address}: {exc}"
+        ) from exc
+    emit(f"[mur] submitted Ray job {job_id}: {entrypoint}")
+    return wait_for_job(
+        client,
+        job_id,
+        stream_logs=stream_logs,
+        emit=emit,
+        timeout_s=timeout_s or settings.job_timeout_s,
+        poll_s=poll_s,
+    )
+
+
+def wait_for_job(
+    client: Any,
+    job_id: str,
+    *,
+    stream_logs: bool,
+    emit: Callable[[str], None],
+    timeout_s: float,
+    poll_s: float = 2.0,
+) -> TrainingResult:
+    """Poll a job until it ends, streaming new log lines; return its parsed result."""
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    status = "PENDING"
+    while True:
+        status = str(client.get_job_status(job_id)).split(".")[-1]
+        logs = client.get_job_logs(job_id)
+        if stream_logs and len(logs) > seen:
+            for line in logs[seen:].splitlines():
+                emit(line)
+            seen = len(logs)
+        if status in TERMINAL:
+            break
+        if time.monotonic() > deadline:
+            client.stop_job(job_id)
+            raise JobError(f"Ray job {job_id} did not finish within {timeout_s:.0f} s; stopped it")
+        time.sleep(poll_s)
+    try:
+        result = parse_result_line(logs)
+    except ValueError as exc:  # a malformed line (pydantic's ValidationError is a ValueError)
+        raise JobError(f"Ray job {job_id} {status.lower()} with an unreadable result line: {exc}") from exc
+    if status != "SUCCEEDED" or result is None or result.error is not None:
+        info = client.get_job_info(job_id)
+        reason = (result.error if result else None) or _last_error_line(logs) or (info.message or status)
+        raise JobError(f"Ray job {job_id} {status.lower()}: {reason}")
+    return result.model_copy(update={"job_id": job_id})
+
+
+def _last_error_line(logs: str) -> str | None:
+    lines = [ln.strip() for ln in logs.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if "Error" in line or line.startswith("error:"):
+            return line[:500]
+    return lines[-1][:500] if lines else None

@@ -1,0 +1,404 @@
+"""Task bodies of the training DAG (``dags/mur_training.py``): list pairs, train one pair, summarize.
+
+The DAG file stays configuration; everything it runs is here, callable and testable without a scheduler.
+Import-light on purpose: the DAG file imports constants from this module while it is parsed, so only the
+standard library and :mod:`mur.settings` load at module level (torch, ray, mlflow, pandas: inside functions).
+
+Idempotency (backfills, re-runs): a run for logical date D trains on candles strictly before D's data
+interval end. Before submitting a Ray job, :func:`train_pair` looks the registry up by the same idempotency
+key the job would compute (pair + window end + hyper-parameters); a hit returns the existing version
+without touching the cluster. The job checks again itself (``train_and_register(reuse_existing=True)``), so
+two racing runs cannot register the same window twice either.
+
+(Just over 400 lines: the pure helpers and the five task bodies are one unit, read together with the DAG.)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from mur.pairs import is_pair
+from mur.settings import Settings
+
+if TYPE_CHECKING:
+    from mur.contracts import TrainingResult
+
+log = logging.getLogger(__name__)
+
+from mur.orchestration import DAG_ID  # noqa: E402
+
+CHAMPIONS_ASSET_URI = "mur://champions"
+"""Asset the training DAG updates after each run; the serving side schedules its reload on it."""
+PAIRS_VARIABLE = "mur_pairs"
+"""Airflow Variable overriding ``settings.pairs`` (comma-separated or a JSON list)."""
+TRAIN_OPTIONS = ("epochs", "arch", "hidden_size", "train_days", "num_workers")
+"""Params of the trigger form that are passed on to the Ray job (``None`` = the settings' value)."""
+
+LogFn = Callable[[str], None]
+
+
+# --- pure helpers ----------------------------------------------------------------------------------
+def parse_pairs(value: str | Iterable[str] | None) -> list[str]:
+    """``"btc_usdt, ETH_USDT"`` or ``'["btc_usdt"]'`` or a list → lower-case pairs, order kept, no repeats."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        items: Iterable[Any] = json.loads(text) if text.startswith("[") else text.split(",")
+    else:
+        items = value
+    pairs: list[str] = []
+    for item in items:
+        pair = str(item).strip().lower()
+        if pair and pair not in pairs:
+            pairs.append(pair)
+    return pairs
+
+
+def resolve_pairs(
+    settings: Settings, *, requested: Iterable[str] | None = None, variable: str | None = None
+) -> list[str]:
+    """Pairs to train: the trigger form's ``pairs`` if any, else Variable ``mur_pairs``, else settings."""
+    from mur.errors import ConfigError
+
+    for source, value in (("params.pairs", requested), (PAIRS_VARIABLE, variable)):
+        try:
+            pairs = parse_pairs(value)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{source}: cannot read a list of pairs from {value!r}: {exc}") from exc
+        if pairs:
+            break
+    else:
+        pairs = parse_pairs(settings.pairs)
+    bad = [p for p in pairs if not is_pair(p)]
+    if bad:
+        raise ConfigError(f"malformed pair(s) {bad}: expected BASE_QUOTE like btc_usdt")
+    return pairs
+
+
+def training_end(
+    data_interval_end: datetime | None,
+    requested: str | datetime | None = None,
+    run_after: datetime | None = None,
+) -> datetime:
+    """Window end of a run (UTC): the trigger form's ``end``, else the data interval end, else ``run_after``.
+
+    A run triggered without a logical date has no data interval; it trains on candles before the hour it was
+    triggered in (floored, so triggering twice in one hour reuses the first version).
+    """
+    from mur.errors import ConfigError
+
+    value: Any = requested if requested not in (None, "") else data_interval_end
+    if value is None and run_after is not None:
+        value = run_after.replace(minute=0, second=0, microsecond=0)
+    if value is None:
+        raise ConfigError("no training window end: the run has no data interval and no `end` param")
+    if isinstance(value, str):
+        text = value.strip().replace("Z", "+00:00")
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise ConfigError(
+                f"cannot parse end '{requested}': use ISO-8601 like 2025-06-01T00:00:00Z"
+            ) from exc
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    # pendulum DateTime → plain datetime (XCom/JSON friendly)
+    return datetime.fromtimestamp(value.timestamp(), tz=UTC)
+
+
+def training_options(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The job overrides among ``params`` (epochs, arch, hidden_size, train_days, num_workers), Nones dropped."""
+    params = params or {}
+    return {k: params[k] for k in TRAIN_OPTIONS if params.get(k) not in (None, "")}
+
+
+def submission_prefix(dag_id: str, run_id: str, pair: str) -> str:
+    """Stable prefix of the Ray submission ids of one pair in one run (retries share it)."""
+    raw = f"mur-{dag_id}-{run_id}-{pair}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw)
+
+
+def compact_result(result: TrainingResult) -> dict[str, Any]:
+    """The small dict a mapped task returns through XCom (:class:`~mur.contracts.CompactResult`): ids,
+    decision and two metrics, never data."""
+    return result.compact().model_dump()
+
+
+def summarize(results: Iterable[Mapping[str, Any] | None], *, expected: Iterable[str] = ()) -> dict[str, Any]:
+    """Summary of a run from the mapped XComs: per-pair version and alias, champions, reused and failed pairs."""
+    from mur.contracts import CompactResult
+    from mur.registry.names import CHAMPION
+
+    done = [CompactResult.model_validate(r) for r in results if r]
+    trained = {r.pair for r in done}
+    failed = [p for p in expected if p not in trained]
+    return {
+        "pairs": sorted(trained),
+        "versions": {r.pair: r.version for r in done},
+        "aliases": {r.pair: r.alias for r in done},
+        "champions": sorted(r.pair for r in done if r.alias == CHAMPION and not r.reused),
+        "reused": sorted(r.pair for r in done if r.reused),
+        "failed": failed,
+        "results": [r.model_dump() for r in done],
+    }
+
+
+# --- registry look-up before submitting ------------------------------------------------------------
+def expected_idempotency_key(settings: Settings, pair: str, end: datetime, options: Mapping[str, Any]) -> str:
+    """The key the Ray job will compute for this pair, window end and options (see ``train_and_register``)."""
+    from mur.timeutil import iso
+    from mur.training.params import idempotency_key, model_config, train_config, training_params
+    from mur.training.ray_fit import RayFit
+
+    overrides = {k: v for k, v in options.items() if k not in ("num_workers", "train_days")}
+    params = training_params(
+        settings, model_config(settings, **overrides), train_config(settings, **overrides)
+    )
+    return idempotency_key(pair, iso(end), {**params, **RayFit.from_settings(settings).key_params()})
+
+
+def find_trained(
+    settings: Settings, pair: str, end: datetime, options: Mapping[str, Any]
+) -> TrainingResult | None:
+    """The registered version already trained for this window and config, or None.
+
+    A registry that does not answer raises (RegistryUnavailableError): the task fails and Airflow retries it,
+    rather than training a duplicate version.
+    """
+    from mur.training.driver import registered_for
+
+    return registered_for(settings, pair, expected_idempotency_key(settings, pair, end, options))
+
+
+def available_end(settings: Settings, pair: str) -> datetime | None:
+    """With ``market_data=bundled``: one hour after the pair's last bundled candle (None otherwise/unknown pair).
+
+    Scheduled runs past the bundled history then reuse the model trained on all of it instead of failing;
+    with live data (``binance``) the window end is always the run's.
+    """
+    if settings.market_data != "bundled":
+        return None
+    from mur.data import get_market_data
+    from mur.errors import MurError
+
+    try:
+        last = get_market_data(settings).data_range(pair)[1]
+    except MurError:  # unknown pair: the job reports it with the data source's own message
+        return None
+    return datetime.fromtimestamp(last.timestamp(), tz=UTC) + timedelta(hours=1)
+
+
+# --- one pair ---------------------------------------------------------------------------------------
+def train_pair(
+    settings: Settings,
+    pair: str,
+    *,
+    end: datetime,
+    options: Mapping[str, Any] | None = None,
+    emit: LogFn | None = None,
+    submission_prefix: str | None = None,
+    try_number: int = 1,
+    check_registry: bool = True,
+    kind: str = "manual",
+) -> dict[str, Any]:
+    """Train ``pair`` on candles before ``end`` as a Ray job (or reuse the version already trained); compact result.
+
+    The job's log lines go to ``emit`` (the task log). A job of an earlier try of the same run that is still
+    running (the worker died, the task timed out) is followed instead of submitting a second one.
+    """
+    from mur.errors import JobError
+    from mur.orchestration import job_submission as jobs
+
+    say = emit or log.info
+    options = dict(options or {})
+    pair = pair.lower()
+    if "train_days" in options:
+        settings = settings.model_copy(update={"train_days": int(options["train_days"])})
+    if (available := available_end(settings, pair)) is not None and end > available:
+        say(
+            f"[mur] {pair}: the bundled candles end at {available.isoformat()}; training on all of them "
+            f"(requested window end {end.isoformat()})"
+        )
+        end = available
+    say(f"[mur] {pair}: training window end {end.isoformat()} options {options or '{}'}")
+    if check_registry and (existing := find_trained(settings, pair, end, options)) is not None:
+        say(f"[mur] {pair}: version {existing.version} was trained for this window already; reusing it")
+        return compact_result(existing)
+
+    job_options = {k: v for k, v in options.items() if k != "num_workers"}
+    prefix = submission_prefix
+    if prefix:
+        client = jobs.client_for(settings)
+        if (running := _running_job(client, prefix)) is not None:
+            say(f"[mur] {pair}: following Ray job {running} left running by an earlier try")
+            result = jobs.wait_for_job(
+                client, running, stream_logs=True, emit=say, timeout_s=settings.job_timeout_s
+            )
+            return compact_result(result)
+    submission_id = f"{prefix}-try{try_number}-{datetime.now(UTC):%H%M%S}" if prefix else None
+    try:
+        result = jobs.submit_training(
+            settings,
+            pair,
+            end=end,
+            num_workers=options.get("num_workers"),
+            stream_logs=True,
+            log=say,
+            submission_id=submission_id,
+            kind=kind,
+            **job_options,
+        )
+    except BaseException as exc:
+        if submission_id and not isinstance(exc, JobError):  # killed/timed out while following the job
+            _stop_quietly(settings, submission_id, say)
+        raise
+    return compact_result(result)
+
+
+def _running_job(client: Any, prefix: str) -> str | None:
+    """Submission id of a not-yet-finished job whose id starts with ``prefix``."""
+    try:
+        listed = client.list_jobs()
+    except Exception:
+        return None
+    for job in listed:
+        sid = getattr(job, "submission_id", None) or ""
+        status = str(getattr(job, "status", "")).split(".")[-1]
+        if sid.startswith(prefix + "-") and status in ("PENDING", "RUNNING"):
+            return sid
+    return None
+
+
+def _stop_quietly(settings: Settings, submission_id: str, say: LogFn) -> None:
+    from mur.orchestration import job_submission as jobs
+
+    try:
+        jobs.client_for(settings).stop_job(submission_id)
+        say(f"[mur] stopped Ray job {submission_id}")
+    except Exception as exc:
+        say(f"[mur] could not stop Ray job {submission_id}: {exc}")
+
+
+# --- Airflow glue (called from the DAG's tasks with their context) ---------------------------------
+def list_pairs_task(context: Mapping[str, Any]) -> list[str]:
+    """``list_pairs``: params → Variable ``mur_pairs`` → settings."""
+    from mur.settings import get_settings
+
+    params = context.get("params") or {}
+    variable = _variable(PAIRS_VARIABLE)
+    pairs = resolve_pairs(get_settings(), requested=params.get("pairs"), variable=variable)
+    log.info("pairs to train: %s", ", ".join(pairs) or "(none)")
+    return pairs
+
+
+def train_pair_task(pair: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    """``train_pair[pair]``: window end from the run, options from params; returns the compact result."""
+    from mur.settings import get_settings
+
+    params = context.get("params") or {}
+    ti = context.get("ti")
+    task_log = getattr(ti, "log", None)
+    emit = task_log.info if task_log is not None else log.info
+    dag_run = context.get("dag_run")
+    end = training_end(
+        context.get("data_interval_end"), params.get("end"), getattr(dag_run, "run_after", None)
+    )
+    return train_pair(
+        get_settings(),
+        pair,
+        end=end,
+        options=training_options(params),
+        emit=emit,
+        submission_prefix=submission_prefix(
+            getattr(ti, "dag_id", DAG_ID), str(context.get("run_id")), pair.lower()
+        ),
+        try_number=int(getattr(ti, "try_number", 1) or 1),
+        kind=run_kind(dag_run),
+    )
+
+
+def run_kind(dag_run: Any) -> str:
+    """``scheduled``, ``backfill`` or ``manual`` (asset-triggered and unknown runs count as manual)."""
+    run_type = getattr(dag_run, "run_type", None)
+    name = str(getattr(run_type, "value", run_type) or "")  # DagRunType enum or its string
+    return name if name in ("scheduled", "backfill") else "manual"
+
+
+def summarize_task(results: Iterable[Mapping[str, Any] | None], context: Mapping[str, Any]) -> dict[str, Any]:
+    """``summarize``: collect the mapped results, set the Asset event's extra, optionally post to Discord."""
+    from mur.settings import get_settings
+
+    expected = _xcom(context, "list_pairs") or []
+    summary = summarize(list(results or []), expected=expected)
+    if not summary["results"]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(f"no pair trained (failed: {', '.join(summary['failed']) or 'none'})")
+    extra = {k: summary[k] for k in ("pairs", "versions", "aliases", "champions", "reused", "failed")}
+    extra["run_id"] = context.get("run_id")
+    outlet_events = context.get("outlet_events")
+    if outlet_events is not None:
+        from airflow.sdk import Asset
+
+        outlet_events[Asset(CHAMPIONS_ASSET_URI)].extra = extra
+    log.info("summary: %s", json.dumps(extra, default=str))
+    settings = get_settings()
+    if settings.discord_notify_success:
+        from mur.orchestration.alerts import send_summary
+
+        send_summary(settings, context, summary)
+    return summary
+
+
+def check_all_trained_task(context: Mapping[str, Any]) -> None:
+    """Leaf ``all_pairs_trained``: reached only when every pair trained (its trigger rule does the work)."""
+    summary = _xcom(context, "summarize") or {}
+    if summary.get("failed"):  # defensive: the trigger rule already stops here on a failed pair
+        from mur.errors import JobError
+
+        raise JobError(f"training failed for: {', '.join(summary['failed'])}")
+
+
+def _variable(key: str) -> str | None:
+    try:
+        from airflow.sdk import Variable
+
+        return Variable.get(key, default=None)
+    except Exception as exc:  # no Airflow (unit tests) or no API: settings decide
+        log.debug("variable %s unavailable: %s", key, exc)
+        return None
+
+
+def _xcom(context: Mapping[str, Any], task_id: str) -> Any:
+    ti = context.get("ti")
+    if ti is None:
+        return None
+    try:
+        return ti.xcom_pull(task_ids=task_id)
+    except Exception as exc:
+        log.debug("xcom of %s unavailable: %s", task_id, exc)
+        return None
+
+
+# --- schedule ---------------------------------------------------------------------------------------
+def schedule_for(expression: str | None) -> Any:
+    """``MUR_TRAIN_SCHEDULE`` → an Airflow schedule: a cron expression/preset becomes a data-interval timetable.
+
+    Interval semantics make backfills meaningful: the run for logical date D covers ``[D, D + 1h)`` and trains
+    on candles before ``D + 1h``. ``none``/empty → no schedule (trigger/backfill only).
+    """
+    if expression is None or expression.strip().lower() in ("", "none", "null", "off"):
+        return None
+    from airflow.sdk import CronDataIntervalTimetable
+
+    return CronDataIntervalTimetable(expression.strip(), timezone="UTC")
+
+
+RETRY_DELAY = timedelta(seconds=30)
+MAX_RETRY_DELAY = timedelta(minutes=10)

@@ -1,0 +1,23 @@
+"""Registered model names and aliases: ``{prefix}{pair}`` (``settings.registry_prefix``, default ``mur-``)."""
+
+from __future__ import annotations
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+BACKFILL = "backfill"
+"""Not an alias: the gate's verdict for a version trained on data older than the champion's."""
+MODEL_PREFIX = "mur-"
+
+
+def model_name(pair: str, prefix: str = MODEL_PREFIX) -> str:
+    """Registered model name for a pair (``settings.registry_prefix`` + pair)."""
+    return f"{prefix}{pair}"
+
+
+def champion_uri(pair: str, prefix: str = MODEL_PREFIX) -> str:
+    """``models:/mur-{pair}@champion``."""
+    return f"models:/{model_name(pair, prefix)}@{CHAMPION}"
+
+
+def version_uri(pair: str, version: int | str, prefix: str = MODEL_PREFIX) -> str:
+    """``models:/mur-{pair}/{version}``."""
+    return f"models:/{model_name(pair, prefix)}/{int(version)}"

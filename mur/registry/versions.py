@@ -1,0 +1,274 @@
+"""Registered versions: log and register one training (with the gate), and look versions up.
+
+Every training is one MLflow run; the ONNX model is registered as ``{prefix}{pair}``. A version's tags
+carry its data window, idempotency key, gate decision and the test-span part of its metrics document.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mur.contracts import MetricsDocument, TrainingResult, Window
+from mur.errors import RegistryUnavailableError
+from mur.registry.client import configure, git_commit
+from mur.registry.gate import BACKFILL, Evidence, decide
+from mur.registry.names import CHALLENGER, CHAMPION, MODEL_PREFIX, model_name, version_uri
+from mur.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def find_version(client: Any, pair: str, idempotency_key: str, prefix: str = MODEL_PREFIX) -> Any | None:
+    """An existing version of ``mur-{pair}`` trained for the same key (window end + config), if any.
+
+    A registry that does not answer is an error (RegistryUnavailableError), never "not found": a flaky
+    registry must fail the task (Airflow retries it), not cause a duplicate training.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(
+            f"name = '{model_name(pair, prefix)}' and tags.idempotency_key = '{idempotency_key}'"
+        )
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":  # no such model yet
+            return None
+        raise RegistryUnavailableError(f"model registry error while looking up {pair}: {exc}") from exc
+    except OSError as exc:  # requests' ConnectionError and friends
+        raise RegistryUnavailableError(f"model registry unreachable while looking up {pair}: {exc}") from exc
+    return max(found, key=lambda v: int(v.version)) if found else None
+
+
+def version_result(client: Any, version: Any, prefix: str = MODEL_PREFIX) -> TrainingResult:
+    """A registered version described from its tags (what the job, Airflow and the API report)."""
+    tags = dict(version.tags or {})
+    aliases = list(getattr(version, "aliases", []) or [])
+    metrics = MetricsDocument.from_version_tags(tags)
+    return TrainingResult(
+        pair=tags.get("pair", version.name.removeprefix(prefix)),
+        model_name=version.name,
+        version=int(version.version),
+        alias=CHAMPION if CHAMPION in aliases else tags.get("gate_alias", CHALLENGER),
+        aliases=aliases,
+        reason=tags.get("gate_reason", ""),
+        gate_rule=tags.get("gate_rule"),
+        kind=tags.get("kind"),
+        run_id=version.run_id,
+        data_window=Window(start=tags.get("data_window_start"), end=tags.get("data_window_end")),
+        mae=metrics.model.mae if metrics else None,
+        skill=metrics.skill if metrics else None,
+        metrics=metrics,
+    )
+
+
+def version_summary(client: Any, version: Any, prefix: str = MODEL_PREFIX) -> dict[str, Any]:
+    """:func:`version_result` as a JSON-ready dict."""
+    return version_result(client, version, prefix).model_dump(mode="json")
+
+
+def evidence_of(
+    metrics: MetricsDocument | None, window_end: str | None, version: int | None = None
+) -> Evidence | None:
+    """The gate's view of a version: its window end and out-of-sample skill with uncertainty."""
+    if metrics is None or not window_end:
+        return None
+    sig = metrics.significance
+    return Evidence(
+        window_end=_parse_utc(window_end),
+        skill=float(metrics.skill),
+        skill_se=math.inf if sig is None or sig.skill_se is None else float(sig.skill_se),
+        dm_p_worse=1.0 if sig is None else float(sig.dm_p_worse),
+        version=version,
+    )
+
+
+def champion_evidence(client: Any, pair: str, prefix: str = MODEL_PREFIX) -> tuple[Evidence | None, bool]:
+    """The current champion's evidence (from its tags) and whether its artefact can still be loaded.
+
+    ``(None, True)`` when the pair has no champion. A champion registered before evidence was recorded
+    gets ``skill_se = inf``: it is never called better than a newer version on noise.
+    """
+    from mur.model.export import load_session
+    from mur.registry.download import onnx_bytes
+
+    current = champion_version(client, pair, prefix)
+    if current is None:
+        return None, True
+    tags = dict(current.tags or {})
+    metrics = MetricsDocument.from_version_tags(tags)
+    evidence = evidence_of(metrics, tags.get("data_window_end"), int(current.version))
+    if evidence is None:  # no readable metrics: treat as an old champion without evidence
+        evidence = Evidence(
+            window_end=_parse_utc(tags.get("data_window_end") or "1970-01-01T00:00:00Z"),
+            skill=float(tags.get("skill") or 0.0),
+            version=int(current.version),
+        )
+    try:
+        load_session(onnx_bytes(version_uri(pair, current.version, prefix)))
+    except Exception as exc:  # artefact gone (e.g. S3 wiped) or unreadable: it cannot defend its title
+        log.warning("champion %s v%s cannot be loaded (%s)", pair, current.version, exc)
+        return evidence, False
+    return evidence, True
+
+
+def log_and_register(
+    settings: Settings,
+    *,
+    pair: str,
+    onnx_path: Path,
+    feature_spec: dict[str, Any],
+    metrics_doc: MetricsDocument,
+    params: dict[str, Any],
+    history: list[dict[str, Any]],
+    x_test: np.ndarray,
+    idempotency_key: str,
+    kind: str = "manual",
+) -> TrainingResult:
+    """Log one run (params, per-epoch and final metrics, tags, ONNX + spec), register it and apply the gate.
+
+    ``kind`` says what asked for the training (``scheduled``, ``backfill`` or ``manual``); the gate itself
+    treats any version older than the champion as a backfill (:func:`mur.registry.gate.decide`).
+    """
+    import mlflow
+    import mlflow.onnx
+    import onnx
+    from mlflow.models import infer_signature
+
+    from mur.model.export import load_session, run_session
+
+    client = configure(settings)
+    mlflow.set_experiment(settings.mlflow_experiment)
+    prefix = settings.registry_prefix
+    name = model_name(pair, prefix)
+    window, test_window = metrics_doc.data_window, metrics_doc.test_window
+    tags = {
+        "pair": pair,
+        "data_window_start": window.start,
+        "data_window_end": window.end,
+        "test_window_start": test_window.start,
+        "test_window_end": test_window.end,
+        "git_commit": git_commit(),
+        "idempotency_key": idempotency_key,
+        "normalization": metrics_doc.normalization,
+        "arch": metrics_doc.arch,
+    }
+    example = x_test[:2].astype(np.float32)
+    signature = infer_signature(
+        example, run_session(load_session(onnx_path), example).reshape(-1, 1).astype(np.float32)
+    )
+    with mlflow.start_run(run_name=f"{pair}-{window.end}") as run:
+        mlflow.set_tags(tags)
+        mlflow.log_params({k: v for k, v in params.items() if v is not None})
+        for row in history:
+            step = int(row.get("epoch", 0))
+            mlflow.log_metrics(
+                {k: float(row[k]) for k in ("train_loss", "val_loss", "epoch_seconds") if k in row}, step=step
+            )
+        mlflow.log_metrics(metrics_doc.mlflow_metrics())
+        mlflow.log_dict(feature_spec, "feature_spec.json")
+        mlflow.log_dict(metrics_doc.model_dump(mode="json"), "metrics.json")
+        info = mlflow.onnx.log_model(
+            onnx.load(str(onnx_path)),
+            name="model",
+            registered_model_name=name,
+            signature=signature,
+            input_example=example,
+            onnx_execution_providers=["CPUExecutionProvider"],
+            save_as_external_data=False,  # one self-contained model.onnx in the registry
+        )
+    version = info.registered_model_version
+    champion, loadable = champion_evidence(client, pair, prefix)
+    if champion is not None and champion.version == int(version):
+        champion, loadable = None, True
+    candidate = evidence_of(metrics_doc, window.end, int(version))
+    assert candidate is not None  # the document has a window end and metrics
+    decision = decide(
+        candidate,
+        champion,
+        alpha=settings.promotion_alpha,
+        skill_floor=settings.promotion_skill_floor,
+        champion_loadable=loadable,
+    )
+    mae, skill = metrics_doc.model.mae, metrics_doc.skill
+    sig = metrics_doc.significance
+    version_tags = {
+        **tags,
+        "kind": BACKFILL if decision.rule == "backfill" else kind,
+        "as_of": window.end,
+        "gate_alias": decision.alias,
+        "gate_rule": decision.rule,
+        "gate_reason": decision.reason,
+        "skill": f"{skill:.6f}",
+        "mae": f"{mae:.6f}",
+        "dm_p_worse": "" if sig is None else f"{sig.dm_p_worse:.4g}",
+        "dm_p_better": "" if sig is None else f"{sig.dm_p_better:.4g}",
+        "metrics_json": metrics_doc.version_tag_json(),
+    }
+    for key, value in version_tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
+    if decision.alias != BACKFILL:  # a backfill stays reachable by version number only
+        client.set_registered_model_alias(name, decision.alias, str(version))
+    log.info("gate for %s v%s: %s (%s)", name, version, decision.alias, decision.reason)
+    return TrainingResult(
+        pair=pair,
+        model_name=name,
+        version=int(version),
+        alias=decision.alias,
+        reason=decision.reason,
+        run_id=run.info.run_id,
+        champion_version_before=None if champion is None else champion.version,
+        gate_rule=decision.rule,
+        kind=version_tags["kind"],
+        mae=float(mae),
+        skill=float(skill),
+        data_window=window,
+        metrics=metrics_doc,
+    )
+
+
+def registered_pairs(client: Any, prefix: str = MODEL_PREFIX) -> list[str]:
+    """Pairs that have a registered ``mur-*`` model."""
+    return sorted(
+        m.name.removeprefix(prefix) for m in client.search_registered_models(f"name LIKE '{prefix}%'")
+    )
+
+
+def champion_version(client: Any, pair: str, prefix: str = MODEL_PREFIX) -> Any | None:
+    """The champion ModelVersion of a pair, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(model_name(pair, prefix), CHAMPION)
+    except MlflowException:
+        return None
+
+
+def recent_versions(
+    client: Any, pair: str, prefix: str = MODEL_PREFIX, limit: int = 10
+) -> list[TrainingResult]:
+    """The newest ``limit`` versions of a pair, newest first, each described from its tags."""
+    found = client.search_model_versions(f"name = '{model_name(pair, prefix)}'")
+    newest = sorted(found, key=lambda v: int(v.version), reverse=True)[:limit]
+    champion = champion_version(client, pair, prefix)  # search results carry no aliases: one look-up
+    results = [version_result(client, v, prefix) for v in newest]
+    return [
+        r.model_copy(update={"alias": CHAMPION, "aliases": [CHAMPION]})
+        if champion is not None and r.version == int(champion.version)
+        else r
+        for r in results
+    ]
+
+
+def _parse_utc(text: str) -> datetime:
+    """A tag's ISO time as an aware datetime (:func:`mur.timeutil.parse_time`, never None here)."""
+    from mur.timeutil import parse_time
+
+    parsed = parse_time(text)
+    assert parsed is not None
+    return parsed

@@ -1,0 +1,74 @@
+"""Champion models in the MLflow registry: which pairs have one, and whether the registry and the artefact
+store behind it answer (blocking; MLflow imported lazily). The ONNX download is
+:func:`mur.registry.download.model_bytes`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from mur.errors import RegistryUnavailableError
+from mur.pairs import PAIR_RE, normalize_pair
+
+if TYPE_CHECKING:
+    from mur.settings import Settings
+
+
+def registry_client(settings: Settings, *, timeout_s: float = 10.0) -> Any:
+    """An MlflowClient that fails fast (MLflow's default retries take minutes when the server is down)."""
+    from mur import registry
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(timeout_s, 1))))
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return registry.configure(settings)
+
+
+_NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
+
+
+def champions(client: Any, *, prefix: str, pairs: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """``{pair: version summary}`` for every registered ``{prefix}{pair}`` that has a champion alias.
+
+    Only names that are valid pairs after the prefix count (so ``mur-test-x-btc_usdt`` is not a pair of
+    the ``mur-`` registry). Raises :class:`RegistryUnavailableError` when MLflow does not answer, so that
+    "unreachable" is never mistaken for "no champion".
+    """
+    from mlflow.exceptions import MlflowException
+
+    from mur import registry
+
+    wanted = {normalize_pair(p) for p in pairs} if pairs is not None else None
+    try:
+        names = registry.registered_pairs(client, prefix)
+    except MlflowException as exc:
+        raise RegistryUnavailableError(f"model registry unreachable: {_first_line(exc)}") from exc
+    found: dict[str, dict[str, Any]] = {}
+    for pair in names:
+        if not PAIR_RE.match(pair) or (wanted is not None and pair not in wanted):
+            continue
+        try:
+            version = client.get_model_version_by_alias(registry.model_name(pair, prefix), registry.CHAMPION)
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") in _NOT_FOUND_CODES:
+                continue
+            raise RegistryUnavailableError(f"model registry unreachable: {_first_line(exc)}") from exc
+        found[pair] = registry.version_summary(client, version, prefix)
+    return found
+
+
+def probe_artifacts(client: Any, run_id: str | None) -> None:
+    """List a run's artefacts: proves the artefact store (S3, proxied by MLflow) answers."""
+    if not run_id:
+        return
+    try:
+        client.list_artifacts(run_id)
+    except Exception as exc:  # MlflowException (S3 error proxied as HTTP 500), requests errors
+        raise RegistryUnavailableError(f"artifact store unreachable: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

@@ -1,0 +1,143 @@
+"""Errors as HTTP answers, bearer-token auth and the monthly quota (blocking: call from a thread pool in
+async servers). No web framework here: the Serve ingress and the benchmark's reference app both use it."""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from mur.errors import (
+    AuthError,
+    DatabaseError,
+    DataValidationError,
+    ForbiddenError,
+    InvalidInputError,
+    MarketDataError,
+    ModelError,
+    ModelNotLoadedError,
+    MurError,
+    NoChampionError,
+    NotFoundError,
+    QuotaExceededError,
+    ServiceError,
+    UnknownPairError,
+)
+from mur.timeutil import iso
+
+if TYPE_CHECKING:
+    from mur.db import Database, QuotaResult, TokenOwner
+
+log = logging.getLogger("mur.serving")
+DATABASE_UNAVAILABLE = "the database is unavailable; try again later"
+"""What a client is told when PostgreSQL fails: where it lives (user, host, port, database) stays in the log."""
+
+
+class QuotaExhaustedError(QuotaExceededError):
+    """The user's monthly quota is used up; carries the counters for the 429 answer."""
+
+    def __init__(self, quota: QuotaResult) -> None:
+        super().__init__(f"monthly quota of {quota.limit} calls used up; it resets at {iso(quota.reset_at)}")
+        self.quota = quota
+
+
+# (exception class, HTTP status, error code); the first match wins, so subclasses come first.
+_ERROR_TABLE: tuple[tuple[type[MurError], int, str], ...] = (
+    (ForbiddenError, 403, "forbidden"),
+    (AuthError, 401, "unauthorized"),
+    (QuotaExceededError, 429, "quota_exhausted"),
+    (UnknownPairError, 404, "unknown_pair"),
+    (NotFoundError, 404, "not_found"),
+    (DataValidationError, 422, "invalid_candles"),
+    (InvalidInputError, 422, "invalid_input"),
+    (NoChampionError, 503, "no_champion"),
+    (ModelNotLoadedError, 503, "model_not_loaded"),
+    (MarketDataError, 503, "market_data_unavailable"),
+    (DatabaseError, 503, "database_unavailable"),
+    (ModelError, 503, "model_error"),
+    (ServiceError, 503, "service_unavailable"),
+    (MurError, 500, "internal_error"),
+)
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The JSON body of every API error: ``{"error": code, "message": text, ...details}``."""
+    return {"error": code, "message": message, **extra}
+
+
+def http_error(exc: MurError, *, now: datetime | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """``(status, body, headers)`` for an expected error (``now``: for the 429's Retry-After)."""
+    status, code = next((st, c) for cls, st, c in _ERROR_TABLE if isinstance(exc, cls))
+    if isinstance(exc, DatabaseError):
+        log.warning("database error answered as %d: %s", status, exc)
+        body = error_body(code, DATABASE_UNAVAILABLE)
+    else:
+        body = error_body(code, str(exc))
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, QuotaExhaustedError):
+        quota = exc.quota
+        body.update(limit=quota.limit, used=quota.used, reset_at=iso(quota.reset_at))
+        headers.update(quota_headers(quota))
+        headers["Retry-After"] = str(
+            max(1, math.ceil((quota.reset_at - (now or datetime.now(UTC))).total_seconds()))
+        )
+    return status, body, headers
+
+
+def failure(exc: Exception, where: str = "") -> dict[str, Any]:
+    """A failed forecast as data (``{"ok": False, "status", "error", "message"}``): an expected error with its
+    status, anything else a 500 whose trace goes to the log (the client sees only the exception type)."""
+    if isinstance(exc, MurError):
+        status, body, _ = http_error(exc)
+    else:
+        log.error("%s: forecast failed", where or "forecast", exc_info=exc)
+        status, body = 500, error_body("internal_error", f"internal error ({type(exc).__name__})")
+    return {"ok": False, "status": status, **body}
+
+
+def quota_headers(quota: QuotaResult) -> dict[str, str]:
+    """``X-RateLimit-*`` headers describing the month's quota."""
+    return {
+        "X-RateLimit-Limit": str(quota.limit),
+        "X-RateLimit-Remaining": str(quota.remaining),
+        "X-RateLimit-Reset": iso(quota.reset_at),
+    }
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header; a missing/other scheme is an AuthError."""
+    if not authorization or not authorization.strip():
+        raise AuthError("missing credentials: send 'Authorization: Bearer <token>'")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("malformed Authorization header: expected 'Bearer <token>'")
+    return token.strip()
+
+
+def authenticate(db: Database, authorization: str | None) -> TokenOwner:
+    """The owner of the request's bearer token (one indexed query); invalid/revoked/disabled → AuthError."""
+    from mur.db import lookup_token
+
+    owner = lookup_token(db, token=bearer_token(authorization))
+    if owner is None:
+        raise AuthError("invalid or revoked API token")
+    return owner
+
+
+def require_admin(owner: TokenOwner) -> None:
+    """Raise :class:`ForbiddenError` unless the token belongs to an admin."""
+    if not owner.is_admin:
+        raise ForbiddenError(f"user {owner.username!r} is not an admin")
+
+
+def charge(db: Database, owner: TokenOwner) -> QuotaResult:
+    """Consume one unit of the owner's monthly quota (one atomic statement) or raise QuotaExhaustedError."""
+    from mur.db import consume_quota
+
+    quota = consume_quota(db, user_id=owner.user_id)
+    if not quota.allowed:
+        raise QuotaExhaustedError(quota)
+    return quota

@@ -1,0 +1,207 @@
+"""The market-data cache: the latest closed hourly candles per pair, refreshed in the background, and the
+clock that says what "now" is (wall clock or a replay of the bundled data)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mur.errors import MarketDataError, MurError
+from mur.model.inference import window_from_candles
+from mur.pairs import normalize_pair
+from mur.timeutil import HOUR, floor_hour, iso
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mur.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MARKET_HISTORY_HOURS = 168
+"""Closed candles the cache keeps per pair (a week: room for models with longer windows and for gaps)."""
+
+
+class MarketClock:
+    """The cache's notion of "now": the wall clock, or a replay clock that starts at ``anchor``.
+
+    With an anchor, ``now = anchor + (elapsed wall time) * speed`` (speed 0 freezes it), so a bundled
+    dataset can be replayed as if it were live.
+    """
+
+    def __init__(self, anchor: datetime | None = None, speed: float = 1.0) -> None:
+        if anchor is not None and anchor.tzinfo is None:
+            anchor = anchor.replace(tzinfo=UTC)
+        self.anchor = anchor
+        self.speed = float(speed)
+        self._started = time.monotonic()
+
+    def now(self) -> datetime | None:
+        """The current time, or None when the data's own end should be used (bundled, no anchor)."""
+        if self.anchor is None:
+            return None
+        return self.anchor + timedelta(seconds=(time.monotonic() - self._started) * self.speed)
+
+
+@dataclass(frozen=True)
+class CandleSnapshot:
+    """The latest closed candles of one pair at one refresh, with the model windows derived from them."""
+
+    pair: str
+    candles: pd.DataFrame
+    as_of: datetime
+    fetched_at: datetime
+    filled_hours: int = 0
+    _windows: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def last_close(self) -> float:
+        return float(self.candles["close"].iloc[-1])
+
+    @property
+    def candle_time(self) -> datetime:
+        """Open time of the most recent closed candle."""
+        return self.candles["timestamp"].iloc[-1].to_pydatetime()
+
+    def window(self, seq_len: int) -> np.ndarray:
+        """The ``(seq_len, 9)`` float32 input for the latest ``seq_len`` candles (computed once per size)."""
+        cached = self._windows.get(seq_len)
+        if cached is None:
+            cached = window_from_candles(self.candles, seq_len)
+            self._windows[seq_len] = cached
+        return cached
+
+
+class MarketCache:
+    """Latest closed hourly candles per pair, refreshed in the background (no fetch per request).
+
+    The source follows ``settings.market_data`` (bundled or Binance). "Now" comes from
+    :class:`MarketClock` (``settings.market_now`` / ``market_clock_speed``); with bundled data and no
+    anchor it is the end of the data. A failed refresh keeps the previous snapshot and records the error.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        pairs: Iterable[str],
+        *,
+        source: Any = None,
+        clock: MarketClock | None = None,
+        history_hours: int = MARKET_HISTORY_HOURS,
+    ) -> None:
+        self.settings = settings
+        self.pairs = [normalize_pair(p) for p in pairs]
+        self._source = source
+        self.clock = clock or MarketClock(settings.market_now, settings.market_clock_speed)
+        self.history_hours = max(int(history_hours), 2)
+        self._snapshots: dict[str, CandleSnapshot] = {}
+        self._errors: dict[str, str] = {}
+        self._refreshed_at: datetime | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def source(self) -> Any:
+        if self._source is None:
+            from mur.data import get_market_data
+
+            self._source = get_market_data(self.settings)
+        return self._source
+
+    def _window_end(self, pair: str) -> datetime:
+        """Exclusive upper bound on open times of closed candles."""
+        now = self.clock.now()
+        if now is None and self.settings.market_data == "bundled":
+            last_open = self.source.data_range(pair)[1]
+            return (
+                last_open.to_pydatetime() + HOUR if hasattr(last_open, "to_pydatetime") else last_open + HOUR
+            )
+        return floor_hour(now or datetime.now(UTC))
+
+    def fetch(self, pair: str) -> CandleSnapshot:
+        """Fetch the latest closed candles of ``pair`` now (blocking) and return a snapshot."""
+        from mur.data import regularize_hourly, validate_candles
+
+        end = self._window_end(pair)
+        start = end - timedelta(hours=self.history_hours + 24)
+        candles = self.source.klines(pair, start=start, end=end)
+        validate_candles(candles, min_rows=1)
+        candles, filled = regularize_hourly(candles.reset_index(drop=True), label=f"{pair} cache")
+        candles = candles.iloc[-self.history_hours :].reset_index(drop=True)
+        now = datetime.now(UTC)
+        return CandleSnapshot(pair, candles, as_of=end, fetched_at=now, filled_hours=len(filled))
+
+    def refresh(self, pairs: Iterable[str] | None = None) -> dict[str, str]:
+        """Refresh every pair (or ``pairs``); returns ``{pair: error}`` for the ones that failed."""
+        errors: dict[str, str] = {}
+        for pair in pairs or self.pairs:
+            try:
+                snapshot = self.fetch(pair)
+            except (MurError, OSError, ValueError, KeyError) as exc:
+                errors[pair] = f"{type(exc).__name__}: {exc}"
+                log.warning("market cache: refreshing %s failed: %s", pair, exc)
+                continue
+            with self._lock:
+                self._snapshots[pair] = snapshot
+        with self._lock:
+            for pair in pairs or self.pairs:
+                if pair in errors:
+                    self._errors[pair] = errors[pair]
+                else:
+                    self._errors.pop(pair, None)
+            self._refreshed_at = datetime.now(UTC)
+        return errors
+
+    def snapshot(self, pair: str) -> CandleSnapshot:
+        """The latest snapshot of ``pair``; MarketDataError when none could be fetched yet."""
+        snap = self._snapshots.get(pair)
+        if snap is None:
+            reason = self._errors.get(pair, "not fetched yet")
+            raise MarketDataError(f"no market data for {pair} yet ({reason})")
+        return snap
+
+    def status(self) -> dict[str, Any]:
+        """Per-pair last candle time and error, for /readyz."""
+        with self._lock:
+            return {
+                "source": self.settings.market_data,
+                "refreshed_at": iso(self._refreshed_at) if self._refreshed_at else None,
+                "pairs": {
+                    pair: {
+                        "candle_time": iso(s.candle_time) if (s := self._snapshots.get(pair)) else None,
+                        "error": self._errors.get(pair),
+                    }
+                    for pair in self.pairs
+                },
+            }
+
+    def start(self, interval_s: float) -> None:
+        """Refresh now, then every ``interval_s`` seconds on a daemon thread."""
+        if self._thread is not None:
+            return
+        self.refresh()
+
+        def loop() -> None:
+            while not self._stop.wait(max(interval_s, 0.1)):
+                try:
+                    self.refresh()
+                except Exception:  # never let the refresher die
+                    log.exception("market cache refresh crashed")
+
+        self._thread = threading.Thread(target=loop, name="market-cache", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop the background refresher (``wait``: until its thread has exited)."""
+        self._stop.set()
+        if self._thread is not None and wait:
+            self._thread.join(timeout=5)
+            self._thread = None

@@ -1,0 +1,232 @@
+"""The one training driver: candles for a data window → dataset → fit → ONNX export → evaluation on the
+test span against persistence and linear baselines → metrics document → MLflow registry and promotion gate.
+
+The fit step is passed in: :class:`mur.training.loop.LocalFit` (``mur train``, in this process) or
+:class:`mur.training.ray_fit.RayFit` (the Ray job, ``ray_jobs/train_pair.py``). Everything else is the same
+code whichever fit ran. Each stage is a function, testable alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from mur.contracts import MetricsDocument, TrainingResult, Window
+from mur.model.features import Dataset, build_dataset
+from mur.settings import Settings
+from mur.timeutil import iso
+from mur.training.params import idempotency_key, model_config, train_config, training_params
+
+if TYPE_CHECKING:
+    from mur.model.network import ModelConfig
+    from mur.training.loop import Fit
+
+log = logging.getLogger(__name__)
+MIN_CANDLES = 200
+
+
+@dataclass(frozen=True)
+class DataWindow:
+    """Half-open window ``[start, end)`` on candle open times."""
+
+    start: datetime
+    end: datetime
+
+    def to_dict(self) -> dict[str, str]:
+        return {"start": iso(self.start), "end": iso(self.end)}
+
+    def to_window(self) -> Window:
+        return Window(start=iso(self.start), end=iso(self.end))
+
+
+def load_candles(
+    settings: Settings,
+    pair: str,
+    end: datetime | None = None,
+    data_csv: Path | None = None,
+    train_days: int | None = -1,
+    min_rows: int = MIN_CANDLES,
+) -> tuple[pd.DataFrame, DataWindow, list[pd.Timestamp]]:
+    """Candles strictly before ``end`` (default: the data's end) within ``train_days``, on a regular grid.
+
+    Returns the candles, the data window actually used and the hours filled by the gap policy.
+    """
+    from mur.data import get_market_data, load_candles_csv, regularize_hourly, validate_candles
+
+    days = settings.train_days if train_days == -1 else train_days
+    if data_csv is not None:
+        candles = load_candles_csv(Path(data_csv))
+        if end is not None:
+            candles = candles[candles["timestamp"] < pd.Timestamp(end)]
+        if days:
+            last = candles["timestamp"].iloc[-1] if len(candles) else pd.Timestamp(end or datetime.now(UTC))
+            candles = candles[candles["timestamp"] >= last - pd.Timedelta(days=days)]
+    else:
+        source = get_market_data(settings)
+        if end is None:
+            if settings.market_data == "bundled":
+                end = pd.Timestamp(source.data_range(pair)[1]).to_pydatetime() + timedelta(hours=1)
+            else:
+                end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        start = end - timedelta(days=days) if days else None
+        candles = source.klines(pair, start=start, end=end)
+    candles = candles.reset_index(drop=True)
+    validate_candles(candles, min_rows=min_rows)
+    candles, filled = regularize_hourly(candles)
+    if filled:
+        log.warning(
+            "%s: forward-filled %d missing hour(s): %s", pair, len(filled), ", ".join(map(iso, filled[:5]))
+        )
+    first = pd.Timestamp(candles["timestamp"].iloc[0]).to_pydatetime()
+    last = pd.Timestamp(candles["timestamp"].iloc[-1]).to_pydatetime() + timedelta(hours=1)
+    return candles, DataWindow(first, end or last), filled
+
+
+def prepare(settings: Settings, candles: pd.DataFrame, normalization: str | None = None) -> Dataset:
+    """Features, split, normalization fitted on train, windows."""
+    return build_dataset(candles, settings.seq_len, normalization or settings.normalization)  # type: ignore[arg-type]
+
+
+def evaluate_onnx(onnx_path_or_bytes: Path | bytes, ds: Dataset) -> dict[str, object]:
+    """Evaluate an exported model on the dataset's test windows next to both baselines."""
+    from mur.evaluation.metrics import LinearBaseline, evaluate_all
+    from mur.model.export import load_session, run_session
+
+    x_test, y_test = ds.x[ds.split.test], ds.y[ds.split.test]
+    pred = run_session(load_session(onnx_path_or_bytes), x_test)
+    linear = LinearBaseline(ds.spec.seq_len).fit(ds.x[ds.split.train], ds.y[ds.split.train])
+    return evaluate_all(pred, x_test, y_test, linear.predict(x_test))
+
+
+def metrics_document(
+    pair: str,
+    mcfg: ModelConfig,
+    ds: Dataset,
+    window: DataWindow,
+    evaluation: dict[str, object],
+    **details: object,
+) -> MetricsDocument:
+    """The ``metrics.json`` document (shape documented in README): evaluation plus training details."""
+    test_ts = ds.timestamps[ds.split.test]
+    return MetricsDocument.model_validate(
+        {
+            "pair": pair,
+            "arch": mcfg.arch,
+            "normalization": ds.spec.normalization,
+            "data_window": window.to_dict(),
+            "test_window": {"start": iso(test_ts[0]), "end": iso(test_ts[-1])},
+            **evaluation,
+            **details,
+        }
+    )
+
+
+def train_and_register(
+    settings: Settings,
+    pair: str,
+    *,
+    fit: Fit,
+    end: datetime | None = None,
+    data_csv: Path | None = None,
+    out_dir: Path | None = None,
+    register: bool = True,
+    reuse_existing: bool = False,
+    emit: Callable[[str], None] | None = None,
+    kind: str = "manual",
+    **overrides: Any,
+) -> TrainingResult:
+    """Train ``pair`` on candles before ``end`` with ``fit``, export, evaluate, then log/register/gate.
+
+    ``out_dir`` also keeps ``model.onnx``, ``metrics.json`` and ``feature_spec.json`` there;
+    ``register=False`` skips MLflow (``mur train --out``). With ``reuse_existing``, a version already
+    registered for the same idempotency key (pair + window end + hyper-parameters + ``fit.key_params()``)
+    is returned without training. ``overrides`` are hyper-parameters (``epochs``, ``arch``, ...; None =
+    settings). Progress lines go to ``emit`` (the Ray job prints them; default: this module's logger).
+    ``kind`` (``scheduled``, ``backfill``, ``manual``) is recorded on the version for the admin page.
+    """
+    from mur.model.export import export_onnx
+
+    say = emit or log.info
+    pair = pair.lower()
+    candles, window, filled = load_candles(settings, pair, end=end, data_csv=data_csv)
+    ds = prepare(settings, candles)
+    mcfg, tcfg = model_config(settings, **overrides), train_config(settings, **overrides)
+    params = {**training_params(settings, mcfg, tcfg), **fit.key_params()}
+    window_end = iso(window.end)
+    key = idempotency_key(pair, window_end, params)
+    say(f"[mur] {pair}: {len(candles)} candles {window.to_dict()} (filled hours: {len(filled)}); key {key}")
+    if register and reuse_existing and (existing := registered_for(settings, pair, key)) is not None:
+        say(f"[mur] {pair}: version {existing.version} already trained for this window; reusing it")
+        return existing
+
+    outcome = fit(
+        ds.model_arrays("train"),
+        ds.model_arrays("val"),
+        mcfg,
+        tcfg,
+        # unique per fit: a rerun of the same window must not resume an earlier job's checkpoints
+        run_name=f"{pair}-{window_end.replace(':', '')}-{key[:8]}-{uuid.uuid4().hex[:6]}",
+    )
+    x_test = ds.x[ds.split.test]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(out_dir) if out_dir is not None else Path(tmp)
+        onnx_path = export_onnx(outcome.model, ds.spec, folder / "model.onnx", x_test[:64])
+        doc = metrics_document(
+            pair,
+            mcfg,
+            ds,
+            window,
+            evaluate_onnx(onnx_path, ds),
+            best_epoch=outcome.best_epoch,
+            **outcome.details,
+        )
+        say(
+            f"[mur] {pair}: test MAE model {doc.model.mae:.6g} | persistence {doc.persistence.mae:.6g} "
+            f"| linear {doc.linear.mae:.6g} | skill {doc.skill:+.4f}"
+        )
+        if out_dir is not None:
+            doc = doc.model_copy(update={"filled_hours": [iso(t) for t in filled]})
+            (folder / "metrics.json").write_text(doc.to_json())
+            (folder / "feature_spec.json").write_text(json.dumps(ds.spec.to_dict(), indent=2))
+        if not register:
+            return TrainingResult(
+                pair=pair, data_window=window.to_window(), mae=doc.model.mae, skill=doc.skill, metrics=doc
+            )
+        from mur.registry.versions import log_and_register
+
+        result = log_and_register(
+            settings,
+            pair=pair,
+            onnx_path=onnx_path,
+            feature_spec=ds.spec.to_dict(),
+            metrics_doc=doc,
+            params={**params, **fit.run_params()},
+            history=outcome.history,
+            x_test=x_test,
+            idempotency_key=key,
+            kind=kind,
+        )
+    say(f"[mur] gate: {result.model_name} v{result.version} → {result.alias} ({result.reason})")
+    return result
+
+
+def registered_for(settings: Settings, pair: str, key: str) -> TrainingResult | None:
+    """The version already registered for ``key``, marked ``reused``; None when there is none."""
+    from mur.registry.client import configure
+    from mur.registry.versions import find_version, version_result
+
+    client = configure(settings)
+    prefix = settings.registry_prefix
+    existing = find_version(client, pair, key, prefix)
+    if existing is None:
+        return None
+    return version_result(client, existing, prefix).model_copy(update={"reused": True})

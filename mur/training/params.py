@@ -1,0 +1,58 @@
+"""Hyper-parameters of one training and the idempotency key derived from them.
+
+Pure and import-light enough for the DAG's task bodies, which compute the key a job would compute before
+submitting it (:func:`mur.orchestration.tasks.expected_idempotency_key`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from typing import Any
+
+from mur.model.network import ModelConfig
+from mur.settings import Settings
+from mur.training.loop import TrainConfig
+
+
+def model_config(settings: Settings, **overrides: object) -> ModelConfig:
+    """Model hyper-parameters from settings (CLI/job overrides win when not None)."""
+    base: dict[str, Any] = {
+        "arch": settings.arch,
+        "hidden_size": settings.hidden_size,
+        "num_layers": settings.num_layers,
+        "dropout": settings.dropout,
+    }
+    base.update({k: v for k, v in overrides.items() if v is not None and k in base})
+    return ModelConfig(**base)
+
+
+def train_config(settings: Settings, **overrides: object) -> TrainConfig:
+    """Optimization hyper-parameters from settings (overrides win when not None)."""
+    base: dict[str, Any] = {
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "learning_rate": settings.learning_rate,
+        "patience": settings.patience,
+        "seed": settings.seed,
+    }
+    base.update({k: v for k, v in overrides.items() if v is not None and k in base})
+    return TrainConfig(**base)
+
+
+def training_params(settings: Settings, mcfg: ModelConfig, tcfg: TrainConfig) -> dict[str, Any]:
+    """Everything that defines a training besides pair and window (logged as params, hashed into the key)."""
+    return {
+        **mcfg.to_dict(),
+        **asdict(tcfg),
+        "seq_len": settings.seq_len,
+        "normalization": settings.normalization,
+        "train_days": settings.train_days,
+    }
+
+
+def idempotency_key(pair: str, window_end: str, params: dict[str, Any]) -> str:
+    """Same pair + window end + hyper-parameters → same key (Airflow re-runs reuse the version)."""
+    blob = json.dumps({"pair": pair, "end": window_end, **params}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]

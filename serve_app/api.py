@@ -1,0 +1,364 @@
+"""The HTTP API as a FastAPI app over an :class:`~serve_app.service.ApiService` (no Ray here).
+
+``create_api(service)`` is what the Serve ingress serves (:mod:`serve_app.ingress`) and what the in-process
+tests call. Every ``/v1`` call needs ``Authorization: Bearer <token>``; errors are JSON:
+``{"error": code, "message": text, ...}``, never plain text.
+
+A pure ASGI guard (:class:`RequestGuard`) sits around the routes: it answers 413 for a body over
+:data:`MAX_BODY_BYTES` (from ``Content-Length``, or counted while a chunked body streams in), authenticates a
+``POST`` before its body is read, and turns any exception into a JSON 500 (Serve would send plain text).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mur.contracts import PredictorMetrics, Significance, Window
+from mur.db import TokenOwner
+from mur.errors import MurError
+from mur.serving.http import error_body, http_error
+from mur.serving.payload import (
+    MAX_CANDLES,
+    PRICE_MAX,
+    PRICE_MIN,
+    TIMESTAMP_MAX_MS,
+    TIMESTAMP_MIN_MS,
+    TIMESTAMP_TEXT_MAX,
+    VOLUME_MAX,
+)
+from serve_app.service import Answer, ApiService
+
+log = logging.getLogger("ray.serve")
+MAX_BODY_BYTES = 256 * 1024
+"""The largest request body accepted (413 above): :data:`~mur.serving.payload.MAX_CANDLES` candles fit."""
+OWNER_STATE = "mur_owner"
+
+TITLE = "Make Us Rich forecasting API"
+DESCRIPTION = (
+    "Next-hour close forecasts per crypto pair from the registry's champion models. "
+    "Send `Authorization: Bearer <token>`; each forecast uses one unit of your monthly quota."
+)
+
+_bearer = HTTPBearer(auto_error=False, description="an API token from `mur tokens create USER`")
+
+
+async def _authorization(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str | None:
+    """The Authorization header's value, rebuilt from FastAPI's bearer scheme (shows a lock in /docs)."""
+    return f"Bearer {credentials.credentials}" if credentials else None
+
+
+Price = Annotated[float, Field(ge=PRICE_MIN, le=PRICE_MAX)]
+
+
+class Candle(BaseModel):
+    """One hourly candle; ``timestamp`` is the open time (epoch milliseconds or ISO-8601, UTC, from 2009
+    to 2100). Prices lie in [1e-8, 1e8] with ``low <= min(open, close)`` and ``high >= max(open, close)``."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    timestamp: (
+        Annotated[int, Field(ge=TIMESTAMP_MIN_MS, lt=TIMESTAMP_MAX_MS)]
+        | Annotated[str, Field(min_length=1, max_length=TIMESTAMP_TEXT_MAX)]
+    ) = Field(examples=[1735689600000, "2025-01-01T00:00:00Z"])
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Annotated[float, Field(ge=0, le=VOLUME_MAX)] | None = None
+
+
+class CandlesIn(BaseModel):
+    """Exactly ``seq_len`` candles (the model's window), oldest first, one hour apart."""
+
+    candles: list[Candle] = Field(min_length=1, max_length=MAX_CANDLES)
+
+
+PairPath = Annotated[
+    str, Path(min_length=1, max_length=40, description="a pair such as eth_usdt", examples=["eth_usdt"])
+]
+
+
+class ForecastOut(BaseModel):
+    """A next-hour close forecast."""
+
+    pair: str
+    forecast: float
+    last_close: float
+    change_pct: float
+    candle_time: str = Field(description="open time of the last closed candle used")
+    target_time: str = Field(description="open time of the candle whose close is forecast")
+    model_version: int
+
+
+class ModelMetricsOut(BaseModel):
+    """A served version's test-span evaluation (the registered part of its metrics document)."""
+
+    mae: float | None = None
+    skill: float | None = Field(default=None, description="1 - MAE_model / MAE_persistence (> 0 beats it)")
+    model: PredictorMetrics | None = None
+    persistence: PredictorMetrics | None = None
+    linear: PredictorMetrics | None = None
+    n_test: int | None = None
+    significance: Significance | None = Field(
+        default=None, description="Diebold-Mariano and binomial tests vs persistence on the test span"
+    )
+
+
+class GateOut(BaseModel):
+    """Why the promotion gate made this version champion (docs/promotion.md)."""
+
+    rule: str | None = Field(default=None, description="first, fresher, noise, unloadable, ...")
+    reason: str | None = None
+    kind: str | None = Field(default=None, description="scheduled, backfill or manual")
+
+
+class ModelOut(BaseModel):
+    """The model served for one pair (``loaded: false`` and no version while none is)."""
+
+    pair: str
+    loaded: bool
+    version: int | None = None
+    model_name: str | None = None
+    alias: str | None = None
+    aliases: list[str] = []
+    seq_len: int | None = None
+    trained_window: Window | None = None
+    test_window: Window | None = None
+    metrics: ModelMetricsOut | None = None
+    gate: GateOut | None = None
+    run_id: str | None = None
+    loaded_at: str | None = None
+
+
+class ModelsOut(BaseModel):
+    models: list[ModelOut]
+
+
+class ErrorOut(BaseModel):
+    """Every error answer."""
+
+    error: str
+    message: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422, 429, 503)}
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    400: {"model": ErrorOut, "description": "a body that cannot be read as JSON"},
+    413: {"model": ErrorOut, "description": f"a body over {MAX_BODY_BYTES} bytes"},
+}
+HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def _json(answer: Answer) -> JSONResponse:
+    return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
+
+
+async def _mur_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, MurError)
+    status, body, headers = http_error(exc)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    """422 naming the first bad field; one inside ``candles[i]`` is ``invalid_candles`` like the checks
+    the schema cannot express (count, spacing, high/low)."""
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [p for p in first.get("loc", ()) if p != "body" and not _union_branch(p)]
+    where = ".".join(str(p) for p in loc)
+    text = str(first.get("msg", "invalid request"))
+    code = "invalid_candles" if len(loc) >= 2 and loc[0] == "candles" else "invalid_request"
+    return JSONResponse(error_body(code, f"{where}: {text}" if where else text), status_code=422)
+
+
+def _union_branch(part: Any) -> bool:
+    """Pydantic's name for the branch of a union in an error location (``constrained-int``, ``str``)."""
+    return isinstance(part, str) and (part.startswith("constrained-") or part in ("int", "str", "float"))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's 400/404/405 as JSON, keeping their headers; a 405's ``Allow`` lists the methods of every
+    route on the path (Starlette names only the first route's)."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        methods = {
+            m
+            for r in request.app.router.routes
+            if r.matches(request.scope)[0] != Match.NONE
+            for m in getattr(r, "methods", None) or ()
+        }
+        if methods:
+            headers["Allow"] = ", ".join(sorted(methods))
+    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
+
+
+def _error_response(exc: Exception) -> JSONResponse:
+    """A JSON answer for any exception: expected errors with their status, anything else a logged 500."""
+    if isinstance(exc, MurError):
+        status, body, headers = http_error(exc)
+        return JSONResponse(body, status_code=status, headers=headers)
+    log.error("request failed", exc_info=exc)
+    return JSONResponse(
+        error_body("internal_error", f"internal error ({type(exc).__name__})"), status_code=500
+    )
+
+
+def _too_large() -> JSONResponse:
+    message = f"request body over {MAX_BODY_BYTES} bytes (at most {MAX_CANDLES} candles per request)"
+    return JSONResponse(error_body("payload_too_large", message), status_code=413)
+
+
+class RequestGuard:
+    """Pure ASGI middleware in front of the routes (inside Starlette's error middleware).
+
+    1. A ``Content-Length`` over :data:`MAX_BODY_BYTES` is a 413 before anything is read.
+    2. A request for a ``POST`` route is authenticated before its body is read (the owner is kept in the
+       request state for the route); a bad token is a 401 for the price of a header.
+    3. The body is read here, counted, and refused with a 413 as soon as it passes the limit (a chunked body
+       has no ``Content-Length``), then replayed to the routes.
+    4. Any exception that escapes a route becomes a JSON answer (a 500 unless it is a MurError).
+    """
+
+    def __init__(self, app: ASGIApp, *, service: ApiService, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.service = service
+        self.routes = routes  # the router's list: routes added after the middleware count too
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            guarded = await self._guard(scope, receive)
+            if isinstance(guarded, JSONResponse):
+                await guarded(scope, receive, send_tracked)
+            else:
+                await self.app(scope, guarded, send_tracked)
+        except Exception as exc:
+            if started:  # too late for an answer of our own: the client sees a cut response
+                log.error("request failed after its answer started", exc_info=exc)
+                return
+            await _error_response(exc)(scope, receive, send_tracked)
+
+    def _posts_to_a_route(self, scope: Scope) -> bool:
+        return scope["method"] == "POST" and any(r.matches(scope)[0] == Match.FULL for r in self.routes)
+
+    async def _guard(self, scope: Scope, receive: Receive) -> JSONResponse | Receive:
+        """An early answer, or the ``receive`` that replays the (bounded) body to the routes."""
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.strip().isdigit():
+                return JSONResponse(error_body("bad_request", "invalid Content-Length"), status_code=400)
+            if int(length) > MAX_BODY_BYTES:
+                return _too_large()
+        if self._posts_to_a_route(scope):
+            try:
+                owner = await self.service.authenticate(headers.get("authorization"))
+            except MurError as exc:
+                return _error_response(exc)
+            scope.setdefault("state", {})[OWNER_STATE] = owner
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: let the app see that
+                return _replay_then(message, receive)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return _too_large()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return _replay_then({"type": "http.request", "body": b"".join(chunks), "more_body": False}, receive)
+
+
+def _replay_then(first: Message, receive: Receive) -> Receive:
+    """A ``receive`` that returns ``first`` once, then defers to ``receive`` (e.g. for the disconnect)."""
+    pending = [first]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+def create_api(service: ApiService) -> FastAPI:
+    """The FastAPI app: probes, ``/v1`` routes and JSON error handlers, each route handing off to ``service``."""
+    api = FastAPI(title=TITLE, version="1.0.0", description=DESCRIPTION)
+    api.add_exception_handler(MurError, _mur_error)
+    api.add_exception_handler(RequestValidationError, _validation_error)
+    api.add_exception_handler(StarletteHTTPException, _http_error)
+    api.add_middleware(RequestGuard, service=service, routes=api.router.routes)
+
+    async def _owner(request: Request, authorization: str | None = Depends(_authorization)) -> TokenOwner:
+        """The caller: authenticated by :class:`RequestGuard` already (POST routes), or here."""
+        owner = request.scope.get("state", {}).get(OWNER_STATE)
+        return owner if isinstance(owner, TokenOwner) else await service.authenticate(authorization)
+
+    @api.get("/healthz", tags=["probes"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the ingress answers."""
+        return {"status": "ok"}
+
+    @api.get("/readyz", tags=["probes"])
+    async def readyz() -> JSONResponse:
+        """Readiness: ``ready`` (every pair loaded, registry reachable), ``degraded`` (serving, but the
+        registry, a reload or market data has a problem) or ``not_ready`` (503: nothing to serve)."""
+        return _json(await service.readiness())
+
+    @api.get("/v1/pairs", tags=["v1"], responses=ERRORS)
+    async def pairs(owner: TokenOwner = Depends(_owner)) -> dict[str, list[str]]:
+        """The pairs this API forecasts."""
+        return {"pairs": service.pairs()}
+
+    @api.get("/v1/models", tags=["v1"], responses=ERRORS)
+    async def models(owner: TokenOwner = Depends(_owner)) -> ModelsOut:
+        """The model served for each pair: version, alias, trained window and test metrics (incl. skill)."""
+        return ModelsOut.model_validate({"models": await service.models()})
+
+    @api.get("/v1/forecast/{pair}", tags=["v1"], response_model=ForecastOut, responses=ERRORS)
+    async def forecast(pair: PairPath, owner: TokenOwner = Depends(_owner)) -> JSONResponse:
+        """Next-hour close forecast from the latest closed candles (uses one unit of quota)."""
+        return _json(await service.forecast_latest(owner, pair))
+
+    @api.post("/v1/forecast/{pair}", tags=["v1"], response_model=ForecastOut, responses=BODY_ERRORS)
+    async def forecast_candles(
+        pair: PairPath, payload: CandlesIn, owner: TokenOwner = Depends(_owner)
+    ) -> JSONResponse:
+        """Next-hour close forecast for your own candles (exactly seq_len, hourly, ascending; at most
+        1000 candles and 256 KiB). Failed calls use no quota."""
+        rows = [c.model_dump() for c in payload.candles]
+        return _json(await service.forecast_candles(owner, pair, rows))
+
+    @api.post("/v1/admin/reload", tags=["admin"], responses={**BODY_ERRORS, 403: {"model": ErrorOut}})
+    async def reload(
+        wait_s: Annotated[float, Query(ge=0, le=120)] = 30.0, owner: TokenOwner = Depends(_owner)
+    ) -> dict[str, Any]:
+        """Re-read the registry now; wait (up to ``wait_s``) until every pair serves its champion."""
+        return await service.reload(owner, wait_s)
+
+    return api

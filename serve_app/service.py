@@ -1,0 +1,311 @@
+"""What the HTTP API does, without Ray or a web framework: auth, quota, routing to the pair forecasters,
+readiness and the admin reload.
+
+:class:`ApiService` talks to the per-pair forecasters and the registry watcher through two small protocols;
+the Serve ingress passes adapters over DeploymentHandles (:mod:`serve_app.ingress`), the in-process tests
+pass plain objects. Each forecast consumes one unit of the caller's monthly quota in one SQL statement,
+*after* the forecast succeeded (failed calls are not charged). Blocking database calls run on a small
+thread pool, each awaited for at most ``db_timeout_s``: a PostgreSQL that stops answering makes requests fail
+with a 503 in bounded time (and ``/readyz`` say so) instead of piling up behind the stuck threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from mur.errors import DatabaseError, ModelError, ModelNotLoadedError, NoChampionError, UnknownPairError
+from mur.pairs import normalize_pair
+from mur.serving.http import authenticate, charge, quota_headers, require_admin
+
+if TYPE_CHECKING:
+    from mur.db import Database, TokenOwner
+
+T = TypeVar("T")
+log = logging.getLogger("ray.serve")
+RECORDED_KEYS_MAX = 10_000
+DB_THREADS = 8
+CALL_TIMEOUT_S = 30.0
+STATUS_TIMEOUT_S = 5.0
+DB_TIMEOUT_S = 5.0
+"""How long a request waits for one database call (token lookup, quota) before answering 503."""
+
+
+class PairForecaster(Protocol):
+    """One pair's forecaster. Request methods answer ``{"ok": True, "body": ...}`` or
+    ``{"ok": False, "status": int, "error": code, "message": text}``."""
+
+    async def forecast_latest(self) -> dict[str, Any]: ...
+
+    async def forecast_candles(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]: ...
+
+    async def status(self) -> dict[str, Any]: ...
+
+
+class RegistryView(Protocol):
+    """The registry watcher: champion targets per pair and the registry's health."""
+
+    async def snapshot(self) -> dict[str, Any]: ...
+
+    async def refresh(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer: status, JSON body, extra headers."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _require_finite(body: Mapping[str, Any]) -> None:
+    """A forecast body must be finite throughout (:func:`mur.model.inference.forecast_body` checks it too;
+    this guards the charge against any forecaster that does not)."""
+    for key in ("forecast", "last_close", "change_pct"):
+        value = body.get(key)
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise ModelError(f"the model gave no usable forecast ({key}={value!r})")
+
+
+class ApiService:
+    """Routes, auth and quota; forecasts are delegated to the pair's forecaster."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        forecasters: Mapping[str, PairForecaster],
+        registry: RegistryView,
+        db_threads: int = DB_THREADS,
+        db_timeout_s: float = DB_TIMEOUT_S,
+        configured_pairs: Iterable[str] = (),
+    ) -> None:
+        self.db = db
+        self.configured_pairs = frozenset(configured_pairs)
+        self.db_timeout_s = db_timeout_s
+        self.forecasters = dict(forecasters)
+        self.registry = registry
+        self._pool = ThreadPoolExecutor(db_threads, thread_name_prefix="mur-db")
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._recorded: set[tuple[str, int, str]] = set()
+
+    def close(self, *, wait: bool = True) -> None:
+        """Close the database pool (``wait``: after the pending track-record writes)."""
+        self._pool.shutdown(wait=wait)
+        self.db.close()
+
+    async def _blocking(self, func: Callable[..., T], *args: Any) -> T:
+        """``func(*args)`` on the database threads, awaited for at most ``db_timeout_s`` (DatabaseError after:
+        the thread may stay blocked on a stalled server, the request does not)."""
+        call = asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(func, *args))
+        try:
+            return await asyncio.wait_for(call, timeout=self.db_timeout_s)
+        except TimeoutError:
+            raise DatabaseError(f"no answer from PostgreSQL within {self.db_timeout_s:g}s") from None
+
+    async def database_ok(self) -> bool:
+        """Whether PostgreSQL answers a trivial query within ``db_timeout_s``."""
+        try:
+            return await self._blocking(self.db.ping)
+        except DatabaseError:
+            return False
+
+    async def authenticate(self, authorization: str | None) -> TokenOwner:
+        """The owner of the request's bearer token (AuthError otherwise)."""
+        return await self._blocking(authenticate, self.db, authorization)
+
+    def pairs(self) -> list[str]:
+        """The pairs this API forecasts."""
+        return sorted(self.forecasters)
+
+    def _handle(self, pair: str) -> tuple[str, PairForecaster]:
+        name = normalize_pair(pair)
+        forecaster = self.forecasters.get(name)
+        if forecaster is None:
+            if name in self.configured_pairs:  # honest: never a model known to be worse than persistence
+                raise NoChampionError(
+                    f"{name} has no champion: no registered version passed the promotion gate yet (none is "
+                    "trained, or each is significantly worse than persistence); see docs/promotion.md"
+                )
+            raise UnknownPairError(f"unknown pair {pair!r}; served pairs: {', '.join(self.pairs())}")
+        return name, forecaster
+
+    def _latest(self, name: str, forecaster: PairForecaster) -> asyncio.Future[Any]:
+        """The pair's latest-candles forecast, single-flight: GETs arriving while a call for the same pair is
+        in flight share its answer (same cached candles, same model: the same forecast), so under load the
+        forecaster hop is paid once per burst instead of once per request."""
+        future = self._inflight.get(name)
+        if future is None:
+            future = asyncio.ensure_future(forecaster.forecast_latest())
+            self._inflight[name] = future
+            future.add_done_callback(lambda _: self._inflight.pop(name, None))
+        return future
+
+    def _record(self, body: dict[str, Any]) -> Future[Any] | None:
+        """Keep a served market forecast for the track record (the dashboard's "how past forecasts fared"):
+        one insert per pair, model version and target hour, off the request path; a failed insert is
+        logged and retried on a later request. Returns the pending insert (None: already recorded)."""
+        from mur.db import record_forecast
+
+        key = (body["pair"], int(body["model_version"]), body["target_time"])
+        if key in self._recorded:
+            return None
+        if len(self._recorded) >= RECORDED_KEYS_MAX:
+            self._recorded.clear()
+        self._recorded.add(key)
+
+        def done(future: Future[Any]) -> None:
+            if (exc := future.exception()) is not None:
+                self._recorded.discard(key)
+                log.warning("could not record the %s forecast for %s: %s", key[0], key[2], exc)
+
+        future = self._pool.submit(
+            record_forecast,
+            self.db,
+            pair=body["pair"],
+            model_version=str(body["model_version"]),
+            target_time=datetime.fromisoformat(body["target_time"]),
+            predicted=float(body["forecast"]),
+            last_close=float(body["last_close"]),
+        )
+        future.add_done_callback(done)
+        return future
+
+    async def _forecast(
+        self,
+        owner: TokenOwner,
+        pair: str,
+        call: Callable[[str, PairForecaster], Awaitable[dict[str, Any]]],
+        record: bool = False,
+    ) -> Answer:
+        name, forecaster = self._handle(pair)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(call(name, forecaster)), timeout=CALL_TIMEOUT_S)
+        except TimeoutError:
+            raise ModelNotLoadedError(f"the {name} model did not answer within {CALL_TIMEOUT_S:g}s") from None
+        if not result["ok"]:
+            body = {k: v for k, v in result.items() if k not in ("ok", "status")}
+            return Answer(int(result["status"]), body)
+        _require_finite(result["body"])  # JSON has no NaN; an answer that cannot be sent is not charged
+        quota = await self._blocking(charge, self.db, owner)
+        if record:
+            self._record(result["body"])
+        return Answer(200, result["body"], quota_headers(quota))
+
+    async def forecast_latest(self, owner: TokenOwner, pair: str) -> Answer:
+        """Next-hour forecast from the latest closed candles (recorded for the track record)."""
+        return await self._forecast(owner, pair, self._latest, record=True)
+
+    async def forecast_candles(
+        self, owner: TokenOwner, pair: str, rows: Sequence[Mapping[str, Any]]
+    ) -> Answer:
+        """Next-hour forecast for the caller's own candles."""
+
+        async def call(_: str, forecaster: PairForecaster) -> dict[str, Any]:
+            return await forecaster.forecast_candles(rows)
+
+        return await self._forecast(owner, pair, call)
+
+    # --- status ----------------------------------------------------------------------------------
+    async def statuses(self) -> tuple[Any, dict[str, Any]]:
+        """The registry snapshot and each pair's status; an unreachable one is its exception, not raised."""
+
+        async def call(awaitable: Awaitable[Any]) -> Any:
+            try:
+                return await asyncio.wait_for(awaitable, timeout=STATUS_TIMEOUT_S)
+            except Exception as exc:  # unreachable replica: reported, not raised
+                return exc
+
+        pairs = self.pairs()
+        results = await asyncio.gather(
+            call(self.registry.snapshot()), *(call(self.forecasters[p].status()) for p in pairs)
+        )
+        return results[0], dict(zip(pairs, results[1:], strict=True))
+
+    async def readiness(self) -> Answer:
+        """``ready`` (every pair loaded, registry reachable, database answering), ``degraded`` (serving, but
+        the registry, a reload or market data has a problem) or ``not_ready`` (503: nothing to serve, or
+        the database does not answer, so no request can be authenticated)."""
+        (registry, statuses), database_ok = await asyncio.gather(self.statuses(), self.database_ok())
+        pairs: dict[str, Any] = {}
+        problems: list[str] = []
+        for pair, st in statuses.items():
+            if isinstance(st, BaseException):
+                pairs[pair] = {"loaded": False, "error": f"{type(st).__name__}: {st}"}
+                problems.append(f"{pair}: no answer")
+                continue
+            target = (registry or {}).get("targets", {}).get(pair, {}).get("version")
+            pairs[pair] = {
+                "loaded": st["loaded"],
+                "version": st["version"],
+                "champion_version": target,
+                "candle_time": st["market"].get("candle_time"),
+            }
+            if not st["loaded"]:
+                problems.append(f"{pair}: model not loaded ({st['load_error'] or 'loading'})")
+            elif st["load_error"]:
+                problems.append(f"{pair}: {st['load_error']}")
+            if st["market"].get("error"):
+                problems.append(f"{pair}: market data: {st['market']['error']}")
+        if isinstance(registry, BaseException):
+            problems.append(f"registry watcher: {type(registry).__name__}")
+        elif registry.get("registry_ok") is False:
+            problems.append(f"registry: {registry.get('error')}")
+        if not database_ok:
+            problems.append("database: unavailable")
+        serving = database_ok and any(p.get("loaded") for p in pairs.values())
+        status = "ready" if serving and not problems else "degraded" if serving else "not_ready"
+        body = {
+            "status": status,
+            "problems": problems,
+            "database_ok": database_ok,
+            "pairs": pairs,
+            "registry": None
+            if isinstance(registry, BaseException)
+            else {k: registry.get(k) for k in ("registry_ok", "error", "checked_at", "pending_pairs")},
+        }
+        return Answer(200 if serving else 503, body)
+
+    async def models(self) -> list[dict[str, Any]]:
+        """The model served for each pair (``loaded: False`` where none is)."""
+        _, statuses = await self.statuses()
+        models = []
+        for pair, st in statuses.items():
+            if isinstance(st, BaseException) or not st["loaded"]:
+                models.append({"pair": pair, "version": None, "loaded": False})
+            else:
+                models.append({**st["model"], "loaded": True})
+        return models
+
+    async def reload(self, owner: TokenOwner, wait_s: float) -> dict[str, Any]:
+        """Re-read the registry now (admins only); wait up to ``wait_s`` until every pair serves its champion."""
+        require_admin(owner)
+        snapshot = await self.registry.refresh()
+        targets = {p: s["version"] for p, s in snapshot["targets"].items() if p in self.forecasters}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, min(wait_s, 120.0))
+        while True:
+            _, statuses = await self.statuses()
+            serving = {
+                p: (None if isinstance(st, BaseException) else st["version"]) for p, st in statuses.items()
+            }
+            done = all(serving.get(p) == v for p, v in targets.items())
+            if done or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.25)
+        return {
+            "reloaded": done,
+            "champions": targets,
+            "serving": serving,
+            "registry_ok": snapshot["registry_ok"],
+            "error": snapshot["error"],
+            "pending_pairs": snapshot["pending_pairs"],
+        }

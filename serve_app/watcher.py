@@ -1,0 +1,246 @@
+"""RegistryWatcher: the one deployment that talks to MLflow.
+
+It polls the registry every ``registry_poll_s`` seconds (or at once on ``refresh``, the admin reload),
+downloads a new champion's ONNX bytes *before* announcing it, and publishes ``{pair: version}`` targets
+with a generation number. Forecaster replicas long-poll :meth:`wait_for_change` and load the new version
+from :meth:`model_bytes` (served from memory), so N replicas never hit MLflow N times, a replica started
+while MLflow is down still gets its model, and an unreachable registry leaves every loaded model serving.
+
+After each successful poll the champions and their ONNX files are also kept on disk
+(:class:`~mur.serving.champion_store.ChampionStore`); a watcher that starts while MLflow is down (the app
+redeployed during an outage) serves those until the registry answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from ray import serve
+
+from mur.errors import MurError, RegistryUnavailableError
+from mur.registry.download import model_bytes
+from mur.serving.champion_store import ChampionStore
+from mur.serving.champions import champions, probe_artifacts, registry_client
+from mur.timeutil import iso
+from serve_app.args import AppArgs
+
+log = logging.getLogger("ray.serve")
+KEEP_VERSIONS = 2
+"""Model files kept in memory per pair (the current champion and the previous one)."""
+REBUILD_COOLDOWN_S = 60.0
+
+Rebuild = Callable[[str, AppArgs], None]
+"""Redeploys application ``name`` so that its builder runs again (blocking; :func:`serve_app.app.rebuild_app`)."""
+
+
+@serve.deployment(
+    name="registry",
+    num_replicas=1,
+    max_ongoing_requests=1000,  # every Forecaster replica keeps one long-poll open here
+    graceful_shutdown_timeout_s=2,  # open long-polls are safe to cut
+    ray_actor_options={"num_cpus": 0},
+)
+class RegistryWatcher:
+    """Champion targets per pair, their ONNX bytes, and the registry's health."""
+
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async __init__
+        self, args: dict[str, Any], served_pairs: list[str], rebuild: Rebuild
+    ) -> None:
+        self.args = AppArgs(**args)
+        self._rebuild = rebuild
+        self.settings = self.args.app_settings()
+        self.served = sorted(served_pairs)
+        self.epoch = uuid.uuid4().hex  # a new watcher replica restarts the generation count
+        self.generation = 0
+        self.targets: dict[str, dict[str, Any]] = {}
+        self.registry_ok: bool | None = None
+        self.error: str | None = None
+        self.checked_at: datetime | None = None
+        self.pending_pairs: list[str] = []
+        self.pair_errors: dict[str, str] = {}
+        self._bytes: dict[tuple[str, int], bytes] = {}
+        self._client: Any = None
+        self._changed = asyncio.Condition()
+        self._poll_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._last_rebuild = 0.0
+        self.store = ChampionStore.for_settings(self.settings)
+        await self._poll()
+        if self.registry_ok is False and not self.targets:
+            await self._restore()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    # --- polling -------------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.registry_poll_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self._poll()
+            except Exception:  # keep polling whatever happens
+                log.exception("registry poll crashed")
+
+    def _read_registry(
+        self,
+    ) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, int], bytes], dict[str, str]]:
+        """Blocking: the champions, the bytes of served champions not downloaded yet, per-pair errors."""
+        if self._client is None:
+            self._client = registry_client(self.settings)
+        found = champions(self._client, prefix=self.settings.registry_prefix, pairs=self.args.pairs)
+        if found:  # metadata alone does not prove that the files are reachable
+            probe_artifacts(self._client, next(iter(found.values())).get("run_id"))
+        fresh: dict[tuple[str, int], bytes] = {}
+        errors: dict[str, str] = {}
+        for pair, summary in found.items():
+            key = (pair, int(summary["version"]))
+            if pair in self.served and key not in self._bytes:
+                try:
+                    fresh[key] = model_bytes(self.settings, pair, key[1])
+                except MurError as exc:  # this pair's file only: the others still update
+                    errors[pair] = f"version {key[1]}: {exc}"
+        return found, fresh, errors
+
+    async def _poll(self) -> None:
+        async with self._poll_lock:
+            try:
+                found, fresh, errors = await asyncio.to_thread(self._read_registry)
+            except RegistryUnavailableError as exc:
+                self.registry_ok, self.error = False, str(exc)
+                self.checked_at = datetime.now(UTC)
+                log.warning("registry poll failed; loaded models keep serving: %s", exc)
+                return
+            except Exception as exc:  # unexpected: report, keep the current targets
+                self.registry_ok, self.error = False, f"{type(exc).__name__}: {exc}"
+                self.checked_at = datetime.now(UTC)
+                log.exception("registry poll failed")
+                return
+            self.registry_ok, self.error, self.checked_at = True, None, datetime.now(UTC)
+            self._bytes.update(fresh)
+            self.pair_errors = errors
+            changed = False
+            for pair, summary in found.items():
+                if pair not in self.served:
+                    continue
+                if self.targets.get(pair, {}).get("version") != summary["version"]:
+                    log.info("champion of %s is now version %s", pair, summary["version"])
+                    self.targets[pair] = summary
+                    changed = True
+            self._prune()
+            current = {
+                (p, int(s["version"])): self._bytes[(p, int(s["version"]))]
+                for p, s in self.targets.items()
+                if (p, int(s["version"])) in self._bytes
+            }
+            await asyncio.to_thread(self._persist, found, current)
+            self.pending_pairs = sorted(set(found) - set(self.served))
+            if changed:
+                async with self._changed:
+                    self.generation += 1
+                    self._changed.notify_all()
+            if self.pending_pairs and self.args.add_new_pairs:
+                self._rebuild_for(self.pending_pairs)
+
+    async def _restore(self) -> None:
+        """Serve the last known champions from disk (the registry is unreachable at start)."""
+        stored = await asyncio.to_thread(self.store.champions, self.served)
+        for pair, summary in stored.items():
+            key = (pair, int(summary["version"]))
+            data = await asyncio.to_thread(self.store.model, *key)
+            if data is not None:
+                self._bytes[key] = data
+                self.targets[pair] = summary
+        if self.targets:
+            log.warning(
+                "registry unreachable at start: serving the last known champions %s",
+                {p: s["version"] for p, s in self.targets.items()},
+            )
+            async with self._changed:
+                self.generation += 1
+                self._changed.notify_all()
+
+    def _persist(self, found: dict[str, dict[str, Any]], models: dict[tuple[str, int], bytes]) -> None:
+        """Blocking: keep the champions and the served versions' files on disk for a later outage."""
+        self.store.save_champions(found)
+        for (pair, version), data in models.items():
+            self.store.save_model(pair, version, data)
+        self.store.keep_models(models)
+
+    def _prune(self) -> None:
+        for pair in {p for p, _ in self._bytes}:
+            versions = sorted((v for p, v in self._bytes if p == pair), reverse=True)
+            current = self.targets.get(pair, {}).get("version")
+            keep = set(versions[:KEEP_VERSIONS]) | ({current} if current is not None else set())
+            for version in versions:
+                if version not in keep:
+                    del self._bytes[(pair, version)]
+
+    def _rebuild_for(self, pairs: list[str]) -> None:
+        """Redeploy the application so that it gets a Forecaster for each new pair (rate-limited)."""
+        if time.monotonic() - self._last_rebuild < REBUILD_COOLDOWN_S:
+            return
+        self._last_rebuild = time.monotonic()
+        app_name = serve.get_replica_context().app_name
+        log.info("new champion pair(s) %s: rebuilding application %r", pairs, app_name)
+        asyncio.get_running_loop().run_in_executor(None, self._rebuild_logged, app_name)
+
+    def _rebuild_logged(self, app_name: str) -> None:
+        try:
+            self._rebuild(app_name, self.args)
+        except Exception:  # retried on a later poll, after the cooldown
+            log.exception("rebuilding application %r failed", app_name)
+
+    # --- API for the ingress and the forecasters -------------------------------------------------
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "generation": self.generation,
+            "targets": {pair: dict(summary) for pair, summary in self.targets.items()},
+            "served_pairs": self.served,
+            "pending_pairs": self.pending_pairs,
+            "pair_errors": dict(self.pair_errors),
+            "registry_ok": self.registry_ok,
+            "error": self.error,
+            "checked_at": iso(self.checked_at) if self.checked_at else None,
+            "poll_s": self.settings.registry_poll_s,
+        }
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Targets, generation and registry health now."""
+        return self._snapshot()
+
+    async def refresh(self) -> dict[str, Any]:
+        """Poll the registry now (admin reload / Airflow asset event) and return the new snapshot."""
+        await self._poll()
+        return self._snapshot()
+
+    async def wait_for_change(self, epoch: str, generation: int, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Return as soon as the targets move past ``generation`` (or after ``timeout_s``)."""
+        if epoch == self.epoch and self.generation <= generation:
+            async with self._changed:
+                try:
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: self.generation > generation), timeout=timeout_s
+                    )
+                except TimeoutError:
+                    pass
+        return self._snapshot()
+
+    async def model_bytes(self, pair: str, version: int) -> bytes:
+        """The ONNX file of ``pair`` ``version`` (from memory; downloaded if it was not prefetched)."""
+        key = (pair, int(version))
+        data = self._bytes.get(key)
+        if data is None:
+            data = await asyncio.to_thread(self.store.model, pair, int(version))
+        if data is None:
+            data = await asyncio.to_thread(model_bytes, self.settings, pair, int(version))
+            self._bytes[key] = data
+        return data

@@ -1,0 +1,86 @@
+"""Rolling-origin evaluation: fold arithmetic, no look-ahead, and ``mur backtest`` writing its files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mur.errors import DataValidationError
+from mur.evaluation.backtest import fold_origins
+
+
+def mur_backtest(*args: str) -> subprocess.CompletedProcess[str]:
+    """``mur backtest ARGS`` as a user runs it (no MLflow)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mur.cli", "backtest", *args, "--no-mlflow"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_fold_origins_tile_the_hours_before_end() -> None:
+    end = datetime(2025, 6, 1, tzinfo=UTC)
+    origins = fold_origins(end, 3, 24)
+    assert [o.isoformat() for o in origins] == [
+        "2025-05-29T00:00:00+00:00",
+        "2025-05-30T00:00:00+00:00",
+        "2025-05-31T00:00:00+00:00",
+    ]
+    with pytest.raises(DataValidationError, match="folds"):
+        fold_origins(end, 0, 24)
+
+
+def test_mur_backtest_on_bundled_data_writes_json_and_png(tmp_path: Path) -> None:
+    out = tmp_path / "bt"
+    proc = mur_backtest(
+        "btc_usdt",
+        "--folds",
+        "3",
+        "--fold-hours",
+        "24",
+        "--train-days",
+        "40",
+        "--epochs",
+        "1",
+        "--end",
+        "2025-06-01T00:00:00Z",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "pooled" in proc.stdout and "Diebold-Mariano p-value" in proc.stdout
+    doc = json.loads((out / "backtest.json").read_text())
+    assert [f["origin"] for f in doc["folds"]] == [
+        "2025-05-29T00:00:00Z",
+        "2025-05-30T00:00:00Z",
+        "2025-05-31T00:00:00Z",
+    ]
+    for fold in doc["folds"]:
+        assert fold["n"] == 24
+        # no look-ahead: every scored hour is at or after its origin, training ended at the origin
+        assert min(fold["timestamps"]) == fold["origin"]
+        assert fold["train_start"] < fold["origin"]
+    assert doc["pooled"]["n"] == 72 and 0 <= doc["pooled"]["dm_p_better"] <= 1
+    assert (out / "backtest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_backtest_refuses_too_little_history(tmp_path: Path) -> None:
+    proc = mur_backtest(
+        "btc_usdt",
+        "--folds",
+        "2",
+        "--train-days",
+        "5",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "candles before" in proc.stderr

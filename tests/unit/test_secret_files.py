@@ -1,0 +1,67 @@
+"""Secret files of the local stack: atomic, locked, private, and never silently regenerated."""
+
+from __future__ import annotations
+
+import json
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from mur.devstack import secret_files
+from mur.devstack.config import stack_secret
+from mur.errors import ConfigError
+from mur.settings import Settings
+
+
+def test_stack_secret_is_made_once_private_and_stable(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, runtime_dir=tmp_path)
+    first = stack_secret(settings)
+    assert len(first) >= 32 and stack_secret(settings) == first
+    path = next(tmp_path.glob("*.json"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left behind
+
+
+def test_an_empty_or_corrupt_secret_file_is_an_error_not_a_new_key(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, runtime_dir=tmp_path)
+    stack_secret(settings)
+    path = next(tmp_path.glob("*.json"))
+    for broken in ("", "{not json", "[1, 2]"):
+        path.write_text(broken)
+        with pytest.raises(ConfigError, match="empty or corrupt"):
+            stack_secret(settings)
+        assert path.read_text() == broken  # left for the operator to restore
+
+
+def test_parallel_first_starts_agree_on_one_key(tmp_path: Path) -> None:
+    path = tmp_path / "secrets.json"
+    made: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def start(i: int) -> None:
+        barrier.wait()
+        data = secret_files.ensure(path, lambda d: None if d else {"key": f"k{i}"})
+        made.append(data["key"])
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(made)) == 1 and json.loads(path.read_text())["key"] == made[0]
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "secrets.json"
+    secret_files.write(path, {"key": "old"})
+
+    def crash(*_args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(secret_files.os, "replace", crash)
+    with pytest.raises(OSError):
+        secret_files.write(path, {"key": "new"})
+    assert json.loads(path.read_text()) == {"key": "old"}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
