@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from pathlib import Path
@@ -71,8 +70,3 @@ def stack_secret(settings: Settings) -> str:
         return None if isinstance(key, str) and len(key) >= 32 else {"secret_key": secrets.token_urlsafe(32)}
 
     return str(secret_files.ensure(path, fill)["secret_key"])
-    key = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"secret_key": key}, fh)
-    return key

@@ -60,6 +60,23 @@ def test_first_training_is_quick_unless_configured_or_asked(tmp_path: Path) -> N
     assert stack.UpOptions(epochs=7).training_conf(configured) == {"num_workers": 1, "epochs": 7}
 
 
+def test_devstack_has_no_code_after_return_or_raise() -> None:
+    """Leftover statements after a ``return`` (as once in ``config.stack_secret``) are dead code that misleads."""
+    import ast
+
+    found = []
+    for path in sorted(Path(config.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                block = getattr(node, field, None)
+                if not isinstance(block, list):
+                    continue
+                for stmt, after in zip(block, block[1:], strict=False):
+                    if isinstance(stmt, ast.Return | ast.Raise | ast.Continue | ast.Break):
+                        found.append(f"{path.name}:{after.lineno}")
+    assert not found, f"unreachable code at {found}"
+
+
 # --- the service table ---------------------------------------------------------------------------------------
 def test_dash_gets_a_persistent_private_secret_key(tmp_path: Path) -> None:
     s = settings_for(tmp_path)
