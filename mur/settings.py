@@ -186,6 +186,8 @@ class Settings(BaseSettings):
         if self.env == "production":
             if (self.secret_key or "") in PLACEHOLDER_SECRETS:
                 raise ValueError("MUR_SECRET_KEY must be set to a real secret in production")
+            if self.s3_access_key in PLACEHOLDER_SECRETS | {"minioadmin"}:
+                raise ValueError("MUR_S3_ACCESS_KEY must not be the default minioadmin in production")
             if self.s3_secret_key in PLACEHOLDER_SECRETS | {"minioadmin"}:
                 raise ValueError("MUR_S3_SECRET_KEY must be set to a real secret in production")
             if self.pg_password in PLACEHOLDER_SECRETS | {"postgres"}:

@@ -7,7 +7,12 @@ from pydantic import ValidationError
 
 from mur.settings import Settings
 
-REAL = {"secret_key": "k" * 40, "s3_secret_key": "s" * 40, "pg_password": "p" * 24}
+REAL = {
+    "secret_key": "k" * 40,
+    "s3_access_key": "mur-app",
+    "s3_secret_key": "s" * 40,
+    "pg_password": "p" * 24,
+}
 
 
 def test_development_defaults_need_no_secrets() -> None:
@@ -24,6 +29,8 @@ def test_production_with_real_secrets_is_accepted() -> None:
     [
         ("secret_key", "change-me", "MUR_SECRET_KEY"),
         ("s3_secret_key", "minioadmin", "MUR_S3_SECRET_KEY"),
+        ("s3_access_key", "minioadmin", "MUR_S3_ACCESS_KEY"),
+        ("s3_access_key", "", "MUR_S3_ACCESS_KEY"),
         ("pg_password", "", "MUR_PG_PASSWORD"),
         ("pg_password", "postgres", "MUR_PG_PASSWORD"),
     ],
