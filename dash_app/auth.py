@@ -50,7 +50,8 @@ bp = Blueprint("auth", __name__)
 PAGES = ("/forecast", "/api", "/admin")
 SESSION_LIFETIME = timedelta(hours=12)
 INVALID_LOGIN = "Invalid username or password."
-USERNAME_UNAVAILABLE = "That username is not available."
+REGISTRATION_FAILED = "Registration failed: choose another username."
+"""The one answer to every refusal of a username, taken or not acceptable: it does not say which."""
 MAX_INVITE_LENGTH = 100
 
 
@@ -186,9 +187,10 @@ def _add_error(field: StringField | EmailField | PasswordField, message: str) ->
 def register() -> ResponseReturnValue:
     """Create a member account, if registration is open or with an invite (admins: ``mur users create``).
 
-    Every refusal of a well-formed form is a 400 on the form (a taken username included), so the status
-    does not single out existing usernames; attempts are rate limited per client IP, and in invite mode a
-    username is only looked at with a valid invite.
+    Every refusal of a well-formed form is a 400 on the form. A taken username gets the same status and
+    the same message as a username that is refused for any other reason (``REGISTRATION_FAILED``), so the
+    answer does not single out existing accounts; attempts are rate limited per client IP, and in invite
+    mode a username is only looked at with a valid invite.
     """
     context = get_context()
     settings = context.settings
@@ -223,10 +225,14 @@ def register() -> ResponseReturnValue:
                 invite_code=invite if mode == "invite" else None,
             )
     except ConflictError:
-        _add_error(form.username, USERNAME_UNAVAILABLE)
+        logger.info("registration refused: username taken")
+        _add_error(form.username, REGISTRATION_FAILED)
         return _register_page(form, mode, 400)
     except InvalidInputError as exc:  # weak password, bad username, email or invite
         message = str(exc)
+        if message.startswith("username"):  # answered exactly like a taken one
+            _add_error(form.username, REGISTRATION_FAILED)
+            return _register_page(form, mode, 400)
         target: StringField | EmailField | PasswordField = form.username
         if message.startswith("password"):
             target = form.password

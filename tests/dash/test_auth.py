@@ -3,6 +3,8 @@ rate limiting, cookie flags and the secret key rules."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from dash import Dash
 from dash_helpers import (
@@ -20,6 +22,7 @@ from dash_helpers import (
 from flask.testing import FlaskClient
 
 from dash_app.app import create_app, resolve_secret_key
+from dash_app.auth import REGISTRATION_FAILED
 from mur.db import Database, get_user_by_username
 from mur.errors import ConfigError
 from mur.settings import Settings
@@ -222,8 +225,17 @@ def test_new_password_ends_existing_sessions(client: FlaskClient, dash_database:
 def test_register_messages(client: FlaskClient, dash_database: Database) -> None:
     taken = make_user(dash_database)
     response = register(client, taken.username.upper())
-    # the same status as any other refusal of the form, so the status alone does not single out usernames
-    assert response.status_code == 400 and b"That username is not available." in response.data
+    # a taken username is answered exactly like a username refused for another reason (here: a leading
+    # space): same status, same message, same page but for the echoed name and the CSRF token
+    refused = register(client, " " + random_name())
+    assert response.status_code == refused.status_code == 400
+    assert REGISTRATION_FAILED.encode() in response.data and REGISTRATION_FAILED.encode() in refused.data
+    assert b"taken" not in response.data.lower() and b"not available" not in response.data
+
+    def page(body: bytes) -> bytes:
+        return re.sub(rb'value="[^"]*"', b'value=""', body)
+
+    assert page(response.data) == page(refused.data)
     weak = register(client, random_name(), password="aaaaaaaaaaaa")
     assert weak.status_code == 400 and b"must not repeat a single character" in weak.data
     mismatch = client.post(
