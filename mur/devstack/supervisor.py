@@ -6,8 +6,9 @@ then SIGKILL after ``stop_timeout_s``). Start is idempotent: a healthy service i
 file is removed, a port held by some other program is an error.
 
 Files: ``{runtime_dir}/pids/NAME.pid`` (session id), ``NAME.lock`` (serialises start/stop of NAME across
-processes), ``{runtime_dir}/logs/NAME.log`` (stdout+stderr, appended, one header line per start). The
-services are :func:`mur.devstack.services.stack_services` unless a ``services`` table is passed.
+processes), ``{runtime_dir}/logs/NAME.log`` (stdout+stderr, appended, one header line per start; written by
+:mod:`mur.devstack.logwriter`, which rotates it to ``NAME.log.1`` at ``LOG_ROTATE_BYTES`` while the service
+runs, so a log never grows without bound). The services are :func:`mur.devstack.services.stack_services` unless a ``services`` table is passed.
 Linux only (``/proc``).
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from mur.devstack.health import COMMAND_PROBE_INTERVAL_S, check_text, port_open, probe
-from mur.devstack.processes import memory_mb, session_members, terminate
+from mur.devstack.processes import STACK_MARKER, memory_mb, session_members, terminate
 from mur.devstack.services import CORE_SERVICES as CORE_SERVICES
 from mur.devstack.services import Service, stack_services
 from mur.errors import MurError, ServiceError
@@ -32,6 +34,10 @@ if TYPE_CHECKING:
     from mur.settings import Settings
 
 LOG_ROTATE_BYTES = 50 * 1024 * 1024
+"""A service's log is rotated when it would grow past this, at start and while the service runs."""
+LOG_BACKUPS = 1
+"""Rotated logs kept per service (``NAME.log.1`` …): at most about ``(LOG_BACKUPS + 1) × LOG_ROTATE_BYTES``."""
+LOG_WRITER = Path(__file__).with_name("logwriter.py")
 
 Progress = Callable[[str], None]
 
@@ -128,7 +134,13 @@ def _log_tail(path: Path, offset: int = 0, lines: int = 25) -> str:
 
 
 def _wait_healthy(
-    service: Service, sid: int, proc: subprocess.Popen[bytes] | None, timeout_s: float, log: Path, offset: int
+    service: Service,
+    sid: int,
+    proc: subprocess.Popen[bytes] | None,
+    timeout_s: float,
+    log: Path,
+    offset: int,
+    writer: subprocess.Popen[bytes] | None = None,
 ) -> None:
     """Poll the health check until it passes; fail early when the process dies."""
     deadline = time.monotonic() + timeout_s
@@ -143,6 +155,9 @@ def _wait_healthy(
         elif proc is None and not session_members(sid):
             died = "exited (no process left)"
         if died:
+            if writer is not None:  # let the log writer drain what the service wrote last
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    writer.wait(timeout=2.0)
             raise ServiceError(
                 f"{service.name} {died} before answering {check}; last lines of {log}:\n"
                 + _log_tail(log, offset)
@@ -178,10 +193,10 @@ def start_service(settings: Settings, service: Service, *, progress: Progress | 
         say(f"starting {service.name} …")
         if service.before_start is not None:
             service.before_start()
-        proc, offset = _launch(settings, service, log)
+        proc, offset, writer = _launch(settings, service, log)
         pid_path(settings, service.name).write_text(f"{proc.pid}\n")
         try:
-            _wait_healthy(service, proc.pid, proc, service.start_timeout_s, log, offset)
+            _wait_healthy(service, proc.pid, proc, service.start_timeout_s, log, offset, writer)
             if service.after_start is not None:
                 service.after_start()
         except BaseException as exc:
@@ -206,33 +221,57 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _launch(settings: Settings, service: Service, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """Spawn the service in a new session with output appended to its log; return (process, log offset)."""
+def _launch(
+    settings: Settings, service: Service, log: Path
+) -> tuple[subprocess.Popen[bytes], int, subprocess.Popen[bytes]]:
+    """Spawn the service in a new session, its output piped to a log writer; return (process, offset, writer).
+
+    The writer (:mod:`mur.devstack.logwriter`) runs in a session of its own, so stopping the service's
+    session leaves it to drain the pipe and exit at EOF; it carries no stack marker, so it never counts as
+    a leftover of the stack.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     pid_path(settings, service.name).parent.mkdir(parents=True, exist_ok=True)
     cwd = service.cwd or Path(settings.runtime_dir)
     cwd.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **service.env}
-    if _size(log) > LOG_ROTATE_BYTES:  # keep one previous log; a running service's log is never moved
+    if _size(log) > LOG_ROTATE_BYTES:  # a fresh log for each start once the current one is big
         os.replace(log, log.with_name(log.name + ".1"))
     with open(log, "ab") as fh:
         offset = fh.tell()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         fh.write(f"\n===== {stamp} mur starts {service.name}: {' '.join(service.command)}\n".encode())
-        fh.flush()
-        try:
-            proc = subprocess.Popen(
-                service.command,
-                stdin=subprocess.DEVNULL,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=cwd,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise ServiceError(f"{service.name}: cannot run {service.command[0]}: {exc}") from exc
-    return proc, offset
+    read_end, write_end = os.pipe()
+    try:
+        writer = subprocess.Popen(
+            [sys.executable, "-I", str(LOG_WRITER), str(log)]
+            + ["--max-bytes", str(LOG_ROTATE_BYTES), "--backups", str(LOG_BACKUPS)],
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={k: v for k, v in os.environ.items() if k != STACK_MARKER},
+            start_new_session=True,
+        )
+    except OSError as exc:
+        os.close(write_end)
+        raise ServiceError(f"{service.name}: cannot start its log writer: {exc}") from exc
+    finally:
+        os.close(read_end)
+    try:
+        proc = subprocess.Popen(
+            service.command,
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise ServiceError(f"{service.name}: cannot run {service.command[0]}: {exc}") from exc
+    finally:
+        os.close(write_end)  # the service holds it now; at EOF (the service gone) the writer exits
+    return proc, offset, writer
 
 
 def stop_service(settings: Settings, service: Service, *, progress: Progress | None = None) -> StopResult:

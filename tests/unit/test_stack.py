@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -238,3 +239,64 @@ def test_leftovers_are_the_processes_carrying_the_stack_marker(tmp_path: Path) -
         child.kill()
         child.wait()
     assert child.pid not in [pid for pid, _ in processes.leftover_processes(s)]
+
+
+# --- logs of running services --------------------------------------------------------------------------------
+CHATTY = """
+import socket, sys, time
+server = socket.socket()
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen()
+line = "x" * 99 + "\\n"
+for _ in range(20):
+    sys.stdout.write(line * 100)
+    sys.stdout.flush()
+    time.sleep(0.05)
+print("DONE", flush=True)
+time.sleep(600)
+"""
+
+
+def _writers_of(log: Path) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if str(supervisor.LOG_WRITER).encode() in cmd and str(log).encode() in cmd:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_running_services_log_is_rotated_by_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16 #19: the log of a service that keeps writing stays bounded while it runs, not only at start."""
+    limit = 32 * 1024
+    monkeypatch.setattr(supervisor, "LOG_ROTATE_BYTES", limit)
+    s = settings_for(tmp_path)
+    with socket.socket() as free:  # a free port for the health check; the service binds it
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    chatty = Service(name="chatty", command=[sys.executable, "-c", CHATTY, str(port)], port=port)
+    log = supervisor.log_path(s, "chatty")
+    started = supervisor.start_service(s, chatty)
+    try:
+        assert started.action == "started"
+        deadline = time.monotonic() + 30
+        while b"DONE" not in log.read_bytes():
+            assert time.monotonic() < deadline, "the service's output did not reach its log"
+            time.sleep(0.1)
+        assert supervisor.running_pid(s, "chatty") == started.pid  # rotated under a running service
+        rotated = log.with_name(log.name + ".1")
+        assert rotated.exists(), "the log was never rotated while the service ran"
+        slack = 64 * 1024  # one read chunk of the writer
+        assert log.stat().st_size <= limit + slack and rotated.stat().st_size <= limit + slack
+        assert not log.with_name(log.name + ".2").exists()  # LOG_BACKUPS = 1: the oldest output is dropped
+        assert b"x" * 99 in rotated.read_bytes()  # what was written is there, in order, not lost
+    finally:
+        supervisor.stop_service(s, chatty)
+    deadline = time.monotonic() + 10
+    while _writers_of(log):  # the writer exits at EOF once the service is gone
+        assert time.monotonic() < deadline, "the log writer outlived its service"
+        time.sleep(0.1)
