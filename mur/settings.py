@@ -33,6 +33,12 @@ class Settings(BaseSettings):
 
     # --- market data ---------------------------------------------------------------------------
     market_data: Literal["bundled", "binance"] = "bundled"
+    synthetic_pairs: int = Field(
+        default=0,
+        ge=0,
+        le=9999,
+        description="offer N synthetic pairs syn001_usdt… derived from the bundled data (scale tests only)",
+    )
     binance_api_url: str | None = Field(default=None, description="override python-binance's API URL")
     binance_api_key: str | None = None
     binance_api_secret: str | None = None
@@ -120,6 +126,18 @@ class Settings(BaseSettings):
     serve_downscale_delay_s: float = Field(
         default=120.0, ge=0, description="autoscaling: idle before removing"
     )
+    serve_models_per_replica: int = Field(
+        default=256, ge=1, description="multiplexed Forecaster: models kept per replica (LRU size)"
+    )
+    serve_preload_champions: bool = Field(
+        default=True, description="a new Forecaster replica loads the champions (up to the LRU size) at start"
+    )
+    serve_cold_load_timeout_s: float = Field(
+        default=10.0, gt=0, description="how long a request waits for a model not in the LRU (then 503)"
+    )
+    serve_dedicated_pairs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="hot pairs served by their own autoscaled deployment"
+    )
     market_now: datetime | None = Field(
         default=None,
         description="the serving market cache's clock start (None: wall clock; bundled data: its end)",
@@ -169,7 +187,7 @@ class Settings(BaseSettings):
     )
     registration_window_s: int = Field(default=3600, ge=1)
 
-    @field_validator("pairs", mode="before")
+    @field_validator("pairs", "serve_dedicated_pairs", mode="before")
     @classmethod
     def _split_pairs(cls, value: object) -> object:
         if isinstance(value, str):

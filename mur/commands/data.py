@@ -139,9 +139,10 @@ def serve(
 ) -> None:
     """Serve the bundled candles over a Binance-compatible REST API until Ctrl-C."""
     from mur.devstack.replay import make_server
+    from mur.settings import get_settings
 
     try:
-        server = make_server(host, port)
+        server = make_server(host, port, synthetic=get_settings().synthetic_pairs)
     except OSError as exc:
         raise ServiceError(f"replay server cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     typer.echo(f"Binance replay server on {server.url} ({', '.join(sorted(server.store))}, 1h)")

@@ -4,6 +4,7 @@
 - :mod:`mur.data.user_csv`: a user's own candles CSV;
 - :mod:`mur.data.bundled`: the dataset shipped in ``mur/data/klines``;
 - :mod:`mur.data.binance`: Binance's REST API (or the local replay server);
+- :mod:`mur.data.synthetic`: synthetic pairs (``syn001_usdt`` …) derived from the bundled series, for scale;
 - :mod:`mur.data.source`: the :class:`MarketData` protocol and the source the settings choose.
 
 This module only re-exports the public names; see ``docs/data.md``.
@@ -22,6 +23,7 @@ from mur.data.candles import (
     validate_candles,
 )
 from mur.data.source import MarketData, get_market_data
+from mur.data.synthetic import SyntheticPairs, is_synthetic, load_synthetic, synthetic_pairs
 from mur.data.user_csv import load_candles_csv
 
 __all__ = [
@@ -31,14 +33,18 @@ __all__ = [
     "BinanceMarketData",
     "BundledMarketData",
     "MarketData",
+    "SyntheticPairs",
     "bundled_pairs",
     "format_ts",
     "get_market_data",
+    "is_synthetic",
     "load_bundled",
     "load_candles_csv",
+    "load_synthetic",
     "missing_hours",
     "read_bundled_csv",
     "regularize_hourly",
+    "synthetic_pairs",
     "typed_klines_frame",
     "validate_candles",
 ]

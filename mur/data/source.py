@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from mur.data.binance import BinanceMarketData
 from mur.data.bundled import BundledMarketData
+from mur.data.synthetic import SyntheticPairs
 from mur.errors import MarketDataError
 
 if TYPE_CHECKING:
@@ -41,5 +42,7 @@ def get_market_data(settings: Settings | None = None) -> MarketData:
     if settings.market_data == "binance":
         return BinanceMarketData(settings)
     if settings.market_data == "bundled":
+        if settings.synthetic_pairs > 0:  # scale tests: syn001_usdt … (mur/data/synthetic.py)
+            return SyntheticPairs(BundledMarketData(), settings.synthetic_pairs)
         return BundledMarketData()
     raise MarketDataError(f"unknown market data source {settings.market_data!r} (bundled or binance)")

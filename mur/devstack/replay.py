@@ -154,6 +154,44 @@ def load_symbol_data(pair: str) -> SymbolData:
     )
 
 
+def synthetic_symbol_data(pair: str) -> SymbolData:
+    """A synthetic pair (``syn001_usdt``, :mod:`mur.data.synthetic`) as :class:`SymbolData`."""
+    import numpy as np
+
+    from mur.data import load_synthetic
+    from mur.pairs import pair_to_symbol
+
+    frame = load_synthetic(pair)
+    open_ms = frame["timestamp"].astype("int64").to_numpy() // 1_000_000
+    close_ms = frame["close_time"].astype("int64").to_numpy() // 1_000_000
+    num = {c: frame[c].to_numpy() for c in ("open", "high", "low", "close", "volume", "quote_av")}
+    extra = {c: frame[c].to_numpy() for c in ("trades", "tb_base_av", "tb_quote_av", "ignore")}
+    rows = [
+        json.dumps(
+            [
+                int(open_ms[i]),
+                *(f"{float(num[c][i]):.8f}" for c in ("open", "high", "low", "close", "volume")),
+                int(close_ms[i]),
+                f"{float(num['quote_av'][i]):.8f}",
+                int(extra["trades"][i]),
+                f"{float(extra['tb_base_av'][i]):.8f}",
+                f"{float(extra['tb_quote_av'][i]):.8f}",
+                str(int(extra["ignore"][i])),
+            ],
+            separators=(",", ":"),
+        )
+        for i in range(len(frame))
+    ]
+    base, quote = pair.split("_")
+    return SymbolData(
+        symbol=pair_to_symbol(pair),
+        base_asset=base.upper(),
+        quote_asset=quote.upper(),
+        open_times=open_ms.astype(np.int64),
+        rows=np.array(rows, dtype=object),
+    )
+
+
 def _server_time() -> int:
     return int(time.time() * 1000)
 
@@ -296,16 +334,19 @@ def make_server(
     *,
     pairs: Iterable[str] | None = None,
     handler_class: type[ReplayHandler] = ReplayHandler,
+    synthetic: int = 0,
 ) -> ReplayServer:
-    """Bind a replay server over the bundled ``pairs`` (default: all); ``port=0`` picks a free port.
+    """Bind a replay server over the bundled ``pairs`` (default: all) and the first ``synthetic`` synthetic
+    pairs (``syn001_usdt`` …, :mod:`mur.data.synthetic`); ``port=0`` picks a free port.
 
     Raises ``OSError`` when the address cannot be bound. Call ``serve_forever()`` (or
     :func:`serve_forever_in_thread`) to start answering.
     """
-    from mur.data import bundled_pairs
+    from mur.data import bundled_pairs, synthetic_pairs
 
     chosen = list(pairs) if pairs is not None else bundled_pairs()
     store = {data.symbol: data for data in (load_symbol_data(pair) for pair in chosen)}
+    store.update((d.symbol, d) for d in (synthetic_symbol_data(p) for p in synthetic_pairs(synthetic)))
     return ReplayServer((host, port), store, handler_class)
 
 
@@ -325,9 +366,10 @@ def running_replay_server(
     *,
     pairs: Iterable[str] | None = None,
     handler_class: type[ReplayHandler] = ReplayHandler,
+    synthetic: int = 0,
 ) -> Iterator[ReplayServer]:
     """A replay server serving in a background thread for the ``with`` block (for tests and scripts)."""
-    server = make_server(host, port, pairs=pairs, handler_class=handler_class)
+    server = make_server(host, port, pairs=pairs, handler_class=handler_class, synthetic=synthetic)
     thread = serve_forever_in_thread(server)
     try:
         yield server
