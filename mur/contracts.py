@@ -21,7 +21,19 @@ from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model
 
 RESULT_MARKER = "MUR_RESULT "
 """Prefix of the result line a training job prints last on stdout."""
-VERSION_TAG_KEYS = ("model", "persistence", "linear", "skill", "test_window", "n_test", "significance")
+VERSION_TAG_KEYS = (
+    "model",
+    "persistence",
+    "linear",
+    "skill",
+    "test_window",
+    "n_test",
+    "significance",
+    "quantile_levels",
+    "interval_skill",
+    "coverage",
+    "horizons",
+)
 """The part of a metrics document stored on a registered version (tag ``metrics_json``)."""
 PREDICTORS = ("model", "persistence", "linear")
 
@@ -65,6 +77,46 @@ class Significance(BaseModel):
     """One-sided exact binomial p-value of "directions right more often than a coin flip"."""
 
 
+class IntervalMetrics(BaseModel):
+    """Scores of one interval forecast (the outer two quantile levels) on the test targets
+    (:func:`mur.evaluation.intervals.interval_metrics`)."""
+
+    coverage: float
+    """Share of outcomes inside the interval (nominal: ``interval_level``)."""
+    width: float
+    """Mean width relative to the last close."""
+    winkler: float
+    """Mean Winkler (interval) score, in the quote currency: lower is better."""
+    pinball: float
+    """Mean pinball loss over all quantile levels, in the quote currency."""
+
+
+class HorizonMetrics(BaseModel):
+    """Out-of-sample scores of the forecast ``hours`` ahead: the median vs persistence, the interval vs
+    baselines (a) ``naive`` (fixed empirical quantiles) and (b) ``ewma`` (EWMA volatility x hour of day)."""
+
+    hours: int
+    n: int
+    model: PredictorMetrics
+    persistence: PredictorMetrics
+    skill: float
+    """Point skill of the median: ``1 - MAE_model / MAE_persistence``."""
+    dm_p_worse: float
+    dm_p_better: float
+    direction_p_value: float
+    interval_level: float
+    interval: IntervalMetrics
+    naive: IntervalMetrics
+    ewma: IntervalMetrics
+    interval_skill: float
+    """``1 - Winkler_model / Winkler_naive`` (> 0: better ranges than baseline (a))."""
+    interval_skill_vs_ewma: float
+    interval_skill_se: float | None = None
+    interval_dm_p_worse: float
+    """One-sided DM p-value of "the model's Winkler score is larger than the naive one's"."""
+    interval_dm_p_better: float
+
+
 _TRAINING_EXTRAS = ("best_epoch", "epochs_run", "train_seconds", "num_workers", "filled_hours")
 
 
@@ -91,6 +143,13 @@ class MetricsDocument(BaseModel):
     n_test: int
     significance: Significance | None = None
     """None in documents written before significance was recorded."""
+    quantile_levels: list[float] | None = None
+    interval_skill: float | None = None
+    """1 h interval skill vs the naive baseline (None: a point-only model)."""
+    coverage: float | None = None
+    """1 h coverage of the interval of the outer levels."""
+    horizons: list[HorizonMetrics] | None = None
+    """Per-horizon scores (None in documents of point-only models)."""
     best_epoch: int | None = None
     epochs_run: int | None = None
     train_seconds: float | None = None
@@ -115,12 +174,20 @@ class MetricsDocument(BaseModel):
             for key, value in getattr(self, who).model_dump().items()
         }
         flat["skill"] = float(self.skill)
+        for h in self.horizons or []:
+            flat[f"h{h.hours}_skill"] = h.skill
+            flat[f"h{h.hours}_interval_skill"] = h.interval_skill
+            flat[f"h{h.hours}_interval_skill_vs_ewma"] = h.interval_skill_vs_ewma
+            flat[f"h{h.hours}_coverage"] = h.interval.coverage
+            flat[f"h{h.hours}_winkler"] = h.interval.winkler
+            flat[f"h{h.hours}_naive_winkler"] = h.naive.winkler
+            flat[f"h{h.hours}_ewma_winkler"] = h.ewma.winkler
         return flat
 
     def version_tag_json(self) -> str:
         """The tag ``metrics_json`` of a registered version: the test-span part of the document."""
         data = self.model_dump(mode="json")
-        return json.dumps({k: data[k] for k in VERSION_TAG_KEYS})
+        return json.dumps({k: data.get(k) for k in VERSION_TAG_KEYS}, separators=(",", ":"))
 
     @classmethod
     def from_version_tags(cls, tags: Mapping[str, str]) -> MetricsDocument | None:
@@ -162,6 +229,7 @@ class CompactResult(BaseModel):
     reason: str = ""
     mae: float | None = None
     skill: float | None = None
+    interval_skill: float | None = None
     reused: bool = False
     run_id: str | None = None
     job_id: str | None = None
@@ -222,6 +290,11 @@ class TrainingResult(BaseModel):
             reason=self.reason,
             mae=None if self.mae is None else round(float(self.mae), 8),
             skill=None if self.skill is None else round(float(self.skill), 8),
+            interval_skill=(
+                None
+                if self.metrics is None or self.metrics.interval_skill is None
+                else round(float(self.metrics.interval_skill), 8)
+            ),
             reused=self.reused,
             run_id=self.run_id,
             job_id=self.job_id,

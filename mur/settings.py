@@ -47,7 +47,20 @@ class Settings(BaseSettings):
     gap_policy: Literal["ffill"] = "ffill"
 
     # --- features / model ----------------------------------------------------------------------
-    seq_len: int = Field(default=24, ge=2)
+    seq_len: int = Field(default=24, ge=2, description="hours the recurrent core reads")
+    context_len: int = Field(
+        default=168, ge=26, description="hours of candles the model takes (volatility context, >= seq_len)"
+    )
+    feature_set: Literal["extended", "reference"] = Field(
+        default="extended", description="extended = the reference 9 columns + hour + volume"
+    )
+    horizons: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [1, 4, 24], description="forecast horizons in hours (comma list)"
+    )
+    quantile_levels: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [0.05, 0.5, 0.95],
+        description="quantile levels (comma list, >= 3 including 0.5; the outer two form the interval)",
+    )
     normalization: Literal["relative", "reference"] = "relative"
     arch: Literal["lstm", "gru"] = "lstm"
     hidden_size: int = Field(default=32, ge=1)
@@ -186,6 +199,23 @@ class Settings(BaseSettings):
         default=5, ge=1, description="registration attempts per client IP within registration_window_s"
     )
     registration_window_s: int = Field(default=3600, ge=1)
+
+    @field_validator("horizons", "quantile_levels", mode="before")
+    @classmethod
+    def _split_numbers(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip().strip("[]")
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_forecast_shape(self) -> Settings:
+        from mur.model.quantile_config import check_quantile_config
+
+        check_quantile_config(tuple(self.horizons), tuple(self.quantile_levels))
+        if self.context_len < self.seq_len + 1:
+            raise ValueError(f"context_len ({self.context_len}) must exceed seq_len ({self.seq_len})")
+        return self
 
     @field_validator("pairs", "serve_dedicated_pairs", mode="before")
     @classmethod

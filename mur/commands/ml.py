@@ -24,7 +24,7 @@ def print_metrics_table(docs: list[MetricsDocument], title: str = "Evaluation on
 
     from mur.evaluation.metrics import verdict
 
-    console = Console()
+    console = Console(width=max(150, Console().width))
     for doc in docs:
         table = Table(
             title=f"{title}: {doc.pair} · {doc.arch} · {doc.normalization} · "
@@ -52,6 +52,58 @@ def print_metrics_table(docs: list[MetricsDocument], title: str = "Evaluation on
                 f"p(model worse)={sig.dm_p_worse:.3g}; skill ± {se} (1 s.e.); direction "
                 f"{sig.direction_hits}/{sig.direction_n} right, binomial p={sig.direction_p_value:.3g}"
             )
+        if doc.horizons:
+            console.print(horizon_table(doc))
+
+
+def horizon_table(doc: MetricsDocument) -> Any:
+    """Per horizon: the median vs persistence, and the interval vs baselines (a) naive and (b) EWMA."""
+    from rich.table import Table
+
+    level = doc.horizons[0].interval_level if doc.horizons else 0.9
+    table = Table(
+        title=f"{doc.pair}: forecasts per horizon, {level:.0%} intervals · (a) naive quantiles · "
+        "(b) EWMA volatility x hour of day",
+        caption="interval skill = 1 - Winkler_model / Winkler_baseline (> 0: better ranges); "
+        "coverage should be near the nominal level",
+    )
+    for col in (
+        "horizon",
+        "n",
+        "point skill",
+        "DM p(worse)",
+        "dir. acc.",
+        "coverage",
+        "cov. (a)",
+        "cov. (b)",
+        "width %",
+        "Winkler",
+        "Winkler (a)",
+        "Winkler (b)",
+        "int. skill vs (a)",
+        "vs (b)",
+        "pinball",
+    ):
+        table.add_column(col, justify="right")
+    for h in doc.horizons or []:
+        table.add_row(
+            f"{h.hours} h",
+            str(h.n),
+            f"{h.skill:+.4f}",
+            f"{h.dm_p_worse:.3g}",
+            f"{h.model.directional_accuracy:.3f}",
+            f"{h.interval.coverage:.3f}",
+            f"{h.naive.coverage:.3f}",
+            f"{h.ewma.coverage:.3f}",
+            f"{100 * h.interval.width:.3f}",
+            f"{h.interval.winkler:.5g}",
+            f"{h.naive.winkler:.5g}",
+            f"{h.ewma.winkler:.5g}",
+            f"{h.interval_skill:+.4f}",
+            f"{h.interval_skill_vs_ewma:+.4f}",
+            f"{h.interval.pinball:.5g}",
+        )
+    return table
 
 
 def echo_registration(result: TrainingResult) -> None:
@@ -224,7 +276,7 @@ def backtest(
     from mur.model.export import export_onnx
     from mur.settings import get_settings
     from mur.timeutil import parse_time
-    from mur.training.driver import load_candles, prepare
+    from mur.training.driver import calibrate, load_candles, prepare
     from mur.training.loop import LocalFit
     from mur.training.params import model_config, train_config
 
@@ -242,7 +294,8 @@ def backtest(
         ds = prepare(settings, history)
         outcome = LocalFit()(ds.model_arrays("train"), ds.model_arrays("val"), mcfg, tcfg)
         with tempfile.TemporaryDirectory() as tmp:
-            path = export_onnx(outcome.model, ds.spec, Path(tmp) / "model.onnx", ds.x[ds.split.test][:64])
+            model = calibrate(outcome.model, ds)
+            path = export_onnx(model, Path(tmp) / "model.onnx", ds.x[ds.split.test][:64])
             return path.read_bytes()
 
     report = run_backtest(

@@ -87,14 +87,18 @@ def fold_origins(end: datetime, folds: int, fold_hours: int) -> list[datetime]:
 
 
 def test_windows(
-    candles: pd.DataFrame, origin: datetime, hours: int, seq_len: int
+    candles: pd.DataFrame,
+    origin: datetime,
+    hours: int,
+    seq_len: int,
+    features: tuple[str, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Raw model windows, targets and target times for the hours ``[origin, origin + hours)``.
 
     Each window holds the ``seq_len`` candles before its target hour (history before the origin is input,
     never target). ``candles`` must be on a regular hourly grid.
     """
-    from mur.model.features import make_features, make_windows
+    from mur.model.features import FEATURE_NAMES, make_features, make_windows
 
     ts = pd.DatetimeIndex(candles["timestamp"])
     o = pd.Timestamp(origin)
@@ -105,7 +109,7 @@ def test_windows(
     part = candles.iloc[first:stop]
     if len(part) <= seq_len:
         raise DataValidationError(f"no candles after the origin {iso(origin)}")
-    x, y = make_windows(make_features(part), seq_len)
+    x, y = make_windows(make_features(part, features or FEATURE_NAMES), seq_len)
     return x, y, pd.DatetimeIndex(part["timestamp"]).to_numpy()[seq_len:]
 
 
@@ -124,7 +128,8 @@ def run_backtest(
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> BacktestReport:
     """Walk forward over ``candles`` (regular hourly grid, as loaded for training) and score each fold."""
-    from mur.model.export import load_session, run_session
+    from mur.model.export import load_session, model_metadata, run_session
+    from mur.model.inference import model_seq_len
 
     if window not in ("sliding", "expanding"):
         raise DataValidationError(f"window must be 'sliding' or 'expanding', got {window!r}")
@@ -145,7 +150,9 @@ def run_backtest(
             )
         progress(f"fold {k}/{folds}: training on {iso(start)} .. {iso(origin)} ({len(history)} h)")
         session = load_session(train(history))
-        x, y, target_ts = test_windows(candles, origin, fold_hours, seq_len)
+        x, y, target_ts = test_windows(
+            candles, origin, fold_hours, model_seq_len(session), tuple(model_metadata(session)["features"])
+        )
         pred = np.asarray(run_session(session, x), dtype=np.float64).reshape(-1)
         last = persistence_forecast(x)
         m, p = regression_metrics(pred, y, last), regression_metrics(last, y, last)

@@ -14,6 +14,7 @@ import numpy as np
 from mur.evaluation.significance import point_evidence
 from mur.model.features import (
     CLOSE_IDX,
+    Dataset,
     FeatureSpec,
     denormalize_outputs,
     normalize_inputs,
@@ -101,6 +102,68 @@ def evaluate_all(
         "n_test": int(len(y_test)),
         "significance": evidence,
     }
+
+
+def evaluate_horizons(
+    quantiles: np.ndarray, ds: Dataset, idx: np.ndarray, levels: tuple[float, ...]
+) -> list[dict]:
+    """Per horizon, on the same targets: the median vs persistence (point metrics, skill, DM and binomial
+    tests) and the interval of the outer levels vs baselines (a) naive and (b) EWMA (coverage, width,
+    Winkler, pinball, interval skill with its standard error and a DM test on Winkler scores).
+
+    ``quantiles`` are the model's price quantiles ``(n, H, L)`` for the windows ``idx`` of ``ds``. Both
+    baselines are fitted on the candles before the first of these targets.
+    """
+    from mur.evaluation.intervals import baseline_quantiles, interval_metrics, winkler_scores
+    from mur.evaluation.significance import diebold_mariano, skill_standard_error
+
+    assert ds.features is not None and ds.row_hour is not None
+    idx = np.asarray(idx)
+    x = ds.x[idx]
+    last = persistence_forecast(x)
+    targets = ds.horizon_targets[idx]
+    rows = ds.last_row(idx)
+    train_end = int(rows[0]) + 1  # the baselines see every candle up to the first forecast's origin
+    base = baseline_quantiles(
+        ds.features, ds.feature_names, ds.row_hour, train_end, rows, ds.horizons, levels
+    )
+    mid = levels.index(0.5)
+    alpha = 1.0 - (levels[-1] - levels[0])
+    out = []
+    for j, hours in enumerate(ds.horizons):
+        y, q = targets[:, j], np.asarray(quantiles)[:, j, :]
+        median = q[:, mid]
+        model, pers = regression_metrics(median, y, last), regression_metrics(last, y, last)
+        evidence = point_evidence(median, y, last, horizon=hours)
+        w_model = winkler_scores(q[:, 0], q[:, -1], y, alpha)
+        w_naive = winkler_scores(base["naive"][:, j, 0], base["naive"][:, j, -1], y, alpha)
+        scores = {
+            "interval": interval_metrics(q, y, last, levels),
+            "naive": interval_metrics(base["naive"][:, j, :], y, last, levels),
+            "ewma": interval_metrics(base["ewma"][:, j, :], y, last, levels),
+        }
+        dm = diebold_mariano(w_model, w_naive, horizon=hours, loss="absolute")
+        se = skill_standard_error(w_model, w_naive, horizon=hours)
+        out.append(
+            {
+                "hours": int(hours),
+                "n": int(len(y)),
+                "model": model,
+                "persistence": pers,
+                "skill": skill(model["mae"], pers["mae"]),
+                "dm_p_worse": evidence["dm_p_worse"],
+                "dm_p_better": evidence["dm_p_better"],
+                "direction_p_value": evidence["direction_p_value"],
+                "interval_level": round(1.0 - alpha, 10),
+                **scores,
+                "interval_skill": skill(scores["interval"]["winkler"], scores["naive"]["winkler"]),
+                "interval_skill_vs_ewma": skill(scores["interval"]["winkler"], scores["ewma"]["winkler"]),
+                "interval_skill_se": se if math.isfinite(se) else None,
+                "interval_dm_p_worse": dm.p_worse,
+                "interval_dm_p_better": dm.p_better,
+            }
+        )
+    return out
 
 
 def verdict(skill_value: float) -> str:

@@ -13,8 +13,22 @@ index  name            raw value (what the ONNX model takes)
 8      close_minus_open      close − open
 =====  ==============  ====================================================
 
-Two normalizations (``relative`` default, ``reference``) are described by :class:`FeatureSpec`; the same
-spec is folded into the exported ONNX graph (see :mod:`mur.model.export`), so clients send raw candles.
+The **extended** feature set (the default) appends two columns that carry volatility information:
+
+=====  ==============  ====================================================
+9      hour            0 … 23 (UTC) of the candle's open time
+10     volume          base-asset volume of the candle
+=====  ==============  ====================================================
+
+A model's columns are named, in order, in its ONNX metadata ``mur.features``; the first nine are always
+the reference set above, so the index constants below hold for both sets. Two normalizations
+(``relative`` default, ``reference``) are described by :class:`FeatureSpec`; the same spec is folded into
+the exported ONNX graph (see :mod:`mur.model.export`), so clients send raw candles.
+
+Targets: besides the next-hour close ``y``, a dataset carries the closes ``y_h`` at each forecast horizon
+(hours after the window's last candle). Spans are assigned by the window's *first* target and windows whose
+*last* target crosses into the next span are purged, so no training target is ever a validation or test
+target (:func:`chronological_split`).
 """
 
 from __future__ import annotations
@@ -39,6 +53,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "close_minus_open",
 )
 N_FEATURES = len(FEATURE_NAMES)
+"""Columns of the reference feature set (also the first columns of the extended set)."""
+EXTENDED_FEATURE_NAMES: tuple[str, ...] = (*FEATURE_NAMES, "hour", "volume")
+FEATURE_SETS: dict[str, tuple[str, ...]] = {"extended": EXTENDED_FEATURE_NAMES, "reference": FEATURE_NAMES}
+FEATURE_VOCABULARY: frozenset[str] = frozenset(EXTENDED_FEATURE_NAMES)
+"""Every column name a model's ``mur.features`` may list."""
 CALENDAR_IDX = (0, 1, 2, 3)
 PRICE_IDX = (4, 5, 6, 7)
 SPREAD_IDX = 8
@@ -70,11 +89,14 @@ class FeatureSpec:
         d["col_min"] = list(self.col_min)
         d["col_max"] = list(self.col_max)
         d["input"] = {
-            "shape": ["batch", self.seq_len, N_FEATURES],
+            "shape": ["batch", self.seq_len, len(self.feature_names)],
             "dtype": "float32",
             "order": "oldest first; the last row is the most recent closed candle",
         }
-        d["output"] = "next-hour close in the quote currency, shape (batch, 1)"
+        d["output"] = {
+            "next_close": "next-hour close (the 1 h median) in the quote currency, shape (batch, 1)",
+            "quantiles": "price quantiles, shape (batch, n_horizons, n_levels), non-decreasing on the last axis",
+        }
         return d
 
     @classmethod
@@ -100,21 +122,35 @@ class Split:
     train_rows_end: int  # candles [0, train_rows_end) form the training span (what scalers see)
 
 
-def make_features(candles: pd.DataFrame) -> np.ndarray:
-    """Return the ``(n, 9)`` float64 feature matrix for candles (one row per candle, vectorized)."""
+def make_features(candles: pd.DataFrame, names: tuple[str, ...] = FEATURE_NAMES) -> np.ndarray:
+    """Return the ``(n, len(names))`` float64 feature matrix for candles (one row per candle, vectorized).
+
+    ``names`` are columns of :data:`FEATURE_VOCABULARY` in the model's order (default: the reference set).
+    """
+    unknown = [n for n in names if n not in FEATURE_VOCABULARY]
+    if unknown:
+        raise DataValidationError(f"unknown feature(s) {unknown}; known: {sorted(FEATURE_VOCABULARY)}")
     ts = pd.DatetimeIndex(candles["timestamp"])
     o = candles["open"].to_numpy(np.float64)
     c = candles["close"].to_numpy(np.float64)
-    out = np.empty((len(candles), N_FEATURES), dtype=np.float64)
-    out[:, 0] = ts.dayofweek
-    out[:, 1] = ts.day
-    out[:, 2] = ts.isocalendar().week.to_numpy(np.float64)
-    out[:, 3] = ts.month
-    out[:, 4] = o
-    out[:, 5] = candles["high"].to_numpy(np.float64)
-    out[:, 6] = candles["low"].to_numpy(np.float64)
-    out[:, 7] = c
-    out[:, 8] = c - o
+    columns = {
+        "day_of_week": lambda: ts.dayofweek,
+        "day_of_month": lambda: ts.day,
+        "iso_week": lambda: ts.isocalendar().week.to_numpy(np.float64),
+        "month": lambda: ts.month,
+        "hour": lambda: ts.hour,
+        "open": lambda: o,
+        "high": lambda: candles["high"].to_numpy(np.float64),
+        "low": lambda: candles["low"].to_numpy(np.float64),
+        "close": lambda: c,
+        "close_minus_open": lambda: c - o,
+        "volume": lambda: (
+            candles["volume"].to_numpy(np.float64) if "volume" in candles else np.zeros(len(candles))
+        ),
+    }
+    out = np.empty((len(candles), len(names)), dtype=np.float64)
+    for j, name in enumerate(names):
+        out[:, j] = columns[name]()
     return out
 
 
@@ -136,26 +172,36 @@ def make_windows(features: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.nda
     return x, y
 
 
-def chronological_split(n_rows: int, seq_len: int, test_frac: float = 0.1, val_frac: float = 0.2) -> Split:
+def chronological_split(
+    n_rows: int, seq_len: int, test_frac: float = 0.1, val_frac: float = 0.2, max_horizon: int = 1
+) -> Split:
     """Split candles 90/10 into train+val / test, then the last 20 % of train into validation.
 
-    A window belongs to the span that holds its *target* candle, so no target is ever seen by an earlier
-    span; scalers are fitted on ``[0, train_rows_end)`` only (inputs of later windows may look back into
-    earlier spans, exactly as at serving time).
+    A window belongs to the span that holds its *first target* candle (the next hour) and is dropped when
+    its last target (``max_horizon`` hours ahead) lies in a later span, so no target is ever seen by an
+    earlier span; scalers are fitted on ``[0, train_rows_end)`` only (inputs of later windows may look back
+    into earlier spans, exactly as at serving time). Windows without all their targets are not built.
     """
-    n_windows = n_rows - seq_len
+    n_windows = n_rows - seq_len - (max_horizon - 1)
     test_start = int(round(n_rows * (1 - test_frac)))
     val_start = int(round(test_start * (1 - val_frac)))
-    if val_start - seq_len < 2 or test_start - val_start < 1 or n_rows - test_start < 1:
+    if (
+        n_windows < 1
+        or val_start - seq_len - max_horizon < 2
+        or test_start - val_start < max_horizon
+        or n_rows - test_start < max_horizon
+    ):
         raise DataValidationError(
-            f"too few candles ({n_rows}) for seq_len={seq_len}: need enough for train, validation and test"
+            f"too few candles ({n_rows}) for seq_len={seq_len} and a {max_horizon} h horizon: need enough "
+            "for train, validation and test"
         )
-    target_row = np.arange(n_windows) + seq_len
+    first = np.arange(n_windows) + seq_len  # row of the first target
+    last = first + max_horizon - 1  # row of the last target
     idx = np.arange(n_windows)
     return Split(
-        train=idx[target_row < val_start],
-        val=idx[(target_row >= val_start) & (target_row < test_start)],
-        test=idx[target_row >= test_start],
+        train=idx[last < val_start],
+        val=idx[(first >= val_start) & (last < test_start)],
+        test=idx[first >= test_start],
         train_rows_end=val_start,
     )
 
@@ -179,10 +225,10 @@ def normalize_inputs(x: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     Computed in float32, like the ONNX graph, with in-place operations (this is the hot path of the
     feature benchmark: ~6 M values for three years of hourly candles).
     """
-    x = np.asarray(x, dtype=np.float32)
+    x = np.asarray(x, dtype=np.float32)[..., :N_FEATURES]  # the reference columns (first in every set)
     if spec.normalization == "reference":
-        lo = np.asarray(spec.col_min, dtype=np.float32)
-        span = np.asarray(spec.col_max, dtype=np.float32) - lo
+        lo = np.asarray(spec.col_min[:N_FEATURES], dtype=np.float32)
+        span = np.asarray(spec.col_max[:N_FEATURES], dtype=np.float32) - lo
         span[span == 0] = 1.0
         out = x - lo
         out *= 2.0 / span
@@ -227,24 +273,87 @@ def denormalize_outputs(out: np.ndarray, x: np.ndarray, spec: FeatureSpec) -> np
 class Dataset:
     """A prepared pair: raw windows, targets, split and the fitted spec."""
 
-    x: np.ndarray  # raw windows (n, seq_len, 9) float32
+    x: np.ndarray  # raw windows (n, seq_len, n_features) float32
     y: np.ndarray  # next-hour close (n,) float64
     split: Split
     spec: FeatureSpec
-    timestamps: np.ndarray  # open time (UTC, naive datetime64) of each window's target candle (n,)
+    timestamps: np.ndarray  # open time (UTC, naive datetime64) of each window's first target candle (n,)
+    horizons: tuple[int, ...] = (1,)
+    y_h: np.ndarray | None = None  # close at each horizon (n, len(horizons)) float64
+    features: np.ndarray | None = None  # the raw feature matrix the windows are cut from (n_rows, n_features)
+    row_hour: np.ndarray | None = None  # UTC hour of every row of ``features`` (n_rows,)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.spec.feature_names
+
+    @property
+    def horizon_targets(self) -> np.ndarray:
+        """Closes at every horizon ``(n, H)`` (the next close alone when built without horizons)."""
+        return self.y[:, None] if self.y_h is None else self.y_h
+
+    def last_row(self, idx: np.ndarray) -> np.ndarray:
+        """Row (in :attr:`features`) of the last candle of windows ``idx``."""
+        return np.asarray(idx) + self.spec.seq_len - 1
 
     def model_arrays(self, part: Literal["train", "val", "test"]) -> tuple[np.ndarray, np.ndarray]:
-        """Normalized ``(inputs, targets)`` for one span, ready for a DataLoader."""
+        """``(raw windows, targets)`` for one span, ready for a DataLoader: the quantile model normalizes
+        inside its graph; targets are log returns in percent to every horizon, ``(n, H)`` float32."""
         idx = getattr(self.split, part)
-        x = self.x[idx]
-        return normalize_inputs(x, self.spec), normalize_targets(self.y[idx], x, self.spec)
+        x = np.ascontiguousarray(self.x[idx], dtype=np.float32)
+        return x, log_return_targets(self.horizon_targets[idx], x)
 
 
-def build_dataset(candles: pd.DataFrame, seq_len: int, normalization: Normalization) -> Dataset:
-    """Features → windows → chronological split → normalization fitted on train (all vectorized)."""
-    feats = make_features(candles)
+def log_return_targets(closes: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``100 * log(close_h / last close)`` for closes ``(n, H)`` and raw windows ``x`` (the model's targets)."""
+    last = x[:, -1, CLOSE_IDX].astype(np.float64)[:, None]
+    return (100.0 * np.log(np.asarray(closes, dtype=np.float64) / last)).astype(np.float32)
+
+
+def build_dataset(
+    candles: pd.DataFrame,
+    seq_len: int,
+    normalization: Normalization,
+    *,
+    feature_names: tuple[str, ...] = FEATURE_NAMES,
+    horizons: tuple[int, ...] = (1,),
+) -> Dataset:
+    """Features → windows → chronological split (purged for the longest horizon) → normalization fitted on
+    train (all vectorized). ``seq_len`` is the model's input length in hours."""
+    horizons = tuple(sorted({int(h) for h in horizons}))
+    if not horizons or horizons[0] < 1:
+        raise DataValidationError(f"horizons must be positive hours, got {list(horizons)}")
+    max_h = horizons[-1]
+    feats = make_features(candles, feature_names)
+    if len(feats) - seq_len - (max_h - 1) < 1:
+        raise DataValidationError(
+            f"need at least {seq_len + max_h} candles for a {seq_len} h window and a {max_h} h horizon, "
+            f"got {len(feats)}"
+        )
     x, y = make_windows(feats, seq_len)
-    split = chronological_split(len(feats), seq_len)
+    n = len(feats) - seq_len - (max_h - 1)
+    x, y = x[:n], y[:n]
+    close = feats[:, CLOSE_IDX]
+    y_h = np.stack([close[seq_len + h - 1 : seq_len + h - 1 + n] for h in horizons], axis=1)
+    split = chronological_split(len(feats), seq_len, max_horizon=max_h)
     spec = fit_spec(feats, split, seq_len, normalization)
-    ts = pd.DatetimeIndex(candles["timestamp"]).tz_convert("UTC").tz_localize(None).to_numpy()[seq_len:]
-    return Dataset(x=x, y=y, split=split, spec=spec, timestamps=ts)
+    spec = FeatureSpec(
+        seq_len=spec.seq_len,
+        normalization=spec.normalization,
+        feature_names=tuple(feature_names),
+        col_min=spec.col_min,
+        col_max=spec.col_max,
+        relative_scale=spec.relative_scale,
+    )
+    ts = pd.DatetimeIndex(candles["timestamp"]).tz_convert("UTC").tz_localize(None).to_numpy()[seq_len:][:n]
+    return Dataset(
+        x=x,
+        y=y,
+        split=split,
+        spec=spec,
+        timestamps=ts,
+        horizons=horizons,
+        y_h=y_h,
+        features=feats,
+        row_hour=pd.DatetimeIndex(candles["timestamp"]).hour.to_numpy(),
+    )

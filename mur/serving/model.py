@@ -22,26 +22,58 @@ class LoadedModel:
     seq_len: int
     summary: dict[str, Any]
     loaded_at: datetime
+    features: tuple[str, ...] = ()
+    """The model's input columns (metadata ``mur.features``): build windows with these."""
+    horizons: tuple[int, ...] = ()
+    quantile_levels: tuple[float, ...] = ()
 
     @classmethod
     def from_bytes(cls, pair: str, version: int, data: bytes, summary: Mapping[str, Any]) -> LoadedModel:
         """Open the ONNX bytes in onnxruntime, read the window length and warm the session up once."""
-        from mur.model.export import load_session, run_session
-        from mur.model.features import N_FEATURES
+        from mur.model.export import load_session, model_metadata, run_forecast
         from mur.model.inference import model_seq_len
 
         session = load_session(data)
         seq_len = model_seq_len(session)
-        warm = np.ones((1, seq_len, N_FEATURES), dtype=np.float32)
+        meta = model_metadata(session)
+        warm = np.ones((1, seq_len, len(meta["features"])), dtype=np.float32)
         warm[..., 0] = 0.0
-        run_session(session, warm)
-        return cls(pair, int(version), session, seq_len, dict(summary), datetime.now(UTC))
+        run_forecast(session, warm)
+        return cls(
+            pair,
+            int(version),
+            session,
+            seq_len,
+            dict(summary),
+            datetime.now(UTC),
+            features=tuple(meta["features"]),
+            horizons=tuple(meta["horizons"]),
+            quantile_levels=tuple(meta["quantile_levels"]),
+        )
+
+    def window(self, candles: Any) -> np.ndarray:
+        """This model's ``(seq_len, n_features)`` input for the last ``seq_len`` of ``candles``."""
+        from mur.model.inference import window_from_candles
+
+        return window_from_candles(candles, self.seq_len, self.features)
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
-        """Forecasts ``(n,)`` for windows ``(n, seq_len, 9)`` in one onnxruntime call."""
+        """Next-hour forecasts ``(n,)`` for windows ``(n, seq_len, n_features)`` in one onnxruntime call."""
         from mur.model.export import run_session
 
         return run_session(self.session, windows)
+
+    def forecast(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(next close (n,), price quantiles (n, H, L) or None)`` in one onnxruntime call."""
+        from mur.model.export import run_forecast
+
+        return run_forecast(self.session, windows)
+
+    def horizon_rows(self, quantiles: np.ndarray | None, candle_time: Any) -> list[dict[str, Any]]:
+        """The body's ``horizons`` for one window's quantiles ``(H, L)``."""
+        from mur.model.inference import horizon_rows
+
+        return horizon_rows(quantiles, self.horizons, self.quantile_levels, candle_time)
 
     def describe(self) -> dict[str, Any]:
         """What GET /v1/models shows: version, alias, trained window, test metrics incl. skill."""
@@ -54,6 +86,9 @@ class LoadedModel:
             "alias": s.get("alias", "champion"),
             "aliases": s.get("aliases", []),
             "seq_len": self.seq_len,
+            "features": list(self.features),
+            "horizons": list(self.horizons),
+            "quantile_levels": list(self.quantile_levels),
             "trained_window": s.get("data_window"),
             "test_window": metrics.get("test_window"),
             "metrics": {
@@ -64,6 +99,9 @@ class LoadedModel:
                 "linear": metrics.get("linear"),
                 "n_test": metrics.get("n_test"),
                 "significance": metrics.get("significance"),
+                "interval_skill": metrics.get("interval_skill"),
+                "coverage": metrics.get("coverage"),
+                "horizons": metrics.get("horizons"),
             },
             "gate": {"rule": s.get("gate_rule"), "reason": s.get("reason"), "kind": s.get("kind")},
             "run_id": s.get("run_id"),

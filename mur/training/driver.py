@@ -91,20 +91,63 @@ def load_candles(
     return candles, DataWindow(first, end or last), filled
 
 
-def prepare(settings: Settings, candles: pd.DataFrame, normalization: str | None = None) -> Dataset:
-    """Features, split, normalization fitted on train, windows."""
-    return build_dataset(candles, settings.seq_len, normalization or settings.normalization)  # type: ignore[arg-type]
+def prepare(
+    settings: Settings, candles: pd.DataFrame, normalization: str | None = None, **overrides: Any
+) -> Dataset:
+    """Features (the model's columns), windows of the model's input length, targets at every horizon,
+    purged chronological split, normalization fitted on train."""
+    mcfg = model_config(settings, normalization=normalization, **overrides)
+    return build_dataset(
+        candles,
+        mcfg.input_len,
+        mcfg.normalization,  # type: ignore[arg-type]
+        feature_names=mcfg.feature_names,
+        horizons=mcfg.horizons,
+    )
 
 
-def evaluate_onnx(onnx_path_or_bytes: Path | bytes, ds: Dataset) -> dict[str, object]:
-    """Evaluate an exported model on the dataset's test windows next to both baselines."""
-    from mur.evaluation.metrics import LinearBaseline, evaluate_all
-    from mur.model.export import load_session, run_session
+def calibrate(model: Any, ds: Dataset) -> Any:
+    """The trained model with its split-conformal calibration, fitted on the validation span (data the
+    weights never trained on), folded in: :class:`mur.model.export.CalibratedForecaster`."""
+    from mur.evaluation.intervals import conformal_scale
+    from mur.model.export import CalibratedForecaster
+    from mur.model.quantile_config import interval_level
+    from mur.training.loop import predict
 
-    x_test, y_test = ds.x[ds.split.test], ds.y[ds.split.test]
-    pred = run_session(load_session(onnx_path_or_bytes), x_test)
-    linear = LinearBaseline(ds.spec.seq_len).fit(ds.x[ds.split.train], ds.y[ds.split.train])
-    return evaluate_all(pred, x_test, y_test, linear.predict(x_test))
+    cfg = model.cfg
+    x_val, y_val = ds.model_arrays("val")
+    scale = conformal_scale(
+        predict(model, x_val), y_val, cfg.median_index, interval_level(cfg.quantile_levels)
+    )
+    return CalibratedForecaster(model, [float(k) for k in scale])
+
+
+def evaluate_onnx(
+    onnx_path_or_bytes: Path | bytes, ds: Dataset, rnn_len: int | None = None
+) -> dict[str, object]:
+    """Evaluate an exported model on the dataset's test windows: the 1 h point forecast next to
+    persistence and a linear model (on the last ``rnn_len`` hours), and every horizon's median and
+    interval next to persistence and the two interval baselines."""
+    from mur.evaluation.metrics import LinearBaseline, evaluate_all, evaluate_horizons
+    from mur.model.export import load_session, model_metadata, run_forecast
+
+    session = load_session(onnx_path_or_bytes)
+    test = ds.split.test
+    x_test, y_test = ds.x[test], ds.y[test]
+    point, quantiles = run_forecast(session, x_test)
+    recent = rnn_len or min(24, ds.spec.seq_len)
+    linear = LinearBaseline(recent).fit(ds.x[ds.split.train][:, -recent:], ds.y[ds.split.train])
+    result = evaluate_all(point, x_test, y_test, linear.predict(x_test[:, -recent:]))
+    if quantiles is not None:
+        levels = tuple(model_metadata(session)["quantile_levels"])
+        horizons = evaluate_horizons(quantiles, ds, test, levels)
+        result.update(
+            quantile_levels=list(levels),
+            horizons=horizons,
+            interval_skill=horizons[0]["interval_skill"],
+            coverage=horizons[0]["interval"]["coverage"],
+        )
+    return result
 
 
 def metrics_document(
@@ -158,8 +201,8 @@ def train_and_register(
     say = emit or log.info
     pair = pair.lower()
     candles, window, filled = load_candles(settings, pair, end=end, data_csv=data_csv)
-    ds = prepare(settings, candles)
     mcfg, tcfg = model_config(settings, **overrides), train_config(settings, **overrides)
+    ds = prepare(settings, candles, **overrides)
     params = {**training_params(settings, mcfg, tcfg), **fit.key_params()}
     window_end = iso(window.end)
     key = idempotency_key(pair, window_end, params)
@@ -179,13 +222,13 @@ def train_and_register(
     x_test = ds.x[ds.split.test]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(out_dir) if out_dir is not None else Path(tmp)
-        onnx_path = export_onnx(outcome.model, ds.spec, folder / "model.onnx", x_test[:64])
+        onnx_path = export_onnx(calibrate(outcome.model, ds), folder / "model.onnx", x_test[:64])
         doc = metrics_document(
             pair,
             mcfg,
             ds,
             window,
-            evaluate_onnx(onnx_path, ds),
+            evaluate_onnx(onnx_path, ds, mcfg.rnn_len),
             best_epoch=outcome.best_epoch,
             **outcome.details,
         )
@@ -193,6 +236,12 @@ def train_and_register(
             f"[mur] {pair}: test MAE model {doc.model.mae:.6g} | persistence {doc.persistence.mae:.6g} "
             f"| linear {doc.linear.mae:.6g} | skill {doc.skill:+.4f}"
         )
+        for h in doc.horizons or []:
+            say(
+                f"[mur] {pair}: {h.hours:>2} h  point skill {h.skill:+.4f} | {h.interval_level:.0%} interval "
+                f"coverage {h.interval.coverage:.3f}, interval skill {h.interval_skill:+.4f} vs naive, "
+                f"{h.interval_skill_vs_ewma:+.4f} vs EWMA"
+            )
         if out_dir is not None:
             doc = doc.model_copy(update={"filled_hours": [iso(t) for t in filled]})
             (folder / "metrics.json").write_text(doc.to_json())

@@ -89,17 +89,34 @@ def make_loader(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, se
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen if shuffle else None)
 
 
+def batch_loss(model: nn.Module, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The model's own loss (the quantile model's pinball loss; DDP-wrapped models unwrapped), else MSE."""
+    core = getattr(model, "module", model)
+    loss_fn = getattr(core, "loss", None)
+    if loss_fn is not None:
+        return loss_fn(out, target)
+    return nn.functional.mse_loss(out.squeeze(-1), target)
+
+
+def init_from_data(model: nn.Module, train: Arrays) -> nn.Module:
+    """Fit the model's data-derived starting point (normalization, volatility structure) on the training
+    span, when it has one. Deterministic: every Ray Train worker computes the same start."""
+    init = getattr(model, "init_from_data", None)
+    if init is not None:
+        init(*train)
+    return model
+
+
 def train_epoch(
     model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, device: torch.device
 ) -> float:
-    """One pass over ``loader``; returns the mean MSE."""
+    """One pass over ``loader``; returns the mean loss (:func:`batch_loss`)."""
     model.train()
-    loss_fn = nn.MSELoss()
     total, count = 0.0, 0
     for xb, yb in loader:
         xb, yb = xb.to(device), yb.to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xb).squeeze(-1), yb)
+        loss = batch_loss(model, model(xb), yb)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -110,23 +127,22 @@ def train_epoch(
 
 @torch.no_grad()
 def eval_loss(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
-    """Mean MSE over ``loader`` without gradient."""
+    """Mean loss over ``loader`` without gradient."""
     model.eval()
-    loss_fn = nn.MSELoss(reduction="sum")
     total, count = 0.0, 0
     for xb, yb in loader:
         xb, yb = xb.to(device), yb.to(device)
-        total += float(loss_fn(model(xb).squeeze(-1), yb))
+        total += float(batch_loss(model, model(xb), yb)) * len(xb)
         count += len(xb)
     return total / max(count, 1)
 
 
 @torch.no_grad()
 def predict(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """Model outputs (normalized space) for inputs ``x``."""
+    """Model outputs for inputs ``x`` (the quantile model: percent log-return quantiles ``(n, H, L)``)."""
     model.eval()
     outs = [
-        model(torch.from_numpy(x[i : i + batch_size])).squeeze(-1).numpy()
+        model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))).numpy()
         for i in range(0, len(x), batch_size)
     ]
     return np.concatenate(outs) if outs else np.empty(0, dtype=np.float32)
@@ -219,7 +235,7 @@ class LocalFit:
         from mur.model.network import build_model
 
         seed_everything(tcfg.seed)
-        model = build_model(mcfg, seed=tcfg.seed)
+        model = init_from_data(build_model(mcfg, seed=tcfg.seed), train)
         history = fit_local(model, train, val, tcfg, progress=self.progress)
         rows: list[dict[str, Any]] = [
             {"epoch": i, "train_loss": t, "val_loss": v}

@@ -18,14 +18,23 @@ from mur.training.loop import TrainConfig
 
 def model_config(settings: Settings, **overrides: object) -> ModelConfig:
     """Model hyper-parameters from settings (CLI/job overrides win when not None)."""
+    from mur.model.features import FEATURE_SETS
+
     base: dict[str, Any] = {
         "arch": settings.arch,
         "hidden_size": settings.hidden_size,
         "num_layers": settings.num_layers,
         "dropout": settings.dropout,
+        "feature_set": settings.feature_set,
+        "horizons": tuple(settings.horizons),
+        "quantile_levels": tuple(settings.quantile_levels),
+        "rnn_len": settings.seq_len,
+        "input_len": settings.context_len,
+        "normalization": settings.normalization,
     }
     base.update({k: v for k, v in overrides.items() if v is not None and k in base})
-    return ModelConfig(**base)
+    feature_set = base.pop("feature_set")
+    return ModelConfig(feature_names=FEATURE_SETS[feature_set], **base)
 
 
 def train_config(settings: Settings, **overrides: object) -> TrainConfig:

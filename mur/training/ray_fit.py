@@ -59,12 +59,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     from mur.model.network import build_model
-    from mur.training.loop import EarlyStopping, eval_loss, make_loader, seed_everything, train_epoch
+    from mur.training.loop import (
+        EarlyStopping,
+        eval_loss,
+        init_from_data,
+        make_loader,
+        seed_everything,
+        train_epoch,
+    )
 
     mcfg = ModelConfig(**config["model"])
     tcfg = TrainConfig(**config["train"])
     seed_everything(tcfg.seed)
     model: torch.nn.Module = build_model(mcfg, seed=tcfg.seed)
+    init_from_data(model, (config["x_train"], config["y_train"]))  # same start on every worker
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.learning_rate)
     stopper = EarlyStopping(tcfg.patience)
     best_state = copy.deepcopy(model.state_dict())

@@ -122,6 +122,7 @@ def test_compact_result_carries_ids_not_data() -> None:
         "reason": "first model",
         "mae": 123.45678912,
         "skill": 0.0123,
+        "interval_skill": None,
         "reused": False,
         "run_id": "r1",
         "job_id": "j1",

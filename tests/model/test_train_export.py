@@ -14,8 +14,16 @@ import onnx
 import pytest
 
 from mur.contracts import MetricsDocument
-from mur.model.export import INPUT_NAME, load_session, run_session
-from mur.model.features import build_dataset
+from mur.model.export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    QUANTILES_NAME,
+    load_session,
+    model_metadata,
+    run_forecast,
+    run_session,
+)
+from mur.model.features import EXTENDED_FEATURE_NAMES, FEATURE_NAMES, FEATURE_VOCABULARY, build_dataset
 from mur.settings import Settings
 from mur.training.driver import load_candles, train_and_register
 from mur.training.loop import LocalFit
@@ -62,6 +70,10 @@ def test_metrics_json_shape(trained: tuple[Path, MetricsDocument]) -> None:
         "beats_persistence",
         "n_test",
         "significance",
+        "quantile_levels",
+        "interval_skill",
+        "coverage",
+        "horizons",
         "best_epoch",
         "epochs_run",
         "filled_hours",
@@ -87,15 +99,47 @@ def test_onnx_is_self_contained_and_takes_raw_candles(
     assert all(init.data_location != onnx.TensorProto.EXTERNAL for init in model.graph.initializer)
     sess = load_session(path)
     inp = sess.get_inputs()[0]
-    assert inp.name == INPUT_NAME and inp.shape[1:] == [24, 9]
+    meta = model_metadata(sess)
+    assert meta["features"] == list(EXTENDED_FEATURE_NAMES) and set(meta["features"]) <= FEATURE_VOCABULARY
+    assert meta["horizons"] == [1, 4, 24] and meta["quantile_levels"] == [0.05, 0.5, 0.95]
+    assert inp.name == INPUT_NAME and inp.shape[1:] == [tiny_settings.context_len, 11]
+    assert [o.name for o in sess.get_outputs()] == [OUTPUT_NAME, QUANTILES_NAME]
+    assert sess.get_outputs()[0].shape[1:] == [1] and sess.get_outputs()[1].shape[1:] == [3, 3]
     candles, _, _ = load_candles(tiny_settings, "btc_usdt")
-    ds = build_dataset(candles, 24, "relative")
+    ds = build_dataset(
+        candles,
+        tiny_settings.context_len,
+        "relative",
+        feature_names=EXTENDED_FEATURE_NAMES,
+        horizons=(1, 4, 24),
+    )
     x, y = ds.x[ds.split.test], ds.y[ds.split.test]
     pred = run_session(sess, x)  # dynamic batch axis: the whole test span at once
-    assert pred.shape == y.shape
+    point, quantiles = run_forecast(sess, x)
+    assert pred.shape == y.shape and quantiles is not None and quantiles.shape == (len(x), 3, 3)
+    assert np.all(np.diff(quantiles, axis=-1) >= 0), "quantiles must be non-decreasing along the levels"
+    np.testing.assert_allclose(point, quantiles[:, 0, 1], rtol=1e-6)  # next_close is the 1 h median
     # forecasts are prices, close to the last close (the graph de-normalizes)
     assert np.all(np.abs(pred / x[:, -1, 7] - 1) < 0.2)
     assert np.mean(np.abs(pred - y)) == pytest.approx(doc.model.mae, rel=1e-6)
+    # the 24 h range is wider than the 1 h range, and the metrics document scored every horizon
+    assert np.all(quantiles[:, 2, 2] - quantiles[:, 2, 0] > quantiles[:, 0, 2] - quantiles[:, 0, 0])
+    assert doc.horizons is not None and [h.hours for h in doc.horizons] == [1, 4, 24]
+    h1 = doc.horizons[0]
+    lo, hi, y1 = quantiles[:, 0, 0], quantiles[:, 0, 2], ds.horizon_targets[ds.split.test][:, 0]
+    assert h1.interval.coverage == pytest.approx(float(np.mean((y1 >= lo) & (y1 <= hi))))
+    assert h1.interval_skill == pytest.approx(1 - h1.interval.winkler / h1.naive.winkler)
+    assert doc.interval_skill == h1.interval_skill and doc.coverage == h1.interval.coverage
+
+
+def test_reference_feature_set_stays_available(tmp_path: Path, tiny_settings: Settings) -> None:
+    reference = tiny_settings.model_copy(update={"feature_set": "reference", "horizons": [1, 4]})
+    doc = train_to(reference, "eth_usdt", tmp_path, epochs=1, hidden_size=4)
+    sess = load_session(tmp_path / "model.onnx")
+    meta = model_metadata(sess)
+    assert meta["features"] == list(FEATURE_NAMES) and meta["horizons"] == [1, 4]
+    assert sess.get_inputs()[0].shape[1:] == [tiny_settings.context_len, 9]
+    assert doc.horizons is not None and len(doc.horizons) == 2
 
 
 def test_same_data_and_seed_give_same_weights(tmp_path: Path, tiny_settings: Settings) -> None:
@@ -128,6 +172,7 @@ def test_cli_train_and_predict(tmp_path: Path) -> None:
     r = run_cli("train", "btc_usdt", "--epochs", "1", "--hidden-size", "4", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "persistence" in r.stdout and "linear" in r.stdout and "skill vs persistence" in r.stdout
+    assert "forecasts per horizon" in r.stdout and "(a) naive" in r.stdout and "(b) EWMA" in r.stdout
     assert "registered" not in r.stdout  # no --register: nothing goes to MLflow
     r = run_cli(
         "predict",
@@ -142,6 +187,9 @@ def test_cli_train_and_predict(tmp_path: Path) -> None:
     out = json.loads(r.stdout)
     assert out["candle_time"] == "2025-05-31T23:00:00Z" and out["target_time"] == "2025-06-01T00:00:00Z"
     assert out["forecast"] > 0
+    assert [h["hours"] for h in out["horizons"]] == [1, 4, 24]
+    assert all(h["lower"] <= h["median"] <= h["upper"] and h["level"] == 0.9 for h in out["horizons"])
+    assert out["horizons"][0]["median"] == out["forecast"]
 
 
 def test_cli_train_json_is_a_training_result(tmp_path: Path) -> None:

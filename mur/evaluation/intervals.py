@@ -1,0 +1,181 @@
+"""Interval forecasts: scores, conformal calibration and the two naive interval baselines.
+
+Scores (lower is better, all on the same targets):
+
+* **pinball loss** of quantile ``q`` at level ``tau`` for outcome ``y``: ``max(tau (y - q), (tau - 1)(y - q))``,
+  averaged over levels and hours;
+* **Winkler (interval) score** of ``[lo, hi]`` at nominal coverage ``1 - alpha``:
+  ``(hi - lo) + 2/alpha (lo - y)`` if ``y < lo``, ``+ 2/alpha (y - hi)`` if ``y > hi``: width plus a penalty
+  for every miss, so a narrow interval only wins when it is also right;
+* **coverage** (share of outcomes inside) and **mean width** relative to the last close.
+
+Baselines, both fitted on the training span only:
+
+* **(a) naive**: fixed empirical quantiles of past ``h``-hour log returns;
+* **(b) EWMA volatility**: ``sigma^2_t`` = EWMA (half-life 12 h) of ``(r^2 + Parkinson range variance) / 2``,
+  times an hour-of-day factor (mean variance by UTC hour / overall mean), summed over the ``h`` hours ahead;
+  quantiles of the returns standardized by it.
+
+``interval skill = 1 - Winkler_model / Winkler_(a)`` (> 0: narrower or better-placed ranges than the naive
+one). :func:`conformal_scale` is the split-conformal calibration folded into the exported model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mur.model.features import CLOSE_IDX
+
+EWMA_HALF_LIFE_H = 12.0
+
+
+def pinball(quantiles: np.ndarray, y: np.ndarray, levels: Sequence[float]) -> float:
+    """Mean pinball loss of ``quantiles (n, L)`` for outcomes ``y (n,)`` at ``levels (L,)``."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    diff = np.asarray(y, dtype=np.float64).reshape(-1, 1) - q
+    tau = np.asarray(levels, dtype=np.float64).reshape(1, -1)
+    return float(np.mean(np.maximum(tau * diff, (tau - 1.0) * diff)))
+
+
+def winkler_scores(lo: np.ndarray, hi: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    """Per-outcome Winkler scores of intervals ``[lo, hi]`` with nominal coverage ``1 - alpha``."""
+    lo, hi, y = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (lo, hi, y))
+    return (hi - lo) + (2.0 / alpha) * np.maximum(lo - y, 0.0) + (2.0 / alpha) * np.maximum(y - hi, 0.0)
+
+
+def interval_metrics(
+    quantiles: np.ndarray, y: np.ndarray, last_close: np.ndarray, levels: Sequence[float]
+) -> dict[str, float]:
+    """Coverage, mean relative width, Winkler score and pinball loss of price quantiles ``(n, L)``; the
+    interval is the outer two levels."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    lo, hi = q[:, 0], q[:, -1]
+    alpha = 1.0 - (levels[-1] - levels[0])
+    return {
+        "coverage": float(np.mean((y >= lo) & (y <= hi))),
+        "width": float(np.mean((hi - lo) / np.asarray(last_close, dtype=np.float64).reshape(-1))),
+        "winkler": float(np.mean(winkler_scores(lo, hi, y, alpha))),
+        "pinball": pinball(q, y, levels),
+    }
+
+
+def conformal_scale(q: np.ndarray, y: np.ndarray, median_index: int, coverage: float) -> np.ndarray:
+    """Split-conformal factor ``k_h`` per horizon from calibration quantiles ``q (n, H, L)`` and outcomes
+    ``y (n, H)`` (any monotone transform of price, e.g. log returns).
+
+    Nonconformity score: how many of the model's own half-widths the outcome lies from the median,
+    ``s = max((med - y) / (med - lo), (y - med) / (hi - med))``. With ``k`` the ``ceil((n+1) coverage)``-th
+    smallest score, ``[med - k (med - lo), med + k (hi - med)]`` covers a new outcome with probability at
+    least ``coverage`` (and less than ``coverage + 1/(n+1)``) when calibration and new scores are
+    exchangeable (see docs/forecasts.md for what that means for time series).
+    """
+    q = np.asarray(q, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    med, lo, hi = q[..., median_index], q[..., 0], q[..., -1]
+    tiny = 1e-12
+    scores = np.maximum((med - y) / np.maximum(med - lo, tiny), (y - med) / np.maximum(hi - med, tiny))
+    n = scores.shape[0]
+    if n < 1:
+        return np.ones(q.shape[1])
+    rank = min(n, math.ceil((n + 1) * coverage))
+    k = np.sort(scores, axis=0)[rank - 1]
+    return np.clip(k, 1e-3, 1e3)
+
+
+def naive_quantiles(
+    closes: np.ndarray, train_end: int, horizons: Sequence[int], levels: Sequence[float]
+) -> np.ndarray:
+    """Baseline (a): empirical quantiles ``(H, L)`` of the ``h``-hour log returns whose two closes both lie
+    in the training span ``[0, train_end)``."""
+    c = np.log(np.asarray(closes, dtype=np.float64)[:train_end])
+    out = np.empty((len(horizons), len(levels)))
+    for j, h in enumerate(horizons):
+        out[j] = np.quantile(c[h:] - c[:-h], levels)
+    return out
+
+
+@dataclass
+class EwmaBaseline:
+    """Baseline (b): EWMA volatility x hour-of-day factor, quantiles of standardized returns."""
+
+    horizons: tuple[int, ...]
+    levels: tuple[float, ...]
+    half_life: float = EWMA_HALF_LIFE_H
+    variance: np.ndarray | None = None  # (n_rows,) EWMA variance through each row
+    hour: np.ndarray | None = None
+    factor_ahead: np.ndarray | None = None  # (H, 24) mean hour factor over the h hours after each hour
+    z: np.ndarray | None = None  # (H, L)
+
+    def fit(
+        self, close: np.ndarray, high: np.ndarray, low: np.ndarray, hour: np.ndarray, train_end: int
+    ) -> EwmaBaseline:
+        """Variance for every row (causal), factors and standardized quantiles from rows ``< train_end``."""
+        close, high, low = (np.asarray(a, dtype=np.float64) for a in (close, high, low))
+        hour = np.asarray(hour).astype(int) % 24
+        r = np.diff(np.log(close), prepend=np.log(close[0]))
+        v = 0.5 * r**2 + 0.5 * np.log(high / low) ** 2 / (4.0 * math.log(2.0))
+        lam = 0.5 ** (1.0 / self.half_life)
+        e = np.empty_like(v)
+        e[0] = v[: max(1, min(train_end, 24))].mean()
+        for t in range(1, len(v)):  # ~9k rows: a plain loop is fast enough and obviously causal
+            e[t] = lam * e[t - 1] + (1.0 - lam) * v[t]
+        per_hour = np.array(
+            [
+                v[:train_end][hour[:train_end] == k].mean() if np.any(hour[:train_end] == k) else np.nan
+                for k in range(24)
+            ]
+        )
+        per_hour = np.where(np.isfinite(per_hour), per_hour, np.nanmean(per_hour))
+        f = per_hour / per_hour.mean()
+        self.factor_ahead = np.stack(
+            [np.array([f[(k + np.arange(1, h + 1)) % 24].mean() for k in range(24)]) for h in self.horizons]
+        )
+        self.variance, self.hour = e, hour
+        logc = np.log(close)
+        z = np.empty((len(self.horizons), len(self.levels)))
+        for j, h in enumerate(self.horizons):
+            rows = np.arange(0, train_end - h)
+            std = (logc[rows + h] - logc[rows]) / self.sigma(rows, j)
+            z[j] = np.quantile(std, self.levels)
+        self.z = z
+        return self
+
+    def sigma(self, rows: np.ndarray, j: int) -> np.ndarray:
+        """Standard deviation of the log return to horizon ``j`` after each row."""
+        assert self.variance is not None and self.hour is not None and self.factor_ahead is not None
+        h = self.horizons[j]
+        return np.sqrt(self.variance[rows] * h * self.factor_ahead[j, self.hour[rows]])
+
+    def log_return_quantiles(self, rows: np.ndarray) -> np.ndarray:
+        """``(n, H, L)`` log-return quantiles after each of ``rows`` (the window's last candle)."""
+        assert self.z is not None
+        return np.stack(
+            [self.sigma(rows, j)[:, None] * self.z[j][None, :] for j in range(len(self.horizons))], axis=1
+        )
+
+
+def baseline_quantiles(
+    features: np.ndarray,
+    feature_names: Sequence[str],
+    timestamps_hour: np.ndarray,
+    train_end: int,
+    rows: np.ndarray,
+    horizons: Sequence[int],
+    levels: Sequence[float],
+) -> dict[str, np.ndarray]:
+    """Price quantiles ``(n, H, L)`` of both baselines after each of ``rows`` of the feature matrix."""
+    names = list(feature_names)
+    close = features[:, CLOSE_IDX]
+    high, low = features[:, names.index("high")], features[:, names.index("low")]
+    last = close[rows][:, None, None]
+    naive = naive_quantiles(close, train_end, horizons, levels)
+    ewma = EwmaBaseline(tuple(horizons), tuple(levels)).fit(close, high, low, timestamps_hour, train_end)
+    return {
+        "naive": last * np.exp(naive[None, :, :]),
+        "ewma": last * np.exp(ewma.log_return_quantiles(rows)),
+    }
