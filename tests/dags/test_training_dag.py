@@ -150,10 +150,18 @@ def test_backfill_of_an_old_date_never_displaces_the_champion(
 ) -> None:
     """A run for a date before the champion's window end registers a version that never takes the alias."""
     from mur.registry import CHAMPION, configure, model_name
+    from mur.serving.champions import champions
 
     client = configure(services)
     name = model_name("btc_usdt", services.registry_prefix)
     before = client.get_model_version_by_alias(name, CHAMPION)
+
+    def served() -> tuple[int, str]:  # what Serve's watcher would load: the version and its window end
+        summary = champions(client, prefix=services.registry_prefix, pairs=["btc_usdt"])["btc_usdt"]
+        return summary["version"], summary["data_window"]["end"]
+
+    served_before = served()
+    assert served_before == (int(before.version), before.tags["data_window_end"])
 
     old = run(D1 - timedelta(days=20), {"pairs": ["btc_usdt"], **TINY})
     assert str(old.state) == "success", task_states(old)
@@ -165,6 +173,7 @@ def test_backfill_of_an_old_date_never_displaces_the_champion(
     assert tags["as_of"] == result["data_window_end"]
     after = client.get_model_version_by_alias(name, CHAMPION)
     assert (after.version, after.tags["data_window_end"]) == (before.version, before.tags["data_window_end"])
+    assert served() == served_before  # Serve keeps serving the same version, same window end
     # reproducible: the backfill version stays loadable by number
     assert client.get_model_version(name, str(result["version"])).source
 
