@@ -92,7 +92,9 @@ def candlestick_figure(candles: pd.DataFrame, *, pair: str, forecast: ServeForec
             name=pair.upper(),
         )
     )
-    if forecast is not None:
+    if forecast is not None and forecast.horizons:
+        add_fan(figure, forecast, candles)
+    elif forecast is not None:
         last_time = candles["timestamp"].iloc[-1]
         last_close = float(candles["close"].iloc[-1]) if forecast.last_close is None else forecast.last_close
         start_time = forecast.candle_time or last_time
@@ -116,6 +118,42 @@ def candlestick_figure(candles: pd.DataFrame, *, pair: str, forecast: ServeForec
         height=460,
     )
     return figure
+
+
+def add_fan(figure: go.Figure, forecast: ServeForecast, candles: pd.DataFrame) -> None:
+    """The forecast as a fan: the range of every horizon (shaded, from the last close outwards) and the
+    median through the horizons."""
+    start = forecast.candle_time or candles["timestamp"].iloc[-1]
+    last = float(candles["close"].iloc[-1]) if forecast.last_close is None else forecast.last_close
+    bands = list(forecast.horizons)
+    xs = [start, *(b.target_time for b in bands)]
+    upper = [last, *(b.upper for b in bands)]
+    lower = [last, *(b.lower for b in bands)]
+    level = bands[0].level
+    figure.add_trace(
+        go.Scatter(
+            x=xs + xs[::-1],
+            y=upper + lower[::-1],
+            fill="toself",
+            fillcolor="rgba(255, 127, 14, 0.18)",
+            line={"width": 0},
+            hoverinfo="skip",
+            name=f"{level:.0%} range",
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=xs,
+            y=[last, *(b.median for b in bands)],
+            mode="lines+markers",
+            line={"color": FORECAST_COLOR, "dash": "dot"},
+            marker={"size": [0, *([9] * len(bands))], "color": FORECAST_COLOR},
+            customdata=[[0, last, last], *([b.hours, b.lower, b.upper] for b in bands)],
+            name=f"median forecast (model v{forecast.model_version})",
+            hovertemplate="+%{customdata[0]} h: median %{y:.6g}<br>range %{customdata[1]:.6g} – "
+            "%{customdata[2]:.6g}<extra></extra>",
+        )
+    )
 
 
 def track_record_figure(record: TrackRecord, *, pair: str) -> go.Figure:

@@ -39,6 +39,21 @@ __all__ = [
 DEFAULT_TIMEOUT_S = 5.0
 
 
+def _bands(items: Any) -> tuple[HorizonBand, ...]:
+    """The forecast's ``horizons`` as bands (entries that are not well-formed are left out)."""
+    bands = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        values = [_number(item.get(k)) for k in ("median", "lower", "upper", "level")]
+        target, hours = _parse_time(item.get("target_time")), item.get("hours")
+        if target is None or not isinstance(hours, int) or any(v is None for v in values):
+            continue
+        median, lower, upper, level = (float(v) for v in values)  # type: ignore[arg-type]
+        bands.append(HorizonBand(hours, target, median, lower, upper, level))
+    return tuple(sorted(bands, key=lambda b: b.hours))
+
+
 def _parse_time(value: Any) -> datetime | None:
     """An aware UTC datetime from ISO-8601 text (``Z`` allowed) or epoch milliseconds; None if unreadable."""
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -69,6 +84,18 @@ def _number(value: Any) -> float | None:
 
 
 @dataclass(frozen=True)
+class HorizonBand:
+    """One entry of a forecast's ``horizons``: the median and the range ``hours`` ahead."""
+
+    hours: int
+    target_time: datetime
+    median: float
+    lower: float
+    upper: float
+    level: float
+
+
+@dataclass(frozen=True)
 class ServeForecast:
     """One answer of ``GET /v1/forecast/{pair}``."""
 
@@ -78,6 +105,7 @@ class ServeForecast:
     model_version: str
     last_close: float | None = None
     candle_time: datetime | None = None
+    horizons: tuple[HorizonBand, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +126,22 @@ class ChampionModel:
     @property
     def skill(self) -> float | None:
         return _number(self.metrics.get("skill"))
+
+    @property
+    def interval_skill(self) -> float | None:
+        """1 h ``1 - Winkler_model / Winkler_naive`` on the test span (None: a point-only model)."""
+        return _number(self.metrics.get("interval_skill"))
+
+    @property
+    def coverage(self) -> float | None:
+        """1 h share of test closes inside the range."""
+        return _number(self.metrics.get("coverage"))
+
+    @property
+    def horizon_metrics(self) -> list[dict[str, Any]]:
+        """Per-horizon scores (``hours``, ``skill``, ``interval``, ``interval_skill``, ...)."""
+        items = self.metrics.get("horizons")
+        return [h for h in items if isinstance(h, dict)] if isinstance(items, list) else []
 
 
 class ServeClient:
@@ -148,7 +192,7 @@ class ServeClient:
         for item in items if isinstance(items, list) else []:
             if not isinstance(item, dict) or not item.get("pair"):
                 continue
-            window, metrics = item.get("data_window"), item.get("metrics")
+            window, metrics = item.get("trained_window") or item.get("data_window"), item.get("metrics")
             models.append(
                 ChampionModel(
                     pair=str(item["pair"]),
@@ -176,4 +220,5 @@ class ServeClient:
             model_version=str(body.get("model_version") or body.get("version") or "unknown"),
             last_close=_number(body.get("last_close")),
             candle_time=_parse_time(body.get("candle_time")),
+            horizons=_bands(body.get("horizons")),
         )

@@ -53,25 +53,71 @@ def metrics_table(model: ChampionModel) -> Component:
 
 
 def champion_summary(model: ChampionModel) -> Component:
-    """Version, alias, training data window, skill and metric table of a pair's champion."""
+    """Version, training window, plain-language skills (point, range, coverage), a "no skill" badge when
+    the point forecast does not beat persistence, and the metric tables."""
     window = model.data_window
-    window_text = f"{window.get('start', '?')} → {window.get('end', '?')}" if window else "–"
-    skill = model.skill
-    return html.Div(
-        [
-            html.P(
-                [
-                    html.Strong(f"{model.pair.upper()} champion: version {model.version}"),
-                    f" (alias {model.alias})" if model.alias else "",
-                    html.Br(),
-                    html.Span(f"trained on {window_text}", className="muted"),
-                    html.Br(),
-                    html.Span(
-                        f"skill vs persistence: {fmt_number(skill, 4)}" if skill is not None else "skill: –",
-                        className="muted",
-                    ),
-                ]
+    window_text = f"{window.get('start') or '?'} → {window.get('end') or '?'}" if window else "–"
+    skill, interval_skill, coverage = model.skill, model.interval_skill, model.coverage
+    badge: Component | str = ""
+    if skill is not None and skill <= 0:
+        badge = html.Span(
+            "no skill",
+            className="badge warn",
+            id="no-skill-badge",
+            title="the next-hour point forecast does not beat 'no change' (persistence)",
+        )
+    lines: list[Any] = [
+        html.Strong(f"{model.pair.upper()} champion: version {model.version}"),
+        f" (alias {model.alias}) " if model.alias else " ",
+        badge,
+        html.Br(),
+        html.Span(f"trained on {window_text}", className="muted", id="trained-window"),
+    ]
+    lines += [html.Br(), html.Span(_point_sentence(skill), id="point-skill")]
+    if interval_skill is not None:
+        lines += [html.Br(), html.Span(_range_sentence(interval_skill), id="interval-skill")]
+    if coverage is not None:
+        lines += [
+            html.Br(),
+            html.Span(
+                f"Calibration: {coverage:.0%} of the test hours closed inside the 90 % range (ideal: 90 %).",
+                id="coverage",
             ),
-            metrics_table(model),
         ]
-    )
+    return html.Div([html.P(lines), metrics_table(model), horizon_table(model)])
+
+
+def _point_sentence(skill: float | None) -> str:
+    if skill is None:
+        return "Point forecast: no skill figure."
+    if skill > 0:
+        return f"Point forecast: {skill:.2%} smaller errors than 'no change' (persistence) on unseen hours."
+    return f"Point forecast: no better than 'no change' (skill {skill:+.2%}); use the range, not the number."
+
+
+def _range_sentence(interval_skill: float) -> str:
+    if interval_skill > 0:
+        return (
+            f"Range: {interval_skill:.0%} better interval score than fixed historical ranges "
+            "(narrower where it can be, wider where it must)."
+        )
+    return f"Range: no better than fixed historical ranges (interval skill {interval_skill:+.1%})."
+
+
+def horizon_table(model: ChampionModel) -> Component:
+    """Per horizon: point skill, coverage, interval skill vs the naive and the EWMA baselines."""
+    rows = model.horizon_metrics
+    if not rows:
+        return html.Div()
+    head = ["horizon", "point skill", "coverage", "range skill vs naive", "vs EWMA"]
+    body = [
+        [
+            f"{h.get('hours')} h",
+            fmt_number(h.get("skill"), 4),
+            fmt_number((h.get("interval") or {}).get("coverage"), 3),
+            fmt_number(h.get("interval_skill"), 3),
+            fmt_number(h.get("interval_skill_vs_ewma"), 3),
+        ]
+        for h in rows
+    ]
+    return data_table(head, body, id="horizon-metrics")

@@ -181,6 +181,7 @@ def update(pair: str | None) -> tuple[Any, ...]:
                 html.Strong(fmt_number(prediction.forecast), id="forecast-value"),
                 change,
                 f" for {fmt_time(prediction.target_time)}, model version {prediction.model_version}",
+                *_range_text(prediction),
             ],
             className="notice ok",
         )
@@ -207,6 +208,19 @@ def update(pair: str | None) -> tuple[Any, ...]:
         )
         track = empty_figure("no resolved forecasts yet")
     return headline, notices, chart, champion_block, mae_text, track
+
+
+def _range_text(prediction: ServeForecast) -> list[Any]:
+    """``; 90 % range: L – U next hour, ... in 24 h`` for the headline (nothing for a point-only model)."""
+    if not prediction.horizons:
+        return []
+    parts = [
+        f"{fmt_number(b.lower, 6)} – {fmt_number(b.upper, 6)} in {b.hours} h" for b in prediction.horizons
+    ]
+    return [
+        html.Br(),
+        html.Span(f"{prediction.horizons[0].level:.0%} range: " + "; ".join(parts), id="forecast-range"),
+    ]
 
 
 def register_callbacks(app: Dash) -> None:

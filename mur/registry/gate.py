@@ -10,12 +10,16 @@ persistence on their own test spans) with their standard errors. The rules, in o
    in time.
 2. **Persistence rule.** A version significantly worse than persistence (Diebold-Mariano, HLN-corrected,
    one-sided p < ``alpha``) or below the configured skill floor never becomes champion.
+   **Interval rule.** Nor does a version whose 1 h ranges are significantly worse than the naive interval
+   baseline (DM on Winkler scores, one-sided p < ``alpha``).
 3. **First version.** With no champion (or one whose artefact cannot be loaded), a version that passed
    rule 1 becomes champion.
-4. **Fresher data wins ties.** Against the champion, a newer (or equally new) version wins unless its skill
-   is significantly below the champion's: ``(skill_champion - skill_new) / sqrt(se_c^2 + se_n^2) > z``
-   with ``z`` the one-sided ``alpha`` quantile (1.645 at 5 %). Differences smaller than the noise of a
-   few days of hours do not flip the champion back to stale weights.
+4. **Fresher data wins ties.** Against the champion, a newer (or equally new) version wins unless its
+   point skill or its interval skill is significantly below the champion's:
+   ``(skill_champion - skill_new) / sqrt(se_c^2 + se_n^2) > z`` with ``z`` the one-sided ``alpha``
+   quantile (1.645 at 5 %). Both skills are scale-free scores of each version on its own out-of-sample
+   span. Differences smaller than the noise of a few days of hours do not flip the champion back to stale
+   weights.
 
 A pair with no version that passes rule 1 has no champion and is not served: the API answers 503 with the
 reason instead of serving a model known to be worse than persistence.
@@ -45,6 +49,11 @@ class Evidence:
     dm_p_worse: float = 1.0
     """One-sided DM p-value of "the model's absolute error is larger than persistence's"."""
     version: int | None = None
+    interval_skill: float | None = None
+    """1 h ``1 - Winkler_model / Winkler_naive`` on its test span (None: a point-only model)."""
+    interval_skill_se: float = math.inf
+    interval_p_worse: float = 1.0
+    """One-sided DM p-value of "the model's Winkler score is larger than the naive interval's"."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,13 @@ def decide(
             f"DM p={candidate.dm_p_worse:.3g} < {alpha:g})",
             "persistence",
         )
+    if candidate.interval_p_worse < alpha:
+        return Decision(
+            CHALLENGER,
+            f"ranges significantly worse than the naive interval (interval skill "
+            f"{candidate.interval_skill or 0.0:+.4f}, DM p={candidate.interval_p_worse:.3g} < {alpha:g})",
+            "interval",
+        )
     if candidate.skill < skill_floor:
         return Decision(
             CHALLENGER,
@@ -99,29 +115,42 @@ def decide(
         return Decision(
             CHAMPION, f"the champion{_v(champion)}'s artefact cannot be loaded; replacing it", "unloadable"
         )
-    gap = champion.skill - candidate.skill
-    se = math.sqrt(candidate.skill_se**2 + champion.skill_se**2)
     z_crit = NormalDist().inv_cdf(1 - alpha)
-    if gap <= 0:
+    comparisons = [("skill", candidate.skill, champion.skill, candidate.skill_se, champion.skill_se)]
+    if candidate.interval_skill is not None and champion.interval_skill is not None:
+        comparisons.append(
+            (
+                "interval skill",
+                candidate.interval_skill,
+                champion.interval_skill,
+                candidate.interval_skill_se,
+                champion.interval_skill_se,
+            )
+        )
+    worst_z, notes = -math.inf, []
+    for label, new, old, se_new, se_old in comparisons:
+        gap, se = old - new, math.sqrt(se_new**2 + se_old**2)
+        if gap <= 0:
+            notes.append(f"{label} {new:+.4f} >= {old:+.4f}")
+            continue
+        z = gap / se if se > 0 else math.inf
+        if math.isfinite(se) and z > z_crit:
+            return Decision(
+                CHALLENGER,
+                f"{label} {new:+.4f} significantly below champion{_v(champion)}'s {old:+.4f} "
+                f"(z={z:.2f} > {z_crit:.2f})",
+                "worse-than-champion",
+            )
+        worst_z = max(worst_z, z)
+        notes.append(f"{label} {new:+.4f} vs {old:+.4f} within noise (z={z:.2f} <= {z_crit:.2f})")
+    if worst_z == -math.inf:
         return Decision(
             CHAMPION,
-            f"fresher data and skill {candidate.skill:+.4f} >= champion{_v(champion)}'s {champion.skill:+.4f}",
+            f"fresher data and skill {candidate.skill:+.4f} >= champion{_v(champion)}'s {champion.skill:+.4f}"
+            + (f"; {notes[1]}" if len(notes) > 1 else ""),
             "fresher",
         )
-    z = gap / se if se > 0 else math.inf
-    if math.isfinite(se) and z > z_crit:
-        return Decision(
-            CHALLENGER,
-            f"skill {candidate.skill:+.4f} significantly below champion{_v(champion)}'s "
-            f"{champion.skill:+.4f} (z={z:.2f} > {z_crit:.2f})",
-            "worse-than-champion",
-        )
-    return Decision(
-        CHAMPION,
-        f"fresher data; skill {candidate.skill:+.4f} vs champion{_v(champion)}'s {champion.skill:+.4f} is "
-        f"within noise (z={z:.2f} <= {z_crit:.2f})",
-        "noise",
-    )
+    return Decision(CHAMPION, f"fresher data; vs champion{_v(champion)}: " + "; ".join(notes), "noise")
 
 
 def _v(e: Evidence) -> str:

@@ -79,12 +79,18 @@ def evidence_of(
     if metrics is None or not window_end:
         return None
     sig = metrics.significance
+    h1 = metrics.horizons[0] if metrics.horizons else None
     return Evidence(
         window_end=_parse_utc(window_end),
         skill=float(metrics.skill),
         skill_se=math.inf if sig is None or sig.skill_se is None else float(sig.skill_se),
         dm_p_worse=1.0 if sig is None else float(sig.dm_p_worse),
         version=version,
+        interval_skill=None if h1 is None else float(h1.interval_skill),
+        interval_skill_se=math.inf
+        if h1 is None or h1.interval_skill_se is None
+        else float(h1.interval_skill_se),
+        interval_p_worse=1.0 if h1 is None else float(h1.interval_dm_p_worse),
     )
 
 
@@ -208,6 +214,8 @@ def log_and_register(
         "mae": f"{mae:.6f}",
         "dm_p_worse": "" if sig is None else f"{sig.dm_p_worse:.4g}",
         "dm_p_better": "" if sig is None else f"{sig.dm_p_better:.4g}",
+        "interval_skill": "" if metrics_doc.interval_skill is None else f"{metrics_doc.interval_skill:.6f}",
+        "coverage": "" if metrics_doc.coverage is None else f"{metrics_doc.coverage:.4f}",
         "metrics_json": metrics_doc.version_tag_json(),
     }
     for key, value in version_tags.items():

@@ -111,8 +111,47 @@ METRICS = {
 }
 
 
-def fake_serve(last_candles: dict[str, tuple[str, float]], *, forecast_factor: float = 1.01) -> FakeService:
-    """A Serve API for ``{pair: (last candle time ISO, last close)}``: forecast = last close × factor.
+QUANTILE_METRICS = {
+    **METRICS,
+    "skill": -0.0004,  # a point forecast no better than persistence: the card shows "no skill"
+    "interval_skill": 0.112,
+    "coverage": 0.904,
+    "horizons": [
+        {
+            "hours": h,
+            "skill": -0.0004,
+            "interval": {"coverage": c},
+            "interval_skill": s,
+            "interval_skill_vs_ewma": e,
+        }
+        for h, c, s, e in ((1, 0.904, 0.112, 0.035), (4, 0.911, 0.09, 0.05), (24, 0.93, 0.03, 0.07))
+    ],
+}
+
+
+def horizons_for(candle_time: str, close: float) -> list[dict[str, Any]]:
+    """The ``horizons`` of a forecast body: median = close, ranges widening with the horizon."""
+    import pandas as pd
+
+    start = pd.Timestamp(candle_time)
+    return [
+        {
+            "hours": h,
+            "target_time": (start + pd.Timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "median": close,
+            "lower": close * (1 - 0.01 * h**0.5),
+            "upper": close * (1 + 0.01 * h**0.5),
+            "level": 0.9,
+        }
+        for h in (1, 4, 24)
+    ]
+
+
+def fake_serve(
+    last_candles: dict[str, tuple[str, float]], *, forecast_factor: float = 1.01, quantiles: bool = False
+) -> FakeService:
+    """A Serve API for ``{pair: (last candle time ISO, last close)}``: forecast = last close × factor;
+    with ``quantiles`` the answers carry ``horizons`` and the models interval metrics, as the real API's.
 
     Set ``service.status_override = (status, body)`` to make every route fail that way (e.g. 429).
     """
@@ -137,8 +176,8 @@ def fake_serve(last_candles: dict[str, tuple[str, float]], *, forecast_factor: f
                 "pair": pair,
                 "version": MODEL_VERSION,
                 "alias": "champion",
-                "data_window": {"start": "2025-01-01T00:00:00Z", "end": "2025-12-31T23:00:00Z"},
-                "metrics": METRICS,
+                "trained_window": {"start": "2025-01-01T00:00:00Z", "end": "2025-12-31T23:00:00Z"},
+                "metrics": QUANTILE_METRICS if quantiles else METRICS,
             }
             for pair in sorted(last_candles)
         ]
@@ -159,6 +198,7 @@ def fake_serve(last_candles: dict[str, tuple[str, float]], *, forecast_factor: f
             "candle_time": candle_time,
             "target_time": target,
             "model_version": MODEL_VERSION,
+            "horizons": horizons_for(candle_time, close * forecast_factor) if quantiles else [],
         }
 
     service.routes[("GET", "/v1/pairs")] = guarded(pairs)

@@ -6,8 +6,9 @@ from datetime import timedelta
 from typing import Any
 
 import pandas as pd
+import pytest
 from dash import Dash
-from dash_fakes import METRICS, MODEL_VERSION, FakeService, bearer, free_port
+from dash_fakes import METRICS, MODEL_VERSION, FakeService, bearer, fake_serve, free_port
 from dash_helpers import (
     callback_json,
     dash_update,
@@ -77,6 +78,38 @@ def test_forecast_page_draws_candles_and_the_forecast(
     owner = lookup_token(dash_database, token=tokens.pop() or "")
     assert owner is not None and owner.user_id == member.id
     assert [t.name for t in list_tokens(dash_database, user_id=member.id)] == [DASHBOARD_TOKEN_NAME]
+
+
+def test_forecast_page_draws_the_fan_and_the_model_card(
+    dash_settings: Settings, dash_database: Database, last_candles: dict[str, tuple[str, float]]
+) -> None:
+    """A quantile champion: the chart shows the 90 % range of every horizon and the median through them;
+    the card shows the trained window, plain-language skills, coverage and the "no skill" badge."""
+    serve = fake_serve(last_candles, forecast_factor=1.0, quantiles=True).start()
+    try:
+        app = create_app(dash_settings.model_copy(update={"serve_port": serve.port}), db=dash_database)
+        client = app.server.test_client()
+        logged_in(client, make_user(dash_database))
+        out = forecast_page(client, "btc_usdt")
+    finally:
+        serve.stop()
+    figure = out["forecast-chart"]["figure"]
+    names = trace_names(figure)
+    assert names == ["BTC_USDT", "90% range", f"median forecast (model v{MODEL_VERSION})"]
+    candle_time, close = last_candles["btc_usdt"]
+    band, median = figure["data"][1], figure["data"][2]
+    assert band["fill"] == "toself" and len(band["x"]) == 8  # last close + 3 horizons, out and back
+    assert max(band["y"]) == pytest.approx(close * (1 + 0.01 * 24**0.5))
+    assert min(band["y"]) == pytest.approx(close * (1 - 0.01 * 24**0.5))
+    assert median["y"] == [close, close, close, close]
+    headline = text_of(out["forecast-headline"])
+    assert "90% range" in headline and "in 24 h" in headline
+    card = text_of(out["forecast-champion"])
+    assert "trained on 2025-01-01T00:00:00Z → 2025-12-31T23:00:00Z" in card
+    assert "no skill" in card and "no better than 'no change'" in card
+    assert "11% better interval score than fixed historical ranges" in card
+    assert "90% of the test hours closed inside the 90 % range" in card
+    assert "24 h" in card  # the per-horizon table
 
 
 def test_track_record_compares_model_and_persistence(client: FlaskClient, dash_database: Database) -> None:

@@ -20,6 +20,31 @@ def ev(
     return Evidence(window_end=end, skill=skill, skill_se=se, dm_p_worse=p_worse, version=version)
 
 
+def iv(
+    end: datetime,
+    skill: float,
+    interval: float,
+    *,
+    ise: float = 0.01,
+    ip_worse: float = 0.5,
+    version: int | None = None,
+) -> Evidence:
+    """Evidence of a quantile model: point skill and 1 h interval skill with their uncertainty."""
+    return Evidence(
+        window_end=end,
+        skill=skill,
+        skill_se=0.002,
+        dm_p_worse=0.5,
+        version=version,
+        interval_skill=interval,
+        interval_skill_se=ise,
+        interval_p_worse=ip_worse,
+    )
+
+
+ICHAMP = iv(FEB, 0.0, 0.10, version=3)
+
+
 CHAMP = ev(FEB, 0.010, version=2)
 
 CASES = [
@@ -70,6 +95,32 @@ CASES = [
         {},
         CHAMPION,
         "noise",
+    ),
+    (
+        "ranges significantly worse than the naive interval never serve",
+        iv(MAR, 0.001, -0.08, ip_worse=0.001),
+        None,
+        {},
+        CHALLENGER,
+        "interval",
+    ),
+    (
+        "interval skill significantly below the champion's keeps the champion",
+        iv(MAR, 0.0, 0.02),
+        ICHAMP,
+        {},
+        CHALLENGER,
+        "worse-than-champion",
+    ),
+    ("interval skill within noise: fresher wins", iv(MAR, 0.0, 0.09), ICHAMP, {}, CHAMPION, "noise"),
+    ("better on both skills", iv(MAR, 0.001, 0.12), ICHAMP, {}, CHAMPION, "fresher"),
+    (
+        "a point-only champion is compared on point skill alone",
+        iv(MAR, 0.0, 0.10),
+        ev(FEB, 0.0, version=1),
+        {},
+        CHAMPION,
+        "fresher",
     ),
     (
         "unloadable champion is replaced",

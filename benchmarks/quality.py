@@ -1,0 +1,126 @@
+"""Benchmark: forecast quality on every bundled pair, per horizon, next to the naive baselines.
+
+    python benchmarks/quality.py [--pairs btc_usdt eth_usdt ...] [--epochs 10] [--train-days 365] [--out FILE]
+
+Budget (bounded and documented): one local training per pair with the default settings (LSTM, 168 h of
+context, horizons 1/4/24 h, levels 0.05/0.5/0.95), at most ``--epochs`` epochs with early stopping, on the
+last ``--train-days`` days of the bundled candles; about 10-70 s per pair on 2 CPU cores. Every score is
+out-of-sample: the test span is the last 10 % of the hours, which the model never trained on (weights) nor
+calibrated on (conformal scale), and both interval baselines are fitted on the hours before it:
+
+* (a) naive: fixed empirical quantiles of past h-hour log returns;
+* (b) EWMA volatility (half-life 12 h, squared returns and high-low range) x hour-of-day factor.
+
+Prints per pair and horizon: point skill vs persistence, directional accuracy, coverage of the 90 %
+interval, interval skill vs (a) and vs (b); the last two lines are the worst 1 h interval skill vs (a) and
+the worst 1 h coverage. Targets (issue 13): 1 h coverage in [0.88, 0.92], 1 h interval skill >= 0.15 vs (a)
+and at least (b)'s. Writes the figures as JSON (``benchmarks/results/quality.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+BUNDLED = ("btc_usdt", "eth_usdt", "sol_usdt", "bnb_usdt", "xrp_usdt")
+
+
+def evaluate_pair(pair: str, epochs: int, train_days: int) -> dict[str, Any]:
+    """Train ``pair`` locally (no registry) and return its metrics document as a dict, with the time taken."""
+    from mur.settings import Settings
+    from mur.training.driver import train_and_register
+    from mur.training.loop import LocalFit
+
+    settings = Settings(market_data="bundled", train_days=train_days)
+    started = time.perf_counter()
+    result = train_and_register(
+        settings, pair, fit=LocalFit(), register=False, epochs=epochs, emit=lambda _m: None
+    )
+    assert result.metrics is not None
+    return {
+        "seconds": round(time.perf_counter() - started, 1),
+        "metrics": result.metrics.model_dump(mode="json"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", nargs="+", default=list(BUNDLED))
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--train-days", type=int, default=365)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "quality.json")
+    args = parser.parse_args()
+
+    rows: list[dict[str, Any]] = []
+    per_pair: dict[str, Any] = {}
+    header = (
+        f"{'pair':<10} {'h':>3} {'point skill':>11} {'dir acc':>7} {'coverage':>8} {'int skill (a)':>13} "
+        f"{'int skill (b)':>13} {'(b) vs (a)':>10} {'cov (b)':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for pair in args.pairs:
+        out = evaluate_pair(pair, args.epochs, args.train_days)
+        doc = out["metrics"]
+        per_pair[pair] = {
+            "seconds": out["seconds"],
+            "test_window": doc["test_window"],
+            "horizons": doc["horizons"],
+        }
+        for h in doc["horizons"]:
+            b_vs_a = 1 - h["ewma"]["winkler"] / h["naive"]["winkler"]
+            row = {
+                "pair": pair,
+                "hours": h["hours"],
+                "point_skill": h["skill"],
+                "directional_accuracy": h["model"]["directional_accuracy"],
+                "coverage": h["interval"]["coverage"],
+                "interval_skill_vs_naive": h["interval_skill"],
+                "interval_skill_vs_ewma": h["interval_skill_vs_ewma"],
+                "ewma_skill_vs_naive": b_vs_a,
+                "ewma_coverage": h["ewma"]["coverage"],
+            }
+            rows.append(row)
+            print(
+                f"{pair:<10} {h['hours']:>3} {row['point_skill']:>+11.4f} {row['directional_accuracy']:>7.3f} "
+                f"{row['coverage']:>8.3f} {row['interval_skill_vs_naive']:>+13.4f} "
+                f"{row['interval_skill_vs_ewma']:>+13.4f} {b_vs_a:>+10.4f} {row['ewma_coverage']:>7.3f}",
+                flush=True,
+            )
+    one_hour = [r for r in rows if r["hours"] == 1]
+    worst_skill = min(r["interval_skill_vs_naive"] for r in one_hour)
+    worst_cov = min(one_hour, key=lambda r: abs(r["coverage"] - 0.9))["coverage"]
+    summary = {
+        "worst_1h_interval_skill_vs_naive": worst_skill,
+        "worst_1h_coverage": worst_cov,
+        "1h_beats_ewma_on_every_pair": all(r["interval_skill_vs_ewma"] > 0 for r in one_hour),
+        "1h_coverage_in_088_092": all(0.88 <= r["coverage"] <= 0.92 for r in one_hour),
+        "1h_interval_skill_ge_015": all(r["interval_skill_vs_naive"] >= 0.15 for r in one_hour),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": {"platform": platform.platform(), "python": platform.python_version()},
+                "budget": {"epochs": args.epochs, "train_days": args.train_days},
+                "rows": rows,
+                "pairs": per_pair,
+                "summary": summary,
+            },
+            indent=2,
+        )
+    )
+    print(
+        f"\n1 h interval beats (b) on every pair: {summary['1h_beats_ewma_on_every_pair']}; "
+        f"1 h coverage within 0.88-0.92 on every pair: {summary['1h_coverage_in_088_092']}"
+    )
+    print(f"worst 1h interval skill vs naive: {worst_skill:.4f}")
+    print(f"worst 1h coverage: {worst_cov:.3f}")
+
+
+if __name__ == "__main__":
+    main()
