@@ -93,7 +93,7 @@ def main() -> None:
             )
     one_hour = [r for r in rows if r["hours"] == 1]
     worst_skill = min(r["interval_skill_vs_naive"] for r in one_hour)
-    worst_cov = min(one_hour, key=lambda r: abs(r["coverage"] - 0.9))["coverage"]
+    worst_cov = max(one_hour, key=lambda r: abs(r["coverage"] - 0.9))["coverage"]
     summary = {
         "worst_1h_interval_skill_vs_naive": worst_skill,
         "worst_1h_coverage": worst_cov,
