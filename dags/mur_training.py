@@ -95,6 +95,20 @@ FORM_PAIR_PATTERN = PAIR_PATTERN.replace("a-z0-9", "A-Za-z0-9")
             title="Training days",
             description="Length of the training window before its end. Empty: MUR_TRAIN_DAYS.",
         ),
+        "horizons": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^\s*1\s*(,\s*[0-9]+\s*)*$",
+            title="Forecast horizons (hours)",
+            description="Comma list, ascending, starting with 1 (e.g. 1,4,24). Empty: MUR_HORIZONS.",
+        ),
+        "quantile_levels": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^\s*0?\.[0-9]+\s*(,\s*0?\.[0-9]+\s*)+$",
+            title="Quantile levels",
+            description="Comma list, at least three including 0.5 (e.g. 0.05,0.5,0.95). Empty: MUR_QUANTILE_LEVELS.",
+        ),
         "num_workers": Param(
             None,
             type=["null", "integer"],

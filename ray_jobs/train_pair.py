@@ -24,6 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hidden-size", type=int)
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--train-days", type=int, help="length of the training window in days")
+    p.add_argument("--horizons", help="forecast horizons in hours, comma-separated (e.g. 1,4,24)")
+    p.add_argument("--quantile-levels", help="quantile levels, comma-separated (e.g. 0.05,0.5,0.95)")
     p.add_argument("--fail-at-epoch", type=int, help="(tests) raise once in the first attempt at this epoch")
     p.add_argument(
         "--kind",
@@ -71,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             arch=args.arch,
             hidden_size=args.hidden_size,
             learning_rate=args.learning_rate,
+            horizons=args.horizons,
+            quantile_levels=args.quantile_levels,
         )
     except MurError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

@@ -127,6 +127,12 @@ def train(
     ] = None,
     normalization: Annotated[str | None, typer.Option(help="relative (default) or reference")] = None,
     hidden_size: Annotated[int | None, typer.Option(help="recurrent hidden size")] = None,
+    horizons: Annotated[
+        str | None, typer.Option(help="forecast horizons in hours, comma-separated, from 1 (default 1,4,24)")
+    ] = None,
+    quantile_levels: Annotated[
+        str | None, typer.Option(help="quantile levels, comma-separated, with 0.5 (default 0.05,0.5,0.95)")
+    ] = None,
     compare_normalizations: Annotated[
         bool, typer.Option("--compare-normalizations", help="train both normalizations on the same split")
     ] = False,
@@ -154,7 +160,20 @@ def train(
     if normalization is not None and normalization not in ("relative", "reference"):
         raise typer.BadParameter("--normalization must be relative or reference")
     end_dt = parse_time(end)
-    overrides: dict[str, Any] = {"epochs": epochs, "arch": arch, "hidden_size": hidden_size}
+    overrides: dict[str, Any] = {
+        "epochs": epochs,
+        "arch": arch,
+        "hidden_size": hidden_size,
+        "horizons": horizons,
+        "quantile_levels": quantile_levels,
+    }
+    from mur.model.quantile_config import parse_horizons, parse_levels
+
+    try:  # a clear one-line error before any training starts
+        parse_horizons(horizons) if horizons else None
+        parse_levels(quantile_levels) if quantile_levels else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     if ray:
         from mur.orchestration.job_submission import submit_training
 

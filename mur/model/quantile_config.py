@@ -31,6 +31,28 @@ def check_quantile_config(horizons: Sequence[int], levels: Sequence[float]) -> N
         )
 
 
+def parse_horizons(value: str | Sequence[int]) -> tuple[int, ...]:
+    """``"1,4,24"`` (CLI, trigger form, job arguments) or a sequence → checked tuple of hours."""
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        hours = tuple(int(str(h).strip()) for h in items if str(h).strip())
+    except ValueError as exc:
+        raise ValueError(f"horizons must be whole hours separated by commas, got {value!r}") from exc
+    check_quantile_config(hours, DEFAULT_QUANTILE_LEVELS)
+    return hours
+
+
+def parse_levels(value: str | Sequence[float]) -> tuple[float, ...]:
+    """``"0.05,0.5,0.95"`` or a sequence → checked tuple of quantile levels."""
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        levels = tuple(float(str(q).strip()) for q in items if str(q).strip())
+    except ValueError as exc:
+        raise ValueError(f"quantile levels must be numbers separated by commas, got {value!r}") from exc
+    check_quantile_config(DEFAULT_HORIZONS, levels)
+    return levels
+
+
 def interval_level(levels: Sequence[float]) -> float:
     """Nominal coverage of the interval formed by the outer two levels (0.90 for 0.05 / 0.95)."""
     return round(float(levels[-1]) - float(levels[0]), 10)

@@ -36,7 +36,7 @@ CHAMPIONS_ASSET_URI = "mur://champions"
 """Asset the training DAG updates after each run; the serving side schedules its reload on it."""
 PAIRS_VARIABLE = "mur_pairs"
 """Airflow Variable overriding ``settings.pairs`` (comma-separated or a JSON list)."""
-TRAIN_OPTIONS = ("epochs", "arch", "hidden_size", "train_days", "num_workers")
+TRAIN_OPTIONS = ("epochs", "arch", "hidden_size", "train_days", "num_workers", "horizons", "quantile_levels")
 """Params of the trigger form that are passed on to the Ray job (``None`` = the settings' value)."""
 
 LogFn = Callable[[str], None]

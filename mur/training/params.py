@@ -19,6 +19,7 @@ from mur.training.loop import TrainConfig
 def model_config(settings: Settings, **overrides: object) -> ModelConfig:
     """Model hyper-parameters from settings (CLI/job overrides win when not None)."""
     from mur.model.features import FEATURE_SETS
+    from mur.model.quantile_config import parse_horizons, parse_levels
 
     base: dict[str, Any] = {
         "arch": settings.arch,
@@ -33,6 +34,8 @@ def model_config(settings: Settings, **overrides: object) -> ModelConfig:
         "normalization": settings.normalization,
     }
     base.update({k: v for k, v in overrides.items() if v is not None and k in base})
+    base["horizons"] = parse_horizons(base["horizons"])  # CLI / trigger form / job: "1,4,24"
+    base["quantile_levels"] = parse_levels(base["quantile_levels"])
     feature_set = base.pop("feature_set")
     return ModelConfig(feature_names=FEATURE_SETS[feature_set], **base)
 
