@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -32,6 +32,26 @@ class TrackRecord:
     running_mae_model: list[float]
     running_mae_persistence: list[float]
     pending: int
+    lower: list[float | None] = field(default_factory=list)
+    upper: list[float | None] = field(default_factory=list)
+    inside: list[bool | None] = field(default_factory=list)
+    """Whether each actual close fell inside its range (None: a forecast without a range)."""
+    running_coverage: list[float | None] = field(default_factory=list)
+    running_interval_skill: list[float | None] = field(default_factory=list)
+    """``1 - sum Winkler_model / sum Winkler_naive`` over the ranged forecasts so far (baseline (a))."""
+    level: float | None = None
+
+    @property
+    def ranged(self) -> int:
+        return sum(1 for i in self.inside if i is not None)
+
+    @property
+    def coverage(self) -> float | None:
+        return next((c for c in reversed(self.running_coverage) if c is not None), None)
+
+    @property
+    def interval_skill(self) -> float | None:
+        return next((c for c in reversed(self.running_interval_skill) if c is not None), None)
 
     @property
     def count(self) -> int:
@@ -56,18 +76,42 @@ def running_mean(values: Sequence[float]) -> list[float]:
     return out
 
 
-def track_record(forecasts: Sequence[Forecast]) -> TrackRecord:
-    """Running MAE of the model vs persistence (tomorrow = today's last close) over resolved forecasts.
+def track_record(
+    forecasts: Sequence[Forecast], naive_log_quantiles: tuple[float, float] | None = None
+) -> TrackRecord:
+    """Running MAE of the model vs persistence (tomorrow = today's last close) over resolved forecasts, and
+    for forecasts with a range: whether the actual fell inside, the running coverage and the running
+    interval skill against baseline (a) (``naive_log_quantiles``: the outer quantiles of past 1 h log
+    returns, :func:`naive_band`).
 
     When several forecasts share a target time (different model versions), each counts: the record is the
     model's, whichever version was champion when the forecast was made.
     """
+    import math
+
     resolved = sorted(
         (f for f in forecasts if f.actual is not None), key=lambda f: (f.target_time, f.made_at)
     )
     actual = [float(f.actual) for f in resolved if f.actual is not None]
     predicted = [f.predicted for f in resolved]
     persistence = [f.last_close for f in resolved]
+    inside = [f.inside for f in resolved]
+    level = next((f.level for f in resolved if f.level is not None), None)
+    coverage: list[float | None] = []
+    skill: list[float | None] = []
+    hits = n = 0
+    w_model = w_naive = 0.0
+    for f, a in zip(resolved, actual, strict=True):
+        if f.inside is not None and f.lower is not None and f.upper is not None and f.level is not None:
+            n += 1
+            hits += int(f.inside)
+            alpha = 1.0 - f.level
+            w_model += _winkler(f.lower, f.upper, a, alpha)
+            if naive_log_quantiles is not None:
+                lo, hi = (f.last_close * math.exp(q) for q in naive_log_quantiles)
+                w_naive += _winkler(lo, hi, a, alpha)
+        coverage.append(hits / n if n else None)
+        skill.append(1.0 - w_model / w_naive if w_naive > 0 else None)
     return TrackRecord(
         times=[f.target_time for f in resolved],
         predicted=predicted,
@@ -77,7 +121,30 @@ def track_record(forecasts: Sequence[Forecast]) -> TrackRecord:
         running_mae_model=running_mean([abs(p - a) for p, a in zip(predicted, actual, strict=True)]),
         running_mae_persistence=running_mean([abs(p - a) for p, a in zip(persistence, actual, strict=True)]),
         pending=sum(1 for f in forecasts if f.actual is None),
+        lower=[f.lower for f in resolved],
+        upper=[f.upper for f in resolved],
+        inside=inside,
+        running_coverage=coverage,
+        running_interval_skill=skill,
+        level=level,
     )
+
+
+def _winkler(lo: float, hi: float, y: float, alpha: float) -> float:
+    return (hi - lo) + (2.0 / alpha) * (max(lo - y, 0.0) + max(y - hi, 0.0))
+
+
+def naive_band(closes: Sequence[float], level: float = 0.9) -> tuple[float, float] | None:
+    """Baseline (a) for the track record: the outer quantiles of the 1 h log returns of ``closes``."""
+    import numpy as np
+
+    c = np.log(np.asarray(closes, dtype=np.float64))
+    if len(c) < 50:
+        return None
+    r = np.diff(c)
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.quantile(r, [tail, 1.0 - tail])
+    return float(lo), float(hi)
 
 
 def candlestick_figure(candles: pd.DataFrame, *, pair: str, forecast: ServeForecast | None) -> go.Figure:
@@ -157,25 +224,48 @@ def add_fan(figure: go.Figure, forecast: ServeForecast, candles: pd.DataFrame) -
 
 
 def track_record_figure(record: TrackRecord, *, pair: str) -> go.Figure:
-    """Forecasts against what happened (top) and the running MAE, model vs persistence (bottom)."""
+    """Forecasts (with their ranges, green inside / red outside) against what happened (top), the running
+    MAE, model vs persistence (middle) and the running coverage of the ranges (bottom)."""
+    ranged = record.ranged > 0
     figure = make_subplots(
-        rows=2,
+        rows=3 if ranged else 2,
         cols=1,
         shared_xaxes=True,
-        row_heights=[0.62, 0.38],
-        vertical_spacing=0.08,
-        subplot_titles=("forecast vs actual close", "running MAE"),
+        row_heights=[0.5, 0.25, 0.25] if ranged else [0.62, 0.38],
+        vertical_spacing=0.07,
+        subplot_titles=("forecast vs actual close", "running MAE", "running coverage of the ranges")
+        if ranged
+        else ("forecast vs actual close", "running MAE"),
     )
     figure.add_trace(
         go.Scatter(x=record.times, y=record.actual, mode="lines+markers", name="actual close"), row=1, col=1
     )
+    error_y = None
+    if ranged:
+        error_y = {
+            "type": "data",
+            "symmetric": False,
+            "array": [
+                (u - p) if u is not None else 0 for u, p in zip(record.upper, record.predicted, strict=True)
+            ],
+            "arrayminus": [
+                (p - lo) if lo is not None else 0
+                for lo, p in zip(record.lower, record.predicted, strict=True)
+            ],
+            "color": "rgba(255, 127, 14, 0.6)",
+        }
+    colors = [
+        FORECAST_COLOR if i is None else ("#12b76a" if i else "#d92d20")
+        for i in (record.inside or [None] * record.count)
+    ]
     figure.add_trace(
         go.Scatter(
             x=record.times,
             y=record.predicted,
             mode="markers",
-            name="model forecast",
-            marker={"color": FORECAST_COLOR, "symbol": "star", "size": 9},
+            name="model forecast (median, range)" if ranged else "model forecast",
+            marker={"color": colors, "symbol": "star", "size": 9},
+            error_y=error_y,
             customdata=record.versions,
             hovertemplate="%{x}<br>forecast %{y:.6g}<br>model v%{customdata}<extra></extra>",
         ),
@@ -196,12 +286,20 @@ def track_record_figure(record: TrackRecord, *, pair: str) -> go.Figure:
         row=2,
         col=1,
     )
+    if ranged:
+        figure.add_trace(
+            go.Scatter(x=record.times, y=record.running_coverage, name="coverage", line={"color": "#ff7f0e"}),
+            row=3,
+            col=1,
+        )
+        if record.level is not None:
+            figure.add_hline(y=record.level, line_dash="dot", line_color="gray", row=3, col=1)
     figure.update_layout(
         template=CHART_TEMPLATE,
         title=f"{pair.upper()} track record",
         margin={"l": 50, "r": 20, "t": 70, "b": 40},
         legend={"orientation": "h", "y": -0.12},
-        height=480,
+        height=600 if ranged else 480,
     )
     return figure
 

@@ -15,7 +15,7 @@ from dash import Dash, Input, Output, dcc, html
 from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 
-from dash_app.charts import candlestick_figure, empty_figure, track_record, track_record_figure
+from dash_app.charts import candlestick_figure, empty_figure, naive_band, track_record, track_record_figure
 from dash_app.clients import ChampionModel, ServeForecast, ServiceAnswerError, ServiceUnavailable
 from dash_app.components import champion_summary, fmt_number, fmt_time, notice
 from dash_app.context import DashboardContext, current_account, get_context
@@ -104,6 +104,34 @@ def fill_known_actuals(context: DashboardContext, pair: str, candles: pd.DataFra
     )
 
 
+def store_forecast(context: DashboardContext, pair: str, prediction: ServeForecast) -> None:
+    """Record the forecast in the track record: every horizon's median and range (or the point alone)."""
+    last_close = prediction.last_close if prediction.last_close is not None else prediction.forecast
+    if not prediction.horizons:
+        record_forecast(
+            context.db,
+            pair=pair,
+            model_version=prediction.model_version,
+            target_time=prediction.target_time,
+            predicted=prediction.forecast,
+            last_close=last_close,
+        )
+        return
+    for band in prediction.horizons:
+        record_forecast(
+            context.db,
+            pair=pair,
+            model_version=prediction.model_version,
+            target_time=band.target_time,
+            predicted=band.median,
+            last_close=last_close,
+            horizon_hours=band.hours,
+            lower=band.lower,
+            upper=band.upper,
+            level=band.level,
+        )
+
+
 def _fetch_forecast(
     context: DashboardContext, account: User, pair: str
 ) -> tuple[ServeForecast | None, ChampionModel | None, list[Component]]:
@@ -122,14 +150,7 @@ def _fetch_forecast(
         notices.append(notice(f"No forecast: {exc}.{hint}", "warn", id="serve-error"))
         return None, None, notices
     try:
-        record_forecast(
-            context.db,
-            pair=pair,
-            model_version=prediction.model_version,
-            target_time=prediction.target_time,
-            predicted=prediction.forecast,
-            last_close=prediction.last_close if prediction.last_close is not None else prediction.forecast,
-        )
+        store_forecast(context, pair, prediction)
     except MurError as exc:
         logger.warning("could not store the forecast of %s: %s", pair, exc)
     champion = None
@@ -161,7 +182,10 @@ def update(pair: str | None) -> tuple[Any, ...]:
         fill_known_actuals(context, pair, candles)
     except MurError as exc:
         logger.warning("could not fill actuals of %s: %s", pair, exc)
-    record = track_record(list_forecasts(context.db, pair=pair, limit=TRACK_RECORD_LIMIT))
+    record = track_record(
+        list_forecasts(context.db, pair=pair, limit=TRACK_RECORD_LIMIT, horizon_hours=1),
+        naive_band(candles["close"].tolist()) if candles is not None and len(candles) else None,
+    )
 
     chart = (
         candlestick_figure(candles, pair=pair, forecast=prediction)
@@ -198,6 +222,7 @@ def update(pair: str | None) -> tuple[Any, ...]:
                 " vs persistence ",
                 html.Strong(fmt_number(record.mae_persistence, 5), id="mae-persistence"),
                 f"; {record.pending} waiting for their candle.",
+                *_range_record(record),
             ]
         )
         track = track_record_figure(record, pair=pair)
@@ -208,6 +233,23 @@ def update(pair: str | None) -> tuple[Any, ...]:
         )
         track = empty_figure("no resolved forecasts yet")
     return headline, notices, chart, champion_block, mae_text, track
+
+
+def _range_record(record: Any) -> list[Any]:
+    """The ranges' running coverage and interval skill vs the naive range, when forecasts had ranges."""
+    if not record.ranged or record.coverage is None:
+        return []
+    parts: list[Any] = [
+        html.Br(),
+        f"{record.ranged} of them had a {record.level or 0.9:.0%} range: coverage ",
+        html.Strong(f"{record.coverage:.1%}", id="track-coverage"),
+    ]
+    if record.interval_skill is not None:
+        parts += [
+            ", interval skill vs naive ranges ",
+            html.Strong(f"{record.interval_skill:+.3f}", id="track-interval-skill"),
+        ]
+    return parts
 
 
 def _range_text(prediction: ServeForecast) -> list[Any]:

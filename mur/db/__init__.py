@@ -12,7 +12,14 @@ Every query is a parameterized literal (identifiers go through :mod:`psycopg.sql
 until the first query. This module only re-exports the public names.
 """
 
-from mur.db.forecasts import Forecast, fill_actuals, list_forecasts, record_forecast, set_actual
+from mur.db.forecasts import (
+    Forecast,
+    fill_actuals,
+    list_forecasts,
+    record_forecast,
+    record_forecast_body,
+    set_actual,
+)
 from mur.db.logins import (
     LoginFailures,
     LoginLimits,
@@ -132,6 +139,7 @@ __all__ = [
     "prune_login_attempts",
     "recent_login_failures",
     "record_forecast",
+    "record_forecast_body",
     "record_login_attempt",
     "remove_role",
     "require_user",

@@ -1,4 +1,5 @@
-"""The forecast track record: what each model version predicted for each hour, and what happened."""
+"""The forecast track record: what each model version predicted for each hour and horizon (the median and
+its range), and what happened."""
 
 from __future__ import annotations
 
@@ -25,6 +26,18 @@ class Forecast:
     predicted: float
     last_close: float
     actual: float | None = None
+    horizon_hours: int = 1
+    lower: float | None = None
+    upper: float | None = None
+    level: float | None = None
+    """Nominal coverage of ``[lower, upper]`` (None: a point forecast without a range)."""
+
+    @property
+    def inside(self) -> bool | None:
+        """Whether the actual close fell inside the range (None until resolved, or without a range)."""
+        if self.actual is None or self.lower is None or self.upper is None:
+            return None
+        return self.lower <= self.actual <= self.upper
 
 
 def _forecast(row: dict[str, Any]) -> Forecast:
@@ -49,19 +62,35 @@ def record_forecast(
     predicted: float,
     last_close: float,
     made_at: datetime | None = None,
+    horizon_hours: int = 1,
+    lower: float | None = None,
+    upper: float | None = None,
+    level: float | None = None,
 ) -> Forecast:
-    """Store (or refresh) a forecast; keyed on (pair, model_version, target_time), so retries are safe."""
-    if not (math.isfinite(predicted) and math.isfinite(last_close)):
-        raise InvalidInputError("predicted and last_close must be finite numbers")
+    """Store (or refresh) a forecast; keyed on (pair, model_version, target_time, horizon_hours), so
+    retries are safe. ``lower``/``upper``/``level`` are its range (all three or none)."""
+    band = (lower, upper, level)
+    if any(v is None for v in band) and any(v is not None for v in band):
+        raise InvalidInputError("lower, upper and level go together")
+    values = [predicted, last_close, *(v for v in band if v is not None)]
+    if not all(math.isfinite(float(v)) for v in values):
+        raise InvalidInputError("predicted, last_close and the range must be finite numbers")
+    if lower is not None and upper is not None and lower > upper:
+        raise InvalidInputError(f"the range is upside down: lower {lower} > upper {upper}")
+    if int(horizon_hours) < 1:
+        raise InvalidInputError(f"horizon_hours must be at least 1, got {horizon_hours}")
     with db.cursor() as cur:
         cur.execute(
             """
-            INSERT INTO forecasts (pair, model_version, made_at, target_time, predicted, last_close)
+            INSERT INTO forecasts (pair, model_version, made_at, target_time, predicted, last_close,
+                                   horizon_hours, lower, upper, level)
             VALUES (%(pair)s, %(model_version)s, COALESCE(%(made_at)s, now()), %(target_time)s,
-                    %(predicted)s, %(last_close)s)
+                    %(predicted)s, %(last_close)s, %(horizon_hours)s, %(lower)s, %(upper)s, %(level)s)
             ON CONFLICT ON CONSTRAINT forecasts_pair_model_target_key DO UPDATE
-                SET predicted = EXCLUDED.predicted, last_close = EXCLUDED.last_close, made_at = EXCLUDED.made_at
-            RETURNING id, pair, model_version, made_at, target_time, predicted, last_close, actual
+                SET predicted = EXCLUDED.predicted, last_close = EXCLUDED.last_close, made_at = EXCLUDED.made_at,
+                    lower = EXCLUDED.lower, upper = EXCLUDED.upper, level = EXCLUDED.level
+            RETURNING id, pair, model_version, made_at, target_time, predicted, last_close, actual,
+                      horizon_hours, lower, upper, level
             """,
             {
                 "pair": normalize_pair(pair),
@@ -70,9 +99,54 @@ def record_forecast(
                 "target_time": _utc(target_time),
                 "predicted": float(predicted),
                 "last_close": float(last_close),
+                "horizon_hours": int(horizon_hours),
+                "lower": None if lower is None else float(lower),
+                "upper": None if upper is None else float(upper),
+                "level": None if level is None else float(level),
             },
         )
         return _forecast(fetch_one(cur))
+
+
+def record_forecast_body(
+    db: Database, body: dict[str, Any], *, model_version: str | None = None
+) -> list[Forecast]:
+    """Store every horizon of a forecast body (``forecast``/``target_time`` and its ``horizons``); a body
+    without horizons stores the 1 h point forecast alone."""
+    from mur.timeutil import parse_time
+
+    version = str(model_version if model_version is not None else body["model_version"])
+    bands = body.get("horizons") or []
+    if not bands:
+        target = _utc(parse_time(body["target_time"]))
+        return [
+            record_forecast(
+                db,
+                pair=body["pair"],
+                model_version=version,
+                target_time=target,
+                predicted=float(body["forecast"]),
+                last_close=float(body["last_close"]),
+            )
+        ]
+    stored = []
+    for band in bands:
+        target = _utc(parse_time(band["target_time"]))
+        stored.append(
+            record_forecast(
+                db,
+                pair=body["pair"],
+                model_version=version,
+                target_time=target,
+                predicted=float(band["median"]),
+                last_close=float(body["last_close"]),
+                horizon_hours=int(band["hours"]),
+                lower=float(band["lower"]),
+                upper=float(band["upper"]),
+                level=float(band["level"]),
+            )
+        )
+    return stored
 
 
 def fill_actuals(
@@ -109,18 +183,31 @@ def set_actual(db: Database, *, pair: str, target_time: datetime, actual: float)
 
 
 def list_forecasts(
-    db: Database, *, pair: str, limit: int = 100, model_version: str | None = None
+    db: Database,
+    *,
+    pair: str,
+    limit: int = 100,
+    model_version: str | None = None,
+    horizon_hours: int | None = None,
 ) -> list[Forecast]:
-    """The latest ``limit`` forecasts of ``pair`` (optionally one model version), newest target first."""
+    """The latest ``limit`` forecasts of ``pair`` (optionally one model version, one horizon), newest
+    target first."""
     with db.cursor() as cur:
         cur.execute(
             """
-            SELECT id, pair, model_version, made_at, target_time, predicted, last_close, actual
+            SELECT id, pair, model_version, made_at, target_time, predicted, last_close, actual,
+                   horizon_hours, lower, upper, level
             FROM forecasts
             WHERE pair = %(pair)s AND (%(model_version)s::text IS NULL OR model_version = %(model_version)s)
+              AND (%(horizon)s::int IS NULL OR horizon_hours = %(horizon)s)
             ORDER BY target_time DESC, made_at DESC
             LIMIT %(limit)s
             """,
-            {"pair": normalize_pair(pair), "model_version": model_version, "limit": max(int(limit), 0)},
+            {
+                "pair": normalize_pair(pair),
+                "model_version": model_version,
+                "horizon": horizon_hours,
+                "limit": max(int(limit), 0),
+            },
         )
         return [_forecast(row) for row in cur.fetchall()]

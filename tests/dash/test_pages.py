@@ -138,6 +138,47 @@ def test_track_record_compares_model_and_persistence(client: FlaskClient, dash_d
     assert {"actual close", "model forecast", "MAE model", "MAE persistence"} <= set(names)
 
 
+def test_track_record_shows_ranges_inside_and_running_coverage(
+    client: FlaskClient, dash_database: Database
+) -> None:
+    """Forecasts with ranges: each resolved row knows whether the close fell inside; the page shows the
+    running coverage and the interval skill against the naive range; other horizons are stored too."""
+    logged_in(client, make_user(dash_database))
+    candles = BundledMarketData().klines("btc_usdt", start=pd.Timestamp("2025-12-30T00:00Z").to_pydatetime())
+    for i in range(1, 9):  # 8 past 1 h forecasts: a tight range around the truth, every 4th one missed
+        row = candles.iloc[-i]
+        close, prev_close = float(row["close"]), float(candles.iloc[-i - 1]["close"])
+        centre = close + (5.0 if i % 4 == 0 else 0.0)
+        for hours, half in ((1, 0.1), (4, 0.3)):
+            record_forecast(
+                dash_database,
+                pair="btc_usdt",
+                model_version="41",
+                target_time=row["timestamp"] + timedelta(hours=hours - 1),
+                predicted=centre,
+                last_close=prev_close,
+                made_at=row["timestamp"] - timedelta(hours=1),
+                horizon_hours=hours,
+                lower=centre - half,
+                upper=centre + half,
+                level=0.9,
+            )
+    out = forecast_page(client, "btc_usdt")
+    one_hour = [
+        f for f in list_forecasts(dash_database, pair="btc_usdt", horizon_hours=1) if f.model_version == "41"
+    ]
+    assert len(one_hour) == 8 and all(f.actual is not None for f in one_hour)
+    assert [f.inside for f in sorted(one_hour, key=lambda f: f.target_time)].count(False) == 2
+    assert len(list_forecasts(dash_database, pair="btc_usdt", horizon_hours=4)) >= 8
+    text = text_of(out["forecast-mae"])
+    assert "had a 90% range: coverage" in text and "75.0%" in text
+    assert "interval skill vs naive ranges" in text
+    figure = out["forecast-track"]["figure"]
+    assert "running coverage of the ranges" in str(figure["layout"]["annotations"])
+    marker = next(t for t in figure["data"] if t.get("name") == "model forecast (median, range)")
+    assert marker["error_y"]["array"][0] == pytest.approx(0.1)
+
+
 def test_forecast_page_when_serve_is_down(
     dash_settings: Settings, dash_database: Database, make_client
 ) -> None:
