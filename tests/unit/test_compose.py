@@ -82,6 +82,14 @@ LOCAL_ONLY_ENV = {
     "PYTHONUNBUFFERED",
     "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE",
     "RAY_API_SERVER_ADDRESS",  # pins Ray's actors to their own head when two run on one machine
+    # HAProxy's files in the stack's private directory and the launcher binding its side ports to 127.0.0.1
+    # (mur/devstack/haproxy_wrapper.py); in a container those ports stay inside unless published
+    "RAY_SERVE_HAPROXY_BINARY_PATH",
+    "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC",
+    "RAY_SERVE_HAPROXY_SOCKET_PATH",
+    "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH",
+    "RAY_SERVE_HAPROXY_SERVER_STATE_BASE",
+    "RAY_SERVE_HAPROXY_SERVER_STATE_FILE",
     "MUR_SECRET_KEY",  # generated once locally; compose takes it from .env (x-mur-settings)
     "MUR_AIRFLOW_PASSWORD",
 }

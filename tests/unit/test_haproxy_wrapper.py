@@ -1,0 +1,129 @@
+"""Serve's HAProxy in the local stack: stats and Prometheus on 127.0.0.1, admin socket owner-only (issue 16 #1/#9).
+
+Ray's own template is rendered here, so a Ray upgrade that changes those lines fails these tests rather
+than silently opening the ports again.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mur.devstack import haproxy_wrapper
+from mur.devstack.services import haproxy_dir, haproxy_env, prepare_haproxy, stack_services
+from mur.settings import Settings
+
+
+def ray_config(**overrides: object) -> str:
+    """HAProxy's configuration as Ray 2.60's HAProxy manager renders it (no backends yet)."""
+    from jinja2 import Environment
+    from ray.serve._private.haproxy import HAProxyConfig, _haproxy_fmt_literal
+    from ray.serve._private.haproxy_templates import HAPROXY_CONFIG_TEMPLATE
+
+    env = Environment()
+    env.filters["haproxy_fmt"] = _haproxy_fmt_literal
+    config = HAProxyConfig(**{"metrics_enabled": False, **overrides})  # type: ignore[arg-type]
+    return (
+        "\n"
+        + env.from_string(HAPROXY_CONFIG_TEMPLATE).render(
+            {
+                "config": config,
+                "backends": [],
+                "grpc_backends": [],
+                "route_info": config.build_health_route_info([]),
+                "has_ingress_request_router": False,
+                "metrics_enabled": False,
+            }
+        )
+        + "\n"
+    )
+
+
+def binds(config: str) -> list[str]:
+    return [line.split()[1] for line in config.splitlines() if line.split()[:1] == ["bind"]]
+
+
+def test_rays_template_binds_the_side_ports_everywhere_and_the_rewrite_binds_them_to_loopback() -> None:
+    original = ray_config(stats_port=18404, metrics_port=19101)
+    assert {":19101", "*:18404"} <= set(binds(original))  # what Ray 2.60 writes (and why the wrapper exists)
+    assert " mode 666 " in original
+    patched = haproxy_wrapper.rewrite(original)
+    assert {"127.0.0.1:19101", "127.0.0.1:18404"} <= set(binds(patched))
+    assert all(b.startswith(("127.0.0.1:", "[::1]:")) for b in binds(patched)), binds(patched)
+    socket_line = next(line for line in patched.splitlines() if "stats socket" in line)
+    assert " mode 600 " in socket_line and "level admin" in socket_line
+    # an explicitly configured listener (Serve's HTTP frontend, MUR_SERVE_HOST) is left as configured
+    assert haproxy_wrapper.rewrite("    bind 0.0.0.0:8000\n") == "    bind 0.0.0.0:8000\n"
+    assert haproxy_wrapper.rewrite(patched) == patched
+
+
+def test_the_real_haproxy_accepts_the_rewritten_configuration(tmp_path: Path) -> None:
+    real = haproxy_wrapper.real_binary()
+    if real is None:
+        pytest.skip("no HAProxy binary (ray[serve] bundles one on Linux)")
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(haproxy_wrapper.rewrite(ray_config(socket_path=str(tmp_path / "admin.sock"))))
+    done = subprocess.run([real, "-c", "-f", str(config)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+FAKE_HAPROXY = """import sys
+print(repr(sys.argv[1:]))
+print(open(sys.argv[sys.argv.index("-f") + 1]).read())
+"""
+
+
+def test_the_launcher_patches_the_file_and_runs_haproxy_with_the_same_arguments(tmp_path: Path) -> None:
+    fake = tmp_path / "fake-haproxy"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_HAPROXY}")
+    fake.chmod(0o755)
+    launcher = haproxy_wrapper.write_launcher(tmp_path / "bin" / "haproxy", str(fake))
+    assert stat.S_IMODE(launcher.stat().st_mode) == 0o700
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(ray_config(socket_path=str(tmp_path / "admin.sock")))
+    args = ["-db", "-f", str(config), "-dR", "-sf", "123"]
+    done = subprocess.run([str(launcher), *args], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == repr(args)  # Ray finds its HAProxy by the config path in argv
+    assert "bind 127.0.0.1:9101" in done.stdout and "bind *:8404" not in done.stdout
+    assert config.read_text() == haproxy_wrapper.rewrite(ray_config(socket_path=str(tmp_path / "admin.sock")))
+
+
+def test_the_ray_head_runs_haproxy_through_the_launcher_in_a_private_directory(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, runtime_dir=tmp_path / "runtime")
+    ray = stack_services(settings)["ray"]
+    for key, value in haproxy_env(settings).items():
+        assert ray.env[key] == value and value.startswith(str(haproxy_dir(settings)))
+    for socket_path in (
+        ray.env["RAY_SERVE_HAPROXY_SOCKET_PATH"],
+        ray.env["RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH"],
+    ):
+        directory, name = os.path.split(socket_path)
+        assert len(os.path.join(directory, "f" * 56, name)) < 108  # Ray scopes it by node id
+    assert ray.before_start is not None
+    ray.before_start()
+    base = haproxy_dir(settings)
+    assert stat.S_IMODE(base.stat().st_mode) == 0o700  # nobody else reaches the admin socket
+    launcher = Path(ray.env["RAY_SERVE_HAPROXY_BINARY_PATH"])
+    if haproxy_wrapper.real_binary() is not None:
+        assert os.access(launcher, os.X_OK)
+
+
+def test_a_long_runtime_dir_moves_haproxy_to_a_short_private_path(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    settings = Settings(_env_file=None, runtime_dir=deep)
+    base = haproxy_dir(settings)
+    assert len(str(base / ("f" * 56) / "metrics.sock")) < 108 and base == haproxy_dir(settings)
+    assert not str(base).startswith(str(deep))
+    try:
+        prepare_haproxy(settings)
+        assert stat.S_IMODE(base.stat().st_mode) == 0o700
+    finally:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
