@@ -77,8 +77,8 @@ HAPROXY_SIDE_PORTS: dict[str, int] = {
     "RAY_SERVE_HAPROXY_STATS_PORT": 8404,
 }
 """HAProxy's Prometheus and stats ports (Ray's defaults), moved along with a second head's other ports."""
-MAX_SOCKET_PATH = 104
-"""A Unix socket path must fit in ``sockaddr_un.sun_path`` (108 bytes on Linux, with its final NUL)."""
+MAX_SOCKET_PATH = 97
+"""The longest Unix socket path HAProxy accepts ("socket path ... too long (max 97)")."""
 NODE_SCOPE = 1 + 56
 """Ray puts HAProxy's files in a subdirectory named after the node id (56 hex digits) of each directory."""
 
@@ -99,8 +99,8 @@ def haproxy_dir(settings: Settings) -> Path:
     preferred = runtime / "haproxy"
     if len(str(preferred)) + NODE_SCOPE + len("/metrics.sock") <= MAX_SOCKET_PATH:
         return preferred
-    digest = hashlib.sha256(str(runtime).encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"mur-haproxy-{os.getuid()}-{digest}"
+    digest = hashlib.sha256(f"{os.getuid()}:{runtime}".encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"mur-hap-{digest}"
 
 
 def haproxy_env(settings: Settings) -> dict[str, str]:

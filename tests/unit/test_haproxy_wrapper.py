@@ -104,7 +104,7 @@ def test_the_ray_head_runs_haproxy_through_the_launcher_in_a_private_directory(t
         ray.env["RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH"],
     ):
         directory, name = os.path.split(socket_path)
-        assert len(os.path.join(directory, "f" * 56, name)) < 108  # Ray scopes it by node id
+        assert len(os.path.join(directory, "f" * 56, name)) <= 97  # Ray scopes it by node id; HAProxy's max
     assert ray.before_start is not None
     ray.before_start()
     base = haproxy_dir(settings)
@@ -118,7 +118,7 @@ def test_a_long_runtime_dir_moves_haproxy_to_a_short_private_path(tmp_path: Path
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     settings = Settings(_env_file=None, runtime_dir=deep)
     base = haproxy_dir(settings)
-    assert len(str(base / ("f" * 56) / "metrics.sock")) < 108 and base == haproxy_dir(settings)
+    assert len(str(base / ("f" * 56) / "metrics.sock")) <= 97 and base == haproxy_dir(settings)
     assert not str(base).startswith(str(deep))
     try:
         prepare_haproxy(settings)
