@@ -46,7 +46,13 @@ class EarlyStopping:
     bad_epochs: int = 0
 
     def step(self, epoch: int, loss: float) -> bool:
-        """Record an epoch's validation loss; return True when this epoch is the best so far."""
+        """Record an epoch's validation loss; return True when this epoch is the best so far.
+
+        A non-finite loss (a diverged training) is never best and stops at once: the weights kept are the
+        best seen, or the starting ones."""
+        if not math.isfinite(loss):
+            self.bad_epochs = self.patience
+            return False
         if loss < self.best_loss - 1e-12:
             self.best_loss, self.best_epoch, self.bad_epochs = loss, epoch, 0
             return True

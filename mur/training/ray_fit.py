@@ -216,9 +216,10 @@ def run_distributed(
         state = torch.load(Path(d) / CKPT_FILE, weights_only=True)
         meta = json.loads((Path(d) / META_FILE).read_text())
     history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
-    # the best checkpoint's own weights are the best-by-val-loss model
+    # the best-by-val-loss weights seen so far (the data-fitted start when no epoch improved on it, e.g. a
+    # diverged training whose losses are not finite): never the last epoch's weights as such
     return TrainOutcome(
-        best_state=state["model"], history=history, best_epoch=meta["epoch"], wall_seconds=wall
+        best_state=state["best_model"], history=history, best_epoch=meta["best_epoch"], wall_seconds=wall
     )
 
 

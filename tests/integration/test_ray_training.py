@@ -126,12 +126,36 @@ def test_artifacts_live_in_the_s3_bucket(first_job: Submitted, job_settings: Set
     assert any(str(first_job.result.run_id) in k and k.endswith("feature_spec.json") for k in keys)
 
 
+class SabotagedFit:
+    """The local fit, then the median pushed one spread above the last close: a model known to be worse than
+    persistence, registered through the same driver, registry and gate as every training."""
+
+    def key_params(self) -> dict:
+        return {"trainer": "sabotaged"}
+
+    def run_params(self) -> dict:
+        return {}
+
+    def __call__(self, train, val, mcfg, tcfg, *, run_name: str = ""):  # type: ignore[no-untyped-def]
+        import torch
+
+        from mur.training.loop import LocalFit
+
+        outcome = LocalFit()(train, val, mcfg, tcfg, run_name=run_name)
+        with torch.no_grad():
+            outcome.model.head.bias[: len(mcfg.horizons)] = 1.0
+        return outcome
+
+
 def test_worse_model_becomes_challenger_with_reason(first_job: Submitted, job_settings: Settings) -> None:
     from mur.registry import CHALLENGER, CHAMPION, configure, model_name
+    from mur.timeutil import parse_time
+    from mur.training.driver import train_and_register
 
-    # a deliberately bad model: one epoch at a learning rate that wrecks the weights
-    worse = submit(job_settings, "btc_usdt", epochs=1, hidden_size=2, num_workers=1, learning_rate=5.0).result
-    assert worse.version == 2
+    worse = train_and_register(
+        job_settings, "btc_usdt", fit=SabotagedFit(), end=parse_time(WINDOW_END), epochs=1, hidden_size=4
+    )
+    assert worse.version == 2 and worse.metrics is not None and worse.metrics.skill < 0
     assert worse.alias == CHALLENGER, worse.reason
     assert worse.gate_rule in ("persistence", "floor", "worse-than-champion"), worse.reason
     client = configure(job_settings)
@@ -140,7 +164,22 @@ def test_worse_model_becomes_challenger_with_reason(first_job: Submitted, job_se
     tags = client.get_model_version(name, "2").tags
     assert tags["gate_reason"] == worse.reason and tags["gate_rule"] == worse.gate_rule
     assert tags["kind"] == "manual" and tags["as_of"] == worse.data_window.end
-    assert 0 <= float(tags["dm_p_worse"]) <= 1
+    assert 0 <= float(tags["dm_p_worse"]) < 0.05
+
+
+def test_a_diverged_training_never_registers_broken_weights(
+    first_job: Submitted, job_settings: Settings
+) -> None:
+    """A learning rate that wrecks the weights: the job still exports a finite, valid model (the best weights
+    seen, at worst the data-fitted start) and the gate decides on its real scores."""
+    diverged = submit(
+        job_settings, "btc_usdt", epochs=2, hidden_size=2, num_workers=1, learning_rate=5.0, no_reuse=True
+    ).result
+    assert diverged.version is not None and diverged.metrics is not None, diverged.error
+    doc = diverged.metrics
+    assert np.isfinite([doc.model.mae, doc.skill]).all() and doc.horizons is not None
+    assert all(0 < h.interval.coverage <= 1 for h in doc.horizons)
+    assert diverged.gate_rule and diverged.reason
 
 
 def test_same_window_is_reused_not_retrained(first_job: Submitted, job_settings: Settings) -> None:
