@@ -71,6 +71,15 @@ def champions_block(context: DashboardContext, account: User) -> Component:
     return html.Div([html.Div(champion_summary(m), className="champion") for m in models])
 
 
+def _interval_cell(metrics: Any) -> str:
+    """The 1 h range's interval skill vs the naive range, its DM p-value and coverage (– for point models)."""
+    horizons = getattr(metrics, "horizons", None) if metrics is not None else None
+    if not horizons:
+        return "–"
+    h = horizons[0]
+    return f"{h.interval_skill:+.3f} (p {h.interval_dm_p_worse:.3g}) / {h.interval.coverage:.3f}"
+
+
 def versions_block(context: DashboardContext, limit: int = 8) -> Component:
     """Registered versions per pair with the gate's decision and the out-of-sample evidence behind it."""
     from mur.registry.versions import recent_versions
@@ -93,6 +102,7 @@ def versions_block(context: DashboardContext, limit: int = 8) -> Component:
                         "–" if m is None else f"{m.skill:+.4f}{se}",
                         "–" if sig is None else f"{sig.dm_p_worse:.3g} / {sig.dm_p_better:.3g}",
                         "–" if sig is None else f"{sig.direction_p_value:.3g}",
+                        _interval_cell(m),
                         v.gate_rule or "–",
                         v.reason or "–",
                     ]
@@ -111,6 +121,7 @@ def versions_block(context: DashboardContext, limit: int = 8) -> Component:
         "skill vs persistence (out-of-sample)",
         "DM p worse / better",
         "direction p",
+        "1 h range: interval skill (DM p worse) / coverage",
         "gate rule",
         "gate reason",
     ]
