@@ -140,6 +140,7 @@ class ModelOut(BaseModel):
     gate: GateOut | None = None
     run_id: str | None = None
     loaded_at: str | None = None
+    synthetic: bool = Field(default=False, description="a synthetic pair (scale tests), not market data")
 
 
 class ModelsOut(BaseModel):
@@ -331,9 +332,9 @@ def create_api(service: ApiService) -> FastAPI:
         return _json(await service.readiness())
 
     @api.get("/v1/pairs", tags=["v1"], responses=ERRORS)
-    async def pairs(owner: TokenOwner = Depends(_owner)) -> dict[str, list[str]]:
-        """The pairs this API forecasts."""
-        return {"pairs": service.pairs()}
+    async def pairs(owner: TokenOwner = Depends(_owner)) -> dict[str, list[Any]]:
+        """The pairs this API forecasts; ``details`` marks synthetic ones (scale tests, not market data)."""
+        return {"pairs": service.pairs(), "details": service.pair_details()}
 
     @api.get("/v1/models", tags=["v1"], responses=ERRORS)
     async def models(owner: TokenOwner = Depends(_owner)) -> ModelsOut:

@@ -1,14 +1,15 @@
 """The typed application builder referenced by ``serve_app/config.yaml`` (``import_path: serve_app.app:build_app``).
 
-Graph: ``api`` (FastAPI ingress) → one ``Forecaster`` per pair, named by the pair, each with its own
-autoscaling config → ``registry`` (RegistryWatcher). The pairs are the registry's models (named
-``{registry_prefix}{pair}``) that have a champion alias, optionally restricted by ``AppArgs.pairs``.
+Graph: ``api`` (FastAPI ingress) → ``forecaster`` (one multiplexed, autoscaled Forecaster for every pair,
+model id ``pair@version``) and, for each hot pair of ``serve_dedicated_pairs``, a Forecaster deployment of
+its own named by the pair → ``registry`` (RegistryWatcher). The pairs are the registry's models (named
+``{registry_prefix}{pair}``) that have a champion alias, optionally restricted by ``AppArgs.pairs``; a pair
+that gets its first champion later is served without a redeploy.
 
 With MLflow down, the builder uses the last known champions (:class:`~mur.serving.champion_store.ChampionStore`,
 written by the watcher), so a redeploy during an outage keeps serving what was served.
 
-When a new pair gets a champion, the watcher calls :func:`rebuild_app` (passed to it at bind time, so the
-deployments never import this module back).
+:func:`rebuild_app` redeploys the app with a bumped generation (a forced rebuild from inside the cluster).
 """
 
 import logging
@@ -29,7 +30,7 @@ log = logging.getLogger("ray.serve")
 
 
 def autoscaling_config(settings: Settings) -> dict[str, Any]:
-    """A Forecaster's autoscaling: min/max replicas and target ongoing requests from settings."""
+    """The Forecaster's (and each dedicated pair's) autoscaling: min/max replicas and target ongoing requests from settings."""
     return {
         "min_replicas": settings.serve_min_replicas,
         "initial_replicas": settings.serve_min_replicas,
@@ -69,12 +70,12 @@ def _deployment(decorated: object) -> Deployment:
 
 
 def build_app(args: AppArgs) -> Application:
-    """Bind the ingress, the registry watcher and one autoscaled Forecaster per champion pair."""
+    """Bind the ingress, the registry watcher, the multiplexed Forecaster and the dedicated hot pairs."""
     # (no `from __future__ import annotations` here: Serve reads the AppArgs annotation at runtime)
     if isinstance(args, dict):
         args = AppArgs(**args)
     from serve_app.forecaster import Forecaster
-    from serve_app.ingress import ApiIngress
+    from serve_app.ingress import SHARED, ApiIngress
     from serve_app.watcher import RegistryWatcher
 
     if args.pairs is not None:
@@ -82,17 +83,14 @@ def build_app(args: AppArgs) -> Application:
     settings = args.app_settings()
     pairs = served_pairs(settings, args)
     raw = args.model_dump(mode="json")
-    registry = _deployment(RegistryWatcher).bind(raw, pairs, rebuild_app)
-    forecasters = {
-        pair: _deployment(Forecaster)
-        .options(
-            name=pair,
-            autoscaling_config=autoscaling_config(settings),
-            max_ongoing_requests=max(2 * settings.serve_batch_max_size, 16),
-        )
-        .bind(pair, registry, raw)
-        for pair in pairs
-    }
+    registry = _deployment(RegistryWatcher).bind(raw, pairs)
+    scaling = autoscaling_config(settings)
+    ongoing = max(2 * settings.serve_batch_max_size, 64)
+    forecaster = _deployment(Forecaster).options(autoscaling_config=scaling, max_ongoing_requests=ongoing)
+    forecasters = {SHARED: forecaster.bind(registry, raw, None)}
+    for pair in sorted({normalize_pair(p) for p in settings.serve_dedicated_pairs}):
+        if args.pairs is None or pair in args.pairs:
+            forecasters[pair] = forecaster.options(name=pair).bind(registry, raw, [pair])
     return _deployment(ApiIngress).bind(forecasters, registry, raw)
 
 

@@ -32,7 +32,8 @@ class AppArgs(BaseModel):
         description="Settings overrides applied on top of the replicas' MUR_* environment",
     )
     add_new_pairs: bool = Field(
-        default=True, description="rebuild the app when a new pair gets a champion in the registry"
+        default=True,
+        description="unused (kept for old configs): a new champion pair is served without a rebuild",
     )
     generation: int = Field(default=0, ge=0, description="bumped by the registry watcher to force a rebuild")
 

@@ -1,9 +1,15 @@
-"""Forecaster: one deployment per pair (named by the pair), autoscaled, batching requests into one ORT call.
+"""Forecaster: one multiplexed deployment serving the champion models of every pair (Ray model multiplexing).
 
-Each replica holds the pair's champion in an onnxruntime session and a market-data cache refreshed in the
-background. It follows the RegistryWatcher (long-poll) and swaps in a new champion atomically: requests
-already in a batch finish on the model they started with, the next batch uses the new one, nothing is
-dropped. Request methods return ``{"ok": True, "body": ...}`` or ``{"ok": False, "status", "error",
+A request carries its model id ``pair@version`` (``handle.options(multiplexed_model_id=...)``, set by the
+ingress from the registry watcher's champions), so a promoted champion is a *new* id: replicas load it on
+first use (the ingress preloads it before switching) while the old id finishes its requests and ages out of
+the LRU. Each replica keeps at most ``serve_models_per_replica`` models (``@serve.multiplexed``'s LRU) and
+one candle cache for all the pairs it has seen (:func:`~mur.serving.market_cache.shared_market_cache`).
+Ray routes a request to a replica that already holds its model when one has room, so the models spread
+over the replicas as the autoscaler adds them.
+
+Hot pairs may get a dedicated deployment of the same class (``serve_dedicated_pairs``), with its own
+autoscaling. Request methods return ``{"ok": True, "body": ...}`` or ``{"ok": False, "status", "error",
 "message"}`` so that expected errors cross the handle as data, not as exceptions.
 """
 
@@ -19,166 +25,198 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from mur.errors import DataValidationError, MarketDataError, ModelNotLoadedError
-from mur.model.inference import forecast_body, window_from_candles
+from mur.model.inference import forecast_body
 from mur.serving.http import failure
-from mur.serving.market_cache import MarketCache
+from mur.serving.market_cache import shared_market_cache
 from mur.serving.model import LoadedModel
 from mur.serving.payload import candles_from_payload
 from serve_app.args import AppArgs
 
 log = logging.getLogger("ray.serve")
-FOLLOW_TIMEOUT_S = 30.0
-RETRY_S = 3.0
+Prediction = tuple[float, "np.ndarray | None"]
+"""One window's next close and price quantiles ``(H, L)`` (None for a point-only model)."""
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.1})
+def model_id(pair: str, version: int) -> str:
+    """The multiplexed model id of ``pair`` ``version``: ``btc_usdt@12``."""
+    return f"{pair}@{int(version)}"
+
+
+def parse_model_id(text: str) -> tuple[str, int]:
+    """``"btc_usdt@12"`` -> ``("btc_usdt", 12)`` (ValueError otherwise)."""
+    pair, sep, version = text.rpartition("@")
+    if not sep or not pair or not version.isdigit():
+        raise ValueError(f"not a model id (pair@version): {text!r}")
+    return pair, int(version)
+
+
+@serve.deployment(name="forecaster", ray_actor_options={"num_cpus": 0.1})
 class Forecaster:
-    """The champion model of one pair."""
+    """The champions of many pairs, loaded on demand into an LRU of onnxruntime sessions."""
 
     async def __init__(  # type: ignore[misc]  # Serve awaits an async __init__
-        self, pair: str, registry: DeploymentHandle, args: dict[str, Any]
+        self, registry: DeploymentHandle, args: dict[str, Any], pairs: list[str] | None = None
     ) -> None:
-        self.pair = pair
         self.registry = registry
         self.settings = AppArgs(**args).app_settings()
-        self.model: LoadedModel | None = None
-        self.load_error: str | None = None
+        self.only = set(pairs) if pairs else None
+        self.load_errors: dict[str, str] = {}
         # @serve.batch adds these setters (its stubs do not show them)
         self._predict.set_max_batch_size(self.settings.serve_batch_max_size)  # type: ignore[attr-defined]
         self._predict.set_batch_wait_timeout_s(self.settings.serve_batch_wait_s)  # type: ignore[attr-defined]
-        self.cache = MarketCache(self.settings, [pair])
-        await asyncio.to_thread(self.cache.start, self.settings.market_refresh_s)
-        self._epoch, self._generation = "", -1
+
+        async def load(model: str) -> LoadedModel:
+            return await self._load(model)
+
+        # wired at init so the LRU size is a setting (Ray detects multiplexing on the instance)
+        self._models = serve.multiplexed(max_num_models_per_replica=self.settings.serve_models_per_replica)(
+            load
+        )
+        self.cache = shared_market_cache(self.settings)
+        snapshot: Mapping[str, Any] = {}
         try:
             snapshot = await self.registry.snapshot.remote()
-            await self._sync(snapshot)
-        except Exception as exc:  # the follower loop retries
-            self.load_error = f"{type(exc).__name__}: {exc}"
-            log.warning("%s: initial model load failed: %s", pair, exc)
-        self._task = asyncio.get_running_loop().create_task(self._follow())
+        except Exception as exc:  # the ingress retries; models load on demand
+            log.warning("forecaster: no registry snapshot at start: %s", exc)
+        targets = {p: t for p, t in (snapshot.get("targets") or {}).items() if self._mine(p)}
+        await asyncio.to_thread(self.cache.start, self.settings.market_refresh_s, sorted(targets))
+        self._preload_task = None
+        if self.settings.serve_preload_champions and targets:
+            ids = [model_id(p, t["version"]) for p, t in sorted(targets.items())]
+            self._preload_task = asyncio.get_running_loop().create_task(
+                self._preload(ids[: self.settings.serve_models_per_replica])
+            )
+
+    def _mine(self, pair: str) -> bool:
+        return self.only is None or pair in self.only
 
     # --- model lifecycle -----------------------------------------------------------------------
-    async def _follow(self) -> None:
-        """Long-poll the watcher; load each new target version (retrying a failed load every few s)."""
-        while True:
+    async def _preload(self, ids: list[str]) -> None:
+        """Load the champions known at start (a new replica answers its first requests warm)."""
+        for mid in ids:
             try:
-                snapshot = await self.registry.wait_for_change.remote(
-                    self._epoch, self._generation, FOLLOW_TIMEOUT_S
-                )
-                if not await self._sync(snapshot):
-                    await asyncio.sleep(RETRY_S)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("%s: following the registry failed (%s); retrying", self.pair, exc)
-                await asyncio.sleep(RETRY_S)
+                await self._models(mid)
+            except Exception as exc:  # reported per request; a preload never kills the replica
+                log.warning("forecaster: preloading %s failed: %s", mid, exc)
 
-    async def _sync(self, snapshot: Mapping[str, Any]) -> bool:
-        """Load the snapshot's target for this pair if it differs; False if that failed (retry later)."""
-        target = snapshot["targets"].get(self.pair)
-        if target is None:
-            if self.model is None:
-                self.load_error = snapshot.get("pair_errors", {}).get(self.pair) or "no champion known yet"
-        elif self.model is None or self.model.version != int(target["version"]):
-            version = int(target["version"])
-            try:
-                data = await self.registry.model_bytes.remote(self.pair, version)
-                model = await asyncio.to_thread(LoadedModel.from_bytes, self.pair, version, data, target)
-            except Exception as exc:
-                self.load_error = f"version {version}: {type(exc).__name__}: {exc}"
-                log.warning(
-                    "%s: cannot load version %s, still serving %s: %s",
-                    self.pair,
-                    version,
-                    self.model.version if self.model else None,
-                    exc,
-                )
-                return False  # generation not advanced: retried after RETRY_S
-            if model.seq_len + 24 > self.cache.history_hours:  # a model with a longer window than cached
-                self.cache.history_hours = 2 * model.seq_len
-                await asyncio.to_thread(self.cache.refresh)
-            self.model, self.load_error = model, None  # atomic swap
-            log.info("%s: now serving version %s", self.pair, version)
-        self._epoch, self._generation = snapshot["epoch"], snapshot["generation"]
-        return True
+    async def _load(self, mid: str) -> LoadedModel:
+        """The multiplexed loader: ONNX bytes and summary from the watcher, session built off the loop."""
+        pair, version = parse_model_id(mid)
+        try:
+            entry = await self.registry.model_entry.remote(pair, version)
+            model = await asyncio.to_thread(
+                LoadedModel.from_bytes, pair, version, entry["data"], entry["summary"]
+            )
+            await asyncio.to_thread(self.cache.ensure, pair, model.seq_len + 24)
+        except Exception as exc:
+            self.load_errors[pair] = f"version {version}: {type(exc).__name__}: {exc}"
+            raise
+        self.load_errors.pop(pair, None)
+        log.info("forecaster: loaded %s", mid)
+        return model
+
+    async def _model(self) -> LoadedModel:
+        """The request's model (its multiplexed id), loaded if needed within the cold-load timeout."""
+        mid = serve.get_multiplexed_model_id()
+        if not mid:
+            raise ModelNotLoadedError("no model id in the request")
+        pair, version = parse_model_id(mid)
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(self._models(mid)), timeout=self.settings.serve_cold_load_timeout_s
+            )
+        except TimeoutError:
+            raise ModelNotLoadedError(
+                f"{pair} version {version} is still loading (cold load over "
+                f"{self.settings.serve_cold_load_timeout_s:g}s); try again"
+            ) from None
+        except Exception as exc:
+            raise ModelNotLoadedError(f"no model loaded for {pair}: version {version}: {exc}") from exc
 
     # --- batching ------------------------------------------------------------------------------
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.001)
-    async def _predict(self, items: list[tuple[LoadedModel, np.ndarray]]) -> list[float]:
-        """All windows of a batch in one onnxruntime call per model (one model, except during a swap)."""
-        out: list[float] = [0.0] * len(items)
+    async def _predict(self, items: list[tuple[LoadedModel, np.ndarray]]) -> list[Prediction]:
+        """All windows of a batch, one onnxruntime call per model (a batch mixes pairs): per window the
+        next close and the price quantiles ``(H, L)`` (None for a point-only model)."""
+        out: list[Prediction] = [(0.0, None)] * len(items)
         groups: dict[int, list[int]] = {}
         for i, (model, _) in enumerate(items):
             groups.setdefault(id(model), []).append(i)
         for indices in groups.values():
             model = items[indices[0]][0]
-            preds = model.predict(np.stack([items[i][1] for i in indices]))
-            for i, pred in zip(indices, preds, strict=True):
-                out[i] = float(pred)
+            points, quantiles = model.forecast(np.stack([items[i][1] for i in indices]))
+            for k, i in enumerate(indices):
+                out[i] = (float(points[k]), None if quantiles is None else quantiles[k])
         return out
 
-    def _require_model(self) -> LoadedModel:
-        model = self.model
-        if model is None:
-            reason = f": {self.load_error}" if self.load_error else " yet"
-            raise ModelNotLoadedError(f"no model loaded for {self.pair}{reason}")
-        return model
+    @staticmethod
+    def _body(
+        model: LoadedModel, prediction: Prediction, last_close: float, candle_time: Any
+    ) -> dict[str, Any]:
+        point, quantiles = prediction
+        return forecast_body(
+            model.pair,
+            prediction=point,
+            last_close=last_close,
+            candle_time=candle_time,
+            model_version=model.version,
+            horizons=model.horizon_rows(quantiles, candle_time),
+        )
 
     # --- requests ------------------------------------------------------------------------------
     async def forecast_latest(self) -> dict[str, Any]:
-        """Next-hour forecast from the latest closed candles in the cache."""
+        """Next-hour forecast (and the horizons' ranges) from the latest closed candles in the cache."""
+        pair = serve.get_multiplexed_model_id().rpartition("@")[0]
         try:
-            model = self._require_model()
-            snap = self.cache.snapshot(self.pair)
+            model = await self._model()
+            snap = self.cache.snapshot(model.pair)
             try:
-                window = snap.window(model.seq_len)
+                window = snap.window(model.seq_len, model.features or None)
             except DataValidationError as exc:  # our cache, not the caller's input: 503, not 422
-                raise MarketDataError(f"cached candles of {self.pair} are unusable: {exc}") from exc
+                raise MarketDataError(f"cached candles of {model.pair} are unusable: {exc}") from exc
             prediction = await self._predict((model, window))
-            body = forecast_body(
-                self.pair,
-                prediction=prediction,
-                last_close=snap.last_close,
-                candle_time=snap.candle_time,
-                model_version=model.version,
-            )
+            body = self._body(model, prediction, snap.last_close, snap.candle_time)
         except Exception as exc:
-            return failure(exc, self.pair)
+            return failure(exc, pair)
         return {"ok": True, "body": body}
 
     async def forecast_candles(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Next-hour forecast for client-supplied candles (exactly the model's window length)."""
+        pair = serve.get_multiplexed_model_id().rpartition("@")[0]
         try:
-            model = self._require_model()
+            model = await self._model()
             candles = candles_from_payload(rows, model.seq_len)
-            window = window_from_candles(candles, model.seq_len)
-            prediction = await self._predict((model, window))
+            prediction = await self._predict((model, model.window(candles)))
             last = candles.iloc[-1]
-            body = forecast_body(
-                self.pair,
-                prediction=prediction,
-                last_close=float(last["close"]),
-                candle_time=last["timestamp"],
-                model_version=model.version,
-            )
+            body = self._body(model, prediction, float(last["close"]), last["timestamp"])
         except Exception as exc:
-            return failure(exc, self.pair)
+            return failure(exc, pair)
         return {"ok": True, "body": body}
 
     async def status(self) -> dict[str, Any]:
-        """Loaded model, load error and market cache state of this replica."""
-        model = self.model
+        """The request's model (loaded if needed), its load error and the pair's market cache state."""
+        pair = serve.get_multiplexed_model_id().rpartition("@")[0]
+        model: LoadedModel | None = None
+        error: str | None = None
+        try:
+            model = await self._model()
+        except ModelNotLoadedError as exc:
+            error = str(exc)
         return {
-            "pair": self.pair,
+            "pair": pair,
             "loaded": model is not None,
             "version": model.version if model else None,
             "model": model.describe() if model else None,
-            "load_error": self.load_error,
-            "market": self.cache.status()["pairs"].get(self.pair, {}),
+            "load_error": error,
+            "market": self.cache.status(pair)["pairs"].get(pair, {}),
             "replica": serve.get_replica_context().replica_id.unique_id,
         }
 
-    def __del__(self) -> None:
-        cache = getattr(self, "cache", None)
-        if cache is not None:
-            cache.stop(wait=False)
+    async def replica_info(self) -> dict[str, Any]:
+        """What this replica holds: model ids in its LRU, cached pairs (for the benchmark and tests)."""
+        wrapper = getattr(self._models, "__serve_multiplex_wrapper", None)
+        return {
+            "replica": serve.get_replica_context().replica_id.unique_id,
+            "models": list(getattr(wrapper, "models", {}) or {}),
+            "cached_pairs": len(self.cache.pairs),
+        }

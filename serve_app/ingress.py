@@ -2,11 +2,15 @@
 
 The FastAPI app is built on the replica, after the constructor (``@serve.ingress()`` with
 ``__serve_build_asgi_app__``), so its routes close over this replica's :class:`~serve_app.service.ApiService`:
-a database pool and adapters over the DeploymentHandles of the pair Forecasters and the registry watcher.
+a database pool and adapters over the DeploymentHandles of the Forecaster and the registry watcher. The
+:class:`ChampionRouter` follows the watcher and gives each pair's calls the model id of its champion
+(``pair@version``, Ray model multiplexing through a handle: Serve does not multiplex on an ingress that runs
+its own HTTP server behind HAProxy).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
@@ -17,24 +21,48 @@ from ray.exceptions import RayError
 from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle
 
-from mur.errors import ServiceError
+from mur.errors import ModelNotLoadedError, ServiceError
+from mur.serving.http import failure
 from serve_app.api import create_api
 from serve_app.args import AppArgs
+from serve_app.forecaster import model_id
 from serve_app.service import DB_THREADS, DB_TIMEOUT_S, ApiService
 
 log = logging.getLogger("ray.serve")
+SHARED = "*"
+"""Key of the multiplexed Forecaster among the ingress's handles (the others are dedicated pairs)."""
+FOLLOW_TIMEOUT_S = 30.0
+RETRY_S = 3.0
+PRELOAD_CONCURRENCY = 8
+STARTUP_SYNC_S = 60.0
 
 
 class ForecasterHandle:
-    """A Forecaster deployment seen through its handle (:class:`~serve_app.service.PairForecaster`).
+    """One pair of the multiplexed Forecaster (:class:`~serve_app.service.PairForecaster`): each call carries
+    the pair's current model id ``pair@version`` from the :class:`ChampionRouter`.
 
     A Ray error on the way (a replica that died, none available, back-pressure) is a
     :class:`~mur.errors.ServiceError` (503 JSON); the trace goes to the log.
     """
 
-    def __init__(self, handle: DeploymentHandle, pair: str = "") -> None:
+    def __init__(
+        self, handle: DeploymentHandle, pair: str = "", router: ChampionRouter | None = None
+    ) -> None:
         self.handle = handle
         self.pair = pair
+        self.router = router
+
+    def _target(self) -> DeploymentHandle | None:
+        if self.router is None:  # a handle to a deployment that serves only this pair's champion
+            return self.handle
+        mid = self.router.current.get(self.pair)
+        return None if mid is None else self.handle.options(multiplexed_model_id=mid)
+
+    def _not_loaded(self) -> dict[str, Any]:
+        return failure(ModelNotLoadedError(f"no model loaded for {self.pair}: {self._reason()}"), self.pair)
+
+    def _reason(self) -> str:
+        return (self.router.errors.get(self.pair) if self.router else None) or "loading"
 
     async def _call(self, call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
         try:
@@ -44,13 +72,98 @@ class ForecasterHandle:
             raise ServiceError(f"the {self.pair} forecaster is unavailable; try again") from exc
 
     async def forecast_latest(self) -> dict[str, Any]:
-        return await self._call(self.handle.forecast_latest.remote())
+        target = self._target()
+        return self._not_loaded() if target is None else await self._call(target.forecast_latest.remote())
 
     async def forecast_candles(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        return await self._call(self.handle.forecast_candles.remote(rows))
+        target = self._target()
+        if target is None:
+            return self._not_loaded()
+        return await self._call(target.forecast_candles.remote(rows))
 
     async def status(self) -> dict[str, Any]:
-        return await self.handle.status.remote()
+        target = self._target()
+        if target is None:
+            return {
+                "pair": self.pair,
+                "loaded": False,
+                "version": None,
+                "model": None,
+                "load_error": self._reason(),
+                "market": {},
+            }
+        status = await target.status.remote()
+        pending = self.router.errors.get(self.pair) if self.router else None
+        if pending and status.get("loaded"):  # serving the previous version: the new one did not load
+            status = {**status, "load_error": pending}
+        return status
+
+
+class ChampionRouter:
+    """Which model id each pair's requests carry, following the registry watcher.
+
+    A new champion is *preloaded* (a ``status`` call with the new id makes a Forecaster replica load it)
+    before the pair switches to it, so requests never wait on or fail with a model that cannot be loaded: a
+    champion whose file is broken leaves the previous version serving (or, for a pair without one, a 503
+    ``model_not_loaded`` with the reason), and is retried every few seconds.
+    """
+
+    def __init__(
+        self, handles: Mapping[str, DeploymentHandle], registry: DeploymentHandle, service: ApiService
+    ) -> None:
+        self.handles = dict(handles)
+        self.registry = registry
+        self.service = service
+        self.current: dict[str, str] = {}
+        self.errors: dict[str, str] = {}
+        self._epoch, self._generation = "", -1
+        self._limit = asyncio.Semaphore(PRELOAD_CONCURRENCY)
+
+    def handle_for(self, pair: str) -> DeploymentHandle:
+        return self.handles.get(pair) or self.handles[SHARED]
+
+    async def follow(self) -> None:
+        """Long-poll the watcher forever; sync on every change, retry failed loads every RETRY_S."""
+        while True:
+            try:
+                snapshot = await self.registry.wait_for_change.remote(
+                    self._epoch, self._generation, RETRY_S if self.errors else FOLLOW_TIMEOUT_S
+                )
+                await self.sync(snapshot)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("ingress: following the registry failed (%s); retrying", exc)
+                await asyncio.sleep(RETRY_S)
+
+    async def sync(self, snapshot: Mapping[str, Any]) -> None:
+        """Serve every pair of the snapshot; switch each to its champion once that is loadable."""
+        targets: dict[str, Any] = snapshot.get("targets") or {}
+        for pair in targets:
+            if pair not in self.service.forecasters:
+                self.service.forecasters[pair] = ForecasterHandle(self.handle_for(pair), pair, self)
+        for pair, error in (snapshot.get("pair_errors") or {}).items():
+            if pair not in self.current:
+                self.errors[pair] = error
+        wanted = {p: model_id(p, t["version"]) for p, t in targets.items()}
+        await asyncio.gather(
+            *(self._switch(p, mid) for p, mid in wanted.items() if self.current.get(p) != mid)
+        )
+        self._epoch, self._generation = snapshot["epoch"], snapshot["generation"]
+
+    async def _switch(self, pair: str, mid: str) -> None:
+        async with self._limit:
+            try:
+                status = await self.handle_for(pair).options(multiplexed_model_id=mid).status.remote()
+            except Exception as exc:
+                status = {"loaded": False, "load_error": f"{type(exc).__name__}: {exc}"}
+        if status.get("loaded"):
+            self.current[pair] = mid
+            self.errors.pop(pair, None)
+            log.info("ingress: %s now served as %s", pair, mid)
+        else:
+            self.errors[pair] = str(status.get("load_error") or "not loaded")
+            log.warning("ingress: %s stays on %s: %s", mid, self.current.get(pair), self.errors[pair])
 
 
 class RegistryHandle:
@@ -71,7 +184,7 @@ class RegistryHandle:
 class ApiIngress:
     """Routes, auth and quota (:class:`~serve_app.service.ApiService`) on one replica."""
 
-    def __init__(
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async __init__
         self, forecasters: dict[str, DeploymentHandle], registry: DeploymentHandle, args: dict[str, Any]
     ) -> None:
         from mur.db import Database
@@ -83,10 +196,16 @@ class ApiIngress:
         # pooled connection after as long.
         self.service = ApiService(
             db=Database(settings, minconn=DB_THREADS, maxconn=DB_THREADS, pool_timeout_s=DB_TIMEOUT_S),
-            forecasters={pair: ForecasterHandle(h, pair) for pair, h in forecasters.items()},
+            forecasters={},
             registry=RegistryHandle(registry),
             configured_pairs=settings.pairs,
         )
+        self.router = ChampionRouter(forecasters, registry, self.service)
+        try:  # serve what is loadable now; the follower catches up with the rest
+            await asyncio.wait_for(self.router.sync(await registry.snapshot.remote()), timeout=STARTUP_SYNC_S)
+        except Exception as exc:
+            log.warning("ingress: first sync with the registry incomplete: %s", exc)
+        self._task = asyncio.get_running_loop().create_task(self.router.follow())
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Called by Serve on the replica after ``__init__``: the app this deployment serves."""

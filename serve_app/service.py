@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from mur.data.synthetic import is_synthetic
 from mur.errors import DatabaseError, ModelError, ModelNotLoadedError, NoChampionError, UnknownPairError
 from mur.pairs import normalize_pair
 from mur.serving.http import authenticate, charge, quota_headers, require_admin
@@ -125,6 +126,10 @@ class ApiService:
     def pairs(self) -> list[str]:
         """The pairs this API forecasts."""
         return sorted(self.forecasters)
+
+    def pair_details(self) -> list[dict[str, Any]]:
+        """Each pair with ``synthetic: true`` for the synthetic ones (``mur/data/synthetic.py``)."""
+        return [{"pair": p, "synthetic": is_synthetic(p)} for p in self.pairs()]
 
     def _handle(self, pair: str) -> tuple[str, PairForecaster]:
         name = normalize_pair(pair)
@@ -283,6 +288,7 @@ class ApiService:
                 models.append({"pair": pair, "version": None, "loaded": False})
             else:
                 models.append({**st["model"], "loaded": True})
+            models[-1]["synthetic"] = is_synthetic(pair)
         return models
 
     async def reload(self, owner: TokenOwner, wait_s: float) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 
 It polls the registry every ``registry_poll_s`` seconds (or at once on ``refresh``, the admin reload),
 downloads a new champion's ONNX bytes *before* announcing it, and publishes ``{pair: version}`` targets
-with a generation number. Forecaster replicas long-poll :meth:`wait_for_change` and load the new version
-from :meth:`model_bytes` (served from memory), so N replicas never hit MLflow N times, a replica started
-while MLflow is down still gets its model, and an unreachable registry leaves every loaded model serving.
+with a generation number. The ingress replicas long-poll :meth:`wait_for_change` and switch a pair's model
+id (``pair@version``) once the multiplexed Forecaster has loaded it; Forecaster replicas load a model from
+:meth:`model_entry` (served from memory), so N replicas never hit MLflow N times, a replica started while
+MLflow is down still gets its model, and an unreachable registry leaves every loaded model serving. Every
+registered pair with a champion is served (``AppArgs.pairs`` restricts that): a new pair needs no redeploy.
 
 After each successful poll the champions and their ONNX files are also kept on disk
 (:class:`~mur.serving.champion_store.ChampionStore`); a watcher that starts while MLflow is down (the app
@@ -15,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,16 +33,12 @@ from serve_app.args import AppArgs
 log = logging.getLogger("ray.serve")
 KEEP_VERSIONS = 2
 """Model files kept in memory per pair (the current champion and the previous one)."""
-REBUILD_COOLDOWN_S = 60.0
-
-Rebuild = Callable[[str, AppArgs], None]
-"""Redeploys application ``name`` so that its builder runs again (blocking; :func:`serve_app.app.rebuild_app`)."""
 
 
 @serve.deployment(
     name="registry",
     num_replicas=1,
-    max_ongoing_requests=1000,  # every Forecaster replica keeps one long-poll open here
+    max_ongoing_requests=1000,  # every ingress replica keeps one long-poll open here, loads come in bursts
     graceful_shutdown_timeout_s=2,  # open long-polls are safe to cut
     ray_actor_options={"num_cpus": 0},
 )
@@ -50,10 +46,9 @@ class RegistryWatcher:
     """Champion targets per pair, their ONNX bytes, and the registry's health."""
 
     async def __init__(  # type: ignore[misc]  # Serve awaits an async __init__
-        self, args: dict[str, Any], served_pairs: list[str], rebuild: Rebuild
+        self, args: dict[str, Any], served_pairs: list[str]
     ) -> None:
         self.args = AppArgs(**args)
-        self._rebuild = rebuild
         self.settings = self.args.app_settings()
         self.served = sorted(served_pairs)
         self.epoch = uuid.uuid4().hex  # a new watcher replica restarts the generation count
@@ -65,11 +60,11 @@ class RegistryWatcher:
         self.pending_pairs: list[str] = []
         self.pair_errors: dict[str, str] = {}
         self._bytes: dict[tuple[str, int], bytes] = {}
+        self._summaries: dict[tuple[str, int], dict[str, Any]] = {}
         self._client: Any = None
         self._changed = asyncio.Condition()
         self._poll_lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._last_rebuild = 0.0
         self.store = ChampionStore.for_settings(self.settings)
         await self._poll()
         if self.registry_ok is False and not self.targets:
@@ -102,7 +97,7 @@ class RegistryWatcher:
         errors: dict[str, str] = {}
         for pair, summary in found.items():
             key = (pair, int(summary["version"]))
-            if pair in self.served and key not in self._bytes:
+            if key not in self._bytes:
                 try:
                     fresh[key] = model_bytes(self.settings, pair, key[1])
                 except MurError as exc:  # this pair's file only: the others still update
@@ -127,9 +122,9 @@ class RegistryWatcher:
             self._bytes.update(fresh)
             self.pair_errors = errors
             changed = False
+            self.served = sorted(set(self.served) | set(found))
             for pair, summary in found.items():
-                if pair not in self.served:
-                    continue
+                self._summaries[(pair, int(summary["version"]))] = dict(summary)
                 if self.targets.get(pair, {}).get("version") != summary["version"]:
                     log.info("champion of %s is now version %s", pair, summary["version"])
                     self.targets[pair] = summary
@@ -141,13 +136,10 @@ class RegistryWatcher:
                 if (p, int(s["version"])) in self._bytes
             }
             await asyncio.to_thread(self._persist, found, current)
-            self.pending_pairs = sorted(set(found) - set(self.served))
             if changed:
                 async with self._changed:
                     self.generation += 1
                     self._changed.notify_all()
-            if self.pending_pairs and self.args.add_new_pairs:
-                self._rebuild_for(self.pending_pairs)
 
     async def _restore(self) -> None:
         """Serve the last known champions from disk (the registry is unreachable at start)."""
@@ -157,6 +149,7 @@ class RegistryWatcher:
             data = await asyncio.to_thread(self.store.model, *key)
             if data is not None:
                 self._bytes[key] = data
+                self._summaries[key] = dict(summary)
                 self.targets[pair] = summary
         if self.targets:
             log.warning(
@@ -182,21 +175,6 @@ class RegistryWatcher:
             for version in versions:
                 if version not in keep:
                     del self._bytes[(pair, version)]
-
-    def _rebuild_for(self, pairs: list[str]) -> None:
-        """Redeploy the application so that it gets a Forecaster for each new pair (rate-limited)."""
-        if time.monotonic() - self._last_rebuild < REBUILD_COOLDOWN_S:
-            return
-        self._last_rebuild = time.monotonic()
-        app_name = serve.get_replica_context().app_name
-        log.info("new champion pair(s) %s: rebuilding application %r", pairs, app_name)
-        asyncio.get_running_loop().run_in_executor(None, self._rebuild_logged, app_name)
-
-    def _rebuild_logged(self, app_name: str) -> None:
-        try:
-            self._rebuild(app_name, self.args)
-        except Exception:  # retried on a later poll, after the cooldown
-            log.exception("rebuilding application %r failed", app_name)
 
     # --- API for the ingress and the forecasters -------------------------------------------------
     def _snapshot(self) -> dict[str, Any]:
@@ -244,3 +222,14 @@ class RegistryWatcher:
             data = await asyncio.to_thread(model_bytes, self.settings, pair, int(version))
             self._bytes[key] = data
         return data
+
+    async def model_entry(self, pair: str, version: int) -> dict[str, Any]:
+        """``{"data": ONNX bytes, "summary": version summary}`` of ``pair`` ``version`` (a Forecaster's load)."""
+        data = await self.model_bytes(pair, version)
+        summary = self._summaries.get((pair, int(version)))
+        if summary is None:
+            current = self.targets.get(pair, {})
+            summary = (
+                dict(current) if int(current.get("version", -1)) == int(version) else {"version": version}
+            )
+        return {"data": data, "summary": summary}

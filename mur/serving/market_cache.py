@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -59,7 +59,9 @@ class CandleSnapshot:
     as_of: datetime
     fetched_at: datetime
     filled_hours: int = 0
-    _windows: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    _windows: dict[tuple[int, tuple[str, ...]], np.ndarray] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def last_close(self) -> float:
@@ -70,12 +72,17 @@ class CandleSnapshot:
         """Open time of the most recent closed candle."""
         return self.candles["timestamp"].iloc[-1].to_pydatetime()
 
-    def window(self, seq_len: int) -> np.ndarray:
-        """The ``(seq_len, 9)`` float32 input for the latest ``seq_len`` candles (computed once per size)."""
-        cached = self._windows.get(seq_len)
+    def window(self, seq_len: int, features: Sequence[str] | None = None) -> np.ndarray:
+        """The ``(seq_len, n_features)`` float32 input for the latest ``seq_len`` candles with a model's
+        ``features`` (default: the standard set); computed once per size and feature list."""
+        key = (seq_len, tuple(features) if features else ())
+        cached = self._windows.get(key)
         if cached is None:
-            cached = window_from_candles(self.candles, seq_len)
-            self._windows[seq_len] = cached
+            if features:
+                cached = window_from_candles(self.candles, seq_len, features)
+            else:
+                cached = window_from_candles(self.candles, seq_len)
+            self._windows[key] = cached
         return cached
 
 
@@ -139,11 +146,40 @@ class MarketCache:
         now = datetime.now(UTC)
         return CandleSnapshot(pair, candles, as_of=end, fetched_at=now, filled_hours=len(filled))
 
-    def refresh(self, pairs: Iterable[str] | None = None) -> dict[str, str]:
-        """Refresh every pair (or ``pairs``); returns ``{pair: error}`` for the ones that failed."""
+    def ensure(self, pair: str, min_history: int = 0) -> None:
+        """Cache ``pair`` from now on (fetched at once when new), keeping at least ``min_history`` candles
+        (a model with a longer window than cached widens the history for every pair, then refetches)."""
+        pair = normalize_pair(pair)
+        with self._lock:
+            new = pair not in self.pairs
+            if new:
+                self.pairs = [*self.pairs, pair]
+            wider = min_history > self.history_hours
+            if wider:
+                self.history_hours = 2 * int(min_history)
+        if wider:
+            self.refresh(force=True)
+        elif new:
+            self.refresh([pair])
+
+    def _current(self, pair: str) -> bool:
+        """Whether ``pair``'s snapshot already holds every closed candle up to now (nothing new can arrive:
+        the window end has not moved and its last candle is there), so a refresh can skip it."""
+        snap = self._snapshots.get(pair)
+        if snap is None or len(snap.candles) < self.history_hours:
+            return False
+        end = self._window_end(pair)
+        return snap.as_of == end and snap.candle_time == end - HOUR
+
+    def refresh(self, pairs: Iterable[str] | None = None, *, force: bool = False) -> dict[str, str]:
+        """Refresh every pair (or ``pairs``) in one pass, skipping the ones with nothing new unless ``force``;
+        returns ``{pair: error}`` for the ones that failed."""
         errors: dict[str, str] = {}
-        for pair in pairs or self.pairs:
+        pairs = list(self.pairs) if pairs is None else list(pairs)
+        for pair in pairs:
             try:
+                if not force and self._current(pair):
+                    continue
                 snapshot = self.fetch(pair)
             except (MurError, OSError, ValueError, KeyError) as exc:
                 errors[pair] = f"{type(exc).__name__}: {exc}"
@@ -152,7 +188,7 @@ class MarketCache:
             with self._lock:
                 self._snapshots[pair] = snapshot
         with self._lock:
-            for pair in pairs or self.pairs:
+            for pair in pairs:
                 if pair in errors:
                     self._errors[pair] = errors[pair]
                 else:
@@ -168,8 +204,8 @@ class MarketCache:
             raise MarketDataError(f"no market data for {pair} yet ({reason})")
         return snap
 
-    def status(self) -> dict[str, Any]:
-        """Per-pair last candle time and error, for /readyz."""
+    def status(self, pair: str | None = None) -> dict[str, Any]:
+        """Per-pair (or only ``pair``'s) last candle time and error, for /readyz."""
         with self._lock:
             return {
                 "source": self.settings.market_data,
@@ -179,13 +215,17 @@ class MarketCache:
                         "candle_time": iso(s.candle_time) if (s := self._snapshots.get(pair)) else None,
                         "error": self._errors.get(pair),
                     }
-                    for pair in self.pairs
+                    for pair in (self.pairs if pair is None else [pair])
                 },
             }
 
-    def start(self, interval_s: float) -> None:
-        """Refresh now, then every ``interval_s`` seconds on a daemon thread."""
+    def start(self, interval_s: float, pairs: Iterable[str] = ()) -> None:
+        """Cache ``pairs`` too; refresh now, then every ``interval_s`` seconds on a daemon thread."""
+        for pair in pairs:
+            if (name := normalize_pair(pair)) not in self.pairs:
+                self.pairs.append(name)
         if self._thread is not None:
+            self.refresh([p for p in self.pairs if p not in self._snapshots])
             return
         self.refresh()
 
@@ -205,3 +245,27 @@ class MarketCache:
         if self._thread is not None and wait:
             self._thread.join(timeout=5)
             self._thread = None
+
+
+_SHARED: dict[tuple[Any, ...], MarketCache] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_market_cache(settings: Settings) -> MarketCache:
+    """The one cache of this process for every pair (created empty; pairs join with ``ensure``/``start``).
+
+    A Serve replica holding the models of many pairs refreshes all of their candles in one background pass
+    instead of one cache (and thread) per pair; keyed on the settings that decide what it fetches.
+    """
+    key = (
+        settings.market_data,
+        str(settings.binance_api_url),
+        str(settings.market_now),
+        float(settings.market_clock_speed),
+        settings.synthetic_pairs,
+    )
+    with _SHARED_LOCK:
+        cache = _SHARED.get(key)
+        if cache is None:
+            cache = _SHARED[key] = MarketCache(settings, [])
+        return cache

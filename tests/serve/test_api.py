@@ -75,18 +75,21 @@ def test_probes_docs_pairs_and_models(serve_stack: ServeStack) -> None:
 
     _, token = stack.make_user()
     with stack.client(token) as client:
-        assert client.get("/v1/pairs").json() == {"pairs": [stack.pair]}
+        assert client.get("/v1/pairs").json() == {
+            "pairs": [stack.pair],
+            "details": [{"pair": stack.pair, "synthetic": False}],
+        }
         (model,) = client.get("/v1/models").json()["models"]
     assert model["pair"] == stack.pair and model["version"] == stack.versions[stack.pair]
     assert model["alias"] == "champion" and model["loaded"] is True
     assert model["trained_window"]["start"] < model["trained_window"]["end"]
     assert isinstance(model["metrics"]["skill"], float) and model["metrics"]["mae"] > 0
-    assert model["test_window"]["start"] and model["seq_len"] == stack.settings.seq_len
+    assert model["test_window"]["start"] and model["seq_len"] == stack.settings.context_len
 
 
 def test_forecast_equals_onnxruntime_on_the_same_candles(serve_stack: ServeStack) -> None:
-    from mur.model.export import load_session, run_session
-    from mur.model.inference import window_from_candles
+    from mur.model.export import load_session
+    from mur.model.inference import forecast_from_candles
 
     stack = serve_stack
     user_id, token = stack.make_user()
@@ -94,11 +97,11 @@ def test_forecast_equals_onnxruntime_on_the_same_candles(serve_stack: ServeStack
         response = client.get(f"/v1/forecast/{stack.pair}")
         assert response.status_code == 200, response.text
         got = response.json()
-        candles = _candles_until(stack.pair, got["candle_time"], stack.settings.seq_len)
+        candles = _candles_until(stack.pair, got["candle_time"], stack.settings.context_len)
         posted = client.post(f"/v1/forecast/{stack.pair.upper()}", json={"candles": _as_rows(candles)})
         assert posted.status_code == 200, posted.text
     session = load_session(model_bytes(stack.direct, stack.pair, got["model_version"]))
-    expected = float(run_session(session, window_from_candles(candles, stack.settings.seq_len)[None])[0])
+    expected = forecast_from_candles(session, candles, pair=stack.pair)["forecast"]
 
     assert got["model_version"] == stack.versions[stack.pair]
     assert got["candle_time"] == candles["timestamp"].iloc[-1].strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -168,7 +171,7 @@ def test_error_answers_are_json(serve_stack: ServeStack) -> None:
         assert_error(client.get("/v1/forecast/doge_usdt"), 404, "unknown_pair")
         assert_error(client.get("/v1/forecast/not-a-pair!"), 404, "unknown_pair")
         assert_error(client.get("/v2/nothing"), 404, "not_found")
-        good = _as_rows(_candles_until(stack.pair, "2025-06-01T00:00:00Z", stack.settings.seq_len))
+        good = _as_rows(_candles_until(stack.pair, "2025-06-01T00:00:00Z", stack.settings.context_len))
         bad_cases = {
             "too few": good[:-1],
             "unsorted": [good[1], good[0], *good[2:]],
@@ -358,7 +361,9 @@ def test_autoscaling_config_and_scale_up_under_load(serve_stack: ServeStack) -> 
     from serve_app.deploy import app_details, connect_ray
 
     stack = serve_stack
-    config = app_details(stack.settings)["deployments"][stack.pair]["deployment_config"]["autoscaling_config"]
+    config = app_details(stack.settings)["deployments"]["forecaster"]["deployment_config"][
+        "autoscaling_config"
+    ]
     assert config["min_replicas"] == stack.settings.serve_min_replicas == 1
     assert config["max_replicas"] == stack.settings.serve_max_replicas == 2
     assert config["target_ongoing_requests"] == stack.settings.serve_target_ongoing_requests
@@ -369,7 +374,7 @@ def test_autoscaling_config_and_scale_up_under_load(serve_stack: ServeStack) -> 
     connect_ray(stack.settings)
 
     def running() -> int:
-        status = serve.status().applications[stack.settings.serve_app_name].deployments[stack.pair]
+        status = serve.status().applications[stack.settings.serve_app_name].deployments["forecaster"]
         return int(status.replica_states.get("RUNNING", 0))
 
     try:  # earlier bursts (the quota race) may have scaled up: start from min_replicas
@@ -377,7 +382,7 @@ def test_autoscaling_config_and_scale_up_under_load(serve_stack: ServeStack) -> 
         _, token = stack.make_user(quota=1_000_000)
         # POSTs: concurrent GETs of one pair share a single Forecaster call in the ingress (single-flight),
         # client candles each need their own inference, so they load the Forecaster
-        candles = _as_rows(_candles_until(stack.pair, "2025-06-01T00:00:00Z", stack.settings.seq_len))
+        candles = _as_rows(_candles_until(stack.pair, "2025-06-01T00:00:00Z", stack.settings.context_len))
         with Hammer(stack, token, workers=16, candles=candles) as hammer:
             wait_until(lambda: running() >= 2, 120, "a second replica under load", interval_s=1.0)
         assert not hammer.failures(), hammer.failures()[:5]
@@ -436,5 +441,5 @@ def test_cli_status_reports_the_running_app(serve_stack: ServeStack) -> None:
     wait_until(lambda: read_status()["status"] == "RUNNING", 120, "the app RUNNING")
     status = read_status()
     assert status["status"] == "RUNNING" and status["url"] == serve_stack.url
-    assert status["replicas"]["api"] == 1 and status["replicas"][serve_stack.pair] >= 1
+    assert status["replicas"]["api"] == 1 and status["replicas"]["forecaster"] >= 1
     assert status["readyz"]["status"] in ("ready", "degraded")

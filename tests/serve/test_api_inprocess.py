@@ -82,7 +82,10 @@ def test_missing_or_bad_credentials_are_401_json(api: Api) -> None:
 
 def test_pairs_models_and_readiness(api: Api) -> None:
     _, token = api.user()
-    assert api.client.get("/v1/pairs", headers=auth(token)).json() == {"pairs": [PAIR]}
+    assert api.client.get("/v1/pairs", headers=auth(token)).json() == {
+        "pairs": [PAIR],
+        "details": [{"pair": PAIR, "synthetic": False}],
+    }
     (model,) = api.client.get("/v1/models", headers=auth(token)).json()["models"]
     assert model["pair"] == PAIR and model["loaded"] is True and model["version"] == VERSION
     assert model["alias"] == "champion" and model["seq_len"] == SEQ
