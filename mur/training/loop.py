@@ -171,6 +171,8 @@ def fit_local(
     train_loader = make_loader(*train, cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_loader = make_loader(*val, cfg.batch_size, shuffle=False)
     stopper = EarlyStopping(cfg.patience)
+    # the data-fitted start is a candidate too (epoch -1): training keeps only what beats it on validation
+    stopper.step(-1, eval_loss(model, val_loader, device))
     history = History()
     best_state = copy.deepcopy(model.state_dict())
     bar = tqdm(range(cfg.epochs), desc="epochs", unit="epoch", disable=not progress, leave=False)

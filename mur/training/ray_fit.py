@@ -100,6 +100,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()  # [ray]
     rank = ray.train.get_context().get_world_rank()  # [ray]
     fail_at = config.get("fail_at_epoch")
+    if checkpoint is None:  # the data-fitted start is a candidate too (epoch -1), as in fit_local
+        start_val = torch.tensor(eval_loss(model, val_loader, device), dtype=torch.float64)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(start_val)
+            start_val /= dist.get_world_size()
+        stopper.step(-1, float(start_val))
 
     for epoch in range(start_epoch, tcfg.epochs):
         if fail_at is not None and epoch == fail_at and checkpoint is None and rank == 0:
