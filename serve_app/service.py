@@ -18,7 +18,6 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mur.data.synthetic import is_synthetic
@@ -74,6 +73,11 @@ def _require_finite(body: Mapping[str, Any]) -> None:
         value = body.get(key)
         if not isinstance(value, int | float) or not math.isfinite(value):
             raise ModelError(f"the model gave no usable forecast ({key}={value!r})")
+    for band in body.get("horizons") or []:
+        for key in ("median", "lower", "upper"):
+            value = band.get(key)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise ModelError(f"the model gave no usable forecast range ({key}={value!r})")
 
 
 class ApiService:
@@ -157,8 +161,9 @@ class ApiService:
     def _record(self, body: dict[str, Any]) -> Future[Any] | None:
         """Keep a served market forecast for the track record (the dashboard's "how past forecasts fared"):
         one insert per pair, model version and target hour, off the request path; a failed insert is
-        logged and retried on a later request. Returns the pending insert (None: already recorded)."""
-        from mur.db import record_forecast
+        logged and retried on a later request. Every horizon's median and range is stored (one row each).
+        Returns the pending insert (None: already recorded)."""
+        from mur.db import record_forecast_body
 
         key = (body["pair"], int(body["model_version"]), body["target_time"])
         if key in self._recorded:
@@ -172,15 +177,7 @@ class ApiService:
                 self._recorded.discard(key)
                 log.warning("could not record the %s forecast for %s: %s", key[0], key[2], exc)
 
-        future = self._pool.submit(
-            record_forecast,
-            self.db,
-            pair=body["pair"],
-            model_version=str(body["model_version"]),
-            target_time=datetime.fromisoformat(body["target_time"]),
-            predicted=float(body["forecast"]),
-            last_close=float(body["last_close"]),
-        )
+        future = self._pool.submit(record_forecast_body, self.db, dict(body))
         future.add_done_callback(done)
         return future
 

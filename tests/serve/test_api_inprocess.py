@@ -169,13 +169,13 @@ def test_a_served_forecast_is_recorded_once(api: Api, monkeypatch: pytest.Monkey
     import mur.db
 
     writes: list[dict[str, Any]] = []
-    record = mur.db.record_forecast
+    record = mur.db.record_forecast_body
 
-    def spy(db: Database, **kwargs: Any) -> Any:
-        writes.append(kwargs)
-        return record(db, **kwargs)
+    def spy(db: Database, body: dict[str, Any], **kwargs: Any) -> Any:
+        writes.append(body)
+        return record(db, body, **kwargs)
 
-    monkeypatch.setattr(mur.db, "record_forecast", spy)
+    monkeypatch.setattr(mur.db, "record_forecast_body", spy)
     _, token = api.user()
     bodies = [api.client.get(f"/v1/forecast/{PAIR}", headers=auth(token)).json() for _ in range(3)]
     assert (
@@ -184,7 +184,9 @@ def test_a_served_forecast_is_recorded_once(api: Api, monkeypatch: pytest.Monkey
     )
     assert bodies[0] == bodies[1] == bodies[2]
     api.service.close()  # returns once the pending track-record writes are done
-    assert [w["target_time"] for w in writes] == [CANDLE_TIME + timedelta(hours=1)]
+    assert [w["target_time"] for w in writes] == [
+        (CANDLE_TIME + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ]
     stored = [r for r in list_forecasts(api.db, pair=PAIR) if r.model_version == str(VERSION)]
     mine = [r for r in stored if r.target_time == CANDLE_TIME + timedelta(hours=1)]
     assert len(mine) == 1 and mine[0].predicted == pytest.approx(bodies[0]["forecast"])
