@@ -101,12 +101,23 @@ def test_forecast_equals_onnxruntime_on_the_same_candles(serve_stack: ServeStack
         posted = client.post(f"/v1/forecast/{stack.pair.upper()}", json={"candles": _as_rows(candles)})
         assert posted.status_code == 200, posted.text
     session = load_session(model_bytes(stack.direct, stack.pair, got["model_version"]))
-    expected = forecast_from_candles(session, candles, pair=stack.pair)["forecast"]
+    expected_body = forecast_from_candles(session, candles, pair=stack.pair)
+    expected = expected_body["forecast"]
 
     assert got["model_version"] == stack.versions[stack.pair]
     assert got["candle_time"] == candles["timestamp"].iloc[-1].strftime("%Y-%m-%dT%H:%M:%SZ")
     assert got["last_close"] == float(candles["close"].iloc[-1])
     assert np.isclose(got["forecast"], expected, rtol=1e-6, atol=0), (got["forecast"], expected)
+    assert (
+        [h["hours"] for h in got["horizons"]] == [h["hours"] for h in expected_body["horizons"]] == [1, 4, 24]
+    )
+    for served, direct in zip(got["horizons"], expected_body["horizons"], strict=True):
+        assert served["target_time"] == direct["target_time"] and served["level"] == direct["level"]
+        assert np.allclose(
+            [served[k] for k in ("lower", "median", "upper")],
+            [direct[k] for k in ("lower", "median", "upper")],
+            rtol=1e-6,
+        )
     assert posted.json() == got
     assert response.headers["X-RateLimit-Remaining"] == str(stack.settings.default_monthly_quota - 1)
     assert get_usage(Database(stack.settings, maxconn=1), user_id=user_id)[0] == 2
