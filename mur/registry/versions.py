@@ -242,9 +242,16 @@ def log_and_register(
 
 def registered_pairs(client: Any, prefix: str = MODEL_PREFIX) -> list[str]:
     """Pairs that have a registered ``mur-*`` model."""
-    return sorted(
-        m.name.removeprefix(prefix) for m in client.search_registered_models(f"name LIKE '{prefix}%'")
-    )
+    names: list[str] = []
+    page_token = None
+    while True:  # MLflow answers at most 100 models per page by default
+        page = client.search_registered_models(
+            f"name LIKE '{prefix}%'", max_results=1000, page_token=page_token
+        )
+        names.extend(m.name.removeprefix(prefix) for m in page)
+        page_token = getattr(page, "token", None)
+        if not page_token:
+            return sorted(names)
 
 
 def champion_version(client: Any, pair: str, prefix: str = MODEL_PREFIX) -> Any | None:

@@ -1,0 +1,392 @@
+"""Benchmark: many pairs on one machine: Serve memory per pair, latency over random pairs, cold loads, and
+the hourly training cycle.
+
+    .venv/bin/python benchmarks/pairs.py --pairs 10 50 200
+    .venv/bin/python benchmarks/pairs.py --pairs 10 50 --concurrency 16 --requests 1500 --train-sample 4
+
+Needs the stack (``mur up``: S3, MLflow, Ray) and PostgreSQL. It uses synthetic pairs (``syn001_usdt`` …,
+``mur/data/synthetic.py``; ``MUR_SYNTHETIC_PAIRS`` is set for the app), one small model trained once and
+registered for every pair under a private registry prefix (``mur-benchp-``; ``syn002_usdt`` gets two versions
+so that an older one can be cold-loaded), its own database (``mur_bench``) and user. For each N it deploys
+the Serve app serving the first N pairs (this replaces a running Serve app), waits until every pair is
+loaded, then measures:
+
+- **Serve memory**: the PSS of every Serve process (controller, HAProxy/proxy, every replica), and per added
+  pair the slope against the 5-pair baseline;
+- **latency**: p50/p99 of ``GET /v1/forecast/{pair}`` at a fixed concurrency over random pairs;
+- **cold load**: a request for a model id no replica holds (``syn002_usdt@<older version>``), through the
+  Forecaster's handle.
+
+Then the **hourly cycle**: ``--train-sample`` pairs trained with the default settings the way a batched job
+does it (one process per trainer slot, imports and data loading once, no per-pair job start-up), two slots
+at once (the machine's cores); the cycle for 100 pairs is that wall time scaled to 100 pairs. The last
+lines are ``pairs served: N``, ``serve memory per added pair: X MB``, ``hourly cycle for 100 pairs: Y s``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE_PAIRS = 5
+TARGET_MB_PER_PAIR = 5.0
+TARGET_P50_RATIO = 1.5
+TARGET_CYCLE_S = 45 * 60
+
+
+def _bench_serve() -> Any:
+    """benchmarks/serve.py (its load generator, champion and token helpers)."""
+    spec = importlib.util.spec_from_file_location("bench_serve", ROOT / "benchmarks" / "serve.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def register_pairs(settings: Any, pairs: list[str], base_pair: str, base_version: int) -> dict[str, int]:
+    """Give every pair a champion: a new version with the base model's files (two for the cold-load pair)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from mur.registry import CHAMPION, model_name
+    from mur.serving.champions import champions, registry_client
+
+    known = champions(registry_client(settings), prefix=settings.registry_prefix, pairs=pairs)
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    src = client.get_model_version(model_name(base_pair, settings.registry_prefix), str(base_version))
+    model_id = getattr(src, "model_id", None) or (
+        src.source.removeprefix("models:/") if src.source.startswith("models:/m-") else None
+    )  # MLflow 3: a version's source is its logged model, which must be named too
+    versions = {p: int(s["version"]) for p, s in known.items()}
+    for pair in pairs:
+        if pair in versions:
+            continue
+        name = model_name(pair, settings.registry_prefix)
+        try:
+            client.create_registered_model(name)
+        except MlflowException:
+            pass
+        tags = {**(src.tags or {}), "pair": pair}
+        for _ in range(2 if pair == "syn002_usdt" else 1):
+            new = client.create_model_version(
+                name, src.source, run_id=src.run_id, tags=tags, model_id=model_id
+            )
+        client.set_registered_model_alias(name, CHAMPION, str(new.version))
+        versions[pair] = int(new.version)
+    return versions
+
+
+def serve_pss_mb() -> tuple[float, int]:
+    """Total PSS (MB) of the Serve processes on this machine, and how many there are."""
+    import psutil
+
+    total, count = 0, 0
+    for proc in psutil.process_iter(["cmdline", "name"]):
+        try:
+            text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["name"] or "")
+            if any(k in text for k in ("ServeReplica:", "ServeController", "ProxyActor", "haproxy")):
+                total += proc.memory_full_info().pss
+                count += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total / 2**20, count
+
+
+def readyz(url: str) -> dict[str, Any]:
+    import httpx
+
+    return httpx.get(f"{url}/readyz", timeout=120).json()
+
+
+def deploy_pairs(settings: Any, pairs: list[str], timeout_s: float = 900) -> tuple[float, str]:
+    """Deploy the app for ``pairs``; wait until every pair serves its champion. Returns the seconds taken
+    and the API's URL (Serve keeps the HTTP port it started with)."""
+    from serve_app.args import AppArgs, settings_overrides
+    from serve_app.deploy import deploy, serve_details
+
+    began = time.monotonic()
+    deploy(
+        settings, AppArgs(pairs=pairs, settings=settings_overrides(settings)), timeout_s=timeout_s, force=True
+    )
+    port = int(serve_details(settings).get("http_options", {}).get("port") or settings.serve_port)
+    url = f"http://127.0.0.1:{port}"
+    deadline = began + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            body = readyz(url)
+            loaded = sum(1 for p in body.get("pairs", {}).values() if p.get("loaded"))
+            if loaded == len(pairs):
+                return time.monotonic() - began, url
+        except Exception:  # the API replica may still be starting
+            pass
+        time.sleep(2.0)
+    raise RuntimeError(f"not every pair loaded after {timeout_s:.0f}s")
+
+
+async def random_load(url: str, token: str, pairs: list[str], concurrency: int, requests: int) -> Any:
+    """``requests`` GETs over random pairs at ``concurrency``; returns (latencies ms, errors, seconds)."""
+    import aiohttp
+
+    rng = random.Random(7)
+    latencies: list[float] = []
+    errors = 0
+    remaining = requests
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency), headers=headers
+    ) as session:
+
+        async def worker() -> None:
+            nonlocal remaining, errors
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                try:
+                    async with session.get(f"{url}/v1/forecast/{rng.choice(pairs)}") as response:
+                        await response.read()
+                        errors += response.status != 200
+                except aiohttp.ClientError:
+                    errors += 1
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, errors, time.perf_counter() - began
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def cold_load_ms(settings: Any, version: int) -> float:
+    """A status call for ``syn002_usdt@version`` (held by no replica) through the Forecaster's handle."""
+    from ray import serve
+
+    from serve_app.deploy import connect_ray
+
+    connect_ray(settings)
+    handle = serve.get_deployment_handle("forecaster", settings.serve_app_name)
+    began = time.perf_counter()
+    status = (
+        handle.options(multiplexed_model_id=f"syn002_usdt@{version}").status.remote().result(timeout_s=120)
+    )
+    took = (time.perf_counter() - began) * 1000
+    if not status.get("loaded"):
+        raise RuntimeError(f"cold load failed: {status.get('load_error')}")
+    return took
+
+
+def measure(settings: Any, token: str, pairs: list[str], opts: Any, cold_version: int) -> dict[str, Any]:
+    seconds, url = deploy_pairs(settings, pairs)
+    for pair in pairs:  # every pair answered once: its candles are cached, its model warm
+        asyncio.run(random_load(url, token, [pair], 1, 1))
+    time.sleep(5.0)
+    pss, processes = serve_pss_mb()
+    latencies, errors, wall = asyncio.run(random_load(url, token, pairs, opts.concurrency, opts.requests))
+    cold = cold_load_ms(settings, cold_version) if "syn002_usdt" in pairs else None
+    row = {
+        "pairs": len(pairs),
+        "deploy_to_all_loaded_s": round(seconds, 1),
+        "serve_pss_mb": round(pss, 1),
+        "serve_processes": processes,
+        "p50_ms": round(pct(latencies, 0.5), 1),
+        "p99_ms": round(pct(latencies, 0.99), 1),
+        "rps": round((len(latencies) - errors) / wall, 1),
+        "errors": errors,
+        "cold_load_ms": round(cold, 1) if cold is not None else None,
+    }
+    print(
+        f"N={len(pairs):4d}  serve PSS {pss:7.0f} MB ({processes} processes)  p50 {row['p50_ms']:6.1f} ms  "
+        f"p99 {row['p99_ms']:6.1f} ms  {row['rps']:6.1f} req/s  errors {errors}  cold load "
+        f"{row['cold_load_ms']} ms  (all loaded {seconds:.0f}s after deploy)",
+        flush=True,
+    )
+    return row
+
+
+def _train_share(pairs: list[str], overrides: dict[str, Any]) -> list[float]:
+    """One trainer slot: train ``pairs`` one after the other in this process (default hyper-parameters,
+    export and evaluation included; registering is left out: a few MLflow calls per pair)."""
+    import tempfile
+
+    from mur.settings import Settings
+    from mur.training.driver import train_and_register
+    from mur.training.loop import LocalFit
+
+    settings = Settings(**overrides)
+    times = []
+    for pair in pairs:
+        began = time.perf_counter()
+        with tempfile.TemporaryDirectory() as out:
+            train_and_register(settings, pair, fit=LocalFit(), out_dir=Path(out), register=False)
+        times.append(time.perf_counter() - began)
+    return times
+
+
+def training_cycle(settings: Any, pairs: list[str], slots: int) -> dict[str, Any]:
+    """Train ``pairs`` in ``slots`` processes at once; wall time and the per-pair times."""
+    from serve_app.args import settings_overrides
+
+    overrides = settings_overrides(settings)
+    shares = [pairs[i::slots] for i in range(slots)]
+    began = time.perf_counter()
+    import multiprocessing
+
+    # spawn: the benchmark's own process holds Ray's gRPC threads, which a fork would copy mid-call
+    with ProcessPoolExecutor(slots, mp_context=multiprocessing.get_context("spawn")) as pool:
+        per_pair = [t for times in pool.map(_train_share, shares, [overrides] * slots) for t in times]
+    wall = time.perf_counter() - began
+    return {
+        "pairs": len(pairs),
+        "slots": slots,
+        "wall_s": round(wall, 1),
+        "per_pair_s": round(statistics.mean(per_pair), 1),
+        "cycle_100_s": round(wall * 100 / len(pairs), 0),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pairs", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=1500, help="per N")
+    parser.add_argument(
+        "--train-sample", type=int, default=4, help="pairs trained for the hourly cycle (0: skip)"
+    )
+    parser.add_argument("--slots", type=int, default=2, help="trainings at once (trainer slots)")
+    parser.add_argument("--prefix", default="mur-benchp-")
+    parser.add_argument("--database", default="mur_bench")
+    parser.add_argument("--keep", action="store_true", help="leave the Serve app deployed")
+    parser.add_argument("--train-only", action="store_true", help="only the hourly-cycle measurement")
+    parser.add_argument(
+        "--start-services",
+        action="store_true",
+        help="start S3, MLflow and Ray if down (stopped again at the end)",
+    )
+    parser.add_argument("--stop-services", action="store_true", help="stop S3, MLflow and Ray at the end")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "pairs.json")
+    opts = parser.parse_args()
+
+    from mur.data import synthetic_pairs
+    from mur.settings import Settings
+
+    most = max([*opts.pairs, BASELINE_PAIRS])
+    if opts.train_only:
+        cycle = training_cycle(
+            Settings(synthetic_pairs=most), synthetic_pairs(most)[: opts.train_sample], opts.slots
+        )
+        print(json.dumps(cycle))
+        print(f"hourly cycle for 100 pairs: {cycle['cycle_100_s']} s")
+        return
+    bench = _bench_serve()
+    started: list[str] = []
+    if opts.start_services:
+        from mur.devstack import supervisor
+
+        results = supervisor.up(Settings(), list(supervisor.CORE_SERVICES), progress=print)
+        started = [r.name for r in results if r.action == "started"]
+    try:
+        run(opts, bench)
+    finally:
+        if opts.stop_services:
+            from mur.devstack import supervisor
+
+            started = list(supervisor.CORE_SERVICES)
+        if started:
+            from mur.devstack import supervisor
+
+            supervisor.down(Settings(), started)
+
+
+def run(opts: Any, bench: Any) -> None:
+    """Set up the pairs, measure each N, train a sample, print and write the results."""
+    from mur.data import synthetic_pairs
+    from mur.settings import Settings
+    from serve_app.deploy import undeploy
+
+    most = max([*opts.pairs, BASELINE_PAIRS])
+    settings = Settings().model_copy(
+        update={
+            "registry_prefix": opts.prefix,
+            "pg_database": opts.database,
+            "synthetic_pairs": most,
+            "market_data": "bundled",
+            "registry_poll_s": 600.0,  # one poll reads every pair's champion: not during the measurements
+        }
+    )
+    pairs = synthetic_pairs(most)
+    began = time.monotonic()
+    base_version = bench.ensure_champion(settings, pairs[0])
+    versions = register_pairs(settings, pairs, pairs[0], base_version)
+    print(
+        f"[setup] {len(versions)} synthetic pairs registered in {time.monotonic() - began:.0f}s", flush=True
+    )
+    token = bench.make_token(settings)
+    rows = []
+    try:
+        for n in sorted({BASELINE_PAIRS, *opts.pairs}):
+            rows.append(measure(settings, token, pairs[:n], opts, versions["syn002_usdt"] - 1))
+    finally:
+        if not opts.keep:
+            try:
+                undeploy(settings)
+            except Exception as exc:  # report, keep the figures
+                print(f"[teardown] {exc}", flush=True)
+    base = next(r for r in rows if r["pairs"] == BASELINE_PAIRS)
+    for row in rows:
+        added = row["pairs"] - BASELINE_PAIRS
+        row["mb_per_added_pair"] = (
+            round((row["serve_pss_mb"] - base["serve_pss_mb"]) / added, 2) if added else None
+        )
+        row["p50_vs_5_pairs"] = round(row["p50_ms"] / base["p50_ms"], 2) if base["p50_ms"] else None
+    cycle = training_cycle(settings, pairs[: opts.train_sample], opts.slots) if opts.train_sample else None
+
+    largest = rows[-1]
+    result = {
+        "machine": platform.node(),
+        "concurrency": opts.concurrency,
+        "requests_per_n": opts.requests,
+        "rows": rows,
+        "training": cycle,
+        "targets": {
+            "mb_per_added_pair": TARGET_MB_PER_PAIR,
+            "p50_vs_5_pairs": TARGET_P50_RATIO,
+            "cycle_100_s": TARGET_CYCLE_S,
+        },
+    }
+    opts.json.parent.mkdir(parents=True, exist_ok=True)
+    opts.json.write_text(json.dumps(result, indent=2) + "\n")
+    print()
+    for row in rows:
+        print(
+            f"N={row['pairs']:4d}: {row['serve_pss_mb']:.0f} MB, {row['mb_per_added_pair']} MB/added pair, "
+            f"p50 {row['p50_ms']} ms ({row['p50_vs_5_pairs']}x the 5-pair p50), p99 {row['p99_ms']} ms, "
+            f"cold load {row['cold_load_ms']} ms"
+        )
+    if cycle:
+        print(
+            f"training: {cycle['pairs']} pairs in {cycle['wall_s']} s on {cycle['slots']} slots "
+            f"({cycle['per_pair_s']} s per pair)"
+        )
+    print(f"pairs served: {largest['pairs']}")
+    print(f"serve memory per added pair: {largest['mb_per_added_pair']} MB")
+    print(f"hourly cycle for 100 pairs: {cycle['cycle_100_s'] if cycle else 'not measured'} s")
+
+
+if __name__ == "__main__":
+    main()
