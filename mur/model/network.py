@@ -8,8 +8,8 @@ return, in percent::
 * ``sigma_h``, the spread, comes from a volatility structure computed inside the graph from the window:
   ``log sigma_h^2 = A . v(x) + b_h + season_h(hour of week) + 2 c_h``, where ``v(x)`` are logs of
   exponentially weighted averages (several half-lives) of the Parkinson high-low variance and of squared
-  returns, both divided by an hour-of-week variance factor fitted on the training span, and the last day's
-  volume relative to the window's. Volatility clusters and has an intraday and weekly rhythm; this is
+  returns, both divided by an hour-of-week variance factor fitted on the training span, and the volume of
+  the last hour, the last ~4 hours and the last day relative to the window's. Volatility clusters and has an intraday and weekly rhythm; this is
   where the information of a forecast of crypto prices is.
 * ``m_h`` (the median's offset) and ``c_h`` (a spread correction) come from a recurrent core (LSTM or GRU)
   reading the last ``rnn_len`` hours, with a zero-initialized head: before training the median is
@@ -129,7 +129,7 @@ class QuantileForecaster(nn.Module):
         self.head = nn.Linear(cfg.hidden_size, 2 * n_h)
         nn.init.zeros_(self.head.weight)  # untrained: median = persistence, spread = the structure below
         nn.init.zeros_(self.head.bias)
-        self.n_vol = len(HALF_LIVES) + 2
+        self.n_vol = len(HALF_LIVES) + 4
         self.vol_coef = nn.Parameter(torch.zeros(self.n_vol, n_h))
         self.vol_bias = nn.Parameter(torch.zeros(n_h))
         self.z_raw = nn.Parameter(torch.zeros(n_h, n_l))
@@ -160,8 +160,9 @@ class QuantileForecaster(nn.Module):
         return torch.clamp(how, 0, HOURS_PER_WEEK - 1).long()
 
     def vol_features(self, x: torch.Tensor, how: torch.Tensor) -> torch.Tensor:
-        """``(B, K + 2)``: log EWMA of deseasonalized Parkinson variance (one per half-life), log EWMA of
-        deseasonalized squared returns (12 h), log volume of the last day relative to the window's."""
+        """``(B, K + 4)``: log EWMA of deseasonalized Parkinson variance (one per half-life), log EWMA of
+        deseasonalized squared returns (12 h), log volume of the last day, hour and ~4 hours relative to
+        the window's (volume surges announce wide hours)."""
         close, high, low = x[..., CLOSE_IDX], x[..., 5], x[..., 6]
         season = torch.exp(self.log_season[how])  # (B, T)
         park = torch.log(high / low) ** 2 / (4.0 * math.log(2.0)) / season + _EPS
@@ -172,10 +173,11 @@ class QuantileForecaster(nn.Module):
         feats = [torch.log(park @ w), torch.log(r2 @ w12).unsqueeze(-1)]
         if self.i_volume >= 0:
             v = x[..., self.i_volume]
-            recent = v[:, -24:].mean(dim=1)
-            feats.append((torch.log(recent + 1.0) - torch.log(v.mean(dim=1) + 1.0)).unsqueeze(-1))
+            base = torch.log(v.mean(dim=1) + 1.0)
+            for recent in (v[:, -24:].mean(dim=1), v @ w[:, 0], v @ w[:, 1]):  # last day, last hour, ~4 h
+                feats.append((torch.log(recent + 1.0) - base).unsqueeze(-1))
         else:
-            feats.append(torch.zeros_like(feats[1]))
+            feats += [torch.zeros_like(feats[1])] * 3
         return torch.cat(feats, dim=-1)
 
     def rnn_inputs(self, x: torch.Tensor) -> torch.Tensor:
