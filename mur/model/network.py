@@ -38,6 +38,9 @@ Arch = Literal["lstm", "gru"]
 HALF_LIVES = (1.0, 4.0, 12.0, 48.0, 168.0)
 """Half-lives (hours) of the in-graph volatility averages (longer ones are cut by the window)."""
 HOURS_PER_WEEK = 168
+PRIOR_WEIGHT = 200.0
+"""Pseudo-observations pulling the fitted volatility structure towards the plain 12 h EWMA (see
+:meth:`QuantileForecaster.init_from_data`)."""
 _EPS = 1e-12
 
 
@@ -272,8 +275,15 @@ class QuantileForecaster(nn.Module):
             realized = realized + 1e-3 * realized.mean(0, keepdim=True)
         target = torch.log(realized) - self.season_h[:, how_all[rows, -1]].T.double()
         d = design[rows]
-        ridge = 1e-6 * torch.eye(d.shape[1], dtype=torch.float64)
-        coef = torch.linalg.solve(d.T @ d + ridge * len(d), d.T @ target)
+        # Ridge towards the plain EWMA estimator (coefficient 1 on the 12 h range average, 0 elsewhere, the
+        # intercept free): with a short training window the structure stays close to baseline (b)'s,
+        # with a long one the data decide (PRIOR_WEIGHT pseudo-observations).
+        prior = torch.zeros(d.shape[1], 1, dtype=torch.float64)
+        prior[HALF_LIVES.index(12.0)] = 1.0
+        penalty = torch.full((d.shape[1],), PRIOR_WEIGHT, dtype=torch.float64)
+        penalty[-1] = 0.0
+        penalty_m = torch.diag(penalty) + 1e-9 * len(d) * torch.eye(d.shape[1], dtype=torch.float64)
+        coef = torch.linalg.solve(d.T @ d + penalty_m, d.T @ target + torch.diag(penalty) @ prior)
         self.vol_coef.copy_(coef[:-1].float())
         self.vol_bias.copy_(coef[-1].float())
         sigma = torch.exp(0.5 * self.structure(xt).double())

@@ -1,6 +1,6 @@
 """``dag.test()`` end to end against the real Ray head, MLflow (PostgreSQL) and S3.
 
-Keeps the number of real Ray jobs small (training is tiny: 1 epoch, hidden size 4, 30 days, one worker):
+Keeps the number of real Ray jobs small (training is tiny: 1 epoch, hidden size 4, 60 days, one worker):
 two pairs at date D1 (two jobs; also the first backfill date), btc_usdt at D1 + 1 day (one job), D1 again
 (reused from the registry: no job) and an unknown pair (two short failing jobs: one try + one retry).
 Dates are drawn at random inside the bundled history so that each session trains fresh windows.
@@ -20,7 +20,7 @@ from mur.settings import PROJECT_ROOT, Settings
 
 pytestmark = [pytest.mark.services, pytest.mark.airflow, pytest.mark.timeout(1800)]
 
-TINY = {"epochs": 1, "hidden_size": 4, "train_days": 30, "num_workers": 1}
+TINY = {"epochs": 1, "hidden_size": 4, "train_days": 60, "num_workers": 1}
 D1 = datetime(2025, 2, 1, tzinfo=UTC) + timedelta(hours=random.randrange(0, 24 * 280))
 
 

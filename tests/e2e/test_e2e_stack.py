@@ -2,7 +2,7 @@
 
 One test, on a private stack: its own runtime dir (pids, logs, S3 data, Airflow home), its own PostgreSQL
 databases (dropped at the end) and its own ports (every service shifted by one random offset), so it neither
-sees nor disturbs a developer's running stack or another test session. Training is tiny (2 pairs, 30 days,
+sees nor disturbs a developer's running stack or another test session. Training is tiny (2 pairs, 60 days,
 1 epoch, hidden size 8, one Ray worker) and set through ``MUR_*``, so the hourly schedule and the triggered run
 ask for the same model (the second reuses the first's).
 
@@ -104,7 +104,7 @@ def stack_env(runtime_dir: Path, suffix: str, offset: int) -> dict[str, str]:
             "MUR_EPOCHS": "1",
             "MUR_HIDDEN_SIZE": "8",
             "MUR_NUM_LAYERS": "1",
-            "MUR_TRAIN_DAYS": "30",
+            "MUR_TRAIN_DAYS": "60",
             "MUR_NUM_WORKERS": "1",
             "MUR_MAX_PARALLEL_TRAININGS": "2",
             "MUR_SERVE_MAX_REPLICAS": "1",

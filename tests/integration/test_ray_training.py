@@ -26,7 +26,7 @@ FAST = {"epochs": 3, "hidden_size": 8}
 def job_settings(services: Settings) -> Settings:
     """The running stack's settings with a private registry prefix and a short training window."""
     prefix = f"t{uuid.uuid4().hex[:6]}-mur-"
-    return services.model_copy(update={"registry_prefix": prefix, "train_days": 45, "num_layers": 1})
+    return services.model_copy(update={"registry_prefix": prefix, "train_days": 60, "num_layers": 1})
 
 
 class Submitted(NamedTuple):
@@ -205,7 +205,7 @@ def test_local_fit_registers_through_the_same_driver(job_settings: Settings) -> 
     from mur.training.driver import train_and_register
     from mur.training.loop import LocalFit
 
-    settings = job_settings.model_copy(update={"train_days": 30})
+    settings = job_settings.model_copy(update={"train_days": 60})
     end = parse_time(WINDOW_END)
     first = train_and_register(settings, "xrp_usdt", fit=LocalFit(), end=end, epochs=1, hidden_size=4)
     assert first.version == 1 and first.alias == CHAMPION and not first.reused
