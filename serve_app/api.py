@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mur.contracts import PredictorMetrics, Significance, Window
+from mur.contracts import HorizonMetrics, PredictorMetrics, Significance, Window
 from mur.db import TokenOwner
 from mur.errors import MurError
 from mur.serving.http import error_body, http_error
@@ -90,16 +90,30 @@ PairPath = Annotated[
 ]
 
 
+class HorizonOut(BaseModel):
+    """The forecast ``hours`` ahead: the median close and a calibrated range (docs/forecasts.md)."""
+
+    hours: int = Field(description="hours after the last closed candle", examples=[1, 4, 24])
+    target_time: str = Field(description="open time of the candle whose close is forecast")
+    median: float = Field(description="median forecast of that close")
+    lower: float = Field(description="lower end of the range (the lowest quantile level)")
+    upper: float = Field(description="upper end of the range (the highest quantile level)")
+    level: float = Field(description="nominal coverage of [lower, upper], e.g. 0.9", examples=[0.9])
+
+
 class ForecastOut(BaseModel):
-    """A next-hour close forecast."""
+    """A next-hour close forecast, and the median and calibrated range for every horizon."""
 
     pair: str
-    forecast: float
+    forecast: float = Field(description="next-hour close: the 1 h median")
     last_close: float
     change_pct: float
     candle_time: str = Field(description="open time of the last closed candle used")
     target_time: str = Field(description="open time of the candle whose close is forecast")
     model_version: int
+    horizons: list[HorizonOut] = Field(
+        default_factory=list, description="one entry per horizon (empty for a point-only model)"
+    )
 
 
 class ModelMetricsOut(BaseModel):
@@ -113,6 +127,13 @@ class ModelMetricsOut(BaseModel):
     n_test: int | None = None
     significance: Significance | None = Field(
         default=None, description="Diebold-Mariano and binomial tests vs persistence on the test span"
+    )
+    interval_skill: float | None = Field(
+        default=None, description="1 h: 1 - Winkler_model / Winkler_naive (> 0: better ranges than naive)"
+    )
+    coverage: float | None = Field(default=None, description="1 h: share of test closes inside the range")
+    horizons: list[HorizonMetrics] | None = Field(
+        default=None, description="per horizon: point and interval scores next to their baselines"
     )
 
 
@@ -134,6 +155,9 @@ class ModelOut(BaseModel):
     alias: str | None = None
     aliases: list[str] = []
     seq_len: int | None = None
+    features: list[str] = Field(default_factory=list, description="input columns (metadata mur.features)")
+    horizons: list[int] = Field(default_factory=list, description="forecast horizons in hours")
+    quantile_levels: list[float] = []
     trained_window: Window | None = None
     test_window: Window | None = None
     metrics: ModelMetricsOut | None = None
