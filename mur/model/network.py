@@ -278,12 +278,12 @@ class QuantileForecaster(nn.Module):
         # Ridge towards the plain EWMA estimator (coefficient 1 on the 12 h range average, 0 elsewhere, the
         # intercept free): with a short training window the structure stays close to baseline (b)'s,
         # with a long one the data decide (PRIOR_WEIGHT pseudo-observations).
-        prior = torch.zeros(d.shape[1], 1, dtype=torch.float64)
-        prior[HALF_LIVES.index(12.0)] = 1.0
+        prior_coef = torch.zeros(d.shape[1], 1, dtype=torch.float64)
+        prior_coef[HALF_LIVES.index(12.0)] = 1.0
         penalty = torch.full((d.shape[1],), PRIOR_WEIGHT, dtype=torch.float64)
         penalty[-1] = 0.0
         penalty_m = torch.diag(penalty) + 1e-9 * len(d) * torch.eye(d.shape[1], dtype=torch.float64)
-        coef = torch.linalg.solve(d.T @ d + penalty_m, d.T @ target + torch.diag(penalty) @ prior)
+        coef = torch.linalg.solve(d.T @ d + penalty_m, d.T @ target + torch.diag(penalty) @ prior_coef)
         self.vol_coef.copy_(coef[:-1].float())
         self.vol_bias.copy_(coef[-1].float())
         sigma = torch.exp(0.5 * self.structure(xt).double())
