@@ -19,6 +19,8 @@ from mur.errors import ServiceError
 from mur.settings import Settings
 from serve_app.args import AppArgs, settings_overrides
 
+log = logging.getLogger(__name__)
+
 CONFIG_PATH = Path(__file__).resolve().parent / "config.yaml"
 Progress = Callable[[str], None]
 
@@ -87,14 +89,35 @@ def app_details(settings: Settings) -> dict[str, Any] | None:
     return (serve_details(settings).get("applications") or {}).get(settings.serve_app_name)
 
 
+RESUBMIT_AFTER_S = 20.0
+"""A submitted app that Serve does not list after this long is submitted again (see :func:`wait_running`)."""
+
+
 def wait_running(
-    settings: Settings, *, timeout_s: float = 300.0, since: float = 0.0, progress: Progress | None = None
+    settings: Settings,
+    *,
+    timeout_s: float = 300.0,
+    since: float = 0.0,
+    progress: Progress | None = None,
+    resubmit: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Wait until the app is RUNNING (deployed after ``since``, a UNIX time); ServiceError on failure."""
+    """Wait until the app is RUNNING (deployed after ``since``, a UNIX time); ServiceError on failure.
+
+    ``resubmit`` puts the config again when Serve does not list the app at all after
+    :data:`RESUBMIT_AFTER_S`: a config that reached a Serve controller which was still shutting down (a
+    ``serve shutdown`` finishing) is dropped with it, and the declarative PUT is safe to repeat.
+    """
     deadline = time.monotonic() + timeout_s
     last = ""
+    submitted = time.monotonic()
     while True:
         details = app_details(settings) or {}
+        if not details and resubmit is not None and time.monotonic() - submitted > RESUBMIT_AFTER_S:
+            try:
+                resubmit()
+            except Exception as exc:  # Serve still restarting: try again at the next interval
+                log.warning("resubmitting the Serve app failed: %s", exc)
+            submitted = time.monotonic()
         status = details.get("status", "NOT_STARTED")
         fresh = bool(details) and (details.get("last_deployed_time_s") or 0) >= since - 1
         if fresh and status == "RUNNING":
@@ -141,7 +164,13 @@ def deploy(
                 raise ServiceError(f"deploying to Ray at {settings.ray_address} failed: {exc}") from exc
             time.sleep(3.0)
     if wait:
-        wait_running(settings, timeout_s=timeout_s, since=started, progress=progress)
+        wait_running(
+            settings,
+            timeout_s=timeout_s,
+            since=started,
+            progress=progress,
+            resubmit=lambda: put_applications(settings, config),
+        )
     return settings.serve_url
 
 

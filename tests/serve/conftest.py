@@ -91,7 +91,7 @@ def serve_stack(
         )
     finally:
         with contextlib.suppress(Exception):
-            undeploy(app_settings)  # serve shutdown: no app or proxy left for other modules
+            undeploy(app_settings, timeout_s=180)  # serve shutdown: no app or proxy left for other modules
         proxy.stop()
         db.close()
         shutil.rmtree(ChampionStore.for_settings(app_settings).directory, ignore_errors=True)

@@ -101,7 +101,7 @@ def many(services: Settings, pg_database_factory: Callable[..., Settings]) -> It
         tokens.append(create_token(db, user_id=user.id)[0])
     try:
         with contextlib.suppress(Exception):
-            undeploy(app_settings)  # another module's app (and its HTTP port) must go first
+            undeploy(app_settings, timeout_s=180)  # another module's app (and its HTTP port) must go first
         deploy(app_settings, AppArgs(settings=settings_overrides(app_settings)), force=True, timeout_s=420)
         port = int(serve_details(app_settings).get("http_options", {}).get("port") or app_settings.serve_port)
         yield Many(f"http://127.0.0.1:{port}", app_settings, direct, pairs, versions, tokens[0], tokens[1])
