@@ -19,7 +19,7 @@ from dash_app.charts import candlestick_figure, empty_figure, naive_band, track_
 from dash_app.clients import ChampionModel, ServeForecast, ServiceAnswerError, ServiceUnavailable
 from dash_app.components import champion_summary, fmt_number, fmt_time, notice
 from dash_app.context import DashboardContext, current_account, get_context
-from mur.db import fill_actuals, list_forecasts, record_forecast
+from mur.db import fill_actuals, list_forecasts, record_forecast_body
 from mur.errors import MurError
 
 if TYPE_CHECKING:
@@ -107,29 +107,25 @@ def fill_known_actuals(context: DashboardContext, pair: str, candles: pd.DataFra
 def store_forecast(context: DashboardContext, pair: str, prediction: ServeForecast) -> None:
     """Record the forecast in the track record: every horizon's median and range (or the point alone)."""
     last_close = prediction.last_close if prediction.last_close is not None else prediction.forecast
-    if not prediction.horizons:
-        record_forecast(
-            context.db,
-            pair=pair,
-            model_version=prediction.model_version,
-            target_time=prediction.target_time,
-            predicted=prediction.forecast,
-            last_close=last_close,
-        )
-        return
-    for band in prediction.horizons:
-        record_forecast(
-            context.db,
-            pair=pair,
-            model_version=prediction.model_version,
-            target_time=band.target_time,
-            predicted=band.median,
-            last_close=last_close,
-            horizon_hours=band.hours,
-            lower=band.lower,
-            upper=band.upper,
-            level=band.level,
-        )
+    body = {
+        "pair": pair,
+        "forecast": prediction.forecast,
+        "last_close": last_close,
+        "target_time": prediction.target_time,
+        "model_version": prediction.model_version,
+        "horizons": [
+            {
+                "hours": b.hours,
+                "target_time": b.target_time,
+                "median": b.median,
+                "lower": b.lower,
+                "upper": b.upper,
+                "level": b.level,
+            }
+            for b in prediction.horizons
+        ],
+    }
+    record_forecast_body(context.db, body)
 
 
 def _fetch_forecast(
