@@ -1,5 +1,8 @@
 """Train every pair on Ray, register the models in MLflow, announce the run on the Asset ``mur://champions``.
 
+Once per market hour (:class:`~mur.orchestration.timetable.MarketHourlyTimetable`: the market clock of
+:mod:`mur.clock`; each run's data interval is the market hour it stands for).
+
     list_pairs ──► train_pair[pair] (mapped, bounded) ──► summarize (Asset event) ──► all_pairs_trained
 
 Configuration only: each task imports :mod:`mur.orchestration.tasks` when it runs. Parsing this file loads the
@@ -62,7 +65,10 @@ FORM_PAIR_PATTERN = PAIR_PATTERN.replace("a-z0-9", "A-Za-z0-9")
             type=["null", "string"],
             format="date-time",
             title="Training window end",
-            description="Train on candles strictly before this UTC time. Empty: the run's data interval end.",
+            description=(
+                "Train on candles strictly before this market time (UTC; after market now: market now). "
+                "Empty: the run's data interval end (the market hour it stands for)."
+            ),
         ),
         "epochs": Param(
             None,

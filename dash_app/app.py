@@ -3,7 +3,7 @@
 Protection is enforced on the server, for every request, in :func:`_guard`:
 
 - ``/login``, ``/register``, ``/logout``, ``/assets/…`` and Dash's JavaScript bundles are public;
-- ``/forecast``, ``/api``, ``/admin`` without a session redirect to ``/login?next=…``; ``/admin`` without the
+- ``/forecast``, ``/api``, ``/monitoring``, ``/admin`` without a session redirect to ``/login?next=…``; ``/admin`` without the
   admin role is 403;
 - Dash's data endpoints (``/_dash-layout``, ``/_dash-dependencies``, ``/_dash-update-component``) without a
   session are 401; a callback whose outputs are admin components (ids ``admin-…``) is 403 for non-admins;
@@ -199,7 +199,7 @@ def create_app(
     ``db``, ``serve``, ``airflow`` and ``market`` replace the defaults built from ``settings`` (tests).
     """
     from dash_app import layout
-    from dash_app.pages import admin, api, forecast
+    from dash_app.pages import admin, api, forecast, monitoring
 
     if settings is None:
         from mur.settings import get_settings
@@ -246,6 +246,7 @@ def create_app(
     layout.register_callbacks(app)
     forecast.register_callbacks(app)
     api.register_callbacks(app)
+    monitoring.register_callbacks(app)
     admin.register_callbacks(app)
     return app
 

@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 bp = Blueprint("auth", __name__)
 
-PAGES = ("/forecast", "/api", "/admin")
+PAGES = ("/forecast", "/api", "/monitoring", "/admin")
 SESSION_LIFETIME = timedelta(hours=12)
 INVALID_LOGIN = "Invalid username or password."
 REGISTRATION_FAILED = "Registration failed: choose another username."

@@ -32,6 +32,7 @@ class TrackRecord:
     running_mae_model: list[float]
     running_mae_persistence: list[float]
     pending: int
+    """Unresolved forecasts whose target candle has not closed at market now (waiting for their candle)."""
     lower: list[float | None] = field(default_factory=list)
     upper: list[float | None] = field(default_factory=list)
     inside: list[bool | None] = field(default_factory=list)
@@ -40,6 +41,8 @@ class TrackRecord:
     running_interval_skill: list[float | None] = field(default_factory=list)
     """``1 - sum Winkler_model / sum Winkler_naive`` over the ranged forecasts so far (baseline (a))."""
     level: float | None = None
+    overdue: int = 0
+    """Unresolved forecasts whose target candle closed at market now but whose close is not known yet."""
 
     @property
     def ranged(self) -> int:
@@ -77,21 +80,28 @@ def running_mean(values: Sequence[float]) -> list[float]:
 
 
 def track_record(
-    forecasts: Sequence[Forecast], naive_log_quantiles: tuple[float, float] | None = None
+    forecasts: Sequence[Forecast],
+    naive_log_quantiles: tuple[float, float] | None = None,
+    *,
+    market_hour: datetime | None = None,
 ) -> TrackRecord:
     """Running MAE of the model vs persistence (tomorrow = today's last close) over resolved forecasts, and
     for forecasts with a range: whether the actual fell inside, the running coverage and the running
     interval skill against baseline (a) (``naive_log_quantiles``: the outer quantiles of past 1 h log
     returns, :func:`naive_band`).
 
+    ``market_hour`` (the open time of the current market hour, :meth:`mur.clock.MarketClock.hour`): only
+    forecasts whose target candle (open time ``target_time``) has closed by then count as resolved; the
+    others are "waiting for their candle" (``pending``), whatever a replay that ran ahead stored.
+
     When several forecasts share a target time (different model versions), each counts: the record is the
     model's, whichever version was champion when the forecast was made.
     """
     import math
 
-    resolved = sorted(
-        (f for f in forecasts if f.actual is not None), key=lambda f: (f.target_time, f.made_at)
-    )
+    closed = [f for f in forecasts if market_hour is None or f.target_time < market_hour]
+    resolved = sorted((f for f in closed if f.actual is not None), key=lambda f: (f.target_time, f.made_at))
+    waiting, unfilled = len(forecasts) - len(closed), len(closed) - len(resolved)
     actual = [float(f.actual) for f in resolved if f.actual is not None]
     predicted = [f.predicted for f in resolved]
     persistence = [f.last_close for f in resolved]
@@ -120,7 +130,8 @@ def track_record(
         versions=[f.model_version for f in resolved],
         running_mae_model=running_mean([abs(p - a) for p, a in zip(predicted, actual, strict=True)]),
         running_mae_persistence=running_mean([abs(p - a) for p, a in zip(persistence, actual, strict=True)]),
-        pending=sum(1 for f in forecasts if f.actual is None),
+        pending=waiting if market_hour is not None else waiting + unfilled,
+        overdue=unfilled if market_hour is not None else 0,
         lower=[f.lower for f in resolved],
         upper=[f.upper for f in resolved],
         inside=inside,
@@ -147,8 +158,11 @@ def naive_band(closes: Sequence[float], level: float = 0.9) -> tuple[float, floa
     return float(lo), float(hi)
 
 
-def candlestick_figure(candles: pd.DataFrame, *, pair: str, forecast: ServeForecast | None) -> go.Figure:
-    """Recent candles, with the next-hour forecast drawn from the last close to the predicted close."""
+def candlestick_figure(
+    candles: pd.DataFrame, *, pair: str, forecast: ServeForecast | None, now: datetime | None = None
+) -> go.Figure:
+    """Recent candles, with the next-hour forecast drawn from the last close to the predicted close, and
+    market ``now`` (the market clock) as a dotted vertical line."""
     figure = go.Figure(
         go.Candlestick(
             x=candles["timestamp"],
@@ -176,6 +190,8 @@ def candlestick_figure(candles: pd.DataFrame, *, pair: str, forecast: ServeForec
                 hovertemplate="%{x}<br>forecast close %{y:.6g}<extra></extra>",
             )
         )
+    if now is not None:
+        add_now_line(figure, now)
     figure.update_layout(
         template=CHART_TEMPLATE,
         title=f"{pair.upper()} hourly candles",
@@ -185,6 +201,31 @@ def candlestick_figure(candles: pd.DataFrame, *, pair: str, forecast: ServeForec
         height=460,
     )
     return figure
+
+
+def add_now_line(figure: go.Figure, now: datetime) -> None:
+    """A dotted vertical line at market ``now``, labelled (a shape, not a trace: the legend is unchanged)."""
+    figure.add_shape(
+        type="line",
+        xref="x",
+        yref="paper",
+        x0=now,
+        x1=now,
+        y0=0,
+        y1=1,
+        line={"color": "gray", "dash": "dot", "width": 1},
+        name="market now",
+    )
+    figure.add_annotation(
+        x=now,
+        xref="x",
+        yref="paper",
+        y=1,
+        text="market now",
+        showarrow=False,
+        yanchor="bottom",
+        font={"size": 11, "color": "gray"},
+    )
 
 
 def add_fan(figure: go.Figure, forecast: ServeForecast, candles: pd.DataFrame) -> None:

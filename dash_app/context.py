@@ -5,6 +5,7 @@ logged-in user. Built once by :func:`dash_app.app.create_app` and stored on the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from mur.security import HashingGate, derive_api_token
 
 if TYPE_CHECKING:
     from dash_app.clients import AirflowClient, ServeClient
+    from mur.clock import MarketClock
     from mur.data import MarketData
     from mur.db import User
     from mur.settings import Settings
@@ -47,6 +49,31 @@ class DashboardContext:
         from mur.data import get_market_data
 
         return get_market_data(self.settings)
+
+    @cached_property
+    def clock(self) -> MarketClock:
+        """The market clock: the candle source's own when it has one (what it shows and the dashboard's "now"
+        agree), else the one the settings describe (real time with Binance)."""
+        clock = getattr(self.market, "clock", None)
+        if (
+            clock is not None
+            and callable(getattr(clock, "now", None))
+            and callable(getattr(clock, "hour", None))
+        ):
+            return clock
+        from mur.clock import market_clock
+
+        return market_clock(self.settings)
+
+    def market_now(self) -> datetime:
+        """Market "now" (timezone-aware UTC): what every market purpose on the pages uses (the charts' "now",
+        which candles and forecasts are shown, what is still waiting for its candle). Sessions, cookies and
+        login limits stay on wall time."""
+        return self.clock.now()
+
+    def market_hour(self) -> datetime:
+        """Open time of the current, unclosed market hour: candles (and forecast targets) before it closed."""
+        return self.clock.hour()
 
     @property
     def api_url(self) -> str:

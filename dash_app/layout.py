@@ -11,7 +11,7 @@ from flask_wtf.csrf import generate_csrf
 
 from dash_app.context import current_account, get_context
 
-NAV_ITEMS = (("/forecast", "Forecast"), ("/api", "API"), ("/admin", "Admin"))
+NAV_ITEMS = (("/forecast", "Forecast"), ("/api", "API"), ("/monitoring", "Monitoring"), ("/admin", "Admin"))
 
 
 def shell() -> Component:
@@ -60,7 +60,7 @@ def forbidden() -> Component:
 
 def render_page(pathname: str | None) -> tuple[list[Component], Component]:
     """Navigation bar and content for ``pathname`` (checks the role again: callbacks are requests too)."""
-    from dash_app.pages import admin, api, forecast
+    from dash_app.pages import admin, api, forecast, monitoring
 
     account = current_account()
     if account is None:  # the guard answers 401 before this; kept for defence in depth
@@ -70,6 +70,8 @@ def render_page(pathname: str | None) -> tuple[list[Component], Component]:
     context = get_context()
     if path == "/api":
         return nav, api.layout(context, account)
+    if path == "/monitoring":
+        return nav, monitoring.layout(context, account)
     if path == "/admin":
         return nav, admin.layout(context, account) if account.is_admin else forbidden()
     return nav, forecast.layout(context, account)

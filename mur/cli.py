@@ -15,6 +15,7 @@ from mur.commands import dash as dash_cmd
 from mur.commands import data as data_cmd
 from mur.commands import db as db_cmd
 from mur.commands import ml as ml_cmd
+from mur.commands import monitor as monitor_cmd
 from mur.commands import serve as serve_cmd
 from mur.commands import stack as stack_cmd
 from mur.errors import MurError
@@ -27,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
 )
 ml_cmd.register(app)
+monitor_cmd.register(app)
 stack_cmd.register(app)
 db_cmd.register(app)
 dash_cmd.register(app)

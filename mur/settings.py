@@ -151,12 +151,20 @@ class Settings(BaseSettings):
     serve_dedicated_pairs: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="hot pairs served by their own autoscaled deployment"
     )
-    market_now: datetime | None = Field(
+    # --- Market clock (mur/clock.py; ignored with market_data=binance: real time) ----------------------
+    clock_start: datetime | None = Field(
         default=None,
-        description="the serving market cache's clock start (None: wall clock; bundled data: its end)",
+        description="market time at clock_origin (None: this week's weekday and hour in Nov 2024)",
     )
-    market_clock_speed: float = Field(
-        default=1.0, ge=0, description="how fast the cache clock runs from market_now (0: frozen)"
+    clock_speed: float = Field(
+        default=1.0,
+        ge=0,
+        le=100_000,
+        description="market seconds per wall second (60: an hour a minute; 0: frozen)",
+    )
+    clock_origin: float | None = Field(
+        default=None,
+        description="wall time (Unix s) at which the market stood at clock_start (mur up sets it)",
     )
 
     # --- Airflow -------------------------------------------------------------------------------
@@ -164,10 +172,40 @@ class Settings(BaseSettings):
     airflow_url: str = "http://127.0.0.1:8080"
     airflow_user: str = "admin"
     airflow_password: str | None = None
-    train_schedule: str | None = "@hourly"
+    train_schedule: str | None = Field(
+        default="market",
+        description="'market': every market hour (the market clock); a cron expression (wall time); 'none'",
+    )
     max_parallel_trainings: int = 2
     discord_webhook_url: str | None = None
     discord_notify_success: bool = False
+
+    # --- Monitoring (mur/monitoring, docs/monitoring.md) ---------------------------------------------
+    monitor_window_hours: int = Field(
+        default=48, ge=1, le=2000, description="resolved 1 h forecasts per rolling window"
+    )
+    monitor_min_resolved: int = Field(
+        default=12, ge=1, description="fewer resolved forecasts: no skill/coverage alert"
+    )
+    monitor_skill_below: float = Field(
+        default=-0.10, description="alert: rolling skill vs persistence below this"
+    )
+    monitor_coverage_below: float = Field(
+        default=0.70, ge=0, le=1, description="alert: rolling coverage of the 90 % range below this"
+    )
+    monitor_drift_hours: int = Field(
+        default=48, ge=12, le=2000, description="recent hours compared for drift"
+    )
+    monitor_psi_above: float = Field(default=1.0, gt=0, description="drift: an input's PSI above this ...")
+    monitor_ks_p_below: float = Field(
+        default=1e-4, gt=0, lt=1, description="... and its KS p-value below this"
+    )
+    monitor_drift_alert_features: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["abs_log_return"],
+        description="inputs whose drift raises an alert (the others are reported only)",
+    )
+    monitor_cooldown_hours: int = Field(default=24, ge=0, description="market hours between alerts of a pair")
+    monitor_retrain: bool = Field(default=True, description="an alert requests a retraining of its pair")
 
     # --- Dashboard -----------------------------------------------------------------------------
     dash_host: str = "127.0.0.1"
@@ -217,7 +255,7 @@ class Settings(BaseSettings):
             raise ValueError(f"context_len ({self.context_len}) must exceed seq_len ({self.seq_len})")
         return self
 
-    @field_validator("pairs", "serve_dedicated_pairs", mode="before")
+    @field_validator("pairs", "serve_dedicated_pairs", "monitor_drift_alert_features", mode="before")
     @classmethod
     def _split_pairs(cls, value: object) -> object:
         if isinstance(value, str):
@@ -227,6 +265,16 @@ class Settings(BaseSettings):
 
                 return [str(p).strip().lower() for p in json.loads(text)]
             return [p.strip().lower() for p in text.split(",") if p.strip()]
+        return value
+
+    @field_validator("monitor_drift_alert_features", mode="after")
+    @classmethod
+    def _known_drift_features(cls, value: list[str]) -> list[str]:
+        from mur.monitoring.report import DRIFT_FEATURES
+
+        unknown = [v for v in value if v not in DRIFT_FEATURES]
+        if unknown:
+            raise ValueError(f"unknown drift input(s) {unknown}: choose among {', '.join(DRIFT_FEATURES)}")
         return value
 
     @model_validator(mode="after")

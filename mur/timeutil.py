@@ -7,7 +7,10 @@ from typing import Any
 
 import pandas as pd
 
+from mur.clock import floor_hour
 from mur.errors import DataValidationError
+
+__all__ = ["HOUR", "floor_hour", "iso", "parse_time"]
 
 HOUR = timedelta(hours=1)
 
@@ -35,9 +38,3 @@ def parse_time(value: str | datetime | None) -> datetime | None:
         raise DataValidationError(f"cannot parse time '{value}'")
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return ts.to_pydatetime()
-
-
-def floor_hour(ts: datetime) -> datetime:
-    """``ts`` rounded down to the whole hour (UTC)."""
-    ts = ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
-    return ts.replace(minute=0, second=0, microsecond=0)

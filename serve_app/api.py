@@ -1,7 +1,8 @@
 """The HTTP API as a FastAPI app over an :class:`~serve_app.service.ApiService` (no Ray here).
 
 ``create_api(service)`` is what the Serve ingress serves (:mod:`serve_app.ingress`) and what the in-process
-tests call. Every ``/v1`` call needs ``Authorization: Bearer <token>``; errors are JSON:
+tests call. Every ``/v1`` call needs ``Authorization: Bearer <token>`` (``/metrics``, the operators' Prometheus
+scrape, needs none: docs/metrics.md); errors are JSON:
 ``{"error": code, "message": text, ...}``, never plain text.
 
 A pure ASGI guard (:class:`RequestGuard`) sits around the routes: it answers 413 for a body over
@@ -17,7 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
@@ -38,6 +39,8 @@ from mur.serving.payload import (
     TIMESTAMP_TEXT_MAX,
     VOLUME_MAX,
 )
+from serve_app.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
+from serve_app.records import ErrorOut, add_record_routes
 from serve_app.service import Answer, ApiService
 
 log = logging.getLogger("ray.serve")
@@ -169,13 +172,6 @@ class ModelOut(BaseModel):
 
 class ModelsOut(BaseModel):
     models: list[ModelOut]
-
-
-class ErrorOut(BaseModel):
-    """Every error answer."""
-
-    error: str
-    message: str
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422, 429, 503)}
@@ -331,13 +327,17 @@ def _replay_then(first: Message, receive: Receive) -> Receive:
     return replay
 
 
-def create_api(service: ApiService) -> FastAPI:
-    """The FastAPI app: probes, ``/v1`` routes and JSON error handlers, each route handing off to ``service``."""
+def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> FastAPI:
+    """The FastAPI app: probes, ``/metrics``, ``/v1`` routes and JSON error handlers, each route handing off to
+    ``service``. ``metrics``: this replica's counters and hub (default: in-process, :mod:`serve_app.metrics`)."""
     api = FastAPI(title=TITLE, version="1.0.0", description=DESCRIPTION)
     api.add_exception_handler(MurError, _mur_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.add_exception_handler(StarletteHTTPException, _http_error)
     api.add_middleware(RequestGuard, service=service, routes=api.router.routes)
+    meters = metrics or ApiMetrics()
+    # added last, so outermost: the guard's 413/401 and the JSON 500s are counted too
+    api.add_middleware(MetricsMiddleware, recorder=meters.recorder, routes=api.router.routes)
 
     async def _owner(request: Request, authorization: str | None = Depends(_authorization)) -> TokenOwner:
         """The caller: authenticated by :class:`RequestGuard` already (POST routes), or here."""
@@ -354,6 +354,11 @@ def create_api(service: ApiService) -> FastAPI:
         """Readiness: ``ready`` (every pair loaded, registry reachable), ``degraded`` (serving, but the
         registry, a reload or market data has a problem) or ``not_ready`` (503: nothing to serve)."""
         return _json(await service.readiness())
+
+    @api.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        """Prometheus scrape, no token (reachable from the monitoring network only; docs/metrics.md)."""
+        return Response(await meters.exposition(service), media_type=CONTENT_TYPE)
 
     @api.get("/v1/pairs", tags=["v1"], responses=ERRORS)
     async def pairs(owner: TokenOwner = Depends(_owner)) -> dict[str, list[Any]]:
@@ -386,4 +391,5 @@ def create_api(service: ApiService) -> FastAPI:
         """Re-read the registry now; wait (up to ``wait_s``) until every pair serves its champion."""
         return await service.reload(owner, wait_s)
 
+    add_record_routes(api, service, _owner)
     return api

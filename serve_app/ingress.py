@@ -6,6 +6,9 @@ a database pool and adapters over the DeploymentHandles of the Forecaster and th
 :class:`ChampionRouter` follows the watcher and gives each pair's calls the model id of its champion
 (``pair@version``, Ray model multiplexing through a handle: Serve does not multiplex on an ingress that runs
 its own HTTP server behind HAProxy).
+
+Each replica pushes its request counts to the app's metrics hub (:class:`RayMetricsHub`, a detached Ray actor),
+so ``/metrics`` on any replica answers the totals over all of them (:mod:`serve_app.metrics`, docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from mur.serving.http import failure
 from serve_app.api import create_api
 from serve_app.args import AppArgs
 from serve_app.forecaster import model_id
+from serve_app.metrics import ApiMetrics, Counts, MetricsHub
 from serve_app.service import DB_THREADS, DB_TIMEOUT_S, ApiService
 
 log = logging.getLogger("ray.serve")
@@ -179,6 +183,48 @@ class RegistryHandle:
         return await self.handle.refresh.remote()
 
 
+class RayMetricsHub:
+    """The app's :class:`~serve_app.metrics.MetricsHub` as a detached named Ray actor (no CPU), in the Serve
+    namespace: got or created on first use, again after it was lost (a restarted one is refilled by the next
+    pushes, which carry cumulative counts)."""
+
+    def __init__(self, app_name: str) -> None:
+        self.name = f"mur-metrics-hub-{app_name}"
+        self._actor: Any = None
+
+    def _get_or_create(self) -> Any:
+        import ray
+
+        return (
+            ray.remote(MetricsHub)
+            .options(
+                name=self.name,
+                namespace=ray.get_runtime_context().namespace,
+                lifetime="detached",
+                get_if_exists=True,
+                num_cpus=0,
+                max_restarts=-1,
+            )
+            .remote()
+        )
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        if self._actor is None:
+            self._actor = await asyncio.to_thread(self._get_or_create)
+        try:
+            return await getattr(self._actor, method).remote(*args)
+        except RayError:
+            self._actor = None
+            raise
+
+    async def push(self, replica_id: str, counts: Counts) -> None:
+        await self._call("push", replica_id, counts)
+
+    async def totals(self, replica_id: str, counts: Counts) -> tuple[Counts, int]:
+        result: tuple[Counts, int] = await self._call("totals", replica_id, counts)
+        return result
+
+
 @serve.deployment(name="api", max_ongoing_requests=512, ray_actor_options={"num_cpus": 0.1})
 @serve.ingress()
 class ApiIngress:
@@ -201,15 +247,20 @@ class ApiIngress:
             configured_pairs=settings.pairs,
         )
         self.router = ChampionRouter(forecasters, registry, self.service)
+        context = serve.get_replica_context()
+        self.metrics = ApiMetrics(RayMetricsHub(context.app_name), replica_id=context.replica_id.unique_id)
         try:  # serve what is loadable now; the follower catches up with the rest
             await asyncio.wait_for(self.router.sync(await registry.snapshot.remote()), timeout=STARTUP_SYNC_S)
         except Exception as exc:
             log.warning("ingress: first sync with the registry incomplete: %s", exc)
         self._task = asyncio.get_running_loop().create_task(self.router.follow())
+        self._metrics_task = asyncio.get_running_loop().create_task(self.metrics.push_forever())
+        # the track record fills every market hour, asked or not (served forecasts are recorded as well)
+        self._publish_task = asyncio.get_running_loop().create_task(self.service.publish_forever())
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Called by Serve on the replica after ``__init__``: the app this deployment serves."""
-        return create_api(self.service)
+        return create_api(self.service, metrics=self.metrics)
 
     def __del__(self) -> None:
         service = getattr(self, "service", None)

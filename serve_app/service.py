@@ -20,10 +20,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from mur.clock import market_clock
 from mur.data.synthetic import is_synthetic
 from mur.errors import DatabaseError, ModelError, ModelNotLoadedError, NoChampionError, UnknownPairError
 from mur.pairs import normalize_pair
 from mur.serving.http import authenticate, charge, quota_headers, require_admin
+from mur.settings import get_settings
 
 if TYPE_CHECKING:
     from mur.db import Database, TokenOwner
@@ -101,6 +103,7 @@ class ApiService:
         self._pool = ThreadPoolExecutor(db_threads, thread_name_prefix="mur-db")
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._recorded: set[tuple[str, int, str]] = set()
+        self.clock = market_clock(getattr(db, "settings", None) or get_settings())
 
     def close(self, *, wait: bool = True) -> None:
         """Close the database pool (``wait``: after the pending track-record writes)."""
@@ -115,6 +118,10 @@ class ApiService:
             return await asyncio.wait_for(call, timeout=self.db_timeout_s)
         except TimeoutError:
             raise DatabaseError(f"no answer from PostgreSQL within {self.db_timeout_s:g}s") from None
+
+    async def query(self, read: Callable[[Database], T]) -> T:
+        """``read(db)`` on the database threads, bounded like every database call (503 when it stalls)."""
+        return await self._blocking(read, self.db)
 
     async def database_ok(self) -> bool:
         """Whether PostgreSQL answers a trivial query within ``db_timeout_s``."""
@@ -177,7 +184,10 @@ class ApiService:
                 self._recorded.discard(key)
                 log.warning("could not record the %s forecast for %s: %s", key[0], key[2], exc)
 
-        future = self._pool.submit(record_forecast_body, self.db, dict(body))
+        made_at = self.clock.now()  # market time, like the target (mur/clock.py)
+        future = self._pool.submit(
+            functools.partial(record_forecast_body, made_at=made_at), self.db, dict(body)
+        )
         future.add_done_callback(done)
         return future
 
@@ -201,6 +211,28 @@ class ApiService:
         if record:
             self._record(result["body"])
         return Answer(200, result["body"], quota_headers(quota))
+
+    async def publish_once(self) -> int:
+        """Record each served pair's forecast from the latest closed candles (no caller, no quota), so the
+        track record fills every market hour whether or not anyone asked; returns how many were new."""
+        recorded = 0
+        for name in self.pairs():
+            try:
+                result = await asyncio.wait_for(
+                    asyncio.shield(self._latest(name, self.forecasters[name])), timeout=CALL_TIMEOUT_S
+                )
+                if result.get("ok"):
+                    _require_finite(result["body"])
+                    recorded += self._record(result["body"]) is not None
+            except Exception as exc:  # a pair not loaded yet, a model error: the next pass tries again
+                log.debug("publishing the %s forecast failed: %s", name, exc)
+        return recorded
+
+    async def publish_forever(self, stop: asyncio.Event | None = None) -> None:
+        """:meth:`publish_once` about four times per market hour (at most every 30 wall seconds)."""
+        while stop is None or not stop.is_set():
+            await self.publish_once()
+            await asyncio.sleep(max(1.0, min(30.0, self.clock.seconds_per_hour / 4)))
 
     async def forecast_latest(self, owner: TokenOwner, pair: str) -> Answer:
         """Next-hour forecast from the latest closed candles (recorded for the track record)."""

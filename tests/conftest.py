@@ -36,6 +36,13 @@ from psycopg import sql
 from mur.db import Database, migrate
 from mur.settings import Settings, get_settings
 
+TEST_CLOCK = {"MUR_CLOCK_START": "2026-01-01T00:00:00Z", "MUR_CLOCK_SPEED": "0"}
+"""The market clock tests run with unless they set their own: frozen after the end of every bundled pair, so
+a test sees each pair's whole recorded history (the stack's default replays it from Nov 2024, mur/clock.py).
+Tests of the clock itself, and the end-to-end loop test, set ``MUR_CLOCK_*`` explicitly."""
+for _name, _value in TEST_CLOCK.items():
+    os.environ.setdefault(_name, _value)
+
 
 def _admin_connection(settings: Settings) -> psycopg.Connection:
     return psycopg.connect(settings.pg_dsn("postgres"), connect_timeout=5, autocommit=True)
@@ -203,3 +210,5 @@ def _hermetic_fast_tier(request: pytest.FixtureRequest, monkeypatch: pytest.Monk
 
     for name in [n for n in os.environ if n.startswith("MUR_")]:
         monkeypatch.delenv(name)
+    for name, value in TEST_CLOCK.items():
+        monkeypatch.setenv(name, value)

@@ -77,20 +77,36 @@ def layout(context: DashboardContext, account: User) -> Component:
     )
 
 
-def recent_candles(context: DashboardContext, pair: str) -> pd.DataFrame:
-    """The latest ``context.candles_shown`` hourly candles of ``pair`` within the source's data range."""
+def _utc_timestamp(value: Any) -> pd.Timestamp:
     import pandas as pd
 
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def recent_candles(context: DashboardContext, pair: str) -> pd.DataFrame:
+    """The latest ``context.candles_shown`` hourly candles of ``pair`` that have closed at market now (the
+    market clock): never a candle of the current market hour or later, whatever the source holds."""
+    import pandas as pd
+
+    hour = _utc_timestamp(context.market_hour())
     _first, last = context.market.data_range(pair)
-    start = pd.Timestamp(last) - pd.Timedelta(hours=context.candles_shown - 1)
-    return context.market.klines(pair, start=start.to_pydatetime())
+    last_ts = min(_utc_timestamp(last), hour - pd.Timedelta(hours=1))
+    start = last_ts - pd.Timedelta(hours=context.candles_shown - 1)
+    return context.market.klines(pair, start=start.to_pydatetime(), end=hour.to_pydatetime())
 
 
 def fill_known_actuals(context: DashboardContext, pair: str, candles: pd.DataFrame | None) -> None:
-    """Set ``actual`` for stored forecasts whose target candle is now in the data (bounded look-back)."""
+    """Set ``actual`` for stored forecasts whose target candle has closed at market now and is in the data
+    (bounded look-back)."""
     import pandas as pd
 
-    pending = [f for f in list_forecasts(context.db, pair=pair, limit=TRACK_RECORD_LIMIT) if f.actual is None]
+    hour = context.market_hour()
+    pending = [
+        f
+        for f in list_forecasts(context.db, pair=pair, limit=TRACK_RECORD_LIMIT)
+        if f.actual is None and f.target_time < hour
+    ]
     if not pending:
         return
     latest = candles["timestamp"].iloc[-1] if candles is not None and len(candles) else None
@@ -98,7 +114,7 @@ def fill_known_actuals(context: DashboardContext, pair: str, candles: pd.DataFra
     if not wanted:
         return
     start = max(min(wanted), max(wanted) - MAX_ACTUALS_SPAN)
-    frame = context.market.klines(pair, start=start, end=max(wanted) + timedelta(hours=1))
+    frame = context.market.klines(pair, start=start, end=min(max(wanted) + timedelta(hours=1), hour))
     fill_actuals(
         context.db, pair=pair, candles=zip(pd.to_datetime(frame["timestamp"]), frame["close"], strict=True)
     )
@@ -125,7 +141,7 @@ def store_forecast(context: DashboardContext, pair: str, prediction: ServeForeca
             for b in prediction.horizons
         ],
     }
-    record_forecast_body(context.db, body)
+    record_forecast_body(context.db, body, made_at=context.market_now())
 
 
 def _fetch_forecast(
@@ -181,10 +197,11 @@ def update(pair: str | None) -> tuple[Any, ...]:
     record = track_record(
         list_forecasts(context.db, pair=pair, limit=TRACK_RECORD_LIMIT, horizon_hours=1),
         naive_band(candles["close"].tolist()) if candles is not None and len(candles) else None,
+        market_hour=context.market_hour(),
     )
 
     chart = (
-        candlestick_figure(candles, pair=pair, forecast=prediction)
+        candlestick_figure(candles, pair=pair, forecast=prediction, now=context.market_now())
         if candles is not None and len(candles)
         else empty_figure("no candles")
     )
@@ -217,18 +234,29 @@ def update(pair: str | None) -> tuple[Any, ...]:
                 html.Strong(fmt_number(record.mae_model, 5), id="mae-model"),
                 " vs persistence ",
                 html.Strong(fmt_number(record.mae_persistence, 5), id="mae-persistence"),
-                f"; {record.pending} waiting for their candle.",
+                f"; {record.pending} waiting for their candle to close",
+                _overdue_text(record),
+                f" (market time {fmt_time(context.market_now())}).",
                 *_range_record(record),
             ]
         )
         track = track_record_figure(record, pair=pair)
     else:
         mae_text = html.P(
-            f"No resolved forecasts yet ({record.pending} waiting for their candle to close).",
+            f"No resolved forecasts yet ({record.pending} waiting for their candle to close"
+            f"{_overdue_text(record)}; market time {fmt_time(context.market_now())}).",
             className="muted",
+            id="track-pending",
         )
         track = empty_figure("no resolved forecasts yet")
     return headline, notices, chart, champion_block, mae_text, track
+
+
+def _overdue_text(record: Any) -> str:
+    """``, N whose candle closed but whose close is not in the data yet`` (nothing when there are none)."""
+    if not record.overdue:
+        return ""
+    return f", {record.overdue} whose candle closed but is not in the data yet"
 
 
 def _range_record(record: Any) -> list[Any]:

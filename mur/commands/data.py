@@ -97,14 +97,14 @@ def show(
     """Print the last candles of PAIR in [--start, --end), with the range and gap summary."""
     from rich.console import Console
 
-    from mur.data import BundledMarketData, get_market_data
+    from mur.data import get_market_data
     from mur.settings import get_settings
 
     settings = get_settings()
     source = get_market_data(settings)
     lo, hi = parse_when(start, "--start"), parse_when(end, "--end")
     console = Console()
-    if lo is None and not isinstance(source, BundledMarketData):
+    if lo is None and settings.market_data == "binance":
         # Paging a remote source from its first candle takes long: default to the last week of data.
         anchor = source.data_range(pair)[1] + timedelta(hours=1)
         anchor = min(anchor, hi) if hi is not None else anchor
@@ -119,14 +119,15 @@ def show(
 @app.command()
 def pairs() -> None:
     """List the pairs the configured source knows (with ranges for the bundled data)."""
-    from mur.data import BundledMarketData, format_ts, get_market_data
+    from mur.data import format_ts, get_market_data
     from mur.settings import get_settings
 
-    source = get_market_data(get_settings())
-    if isinstance(source, BundledMarketData):
+    settings = get_settings()
+    source = get_market_data(settings)
+    if settings.market_data == "bundled":
         for pair in source.pairs():
             first, last = source.data_range(pair)
-            typer.echo(f"{pair:<10} {format_ts(first)} to {format_ts(last)}")
+            typer.echo(f"{pair:<10} {format_ts(first)} to {format_ts(last)}  (up to market now)")
     else:
         for pair in source.pairs():
             typer.echo(pair)
@@ -136,16 +137,28 @@ def pairs() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="port (0 = any free port)")] = 9100,
+    archive: Annotated[
+        bool,
+        typer.Option("--archive", help="serve every bundled candle (no market clock: nothing is 'future')"),
+    ] = False,
 ) -> None:
-    """Serve the bundled candles over a Binance-compatible REST API until Ctrl-C."""
+    """Serve the bundled candles over a Binance-compatible REST API until Ctrl-C.
+
+    By default the server follows the market clock (MUR_CLOCK_*, the local stack's clock.json): its time is
+    market now and candles that have not closed by then are invisible, like a live exchange."""
+    from mur.clock import market_clock
     from mur.devstack.replay import make_server
     from mur.settings import get_settings
 
+    settings = get_settings()
+    clock = None if archive else market_clock(settings.model_copy(update={"market_data": "bundled"}))
     try:
-        server = make_server(host, port, synthetic=get_settings().synthetic_pairs)
+        server = make_server(host, port, synthetic=settings.synthetic_pairs, clock=clock)
     except OSError as exc:
         raise ServiceError(f"replay server cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     typer.echo(f"Binance replay server on {server.url} ({', '.join(sorted(server.store))}, 1h)")
+    if clock is not None:
+        typer.echo(f"market clock: now {clock.as_dict()['now']}, speed {clock.speed:g}")
     typer.echo("Point the client at it with:")
     typer.echo(f"  MUR_MARKET_DATA=binance MUR_BINANCE_API_URL={server.api_url}")
     try:

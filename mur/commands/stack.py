@@ -207,6 +207,15 @@ def register(app: typer.Typer) -> None:
                 help="the admin's password (default: generated once and printed once)",
             ),
         ] = None,
+        speed: Annotated[
+            float | None,
+            typer.Option(
+                min=0,
+                max=100_000,
+                show_default=False,
+                help="market clock speed: 60 = a market hour per minute (default MUR_CLOCK_SPEED, else 1)",
+            ),
+        ] = None,
     ) -> None:
         """Bring the whole local stack up, train the pairs that have no model yet, wait for their forecasts.
 
@@ -225,6 +234,7 @@ def register(app: typer.Typer) -> None:
                 parallel=parallel,
                 admin_user=admin_user,
                 admin_password=admin_password,
+                speed=speed,
             )
         )
 

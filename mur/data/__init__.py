@@ -22,11 +22,12 @@ from mur.data.candles import (
     typed_klines_frame,
     validate_candles,
 )
-from mur.data.source import MarketData, get_market_data
+from mur.data.source import ClockedMarketData, MarketData, get_market_data
 from mur.data.synthetic import SyntheticPairs, is_synthetic, load_synthetic, synthetic_pairs
 from mur.data.user_csv import load_candles_csv
 
 __all__ = [
+    "ClockedMarketData",
     "CLOSE_OFFSET_MS",
     "KLINE_COLUMNS",
     "TIMESTAMP_DTYPE",

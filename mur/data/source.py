@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from mur.data.binance import BinanceMarketData
 from mur.data.bundled import BundledMarketData
 from mur.data.synthetic import SyntheticPairs
 from mur.errors import MarketDataError
+from mur.timeutil import HOUR, iso
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mur.clock import MarketClock
     from mur.settings import Settings
 
 
@@ -33,8 +35,59 @@ class MarketData(Protocol):
         ...
 
 
+class ClockedMarketData:
+    """A recorded history seen through the market clock: candles that have not closed at market "now"
+    (open time at or after :meth:`MarketClock.hour`) are invisible, as on a live exchange."""
+
+    def __init__(self, archive: MarketData, clock: MarketClock) -> None:
+        self.archive = archive
+        self.clock = clock
+        self.name = getattr(archive, "name", "bundled")
+
+    def visible_end(self) -> datetime:
+        """Exclusive bound on the open times of the candles visible now (the current market hour)."""
+        return self.clock.hour()
+
+    def klines(self, pair: str, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
+        """The archive's candles in ``[start, min(end, market hour))``."""
+        from mur.data.candles import as_utc
+
+        visible = self.visible_end()
+        hi = as_utc(end)
+        if hi is None or hi > visible:
+            hi = visible
+        lo = as_utc(start)
+        if lo is not None and lo >= hi:
+            raise MarketDataError(
+                f"no candles for {pair} from {iso(lo)}: the market clock stands at {iso(self.clock.now())}"
+            )
+        return self.archive.klines(pair, start=lo, end=hi)
+
+    def pairs(self) -> list[str]:
+        return self.archive.pairs()
+
+    def data_range(self, pair: str) -> tuple[datetime, datetime]:
+        """First open time and last open time visible now (the archive's last once the clock passed it)."""
+        first, last = self.archive.data_range(pair)
+        latest_visible = self.visible_end() - HOUR
+        if _as_datetime(first) > latest_visible:
+            raise MarketDataError(
+                f"no candles for {pair} yet: its data starts {iso(first)}, the market clock stands at "
+                f"{iso(self.clock.now())}"
+            )
+        return first, min(_as_datetime(last), latest_visible)
+
+
+def _as_datetime(value: Any) -> datetime:
+    out = value.to_pydatetime() if hasattr(value, "to_pydatetime") else value
+    if not isinstance(out, datetime):
+        raise TypeError(f"expected a datetime, got {type(value).__name__}")
+    return out if out.tzinfo else out.replace(tzinfo=UTC)
+
+
 def get_market_data(settings: Settings | None = None) -> MarketData:
-    """The source chosen by ``settings.market_data`` (``bundled`` or ``binance``)."""
+    """The source chosen by ``settings.market_data`` (``bundled`` or ``binance``); recorded histories are
+    seen through the market clock (:mod:`mur.clock`)."""
     if settings is None:
         from mur.settings import get_settings
 
@@ -42,7 +95,10 @@ def get_market_data(settings: Settings | None = None) -> MarketData:
     if settings.market_data == "binance":
         return BinanceMarketData(settings)
     if settings.market_data == "bundled":
+        from mur.clock import market_clock
+
+        archive: MarketData = BundledMarketData()
         if settings.synthetic_pairs > 0:  # scale tests: syn001_usdt … (mur/data/synthetic.py)
-            return SyntheticPairs(BundledMarketData(), settings.synthetic_pairs)
-        return BundledMarketData()
+            archive = SyntheticPairs(BundledMarketData(), settings.synthetic_pairs)
+        return ClockedMarketData(archive, market_clock(settings))
     raise MarketDataError(f"unknown market data source {settings.market_data!r} (bundled or binance)")

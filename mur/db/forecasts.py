@@ -109,10 +109,11 @@ def record_forecast(
 
 
 def record_forecast_body(
-    db: Database, body: dict[str, Any], *, model_version: str | None = None
+    db: Database, body: dict[str, Any], *, model_version: str | None = None, made_at: datetime | None = None
 ) -> list[Forecast]:
     """Store every horizon of a forecast body (``forecast``/``target_time`` and its ``horizons``); a body
-    without horizons stores the 1 h point forecast alone."""
+    without horizons stores the 1 h point forecast alone. ``made_at``: market now (:mod:`mur.clock`; default:
+    the database's clock)."""
     from mur.timeutil import parse_time
 
     version = str(model_version if model_version is not None else body["model_version"])
@@ -127,6 +128,7 @@ def record_forecast_body(
                 target_time=target,
                 predicted=float(body["forecast"]),
                 last_close=float(body["last_close"]),
+                made_at=made_at,
             )
         ]
     stored = []
@@ -144,6 +146,7 @@ def record_forecast_body(
                 lower=float(band["lower"]),
                 upper=float(band["upper"]),
                 level=float(band["level"]),
+                made_at=made_at,
             )
         )
     return stored

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mur.clock import MarketClock, default_start, read_clock_state, requested_start_of, write_clock_state
 from mur.devstack import secret_files
 from mur.devstack.processes import STACK_MARKER
 from mur.errors import ConfigError
@@ -70,3 +73,70 @@ def stack_secret(settings: Settings) -> str:
         return None if isinstance(key, str) and len(key) >= 32 else {"secret_key": secrets.token_urlsafe(32)}
 
     return str(secret_files.ensure(path, fill)["secret_key"])
+
+
+# --- the market clock of the stack (mur/clock.py) --------------------------------------------------------
+RESUME_FILE = "clock-paused.json"
+
+
+def fix_market_clock(settings: Settings, *, speed: float | None = None, running: bool = False) -> MarketClock:
+    """Fix the stack's market clock once and export it (``MUR_CLOCK_*``) to every process started from here.
+
+    * live data (``binance``): real time, nothing to fix;
+    * services already running keep the clock they started with (a different speed asks for ``mur down``);
+    * a new ``MUR_CLOCK_START`` (with or without ``MUR_CLOCK_ORIGIN``) starts the market there;
+    * otherwise the market resumes where ``mur down`` paused it (``clock.json``), or starts at
+      :func:`mur.clock.default_start`; ``speed`` (``mur up --speed``) else ``MUR_CLOCK_SPEED`` sets the pace.
+    """
+    if settings.market_data == "binance":
+        return MarketClock.real_time()
+    wanted = (
+        speed
+        if speed is not None
+        else (settings.clock_speed if "clock_speed" in settings.model_fields_set else None)
+    )
+    stored = read_clock_state(settings.runtime_dir)
+    if running and stored is not None:
+        if wanted is not None and wanted != stored.speed:
+            raise ConfigError(
+                f"the stack runs with market clock speed {stored.speed:g}; run `mur down` first to change it "
+                f"to {wanted:g}"
+            )
+        clock = stored
+    elif settings.clock_start is not None and (
+        stored is None or requested_start_of(settings.runtime_dir) != settings.clock_start
+    ):
+        origin = settings.clock_origin if settings.clock_origin is not None else time.time()
+        clock = MarketClock(
+            start=settings.clock_start, origin=origin, speed=wanted if wanted is not None else 1.0
+        )
+    elif stored is not None:
+        resume = _paused_speed(settings)
+        pace = wanted if wanted is not None else (resume if resume is not None else stored.speed)
+        clock = stored.rebased(speed=pace)
+    else:
+        origin = time.time()
+        clock = MarketClock(start=default_start(), origin=origin, speed=wanted if wanted is not None else 1.0)
+    write_clock_state(settings.runtime_dir, clock, requested_start=settings.clock_start)
+    (Path(settings.runtime_dir) / RESUME_FILE).unlink(missing_ok=True)
+    os.environ.update(clock.env())
+    get_settings.cache_clear()
+    return clock
+
+
+def pause_market_clock(settings: Settings) -> MarketClock | None:
+    """At ``mur down``: freeze the market where it stands (the next ``mur up`` resumes it at the same speed)."""
+    stored = read_clock_state(settings.runtime_dir)
+    if stored is None or settings.market_data == "binance" or stored.speed == 0:
+        return stored
+    paused = stored.rebased(speed=0.0)
+    (Path(settings.runtime_dir) / RESUME_FILE).write_text(json.dumps({"speed": stored.speed}) + "\n")
+    write_clock_state(settings.runtime_dir, paused, requested_start=requested_start_of(settings.runtime_dir))
+    return paused
+
+
+def _paused_speed(settings: Settings) -> float | None:
+    try:
+        return float(json.loads((Path(settings.runtime_dir) / RESUME_FILE).read_text())["speed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -6,7 +6,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -130,25 +130,47 @@ def wait_for_dag(client: AirflowClient, dag_id: str, timeout_s: float, say: Say)
         time.sleep(3)
 
 
-def trigger_first(client: AirflowClient, conf: dict[str, Any], attempts: int = 5) -> str:
+def trigger_first(settings: Settings, client: AirflowClient, conf: dict[str, Any], attempts: int = 5) -> str:
     """Create a manual run of the training DAG that Airflow schedules before the hourly one; its run id.
 
     Unpausing the DAG also creates the run for the last hour, and Airflow queues task instances of equal
     priority by logical date: the manual run gets a logical date just before that hour's, so the first
-    (quick) models come first. Its window ends an hour earlier with live data; with the bundled candles
-    both end where the candles end.
+    (quick) models come first. Both stand for the last closed market hour (:mod:`mur.clock`): the triggered
+    run's data interval is given explicitly, in market time.
     """
-    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    from mur.clock import market_clock
+
+    hour = market_clock(settings).hour()
+    interval = ((hour - timedelta(hours=1)).isoformat(), hour.isoformat())
     for attempt in range(1, attempts + 1):
         logical = hour - timedelta(hours=1, minutes=attempt)
         try:
-            run = client.trigger(DAG_ID, conf, logical_date=logical.isoformat(), note="mur up: first models")
+            run = client.trigger(
+                DAG_ID,
+                conf,
+                logical_date=logical.isoformat(),
+                note="mur up: first models",
+                data_interval=interval,
+            )
         except ServiceAnswerError as exc:
             if exc.status == 409 and attempt < attempts:  # a run with this logical date exists
                 continue
             raise ServiceError(f"Airflow refused to trigger {DAG_ID}: {exc}") from exc
         return run.run_id
     raise AssertionError("unreachable")
+
+
+def first_scheduled_run(client: AirflowClient, timeout_s: float) -> str | None:
+    """The id of the training DAG's first queued or running scheduled run (None if none within ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs = client.dag_runs(DAG_ID, states=["queued", "running"], limit=20)
+        scheduled = [r for r in runs if str(r.get("run_type", "")).lower() == "scheduled"]
+        if scheduled:
+            return str(min(scheduled, key=lambda r: str(r.get("data_interval_end")))["dag_run_id"])
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(2)
 
 
 def follow_runs(
@@ -212,7 +234,8 @@ def validate_pairs(settings: Settings, pairs: Sequence[str]) -> list[str]:
 
 
 def train_directly(settings: Settings, pairs: Sequence[str], conf: dict[str, Any], say: Say) -> None:
-    """Without Airflow: submit one Ray training job per pair, one after the other (window end: now)."""
+    """Without Airflow: submit one Ray training job per pair, one after the other (window end: market now)."""
+    from mur.clock import market_clock
     from mur.orchestration.tasks import train_pair
 
     for pair in pairs:
@@ -220,7 +243,7 @@ def train_directly(settings: Settings, pairs: Sequence[str], conf: dict[str, Any
         result = train_pair(
             settings,
             pair,
-            end=datetime.now(UTC),
+            end=market_clock(settings).hour(),
             options=conf,
             emit=lambda line: say("  " + line) if line.startswith("[mur]") else None,
         )

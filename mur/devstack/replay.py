@@ -10,6 +10,11 @@ Endpoints: ``GET /api/v3/ping``, ``/api/v3/time``, ``/api/v3/exchangeInfo`` (``s
 ``/api/v3/klines`` (``symbol``, ``interval`` = ``1h`` only, ``startTime``, ``endTime``, ``limit`` 1..1000,
 default 500). Each symbol's open times are an ``int64`` array and each row is pre-encoded JSON, so a klines
 request is two ``searchsorted`` calls and a join.
+
+Given a market clock (``mur data serve`` and the local stack pass :func:`mur.clock.market_clock`), the server
+is a live-looking exchange over the recorded history: ``serverTime`` is market now and klines that have not
+closed by then are not there (unlike Binance, the current unclosed candle is not served either: its final
+values would leak the future).
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
+
+if TYPE_CHECKING:
+    from mur.clock import MarketClock
 
 logger = logging.getLogger(__name__)
 
@@ -192,8 +200,11 @@ def synthetic_symbol_data(pair: str) -> SymbolData:
     )
 
 
-def _server_time() -> int:
-    return int(time.time() * 1000)
+def _server_time(clock: MarketClock | None = None) -> int:
+    """Epoch ms "now": the market clock's when the server replays one, else the wall clock's."""
+    if clock is None:
+        return int(time.time() * 1000)
+    return int(clock.now().timestamp() * 1000)
 
 
 class ReplayHandler(BaseHTTPRequestHandler):
@@ -239,7 +250,7 @@ class ReplayHandler(BaseHTTPRequestHandler):
         return b"{}"
 
     def _time(self, params: dict[str, str]) -> bytes:
-        return json.dumps({"serverTime": _server_time()}).encode()
+        return json.dumps({"serverTime": _server_time(self.server.clock)}).encode()
 
     def _exchange_info(self, params: dict[str, str]) -> bytes:
         store = self.server.store
@@ -259,7 +270,7 @@ class ReplayHandler(BaseHTTPRequestHandler):
             entries.append(store[symbol.upper()].exchange_info())
         info = {
             "timezone": "UTC",
-            "serverTime": _server_time(),
+            "serverTime": _server_time(self.server.clock),
             "rateLimits": [],
             "exchangeFilters": [],
             "symbols": entries,
@@ -292,7 +303,13 @@ class ReplayHandler(BaseHTTPRequestHandler):
         limit = DEFAULT_LIMIT if numbers["limit"] is None else numbers["limit"]
         if not 1 <= limit <= MAX_LIMIT:
             raise BinanceError(-1130, "Data sent for parameter 'limit' is not valid.")
-        return data.klines_json(numbers["startTime"], numbers["endTime"], limit)
+        start, end = numbers["startTime"], numbers["endTime"]
+        if self.server.clock is not None:  # candles that have not closed at market "now" do not exist yet
+            last_visible = int(self.server.clock.hour().timestamp() * 1000) - 1
+            if start is not None and start > last_visible:
+                return b"[]"
+            end = last_visible if end is None else min(end, last_visible)
+        return data.klines_json(start, end, limit)
 
 
 class ReplayServer(ThreadingHTTPServer):
@@ -306,8 +323,10 @@ class ReplayServer(ThreadingHTTPServer):
         address: tuple[str, int],
         store: dict[str, SymbolData],
         handler_class: type[ReplayHandler] = ReplayHandler,
+        clock: MarketClock | None = None,
     ) -> None:
         self.store = store
+        self.clock = clock
         super().__init__(address, handler_class)
 
     @property
@@ -335,9 +354,11 @@ def make_server(
     pairs: Iterable[str] | None = None,
     handler_class: type[ReplayHandler] = ReplayHandler,
     synthetic: int = 0,
+    clock: MarketClock | None = None,
 ) -> ReplayServer:
     """Bind a replay server over the bundled ``pairs`` (default: all) and the first ``synthetic`` synthetic
-    pairs (``syn001_usdt`` …, :mod:`mur.data.synthetic`); ``port=0`` picks a free port.
+    pairs (``syn001_usdt`` …, :mod:`mur.data.synthetic`); ``port=0`` picks a free port. With a market
+    ``clock`` (:mod:`mur.clock`), ``/api/v3/time`` is market now and only candles closed by then exist.
 
     Raises ``OSError`` when the address cannot be bound. Call ``serve_forever()`` (or
     :func:`serve_forever_in_thread`) to start answering.
@@ -347,7 +368,7 @@ def make_server(
     chosen = list(pairs) if pairs is not None else bundled_pairs()
     store = {data.symbol: data for data in (load_symbol_data(pair) for pair in chosen)}
     store.update((d.symbol, d) for d in (synthetic_symbol_data(p) for p in synthetic_pairs(synthetic)))
-    return ReplayServer((host, port), store, handler_class)
+    return ReplayServer((host, port), store, handler_class, clock)
 
 
 def serve_forever_in_thread(server: ReplayServer) -> threading.Thread:
@@ -367,9 +388,12 @@ def running_replay_server(
     pairs: Iterable[str] | None = None,
     handler_class: type[ReplayHandler] = ReplayHandler,
     synthetic: int = 0,
+    clock: MarketClock | None = None,
 ) -> Iterator[ReplayServer]:
     """A replay server serving in a background thread for the ``with`` block (for tests and scripts)."""
-    server = make_server(host, port, pairs=pairs, handler_class=handler_class, synthetic=synthetic)
+    server = make_server(
+        host, port, pairs=pairs, handler_class=handler_class, synthetic=synthetic, clock=clock
+    )
     thread = serve_forever_in_thread(server)
     try:
         yield server

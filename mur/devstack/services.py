@@ -200,12 +200,19 @@ def _dash_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _airflow_api_login(settings: Settings) -> dict[str, str]:
+    """Airflow's own login for its tasks (monitoring requests a retraining through the REST API)."""
+    if settings.airflow_password is None:
+        return {"MUR_AIRFLOW_PASSWORD": airflow.admin_password(settings)}
+    return {}
+
+
 def stack_services(settings: Settings) -> dict[str, Service]:
     """The local services by name, in start order when dependencies allow."""
     s = settings
     s3_url, mlflow_url = f"http://127.0.0.1:{s.s3_port}", f"http://127.0.0.1:{s.mlflow_port}"
     af_env, af_prepare, af_ports = (
-        airflow.airflow_env(s),
+        {**airflow.airflow_env(s), **_airflow_api_login(s)},
         functools.partial(airflow.prepare, s),
         airflow.ports(s),
     )

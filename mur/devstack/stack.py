@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,15 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mur.clock import MarketClock
 from mur.devstack import airflow, first_run, supervisor
-from mur.devstack.config import align_settings
+from mur.devstack.config import align_settings, fix_market_clock, pause_market_clock
 from mur.devstack.first_run import AdminResult
 from mur.devstack.processes import leftover_processes
 from mur.devstack.provision import ensure_databases
 from mur.devstack.services import Service, stack_services
 from mur.devstack.supervisor import StartResult, StopResult
 from mur.errors import MurError
-from mur.orchestration import DAG_ID
+from mur.orchestration import DAG_ID, MONITORING_DAG_ID
 from mur.settings import Settings
 
 Say = Callable[[str], None]
@@ -61,6 +63,8 @@ class UpOptions:
     """Services started at the same time (when their dependencies allow)."""
     admin_user: str = "admin"
     admin_password: str | None = None
+    speed: float | None = None
+    """Market clock speed (market seconds per wall second; default ``MUR_CLOCK_SPEED``, else 1)."""
 
     def training_conf(self, settings: Settings | None = None) -> dict[str, Any]:
         """The first training's options (the DAG run's ``conf`` besides the pairs).
@@ -101,6 +105,33 @@ class UpReport:
     training: str = ""
     forecasts: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
+
+
+def fast_clock(clock: MarketClock) -> bool:
+    return not clock.live and clock.speed > 1
+
+
+def fast_market_training(settings: Settings, clock: MarketClock, say: Say) -> Settings:
+    """A market clock faster than real time leaves each market hour's retraining ``3600 / speed`` wall seconds:
+    the scheduled runs then train the quick model (:data:`QUICK_TRAINING`, for the settings left at their
+    defaults) and say so; exported to every service, like the clock."""
+    if not fast_clock(clock):
+        return settings
+    quick = {
+        k: v
+        for k, v in QUICK_TRAINING.items()
+        if getattr(settings, k) == type(settings).model_fields[k].default
+    }
+    if not quick:
+        return settings
+    for name, value in quick.items():
+        os.environ[f"MUR_{name.upper()}"] = str(value)
+    say(
+        f"market clock x{clock.speed:g}: scheduled trainings use "
+        + ", ".join(f"{k}={v}" for k, v in quick.items())
+        + f" to fit a market hour ({clock.seconds_per_hour:.0f} s); set MUR_* to override"
+    )
+    return settings.model_copy(update=quick)
 
 
 # --- starting services -----------------------------------------------------------------------------------
@@ -201,9 +232,16 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
 
     began = time.monotonic()
     settings = align_settings(settings)
+    running = any(supervisor.running_pid(settings, name) for name in stack_services(settings))
+    clock = fix_market_clock(settings, speed=options.speed, running=running)
+    settings = settings.model_copy(
+        update={"clock_start": clock.start, "clock_origin": clock.origin, "clock_speed": clock.speed}
+    )
+    settings = fast_market_training(settings, clock, say)
     report = UpReport(settings)
     pairs = first_run.validate_pairs(settings, options.pairs or settings.pairs)
     say(f"runtime dir {settings.runtime_dir} (pids, logs, S3 data, Airflow home)")
+    say(clock_line(clock))
 
     say(f"PostgreSQL {settings.pg_host}:{settings.pg_port}: databases …")
     created = ensure_databases(settings)
@@ -230,6 +268,12 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
             + (" (password set from MUR_ADMIN_PASSWORD)" if report.admin.password_updated else "")
         )
 
+    if "airflow-api-server" in registry:
+        with airflow.client(settings) as monitoring:
+            first_run.wait_for_dag(monitoring, MONITORING_DAG_ID, 300, say)
+            monitoring.set_paused(MONITORING_DAG_ID, False)
+        say(f"{MONITORING_DAG_ID}: unpaused (every market hour: track record, drift, alerts)")
+
     if options.train:
         token = first_run.check_token(settings, options.admin_user)
         missing = pairs if options.retrain else first_run.pairs_without_champion(settings, pairs)
@@ -243,10 +287,20 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
             client = airflow.client(settings)
             first_run.wait_for_dag(client, DAG_ID, 300, say)
             conf = {"pairs": missing, **options.training_conf(settings)}
-            run_id = first_run.trigger_first(client, conf)
-            client.set_paused(DAG_ID, False)  # after the trigger: the scheduled run queues behind it
-            report.training = f"triggered {DAG_ID} run {run_id} for {', '.join(missing)}"
-            say(f"{report.training} (conf {json.dumps(conf)})")
+            scheduled = None
+            if fast_clock(clock) and not options.retrain and set(missing) <= set(settings.pairs):
+                # the scheduled runs train the same quick model: follow the first instead of a second one
+                client.set_paused(DAG_ID, False)
+                scheduled = first_run.first_scheduled_run(client, timeout_s=120)
+            if scheduled is not None:
+                run_id = scheduled
+                report.training = f"the scheduled {DAG_ID} run {run_id} trains {', '.join(missing)}"
+                say(report.training)
+            else:
+                run_id = first_run.trigger_first(settings, client, conf)
+                client.set_paused(DAG_ID, False)  # after the trigger: the scheduled run queues behind it
+                report.training = f"triggered {DAG_ID} run {run_id} for {', '.join(missing)}"
+                say(f"{report.training} (conf {json.dumps(conf)})")
         else:
             say("Airflow is not part of this stack: training directly as Ray jobs")
             first_run.train_directly(settings, missing, options.training_conf(settings), say)
@@ -271,6 +325,9 @@ def bring_down(settings: Settings, *, say: Say) -> list[StopResult]:
         # the Ray head stops too, and Serve with it: no need to remove the app first
         registry["serve"] = dataclasses.replace(registry["serve"], after_stop=None)
     results = supervisor.down(settings, services=registry, progress=say)
+    paused = pause_market_clock(settings)
+    if paused is not None and not paused.live:
+        say(f"market clock paused at {paused.start:%Y-%m-%d %H:%M} UTC (mur up resumes it)")
     left = leftover_processes(settings)
     if left:
         say(
@@ -281,6 +338,19 @@ def bring_down(settings: Settings, *, say: Say) -> list[StopResult]:
 
 
 # --- the summary -------------------------------------------------------------------------------------------
+def clock_line(clock: MarketClock) -> str:
+    """How the market clock runs, in one line."""
+    if clock.live:
+        return "market clock: real time (live Binance data)"
+    now = clock.now()
+    if clock.speed == 0:
+        return f"market clock: frozen at {now:%Y-%m-%d %H:%M} UTC"
+    return (
+        f"market clock: {now:%a %Y-%m-%d %H:%M} UTC, speed {clock.speed:g} "
+        f"(a market hour every {clock.seconds_per_hour:.0f} s; replaying the bundled candles)"
+    )
+
+
 def _local(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
 

@@ -176,9 +176,13 @@ class AirflowClient:
         *,
         logical_date: str | None = None,
         note: str | None = None,
+        data_interval: tuple[str, str] | None = None,
     ) -> TriggeredRun:
-        """Create a manual run of ``dag_id`` with ``conf`` (the DAG's params)."""
+        """Create a manual run of ``dag_id`` with ``conf`` (the DAG's params); ``data_interval`` (start, end,
+        ISO-8601, with a ``logical_date``) names the market hour the run stands for."""
         body: dict[str, Any] = {"logical_date": logical_date, "conf": conf or {}}
+        if data_interval is not None:
+            body["data_interval_start"], body["data_interval_end"] = data_interval
         if note is not None:
             body["note"] = note
         try:

@@ -88,14 +88,18 @@ def training_end(
 ) -> datetime:
     """Window end of a run (UTC): the trigger form's ``end``, else the data interval end, else ``run_after``.
 
-    A run triggered without a logical date has no data interval; it trains on candles before the hour it was
-    triggered in (floored, so triggering twice in one hour reuses the first version).
+    A run triggered without a logical date has no data interval; it trains on candles before the market hour
+    it was triggered in (:mod:`mur.clock`; floored, so triggering twice in one hour reuses the first version).
+    Data intervals are market time already (:class:`~mur.orchestration.timetable.MarketHourlyTimetable`).
     """
+    from mur.clock import floor_hour, market_clock
     from mur.errors import ConfigError
 
     value: Any = requested if requested not in (None, "") else data_interval_end
     if value is None and run_after is not None:
-        value = run_after.replace(minute=0, second=0, microsecond=0)
+        from mur.settings import get_settings
+
+        value = floor_hour(market_clock(get_settings()).market_at(run_after))
     if value is None:
         raise ConfigError("no training window end: the run has no data interval and no `end` param")
     if isinstance(value, str):
@@ -388,13 +392,19 @@ def _xcom(context: Mapping[str, Any], task_id: str) -> Any:
 
 # --- schedule ---------------------------------------------------------------------------------------
 def schedule_for(expression: str | None) -> Any:
-    """``MUR_TRAIN_SCHEDULE`` → an Airflow schedule: a cron expression/preset becomes a data-interval timetable.
+    """``MUR_TRAIN_SCHEDULE`` → an Airflow schedule: ``market`` (the default) runs once per market hour
+    (:class:`~mur.orchestration.timetable.MarketHourlyTimetable`, following the market clock); a cron
+    expression/preset becomes a data-interval timetable on wall time.
 
     Interval semantics make backfills meaningful: the run for logical date D covers ``[D, D + 1h)`` and trains
     on candles before ``D + 1h``. ``none``/empty → no schedule (trigger/backfill only).
     """
     if expression is None or expression.strip().lower() in ("", "none", "null", "off"):
         return None
+    if expression.strip().lower() in ("market", "@market", "@market-hourly"):
+        from mur.orchestration.timetable import MarketHourlyTimetable
+
+        return MarketHourlyTimetable()
     from airflow.sdk import CronDataIntervalTimetable
 
     return CronDataIntervalTimetable(expression.strip(), timezone="UTC")

@@ -1,11 +1,10 @@
-"""The market-data cache: the latest closed hourly candles per pair, refreshed in the background, and the
-clock that says what "now" is (wall clock or a replay of the bundled data)."""
+"""The market-data cache: the latest closed hourly candles per pair (closed at market "now", :mod:`mur.clock`),
+refreshed in the background."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -13,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mur.clock import MarketClock, market_clock
 from mur.errors import MarketDataError, MurError
 from mur.model.inference import window_from_candles
 from mur.pairs import normalize_pair
-from mur.timeutil import HOUR, floor_hour, iso
+from mur.timeutil import HOUR, iso
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,27 +27,6 @@ log = logging.getLogger(__name__)
 
 MARKET_HISTORY_HOURS = 168
 """Closed candles the cache keeps per pair (a week: room for models with longer windows and for gaps)."""
-
-
-class MarketClock:
-    """The cache's notion of "now": the wall clock, or a replay clock that starts at ``anchor``.
-
-    With an anchor, ``now = anchor + (elapsed wall time) * speed`` (speed 0 freezes it), so a bundled
-    dataset can be replayed as if it were live.
-    """
-
-    def __init__(self, anchor: datetime | None = None, speed: float = 1.0) -> None:
-        if anchor is not None and anchor.tzinfo is None:
-            anchor = anchor.replace(tzinfo=UTC)
-        self.anchor = anchor
-        self.speed = float(speed)
-        self._started = time.monotonic()
-
-    def now(self) -> datetime | None:
-        """The current time, or None when the data's own end should be used (bundled, no anchor)."""
-        if self.anchor is None:
-            return None
-        return self.anchor + timedelta(seconds=(time.monotonic() - self._started) * self.speed)
 
 
 @dataclass(frozen=True)
@@ -90,8 +69,8 @@ class MarketCache:
     """Latest closed hourly candles per pair, refreshed in the background (no fetch per request).
 
     The source follows ``settings.market_data`` (bundled or Binance). "Now" comes from
-    :class:`MarketClock` (``settings.market_now`` / ``market_clock_speed``); with bundled data and no
-    anchor it is the end of the data. A failed refresh keeps the previous snapshot and records the error.
+    the market clock (:mod:`mur.clock`): only candles closed at market "now" are fetched; a replayed pair
+    whose recorded history ended stays at its last candle. A failed refresh keeps the previous snapshot and records the error.
     """
 
     def __init__(
@@ -106,7 +85,7 @@ class MarketCache:
         self.settings = settings
         self.pairs = [normalize_pair(p) for p in pairs]
         self._source = source
-        self.clock = clock or MarketClock(settings.market_now, settings.market_clock_speed)
+        self.clock = clock or market_clock(settings)
         self.history_hours = max(int(history_hours), 2)
         self._snapshots: dict[str, CandleSnapshot] = {}
         self._errors: dict[str, str] = {}
@@ -125,13 +104,12 @@ class MarketCache:
 
     def _window_end(self, pair: str) -> datetime:
         """Exclusive upper bound on open times of closed candles."""
-        now = self.clock.now()
-        if now is None and self.settings.market_data == "bundled":
+        end = self.clock.hour()
+        if self.settings.market_data == "bundled":
             last_open = self.source.data_range(pair)[1]
-            return (
-                last_open.to_pydatetime() + HOUR if hasattr(last_open, "to_pydatetime") else last_open + HOUR
-            )
-        return floor_hour(now or datetime.now(UTC))
+            last = last_open.to_pydatetime() if hasattr(last_open, "to_pydatetime") else last_open
+            end = min(end, last + HOUR)
+        return end
 
     def fetch(self, pair: str) -> CandleSnapshot:
         """Fetch the latest closed candles of ``pair`` now (blocking) and return a snapshot."""
@@ -220,7 +198,9 @@ class MarketCache:
             }
 
     def start(self, interval_s: float, pairs: Iterable[str] = ()) -> None:
-        """Cache ``pairs`` too; refresh now, then every ``interval_s`` seconds on a daemon thread."""
+        """Cache ``pairs`` too; refresh now, then every ``interval_s`` seconds on a daemon thread (at most a
+        sixth of a market hour: with a fast market clock new candles close every ``3600 / speed`` seconds)."""
+        interval_s = min(interval_s, self.clock.seconds_per_hour / 6)
         for pair in pairs:
             if (name := normalize_pair(pair)) not in self.pairs:
                 self.pairs.append(name)
@@ -260,8 +240,9 @@ def shared_market_cache(settings: Settings) -> MarketCache:
     key = (
         settings.market_data,
         str(settings.binance_api_url),
-        str(settings.market_now),
-        float(settings.market_clock_speed),
+        repr(settings.clock_start),
+        settings.clock_origin,
+        float(settings.clock_speed),
         settings.synthetic_pairs,
     )
     with _SHARED_LOCK:

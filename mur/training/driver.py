@@ -56,7 +56,8 @@ def load_candles(
     train_days: int | None = -1,
     min_rows: int = MIN_CANDLES,
 ) -> tuple[pd.DataFrame, DataWindow, list[pd.Timestamp]]:
-    """Candles strictly before ``end`` (default: the data's end) within ``train_days``, on a regular grid.
+    """Candles strictly before ``end`` (default and bound: market now, :mod:`mur.clock`; the data's end once
+    a replay passed it) within ``train_days``, on a regular grid.
 
     Returns the candles, the data window actually used and the hours filled by the gap policy.
     """
@@ -71,12 +72,20 @@ def load_candles(
             last = candles["timestamp"].iloc[-1] if len(candles) else pd.Timestamp(end or datetime.now(UTC))
             candles = candles[candles["timestamp"] >= last - pd.Timedelta(days=days)]
     else:
+        from mur.clock import market_clock
+
         source = get_market_data(settings)
+        market_hour = market_clock(settings).hour()  # candles from this hour on have not closed yet
         if end is None:
             if settings.market_data == "bundled":
                 end = pd.Timestamp(source.data_range(pair)[1]).to_pydatetime() + timedelta(hours=1)
             else:
-                end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+                end = market_hour
+        elif end > market_hour:
+            log.info(
+                "%s: window end %s is after market now: training up to %s", pair, iso(end), iso(market_hour)
+            )
+            end = market_hour
         start = end - timedelta(days=days) if days else None
         candles = source.klines(pair, start=start, end=end)
     candles = candles.reset_index(drop=True)

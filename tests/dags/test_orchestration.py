@@ -10,7 +10,7 @@ import pytest
 from mur.contracts import TrainingResult, Window
 from mur.errors import ConfigError, JobError
 from mur.orchestration import tasks as orch
-from mur.settings import Settings
+from mur.settings import Settings, get_settings
 
 
 def test_parse_pairs_accepts_csv_json_and_lists() -> None:
@@ -38,7 +38,9 @@ def test_default_pairs_are_every_bundled_pair() -> None:
     assert sorted(orch.resolve_pairs(Settings())) == sorted(bundled_pairs())
 
 
-def test_training_end_prefers_the_param_and_normalises_to_utc() -> None:
+def test_training_end_prefers_the_param_and_normalises_to_utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MUR_MARKET_DATA", "binance")  # live data: market time is wall time
+    get_settings.cache_clear()
     interval_end = datetime(2025, 3, 1, 5, tzinfo=UTC)
     assert orch.training_end(interval_end) == interval_end
     assert orch.training_end(interval_end, "") == interval_end

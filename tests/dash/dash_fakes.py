@@ -242,3 +242,66 @@ def fake_airflow(*, username: str = "admin", password: str = "airflow-pw") -> Fa
     service.routes[("POST", "/auth/token")] = token
     service.routes[("POST", "/api/v2/dags/mur_training/dagRuns")] = trigger
     return service
+
+
+# ------------------------------------------------------------------------------------------------
+# Monitoring reports (mur.monitoring.report)
+# ------------------------------------------------------------------------------------------------
+
+MONITOR_THRESHOLDS = {
+    "window_hours": 168,
+    "min_resolved": 24,
+    "skill_below": -0.05,
+    "coverage_below": 0.8,
+    "psi_above": 0.25,
+    "ks_p_below": 0.01,
+    "cooldown_hours": 24,
+}
+
+
+def monitoring_report(
+    pair: str = "btc_usdt",
+    as_of: str = "2024-11-05T10:00:00Z",
+    *,
+    status: str = "ok",
+    skill: float | None = 0.042,
+    coverage: float | None = 0.88,
+    n_resolved: int = 120,
+    drifted: tuple[str, ...] = (),
+    alerts: tuple[str, ...] = (),
+) -> Any:
+    """A :class:`~mur.monitoring.report.MonitoringReport` as the monitoring task writes it: three inputs'
+    drift (the ``drifted`` ones with a high PSI and a tiny KS p-value), MAEs matching ``skill``."""
+    from mur.monitoring.report import DriftStat, MonitoringReport, Thresholds
+
+    drift = [
+        DriftStat(
+            feature=name,
+            psi=0.61 if name in drifted else 0.03,
+            ks=0.31 if name in drifted else 0.05,
+            ks_p=1e-6 if name in drifted else 0.42,
+            reference_mean=0.01,
+            recent_mean=0.03 if name in drifted else 0.011,
+            n_reference=4000,
+            n_recent=168,
+            drifted=name in drifted,
+        )
+        for name in ("abs_log_return", "log_range", "log_volume")
+    ]
+    return MonitoringReport(
+        pair=pair,
+        as_of=as_of,
+        champion_version=MODEL_VERSION,
+        trained_window={"start": "2024-05-01T00:00:00Z", "end": "2024-10-31T23:00:00Z"},
+        status=status,  # type: ignore[arg-type]
+        n_resolved=n_resolved,
+        n_pending=3,
+        skill=skill,
+        mae_model=None if skill is None else 100.0 * (1 - skill),
+        mae_persistence=None if skill is None else 100.0,
+        coverage=coverage,
+        level=0.9 if coverage is not None else None,
+        drift=drift,
+        alerts=list(alerts),
+        thresholds=Thresholds(**MONITOR_THRESHOLDS),
+    )

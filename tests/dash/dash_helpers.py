@@ -230,3 +230,25 @@ def train(client: FlaskClient, pair: str = "btc_usdt", epochs: Any = 3) -> str:
         )
     )
     return text_of(out["admin-train-result"])
+
+
+MONITORING_OUTPUT = (
+    "..monitoring-status.children...monitoring-summary.children...monitoring-rolling.figure"
+    "...monitoring-drift.figure...monitoring-drift-table.children...monitoring-alerts.children"
+    "...monitoring-thresholds.children.."
+)
+
+
+def monitoring_page(client: FlaskClient, pair: str, n_intervals: int = 0) -> dict[str, Any]:
+    """The Monitoring page's callback for ``pair`` (as on load, or on the refresh timer's tick)."""
+    return callback_json(
+        dash_update(
+            client,
+            MONITORING_OUTPUT,
+            inputs=[
+                {"id": "monitoring-pair", "property": "value", "value": pair},
+                {"id": "monitoring-refresh", "property": "n_intervals", "value": n_intervals},
+            ],
+            changed=["monitoring-pair.value"],
+        )
+    )

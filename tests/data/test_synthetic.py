@@ -26,7 +26,7 @@ from mur.settings import Settings
 def test_names_and_default_off() -> None:
     assert synthetic_pairs(3) == ["syn001_usdt", "syn002_usdt", "syn003_usdt"]
     assert is_synthetic("syn042_usdt") and not is_synthetic("btc_usdt") and not is_synthetic("syn000_usdt")
-    assert isinstance(get_market_data(Settings(synthetic_pairs=0)), BundledMarketData)
+    assert isinstance(get_market_data(Settings(synthetic_pairs=0)).archive, BundledMarketData)  # type: ignore[attr-defined]
     assert "syn001_usdt" not in get_market_data(Settings()).pairs()
 
 

@@ -1,4 +1,5 @@
-"""The whole stack, end to end, exactly as a user runs it: ``mur up`` → forecast → dashboard → ``mur down`` → ``mur up``.
+"""The whole stack, end to end, exactly as a user runs it: ``mur up`` → forecast → dashboard → the market loop
+turning → ``mur down`` → ``mur up``.
 
 One test, on a private stack: its own runtime dir (pids, logs, S3 data, Airflow home), its own PostgreSQL
 databases (dropped at the end) and its own ports (every service shifted by one random offset), so it neither
@@ -12,6 +13,12 @@ page answers and the admin logs in; a second ``mur up`` on the running stack cha
 secret; ``mur down`` leaves no process behind (no live session from the pid files, no process carrying the
 runtime dir in its environment, every port closed); after ``mur up`` again the same champions are served
 and the same token still works (usage is counted on).
+
+The market runs at speed 120 (a market hour every 30 s) from 2024-08-04 09:00, the day before the August 2024
+crash, so within minutes the test sees the loop turn (issue "the loop turns offline"): new candles arriving,
+DAG runs with advancing market window ends and new registered versions, a champion change hot-reloaded by
+Serve without a failed request, forecasts resolved in ``/v1/track-record``, ``/metrics`` scraped and parsed,
+and a drift alert delivered to a local Discord stand-in with a retraining requested through Airflow.
 """
 
 from __future__ import annotations
@@ -24,15 +31,18 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg2
 import pytest
+from discord_stub import DiscordStub
 from psycopg2 import sql
 
 from mur.settings import PROJECT_ROOT, Settings
@@ -54,6 +64,11 @@ SHIFTED_WITH = {  # ports that services derive from the ones above (Airflow's lo
     "MUR_AIRFLOW_PORT": (8793, 8794, 8974, 8975, 8976),
     "MUR_RAY_DASHBOARD_PORT": (10001, 52365),
 }
+CLOCK_START = "2024-08-04T09:00:00Z"
+"""Calm weeks behind (the training windows), the 2024-08-05 crash a few market hours ahead."""
+CLOCK_SPEED = 120
+LOOP_BUDGET_S = 600
+"""Wall seconds the loop checks may take (20 market hours at speed 120)."""
 PASSWORD_LINE = re.compile(r"^\s+password\s+(\S+)\s*$", re.M)
 TOKEN_LINE = re.compile(r"^\s+API token\s+(mur_\S+)\s*$", re.M)
 
@@ -89,8 +104,9 @@ def pick_offset() -> int:
     raise RuntimeError("no free set of ports found")
 
 
-def stack_env(runtime_dir: Path, suffix: str, offset: int) -> dict[str, str]:
-    """Environment of every ``mur`` call of the test: private runtime dir, databases, ports; tiny training."""
+def stack_env(runtime_dir: Path, suffix: str, offset: int, webhook: str) -> dict[str, str]:
+    """Environment of every ``mur`` call of the test: private runtime dir, databases, ports; tiny training;
+    a fast market clock; alerts to the local Discord stand-in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MUR_", "AIRFLOW", "RAY_"))}
     env.update({name: str(port + offset) for name, port in DEFAULT_PORTS.items()})
     env.update(
@@ -109,6 +125,15 @@ def stack_env(runtime_dir: Path, suffix: str, offset: int) -> dict[str, str]:
             "MUR_MAX_PARALLEL_TRAININGS": "2",
             "MUR_SERVE_MAX_REPLICAS": "1",
             "MUR_REGISTRY_POLL_S": "5",
+            "MUR_MARKET_REFRESH_S": "5",
+            "MUR_CLOCK_START": CLOCK_START,
+            "MUR_CLOCK_SPEED": str(CLOCK_SPEED),
+            "MUR_DEFAULT_MONTHLY_QUOTA": "100000",
+            "MUR_DISCORD_WEBHOOK_URL": webhook,
+            # drift over the last day against the champion's window: the crash's first hours cross it
+            "MUR_MONITOR_DRIFT_HOURS": "24",
+            "MUR_MONITOR_PSI_ABOVE": "0.5",
+            "MUR_MONITOR_KS_P_BELOW": "0.001",
             "NO_PROXY": "127.0.0.1,localhost",
         }
     )
@@ -168,7 +193,14 @@ def kill_leftovers(settings: Settings) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def discord() -> Iterator[DiscordStub]:
+    stub = DiscordStub()
+    yield stub
+    stub.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, discord: DiscordStub) -> Iterator[dict[str, Any]]:
     """The private stack's environment and Settings; at the end: down, kill leftovers, drop the databases."""
     try:
         psycopg2.connect(Settings(_env_file=None).pg_dsn("postgres"), connect_timeout=5).close()
@@ -177,7 +209,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     if not Path(MUR).exists():
         pytest.skip(f"{MUR} is missing: run bash infra/install.sh")
     runtime_dir = tmp_path_factory.mktemp("e2e") / "runtime"
-    env = stack_env(runtime_dir, uuid.uuid4().hex[:8], pick_offset())
+    env = stack_env(runtime_dir, uuid.uuid4().hex[:8], pick_offset(), discord.url)
     settings = _settings(env)
     try:
         yield {"env": env, "settings": settings}
@@ -258,8 +290,140 @@ def assert_nothing_left(settings: Settings, ports: list[int]) -> None:
     assert not listening, f"ports still in use after mur down: {listening}"
 
 
+class Poller(threading.Thread):
+    """Asks for a forecast of every pair twice a second, like a client would, and keeps every answer."""
+
+    def __init__(self, settings: Settings, token: str) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.token = settings, token
+        self.answers: list[tuple[str, int, dict[str, Any]]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=30, trust_env=False) as client:
+            while not self.stop.is_set():
+                for pair in PAIRS:
+                    try:
+                        r = client.get(
+                            f"{self.settings.serve_url}/v1/forecast/{pair}",
+                            headers={"Authorization": f"Bearer {self.token}"},
+                        )
+                        self.answers.append(
+                            (pair, r.status_code, r.json() if r.status_code == 200 else {"text": r.text})
+                        )
+                    except httpx.HTTPError as exc:
+                        self.answers.append((pair, 0, {"error": repr(exc)}))
+                self.stop.wait(0.5)
+
+    def seen(self, pair: str, key: str) -> list[Any]:
+        """Distinct values of ``key`` in ``pair``'s answers, in order of appearance."""
+        values: list[Any] = []
+        for p, status, body in list(self.answers):
+            if p == pair and status == 200 and body.get(key) not in values:
+                values.append(body.get(key))
+        return values
+
+
+def watch_the_loop(settings: Settings, token: str, discord: DiscordStub) -> dict[str, Any]:
+    """Within :data:`LOOP_BUDGET_S`, see every part of the loop turn; returns what was seen."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mur.db import Database
+    from mur.devstack import airflow
+    from mur.monitoring.store import latest_alerts
+
+    poller = Poller(settings, token)
+    poller.start()
+    seen: dict[str, Any] = {}
+    deadline = time.monotonic() + LOOP_BUDGET_S
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        with airflow.client(settings) as af, Database(settings, maxconn=1) as db:
+            while time.monotonic() < deadline:
+                runs = [r for r in af.dag_runs("mur_training", limit=200) if r.get("state") == "success"]
+                seen["window_ends"] = sorted(
+                    {r["data_interval_end"] for r in runs if r.get("data_interval_end")}
+                )
+                seen["candle_times"] = {p: poller.seen(p, "candle_time") for p in PAIRS}
+                seen["versions"] = {p: poller.seen(p, "model_version") for p in PAIRS}
+                record = httpx.get(
+                    f"{settings.serve_url}/v1/track-record/{PAIRS[0]}?limit=20", headers=headers, timeout=30,
+                    trust_env=False,
+                )  # fmt: skip
+                assert record.status_code == 200, record.text
+                seen["resolved"] = record.json()["resolved"]
+                alerts = [
+                    a for a in latest_alerts(db, limit=20) if any(k.startswith("drift") for k in a.kinds)
+                ]
+                seen["drift_alerts"] = alerts
+                done = (
+                    len(seen["window_ends"]) >= 2
+                    and all(len(v) >= 3 for v in seen["candle_times"].values())
+                    and any(len(v) >= 2 for v in seen["versions"].values())
+                    and seen["resolved"]
+                    and alerts
+                    and alerts[0].retrain_run_id
+                )
+                if done:
+                    break
+                time.sleep(5)
+            seen["market_now"] = json.loads(run_mur_env_clock(settings))["now"]
+            if seen.get("drift_alerts"):
+                run_id = seen["drift_alerts"][0].retrain_run_id
+                seen["retrain_run"] = af.dag_run("mur_training", run_id) if run_id else None
+    finally:
+        poller.stop.set()
+        poller.join(timeout=60)
+    seen["answers"] = poller.answers
+    scrape = httpx.get(f"{settings.serve_url}/metrics", timeout=30, trust_env=False)
+    assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")
+    seen["metrics"] = {f.name: f for f in text_string_to_metric_families(scrape.text)}
+    seen["post"] = discord.wait_for("input drift", timeout_s=5)
+    return seen
+
+
+def run_mur_env_clock(settings: Settings) -> str:
+    """``mur clock --json`` of the private stack (its runtime dir holds the clock)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUR_")}
+    env["MUR_RUNTIME_DIR"] = str(settings.runtime_dir)
+    proc = subprocess.run([MUR, "clock", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def check_the_loop(seen: dict[str, Any]) -> None:
+    print(
+        f"loop: market now {seen['market_now']}, window ends {seen['window_ends']}, versions {seen['versions']}"
+    )
+    failed = [a for a in seen["answers"] if a[1] != 200]
+    assert not failed, f"{len(failed)} of {len(seen['answers'])} forecast requests failed: {failed[:3]}"
+    assert len(seen["answers"]) > 100
+    for pair, times in seen["candle_times"].items():  # new candles arrived, in order
+        assert len(times) >= 3 and times == sorted(times), (pair, times)
+    assert len(seen["window_ends"]) >= 2  # DAG runs with advancing market window ends
+    assert all(end >= "2024-08-04" for end in seen["window_ends"])
+    assert any(len(v) >= 2 for v in seen["versions"].values()), seen["versions"]  # a champion change, hot
+    resolved = seen["resolved"]
+    assert resolved and all(r["actual"] > 0 and r["target_time"] < seen["market_now"] for r in resolved)
+    assert {"made_at", "target_time", "horizon_hours", "predicted", "actual"} <= set(resolved[0])
+    alerts = seen["drift_alerts"]
+    assert alerts, "no drift alert: the market went through the 2024-08-05 crash"
+    assert alerts[0].delivered and alerts[0].retrain_run_id, alerts[0]
+    assert seen["retrain_run"] and seen["retrain_run"]["conf"]["pairs"] == [alerts[0].pair]
+    post = seen["post"]
+    assert post is not None and alerts[0].pair in json.dumps(post) and "drift" in json.dumps(post)
+    metrics = seen["metrics"]
+    requests = [
+        s for s in metrics["mur_http_requests"].samples
+        if s.name == "mur_http_requests_total" and s.labels.get("route") == "/v1/forecast/{pair}"
+    ]  # fmt: skip
+    assert sum(s.value for s in requests if s.labels.get("status") == "200") >= len(seen["answers"])
+    served = {s.labels["pair"]: s.value for s in metrics["mur_served_model_version"].samples}
+    assert set(PAIRS) <= set(served)
+
+
 # --- the test ----------------------------------------------------------------------------------------------
-def test_up_train_serve_login_down_up_again(stack: dict[str, Any]) -> None:
+def test_up_train_serve_login_loop_down_up_again(stack: dict[str, Any], discord: DiscordStub) -> None:
     env, settings = stack["env"], stack["settings"]
     timings: dict[str, float] = {}
 
@@ -271,7 +435,7 @@ def test_up_train_serve_login_down_up_again(stack: dict[str, Any]) -> None:
     out = first.stdout
     for label in ("Dashboard", "API docs", "Airflow UI", "MLflow UI", "Ray dashboard"):
         assert re.search(rf"^\s+{label}\s+http://127\.0\.0\.1:\d+/", out, re.M), f"no {label} URL"
-    assert "triggered mur_training run" in out
+    assert re.search(r"(triggered mur_training run|the scheduled mur_training run \S+ trains)", out)
     password = PASSWORD_LINE.search(out)
     token = TOKEN_LINE.search(out)
     assert password and token, "the first mur up prints the admin password and a demo token"
@@ -294,6 +458,12 @@ def test_up_train_serve_login_down_up_again(stack: dict[str, Any]) -> None:
     rows = assert_all_running(env)
     ports = [r["port"] for r in rows if r["port"]]
 
+    # 3b. the loop turns: candles, trainings, a hot-reloaded champion, a track record, a drift alert, metrics
+    began = time.monotonic()
+    check_the_loop(watch_the_loop(settings, token, discord))
+    timings["loop"] = time.monotonic() - began
+    served_before = champions(settings, token)
+
     # 4. `mur up` on the running stack: nothing new, no secret printed, no training
     began = time.monotonic()
     again = run_mur(env, "up", "--timeout", "600")
@@ -303,27 +473,36 @@ def test_up_train_serve_login_down_up_again(stack: dict[str, Any]) -> None:
     assert not PASSWORD_LINE.search(again.stdout) and not TOKEN_LINE.search(again.stdout)
     assert "no training triggered" in again.stdout and "exists" in again.stdout
 
-    # 5. `mur down` leaves nothing behind
+    # 5. `mur down` leaves nothing behind, and pauses the market
     began = time.monotonic()
     down = run_mur(env, "down", timeout_s=600)
     timings["down"] = time.monotonic() - began
     assert down.returncode == 0, down.stderr[-3000:]
+    assert "market clock paused" in down.stdout
     assert_nothing_left(settings, ports)
+    paused_at = json.loads(run_mur_env_clock(settings))["now"]
     with pytest.raises(httpx.TransportError):
         forecast(settings, token, PAIRS[0])
 
-    # 6. `mur up` again: the same champions load, the same token works, the same password logs in
+    # 6. `mur up` again: the market resumes where it paused, the registry's champions load, the same token
+    #    works, the same password logs in
     began = time.monotonic()
     third = run_mur(env, "up", "--timeout", "900")
     timings["up after down"] = time.monotonic() - began
     assert third.returncode == 0, third.stderr[-3000:]
     assert "no training triggered" in third.stdout
     assert not PASSWORD_LINE.search(third.stdout) and not TOKEN_LINE.search(third.stdout)
-    assert champions(settings, token) == served_before
+    resumed_at = json.loads(run_mur_env_clock(settings))["now"]
+    paused, resumed = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (paused_at, resumed_at))
+    # resumed where it paused: it only ran while the stack was up again (~3 wall minutes = 6 market hours)
+    assert paused <= resumed < paused + timedelta(hours=24), (paused_at, resumed_at)
+    served_after = champions(settings, token)
+    assert set(served_after) == set(PAIRS)
+    assert all(served_after[p] >= served_before[p] for p in PAIRS)  # newer champions may have come in
     for pair in PAIRS:
         response = forecast(settings, token, pair)
         assert response.status_code == 200, response.text
-        assert response.json()["model_version"] == served_before[pair]
+        assert response.json()["model_version"] >= served_before[pair]
     dashboard_login(settings, "admin", password)
 
     # 7. usage survived: the demo token's calls of before and after the restart are counted together

@@ -4,12 +4,14 @@ error mapping, the forecast body."""
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from mur.clock import MarketClock
 from mur.data import BundledMarketData
 from mur.db import QuotaResult
 from mur.errors import (
@@ -25,7 +27,7 @@ from mur.errors import (
 from mur.model.inference import forecast_body, window_from_candles
 from mur.pairs import normalize_pair
 from mur.serving.http import DATABASE_UNAVAILABLE, QuotaExhaustedError, bearer_token, failure, http_error
-from mur.serving.market_cache import MarketCache, MarketClock
+from mur.serving.market_cache import MarketCache
 from mur.serving.payload import candles_from_payload
 from mur.settings import Settings
 
@@ -152,7 +154,9 @@ def test_market_cache_uses_the_bundled_data_end_and_a_replay_clock() -> None:
     assert snap.window(24) is snap.window(24)  # computed once per refresh
 
     anchor = (last_open - pd.Timedelta(days=10) + pd.Timedelta(minutes=30)).to_pydatetime()
-    replay = MarketCache(settings, ["btc_usdt"], source=source, clock=MarketClock(anchor, speed=0.0))
+    replay = MarketCache(
+        settings, ["btc_usdt"], source=source, clock=MarketClock(start=anchor, origin=time.time(), speed=0.0)
+    )
     replay.refresh()
     # the candle that opened at anchor-floor is still open at anchor (:30): the last closed one is an hour earlier
     expected = (last_open - pd.Timedelta(days=10) - pd.Timedelta(hours=1)).to_pydatetime()

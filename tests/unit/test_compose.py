@@ -10,6 +10,7 @@ compose counterpart, generically: program, flags, environment, health check, dep
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -39,6 +40,7 @@ SECRETS = {
     "AIRFLOW_FERNET_KEY",
     "AIRFLOW_API_SECRET_KEY",
     "AIRFLOW_JWT_SECRET",
+    "GRAFANA_ADMIN_PASSWORD",
 }
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|_KEY(_ID)?$|TOKEN|WEBHOOK")
 
@@ -58,8 +60,10 @@ PUBLISHED = {
     "airflow-api-server": {"airflow_port"},
     "dash": {"dash_port"},
 }
+# The operators' monitoring (no Settings field): published on ADMIN_BIND_ADDRESS, probed by their healthchecks.
+MONITORING_PORTS = {"prometheus": {9090}, "grafana": {3000}}
 # Container-internal ports that are no Settings field: scheduler health server, Ray's dashboard agent.
-INTERNAL_PORTS = {"airflow-scheduler": {8974}, "ray-worker": {52365}}
+INTERNAL_PORTS = {"airflow-scheduler": {8974}, "ray-worker": {52365}, **MONITORING_PORTS}
 
 # What the compose-only services run (the others are compared with the local table below).
 EXPECTED_COMMANDS = {
@@ -290,6 +294,8 @@ def test_expected_services_exist(services: dict[str, Any]) -> None:
         "ray-worker",
         "serve",
         "dash",
+        "prometheus",
+        "grafana",
     }
     assert wanted <= set(services), f"missing services: {sorted(wanted - set(services))}"
 
@@ -338,7 +344,9 @@ def test_one_shots_run_the_setup_steps(services: dict[str, Any]) -> None:
 def test_published_ports_are_the_settings_defaults(services: dict[str, Any], defaults: Settings) -> None:
     for name, svc in services.items():
         ports = published(svc)
-        wanted = {getattr(defaults, f) for f in PUBLISHED.get(name, set())}
+        wanted = {getattr(defaults, f) for f in PUBLISHED.get(name, set())} | MONITORING_PORTS.get(
+            name, set()
+        )
         assert {c for _, c in ports} == wanted, f"{name} publishes {ports}, expected {sorted(wanted)}"
         for host, container in ports:
             assert host == container, f"{name}: publish {container} on the same host port, not {host}"
@@ -571,3 +579,118 @@ def test_ray_nodes_get_the_serve_fast_path_env(services: dict[str, Any]) -> None
         env = {k: str(v) for k, v in services[name]["environment"].items()}
         missing = {k: v for k, v in SERVE_FAST_PATH_ENV.items() if env.get(k) != v}
         assert not missing, f"{name} lacks Serve flags {missing}"
+
+
+# --- the operators' monitoring: Prometheus and Grafana (docs/metrics.md) ----------------------------------
+PROMETHEUS_DIR = ROOT / "infra" / "prometheus"
+GRAFANA_DIR = ROOT / "infra" / "grafana"
+METRIC_NAME = re.compile(r"\bmur_[a-z0-9_]+\b")
+
+
+def mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> host path of each bind mount of a project file or folder."""
+    found = {}
+    for entry in service.get("volumes") or []:
+        source, target = str(entry).split(":")[:2]
+        if source.startswith("./"):
+            found[target] = ROOT / source
+    return found
+
+
+def exported_samples() -> set[str]:
+    """Every sample name the API's /metrics shows when every series has data, parsed from its text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from serve_app.metrics import DbSeries, RequestMetrics, families, render, sample_names
+
+    recorder = RequestMetrics()
+    recorder.observe("/v1/forecast/{pair}", "GET", 429, 0.01)
+    db = DbSeries(counts={"eth_usdt": (3, 2)}, skill={"eth_usdt": 0.1}, coverage={"eth_usdt": 0.9})
+    text = render(families(recorder.snapshot(), replicas=1, hub_ok=True, versions={"eth_usdt": 3.0}, db=db))
+    names = {s.name for f in text_string_to_metric_families(text.decode()) for s in f.samples}
+    assert names == sample_names(), "serve_app.metrics.FAMILIES names exactly what /metrics exports"
+    return names
+
+
+def test_monitoring_ports_bind_the_admin_address(services: dict[str, Any]) -> None:
+    for name in MONITORING_PORTS:
+        for entry in services[name]["ports"]:
+            assert str(entry).startswith("${ADMIN_BIND_ADDRESS:-127.0.0.1}:"), f"{name}: {entry} (admin UI)"
+
+
+def test_prometheus_scrapes_the_api_metrics(services: dict[str, Any], defaults: Settings) -> None:
+    prometheus = services["prometheus"]
+    config_path = flags(command(prometheus)).get("--config.file") or next(
+        t.split("=", 1)[1] for t in command(prometheus) if t.startswith("--config.file=")
+    )
+    mounted = mounts(prometheus)
+    assert config_path in mounted and mounted[config_path] == PROMETHEUS_DIR / "prometheus.yml"
+    config = yaml.safe_load(mounted[config_path].read_text())
+    api_jobs = [
+        job
+        for job in config["scrape_configs"]
+        for group in job.get("static_configs") or []
+        for target in group["targets"]
+        if target == f"ray-head:{defaults.serve_port}"
+    ]
+    assert api_jobs, "Prometheus scrapes the Serve ingress (ray-head, serve_port) by service name"
+    assert "serve_port" in SERVICE_PORTS["ray-head"] and "ray-head" in services
+    assert all(job.get("metrics_path", "/metrics") == "/metrics" for job in api_jobs)
+    assert all(job.get("scheme", "http") == "http" for job in api_jobs)
+    targets = [t for job in config["scrape_configs"] for g in job["static_configs"] for t in g["targets"]]
+    assert sum(t.endswith(f":{defaults.serve_port}") for t in targets) == 1, (
+        "one API target: /metrics is a total"
+    )
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(services: dict[str, Any]) -> None:
+    grafana = services["grafana"]
+    env = environment(grafana)
+    assert (
+        env["GF_SECURITY_ADMIN_PASSWORD"] == "${GRAFANA_ADMIN_PASSWORD:?set GRAFANA_ADMIN_PASSWORD in .env}"
+    )
+    assert env.get("GF_AUTH_ANONYMOUS_ENABLED") == "false" and env.get("GF_USERS_ALLOW_SIGN_UP") == "false"
+    assert grafana["depends_on"]["prometheus"]["condition"] == "service_healthy"
+    mounted = mounts(grafana)
+    assert mounted["/etc/grafana/provisioning"] == GRAFANA_DIR / "provisioning"
+    (datasources,) = (GRAFANA_DIR / "provisioning" / "datasources").glob("*.yml")
+    (source,) = yaml.safe_load(datasources.read_text())["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    assert source["url"].split("//")[1].split(":")[0] in services
+    (providers,) = (GRAFANA_DIR / "provisioning" / "dashboards").glob("*.yml")
+    (provider,) = yaml.safe_load(providers.read_text())["providers"]
+    folder = provider["options"]["path"]
+    assert mounted[folder] == GRAFANA_DIR / "dashboards", "the provider reads the mounted dashboards"
+    dashboards = sorted((GRAFANA_DIR / "dashboards").glob("*.json"))
+    assert [d.name for d in dashboards] == ["mur.json"]
+    home = env.get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
+    assert home is None or home == f"{folder}/mur.json"
+    for panel in json.loads(dashboards[0].read_text())["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+
+
+def test_every_dashboard_query_uses_metrics_the_api_exports() -> None:
+    exported = exported_samples()
+    dashboard = json.loads((GRAFANA_DIR / "dashboards" / "mur.json").read_text())
+    used: set[str] = set()
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets") or []:
+            names = set(METRIC_NAME.findall(target["expr"]))
+            assert names, f"panel {panel['title']!r}: {target['expr']} queries no mur_ metric"
+            unknown = names - exported
+            assert not unknown, (
+                f"panel {panel['title']!r} queries {sorted(unknown)}: /metrics has no such series"
+            )
+            used |= names
+    wanted = {
+        "mur_http_requests_total",
+        "mur_http_request_duration_seconds_bucket",
+        "mur_quota_rejections_total",
+        "mur_served_model_version",
+        "mur_forecasts_recorded_total",
+        "mur_forecasts_resolved_total",
+        "mur_rolling_skill",
+        "mur_rolling_coverage",
+    }
+    assert wanted <= used, f"the dashboard shows no {sorted(wanted - used)}"

@@ -14,6 +14,7 @@ from mur.data import (
     KLINE_COLUMNS,
     BinanceMarketData,
     BundledMarketData,
+    ClockedMarketData,
     MarketData,
     get_market_data,
     load_bundled,
@@ -138,7 +139,8 @@ def test_load_bundled_returns_independent_copies() -> None:
 def test_factory_and_protocol() -> None:
     bundled = get_market_data(Settings(market_data="bundled"))
     binance = get_market_data(Settings(market_data="binance", binance_api_url="http://127.0.0.1:9/api"))
-    assert isinstance(bundled, BundledMarketData) and isinstance(bundled, MarketData)
+    assert isinstance(bundled, ClockedMarketData) and isinstance(bundled, MarketData)
+    assert isinstance(bundled.archive, BundledMarketData)  # the recorded history, seen through the clock
     assert isinstance(binance, BinanceMarketData) and isinstance(binance, MarketData)
     assert binance._client is None  # no client (and no network) until the first request
 

@@ -1,0 +1,58 @@
+"""Every market hour: resolve the track record, compute each pair's monitoring report, alert on drift.
+
+    monitor (all pairs: resolve forecasts → rolling skill/coverage → input drift → report → alert + retrain)
+
+Configuration only: the task imports :mod:`mur.monitoring.task` when it runs. The schedule is the market clock
+(:class:`~mur.orchestration.timetable.MarketHourlyTimetable`: every ``3600 / MUR_CLOCK_SPEED`` wall seconds
+offline, hourly with live data); a crossed threshold sends a Discord alert and triggers ``mur_training`` for
+that pair through Airflow's REST API (``docs/monitoring.md``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import dag, get_current_context, task
+
+from mur.orchestration import MONITORING_DAG_ID
+from mur.orchestration.alerts import task_failure_alert
+from mur.orchestration.tasks import schedule_for
+from mur.settings import get_settings
+
+settings = get_settings()
+
+
+@dag(
+    dag_id=MONITORING_DAG_ID,
+    description="Track record resolution, rolling skill/coverage and drift per pair → alerts and retraining",
+    schedule=schedule_for(settings.train_schedule),
+    start_date=datetime(2023, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["mur", "monitoring"],
+    default_args={
+        "owner": "mur",
+        "retries": 1,
+        "retry_delay": timedelta(seconds=20),
+        "on_failure_callback": task_failure_alert,
+    },
+    doc_md=__doc__,
+)
+def mur_monitoring() -> None:
+    @task(execution_timeout=timedelta(minutes=10))
+    def monitor() -> dict:
+        """Monitor every configured pair at the run's market hour (its data interval end)."""
+        from mur.monitoring.task import run_monitoring
+        from mur.orchestration.tasks import training_end
+
+        context = get_current_context()
+        dag_run = context.get("dag_run")
+        hour = training_end(context.get("data_interval_end"), None, getattr(dag_run, "run_after", None))
+        ti = context.get("ti")
+        say = ti.log.info if ti is not None and hasattr(ti, "log") else print
+        return run_monitoring(get_settings(), market_hour=hour, say=say)
+
+    monitor()
+
+
+mur_monitoring()

@@ -1,0 +1,210 @@
+"""Figures for the Monitoring page (pure: monitoring reports in, plotly figures out).
+
+* :func:`rolling_figure`: the rolling skill vs persistence and the rolling coverage of the ranges over market
+  time, one point per stored report (``as_of``), with the 0-skill and nominal-level references and the alert
+  thresholds;
+* :func:`drift_figure`: per input, the latest report's PSI and KS p-value against their thresholds, drifted
+  inputs highlighted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from dash_app.charts import CHART_TEMPLATE, empty_figure
+from mur.monitoring.report import MonitoringReport
+
+SKILL_COLOR = "#d62728"
+COVERAGE_COLOR = "#ff7f0e"
+REFERENCE_COLOR = "gray"
+THRESHOLD_COLOR = "#d92d20"
+DRIFTED_COLOR = "#d92d20"
+STEADY_COLOR = "#98a2b3"
+NO_REPORT = "No monitoring report yet: the monitoring task runs every market hour."
+
+
+def parse_as_of(value: str) -> datetime:
+    """A report's ``as_of`` (ISO-8601, ``Z`` allowed) as an aware UTC datetime."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class RollingSeries:
+    """The reports' rolling figures in market-time order (None where a report had none)."""
+
+    times: list[datetime]
+    skill: list[float | None]
+    coverage: list[float | None]
+    level: list[float | None]
+    n: list[int]
+
+    @property
+    def count(self) -> int:
+        return len(self.times)
+
+    @property
+    def nominal_level(self) -> float | None:
+        """The latest known nominal coverage level (e.g. 0.9)."""
+        return next((v for v in reversed(self.level) if v is not None), None)
+
+
+def rolling_series(history: Sequence[MonitoringReport]) -> RollingSeries:
+    """One point per report, sorted by ``as_of`` (the store gives them oldest first already)."""
+    ordered = sorted(history, key=lambda r: parse_as_of(r.as_of))
+    return RollingSeries(
+        times=[parse_as_of(r.as_of) for r in ordered],
+        skill=[r.skill for r in ordered],
+        coverage=[r.coverage for r in ordered],
+        level=[r.level for r in ordered],
+        n=[r.n_resolved for r in ordered],
+    )
+
+
+def _reference(times: list[datetime], value: float, *, name: str, color: str, dash: str) -> go.Scatter:
+    """A horizontal reference drawn as a trace across ``times`` (so it shows in the legend)."""
+    return go.Scatter(
+        x=[times[0], times[-1]],
+        y=[value, value],
+        mode="lines",
+        name=name,
+        line={"color": color, "dash": dash, "width": 1},
+        hoverinfo="skip",
+    )
+
+
+def rolling_figure(history: Sequence[MonitoringReport], *, pair: str) -> go.Figure:
+    """Rolling skill vs persistence (top, with the 0-skill line and the skill alert threshold) and rolling
+    coverage of the ranges (bottom, with the nominal level and the coverage alert threshold) over market
+    time; a blank chart saying so when there is no report yet."""
+    series = rolling_series(history)
+    if not series.count:
+        return empty_figure(NO_REPORT)
+    thresholds = max(history, key=lambda r: parse_as_of(r.as_of)).thresholds
+    figure = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.12,
+        subplot_titles=("rolling skill vs persistence", "rolling coverage of the range"),
+    )
+    level = series.nominal_level
+    panels: list[tuple[int, list[float | None], str, str, str, list[tuple[float, str, str, str]]]] = [
+        (
+            1,
+            series.skill,
+            "rolling skill",
+            SKILL_COLOR,
+            "skill %{y:+.3f}",
+            [
+                (0.0, "no skill (0)", REFERENCE_COLOR, "dash"),
+                (
+                    thresholds.skill_below,
+                    f"skill alert below {thresholds.skill_below:+g}",
+                    THRESHOLD_COLOR,
+                    "dot",
+                ),
+            ],
+        ),
+        (
+            2,
+            series.coverage,
+            "rolling coverage",
+            COVERAGE_COLOR,
+            "coverage %{y:.1%}",
+            [
+                *(
+                    [(level, f"nominal level {level:.0%}", REFERENCE_COLOR, "dash")]
+                    if level is not None
+                    else []
+                ),
+                (
+                    thresholds.coverage_below,
+                    f"coverage alert below {thresholds.coverage_below:.0%}",
+                    THRESHOLD_COLOR,
+                    "dot",
+                ),
+            ],
+        ),
+    ]
+    for row, values, name, color, hover, references in panels:
+        figure.add_trace(
+            go.Scatter(
+                x=series.times,
+                y=values,
+                mode="lines+markers",
+                name=name,
+                line={"color": color},
+                customdata=series.n,
+                hovertemplate=f"%{{x}}<br>{hover}<br>n = %{{customdata}}<extra></extra>",
+            ),
+            row=row,
+            col=1,
+        )
+        for value, label, line_color, dash in references:
+            figure.add_trace(
+                _reference(series.times, value, name=label, color=line_color, dash=dash), row=row, col=1
+            )
+    figure.update_yaxes(tickformat=".0%", row=2, col=1)
+    figure.update_layout(
+        template=CHART_TEMPLATE,
+        title=f"{pair.upper()} rolling skill and coverage (market time)",
+        margin={"l": 50, "r": 20, "t": 70, "b": 40},
+        legend={"orientation": "h", "y": -0.15},
+        height=520,
+    )
+    return figure
+
+
+def drift_figure(report: MonitoringReport | None) -> go.Figure:
+    """Per input: PSI (left, alert threshold dotted) and KS p-value (right, log scale, threshold dotted) of
+    ``report``; drifted inputs in red, the others grey."""
+    if report is None:
+        return empty_figure(NO_REPORT)
+    if not report.drift:
+        return empty_figure("no drift statistics in the latest report")
+    features = [d.feature for d in report.drift]
+    colors = [DRIFTED_COLOR if d.drifted else STEADY_COLOR for d in report.drift]
+    status = ["drifted" if d.drifted else "steady" for d in report.drift]
+    thresholds = report.thresholds
+    figure = make_subplots(
+        rows=1,
+        cols=2,
+        horizontal_spacing=0.12,
+        subplot_titles=(
+            f"PSI (alert above {thresholds.psi_above:g})",
+            f"KS p-value (alert below {thresholds.ks_p_below:g})",
+        ),
+    )
+    panels = (
+        (1, "PSI", [d.psi for d in report.drift], "PSI %{y:.3f}", thresholds.psi_above),
+        (2, "KS p-value", [max(d.ks_p, 1e-300) for d in report.drift], "p = %{y:.3g}", thresholds.ks_p_below),
+    )
+    for col, name, values, hover, threshold in panels:
+        figure.add_trace(
+            go.Bar(
+                x=features,
+                y=values,
+                name=name,
+                marker={"color": colors},
+                customdata=status,
+                hovertemplate=f"%{{x}}: {hover} (%{{customdata}})<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        figure.add_hline(y=threshold, line_dash="dot", line_color=THRESHOLD_COLOR, row=1, col=col)
+    figure.update_yaxes(type="log", row=1, col=2)
+    figure.update_layout(
+        template=CHART_TEMPLATE,
+        title=f"{report.pair.upper()} input drift at {report.as_of} (recent hours vs training window)",
+        margin={"l": 50, "r": 20, "t": 80, "b": 40},
+        showlegend=False,
+        height=360,
+    )
+    return figure

@@ -1,0 +1,351 @@
+"""Monitoring page: what the hourly monitoring task found for a pair, in plain language.
+
+Reads ``monitoring_reports`` and ``monitoring_alerts`` (:mod:`mur.monitoring.store`): the latest report's
+status, rolling skill vs persistence and coverage of the ranges, the input drift, the recent alerts and the
+thresholds in use; a chart of the rolling figures over market time. Refreshed every
+:data:`REFRESH_MS` of wall time. Before the first report it says so; a database failure is a message.
+See ``docs/monitoring.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from dash import Dash, Input, Output, dcc, html
+from dash.development.base_component import Component
+from dash.exceptions import PreventUpdate
+from pydantic import ValidationError
+
+from dash_app.charts import empty_figure
+from dash_app.components import data_table, fmt_number, fmt_time, notice
+from dash_app.context import DashboardContext, current_account, get_context
+from dash_app.monitoring_charts import NO_REPORT, drift_figure, parse_as_of, rolling_figure
+from mur.errors import MurError
+from mur.monitoring.report import MonitoringReport, Thresholds
+from mur.monitoring.store import AlertRow, latest_alerts, report_history
+
+if TYPE_CHECKING:
+    from mur.db import User
+
+logger = logging.getLogger(__name__)
+
+REFRESH_MS = 30_000
+HISTORY_LIMIT = 500
+ALERTS_LIMIT = 20
+STALE_AFTER_HOURS = 2
+STATUS_TEXT = {
+    "ok": ("ok", "OK", "no threshold is crossed: the model is doing its job."),
+    "alert": ("bad", "Alert", "a threshold is crossed (see below)."),
+    "insufficient_data": (
+        "warn",
+        "Insufficient data",
+        "too few resolved forecasts in the window to judge the model yet.",
+    ),
+}
+BADGE_STYLE = {
+    "ok": {"background": "#ecfdf3", "color": "#027a48", "border": "1px solid #6ce9a6"},
+    "bad": {"background": "#fef3f2", "color": "#b42318", "border": "1px solid #fda29b"},
+    "warn": {},
+}
+OUTPUT_IDS = (
+    "monitoring-status",
+    "monitoring-summary",
+    "monitoring-rolling",
+    "monitoring-drift",
+    "monitoring-drift-table",
+    "monitoring-alerts",
+    "monitoring-thresholds",
+)
+
+
+def layout(context: DashboardContext, account: User) -> Component:
+    """Pair picker, status, summary, charts, drift table, alerts and thresholds (filled by :func:`update`)."""
+    pairs = context.settings.pairs
+    return html.Div(
+        [
+            dcc.Interval(id="monitoring-refresh", interval=REFRESH_MS, n_intervals=0),
+            html.Div(
+                [
+                    html.Div(
+                        [
+                            html.Label("Pair", htmlFor="monitoring-pair"),
+                            dcc.Dropdown(
+                                id="monitoring-pair",
+                                options=[{"label": p.upper(), "value": p} for p in pairs],
+                                value=pairs[0] if pairs else None,
+                                clearable=False,
+                                style={"width": "220px"},
+                            ),
+                        ],
+                        className="field",
+                    ),
+                    html.Div(id="monitoring-status"),
+                ],
+                className="row",
+            ),
+            html.Div([html.H3("Latest report"), html.Div(id="monitoring-summary")], className="card"),
+            html.Div(
+                [
+                    html.H3("Rolling skill and coverage"),
+                    dcc.Graph(id="monitoring-rolling", config={"displaylogo": False}),
+                ],
+                className="card",
+            ),
+            html.Div(
+                [
+                    html.H3("Input drift"),
+                    dcc.Graph(id="monitoring-drift", config={"displaylogo": False}),
+                    html.Div(id="monitoring-drift-table"),
+                ],
+                className="card",
+            ),
+            html.Div([html.H3("Recent alerts"), html.Div(id="monitoring-alerts")], className="card"),
+            html.Div([html.H3("Thresholds in use"), html.Div(id="monitoring-thresholds")], className="card"),
+        ]
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Plain-language pieces (pure)
+# ------------------------------------------------------------------------------------------------
+
+
+def status_block(report: MonitoringReport) -> Component:
+    """The status badge with one sentence (ok / alert / insufficient data)."""
+    kind, label, sentence = STATUS_TEXT.get(report.status, ("warn", report.status, ""))
+    return notice(
+        [
+            html.Span(
+                label, id="monitoring-badge", className=f"badge {kind}", style=BADGE_STYLE.get(kind, {})
+            ),
+            " ",
+            sentence,
+        ],
+        kind,
+        id="monitoring-status-line",
+    )
+
+
+def skill_sentence(report: MonitoringReport) -> str:
+    """``The model beat persistence ...`` / ``did not`` / why there is no skill figure."""
+    t = report.thresholds
+    n = report.n_resolved
+    if report.skill is None:
+        return (
+            f"No skill figure yet: {n} resolved next-hour forecast(s) in the last {t.window_hours} market "
+            f"hours, {t.min_resolved} needed."
+        )
+    maes = (
+        f" (MAE {fmt_number(report.mae_model, 5)} vs {fmt_number(report.mae_persistence, 5)})"
+        if report.mae_model is not None and report.mae_persistence is not None
+        else ""
+    )
+    if report.skill > 0:
+        verdict = (
+            f"The model beat persistence ('no change'): its errors were {report.skill:.1%} smaller{maes}"
+        )
+    else:
+        verdict = f"The model did not beat persistence ('no change'): skill {report.skill:+.1%}{maes}"
+    below = f"; below the alert threshold {t.skill_below:+g}" if report.skill < t.skill_below else ""
+    return f"{verdict} over the last {n} resolved next-hour forecast(s) (n = {n}){below}."
+
+
+def coverage_sentence(report: MonitoringReport) -> str:
+    """How often the actual close fell inside the range, against the nominal level."""
+    if report.coverage is None:
+        return "No coverage figure yet (no resolved forecast with a range in the window)."
+    level = f"the nominal {report.level:.0%}" if report.level is not None else "the nominal level"
+    t = report.thresholds
+    below = (
+        f"; below the alert threshold {t.coverage_below:.0%}" if report.coverage < t.coverage_below else ""
+    )
+    return (
+        f"{report.coverage:.1%} of the actual closes fell inside the forecast range "
+        f"(rolling coverage, n = {report.n_resolved}) against {level}{below}."
+    )
+
+
+def summary_block(report: MonitoringReport, *, market_now: datetime | None = None) -> Component:
+    """The latest report's figures in plain language."""
+    as_of = parse_as_of(report.as_of)
+    window = report.trained_window or {}
+    lines: list[Any] = [
+        html.Span(
+            f"As of market hour {fmt_time(as_of)}; champion version {report.champion_version or '–'}"
+            + (f", trained on {window.get('start') or '?'} → {window.get('end') or '?'}" if window else "")
+            + ".",
+            id="monitoring-as-of",
+        ),
+        html.Br(),
+        html.Span(skill_sentence(report), id="monitoring-skill"),
+        html.Br(),
+        html.Span(coverage_sentence(report), id="monitoring-coverage"),
+        html.Br(),
+        html.Span(
+            f"{report.n_pending} forecast(s) of any horizon waiting for their candle to close.",
+            id="monitoring-pending",
+        ),
+    ]
+    drifted = [d.feature for d in report.drift if d.drifted]
+    lines += [
+        html.Br(),
+        html.Span(
+            f"Input drift: {', '.join(drifted)} drifted from the training window."
+            if drifted
+            else "Input drift: no input drifted from the training window.",
+            id="monitoring-drift-summary",
+        ),
+    ]
+    blocks: list[Component] = [html.P(lines)]
+    if report.alerts:
+        blocks.append(
+            html.Div(
+                [html.Strong("Thresholds crossed:"), html.Ul([html.Li(a) for a in report.alerts])],
+                id="monitoring-report-alerts",
+            )
+        )
+    if market_now is not None:
+        behind = (market_now - as_of).total_seconds() / 3600
+        if behind >= STALE_AFTER_HOURS:
+            blocks.append(
+                notice(
+                    f"This report is {behind:.0f} market hours old (market time now {fmt_time(market_now)}): "
+                    "is the monitoring task running?",
+                    "warn",
+                    id="monitoring-stale",
+                )
+            )
+    return html.Div(blocks)
+
+
+def drift_table(report: MonitoringReport) -> Component:
+    """Per input: PSI, KS statistic and p-value, the means and sizes, drifted or not."""
+    if not report.drift:
+        return html.P("No drift statistics in this report.", className="muted")
+    rows = [
+        [
+            html.Strong(d.feature) if d.drifted else d.feature,
+            fmt_number(d.psi, 3),
+            fmt_number(d.ks, 3),
+            fmt_number(d.ks_p, 3),
+            fmt_number(d.reference_mean, 4),
+            fmt_number(d.recent_mean, 4),
+            f"{d.n_reference} / {d.n_recent}",
+            html.Strong("drifted", style={"color": "#d92d20"}) if d.drifted else "steady",
+        ]
+        for d in report.drift
+    ]
+    head = ["input", "PSI", "KS", "KS p-value", "training mean", "recent mean", "n (training / recent)", ""]
+    return data_table(head, rows, id="monitoring-drift-rows")
+
+
+def alerts_block(alerts: Sequence[AlertRow]) -> Component:
+    """Recent alerts, newest first: market time, kinds, message, Discord delivery, the retraining run."""
+    if not alerts:
+        return html.P("No alert raised for this pair.", className="muted", id="monitoring-no-alerts")
+    rows = [
+        [
+            fmt_time(a.as_of),
+            ", ".join(a.kinds),
+            a.message,
+            "delivered" if a.delivered else "not delivered",
+            a.retrain_run_id or "–",
+        ]
+        for a in alerts
+    ]
+    head = ["market time", "kinds", "message", "Discord", "retraining run"]
+    return data_table(head, rows, id="monitoring-alert-rows")
+
+
+def thresholds_block(thresholds: Thresholds) -> Component:
+    """Every threshold with its value and what it means (``MUR_MONITOR_*`` settings)."""
+    rows = [
+        [name, str(getattr(thresholds, name)), info.description or ""]
+        for name, info in Thresholds.model_fields.items()
+    ]
+    return html.Div(
+        [
+            data_table(["threshold", "value", "meaning"], rows, id="monitoring-threshold-rows"),
+            html.P(
+                ["Set with the MUR_MONITOR_* settings; see ", html.Code("docs/monitoring.md"), "."],
+                className="muted",
+            ),
+        ]
+    )
+
+
+def render(
+    pair: str,
+    history: Sequence[MonitoringReport],
+    alerts: Sequence[AlertRow],
+    *,
+    market_now: datetime | None = None,
+) -> tuple[Any, ...]:
+    """The page's outputs (:data:`OUTPUT_IDS` order) for ``pair`` from its reports (oldest first) and
+    alerts (newest first)."""
+    alerts_part = alerts_block(alerts)
+    if not history:
+        message = notice(NO_REPORT, "warn", id="monitoring-none")
+        none = html.P(NO_REPORT, className="muted")
+        return message, none, empty_figure(NO_REPORT), empty_figure(NO_REPORT), "", alerts_part, none
+    latest = max(history, key=lambda r: parse_as_of(r.as_of))
+    return (
+        status_block(latest),
+        summary_block(latest, market_now=market_now),
+        rolling_figure(history, pair=pair),
+        drift_figure(latest),
+        drift_table(latest),
+        alerts_part,
+        thresholds_block(latest.thresholds),
+    )
+
+
+def failure(message: str) -> tuple[Any, ...]:
+    """Every output when the page cannot be filled: the message, blank charts."""
+    return (
+        notice(message, "bad", id="monitoring-error"),
+        "",
+        empty_figure(message),
+        empty_figure(message),
+        "",
+        "",
+        "",
+    )
+
+
+def update(pair: str | None, _n_intervals: int | None = None) -> tuple[Any, ...]:
+    """Everything on the page for ``pair`` (again every :data:`REFRESH_MS`)."""
+    if current_account() is None:
+        raise PreventUpdate
+    context = get_context()
+    if pair not in context.settings.pairs:
+        return failure("Pick one of the listed pairs.")
+    try:
+        history = report_history(context.db, pair, limit=HISTORY_LIMIT)
+        alerts = latest_alerts(context.db, pair, limit=ALERTS_LIMIT)
+    except (MurError, psycopg.Error, ValidationError) as exc:
+        logger.error("monitoring page: cannot read the reports of %s: %s", pair, exc)
+        return failure(
+            "The monitoring reports cannot be read right now (database unavailable); try again shortly."
+        )
+    try:
+        market_now: datetime | None = context.market_now()
+    except (MurError, ValueError) as exc:  # a bad clock setting must not hide the reports
+        logger.warning("monitoring page: no market clock: %s", exc)
+        market_now = None
+    return render(pair, history, alerts, market_now=market_now)
+
+
+def register_callbacks(app: Dash) -> None:
+    app.callback(
+        *(
+            Output(name, "figure" if name in ("monitoring-rolling", "monitoring-drift") else "children")
+            for name in OUTPUT_IDS
+        ),
+        Input("monitoring-pair", "value"),
+        Input("monitoring-refresh", "n_intervals"),
+    )(update)

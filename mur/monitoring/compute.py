@@ -1,0 +1,326 @@
+"""How a pair's champion fares, from what happened after its forecasts: resolution of the track record,
+rolling skill and coverage, input drift against the champion's training window, and the alerts they raise.
+
+Everything here is market time (:mod:`mur.clock`): a forecast for target hour ``T`` (the open time of the
+candle whose close it predicts) is resolved once that candle has closed, i.e. once ``T < clock.hour()``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mur.db.forecasts import Forecast, fill_actuals
+from mur.errors import MarketDataError
+from mur.monitoring.report import (
+    DRIFT_FEATURES,
+    DriftStat,
+    MonitoringReport,
+    RollingPoint,
+    Status,
+    Thresholds,
+)
+from mur.pairs import normalize_pair
+from mur.timeutil import HOUR, iso, parse_time
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mur.db.pool import Database
+    from mur.settings import Settings
+
+RESOLVE_LOOKBACK = timedelta(days=30)
+"""Forecasts older than this that never got an actual (a gap in the data) are left alone."""
+ROLLING_POINTS = 168
+"""Points of the rolling series kept in a report (a week of hours)."""
+PSI_BINS = 10
+PSI_FLOOR = 1e-4
+
+
+def thresholds_from(settings: Settings) -> Thresholds:
+    return Thresholds(
+        window_hours=settings.monitor_window_hours,
+        min_resolved=settings.monitor_min_resolved,
+        skill_below=settings.monitor_skill_below,
+        coverage_below=settings.monitor_coverage_below,
+        psi_above=settings.monitor_psi_above,
+        ks_p_below=settings.monitor_ks_p_below,
+        alert_features=list(settings.monitor_drift_alert_features),
+        cooldown_hours=settings.monitor_cooldown_hours,
+    )
+
+
+# --- resolution ------------------------------------------------------------------------------------------
+def resolve_forecasts(db: Database, source: Any, pair: str, market_hour: datetime) -> int:
+    """Fill ``actual`` for ``pair``'s forecasts whose target candle has closed before ``market_hour``;
+    returns how many rows were resolved."""
+    pair = normalize_pair(pair)
+    with db.cursor() as cur:
+        cur.execute(
+            """
+            SELECT min(target_time) AS first FROM forecasts
+            WHERE pair = %(pair)s AND actual IS NULL AND target_time < %(hour)s AND target_time >= %(floor)s
+            """,
+            {"pair": pair, "hour": market_hour, "floor": market_hour - RESOLVE_LOOKBACK},
+        )
+        row = cur.fetchone()
+    first = row["first"] if row else None
+    if first is None:
+        return 0
+    try:
+        candles = source.klines(pair, start=first, end=market_hour)
+    except MarketDataError:  # no candle in that span (a replayed history that has ended)
+        return 0
+    return fill_actuals(db, pair=pair, candles=zip(candles["timestamp"], candles["close"], strict=True))
+
+
+# --- rolling skill and coverage ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Resolved:
+    target_time: datetime
+    predicted: float
+    actual: float
+    last_close: float
+    lower: float | None
+    upper: float | None
+    level: float | None
+
+
+def resolved_hourly(db: Database, pair: str, market_hour: datetime, hours: int) -> list[Resolved]:
+    """Resolved 1 h forecasts of ``pair`` with targets in the last ``hours`` market hours before
+    ``market_hour``, oldest first; one per target hour (the latest made)."""
+    with db.cursor() as cur:
+        cur.execute(
+            """
+            SELECT DISTINCT ON (target_time) target_time, predicted, actual, last_close, lower, upper, level
+            FROM forecasts
+            WHERE pair = %(pair)s AND horizon_hours = 1 AND actual IS NOT NULL
+              AND target_time < %(hour)s AND target_time >= %(since)s
+            ORDER BY target_time, made_at DESC
+            """,
+            {"pair": normalize_pair(pair), "hour": market_hour, "since": market_hour - hours * HOUR},
+        )
+        return [Resolved(**row) for row in cur.fetchall()]
+
+
+def pending_count(db: Database, pair: str) -> int:
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) AS n FROM forecasts WHERE pair = %(pair)s AND actual IS NULL",
+            {"pair": normalize_pair(pair)},
+        )
+        row = cur.fetchone()
+    return int(row["n"]) if row else 0
+
+
+def window_stats(rows: Sequence[Resolved | Forecast]) -> dict[str, Any]:
+    """n, MAE of the model and of persistence (the last close when it was made), skill = 1 - their ratio,
+    and the range's coverage and nominal level where the forecasts had one, over resolved ``rows`` (the
+    monitoring window and the API's track record alike)."""
+    out: dict[str, Any] = {"n": len(rows)}
+    if not rows:
+        return out | {
+            "mae_model": None,
+            "mae_persistence": None,
+            "skill": None,
+            "coverage": None,
+            "level": None,
+        }
+    actual = np.array([r.actual for r in rows], dtype=np.float64)  # resolved: never None
+    err = np.abs(np.array([r.predicted for r in rows]) - actual)
+    base = np.abs(np.array([r.last_close for r in rows]) - actual)
+    mae_model, mae_persistence = float(err.mean()), float(base.mean())
+    banded = [r for r in rows if r.lower is not None and r.upper is not None]
+    coverage = (
+        float(np.mean([r.lower <= r.actual <= r.upper for r in banded]))  # type: ignore[operator]
+        if banded
+        else None
+    )
+    levels = [r.level for r in banded if r.level is not None]
+    return out | {
+        "mae_model": mae_model,
+        "mae_persistence": mae_persistence,
+        "skill": 1.0 - mae_model / mae_persistence if mae_persistence > 0 else None,
+        "coverage": coverage,
+        "level": float(np.median(levels)) if levels else None,
+    }
+
+
+def rolling_series(rows: Sequence[Resolved], window: int) -> list[RollingPoint]:
+    """The window statistics as of each resolved target (the last :data:`ROLLING_POINTS`)."""
+    points = []
+    for i in range(max(0, len(rows) - ROLLING_POINTS), len(rows)):
+        stats = window_stats(rows[max(0, i + 1 - window) : i + 1])
+        points.append(
+            RollingPoint(
+                target_time=iso(rows[i].target_time),
+                n=stats["n"],
+                skill=stats["skill"],
+                coverage=stats["coverage"],
+                mae_model=stats["mae_model"],
+                mae_persistence=stats["mae_persistence"],
+            )
+        )
+    return points
+
+
+# --- input drift ---------------------------------------------------------------------------------------
+def drift_inputs(candles: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per-hour inputs whose distribution drift matters: |log return|, log(high/low), log(1 + volume)."""
+    close = candles["close"].to_numpy(dtype=np.float64)
+    high = candles["high"].to_numpy(dtype=np.float64)
+    low = candles["low"].to_numpy(dtype=np.float64)
+    volume = candles["volume"].to_numpy(dtype=np.float64)
+    returns = np.abs(np.diff(np.log(close)))
+    return {
+        "abs_log_return": returns,
+        "log_range": np.log(high / low)[1:],
+        "log_volume": np.log1p(np.maximum(volume, 0.0))[1:],
+    }
+
+
+def psi(reference: np.ndarray, recent: np.ndarray, bins: int = PSI_BINS) -> float:
+    """Population-stability index of ``recent`` against ``reference``, over the reference's quantile bins
+    (``sum((p_recent - p_ref) * ln(p_recent / p_ref))``; < 0.1 stable, 0.1-0.25 moderate, > 0.25 shifted)."""
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+    ref = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1) / len(
+        reference
+    )
+    new = np.bincount(np.searchsorted(edges, recent, side="right"), minlength=len(edges) + 1) / len(recent)
+    ref, new = np.maximum(ref, PSI_FLOOR), np.maximum(new, PSI_FLOOR)
+    return float(np.sum((new - ref) * np.log(new / ref)))
+
+
+def drift_stats(reference: pd.DataFrame, recent: pd.DataFrame, thresholds: Thresholds) -> list[DriftStat]:
+    """PSI and two-sample KS of each input, recent hours against the reference window."""
+    from scipy.stats import ks_2samp
+
+    ref_inputs, new_inputs = drift_inputs(reference), drift_inputs(recent)
+    stats = []
+    for name in DRIFT_FEATURES:
+        ref, new = ref_inputs[name], new_inputs[name]
+        ref, new = ref[np.isfinite(ref)], new[np.isfinite(new)]
+        if len(ref) < 2 * PSI_BINS or len(new) < PSI_BINS:
+            continue
+        value = psi(ref, new)
+        ks = ks_2samp(ref, new)
+        p_value = float(ks.pvalue)
+        stats.append(
+            DriftStat(
+                feature=name,
+                psi=value,
+                ks=float(ks.statistic),
+                ks_p=p_value,
+                reference_mean=float(ref.mean()),
+                recent_mean=float(new.mean()),
+                n_reference=len(ref),
+                n_recent=len(new),
+                drifted=(drifted := value > thresholds.psi_above and p_value < thresholds.ks_p_below),
+                alerting=drifted and name in thresholds.alert_features,
+            )
+        )
+    return stats
+
+
+# --- the report --------------------------------------------------------------------------------------------
+def alerts_for(
+    stats: dict[str, Any], drift: Sequence[DriftStat], thresholds: Thresholds
+) -> tuple[list[str], list[str]]:
+    """(kinds, plain-language lines) of the thresholds crossed."""
+    kinds, lines = [], []
+    n = stats["n"]
+    if (
+        n >= thresholds.min_resolved
+        and stats["skill"] is not None
+        and stats["skill"] < thresholds.skill_below
+    ):
+        kinds.append("skill")
+        lines.append(
+            f"rolling skill {stats['skill']:+.3f} over {n} resolved forecasts is below {thresholds.skill_below:+.2f}: "
+            f"persistence did better (MAE {stats['mae_persistence']:.6g} vs the model's {stats['mae_model']:.6g})"
+        )
+    coverage = stats["coverage"]
+    if n >= thresholds.min_resolved and coverage is not None and coverage < thresholds.coverage_below:
+        kinds.append("coverage")
+        lines.append(
+            f"rolling coverage {coverage:.0%} of the {stats['level'] or 0:.0%} range over {n} forecasts is "
+            f"below {thresholds.coverage_below:.0%}"
+        )
+    for d in drift:
+        if d.alerting:
+            kinds.append(f"drift:{d.feature}")
+            lines.append(
+                f"input drift in {d.feature}: PSI {d.psi:.2f} > {thresholds.psi_above:g}, KS p {d.ks_p:.1e} "
+                f"(mean {d.recent_mean:.4g} over the last {d.n_recent} h vs {d.reference_mean:.4g} in training)"
+            )
+    return kinds, lines
+
+
+def build_report(
+    db: Database,
+    source: Any,
+    pair: str,
+    market_hour: datetime,
+    thresholds: Thresholds,
+    *,
+    champion: dict[str, Any] | None,
+    drift_hours: int,
+) -> tuple[MonitoringReport, list[str]]:
+    """The report of ``pair`` at ``market_hour`` (after resolving its forecasts) and its alert kinds."""
+    pair = normalize_pair(pair)
+    rows = resolved_hourly(db, pair, market_hour, max(thresholds.window_hours, ROLLING_POINTS))
+    stats = window_stats(rows[-thresholds.window_hours :])
+    window = (champion or {}).get("data_window") or {}
+    drift: list[DriftStat] = []
+    recent_start = market_hour - drift_hours * HOUR
+    try:
+        recent = source.klines(pair, start=recent_start - HOUR, end=market_hour)
+    except MarketDataError:  # no recent candles (a replayed history that has ended): no drift to measure
+        recent = None
+    ref_start, ref_end = parse_time(window.get("start")), parse_time(window.get("end"))
+    if ref_end is None or ref_end > recent_start:  # no champion window (or it overlaps): the 30 days before
+        ref_end = recent_start
+        ref_start = ref_end - timedelta(days=30)
+    try:
+        reference = source.klines(pair, start=ref_start, end=ref_end)
+    except MarketDataError:  # the training window is not in this source (e.g. trained on a CSV)
+        reference = None
+    if recent is not None and reference is not None and len(reference) > 2 * PSI_BINS:
+        drift = drift_stats(reference, recent, thresholds)
+    kinds, lines = alerts_for(stats, drift, thresholds)
+    status: Status
+    if kinds:
+        status = "alert"
+    elif stats["n"] < thresholds.min_resolved:
+        status = "insufficient_data"
+    else:
+        status = "ok"
+    version = (champion or {}).get("version")
+    report = MonitoringReport(
+        pair=pair,
+        as_of=iso(market_hour),
+        champion_version=None if version is None else str(version),
+        trained_window={"start": window.get("start"), "end": window.get("end")} if window else None,
+        status=status,
+        n_resolved=stats["n"],
+        n_pending=pending_count(db, pair),
+        skill=_finite(stats["skill"]),
+        mae_model=_finite(stats["mae_model"]),
+        mae_persistence=_finite(stats["mae_persistence"]),
+        coverage=_finite(stats["coverage"]),
+        level=stats["level"],
+        drift=drift,
+        rolling=rolling_series(rows, thresholds.window_hours),
+        alerts=lines,
+        thresholds=thresholds,
+    )
+    return report, kinds
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

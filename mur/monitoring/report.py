@@ -1,0 +1,76 @@
+"""What monitoring says about one pair at one market hour: the contract shared by the monitoring task (which
+writes it to ``monitoring_reports``), the API (``GET /v1/monitoring/{pair}``), the dashboard's Monitoring page
+and the Prometheus gauges. Import-light: pydantic and the standard library only.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Status = Literal["ok", "alert", "insufficient_data"]
+DRIFT_FEATURES = ("abs_log_return", "log_range", "log_volume")
+"""The inputs whose drift monitoring measures (``mur.monitoring.compute.drift_inputs``)."""
+
+
+class Thresholds(BaseModel):
+    """When monitoring raises an alert (documented in ``docs/monitoring.md``; ``MUR_MONITOR_*`` settings)."""
+
+    window_hours: int = Field(description="resolved 1 h forecasts in the rolling window")
+    min_resolved: int = Field(description="fewer resolved forecasts than this: no skill/coverage alert")
+    skill_below: float = Field(description="alert when the rolling skill vs persistence falls below this")
+    coverage_below: float = Field(description="alert when the rolling coverage of the range falls below this")
+    psi_above: float = Field(description="alert when an input's population-stability index exceeds this")
+    ks_p_below: float = Field(description="... and its two-sample KS p-value is below this")
+    alert_features: list[str] = Field(
+        default_factory=lambda: ["abs_log_return"], description="inputs whose drift raises an alert"
+    )
+    cooldown_hours: int = Field(description="market hours between two alerts (and retrainings) of a pair")
+
+
+class DriftStat(BaseModel):
+    """One input's drift: the recent market hours against the champion's training window."""
+
+    feature: str = Field(description="e.g. abs_log_return, log_range, log_volume")
+    psi: float = Field(description="population-stability index over deciles of the training window")
+    ks: float = Field(description="two-sample Kolmogorov-Smirnov statistic")
+    ks_p: float = Field(description="its p-value")
+    reference_mean: float
+    recent_mean: float
+    n_reference: int
+    n_recent: int
+    drifted: bool = Field(description="PSI above and KS p-value below the thresholds")
+    alerting: bool = Field(False, description="drifted, and an input whose drift raises an alert")
+
+
+class RollingPoint(BaseModel):
+    """The rolling statistics as of one resolved target hour (for the charts)."""
+
+    target_time: str
+    n: int
+    skill: float | None = None
+    coverage: float | None = None
+    mae_model: float | None = None
+    mae_persistence: float | None = None
+
+
+class MonitoringReport(BaseModel):
+    """Monitoring of one pair at market hour ``as_of`` (ISO-8601 UTC)."""
+
+    pair: str
+    as_of: str
+    champion_version: str | None = None
+    trained_window: dict[str, str | None] | None = None
+    status: Status
+    n_resolved: int = Field(description="resolved 1 h forecasts in the rolling window")
+    n_pending: int = Field(0, description="forecasts of any horizon still waiting for their candle")
+    skill: float | None = Field(None, description="1 - MAE_model / MAE_persistence over the window")
+    mae_model: float | None = None
+    mae_persistence: float | None = None
+    coverage: float | None = Field(None, description="share of actual closes inside the range")
+    level: float | None = Field(None, description="the range's nominal coverage (e.g. 0.9)")
+    drift: list[DriftStat] = Field(default_factory=list)
+    rolling: list[RollingPoint] = Field(default_factory=list)
+    alerts: list[str] = Field(default_factory=list, description="thresholds crossed, in plain words")
+    thresholds: Thresholds

@@ -1,0 +1,107 @@
+"""A timetable that runs once per **market** hour (:mod:`mur.clock`): Airflow's schedule follows the market clock.
+
+Each run's data interval is a market hour ``[H, H + 1h)`` (so its logical date and window end are market
+times, and a backfill over market dates trains the windows it names); it is created at the wall time the
+market reaches ``H + 1h``: every ``3600 / speed`` wall seconds (hourly at speed 1, every minute at 60). With
+live data (``MUR_MARKET_DATA=binance``) the clock is the real time and this is ``@hourly``. A frozen clock
+(speed 0) schedules nothing new.
+
+Without catch-up, a run that starts late (the previous one took longer than a market hour) skips to the
+latest closed market hour instead of working through the missed ones.
+
+Airflow loads the class through the ``mur`` plugin (entry point ``airflow.plugins`` in ``pyproject.toml``):
+the scheduler needs it to read the serialized DAG. The clock itself is read at scheduling time from the
+scheduler's ``MUR_CLOCK_*`` environment (``mur up`` exports it to every service).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.plugins_manager import AirflowPlugin
+from airflow.timetables.base import DagRunInfo, DataInterval, Timetable
+
+from mur.clock import MarketClock, floor_hour, market_clock
+from mur.settings import get_settings
+
+if TYPE_CHECKING:
+    from airflow.timetables.base import TimeRestriction
+
+HOUR = timedelta(hours=1)
+
+
+def _pendulum(value: datetime) -> Any:
+    from airflow.sdk.timezone import coerce_datetime
+
+    return coerce_datetime(value.astimezone(UTC))
+
+
+class MarketHourlyTimetable(Timetable):
+    """One run per market hour; data interval = the market hour, created when it has closed."""
+
+    description = "every market hour (the market clock, mur.clock)"
+    periodic = True
+    can_be_scheduled = True
+
+    def __init__(self, clock: MarketClock | None = None) -> None:
+        self._clock = clock
+
+    @property
+    def clock(self) -> MarketClock:
+        return self._clock if self._clock is not None else market_clock(get_settings())
+
+    @property
+    def summary(self) -> str:
+        clock = self.clock
+        return "@hourly" if clock.live else f"market hourly (x{clock.speed:g})"
+
+    def serialize(self) -> dict[str, Any]:
+        return {}  # the clock is read from the environment where the timetable runs
+
+    @classmethod
+    def deserialize(cls, data: dict[str, Any]) -> Timetable:
+        return cls()
+
+    def infer_manual_data_interval(self, *, run_after: datetime) -> DataInterval:
+        """A manual run with a logical date stands for the market hour that closed at it: logical dates are
+        market times (``dag.test(logical_date=...)``, the REST API, backfills). A date after market now
+        cannot be one (that hour has not closed): it is read as the wall time of the trigger (the UI's
+        default "now") and stands for the market hour closed then."""
+        clock = self.clock
+        at = run_after if run_after <= clock.now() else clock.market_at(run_after)
+        end = floor_hour(at)
+        return DataInterval(start=_pendulum(end - HOUR), end=_pendulum(end))
+
+    def next_dagrun_info(
+        self, *, last_automated_data_interval: DataInterval | None, restriction: TimeRestriction
+    ) -> DagRunInfo | None:
+        clock = self.clock
+        latest_closed = clock.hour() - HOUR  # open time of the last market hour that has closed
+        if last_automated_data_interval is not None:
+            start = floor_hour(last_automated_data_interval.end)
+            if not restriction.catchup:
+                start = max(start, latest_closed)
+        elif restriction.catchup and restriction.earliest is not None:
+            start = floor_hour(restriction.earliest)
+        else:
+            start = latest_closed
+        if restriction.earliest is not None and start < restriction.earliest:
+            first = floor_hour(restriction.earliest)
+            start = first if first == restriction.earliest else first + HOUR
+        end = start + HOUR
+        if restriction.latest is not None and start > restriction.latest:
+            return None
+        if clock.speed == 0 and not clock.live and end > clock.hour():
+            return None  # a frozen market: this hour never closes
+        return DagRunInfo(
+            run_after=_pendulum(clock.wall_at(end)),
+            data_interval=DataInterval(start=_pendulum(start), end=_pendulum(end)),
+        )
+
+
+class MurAirflowPlugin(AirflowPlugin):
+    """Registers :class:`MarketHourlyTimetable` with Airflow (entry point ``airflow.plugins``)."""
+
+    name = "mur"
+    timetables = [MarketHourlyTimetable]

@@ -1,0 +1,149 @@
+"""The API's read-only views of what happened after the forecasts: ``GET /v1/track-record/{pair}`` and
+``GET /v1/monitoring/{pair}``. They need a bearer token and use no quota. Market time throughout
+(:mod:`mur.clock`): a forecast is resolved once its target candle has closed at market now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, FastAPI, Path, Query
+from pydantic import BaseModel, Field
+
+from mur.db import TokenOwner
+from mur.errors import NotFoundError, UnknownPairError
+from mur.monitoring.report import MonitoringReport
+from mur.monitoring.track_record import MAX_LIMIT
+from mur.pairs import normalize_pair
+
+if TYPE_CHECKING:
+    from serve_app.service import ApiService
+
+RecordPair = Annotated[
+    str,
+    Path(min_length=1, max_length=40, description="a served pair such as btc_usdt", examples=["btc_usdt"]),
+]
+
+
+class ErrorOut(BaseModel):
+    """Every error answer."""
+
+    error: str
+    message: str
+
+
+class ResolvedOut(BaseModel):
+    """One forecast whose target candle has closed."""
+
+    made_at: str = Field(description="market time the forecast was served")
+    target_time: str = Field(description="open time of the candle whose close was forecast")
+    horizon_hours: int
+    model_version: str
+    predicted: float = Field(description="the forecast (the median for a range forecast)")
+    actual: float = Field(description="the close that happened")
+    last_close: float = Field(description="the close when it was made (the persistence forecast)")
+    error: float = Field(description="predicted - actual")
+    persistence_error: float = Field(description="last_close - actual")
+    lower: float | None = None
+    upper: float | None = None
+    level: float | None = Field(None, description="the range's nominal coverage")
+    inside: bool | None = Field(None, description="whether the actual close fell inside the range")
+
+
+class SummaryOut(BaseModel):
+    n: int
+    mae_model: float | None = None
+    mae_persistence: float | None = None
+    skill: float | None = Field(None, description="1 - mae_model / mae_persistence (> 0: beat persistence)")
+    coverage: float | None = Field(None, description="share of actual closes inside the range")
+    level: float | None = None
+    by_horizon: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="the same per horizon (hours)"
+    )
+
+
+class TrackRecordOut(BaseModel):
+    pair: str
+    as_of: str = Field(description="market now (the current market hour)")
+    pending: int = Field(description="forecasts still waiting for their candle to close")
+    resolved: list[ResolvedOut]
+    summary: SummaryOut
+
+
+class AlertOut(BaseModel):
+    as_of: str
+    kinds: list[str]
+    message: str
+    delivered: bool = Field(description="whether Discord accepted the alert")
+    retrain_run_id: str | None = Field(None, description="the mur_training run it requested")
+
+
+class MonitoringOut(MonitoringReport):
+    """The latest monitoring report of the pair (docs/monitoring.md) and its recent alerts."""
+
+    recent_alerts: list[AlertOut] = Field(default_factory=list)
+
+
+def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., Any]) -> None:
+    """Add the track-record and monitoring routes to ``api`` (``owner``: the bearer-token dependency)."""
+    from mur.monitoring.store import latest_alerts, latest_report
+    from mur.monitoring.track_record import track_record
+
+    def served(pair: str) -> str:
+        name = normalize_pair(pair)
+        if name not in service.forecasters and name not in service.configured_pairs:
+            known = sorted(set(service.forecasters) | set(service.configured_pairs))
+            raise UnknownPairError(f"unknown pair {pair!r}; known pairs: {', '.join(known)}")
+        return name
+
+    errors: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422, 503)}
+
+    @api.get("/v1/track-record/{pair}", tags=["v1"], response_model=TrackRecordOut, responses=errors)
+    async def track(
+        pair: RecordPair,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="resolved forecasts returned")] = 100,
+        horizon: Annotated[
+            int | None, Query(ge=1, le=10_000, description="only this horizon (hours)")
+        ] = None,
+        _: TokenOwner = Depends(owner),
+    ) -> dict[str, Any]:
+        """How the served forecasts fared: resolved forecasts (newest first) and their summary against
+        persistence, with the range's coverage. Uses no quota."""
+        name = served(pair)
+        hour = service.clock.hour()
+
+        def read(db: Any) -> dict[str, Any]:
+            return track_record(db, name, market_hour=hour, limit=limit, horizon=horizon)
+
+        return await service.query(read)
+
+    @api.get("/v1/monitoring/{pair}", tags=["v1"], response_model=MonitoringOut, responses=errors)
+    async def monitoring(pair: RecordPair, _: TokenOwner = Depends(owner)) -> dict[str, Any]:
+        """The pair's latest monitoring report: rolling skill vs persistence and coverage of the resolved
+        forecasts, input drift against the champion's training window, thresholds crossed, recent alerts
+        (404 before the first monitoring run). Uses no quota."""
+        name = served(pair)
+
+        def read(db: Any) -> dict[str, Any] | None:
+            report = latest_report(db, name)
+            if report is None:
+                return None
+            alerts = [
+                {
+                    "as_of": a.as_of.isoformat().replace("+00:00", "Z"),
+                    "kinds": a.kinds,
+                    "message": a.message,
+                    "delivered": a.delivered,
+                    "retrain_run_id": a.retrain_run_id,
+                }
+                for a in latest_alerts(db, name, limit=10)
+            ]
+            return report.model_dump(mode="json") | {"recent_alerts": alerts}
+
+        body = await service.query(read)
+        if body is None:
+            raise NotFoundError(
+                f"no monitoring report for {name} yet: the mur_monitoring DAG writes one every market hour"
+            )
+        return body
