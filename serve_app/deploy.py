@@ -185,10 +185,6 @@ def undeploy(settings: Settings, *, timeout_s: float = 60.0) -> None:
     time.sleep(1.0)  # the old controller's last actor kills land before a new Serve starts
 
 
-LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-"""Ray's switch for a head bound to 127.0.0.1 only (docs/services.md, "Ray and the loopback interface")."""
-
-
 def _loopback_only(port: int) -> bool:
     """Whether the GCS answers on 127.0.0.1 but not on this machine's LAN address."""
     import socket
@@ -214,13 +210,10 @@ def connect_ray(settings: Settings) -> None:
     whichever cluster started last on this machine, so the GCS port from settings is used. A head started
     with Ray's loopback switch listens on 127.0.0.1 only; Ray would rewrite 127.0.0.1 to the LAN address, so
     the driver then runs with the same switch."""
-    import os
-
     if _loopback_only(settings.ray_gcs_port):
-        os.environ[LOOPBACK_SWITCH] = "0"
-        from ray._private import ray_constants  # read at call time by Ray's node-address lookup
+        from mur.devstack.config import use_loopback_ray
 
-        ray_constants.ENABLE_RAY_CLUSTER = False
+        use_loopback_ray(force=True)
     import ray
 
     if not ray.is_initialized():

@@ -17,6 +17,33 @@ from mur.errors import ConfigError
 from mur.settings import Settings, get_settings
 
 SECRETS_FILE = "stack-secrets.json"
+RAY_LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's single-node switch: ``0`` keeps a head's node address 127.0.0.1, so that every Ray socket (GCS, raylet,
+workers, agents, client server) listens on the loopback interface (docs/services.md, "Ray and the loopback
+interface"). The local stack sets it to ``0`` unless the environment says otherwise; ``1`` is Ray's Linux
+default (a multi-node cluster: Ray binds the LAN address and every interface)."""
+
+
+def use_loopback_ray(*, force: bool = False) -> str:
+    """Make this process, and every process it starts, run Ray on the loopback interface (unless
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is already set and not ``force``: the environment wins). Returns the
+    value in force.
+
+    Ray reads the switch when ``ray._private.ray_constants`` is imported; if Ray was imported already, its
+    constant follows too. A driver that joins a loopback-only head needs the switch: without it Ray rewrites
+    ``127.0.0.1`` to the LAN address, where nothing listens, and ``ray.init`` waits forever.
+    """
+    import sys
+
+    if force:
+        os.environ[RAY_LOOPBACK_SWITCH] = "0"
+    value = os.environ.setdefault(RAY_LOOPBACK_SWITCH, "0")
+    constants: Any = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = value.lower() in ("1", "true")  # as Ray's env_bool reads it
+    return value
+
+
 URL_FIELDS = {
     "mlflow_tracking_uri": "mlflow_port",
     "s3_endpoint_url": "s3_port",
@@ -54,6 +81,7 @@ def align_settings(settings: Settings, *, export: bool = True) -> Settings:
         for name, value in update.items():
             os.environ[f"MUR_{name.upper()}"] = str(value)
         os.environ[STACK_MARKER] = str(runtime_dir)  # inherited by everything started from here
+        use_loopback_ray()  # the Ray head, the Serve keeper, Airflow's tasks, `mur serve`: all on loopback
         get_settings.cache_clear()
     return aligned
 

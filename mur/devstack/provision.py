@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import httpx
 
@@ -105,3 +106,38 @@ def undeploy_serve(settings: Settings, timeout_s: float = 30.0) -> None:
                 return
             time.sleep(0.5)
     raise ServiceError(f"Serve did not shut down within {timeout_s:.0f} s")
+
+
+def serve_diagnosis(settings: Settings, haproxy_files: Path | None = None) -> str:
+    """Why Serve's HTTP port does not answer, for a start that timed out: what the health URL answers, Serve's
+    own view (controller, proxies, each deployment's status and replica states) and the last lines HAProxy
+    wrote to its stderr (``haproxy_files``: the stack's private HAProxy directory)."""
+    lines = []
+    health = f"http://127.0.0.1:{settings.serve_port}/healthz"
+    try:
+        answer = httpx.get(health, timeout=5.0, trust_env=False)
+        lines.append(f"GET {health}: HTTP {answer.status_code} {answer.text.strip()[:200]}")
+    except httpx.HTTPError as exc:
+        lines.append(f"GET {health}: {type(exc).__name__}: {exc}")
+    try:
+        details = httpx.get(
+            settings.ray_address.rstrip("/") + SERVE_APPLICATIONS_PATH, timeout=10.0, trust_env=False
+        ).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        lines.append(f"Serve's state: unavailable ({type(exc).__name__}: {exc})")
+        details = {}
+    for node, proxy in (details.get("proxies") or {}).items():
+        lines.append(f"proxy on node {node[:12]}: {proxy.get('status')} (actor {proxy.get('actor_name')})")
+    for name, app in (details.get("applications") or {}).items():
+        lines.append(f"app {name!r}: {app.get('status')} {app.get('message') or ''}".rstrip())
+        for dep_name, dep in (app.get("deployments") or {}).items():
+            states = [r.get("state") for r in dep.get("replicas") or []]
+            lines.append(
+                f"  deployment {dep_name}: {dep.get('status')} replicas {states} {dep.get('message') or ''}".rstrip()
+            )
+    if haproxy_files is not None:
+        logs = sorted(haproxy_files.glob("*/*.stderr.log"), key=lambda p: p.stat().st_mtime)[-2:]
+        for log in logs:
+            tail = log.read_text(errors="replace").strip().splitlines()[-8:]
+            lines.append(f"{log.name}: " + (" | ".join(tail) if tail else "(empty)"))
+    return "\n".join("    " + line for line in lines)

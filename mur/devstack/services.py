@@ -18,8 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mur.devstack import airflow
-from mur.devstack.config import stack_secret
-from mur.devstack.provision import ensure_bucket, ensure_databases, migrate_app_database, undeploy_serve
+from mur.devstack.config import RAY_LOOPBACK_SWITCH, stack_secret
+from mur.devstack.provision import (
+    ensure_bucket,
+    ensure_databases,
+    migrate_app_database,
+    serve_diagnosis,
+    undeploy_serve,
+)
 from mur.settings import PROJECT_ROOT, Settings
 
 CORE_SERVICES: tuple[str, ...] = ("s3", "mlflow", "ray")
@@ -53,6 +59,8 @@ class Service:
     """Runs once healthy (e.g. create the bucket); if it fails, the service is stopped again."""
     after_stop: Callable[[], object] | None = None
     """Runs once its processes are gone (e.g. remove the app it kept deployed on Ray); errors are reported."""
+    diagnose: Callable[[], str] | None = None
+    """What a start that timed out reports besides the log's tail (e.g. Serve's proxy and replica states)."""
     compose: str = ""
     """Its counterpart in docker-compose.yml ("" = the same name)."""
     description: str = ""
@@ -179,6 +187,9 @@ def _ray_env(settings: Settings) -> dict[str, str]:
         + os.pathsep
         + os.environ.get("PATH", ""),  # jobs run `python`
         "RAY_USAGE_STATS_ENABLED": "0",
+        # every Ray socket on 127.0.0.1 (config.RAY_LOOPBACK_SWITCH); RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 in
+        # the environment opts out (a head other nodes join)
+        RAY_LOOPBACK_SWITCH: os.environ.get(RAY_LOOPBACK_SWITCH, "0"),
         **serve_env(settings.ray_dashboard_port - 8265),
         **haproxy_env(settings),
         # Ray's own actors (Ray Train's PlacementGroupCleaner, …) find their cluster through the state API,
@@ -319,6 +330,7 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             depends_on=("ray", "mlflow"),
             cwd=PROJECT_ROOT,
             after_stop=functools.partial(undeploy_serve, s),
+            diagnose=functools.partial(serve_diagnosis, s, haproxy_dir(s)),
             description="Ray Serve API (deployed on the Ray head and kept deployed by the keeper)",
         ),
         Service(

@@ -133,6 +133,16 @@ def _log_tail(path: Path, offset: int = 0, lines: int = 25) -> str:
     return "\n".join("    " + line for line in tail) if tail else "    (log is empty)"
 
 
+def _diagnosis(service: Service) -> str:
+    """``service.diagnose()`` under a heading ("" without one); never raises."""
+    if service.diagnose is None:
+        return ""
+    try:
+        return f"\n{service.name} diagnosis:\n{service.diagnose()}"
+    except Exception as exc:  # a diagnosis must not hide the error it explains
+        return f"\n{service.name} diagnosis failed: {type(exc).__name__}: {exc}"
+
+
 def _wait_healthy(
     service: Service,
     sid: int,
@@ -166,6 +176,7 @@ def _wait_healthy(
             raise ServiceError(
                 f"{service.name} did not answer {check} within {timeout_s:.0f} s; last lines of {log}:\n"
                 + _log_tail(log, offset)
+                + _diagnosis(service)
             )
         time.sleep(COMMAND_PROBE_INTERVAL_S if service.health_cmd else 0.3)
 

@@ -45,9 +45,11 @@ import pytest
 from discord_stub import DiscordStub
 from psycopg2 import sql
 
+from mur.errors import ServiceError
 from mur.settings import PROJECT_ROOT, Settings
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.service_start, pytest.mark.timeout(3600)]
+"""``service_start``: one rerun when the first ``mur up`` fails to start a service (tests/conftest.py)."""
 
 PAIRS = ("btc_usdt", "eth_usdt")
 MUR = str(PROJECT_ROOT / ".venv" / "bin" / "mur")
@@ -431,6 +433,8 @@ def test_up_train_serve_login_loop_down_up_again(stack: dict[str, Any], discord:
     began = time.monotonic()
     first = run_mur(env, "up", "--timeout", "1500")
     timings["first up"] = time.monotonic() - began
+    if first.returncode != 0 and re.search(r"did not answer|before answering", first.stderr):
+        raise ServiceError(f"the first mur up could not start a service:\n{first.stderr[-4000:]}")
     assert first.returncode == 0, first.stderr[-3000:]
     out = first.stdout
     for label in ("Dashboard", "API docs", "Airflow UI", "MLflow UI", "Ray dashboard"):

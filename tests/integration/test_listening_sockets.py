@@ -2,10 +2,11 @@
 
 A private stack on free ports (S3 and a Ray head from the stack's own service table, in a temporary
 runtime dir) runs a Serve app in the stack's HAProxy mode, joined by a driver started with a plain
-environment (as ``mur serve`` joins the head). Then every listening TCP socket of every process of those
+environment through :func:`serve_app.deploy.connect_ray` (as ``mur serve`` joins the head). Then every listening TCP socket of every process of those
 services (their sessions, their descendants, and HAProxy) is listed with psutil; any address that is not
 127.0.0.1 / ::1 fails the test unless :func:`documented_exception` allows it (docs/services.md says why): each
-Serve replica's inter-deployment gRPC server, and Ray's core processes in the default mode only.
+Serve replica's inter-deployment gRPC server, and Ray's core processes only when the environment opts out of
+the stack's loopback default (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1``).
 MLflow, Airflow, the Serve keeper and the dashboard bind 127.0.0.1 by their command line
 (tests/unit/test_stack.py::test_the_table_has_every_service_on_loopback).
 """
@@ -26,14 +27,14 @@ import pytest
 
 from mur.devstack import config
 from mur.devstack import supervisor as svc
+from mur.devstack.config import RAY_LOOPBACK_SWITCH as LOOPBACK_SWITCH  # "0": node address 127.0.0.1
 from mur.devstack.services import haproxy_dir, stack_services
+from mur.errors import ServiceError
 from mur.settings import Settings
 
-pytestmark = [pytest.mark.services, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.services, pytest.mark.service_start, pytest.mark.timeout(900)]
 
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
-LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-"""Ray's own switch: "0" keeps the node address 127.0.0.1 (docs/services.md, "Ray and the loopback interface")."""
 
 
 DIRECT_INGRESS_PORTS = (range(30000, 31001), range(40000, 41001))
@@ -45,7 +46,7 @@ def documented_exception(name: str, cmdline: list[str], port: int, loopback_only
 
     1. A Serve replica's inter-deployment gRPC server: Ray 2.60 hardcodes ``[::]:0`` for it
        (``ray/serve/_private/replica.py``, ``_on_initialized``); its direct-ingress ports are not exempt.
-    2. Without the switch, Ray's core processes: `ray start` replaces `--node-ip-address 127.0.0.1` with
+    2. Opted out of the switch (``=1``), Ray's core processes: `ray start` replaces `--node-ip-address 127.0.0.1` with
        the LAN address, and its GCS, raylet, workers, agents and client server listen there or on every
        interface.
     HAProxy, S3 and everything else never may.
@@ -61,10 +62,12 @@ def documented_exception(name: str, cmdline: list[str], port: int, loopback_only
 
 DRIVER = """
 import sys, time, urllib.request
-import ray
 from ray import serve
+from mur.errors import ServiceError
+from mur.settings import Settings
+from serve_app.deploy import connect_ray
 
-ray.init(address="127.0.0.1:{gcs}", log_to_driver=False)
+connect_ray(Settings(ray_gcs_port={gcs}))  # as `mur serve` joins the head, from a plain environment
 serve.start(http_options={{"host": "127.0.0.1", "port": {http}}})
 
 @serve.deployment(ray_actor_options={{"num_cpus": 0}})
@@ -141,16 +144,16 @@ def _listening(processes: list[object], loopback_only: bool) -> set[tuple[str, i
     return out
 
 
-@pytest.mark.parametrize("loopback_only", [False, True], ids=["default", "ray-loopback-switch"])
+@pytest.mark.parametrize("loopback_only", [True, False], ids=["default", "ray-opt-out"])
 def test_the_stack_with_serve_listens_only_on_loopback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loopback_only: bool
 ) -> None:
     import psutil
 
-    if loopback_only:  # inherited by the head (the supervisor passes the environment on) and the driver
-        monkeypatch.setenv(LOOPBACK_SWITCH, "0")
-    else:
+    if loopback_only:  # the stack's default: the head's environment gets the switch from the service table
         monkeypatch.delenv(LOOPBACK_SWITCH, raising=False)
+    else:  # the environment opts out (inherited by the head: the supervisor passes it on)
+        monkeypatch.setenv(LOOPBACK_SWITCH, "1")
 
     shift = _free_ray_shift()
     settings = config.align_settings(  # URLs follow the private ports
@@ -166,9 +169,10 @@ def test_the_stack_with_serve_listens_only_on_loopback(
     )
     assert settings.s3_endpoint_url.endswith(f":{settings.s3_port}")
     table = stack_services(settings)
+    assert table["ray"].env[LOOPBACK_SWITCH] == ("0" if loopback_only else "1")
     registry = {name: table[name] for name in ("s3", "ray")}
     http_port = _free_port()
-    plain_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") or k == LOOPBACK_SWITCH}
+    plain_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # no switch either
     driver: subprocess.Popen[str] | None = None
     try:
         started = svc.up(settings, list(registry), services=registry)
@@ -185,7 +189,8 @@ def test_the_stack_with_serve_listens_only_on_loopback(
             seen.append(line)
             if line.strip() == "SERVING":
                 break
-        assert seen and seen[-1].strip() == "SERVING", "".join(seen)[-4000:]
+        if not seen or seen[-1].strip() != "SERVING":  # a start-up failure (one rerun), not a finding
+            raise ServiceError("the Serve driver did not come up:\n" + "".join(seen)[-4000:])
         private = haproxy_dir(settings)
         processes = _stack_processes([r.pid for r in started if r.pid], private)
         processes.append(psutil.Process(driver.pid))  # its core worker is a Ray process too

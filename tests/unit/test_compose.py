@@ -86,6 +86,8 @@ LOCAL_ONLY_ENV = {
     "PYTHONUNBUFFERED",
     "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE",
     "RAY_API_SERVER_ADDRESS",  # pins Ray's actors to their own head when two run on one machine
+    # a single-node head on 127.0.0.1 (docs/services.md); compose's head is joined by other containers
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
     # HAProxy's files in the stack's private directory and the launcher binding its side ports to 127.0.0.1
     # (mur/devstack/haproxy_wrapper.py); in a container those ports stay inside unless published
     "RAY_SERVE_HAPROXY_BINARY_PATH",

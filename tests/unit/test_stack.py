@@ -113,6 +113,23 @@ def test_the_table_has_every_service_on_loopback(tmp_path: Path) -> None:
     assert ray[ray.index("--dashboard-host") + 1] == "127.0.0.1"
 
 
+def test_ray_listens_on_loopback_unless_the_environment_opts_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16 #1: Ray's single-node switch is the stack's default (every Ray socket on 127.0.0.1); an
+    explicit value in the environment wins, and ``mur up`` passes the switch on to everything it starts."""
+    from mur.devstack.config import RAY_LOOPBACK_SWITCH, align_settings
+
+    monkeypatch.delenv(RAY_LOOPBACK_SWITCH, raising=False)
+    assert stack_services(settings_for(tmp_path))["ray"].env[RAY_LOOPBACK_SWITCH] == "0"
+    monkeypatch.setenv(RAY_LOOPBACK_SWITCH, "1")
+    assert stack_services(settings_for(tmp_path))["ray"].env[RAY_LOOPBACK_SWITCH] == "1"
+    monkeypatch.delenv(RAY_LOOPBACK_SWITCH)
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # what align_settings exports stays in this test
+    align_settings(settings_for(tmp_path))  # what `mur up` does first: every service inherits os.environ
+    assert os.environ[RAY_LOOPBACK_SWITCH] == "0"
+
+
 def test_airflow_components_have_compose_health_checks(tmp_path: Path) -> None:
     table = stack_services(settings_for(tmp_path, airflow_port=18080))
     assert table["airflow-scheduler"].health_url == "http://127.0.0.1:18974/health"
@@ -300,3 +317,46 @@ def test_a_running_services_log_is_rotated_by_size(tmp_path: Path, monkeypatch: 
     while _writers_of(log):  # the writer exits at EOF once the service is gone
         assert time.monotonic() < deadline, "the log writer outlived its service"
         time.sleep(0.1)
+
+
+# --- a start that times out says why ---------------------------------------------------------------------------
+SILENT = "import time; time.sleep(600)"
+
+
+def test_a_start_that_times_out_reports_the_services_diagnosis(tmp_path: Path) -> None:
+    """A service that never answers its health check fails with its log's tail and its own diagnosis (for
+    Serve: what /healthz answers, Serve's proxy and replica states, HAProxy's stderr)."""
+    s = settings_for(tmp_path)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    silent = Service(
+        name="silent",
+        command=[sys.executable, "-c", SILENT],
+        port=port,
+        start_timeout_s=1.0,
+        diagnose=lambda: "    the proxy is DRAINING",
+    )
+    try:
+        with pytest.raises(
+            ServiceError, match=r"(?s)silent did not answer.*silent diagnosis:\n    the proxy is DRAINING"
+        ):
+            supervisor.start_service(s, silent)
+    finally:
+        supervisor.stop_service(s, silent)
+
+
+def test_serve_diagnosis_without_serve_names_what_it_could_not_reach(tmp_path: Path) -> None:
+    from mur.devstack.provision import serve_diagnosis
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    s = config.align_settings(settings_for(tmp_path, serve_port=port, ray_dashboard_port=port), export=False)
+    node = tmp_path / "hap" / ("a" * 56)
+    node.mkdir(parents=True)
+    (node / "admin.sock.1.1.stderr.log").write_text("[ALERT] Starting frontend http: cannot bind socket\n")
+    text = serve_diagnosis(s, tmp_path / "hap")
+    assert f"GET http://127.0.0.1:{port}/healthz: ConnectError" in text
+    assert "Serve's state: unavailable" in text
+    assert "cannot bind socket" in text
