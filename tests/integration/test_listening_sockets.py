@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import stat
@@ -37,6 +38,8 @@ pytestmark = [pytest.mark.services, pytest.mark.service_start, pytest.mark.timeo
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 
 
+RAY_IMPORT = re.compile(r"\b(import|from) ray\b")
+"""A ``python -c`` driver that imports Ray (its core worker listens like Ray's own processes)."""
 DIRECT_INGRESS_PORTS = (range(30000, 31001), range(40000, 41001))
 """Serve replicas' own HTTP and gRPC servers in HAProxy mode: they bind Serve's host, 127.0.0.1."""
 
@@ -56,7 +59,7 @@ def documented_exception(name: str, cmdline: list[str], port: int, loopback_only
     if loopback_only or name == "haproxy":
         return False
     ray_core = name in ("gcs_server", "raylet") or name.startswith(("ray::", "ray-dashboard"))
-    ray_python = any("/ray/" in arg or arg.startswith("ray.") or "import ray" in arg for arg in cmdline)
+    ray_python = any("/ray/" in arg or arg.startswith("ray.") or RAY_IMPORT.search(arg) for arg in cmdline)
     return ray_core or ray_python  # Ray's dashboard, client server and the driver's core worker
 
 
