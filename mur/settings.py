@@ -74,6 +74,17 @@ class Settings(BaseSettings):
     train_days: int | None = Field(
         default=365, description="training window length before --end (None = all)"
     )
+    warm_start_epochs: int = Field(
+        default=3,
+        ge=0,
+        description="epochs of a scheduled run that starts from the champion's recurrent weights "
+        "(mur/training/warm_start.py); 0 = every run trains fully",
+    )
+    full_retrain_hours: int = Field(
+        default=24,
+        ge=1,
+        description="a scheduled run trains fully once the last full training is this many market hours old",
+    )
 
     # --- Ray -----------------------------------------------------------------------------------
     ray_address: str = "http://127.0.0.1:8265"

@@ -6,6 +6,8 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 BACKFILL = "backfill"
 """Not an alias: the gate's verdict for a version trained on data older than the champion's."""
 MODEL_PREFIX = "mur-"
+WEIGHTS_ARTIFACT = "weights.npz"
+"""The run artefact with a version's recurrent weights (plain arrays, no pickle) for warm starts."""
 
 
 def model_name(pair: str, prefix: str = MODEL_PREFIX) -> str:

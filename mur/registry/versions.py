@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,14 @@ from mur.contracts import MetricsDocument, TrainingResult, Window
 from mur.errors import RegistryUnavailableError
 from mur.registry.client import configure, git_commit
 from mur.registry.gate import BACKFILL, Evidence, decide
-from mur.registry.names import CHALLENGER, CHAMPION, MODEL_PREFIX, model_name, version_uri
+from mur.registry.names import (
+    CHALLENGER,
+    CHAMPION,
+    MODEL_PREFIX,
+    WEIGHTS_ARTIFACT,
+    model_name,
+    version_uri,
+)
 from mur.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -135,11 +143,15 @@ def log_and_register(
     x_test: np.ndarray,
     idempotency_key: str,
     kind: str = "manual",
+    weights: bytes | None = None,
+    training_tags: dict[str, str] | None = None,
 ) -> TrainingResult:
     """Log one run (params, per-epoch and final metrics, tags, ONNX + spec), register it and apply the gate.
 
     ``kind`` says what asked for the training (``scheduled``, ``backfill`` or ``manual``); the gate itself
     treats any version older than the champion as a backfill (:func:`mur.registry.gate.decide`).
+    ``weights`` (``weights.npz``, plain arrays) and ``training_tags`` (full or warm, from which version: see
+    :mod:`mur.training.warm_start`) let a later hourly run start from this version.
     """
     import mlflow
     import mlflow.onnx
@@ -179,6 +191,11 @@ def log_and_register(
         mlflow.log_metrics(metrics_doc.mlflow_metrics())
         mlflow.log_dict(feature_spec, "feature_spec.json")
         mlflow.log_dict(metrics_doc.model_dump(mode="json"), "metrics.json")
+        if weights is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / WEIGHTS_ARTIFACT
+                path.write_bytes(weights)
+                mlflow.log_artifact(str(path))
         info = mlflow.onnx.log_model(
             onnx.load(str(onnx_path)),
             name="model",
@@ -217,6 +234,7 @@ def log_and_register(
         "interval_skill": "" if metrics_doc.interval_skill is None else f"{metrics_doc.interval_skill:.6f}",
         "coverage": "" if metrics_doc.coverage is None else f"{metrics_doc.coverage:.4f}",
         "metrics_json": metrics_doc.version_tag_json(),
+        **(training_tags or {}),
     }
     for key, value in version_tags.items():
         client.set_model_version_tag(name, str(version), key, str(value))

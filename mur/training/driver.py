@@ -13,7 +13,7 @@ import logging
 import tempfile
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ from mur.contracts import MetricsDocument, TrainingResult, Window
 from mur.model.features import Dataset, build_dataset
 from mur.settings import Settings
 from mur.timeutil import iso
+from mur.training import warm_start
 from mur.training.params import idempotency_key, model_config, train_config, training_params
 
 if TYPE_CHECKING:
@@ -220,6 +221,17 @@ def train_and_register(
         say(f"[mur] {pair}: version {existing.version} already trained for this window; reusing it")
         return existing
 
+    # full or warm (mur/training/warm_start.py): not part of the key, a re-run reuses the window's version
+    arch = warm_start.arch_key(mcfg, settings.seq_len, settings.normalization)
+    test_start = pd.Timestamp(ds.timestamps[ds.split.test][0]).tz_localize("UTC").to_pydatetime()
+    plan = (
+        warm_start.plan(settings, pair, kind=kind, key=arch, test_start=test_start, window_end=window.end)
+        if register
+        else warm_start.TrainingPlan(warm_start.FULL, "not registered")
+    )
+    if plan.start is not None:
+        tcfg = replace(tcfg, epochs=min(tcfg.epochs, settings.warm_start_epochs))
+    say(f"[mur] {pair}: {plan.mode} training, {plan.reason}; up to {tcfg.epochs} epochs")
     outcome = fit(
         ds.model_arrays("train"),
         ds.model_arrays("val"),
@@ -227,6 +239,7 @@ def train_and_register(
         tcfg,
         # unique per fit: a rerun of the same window must not resume an earlier job's checkpoints
         run_name=f"{pair}-{window_end.replace(':', '')}-{key[:8]}-{uuid.uuid4().hex[:6]}",
+        init_weights=None if plan.start is None else plan.start.weights,
     )
     x_test = ds.x[ds.split.test]
     with tempfile.TemporaryDirectory() as tmp:
@@ -272,6 +285,8 @@ def train_and_register(
             x_test=x_test,
             idempotency_key=key,
             kind=kind,
+            weights=warm_start.weights_bytes(warm_start.recurrent_weights(outcome.model)),
+            training_tags={"arch_key": arch, **plan.tags(window_end)},
         )
     say(f"[mur] gate: {result.model_name} v{result.version} → {result.alias} ({result.reason})")
     return result

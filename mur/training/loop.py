@@ -220,8 +220,17 @@ class Fit(Protocol):
         ...
 
     def __call__(
-        self, train: Arrays, val: Arrays, mcfg: ModelConfig, tcfg: TrainConfig, *, run_name: str
-    ) -> FitOutcome: ...
+        self,
+        train: Arrays,
+        val: Arrays,
+        mcfg: ModelConfig,
+        tcfg: TrainConfig,
+        *,
+        run_name: str,
+        init_weights: dict[str, np.ndarray] | None = None,
+    ) -> FitOutcome:
+        """Fit from the data-fitted start, with ``init_weights`` (a warm start's recurrent weights) on top."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -238,12 +247,20 @@ class LocalFit:
         return {}
 
     def __call__(
-        self, train: Arrays, val: Arrays, mcfg: ModelConfig, tcfg: TrainConfig, *, run_name: str = ""
+        self,
+        train: Arrays,
+        val: Arrays,
+        mcfg: ModelConfig,
+        tcfg: TrainConfig,
+        *,
+        run_name: str = "",
+        init_weights: dict[str, np.ndarray] | None = None,
     ) -> FitOutcome:
         from mur.model.network import build_model
+        from mur.training.warm_start import apply_weights
 
         seed_everything(tcfg.seed)
-        model = init_from_data(build_model(mcfg, seed=tcfg.seed), train)
+        model = apply_weights(init_from_data(build_model(mcfg, seed=tcfg.seed), train), init_weights)
         history = fit_local(model, train, val, tcfg, progress=self.progress)
         rows: list[dict[str, Any]] = [
             {"epoch": i, "train_loss": t, "val_loss": v}

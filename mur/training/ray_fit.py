@@ -67,12 +67,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         seed_everything,
         train_epoch,
     )
+    from mur.training.warm_start import apply_weights
 
     mcfg = ModelConfig(**config["model"])
     tcfg = TrainConfig(**config["train"])
     seed_everything(tcfg.seed)
     model: torch.nn.Module = build_model(mcfg, seed=tcfg.seed)
     init_from_data(model, (config["x_train"], config["y_train"]))  # same start on every worker
+    apply_weights(model, config.get("init_weights"))  # a warm start: the champion's recurrent correction
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.learning_rate)
     stopper = EarlyStopping(tcfg.patience)
     best_state = copy.deepcopy(model.state_dict())
@@ -176,6 +178,7 @@ def run_distributed(
     max_failures: int = 2,
     fail_at_epoch: int | None = None,
     storage_filesystem: Any = None,
+    init_weights: dict[str, np.ndarray] | None = None,
 ) -> TrainOutcome:
     """Driver: build Ray Train configs, run ``TorchTrainer.fit`` and load the best checkpoint's weights."""
     import torch
@@ -195,6 +198,7 @@ def run_distributed(
             "x_val": val[0],
             "y_val": val[1],
             "fail_at_epoch": fail_at_epoch,
+            "init_weights": init_weights,
         },
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -282,7 +286,14 @@ class RayFit:
         return {"num_workers": self.scaling.num_workers, "use_gpu": self.scaling.use_gpu}
 
     def __call__(
-        self, train: Arrays, val: Arrays, mcfg: ModelConfig, tcfg: TrainConfig, *, run_name: str
+        self,
+        train: Arrays,
+        val: Arrays,
+        mcfg: ModelConfig,
+        tcfg: TrainConfig,
+        *,
+        run_name: str,
+        init_weights: dict[str, np.ndarray] | None = None,
     ) -> FitOutcome:
         from mur.model.network import build_model
 
@@ -302,6 +313,7 @@ class RayFit:
             max_failures=self.settings.max_failures,
             fail_at_epoch=self.fail_at_epoch,
             storage_filesystem=fs,
+            init_weights=init_weights,
         )
         model = build_model(mcfg)
         model.load_state_dict(outcome.best_state)

@@ -216,6 +216,58 @@ def test_local_fit_registers_through_the_same_driver(job_settings: Settings) -> 
     assert again.version == 1 and again.reused
 
 
+def test_an_hourly_run_warm_starts_from_the_champion_and_a_backfill_never_does(
+    job_settings: Settings,
+) -> None:
+    """Issue 15: a scheduled run fine-tunes the champion's recurrent weights (fewer epochs); a backfill, a
+    window whose test span the champion trained on, and a lineage whose last full training is too old train
+    fully; the choice is on the version's tags and the weights artefact is plain arrays."""
+    from datetime import timedelta
+
+    import mlflow
+
+    from mur.registry.client import configure
+    from mur.registry.names import WEIGHTS_ARTIFACT
+    from mur.timeutil import parse_time
+    from mur.training.driver import train_and_register
+    from mur.training.loop import LocalFit
+    from mur.training.warm_start import read_weights
+
+    settings = job_settings.model_copy(update={"warm_start_epochs": 2, "full_retrain_hours": 24})
+    client = configure(settings)
+    pair, end = "sol_usdt", parse_time(WINDOW_END)
+    assert end is not None
+
+    def run(at: timedelta, kind: str) -> dict[str, str]:
+        result = train_and_register(
+            settings, pair, fit=LocalFit(), end=end + at, kind=kind, epochs=6, patience=10, hidden_size=4
+        )
+        version = client.get_model_version(result.model_name, str(result.version))
+        return {**version.tags, "epochs_run": str(result.metrics.epochs_run), "run_id": version.run_id}
+
+    first = run(timedelta(0), "scheduled")
+    assert first["training_mode"] == "full" and "no champion" in first["training_reason"]
+    assert first["full_window_end"] == first["data_window_end"] and first["epochs_run"] == "6"
+    weights = mlflow.artifacts.download_artifacts(run_id=first["run_id"], artifact_path=WEIGHTS_ARTIFACT)
+    with open(weights, "rb") as fh:
+        arrays = read_weights(fh.read())  # np.load(allow_pickle=False): no pickle in the artefact
+    assert arrays and all(k.startswith(("rnn.", "head.")) for k in arrays)
+    # the start of the lineage is the champion whatever the gate said of a 6-epoch model (setup, not a check)
+    client.set_registered_model_alias(f"{settings.registry_prefix}{pair}", "champion", "1")
+
+    hourly = run(timedelta(hours=1), "scheduled")
+    assert hourly["training_mode"] == "warm", hourly["training_reason"]
+    assert hourly["warm_start_from"] == "1" and hourly["full_window_end"] == first["data_window_end"]
+    assert int(hourly["epochs_run"]) <= 2
+
+    backfill = run(timedelta(days=-3), "backfill")
+    assert backfill["training_mode"] == "full" and "backfill" in backfill["training_reason"]
+    older = run(timedelta(days=-3), "scheduled")  # the champion saw this window's test span
+    assert older["training_mode"] == "full" and "inside this test span" in older["training_reason"]
+    later = run(timedelta(hours=25), "scheduled")
+    assert later["training_mode"] == "full" and "MUR_FULL_RETRAIN_HOURS" in later["training_reason"]
+
+
 @pytest.mark.parametrize(
     ("pair", "end", "message"),
     [("doge_usdt", WINDOW_END, "doge"), ("btc_usdt", "2020-01-01T00:00:00Z", "no candles")],
