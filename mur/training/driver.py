@@ -22,6 +22,7 @@ import pandas as pd
 
 from mur.contracts import MetricsDocument, TrainingResult, Window
 from mur.model.features import Dataset, build_dataset
+from mur.registry.names import WEIGHTS_ARTIFACT
 from mur.settings import Settings
 from mur.timeutil import iso
 from mur.training import warm_start
@@ -195,6 +196,7 @@ def train_and_register(
     reuse_existing: bool = False,
     emit: Callable[[str], None] | None = None,
     kind: str = "manual",
+    warm_from: warm_start.WarmStart | None = None,
     **overrides: Any,
 ) -> TrainingResult:
     """Train ``pair`` on candles before ``end`` with ``fit``, export, evaluate, then log/register/gate.
@@ -205,6 +207,8 @@ def train_and_register(
     is returned without training. ``overrides`` are hyper-parameters (``epochs``, ``arch``, ...; None =
     settings). Progress lines go to ``emit`` (the Ray job prints them; default: this module's logger).
     ``kind`` (``scheduled``, ``backfill``, ``manual``) is recorded on the version for the admin page.
+    A scheduled run may start from the champion's weights (:mod:`mur.training.warm_start`); ``warm_from``
+    gives the start explicitly (benchmarks, ``mur train --out`` pipelines) and skips the registry lookup.
     """
     from mur.model.export import export_onnx
 
@@ -224,11 +228,16 @@ def train_and_register(
     # full or warm (mur/training/warm_start.py): not part of the key, a re-run reuses the window's version
     arch = warm_start.arch_key(mcfg, settings.seq_len, settings.normalization)
     test_start = pd.Timestamp(ds.timestamps[ds.split.test][0]).tz_localize("UTC").to_pydatetime()
-    plan = (
-        warm_start.plan(settings, pair, kind=kind, key=arch, test_start=test_start, window_end=window.end)
-        if register
-        else warm_start.TrainingPlan(warm_start.FULL, "not registered")
-    )
+    if warm_from is not None:
+        plan = warm_start.TrainingPlan(
+            warm_start.WARM, f"from the given weights (v{warm_from.version})", warm_from
+        )
+    elif register:
+        plan = warm_start.plan(
+            settings, pair, kind=kind, key=arch, test_start=test_start, window_end=window.end
+        )
+    else:
+        plan = warm_start.TrainingPlan(warm_start.FULL, "not registered")
     if plan.start is not None:
         tcfg = replace(tcfg, epochs=min(tcfg.epochs, settings.warm_start_epochs))
     say(f"[mur] {pair}: {plan.mode} training, {plan.reason}; up to {tcfg.epochs} epochs")
@@ -268,6 +277,9 @@ def train_and_register(
             doc = doc.model_copy(update={"filled_hours": [iso(t) for t in filled]})
             (folder / "metrics.json").write_text(doc.to_json())
             (folder / "feature_spec.json").write_text(json.dumps(ds.spec.to_dict(), indent=2))
+            (folder / WEIGHTS_ARTIFACT).write_bytes(
+                warm_start.weights_bytes(warm_start.recurrent_weights(outcome.model))
+            )
         if not register:
             return TrainingResult(
                 pair=pair, data_window=window.to_window(), mae=doc.model.mae, skill=doc.skill, metrics=doc
