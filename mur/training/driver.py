@@ -241,6 +241,9 @@ def train_and_register(
     if plan.start is not None:
         tcfg = replace(tcfg, epochs=min(tcfg.epochs, settings.warm_start_epochs))
     say(f"[mur] {pair}: {plan.mode} training, {plan.reason}; up to {tcfg.epochs} epochs")
+    warm = (
+        {} if plan.start is None else {"init_weights": plan.start.weights}
+    )  # a fit without warm starts works
     outcome = fit(
         ds.model_arrays("train"),
         ds.model_arrays("val"),
@@ -248,7 +251,7 @@ def train_and_register(
         tcfg,
         # unique per fit: a rerun of the same window must not resume an earlier job's checkpoints
         run_name=f"{pair}-{window_end.replace(':', '')}-{key[:8]}-{uuid.uuid4().hex[:6]}",
-        init_weights=None if plan.start is None else plan.start.weights,
+        **warm,
     )
     x_test = ds.x[ds.split.test]
     with tempfile.TemporaryDirectory() as tmp:

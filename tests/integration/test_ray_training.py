@@ -136,12 +136,12 @@ class SabotagedFit:
     def run_params(self) -> dict:
         return {}
 
-    def __call__(self, train, val, mcfg, tcfg, *, run_name: str = ""):  # type: ignore[no-untyped-def]
+    def __call__(self, train, val, mcfg, tcfg, *, run_name: str = "", init_weights=None):  # type: ignore[no-untyped-def]
         import torch
 
         from mur.training.loop import LocalFit
 
-        outcome = LocalFit()(train, val, mcfg, tcfg, run_name=run_name)
+        outcome = LocalFit()(train, val, mcfg, tcfg, run_name=run_name, init_weights=init_weights)
         with torch.no_grad():
             outcome.model.head.bias[: len(mcfg.horizons)] = 1.0
         return outcome
