@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from mur.clock import market_clock
 from mur.devstack.config import stack_secret
 from mur.errors import ServiceError
 from mur.orchestration import DAG_ID
@@ -263,7 +264,9 @@ def wait_for_forecasts(
     """Poll until Serve answers ``GET /v1/forecast/{pair}`` for every pair; follow the DAG run meanwhile.
 
     Prints task state changes of the run and each pair as it starts being served. Fails early when the run
-    failed, or when it succeeded but a pair still has no champion (the promotion gate refused it).
+    failed, or when it succeeded but a pair still has no champion (the promotion gate refused it) and the
+    market runs at real speed; faster, the next market hour's scheduled run comes within seconds and is
+    waited for.
     """
     base = settings.serve_url.replace("0.0.0.0", "127.0.0.1")
     deadline = time.monotonic() + timeout_s
@@ -308,7 +311,14 @@ def wait_for_forecasts(
             if run_done and not nudged:
                 nudged = True
                 missing = pairs_without_champion(settings, [p for p in pairs if p not in served])
-                if missing:
+                if missing and market_clock(settings).speed > 1:
+                    # a market hour passes every 3600/speed s and its scheduled run trains those pairs
+                    # again: wait for them (the deadline still applies) instead of giving up on one refusal
+                    say(
+                        f"  {', '.join(missing)}: no champion yet (the promotion gate refused the model); the "
+                        "next market hours' scheduled runs train again, waiting …"
+                    )
+                elif missing:
                     raise ServiceError(
                         f"training finished but {', '.join(missing)} has no champion (the promotion gate refused "
                         f"the model: see MLflow {settings.mlflow_tracking_uri}); try `mur up --retrain --epochs 5`"
