@@ -11,6 +11,10 @@ calibrated on (conformal scale), and both interval baselines are fitted on the h
 * (a) naive: fixed empirical quantiles of past h-hour log returns;
 * (b) EWMA volatility (half-life 12 h, squared returns and high-low range) x hour-of-day factor.
 
+Offline, the market clock (:mod:`mur.clock`) hides candles after market "now" (a week of November 2024 by
+default); the figures in ``benchmarks/results/quality.json`` and docs/forecasts.md use the whole bundled
+history: ``MUR_CLOCK_START=2026-01-01T00:00:00Z MUR_CLOCK_SPEED=0 python benchmarks/quality.py``.
+
 Prints per pair and horizon: point skill vs persistence, directional accuracy, coverage of the 90 %
 interval, interval skill vs (a) and vs (b); the last two lines are the worst 1 h interval skill vs (a) and
 the worst 1 h coverage. Targets (issue 13): 1 h coverage in [0.88, 0.92], 1 h interval skill >= 0.15 vs (a)

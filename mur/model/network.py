@@ -42,6 +42,11 @@ PRIOR_WEIGHT = 200.0
 """Pseudo-observations pulling the fitted volatility structure towards the plain 12 h EWMA (see
 :meth:`QuantileForecaster.init_from_data`)."""
 _EPS = 1e-12
+SEASON_PRIOR = 8.0
+"""Pseudo-observations (hours) shrinking each hour of week's log variance towards the average."""
+TARGET_FLOOR = 0.01
+"""Floor of the structure's fit target, as a share of its mean: a flat candle (high = low) is not a
+log variance of minus infinity."""
 
 
 @dataclass(frozen=True)
@@ -244,12 +249,7 @@ class QuantileForecaster(nn.Module):
         if self.seasonal:
             how = self.hour_of_week(xt)[:, -1]
             park = torch.log(last[:, 5] / last[:, 6]).double() ** 2 / (4.0 * math.log(2.0))
-            total = torch.zeros(HOURS_PER_WEEK, dtype=torch.float64).index_add_(0, how, park)
-            count = torch.zeros(HOURS_PER_WEEK, dtype=torch.float64).index_add_(0, how, torch.ones_like(park))
-            mean = float(park.mean()) or 1.0
-            prior = 24.0  # shrink hours of week seen rarely towards the average
-            factor = (total + prior * mean) / (count + prior) / mean
-            factor = factor / factor.mean()
+            factor = hour_of_week_factor(park, how)
             self.log_season.copy_(torch.log(factor).float())
             for j, h in enumerate(cfg.horizons):
                 ahead = torch.stack([torch.roll(factor, -k) for k in range(1, h + 1)]).mean(0)
@@ -272,7 +272,7 @@ class QuantileForecaster(nn.Module):
             realized = ret**2 + floor
         else:
             realized = torch.stack([csum[rows + 1 + h] - csum[rows + 1] for h in cfg.horizons], dim=1)
-            realized = realized + 1e-3 * realized.mean(0, keepdim=True)
+            realized = realized + TARGET_FLOOR * realized.mean(0, keepdim=True)
         target = torch.log(realized) - self.season_h[:, how_all[rows, -1]].T.double()
         d = design[rows]
         # Ridge towards the plain EWMA estimator (coefficient 1 on the 12 h range average, 0 elsewhere, the
@@ -295,6 +295,25 @@ class QuantileForecaster(nn.Module):
         raw = np.concatenate([zq[:, :1], np.log(np.expm1(steps))], axis=1)
         self.z_raw.copy_(torch.from_numpy(raw).float())
         return self
+
+
+def hour_of_week_factor(park: torch.Tensor, how: torch.Tensor, prior: float = SEASON_PRIOR) -> torch.Tensor:
+    """``(168,)`` variance factor per hour of week (mean 1) from hourly Parkinson variances ``park (n,)``
+    observed at hours of week ``how (n,)``.
+
+    A geometric mean: ``exp`` of each hour of week's mean log variance minus the overall mean, shrunk
+    towards 0 by ``prior`` pseudo-hours. Logs make it robust: a mean of variances is decided by the few
+    extreme hours of the training span; the mean of their logs describes the typical hour, which is what a
+    factor multiplying a volatility forecast should (measured in docs/forecasts.md).
+    """
+    park = park.double()
+    floor = 1e-3 * float(park.mean()) + _EPS  # flat candles (high = low)
+    logs = torch.log(park + floor)
+    zeros = torch.zeros(HOURS_PER_WEEK, dtype=torch.float64)
+    total = zeros.index_add(0, how, logs - logs.mean())
+    count = zeros.index_add(0, how, torch.ones_like(logs))
+    factor = torch.exp(total / (count + prior))
+    return factor / factor.mean()
 
 
 def build_model(cfg: ModelConfig, seed: int | None = None) -> QuantileForecaster:
