@@ -17,11 +17,11 @@ loaded, then measures:
 - **cold load**: a request for a model id no replica holds (``syn002_usdt@<older version>``), through the
   Forecaster's handle.
 
-Then the **hourly cycle**: ``--train-sample`` pairs trained with the default settings the way a batched job
-does it (one process per trainer slot, imports and data loading once, no per-pair job start-up), two slots
-at once (the machine's cores): each pair's full training and the next hour's warm start from its weights
-(``mur/training/warm_start.py``); the cycle for 100 pairs is the per-pair time, the full run amortized over
-``MUR_FULL_RETRAIN_HOURS``, times 100 pairs over the slots. The last
+Then the **hourly cycle** on the real path (:func:`training_cycle`): ``--train-sample`` pairs in batch Ray
+jobs, one per slot at once (the DAG's ``train_batch``: Job API, Ray Train, export, evaluation, registry,
+gate), default settings: full trainings, the next hour's warm starts from those champions
+(``mur/training/warm_start.py``), then one pair per job to separate a job's fixed cost from a pair's; the
+cycle for 100 pairs follows, the full run amortized over ``MUR_FULL_RETRAIN_HOURS``. The last
 lines are ``pairs served: N``, ``serve memory per added pair: X MB``, ``hourly cycle for 100 pairs: Y s``.
 """
 
@@ -31,12 +31,11 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import math
 import platform
 import random
-import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -219,80 +218,98 @@ def measure(settings: Any, token: str, pairs: list[str], opts: Any, cold_version
     return row
 
 
-def _train_share(pairs: list[str], overrides: dict[str, Any]) -> list[tuple[float, float, int]]:
-    """One trainer slot: for each of ``pairs``, one after the other in this process, a full training (the
-    daily one) and the next hour's warm start from its weights (the hourly one), default hyper-parameters,
-    export and evaluation included; registering is left out (a few MLflow calls per pair). Returns
-    ``(full s, warm s, warm epochs)`` per pair."""
-    import tempfile
-    from datetime import timedelta
+def _run_batches(
+    settings: Any, batches: list[list[str]], end: Any, kind: str
+) -> tuple[float, dict[str, Any], list[str]]:
+    """Submit one batch Ray job per slot at once (``python -m ray_jobs.train_pair --pairs …``, the DAG's
+    ``train_batch``), follow them to the end; wall time, every pair's result and the jobs' log lines."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    from mur.settings import Settings
-    from mur.timeutil import parse_time
-    from mur.training.driver import train_and_register
-    from mur.training.loop import LocalFit
-    from mur.training.warm_start import WarmStart, read_weights
+    from mur.orchestration.job_submission import submit_batch
 
-    settings = Settings(**overrides)
-    times = []
-    for pair in pairs:
-        with tempfile.TemporaryDirectory() as out:
-            began = time.perf_counter()
-            full = train_and_register(settings, pair, fit=LocalFit(), out_dir=Path(out), register=False)
-            full_s = time.perf_counter() - began
-            end = parse_time(full.data_window.end)
-            assert end is not None
-            start = WarmStart(0, read_weights((Path(out) / "weights.npz").read_bytes()), full.data_window.end)
-            began = time.perf_counter()
-            warm = train_and_register(
-                settings, pair, fit=LocalFit(), end=end + timedelta(hours=1), register=False, warm_from=start
+    lines: list[str] = []
+    began = time.perf_counter()
+    with ThreadPoolExecutor(len(batches)) as pool:
+        futures = [
+            pool.submit(
+                submit_batch,
+                settings,
+                b,
+                end=end,
+                kind=kind,
+                no_reuse=True,
+                stream_logs=True,
+                log=lines.append,
             )
-            warm_s = time.perf_counter() - began
-        epochs = warm.metrics.epochs_run if warm.metrics is not None else None
-        times.append((full_s, warm_s, int(epochs or 0)))
-    return times
+            for b in batches
+        ]
+        results: dict[str, Any] = {}
+        for future in futures:
+            results.update(future.result())
+    wall = time.perf_counter() - began
+    failed = {p: r.error for p, r in results.items() if not r.ok}
+    if failed:
+        raise SystemExit(f"training failed: {failed}")
+    return wall, results, lines
 
 
 def training_cycle(settings: Any, pairs: list[str], slots: int) -> dict[str, Any]:
-    """Train ``pairs`` (full, then warm) in ``slots`` processes at once; per-pair times and the cycle.
+    """The hourly cycle measured on the real path: batch Ray jobs (one per slot, at once) through the Job API,
+    Ray Train, export, evaluation, MLflow registration and the gate, under a private registry prefix.
 
-    The hourly cycle for 100 pairs is ``100 / slots`` times the per-pair time, the full training amortized
-    over ``full_retrain_hours`` (one full run, the other hours warm)."""
-    from serve_app.args import settings_overrides
+    Three rounds on the same pairs: (1) full trainings (the first models: champions), (2) the next market
+    hour's scheduled run, warm-started from those champions, (3) the hour after with one pair per job. (2)
+    and (3) separate a job's fixed cost F (job start-up, imports, the Ray Train worker group) from the
+    marginal cost of a pair; the cycle for 100 pairs is ``ceil(100 / slots / batch size)`` jobs' F per slot
+    plus ``100 / slots`` pairs at the marginal cost, the full training amortized over
+    ``full_retrain_hours``. The same figures give one job per pair (the DAG before batching) for comparison."""
+    from datetime import timedelta
 
-    overrides = settings_overrides(settings)
-    shares = [pairs[i::slots] for i in range(slots)]
-    began = time.perf_counter()
-    import multiprocessing
+    from mur.data import get_market_data
 
-    # spawn: the benchmark's own process holds Ray's gRPC threads, which a fork would copy mid-call
-    with ProcessPoolExecutor(slots, mp_context=multiprocessing.get_context("spawn")) as pool:
-        rows = [t for times in pool.map(_train_share, shares, [overrides] * slots) for t in times]
-    wall = time.perf_counter() - began
-    full_s = statistics.mean(r[0] for r in rows)
-    warm_s = statistics.mean(r[1] for r in rows)
+    per_job = max(len(pairs) // slots, 1)
+    batches = [pairs[i * per_job : (i + 1) * per_job] for i in range(slots)]
+    end = get_market_data(settings).data_range(pairs[0])[1] - timedelta(days=30)
+    full_wall, _, _ = _run_batches(settings, batches, end, "manual")
+    print(f"[train] full: {slots} job(s) x {per_job} pair(s) in {full_wall:.1f} s", flush=True)
+    warm_wall, _, lines = _run_batches(settings, batches, end + timedelta(hours=1), "scheduled")
+    warm = sum("warm training" in line for line in lines)
+    print(f"[train] warm: {slots} job(s) x {per_job} pair(s) in {warm_wall:.1f} s ({warm} warm)", flush=True)
+    small_wall, _, _ = _run_batches(settings, [b[:1] for b in batches], end + timedelta(hours=2), "scheduled")
+    print(f"[train] warm, one pair per job: {small_wall:.1f} s", flush=True)
+    marginal_warm = (warm_wall - small_wall) / max(per_job - 1, 1)
+    fixed = max(small_wall - marginal_warm, 0.0)
+    marginal_full = (full_wall - fixed) / per_job
     every = settings.full_retrain_hours
-    amortized = (full_s + (every - 1) * warm_s) / every
+    marginal = (marginal_full + (every - 1) * marginal_warm) / every
+    per_slot = 100 / slots
+    jobs_per_slot = math.ceil(per_slot / settings.train_batch_size)
     return {
         "pairs": len(pairs),
         "slots": slots,
-        "wall_s": round(wall, 1),
-        "per_pair_full_s": round(full_s, 1),
-        "per_pair_warm_s": round(warm_s, 1),
-        "warm_epochs": [r[2] for r in rows],
+        "pairs_per_job": per_job,
+        "full_wall_s": round(full_wall, 1),
+        "warm_wall_s": round(warm_wall, 1),
+        "warm_starts": warm,
+        "one_pair_jobs_wall_s": round(small_wall, 1),
+        "job_fixed_s": round(fixed, 1),
+        "per_pair_full_s": round(marginal_full, 1),
+        "per_pair_warm_s": round(marginal_warm, 1),
         "full_retrain_hours": every,
-        "per_pair_s": round(amortized, 1),
-        "cycle_100_full_s": round(full_s * 100 / slots, 0),
-        "cycle_100_s": round(amortized * 100 / slots, 0),
+        "per_pair_s": round(marginal, 1),
+        "train_batch_size": settings.train_batch_size,
+        "cycle_100_one_job_per_pair_s": round(per_slot * (fixed + marginal), 0),
+        "cycle_100_s": round(jobs_per_slot * fixed + per_slot * marginal, 0),
     }
 
 
 def training_line(cycle: dict[str, Any]) -> str:
     return (
-        f"training: {cycle['pairs']} pairs on {cycle['slots']} slots: full {cycle['per_pair_full_s']} s, "
-        f"warm start {cycle['per_pair_warm_s']} s per pair (epochs {cycle['warm_epochs']}); one full run every "
-        f"{cycle['full_retrain_hours']} h: {cycle['per_pair_s']} s per pair-hour; all full: "
-        f"{cycle['cycle_100_full_s']} s per 100 pairs"
+        f"training: batch jobs of {cycle['pairs_per_job']} pairs on {cycle['slots']} slots: fixed cost per job "
+        f"{cycle['job_fixed_s']} s; per pair: full {cycle['per_pair_full_s']} s, warm start "
+        f"{cycle['per_pair_warm_s']} s; one full run every {cycle['full_retrain_hours']} h: "
+        f"{cycle['per_pair_s']} s per pair-hour; one job per pair instead: "
+        f"{cycle['cycle_100_one_job_per_pair_s']} s per 100 pairs"
     )
 
 
@@ -304,7 +321,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--requests", type=int, default=1500, help="per N")
     parser.add_argument(
-        "--train-sample", type=int, default=4, help="pairs trained for the hourly cycle (0: skip)"
+        "--train-sample", type=int, default=8, help="pairs trained for the hourly cycle (0: skip)"
     )
     parser.add_argument("--slots", type=int, default=2, help="trainings at once (trainer slots)")
     parser.add_argument("--prefix", default="mur-benchp-")
@@ -324,15 +341,7 @@ def main() -> None:
     from mur.settings import Settings
 
     most = max([*opts.pairs, BASELINE_PAIRS])
-    if opts.train_only:
-        cycle = training_cycle(
-            Settings(synthetic_pairs=most), synthetic_pairs(most)[: opts.train_sample], opts.slots
-        )
-        print(json.dumps(cycle))
-        print(training_line(cycle))
-        print(f"hourly cycle for 100 pairs: {cycle['cycle_100_s']} s")
-        return
-    bench = _bench_serve()
+    bench = None if opts.train_only else _bench_serve()
     started: list[str] = []
     if opts.start_services:
         from mur.devstack import supervisor
@@ -340,7 +349,15 @@ def main() -> None:
         results = supervisor.up(Settings(), list(supervisor.CORE_SERVICES), progress=print)
         started = [r.name for r in results if r.action == "started"]
     try:
-        run(opts, bench)
+        if opts.train_only:
+            cycle = training_cycle(
+                train_settings(opts, most), synthetic_pairs(most)[: opts.train_sample], opts.slots
+            )
+            print(json.dumps(cycle))
+            print(training_line(cycle))
+            print(f"hourly cycle for 100 pairs: {cycle['cycle_100_s']} s")
+        else:
+            run(opts, bench)
     finally:
         if opts.stop_services:
             from mur.devstack import supervisor
@@ -350,6 +367,13 @@ def main() -> None:
             from mur.devstack import supervisor
 
             supervisor.down(Settings(), started)
+
+
+def train_settings(opts: Any, most: int) -> Any:
+    """Settings of the training measurement: the synthetic pairs, its own registry prefix."""
+    from mur.settings import Settings
+
+    return Settings(synthetic_pairs=most, market_data="bundled", registry_prefix=opts.prefix + "train-")
 
 
 def run(opts: Any, bench: Any) -> None:
@@ -393,7 +417,11 @@ def run(opts: Any, bench: Any) -> None:
             round((row["serve_pss_mb"] - base["serve_pss_mb"]) / added, 2) if added else None
         )
         row["p50_vs_5_pairs"] = round(row["p50_ms"] / base["p50_ms"], 2) if base["p50_ms"] else None
-    cycle = training_cycle(settings, pairs[: opts.train_sample], opts.slots) if opts.train_sample else None
+    cycle = (
+        training_cycle(train_settings(opts, most), pairs[: opts.train_sample], opts.slots)
+        if opts.train_sample
+        else None
+    )
 
     largest = rows[-1]
     result = {

@@ -3,7 +3,9 @@
 Once per market hour (:class:`~mur.orchestration.timetable.MarketHourlyTimetable`: the market clock of
 :mod:`mur.clock`; each run's data interval is the market hour it stands for).
 
-    list_pairs ──► train_pair[pair] (mapped, bounded) ──► summarize (Asset event) ──► all_pairs_trained
+    list_pairs ──► plan_batches ──► train_batch[i] (mapped, bounded: one Ray job trains a batch of pairs)
+               └──────────────────► train_pair[pair] (mapped: the pair's result; retries train it alone)
+                                      ──► summarize (Asset event) ──► all_pairs_trained
 
 Configuration only: each task imports :mod:`mur.orchestration.tasks` when it runs. Parsing this file loads the
 Airflow SDK, :mod:`mur.settings` and the import-light :mod:`mur.orchestration.tasks` / :mod:`mur.orchestration.alerts` (no torch,
@@ -134,17 +136,37 @@ def mur_training() -> None:
 
         return list_pairs_task(get_current_context())
 
+    @task
+    def plan_batches(pairs: list[str]) -> list[list[str]]:
+        """The pairs in batches: one per training slot at least, at most MUR_TRAIN_BATCH_SIZE pairs each."""
+        from mur.orchestration.batches import plan_batches_task
+
+        return plan_batches_task(pairs)
+
+    @task(
+        max_active_tis_per_dagrun=settings.max_parallel_trainings,
+        max_active_tis_per_dag=settings.max_parallel_trainings,
+        execution_timeout=timedelta(seconds=settings.job_timeout_s + 600),
+        retries=0,  # a pair that failed here is retried by its own train_pair task
+    )
+    def train_batch(pairs: list[str]) -> dict:
+        """One Ray job trains the batch's pairs in one Ray Train run; every pair's result or error."""
+        from mur.orchestration.batches import train_batch_task
+
+        return train_batch_task(pairs, get_current_context())
+
     @task(
         max_active_tis_per_dagrun=settings.max_parallel_trainings,
         max_active_tis_per_dag=settings.max_parallel_trainings,
         map_index_template="{{ task.op_kwargs['pair'] }}",
         execution_timeout=timedelta(seconds=settings.job_timeout_s + 600),
+        trigger_rule="all_done",  # a batch task that failed as a whole: the pairs train on their own
     )
-    def train_pair(pair: str) -> dict:
-        """Submit the pair's Ray job (window end = data interval end), stream its logs, return ids + decision."""
+    def train_pair(pair: str, batches: list[dict]) -> dict:
+        """The pair's result from its batch; a pair that failed there is retried in its own Ray job."""
         from mur.orchestration.tasks import train_pair_task
 
-        return train_pair_task(pair, get_current_context())
+        return train_pair_task(pair, get_current_context(), batches)
 
     @task(outlets=[CHAMPIONS], trigger_rule="all_done", retries=0)
     def summarize(results: list[dict]) -> dict:
@@ -160,7 +182,9 @@ def mur_training() -> None:
 
         check_all_trained_task(get_current_context())
 
-    trained = train_pair.expand(pair=list_pairs())
+    pairs = list_pairs()
+    batches = train_batch.expand(pairs=plan_batches(cast("list[str]", pairs)))
+    trained = train_pair.partial(batches=cast("list[dict]", batches)).expand(pair=pairs)
     summary = summarize(cast("list[dict]", trained))  # an XComArg here; the mapped results when it runs
     [trained, summary] >> all_pairs_trained()
 

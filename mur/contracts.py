@@ -303,6 +303,16 @@ class TrainingResult(BaseModel):
         )
 
 
+def parse_result_lines(logs: str) -> dict[str, TrainingResult]:
+    """Every ``MUR_RESULT {json}`` line of a batch job's logs, by pair (the last one of a pair wins)."""
+    out: dict[str, TrainingResult] = {}
+    for line in logs.splitlines():
+        if line.startswith(RESULT_MARKER):
+            result = TrainingResult.model_validate_json(line[len(RESULT_MARKER) :])
+            out[result.pair] = result
+    return out
+
+
 def parse_result_line(logs: str) -> TrainingResult | None:
     """The last ``MUR_RESULT {json}`` line of a job's logs as a result; None when there is none."""
     for line in reversed(logs.splitlines()):

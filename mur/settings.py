@@ -188,6 +188,11 @@ class Settings(BaseSettings):
         description="'market': every market hour (the market clock); a cron expression (wall time); 'none'",
     )
     max_parallel_trainings: int = 2
+    train_batch_size: int = Field(
+        default=25,
+        ge=1,
+        description="At most this many pairs per training job (one Ray Train run); see docs/scale-out.md",
+    )
     discord_webhook_url: str | None = None
     discord_notify_success: bool = False
 

@@ -1,9 +1,13 @@
-"""Ray job: train one pair with Ray Train, register it in MLflow and apply the promotion gate.
+"""Ray job: train one pair (or a batch of pairs) with Ray Train, register in MLflow, apply the promotion gate.
 
     python -m ray_jobs.train_pair --pair btc_usdt [--end 2025-06-01T00:00:00Z] [--num-workers 2] [--use-gpu]
+    python -m ray_jobs.train_pair --pairs btc_usdt,eth_usdt,sol_usdt [...]
 
-The last stdout line is ``MUR_RESULT {json}`` (:meth:`mur.contracts.TrainingResult.to_line`): the submitter
-(:mod:`mur.orchestration.job_submission`) parses it with :func:`mur.contracts.parse_result_line`.
+The result lines are ``MUR_RESULT {json}`` (:meth:`mur.contracts.TrainingResult.to_line`), one per pair: the
+submitter (:mod:`mur.orchestration.job_submission`) parses them with :func:`mur.contracts.parse_result_lines`.
+A batch (``--pairs``) trains every pair in one Ray Train run (:func:`mur.training.driver.train_many`): the job
+and its worker group start once; a pair that fails gets a failure line and the others go on (exit code 3
+when any failed).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import sys
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ray_jobs.train_pair", description=__doc__.splitlines()[0])
-    p.add_argument("--pair", required=True, help="trading pair, e.g. btc_usdt")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--pair", help="trading pair, e.g. btc_usdt")
+    which.add_argument("--pairs", help="several pairs in one Ray Train run, comma-separated")
     p.add_argument("--end", help="train on candles strictly before this ISO-8601 UTC time")
     p.add_argument("--num-workers", type=int, help="Ray Train workers")
     p.add_argument("--use-gpu", action="store_true", help="one GPU (fraction from settings) per worker")
@@ -47,11 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     from mur.errors import MurError
     from mur.settings import Settings
     from mur.timeutil import parse_time
-    from mur.training.driver import train_and_register
+    from mur.training.driver import train_and_register, train_many
     from mur.training.ray_fit import RayFit
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    pairs = [p.strip().lower() for p in (args.pairs or args.pair).split(",") if p.strip()]
+    options = {
+        "epochs": args.epochs,
+        "arch": args.arch,
+        "hidden_size": args.hidden_size,
+        "learning_rate": args.learning_rate,
+        "horizons": args.horizons,
+        "quantile_levels": args.quantile_levels,
+    }
     try:
         settings = Settings() if args.train_days is None else Settings(train_days=args.train_days)
         fit = RayFit.from_settings(
@@ -61,24 +76,34 @@ def main(argv: list[str] | None = None) -> int:
             fail_at_epoch=args.fail_at_epoch,
             emit=say,
         )
+        if args.pairs is not None:
+            results = train_many(
+                settings,
+                pairs,
+                fit=fit,
+                end=parse_time(args.end),
+                reuse_existing=not args.no_reuse,
+                kind=args.kind,
+                emit=say,
+                **options,
+            )
+            for result in results.values():
+                print(result.to_line(), flush=True)
+            return 0 if all(r.ok for r in results.values()) else 3
         result = train_and_register(
             settings,
-            args.pair,
+            pairs[0],
             fit=fit,
             end=parse_time(args.end),
             reuse_existing=not args.no_reuse,
             kind=args.kind,
             emit=say,
-            epochs=args.epochs,
-            arch=args.arch,
-            hidden_size=args.hidden_size,
-            learning_rate=args.learning_rate,
-            horizons=args.horizons,
-            quantile_levels=args.quantile_levels,
+            **options,
         )
     except MurError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        print(TrainingResult.failure(args.pair.lower(), str(exc)).to_line(), flush=True)
+        for pair in pairs:
+            print(TrainingResult.failure(pair, str(exc)).to_line(), flush=True)
         return 2
     print(result.to_line(), flush=True)
     return 0

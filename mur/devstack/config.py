@@ -24,6 +24,14 @@ interface"). The local stack sets it to ``0`` unless the environment says otherw
 default (a multi-node cluster: Ray binds the LAN address and every interface)."""
 
 
+RAY_AUTH_SWITCH = "RAY_AUTH_MODE"
+"""Ray's authentication mode. Ray 2.60 turns token authentication on for a head started where a token file
+exists (``~/.ray/auth_token``, written by any local ``ray.init()``), and then the stack's health checks and
+clients, which do not send one, get 401. The local stack, on the loopback interface, states the mode
+instead of depending on that file: ``disabled`` unless the environment says otherwise (``token`` with
+``RAY_AUTH_TOKEN`` for a head other users or machines reach; docs/services.md)."""
+
+
 def use_loopback_ray(*, force: bool = False) -> str:
     """Make this process, and every process it starts, run Ray on the loopback interface (unless
     ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is already set and not ``force``: the environment wins). Returns the
@@ -38,6 +46,7 @@ def use_loopback_ray(*, force: bool = False) -> str:
     if force:
         os.environ[RAY_LOOPBACK_SWITCH] = "0"
     value = os.environ.setdefault(RAY_LOOPBACK_SWITCH, "0")
+    os.environ.setdefault(RAY_AUTH_SWITCH, "disabled")  # consistent with the stack's head (_ray_env)
     constants: Any = sys.modules.get("ray._private.ray_constants")
     if constants is not None:
         constants.ENABLE_RAY_CLUSTER = value.lower() in ("1", "true")  # as Ray's env_bool reads it

@@ -235,20 +235,32 @@ def validate_pairs(settings: Settings, pairs: Sequence[str]) -> list[str]:
 
 
 def train_directly(settings: Settings, pairs: Sequence[str], conf: dict[str, Any], say: Say) -> None:
-    """Without Airflow: submit one Ray training job per pair, one after the other (window end: market now)."""
+    """Without Airflow: the pairs in batch Ray jobs, one after the other (window end: market now); a pair
+    that failed is reported after the others are done."""
     from mur.clock import market_clock
-    from mur.orchestration.tasks import train_pair
+    from mur.errors import JobError
+    from mur.orchestration.batches import plan_batches, train_batch
 
-    for pair in pairs:
-        say(f"training {pair} as a Ray job (no Airflow) …")
-        result = train_pair(
+    failed: dict[str, str] = {}
+    for batch in plan_batches(list(pairs), 1, settings.train_batch_size):
+        say(f"training {', '.join(batch)} in one Ray job (no Airflow) …")
+        outcomes = train_batch(
             settings,
-            pair,
+            batch,
             end=market_clock(settings).hour(),
             options=conf,
             emit=lambda line: say("  " + line) if line.startswith("[mur]") else None,
         )
-        say(f"{pair}: version {result.get('version')} → {result.get('alias')} ({result.get('reason') or ''})")
+        for pair, outcome in outcomes.items():
+            if "error" in outcome:
+                failed[pair] = str(outcome["error"])
+                continue
+            result = outcome["result"]
+            say(
+                f"{pair}: version {result.get('version')} → {result.get('alias')} ({result.get('reason') or ''})"
+            )
+    if failed:
+        raise JobError("training failed for " + "; ".join(f"{p}: {e}" for p, e in failed.items()))
 
 
 def wait_for_forecasts(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mur.devstack import airflow
-from mur.devstack.config import RAY_LOOPBACK_SWITCH, stack_secret
+from mur.devstack.config import RAY_AUTH_SWITCH, RAY_LOOPBACK_SWITCH, stack_secret
 from mur.devstack.provision import (
     ensure_bucket,
     ensure_databases,
@@ -190,6 +190,8 @@ def _ray_env(settings: Settings) -> dict[str, str]:
         # every Ray socket on 127.0.0.1 (config.RAY_LOOPBACK_SWITCH); RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 in
         # the environment opts out (a head other nodes join)
         RAY_LOOPBACK_SWITCH: os.environ.get(RAY_LOOPBACK_SWITCH, "0"),
+        # the authentication mode stated, not taken from whether ~/.ray/auth_token exists (config.RAY_AUTH_SWITCH)
+        RAY_AUTH_SWITCH: os.environ.get(RAY_AUTH_SWITCH, "disabled"),
         **serve_env(settings.ray_dashboard_port - 8265),
         **haproxy_env(settings),
         # Ray's own actors (Ray Train's PlacementGroupCleaner, …) find their cluster through the state API,

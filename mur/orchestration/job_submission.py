@@ -13,11 +13,11 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from mur.contracts import TrainingResult, parse_result_line
+from mur.contracts import TrainingResult, parse_result_line, parse_result_lines
 from mur.errors import JobError
 from mur.settings import PROJECT_ROOT, Settings
 
@@ -110,14 +110,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return out
 
 
-def build_entrypoint(pair: str, end: datetime | None, **options: Any) -> str:
-    """The job's shell entrypoint (arguments quoted)."""
+def build_entrypoint(pair: str | Sequence[str], end: datetime | None, **options: Any) -> str:
+    """The job's shell entrypoint (arguments quoted): ``--pair P``, or ``--pairs A,B,C`` for a batch."""
     argv = [
         sys.executable if options.pop("_same_python", True) else "python",
         "-m",
         "ray_jobs.train_pair",
-        "--pair",
-        pair,
+        *(["--pair", pair] if isinstance(pair, str) else ["--pairs", ",".join(pair)]),
     ]
     if end is not None:
         argv += ["--end", end.strftime("%Y-%m-%dT%H:%M:%SZ")]
@@ -169,7 +168,7 @@ def submit_training(
     )
 
 
-def wait_for_job(
+def follow_job(
     client: Any,
     job_id: str,
     *,
@@ -177,8 +176,8 @@ def wait_for_job(
     emit: Callable[[str], None],
     timeout_s: float,
     poll_s: float = 2.0,
-) -> TrainingResult:
-    """Poll a job until it ends, streaming new log lines; return its parsed result."""
+) -> tuple[str, str]:
+    """Poll a job until it ends, streaming new log lines; its final status and logs."""
     deadline = time.monotonic() + timeout_s
     seen = 0
     status = "PENDING"
@@ -190,11 +189,26 @@ def wait_for_job(
                 emit(line)
             seen = len(logs)
         if status in TERMINAL:
-            break
+            return status, logs
         if time.monotonic() > deadline:
             client.stop_job(job_id)
             raise JobError(f"Ray job {job_id} did not finish within {timeout_s:.0f} s; stopped it")
         time.sleep(poll_s)
+
+
+def wait_for_job(
+    client: Any,
+    job_id: str,
+    *,
+    stream_logs: bool,
+    emit: Callable[[str], None],
+    timeout_s: float,
+    poll_s: float = 2.0,
+) -> TrainingResult:
+    """Poll a job until it ends, streaming new log lines; return its parsed result."""
+    status, logs = follow_job(
+        client, job_id, stream_logs=stream_logs, emit=emit, timeout_s=timeout_s, poll_s=poll_s
+    )
     try:
         result = parse_result_line(logs)
     except ValueError as exc:  # a malformed line (pydantic's ValidationError is a ValueError)
@@ -204,6 +218,82 @@ def wait_for_job(
         reason = (result.error if result else None) or _last_error_line(logs) or (info.message or status)
         raise JobError(f"Ray job {job_id} {status.lower()}: {reason}")
     return result.model_copy(update={"job_id": job_id})
+
+
+def wait_for_batch(
+    client: Any,
+    job_id: str,
+    pairs: Sequence[str],
+    *,
+    stream_logs: bool,
+    emit: Callable[[str], None],
+    timeout_s: float,
+    poll_s: float = 2.0,
+) -> dict[str, TrainingResult]:
+    """Follow a batch job to its end: one result per pair, failures included (a pair without a result line
+    gets the job's error). Raises JobError only when the job's results cannot be read at all."""
+    status, logs = follow_job(
+        client, job_id, stream_logs=stream_logs, emit=emit, timeout_s=timeout_s, poll_s=poll_s
+    )
+    try:
+        results = parse_result_lines(logs)
+    except ValueError as exc:
+        raise JobError(f"Ray job {job_id} {status.lower()} with an unreadable result line: {exc}") from exc
+    missing = [p for p in pairs if p not in results]
+    reason = ""
+    if missing:
+        info = client.get_job_info(job_id)
+        reason = _last_error_line(logs) or (info.message or status)
+    return {
+        p: (
+            results[p].model_copy(update={"job_id": job_id})
+            if p in results
+            else TrainingResult.failure(p, f"Ray job {job_id} {status.lower()} without a result: {reason}")
+        )
+        for p in pairs
+    }
+
+
+def submit_batch(
+    settings: Settings,
+    pairs: Sequence[str],
+    *,
+    end: datetime | None = None,
+    num_workers: int | None = None,
+    use_gpu: bool = False,
+    stream_logs: bool = True,
+    log: Callable[[str], None] | None = None,
+    timeout_s: float | None = None,
+    poll_s: float = 2.0,
+    submission_id: str | None = None,
+    **options: Any,
+) -> dict[str, TrainingResult]:
+    """Submit one job training ``pairs`` in one Ray Train run, follow it, return one result per pair."""
+    pairs = [p.lower() for p in pairs]
+    client = client_for(settings)
+    entrypoint = build_entrypoint(pairs, end, num_workers=num_workers, use_gpu=use_gpu, **options)
+    emit = log or (lambda line: print(line, flush=True))
+    try:
+        job_id = client.submit_job(
+            entrypoint=entrypoint,
+            runtime_env=runtime_env(settings),
+            submission_id=submission_id,
+            metadata={"pairs": ",".join(pairs)[:200], "end": str(end)},
+        )
+    except Exception as exc:
+        raise JobError(
+            f"could not submit the training job for {len(pairs)} pair(s) to {settings.ray_address}: {exc}"
+        ) from exc
+    emit(f"[mur] submitted Ray job {job_id}: {entrypoint}")
+    return wait_for_batch(
+        client,
+        job_id,
+        pairs,
+        stream_logs=stream_logs,
+        emit=emit,
+        timeout_s=timeout_s or settings.job_timeout_s,
+        poll_s=poll_s,
+    )
 
 
 def _last_error_line(logs: str) -> str | None:

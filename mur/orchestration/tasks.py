@@ -301,14 +301,38 @@ def list_pairs_task(context: Mapping[str, Any]) -> list[str]:
     return pairs
 
 
-def train_pair_task(pair: str, context: Mapping[str, Any]) -> dict[str, Any]:
-    """``train_pair[pair]``: window end from the run, options from params; returns the compact result."""
+def train_pair_task(
+    pair: str, context: Mapping[str, Any], batches: Iterable[Mapping[str, Any] | None] | None = None
+) -> dict[str, Any]:
+    """``train_pair[pair]``: the pair's result from its batch job (:mod:`mur.orchestration.batches`); when
+    the pair failed in its batch, the first try fails with the batch's error and the retries train the pair
+    on its own job (window end from the run, options from params). Returns the compact result."""
+    from mur.errors import JobError
     from mur.settings import get_settings
 
     params = context.get("params") or {}
     ti = context.get("ti")
     task_log = getattr(ti, "log", None)
     emit = task_log.info if task_log is not None else log.info
+    try_number = int(getattr(ti, "try_number", 1) or 1)
+    outcome = batch_outcome(batches, pair.lower())
+    if outcome is not None and outcome.get("result"):
+        result = outcome["result"]
+        if result.get("reused"):
+            emit(
+                f"[mur] {pair}: version {result.get('version')} was trained for this window already; reusing it"
+            )
+        else:
+            emit(
+                f"[mur] {pair}: version {result.get('version')} trained by its batch's Ray job {result.get('job_id')}"
+            )
+        return dict(result)
+    if outcome is not None and try_number == 1:
+        raise JobError(
+            f"{pair} failed in its batch job: {outcome.get('error')} (a retry trains it on its own)"
+        )
+    if outcome is None:
+        emit(f"[mur] {pair}: no result from a batch job; training it on its own")
     dag_run = context.get("dag_run")
     end = training_end(
         context.get("data_interval_end"), params.get("end"), getattr(dag_run, "run_after", None)
@@ -322,9 +346,18 @@ def train_pair_task(pair: str, context: Mapping[str, Any]) -> dict[str, Any]:
         submission_prefix=submission_prefix(
             getattr(ti, "dag_id", DAG_ID), str(context.get("run_id")), pair.lower()
         ),
-        try_number=int(getattr(ti, "try_number", 1) or 1),
+        try_number=try_number,
         kind=run_kind(dag_run),
     )
+
+
+def batch_outcome(batches: Iterable[Mapping[str, Any] | None] | None, pair: str) -> dict[str, Any] | None:
+    """The outcome of ``pair`` in the batch tasks' results (``{"result": …}`` or ``{"error": …}``), or None
+    when no batch reported it (its batch task failed)."""
+    for batch in batches or []:
+        if batch and pair in batch:
+            return dict(batch[pair])
+    return None
 
 
 def run_kind(dag_run: Any) -> str:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
+import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +32,8 @@ from mur.training.params import idempotency_key, model_config, train_config, tra
 
 if TYPE_CHECKING:
     from mur.model.network import ModelConfig
-    from mur.training.loop import Fit
+    from mur.training.batch import FitItem
+    from mur.training.loop import Fit, FitOutcome, TrainConfig
 
 log = logging.getLogger(__name__)
 MIN_CANDLES = 200
@@ -184,34 +187,53 @@ def metrics_document(
     )
 
 
-def train_and_register(
+@dataclass
+class PreparedTraining:
+    """One pair ready to fit: its dataset, configs, idempotency key and training plan (full or warm)."""
+
+    pair: str
+    ds: Dataset
+    window: DataWindow
+    filled: list[pd.Timestamp]
+    mcfg: ModelConfig
+    tcfg: TrainConfig
+    params: dict[str, Any]
+    key: str
+    arch: str
+    plan: warm_start.TrainingPlan
+    run_name: str
+
+    def fit_item(self) -> FitItem:
+        """What a fit step trains for this pair (:meth:`mur.training.ray_fit.RayFit.fit_many`)."""
+        from mur.training.batch import FitItem
+
+        weights = None if self.plan.start is None else self.plan.start.weights
+        return FitItem(
+            self.pair,
+            self.ds.model_arrays("train"),
+            self.ds.model_arrays("val"),
+            self.mcfg,
+            self.tcfg,
+            weights,
+        )
+
+
+def prepare_training(
     settings: Settings,
     pair: str,
     *,
     fit: Fit,
     end: datetime | None = None,
     data_csv: Path | None = None,
-    out_dir: Path | None = None,
     register: bool = True,
     reuse_existing: bool = False,
     emit: Callable[[str], None] | None = None,
     kind: str = "manual",
     warm_from: warm_start.WarmStart | None = None,
     **overrides: Any,
-) -> TrainingResult:
-    """Train ``pair`` on candles before ``end`` with ``fit``, export, evaluate, then log/register/gate.
-
-    ``out_dir`` also keeps ``model.onnx``, ``metrics.json`` and ``feature_spec.json`` there;
-    ``register=False`` skips MLflow (``mur train --out``). With ``reuse_existing``, a version already
-    registered for the same idempotency key (pair + window end + hyper-parameters + ``fit.key_params()``)
-    is returned without training. ``overrides`` are hyper-parameters (``epochs``, ``arch``, ...; None =
-    settings). Progress lines go to ``emit`` (the Ray job prints them; default: this module's logger).
-    ``kind`` (``scheduled``, ``backfill``, ``manual``) is recorded on the version for the admin page.
-    A scheduled run may start from the champion's weights (:mod:`mur.training.warm_start`); ``warm_from``
-    gives the start explicitly (benchmarks, ``mur train --out`` pipelines) and skips the registry lookup.
-    """
-    from mur.model.export import export_onnx
-
+) -> PreparedTraining | TrainingResult:
+    """Candles, dataset, key and plan of one pair; the version already registered for the key when
+    ``reuse_existing`` finds one (see :func:`train_and_register`)."""
     say = emit or log.info
     pair = pair.lower()
     candles, window, filled = load_candles(settings, pair, end=end, data_csv=data_csv)
@@ -241,28 +263,39 @@ def train_and_register(
     if plan.start is not None:
         tcfg = replace(tcfg, epochs=min(tcfg.epochs, settings.warm_start_epochs))
     say(f"[mur] {pair}: {plan.mode} training, {plan.reason}; up to {tcfg.epochs} epochs")
-    warm = (
-        {} if plan.start is None else {"init_weights": plan.start.weights}
-    )  # a fit without warm starts works
-    outcome = fit(
-        ds.model_arrays("train"),
-        ds.model_arrays("val"),
-        mcfg,
-        tcfg,
-        # unique per fit: a rerun of the same window must not resume an earlier job's checkpoints
-        run_name=f"{pair}-{window_end.replace(':', '')}-{key[:8]}-{uuid.uuid4().hex[:6]}",
-        **warm,
-    )
+    # unique per fit: a rerun of the same window must not resume an earlier job's checkpoints
+    run_name = f"{pair}-{window_end.replace(':', '')}-{key[:8]}-{uuid.uuid4().hex[:6]}"
+    return PreparedTraining(pair, ds, window, filled, mcfg, tcfg, params, key, arch, plan, run_name)
+
+
+def finish_training(
+    settings: Settings,
+    prep: PreparedTraining,
+    outcome: FitOutcome,
+    *,
+    fit: Fit,
+    out_dir: Path | None = None,
+    register: bool = True,
+    emit: Callable[[str], None] | None = None,
+    kind: str = "manual",
+) -> TrainingResult:
+    """Export the fitted model with its calibration, evaluate it on the test span, then write ``out_dir``
+    and/or log, register and gate it (see :func:`train_and_register`)."""
+    from mur.model.export import export_onnx
+
+    say = emit or log.info
+    pair, ds = prep.pair, prep.ds
     x_test = ds.x[ds.split.test]
+    weights = warm_start.weights_bytes(warm_start.recurrent_weights(outcome.model))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(out_dir) if out_dir is not None else Path(tmp)
         onnx_path = export_onnx(calibrate(outcome.model, ds), folder / "model.onnx", x_test[:64])
         doc = metrics_document(
             pair,
-            mcfg,
+            prep.mcfg,
             ds,
-            window,
-            evaluate_onnx(onnx_path, ds, mcfg.rnn_len),
+            prep.window,
+            evaluate_onnx(onnx_path, ds, prep.mcfg.rnn_len),
             best_epoch=outcome.best_epoch,
             **outcome.details,
         )
@@ -277,15 +310,17 @@ def train_and_register(
                 f"{h.interval_skill_vs_ewma:+.4f} vs EWMA"
             )
         if out_dir is not None:
-            doc = doc.model_copy(update={"filled_hours": [iso(t) for t in filled]})
+            doc = doc.model_copy(update={"filled_hours": [iso(t) for t in prep.filled]})
             (folder / "metrics.json").write_text(doc.to_json())
             (folder / "feature_spec.json").write_text(json.dumps(ds.spec.to_dict(), indent=2))
-            (folder / WEIGHTS_ARTIFACT).write_bytes(
-                warm_start.weights_bytes(warm_start.recurrent_weights(outcome.model))
-            )
+            (folder / WEIGHTS_ARTIFACT).write_bytes(weights)
         if not register:
             return TrainingResult(
-                pair=pair, data_window=window.to_window(), mae=doc.model.mae, skill=doc.skill, metrics=doc
+                pair=pair,
+                data_window=prep.window.to_window(),
+                mae=doc.model.mae,
+                skill=doc.skill,
+                metrics=doc,
             )
         from mur.registry.versions import log_and_register
 
@@ -295,16 +330,146 @@ def train_and_register(
             onnx_path=onnx_path,
             feature_spec=ds.spec.to_dict(),
             metrics_doc=doc,
-            params={**params, **fit.run_params()},
+            params={**prep.params, **fit.run_params()},
             history=outcome.history,
             x_test=x_test,
-            idempotency_key=key,
+            idempotency_key=prep.key,
             kind=kind,
-            weights=warm_start.weights_bytes(warm_start.recurrent_weights(outcome.model)),
-            training_tags={"arch_key": arch, **plan.tags(window_end)},
+            weights=weights,
+            training_tags={"arch_key": prep.arch, **prep.plan.tags(iso(prep.window.end))},
         )
     say(f"[mur] gate: {result.model_name} v{result.version} → {result.alias} ({result.reason})")
     return result
+
+
+def train_and_register(
+    settings: Settings,
+    pair: str,
+    *,
+    fit: Fit,
+    end: datetime | None = None,
+    data_csv: Path | None = None,
+    out_dir: Path | None = None,
+    register: bool = True,
+    reuse_existing: bool = False,
+    emit: Callable[[str], None] | None = None,
+    kind: str = "manual",
+    warm_from: warm_start.WarmStart | None = None,
+    **overrides: Any,
+) -> TrainingResult:
+    """Train ``pair`` on candles before ``end`` with ``fit``, export, evaluate, then log/register/gate.
+
+    ``out_dir`` also keeps ``model.onnx``, ``metrics.json`` and ``feature_spec.json`` there;
+    ``register=False`` skips MLflow (``mur train --out``). With ``reuse_existing``, a version already
+    registered for the same idempotency key (pair + window end + hyper-parameters + ``fit.key_params()``)
+    is returned without training. ``overrides`` are hyper-parameters (``epochs``, ``arch``, ...; None =
+    settings). Progress lines go to ``emit`` (the Ray job prints them; default: this module's logger).
+    ``kind`` (``scheduled``, ``backfill``, ``manual``) is recorded on the version for the admin page.
+    A scheduled run may start from the champion's weights (:mod:`mur.training.warm_start`); ``warm_from``
+    gives the start explicitly (benchmarks, ``mur train --out`` pipelines) and skips the registry lookup.
+    Several pairs in one fit: :func:`train_many`.
+    """
+    prep = prepare_training(
+        settings,
+        pair,
+        fit=fit,
+        end=end,
+        data_csv=data_csv,
+        register=register,
+        reuse_existing=reuse_existing,
+        emit=emit,
+        kind=kind,
+        warm_from=warm_from,
+        **overrides,
+    )
+    if isinstance(prep, TrainingResult):
+        return prep
+    warm = {} if prep.plan.start is None else {"init_weights": prep.plan.start.weights}
+    outcome = fit(  # a fit without warm starts works
+        prep.ds.model_arrays("train"),
+        prep.ds.model_arrays("val"),
+        prep.mcfg,
+        prep.tcfg,
+        run_name=prep.run_name,
+        **warm,
+    )
+    return finish_training(
+        settings, prep, outcome, fit=fit, out_dir=out_dir, register=register, emit=emit, kind=kind
+    )
+
+
+def _failure(pair: str, exc: BaseException, say: Callable[[str], None]) -> TrainingResult:
+    from mur.errors import MurError
+
+    message = str(exc) if isinstance(exc, MurError) else f"{type(exc).__name__}: {exc}"
+    say(f"[mur] {pair}: FAILED: {message}")
+    if not isinstance(exc, MurError):  # a bug or an infrastructure error: the job log keeps the traceback
+        say("".join(traceback.format_exception(exc)).rstrip())
+    return TrainingResult.failure(pair, message)
+
+
+def train_many(
+    settings: Settings,
+    pairs: Sequence[str],
+    *,
+    fit: Fit,
+    end: datetime | None = None,
+    reuse_existing: bool = False,
+    register: bool = True,
+    emit: Callable[[str], None] | None = None,
+    kind: str = "manual",
+    **overrides: Any,
+) -> dict[str, TrainingResult]:
+    """Train ``pairs`` (registered, gated) with one fit for all of them (:mod:`mur.training.batch`: one Ray
+    Train run for the batch); one result per pair, in order,
+    failures included. Arguments as :func:`mur.training.driver.train_and_register` (``register=False``:
+    nothing logged, a benchmark)."""
+    from mur.training.batch import fit_many
+
+    say = emit or log.info
+    started = time.perf_counter()
+    results: dict[str, TrainingResult] = {}
+    prepared: list[PreparedTraining] = []
+    for pair in dict.fromkeys(p.lower() for p in pairs):
+        try:
+            prep = prepare_training(
+                settings,
+                pair,
+                fit=fit,
+                end=end,
+                reuse_existing=reuse_existing,
+                emit=say,
+                kind=kind,
+                **overrides,
+            )
+        except Exception as exc:
+            results[pair] = _failure(pair, exc, say)
+            continue
+        if isinstance(prep, TrainingResult):
+            results[pair] = prep
+        else:
+            prepared.append(prep)
+    if prepared:
+        say(f"[mur] batch: fitting {len(prepared)} pair(s) in one run: {', '.join(p.pair for p in prepared)}")
+        fitted = time.perf_counter()
+        outcomes = fit_many(fit, [p.fit_item() for p in prepared], run_name=f"batch-{uuid.uuid4().hex[:10]}")
+        say(f"[mur] batch: fit of {len(prepared)} pair(s) took {time.perf_counter() - fitted:.1f} s")
+        for prep, outcome in zip(prepared, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                results[prep.pair] = _failure(prep.pair, outcome, say)
+                continue
+            try:
+                results[prep.pair] = finish_training(
+                    settings, prep, outcome, fit=fit, register=register, emit=say, kind=kind
+                )
+            except Exception as exc:
+                results[prep.pair] = _failure(prep.pair, exc, say)
+    failed = sorted(p for p, r in results.items() if not r.ok)
+    say(
+        f"[mur] batch: {len(results) - len(failed)}/{len(results)} pair(s) done in "
+        f"{time.perf_counter() - started:.1f} s" + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
+    return {p.lower(): results[p.lower()] for p in dict.fromkeys(p.lower() for p in pairs)}
 
 
 def registered_for(settings: Settings, pair: str, key: str) -> TrainingResult | None:

@@ -14,7 +14,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from mur.model.network import ModelConfig
+from mur.training.batch import FitItem
 from mur.training.loop import Arrays, FitOutcome, TrainConfig
 
 if TYPE_CHECKING:
@@ -50,12 +51,54 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Per-worker loop: DDP model, sharded loader, per-epoch report + checkpoint, early stopping."""
+    """Per-worker loop over the batch's items (pairs), one after the other on the same worker group: DDP
+    model, sharded loader, per-epoch report + checkpoint, early stopping.
+
+    ``config["items"]`` lists the fits (``name``, ``model``/``train`` configs, ``init_weights`` and an object
+    ref of the item's arrays). The checkpoint holds the current item's model, optimizer and early-stopping
+    state plus every finished item's best weights, so a restarted worker group resumes at the item and epoch
+    where it stopped. An item whose data-fitted start fails (the same on every worker: deterministic) is
+    recorded as failed and the loop goes on with the next one: one bad pair never blocks the batch.
+    """
+    import ray
+    import ray.train  # [ray]
+
+    items: list[dict[str, Any]] = config["items"]
+    done: dict[str, Any] = {}
+    resume: dict[str, Any] | None = None
+    checkpoint = ray.train.get_checkpoint()  # [ray] set when restoring after a failure
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / CKPT_FILE, weights_only=True)
+            meta = json.loads((Path(d) / META_FILE).read_text())
+        done = {name: {"best_state": s, **meta["done"][name]} for name, s in state["done"].items()}
+        done.update({name: m for name, m in meta["done"].items() if "error" in m})
+        resume = {"state": state, "meta": meta}
+        print(
+            f"[worker {ray.train.get_context().get_world_rank()}] resumed from checkpoint at epoch "
+            f"{meta['epoch']} of item {meta['item']} ({items[meta['item']]['name']}), {len(done)} item(s) done"
+        )
+    for index, item in enumerate(items):
+        if item["name"] in done:
+            continue
+        here = resume if resume is not None and resume["meta"]["item"] == index else None
+        _fit_item(index, item, done, here, config.get("fail_at_epoch"), ray.get(item["arrays"]))
+
+
+def _fit_item(
+    index: int,
+    item: dict[str, Any],
+    done: dict[str, Any],
+    resume: dict[str, Any] | None,
+    fail_at: int | None,
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """Train one item on the worker group; its outcome goes into ``done`` (and every later checkpoint)."""
     import copy
+    import os
 
     import ray.train  # [ray]
     import ray.train.torch  # [ray]
-    import torch
     import torch.distributed as dist
 
     from mur.model.network import build_model
@@ -69,40 +112,43 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     from mur.training.warm_start import apply_weights
 
-    mcfg = ModelConfig(**config["model"])
-    tcfg = TrainConfig(**config["train"])
+    x_train, y_train, x_val, y_val = arrays
+    name = item["name"]
+    mcfg = ModelConfig(**item["model"])
+    tcfg = TrainConfig(**item["train"])
     seed_everything(tcfg.seed)
-    model: torch.nn.Module = build_model(mcfg, seed=tcfg.seed)
-    init_from_data(model, (config["x_train"], config["y_train"]))  # same start on every worker
-    apply_weights(model, config.get("init_weights"))  # a warm start: the champion's recurrent correction
+    rank = ray.train.get_context().get_world_rank()  # [ray]
+    try:  # deterministic on every worker: all of them skip the item together
+        model: torch.nn.Module = build_model(mcfg, seed=tcfg.seed)
+        init_from_data(model, (x_train, y_train))  # same start on every worker
+        apply_weights(model, item.get("init_weights"))  # a warm start: the champion's recurrent correction
+    except (ValueError, RuntimeError, ArithmeticError) as exc:
+        done[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        print(f"[worker {rank}] {name}: cannot start training: {exc}")
+        _report({"item": index, "name": name, "epoch": -1}, done, None, rank)
+        return
     optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.learning_rate)
     stopper = EarlyStopping(tcfg.patience)
     best_state = copy.deepcopy(model.state_dict())
     start_epoch = 0
-
-    checkpoint = ray.train.get_checkpoint()  # [ray] set when restoring after a failure
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / CKPT_FILE, weights_only=True)
-            meta = json.loads((Path(d) / META_FILE).read_text())
+    history: list[dict[str, Any]] = []
+    if resume is not None:
+        state, meta = resume["state"], resume["meta"]
+        history = list(meta.get("history", []))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         best_state = state["best_model"]
         stopper = EarlyStopping(tcfg.patience, meta["best_loss"], meta["best_epoch"], meta["bad_epochs"])
         start_epoch = meta["epoch"] + 1
-        print(
-            f"[worker {ray.train.get_context().get_world_rank()}] resumed from checkpoint at epoch {meta['epoch']}"
-        )
 
     model = ray.train.torch.prepare_model(model)  # [ray] DDP + device placement
     train_loader = ray.train.torch.prepare_data_loader(  # [ray] DistributedSampler
-        make_loader(config["x_train"], config["y_train"], tcfg.batch_size, shuffle=True, seed=tcfg.seed)
+        make_loader(x_train, y_train, tcfg.batch_size, shuffle=True, seed=tcfg.seed)
     )
-    val_loader = make_loader(config["x_val"], config["y_val"], tcfg.batch_size, shuffle=False)
+    val_loader = make_loader(x_val, y_val, tcfg.batch_size, shuffle=False)
     device = ray.train.torch.get_device()  # [ray]
-    rank = ray.train.get_context().get_world_rank()  # [ray]
-    fail_at = config.get("fail_at_epoch")
-    if checkpoint is None:  # the data-fitted start is a candidate too (epoch -1), as in fit_local
+    first_attempt = ray.train.get_checkpoint() is None
+    if resume is None:  # the data-fitted start is a candidate too (epoch -1), as in fit_local
         start_val = torch.tensor(eval_loss(model, val_loader, device), dtype=torch.float64)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(start_val)
@@ -110,7 +156,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         stopper.step(-1, float(start_val))
 
     for epoch in range(start_epoch, tcfg.epochs):
-        if fail_at is not None and epoch == fail_at and checkpoint is None and rank == 0:
+        if fail_at is not None and epoch == fail_at and index == 0 and first_attempt and rank == 0:
             raise RuntimeError(f"injected failure at epoch {epoch} (fault-tolerance test)")
         if hasattr(train_loader, "sampler") and hasattr(train_loader.sampler, "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
@@ -124,37 +170,58 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         raw = unwrap(model)
         if stopper.step(epoch, val_loss):
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in raw.state_dict().items()})
+        last = stopper.should_stop or epoch == tcfg.epochs - 1
         metrics = {
+            "item": index,
+            "name": name,
             "epoch": epoch,
             "train_loss": train_loss,
             "val_loss": val_loss,
             "best_val_loss": stopper.best_loss,
             "best_epoch": stopper.best_epoch,
             "epoch_seconds": time.perf_counter() - started,
-            "samples": len(config["y_train"]),
+            "samples": len(y_train),
+            "worker_pid": os.getpid(),
         }
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0:
-                torch.save(
-                    {
-                        "model": raw.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "best_model": best_state,
-                    },
-                    Path(tmp) / CKPT_FILE,
-                )
-                meta = {
-                    "epoch": epoch,
-                    "best_loss": stopper.best_loss,
-                    "best_epoch": stopper.best_epoch,
-                    "bad_epochs": stopper.bad_epochs,
-                }
-                (Path(tmp) / META_FILE).write_text(json.dumps(meta))
-                ckpt = ray.train.Checkpoint.from_directory(tmp)  # [ray]
-            ray.train.report(metrics, checkpoint=ckpt)  # [ray] a barrier across workers
-        if stopper.should_stop:
+        history.append({k: v for k, v in metrics.items() if k not in ("item", "name")})
+        if last:
+            done[name] = {"best_state": best_state, "best_epoch": stopper.best_epoch, "history": history}
+        current = {
+            "model": raw.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "best_model": best_state,
+            "meta": {
+                "item": index,
+                "epoch": epoch,
+                "best_loss": stopper.best_loss,
+                "best_epoch": stopper.best_epoch,
+                "bad_epochs": stopper.bad_epochs,
+                "history": history,
+            },
+        }
+        _report(metrics, done, current, rank)
+        if last:
             break
+    else:  # no epoch to run (epochs exhausted before a restart): keep the best so far
+        done[name] = {"best_state": best_state, "best_epoch": stopper.best_epoch, "history": history}
+
+
+def _report(metrics: dict[str, Any], done: dict[str, Any], current: dict[str, Any] | None, rank: int) -> None:
+    """``ray.train.report`` (a barrier across workers) with rank 0's checkpoint: the current item's training
+    state (``current``) and every finished item's best weights and outcome (``done``)."""
+    import ray.train  # [ray]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = None
+        if rank == 0:
+            meta = dict(current["meta"]) if current else {"item": metrics["item"], "epoch": -1}
+            meta["done"] = {n: {k: v for k, v in d.items() if k != "best_state"} for n, d in done.items()}
+            state = {k: v for k, v in (current or {}).items() if k != "meta"}
+            state["done"] = {n: d["best_state"] for n, d in done.items() if "best_state" in d}
+            torch.save(state, Path(tmp) / CKPT_FILE)
+            (Path(tmp) / META_FILE).write_text(json.dumps(meta))
+            ckpt = ray.train.Checkpoint.from_directory(tmp)  # [ray]
+        ray.train.report(metrics, checkpoint=ckpt)  # [ray]
 
 
 @dataclass
@@ -165,6 +232,89 @@ class TrainOutcome:
     history: list[dict[str, Any]]
     best_epoch: int
     wall_seconds: float
+    """Seconds of this item's epochs."""
+    batch_seconds: float = 0.0
+    """Wall time of the whole run (worker start-up and every item of the batch)."""
+
+
+def run_distributed_many(
+    items: Sequence[FitItem],
+    scaling: ScalingSettings,
+    storage_path: str,
+    run_name: str,
+    max_failures: int = 2,
+    fail_at_epoch: int | None = None,
+    storage_filesystem: Any = None,
+) -> dict[str, TrainOutcome | str]:
+    """Driver: one ``TorchTrainer.fit`` trains every item on the same worker group (workers started once);
+    returns each item's best weights and history, or its error message."""
+    import ray
+    import torch
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # [ray]
+    from ray.train.torch import TorchConfig, TorchTrainer  # [ray]
+
+    names = [item.name for item in items]
+    if len(set(names)) != len(names):
+        raise ValueError(f"fit items need distinct names, got {names}")
+    resources = {"CPU": scaling.cpus_per_worker}
+    if scaling.use_gpu:
+        resources["GPU"] = scaling.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "items": [
+                {
+                    "name": item.name,
+                    "model": item.mcfg.to_dict(),
+                    "train": asdict(item.tcfg),
+                    "init_weights": item.init_weights,
+                    # one object per item: workers fetch an item's arrays when they reach it
+                    "arrays": ray.put((*item.train, *item.val)),
+                }
+                for item in items
+            ],
+            "fail_at_epoch": fail_at_epoch,
+        },
+        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            storage_filesystem=storage_filesystem,
+            failure_config=FailureConfig(max_failures=max_failures),
+            # the latest checkpoint holds every finished item's best weights: keep it (and the one before)
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    started = time.perf_counter()
+    result = trainer.fit()
+    wall = time.perf_counter() - started
+    if result.error:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train run {run_name} ended without a checkpoint")
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / CKPT_FILE, weights_only=True)
+        meta = json.loads((Path(d) / META_FILE).read_text())
+    out: dict[str, TrainOutcome | str] = {}
+    for name in names:
+        info = meta["done"].get(name)
+        if info is None or name not in state["done"]:
+            out[name] = (info or {}).get("error") or "the training run ended before this item was trained"
+            continue
+        history = list(info.get("history", []))  # kept in the checkpoint: Ray keeps only the last reports
+        # the best-by-val-loss weights seen (the data-fitted start when no epoch improved on it, e.g. a
+        # diverged training whose losses are not finite): never the last epoch's weights as such
+        out[name] = TrainOutcome(
+            best_state=state["done"][name],
+            history=history,
+            best_epoch=int(info["best_epoch"]),
+            wall_seconds=sum(float(r.get("epoch_seconds", 0.0)) for r in history),
+            batch_seconds=wall,
+        )
+    return out
 
 
 def run_distributed(
@@ -180,57 +330,14 @@ def run_distributed(
     storage_filesystem: Any = None,
     init_weights: dict[str, np.ndarray] | None = None,
 ) -> TrainOutcome:
-    """Driver: build Ray Train configs, run ``TorchTrainer.fit`` and load the best checkpoint's weights."""
-    import torch
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # [ray]
-    from ray.train.torch import TorchConfig, TorchTrainer  # [ray]
-
-    resources = {"CPU": scaling.cpus_per_worker}
-    if scaling.use_gpu:
-        resources["GPU"] = scaling.gpus_per_worker
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "model": mcfg.to_dict(),
-            "train": asdict(tcfg),
-            "x_train": train[0],
-            "y_train": train[1],
-            "x_val": val[0],
-            "y_val": val[1],
-            "fail_at_epoch": fail_at_epoch,
-            "init_weights": init_weights,
-        },
-        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources
-        ),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=storage_path,
-            storage_filesystem=storage_filesystem,
-            failure_config=FailureConfig(max_failures=max_failures),
-            checkpoint_config=CheckpointConfig(
-                checkpoint_score_attribute="val_loss", checkpoint_score_order="min"
-            ),
-        ),
-    )
-    started = time.perf_counter()
-    result = trainer.fit()
-    wall = time.perf_counter() - started
-    if result.error:
-        raise result.error
-    best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
-    if best is None:
-        raise RuntimeError(f"Ray Train run {run_name} ended without a checkpoint")
-    with best.as_directory() as d:
-        state = torch.load(Path(d) / CKPT_FILE, weights_only=True)
-        meta = json.loads((Path(d) / META_FILE).read_text())
-    history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
-    # the best-by-val-loss weights seen so far (the data-fitted start when no epoch improved on it, e.g. a
-    # diverged training whose losses are not finite): never the last epoch's weights as such
-    return TrainOutcome(
-        best_state=state["best_model"], history=history, best_epoch=meta["best_epoch"], wall_seconds=wall
-    )
+    """One item through :func:`run_distributed_many` (its error raised)."""
+    item = FitItem(run_name, train, val, mcfg, tcfg, init_weights)
+    outcome = run_distributed_many(
+        [item], scaling, storage_path, run_name, max_failures, fail_at_epoch, storage_filesystem
+    )[run_name]
+    if isinstance(outcome, str):
+        raise RuntimeError(f"Ray Train run {run_name}: {outcome}")
+    return outcome
 
 
 def storage_for(settings: Settings) -> tuple[str, Any]:
@@ -295,31 +402,47 @@ class RayFit:
         run_name: str,
         init_weights: dict[str, np.ndarray] | None = None,
     ) -> FitOutcome:
+        [outcome] = self.fit_many(
+            [FitItem(run_name, train, val, mcfg, tcfg, init_weights)], run_name=run_name
+        )
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def fit_many(self, items: Sequence[FitItem], *, run_name: str) -> list[FitOutcome | Exception]:
+        """Every item in one Ray Train run: the worker group starts once for the whole batch (the start-up
+        of a run, ~20 s here, is paid once instead of once per pair). An item that fails comes back as its
+        error, the others train."""
         from mur.model.network import build_model
 
         storage_path, fs = storage_for(self.settings)
         self.emit(
-            f"[mur] Ray Train: {self.scaling.num_workers} worker(s), use_gpu={self.scaling.use_gpu}, "
-            f"storage {storage_path}"
+            f"[mur] Ray Train: {len(items)} model(s) on {self.scaling.num_workers} worker(s), "
+            f"use_gpu={self.scaling.use_gpu}, storage {storage_path}"
         )
-        outcome = run_distributed(
-            train,
-            val,
-            mcfg,
-            tcfg,
+        outcomes = run_distributed_many(
+            items,
             self.scaling,
             storage_path,
             run_name,
             max_failures=self.settings.max_failures,
             fail_at_epoch=self.fail_at_epoch,
             storage_filesystem=fs,
-            init_weights=init_weights,
         )
-        model = build_model(mcfg)
-        model.load_state_dict(outcome.best_state)
-        details = {
-            "epochs_run": len(outcome.history),
-            "train_seconds": outcome.wall_seconds,
-            "num_workers": self.scaling.num_workers,
-        }
-        return FitOutcome(model, outcome.history, outcome.best_epoch, details)
+        results: list[FitOutcome | Exception] = []
+        for item in items:
+            outcome = outcomes[item.name]
+            if isinstance(outcome, str):
+                results.append(RuntimeError(f"Ray Train: {item.name}: {outcome}"))
+                continue
+            model = build_model(item.mcfg)
+            model.load_state_dict(outcome.best_state)
+            details = {
+                "epochs_run": len(outcome.history),
+                "train_seconds": outcome.batch_seconds if len(items) == 1 else outcome.wall_seconds,
+                "num_workers": self.scaling.num_workers,
+            }
+            if len(items) > 1:
+                details.update(batch_size=len(items), batch_seconds=outcome.batch_seconds)
+            results.append(FitOutcome(model, outcome.history, outcome.best_epoch, details))
+        return results

@@ -24,16 +24,29 @@ def test_dags_folder_has_no_import_errors(dagbag: Any) -> None:
 
 def test_structure_mapping_and_bounds(dagbag: Any) -> None:
     dag = dagbag.dags["mur_training"]
-    assert set(dag.task_dict) == {"list_pairs", "train_pair", "summarize", "all_pairs_trained"}
+    assert set(dag.task_dict) == {
+        "list_pairs",
+        "plan_batches",
+        "train_batch",
+        "train_pair",
+        "summarize",
+        "all_pairs_trained",
+    }
     train = dag.get_task("train_pair")
+    batch = dag.get_task("train_batch")
     from airflow.sdk.definitions.mappedoperator import MappedOperator
 
-    assert isinstance(train, MappedOperator)
-    assert train.upstream_task_ids == {"list_pairs"}
+    assert isinstance(train, MappedOperator) and isinstance(batch, MappedOperator)
+    assert dag.get_task("plan_batches").upstream_task_ids == {"list_pairs"}
+    assert batch.upstream_task_ids == {"plan_batches"}
+    assert train.upstream_task_ids == {"list_pairs", "train_batch"}
     assert train.downstream_task_ids == {"summarize", "all_pairs_trained"}
+    assert train.trigger_rule == "all_done"  # a batch task that failed as a whole: the pairs train alone
+    assert batch.retries == 0  # its failed pairs are retried by their own train_pair tasks
     limit = get_settings().max_parallel_trainings
-    assert train.max_active_tis_per_dagrun == limit
-    assert train.max_active_tis_per_dag == limit
+    for task in (train, batch):
+        assert task.max_active_tis_per_dagrun == limit
+        assert task.max_active_tis_per_dag == limit
     assert dag.get_task("summarize").trigger_rule == "all_done"
     assert dag.get_task("all_pairs_trained").trigger_rule == "all_success"
     from airflow.sdk import Asset

@@ -310,3 +310,37 @@ def test_admin_page_lists_versions_with_the_gate_decision(job_settings: Settings
     html = json.dumps(versions_block(SimpleNamespace(settings=settings)).to_plotly_json(), default=str)
     assert f"v{result.version}" in html and "manual" in html and result.reason in html
     assert result.gate_rule and result.gate_rule in html and "DM p worse / better" in html
+
+
+def test_a_batch_job_trains_its_pairs_on_one_worker_group_and_a_bad_pair_fails_alone(
+    job_settings: Settings,
+) -> None:
+    """Issue 15 #3: ``ray_jobs.train_pair --pairs`` trains every pair of the batch in one Ray Train run (the
+    worker group starts once, the same worker processes train each pair); an unknown pair fails alone."""
+    from mur.orchestration.job_submission import submit_batch
+    from mur.registry import configure, model_name
+    from mur.timeutil import parse_time
+
+    lines: list[str] = []
+    results = submit_batch(
+        job_settings,
+        ["sol_usdt", "nope_usdt", "bnb_usdt"],
+        end=parse_time("2025-04-01T00:00:00Z"),
+        num_workers=2,
+        log=lines.append,
+        timeout_s=900,
+        epochs=2,
+        hidden_size=8,
+    )
+    assert list(results) == ["sol_usdt", "nope_usdt", "bnb_usdt"]
+    assert not results["nope_usdt"].ok and "unknown pair" in (results["nope_usdt"].error or "")
+    client = configure(job_settings)
+    for pair in ("sol_usdt", "bnb_usdt"):
+        result = results[pair]
+        assert result.ok and result.version == 1 and result.job_id, result
+        assert result.metrics is not None and result.metrics.epochs_run == 2
+        assert result.metrics.model_extra and result.metrics.model_extra["batch_size"] == 2
+        version = client.get_model_version(model_name(pair, job_settings.registry_prefix), "1")
+        assert len(client.get_metric_history(version.run_id, "val_loss")) == 2  # its own epochs only
+    assert sum("Started training worker group" in line for line in lines) == 1, "one worker group per batch"
+    assert any("fitting 2 pair(s) in one run: sol_usdt, bnb_usdt" in line for line in lines)

@@ -130,6 +130,23 @@ def test_ray_listens_on_loopback_unless_the_environment_opts_out(
     assert os.environ[RAY_LOOPBACK_SWITCH] == "0"
 
 
+def test_ray_auth_mode_is_stated_not_taken_from_a_token_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``~/.ray/auth_token`` left by any local ``ray.init()`` would turn token auth on for the stack's head,
+    and its health check (no token) would get 401: the head and its clients state the mode instead."""
+    from mur.devstack.config import RAY_AUTH_SWITCH, align_settings
+
+    monkeypatch.delenv(RAY_AUTH_SWITCH, raising=False)
+    assert stack_services(settings_for(tmp_path))["ray"].env[RAY_AUTH_SWITCH] == "disabled"
+    monkeypatch.setenv(RAY_AUTH_SWITCH, "token")
+    assert stack_services(settings_for(tmp_path))["ray"].env[RAY_AUTH_SWITCH] == "token"
+    monkeypatch.delenv(RAY_AUTH_SWITCH)
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    align_settings(settings_for(tmp_path))  # `mur up`: the clients it starts agree with the head
+    assert os.environ[RAY_AUTH_SWITCH] == "disabled"
+
+
 def test_airflow_components_have_compose_health_checks(tmp_path: Path) -> None:
     table = stack_services(settings_for(tmp_path, airflow_port=18080))
     assert table["airflow-scheduler"].health_url == "http://127.0.0.1:18974/health"

@@ -1,0 +1,150 @@
+"""Batched training for the DAG: a few Ray jobs train every pair of a run, each job one Ray Train run.
+
+    list_pairs ─► plan_batches ─► train_batch[i] (one Ray job per batch) ─► train_pair[pair] ─► summarize
+
+One Ray job per pair pays the job's start-up (a process, torch/Ray/MLflow imports) and a Ray Train worker
+group's start-up (~20 s here) for each pair, for a warm start that trains a few seconds: with hundreds of
+pairs the hourly cycle is mostly start-up. A batch job pays them once for up to ``MUR_TRAIN_BATCH_SIZE``
+pairs (:func:`mur.training.driver.train_many`).
+
+Per-pair visibility, retries and alerts stay with the mapped ``train_pair[pair]`` tasks: each one returns its
+pair's result from the batch, or, when the pair failed in its batch, fails its first try with the batch's
+error and trains the pair on its own in its Airflow retries (:func:`mur.orchestration.tasks.train_pair`). A
+batch task never fails the run by itself: its pairs' outcomes are data for the ``train_pair`` tasks.
+
+Import-light like :mod:`mur.orchestration.tasks` (the DAG file imports it while it is parsed).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from mur.settings import Settings
+
+log = logging.getLogger(__name__)
+LogFn = Callable[[str], None]
+
+
+def plan_batches(pairs: Sequence[str], slots: int, max_size: int) -> list[list[str]]:
+    """Split ``pairs`` (order kept) into contiguous batches of near-equal size: at least one batch per
+    training slot (so the slots all work), and none larger than ``max_size``."""
+    if not pairs:
+        return []
+    count = max(min(max(slots, 1), len(pairs)), math.ceil(len(pairs) / max(max_size, 1)))
+    size, extra = divmod(len(pairs), count)
+    batches, start = [], 0
+    for i in range(count):
+        stop = start + size + (1 if i < extra else 0)
+        batches.append(list(pairs[start:stop]))
+        start = stop
+    return batches
+
+
+def train_batch(
+    settings: Settings,
+    pairs: Sequence[str],
+    *,
+    end: datetime,
+    options: Mapping[str, Any] | None = None,
+    emit: LogFn | None = None,
+    submission_prefix: str | None = None,
+    kind: str = "manual",
+) -> dict[str, dict[str, Any]]:
+    """Train ``pairs`` in as few Ray jobs as their window ends allow (one, unless bundled data ends earlier
+    for some pairs); ``{pair: {"result": compact} | {"error": message}}``. Pairs already trained for their
+    window are looked up in the registry and reused without a job."""
+    from mur.orchestration import job_submission as jobs
+    from mur.orchestration.tasks import available_end, compact_result, find_trained
+
+    say = emit or log.info
+    options = dict(options or {})
+    if "train_days" in options:
+        settings = settings.model_copy(update={"train_days": int(options["train_days"])})
+    out: dict[str, dict[str, Any]] = {}
+    by_end: dict[datetime, list[str]] = {}
+    for pair in dict.fromkeys(p.lower() for p in pairs):
+        pair_end = end
+        if (available := available_end(settings, pair)) is not None and end > available:
+            say(f"[mur] {pair}: the bundled candles end at {available.isoformat()}; training on all of them")
+            pair_end = available
+        try:
+            existing = find_trained(settings, pair, pair_end, options)
+        except Exception as exc:  # the registry did not answer: the pair's own task retries it
+            out[pair] = {"error": f"registry lookup failed: {exc}"}
+            continue
+        if existing is not None:
+            say(f"[mur] {pair}: version {existing.version} was trained for this window already; reusing it")
+            out[pair] = {"result": compact_result(existing)}
+        else:
+            by_end.setdefault(pair_end, []).append(pair)
+
+    job_options = {k: v for k, v in options.items() if k != "num_workers"}
+    for n, (pair_end, todo) in enumerate(sorted(by_end.items())):
+        say(f"[mur] batch of {len(todo)} pair(s), window end {pair_end.isoformat()}: {', '.join(todo)}")
+        submission_id = f"{submission_prefix}-{n}-{datetime.now(UTC):%H%M%S}" if submission_prefix else None
+        try:
+            results = jobs.submit_batch(
+                settings,
+                todo,
+                end=pair_end,
+                num_workers=options.get("num_workers"),
+                stream_logs=True,
+                log=say,
+                submission_id=submission_id,
+                kind=kind,
+                **job_options,
+            )
+        except Exception as exc:  # could not submit / follow the job: each pair's own task retries
+            say(f"[mur] batch job failed: {exc}")
+            out.update({p: {"error": str(exc)} for p in todo})
+            continue
+        for pair, result in results.items():
+            out[pair] = {"result": compact_result(result)} if result.ok else {"error": result.error}
+    failed = sorted(p for p, o in out.items() if "error" in o)
+    say(
+        f"[mur] batch: {len(out) - len(failed)}/{len(out)} pair(s) trained or reused"
+        + (f"; failed (their own tasks retry them): {', '.join(failed)}" if failed else "")
+    )
+    return out
+
+
+# --- Airflow glue (called from the DAG's tasks with their context) ---------------------------------
+def plan_batches_task(pairs: Sequence[str]) -> list[list[str]]:
+    """``plan_batches``: the run's pairs in batches (``MUR_MAX_PARALLEL_TRAININGS`` slots, at most
+    ``MUR_TRAIN_BATCH_SIZE`` pairs each)."""
+    from mur.settings import get_settings
+
+    settings = get_settings()
+    batches = plan_batches(list(pairs), settings.max_parallel_trainings, settings.train_batch_size)
+    log.info("%d pair(s) in %d batch(es): %s", len(pairs), len(batches), [len(b) for b in batches])
+    return batches
+
+
+def train_batch_task(pairs: Sequence[str], context: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``train_batch[i]``: window end from the run, options from params; every pair's outcome."""
+    from mur.orchestration import DAG_ID
+    from mur.orchestration.tasks import run_kind, submission_prefix, training_end, training_options
+    from mur.settings import get_settings
+
+    params = context.get("params") or {}
+    ti = context.get("ti")
+    task_log = getattr(ti, "log", None)
+    emit = task_log.info if task_log is not None else log.info
+    dag_run = context.get("dag_run")
+    end = training_end(
+        context.get("data_interval_end"), params.get("end"), getattr(dag_run, "run_after", None)
+    )
+    label = f"batch{getattr(ti, 'map_index', 0)}-try{int(getattr(ti, 'try_number', 1) or 1)}"
+    return train_batch(
+        get_settings(),
+        pairs,
+        end=end,
+        options=training_options(params),
+        emit=emit,
+        submission_prefix=submission_prefix(getattr(ti, "dag_id", DAG_ID), str(context.get("run_id")), label),
+        kind=run_kind(dag_run),
+    )

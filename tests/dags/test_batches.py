@@ -1,0 +1,177 @@
+"""Batched training without services: batch plans, the batch task with the job and registry faked, the
+per-pair task reading its batch, the batch job's result lines, and a batch trained locally with a bad pair."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from test_orchestration import FULL_RESULT
+
+from mur.contracts import TrainingResult, parse_result_lines
+from mur.errors import JobError
+from mur.orchestration import batches
+from mur.orchestration import tasks as orch
+from mur.orchestration.job_submission import build_entrypoint
+from mur.settings import Settings
+
+END = datetime(2025, 3, 1, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("n", "slots", "size", "sizes"),
+    [
+        (0, 2, 25, []),
+        (1, 2, 25, [1]),
+        (5, 2, 25, [3, 2]),  # the bundled pairs: both slots work
+        (5, 2, 2, [2, 2, 1]),
+        (100, 2, 25, [25, 25, 25, 25]),
+        (101, 2, 25, [21, 20, 20, 20, 20]),
+        (7, 4, 25, [2, 2, 2, 1]),
+    ],
+)
+def test_plan_batches_fills_the_slots_and_caps_the_size(
+    n: int, slots: int, size: int, sizes: list[int]
+) -> None:
+    pairs = [f"p{i:03d}_usdt" for i in range(n)]
+    plan = batches.plan_batches(pairs, slots, size)
+    assert [len(b) for b in plan] == sizes
+    assert [p for b in plan for p in b] == pairs  # every pair once, order kept
+
+
+def test_batch_entrypoint_and_result_lines() -> None:
+    entry = build_entrypoint(["btc_usdt", "eth_usdt"], END, epochs=2, _same_python=False)
+    assert "--pairs btc_usdt,eth_usdt" in entry and "--pair " not in entry and "--epochs 2" in entry
+    assert "--pair btc_usdt" in build_entrypoint("btc_usdt", None, _same_python=False)
+    logs = "\n".join(
+        [
+            "[mur] progress",
+            FULL_RESULT.to_line(),
+            TrainingResult.failure("nope_usdt", "unknown pair").to_line(),
+            "trailing log line",
+        ]
+    )
+    results = parse_result_lines(logs)
+    assert set(results) == {"btc_usdt", "nope_usdt"}
+    assert results["btc_usdt"].version == 7 and results["nope_usdt"].error == "unknown pair"
+
+
+@pytest.fixture
+def fake_batch_jobs(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    from mur.orchestration import job_submission as jobs
+
+    state: dict[str, Any] = {"submitted": [], "found": {}, "fail": {}}
+
+    def submit_batch(settings: Settings, pairs: list[str], **kwargs: Any) -> dict[str, TrainingResult]:
+        state["submitted"].append({"pairs": list(pairs), **kwargs})
+        if state.get("raise"):
+            raise state["raise"]
+        return {
+            p: TrainingResult.failure(p, state["fail"][p])
+            if p in state["fail"]
+            else FULL_RESULT.model_copy(update={"pair": p, "job_id": "raysubmit_1"})
+            for p in pairs
+        }
+
+    monkeypatch.setattr(jobs, "submit_batch", submit_batch)
+    monkeypatch.setattr(orch, "find_trained", lambda settings, pair, end, options: state["found"].get(pair))
+    return state
+
+
+def test_train_batch_reuses_registered_pairs_and_reports_failures(fake_batch_jobs: dict[str, Any]) -> None:
+    fake_batch_jobs["found"]["eth_usdt"] = FULL_RESULT.model_copy(update={"pair": "eth_usdt", "reused": True})
+    fake_batch_jobs["fail"]["sol_usdt"] = "Ray Train: sol_usdt: diverged"
+    lines: list[str] = []
+    out = batches.train_batch(
+        Settings(),
+        ["BTC_USDT", "eth_usdt", "sol_usdt"],
+        end=END,
+        options={"epochs": 1, "num_workers": 1},
+        emit=lines.append,
+        submission_prefix="mur-x-run-batch0-try1",
+    )
+    [call] = fake_batch_jobs["submitted"]
+    assert call["pairs"] == ["btc_usdt", "sol_usdt"]  # eth_usdt reused without a job
+    assert call["end"] == END and call["epochs"] == 1 and call["num_workers"] == 1
+    assert call["submission_id"].startswith("mur-x-run-batch0-try1-0-")
+    assert out["btc_usdt"]["result"]["version"] == 7 and out["btc_usdt"]["result"]["job_id"] == "raysubmit_1"
+    assert out["eth_usdt"]["result"]["reused"] is True
+    assert out["sol_usdt"] == {"error": "Ray Train: sol_usdt: diverged"}
+    assert any("failed (their own tasks retry them): sol_usdt" in line for line in lines)
+
+
+def test_a_batch_job_that_cannot_run_marks_each_of_its_pairs(fake_batch_jobs: dict[str, Any]) -> None:
+    fake_batch_jobs["raise"] = JobError("could not submit the training job")
+    out = batches.train_batch(Settings(), ["btc_usdt", "eth_usdt"], end=END, emit=lambda _l: None)
+    assert out == {p: {"error": "could not submit the training job"} for p in ("btc_usdt", "eth_usdt")}
+
+
+def test_bundled_pairs_ending_earlier_go_in_their_own_job(fake_batch_jobs: dict[str, Any]) -> None:
+    """A window end past a pair's bundled candles is clamped per pair, as the single-pair path does."""
+    late = datetime(2030, 1, 1, tzinfo=UTC)
+    batches.train_batch(
+        Settings(market_data="bundled"), ["btc_usdt", "bnb_usdt", "xrp_usdt"], end=late, emit=lambda _l: None
+    )
+    ends = {tuple(c["pairs"]): c["end"] for c in fake_batch_jobs["submitted"]}
+    assert all(end < late for end in ends.values())
+    assert ("bnb_usdt", "xrp_usdt") in ends and ("btc_usdt",) in ends  # BNB/XRP end in 2025-05
+
+
+def _context(try_number: int) -> dict[str, Any]:
+    ti = SimpleNamespace(
+        try_number=try_number, dag_id="mur_training", log=SimpleNamespace(info=lambda _m: None)
+    )
+    return {"ti": ti, "params": {}, "run_id": "manual__x", "data_interval_end": END}
+
+
+def test_train_pair_task_takes_its_result_from_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        orch, "train_pair", lambda *a, **k: pytest.fail("no own job for a pair its batch trained")
+    )
+    found = {"btc_usdt": {"result": FULL_RESULT.compact().model_dump()}}
+    result = orch.train_pair_task("btc_usdt", _context(1), [None, found])
+    assert result["version"] == 7 and result["pair"] == "btc_usdt"
+
+
+def test_a_pair_that_failed_in_its_batch_fails_first_then_trains_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        orch, "train_pair", lambda settings, pair, **k: calls.append({"pair": pair, **k}) or {"ok": 1}
+    )
+    failed = [{"sol_usdt": {"error": "diverged"}}]
+    with pytest.raises(JobError, match="sol_usdt failed in its batch job: diverged"):
+        orch.train_pair_task("sol_usdt", _context(1), failed)
+    assert calls == []
+    assert orch.train_pair_task("sol_usdt", _context(2), failed) == {"ok": 1}  # the retry: its own job
+    assert calls[0]["pair"] == "sol_usdt" and calls[0]["try_number"] == 2
+    # a batch task that failed as a whole reported nothing: the pair trains on its own at once
+    assert orch.train_pair_task("xrp_usdt", _context(1), [None]) == {"ok": 1}
+
+
+def test_train_many_trains_the_good_pairs_of_a_batch_with_a_bad_one() -> None:
+    """One fit for the batch (LocalFit: one after the other); an unknown pair fails alone."""
+    from mur.training.driver import train_many
+    from mur.training.loop import LocalFit
+
+    settings = Settings(market_data="bundled", train_days=20)
+    lines: list[str] = []
+    out = train_many(
+        settings,
+        ["btc_usdt", "nope_usdt", "eth_usdt"],
+        fit=LocalFit(),
+        end=datetime(2025, 3, 1, tzinfo=UTC),
+        register=False,
+        emit=lines.append,
+        epochs=1,
+        hidden_size=4,
+    )
+    assert list(out) == ["btc_usdt", "nope_usdt", "eth_usdt"]
+    assert out["btc_usdt"].ok and out["eth_usdt"].ok
+    assert out["btc_usdt"].metrics is not None and out["btc_usdt"].metrics.horizons
+    assert not out["nope_usdt"].ok and "unknown pair" in (out["nope_usdt"].error or "")
+    assert any("fitting 2 pair(s) in one run: btc_usdt, eth_usdt" in line for line in lines)
+    assert any("2/3 pair(s) done" in line and "failed: nope_usdt" in line for line in lines)
