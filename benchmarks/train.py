@@ -24,25 +24,26 @@ def train_once(
     settings: Any, pair: str, num_workers: int, use_gpu: bool, gpus_per_worker: float
 ) -> dict[str, Any]:
     """Train one pair to early stop with Ray Train; return timings."""
+    from mur.training.batch import FitItem
     from mur.training.driver import load_candles, prepare
     from mur.training.params import model_config, train_config
-    from mur.training.ray_fit import ScalingSettings, run_distributed, storage_for
+    from mur.training.ray_fit import ScalingSettings, run_distributed_many, storage_for
 
     candles, window, _ = load_candles(settings, pair)
     ds = prepare(settings, candles)
     train, val = ds.model_arrays("train"), ds.model_arrays("val")
     storage, fs = storage_for(settings)
     started = time.perf_counter()
-    out = run_distributed(
-        train,
-        val,
-        model_config(settings),
-        train_config(settings),
+    name = f"bench-{pair}-{num_workers}w-{int(time.time())}"
+    out = run_distributed_many(
+        [FitItem(name, train, val, model_config(settings), train_config(settings))],
         ScalingSettings(num_workers, use_gpu, settings.cpus_per_worker, gpus_per_worker),
         storage,
-        f"bench-{pair}-{num_workers}w-{int(time.time())}",
+        name,
         storage_filesystem=fs,
-    )
+    )[name]
+    if isinstance(out, str):
+        raise SystemExit(f"training failed: {out}")
     wall = time.perf_counter() - started
     epochs = len(out.history)
     fit_s = sum(float(r.get("epoch_seconds", 0.0)) for r in out.history)

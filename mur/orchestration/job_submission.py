@@ -146,18 +146,9 @@ def submit_training(
     client = client_for(settings)
     entrypoint = build_entrypoint(pair.lower(), end, num_workers=num_workers, use_gpu=use_gpu, **options)
     emit = log or (lambda line: print(line, flush=True))
-    try:
-        job_id = client.submit_job(
-            entrypoint=entrypoint,
-            runtime_env=runtime_env(settings),
-            submission_id=submission_id,
-            metadata={"pair": pair.lower(), "end": str(end)},
-        )
-    except Exception as exc:
-        raise JobError(
-            f"could not submit the training job for {pair} to {settings.ray_address}: {exc}"
-        ) from exc
-    emit(f"[mur] submitted Ray job {job_id}: {entrypoint}")
+    job_id = _submit(
+        client, settings, entrypoint, submission_id, {"pair": pair.lower(), "end": str(end)}, emit
+    )
     return wait_for_job(
         client,
         job_id,
@@ -194,6 +185,31 @@ def follow_job(
             client.stop_job(job_id)
             raise JobError(f"Ray job {job_id} did not finish within {timeout_s:.0f} s; stopped it")
         time.sleep(poll_s)
+
+
+def _submit(
+    client: Any,
+    settings: Settings,
+    entrypoint: str,
+    submission_id: str | None,
+    metadata: dict[str, str],
+    emit: Callable[[str], None],
+) -> str:
+    """Submit ``entrypoint`` with the project's runtime env; its job id (JobError when the head refuses)."""
+    try:
+        job_id = client.submit_job(
+            entrypoint=entrypoint,
+            runtime_env=runtime_env(settings),
+            submission_id=submission_id,
+            metadata=metadata,
+        )
+    except Exception as exc:
+        what = metadata.get("pair") or f"{metadata.get('pairs', '').count(',') + 1} pair(s)"
+        raise JobError(
+            f"could not submit the training job for {what} to {settings.ray_address}: {exc}"
+        ) from exc
+    emit(f"[mur] submitted Ray job {job_id}: {entrypoint}")
+    return str(job_id)
 
 
 def wait_for_job(
@@ -273,18 +289,8 @@ def submit_batch(
     client = client_for(settings)
     entrypoint = build_entrypoint(pairs, end, num_workers=num_workers, use_gpu=use_gpu, **options)
     emit = log or (lambda line: print(line, flush=True))
-    try:
-        job_id = client.submit_job(
-            entrypoint=entrypoint,
-            runtime_env=runtime_env(settings),
-            submission_id=submission_id,
-            metadata={"pairs": ",".join(pairs)[:200], "end": str(end)},
-        )
-    except Exception as exc:
-        raise JobError(
-            f"could not submit the training job for {len(pairs)} pair(s) to {settings.ray_address}: {exc}"
-        ) from exc
-    emit(f"[mur] submitted Ray job {job_id}: {entrypoint}")
+    metadata = {"pairs": ",".join(pairs)[:200], "end": str(end)}
+    job_id = _submit(client, settings, entrypoint, submission_id, metadata, emit)
     return wait_for_batch(
         client,
         job_id,

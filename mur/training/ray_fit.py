@@ -317,29 +317,6 @@ def run_distributed_many(
     return out
 
 
-def run_distributed(
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
-    mcfg: ModelConfig,
-    tcfg: TrainConfig,
-    scaling: ScalingSettings,
-    storage_path: str,
-    run_name: str,
-    max_failures: int = 2,
-    fail_at_epoch: int | None = None,
-    storage_filesystem: Any = None,
-    init_weights: dict[str, np.ndarray] | None = None,
-) -> TrainOutcome:
-    """One item through :func:`run_distributed_many` (its error raised)."""
-    item = FitItem(run_name, train, val, mcfg, tcfg, init_weights)
-    outcome = run_distributed_many(
-        [item], scaling, storage_path, run_name, max_failures, fail_at_epoch, storage_filesystem
-    )[run_name]
-    if isinstance(outcome, str):
-        raise RuntimeError(f"Ray Train run {run_name}: {outcome}")
-    return outcome
-
-
 def storage_for(settings: Settings) -> tuple[str, Any]:
     """Ray Train storage path and filesystem: ``s3://…`` through the S3 endpoint, else a local directory."""
     path = settings.ray_storage_path or str(Path(settings.runtime_dir) / "ray-results")
@@ -359,7 +336,7 @@ def storage_for(settings: Settings) -> tuple[str, Any]:
 
 @dataclass(frozen=True)
 class RayFit:
-    """The Ray Train fit step: :func:`run_distributed` on the cluster, best checkpoint's weights back."""
+    """The Ray Train fit step: :func:`run_distributed_many` on the cluster (one run for a batch of pairs)."""
 
     settings: Settings
     scaling: ScalingSettings
