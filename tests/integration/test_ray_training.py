@@ -337,10 +337,12 @@ def test_a_batch_job_trains_its_pairs_on_one_worker_group_and_a_bad_pair_fails_a
     client = configure(job_settings)
     for pair in ("sol_usdt", "bnb_usdt"):
         result = results[pair]
-        assert result.ok and result.version == 1 and result.job_id, result
+        assert result.ok and result.version and result.job_id and not result.reused, result
         assert result.metrics is not None and result.metrics.epochs_run == 2
         assert result.metrics.model_extra and result.metrics.model_extra["batch_size"] == 2
-        version = client.get_model_version(model_name(pair, job_settings.registry_prefix), "1")
+        version = client.get_model_version(
+            model_name(pair, job_settings.registry_prefix), str(result.version)
+        )
         assert len(client.get_metric_history(version.run_id, "val_loss")) == 2  # its own epochs only
     assert sum("Started training worker group" in line for line in lines) == 1, "one worker group per batch"
     assert any("fitting 2 pair(s) in one run: sol_usdt, bnb_usdt" in line for line in lines)
