@@ -354,6 +354,9 @@ def main() -> None:
                 train_settings(opts, most), synthetic_pairs(most)[: opts.train_sample], opts.slots
             )
             print(json.dumps(cycle))
+            saved = json.loads(opts.json.read_text()) if opts.json.exists() else {}
+            opts.json.parent.mkdir(parents=True, exist_ok=True)
+            opts.json.write_text(json.dumps({**saved, "training": cycle}, indent=2) + "\n")  # Serve rows kept
             print(training_line(cycle))
             print(f"hourly cycle for 100 pairs: {cycle['cycle_100_s']} s")
         else:
