@@ -3,6 +3,7 @@ the hourly training cycle.
 
     .venv/bin/python benchmarks/pairs.py --pairs 10 50 200
     .venv/bin/python benchmarks/pairs.py --pairs 10 50 --concurrency 16 --requests 1500 --train-sample 4
+    .venv/bin/python benchmarks/pairs.py --train-sample 0   # Serve only; the last training figures kept
 
 Needs the stack (``mur up``: S3, MLflow, Ray) and PostgreSQL. It uses synthetic pairs (``syn001_usdt`` …,
 ``mur/data/synthetic.py``; ``MUR_SYNTHETIC_PAIRS`` is set for the app), one small model trained once and
@@ -13,7 +14,9 @@ loaded, then measures:
 
 - **Serve memory**: the PSS of every Serve process (controller, HAProxy/proxy, every replica), and per added
   pair the slope against the 5-pair baseline;
-- **latency**: p50/p99 of ``GET /v1/forecast/{pair}`` at a fixed concurrency over random pairs;
+- **latency**: p50/p99 of ``GET /v1/forecast/{pair}`` at a fixed concurrency over random pairs (the API's
+  answer cache on, ``MUR_SERVE_ANSWER_TTL_S``), and of ``POST`` with each pair's candles (never shared: the
+  Forecaster path alone, like for like across N);
 - **cold load**: a request for a model id no replica holds (``syn002_usdt@<older version>``), through the
   Forecaster's handle.
 
@@ -136,8 +139,16 @@ def deploy_pairs(settings: Any, pairs: list[str], timeout_s: float = 900) -> tup
     raise RuntimeError(f"not every pair loaded after {timeout_s:.0f}s")
 
 
-async def random_load(url: str, token: str, pairs: list[str], concurrency: int, requests: int) -> Any:
-    """``requests`` GETs over random pairs at ``concurrency``; returns (latencies ms, errors, seconds)."""
+async def random_load(
+    url: str,
+    token: str,
+    pairs: list[str],
+    concurrency: int,
+    requests: int,
+    bodies: dict[str, Any] | None = None,
+) -> Any:
+    """``requests`` GETs over random pairs at ``concurrency`` (POSTs of each pair's ``bodies`` when given);
+    returns (latencies ms, errors, seconds)."""
     import aiohttp
 
     rng = random.Random(7)
@@ -154,8 +165,14 @@ async def random_load(url: str, token: str, pairs: list[str], concurrency: int, 
             while remaining > 0:
                 remaining -= 1
                 started = time.perf_counter()
+                pair = rng.choice(pairs)
                 try:
-                    async with session.get(f"{url}/v1/forecast/{rng.choice(pairs)}") as response:
+                    call = (
+                        session.get(f"{url}/v1/forecast/{pair}")
+                        if bodies is None
+                        else session.post(f"{url}/v1/forecast/{pair}", json=bodies[pair])
+                    )
+                    async with call as response:
                         await response.read()
                         errors += response.status != 200
                 except aiohttp.ClientError:
@@ -190,6 +207,25 @@ def cold_load_ms(settings: Any, version: int) -> float:
     return took
 
 
+def posted_candles(settings: Any, url: str, token: str, pairs: list[str]) -> dict[str, Any]:
+    """Each pair's latest closed candles as a ``POST /v1/forecast/{pair}`` body (the model's window length)."""
+    import httpx
+
+    from mur.serving.market_cache import MarketCache
+    from mur.serving.payload import candles_to_payload
+
+    models = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {token}"}, timeout=60).json()[
+        "models"
+    ]
+    seq_len = {m["pair"]: int(m["seq_len"]) for m in models}
+    cache = MarketCache(settings, pairs)
+    bodies = {}
+    for pair in pairs:
+        candles = cache.fetch(pair).candles.iloc[-seq_len[pair] :]
+        bodies[pair] = {"candles": candles_to_payload(candles)}
+    return bodies
+
+
 def measure(settings: Any, token: str, pairs: list[str], opts: Any, cold_version: int) -> dict[str, Any]:
     seconds, url = deploy_pairs(settings, pairs)
     for pair in pairs:  # every pair answered once: its candles are cached, its model warm
@@ -197,6 +233,11 @@ def measure(settings: Any, token: str, pairs: list[str], opts: Any, cold_version
     time.sleep(5.0)
     pss, processes = serve_pss_mb()
     latencies, errors, wall = asyncio.run(random_load(url, token, pairs, opts.concurrency, opts.requests))
+    # the Forecaster path alone: POSTed candles are never shared (no single-flight, no answer cache)
+    bodies = posted_candles(settings, url, token, pairs)
+    posts, post_errors, post_wall = asyncio.run(
+        random_load(url, token, pairs, opts.concurrency, opts.requests, bodies)
+    )
     cold = cold_load_ms(settings, cold_version) if "syn002_usdt" in pairs else None
     row = {
         "pairs": len(pairs),
@@ -207,11 +248,16 @@ def measure(settings: Any, token: str, pairs: list[str], opts: Any, cold_version
         "p99_ms": round(pct(latencies, 0.99), 1),
         "rps": round((len(latencies) - errors) / wall, 1),
         "errors": errors,
+        "post_p50_ms": round(pct(posts, 0.5), 1),
+        "post_p99_ms": round(pct(posts, 0.99), 1),
+        "post_rps": round((len(posts) - post_errors) / post_wall, 1),
+        "post_errors": post_errors,
         "cold_load_ms": round(cold, 1) if cold is not None else None,
     }
     print(
-        f"N={len(pairs):4d}  serve PSS {pss:7.0f} MB ({processes} processes)  p50 {row['p50_ms']:6.1f} ms  "
-        f"p99 {row['p99_ms']:6.1f} ms  {row['rps']:6.1f} req/s  errors {errors}  cold load "
+        f"N={len(pairs):4d}  serve PSS {pss:7.0f} MB ({processes} processes)  GET p50 {row['p50_ms']:6.1f} ms  "
+        f"p99 {row['p99_ms']:6.1f} ms  {row['rps']:6.1f} req/s  errors {errors}  POST p50 "
+        f"{row['post_p50_ms']:6.1f} ms  p99 {row['post_p99_ms']:6.1f} ms  errors {post_errors}  cold load "
         f"{row['cold_load_ms']} ms  (all loaded {seconds:.0f}s after deploy)",
         flush=True,
     )
@@ -420,17 +466,23 @@ def run(opts: Any, bench: Any) -> None:
             round((row["serve_pss_mb"] - base["serve_pss_mb"]) / added, 2) if added else None
         )
         row["p50_vs_5_pairs"] = round(row["p50_ms"] / base["p50_ms"], 2) if base["p50_ms"] else None
-    cycle = (
-        training_cycle(train_settings(opts, most), pairs[: opts.train_sample], opts.slots)
-        if opts.train_sample
-        else None
-    )
+        row["post_p50_vs_5_pairs"] = (
+            round(row["post_p50_ms"] / base["post_p50_ms"], 2) if base["post_p50_ms"] else None
+        )
+    saved = json.loads(opts.json.read_text()) if opts.json.exists() else {}
+    if opts.train_sample:
+        cycle = training_cycle(train_settings(opts, most), pairs[: opts.train_sample], opts.slots)
+    else:  # --train-sample 0: the last measured cycle is kept (and said to be kept)
+        cycle = saved.get("training")
+        if cycle:
+            print("[training] not measured this run: the figures of the last run are kept", flush=True)
 
     largest = rows[-1]
     result = {
         "machine": platform.node(),
         "concurrency": opts.concurrency,
         "requests_per_n": opts.requests,
+        "answer_ttl_s": settings.serve_answer_ttl_s,
         "rows": rows,
         "training": cycle,
         "targets": {
@@ -445,7 +497,8 @@ def run(opts: Any, bench: Any) -> None:
     for row in rows:
         print(
             f"N={row['pairs']:4d}: {row['serve_pss_mb']:.0f} MB, {row['mb_per_added_pair']} MB/added pair, "
-            f"p50 {row['p50_ms']} ms ({row['p50_vs_5_pairs']}x the 5-pair p50), p99 {row['p99_ms']} ms, "
+            f"GET p50 {row['p50_ms']} ms ({row['p50_vs_5_pairs']}x the 5-pair p50), p99 {row['p99_ms']} ms; "
+            f"POST p50 {row['post_p50_ms']} ms ({row['post_p50_vs_5_pairs']}x), p99 {row['post_p99_ms']} ms; "
             f"cold load {row['cold_load_ms']} ms"
         )
     if cycle:

@@ -159,6 +159,12 @@ class Settings(BaseSettings):
     serve_cold_load_timeout_s: float = Field(
         default=10.0, gt=0, description="how long a request waits for a model not in the LRU (then 503)"
     )
+    serve_answer_ttl_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="GETs of a multiplexed pair's latest forecast share one computed answer this long "
+        "(same champion, same market hour; 0: every GET asks the Forecaster)",
+    )
     serve_dedicated_pairs: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="hot pairs served by their own autoscaled deployment"
     )

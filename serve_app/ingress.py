@@ -56,6 +56,13 @@ class ForecasterHandle:
         self.pair = pair
         self.router = router
 
+    @property
+    def model_key(self) -> str | None:
+        """The model id this pair's calls carry now (``pair@version``); None for a dedicated deployment, whose
+        replicas follow promotions themselves: the ingress cannot tell their answers apart, so it does not
+        cache them (:meth:`ApiService._latest`)."""
+        return None if self.router is None else self.router.current.get(self.pair)
+
     def _target(self) -> DeploymentHandle | None:
         if self.router is None:  # a handle to a deployment that serves only this pair's champion
             return self.handle

@@ -15,6 +15,7 @@ import asyncio
 import functools
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -94,7 +95,9 @@ class ApiService:
         db_threads: int = DB_THREADS,
         db_timeout_s: float = DB_TIMEOUT_S,
         configured_pairs: Iterable[str] = (),
+        answer_ttl_s: float | None = None,
     ) -> None:
+        settings = getattr(db, "settings", None) or get_settings()
         self.db = db
         self.configured_pairs = frozenset(configured_pairs)
         self.db_timeout_s = db_timeout_s
@@ -103,7 +106,11 @@ class ApiService:
         self._pool = ThreadPoolExecutor(db_threads, thread_name_prefix="mur-db")
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._recorded: set[tuple[str, int, str]] = set()
-        self.clock = market_clock(getattr(db, "settings", None) or get_settings())
+        self.clock = market_clock(settings)
+        self.answer_ttl_s = settings.serve_answer_ttl_s if answer_ttl_s is None else answer_ttl_s
+        self._answers: dict[str, tuple[str, float, Any]] = {}
+        """Answer cache of the latest forecasts: pair → (model id, expiry on the monotonic clock, answer)."""
+        self.answer_hits = 0
 
     def close(self, *, wait: bool = True) -> None:
         """Close the database pool (``wait``: after the pending track-record writes)."""
@@ -155,15 +162,40 @@ class ApiService:
         return name, forecaster
 
     def _latest(self, name: str, forecaster: PairForecaster) -> asyncio.Future[Any]:
-        """The pair's latest-candles forecast, single-flight: GETs arriving while a call for the same pair is
-        in flight share its answer (same cached candles, same model: the same forecast), so under load the
-        forecaster hop is paid once per burst instead of once per request."""
+        """The pair's latest-candles forecast, computed once and shared.
+
+        - **Single-flight**: GETs arriving while a call for the same pair is in flight share its answer (same
+          cached candles, same model: the same forecast), so under load the forecaster hop is paid once per
+          burst instead of once per request.
+        - **Answer cache**: a successful answer of a multiplexed pair is kept ``answer_ttl_s`` seconds
+          (``MUR_SERVE_ANSWER_TTL_S``), but never past the market hour's end (a new candle closes) and only
+          for the model id it came from: a promoted champion is a new id, so its first GET asks the
+          Forecaster. The latest forecast changes once per market hour; without the cache, hundreds of pairs
+          under random traffic pay the Forecaster hop on nearly every GET (docs/scale-out.md).
+        """
+        key = getattr(forecaster, "model_key", None)
+        cached = self._answers.get(name)
+        if cached is not None and key is not None and cached[0] == key and time.monotonic() < cached[1]:
+            self.answer_hits += 1
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            done.set_result(cached[2])
+            return done
         future = self._inflight.get(name)
         if future is None:
             future = asyncio.ensure_future(forecaster.forecast_latest())
             self._inflight[name] = future
-            future.add_done_callback(lambda _: self._inflight.pop(name, None))
+            future.add_done_callback(lambda f: self._answered(name, key, f))
         return future
+
+    def _answered(self, name: str, key: str | None, future: asyncio.Future[Any]) -> None:
+        """The pair's call finished: no longer in flight; a good answer of a known model id is cached."""
+        self._inflight.pop(name, None)
+        if key is None or self.answer_ttl_s <= 0 or future.cancelled() or future.exception() is not None:
+            return
+        result = future.result()
+        if isinstance(result, dict) and result.get("ok"):
+            lifetime = min(self.answer_ttl_s, self.clock.until_next_hour())
+            self._answers[name] = (key, time.monotonic() + lifetime, result)
 
     def _record(self, body: dict[str, Any]) -> Future[Any] | None:
         """Keep a served market forecast for the track record (the dashboard's "how past forecasts fared"):

@@ -174,3 +174,20 @@ def candles_from_payload(rows: Sequence[Mapping[str, Any]], seq_len: int) -> pd.
     frame["timestamp"] = frame["timestamp"].astype(TIMESTAMP_DTYPE)
     frame["close_time"] = frame["close_time"].astype(TIMESTAMP_DTYPE)
     return frame
+
+
+def candles_to_payload(candles: pd.DataFrame) -> list[dict[str, Any]]:
+    """The klines frame as the ``candles`` of a ``POST /v1/forecast/{pair}`` body (epoch-ms timestamps): what a
+    client sends, the inverse of :func:`candles_from_payload`."""
+    columns = ["timestamp", "open", "high", "low", "close", "volume"]
+    return [
+        {
+            "timestamp": int(ts.value // 1_000_000),
+            "open": float(o),
+            "high": float(h),
+            "low": float(lo),
+            "close": float(c),
+            "volume": float(v),
+        }
+        for ts, o, h, lo, c, v in candles[columns].itertuples(index=False)
+    ]

@@ -32,19 +32,9 @@ def _candles_until(pair: str, candle_time: str, seq_len: int) -> pd.DataFrame:
 
 
 def _as_rows(candles: pd.DataFrame) -> list[dict[str, Any]]:
-    return [
-        {
-            "timestamp": int(ts.value // 1_000_000),
-            "open": float(o),
-            "high": float(h),
-            "low": float(lo),
-            "close": float(c),
-            "volume": float(v),
-        }
-        for ts, o, h, lo, c, v in candles[["timestamp", "open", "high", "low", "close", "volume"]].itertuples(
-            index=False
-        )
-    ]
+    from mur.serving.payload import candles_to_payload
+
+    return candles_to_payload(candles)
 
 
 def _ready(stack: ServeStack) -> dict[str, Any] | None:

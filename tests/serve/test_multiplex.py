@@ -86,6 +86,9 @@ def many(services: Settings, pg_database_factory: Callable[..., Settings]) -> It
             "serve_downscale_delay_s": 5.0,
             "serve_models_per_replica": LRU,
             "serve_batch_wait_s": 0.002,
+            # every GET reaches the Forecaster: these tests watch its LRU and its autoscaling (the API's
+            # answer cache is tested in test_answer_cache.py and on the default app in test_api.py)
+            "serve_answer_ttl_s": 0.0,
         }
     )
     db = Database(db_settings, maxconn=2)

@@ -28,7 +28,7 @@ from mur.model.inference import forecast_body, window_from_candles
 from mur.pairs import normalize_pair
 from mur.serving.http import DATABASE_UNAVAILABLE, QuotaExhaustedError, bearer_token, failure, http_error
 from mur.serving.market_cache import MarketCache
-from mur.serving.payload import candles_from_payload
+from mur.serving.payload import candles_from_payload, candles_to_payload
 from mur.settings import Settings
 
 SEQ = 4
@@ -57,6 +57,7 @@ def test_valid_candles_become_the_typed_frame_and_a_window() -> None:
     assert window.shape == (SEQ, 9) and window.dtype == np.float32
     iso_rows = [{**r, "timestamp": pd.Timestamp(r["timestamp"], unit="ms").isoformat()} for r in rows()]
     assert candles_from_payload(iso_rows, SEQ)["timestamp"].equals(frame["timestamp"])
+    assert candles_to_payload(frame) == rows()  # what a client sends back is what came in
 
 
 @pytest.mark.parametrize(
