@@ -39,6 +39,7 @@ import platform
 import random
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -232,13 +233,15 @@ def measure(settings: Any, token: str, pairs: list[str], opts: Any, cold_version
         asyncio.run(random_load(url, token, [pair], 1, 1))
     time.sleep(5.0)
     pss, processes = serve_pss_mb()
+    # before the load: a replica the autoscaler adds under load preloads every champion first, and a cold
+    # load would queue behind those (docs/scale-out.md)
+    cold = cold_load_ms(settings, cold_version) if "syn002_usdt" in pairs else None
     latencies, errors, wall = asyncio.run(random_load(url, token, pairs, opts.concurrency, opts.requests))
     # the Forecaster path alone: POSTed candles are never shared (no single-flight, no answer cache)
     bodies = posted_candles(settings, url, token, pairs)
     posts, post_errors, post_wall = asyncio.run(
         random_load(url, token, pairs, opts.concurrency, opts.requests, bodies)
     )
-    cold = cold_load_ms(settings, cold_version) if "syn002_usdt" in pairs else None
     row = {
         "pairs": len(pairs),
         "deploy_to_all_loaded_s": round(seconds, 1),
@@ -453,6 +456,9 @@ def run(opts: Any, bench: Any) -> None:
     try:
         for n in sorted({BASELINE_PAIRS, *opts.pairs}):
             rows.append(measure(settings, token, pairs[:n], opts, versions["syn002_usdt"] - 1))
+    except Exception:  # shown before the teardown: stopping Ray afterwards may end this driver abruptly
+        traceback.print_exc()
+        raise
     finally:
         if not opts.keep:
             try:

@@ -311,7 +311,14 @@ def main() -> None:
     from serve_app.deploy import deploy, serve_details, undeploy
 
     base = Settings()
-    settings = base.model_copy(update={"registry_prefix": opts.prefix, "pg_database": opts.database})
+    settings = base.model_copy(
+        update={
+            "registry_prefix": opts.prefix,
+            "pg_database": opts.database,
+            # like for like with the reference, which runs its model per request: no answer cache
+            "serve_answer_ttl_s": 0.0,
+        }
+    )
     version = ensure_champion(settings, opts.pair)
     token = make_token(settings)
     overrides = settings_overrides(settings)
