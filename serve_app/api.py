@@ -336,6 +336,7 @@ def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> Fas
     api.add_exception_handler(StarletteHTTPException, _http_error)
     api.add_middleware(RequestGuard, service=service, routes=api.router.routes)
     meters = metrics or ApiMetrics()
+    meters.answer_counts = lambda: service.answer_counts
     # added last, so outermost: the guard's 413/401 and the JSON 500s are counted too
     api.add_middleware(MetricsMiddleware, recorder=meters.recorder, routes=api.router.routes)
 

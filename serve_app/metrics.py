@@ -62,6 +62,7 @@ HUB_TIMEOUT_S = 2.0
 REQUESTS = "mur_http_requests"
 DURATION = "mur_http_request_duration_seconds"
 QUOTA = "mur_quota_rejections"
+ANSWERS = "mur_forecast_answers"
 SERVED_VERSION = "mur_served_model_version"
 RECORDED = "mur_forecasts_recorded"
 RESOLVED = "mur_forecasts_resolved"
@@ -74,6 +75,7 @@ FAMILIES = {
     REQUESTS: "counter",
     DURATION: "histogram",
     QUOTA: "counter",
+    ANSWERS: "counter",
     SERVED_VERSION: "gauge",
     RECORDED: "counter",
     RESOLVED: "counter",
@@ -104,6 +106,8 @@ class Counts:
     """(route, method) -> total latency"""
     quota: dict[str, int] = field(default_factory=dict)
     """route -> 429 answers from the quota"""
+    answers: dict[str, int] = field(default_factory=dict)
+    """source -> latest-candle forecasts obtained (``ApiService.answer_counts``: cache, shared, forecaster)"""
 
     def total(self) -> int:
         return sum(self.requests.values())
@@ -119,6 +123,8 @@ class Counts:
             self.seconds[hkey] = self.seconds.get(hkey, 0.0) + s
         for route, n in other.quota.items():
             self.quota[route] = self.quota.get(route, 0) + n
+        for source, n in other.answers.items():
+            self.answers[source] = self.answers.get(source, 0) + n
 
     def copy(self) -> Counts:
         copied = Counts()
@@ -329,7 +335,15 @@ def families(
     quota = CounterMetricFamily(QUOTA, "429 answers: the monthly quota was used up", labels=["route"])
     for route, n in sorted(totals.quota.items()):
         quota.add_metric([route], n)
-    out: list[Metric] = [requests, duration, quota]
+    answers = CounterMetricFamily(
+        ANSWERS,
+        "latest-candle forecasts the API obtained, by source: its answer cache, a call already in flight "
+        "(shared), or a Forecaster call",
+        labels=["source"],
+    )
+    for source, n in sorted(totals.answers.items()):
+        answers.add_metric([source], n)
+    out: list[Metric] = [requests, duration, quota, answers]
     out.append(
         GaugeMetricFamily(REPLICAS, "ingress replicas whose counts are in these totals", value=replicas)
     )
@@ -388,13 +402,22 @@ class ApiMetrics:
         db_timeout_s: float = DB_TIMEOUT_S,
     ) -> None:
         self.recorder = RequestMetrics()
+        self.answer_counts: Callable[[], Mapping[str, int]] | None = None
+        """Where the answer sources are counted (``create_api`` wires the service's)."""
         self.hub: Hub = hub or LocalHub()
         self.replica_id = replica_id
         self.db_reader = db_reader
         self.db_timeout_s = db_timeout_s
 
+    def snapshot(self) -> Counts:
+        """This replica's cumulative counts: its requests and where its forecasts came from."""
+        counts = self.recorder.snapshot()
+        if self.answer_counts is not None:
+            counts.answers = dict(self.answer_counts())
+        return counts
+
     async def push(self) -> None:
-        await asyncio.wait_for(self.hub.push(self.replica_id, self.recorder.snapshot()), HUB_TIMEOUT_S)
+        await asyncio.wait_for(self.hub.push(self.replica_id, self.snapshot()), HUB_TIMEOUT_S)
 
     async def push_forever(self, interval_s: float = PUSH_INTERVAL_S) -> None:
         """Push this replica's counts every ``interval_s`` (a failure is logged once until a push works)."""
@@ -412,7 +435,7 @@ class ApiMetrics:
                 failing = True
 
     async def _totals(self) -> tuple[Counts, int, bool]:
-        own = self.recorder.snapshot()
+        own = self.snapshot()
         try:
             totals, replicas = await asyncio.wait_for(self.hub.totals(self.replica_id, own), HUB_TIMEOUT_S)
             return totals, replicas, True

@@ -110,7 +110,8 @@ class ApiService:
         self.answer_ttl_s = settings.serve_answer_ttl_s if answer_ttl_s is None else answer_ttl_s
         self._answers: dict[str, tuple[str, float, Any]] = {}
         """Answer cache of the latest forecasts: pair → (model id, expiry on the monotonic clock, answer)."""
-        self.answer_hits = 0
+        self.answer_counts = {"cache": 0, "shared": 0, "forecaster": 0}
+        """Where each latest-candle forecast came from (``mur_forecast_answers_total``, docs/metrics.md)."""
 
     def close(self, *, wait: bool = True) -> None:
         """Close the database pool (``wait``: after the pending track-record writes)."""
@@ -176,15 +177,18 @@ class ApiService:
         key = getattr(forecaster, "model_key", None)
         cached = self._answers.get(name)
         if cached is not None and key is not None and cached[0] == key and time.monotonic() < cached[1]:
-            self.answer_hits += 1
+            self.answer_counts["cache"] += 1
             done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             done.set_result(cached[2])
             return done
         future = self._inflight.get(name)
         if future is None:
+            self.answer_counts["forecaster"] += 1
             future = asyncio.ensure_future(forecaster.forecast_latest())
             self._inflight[name] = future
             future.add_done_callback(lambda f: self._answered(name, key, f))
+        else:
+            self.answer_counts["shared"] += 1
         return future
 
     def _answered(self, name: str, key: str | None, future: asyncio.Future[Any]) -> None:

@@ -66,7 +66,7 @@ def test_a_good_answer_is_shared_within_its_ttl() -> None:
         first = await latest(api, fc)
         again = await latest(api, fc, 5)
         assert fc.calls == 1 and all(a == first[0] for a in again)
-        assert api.answer_hits == 5
+        assert api.answer_counts == {"cache": 5, "shared": 0, "forecaster": 1}
 
     asyncio.run(scenario())
     api.close(wait=False)
@@ -106,7 +106,7 @@ def test_what_is_never_cached(ttl_s: float, forecaster: CountingForecaster) -> N
             await latest(api, forecaster)
 
     asyncio.run(scenario())
-    assert forecaster.calls == 3 and api.answer_hits == 0
+    assert forecaster.calls == 3 and api.answer_counts == {"cache": 0, "shared": 0, "forecaster": 3}
     api.close(wait=False)
 
 
@@ -115,6 +115,7 @@ def test_concurrent_gets_share_one_call_in_flight() -> None:
     fc = CountingForecaster(delay_s=0.05)
     answers = asyncio.run(latest(api, fc, 8))
     assert fc.calls == 1 and len({a["body"]["n"] for a in answers}) == 1
+    assert api.answer_counts == {"cache": 0, "shared": 7, "forecaster": 1}
     api.close(wait=False)
 
 

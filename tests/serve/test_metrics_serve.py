@@ -24,6 +24,16 @@ def _forecasts_counted(stack: ServeStack) -> float:
     )
 
 
+def _answers(stack: ServeStack) -> dict[str, float]:
+    response = httpx.get(f"{stack.url}/metrics", timeout=30)
+    return {
+        sample.labels["source"]: sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "mur_forecast_answers_total"
+    }
+
+
 def test_metrics_count_a_forecast_by_route(serve_stack: ServeStack) -> None:
     _, token = serve_stack.make_user()
     before = _forecasts_counted(serve_stack)
@@ -32,3 +42,5 @@ def test_metrics_count_a_forecast_by_route(serve_stack: ServeStack) -> None:
     assert response.status_code == 200, response.text
     # the replica that answered pushes its counts when scraped, or within a few seconds if another one is
     wait_until(lambda: _forecasts_counted(serve_stack) >= before + 1, 30, "the forecast in /metrics")
+    answers = wait_until(lambda: _answers(serve_stack) or None, 30, "forecast answers by source")
+    assert set(answers) <= {"cache", "shared", "forecaster"} and answers.get("forecaster", 0) >= 1, answers

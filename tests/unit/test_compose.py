@@ -607,8 +607,10 @@ def exported_samples() -> set[str]:
 
     recorder = RequestMetrics()
     recorder.observe("/v1/forecast/{pair}", "GET", 429, 0.01)
+    counts = recorder.snapshot()
+    counts.answers = {"cache": 2, "forecaster": 1}
     db = DbSeries(counts={"eth_usdt": (3, 2)}, skill={"eth_usdt": 0.1}, coverage={"eth_usdt": 0.9})
-    text = render(families(recorder.snapshot(), replicas=1, hub_ok=True, versions={"eth_usdt": 3.0}, db=db))
+    text = render(families(counts, replicas=1, hub_ok=True, versions={"eth_usdt": 3.0}, db=db))
     names = {s.name for f in text_string_to_metric_families(text.decode()) for s in f.samples}
     assert names == sample_names(), "serve_app.metrics.FAMILIES names exactly what /metrics exports"
     return names
