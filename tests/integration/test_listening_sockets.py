@@ -22,6 +22,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -195,9 +196,18 @@ def test_the_stack_with_serve_listens_only_on_loopback(
         if not seen or seen[-1].strip() != "SERVING":  # a start-up failure (one rerun), not a finding
             raise ServiceError("the Serve driver did not come up:\n" + "".join(seen)[-4000:])
         private = haproxy_dir(settings)
-        processes = _stack_processes([r.pid for r in started if r.pid], private)
-        processes.append(psutil.Process(driver.pid))  # its core worker is a Ray process too
-        listening = _listening(processes, loopback_only)
+
+        def snapshot() -> set[tuple[str, int, str, bool]]:
+            processes = _stack_processes([r.pid for r in started if r.pid], private)
+            processes.append(psutil.Process(driver.pid))  # its core worker is a Ray process too
+            return _listening(processes, loopback_only)
+
+        # Serve may answer through its proxy before HAProxy has started on a busy machine: await HAProxy
+        deadline = time.monotonic() + 90
+        listening = snapshot()
+        while not any(name == "haproxy" for _, _, name, _ in listening) and time.monotonic() < deadline:
+            time.sleep(1.0)
+            listening = snapshot()
         names = {name for _, _, name, _ in listening}
         assert "haproxy" in names, f"Serve's HAProxy is not running: {sorted(listening)}"
         haproxy_ports = {(ip, port) for ip, port, name, _ in listening if name == "haproxy"}
