@@ -95,7 +95,6 @@ class ApiService:
         db_threads: int = DB_THREADS,
         db_timeout_s: float = DB_TIMEOUT_S,
         configured_pairs: Iterable[str] = (),
-        answer_ttl_s: float | None = None,
     ) -> None:
         settings = getattr(db, "settings", None) or get_settings()
         self.db = db
@@ -107,7 +106,7 @@ class ApiService:
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._recorded: set[tuple[str, int, str]] = set()
         self.clock = market_clock(settings)
-        self.answer_ttl_s = settings.serve_answer_ttl_s if answer_ttl_s is None else answer_ttl_s
+        self.answer_ttl_s = settings.serve_answer_ttl_s
         self._answers: dict[str, tuple[str, float, Any]] = {}
         """Answer cache of the latest forecasts: pair → (model id, expiry on the monotonic clock, answer)."""
         self.answer_counts = {"cache": 0, "shared": 0, "forecaster": 0}

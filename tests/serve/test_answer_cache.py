@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +25,6 @@ class CountingForecaster:
     ok: bool = True
     calls: int = 0
     delay_s: float = 0.0
-    log: list[str] = field(default_factory=list)
 
     async def forecast_latest(self) -> dict[str, Any]:
         self.calls += 1

@@ -18,6 +18,7 @@ from serve_helpers import ServeStack, copy_version, promote, register_broken_ver
 
 from mur.db import Database, get_usage, revoke_token
 from mur.registry.download import model_bytes
+from mur.serving.payload import candles_to_payload
 
 pytestmark = [pytest.mark.services, pytest.mark.serve]
 
@@ -29,12 +30,6 @@ def _candles_until(pair: str, candle_time: str, seq_len: int) -> pd.DataFrame:
     end = pd.Timestamp(candle_time) + pd.Timedelta(hours=1)
     frame = BundledMarketData().klines(pair, start=end - pd.Timedelta(hours=seq_len + 48), end=end)
     return frame.iloc[-seq_len:].reset_index(drop=True)
-
-
-def _as_rows(candles: pd.DataFrame) -> list[dict[str, Any]]:
-    from mur.serving.payload import candles_to_payload
-
-    return candles_to_payload(candles)
 
 
 def _ready(stack: ServeStack) -> dict[str, Any] | None:
@@ -88,7 +83,9 @@ def test_forecast_equals_onnxruntime_on_the_same_candles(serve_stack: ServeStack
         assert response.status_code == 200, response.text
         got = response.json()
         candles = _candles_until(stack.pair, got["candle_time"], stack.settings.context_len)
-        posted = client.post(f"/v1/forecast/{stack.pair.upper()}", json={"candles": _as_rows(candles)})
+        posted = client.post(
+            f"/v1/forecast/{stack.pair.upper()}", json={"candles": candles_to_payload(candles)}
+        )
         assert posted.status_code == 200, posted.text
     session = load_session(model_bytes(stack.direct, stack.pair, got["model_version"]))
     expected_body = forecast_from_candles(session, candles, pair=stack.pair)
@@ -172,7 +169,9 @@ def test_error_answers_are_json(serve_stack: ServeStack) -> None:
         assert_error(client.get("/v1/forecast/doge_usdt"), 404, "unknown_pair")
         assert_error(client.get("/v1/forecast/not-a-pair!"), 404, "unknown_pair")
         assert_error(client.get("/v2/nothing"), 404, "not_found")
-        good = _as_rows(_candles_until(stack.pair, "2025-06-01T00:00:00Z", stack.settings.context_len))
+        good = candles_to_payload(
+            _candles_until(stack.pair, "2025-06-01T00:00:00Z", stack.settings.context_len)
+        )
         bad_cases = {
             "too few": good[:-1],
             "unsorted": [good[1], good[0], *good[2:]],
@@ -383,7 +382,9 @@ def test_autoscaling_config_and_scale_up_under_load(serve_stack: ServeStack) -> 
         _, token = stack.make_user(quota=1_000_000)
         # POSTs: concurrent GETs of one pair share a single Forecaster call in the ingress (single-flight),
         # client candles each need their own inference, so they load the Forecaster
-        candles = _as_rows(_candles_until(stack.pair, "2025-06-01T00:00:00Z", stack.settings.context_len))
+        candles = candles_to_payload(
+            _candles_until(stack.pair, "2025-06-01T00:00:00Z", stack.settings.context_len)
+        )
         with Hammer(stack, token, workers=16, candles=candles) as hammer:
             wait_until(lambda: running() >= 2, 120, "a second replica under load", interval_s=1.0)
         assert not hammer.failures(), hammer.failures()[:5]

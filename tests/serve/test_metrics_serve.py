@@ -6,32 +6,26 @@ from __future__ import annotations
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from serve_helpers import ServeStack, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.serve]
 
 
-def _forecasts_counted(stack: ServeStack) -> float:
+def _samples(stack: ServeStack, name: str) -> list[Sample]:
     response = httpx.get(f"{stack.url}/metrics", timeout=30)  # no token: the operators' scrape
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-        if sample.name == "mur_http_requests_total"
-        and sample.labels == {"route": "/v1/forecast/{pair}", "method": "GET", "status": "200"}
-    )
+    return [s for f in text_string_to_metric_families(response.text) for s in f.samples if s.name == name]
+
+
+def _forecasts_counted(stack: ServeStack) -> float:
+    route = {"route": "/v1/forecast/{pair}", "method": "GET", "status": "200"}
+    return sum(s.value for s in _samples(stack, "mur_http_requests_total") if s.labels == route)
 
 
 def _answers(stack: ServeStack) -> dict[str, float]:
-    response = httpx.get(f"{stack.url}/metrics", timeout=30)
-    return {
-        sample.labels["source"]: sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-        if sample.name == "mur_forecast_answers_total"
-    }
+    return {s.labels["source"]: s.value for s in _samples(stack, "mur_forecast_answers_total")}
 
 
 def test_metrics_count_a_forecast_by_route(serve_stack: ServeStack) -> None:
