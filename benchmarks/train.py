@@ -76,9 +76,9 @@ def main() -> None:
     args = p.parse_args()
 
     settings = Settings(train_days=365)
-    from mur.devstack.config import use_loopback_ray
+    from mur.devstack.config import use_stack_ray
 
-    use_loopback_ray()  # the local stack's head listens on 127.0.0.1 only (docs/services.md)
+    use_stack_ray()  # the local stack's head listens on 127.0.0.1 only (docs/services.md)
     ray.init(address="auto" if _cluster_running() else None, ignore_reinit_error=True, log_to_driver=False)
     results: dict[str, Any] = {
         "machine": platform.node(),

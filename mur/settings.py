@@ -6,13 +6,20 @@ Every field is documented in ``.env.example``.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev-secret-key", "placeholder"}
@@ -21,11 +28,34 @@ PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev-secret-key", 
 class Settings(BaseSettings):
     """Configuration for training, serving, orchestration and the dashboard."""
 
-    model_config = SettingsConfigDict(env_prefix="MUR_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="MUR_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then ``MUR_*`` variables, then ``.env``, then one file a secret in ``MUR_SECRETS_DIR``
+        (named like its variable, e.g. ``mur_s3_secret_key``: Docker/Kubernetes secrets, and how a Ray job
+        gets S3 keys without them in its runtime env)."""
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings, dotenv_settings)
+        secrets_dir = os.environ.get("MUR_SECRETS_DIR")
+        if secrets_dir and Path(secrets_dir).is_dir():
+            sources += (SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir),)
+        return sources
 
     # --- general -------------------------------------------------------------------------------
     env: Literal["development", "test", "production"] = "development"
     runtime_dir: Path = Field(default=PROJECT_ROOT / ".runtime", description="pids, logs, local state")
+    secrets_dir: Path | None = Field(
+        default=None, description="a directory of secret files, one per setting (mur_s3_secret_key, …)"
+    )
     pairs: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["btc_usdt", "eth_usdt", "sol_usdt", "bnb_usdt", "xrp_usdt"],
         description="trading pairs trained and served",
@@ -88,6 +118,16 @@ class Settings(BaseSettings):
 
     # --- Ray -----------------------------------------------------------------------------------
     ray_address: str = "http://127.0.0.1:8265"
+    ray_auth_mode: Literal["token", "disabled"] = Field(
+        default="token",
+        validation_alias=AliasChoices("RAY_AUTH_MODE", "MUR_RAY_AUTH_MODE"),
+        description="Ray's authentication (RAY_AUTH_MODE): token on every Ray API; disabled only for tests of it",
+    )
+    ray_auth_token: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RAY_AUTH_TOKEN", "MUR_RAY_AUTH_TOKEN"),
+        description="Ray's bearer token (RAY_AUTH_TOKEN); the local stack generates one into its secrets file",
+    )
     ray_gcs_port: int = Field(default=6380, description="Ray GCS port (6379 is Redis here)")
     ray_dashboard_port: int = 8265
     num_workers: int = Field(default=2, ge=1)
@@ -310,6 +350,10 @@ class Settings(BaseSettings):
                 raise ValueError("MUR_S3_SECRET_KEY must be set to a real secret in production")
             if self.pg_password in PLACEHOLDER_SECRETS | {"postgres"}:
                 raise ValueError("MUR_PG_PASSWORD must be set to a real password in production")
+            if self.ray_auth_mode != "token":
+                raise ValueError("RAY_AUTH_MODE must be token in production (Ray runs code for its callers)")
+            if self.ray_auth_token is not None and len(self.ray_auth_token) < 32:
+                raise ValueError("RAY_AUTH_TOKEN must be a real secret in production (32+ characters)")
         return self
 
     # --- derived -------------------------------------------------------------------------------
@@ -332,6 +376,19 @@ class Settings(BaseSettings):
     @property
     def serve_url(self) -> str:
         return f"http://{self.serve_host}:{self.serve_port}"
+
+    def ray_headers(self) -> dict[str, str]:
+        """HTTP headers for Ray's dashboard, Jobs and Serve REST APIs (the bearer token when auth is on)."""
+        if self.ray_auth_mode == "token" and self.ray_auth_token:
+            return {"Authorization": f"Bearer {self.ray_auth_token}"}
+        return {}
+
+    def ray_auth_env(self) -> dict[str, str]:
+        """``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN`` for a process that runs Ray (a head, a node, a driver)."""
+        env = {"RAY_AUTH_MODE": self.ray_auth_mode}
+        if self.ray_auth_mode == "token" and self.ray_auth_token:
+            env["RAY_AUTH_TOKEN"] = self.ray_auth_token
+        return env
 
     def s3_env(self) -> dict[str, str]:
         """Environment that points boto3/MLflow at the S3 server."""

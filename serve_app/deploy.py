@@ -61,7 +61,7 @@ def _rest(settings: Settings, method: str, body: dict[str, Any] | None = None) -
     import httpx
 
     url = settings.ray_address.rstrip("/") + APPLICATIONS_PATH
-    response = httpx.request(method, url, json=body, timeout=REST_TIMEOUT_S)
+    response = httpx.request(method, url, json=body, headers=settings.ray_headers(), timeout=REST_TIMEOUT_S)
     if response.status_code >= 400:
         raise ServiceError(f"{method} {url}: HTTP {response.status_code}: {response.text.strip()[:500]}")
     return response.json() if method == "GET" else {}
@@ -207,13 +207,24 @@ def _loopback_only(port: int) -> bool:
 
 def connect_ray(settings: Settings) -> None:
     """Join the stack's Ray head as a driver (for ``serve.status()``); ``address="auto"`` could pick
-    whichever cluster started last on this machine, so the GCS port from settings is used. A head started
-    with Ray's loopback switch listens on 127.0.0.1 only; Ray would rewrite 127.0.0.1 to the LAN address, so
-    the driver then runs with the same switch."""
-    if _loopback_only(settings.ray_gcs_port):
-        from mur.devstack.config import use_loopback_ray
+    whichever cluster started last on this machine, so the GCS port from settings is used. The driver
+    authenticates with the settings' token (``RAY_AUTH_TOKEN``). A head started with Ray's single-node
+    switch listens on 127.0.0.1 only and Ray would rewrite 127.0.0.1 to the LAN address, so the driver then
+    runs with the same switch (mur.devstack.config.RAY_LOOPBACK_SWITCH says why it exists); the switch is
+    read when Ray is imported, so a process that imported Ray without it is told so instead of waiting."""
+    import os
+    import sys
 
-        use_loopback_ray(force=True)
+    switch = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    if _loopback_only(settings.ray_gcs_port):
+        constants: Any = sys.modules.get("ray._private.ray_constants")
+        if constants is not None and constants.ENABLE_RAY_CLUSTER:
+            raise ServiceError(
+                f"the Ray head at 127.0.0.1:{settings.ray_gcs_port} listens on the loopback interface only; "
+                f"set {switch}=0 before this process imports Ray"
+            )
+        os.environ[switch] = "0"
+    os.environ.update(settings.ray_auth_env())
     import ray
 
     if not ray.is_initialized():

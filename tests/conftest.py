@@ -34,7 +34,7 @@ import pytest
 from psycopg import sql
 
 from mur.db import Database, migrate
-from mur.devstack.config import use_loopback_ray
+from mur.devstack.config import use_stack_ray
 from mur.settings import Settings, get_settings
 
 TEST_CLOCK = {"MUR_CLOCK_START": "2026-01-01T00:00:00Z", "MUR_CLOCK_SPEED": "0"}
@@ -43,7 +43,7 @@ a test sees each pair's whole recorded history (the stack's default replays it f
 Tests of the clock itself, and the end-to-end loop test, set ``MUR_CLOCK_*`` explicitly."""
 for _name, _value in TEST_CLOCK.items():
     os.environ.setdefault(_name, _value)
-use_loopback_ray()  # Ray heads the tests start listen on 127.0.0.1, and their drivers (subprocesses too) join them
+use_stack_ray()  # Ray heads the tests start listen on 127.0.0.1, and their drivers (subprocesses too) join them
 
 
 def _admin_connection(settings: Settings) -> psycopg.Connection:

@@ -18,39 +18,81 @@ from mur.settings import Settings, get_settings
 
 SECRETS_FILE = "stack-secrets.json"
 RAY_LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-"""Ray's single-node switch: ``0`` keeps a head's node address 127.0.0.1, so that every Ray socket (GCS, raylet,
-workers, agents, client server) listens on the loopback interface (docs/services.md, "Ray and the loopback
-interface"). The local stack sets it to ``0`` unless the environment says otherwise; ``1`` is Ray's Linux
-default (a multi-node cluster: Ray binds the LAN address and every interface)."""
+"""Why the local stack still sets Ray's single-node switch (the one place that says so; docs/services.md).
 
+Token auth (:func:`use_stack_ray`) is what protects every Ray API: GCS, raylets, workers, each Serve
+replica's inter-deployment gRPC server, the dashboard and Jobs API all refuse a caller without the token.
+The switch adds defence in depth on one machine: with ``0``, a head started with ``--node-ip-address
+127.0.0.1`` keeps that address, so its sockets listen on the loopback interface. That matters because a few
+Ray listeners have no authentication at all: the Prometheus exporters of the autoscaler, the dashboard and
+the metrics agent bind every interface unless the node's address is loopback. With ``1`` (Ray's Linux
+default, and what a multi-node cluster needs), ``ray start`` rewrites ``127.0.0.1`` to the LAN address.
+
+It is an environment variable read when Ray is imported, so it is set before any Ray import: in the
+process's environment (the stack exports it to everything it starts; ``tests/conftest.py`` and the
+benchmarks set it first). A driver joining a loopback head needs it too (without it Ray looks for the
+head's node under the LAN address and waits forever). A second node of the local stack (``mur up --nodes 2``)
+runs with ``1`` and its own loopback address (127.0.0.2); the head keeps ``0``. ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1``
+in the environment opts the whole stack out (Ray as on a cluster, still behind the token)."""
 
 RAY_AUTH_SWITCH = "RAY_AUTH_MODE"
-"""Ray's authentication mode. Ray 2.60 turns token authentication on for a head started where a token file
-exists (``~/.ray/auth_token``, written by any local ``ray.init()``), and then the stack's health checks and
-clients, which do not send one, get 401. The local stack, on the loopback interface, states the mode
-instead of depending on that file: ``disabled`` unless the environment says otherwise (``token`` with
-``RAY_AUTH_TOKEN`` for a head other users or machines reach; docs/services.md)."""
+RAY_TOKEN_VAR = "RAY_AUTH_TOKEN"
+"""Ray's token authentication (Ray 2.60): ``RAY_AUTH_MODE=token`` and the token in ``RAY_AUTH_TOKEN`` for the
+head, every node and every client. The local stack generates one token into its secrets file (mode 600,
+:func:`ray_token`) unless the environment gives one; production sets it from a secret (docs/production.md)."""
 
 
-def use_loopback_ray(*, force: bool = False) -> str:
-    """Make this process, and every process it starts, run Ray on the loopback interface (unless
-    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is already set and not ``force``: the environment wins). Returns the
-    value in force.
+def ray_token(settings: Settings) -> str:
+    """``RAY_AUTH_TOKEN``, else a token generated once into ``{runtime_dir}/stack-secrets.json`` (mode 600)."""
+    if settings.ray_auth_token:
+        return settings.ray_auth_token
+    path = Path(settings.runtime_dir) / SECRETS_FILE
 
-    Ray reads the switch when ``ray._private.ray_constants`` is imported; if Ray was imported already, its
-    constant follows too. A driver that joins a loopback-only head needs the switch: without it Ray rewrites
-    ``127.0.0.1`` to the LAN address, where nothing listens, and ``ray.init`` waits forever.
-    """
-    import sys
+    def fill(data: dict[str, Any]) -> dict[str, Any] | None:
+        token = data.get("ray_auth_token")
+        return (
+            None if isinstance(token, str) and len(token) >= 32 else {"ray_auth_token": secrets.token_hex(32)}
+        )
 
-    if force:
-        os.environ[RAY_LOOPBACK_SWITCH] = "0"
-    value = os.environ.setdefault(RAY_LOOPBACK_SWITCH, "0")
-    os.environ.setdefault(RAY_AUTH_SWITCH, "disabled")  # consistent with the stack's head (_ray_env)
-    constants: Any = sys.modules.get("ray._private.ray_constants")
-    if constants is not None:
-        constants.ENABLE_RAY_CLUSTER = value.lower() in ("1", "true")  # as Ray's env_bool reads it
-    return value
+    return str(secret_files.ensure(path, fill)["ray_auth_token"])
+
+
+SECRETS_DIR = "secrets"
+S3_SECRET_FILES = {"mur_s3_access_key": "s3_access_key", "mur_s3_secret_key": "s3_secret_key"}
+
+
+def write_secrets_dir(settings: Settings) -> Path:
+    """The stack's S3 keys as one file each in ``{runtime_dir}/secrets`` (directory 700, files 600), the
+    ``MUR_SECRETS_DIR`` that a Ray job reads them from (Settings' secrets source) instead of the Ray head's
+    environment or the job's runtime env, which Ray logs."""
+    folder = Path(settings.runtime_dir) / SECRETS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    for name, field_name in S3_SECRET_FILES.items():
+        path = folder / name
+        value = str(getattr(settings, field_name))
+        if not path.exists() or path.read_text() != value:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(value)
+        path.chmod(0o600)
+    return folder
+
+
+def use_stack_ray(settings: Settings | None = None) -> dict[str, str]:
+    """Make this process, and every process it starts, use the local stack's Ray: the single-node switch
+    (:data:`RAY_LOOPBACK_SWITCH`, unless the environment sets it) and token auth with the stack's token
+    (:data:`RAY_TOKEN_VAR`; ``RAY_AUTH_MODE=disabled`` in the environment turns it off, for tests of it).
+    Call it before Ray is imported. Returns the variables in force."""
+    settings = settings or get_settings()
+    os.environ.setdefault(RAY_LOOPBACK_SWITCH, "0")
+    mode = os.environ.setdefault(RAY_AUTH_SWITCH, "token")
+    if mode == "token":
+        os.environ[RAY_TOKEN_VAR] = ray_token(settings)
+    get_settings.cache_clear()
+    return {
+        k: os.environ[k] for k in (RAY_LOOPBACK_SWITCH, RAY_AUTH_SWITCH, RAY_TOKEN_VAR) if k in os.environ
+    }
 
 
 URL_FIELDS = {
@@ -86,12 +128,14 @@ def align_settings(settings: Settings, *, export: bool = True) -> Settings:
     runtime_dir = Path(settings.runtime_dir).resolve()
     update["runtime_dir"] = runtime_dir
     aligned = settings.model_copy(update=update)
+    if aligned.ray_auth_mode == "token" and not aligned.ray_auth_token:  # the stack's token, from its secrets
+        aligned = aligned.model_copy(update={"ray_auth_token": ray_token(aligned)})
     if export:
         for name, value in update.items():
             os.environ[f"MUR_{name.upper()}"] = str(value)
         os.environ[STACK_MARKER] = str(runtime_dir)  # inherited by everything started from here
-        use_loopback_ray()  # the Ray head, the Serve keeper, Airflow's tasks, `mur serve`: all on loopback
-        get_settings.cache_clear()
+        os.environ["MUR_SECRETS_DIR"] = str(write_secrets_dir(aligned))
+        use_stack_ray(aligned)  # the Ray head, the keeper, Airflow's tasks, `mur serve`: one token, loopback
     return aligned
 
 

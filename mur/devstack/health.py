@@ -20,8 +20,9 @@ def probe(service: Service, timeout_s: float = 2.0) -> bool:
         import urllib.request
 
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+        request = urllib.request.Request(service.health_url, headers=service.health_headers)
         try:
-            with opener.open(service.health_url, timeout=timeout_s) as response:
+            with opener.open(request, timeout=timeout_s) as response:
                 return 200 <= response.status < 300
         except (urllib.error.URLError, OSError, ValueError):
             return False

@@ -89,7 +89,7 @@ def undeploy_serve(settings: Settings, timeout_s: float = 30.0) -> None:
     service somebody else runs.
     """
     url = settings.ray_address.rstrip("/") + SERVE_APPLICATIONS_PATH
-    with httpx.Client(timeout=10.0, trust_env=False) as client:
+    with httpx.Client(timeout=10.0, trust_env=False, headers=settings.ray_headers()) as client:
         try:
             response = client.delete(url)
         except httpx.TransportError:
@@ -121,7 +121,10 @@ def serve_diagnosis(settings: Settings, haproxy_files: Path | None = None) -> st
         lines.append(f"GET {health}: {type(exc).__name__}: {exc}")
     try:
         details = httpx.get(
-            settings.ray_address.rstrip("/") + SERVE_APPLICATIONS_PATH, timeout=10.0, trust_env=False
+            settings.ray_address.rstrip("/") + SERVE_APPLICATIONS_PATH,
+            headers=settings.ray_headers(),
+            timeout=10.0,
+            trust_env=False,
         ).json()
     except (httpx.HTTPError, ValueError) as exc:
         lines.append(f"Serve's state: unavailable ({type(exc).__name__}: {exc})")

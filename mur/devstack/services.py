@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mur.devstack import airflow
-from mur.devstack.config import RAY_AUTH_SWITCH, RAY_LOOPBACK_SWITCH, stack_secret
+from mur.devstack.config import RAY_AUTH_SWITCH, RAY_LOOPBACK_SWITCH, RAY_TOKEN_VAR, ray_token, stack_secret
 from mur.devstack.provision import (
     ensure_bucket,
     ensure_databases,
@@ -42,6 +42,10 @@ class Service:
     port: int | None = None
     health_url: str | None = None
     """HTTP URL that must answer 2xx."""
+    health_headers: dict[str, str] = field(default_factory=dict)
+    """Headers of the health check's request (Ray's bearer token)."""
+    env_unset: tuple[str, ...] = ()
+    """Variables of the starting process's environment the service must not inherit (credentials it does not use)."""
     health_cmd: list[str] | None = None
     """A command that must exit 0 (compose's ``CMD`` healthcheck); without either, a TCP connect to the port."""
     host: str = "127.0.0.1"
@@ -179,19 +183,41 @@ def _ray_command(settings: Settings) -> list[str]:
     ]
 
 
+RAY_HEAD_UNSET = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "MUR_S3_ACCESS_KEY",
+    "MUR_S3_SECRET_KEY",
+    "MUR_SECRETS_DIR",
+)
+"""S3 credentials stay out of the Ray head's environment, which every Ray worker, job and Serve replica
+inherits: a job that writes Ray Train checkpoints to S3 reads them from the stack's secrets directory
+(``MUR_SECRETS_DIR`` in its runtime env, :func:`mur.devstack.config.write_secrets_dir`); MLflow proxies
+every artefact, so nothing else on Ray needs them."""
+
+
+def ray_auth(settings: Settings) -> dict[str, str]:
+    """Ray's authentication for a Ray process of the local stack: token mode with the stack's token, unless
+    the environment says ``RAY_AUTH_MODE=disabled`` (tests of the refusal itself)."""
+    mode = os.environ.get(RAY_AUTH_SWITCH, "token")
+    return {RAY_AUTH_SWITCH: mode, **({RAY_TOKEN_VAR: ray_token(settings)} if mode == "token" else {})}
+
+
 def _ray_env(settings: Settings) -> dict[str, str]:
     env = {
-        **_s3_client_env(settings),
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+        "AWS_EC2_METADATA_DISABLED": "true",
         "PATH": str(Path(sys.executable).parent)
         + os.pathsep
         + os.environ.get("PATH", ""),  # jobs run `python`
         "RAY_USAGE_STATS_ENABLED": "0",
-        # every Ray socket on 127.0.0.1 (config.RAY_LOOPBACK_SWITCH); RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 in
-        # the environment opts out (a head other nodes join)
+        # the single-node switch: every Ray socket on 127.0.0.1 (config.RAY_LOOPBACK_SWITCH says why);
+        # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 in the environment opts out
         RAY_LOOPBACK_SWITCH: os.environ.get(RAY_LOOPBACK_SWITCH, "0"),
-        # the authentication mode stated, not taken from whether ~/.ray/auth_token exists (config.RAY_AUTH_SWITCH)
-        RAY_AUTH_SWITCH: os.environ.get(RAY_AUTH_SWITCH, "disabled"),
+        # token auth on every Ray API (GCS, raylets, Serve replicas' gRPC, dashboard, Jobs API)
+        **ray_auth(settings),
         **serve_env(settings.ray_dashboard_port - 8265),
         **haproxy_env(settings),
         # Ray's own actors (Ray Train's PlacementGroupCleaner, …) find their cluster through the state API,
@@ -272,8 +298,12 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             name="ray",
             command=_ray_command(s),
             env=_ray_env(s),
+            env_unset=RAY_HEAD_UNSET,
             port=s.ray_dashboard_port,
-            health_url=f"http://127.0.0.1:{s.ray_dashboard_port}/api/version",
+            health_url=f"http://127.0.0.1:{s.ray_dashboard_port}/api/version",  # behind the token
+            health_headers={"Authorization": f"Bearer {ray_token(s)}"}
+            if ray_auth(s)[RAY_AUTH_SWITCH] == "token"
+            else {},
             start_timeout_s=180,
             stop_timeout_s=20,
             stop_first=("raylet",),  # the order of `ray stop`: raylet, the rest, GCS last

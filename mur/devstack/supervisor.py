@@ -246,6 +246,8 @@ def _launch(
     cwd = service.cwd or Path(settings.runtime_dir)
     cwd.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **service.env}
+    for name in service.env_unset:
+        env.pop(name, None)
     if _size(log) > LOG_ROTATE_BYTES:  # a fresh log for each start once the current one is big
         os.replace(log, log.with_name(log.name + ".1"))
     with open(log, "ab") as fh:

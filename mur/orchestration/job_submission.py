@@ -46,8 +46,13 @@ def client_for(settings: Settings) -> Any:
     from ray.job_submission import JobSubmissionClient
 
     try:
-        return JobSubmissionClient(settings.ray_address)
+        return JobSubmissionClient(settings.ray_address, headers=settings.ray_headers())
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError depending on what fails
+        if "401" in str(exc) or "403" in str(exc) or "Authentication" in str(exc):
+            raise JobError(
+                f"the Ray head at {settings.ray_address} refused this client's token: set RAY_AUTH_TOKEN to the "
+                "cluster's token (the local stack keeps it in .runtime/stack-secrets.json and exports it)"
+            ) from exc
         raise JobError(
             f"cannot reach the Ray head at {settings.ray_address} ({type(exc).__name__}); "
             "start it with `mur services start ray` or set MUR_RAY_ADDRESS"
@@ -64,6 +69,7 @@ SECRET_FIELDS = frozenset(
         "discord_webhook_url",
         "binance_api_key",
         "binance_api_secret",
+        "ray_auth_token",
     }
 )
 """Settings never copied into a job's payload: Ray logs each job's runtime env (``runtime_env_agent.log``)

@@ -37,6 +37,7 @@ SECRETS = {
     "MUR_SECRET_KEY",
     "MUR_AIRFLOW_PASSWORD",
     "MUR_DISCORD_WEBHOOK_URL",
+    "RAY_AUTH_TOKEN",
     "AIRFLOW_FERNET_KEY",
     "AIRFLOW_API_SECRET_KEY",
     "AIRFLOW_JWT_SECRET",
@@ -390,12 +391,40 @@ def test_mur_variables_are_settings_fields(raw: str, services: dict[str, Any]) -
     assert not unknown, f"not fields of mur.settings.Settings: {unknown}"
 
 
+S3_KEY_FILES = {"mur_s3_access_key": "s3_access_key", "mur_s3_secret_key": "s3_secret_key"}
+"""The S3 keys reach the containers as compose secrets (files in MUR_SECRETS_DIR), never their environment."""
+RAY_AUTH_FIELDS = {"ray_auth_mode": "RAY_AUTH_MODE", "ray_auth_token": "RAY_AUTH_TOKEN"}
+"""Ray's own variables (Settings reads them by Ray's names): set only where Ray runs or is called."""
+
+
 def test_every_settings_field_reaches_the_containers(compose: dict[str, Any]) -> None:
     shared = compose.get("x-mur-settings") or {}
-    missing = sorted(env_var(f) for f in Settings.model_fields if env_var(f) not in shared)
+    fields = set(Settings.model_fields) - set(RAY_AUTH_FIELDS) - set(S3_KEY_FILES.values())
+    missing = sorted(env_var(f) for f in fields if env_var(f) not in shared)
     assert not missing, (
         f"add {missing} to x-mur-settings in docker-compose.yml (a key without a value passes .env through)"
     )
+
+
+def test_ray_token_reaches_ray_and_its_clients_only(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    """Issue 22: the head, the workers and every Ray client (Airflow's tasks, the Serve keeper) share the
+    token; services that never call Ray (dashboard, MLflow, migrate) do not get it."""
+    for name in ("ray-head", "ray-worker", "serve", "airflow-scheduler", "airflow-api-server"):
+        env = environment(services[name])
+        assert resolve(str(env["RAY_AUTH_MODE"])) == "token", name
+        assert "${RAY_AUTH_TOKEN:?" in str(env["RAY_AUTH_TOKEN"]), name
+    for name in ("dash", "mlflow", "migrate"):
+        assert "RAY_AUTH_TOKEN" not in environment(services[name]), name
+    for name in ("ray-head", "ray-worker", "serve"):  # S3 keys stay out of every Ray process's environment
+        env = environment(services[name])
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MUR_S3_SECRET_KEY"} & set(env), name
+    for name, svc in services.items():  # every container with the settings reads them as files
+        if "MUR_SECRETS_DIR" in environment(svc):
+            assert set(S3_KEY_FILES) <= set(svc.get("secrets") or []), name
+    for name, source in compose["secrets"].items():
+        assert source == {"environment": name.upper()}, name
 
 
 def test_interpolation_defaults_are_the_settings_defaults(raw: str, defaults: Settings) -> None:
@@ -439,7 +468,7 @@ def test_secret_looking_values_come_from_env(services: dict[str, Any]) -> None:
             if value is None:  # passed through from .env
                 continue
             text = str(value)
-            if SECRET_NAME.search(key) and not key.endswith("_FILE"):
+            if SECRET_NAME.search(key) and not key.endswith(("_FILE", "_DIR")):
                 refs = [m.group("name") for m in _INTERPOLATION.finditer(text)]
                 assert refs and all(r in SECRETS for r in refs), (
                     f"{name}: {key} must come from a secret in .env"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from dotenv import dotenv_values
+from pydantic import AliasChoices
 
 from mur.settings import Settings
 
@@ -35,7 +36,12 @@ def entries() -> list[tuple[str, bool, int]]:
 
 
 def field_names() -> set[str]:
-    return {"MUR_" + name.upper() for name in Settings.model_fields}
+    """Each field's variable: ``MUR_<NAME>``, or the first of its aliases (``RAY_AUTH_TOKEN``: Ray's own)."""
+    names = set()
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        names.add(str(alias.choices[0]) if isinstance(alias, AliasChoices) else "MUR_" + name.upper())
+    return names
 
 
 def test_every_settings_field_is_documented() -> None:

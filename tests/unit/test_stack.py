@@ -130,21 +130,42 @@ def test_ray_listens_on_loopback_unless_the_environment_opts_out(
     assert os.environ[RAY_LOOPBACK_SWITCH] == "0"
 
 
-def test_ray_auth_mode_is_stated_not_taken_from_a_token_file(
+def test_ray_token_auth_is_on_with_one_generated_token(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A ``~/.ray/auth_token`` left by any local ``ray.init()`` would turn token auth on for the stack's head,
-    and its health check (no token) would get 401: the head and its clients state the mode instead."""
-    from mur.devstack.config import RAY_AUTH_SWITCH, align_settings
+    """Issue 22: the stack's head runs with Ray's token auth, a token generated once into the stack's secrets
+    file (mode 600) unless RAY_AUTH_TOKEN is given; ``mur up`` exports it to every client it starts; the
+    head's health check sends it; S3 keys stay out of the head's environment."""
+    import stat
+
+    from mur.devstack.config import RAY_AUTH_SWITCH, RAY_TOKEN_VAR, SECRETS_FILE, align_settings
 
     monkeypatch.delenv(RAY_AUTH_SWITCH, raising=False)
-    assert stack_services(settings_for(tmp_path))["ray"].env[RAY_AUTH_SWITCH] == "disabled"
-    monkeypatch.setenv(RAY_AUTH_SWITCH, "token")
-    assert stack_services(settings_for(tmp_path))["ray"].env[RAY_AUTH_SWITCH] == "token"
-    monkeypatch.delenv(RAY_AUTH_SWITCH)
+    monkeypatch.delenv(RAY_TOKEN_VAR, raising=False)
+    ray = stack_services(settings_for(tmp_path))["ray"]
+    token = ray.env[RAY_TOKEN_VAR]
+    assert ray.env[RAY_AUTH_SWITCH] == "token" and len(token) >= 32
+    assert ray.health_headers == {"Authorization": f"Bearer {token}"}
+    assert stack_services(settings_for(tmp_path))["ray"].env[RAY_TOKEN_VAR] == token  # kept, not renewed
+    secrets_file = tmp_path / "runtime" / SECRETS_FILE
+    assert token in secrets_file.read_text() and stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    assert {"AWS_SECRET_ACCESS_KEY", "MUR_S3_SECRET_KEY", "MUR_SECRETS_DIR"} <= set(ray.env_unset)
+    assert "AWS_SECRET_ACCESS_KEY" not in ray.env
+
+    monkeypatch.setenv(RAY_TOKEN_VAR, "x" * 40)  # a token from the environment wins
+    assert stack_services(settings_for(tmp_path))["ray"].env[RAY_TOKEN_VAR] == "x" * 40
+    monkeypatch.delenv(RAY_TOKEN_VAR)
+
     monkeypatch.setattr(os, "environ", dict(os.environ))
-    align_settings(settings_for(tmp_path))  # `mur up`: the clients it starts agree with the head
-    assert os.environ[RAY_AUTH_SWITCH] == "disabled"
+    aligned = align_settings(settings_for(tmp_path))  # `mur up`: the clients it starts agree with the head
+    assert os.environ[RAY_AUTH_SWITCH] == "token" and os.environ[RAY_TOKEN_VAR] == token
+    assert aligned.ray_headers() == {"Authorization": f"Bearer {token}"}
+    secrets_dir = Path(os.environ["MUR_SECRETS_DIR"])
+    assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
+    assert (secrets_dir / "mur_s3_secret_key").read_text() == aligned.s3_secret_key
+
+    monkeypatch.setenv(RAY_AUTH_SWITCH, "disabled")  # only for tests of the refusal itself
+    assert RAY_TOKEN_VAR not in stack_services(settings_for(tmp_path))["ray"].env
 
 
 def test_airflow_components_have_compose_health_checks(tmp_path: Path) -> None:
