@@ -12,11 +12,19 @@ Ray recognises its HAProxy processes by the configuration path in their command 
 
 A listener given an explicit address (Serve's HTTP frontend: ``MUR_SERVE_HOST``) is left alone. Standard
 library only: it runs at every HAProxy start and reload, without importing ``mur``.
+
+The same rewrite bounds slow clients and makes HAProxy's own answers JSON (Ray sets ``timeout client 3600s``,
+no ``timeout http-request``, and plain-text or HTML error pages): :data:`TIMEOUTS` replace Ray's client-side
+timeouts in ``defaults`` (a request's headers must arrive within 10 s, an idle keep-alive connection is closed
+after 10 s, a silent client after 30 s), and ``errorfile`` lines point every status HAProxy answers by itself
+at small JSON responses written next to the configuration (:func:`write_error_files`). 502/503/504 stay
+answered as 500, as Ray's own error file does (Serve's behaviour).
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shlex
@@ -26,21 +34,89 @@ from pathlib import Path
 
 WILDCARD_BIND = re.compile(r"(?m)^(?P<indent>[ \t]*bind[ \t]+)\*?:(?P<port>\d+)\b")
 SOCKET_MODE = re.compile(r"(?m)^(?P<head>[ \t]*stats[ \t]+socket[ \t]+\S+[ \t]+mode[ \t]+)\d+\b")
+DEFAULTS = re.compile(r"(?m)^defaults[^\n]*\n")
+CLIENT_TIMEOUT = re.compile(
+    r"(?m)^[ \t]*timeout[ \t]+(?:client|http-request|http-keep-alive)[ \t]+\S+[ \t]*\n"
+)
+ERRORFILE = re.compile(r"(?m)^[ \t]*errorfile[ \t]+\d{3}[ \t]+\S+[ \t]*\n")
+
+TIMEOUTS = {"client": "30s", "http-request": "10s", "http-keep-alive": "10s"}
+"""Client-side timeouts in ``defaults``: HAProxy closes a half-sent request after ``http-request``."""
+ERRORS = {
+    400: ("Bad Request", "bad request"),
+    403: ("Forbidden", "forbidden"),
+    404: ("Not Found", "not found"),
+    405: ("Method Not Allowed", "method not allowed"),
+    408: ("Request Time-out", "request not received in time"),
+    410: ("Gone", "gone"),
+    413: ("Payload Too Large", "request too large"),
+    425: ("Too Early", "too early"),
+    429: ("Too Many Requests", "too many requests"),
+    500: ("Internal Server Error", "internal server error"),
+    501: ("Not Implemented", "not implemented"),
+    502: ("Internal Server Error", "internal server error"),
+    503: ("Internal Server Error", "internal server error"),
+    504: ("Internal Server Error", "internal server error"),
+}
+"""Status HAProxy answers by itself → (reason phrase, JSON message); 502/503/504 are sent as 500 like Ray's."""
 
 
-def rewrite(config: str) -> str:
-    """``bind :P`` / ``bind *:P`` → ``bind 127.0.0.1:P``; the admin socket's ``mode 666`` → ``mode 600``."""
+def error_response(code: int) -> bytes:
+    """The raw HTTP response HAProxy sends for ``code``: a small JSON body."""
+    reason, message = ERRORS[code]
+    status = 500 if code in (502, 503, 504) else code
+    body = json.dumps({"error": message}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nCache-Control: no-cache\r\n"
+        f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def write_error_files(directory: Path) -> Path:
+    """Write ``CODE.json.http`` for every code of :data:`ERRORS` into ``directory``; returns it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for code in ERRORS:
+        target = directory / f"{code}.json.http"
+        data = error_response(code)
+        if not target.exists() or target.read_bytes() != data:
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+    return directory
+
+
+def rewrite(config: str, errors_dir: Path | None = None) -> str:
+    """``bind :P`` / ``bind *:P`` → ``bind 127.0.0.1:P``; the admin socket's ``mode 666`` → ``mode 600``;
+    :data:`TIMEOUTS` in ``defaults``; with ``errors_dir``, every ``errorfile`` a JSON one from there."""
     config = WILDCARD_BIND.sub(r"\g<indent>127.0.0.1:\g<port>", config)
-    return SOCKET_MODE.sub(r"\g<head>600", config)
+    config = SOCKET_MODE.sub(r"\g<head>600", config)
+    match = DEFAULTS.search(config)
+    if match is None:
+        return config
+    added = [f"    timeout {name} {value}\n" for name, value in TIMEOUTS.items()]
+    config = CLIENT_TIMEOUT.sub("", config)
+    if errors_dir is not None:
+        config = ERRORFILE.sub("", config)
+        added += [f"    errorfile {code} {errors_dir / f'{code}.json.http'}\n" for code in ERRORS]
+    match = DEFAULTS.search(config)
+    assert match is not None
+    return config[: match.end()] + "".join(added) + config[match.end() :]
+
+
+def errors_dir_for(config_path: Path) -> Path:
+    """Where the JSON error files of the configuration at ``config_path`` live."""
+    return config_path.parent / "errors"
 
 
 def patch_file(path: Path) -> None:
     """Rewrite ``path`` in place, holding the lock Ray's HAProxy manager takes to write it."""
+    errors = write_error_files(errors_dir_for(path))
     with open(f"{path}.lock", "a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
             text = path.read_text()
-            patched = rewrite(text)
+            patched = rewrite(text, errors)
             if patched != text:
                 path.write_text(patched)
         finally:

@@ -6,6 +6,7 @@ than silently opening the ports again.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -72,6 +73,48 @@ def test_the_real_haproxy_accepts_the_rewritten_configuration(tmp_path: Path) ->
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def defaults_section(config: str) -> list[str]:
+    """The stripped, non-empty lines of the ``defaults`` section."""
+    lines = config.split("\ndefaults", 1)[1].splitlines()[1:]
+    section = []
+    for line in lines:
+        if line and not line[0].isspace():
+            break
+        if line.strip():
+            section.append(line.strip())
+    return section
+
+
+def test_the_rewrite_bounds_slow_clients_and_makes_haproxys_own_errors_json(tmp_path: Path) -> None:
+    """Ray writes `timeout client 3600s` and no `timeout http-request`: a half-sent request was kept an hour."""
+    original = ray_config(socket_path=str(tmp_path / "admin.sock"))
+    assert "timeout client 3600s" in defaults_section(original)
+    assert not any(line.startswith("timeout http-request") for line in defaults_section(original))
+    errors = haproxy_wrapper.write_error_files(tmp_path / "errors")
+    patched = haproxy_wrapper.rewrite(original, errors)
+    section = defaults_section(patched)
+    timeouts = {line.split()[1]: line.split()[2] for line in section if line.startswith("timeout ")}
+    assert timeouts["http-request"] == "10s" and timeouts["http-keep-alive"] == "10s"
+    assert timeouts["client"] == "30s" and timeouts["connect"] == "5s"  # Ray's other timeouts are kept
+    assert sum(line.startswith("timeout client ") for line in section) == 1
+    files = {int(line.split()[1]): Path(line.split()[2]) for line in section if line.startswith("errorfile ")}
+    assert {400, 408, 413, 429, 500, 502, 503, 504} <= set(files)
+    for code, path in files.items():
+        head, _, body = path.read_bytes().partition(b"\r\n\r\n")
+        status = int(head.split()[1])
+        assert status == (500 if code in (502, 503, 504) else code)
+        assert b"\r\nContent-Type: application/json\r\n" in head
+        assert f"Content-Length: {len(body)}".encode() in head
+        assert set(json.loads(body)) == {"error"}
+    assert haproxy_wrapper.rewrite(patched, errors) == patched  # idempotent (every reload rewrites the file)
+    real = haproxy_wrapper.real_binary()
+    if real is not None:  # HAProxy itself accepts the timeouts and reads the error files
+        config = tmp_path / "haproxy.cfg"
+        config.write_text(patched)
+        done = subprocess.run([real, "-c", "-f", str(config)], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
 FAKE_HAPROXY = """import sys
 print(repr(sys.argv[1:]))
 print(open(sys.argv[sys.argv.index("-f") + 1]).read())
@@ -91,7 +134,13 @@ def test_the_launcher_patches_the_file_and_runs_haproxy_with_the_same_arguments(
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == repr(args)  # Ray finds its HAProxy by the config path in argv
     assert "bind 127.0.0.1:9101" in done.stdout and "bind *:8404" not in done.stdout
-    assert config.read_text() == haproxy_wrapper.rewrite(ray_config(socket_path=str(tmp_path / "admin.sock")))
+    errors = haproxy_wrapper.errors_dir_for(config)
+    assert config.read_text() == haproxy_wrapper.rewrite(
+        ray_config(socket_path=str(tmp_path / "admin.sock")), errors
+    )
+    assert sorted(p.name for p in errors.iterdir()) == sorted(
+        f"{c}.json.http" for c in haproxy_wrapper.ERRORS
+    )
 
 
 def test_the_ray_head_runs_haproxy_through_the_launcher_in_a_private_directory(tmp_path: Path) -> None:
