@@ -62,6 +62,9 @@ def test_python_m_dash_app_serves_the_login_page(dash_db_settings: Settings) -> 
                     raise AssertionError(process.stdout.read() if process.stdout else "no output") from None
                 time.sleep(0.3)
         assert response.status_code == 200 and "Log in" in response.text
+        assert (
+            response.headers["server"] == "mur-dash"
+        )  # waitress (dash_app.server), not werkzeug's dev server
         assert httpx.get(f"http://127.0.0.1:{port}/forecast", timeout=5).status_code == 302
     finally:
         process.terminate()
