@@ -7,7 +7,9 @@ Protection is enforced on the server, for every request, in :func:`_guard`:
   admin role is 403;
 - Dash's data endpoints (``/_dash-layout``, ``/_dash-dependencies``, ``/_dash-update-component``) without a
   session are 401; a callback whose outputs are admin components (ids ``admin-…``) is 403 for non-admins;
-- any other path is 404 (Dash would otherwise serve its page for every URL).
+- any other path is 404 (Dash would otherwise serve its page for every URL), and so is a path under
+  ``/_dash-component-suites/`` that names no registered file (a small JSON body and one log line, instead of
+  Dash's 500 with a 3 KB traceback per request).
 
 CSRF: Flask-WTF's ``CSRFProtect`` checks every POST. Forms carry the token in a hidden field; Dash's renderer
 sends the ``_csrf_token`` cookie's value in an ``X-CSRFToken`` header on each callback, so the server sets that
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dash import Dash
+from dash.exceptions import DependencyException
 from flask import Flask, Response, current_app, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
@@ -47,7 +50,8 @@ DASH_DATA_PATHS = frozenset(
     {"/_dash-layout", "/_dash-dependencies", "/_dash-update-component", "/_reload-hash"}
 )
 PUBLIC_PATHS = frozenset({"/login", "/register", "/logout", "/_favicon.ico"})
-PUBLIC_PREFIXES = ("/assets/", "/_dash-component-suites/")
+COMPONENT_SUITES = "/_dash-component-suites/"
+PUBLIC_PREFIXES = ("/assets/", COMPONENT_SUITES)
 ADMIN_ID_PREFIX = "admin-"
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
@@ -82,7 +86,7 @@ def resolve_secret_key(settings: Settings) -> str:
 
 
 def _wants_json() -> bool:
-    return request.path in DASH_DATA_PATHS
+    return request.path in DASH_DATA_PATHS or request.path.startswith(COMPONENT_SUITES)
 
 
 def _error(status: int, title: str, message: str) -> ResponseReturnValue:
@@ -103,6 +107,8 @@ def _touches_admin_components() -> bool:
 def _guard() -> ResponseReturnValue | None:
     """Server-side access control for every request (see the module docstring)."""
     path = request.path
+    if path.startswith(COMPONENT_SUITES) and path.count("/") < 3:
+        return _error(404, "Not found", "not found")  # no package/file: Dash would answer with its page
     if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
         return None
     known = path == "/" or path in auth.PAGES or path in DASH_DATA_PATHS
@@ -146,6 +152,12 @@ def _csrf_failed(error: CSRFError) -> ResponseReturnValue:
     return render_template(
         "error.html", status=400, title="Form expired", message=f"{error.description} Go back and try again."
     ), 400
+
+
+def _no_such_component(error: DependencyException) -> ResponseReturnValue:
+    """A path under ``/_dash-component-suites/`` that names no registered file: 404, one short log line."""
+    logger.info("404 %.120r: no such component file", request.path)
+    return _error(404, "Not found", "not found")
 
 
 def _database_failed(error: DatabaseError) -> ResponseReturnValue:
@@ -227,6 +239,7 @@ def create_app(
     server.register_blueprint(auth.bp)
     server.after_request(_after)
     server.register_error_handler(CSRFError, _csrf_failed)
+    server.register_error_handler(DependencyException, _no_such_component)
     server.register_error_handler(DatabaseError, _database_failed)
     server.register_error_handler(HashingBusyError, _hashing_busy)
 
