@@ -326,7 +326,9 @@ def stack_services(settings: Settings) -> dict[str, Service]:
         ),
         Service(
             name="airflow-scheduler",
-            command=[af, "scheduler"],
+            # no log server: Airflow's binds every interface (host "" in airflow.utils.serve_logs) and the
+            # API server reads the task logs from the local log folder; likewise the triggerer's
+            command=[af, "scheduler", "--skip-serve-logs"],
             env=af_env,
             port=af_ports["scheduler"],
             health_url=f"http://127.0.0.1:{af_ports['scheduler']}/health",  # the scheduler's health server
@@ -340,7 +342,7 @@ def stack_services(settings: Settings) -> dict[str, Service]:
         *(
             Service(
                 name=f"airflow-{component}",
-                command=[af, component],
+                command=[af, component, *(["--skip-serve-logs"] if component == "triggerer" else [])],
                 env=af_env,
                 health_cmd=airflow.jobs_check(job_type),
                 start_timeout_s=240,
