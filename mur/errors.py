@@ -1,5 +1,7 @@
 """Exceptions with messages meant for users: the CLI prints them as one line, the API as JSON."""
 
+from datetime import UTC, datetime
+
 
 class MurError(Exception):
     """Base class for expected, user-facing errors."""
@@ -63,6 +65,17 @@ class WeakPasswordError(InvalidInputError):
 
 class AuthError(MurError):
     """Missing, invalid or revoked credentials."""
+
+
+class TokenExpiredError(AuthError):
+    """An API token past its expiry (``expires_at``): the API answers 401 ``token_expired``."""
+
+    def __init__(self, expired_at: datetime) -> None:
+        super().__init__(
+            f"API token expired at {expired_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}; create a new one "
+            "(`mur tokens create`, or the dashboard's API page)"
+        )
+        self.expired_at = expired_at
 
 
 class QuotaExceededError(MurError):

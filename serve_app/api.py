@@ -83,7 +83,8 @@ class Candle(BaseModel):
 
 
 class CandlesIn(BaseModel):
-    """Exactly ``seq_len`` candles (the model's window), oldest first, one hour apart."""
+    """Exactly ``seq_len`` candles (the model's window), oldest first, one hour apart. The published schema
+    says that count (:func:`create_api`); the bounds here only cap what is parsed before the model checks it."""
 
     candles: list[Candle] = Field(min_length=1, max_length=MAX_CANDLES)
 
@@ -380,8 +381,9 @@ def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> Fas
     async def forecast_candles(
         pair: PairPath, payload: CandlesIn, owner: TokenOwner = Depends(_owner)
     ) -> JSONResponse:
-        """Next-hour close forecast for your own candles (exactly seq_len, hourly, ascending; at most
-        1000 candles and 256 KiB). Failed calls use no quota."""
+        """Next-hour close forecast for your own candles: exactly the model's window (``seq_len`` in
+        /v1/models; the schema says the count), hourly, ascending; at most 256 KiB. Failed calls use no
+        quota."""
         rows = [c.model_dump() for c in payload.candles]
         return _json(await service.forecast_candles(owner, pair, rows))
 
@@ -393,4 +395,25 @@ def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> Fas
         return await service.reload(owner, wait_s)
 
     add_record_routes(api, service, _owner)
+    _publish_candle_count(api, service.window)
     return api
+
+
+def _publish_candle_count(api: FastAPI, window: int) -> None:
+    """Make the OpenAPI schema say the one candle count the server accepts (``minItems == maxItems ==
+    window``) instead of the parser's 1..MAX_CANDLES bounds."""
+    build = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = api.openapi_schema is None
+        schema = build()  # FastAPI keeps it after the first call
+        if fresh:
+            candles = schema["components"]["schemas"]["CandlesIn"]["properties"]["candles"]
+            candles.update(
+                minItems=window,
+                maxItems=window,
+                description=f"exactly {window} hourly candles (the model's window), oldest first",
+            )
+        return schema
+
+    api.openapi = openapi  # type: ignore[method-assign]

@@ -30,7 +30,7 @@ from serve_app.api import create_api
 from serve_app.args import AppArgs
 from serve_app.forecaster import model_id
 from serve_app.metrics import ApiMetrics, Counts, MetricsHub
-from serve_app.service import DB_THREADS, DB_TIMEOUT_S, ApiService
+from serve_app.service import ApiService, request_database
 
 log = logging.getLogger("ray.serve")
 SHARED = "*"
@@ -240,15 +240,11 @@ class ApiIngress:
     async def __init__(  # type: ignore[misc]  # Serve awaits an async __init__
         self, forecasters: dict[str, DeploymentHandle], registry: DeploymentHandle, args: dict[str, Any]
     ) -> None:
-        from mur.db import Database
-
         settings = AppArgs(**args).app_settings()
-        # minconn == maxconn: every pooled connection stays open (a new PostgreSQL connection costs more
-        # than the token lookup and quota statement it would serve)
-        # A stalled server: a request gives up after DB_TIMEOUT_S (ApiService), a thread waiting for a
-        # pooled connection after as long.
+        # request_database: connections kept open, statement and lock timeouts shorter than a request's
+        # own deadline (a stalled or locked server: 503 in bounded time, nothing charged for it)
         self.service = ApiService(
-            db=Database(settings, minconn=DB_THREADS, maxconn=DB_THREADS, pool_timeout_s=DB_TIMEOUT_S),
+            db=request_database(settings),
             forecasters={},
             registry=RegistryHandle(registry),
             configured_pairs=settings.pairs,

@@ -3,10 +3,17 @@ readiness and the admin reload.
 
 :class:`ApiService` talks to the per-pair forecasters and the registry watcher through two small protocols;
 the Serve ingress passes adapters over DeploymentHandles (:mod:`serve_app.ingress`), the in-process tests
-pass plain objects. Each forecast consumes one unit of the caller's monthly quota in one SQL statement,
-*after* the forecast succeeded (failed calls are not charged). Blocking database calls run on a small
-thread pool, each awaited for at most ``db_timeout_s``: a PostgreSQL that stops answering makes requests fail
-with a 503 in bounded time (and ``/readyz`` say so) instead of piling up behind the stuck threads.
+pass plain objects.
+
+Quota: a caller with no unit left is refused (429) by one read *before* any model work; a forecast that
+succeeded consumes one unit in one SQL statement, and only then is it answered 200 (failed calls are not
+charged). The charge commits only while its request still waits for it (:meth:`ApiService._charge`), so a
+call answered with an error is never charged, whatever the timing.
+
+Blocking database calls run on a small thread pool, each awaited for at most ``db_timeout_s``: a PostgreSQL
+that stops answering makes requests fail with a 503 in bounded time (and ``/readyz`` say so) instead of
+piling up behind the stuck threads. The pool's statement and lock timeouts are shorter than that
+(:func:`request_database`), so a statement stuck behind a lock fails, and rolls back, on the server too.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import asyncio
 import functools
 import logging
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,11 +33,11 @@ from mur.clock import market_clock
 from mur.data.synthetic import is_synthetic
 from mur.errors import DatabaseError, ModelError, ModelNotLoadedError, NoChampionError, UnknownPairError
 from mur.pairs import normalize_pair
-from mur.serving.http import authenticate, charge, quota_headers, require_admin
-from mur.settings import get_settings
+from mur.serving.http import authenticate, charge, check_quota, quota_headers, require_admin
+from mur.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from mur.db import Database, TokenOwner
+    from mur.db import Database, QuotaResult, TokenOwner
 
 T = TypeVar("T")
 log = logging.getLogger("ray.serve")
@@ -39,6 +47,50 @@ CALL_TIMEOUT_S = 30.0
 STATUS_TIMEOUT_S = 5.0
 DB_TIMEOUT_S = 5.0
 """How long a request waits for one database call (token lookup, quota) before answering 503."""
+STATEMENT_TIMEOUT_SHARE = 0.8
+LOCK_TIMEOUT_SHARE = 0.4
+"""The request pool's statement and lock timeouts, as shares of ``db_timeout_s`` (:func:`request_database`)."""
+
+
+def request_database(
+    settings: Settings, *, threads: int = DB_THREADS, db_timeout_s: float = DB_TIMEOUT_S
+) -> Database:
+    """The pool an :class:`ApiService` uses: one connection per database thread, all kept open (a new
+    PostgreSQL connection costs more than the token lookup and quota statement it would serve), a thread
+    waiting for one gives up after ``db_timeout_s``, and statements give up on the server before their request
+    does (statement timeout 0.8x, lock timeout 0.4x ``db_timeout_s``): under a table lock a request's
+    statement fails and rolls back instead of completing, charged, after its request was answered 503."""
+    from mur.db import Database
+
+    return Database(
+        settings,
+        minconn=threads,
+        maxconn=threads,
+        pool_timeout_s=db_timeout_s,
+        statement_timeout_s=db_timeout_s * STATEMENT_TIMEOUT_SHARE,
+        lock_timeout_s=db_timeout_s * LOCK_TIMEOUT_SHARE,
+    )
+
+
+class _ChargeDecision:
+    """Whose word on a charge comes first: the database thread about to commit it, or the request giving
+    up on it (then answered 503). Exactly one of :meth:`commit` and :meth:`abandon` returns True."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: str | None = None
+
+    def _claim(self, state: str) -> bool:
+        with self._lock:
+            if self._state is None:
+                self._state = state
+            return self._state == state
+
+    def commit(self) -> bool:
+        return self._claim("commit")
+
+    def abandon(self) -> bool:
+        return self._claim("abandon")
 
 
 class PairForecaster(Protocol):
@@ -95,8 +147,12 @@ class ApiService:
         db_threads: int = DB_THREADS,
         db_timeout_s: float = DB_TIMEOUT_S,
         configured_pairs: Iterable[str] = (),
+        window: int | None = None,
     ) -> None:
         settings = getattr(db, "settings", None) or get_settings()
+        self.window = window or settings.context_len
+        """How many candles a POSTed forecast takes (the models' input window, ``MUR_CONTEXT_LEN``): what the
+        OpenAPI schema says (the forecaster checks each model's own)."""
         self.db = db
         self.configured_pairs = frozenset(configured_pairs)
         self.db_timeout_s = db_timeout_s
@@ -131,11 +187,17 @@ class ApiService:
         return await self._blocking(read, self.db)
 
     async def database_ok(self) -> bool:
-        """Whether PostgreSQL answers a trivial query within ``db_timeout_s``."""
+        """Whether a ``/v1`` request's tables (tokens, users, roles, quotas, usage) can be used now, in the
+        lock modes a request takes, within the request's own timeouts (:func:`mur.db.probe_request_tables`):
+        a lock on ``api_usage`` makes the API not ready, as its forecasts would fail."""
+        from mur.db import probe_request_tables
+
         try:
-            return await self._blocking(self.db.ping)
-        except DatabaseError:
+            await self._blocking(probe_request_tables, self.db)
+        except DatabaseError as exc:
+            log.warning("readiness: the database cannot serve requests: %s", exc)
             return False
+        return True
 
     async def authenticate(self, authorization: str | None) -> TokenOwner:
         """The owner of the request's bearer token (AuthError otherwise)."""
@@ -234,6 +296,7 @@ class ApiService:
         record: bool = False,
     ) -> Answer:
         name, forecaster = self._handle(pair)
+        await self._blocking(check_quota, self.db, owner)  # over quota: 429 before any model work
         try:
             result = await asyncio.wait_for(asyncio.shield(call(name, forecaster)), timeout=CALL_TIMEOUT_S)
         except TimeoutError:
@@ -242,10 +305,37 @@ class ApiService:
             body = {k: v for k, v in result.items() if k not in ("ok", "status")}
             return Answer(int(result["status"]), body)
         _require_finite(result["body"])  # JSON has no NaN; an answer that cannot be sent is not charged
-        quota = await self._blocking(charge, self.db, owner)
+        quota = await self._charge(owner)
         if record:
             self._record(result["body"])
-        return Answer(200, result["body"], quota_headers(quota))
+        return Answer(200, result["body"], quota_headers(quota) if quota is not None else {})
+
+    async def _charge(self, owner: TokenOwner) -> QuotaResult | None:
+        """One unit of ``owner``'s quota for a forecast about to be answered 200 (QuotaExhaustedError, or
+        DatabaseError for a 503, otherwise).
+
+        The charge's transaction commits only if this request still waits for it: past ``db_timeout_s`` the
+        request gives up (503) and the statement, whenever it returns, rolls back instead. If its commit had
+        begun by then, the commit's outcome decides the answer; should that stay unknown for
+        ``CALL_TIMEOUT_S`` (a connection gone silent mid-commit), the forecast is answered without quota
+        headers (None): the caller may get a forecast uncharged, never an error charged.
+        """
+        decision = _ChargeDecision()
+        call = asyncio.get_running_loop().run_in_executor(
+            self._pool, functools.partial(charge, self.db, owner, decision.commit)
+        )
+        try:
+            return await asyncio.wait_for(asyncio.shield(call), timeout=self.db_timeout_s)
+        except TimeoutError:
+            if decision.abandon():
+                raise DatabaseError(f"no answer from PostgreSQL within {self.db_timeout_s:g}s") from None
+        try:  # the commit had begun: its outcome decides
+            return await asyncio.wait_for(call, timeout=CALL_TIMEOUT_S)
+        except TimeoutError:
+            log.warning(
+                "the charge of user %s is still committing; answered without quota headers", owner.user_id
+            )
+            return None
 
     async def publish_once(self) -> int:
         """Record each served pair's forecast from the latest closed candles (no caller, no quota), so the

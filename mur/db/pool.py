@@ -48,11 +48,16 @@ def _connect_error(settings: Settings, database: str | None, exc: Exception) -> 
     return DatabaseError(f"cannot connect to PostgreSQL {_describe(settings, database)}: {reason}{hint}")
 
 
-def connection_options(statement_timeout_s: float | None = None) -> dict[str, Any]:
-    """libpq parameters of every connection: timeouts, keepalives, UTC (and a statement timeout if given)."""
+def connection_options(
+    statement_timeout_s: float | None = None, lock_timeout_s: float | None = None
+) -> dict[str, Any]:
+    """libpq parameters of every connection: timeouts, keepalives, UTC (and statement and lock timeouts if
+    given: a statement waiting longer than ``lock_timeout_s`` for a lock fails, its transaction rolls back)."""
     options = "-c TimeZone=UTC"
     if statement_timeout_s is not None:
         options += f" -c statement_timeout={max(round(statement_timeout_s * 1000), 1)}"
+    if lock_timeout_s is not None:
+        options += f" -c lock_timeout={max(round(lock_timeout_s * 1000), 1)}"
     return {
         "connect_timeout": CONNECT_TIMEOUT_S,
         "application_name": APPLICATION_NAME,
@@ -82,7 +87,8 @@ class Database:
 
     ``maxconn`` bounds the connections this process opens; callers beyond it wait up to ``pool_timeout_s``
     instead of failing. ``minconn`` connections stay open; the ones above it close after 10 idle minutes.
-    ``statement_timeout_s`` (default: ``settings.pg_statement_timeout_s``) cancels any statement running longer.
+    ``statement_timeout_s`` (default: ``settings.pg_statement_timeout_s``) cancels any statement running longer;
+    ``lock_timeout_s`` (default: none) any statement waiting longer for a lock.
     """
 
     def __init__(
@@ -93,6 +99,7 @@ class Database:
         maxconn: int = 10,
         pool_timeout_s: float = 30.0,
         statement_timeout_s: float | None = None,
+        lock_timeout_s: float | None = None,
     ) -> None:
         if not 1 <= minconn <= maxconn:
             raise ValueError("need 1 <= minconn <= maxconn")
@@ -102,7 +109,9 @@ class Database:
         self._pool_timeout_s = pool_timeout_s
         if statement_timeout_s is None:
             statement_timeout_s = settings.pg_statement_timeout_s
-        self._options = connection_options(statement_timeout_s)
+        self.statement_timeout_s = statement_timeout_s
+        self.lock_timeout_s = lock_timeout_s
+        self._options = connection_options(statement_timeout_s, lock_timeout_s)
         self._pool: ConnectionPool[Connection] | None = None
         self._pool_lock = threading.Lock()
 

@@ -3,13 +3,14 @@ statement that spends it (see ``docs/database.md``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import psycopg.errors
 
 from mur.db.pool import Database, fetch_one
-from mur.errors import InvalidInputError, NotFoundError
+from mur.errors import DatabaseError, InvalidInputError, NotFoundError
 
 MAX_QUOTA = 2**31 - 1
 
@@ -112,10 +113,36 @@ SELECT (SELECT count FROM bumped) AS used, (SELECT n FROM lim) AS monthly_limit
 """
 
 
-def consume_quota(db: Database, *, user_id: int, units: int = 1, at: datetime | None = None) -> QuotaResult:
+class ChargeAbandonedError(DatabaseError):
+    """A charge rolled back because its caller no longer wanted it (``commit_if`` said no)."""
+
+
+def peek_quota(db: Database, *, user_id: int, units: int = 1, at: datetime | None = None) -> QuotaResult:
+    """Whether ``units`` more calls would fit the user's monthly quota now, spending nothing (one read).
+
+    The API asks this before any model work, so a user over quota costs one indexed read; the charge itself
+    stays :func:`consume_quota`'s (calls racing for the last unit may each pass here; one of them gets it).
+    """
+    month = month_start(at)
+    used, limit = get_usage(db, user_id=user_id, month=month)
+    return QuotaResult(
+        allowed=used + units <= limit, used=used, limit=limit, reset_at=next_month_start(month)
+    )
+
+
+def consume_quota(
+    db: Database,
+    *,
+    user_id: int,
+    units: int = 1,
+    at: datetime | None = None,
+    commit_if: Callable[[], bool] | None = None,
+) -> QuotaResult:
     """Atomically use ``units`` of the user's monthly quota, or refuse if that would exceed it.
 
-    A refused call consumes nothing. ``reset_at`` is the first instant of next month (UTC).
+    A refused call consumes nothing. ``reset_at`` is the first instant of next month (UTC). ``commit_if``:
+    asked once the statement has spent the units, before the commit; False rolls the charge back and raises
+    :class:`ChargeAbandonedError` (the API's request gave up waiting and answered an error).
     """
     if isinstance(units, bool) or not isinstance(units, int) or units < 1:
         raise InvalidInputError("units must be a positive integer")
@@ -134,8 +161,32 @@ def consume_quota(db: Database, *, user_id: int, units: int = 1, at: datetime | 
         row = fetch_one(cur)
         used, limit = row["used"], row["monthly_limit"]
         allowed = used is not None
+        if allowed and commit_if is not None and not commit_if():
+            raise ChargeAbandonedError("the charge was abandoned before its commit (rolled back)")
         if not allowed:  # a new statement sees the row that blocked us, even if it was created concurrently
             cur.execute("SELECT count FROM api_usage WHERE user_id = %s AND month = %s", (user_id, month))
             current = cur.fetchone()
             used = current["count"] if current else 0
     return QuotaResult(allowed=allowed, used=used, limit=limit, reset_at=next_month_start(month))
+
+
+# What an API request touches, in the lock modes it takes: the token lookup updates api_tokens, the charge
+# updates api_usage (ROW EXCLUSIVE, as an UPDATE), and both read users, user_roles and quotas. A table lock
+# that would block a request (`LOCK TABLE api_usage`, a long ALTER TABLE) makes this wait as long as the
+# connection's lock_timeout allows and fail like the request would; ordinary traffic never blocks it.
+_PROBE_REQUEST_TABLES = (
+    "LOCK TABLE api_tokens, api_usage IN ROW EXCLUSIVE MODE",
+    "LOCK TABLE users, user_roles, quotas IN ACCESS SHARE MODE",
+)
+
+
+def probe_request_tables(db: Database) -> None:
+    """Raise :class:`~mur.errors.DatabaseError` unless a ``/v1`` request's tables can be used now, within
+    ``db``'s own statement and lock timeouts (the API's readiness probe); the transaction only takes locks."""
+    try:
+        with db.connection() as conn:
+            for statement in _PROBE_REQUEST_TABLES:
+                conn.execute(statement)
+            conn.rollback()
+    except psycopg.Error as exc:  # say, a role without the rights a request needs
+        raise DatabaseError(f"the API's tables are not usable: {type(exc).__name__}") from exc

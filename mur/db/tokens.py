@@ -3,19 +3,22 @@ stored; see ``docs/database.md`` for why SHA-256 and not argon2)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg.errors
 
 from mur.db.pool import Database, DictCursor, fetch_one
 from mur.db.users import CONTROL_CHARS
-from mur.errors import ConflictError, InvalidInputError, NotFoundError
+from mur.errors import ConflictError, InvalidInputError, NotFoundError, TokenExpiredError
 from mur.security import generate_api_token, hash_token, looks_like_api_token, token_prefix
 
 TOKEN_TOUCH_INTERVAL_S = 60  # last_used_at is written at most once a minute per token
+MAX_TOKEN_LIFETIME = timedelta(days=3650)
+"""The longest expiry a token can be given (``expires_in``); no expiry at all is allowed too."""
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,23 @@ class Token:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime | None = None
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= datetime.now(UTC)
 
     @property
     def is_active(self) -> bool:
-        return self.revoked_at is None
+        """Usable now: neither revoked nor expired."""
+        return self.revoked_at is None and not self.is_expired
+
+    @property
+    def status(self) -> tuple[str, datetime | None]:
+        """``("revoked", when)``, ``("expired", when)`` or ``("active", None)``, for lists."""
+        if self.revoked_at is not None:
+            return "revoked", self.revoked_at
+        return ("expired", self.expires_at) if self.is_expired else ("active", None)
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,7 @@ def _token(row: dict[str, Any]) -> Token:
         created_at=row["created_at"],
         last_used_at=row["last_used_at"],
         revoked_at=row["revoked_at"],
+        expires_at=row["expires_at"],
     )
 
 
@@ -69,32 +86,70 @@ def _validate_token_name(name: str) -> str:
     return name
 
 
-def _insert_token(cur: DictCursor, user_id: int, name: str) -> tuple[str, Token]:
+_LIFETIME = re.compile(r"^\s*(\d{1,6})\s*([mhdw])\s*$")
+_LIFETIME_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_lifetime(text: str) -> timedelta:
+    """A token lifetime such as ``90d``, ``12h``, ``2w`` or ``30m`` (validated like :func:`create_token`'s)."""
+    match = _LIFETIME.match(text or "")
+    if match is None:
+        raise InvalidInputError(
+            f"a token lifetime is a number and a unit (m, h, d or w), such as 90d (got {text!r})"
+        )
+    lifetime = timedelta(**{_LIFETIME_UNITS[match[2]]: int(match[1])})
+    validate_expires_in(lifetime)
+    return lifetime
+
+
+def validate_expires_in(expires_in: timedelta | None) -> timedelta | None:
+    """``expires_in`` if it is None (no expiry) or between one minute and :data:`MAX_TOKEN_LIFETIME`."""
+    if expires_in is None:
+        return None
+    if not isinstance(expires_in, timedelta) or not timedelta(minutes=1) <= expires_in <= MAX_TOKEN_LIFETIME:
+        raise InvalidInputError(
+            f"a token's lifetime must be between 1 minute and {MAX_TOKEN_LIFETIME.days} days (got {expires_in})"
+        )
+    return expires_in
+
+
+def _insert_token(
+    cur: DictCursor, user_id: int, name: str, expires_in: timedelta | None = None
+) -> tuple[str, Token]:
     token = generate_api_token()
+    lifetime_s = None if expires_in is None else expires_in.total_seconds()
     try:
         cur.execute(
-            "INSERT INTO api_tokens (user_id, token_hash, prefix, name) VALUES (%s, %s, %s, %s) "
-            "RETURNING id, user_id, name, prefix, created_at, last_used_at, revoked_at",
-            (user_id, hash_token(token), token_prefix(token), name),
+            "INSERT INTO api_tokens (user_id, token_hash, prefix, name, expires_at) "
+            "VALUES (%s, %s, %s, %s, now() + make_interval(secs => %s)) "
+            "RETURNING id, user_id, name, prefix, created_at, last_used_at, revoked_at, expires_at",
+            (user_id, hash_token(token), token_prefix(token), name, lifetime_s),
         )
     except psycopg.errors.ForeignKeyViolation as exc:
         raise NotFoundError(f"unknown user id {user_id}") from exc
     return token, _token(fetch_one(cur))
 
 
-def create_token(db: Database, *, user_id: int, name: str = "default") -> tuple[str, Token]:
-    """Create an API token; returns ``(plaintext, row)``. Only its SHA-256 is stored: show it once."""
+def create_token(
+    db: Database, *, user_id: int, name: str = "default", expires_in: timedelta | None = None
+) -> tuple[str, Token]:
+    """Create an API token; returns ``(plaintext, row)``. Only its SHA-256 is stored: show it once.
+
+    ``expires_in``: the token stops working that long after its creation (None: never)."""
     name = _validate_token_name(name)
+    expires_in = validate_expires_in(expires_in)
     with db.cursor() as cur:
-        return _insert_token(cur, user_id, name)
+        return _insert_token(cur, user_id, name, expires_in)
 
 
 def list_tokens(db: Database, *, user_id: int, include_revoked: bool = True) -> list[Token]:
-    """The user's tokens, oldest first."""
+    """The user's tokens, oldest first (``include_revoked=False``: only the usable ones, not revoked or expired)."""
     with db.cursor() as cur:
         cur.execute(
-            "SELECT id, user_id, name, prefix, created_at, last_used_at, revoked_at FROM api_tokens "
-            "WHERE user_id = %s AND (%s OR revoked_at IS NULL) ORDER BY created_at, id",
+            "SELECT id, user_id, name, prefix, created_at, last_used_at, revoked_at, expires_at "
+            "FROM api_tokens WHERE user_id = %s "
+            "AND (%s OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()))) "
+            "ORDER BY created_at, id",
             (user_id, include_revoked),
         )
         return [_token(row) for row in cur.fetchall()]
@@ -105,7 +160,7 @@ def revoke_token(db: Database, *, user_id: int, token_id: int) -> Token:
     with db.cursor() as cur:
         cur.execute(
             "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = %s AND user_id = %s "
-            "RETURNING id, user_id, name, prefix, created_at, last_used_at, revoked_at",
+            "RETURNING id, user_id, name, prefix, created_at, last_used_at, revoked_at, expires_at",
             (token_id, user_id),
         )
         row = cur.fetchone()
@@ -115,17 +170,18 @@ def revoke_token(db: Database, *, user_id: int, token_id: int) -> Token:
 
 
 def rotate_token(db: Database, *, user_id: int, token_id: int) -> tuple[str, Token]:
-    """Revoke an active token and create its replacement (same name) in one transaction."""
+    """Revoke a token (expired or not) and create its replacement in one transaction: same name and, for a
+    token created with an expiry, the same lifetime counted from now."""
     with db.cursor() as cur:
         cur.execute(
             "UPDATE api_tokens SET revoked_at = now() WHERE id = %s AND user_id = %s AND revoked_at IS NULL "
-            "RETURNING name",
+            "RETURNING name, expires_at - created_at AS lifetime",
             (token_id, user_id),
         )
         row = cur.fetchone()
         if row is None:
             raise NotFoundError(f"user has no active token with id {token_id}")
-        return _insert_token(cur, user_id, row["name"])
+        return _insert_token(cur, user_id, row["name"], row["lifetime"])
 
 
 def ensure_managed_token(
@@ -170,8 +226,8 @@ def ensure_managed_token(
                 (user_id, name, token_id),
             )
             cur.execute(
-                "SELECT id, user_id, name, prefix, created_at, last_used_at, revoked_at FROM api_tokens "
-                "WHERE id = %s",
+                "SELECT id, user_id, name, prefix, created_at, last_used_at, revoked_at, expires_at "
+                "FROM api_tokens WHERE id = %s",
                 (token_id,),
             )
             return token, _token(fetch_one(cur))
@@ -180,15 +236,16 @@ def ensure_managed_token(
 
 _LOOKUP_TOKEN = """
 WITH hit AS (
-    SELECT t.id AS token_id, t.user_id, u.username, u.disabled
+    SELECT t.id AS token_id, t.user_id, u.username, u.disabled, t.expires_at,
+           t.expires_at IS NOT NULL AND t.expires_at <= now() AS expired
     FROM api_tokens t JOIN users u ON u.id = t.user_id
     WHERE t.token_hash = %(token_hash)s AND t.revoked_at IS NULL AND NOT u.disabled
 ), touch AS (
     UPDATE api_tokens SET last_used_at = now()
-    WHERE id = (SELECT token_id FROM hit)
+    WHERE id = (SELECT token_id FROM hit WHERE NOT expired)
       AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => %(touch_s)s))
 )
-SELECT hit.token_id, hit.user_id, hit.username, hit.disabled,
+SELECT hit.token_id, hit.user_id, hit.username, hit.disabled, hit.expires_at, hit.expired,
        ARRAY(SELECT r.role FROM user_roles r WHERE r.user_id = hit.user_id ORDER BY r.role) AS roles
 FROM hit
 """
@@ -197,8 +254,9 @@ FROM hit
 def lookup_token(db: Database, *, token: str) -> TokenOwner | None:
     """The owner of an active token of an enabled user, else None; one statement by SHA-256.
 
-    ``last_used_at`` is refreshed in the same statement, at most once per minute per token, so busy
-    tokens do not rewrite their row on every request.
+    A token past its ``expires_at`` raises :class:`~mur.errors.TokenExpiredError` (the API says why it
+    refuses it). ``last_used_at`` is refreshed in the same statement, at most once per minute per token, so
+    busy tokens do not rewrite their row on every request.
     """
     if not isinstance(token, str) or not looks_like_api_token(token):
         return None
@@ -207,6 +265,8 @@ def lookup_token(db: Database, *, token: str) -> TokenOwner | None:
         row = cur.fetchone()
     if row is None:
         return None
+    if row["expired"]:
+        raise TokenExpiredError(row["expires_at"])
     return TokenOwner(
         token_id=row["token_id"],
         user_id=row["user_id"],

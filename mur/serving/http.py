@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from mur.errors import (
     NotFoundError,
     QuotaExceededError,
     ServiceError,
+    TokenExpiredError,
     UnknownPairError,
 )
 from mur.timeutil import iso
@@ -45,6 +47,7 @@ class QuotaExhaustedError(QuotaExceededError):
 # (exception class, HTTP status, error code); the first match wins, so subclasses come first.
 _ERROR_TABLE: tuple[tuple[type[MurError], int, str], ...] = (
     (ForbiddenError, 403, "forbidden"),
+    (TokenExpiredError, 401, "token_expired"),
     (AuthError, 401, "unauthorized"),
     (QuotaExceededError, 429, "quota_exhausted"),
     (UnknownPairError, 404, "unknown_pair"),
@@ -77,6 +80,9 @@ def http_error(exc: MurError, *, now: datetime | None = None) -> tuple[int, dict
     headers: dict[str, str] = {}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, TokenExpiredError):
+        body["expired_at"] = iso(exc.expired_at)
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token", error_description="the token expired"'
     if isinstance(exc, QuotaExhaustedError):
         quota = exc.quota
         body.update(limit=quota.limit, used=quota.used, reset_at=iso(quota.reset_at))
@@ -118,7 +124,8 @@ def bearer_token(authorization: str | None) -> str:
 
 
 def authenticate(db: Database, authorization: str | None) -> TokenOwner:
-    """The owner of the request's bearer token (one indexed query); invalid/revoked/disabled → AuthError."""
+    """The owner of the request's bearer token (one indexed query); invalid/revoked/disabled → AuthError,
+    expired → :class:`~mur.errors.TokenExpiredError` (a 401 ``token_expired``)."""
     from mur.db import lookup_token
 
     owner = lookup_token(db, token=bearer_token(authorization))
@@ -133,11 +140,23 @@ def require_admin(owner: TokenOwner) -> None:
         raise ForbiddenError(f"user {owner.username!r} is not an admin")
 
 
-def charge(db: Database, owner: TokenOwner) -> QuotaResult:
-    """Consume one unit of the owner's monthly quota (one atomic statement) or raise QuotaExhaustedError."""
+def check_quota(db: Database, owner: TokenOwner) -> QuotaResult:
+    """Raise QuotaExhaustedError if the owner has no unit left this month (one read, nothing spent): asked
+    before any model work, so a caller over quota costs no forecast."""
+    from mur.db import peek_quota
+
+    quota = peek_quota(db, user_id=owner.user_id)
+    if not quota.allowed:
+        raise QuotaExhaustedError(quota)
+    return quota
+
+
+def charge(db: Database, owner: TokenOwner, commit_if: Callable[[], bool] | None = None) -> QuotaResult:
+    """Consume one unit of the owner's monthly quota (one atomic statement) or raise QuotaExhaustedError;
+    ``commit_if``: asked before the commit, False rolls it back (:func:`mur.db.consume_quota`)."""
     from mur.db import consume_quota
 
-    quota = consume_quota(db, user_id=owner.user_id)
+    quota = consume_quota(db, user_id=owner.user_id, commit_if=commit_if)
     if not quota.allowed:
         raise QuotaExhaustedError(quota)
     return quota

@@ -26,7 +26,7 @@ from mur.serving.http import failure
 from mur.serving.payload import candles_from_payload
 from mur.settings import Settings
 from serve_app.api import create_api
-from serve_app.service import ApiService
+from serve_app.service import ApiService, request_database
 
 PAIR = "eth_usdt"
 SEQ = 4
@@ -165,12 +165,13 @@ def running_api(
     """The app over a fresh service on ``settings``' database; closed (pending writes done) at the end."""
     forecaster, registry = FakeForecaster(PAIR), FakeRegistry()
     service = ApiService(
-        db=Database(settings, maxconn=4, pool_timeout_s=db_timeout_s),
+        db=request_database(settings, threads=4, db_timeout_s=db_timeout_s),
         forecasters={PAIR: forecaster},
         registry=registry,
         db_threads=4,
         db_timeout_s=db_timeout_s,
         configured_pairs=configured_pairs,
+        window=SEQ,
     )
     db = Database(settings, maxconn=2)
     try:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from api_fakes import (
     CANDLE_TIME,
@@ -21,16 +23,21 @@ from api_fakes import (
     SEQ,
     VERSION,
     Api,
+    FakeRegistry,
     assert_error,
     auth,
+    plus_one_percent,
     rows,
     running_api,
 )
+from fastapi.testclient import TestClient
+from psycopg import sql
 from serve_helpers import TcpProxy
 
-from mur.db import Database, list_forecasts, list_tokens, revoke_token
+from mur.db import Database, create_token, list_forecasts, list_tokens, revoke_token
 from mur.settings import Settings
-from serve_app.api import MAX_BODY_BYTES
+from serve_app.api import MAX_BODY_BYTES, create_api
+from serve_app.service import ApiService
 
 
 @pytest.fixture
@@ -343,7 +350,7 @@ def test_method_not_allowed_keeps_allow_and_the_openapi_documents_400_413_and_bo
     assert {"400", "413", "422"} <= set(post)
     schemas = spec["components"]["schemas"]
     candles = schemas["CandlesIn"]["properties"]["candles"]
-    assert candles["minItems"] == 1 and candles["maxItems"] == 1000
+    assert candles["minItems"] == candles["maxItems"] == SEQ == api.service.window  # the count it accepts
     for price in ("open", "high", "low", "close"):
         assert schemas["Candle"]["properties"][price]["minimum"] > 0
 
@@ -389,3 +396,162 @@ def test_a_configured_pair_without_champion_is_an_honest_503_and_not_charged(pg_
         assert "promotion gate" in body["message"]
         assert_error(api.client.get("/v1/forecast/doge_usdt", headers=auth(token)), 404, "unknown_pair")
         assert api.usage(user_id) == 0
+
+
+# --- issue 22: nothing computed or charged that should not be ---------------------------------------------
+
+
+def test_the_openapi_schema_says_the_exact_candle_count_the_server_takes() -> None:
+    """The POST body's schema says the model window (``MUR_CONTEXT_LEN``, 168), not the parser's 1..1000."""
+    settings = Settings(env="test")
+    service = ApiService(db=Database(settings), forecasters={}, registry=FakeRegistry())  # never connects
+    try:
+        spec = TestClient(create_api(service)).get("/openapi.json").json()
+    finally:
+        service.close()
+    candles = spec["components"]["schemas"]["CandlesIn"]["properties"]["candles"]
+    assert candles["minItems"] == candles["maxItems"] == settings.context_len == 168
+    assert "exactly 168" in candles["description"]
+
+
+def test_over_quota_requests_do_no_model_work(api: Api) -> None:
+    """A caller with no unit left is refused with a 429 before the forecaster is asked (GET and POST)."""
+    user_id, token = api.user(quota=1)
+    url = f"/v1/forecast/{PAIR}"
+    assert api.client.get(url, headers=auth(token)).status_code == 200
+    assert api.forecaster.calls == 1 and api.usage(user_id) == 1
+    for _ in range(3):
+        body = assert_error(api.client.get(url, headers=auth(token)), 429, "quota_exhausted")
+        assert body["used"] == 1 and body["limit"] == 1
+        assert_error(
+            api.client.post(url, json={"candles": rows()}, headers=auth(token)), 429, "quota_exhausted"
+        )
+    _, none_left = api.user(quota=0)
+    assert_error(api.client.get(url, headers=auth(none_left)), 429, "quota_exhausted")
+    assert api.forecaster.calls == 1  # no model work for any refused call
+    assert api.usage(user_id) == 1
+
+
+@contextmanager
+def table_lock(
+    settings: Settings, table: str, mode: str = "ACCESS EXCLUSIVE"
+) -> Iterator[Callable[[], None]]:
+    """A connection of its own that can take ``LOCK TABLE {table} IN {mode} MODE`` (the returned callable,
+    idempotent) and holds it until the block ends."""
+    conn = psycopg.connect(settings.pg_dsn(), autocommit=False)
+    locked = False
+
+    def lock() -> None:
+        nonlocal locked
+        if not locked:
+            conn.execute(sql.SQL("LOCK TABLE {} IN " + mode + " MODE").format(sql.Identifier(table)))
+            locked = True
+
+    try:
+        yield lock
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def _locking_model(lock: Callable[[], None]) -> Callable[[Any], float]:
+    """The stand-in model, taking the lock first: the lock falls after the quota check, before the charge."""
+
+    def predict(window: Any) -> float:
+        lock()
+        return plus_one_percent(window)
+
+    return predict
+
+
+def test_no_charge_for_calls_answered_503_under_a_held_lock(pg_settings: Settings) -> None:
+    """``LOCK TABLE api_usage`` taken while forecasts are computed: the charge waits at most the lock timeout
+    (shorter than the request's deadline), fails, rolls back; the call is a 503 and, after the lock is
+    released, still not charged. Later calls fail at the quota check, before any model work."""
+    with running_api(pg_settings, db_timeout_s=1.0) as api:
+        user_id, token = api.user(quota=10)
+        url = f"/v1/forecast/{PAIR}"
+        with table_lock(pg_settings, "api_usage") as lock:
+            api.forecaster.predict = _locking_model(lock)
+            started = time.monotonic()
+            assert_error(api.client.get(url, headers=auth(token)), 503, "database_unavailable")
+            assert api.forecaster.calls == 1 and time.monotonic() - started < 3
+            posted = api.client.post(url, json={"candles": rows()}, headers=auth(token))
+            assert_error(posted, 503, "database_unavailable")
+            assert api.forecaster.calls == 1  # refused at the quota check: no model work it could not charge
+            with api.db.cursor() as cur:  # the statements gave up on the server too (lock timeout)
+                cur.execute(
+                    "SELECT count(*) AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE NOT l.granted AND a.datname = current_database()"
+                )
+                assert cur.fetchone()["n"] == 0  # type: ignore[index]
+        api.service.close()  # every database thread done: nothing still waiting to commit
+        assert api.usage(user_id) == 0
+
+
+def test_a_charge_that_completes_after_its_503_rolls_back(pg_settings: Settings) -> None:
+    """Even with no server-side timeout at all (a pool without lock or statement timeouts), a charge that
+    gets through only after its request was answered 503 is rolled back, not committed."""
+    with running_api(pg_settings, db_timeout_s=1.0) as api:
+        api.service.db.close()
+        api.service.db = Database(pg_settings, maxconn=4, statement_timeout_s=60)
+        user_id, token = api.user(quota=10)
+        with table_lock(pg_settings, "api_usage") as lock:
+            api.forecaster.predict = _locking_model(lock)
+            response = api.client.get(f"/v1/forecast/{PAIR}", headers=auth(token))
+            assert_error(response, 503, "database_unavailable")
+            assert api.forecaster.calls == 1
+        api.service.close()  # the lock is gone: the waiting charge ran its statement, then rolled back
+        assert api.usage(user_id) == 0
+
+
+@pytest.mark.parametrize("mode", ["ACCESS EXCLUSIVE", "EXCLUSIVE"])
+@pytest.mark.parametrize("table", ["api_usage", "api_tokens"])
+def test_readyz_is_not_ready_while_a_request_table_is_locked(
+    pg_settings: Settings, table: str, mode: str
+) -> None:
+    """/readyz probes what a request touches, with its timeouts: a lock that makes /v1 calls fail (even one
+    that still lets reads through, EXCLUSIVE) makes it answer a JSON 503 within the request's deadline."""
+    with running_api(pg_settings, db_timeout_s=1.0) as api:
+        _, token = api.user()
+        assert api.client.get("/readyz").status_code == 200
+        with table_lock(pg_settings, table, mode) as lock:
+            lock()
+            started = time.monotonic()
+            ready = api.client.get("/readyz")
+            assert time.monotonic() - started < 3
+            assert ready.status_code == 503 and ready.headers["content-type"] == "application/json", (
+                ready.text
+            )
+            assert (
+                ready.json()["status"] == "not_ready" and "database: unavailable" in ready.json()["problems"]
+            )
+            assert api.client.get(f"/v1/forecast/{PAIR}", headers=auth(token)).status_code == 503
+        ready = api.client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["status"] == "ready", ready.text
+        assert api.client.get(f"/v1/forecast/{PAIR}", headers=auth(token)).status_code == 200
+
+
+def test_an_expired_token_is_a_401_saying_so(api: Api) -> None:
+    """A token past its expiry: 401 ``token_expired`` with the time it expired; a token with time left works."""
+    user_id, _ = api.user()
+    live, _ = create_token(api.db, user_id=user_id, name="live", expires_in=timedelta(days=90))
+    stale, row = create_token(api.db, user_id=user_id, name="stale", expires_in=timedelta(hours=1))
+    with api.db.cursor() as cur:  # as if created two hours ago
+        cur.execute(
+            "UPDATE api_tokens SET created_at = now() - interval '2 hours', expires_at = now() - interval '1 hour' "
+            "WHERE id = %s",
+            (row.id,),
+        )
+    url = f"/v1/forecast/{PAIR}"
+    assert api.client.get(url, headers=auth(live)).status_code == 200
+    calls = api.forecaster.calls
+    for response in (
+        api.client.get(url, headers=auth(stale)),
+        api.client.get("/v1/pairs", headers=auth(stale)),
+        api.client.post(url, json={"candles": rows()}, headers=auth(stale)),
+    ):
+        body = assert_error(response, 401, "token_expired")
+        assert "expired" in body["message"] and body["expired_at"].endswith("Z")
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert api.forecaster.calls == calls and api.usage(user_id) == 1
