@@ -44,6 +44,7 @@ import psycopg2
 import pytest
 from discord_stub import DiscordStub
 from psycopg2 import sql
+from ray_listeners import listeners, marked_processes, open_listeners
 
 from mur.errors import ServiceError
 from mur.settings import PROJECT_ROOT, Settings
@@ -424,6 +425,29 @@ def check_the_loop(seen: dict[str, Any]) -> None:
     assert set(PAIRS) <= set(served)
 
 
+def assert_nothing_answers_without_ray_token(settings: Settings) -> None:
+    """Issue 22 on the whole stack: every process of it (Airflow's included) listens on the loopback interface,
+    except Ray gRPC servers that refuse a real call without the token (each Serve replica's); Airflow's log
+    servers do not run; the Jobs API and the dashboard's API refuse a caller without the token."""
+    from mur.devstack import airflow
+    from mur.devstack.config import ray_token
+
+    found = listeners(marked_processes(settings.runtime_dir))
+    assert any(x.name.startswith("ray::ServeReplica") for x in found), sorted(map(str, found))
+    bad = open_listeners(found)
+    assert not bad, f"listening beyond the loopback interface without requiring the token: {bad}"
+    log_ports = {airflow.ports(settings)["worker_logs"], airflow.ports(settings)["trigger_logs"]}
+    assert not log_ports & {x.port for x in found}, "an Airflow log server listens"
+    jobs = settings.ray_address.rstrip("/") + "/api/jobs/"
+    assert httpx.post(jobs, json={"entrypoint": "env"}, timeout=30).status_code == 401
+    assert (
+        httpx.get(settings.ray_address.rstrip("/") + "/api/serve/applications/", timeout=30).status_code
+        == 401
+    )
+    token = {"Authorization": f"Bearer {ray_token(settings)}"}
+    assert httpx.get(jobs, headers=token, timeout=30).status_code == 200
+
+
 # --- the test ----------------------------------------------------------------------------------------------
 def test_up_train_serve_login_loop_down_up_again(stack: dict[str, Any], discord: DiscordStub) -> None:
     env, settings = stack["env"], stack["settings"]
@@ -461,6 +485,7 @@ def test_up_train_serve_login_loop_down_up_again(stack: dict[str, Any], discord:
     dashboard_login(settings, "admin", password)
     rows = assert_all_running(env)
     ports = [r["port"] for r in rows if r["port"]]
+    assert_nothing_answers_without_ray_token(settings)
 
     # 3b. the loop turns: candles, trainings, a hot-reloaded champion, a track record, a drift alert, metrics
     began = time.monotonic()
