@@ -19,7 +19,7 @@ from mur.errors import InvalidInputError
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from mur.db import Database
+    from mur.db import Database, Token
 
 db_app = typer.Typer(no_args_is_help=True, help="Database schema: apply and inspect migrations.")
 users_app = typer.Typer(no_args_is_help=True, help="User accounts and roles.")
@@ -59,6 +59,12 @@ def _print_table(table: Table) -> None:
 
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def _token_status(token: Token) -> str:
+    """``active``, ``expired <when>`` or ``revoked <when>`` (UTC)."""
+    state, when = token.status
+    return f"{state} {_when(when)}" if when else state
 
 
 # ------------------------------------------------------------------------------------------------
@@ -237,20 +243,31 @@ def users_set_password(
 def tokens_create(
     username: UserArg,
     name: Annotated[str, typer.Option(help="label to recognise the token by")] = "default",
+    expires_in: Annotated[
+        str | None,
+        typer.Option("--expires-in", help="lifetime such as 90d, 12h, 2w or 30m (default: never expires)"),
+    ] = None,
 ) -> None:
     """Create an API token and print it on stdout, once (nothing else goes to stdout)."""
-    from mur.db import create_token, require_user
+    from mur.db import create_token, parse_lifetime, require_user
 
+    lifetime = parse_lifetime(expires_in) if expires_in is not None else None
     with _database() as database:
-        token, row = create_token(database, user_id=require_user(database, username=username).id, name=name)
-    _info(f"created token {row.id} ({row.prefix}…, name {row.name!r}) for {username}; it is shown only once")
+        token, row = create_token(
+            database, user_id=require_user(database, username=username).id, name=name, expires_in=lifetime
+        )
+    expiry = f"expires {_when(row.expires_at)} UTC" if row.expires_at else "never expires"
+    _info(
+        f"created token {row.id} ({row.prefix}…, name {row.name!r}, {expiry}) for {username}; "
+        "it is shown only once"
+    )
     typer.echo(token)
 
 
 @tokens_app.command("list")
 def tokens_list(
     username: UserArg,
-    active: Annotated[bool, typer.Option("--active", help="hide revoked tokens")] = False,
+    active: Annotated[bool, typer.Option("--active", help="hide revoked and expired tokens")] = False,
 ) -> None:
     """List a user's tokens (prefix only: the full token is never stored)."""
     from rich.table import Table
@@ -262,17 +279,17 @@ def tokens_list(
             database, user_id=require_user(database, username=username).id, include_revoked=not active
         )
     table = Table(title=f"tokens of {username}")
-    for column in ("id", "name", "prefix", "created", "last used", "status"):
+    for column in ("id", "name", "prefix", "created", "last used", "expires", "status"):
         table.add_column(column)
     for token in tokens:
-        status = "active" if token.is_active else f"revoked {_when(token.revoked_at)}"
         table.add_row(
             str(token.id),
             token.name,
             token.prefix + "…",
             _when(token.created_at),
             _when(token.last_used_at),
-            status,
+            _when(token.expires_at) if token.expires_at else "never",
+            _token_status(token),
         )
     _print_table(table)
 

@@ -32,6 +32,7 @@ from mur.errors import (
     InvalidInputError,
     MigrationError,
     NotFoundError,
+    TokenExpiredError,
     UnknownPairError,
     WeakPasswordError,
 )
@@ -424,6 +425,56 @@ def test_rotate_token(database: Database) -> None:
         mdb.rotate_token(database, user_id=user.id, token_id=old_row.id)
 
 
+def _expire(settings: Settings, token_id: int) -> None:
+    """Move a token's creation and expiry into the past (it was given an hour and two have gone by)."""
+    with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
+        conn.execute(
+            "UPDATE api_tokens SET created_at = now() - interval '2 hours', "
+            "expires_at = now() - interval '1 hour' WHERE id = %s",
+            (token_id,),
+        )
+
+
+def test_token_expiry(database: Database, pg_settings: Settings) -> None:
+    """An optional expiry: listed, honoured by the lookup (TokenExpiredError, no last_used_at touch), hidden
+    from the active list, kept as a lifetime by rotation; lifetimes are validated."""
+    user = _new_user(database)
+    forever, forever_row = mdb.create_token(database, user_id=user.id, name="forever")
+    assert forever_row.expires_at is None and forever_row.status == ("active", None)
+    token, row = mdb.create_token(database, user_id=user.id, name="ci", expires_in=timedelta(days=90))
+    assert row.expires_at is not None and row.is_active and not row.is_expired
+    assert row.expires_at - row.created_at == timedelta(days=90)
+    assert mdb.lookup_token(database, token=token) is not None
+
+    _expire(pg_settings, row.id)
+    with pytest.raises(TokenExpiredError, match="expired at") as raised:
+        mdb.lookup_token(database, token=token)
+    assert raised.value.expired_at < datetime.now(UTC)
+    (listed,) = [t for t in mdb.list_tokens(database, user_id=user.id) if t.id == row.id]
+    assert listed.is_expired and not listed.is_active and listed.status == ("expired", listed.expires_at)
+    assert [t.id for t in mdb.list_tokens(database, user_id=user.id, include_revoked=False)] == [
+        forever_row.id
+    ]
+    assert mdb.lookup_token(database, token=forever) is not None
+
+    # rotation replaces an expired token; the replacement gets the same lifetime, from now
+    new, new_row = mdb.rotate_token(database, user_id=user.id, token_id=row.id)
+    assert new_row.expires_at is not None and new_row.expires_at - new_row.created_at == timedelta(hours=1)
+    assert mdb.lookup_token(database, token=new) is not None
+
+    for bad in (timedelta(0), timedelta(seconds=-5), timedelta(days=3651)):
+        with pytest.raises(InvalidInputError, match="lifetime"):
+            mdb.create_token(database, user_id=user.id, expires_in=bad)
+    assert mdb.parse_lifetime("90d") == timedelta(days=90)
+    assert mdb.parse_lifetime(" 12h ") == timedelta(hours=12)
+    assert mdb.parse_lifetime("2w") == timedelta(weeks=2) and mdb.parse_lifetime("30m") == timedelta(
+        minutes=30
+    )
+    for bad_text in ("", "90", "d", "1.5d", "-1d", "0d", "99999d", "90 days"):
+        with pytest.raises(InvalidInputError, match="lifetime"):
+            mdb.parse_lifetime(bad_text)
+
+
 def test_disabled_users_tokens_stop_working(database: Database) -> None:
     user = _new_user(database)
     token, _ = mdb.create_token(database, user_id=user.id)
@@ -497,6 +548,59 @@ def test_consume_quota_units_and_bad_input(database: Database) -> None:
         mdb.consume_quota(database, user_id=user.id, units=0)
     with pytest.raises(NotFoundError):
         mdb.consume_quota(database, user_id=-1)
+
+
+def test_peek_quota_spends_nothing(database: Database) -> None:
+    user = _new_user(database, monthly_quota=1)
+    assert [mdb.peek_quota(database, user_id=user.id).allowed for _ in range(3)] == [True, True, True]
+    assert mdb.consume_quota(database, user_id=user.id).allowed
+    peeked = mdb.peek_quota(database, user_id=user.id)
+    assert (peeked.allowed, peeked.used, peeked.limit, peeked.remaining) == (False, 1, 1, 0)
+    assert mdb.get_usage(database, user_id=user.id) == (1, 1)
+
+
+def test_a_charge_its_caller_abandoned_rolls_back(database: Database) -> None:
+    """``commit_if`` is asked after the statement spent the unit; False rolls the charge back."""
+    user = _new_user(database, monthly_quota=5)
+    asked: list[bool] = []
+
+    def no() -> bool:
+        asked.append(False)
+        return False
+
+    with pytest.raises(DatabaseError, match="abandoned"):
+        mdb.consume_quota(database, user_id=user.id, commit_if=no)
+    assert asked == [False] and mdb.get_usage(database, user_id=user.id) == (0, 5)
+    assert mdb.consume_quota(database, user_id=user.id, commit_if=lambda: True).used == 1
+
+
+@pytest.mark.parametrize(
+    ("table", "mode", "ready"),
+    [
+        ("api_usage", "ACCESS EXCLUSIVE", False),
+        ("api_usage", "EXCLUSIVE", False),  # reads pass, a charge would not
+        ("api_tokens", "SHARE", False),  # the token lookup's last_used_at update would wait
+        ("quotas", "ACCESS EXCLUSIVE", False),
+        ("api_usage", "ROW EXCLUSIVE", True),  # ordinary traffic
+        ("quotas", "SHARE", True),  # reads only
+    ],
+)
+def test_probe_request_tables_fails_like_a_request(
+    pg_settings: Settings, table: str, mode: str, ready: bool
+) -> None:
+    with (
+        Database(pg_settings, maxconn=1, lock_timeout_s=0.2) as database,
+        psycopg.connect(pg_settings.pg_dsn()) as locker,
+    ):
+        mdb.probe_request_tables(database)
+        locker.execute(sql.SQL("LOCK TABLE {} IN " + mode + " MODE").format(sql.Identifier(table)))
+        if ready:
+            mdb.probe_request_tables(database)
+        else:
+            with pytest.raises(DatabaseError, match="lock timeout"):
+                mdb.probe_request_tables(database)
+        locker.rollback()
+        mdb.probe_request_tables(database)
 
 
 def test_default_quota_applies_without_a_quota_row(pg_settings: Settings) -> None:
@@ -844,6 +948,22 @@ def test_cli_user_token_quota_flow(cli: Callable[..., object], database: Databas
 
     listed = cli("tokens", "list", username)
     assert listed.exit_code == 0 and token[:12] in listed.stdout and token not in listed.stdout
+    assert "never" in listed.stdout  # no expiry
+
+    expiring = cli("tokens", "create", username, "--name", "quarter", "--expires-in", "90d")
+    assert expiring.exit_code == 0, expiring.output
+    assert "expires " in expiring.stderr and TOKEN_RE.match(expiring.stdout.strip())
+    (quarter,) = [t for t in mdb.list_tokens(database, user_id=owner.user_id) if t.name == "quarter"]
+    assert quarter.expires_at is not None and quarter.expires_at - quarter.created_at == timedelta(days=90)
+    listed = cli("tokens", "list", username)
+    assert quarter.expires_at.strftime("%Y-%m-%d %H:%M") in listed.stdout
+    _expire(database.settings, quarter.id)
+    listed = cli("tokens", "list", username)
+    assert re.search(rf"\b{quarter.id}\b.*quarter.*expired", listed.stdout), listed.stdout
+    assert str(quarter.id) not in cli("tokens", "list", username, "--active").stdout.split()
+    bad = cli("tokens", "create", username, "--expires-in", "soon")
+    assert bad.exit_code != 0 and isinstance(bad.exception, InvalidInputError)  # main() prints it
+    assert "lifetime" in str(bad.exception)
     assert cli("tokens", "revoke", username, str(owner.token_id)).exit_code == 0
     assert mdb.lookup_token(database, token=token) is None
 
