@@ -22,12 +22,21 @@ from mur.db import (
     list_tokens,
     month_start,
     next_month_start,
+    parse_lifetime,
     revoke_token,
     rotate_token,
 )
 from mur.errors import InvalidInputError, MurError
 
 TOKEN_PLACEHOLDER = "$MUR_TOKEN"
+EXPIRY_CHOICES = [
+    {"label": "never", "value": "never"},
+    {"label": "in 7 days", "value": "7d"},
+    {"label": "in 30 days", "value": "30d"},
+    {"label": "in 90 days", "value": "90d"},
+    {"label": "in 1 year", "value": "365d"},
+]
+"""The API page's expiry field: ``mur tokens create --expires-in`` values (``never``: no expiry)."""
 
 
 def curl_example(api_url: str, pair: str, token: str | None = None) -> str:
@@ -71,18 +80,22 @@ def token_rows(tokens: list[Token]) -> Component:
                     "Revoke", id={"type": "token-revoke", "index": token.id}, className="danger small"
                 )
             )
-        status = "active" if token.is_active else f"revoked {fmt_time(token.revoked_at)}"
+        state, when = token.status
+        status = f"{state} {fmt_time(when)}" if when else state
         rows.append(
             [
                 token.name + (" — used by this dashboard" if managed else ""),
                 html.Code(token.prefix + "…"),
                 fmt_time(token.created_at),
                 fmt_time(token.last_used_at),
+                fmt_time(token.expires_at) if token.expires_at else "never",
                 status,
                 html.Span(actions, className="row"),
             ]
         )
-    return data_table(["name", "prefix", "created", "last used", "status", ""], rows, id="token-list")
+    return data_table(
+        ["name", "prefix", "created", "last used", "expires", "status", ""], rows, id="token-list"
+    )
 
 
 def layout(context: DashboardContext, account: User) -> Component:
@@ -113,6 +126,20 @@ def layout(context: DashboardContext, account: User) -> Component:
                                         value="default",
                                         maxLength=64,
                                         style={"width": "240px"},
+                                    ),
+                                ],
+                                className="field",
+                            ),
+                            html.Div(
+                                [
+                                    html.Label("Expires", htmlFor="token-expires"),
+                                    dcc.Dropdown(
+                                        id="token-expires",
+                                        options=EXPIRY_CHOICES,
+                                        value="never",
+                                        clearable=False,
+                                        searchable=False,
+                                        style={"width": "160px"},
                                     ),
                                 ],
                                 className="field",
@@ -169,7 +196,9 @@ def _shown_once(token: str, what: str) -> Component:
     )
 
 
-def token_action(_create: Any, _rotate: Any, _revoke: Any, name: str | None) -> tuple[Any, ...]:
+def token_action(
+    _create: Any, _rotate: Any, _revoke: Any, name: str | None, expires: str | None = None
+) -> tuple[Any, ...]:
     """Create, rotate or revoke one of the caller's own tokens (the database checks ownership)."""
     account = current_account()
     trigger = ctx.triggered_id
@@ -184,8 +213,10 @@ def token_action(_create: Any, _rotate: Any, _revoke: Any, name: str | None) -> 
             label = (name or "").strip()
             if label == DASHBOARD_TOKEN_NAME:
                 raise InvalidInputError(f"the name {DASHBOARD_TOKEN_NAME!r} is reserved for the dashboard")
-            plaintext, row = create_token(context.db, user_id=account.id, name=label)
-            message = _shown_once(plaintext, f"Token {row.name!r} created.")
+            lifetime = parse_lifetime(expires) if expires and expires != "never" else None
+            plaintext, row = create_token(context.db, user_id=account.id, name=label, expires_in=lifetime)
+            until = f" It expires {fmt_time(row.expires_at)}." if row.expires_at else ""
+            message = _shown_once(plaintext, f"Token {row.name!r} created.{until}")
             curl = curl_example(context.api_url, pair, plaintext)
         elif isinstance(trigger, dict) and trigger.get("type") == "token-rotate":
             plaintext, row = rotate_token(context.db, user_id=account.id, token_id=int(trigger["index"]))
@@ -212,5 +243,6 @@ def register_callbacks(app: Dash) -> None:
         Input({"type": "token-rotate", "index": ALL}, "n_clicks"),
         Input({"type": "token-revoke", "index": ALL}, "n_clicks"),
         State("token-name", "value"),
+        State("token-expires", "value"),
         prevent_initial_call=True,
     )(token_action)

@@ -169,7 +169,7 @@ def forecast_page(client: FlaskClient, pair: str) -> dict[str, Any]:
 
 
 def token_action(
-    client: FlaskClient, trigger: str | dict[str, Any], *, name: str = "default"
+    client: FlaskClient, trigger: str | dict[str, Any], *, name: str = "default", expires: str = "never"
 ) -> dict[str, Any]:
     rotate: list[dict[str, Any]] = []
     revoke: list[dict[str, Any]] = []
@@ -189,7 +189,10 @@ def token_action(
                 rotate,
                 revoke,
             ],
-            state=[{"id": "token-name", "property": "value", "value": name}],
+            state=[
+                {"id": "token-name", "property": "value", "value": name},
+                {"id": "token-expires", "property": "value", "value": expires},
+            ],
             changed=[prop_id(trigger, "n_clicks")],
         )
     )

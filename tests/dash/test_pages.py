@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ from dash_helpers import (
 from flask.testing import FlaskClient
 
 from dash_app.app import create_app
+from dash_app.components import fmt_time
 from dash_app.context import DASHBOARD_TOKEN_NAME
 from mur.data import BundledMarketData
 from mur.db import (
@@ -244,6 +246,31 @@ def test_tokens_create_rotate_revoke_and_show_once(client: FlaskClient, dash_dat
     revoked = token_action(client, {"index": new_row.id, "type": "token-revoke"})
     assert "revoked" in text_of(revoked["token-new"])
     assert lookup_token(dash_database, token=replacement) is None
+
+
+def test_tokens_with_an_expiry(client: FlaskClient, dash_database: Database) -> None:
+    """The API page's expiry field: the token expires when asked, the list says when, then that it expired."""
+    member = make_user(dash_database)
+    logged_in(client, member)
+    out = token_action(client, "token-create", name="quarter", expires="90d")
+    created = next(w for w in text_of(out["token-new"]).split() if w.startswith("mur_"))
+    assert "It expires" in text_of(out["token-new"])
+    row = next(t for t in list_tokens(dash_database, user_id=member.id) if t.name == "quarter")
+    assert row.expires_at is not None and row.expires_at - row.created_at == timedelta(days=90)
+    assert fmt_time(row.expires_at) in text_of(out["token-table"])
+    assert lookup_token(dash_database, token=created).user_id == member.id  # type: ignore[union-attr]
+    forever = token_action(client, "token-create", name="forever")
+    assert "It expires" not in text_of(forever["token-new"]) and "never" in text_of(forever["token-table"])
+
+    with dash_database.cursor() as cur:  # two hours later, for a token given one
+        cur.execute(
+            "UPDATE api_tokens SET created_at = now() - interval '2 hours', "
+            "expires_at = now() - interval '1 hour' WHERE id = %s",
+            (row.id,),
+        )
+    listing = text_of(page(client, "/api")["page-content"])
+    assert re.search(r"quarter.*expired", listing), listing
+    assert "Nothing changed" in text_of(token_action(client, "token-create", expires="tomorrow")["token-new"])
 
 
 def test_tokens_of_other_users_cannot_be_touched(
