@@ -165,6 +165,12 @@ class Settings(BaseSettings):
     pg_port: int = 5432
     pg_user: str = "postgres"
     pg_password: str = ""
+    pg_app_user: str | None = Field(
+        default="mur_app",
+        description="the role the application connects to its database with (read/write on its tables only; "
+        "migrations create it and run as pg_user, the owner); None: connect as pg_user",
+    )
+    pg_app_password: str = ""
     pg_database: str = "mur"
     mlflow_database: str = "mlflow"
     airflow_database: str = "airflow"
@@ -350,6 +356,8 @@ class Settings(BaseSettings):
                 raise ValueError("MUR_S3_SECRET_KEY must be set to a real secret in production")
             if self.pg_password in PLACEHOLDER_SECRETS | {"postgres"}:
                 raise ValueError("MUR_PG_PASSWORD must be set to a real password in production")
+            if self.pg_app_user and self.pg_app_password in PLACEHOLDER_SECRETS:
+                raise ValueError("MUR_PG_APP_PASSWORD must be set to a real password in production")
             if self.ray_auth_mode != "token":
                 raise ValueError("RAY_AUTH_MODE must be token in production (Ray runs code for its callers)")
             if self.ray_auth_token is not None and len(self.ray_auth_token) < 32:
@@ -361,6 +369,14 @@ class Settings(BaseSettings):
         """libpq DSN for ``database`` (default: the app database)."""
         auth = self.pg_user + (f":{self.pg_password}" if self.pg_password else "")
         return f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{database or self.pg_database}"
+
+    def app_dsn(self) -> str:
+        """libpq DSN of the application's own role (``pg_app_user``) on the app database; ``pg_dsn()``
+        without one. Migrations and provisioning connect as ``pg_user`` (the owner) instead."""
+        if not self.pg_app_user:
+            return self.pg_dsn()
+        auth = self.pg_app_user + (f":{self.pg_app_password}" if self.pg_app_password else "")
+        return f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
 
     def sqlalchemy_url(self, database: str) -> str:
         """SQLAlchemy URL with the psycopg2 driver (SQLAlchemy 2.1 defaults to psycopg 3)."""

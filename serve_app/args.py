@@ -11,6 +11,8 @@ from mur.settings import Settings
 SECRET_FIELDS = frozenset(
     {
         "pg_password",
+        "pg_app_password",
+        "ray_auth_token",
         "s3_secret_key",
         "secret_key",
         "binance_api_secret",

@@ -174,6 +174,37 @@ def _apply(conn: Connection, migration: Migration) -> None:
         ) from exc
 
 
+def ensure_app_role(conn: Connection, settings: Settings) -> None:
+    """The application's role (``pg_app_user``): LOGIN, no superuser, no CREATEDB/CREATEROLE, and on the app
+    database only CONNECT, USAGE of the schema and SELECT/INSERT/UPDATE/DELETE on its tables (and sequences),
+    now and for tables later migrations create. It owns nothing and cannot change the schema, read other
+    databases or the migration log's history beyond SELECT. Idempotent; the password follows the settings."""
+    role = settings.pg_app_user
+    if not role:
+        return
+    ident = sql.Identifier(role)
+    password = sql.Literal(settings.pg_app_password) if settings.pg_app_password else sql.SQL("NULL")
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+    if not exists:
+        try:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident, password))
+        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+            pass  # a migrator of another database created it a moment ago
+    conn.execute(
+        sql.SQL("ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(ident, password)
+    )
+    for statement in (
+        "GRANT CONNECT ON DATABASE {db} TO {role}",
+        "GRANT USAGE ON SCHEMA public TO {role}",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+        "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role}",
+        "REVOKE INSERT, UPDATE, DELETE ON schema_migrations FROM {role}",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {role}",
+    ):
+        conn.execute(sql.SQL(statement).format(db=sql.Identifier(settings.pg_database), role=ident))
+
+
 def migrate(
     settings: Settings, *, migrations_dir: Path | None = None, lock_timeout_s: float = 120.0
 ) -> MigrationReport:
@@ -201,6 +232,7 @@ def migrate(
                     conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
                 except psycopg.Error:
                     pass  # closing the session releases the lock anyway
+        ensure_app_role(conn, settings)
     return MigrationReport(
         already_applied=[applied[v][0] for v in sorted(applied)],
         applied_now=applied_now,

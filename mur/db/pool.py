@@ -124,7 +124,7 @@ class Database:
     def _probe(self) -> None:
         """Connect once directly: raises the server's own reason (bad password, missing database)."""
         try:
-            psycopg.connect(self.settings.pg_dsn(), **self._options).close()
+            psycopg.connect(self.settings.app_dsn(), **self._options).close()
         except psycopg.OperationalError as exc:
             raise _connect_error(self.settings, None, exc) from exc
 
@@ -135,7 +135,7 @@ class Database:
                 # direct connection first turns a wrong database or password into one clear error at once.
                 self._probe()
                 self._pool = ConnectionPool(
-                    self.settings.pg_dsn(),
+                    self.settings.app_dsn(),  # the application's role, not the owner (migrations)
                     kwargs=self._options,
                     min_size=self._minconn,
                     max_size=self._maxconn,

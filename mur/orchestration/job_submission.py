@@ -70,6 +70,7 @@ SECRET_FIELDS = frozenset(
         "binance_api_key",
         "binance_api_secret",
         "ray_auth_token",
+        "pg_app_password",
     }
 )
 """Settings never copied into a job's payload: Ray logs each job's runtime env (``runtime_env_agent.log``)

@@ -82,6 +82,37 @@ def test_migrate_creates_database_and_is_idempotent(pg_database_factory: Callabl
     assert _scalar(settings, "SELECT array_agg(name ORDER BY name) FROM roles") == ["admin", "member"]
 
 
+def test_the_application_connects_with_its_own_least_privilege_role(pg_settings: Settings) -> None:
+    """Issue 22: the stack no longer runs as superuser ``postgres``: migrations (the owner) create the role
+    ``pg_app_user``, and the application's pool connects with it: it reads and writes the app's tables, and
+    cannot change the schema, rewrite the migration log, read another database or escalate."""
+    assert pg_settings.pg_app_user == "mur_app"
+    with Database(pg_settings, maxconn=1) as db:
+        with db.cursor() as cur:
+            cur.execute("SELECT current_user, rolsuper, rolcreatedb, rolcreaterole FROM pg_roles "
+                        "WHERE rolname = current_user")  # fmt: skip
+            assert cur.fetchone() == {"current_user": "mur_app", "rolsuper": False, "rolcreatedb": False,
+                                      "rolcreaterole": False}  # fmt: skip
+            cur.execute("SELECT count(*) AS n FROM roles")
+            assert cur.fetchone()["n"] >= 2
+        for statement in (
+            "CREATE TABLE evil (a int)",
+            "DROP TABLE api_usage",
+            "ALTER TABLE users ADD COLUMN evil int",
+            "DELETE FROM schema_migrations",
+            "CREATE ROLE evil SUPERUSER",
+            "SELECT rolpassword FROM pg_authid",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                with db.cursor() as cur:
+                    cur.execute(statement)
+    other = sql.SQL("CREATE DATABASE {}").format(sql.Identifier("evil_" + uuid.uuid4().hex[:8]))
+    with psycopg.connect(pg_settings.app_dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(other)
+    assert mdb.migrate(pg_settings).applied_now == []  # idempotent with the role in place
+
+
 def test_migrate_refuses_an_edited_migration(
     pg_database_factory: Callable[..., Settings], tmp_path: Path
 ) -> None:
@@ -657,7 +688,9 @@ INJECTIONS = [
 def test_sql_injection_strings_are_stored_verbatim(
     database: Database, pg_settings: Settings, payload: str
 ) -> None:
-    username = payload + uuid.uuid4().hex[:6]
+    with pytest.raises(InvalidInputError, match="username must"):  # outside the username alphabet
+        _new_user(database, username=payload + uuid.uuid4().hex[:6])
+    username = _name("inj")
     email = payload + "@example.com"
     user = _new_user(database, username=username, email=email)
     assert (user.username, user.email) == (username, email)

@@ -19,6 +19,7 @@ SECRETS = {
     "discord_webhook_url": "https://discord.example/api/webhooks/1/secret-token-ghi",
     "binance_api_key": "binance-key-value-jkl",
     "binance_api_secret": "binance-secret-value-mno",
+    "pg_app_password": "pg-app-secret-value-stu",
     "ray_auth_token": "ray-token-value-pqr-0123456789abcdef0123456789",
 }
 

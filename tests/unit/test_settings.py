@@ -12,6 +12,8 @@ REAL = {
     "s3_access_key": "mur-app",
     "s3_secret_key": "s" * 40,
     "pg_password": "p" * 24,
+    "pg_app_password": "a" * 24,
+    "ray_auth_token": "r" * 64,
 }
 
 
@@ -33,6 +35,9 @@ def test_production_with_real_secrets_is_accepted() -> None:
         ("s3_access_key", "", "MUR_S3_ACCESS_KEY"),
         ("pg_password", "", "MUR_PG_PASSWORD"),
         ("pg_password", "postgres", "MUR_PG_PASSWORD"),
+        ("pg_app_password", "", "MUR_PG_APP_PASSWORD"),
+        ("ray_auth_token", "change-me", "RAY_AUTH_TOKEN"),
+        ("ray_auth_mode", "disabled", "RAY_AUTH_MODE"),
     ],
 )
 def test_production_refuses_placeholders(field: str, value: str, variable: str) -> None:

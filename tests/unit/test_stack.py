@@ -178,7 +178,10 @@ def test_airflow_components_have_compose_health_checks(tmp_path: Path) -> None:
     for name, job in (("airflow-dag-processor", "DagProcessorJob"), ("airflow-triggerer", "TriggererJob")):
         check = table[name].health_cmd
         assert check is not None and check[1:] == ["jobs", "check", "--job-type", job, "--local"]
-        assert table[name].command[1:] == [name.removeprefix("airflow-")]
+        assert table[name].command[1] == name.removeprefix("airflow-")
+    # issue 22: no Airflow log server (it binds every interface); the API server reads the local log files
+    assert table["airflow-scheduler"].command[1:] == ["scheduler", "--skip-serve-logs"]
+    assert table["airflow-triggerer"].command[1:] == ["triggerer", "--skip-serve-logs"]
 
 
 # --- start scheduling ----------------------------------------------------------------------------------------
