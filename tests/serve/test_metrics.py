@@ -61,7 +61,7 @@ def fake_authenticate(_: Any, authorization: str | None) -> TokenOwner:
     return OWNERS[token]
 
 
-def fake_charge(_: Any, owner: TokenOwner) -> QuotaResult:
+def fake_charge(_: Any, owner: TokenOwner, commit_if: Any = None) -> QuotaResult:
     allowed = owner.username == "alice"
     quota = QuotaResult(
         allowed=allowed, used=1 if allowed else 10, limit=10, reset_at=datetime(2030, 1, 1, tzinfo=UTC)
@@ -87,6 +87,7 @@ class App:
 def _fake_db_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(serve_app.service, "authenticate", fake_authenticate)
     monkeypatch.setattr(serve_app.service, "charge", fake_charge)
+    monkeypatch.setattr(serve_app.service, "check_quota", fake_charge)
     monkeypatch.setattr(mur.db, "record_forecast_body", lambda *_: None)
 
 
