@@ -40,8 +40,9 @@ from mur.db import (
     mark_login_succeeded,
 )
 from mur.errors import ConflictError, InvalidInputError
-from mur.security import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, HashingBusyError
+from mur.security import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, PASSWORD_RULE, HashingBusyError
 from mur.settings import Settings
+from mur.usernames import USERNAME_ALPHABET
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +78,16 @@ class LoginForm(FlaskForm):
 
 
 class RegisterForm(FlaskForm):
-    username = StringField("Username", validators=[DataRequired(), Length(min=1, max=MAX_USERNAME_LENGTH)])
+    username = StringField(
+        "Username",
+        validators=[DataRequired(), Length(min=1, max=MAX_USERNAME_LENGTH)],
+        description=f"up to {MAX_USERNAME_LENGTH} {USERNAME_ALPHABET}; not a look-alike of an existing one",
+    )
     email = EmailField("Email (optional)", validators=[Optional(), Length(max=MAX_EMAIL_LENGTH)])
     password = PasswordField(
         "Password",
         validators=[DataRequired(), Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH)],
-        description=f"at least {MIN_PASSWORD_LENGTH} characters, mixing letters, digits or symbols",
+        description=PASSWORD_RULE[0].upper() + PASSWORD_RULE[1:] + ".",
     )
     confirm = PasswordField(
         "Repeat the password", validators=[DataRequired(), EqualTo("password", "The passwords differ.")]

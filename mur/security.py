@@ -1,5 +1,8 @@
 """Passwords and API tokens: hashing, verification, strength rules and token generation.
 
+Password strength is zxcvbn's estimate (the ``zxcvbn`` package: common passwords, words, names, dates,
+keyboard patterns, l33t substitutions), not a hand-made list: :data:`PASSWORD_RULE` says it in words.
+
 Passwords are low-entropy and chosen by people, so they are hashed with argon2id (slow, salted, memory-hard).
 API tokens are 256-bit random strings made here, so a single SHA-256 is enough to store them: nobody can
 brute-force 2**256 guesses however fast the hash, and a fast hash lets every API request be checked with one
@@ -23,6 +26,7 @@ from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from zxcvbn import zxcvbn
 
 from mur.errors import MurError, WeakPasswordError
 
@@ -33,26 +37,15 @@ TOKEN_DISPLAY_CHARS = 12  # "mur_" + 8 random chars: enough to tell tokens apart
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024  # argon2 would accept more; refusing megabyte "passwords" avoids a cheap DoS
 
-_COMMON_PASSWORDS = frozenset(
-    {
-        "password123",
-        "password1234",
-        "passw0rd123",
-        "1234567890",
-        "12345678910",
-        "qwertyuiop",
-        "qwerty12345",
-        "1q2w3e4r5t",
-        "iloveyou123",
-        "abcdefghij",
-        "abc1234567",
-        "letmein1234",
-        "welcome123",
-        "admin12345",
-        "makeusrich",
-        "makeusrich1",
-    }
+MIN_PASSWORD_SCORE = 3
+"""zxcvbn's score (0-4) a password needs: 3 is "safely unguessable", about 10**8 guesses or more."""
+STRENGTH_MAX_LENGTH = 72  # zxcvbn's own limit; a longer password is scored piece by piece
+PASSWORD_RULE = (
+    f"at least {MIN_PASSWORD_LENGTH} characters and hard to guess (a zxcvbn strength score of at least "
+    f"{MIN_PASSWORD_SCORE} of 4): a few uncommon words work well; common passwords, words with a digit or "
+    "a year added, keyboard patterns and your username do not"
 )
+"""The rule in words, for the forms that set a password."""
 
 
 @lru_cache(maxsize=1)
@@ -116,30 +109,35 @@ def dummy_password_hash() -> str:
     return hash_password(secrets.token_urlsafe(16))
 
 
-def _character_classes(password: str) -> int:
-    classes = [
-        any(c in string.ascii_lowercase for c in password),
-        any(c in string.ascii_uppercase for c in password),
-        any(c.isdigit() for c in password),
-        any(not c.isalnum() for c in password),
-        any(c.isalpha() and not c.isascii() for c in password),
-    ]
-    return sum(classes)
+def strength_score(password: str, *, username: str | None = None) -> tuple[int, str]:
+    """zxcvbn's score (0-4) of ``password`` and its warning ('' if none), the username as a known word.
+
+    zxcvbn takes at most 72 characters: a longer password gets the best score of its 72-character pieces.
+    """
+    size = STRENGTH_MAX_LENGTH
+    pieces = [password[i : i + size] for i in range(0, len(password), size)] or [""]
+    if len(password) > size:
+        pieces.append(password[-size:])
+    results = [zxcvbn(piece, user_inputs=[username] if username else []) for piece in pieces]
+    best = max(results, key=lambda result: float(result["guesses"]))
+    return int(best["score"]), str(best["feedback"].get("warning") or "")
 
 
 def password_problems(password: str, *, username: str | None = None) -> list[str]:
-    """Every rule ``password`` breaks, as short phrases (empty list: acceptable)."""
+    """Every rule ``password`` breaks, as short phrases (empty list: acceptable).
+
+    Length, no single repeated character, not the username, and zxcvbn's strength estimate (dictionaries of
+    common passwords, words, names, dates, keyboard patterns and substitutions) of at least
+    :data:`MIN_PASSWORD_SCORE`.
+    """
     problems: list[str] = []
     if len(password) < MIN_PASSWORD_LENGTH:
         problems.append(f"must be at least {MIN_PASSWORD_LENGTH} characters long (got {len(password)})")
     if len(password) > MAX_PASSWORD_LENGTH:
         problems.append(f"must be at most {MAX_PASSWORD_LENGTH} characters long")
+        return problems  # not worth estimating
     if password and len(set(password)) == 1:
         problems.append("must not repeat a single character")
-    elif password and _character_classes(password) < 2:
-        problems.append(
-            "must mix at least two kinds of characters (lower/upper case letters, digits, symbols)"
-        )
     lowered = password.lower()
     if username:
         name = username.strip().lower()
@@ -147,8 +145,14 @@ def password_problems(password: str, *, username: str | None = None) -> list[str
             problems.append("must not be the same as the username")
         elif len(name) >= 4 and name in lowered:
             problems.append("must not contain the username")
-    if lowered in _COMMON_PASSWORDS:
-        problems.append("is too common")
+    if password:
+        score, warning = strength_score(password, username=username)
+        if score < MIN_PASSWORD_SCORE:
+            why = f" ({warning[0].lower()}{warning[1:].rstrip('.')})" if warning else ""
+            problems.append(
+                f"is too easy to guess{why}: strength {score} of 4, at least {MIN_PASSWORD_SCORE} needed "
+                "(add a few uncommon words)"
+            )
     return problems
 
 

@@ -27,12 +27,14 @@ from mur.security import (
     needs_rehash,
     verify_password,
 )
+from mur.usernames import USERNAME_ALPHABET, is_allowed_username, normalize_username, username_skeleton
 
 ROLES = ("admin", "member")
 MAX_USERNAME_LENGTH = 64
 MAX_EMAIL_LENGTH = 254
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 INVITE_LIFETIME = timedelta(days=7)
+USERNAME_LOCK_KEY = 0x6D75725F75736572  # "mur_user": pg advisory lock, one look-alike check at a time
 
 
 @dataclass(frozen=True)
@@ -75,13 +77,19 @@ def _user(row: dict[str, Any]) -> User:
 
 
 def validate_username(username: str) -> str:
-    """Return ``username`` unchanged if acceptable (1-64 printable characters, no surrounding spaces)."""
+    """Return ``username`` in NFKC form if acceptable: 1-64 characters of :data:`USERNAME_ALPHABET`.
+
+    Look-alikes of existing names are refused by :func:`create_user` (:mod:`mur.usernames`).
+    """
     if not isinstance(username, str) or not username or username.strip() != username:
         raise InvalidInputError("username must be non-empty, without leading or trailing spaces")
+    username = normalize_username(username)
     if len(username) > MAX_USERNAME_LENGTH:
         raise InvalidInputError(f"username must be at most {MAX_USERNAME_LENGTH} characters")
     if CONTROL_CHARS.search(username):
         raise InvalidInputError("username must not contain control characters")
+    if not is_allowed_username(username):
+        raise InvalidInputError(f"username must use only {USERNAME_ALPHABET}")
     return username
 
 
@@ -115,6 +123,20 @@ FROM users u WHERE lower(u.username) = lower(%s)
 """
 
 
+def _refuse_lookalike(cur: DictCursor, username: str) -> None:
+    """ConflictError if an account's name looks like ``username`` (same skeleton); serialised between
+    transactions by an advisory lock held until this one ends, so two look-alikes cannot both get in."""
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (USERNAME_LOCK_KEY,))
+    wanted = username_skeleton(username)
+    cur.execute("SELECT username FROM users")
+    for row in cur.fetchall():
+        if username_skeleton(row["username"]) == wanted:
+            taken = row["username"]
+            same = taken.casefold() == username.casefold()
+            detail = "" if same else f" (it looks like the existing {taken!r})"
+            raise ConflictError(f"username {username!r} is already taken{detail}")
+
+
 def _replace_roles(cur: DictCursor, user_id: int, roles: tuple[str, ...]) -> None:
     cur.execute("DELETE FROM user_roles WHERE user_id = %s", (user_id,))
     cur.execute(
@@ -137,10 +159,11 @@ def create_user(
 
     With ``invite_code``, the invite is used up in the same transaction (no user without a valid invite,
     no invite used twice). Raises :class:`~mur.errors.ConflictError` if the username is taken
-    (case-insensitively), :class:`~mur.errors.WeakPasswordError` / :class:`~mur.errors.InvalidInputError`
+    (case-insensitively) or looks like a taken one (:mod:`mur.usernames`),
+    :class:`~mur.errors.WeakPasswordError` / :class:`~mur.errors.InvalidInputError`
     for bad input or an unknown, used or expired invite.
     """
-    validate_username(username)
+    username = validate_username(username)
     email = validate_email(email)
     wanted_roles = _validate_roles(roles)
     if monthly_quota is not None:
@@ -149,6 +172,7 @@ def create_user(
     password_hash = hash_password(password)  # slow: done before taking a connection
     with db.cursor() as cur:
         invite_id = None if invite_code is None else _claim_invite(cur, invite_code)
+        _refuse_lookalike(cur, username)
         try:
             cur.execute(
                 "INSERT INTO users (username, email, password_hash) VALUES (%s, %s, %s) RETURNING id",
