@@ -38,6 +38,7 @@ def parse_when(value: str | None, option: str) -> datetime | None:
 def candles_table(df: pd.DataFrame, title: str) -> object:
     """A rich table of candles (open time, OHLC, volume, trades)."""
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     from mur.data import format_ts
@@ -56,7 +57,7 @@ def candles_table(df: pd.DataFrame, title: str) -> object:
         for row in df.itertuples(index=False)
     ]
     table = Table(
-        title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), show_edge=False
+        title=escape(title), title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), show_edge=False
     )
     for i, name in enumerate(names):
         width = max([len(name), *(len(r[i]) for r in rows)])
@@ -113,7 +114,7 @@ def show(
     df = source.klines(pair, lo, hi)
     console.print(candles_table(df.tail(tail), f"{pair} 1h candles ({settings.market_data})"))
     for line in summary_lines(df):
-        console.print(line, highlight=False, soft_wrap=True)
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()

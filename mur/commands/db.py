@@ -48,12 +48,16 @@ def _database() -> Iterator[Database]:
 
 
 def _print_table(table: Table) -> None:
-    """Print on stdout; when piped, wide enough that names are never wrapped (grep-friendly)."""
+    """Print on stdout; when piped, wide enough that names are never wrapped (grep-friendly).
+
+    Markup is off: names, emails and token labels are anyone's text (a self-registered ``[/x]`` would be a
+    MarkupError, ``[red]`` a style), and every cell and title is printed literally.
+    """
     from rich.console import Console
 
-    console = Console()
+    console = Console(markup=False)
     if not console.is_terminal:
-        console = Console(width=200)
+        console = Console(width=200, markup=False)
     console.print(table)
 
 

@@ -20,6 +20,7 @@ METRIC_LABELS = (("mae", "MAE"), ("rmse", "RMSE"), ("mape", "MAPE %"), ("directi
 def print_metrics_table(docs: list[MetricsDocument], title: str = "Evaluation on the test span") -> None:
     """Print model vs persistence vs linear (one block per metrics document) and the skill verdict."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from mur.evaluation.metrics import verdict
@@ -27,8 +28,10 @@ def print_metrics_table(docs: list[MetricsDocument], title: str = "Evaluation on
     console = Console(width=max(150, Console().width))
     for doc in docs:
         table = Table(
-            title=f"{title}: {doc.pair} · {doc.arch} · {doc.normalization} · "
-            f"test {doc.test_window.start or '?'} → {doc.test_window.end or '?'}"
+            title=escape(
+                f"{title}: {doc.pair} · {doc.arch} · {doc.normalization} · "
+                f"test {doc.test_window.start or '?'} → {doc.test_window.end or '?'}"
+            )
         )
         table.add_column("predictor")
         for _, label in METRIC_LABELS:
@@ -44,7 +47,9 @@ def print_metrics_table(docs: list[MetricsDocument], title: str = "Evaluation on
             )
         console.print(table)
         color = "green" if doc.skill > 0 else "yellow"
-        console.print(f"skill vs persistence: [bold {color}]{doc.skill:+.4f}[/] — {verdict(doc.skill)}")
+        console.print(
+            f"skill vs persistence: [bold {color}]{doc.skill:+.4f}[/] — {escape(verdict(doc.skill))}"
+        )
         if (sig := doc.significance) is not None:
             se = "?" if sig.skill_se is None else f"{sig.skill_se:.4f}"
             console.print(
@@ -58,11 +63,12 @@ def print_metrics_table(docs: list[MetricsDocument], title: str = "Evaluation on
 
 def horizon_table(doc: MetricsDocument) -> Any:
     """Per horizon: the median vs persistence, and the interval vs baselines (a) naive and (b) EWMA."""
+    from rich.markup import escape
     from rich.table import Table
 
     level = doc.horizons[0].interval_level if doc.horizons else 0.9
     table = Table(
-        title=f"{doc.pair}: forecasts per horizon, {level:.0%} intervals · (a) naive quantiles · "
+        title=f"{escape(doc.pair)}: forecasts per horizon, {level:.0%} intervals · (a) naive quantiles · "
         "(b) EWMA volatility x hour of day",
         caption="interval skill = 1 - Winkler_model / Winkler_baseline (> 0: better ranges); "
         "coverage should be near the nominal level",
@@ -289,6 +295,7 @@ def backtest(
 ) -> None:
     """Rolling-origin (walk-forward) evaluation: retrain at each origin, score the hours after it."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from mur.evaluation.backtest import log_to_mlflow, run_backtest, write_outputs
@@ -330,7 +337,9 @@ def backtest(
         progress=lambda msg: typer.echo(f"[backtest] {msg}", err=True),
     )
     table = Table(
-        title=f"Walk-forward evaluation: {report.pair} ({report.window} window, {fold_hours} h per fold)"
+        title=escape(
+            f"Walk-forward evaluation: {report.pair} ({report.window} window, {fold_hours} h per fold)"
+        )
     )
     for col in (
         "fold",
@@ -346,7 +355,7 @@ def backtest(
     for f in report.folds:
         table.add_row(
             str(f.fold),
-            f.origin,
+            escape(f.origin),
             str(f.n),
             f"{f.model['mae']:.6g}",
             f"{f.persistence['mae']:.6g}",

@@ -41,6 +41,7 @@ def stop_services(names: list[str] | None = None) -> None:
 def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
     """Print each service's state, pid, port, health, memory and log path."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from mur.devstack import supervisor as services
@@ -71,7 +72,7 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
         table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
     for r in rows:
         table.add_row(
-            r.name,
+            escape(r.name),
             f"[{colours[r.state]}]{r.state}[/]",
             str(r.pid) if r.pid is not None else "-",
             str(r.port) if r.port is not None else "-",
@@ -82,7 +83,7 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
     console = Console()
     console.print(table)
     if rows:
-        console.print(f"logs: {_short_path(rows[0].log_path.parent)}/NAME.log", highlight=False)
+        console.print(f"logs: {_short_path(rows[0].log_path.parent)}/NAME.log", highlight=False, markup=False)
 
 
 class _Clock:
