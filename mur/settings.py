@@ -401,7 +401,7 @@ class Settings(BaseSettings):
 
     def ray_auth_env(self) -> dict[str, str]:
         """``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN`` for a process that runs Ray (a head, a node, a driver)."""
-        env = {"RAY_AUTH_MODE": self.ray_auth_mode}
+        env: dict[str, str] = {"RAY_AUTH_MODE": self.ray_auth_mode}
         if self.ray_auth_mode == "token" and self.ray_auth_token:
             env["RAY_AUTH_TOKEN"] = self.ray_auth_token
         return env
