@@ -329,6 +329,9 @@ class ApiService:
         except TimeoutError:
             if decision.abandon():
                 raise DatabaseError(f"no answer from PostgreSQL within {self.db_timeout_s:g}s") from None
+        except asyncio.CancelledError:  # the request went away (client gone, Serve's timeout): no answer
+            decision.abandon()
+            raise
         try:  # the commit had begun: its outcome decides
             return await asyncio.wait_for(call, timeout=CALL_TIMEOUT_S)
         except TimeoutError:
