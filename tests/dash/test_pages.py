@@ -346,7 +346,10 @@ def test_admin_save_is_one_transaction(client: FlaskClient, dash_database: Datab
     from psycopg import sql
 
     trigger = sql.Identifier(f"mur_test_refuse_disable_{member.id}")
-    with dash_database.cursor() as cur:  # the database refuses to disable this one user
+    import psycopg
+
+    owner = dash_database.settings.pg_dsn()  # DDL needs the owner: the app's own role cannot change the schema
+    with psycopg.connect(owner, autocommit=True) as cur:  # the database refuses to disable this one user
         # DDL takes no bind parameters: identifiers and the id are composed by psycopg, never by f-strings
         cur.execute(
             sql.SQL(
@@ -362,7 +365,7 @@ def test_admin_save_is_one_transaction(client: FlaskClient, dash_database: Datab
         response = save_user(client, member.id, status="disabled", roles=("admin", "member"), quota=77)
         assert response.status_code == 500
     finally:
-        with dash_database.cursor() as cur:
+        with psycopg.connect(owner, autocommit=True) as cur:
             cur.execute(sql.SQL("DROP TRIGGER {name} ON users; DROP FUNCTION {name}()").format(name=trigger))
     unchanged = next(u for u in list_users(dash_database) if u.id == member.id)
     assert unchanged.roles == ("member",) and unchanged.quota_is_default and not unchanged.disabled
