@@ -348,7 +348,9 @@ def test_admin_save_is_one_transaction(client: FlaskClient, dash_database: Datab
     trigger = sql.Identifier(f"mur_test_refuse_disable_{member.id}")
     import psycopg
 
-    owner = dash_database.settings.pg_dsn()  # DDL needs the owner: the app's own role cannot change the schema
+    owner = (
+        dash_database.settings.pg_dsn()
+    )  # DDL needs the owner: the app's own role cannot change the schema
     with psycopg.connect(owner, autocommit=True) as cur:  # the database refuses to disable this one user
         # DDL takes no bind parameters: identifiers and the id are composed by psycopg, never by f-strings
         cur.execute(
