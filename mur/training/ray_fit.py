@@ -69,7 +69,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()  # [ray] set when restoring after a failure
     if checkpoint:
         with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / CKPT_FILE, weights_only=True)
+            state = load_checkpoint_state(Path(d) / CKPT_FILE)
             meta = json.loads((Path(d) / META_FILE).read_text())
         done = {name: {"best_state": s, **meta["done"][name]} for name, s in state["done"].items()}
         done.update({name: m for name, m in meta["done"].items() if "error" in m})
@@ -99,7 +99,6 @@ def _fit_item(
 
     import ray.train  # [ray]
     import ray.train.torch  # [ray]
-    import torch.distributed as dist
 
     from mur.model.network import build_model
     from mur.training.loop import (
@@ -149,11 +148,7 @@ def _fit_item(
     device = ray.train.torch.get_device()  # [ray]
     first_attempt = ray.train.get_checkpoint() is None
     if resume is None:  # the data-fitted start is a candidate too (epoch -1), as in fit_local
-        start_val = torch.tensor(eval_loss(model, val_loader, device), dtype=torch.float64)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(start_val)
-            start_val /= dist.get_world_size()
-        stopper.step(-1, float(start_val))
+        stopper.step(-1, mean_over_workers(eval_loss(model, val_loader, device), device))
 
     for epoch in range(start_epoch, tcfg.epochs):
         if fail_at is not None and epoch == fail_at and index == 0 and first_attempt and rank == 0:
@@ -162,11 +157,7 @@ def _fit_item(
             train_loader.sampler.set_epoch(epoch)
         started = time.perf_counter()
         train_loss = train_epoch(model, train_loader, optimizer, device)
-        val = torch.tensor(eval_loss(model, val_loader, device), dtype=torch.float64)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(val)  # identical decision on every worker
-            val /= dist.get_world_size()
-        val_loss = float(val)
+        val_loss = mean_over_workers(eval_loss(model, val_loader, device), device)  # same decision everywhere
         raw = unwrap(model)
         if stopper.step(epoch, val_loss):
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in raw.state_dict().items()})
@@ -249,7 +240,6 @@ def run_distributed_many(
     """Driver: one ``TorchTrainer.fit`` trains every item on the same worker group (workers started once);
     returns each item's best weights and history, or its error message."""
     import ray
-    import torch
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # [ray]
     from ray.train.torch import TorchConfig, TorchTrainer  # [ray]
 
@@ -258,6 +248,7 @@ def run_distributed_many(
         raise ValueError(f"fit items need distinct names, got {names}")
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
+        check_gpu_placement(scaling, ray.cluster_resources().get("GPU", 0.0))
         resources["GPU"] = scaling.gpus_per_worker
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -296,7 +287,7 @@ def run_distributed_many(
     if result.checkpoint is None:
         raise RuntimeError(f"Ray Train run {run_name} ended without a checkpoint")
     with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / CKPT_FILE, weights_only=True)
+        state = load_checkpoint_state(Path(d) / CKPT_FILE)  # a CPU driver reads a GPU run's checkpoint
         meta = json.loads((Path(d) / META_FILE).read_text())
     out: dict[str, TrainOutcome | str] = {}
     for name in names:
@@ -315,6 +306,45 @@ def run_distributed_many(
             batch_seconds=wall,
         )
     return out
+
+
+def mean_over_workers(value: float, device: torch.device) -> float:
+    """``value`` averaged over the Ray Train workers (itself without a process group). The tensor lives on
+    the worker's device: NCCL, the GPU backend, has no CPU tensors (``No backend type associated with device
+    type cpu``), so a collective on a CPU tensor fails before the first epoch of every GPU run."""
+    import torch.distributed as dist
+
+    tensor = torch.tensor(value, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor)
+        tensor /= dist.get_world_size()
+    return float(tensor.item())
+
+
+def load_checkpoint_state(path: Path) -> Any:
+    """A checkpoint's tensors, mapped to the CPU wherever they were saved (a GPU worker's weights read by a
+    CPU-only driver or worker; a GPU driver does not open a CUDA context for them). No pickle: weights only."""
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def check_gpu_placement(scaling: ScalingSettings, cluster_gpus: float) -> None:
+    """Refuse at once a GPU request the cluster cannot place, instead of Ray Train waiting for it forever
+    (``WorkerGroupStartupTimeoutError``, retried): more GPUs than the cluster has, or DDP ranks sharing a GPU
+    (NCCL refuses two ranks on one device: ``Duplicate GPU detected``). Separate one-worker trainings may
+    share a GPU (``num_workers=1``, ``gpus_per_worker`` < 1)."""
+    wanted = scaling.num_workers * scaling.gpus_per_worker
+    if scaling.num_workers > 1 and scaling.gpus_per_worker < 1:
+        raise ValueError(
+            f"{scaling.num_workers} DDP workers with {scaling.gpus_per_worker:g} GPU each would share a GPU, "
+            "which NCCL refuses; use gpus_per_worker=1 (MUR_GPUS_PER_WORKER), or num_workers=1 to share a GPU "
+            "between separate trainings"
+        )
+    if wanted > cluster_gpus:
+        raise ValueError(
+            f"--use-gpu asks for {scaling.num_workers} worker(s) x {scaling.gpus_per_worker:g} GPU = {wanted:g} "
+            f"GPU(s), but the Ray cluster has {cluster_gpus:g}; lower MUR_NUM_WORKERS (--workers) to "
+            f"{int(cluster_gpus // max(scaling.gpus_per_worker, 1e-9))} or add GPU nodes"
+        )
 
 
 def storage_for(settings: Settings) -> tuple[str, Any]:
