@@ -444,7 +444,8 @@ def assert_nothing_answers_without_ray_token(settings: Settings) -> None:
         httpx.get(settings.ray_address.rstrip("/") + "/api/serve/applications/", timeout=30).status_code
         == 401
     )
-    token = {"Authorization": f"Bearer {ray_token(settings)}"}
+    stack_token = ray_token(settings.model_copy(update={"ray_auth_token": None}))  # from its secrets file
+    token = {"Authorization": f"Bearer {stack_token}"}
     assert httpx.get(jobs, headers=token, timeout=30).status_code == 200
 
 

@@ -153,16 +153,24 @@ def test_mlflow_run_artifact_lands_in_s3(
         client.delete_experiment(experiment_id)
 
 
-def test_ray_jobs_api_answers_and_jobs_get_the_stack_env(services: Settings) -> None:
+def test_ray_jobs_api_answers_and_jobs_get_the_stack_env(services: Settings, tmp_path: Path) -> None:
+    """A job runs in the project's venv with the stack's S3 endpoint, but no S3 keys in its environment
+    (issue 22: they stay out of the Ray head's); a job given ``MUR_SECRETS_DIR`` reads them from its files."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     client = JobSubmissionClient(services.ray_address)
     assert isinstance(client.list_jobs(), list)
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir(mode=0o700)
+    (secrets_dir / "mur_s3_access_key").write_text("key-from-a-file")
     code = (
-        "import os, sys; print('PY', sys.executable); "
-        "print('ENV', os.environ.get('MLFLOW_S3_ENDPOINT_URL'), os.environ.get('AWS_ACCESS_KEY_ID'))"
+        "import os, sys; from mur.settings import Settings; print('PY', sys.executable); "
+        "print('ENV', os.environ.get('MLFLOW_S3_ENDPOINT_URL'), os.environ.get('AWS_ACCESS_KEY_ID')); "
+        "print('FILE', Settings().s3_access_key)"
     )
-    job_id = client.submit_job(entrypoint=f'python -c "{code}"')
+    job_id = client.submit_job(
+        entrypoint=f'python -c "{code}"', runtime_env={"env_vars": {"MUR_SECRETS_DIR": str(secrets_dir)}}
+    )
     deadline = time.monotonic() + 300
     while (status := client.get_job_status(job_id)) not in {
         JobStatus.SUCCEEDED,
@@ -174,7 +182,10 @@ def test_ray_jobs_api_answers_and_jobs_get_the_stack_env(services: Settings) -> 
     logs = client.get_job_logs(job_id)
     assert status == JobStatus.SUCCEEDED, logs
     assert f"PY {Path(sys.executable).parent}" in logs  # the project's venv, not the system python
-    assert f"ENV {services.s3_endpoint_url} {services.s3_access_key}" in logs
+    assert f"ENV {services.s3_endpoint_url} None" in logs  # no S3 key inherited from the head
+    assert "FILE key-from-a-file" in logs and "key-from-a-file" not in json.dumps(
+        client.get_job_info(job_id).runtime_env
+    )
     assert job_id in [j.submission_id for j in client.list_jobs()]
 
 
