@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,17 +45,19 @@ head, every node and every client. The local stack generates one token into its 
 
 def ray_token(settings: Settings) -> str:
     """``RAY_AUTH_TOKEN``, else a token generated once into ``{runtime_dir}/stack-secrets.json`` (mode 600)."""
-    if settings.ray_auth_token:
-        return settings.ray_auth_token
-    path = Path(settings.runtime_dir) / SECRETS_FILE
+    return settings.ray_auth_token or _generated_secret(
+        settings, "ray_auth_token", lambda: secrets.token_hex(32)
+    )
+
+
+def _generated_secret(settings: Settings, key: str, make: Callable[[], str]) -> str:
+    """``key`` of the stack's secrets file, made once by ``make`` (under the file's lock) and then kept."""
 
     def fill(data: dict[str, Any]) -> dict[str, Any] | None:
-        token = data.get("ray_auth_token")
-        return (
-            None if isinstance(token, str) and len(token) >= 32 else {"ray_auth_token": secrets.token_hex(32)}
-        )
+        value = data.get(key)
+        return None if isinstance(value, str) and len(value) >= 32 else {key: make()}
 
-    return str(secret_files.ensure(path, fill)["ray_auth_token"])
+    return str(secret_files.ensure(Path(settings.runtime_dir) / SECRETS_FILE, fill)[key])
 
 
 SECRETS_DIR = "secrets"
@@ -145,15 +148,7 @@ def stack_secret(settings: Settings) -> str:
     The dashboard signs sessions and derives its per-user API tokens with it: a key that changed at every
     start would log everybody out and revoke those tokens.
     """
-    if settings.secret_key:
-        return settings.secret_key
-    path = Path(settings.runtime_dir) / SECRETS_FILE
-
-    def fill(data: dict[str, Any]) -> dict[str, Any] | None:
-        key = data.get("secret_key")
-        return None if isinstance(key, str) and len(key) >= 32 else {"secret_key": secrets.token_urlsafe(32)}
-
-    return str(secret_files.ensure(path, fill)["secret_key"])
+    return settings.secret_key or _generated_secret(settings, "secret_key", lambda: secrets.token_urlsafe(32))
 
 
 # --- the market clock of the stack (mur/clock.py) --------------------------------------------------------

@@ -198,10 +198,11 @@ every artefact, so nothing else on Ray needs them."""
 
 
 def ray_auth(settings: Settings) -> dict[str, str]:
-    """Ray's authentication for a Ray process of the local stack: token mode with the stack's token, unless
-    the environment says ``RAY_AUTH_MODE=disabled`` (tests of the refusal itself)."""
-    mode = os.environ.get(RAY_AUTH_SWITCH, "token")
-    return {RAY_AUTH_SWITCH: mode, **({RAY_TOKEN_VAR: ray_token(settings)} if mode == "token" else {})}
+    """Ray's authentication for a Ray process of the local stack: ``RAY_AUTH_MODE`` (Settings: token unless
+    the environment says ``disabled``, for tests of the refusal) and, in token mode, the stack's token."""
+    if settings.ray_auth_mode != "token":
+        return {RAY_AUTH_SWITCH: settings.ray_auth_mode}
+    return {RAY_AUTH_SWITCH: "token", RAY_TOKEN_VAR: ray_token(settings)}
 
 
 def _ray_env(settings: Settings) -> dict[str, str]:
@@ -301,9 +302,7 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             env_unset=RAY_HEAD_UNSET,
             port=s.ray_dashboard_port,
             health_url=f"http://127.0.0.1:{s.ray_dashboard_port}/api/version",  # behind the token
-            health_headers={"Authorization": f"Bearer {ray_token(s)}"}
-            if ray_auth(s)[RAY_AUTH_SWITCH] == "token"
-            else {},
+            health_headers={"Authorization": f"Bearer {ray_token(s)}"} if s.ray_auth_mode == "token" else {},
             start_timeout_s=180,
             stop_timeout_s=20,
             stop_first=("raylet",),  # the order of `ray stop`: raylet, the rest, GCS last
