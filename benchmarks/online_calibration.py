@@ -1,0 +1,349 @@
+"""Benchmark: online calibration (mur/evaluation/online_conformal.py) over a replay of the bundled hours.
+
+    python benchmarks/online_calibration.py [--pairs btc_usdt eth_usdt sol_usdt] [--train-end 2024-07-01]
+        [--replay-end 2025-12-31] [--epochs 10] [--eta 0.05] [--out FILE]
+    python benchmarks/online_calibration.py --smoke   # one pair, a 4-unit model on 45 days, 400 hours (CI)
+
+Per pair: one model trained as ``mur train`` does (the default recipe, one year of candles before
+``--train-end``, offline calibration folded in, exported to ONNX), then **never retrained**: every later bundled
+hour up to ``--replay-end`` is forecast through the ONNX graph, as Serve would, and the outcome of a forecast
+for ``h`` hours ahead is fed back ``h`` hours later (the tracker of that horizon takes its step then). The
+replay span is unseen by the model (weights, calibration) and includes the crash of 2024-08-05.
+
+Prints per pair and horizon, on the same forecasts: the coverage of the 90 % range of the graph alone
+(static) and with the online scale (online), the interval skill of each against (a), the naive range
+(fixed quantiles of the training year's h-hour log returns), the online scale's skill against the static
+range, and the coverage of both in the crash fortnight (2024-07-29 .. 2024-08-12). The last line is the worst
+online coverage over pairs and horizons. A trained-once model over 18 months is the static calibration's
+worst case (the stack retrains hourly); the online scale starts at 1 and is carried over the whole replay.
+Writes ``benchmarks/results/online_calibration.json`` and a chart of running coverage (trailing 30 days)
+``benchmarks/results/online_calibration.png`` (plotly HTML without matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PAIRS = ("btc_usdt", "eth_usdt", "sol_usdt")
+CLOCK_AFTER_THE_DATA = datetime(2026, 1, 1, tzinfo=UTC)
+CRASH = (datetime(2024, 7, 29, tzinfo=UTC), datetime(2024, 8, 12, tzinfo=UTC))
+RUNNING_WINDOW_H = 30 * 24
+RESULTS = Path(__file__).parent / "results"
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def train_model(
+    pair: str, train_end: datetime, epochs: int, train_days: int, folder: Path, **overrides: Any
+) -> dict[str, Any]:
+    """Train ``pair`` on ``train_days`` before ``train_end`` (no registry); ``model.onnx`` lands in ``folder``."""
+    from mur.settings import Settings
+    from mur.training.driver import train_and_register
+    from mur.training.loop import LocalFit
+
+    settings = Settings(
+        market_data="bundled", train_days=train_days, clock_start=CLOCK_AFTER_THE_DATA, clock_speed=0
+    )
+    result = train_and_register(
+        settings,
+        pair,
+        fit=LocalFit(progress=False),
+        end=train_end,
+        out_dir=folder,
+        register=False,
+        epochs=epochs,
+        emit=lambda _m: None,
+        **overrides,
+    )
+    assert result.metrics is not None
+    return result.metrics.model_dump(mode="json")
+
+
+def replay_forecasts(pair: str, onnx: Path, train_end: datetime, replay_end: datetime) -> dict[str, Any]:
+    """The graph's forecasts for every hour in ``[train_end, replay_end)`` whose every horizon resolves by
+    ``replay_end``, with their outcomes, and baseline (a) fitted on the year before ``train_end``."""
+    from mur.data import get_market_data, regularize_hourly
+    from mur.evaluation.intervals import naive_quantiles
+    from mur.model.export import load_session, model_metadata, run_forecast
+    from mur.model.features import CLOSE_IDX, make_features, make_windows
+    from mur.settings import Settings
+
+    session = load_session(onnx)
+    meta = model_metadata(session)
+    seq_len = int(session.get_inputs()[0].shape[1])
+    horizons, levels = tuple(meta["horizons"]), tuple(meta["quantile_levels"])
+    source = get_market_data(Settings(market_data="bundled", clock_start=CLOCK_AFTER_THE_DATA, clock_speed=0))
+    candles = source.klines(pair, start=train_end - timedelta(days=365), end=replay_end)
+    candles, _filled = regularize_hourly(candles.reset_index(drop=True))
+    ts = candles["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None)
+    feats = make_features(candles, tuple(meta["features"]))
+    close = feats[:, CLOSE_IDX].astype(np.float64)
+    first = int(np.searchsorted(ts.to_numpy(), np.datetime64(train_end.replace(tzinfo=None)), side="left"))
+    # forecast made at the close of row r (window rows r-seq_len+1..r) for the close of row r+h
+    rows = np.arange(max(first - 1, seq_len - 1), len(feats) - max(horizons))
+    x, _ = make_windows(feats, seq_len)
+    windows = x[rows - seq_len + 1]
+    _point, q = run_forecast(session, windows)
+    assert q is not None
+    naive = naive_quantiles(close, first, horizons, levels)
+    return {
+        "horizons": horizons,
+        "levels": levels,
+        "made_at": ts.iloc[rows].to_numpy() + np.timedelta64(1, "h"),  # the hour after the last candle
+        "last": close[rows],
+        "quantiles": q,  # (n, H, L) prices
+        "actual": np.stack([close[rows + h] for h in horizons], axis=1),
+        "naive": close[rows][:, None, None] * np.exp(naive[None, :, :]),
+        "calibration": meta["calibration"],
+    }
+
+
+def evaluate(data: dict[str, Any], eta: float) -> dict[str, Any]:
+    """Static and online coverage, Winkler scores and skills per horizon over the replay."""
+    from mur.evaluation.intervals import winkler_scores
+    from mur.evaluation.online_conformal import OnlineParams, replay, running_coverage
+    from mur.model.quantile_config import interval_level
+
+    level = interval_level(data["levels"])
+    alpha = 1.0 - level
+    params = OnlineParams(level=level, eta=eta)
+    q, y, naive = data["quantiles"], data["actual"], data["naive"]
+    mid = list(data["levels"]).index(0.5)
+    made = data["made_at"]
+    crash = (made >= np.datetime64(CRASH[0].replace(tzinfo=None))) & (
+        made < np.datetime64(CRASH[1].replace(tzinfo=None))
+    )
+    out: dict[str, Any] = {}
+    for j, h in enumerate(data["horizons"]):
+        med, lo, hi = q[:, j, mid], q[:, j, 0], q[:, j, -1]
+        r = replay(med, lo, hi, y[:, j], h, params)
+        on_lo, on_hi = med * (lo / med) ** r.scales, med * (hi / med) ** r.scales
+        w_static = winkler_scores(lo, hi, y[:, j], alpha)
+        w_online = winkler_scores(on_lo, on_hi, y[:, j], alpha)
+        w_naive = winkler_scores(naive[:, j, 0], naive[:, j, -1], y[:, j], alpha)
+        months = made.astype("datetime64[M]")
+        out[str(h)] = {
+            "hours": int(h),
+            "n": int(len(y)),
+            "static_coverage": float(r.covered_base.mean()),
+            "online_coverage": float(r.covered.mean()),
+            "naive_coverage": float(np.mean((y[:, j] >= naive[:, j, 0]) & (y[:, j] <= naive[:, j, -1]))),
+            "static_skill_vs_naive": float(1 - w_static.mean() / w_naive.mean()),
+            "online_skill_vs_naive": float(1 - w_online.mean() / w_naive.mean()),
+            "online_skill_vs_static": float(1 - w_online.mean() / w_static.mean()),
+            "crash_static_coverage": float(r.covered_base[crash].mean()) if crash.any() else None,
+            "crash_online_coverage": float(r.covered[crash].mean()) if crash.any() else None,
+            "static_30d_within_003": _share_within(r.covered_base, level),
+            "online_30d_within_003": _share_within(r.covered, level),
+            "final_scale": float(r.scales[-1]),
+            "scale_range": [float(r.scales.min()), float(r.scales.max())],
+            "monthly": {
+                str(m): {
+                    "static": float(r.covered_base[months == m].mean()),
+                    "online": float(r.covered[months == m].mean()),
+                }
+                for m in np.unique(months)
+            },
+            "_running": {
+                "static": running_coverage(r.covered_base, RUNNING_WINDOW_H),
+                "online": running_coverage(r.covered, RUNNING_WINDOW_H),
+                "scale": r.scales,
+            },
+        }
+    return out
+
+
+def _share_within(covered: np.ndarray, level: float, band: float = 0.03) -> float | None:
+    """Share of the trailing 30-day windows (after the first 30 days) whose coverage is within ``band`` of
+    ``level``."""
+    from mur.evaluation.online_conformal import running_coverage
+
+    run = running_coverage(covered, RUNNING_WINDOW_H)[RUNNING_WINDOW_H:]
+    return float(np.mean(np.abs(run - level) <= band)) if len(run) else None
+
+
+def chart(results: dict[str, Any], made: dict[str, np.ndarray], level: float, path: Path) -> Path:
+    """Running coverage (trailing 30 days) static vs online per horizon, one row per pair."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plotly instead
+        return _chart_plotly(results, made, level, path.with_suffix(".html"))
+    pairs = list(results)
+    horizons = list(next(iter(results.values())))
+    fig, axes = plt.subplots(
+        len(pairs), len(horizons), figsize=(5 * len(horizons), 2.8 * len(pairs)), squeeze=False
+    )
+    for i, pair in enumerate(pairs):
+        for j, h in enumerate(horizons):
+            ax = axes[i][j]
+            run = results[pair][h]["_running"]
+            t = made[pair].astype("datetime64[h]").astype(datetime)
+            ax.plot(t, run["static"], label="static (graph alone)", color="tab:gray", lw=1)
+            ax.plot(t, run["online"], label="online scale", color="tab:blue", lw=1.2)
+            ax.axhline(level, color="black", lw=0.6, ls="--")
+            ax.axhspan(level - 0.03, level + 0.03, color="tab:green", alpha=0.08)
+            ax.axvspan(CRASH[0], CRASH[1], color="tab:red", alpha=0.12)
+            ax.set_ylim(0.6, 1.0)
+            ax.set_title(f"{pair} {h} h: running coverage (30 d)", fontsize=9)
+            ax.tick_params(labelsize=7)
+            if i == 0 and j == 0:
+                ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _chart_plotly(results: dict[str, Any], made: dict[str, np.ndarray], level: float, path: Path) -> Path:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    pairs = list(results)
+    horizons = list(next(iter(results.values())))
+    fig = make_subplots(
+        rows=len(pairs), cols=len(horizons), subplot_titles=[f"{p} {h} h" for p in pairs for h in horizons]
+    )
+    for i, pair in enumerate(pairs):
+        for j, h in enumerate(horizons):
+            run = results[pair][h]["_running"]
+            t = made[pair].astype("datetime64[h]").astype(str)
+            for name in ("static", "online"):
+                fig.add_trace(go.Scatter(x=t, y=run[name], name=name, showlegend=i == j == 0), i + 1, j + 1)
+            fig.add_hline(y=level, line_dash="dash", row=i + 1, col=j + 1)
+    fig.write_html(path, include_plotlyjs="cdn")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", nargs="+", default=list(PAIRS))
+    parser.add_argument("--train-end", default="2024-07-01")
+    parser.add_argument("--replay-end", default="2026-01-01", help="exclusive; default: the end of the data")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--train-days", type=int, default=365)
+    parser.add_argument("--eta", type=float, default=None, help="default: OnlineParams().eta")
+    parser.add_argument(
+        "--out", type=Path, help="default: benchmarks/results/online_calibration.json (smoke: none)"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="one pair, a 4-unit model on 45 days, 400 hours (CI)"
+    )
+    args = parser.parse_args()
+    from mur.evaluation.online_conformal import OnlineParams
+
+    eta = OnlineParams().eta if args.eta is None else args.eta
+    overrides: dict[str, Any] = {}
+    train_end, replay_end = _utc(args.train_end), _utc(args.replay_end)
+    if args.smoke:
+        args.pairs, args.epochs, args.train_days = args.pairs[:1], 1, 45
+        overrides["hidden_size"] = 4
+        replay_end = train_end + timedelta(hours=400 + 24)
+    elif args.out is None:
+        args.out = RESULTS / "online_calibration.json"
+
+    results: dict[str, Any] = {}
+    made: dict[str, np.ndarray] = {}
+    meta: dict[str, Any] = {}
+    level = 0.9
+    header = (
+        f"{'pair':<10} {'h':>3} {'n':>6} {'static cov':>10} {'online cov':>10} {'static skill':>12} "
+        f"{'online skill':>12} {'online vs static':>16} {'crash static':>12} {'crash online':>12}"
+    )
+    print(
+        f"eta {eta} (1 h; eta / sqrt(h) at h hours); train end {iso_day(train_end)}, replay to {iso_day(replay_end)}"
+    )
+    print(header)
+    print("-" * len(header))
+    for pair in args.pairs:
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            doc = train_model(pair, train_end, args.epochs, args.train_days, Path(tmp), **overrides)
+            data = replay_forecasts(pair, Path(tmp) / "model.onnx", train_end, replay_end)
+        from mur.model.quantile_config import interval_level
+
+        level = interval_level(data["levels"])
+        res = evaluate(data, eta)
+        results[pair], made[pair] = res, data["made_at"]
+        meta[pair] = {
+            "seconds": round(time.perf_counter() - started, 1),
+            "data_window": doc["data_window"],
+            "offline_test_window": doc["test_window"],
+            "offline_calibration": data["calibration"],
+            "replay": {"start": str(data["made_at"][0]), "end": str(data["made_at"][-1])},
+        }
+        for h, r in res.items():
+            crash = (
+                f"{r['crash_static_coverage']:>12.3f} {r['crash_online_coverage']:>12.3f}"
+                if r["crash_static_coverage"] is not None
+                else f"{'-':>12} {'-':>12}"
+            )
+            print(
+                f"{pair:<10} {h:>3} {r['n']:>6} {r['static_coverage']:>10.3f} {r['online_coverage']:>10.3f} "
+                f"{r['static_skill_vs_naive']:>+12.4f} {r['online_skill_vs_naive']:>+12.4f} "
+                f"{r['online_skill_vs_static']:>+16.4f} {crash}",
+                flush=True,
+            )
+    rows = [r for res in results.values() for r in res.values()]
+    figures = [r[k] for r in rows for k in ("static_coverage", "online_coverage", "online_skill_vs_static")]
+    if not rows or not all(math.isfinite(v) for v in figures):
+        raise SystemExit(f"FAIL: no finite figure in {figures}")
+    worst_online = max((r["online_coverage"] for r in rows), key=lambda c: abs(c - level))
+    worst_static = max((r["static_coverage"] for r in rows), key=lambda c: abs(c - level))
+    summary = {
+        "level": level,
+        "worst_online_coverage": worst_online,
+        "worst_static_coverage": worst_static,
+        "online_within_003_everywhere": all(abs(r["online_coverage"] - level) <= 0.03 for r in rows),
+    }
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        png = chart(results, made, level, args.out.with_suffix(".png"))
+        public = {
+            p: {h: {k: v for k, v in r.items() if not k.startswith("_")} for h, r in res.items()}
+            for p, res in results.items()
+        }
+        doc_out = {
+            "machine": {"platform": platform.platform(), "python": platform.python_version()},
+            "budget": {"epochs": args.epochs, "train_days": args.train_days, "eta": eta},
+            "pairs": meta,
+            "results": public,
+            "summary": summary,
+            "chart": png.name,
+        }
+        args.out.write_text(json.dumps(doc_out, indent=2))
+        print(f"\nwrote {args.out} and {png}")
+    print(
+        f"online coverage within +-0.03 of {level:.2f} at every pair and horizon: {summary['online_within_003_everywhere']}"
+    )
+    for key in ("static", "online"):
+        shares = [r[f"{key}_30d_within_003"] for r in rows if r[f"{key}_30d_within_003"] is not None]
+        if shares:
+            print(
+                f"{key}: 30-day windows within +-0.03, per pair and horizon: "
+                + " ".join(f"{v:.2f}" for v in shares)
+            )
+    print(f"worst static coverage: {worst_static:.3f}")
+    print(f"worst online coverage: {worst_online:.3f}")
+
+
+def iso_day(t: datetime) -> str:
+    return t.strftime("%Y-%m-%d")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,329 @@
+"""Online calibration state in PostgreSQL (``sql/0008_online_calibration.sql``): one quantile tracker per
+(pair, horizon, generation) of :mod:`mur.evaluation.online_conformal`, stepped by the track record's
+resolved forecasts.
+
+* serving: :func:`current_scales` (the scale to apply per horizon; 1 where no tracker exists yet), then
+  :func:`mark_applied_scales` on the stored forecasts (which scale their range was served with);
+* monitoring (every market hour): :func:`update_from_resolved` steps every tracker of a pair with the
+  forecasts resolved since the last call, each exactly once (``online_calibration_steps`` records it);
+* views: :func:`calibration_summary` (scale, coverage with and without it, interval skill of the scale) and
+  :func:`calibration_steps` (running coverage over time).
+
+**Which forecasts step a tracker**: the scored forecast of each (pair, target time, horizon), the first one
+served (earliest ``made_at``, then lowest id: the rule of ``sql/0007_scored_forecasts.sql``), with a range
+and a known close before the market hour, served for this generation or before online calibration
+(``calibration_generation`` NULL: the graph's range, scale 1). Steps are taken in target-time order, i.e. by
+resolution time: a 24 h forecast steps its tracker 24 hours after it was served.
+
+**A new champion carries the state over.** Champions change every few market hours (hourly retraining on a
+window one hour later, :doc:`docs/monitoring.md`) with the same recipe and nearly the same validation span,
+so they share the miscalibration the scale corrects (the regime after the validation span); starting each
+one at 1 would reset the scale before a single 24 h outcome of it resolved. The tracker is keyed by
+**generation** instead (quantile levels + offline calibration recipe,
+:func:`mur.evaluation.online_conformal.generation_for`): a new recipe or other levels start fresh at 1,
+and the old generation's state stays (a rollback resumes it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from mur.db.pool import Database
+from mur.evaluation.online_conformal import OnlineParams, OnlineState, Outcome, scale_band, step
+from mur.pairs import normalize_pair
+
+LOOKBACK = timedelta(days=30)
+"""How far back (target time) :func:`update_from_resolved` looks for forecasts not yet stepped."""
+
+
+@dataclass(frozen=True)
+class CalibrationRecord:
+    """One stored tracker and its running counts."""
+
+    pair: str
+    horizon_hours: int
+    generation: str
+    level: float
+    state: OnlineState
+    last_target_time: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def scale(self) -> float:
+        return self.state.scale
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready: the scale, coverage with and without it, mean Winkler scores (log-price percent)
+        and the scale's interval skill ``1 - W_scaled / W_graph`` on the same resolved forecasts."""
+        s = self.state
+        n = s.resolved
+        w, wb = (s.winkler_sum / n, s.winkler_base_sum / n) if n else (None, None)
+        return {
+            "horizon_hours": self.horizon_hours,
+            "generation": self.generation,
+            "level": self.level,
+            "scale": s.scale,
+            "resolved": n,
+            "coverage": s.coverage,
+            "coverage_without_scale": s.coverage_base,
+            "winkler": w,
+            "winkler_without_scale": wb,
+            "skill_vs_without_scale": (1.0 - w / wb) if w is not None and wb else None,
+            "last_target_time": None if self.last_target_time is None else self.last_target_time.isoformat(),
+        }
+
+
+def _record(row: dict[str, Any]) -> CalibrationRecord:
+    state = OnlineState(**{name: row[name] for name in OnlineState.__dataclass_fields__})
+    return CalibrationRecord(
+        pair=row["pair"],
+        horizon_hours=int(row["horizon_hours"]),
+        generation=row["generation"],
+        level=float(row["level"]),
+        state=state,
+        last_target_time=row["last_target_time"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+
+
+def load_calibration(
+    db: Database, *, pair: str, generation: str | None = None
+) -> dict[int, CalibrationRecord]:
+    """The stored trackers of ``pair`` (one generation, or the most recently updated one), by horizon."""
+    with db.cursor() as cur:
+        cur.execute(
+            """
+            SELECT pair, horizon_hours, generation, level, log_scale, integral, resolved, covered, covered_base, winkler_sum, winkler_base_sum, last_target_time, updated_at
+            FROM online_calibration
+            WHERE pair = %(pair)s
+              AND generation = COALESCE(%(generation)s::text, (
+                  SELECT generation FROM online_calibration WHERE pair = %(pair)s
+                  ORDER BY updated_at DESC, generation LIMIT 1))
+            ORDER BY horizon_hours
+            """,
+            {"pair": normalize_pair(pair), "generation": generation},
+        )
+        return {int(row["horizon_hours"]): _record(row) for row in cur.fetchall()}
+
+
+def save_calibration(db: Database, record: CalibrationRecord) -> CalibrationRecord:
+    """Store (insert or replace) one tracker; returns it as stored."""
+    with db.cursor() as cur:
+        _upsert(cur, record)
+        row = cur.fetchone()
+    assert row is not None
+    return _record(row)
+
+
+def _upsert(cur: Any, record: CalibrationRecord) -> None:
+    s = record.state
+    cur.execute(
+        """
+        INSERT INTO online_calibration (pair, horizon_hours, generation, level, log_scale, integral, resolved, covered, covered_base, winkler_sum, winkler_base_sum,
+                                        last_target_time, updated_at)
+        VALUES (%(pair)s, %(horizon)s, %(generation)s, %(level)s, %(log_scale)s, %(integral)s, %(resolved)s,
+                %(covered)s, %(covered_base)s, %(winkler_sum)s, %(winkler_base_sum)s, %(last)s, now())
+        ON CONFLICT (pair, horizon_hours, generation) DO UPDATE
+            SET level = EXCLUDED.level, log_scale = EXCLUDED.log_scale, integral = EXCLUDED.integral,
+                resolved = EXCLUDED.resolved, covered = EXCLUDED.covered, covered_base = EXCLUDED.covered_base,
+                winkler_sum = EXCLUDED.winkler_sum, winkler_base_sum = EXCLUDED.winkler_base_sum,
+                last_target_time = EXCLUDED.last_target_time, updated_at = now()
+        RETURNING pair, horizon_hours, generation, level, log_scale, integral, resolved, covered, covered_base, winkler_sum, winkler_base_sum, last_target_time, updated_at
+        """,
+        {
+            "pair": normalize_pair(record.pair),
+            "horizon": int(record.horizon_hours),
+            "generation": record.generation,
+            "level": float(record.level),
+            "log_scale": s.log_scale,
+            "integral": s.integral,
+            "resolved": s.resolved,
+            "covered": s.covered,
+            "covered_base": s.covered_base,
+            "winkler_sum": s.winkler_sum,
+            "winkler_base_sum": s.winkler_base_sum,
+            "last": None if record.last_target_time is None else _utc(record.last_target_time),
+        },
+    )
+
+
+def current_scales(
+    db: Database, *, pair: str, generation: str, horizons: Sequence[int] = ()
+) -> dict[int, float]:
+    """For serving: the scale to apply per horizon of ``pair`` (``horizons`` default to the stored ones;
+    1.0 for a horizon without a tracker: the graph's own range)."""
+    stored = load_calibration(db, pair=pair, generation=generation)
+    out = {int(h): 1.0 for h in horizons}
+    out.update({h: r.scale for h, r in stored.items() if not horizons or h in out})
+    return out
+
+
+def mark_applied_scales(db: Database, *, scales: Iterable[tuple[int, float]], generation: str) -> int:
+    """For serving, after storing a forecast (:func:`mur.db.forecasts.record_forecast_body`): record which
+    scale each stored forecast's range was served with, as ``(forecast id, scale)``; returns rows marked."""
+    pairs = [(int(i), float(s)) for i, s in scales]
+    if any(not (math.isfinite(s) and s > 0) for _, s in pairs):
+        raise ValueError("a calibration scale must be a positive finite number")
+    if not pairs:
+        return 0
+    with db.cursor() as cur:
+        cur.execute(
+            """
+            UPDATE forecasts f SET calibration_scale = m.scale, calibration_generation = %(generation)s
+            FROM unnest(%(ids)s::bigint[], %(scales)s::float8[]) AS m(id, scale)
+            WHERE f.id = m.id
+            """,
+            {"ids": [i for i, _ in pairs], "scales": [s for _, s in pairs], "generation": generation},
+        )
+        return int(cur.rowcount)
+
+
+_RESOLVED_NOT_STEPPED = """
+WITH scored AS (
+    SELECT DISTINCT ON (pair, target_time, horizon_hours)
+           id, target_time, horizon_hours, predicted, lower, upper, level, actual, calibration_scale,
+           calibration_generation
+    FROM forecasts
+    WHERE pair = %(pair)s AND target_time >= %(since)s
+    ORDER BY pair, target_time, horizon_hours, made_at, id
+)
+SELECT id, target_time, horizon_hours, predicted, lower, upper, level, actual,
+       COALESCE(calibration_scale, 1.0) AS applied_scale
+FROM scored s
+WHERE s.actual IS NOT NULL AND s.target_time < %(hour)s
+  AND s.lower IS NOT NULL AND s.upper IS NOT NULL
+  AND s.lower > 0 AND s.predicted > 0 AND s.actual > 0
+  AND (s.calibration_generation IS NULL OR s.calibration_generation = %(generation)s)
+  AND NOT EXISTS (SELECT 1 FROM online_calibration_steps c WHERE c.forecast_id = s.id)
+ORDER BY s.target_time, s.horizon_hours, s.id
+"""
+
+
+def update_from_resolved(
+    db: Database,
+    *,
+    pair: str,
+    generation: str,
+    market_hour: datetime,
+    params: OnlineParams | None = None,
+    lookback: timedelta = LOOKBACK,
+) -> dict[int, CalibrationRecord]:
+    """For the monitoring task, every market hour: step ``pair``'s trackers (this generation) with every
+    scored forecast resolved before ``market_hour`` and not stepped yet (targets within ``lookback``), in
+    resolution order, each exactly once; one transaction (concurrent calls for the same pair and
+    generation wait for each other). Returns every tracker of the pair and generation after the update."""
+    params = params or OnlineParams()
+    pair = normalize_pair(pair)
+    hour = _utc(market_hour)
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('online_calibration:' || %(pair)s || ':' || %(generation)s))",
+            {"pair": pair, "generation": generation},
+        )
+        cur.execute(
+            """
+            SELECT pair, horizon_hours, generation, level, log_scale, integral, resolved, covered, covered_base, winkler_sum, winkler_base_sum, last_target_time, updated_at
+            FROM online_calibration WHERE pair = %(pair)s AND generation = %(generation)s
+            """,
+            {"pair": pair, "generation": generation},
+        )
+        records = {int(row["horizon_hours"]): _record(row) for row in cur.fetchall()}
+        cur.execute(
+            _RESOLVED_NOT_STEPPED,
+            {"pair": pair, "generation": generation, "since": hour - lookback, "hour": hour},
+        )
+        steps: list[dict[str, Any]] = []
+        changed: set[int] = set()
+        for row in cur.fetchall():
+            h = int(row["horizon_hours"])
+            level = float(row["level"]) if row["level"] is not None else params.level
+            rec = records.get(h) or CalibrationRecord(pair, h, generation, level, OnlineState())
+            applied = float(row["applied_scale"])
+            outcome = Outcome(
+                median=float(row["predicted"]),
+                lower=float(row["lower"]),
+                upper=float(row["upper"]),
+                actual=float(row["actual"]),
+                applied_scale=applied,
+            )
+            before = rec.state
+            after = step(before, outcome, h, replace(params, level=level))
+            records[h] = replace(rec, level=level, state=after, last_target_time=row["target_time"])
+            changed.add(h)
+            base_lo, base_hi = scale_band(outcome.median, outcome.lower, outcome.upper, 1.0 / applied)
+            steps.append(
+                {
+                    "id": int(row["id"]),
+                    "pair": pair,
+                    "horizon": h,
+                    "generation": generation,
+                    "target_time": row["target_time"],
+                    "applied": applied,
+                    "covered": after.covered > before.covered,
+                    "covered_base": base_lo <= outcome.actual <= base_hi,
+                    "scale_after": after.scale,
+                }
+            )
+        if steps:
+            cur.executemany(
+                """
+                INSERT INTO online_calibration_steps (forecast_id, pair, horizon_hours, generation, target_time,
+                                                      applied_scale, covered, covered_base, scale_after)
+                VALUES (%(id)s, %(pair)s, %(horizon)s, %(generation)s, %(target_time)s, %(applied)s,
+                        %(covered)s, %(covered_base)s, %(scale_after)s)
+                """,
+                steps,
+            )
+        for h in sorted(changed):
+            _upsert(cur, records[h])
+    return dict(sorted(records.items()))
+
+
+def calibration_summary(db: Database, *, pair: str, generation: str | None = None) -> list[dict[str, Any]]:
+    """For ``/v1/monitoring/{pair}`` and the dashboard: per horizon, the current scale and the running
+    coverage of the resolved forecasts with it (as served) and without it (the graph's range), their mean
+    Winkler scores and the scale's interval skill. Empty before the first resolved forecast."""
+    return [r.summary() for r in load_calibration(db, pair=pair, generation=generation).values()]
+
+
+def calibration_steps(
+    db: Database,
+    *,
+    pair: str,
+    generation: str,
+    horizon_hours: int | None = None,
+    since: datetime | None = None,
+    limit: int = 5000,
+) -> list[dict[str, Any]]:
+    """The stepped forecasts of ``pair`` in resolution order (for a running-coverage chart): target time,
+    horizon, the scale served, covered with and without it, the scale after the step."""
+    with db.cursor() as cur:
+        cur.execute(
+            """
+            SELECT forecast_id, target_time, horizon_hours, applied_scale, covered, covered_base, scale_after
+            FROM (
+                SELECT * FROM online_calibration_steps
+                WHERE pair = %(pair)s AND generation = %(generation)s
+                  AND (%(horizon)s::int IS NULL OR horizon_hours = %(horizon)s)
+                  AND (%(since)s::timestamptz IS NULL OR target_time >= %(since)s)
+                ORDER BY target_time DESC, horizon_hours LIMIT %(limit)s
+            ) recent
+            ORDER BY target_time, horizon_hours
+            """,
+            {
+                "pair": normalize_pair(pair),
+                "generation": generation,
+                "horizon": horizon_hours,
+                "since": None if since is None else _utc(since),
+                "limit": max(int(limit), 0),
+            },
+        )
+        return [dict(row) for row in cur.fetchall()]
