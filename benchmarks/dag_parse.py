@@ -1,6 +1,7 @@
 """Benchmark: how long Airflow takes to parse the project's dags/ folder, and what parsing imports.
 
     python benchmarks/dag_parse.py [--repeat 5]
+    python benchmarks/dag_parse.py --smoke     # one repetition; the timing target is reported, not enforced
 
 Each repetition runs in a fresh interpreter (like a DAG processor's parsing subprocess, which already has
 Airflow loaded): it imports Airflow's DagBag, then times ``DagBag(dags/)``. Prints the import time, the
@@ -49,7 +50,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--dags", type=Path, default=ROOT / "dags")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one repetition; fails on an import error or a heavy module, not on the time (CI: a busy "
+        "machine is no regression)",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.repeat = 1
     with tempfile.TemporaryDirectory(prefix="mur-dag-parse-") as home:
         env = {
             **os.environ,
@@ -72,8 +81,10 @@ def main() -> int:
         print(f"  {f['file']:<40} {f['seconds']:.3f} s  {f['dags']} DAG(s), {f['tasks']} task(s)")
     print(f"import errors      : {last['errors'] or 'none'}")
     print(f"heavy modules      : {', '.join(last['heavy']) or 'none'} (target: none)")
-    ok = max(parse) < 2.0 and not last["errors"] and not last["heavy"]
-    print("result             :", "OK" if ok else "FAIL")
+    fast = max(parse) < 2.0
+    ok = (fast or args.smoke) and not last["errors"] and not last["heavy"] and bool(last["dags"])
+    note = " (smoke: the time is not checked)" if args.smoke and ok and not fast else ""
+    print("result             :", ("OK" if ok else "FAIL") + note)
     return 0 if ok else 1
 
 

@@ -4,6 +4,7 @@ the hourly training cycle.
     .venv/bin/python benchmarks/pairs.py --pairs 10 50 200
     .venv/bin/python benchmarks/pairs.py --pairs 10 50 --concurrency 16 --requests 1500 --train-sample 4
     .venv/bin/python benchmarks/pairs.py --train-sample 0   # Serve only; the last training figures kept
+    .venv/bin/python benchmarks/pairs.py --smoke   # 2 then 3 pairs, 20 requests, no training, no JSON (CI)
 
 Needs the stack (``mur up``: S3, MLflow, Ray) and PostgreSQL. It uses synthetic pairs (``syn001_usdt`` …,
 ``mur/data/synthetic.py``; ``MUR_SYNTHETIC_PAIRS`` is set for the app), one small model trained once and
@@ -26,6 +27,7 @@ gate), default settings: full trainings, the next hour's warm starts from those 
 (``mur/training/warm_start.py``), then one pair per job to separate a job's fixed cost from a pair's; the
 cycle for 100 pairs follows, the full run amortized over ``MUR_FULL_RETRAIN_HOURS``. The last
 lines are ``pairs served: N``, ``serve memory per added pair: X MB``, ``hourly cycle for 100 pairs: Y s``.
+A failed request or a latency that is not a finite number fails the run (exit 1, nothing written).
 """
 
 from __future__ import annotations
@@ -383,13 +385,25 @@ def main() -> None:
         help="start S3, MLflow and Ray if down (stopped again at the end)",
     )
     parser.add_argument("--stop-services", action="store_true", help="stop S3, MLflow and Ray at the end")
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "pairs.json")
+    parser.add_argument("--json", type=Path, help="default: benchmarks/results/pairs.json (smoke: none)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a 2-pair baseline and 3 pairs, a 4-unit model, 20 requests at 2 concurrent, no training "
+        "cycle, no JSON unless --json: does it still measure? (CI)",
+    )
     opts = parser.parse_args()
+    opts.baseline = BASELINE_PAIRS
+    if opts.smoke:
+        opts.pairs, opts.baseline, opts.concurrency, opts.requests = [3], 2, 2, 20
+        opts.train_sample = 0
+    elif opts.json is None:
+        opts.json = ROOT / "benchmarks" / "results" / "pairs.json"
 
     from mur.data import synthetic_pairs
     from mur.settings import Settings
 
-    most = max([*opts.pairs, BASELINE_PAIRS])
+    most = max([*opts.pairs, opts.baseline])
     bench = None if opts.train_only else _bench_serve()
     started: list[str] = []
     if opts.start_services:
@@ -403,9 +417,12 @@ def main() -> None:
                 train_settings(opts, most), synthetic_pairs(most)[: opts.train_sample], opts.slots
             )
             print(json.dumps(cycle))
-            saved = json.loads(opts.json.read_text()) if opts.json.exists() else {}
-            opts.json.parent.mkdir(parents=True, exist_ok=True)
-            opts.json.write_text(json.dumps({**saved, "training": cycle}, indent=2) + "\n")  # Serve rows kept
+            if opts.json is not None:
+                saved = json.loads(opts.json.read_text()) if opts.json.exists() else {}
+                opts.json.parent.mkdir(parents=True, exist_ok=True)
+                opts.json.write_text(
+                    json.dumps({**saved, "training": cycle}, indent=2) + "\n"
+                )  # Serve rows kept
             print(training_line(cycle))
             print(f"hourly cycle for 100 pairs: {cycle['cycle_100_s']} s")
         else:
@@ -434,7 +451,7 @@ def run(opts: Any, bench: Any) -> None:
     from mur.settings import Settings
     from serve_app.deploy import undeploy
 
-    most = max([*opts.pairs, BASELINE_PAIRS])
+    most = max([*opts.pairs, opts.baseline])
     settings = Settings().model_copy(
         update={
             "registry_prefix": opts.prefix,
@@ -446,7 +463,7 @@ def run(opts: Any, bench: Any) -> None:
     )
     pairs = synthetic_pairs(most)
     began = time.monotonic()
-    base_version = bench.ensure_champion(settings, pairs[0])
+    base_version = bench.ensure_champion(settings, pairs[0], tiny=opts.smoke)
     versions = register_pairs(settings, pairs, pairs[0], base_version)
     print(
         f"[setup] {len(versions)} synthetic pairs registered in {time.monotonic() - began:.0f}s", flush=True
@@ -454,7 +471,7 @@ def run(opts: Any, bench: Any) -> None:
     token = bench.make_token(settings)
     rows = []
     try:
-        for n in sorted({BASELINE_PAIRS, *opts.pairs}):
+        for n in sorted({opts.baseline, *opts.pairs}):
             rows.append(measure(settings, token, pairs[:n], opts, versions["syn002_usdt"] - 1))
     except Exception:  # shown before the teardown: stopping Ray afterwards may end this driver abruptly
         traceback.print_exc()
@@ -465,9 +482,9 @@ def run(opts: Any, bench: Any) -> None:
                 undeploy(settings)
             except Exception as exc:  # report, keep the figures
                 print(f"[teardown] {exc}", flush=True)
-    base = next(r for r in rows if r["pairs"] == BASELINE_PAIRS)
+    base = next(r for r in rows if r["pairs"] == opts.baseline)
     for row in rows:
-        added = row["pairs"] - BASELINE_PAIRS
+        added = row["pairs"] - opts.baseline
         row["mb_per_added_pair"] = (
             round((row["serve_pss_mb"] - base["serve_pss_mb"]) / added, 2) if added else None
         )
@@ -475,7 +492,19 @@ def run(opts: Any, bench: Any) -> None:
         row["post_p50_vs_5_pairs"] = (
             round(row["post_p50_ms"] / base["post_p50_ms"], 2) if base["post_p50_ms"] else None
         )
-    saved = json.loads(opts.json.read_text()) if opts.json.exists() else {}
+    problems = [
+        f"N={r['pairs']}: {r['errors']} GET and {r['post_errors']} POST request(s) failed"
+        for r in rows
+        if r["errors"] or r["post_errors"]
+    ] + [
+        f"N={r['pairs']}: {k} is {r[k]}"
+        for r in rows
+        for k in ("p50_ms", "p99_ms", "post_p50_ms", "post_p99_ms", "rps", "serve_pss_mb")
+        if not math.isfinite(r[k]) or r[k] <= 0
+    ]
+    if problems:  # failed requests or missing figures: no measurement, nothing written
+        raise SystemExit("FAIL: " + "; ".join(problems))
+    saved = json.loads(opts.json.read_text()) if opts.json is not None and opts.json.exists() else {}
     if opts.train_sample:
         cycle = training_cycle(train_settings(opts, most), pairs[: opts.train_sample], opts.slots)
     else:  # --train-sample 0: the last measured cycle is kept (and said to be kept)
@@ -497,8 +526,9 @@ def run(opts: Any, bench: Any) -> None:
             "cycle_100_s": TARGET_CYCLE_S,
         },
     }
-    opts.json.parent.mkdir(parents=True, exist_ok=True)
-    opts.json.write_text(json.dumps(result, indent=2) + "\n")
+    if opts.json is not None:
+        opts.json.parent.mkdir(parents=True, exist_ok=True)
+        opts.json.write_text(json.dumps(result, indent=2) + "\n")
     print()
     for row in rows:
         print(

@@ -1,6 +1,7 @@
 """Benchmark: how much 1/4/24 h interval skill the model's volatility structure *could* reach on a test span.
 
     python benchmarks/quality_ceiling.py [--pairs btc_usdt ...] [--no-exploration] [--out FILE]
+    python benchmarks/quality_ceiling.py --smoke   # one pair, 45 days, 20 refinement steps (CI; no --out)
 
 Same data, split, features, baselines and Winkler score as ``benchmarks/quality.py`` (market clock frozen
 after the bundled data, last ``--train-days`` days, test = last 10 % of the hours, baseline (a) fitted on
@@ -78,7 +79,12 @@ def conformal(model: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def winkler_optimal(
-    model: Any, x: np.ndarray, y: np.ndarray, scale: np.ndarray, x_eval: np.ndarray | None = None
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    scale: np.ndarray,
+    x_eval: np.ndarray | None = None,
+    steps: int = BEST_STEPS,
 ) -> np.ndarray:
     """Price quantiles ``(n, H, L)`` from the structure of ``model`` (fitted on ``x``) with ``A`` and the
     two interval ends' offsets re-fitted to minimize the outer levels' pinball loss on ``(x, y)`` itself
@@ -109,9 +115,9 @@ def winkler_optimal(
         return -torch.exp(log_sigma + b_lo), torch.exp(log_sigma + b_hi)
 
     optimizer = torch.optim.Adam([coef, b_lo, b_hi], lr=BEST_LR)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, BEST_STEPS)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     scale_y = target.abs().mean(0)  # every horizon weighs the same
-    for _ in range(BEST_STEPS):
+    for _ in range(steps):
         optimizer.zero_grad()
         lo, hi = ends(v, season)
         d_lo, d_hi = target - lo, target - hi
@@ -144,8 +150,11 @@ def fit_structure(mcfg: Any, seed: int, x: np.ndarray, y: np.ndarray, ridge: boo
         network.PRIOR_WEIGHT = prior
 
 
-def evaluate_period(pair: str, end: datetime | None, train_days: int) -> dict[str, Any]:
-    """Every variant's per-horizon interval skill vs (a) and coverage on one pair-period's test span."""
+def evaluate_period(
+    pair: str, end: datetime | None, train_days: int, steps: int = BEST_STEPS
+) -> dict[str, Any]:
+    """Every variant's per-horizon interval skill vs (a) and coverage on one pair-period's test span
+    (``steps``: of the ``best`` refinement)."""
     from mur.evaluation.metrics import evaluate_horizons
     from mur.settings import Settings
     from mur.training.driver import load_candles, prepare
@@ -167,7 +176,7 @@ def evaluate_period(pair: str, end: datetime | None, train_days: int) -> dict[st
     k_ols = conformal(ols, x_te, y_te)
     half = len(x_te) // 2
     cross = [  # each half of the test span scored by the Winkler refinement fitted on the other half
-        winkler_optimal(ols, x_te[fit_part], y_te[fit_part], k_ols, x_te[eval_part])
+        winkler_optimal(ols, x_te[fit_part], y_te[fit_part], k_ols, x_te[eval_part], steps)
         for fit_part, eval_part in (
             (slice(half, None), slice(None, half)),
             (slice(None, half), slice(half, None)),
@@ -178,7 +187,7 @@ def evaluate_period(pair: str, end: datetime | None, train_days: int) -> dict[st
         "level": calibrated_prices(fitted, x_te, conformal(fitted, x_te, y_te)),
         "ceiling": calibrated_prices(recipe, x_te, conformal(recipe, x_te, y_te)),
         "ols": calibrated_prices(ols, x_te, k_ols),
-        "best": winkler_optimal(ols, x_te, y_te, k_ols),
+        "best": winkler_optimal(ols, x_te, y_te, k_ols, steps=steps),
         "best_xfit": np.concatenate(cross),
     }
     test_ts = ds.timestamps[ds.split.test]
@@ -216,14 +225,24 @@ def main() -> None:
     parser.add_argument("--no-exploration", action="store_true", help="only the benchmark's test spans")
     results = Path(__file__).parent / "results"
     parser.add_argument("--reference", type=Path, default=results / "quality.json")
-    parser.add_argument("--out", type=Path, default=results / "quality_ceiling.json")
+    parser.add_argument("--out", type=Path, help="default: results/quality_ceiling.json (smoke: none)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one pair, 45 days, no exploration, 20 refinement steps: does it still run and score? (CI)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
+    steps = BEST_STEPS
+    if args.smoke:
+        args.pairs, args.train_days, args.no_exploration, steps = args.pairs[:1], 45, True, 20
+    elif args.out is None:
+        args.out = results / "quality_ceiling.json"
 
     periods: list[tuple[str, datetime | None]] = [(p, None) for p in args.pairs]
     if not args.no_exploration:
         periods += [(p, e) for e in EXPLORATION_ENDS for p in EXPLORATION_PAIRS if p in args.pairs]
-    reference = benchmark_reference(args.reference)
+    reference = {} if args.smoke else benchmark_reference(args.reference)  # smoke: other data, no match
     header = (
         f"{'pair':<9} {'window end':<10} {'h':>3} " + " ".join(f"{v:>8}" for v in VARIANTS) + " benchmark"
     )
@@ -232,7 +251,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     for pair, end in periods:
-        res = evaluate_period(pair, end, args.train_days)
+        res = evaluate_period(pair, end, args.train_days, steps)
         rows.append(res)
         ref = reference.get(pair) if end is None else None
         if ref is not None:
@@ -267,19 +286,19 @@ def main() -> None:
     summary["1h_best_ge_015"] = {
         f"{r['pair']}@{r['window_end'] or 'benchmark'}": r["best"]["interval_skill"][0] >= 0.15 for r in rows
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "machine": {"platform": platform.platform(), "python": platform.python_version()},
-                "budget": {"train_days": args.train_days, "best_steps": BEST_STEPS, "best_lr": BEST_LR},
-                "seconds": round(time.perf_counter() - started, 1),
-                "periods": rows,
-                "summary": summary,
-            },
-            indent=2,
-        )
-    )
+    skills = [x for r in rows for v in VARIANTS for x in r[v]["interval_skill"] + r[v]["coverage"]]
+    if not rows or not all(np.isfinite(skills)):
+        raise SystemExit(f"FAIL: a score is not a finite number: {rows}")
+    doc = {
+        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "budget": {"train_days": args.train_days, "best_steps": steps, "best_lr": BEST_LR},
+        "seconds": round(time.perf_counter() - started, 1),
+        "periods": rows,
+        "summary": summary,
+    }
+    if args.out is not None:  # the smoke run writes nothing unless asked
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(doc, indent=2))
     print()
     for key, value in summary.items():
         if isinstance(value, float):

@@ -57,7 +57,10 @@ FORM_PAIR_PATTERN = PAIR_PATTERN.replace("a-z0-9", "A-Za-z0-9")
     params={
         "pairs": Param(
             [],
-            type="array",
+            type=[
+                "null",
+                "array",
+            ],  # "null" in the type: the form does not mark it required (empty is allowed)
             items={"type": "string", "pattern": FORM_PAIR_PATTERN},
             title="Pairs",
             description="Pairs to train, e.g. btc_usdt. Empty: Variable mur_pairs, else every configured pair.",
@@ -69,7 +72,10 @@ FORM_PAIR_PATTERN = PAIR_PATTERN.replace("a-z0-9", "A-Za-z0-9")
             title="Training window end",
             description=(
                 "Train on candles strictly before this market time (UTC; after market now: market now). "
-                "Empty: the run's data interval end (the market hour it stands for)."
+                "Empty: the run's data interval end (the market hour it stands for). Dates here are the "
+                "market's (mur clock), not the wall clock's: the Logical Date field above is pre-filled with "
+                "your browser's clock; kept as it is, the run stands for the market hour that closed last; a "
+                "logical date you type must lie before market now (a later one is refused)."
             ),
         ),
         "epochs": Param(
@@ -84,6 +90,7 @@ FORM_PAIR_PATTERN = PAIR_PATTERN.replace("a-z0-9", "A-Za-z0-9")
             None,
             type=["null", "string"],
             enum=[None, "lstm", "gru"],
+            values_display={"null": f"default (MUR_ARCH: {settings.arch})", "lstm": "LSTM", "gru": "GRU"},
             title="Architecture",
             description="Recurrent cell. Empty: MUR_ARCH.",
         ),

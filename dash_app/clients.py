@@ -106,6 +106,15 @@ class ServeForecast:
     last_close: float | None = None
     candle_time: datetime | None = None
     horizons: tuple[HorizonBand, ...] = ()
+    model_trained_until: datetime | None = None
+    """The last candle the model was trained on (its age is market now minus this)."""
+
+    @property
+    def close_time(self) -> datetime:
+        """When the forecast candle closes: the time this forecast is for (``target_time`` is its open)."""
+        from datetime import timedelta
+
+        return self.target_time + timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -221,4 +230,5 @@ class ServeClient:
             last_close=_number(body.get("last_close")),
             candle_time=_parse_time(body.get("candle_time")),
             horizons=_bands(body.get("horizons")),
+            model_trained_until=_parse_time(body.get("model_trained_until")),
         )

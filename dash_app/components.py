@@ -11,7 +11,12 @@ from dash.development.base_component import Component
 
 from dash_app.clients import ChampionModel
 
-METRIC_COLUMNS = (("mae", "MAE"), ("rmse", "RMSE"), ("mape", "MAPE %"), ("directional_accuracy", "direction"))
+METRIC_COLUMNS = (
+    ("mae", "MAE"),
+    ("rmse", "RMSE"),
+    ("mape", "MAPE"),
+    ("directional_accuracy", "direction right"),
+)
 METRIC_ROWS = (("model", "model"), ("persistence", "persistence"), ("linear", "linear"))
 
 
@@ -27,6 +32,43 @@ def fmt_number(value: float | None, digits: int = 6) -> str:
 
 def fmt_time(value: datetime | None) -> str:
     return "–" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def fmt_span(seconds: float) -> str:
+    """A duration in plain words: ``54 min``, ``3 h 5 min``, ``2 d 3 h``."""
+    minutes = max(0, int(round(seconds / 60)))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def fmt_close(close_time: datetime, now: datetime) -> str:
+    """``close at 08:00 UTC (in 54 min, market time)``: when a forecast candle closes, relative to market
+    ``now`` (the date is said when it is not today's)."""
+    when = close_time.strftime("%H:%M UTC" if close_time.date() == now.date() else "%Y-%m-%d %H:%M UTC")
+    delta = (close_time - now).total_seconds()
+    relative = f"in {fmt_span(delta)}" if delta >= 0 else f"{fmt_span(-delta)} ago"
+    return f"close at {when} ({relative}, market time)"
+
+
+def fmt_age(trained_until: datetime, now: datetime) -> str:
+    """``trained 3 market hours ago``: the model's age from its last training candle to market ``now``."""
+    hours = max(0, int((now - trained_until).total_seconds() // 3600))
+    if hours == 0:
+        return "trained within the last market hour"
+    unit = "market hour" if hours == 1 else "market hours"
+    return (
+        f"trained {hours} {unit} ago" if hours < 48 else f"trained {fmt_span(hours * 3600)} ago (market time)"
+    )
+
+
+def fmt_pct(value: float | None, digits: int = 1) -> str:
+    """A share as a percentage (``0.883`` -> ``88.3%``), or an en dash."""
+    return "–" if value is None else f"{value * 100:.{digits}f}%"
 
 
 def data_table(header: Sequence[str], rows: Sequence[Sequence[Any]], **kwargs: Any) -> Component:
@@ -46,10 +88,30 @@ def metrics_table(model: ChampionModel) -> Component:
     rows = []
     for key, label in METRIC_ROWS:
         if isinstance(model.metrics.get(key), dict):
-            rows.append([label, *(fmt_number(model.metric(key, name), 5) for name, _ in METRIC_COLUMNS)])
+            rows.append(
+                [label, *(_metric_cell(key, name, model.metric(key, name)) for name, _ in METRIC_COLUMNS)]
+            )
     if not rows:
         return html.P("No test metrics recorded for this version.", className="muted")
     return data_table(["", *(title for _, title in METRIC_COLUMNS)], rows)
+
+
+def _metric_cell(predictor: str, name: str, value: float | None) -> str:
+    """A test metric as people read it: MAPE in percent with two decimals, direction as a share; persistence
+    predicts no change, so it has no direction to get right ("n/a", not "0")."""
+    if name == "directional_accuracy":
+        return "n/a (no change)" if predictor == "persistence" else fmt_pct(value)
+    if name == "mape":
+        return "–" if value is None else f"{value:.2f}%"
+    return fmt_number(value, 5)
+
+
+def fmt_signed_pct(value: float | None, digits: int = 1) -> str:
+    """A signed percentage (``0.0123`` -> ``+1.2%``); one that rounds to zero is ``0.0%`` (never ``-0.0%``)."""
+    if value is None:
+        return "–"
+    text = f"{value * 100:+.{digits}f}%"
+    return text[1:] if float(text[:-1]) == 0 else text
 
 
 def champion_summary(model: ChampionModel) -> Component:
@@ -92,7 +154,10 @@ def _point_sentence(skill: float | None) -> str:
         return "Point forecast: no skill figure."
     if skill > 0:
         return f"Point forecast: {skill:.2%} smaller errors than 'no change' (persistence) on unseen hours."
-    return f"Point forecast: no better than 'no change' (skill {skill:+.2%}); use the range, not the number."
+    return (
+        f"Point forecast: no better than 'no change' (skill {fmt_signed_pct(skill, 2)}); use the range, "
+        "not the number."
+    )
 
 
 def _range_sentence(interval_skill: float) -> str:
@@ -101,7 +166,7 @@ def _range_sentence(interval_skill: float) -> str:
             f"Range: {interval_skill:.0%} better interval score than fixed historical ranges "
             "(narrower where it can be, wider where it must)."
         )
-    return f"Range: no better than fixed historical ranges (interval skill {interval_skill:+.1%})."
+    return f"Range: no better than fixed historical ranges (interval skill {fmt_signed_pct(interval_skill)})."
 
 
 def horizon_table(model: ChampionModel) -> Component:
@@ -109,14 +174,14 @@ def horizon_table(model: ChampionModel) -> Component:
     rows = model.horizon_metrics
     if not rows:
         return html.Div()
-    head = ["horizon", "point skill", "coverage", "range skill vs naive", "vs EWMA"]
+    head = ["horizon", "point skill", "coverage (nominal 90%)", "range skill vs naive", "vs EWMA"]
     body = [
         [
             f"{h.get('hours')} h",
-            fmt_number(h.get("skill"), 4),
-            fmt_number((h.get("interval") or {}).get("coverage"), 3),
-            fmt_number(h.get("interval_skill"), 3),
-            fmt_number(h.get("interval_skill_vs_ewma"), 3),
+            fmt_signed_pct(h.get("skill"), 2),
+            fmt_pct((h.get("interval") or {}).get("coverage")),
+            fmt_signed_pct(h.get("interval_skill")),
+            fmt_signed_pct(h.get("interval_skill_vs_ewma")),
         ]
         for h in rows
     ]

@@ -19,6 +19,7 @@ def shell() -> Component:
     return html.Div(
         [
             dcc.Location(id="url", refresh=False),
+            dcc.Store(id="page-title"),
             html.Header(id="navbar", className="navbar"),
             html.Main(id="page-content", className="content"),
         ]
@@ -77,8 +78,26 @@ def render_page(pathname: str | None) -> tuple[list[Component], Component]:
     return nav, forecast.layout(context, account)
 
 
+def page_title(pathname: str | None) -> str:
+    """The browser tab's title of a page: ``Forecast · Make Us Rich``."""
+    label = dict(NAV_ITEMS).get(pathname or "/forecast", "Forecast")
+    return f"{label} · Make Us Rich"
+
+
+TITLE_SCRIPT = f"""
+function(pathname) {{
+    var labels = {dict(NAV_ITEMS)!r};
+    var title = (labels[pathname || "/forecast"] || "Forecast") + " · Make Us Rich";
+    document.title = title;
+    return title;
+}}
+"""
+"""Sets the tab title in the browser (no server round trip), the same as :func:`page_title`."""
+
+
 def register_callbacks(app: Dash) -> None:
-    """Render the page for the current URL."""
+    """Render the page for the current URL; title the browser tab after it."""
+    app.clientside_callback(TITLE_SCRIPT, Output("page-title", "data"), Input("url", "pathname"))
     app.callback(
         Output("navbar", "children"),
         Output("page-content", "children"),

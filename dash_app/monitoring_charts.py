@@ -151,6 +151,8 @@ def rolling_figure(history: Sequence[MonitoringReport], *, pair: str) -> go.Figu
                 _reference(series.times, value, name=label, color=line_color, dash=dash), row=row, col=1
             )
     figure.update_yaxes(tickformat=".0%", row=2, col=1)
+    figure.update_yaxes(tickformat="+.2f", row=1, col=1)
+    _time_axis(figure, series.times)
     figure.update_layout(
         template=CHART_TEMPLATE,
         title=f"{pair.upper()} rolling skill and coverage (market time)",
@@ -199,7 +201,8 @@ def drift_figure(report: MonitoringReport | None) -> go.Figure:
             col=col,
         )
         figure.add_hline(y=threshold, line_dash="dot", line_color=THRESHOLD_COLOR, row=1, col=col)
-    figure.update_yaxes(type="log", row=1, col=2)
+    figure.update_yaxes(type="log", exponentformat="power", row=1, col=2)  # 10^-4, never "100μ"
+    figure.update_yaxes(tickformat=".2f", row=1, col=1)
     figure.update_layout(
         template=CHART_TEMPLATE,
         title=f"{report.pair.upper()} input drift at {report.as_of} (recent hours vs training window)",
@@ -208,3 +211,14 @@ def drift_figure(report: MonitoringReport | None) -> go.Figure:
         height=360,
     )
     return figure
+
+
+def _time_axis(figure: go.Figure, times: list) -> None:
+    """A market-time axis that reads as hours: whole-hour ticks, and with one point a six-hour span around
+    it (plotly would otherwise zoom to milliseconds: ``05:59:59.999``)."""
+    from datetime import timedelta
+
+    figure.update_xaxes(tickformat="%b %d %H:%M", hoverformat="%Y-%m-%d %H:%M UTC")
+    if len(times) == 1:
+        point = times[0]
+        figure.update_xaxes(range=[point - timedelta(hours=3), point + timedelta(hours=3)])

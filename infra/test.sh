@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# The test command (README + .ci/run): install, lint (ruff, mypy), then the tests in two tiers.
+# The test command (README + .ci/run): install, lint (ruff, mypy), then the tests in three tiers, each run
+# only after the one before passed, each reported on its own with its wall time:
 #   fast tier      pytest -m fast: needs no service at all (pure code, bundled data, model, DAG definition,
-#                  in-process fakes); a few minutes. It runs first and is reported on its own.
-#   services tier  pytest -m "not fast": the real PostgreSQL (127.0.0.1:5432), S3, MLflow, Ray, Airflow and
-#                  Serve started by fixtures, headless Chromium, the whole stack end to end. Runs only after
-#                  the fast tier passed.
-# The tier of a test is set at collection from its markers and fixtures (tests/conftest.py).
+#                  in-process fakes). Parallel workers (pytest-xdist).
+#   postgres tier  pytest -m "pg and not (services or serve or browser or e2e or gpu)": the PostgreSQL
+#                  (127.0.0.1:5432) and nothing else; every test in databases or with names of its own, so
+#                  it runs in parallel workers too.
+#   services tier  the rest: S3, MLflow, Ray, Airflow and Serve started by fixtures on their fixed ports,
+#                  headless Chromium, the whole stack end to end; one test at a time.
+# The tier of a test is set at collection from its markers and fixtures (tests/conftest.py, whose
+# TIER_EXPRESSIONS are the -m expressions below: tests/unit/test_tiers.py checks that they match and that
+# every test is in exactly one tier).
 #
-# usage: bash infra/test.sh [--fast | --services] [pytest arguments...]
-#   (or MUR_TEST_TIER=fast|services|all; default all). Pytest arguments go to each tier that runs.
+# usage: bash infra/test.sh [--fast | --pg | --services] [pytest arguments...]
+#   (or MUR_TEST_TIER=fast|pg|services|all; default all). Pytest arguments go to each tier that runs.
+#   MUR_TEST_WORKERS: parallel workers of the fast and postgres tiers (default 2; 0: no xdist).
 # No global reruns: only a test marked service_start is rerun, once, on a start-up or connection error, and
 # each rerun is listed with its traceback ("rerun test summary info").
 set -euo pipefail
@@ -17,12 +23,19 @@ cd "$(dirname "$0")/.."
 TIER="${MUR_TEST_TIER:-all}"
 case "${1:-}" in
   --fast) TIER=fast; shift ;;
+  --pg) TIER=pg; shift ;;
   --services) TIER=services; shift ;;
 esac
 case "$TIER" in
-  fast | services | all) ;;
-  *) echo "[test] unknown tier '$TIER' (fast, services or all)" >&2; exit 2 ;;
+  fast | pg | services | all) ;;
+  *) echo "[test] unknown tier '$TIER' (fast, pg, services or all)" >&2; exit 2 ;;
 esac
+FAST_TIER="fast"
+PG_TIER="pg and not (services or serve or browser or e2e or gpu)"
+SERVICES_TIER="not fast and (services or serve or browser or e2e or gpu)"
+WORKERS="${MUR_TEST_WORKERS:-2}"
+PARALLEL=()
+[ "$WORKERS" != 0 ] && PARALLEL=(-n "$WORKERS")
 
 bash infra/install.sh
 echo "[test] ruff"
@@ -53,10 +66,15 @@ run_tier() {
   return "$rc"
 }
 
-if [ "$TIER" != services ]; then
-  run_tier fast "fast" "$@" || { echo "[test] fast tier failed: the services tier did not run"; exit 1; }
+if [ "$TIER" = all ] || [ "$TIER" = fast ]; then
+  run_tier fast "$FAST_TIER" "${PARALLEL[@]}" "$@" ||
+    { echo "[test] fast tier failed: the postgres and services tiers did not run"; exit 1; }
 fi
-if [ "$TIER" != fast ]; then
+if [ "$TIER" = all ] || [ "$TIER" = pg ]; then
+  run_tier postgres "$PG_TIER" "${PARALLEL[@]}" "$@" ||
+    { echo "[test] postgres tier failed: the services tier did not run"; exit 1; }
+fi
+if [ "$TIER" = all ] || [ "$TIER" = services ]; then
   # Headless Chromium for the browser tests (Debian package; Playwright drives it, nothing is downloaded).
   if ! command -v chromium >/dev/null 2>&1; then
     echo "[test] installing Debian's chromium for the browser tests"
@@ -64,6 +82,6 @@ if [ "$TIER" != fast ]; then
     $SUDO apt-get update -qq >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   fi
   export MUR_REQUIRE_BROWSER=1  # the browser tests fail (not skip) without Chromium
-  run_tier services "not fast" --rerun-show-tracebacks "$@"
+  run_tier services "$SERVICES_TIER" --rerun-show-tracebacks "$@"
 fi
 echo "[test] passed ($TIER)"

@@ -6,6 +6,8 @@ Sub-command groups live in :mod:`mur.commands`; heavy libraries are imported ins
 
 from __future__ import annotations
 
+import inspect
+import re
 import sys
 
 import typer
@@ -14,6 +16,7 @@ from mur.commands import airflow as airflow_cmd
 from mur.commands import dash as dash_cmd
 from mur.commands import data as data_cmd
 from mur.commands import db as db_cmd
+from mur.commands import forecast as forecast_cmd
 from mur.commands import ml as ml_cmd
 from mur.commands import monitor as monitor_cmd
 from mur.commands import serve as serve_cmd
@@ -34,7 +37,25 @@ db_cmd.register(app)
 dash_cmd.register(app)
 airflow_cmd.register(app)
 serve_cmd.register(app)
+forecast_cmd.register(app)
 app.add_typer(data_cmd.app, name="data", help="Market data: show candles, run the Binance replay server.")
+
+_REST_ROLE = re.compile(r":(?:func|class|mod|meth|data|attr|obj):`~?([^`]+)`")
+
+
+def plain_help(typer_app: typer.Typer) -> None:
+    """Command help comes from docstrings written for the code's readers: show it without reStructuredText
+    (``--at`` reads --at, :func:`x` reads x) in every command of ``typer_app`` and its groups."""
+    for info in typer_app.registered_commands:
+        text = info.help if info.help is not None else inspect.getdoc(info.callback)
+        if text:
+            info.help = _REST_ROLE.sub(r"\1", text).replace("``", "")
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            plain_help(group.typer_instance)
+
+
+plain_help(app)
 
 
 def main() -> None:

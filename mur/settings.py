@@ -135,10 +135,27 @@ class Settings(BaseSettings):
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 1.0
     max_failures: int = 2
+    checkpoint_every_epochs: int = Field(
+        default=2,
+        ge=1,
+        description="Ray Train checkpoints a pair every N epochs and at its last (a restart redoes < N epochs)",
+    )
     ray_storage_path: str | None = Field(default=None, description="Ray Train storage (s3://… or a dir)")
     job_timeout_s: int = 3600
     ray_num_cpus: int | None = Field(default=None, description="Ray head's CPUs (None: max(4, cores))")
     ray_object_store_mb: int = Field(default=1024, ge=100, description="Ray head's object store size")
+    ray_nodes: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="Ray nodes of the local stack (`mur up --nodes N`): the head, and N-1 worker nodes on "
+        "127.0.0.2.. that join it with the token (docs/scale-out.md)",
+    )
+    ray_placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        default="PACK",
+        description="how Ray Train places a training's workers: PACK (fewest nodes), SPREAD, STRICT_SPREAD "
+        "(one worker per node, e.g. DDP across machines)",
+    )
 
     # --- MLflow / S3 ---------------------------------------------------------------------------
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"
@@ -274,6 +291,11 @@ class Settings(BaseSettings):
     )
     monitor_cooldown_hours: int = Field(default=24, ge=0, description="market hours between alerts of a pair")
     monitor_retrain: bool = Field(default=True, description="an alert requests a retraining of its pair")
+    stale_training_hours: int = Field(
+        default=6,
+        ge=0,
+        description="alert when a pair's newest training window ended this many market hours ago",
+    )
 
     # --- Dashboard -----------------------------------------------------------------------------
     dash_host: str = "127.0.0.1"

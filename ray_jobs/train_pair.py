@@ -7,7 +7,9 @@ The result lines are ``MUR_RESULT {json}`` (:meth:`mur.contracts.TrainingResult.
 submitter (:mod:`mur.orchestration.job_submission`) parses them with :func:`mur.contracts.parse_result_lines`.
 A batch (``--pairs``) trains every pair in one Ray Train run (:func:`mur.training.driver.train_many`): the job
 and its worker group start once; a pair that fails gets a failure line and the others go on (exit code 3
-when any failed).
+when any failed). ``--out-uri s3://bucket/prefix`` (one pair) also writes the artefacts there
+(``model.onnx``, ``metrics.json``, ``feature_spec.json``, the weights): ``mur train --ray --out DIR``
+downloads them; with ``--no-register`` nothing is logged or registered.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mur.settings import Settings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,7 +48,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="what asked for this training (recorded on the version)",
     )
     p.add_argument("--no-reuse", action="store_true", help="train even if this window was trained before")
-    return p.parse_args(argv)
+    p.add_argument("--out-uri", help="(one pair) also write the artefacts under this s3://bucket/prefix")
+    p.add_argument("--no-register", action="store_true", help="train and evaluate only: no MLflow run")
+    args = p.parse_args(argv)
+    if args.pairs is not None and (args.out_uri or args.no_register):
+        p.error("--out-uri and --no-register train one pair (--pair)")
+    if args.no_register and not args.out_uri:
+        p.error("--no-register needs --out-uri: the artefacts would be lost")
+    return args
+
+
+def upload_outputs(settings: Settings, folder: Path, uri: str) -> None:
+    """Copy the files of ``folder`` to ``uri`` (``s3://bucket/prefix`` through the S3 endpoint, or a
+    directory): where ``mur train --ray --out`` fetches them."""
+    import pyarrow.fs
+
+    from mur.training.ray_fit import location
+
+    path, fs = location(settings, uri)
+    local = pyarrow.fs.LocalFileSystem()
+    pyarrow.fs.copy_files(str(folder), path, source_filesystem=local, destination_filesystem=fs or local)
 
 
 def say(line: str) -> None:
@@ -90,16 +117,22 @@ def main(argv: list[str] | None = None) -> int:
             for result in results.values():
                 print(result.to_line(), flush=True)
             return 0 if all(r.ok for r in results.values()) else 3
-        result = train_and_register(
-            settings,
-            pairs[0],
-            fit=fit,
-            end=parse_time(args.end),
-            reuse_existing=not args.no_reuse,
-            kind=args.kind,
-            emit=say,
-            **options,
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            result = train_and_register(
+                settings,
+                pairs[0],
+                fit=fit,
+                end=parse_time(args.end),
+                out_dir=Path(tmp) if args.out_uri else None,
+                register=not args.no_register,
+                reuse_existing=not args.no_reuse and not args.out_uri,  # --out-uri wants the files
+                kind=args.kind,
+                emit=say,
+                **options,
+            )
+            if args.out_uri:
+                upload_outputs(settings, Path(tmp), args.out_uri)
+                say(f"[mur] {pairs[0]}: wrote the artefacts to {args.out_uri}")
     except MurError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         for pair in pairs:

@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -47,6 +48,8 @@ log = logging.getLogger("ray.serve")
 MAX_BODY_BYTES = 256 * 1024
 """The largest request body accepted (413 above): :data:`~mur.serving.payload.MAX_CANDLES` candles fit."""
 OWNER_STATE = "mur_owner"
+DOCS_ASSETS = "/docs-assets"
+"""Where the API serves the Swagger UI and ReDoc files of /docs and /redoc (the ``fastapi-offline`` package)."""
 
 TITLE = "Make Us Rich forecasting API"
 DESCRIPTION = (
@@ -99,6 +102,7 @@ class HorizonOut(BaseModel):
 
     hours: int = Field(description="hours after the last closed candle", examples=[1, 4, 24])
     target_time: str = Field(description="open time of the candle whose close is forecast")
+    close_time: str | None = Field(None, description="when that candle closes (market time)")
     median: float = Field(description="median forecast of that close")
     lower: float = Field(description="lower end of the range (the lowest quantile level)")
     upper: float = Field(description="upper end of the range (the highest quantile level)")
@@ -113,10 +117,22 @@ class ForecastOut(BaseModel):
     last_close: float
     change_pct: float
     candle_time: str = Field(description="open time of the last closed candle used")
-    target_time: str = Field(description="open time of the candle whose close is forecast")
+    target_time: str = Field(
+        description="open time of the candle whose close is forecast (it closes an hour later: close_time)"
+    )
     model_version: int
     horizons: list[HorizonOut] = Field(
         default_factory=list, description="one entry per horizon (empty for a point-only model)"
+    )
+    as_of: str | None = Field(None, description="market now when answered (ISO-8601 UTC, mur/clock.py)")
+    close_time: str | None = Field(
+        None, description="when the forecast candle closes (market time): the time this forecast is for"
+    )
+    model_trained_until: str | None = Field(
+        None, description="the last candle the model was trained on (end of its training window)"
+    )
+    model_age_hours: float | None = Field(
+        None, description="market hours from model_trained_until to as_of: a stale model shows here"
     )
 
 
@@ -331,7 +347,11 @@ def _replay_then(first: Message, receive: Receive) -> Receive:
 def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> FastAPI:
     """The FastAPI app: probes, ``/metrics``, ``/v1`` routes and JSON error handlers, each route handing off to
     ``service``. ``metrics``: this replica's counters and hub (default: in-process, :mod:`serve_app.metrics`)."""
-    api = FastAPI(title=TITLE, version="1.0.0", description=DESCRIPTION)
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the app itself (DOCS_ASSETS), not a CDN
+    api = FastAPIOffline(
+        title=TITLE, version="1.0.0", description=DESCRIPTION, static_url=DOCS_ASSETS, redoc_url=None
+    )
+    _add_redoc(api)
     api.add_exception_handler(MurError, _mur_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.add_exception_handler(StarletteHTTPException, _http_error)
@@ -377,12 +397,22 @@ def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> Fas
         """Next-hour close forecast from the latest closed candles (uses one unit of quota)."""
         return _json(await service.forecast_latest(owner, pair))
 
+    async def _pair_with_model(pair: PairPath) -> str:
+        """The path's pair, refused before the body is read when no model serves it: a 404 for a pair the
+        API does not know (its candles never go through another pair's model), a 503 ``no_champion`` for a
+        configured pair whose champion is not there yet."""
+        service.pair_forecaster(pair)
+        return pair
+
     @api.post("/v1/forecast/{pair}", tags=["v1"], response_model=ForecastOut, responses=BODY_ERRORS)
     async def forecast_candles(
-        pair: PairPath, payload: CandlesIn, owner: TokenOwner = Depends(_owner)
+        payload: CandlesIn,
+        pair: str = Depends(_pair_with_model),
+        owner: TokenOwner = Depends(_owner),
     ) -> JSONResponse:
-        """Next-hour close forecast for your own candles: exactly the model's window (``seq_len`` in
-        /v1/models; the schema says the count), hourly, ascending; at most 256 KiB. Failed calls use no
+        """Next-hour close forecast for your own candles of ``pair``, by ``pair``'s own champion: exactly the
+        model's window (``seq_len`` in /v1/models; the schema says the count), hourly, ascending; at most
+        256 KiB. A pair without a model is a 404 (``unknown_pair``), whatever the body. Failed calls use no
         quota."""
         rows = [c.model_dump() for c in payload.candles]
         return _json(await service.forecast_candles(owner, pair, rows))
@@ -397,6 +427,39 @@ def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> Fas
     add_record_routes(api, service, _owner)
     _publish_candle_count(api, service.window)
     return api
+
+
+REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+"""The one URL outside the app that ReDoc's bundle loads (the "API docs by Redocly" logo): served locally."""
+
+
+def _add_redoc(api: FastAPI) -> None:
+    """``/redoc`` over the bundled ReDoc script, its logo pointed at the bundled icon: nothing leaves the API."""
+    from fastapi.openapi.docs import get_redoc_html
+    from fastapi.responses import HTMLResponse
+    from fastapi_offline import core
+
+    script: list[bytes] = []
+
+    @api.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{api.openapi_url}",
+            title=f"{api.title} - ReDoc",
+            redoc_js_url=f"{root}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+
+    @api.get("/redoc.standalone.js", include_in_schema=False)
+    async def redoc_script() -> Response:
+        if not script:  # read once, on first use
+            text = (core._STATIC_PATH / "redoc.standalone.js").read_text(encoding="utf-8")
+            script.append(text.replace(REDOC_LOGO, f"{DOCS_ASSETS}/favicon.png").encode())
+        return Response(
+            script[0], media_type="text/javascript", headers={"Cache-Control": "public, max-age=3600"}
+        )
 
 
 def _publish_candle_count(api: FastAPI, window: int) -> None:

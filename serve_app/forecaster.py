@@ -154,7 +154,7 @@ class Forecaster:
         model: LoadedModel, prediction: Prediction, last_close: float, candle_time: Any
     ) -> dict[str, Any]:
         point, quantiles = prediction
-        return forecast_body(
+        body = forecast_body(
             model.pair,
             prediction=point,
             last_close=last_close,
@@ -162,6 +162,10 @@ class Forecaster:
             model_version=model.version,
             horizons=model.horizon_rows(quantiles, candle_time),
         )
+        trained_until = (model.summary.get("data_window") or {}).get("end")
+        if trained_until:  # the model's age is said from it (ApiService: model_age_hours)
+            body["model_trained_until"] = str(trained_until)
+        return body
 
     # --- requests ------------------------------------------------------------------------------
     async def forecast_latest(self) -> dict[str, Any]:

@@ -6,13 +6,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from mur.db import TokenOwner
-from mur.errors import NotFoundError, UnknownPairError
+from mur.errors import InvalidInputError, NotFoundError, UnknownPairError
 from mur.monitoring.report import MonitoringReport
 from mur.monitoring.track_record import MAX_LIMIT
 from mur.pairs import normalize_pair
@@ -34,10 +36,11 @@ class ErrorOut(BaseModel):
 
 
 class ResolvedOut(BaseModel):
-    """One forecast whose target candle has closed."""
+    """One scored forecast whose target candle has closed (ISO-8601 UTC, market time: mur/clock.py)."""
 
-    made_at: str = Field(description="market time the forecast was served")
+    made_at: str = Field(description="market time the forecast was first served (the scored one)")
     target_time: str = Field(description="open time of the candle whose close was forecast")
+    close_time: str = Field(description="when that candle closed: the time the forecast was for")
     horizon_hours: int
     model_version: str
     predicted: float = Field(description="the forecast (the median for a range forecast)")
@@ -49,6 +52,23 @@ class ResolvedOut(BaseModel):
     upper: float | None = None
     level: float | None = Field(None, description="the range's nominal coverage")
     inside: bool | None = Field(None, description="whether the actual close fell inside the range")
+
+
+class UnresolvedOut(BaseModel):
+    """One scored forecast not resolved yet: ``pending`` (its candle has not closed at market now) or
+    ``overdue`` (closed, but its close is not known yet)."""
+
+    status: Literal["pending", "overdue"]
+    made_at: str = Field(description="market time the forecast was first served")
+    target_time: str = Field(description="open time of the candle whose close is forecast")
+    close_time: str = Field(description="when that candle closes (market time)")
+    horizon_hours: int
+    model_version: str
+    predicted: float
+    last_close: float
+    lower: float | None = None
+    upper: float | None = None
+    level: float | None = None
 
 
 class SummaryOut(BaseModel):
@@ -64,10 +84,28 @@ class SummaryOut(BaseModel):
 
 
 class TrackRecordOut(BaseModel):
+    """One forecast per (target time, horizon) is scored: the first one served for it, with its model
+    version; every count and summary of the dashboard, the monitoring report and ``/metrics`` uses the
+    same rows (docs/monitoring.md, "The track record")."""
+
     pair: str
-    as_of: str = Field(description="market now (the current market hour)")
-    pending: int = Field(description="forecasts still waiting for their candle to close")
+    as_of: str = Field(description="market now (the current market hour, ISO-8601 UTC)")
+    pending: int = Field(
+        description="scored forecasts not resolved yet: waiting for their candle to close, or overdue"
+    )
+    overdue: int = Field(
+        0, description="of those, the ones whose candle closed but whose close is not known yet"
+    )
+    resolved_total: int = Field(
+        0, description="resolved scored forecasts in the range (``resolved`` is the latest ``limit``)"
+    )
+    scored: str = Field("", description="which forecast of a target is scored")
+    from_: str | None = Field(None, alias="from", description="targets from this market time (inclusive)")
+    to: str | None = Field(None, description="targets before this market time")
     resolved: list[ResolvedOut]
+    unresolved: list[UnresolvedOut] = Field(
+        default_factory=list, description="pending and overdue forecasts, newest first (at most ``limit``)"
+    )
     summary: SummaryOut
 
 
@@ -88,7 +126,7 @@ class MonitoringOut(MonitoringReport):
 def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., Any]) -> None:
     """Add the track-record and monitoring routes to ``api`` (``owner``: the bearer-token dependency)."""
     from mur.monitoring.store import latest_alerts, latest_report
-    from mur.monitoring.track_record import track_record
+    from mur.monitoring.track_record import track_record, track_record_csv
 
     def served(pair: str) -> str:
         name = normalize_pair(pair)
@@ -99,26 +137,69 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
 
     errors: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422, 503)}
 
-    @api.get("/v1/track-record/{pair}", tags=["v1"], response_model=TrackRecordOut, responses=errors)
-    async def track(
+    csv_answer: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"text/csv": {}}, "description": "the track record (JSON, or CSV)"}
+    }
+
+    @api.get(
+        "/v1/track-record/{pair}",
+        tags=["v1"],
+        response_model=TrackRecordOut,
+        response_model_by_alias=True,
+        responses={**errors, **csv_answer},
+        summary="Track record: how the served forecasts fared",
+    )
+    async def track_record_route(
         pair: RecordPair,
-        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="resolved forecasts returned")] = 100,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_LIMIT, description="resolved (and unresolved) forecasts returned")
+        ] = 100,
         horizon: Annotated[
             int | None, Query(ge=1, le=10_000, description="only this horizon (hours)")
         ] = None,
+        since: Annotated[
+            datetime | None,
+            Query(alias="from", description="targets from this market time, ISO-8601 (inclusive)"),
+        ] = None,
+        until: Annotated[
+            datetime | None, Query(alias="to", description="targets before this market time, ISO-8601")
+        ] = None,
+        format: Annotated[
+            Literal["json", "csv"], Query(description="json, or csv: one row per forecast with its status")
+        ] = "json",
         _: TokenOwner = Depends(owner),
-    ) -> dict[str, Any]:
-        """How the served forecasts fared: resolved forecasts (newest first) and their summary against
-        persistence, with the range's coverage. Uses no quota."""
+    ) -> Any:
+        """How the served forecasts fared: one scored forecast per target and horizon (the first served),
+        resolved ones newest first with their summary against persistence and the range's coverage, and the
+        pending ones. ``from``/``to`` pick target times (market time; a time without a zone is UTC).
+        ``format=csv`` answers the same rows as CSV. Uses no quota."""
         name = served(pair)
         hour = service.clock.hour()
+        start, end = _aware(since), _aware(until)
+        if start is not None and end is not None and start >= end:
+            raise InvalidInputError(f"from ({start.isoformat()}) must be before to ({end.isoformat()})")
 
         def read(db: Any) -> dict[str, Any]:
-            return track_record(db, name, market_hour=hour, limit=limit, horizon=horizon)
+            return track_record(
+                db, name, market_hour=hour, limit=limit, horizon=horizon, since=start, until=end
+            )
 
-        return await service.query(read)
+        body = await service.query(read)
+        if format == "csv":
+            return Response(
+                track_record_csv(body),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{name}-track-record.csv"'},
+            )
+        return body
 
-    @api.get("/v1/monitoring/{pair}", tags=["v1"], response_model=MonitoringOut, responses=errors)
+    @api.get(
+        "/v1/monitoring/{pair}",
+        tags=["v1"],
+        response_model=MonitoringOut,
+        responses=errors,
+        summary="Monitoring: the latest report of a pair",
+    )
     async def monitoring(pair: RecordPair, _: TokenOwner = Depends(owner)) -> dict[str, Any]:
         """The pair's latest monitoring report: rolling skill vs persistence and coverage of the resolved
         forecasts, input drift against the champion's training window, thresholds crossed, recent alerts
@@ -147,3 +228,12 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
                 f"no monitoring report for {name} yet: the mur_monitoring DAG writes one every market hour"
             )
         return body
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """A query time as timezone-aware UTC (a time without a zone is UTC)."""
+    from datetime import UTC
+
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

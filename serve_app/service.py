@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -33,6 +32,7 @@ from mur.clock import market_clock
 from mur.data.synthetic import is_synthetic
 from mur.errors import DatabaseError, ModelError, ModelNotLoadedError, NoChampionError, UnknownPairError
 from mur.pairs import normalize_pair
+from mur.serving.answer import require_finite, with_times
 from mur.serving.http import authenticate, charge, check_quota, quota_headers, require_admin
 from mur.settings import Settings, get_settings
 
@@ -121,20 +121,6 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def _require_finite(body: Mapping[str, Any]) -> None:
-    """A forecast body must be finite throughout (:func:`mur.model.inference.forecast_body` checks it too;
-    this guards the charge against any forecaster that does not)."""
-    for key in ("forecast", "last_close", "change_pct"):
-        value = body.get(key)
-        if not isinstance(value, int | float) or not math.isfinite(value):
-            raise ModelError(f"the model gave no usable forecast ({key}={value!r})")
-    for band in body.get("horizons") or []:
-        for key in ("median", "lower", "upper"):
-            value = band.get(key)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-                raise ModelError(f"the model gave no usable forecast range ({key}={value!r})")
-
-
 class ApiService:
     """Routes, auth and quota; forecasts are delegated to the pair's forecaster."""
 
@@ -210,6 +196,11 @@ class ApiService:
     def pair_details(self) -> list[dict[str, Any]]:
         """Each pair with ``synthetic: true`` for the synthetic ones (``mur/data/synthetic.py``)."""
         return [{"pair": p, "synthetic": is_synthetic(p)} for p in self.pairs()]
+
+    def pair_forecaster(self, pair: str) -> tuple[str, PairForecaster]:
+        """``pair``'s name and forecaster: UnknownPairError (404) for a pair no model serves, NoChampionError
+        (503) for a configured pair without a champion yet."""
+        return self._handle(pair)
 
     def _handle(self, pair: str) -> tuple[str, PairForecaster]:
         name = normalize_pair(pair)
@@ -304,11 +295,14 @@ class ApiService:
         if not result["ok"]:
             body = {k: v for k, v in result.items() if k not in ("ok", "status")}
             return Answer(int(result["status"]), body)
-        _require_finite(result["body"])  # JSON has no NaN; an answer that cannot be sent is not charged
+        if normalize_pair(str(result["body"].get("pair", name))) != name:  # never another pair's model
+            raise ModelError(f"the {name} forecaster answered with {result['body'].get('pair')!r}'s model")
+        require_finite(result["body"])  # JSON has no NaN; an answer that cannot be sent is not charged
         quota = await self._charge(owner)
         if record:
             self._record(result["body"])
-        return Answer(200, result["body"], quota_headers(quota) if quota is not None else {})
+        body = with_times(result["body"], self.clock.now())
+        return Answer(200, body, quota_headers(quota) if quota is not None else {})
 
     async def _charge(self, owner: TokenOwner) -> QuotaResult | None:
         """One unit of ``owner``'s quota for a forecast about to be answered 200 (QuotaExhaustedError, or
@@ -350,7 +344,7 @@ class ApiService:
                     asyncio.shield(self._latest(name, self.forecasters[name])), timeout=CALL_TIMEOUT_S
                 )
                 if result.get("ok"):
-                    _require_finite(result["body"])
+                    require_finite(result["body"])
                     recorded += self._record(result["body"]) is not None
             except Exception as exc:  # a pair not loaded yet, a model error: the next pass tries again
                 log.debug("publishing the %s forecast failed: %s", name, exc)

@@ -14,12 +14,23 @@ The shared local services (S3, MLflow, Ray):
   the end stops only what *it* started, unless ``MUR_KEEP_SERVICES=1`` (keep them for the next run: the
   first start costs about a minute on two cores).
 
-Tiers (``pytest_collection_modifyitems`` below; README "Tests"): a test that uses the PostgreSQL fixtures
-gets the marker ``pg``, one that uses ``services``/``stack_settings`` gets ``services``, one in
-``tests/e2e`` gets ``e2e``; every test with none of ``pg``, ``services``, ``serve``, ``browser``, ``e2e`` gets
-``fast``. ``pytest -m fast`` is the fast tier (no services at all), ``pytest -m "not fast"`` the services
-tier. A test marked ``service_start`` (it starts a real service) is rerun once, and only on a start-up or
-connection error; each rerun is listed in the "rerun test summary info" section.
+Tiers (``pytest_collection_modifyitems`` below; README "Tests"; ``infra/test.sh`` runs them in this order):
+a test that uses the PostgreSQL fixtures gets the marker ``pg``, one that uses ``services``/``stack_settings``
+gets ``services``, one in ``tests/e2e`` gets ``e2e``; every test with none of ``pg``, ``services``,
+``serve``, ``browser``, ``e2e`` gets ``fast``. Each test is in exactly one of the three tiers
+(:data:`TIER_EXPRESSIONS`, the ``-m`` expressions of infra/test.sh, checked by tests/unit/test_tiers.py):
+
+- fast (``-m fast``): no service at all; parallel workers (pytest-xdist);
+- postgres (``-m "pg and not (services or serve or ...)"``): the PostgreSQL server only, each
+  test in its own random database or with random names (never a fixed port); parallel workers too, each
+  with its own session databases;
+- services (the rest): the local services on their fixed ports, one test at a time.
+
+Timeouts: ``--timeout`` in pyproject.toml (a few minutes) for every test; a services-tier test gets
+:data:`SERVICES_TIER_TIMEOUT_S` unless it is marked ``timeout`` itself (its first test pays the session's
+service start-up and the Serve deployment); the long ones (e2e, the stack, training, many pairs) carry their
+own ``@pytest.mark.timeout``. A test marked ``service_start`` (it starts a real service) is rerun once, and
+only on a start-up or connection error; each rerun is listed in the "rerun test summary info" section.
 """
 
 from __future__ import annotations
@@ -142,8 +153,18 @@ def services(stack_settings: Settings) -> Iterator[Settings]:
 #: Using one of these fixtures (directly or through another fixture) puts a test in the services tier.
 PG_FIXTURES = frozenset({"pg_database_factory"})  # pg_settings, database, dash_db_settings... all use it
 SERVICE_FIXTURES = frozenset({"services", "stack_settings"})
-#: Markers of the services tier; a test with none of them is in the fast tier.
-SERVICES_TIER_MARKERS = ("pg", "services", "serve", "browser", "e2e")
+#: Markers of the postgres and services tiers; a test with none of them is in the fast tier.
+SERVICES_TIER_MARKERS = ("pg", "services", "serve", "browser", "e2e", "gpu")
+#: The ``-m`` expression of each tier, as infra/test.sh runs them (a test matches exactly one).
+_BEYOND_PG = " or ".join(m for m in SERVICES_TIER_MARKERS if m != "pg")
+TIER_EXPRESSIONS = {
+    "fast": "fast",
+    "postgres": f"pg and not ({_BEYOND_PG})",
+    "services": f"not fast and ({_BEYOND_PG})",
+}
+SERVICES_TIER_TIMEOUT_S = 600
+"""Per-test timeout of a services-tier test without its own ``timeout`` mark (pyproject's ``--timeout``
+is for the fast and postgres tiers)."""
 #: What a ``service_start`` test is rerun for: a service that did not come up or could not be reached
 #: (matched against "ExceptionType: message" of the error and its causes). An assertion is never rerun.
 SERVICE_START_ERRORS = [
@@ -174,6 +195,12 @@ def _uses_shared_fixture(item: pytest.Item, names: frozenset[str]) -> bool:
     return False
 
 
+def _cuda_available() -> bool:
+    import torch  # only when a gpu test is collected
+
+    return bool(torch.cuda.is_available())
+
+
 @pytest.hookimpl(tryfirst=True)  # before the -m selection, which reads the markers added here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test with its tier (from the fixtures it uses), and give ``service_start`` tests one rerun."""
@@ -186,6 +213,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.services)
         if not any(item.get_closest_marker(name) for name in SERVICES_TIER_MARKERS):
             item.add_marker(pytest.mark.fast)
+        elif not item.get_closest_marker("timeout") and any(
+            item.get_closest_marker(name) for name in SERVICES_TIER_MARKERS if name != "pg"
+        ):  # the services tier: its first test pays the services' start-up and a Serve deployment
+            item.add_marker(pytest.mark.timeout(SERVICES_TIER_TIMEOUT_S))
+        if item.get_closest_marker("gpu") and not _cuda_available():
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False"))
         if item.get_closest_marker("flaky"):
             raise pytest.UsageError(
                 f"{item.nodeid}: use @pytest.mark.service_start (one rerun on a start-up error), not flaky"

@@ -16,6 +16,15 @@ import psutil
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 REPLICA_METHOD = "/ray.serve.ASGIService/HandleRequest"
 """The method a Serve replica's inter-deployment gRPC server runs: it unpickles the request's metadata."""
+PROBE_METHODS = (
+    REPLICA_METHOD,
+    "/ray.rpc.NodeManagerService/GetNodeStats",  # a raylet's node manager
+    "/ray.rpc.ObjectManagerService/Push",  # a raylet's object manager
+    "/ray.rpc.ReporterService/GetTraceback",  # a node's dashboard agent
+)
+"""One real method of each kind of Ray gRPC server that a node binds beyond 127.0.0.1 (a worker node whose
+address is not 127.0.0.1 binds its raylet and dashboard agent on every interface); a server answers
+``UNIMPLEMENTED`` for the others' methods."""
 
 
 @dataclass(frozen=True)
@@ -58,20 +67,27 @@ def listeners(processes: list[psutil.Process]) -> set[Listener]:
     return out
 
 
-def grpc_status_without_token(port: int, token: str | None = None) -> str:
-    """A real gRPC call to a replica's method on ``127.0.0.1:port`` (optionally with a bearer token); the
-    status code's name (``UNAUTHENTICATED`` when Ray's interceptor refuses it)."""
+def grpc_status_without_token(port: int, token: str | None = None, host: str = "127.0.0.1") -> str:
+    """Real gRPC calls to ``host:port`` (optionally with a bearer token), one per kind of Ray server
+    (:data:`PROBE_METHODS`): the status code's name of the first method the server has (``UNAUTHENTICATED``
+    when Ray's interceptor refuses it), ``UNIMPLEMENTED`` when it has none of them."""
     import grpc
 
     metadata = [("authorization", f"Bearer {token}")] if token else []
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        call = channel.unary_unary(REPLICA_METHOD, request_serializer=None, response_deserializer=None)
-        try:
-            # an empty request message (it must parse: the interceptor runs after the request is decoded)
-            call(b"", timeout=10, metadata=metadata)
-        except grpc.RpcError as exc:
-            return str(exc.code().name)
-    return "OK"
+    status = "UNIMPLEMENTED"
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        for method in PROBE_METHODS:
+            call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+            try:
+                # an empty request message (it must parse: the interceptor runs after the request is decoded)
+                call(b"", timeout=10, metadata=metadata)
+            except grpc.RpcError as exc:
+                status = str(exc.code().name)
+                if status == "UNIMPLEMENTED":
+                    continue
+                return status
+            return "OK"
+    return status
 
 
 def open_listeners(found: set[Listener]) -> list[str]:

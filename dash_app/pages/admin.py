@@ -80,6 +80,12 @@ def _interval_cell(metrics: Any) -> str:
     return f"{h.interval_skill:+.3f} (p {h.interval_dm_p_worse:.3g}) / {h.interval.coverage:.3f}"
 
 
+def alias_cell(aliases: list[str]) -> str:
+    """The registry's aliases of a version as they are now (``champion`` on one version only), not the
+    gate's tag, which every version promoted once keeps."""
+    return ", ".join(sorted(aliases)) or "–"
+
+
 def versions_block(context: DashboardContext, limit: int = 8) -> Component:
     """Registered versions per pair with the gate's decision and the out-of-sample evidence behind it."""
     from mur.registry.versions import recent_versions
@@ -96,7 +102,7 @@ def versions_block(context: DashboardContext, limit: int = 8) -> Component:
                     [
                         pair,
                         f"v{v.version}",
-                        "champion" if "champion" in v.aliases else (v.alias or "–"),
+                        alias_cell(v.aliases),
                         v.kind or "–",
                         (v.data_window.end or "–") if v.data_window else "–",
                         "–" if m is None else f"{m.skill:+.4f}{se}",
@@ -115,7 +121,7 @@ def versions_block(context: DashboardContext, limit: int = 8) -> Component:
     header = [
         "pair",
         "version",
-        "alias",
+        "registry alias",
         "kind",
         "trained up to",
         "skill vs persistence (out-of-sample)",
@@ -186,7 +192,7 @@ def layout(context: DashboardContext, account: User) -> Component:
                                         min=0,
                                         step=1,
                                         placeholder=f"default ({default_quota})",
-                                        style={"width": "170px"},
+                                        style={"width": "220px"},
                                     ),
                                 ],
                                 className="field",

@@ -169,10 +169,7 @@ def layout(context: DashboardContext, account: User) -> Component:
                         className="row",
                         style={"alignItems": "flex-start"},
                     ),
-                    html.P(
-                        ["Other endpoints: ", html.Code("/v1/pairs"), ", ", html.Code("/v1/models"), "."],
-                        className="muted",
-                    ),
+                    endpoints_block(context.api_url),
                 ],
                 className="card",
             ),
@@ -246,3 +243,44 @@ def register_callbacks(app: Dash) -> None:
         State("token-expires", "value"),
         prevent_initial_call=True,
     )(token_action)
+
+
+ENDPOINTS = (
+    ("GET", "/v1/forecast/{pair}", "the next close and the 90 % range at every horizon (one unit of quota)"),
+    ("POST", "/v1/forecast/{pair}", "the same for your own candles (one unit of quota)"),
+    ("GET", "/v1/pairs", "the pairs served"),
+    ("GET", "/v1/models", "each pair's champion: version, training window, test metrics"),
+    (
+        "GET",
+        "/v1/track-record/{pair}",
+        "how past forecasts fared: ?from=&to=&horizon=&limit=, &format=csv (no quota)",
+    ),
+    (
+        "GET",
+        "/v1/monitoring/{pair}",
+        "the latest monitoring report: rolling skill, coverage, drift (no quota)",
+    ),
+    ("POST", "/v1/admin/reload", "admins: re-read the registry now"),
+    ("GET", "/healthz, /readyz", "liveness and readiness (no token)"),
+)
+
+
+def endpoints_block(api_url: str) -> Component:
+    """Every endpoint of the API, and where its interactive documentation is."""
+    rows = [[html.Code(f"{method} {path}"), text] for method, path, text in ENDPOINTS]
+    return html.Div(
+        [
+            html.H4("Endpoints"),
+            data_table(["endpoint", "what"], rows, id="api-endpoints"),
+            html.P(
+                [
+                    "Interactive documentation: ",
+                    html.A(f"{api_url}/docs", href=f"{api_url}/docs", target="_blank"),
+                    " (Swagger UI) and ",
+                    html.A(f"{api_url}/redoc", href=f"{api_url}/redoc", target="_blank"),
+                    " (ReDoc).",
+                ],
+                className="muted",
+            ),
+        ]
+    )

@@ -11,16 +11,39 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from dash import Dash, Input, Output, dcc, html
+from dash import Dash, Input, Output, State, ctx, dcc, html
 from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 
-from dash_app.charts import candlestick_figure, empty_figure, naive_band, track_record, track_record_figure
+from dash_app.charts import (
+    candlestick_figure,
+    empty_figure,
+    track_record_figure,
+)
 from dash_app.clients import ChampionModel, ServeForecast, ServiceAnswerError, ServiceUnavailable
-from dash_app.components import champion_summary, fmt_number, fmt_time, notice
+from dash_app.clients import _parse_time as parse_time_or_none
+from dash_app.components import (
+    champion_summary,
+    fmt_age,
+    fmt_close,
+    fmt_number,
+    fmt_time,
+    notice,
+)
 from dash_app.context import DashboardContext, current_account, get_context
+from dash_app.track_view import (
+    TRACK_RECORD_LIMIT,
+    download_csv,
+    pending_table,
+    reliability_table,
+    summary_text,
+    track_record_view,
+)
 from mur.db import fill_actuals, list_forecasts, record_forecast_body
 from mur.errors import MurError
+from mur.monitoring.track_record import (
+    RELIABILITY_WINDOWS,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,8 +52,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TRACK_RECORD_LIMIT = 500
 MAX_ACTUALS_SPAN = timedelta(days=60)
+REFRESH_MS = 30_000
+"""The page looks at the market clock this often; it asks the forecast API again only when a new market hour
+began (each forecast call uses a unit of the user's quota) and otherwise refreshes its times."""
+STALE_AFTER_HOURS = 6
+"""A champion whose last training candle is this many market hours old is flagged stale on the page."""
 
 
 def layout(context: DashboardContext, account: User) -> Component:
@@ -57,6 +84,9 @@ def layout(context: DashboardContext, account: User) -> Component:
                 ],
                 className="row",
             ),
+            html.Div(id="forecast-freshness"),
+            dcc.Interval(id="forecast-refresh", interval=REFRESH_MS),
+            dcc.Store(id="forecast-state"),
             dcc.Loading(
                 [
                     html.Div(id="forecast-status"),
@@ -67,8 +97,27 @@ def layout(context: DashboardContext, account: User) -> Component:
             html.Div([html.H3("Champion model"), html.Div(id="forecast-champion")], className="card"),
             html.Div(
                 [
+                    html.H3("Live reliability of the ranges"),
+                    html.Div(id="forecast-reliability"),
+                ],
+                className="card",
+            ),
+            html.Div(
+                [
                     html.H3("Track record"),
                     html.Div(id="forecast-mae"),
+                    html.Div(
+                        [
+                            html.Button(
+                                "Download the track record (CSV)",
+                                id="forecast-download-button",
+                                className="secondary small",
+                            ),
+                            dcc.Download(id="forecast-download"),
+                        ],
+                        className="row",
+                    ),
+                    html.Div(id="forecast-pending"),
                     dcc.Graph(id="forecast-track", config={"displaylogo": False}),
                 ],
                 className="card",
@@ -173,15 +222,37 @@ def _fetch_forecast(
     return prediction, champion, notices
 
 
-def update(pair: str | None) -> tuple[Any, ...]:
-    """Everything on the page for ``pair``: headline, notices, candle chart, champion, MAE text, track record."""
+def _baseline_closes(context: DashboardContext, pair: str) -> list[float]:
+    """Hourly closes of the 30 days before market now (the naive ranges of the interval skill)."""
+    hour = context.market_hour()
+    longest = max(hours for _, hours in RELIABILITY_WINDOWS)
+    try:
+        frame = context.market.klines(pair, start=hour - timedelta(hours=longest + 48), end=hour)
+    except MurError:
+        return []
+    return [float(c) for c in frame["close"]]
+
+
+def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any, ...]:
+    """Everything on the page for ``pair``: headline, notices, candle chart, champion, MAE text, track record,
+    live reliability, pending forecasts and the page state the freshness line reads. A refresh tick within the
+    market hour already shown changes nothing (no forecast call, no quota used)."""
     account = current_account()
     if account is None:
         raise PreventUpdate
     context = get_context()
+    hour_text = context.market_hour().isoformat()
+    if (
+        ctx.triggered_id == "forecast-refresh"
+        and isinstance(state, dict)
+        and state.get("pair") == pair
+        and state.get("hour") == hour_text
+    ):
+        raise PreventUpdate
     if pair not in context.settings.pairs:
         message = "Pick one of the listed pairs."
-        return "", notice(message, "bad"), empty_figure(message), "", "", empty_figure(message)
+        blank = empty_figure(message)
+        return "", notice(message, "bad"), blank, "", "", blank, "", "", {"pair": pair, "hour": hour_text}
     notices: list[Component] = []
     candles = None
     try:
@@ -194,21 +265,19 @@ def update(pair: str | None) -> tuple[Any, ...]:
         fill_known_actuals(context, pair, candles)
     except MurError as exc:
         logger.warning("could not fill actuals of %s: %s", pair, exc)
-    record = track_record(
-        list_forecasts(context.db, pair=pair, limit=TRACK_RECORD_LIMIT, horizon_hours=1),
-        naive_band(candles["close"].tolist()) if candles is not None and len(candles) else None,
-        market_hour=context.market_hour(),
+    now = context.market_now()
+    view = track_record_view(
+        context.db, pair, market_hour=context.market_hour(), closes=_baseline_closes(context, pair)
     )
-
     chart = (
-        candlestick_figure(candles, pair=pair, forecast=prediction, now=context.market_now())
+        candlestick_figure(candles, pair=pair, forecast=prediction, now=now)
         if candles is not None and len(candles)
         else empty_figure("no candles")
     )
     headline: Component | str = ""
     if prediction is not None:
         change = (
-            f" ({(prediction.forecast / prediction.last_close - 1) * 100:+.3f} %)"
+            f" ({_signed_pct(prediction.forecast / prediction.last_close - 1)})"
             if prediction.last_close
             else ""
         )
@@ -217,7 +286,7 @@ def update(pair: str | None) -> tuple[Any, ...]:
                 "Next-hour close forecast: ",
                 html.Strong(fmt_number(prediction.forecast), id="forecast-value"),
                 change,
-                f" for {fmt_time(prediction.target_time)}, model version {prediction.model_version}",
+                f" for the {fmt_close(prediction.close_time, now)}, model version {prediction.model_version}",
                 *_range_text(prediction),
             ],
             className="notice ok",
@@ -227,53 +296,70 @@ def update(pair: str | None) -> tuple[Any, ...]:
         if champion is not None
         else html.P("The champion's metrics come from the forecast service.", className="muted")
     )
-    if record.count:
-        mae_text: Component = html.P(
-            [
-                f"Over {record.count} resolved forecast(s): MAE of the model ",
-                html.Strong(fmt_number(record.mae_model, 5), id="mae-model"),
-                " vs persistence ",
-                html.Strong(fmt_number(record.mae_persistence, 5), id="mae-persistence"),
-                f"; {record.pending} waiting for their candle to close",
-                _overdue_text(record),
-                f" (market time {fmt_time(context.market_now())}).",
-                *_range_record(record),
-            ]
-        )
-        track = track_record_figure(record, pair=pair)
-    else:
-        mae_text = html.P(
-            f"No resolved forecasts yet ({record.pending} waiting for their candle to close"
-            f"{_overdue_text(record)}; market time {fmt_time(context.market_now())}).",
-            className="muted",
-            id="track-pending",
-        )
-        track = empty_figure("no resolved forecasts yet")
-    return headline, notices, chart, champion_block, mae_text, track
+    track = (
+        track_record_figure(view.record, pair=pair)
+        if view.record.count
+        else empty_figure("no resolved forecasts yet")
+    )
+    trained = prediction.model_trained_until if prediction is not None else None
+    if trained is None and champion is not None:
+        trained = parse_time_or_none(champion.data_window.get("end"))
+    state_out = {
+        "pair": pair,
+        "hour": hour_text,
+        "close_time": prediction.close_time.isoformat() if prediction is not None else None,
+        "trained_until": trained.isoformat() if trained is not None else None,
+        "version": prediction.model_version if prediction is not None else None,
+    }
+    return (
+        headline,
+        notices,
+        chart,
+        champion_block,
+        summary_text(view, now),
+        track,
+        reliability_table(view.reliability),
+        pending_table(view, now),
+        state_out,
+    )
 
 
-def _overdue_text(record: Any) -> str:
-    """``, N whose candle closed but whose close is not in the data yet`` (nothing when there are none)."""
-    if not record.overdue:
+def _signed_pct(share: float) -> str:
+    """``+0.123 %``; a change that rounds to zero at three decimals says so instead of ``-0.000 %``."""
+    text = f"{share * 100:+.3f}%"
+    return "unchanged to 0.001%" if text in ("+0.000%", "-0.000%") else text
+
+
+def freshness(state: Any, _ticks: Any = None) -> Component | str:
+    """The freshness line: when the forecast candle closes and how old the model is, in market time
+    (recomputed on every refresh tick from the page state; no API call)."""
+    if current_account() is None:
+        raise PreventUpdate
+    if not isinstance(state, dict) or not state.get("close_time"):
         return ""
-    return f", {record.overdue} whose candle closed but is not in the data yet"
-
-
-def _range_record(record: Any) -> list[Any]:
-    """The ranges' running coverage and interval skill vs the naive range, when forecasts had ranges."""
-    if not record.ranged or record.coverage is None:
-        return []
-    parts: list[Any] = [
-        html.Br(),
-        f"{record.ranged} of them had a {record.level or 0.9:.0%} range: coverage ",
-        html.Strong(f"{record.coverage:.1%}", id="track-coverage"),
-    ]
-    if record.interval_skill is not None:
-        parts += [
-            ", interval skill vs naive ranges ",
-            html.Strong(f"{record.interval_skill:+.3f}", id="track-interval-skill"),
-        ]
-    return parts
+    now = get_context().market_now()
+    close = parse_time_or_none(state["close_time"])
+    trained = parse_time_or_none(state.get("trained_until"))
+    parts: list[Any] = []
+    if close is not None:
+        parts.append(html.Span(f"Forecast for the {fmt_close(close, now)}.", id="forecast-close"))
+    kind = "ok"
+    if trained is not None:
+        stale = (now - trained).total_seconds() / 3600 >= STALE_AFTER_HOURS
+        kind = "warn" if stale else "ok"
+        text = (
+            f" Model version {state.get('version')} {fmt_age(trained, now)} "
+            f"(last training candle {fmt_time(trained)})"
+        )
+        text += (
+            f": stale, no newer champion for {STALE_AFTER_HOURS}+ market hours; is training running?"
+            if stale
+            else "."
+        )
+        parts.append(html.Span(text, id="model-age"))
+    else:
+        parts.append(html.Span(" The model's training time is unknown.", id="model-age"))
+    return notice(parts, kind, id="freshness-line")
 
 
 def _range_text(prediction: ServeForecast) -> list[Any]:
@@ -297,5 +383,21 @@ def register_callbacks(app: Dash) -> None:
         Output("forecast-champion", "children"),
         Output("forecast-mae", "children"),
         Output("forecast-track", "figure"),
+        Output("forecast-reliability", "children"),
+        Output("forecast-pending", "children"),
+        Output("forecast-state", "data"),
         Input("forecast-pair", "value"),
+        Input("forecast-refresh", "n_intervals"),
+        State("forecast-state", "data"),
     )(update)
+    app.callback(
+        Output("forecast-freshness", "children"),
+        Input("forecast-state", "data"),
+        Input("forecast-refresh", "n_intervals"),
+    )(freshness)
+    app.callback(
+        Output("forecast-download", "data"),
+        Input("forecast-download-button", "n_clicks"),
+        State("forecast-pair", "value"),
+        prevent_initial_call=True,
+    )(download_csv)

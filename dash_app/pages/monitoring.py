@@ -231,7 +231,7 @@ def drift_table(report: MonitoringReport) -> Component:
             html.Strong(d.feature) if d.drifted else d.feature,
             fmt_number(d.psi, 3),
             fmt_number(d.ks, 3),
-            fmt_number(d.ks_p, 3),
+            fmt_p_value(d.ks_p),
             fmt_number(d.reference_mean, 4),
             fmt_number(d.recent_mean, 4),
             f"{d.n_reference} / {d.n_recent}",
@@ -239,7 +239,16 @@ def drift_table(report: MonitoringReport) -> Component:
         ]
         for d in report.drift
     ]
-    head = ["input", "PSI", "KS", "KS p-value", "training mean", "recent mean", "n (training / recent)", ""]
+    head = [
+        "input",
+        "PSI",
+        "KS",
+        "KS p-value",
+        "training mean",
+        "recent mean",
+        "n (training / recent)",
+        "drift",
+    ]
     return data_table(head, rows, id="monitoring-drift-rows")
 
 
@@ -261,10 +270,24 @@ def alerts_block(alerts: Sequence[AlertRow]) -> Component:
     return data_table(head, rows, id="monitoring-alert-rows")
 
 
+def fmt_p_value(p: float) -> str:
+    """A p-value people read: ``0.031``, ``< 1e-300``, ``2.4e-07`` (never an SI prefix such as ``100μ``)."""
+    if p <= 1e-300:
+        return "< 1e-300"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _threshold_value(value: object) -> str:
+    """A threshold as text: a list of inputs joined (``abs_log_return``), a number as itself."""
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value) or "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def thresholds_block(thresholds: Thresholds) -> Component:
     """Every threshold with its value and what it means (``MUR_MONITOR_*`` settings)."""
     rows = [
-        [name, str(getattr(thresholds, name)), info.description or ""]
+        [name, _threshold_value(getattr(thresholds, name)), info.description or ""]
         for name, info in Thresholds.model_fields.items()
     ]
     return html.Div(

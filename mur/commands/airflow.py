@@ -73,22 +73,42 @@ def trigger(
     pair: Annotated[
         list[str] | None, typer.Option("--pair", help="pair to train (repeat; default: all)")
     ] = None,
-    end: Annotated[str | None, typer.Option(help="train on candles before this ISO-8601 UTC time")] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(help="train on candles before this market time (ISO-8601 UTC, not after market now)"),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="max epochs")] = None,
     arch: Annotated[str | None, typer.Option(help="lstm or gru")] = None,
     hidden_size: Annotated[int | None, typer.Option(help="recurrent hidden size")] = None,
     train_days: Annotated[int | None, typer.Option(help="training window length in days")] = None,
     num_workers: Annotated[int | None, typer.Option(help="Ray Train workers per job")] = None,
-    logical_date: Annotated[str | None, typer.Option(help="logical date of the run (default: none)")] = None,
+    logical_date: Annotated[
+        str | None,
+        typer.Option(
+            help="market hour the run stands for (default: none, the market hour it is triggered in)"
+        ),
+    ] = None,
     unpause: Annotated[bool, typer.Option(help="unpause the DAG (a paused DAG's runs wait)")] = True,
     wait: Annotated[bool, typer.Option("--wait", help="wait until the run finishes")] = False,
 ) -> None:
-    """Trigger the training DAG through the REST API, like the UI's trigger form (same Params)."""
+    """Trigger the training DAG through the REST API, like the UI's trigger form (same Params).
+
+    Dates are market times (mur clock): one after market now is refused.
+    """
+    from mur.clock import market_clock
     from mur.devstack import airflow
     from mur.errors import MurError
+    from mur.orchestration.market_dates import parse_utc, require_closed
     from mur.settings import get_settings
 
     settings = get_settings()
+    clock = market_clock(settings)
+    if end is not None:
+        closed = require_closed(parse_utc(end, what="--end"), clock, what="--end")
+        end = closed.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if logical_date is not None:
+        at = require_closed(parse_utc(logical_date, what="--logical-date"), clock, what="--logical-date")
+        logical_date = at.isoformat()
     conf = {
         k: v
         for k, v in {
@@ -116,10 +136,16 @@ def trigger(
 
 
 def backfill(
-    from_date: Annotated[str, typer.Option("--from", help="first logical date (inclusive), e.g. 2025-06-01")],
+    from_date: Annotated[
+        str | None,
+        typer.Option("--from", help="first market hour (logical date, inclusive), e.g. 2024-10-01"),
+    ] = None,
     to_date: Annotated[
-        str, typer.Option("--to", help="last logical date (inclusive), e.g. 2025-06-02T00:00")
-    ],
+        str | None,
+        typer.Option(
+            "--to", help="last market hour (inclusive), e.g. 2024-10-01T03:00; clamped to market now"
+        ),
+    ] = None,
     pair: Annotated[
         list[str] | None, typer.Option("--pair", help="pair to train (repeat; default: all)")
     ] = None,
@@ -127,33 +153,86 @@ def backfill(
     max_active_runs: Annotated[int, typer.Option(help="runs of the backfill at a time")] = 1,
     reprocess: Annotated[str, typer.Option(help="none | failed | completed: redo existing runs?")] = "none",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="only list the runs it would create")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="list the DAG's backfills and exit")] = False,
+    cancel: Annotated[
+        int | None,
+        typer.Option("--cancel", metavar="ID", help="cancel backfill ID (its queued runs fail) and exit"),
+    ] = None,
 ) -> None:
-    """``airflow backfill create`` for the training DAG (one run per schedule interval in the range)."""
-    from mur.devstack.airflow import airflow_cli
+    """Backfill the training DAG over market hours (one run per hour, each trained on candles before its end).
+
+    Dates are market times (mur clock): a start after market now is refused, an end after it is clamped.
+
+    One backfill runs at a time: --list shows them, --cancel ID stops one.
+    """
+    from mur.clock import market_clock
+    from mur.devstack import airflow
+    from mur.errors import ConfigError
+    from mur.orchestration.market_dates import backfill_range, parse_utc, show
     from mur.settings import get_settings
 
+    settings = get_settings()
+    if list_ or cancel is not None:
+        with airflow.client(settings) as client:
+            if cancel is not None:
+                done = client.cancel_backfill(cancel)
+                typer.echo(f"cancelled backfill {cancel} of {done.get('dag_id', DAG_ID)}: queued runs failed")
+                return
+            print_backfills(client.backfills(DAG_ID))
+        return
+    if from_date is None or to_date is None:
+        raise ConfigError("give --from and --to (market dates), or --list / --cancel ID")
+    clock = market_clock(settings)
+    span = backfill_range(parse_utc(from_date, what="--from"), parse_utc(to_date, what="--to"), clock)
+    if (warning := span.warning(clock)) is not None:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     conf = {k: v for k, v in {"pairs": pair or [], "epochs": epochs}.items() if v not in (None, [])}
-    args = [
-        "backfill",
-        "create",
-        "--dag-id",
-        DAG_ID,
-        "--from-date",
-        from_date,
-        "--to-date",
-        to_date,
-        "--max-active-runs",
-        str(max_active_runs),
-        "--reprocess-behavior",
-        reprocess,
-    ]
-    if conf:
-        args += ["--dag-run-conf", json.dumps(conf)]
-    if dry_run:
-        args.append("--dry-run")
-    typer.echo("airflow " + shlex.join(args))
-    proc = airflow_cli(get_settings(), *args)
-    typer.echo(proc.stdout.strip())
+    with airflow.client(settings) as client:
+        body = client.backfill_body(
+            DAG_ID,
+            span.start.isoformat(),
+            span.end.isoformat(),
+            conf=conf,
+            max_active_runs=max_active_runs,
+            reprocess=reprocess,
+        )
+        dates = client.backfill_dry_run(body)
+        hours = f"{show(span.start)} .. {show(span.end)}"
+        if dry_run:
+            typer.echo(f"would create {len(dates)} run(s) of {DAG_ID} for market hours {hours}:")
+            for date in dates:
+                typer.echo(f"  {date}")
+            return
+        created = client.create_backfill(body)
+    typer.echo(
+        f"backfill {created.get('id')} of {DAG_ID}: {len(dates)} run(s), market hours {hours}, "
+        f"conf {json.dumps(conf)}\n"
+        f"  follow: mur airflow backfill --list    cancel: mur airflow backfill --cancel {created.get('id')}"
+    )
+
+
+def print_backfills(rows: list[dict]) -> None:
+    """The backfills as a table: id, market hours, state, created."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not rows:
+        typer.echo(f"no backfill of {DAG_ID}")
+        return
+    table = Table(title=f"backfills of {DAG_ID}")
+    for column in ("id", "from", "to", "state", "created", "conf"):
+        table.add_column(column)
+    for row in rows:
+        state = "completed" if row.get("completed_at") else ("paused" if row.get("is_paused") else "running")
+        table.add_row(
+            str(row.get("id")),
+            str(row.get("from_date", ""))[:16],
+            str(row.get("to_date", ""))[:16],
+            state,
+            str(row.get("created_at", ""))[:16],
+            json.dumps(row.get("dag_run_conf") or {}),
+        )
+    Console(width=120).print(table)
 
 
 def env() -> None:

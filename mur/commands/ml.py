@@ -120,13 +120,66 @@ def echo_registration(result: TrainingResult) -> None:
     )
 
 
+def train_on_ray(
+    settings: Any,
+    pair: str,
+    end: Any,
+    num_workers: int | None,
+    use_gpu: bool,
+    out: Path | None,
+    register: bool,
+    as_json: bool,
+    overrides: dict[str, Any],
+) -> TrainingResult:
+    """``mur train --ray``: a Ray job that registers the model; with ``out`` it writes its artefacts under a
+    fresh ``s3://BUCKET/job-outputs/ID`` prefix instead (and registers only with ``register``), which are
+    downloaded into ``out`` and deleted."""
+    import uuid
+
+    from mur.orchestration.job_submission import submit_training
+
+    outputs = None if out is None else f"s3://{settings.s3_bucket}/job-outputs/{uuid.uuid4().hex}"
+    result = submit_training(
+        settings,
+        pair,
+        end=end,
+        num_workers=num_workers,
+        use_gpu=use_gpu,
+        stream_logs=not as_json,
+        out_uri=outputs,
+        no_register=out is not None and not register,
+        **overrides,
+    )
+    if out is not None and outputs is not None:
+        fetch_outputs(settings, outputs, out)
+    return result
+
+
+def fetch_outputs(settings: Any, uri: str, out: Path) -> None:
+    """Download the files a job wrote under ``uri`` (``--out-uri``) into ``out``, then delete them there."""
+    import pyarrow.fs
+
+    from mur.training.ray_fit import location
+
+    path, fs = location(settings, uri)
+    local = pyarrow.fs.LocalFileSystem()
+    out.mkdir(parents=True, exist_ok=True)
+    source = fs or local
+    pyarrow.fs.copy_files(path, str(out.resolve()), source_filesystem=source, destination_filesystem=local)
+    source.delete_dir(path)
+
+
 def train(
     pair: Annotated[str, typer.Argument(help="trading pair, e.g. btc_usdt (or any NAME with --data)")],
     epochs: Annotated[int | None, typer.Option(help="max epochs (early stopping may end sooner)")] = None,
     arch: Annotated[str | None, typer.Option(help="lstm or gru")] = None,
-    out: Annotated[Path, typer.Option(help="output directory for model.onnx and metrics.json")] = Path(
-        "artifacts"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="output directory for model.onnx and metrics.json (default ./artifacts); with --ray the job's "
+            "artefacts are downloaded here and nothing is registered unless --register"
+        ),
+    ] = None,
     data: Annotated[Path | None, typer.Option(help="train on your own candles CSV instead")] = None,
     end: Annotated[
         str | None, typer.Option(help="use only candles strictly before this ISO-8601 UTC time")
@@ -181,24 +234,20 @@ def train(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     if ray:
-        from mur.orchestration.job_submission import submit_training
-
-        result = submit_training(
-            settings,
-            pair,
-            end=end_dt,
-            num_workers=num_workers,
-            use_gpu=use_gpu,
-            stream_logs=not as_json,
-            **overrides,
-        )
+        if data is not None or compare_normalizations:
+            raise typer.BadParameter("--data and --compare-normalizations train locally: drop --ray")
+        result = train_on_ray(settings, pair, end_dt, num_workers, use_gpu, out, register, as_json, overrides)
         if as_json:
             typer.echo(result.model_dump_json(indent=2))
             return
         if result.metrics is not None:
             print_metrics_table([result.metrics], title="Ray job result")
-        echo_registration(result)
+        if result.version is not None:
+            echo_registration(result)
+        if out is not None:
+            typer.echo(f"wrote {out}/model.onnx and {out}/metrics.json")
         return
+    out = out or Path("artifacts")
     from mur.training.driver import train_and_register
     from mur.training.loop import LocalFit
 

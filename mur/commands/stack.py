@@ -46,9 +46,13 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
 
     from mur.devstack import supervisor as services
     from mur.devstack.config import align_settings
+    from mur.devstack.health import ray_nodes
     from mur.settings import get_settings
 
-    rows = services.status(align_settings(get_settings(), export=False), names or None)
+    settings = align_settings(get_settings(), export=False)
+    rows = services.status(settings, names or None)
+    ray_up = any(r.name == "ray" and r.healthy for r in rows)
+    nodes = ray_nodes(settings) if ray_up else None
     if as_json:
         payload = [
             {
@@ -60,6 +64,7 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
                 "processes": r.processes,
                 "memory_mb": r.memory_mb,
                 "log": str(r.log_path),
+                **({"nodes": nodes} if r.name == "ray" and nodes is not None else {}),
             }
             for r in rows
         ]
@@ -82,6 +87,20 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
         )
     console = Console()
     console.print(table)
+    if nodes:
+        node_table = Table(title="Ray nodes")
+        for column in ("node", "role", "state", "CPUs", "GPUs", "placement resource"):
+            node_table.add_column(column, justify="right" if column in ("CPUs", "GPUs") else "left")
+        for node in nodes:
+            node_table.add_row(
+                escape(str(node["ip"])),
+                "head" if node["head"] else "worker",
+                escape(str(node["state"])),
+                f"{node['cpus']:g}",
+                f"{node['gpus']:g}",
+                escape(", ".join(node["resources"]) or "-"),
+            )
+        console.print(node_table)
     if rows:
         console.print(f"logs: {_short_path(rows[0].log_path.parent)}/NAME.log", highlight=False, markup=False)
 
@@ -123,6 +142,16 @@ def bring_up_cli(args: UpArgs) -> None:
     names = stack_services(report.settings).keys()
     for line in stack.summary_lines(report, names):
         typer.echo(line)
+
+
+def use_ray_nodes(nodes: int) -> None:
+    """``mur up --nodes N``: the stack's Ray node count for this command (remembered by the stack)."""
+    import os
+
+    from mur.settings import get_settings
+
+    os.environ["MUR_RAY_NODES"] = str(nodes)
+    get_settings.cache_clear()
 
 
 def bring_down_cli() -> None:
@@ -208,6 +237,16 @@ def register(app: typer.Typer) -> None:
                 help="the admin's password (default: generated once and printed once)",
             ),
         ] = None,
+        nodes: Annotated[
+            int | None,
+            typer.Option(
+                min=1,
+                max=8,
+                show_default=False,
+                help="Ray nodes: 2 adds a worker node on 127.0.0.2 that joins the head (default MUR_RAY_NODES, "
+                "else what the last `mur up --nodes` chose, else 1)",
+            ),
+        ] = None,
         speed: Annotated[
             float | None,
             typer.Option(
@@ -222,6 +261,8 @@ def register(app: typer.Typer) -> None:
 
         Idempotent: running services are kept, the admin is created once, trained pairs are not retrained.
         """
+        if nodes is not None:
+            use_ray_nodes(nodes)
         bring_up_cli(
             UpArgs(
                 pairs=[p for p in (pairs or "").split(",") if p.strip()] or None,

@@ -5,13 +5,24 @@
 - :mod:`mur.db.users`: accounts, passwords, roles, session generations and invites;
 - :mod:`mur.db.logins`: login and registration attempts (atomic rate limits);
 - :mod:`mur.db.tokens`: API tokens; :mod:`mur.db.quotas`: monthly quotas;
-- :mod:`mur.db.forecasts`: the forecast track record.
+- :mod:`mur.db.forecasts`: the forecast track record;
+- :mod:`mur.db.calibration`: the online calibration of the served ranges (per pair and horizon).
 
 Every query is a parameterized literal (identifiers go through :mod:`psycopg.sql`). Public functions take a
 :class:`Database` first and keyword-only arguments after it; each call is one transaction. Nothing connects
 until the first query. This module only re-exports the public names.
 """
 
+from mur.db.calibration import (
+    CalibrationRecord,
+    calibration_steps,
+    calibration_summary,
+    current_scales,
+    load_calibration,
+    mark_applied_scales,
+    save_calibration,
+    update_from_resolved,
+)
 from mur.db.forecasts import (
     Forecast,
     fill_actuals,
@@ -100,6 +111,7 @@ __all__ = [
     "MAX_USERNAME_LENGTH",
     "MIGRATIONS_DIR",
     "ROLES",
+    "CalibrationRecord",
     "Connection",
     "Database",
     "Forecast",
@@ -118,12 +130,15 @@ __all__ = [
     "authenticate",
     "begin_login_attempt",
     "begin_registration_attempt",
+    "calibration_steps",
+    "calibration_summary",
     "cancel_login_attempt",
     "connect",
     "consume_quota",
     "create_invite",
     "create_token",
     "create_user",
+    "current_scales",
     "discover_migrations",
     "end_sessions",
     "ensure_database",
@@ -135,7 +150,9 @@ __all__ = [
     "list_forecasts",
     "list_tokens",
     "list_users",
+    "load_calibration",
     "lookup_token",
+    "mark_applied_scales",
     "mark_login_succeeded",
     "migrate",
     "migration_status",
@@ -153,12 +170,14 @@ __all__ = [
     "require_user",
     "revoke_token",
     "rotate_token",
+    "save_calibration",
     "set_actual",
     "set_password",
     "set_quota",
     "set_user_disabled",
     "set_user_roles",
     "update_account",
+    "update_from_resolved",
     "user_roles",
     "validate_email",
     "validate_username",

@@ -68,7 +68,9 @@ def record_forecast(
     level: float | None = None,
 ) -> Forecast:
     """Store (or refresh) a forecast; keyed on (pair, model_version, target_time, horizon_hours), so
-    retries are safe. ``lower``/``upper``/``level`` are its range (all three or none)."""
+    retries are safe. ``lower``/``upper``/``level`` are its range (all three or none). A refresh keeps the
+    first ``made_at``: the track record scores the first forecast served for a target
+    (:func:`scored_forecasts`)."""
     band = (lower, upper, level)
     if any(v is None for v in band) and any(v is not None for v in band):
         raise InvalidInputError("lower, upper and level go together")
@@ -87,7 +89,8 @@ def record_forecast(
             VALUES (%(pair)s, %(model_version)s, COALESCE(%(made_at)s, now()), %(target_time)s,
                     %(predicted)s, %(last_close)s, %(horizon_hours)s, %(lower)s, %(upper)s, %(level)s)
             ON CONFLICT ON CONSTRAINT forecasts_pair_model_target_key DO UPDATE
-                SET predicted = EXCLUDED.predicted, last_close = EXCLUDED.last_close, made_at = EXCLUDED.made_at,
+                SET predicted = EXCLUDED.predicted, last_close = EXCLUDED.last_close,
+                    made_at = LEAST(forecasts.made_at, EXCLUDED.made_at),
                     lower = EXCLUDED.lower, upper = EXCLUDED.upper, level = EXCLUDED.level
             RETURNING id, pair, model_version, made_at, target_time, predicted, last_close, actual,
                       horizon_hours, lower, upper, level
@@ -214,3 +217,117 @@ def list_forecasts(
             },
         )
         return [_forecast(row) for row in cur.fetchall()]
+
+
+# --- the one scoring definition -----------------------------------------------------------------------------
+SCORED_VIEW_DOC = (
+    "the first forecast served for a (pair, target time, horizon): earliest made_at, then lowest id, "
+    "with its model version (sql/0007_scored_forecasts.sql)"
+)
+
+
+@dataclass(frozen=True)
+class ScoredCounts:
+    """How many targets (pair, target time, horizon) the track record holds, by state at a market hour."""
+
+    resolved: int
+    """Target candle closed before the market hour and its close known: scored."""
+    waiting: int
+    """Target candle not closed at the market hour: waiting for it."""
+    overdue: int
+    """Target candle closed, but its close is not known yet (a gap in the data, or not resolved yet)."""
+
+    @property
+    def pending(self) -> int:
+        """Not resolved yet: waiting for the candle, or overdue."""
+        return self.waiting + self.overdue
+
+    @property
+    def total(self) -> int:
+        return self.resolved + self.pending
+
+
+def _range_params(
+    pair: str, horizon_hours: int | None, since: datetime | None, until: datetime | None
+) -> dict[str, Any]:
+    return {
+        "pair": normalize_pair(pair),
+        "horizon": None if horizon_hours is None else int(horizon_hours),
+        "since": None if since is None else _utc(since),
+        "until": None if until is None else _utc(until),
+    }
+
+
+def scored_forecasts(
+    db: Database,
+    *,
+    pair: str,
+    market_hour: datetime | None = None,
+    resolved: bool | None = None,
+    horizon_hours: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int | None = None,
+) -> list[Forecast]:
+    """The forecasts the track record scores: one per (target time, horizon), :data:`SCORED_VIEW_DOC`.
+
+    ``since``/``until``: targets in ``[since, until)`` (market time); ``resolved=True``: only those scored at
+    ``market_hour`` (candle closed before it and close known), ``False``: only the others (needs
+    ``market_hour``), None: all. Newest target first (then horizon), at most ``limit``."""
+    if resolved is not None and market_hour is None:
+        raise InvalidInputError("resolved=True/False needs the market hour")
+    params = _range_params(pair, horizon_hours, since, until) | {
+        "hour": None if market_hour is None else _utc(market_hour),
+        "resolved": resolved,
+        "limit": None if limit is None else max(int(limit), 0),
+    }
+    with db.cursor() as cur:
+        cur.execute(
+            """
+            SELECT id, pair, model_version, made_at, target_time, predicted, last_close, actual,
+                   horizon_hours, lower, upper, level
+            FROM scored_forecasts
+            WHERE pair = %(pair)s
+              AND (%(horizon)s::int IS NULL OR horizon_hours = %(horizon)s)
+              AND (%(since)s::timestamptz IS NULL OR target_time >= %(since)s)
+              AND (%(until)s::timestamptz IS NULL OR target_time < %(until)s)
+              AND (%(resolved)s::boolean IS NULL
+                   OR (actual IS NOT NULL AND target_time < %(hour)s) = %(resolved)s)
+            ORDER BY target_time DESC, horizon_hours
+            LIMIT %(limit)s
+            """,
+            params,
+        )
+        return [_forecast(row) for row in cur.fetchall()]
+
+
+def scored_counts(
+    db: Database,
+    *,
+    pair: str,
+    market_hour: datetime,
+    horizon_hours: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> ScoredCounts:
+    """Resolved / waiting / overdue targets of ``pair`` at ``market_hour`` (one horizon or all; targets in
+    ``[since, until)``), counted over :func:`scored_forecasts`' rows: every view counts the same."""
+    params = _range_params(pair, horizon_hours, since, until) | {"hour": _utc(market_hour)}
+    with db.cursor() as cur:
+        cur.execute(
+            """
+            SELECT count(*) FILTER (WHERE target_time < %(hour)s AND actual IS NOT NULL) AS resolved,
+                   count(*) FILTER (WHERE target_time >= %(hour)s) AS waiting,
+                   count(*) FILTER (WHERE target_time < %(hour)s AND actual IS NULL) AS overdue
+            FROM scored_forecasts
+            WHERE pair = %(pair)s
+              AND (%(horizon)s::int IS NULL OR horizon_hours = %(horizon)s)
+              AND (%(since)s::timestamptz IS NULL OR target_time >= %(since)s)
+              AND (%(until)s::timestamptz IS NULL OR target_time < %(until)s)
+            """,
+            params,
+        )
+        row = fetch_one(cur)
+    return ScoredCounts(
+        resolved=int(row["resolved"]), waiting=int(row["waiting"]), overdue=int(row["overdue"])
+    )

@@ -133,13 +133,41 @@ def align_settings(settings: Settings, *, export: bool = True) -> Settings:
     aligned = settings.model_copy(update=update)
     if aligned.ray_auth_mode == "token" and not aligned.ray_auth_token:  # the stack's token, from its secrets
         aligned = aligned.model_copy(update={"ray_auth_token": ray_token(aligned)})
+    nodes = stack_ray_nodes(aligned, remember=export)
+    if nodes != aligned.ray_nodes:
+        aligned = aligned.model_copy(update={"ray_nodes": nodes})
     if export:
+        update["ray_nodes"] = nodes
         for name, value in update.items():
             os.environ[f"MUR_{name.upper()}"] = str(value)
         os.environ[STACK_MARKER] = str(runtime_dir)  # inherited by everything started from here
         os.environ["MUR_SECRETS_DIR"] = str(write_secrets_dir(aligned))
         use_stack_ray(aligned)  # the Ray head, the keeper, Airflow's tasks, `mur serve`: one token, loopback
     return aligned
+
+
+NODES_FILE = "ray-nodes.json"
+
+
+def stack_ray_nodes(settings: Settings, *, remember: bool) -> int:
+    """The stack's Ray node count: ``MUR_RAY_NODES`` (``mur up --nodes N``) when set, remembered in the runtime
+    dir (with ``remember``), else the remembered one, so that ``mur status``, ``mur down`` and a later
+    ``mur up`` see the worker nodes an earlier ``mur up --nodes N`` started."""
+    path = Path(settings.runtime_dir) / NODES_FILE
+    if "ray_nodes" in settings.model_fields_set:
+        if remember:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"ray_nodes": settings.ray_nodes}) + "\n")
+        return settings.ray_nodes
+    return remembered_ray_nodes(settings.runtime_dir) or settings.ray_nodes
+
+
+def remembered_ray_nodes(runtime_dir: str | Path) -> int | None:
+    """The node count the last ``mur up --nodes N`` remembered (None: never given)."""
+    try:
+        return max(1, int(json.loads((Path(runtime_dir) / NODES_FILE).read_text())["ray_nodes"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def stack_secret(settings: Settings) -> str:

@@ -6,8 +6,10 @@ import os
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from mur.devstack.services import Service
+from mur.settings import Settings
 
 COMMAND_PROBE_INTERVAL_S = 3.0
 """Between two runs of a command health check (each costs seconds of CPU: ``airflow jobs check``)."""
@@ -59,3 +61,32 @@ def port_open(host: str, port: int, timeout_s: float = 1.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def ray_nodes(settings: Settings, timeout_s: float = 5.0) -> list[dict[str, Any]] | None:
+    """The Ray cluster's nodes from the dashboard's state API (with the token): address, head or not, state,
+    CPUs, GPUs and the node's custom resources; None when the head does not answer."""
+    import httpx
+
+    url = settings.ray_address.rstrip("/") + "/api/v0/nodes"
+    try:
+        response = httpx.get(url, params={"limit": 100}, headers=settings.ray_headers(), timeout=timeout_s)
+        response.raise_for_status()
+        rows = response.json()["data"]["result"]["result"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+    nodes = []
+    for row in rows:
+        total = row.get("resources_total") or {}
+        nodes.append(
+            {
+                "node_id": row.get("node_id"),
+                "ip": row.get("node_ip"),
+                "head": bool(row.get("is_head_node")),
+                "state": row.get("state"),
+                "cpus": total.get("CPU", 0.0),
+                "gpus": total.get("GPU", 0.0),
+                "resources": sorted(k for k in total if k.startswith("mur_node_")),
+            }
+        )
+    return sorted(nodes, key=lambda n: (not n["head"], n["state"] != "ALIVE", str(n["ip"])))

@@ -10,6 +10,7 @@ compose uses; ``tests/unit/test_compose.py`` compares the two. The local S3 is m
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import sys
@@ -230,6 +231,98 @@ def _ray_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+# --- worker nodes of the local stack (`mur up --nodes N`) -------------------------------------------------
+HEAD_GCS_HOST = "[::ffff:127.0.0.1]"
+"""How a worker node addresses the head's GCS: the head's loopback address in its IPv4-mapped IPv6 form.
+
+A worker node must run with Ray's cluster switch on (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1``: ``ray start``
+refuses to join a head otherwise), and with it on, ``ray start --address 127.0.0.1:PORT`` rewrites
+``127.0.0.1`` (and ``localhost``) to the machine's LAN address, where the loopback head does not listen. The
+mapped form is the same socket (the GCS listens on ``[::ffff:127.0.0.1]``) under a name Ray does not
+rewrite. In a real cluster the address is the head's host name (compose: ``ray-head:6380``)."""
+WORKER_NODE_ENV = {
+    # a worker node joins a cluster: Ray refuses without the switch (the head keeps 0, see RAY_LOOPBACK_SWITCH)
+    RAY_LOOPBACK_SWITCH: "1",
+    # a node whose address is not 127.0.0.1 binds its Prometheus exporter, which has no authentication, on
+    # every interface; the local worker nodes export no metrics (the head's cover Serve and the API)
+    "RAY_enable_metrics_collection": "0",
+}
+WORKER_AGENT_PORT_STEP = 100
+"""A worker node's dashboard agent port: the head's (52365) + 100 per node, as it also listens on 127.0.0.1."""
+
+
+def worker_node_ip(index: int) -> str:
+    """The loopback address of local worker node ``index`` (2, 3, …): 127.0.0.2, 127.0.0.3, …"""
+    return f"127.0.0.{index}"
+
+
+def worker_node_resource(index: int) -> str:
+    """The custom resource only node ``index`` has: ``resources={name: 1}`` places a task or actor there."""
+    return f"mur_node_{index}"
+
+
+def worker_node_runtime_dir(settings: Settings, index: int) -> Path:
+    """The node's own runtime dir (champion store, caches): nothing it runs reads the head's files."""
+    return Path(settings.runtime_dir).resolve() / "nodes" / str(index)
+
+
+def _worker_agent_port(settings: Settings, index: int) -> int:
+    return 52365 + (settings.ray_dashboard_port - 8265) + WORKER_AGENT_PORT_STEP * (index - 1)
+
+
+def _worker_node_command(settings: Settings, index: int) -> list[str]:
+    """``ray start --block --address HEAD`` as compose's ray-worker, on the node's own loopback address."""
+    cpus = max(2, (os.cpu_count() or 2) // 2)
+    return [
+        *(venv_bin("ray"), "start", "--block"),
+        *("--address", f"{HEAD_GCS_HOST}:{settings.ray_gcs_port}"),
+        *("--node-ip-address", worker_node_ip(index)),
+        *("--dashboard-agent-listen-port", str(_worker_agent_port(settings, index))),
+        "--disable-usage-stats",
+        *("--num-cpus", str(cpus)),
+        *("--resources", json.dumps({worker_node_resource(index): 100})),
+        *("--object-store-memory", str(settings.ray_object_store_mb * 1024 * 1024)),
+        *("--min-worker-port", "0", "--max-worker-port", "0"),  # 0: the OS picks free ones
+    ]
+
+
+def worker_node_services(settings: Settings) -> list[Service]:
+    """One service per extra Ray node (``settings.ray_nodes`` - 1), joining the head with the token."""
+    s = settings
+    out = []
+    for index in range(2, s.ray_nodes + 1):
+        agent = _worker_agent_port(s, index)
+        out.append(
+            Service(
+                name=f"ray-node-{index}",
+                command=_worker_node_command(s, index),
+                env={
+                    **_ray_env(s),
+                    **WORKER_NODE_ENV,
+                    "MUR_RUNTIME_DIR": str(worker_node_runtime_dir(s, index)),
+                },
+                env_unset=RAY_HEAD_UNSET,
+                port=agent,
+                health_url=f"http://127.0.0.1:{agent}/api/local_raylet_healthz",
+                health_headers=_ray_health_headers(s),
+                start_timeout_s=120,
+                stop_timeout_s=20,
+                stop_first=("raylet",),
+                depends_on=("ray",),
+                before_start=functools.partial(
+                    worker_node_runtime_dir(s, index).mkdir, parents=True, exist_ok=True
+                ),
+                compose="ray-worker",
+                description=f"Ray worker node {index} on {worker_node_ip(index)} (joins the head with the token)",
+            )
+        )
+    return out
+
+
+def _ray_health_headers(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {ray_token(settings)}"} if settings.ray_auth_mode == "token" else {}
+
+
 def _dash_env(settings: Settings) -> dict[str, str]:
     """A persistent secret key, and Airflow's login for the "Train now" button."""
     env: dict[str, str] = {}
@@ -302,7 +395,7 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             env_unset=RAY_HEAD_UNSET,
             port=s.ray_dashboard_port,
             health_url=f"http://127.0.0.1:{s.ray_dashboard_port}/api/version",  # behind the token
-            health_headers={"Authorization": f"Bearer {ray_token(s)}"} if s.ray_auth_mode == "token" else {},
+            health_headers=_ray_health_headers(s),
             start_timeout_s=180,
             stop_timeout_s=20,
             stop_first=("raylet",),  # the order of `ray stop`: raylet, the rest, GCS last
@@ -311,6 +404,7 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             compose="ray-head",
             description="Ray head (GCS, raylet, dashboard + Jobs API, Serve)",
         ),
+        *worker_node_services(s),
         Service(
             name="airflow-api-server",
             command=[af, "api-server", "--host", "127.0.0.1", "--port", str(s.airflow_port)],

@@ -29,7 +29,7 @@ from typing import Any
 
 from mur.clock import MarketClock
 from mur.devstack import airflow, first_run, supervisor
-from mur.devstack.config import align_settings, fix_market_clock, pause_market_clock
+from mur.devstack.config import align_settings, fix_market_clock, pause_market_clock, remembered_ray_nodes
 from mur.devstack.first_run import AdminResult
 from mur.devstack.processes import leftover_processes
 from mur.devstack.provision import ensure_databases
@@ -231,7 +231,12 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
     from mur.db import migrate
 
     began = time.monotonic()
+    previous_nodes = remembered_ray_nodes(settings.runtime_dir) or 1
     settings = align_settings(settings)
+    if previous_nodes > settings.ray_nodes:  # `mur up --nodes N` with fewer nodes than before: stop the rest
+        wider = stack_services(settings.model_copy(update={"ray_nodes": previous_nodes}))
+        surplus = [f"ray-node-{k}" for k in range(settings.ray_nodes + 1, previous_nodes + 1)]
+        supervisor.down(settings, surplus, services=wider, progress=say)
     running = any(supervisor.running_pid(settings, name) for name in stack_services(settings))
     clock = fix_market_clock(settings, speed=options.speed, running=running)
     settings = settings.model_copy(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mur.db.forecasts import Forecast, fill_actuals
+from mur.db.forecasts import Forecast, fill_actuals, scored_counts, scored_forecasts
 from mur.errors import MarketDataError
 from mur.monitoring.report import (
     DRIFT_FEATURES,
@@ -93,29 +93,35 @@ class Resolved:
 
 def resolved_hourly(db: Database, pair: str, market_hour: datetime, hours: int) -> list[Resolved]:
     """Resolved 1 h forecasts of ``pair`` with targets in the last ``hours`` market hours before
-    ``market_hour``, oldest first; one per target hour (the latest made)."""
-    with db.cursor() as cur:
-        cur.execute(
-            """
-            SELECT DISTINCT ON (target_time) target_time, predicted, actual, last_close, lower, upper, level
-            FROM forecasts
-            WHERE pair = %(pair)s AND horizon_hours = 1 AND actual IS NOT NULL
-              AND target_time < %(hour)s AND target_time >= %(since)s
-            ORDER BY target_time, made_at DESC
-            """,
-            {"pair": normalize_pair(pair), "hour": market_hour, "since": market_hour - hours * HOUR},
+    ``market_hour``, oldest first; one per target hour: the one the track record scores (the first served,
+    :func:`mur.db.forecasts.scored_forecasts`)."""
+    rows = scored_forecasts(
+        db,
+        pair=pair,
+        market_hour=market_hour,
+        resolved=True,
+        horizon_hours=1,
+        since=market_hour - hours * HOUR,
+        until=market_hour,
+    )
+    return [
+        Resolved(
+            target_time=f.target_time,
+            predicted=f.predicted,
+            actual=float(f.actual),  # type: ignore[arg-type]  # resolved
+            last_close=f.last_close,
+            lower=f.lower,
+            upper=f.upper,
+            level=f.level,
         )
-        return [Resolved(**row) for row in cur.fetchall()]
+        for f in reversed(rows)
+    ]
 
 
-def pending_count(db: Database, pair: str) -> int:
-    with db.cursor() as cur:
-        cur.execute(
-            "SELECT count(*) AS n FROM forecasts WHERE pair = %(pair)s AND actual IS NULL",
-            {"pair": normalize_pair(pair)},
-        )
-        row = cur.fetchone()
-    return int(row["n"]) if row else 0
+def pending_count(db: Database, pair: str, market_hour: datetime) -> int:
+    """Scored forecasts of ``pair`` (every horizon) not resolved at ``market_hour``: waiting for their candle
+    to close, or overdue (closed, close not known yet)."""
+    return scored_counts(db, pair=pair, market_hour=market_hour).pending
 
 
 def window_stats(rows: Sequence[Resolved | Forecast]) -> dict[str, Any]:
@@ -134,7 +140,8 @@ def window_stats(rows: Sequence[Resolved | Forecast]) -> dict[str, Any]:
     actual = np.array([r.actual for r in rows], dtype=np.float64)  # resolved: never None
     err = np.abs(np.array([r.predicted for r in rows]) - actual)
     base = np.abs(np.array([r.last_close for r in rows]) - actual)
-    mae_model, mae_persistence = float(err.mean()), float(base.mean())
+    # exactly rounded sums: the same rows give the same digits in whatever order a view reads them
+    mae_model, mae_persistence = math.fsum(err) / len(rows), math.fsum(base) / len(rows)
     banded = [r for r in rows if r.lower is not None and r.upper is not None]
     coverage = (
         float(np.mean([r.lower <= r.actual <= r.upper for r in banded]))  # type: ignore[operator]
@@ -308,7 +315,7 @@ def build_report(
         trained_window={"start": window.get("start"), "end": window.get("end")} if window else None,
         status=status,
         n_resolved=stats["n"],
-        n_pending=pending_count(db, pair),
+        n_pending=pending_count(db, pair, market_hour),
         skill=_finite(stats["skill"]),
         mae_model=_finite(stats["mae_model"]),
         mae_persistence=_finite(stats["mae_persistence"]),

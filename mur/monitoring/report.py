@@ -63,8 +63,12 @@ class MonitoringReport(BaseModel):
     champion_version: str | None = None
     trained_window: dict[str, str | None] | None = None
     status: Status
-    n_resolved: int = Field(description="resolved 1 h forecasts in the rolling window")
-    n_pending: int = Field(0, description="forecasts of any horizon still waiting for their candle")
+    n_resolved: int = Field(
+        description="resolved 1 h forecasts in the rolling window (one per target hour: the first served)"
+    )
+    n_pending: int = Field(
+        0, description="scored forecasts of any horizon still waiting for their candle to close"
+    )
     skill: float | None = Field(None, description="1 - MAE_model / MAE_persistence over the window")
     mae_model: float | None = None
     mae_persistence: float | None = None

@@ -140,9 +140,11 @@ def latest_alerts(db: Database, pair: str | None = None, *, limit: int = 50) -> 
 
 
 def forecast_counts(db: Database) -> dict[str, tuple[int, int]]:
-    """Per pair: (forecasts recorded, forecasts resolved), every horizon."""
+    """Per pair: (forecasts recorded, forecasts resolved), every horizon, one per (target time, horizon): the
+    forecasts the track record scores (``scored_forecasts``, mur/monitoring/track_record.py)."""
     with db.cursor() as cur:
         cur.execute(
-            "SELECT pair, count(*) AS n, count(actual) AS resolved FROM forecasts GROUP BY pair ORDER BY pair"
+            "SELECT pair, count(*) AS n, count(actual) AS resolved FROM scored_forecasts GROUP BY pair "
+            "ORDER BY pair"
         )
         return {row["pair"]: (int(row["n"]), int(row["resolved"])) for row in cur.fetchall()}

@@ -1,6 +1,10 @@
 """The monitoring run of one market hour (``dags/mur_monitoring.py``, or ``mur monitor``): for each pair,
 resolve the forecasts whose candle closed, compute the report, store it, and on a crossed threshold send a
 Discord alert and request a retraining of that pair through Airflow's REST API (once per cooldown).
+
+A pair whose newest trained window ended ``MUR_STALE_TRAINING_HOURS`` market hours or more before the monitored
+hour gets the alert kind ``stale_training`` (its line in the report's ``alerts``, status ``alert``, Discord):
+hourly training has stopped (a derailed schedule, a dead scheduler). It requests no retraining by itself.
 """
 
 from __future__ import annotations
@@ -17,16 +21,64 @@ log = logging.getLogger(__name__)
 Say = Callable[[str], None]
 
 
-def _champions(settings: Settings, pairs: list[str]) -> dict[str, dict[str, Any]]:
-    """The pairs' champions (an unreachable registry: monitoring goes on without training windows)."""
+STALE_KIND = "stale_training"
+"""The alert kind of a pair whose newest trained window is ``stale_training_hours`` market hours old."""
+
+
+def _registry_view(
+    settings: Settings, pairs: list[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, datetime] | None]:
+    """The pairs' champions and newest training window ends (None: not known). An unreachable registry:
+    monitoring goes on without training windows and without the staleness check."""
     from mur.errors import MurError
     from mur.serving.champions import champions, registry_client
 
     try:
-        return champions(registry_client(settings), prefix=settings.registry_prefix, pairs=pairs)
+        client = registry_client(settings)
+        found = champions(client, prefix=settings.registry_prefix, pairs=pairs)
     except MurError as exc:
         log.warning("monitoring without champions' training windows: %s", exc)
-        return {}
+        return {}, None
+    try:
+        return found, newest_trainings(client, settings.registry_prefix, pairs)
+    except Exception as exc:  # MlflowException, a transport error: the check waits for the next hour
+        log.warning("monitoring without the training staleness check: %s", exc)
+        return found, None
+
+
+def newest_trainings(client: Any, prefix: str, pairs: Iterable[str]) -> dict[str, datetime]:
+    """``{pair: end of the newest training window}`` over each pair's latest registered versions (any alias:
+    a version the gate did not promote was still trained); pairs without a version are left out."""
+    from mur.registry import model_name
+    from mur.timeutil import parse_time
+
+    ends: dict[str, datetime] = {}
+    for pair in pairs:
+        versions = client.search_model_versions(
+            f"name = '{model_name(pair, prefix)}'", max_results=20, order_by=["version_number DESC"]
+        )
+        times = [parse_time((v.tags or {}).get("data_window_end")) for v in versions]
+        known = [t for t in times if t is not None]
+        if known:
+            ends[pair] = max(known)
+    return ends
+
+
+def stale_training_line(trained_until: datetime | None, hour: datetime, limit_hours: int) -> str | None:
+    """The alert line when the newest training window ended ``limit_hours`` market hours or more before
+    ``hour`` (None: fresh, unknown, or the check is off)."""
+    from mur.timeutil import iso
+
+    if limit_hours <= 0 or trained_until is None:
+        return None
+    age = (hour - trained_until).total_seconds() / 3600
+    if age < limit_hours:
+        return None
+    return (
+        f"training stale: the newest model was trained on candles up to {iso(trained_until)}, {age:.0f} market "
+        f"hours before {iso(hour)} (MUR_STALE_TRAINING_HOURS={limit_hours}); is mur_training running? "
+        "See its next run in Airflow and mur airflow backfill --list"
+    )
 
 
 def request_retraining(settings: Settings, pair: str, market_hour: datetime, reason: str) -> str | None:
@@ -90,7 +142,7 @@ def run_monitoring(
     wanted = resolve_pairs(settings, requested=list(pairs) if pairs is not None else None)
     thresholds = thresholds_from(settings)
     source = get_market_data(settings)
-    champs = _champions(settings, wanted)
+    champs, trained = _registry_view(settings, wanted)
     summary: dict[str, Any] = {}
     db = Database(settings)
     try:
@@ -106,6 +158,10 @@ def run_monitoring(
                     champion=champs.get(pair),
                     drift_hours=settings.monitor_drift_hours,
                 )
+                stale = stale_training_line((trained or {}).get(pair), hour, settings.stale_training_hours)
+                if stale is not None:
+                    kinds = [*kinds, STALE_KIND]
+                    report = report.model_copy(update={"status": "alert", "alerts": [*report.alerts, stale]})
                 save_report(db, report)
                 entry: dict[str, Any] = {"status": report.status, "resolved": resolved, "alerts": kinds}
                 if kinds:
@@ -124,8 +180,9 @@ def run_monitoring(
                         entry["cooldown"] = True
                     else:
                         run_id = None
-                        if settings.monitor_retrain:
-                            run_id = request_retraining(settings, pair, hour, "; ".join(kinds))
+                        retrain_for = [k for k in kinds if k != STALE_KIND]  # stale: the schedule's fault
+                        if settings.monitor_retrain and retrain_for:
+                            run_id = request_retraining(settings, pair, hour, "; ".join(retrain_for))
                         delivered = _alert(settings, pair, hour, report.alerts, run_id)
                         record_alert(
                             db,

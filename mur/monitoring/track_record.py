@@ -1,50 +1,118 @@
-"""The track record as the API returns it (``GET /v1/track-record/{pair}``): resolved forecasts, newest
-first, and a summary of how they fared against persistence and how often their range held the close."""
+"""The track record, one definition for every view: the API (``GET /v1/track-record/{pair}``, JSON or CSV),
+the dashboard's Forecast page, the monitoring report and ``/metrics``.
+
+**Which forecast is scored**: of all the forecasts served for a (pair, target time, horizon), the *first*
+one (earliest ``made_at``, then the lowest id), with its model version: the view ``scored_forecasts``
+(``sql/0007_scored_forecasts.sql``) read by :func:`mur.db.forecasts.scored_forecasts` and counted by
+:func:`mur.db.forecasts.scored_counts`. A later version's forecast of the same target stays stored but is not
+counted. At market hour ``H`` a scored forecast is **resolved** (its candle, open at ``target_time``, closed
+before ``H`` and its close is known), **pending** (its candle has not closed) or **overdue** (closed, close
+not known yet). Every time here is market time (:mod:`mur.clock`).
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from mur.db.forecasts import Forecast
-from mur.monitoring.compute import pending_count, window_stats
+from mur.db.forecasts import SCORED_VIEW_DOC, Forecast, scored_counts, scored_forecasts
+from mur.monitoring.compute import window_stats
 from mur.pairs import normalize_pair
-from mur.timeutil import iso
+from mur.timeutil import HOUR, iso
 
 if TYPE_CHECKING:
     from mur.db.pool import Database
 
 MAX_LIMIT = 1000
+RELIABILITY_WINDOWS: tuple[tuple[str, int], ...] = (("24 h", 24), ("7 d", 7 * 24), ("30 d", 30 * 24))
+"""The live-reliability windows (label, market hours before the current market hour)."""
+CSV_COLUMNS = (
+    "pair",
+    "status",
+    "horizon_hours",
+    "target_time",
+    "close_time",
+    "made_at",
+    "model_version",
+    "predicted",
+    "lower",
+    "upper",
+    "level",
+    "last_close",
+    "actual",
+    "error",
+    "persistence_error",
+    "inside",
+)
 
 
-def _resolved(
-    db: Database, pair: str, market_hour: datetime, limit: int, horizon: int | None
-) -> list[Forecast]:
-    from mur.db.forecasts import _forecast
+def close_time(target_time: datetime) -> datetime:
+    """When the forecast candle closes (``target_time`` is its open time): what a forecast is "for"."""
+    return target_time + HOUR
 
-    with db.cursor() as cur:
-        cur.execute(
-            """
-            SELECT id, pair, model_version, made_at, target_time, predicted, last_close, actual,
-                   horizon_hours, lower, upper, level
-            FROM forecasts
-            WHERE pair = %(pair)s AND actual IS NOT NULL AND target_time < %(hour)s
-              AND (%(horizon)s::int IS NULL OR horizon_hours = %(horizon)s)
-            ORDER BY target_time DESC, horizon_hours, made_at DESC
-            LIMIT %(limit)s
-            """,
-            {"pair": pair, "hour": market_hour, "horizon": horizon, "limit": limit},
-        )
-        return [_forecast(row) for row in cur.fetchall()]
+
+def _row(f: Forecast) -> dict[str, Any]:
+    resolved = f.actual is not None
+    return {
+        "made_at": iso(f.made_at),
+        "target_time": iso(f.target_time),
+        "close_time": iso(close_time(f.target_time)),
+        "horizon_hours": f.horizon_hours,
+        "model_version": f.model_version,
+        "predicted": f.predicted,
+        "actual": f.actual,
+        "last_close": f.last_close,
+        "error": f.predicted - f.actual if resolved else None,  # type: ignore[operator]
+        "persistence_error": f.last_close - f.actual if resolved else None,  # type: ignore[operator]
+        "lower": f.lower,
+        "upper": f.upper,
+        "level": f.level,
+        "inside": f.inside,
+    }
+
+
+def _pending_row(f: Forecast, market_hour: datetime) -> dict[str, Any]:
+    row = {k: v for k, v in _row(f).items() if k not in ("actual", "error", "persistence_error", "inside")}
+    return row | {"status": "pending" if f.target_time >= market_hour else "overdue"}
 
 
 def track_record(
-    db: Database, pair: str, *, market_hour: datetime, limit: int = 100, horizon: int | None = None
+    db: Database,
+    pair: str,
+    *,
+    market_hour: datetime,
+    limit: int = 100,
+    horizon: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> dict[str, Any]:
-    """The latest ``limit`` resolved forecasts of ``pair`` (targets closed before ``market_hour``; one
-    ``horizon`` or all), a summary overall and per horizon, and how many still wait for their candle."""
+    """The latest ``limit`` resolved scored forecasts of ``pair`` at ``market_hour`` (one ``horizon`` or
+    all; targets in ``[since, until)``), their summary overall and per horizon, the counts of every state
+    and the unresolved ones (``unresolved``: pending and overdue, newest first, at most ``limit``)."""
     pair = normalize_pair(pair)
-    rows = _resolved(db, pair, market_hour, max(1, min(int(limit), MAX_LIMIT)), horizon)
+    limit = max(1, min(int(limit), MAX_LIMIT))
+
+    def read(resolved: bool) -> list[Forecast]:
+        return scored_forecasts(
+            db,
+            pair=pair,
+            market_hour=market_hour,
+            resolved=resolved,
+            horizon_hours=horizon,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+
+    rows, waiting = read(True), read(False)
+    counts = scored_counts(
+        db, pair=pair, market_hour=market_hour, horizon_hours=horizon, since=since, until=until
+    )
     by_horizon = {
         str(h): window_stats([f for f in rows if f.horizon_hours == h])
         for h in sorted({f.horizon_hours for f in rows})
@@ -52,24 +120,106 @@ def track_record(
     return {
         "pair": pair,
         "as_of": iso(market_hour),
-        "pending": pending_count(db, pair),
-        "resolved": [
-            {
-                "made_at": iso(f.made_at),
-                "target_time": iso(f.target_time),
-                "horizon_hours": f.horizon_hours,
-                "model_version": f.model_version,
-                "predicted": f.predicted,
-                "actual": f.actual,
-                "last_close": f.last_close,
-                "error": f.predicted - f.actual if f.actual is not None else None,
-                "persistence_error": f.last_close - f.actual if f.actual is not None else None,
-                "lower": f.lower,
-                "upper": f.upper,
-                "level": f.level,
-                "inside": f.inside,
-            }
-            for f in rows
-        ],
+        "pending": counts.pending,
+        "overdue": counts.overdue,
+        "resolved_total": counts.resolved,
+        "scored": SCORED_VIEW_DOC,
+        "from": iso(since) if since is not None else None,
+        "to": iso(until) if until is not None else None,
+        "resolved": [_row(f) for f in rows],
+        "unresolved": [_pending_row(f, market_hour) for f in waiting],
         "summary": window_stats(rows) | {"by_horizon": by_horizon},
     }
+
+
+def track_record_csv(record: dict[str, Any]) -> str:
+    """The rows of :func:`track_record` (unresolved first, then resolved; newest first) as CSV."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in record["unresolved"]:
+        writer.writerow({"pair": record["pair"], **row})
+    for row in record["resolved"]:
+        writer.writerow({"pair": record["pair"], "status": "resolved", **row})
+    return out.getvalue()
+
+
+# --- live reliability ------------------------------------------------------------------------------------
+def naive_log_band(closes: Sequence[float], hours: int, level: float) -> tuple[float, float] | None:
+    """Baseline (a) for a ``hours``-ahead range of nominal ``level``: the outer quantiles of the past
+    ``hours``-hour log returns of ``closes`` (hourly, oldest first); None with fewer than 50 returns."""
+    import numpy as np
+
+    c = np.log(np.asarray([x for x in closes if x and x > 0], dtype=np.float64))
+    if len(c) - hours < 50:
+        return None
+    r = c[hours:] - c[:-hours]
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.quantile(r, [tail, 1.0 - tail])
+    return float(lo), float(hi)
+
+
+def winkler(lo: float, hi: float, y: float, alpha: float) -> float:
+    """The interval (Winkler) score of ``[lo, hi]`` at miss rate ``alpha`` for outcome ``y`` (lower is better)."""
+    return (hi - lo) + (2.0 / alpha) * (max(lo - y, 0.0) + max(y - hi, 0.0))
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """How the ranges of one horizon held over one window of market hours."""
+
+    horizon_hours: int
+    window: str
+    hours: int
+    n: int
+    """Resolved scored forecasts with a range in the window."""
+    coverage: float | None
+    level: float | None
+    """The ranges' nominal coverage (the median level)."""
+    interval_skill: float | None
+    """``1 - sum Winkler_model / sum Winkler_naive`` (> 0: better ranges than the naive one)."""
+
+
+def reliability(
+    forecasts: Sequence[Forecast],
+    *,
+    market_hour: datetime,
+    closes: Sequence[float] = (),
+    windows: Sequence[tuple[str, int]] = RELIABILITY_WINDOWS,
+) -> list[Reliability]:
+    """Running coverage and interval skill per horizon over each window before ``market_hour``, from resolved
+    scored forecasts (``forecasts``: e.g. :func:`scored_forecasts` with ``resolved=True`` over the longest
+    window). ``closes``: hourly closes for the naive baseline (no interval skill without them)."""
+    import numpy as np
+
+    # (lower, upper, level, actual, last_close) of each resolved forecast with a range, by horizon
+    ranged: dict[int, list[tuple[datetime, float, float, float, float, float]]] = {}
+    for f in forecasts:
+        if f.actual is None or f.target_time >= market_hour or f.lower is None or f.upper is None:
+            continue
+        if f.level is None:
+            continue
+        ranged.setdefault(f.horizon_hours, []).append(
+            (f.target_time, f.lower, f.upper, f.level, f.actual, f.last_close)
+        )
+    out = []
+    for h in sorted(ranged):
+        for label, hours in windows:
+            start = market_hour - timedelta(hours=hours)
+            rows = [r for r in ranged[h] if r[0] >= start]
+            if not rows:
+                out.append(Reliability(h, label, hours, 0, None, None, None))
+                continue
+            level = float(np.median([r[3] for r in rows]))
+            coverage = sum(lo <= y <= hi for _, lo, hi, _, y, _ in rows) / len(rows)
+            band = naive_log_band(closes, h, level) if closes else None
+            skill = None
+            if band is not None:
+                model = sum(winkler(lo, hi, y, 1.0 - lv) for _, lo, hi, lv, y, _ in rows)
+                naive = sum(
+                    winkler(last * math.exp(band[0]), last * math.exp(band[1]), y, 1.0 - lv)
+                    for _, _, _, lv, y, last in rows
+                )
+                skill = 1.0 - model / naive if naive > 0 else None
+            out.append(Reliability(h, label, hours, len(rows), coverage, level, skill))
+    return out

@@ -241,6 +241,46 @@ class AirflowClient:
                 raise ServiceError(f"run {run_id} of {dag_id} still {run['state']} after {timeout_s:.0f} s")
             time.sleep(poll_s)
 
+    # --- backfills --------------------------------------------------------------------------------------
+    def backfill_body(
+        self,
+        dag_id: str,
+        from_date: str,
+        to_date: str,
+        *,
+        conf: dict[str, Any] | None = None,
+        max_active_runs: int = 1,
+        reprocess: str = "none",
+    ) -> dict[str, Any]:
+        """The body of ``POST /backfills`` (dates ISO-8601: the first and last logical dates, inclusive)."""
+        return {
+            "dag_id": dag_id,
+            "from_date": from_date,
+            "to_date": to_date,
+            "dag_run_conf": conf or {},
+            "max_active_runs": max_active_runs,
+            "reprocess_behavior": reprocess,
+        }
+
+    def backfill_dry_run(self, body: dict[str, Any]) -> list[str]:
+        """The logical dates a backfill with ``body`` would create runs for."""
+        answer = self.request("POST", "/backfills/dry_run", json=body)
+        return [str(b.get("logical_date")) for b in answer.get("backfills", [])]
+
+    def create_backfill(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a backfill (Airflow queues its runs); the backfill as Airflow describes it (``id`` …)."""
+        return self.request("POST", "/backfills", json=body)
+
+    def backfills(self, dag_id: str, *, limit: int = 20) -> list[dict[str, Any]]:
+        """The DAG's backfills, newest first."""
+        params = {"dag_id": dag_id, "limit": limit, "order_by": "-id"}
+        return list(self.request("GET", "/backfills", params=params).get("backfills", []))
+
+    def cancel_backfill(self, backfill_id: int) -> dict[str, Any]:
+        """Cancel a backfill: its queued runs are failed, running ones finish; 404 / 409 (already completed)
+        come back as :class:`ServiceAnswerError` with Airflow's message."""
+        return self.request("PUT", f"/backfills/{int(backfill_id)}/cancel")
+
     def run_url(self, dag_id: str, run_id: str) -> str:
         """The UI page of a DAG run."""
         return f"{self.base_url}/dags/{dag_id}/runs/{quote(run_id, safe='')}"

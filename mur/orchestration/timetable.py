@@ -9,6 +9,15 @@ live data (``MUR_MARKET_DATA=binance``) the clock is the real time and this is `
 Without catch-up, a run that starts late (the previous one took longer than a market hour) skips to the
 latest closed market hour instead of working through the missed ones.
 
+Market now bounds every date (:mod:`mur.orchestration.market_dates`): a backfill range (``restriction.latest``
+set) holds only the market hours that have closed, so a range after market now creates no run (Airflow
+answers "No runs to create"); a manual logical date after market now is refused (HTTP 400 from the REST API
+and the trigger form) unless it is the wall clock's "now" that the form pre-fills; and the next scheduled run
+never follows a run that stands for a market hour that has not closed (a backfill created before these checks,
+or a replay restarted from an earlier market start): Airflow takes the latest scheduled *or backfill* run as
+the reference of the next one, and such a run used to move the DAG's next run to the wall time the market
+reaches its date.
+
 Airflow loads the class through the ``mur`` plugin (entry point ``airflow.plugins`` in ``pyproject.toml``):
 the scheduler needs it to read the serialized DAG. The clock itself is read at scheduling time from the
 scheduler's ``MUR_CLOCK_*`` environment (``mur up`` exports it to every service).
@@ -23,6 +32,7 @@ from airflow.plugins_manager import AirflowPlugin
 from airflow.timetables.base import DagRunInfo, DataInterval, Timetable
 
 from mur.clock import MarketClock, floor_hour, market_clock
+from mur.orchestration.market_dates import MarketFutureError, manual_hour_end
 from mur.settings import get_settings
 
 if TYPE_CHECKING:
@@ -65,12 +75,14 @@ class MarketHourlyTimetable(Timetable):
 
     def infer_manual_data_interval(self, *, run_after: datetime) -> DataInterval:
         """A manual run with a logical date stands for the market hour that closed at it: logical dates are
-        market times (``dag.test(logical_date=...)``, the REST API, backfills). A date after market now
-        cannot be one (that hour has not closed): it is read as the wall time of the trigger (the UI's
-        default "now") and stands for the market hour closed then."""
-        clock = self.clock
-        at = run_after if run_after <= clock.now() else clock.market_at(run_after)
-        end = floor_hour(at)
+        market times (``dag.test(logical_date=...)``, the REST API, backfills). A date after market now is read
+        as the wall time of the trigger when it is the wall clock's "now" (the trigger form's default): the
+        market hour closed then. Any other date after market now is refused: Airflow answers 400 with the
+        message (:func:`~mur.orchestration.market_dates.manual_hour_end`)."""
+        try:
+            end = manual_hour_end(run_after, self.clock)
+        except MarketFutureError as exc:
+            raise ValueError(str(exc)) from exc
         return DataInterval(start=_pendulum(end - HOUR), end=_pendulum(end))
 
     def next_dagrun_info(
@@ -78,6 +90,11 @@ class MarketHourlyTimetable(Timetable):
     ) -> DagRunInfo | None:
         clock = self.clock
         latest_closed = clock.hour() - HOUR  # open time of the last market hour that has closed
+        if last_automated_data_interval is not None and last_automated_data_interval.end > clock.hour():
+            # the reference run stands for a market hour that has not closed (a market-future backfill, a
+            # replay restarted earlier): it says nothing about the schedule, which goes on from market now
+            last_automated_data_interval = None
+            restriction = type(restriction)(restriction.earliest, restriction.latest, catchup=False)
         if last_automated_data_interval is not None:
             start = floor_hour(last_automated_data_interval.end)
             if not restriction.catchup:
@@ -92,6 +109,8 @@ class MarketHourlyTimetable(Timetable):
         end = start + HOUR
         if restriction.latest is not None and start > restriction.latest:
             return None
+        if restriction.latest is not None and end > clock.now():
+            return None  # a bounded range (a backfill): only market hours that have closed
         if clock.speed == 0 and not clock.live and end > clock.hour():
             return None  # a frozen market: this hour never closes
         return DagRunInfo(

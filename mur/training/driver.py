@@ -121,17 +121,30 @@ def prepare(
 
 
 def calibrate(model: Any, ds: Dataset) -> Any:
-    """The trained model with its split-conformal calibration, fitted on the validation span (data the
-    weights never trained on), folded in: :class:`mur.model.export.CalibratedForecaster`."""
-    from mur.evaluation.intervals import conformal_scale
+    """The trained model with its split-conformal calibration folded in
+    (:class:`mur.model.export.CalibratedForecaster`): per horizon on the validation span (data the weights
+    never trained on), extended back into the training span where that span holds too few independent
+    outcomes of the horizon (:func:`mur.evaluation.intervals.block_conformal_scale`; 24 h: 120 days)."""
+    import numpy as np
+
+    from mur.evaluation.intervals import block_conformal_scale, calibration_rows
     from mur.model.export import CalibratedForecaster
     from mur.model.quantile_config import interval_level
     from mur.training.loop import predict
 
     cfg = model.cfg
     x_val, y_val = ds.model_arrays("val")
-    scale = conformal_scale(
-        predict(model, x_val), y_val, cfg.median_index, interval_level(cfg.quantile_levels)
+    x_train, y_train = ds.model_arrays("train")
+    extra = max(calibration_rows(len(y_val), len(y_train), h) for h in ds.horizons) - len(y_val)
+    x_cal = np.concatenate([x_train[len(y_train) - extra :], x_val])
+    y_cal = np.concatenate([y_train[len(y_train) - extra :], y_val])
+    scale = block_conformal_scale(
+        predict(model, x_cal),
+        y_cal,
+        len(y_val),
+        ds.horizons,
+        cfg.median_index,
+        interval_level(cfg.quantile_levels),
     )
     return CalibratedForecaster(model, [float(k) for k in scale])
 

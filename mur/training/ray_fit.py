@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from mur.model.network import ModelConfig
-from mur.training.batch import FitItem
+from mur.training.batch import FitItem, check_gpu_placement
 from mur.training.loop import Arrays, FitOutcome, TrainConfig
 
 if TYPE_CHECKING:
@@ -32,6 +33,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 CKPT_FILE = "state.pt"
 META_FILE = "meta.json"
+CONTROLLER_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+CONTROLLER_POLL_S = "0.2"
+"""Ray Train's controller poll (Ray's default 2 s): ``ray.train.report`` blocks until the controller took
+the previous report (a queue of one), so an epoch under 2 s (a GPU epoch here) waited for the poll, and a
+run's end was seen up to 2 s late. The driver's value reaches the controller; an explicit one wins."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class ScalingSettings:
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 1.0
+    placement_strategy: str = "PACK"
+    """Ray Train's placement of the workers: PACK, SPREAD, STRICT_SPREAD (one per node), STRICT_PACK."""
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -64,6 +72,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train  # [ray]
 
     items: list[dict[str, Any]] = config["items"]
+    every = int(config.get("checkpoint_every", 1))
     done: dict[str, Any] = {}
     resume: dict[str, Any] | None = None
     checkpoint = ray.train.get_checkpoint()  # [ray] set when restoring after a failure
@@ -82,7 +91,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if item["name"] in done:
             continue
         here = resume if resume is not None and resume["meta"]["item"] == index else None
-        _fit_item(index, item, done, here, config.get("fail_at_epoch"), ray.get(item["arrays"]))
+        _fit_item(index, item, done, here, config.get("fail_at_epoch"), ray.get(item["arrays"]), every)
 
 
 def _fit_item(
@@ -92,10 +101,14 @@ def _fit_item(
     resume: dict[str, Any] | None,
     fail_at: int | None,
     arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    checkpoint_every: int = 1,
 ) -> None:
-    """Train one item on the worker group; its outcome goes into ``done`` (and every later checkpoint)."""
+    """Train one item on the worker group; its outcome goes into ``done`` (and every later checkpoint).
+
+    Every epoch reports its metrics; a checkpoint every ``checkpoint_every`` epochs and at the item's last
+    (a restart redoes < ``checkpoint_every`` epochs). Each worker validates its share of the validation set.
+    Rows: ``compute_s`` is ``train_epoch``, ``wall_s`` the time since the previous epoch's end."""
     import copy
-    import os
 
     import ray.train  # [ray]
     import ray.train.torch  # [ray]
@@ -116,7 +129,8 @@ def _fit_item(
     mcfg = ModelConfig(**item["model"])
     tcfg = TrainConfig(**item["train"])
     seed_everything(tcfg.seed)
-    rank = ray.train.get_context().get_world_rank()  # [ray]
+    context = ray.train.get_context()  # [ray]
+    rank, world = context.get_world_rank(), context.get_world_size()
     try:  # deterministic on every worker: all of them skip the item together
         model: torch.nn.Module = build_model(mcfg, seed=tcfg.seed)
         init_from_data(model, (x_train, y_train))  # same start on every worker
@@ -144,12 +158,19 @@ def _fit_item(
     train_loader = ray.train.torch.prepare_data_loader(  # [ray] DistributedSampler
         make_loader(x_train, y_train, tcfg.batch_size, shuffle=True, seed=tcfg.seed)
     )
-    val_loader = make_loader(x_val, y_val, tcfg.batch_size, shuffle=False)
+    # this worker's share of the validation set (no padding: the all-reduce weighs each share by its size)
+    val_loader = make_loader(x_val[rank::world], y_val[rank::world], tcfg.batch_size, shuffle=False)
+    val_share = len(y_val[rank::world])
     device = ray.train.torch.get_device()  # [ray]
+
+    def validate() -> float:  # the unwrapped module: no DDP hook runs on the uneven shares
+        return mean_over_workers(eval_loss(unwrap(model), val_loader, device), device, weight=val_share)
+
     first_attempt = ray.train.get_checkpoint() is None
     if resume is None:  # the data-fitted start is a candidate too (epoch -1), as in fit_local
-        stopper.step(-1, mean_over_workers(eval_loss(model, val_loader, device), device))
+        stopper.step(-1, validate())
 
+    mark, report_s = time.perf_counter(), 0.0
     for epoch in range(start_epoch, tcfg.epochs):
         if fail_at is not None and epoch == fail_at and index == 0 and first_attempt and rank == 0:
             raise RuntimeError(f"injected failure at epoch {epoch} (fault-tolerance test)")
@@ -157,11 +178,14 @@ def _fit_item(
             train_loader.sampler.set_epoch(epoch)
         started = time.perf_counter()
         train_loss = train_epoch(model, train_loader, optimizer, device)
-        val_loss = mean_over_workers(eval_loss(model, val_loader, device), device)  # same decision everywhere
+        computed = time.perf_counter()
+        val_loss = validate()  # the same value, hence the same decision, on every worker
+        evaluated = time.perf_counter()
         raw = unwrap(model)
         if stopper.step(epoch, val_loss):
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in raw.state_dict().items()})
         last = stopper.should_stop or epoch == tcfg.epochs - 1
+        checkpoint = last or (epoch + 1) % checkpoint_every == 0
         metrics = {
             "item": index,
             "name": name,
@@ -170,13 +194,24 @@ def _fit_item(
             "val_loss": val_loss,
             "best_val_loss": stopper.best_loss,
             "best_epoch": stopper.best_epoch,
-            "epoch_seconds": time.perf_counter() - started,
+            "epoch_seconds": evaluated - started,
+            "compute_s": computed - started,
+            "eval_s": evaluated - computed,
+            "wall_s": evaluated - mark,
+            "report_s": report_s,  # the previous epoch's report (and checkpoint), part of this wall_s
+            "checkpointed": checkpoint,
             "samples": len(y_train),
+            "device": str(device),
             "worker_pid": os.getpid(),
         }
+        mark = evaluated
         history.append({k: v for k, v in metrics.items() if k not in ("item", "name")})
         if last:
             done[name] = {"best_state": best_state, "best_epoch": stopper.best_epoch, "history": history}
+        if not checkpoint:
+            ray.train.report(metrics)  # [ray] metrics only: nothing written
+            report_s = time.perf_counter() - evaluated
+            continue
         current = {
             "model": raw.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -191,6 +226,7 @@ def _fit_item(
             },
         }
         _report(metrics, done, current, rank)
+        report_s = time.perf_counter() - evaluated
         if last:
             break
     else:  # no epoch to run (epochs exhausted before a restart): keep the best so far
@@ -236,9 +272,11 @@ def run_distributed_many(
     max_failures: int = 2,
     fail_at_epoch: int | None = None,
     storage_filesystem: Any = None,
+    checkpoint_every: int = 1,
 ) -> dict[str, TrainOutcome | str]:
     """Driver: one ``TorchTrainer.fit`` trains every item on the same worker group (workers started once);
-    returns each item's best weights and history, or its error message."""
+    returns each item's best weights and history, or its error message. Workers checkpoint every
+    ``checkpoint_every`` epochs of an item and at its end (``MUR_CHECKPOINT_EVERY_EPOCHS``)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # [ray]
     from ray.train.torch import TorchConfig, TorchTrainer  # [ray]
@@ -250,6 +288,7 @@ def run_distributed_many(
     if scaling.use_gpu:
         check_gpu_placement(scaling, ray.cluster_resources().get("GPU", 0.0))
         resources["GPU"] = scaling.gpus_per_worker
+    os.environ.setdefault(CONTROLLER_POLL_ENV, CONTROLLER_POLL_S)  # [ray] read when the trainer starts
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -265,10 +304,14 @@ def run_distributed_many(
                 for item in items
             ],
             "fail_at_epoch": fail_at_epoch,
+            "checkpoint_every": max(1, int(checkpoint_every)),
         },
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
-            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=resources
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=scaling.placement_strategy,
         ),
         run_config=RunConfig(
             name=run_name,
@@ -308,17 +351,19 @@ def run_distributed_many(
     return out
 
 
-def mean_over_workers(value: float, device: torch.device) -> float:
-    """``value`` averaged over the Ray Train workers (itself without a process group). The tensor lives on
-    the worker's device: NCCL, the GPU backend, has no CPU tensors (``No backend type associated with device
-    type cpu``), so a collective on a CPU tensor fails before the first epoch of every GPU run."""
+def mean_over_workers(value: float, device: torch.device, weight: float = 1.0) -> float:
+    """``value`` averaged over the Ray Train workers, each weighted by its ``weight`` (e.g. the size of the
+    worker's validation share); itself without a process group. One all-reduce of ``[value × weight,
+    weight]``. The tensor lives on the worker's device: NCCL, the GPU backend, has no CPU tensors (``No
+    backend type associated with device type cpu``), so a collective on a CPU tensor fails before the first
+    epoch of every GPU run."""
     import torch.distributed as dist
 
-    tensor = torch.tensor(value, dtype=torch.float64, device=device)
+    tensor = torch.tensor([value * weight, weight], dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor)
-        tensor /= dist.get_world_size()
-    return float(tensor.item())
+    total, weights = (float(x) for x in tensor.tolist())
+    return total / weights if weights else value
 
 
 def load_checkpoint_state(path: Path) -> Any:
@@ -327,29 +372,14 @@ def load_checkpoint_state(path: Path) -> Any:
     return torch.load(path, weights_only=True, map_location="cpu")
 
 
-def check_gpu_placement(scaling: ScalingSettings, cluster_gpus: float) -> None:
-    """Refuse at once a GPU request the cluster cannot place, instead of Ray Train waiting for it forever
-    (``WorkerGroupStartupTimeoutError``, retried): more GPUs than the cluster has, or DDP ranks sharing a GPU
-    (NCCL refuses two ranks on one device: ``Duplicate GPU detected``). Separate one-worker trainings may
-    share a GPU (``num_workers=1``, ``gpus_per_worker`` < 1)."""
-    wanted = scaling.num_workers * scaling.gpus_per_worker
-    if scaling.num_workers > 1 and scaling.gpus_per_worker < 1:
-        raise ValueError(
-            f"{scaling.num_workers} DDP workers with {scaling.gpus_per_worker:g} GPU each would share a GPU, "
-            "which NCCL refuses; use gpus_per_worker=1 (MUR_GPUS_PER_WORKER), or num_workers=1 to share a GPU "
-            "between separate trainings"
-        )
-    if wanted > cluster_gpus:
-        raise ValueError(
-            f"--use-gpu asks for {scaling.num_workers} worker(s) x {scaling.gpus_per_worker:g} GPU = {wanted:g} "
-            f"GPU(s), but the Ray cluster has {cluster_gpus:g}; lower MUR_NUM_WORKERS (--workers) to "
-            f"{int(cluster_gpus // max(scaling.gpus_per_worker, 1e-9))} or add GPU nodes"
-        )
-
-
 def storage_for(settings: Settings) -> tuple[str, Any]:
     """Ray Train storage path and filesystem: ``s3://…`` through the S3 endpoint, else a local directory."""
-    path = settings.ray_storage_path or str(Path(settings.runtime_dir) / "ray-results")
+    return location(settings, settings.ray_storage_path or str(Path(settings.runtime_dir) / "ray-results"))
+
+
+def location(settings: Settings, path: str) -> tuple[str, Any]:
+    """``s3://bucket/key`` → (``bucket/key``, a pyarrow S3 filesystem on ``MUR_S3_*``); a directory → (it,
+    None), created."""
     if not path.startswith("s3://"):
         Path(path).mkdir(parents=True, exist_ok=True)
         return path, None
@@ -390,6 +420,7 @@ class RayFit:
             use_gpu=settings.use_gpu if use_gpu is None else use_gpu,
             cpus_per_worker=settings.cpus_per_worker,
             gpus_per_worker=settings.gpus_per_worker,
+            placement_strategy=settings.ray_placement_strategy,
         )
         return cls(settings, scaling, fail_at_epoch, emit)
 
@@ -435,6 +466,7 @@ class RayFit:
             max_failures=self.settings.max_failures,
             fail_at_epoch=self.fail_at_epoch,
             storage_filesystem=fs,
+            checkpoint_every=self.settings.checkpoint_every_epochs,
         )
         results: list[FitOutcome | Exception] = []
         for item in items:

@@ -151,7 +151,8 @@ def text_of(value: Any) -> str:
 
 FORECAST_OUTPUT = (
     "..forecast-headline.children...forecast-status.children...forecast-chart.figure"
-    "...forecast-champion.children...forecast-mae.children...forecast-track.figure.."
+    "...forecast-champion.children...forecast-mae.children...forecast-track.figure"
+    "...forecast-reliability.children...forecast-pending.children...forecast-state.data.."
 )
 TOKEN_OUTPUT = "..token-new.children...token-table.children...token-usage.children...curl-example.children.."
 SAVE_OUTPUT = "..admin-result.children...admin-users-table.children.."
@@ -162,7 +163,11 @@ def forecast_page(client: FlaskClient, pair: str) -> dict[str, Any]:
         dash_update(
             client,
             FORECAST_OUTPUT,
-            inputs=[{"id": "forecast-pair", "property": "value", "value": pair}],
+            inputs=[
+                {"id": "forecast-pair", "property": "value", "value": pair},
+                {"id": "forecast-refresh", "property": "n_intervals", "value": None},
+            ],
+            state=[{"id": "forecast-state", "property": "data", "value": None}],
             changed=["forecast-pair.value"],
         )
     )

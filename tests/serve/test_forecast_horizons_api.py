@@ -114,7 +114,9 @@ def check_horizons(body: dict[str, Any]) -> None:
     for h in body["horizons"]:
         assert h["lower"] <= h["median"] <= h["upper"] and h["level"] == pytest.approx(0.9)
         assert pd.Timestamp(h["target_time"]) == start + pd.Timedelta(hours=h["hours"])
+        assert pd.Timestamp(h["close_time"]) == pd.Timestamp(h["target_time"]) + pd.Timedelta(hours=1)
     assert body["horizons"][0]["median"] == pytest.approx(body["forecast"])
+    assert pd.Timestamp(body["close_time"]) == pd.Timestamp(body["target_time"]) + pd.Timedelta(hours=1)
 
 
 def test_get_and_post_carry_every_horizon_and_the_schema_documents_them(
@@ -143,6 +145,7 @@ def test_get_and_post_carry_every_horizon_and_the_schema_documents_them(
     assert set(schema["HorizonOut"]["properties"]) == {
         "hours",
         "target_time",
+        "close_time",
         "median",
         "lower",
         "upper",

@@ -104,8 +104,13 @@ def test_track_record_shape_and_exact_numbers(api: Api) -> None:
     response = api.client.get(f"/v1/track-record/{PAIR}", headers=auth(token))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"pair", "as_of", "pending", "resolved", "summary"}
+    assert {"pair", "as_of", "pending", "resolved", "summary"} <= set(body)  # issue 25 added fields
     assert body["pair"] == PAIR and body["as_of"] == "2025-03-01T12:00:00Z" and body["pending"] == 2
+    assert body["overdue"] == 0 and body["resolved_total"] == 4
+    assert [(u["status"], u["close_time"]) for u in body["unresolved"]] == [
+        ("pending", "2025-03-01T15:00:00Z"),
+        ("pending", "2025-03-01T13:00:00Z"),
+    ]
     rows = body["resolved"]
     assert [(r["target_time"], r["horizon_hours"]) for r in rows] == [
         ("2025-03-01T11:00:00Z", 1),
@@ -116,6 +121,7 @@ def test_track_record_shape_and_exact_numbers(api: Api) -> None:
     assert rows[0] == {
         "made_at": "2025-03-01T10:02:00Z",
         "target_time": "2025-03-01T11:00:00Z",
+        "close_time": "2025-03-01T12:00:00Z",
         "horizon_hours": 1,
         "model_version": "7",
         "predicted": 100.0,
@@ -321,7 +327,9 @@ def test_openapi_documents_both_routes(api: Api) -> None:
         assert get.get("security"), get  # bearer token
         assert schema in spec["components"]["schemas"]
     params = {p["name"]: p for p in spec["paths"]["/v1/track-record/{pair}"]["get"]["parameters"]}
-    assert set(params) == {"pair", "limit", "horizon"}
+    assert set(params) == {"pair", "limit", "horizon", "from", "to", "format"}
+    assert spec["paths"]["/v1/track-record/{pair}"]["get"]["summary"].startswith("Track record")
+    assert "text/csv" in spec["paths"]["/v1/track-record/{pair}"]["get"]["responses"]["200"]["content"]
     assert params["limit"]["schema"]["minimum"] == 1 and params["limit"]["schema"]["maximum"] == 1000
     resolved = spec["components"]["schemas"]["ResolvedOut"]["properties"]
     assert {

@@ -46,12 +46,14 @@ def test_every_collective_tensor_is_on_the_workers_device(monkeypatch: pytest.Mo
 def test_mean_over_workers_averages(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch.distributed as dist
 
+    other = torch.tensor([4.0 * 3, 3.0], dtype=torch.float64)  # the other rank: 4.0 over a share of 3
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
-    monkeypatch.setattr(dist, "all_reduce", lambda tensor: tensor.mul_(2).add_(1.0))  # the other rank: x + 1
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor: tensor.add_(other))  # the sum over both ranks
+    assert mean_over_workers(2.0, torch.device("cpu"), weight=1.0) == pytest.approx((2.0 + 12.0) / 4)
+    other = torch.tensor([4.0, 1.0], dtype=torch.float64)  # unweighted: the plain mean
     assert mean_over_workers(3.0, torch.device("cpu")) == pytest.approx(3.5)
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
-    assert mean_over_workers(3.0, torch.device("cpu")) == 3.0
+    assert mean_over_workers(3.0, torch.device("cpu"), weight=5.0) == 3.0
 
 
 def test_the_worker_loop_uses_the_device_helper_for_every_collective() -> None:

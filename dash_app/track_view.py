@@ -1,0 +1,204 @@
+"""The Forecast page's track record, live reliability and pending forecasts, from the one scoring
+definition (:mod:`mur.monitoring.track_record`): the same rows and counts as ``/v1/track-record``, the monitoring
+report and ``/metrics``; and its CSV download (the API's ``format=csv`` rows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from dash import dcc, html
+from dash.development.base_component import Component
+from dash.exceptions import PreventUpdate
+
+from dash_app.charts import TrackRecord, track_record
+from dash_app.components import data_table, fmt_close, fmt_number, fmt_pct, fmt_time
+from dash_app.context import current_account, get_context
+from mur.db.forecasts import ScoredCounts, scored_counts, scored_forecasts
+from mur.monitoring.compute import window_stats
+from mur.monitoring.track_record import (
+    RELIABILITY_WINDOWS,
+    Reliability,
+    close_time,
+    naive_log_band,
+    reliability,
+)
+
+if TYPE_CHECKING:
+    from mur.db import Database, Forecast
+
+TRACK_RECORD_LIMIT = 500
+PENDING_SHOWN = 12
+NOMINAL = 0.9
+"""The ranges' nominal level the track record chart's naive range is built for."""
+
+
+@dataclass(frozen=True)
+class TrackRecordView:
+    """What the Forecast page says about the track record, from the one scoring definition
+    (:mod:`mur.monitoring.track_record`): the same rows and counts as the API and the monitoring report."""
+
+    record: TrackRecord
+    """The 1 h scored forecasts for the chart (running MAEs, coverage)."""
+    summary: dict[str, Any]
+    """:func:`mur.monitoring.compute.window_stats` over the resolved 1 h scored forecasts."""
+    counts: ScoredCounts
+    """Every horizon: resolved, waiting, overdue."""
+    unresolved: list[Forecast] = field(default_factory=list)
+    """The next pending (and overdue) scored forecasts, soonest target first."""
+    reliability: list[Reliability] = field(default_factory=list)
+
+
+def track_record_view(
+    db: Database, pair: str, *, market_hour: datetime, closes: list[float] | None = None
+) -> TrackRecordView:
+    """The Forecast page's track record of ``pair`` at ``market_hour`` (``closes``: hourly closes before it,
+    oldest first, for the naive ranges the interval skill compares with)."""
+    closes = closes or []
+    rows = scored_forecasts(db, pair=pair, horizon_hours=1, limit=TRACK_RECORD_LIMIT)
+    # the same naive range as the live-reliability panel's 1 h row (the closes of the last 30 days)
+    record = track_record(rows, naive_log_band(closes, 1, NOMINAL), market_hour=market_hour)
+    resolved = [f for f in rows if f.actual is not None and f.target_time < market_hour]
+    longest = max(hours for _, hours in RELIABILITY_WINDOWS)
+    recent = scored_forecasts(
+        db,
+        pair=pair,
+        market_hour=market_hour,
+        resolved=True,
+        since=market_hour - timedelta(hours=longest),
+        until=market_hour,
+    )
+    unresolved = scored_forecasts(db, pair=pair, market_hour=market_hour, resolved=False, limit=200)
+    return TrackRecordView(
+        record=record,
+        summary=window_stats(resolved),
+        counts=scored_counts(db, pair=pair, market_hour=market_hour),
+        unresolved=sorted(unresolved, key=lambda f: (f.target_time, f.horizon_hours))[:PENDING_SHOWN],
+        reliability=reliability(recent, market_hour=market_hour, closes=closes),
+    )
+
+
+def summary_text(view: TrackRecordView, now: datetime) -> Component:
+    """The 1 h track record in one sentence (the same numbers as the API's ``by_horizon["1"]``)."""
+    counts, summary = view.counts, view.summary
+    waiting = (
+        f"{counts.pending} forecast(s) of every horizon not resolved yet: {counts.waiting} waiting for "
+        "their candle to close"
+        + (f", {counts.overdue} whose candle closed but is not in the data yet" if counts.overdue else "")
+    )
+    if not summary["n"]:
+        return html.P(
+            f"No resolved 1 h forecasts yet ({waiting}; market time {fmt_time(now)}).",
+            className="muted",
+            id="track-pending",
+        )
+    skill = summary["skill"]
+    return html.P(
+        [
+            f"Over {summary['n']} resolved 1 h forecast(s) (one per target hour: the first served): MAE of "
+            "the model ",
+            html.Strong(fmt_number(summary["mae_model"], 6), id="mae-model"),
+            " vs persistence ",
+            html.Strong(fmt_number(summary["mae_persistence"], 6), id="mae-persistence"),
+            f" (skill {skill * 100:+.2f}%)" if skill is not None else "",
+            f"; {waiting} (market time {fmt_time(now)}).",
+            *_range_record(view.record, summary),
+        ],
+        id="track-summary",
+    )
+
+
+def _range_record(record: TrackRecord, summary: dict[str, Any]) -> list[Any]:
+    """The ranges' coverage and interval skill vs the naive range, when forecasts had ranges."""
+    if not record.ranged or summary.get("coverage") is None:
+        return []
+    parts: list[Any] = [
+        html.Br(),
+        f"{record.ranged} of them had a {record.level or 0.9:.0%} range: coverage ",
+        html.Strong(fmt_pct(summary["coverage"]), id="track-coverage"),
+    ]
+    if record.interval_skill is not None:
+        parts += [
+            ", interval skill vs naive ranges ",
+            html.Strong(f"{record.interval_skill * 100:+.1f}%", id="track-interval-skill"),
+        ]
+    return parts
+
+
+def reliability_table(rows: list[Reliability]) -> Component:
+    """Per horizon, for the last 24 h / 7 d / 30 d of market time: how often the range held the close next
+    to its nominal level, and its interval skill against the naive range."""
+    if not rows:
+        return html.P(
+            "No resolved forecast with a range in the last 30 market days yet.",
+            className="muted",
+            id="live-reliability",
+        )
+    labels = [label for label, _ in RELIABILITY_WINDOWS]
+    cell = {(r.horizon_hours, r.window): r for r in rows}
+    body = []
+    for h in sorted({r.horizon_hours for r in rows}):
+        line: list[Any] = [f"{h} h"]
+        for label in labels:
+            r = cell.get((h, label))
+            if r is None or not r.n:
+                line.append("–")
+                continue
+            skill = "" if r.interval_skill is None else f", skill {r.interval_skill * 100:+.1f}%"
+            line.append(f"{fmt_pct(r.coverage)} of {r.n} (nominal {fmt_pct(r.level, 0)}){skill}")
+        body.append(line)
+    return html.Div(
+        [
+            html.P(
+                "Share of closes inside the forecast range, by horizon and window of market time, next to "
+                "the range's nominal level; interval skill > 0: better (narrower or better placed) ranges "
+                "than the naive one.",
+                className="muted",
+            ),
+            data_table(["horizon", *(f"last {label}" for label in labels)], body, id="live-reliability"),
+        ]
+    )
+
+
+def pending_table(view: TrackRecordView, now: datetime) -> Component:
+    """The next forecasts still waiting for their candle (and overdue ones)."""
+    if not view.unresolved:
+        return html.Div(id="pending-forecasts")
+    rows = [
+        [
+            f"{f.horizon_hours} h",
+            fmt_close(close_time(f.target_time), now),
+            fmt_number(f.predicted, 6),
+            "–" if f.lower is None else f"{fmt_number(f.lower, 6)} – {fmt_number(f.upper, 6)}",
+            fmt_time(f.made_at),
+            f.model_version,
+        ]
+        for f in view.unresolved
+    ]
+    return html.Details(
+        [
+            html.Summary(f"Pending forecasts ({view.counts.pending})"),
+            data_table(
+                ["horizon", "for the", "median", "range", "made at (market time)", "model"],
+                rows,
+                id="pending-forecasts",
+            ),
+        ]
+    )
+
+
+def download_csv(n_clicks: int | None, pair: str | None) -> Any:
+    """The pair's track record as CSV: the API's ``format=csv`` rows (the same scoring definition)."""
+    from mur.monitoring.track_record import MAX_LIMIT, track_record_csv
+    from mur.monitoring.track_record import track_record as api_track_record
+
+    if not n_clicks or current_account() is None:
+        raise PreventUpdate
+    context = get_context()
+    if pair not in context.settings.pairs:
+        raise PreventUpdate
+    hour = context.market_hour()
+    body = api_track_record(context.db, pair, market_hour=hour, limit=MAX_LIMIT)
+    stamp = hour.strftime("%Y%m%dT%H%MZ")
+    return dcc.send_string(track_record_csv(body), f"{pair}-track-record-{stamp}.csv", type="text/csv")
