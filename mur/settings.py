@@ -120,6 +120,24 @@ class Settings(BaseSettings):
     ray_address: str = "http://127.0.0.1:8265"
     ray_auth_mode: Literal["token", "disabled"] = Field(
         default="token",
+    weight_decay: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="decoupled weight decay (AdamW); 0 = plain Adam"
+    )
+    # --- hyper-parameter search (mur tune, docs/tuning.md) ---
+    tune_trials: int = Field(default=20, ge=1, le=500, description="configurations one search tries")
+    tune_folds: int = Field(default=3, ge=1, le=12, description="walk-forward folds a trial is scored on")
+    tune_fold_hours: int = Field(default=336, ge=24, description="hours scored after each fold's origin")
+    tune_confirm_hours: int = Field(
+        default=720,
+        ge=48,
+        description="the last hours of the data: the confirmation span the search never sees",
+    )
+    tune_train_days: int = Field(default=180, ge=14, description="training window of each fold's fit")
+    tune_epochs: int = Field(default=8, ge=1, description="max epochs of each fold's fit (early stopping)")
+    tune_concurrency: int = Field(default=2, ge=1, description="trials at once (one CPU each)")
+    tune_schedule: str | None = Field(
+        default=None, description="mur_tuning DAG schedule (cron or preset, e.g. @weekly); none = manual only"
+    )
         validation_alias=AliasChoices("RAY_AUTH_MODE", "MUR_RAY_AUTH_MODE"),
         description="Ray's authentication (RAY_AUTH_MODE): token on every Ray API; disabled only for tests of it",
     )

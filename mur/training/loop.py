@@ -34,6 +34,8 @@ class TrainConfig:
     learning_rate: float = 1e-3
     patience: int = 4
     seed: int = 42
+    weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW); 0 = plain Adam (:func:`make_optimizer`)."""
 
 
 @dataclass
@@ -80,6 +82,13 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, or AdamW with the config's decoupled weight decay when it is not 0 (both fits use this)."""
+    if cfg.weight_decay > 0:
+        return torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
 
 
 def make_loader(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
@@ -162,12 +171,12 @@ def fit_local(
     on_epoch: Callable[[int, float, float, bool], None] | None = None,
     progress: bool = True,
 ) -> History:
-    """Train with Adam and early stopping; restore the best weights at the end."""
+    """Train with Adam (AdamW with weight decay) and early stopping; restore the best weights at the end."""
     from tqdm import tqdm
 
     seed_everything(cfg.seed)
     device = torch.device("cpu")
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    optimizer = make_optimizer(model, cfg)
     train_loader = make_loader(*train, cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_loader = make_loader(*val, cfg.batch_size, shuffle=False)
     stopper = EarlyStopping(cfg.patience)

@@ -48,16 +48,22 @@ def train_config(settings: Settings, **overrides: object) -> TrainConfig:
         "learning_rate": settings.learning_rate,
         "patience": settings.patience,
         "seed": settings.seed,
+        "weight_decay": settings.weight_decay,
     }
     base.update({k: v for k, v in overrides.items() if v is not None and k in base})
     return TrainConfig(**base)
 
 
 def training_params(settings: Settings, mcfg: ModelConfig, tcfg: TrainConfig) -> dict[str, Any]:
-    """Everything that defines a training besides pair and window (logged as params, hashed into the key)."""
+    """Everything that defines a training besides pair and window (logged as params, hashed into the key).
+
+    ``weight_decay`` 0 (the default) is left out: the keys of trainings from before it existed stay valid."""
+    optimization = asdict(tcfg)
+    if not optimization["weight_decay"]:
+        del optimization["weight_decay"]
     return {
         **mcfg.to_dict(),
-        **asdict(tcfg),
+        **optimization,
         "seq_len": settings.seq_len,
         "normalization": settings.normalization,
         "train_days": settings.train_days,

@@ -119,6 +119,7 @@ def _fit_item(
         eval_loss,
         init_from_data,
         make_loader,
+        make_optimizer,
         seed_everything,
         train_epoch,
     )
@@ -140,7 +141,7 @@ def _fit_item(
         print(f"[worker {rank}] {name}: cannot start training: {exc}")
         _report({"item": index, "name": name, "epoch": -1}, done, None, rank)
         return
-    optimizer = torch.optim.Adam(model.parameters(), lr=tcfg.learning_rate)
+    optimizer = make_optimizer(model, tcfg)
     stopper = EarlyStopping(tcfg.patience)
     best_state = copy.deepcopy(model.state_dict())
     start_epoch = 0
