@@ -63,7 +63,7 @@ FORM_PAIR_PATTERN = PAIR_PATTERN.replace("a-z0-9", "A-Za-z0-9")
             ],  # "null" in the type: the form does not mark it required (empty is allowed)
             items={"type": "string", "pattern": FORM_PAIR_PATTERN},
             title="Pairs",
-            description="Pairs to train, e.g. btc_usdt. Empty: Variable mur_pairs, else every configured pair.",
+            description="Pairs to train, e.g. btc_usdt. Empty: Variable mur_pairs, else the pair catalogue (mur pairs list).",
         ),
         "end": Param(
             None,
@@ -138,7 +138,8 @@ FORM_PAIR_PATTERN = PAIR_PATTERN.replace("a-z0-9", "A-Za-z0-9")
 def mur_training() -> None:
     @task
     def list_pairs() -> list[str]:
-        """Pairs to train this run: params → Variable ``mur_pairs`` → settings."""
+        """Pairs to train this run: params → Variable ``mur_pairs`` → the pair catalogue, read when the run
+        starts (configured + added by an admin - removed; parsing this file never touches the database)."""
         from mur.orchestration.tasks import list_pairs_task
 
         return list_pairs_task(get_current_context())

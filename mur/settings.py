@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         le=9999,
         description="offer N synthetic pairs syn001_usdt… derived from the bundled data (scale tests only)",
     )
+    pair_min_history_hours: int = Field(
+        default=1440,
+        ge=200,
+        description="hourly candles a pair added by an admin needs before market now (60 days; mur pairs add)",
+    )
     binance_api_url: str | None = Field(default=None, description="override python-binance's API URL")
     binance_api_key: str | None = None
     binance_api_secret: str | None = None

@@ -86,8 +86,8 @@ def _as_datetime(value: Any) -> datetime:
 
 
 def get_market_data(settings: Settings | None = None) -> MarketData:
-    """The source chosen by ``settings.market_data`` (``bundled`` or ``binance``); recorded histories are
-    seen through the market clock (:mod:`mur.clock`)."""
+    """The source chosen by ``settings.market_data`` (``bundled`` or ``binance``); recorded histories (the
+    bundled data and the pairs an admin uploaded) are seen through the market clock (:mod:`mur.clock`)."""
     if settings is None:
         from mur.settings import get_settings
 
@@ -96,9 +96,11 @@ def get_market_data(settings: Settings | None = None) -> MarketData:
         return BinanceMarketData(settings)
     if settings.market_data == "bundled":
         from mur.clock import market_clock
+        from mur.data.uploaded import UploadedPairs
 
         archive: MarketData = BundledMarketData()
         if settings.synthetic_pairs > 0:  # scale tests: syn001_usdt … (mur/data/synthetic.py)
             archive = SyntheticPairs(BundledMarketData(), settings.synthetic_pairs)
-        return ClockedMarketData(archive, market_clock(settings))
+        # the pairs an admin uploaded (mur/data/catalogue.py) are read from PostgreSQL
+        return ClockedMarketData(UploadedPairs(archive, settings), market_clock(settings))
     raise MarketDataError(f"unknown market data source {settings.market_data!r} (bundled or binance)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from mur.data.candles import (
     CLOSE_OFFSET_MS,
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def _csv_timestamps(series: pd.Series, path: Path, column: str) -> pd.Series:
+def _csv_timestamps(series: pd.Series, path: Path | str, column: str) -> pd.Series:
     """Epoch-ms integers or ISO-8601 strings -> ``datetime64[ns, UTC]`` (naive strings read as UTC)."""
     import numpy as np
     import pandas as pd
@@ -55,8 +55,11 @@ def _csv_timestamps(series: pd.Series, path: Path, column: str) -> pd.Series:
     return parsed.dt.as_unit("ns")
 
 
-def load_candles_csv(path: str | Path) -> pd.DataFrame:
+def load_candles_csv(path: str | Path | IO[bytes], *, name: str | None = None) -> pd.DataFrame:
     """Read a user's candles CSV into the typed frame, then :func:`validate_candles` it.
+
+    ``path`` is a file or an open binary stream (an upload); ``name`` is what error messages call it (default:
+    the path).
 
     Needs ``timestamp`` (or ``open_time``), ``open``, ``high``, ``low``, ``close``, ``volume``; timestamps
     are epoch milliseconds or ISO-8601 (UTC when no offset is given). Missing Binance columns are filled:
@@ -65,33 +68,34 @@ def load_candles_csv(path: str | Path) -> pd.DataFrame:
     import numpy as np
     import pandas as pd
 
-    path = Path(path)
+    source = path if hasattr(path, "read") else Path(str(path))
+    label = name or str(source)
     try:
-        raw = pd.read_csv(path, dtype=str, skipinitialspace=True)
+        raw = pd.read_csv(source, dtype=str, skipinitialspace=True)
     except FileNotFoundError:
-        raise DataValidationError(f"candles CSV not found: {path}") from None
+        raise DataValidationError(f"candles CSV not found: {label}") from None
     except pd.errors.EmptyDataError:
-        raise DataValidationError(f"candles CSV {path} is empty") from None
+        raise DataValidationError(f"candles CSV {label} is empty") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataValidationError(f"cannot read candles CSV {path}: {reason}") from None
+        raise DataValidationError(f"cannot read candles CSV {label}: {reason}") from None
     raw.columns = [str(c).strip().lower() for c in raw.columns]
     if "timestamp" not in raw.columns and "open_time" in raw.columns:
         raw = raw.rename(columns={"open_time": "timestamp"})
     missing = [c for c in REQUIRED_CSV_COLUMNS if c not in raw.columns]
     if missing:
         raise DataValidationError(
-            f"candles CSV {path} is missing column(s): {', '.join(missing)} "
+            f"candles CSV {label} is missing column(s): {', '.join(missing)} "
             f"(need {', '.join(REQUIRED_CSV_COLUMNS)})"
         )
 
-    timestamps = _csv_timestamps(raw["timestamp"], path, "timestamp")
+    timestamps = _csv_timestamps(raw["timestamp"], label, "timestamp")
     timestamps = timestamps.reset_index(drop=True)
     columns: dict[str, Any] = {"timestamp": timestamps}
     for column in KLINE_COLUMNS[1:]:
         if column == "close_time":
             if column in raw.columns and not raw[column].isna().all():
-                columns[column] = _csv_timestamps(raw[column], path, column).reset_index(drop=True)
+                columns[column] = _csv_timestamps(raw[column], label, column).reset_index(drop=True)
             else:
                 columns[column] = timestamps + pd.Timedelta(milliseconds=CLOSE_OFFSET_MS)
             continue

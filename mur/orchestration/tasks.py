@@ -61,9 +61,14 @@ def parse_pairs(value: str | Iterable[str] | None) -> list[str]:
 
 
 def resolve_pairs(
-    settings: Settings, *, requested: Iterable[str] | None = None, variable: str | None = None
+    settings: Settings,
+    *,
+    requested: Iterable[str] | None = None,
+    variable: str | None = None,
+    catalogue: Callable[[], Iterable[str]] | None = None,
 ) -> list[str]:
-    """Pairs to train: the trigger form's ``pairs`` if any, else Variable ``mur_pairs``, else settings."""
+    """Pairs to train: the trigger form's ``pairs`` if any, else Variable ``mur_pairs``, else ``catalogue()``
+    (the pair catalogue: configured + added by an admin - removed, :mod:`mur.data.catalogue`), else settings."""
     from mur.errors import ConfigError
 
     for source, value in (("params.pairs", requested), (PAIRS_VARIABLE, variable)):
@@ -74,7 +79,7 @@ def resolve_pairs(
         if pairs:
             break
     else:
-        pairs = parse_pairs(settings.pairs)
+        pairs = parse_pairs(list(catalogue()) if catalogue is not None else settings.pairs)
     bad = [p for p in pairs if not is_pair(p)]
     if bad:
         raise ConfigError(f"malformed pair(s) {bad}: expected BASE_QUOTE like btc_usdt")
@@ -291,12 +296,22 @@ def _stop_quietly(settings: Settings, submission_id: str, say: LogFn) -> None:
 
 # --- Airflow glue (called from the DAG's tasks with their context) ---------------------------------
 def list_pairs_task(context: Mapping[str, Any]) -> list[str]:
-    """``list_pairs``: params → Variable ``mur_pairs`` → settings."""
+    """``list_pairs``: params → Variable ``mur_pairs`` → the pair catalogue (read from PostgreSQL now, when
+    the run starts: a pair an admin added since the last run is trained by this one)."""
     from mur.settings import get_settings
 
+    settings = get_settings()
     params = context.get("params") or {}
     variable = _variable(PAIRS_VARIABLE)
-    pairs = resolve_pairs(get_settings(), requested=params.get("pairs"), variable=variable)
+
+    def catalogue() -> list[str]:
+        from mur.data.catalogue import pair_catalogue
+        from mur.db import Database
+
+        with Database(settings, maxconn=1) as db:
+            return pair_catalogue(settings, db)
+
+    pairs = resolve_pairs(settings, requested=params.get("pairs"), variable=variable, catalogue=catalogue)
     log.info("pairs to train: %s", ", ".join(pairs) or "(none)")
     return pairs
 

@@ -26,7 +26,8 @@ from mur.settings import Settings
 def test_names_and_default_off() -> None:
     assert synthetic_pairs(3) == ["syn001_usdt", "syn002_usdt", "syn003_usdt"]
     assert is_synthetic("syn042_usdt") and not is_synthetic("btc_usdt") and not is_synthetic("syn000_usdt")
-    assert isinstance(get_market_data(Settings(synthetic_pairs=0)).archive, BundledMarketData)  # type: ignore[attr-defined]
+    archive = get_market_data(Settings(synthetic_pairs=0)).archive.archive  # type: ignore[attr-defined]
+    assert isinstance(archive, BundledMarketData)  # the clock's archive is the bundled data plus the uploads
     assert "syn001_usdt" not in get_market_data(Settings()).pairs()
 
 

@@ -24,6 +24,7 @@ from mur.data import (
     typed_klines_frame,
     validate_candles,
 )
+from mur.data.uploaded import UploadedPairs
 from mur.errors import DataValidationError, MarketDataError, UnknownPairError
 from mur.pairs import pair_to_symbol, symbol_to_pair
 from mur.settings import Settings
@@ -140,7 +141,8 @@ def test_factory_and_protocol() -> None:
     bundled = get_market_data(Settings(market_data="bundled"))
     binance = get_market_data(Settings(market_data="binance", binance_api_url="http://127.0.0.1:9/api"))
     assert isinstance(bundled, ClockedMarketData) and isinstance(bundled, MarketData)
-    assert isinstance(bundled.archive, BundledMarketData)  # the recorded history, seen through the clock
+    assert isinstance(bundled.archive, UploadedPairs)  # the recorded history, seen through the clock: the bundled
+    assert isinstance(bundled.archive.archive, BundledMarketData)  # data, then the pairs an admin uploaded
     assert isinstance(binance, BinanceMarketData) and isinstance(binance, MarketData)
     assert binance._client is None  # no client (and no network) until the first request
 
