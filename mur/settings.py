@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     # --- Ray -----------------------------------------------------------------------------------
     ray_address: str = "http://127.0.0.1:8265"
     ray_auth_mode: Literal["token", "disabled"] = Field(
+    use_tuned_configs: bool = Field(
+        default=True,
+        description="registered trainings (scheduled, mur train --register) use the pair's active tuned "
+        "configuration (mur tune); false: the settings' configuration",
+    )
         default="token",
     weight_decay: float = Field(
         default=0.0, ge=0.0, lt=1.0, description="decoupled weight decay (AdamW); 0 = plain Adam"

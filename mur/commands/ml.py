@@ -207,6 +207,13 @@ def train(
     num_workers: Annotated[int | None, typer.Option(help="Ray Train workers (with --ray)")] = None,
     use_gpu: Annotated[bool, typer.Option("--use-gpu", help="train on GPUs (with --ray)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the training result(s) as JSON")] = False,
+    tuned: Annotated[
+        bool | None,
+        typer.Option(
+            "--tuned/--no-tuned",
+            help="train with the pair's active tuned configuration (mur tune); default: when registering",
+        ),
+    ] = None,
 ) -> None:
     """Train one pair, export ONNX, and print the evaluation next to the naive baselines."""
     from mur.settings import get_settings
@@ -236,6 +243,8 @@ def train(
     if ray:
         if data is not None or compare_normalizations:
             raise typer.BadParameter("--data and --compare-normalizations train locally: drop --ray")
+        if tuned is False:
+            raise typer.BadParameter("a Ray job registers with the tuned configuration: drop --no-tuned")
         result = train_on_ray(settings, pair, end_dt, num_workers, use_gpu, out, register, as_json, overrides)
         if as_json:
             typer.echo(result.model_dump_json(indent=2))
@@ -266,6 +275,7 @@ def train(
                 data_csv=data,
                 out_dir=target,
                 register=register,
+                tuned=tuned,
                 **overrides,
             )
         )

@@ -164,12 +164,17 @@ def expected_idempotency_key(settings: Settings, pair: str, end: datetime, optio
     from mur.timeutil import iso
     from mur.training.params import idempotency_key, model_config, train_config, training_params
     from mur.training.ray_fit import RayFit
+    from mur.training.tuned import tuned_settings
 
     overrides = {k: v for k, v in options.items() if k not in ("num_workers", "train_days")}
+    fit_params = RayFit.from_settings(settings).key_params()
+    tuned_params: dict[str, Any] = {}
+    if settings.use_tuned_configs:  # as the job's driver will (it registers): mur/training/tuned.py
+        settings, tuned_params = tuned_settings(settings, pair)
     params = training_params(
         settings, model_config(settings, **overrides), train_config(settings, **overrides)
     )
-    return idempotency_key(pair, iso(end), {**params, **RayFit.from_settings(settings).key_params()})
+    return idempotency_key(pair, iso(end), {**params, **fit_params, **tuned_params})
 
 
 def find_trained(

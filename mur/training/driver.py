@@ -243,16 +243,22 @@ def prepare_training(
     emit: Callable[[str], None] | None = None,
     kind: str = "manual",
     warm_from: warm_start.WarmStart | None = None,
+    tuned: bool | None = None,
     **overrides: Any,
 ) -> PreparedTraining | TrainingResult:
     """Candles, dataset, key and plan of one pair; the version already registered for the key when
     ``reuse_existing`` finds one (see :func:`train_and_register`)."""
     say = emit or log.info
     pair = pair.lower()
+    tuned_params: dict[str, Any] = {}
+    if (register and settings.use_tuned_configs) if tuned is None else tuned:  # mur/training/tuned.py
+        from mur.training.tuned import tuned_settings
+
+        settings, tuned_params = tuned_settings(settings, pair, emit=say)
     candles, window, filled = load_candles(settings, pair, end=end, data_csv=data_csv)
     mcfg, tcfg = model_config(settings, **overrides), train_config(settings, **overrides)
     ds = prepare(settings, candles, **overrides)
-    params = {**training_params(settings, mcfg, tcfg), **fit.key_params()}
+    params = {**training_params(settings, mcfg, tcfg), **fit.key_params(), **tuned_params}
     window_end = iso(window.end)
     key = idempotency_key(pair, window_end, params)
     say(f"[mur] {pair}: {len(candles)} candles {window.to_dict()} (filled hours: {len(filled)}); key {key}")
@@ -368,6 +374,7 @@ def train_and_register(
     emit: Callable[[str], None] | None = None,
     kind: str = "manual",
     warm_from: warm_start.WarmStart | None = None,
+    tuned: bool | None = None,
     **overrides: Any,
 ) -> TrainingResult:
     """Train ``pair`` on candles before ``end`` with ``fit``, export, evaluate, then log/register/gate.
@@ -380,6 +387,8 @@ def train_and_register(
     ``kind`` (``scheduled``, ``backfill``, ``manual``) is recorded on the version for the admin page.
     A scheduled run may start from the champion's weights (:mod:`mur.training.warm_start`); ``warm_from``
     gives the start explicitly (benchmarks, ``mur train --out`` pipelines) and skips the registry lookup.
+    ``tuned`` (default: when registering) trains with the pair's active tuned configuration
+    (:mod:`mur.training.tuned`; ``mur tune``), under the explicit ``overrides``.
     Several pairs in one fit: :func:`train_many`.
     """
     prep = prepare_training(
@@ -393,6 +402,7 @@ def train_and_register(
         emit=emit,
         kind=kind,
         warm_from=warm_from,
+        tuned=tuned,
         **overrides,
     )
     if isinstance(prep, TrainingResult):
