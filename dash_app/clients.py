@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from pydantic import ValidationError
 
 from mur.orchestration import DAG_ID as TRAINING_DAG_ID
 from mur.orchestration.airflow_client import (
@@ -24,6 +25,7 @@ from mur.orchestration.airflow_client import (
     TriggeredRun,
 )
 from mur.orchestration.airflow_client import error_detail as _error_detail
+from mur.serving.calibration import ServedCalibration
 
 __all__ = [
     "TRAINING_DAG_ID",
@@ -52,6 +54,16 @@ def _bands(items: Any) -> tuple[HorizonBand, ...]:
         median, lower, upper, level = (float(v) for v in values)  # type: ignore[arg-type]
         bands.append(HorizonBand(hours, target, median, lower, upper, level))
     return tuple(sorted(bands, key=lambda b: b.hours))
+
+
+def _calibration(value: Any) -> ServedCalibration | None:
+    """The answer's ``calibration`` (None when absent or not well-formed)."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        return ServedCalibration.model_validate(value)
+    except ValidationError:
+        return None
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -108,6 +120,8 @@ class ServeForecast:
     horizons: tuple[HorizonBand, ...] = ()
     model_trained_until: datetime | None = None
     """The last candle the model was trained on (its age is market now minus this)."""
+    calibration: ServedCalibration | None = None
+    """The online scale applied to each horizon's range (the API's ``ForecastOut.calibration``)."""
 
     @property
     def close_time(self) -> datetime:
@@ -231,4 +245,5 @@ class ServeClient:
             candle_time=_parse_time(body.get("candle_time")),
             horizons=_bands(body.get("horizons")),
             model_trained_until=_parse_time(body.get("model_trained_until")),
+            calibration=_calibration(body.get("calibration")),
         )

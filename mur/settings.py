@@ -324,6 +324,22 @@ class Settings(BaseSettings):
         ge=0,
         description="alert when a pair's newest training window ended this many market hours ago",
     )
+    online_calibration: bool = Field(
+        default=True,
+        description="serving scales each horizon's range by its online conformal scale, stepped by the "
+        "monitoring task with every resolved forecast (docs/forecasts.md); false: the graph's range as is",
+    )
+    online_calibration_eta: float = Field(
+        default=0.02,
+        gt=0,
+        le=1,
+        description="the online scale's step on the log scale at 1 h (eta / sqrt(h))",
+    )
+    online_calibration_cache_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="serving reads a pair's online scales at most this often (wall seconds)",
+    )
 
     # --- Dashboard -----------------------------------------------------------------------------
     dash_host: str = "127.0.0.1"

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mur.contracts import HorizonMetrics, PredictorMetrics, Significance, Window
 from mur.db import TokenOwner
 from mur.errors import MurError
+from mur.serving.calibration import ServedCalibration
 from mur.serving.http import error_body, http_error
 from mur.serving.payload import (
     MAX_CANDLES,
@@ -133,6 +134,9 @@ class ForecastOut(BaseModel):
     )
     model_age_hours: float | None = Field(
         None, description="market hours from model_trained_until to as_of: a stale model shows here"
+    )
+    calibration: ServedCalibration | None = Field(
+        None, description="the online scale applied to each horizon's range (none for a point-only model)"
     )
 
 

@@ -26,6 +26,7 @@ from ray.serve.handle import DeploymentHandle
 
 from mur.errors import DataValidationError, MarketDataError, ModelNotLoadedError
 from mur.model.inference import forecast_body
+from mur.serving.calibration import graph_calibration
 from mur.serving.http import failure
 from mur.serving.market_cache import shared_market_cache
 from mur.serving.model import LoadedModel
@@ -162,6 +163,10 @@ class Forecaster:
             model_version=model.version,
             horizons=model.horizon_rows(quantiles, candle_time),
         )
+        if body["horizons"]:  # the graph's own ranges; the API applies the online scale (docs/forecasts.md)
+            body["calibration"] = graph_calibration(
+                model.horizons, model.quantile_levels, model.calibration_recipe
+            )
         trained_until = (model.summary.get("data_window") or {}).get("end")
         if trained_until:  # the model's age is said from it (ApiService: model_age_hours)
             body["model_trained_until"] = str(trained_until)

@@ -33,6 +33,7 @@ from mur.data.synthetic import is_synthetic
 from mur.errors import DatabaseError, ModelError, ModelNotLoadedError, NoChampionError, UnknownPairError
 from mur.pairs import normalize_pair
 from mur.serving.answer import require_finite, with_times
+from mur.serving.calibration import OnlineScales
 from mur.serving.http import authenticate, charge, check_quota, quota_headers, require_admin
 from mur.settings import Settings, get_settings
 
@@ -153,6 +154,12 @@ class ApiService:
         """Answer cache of the latest forecasts: pair → (model id, expiry on the monotonic clock, answer)."""
         self.answer_counts = {"cache": 0, "shared": 0, "forecaster": 0}
         """Where each latest-candle forecast came from (``mur_forecast_answers_total``, docs/metrics.md)."""
+        self.calibration = OnlineScales(
+            enabled=settings.online_calibration,
+            ttl_s=settings.online_calibration_cache_s,
+            read=self._read_calibration,
+        )
+        """The online scales applied to every answered and recorded range (docs/forecasts.md)."""
 
     def close(self, *, wait: bool = True) -> None:
         """Close the database pool (``wait``: after the pending track-record writes)."""
@@ -167,6 +174,13 @@ class ApiService:
             return await asyncio.wait_for(call, timeout=self.db_timeout_s)
         except TimeoutError:
             raise DatabaseError(f"no answer from PostgreSQL within {self.db_timeout_s:g}s") from None
+
+    async def _read_calibration(self, pair: str, generation: str) -> Any:
+        from mur.db.calibration import load_calibration
+
+        return await self._blocking(
+            functools.partial(load_calibration, pair=pair, generation=generation), self.db
+        )
 
     async def query(self, read: Callable[[Database], T]) -> T:
         """``read(db)`` on the database threads, bounded like every database call (503 when it stalls)."""
@@ -298,10 +312,11 @@ class ApiService:
         if normalize_pair(str(result["body"].get("pair", name))) != name:  # never another pair's model
             raise ModelError(f"the {name} forecaster answered with {result['body'].get('pair')!r}'s model")
         require_finite(result["body"])  # JSON has no NaN; an answer that cannot be sent is not charged
+        calibrated = await self.calibration.calibrate(result["body"])
         quota = await self._charge(owner)
         if record:
-            self._record(result["body"])
-        body = with_times(result["body"], self.clock.now())
+            self._record(calibrated)
+        body = with_times(calibrated, self.clock.now())
         return Answer(200, body, quota_headers(quota) if quota is not None else {})
 
     async def _charge(self, owner: TokenOwner) -> QuotaResult | None:
@@ -345,7 +360,8 @@ class ApiService:
                 )
                 if result.get("ok"):
                     require_finite(result["body"])
-                    recorded += self._record(result["body"]) is not None
+                    body = await self.calibration.calibrate(result["body"])
+                    recorded += self._record(body) is not None
             except Exception as exc:  # a pair not loaded yet, a model error: the next pass tries again
                 log.debug("publishing the %s forecast failed: %s", name, exc)
         return recorded

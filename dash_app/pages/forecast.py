@@ -189,6 +189,8 @@ def store_forecast(context: DashboardContext, pair: str, prediction: ServeForeca
             }
             for b in prediction.horizons
         ],
+        # the scale each range was served with goes with it (the online update judges the range as served)
+        "calibration": prediction.calibration.model_dump() if prediction.calibration else None,
     }
     record_forecast_body(context.db, body, made_at=context.market_now())
 

@@ -4,8 +4,9 @@ resolved forecasts.
 
 * serving: :func:`current_scales` (the scale to apply per horizon; 1 where no tracker exists yet), then
   :func:`mark_applied_scales` on the stored forecasts (which scale their range was served with);
-* monitoring (every market hour): :func:`update_from_resolved` steps every tracker of a pair with the
-  forecasts resolved since the last call, each exactly once (``online_calibration_steps`` records it);
+* monitoring (every market hour): :func:`update_from_resolved` steps every tracker of a pair (the
+  generations of :func:`served_generations`) with the forecasts resolved since the last call, each exactly
+  once (``online_calibration_steps`` records it);
 * views: :func:`calibration_summary` (scale, coverage with and without it, interval skill of the scale) and
   :func:`calibration_steps` (running coverage over time).
 
@@ -285,6 +286,23 @@ def update_from_resolved(
         for h in sorted(changed):
             _upsert(cur, records[h])
     return dict(sorted(records.items()))
+
+
+def served_generations(db: Database, *, pair: str, since: datetime, until: datetime) -> list[str]:
+    """The generations ``pair``'s forecasts with targets in ``[since, until)`` were served for (the trackers
+    the monitoring task steps), oldest first."""
+    with db.cursor() as cur:
+        cur.execute(
+            """
+            SELECT calibration_generation AS generation, min(target_time) AS first
+            FROM forecasts
+            WHERE pair = %(pair)s AND calibration_generation IS NOT NULL
+              AND target_time >= %(since)s AND target_time < %(until)s
+            GROUP BY calibration_generation ORDER BY first, generation
+            """,
+            {"pair": normalize_pair(pair), "since": _utc(since), "until": _utc(until)},
+        )
+        return [str(row["generation"]) for row in cur.fetchall()]
 
 
 def calibration_summary(db: Database, *, pair: str, generation: str | None = None) -> list[dict[str, Any]]:

@@ -66,11 +66,14 @@ def record_forecast(
     lower: float | None = None,
     upper: float | None = None,
     level: float | None = None,
+    calibration_scale: float | None = None,
+    calibration_generation: str | None = None,
 ) -> Forecast:
     """Store (or refresh) a forecast; keyed on (pair, model_version, target_time, horizon_hours), so
     retries are safe. ``lower``/``upper``/``level`` are its range (all three or none). A refresh keeps the
     first ``made_at``: the track record scores the first forecast served for a target
-    (:func:`scored_forecasts`)."""
+    (:func:`scored_forecasts`). ``calibration_scale``/``_generation``: the online scale the range was served
+    with (None: the graph's own range; :mod:`mur.db.calibration`), stored with the range it goes with."""
     band = (lower, upper, level)
     if any(v is None for v in band) and any(v is not None for v in band):
         raise InvalidInputError("lower, upper and level go together")
@@ -85,13 +88,16 @@ def record_forecast(
         cur.execute(
             """
             INSERT INTO forecasts (pair, model_version, made_at, target_time, predicted, last_close,
-                                   horizon_hours, lower, upper, level)
+                                   horizon_hours, lower, upper, level, calibration_scale, calibration_generation)
             VALUES (%(pair)s, %(model_version)s, COALESCE(%(made_at)s, now()), %(target_time)s,
-                    %(predicted)s, %(last_close)s, %(horizon_hours)s, %(lower)s, %(upper)s, %(level)s)
+                    %(predicted)s, %(last_close)s, %(horizon_hours)s, %(lower)s, %(upper)s, %(level)s,
+                    %(scale)s, %(generation)s)
             ON CONFLICT ON CONSTRAINT forecasts_pair_model_target_key DO UPDATE
                 SET predicted = EXCLUDED.predicted, last_close = EXCLUDED.last_close,
                     made_at = LEAST(forecasts.made_at, EXCLUDED.made_at),
-                    lower = EXCLUDED.lower, upper = EXCLUDED.upper, level = EXCLUDED.level
+                    lower = EXCLUDED.lower, upper = EXCLUDED.upper, level = EXCLUDED.level,
+                    calibration_scale = EXCLUDED.calibration_scale,
+                    calibration_generation = EXCLUDED.calibration_generation
             RETURNING id, pair, model_version, made_at, target_time, predicted, last_close, actual,
                       horizon_hours, lower, upper, level
             """,
@@ -106,6 +112,8 @@ def record_forecast(
                 "lower": None if lower is None else float(lower),
                 "upper": None if upper is None else float(upper),
                 "level": None if level is None else float(level),
+                "scale": None if calibration_scale is None else float(calibration_scale),
+                "generation": calibration_generation,
             },
         )
         return _forecast(fetch_one(cur))
@@ -116,7 +124,8 @@ def record_forecast_body(
 ) -> list[Forecast]:
     """Store every horizon of a forecast body (``forecast``/``target_time`` and its ``horizons``); a body
     without horizons stores the 1 h point forecast alone. ``made_at``: market now (:mod:`mur.clock`; default:
-    the database's clock)."""
+    the database's clock). A body whose ``calibration`` says the online scale was applied
+    (:mod:`mur.serving.calibration`) stores each range's scale and generation with it."""
     from mur.timeutil import parse_time
 
     version = str(model_version if model_version is not None else body["model_version"])
@@ -134,6 +143,7 @@ def record_forecast_body(
                 made_at=made_at,
             )
         ]
+    generation, scales = _served_scales(body)
     stored = []
     for band in bands:
         target = _utc(parse_time(band["target_time"]))
@@ -150,9 +160,22 @@ def record_forecast_body(
                 upper=float(band["upper"]),
                 level=float(band["level"]),
                 made_at=made_at,
+                calibration_scale=scales.get(int(band["hours"])),
+                calibration_generation=generation,
             )
         )
     return stored
+
+
+def _served_scales(body: dict[str, Any]) -> tuple[str | None, dict[int, float]]:
+    """The generation and per-horizon scale a body's ranges were served with (``(None, {})`` unless its
+    ``calibration`` method is ``online``: the graph's ranges, scale 1)."""
+    calibration = body.get("calibration") or {}
+    if calibration.get("method") != "online" or not calibration.get("generation"):
+        return None, {}
+    return str(calibration["generation"]), {
+        int(h["hours"]): float(h["scale"]) for h in calibration.get("horizons") or []
+    }
 
 
 def fill_actuals(

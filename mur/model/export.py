@@ -32,6 +32,8 @@ QUANTILES_NAME = "quantiles"
 RTOL, ATOL = 1e-3, 1e-5
 META_FEATURES, META_HORIZONS, META_LEVELS = "mur.features", "mur.horizons", "mur.quantile_levels"
 META_CALIBRATION = "mur.calibration"
+META_RECIPE = "mur.calibration_recipe"
+"""Which offline calibration made the graph's ranges (the online scale's generation, docs/forecasts.md)."""
 
 
 class CalibratedForecaster(nn.Module):
@@ -69,6 +71,8 @@ def export_onnx(model: CalibratedForecaster, path: Path, sample: np.ndarray) -> 
     """
     import onnx
 
+    from mur.evaluation.intervals import CALIBRATION_RECIPE
+
     cfg = model.cfg
     model = model.eval()
     example = torch.from_numpy(np.ascontiguousarray(sample[:1], dtype=np.float32))
@@ -99,6 +103,7 @@ def export_onnx(model: CalibratedForecaster, path: Path, sample: np.ndarray) -> 
         META_HORIZONS: json.dumps(list(cfg.horizons)),
         META_LEVELS: json.dumps(list(cfg.quantile_levels)),
         META_CALIBRATION: json.dumps([round(float(k), 6) for k in model.scale.reshape(-1).tolist()]),
+        META_RECIPE: json.dumps(CALIBRATION_RECIPE),
         "mur.arch": cfg.arch,
         "mur.normalization": cfg.normalization,
     }
@@ -167,8 +172,9 @@ def run_forecast(session: Any, windows: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def model_metadata(session: Any) -> dict[str, Any]:
-    """The contract's metadata of a session: ``features``, ``horizons``, ``quantile_levels``, ``calibration``
-    (a point-only model: the reference features and no horizons)."""
+    """The contract's metadata of a session: ``features``, ``horizons``, ``quantile_levels``, ``calibration``,
+    ``calibration_recipe`` (None for a model exported before it was written; a point-only model: the
+    reference features and no horizons)."""
     props = session.get_modelmeta().custom_metadata_map or {}
 
     def read(key: str, default: Any) -> Any:
@@ -182,4 +188,5 @@ def model_metadata(session: Any) -> dict[str, Any]:
         "horizons": [int(h) for h in read(META_HORIZONS, [])],
         "quantile_levels": [float(q) for q in read(META_LEVELS, [])],
         "calibration": [float(k) for k in read(META_CALIBRATION, [])],
+        "calibration_recipe": None if (recipe := read(META_RECIPE, None)) is None else str(recipe),
     }

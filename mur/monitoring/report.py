@@ -55,6 +55,26 @@ class RollingPoint(BaseModel):
     mae_persistence: float | None = None
 
 
+class CalibrationRow(BaseModel):
+    """One horizon's online calibration (:func:`mur.db.calibration.calibration_summary`): the scale serving
+    applies now and the running coverage of the resolved forecasts with it (as served) and without it (the
+    graph's own range), over every forecast that stepped the tracker (docs/forecasts.md)."""
+
+    horizon_hours: int
+    generation: str = Field(description="the tracker: quantile levels and offline calibration recipe")
+    level: float = Field(description="the range's nominal coverage")
+    scale: float = Field(description="the scale applied to the range's distances from the median now")
+    resolved: int = Field(description="resolved forecasts that stepped the tracker")
+    coverage: float | None = Field(None, description="share inside the range as served (with the scale)")
+    coverage_without_scale: float | None = Field(None, description="share inside the graph's own range")
+    winkler: float | None = Field(None, description="mean Winkler score as served (log-price percent)")
+    winkler_without_scale: float | None = None
+    skill_vs_without_scale: float | None = Field(
+        None, description="1 - winkler / winkler_without_scale (> 0: the scale made better ranges)"
+    )
+    last_target_time: str | None = None
+
+
 class MonitoringReport(BaseModel):
     """Monitoring of one pair at market hour ``as_of`` (ISO-8601 UTC)."""
 
@@ -78,3 +98,8 @@ class MonitoringReport(BaseModel):
     rolling: list[RollingPoint] = Field(default_factory=list)
     alerts: list[str] = Field(default_factory=list, description="thresholds crossed, in plain words")
     thresholds: Thresholds
+    online_calibration: list[CalibrationRow] = Field(
+        default_factory=list,
+        description="per horizon: the online scale and the running coverage with and without it "
+        "(empty before the first resolved forecast)",
+    )

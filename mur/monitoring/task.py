@@ -1,5 +1,6 @@
 """The monitoring run of one market hour (``dags/mur_monitoring.py``, or ``mur monitor``): for each pair,
-resolve the forecasts whose candle closed, compute the report, store it, and on a crossed threshold send a
+resolve the forecasts whose candle closed, step the online calibration of the served ranges with them
+(:func:`step_online_calibration`), compute the report, store it, and on a crossed threshold send a
 Discord alert and request a retraining of that pair through Airflow's REST API (once per cooldown).
 
 A pair whose newest trained window ended ``MUR_STALE_TRAINING_HOURS`` market hours or more before the monitored
@@ -121,6 +122,21 @@ def _alert(
     return send(alert, settings)
 
 
+def step_online_calibration(db: Any, settings: Settings, pair: str, hour: datetime) -> list[dict[str, Any]]:
+    """Step ``pair``'s online calibration with the forecasts resolved before ``hour`` (each tracker its served
+    generation's; each forecast once, so a rerun of the hour changes nothing) and return the summary per
+    horizon for the report. With ``MUR_ONLINE_CALIBRATION=false`` nothing is stepped (no range is served
+    with a scale) and the last state is reported as it stands."""
+    from mur.db.calibration import LOOKBACK, calibration_summary, served_generations, update_from_resolved
+    from mur.evaluation.online_conformal import OnlineParams
+
+    if settings.online_calibration:
+        params = OnlineParams(eta=settings.online_calibration_eta)
+        for generation in served_generations(db, pair=pair, since=hour - LOOKBACK, until=hour):
+            update_from_resolved(db, pair=pair, generation=generation, market_hour=hour, params=params)
+    return calibration_summary(db, pair=pair)
+
+
 def run_monitoring(
     settings: Settings,
     *,
@@ -135,6 +151,7 @@ def run_monitoring(
     from mur.data import get_market_data
     from mur.db import Database
     from mur.monitoring.compute import build_report, resolve_forecasts, thresholds_from
+    from mur.monitoring.report import CalibrationRow
     from mur.monitoring.store import latest_alerts, record_alert, save_report
     from mur.orchestration.tasks import resolve_pairs
 
@@ -162,6 +179,10 @@ def run_monitoring(
                 if stale is not None:
                     kinds = [*kinds, STALE_KIND]
                     report = report.model_copy(update={"status": "alert", "alerts": [*report.alerts, stale]})
+                calibration = step_online_calibration(db, settings, pair, hour)
+                report = report.model_copy(
+                    update={"online_calibration": [CalibrationRow.model_validate(c) for c in calibration]}
+                )
                 save_report(db, report)
                 entry: dict[str, Any] = {"status": report.status, "resolved": resolved, "alerts": kinds}
                 if kinds:

@@ -6,6 +6,7 @@
 - :mod:`mur.serving.champions`: champion models in the MLflow registry;
 - :mod:`mur.serving.champion_store`: the last known champions on disk (for builds while MLflow is down);
 - :mod:`mur.serving.model`: a champion loaded in onnxruntime (:class:`~mur.serving.model.LoadedModel`).
+- :mod:`mur.serving.calibration`: the online conformal scales applied to the served ranges.
 
 The window and the forecast body are :mod:`mur.model.inference`'s, shared with ``mur predict``. The Ray
 Serve application (``serve_app/``) and the benchmark's single-process reference app call these; nothing

@@ -26,6 +26,8 @@ class LoadedModel:
     """The model's input columns (metadata ``mur.features``): build windows with these."""
     horizons: tuple[int, ...] = ()
     quantile_levels: tuple[float, ...] = ()
+    calibration_recipe: str | None = None
+    """The offline calibration of the graph's ranges (metadata ``mur.calibration_recipe``; None: older model)."""
 
     @classmethod
     def from_bytes(cls, pair: str, version: int, data: bytes, summary: Mapping[str, Any]) -> LoadedModel:
@@ -49,6 +51,7 @@ class LoadedModel:
             features=tuple(meta["features"]),
             horizons=tuple(meta["horizons"]),
             quantile_levels=tuple(meta["quantile_levels"]),
+            calibration_recipe=meta.get("calibration_recipe"),
         )
 
     def window(self, candles: Any) -> np.ndarray:
