@@ -86,15 +86,21 @@ class ModelForecaster:
 
 
 @pytest.fixture
-def client(
-    pg_settings: Settings, model: LoadedModel, candles: pd.DataFrame
-) -> Iterator[tuple[TestClient, str, Database]]:
-    service = ApiService(
+def service(pg_settings: Settings, model: LoadedModel, candles: pd.DataFrame) -> Iterator[ApiService]:
+    found = ApiService(
         db=Database(pg_settings, maxconn=4),
         forecasters={PAIR: ModelForecaster(model, candles)},
         registry=FakeRegistry(targets={PAIR: 3}),
         db_threads=2,
     )
+    try:
+        yield found
+    finally:
+        found.close()
+
+
+@pytest.fixture
+def client(pg_settings: Settings, service: ApiService) -> Iterator[tuple[TestClient, str, Database]]:
     db = Database(pg_settings, maxconn=2)
     user = create_user(
         db, username=f"h{np.random.default_rng().integers(1e12)}", password="Pw-long-enough-123"
@@ -104,7 +110,6 @@ def client(
         with TestClient(create_api(service), raise_server_exceptions=False) as c:
             yield c, token, db
     finally:
-        service.close()
         db.close()
 
 
@@ -157,10 +162,12 @@ def test_get_and_post_carry_every_horizon_and_the_schema_documents_them(
     assert models[0]["features"][-2:] == ["hour", "volume"]
 
 
-def test_a_served_forecast_records_every_horizon(client: tuple[TestClient, str, Database]) -> None:
+def test_a_served_forecast_records_every_horizon(
+    client: tuple[TestClient, str, Database], service: ApiService
+) -> None:
     c, token, db = client
     assert c.get(f"/v1/forecast/{PAIR}", headers=auth(token)).status_code == 200
-    c.close()  # the app's shutdown waits for the pending track-record writes
+    service.close()  # waits for the pending track-record writes (off the request path)
     rows = [f for f in list_forecasts(db, pair=PAIR, model_version="3", limit=50)]
     by_hours = {f.horizon_hours: f for f in rows}
     assert set(by_hours) >= {1, 4, 24}
