@@ -22,6 +22,7 @@ from mur.commands import monitor as monitor_cmd
 from mur.commands import pairs as pairs_cmd
 from mur.commands import serve as serve_cmd
 from mur.commands import stack as stack_cmd
+from mur.commands import tune as tune_cmd
 from mur.errors import MurError
 
 app = typer.Typer(
@@ -39,6 +40,7 @@ dash_cmd.register(app)
 airflow_cmd.register(app)
 serve_cmd.register(app)
 forecast_cmd.register(app)
+tune_cmd.register(app)
 pairs_cmd.register(app)
 app.add_typer(data_cmd.app, name="data", help="Market data: show candles, run the Binance replay server.")
 

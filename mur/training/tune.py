@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -186,6 +187,7 @@ def run_search(
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no progress tables on stdout
     storage = (settings.runtime_dir / "tune").resolve()
     path = storage / sid
     trainable = tune.with_resources(
@@ -207,12 +209,13 @@ def run_search(
                 metric="score",
                 mode="min",
                 num_samples=budget.trials,
-                max_concurrent_trials=budget.concurrency,
                 scheduler=ASHAScheduler(
                     time_attr="training_iteration", max_t=budget.folds, grace_period=1, reduction_factor=2
                 ),
                 search_alg=BasicVariantGenerator(
-                    points_to_evaluate=[default_config(settings)], random_state=budget.seed
+                    points_to_evaluate=[default_config(settings)],
+                    max_concurrent=budget.concurrency,
+                    random_state=budget.seed,
                 ),
             ),
             run_config=tune.RunConfig(name=sid, storage_path=str(storage), verbose=0),
@@ -272,7 +275,8 @@ def confirm(
     first = next(iter(times.values()))
     return {
         **comparison,
-        "span": {"start": iso(first[0]), "end": iso(pd.Timestamp(first[-1]) + pd.Timedelta(hours=1))},
+        "same_as_default": same_config(chosen, default),
+        "span": {"start": iso(first[0]), "end": iso(spans.end)},
         "train_start": iso(start),
         "vs_naive": scores,
     }

@@ -221,6 +221,8 @@ def confirmation_comparison(
 
 def verdict(comparison: Mapping[str, Any], z: float = 2.0) -> str:
     """One honest sentence about the overall Winkler gain (``z`` standard errors for "better"/"worse")."""
+    if comparison.get("same_as_default"):
+        return "the search kept the default configuration (no gain to confirm)"
     w = comparison["winkler"]
     gain, se = float(w["gain"]), w["se"]
     text = f"Winkler gain {gain:+.4f}" + ("" if se is None else f" ± {se:.4f} (1 s.e.)")

@@ -44,6 +44,7 @@ def test_confirmation_compares_both_configurations_on_the_same_forecasts(candles
     result = confirm(TINY, candles, spans, {**default, "feature_set": "reference"}, default)
     assert result["n"] == 72 - 23  # forecasts whose every target lies inside the span
     assert result["span"]["start"] == spans.confirm_start.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert result["same_as_default"] is False
     assert [h["hours"] for h in result["horizons"]] == [1, 4, 24]
     assert result["winkler"]["se"] is not None and result["winkler"]["se"] > 0
     assert set(result["vs_naive"]) == {"default", "chosen"}
