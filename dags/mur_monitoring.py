@@ -41,16 +41,18 @@ settings = get_settings()
 def mur_monitoring() -> None:
     @task(execution_timeout=timedelta(minutes=10))
     def monitor() -> dict:
-        """Monitor every configured pair at the run's market hour (its data interval end)."""
+        """Monitor every pair of the catalogue (configured + added by an admin - removed) at the run's market
+        hour (its data interval end)."""
         from mur.monitoring.task import run_monitoring
-        from mur.orchestration.tasks import training_end
+        from mur.orchestration.tasks import catalogue_pairs, training_end
 
         context = get_current_context()
         dag_run = context.get("dag_run")
         hour = training_end(context.get("data_interval_end"), None, getattr(dag_run, "run_after", None))
         ti = context.get("ti")
         say = ti.log.info if ti is not None and hasattr(ti, "log") else print
-        return run_monitoring(get_settings(), market_hour=hour, say=say)
+        settings = get_settings()
+        return run_monitoring(settings, market_hour=hour, pairs=catalogue_pairs(settings), say=say)
 
     monitor()
 

@@ -106,3 +106,14 @@ def current_account() -> User | None:
     if not current_user.is_authenticated:
         return None
     return current_user.account
+
+
+def require_admin() -> User:
+    """The logged-in admin; for anyone else the callback does nothing (the server's guard already answered
+    403 to a non-admin's callback on an ``admin-`` component: this is the second check)."""
+    from dash.exceptions import PreventUpdate
+
+    account = current_account()
+    if account is None or not account.is_admin:
+        raise PreventUpdate
+    return account

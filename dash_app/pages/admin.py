@@ -1,5 +1,6 @@
 """Admin page (admin role only): users (enable/disable, roles, quota: saved together in one transaction),
-registration invites, champions per pair, training trigger.
+registration invites, the pair catalogue (:mod:`dash_app.pages.admin_pairs`), champions per pair, training
+trigger.
 
 One page, one module (~420 lines, most of it Dash layout): users, invites, champions, registered versions
 and the training trigger share the admin guard and its callbacks.
@@ -20,7 +21,8 @@ from flask import request
 
 from dash_app.clients import TRAINING_DAG_ID, ServiceAnswerError, ServiceUnavailable
 from dash_app.components import champion_summary, data_table, fmt_time, notice
-from dash_app.context import DashboardContext, current_account, get_context
+from dash_app.context import DashboardContext, get_context, require_admin
+from dash_app.pages import admin_pairs
 from mur.db import (
     INVITE_LIFETIME,
     MAX_QUOTA,
@@ -94,7 +96,7 @@ def versions_block(context: DashboardContext, limit: int = 8) -> Component:
     rows: list[list[Any]] = []
     try:
         client = registry_client(context.settings, timeout_s=5)
-        for pair in context.settings.pairs:
+        for pair in admin_pairs.catalogue_pairs(context):
             for v in recent_versions(client, pair, context.settings.registry_prefix, limit=limit):
                 m, sig = v.metrics, v.metrics.significance if v.metrics else None
                 se = f" ± {sig.skill_se:.4f}" if sig is not None and sig.skill_se is not None else ""
@@ -135,7 +137,7 @@ def versions_block(context: DashboardContext, limit: int = 8) -> Component:
 
 
 def layout(context: DashboardContext, account: User) -> Component:
-    pairs = context.settings.pairs
+    pairs = admin_pairs.catalogue_pairs(context)
     default_quota = context.settings.default_monthly_quota
     return html.Div(
         [
@@ -218,6 +220,7 @@ def layout(context: DashboardContext, account: User) -> Component:
                 ],
                 className="card",
             ),
+            admin_pairs.pairs_card(context, account),
             html.Div(
                 [
                     html.H3("Champion models"),
@@ -284,16 +287,9 @@ def layout(context: DashboardContext, account: User) -> Component:
     )
 
 
-def _require_admin() -> User:
-    account = current_account()
-    if account is None or not account.is_admin:
-        raise PreventUpdate  # the guard already answered 403; never act for a non-admin
-    return account
-
-
 def load_user(user_id: int | None) -> tuple[Any, Any, Any]:
     """Fill the edit form with the chosen user's status, roles and own quota (blank: the default)."""
-    _require_admin()
+    require_admin()
     if user_id is None:
         raise PreventUpdate
     context = get_context()
@@ -321,7 +317,7 @@ def _parse_quota(value: Any) -> int | None:
 
 def save_user(_clicks: Any, user_id: Any, status: Any, roles: Any, quota: Any) -> tuple[Any, Any]:
     """Apply status, roles and quota to one user; an admin cannot lock themselves out."""
-    account = _require_admin()
+    account = require_admin()
     if not _clicks:
         raise PreventUpdate
     context = get_context()
@@ -353,7 +349,7 @@ def save_user(_clicks: Any, user_id: Any, status: Any, roles: Any, quota: Any) -
 
 def make_invite(_clicks: Any) -> Component:
     """A new single-use invite link, shown once (only its hash is stored)."""
-    account = _require_admin()
+    account = require_admin()
     if not _clicks:
         raise PreventUpdate
     invite = create_invite(get_context().db, created_by=account.id)
@@ -372,11 +368,11 @@ def make_invite(_clicks: Any) -> Component:
 
 def trigger_training(_clicks: Any, pair: Any, epochs: Any) -> Component:
     """Ask Airflow to run the training DAG for one pair; show the run id or why it failed."""
-    account = _require_admin()
+    account = require_admin()
     if not _clicks:
         raise PreventUpdate
     context = get_context()
-    if pair not in context.settings.pairs:
+    if pair not in admin_pairs.catalogue_pairs(context):
         return notice("Pick one of the listed pairs.", "bad")
     try:
         epoch_count = int(epochs) if epochs not in (None, "") else context.settings.epochs
@@ -407,6 +403,7 @@ def trigger_training(_clicks: Any, pair: Any, epochs: Any) -> Component:
 
 
 def register_callbacks(app: Dash) -> None:
+    admin_pairs.register_callbacks(app)
     app.callback(
         Output("admin-status", "value"),
         Output("admin-roles", "value"),

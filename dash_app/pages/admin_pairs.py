@@ -18,7 +18,7 @@ from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 
 from dash_app.components import data_table, fmt_time, notice
-from dash_app.context import DashboardContext, current_account, get_context
+from dash_app.context import DashboardContext, get_context, require_admin
 from mur.db import User
 from mur.errors import MurError
 
@@ -85,7 +85,10 @@ def pairs_card(context: DashboardContext, account: User) -> Component:
                         [
                             html.Label("Symbol", htmlFor="admin-pair-symbol"),
                             dcc.Input(
-                                id="admin-pair-symbol", type="text", placeholder="DOGEUSDT", debounce=False
+                                id="admin-pair-symbol",
+                                type="text",
+                                placeholder="DOGEUSDT",
+                                style={"width": "160px"},
                             ),
                         ],
                         className="field",
@@ -143,13 +146,6 @@ def pairs_card(context: DashboardContext, account: User) -> Component:
     )
 
 
-def _require_admin() -> User:
-    account = current_account()
-    if account is None or not account.is_admin:
-        raise PreventUpdate  # the guard already answered 403; never act for a non-admin
-    return account
-
-
 def _decode(contents: str) -> bytes:
     """A ``data:…;base64,…`` URL (what dcc.Upload sends) -> the file's bytes."""
     _, _, payload = str(contents).partition(",")
@@ -168,7 +164,7 @@ def add_pair(_clicks: Any, symbol: Any, contents: Any, filename: Any) -> tuple[A
     """Add the pair (with the uploaded CSV when one is chosen); the table and the remove list follow."""
     from mur.data.catalogue import add_csv_pair, add_exchange_pair
 
-    account = _require_admin()
+    account = require_admin()
     if not _clicks:
         raise PreventUpdate
     context = get_context()
@@ -200,7 +196,7 @@ def remove_pair(_clicks: Any, pair: Any) -> tuple[Any, Any, Any]:
     """Take the chosen pair out of the catalogue (its history stays)."""
     from mur.data.catalogue import remove_pair as remove
 
-    account = _require_admin()
+    account = require_admin()
     if not _clicks:
         raise PreventUpdate
     context = get_context()

@@ -300,6 +300,16 @@ def _stop_quietly(settings: Settings, submission_id: str, say: LogFn) -> None:
 
 
 # --- Airflow glue (called from the DAG's tasks with their context) ---------------------------------
+def catalogue_pairs(settings: Settings) -> list[str]:
+    """The pair catalogue as it stands now (configured + added by an admin - removed, read from PostgreSQL):
+    what a scheduled run trains and monitors."""
+    from mur.data.catalogue import pair_catalogue
+    from mur.db import Database
+
+    with Database(settings, maxconn=1) as db:
+        return pair_catalogue(settings, db)
+
+
 def list_pairs_task(context: Mapping[str, Any]) -> list[str]:
     """``list_pairs``: params → Variable ``mur_pairs`` → the pair catalogue (read from PostgreSQL now, when
     the run starts: a pair an admin added since the last run is trained by this one)."""
@@ -308,15 +318,12 @@ def list_pairs_task(context: Mapping[str, Any]) -> list[str]:
     settings = get_settings()
     params = context.get("params") or {}
     variable = _variable(PAIRS_VARIABLE)
-
-    def catalogue() -> list[str]:
-        from mur.data.catalogue import pair_catalogue
-        from mur.db import Database
-
-        with Database(settings, maxconn=1) as db:
-            return pair_catalogue(settings, db)
-
-    pairs = resolve_pairs(settings, requested=params.get("pairs"), variable=variable, catalogue=catalogue)
+    pairs = resolve_pairs(
+        settings,
+        requested=params.get("pairs"),
+        variable=variable,
+        catalogue=lambda: catalogue_pairs(settings),
+    )
     log.info("pairs to train: %s", ", ".join(pairs) or "(none)")
     return pairs
 
