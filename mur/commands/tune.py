@@ -175,13 +175,9 @@ def tune(
     stored = report.stored
     if as_json:
         doc = {
-            "pair": report.pair,
-            "chosen": report.chosen,
-            "mlflow_run_id": report.mlflow_run_id,
-            "stored_version": None if stored is None else stored.version,
-            "active": None if stored is None else stored.active,
+            **report.summary(),
+            "evidence": report.evidence(),
             "trial_results": [vars(t) for t in report.trials],
-            **report.evidence(),
         }
         typer.echo(json.dumps(doc, indent=2, default=str))
         return

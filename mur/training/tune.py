@@ -172,6 +172,27 @@ def start_ray(address: str | None, cpus: int) -> None:
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
 
 
+def tune_storage(settings: Settings) -> tuple[str, Any]:
+    """Where searches live: ``MUR_RAY_STORAGE_PATH/tune`` (``s3://``: every node of a cluster reaches it),
+    else ``MUR_RUNTIME_DIR/tune``; the path and its pyarrow filesystem (None: local)."""
+    from mur.training.ray_fit import location
+
+    if settings.ray_storage_path:
+        return location(settings, settings.ray_storage_path.rstrip("/") + "/tune")
+    return location(settings, str((settings.runtime_dir / "tune").resolve()))
+
+
+def discard(path: str, fs: Any) -> None:
+    """Delete a search's experiment folder (``--fresh``), local or on S3."""
+    if fs is None:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    try:
+        fs.delete_dir(path)
+    except (FileNotFoundError, OSError):
+        pass
+
+
 def run_search(
     settings: Settings,
     candles: pd.DataFrame,
@@ -188,19 +209,19 @@ def run_search(
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no progress tables on stdout
-    storage = (settings.runtime_dir / "tune").resolve()
-    path = storage / sid
+    storage, fs = tune_storage(settings)
+    path = f"{storage}/{sid}"
     trainable = tune.with_resources(
         tune.with_parameters(
             trial, settings=settings, candles=candles, spans=spans, train_days=budget.train_days
         ),
         {"cpu": 1},
     )
-    if fresh and path.exists():
-        shutil.rmtree(path)
-    if tune.Tuner.can_restore(str(path)):
+    if fresh:
+        discard(path, fs)
+    if tune.Tuner.can_restore(path, storage_filesystem=fs):
         emit(f"[tune] resuming {path} (finished trials are kept)")
-        tuner = tune.Tuner.restore(str(path), trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(path, trainable, resume_errored=True, storage_filesystem=fs)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -218,7 +239,7 @@ def run_search(
                     random_state=budget.seed,
                 ),
             ),
-            run_config=tune.RunConfig(name=sid, storage_path=str(storage), verbose=0),
+            run_config=tune.RunConfig(name=sid, storage_path=storage, storage_filesystem=fs, verbose=0),
         )
     grid = tuner.fit()
     results: list[TrialResult] = []

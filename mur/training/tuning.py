@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from mur.db.model_configs import ModelConfigRecord
     from mur.settings import Settings
 
+RESULT_MARKER = "MUR_TUNING "
+"""Prefix of the tuning job's result line (``MUR_TUNING {json}``, :meth:`TuningReport.summary`)."""
 SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
     "arch": ("choice", ["lstm", "gru"]),
     "hidden_size": ("choice", [16, 32, 64]),
@@ -294,6 +296,27 @@ class TuningReport:
     mlflow_run_id: str | None = None
     stored: ModelConfigRecord | None = None
 
+    def summary(self) -> dict[str, Any]:
+        """The short JSON result (the Ray job's ``MUR_TUNING`` line, the DAG task's XCom)."""
+        c = self.comparison
+        return {
+            "pair": self.pair,
+            "search_id": self.search_id,
+            "chosen": self.chosen,
+            "same_as_default": bool(c.get("same_as_default")),
+            "confirmation": {
+                "span": c.get("span"),
+                "n": c["n"],
+                **{f"{k}_gain": c[k]["gain"] for k in ("winkler", "pinball")},
+                **{f"{k}_gain_se": c[k]["se"] for k in ("winkler", "pinball")},
+            },
+            "verdict": verdict(c),
+            "mlflow_run_id": self.mlflow_run_id,
+            "stored_version": None if self.stored is None else self.stored.version,
+            "active": None if self.stored is None else self.stored.active,
+            "seconds": self.seconds,
+        }
+
     def evidence(self) -> dict[str, Any]:
         best = min((t for t in self.trials if t.status == "completed"), key=lambda t: t.score, default=None)
         return {
@@ -307,3 +330,11 @@ class TuningReport:
             "confirmation": self.comparison,
             "seconds": self.seconds,
         }
+
+
+def parse_result_line(logs: str) -> dict[str, Any] | None:
+    """The last ``MUR_TUNING {json}`` line of a job's logs (None when there is none)."""
+    import json
+
+    lines = [ln for ln in logs.splitlines() if ln.startswith(RESULT_MARKER)]
+    return None if not lines else dict(json.loads(lines[-1][len(RESULT_MARKER) :]))

@@ -1,0 +1,51 @@
+"""The ``mur_tuning`` DAG's task body: one Ray job per pair (``ray_jobs/tune_pair.py``) runs the search on
+the cluster; the task follows its log and returns its ``MUR_TUNING`` result (:mod:`mur.training.tune`)."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from mur.errors import JobError
+from mur.settings import Settings
+
+log = logging.getLogger(__name__)
+TUNING_DAG_ID = "mur_tuning"
+
+
+def tuning_entrypoint(pair: str, trials: int | None) -> str:
+    """The job's shell entrypoint (arguments quoted)."""
+    argv = [sys.executable, "-m", "ray_jobs.tune_pair", "--pair", pair]
+    return shlex.join(argv + ([] if trials is None else ["--trials", str(int(trials))]))
+
+
+def submit_tuning(settings: Settings, pair: str, trials: int | None = None) -> dict[str, Any]:
+    """Submit the tuning job, follow it to its end and return its result (JobError when it failed)."""
+    from mur.orchestration.job_submission import _submit, client_for, follow_job
+    from mur.training.tuning import parse_result_line
+
+    client = client_for(settings)
+    job_id = _submit(
+        client, settings, tuning_entrypoint(pair, trials), None, {"pair": pair, "kind": "tuning"}, log.info
+    )
+    status, logs = follow_job(
+        client, job_id, stream_logs=True, emit=log.info, timeout_s=settings.job_timeout_s
+    )
+    result = parse_result_line(logs)
+    if status != "SUCCEEDED" or result is None:
+        errors = [ln for ln in logs.splitlines() if ln.startswith("error: ")]
+        raise JobError(
+            f"tuning job {job_id} for {pair} {status.lower()}: {errors[-1] if errors else 'no result line'}"
+        )
+    return {**result, "job_id": job_id}
+
+
+def tune_pair_task(pair: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    """``tune_pair[pair]``: the trials from the run's params (else ``MUR_TUNE_TRIALS``)."""
+    from mur.settings import get_settings
+
+    params = context.get("params") or {}
+    return submit_tuning(get_settings(), pair.lower(), params.get("trials"))
