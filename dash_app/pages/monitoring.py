@@ -21,7 +21,7 @@ from dash.exceptions import PreventUpdate
 from pydantic import ValidationError
 
 from dash_app.charts import empty_figure
-from dash_app.components import data_table, fmt_number, fmt_time, notice
+from dash_app.components import data_table, fmt_number, fmt_pct, fmt_signed_pct, fmt_time, notice
 from dash_app.context import DashboardContext, current_account, get_context
 from dash_app.monitoring_charts import NO_REPORT, drift_figure, parse_as_of, rolling_figure
 from mur.errors import MurError
@@ -59,6 +59,7 @@ OUTPUT_IDS = (
     "monitoring-drift-table",
     "monitoring-alerts",
     "monitoring-thresholds",
+    "monitoring-calibration",
 )
 
 
@@ -101,6 +102,10 @@ def layout(context: DashboardContext, account: User) -> Component:
                     dcc.Graph(id="monitoring-drift", config={"displaylogo": False}),
                     html.Div(id="monitoring-drift-table"),
                 ],
+                className="card",
+            ),
+            html.Div(
+                [html.H3("Online calibration of the ranges"), html.Div(id="monitoring-calibration")],
                 className="card",
             ),
             html.Div([html.H3("Recent alerts"), html.Div(id="monitoring-alerts")], className="card"),
@@ -252,6 +257,56 @@ def drift_table(report: MonitoringReport) -> Component:
     return data_table(head, rows, id="monitoring-drift-rows")
 
 
+def calibration_block(report: MonitoringReport, *, online: bool = True) -> Component:
+    """Per horizon: nominal coverage, running coverage of the graph's own ranges and of the ranges as served
+    with the online scale, the scale now, how many resolved forecasts stepped it (docs/forecasts.md)."""
+    how = (
+        "Each resolved forecast moves its horizon's scale on the ranges' distances from the median: a miss "
+        "widens the next ranges, a hit narrows them a little, so misses settle at the nominal share. "
+        "Coverage is over every resolved forecast since the tracker started; see docs/forecasts.md."
+    )
+    state = (
+        "Applied to the served ranges."
+        if online
+        else "Not applied: MUR_ONLINE_CALIBRATION=false (the graph's own ranges are served)."
+    )
+    rows_in = sorted(report.online_calibration, key=lambda c: c.horizon_hours)
+    if not rows_in:
+        return html.P(
+            "No resolved forecast has stepped the online calibration yet: the served ranges are the graph's "
+            f"own (scale 1). {state}",
+            className="muted",
+            id="monitoring-no-calibration",
+        )
+    rows = [
+        [
+            f"{c.horizon_hours} h",
+            fmt_pct(c.level, 0),
+            fmt_pct(c.coverage_without_scale),
+            fmt_pct(c.coverage),
+            f"{c.scale:.3f}",
+            str(c.resolved),
+            fmt_signed_pct(c.skill_vs_without_scale),
+        ]
+        for c in rows_in
+    ]
+    head = [
+        "horizon",
+        "nominal",
+        "coverage, graph's range",
+        "coverage, online",
+        "scale now",
+        "n",
+        "interval skill of the scale",
+    ]
+    return html.Div(
+        [
+            data_table(head, rows, id="monitoring-calibration-rows"),
+            html.P(f"{state} {how}", className="muted"),
+        ]
+    )
+
+
 def alerts_block(alerts: Sequence[AlertRow]) -> Component:
     """Recent alerts, newest first: market time, kinds, message, Discord delivery, the retraining run."""
     if not alerts:
@@ -307,14 +362,15 @@ def render(
     alerts: Sequence[AlertRow],
     *,
     market_now: datetime | None = None,
+    online: bool = True,
 ) -> tuple[Any, ...]:
     """The page's outputs (:data:`OUTPUT_IDS` order) for ``pair`` from its reports (oldest first) and
-    alerts (newest first)."""
+    alerts (newest first); ``online``: whether serving applies the online scale (the setting)."""
     alerts_part = alerts_block(alerts)
     if not history:
         message = notice(NO_REPORT, "warn", id="monitoring-none")
         none = html.P(NO_REPORT, className="muted")
-        return message, none, empty_figure(NO_REPORT), empty_figure(NO_REPORT), "", alerts_part, none
+        return message, none, empty_figure(NO_REPORT), empty_figure(NO_REPORT), "", alerts_part, none, none
     latest = max(history, key=lambda r: parse_as_of(r.as_of))
     return (
         status_block(latest),
@@ -324,6 +380,7 @@ def render(
         drift_table(latest),
         alerts_part,
         thresholds_block(latest.thresholds),
+        calibration_block(latest, online=online),
     )
 
 
@@ -334,6 +391,7 @@ def failure(message: str) -> tuple[Any, ...]:
         "",
         empty_figure(message),
         empty_figure(message),
+        "",
         "",
         "",
         "",
@@ -360,7 +418,7 @@ def update(pair: str | None, _n_intervals: int | None = None) -> tuple[Any, ...]
     except (MurError, ValueError) as exc:  # a bad clock setting must not hide the reports
         logger.warning("monitoring page: no market clock: %s", exc)
         market_now = None
-    return render(pair, history, alerts, market_now=market_now)
+    return render(pair, history, alerts, market_now=market_now, online=context.settings.online_calibration)
 
 
 def register_callbacks(app: Dash) -> None:

@@ -243,7 +243,7 @@ def train(client: FlaskClient, pair: str = "btc_usdt", epochs: Any = 3) -> str:
 MONITORING_OUTPUT = (
     "..monitoring-status.children...monitoring-summary.children...monitoring-rolling.figure"
     "...monitoring-drift.figure...monitoring-drift-table.children...monitoring-alerts.children"
-    "...monitoring-thresholds.children.."
+    "...monitoring-thresholds.children...monitoring-calibration.children.."
 )
 
 

@@ -121,6 +121,45 @@ def test_render_before_any_report() -> None:
     assert "No alert raised" in text_of(out["monitoring-alerts"])
 
 
+def test_render_the_online_calibration_table() -> None:
+    from mur.monitoring.report import CalibrationRow
+
+    rows = [
+        CalibrationRow(
+            horizon_hours=h,
+            generation="levels=0.05,0.5,0.95;offline=block-conformal-120",
+            level=0.9,
+            scale=scale,
+            resolved=n,
+            coverage=cov,
+            coverage_without_scale=base,
+            skill_vs_without_scale=skill,
+        )
+        for h, scale, n, cov, base, skill in [
+            (24, 1.184, 300, 0.897, 0.853, 0.041),
+            (1, 0.962, 420, 0.902, 0.91, 0.01),
+        ]
+    ]
+    report = monitoring_report().model_copy(update={"online_calibration": rows})
+    table = text_of(rendered("btc_usdt", [report], [])["monitoring-calibration"])
+    assert table.index("1 h") < table.index("24 h")  # by horizon
+    for expected in (
+        "90%",
+        "85.3%",
+        "89.7%",
+        "1.184",
+        "300",
+        "+4.1%",
+        "0.962",
+        "Applied to the served ranges",
+    ):
+        assert expected in table, (expected, table)
+    off = text_of(rendered("btc_usdt", [report], [], online=False)["monitoring-calibration"])
+    assert "MUR_ONLINE_CALIBRATION=false" in off
+    none = text_of(rendered("btc_usdt", [monitoring_report()], [])["monitoring-calibration"])
+    assert "No resolved forecast has stepped the online calibration yet" in none
+
+
 # ------------------------------------------------------------------------------------------------
 # Services tier (PostgreSQL only): the page through the app
 # ------------------------------------------------------------------------------------------------
