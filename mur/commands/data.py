@@ -12,6 +12,8 @@ from mur.errors import ServiceError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mur.settings import Settings
+
 DEFAULT_REMOTE_DAYS = 7
 
 app = typer.Typer(
@@ -134,6 +136,21 @@ def pairs() -> None:
             typer.echo(pair)
 
 
+def _uploaded_frames(settings: Settings) -> dict[str, pd.DataFrame]:
+    """The pairs an admin uploaded (``mur pairs add --csv``), served beside the bundled ones; none, with a
+    warning line, when the database cannot be read."""
+    from mur.data.uploaded import uploaded_candles
+    from mur.db import Database
+    from mur.errors import DatabaseError
+
+    try:
+        with Database(settings, maxconn=1) as db:
+            return uploaded_candles(db)
+    except DatabaseError as exc:
+        typer.echo(f"warning: the uploaded pairs are not served: {exc}", err=True)
+        return {}
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
@@ -153,8 +170,9 @@ def serve(
 
     settings = get_settings()
     clock = None if archive else market_clock(settings.model_copy(update={"market_data": "bundled"}))
+    frames = _uploaded_frames(settings)
     try:
-        server = make_server(host, port, synthetic=settings.synthetic_pairs, clock=clock)
+        server = make_server(host, port, synthetic=settings.synthetic_pairs, clock=clock, frames=frames)
     except OSError as exc:
         raise ServiceError(f"replay server cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     typer.echo(f"Binance replay server on {server.url} ({', '.join(sorted(server.store))}, 1h)")

@@ -63,6 +63,17 @@ def candles_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
     return frame.loc[:, list(KLINE_COLUMNS)].reset_index(drop=True)
 
 
+def uploaded_candles(db: Database) -> dict[str, pd.DataFrame]:
+    """Every uploaded pair's candles (the removed ones' too), by pair: what the replay server serves."""
+    from mur.db.pairs import list_pair_records, pair_candle_rows
+
+    return {
+        r.pair: candles_frame(pair_candle_rows(db, pair=r.pair))
+        for r in list_pair_records(db)
+        if r.source == "csv"
+    }
+
+
 class UploadedPairs:
     """A :class:`~mur.data.source.MarketData`: ``archive``'s pairs from it, every other pair from the uploaded
     candles in PostgreSQL (an active or a removed pair alike: a removed pair's history stays readable)."""

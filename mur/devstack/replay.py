@@ -24,7 +24,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from mur.clock import MarketClock
 
 logger = logging.getLogger(__name__)
@@ -164,12 +166,17 @@ def load_symbol_data(pair: str) -> SymbolData:
 
 def synthetic_symbol_data(pair: str) -> SymbolData:
     """A synthetic pair (``syn001_usdt``, :mod:`mur.data.synthetic`) as :class:`SymbolData`."""
+    from mur.data import load_synthetic
+
+    return frame_symbol_data(pair, load_synthetic(pair))
+
+
+def frame_symbol_data(pair: str, frame: pd.DataFrame) -> SymbolData:
+    """A pair's typed candle frame (a synthetic pair, a pair an admin uploaded) as :class:`SymbolData`."""
     import numpy as np
 
-    from mur.data import load_synthetic
     from mur.pairs import pair_to_symbol
 
-    frame = load_synthetic(pair)
     open_ms = frame["timestamp"].astype("int64").to_numpy() // 1_000_000
     close_ms = frame["close_time"].astype("int64").to_numpy() // 1_000_000
     num = {c: frame[c].to_numpy() for c in ("open", "high", "low", "close", "volume", "quote_av")}
@@ -355,9 +362,11 @@ def make_server(
     handler_class: type[ReplayHandler] = ReplayHandler,
     synthetic: int = 0,
     clock: MarketClock | None = None,
+    frames: Mapping[str, pd.DataFrame] | None = None,
 ) -> ReplayServer:
-    """Bind a replay server over the bundled ``pairs`` (default: all) and the first ``synthetic`` synthetic
-    pairs (``syn001_usdt`` …, :mod:`mur.data.synthetic`); ``port=0`` picks a free port. With a market
+    """Bind a replay server over the bundled ``pairs`` (default: all), the first ``synthetic`` synthetic
+    pairs (``syn001_usdt`` …, :mod:`mur.data.synthetic`) and the pairs of ``frames`` (typed candles by pair:
+    the pairs an admin uploaded, :func:`mur.data.uploaded.uploaded_candles`); ``port=0`` picks a free port. With a market
     ``clock`` (:mod:`mur.clock`), ``/api/v3/time`` is market now and only candles closed by then exist.
 
     Raises ``OSError`` when the address cannot be bound. Call ``serve_forever()`` (or
@@ -368,6 +377,7 @@ def make_server(
     chosen = list(pairs) if pairs is not None else bundled_pairs()
     store = {data.symbol: data for data in (load_symbol_data(pair) for pair in chosen)}
     store.update((d.symbol, d) for d in (synthetic_symbol_data(p) for p in synthetic_pairs(synthetic)))
+    store.update((d.symbol, d) for d in (frame_symbol_data(p, f) for p, f in (frames or {}).items()))
     return ReplayServer((host, port), store, handler_class, clock)
 
 
@@ -389,10 +399,11 @@ def running_replay_server(
     handler_class: type[ReplayHandler] = ReplayHandler,
     synthetic: int = 0,
     clock: MarketClock | None = None,
+    frames: Mapping[str, pd.DataFrame] | None = None,
 ) -> Iterator[ReplayServer]:
     """A replay server serving in a background thread for the ``with`` block (for tests and scripts)."""
     server = make_server(
-        host, port, pairs=pairs, handler_class=handler_class, synthetic=synthetic, clock=clock
+        host, port, pairs=pairs, handler_class=handler_class, synthetic=synthetic, clock=clock, frames=frames
     )
     thread = serve_forever_in_thread(server)
     try:

@@ -16,7 +16,7 @@ from mur.data import get_market_data
 from mur.data.catalogue import add_csv_pair, add_exchange_pair, catalogue_entries, pair_catalogue, remove_pair
 from mur.db import Database, connect
 from mur.db.pairs import get_pair_record, list_pair_records, mark_removed, pair_candle_rows
-from mur.errors import InvalidInputError, UnknownPairError
+from mur.errors import DataValidationError, InvalidInputError, UnknownPairError
 from mur.settings import Settings
 
 pytestmark = pytest.mark.pg
@@ -97,6 +97,37 @@ def test_adding_refuses_what_the_market_cannot_answer(pair_settings: Settings, p
     with pytest.raises(InvalidInputError, match="MUR_MARKET_DATA=bundled"):
         _upload(pair_settings.model_copy(update={"market_data": "binance"}), pair_db)
     assert list_pair_records(pair_db) == []
+
+
+def test_the_replay_exchange_serves_an_uploaded_pair_and_live_adding_validates_against_it(
+    pair_settings: Settings, pair_db: Database
+) -> None:
+    """The uploaded candles reach the Binance replay server (``mur data serve``), and with live market data
+    (python-binance against that exchange) a symbol is added only when the exchange knows it."""
+    from mur.data import BinanceMarketData
+    from mur.data.uploaded import uploaded_candles
+    from mur.devstack.replay import running_replay_server
+
+    _upload(pair_settings, pair_db)
+    frames = uploaded_candles(pair_db)
+    assert list(frames) == ["doge_usdt"] and len(frames["doge_usdt"]) == HOURS
+    with running_replay_server(pairs=["btc_usdt"], frames=frames) as server:
+        live = pair_settings.model_copy(
+            update={"market_data": "binance", "binance_api_url": server.api_url, "binance_max_retries": 0}
+        )
+        served = BinanceMarketData(live).klines("doge_usdt", start=START)
+        assert len(served) == HOURS and served["close"].tolist() == frames["doge_usdt"]["close"].tolist()
+        remove_pair(pair_settings, pair_db, "doge_usdt", removed_by="bob")
+        short = live.model_copy(update={"pair_min_history_hours": HOURS + 1})
+        with pytest.raises(
+            DataValidationError, match=f"DOGEUSDT has too little history on the exchange: {HOURS} "
+        ):
+            add_exchange_pair(short, pair_db, "DOGEUSDT", added_by="carol")
+        with pytest.raises(UnknownPairError, match="PEPEUSDT is invalid"):
+            add_exchange_pair(live, pair_db, "PEPEUSDT", added_by="carol")
+        record = add_exchange_pair(live, pair_db, "DOGEUSDT", added_by="carol")  # checked on the exchange
+        assert record.source == "exchange" and record.active and record.first_open == START
+    assert pair_catalogue(pair_settings, pair_db) == ["btc_usdt", "eth_usdt", "doge_usdt"]
 
 
 def test_the_tables_refuse_bad_rows(pair_settings: Settings, pair_db: Database) -> None:
