@@ -59,6 +59,7 @@ def serve_stack(
             "serve_upscale_delay_s": 1.0,
             "serve_downscale_delay_s": 5.0,
             "serve_batch_wait_s": 0.002,
+            "online_calibration_cache_s": 1.0,  # a seeded scale is served within a second
             "market_data": "bundled",
         }
     )
