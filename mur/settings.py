@@ -120,20 +120,15 @@ class Settings(BaseSettings):
         ge=1,
         description="a scheduled run trains fully once the last full training is this many market hours old",
     )
-
-    # --- Ray -----------------------------------------------------------------------------------
-    ray_address: str = "http://127.0.0.1:8265"
-    ray_auth_mode: Literal["token", "disabled"] = Field(
+    weight_decay: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="decoupled weight decay (AdamW); 0 = plain Adam"
+    )
+    # --- hyper-parameter search (mur tune, docs/tuning.md) ---
     use_tuned_configs: bool = Field(
         default=True,
         description="registered trainings (scheduled, mur train --register) use the pair's active tuned "
         "configuration (mur tune); false: the settings' configuration",
     )
-        default="token",
-    weight_decay: float = Field(
-        default=0.0, ge=0.0, lt=1.0, description="decoupled weight decay (AdamW); 0 = plain Adam"
-    )
-    # --- hyper-parameter search (mur tune, docs/tuning.md) ---
     tune_trials: int = Field(default=20, ge=1, le=500, description="configurations one search tries")
     tune_folds: int = Field(default=3, ge=1, le=12, description="walk-forward folds a trial is scored on")
     tune_fold_hours: int = Field(default=336, ge=24, description="hours scored after each fold's origin")
@@ -148,6 +143,11 @@ class Settings(BaseSettings):
     tune_schedule: str | None = Field(
         default=None, description="mur_tuning DAG schedule (cron or preset, e.g. @weekly); none = manual only"
     )
+
+    # --- Ray -----------------------------------------------------------------------------------
+    ray_address: str = "http://127.0.0.1:8265"
+    ray_auth_mode: Literal["token", "disabled"] = Field(
+        default="token",
         validation_alias=AliasChoices("RAY_AUTH_MODE", "MUR_RAY_AUTH_MODE"),
         description="Ray's authentication (RAY_AUTH_MODE): token on every Ray API; disabled only for tests of it",
     )
