@@ -29,6 +29,7 @@ from mur.settings import Settings
 from mur.timeutil import iso
 from mur.training import warm_start
 from mur.training.params import idempotency_key, model_config, train_config, training_params
+from mur.training.tuned import for_training
 
 if TYPE_CHECKING:
     from mur.model.network import ModelConfig
@@ -250,11 +251,7 @@ def prepare_training(
     ``reuse_existing`` finds one (see :func:`train_and_register`)."""
     say = emit or log.info
     pair = pair.lower()
-    tuned_params: dict[str, Any] = {}
-    if (register and settings.use_tuned_configs) if tuned is None else tuned:  # mur/training/tuned.py
-        from mur.training.tuned import tuned_settings
-
-        settings, tuned_params = tuned_settings(settings, pair, emit=say)
+    settings, tuned_params = for_training(settings, pair, register=register, tuned=tuned, emit=say)
     candles, window, filled = load_candles(settings, pair, end=end, data_csv=data_csv)
     mcfg, tcfg = model_config(settings, **overrides), train_config(settings, **overrides)
     ds = prepare(settings, candles, **overrides)
@@ -374,22 +371,19 @@ def train_and_register(
     emit: Callable[[str], None] | None = None,
     kind: str = "manual",
     warm_from: warm_start.WarmStart | None = None,
-    tuned: bool | None = None,
     **overrides: Any,
 ) -> TrainingResult:
     """Train ``pair`` on candles before ``end`` with ``fit``, export, evaluate, then log/register/gate.
 
     ``out_dir`` also keeps ``model.onnx``, ``metrics.json`` and ``feature_spec.json`` there;
     ``register=False`` skips MLflow (``mur train --out``). With ``reuse_existing``, a version already
-    registered for the same idempotency key (pair + window end + hyper-parameters + ``fit.key_params()``)
-    is returned without training. ``overrides`` are hyper-parameters (``epochs``, ``arch``, ...; None =
+    registered for the same idempotency key (pair + window end + hyper-parameters + ``fit.key_params()``) is
+    returned without training. ``overrides`` are hyper-parameters (``epochs``, ``arch``, ...; None =
     settings). Progress lines go to ``emit`` (the Ray job prints them; default: this module's logger).
-    ``kind`` (``scheduled``, ``backfill``, ``manual``) is recorded on the version for the admin page.
-    A scheduled run may start from the champion's weights (:mod:`mur.training.warm_start`); ``warm_from``
-    gives the start explicitly (benchmarks, ``mur train --out`` pipelines) and skips the registry lookup.
-    ``tuned`` (default: when registering) trains with the pair's active tuned configuration
-    (:mod:`mur.training.tuned`; ``mur tune``), under the explicit ``overrides``.
-    Several pairs in one fit: :func:`train_many`.
+    ``kind`` (``scheduled``, ``backfill``, ``manual``) is recorded on the version for the admin page. A
+    scheduled run may start from the champion's weights (:mod:`mur.training.warm_start`); ``warm_from`` gives
+    the start explicitly (benchmarks, ``mur train --out`` pipelines) and skips the registry lookup. ``tuned``:
+    :mod:`mur.training.tuned`. Several pairs in one fit: :func:`train_many`.
     """
     prep = prepare_training(
         settings,
@@ -402,7 +396,6 @@ def train_and_register(
         emit=emit,
         kind=kind,
         warm_from=warm_from,
-        tuned=tuned,
         **overrides,
     )
     if isinstance(prep, TrainingResult):
@@ -444,9 +437,8 @@ def train_many(
     **overrides: Any,
 ) -> dict[str, TrainingResult]:
     """Train ``pairs`` (registered, gated) with one fit for all of them (:mod:`mur.training.batch`: one Ray
-    Train run for the batch); one result per pair, in order,
-    failures included. Arguments as :func:`mur.training.driver.train_and_register` (``register=False``:
-    nothing logged, a benchmark)."""
+    Train run for the batch); one result per pair, in order, failures included. Arguments as
+    :func:`train_and_register` (``register=False``: nothing logged, a benchmark)."""
     from mur.training.batch import fit_many
 
     say = emit or log.info
