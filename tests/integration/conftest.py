@@ -7,6 +7,9 @@ starting anything. Other test folders (tests/serve, tests/dags, …) see them to
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
 
 from mur.settings import Settings
@@ -16,3 +19,15 @@ from mur.settings import Settings
 def settings(stack_settings: Settings) -> Settings:
     """The stack's Settings (read from ``MUR_*``); request ``services`` as well when the services are needed."""
     return stack_settings
+
+
+@pytest.fixture
+def restored_environ() -> Iterator[None]:
+    """Put the process environment back afterwards: reaching the registry sets ``MLFLOW_HTTP_REQUEST_*``
+    (mur.serving.champions.registry_client), which would shorten MLflow's retries for later tests."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -413,18 +412,6 @@ def test_report_without_resolved_forecasts_is_insufficient_data(fresh: tuple[Set
 
 
 # --- the hourly run: Discord stand-in, unreachable Airflow and MLflow ---------------------------------------
-@pytest.fixture
-def restored_environ() -> Iterator[None]:
-    """Put the process environment back afterwards: reaching the registry sets ``MLFLOW_HTTP_REQUEST_*``
-    (mur.serving.champions.registry_client), which would shorten MLflow's retries for later tests."""
-    saved = dict(os.environ)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 @pytest.fixture
 def discord() -> Iterator[DiscordStub]:
     stand_in = DiscordStub()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from mur.db import Database, fill_actuals, record_forecast_body
 from mur.db import calibration as cal
 from mur.evaluation.online_conformal import OnlineState, generation_for
 from mur.monitoring.report import CalibrationRow
+from mur.monitoring.store import latest_report
 from mur.monitoring.task import step_online_calibration
 from mur.serving.calibration import OnlineScales, graph_calibration
 from mur.settings import Settings
@@ -141,3 +143,40 @@ def test_with_the_setting_off_nothing_is_scaled_nor_stepped(loop_db: tuple[Setti
     (row,) = step_online_calibration(db, off, PAIR, T0 + 2 * H)
     assert row["resolved"] == 0 and row["scale"] == pytest.approx(2.0)  # reported as it stands, not stepped
     assert cal.served_generations(db, pair=PAIR, since=T0, until=T0 + 5 * H) == []
+
+
+@pytest.mark.usefixtures("restored_environ")
+def test_the_hourly_monitoring_run_steps_the_trackers_once(loop_db: tuple[Settings, Database]) -> None:
+    """The whole monitoring run (bundled candles, MLflow and Airflow unreachable): it resolves a served
+    forecast from the market data, steps its tracker, puts the summary in the stored report, and a rerun of
+    the same market hour steps nothing."""
+    from mur.monitoring.task import run_monitoring
+
+    settings, db = loop_db
+    candle = datetime(2024, 7, 10, 10, tzinfo=UTC)
+    hour = candle + 3 * H
+    at = settings.model_copy(
+        update={
+            "market_data": "bundled",
+            "synthetic_pairs": 0,
+            "pairs": [PAIR],
+            "airflow_url": "http://127.0.0.1:9",  # nothing listens
+            "mlflow_tracking_uri": "http://127.0.0.1:9",
+            "monitor_retrain": False,
+            "discord_webhook_url": None,
+            "clock_start": hour,
+            "clock_speed": 0.0,
+            "clock_origin": time.time(),
+        }
+    )
+    body = graph_body(candle) | {"calibration": graph_calibration((1, 4), LEVELS) | {"method": "online"}}
+    record_forecast_body(db, body, made_at=candle + H)  # served with scale 1 for this generation
+
+    for _ in range(2):  # the same market hour twice (a retried task)
+        run_monitoring(at, market_hour=hour, pairs=[PAIR], say=lambda _: None)
+        report = latest_report(db, PAIR)
+        assert report is not None and report.as_of == "2024-07-10T13:00:00Z"
+        (row,) = report.online_calibration  # the 4 h target (14:00) has not closed at 13:00
+        assert row.horizon_hours == 1 and row.generation == GEN and row.resolved == 1
+        assert row.coverage == 0.0  # BTC was nowhere near 100 in July 2024: a miss, the range widens
+        assert row.scale == pytest.approx(math.exp(0.05 * 0.9))
