@@ -18,7 +18,8 @@ Baselines, both fitted on the training span only:
 
 ``interval skill = 1 - Winkler_model / Winkler_(a)`` (> 0: narrower or better-placed ranges than the naive
 one). :func:`conformal_scale` is the split-conformal calibration folded into the exported model;
-:func:`block_conformal_scale` chooses its calibration span per horizon (enough independent outcomes).
+:func:`block_conformal_scale` chooses its calibration span per horizon (enough independent outcomes) and
+counts its finite-sample rank in independent outcomes (:func:`block_conformal_quantile`).
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ import numpy as np
 from mur.model.features import CLOSE_IDX
 
 EWMA_HALF_LIFE_H = 12.0
-MIN_INDEPENDENT_OUTCOMES = 120
+MIN_INDEPENDENT_OUTCOMES = 240
 """Non-overlapping outcomes a horizon's conformal scale is taken on, at least: with ``n`` of them the
-coverage of the calibrated range has a sampling error of about ``sqrt(0.09 / n)`` (0.027 for 120; 0.037 for
-the ~65 days of a year's validation span at 24 h)."""
-CALIBRATION_RECIPE = f"block-conformal-{MIN_INDEPENDENT_OUTCOMES}"
+coverage of the calibrated range has a sampling error of about ``sqrt(0.09 / n)`` (0.019 for 240, 0.027 for
+120; 0.037 for the ~65 days of a year's validation span at 24 h)."""
+CALIBRATION_RECIPE = f"block-conformal-{MIN_INDEPENDENT_OUTCOMES}-subsampled"
 """Names the offline calibration folded into the graph: the online scale corrects *this* recipe's ranges
 (:func:`mur.evaluation.online_conformal.generation_for`); change it when the recipe changes."""
 
@@ -82,17 +83,44 @@ def conformal_scale(q: np.ndarray, y: np.ndarray, median_index: int, coverage: f
     least ``coverage`` (and less than ``coverage + 1/(n+1)``) when calibration and new scores are
     exchangeable (see docs/forecasts.md for what that means for time series).
     """
+    scores = conformal_scores(q, y, median_index)
+    n = scores.shape[0]
+    if n < 1:
+        return np.ones(np.shape(q)[1])
+    rank = min(n, math.ceil((n + 1) * coverage))
+    k = np.sort(scores, axis=0)[rank - 1]
+    return np.clip(k, 1e-3, 1e3)
+
+
+def conformal_scores(q: np.ndarray, y: np.ndarray, median_index: int) -> np.ndarray:
+    """Nonconformity scores ``(n, H)`` of :func:`conformal_scale`: how many of the model's own half-widths
+    ``y`` lies from the median, ``max((med - y) / (med - lo), (y - med) / (hi - med))``."""
     q = np.asarray(q, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     med, lo, hi = q[..., median_index], q[..., 0], q[..., -1]
     tiny = 1e-12
-    scores = np.maximum((med - y) / np.maximum(med - lo, tiny), (y - med) / np.maximum(hi - med, tiny))
-    n = scores.shape[0]
-    if n < 1:
-        return np.ones(q.shape[1])
-    rank = min(n, math.ceil((n + 1) * coverage))
-    k = np.sort(scores, axis=0)[rank - 1]
-    return np.clip(k, 1e-3, 1e3)
+    return np.maximum((med - y) / np.maximum(med - lo, tiny), (y - med) / np.maximum(hi - med, tiny))
+
+
+def block_conformal_quantile(scores: np.ndarray, hours: int, coverage: float) -> float:
+    """Split-conformal threshold of the scores ``(n,)`` of consecutive hourly windows whose outcomes lie
+    ``hours`` ahead, counted in *independent* outcomes.
+
+    Windows ``hours`` apart have non-overlapping outcomes. For each of the ``hours`` offsets, the scores of
+    the windows ``n-1-o, n-1-o-hours, ...`` (``m`` of them, about ``n / hours``) are the split-conformal
+    sample of that offset: its ``ceil((m + 1) coverage)``-th smallest score covers a new outcome with
+    probability at least ``coverage`` when those ``m`` outcomes and the new one are exchangeable. The
+    threshold is the mean over the offsets (every window is used once; the finite-sample correction
+    ``+1`` is that of ``m`` outcomes, not of ``n`` dependent ones). ``hours = 1``: :func:`conformal_scale`'s
+    threshold."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    step = max(1, int(hours))
+    ks = []
+    for offset in range(min(step, len(s))):
+        sample = np.sort(s[len(s) - 1 - offset :: -step])
+        m = len(sample)
+        ks.append(sample[min(m, math.ceil((m + 1) * coverage)) - 1])
+    return float(np.clip(np.mean(ks), 1e-3, 1e3)) if ks else 1.0
 
 
 def calibration_rows(
@@ -113,23 +141,23 @@ def block_conformal_scale(
     coverage: float,
     min_outcomes: int = MIN_INDEPENDENT_OUTCOMES,
 ) -> np.ndarray:
-    """:func:`conformal_scale` per horizon on a span that holds enough *independent* outcomes.
+    """Split-conformal scale per horizon on a span that holds enough *independent* outcomes, its rank
+    counted in independent outcomes (:func:`block_conformal_quantile`).
 
     ``q (n, H, L)`` and ``y (n, H)``: the calibration candidates in time order, the last ``n_val`` of them the
     validation windows (the rest: the training span before them). Outcomes of overlapping ``h``-hour windows
     are dependent: a validation span of ~1,500 hours holds ~1,500 one-hour outcomes but only ~65 independent
     24 h ones, too few for a 90 % quantile (and one crash in them sets it). Each horizon ``h`` is calibrated on
     the last :func:`calibration_rows` windows: the validation span when it holds ``min_outcomes`` (1 h and 4 h
-    with a year of training), else extended back into the training span (24 h: the last 120 days). Those
+    with a year of training), else extended back into the training span (24 h: the last 240 days). Those
     older windows were seen by the fit (the volatility structure's least squares over ~7,000 hours and the
-    recurrent core's epochs), so their scores are slightly optimistic; the test span is never used."""
-    q = np.asarray(q, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    n = q.shape[0]
-    k = np.empty(q.shape[1])
+    recurrent core's epochs), so their scores may be slightly optimistic; the test span is never used."""
+    scores = conformal_scores(q, y, median_index)
+    n = scores.shape[0]
+    k = np.empty(scores.shape[1])
     for j, hours in enumerate(horizons):
         rows = calibration_rows(n_val, n - n_val, hours, min_outcomes)
-        k[j] = conformal_scale(q[n - rows :, j : j + 1], y[n - rows :, j : j + 1], median_index, coverage)[0]
+        k[j] = block_conformal_quantile(scores[n - rows :, j], hours, coverage)
     return k
 
 

@@ -125,7 +125,7 @@ def calibrate(model: Any, ds: Dataset) -> Any:
     """The trained model with its split-conformal calibration folded in
     (:class:`mur.model.export.CalibratedForecaster`): per horizon on the validation span (data the weights
     never trained on), extended back into the training span where that span holds too few independent
-    outcomes of the horizon (:func:`mur.evaluation.intervals.block_conformal_scale`; 24 h: 120 days)."""
+    outcomes of the horizon (:func:`mur.evaluation.intervals.block_conformal_scale`; 24 h: 240 days)."""
     import numpy as np
 
     from mur.evaluation.intervals import block_conformal_scale, calibration_rows

@@ -11,8 +11,13 @@ import pytest
 import torch
 
 from mur.evaluation.intervals import (
+    MIN_INDEPENDENT_OUTCOMES,
     EwmaBaseline,
+    block_conformal_quantile,
+    block_conformal_scale,
+    calibration_rows,
     conformal_scale,
+    conformal_scores,
     interval_metrics,
     naive_quantiles,
     pinball,
@@ -96,6 +101,69 @@ def test_conformal_scale_reaches_nominal_coverage_on_heteroskedastic_data() -> N
     covered = np.mean((y[test] >= lo) & (y[test] <= hi))
     assert raw < 0.8 and k[0] > 1.5
     assert covered == pytest.approx(0.9, abs=0.015)
+
+
+def test_block_conformal_quantile_by_hand() -> None:
+    """The finite-sample rank counts independent (non-overlapping) outcomes, one sample per offset."""
+    # 1 h: every window is its own sample; the ceil((5 + 1) * 0.5) = 3rd smallest of 1..5
+    assert block_conformal_quantile(np.array([5.0, 1.0, 4.0, 2.0, 3.0]), 1, 0.5) == 3.0
+    assert block_conformal_quantile(np.array([5.0, 1.0, 4.0, 2.0, 3.0]), 1, 0.5) == pytest.approx(
+        conformal_scale(
+            np.array([[[-1.0, 0.0, 1.0]]] * 5), np.array([[5.0], [1.0], [4.0], [2.0], [3.0]]), 1, 0.5
+        )[0]
+    )
+    # 2 h, scores 1..20: offsets 0 (windows 19, 17, ..., 1: scores 20, 18, ..., 2) and 1 (19, 17, ..., 1), m = 10
+    # each; rank ceil(11 * 0.8) = 9: 18 and 17, mean 17.5; the rank of 20 dependent scores would give 17
+    s = np.arange(1.0, 21.0)
+    assert block_conformal_quantile(s, 2, 0.8) == 17.5
+    assert conformal_scale(np.array([[[-1.0, 0.0, 1.0]]] * 20), s[:, None], 1, 0.8)[0] == 17.0
+    # 3 h, scores 7..1 (7 windows, the oldest first): offsets take windows (6, 3, 0), (5, 2), (4, 1), i.e.
+    # scores {1, 4, 7}, {2, 5}, {3, 6}; coverage 0.5: ranks 2, 2, 2 -> 4, 5, 6, mean 5
+    assert block_conformal_quantile(np.arange(7.0, 0.0, -1.0), 3, 0.5) == 5.0
+    # fewer windows than hours: one sample per window there is; none at all: scale 1
+    assert block_conformal_quantile(np.array([2.0]), 24, 0.9) == 2.0
+    assert block_conformal_quantile(np.array([]), 24, 0.9) == 1.0
+
+
+def test_conformal_scores_by_hand() -> None:
+    # median 10, lower 8 (2 below), upper 14 (4 above): y = 7 is 1.5 lower half-widths out, y = 16 is 1.5 upper
+    # ones, y = 11 is 0.25 inside
+    q = np.array([[[8.0, 10.0, 14.0]]] * 3)
+    assert conformal_scores(q, np.array([[7.0], [16.0], [11.0]]), 1)[:, 0] == pytest.approx([1.5, 1.5, 0.25])
+
+
+def test_calibration_span_per_horizon_by_hand() -> None:
+    """Validation span at 1 h and 4 h, 240 days at 24 h (into the training span), never more than there is."""
+    assert MIN_INDEPENDENT_OUTCOMES == 240
+    assert calibration_rows(1500, 6000, 1) == 1500
+    assert calibration_rows(1500, 6000, 4) == 1500
+    assert calibration_rows(1500, 6000, 24) == 5760
+    assert calibration_rows(1500, 3000, 24) == 4500
+    rng = np.random.default_rng(3)
+    n, n_val = 7000, 1500
+    q = np.stack([-np.ones((n, 3)), np.zeros((n, 3)), np.ones((n, 3))], axis=-1)
+    y = rng.standard_normal((n, 3))
+    k = block_conformal_scale(q, y, n_val, (1, 4, 24), 1, 0.9)
+    s = np.abs(y)
+    assert k[0] == pytest.approx(conformal_scale(q[-n_val:, :1], y[-n_val:, :1], 1, 0.9)[0])
+    assert k[1] == pytest.approx(block_conformal_quantile(s[-n_val:, 1], 4, 0.9))
+    assert k[2] == pytest.approx(block_conformal_quantile(s[-5760:, 2], 24, 0.9))
+    assert k == pytest.approx(1.645, rel=0.1)  # |N(0, 1)|'s 90 % quantile
+
+
+def test_block_conformal_covers_overlapping_outcomes() -> None:
+    """24 h outcomes as sums of 24 hourly shocks (overlapping windows: strongly dependent), a model whose
+    range is right in shape but 40 % too narrow: calibrated on 240 x 24 windows, two later spans of the same
+    length are covered at about 0.90."""
+    rng = np.random.default_rng(11)
+    hours, n_cal = 24, 240 * 24
+    y = np.convolve(rng.standard_normal(3 * n_cal + hours - 1), np.ones(hours), "valid")  # N(0, 24) each
+    half = 0.6 * 1.645 * math.sqrt(hours)
+    q = np.broadcast_to(np.array([-half, 0.0, half]), (len(y), 1, 3))
+    k = block_conformal_scale(q[:n_cal], y[:n_cal, None], 1000, (hours,), 1, 0.9)[0]
+    assert k == pytest.approx(1 / 0.6, rel=0.1)
+    covered = np.mean(np.abs(y[n_cal:]) <= k * half)
+    assert covered == pytest.approx(0.9, abs=0.03)
 
 
 def test_quantile_config_rules() -> None:

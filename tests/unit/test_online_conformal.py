@@ -172,24 +172,3 @@ def test_replay_benchmark_smoke(tmp_path: Path) -> None:
     assert out_file.exists() and (
         out_file.with_suffix(".png").exists() or out_file.with_suffix(".html").exists()
     )
-
-
-def test_offline_calibration_span_holds_enough_independent_outcomes() -> None:
-    """mur/evaluation/intervals.py::block_conformal_scale: 1 h and 4 h on the validation span, 24 h on the
-    last 120 x 24 hours (into the training span), never more than there is."""
-    from mur.evaluation.intervals import block_conformal_scale, calibration_rows, conformal_scale
-
-    assert calibration_rows(1500, 6000, 1) == 1500
-    assert calibration_rows(1500, 6000, 4) == 1500
-    assert calibration_rows(1500, 6000, 24) == 2880
-    assert calibration_rows(200, 300, 24) == 500
-    rng = np.random.default_rng(1)
-    n, n_val = 4000, 1000
-    # scores: the model's half-widths are right before the validation span and too narrow (x1.5) in it
-    spread = np.where(np.arange(n) < n - n_val, 1.0, 1.5)
-    y = rng.standard_normal((n, 3)) * spread[:, None]
-    q = np.stack([-1.645 * np.ones((n, 3)), np.zeros((n, 3)), 1.645 * np.ones((n, 3))], axis=-1)
-    k = block_conformal_scale(q, y, n_val, (1, 4, 24), 1, 0.9)
-    assert k[:2] == pytest.approx(conformal_scale(q[-n_val:], y[-n_val:], 1, 0.9)[:2])
-    assert k[2] == pytest.approx(conformal_scale(q[-2880:, 2:], y[-2880:, 2:], 1, 0.9)[0])
-    assert k[0] == pytest.approx(1.5, rel=0.1) and 1.0 < k[2] < k[0]
