@@ -44,6 +44,7 @@ from mur.errors import MurError
 from mur.monitoring.track_record import (
     RELIABILITY_WINDOWS,
 )
+from mur.serving.calibration import ServedCalibration
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -374,7 +375,23 @@ def _range_text(prediction: ServeForecast) -> list[Any]:
     return [
         html.Br(),
         html.Span(f"{prediction.horizons[0].level:.0%} range: " + "; ".join(parts), id="forecast-range"),
+        html.Br(),
+        html.Span(calibration_text(prediction.calibration), id="forecast-calibration", className="muted"),
     ]
+
+
+def calibration_text(calibration: ServedCalibration | None) -> str:
+    """What the API said about the ranges' online calibration (docs/forecasts.md), in one sentence."""
+    if calibration is None or calibration.method == "graph":
+        return "The model's own ranges (no online calibration reported)."
+    if calibration.method == "off":
+        return "The model's own ranges: online calibration is off (MUR_ONLINE_CALIBRATION=false)."
+    if calibration.method == "unavailable":
+        return "The model's own ranges: the online calibration could not be read just now."
+    if all(h.resolved == 0 for h in calibration.horizons):
+        return "Online calibration: no resolved forecast yet, so the model's own ranges (scale 1)."
+    scales = ", ".join(f"×{h.scale:.2f} at {h.hours} h" for h in calibration.horizons)
+    return f"Online calibration (from the resolved forecasts) scales the ranges around the median: {scales}."
 
 
 def register_callbacks(app: Dash) -> None:
