@@ -100,6 +100,12 @@ def print_report(report: Any) -> None:
         f"tuned {naive['chosen']['winkler_ratio']:.4f}; coverage default {naive['default']['coverage']:.3f}, "
         f"tuned {naive['chosen']['coverage']:.3f}"
     )
+    epochs = c.get("best_epoch") or {}
+    if epochs:
+        console.print(
+            "best epoch of each confirmation fit (-1: the data-fitted start was kept): "
+            + ", ".join(f"{k} {v}" for k, v in epochs.items())
+        )
     console.print(escape(f"verdict: {verdict(c)}"))
     console.print(escape(f"tuned configuration: {json.dumps(report.chosen, default=str)}"))
 

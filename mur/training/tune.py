@@ -64,9 +64,10 @@ def candles_between(candles: pd.DataFrame, start: datetime, end: datetime) -> pd
     return candles[(ts >= pd.Timestamp(start)) & (ts < pd.Timestamp(end))].reset_index(drop=True)
 
 
-def fit_calibrated(settings: Settings, history: pd.DataFrame) -> Any:
+def fit_calibrated(settings: Settings, history: pd.DataFrame) -> tuple[Any, int]:
     """Train on ``history`` as the driver does (local fit, split-conformal calibration): the
-    :class:`~mur.model.export.CalibratedForecaster` the exported graph would hold."""
+    :class:`~mur.model.export.CalibratedForecaster` the exported graph would hold, and the best epoch
+    (-1: no epoch beat the data-fitted start on validation, which the fit then keeps)."""
     from mur.training.driver import calibrate, prepare
     from mur.training.loop import LocalFit
     from mur.training.params import model_config, train_config
@@ -75,7 +76,7 @@ def fit_calibrated(settings: Settings, history: pd.DataFrame) -> Any:
     outcome = LocalFit()(
         ds.model_arrays("train"), ds.model_arrays("val"), model_config(settings), train_config(settings)
     )
-    return calibrate(outcome.model, ds)
+    return calibrate(outcome.model, ds), outcome.best_epoch
 
 
 def forecast_hours(
@@ -108,7 +109,7 @@ def score_fold(
     from mur.evaluation.metrics import evaluate_horizons
 
     start = origin - timedelta(days=train_days)
-    model = fit_calibrated(settings, candles_between(candles, start, origin))
+    model, _ = fit_calibrated(settings, candles_between(candles, start, origin))
     ds, idx, quantiles = forecast_hours(
         settings, model, candles, start, origin, origin + timedelta(hours=hours)
     )
@@ -280,12 +281,13 @@ def confirm(
     losses: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     scores: dict[str, dict[str, float]] = {}
     times: dict[str, np.ndarray] = {}
+    best_epoch: dict[str, int] = {}
     for name, config in (("default", default), ("chosen", chosen)):
         if name == "chosen" and same_config(chosen, default):  # the search kept the default: no gain
             losses[name], scores[name] = losses["default"], scores["default"]
             continue
         configured = apply_config(settings, config)
-        model = fit_calibrated(configured, history)
+        model, best_epoch[name] = fit_calibrated(configured, history)
         ds, idx, quantiles = forecast_hours(configured, model, candles, start, spans.confirm_start, spans.end)
         losses[name] = per_forecast_losses(quantiles, ds.horizon_targets[idx], levels)
         scores[name] = fold_score(evaluate_horizons(quantiles, ds, idx, levels))
@@ -297,6 +299,10 @@ def confirm(
     return {
         **comparison,
         "same_as_default": same_config(chosen, default),
+        "identical_forecasts": bool(
+            all(np.array_equal(a, b) for a, b in zip(losses["chosen"], losses["default"], strict=True))
+        ),
+        "best_epoch": best_epoch,
         "span": {"start": iso(first[0]), "end": iso(spans.end)},
         "train_start": iso(start),
         "vs_naive": scores,

@@ -225,6 +225,11 @@ def verdict(comparison: Mapping[str, Any], z: float = 2.0) -> str:
     """One honest sentence about the overall Winkler gain (``z`` standard errors for "better"/"worse")."""
     if comparison.get("same_as_default"):
         return "the search kept the default configuration (no gain to confirm)"
+    if comparison.get("identical_forecasts"):
+        return (
+            "both configurations made the same forecasts on the confirmation span (no gain): neither training "
+            "beat the data-fitted start on validation, so the recurrent core's settings did not matter"
+        )
     w = comparison["winkler"]
     gain, se = float(w["gain"]), w["se"]
     text = f"Winkler gain {gain:+.4f}" + ("" if se is None else f" ± {se:.4f} (1 s.e.)")

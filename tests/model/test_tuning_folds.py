@@ -44,9 +44,11 @@ def test_confirmation_compares_both_configurations_on_the_same_forecasts(candles
     result = confirm(TINY, candles, spans, {**default, "feature_set": "reference"}, default)
     assert result["n"] == 72 - 23  # forecasts whose every target lies inside the span
     assert result["span"]["start"] == spans.confirm_start.strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert result["same_as_default"] is False
+    assert result["same_as_default"] is False and result["identical_forecasts"] is False
+    assert set(result["best_epoch"]) == {"default", "chosen"}
     assert [h["hours"] for h in result["horizons"]] == [1, 4, 24]
     assert result["winkler"]["se"] is not None and result["winkler"]["se"] > 0
     assert set(result["vs_naive"]) == {"default", "chosen"}
     same = confirm(TINY, candles, spans, default, default)  # the search kept the default: no gain at all
     assert same["winkler"]["gain"] == 0.0 and same["pinball"]["gain"] == 0.0
+    assert same["same_as_default"] and set(same["best_epoch"]) == {"default"}  # one fit only

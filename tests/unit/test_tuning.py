@@ -126,3 +126,4 @@ def test_verdict_says_worse_too() -> None:
     assert "no significant difference" in tn.verdict(comp(0.01, 0.01))
     assert "too few" in tn.verdict(comp(0.01, None))
     assert "kept the default" in tn.verdict({**comp(0.0, 0.0), "same_as_default": True})
+    assert "same forecasts" in tn.verdict({**comp(0.0, 0.0), "identical_forecasts": True})
