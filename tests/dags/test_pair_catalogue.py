@@ -61,3 +61,42 @@ def test_a_csv_pair_uploaded_is_in_the_next_runs_pair_list(catalogue_env: Settin
         assert run_list_pairs(dag, {"pairs": ["eth_usdt"]}) == ["eth_usdt"]  # the trigger form still wins
         remove_pair(catalogue_env, db, "doge_usdt", removed_by="admin")
         assert run_list_pairs(dag) == ["btc_usdt"]
+
+
+@pytest.mark.services
+@pytest.mark.airflow
+@pytest.mark.timeout(1800)
+@pytest.mark.service_start
+def test_the_next_run_trains_the_uploaded_pair_on_ray(
+    services: Settings, airflow_db: Any, pg_database_factory: Callable[..., Settings], monkeypatch: Any
+) -> None:
+    """The whole way: a CSV pair uploaded, then a run with no pairs given trains it in a real Ray job (which
+    reads the candles from PostgreSQL) and registers its version in MLflow."""
+    import secrets
+    from datetime import timedelta
+
+    from pair_csv import START
+    from test_training_dag import TINY, iso, load_dag, task_states, versions_for_window, xcom
+
+    from mur.db.pairs import mark_removed
+
+    monkeypatch.setenv("MUR_PG_DATABASE", pg_database_factory().pg_database)  # the job inherits MUR_*
+    monkeypatch.setenv("MUR_PAIR_MIN_HISTORY_HOURS", "200")
+    get_settings.cache_clear()
+    settings = get_settings()
+    pair = f"t{secrets.token_hex(3)}_usdt"
+    with Database(settings, maxconn=1) as db:
+        upload = io.BytesIO(pair_csv_text(1600).encode())
+        add_csv_pair(settings, db, pair, upload, name="upload.csv", added_by="admin")
+        for configured in settings.pairs:  # this run trains the uploaded pair alone
+            mark_removed(db, pair=configured, removed_by="test")
+    try:
+        dr = load_dag().test(logical_date=START + timedelta(hours=1500), run_conf=dict(TINY))
+        assert str(dr.state) == "success", task_states(dr)
+        [result] = xcom(dr, "train_pair")
+        assert result["pair"] == pair and result["alias"] in ("champion", "challenger")
+        assert result["data_window_end"] == iso(dr.data_interval_end)
+        [version] = versions_for_window(settings, pair, dr.data_interval_end)
+        assert int(version.version) == result["version"]
+    finally:
+        get_settings.cache_clear()
