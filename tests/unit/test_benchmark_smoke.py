@@ -76,7 +76,24 @@ def test_quality_smoke(tmp_path: Path) -> None:
         assert len(cells) == 7 and all(math.isfinite(c) for c in cells), row.group(0)
     assert 0 <= figure(out, rf"^worst 1h coverage: {NUMBER}") <= 1
     figure(out, rf"^worst 1h interval skill vs naive: {NUMBER}")
+    # the coverage farthest from 0.90 in either direction, with where it is and its signed distance
+    worst = re.search(
+        rf"^worst coverage over horizons: {NUMBER} \(btc_usdt (1|4|24) h, {NUMBER} from 0.90, "
+        rf"sampling error {NUMBER}\)$",
+        out,
+        re.MULTILINE,
+    )
+    assert worst, out
+    assert float(worst.group(3)) == pytest.approx(float(worst.group(1)) - 0.9, abs=1.5e-3)
     assert (tmp_path / "quality.json").exists()
+
+
+def test_quality_coverage_error_by_hand() -> None:
+    """benchmarks/quality.py::coverage_error: binomial on the independent outcomes, ``n / h`` of them."""
+    quality = load_benchmark("quality")
+    assert quality.coverage_error(0.9, 864, 24) == pytest.approx(math.sqrt(0.09 / 36))  # 0.05
+    assert quality.coverage_error(0.9, 900, 1) == pytest.approx(0.01)
+    assert quality.coverage_error(1.0, 100, 24) == 0.0
 
 
 def test_quality_ceiling_smoke() -> None:
