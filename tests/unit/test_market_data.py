@@ -141,8 +141,9 @@ def test_factory_and_protocol() -> None:
     bundled = get_market_data(Settings(market_data="bundled"))
     binance = get_market_data(Settings(market_data="binance", binance_api_url="http://127.0.0.1:9/api"))
     assert isinstance(bundled, ClockedMarketData) and isinstance(bundled, MarketData)
-    assert isinstance(bundled.archive, UploadedPairs)  # the recorded history, seen through the clock: the bundled
-    assert isinstance(bundled.archive.archive, BundledMarketData)  # data, then the pairs an admin uploaded
+    # the recorded history, seen through the clock: the bundled data, then the pairs an admin uploaded
+    assert isinstance(bundled.archive, UploadedPairs)
+    assert isinstance(bundled.archive.archive, BundledMarketData)
     assert isinstance(binance, BinanceMarketData) and isinstance(binance, MarketData)
     assert binance._client is None  # no client (and no network) until the first request
 
