@@ -293,6 +293,7 @@ def test_admin_page_lists_versions_with_the_gate_decision(job_settings: Settings
     from types import SimpleNamespace
 
     from dash_app.pages.admin import versions_block
+    from mur.db import Database
     from mur.timeutil import parse_time
     from mur.training.driver import train_and_register
     from mur.training.loop import LocalFit
@@ -307,7 +308,12 @@ def test_admin_page_lists_versions_with_the_gate_decision(job_settings: Settings
         hidden_size=4,
         kind="manual",
     )
-    html = json.dumps(versions_block(SimpleNamespace(settings=settings)).to_plotly_json(), default=str)
+    db = Database(settings, maxconn=1)  # the page lists the pair catalogue (configured + added by an admin)
+    try:
+        block = versions_block(SimpleNamespace(settings=settings, db=db))
+    finally:
+        db.close()
+    html = json.dumps(block.to_plotly_json(), default=str)
     assert f"v{result.version}" in html and "manual" in html and result.reason in html
     assert result.gate_rule and result.gate_rule in html and "DM p worse / better" in html
 
