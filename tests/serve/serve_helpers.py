@@ -127,8 +127,11 @@ def wait_until(check: Callable[[], Any], timeout_s: float, what: str, interval_s
         try:
             last = check()
         except (httpx.HTTPError, KeyError) as exc:
-            last = exc
-        if last:
+            last = exc  # reported if it times out, never returned (an exception object is truthy)
+            continue_polling = True
+        else:
+            continue_polling = not last
+        if not continue_polling:
             return last
         time.sleep(interval_s)
     pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")

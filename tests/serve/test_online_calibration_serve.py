@@ -31,7 +31,7 @@ def test_the_served_range_carries_the_seeded_scale(serve_stack: ServeStack) -> N
             body = client.get(f"/v1/forecast/{stack.pair}").json()
             return body if body["calibration"]["horizons"][-1]["scale"] == pytest.approx(scale_24) else None
 
-        first = wait_until(lambda: forecast(1.0), 60, "a forecast with the graph's ranges")
+        first = wait_until(lambda: forecast(1.0), 120, "a forecast with the graph's ranges")
         calibration = first["calibration"]
         generation = calibration["generation"]
         assert calibration["method"] == "online" and "levels=" in generation and "offline=" in generation
