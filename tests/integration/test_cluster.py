@@ -32,7 +32,14 @@ import pytest
 
 from mur.settings import Settings
 
-pytestmark = [pytest.mark.services, pytest.mark.timeout(1800)]
+pytestmark = [
+    pytest.mark.services,
+    pytest.mark.timeout(1800),
+    pytest.mark.skipif(
+        os.environ.get("MUR_TEST_CLUSTER") != "1",
+        reason="issue 26, open: opt-in (MUR_TEST_CLUSTER=1) until placement and the node's job files are reliable",
+    ),
+]
 
 NODE = 2
 PAIR = "btc_usdt"

@@ -7,6 +7,7 @@ prefix so the developer's own ``mur-*`` models are never touched.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -287,7 +288,9 @@ def test_unreachable_ray_is_a_clear_error(job_settings: Settings) -> None:
         submit_training(dead, "btc_usdt", stream_logs=False)
 
 
-def test_admin_page_lists_versions_with_the_gate_decision(job_settings: Settings) -> None:
+def test_admin_page_lists_versions_with_the_gate_decision(
+    job_settings: Settings, pg_database_factory: Callable[..., Settings]
+) -> None:
     """The admin page's versions table reads the registry: kind, out-of-sample skill, p-values, rule, reason."""
     import json
     from types import SimpleNamespace
@@ -308,7 +311,8 @@ def test_admin_page_lists_versions_with_the_gate_decision(job_settings: Settings
         hidden_size=4,
         kind="manual",
     )
-    db = Database(settings, maxconn=1)  # the page lists the pair catalogue (configured + added by an admin)
+    # the page lists the pair catalogue (configured + added by an admin): a migrated database of its own
+    db = Database(pg_database_factory(), maxconn=1)
     try:
         block = versions_block(SimpleNamespace(settings=settings, db=db))
     finally:
