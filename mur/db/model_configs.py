@@ -57,7 +57,7 @@ def save_config(
     if not config:
         raise DataValidationError("a model configuration needs at least one value")
     with db.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('model_configs:' || %(pair)s))", {"pair": pair})
+        _lock_pair(cur, pair)
         if activate:
             cur.execute(
                 "UPDATE model_configs SET active = false WHERE pair = %(pair)s AND active", {"pair": pair}
@@ -103,13 +103,18 @@ def config_history(db: Database, pair: str) -> list[ModelConfigRecord]:
         return [_record(row) for row in cur.fetchall()]
 
 
+def _lock_pair(cur: Any, pair: str) -> None:
+    """Serialise changes of one pair's configurations (a transaction-scoped advisory lock)."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%(key)s))", {"key": f"model_configs:{pair}"})
+
+
 def set_active(db: Database, pair: str, version: int | None) -> ModelConfigRecord | None:
     """Make ``version`` the pair's active configuration (a rollback), or none (``None``: the settings again).
 
     An unknown version raises :class:`~mur.errors.DataValidationError` and changes nothing."""
     pair = normalize_pair(pair)
     with db.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext('model_configs:' || %(pair)s))", {"pair": pair})
+        _lock_pair(cur, pair)
         cur.execute(
             "UPDATE model_configs SET active = false WHERE pair = %(pair)s AND active", {"pair": pair}
         )
