@@ -75,6 +75,13 @@ class DashboardContext:
         """Open time of the current, unclosed market hour: candles (and forecast targets) before it closed."""
         return self.clock.hour()
 
+    def pairs(self) -> list[str]:
+        """The pairs the pages offer: the pair catalogue (configured + added by an admin - removed), read on
+        every call so a pair added meanwhile shows up (:func:`mur.data.catalogue.pair_catalogue`)."""
+        from mur.data.catalogue import pair_catalogue
+
+        return pair_catalogue(self.settings, self.db)
+
     @property
     def api_url(self) -> str:
         """The Serve API URL shown to people (curl examples)."""

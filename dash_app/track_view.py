@@ -196,7 +196,7 @@ def download_csv(n_clicks: int | None, pair: str | None) -> Any:
     if not n_clicks or current_account() is None:
         raise PreventUpdate
     context = get_context()
-    if pair not in context.settings.pairs:
+    if pair not in context.pairs():
         raise PreventUpdate
     hour = context.market_hour()
     body = api_track_record(context.db, pair, market_hour=hour, limit=MAX_LIMIT)

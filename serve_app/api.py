@@ -416,8 +416,9 @@ def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> Fas
     ) -> JSONResponse:
         """Next-hour close forecast for your own candles of ``pair``, by ``pair``'s own champion: exactly the
         model's window (``seq_len`` in /v1/models; the schema says the count), hourly, ascending; at most
-        256 KiB. A pair without a model is a 404 (``unknown_pair``), whatever the body. Failed calls use no
-        quota."""
+        256 KiB. A pair nobody configured or added is a 404 (``unknown_pair``), one of the catalogue without a
+        champion yet a 503 (``no_champion``), whatever the body: never another pair's model. Failed calls use
+        no quota."""
         rows = [c.model_dump() for c in payload.candles]
         return _json(await service.forecast_candles(owner, pair, rows))
 

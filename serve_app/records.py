@@ -130,9 +130,8 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
 
     def served(pair: str) -> str:
         name = normalize_pair(pair)
-        if name not in service.forecasters and name not in service.configured_pairs:
-            known = sorted(set(service.forecasters) | set(service.configured_pairs))
-            raise UnknownPairError(f"unknown pair {pair!r}; known pairs: {', '.join(known)}")
+        if name not in service.forecasters and not service.is_known(name):
+            raise UnknownPairError(f"unknown pair {pair!r}; known pairs: {', '.join(service.known_pairs())}")
         return name
 
     errors: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422, 503)}

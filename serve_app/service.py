@@ -142,6 +142,9 @@ class ApiService:
         OpenAPI schema says (the forecaster checks each model's own)."""
         self.db = db
         self.configured_pairs = frozenset(configured_pairs)
+        self.added_pairs: frozenset[str] = frozenset()
+        """Pairs an admin added to the catalogue (``mur pairs add``), re-read by :meth:`refresh_catalogue`: like
+        a configured pair, one without a champion yet is a 503 ``no_champion``, never another pair's model."""
         self.db_timeout_s = db_timeout_s
         self.forecasters = dict(forecasters)
         self.registry = registry
@@ -207,6 +210,29 @@ class ApiService:
         """The pairs this API forecasts."""
         return sorted(self.forecasters)
 
+    def is_known(self, name: str) -> bool:
+        """Whether ``name`` (normalized) is a pair of the catalogue: configured or added by an admin."""
+        return name in self.configured_pairs or name in self.added_pairs
+
+    def known_pairs(self) -> list[str]:
+        """The served pairs and the catalogue's pairs (those without a champion yet too)."""
+        return sorted(set(self.forecasters) | self.configured_pairs | self.added_pairs)
+
+    async def refresh_catalogue(self) -> None:
+        """Re-read the pairs an admin added (the ``pairs`` table); a database problem keeps the last list."""
+        from mur.db.pairs import list_pair_records
+
+        try:
+            rows = await self._blocking(functools.partial(list_pair_records, include_removed=False), self.db)
+        except Exception as exc:  # the catalogue is advisory here: the models served do not depend on it
+            log.warning(
+                "ingress: cannot read the pair catalogue (keeping %d added pairs): %s",
+                len(self.added_pairs),
+                exc,
+            )
+            return
+        self.added_pairs = frozenset(r.pair for r in rows)
+
     def pair_details(self) -> list[dict[str, Any]]:
         """Each pair with ``synthetic: true`` for the synthetic ones (``mur/data/synthetic.py``)."""
         return [{"pair": p, "synthetic": is_synthetic(p)} for p in self.pairs()]
@@ -220,7 +246,7 @@ class ApiService:
         name = normalize_pair(pair)
         forecaster = self.forecasters.get(name)
         if forecaster is None:
-            if name in self.configured_pairs:  # honest: never a model known to be worse than persistence
+            if self.is_known(name):  # honest: never a model known to be worse than persistence
                 raise NoChampionError(
                     f"{name} has no champion: no registered version passed the promotion gate yet (none is "
                     "trained, or each is significantly worse than persistence); see docs/promotion.md"
@@ -367,8 +393,10 @@ class ApiService:
         return recorded
 
     async def publish_forever(self, stop: asyncio.Event | None = None) -> None:
-        """:meth:`publish_once` about four times per market hour (at most every 30 wall seconds)."""
+        """:meth:`publish_once` about four times per market hour (at most every 30 wall seconds), after
+        :meth:`refresh_catalogue`."""
         while stop is None or not stop.is_set():
+            await self.refresh_catalogue()
             await self.publish_once()
             await asyncio.sleep(max(1.0, min(30.0, self.clock.seconds_per_hour / 4)))
 
@@ -461,6 +489,7 @@ class ApiService:
     async def reload(self, owner: TokenOwner, wait_s: float) -> dict[str, Any]:
         """Re-read the registry now (admins only); wait up to ``wait_s`` until every pair serves its champion."""
         require_admin(owner)
+        await self.refresh_catalogue()
         snapshot = await self.registry.refresh()
         targets = {p: s["version"] for p, s in snapshot["targets"].items() if p in self.forecasters}
         loop = asyncio.get_running_loop()

@@ -96,7 +96,7 @@ def versions_block(context: DashboardContext, limit: int = 8) -> Component:
     rows: list[list[Any]] = []
     try:
         client = registry_client(context.settings, timeout_s=5)
-        for pair in admin_pairs.catalogue_pairs(context):
+        for pair in context.pairs():
             for v in recent_versions(client, pair, context.settings.registry_prefix, limit=limit):
                 m, sig = v.metrics, v.metrics.significance if v.metrics else None
                 se = f" ± {sig.skill_se:.4f}" if sig is not None and sig.skill_se is not None else ""
@@ -137,7 +137,7 @@ def versions_block(context: DashboardContext, limit: int = 8) -> Component:
 
 
 def layout(context: DashboardContext, account: User) -> Component:
-    pairs = admin_pairs.catalogue_pairs(context)
+    pairs = context.pairs()
     default_quota = context.settings.default_monthly_quota
     return html.Div(
         [
@@ -372,7 +372,7 @@ def trigger_training(_clicks: Any, pair: Any, epochs: Any) -> Component:
     if not _clicks:
         raise PreventUpdate
     context = get_context()
-    if pair not in admin_pairs.catalogue_pairs(context):
+    if pair not in context.pairs():
         return notice("Pick one of the listed pairs.", "bad")
     try:
         epoch_count = int(epochs) if epochs not in (None, "") else context.settings.epochs

@@ -29,13 +29,6 @@ MAX_UPLOAD_BYTES = 700 * 1024
 year of hourly candles; larger files go through ``mur pairs add SYMBOL --csv FILE``."""
 
 
-def catalogue_pairs(context: DashboardContext) -> list[str]:
-    """The pairs trained each run: configured + added - removed (:func:`mur.data.catalogue.pair_catalogue`)."""
-    from mur.data.catalogue import pair_catalogue
-
-    return pair_catalogue(context.settings, context.db)
-
-
 def pairs_table(context: DashboardContext) -> Component:
     """Every pair of the catalogue, then the removed ones (their history kept)."""
     from mur.data.catalogue import catalogue_entries
@@ -57,7 +50,7 @@ def pairs_table(context: DashboardContext) -> Component:
 
 
 def _remove_options(context: DashboardContext) -> list[dict[str, str]]:
-    return [{"label": p.upper(), "value": p} for p in catalogue_pairs(context)]
+    return [{"label": p.upper(), "value": p} for p in context.pairs()]
 
 
 def pairs_card(context: DashboardContext, account: User) -> Component:

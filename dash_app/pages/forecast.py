@@ -63,7 +63,7 @@ STALE_AFTER_HOURS = 6
 
 def layout(context: DashboardContext, account: User) -> Component:
     """Pair picker, candle chart, champion card and track record (filled by :func:`update`)."""
-    pairs = context.settings.pairs
+    pairs = context.pairs()
     return html.Div(
         [
             html.Div(
@@ -252,7 +252,7 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
         and state.get("hour") == hour_text
     ):
         raise PreventUpdate
-    if pair not in context.settings.pairs:
+    if pair not in context.pairs():
         message = "Pick one of the listed pairs."
         blank = empty_figure(message)
         return "", notice(message, "bad"), blank, "", "", blank, "", "", {"pair": pair, "hour": hour_text}

@@ -65,7 +65,7 @@ OUTPUT_IDS = (
 
 def layout(context: DashboardContext, account: User) -> Component:
     """Pair picker, status, summary, charts, drift table, alerts and thresholds (filled by :func:`update`)."""
-    pairs = context.settings.pairs
+    pairs = context.pairs()
     return html.Div(
         [
             dcc.Interval(id="monitoring-refresh", interval=REFRESH_MS, n_intervals=0),
@@ -403,7 +403,7 @@ def update(pair: str | None, _n_intervals: int | None = None) -> tuple[Any, ...]
     if current_account() is None:
         raise PreventUpdate
     context = get_context()
-    if pair not in context.settings.pairs:
+    if pair not in context.pairs():
         return failure("Pick one of the listed pairs.")
     try:
         history = report_history(context.db, pair, limit=HISTORY_LIMIT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
@@ -137,18 +138,14 @@ def pairs() -> None:
 
 
 def _uploaded_frames(settings: Settings) -> dict[str, pd.DataFrame]:
-    """The pairs an admin uploaded (``mur pairs add --csv``), served beside the bundled ones; none, with a
-    warning line, when the database cannot be read."""
+    """The pairs an admin uploaded (``mur pairs add --csv``), served beside the bundled ones and re-read while
+    the server runs (:class:`~mur.devstack.replay.ReplayServer`); a failed read raises (the server keeps the
+    last pairs it read and logs why)."""
     from mur.data.uploaded import uploaded_candles
     from mur.db import Database
-    from mur.errors import DatabaseError
 
-    try:
-        with Database(settings, maxconn=1) as db:
-            return uploaded_candles(db)
-    except DatabaseError as exc:
-        typer.echo(f"warning: the uploaded pairs are not served: {exc}", err=True)
-        return {}
+    with Database(settings, maxconn=1) as db:
+        return uploaded_candles(db)
 
 
 @app.command()
@@ -170,12 +167,17 @@ def serve(
 
     settings = get_settings()
     clock = None if archive else market_clock(settings.model_copy(update={"market_data": "bundled"}))
-    frames = _uploaded_frames(settings)
     try:
-        server = make_server(host, port, synthetic=settings.synthetic_pairs, clock=clock, frames=frames)
+        server = make_server(
+            host,
+            port,
+            synthetic=settings.synthetic_pairs,
+            clock=clock,
+            reload=functools.partial(_uploaded_frames, settings),
+        )
     except OSError as exc:
         raise ServiceError(f"replay server cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    typer.echo(f"Binance replay server on {server.url} ({', '.join(sorted(server.store))}, 1h)")
+    typer.echo(f"Binance replay server on {server.url} ({', '.join(sorted(server.symbols()))}, 1h)")
     if clock is not None:
         typer.echo(f"market clock: now {clock.as_dict()['now']}, speed {clock.speed:g}")
     typer.echo("Point the client at it with:")

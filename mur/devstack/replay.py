@@ -24,7 +24,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -260,7 +260,7 @@ class ReplayHandler(BaseHTTPRequestHandler):
         return json.dumps({"serverTime": _server_time(self.server.clock)}).encode()
 
     def _exchange_info(self, params: dict[str, str]) -> bytes:
-        store = self.server.store
+        store = self.server.symbols()
         if params.get("symbol"):
             wanted = [params["symbol"]]
         elif params.get("symbols"):
@@ -272,9 +272,10 @@ class ReplayHandler(BaseHTTPRequestHandler):
             wanted = sorted(store)
         entries = []
         for symbol in wanted:
-            if symbol.upper() not in store:
+            found = store.get(symbol.upper()) or self.server.lookup(symbol.upper())
+            if found is None:
                 raise BinanceError(-1121, "Invalid symbol.")
-            entries.append(store[symbol.upper()].exchange_info())
+            entries.append(found.exchange_info())
         info = {
             "timezone": "UTC",
             "serverTime": _server_time(self.server.clock),
@@ -291,7 +292,7 @@ class ReplayHandler(BaseHTTPRequestHandler):
         interval = params.get("interval", "").strip()
         if not interval:
             raise _mandatory("interval")
-        data = self.server.store.get(symbol.upper())
+        data = self.server.lookup(symbol.upper())
         if data is None:
             raise BinanceError(-1121, "Invalid symbol.")
         if interval not in BINANCE_INTERVALS:
@@ -319,8 +320,15 @@ class ReplayHandler(BaseHTTPRequestHandler):
         return data.klines_json(start, end, limit)
 
 
+RELOAD_EVERY_S = 30.0
+"""How often a running replay server re-reads its reloadable pairs (the uploaded ones) when asked for the
+symbol list; an unknown symbol re-reads them at once (at most every :data:`RELOAD_MIN_GAP_S`)."""
+RELOAD_MIN_GAP_S = 2.0
+
+
 class ReplayServer(ThreadingHTTPServer):
-    """Threaded HTTP server holding :class:`SymbolData` per symbol in ``store``."""
+    """Threaded HTTP server holding :class:`SymbolData` per symbol in ``store``, plus the pairs ``reload``
+    returns (the uploaded ones), re-read while it runs so a pair an admin adds is served without a restart."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -331,10 +339,46 @@ class ReplayServer(ThreadingHTTPServer):
         store: dict[str, SymbolData],
         handler_class: type[ReplayHandler] = ReplayHandler,
         clock: MarketClock | None = None,
+        reload: Callable[[], Mapping[str, pd.DataFrame]] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
+        self._reload = reload
+        self._reloaded: dict[str, SymbolData] = {}
+        self._reloaded_at = float("-inf")
+        self._reload_lock = threading.Lock()
         super().__init__(address, handler_class)
+
+    def _reload_now(self, max_age_s: float) -> None:
+        """Re-read the reloadable pairs when the last read is older than ``max_age_s``; a failed read keeps
+        the last ones (logged)."""
+        if self._reload is None:
+            return
+        with self._reload_lock:
+            if time.monotonic() - self._reloaded_at < max_age_s:
+                return
+            self._reloaded_at = time.monotonic()
+            try:
+                frames = self._reload()
+            except Exception as exc:  # a database outage must not stop the bundled pairs being served
+                logger.warning(
+                    "replay: cannot re-read the uploaded pairs (keeping %d): %s", len(self._reloaded), exc
+                )
+                return
+            self._reloaded = {d.symbol: d for d in (frame_symbol_data(p, f) for p, f in frames.items())}
+
+    def symbols(self) -> dict[str, SymbolData]:
+        """Every symbol served now: ``store`` and the reloadable pairs (re-read every :data:`RELOAD_EVERY_S`)."""
+        self._reload_now(RELOAD_EVERY_S)
+        return {**self._reloaded, **self.store}
+
+    def lookup(self, symbol: str) -> SymbolData | None:
+        """``symbol``'s data, re-reading the reloadable pairs first when it is not known (yet)."""
+        found = self.store.get(symbol) or self._reloaded.get(symbol)
+        if found is None and self._reload is not None:
+            self._reload_now(RELOAD_MIN_GAP_S)
+            found = self._reloaded.get(symbol)
+        return found
 
     @property
     def url(self) -> str:
@@ -363,10 +407,12 @@ def make_server(
     synthetic: int = 0,
     clock: MarketClock | None = None,
     frames: Mapping[str, pd.DataFrame] | None = None,
+    reload: Callable[[], Mapping[str, pd.DataFrame]] | None = None,
 ) -> ReplayServer:
     """Bind a replay server over the bundled ``pairs`` (default: all), the first ``synthetic`` synthetic
     pairs (``syn001_usdt`` …, :mod:`mur.data.synthetic`) and the pairs of ``frames`` (typed candles by pair:
-    the pairs an admin uploaded, :func:`mur.data.uploaded.uploaded_candles`); ``port=0`` picks a free port. With a market
+    fixed frames) and, re-read while it runs, the pairs ``reload`` returns (the pairs an admin uploaded,
+    :func:`mur.data.uploaded.uploaded_candles`); ``port=0`` picks a free port. With a market
     ``clock`` (:mod:`mur.clock`), ``/api/v3/time`` is market now and only candles closed by then exist.
 
     Raises ``OSError`` when the address cannot be bound. Call ``serve_forever()`` (or
@@ -378,7 +424,7 @@ def make_server(
     store = {data.symbol: data for data in (load_symbol_data(pair) for pair in chosen)}
     store.update((d.symbol, d) for d in (synthetic_symbol_data(p) for p in synthetic_pairs(synthetic)))
     store.update((d.symbol, d) for d in (frame_symbol_data(p, f) for p, f in (frames or {}).items()))
-    return ReplayServer((host, port), store, handler_class, clock)
+    return ReplayServer((host, port), store, handler_class, clock, reload)
 
 
 def serve_forever_in_thread(server: ReplayServer) -> threading.Thread:
@@ -400,10 +446,18 @@ def running_replay_server(
     synthetic: int = 0,
     clock: MarketClock | None = None,
     frames: Mapping[str, pd.DataFrame] | None = None,
+    reload: Callable[[], Mapping[str, pd.DataFrame]] | None = None,
 ) -> Iterator[ReplayServer]:
     """A replay server serving in a background thread for the ``with`` block (for tests and scripts)."""
     server = make_server(
-        host, port, pairs=pairs, handler_class=handler_class, synthetic=synthetic, clock=clock, frames=frames
+        host,
+        port,
+        pairs=pairs,
+        handler_class=handler_class,
+        synthetic=synthetic,
+        clock=clock,
+        frames=frames,
+        reload=reload,
     )
     thread = serve_forever_in_thread(server)
     try:

@@ -157,3 +157,35 @@ def test_the_tables_refuse_bad_rows(pair_settings: Settings, pair_db: Database) 
         conn.execute(insert + row)
         with pytest.raises(psycopg.errors.UniqueViolation):  # one candle an hour
             conn.execute(insert + row)
+
+
+def test_a_running_replay_exchange_serves_a_pair_uploaded_after_it_started(
+    pair_settings: Settings, pair_db: Database
+) -> None:
+    """``mur data serve`` re-reads the uploaded pairs while it runs: a pair an admin uploads later is served
+    at its first request (no restart), and a database outage keeps what was read."""
+    from mur.data import BinanceMarketData
+    from mur.data.uploaded import uploaded_candles
+    from mur.devstack.replay import running_replay_server
+
+    outage = {"on": False}
+
+    def reload() -> dict:
+        if outage["on"]:
+            raise psycopg.OperationalError("server closed the connection")
+        return uploaded_candles(pair_db)
+
+    with running_replay_server(pairs=["btc_usdt"], reload=reload) as server:
+        live = pair_settings.model_copy(
+            update={"market_data": "binance", "binance_api_url": server.api_url, "binance_max_retries": 0}
+        )
+        assert "DOGEUSDT" not in server.symbols()
+        with pytest.raises(UnknownPairError):
+            BinanceMarketData(live).klines("doge_usdt", start=START)
+        _upload(pair_settings, pair_db)
+        server._reloaded_at = float("-inf")  # the unknown-symbol re-read is rate-limited to every 2 s
+        served = BinanceMarketData(live).klines("doge_usdt", start=START)
+        assert len(served) == HOURS
+        outage["on"] = True
+        server._reloaded_at = float("-inf")
+        assert "DOGEUSDT" in server.symbols() and "BTCUSDT" in server.symbols()  # kept through the outage

@@ -1,5 +1,5 @@
-"""A pair an admin uploaded, served by the deployed app (issue 25): no model yet is a JSON 404, never another
-pair's model; once the pair has a champion the app serves it without a redeploy, forecasting from the
+"""A pair an admin uploaded, served by the deployed app (issue 25): no model yet is a JSON 503 ``no_champion``
+(a pair nobody added a 404 ``unknown_pair``), never another pair's model; once the pair has a champion the app serves it without a redeploy, forecasting from the
 pair's own uploaded candles (read by the replicas from PostgreSQL), not another pair's."""
 
 from __future__ import annotations
@@ -34,12 +34,23 @@ def test_an_uploaded_pair_is_served_from_its_own_candles(serve_stack: ServeStack
 
     _, token = stack.make_user()
     _, admin = stack.make_user(admin=True)
+    never_added = f"t{secrets.token_hex(3)}_usdt"
     with stack.client(token) as client:
+        # each API replica re-reads the catalogue at least every 30 s (ApiService.refresh_catalogue)
+        wait_until(
+            lambda: all(client.get(f"/v1/forecast/{pair}").status_code == 503 for _ in range(4)),
+            120,
+            "the added pair known to every API replica",
+        )
+        error = assert_error(client.get(f"/v1/forecast/{never_added}"), 404, "unknown_pair")
+        assert (
+            never_added in error["message"] and pair in error["message"]
+        )  # the catalogue lists the added one
         for call in (
             lambda: client.get(f"/v1/forecast/{pair}"),
             lambda: client.post(f"/v1/forecast/{pair}", json={"candles": []}),
         ):
-            error = assert_error(call(), 404, "unknown_pair")  # no model: never another pair's
+            error = assert_error(call(), 503, "no_champion")  # added, no model yet: never another pair's
             assert pair in error["message"]
 
         version = copy_version(stack.direct, stack.pair, stack.versions[stack.pair], to_pair=pair)
