@@ -97,7 +97,8 @@ def open_listeners(found: set[Listener]) -> list[str]:
         if listener.loopback:
             continue
         if listener.name.startswith("ray::") or listener.name in ("raylet", "gcs_server"):
-            status = grpc_status_without_token(listener.port)
+            host = "127.0.0.1" if listener.ip in ("0.0.0.0", "::") else listener.ip  # a node on 127.0.0.2 too
+            status = grpc_status_without_token(listener.port, host=host)
             if status == "UNAUTHENTICATED":
                 continue
             bad.append(

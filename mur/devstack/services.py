@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +267,17 @@ def worker_node_runtime_dir(settings: Settings, index: int) -> Path:
     return Path(settings.runtime_dir).resolve() / "nodes" / str(index)
 
 
+def worker_node_temp_dir(settings: Settings, index: int) -> Path:
+    """The node's own Ray temp dir (``ray start --temp-dir``: sessions, logs, runtime-env files).
+
+    Two nodes on one machine must not share one: each node's runtime-env agent deletes the job's unpacked
+    ``working_dir`` when its own workers no longer use it, which removed the directory the head's job
+    driver was running in (seen: ``FileNotFoundError`` from ``os.getcwd()`` at the end of a spread DDP job).
+    Under the system temp dir, short (Ray's Unix socket paths are limited to about 107 characters), and
+    apart per stack (its GCS port)."""
+    return Path(tempfile.gettempdir()) / f"ray-n{index}-{settings.ray_gcs_port}"
+
+
 def _worker_agent_port(settings: Settings, index: int) -> int:
     return 52365 + (settings.ray_dashboard_port - 8265) + WORKER_AGENT_PORT_STEP * (index - 1)
 
@@ -278,6 +290,7 @@ def _worker_node_command(settings: Settings, index: int) -> list[str]:
         *("--address", f"{HEAD_GCS_HOST}:{settings.ray_gcs_port}"),
         *("--node-ip-address", worker_node_ip(index)),
         *("--dashboard-agent-listen-port", str(_worker_agent_port(settings, index))),
+        *("--temp-dir", str(worker_node_temp_dir(settings, index))),
         "--disable-usage-stats",
         *("--num-cpus", str(cpus)),
         *("--resources", json.dumps({worker_node_resource(index): 100})),

@@ -36,10 +36,6 @@ from mur.settings import Settings
 pytestmark = [
     pytest.mark.services,
     pytest.mark.timeout(1800),
-    pytest.mark.skipif(
-        os.environ.get("MUR_TEST_CLUSTER") != "1",
-        reason="issue 26, open: opt-in (MUR_TEST_CLUSTER=1) until placement and the node's job files are reliable",
-    ),
 ]
 
 NODE = 2
@@ -434,18 +430,30 @@ def test_a_lost_node_while_serving_costs_a_handful_of_json_503s(cluster: Cluster
     assert all(isinstance(a, httpx.Response) and a.status_code == 200 for a in answers[-10:])
 
 
-@pytest.mark.skip(
-    reason="issue 26, open: the probe does not yet find the worker node's processes (own runtime dir)"
-)
 def test_the_worker_node_refuses_callers_without_the_token(cluster: Cluster) -> None:
+    """Every socket of the worker node's processes (its raylet, agents, workers) beyond 127.0.0.1 refuses a
+    gRPC caller without the token (``UNAUTHENTICATED``)."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from ray_listeners import listeners, marked_processes, open_listeners
+    import psutil
 
-    found = listeners(marked_processes(Path(cluster.settings.runtime_dir)))
+    from mur.devstack import supervisor
+    from mur.devstack.processes import session_members
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from ray_listeners import listeners, open_listeners
+
+    pid = supervisor.running_pid(cluster.settings, f"ray-node-{NODE}")
+    assert pid is not None, "the worker node is not running"
+    processes = []
+    for member in session_members(pid):
+        with contextlib.suppress(psutil.Error):
+            processes.append(psutil.Process(member))
+    found = listeners(processes)
     on_node = {x for x in found if x.ip == cluster.node_ip}
-    assert on_node, f"the worker node listens on {cluster.node_ip}: {sorted(found, key=str)[:20]}"
+    assert any(x.name == "raylet" for x in on_node), (
+        f"the node's raylet on {cluster.node_ip}: {sorted(found, key=str)}"
+    )
     assert not open_listeners(found), open_listeners(found)
 
 

@@ -85,6 +85,7 @@ LOCAL_ONLY_FLAGS = {
     "--min-worker-port",
     "--max-worker-port",
     "--resources",
+    "--temp-dir",  # two nodes on one machine need their own Ray temp dirs (a container has its own /tmp)
 }
 # Flags whose value is an address or port on this machine's loopback interface: a worker node reaches the
 # head at [::ffff:127.0.0.1] (mur.devstack.services.HEAD_GCS_HOST says why), and its dashboard agent, which
