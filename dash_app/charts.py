@@ -13,8 +13,8 @@ from plotly.subplots import make_subplots
 if TYPE_CHECKING:
     import pandas as pd
 
-    from dash_app.clients import ServeForecast
     from mur.db import Forecast
+    from mur.serving.contract import ForecastOut
 
 CHART_TEMPLATE = "plotly_white"
 FORECAST_COLOR = "#d62728"
@@ -159,7 +159,7 @@ def naive_band(closes: Sequence[float], level: float = 0.9) -> tuple[float, floa
 
 
 def candlestick_figure(
-    candles: pd.DataFrame, *, pair: str, forecast: ServeForecast | None, now: datetime | None = None
+    candles: pd.DataFrame, *, pair: str, forecast: ForecastOut | None, now: datetime | None = None
 ) -> go.Figure:
     """Recent candles, with the next-hour forecast drawn from the last close to the predicted close, and
     market ``now`` (the market clock) as a dotted vertical line."""
@@ -174,15 +174,12 @@ def candlestick_figure(
         )
     )
     if forecast is not None and forecast.horizons:
-        add_fan(figure, forecast, candles)
+        add_fan(figure, forecast)
     elif forecast is not None:
-        last_time = candles["timestamp"].iloc[-1]
-        last_close = float(candles["close"].iloc[-1]) if forecast.last_close is None else forecast.last_close
-        start_time = forecast.candle_time or last_time
         figure.add_trace(
             go.Scatter(
-                x=[start_time, forecast.target_time],
-                y=[last_close, forecast.forecast],
+                x=[forecast.candle_time, forecast.target_time],
+                y=[forecast.last_close, forecast.forecast],
                 mode="lines+markers",
                 line={"color": FORECAST_COLOR, "dash": "dot"},
                 marker={"size": [0, 12], "symbol": "star", "color": FORECAST_COLOR},
@@ -228,13 +225,11 @@ def add_now_line(figure: go.Figure, now: datetime) -> None:
     )
 
 
-def add_fan(figure: go.Figure, forecast: ServeForecast, candles: pd.DataFrame) -> None:
+def add_fan(figure: go.Figure, forecast: ForecastOut) -> None:
     """The forecast as a fan: the range of every horizon (shaded, from the last close outwards) and the
     median through the horizons."""
-    start = forecast.candle_time or candles["timestamp"].iloc[-1]
-    last = float(candles["close"].iloc[-1]) if forecast.last_close is None else forecast.last_close
-    bands = list(forecast.horizons)
-    xs = [start, *(b.target_time for b in bands)]
+    last, bands = forecast.last_close, forecast.horizons
+    xs = [forecast.candle_time, *(b.target_time for b in bands)]
     upper = [last, *(b.upper for b in bands)]
     lower = [last, *(b.lower for b in bands)]
     level = bands[0].level

@@ -25,35 +25,19 @@ from mur.orchestration.airflow_client import (
     TriggeredRun,
 )
 from mur.orchestration.airflow_client import error_detail as _error_detail
-from mur.serving.calibration import ServedCalibration
+from mur.serving.contract import ForecastOut, ServedCalibration, misfit
 
 __all__ = [
     "TRAINING_DAG_ID",
     "AirflowClient",
     "ChampionModel",
     "ServeClient",
-    "ServeForecast",
     "ServiceAnswerError",
     "ServiceUnavailable",
     "TriggeredRun",
 ]
 
 DEFAULT_TIMEOUT_S = 5.0
-
-
-def _bands(items: Any) -> tuple[HorizonBand, ...]:
-    """The forecast's ``horizons`` as bands (entries that are not well-formed are left out)."""
-    bands = []
-    for item in items if isinstance(items, list) else []:
-        if not isinstance(item, dict):
-            continue
-        values = [_number(item.get(k)) for k in ("median", "lower", "upper", "level")]
-        target, hours = _parse_time(item.get("target_time")), item.get("hours")
-        if target is None or not isinstance(hours, int) or any(v is None for v in values):
-            continue
-        median, lower, upper, level = (float(v) for v in values)  # type: ignore[arg-type]
-        bands.append(HorizonBand(hours, target, median, lower, upper, level))
-    return tuple(sorted(bands, key=lambda b: b.hours))
 
 
 def _calibration(value: Any) -> ServedCalibration | None:
@@ -93,42 +77,6 @@ def _number(value: Any) -> float | None:
 # ================================================================================================
 # Serve API
 # ================================================================================================
-
-
-@dataclass(frozen=True)
-class HorizonBand:
-    """One entry of a forecast's ``horizons``: the median and the range ``hours`` ahead."""
-
-    hours: int
-    target_time: datetime
-    median: float
-    lower: float
-    upper: float
-    level: float
-
-
-@dataclass(frozen=True)
-class ServeForecast:
-    """One answer of ``GET /v1/forecast/{pair}``."""
-
-    pair: str
-    forecast: float
-    target_time: datetime
-    model_version: str
-    last_close: float | None = None
-    candle_time: datetime | None = None
-    horizons: tuple[HorizonBand, ...] = ()
-    model_trained_until: datetime | None = None
-    """The last candle the model was trained on (its age is market now minus this)."""
-    calibration: ServedCalibration | None = None
-    """The online scale applied to each horizon's range (the API's ``ForecastOut.calibration``)."""
-
-    @property
-    def close_time(self) -> datetime:
-        """When the forecast candle closes: the time this forecast is for (``target_time`` is its open)."""
-        from datetime import timedelta
-
-        return self.target_time + timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -227,23 +175,15 @@ class ServeClient:
             )
         return models
 
-    def forecast(self, pair: str, token: str) -> ServeForecast:
-        """``GET /v1/forecast/{pair}``: the champion's next-hour close forecast."""
+    def forecast(self, pair: str, token: str) -> ForecastOut:
+        """``GET /v1/forecast/{pair}``: the champion's next-hour close forecast, read into the API's own model
+        (a malformed ``calibration`` is dropped; any other departure from the contract is an answer error)."""
         body = self._get(f"/v1/forecast/{quote(pair, safe='')}", token)
         if not isinstance(body, dict):
             raise ServiceAnswerError("the forecast API answered with an unexpected shape")
-        predicted = _number(body.get("forecast"))
-        target_time = _parse_time(body.get("target_time"))
-        if predicted is None or target_time is None:
-            raise ServiceAnswerError("the forecast API's answer lacks a numeric forecast or a target_time")
-        return ServeForecast(
-            pair=str(body.get("pair") or pair),
-            forecast=predicted,
-            target_time=target_time,
-            model_version=str(body.get("model_version") or body.get("version") or "unknown"),
-            last_close=_number(body.get("last_close")),
-            candle_time=_parse_time(body.get("candle_time")),
-            horizons=_bands(body.get("horizons")),
-            model_trained_until=_parse_time(body.get("model_trained_until")),
-            calibration=_calibration(body.get("calibration")),
-        )
+        try:
+            return ForecastOut.model_validate({**body, "calibration": _calibration(body.get("calibration"))})
+        except ValidationError as exc:
+            raise ServiceAnswerError(
+                f"the forecast API's answer does not fit its contract ({misfit(exc)})"
+            ) from exc

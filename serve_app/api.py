@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mur.contracts import HorizonMetrics, PredictorMetrics, Significance, Window
 from mur.db import TokenOwner
 from mur.errors import MurError
-from mur.serving.calibration import ServedCalibration
+from mur.serving.contract import ForecastOut
 from mur.serving.http import error_body, http_error
 from mur.serving.payload import (
     MAX_CANDLES,
@@ -96,48 +96,6 @@ class CandlesIn(BaseModel):
 PairPath = Annotated[
     str, Path(min_length=1, max_length=40, description="a pair such as eth_usdt", examples=["eth_usdt"])
 ]
-
-
-class HorizonOut(BaseModel):
-    """The forecast ``hours`` ahead: the median close and a calibrated range (docs/forecasts.md)."""
-
-    hours: int = Field(description="hours after the last closed candle", examples=[1, 4, 24])
-    target_time: str = Field(description="open time of the candle whose close is forecast")
-    close_time: str | None = Field(None, description="when that candle closes (market time)")
-    median: float = Field(description="median forecast of that close")
-    lower: float = Field(description="lower end of the range (the lowest quantile level)")
-    upper: float = Field(description="upper end of the range (the highest quantile level)")
-    level: float = Field(description="nominal coverage of [lower, upper], e.g. 0.9", examples=[0.9])
-
-
-class ForecastOut(BaseModel):
-    """A next-hour close forecast, and the median and calibrated range for every horizon."""
-
-    pair: str
-    forecast: float = Field(description="next-hour close: the 1 h median")
-    last_close: float
-    change_pct: float
-    candle_time: str = Field(description="open time of the last closed candle used")
-    target_time: str = Field(
-        description="open time of the candle whose close is forecast (it closes an hour later: close_time)"
-    )
-    model_version: int
-    horizons: list[HorizonOut] = Field(
-        default_factory=list, description="one entry per horizon (empty for a point-only model)"
-    )
-    as_of: str | None = Field(None, description="market now when answered (ISO-8601 UTC, mur/clock.py)")
-    close_time: str | None = Field(
-        None, description="when the forecast candle closes (market time): the time this forecast is for"
-    )
-    model_trained_until: str | None = Field(
-        None, description="the last candle the model was trained on (end of its training window)"
-    )
-    model_age_hours: float | None = Field(
-        None, description="market hours from model_trained_until to as_of: a stale model shows here"
-    )
-    calibration: ServedCalibration | None = Field(
-        None, description="the online scale applied to each horizon's range (none for a point-only model)"
-    )
 
 
 class ModelMetricsOut(BaseModel):

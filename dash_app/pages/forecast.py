@@ -20,7 +20,7 @@ from dash_app.charts import (
     empty_figure,
     track_record_figure,
 )
-from dash_app.clients import ChampionModel, ServeForecast, ServiceAnswerError, ServiceUnavailable
+from dash_app.clients import ChampionModel, ServiceAnswerError, ServiceUnavailable
 from dash_app.clients import _parse_time as parse_time_or_none
 from dash_app.components import (
     champion_summary,
@@ -44,7 +44,7 @@ from mur.errors import MurError
 from mur.monitoring.track_record import (
     RELIABILITY_WINDOWS,
 )
-from mur.serving.calibration import ServedCalibration
+from mur.serving.contract import ForecastOut, ServedCalibration
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -170,35 +170,16 @@ def fill_known_actuals(context: DashboardContext, pair: str, candles: pd.DataFra
     )
 
 
-def store_forecast(context: DashboardContext, pair: str, prediction: ServeForecast) -> None:
-    """Record the forecast in the track record: every horizon's median and range (or the point alone)."""
-    last_close = prediction.last_close if prediction.last_close is not None else prediction.forecast
-    body = {
-        "pair": pair,
-        "forecast": prediction.forecast,
-        "last_close": last_close,
-        "target_time": prediction.target_time,
-        "model_version": prediction.model_version,
-        "horizons": [
-            {
-                "hours": b.hours,
-                "target_time": b.target_time,
-                "median": b.median,
-                "lower": b.lower,
-                "upper": b.upper,
-                "level": b.level,
-            }
-            for b in prediction.horizons
-        ],
-        # the scale each range was served with goes with it (the online update judges the range as served)
-        "calibration": prediction.calibration.model_dump() if prediction.calibration else None,
-    }
+def store_forecast(context: DashboardContext, pair: str, prediction: ForecastOut) -> None:
+    """Record the forecast in the track record: every horizon's median and range (or the point alone), with
+    the scale each range was served with (the online update judges the range as served)."""
+    body = {**prediction.model_dump(mode="json"), "pair": pair}
     record_forecast_body(context.db, body, made_at=context.market_now())
 
 
 def _fetch_forecast(
     context: DashboardContext, account: User, pair: str
-) -> tuple[ServeForecast | None, ChampionModel | None, list[Component]]:
+) -> tuple[ForecastOut | None, ChampionModel | None, list[Component]]:
     """The Serve API's forecast and champion for ``pair`` (None when unavailable) and notices to show."""
     notices: list[Component] = []
     try:
@@ -289,7 +270,7 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
                 "Next-hour close forecast: ",
                 html.Strong(fmt_number(prediction.forecast), id="forecast-value"),
                 change,
-                f" for the {fmt_close(prediction.close_time, now)}, model version {prediction.model_version}",
+                f" for the {fmt_close(prediction.closes_at(), now)}, model version {prediction.model_version}",
                 *_range_text(prediction),
             ],
             className="notice ok",
@@ -310,7 +291,7 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
     state_out = {
         "pair": pair,
         "hour": hour_text,
-        "close_time": prediction.close_time.isoformat() if prediction is not None else None,
+        "close_time": prediction.closes_at().isoformat() if prediction is not None else None,
         "trained_until": trained.isoformat() if trained is not None else None,
         "version": prediction.model_version if prediction is not None else None,
     }
@@ -365,7 +346,7 @@ def freshness(state: Any, _ticks: Any = None) -> Component | str:
     return notice(parts, kind, id="freshness-line")
 
 
-def _range_text(prediction: ServeForecast) -> list[Any]:
+def _range_text(prediction: ForecastOut) -> list[Any]:
     """``; 90 % range: L – U next hour, ... in 24 h`` for the headline (nothing for a point-only model)."""
     if not prediction.horizons:
         return []

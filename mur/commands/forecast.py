@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from mur.errors import ConfigError, ServiceError
+from mur.serving.contract import ForecastOut, misfit
 
 TOKEN_ENV = "MUR_API_TOKEN"
 URL_ENV = "MUR_API_URL"
@@ -98,49 +100,33 @@ def fetch(client: Any, url: str, path: str) -> Any:
         raise ServiceError(f"the API's answer to {path} is not JSON") from exc
 
 
-def _hour(text: str | None) -> str:
-    """``2024-11-04T08:00:00Z`` → ``2024-11-04 08:00``."""
-    return (text or "?").replace("T", " ")[:16]
-
-
-def _close_time(entry: dict[str, Any]) -> str:
-    """When the forecast candle closes: ``close_time``, else an hour after its open ``target_time``."""
-    from datetime import datetime, timedelta
-
-    if entry.get("close_time"):
-        return _hour(entry["close_time"])
-    try:
-        opened = datetime.fromisoformat(str(entry["target_time"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
-        return "?"
-    return (opened + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M")
+def _hour(value: datetime) -> str:
+    """A time as ``2024-11-04 08:00`` (UTC, as the contract reads it)."""
+    return value.strftime("%Y-%m-%d %H:%M")
 
 
 def _pct(value: float, base: float) -> str:
     return f"{(value / base - 1) * 100:+.2f} %" if base else "-"
 
 
-def heading(answer: dict[str, Any]) -> str:
+def heading(answer: ForecastOut) -> str:
     """The line above a pair's table: pair, last close, model and its age, market now."""
-    last = float(answer.get("last_close") or 0.0)
-    text = f"{answer.get('pair')}  last close {last:,.4f} (candle {_hour(answer.get('candle_time'))} UTC)"
-    text += f"  model v{answer.get('model_version')}"
-    if answer.get("model_age_hours") is not None:
-        text += f", trained {float(answer['model_age_hours']):.0f} market hour(s) ago"
-    if answer.get("as_of"):
-        text += f"  (market now {_hour(answer.get('as_of'))} UTC)"
+    text = f"{answer.pair}  last close {answer.last_close:,.4f} (candle {_hour(answer.candle_time)} UTC)"
+    text += f"  model v{answer.model_version}"
+    if answer.model_age_hours is not None:
+        text += f", trained {answer.model_age_hours:.0f} market hour(s) ago"
+    if answer.as_of is not None:
+        text += f"  (market now {_hour(answer.as_of)} UTC)"
     return text
 
 
-def forecast_table(answer: dict[str, Any]) -> Any:
+def forecast_table(answer: ForecastOut) -> Any:
     """One pair's answer as a Rich table: per horizon, when the candle closes, the median and the range."""
     from rich.table import Table
 
-    last = float(answer.get("last_close") or 0.0)
-    horizons = answer.get("horizons") or []
-    level = horizons[0].get("level") if horizons else None
+    last, horizons = answer.last_close, answer.horizons
     table = Table(caption="times: market time (UTC)")
-    range_title = f"{level * 100:.0f} % range" if isinstance(level, int | float) else "range"
+    range_title = f"{horizons[0].level * 100:.0f} % range" if horizons else "range"
     for column, justify in (
         ("horizon", "right"),
         ("closes at", "left"),
@@ -151,20 +137,32 @@ def forecast_table(answer: dict[str, Any]) -> Any:
     ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     if not horizons:  # a point-only model: the next close alone
-        point = float(answer.get("forecast") or 0.0)
-        table.add_row("1 h", _close_time(answer), f"{point:,.4f}", _pct(point, last), "-", "-")
+        point = answer.forecast
+        table.add_row("1 h", _hour(answer.closes_at()), f"{point:,.4f}", _pct(point, last), "-", "-")
         return table
     for h in horizons:
-        median, lower, upper = float(h["median"]), float(h["lower"]), float(h["upper"])
         table.add_row(
-            f"{h.get('hours')} h",
-            _close_time(h),
-            f"{median:,.4f}",
-            _pct(median, last),
-            f"{lower:,.4f} – {upper:,.4f}",
-            f"±{(upper - lower) / 2 / median * 100:.2f} %" if median else "-",
+            f"{h.hours} h",
+            _hour(h.closes_at()),
+            f"{h.median:,.4f}",
+            _pct(h.median, last),
+            f"{h.lower:,.4f} – {h.upper:,.4f}",
+            f"±{(h.upper - h.lower) / 2 / h.median * 100:.2f} %" if h.median else "-",
         )
     return table
+
+
+def read_answer(body: Any, pair: str) -> ForecastOut:
+    """The API's answer read through its contract (:mod:`mur.serving.contract`); one that does not fit is a
+    one-line :class:`ServiceError`."""
+    from pydantic import ValidationError
+
+    try:
+        return ForecastOut.model_validate(body)
+    except ValidationError as exc:
+        raise ServiceError(
+            f"the API's forecast of {pair} does not fit its contract ({misfit(exc)})"
+        ) from None
 
 
 def forecast(
@@ -199,7 +197,8 @@ def forecast(
         typer.echo(json.dumps(answers if len(answers) != 1 else answers[0], indent=2))
         return
     console = Console(width=max(Console().width, 100))
-    for answer in answers:
+    for pair, body in zip(wanted, answers, strict=True):
+        answer = read_answer(body, pair)
         console.print(heading(answer), highlight=False, soft_wrap=True)
         console.print(forecast_table(answer))
 

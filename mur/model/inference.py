@@ -10,9 +10,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from mur.errors import DataValidationError, ModelError
 from mur.model.features import FEATURE_NAMES, make_features
+from mur.serving.contract import ForecastBody
 from mur.timeutil import HOUR, iso
 
 
@@ -77,9 +79,10 @@ def forecast_body(
     model_version: int | None = None,
     horizons: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The forecast answer: next-hour close, last close, change, candle time (open time of the last candle),
-    target time, ``model_version`` (the registry version; None for a model file) and ``horizons`` (the
-    median and interval per horizon, :func:`horizon_rows`; empty for a point-only model).
+    """The forecast answer (:class:`~mur.serving.contract.ForecastBody`, as JSON for the trip between
+    deployments): next-hour close, last close, change, candle time (open time of the last candle), target
+    time, ``model_version`` (the registry version; None for a model file) and ``horizons`` (the median and
+    interval per horizon, :func:`horizon_rows`; empty for a point-only model).
 
     A forecast that is not a finite positive number (a model fed values it was never meant to see) is a
     :class:`ModelError`, never a body: JSON has no NaN, and the API charges only for answers it can give.
@@ -88,16 +91,22 @@ def forecast_body(
     change_pct = (forecast / close - 1.0) * 100.0 if close > 0 else math.nan
     if not (math.isfinite(forecast) and math.isfinite(change_pct) and forecast > 0):
         raise ModelError(f"the {pair} model gave no usable forecast ({forecast!r}) for these candles")
-    return {
-        "pair": pair,
-        "forecast": forecast,
-        "last_close": close,
-        "change_pct": change_pct,
-        "candle_time": iso(candle_time),
-        "target_time": iso(pd.Timestamp(candle_time) + HOUR),
-        "model_version": None if model_version is None else int(model_version),
-        "horizons": list(horizons or []),
-    }
+    try:
+        body = ForecastBody.model_validate(
+            {
+                "pair": pair,
+                "forecast": forecast,
+                "last_close": close,
+                "change_pct": change_pct,
+                "candle_time": candle_time,
+                "target_time": pd.Timestamp(candle_time) + HOUR,
+                "model_version": None if model_version is None else int(model_version),
+                "horizons": horizons or [],
+            }
+        )
+    except ValidationError as exc:
+        raise ModelError(f"the {pair} forecast does not fit the forecast contract: {exc}") from exc
+    return body.model_dump(mode="json", exclude_unset=True)
 
 
 def forecast_from_candles(

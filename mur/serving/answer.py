@@ -26,10 +26,11 @@ def require_finite(body: Mapping[str, Any]) -> None:
 
 
 def with_times(body: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    """The forecast body with its times said plainly (added fields; market time, :mod:`mur.clock`):
-    ``as_of`` (market now), ``close_time`` (when the forecast candle closes: ``target_time`` + 1 h) and, when
-    the forecaster says which candles the model was trained on (``model_trained_until``), the model's age
-    ``model_age_hours`` (market hours from that last training candle to now)."""
+    """The forecast body with its times said plainly (fields of :class:`mur.serving.contract.ForecastOut`;
+    market time, :mod:`mur.clock`): ``as_of`` (market now), ``close_time`` (when the forecast candle closes:
+    ``target_time`` + 1 h) and, when the forecaster says which candles the model was trained on
+    (``model_trained_until``), the model's age ``model_age_hours`` (market hours from that last training
+    candle to now)."""
     from mur.timeutil import HOUR, iso, parse_time
 
     out = dict(body)

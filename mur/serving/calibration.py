@@ -16,15 +16,13 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal
-
-from pydantic import BaseModel, Field
+from typing import Any
 
 from mur.evaluation.online_conformal import generation_for, scale_band
+from mur.serving.contract import HorizonScale, Method, ServedCalibration
 
 log = logging.getLogger(__name__)
-
-Method = Literal["online", "off", "graph", "unavailable"]
+__all__ = ["HorizonScale", "Method", "OnlineScales", "ServedCalibration", "apply_scales", "graph_calibration"]
 NOTES: dict[str, str] = {
     "online": "each range's distances from the median (log price) times the horizon's online scale",
     "off": "online calibration is off (MUR_ONLINE_CALIBRATION=false): the graph's own ranges",
@@ -32,35 +30,6 @@ NOTES: dict[str, str] = {
     "unavailable": "the online scales could not be read: the graph's own ranges (scale 1)",
 }
 NO_STATE = "; scale 1 (no state yet) where resolved is 0"
-
-
-class HorizonScale(BaseModel):
-    """The scale applied to one horizon's range."""
-
-    hours: int
-    scale: float = Field(
-        default=1.0,
-        description="factor on the range's distances from the median in log price (1: the graph's range)",
-    )
-    resolved: int = Field(
-        default=0,
-        description="resolved forecasts that stepped this horizon's tracker (0: no state yet, scale 1)",
-    )
-
-
-class ServedCalibration(BaseModel):
-    """Which online calibration a forecast's ranges carry (docs/forecasts.md, "Online calibration")."""
-
-    method: Method = Field(
-        description="online: scaled by the online tracker; off: the setting is off; graph: not applied; "
-        "unavailable: the state could not be read (scale 1)"
-    )
-    generation: str | None = Field(
-        default=None, description="the tracker generation (quantile levels and offline calibration recipe)"
-    )
-    updated_at: str | None = Field(default=None, description="when the scales were last stepped (UTC)")
-    horizons: list[HorizonScale] = Field(default_factory=list)
-    note: str = ""
 
 
 def graph_calibration(

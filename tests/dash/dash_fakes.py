@@ -197,7 +197,7 @@ def fake_serve(
             "change_pct": (forecast_factor - 1) * 100,
             "candle_time": candle_time,
             "target_time": target,
-            "model_version": MODEL_VERSION,
+            "model_version": int(MODEL_VERSION),  # an int, as the API's (the dashboard stores it as text)
             "horizons": horizons_for(candle_time, close * forecast_factor) if quantiles else [],
         }
 

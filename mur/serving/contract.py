@@ -1,0 +1,140 @@
+"""The forecast answer of the API, defined once: what the Forecaster builds
+(:func:`mur.model.inference.forecast_body`), what the API publishes in its OpenAPI schema (``serve_app/api.py``),
+what the dashboard's client (``dash_app/clients.py``) and ``mur forecast`` read back.
+
+Times are aware UTC datetimes in Python and ISO-8601 text with a trailing ``Z`` (seconds precision) in JSON,
+exactly what :func:`mur.timeutil.iso` writes, so a body dumped with ``model_dump(mode="json")`` is the JSON
+the API answers. Import-light on purpose (pydantic and the standard library only): the dashboard and the CLI
+import it without the serving stack.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
+
+__all__ = [
+    "ForecastBody",
+    "ForecastOut",
+    "HorizonOut",
+    "HorizonScale",
+    "Method",
+    "ServedCalibration",
+    "Time",
+    "misfit",
+]
+
+HOUR = timedelta(hours=1)
+
+
+def _utc(value: datetime) -> datetime:
+    """Naive times are UTC (as :func:`mur.timeutil.parse_time` reads them); aware ones are converted."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _text(value: datetime) -> str:
+    return _utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+Time = Annotated[datetime, AfterValidator(_utc), PlainSerializer(_text, return_type=str, when_used="json")]
+"""A UTC time: ISO-8601 (or epoch) in, ``2024-11-04T07:00:00Z`` out in JSON (the OpenAPI type is a string)."""
+
+Method = Literal["online", "off", "graph", "unavailable"]
+
+
+class HorizonScale(BaseModel):
+    """The scale applied to one horizon's range."""
+
+    hours: int
+    scale: float = Field(
+        default=1.0,
+        description="factor on the range's distances from the median in log price (1: the graph's range)",
+    )
+    resolved: int = Field(
+        default=0,
+        description="resolved forecasts that stepped this horizon's tracker (0: no state yet, scale 1)",
+    )
+
+
+class ServedCalibration(BaseModel):
+    """Which online calibration a forecast's ranges carry (docs/forecasts.md, "Online calibration")."""
+
+    method: Method = Field(
+        description="online: scaled by the online tracker; off: the setting is off; graph: not applied; "
+        "unavailable: the state could not be read (scale 1)"
+    )
+    generation: str | None = Field(
+        default=None, description="the tracker generation (quantile levels and offline calibration recipe)"
+    )
+    updated_at: str | None = Field(default=None, description="when the scales were last stepped (UTC)")
+    horizons: list[HorizonScale] = Field(default_factory=list)
+    note: str = ""
+
+
+class HorizonOut(BaseModel):
+    """The forecast ``hours`` ahead: the median close and a calibrated range (docs/forecasts.md)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    hours: int = Field(description="hours after the last closed candle", examples=[1, 4, 24])
+    target_time: Time = Field(description="open time of the candle whose close is forecast")
+    close_time: Time | None = Field(None, description="when that candle closes (market time)")
+    median: float = Field(description="median forecast of that close")
+    lower: float = Field(description="lower end of the range (the lowest quantile level)")
+    upper: float = Field(description="upper end of the range (the highest quantile level)")
+    level: float = Field(description="nominal coverage of [lower, upper], e.g. 0.9", examples=[0.9])
+
+    def closes_at(self) -> datetime:
+        """When the forecast candle closes: ``close_time``, else an hour after its open ``target_time``."""
+        return self.close_time or self.target_time + HOUR
+
+
+class ForecastBody(BaseModel):
+    """What a forecaster answers (:func:`mur.model.inference.forecast_body`; ``mur predict`` prints it):
+    ``model_version`` is None for a model file. The API's answer (:class:`ForecastOut`) adds its times."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    pair: str
+    forecast: float = Field(description="next-hour close: the 1 h median")
+    last_close: float
+    change_pct: float
+    candle_time: Time = Field(description="open time of the last closed candle used")
+    target_time: Time = Field(
+        description="open time of the candle whose close is forecast (it closes an hour later: close_time)"
+    )
+    model_version: int | None
+    horizons: list[HorizonOut] = Field(
+        default_factory=list, description="one entry per horizon (empty for a point-only model)"
+    )
+
+
+class ForecastOut(ForecastBody):
+    """A next-hour close forecast, and the median and calibrated range for every horizon."""
+
+    model_version: int
+    as_of: Time | None = Field(None, description="market now when answered (ISO-8601 UTC, mur/clock.py)")
+    close_time: Time | None = Field(
+        None, description="when the forecast candle closes (market time): the time this forecast is for"
+    )
+    model_trained_until: Time | None = Field(
+        None, description="the last candle the model was trained on (end of its training window)"
+    )
+    model_age_hours: float | None = Field(
+        None, description="market hours from model_trained_until to as_of: a stale model shows here"
+    )
+    calibration: ServedCalibration | None = Field(
+        None, description="the online scale applied to each horizon's range (none for a point-only model)"
+    )
+
+    def closes_at(self) -> datetime:
+        """When the forecast candle closes: ``close_time``, else an hour after its open ``target_time``."""
+        return self.close_time or self.target_time + HOUR
+
+
+def misfit(exc: ValidationError) -> str:
+    """Where an answer does not fit the contract, in one line for an error message: the first bad field."""
+    first = exc.errors()[0]
+    return ".".join(str(part) for part in first["loc"]) + f": {first['msg']}"
