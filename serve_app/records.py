@@ -130,7 +130,7 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
 
     def served(pair: str) -> str:
         name = normalize_pair(pair)
-        if name not in service.forecasters and not service.is_known(name):
+        if name not in service.known_pairs():
             raise UnknownPairError(f"unknown pair {pair!r}; known pairs: {', '.join(service.known_pairs())}")
         return name
 

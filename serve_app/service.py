@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,7 +33,7 @@ from mur.errors import DatabaseError, ModelError, ModelNotLoadedError, NoChampio
 from mur.pairs import normalize_pair
 from mur.serving.answer import require_finite, with_times
 from mur.serving.calibration import OnlineScales
-from mur.serving.http import authenticate, charge, check_quota, quota_headers, require_admin
+from mur.serving.http import ChargeDecision, authenticate, charge, check_quota, quota_headers, require_admin
 from mur.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -71,27 +70,6 @@ def request_database(
         statement_timeout_s=db_timeout_s * STATEMENT_TIMEOUT_SHARE,
         lock_timeout_s=db_timeout_s * LOCK_TIMEOUT_SHARE,
     )
-
-
-class _ChargeDecision:
-    """Whose word on a charge comes first: the database thread about to commit it, or the request giving
-    up on it (then answered 503). Exactly one of :meth:`commit` and :meth:`abandon` returns True."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._state: str | None = None
-
-    def _claim(self, state: str) -> bool:
-        with self._lock:
-            if self._state is None:
-                self._state = state
-            return self._state == state
-
-    def commit(self) -> bool:
-        return self._claim("commit")
-
-    def abandon(self) -> bool:
-        return self._claim("abandon")
 
 
 class PairForecaster(Protocol):
@@ -210,10 +188,6 @@ class ApiService:
         """The pairs this API forecasts."""
         return sorted(self.forecasters)
 
-    def is_known(self, name: str) -> bool:
-        """Whether ``name`` (normalized) is a pair of the catalogue: configured or added by an admin."""
-        return name in self.configured_pairs or name in self.added_pairs
-
     def known_pairs(self) -> list[str]:
         """The served pairs and the catalogue's pairs (those without a champion yet too)."""
         return sorted(set(self.forecasters) | self.configured_pairs | self.added_pairs)
@@ -226,9 +200,7 @@ class ApiService:
             rows = await self._blocking(functools.partial(list_pair_records, include_removed=False), self.db)
         except Exception as exc:  # the catalogue is advisory here: the models served do not depend on it
             log.warning(
-                "ingress: cannot read the pair catalogue (keeping %d added pairs): %s",
-                len(self.added_pairs),
-                exc,
+                "ingress: pair catalogue unread (%d added pairs kept): %s", len(self.added_pairs), exc
             )
             return
         self.added_pairs = frozenset(r.pair for r in rows)
@@ -246,7 +218,7 @@ class ApiService:
         name = normalize_pair(pair)
         forecaster = self.forecasters.get(name)
         if forecaster is None:
-            if self.is_known(name):  # honest: never a model known to be worse than persistence
+            if name in self.known_pairs():  # honest: never a model known to be worse than persistence
                 raise NoChampionError(
                     f"{name} has no champion: no registered version passed the promotion gate yet (none is "
                     "trained, or each is significantly worse than persistence); see docs/promotion.md"
@@ -355,7 +327,7 @@ class ApiService:
         ``CALL_TIMEOUT_S`` (a connection gone silent mid-commit), the forecast is answered without quota
         headers (None): the caller may get a forecast uncharged, never an error charged.
         """
-        decision = _ChargeDecision()
+        decision = ChargeDecision()
         call = asyncio.get_running_loop().run_in_executor(
             self._pool, functools.partial(charge, self.db, owner, decision.commit)
         )

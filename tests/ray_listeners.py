@@ -67,6 +67,16 @@ def listeners(processes: list[psutil.Process]) -> set[Listener]:
     return out
 
 
+def http_status_without_token(host: str, port: int) -> int | None:
+    """The status of a plain ``GET /`` without the token (None: not an HTTP server)."""
+    import httpx
+
+    try:
+        return httpx.get(f"http://{host}:{port}/", timeout=5).status_code
+    except httpx.HTTPError:
+        return None
+
+
 def grpc_status_without_token(port: int, token: str | None = None, host: str = "127.0.0.1") -> str:
     """Real gRPC calls to ``host:port`` (optionally with a bearer token), one per kind of Ray server
     (:data:`PROBE_METHODS`): the status code's name of the first method the server has (``UNAUTHENTICATED``
@@ -101,6 +111,10 @@ def open_listeners(found: set[Listener]) -> list[str]:
             status = grpc_status_without_token(listener.port, host=host)
             if status == "UNAUTHENTICATED":
                 continue
+            http = http_status_without_token(host, listener.port)  # the dashboard agent's HTTP server
+            if http in (401, 403):
+                continue
+            status = f"{status}, HTTP {http}"
             bad.append(
                 f"{listener.name} (pid {listener.pid}) on {listener.ip}:{listener.port}: gRPC {status}"
             )

@@ -451,28 +451,38 @@ def test_the_worker_node_refuses_callers_without_the_token(cluster: Cluster) -> 
             processes.append(psutil.Process(member))
     found = listeners(processes)
     on_node = {x for x in found if x.ip == cluster.node_ip}
-    assert any(x.name == "raylet" for x in on_node), (
-        f"the node's raylet on {cluster.node_ip}: {sorted(found, key=str)}"
-    )
+    assert on_node, f"the worker node listens on {cluster.node_ip}: {sorted(found, key=str)}"
+    assert any(x.name == "raylet" for x in found), f"the node's raylet: {sorted(found, key=str)}"
     assert not open_listeners(found), open_listeners(found)
 
 
-def test_mur_status_lists_both_nodes(cluster: Cluster) -> None:
+def test_mur_status_lists_both_nodes(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
     from typer.testing import CliRunner
 
     from mur.cli import app
+    from mur.settings import get_settings
 
-    env = {"MUR_RAY_NODES": str(NODE), "MUR_RUNTIME_DIR": str(cluster.settings.runtime_dir)}
-    result = CliRunner().invoke(app, ["status", "--json"], env=env)
+    # the CLI reads the process-wide settings once (get_settings is cached): make it read this environment
+    for key, value in {
+        "MUR_RAY_NODES": str(NODE),
+        "MUR_RUNTIME_DIR": str(cluster.settings.runtime_dir),
+    }.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["status", "--json"])
+        text = CliRunner().invoke(app, ["status"]).output
+    finally:
+        get_settings.cache_clear()
     assert result.exit_code == 0, result.output
-    import json
-
     rows = {row["service"]: row for row in json.loads(result.output)}
+    assert f"ray-node-{NODE}" in rows, sorted(rows)
     assert rows[f"ray-node-{NODE}"]["healthy"], rows[f"ray-node-{NODE}"]
     nodes = rows["ray"]["nodes"]
     assert {n["ip"] for n in nodes if n["state"] == "ALIVE"} >= {"127.0.0.1", cluster.node_ip}
     alive = [n for n in nodes if n["state"] == "ALIVE"]  # a node killed by an earlier test stays listed DEAD
     assert [n["head"] for n in alive if n["ip"] == cluster.node_ip] == [False]
     assert any(f"mur_node_{NODE}" in n["resources"] for n in nodes)
-    text = CliRunner().invoke(app, ["status"], env=env).output
     assert "Ray nodes" in text and cluster.node_ip in text
