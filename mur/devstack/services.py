@@ -181,8 +181,27 @@ def _ray_command(settings: Settings) -> list[str]:
         *("--include-dashboard", "true", "--disable-usage-stats"),
         *("--num-cpus", str(settings.ray_num_cpus or max(4, os.cpu_count() or 1))),
         *("--object-store-memory", str(settings.ray_object_store_mb * 1024 * 1024)),
+        *("--temp-dir", str(ray_temp_dir(settings))),
         *moved,
     ]
+
+
+def ray_temp_dir(settings: Settings, node: int = 1) -> Path:
+    """The Ray temp dir of the stack's node ``node`` (1: the head): ``ray start --temp-dir``, where Ray keeps
+    its sessions, logs, runtime-env files and ``ray_current_cluster``. One per stack (its GCS port) and per
+    node, never Ray's shared default ``/tmp/ray``:
+
+    - a job's driver finds its cluster through ``{temp dir}/ray_current_cluster`` (the job supervisor
+      resolves ``auto`` there), which every ``ray start --head`` on the machine rewrote: after a second stack
+      (the e2e test's, a private test head) had started, the shared head's jobs connected to that one's dead
+      GCS ("Failed to connect to GCS at address 127.0.0.1:15647");
+    - two nodes of one cluster on one machine shared the runtime-env files, and the worker node's agent
+      deleted a job's unpacked ``working_dir`` when its own workers ended, while the head's driver still ran
+      in it (``FileNotFoundError`` from ``os.getcwd()``).
+
+    Under the system temp dir and short: Ray's Unix socket paths are limited to about 107 characters."""
+    suffix = "" if node == 1 else f"-n{node}"
+    return Path(tempfile.gettempdir()) / f"ray-{settings.ray_gcs_port}{suffix}"
 
 
 RAY_HEAD_UNSET = (
@@ -267,17 +286,6 @@ def worker_node_runtime_dir(settings: Settings, index: int) -> Path:
     return Path(settings.runtime_dir).resolve() / "nodes" / str(index)
 
 
-def worker_node_temp_dir(settings: Settings, index: int) -> Path:
-    """The node's own Ray temp dir (``ray start --temp-dir``: sessions, logs, runtime-env files).
-
-    Two nodes on one machine must not share one: each node's runtime-env agent deletes the job's unpacked
-    ``working_dir`` when its own workers no longer use it, which removed the directory the head's job
-    driver was running in (seen: ``FileNotFoundError`` from ``os.getcwd()`` at the end of a spread DDP job).
-    Under the system temp dir, short (Ray's Unix socket paths are limited to about 107 characters), and
-    apart per stack (its GCS port)."""
-    return Path(tempfile.gettempdir()) / f"ray-n{index}-{settings.ray_gcs_port}"
-
-
 def _worker_agent_port(settings: Settings, index: int) -> int:
     return 52365 + (settings.ray_dashboard_port - 8265) + WORKER_AGENT_PORT_STEP * (index - 1)
 
@@ -290,7 +298,7 @@ def _worker_node_command(settings: Settings, index: int) -> list[str]:
         *("--address", f"{HEAD_GCS_HOST}:{settings.ray_gcs_port}"),
         *("--node-ip-address", worker_node_ip(index)),
         *("--dashboard-agent-listen-port", str(_worker_agent_port(settings, index))),
-        *("--temp-dir", str(worker_node_temp_dir(settings, index))),
+        *("--temp-dir", str(ray_temp_dir(settings, index))),
         "--disable-usage-stats",
         *("--num-cpus", str(cpus)),
         *("--resources", json.dumps({worker_node_resource(index): 100})),
