@@ -223,7 +223,7 @@ class ApiService:
                     f"{name} has no champion: no registered version passed the promotion gate yet (none is "
                     "trained, or each is significantly worse than persistence); see docs/promotion.md"
                 )
-            raise UnknownPairError(f"unknown pair {pair!r}; served pairs: {', '.join(self.pairs())}")
+            raise UnknownPairError(f"unknown pair {pair!r}; known pairs: {', '.join(self.known_pairs())}")
         return name, forecaster
 
     def _latest(self, name: str, forecaster: PairForecaster) -> asyncio.Future[Any]:

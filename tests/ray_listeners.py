@@ -21,6 +21,7 @@ PROBE_METHODS = (
     "/ray.rpc.NodeManagerService/GetNodeStats",  # a raylet's node manager
     "/ray.rpc.ObjectManagerService/Push",  # a raylet's object manager
     "/ray.rpc.ReporterService/GetTraceback",  # a node's dashboard agent
+    "/ray.rpc.CoreWorkerService/NumPendingTasks",  # a worker's core worker (a Serve replica's too)
 )
 """One real method of each kind of Ray gRPC server that a node binds beyond 127.0.0.1 (a worker node whose
 address is not 127.0.0.1 binds its raylet and dashboard agent on every interface); a server answers

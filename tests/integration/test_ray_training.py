@@ -296,6 +296,7 @@ def test_admin_page_lists_versions_with_the_gate_decision(
     from types import SimpleNamespace
 
     from dash_app.pages.admin import versions_block
+    from mur.data.catalogue import pair_catalogue
     from mur.db import Database
     from mur.timeutil import parse_time
     from mur.training.driver import train_and_register
@@ -313,8 +314,10 @@ def test_admin_page_lists_versions_with_the_gate_decision(
     )
     # the page lists the pair catalogue (configured + added by an admin): a migrated database of its own
     db = Database(pg_database_factory(), maxconn=1)
-    try:
-        block = versions_block(SimpleNamespace(settings=settings, db=db))
+    try:  # DashboardContext.pairs(): the catalogue
+        block = versions_block(
+            SimpleNamespace(settings=settings, db=db, pairs=lambda: pair_catalogue(settings, db))
+        )
     finally:
         db.close()
     html = json.dumps(block.to_plotly_json(), default=str)
