@@ -272,7 +272,7 @@ class ReplayHandler(BaseHTTPRequestHandler):
             wanted = sorted(store)
         entries = []
         for symbol in wanted:
-            found = store.get(symbol.upper()) or self.server.lookup(symbol.upper())
+            found = self.server.lookup(symbol.upper())
             if found is None:
                 raise BinanceError(-1121, "Invalid symbol.")
             entries.append(found.exchange_info())
@@ -406,13 +406,11 @@ def make_server(
     handler_class: type[ReplayHandler] = ReplayHandler,
     synthetic: int = 0,
     clock: MarketClock | None = None,
-    frames: Mapping[str, pd.DataFrame] | None = None,
     reload: Callable[[], Mapping[str, pd.DataFrame]] | None = None,
 ) -> ReplayServer:
     """Bind a replay server over the bundled ``pairs`` (default: all), the first ``synthetic`` synthetic
-    pairs (``syn001_usdt`` …, :mod:`mur.data.synthetic`) and the pairs of ``frames`` (typed candles by pair:
-    fixed frames) and, re-read while it runs, the pairs ``reload`` returns (the pairs an admin uploaded,
-    :func:`mur.data.uploaded.uploaded_candles`); ``port=0`` picks a free port. With a market
+    pairs (``syn001_usdt`` …, :mod:`mur.data.synthetic`) and, re-read while it runs, the typed candles by pair
+    that ``reload`` returns (the pairs an admin uploaded, :func:`mur.data.uploaded.uploaded_candles`); ``port=0`` picks a free port. With a market
     ``clock`` (:mod:`mur.clock`), ``/api/v3/time`` is market now and only candles closed by then exist.
 
     Raises ``OSError`` when the address cannot be bound. Call ``serve_forever()`` (or
@@ -423,7 +421,6 @@ def make_server(
     chosen = list(pairs) if pairs is not None else bundled_pairs()
     store = {data.symbol: data for data in (load_symbol_data(pair) for pair in chosen)}
     store.update((d.symbol, d) for d in (synthetic_symbol_data(p) for p in synthetic_pairs(synthetic)))
-    store.update((d.symbol, d) for d in (frame_symbol_data(p, f) for p, f in (frames or {}).items()))
     return ReplayServer((host, port), store, handler_class, clock, reload)
 
 
@@ -445,7 +442,6 @@ def running_replay_server(
     handler_class: type[ReplayHandler] = ReplayHandler,
     synthetic: int = 0,
     clock: MarketClock | None = None,
-    frames: Mapping[str, pd.DataFrame] | None = None,
     reload: Callable[[], Mapping[str, pd.DataFrame]] | None = None,
 ) -> Iterator[ReplayServer]:
     """A replay server serving in a background thread for the ``with`` block (for tests and scripts)."""
@@ -456,7 +452,6 @@ def running_replay_server(
         handler_class=handler_class,
         synthetic=synthetic,
         clock=clock,
-        frames=frames,
         reload=reload,
     )
     thread = serve_forever_in_thread(server)

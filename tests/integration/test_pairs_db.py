@@ -111,7 +111,7 @@ def test_the_replay_exchange_serves_an_uploaded_pair_and_live_adding_validates_a
     _upload(pair_settings, pair_db)
     frames = uploaded_candles(pair_db)
     assert list(frames) == ["doge_usdt"] and len(frames["doge_usdt"]) == HOURS
-    with running_replay_server(pairs=["btc_usdt"], frames=frames) as server:
+    with running_replay_server(pairs=["btc_usdt"], reload=lambda: frames) as server:
         live = pair_settings.model_copy(
             update={"market_data": "binance", "binance_api_url": server.api_url, "binance_max_retries": 0}
         )
