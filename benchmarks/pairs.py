@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib.util
 import json
 import math
@@ -45,6 +46,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from mur.waiting import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE_PAIRS = 5
 TARGET_MB_PER_PAIR = 5.0
@@ -52,6 +55,7 @@ TARGET_P50_RATIO = 1.5
 TARGET_CYCLE_S = 45 * 60
 
 
+@functools.cache
 def _bench_serve() -> Any:
     """benchmarks/serve.py (its load generator, champion and token helpers)."""
     spec = importlib.util.spec_from_file_location("bench_serve", ROOT / "benchmarks" / "serve.py")
@@ -70,9 +74,11 @@ def register_pairs(settings: Any, pairs: list[str], base_pair: str, base_version
     from mur.registry import CHAMPION, model_name
     from mur.serving.champions import champions, registry_client
 
-    known = champions(registry_client(settings), prefix=settings.registry_prefix, pairs=pairs)
-    client = MlflowClient(settings.mlflow_tracking_uri)
-    src = client.get_model_version(model_name(base_pair, settings.registry_prefix), str(base_version))
+    known = champions(registry_client(settings), prefix=settings.registry.registry_prefix, pairs=pairs)
+    client = MlflowClient(settings.registry.mlflow_tracking_uri)
+    src = client.get_model_version(
+        model_name(base_pair, settings.registry.registry_prefix), str(base_version)
+    )
     model_id = getattr(src, "model_id", None) or (
         src.source.removeprefix("models:/") if src.source.startswith("models:/m-") else None
     )  # MLflow 3: a version's source is its logged model, which must be named too
@@ -80,7 +86,7 @@ def register_pairs(settings: Any, pairs: list[str], base_pair: str, base_version
     for pair in pairs:
         if pair in versions:
             continue
-        name = model_name(pair, settings.registry_prefix)
+        name = model_name(pair, settings.registry.registry_prefix)
         try:
             client.create_registered_model(name)
         except MlflowException:
@@ -127,19 +133,16 @@ def deploy_pairs(settings: Any, pairs: list[str], timeout_s: float = 900) -> tup
     deploy(
         settings, AppArgs(pairs=pairs, settings=settings_overrides(settings)), timeout_s=timeout_s, force=True
     )
-    port = int(serve_details(settings).get("http_options", {}).get("port") or settings.serve_port)
+    port = int(serve_details(settings).get("http_options", {}).get("port") or settings.serving.serve_port)
     url = f"http://127.0.0.1:{port}"
-    deadline = began + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            body = readyz(url)
-            loaded = sum(1 for p in body.get("pairs", {}).values() if p.get("loaded"))
-            if loaded == len(pairs):
-                return time.monotonic() - began, url
-        except Exception:  # the API replica may still be starting
-            pass
-        time.sleep(2.0)
-    raise RuntimeError(f"not every pair loaded after {timeout_s:.0f}s")
+    wait_until(  # an exception: the API replica may still be starting
+        lambda: sum(1 for p in readyz(url).get("pairs", {}).values() if p.get("loaded")) == len(pairs),
+        what="every pair loaded",
+        timeout_s=timeout_s - (time.monotonic() - began),
+        interval_s=2.0,
+        retry_on=(Exception,),
+    )
+    return time.monotonic() - began, url
 
 
 async def random_load(
@@ -150,46 +153,17 @@ async def random_load(
     requests: int,
     bodies: dict[str, Any] | None = None,
 ) -> Any:
-    """``requests`` GETs over random pairs at ``concurrency`` (POSTs of each pair's ``bodies`` when given);
-    returns (latencies ms, errors, seconds)."""
-    import aiohttp
-
+    """``requests`` GETs over random pairs at ``concurrency`` (POSTs of each pair's ``bodies`` when given),
+    through benchmarks/serve.py's load generator; its ``Result``."""
     rng = random.Random(7)
-    latencies: list[float] = []
-    errors = 0
-    remaining = requests
-    headers = {"Authorization": f"Bearer {token}"}
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=concurrency), headers=headers
-    ) as session:
 
-        async def worker() -> None:
-            nonlocal remaining, errors
-            while remaining > 0:
-                remaining -= 1
-                started = time.perf_counter()
-                pair = rng.choice(pairs)
-                try:
-                    call = (
-                        session.get(f"{url}/v1/forecast/{pair}")
-                        if bodies is None
-                        else session.post(f"{url}/v1/forecast/{pair}", json=bodies[pair])
-                    )
-                    async with call as response:
-                        await response.read()
-                        errors += response.status != 200
-                except aiohttp.ClientError:
-                    errors += 1
-                latencies.append((time.perf_counter() - started) * 1000)
+    def call(session: Any) -> Any:
+        pair = rng.choice(pairs)
+        if bodies is None:
+            return session.get(f"{url}/v1/forecast/{pair}")
+        return session.post(f"{url}/v1/forecast/{pair}", json=bodies[pair])
 
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return latencies, errors, time.perf_counter() - began
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+    return await _bench_serve().load("random", url, token, concurrency, requests, call)
 
 
 def cold_load_ms(settings: Any, version: int) -> float:
@@ -199,7 +173,7 @@ def cold_load_ms(settings: Any, version: int) -> float:
     from serve_app.deploy import connect_ray
 
     connect_ray(settings)
-    handle = serve.get_deployment_handle("forecaster", settings.serve_app_name)
+    handle = serve.get_deployment_handle("forecaster", settings.serving.serve_app_name)
     began = time.perf_counter()
     status = (
         handle.options(multiplexed_model_id=f"syn002_usdt@{version}").status.remote().result(timeout_s=120)
@@ -238,31 +212,29 @@ def measure(settings: Any, token: str, pairs: list[str], opts: Any, cold_version
     # before the load: a replica the autoscaler adds under load preloads every champion first, and a cold
     # load would queue behind those (docs/scale-out.md)
     cold = cold_load_ms(settings, cold_version) if "syn002_usdt" in pairs else None
-    latencies, errors, wall = asyncio.run(random_load(url, token, pairs, opts.concurrency, opts.requests))
+    gets = asyncio.run(random_load(url, token, pairs, opts.concurrency, opts.requests))
     # the Forecaster path alone: POSTed candles are never shared (no single-flight, no answer cache)
     bodies = posted_candles(settings, url, token, pairs)
-    posts, post_errors, post_wall = asyncio.run(
-        random_load(url, token, pairs, opts.concurrency, opts.requests, bodies)
-    )
+    posts = asyncio.run(random_load(url, token, pairs, opts.concurrency, opts.requests, bodies))
     row = {
         "pairs": len(pairs),
         "deploy_to_all_loaded_s": round(seconds, 1),
         "serve_pss_mb": round(pss, 1),
         "serve_processes": processes,
-        "p50_ms": round(pct(latencies, 0.5), 1),
-        "p99_ms": round(pct(latencies, 0.99), 1),
-        "rps": round((len(latencies) - errors) / wall, 1),
-        "errors": errors,
-        "post_p50_ms": round(pct(posts, 0.5), 1),
-        "post_p99_ms": round(pct(posts, 0.99), 1),
-        "post_rps": round((len(posts) - post_errors) / post_wall, 1),
-        "post_errors": post_errors,
+        "p50_ms": round(gets.pct(0.5), 1),
+        "p99_ms": round(gets.pct(0.99), 1),
+        "rps": round(gets.rps, 1),
+        "errors": gets.errors,
+        "post_p50_ms": round(posts.pct(0.5), 1),
+        "post_p99_ms": round(posts.pct(0.99), 1),
+        "post_rps": round(posts.rps, 1),
+        "post_errors": posts.errors,
         "cold_load_ms": round(cold, 1) if cold is not None else None,
     }
     print(
         f"N={len(pairs):4d}  serve PSS {pss:7.0f} MB ({processes} processes)  GET p50 {row['p50_ms']:6.1f} ms  "
-        f"p99 {row['p99_ms']:6.1f} ms  {row['rps']:6.1f} req/s  errors {errors}  POST p50 "
-        f"{row['post_p50_ms']:6.1f} ms  p99 {row['post_p99_ms']:6.1f} ms  errors {post_errors}  cold load "
+        f"p99 {row['p99_ms']:6.1f} ms  {row['rps']:6.1f} req/s  errors {gets.errors}  POST p50 "
+        f"{row['post_p50_ms']:6.1f} ms  p99 {row['post_p99_ms']:6.1f} ms  errors {posts.errors}  cold load "
         f"{row['cold_load_ms']} ms  (all loaded {seconds:.0f}s after deploy)",
         flush=True,
     )
@@ -331,10 +303,10 @@ def training_cycle(settings: Any, pairs: list[str], slots: int) -> dict[str, Any
     marginal_warm = (warm_wall - small_wall) / max(per_job - 1, 1)
     fixed = max(small_wall - marginal_warm, 0.0)
     marginal_full = (full_wall - fixed) / per_job
-    every = settings.full_retrain_hours
+    every = settings.training.full_retrain_hours
     marginal = (marginal_full + (every - 1) * marginal_warm) / every
     per_slot = 100 / slots
-    jobs_per_slot = math.ceil(per_slot / settings.train_batch_size)
+    jobs_per_slot = math.ceil(per_slot / settings.airflow.train_batch_size)
     return {
         "pairs": len(pairs),
         "slots": slots,
@@ -348,7 +320,7 @@ def training_cycle(settings: Any, pairs: list[str], slots: int) -> dict[str, Any
         "per_pair_warm_s": round(marginal_warm, 1),
         "full_retrain_hours": every,
         "per_pair_s": round(marginal, 1),
-        "train_batch_size": settings.train_batch_size,
+        "train_batch_size": settings.airflow.train_batch_size,
         "cycle_100_one_job_per_pair_s": round(per_slot * (fixed + marginal), 0),
         "cycle_100_s": round(jobs_per_slot * fixed + per_slot * marginal, 0),
     }
@@ -407,7 +379,7 @@ def main() -> None:
     bench = None if opts.train_only else _bench_serve()
     started: list[str] = []
     if opts.start_services:
-        from mur.devstack import supervisor
+        from devstack import supervisor
 
         results = supervisor.up(Settings(), list(supervisor.CORE_SERVICES), progress=print)
         started = [r.name for r in results if r.action == "started"]
@@ -429,11 +401,11 @@ def main() -> None:
             run(opts, bench)
     finally:
         if opts.stop_services:
-            from mur.devstack import supervisor
+            from devstack import supervisor
 
             started = list(supervisor.CORE_SERVICES)
         if started:
-            from mur.devstack import supervisor
+            from devstack import supervisor
 
             supervisor.down(Settings(), started)
 
@@ -452,8 +424,8 @@ def run(opts: Any, bench: Any) -> None:
     from serve_app.deploy import undeploy
 
     most = max([*opts.pairs, opts.baseline])
-    settings = Settings().model_copy(
-        update={
+    settings = Settings().replace(
+        **{
             "registry_prefix": opts.prefix,
             "pg_database": opts.database,
             "synthetic_pairs": most,
@@ -517,7 +489,7 @@ def run(opts: Any, bench: Any) -> None:
         "machine": platform.node(),
         "concurrency": opts.concurrency,
         "requests_per_n": opts.requests,
-        "answer_ttl_s": settings.serve_answer_ttl_s,
+        "answer_ttl_s": settings.serving.serve_answer_ttl_s,
         "rows": rows,
         "training": cycle,
         "targets": {

@@ -31,9 +31,12 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mur.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -72,8 +75,11 @@ class Result:
 # ------------------------------------------------------------------------------------------------
 
 
-async def load(name: str, url: str, token: str, concurrency: int, requests: int) -> Result:
-    """Send ``requests`` GETs with ``concurrency`` workers on kept-alive connections."""
+async def load(
+    name: str, url: str, token: str, concurrency: int, requests: int, call: Callable[[Any], Any] | None = None
+) -> Result:
+    """Send ``requests`` GETs of ``url`` with ``concurrency`` workers on kept-alive connections (``call``: the
+    request to send instead, made from the session)."""
     import aiohttp
 
     latencies: list[float] = []
@@ -90,7 +96,7 @@ async def load(name: str, url: str, token: str, concurrency: int, requests: int)
                 remaining -= 1
                 started = time.perf_counter()
                 try:
-                    async with session.get(url) as response:
+                    async with session.get(url) if call is None else call(session) as response:
                         text = await response.read()
                         ok = response.status == 200
                         if not ok and not sample:
@@ -157,7 +163,7 @@ def reference_app(overrides: dict[str, Any], pair: str, version: int) -> Any:
     registry_client(settings)
     model = LoadedModel.from_bytes(pair, version, model_bytes(settings, pair, version), {})
     cache = MarketCache(settings, [pair])
-    cache.start(settings.market_refresh_s)
+    cache.start(settings.serving.market_refresh_s)
     db = Database(settings, minconn=8, maxconn=8)  # as in the ingress: keep every pooled connection
     pool = ThreadPoolExecutor(8)
     app = FastAPI()
@@ -247,17 +253,14 @@ def ray_worker_niceness() -> int:
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
     import httpx
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if proc.poll() is not None:
             raise SystemExit(f"the reference server exited with code {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{url} did not answer within {timeout_s:.0f}s")
+        return httpx.get(url, timeout=2).status_code == 200
+
+    wait_until(
+        answers, what=url, timeout_s=timeout_s, interval_s=0.5, retry_on=(httpx.HTTPError,), error=SystemExit
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -270,7 +273,7 @@ def ensure_champion(settings: Any, pair: str, *, tiny: bool = False) -> int:
     ``tiny``: a 4-unit model on 30 days, for the smoke run)."""
     from mur.serving.champions import champions, registry_client
 
-    found = champions(registry_client(settings), prefix=settings.registry_prefix, pairs=[pair])
+    found = champions(registry_client(settings), prefix=settings.registry.registry_prefix, pairs=[pair])
     if pair in found:
         return int(found[pair]["version"])
     from mlflow import MlflowClient
@@ -279,10 +282,12 @@ def ensure_champion(settings: Any, pair: str, *, tiny: bool = False) -> int:
     from mur.training.driver import train_and_register
     from mur.training.loop import LocalFit
 
-    print(f"[setup] training a champion for {settings.registry_prefix}{pair} (one epoch) …", flush=True)
+    print(
+        f"[setup] training a champion for {settings.registry.registry_prefix}{pair} (one epoch) …", flush=True
+    )
     extra: dict[str, Any] = {"hidden_size": 4} if tiny else {}
     result = train_and_register(
-        settings.model_copy(update={"train_days": 30 if tiny else 60}),
+        settings.replace(train_days=30 if tiny else 60),
         pair,
         fit=LocalFit(),
         epochs=1,
@@ -290,8 +295,8 @@ def ensure_champion(settings: Any, pair: str, *, tiny: bool = False) -> int:
     )
     assert result.version is not None
     version = result.version
-    MlflowClient(settings.mlflow_tracking_uri).set_registered_model_alias(
-        model_name(pair, settings.registry_prefix), CHAMPION, str(version)
+    MlflowClient(settings.registry.mlflow_tracking_uri).set_registered_model_alias(
+        model_name(pair, settings.registry.registry_prefix), CHAMPION, str(version)
     )
     return version
 
@@ -385,7 +390,9 @@ def main() -> int:
         timeout_s=600,
         force=True,
     )
-    serve_port = int(serve_details(settings).get("http_options", {}).get("port") or settings.serve_port)
+    serve_port = int(
+        serve_details(settings).get("http_options", {}).get("port") or settings.serving.serve_port
+    )
     print(f"[setup] Serve app running after {time.monotonic() - began:.0f}s on port {serve_port}", flush=True)
 
     nice = ray_worker_niceness()
@@ -514,7 +521,7 @@ def main() -> int:
         out = {
             "cpus": os.cpu_count(),
             "load_average_1m": {"before": round(load_before, 2), "after": round(load_after, 2)},
-            "answer_ttl_s": settings.serve_answer_ttl_s,
+            "answer_ttl_s": settings.serving.serve_answer_ttl_s,
             "ingress": ingress,
             "levels": summary,
         }

@@ -90,11 +90,11 @@ def train_run(
     fit_started = time.perf_counter()
     outcomes = run_distributed_many(
         items,
-        ScalingSettings(num_workers, use_gpu, settings.cpus_per_worker, gpus_per_worker),
+        ScalingSettings(num_workers, use_gpu, settings.training.cpus_per_worker, gpus_per_worker),
         storage,
         name,
         storage_filesystem=fs,
-        checkpoint_every=settings.checkpoint_every_epochs,
+        checkpoint_every=settings.training.checkpoint_every_epochs,
     )
     fit_s = time.perf_counter() - fit_started
     failed = {pair: out for pair, out in outcomes.items() if isinstance(out, str)}
@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", default="benchmarks/results/train.json")
     args = p.parse_args(argv)
 
-    from mur.devstack.config import use_stack_ray
+    from devstack.config import use_stack_ray
 
     use_stack_ray()  # token auth, and the loopback switch a local head needs (docs/services.md)
     import ray
@@ -173,8 +173,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "cpus": ray.cluster_resources().get("CPU"),
         "gpus": ray.cluster_resources().get("GPU", 0),
         "smoke": args.smoke,
-        "train_days": settings.train_days,
-        "checkpoint_every_epochs": settings.checkpoint_every_epochs,
+        "train_days": settings.training.train_days,
+        "checkpoint_every_epochs": settings.training.checkpoint_every_epochs,
         "runs": [],
     }
     for n in workers:
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(describe(f"{args.pair}, {n} worker(s)", run), flush=True)
     if batch_pairs:
         pairs = list(BUNDLED_PAIRS[:batch_pairs])
-        n = args.batch_workers or settings.num_workers
+        n = args.batch_workers or settings.training.num_workers
         if args.use_gpu:
             n = min(n, int(results["gpus"] // max(args.gpus_per_worker, 1e-9)) or 1)
         batch = train_run(settings, pairs, n, args.use_gpu, args.gpus_per_worker)

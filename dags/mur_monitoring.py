@@ -25,7 +25,7 @@ settings = get_settings()
 @dag(
     dag_id=MONITORING_DAG_ID,
     description="Track record resolution, rolling skill/coverage and drift per pair → alerts and retraining",
-    schedule=schedule_for(settings.train_schedule),
+    schedule=schedule_for(settings.airflow.train_schedule),
     start_date=datetime(2023, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,

@@ -37,10 +37,17 @@ FORM_PAIR_PATTERN = PAIR_PATTERN.replace("a-z0-9", "A-Za-z0-9")
 """The pair rule in any case: the form accepts ``ETH_USDT``, the task lower-cases it."""
 
 
+def optional_int(title: str, description: str, minimum: int, maximum: int) -> Param:
+    """A whole number the form may leave empty (then the setting its description names applies)."""
+    return Param(
+        None, type=["null", "integer"], minimum=minimum, maximum=maximum, title=title, description=description
+    )
+
+
 @dag(
     dag_id=DAG_ID,
     description="Per-pair training on Ray → MLflow registry + promotion gate → Asset mur://champions",
-    schedule=schedule_for(settings.train_schedule),
+    schedule=schedule_for(settings.airflow.train_schedule),
     start_date=datetime(2023, 1, 1, tzinfo=UTC),  # start of the bundled candles: backfills can go back there
     catchup=False,
     max_active_runs=2,
@@ -78,37 +85,24 @@ FORM_PAIR_PATTERN = PAIR_PATTERN.replace("a-z0-9", "A-Za-z0-9")
                 "logical date you type must lie before market now (a later one is refused)."
             ),
         ),
-        "epochs": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1,
-            maximum=1000,
-            title="Epochs",
-            description="Max epochs (early stopping may end sooner). Empty: MUR_EPOCHS.",
+        "epochs": optional_int(
+            "Epochs", "Max epochs (early stopping may end sooner). Empty: MUR_EPOCHS.", 1, 1000
         ),
         "arch": Param(
             None,
             type=["null", "string"],
             enum=[None, "lstm", "gru"],
-            values_display={"null": f"default (MUR_ARCH: {settings.arch})", "lstm": "LSTM", "gru": "GRU"},
+            values_display={
+                "null": f"default (MUR_ARCH: {settings.model.arch})",
+                "lstm": "LSTM",
+                "gru": "GRU",
+            },
             title="Architecture",
             description="Recurrent cell. Empty: MUR_ARCH.",
         ),
-        "hidden_size": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1,
-            maximum=1024,
-            title="Hidden size",
-            description="Recurrent hidden size. Empty: MUR_HIDDEN_SIZE.",
-        ),
-        "train_days": Param(
-            None,
-            type=["null", "integer"],
-            minimum=14,
-            maximum=3650,
-            title="Training days",
-            description="Length of the training window before its end. Empty: MUR_TRAIN_DAYS.",
+        "hidden_size": optional_int("Hidden size", "Recurrent hidden size. Empty: MUR_HIDDEN_SIZE.", 1, 1024),
+        "train_days": optional_int(
+            "Training days", "Length of the training window before its end. Empty: MUR_TRAIN_DAYS.", 14, 3650
         ),
         "horizons": Param(
             None,
@@ -124,13 +118,8 @@ FORM_PAIR_PATTERN = PAIR_PATTERN.replace("a-z0-9", "A-Za-z0-9")
             title="Quantile levels",
             description="Comma list, at least three including 0.5 (e.g. 0.05,0.5,0.95). Empty: MUR_QUANTILE_LEVELS.",
         ),
-        "num_workers": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1,
-            maximum=16,
-            title="Ray Train workers",
-            description="Workers per training job. Empty: MUR_NUM_WORKERS.",
+        "num_workers": optional_int(
+            "Ray Train workers", "Workers per training job. Empty: MUR_NUM_WORKERS.", 1, 16
         ),
     },
     doc_md=__doc__,
@@ -152,9 +141,9 @@ def mur_training() -> None:
         return plan_batches_task(pairs)
 
     @task(
-        max_active_tis_per_dagrun=settings.max_parallel_trainings,
-        max_active_tis_per_dag=settings.max_parallel_trainings,
-        execution_timeout=timedelta(seconds=settings.job_timeout_s + 600),
+        max_active_tis_per_dagrun=settings.airflow.max_parallel_trainings,
+        max_active_tis_per_dag=settings.airflow.max_parallel_trainings,
+        execution_timeout=timedelta(seconds=settings.training.job_timeout_s + 600),
         retries=0,  # a pair that failed here is retried by its own train_pair task
     )
     def train_batch(pairs: list[str]) -> dict:
@@ -164,10 +153,10 @@ def mur_training() -> None:
         return train_batch_task(pairs, get_current_context())
 
     @task(
-        max_active_tis_per_dagrun=settings.max_parallel_trainings,
-        max_active_tis_per_dag=settings.max_parallel_trainings,
+        max_active_tis_per_dagrun=settings.airflow.max_parallel_trainings,
+        max_active_tis_per_dag=settings.airflow.max_parallel_trainings,
         map_index_template="{{ task.op_kwargs['pair'] }}",
-        execution_timeout=timedelta(seconds=settings.job_timeout_s + 600),
+        execution_timeout=timedelta(seconds=settings.training.job_timeout_s + 600),
         trigger_rule="all_done",  # a batch task that failed as a whole: the pairs train on their own
     )
     def train_pair(pair: str, batches: list[dict]) -> dict:

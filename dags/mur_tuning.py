@@ -28,7 +28,7 @@ settings = get_settings()
 @dag(
     dag_id=TUNING_DAG_ID,
     description="Ray Tune search per pair → confirmation span → MLflow + versioned model configuration",
-    schedule=schedule_for(settings.tune_schedule),
+    schedule=schedule_for(settings.tuning.tune_schedule),
     start_date=datetime(2023, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
@@ -49,7 +49,7 @@ settings = get_settings()
             minimum=1,
             maximum=500,
             title="Trials",
-            description=f"Configurations per pair. Empty: MUR_TUNE_TRIALS ({settings.tune_trials}).",
+            description=f"Configurations per pair. Empty: MUR_TUNE_TRIALS ({settings.tuning.tune_trials}).",
         ),
     },
     doc_md=__doc__,
@@ -65,7 +65,7 @@ def mur_tuning() -> None:
     @task(
         max_active_tis_per_dag=1,
         map_index_template="{{ task.op_kwargs['pair'] }}",
-        execution_timeout=timedelta(seconds=settings.job_timeout_s + 600),
+        execution_timeout=timedelta(seconds=settings.training.job_timeout_s + 600),
     )
     def tune_pair(pair: str) -> dict:
         """One Ray job searches the pair's configuration; its result (chosen config, gain ± s.e., version)."""

@@ -15,10 +15,15 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     parser = argparse.ArgumentParser(prog="python -m dash_app", description=__doc__)
     parser.add_argument(
-        "--host", default=settings.dash_host, help=f"interface (default {settings.dash_host})"
+        "--host",
+        default=settings.dashboard.dash_host,
+        help=f"interface (default {settings.dashboard.dash_host})",
     )
     parser.add_argument(
-        "--port", type=int, default=settings.dash_port, help=f"port (default {settings.dash_port})"
+        "--port",
+        type=int,
+        default=settings.dashboard.dash_port,
+        help=f"port (default {settings.dashboard.dash_port})",
     )
     parser.add_argument("--debug", action="store_true", help="Dash dev tools and reloader (development only)")
     args = parser.parse_args(argv)

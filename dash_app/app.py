@@ -66,15 +66,15 @@ def resolve_secret_key(settings: Settings) -> str:
 
     Outside development an unset key is an error, and a placeholder or short key is refused everywhere.
     """
-    key = settings.secret_key
+    key = settings.dashboard.secret_key
     if not key:
-        if settings.env == "development":
+        if settings.general.env == "development":
             logger.warning(
                 "MUR_SECRET_KEY is not set: using a random key, sessions end when the dashboard stops"
             )
             return secrets.token_urlsafe(32)
         raise ConfigError(
-            f"MUR_SECRET_KEY must be set when MUR_ENV={settings.env} "
+            f"MUR_SECRET_KEY must be set when MUR_ENV={settings.general.env} "
             "(generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     if key.strip().lower() in PLACEHOLDER_SECRETS or len(key) < MIN_SECRET_KEY_LENGTH:
@@ -181,19 +181,19 @@ def _configure_server(server: Flask, settings: Settings, secret_key: str) -> Non
         SESSION_COOKIE_NAME="mur_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
-        SESSION_COOKIE_SECURE=settings.env == "production",  # production runs behind TLS
+        SESSION_COOKIE_SECURE=settings.general.env == "production",  # production runs behind TLS
         PERMANENT_SESSION_LIFETIME=auth.SESSION_LIFETIME,
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Strict",
-        REMEMBER_COOKIE_SECURE=settings.env == "production",
+        REMEMBER_COOKIE_SECURE=settings.general.env == "production",
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session (12 h idle at most)
         WTF_CSRF_HEADERS=[CSRF_HEADER],
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
-    if settings.trusted_proxy_hops:
+    if settings.dashboard.trusted_proxy_hops:
         # Only then are X-Forwarded-For/-Proto believed: the client IP (rate limits) and the scheme come from
         # the last `hops` proxies' headers. Without a proxy anyone could send them.
-        hops = settings.trusted_proxy_hops
+        hops = settings.dashboard.trusted_proxy_hops
         server.wsgi_app = ProxyFix(server.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
 
@@ -223,13 +223,15 @@ def create_app(
     context = DashboardContext(
         settings=settings,
         db=db or Database(settings, maxconn=8),
-        serve=serve or ServeClient(settings.serve_url),
+        serve=serve or ServeClient(settings.serving.url),
         airflow=airflow
         or AirflowClient(
-            settings.airflow_url, username=settings.airflow_user, password=settings.airflow_password
+            settings.airflow.airflow_url,
+            username=settings.airflow.airflow_user,
+            password=settings.airflow.airflow_password,
         ),
         secret_key=secret_key,
-        hashing=HashingGate(settings.hashing_concurrency),
+        hashing=HashingGate(settings.dashboard.hashing_concurrency),
         _market=market,
     )
     server.extensions[EXTENSION_KEY] = context

@@ -117,10 +117,10 @@ def client_ip() -> str | None:
 
 def login_limits(settings: Settings) -> LoginLimits:
     return LoginLimits(
-        per_user_ip=settings.login_max_attempts,
-        per_ip=settings.login_ip_max_attempts,
-        per_user=settings.login_user_max_attempts,
-        window_s=settings.login_window_s,
+        per_user_ip=settings.dashboard.login_max_attempts,
+        per_ip=settings.dashboard.login_ip_max_attempts,
+        per_user=settings.dashboard.login_user_max_attempts,
+        window_s=settings.dashboard.login_window_s,
     )
 
 
@@ -160,7 +160,7 @@ def login() -> ResponseReturnValue:
     settings = context.settings
     attempt_id = begin_login_attempt(context.db, username=username, ip=ip, limits=login_limits(settings))
     if attempt_id is None:
-        minutes = max(1, round(settings.login_window_s / 60))
+        minutes = max(1, round(settings.dashboard.login_window_s / 60))
         flash(f"Too many failed login attempts. Try again in {minutes} minute(s).", "error")
         logger.warning("login rate limit hit for %r from %s", username[:64], ip)
         return render_template("login.html", form=form, next=request.args.get("next", "")), 429
@@ -213,7 +213,10 @@ def register() -> ResponseReturnValue:
         return _register_page(form, mode, 400)
     ip = client_ip()
     allowed = begin_registration_attempt(
-        context.db, ip=ip, limit=settings.registration_max_per_ip, window_s=settings.registration_window_s
+        context.db,
+        ip=ip,
+        limit=settings.dashboard.registration_max_per_ip,
+        window_s=settings.dashboard.registration_window_s,
     )
     if not allowed:
         logger.warning("registration rate limit hit from %s", ip)

@@ -88,7 +88,7 @@ def track_record(
     """Running MAE of the model vs persistence (tomorrow = today's last close) over resolved forecasts, and
     for forecasts with a range: whether the actual fell inside, the running coverage and the running
     interval skill against baseline (a) (``naive_log_quantiles``: the outer quantiles of past 1 h log
-    returns, :func:`naive_band`).
+    returns).
 
     ``market_hour`` (the open time of the current market hour, :meth:`mur.clock.MarketClock.hour`): only
     forecasts whose target candle (open time ``target_time``) has closed by then count as resolved; the
@@ -143,19 +143,6 @@ def track_record(
 
 def _winkler(lo: float, hi: float, y: float, alpha: float) -> float:
     return (hi - lo) + (2.0 / alpha) * (max(lo - y, 0.0) + max(y - hi, 0.0))
-
-
-def naive_band(closes: Sequence[float], level: float = 0.9) -> tuple[float, float] | None:
-    """Baseline (a) for the track record: the outer quantiles of the 1 h log returns of ``closes``."""
-    import numpy as np
-
-    c = np.log(np.asarray(closes, dtype=np.float64))
-    if len(c) < 50:
-        return None
-    r = np.diff(c)
-    tail = (1.0 - level) / 2.0
-    lo, hi = np.quantile(r, [tail, 1.0 - tail])
-    return float(lo), float(hi)
 
 
 def candlestick_figure(

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from dash import html
+from dash import dcc, html
 from dash.development.base_component import Component
 
 from dash_app.clients import ChampionModel
@@ -23,6 +23,24 @@ METRIC_ROWS = (("model", "model"), ("persistence", "persistence"), ("linear", "l
 def notice(message: str | list[Any], kind: str = "warn", **kwargs: Any) -> Component:
     """A coloured message line (``kind``: ``warn``, ``bad`` or ``ok``)."""
     return html.Div(message, className=f"notice {kind}", role="status", **kwargs)
+
+
+def field(label: str, control: Component, *extra: Component, labelled: bool = True) -> Component:
+    """A form control under its label (``.field``); the label names the control (``htmlFor`` its id) unless
+    ``labelled`` is False (a group of radio buttons or checkboxes has no one element to name)."""
+    caption = html.Label(label, htmlFor=getattr(control, "id", None)) if labelled else html.Label(label)
+    return html.Div([caption, control, *extra], className="field")
+
+
+def pair_dropdown(dropdown_id: str, pairs: Sequence[str], width: str) -> Component:
+    """A dropdown of ``pairs`` (shown upper case), the first one chosen."""
+    return dcc.Dropdown(
+        id=dropdown_id,
+        options=[{"label": p.upper(), "value": p} for p in pairs],
+        value=pairs[0] if pairs else None,
+        clearable=False,
+        style={"width": width},
+    )
 
 
 def fmt_number(value: float | None, digits: int = 6) -> str:

@@ -85,7 +85,7 @@ class DashboardContext:
     @property
     def api_url(self) -> str:
         """The Serve API URL shown to people (curl examples)."""
-        return (self.settings.api_public_url or self.settings.serve_url).rstrip("/")
+        return (self.settings.dashboard.api_public_url or self.settings.serving.url).rstrip("/")
 
     def serve_token(self, user_id: int) -> str:
         """The user's own Serve API token for the dashboard's calls, so they count against their quota.

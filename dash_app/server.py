@@ -114,7 +114,7 @@ def check_database(settings: Settings) -> None:
     status = migration_status(settings)
     if status.pending:
         raise DatabaseError(
-            f"database {settings.pg_database} has {len(status.pending)} pending migration(s) "
+            f"database {settings.db.pg_database} has {len(status.pending)} pending migration(s) "
             f"({', '.join(status.pending)}); run `mur db migrate` first"
         )
 
@@ -129,17 +129,17 @@ def serve(
     """
     from dash_app.app import create_app, resolve_secret_key
 
-    if debug and settings.env == "production":
+    if debug and settings.general.env == "production":
         raise ConfigError("--debug is refused when MUR_ENV=production (it exposes tracebacks)")
     resolve_secret_key(settings)  # configuration errors first, before touching the database
     check_database(settings)
     app = create_app(settings)
     if debug:
         app.enable_dev_tools(debug=True)
-    host = host or settings.dash_host
-    port = port or settings.dash_port
+    host = host or settings.dashboard.dash_host
+    port = port or settings.dashboard.dash_port
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logger.info("dashboard on http://%s:%d (Serve API %s)", host, port, settings.serve_url)
+    logger.info("dashboard on http://%s:%d (Serve API %s)", host, port, settings.serving.url)
     if debug:
         from werkzeug.serving import run_simple
 

@@ -2,7 +2,7 @@
 # Start, stop or inspect the local services (idempotent): infra/services.sh start|stop|status [NAMES...]
 #   infra/services.sh start            # s3, mlflow, ray (and whatever later issues register)
 #   infra/services.sh stop mlflow      # only mlflow
-# Thin wrapper over `mur services …` (mur/devstack/services.py, run by mur/devstack/supervisor.py); logs in .runtime/logs, pids in .runtime/pids.
+# Thin wrapper over `mur services …` (devstack/services.py, run by devstack/supervisor.py); logs in .runtime/logs, pids in .runtime/pids.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 action="${1:-}"

@@ -37,19 +37,20 @@ HOUR_S = 3600.0
 _PROCESS_ORIGIN = time.time()
 
 
-def _utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
+    """Naive times are UTC (as :func:`mur.timeutil.parse_time` reads them); aware ones are converted."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def floor_hour(value: datetime) -> datetime:
     """``value`` rounded down to the whole hour (UTC; naive values are taken as UTC)."""
-    return _utc(value).replace(minute=0, second=0, microsecond=0)
+    return as_utc(value).replace(minute=0, second=0, microsecond=0)
 
 
 def default_start(wall: datetime | None = None) -> datetime:
     """The offline default start: the instant of :data:`REPLAY_WEEK` with the same weekday and time of day as
     ``wall`` (default: now), so the replayed market's weekday and hour match the real ones."""
-    wall = _utc(wall or datetime.now(UTC))
+    wall = as_utc(wall or datetime.now(UTC))
     midnight = floor_hour(wall).replace(hour=0)
     return REPLAY_WEEK + timedelta(days=wall.weekday()) + (wall - midnight)
 
@@ -66,7 +67,7 @@ class MarketClock:
     def __post_init__(self) -> None:
         if not math.isfinite(self.speed) or self.speed < 0:
             raise ValueError(f"clock speed must be a finite number >= 0, got {self.speed}")
-        object.__setattr__(self, "start", _utc(self.start))
+        object.__setattr__(self, "start", as_utc(self.start))
 
     @classmethod
     def real_time(cls) -> MarketClock:
@@ -74,7 +75,7 @@ class MarketClock:
 
     def market_at(self, wall: datetime | float) -> datetime:
         """The market time at wall time ``wall`` (a datetime or Unix seconds)."""
-        seconds = wall if isinstance(wall, int | float) else _utc(wall).timestamp()
+        seconds = wall if isinstance(wall, int | float) else as_utc(wall).timestamp()
         if self.live:
             return datetime.fromtimestamp(seconds, tz=UTC)
         return self.start + timedelta(seconds=(seconds - self.origin) * self.speed)
@@ -82,10 +83,10 @@ class MarketClock:
     def wall_at(self, market: datetime) -> datetime:
         """The wall time at which the market reaches ``market`` (the start itself when frozen)."""
         if self.live:
-            return _utc(market)
+            return as_utc(market)
         if self.speed == 0:
             return datetime.fromtimestamp(self.origin, tz=UTC)
-        offset = (_utc(market) - self.start).total_seconds() / self.speed
+        offset = (as_utc(market) - self.start).total_seconds() / self.speed
         return datetime.fromtimestamp(self.origin + offset, tz=UTC)
 
     def now(self) -> datetime:
@@ -112,7 +113,7 @@ class MarketClock:
         """The same market "now", from this instant on at ``speed`` (or from ``start``)."""
         wall = time.time()
         return MarketClock(
-            start=_utc(start) if start is not None else self.market_at(wall),
+            start=as_utc(start) if start is not None else self.market_at(wall),
             origin=wall,
             speed=self.speed if speed is None else float(speed),
             live=self.live,
@@ -172,7 +173,7 @@ def write_clock_state(
     tmp = path.with_suffix(".tmp")
     data: dict[str, Any] = {k: v for k, v in clock.as_dict().items() if k != "now"}
     if requested_start is not None:
-        data["requested_start"] = _utc(requested_start).isoformat().replace("+00:00", "Z")
+        data["requested_start"] = as_utc(requested_start).isoformat().replace("+00:00", "Z")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(path)
     return path
@@ -182,11 +183,11 @@ def market_clock(settings: Settings) -> MarketClock:
     """The clock ``settings`` describe: real time for Binance; else ``MUR_CLOCK_*`` (start, origin, speed),
     completed from the stack's ``clock.json`` and then from the defaults (:func:`default_start`, this
     process's start as origin)."""
-    if settings.market_data == "binance":
+    if settings.data.market_data == "binance":
         return MarketClock.real_time()
-    fixed = read_clock_state(settings.runtime_dir) if settings.clock_origin is None else None
-    if fixed is not None and settings.clock_start is None:
+    fixed = read_clock_state(settings.general.runtime_dir) if settings.clock.clock_origin is None else None
+    if fixed is not None and settings.clock.clock_start is None:
         return fixed
-    origin = settings.clock_origin if settings.clock_origin is not None else _PROCESS_ORIGIN
-    start = settings.clock_start or default_start(datetime.fromtimestamp(origin, tz=UTC))
-    return MarketClock(start=start, origin=origin, speed=settings.clock_speed)
+    origin = settings.clock.clock_origin if settings.clock.clock_origin is not None else _PROCESS_ORIGIN
+    start = settings.clock.clock_start or default_start(datetime.fromtimestamp(origin, tz=UTC))
+    return MarketClock(start=start, origin=origin, speed=settings.clock.clock_speed)

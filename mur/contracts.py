@@ -4,8 +4,8 @@
   Serve's ``/v1/models`` reports about a registered version (rebuilt from the version's tags by
   :meth:`MetricsDocument.from_version_tags`). Field names are those of the JSON document (README,
   "metrics.json").
-* :class:`TrainingResult`: what one training returns: the Ray job's last stdout line
-  (``MUR_RESULT {json}``, written by :meth:`TrainingResult.to_line`, read by :func:`parse_result_line`),
+* :class:`TrainingResult`: what one training returns: in a Ray job's result document
+  (:class:`TrainingResults`, left in S3 under the job's submission id: :mod:`mur.orchestration.job_submission`),
   the CLI's output, and, compacted to ids and two metrics (:class:`CompactResult`), the XCom the DAG passes.
 
 Import-light on purpose (pydantic and the standard library only): the DAG file's imports reach it.
@@ -19,8 +19,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
-RESULT_MARKER = "MUR_RESULT "
-"""Prefix of the result line a training job prints last on stdout."""
 VERSION_TAG_KEYS = (
     "model",
     "persistence",
@@ -275,10 +273,6 @@ class TrainingResult(BaseModel):
     def ok(self) -> bool:
         return self.error is None
 
-    def to_line(self) -> str:
-        """The job's result line: ``MUR_RESULT {json}`` (one line)."""
-        return RESULT_MARKER + self.model_dump_json()
-
     def compact(self) -> CompactResult:
         """Ids, decision and rounded metrics (for XCom)."""
         window = self.data_window or Window()
@@ -303,19 +297,8 @@ class TrainingResult(BaseModel):
         )
 
 
-def parse_result_lines(logs: str) -> dict[str, TrainingResult]:
-    """Every ``MUR_RESULT {json}`` line of a batch job's logs, by pair (the last one of a pair wins)."""
-    out: dict[str, TrainingResult] = {}
-    for line in logs.splitlines():
-        if line.startswith(RESULT_MARKER):
-            result = TrainingResult.model_validate_json(line[len(RESULT_MARKER) :])
-            out[result.pair] = result
-    return out
+class TrainingResults(BaseModel):
+    """What a training job leaves under its submission id: the result of each pair it trained (failures
+    included)."""
 
-
-def parse_result_line(logs: str) -> TrainingResult | None:
-    """The last ``MUR_RESULT {json}`` line of a job's logs as a result; None when there is none."""
-    for line in reversed(logs.splitlines()):
-        if line.startswith(RESULT_MARKER):
-            return TrainingResult.model_validate_json(line[len(RESULT_MARKER) :])
-    return None
+    results: list[TrainingResult]

@@ -82,6 +82,12 @@ class QuotaExceededError(MurError):
     """The monthly API quota is used up."""
 
 
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of ``exc``'s message (its type's name when it has none), cut to ``limit`` characters."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
 class ForbiddenError(AuthError):
     """Valid credentials without the right role (e.g. an admin-only call)."""
 

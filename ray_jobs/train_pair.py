@@ -3,11 +3,12 @@
     python -m ray_jobs.train_pair --pair btc_usdt [--end 2025-06-01T00:00:00Z] [--num-workers 2] [--use-gpu]
     python -m ray_jobs.train_pair --pairs btc_usdt,eth_usdt,sol_usdt [...]
 
-The result lines are ``MUR_RESULT {json}`` (:meth:`mur.contracts.TrainingResult.to_line`), one per pair: the
-submitter (:mod:`mur.orchestration.job_submission`) parses them with :func:`mur.contracts.parse_result_lines`.
-A batch (``--pairs``) trains every pair in one Ray Train run (:func:`mur.training.driver.train_many`): the job
-and its worker group start once; a pair that fails gets a failure line and the others go on (exit code 3
-when any failed). ``--out-uri s3://bucket/prefix`` (one pair) also writes the artefacts there
+With ``--submission-id ID`` (the submitter picks it) the job leaves its result, one
+:class:`mur.contracts.TrainingResult` per pair (:class:`mur.contracts.TrainingResults`), in S3 under that id
+(:func:`mur.orchestration.job_submission.write_job_result`), where the submitter reads it. A batch
+(``--pairs``) trains every pair in one Ray Train run (:func:`mur.training.driver.train_many`): the job and
+its worker group start once; a pair that fails gets a failure result and the others go on (exit code 3 when
+any failed). ``--out-uri s3://bucket/prefix`` (one pair) also writes the artefacts there
 (``model.onnx``, ``metrics.json``, ``feature_spec.json``, the weights): ``mur train --ray --out DIR``
 downloads them; with ``--no-register`` nothing is logged or registered.
 """
@@ -40,7 +41,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-days", type=int, help="length of the training window in days")
     p.add_argument("--horizons", help="forecast horizons in hours, comma-separated (e.g. 1,4,24)")
     p.add_argument("--quantile-levels", help="quantile levels, comma-separated (e.g. 0.05,0.5,0.95)")
-    p.add_argument("--fail-at-epoch", type=int, help="(tests) raise once in the first attempt at this epoch")
     p.add_argument(
         "--kind",
         choices=["scheduled", "backfill", "manual"],
@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-reuse", action="store_true", help="train even if this window was trained before")
     p.add_argument("--out-uri", help="(one pair) also write the artefacts under this s3://bucket/prefix")
     p.add_argument("--no-register", action="store_true", help="train and evaluate only: no MLflow run")
+    p.add_argument("--submission-id", help="leave the result in S3 under this id (the submitter reads it)")
     args = p.parse_args(argv)
     if args.pairs is not None and (args.out_uri or args.no_register):
         p.error("--out-uri and --no-register train one pair (--pair)")
@@ -76,8 +77,9 @@ def say(line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mur.contracts import TrainingResult
+    from mur.contracts import TrainingResult, TrainingResults
     from mur.errors import MurError
+    from mur.orchestration.job_submission import write_job_result
     from mur.settings import Settings
     from mur.timeutil import parse_time
     from mur.training.driver import train_and_register, train_many
@@ -94,17 +96,17 @@ def main(argv: list[str] | None = None) -> int:
         "horizons": args.horizons,
         "quantile_levels": args.quantile_levels,
     }
+    settings: Settings | None = None
     try:
         settings = Settings() if args.train_days is None else Settings(train_days=args.train_days)
         fit = RayFit.from_settings(
             settings,
             num_workers=args.num_workers,
             use_gpu=True if args.use_gpu else None,
-            fail_at_epoch=args.fail_at_epoch,
             emit=say,
         )
         if args.pairs is not None:
-            results = train_many(
+            batch = train_many(
                 settings,
                 pairs,
                 fit=fit,
@@ -114,32 +116,32 @@ def main(argv: list[str] | None = None) -> int:
                 emit=say,
                 **options,
             )
-            for result in results.values():
-                print(result.to_line(), flush=True)
-            return 0 if all(r.ok for r in results.values()) else 3
-        with tempfile.TemporaryDirectory() as tmp:
-            result = train_and_register(
-                settings,
-                pairs[0],
-                fit=fit,
-                end=parse_time(args.end),
-                out_dir=Path(tmp) if args.out_uri else None,
-                register=not args.no_register,
-                reuse_existing=not args.no_reuse and not args.out_uri,  # --out-uri wants the files
-                kind=args.kind,
-                emit=say,
-                **options,
-            )
-            if args.out_uri:
-                upload_outputs(settings, Path(tmp), args.out_uri)
-                say(f"[mur] {pairs[0]}: wrote the artefacts to {args.out_uri}")
+            results, code = list(batch.values()), 0 if all(r.ok for r in batch.values()) else 3
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                result = train_and_register(
+                    settings,
+                    pairs[0],
+                    fit=fit,
+                    end=parse_time(args.end),
+                    out_dir=Path(tmp) if args.out_uri else None,
+                    register=not args.no_register,
+                    reuse_existing=not args.no_reuse and not args.out_uri,  # --out-uri wants the files
+                    kind=args.kind,
+                    emit=say,
+                    **options,
+                )
+                if args.out_uri:
+                    upload_outputs(settings, Path(tmp), args.out_uri)
+                    say(f"[mur] {pairs[0]}: wrote the artefacts to {args.out_uri}")
+            results, code = [result], 0
     except MurError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        for pair in pairs:
-            print(TrainingResult.failure(pair, str(exc)).to_line(), flush=True)
-        return 2
-    print(result.to_line(), flush=True)
-    return 0
+        results, code = [TrainingResult.failure(pair, str(exc)) for pair in pairs], 2
+    if args.submission_id and settings is not None:
+        document = TrainingResults(results=results).model_dump_json()
+        say(f"[mur] result written to {write_job_result(settings, args.submission_id, document)}")
+    return code
 
 
 if __name__ == "__main__":

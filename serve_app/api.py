@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
@@ -30,24 +30,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mur.contracts import HorizonMetrics, PredictorMetrics, Significance, Window
 from mur.db import TokenOwner
 from mur.errors import MurError
-from mur.serving.contract import ForecastOut
+from mur.serving.contract import MAX_CANDLES, CandlesIn, ForecastOut
 from mur.serving.http import error_body, http_error
-from mur.serving.payload import (
-    MAX_CANDLES,
-    PRICE_MAX,
-    PRICE_MIN,
-    TIMESTAMP_MAX_MS,
-    TIMESTAMP_MIN_MS,
-    TIMESTAMP_TEXT_MAX,
-    VOLUME_MAX,
-)
-from serve_app.metrics import CONTENT_TYPE, ApiMetrics, MetricsMiddleware
+from serve_app.metrics import CONTENT_TYPE, AnswerCounts, ApiMetrics, MetricsMiddleware
 from serve_app.records import ErrorOut, add_record_routes
 from serve_app.service import Answer, ApiService
 
 log = logging.getLogger("ray.serve")
 MAX_BODY_BYTES = 256 * 1024
-"""The largest request body accepted (413 above): :data:`~mur.serving.payload.MAX_CANDLES` candles fit."""
+"""The largest request body accepted (413 above): :data:`~mur.serving.contract.MAX_CANDLES` candles fit."""
 OWNER_STATE = "mur_owner"
 DOCS_ASSETS = "/docs-assets"
 """Where the API serves the Swagger UI and ReDoc files of /docs and /redoc (the ``fastapi-offline`` package)."""
@@ -64,33 +55,6 @@ _bearer = HTTPBearer(auto_error=False, description="an API token from `mur token
 async def _authorization(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str | None:
     """The Authorization header's value, rebuilt from FastAPI's bearer scheme (shows a lock in /docs)."""
     return f"Bearer {credentials.credentials}" if credentials else None
-
-
-Price = Annotated[float, Field(ge=PRICE_MIN, le=PRICE_MAX)]
-
-
-class Candle(BaseModel):
-    """One hourly candle; ``timestamp`` is the open time (epoch milliseconds or ISO-8601, UTC, from 2009
-    to 2100). Prices lie in [1e-8, 1e8] with ``low <= min(open, close)`` and ``high >= max(open, close)``."""
-
-    model_config = ConfigDict(allow_inf_nan=False)
-
-    timestamp: (
-        Annotated[int, Field(ge=TIMESTAMP_MIN_MS, lt=TIMESTAMP_MAX_MS)]
-        | Annotated[str, Field(min_length=1, max_length=TIMESTAMP_TEXT_MAX)]
-    ) = Field(examples=[1735689600000, "2025-01-01T00:00:00Z"])
-    open: Price
-    high: Price
-    low: Price
-    close: Price
-    volume: Annotated[float, Field(ge=0, le=VOLUME_MAX)] | None = None
-
-
-class CandlesIn(BaseModel):
-    """Exactly ``seq_len`` candles (the model's window), oldest first, one hour apart. The published schema
-    says that count (:func:`create_api`); the bounds here only cap what is parsed before the model checks it."""
-
-    candles: list[Candle] = Field(min_length=1, max_length=MAX_CANDLES)
 
 
 PairPath = Annotated[
@@ -308,7 +272,7 @@ def _replay_then(first: Message, receive: Receive) -> Receive:
 
 def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> FastAPI:
     """The FastAPI app: probes, ``/metrics``, ``/v1`` routes and JSON error handlers, each route handing off to
-    ``service``. ``metrics``: this replica's counters and hub (default: in-process, :mod:`serve_app.metrics`)."""
+    ``service``. ``metrics``: this replica's Ray metrics and the scrape (:mod:`serve_app.metrics`)."""
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the app itself (DOCS_ASSETS), not a CDN
     api = FastAPIOffline(
         title=TITLE, version="1.0.0", description=DESCRIPTION, static_url=DOCS_ASSETS, redoc_url=None
@@ -319,9 +283,9 @@ def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> Fas
     api.add_exception_handler(StarletteHTTPException, _http_error)
     api.add_middleware(RequestGuard, service=service, routes=api.router.routes)
     meters = metrics or ApiMetrics()
-    meters.answer_counts = lambda: service.answer_counts
+    service.answer_counts = AnswerCounts(service.answer_counts, meters.meters)
     # added last, so outermost: the guard's 413/401 and the JSON 500s are counted too
-    api.add_middleware(MetricsMiddleware, recorder=meters.recorder, routes=api.router.routes)
+    api.add_middleware(MetricsMiddleware, recorder=meters.meters, routes=api.router.routes)
 
     async def _owner(request: Request, authorization: str | None = Depends(_authorization)) -> TokenOwner:
         """The caller: authenticated by :class:`RequestGuard` already (POST routes), or here."""

@@ -8,14 +8,11 @@ that gets its first champion later is served without a redeploy.
 
 With MLflow down, the builder uses the last known champions (:class:`~mur.serving.champion_store.ChampionStore`,
 written by the watcher), so a redeploy during an outage keeps serving what was served.
-
-:func:`rebuild_app` redeploys the app with a bumped generation (a forced rebuild from inside the cluster).
 """
 
 import logging
 from typing import Any
 
-from ray import serve
 from ray.serve import Application, Deployment
 
 from mur.errors import RegistryUnavailableError, ServiceError
@@ -24,7 +21,6 @@ from mur.serving.champion_store import ChampionStore
 from mur.serving.champions import champions, registry_client
 from mur.settings import Settings
 from serve_app.args import AppArgs
-from serve_app.deploy import put_applications, serve_details
 
 log = logging.getLogger("ray.serve")
 
@@ -32,12 +28,12 @@ log = logging.getLogger("ray.serve")
 def autoscaling_config(settings: Settings) -> dict[str, Any]:
     """The Forecaster's (and each dedicated pair's) autoscaling: min/max replicas and target ongoing requests from settings."""
     return {
-        "min_replicas": settings.serve_min_replicas,
-        "initial_replicas": settings.serve_min_replicas,
-        "max_replicas": max(settings.serve_max_replicas, settings.serve_min_replicas, 1),
-        "target_ongoing_requests": settings.serve_target_ongoing_requests,
-        "upscale_delay_s": settings.serve_upscale_delay_s,
-        "downscale_delay_s": settings.serve_downscale_delay_s,
+        "min_replicas": settings.serving.serve_min_replicas,
+        "initial_replicas": settings.serving.serve_min_replicas,
+        "max_replicas": max(settings.serving.serve_max_replicas, settings.serving.serve_min_replicas, 1),
+        "target_ongoing_requests": settings.serving.serve_target_ongoing_requests,
+        "upscale_delay_s": settings.serving.serve_upscale_delay_s,
+        "downscale_delay_s": settings.serving.serve_downscale_delay_s,
         "metrics_interval_s": 1.0,
         "look_back_period_s": 5.0,
     }
@@ -49,12 +45,12 @@ def served_pairs(settings: Settings, args: AppArgs) -> list[str]:
     store = ChampionStore.for_settings(settings)
     client = registry_client(settings)
     try:
-        found = champions(client, prefix=settings.registry_prefix, pairs=args.pairs)
+        found = champions(client, prefix=settings.registry.registry_prefix, pairs=args.pairs)
     except RegistryUnavailableError as exc:
         known = store.champions(args.pairs)
         if not known:
             raise ServiceError(
-                f"cannot build the Serve app: {exc} ({settings.mlflow_tracking_uri}), "
+                f"cannot build the Serve app: {exc} ({settings.registry.mlflow_tracking_uri}), "
                 "and no champions are known from an earlier deployment"
             ) from exc
         log.warning("%s: building the app from the last known champions %s", exc, sorted(known))
@@ -85,40 +81,10 @@ def build_app(args: AppArgs) -> Application:
     raw = args.model_dump(mode="json")
     registry = _deployment(RegistryWatcher).bind(raw, pairs)
     scaling = autoscaling_config(settings)
-    ongoing = max(2 * settings.serve_batch_max_size, 64)
+    ongoing = max(2 * settings.serving.serve_batch_max_size, 64)
     forecaster = _deployment(Forecaster).options(autoscaling_config=scaling, max_ongoing_requests=ongoing)
     forecasters = {SHARED: forecaster.bind(registry, raw, None)}
-    for pair in sorted({normalize_pair(p) for p in settings.serve_dedicated_pairs}):
+    for pair in sorted({normalize_pair(p) for p in settings.serving.serve_dedicated_pairs}):
         if args.pairs is None or pair in args.pairs:
             forecasters[pair] = forecaster.options(name=pair).bind(registry, raw, [pair])
     return _deployment(ApiIngress).bind(forecasters, registry, raw)
-
-
-def rebuild_app(app_name: str, args: AppArgs) -> None:
-    """Inside the cluster: redeploy ``app_name`` with ``args.generation`` bumped so the builder runs again.
-
-    A declaratively deployed app (``mur serve``, ``serve deploy``) is re-applied through the Serve REST API
-    with its current config, every other declarative app kept as it is; an app started with ``serve.run``
-    is rebuilt with ``serve.run``.
-    """
-    settings = args.app_settings()
-    details = serve_details(settings)
-    apps = details.get("applications") or {}
-    mine = apps.get(app_name) or {}
-    bumped = args.model_copy(update={"generation": args.generation + 1})
-    if not mine.get("deployed_app_config"):
-        serve.run(build_app(bumped), name=app_name, route_prefix=mine.get("route_prefix") or "/")
-        return
-    configs = []
-    for name, app in apps.items():
-        config = app.get("deployed_app_config")
-        if config:
-            configs.append({**config, "args": bumped.model_dump(mode="json")} if name == app_name else config)
-    put_applications(
-        settings,
-        {
-            "proxy_location": details.get("proxy_location") or "HeadOnly",
-            "http_options": details.get("http_options") or {},
-            "applications": configs,
-        },
-    )

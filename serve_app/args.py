@@ -37,7 +37,7 @@ class AppArgs(BaseModel):
         default=True,
         description="unused (kept for old configs): a new champion pair is served without a rebuild",
     )
-    generation: int = Field(default=0, ge=0, description="bumped by the registry watcher to force a rebuild")
+    generation: int = Field(default=0, ge=0, description="set by `mur serve --force` to rebuild the app")
 
     def app_settings(self) -> Settings:
         """The Settings every deployment of this app runs with."""
@@ -46,5 +46,5 @@ class AppArgs(BaseModel):
 
 def settings_overrides(settings: Settings) -> dict[str, Any]:
     """The fields of ``settings`` that differ from the defaults, JSON-ready, secrets left out."""
-    data = settings.model_dump(mode="json", exclude_defaults=True)
+    data = settings.flat(mode="json", exclude_defaults=True)
     return {k: v for k, v in data.items() if k not in SECRET_FIELDS}

@@ -3,7 +3,7 @@
 Deployment is declarative, exactly like ``serve deploy serve_app/config.yaml``: the config file is loaded,
 the HTTP host/port, application name and builder args are filled in from Settings, and the result is sent
 to the Ray dashboard's Serve REST API (``GET/PUT/DELETE /api/serve/applications/`` on
-``settings.ray_address``). No Ray driver is needed for that.
+``settings.ray.ray_address``). No Ray driver is needed for that.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from mur.errors import ServiceError
 from mur.settings import Settings
+from mur.waiting import wait_until
 from serve_app.args import AppArgs, settings_overrides
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,14 @@ def app_config(
 ) -> dict[str, Any]:
     """The config file with HTTP options, app name and builder args taken from ``settings``/``args``."""
     config = copy.deepcopy(load_config(path))
-    config.setdefault("http_options", {}).update(host=settings.serve_host, port=settings.serve_port)
+    config.setdefault("http_options", {}).update(
+        host=settings.serving.serve_host, port=settings.serving.serve_port
+    )
     apps = config.get("applications") or []
     if len(apps) != 1:
         raise ServiceError(f"{path or CONFIG_PATH} must define exactly one application")
     app = apps[0]
-    app["name"] = settings.serve_app_name
+    app["name"] = settings.serving.serve_app_name
     if args is None:
         base = AppArgs(**(app.get("args") or {}))
         args = base.model_copy(update={"settings": {**base.settings, **settings_overrides(settings)}})
@@ -60,8 +63,8 @@ def _rest(settings: Settings, method: str, body: dict[str, Any] | None = None) -
     """One call to the Serve REST API; HTTP and connection errors raise (the callers word them)."""
     import httpx
 
-    url = settings.ray_address.rstrip("/") + APPLICATIONS_PATH
-    response = httpx.request(method, url, json=body, headers=settings.ray_headers(), timeout=REST_TIMEOUT_S)
+    url = settings.ray.ray_address.rstrip("/") + APPLICATIONS_PATH
+    response = httpx.request(method, url, json=body, headers=settings.ray.headers(), timeout=REST_TIMEOUT_S)
     if response.status_code >= 400:
         raise ServiceError(f"{method} {url}: HTTP {response.status_code}: {response.text.strip()[:500]}")
     return response.json() if method == "GET" else {}
@@ -73,7 +76,7 @@ def serve_details(settings: Settings) -> dict[str, Any]:
         return _rest(settings, "GET")
     except Exception as exc:  # connection errors, HTTP errors, a body that is not JSON
         raise ServiceError(
-            f"cannot reach the Ray dashboard at {settings.ray_address} ({type(exc).__name__}: {exc}); "
+            f"cannot reach the Ray dashboard at {settings.ray.ray_address} ({type(exc).__name__}: {exc}); "
             "start the stack with `mur up`"
         ) from exc
 
@@ -86,7 +89,7 @@ def put_applications(settings: Settings, config: dict[str, Any]) -> None:
 
 def app_details(settings: Settings) -> dict[str, Any] | None:
     """Status details of this app (None when it is not deployed)."""
-    return (serve_details(settings).get("applications") or {}).get(settings.serve_app_name)
+    return (serve_details(settings).get("applications") or {}).get(settings.serving.serve_app_name)
 
 
 RESUBMIT_AFTER_S = 20.0
@@ -107,10 +110,14 @@ def wait_running(
     :data:`RESUBMIT_AFTER_S`: a config that reached a Serve controller which was still shutting down (a
     ``serve shutdown`` finishing) is dropped with it, and the declarative PUT is safe to repeat.
     """
-    deadline = time.monotonic() + timeout_s
     last = ""
     submitted = time.monotonic()
-    while True:
+
+    def fresh(details: dict[str, Any]) -> bool:  # deployed after ``since``, not an older app's state
+        return bool(details) and (details.get("last_deployed_time_s") or 0) >= since - 1
+
+    def app() -> dict[str, Any]:
+        nonlocal last, submitted
         details = app_details(settings) or {}
         if not details and resubmit is not None and time.monotonic() - submitted > RESUBMIT_AFTER_S:
             try:
@@ -119,22 +126,23 @@ def wait_running(
                 log.warning("resubmitting the Serve app failed: %s", exc)
             submitted = time.monotonic()
         status = details.get("status", "NOT_STARTED")
-        fresh = bool(details) and (details.get("last_deployed_time_s") or 0) >= since - 1
-        if fresh and status == "RUNNING":
-            return details
-        if fresh and status in ("DEPLOY_FAILED", "UNHEALTHY"):
+        if fresh(details) and status in ("DEPLOY_FAILED", "UNHEALTHY"):
             raise ServiceError(
-                f"Serve app {settings.serve_app_name!r} is {status}: {details.get('message', '')}"
+                f"Serve app {settings.serving.serve_app_name!r} is {status}: {details.get('message', '')}"
             )
         if progress and status != last:
-            progress(f"{settings.serve_app_name}: {status}")
+            progress(f"{settings.serving.serve_app_name}: {status}")
             last = status
-        if time.monotonic() > deadline:
-            raise ServiceError(
-                f"Serve app {settings.serve_app_name!r} not RUNNING after {timeout_s:.0f}s (status {status}); "
-                "see `mur serve status` and the Ray dashboard"
-            )
-        time.sleep(1.0)
+        return details
+
+    return wait_until(
+        app,
+        what=f"Serve app {settings.serving.serve_app_name!r} to be RUNNING",
+        timeout_s=timeout_s,
+        interval_s=1.0,
+        done=lambda details: fresh(details) and details.get("status") == "RUNNING",
+        error=lambda message: ServiceError(f"{message}; see `mur serve status` and the Ray dashboard"),
+    )
 
 
 def deploy(
@@ -161,7 +169,7 @@ def deploy(
             break
         except Exception as exc:  # e.g. a proxy killed by a Serve shutdown that was still finishing
             if attempt == 2:
-                raise ServiceError(f"deploying to Ray at {settings.ray_address} failed: {exc}") from exc
+                raise ServiceError(f"deploying to Ray at {settings.ray.ray_address} failed: {exc}") from exc
             time.sleep(3.0)
     if wait:
         wait_running(
@@ -171,17 +179,18 @@ def deploy(
             progress=progress,
             resubmit=lambda: put_applications(settings, config),
         )
-    return settings.serve_url
+    return settings.serving.url
 
 
 def undeploy(settings: Settings, *, timeout_s: float = 60.0) -> None:
     """Remove every declaratively deployed app and stop Serve (``serve shutdown``); wait until it is gone."""
     _rest(settings, "DELETE")
-    deadline = time.monotonic() + timeout_s
-    while (serve_details(settings).get("controller_info") or {}).get("actor_id"):
-        if time.monotonic() > deadline:
-            raise ServiceError(f"Serve did not shut down within {timeout_s:.0f}s")
-        time.sleep(0.5)
+    wait_until(
+        lambda: not (serve_details(settings).get("controller_info") or {}).get("actor_id"),
+        what="Serve to shut down",
+        timeout_s=timeout_s,
+        error=ServiceError,
+    )
     time.sleep(1.0)  # the old controller's last actor kills land before a new Serve starts
 
 
@@ -210,26 +219,26 @@ def connect_ray(settings: Settings) -> None:
     whichever cluster started last on this machine, so the GCS port from settings is used. The driver
     authenticates with the settings' token (``RAY_AUTH_TOKEN``). A head started with Ray's single-node
     switch listens on 127.0.0.1 only and Ray would rewrite 127.0.0.1 to the LAN address, so the driver then
-    runs with the same switch (mur.devstack.config.RAY_LOOPBACK_SWITCH says why it exists); the switch is
+    runs with the same switch (devstack.config.RAY_LOOPBACK_SWITCH says why it exists); the switch is
     read when Ray is imported, so a process that imported Ray without it is told so instead of waiting."""
     import os
     import sys
 
     switch = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-    if _loopback_only(settings.ray_gcs_port):
+    if _loopback_only(settings.ray.ray_gcs_port):
         constants: Any = sys.modules.get("ray._private.ray_constants")
         if constants is not None and constants.ENABLE_RAY_CLUSTER:
             raise ServiceError(
-                f"the Ray head at 127.0.0.1:{settings.ray_gcs_port} listens on the loopback interface only; "
+                f"the Ray head at 127.0.0.1:{settings.ray.ray_gcs_port} listens on the loopback interface only; "
                 f"set {switch}=0 before this process imports Ray"
             )
         os.environ[switch] = "0"
-    os.environ.update(settings.ray_auth_env())
+    os.environ.update(settings.ray.auth_env())
     import ray
 
     if not ray.is_initialized():
         ray.init(
-            address=f"127.0.0.1:{settings.ray_gcs_port}", logging_level=logging.ERROR, log_to_driver=False
+            address=f"127.0.0.1:{settings.ray.ray_gcs_port}", logging_level=logging.ERROR, log_to_driver=False
         )
 
 

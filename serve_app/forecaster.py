@@ -9,8 +9,9 @@ Ray routes a request to a replica that already holds its model when one has room
 over the replicas as the autoscaler adds them.
 
 Hot pairs may get a dedicated deployment of the same class (``serve_dedicated_pairs``), with its own
-autoscaling. Request methods return ``{"ok": True, "body": ...}`` or ``{"ok": False, "status", "error",
-"message"}`` so that expected errors cross the handle as data, not as exceptions.
+autoscaling. A forecast is answered as a :class:`~mur.serving.contract.ForecastOut`; a failed one raises a
+:class:`~mur.errors.MurError` (anything else becomes a 500 ``internal_error``), which reaches the ingress
+inside Ray's ``RayTaskError`` (unwrapped there: :class:`serve_app.ingress.ForecasterHandle`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from mur.errors import DataValidationError, MarketDataError, ModelNotLoadedError
+from mur.errors import DataValidationError, MarketDataError, ModelError, ModelNotLoadedError
 from mur.model.inference import forecast_body
 from mur.serving.calibration import graph_calibration
-from mur.serving.http import failure
+from mur.serving.contract import ForecastOut, misfit
+from mur.serving.http import expected
 from mur.serving.market_cache import shared_market_cache
 from mur.serving.model import LoadedModel
 from mur.serving.payload import candles_from_payload
@@ -63,16 +66,16 @@ class Forecaster:
         self.only = set(pairs) if pairs else None
         self.load_errors: dict[str, str] = {}
         # @serve.batch adds these setters (its stubs do not show them)
-        self._predict.set_max_batch_size(self.settings.serve_batch_max_size)  # type: ignore[attr-defined]
-        self._predict.set_batch_wait_timeout_s(self.settings.serve_batch_wait_s)  # type: ignore[attr-defined]
+        self._predict.set_max_batch_size(self.settings.serving.serve_batch_max_size)  # type: ignore[attr-defined]
+        self._predict.set_batch_wait_timeout_s(self.settings.serving.serve_batch_wait_s)  # type: ignore[attr-defined]
 
         async def load(model: str) -> LoadedModel:
             return await self._load(model)
 
         # wired at init so the LRU size is a setting (Ray detects multiplexing on the instance)
-        self._models = serve.multiplexed(max_num_models_per_replica=self.settings.serve_models_per_replica)(
-            load
-        )
+        self._models = serve.multiplexed(
+            max_num_models_per_replica=self.settings.serving.serve_models_per_replica
+        )(load)
         self.cache = shared_market_cache(self.settings)
         snapshot: Mapping[str, Any] = {}
         try:
@@ -80,12 +83,12 @@ class Forecaster:
         except Exception as exc:  # the ingress retries; models load on demand
             log.warning("forecaster: no registry snapshot at start: %s", exc)
         targets = {p: t for p, t in (snapshot.get("targets") or {}).items() if self._mine(p)}
-        await asyncio.to_thread(self.cache.start, self.settings.market_refresh_s, sorted(targets))
+        await asyncio.to_thread(self.cache.start, self.settings.serving.market_refresh_s, sorted(targets))
         self._preload_task = None
-        if self.settings.serve_preload_champions and targets:
+        if self.settings.serving.serve_preload_champions and targets:
             ids = [model_id(p, t["version"]) for p, t in sorted(targets.items())]
             self._preload_task = asyncio.get_running_loop().create_task(
-                self._preload(ids[: self.settings.serve_models_per_replica])
+                self._preload(ids[: self.settings.serving.serve_models_per_replica])
             )
 
     def _mine(self, pair: str) -> bool:
@@ -124,12 +127,12 @@ class Forecaster:
         pair, version = parse_model_id(mid)
         try:
             return await asyncio.wait_for(
-                asyncio.shield(self._models(mid)), timeout=self.settings.serve_cold_load_timeout_s
+                asyncio.shield(self._models(mid)), timeout=self.settings.serving.serve_cold_load_timeout_s
             )
         except TimeoutError:
             raise ModelNotLoadedError(
                 f"{pair} version {version} is still loading (cold load over "
-                f"{self.settings.serve_cold_load_timeout_s:g}s); try again"
+                f"{self.settings.serving.serve_cold_load_timeout_s:g}s); try again"
             ) from None
         except Exception as exc:
             raise ModelNotLoadedError(f"no model loaded for {pair}: version {version}: {exc}") from exc
@@ -151,9 +154,7 @@ class Forecaster:
         return out
 
     @staticmethod
-    def _body(
-        model: LoadedModel, prediction: Prediction, last_close: float, candle_time: Any
-    ) -> dict[str, Any]:
+    def _body(model: LoadedModel, prediction: Prediction, last_close: float, candle_time: Any) -> ForecastOut:
         point, quantiles = prediction
         body = forecast_body(
             model.pair,
@@ -170,10 +171,13 @@ class Forecaster:
         trained_until = (model.summary.get("data_window") or {}).get("end")
         if trained_until:  # the model's age is said from it (ApiService: model_age_hours)
             body["model_trained_until"] = str(trained_until)
-        return body
+        try:
+            return ForecastOut.model_validate(body)
+        except ValidationError as exc:
+            raise ModelError(f"the {model.pair} forecast does not fit the contract: {misfit(exc)}") from None
 
     # --- requests ------------------------------------------------------------------------------
-    async def forecast_latest(self) -> dict[str, Any]:
+    async def forecast_latest(self) -> ForecastOut:
         """Next-hour forecast (and the horizons' ranges) from the latest closed candles in the cache."""
         pair = serve.get_multiplexed_model_id().rpartition("@")[0]
         try:
@@ -184,12 +188,11 @@ class Forecaster:
             except DataValidationError as exc:  # our cache, not the caller's input: 503, not 422
                 raise MarketDataError(f"cached candles of {model.pair} are unusable: {exc}") from exc
             prediction = await self._predict((model, window))
-            body = self._body(model, prediction, snap.last_close, snap.candle_time)
+            return self._body(model, prediction, snap.last_close, snap.candle_time)
         except Exception as exc:
-            return failure(exc, pair)
-        return {"ok": True, "body": body}
+            raise expected(exc, pair) from None
 
-    async def forecast_candles(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    async def forecast_candles(self, rows: Sequence[Mapping[str, Any]]) -> ForecastOut:
         """Next-hour forecast for client-supplied candles (exactly the model's window length)."""
         pair = serve.get_multiplexed_model_id().rpartition("@")[0]
         try:
@@ -197,10 +200,9 @@ class Forecaster:
             candles = candles_from_payload(rows, model.seq_len)
             prediction = await self._predict((model, model.window(candles)))
             last = candles.iloc[-1]
-            body = self._body(model, prediction, float(last["close"]), last["timestamp"])
+            return self._body(model, prediction, float(last["close"]), last["timestamp"])
         except Exception as exc:
-            return failure(exc, pair)
-        return {"ok": True, "body": body}
+            raise expected(exc, pair) from None
 
     async def status(self) -> dict[str, Any]:
         """The request's model (loaded if needed), its load error and the pair's market cache state."""

@@ -7,8 +7,8 @@ a database pool and adapters over the DeploymentHandles of the Forecaster and th
 (``pair@version``, Ray model multiplexing through a handle: Serve does not multiplex on an ingress that runs
 its own HTTP server behind HAProxy).
 
-Each replica pushes its request counts to the app's metrics hub (:class:`RayMetricsHub`, a detached Ray actor),
-so ``/metrics`` on any replica answers the totals over all of them (:mod:`serve_app.metrics`, docs/metrics.md).
+Each replica counts its requests with Ray's metrics API; ``/metrics`` on any replica reads every node's export
+and answers the series of all of them (:mod:`serve_app.metrics`, docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from typing import Any
 
 from fastapi import FastAPI
 from ray import serve
-from ray.exceptions import RayError
+from ray.exceptions import RayError, RayTaskError
 from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle
 
-from mur.errors import ModelNotLoadedError, ServiceError
-from mur.serving.http import failure
+from mur.errors import ModelNotLoadedError, MurError, ServiceError
+from mur.serving.contract import ForecastOut
 from serve_app.api import create_api
 from serve_app.args import AppArgs
 from serve_app.forecaster import model_id
-from serve_app.metrics import ApiMetrics, Counts, MetricsHub
+from serve_app.metrics import ApiMetrics
 from serve_app.service import ApiService, request_database
 
 log = logging.getLogger("ray.serve")
@@ -45,8 +45,9 @@ class ForecasterHandle:
     """One pair of the multiplexed Forecaster (:class:`~serve_app.service.PairForecaster`): each call carries
     the pair's current model id ``pair@version`` from the :class:`ChampionRouter`.
 
-    A Ray error on the way (a replica that died, none available, back-pressure) is a
-    :class:`~mur.errors.ServiceError` (503 JSON); the trace goes to the log.
+    The Forecaster's own errors (:class:`~mur.errors.MurError`) arrive inside Ray's ``RayTaskError`` and are
+    raised as they were raised there; any other Ray error on the way (a replica that died, none available,
+    back-pressure) is a :class:`~mur.errors.ServiceError` (503 JSON), its trace in the log.
     """
 
     def __init__(
@@ -69,27 +70,31 @@ class ForecasterHandle:
         mid = self.router.current.get(self.pair)
         return None if mid is None else self.handle.options(multiplexed_model_id=mid)
 
-    def _not_loaded(self) -> dict[str, Any]:
-        return failure(ModelNotLoadedError(f"no model loaded for {self.pair}: {self._reason()}"), self.pair)
+    def _not_loaded(self) -> ModelNotLoadedError:
+        return ModelNotLoadedError(f"no model loaded for {self.pair}: {self._reason()}")
 
     def _reason(self) -> str:
         return (self.router.errors.get(self.pair) if self.router else None) or "loading"
 
-    async def _call(self, call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    async def _call(self, call: Awaitable[ForecastOut]) -> ForecastOut:
         try:
             return await call
         except (RayError, RayServeException) as exc:
+            if isinstance(exc, RayTaskError) and isinstance(exc.cause, MurError):  # the Forecaster's answer
+                raise exc.cause from None
             log.warning("the %s forecaster failed: %s", self.pair, exc, exc_info=exc)
             raise ServiceError(f"the {self.pair} forecaster is unavailable; try again") from exc
 
-    async def forecast_latest(self) -> dict[str, Any]:
-        target = self._target()
-        return self._not_loaded() if target is None else await self._call(target.forecast_latest.remote())
-
-    async def forecast_candles(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    async def forecast_latest(self) -> ForecastOut:
         target = self._target()
         if target is None:
-            return self._not_loaded()
+            raise self._not_loaded()
+        return await self._call(target.forecast_latest.remote())
+
+    async def forecast_candles(self, rows: Sequence[Mapping[str, Any]]) -> ForecastOut:
+        target = self._target()
+        if target is None:
+            raise self._not_loaded()
         return await self._call(target.forecast_candles.remote(rows))
 
     async def status(self) -> dict[str, Any]:
@@ -190,48 +195,6 @@ class RegistryHandle:
         return await self.handle.refresh.remote()
 
 
-class RayMetricsHub:
-    """The app's :class:`~serve_app.metrics.MetricsHub` as a detached named Ray actor (no CPU), in the Serve
-    namespace: got or created on first use, again after it was lost (a restarted one is refilled by the next
-    pushes, which carry cumulative counts)."""
-
-    def __init__(self, app_name: str) -> None:
-        self.name = f"mur-metrics-hub-{app_name}"
-        self._actor: Any = None
-
-    def _get_or_create(self) -> Any:
-        import ray
-
-        return (
-            ray.remote(MetricsHub)
-            .options(
-                name=self.name,
-                namespace=ray.get_runtime_context().namespace,
-                lifetime="detached",
-                get_if_exists=True,
-                num_cpus=0,
-                max_restarts=-1,
-            )
-            .remote()
-        )
-
-    async def _call(self, method: str, *args: Any) -> Any:
-        if self._actor is None:
-            self._actor = await asyncio.to_thread(self._get_or_create)
-        try:
-            return await getattr(self._actor, method).remote(*args)
-        except RayError:
-            self._actor = None
-            raise
-
-    async def push(self, replica_id: str, counts: Counts) -> None:
-        await self._call("push", replica_id, counts)
-
-    async def totals(self, replica_id: str, counts: Counts) -> tuple[Counts, int]:
-        result: tuple[Counts, int] = await self._call("totals", replica_id, counts)
-        return result
-
-
 @serve.deployment(name="api", max_ongoing_requests=512, ray_actor_options={"num_cpus": 0.1})
 @serve.ingress()
 class ApiIngress:
@@ -247,17 +210,15 @@ class ApiIngress:
             db=request_database(settings),
             forecasters={},
             registry=RegistryHandle(registry),
-            configured_pairs=settings.pairs,
+            configured_pairs=settings.general.pairs,
         )
         self.router = ChampionRouter(forecasters, registry, self.service)
-        context = serve.get_replica_context()
-        self.metrics = ApiMetrics(RayMetricsHub(context.app_name), replica_id=context.replica_id.unique_id)
+        self.metrics = ApiMetrics(app=serve.get_replica_context().app_name)
         try:  # serve what is loadable now; the follower catches up with the rest
             await asyncio.wait_for(self.router.sync(await registry.snapshot.remote()), timeout=STARTUP_SYNC_S)
         except Exception as exc:
             log.warning("ingress: first sync with the registry incomplete: %s", exc)
         self._task = asyncio.get_running_loop().create_task(self.router.follow())
-        self._metrics_task = asyncio.get_running_loop().create_task(self.metrics.push_forever())
         # the track record fills every market hour, asked or not (served forecasts are recorded as well)
         self._publish_task = asyncio.get_running_loop().create_task(self.service.publish_forever())
 

@@ -51,14 +51,14 @@ def main() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    name = settings.serve_app_name
+    name = settings.serving.serve_app_name
     while not stop.is_set():
         try:
             details = app_details(settings)
             action = action_for(details)
             if action in ("deploy", "rebuild"):
                 what = (details or {}).get("status") or "missing"
-                log.info("app %r is %s on %s: deploying", name, what, settings.ray_address)
+                log.info("app %r is %s on %s: deploying", name, what, settings.ray.ray_address)
                 url = deploy(settings, wait=True, force=action == "rebuild", progress=log.info)
                 log.info("app %r RUNNING at %s", name, url)
             elif action == "report":

@@ -1,13 +1,12 @@
-"""Prometheus metrics of the API (``GET /metrics``, docs/metrics.md), totalled across the ingress replicas.
+"""Prometheus metrics of the API (``GET /metrics``, docs/metrics.md), through Ray's metrics API.
 
-A scrape reaches one replica at random (HAProxy in front of autoscaled replicas, possibly on several nodes), so
-counters of one process would be wrong. Each replica counts its own requests (:class:`RequestMetrics`, plain
-dicts filled by :class:`MetricsMiddleware`) and pushes the *cumulative* :class:`Counts` to one
-:class:`MetricsHub`, keyed by replica id, every :data:`PUSH_INTERVAL_S` seconds and right before it answers
-``/metrics``; the hub sums the latest counts of every replica, so whichever replica a scrape reaches answers the
-totals. A push is idempotent (the latest cumulative counts replace the previous ones), so a lost or repeated
-push never counts twice, and a restarted hub is refilled by the next pushes. On Serve the hub is a detached
-named Ray actor (:mod:`serve_app.ingress`); in one process (tests) it is a :class:`LocalHub`.
+Traffic is counted with Ray Serve's metrics (:mod:`ray.serve.metrics`, over :mod:`ray.util.metrics`): each
+ingress replica records its requests (:class:`MetricsMiddleware`) and where its forecasts came from
+(:class:`AnswerCounts`) in :class:`RequestMeters`; Ray tags them with the replica and the application, and
+each node's metrics agent exports them on the node's metrics export port, named ``ray_mur_*``. A scrape
+reaches one replica at random (HAProxy in front of autoscaled replicas, possibly on several nodes), so
+``GET /metrics`` reads the export of every alive Ray node (:func:`read_ray_exports`) and answers this
+application's ``mur_*`` series, one per ingress replica (:func:`ray_series`; Prometheus sums them).
 
 What describes state rather than traffic is read at scrape time: the version each pair serves from the
 registry watcher's snapshot, the forecasts recorded/resolved and the latest rolling skill and coverage from
@@ -18,21 +17,16 @@ sets ``mur_metrics_db_up 0``, it never fails the scrape).
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import httpx
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.utils import floatToGoString
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -51,12 +45,13 @@ UNMATCHED = "unmatched"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 CLIENT_GONE = 499
 """The ``status`` of a request that ended without an answer (the client went away)."""
-PUSH_INTERVAL_S = 5.0
-RETIRE_AFTER_S = 3600.0
-"""A replica silent for this long is gone: its last counts are folded into the hub's retired totals."""
 DB_TIMEOUT_S = 3.0
 REGISTRY_TIMEOUT_S = 2.0
-HUB_TIMEOUT_S = 2.0
+EXPORT_TIMEOUT_S = 2.0
+RAY_PREFIX = "ray_"
+"""Ray's prefix on application metrics in its export."""
+KEPT_LABELS = frozenset({"route", "method", "status", "source", "le", "replica"})
+"""The labels kept from Ray's export (its own: node, worker, session, version, deployment... are dropped)."""
 
 # name -> type of every metric family the API exports (the compose test checks the dashboard against it)
 REQUESTS = "mur_http_requests"
@@ -69,7 +64,7 @@ RESOLVED = "mur_forecasts_resolved"
 SKILL = "mur_rolling_skill"
 COVERAGE = "mur_rolling_coverage"
 DB_UP = "mur_metrics_db_up"
-HUB_UP = "mur_metrics_hub_up"
+RAY_UP = "mur_metrics_ray_up"
 REPLICAS = "mur_metrics_replicas"
 FAMILIES = {
     REQUESTS: "counter",
@@ -82,7 +77,7 @@ FAMILIES = {
     SKILL: "gauge",
     COVERAGE: "gauge",
     DB_UP: "gauge",
-    HUB_UP: "gauge",
+    RAY_UP: "gauge",
     REPLICAS: "gauge",
 }
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
@@ -93,64 +88,56 @@ def sample_names() -> set[str]:
     return {name + suffix for name, kind in FAMILIES.items() for suffix in SUFFIXES[kind]}
 
 
-# --- counting on one replica -------------------------------------------------------------------------------
-@dataclass
-class Counts:
-    """Cumulative request counts of one replica (or their sum over replicas)."""
-
-    requests: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    """(route, method, status) -> requests"""
-    buckets: dict[tuple[str, str], list[int]] = field(default_factory=dict)
-    """(route, method) -> requests per latency bucket (not cumulative; the last one is ``+Inf``)"""
-    seconds: dict[tuple[str, str], float] = field(default_factory=dict)
-    """(route, method) -> total latency"""
-    quota: dict[str, int] = field(default_factory=dict)
-    """route -> 429 answers from the quota"""
-    answers: dict[str, int] = field(default_factory=dict)
-    """source -> latest-candle forecasts obtained (``ApiService.answer_counts``: cache, shared, forecaster)"""
-
-    def total(self) -> int:
-        return sum(self.requests.values())
-
-    def add(self, other: Counts) -> None:
-        for key, n in other.requests.items():
-            self.requests[key] = self.requests.get(key, 0) + n
-        for hkey, counts in other.buckets.items():
-            mine = self.buckets.setdefault(hkey, [0] * (len(BUCKETS) + 1))
-            for i, n in enumerate(counts):
-                mine[i] += n
-        for hkey, s in other.seconds.items():
-            self.seconds[hkey] = self.seconds.get(hkey, 0.0) + s
-        for route, n in other.quota.items():
-            self.quota[route] = self.quota.get(route, 0) + n
-        for source, n in other.answers.items():
-            self.answers[source] = self.answers.get(source, 0) + n
-
-    def copy(self) -> Counts:
-        copied = Counts()
-        copied.add(self)
-        return copied
-
-
-class RequestMetrics:
-    """The counters of this process (one event loop: no locks needed)."""
+# --- counting on one replica (Ray metrics) -----------------------------------------------------------------
+class RequestMeters:
+    """This replica's Ray metrics; in a Serve replica Ray adds the ``deployment``, ``replica`` and
+    ``application`` tags (outside Ray, in-process tests, recording is a no-op)."""
 
     def __init__(self) -> None:
-        self.counts = Counts()
+        from ray.serve import metrics as serve_metrics  # Ray only where counting happens (not for the tests)
+
+        self.requests = serve_metrics.Counter(
+            REQUESTS,
+            "HTTP requests answered, by route template, method and status",
+            tag_keys=("route", "method", "status"),  # type: ignore[arg-type]  # Ray types it tuple[str]
+        )
+        self.duration = serve_metrics.Histogram(
+            DURATION,
+            "time from request to the end of its answer, by route template and method",
+            boundaries=list(BUCKETS),
+            tag_keys=("route", "method"),  # type: ignore[arg-type]
+        )
+        self.quota = serve_metrics.Counter(
+            QUOTA, "429 answers: the monthly quota was used up", tag_keys=("route",)
+        )
+        self.answers = serve_metrics.Counter(
+            ANSWERS,
+            "latest-candle forecasts the API obtained, by source: its answer cache, a call already in flight "
+            "(shared), or a Forecaster call",
+            tag_keys=("source",),
+        )
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        counts = self.counts
-        key = (route, method, str(status))
-        counts.requests[key] = counts.requests.get(key, 0) + 1
-        hkey = (route, method)
-        buckets = counts.buckets.setdefault(hkey, [0] * (len(BUCKETS) + 1))
-        buckets[bisect.bisect_left(BUCKETS, seconds)] += 1  # le: a request of exactly 0.1 s is in "0.1"
-        counts.seconds[hkey] = counts.seconds.get(hkey, 0.0) + seconds
+        self.requests.inc(1, tags={"route": route, "method": method, "status": str(status)})
+        self.duration.observe(seconds, tags={"route": route, "method": method})
         if status == 429:  # the API's only 429 is the exhausted monthly quota
-            counts.quota[route] = counts.quota.get(route, 0) + 1
+            self.quota.inc(1, tags={"route": route})
 
-    def snapshot(self) -> Counts:
-        return self.counts.copy()
+    def answered(self, source: str, n: int) -> None:
+        if n > 0:
+            self.answers.inc(n, tags={"source": source})
+
+
+class AnswerCounts(dict[str, int]):
+    """``ApiService.answer_counts`` (source -> forecasts) whose increments also go to the Ray counter."""
+
+    def __init__(self, counts: Mapping[str, int], meters: RequestMeters) -> None:
+        super().__init__(counts)
+        self.meters = meters
+
+    def __setitem__(self, source: str, n: int) -> None:
+        self.meters.answered(source, n - self.get(source, 0))
+        super().__setitem__(source, n)
 
 
 def route_template(routes: Iterable[BaseRoute], scope: Scope) -> str:
@@ -171,7 +158,7 @@ class MetricsMiddleware:
     """Pure ASGI middleware around everything else (the :class:`~serve_app.api.RequestGuard` included), so its
     413, 401 and 500 answers are counted too: requests by route, method and status, and their latency."""
 
-    def __init__(self, app: ASGIApp, *, recorder: RequestMetrics, routes: Sequence[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, *, recorder: RequestMeters, routes: Sequence[BaseRoute]) -> None:
         self.app = app
         self.recorder = recorder
         self.routes = routes  # the router's list: routes added after the middleware count too
@@ -200,60 +187,57 @@ class MetricsMiddleware:
             self.recorder.observe(route, method, status or CLIENT_GONE, time.perf_counter() - started)
 
 
-# --- totals across replicas --------------------------------------------------------------------------------
-class MetricsHub:
-    """The latest cumulative :class:`Counts` of every replica, and their sum. Plain and synchronous: a
-    :class:`LocalHub` wraps it in one process, a detached Ray actor on Serve (:mod:`serve_app.ingress`)."""
+# --- every replica's counts: Ray's metrics exports ---------------------------------------------------------
+def export_urls() -> list[str]:
+    """The metrics export of every alive Ray node (blocking: a GCS call); none outside Ray."""
+    import ray
 
-    def __init__(self, retire_after_s: float = RETIRE_AFTER_S, clock: Callable[[], float] = time.monotonic):
-        self.retire_after_s = retire_after_s
-        self.clock = clock
-        self.latest: dict[str, tuple[float, Counts]] = {}
-        self.retired = Counts()
-        self.gone: set[str] = set()
-
-    def push(self, replica_id: str, counts: Counts) -> None:
-        """Keep ``counts`` as ``replica_id``'s latest (never older ones: a push out of order is dropped)."""
-        now = self.clock()
-        previous = self.latest.get(replica_id)
-        if replica_id not in self.gone and (previous is None or counts.total() >= previous[1].total()):
-            self.latest[replica_id] = (now, counts)
-        for rid, (seen, last) in list(self.latest.items()):
-            if now - seen > self.retire_after_s:  # folded once; a late push from it would count it twice
-                self.retired.add(last)
-                del self.latest[rid]
-                self.gone.add(rid)
-
-    def totals(self, replica_id: str | None = None, counts: Counts | None = None) -> tuple[Counts, int]:
-        """(the sum over every replica, retired ones included; the number of live replicas), after pushing
-        ``counts`` when given."""
-        if replica_id is not None and counts is not None:
-            self.push(replica_id, counts)
-        total = self.retired.copy()
-        for _, last in self.latest.values():
-            total.add(last)
-        return total, len(self.latest)
+    if not ray.is_initialized():
+        return []
+    urls = []
+    for node in ray.nodes():
+        host, port = node.get("NodeManagerAddress"), node.get("MetricsExportPort")
+        if node.get("Alive") and host and port:
+            urls.append(f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics")
+    return urls
 
 
-class Hub(Protocol):
-    """Where replicas push their counts and a scrape reads the totals."""
+async def read_ray_exports() -> tuple[list[str], bool]:
+    """The text of every alive node's metrics export, and whether every one answered (a node that exports
+    no metrics, e.g. a local worker node, does not)."""
+    urls = await asyncio.to_thread(export_urls)
+    async with httpx.AsyncClient(timeout=EXPORT_TIMEOUT_S, trust_env=False) as client:
+        answers = await asyncio.gather(*(client.get(url) for url in urls), return_exceptions=True)
+    texts = [a.text for a in answers if isinstance(a, httpx.Response) and a.status_code == 200]
+    return texts, len(texts) == len(urls)
 
-    async def push(self, replica_id: str, counts: Counts) -> None: ...
 
-    async def totals(self, replica_id: str, counts: Counts) -> tuple[Counts, int]: ...
-
-
-class LocalHub:
-    """A :class:`MetricsHub` in this process (tests, one replica)."""
-
-    def __init__(self, hub: MetricsHub | None = None) -> None:
-        self.hub = hub or MetricsHub()
-
-    async def push(self, replica_id: str, counts: Counts) -> None:
-        self.hub.push(replica_id, counts)
-
-    async def totals(self, replica_id: str, counts: Counts) -> tuple[Counts, int]:
-        return self.hub.totals(replica_id, counts)
+def ray_series(texts: Iterable[str], app: str | None) -> tuple[list[Metric], int]:
+    """Application ``app``'s ``ray_mur_*`` families of Ray's exports (every application's when None), renamed
+    ``mur_*`` with one series per replica (Ray's other labels dropped, so a series several workers or nodes
+    export is summed); and how many replicas they come from."""
+    found: dict[str, Metric] = {}
+    values: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
+    replicas: set[str] = set()
+    known = sample_names()
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            name = family.name.removeprefix(RAY_PREFIX)
+            if name == family.name or name not in FAMILIES:
+                continue
+            found.setdefault(name, Metric(name, family.documentation, family.type))
+            for sample in family.samples:
+                labels = sample.labels
+                sample_name = sample.name.removeprefix(RAY_PREFIX)
+                if sample_name not in known or (app is not None and labels.get("application") != app):
+                    continue
+                kept = tuple(sorted((k, v) for k, v in labels.items() if k in KEPT_LABELS))
+                key = (name, sample_name, kept)  # first seen first: the buckets keep their order
+                values[key] = values.get(key, 0.0) + sample.value
+                replicas.add(labels.get("replica", ""))
+    for (name, sample_name, labelled), value in values.items():
+        found[name].add_sample(sample_name, dict(labelled), value)
+    return list(found.values()), len(replicas)
 
 
 # --- what is read at scrape time ---------------------------------------------------------------------------
@@ -301,57 +285,19 @@ class _Families:
         return iter(self.families)
 
 
-def _cumulative(counts: Sequence[int]) -> list[tuple[str, float]]:
-    running, out = 0, []
-    for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
-        running += n
-        out.append((floatToGoString(bound), float(running)))
-    return out
-
-
 def families(
-    totals: Counts,
+    traffic: list[Metric],
     *,
     replicas: int,
-    hub_ok: bool,
+    ray_ok: bool,
     versions: Mapping[str, float] | None,
     db: DbSeries | None,
 ) -> list[Metric]:
-    """Every metric family of a scrape (``versions``/``db``: None when they could not be read)."""
-    requests = CounterMetricFamily(
-        REQUESTS,
-        "HTTP requests answered, by route template, method and status",
-        labels=["route", "method", "status"],
-    )
-    for (route, method, status), n in sorted(totals.requests.items()):
-        requests.add_metric([route, method, status], n)
-    duration = HistogramMetricFamily(
-        DURATION,
-        "time from request to the end of its answer, by route template and method",
-        labels=["route", "method"],
-    )
-    for (route, method), counts in sorted(totals.buckets.items()):
-        duration.add_metric([route, method], _cumulative(counts), totals.seconds.get((route, method), 0.0))
-    quota = CounterMetricFamily(QUOTA, "429 answers: the monthly quota was used up", labels=["route"])
-    for route, n in sorted(totals.quota.items()):
-        quota.add_metric([route], n)
-    answers = CounterMetricFamily(
-        ANSWERS,
-        "latest-candle forecasts the API obtained, by source: its answer cache, a call already in flight "
-        "(shared), or a Forecaster call",
-        labels=["source"],
-    )
-    for source, n in sorted(totals.answers.items()):
-        answers.add_metric([source], n)
-    out: list[Metric] = [requests, duration, quota, answers]
-    out.append(
-        GaugeMetricFamily(REPLICAS, "ingress replicas whose counts are in these totals", value=replicas)
-    )
-    out.append(
-        GaugeMetricFamily(
-            HUB_UP, "1: the totals are every replica's; 0: this replica's only", value=int(hub_ok)
-        )
-    )
+    """Every metric family of a scrape (``traffic``: :func:`ray_series`; ``versions``/``db``: None when they
+    could not be read)."""
+    out = list(traffic)
+    out.append(GaugeMetricFamily(REPLICAS, "ingress replicas whose series this scrape shows", value=replicas))
+    out.append(GaugeMetricFamily(RAY_UP, "1: every Ray node's metrics export answered", value=int(ray_ok)))
     if versions is not None:
         served = GaugeMetricFamily(SERVED_VERSION, "registry version of the pair's champion", labels=["pair"])
         for pair, version in sorted(versions.items()):
@@ -391,57 +337,31 @@ def render(metrics: list[Metric]) -> bytes:
 
 # --- one replica's view ------------------------------------------------------------------------------------
 class ApiMetrics:
-    """This replica's counters, the hub they are totalled in, and the scrape (``GET /metrics``)."""
+    """This replica's Ray metrics and the scrape (``GET /metrics``) of application ``app``'s series."""
 
     def __init__(
         self,
-        hub: Hub | None = None,
+        meters: RequestMeters | None = None,
         *,
-        replica_id: str = "local",
+        app: str | None = None,
+        exports: Callable[[], Awaitable[tuple[list[str], bool]]] = read_ray_exports,
         db_reader: Callable[[Database], DbSeries] = read_db_series,
         db_timeout_s: float = DB_TIMEOUT_S,
     ) -> None:
-        self.recorder = RequestMetrics()
-        self.answer_counts: Callable[[], Mapping[str, int]] | None = None
-        """Where the answer sources are counted (``create_api`` wires the service's)."""
-        self.hub: Hub = hub or LocalHub()
-        self.replica_id = replica_id
+        self.meters = meters or RequestMeters()
+        self.app = app
+        self.exports = exports
         self.db_reader = db_reader
         self.db_timeout_s = db_timeout_s
 
-    def snapshot(self) -> Counts:
-        """This replica's cumulative counts: its requests and where its forecasts came from."""
-        counts = self.recorder.snapshot()
-        if self.answer_counts is not None:
-            counts.answers = dict(self.answer_counts())
-        return counts
-
-    async def push(self) -> None:
-        await asyncio.wait_for(self.hub.push(self.replica_id, self.snapshot()), HUB_TIMEOUT_S)
-
-    async def push_forever(self, interval_s: float = PUSH_INTERVAL_S) -> None:
-        """Push this replica's counts every ``interval_s`` (a failure is logged once until a push works)."""
-        failing = False
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.push()
-                failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not failing:
-                    log.warning("metrics: pushing the counts to the hub failed (%s); retrying", exc)
-                failing = True
-
-    async def _totals(self) -> tuple[Counts, int, bool]:
-        own = self.snapshot()
+    async def _traffic(self) -> tuple[list[Metric], int, bool]:
         try:
-            totals, replicas = await asyncio.wait_for(self.hub.totals(self.replica_id, own), HUB_TIMEOUT_S)
-            return totals, replicas, True
-        except Exception as exc:  # still answer: this replica's own counts, marked mur_metrics_hub_up 0
-            log.warning("metrics: the hub did not answer (%s); reporting this replica only", exc)
-            return own, 1, False
+            texts, complete = await asyncio.wait_for(self.exports(), 2 * EXPORT_TIMEOUT_S)
+        except Exception as exc:  # still answer, marked mur_metrics_ray_up 0
+            log.warning("metrics: Ray's metrics exports could not be read (%s)", exc)
+            return [], 0, False
+        series, replicas = ray_series(texts, self.app)
+        return series, replicas, complete
 
     async def _versions(self, service: ApiService) -> dict[str, float] | None:
         try:
@@ -458,8 +378,8 @@ class ApiMetrics:
             return None
 
     async def exposition(self, service: ApiService) -> bytes:
-        """The scrape: the totals over every replica, the served versions and the PostgreSQL series."""
-        (totals, replicas, hub_ok), versions, db = await asyncio.gather(
-            self._totals(), self._versions(service), self._db(service)
+        """The scrape: every replica's traffic series, the served versions and the PostgreSQL series."""
+        (traffic, replicas, ray_ok), versions, db = await asyncio.gather(
+            self._traffic(), self._versions(service), self._db(service)
         )
-        return render(families(totals, replicas=replicas, hub_ok=hub_ok, versions=versions, db=db))
+        return render(families(traffic, replicas=replicas, ray_ok=ray_ok, versions=versions, db=db))

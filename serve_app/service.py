@@ -33,6 +33,7 @@ from mur.errors import DatabaseError, ModelError, ModelNotLoadedError, NoChampio
 from mur.pairs import normalize_pair
 from mur.serving.answer import require_finite, with_times
 from mur.serving.calibration import OnlineScales
+from mur.serving.contract import ForecastOut
 from mur.serving.http import ChargeDecision, authenticate, charge, check_quota, quota_headers, require_admin
 from mur.settings import Settings, get_settings
 
@@ -73,12 +74,12 @@ def request_database(
 
 
 class PairForecaster(Protocol):
-    """One pair's forecaster. Request methods answer ``{"ok": True, "body": ...}`` or
-    ``{"ok": False, "status": int, "error": code, "message": text}``."""
+    """One pair's forecaster. Request methods answer the forecast or raise a
+    :class:`~mur.errors.MurError` (its HTTP status and JSON body: :func:`mur.serving.http.http_error`)."""
 
-    async def forecast_latest(self) -> dict[str, Any]: ...
+    async def forecast_latest(self) -> ForecastOut: ...
 
-    async def forecast_candles(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]: ...
+    async def forecast_candles(self, rows: Sequence[Mapping[str, Any]]) -> ForecastOut: ...
 
     async def status(self) -> dict[str, Any]: ...
 
@@ -115,7 +116,7 @@ class ApiService:
         window: int | None = None,
     ) -> None:
         settings = getattr(db, "settings", None) or get_settings()
-        self.window = window or settings.context_len
+        self.window = window or settings.model.context_len
         """How many candles a POSTed forecast takes (the models' input window, ``MUR_CONTEXT_LEN``): what the
         OpenAPI schema says (the forecaster checks each model's own)."""
         self.db = db
@@ -127,17 +128,17 @@ class ApiService:
         self.forecasters = dict(forecasters)
         self.registry = registry
         self._pool = ThreadPoolExecutor(db_threads, thread_name_prefix="mur-db")
-        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._inflight: dict[str, asyncio.Future[ForecastOut]] = {}
         self._recorded: set[tuple[str, int, str]] = set()
         self.clock = market_clock(settings)
-        self.answer_ttl_s = settings.serve_answer_ttl_s
-        self._answers: dict[str, tuple[str, float, Any]] = {}
+        self.answer_ttl_s = settings.serving.serve_answer_ttl_s
+        self._answers: dict[str, tuple[str, float, ForecastOut]] = {}
         """Answer cache of the latest forecasts: pair → (model id, expiry on the monotonic clock, answer)."""
         self.answer_counts = {"cache": 0, "shared": 0, "forecaster": 0}
         """Where each latest-candle forecast came from (``mur_forecast_answers_total``, docs/metrics.md)."""
         self.calibration = OnlineScales(
-            enabled=settings.online_calibration,
-            ttl_s=settings.online_calibration_cache_s,
+            enabled=settings.monitoring.online_calibration,
+            ttl_s=settings.monitoring.online_calibration_cache_s,
             read=self._read_calibration,
         )
         """The online scales applied to every answered and recorded range (docs/forecasts.md)."""
@@ -226,7 +227,7 @@ class ApiService:
             raise UnknownPairError(f"unknown pair {pair!r}; known pairs: {', '.join(self.known_pairs())}")
         return name, forecaster
 
-    def _latest(self, name: str, forecaster: PairForecaster) -> asyncio.Future[Any]:
+    def _latest(self, name: str, forecaster: PairForecaster) -> asyncio.Future[ForecastOut]:
         """The pair's latest-candles forecast, computed once and shared.
 
         - **Single-flight**: GETs arriving while a call for the same pair is in flight share its answer (same
@@ -242,7 +243,7 @@ class ApiService:
         cached = self._answers.get(name)
         if cached is not None and key is not None and cached[0] == key and time.monotonic() < cached[1]:
             self.answer_counts["cache"] += 1
-            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            done: asyncio.Future[ForecastOut] = asyncio.get_running_loop().create_future()
             done.set_result(cached[2])
             return done
         future = self._inflight.get(name)
@@ -255,15 +256,13 @@ class ApiService:
             self.answer_counts["shared"] += 1
         return future
 
-    def _answered(self, name: str, key: str | None, future: asyncio.Future[Any]) -> None:
+    def _answered(self, name: str, key: str | None, future: asyncio.Future[ForecastOut]) -> None:
         """The pair's call finished: no longer in flight; a good answer of a known model id is cached."""
         self._inflight.pop(name, None)
         if key is None or self.answer_ttl_s <= 0 or future.cancelled() or future.exception() is not None:
             return
-        result = future.result()
-        if isinstance(result, dict) and result.get("ok"):
-            lifetime = min(self.answer_ttl_s, self.clock.until_next_hour())
-            self._answers[name] = (key, time.monotonic() + lifetime, result)
+        lifetime = min(self.answer_ttl_s, self.clock.until_next_hour())
+        self._answers[name] = (key, time.monotonic() + lifetime, future.result())
 
     def _record(self, body: dict[str, Any]) -> Future[Any] | None:
         """Keep a served market forecast for the track record (the dashboard's "how past forecasts fared"):
@@ -295,7 +294,7 @@ class ApiService:
         self,
         owner: TokenOwner,
         pair: str,
-        call: Callable[[str, PairForecaster], Awaitable[dict[str, Any]]],
+        call: Callable[[str, PairForecaster], Awaitable[ForecastOut]],
         record: bool = False,
     ) -> Answer:
         name, forecaster = self._handle(pair)
@@ -304,13 +303,11 @@ class ApiService:
             result = await asyncio.wait_for(asyncio.shield(call(name, forecaster)), timeout=CALL_TIMEOUT_S)
         except TimeoutError:
             raise ModelNotLoadedError(f"the {name} model did not answer within {CALL_TIMEOUT_S:g}s") from None
-        if not result["ok"]:
-            body = {k: v for k, v in result.items() if k not in ("ok", "status")}
-            return Answer(int(result["status"]), body)
-        if normalize_pair(str(result["body"].get("pair", name))) != name:  # never another pair's model
-            raise ModelError(f"the {name} forecaster answered with {result['body'].get('pair')!r}'s model")
-        require_finite(result["body"])  # JSON has no NaN; an answer that cannot be sent is not charged
-        calibrated = await self.calibration.calibrate(result["body"])
+        if normalize_pair(result.pair) != name:  # never another pair's model
+            raise ModelError(f"the {name} forecaster answered with {result.pair!r}'s model")
+        body = result.model_dump(mode="json", exclude_unset=True)
+        require_finite(body)  # JSON has no NaN; an answer that cannot be sent is not charged
+        calibrated = await self.calibration.calibrate(body)
         quota = await self._charge(owner)
         if record:
             self._record(calibrated)
@@ -356,10 +353,9 @@ class ApiService:
                 result = await asyncio.wait_for(
                     asyncio.shield(self._latest(name, self.forecasters[name])), timeout=CALL_TIMEOUT_S
                 )
-                if result.get("ok"):
-                    require_finite(result["body"])
-                    body = await self.calibration.calibrate(result["body"])
-                    recorded += self._record(body) is not None
+                body = result.model_dump(mode="json", exclude_unset=True)
+                require_finite(body)
+                recorded += self._record(await self.calibration.calibrate(body)) is not None
             except Exception as exc:  # a pair not loaded yet, a model error: the next pass tries again
                 log.debug("publishing the %s forecast failed: %s", name, exc)
         return recorded
@@ -381,7 +377,7 @@ class ApiService:
     ) -> Answer:
         """Next-hour forecast for the caller's own candles."""
 
-        async def call(_: str, forecaster: PairForecaster) -> dict[str, Any]:
+        async def call(_: str, forecaster: PairForecaster) -> ForecastOut:
             return await forecaster.forecast_candles(rows)
 
         return await self._forecast(owner, pair, call)

@@ -75,7 +75,7 @@ class RegistryWatcher:
     async def _loop(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.registry_poll_s)
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.serving.registry_poll_s)
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -90,7 +90,7 @@ class RegistryWatcher:
         """Blocking: the champions, the bytes of served champions not downloaded yet, per-pair errors."""
         if self._client is None:
             self._client = registry_client(self.settings)
-        found = champions(self._client, prefix=self.settings.registry_prefix, pairs=self.args.pairs)
+        found = champions(self._client, prefix=self.settings.registry.registry_prefix, pairs=self.args.pairs)
         if found:  # metadata alone does not prove that the files are reachable
             probe_artifacts(self._client, next(iter(found.values())).get("run_id"))
         fresh: dict[tuple[str, int], bytes] = {}
@@ -188,7 +188,7 @@ class RegistryWatcher:
             "registry_ok": self.registry_ok,
             "error": self.error,
             "checked_at": iso(self.checked_at) if self.checked_at else None,
-            "poll_s": self.settings.registry_poll_s,
+            "poll_s": self.settings.serving.registry_poll_s,
         }
 
     async def snapshot(self) -> dict[str, Any]:

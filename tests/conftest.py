@@ -44,8 +44,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from devstack.config import use_stack_ray
 from mur.db import Database, migrate
-from mur.devstack.config import use_stack_ray
 from mur.settings import Settings, get_settings
 
 TEST_CLOCK = {"MUR_CLOCK_START": "2026-01-01T00:00:00Z", "MUR_CLOCK_SPEED": "0"}
@@ -58,7 +58,7 @@ use_stack_ray()  # Ray heads the tests start listen on 127.0.0.1, and their driv
 
 
 def _admin_connection(settings: Settings) -> psycopg.Connection:
-    return psycopg.connect(settings.pg_dsn("postgres"), connect_timeout=5, autocommit=True)
+    return psycopg.connect(settings.db.dsn("postgres"), connect_timeout=5, autocommit=True)
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +68,7 @@ def pg_database_factory() -> Iterator[Callable[..., Settings]]:
     try:
         _admin_connection(base).close()
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {base.pg_host}:{base.pg_port}: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {base.db.pg_host}:{base.db.pg_port}: {exc}")
     made: list[str] = []
 
     def make(*, migrated: bool = True, create: bool = True) -> Settings:
@@ -112,12 +112,12 @@ def database(pg_settings: Settings) -> Iterator[Database]:
 
 
 # --- the shared local services (S3, MLflow, Ray) ----------------------------------------------------------
-# mur.devstack is imported inside the functions: collecting the fast tier never loads the local platform.
+# devstack is imported inside the functions: collecting the fast tier never loads the local platform.
 
 
 def ensure_services(settings: Settings, names: Sequence[str] | None = None) -> list[str]:
     """Start ``names`` (default: the core services) unless healthy; return the names this call started."""
-    from mur.devstack import supervisor
+    from devstack import supervisor
 
     wanted = list(supervisor.CORE_SERVICES if names is None else names)
     results = supervisor.up(settings, wanted, progress=lambda msg: print(f"[services] {msg}", flush=True))
@@ -126,7 +126,7 @@ def ensure_services(settings: Settings, names: Sequence[str] | None = None) -> l
 
 def release_services(settings: Settings, started: Sequence[str]) -> None:
     """Stop the services in ``started`` unless ``MUR_KEEP_SERVICES=1``."""
-    from mur.devstack import supervisor
+    from devstack import supervisor
 
     if started and os.environ.get("MUR_KEEP_SERVICES", "0").lower() not in ("1", "true", "yes"):
         supervisor.down(settings, list(started))

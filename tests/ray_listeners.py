@@ -43,7 +43,7 @@ class Listener:
 def marked_processes(runtime_dir: Path) -> list[psutil.Process]:
     """Every process carrying the stack's marker (``MUR_STACK={runtime dir}``: services, Ray workers, Serve
     replicas, Airflow tasks), their descendants, and the HAProxy processes of its private directory."""
-    from mur.devstack.processes import STACK_MARKER
+    from devstack.processes import STACK_MARKER
 
     marker = f"{STACK_MARKER}={Path(runtime_dir).resolve()}"
     found: dict[int, psutil.Process] = {}

@@ -20,7 +20,7 @@ from dash.exceptions import PreventUpdate
 from flask import request
 
 from dash_app.clients import TRAINING_DAG_ID, ServiceAnswerError, ServiceUnavailable
-from dash_app.components import champion_summary, data_table, fmt_time, notice
+from dash_app.components import champion_summary, data_table, field, fmt_time, notice, pair_dropdown
 from dash_app.context import DashboardContext, get_context, require_admin
 from dash_app.pages import admin_pairs
 from mur.db import (
@@ -97,7 +97,7 @@ def versions_block(context: DashboardContext, limit: int = 8) -> Component:
     try:
         client = registry_client(context.settings, timeout_s=5)
         for pair in context.pairs():
-            for v in recent_versions(client, pair, context.settings.registry_prefix, limit=limit):
+            for v in recent_versions(client, pair, context.settings.registry.registry_prefix, limit=limit):
                 m, sig = v.metrics, v.metrics.significance if v.metrics else None
                 se = f" ± {sig.skill_se:.4f}" if sig is not None and sig.skill_se is not None else ""
                 rows.append(
@@ -138,7 +138,7 @@ def versions_block(context: DashboardContext, limit: int = 8) -> Component:
 
 def layout(context: DashboardContext, account: User) -> Component:
     pairs = context.pairs()
-    default_quota = context.settings.default_monthly_quota
+    default_quota = context.settings.serving.default_monthly_quota
     return html.Div(
         [
             html.Div(
@@ -149,55 +149,45 @@ def layout(context: DashboardContext, account: User) -> Component:
                     html.H3("Edit a user"),
                     html.Div(
                         [
-                            html.Div(
-                                [
-                                    html.Label("User", htmlFor="admin-user"),
-                                    dcc.Dropdown(
-                                        id="admin-user",
-                                        options=_user_options(context),
-                                        style={"width": "260px"},
-                                    ),
-                                ],
-                                className="field",
+                            field(
+                                "User",
+                                dcc.Dropdown(
+                                    id="admin-user",
+                                    options=_user_options(context),
+                                    style={"width": "260px"},
+                                ),
                             ),
-                            html.Div(
-                                [
-                                    html.Label("Status"),
-                                    dcc.RadioItems(
-                                        id="admin-status",
-                                        options=[
-                                            {"label": " active", "value": "active"},
-                                            {"label": " disabled", "value": "disabled"},
-                                        ],
-                                        inline=True,
-                                    ),
-                                ],
-                                className="field",
+                            field(
+                                "Status",
+                                dcc.RadioItems(
+                                    id="admin-status",
+                                    options=[
+                                        {"label": " active", "value": "active"},
+                                        {"label": " disabled", "value": "disabled"},
+                                    ],
+                                    inline=True,
+                                ),
+                                labelled=False,
                             ),
-                            html.Div(
-                                [
-                                    html.Label("Roles"),
-                                    dcc.Checklist(
-                                        id="admin-roles",
-                                        options=[{"label": f" {r}", "value": r} for r in ROLES],
-                                        inline=True,
-                                    ),
-                                ],
-                                className="field",
+                            field(
+                                "Roles",
+                                dcc.Checklist(
+                                    id="admin-roles",
+                                    options=[{"label": f" {r}", "value": r} for r in ROLES],
+                                    inline=True,
+                                ),
+                                labelled=False,
                             ),
-                            html.Div(
-                                [
-                                    html.Label("Monthly quota", htmlFor="admin-quota"),
-                                    dcc.Input(
-                                        id="admin-quota",
-                                        type="number",
-                                        min=0,
-                                        step=1,
-                                        placeholder=f"default ({default_quota})",
-                                        style={"width": "220px"},
-                                    ),
-                                ],
-                                className="field",
+                            field(
+                                "Monthly quota",
+                                dcc.Input(
+                                    id="admin-quota",
+                                    type="number",
+                                    min=0,
+                                    step=1,
+                                    placeholder=f"default ({default_quota})",
+                                    style={"width": "220px"},
+                                ),
                             ),
                             html.Button("Save", id="admin-save"),
                         ],
@@ -243,37 +233,22 @@ def layout(context: DashboardContext, account: User) -> Component:
                 [
                     html.H3("Train a pair now"),
                     html.P(
-                        f"Triggers the Airflow DAG {TRAINING_DAG_ID!r} at {context.settings.airflow_url}.",
+                        f"Triggers the Airflow DAG {TRAINING_DAG_ID!r} at {context.settings.airflow.airflow_url}.",
                         className="muted",
                     ),
                     html.Div(
                         [
-                            html.Div(
-                                [
-                                    html.Label("Pair", htmlFor="admin-train-pair"),
-                                    dcc.Dropdown(
-                                        id="admin-train-pair",
-                                        options=[{"label": p.upper(), "value": p} for p in pairs],
-                                        value=pairs[0] if pairs else None,
-                                        clearable=False,
-                                        style={"width": "200px"},
-                                    ),
-                                ],
-                                className="field",
-                            ),
-                            html.Div(
-                                [
-                                    html.Label("Epochs", htmlFor="admin-train-epochs"),
-                                    dcc.Input(
-                                        id="admin-train-epochs",
-                                        type="number",
-                                        min=1,
-                                        max=MAX_EPOCHS,
-                                        step=1,
-                                        value=context.settings.epochs,
-                                    ),
-                                ],
-                                className="field",
+                            field("Pair", pair_dropdown("admin-train-pair", pairs, "200px")),
+                            field(
+                                "Epochs",
+                                dcc.Input(
+                                    id="admin-train-epochs",
+                                    type="number",
+                                    min=1,
+                                    max=MAX_EPOCHS,
+                                    step=1,
+                                    value=context.settings.training.epochs,
+                                ),
                             ),
                             html.Button("Train now", id="admin-train"),
                         ],
@@ -375,7 +350,7 @@ def trigger_training(_clicks: Any, pair: Any, epochs: Any) -> Component:
     if pair not in context.pairs():
         return notice("Pick one of the listed pairs.", "bad")
     try:
-        epoch_count = int(epochs) if epochs not in (None, "") else context.settings.epochs
+        epoch_count = int(epochs) if epochs not in (None, "") else context.settings.training.epochs
     except (TypeError, ValueError):
         return notice("Epochs must be a whole number.", "bad")
     if not 1 <= epoch_count <= MAX_EPOCHS:

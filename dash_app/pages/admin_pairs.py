@@ -17,7 +17,7 @@ from dash import Dash, Input, Output, State, dcc, html
 from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 
-from dash_app.components import data_table, fmt_time, notice
+from dash_app.components import data_table, field, fmt_time, notice
 from dash_app.context import DashboardContext, get_context, require_admin
 from mur.db import User
 from mur.errors import MurError
@@ -55,10 +55,10 @@ def _remove_options(context: DashboardContext) -> list[dict[str, str]]:
 
 def pairs_card(context: DashboardContext, account: User) -> Component:
     """The card: the table, the add form (symbol + optional CSV), the remove form."""
-    offline = context.settings.market_data == "bundled"
+    offline = context.settings.data.market_data == "bundled"
     how = (
         "Offline market data: upload the pair's hourly klines as CSV (columns timestamp, open, high, low, "
-        f"close, volume; every hour, at least {context.settings.pair_min_history_hours} before market now), or "
+        f"close, volume; every hour, at least {context.settings.data.pair_min_history_hours} before market now), or "
         "give a bundled symbol."
         if offline
         else "Live market data: the symbol is checked against the exchange."
@@ -74,37 +74,31 @@ def pairs_card(context: DashboardContext, account: User) -> Component:
             html.Div(pairs_table(context), id="admin-pairs"),
             html.Div(
                 [
-                    html.Div(
-                        [
-                            html.Label("Symbol", htmlFor="admin-pair-symbol"),
-                            dcc.Input(
-                                id="admin-pair-symbol",
-                                type="text",
-                                placeholder="DOGEUSDT",
-                                style={"width": "160px"},
-                            ),
-                        ],
-                        className="field",
+                    field(
+                        "Symbol",
+                        dcc.Input(
+                            id="admin-pair-symbol",
+                            type="text",
+                            placeholder="DOGEUSDT",
+                            style={"width": "160px"},
+                        ),
                     ),
-                    html.Div(
-                        [
-                            html.Label("Hourly klines (CSV)", htmlFor="admin-pair-upload"),
-                            dcc.Upload(
-                                id="admin-pair-upload",
-                                children=html.Div(["Drop a CSV here or ", html.A("choose one")]),
-                                accept=".csv,text/csv",
-                                multiple=False,
-                                max_size=MAX_UPLOAD_BYTES,
-                                className="upload",
-                                style={
-                                    "border": "1px dashed #888",
-                                    "padding": "6px 12px",
-                                    "cursor": "pointer",
-                                },
-                            ),
-                            html.Div(id="admin-pair-file", className="muted"),
-                        ],
-                        className="field",
+                    field(
+                        "Hourly klines (CSV)",
+                        dcc.Upload(
+                            id="admin-pair-upload",
+                            children=html.Div(["Drop a CSV here or ", html.A("choose one")]),
+                            accept=".csv,text/csv",
+                            multiple=False,
+                            max_size=MAX_UPLOAD_BYTES,
+                            className="upload",
+                            style={
+                                "border": "1px dashed #888",
+                                "padding": "6px 12px",
+                                "cursor": "pointer",
+                            },
+                        ),
+                        html.Div(id="admin-pair-file", className="muted"),
                     ),
                     html.Button("Add pair", id="admin-pair-add"),
                 ],
@@ -118,16 +112,13 @@ def pairs_card(context: DashboardContext, account: User) -> Component:
             html.Div(id="admin-pair-result"),
             html.Div(
                 [
-                    html.Div(
-                        [
-                            html.Label("Pair", htmlFor="admin-pair-remove-pair"),
-                            dcc.Dropdown(
-                                id="admin-pair-remove-pair",
-                                options=_remove_options(context),
-                                style={"width": "200px"},
-                            ),
-                        ],
-                        className="field",
+                    field(
+                        "Pair",
+                        dcc.Dropdown(
+                            id="admin-pair-remove-pair",
+                            options=_remove_options(context),
+                            style={"width": "200px"},
+                        ),
                     ),
                     html.Button("Remove pair", id="admin-pair-remove"),
                 ],
@@ -173,7 +164,7 @@ def add_pair(_clicks: Any, symbol: Any, contents: Any, filename: Any) -> tuple[A
             what = f"{record.candles} hourly candles from {name}"
         else:
             record = add_exchange_pair(context.settings, context.db, symbol, added_by=account.username)
-            what = f"candles from the market data ({context.settings.market_data})"
+            what = f"candles from the market data ({context.settings.data.market_data})"
     except MurError as exc:
         return (
             notice(f"Not added: {exc}", "bad", id="admin-pair-error"),

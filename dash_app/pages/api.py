@@ -12,7 +12,7 @@ from dash import ALL, Dash, Input, Output, State, ctx, dcc, html
 from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 
-from dash_app.components import data_table, fmt_time, notice
+from dash_app.components import data_table, field, fmt_time, notice
 from dash_app.context import DASHBOARD_TOKEN_NAME, DashboardContext, current_account, get_context
 from mur.db import (
     Token,
@@ -99,7 +99,7 @@ def token_rows(tokens: list[Token]) -> Component:
 
 
 def layout(context: DashboardContext, account: User) -> Component:
-    pair = context.settings.pairs[0] if context.settings.pairs else "btc_usdt"
+    pair = context.settings.general.pairs[0] if context.settings.general.pairs else "btc_usdt"
     curl = curl_example(context.api_url, pair)
     return html.Div(
         [
@@ -117,32 +117,26 @@ def layout(context: DashboardContext, account: User) -> Component:
                     ),
                     html.Div(
                         [
-                            html.Div(
-                                [
-                                    html.Label("Name", htmlFor="token-name"),
-                                    dcc.Input(
-                                        id="token-name",
-                                        type="text",
-                                        value="default",
-                                        maxLength=64,
-                                        style={"width": "240px"},
-                                    ),
-                                ],
-                                className="field",
+                            field(
+                                "Name",
+                                dcc.Input(
+                                    id="token-name",
+                                    type="text",
+                                    value="default",
+                                    maxLength=64,
+                                    style={"width": "240px"},
+                                ),
                             ),
-                            html.Div(
-                                [
-                                    html.Label("Expires", htmlFor="token-expires"),
-                                    dcc.Dropdown(
-                                        id="token-expires",
-                                        options=EXPIRY_CHOICES,
-                                        value="never",
-                                        clearable=False,
-                                        searchable=False,
-                                        style={"width": "160px"},
-                                    ),
-                                ],
-                                className="field",
+                            field(
+                                "Expires",
+                                dcc.Dropdown(
+                                    id="token-expires",
+                                    options=EXPIRY_CHOICES,
+                                    value="never",
+                                    clearable=False,
+                                    searchable=False,
+                                    style={"width": "160px"},
+                                ),
                             ),
                             html.Button("Create token", id="token-create"),
                         ],
@@ -202,7 +196,7 @@ def token_action(
     if account is None or trigger is None or not any(t.get("value") for t in ctx.triggered):
         raise PreventUpdate  # a button that merely appeared in the layout
     context = get_context()
-    pair = context.settings.pairs[0] if context.settings.pairs else "btc_usdt"
+    pair = context.settings.general.pairs[0] if context.settings.general.pairs else "btc_usdt"
     message: Component
     curl = curl_example(context.api_url, pair)
     try:

@@ -24,11 +24,13 @@ from dash_app.clients import ChampionModel, ServiceAnswerError, ServiceUnavailab
 from dash_app.clients import _parse_time as parse_time_or_none
 from dash_app.components import (
     champion_summary,
+    field,
     fmt_age,
     fmt_close,
     fmt_number,
     fmt_time,
     notice,
+    pair_dropdown,
 )
 from dash_app.context import DashboardContext, current_account, get_context
 from dash_app.track_view import (
@@ -68,19 +70,7 @@ def layout(context: DashboardContext, account: User) -> Component:
         [
             html.Div(
                 [
-                    html.Div(
-                        [
-                            html.Label("Pair", htmlFor="forecast-pair"),
-                            dcc.Dropdown(
-                                id="forecast-pair",
-                                options=[{"label": p.upper(), "value": p} for p in pairs],
-                                value=pairs[0] if pairs else None,
-                                clearable=False,
-                                style={"width": "220px"},
-                            ),
-                        ],
-                        className="field",
-                    ),
+                    field("Pair", pair_dropdown("forecast-pair", pairs, "220px")),
                     html.Div(id="forecast-headline"),
                 ],
                 className="row",

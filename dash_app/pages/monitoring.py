@@ -21,7 +21,16 @@ from dash.exceptions import PreventUpdate
 from pydantic import ValidationError
 
 from dash_app.charts import empty_figure
-from dash_app.components import data_table, fmt_number, fmt_pct, fmt_signed_pct, fmt_time, notice
+from dash_app.components import (
+    data_table,
+    field,
+    fmt_number,
+    fmt_pct,
+    fmt_signed_pct,
+    fmt_time,
+    notice,
+    pair_dropdown,
+)
 from dash_app.context import DashboardContext, current_account, get_context
 from dash_app.monitoring_charts import NO_REPORT, drift_figure, parse_as_of, rolling_figure
 from mur.errors import MurError
@@ -71,19 +80,7 @@ def layout(context: DashboardContext, account: User) -> Component:
             dcc.Interval(id="monitoring-refresh", interval=REFRESH_MS, n_intervals=0),
             html.Div(
                 [
-                    html.Div(
-                        [
-                            html.Label("Pair", htmlFor="monitoring-pair"),
-                            dcc.Dropdown(
-                                id="monitoring-pair",
-                                options=[{"label": p.upper(), "value": p} for p in pairs],
-                                value=pairs[0] if pairs else None,
-                                clearable=False,
-                                style={"width": "220px"},
-                            ),
-                        ],
-                        className="field",
-                    ),
+                    field("Pair", pair_dropdown("monitoring-pair", pairs, "220px")),
                     html.Div(id="monitoring-status"),
                 ],
                 className="row",
@@ -418,7 +415,9 @@ def update(pair: str | None, _n_intervals: int | None = None) -> tuple[Any, ...]
     except (MurError, ValueError) as exc:  # a bad clock setting must not hide the reports
         logger.warning("monitoring page: no market clock: %s", exc)
         market_now = None
-    return render(pair, history, alerts, market_now=market_now, online=context.settings.online_calibration)
+    return render(
+        pair, history, alerts, market_now=market_now, online=context.settings.monitoring.online_calibration
+    )
 
 
 def register_callbacks(app: Dash) -> None:

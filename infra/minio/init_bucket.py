@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import Any
+
+from mur.waiting import wait_until
 
 POLICY_NAME = "mur-app"
 
@@ -62,15 +63,14 @@ def main() -> int:
     app_key, app_secret = _required("MUR_S3_ACCESS_KEY"), _required("MUR_S3_SECRET_KEY")
     client = Minio(endpoint, access_key=root_user, secret_key=root_password, secure=False, region="us-east-1")
 
-    deadline = time.monotonic() + float(os.environ.get("MINIO_WAIT_S", "120"))
-    while True:
-        try:
-            exists = client.bucket_exists(bucket)
-            break
-        except Exception as exc:  # connection refused / 503 while MinIO starts
-            if time.monotonic() > deadline:
-                raise SystemExit(f"minio-init: MinIO at {endpoint} did not answer: {exc}") from exc
-            time.sleep(2)
+    [exists] = wait_until(  # an exception: connection refused / 503 while MinIO starts
+        lambda: [client.bucket_exists(bucket)],
+        what=f"MinIO at {endpoint} (minio-init)",
+        timeout_s=float(os.environ.get("MINIO_WAIT_S", "120")),
+        interval_s=2,
+        retry_on=(Exception,),
+        error=SystemExit,
+    )
     if not exists:
         client.make_bucket(bucket)
         print(f"minio-init: created bucket {bucket}", flush=True)

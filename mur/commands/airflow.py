@@ -1,5 +1,5 @@
 """``mur airflow start|stop|status|trigger|backfill|env|password``: the local Airflow
-(:mod:`mur.devstack.airflow`) and the REST client (:mod:`mur.orchestration.airflow_client`)."""
+(:mod:`devstack.airflow`) and the REST client (:mod:`mur.orchestration.airflow_client`)."""
 
 from __future__ import annotations
 
@@ -14,24 +14,24 @@ from mur.orchestration import DAG_ID
 
 def start() -> None:
     """Start the Airflow api-server, scheduler, DAG processor and triggerer (metadata DB migrated first)."""
-    from mur.devstack import supervisor as services
-    from mur.devstack.airflow import SERVICE_NAMES, admin_password, airflow_home
+    from devstack import supervisor as services
+    from devstack.airflow import SERVICE_NAMES, admin_password, airflow_home
     from mur.settings import get_settings
 
     settings = get_settings()
     services.up(settings, list(SERVICE_NAMES), progress=typer.echo)
     password = admin_password(settings)
-    shown = password if not settings.airflow_password else "(MUR_AIRFLOW_PASSWORD)"
+    shown = password if not settings.airflow.airflow_password else "(MUR_AIRFLOW_PASSWORD)"
     typer.echo(
-        f"\nAirflow UI: {settings.airflow_url}  user {settings.airflow_user}  password {shown}\n"
-        f"AIRFLOW_HOME {airflow_home(settings)}; logs under {settings.runtime_dir}/logs/airflow-*.log"
+        f"\nAirflow UI: {settings.airflow.airflow_url}  user {settings.airflow.airflow_user}  password {shown}\n"
+        f"AIRFLOW_HOME {airflow_home(settings)}; logs under {settings.general.runtime_dir}/logs/airflow-*.log"
     )
 
 
 def stop() -> None:
     """Stop the Airflow components that mur started."""
-    from mur.devstack import supervisor as services
-    from mur.devstack.airflow import SERVICE_NAMES
+    from devstack import supervisor as services
+    from devstack.airflow import SERVICE_NAMES
     from mur.settings import get_settings
 
     settings = get_settings()
@@ -40,8 +40,8 @@ def stop() -> None:
 
 def status(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """State, pid, port and health of each Airflow component."""
-    from mur.devstack import supervisor as services
-    from mur.devstack.airflow import SERVICE_NAMES
+    from devstack import supervisor as services
+    from devstack.airflow import SERVICE_NAMES
     from mur.settings import get_settings
 
     settings = get_settings()
@@ -95,8 +95,8 @@ def trigger(
 
     Dates are market times (mur clock): one after market now is refused.
     """
+    from devstack import airflow
     from mur.clock import market_clock
-    from mur.devstack import airflow
     from mur.errors import MurError
     from mur.orchestration.market_dates import parse_utc, require_closed
     from mur.settings import get_settings
@@ -129,7 +129,7 @@ def trigger(
         typer.echo(f"triggered {DAG_ID} run {run.run_id} with {json.dumps(conf)}")
         typer.echo(f"  {client.run_url(DAG_ID, run.run_id)}")
         if wait:
-            final = client.wait_for_run(DAG_ID, run.run_id, timeout_s=settings.job_timeout_s * 2)
+            final = client.wait_for_run(DAG_ID, run.run_id, timeout_s=settings.training.job_timeout_s * 2)
             typer.echo(f"run {run.run_id}: {final['state']}")
             if final["state"] != "success":
                 raise MurError(f"run {run.run_id} ended {final['state']}")
@@ -165,8 +165,8 @@ def backfill(
 
     One backfill runs at a time: --list shows them, --cancel ID stops one.
     """
+    from devstack import airflow
     from mur.clock import market_clock
-    from mur.devstack import airflow
     from mur.errors import ConfigError
     from mur.orchestration.market_dates import backfill_range, parse_utc, show
     from mur.settings import get_settings
@@ -237,7 +237,7 @@ def print_backfills(rows: list[dict]) -> None:
 
 def env() -> None:
     """Print ``export`` lines for running ``airflow …`` by hand against the local instance (``eval "$(…)"``)."""
-    from mur.devstack.airflow import airflow_env
+    from devstack.airflow import airflow_env
     from mur.settings import get_settings
 
     for key, value in sorted(airflow_env(get_settings()).items()):
@@ -246,11 +246,11 @@ def env() -> None:
 
 def password() -> None:
     """Print the UI admin's user name and password."""
-    from mur.devstack.airflow import admin_password
+    from devstack.airflow import admin_password
     from mur.settings import get_settings
 
     settings = get_settings()
-    typer.echo(f"{settings.airflow_user} {admin_password(settings)}")
+    typer.echo(f"{settings.airflow.airflow_user} {admin_password(settings)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -108,14 +108,14 @@ def show(
     source = get_market_data(settings)
     lo, hi = parse_when(start, "--start"), parse_when(end, "--end")
     console = Console()
-    if lo is None and settings.market_data == "binance":
+    if lo is None and settings.data.market_data == "binance":
         # Paging a remote source from its first candle takes long: default to the last week of data.
         anchor = source.data_range(pair)[1] + timedelta(hours=1)
         anchor = min(anchor, hi) if hi is not None else anchor
         lo = anchor - timedelta(days=DEFAULT_REMOTE_DAYS)
         console.print(f"no --start: showing the last {DEFAULT_REMOTE_DAYS} days", highlight=False)
     df = source.klines(pair, lo, hi)
-    console.print(candles_table(df.tail(tail), f"{pair} 1h candles ({settings.market_data})"))
+    console.print(candles_table(df.tail(tail), f"{pair} 1h candles ({settings.data.market_data})"))
     for line in summary_lines(df):
         console.print(line, highlight=False, soft_wrap=True, markup=False)
 
@@ -128,7 +128,7 @@ def pairs() -> None:
 
     settings = get_settings()
     source = get_market_data(settings)
-    if settings.market_data == "bundled":
+    if settings.data.market_data == "bundled":
         for pair in source.pairs():
             first, last = source.data_range(pair)
             typer.echo(f"{pair:<10} {format_ts(first)} to {format_ts(last)}  (up to market now)")
@@ -139,7 +139,7 @@ def pairs() -> None:
 
 def _uploaded_frames(settings: Settings) -> dict[str, pd.DataFrame]:
     """The pairs an admin uploaded (``mur pairs add --csv``), served beside the bundled ones and re-read while
-    the server runs (:class:`~mur.devstack.replay.ReplayServer`); a failed read raises (the server keeps the
+    the server runs (:class:`~devstack.replay.ReplayServer`); a failed read raises (the server keeps the
     last pairs it read and logs why)."""
     from mur.data.uploaded import uploaded_candles
     from mur.db import Database
@@ -161,17 +161,17 @@ def serve(
 
     By default the server follows the market clock (MUR_CLOCK_*, the local stack's clock.json): its time is
     market now and candles that have not closed by then are invisible, like a live exchange."""
+    from devstack.replay import make_server
     from mur.clock import market_clock
-    from mur.devstack.replay import make_server
     from mur.settings import get_settings
 
     settings = get_settings()
-    clock = None if archive else market_clock(settings.model_copy(update={"market_data": "bundled"}))
+    clock = None if archive else market_clock(settings.replace(market_data="bundled"))
     try:
         server = make_server(
             host,
             port,
-            synthetic=settings.synthetic_pairs,
+            synthetic=settings.data.synthetic_pairs,
             clock=clock,
             reload=functools.partial(_uploaded_frames, settings),
         )

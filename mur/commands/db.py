@@ -85,13 +85,15 @@ def db_migrate() -> None:
     settings = get_settings()
     report = migrate(settings)
     if report.created_database:
-        typer.echo(f"created database {settings.pg_database}")
+        typer.echo(f"created database {settings.db.pg_database}")
     for name in report.already_applied:
         typer.echo(f"  already applied  {name}")
     for name in report.applied_now:
         typer.echo(f"  applied          {name}")
     total = len(report.already_applied) + len(report.applied_now)
-    typer.echo(f"{settings.pg_database}: {len(report.applied_now)} applied now, {total} in total, 0 pending")
+    typer.echo(
+        f"{settings.db.pg_database}: {len(report.applied_now)} applied now, {total} in total, 0 pending"
+    )
 
 
 @db_app.command("status")

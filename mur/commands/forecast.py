@@ -42,7 +42,7 @@ def api_token(*, stack: bool = False) -> tuple[str, str]:
         if lines and lines[0].strip():
             return lines[0].strip(), str(path)
     if stack:
-        from mur.devstack.first_run import check_token
+        from devstack.first_run import check_token
         from mur.settings import get_settings
 
         admin = os.environ.get("MUR_ADMIN_USER", "admin")  # the admin `mur up` created (its --admin-user)
@@ -61,8 +61,10 @@ def api_url() -> str:
     from mur.settings import get_settings
 
     settings = get_settings()
-    host = "127.0.0.1" if settings.serve_host in ("0.0.0.0", "::", "") else settings.serve_host
-    return f"http://{host}:{settings.serve_port}"
+    host = (
+        "127.0.0.1" if settings.serving.serve_host in ("0.0.0.0", "::", "") else settings.serving.serve_host
+    )
+    return f"http://{host}:{settings.serving.serve_port}"
 
 
 def _message(response: Any) -> str:

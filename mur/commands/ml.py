@@ -138,7 +138,7 @@ def train_on_ray(
 
     from mur.orchestration.job_submission import submit_training
 
-    outputs = None if out is None else f"s3://{settings.s3_bucket}/job-outputs/{uuid.uuid4().hex}"
+    outputs = None if out is None else f"s3://{settings.registry.s3_bucket}/job-outputs/{uuid.uuid4().hex}"
     result = submit_training(
         settings,
         pair,
@@ -265,10 +265,10 @@ def train(
     results: list[TrainingResult] = []
     for mode in modes:
         target = out / mode if compare_normalizations and mode is not None else out
-        typer.echo(f"training {pair_key} ({mode or settings.normalization}) → {target}", err=True)
+        typer.echo(f"training {pair_key} ({mode or settings.model.normalization}) → {target}", err=True)
         results.append(
             train_and_register(
-                settings if mode is None else settings.model_copy(update={"normalization": mode}),
+                settings if mode is None else settings.replace(normalization=mode),
                 pair_key,
                 fit=LocalFit(progress=not as_json),
                 end=end_dt,
@@ -358,30 +358,34 @@ def backtest(
     from rich.table import Table
 
     from mur.evaluation.backtest import log_to_mlflow, run_backtest, write_outputs
-    from mur.model.export import export_onnx
     from mur.settings import get_settings
     from mur.timeutil import parse_time
-    from mur.training.driver import calibrate, load_candles, prepare
+    from mur.training.driver import load_candles, train_and_register
     from mur.training.loop import LocalFit
-    from mur.training.params import model_config, train_config
 
     settings = get_settings()
     if train_days is not None:
-        settings = settings.model_copy(update={"train_days": train_days})
+        settings = settings.replace(train_days=train_days)
     if window not in ("sliding", "expanding"):
         raise ModelError(f"--window must be sliding or expanding, not {window!r}")
     # all candles up to --end: each fold's training slice and test hours are cut from them
     candles, _, _ = load_candles(settings, pair.lower(), end=parse_time(end), data_csv=data, train_days=None)
-    overrides = {"epochs": epochs}
-    mcfg, tcfg = model_config(settings, **overrides), train_config(settings, **overrides)
+    fold_settings = settings.replace(train_days=None)  # a fold trains on all of its slice
 
     def train_fold(history: Any) -> bytes:
-        ds = prepare(settings, history)
-        outcome = LocalFit()(ds.model_arrays("train"), ds.model_arrays("val"), mcfg, tcfg)
+        """The driver's stages on the fold's candles (fit, calibrate, export, evaluate), nothing registered."""
         with tempfile.TemporaryDirectory() as tmp:
-            model = calibrate(outcome.model, ds)
-            path = export_onnx(model, Path(tmp) / "model.onnx", ds.x[ds.split.test][:64])
-            return path.read_bytes()
+            out_dir = Path(tmp)
+            train_and_register(
+                fold_settings,
+                pair,
+                fit=LocalFit(),
+                data_csv=history,
+                out_dir=out_dir,
+                register=False,
+                epochs=epochs,
+            )
+            return (out_dir / "model.onnx").read_bytes()
 
     report = run_backtest(
         pair.lower(),
@@ -389,9 +393,9 @@ def backtest(
         train_fold,
         folds=folds,
         fold_hours=fold_hours,
-        seq_len=settings.seq_len,
+        seq_len=settings.model.seq_len,
         window=window,  # type: ignore[arg-type]
-        train_days=settings.train_days,
+        train_days=settings.training.train_days,
         end=parse_time(end),
         progress=lambda msg: typer.echo(f"[backtest] {msg}", err=True),
     )
@@ -442,7 +446,10 @@ def backtest(
     typer.echo(f"wrote {files[0]} and {files[1]}")
     if mlflow:
         run_id = log_to_mlflow(
-            report, files, tracking_uri=settings.mlflow_tracking_uri, experiment=settings.mlflow_experiment
+            report,
+            files,
+            tracking_uri=settings.registry.mlflow_tracking_uri,
+            experiment=settings.registry.mlflow_experiment,
         )
         typer.echo(f"logged to MLflow run {run_id}" if run_id else "MLflow not reachable: not logged")
 

@@ -96,7 +96,7 @@ def pairs_add(
             what = f"{record.candles} hourly candles from {csv.name}"
         else:
             record = add_exchange_pair(settings, db, symbol, added_by=_actor(by))
-            what = f"candles from the market data ({settings.market_data})"
+            what = f"candles from the market data ({settings.data.market_data})"
     typer.echo(f"added {record.pair}: {what}; the next run of mur_training trains it")
 
 

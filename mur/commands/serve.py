@@ -43,7 +43,9 @@ def serve(
             "settings": {**base.settings, **settings_overrides(settings)},
         }
     )
-    typer.echo(f"deploying {settings.serve_app_name!r} to Ray at {settings.ray_address} …", err=True)
+    typer.echo(
+        f"deploying {settings.serving.serve_app_name!r} to Ray at {settings.ray.ray_address} …", err=True
+    )
     url = deploy(
         settings, args, wait=wait, timeout_s=timeout, force=force, progress=lambda m: typer.echo(m, err=True)
     )
@@ -62,10 +64,10 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
     settings = get_settings()
     details = app_details(settings)
     if details is None:
-        typer.echo(f"{settings.serve_app_name}: not deployed (run `mur serve`)")
+        typer.echo(f"{settings.serving.serve_app_name}: not deployed (run `mur serve`)")
         raise typer.Exit(1)
-    port = (serve_details(settings).get("http_options") or {}).get("port", settings.serve_port)
-    url = f"http://{settings.serve_host}:{port}"
+    port = (serve_details(settings).get("http_options") or {}).get("port", settings.serving.serve_port)
+    url = f"http://{settings.serving.serve_host}:{port}"
     try:
         ready = httpx.get(f"{url}/readyz", timeout=5).json()
     except (httpx.HTTPError, ValueError) as exc:
@@ -75,7 +77,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
         payload = {"url": url, "status": details.get("status"), "replicas": replicas, "readyz": ready}
         typer.echo(json.dumps(payload, indent=2))
         return
-    typer.echo(f"{settings.serve_app_name}: {details.get('status')} at {url} (readyz: {ready.get('status')})")
+    typer.echo(
+        f"{settings.serving.serve_app_name}: {details.get('status')} at {url} (readyz: {ready.get('status')})"
+    )
     for name, deployment in sorted((details.get("deployments") or {}).items()):
         typer.echo(f"  {name:<14} {deployment.get('status', '?'):<10} replicas {replicas.get(name, 0)}")
     for problem in ready.get("problems") or []:

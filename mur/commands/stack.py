@@ -1,5 +1,5 @@
-"""``mur up|down|status`` (:mod:`mur.devstack.stack`) and ``mur services start|stop|status``
-(:mod:`mur.devstack.supervisor`)."""
+"""``mur up|down|status`` (:mod:`devstack.stack`) and ``mur services start|stop|status``
+(:mod:`devstack.supervisor`)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mur.devstack.stack import UpOptions as UpArgs
 from mur.errors import MurError
+
+if TYPE_CHECKING:  # the local platform is imported inside the commands: `mur` runs without it
+    from devstack.stack import UpOptions
 
 NamesArg = Annotated[
     list[str] | None, typer.Argument(help="services (default: all registered), e.g. s3 mlflow ray")
@@ -22,8 +24,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a t
 
 def start_services(names: list[str] | None = None) -> None:
     """Start services (and what they depend on), skipping those already healthy."""
-    from mur.devstack import supervisor as services
-    from mur.devstack.config import align_settings
+    from devstack import supervisor as services
+    from devstack.config import align_settings
     from mur.settings import get_settings
 
     services.up(align_settings(get_settings()), names or None, progress=typer.echo)
@@ -31,8 +33,8 @@ def start_services(names: list[str] | None = None) -> None:
 
 def stop_services(names: list[str] | None = None) -> None:
     """Stop services that mur started (SIGTERM to each one's process session, SIGKILL after a timeout)."""
-    from mur.devstack import supervisor as services
-    from mur.devstack.config import align_settings
+    from devstack import supervisor as services
+    from devstack.config import align_settings
     from mur.settings import get_settings
 
     services.down(align_settings(get_settings()), names or None, progress=typer.echo)
@@ -44,9 +46,9 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from mur.devstack import supervisor as services
-    from mur.devstack.config import align_settings
-    from mur.devstack.health import ray_nodes
+    from devstack import supervisor as services
+    from devstack.config import align_settings
+    from devstack.health import ray_nodes
     from mur.settings import get_settings
 
     settings = align_settings(get_settings(), export=False)
@@ -118,10 +120,10 @@ class _Clock:
             typer.echo(f"[{elapsed // 60:2d}:{elapsed % 60:02d}] {message}")
 
 
-def bring_up_cli(args: UpArgs) -> None:
-    """``mur up``: run :func:`mur.devstack.stack.bring_up` with progress on stdout, then print the summary."""
-    from mur.devstack import stack
-    from mur.devstack.services import stack_services
+def bring_up_cli(args: UpOptions) -> None:
+    """``mur up``: run :func:`devstack.stack.bring_up` with progress on stdout, then print the summary."""
+    from devstack import stack
+    from devstack.services import stack_services
     from mur.settings import get_settings
 
     say = _Clock()
@@ -156,7 +158,7 @@ def use_ray_nodes(nodes: int) -> None:
 
 def bring_down_cli() -> None:
     """``mur down`` with progress on stdout."""
-    from mur.devstack import stack
+    from devstack import stack
     from mur.settings import get_settings
 
     say = _Clock()
@@ -261,10 +263,12 @@ def register(app: typer.Typer) -> None:
 
         Idempotent: running services are kept, the admin is created once, trained pairs are not retrained.
         """
+        from devstack.stack import UpOptions
+
         if nodes is not None:
             use_ray_nodes(nodes)
         bring_up_cli(
-            UpArgs(
+            UpOptions(
                 pairs=[p for p in (pairs or "").split(",") if p.strip()] or None,
                 epochs=epochs,
                 train_days=train_days,

@@ -23,7 +23,7 @@ from mur.data.candles import (
     validate_candles,
 )
 from mur.data.source import ClockedMarketData, MarketData, get_market_data
-from mur.data.synthetic import SyntheticPairs, is_synthetic, load_synthetic, synthetic_pairs
+from mur.data.synthetic import is_synthetic, load_synthetic, synthetic_pairs
 from mur.data.user_csv import load_candles_csv
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "BinanceMarketData",
     "BundledMarketData",
     "MarketData",
-    "SyntheticPairs",
     "bundled_pairs",
     "format_ts",
     "get_market_data",

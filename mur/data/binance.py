@@ -55,10 +55,12 @@ class BinanceMarketData:
             from binance.client import Client
 
             client = Client(
-                self.settings.binance_api_key or None, self.settings.binance_api_secret or None, ping=False
+                self.settings.data.binance_api_key or None,
+                self.settings.data.binance_api_secret or None,
+                ping=False,
             )
-            if self.settings.binance_api_url:
-                client.API_URL = self.settings.binance_api_url.rstrip("/")
+            if self.settings.data.binance_api_url:
+                client.API_URL = self.settings.data.binance_api_url.rstrip("/")
             self._client = client
         return self._client
 
@@ -67,7 +69,7 @@ class BinanceMarketData:
         import requests
         from binance.exceptions import BinanceAPIException, BinanceRequestException
 
-        attempts = max(0, int(self.settings.binance_max_retries)) + 1
+        attempts = max(0, int(self.settings.data.binance_max_retries)) + 1
         error = ""
         for attempt in range(attempts):
             try:
@@ -91,7 +93,7 @@ class BinanceMarketData:
             ) as exc:
                 error = f"{type(exc).__name__}: {exc}"
             if attempt + 1 < attempts:
-                delay = self.settings.binance_backoff_s * 2**attempt
+                delay = self.settings.data.binance_backoff_s * 2**attempt
                 self.retries += 1
                 logger.warning(
                     "Binance %s failed (%s); retry %d/%d in %.2fs",
@@ -102,7 +104,7 @@ class BinanceMarketData:
                     delay,
                 )
                 self._sleep(delay)
-        url = self.settings.binance_api_url or "api.binance.com"
+        url = self.settings.data.binance_api_url or "api.binance.com"
         raise MarketDataError(f"Binance {what} failed after {attempts} attempts ({url}): {error}")
 
     def klines(self, pair: str, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:

@@ -60,7 +60,7 @@ def pair_catalogue(settings: Settings, db: Database) -> list[str]:
     """The pairs to train: configured + added - removed (reads the registry table)."""
     from mur.db.pairs import list_pair_records
 
-    return combine(settings.pairs, list_pair_records(db))
+    return combine(settings.general.pairs, list_pair_records(db))
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def catalogue_entries(settings: Settings, db: Database) -> list[CatalogueEntry]:
     records = {r.pair: r for r in list_pair_records(db)}
     out: list[CatalogueEntry] = []
     for pair in [
-        *combine(settings.pairs, records.values()),
+        *combine(settings.general.pairs, records.values()),
         *(p for p, r in records.items() if not r.active),
     ]:
         r = records.get(pair)
@@ -196,9 +196,9 @@ def add_csv_pair(
     from mur.db.pairs import save_csv_pair
 
     pair = pair_from_text(pair)
-    if settings.market_data != "bundled":
+    if settings.data.market_data != "bundled":
         raise InvalidInputError(
-            f"a CSV pair needs offline market data (MUR_MARKET_DATA=bundled); with {settings.market_data} "
+            f"a CSV pair needs offline market data (MUR_MARKET_DATA=bundled); with {settings.data.market_data} "
             f"add the exchange's symbol instead: mur pairs add {pair_to_symbol(pair)}"
         )
     if pair in bundled_pairs():
@@ -206,7 +206,7 @@ def add_csv_pair(
             f"{pair} is bundled: add it without a CSV (mur pairs add {pair_to_symbol(pair)})"
         )
     frame = validate_pair_csv(
-        source, name=name, market_hour=_market_hour(settings), min_hours=settings.pair_min_history_hours
+        source, name=name, market_hour=_market_hour(settings), min_hours=settings.data.pair_min_history_hours
     )
     _refuse_active(settings, db, pair)
     return save_csv_pair(
@@ -223,15 +223,15 @@ def add_exchange_pair(
 
     pair = pair_from_text(symbol)
     _refuse_active(settings, db, pair)
-    if settings.market_data == "binance":
+    if settings.data.market_data == "binance":
         from mur.data.binance import BinanceMarketData
 
         first, last = (market or BinanceMarketData(settings)).data_range(pair)
         hours = int((last - first).total_seconds() // 3600) + 1
-        if hours < settings.pair_min_history_hours:
+        if hours < settings.data.pair_min_history_hours:
             raise DataValidationError(
                 f"{pair_to_symbol(pair)} has too little history on the exchange: {hours} hourly candle(s) since "
-                f"{iso(first)}, need at least {settings.pair_min_history_hours} (MUR_PAIR_MIN_HISTORY_HOURS)"
+                f"{iso(first)}, need at least {settings.data.pair_min_history_hours} (MUR_PAIR_MIN_HISTORY_HOURS)"
             )
     else:
         from mur.data.bundled import BundledMarketData, bundled_pairs

@@ -85,22 +85,18 @@ def _as_datetime(value: Any) -> datetime:
     return out if out.tzinfo else out.replace(tzinfo=UTC)
 
 
-def get_market_data(settings: Settings | None = None) -> MarketData:
-    """The source chosen by ``settings.market_data`` (``bundled`` or ``binance``); recorded histories (the
+def get_market_data(settings: Settings) -> MarketData:
+    """The source chosen by ``settings.data.market_data`` (``bundled`` or ``binance``); recorded histories (the
     bundled data and the pairs an admin uploaded) are seen through the market clock (:mod:`mur.clock`)."""
-    if settings is None:
-        from mur.settings import get_settings
-
-        settings = get_settings()
-    if settings.market_data == "binance":
+    if settings.data.market_data == "binance":
         return BinanceMarketData(settings)
-    if settings.market_data == "bundled":
+    if settings.data.market_data == "bundled":
         from mur.clock import market_clock
         from mur.data.uploaded import UploadedPairs
 
         archive: MarketData = BundledMarketData()
-        if settings.synthetic_pairs > 0:  # scale tests: syn001_usdt … (mur/data/synthetic.py)
-            archive = SyntheticPairs(BundledMarketData(), settings.synthetic_pairs)
+        if settings.data.synthetic_pairs > 0:  # scale tests: syn001_usdt … (mur/data/synthetic.py)
+            archive = SyntheticPairs(BundledMarketData(), settings.data.synthetic_pairs)
         # the pairs an admin uploaded (mur/data/catalogue.py) are read from PostgreSQL
         return ClockedMarketData(UploadedPairs(archive, settings), market_clock(settings))
-    raise MarketDataError(f"unknown market data source {settings.market_data!r} (bundled or binance)")
+    raise MarketDataError(f"unknown market data source {settings.data.market_data!r} (bundled or binance)")

@@ -41,7 +41,7 @@ def _database(settings: Settings) -> Database:
     """One small pool per process and database (market caches refresh often; each source shares it)."""
     from mur.db import Database
 
-    key = settings.app_dsn()
+    key = settings.db.app_dsn()
     with _DATABASES_LOCK:
         db = _DATABASES.get(key)
         if db is None:

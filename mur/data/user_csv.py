@@ -14,7 +14,7 @@ from mur.data.candles import (
     ms_to_utc,
     validate_candles,
 )
-from mur.errors import DataValidationError
+from mur.errors import DataValidationError, first_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,7 +77,7 @@ def load_candles_csv(path: str | Path | IO[bytes], *, name: str | None = None) -
     except pd.errors.EmptyDataError:
         raise DataValidationError(f"candles CSV {label} is empty") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise DataValidationError(f"cannot read candles CSV {label}: {reason}") from None
     raw.columns = [str(c).strip().lower() for c in raw.columns]
     if "timestamp" not in raw.columns and "open_time" in raw.columns:

@@ -10,19 +10,9 @@
 
 Every query is a parameterized literal (identifiers go through :mod:`psycopg.sql`). Public functions take a
 :class:`Database` first and keyword-only arguments after it; each call is one transaction. Nothing connects
-until the first query. This module only re-exports the public names.
+until the first query. This module only re-exports the names its callers use (the rest: from the submodules).
 """
 
-from mur.db.calibration import (
-    CalibrationRecord,
-    calibration_steps,
-    calibration_summary,
-    current_scales,
-    load_calibration,
-    mark_applied_scales,
-    save_calibration,
-    update_from_resolved,
-)
 from mur.db.forecasts import (
     Forecast,
     fill_actuals,
@@ -32,7 +22,6 @@ from mur.db.forecasts import (
     set_actual,
 )
 from mur.db.logins import (
-    LoginFailures,
     LoginLimits,
     begin_login_attempt,
     begin_registration_attempt,
@@ -42,17 +31,8 @@ from mur.db.logins import (
     recent_login_failures,
     record_login_attempt,
 )
-from mur.db.migrations import (
-    MIGRATIONS_DIR,
-    Migration,
-    MigrationReport,
-    MigrationStatus,
-    discover_migrations,
-    ensure_database,
-    migrate,
-    migration_status,
-)
-from mur.db.pool import Connection, Database, connect
+from mur.db.migrations import MigrationReport, MigrationStatus, discover_migrations, migrate, migration_status
+from mur.db.pool import Database, connect
 from mur.db.quotas import (
     MAX_QUOTA,
     QuotaResult,
@@ -65,7 +45,6 @@ from mur.db.quotas import (
     set_quota,
 )
 from mur.db.tokens import (
-    MAX_TOKEN_LIFETIME,
     Token,
     TokenOwner,
     create_token,
@@ -81,9 +60,7 @@ from mur.db.users import (
     MAX_EMAIL_LENGTH,
     MAX_USERNAME_LENGTH,
     ROLES,
-    Invite,
     User,
-    UserSummary,
     add_role,
     authenticate,
     create_invite,
@@ -99,49 +76,35 @@ from mur.db.users import (
     set_user_roles,
     update_account,
     user_roles,
-    validate_email,
-    validate_username,
 )
 
 __all__ = [
     "INVITE_LIFETIME",
     "MAX_EMAIL_LENGTH",
     "MAX_QUOTA",
-    "MAX_TOKEN_LIFETIME",
     "MAX_USERNAME_LENGTH",
-    "MIGRATIONS_DIR",
     "ROLES",
-    "CalibrationRecord",
-    "Connection",
     "Database",
     "Forecast",
-    "Invite",
-    "LoginFailures",
     "LoginLimits",
-    "Migration",
     "MigrationReport",
     "MigrationStatus",
     "QuotaResult",
     "Token",
     "TokenOwner",
     "User",
-    "UserSummary",
     "add_role",
     "authenticate",
     "begin_login_attempt",
     "begin_registration_attempt",
-    "calibration_steps",
-    "calibration_summary",
     "cancel_login_attempt",
     "connect",
     "consume_quota",
     "create_invite",
     "create_token",
     "create_user",
-    "current_scales",
     "discover_migrations",
     "end_sessions",
-    "ensure_database",
     "ensure_managed_token",
     "fill_actuals",
     "get_usage",
@@ -150,9 +113,7 @@ __all__ = [
     "list_forecasts",
     "list_tokens",
     "list_users",
-    "load_calibration",
     "lookup_token",
-    "mark_applied_scales",
     "mark_login_succeeded",
     "migrate",
     "migration_status",
@@ -170,15 +131,11 @@ __all__ = [
     "require_user",
     "revoke_token",
     "rotate_token",
-    "save_calibration",
     "set_actual",
     "set_password",
     "set_quota",
     "set_user_disabled",
     "set_user_roles",
     "update_account",
-    "update_from_resolved",
     "user_roles",
-    "validate_email",
-    "validate_username",
 ]

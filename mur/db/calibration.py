@@ -2,8 +2,8 @@
 (pair, horizon, generation) of :mod:`mur.evaluation.online_conformal`, stepped by the track record's
 resolved forecasts.
 
-* serving: :func:`current_scales` (the scale to apply per horizon; 1 where no tracker exists yet), then
-  :func:`mark_applied_scales` on the stored forecasts (which scale their range was served with);
+* serving: :func:`load_calibration` (through :class:`mur.serving.calibration.OnlineScales`: 1 where no tracker
+  exists yet); each stored forecast keeps the scale its range was served with (``record_forecast_body``);
 * monitoring (every market hour): :func:`update_from_resolved` steps every tracker of a pair (the
   generations of :func:`served_generations`) with the forecasts resolved since the last call, each exactly
   once (``online_calibration_steps`` records it);
@@ -27,12 +27,11 @@ and the old generation's state stays (a rollback resumes it).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from mur.clock import as_utc
 from mur.db.pool import Database
 from mur.evaluation.online_conformal import OnlineParams, OnlineState, Outcome, scale_band, step
 from mur.pairs import normalize_pair
@@ -91,10 +90,6 @@ def _record(row: dict[str, Any]) -> CalibrationRecord:
     )
 
 
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
-
-
 def load_calibration(
     db: Database, *, pair: str, generation: str | None = None
 ) -> dict[int, CalibrationRecord]:
@@ -151,40 +146,9 @@ def _upsert(cur: Any, record: CalibrationRecord) -> None:
             "covered_base": s.covered_base,
             "winkler_sum": s.winkler_sum,
             "winkler_base_sum": s.winkler_base_sum,
-            "last": None if record.last_target_time is None else _utc(record.last_target_time),
+            "last": None if record.last_target_time is None else as_utc(record.last_target_time),
         },
     )
-
-
-def current_scales(
-    db: Database, *, pair: str, generation: str, horizons: Sequence[int] = ()
-) -> dict[int, float]:
-    """For serving: the scale to apply per horizon of ``pair`` (``horizons`` default to the stored ones;
-    1.0 for a horizon without a tracker: the graph's own range)."""
-    stored = load_calibration(db, pair=pair, generation=generation)
-    out = {int(h): 1.0 for h in horizons}
-    out.update({h: r.scale for h, r in stored.items() if not horizons or h in out})
-    return out
-
-
-def mark_applied_scales(db: Database, *, scales: Iterable[tuple[int, float]], generation: str) -> int:
-    """For serving, after storing a forecast (:func:`mur.db.forecasts.record_forecast_body`): record which
-    scale each stored forecast's range was served with, as ``(forecast id, scale)``; returns rows marked."""
-    pairs = [(int(i), float(s)) for i, s in scales]
-    if any(not (math.isfinite(s) and s > 0) for _, s in pairs):
-        raise ValueError("a calibration scale must be a positive finite number")
-    if not pairs:
-        return 0
-    with db.cursor() as cur:
-        cur.execute(
-            """
-            UPDATE forecasts f SET calibration_scale = m.scale, calibration_generation = %(generation)s
-            FROM unnest(%(ids)s::bigint[], %(scales)s::float8[]) AS m(id, scale)
-            WHERE f.id = m.id
-            """,
-            {"ids": [i for i, _ in pairs], "scales": [s for _, s in pairs], "generation": generation},
-        )
-        return int(cur.rowcount)
 
 
 _RESOLVED_NOT_STEPPED = """
@@ -223,7 +187,7 @@ def update_from_resolved(
     generation wait for each other). Returns every tracker of the pair and generation after the update."""
     params = params or OnlineParams()
     pair = normalize_pair(pair)
-    hour = _utc(market_hour)
+    hour = as_utc(market_hour)
     with db.cursor() as cur:
         cur.execute(
             "SELECT pg_advisory_xact_lock(hashtext('online_calibration:' || %(pair)s || ':' || %(generation)s))",
@@ -300,7 +264,7 @@ def served_generations(db: Database, *, pair: str, since: datetime, until: datet
               AND target_time >= %(since)s AND target_time < %(until)s
             GROUP BY calibration_generation ORDER BY first, generation
             """,
-            {"pair": normalize_pair(pair), "since": _utc(since), "until": _utc(until)},
+            {"pair": normalize_pair(pair), "since": as_utc(since), "until": as_utc(until)},
         )
         return [str(row["generation"]) for row in cur.fetchall()]
 
@@ -340,7 +304,7 @@ def calibration_steps(
                 "pair": normalize_pair(pair),
                 "generation": generation,
                 "horizon": horizon_hours,
-                "since": None if since is None else _utc(since),
+                "since": None if since is None else as_utc(since),
                 "limit": max(int(limit), 0),
             },
         )

@@ -16,9 +16,10 @@ import psycopg
 import psycopg.errors
 from psycopg import sql
 
-from mur.db.pool import Connection, _first_line, connect, fetch_one
-from mur.errors import MigrationError
+from mur.db.pool import Connection, connect, fetch_one
+from mur.errors import MigrationError, first_line
 from mur.settings import PROJECT_ROOT, Settings
+from mur.waiting import wait_until
 
 MIGRATIONS_DIR = PROJECT_ROOT / "sql"
 MIGRATION_LOCK_KEY = 0x6D75725F6D6967  # "mur_mig": pg advisory lock held while migrating
@@ -92,7 +93,9 @@ def discover_migrations(directory: Path | None = None) -> list[Migration]:
 
 def _database_exists(settings: Settings) -> bool:
     with connect(settings, database="postgres", autocommit=True) as conn:
-        row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (settings.pg_database,)).fetchone()
+        row = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (settings.db.pg_database,)
+        ).fetchone()
         return row is not None
 
 
@@ -102,7 +105,7 @@ def ensure_database(settings: Settings) -> bool:
         return False
     with connect(settings, database="postgres", autocommit=True) as conn:
         try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(settings.pg_database)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(settings.db.pg_database)))
         except psycopg.errors.DuplicateDatabase:
             return False  # another migrator created it a moment ago
         except psycopg.errors.UniqueViolation:
@@ -146,11 +149,13 @@ def migration_status(settings: Settings, *, migrations_dir: Path | None = None) 
 
 
 def _acquire_migration_lock(conn: Connection, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not fetch_one(conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_KEY,)))[0]:
-        if time.monotonic() >= deadline:
-            raise MigrationError(f"another migration has held the lock for over {timeout_s:g}s; try later")
-        time.sleep(0.1)
+    wait_until(
+        lambda: fetch_one(conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_KEY,)))[0],
+        what="the migration lock (another migration holds it; try later)",
+        timeout_s=timeout_s,
+        interval_s=0.1,
+        error=MigrationError,
+    )
 
 
 def _apply(conn: Connection, migration: Migration) -> None:
@@ -170,8 +175,11 @@ def _apply(conn: Connection, migration: Migration) -> None:
             )
     except psycopg.Error as exc:
         raise MigrationError(
-            f"migration {migration.path.name} failed and was rolled back: {_first_line(exc)}"
+            f"migration {migration.path.name} failed and was rolled back: {first_line(exc)}"
         ) from exc
+
+
+ROLE_ALTER_ATTEMPTS = 8
 
 
 def ensure_app_role(conn: Connection, settings: Settings) -> None:
@@ -179,30 +187,44 @@ def ensure_app_role(conn: Connection, settings: Settings) -> None:
     database only CONNECT, USAGE of the schema and SELECT/INSERT/UPDATE/DELETE on its tables (and sequences),
     now and for tables later migrations create. It owns nothing and cannot change the schema, read other
     databases or the migration log's history beyond SELECT. Idempotent; the password follows the settings."""
-    role = settings.pg_app_user
+    role = settings.db.pg_app_user
     if not role:
         return
     ident = sql.Identifier(role)
-    password = sql.Literal(settings.pg_app_password) if settings.pg_app_password else sql.SQL("NULL")
+    password = sql.Literal(settings.db.pg_app_password) if settings.db.pg_app_password else sql.SQL("NULL")
     exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
     if not exists:
         try:
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident, password))
         except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
             pass  # a migrator of another database created it a moment ago
-    conn.execute(
+    statements = [
         sql.SQL("ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(ident, password)
-    )
-    for statement in (
-        "GRANT CONNECT ON DATABASE {db} TO {role}",
-        "GRANT USAGE ON SCHEMA public TO {role}",
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
-        "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role}",
-        "REVOKE INSERT, UPDATE, DELETE ON schema_migrations FROM {role}",
-        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}",
-        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {role}",
-    ):
-        conn.execute(sql.SQL(statement).format(db=sql.Identifier(settings.pg_database), role=ident))
+    ]
+    statements += [
+        sql.SQL(statement).format(db=sql.Identifier(settings.db.pg_database), role=ident)
+        for statement in (
+            "GRANT CONNECT ON DATABASE {db} TO {role}",
+            "GRANT USAGE ON SCHEMA public TO {role}",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+            "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role}",
+            "REVOKE INSERT, UPDATE, DELETE ON schema_migrations FROM {role}",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {role}",
+        )
+    ]
+    for statement in statements:
+        for attempt in range(ROLE_ALTER_ATTEMPTS):
+            try:
+                conn.execute(statement)
+                break
+            except psycopg.errors.InternalError as exc:
+                # The role is cluster-wide and the grants are catalogue rows: migrators running at once
+                # (parallel test workers, two stacks on one server) change the same row, and PostgreSQL
+                # answers "tuple concurrently updated". Every statement is idempotent: retry it.
+                if "concurrently updated" not in str(exc) or attempt == ROLE_ALTER_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
 
 def migrate(

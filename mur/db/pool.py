@@ -19,7 +19,7 @@ import psycopg.errors
 from psycopg.rows import DictRow, TupleRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from mur.errors import DatabaseError
+from mur.errors import DatabaseError, first_line
 from mur.settings import Settings
 
 Connection = psycopg.Connection[TupleRow]
@@ -31,19 +31,14 @@ APPLICATION_NAME = "mur"
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 60, "keepalives_interval": 10, "keepalives_count": 5}
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _describe(settings: Settings, database: str | None = None) -> str:
     """Where we connect, without the password (for error messages)."""
-    return f"{settings.pg_user}@{settings.pg_host}:{settings.pg_port}/{database or settings.pg_database}"
+    return f"{settings.db.pg_user}@{settings.db.pg_host}:{settings.db.pg_port}/{database or settings.db.pg_database}"
 
 
 def _connect_error(settings: Settings, database: str | None, exc: Exception) -> DatabaseError:
     """A one-line :class:`DatabaseError` for a failed connection, with a hint when the database is missing."""
-    reason = _first_line(exc)
+    reason = first_line(exc)
     hint = "; run `mur db migrate` to create it" if "does not exist" in reason else ""
     return DatabaseError(f"cannot connect to PostgreSQL {_describe(settings, database)}: {reason}{hint}")
 
@@ -69,7 +64,7 @@ def connection_options(
 def connect(settings: Settings, *, database: str | None = None, autocommit: bool = False) -> Connection:
     """One direct (unpooled) connection in UTC, for migrations and admin work."""
     try:
-        return psycopg.connect(settings.pg_dsn(database), autocommit=autocommit, **connection_options())
+        return psycopg.connect(settings.db.dsn(database), autocommit=autocommit, **connection_options())
     except psycopg.OperationalError as exc:
         raise _connect_error(settings, database, exc) from exc
 
@@ -87,7 +82,7 @@ class Database:
 
     ``maxconn`` bounds the connections this process opens; callers beyond it wait up to ``pool_timeout_s``
     instead of failing. ``minconn`` connections stay open; the ones above it close after 10 idle minutes.
-    ``statement_timeout_s`` (default: ``settings.pg_statement_timeout_s``) cancels any statement running longer;
+    ``statement_timeout_s`` (default: ``settings.db.pg_statement_timeout_s``) cancels any statement running longer;
     ``lock_timeout_s`` (default: none) any statement waiting longer for a lock.
     """
 
@@ -108,7 +103,7 @@ class Database:
         self._maxconn = maxconn
         self._pool_timeout_s = pool_timeout_s
         if statement_timeout_s is None:
-            statement_timeout_s = settings.pg_statement_timeout_s
+            statement_timeout_s = settings.db.pg_statement_timeout_s
         self.statement_timeout_s = statement_timeout_s
         self.lock_timeout_s = lock_timeout_s
         self._options = connection_options(statement_timeout_s, lock_timeout_s)
@@ -124,7 +119,7 @@ class Database:
     def _probe(self) -> None:
         """Connect once directly: raises the server's own reason (bad password, missing database)."""
         try:
-            psycopg.connect(self.settings.app_dsn(), **self._options).close()
+            psycopg.connect(self.settings.db.app_dsn(), **self._options).close()
         except psycopg.OperationalError as exc:
             raise _connect_error(self.settings, None, exc) from exc
 
@@ -135,7 +130,7 @@ class Database:
                 # direct connection first turns a wrong database or password into one clear error at once.
                 self._probe()
                 self._pool = ConnectionPool(
-                    self.settings.app_dsn(),  # the application's role, not the owner (migrations)
+                    self.settings.db.app_dsn(),  # the application's role, not the owner (migrations)
                     kwargs=self._options,
                     min_size=self._minconn,
                     max_size=self._maxconn,
@@ -171,10 +166,10 @@ class Database:
                 yield conn
         except psycopg.errors.UndefinedTable as exc:
             raise DatabaseError(
-                f"the database schema is missing or outdated ({_first_line(exc)}); run `mur db migrate`"
+                f"the database schema is missing or outdated ({first_line(exc)}); run `mur db migrate`"
             ) from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise DatabaseError(f"PostgreSQL {_describe(self.settings)} failed: {_first_line(exc)}") from exc
+            raise DatabaseError(f"PostgreSQL {_describe(self.settings)} failed: {first_line(exc)}") from exc
         finally:
             pool.putconn(conn)  # a broken connection is discarded and replaced by the pool
 

@@ -61,7 +61,7 @@ def set_quota(db: Database, *, user_id: int, monthly_limit: int | None) -> int:
             if cur.fetchone() is None:
                 raise NotFoundError(f"unknown user id {user_id}")
             cur.execute("DELETE FROM quotas WHERE user_id = %s", (user_id,))
-            return db.settings.default_monthly_quota
+            return db.settings.serving.default_monthly_quota
         validate_quota(monthly_limit)
         try:
             cur.execute(
@@ -86,7 +86,7 @@ def get_usage(db: Database, *, user_id: int, month: date | None = None) -> tuple
             LEFT JOIN api_usage a ON a.user_id = u.id AND a.month = %s
             WHERE u.id = %s
             """,
-            (db.settings.default_monthly_quota, month, user_id),
+            (db.settings.serving.default_monthly_quota, month, user_id),
         )
         row = cur.fetchone()
     if row is None:
@@ -151,7 +151,7 @@ def consume_quota(
         "user_id": user_id,
         "month": month,
         "units": units,
-        "default": db.settings.default_monthly_quota,
+        "default": db.settings.serving.default_monthly_quota,
     }
     with db.cursor() as cur:
         try:

@@ -301,7 +301,7 @@ def update_account(
                 (user_id, monthly_limit),
             )
         cur.execute("UPDATE users SET disabled = %s WHERE id = %s", (disabled, user_id))
-    return db.settings.default_monthly_quota if monthly_limit is None else monthly_limit
+    return db.settings.serving.default_monthly_quota if monthly_limit is None else monthly_limit
 
 
 @dataclass(frozen=True)
@@ -378,7 +378,7 @@ def remove_role(db: Database, *, user_id: int, role: str) -> tuple[str, ...]:
 
 def list_users(db: Database, *, at: datetime | None = None) -> list[UserSummary]:
     """Every user with roles, effective monthly quota and usage in the month containing ``at`` (now)."""
-    default = db.settings.default_monthly_quota
+    default = db.settings.serving.default_monthly_quota
     with db.cursor() as cur:
         cur.execute(
             """

@@ -21,8 +21,6 @@ from mur.model.features import (
     normalize_targets,
 )
 
-METRIC_KEYS = ("mae", "rmse", "mape", "directional_accuracy")
-
 
 def regression_metrics(pred: np.ndarray, actual: np.ndarray, last_close: np.ndarray) -> dict[str, float]:
     """MAE, RMSE, MAPE (%) and directional accuracy (sign of predicted vs actual change from last close).

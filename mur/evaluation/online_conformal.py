@@ -159,11 +159,6 @@ def scale_band(median: float, lower: float, upper: float, scale: float) -> tuple
     return median * (lower / median) ** scale, median * (upper / median) ** scale
 
 
-def scale_quantiles(median: float, quantiles: Sequence[float], scale: float) -> list[float]:
-    """Every quantile's distance from ``median`` in log price multiplied by ``scale`` (order kept)."""
-    return [median * (q / median) ** scale for q in quantiles]
-
-
 def winkler_log(lower: float, upper: float, actual: float, alpha: float) -> float:
     """Winkler score of ``[lower, upper]`` in log-price percent: width + ``2/alpha`` x the miss."""
     lo, hi, y = (100.0 * math.log(v) for v in (lower, upper, actual))
@@ -189,15 +184,6 @@ def step(state: OnlineState, outcome: Outcome, hours: int, params: OnlineParams)
         + winkler_log(outcome.lower, outcome.upper, outcome.actual, params.alpha),
         winkler_base_sum=state.winkler_base_sum + winkler_log(base_lo, base_hi, outcome.actual, params.alpha),
     )
-
-
-def step_many(
-    state: OnlineState, outcomes: Sequence[Outcome], hours: int, params: OnlineParams
-) -> OnlineState:
-    """:func:`step` over ``outcomes`` in the order they resolved."""
-    for outcome in outcomes:
-        state = step(state, outcome, hours, params)
-    return state
 
 
 @dataclass(frozen=True)

@@ -58,9 +58,6 @@ EXTENDED_FEATURE_NAMES: tuple[str, ...] = (*FEATURE_NAMES, "hour", "volume")
 FEATURE_SETS: dict[str, tuple[str, ...]] = {"extended": EXTENDED_FEATURE_NAMES, "reference": FEATURE_NAMES}
 FEATURE_VOCABULARY: frozenset[str] = frozenset(EXTENDED_FEATURE_NAMES)
 """Every column name a model's ``mur.features`` may list."""
-CALENDAR_IDX = (0, 1, 2, 3)
-PRICE_IDX = (4, 5, 6, 7)
-SPREAD_IDX = 8
 CLOSE_IDX = 7
 # Calendar columns are scaled by their known domain (no fitting needed, no leakage possible).
 CALENDAR_DOMAIN: tuple[tuple[float, float], ...] = ((0, 6), (1, 31), (1, 53), (1, 12))
@@ -98,18 +95,6 @@ class FeatureSpec:
             "quantiles": "price quantiles, shape (batch, n_horizons, n_levels), non-decreasing on the last axis",
         }
         return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FeatureSpec:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            seq_len=int(d["seq_len"]),
-            normalization=d["normalization"],
-            feature_names=tuple(d.get("feature_names", FEATURE_NAMES)),
-            col_min=tuple(float(x) for x in d.get("col_min", ())),
-            col_max=tuple(float(x) for x in d.get("col_max", ())),
-            relative_scale=float(d.get("relative_scale", RELATIVE_SCALE)),
-        )
 
 
 @dataclass(frozen=True)

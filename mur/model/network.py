@@ -80,10 +80,6 @@ class ModelConfig:
             )
 
     @property
-    def n_features(self) -> int:
-        return len(self.feature_names)
-
-    @property
     def median_index(self) -> int:
         return self.quantile_levels.index(0.5)
 

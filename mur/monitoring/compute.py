@@ -44,14 +44,14 @@ PSI_FLOOR = 1e-4
 
 def thresholds_from(settings: Settings) -> Thresholds:
     return Thresholds(
-        window_hours=settings.monitor_window_hours,
-        min_resolved=settings.monitor_min_resolved,
-        skill_below=settings.monitor_skill_below,
-        coverage_below=settings.monitor_coverage_below,
-        psi_above=settings.monitor_psi_above,
-        ks_p_below=settings.monitor_ks_p_below,
-        alert_features=list(settings.monitor_drift_alert_features),
-        cooldown_hours=settings.monitor_cooldown_hours,
+        window_hours=settings.monitoring.monitor_window_hours,
+        min_resolved=settings.monitoring.monitor_min_resolved,
+        skill_below=settings.monitoring.monitor_skill_below,
+        coverage_below=settings.monitoring.monitor_coverage_below,
+        psi_above=settings.monitoring.monitor_psi_above,
+        ks_p_below=settings.monitoring.monitor_ks_p_below,
+        alert_features=list(settings.monitoring.monitor_drift_alert_features),
+        cooldown_hours=settings.monitoring.monitor_cooldown_hours,
     )
 
 

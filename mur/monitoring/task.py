@@ -36,12 +36,12 @@ def _registry_view(
 
     try:
         client = registry_client(settings)
-        found = champions(client, prefix=settings.registry_prefix, pairs=pairs)
+        found = champions(client, prefix=settings.registry.registry_prefix, pairs=pairs)
     except MurError as exc:
         log.warning("monitoring without champions' training windows: %s", exc)
         return {}, None
     try:
-        return found, newest_trainings(client, settings.registry_prefix, pairs)
+        return found, newest_trainings(client, settings.registry.registry_prefix, pairs)
     except Exception as exc:  # MlflowException, a transport error: the check waits for the next hour
         log.warning("monitoring without the training staleness check: %s", exc)
         return found, None
@@ -130,8 +130,8 @@ def step_online_calibration(db: Any, settings: Settings, pair: str, hour: dateti
     from mur.db.calibration import LOOKBACK, calibration_summary, served_generations, update_from_resolved
     from mur.evaluation.online_conformal import OnlineParams
 
-    if settings.online_calibration:
-        params = OnlineParams(eta=settings.online_calibration_eta)
+    if settings.monitoring.online_calibration:
+        params = OnlineParams(eta=settings.monitoring.online_calibration_eta)
         for generation in served_generations(db, pair=pair, since=hour - LOOKBACK, until=hour):
             update_from_resolved(db, pair=pair, generation=generation, market_hour=hour, params=params)
     return calibration_summary(db, pair=pair)
@@ -144,7 +144,7 @@ def run_monitoring(
     pairs: Iterable[str] | None = None,
     say: Say = log.info,
 ) -> dict[str, Any]:
-    """Monitor every pair (default ``settings.pairs``) at ``market_hour`` (default: the market clock's);
+    """Monitor every pair (default ``settings.general.pairs``) at ``market_hour`` (default: the market clock's);
     returns ``{pair: {"status", "resolved", "alerts", "retrain_run_id"}}``. A failing pair is reported and
     the others go on."""
     from mur.clock import floor_hour, market_clock
@@ -173,9 +173,11 @@ def run_monitoring(
                     hour,
                     thresholds,
                     champion=champs.get(pair),
-                    drift_hours=settings.monitor_drift_hours,
+                    drift_hours=settings.monitoring.monitor_drift_hours,
                 )
-                stale = stale_training_line((trained or {}).get(pair), hour, settings.stale_training_hours)
+                stale = stale_training_line(
+                    (trained or {}).get(pair), hour, settings.monitoring.stale_training_hours
+                )
                 if stale is not None:
                     kinds = [*kinds, STALE_KIND]
                     report = report.model_copy(update={"status": "alert", "alerts": [*report.alerts, stale]})
@@ -202,7 +204,7 @@ def run_monitoring(
                     else:
                         run_id = None
                         retrain_for = [k for k in kinds if k != STALE_KIND]  # stale: the schedule's fault
-                        if settings.monitor_retrain and retrain_for:
+                        if settings.monitoring.monitor_retrain and retrain_for:
                             run_id = request_retraining(settings, pair, hour, "; ".join(retrain_for))
                         delivered = _alert(settings, pair, hour, report.alerts, run_id)
                         record_alert(

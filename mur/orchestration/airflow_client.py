@@ -9,7 +9,6 @@ A service that is down raises :class:`ServiceUnavailable` (with the URL tried), 
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -17,6 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from mur.errors import ServiceError
+from mur.waiting import wait_until
 
 if TYPE_CHECKING:
     from mur.settings import Settings
@@ -85,11 +85,11 @@ class AirflowClient:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, password: str | None = None) -> AirflowClient:
-        """A client for ``settings.airflow_url`` as ``settings.airflow_user`` (``password`` overrides)."""
+        """A client for ``settings.airflow.airflow_url`` as ``settings.airflow.airflow_user`` (``password`` overrides)."""
         return cls(
-            settings.airflow_url,
-            username=settings.airflow_user,
-            password=password if password is not None else settings.airflow_password,
+            settings.airflow.airflow_url,
+            username=settings.airflow.airflow_user,
+            password=password if password is not None else settings.airflow.airflow_password,
         )
 
     def close(self) -> None:
@@ -232,14 +232,14 @@ class AirflowClient:
         self, dag_id: str, run_id: str, timeout_s: float = 3600, poll_s: float = 5
     ) -> dict[str, Any]:
         """Poll until the run succeeded or failed; its last state."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            run = self.dag_run(dag_id, run_id)
-            if run["state"] in FINISHED_STATES:
-                return run
-            if time.monotonic() > deadline:
-                raise ServiceError(f"run {run_id} of {dag_id} still {run['state']} after {timeout_s:.0f} s")
-            time.sleep(poll_s)
+        return wait_until(
+            lambda: self.dag_run(dag_id, run_id),
+            what=f"run {run_id} of {dag_id} to finish",
+            timeout_s=timeout_s,
+            interval_s=poll_s,
+            done=lambda run: run["state"] in FINISHED_STATES,
+            error=ServiceError,
+        )
 
     # --- backfills --------------------------------------------------------------------------------------
     def backfill_body(

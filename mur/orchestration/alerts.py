@@ -110,7 +110,7 @@ def alert_from_context(
     )
     if task_id:
         alert.log_url = task_log_url(
-            settings.airflow_url, dag_id, run_id, task_id, map_index, alert.try_number
+            settings.airflow.airflow_url, dag_id, run_id, task_id, map_index, alert.try_number
         )
     return alert
 
@@ -165,8 +165,8 @@ def build_webhook(alert: Alert, url: str, *, username: str = "Make Us Rich") -> 
 # --- sending --------------------------------------------------------------------------------------
 def webhook_url(settings: Settings) -> str | None:
     """``MUR_DISCORD_WEBHOOK_URL``, else the Airflow Connection ``mur_discord``, else None."""
-    if settings.discord_webhook_url:
-        return settings.discord_webhook_url
+    if settings.airflow.discord_webhook_url:
+        return settings.airflow.discord_webhook_url
     try:
         from airflow.sdk import Connection
 

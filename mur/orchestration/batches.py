@@ -63,7 +63,7 @@ def train_batch(
     say = emit or log.info
     options = dict(options or {})
     if "train_days" in options:
-        settings = settings.model_copy(update={"train_days": int(options["train_days"])})
+        settings = settings.replace(train_days=int(options["train_days"]))
     out: dict[str, dict[str, Any]] = {}
     by_end: dict[datetime, list[str]] = {}
     for pair in dict.fromkeys(p.lower() for p in pairs):
@@ -119,7 +119,9 @@ def plan_batches_task(pairs: Sequence[str]) -> list[list[str]]:
     from mur.settings import get_settings
 
     settings = get_settings()
-    batches = plan_batches(list(pairs), settings.max_parallel_trainings, settings.train_batch_size)
+    batches = plan_batches(
+        list(pairs), settings.airflow.max_parallel_trainings, settings.airflow.train_batch_size
+    )
     log.info("%d pair(s) in %d batch(es): %s", len(pairs), len(batches), [len(b) for b in batches])
     return batches
 

@@ -2,8 +2,13 @@
 
 :func:`submit_training` submits ``python -m ray_jobs.train_pair`` through ``JobSubmissionClient`` at
 ``MUR_RAY_ADDRESS`` with a runtime env that ships the project, streams the job's logs, and returns the job's
-:class:`~mur.contracts.TrainingResult` (registered version, alias decision, metrics), read from the job's
-``MUR_RESULT`` line, or raises :class:`JobError` with the job's error.
+:class:`~mur.contracts.TrainingResult` (registered version, alias decision, metrics), or raises
+:class:`JobError` with the job's error.
+
+A job leaves its result as one JSON object in the artefact bucket named by its submission id
+(``s3://BUCKET/job-results/ID.json``): the submitter picks the id (:func:`new_submission_id`) and passes it to
+the job (``--submission-id``), the job writes the object in one PUT (:func:`write_job_result`: a reader sees
+all of it or none), and the submitter reads it by that id once the job ended (:func:`job_result_reader`).
 """
 
 from __future__ import annotations
@@ -12,14 +17,15 @@ import json
 import os
 import shlex
 import sys
-import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from mur.contracts import TrainingResult, parse_result_line, parse_result_lines
+from mur.contracts import TrainingResult, TrainingResults
 from mur.errors import JobError
 from mur.settings import PROJECT_ROOT, Settings
+from mur.waiting import WaitTimeout, wait_until
 
 RUNTIME_EXCLUDES = [
     ".venv",
@@ -39,6 +45,8 @@ RUNTIME_EXCLUDES = [
     "test-output",
 ]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+ResultReader = Callable[[str], "str | None"]
+"""The JSON document a job left under its submission id (None when it left none)."""
 
 
 def client_for(settings: Settings) -> Any:
@@ -46,15 +54,15 @@ def client_for(settings: Settings) -> Any:
     from ray.job_submission import JobSubmissionClient
 
     try:
-        return JobSubmissionClient(settings.ray_address, headers=settings.ray_headers())
+        return JobSubmissionClient(settings.ray.ray_address, headers=settings.ray.headers())
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError depending on what fails
         if "401" in str(exc) or "403" in str(exc) or "Authentication" in str(exc):
             raise JobError(
-                f"the Ray head at {settings.ray_address} refused this client's token: set RAY_AUTH_TOKEN to the "
+                f"the Ray head at {settings.ray.ray_address} refused this client's token: set RAY_AUTH_TOKEN to the "
                 "cluster's token (the local stack keeps it in .runtime/stack-secrets.json and exports it)"
             ) from exc
         raise JobError(
-            f"cannot reach the Ray head at {settings.ray_address} ({type(exc).__name__}); "
+            f"cannot reach the Ray head at {settings.ray.ray_address} ({type(exc).__name__}); "
             "start it with `mur services start ray` or set MUR_RAY_ADDRESS"
         ) from exc
 
@@ -94,11 +102,11 @@ def runtime_env(settings: Settings) -> dict[str, Any]:
     env.update(settings_env(settings))
     env.update(
         {
-            "MUR_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-            "MUR_S3_ENDPOINT_URL": settings.s3_endpoint_url,
-            "MUR_MARKET_DATA": settings.market_data,
-            "MUR_RUNTIME_DIR": str(settings.runtime_dir),
-            "MUR_GIT_COMMIT": git_commit(),
+            "MUR_MLFLOW_TRACKING_URI": settings.registry.mlflow_tracking_uri,
+            "MUR_S3_ENDPOINT_URL": settings.registry.s3_endpoint_url,
+            "MUR_MARKET_DATA": settings.data.market_data,
+            "MUR_RUNTIME_DIR": str(settings.general.runtime_dir),
+            "MUR_GIT_COMMIT": git_commit(settings),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -109,8 +117,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """``MUR_*`` variables reproducing every explicitly set non-secret field, so the job sees the caller's
     settings (secrets are left out: :data:`SECRET_FIELDS`)."""
     out: dict[str, str] = {}
-    for name in sorted(settings.model_fields_set - SECRET_FIELDS):
-        value = getattr(settings, name)
+    explicit = settings.flat(exclude_unset=True)
+    for name in sorted(explicit.keys() - SECRET_FIELDS):
+        value = explicit[name]
         if value is None:
             continue
         out[f"MUR_{name.upper()}"] = json.dumps(value) if isinstance(value, list | dict) else str(value)
@@ -147,21 +156,25 @@ def submit_training(
     timeout_s: float | None = None,
     poll_s: float = 2.0,
     submission_id: str | None = None,
+    read: ResultReader | None = None,
     **options: Any,
 ) -> TrainingResult:
-    """Submit one training job, follow it to the end and return its result (or raise JobError)."""
+    """Submit one training job, follow it to the end and return its result (or raise JobError); ``read``:
+    where its result is read (default: the artefact bucket, :func:`job_result_reader`)."""
     client = client_for(settings)
-    entrypoint = build_entrypoint(pair.lower(), end, num_workers=num_workers, use_gpu=use_gpu, **options)
-    emit = log or (lambda line: print(line, flush=True))
-    job_id = _submit(
-        client, settings, entrypoint, submission_id, {"pair": pair.lower(), "end": str(end)}, emit
+    sid = submission_id or new_submission_id("train")
+    entrypoint = build_entrypoint(
+        pair.lower(), end, num_workers=num_workers, use_gpu=use_gpu, submission_id=sid, **options
     )
+    emit = log or (lambda line: print(line, flush=True))
+    job_id = _submit(client, settings, entrypoint, sid, {"pair": pair.lower(), "end": str(end)}, emit)
     return wait_for_job(
         client,
         job_id,
+        read=read or job_result_reader(settings),
         stream_logs=stream_logs,
         emit=emit,
-        timeout_s=timeout_s or settings.job_timeout_s,
+        timeout_s=timeout_s or settings.training.job_timeout_s,
         poll_s=poll_s,
     )
 
@@ -176,22 +189,28 @@ def follow_job(
     poll_s: float = 2.0,
 ) -> tuple[str, str]:
     """Poll a job until it ends, streaming new log lines; its final status and logs."""
-    deadline = time.monotonic() + timeout_s
     seen = 0
-    status = "PENDING"
-    while True:
-        status = str(client.get_job_status(job_id)).split(".")[-1]
-        logs = client.get_job_logs(job_id)
+
+    def status_and_logs() -> tuple[str, str]:
+        nonlocal seen
+        status, logs = str(client.get_job_status(job_id)).split(".")[-1], client.get_job_logs(job_id)
         if stream_logs and len(logs) > seen:
             for line in logs[seen:].splitlines():
                 emit(line)
             seen = len(logs)
-        if status in TERMINAL:
-            return status, logs
-        if time.monotonic() > deadline:
-            client.stop_job(job_id)
-            raise JobError(f"Ray job {job_id} did not finish within {timeout_s:.0f} s; stopped it")
-        time.sleep(poll_s)
+        return status, logs
+
+    try:
+        return wait_until(
+            status_and_logs,
+            what=f"Ray job {job_id}",
+            timeout_s=timeout_s,
+            interval_s=poll_s,
+            done=lambda s: s[0] in TERMINAL,
+        )
+    except WaitTimeout:
+        client.stop_job(job_id)
+        raise JobError(f"Ray job {job_id} did not finish within {timeout_s:.0f} s; stopped it") from None
 
 
 def _submit(
@@ -213,7 +232,7 @@ def _submit(
     except Exception as exc:
         what = metadata.get("pair") or f"{metadata.get('pairs', '').count(',') + 1} pair(s)"
         raise JobError(
-            f"could not submit the training job for {what} to {settings.ray_address}: {exc}"
+            f"could not submit the training job for {what} to {settings.ray.ray_address}: {exc}"
         ) from exc
     emit(f"[mur] submitted Ray job {job_id}: {entrypoint}")
     return str(job_id)
@@ -223,23 +242,21 @@ def wait_for_job(
     client: Any,
     job_id: str,
     *,
+    read: ResultReader,
     stream_logs: bool,
     emit: Callable[[str], None],
     timeout_s: float,
     poll_s: float = 2.0,
 ) -> TrainingResult:
-    """Poll a job until it ends, streaming new log lines; return its parsed result."""
+    """Poll a job until it ends, streaming new log lines; return the result it left (``read`` by its
+    submission id), or raise JobError with its error."""
     status, logs = follow_job(
         client, job_id, stream_logs=stream_logs, emit=emit, timeout_s=timeout_s, poll_s=poll_s
     )
-    try:
-        result = parse_result_line(logs)
-    except ValueError as exc:  # a malformed line (pydantic's ValidationError is a ValueError)
-        raise JobError(f"Ray job {job_id} {status.lower()} with an unreadable result line: {exc}") from exc
+    result = next(iter(_read_results(read, job_id, status).values()), None)
     if status != "SUCCEEDED" or result is None or result.error is not None:
-        info = client.get_job_info(job_id)
-        reason = (result.error if result else None) or _last_error_line(logs) or (info.message or status)
-        raise JobError(f"Ray job {job_id} {status.lower()}: {reason}")
+        reason = (result.error if result else None) or _why(client, job_id, status, logs)
+        raise JobError(f"Ray job {job_id} {status.lower()}{'' if result else ' without a result'}: {reason}")
     return result.model_copy(update={"job_id": job_id})
 
 
@@ -248,25 +265,19 @@ def wait_for_batch(
     job_id: str,
     pairs: Sequence[str],
     *,
+    read: ResultReader,
     stream_logs: bool,
     emit: Callable[[str], None],
     timeout_s: float,
     poll_s: float = 2.0,
 ) -> dict[str, TrainingResult]:
-    """Follow a batch job to its end: one result per pair, failures included (a pair without a result line
-    gets the job's error). Raises JobError only when the job's results cannot be read at all."""
+    """Follow a batch job to its end: one result per pair, failures included (a pair the job left no result
+    for gets the job's error). Raises JobError only when the job's results cannot be read at all."""
     status, logs = follow_job(
         client, job_id, stream_logs=stream_logs, emit=emit, timeout_s=timeout_s, poll_s=poll_s
     )
-    try:
-        results = parse_result_lines(logs)
-    except ValueError as exc:
-        raise JobError(f"Ray job {job_id} {status.lower()} with an unreadable result line: {exc}") from exc
-    missing = [p for p in pairs if p not in results]
-    reason = ""
-    if missing:
-        info = client.get_job_info(job_id)
-        reason = _last_error_line(logs) or (info.message or status)
+    results = _read_results(read, job_id, status)
+    reason = "" if all(p in results for p in pairs) else _why(client, job_id, status, logs)
     return {
         p: (
             results[p].model_copy(update={"job_id": job_id})
@@ -275,6 +286,22 @@ def wait_for_batch(
         )
         for p in pairs
     }
+
+
+def _read_results(read: ResultReader, job_id: str, status: str) -> dict[str, TrainingResult]:
+    """The results job ``job_id`` left, by pair (none when it left no document)."""
+    text = read(job_id)
+    if text is None:
+        return {}
+    try:
+        return {r.pair: r for r in TrainingResults.model_validate_json(text).results}
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise JobError(f"Ray job {job_id} {status.lower()} with an unreadable result: {exc}") from exc
+
+
+def _why(client: Any, job_id: str, status: str, logs: str) -> str:
+    """Why a job failed: its last error line (else its last log line), or Ray's message."""
+    return _last_error_line(logs) or (client.get_job_info(job_id).message or status)
 
 
 def submit_batch(
@@ -289,22 +316,27 @@ def submit_batch(
     timeout_s: float | None = None,
     poll_s: float = 2.0,
     submission_id: str | None = None,
+    read: ResultReader | None = None,
     **options: Any,
 ) -> dict[str, TrainingResult]:
     """Submit one job training ``pairs`` in one Ray Train run, follow it, return one result per pair."""
     pairs = [p.lower() for p in pairs]
     client = client_for(settings)
-    entrypoint = build_entrypoint(pairs, end, num_workers=num_workers, use_gpu=use_gpu, **options)
+    sid = submission_id or new_submission_id("batch")
+    entrypoint = build_entrypoint(
+        pairs, end, num_workers=num_workers, use_gpu=use_gpu, submission_id=sid, **options
+    )
     emit = log or (lambda line: print(line, flush=True))
     metadata = {"pairs": ",".join(pairs)[:200], "end": str(end)}
-    job_id = _submit(client, settings, entrypoint, submission_id, metadata, emit)
+    job_id = _submit(client, settings, entrypoint, sid, metadata, emit)
     return wait_for_batch(
         client,
         job_id,
         pairs,
+        read=read or job_result_reader(settings),
         stream_logs=stream_logs,
         emit=emit,
-        timeout_s=timeout_s or settings.job_timeout_s,
+        timeout_s=timeout_s or settings.training.job_timeout_s,
         poll_s=poll_s,
     )
 
@@ -315,3 +347,45 @@ def _last_error_line(logs: str) -> str | None:
         if "Error" in line or line.startswith("error:"):
             return line[:500]
     return lines[-1][:500] if lines else None
+
+
+def new_submission_id(kind: str) -> str:
+    return f"mur-{kind}-{uuid.uuid4().hex[:12]}"
+
+
+def _result_object(settings: Settings, submission_id: str) -> tuple[Any, dict[str, str], str]:
+    """A boto3 S3 client on ``MUR_S3_*``, the result object's bucket and key, and its URI."""
+    import boto3
+
+    s3 = settings.registry
+    where = {"Bucket": s3.s3_bucket, "Key": f"job-results/{submission_id}.json"}
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3.s3_endpoint_url,
+        aws_access_key_id=s3.s3_access_key,
+        aws_secret_access_key=s3.s3_secret_key,
+        region_name="us-east-1",
+    )
+    return client, where, f"s3://{where['Bucket']}/{where['Key']}"
+
+
+def write_job_result(settings: Settings, submission_id: str, document: str) -> str:
+    """(In the job) leave ``document`` (JSON) as the result of job ``submission_id``; its URI."""
+    client, where, uri = _result_object(settings, submission_id)
+    client.put_object(**where, Body=document.encode(), ContentType="application/json")
+    return uri
+
+
+def job_result_reader(settings: Settings) -> ResultReader:
+    """Reads a job's result from the artefact bucket (JobError when S3 fails)."""
+
+    def read(submission_id: str) -> str | None:
+        client, where, uri = _result_object(settings, submission_id)
+        try:
+            return str(client.get_object(**where)["Body"].read().decode())
+        except client.exceptions.NoSuchKey:
+            return None
+        except Exception as exc:  # botocore's connection and client errors
+            raise JobError(f"could not read the result of Ray job {submission_id} at {uri}: {exc}") from exc
+
+    return read

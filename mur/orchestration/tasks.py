@@ -35,7 +35,7 @@ from mur.orchestration import DAG_ID  # noqa: E402
 CHAMPIONS_ASSET_URI = "mur://champions"
 """Asset the training DAG updates after each run; the serving side schedules its reload on it."""
 PAIRS_VARIABLE = "mur_pairs"
-"""Airflow Variable overriding ``settings.pairs`` (comma-separated or a JSON list)."""
+"""Airflow Variable overriding ``settings.general.pairs`` (comma-separated or a JSON list)."""
 TRAIN_OPTIONS = ("epochs", "arch", "hidden_size", "train_days", "num_workers", "horizons", "quantile_levels")
 """Params of the trigger form that are passed on to the Ray job (``None`` = the settings' value)."""
 
@@ -79,7 +79,7 @@ def resolve_pairs(
         if pairs:
             break
     else:
-        pairs = parse_pairs(list(catalogue()) if catalogue is not None else settings.pairs)
+        pairs = parse_pairs(list(catalogue()) if catalogue is not None else settings.general.pairs)
     bad = [p for p in pairs if not is_pair(p)]
     if bad:
         raise ConfigError(f"malformed pair(s) {bad}: expected BASE_QUOTE like btc_usdt")
@@ -169,7 +169,7 @@ def expected_idempotency_key(settings: Settings, pair: str, end: datetime, optio
     overrides = {k: v for k, v in options.items() if k not in ("num_workers", "train_days")}
     fit_params = RayFit.from_settings(settings).key_params()
     tuned_params: dict[str, Any] = {}
-    if settings.use_tuned_configs:  # as the job's driver will (it registers): mur/training/tuned.py
+    if settings.tuning.use_tuned_configs:  # as the job's driver will (it registers): mur/training/tuned.py
         settings, tuned_params = tuned_settings(settings, pair)
     params = training_params(
         settings, model_config(settings, **overrides), train_config(settings, **overrides)
@@ -196,7 +196,7 @@ def available_end(settings: Settings, pair: str) -> datetime | None:
     Scheduled runs past the bundled history then reuse the model trained on all of it instead of failing;
     with live data (``binance``) the window end is always the run's.
     """
-    if settings.market_data != "bundled":
+    if settings.data.market_data != "bundled":
         return None
     from mur.data import get_market_data
     from mur.errors import MurError
@@ -233,7 +233,7 @@ def train_pair(
     options = dict(options or {})
     pair = pair.lower()
     if "train_days" in options:
-        settings = settings.model_copy(update={"train_days": int(options["train_days"])})
+        settings = settings.replace(train_days=int(options["train_days"]))
     if (available := available_end(settings, pair)) is not None and end > available:
         say(
             f"[mur] {pair}: the bundled candles end at {available.isoformat()}; training on all of them "
@@ -252,7 +252,12 @@ def train_pair(
         if (running := _running_job(client, prefix)) is not None:
             say(f"[mur] {pair}: following Ray job {running} left running by an earlier try")
             result = jobs.wait_for_job(
-                client, running, stream_logs=True, emit=say, timeout_s=settings.job_timeout_s
+                client,
+                running,
+                read=jobs.job_result_reader(settings),
+                stream_logs=True,
+                emit=say,
+                timeout_s=settings.training.job_timeout_s,
             )
             return compact_result(result)
     submission_id = f"{prefix}-try{try_number}-{datetime.now(UTC):%H%M%S}" if prefix else None
@@ -413,7 +418,7 @@ def summarize_task(results: Iterable[Mapping[str, Any] | None], context: Mapping
         outlet_events[Asset(CHAMPIONS_ASSET_URI)].extra = extra
     log.info("summary: %s", json.dumps(extra, default=str))
     settings = get_settings()
-    if settings.discord_notify_success:
+    if settings.airflow.discord_notify_success:
         from mur.orchestration.alerts import send_summary
 
         send_summary(settings, context, summary)

@@ -1,8 +1,10 @@
 """The ``mur_tuning`` DAG's task body: one Ray job per pair (``ray_jobs/tune_pair.py``) runs the search on
-the cluster; the task follows its log and returns its ``MUR_TUNING`` result (:mod:`mur.training.tune`)."""
+the cluster; the task follows its log and returns the summary it left under its submission id
+(:mod:`mur.orchestration.job_submission`, :meth:`mur.training.tuning.TuningReport.summary`)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 import sys
@@ -16,31 +18,36 @@ log = logging.getLogger(__name__)
 TUNING_DAG_ID = "mur_tuning"
 
 
-def tuning_entrypoint(pair: str, trials: int | None) -> str:
+def tuning_entrypoint(pair: str, trials: int | None, submission_id: str) -> str:
     """The job's shell entrypoint (arguments quoted)."""
-    argv = [sys.executable, "-m", "ray_jobs.tune_pair", "--pair", pair]
+    argv = [sys.executable, "-m", "ray_jobs.tune_pair", "--pair", pair, "--submission-id", submission_id]
     return shlex.join(argv + ([] if trials is None else ["--trials", str(int(trials))]))
 
 
 def submit_tuning(settings: Settings, pair: str, trials: int | None = None) -> dict[str, Any]:
     """Submit the tuning job, follow it to its end and return its result (JobError when it failed)."""
-    from mur.orchestration.job_submission import _submit, client_for, follow_job
-    from mur.training.tuning import parse_result_line
+    from mur.orchestration import job_submission as jobs
 
-    client = client_for(settings)
-    job_id = _submit(
-        client, settings, tuning_entrypoint(pair, trials), None, {"pair": pair, "kind": "tuning"}, log.info
+    client = jobs.client_for(settings)
+    sid = jobs.new_submission_id("tune")
+    job_id = jobs._submit(
+        client,
+        settings,
+        tuning_entrypoint(pair, trials, sid),
+        sid,
+        {"pair": pair, "kind": "tuning"},
+        log.info,
     )
-    status, logs = follow_job(
-        client, job_id, stream_logs=True, emit=log.info, timeout_s=settings.job_timeout_s
+    status, logs = jobs.follow_job(
+        client, job_id, stream_logs=True, emit=log.info, timeout_s=settings.training.job_timeout_s
     )
-    result = parse_result_line(logs)
+    result = jobs.job_result_reader(settings)(job_id)
     if status != "SUCCEEDED" or result is None:
         errors = [ln for ln in logs.splitlines() if ln.startswith("error: ")]
         raise JobError(
-            f"tuning job {job_id} for {pair} {status.lower()}: {errors[-1] if errors else 'no result line'}"
+            f"tuning job {job_id} for {pair} {status.lower()}: {errors[-1] if errors else 'it left no result'}"
         )
-    return {**result, "job_id": job_id}
+    return {**json.loads(result), "job_id": job_id}
 
 
 def tune_pair_task(pair: str, context: Mapping[str, Any]) -> dict[str, Any]:

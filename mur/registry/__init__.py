@@ -1,48 +1,20 @@
 """The MLflow model registry: names (:mod:`.names`), the promotion gate (:mod:`.gate`), logging,
 registration and look-ups of versions (:mod:`.versions`), the one ONNX download (:mod:`.download`).
 
-Callers import from here; the submodules import each other, never this package.
+Callers import the common names from here, the rest from the submodules; the submodules import each other,
+never this package.
 """
 
-from mur.registry.client import configure, git_commit
-from mur.registry.gate import Decision, Evidence, decide
-from mur.registry.names import (
-    BACKFILL,
-    CHALLENGER,
-    CHAMPION,
-    MODEL_PREFIX,
-    champion_uri,
-    model_name,
-    version_uri,
-)
-from mur.registry.versions import (
-    champion_evidence,
-    champion_version,
-    find_version,
-    log_and_register,
-    registered_pairs,
-    version_result,
-    version_summary,
-)
+from mur.registry.client import configure
+from mur.registry.names import CHALLENGER, CHAMPION, champion_uri, model_name
+from mur.registry.versions import registered_pairs, version_summary
 
 __all__ = [
-    "BACKFILL",
     "CHALLENGER",
     "CHAMPION",
-    "MODEL_PREFIX",
-    "Decision",
-    "Evidence",
-    "champion_evidence",
     "champion_uri",
-    "champion_version",
     "configure",
-    "decide",
-    "find_version",
-    "git_commit",
-    "log_and_register",
     "model_name",
     "registered_pairs",
-    "version_result",
     "version_summary",
-    "version_uri",
 ]

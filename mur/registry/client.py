@@ -14,16 +14,16 @@ def configure(settings: Settings) -> Any:
     import mlflow
     from mlflow import MlflowClient
 
-    for key, value in settings.s3_env().items():
+    for key, value in settings.registry.s3_env().items():
         os.environ.setdefault(key, value)
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    return MlflowClient(settings.mlflow_tracking_uri)
+    mlflow.set_tracking_uri(settings.registry.mlflow_tracking_uri)
+    return MlflowClient(settings.registry.mlflow_tracking_uri)
 
 
-def git_commit() -> str:
+def git_commit(settings: Settings) -> str:
     """The project's git commit (``MUR_GIT_COMMIT`` wins, e.g. inside a Ray job's working_dir copy)."""
-    if os.environ.get("MUR_GIT_COMMIT"):
-        return os.environ["MUR_GIT_COMMIT"]
+    if settings.general.git_commit:
+        return settings.general.git_commit
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],

@@ -6,15 +6,10 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mur.errors import ModelError, RegistryUnavailableError
+from mur.errors import ModelError, RegistryUnavailableError, first_line
 
 if TYPE_CHECKING:
     from mur.settings import Settings
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 def onnx_bytes(uri: str) -> bytes:
@@ -31,7 +26,7 @@ def onnx_bytes(uri: str) -> bytes:
 
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         except Exception as exc:  # MlflowException, botocore and requests errors alike
-            raise RegistryUnavailableError(f"cannot download {uri}: {_first_line(exc)}") from exc
+            raise RegistryUnavailableError(f"cannot download {uri}: {first_line(exc, 300)}") from exc
         files = [local] if local.is_file() else sorted(local.rglob("*.onnx"))
         if not files:
             raise ModelError(f"{uri} has no .onnx file")
@@ -42,11 +37,11 @@ def onnx_bytes(uri: str) -> bytes:
         try:
             return onnx.load(str(files[0]), load_external_data=True).SerializeToString()
         except Exception as exc:
-            raise ModelError(f"cannot read {uri}: {_first_line(exc)}") from exc
+            raise ModelError(f"cannot read {uri}: {first_line(exc, 300)}") from exc
 
 
 def model_bytes(settings: Settings, pair: str, version: int) -> bytes:
     """Version ``version`` of ``pair``'s registered model (``{prefix}{pair}``), see :func:`onnx_bytes`."""
     from mur.registry.names import version_uri
 
-    return onnx_bytes(version_uri(pair, version, settings.registry_prefix))
+    return onnx_bytes(version_uri(pair, version, settings.registry.registry_prefix))

@@ -1,4 +1,4 @@
-"""Registered model names and aliases: ``{prefix}{pair}`` (``settings.registry_prefix``, default ``mur-``)."""
+"""Registered model names and aliases: ``{prefix}{pair}`` (``settings.registry.registry_prefix``, default ``mur-``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ WEIGHTS_ARTIFACT = "weights.npz"
 
 
 def model_name(pair: str, prefix: str = MODEL_PREFIX) -> str:
-    """Registered model name for a pair (``settings.registry_prefix`` + pair)."""
+    """Registered model name for a pair (``settings.registry.registry_prefix`` + pair)."""
     return f"{prefix}{pair}"
 
 

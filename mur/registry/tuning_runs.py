@@ -17,12 +17,12 @@ if TYPE_CHECKING:
 
 
 def experiment_name(settings: Settings) -> str:
-    return f"{settings.mlflow_experiment}-tuning"
+    return f"{settings.registry.mlflow_experiment}-tuning"
 
 
 def check_tracking(settings: Settings) -> None:
     """Raise a one-line :class:`RegistryUnavailableError` when the tracking server does not answer."""
-    url = f"{settings.mlflow_tracking_uri.rstrip('/')}/health"
+    url = f"{settings.registry.mlflow_tracking_uri.rstrip('/')}/health"
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (the configured server's URL)
             if resp.status == 200:
@@ -31,7 +31,7 @@ def check_tracking(settings: Settings) -> None:
     except OSError as exc:
         reason = str(exc)
     raise RegistryUnavailableError(
-        f"MLflow at {settings.mlflow_tracking_uri} does not answer ({reason}): start it (mur up) or pass --no-mlflow"
+        f"MLflow at {settings.registry.mlflow_tracking_uri} does not answer ({reason}): start it (mur up) or pass --no-mlflow"
     )
 
 

@@ -161,8 +161,8 @@ def log_and_register(
     from mur.model.export import load_session, run_session
 
     client = configure(settings)
-    mlflow.set_experiment(settings.mlflow_experiment)
-    prefix = settings.registry_prefix
+    mlflow.set_experiment(settings.registry.mlflow_experiment)
+    prefix = settings.registry.registry_prefix
     name = model_name(pair, prefix)
     window, test_window = metrics_doc.data_window, metrics_doc.test_window
     tags = {
@@ -171,7 +171,7 @@ def log_and_register(
         "data_window_end": window.end,
         "test_window_start": test_window.start,
         "test_window_end": test_window.end,
-        "git_commit": git_commit(),
+        "git_commit": git_commit(settings),
         "idempotency_key": idempotency_key,
         "normalization": metrics_doc.normalization,
         "arch": metrics_doc.arch,
@@ -214,8 +214,8 @@ def log_and_register(
     decision = decide(
         candidate,
         champion,
-        alpha=settings.promotion_alpha,
-        skill_floor=settings.promotion_skill_floor,
+        alpha=settings.registry.promotion_alpha,
+        skill_floor=settings.registry.promotion_skill_floor,
         champion_loadable=loadable,
     )
     mae, skill = metrics_doc.model.mae, metrics_doc.skill

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mur.serving")
 STORE_DIR = "serve-champions"
-"""Under ``settings.runtime_dir``; one folder per registry prefix."""
+"""Under ``settings.general.runtime_dir``; one folder per registry prefix."""
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -47,9 +47,9 @@ class ChampionStore:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> ChampionStore:
-        """The store of ``settings.registry_prefix`` under ``settings.runtime_dir``."""
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", settings.registry_prefix) or "_"
-        return cls(Path(settings.runtime_dir) / STORE_DIR / safe)
+        """The store of ``settings.registry.registry_prefix`` under ``settings.general.runtime_dir``."""
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", settings.registry.registry_prefix) or "_"
+        return cls(Path(settings.general.runtime_dir) / STORE_DIR / safe)
 
     @property
     def _summaries(self) -> Path:

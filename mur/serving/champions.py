@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from mur.errors import RegistryUnavailableError
+from mur.errors import RegistryUnavailableError, first_line
 from mur.pairs import PAIR_RE, normalize_pair
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def champions(client: Any, *, prefix: str, pairs: Iterable[str] | None = None) -
     try:
         names = registry.registered_pairs(client, prefix)
     except MlflowException as exc:
-        raise RegistryUnavailableError(f"model registry unreachable: {_first_line(exc)}") from exc
+        raise RegistryUnavailableError(f"model registry unreachable: {first_line(exc, 300)}") from exc
     found: dict[str, dict[str, Any]] = {}
     for pair in names:
         if not PAIR_RE.match(pair) or (wanted is not None and pair not in wanted):
@@ -54,7 +54,7 @@ def champions(client: Any, *, prefix: str, pairs: Iterable[str] | None = None) -
         except MlflowException as exc:
             if getattr(exc, "error_code", "") in _NOT_FOUND_CODES:
                 continue
-            raise RegistryUnavailableError(f"model registry unreachable: {_first_line(exc)}") from exc
+            raise RegistryUnavailableError(f"model registry unreachable: {first_line(exc, 300)}") from exc
         found[pair] = registry.version_summary(client, version, prefix)
     return found
 
@@ -66,9 +66,4 @@ def probe_artifacts(client: Any, run_id: str | None) -> None:
     try:
         client.list_artifacts(run_id)
     except Exception as exc:  # MlflowException (S3 error proxied as HTTP 500), requests errors
-        raise RegistryUnavailableError(f"artifact store unreachable: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+        raise RegistryUnavailableError(f"artifact store unreachable: {first_line(exc, 300)}") from exc

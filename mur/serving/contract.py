@@ -15,7 +15,11 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
 
+from mur.clock import as_utc
+
 __all__ = [
+    "Candle",
+    "CandlesIn",
     "ForecastBody",
     "ForecastOut",
     "HorizonOut",
@@ -27,18 +31,28 @@ __all__ = [
 ]
 
 HOUR = timedelta(hours=1)
-
-
-def _utc(value: datetime) -> datetime:
-    """Naive times are UTC (as :func:`mur.timeutil.parse_time` reads them); aware ones are converted."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+MAX_CANDLES = 1000
+"""The most candles a request may carry (a model's window is at most this long)."""
+PRICE_MIN = 1e-8
+PRICE_MAX = 1e8
+"""Prices must lie in ``[PRICE_MIN, PRICE_MAX]``: finite and normal in float32 (what the model computes in),
+with room for every listed pair."""
+VOLUME_MAX = 1e18
+"""Volumes must lie in ``[0, VOLUME_MAX]``."""
+TIMESTAMP_MIN = datetime(2009, 1, 1, tzinfo=UTC)
+TIMESTAMP_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+"""Candle open times must lie in ``[TIMESTAMP_MIN, TIMESTAMP_MAX)`` (UTC)."""
+TIMESTAMP_MIN_MS = int(TIMESTAMP_MIN.timestamp() * 1000)
+TIMESTAMP_MAX_MS = int(TIMESTAMP_MAX.timestamp() * 1000)
+TIMESTAMP_TEXT_MAX = 40
+"""The longest ISO-8601 timestamp string accepted."""
 
 
 def _text(value: datetime) -> str:
-    return _utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-Time = Annotated[datetime, AfterValidator(_utc), PlainSerializer(_text, return_type=str, when_used="json")]
+Time = Annotated[datetime, AfterValidator(as_utc), PlainSerializer(_text, return_type=str, when_used="json")]
 """A UTC time: ISO-8601 (or epoch) in, ``2024-11-04T07:00:00Z`` out in JSON (the OpenAPI type is a string)."""
 
 Method = Literal["online", "off", "graph", "unavailable"]
@@ -138,3 +152,31 @@ def misfit(exc: ValidationError) -> str:
     """Where an answer does not fit the contract, in one line for an error message: the first bad field."""
     first = exc.errors()[0]
     return ".".join(str(part) for part in first["loc"]) + f": {first['msg']}"
+
+
+# --- the request: candles a client POSTs (mur/serving/payload.py checks them into a frame) ---------------
+Price = Annotated[float, Field(ge=PRICE_MIN, le=PRICE_MAX)]
+
+
+class Candle(BaseModel):
+    """One hourly candle; ``timestamp`` is the open time (epoch milliseconds or ISO-8601, UTC, from 2009
+    to 2100). Prices lie in [1e-8, 1e8] with ``low <= min(open, close)`` and ``high >= max(open, close)``."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    timestamp: (
+        Annotated[int, Field(ge=TIMESTAMP_MIN_MS, lt=TIMESTAMP_MAX_MS)]
+        | Annotated[str, Field(min_length=1, max_length=TIMESTAMP_TEXT_MAX)]
+    ) = Field(examples=[1735689600000, "2025-01-01T00:00:00Z"])
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Annotated[float, Field(ge=0, le=VOLUME_MAX)] | None = None
+
+
+class CandlesIn(BaseModel):
+    """Exactly ``seq_len`` candles (the model's window), oldest first, one hour apart. The published schema
+    says that count (:func:`create_api`); the bounds here only cap what is parsed before the model checks it."""
+
+    candles: list[Candle] = Field(min_length=1, max_length=MAX_CANDLES)

@@ -94,15 +94,14 @@ def http_error(exc: MurError, *, now: datetime | None = None) -> tuple[int, dict
     return status, body, headers
 
 
-def failure(exc: Exception, where: str = "") -> dict[str, Any]:
-    """A failed forecast as data (``{"ok": False, "status", "error", "message"}``): an expected error with its
-    status, anything else a 500 whose trace goes to the log (the client sees only the exception type)."""
+def expected(exc: Exception, where: str = "") -> MurError:
+    """``exc`` as the error a forecaster raises to its caller (mapped to JSON once, by :func:`http_error`): an
+    expected error as is, anything else an ``internal_error`` (500) whose trace goes to the log (the client
+    sees only the exception type)."""
     if isinstance(exc, MurError):
-        status, body, _ = http_error(exc)
-    else:
-        log.error("%s: forecast failed", where or "forecast", exc_info=exc)
-        status, body = 500, error_body("internal_error", f"internal error ({type(exc).__name__})")
-    return {"ok": False, "status": status, **body}
+        return exc
+    log.error("%s: forecast failed", where or "forecast", exc_info=exc)
+    return MurError(f"internal error ({type(exc).__name__})")
 
 
 def quota_headers(quota: QuotaResult) -> dict[str, str]:

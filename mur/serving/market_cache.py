@@ -68,7 +68,7 @@ class CandleSnapshot:
 class MarketCache:
     """Latest closed hourly candles per pair, refreshed in the background (no fetch per request).
 
-    The source follows ``settings.market_data`` (bundled or Binance). "Now" comes from
+    The source follows ``settings.data.market_data`` (bundled or Binance). "Now" comes from
     the market clock (:mod:`mur.clock`): only candles closed at market "now" are fetched; a replayed pair
     whose recorded history ended stays at its last candle. A failed refresh keeps the previous snapshot and records the error.
     """
@@ -105,7 +105,7 @@ class MarketCache:
     def _window_end(self, pair: str) -> datetime:
         """Exclusive upper bound on open times of closed candles."""
         end = self.clock.hour()
-        if self.settings.market_data == "bundled":
+        if self.settings.data.market_data == "bundled":
             last_open = self.source.data_range(pair)[1]
             last = last_open.to_pydatetime() if hasattr(last_open, "to_pydatetime") else last_open
             end = min(end, last + HOUR)
@@ -186,7 +186,7 @@ class MarketCache:
         """Per-pair (or only ``pair``'s) last candle time and error, for /readyz."""
         with self._lock:
             return {
-                "source": self.settings.market_data,
+                "source": self.settings.data.market_data,
                 "refreshed_at": iso(self._refreshed_at) if self._refreshed_at else None,
                 "pairs": {
                     pair: {
@@ -238,12 +238,12 @@ def shared_market_cache(settings: Settings) -> MarketCache:
     instead of one cache (and thread) per pair; keyed on the settings that decide what it fetches.
     """
     key = (
-        settings.market_data,
-        str(settings.binance_api_url),
-        repr(settings.clock_start),
-        settings.clock_origin,
-        float(settings.clock_speed),
-        settings.synthetic_pairs,
+        settings.data.market_data,
+        str(settings.data.binance_api_url),
+        repr(settings.clock.clock_start),
+        settings.clock.clock_origin,
+        float(settings.clock.clock_speed),
+        settings.data.synthetic_pairs,
     )
     with _SHARED_LOCK:
         cache = _SHARED.get(key)

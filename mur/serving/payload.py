@@ -15,27 +15,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mur.errors import DataValidationError
+from mur.serving.contract import (
+    MAX_CANDLES,
+    PRICE_MAX,
+    PRICE_MIN,
+    TIMESTAMP_MAX,
+    TIMESTAMP_MAX_MS,
+    TIMESTAMP_MIN,
+    TIMESTAMP_MIN_MS,
+    TIMESTAMP_TEXT_MAX,
+    VOLUME_MAX,
+)
 from mur.timeutil import iso
 
 if TYPE_CHECKING:
     import pandas as pd
 
 _PRICE_FIELDS = ("open", "high", "low", "close")
-MAX_CANDLES = 1000
-"""The most candles a request may carry (a model's window is at most this long)."""
-PRICE_MIN = 1e-8
-PRICE_MAX = 1e8
-"""Prices must lie in ``[PRICE_MIN, PRICE_MAX]``: finite and normal in float32 (what the model computes in),
-with room for every listed pair."""
-VOLUME_MAX = 1e18
-"""Volumes must lie in ``[0, VOLUME_MAX]``."""
-TIMESTAMP_MIN = datetime(2009, 1, 1, tzinfo=UTC)
-TIMESTAMP_MAX = datetime(2100, 1, 1, tzinfo=UTC)
-"""Candle open times must lie in ``[TIMESTAMP_MIN, TIMESTAMP_MAX)`` (UTC)."""
-TIMESTAMP_MIN_MS = int(TIMESTAMP_MIN.timestamp() * 1000)
-TIMESTAMP_MAX_MS = int(TIMESTAMP_MAX.timestamp() * 1000)
-TIMESTAMP_TEXT_MAX = 40
-"""The longest ISO-8601 timestamp string accepted."""
 
 
 def _parse_timestamp(value: Any, i: int) -> pd.Timestamp:

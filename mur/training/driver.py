@@ -58,20 +58,19 @@ def load_candles(
     settings: Settings,
     pair: str,
     end: datetime | None = None,
-    data_csv: Path | None = None,
+    data_csv: Path | pd.DataFrame | None = None,
     train_days: int | None = -1,
     min_rows: int = MIN_CANDLES,
 ) -> tuple[pd.DataFrame, DataWindow, list[pd.Timestamp]]:
     """Candles strictly before ``end`` (default and bound: market now, :mod:`mur.clock`; the data's end once
-    a replay passed it) within ``train_days``, on a regular grid.
-
-    Returns the candles, the data window actually used and the hours filled by the gap policy.
+    a replay passed it) within ``train_days``, on a regular grid; from ``data_csv`` (a file, or a backtest
+    fold's frame) when given. Returns the candles, the data window used and the hours the gap policy filled.
     """
     from mur.data import get_market_data, load_candles_csv, regularize_hourly, validate_candles
 
-    days = settings.train_days if train_days == -1 else train_days
+    days = settings.training.train_days if train_days == -1 else train_days
     if data_csv is not None:
-        candles = load_candles_csv(Path(data_csv))
+        candles = data_csv if isinstance(data_csv, pd.DataFrame) else load_candles_csv(Path(data_csv))
         if end is not None:
             candles = candles[candles["timestamp"] < pd.Timestamp(end)]
         if days:
@@ -83,7 +82,7 @@ def load_candles(
         source = get_market_data(settings)
         market_hour = market_clock(settings).hour()  # candles from this hour on have not closed yet
         if end is None:
-            if settings.market_data == "bundled":
+            if settings.data.market_data == "bundled":
                 end = pd.Timestamp(source.data_range(pair)[1]).to_pydatetime() + timedelta(hours=1)
             else:
                 end = market_hour
@@ -238,7 +237,7 @@ def prepare_training(
     *,
     fit: Fit,
     end: datetime | None = None,
-    data_csv: Path | None = None,
+    data_csv: Path | pd.DataFrame | None = None,
     register: bool = True,
     reuse_existing: bool = False,
     emit: Callable[[str], None] | None = None,
@@ -264,7 +263,7 @@ def prepare_training(
         return existing
 
     # full or warm (mur/training/warm_start.py): not part of the key, a re-run reuses the window's version
-    arch = warm_start.arch_key(mcfg, settings.seq_len, settings.normalization)
+    arch = warm_start.arch_key(mcfg, settings.model.seq_len, settings.model.normalization)
     test_start = pd.Timestamp(ds.timestamps[ds.split.test][0]).tz_localize("UTC").to_pydatetime()
     if warm_from is not None:
         plan = warm_start.TrainingPlan(
@@ -277,7 +276,7 @@ def prepare_training(
     else:
         plan = warm_start.TrainingPlan(warm_start.FULL, "not registered")
     if plan.start is not None:
-        tcfg = replace(tcfg, epochs=min(tcfg.epochs, settings.warm_start_epochs))
+        tcfg = replace(tcfg, epochs=min(tcfg.epochs, settings.training.warm_start_epochs))
     say(f"[mur] {pair}: {plan.mode} training, {plan.reason}; up to {tcfg.epochs} epochs")
     # unique per fit: a rerun of the same window must not resume an earlier job's checkpoints
     run_name = f"{pair}-{window_end.replace(':', '')}-{key[:8]}-{uuid.uuid4().hex[:6]}"
@@ -364,7 +363,7 @@ def train_and_register(
     *,
     fit: Fit,
     end: datetime | None = None,
-    data_csv: Path | None = None,
+    data_csv: Path | pd.DataFrame | None = None,
     out_dir: Path | None = None,
     register: bool = True,
     reuse_existing: bool = False,
@@ -493,7 +492,7 @@ def registered_for(settings: Settings, pair: str, key: str) -> TrainingResult | 
     from mur.registry.versions import find_version, version_result
 
     client = configure(settings)
-    prefix = settings.registry_prefix
+    prefix = settings.registry.registry_prefix
     existing = find_version(client, pair, key, prefix)
     if existing is None:
         return None

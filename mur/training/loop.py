@@ -1,15 +1,17 @@
 """Framework-free training pieces shared by local training and the Ray Train worker loop.
 
 ``train_epoch`` / ``eval_loss`` are plain functions over DataLoaders; :class:`EarlyStopping` tracks the best
-validation loss. :func:`fit_local` is the single-process loop; :class:`LocalFit` wraps it as the fit step
-of :func:`mur.training.driver.train_and_register` (the other one is :class:`mur.training.ray_fit.RayFit`).
+validation loss. :func:`run_epochs` is the one epoch loop: :class:`LocalFit` (the fit step of
+:func:`mur.training.driver.train_and_register` in this process) and the Ray Train worker loop
+(:mod:`mur.training.ray_fit`) both run it, passing in what differs (loaders, validation, device, a per-epoch
+hook); :func:`start_training` is their one start (seeds, data-fitted model, warm weights, optimizer).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -64,16 +66,6 @@ class EarlyStopping:
     @property
     def should_stop(self) -> bool:
         return self.bad_epochs >= self.patience
-
-
-@dataclass
-class History:
-    """Per-epoch losses and the early-stopping outcome."""
-
-    train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    best_epoch: int = -1
-    stopped_early: bool = False
 
 
 def seed_everything(seed: int) -> None:
@@ -163,45 +155,87 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np.ndarr
     return np.concatenate(outs) if outs else np.empty(0, dtype=np.float32)
 
 
-def fit_local(
-    model: nn.Module,
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
-    cfg: TrainConfig,
-    on_epoch: Callable[[int, float, float, bool], None] | None = None,
-    progress: bool = True,
-) -> History:
-    """Train with Adam (AdamW with weight decay) and early stopping; restore the best weights at the end."""
-    from tqdm import tqdm
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper (Ray's ``prepare_model`` wraps only with more than one worker)."""
+    inner = getattr(model, "module", model)
+    return inner if isinstance(inner, nn.Module) else model
 
-    seed_everything(cfg.seed)
-    device = torch.device("cpu")
-    optimizer = make_optimizer(model, cfg)
-    train_loader = make_loader(*train, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    val_loader = make_loader(*val, cfg.batch_size, shuffle=False)
-    stopper = EarlyStopping(cfg.patience)
-    # the data-fitted start is a candidate too (epoch -1): training keeps only what beats it on validation
-    stopper.step(-1, eval_loss(model, val_loader, device))
-    history = History()
-    best_state = copy.deepcopy(model.state_dict())
-    bar = tqdm(range(cfg.epochs), desc="epochs", unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
-        tl = train_epoch(model, train_loader, optimizer, device)
-        vl = eval_loss(model, val_loader, device)
-        history.train_loss.append(tl)
-        history.val_loss.append(vl)
-        improved = stopper.step(epoch, vl)
-        if improved:
-            best_state = copy.deepcopy(model.state_dict())
-        bar.set_postfix(train=f"{tl:.5f}", val=f"{vl:.5f}", best=stopper.best_epoch)
-        if on_epoch:
-            on_epoch(epoch, tl, vl, improved)
-        if stopper.should_stop:
-            history.stopped_early = True
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the (unwrapped) model's weights on the CPU: the best weights kept while training goes on."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
+
+
+@dataclass
+class Training:
+    """What one fit's epochs change: what a Ray checkpoint holds and a restarted worker group restores."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    stopper: EarlyStopping
+    best_state: dict[str, torch.Tensor]
+    """The best-by-validation-loss weights so far (the data-fitted start until an epoch beats it)."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Per-epoch rows: ``epoch``, ``train_loss``, ``val_loss``, ``best_*``, ``compute_s`` (``train_epoch``),
+    ``eval_s``, ``epoch_seconds`` (both), ``wall_s`` (since the previous epoch's end, its report included)."""
+    start_epoch: int = 0
+
+
+def start_training(
+    mcfg: ModelConfig, tcfg: TrainConfig, train: Arrays, init_weights: dict[str, np.ndarray] | None
+) -> Training:
+    """The seeded model from its data-fitted start, a warm start's recurrent weights on top, its optimizer
+    and early stopping. Deterministic: every Ray Train worker starts from the same weights."""
+    from mur.model.network import build_model
+    from mur.training.warm_start import apply_weights
+
+    seed_everything(tcfg.seed)
+    model = apply_weights(init_from_data(build_model(mcfg, seed=tcfg.seed), train), init_weights)
+    seed_everything(tcfg.seed)  # the epochs start from the same random state whatever the start drew
+    return Training(model, make_optimizer(model, tcfg), EarlyStopping(tcfg.patience), snapshot(model))
+
+
+EpochHook = Callable[[Training, dict[str, Any], bool], None]
+"""Called after each epoch with the training, the epoch's history row and whether it is the last one."""
+
+
+def run_epochs(
+    t: Training,
+    cfg: TrainConfig,
+    train_loader: DataLoader,
+    validate: Callable[[], float],
+    device: torch.device,
+    on_epoch: EpochHook | None = None,
+) -> Training:
+    """The one epoch loop of every fit (:class:`LocalFit`, the Ray Train worker loop): train, validate,
+    keep the best weights, stop early. What differs is passed in: the loaders and ``validate`` (the Ray
+    worker's all-reduced over the workers: the same value, hence the same decisions, on every worker), the
+    device, and ``on_epoch`` (the Ray worker reports and checkpoints there). Starts at ``t.start_epoch`` (a
+    resumed training); a fresh one first scores its start, which training must beat (epoch -1)."""
+    if t.start_epoch == 0:
+        t.stopper.step(-1, validate())
+    mark = time.perf_counter()
+    for epoch in range(t.start_epoch, cfg.epochs):
+        if hasattr(train_loader.sampler, "set_epoch"):  # [ray] a DistributedSampler shuffles by epoch
+            train_loader.sampler.set_epoch(epoch)
+        started = time.perf_counter()
+        train_loss = train_epoch(t.model, train_loader, t.optimizer, device)
+        computed = time.perf_counter()
+        val_loss = validate()
+        evaluated = time.perf_counter()
+        if t.stopper.step(epoch, val_loss):
+            t.best_state = snapshot(t.model)
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}
+        row.update(best_val_loss=t.stopper.best_loss, best_epoch=t.stopper.best_epoch)
+        row.update(epoch_seconds=evaluated - started, compute_s=computed - started)
+        row.update(eval_s=evaluated - computed, wall_s=evaluated - mark)
+        t.history.append(row)
+        if on_epoch is not None:
+            on_epoch(t, row, t.stopper.should_stop or epoch == cfg.epochs - 1)
+        mark = evaluated
+        if t.stopper.should_stop:
             break
-    model.load_state_dict(best_state)
-    history.best_epoch = stopper.best_epoch
-    return history
+    return t
 
 
 @dataclass
@@ -244,7 +278,7 @@ class Fit(Protocol):
 
 @dataclass(frozen=True)
 class LocalFit:
-    """Fit in this process on CPU with :func:`fit_local` (``mur train``, tests that need a model quickly)."""
+    """Fit in this process on CPU with :func:`run_epochs` (``mur train``, tests that need a model quickly)."""
 
     progress: bool = False
     """Show a progress bar of the epochs."""
@@ -265,14 +299,21 @@ class LocalFit:
         run_name: str = "",
         init_weights: dict[str, np.ndarray] | None = None,
     ) -> FitOutcome:
-        from mur.model.network import build_model
-        from mur.training.warm_start import apply_weights
+        from tqdm import tqdm
 
-        seed_everything(tcfg.seed)
-        model = apply_weights(init_from_data(build_model(mcfg, seed=tcfg.seed), train), init_weights)
-        history = fit_local(model, train, val, tcfg, progress=self.progress)
-        rows: list[dict[str, Any]] = [
-            {"epoch": i, "train_loss": t, "val_loss": v}
-            for i, (t, v) in enumerate(zip(history.train_loss, history.val_loss, strict=True))
-        ]
-        return FitOutcome(model, rows, history.best_epoch, {"epochs_run": len(history.val_loss)})
+        cpu = torch.device("cpu")
+        t = start_training(mcfg, tcfg, train, init_weights)
+        val_loader = make_loader(*val, tcfg.batch_size, shuffle=False)
+        bar = tqdm(total=tcfg.epochs, desc="epochs", unit="epoch", disable=not self.progress, leave=False)
+
+        def progress(t: Training, row: dict[str, Any], _last: bool) -> None:
+            bar.update()
+            bar.set_postfix(
+                train=f"{row['train_loss']:.5f}", val=f"{row['val_loss']:.5f}", best=row["best_epoch"]
+            )
+
+        loader = make_loader(*train, tcfg.batch_size, shuffle=True, seed=tcfg.seed)
+        run_epochs(t, tcfg, loader, lambda: eval_loss(t.model, val_loader, cpu), cpu, progress)
+        bar.close()
+        t.model.load_state_dict(t.best_state)
+        return FitOutcome(t.model, t.history, t.stopper.best_epoch, {"epochs_run": len(t.history)})

@@ -22,16 +22,16 @@ def model_config(settings: Settings, **overrides: object) -> ModelConfig:
     from mur.model.quantile_config import parse_horizons, parse_levels
 
     base: dict[str, Any] = {
-        "arch": settings.arch,
-        "hidden_size": settings.hidden_size,
-        "num_layers": settings.num_layers,
-        "dropout": settings.dropout,
-        "feature_set": settings.feature_set,
-        "horizons": tuple(settings.horizons),
-        "quantile_levels": tuple(settings.quantile_levels),
-        "rnn_len": settings.seq_len,
-        "input_len": settings.context_len,
-        "normalization": settings.normalization,
+        "arch": settings.model.arch,
+        "hidden_size": settings.model.hidden_size,
+        "num_layers": settings.model.num_layers,
+        "dropout": settings.model.dropout,
+        "feature_set": settings.model.feature_set,
+        "horizons": tuple(settings.model.horizons),
+        "quantile_levels": tuple(settings.model.quantile_levels),
+        "rnn_len": settings.model.seq_len,
+        "input_len": settings.model.context_len,
+        "normalization": settings.model.normalization,
     }
     base.update({k: v for k, v in overrides.items() if v is not None and k in base})
     base["horizons"] = parse_horizons(base["horizons"])  # CLI / trigger form / job: "1,4,24"
@@ -43,12 +43,12 @@ def model_config(settings: Settings, **overrides: object) -> ModelConfig:
 def train_config(settings: Settings, **overrides: object) -> TrainConfig:
     """Optimization hyper-parameters from settings (overrides win when not None)."""
     base: dict[str, Any] = {
-        "epochs": settings.epochs,
-        "batch_size": settings.batch_size,
-        "learning_rate": settings.learning_rate,
-        "patience": settings.patience,
-        "seed": settings.seed,
-        "weight_decay": settings.weight_decay,
+        "epochs": settings.training.epochs,
+        "batch_size": settings.training.batch_size,
+        "learning_rate": settings.training.learning_rate,
+        "patience": settings.training.patience,
+        "seed": settings.training.seed,
+        "weight_decay": settings.training.weight_decay,
     }
     base.update({k: v for k, v in overrides.items() if v is not None and k in base})
     return TrainConfig(**base)
@@ -64,9 +64,9 @@ def training_params(settings: Settings, mcfg: ModelConfig, tcfg: TrainConfig) ->
     return {
         **mcfg.to_dict(),
         **optimization,
-        "seq_len": settings.seq_len,
-        "normalization": settings.normalization,
-        "train_days": settings.train_days,
+        "seq_len": settings.model.seq_len,
+        "normalization": settings.model.normalization,
+        "train_days": settings.training.train_days,
     }
 
 

@@ -25,7 +25,18 @@ import torch
 
 from mur.model.network import ModelConfig
 from mur.training.batch import FitItem, check_gpu_placement
-from mur.training.loop import Arrays, FitOutcome, TrainConfig
+from mur.training.loop import (
+    Arrays,
+    EarlyStopping,
+    FitOutcome,
+    TrainConfig,
+    Training,
+    eval_loss,
+    make_loader,
+    run_epochs,
+    start_training,
+    unwrap,
+)
 
 if TYPE_CHECKING:
     from mur.settings import Settings
@@ -50,12 +61,6 @@ class ScalingSettings:
     gpus_per_worker: float = 1.0
     placement_strategy: str = "PACK"
     """Ray Train's placement of the workers: PACK, SPREAD, STRICT_SPREAD (one per node), STRICT_PACK."""
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DDP wrapper (``prepare_model`` wraps only with more than one worker)."""
-    inner = getattr(model, "module", model)
-    return inner if isinstance(inner, torch.nn.Module) else model
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -91,7 +96,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if item["name"] in done:
             continue
         here = resume if resume is not None and resume["meta"]["item"] == index else None
-        _fit_item(index, item, done, here, config.get("fail_at_epoch"), ray.get(item["arrays"]), every)
+        _fit_item(index, item, done, here, ray.get(item["arrays"]), every)
 
 
 def _fit_item(
@@ -99,139 +104,75 @@ def _fit_item(
     item: dict[str, Any],
     done: dict[str, Any],
     resume: dict[str, Any] | None,
-    fail_at: int | None,
     arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     checkpoint_every: int = 1,
 ) -> None:
-    """Train one item on the worker group; its outcome goes into ``done`` (and every later checkpoint).
+    """Train one item on the worker group with the one epoch loop (:func:`mur.training.loop.run_epochs`);
+    its outcome goes into ``done`` (and every later checkpoint).
 
-    Every epoch reports its metrics; a checkpoint every ``checkpoint_every`` epochs and at the item's last
-    (a restart redoes < ``checkpoint_every`` epochs). Each worker validates its share of the validation set.
-    Rows: ``compute_s`` is ``train_epoch``, ``wall_s`` the time since the previous epoch's end."""
-    import copy
-
+    What is Ray's here is marked: the restored state, DDP, the sharded loader, the device, the validation
+    loss averaged over the workers (each validates its share of the validation set), and the per-epoch
+    report with a checkpoint every ``checkpoint_every`` epochs and at the item's last (a restart redoes <
+    ``checkpoint_every`` epochs). History rows add ``report_s`` (the previous epoch's report) and where the
+    epoch ran."""
     import ray.train  # [ray]
     import ray.train.torch  # [ray]
 
-    from mur.model.network import build_model
-    from mur.training.loop import (
-        EarlyStopping,
-        eval_loss,
-        init_from_data,
-        make_loader,
-        make_optimizer,
-        seed_everything,
-        train_epoch,
-    )
-    from mur.training.warm_start import apply_weights
-
     x_train, y_train, x_val, y_val = arrays
-    name = item["name"]
-    mcfg = ModelConfig(**item["model"])
-    tcfg = TrainConfig(**item["train"])
-    seed_everything(tcfg.seed)
+    name, tcfg = item["name"], TrainConfig(**item["train"])
     context = ray.train.get_context()  # [ray]
     rank, world = context.get_world_rank(), context.get_world_size()
     try:  # deterministic on every worker: all of them skip the item together
-        model: torch.nn.Module = build_model(mcfg, seed=tcfg.seed)
-        init_from_data(model, (x_train, y_train))  # same start on every worker
-        apply_weights(model, item.get("init_weights"))  # a warm start: the champion's recurrent correction
+        t = start_training(ModelConfig(**item["model"]), tcfg, (x_train, y_train), item.get("init_weights"))
     except (ValueError, RuntimeError, ArithmeticError) as exc:
         done[name] = {"error": f"{type(exc).__name__}: {exc}"}
         print(f"[worker {rank}] {name}: cannot start training: {exc}")
         _report({"item": index, "name": name, "epoch": -1}, done, None, rank)
         return
-    optimizer = make_optimizer(model, tcfg)
-    stopper = EarlyStopping(tcfg.patience)
-    best_state = copy.deepcopy(model.state_dict())
-    start_epoch = 0
-    history: list[dict[str, Any]] = []
-    if resume is not None:
+    if resume is not None:  # [ray] where the previous worker group's last checkpoint left this item
         state, meta = resume["state"], resume["meta"]
-        history = list(meta.get("history", []))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        best_state = state["best_model"]
-        stopper = EarlyStopping(tcfg.patience, meta["best_loss"], meta["best_epoch"], meta["bad_epochs"])
-        start_epoch = meta["epoch"] + 1
-
-    model = ray.train.torch.prepare_model(model)  # [ray] DDP + device placement
+        t.model.load_state_dict(state["model"])
+        t.optimizer.load_state_dict(state["optimizer"])
+        t.best_state, t.history, t.start_epoch = state["best_model"], list(meta["history"]), meta["epoch"] + 1
+        t.stopper = EarlyStopping(tcfg.patience, meta["best_loss"], meta["best_epoch"], meta["bad_epochs"])
+    t.model = ray.train.torch.prepare_model(t.model)  # [ray] DDP + device placement
     train_loader = ray.train.torch.prepare_data_loader(  # [ray] DistributedSampler
         make_loader(x_train, y_train, tcfg.batch_size, shuffle=True, seed=tcfg.seed)
     )
-    # this worker's share of the validation set (no padding: the all-reduce weighs each share by its size)
+    # [ray] this worker's share of the validation set (no padding: the all-reduce weighs each share by size)
     val_loader = make_loader(x_val[rank::world], y_val[rank::world], tcfg.batch_size, shuffle=False)
     val_share = len(y_val[rank::world])
     device = ray.train.torch.get_device()  # [ray]
 
     def validate() -> float:  # the unwrapped module: no DDP hook runs on the uneven shares
-        return mean_over_workers(eval_loss(unwrap(model), val_loader, device), device, weight=val_share)
+        return mean_over_workers(eval_loss(unwrap(t.model), val_loader, device), device, weight=val_share)
 
-    first_attempt = ray.train.get_checkpoint() is None
-    if resume is None:  # the data-fitted start is a candidate too (epoch -1), as in fit_local
-        stopper.step(-1, validate())
+    report_s = 0.0
 
-    mark, report_s = time.perf_counter(), 0.0
-    for epoch in range(start_epoch, tcfg.epochs):
-        if fail_at is not None and epoch == fail_at and index == 0 and first_attempt and rank == 0:
-            raise RuntimeError(f"injected failure at epoch {epoch} (fault-tolerance test)")
-        if hasattr(train_loader, "sampler") and hasattr(train_loader.sampler, "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)
-        started = time.perf_counter()
-        train_loss = train_epoch(model, train_loader, optimizer, device)
-        computed = time.perf_counter()
-        val_loss = validate()  # the same value, hence the same decision, on every worker
-        evaluated = time.perf_counter()
-        raw = unwrap(model)
-        if stopper.step(epoch, val_loss):
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in raw.state_dict().items()})
-        last = stopper.should_stop or epoch == tcfg.epochs - 1
-        checkpoint = last or (epoch + 1) % checkpoint_every == 0
-        metrics = {
-            "item": index,
-            "name": name,
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "best_val_loss": stopper.best_loss,
-            "best_epoch": stopper.best_epoch,
-            "epoch_seconds": evaluated - started,
-            "compute_s": computed - started,
-            "eval_s": evaluated - computed,
-            "wall_s": evaluated - mark,
-            "report_s": report_s,  # the previous epoch's report (and checkpoint), part of this wall_s
-            "checkpointed": checkpoint,
-            "samples": len(y_train),
-            "device": str(device),
-            "worker_pid": os.getpid(),
-        }
-        mark = evaluated
-        history.append({k: v for k, v in metrics.items() if k not in ("item", "name")})
+    def report(t: Training, row: dict[str, Any], last: bool) -> None:  # [ray] metrics, a checkpoint
+        nonlocal report_s
+        began = time.perf_counter()
+        checkpoint = last or (row["epoch"] + 1) % checkpoint_every == 0
+        row.update(report_s=report_s, checkpointed=checkpoint, samples=len(y_train), device=str(device))
+        row["worker_pid"] = os.getpid()
         if last:
-            done[name] = {"best_state": best_state, "best_epoch": stopper.best_epoch, "history": history}
+            done[name] = _finished(t)
+        metrics = {"item": index, "name": name, **row}
         if not checkpoint:
             ray.train.report(metrics)  # [ray] metrics only: nothing written
-            report_s = time.perf_counter() - evaluated
-            continue
-        current = {
-            "model": raw.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "best_model": best_state,
-            "meta": {
-                "item": index,
-                "epoch": epoch,
-                "best_loss": stopper.best_loss,
-                "best_epoch": stopper.best_epoch,
-                "bad_epochs": stopper.bad_epochs,
-                "history": history,
-            },
-        }
-        _report(metrics, done, current, rank)
-        report_s = time.perf_counter() - evaluated
-        if last:
-            break
-    else:  # no epoch to run (epochs exhausted before a restart): keep the best so far
-        done[name] = {"best_state": best_state, "best_epoch": stopper.best_epoch, "history": history}
+        else:
+            meta = {"item": index, "epoch": row["epoch"], "history": t.history, **asdict(t.stopper)}
+            current = {"model": unwrap(t.model).state_dict(), "optimizer": t.optimizer.state_dict()}
+            _report(metrics, done, {**current, "best_model": t.best_state, "meta": meta}, rank)
+        report_s = time.perf_counter() - began
+
+    run_epochs(t, tcfg, train_loader, validate, device, report)
+    done.setdefault(name, _finished(t))  # no epoch left to run (all done before a restart): the best so far
+
+
+def _finished(t: Training) -> dict[str, Any]:
+    """A finished item's entry of ``done``: its best weights and outcome (what the driver reads)."""
+    return {"best_state": t.best_state, "best_epoch": t.stopper.best_epoch, "history": t.history}
 
 
 def _report(metrics: dict[str, Any], done: dict[str, Any], current: dict[str, Any] | None, rank: int) -> None:
@@ -271,7 +212,6 @@ def run_distributed_many(
     storage_path: str,
     run_name: str,
     max_failures: int = 2,
-    fail_at_epoch: int | None = None,
     storage_filesystem: Any = None,
     checkpoint_every: int = 1,
 ) -> dict[str, TrainOutcome | str]:
@@ -304,7 +244,6 @@ def run_distributed_many(
                 }
                 for item in items
             ],
-            "fail_at_epoch": fail_at_epoch,
             "checkpoint_every": max(1, int(checkpoint_every)),
         },
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
@@ -375,7 +314,9 @@ def load_checkpoint_state(path: Path) -> Any:
 
 def storage_for(settings: Settings) -> tuple[str, Any]:
     """Ray Train storage path and filesystem: ``s3://…`` through the S3 endpoint, else a local directory."""
-    return location(settings, settings.ray_storage_path or str(Path(settings.runtime_dir) / "ray-results"))
+    return location(
+        settings, settings.ray.ray_storage_path or str(Path(settings.general.runtime_dir) / "ray-results")
+    )
 
 
 def location(settings: Settings, path: str) -> tuple[str, Any]:
@@ -387,10 +328,10 @@ def location(settings: Settings, path: str) -> tuple[str, Any]:
     import pyarrow.fs
 
     fs = pyarrow.fs.S3FileSystem(
-        endpoint_override=settings.s3_endpoint_url,
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
-        scheme="http" if settings.s3_endpoint_url.startswith("http://") else "https",
+        endpoint_override=settings.registry.s3_endpoint_url,
+        access_key=settings.registry.s3_access_key,
+        secret_key=settings.registry.s3_secret_key,
+        scheme="http" if settings.registry.s3_endpoint_url.startswith("http://") else "https",
     )
     return path.removeprefix("s3://"), fs
 
@@ -401,8 +342,6 @@ class RayFit:
 
     settings: Settings
     scaling: ScalingSettings
-    fail_at_epoch: int | None = None
-    """(tests) raise once in the first attempt at this epoch."""
     emit: Callable[[str], None] = field(default=print)
 
     @classmethod
@@ -412,18 +351,17 @@ class RayFit:
         *,
         num_workers: int | None = None,
         use_gpu: bool | None = None,
-        fail_at_epoch: int | None = None,
         emit: Callable[[str], None] = print,
     ) -> RayFit:
         """Scaling from settings; the job's ``--num-workers`` / ``--use-gpu`` win when given."""
         scaling = ScalingSettings(
-            num_workers=num_workers or settings.num_workers,
-            use_gpu=settings.use_gpu if use_gpu is None else use_gpu,
-            cpus_per_worker=settings.cpus_per_worker,
-            gpus_per_worker=settings.gpus_per_worker,
-            placement_strategy=settings.ray_placement_strategy,
+            num_workers=num_workers or settings.training.num_workers,
+            use_gpu=settings.training.use_gpu if use_gpu is None else use_gpu,
+            cpus_per_worker=settings.training.cpus_per_worker,
+            gpus_per_worker=settings.training.gpus_per_worker,
+            placement_strategy=settings.ray.ray_placement_strategy,
         )
-        return cls(settings, scaling, fail_at_epoch, emit)
+        return cls(settings, scaling, emit)
 
     def key_params(self) -> dict[str, Any]:
         return {}
@@ -464,10 +402,9 @@ class RayFit:
             self.scaling,
             storage_path,
             run_name,
-            max_failures=self.settings.max_failures,
-            fail_at_epoch=self.fail_at_epoch,
+            max_failures=self.settings.training.max_failures,
             storage_filesystem=fs,
-            checkpoint_every=self.settings.checkpoint_every_epochs,
+            checkpoint_every=self.settings.training.checkpoint_every_epochs,
         )
         results: list[FitOutcome | Exception] = []
         for item in items:

@@ -86,7 +86,7 @@ def forecast_hours(
     ``[first, stop)``, with the dataset (candles from ``start``: the baselines' history) and its indices."""
     import torch
 
-    max_h = max(settings.horizons)
+    max_h = max(settings.model.horizons)
     from mur.training.driver import prepare
 
     ds = prepare(settings, candles_between(candles, start, stop + timedelta(hours=max_h - 1)))
@@ -113,7 +113,7 @@ def score_fold(
     ds, idx, quantiles = forecast_hours(
         settings, model, candles, start, origin, origin + timedelta(hours=hours)
     )
-    return fold_score(evaluate_horizons(quantiles, ds, idx, tuple(settings.quantile_levels)))
+    return fold_score(evaluate_horizons(quantiles, ds, idx, tuple(settings.model.quantile_levels)))
 
 
 def trial(
@@ -178,9 +178,9 @@ def tune_storage(settings: Settings) -> tuple[str, Any]:
     else ``MUR_RUNTIME_DIR/tune``; the path and its pyarrow filesystem (None: local)."""
     from mur.training.ray_fit import location
 
-    if settings.ray_storage_path:
-        return location(settings, settings.ray_storage_path.rstrip("/") + "/tune")
-    return location(settings, str((settings.runtime_dir / "tune").resolve()))
+    if settings.ray.ray_storage_path:
+        return location(settings, settings.ray.ray_storage_path.rstrip("/") + "/tune")
+    return location(settings, str((settings.general.runtime_dir / "tune").resolve()))
 
 
 def discard(path: str, fs: Any) -> None:
@@ -272,12 +272,12 @@ def confirm(
     from mur.evaluation.metrics import evaluate_horizons
 
     start = (
-        spans.confirm_start - timedelta(days=settings.train_days)
-        if settings.train_days
+        spans.confirm_start - timedelta(days=settings.training.train_days)
+        if settings.training.train_days
         else pd.Timestamp(candles["timestamp"].iloc[0]).to_pydatetime()
     )
     history = candles_between(candles, start, spans.confirm_start)
-    levels = tuple(settings.quantile_levels)
+    levels = tuple(settings.model.quantile_levels)
     losses: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     scores: dict[str, dict[str, float]] = {}
     times: dict[str, np.ndarray] = {}
@@ -294,7 +294,7 @@ def confirm(
         times[name] = ds.timestamps[idx]
     if len(times) == 2 and not np.array_equal(times["default"], times["chosen"]):
         raise DataValidationError("the two configurations were scored on different forecasts")
-    comparison = confirmation_comparison(losses["chosen"], losses["default"], settings.horizons)
+    comparison = confirmation_comparison(losses["chosen"], losses["default"], settings.model.horizons)
     first = next(iter(times.values()))
     return {
         **comparison,
@@ -342,7 +342,7 @@ def tune_pair(
         folds=budget.folds,
         fold_hours=budget.fold_hours,
         confirm_hours=budget.confirm_hours,
-        max_horizon=max(parse_horizons(settings.horizons)),
+        max_horizon=max(parse_horizons(settings.model.horizons)),
     )
     first_candle = pd.Timestamp(candles["timestamp"].iloc[0]).to_pydatetime()
     if spans.origins[0] - timedelta(days=min(budget.train_days, 30)) < first_candle:
@@ -359,7 +359,7 @@ def tune_pair(
     )
     start_ray(ray_address, budget.concurrency)
     trials = run_search(
-        settings.model_copy(update={"epochs": budget.epochs}),
+        settings.replace(epochs=budget.epochs),
         candles,
         spans,
         budget,

@@ -69,6 +69,6 @@ def for_training(
 ) -> tuple[Settings, dict[str, Any]]:
     """What the driver trains with: :func:`tuned_settings` when ``tuned``, or (``tuned`` None) when the
     training registers and ``MUR_USE_TUNED_CONFIGS`` is on; else the settings unchanged."""
-    if (register and settings.use_tuned_configs) if tuned is None else tuned:
+    if (register and settings.tuning.use_tuned_configs) if tuned is None else tuned:
         return tuned_settings(settings, pair, emit=emit)
     return settings, {}

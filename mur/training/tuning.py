@@ -31,8 +31,6 @@ if TYPE_CHECKING:
     from mur.db.model_configs import ModelConfigRecord
     from mur.settings import Settings
 
-RESULT_MARKER = "MUR_TUNING "
-"""Prefix of the tuning job's result line (``MUR_TUNING {json}``, :meth:`TuningReport.summary`)."""
 SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
     "arch": ("choice", ["lstm", "gru"]),
     "hidden_size": ("choice", [16, 32, 64]),
@@ -78,17 +76,18 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
 def apply_config(settings: Settings, config: Mapping[str, Any]) -> Settings:
     """``settings`` with the configuration's values (a new object; ``settings`` is unchanged)."""
     values = check_config(config)
-    seq_len = int(values.get("seq_len", settings.seq_len))
-    if settings.context_len < seq_len + 1:
+    seq_len = int(values.get("seq_len", settings.model.seq_len))
+    if settings.model.context_len < seq_len + 1:
         raise DataValidationError(
-            f"seq_len {seq_len} needs context_len > {seq_len} (is {settings.context_len})"
+            f"seq_len {seq_len} needs context_len > {seq_len} (is {settings.model.context_len})"
         )
-    return settings.model_copy(update=values)
+    return settings.replace(**values)
 
 
 def default_config(settings: Settings) -> dict[str, Any]:
     """The settings' values of every searched field: the configuration the search must beat."""
-    return {name: getattr(settings, name) for name in SEARCH_SPACE}
+    values = settings.flat()
+    return {name: values[name] for name in SEARCH_SPACE}
 
 
 def same_config(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -258,14 +257,14 @@ class TuneBudget:
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: int | None) -> TuneBudget:
         base = cls(
-            trials=settings.tune_trials,
-            folds=settings.tune_folds,
-            fold_hours=settings.tune_fold_hours,
-            confirm_hours=settings.tune_confirm_hours,
-            train_days=settings.tune_train_days,
-            epochs=settings.tune_epochs,
-            concurrency=settings.tune_concurrency,
-            seed=settings.seed,
+            trials=settings.tuning.tune_trials,
+            folds=settings.tuning.tune_folds,
+            fold_hours=settings.tuning.tune_fold_hours,
+            confirm_hours=settings.tuning.tune_confirm_hours,
+            train_days=settings.tuning.tune_train_days,
+            epochs=settings.tuning.tune_epochs,
+            concurrency=settings.tuning.tune_concurrency,
+            seed=settings.training.seed,
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -302,7 +301,7 @@ class TuningReport:
     stored: ModelConfigRecord | None = None
 
     def summary(self) -> dict[str, Any]:
-        """The short JSON result (the Ray job's ``MUR_TUNING`` line, the DAG task's XCom)."""
+        """The short JSON result (what the Ray job leaves under its submission id, the DAG task's XCom)."""
         c = self.comparison
         return {
             "pair": self.pair,
@@ -335,11 +334,3 @@ class TuningReport:
             "confirmation": self.comparison,
             "seconds": self.seconds,
         }
-
-
-def parse_result_line(logs: str) -> dict[str, Any] | None:
-    """The last ``MUR_TUNING {json}`` line of a job's logs (None when there is none)."""
-    import json
-
-    lines = [ln for ln in logs.splitlines() if ln.startswith(RESULT_MARKER)]
-    return None if not lines else dict(json.loads(lines[-1][len(RESULT_MARKER) :]))

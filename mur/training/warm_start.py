@@ -131,7 +131,7 @@ def decide(
     window_end: datetime,
 ) -> TrainingPlan:
     """Full or warm, from the champion's tags (no I/O; the weights are fetched only for a warm plan)."""
-    if settings.warm_start_epochs <= 0:
+    if settings.training.warm_start_epochs <= 0:
         return TrainingPlan(FULL, "warm starts are off (MUR_WARM_START_EPOCHS=0)")
     if kind != "scheduled":
         return TrainingPlan(FULL, f"a {kind} run trains fully")
@@ -146,7 +146,7 @@ def decide(
         )
     full_end = champion_tags.get("full_window_end") or champion_tags.get("data_window_end") or ""
     age_h = (window_end - _utc(full_end)).total_seconds() / 3600 if full_end else float("inf")
-    if age_h >= settings.full_retrain_hours:
+    if age_h >= settings.training.full_retrain_hours:
         return TrainingPlan(FULL, f"the last full training is {age_h:.0f} h old (MUR_FULL_RETRAIN_HOURS)")
     return TrainingPlan(WARM, f"from the champion, {age_h:.0f} h after the last full training")
 
@@ -167,12 +167,12 @@ def plan(
     from mur.registry.client import configure
     from mur.registry.versions import champion_version
 
-    if settings.warm_start_epochs <= 0 or kind != "scheduled":
+    if settings.training.warm_start_epochs <= 0 or kind != "scheduled":
         return decide(
             settings, kind=kind, champion_tags=None, key=key, test_start=test_start, window_end=window_end
         )
     client = configure(settings)
-    champion = champion_version(client, pair, settings.registry_prefix)
+    champion = champion_version(client, pair, settings.registry.registry_prefix)
     tags = None if champion is None else dict(champion.tags or {})
     decision = decide(
         settings, kind=kind, champion_tags=tags, key=key, test_start=test_start, window_end=window_end

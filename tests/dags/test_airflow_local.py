@@ -6,9 +6,9 @@ import json
 import stat
 from pathlib import Path
 
-from mur.devstack import airflow as af
-from mur.devstack import supervisor
-from mur.devstack.services import stack_services
+from devstack import airflow as af
+from devstack import supervisor
+from devstack.services import stack_services
 from mur.settings import PROJECT_ROOT, Settings
 
 

@@ -8,13 +8,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from test_orchestration import FULL_RESULT
+from test_orchestration import FULL_RESULT, FakeJobClient, left
 
-from mur.contracts import TrainingResult, parse_result_lines
+from mur.contracts import TrainingResult
 from mur.errors import JobError
 from mur.orchestration import batches
 from mur.orchestration import tasks as orch
-from mur.orchestration.job_submission import build_entrypoint
+from mur.orchestration.job_submission import build_entrypoint, wait_for_batch
 from mur.settings import Settings
 
 END = datetime(2025, 3, 1, 5, tzinfo=UTC)
@@ -41,21 +41,20 @@ def test_plan_batches_fills_the_slots_and_caps_the_size(
     assert [p for b in plan for p in b] == pairs  # every pair once, order kept
 
 
-def test_batch_entrypoint_and_result_lines() -> None:
-    entry = build_entrypoint(["btc_usdt", "eth_usdt"], END, epochs=2, _same_python=False)
+def test_batch_entrypoint_and_results() -> None:
+    entry = build_entrypoint(["btc_usdt", "eth_usdt"], END, epochs=2, submission_id="s1", _same_python=False)
     assert "--pairs btc_usdt,eth_usdt" in entry and "--pair " not in entry and "--epochs 2" in entry
+    assert "--submission-id s1" in entry
     assert "--pair btc_usdt" in build_entrypoint("btc_usdt", None, _same_python=False)
-    logs = "\n".join(
-        [
-            "[mur] progress",
-            FULL_RESULT.to_line(),
-            TrainingResult.failure("nope_usdt", "unknown pair").to_line(),
-            "trailing log line",
-        ]
+    document = left(FULL_RESULT, TrainingResult.failure("nope_usdt", "unknown pair"))
+    pairs = ["btc_usdt", "nope_usdt", "eth_usdt"]
+    client = FakeJobClient("[mur] progress\nRuntimeError: worker died", status="FAILED")
+    results = wait_for_batch(
+        client, "s1", pairs, read={"s1": document}.get, stream_logs=False, emit=print, timeout_s=5, poll_s=0
     )
-    results = parse_result_lines(logs)
-    assert set(results) == {"btc_usdt", "nope_usdt"}
-    assert results["btc_usdt"].version == 7 and results["nope_usdt"].error == "unknown pair"
+    assert list(results) == pairs and results["btc_usdt"].version == 7 and results["btc_usdt"].job_id == "s1"
+    assert results["nope_usdt"].error == "unknown pair"
+    assert results["eth_usdt"].error == "Ray job s1 failed without a result: RuntimeError: worker died"
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def test_structure_mapping_and_bounds(dagbag: Any) -> None:
     assert train.downstream_task_ids == {"summarize", "all_pairs_trained"}
     assert train.trigger_rule == "all_done"  # a batch task that failed as a whole: the pairs train alone
     assert batch.retries == 0  # its failed pairs are retried by their own train_pair tasks
-    limit = get_settings().max_parallel_trainings
+    limit = get_settings().airflow.max_parallel_trainings
     for task in (train, batch):
         assert task.max_active_tis_per_dagrun == limit
         assert task.max_active_tis_per_dag == limit
@@ -60,7 +60,7 @@ def test_schedule_start_date_catchup(dagbag: Any) -> None:
     dag = dagbag.dags["mur_training"]
     assert dag.catchup is False
     assert dag.start_date.year == 2023 and dag.start_date.tzinfo is not None
-    if get_settings().train_schedule == "@hourly":
+    if get_settings().airflow.train_schedule == "@hourly":
         from airflow.sdk import CronDataIntervalTimetable
 
         assert isinstance(dag.timetable, CronDataIntervalTimetable)

@@ -44,13 +44,13 @@ def _register_trained(settings: Settings, pairs: list[str]) -> dict[str, int]:
     from mur.training.driver import train_and_register
     from mur.training.loop import LocalFit
 
-    tiny = settings.model_copy(update={"train_days": TINY["train_days"]})
+    tiny = settings.replace(train_days=TINY["train_days"])
     base = train_and_register(
         tiny, pairs[0], fit=LocalFit(), end=END, epochs=1, hidden_size=4, reuse_existing=False
     )
     assert base.version is not None
     client = registry.configure(settings)
-    prefix = settings.registry_prefix
+    prefix = settings.registry.registry_prefix
     src = client.get_model_version(registry.model_name(pairs[0], prefix), str(base.version))
     model_id = getattr(src, "model_id", None) or (
         src.source.removeprefix("models:/") if src.source.startswith("models:/m-") else None
@@ -102,7 +102,7 @@ def test_many_pairs_mapped_one_failing_never_blocks_the_others(
         client = registry.configure(settings)
         for pair in pairs:
             with contextlib.suppress(Exception):
-                client.delete_registered_model(registry.model_name(pair, settings.registry_prefix))
+                client.delete_registered_model(registry.model_name(pair, settings.registry.registry_prefix))
 
 
 def test_mapped_training_is_bounded() -> None:
@@ -112,6 +112,6 @@ def test_mapped_training_is_bounded() -> None:
     from mur.settings import get_settings
 
     train = load_dag().get_task("train_pair")
-    assert train.max_active_tis_per_dag == get_settings().max_parallel_trainings
-    assert train.max_active_tis_per_dagrun == get_settings().max_parallel_trainings
+    assert train.max_active_tis_per_dag == get_settings().airflow.max_parallel_trainings
+    assert train.max_active_tis_per_dagrun == get_settings().airflow.max_parallel_trainings
     assert load_dag().get_task("summarize").trigger_rule == "all_done"

@@ -183,7 +183,7 @@ def fake_jobs(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     state: dict[str, Any] = {"client": FakeClient(), "submitted": [], "found": None}
 
     def submit(settings: Settings, pair: str, **kwargs: Any) -> TrainingResult:
-        state["submitted"].append({"pair": pair, "train_days": settings.train_days, **kwargs})
+        state["submitted"].append({"pair": pair, "train_days": settings.training.train_days, **kwargs})
         kwargs["log"](f"job for {pair} ran")
         if state.get("raise"):
             raise state["raise"]
@@ -307,9 +307,9 @@ def test_expected_key_matches_the_jobs_formula() -> None:
     params = {
         **mcfg.to_dict(),
         **{k: v for k, v in asdict(tcfg).items() if k != "weight_decay"},  # 0: left out of the key
-        "seq_len": settings.seq_len,
-        "normalization": settings.normalization,
-        "train_days": settings.train_days,
+        "seq_len": settings.model.seq_len,
+        "normalization": settings.model.normalization,
+        "train_days": settings.training.train_days,
     }
     want = idempotency_key("btc_usdt", "2025-03-01T05:00:00Z", params)
     got = orch.expected_idempotency_key(
@@ -321,19 +321,7 @@ def test_expected_key_matches_the_jobs_formula() -> None:
     assert got == want
 
 
-# --- the job's result line: one contract, written by the job, read by the submitter ------------------
-def test_result_line_round_trips_between_the_job_and_the_submitter() -> None:
-    from mur.contracts import RESULT_MARKER, parse_result_line
-
-    line = FULL_RESULT.to_line()
-    assert line.startswith(RESULT_MARKER) and "\n" not in line
-    logs = f"[mur] training …\n{TrainingResult.failure('x', 'old').to_line()}\n{line}\ntrailing output\n"
-    assert parse_result_line(logs) == FULL_RESULT
-    assert parse_result_line("no result here") is None
-    failed = parse_result_line(TrainingResult.failure("nope_usdt", "unknown pair nope_usdt").to_line())
-    assert failed is not None and not failed.ok and failed.error == "unknown pair nope_usdt"
-
-
+# --- the job's result: one contract, left by the job under its submission id, read by the submitter ------
 class FakeJobClient:
     def __init__(self, logs: str, status: str = "SUCCEEDED") -> None:
         self.logs, self.status = logs, status
@@ -350,18 +338,30 @@ class FakeJobClient:
         return SimpleNamespace(message=None)
 
 
-def test_wait_for_job_returns_the_parsed_result_or_raises_the_jobs_error() -> None:
+def left(*results: TrainingResult) -> str:
+    """The document a job leaves (ray_jobs/train_pair.py)."""
+    from mur.contracts import TrainingResults
+
+    return TrainingResults(results=list(results)).model_dump_json()
+
+
+def test_wait_for_job_returns_the_result_left_under_its_id_or_raises_the_jobs_error() -> None:
     from mur.orchestration.job_submission import wait_for_job
 
-    def wait(client: FakeJobClient) -> TrainingResult:
-        return wait_for_job(client, "j9", stream_logs=False, emit=lambda _: None, timeout_s=5, poll_s=0)
+    def wait(client: FakeJobClient, document: str | None) -> TrainingResult:
+        read = {"j9": document}.get  # the result store, by submission id
+        return wait_for_job(
+            client, "j9", read=read, stream_logs=False, emit=lambda _: None, timeout_s=5, poll_s=0
+        )
 
-    result = wait(FakeJobClient("hello\n" + FULL_RESULT.to_line()))
+    result = wait(FakeJobClient("hello"), left(FULL_RESULT))
     assert result.version == 7 and result.job_id == "j9" and result.metrics == FULL_RESULT.metrics
-    failure = TrainingResult.failure("nope_usdt", "unknown pair nope_usdt").to_line()
+    failure = left(TrainingResult.failure("nope_usdt", "unknown pair nope_usdt"))
     with pytest.raises(JobError, match="unknown pair nope_usdt"):
-        wait(FakeJobClient(failure, status="FAILED"))
-    with pytest.raises(JobError, match="ValueError: boom"):
-        wait(FakeJobClient("Traceback …\nValueError: boom", status="FAILED"))
-    with pytest.raises(JobError, match="unreadable result line"):
-        wait(FakeJobClient("MUR_RESULT {not json"))
+        wait(FakeJobClient("error: unknown pair", status="FAILED"), failure)
+    with pytest.raises(JobError, match="failed without a result: ValueError: boom"):
+        wait(FakeJobClient("Traceback …\nValueError: boom", status="FAILED"), None)
+    with pytest.raises(JobError, match="succeeded without a result: last words"):  # a job that never wrote it
+        wait(FakeJobClient("first\nlast words"), None)
+    with pytest.raises(JobError, match="unreadable result"):
+        wait(FakeJobClient("hello"), "{not json")

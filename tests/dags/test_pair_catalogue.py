@@ -24,7 +24,7 @@ def catalogue_env(
 ) -> Iterator[Settings]:
     """The process's settings (what the task reads) on a fresh migrated database, one configured pair."""
     settings = pg_database_factory()
-    monkeypatch.setenv("MUR_PG_DATABASE", settings.pg_database)
+    monkeypatch.setenv("MUR_PG_DATABASE", settings.db.pg_database)
     monkeypatch.setenv("MUR_PAIRS", "btc_usdt")
     monkeypatch.setenv("MUR_PAIR_MIN_HISTORY_HOURS", "200")
     monkeypatch.setenv("MUR_MARKET_DATA", "bundled")
@@ -80,7 +80,7 @@ def test_the_next_run_trains_the_uploaded_pair_on_ray(
 
     from mur.db.pairs import mark_removed
 
-    monkeypatch.setenv("MUR_PG_DATABASE", pg_database_factory().pg_database)  # the job inherits MUR_*
+    monkeypatch.setenv("MUR_PG_DATABASE", pg_database_factory().db.pg_database)  # the job inherits MUR_*
     monkeypatch.setenv("MUR_PAIR_MIN_HISTORY_HOURS", "200")
     get_settings.cache_clear()
     settings = get_settings()
@@ -88,7 +88,7 @@ def test_the_next_run_trains_the_uploaded_pair_on_ray(
     with Database(settings, maxconn=1) as db:
         upload = io.BytesIO(pair_csv_text(1600).encode())
         add_csv_pair(settings, db, pair, upload, name="upload.csv", added_by="admin")
-        for configured in settings.pairs:  # this run trains the uploaded pair alone
+        for configured in settings.general.pairs:  # this run trains the uploaded pair alone
             mark_removed(db, pair=configured, removed_by="test")
     try:
         dr = load_dag().test(logical_date=START + timedelta(hours=1500), run_conf=dict(TINY))

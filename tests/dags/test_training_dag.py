@@ -17,6 +17,7 @@ import pytest
 
 from mur.orchestration.tasks import CHAMPIONS_ASSET_URI, expected_idempotency_key
 from mur.settings import PROJECT_ROOT, Settings
+from mur.waiting import wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.airflow, pytest.mark.timeout(1800)]
 
@@ -85,7 +86,7 @@ def versions_for_window(settings: Settings, pair: str, end: datetime) -> list[An
     from mur.registry import configure, model_name
 
     client = configure(settings)
-    found = client.search_model_versions(f"name = '{model_name(pair, settings.registry_prefix)}'")
+    found = client.search_model_versions(f"name = '{model_name(pair, settings.registry.registry_prefix)}'")
     return [v for v in found if (v.tags or {}).get("data_window_end") == iso(end)]
 
 
@@ -115,7 +116,7 @@ def test_two_pairs_end_to_end(first_run: dict[str, Any], services: Settings) -> 
         assert int(version.version) == r["version"]
         tags = version.tags
         assert tags["idempotency_key"] == expected_idempotency_key(
-            services.model_copy(update={"train_days": TINY["train_days"]}), r["pair"], end, TINY
+            services.replace(train_days=TINY["train_days"]), r["pair"], end, TINY
         )
         assert tags["gate_alias"] == r["alias"]
 
@@ -153,11 +154,11 @@ def test_backfill_of_an_old_date_never_displaces_the_champion(
     from mur.serving.champions import champions
 
     client = configure(services)
-    name = model_name("btc_usdt", services.registry_prefix)
+    name = model_name("btc_usdt", services.registry.registry_prefix)
     before = client.get_model_version_by_alias(name, CHAMPION)
 
     def served() -> tuple[int, str]:  # what Serve's watcher would load: the version and its window end
-        summary = champions(client, prefix=services.registry_prefix, pairs=["btc_usdt"])["btc_usdt"]
+        summary = champions(client, prefix=services.registry.registry_prefix, pairs=["btc_usdt"])["btc_usdt"]
         return summary["version"], summary["data_window"]["end"]
 
     served_before = served()
@@ -212,7 +213,7 @@ def _free_airflow_port() -> int:
     """A port P such that P and the ports derived from it (log servers, health ports) are all free."""
     import socket
 
-    from mur.devstack.airflow import ports
+    from devstack.airflow import ports
 
     for _ in range(50):
         with socket.socket() as sock:
@@ -239,18 +240,16 @@ def live_airflow(services: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyP
     import psycopg2
     from psycopg2 import sql
 
-    from mur.devstack import supervisor as svc
-    from mur.devstack.services import stack_services
+    from devstack import supervisor as svc
+    from devstack.services import stack_services
 
     port = _free_airflow_port()
-    settings = services.model_copy(
-        update={
-            "runtime_dir": tmp_path / "runtime",
-            "airflow_port": port,
-            "airflow_url": f"http://127.0.0.1:{port}",
-            "airflow_database": f"airflow_test_{uuid.uuid4().hex[:8]}",
-            "airflow_password": "test-password-1",
-        }
+    settings = services.replace(
+        runtime_dir=tmp_path / "runtime",
+        airflow_port=port,
+        airflow_url=f"http://127.0.0.1:{port}",
+        airflow_database=f"airflow_test_{uuid.uuid4().hex[:8]}",
+        airflow_password="test-password-1",
     )
     # hourly schedule kept (backfills need a periodic one) but no scheduled runs while testing
     monkeypatch.setenv("MUR_TRAIN_SCHEDULE", "@hourly")
@@ -261,12 +260,12 @@ def live_airflow(services: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyP
         yield settings, registry, started
     finally:
         svc.down(settings, list(registry), services=registry, progress=print)
-        conn = psycopg2.connect(settings.pg_dsn("postgres"))
+        conn = psycopg2.connect(settings.db.dsn("postgres"))
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(settings.airflow_database)
+                    sql.Identifier(settings.db.airflow_database)
                 )
             )
         conn.close()
@@ -276,10 +275,9 @@ def live_airflow(services: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airflow: Any) -> None:
     """Supervised components answer their health checks; a REST trigger and a CLI backfill reuse D1's version."""
     import json
-    import time
 
-    from mur.devstack import supervisor as svc
-    from mur.devstack.airflow import airflow_cli
+    from devstack import supervisor as svc
+    from devstack.airflow import airflow_cli
     from mur.orchestration.airflow_client import AirflowClient
 
     settings, registry, started = live_airflow
@@ -288,14 +286,13 @@ def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airfl
 
     client = AirflowClient.from_settings(settings)
     try:
-        deadline = time.monotonic() + 300
-        while True:  # the DAG processor parses dags/ and writes the DAG to the DB
-            try:
-                dag = client.dag("mur_training")
-                break
-            except Exception:
-                assert time.monotonic() < deadline, "the DAG processor did not register mur_training"
-                time.sleep(3)
+        dag = wait_until(  # the DAG processor parses dags/ and writes the DAG to the DB
+            lambda: client.dag("mur_training"),
+            what="the DAG processor to register mur_training",
+            timeout_s=300,
+            interval_s=3,
+            retry_on=(Exception,),
+        )
         assert client.import_errors() == []
         assert dag["is_paused"] is True  # Airflow's default for new DAGs
         client.set_paused("mur_training", False)
@@ -326,13 +323,13 @@ def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airfl
             "--dag-run-conf",
             json.dumps({"pairs": ["btc_usdt"], **TINY}),
         )
-        deadline = time.monotonic() + 900
-        while True:
-            runs = [r for r in client.dag_runs("mur_training") if r["run_type"] == "backfill"]
-            if runs and runs[0]["state"] in ("success", "failed"):
-                break
-            assert time.monotonic() < deadline, runs
-            time.sleep(5)
+        runs = wait_until(
+            lambda: [r for r in client.dag_runs("mur_training") if r["run_type"] == "backfill"],
+            what="the backfill run to end",
+            timeout_s=900,
+            interval_s=5,
+            done=lambda runs: runs[0]["state"] in ("success", "failed"),
+        )
         [backfill_run] = runs
         assert backfill_run["state"] == "success"
         assert backfill_run["data_interval_end"].replace("+00:00", "Z").startswith(iso(d1_end)[:19])

@@ -42,7 +42,7 @@ def test_architectures_empty_choice_is_labelled_not_null(dagbag: Any) -> None:
     assert schema["enum"] == [None, "lstm", "gru"]
     labels = schema["values_display"]
     # the UI labels null with values_display["null"] (else the literal "null")
-    assert labels["null"] == f"default (MUR_ARCH: {get_settings().arch})"
+    assert labels["null"] == f"default (MUR_ARCH: {get_settings().model.arch})"
     assert set(labels) == {"null", "lstm", "gru"}
 
 

@@ -13,7 +13,6 @@ import pytest
 from mur.errors import JobError
 from mur.orchestration import tuning_job
 from mur.settings import Settings
-from mur.training.tuning import RESULT_MARKER, parse_result_line
 
 pytestmark = pytest.mark.airflow
 
@@ -37,23 +36,30 @@ def test_weekly_schedule_from_settings() -> None:
 
     from mur.orchestration.tasks import schedule_for
 
-    weekly = schedule_for(Settings(tune_schedule="@weekly").tune_schedule)
+    weekly = schedule_for(Settings(tune_schedule="@weekly").tuning.tune_schedule)
     assert isinstance(weekly, CronDataIntervalTimetable) and weekly.expression == "0 0 * * 0"
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The Jobs API and the result store faked: the job's status and logs, and the document it left in S3
+    (``result``; the ids it was read by: ``read``)."""
     from mur.orchestration import job_submission as jobs
 
-    state: dict[str, Any] = {"submitted": [], "status": "SUCCEEDED", "logs": ""}
+    state: dict[str, Any] = {"submitted": [], "status": "SUCCEEDED", "logs": "", "result": None, "read": []}
 
-    def submit(client: Any, settings: Settings, entrypoint: str, sid: Any, meta: dict, emit: Any) -> str:
-        state["submitted"].append((entrypoint, meta))
-        return "job-1"
+    def submit(client: Any, settings: Settings, entrypoint: str, sid: str, meta: dict, emit: Any) -> str:
+        state["submitted"].append((entrypoint, sid, meta))
+        return sid
 
     monkeypatch.setattr(jobs, "client_for", lambda settings: object())
     monkeypatch.setattr(jobs, "_submit", submit)
     monkeypatch.setattr(jobs, "follow_job", lambda *a, **k: (state["status"], state["logs"]))
+    monkeypatch.setattr(
+        jobs,
+        "job_result_reader",
+        lambda settings: lambda sid: state["read"].append(sid) or state["result"],
+    )
     return state
 
 
@@ -61,15 +67,16 @@ SUMMARY = {"pair": "btc_usdt", "chosen": {"arch": "gru"}, "stored_version": 3, "
 
 
 def test_task_submits_the_tuning_job_and_returns_its_result(fake: dict[str, Any]) -> None:
-    fake["logs"] = (
-        f"[tune] ...\n{RESULT_MARKER}{json.dumps({'pair': 'x'})}\n{RESULT_MARKER}{json.dumps(SUMMARY)}\n"
-    )
+    fake["logs"] = f"[tune] ...\n{json.dumps({'pair': 'x'})}\n"  # the log is never read for the result
+    fake["result"] = json.dumps(SUMMARY)
     result = tuning_job.tune_pair_task("BTC_USDT", {"params": {"trials": 6}})
-    assert result == {**SUMMARY, "job_id": "job-1"}  # the last result line
-    entrypoint, meta = fake["submitted"][0]
-    assert shlex.split(entrypoint)[1:] == ["-m", "ray_jobs.tune_pair", "--pair", "btc_usdt", "--trials", "6"]
-    assert meta == {"pair": "btc_usdt", "kind": "tuning"}
-    assert parse_result_line("nothing") is None
+    entrypoint, sid, meta = fake["submitted"][0]
+    assert result == {**SUMMARY, "job_id": sid}  # the document left under the id the task picked
+    assert shlex.split(entrypoint)[1:] == [
+        *("-m", "ray_jobs.tune_pair", "--pair", "btc_usdt", "--submission-id", sid, "--trials", "6")
+    ]
+    assert sid.startswith("mur-tune-") and meta == {"pair": "btc_usdt", "kind": "tuning"}
+    assert fake["read"] == [sid]
 
 
 def test_a_failed_job_fails_the_task_with_its_error(fake: dict[str, Any]) -> None:
@@ -77,5 +84,5 @@ def test_a_failed_job_fails_the_task_with_its_error(fake: dict[str, Any]) -> Non
     with pytest.raises(JobError, match="failed: error: btc_usdt: no trial completed"):
         tuning_job.tune_pair_task("btc_usdt", {})
     fake["status"], fake["logs"] = "SUCCEEDED", "no result here"
-    with pytest.raises(JobError, match="no result line"):
+    with pytest.raises(JobError, match="it left no result"):
         tuning_job.tune_pair_task("btc_usdt", {})

@@ -56,22 +56,20 @@ def airflow_api() -> Iterator[FakeService]:
 @pytest.fixture
 def dash_settings(dash_db_settings: Settings, serve_api: FakeService, airflow_api: FakeService) -> Settings:
     serve_api.status_override = None  # type: ignore[attr-defined]
-    return dash_db_settings.model_copy(
-        update={
-            "secret_key": secrets.token_urlsafe(32),
-            "serve_host": "127.0.0.1",
-            "serve_port": serve_api.port,
-            "airflow_url": airflow_api.url,
-            "airflow_user": "admin",
-            "airflow_password": AIRFLOW_PASSWORD,
-            "pairs": PAIRS,
-            "login_max_attempts": 3,
-            "login_ip_max_attempts": 5,
-            "login_user_max_attempts": 6,
-            "login_window_s": 300,
-            "registration": "open",
-            "registration_max_per_ip": 20,
-        }
+    return dash_db_settings.replace(
+        secret_key=secrets.token_urlsafe(32),
+        serve_host="127.0.0.1",
+        serve_port=serve_api.port,
+        airflow_url=airflow_api.url,
+        airflow_user="admin",
+        airflow_password=AIRFLOW_PASSWORD,
+        pairs=PAIRS,
+        login_max_attempts=3,
+        login_ip_max_attempts=5,
+        login_user_max_attempts=6,
+        login_window_s=300,
+        registration="open",
+        registration_max_per_ip=20,
     )
 
 

@@ -26,7 +26,7 @@ ADD = "..admin-pair-result.children...admin-pairs.children...admin-pair-remove-p
 @pytest.fixture(scope="module")
 def dash_db_settings(pg_database_factory: Callable[..., Settings]) -> Settings:
     """A database of this module's own (the catalogue it changes is nobody else's), a short minimum history."""
-    return pg_database_factory().model_copy(update={"pair_min_history_hours": 200})
+    return pg_database_factory().replace(pair_min_history_hours=200)
 
 
 def add(client: FlaskClient, symbol: str, csv_text: str, filename: str = "up.csv") -> Any:

@@ -162,7 +162,7 @@ def test_logins_are_rate_limited_per_username_and_ip(
     client: FlaskClient, make_client, dash_database: Database, dash_settings: Settings
 ) -> None:
     member = make_user(dash_database)
-    for _ in range(dash_settings.login_max_attempts):
+    for _ in range(dash_settings.dashboard.login_max_attempts):
         assert login(client, member.username, "Wrong-password-1").status_code == 401
     # the right password is now refused too, from this IP ...
     blocked = login(client, member.username)
@@ -177,7 +177,7 @@ def test_logins_are_rate_limited_per_username_and_ip(
 def test_one_ip_trying_many_usernames_is_limited(
     client: FlaskClient, make_client, dash_database: Database, dash_settings: Settings
 ) -> None:
-    users = [make_user(dash_database) for _ in range(dash_settings.login_ip_max_attempts + 1)]
+    users = [make_user(dash_database) for _ in range(dash_settings.dashboard.login_ip_max_attempts + 1)]
     for user in users[:-1]:  # one failure per username, all from one IP
         assert login(client, user.username, "Wrong-password-1").status_code == 401
     assert login(client, users[-1].username).status_code == 429
@@ -188,9 +188,9 @@ def test_a_username_locks_only_at_its_own_higher_limit(
     make_client, dash_database: Database, dash_settings: Settings
 ) -> None:
     """Failures from many IPs (below each pair's limit) lock the username at login_user_max_attempts."""
-    assert dash_settings.login_user_max_attempts > dash_settings.login_max_attempts
+    assert dash_settings.dashboard.login_user_max_attempts > dash_settings.dashboard.login_max_attempts
     member = make_user(dash_database)
-    for _ in range(dash_settings.login_user_max_attempts):
+    for _ in range(dash_settings.dashboard.login_user_max_attempts):
         assert login(make_client(), member.username, "Wrong-password-1").status_code == 401
     assert login(make_client(), member.username).status_code == 429
 
@@ -272,7 +272,7 @@ def test_session_cookie_flags(client: FlaskClient, dash_database: Database, dash
     )
     assert "SameSite=Strict" in csrf_cookie and "HttpOnly" not in csrf_cookie
     production = create_app(
-        dash_settings.model_copy(update={"env": "production", "s3_secret_key": "not-a-placeholder"}),
+        dash_settings.replace(env="production", s3_secret_key="not-a-placeholder"),
         db=dash_database,
     )
     assert production.server.config["SESSION_COOKIE_SECURE"] is True
@@ -304,7 +304,7 @@ def test_open_redirect_is_refused(client: FlaskClient, dash_database: Database, 
 def test_database_down_is_a_503_without_details(dash_settings: Settings) -> None:
     from dash_fakes import free_port
 
-    down = dash_settings.model_copy(update={"pg_port": free_port()})
+    down = dash_settings.replace(pg_port=free_port())
     db = Database(down, maxconn=1)
     client = create_app(down, db=db).server.test_client()
     assert client.get("/login").status_code == 200  # the form itself needs no database
@@ -312,5 +312,5 @@ def test_database_down_is_a_503_without_details(dash_settings: Settings) -> None
         "/login", data={"csrf_token": form_csrf(client, "/login"), "username": "x", "password": "y"}
     )
     assert response.status_code == 503 and b"database is unavailable" in response.data
-    assert str(down.pg_port).encode() not in response.data
+    assert str(down.db.pg_port).encode() not in response.data
     db.close()

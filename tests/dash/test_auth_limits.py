@@ -80,7 +80,7 @@ def test_parallel_wrong_logins_cannot_pass_the_limit(
     dash_settings: Settings, dash_database: Database
 ) -> None:
     """20 parallel wrong passwords with a limit of 5: exactly 5 reach the password check, 15 get 429."""
-    settings = dash_settings.model_copy(update={"login_max_attempts": 5, "hashing_concurrency": 20})
+    settings = dash_settings.replace(login_max_attempts=5, hashing_concurrency=20)
     member, ip = make_user(dash_database), random_ip()
     clients = _clients(create_app(settings, db=dash_database), 20, ip=ip)
     statuses = _parallel_logins(clients, member.username, "Wrong-pw-42")
@@ -110,13 +110,8 @@ def test_concurrent_password_checks_are_bounded(
                 running[0] -= 1
 
     monkeypatch.setattr(mur.db.users, "verify_password", slow_verify)
-    settings = dash_settings.model_copy(
-        update={
-            "hashing_concurrency": 2,
-            "login_max_attempts": 100,
-            "login_ip_max_attempts": 100,
-            "login_user_max_attempts": 100,
-        }
+    settings = dash_settings.replace(
+        hashing_concurrency=2, login_max_attempts=100, login_ip_max_attempts=100, login_user_max_attempts=100
     )
     member = make_user(dash_database)
     clients = _clients(create_app(settings, db=dash_database), 12, ip=random_ip())
@@ -129,7 +124,7 @@ def test_busy_hashing_gives_503_and_counts_no_failure(
     dash_settings: Settings, dash_database: Database
 ) -> None:
     member, ip = make_user(dash_database), random_ip()
-    app = create_app(dash_settings.model_copy(update={"hashing_concurrency": 1}), db=dash_database)
+    app = create_app(dash_settings.replace(hashing_concurrency=1), db=dash_database)
     (client,) = _clients(app, 1, ip=ip)
     with dashboard_context(app).hashing.slot():  # every slot taken
         response = login(client, member.username)
@@ -160,7 +155,7 @@ def test_forwarded_for_is_ignored_without_trusted_proxies(
 ) -> None:
     """Without MUR_TRUSTED_PROXY_HOPS, a client cannot dodge its (username, IP) limit with a fake header."""
     member = make_user(dash_database)
-    for _ in range(dash_settings.login_max_attempts):
+    for _ in range(dash_settings.dashboard.login_max_attempts):
         assert _login_from(client, random_ip(), member.username, "Wrong-password-1") == 401
     assert _login_from(client, random_ip(), member.username) == 429
 
@@ -170,10 +165,10 @@ def test_forwarded_for_from_a_trusted_proxy_is_the_client_ip(
 ) -> None:
     """Behind one trusted proxy, two clients of that proxy have their own limits (not one global count)."""
     proxy = random_ip()
-    settings = dash_settings.model_copy(update={"trusted_proxy_hops": 1})
+    settings = dash_settings.replace(trusted_proxy_hops=1)
     (client,) = _clients(create_app(settings, db=dash_database), 1, ip=proxy)
     member, attacker, owner = make_user(dash_database), random_ip(), random_ip()
-    for _ in range(settings.login_max_attempts):
+    for _ in range(settings.dashboard.login_max_attempts):
         assert _login_from(client, attacker, member.username, "Wrong-password-1") == 401
     assert _login_from(client, attacker, member.username) == 429
     assert recent_login_failures(dash_database, username="-", ip=attacker, window_s=300).per_ip == 3
@@ -187,7 +182,7 @@ def test_forwarded_for_from_a_trusted_proxy_is_the_client_ip(
 
 
 def test_registration_is_rate_limited_per_ip(dash_settings: Settings, dash_database: Database) -> None:
-    client = _app_client(dash_settings.model_copy(update={"registration_max_per_ip": 2}), dash_database)
+    client = _app_client(dash_settings.replace(registration_max_per_ip=2), dash_database)
     for _ in range(2):
         assert register(client, random_name()).status_code == 302
     refused_name = random_name()
@@ -197,7 +192,7 @@ def test_registration_is_rate_limited_per_ip(dash_settings: Settings, dash_datab
 
 
 def test_closed_registration(dash_settings: Settings, dash_database: Database) -> None:
-    client = _app_client(dash_settings.model_copy(update={"registration": "closed"}), dash_database)
+    client = _app_client(dash_settings.replace(registration="closed"), dash_database)
     page = client.get("/register")
     assert page.status_code == 200 and b"Registration is closed" in page.data and b"<form" not in page.data
     username = random_name()
@@ -208,7 +203,7 @@ def test_closed_registration(dash_settings: Settings, dash_database: Database) -
 
 
 def test_invite_only_registration(dash_settings: Settings, dash_database: Database) -> None:
-    client = _app_client(dash_settings.model_copy(update={"registration": "invite"}), dash_database)
+    client = _app_client(dash_settings.replace(registration="invite"), dash_database)
     taken = make_user(dash_database)
 
     def register_with(username: str, invite: str) -> Any:
@@ -236,7 +231,7 @@ def test_invite_only_registration(dash_settings: Settings, dash_database: Databa
 def test_a_taken_username_does_not_use_up_the_invite(
     dash_settings: Settings, dash_database: Database
 ) -> None:
-    client = _app_client(dash_settings.model_copy(update={"registration": "invite"}), dash_database)
+    client = _app_client(dash_settings.replace(registration="invite"), dash_database)
     taken, invite = make_user(dash_database), create_invite(dash_database, created_by=None)
     token = form_csrf(client, "/register")
     data = {"csrf_token": token, "password": PASSWORD, "confirm": PASSWORD, "invite": invite.code}
@@ -263,7 +258,7 @@ def test_admin_makes_invite_links(
     )
     link = _find(out["admin-invite-result"], "admin-invite-link")["children"]
     assert link.startswith("http://localhost/register?invite=") and "single use" in text_of(out)
-    invited = _app_client(dash_settings.model_copy(update={"registration": "invite"}), dash_database)
+    invited = _app_client(dash_settings.replace(registration="invite"), dash_database)
     code = link.split("invite=", 1)[1]
     token = form_csrf(invited, "/register")
     username = random_name()
@@ -284,6 +279,6 @@ def test_admin_makes_invite_links(
 def test_registration_default_is_invite_in_production() -> None:
     assert Settings(env="development").registration_mode == "open"
     assert Settings(env="test").registration_mode == "open"
-    production = Settings.model_construct(env="production", registration=None)
+    production = Settings.defaults(env="production", registration=None)
     assert production.registration_mode == "invite"
     assert Settings(env="test", registration="closed").registration_mode == "closed"

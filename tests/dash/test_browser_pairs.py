@@ -29,7 +29,7 @@ HOURS = 300
 @pytest.fixture(scope="module")
 def dash_db_settings(pg_database_factory: Callable[..., Settings]) -> Settings:
     """A database of this module's own (the catalogue it changes is nobody else's), a short minimum history."""
-    return pg_database_factory().model_copy(update={"pair_min_history_hours": 200})
+    return pg_database_factory().replace(pair_min_history_hours=200)
 
 
 def test_admin_uploads_a_csv_pair_and_removes_it(

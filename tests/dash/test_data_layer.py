@@ -53,7 +53,7 @@ def test_token_is_found_by_its_hash_only(dash_database: Database) -> None:
 
 def test_quota_edit(dash_database: Database) -> None:
     user = make_user(dash_database)
-    default = dash_database.settings.default_monthly_quota
+    default = dash_database.settings.serving.default_monthly_quota
     assert get_usage(dash_database, user_id=user.id) == (0, default)
     assert set_quota(dash_database, user_id=user.id, monthly_limit=42) == 42
     summary = next(u for u in list_users(dash_database) if u.id == user.id)

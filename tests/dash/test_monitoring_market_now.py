@@ -80,9 +80,7 @@ def test_context_uses_the_sources_clock_and_shows_only_closed_candles() -> None:
 def test_context_without_a_source_clock_reads_the_settings_clock() -> None:
     context = context_with(BundledMarketData())
     start = datetime(2025, 3, 3, 9, 30, tzinfo=UTC)
-    context.settings = context.settings.model_copy(
-        update={"clock_start": start, "clock_speed": 0.0, "clock_origin": time.time()}
-    )
+    context.settings = context.settings.replace(clock_start=start, clock_speed=0.0, clock_origin=time.time())
     assert context.market_now() == start
     assert recent_candles(context, "btc_usdt")["timestamp"].iloc[-1] == pd.Timestamp("2025-03-03T08:00Z")
 

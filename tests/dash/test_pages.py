@@ -89,7 +89,7 @@ def test_forecast_page_draws_the_fan_and_the_model_card(
     the card shows the trained window, plain-language skills, coverage and the "no skill" badge."""
     serve = fake_serve(last_candles, forecast_factor=1.0, quantiles=True).start()
     try:
-        app = create_app(dash_settings.model_copy(update={"serve_port": serve.port}), db=dash_database)
+        app = create_app(dash_settings.replace(serve_port=serve.port), db=dash_database)
         client = app.server.test_client()
         logged_in(client, make_user(dash_database))
         out = forecast_page(client, "btc_usdt")
@@ -184,7 +184,7 @@ def test_track_record_shows_ranges_inside_and_running_coverage(
 def test_forecast_page_when_serve_is_down(
     dash_settings: Settings, dash_database: Database, make_client
 ) -> None:
-    app = create_app(dash_settings.model_copy(update={"serve_port": free_port()}), db=dash_database)
+    app = create_app(dash_settings.replace(serve_port=free_port()), db=dash_database)
     client = app.server.test_client()
     logged_in(client, make_user(dash_database))
     out = forecast_page(client, "btc_usdt")
@@ -349,7 +349,7 @@ def test_admin_save_is_one_transaction(client: FlaskClient, dash_database: Datab
     import psycopg
 
     owner = (
-        dash_database.settings.pg_dsn()
+        dash_database.settings.db.dsn()
     )  # DDL needs the owner: the app's own role cannot change the schema
     with psycopg.connect(owner, autocommit=True) as cur:  # the database refuses to disable this one user
         # DDL takes no bind parameters: identifiers and the id are composed by psycopg, never by f-strings
@@ -404,7 +404,7 @@ def test_training_trigger_through_airflow(
 
 def test_training_trigger_when_airflow_is_down(dash_settings: Settings, dash_database: Database) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    app: Dash = create_app(dash_settings.model_copy(update={"airflow_url": dead}), db=dash_database)
+    app: Dash = create_app(dash_settings.replace(airflow_url=dead), db=dash_database)
     client = app.server.test_client()
     logged_in(client, make_user(dash_database, admin=True))
     assert f"Airflow is unreachable at {dead}" in train(client)
@@ -413,7 +413,7 @@ def test_training_trigger_when_airflow_is_down(dash_settings: Settings, dash_dat
 def test_training_trigger_with_wrong_airflow_password(
     dash_settings: Settings, dash_database: Database
 ) -> None:
-    app = create_app(dash_settings.model_copy(update={"airflow_password": "wrong"}), db=dash_database)
+    app = create_app(dash_settings.replace(airflow_password="wrong"), db=dash_database)
     client = app.server.test_client()
     logged_in(client, make_user(dash_database, admin=True))
     assert "Airflow refused the credentials" in train(client)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import httpx
@@ -18,6 +17,7 @@ from dash_app.server import check_database
 from mur.commands.dash import register
 from mur.errors import DatabaseError
 from mur.settings import PROJECT_ROOT, Settings
+from mur.waiting import wait_until
 
 
 def test_mur_dash_command_is_registered() -> None:
@@ -41,7 +41,7 @@ def test_python_m_dash_app_serves_the_login_page(dash_db_settings: Settings) -> 
         **os.environ,
         "MUR_ENV": "test",
         "MUR_SECRET_KEY": "a-test-secret-key-that-is-long-enough",
-        "MUR_PG_DATABASE": dash_db_settings.pg_database,
+        "MUR_PG_DATABASE": dash_db_settings.db.pg_database,
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "dash_app", "--port", str(port)],
@@ -52,15 +52,16 @@ def test_python_m_dash_app_serves_the_login_page(dash_db_settings: Settings) -> 
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/login", timeout=2)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(process.stdout.read() if process.stdout else "no output") from None
-                time.sleep(0.3)
+
+        def login_page() -> httpx.Response:
+            if process.poll() is not None:
+                raise AssertionError(process.stdout.read() if process.stdout else "no output")
+            return httpx.get(f"http://127.0.0.1:{port}/login", timeout=2)
+
+        retry_on = (httpx.TransportError,)
+        response = wait_until(
+            login_page, what="the dashboard", timeout_s=60, interval_s=0.3, retry_on=retry_on
+        )
         assert response.status_code == 200 and "Log in" in response.text
         assert (
             response.headers["server"] == "mur-dash"

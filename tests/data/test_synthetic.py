@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from devstack.replay import running_replay_server
 from mur.data import (
     BinanceMarketData,
     BundledMarketData,
@@ -18,7 +19,6 @@ from mur.data import (
     validate_candles,
 )
 from mur.data.synthetic import synthetic_base
-from mur.devstack.replay import running_replay_server
 from mur.errors import UnknownPairError
 from mur.settings import Settings
 

@@ -48,6 +48,7 @@ from ray_listeners import listeners, marked_processes, open_listeners
 
 from mur.errors import ServiceError
 from mur.settings import PROJECT_ROOT, Settings
+from mur.waiting import WaitTimeout, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.service_start, pytest.mark.timeout(3600)]
 """``service_start``: one rerun when the first ``mur up`` fails to start a service (tests/conftest.py)."""
@@ -156,18 +157,18 @@ def run_mur(env: dict[str, str], *args: str, timeout_s: float = 1800) -> subproc
 
 
 def _settings(env: dict[str, str]) -> Settings:
-    from mur.devstack.stack import align_settings
+    from devstack.stack import align_settings
 
     overrides = {k[4:].lower(): v for k, v in env.items() if k.startswith("MUR_")}
     return align_settings(Settings(_env_file=None, **overrides), export=False)
 
 
 def drop_databases(settings: Settings) -> None:
-    conn = psycopg2.connect(settings.pg_dsn("postgres"), connect_timeout=5)
+    conn = psycopg2.connect(settings.db.dsn("postgres"), connect_timeout=5)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            for name in (settings.pg_database, settings.mlflow_database, settings.airflow_database):
+            for name in (settings.db.pg_database, settings.db.mlflow_database, settings.db.airflow_database):
                 cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     finally:
         conn.close()
@@ -175,10 +176,10 @@ def drop_databases(settings: Settings) -> None:
 
 def live_sessions(settings: Settings) -> dict[str, list[int]]:
     """Services whose pid file names a session with live processes."""
-    from mur.devstack.supervisor import session_members
+    from devstack.supervisor import session_members
 
     found = {}
-    for pid_file in (Path(settings.runtime_dir) / "pids").glob("*.pid"):
+    for pid_file in (Path(settings.general.runtime_dir) / "pids").glob("*.pid"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             members = session_members(int(pid_file.read_text().split()[0]))
             if members:
@@ -188,7 +189,7 @@ def live_sessions(settings: Settings) -> dict[str, list[int]]:
 
 def kill_leftovers(settings: Settings) -> None:
     """Safety net: never leave the private stack running, whatever failed."""
-    from mur.devstack.stack import leftover_processes
+    from devstack.stack import leftover_processes
 
     for pid, _ in leftover_processes(settings):
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -206,7 +207,7 @@ def discord() -> Iterator[DiscordStub]:
 def stack(tmp_path_factory: pytest.TempPathFactory, discord: DiscordStub) -> Iterator[dict[str, Any]]:
     """The private stack's environment and Settings; at the end: down, kill leftovers, drop the databases."""
     try:
-        psycopg2.connect(Settings(_env_file=None).pg_dsn("postgres"), connect_timeout=5).close()
+        psycopg2.connect(Settings(_env_file=None).db.dsn("postgres"), connect_timeout=5).close()
     except psycopg2.OperationalError as exc:
         pytest.skip(f"PostgreSQL not reachable: {exc}")
     if not Path(MUR).exists():
@@ -227,7 +228,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, discord: DiscordStub) -> Ite
 # --- checks ------------------------------------------------------------------------------------------------
 def forecast(settings: Settings, token: str, pair: str) -> httpx.Response:
     return httpx.get(
-        f"{settings.serve_url}/v1/forecast/{pair}",
+        f"{settings.serving.url}/v1/forecast/{pair}",
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,
         trust_env=False,
@@ -236,7 +237,7 @@ def forecast(settings: Settings, token: str, pair: str) -> httpx.Response:
 
 def champions(settings: Settings, token: str) -> dict[str, int]:
     response = httpx.get(
-        f"{settings.serve_url}/v1/models",
+        f"{settings.serving.url}/v1/models",
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,
         trust_env=False,
@@ -247,7 +248,7 @@ def champions(settings: Settings, token: str) -> dict[str, int]:
 
 def dashboard_login(settings: Settings, username: str, password: str) -> None:
     """The login page answers, the admin logs in, and a protected page then opens."""
-    base = f"http://127.0.0.1:{settings.dash_port}"
+    base = f"http://127.0.0.1:{settings.dashboard.dash_port}"
     with httpx.Client(base_url=base, timeout=30, trust_env=False) as client:
         page = client.get("/login")
         assert page.status_code == 200 and "Log in" in page.text
@@ -280,15 +281,15 @@ def assert_all_running(env: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def assert_nothing_left(settings: Settings, ports: list[int]) -> None:
-    from mur.devstack.stack import leftover_processes
+    from devstack.stack import leftover_processes
 
-    deadline = time.monotonic() + 20  # Ray's job-driver watchers exit within a second or two
-    while True:
-        sessions, left = live_sessions(settings), leftover_processes(settings)
-        if not sessions and not left:
-            break
-        assert time.monotonic() < deadline, f"left behind: sessions {sessions}, processes {left}"
-        time.sleep(1)
+    wait_until(  # Ray's job-driver watchers exit within a second or two
+        lambda: (live_sessions(settings), leftover_processes(settings)),
+        what="no session and no process left behind (sessions, processes)",
+        timeout_s=20,
+        interval_s=1,
+        done=lambda found: not any(found),
+    )
     listening = [p for p in ports if not _port_free(p)]
     assert not listening, f"ports still in use after mur down: {listening}"
 
@@ -308,7 +309,7 @@ class Poller(threading.Thread):
                 for pair in PAIRS:
                     try:
                         r = client.get(
-                            f"{self.settings.serve_url}/v1/forecast/{pair}",
+                            f"{self.settings.serving.url}/v1/forecast/{pair}",
                             headers={"Authorization": f"Bearer {self.token}"},
                         )
                         self.answers.append(
@@ -331,8 +332,8 @@ def watch_the_loop(settings: Settings, token: str, discord: DiscordStub) -> dict
     """Within :data:`LOOP_BUDGET_S`, see every part of the loop turn; returns what was seen."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    from devstack import airflow
     from mur.db import Database
-    from mur.devstack import airflow
     from mur.monitoring.store import latest_alerts
 
     poller = Poller(settings, token)
@@ -350,7 +351,7 @@ def watch_the_loop(settings: Settings, token: str, discord: DiscordStub) -> dict
                 seen["candle_times"] = {p: poller.seen(p, "candle_time") for p in PAIRS}
                 seen["versions"] = {p: poller.seen(p, "model_version") for p in PAIRS}
                 record = httpx.get(
-                    f"{settings.serve_url}/v1/track-record/{PAIRS[0]}?limit=20", headers=headers, timeout=30,
+                    f"{settings.serving.url}/v1/track-record/{PAIRS[0]}?limit=20", headers=headers, timeout=30,
                     trust_env=False,
                 )  # fmt: skip
                 assert record.status_code == 200, record.text
@@ -378,9 +379,19 @@ def watch_the_loop(settings: Settings, token: str, discord: DiscordStub) -> dict
         poller.stop.set()
         poller.join(timeout=60)
     seen["answers"] = poller.answers
-    scrape = httpx.get(f"{settings.serve_url}/metrics", timeout=30, trust_env=False)
-    assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")
-    seen["metrics"] = {f.name: f for f in text_string_to_metric_families(scrape.text)}
+
+    def all_counted() -> bool:
+        response = httpx.get(f"{settings.serving.url}/metrics", timeout=30, trust_env=False)
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+        seen["metrics"] = {f.name: f for f in text_string_to_metric_families(response.text)}
+        return forecasts_counted(seen["metrics"]) >= len(seen["answers"])
+
+    # Ray exports a replica's counters every few seconds, so the count lags the answers for a moment; on a
+    # timeout the last scrape stays and check_the_loop's assertion shows the gap
+    with contextlib.suppress(WaitTimeout):
+        wait_until(
+            all_counted, what="the counter to count every answered forecast", timeout_s=60, interval_s=2
+        )
     seen["post"] = discord.wait_for("input drift", timeout_s=5)
     return seen
 
@@ -388,7 +399,7 @@ def watch_the_loop(settings: Settings, token: str, discord: DiscordStub) -> dict
 def run_mur_env_clock(settings: Settings) -> str:
     """``mur clock --json`` of the private stack (its runtime dir holds the clock)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUR_")}
-    env["MUR_RUNTIME_DIR"] = str(settings.runtime_dir)
+    env["MUR_RUNTIME_DIR"] = str(settings.general.runtime_dir)
     proc = subprocess.run([MUR, "clock", "--json"], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -416,35 +427,41 @@ def check_the_loop(seen: dict[str, Any]) -> None:
     post = seen["post"]
     assert post is not None and alerts[0].pair in json.dumps(post) and "drift" in json.dumps(post)
     metrics = seen["metrics"]
-    requests = [
-        s for s in metrics["mur_http_requests"].samples
-        if s.name == "mur_http_requests_total" and s.labels.get("route") == "/v1/forecast/{pair}"
-    ]  # fmt: skip
-    assert sum(s.value for s in requests if s.labels.get("status") == "200") >= len(seen["answers"])
+    assert forecasts_counted(metrics) >= len(seen["answers"])
     served = {s.labels["pair"]: s.value for s in metrics["mur_served_model_version"].samples}
     assert set(PAIRS) <= set(served)
+
+
+def forecasts_counted(metrics: dict[str, Any]) -> float:
+    """The answered (200) forecast requests ``mur_http_requests_total`` counts, over every replica."""
+    family = metrics.get("mur_http_requests")
+    return sum(
+        s.value for s in (family.samples if family else [])
+        if s.name == "mur_http_requests_total" and s.labels.get("route") == "/v1/forecast/{pair}"
+        and s.labels.get("status") == "200"
+    )  # fmt: skip
 
 
 def assert_nothing_answers_without_ray_token(settings: Settings) -> None:
     """Issue 22 on the whole stack: every process of it (Airflow's included) listens on the loopback interface,
     except Ray gRPC servers that refuse a real call without the token (each Serve replica's); Airflow's log
     servers do not run; the Jobs API and the dashboard's API refuse a caller without the token."""
-    from mur.devstack import airflow
-    from mur.devstack.config import ray_token
+    from devstack import airflow
+    from devstack.config import ray_token
 
-    found = listeners(marked_processes(settings.runtime_dir))
+    found = listeners(marked_processes(settings.general.runtime_dir))
     assert any(x.name.startswith("ray::ServeReplica") for x in found), sorted(map(str, found))
     bad = open_listeners(found)
     assert not bad, f"listening beyond the loopback interface without requiring the token: {bad}"
     log_ports = {airflow.ports(settings)["worker_logs"], airflow.ports(settings)["trigger_logs"]}
     assert not log_ports & {x.port for x in found}, "an Airflow log server listens"
-    jobs = settings.ray_address.rstrip("/") + "/api/jobs/"
+    jobs = settings.ray.ray_address.rstrip("/") + "/api/jobs/"
     assert httpx.post(jobs, json={"entrypoint": "env"}, timeout=30).status_code == 401
     assert (
-        httpx.get(settings.ray_address.rstrip("/") + "/api/serve/applications/", timeout=30).status_code
+        httpx.get(settings.ray.ray_address.rstrip("/") + "/api/serve/applications/", timeout=30).status_code
         == 401
     )
-    stack_token = ray_token(settings.model_copy(update={"ray_auth_token": None}))  # from its secrets file
+    stack_token = ray_token(settings.replace(ray_auth_token=None))  # from its secrets file
     token = {"Authorization": f"Bearer {stack_token}"}
     assert httpx.get(jobs, headers=token, timeout=30).status_code == 200
 

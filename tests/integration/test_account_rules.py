@@ -17,7 +17,7 @@ from mur.errors import ConflictError, InvalidInputError, WeakPasswordError
 from mur.security import hash_password
 from mur.settings import Settings
 
-pytestmark = pytest.mark.services
+pytestmark = pytest.mark.pg  # PostgreSQL only: the postgres tier
 
 PASSWORD = "Sufficiently-str0ng"
 
@@ -34,7 +34,7 @@ def _count(database: Database) -> int:
 
 def _insert_raw(settings: Settings, username: str, email: str | None = None) -> None:
     """An account as made before the username rules (straight into the table)."""
-    with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
+    with psycopg.connect(settings.db.dsn(), autocommit=True) as conn:
         conn.execute(
             "INSERT INTO users (username, email, password_hash) VALUES (%s, %s, %s)",
             (username, email, hash_password(PASSWORD)),

@@ -26,6 +26,7 @@ import pytest
 
 from mur.orchestration.airflow_client import AirflowClient, ServiceAnswerError
 from mur.settings import Settings
+from mur.waiting import wait_until
 
 pytestmark = [pytest.mark.airflow, pytest.mark.timeout(1200)]
 
@@ -35,7 +36,7 @@ MUR = str(Path(sys.executable).parent / "mur")
 
 
 def _port_range_free(base: int) -> bool:
-    from mur.devstack.airflow import ports
+    from devstack.airflow import ports
 
     for port in [base, *ports(Settings(airflow_port=base)).values()]:
         with socket.socket() as probe:
@@ -55,19 +56,17 @@ def market_airflow(
     import psycopg
     from psycopg import sql
 
-    from mur.devstack import supervisor as svc
-    from mur.devstack.services import stack_services
+    from devstack import supervisor as svc
+    from devstack.services import stack_services
 
     port = next((p for p in random.sample(range(20000, 40000, 10), 50) if _port_range_free(p)), None)
     assert port is not None, "no free port range for Airflow"
-    settings = stack_settings.model_copy(
-        update={
-            "runtime_dir": tmp_path / "runtime",
-            "airflow_port": port,
-            "airflow_url": f"http://127.0.0.1:{port}",
-            "airflow_database": f"airflow_dates_{uuid.uuid4().hex[:8]}",
-            "airflow_password": "test-password-1",
-        }
+    settings = stack_settings.replace(
+        runtime_dir=tmp_path / "runtime",
+        airflow_port=port,
+        airflow_url=f"http://127.0.0.1:{port}",
+        airflow_database=f"airflow_dates_{uuid.uuid4().hex[:8]}",
+        airflow_password="test-password-1",
     )
     clock = {"MUR_CLOCK_START": MARKET_START, "MUR_CLOCK_ORIGIN": repr(time.time()), "MUR_CLOCK_SPEED": "1"}
     for name, value in {**clock, "MUR_TRAIN_SCHEDULE": "market"}.items():
@@ -78,8 +77,8 @@ def market_airflow(
     registry = {name: s for name, s in stack_services(settings).items() if name.startswith("airflow-")}
     cli_env = {k: v for k, v in os.environ.items() if not k.startswith(("MUR_", "AIRFLOW"))}
     cli_env |= clock | {
-        "MUR_RUNTIME_DIR": str(settings.runtime_dir),
-        "MUR_AIRFLOW_URL": settings.airflow_url,
+        "MUR_RUNTIME_DIR": str(settings.general.runtime_dir),
+        "MUR_AIRFLOW_URL": settings.airflow.airflow_url,
         "MUR_AIRFLOW_PASSWORD": "test-password-1",
     }
     names = list(registry)
@@ -89,24 +88,15 @@ def market_airflow(
     finally:
         svc.down(settings, names, services=registry, progress=print)
         drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(settings.airflow_database)
+            sql.Identifier(settings.db.airflow_database)
         )
-        with psycopg.connect(settings.pg_dsn("postgres"), autocommit=True) as admin:
+        with psycopg.connect(settings.db.dsn("postgres"), autocommit=True) as admin:
             admin.execute(drop)
 
 
 def wait_for(what: str, probe: Any, timeout_s: float = 300) -> Any:
     """Poll ``probe()`` until it returns something truthy (an exception counts as not yet)."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            if found := probe():
-                return found
-        except Exception as exc:  # the component is still starting
-            last = exc
-        time.sleep(2)
-    raise AssertionError(f"{what}: not within {timeout_s:.0f} s ({last})")
+    return wait_until(probe, what=what, timeout_s=timeout_s, interval_s=2, retry_on=(Exception,))
 
 
 def mur(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

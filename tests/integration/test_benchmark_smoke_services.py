@@ -44,26 +44,24 @@ def bench_settings(services: Settings, pg_database_factory: Callable[..., Settin
     from mur.serving.champion_store import ChampionStore
 
     db = pg_database_factory()
-    settings = services.model_copy(
-        update={
-            "registry_prefix": f"mur-bsmoke{uuid.uuid4().hex[:6]}-",
-            "pg_database": db.pg_database,
-            "serve_port": _free_port(),
-        }
+    settings = services.replace(
+        registry_prefix=f"mur-bsmoke{uuid.uuid4().hex[:6]}-",
+        pg_database=db.db.pg_database,
+        serve_port=_free_port(),
     )
     yield settings
     shutil.rmtree(ChampionStore.for_settings(settings).directory, ignore_errors=True)
     client = registry.configure(services)
-    for model in client.search_registered_models(f"name LIKE '{settings.registry_prefix}%'"):
+    for model in client.search_registered_models(f"name LIKE '{settings.registry.registry_prefix}%'"):
         with contextlib.suppress(Exception):
             client.delete_registered_model(model.name)
 
 
 def run_smoke(script: str, settings: Settings, timeout_s: float = 540) -> str:
     """``benchmarks/<script> --smoke`` against the stack; its stdout (the test fails on exit != 0)."""
-    private = ["--prefix", settings.registry_prefix, "--database", settings.pg_database]
+    private = ["--prefix", settings.registry.registry_prefix, "--database", settings.db.pg_database]
     command = [sys.executable, str(ROOT / "benchmarks" / script), "--smoke", *private]
-    env = {**os.environ, "MUR_SERVE_PORT": str(settings.serve_port)}
+    env = {**os.environ, "MUR_SERVE_PORT": str(settings.serving.serve_port)}
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
     assert proc.returncode == 0, f"{script} --smoke exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout

@@ -32,7 +32,7 @@ def test_the_training_benchmark_smoke_run_prints_the_epoch_overhead_ratio(
             "benchmarks/train.py",
             "--smoke",
             "--address",
-            f"127.0.0.1:{services.ray_gcs_port}",
+            f"127.0.0.1:{services.ray.ray_gcs_port}",
             "--out",
             str(out),
         ],

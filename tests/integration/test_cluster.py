@@ -30,8 +30,10 @@ from typing import Any
 
 import httpx
 import pytest
+from ray_checkpoints import RAY_TRAIN_SNAPSHOT, registered_checkpoint
 
 from mur.settings import Settings
+from mur.waiting import wait_until
 
 pytestmark = [
     pytest.mark.services,
@@ -45,14 +47,7 @@ WINDOW_END = "2025-06-01T00:00:00Z"
 
 def wait_for(what: str, check: Callable[[], Any], timeout_s: float, every_s: float = 0.5) -> Any:
     """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(every_s)
+    return wait_until(check, what=what, timeout_s=timeout_s, interval_s=every_s)
 
 
 @dataclass
@@ -68,15 +63,15 @@ class Cluster:
         return self.registry[f"ray-node-{NODE}"]
 
     def start_node(self) -> None:
-        from mur.devstack import supervisor
+        from devstack import supervisor
 
         supervisor.up(self.settings, [f"ray-node-{NODE}"], services=self.registry, progress=print)
         wait_for("the worker node to join", lambda: self.alive_node_ips() >= {"127.0.0.1", self.node_ip}, 60)
 
     def kill_node(self) -> None:
         """SIGKILL every process of the worker node's session (its raylet, agents, workers, replicas)."""
-        from mur.devstack import supervisor
-        from mur.devstack.processes import session_members
+        from devstack import supervisor
+        from devstack.processes import session_members
 
         pid = supervisor.running_pid(self.settings, f"ray-node-{NODE}")
         assert pid is not None, "the worker node is not running"
@@ -87,14 +82,14 @@ class Cluster:
         supervisor.down(self.settings, [f"ray-node-{NODE}"], services=self.registry)  # its pid file
 
     def alive_node_ips(self) -> set[str]:
-        from mur.devstack.health import ray_nodes
+        from devstack.health import ray_nodes
 
         return {str(n["ip"]) for n in ray_nodes(self.settings) or [] if n["state"] == "ALIVE"}
 
     def train_workers(self) -> list[dict[str, Any]]:
         """The Ray Train worker actors alive now (state API, with the token): node IP and pid."""
         response = httpx.get(
-            self.settings.ray_address.rstrip("/") + "/api/v0/actors",
+            self.settings.ray.ray_address.rstrip("/") + "/api/v0/actors",
             params={
                 "limit": 1000,
                 "detail": "true",
@@ -102,7 +97,7 @@ class Cluster:
                 "filter_predicates": ["=", "="],
                 "filter_values": ["RayTrainWorker", "ALIVE"],
             },
-            headers=self.settings.ray_headers(),
+            headers=self.settings.ray.headers(),
             timeout=10,
         )
         response.raise_for_status()
@@ -112,7 +107,7 @@ class Cluster:
 
 
 def _nodes(settings: Settings) -> list[dict[str, Any]]:
-    from mur.devstack.health import ray_nodes
+    from devstack.health import ray_nodes
 
     return ray_nodes(settings) or []
 
@@ -120,10 +115,10 @@ def _nodes(settings: Settings) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def cluster(services: Settings) -> Iterator[Cluster]:
     """The shared head plus worker node 2 (its own runtime dir), stopped again at the end."""
-    from mur.devstack import supervisor
-    from mur.devstack.services import stack_services, worker_node_ip
+    from devstack import supervisor
+    from devstack.services import stack_services, worker_node_ip
 
-    settings = services.model_copy(update={"ray_nodes": NODE})
+    settings = services.replace(ray_nodes=NODE)
     registry = stack_services(settings)
     found = Cluster(settings, worker_node_ip(NODE), registry)
     found.start_node()
@@ -133,28 +128,49 @@ def cluster(services: Settings) -> Iterator[Cluster]:
         supervisor.down(settings, [f"ray-node-{NODE}"], services=registry, progress=print)
 
 
-def s3_keys(settings: Settings, prefix: str) -> list[str]:
+def s3_client(settings: Settings) -> Any:
     from minio import Minio
 
-    url = httpx.URL(settings.s3_endpoint_url)
-    client = Minio(
+    url = httpx.URL(settings.registry.s3_endpoint_url)
+    return Minio(
         f"{url.host}:{url.port}",
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
+        access_key=settings.registry.s3_access_key,
+        secret_key=settings.registry.s3_secret_key,
         secure=url.scheme == "https",
     )
-    return [o.object_name for o in client.list_objects(settings.s3_bucket, prefix=prefix, recursive=True)]
+
+
+def s3_keys(settings: Settings, prefix: str) -> list[str]:
+    objects = s3_client(settings).list_objects(settings.registry.s3_bucket, prefix=prefix, recursive=True)
+    return [o.object_name for o in objects]
+
+
+def checkpoint_registered(settings: Settings, prefix: str) -> bool:
+    """Whether Ray Train's controller has registered a checkpoint of the run under ``prefix`` (its checkpoint
+    manager's snapshot on S3 names one). A checkpoint's files are on S3 before that: a node lost in between
+    restarts the run from scratch."""
+    client = s3_client(settings)
+    for key in s3_keys(settings, prefix):
+        if key.endswith("/" + RAY_TRAIN_SNAPSHOT):
+            response = client.get_object(settings.registry.s3_bucket, key)
+            try:
+                if registered_checkpoint(response.read().decode()):
+                    return True
+            finally:
+                response.close()
+                response.release_conn()
+    return False
 
 
 def job_settings(cluster: Cluster, **update: Any) -> tuple[Settings, str]:
     """The cluster's settings with a private registry prefix and Ray Train storage under a fresh S3 prefix."""
     prefix = f"cluster-{uuid.uuid4().hex[:8]}"
-    settings = cluster.settings.model_copy(
-        update={
+    settings = cluster.settings.replace(
+        **{
             "registry_prefix": f"t{uuid.uuid4().hex[:6]}-mur-",
             "train_days": 60,
             "num_layers": 1,
-            "ray_storage_path": f"s3://{cluster.settings.s3_bucket}/{prefix}",
+            "ray_storage_path": f"s3://{cluster.settings.registry.s3_bucket}/{prefix}",
             **update,
         }
     )
@@ -216,10 +232,10 @@ def test_ddp_places_one_worker_per_node_and_checkpoints_on_s3(cluster: Cluster) 
         f"checkpoints on the S3 storage path: {keys[:10]}"
     )
     version = configure(settings).get_model_version_by_alias(
-        model_name(PAIR, settings.registry_prefix), CHAMPION
+        model_name(PAIR, settings.registry.registry_prefix), CHAMPION
     )
     assert version.version == "1"
-    cluster.events.append(settings.registry_prefix)
+    cluster.events.append(settings.registry.registry_prefix)
 
 
 @pytest.mark.service_start
@@ -245,10 +261,8 @@ def test_a_lost_node_mid_training_resumes_from_the_s3_checkpoint(cluster: Cluste
             300,
         )
         wait_for(
-            "the first checkpoint on S3",
-            lambda: (
-                any(k.endswith("/state.pt") for k in s3_keys(settings, prefix + "/")) or not job.is_alive()
-            ),
+            "the first checkpoint registered (on S3)",
+            lambda: checkpoint_registered(settings, prefix + "/") or not job.is_alive(),
             300,
         )
         assert job.is_alive(), f"the training ended before the node could be killed: {outcome} {logs[-20:]}"
@@ -315,8 +329,8 @@ def served(cluster: Cluster, pg_database_factory: Callable[..., Settings]) -> It
 
     db_settings = pg_database_factory()
     prefix = f"mur-c{uuid.uuid4().hex[:6]}-"
-    direct = cluster.settings.model_copy(
-        update={"registry_prefix": prefix, "pg_database": db_settings.pg_database, "train_days": 30}
+    direct = cluster.settings.replace(
+        registry_prefix=prefix, pg_database=db_settings.db.pg_database, train_days=30
     )
     result = train_and_register(direct, PAIR, fit=LocalFit(), epochs=1, hidden_size=4)
     assert result.version is not None
@@ -324,8 +338,8 @@ def served(cluster: Cluster, pg_database_factory: Callable[..., Settings]) -> It
         registry.configure(direct).set_registered_model_alias(
             registry.model_name(PAIR, prefix), registry.CHAMPION, str(result.version)
         )
-    app_settings = direct.model_copy(
-        update={
+    app_settings = direct.replace(
+        **{
             "serve_port": free_port(),
             "registry_poll_s": 2.0,
             "serve_min_replicas": 2,
@@ -351,7 +365,7 @@ def served(cluster: Cluster, pg_database_factory: Callable[..., Settings]) -> It
         wait_running(app_settings, timeout_s=420, since=started, progress=print)
         user = create_user(db, username=f"c{uuid.uuid4().hex[:10]}", password=f"Pw-{uuid.uuid4().hex}")
         token, _ = create_token(db, user_id=user.id)
-        yield Served(app_settings, f"http://127.0.0.1:{app_settings.serve_port}", token)
+        yield Served(app_settings, f"http://127.0.0.1:{app_settings.serving.serve_port}", token)
     finally:
         with contextlib.suppress(Exception):
             undeploy(app_settings, timeout_s=180)
@@ -437,8 +451,8 @@ def test_the_worker_node_refuses_callers_without_the_token(cluster: Cluster) -> 
 
     import psutil
 
-    from mur.devstack import supervisor
-    from mur.devstack.processes import session_members
+    from devstack import supervisor
+    from devstack.processes import session_members
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from ray_listeners import listeners, open_listeners
@@ -467,7 +481,7 @@ def test_mur_status_lists_both_nodes(cluster: Cluster, monkeypatch: pytest.Monke
     # the CLI reads the process-wide settings once (get_settings is cached): make it read this environment
     for key, value in {
         "MUR_RAY_NODES": str(NODE),
-        "MUR_RUNTIME_DIR": str(cluster.settings.runtime_dir),
+        "MUR_RUNTIME_DIR": str(cluster.settings.general.runtime_dir),
     }.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()

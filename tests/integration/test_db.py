@@ -39,7 +39,7 @@ from mur.errors import (
 from mur.security import hash_token, needs_rehash, verify_password
 from mur.settings import PROJECT_ROOT, Settings
 
-pytestmark = pytest.mark.services
+pytestmark = pytest.mark.pg  # PostgreSQL only: the postgres tier (parallel workers, random names)
 
 PASSWORD = "Sufficiently-str0ng"
 TOKEN_RE = re.compile(r"^mur_[A-Za-z0-9_-]{43}$")
@@ -56,7 +56,7 @@ def _new_user(database: Database, **kwargs: object) -> mdb.User:
 
 
 def _scalar(settings: Settings, query: str, params: tuple = ()) -> object:
-    with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
+    with psycopg.connect(settings.db.dsn(), autocommit=True) as conn:
         row = conn.execute(query, params).fetchone()
     assert row is not None
     return row[0]
@@ -86,7 +86,7 @@ def test_the_application_connects_with_its_own_least_privilege_role(pg_settings:
     """Issue 22: the stack no longer runs as superuser ``postgres``: migrations (the owner) create the role
     ``pg_app_user``, and the application's pool connects with it: it reads and writes the app's tables, and
     cannot change the schema, rewrite the migration log, read another database or escalate."""
-    assert pg_settings.pg_app_user == "mur_app"
+    assert pg_settings.db.pg_app_user == "mur_app"
     with Database(pg_settings, maxconn=1) as db:
         with db.cursor() as cur:
             cur.execute("SELECT current_user, rolsuper, rolcreatedb, rolcreaterole FROM pg_roles "
@@ -107,7 +107,7 @@ def test_the_application_connects_with_its_own_least_privilege_role(pg_settings:
                 with db.cursor() as cur:
                     cur.execute(statement)
     other = sql.SQL("CREATE DATABASE {}").format(sql.Identifier("evil_" + uuid.uuid4().hex[:8]))
-    with psycopg.connect(pg_settings.app_dsn(), autocommit=True) as conn:
+    with psycopg.connect(pg_settings.db.app_dsn(), autocommit=True) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(other)
     assert mdb.migrate(pg_settings).applied_now == []  # idempotent with the role in place
@@ -177,6 +177,28 @@ def test_concurrent_migrators_do_not_race(pg_database_factory: Callable[..., Set
     files = [m.name for m in mdb.discover_migrations()]
     assert sorted(name for r in reports for name in r.applied_now) == files  # each file applied once
     assert _scalar(settings, "SELECT count(*) FROM schema_migrations") == len(files)
+
+
+def test_migrators_of_different_databases_share_the_app_role(
+    pg_database_factory: Callable[..., Settings],
+) -> None:
+    """The app role is cluster-wide: migrators of several databases at once (parallel test workers, two
+    stacks on one server) alter it concurrently, which PostgreSQL answers with "tuple concurrently updated"
+    unless it is retried."""
+    from mur.db.migrations import ensure_app_role
+
+    databases = [pg_database_factory() for _ in range(3)]
+    barrier = threading.Barrier(len(databases))
+
+    def run(settings: Settings) -> int:
+        with psycopg.connect(settings.db.dsn(), autocommit=True) as conn:
+            barrier.wait()
+            for _ in range(40):
+                ensure_app_role(conn, settings)
+        return 40
+
+    with ThreadPoolExecutor(len(databases)) as pool:
+        assert sum(pool.map(run, databases)) == 40 * len(databases)
 
 
 def test_unmigrated_database_gives_a_clear_error(pg_database_factory: Callable[..., Settings]) -> None:
@@ -369,7 +391,7 @@ def test_list_users_shows_roles_quota_and_usage(database: Database, pg_settings:
         False,
         2,
     )
-    expected_default = (pg_settings.default_monthly_quota, True, 0)
+    expected_default = (pg_settings.serving.default_monthly_quota, True, 0)
     assert (
         by_id[default.id].monthly_limit,
         by_id[default.id].quota_is_default,
@@ -384,7 +406,7 @@ def test_list_users_shows_roles_quota_and_usage(database: Database, pg_settings:
 
 def _all_text_values(settings: Settings) -> list[str]:
     """Every text-like value in every table of the public schema."""
-    conn = psycopg.connect(settings.pg_dsn())
+    conn = psycopg.connect(settings.db.dsn())
     values: list[str] = []
     try:
         with conn.cursor() as cur:
@@ -458,7 +480,7 @@ def test_rotate_token(database: Database) -> None:
 
 def _expire(settings: Settings, token_id: int) -> None:
     """Move a token's creation and expiry into the past (it was given an hour and two have gone by)."""
-    with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
+    with psycopg.connect(settings.db.dsn(), autocommit=True) as conn:
         conn.execute(
             "UPDATE api_tokens SET created_at = now() - interval '2 hours', "
             "expires_at = now() - interval '1 hour' WHERE id = %s",
@@ -524,12 +546,15 @@ def test_disabled_users_tokens_stop_working(database: Database) -> None:
 
 def test_quota_edit_and_usage(database: Database, pg_settings: Settings) -> None:
     user = _new_user(database)
-    assert mdb.get_usage(database, user_id=user.id) == (0, pg_settings.default_monthly_quota)
+    assert mdb.get_usage(database, user_id=user.id) == (0, pg_settings.serving.default_monthly_quota)
     assert mdb.set_quota(database, user_id=user.id, monthly_limit=5) == 5
     assert mdb.set_quota(database, user_id=user.id, monthly_limit=3) == 3
     assert mdb.get_usage(database, user_id=user.id) == (0, 3)
-    assert mdb.set_quota(database, user_id=user.id, monthly_limit=None) == pg_settings.default_monthly_quota
-    assert mdb.get_usage(database, user_id=user.id) == (0, pg_settings.default_monthly_quota)
+    assert (
+        mdb.set_quota(database, user_id=user.id, monthly_limit=None)
+        == pg_settings.serving.default_monthly_quota
+    )
+    assert mdb.get_usage(database, user_id=user.id) == (0, pg_settings.serving.default_monthly_quota)
     with pytest.raises(InvalidInputError):
         mdb.set_quota(database, user_id=user.id, monthly_limit=-5)
     with pytest.raises(NotFoundError):
@@ -621,7 +646,7 @@ def test_probe_request_tables_fails_like_a_request(
 ) -> None:
     with (
         Database(pg_settings, maxconn=1, lock_timeout_s=0.2) as database,
-        psycopg.connect(pg_settings.pg_dsn()) as locker,
+        psycopg.connect(pg_settings.db.dsn()) as locker,
     ):
         mdb.probe_request_tables(database)
         locker.execute(sql.SQL("LOCK TABLE {} IN " + mode + " MODE").format(sql.Identifier(table)))
@@ -635,7 +660,7 @@ def test_probe_request_tables_fails_like_a_request(
 
 
 def test_default_quota_applies_without_a_quota_row(pg_settings: Settings) -> None:
-    settings = pg_settings.model_copy(update={"default_monthly_quota": 2})
+    settings = pg_settings.replace(default_monthly_quota=2)
     with Database(settings) as database:
         user = _new_user(database)
         assert [mdb.consume_quota(database, user_id=user.id).allowed for _ in range(3)] == [True, True, False]
@@ -856,7 +881,7 @@ def test_update_account_changes_all_or_nothing(database: Database, pg_settings: 
     assert mdb.update_account(database, user_id=user.id, roles=["admin"], monthly_limit=9, disabled=True) == 9
     summary = next(u for u in mdb.list_users(database) if u.id == user.id)
     assert (summary.roles, summary.monthly_limit, summary.disabled) == (("admin",), 9, True)
-    default = pg_settings.default_monthly_quota
+    default = pg_settings.serving.default_monthly_quota
     assert (
         mdb.update_account(database, user_id=user.id, roles=[], monthly_limit=None, disabled=False) == default
     )
@@ -1016,9 +1041,9 @@ def test_cli_user_token_quota_flow(cli: Callable[..., object], database: Databas
 def test_cli_errors_are_one_line(pg_settings: Settings) -> None:
     env = {
         **os.environ,
-        "MUR_PG_DATABASE": pg_settings.pg_database,
-        "MUR_PG_HOST": pg_settings.pg_host,
-        "MUR_PG_PORT": str(pg_settings.pg_port),
+        "MUR_PG_DATABASE": pg_settings.db.pg_database,
+        "MUR_PG_HOST": pg_settings.db.pg_host,
+        "MUR_PG_PORT": str(pg_settings.db.pg_port),
     }
 
     def mur(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

@@ -24,7 +24,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import httpx
@@ -32,19 +31,21 @@ import psutil
 import pytest
 from ray_listeners import Listener, grpc_status_without_token, listeners, open_listeners
 
-from mur.devstack import config
-from mur.devstack import supervisor as svc
-from mur.devstack.config import RAY_AUTH_SWITCH, RAY_TOKEN_VAR
-from mur.devstack.services import haproxy_dir, stack_services
+from devstack import config
+from devstack import supervisor as svc
+from devstack.config import RAY_AUTH_SWITCH, RAY_TOKEN_VAR
+from devstack.services import haproxy_dir, stack_services
 from mur.errors import ServiceError
 from mur.settings import Settings
+from mur.waiting import wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.service_start, pytest.mark.timeout(900)]
 
 
 DRIVER = """
-import sys, time, urllib.request
+import time, urllib.request
 from mur.settings import Settings
+from mur.waiting import wait_until
 from serve_app.deploy import connect_ray
 
 connect_ray(Settings(ray_gcs_port={gcs}))  # from a plain environment with the token, before Ray is imported
@@ -57,17 +58,11 @@ class Hello:
         return "hello"
 
 serve.run(Hello.bind(), name="hello", route_prefix="/hello")
-deadline = time.time() + 120
-while True:
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:{http}/hello", timeout=5) as r:
-            if r.read() == b"hello":
-                break
-    except OSError:
-        pass
-    if time.time() > deadline:
-        sys.exit("Serve did not answer")
-    time.sleep(1)
+def hello():
+    with urllib.request.urlopen("http://127.0.0.1:{http}/hello", timeout=5) as r:
+        return r.read() == b"hello"
+
+wait_until(hello, what="Serve to answer", timeout_s=120, interval_s=1, retry_on=(OSError,))
 print("SERVING", flush=True)
 time.sleep(600)  # a driver stays connected (as the Serve keeper does) while the sockets are listed
 """
@@ -125,7 +120,7 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
     )
     table = stack_services(settings)
     token = table["ray"].env[RAY_TOKEN_VAR]
-    assert table["ray"].env[RAY_AUTH_SWITCH] == "token" and token == settings.ray_auth_token
+    assert table["ray"].env[RAY_AUTH_SWITCH] == "token" and token == settings.ray.ray_auth_token
     registry = {name: table[name] for name in ("s3", "ray")}
     http_port = _free_port()
     plain_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # no switch either
@@ -133,16 +128,20 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
     try:
         started = svc.up(settings, list(registry), services=registry)
         # the Jobs API and the dashboard's API: refused without the token, answered with it
-        jobs = f"{settings.ray_address}/api/jobs/"
+        jobs = f"{settings.ray.ray_address}/api/jobs/"
         refused = httpx.post(jobs, json={"entrypoint": 'python -c \'open("/tmp/pwned", "w")\''}, timeout=30)
         assert refused.status_code == 401, refused.text
         assert httpx.get(jobs, timeout=30).status_code == 401
         assert httpx.get(jobs, headers={"Authorization": "Bearer wrong"}, timeout=30).status_code == 403
-        assert httpx.get(f"{settings.ray_address}/api/serve/applications/", timeout=30).status_code == 401
-        assert httpx.get(jobs, headers=settings.ray_headers(), timeout=30).status_code == 200
+        assert httpx.get(f"{settings.ray.ray_address}/api/serve/applications/", timeout=30).status_code == 401
+        assert httpx.get(jobs, headers=settings.ray.headers(), timeout=30).status_code == 200
 
         driver = subprocess.Popen(  # a plain environment with the token: what a client needs
-            [sys.executable, "-c", textwrap.dedent(DRIVER.format(gcs=settings.ray_gcs_port, http=http_port))],
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(DRIVER.format(gcs=settings.ray.ray_gcs_port, http=http_port)),
+            ],
             env={**plain_env, RAY_TOKEN_VAR: token},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -164,13 +163,13 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
             return listeners(processes)
 
         # Serve may answer through its proxy before HAProxy has started on a busy machine: await HAProxy
-        deadline = time.monotonic() + 90
-        found = snapshot()
-        while not any(x.name == "haproxy" for x in found) and time.monotonic() < deadline:
-            time.sleep(1.0)
-            found = snapshot()
-        names = {x.name for x in found}
-        assert "haproxy" in names, f"Serve's HAProxy is not running: {sorted(map(str, found))}"
+        found = wait_until(
+            snapshot,
+            what="Serve's HAProxy",
+            timeout_s=90,
+            interval_s=1.0,
+            done=lambda f: any(x.name == "haproxy" for x in f),
+        )
         haproxy_ports = {(x.ip, x.port) for x in found if x.name == "haproxy"}
         for side_port in (9101 + shift, 8404 + shift):  # Prometheus and the stats page
             assert ("127.0.0.1", side_port) in haproxy_ports, sorted(haproxy_ports)

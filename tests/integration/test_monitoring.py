@@ -64,8 +64,8 @@ CALM_CHAMPION = {
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
 
 
-DEFAULTS = Settings.model_construct()
-"""The documented defaults (``model_construct`` reads no ``MUR_*`` variable, unlike ``Settings()``)."""
+DEFAULTS = Settings.defaults()
+"""The documented defaults (``Settings.defaults()`` reads no ``MUR_*`` variable, unlike ``Settings()``)."""
 DEFAULT_THRESHOLDS = thresholds_from(DEFAULTS)
 
 
@@ -432,10 +432,12 @@ def test_run_monitoring_alerts_once_per_cooldown(
 ) -> None:
     base, db = fresh
     defaults = {
-        name: getattr(DEFAULTS, name) for name in type(DEFAULTS).model_fields if name.startswith("monitor_")
+        name: getattr(DEFAULTS.monitoring, name)
+        for name in type(DEFAULTS.monitoring).model_fields
+        if name.startswith("monitor_")
     }
-    settings = base.model_copy(
-        update=defaults
+    settings = base.replace(
+        **defaults
         | {
             "market_data": "bundled",
             "synthetic_pairs": 0,
@@ -451,9 +453,7 @@ def test_run_monitoring_alerts_once_per_cooldown(
 
     def run(hour: datetime) -> dict[str, Any]:
         """One run at market hour ``hour``, the market clock standing there too (what the DAG does)."""
-        at = settings.model_copy(
-            update={"clock_start": hour, "clock_speed": 0.0, "clock_origin": time.time()}
-        )
+        at = settings.replace(clock_start=hour, clock_speed=0.0, clock_origin=time.time())
         started = time.monotonic()
         summary = run_monitoring(at, market_hour=hour, pairs=[PAIR], say=said.append)
         assert time.monotonic() - started < 30, "a monitoring run must not wait long on unreachable services"
@@ -472,7 +472,9 @@ def test_run_monitoring_alerts_once_per_cooldown(
     (embed,) = discord.embeds()
     text = json.dumps(embed)
     assert PAIR in embed["title"] and "abs_log_return" in text
-    assert "PSI" in text and f"> {DEFAULTS.monitor_psi_above:g}" in text  # the threshold it crossed
+    assert (
+        "PSI" in text and f"> {DEFAULTS.monitoring.monitor_psi_above:g}" in text
+    )  # the threshold it crossed
     fields = {f["name"]: f["value"] for f in embed["fields"]}
     assert fields["Pair"] == PAIR and fields["Retraining"] == "not requested"
     assert fields["Logical date"] == "2024-08-06T12:00:00Z"
@@ -511,10 +513,12 @@ def hourly_runs(base: Settings, discord: DiscordStub) -> Any:
     """``run(hour)``: one monitoring run of PAIR at market hour ``hour`` (the clock standing there), with the
     default thresholds, the cooldown of these tests, the Discord stand-in and unreachable Airflow/MLflow."""
     defaults = {
-        name: getattr(DEFAULTS, name) for name in type(DEFAULTS).model_fields if name.startswith("monitor_")
+        name: getattr(DEFAULTS.monitoring, name)
+        for name in type(DEFAULTS.monitoring).model_fields
+        if name.startswith("monitor_")
     }
-    settings = base.model_copy(
-        update=defaults
+    settings = base.replace(
+        **defaults
         | {
             "pairs": [PAIR],
             "discord_webhook_url": discord.url,
@@ -525,9 +529,7 @@ def hourly_runs(base: Settings, discord: DiscordStub) -> Any:
     )
 
     def run(hour: datetime) -> dict[str, Any]:
-        at = settings.model_copy(
-            update={"clock_start": hour, "clock_speed": 0.0, "clock_origin": time.time()}
-        )
+        at = settings.replace(clock_start=hour, clock_speed=0.0, clock_origin=time.time())
         return run_monitoring(at, market_hour=hour, pairs=[PAIR], say=lambda _: None)[PAIR]
 
     return run

@@ -42,6 +42,15 @@ def _forecast(db: Database, pair: str, hour: int, horizon: int, actual: float | 
     return f.id
 
 
+def _served_with(database: Database, forecast_id: int, scale: float, generation: str) -> None:
+    """Mark a forecast as served with an online scale (what record_forecast_body stores with it)."""
+    with database.cursor() as cur:
+        cur.execute(
+            "UPDATE forecasts SET calibration_scale = %s, calibration_generation = %s WHERE id = %s",
+            (scale, generation, forecast_id),
+        )
+
+
 def test_state_round_trips_and_survives_a_restart(pg_database_factory: Callable[..., Settings]) -> None:
     settings = pg_database_factory()
     db = Database(settings, maxconn=2)
@@ -51,10 +60,8 @@ def test_state_round_trips_and_survives_a_restart(pg_database_factory: Callable[
         )
         stored = cal.save_calibration(db, rec)
         assert stored.state == rec.state and stored.last_target_time == T0
-        assert cal.current_scales(db, pair="BTC-USDT", generation=GEN, horizons=(1, 24)) == {
-            1: 1.0,
-            24: pytest.approx(math.exp(0.25)),
-        }
+        assert list(cal.load_calibration(db, pair="BTC-USDT", generation=GEN)) == [24]
+        assert stored.scale == pytest.approx(math.exp(0.25))
     finally:
         db.close()
     restarted = Database(settings, maxconn=2)  # a new process: a new pool, the same database
@@ -65,7 +72,7 @@ def test_state_round_trips_and_survives_a_restart(pg_database_factory: Callable[
         assert summary[0]["coverage"] == pytest.approx(0.8)
         assert summary[0]["coverage_without_scale"] == pytest.approx(0.6)
         assert summary[0]["skill_vs_without_scale"] == pytest.approx(1 - 12.5 / 14.0)
-        assert cal.current_scales(restarted, pair="btc_usdt", generation="other") == {}
+        assert cal.load_calibration(restarted, pair="btc_usdt", generation="other") == {}
     finally:
         restarted.close()
 
@@ -96,7 +103,7 @@ def test_update_steps_each_resolved_forecast_once_in_order(database: Database) -
     # the forecast served at hour 3 is resolved now (a miss, served with the scale then): widen
     with database.cursor() as cur:
         cur.execute("UPDATE forecasts SET actual = 150 WHERE id = %s", (ids[3],))
-    assert cal.mark_applied_scales(database, scales=[(ids[3], 2.0)], generation=GEN) == 1
+    _served_with(database, ids[3], 2.0, GEN)
     last = cal.update_from_resolved(
         database, pair=pair, generation=GEN, market_hour=T0 + timedelta(hours=30), params=P
     )
@@ -107,12 +114,10 @@ def test_update_steps_each_resolved_forecast_once_in_order(database: Database) -
     assert steps[-1]["applied_scale"] == pytest.approx(2.0)
     # another generation's forecasts never step this tracker
     other = _forecast(database, pair, 5, 1, 200.0)
-    cal.mark_applied_scales(database, scales=[(other, 1.0)], generation="another")
+    _served_with(database, other, 1.0, "another")
     assert (
         cal.update_from_resolved(
             database, pair=pair, generation=GEN, market_hour=T0 + timedelta(hours=30), params=P
         )[1].state
         == last[1].state
     )
-    with pytest.raises(ValueError):
-        cal.mark_applied_scales(database, scales=[(other, 0.0)], generation=GEN)

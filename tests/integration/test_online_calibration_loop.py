@@ -34,7 +34,7 @@ H = timedelta(hours=1)
 
 @pytest.fixture
 def loop_db(pg_database_factory: Callable[..., Settings]) -> Iterator[tuple[Settings, Database]]:
-    settings = pg_database_factory().model_copy(update={"online_calibration_eta": 0.05})
+    settings = pg_database_factory().replace(online_calibration_eta=0.05)
     db = Database(settings, maxconn=2)
     yield settings, db
     db.close()
@@ -129,7 +129,7 @@ def test_the_served_scale_is_recorded_and_judged_as_served_once(loop_db: tuple[S
 
 def test_with_the_setting_off_nothing_is_scaled_nor_stepped(loop_db: tuple[Settings, Database]) -> None:
     settings, db = loop_db
-    off = settings.model_copy(update={"online_calibration": False})
+    off = settings.replace(online_calibration=False)
     cal.save_calibration(db, cal.CalibrationRecord(PAIR, 1, GEN, 0.9, OnlineState(log_scale=math.log(2.0))))
 
     async def read(pair: str, generation: str) -> Any:
@@ -155,8 +155,8 @@ def test_the_hourly_monitoring_run_steps_the_trackers_once(loop_db: tuple[Settin
     settings, db = loop_db
     candle = datetime(2024, 7, 10, 10, tzinfo=UTC)
     hour = candle + 3 * H
-    at = settings.model_copy(
-        update={
+    at = settings.replace(
+        **{
             "market_data": "bundled",
             "synthetic_pairs": 0,
             "pairs": [PAIR],

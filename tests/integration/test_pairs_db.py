@@ -27,8 +27,8 @@ HOURS = 300
 @pytest.fixture
 def pair_settings(pg_database_factory: Callable[..., Settings]) -> Settings:
     """A fresh migrated database (the catalogue is global state), two configured pairs, a short minimum."""
-    return pg_database_factory().model_copy(
-        update={"pairs": ["btc_usdt", "eth_usdt"], "pair_min_history_hours": 200, "market_data": "bundled"}
+    return pg_database_factory().replace(
+        pairs=["btc_usdt", "eth_usdt"], pair_min_history_hours=200, market_data="bundled"
     )
 
 
@@ -95,7 +95,7 @@ def test_adding_refuses_what_the_market_cannot_answer(pair_settings: Settings, p
     with pytest.raises(InvalidInputError, match="is bundled"):
         _upload(pair_settings, pair_db, pair="sol_usdt")
     with pytest.raises(InvalidInputError, match="MUR_MARKET_DATA=bundled"):
-        _upload(pair_settings.model_copy(update={"market_data": "binance"}), pair_db)
+        _upload(pair_settings.replace(market_data="binance"), pair_db)
     assert list_pair_records(pair_db) == []
 
 
@@ -104,21 +104,21 @@ def test_the_replay_exchange_serves_an_uploaded_pair_and_live_adding_validates_a
 ) -> None:
     """The uploaded candles reach the Binance replay server (``mur data serve``), and with live market data
     (python-binance against that exchange) a symbol is added only when the exchange knows it."""
+    from devstack.replay import running_replay_server
     from mur.data import BinanceMarketData
     from mur.data.uploaded import uploaded_candles
-    from mur.devstack.replay import running_replay_server
 
     _upload(pair_settings, pair_db)
     frames = uploaded_candles(pair_db)
     assert list(frames) == ["doge_usdt"] and len(frames["doge_usdt"]) == HOURS
     with running_replay_server(pairs=["btc_usdt"], reload=lambda: frames) as server:
-        live = pair_settings.model_copy(
-            update={"market_data": "binance", "binance_api_url": server.api_url, "binance_max_retries": 0}
+        live = pair_settings.replace(
+            market_data="binance", binance_api_url=server.api_url, binance_max_retries=0
         )
         served = BinanceMarketData(live).klines("doge_usdt", start=START)
         assert len(served) == HOURS and served["close"].tolist() == frames["doge_usdt"]["close"].tolist()
         remove_pair(pair_settings, pair_db, "doge_usdt", removed_by="bob")
-        short = live.model_copy(update={"pair_min_history_hours": HOURS + 1})
+        short = live.replace(pair_min_history_hours=HOURS + 1)
         with pytest.raises(
             DataValidationError, match=f"DOGEUSDT has too little history on the exchange: {HOURS} "
         ):
@@ -164,9 +164,9 @@ def test_a_running_replay_exchange_serves_a_pair_uploaded_after_it_started(
 ) -> None:
     """``mur data serve`` re-reads the uploaded pairs while it runs: a pair an admin uploads later is served
     at its first request (no restart), and a database outage keeps what was read."""
+    from devstack.replay import running_replay_server
     from mur.data import BinanceMarketData
     from mur.data.uploaded import uploaded_candles
-    from mur.devstack.replay import running_replay_server
 
     outage = {"on": False}
 
@@ -176,8 +176,8 @@ def test_a_running_replay_exchange_serves_a_pair_uploaded_after_it_started(
         return uploaded_candles(pair_db)
 
     with running_replay_server(pairs=["btc_usdt"], reload=reload) as server:
-        live = pair_settings.model_copy(
-            update={"market_data": "binance", "binance_api_url": server.api_url, "binance_max_retries": 0}
+        live = pair_settings.replace(
+            market_data="binance", binance_api_url=server.api_url, binance_max_retries=0
         )
         assert "DOGEUSDT" not in server.symbols()
         with pytest.raises(UnknownPairError):

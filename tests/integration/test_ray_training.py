@@ -6,12 +6,19 @@ prefix so the developer's own ``mur-*`` models are never touched.
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import threading
 import uuid
 from collections.abc import Callable
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
+import httpx
 import numpy as np
 import pytest
+from ray_checkpoints import RAY_TRAIN_SNAPSHOT, registered_checkpoint
 
 from mur.contracts import MetricsDocument, TrainingResult
 from mur.errors import JobError
@@ -27,7 +34,7 @@ FAST = {"epochs": 3, "hidden_size": 8}
 def job_settings(services: Settings) -> Settings:
     """The running stack's settings with a private registry prefix and a short training window."""
     prefix = f"t{uuid.uuid4().hex[:6]}-mur-"
-    return services.model_copy(update={"registry_prefix": prefix, "train_days": 60, "num_layers": 1})
+    return services.replace(registry_prefix=prefix, train_days=60, num_layers=1)
 
 
 class Submitted(NamedTuple):
@@ -37,11 +44,12 @@ class Submitted(NamedTuple):
     logs: list[str]
 
 
-def submit(settings: Settings, pair: str, **kw: object) -> Submitted:
+def submit(settings: Settings, pair: str, lines: list[str] | None = None, **kw: object) -> Submitted:
+    """Submit a training job and follow it; its log lines are appended to ``lines`` as they come."""
     from mur.orchestration.job_submission import submit_training
     from mur.timeutil import parse_time
 
-    lines: list[str] = []
+    lines = [] if lines is None else lines
     result = submit_training(
         settings,
         pair,
@@ -69,7 +77,9 @@ def test_first_job_registers_a_champion(first_job: Submitted, job_settings: Sett
     assert "first qualifying version" in result.reason and result.gate_rule == "first"
     assert any("gate:" in line for line in first_job.logs), "gate decision must be in the job log"
     client = configure(job_settings)
-    v = client.get_model_version_by_alias(model_name("btc_usdt", job_settings.registry_prefix), CHAMPION)
+    v = client.get_model_version_by_alias(
+        model_name("btc_usdt", job_settings.registry.registry_prefix), CHAMPION
+    )
     assert v.version == "1"
     assert v.tags["data_window_end"] == WINDOW_END
     assert v.tags["gate_alias"] == CHAMPION
@@ -97,7 +107,7 @@ def test_champion_loads_from_registry_and_reproduces_logged_mae(
     from mur.training.driver import load_candles, prepare
 
     configure(job_settings)
-    model = mlflow.onnx.load_model(champion_uri("btc_usdt", job_settings.registry_prefix))
+    model = mlflow.onnx.load_model(champion_uri("btc_usdt", job_settings.registry.registry_prefix))
     session = load_session(model.SerializeToString())
     candles, _, _ = load_candles(job_settings, "btc_usdt", end=parse_time(WINDOW_END))
     ds = prepare(job_settings, candles)
@@ -112,15 +122,18 @@ def test_artifacts_live_in_the_s3_bucket(first_job: Submitted, job_settings: Set
 
     from minio import Minio
 
-    url = urlparse(job_settings.s3_endpoint_url)
+    url = urlparse(job_settings.registry.s3_endpoint_url)
     client = Minio(
-        url.netloc, job_settings.s3_access_key, job_settings.s3_secret_key, secure=url.scheme == "https"
+        url.netloc,
+        job_settings.registry.s3_access_key,
+        job_settings.registry.s3_secret_key,
+        secure=url.scheme == "https",
     )
-    keys = [o.object_name for o in client.list_objects(job_settings.s3_bucket, recursive=True)]
+    keys = [o.object_name for o in client.list_objects(job_settings.registry.s3_bucket, recursive=True)]
     from mur.registry import configure, model_name
 
     version = configure(job_settings).get_model_version(
-        model_name("btc_usdt", job_settings.registry_prefix), str(first_job.result.version)
+        model_name("btc_usdt", job_settings.registry.registry_prefix), str(first_job.result.version)
     )
     model_id = version.source.rsplit("/", 1)[-1]  # MLflow 3: models:/m-<id>, stored under models/m-<id>/
     assert any(model_id in k and k.endswith("model.onnx") for k in keys), keys[:20]
@@ -160,7 +173,7 @@ def test_worse_model_becomes_challenger_with_reason(first_job: Submitted, job_se
     assert worse.alias == CHALLENGER, worse.reason
     assert worse.gate_rule in ("persistence", "floor", "worse-than-champion"), worse.reason
     client = configure(job_settings)
-    name = model_name("btc_usdt", job_settings.registry_prefix)
+    name = model_name("btc_usdt", job_settings.registry.registry_prefix)
     assert client.get_model_version_by_alias(name, CHAMPION).version == "1"
     tags = client.get_model_version(name, "2").tags
     assert tags["gate_reason"] == worse.reason and tags["gate_rule"] == worse.gate_rule
@@ -190,13 +203,68 @@ def test_same_window_is_reused_not_retrained(first_job: Submitted, job_settings:
     assert again.metrics.model == first_job.result.metrics.model  # rebuilt from the version's tags
 
 
-def test_worker_failure_resumes_from_checkpoint(job_settings: Settings) -> None:
-    job = submit(job_settings, "eth_usdt", fail_at_epoch=2, no_reuse=True, **FAST)
-    logs = "\n".join(job.logs)
-    assert "injected failure at epoch 2" in logs
-    assert "resumed from checkpoint at epoch 1" in logs
-    assert job.result.version is not None and job.result.version >= 1
-    assert job.result.alias in ("champion", "challenger")
+def train_worker_pids(settings: Settings) -> list[int]:
+    """This cluster's Ray Train worker processes alive now (the state API, with the token): never another
+    stack's on the same machine."""
+    response = httpx.get(
+        settings.ray.ray_address.rstrip("/") + "/api/v0/actors",
+        params={
+            "detail": "true",
+            "filter_keys": ["class_name", "state"],
+            "filter_predicates": ["=", "="],
+            "filter_values": ["RayTrainWorker", "ALIVE"],
+        },
+        headers=settings.ray.headers(),
+        timeout=10,
+    )
+    response.raise_for_status()
+    return [int(r["pid"]) for r in response.json()["data"]["result"]["result"] if r.get("pid")]
+
+
+def test_a_killed_worker_resumes_from_checkpoint(job_settings: Settings, tmp_path: Path) -> None:
+    """A Ray Train worker killed (SIGKILL) once the run's first checkpoint is written: Ray Train restarts the
+    worker group, which resumes from the checkpoint with the epochs so far, and the job still registers."""
+    from mur.waiting import wait_until
+
+    storage = tmp_path / "ray-results"  # the run's own: its first checkpoint is this test's signal
+    settings = job_settings.replace(ray_storage_path=str(storage), patience=1000)
+    epochs, outcome, lines = 40, dict[str, Any](), list[str]()
+
+    def run() -> None:
+        try:
+            outcome["job"] = submit(
+                settings, "eth_usdt", lines, no_reuse=True, epochs=epochs, hidden_size=8, poll_s=0.5
+            )
+        except Exception as exc:  # reported below
+            outcome["error"] = exc
+
+    def this_runs_workers() -> list[int]:  # alive, and printing into this job's log (not a stale group's)
+        printing = set(re.findall(r"RayTrainWorker pid=(\d+)", "\n".join(list(lines))))
+        return [pid for pid in train_worker_pids(settings) if str(pid) in printing]
+
+    job = threading.Thread(target=run, daemon=True)
+    job.start()
+    wait_until(  # registered by Ray Train's controller, not only written: else a restart starts afresh
+        lambda: (
+            any(registered_checkpoint(p.read_text()) for p in storage.rglob(RAY_TRAIN_SNAPSHOT))
+            or not job.is_alive()
+        ),
+        what="the run's first registered checkpoint",
+        timeout_s=600,
+    )
+    pids = wait_until(
+        lambda: this_runs_workers() or not job.is_alive(), what="this run's workers", timeout_s=60
+    )
+    assert job.is_alive(), f"the training ended before a worker could be killed: {outcome}"
+    os.kill(pids[0], signal.SIGKILL)
+    job.join(timeout=900)
+    assert not job.is_alive() and "error" not in outcome, outcome.get("error")
+    result, logs = outcome["job"]
+    resumed = re.search(r"resumed from checkpoint at epoch (\d+)", "\n".join(logs))
+    assert resumed and 1 <= int(resumed.group(1)) < epochs - 1, (pids, logs[-20:])
+    assert result.metrics is not None and result.metrics.epochs_run == epochs  # none lost, none twice
+    assert result.version is not None and result.version >= 1
+    assert result.alias in ("champion", "challenger")
 
 
 def test_local_fit_registers_through_the_same_driver(job_settings: Settings) -> None:
@@ -206,7 +274,7 @@ def test_local_fit_registers_through_the_same_driver(job_settings: Settings) -> 
     from mur.training.driver import train_and_register
     from mur.training.loop import LocalFit
 
-    settings = job_settings.model_copy(update={"train_days": 60})
+    settings = job_settings.replace(train_days=60)
     end = parse_time(WINDOW_END)
     first = train_and_register(settings, "xrp_usdt", fit=LocalFit(), end=end, epochs=1, hidden_size=4)
     assert first.version == 1 and first.alias == CHAMPION and not first.reused
@@ -234,7 +302,7 @@ def test_an_hourly_run_warm_starts_from_the_champion_and_a_backfill_never_does(
     from mur.training.loop import LocalFit
     from mur.training.warm_start import read_weights
 
-    settings = job_settings.model_copy(update={"warm_start_epochs": 2, "full_retrain_hours": 24})
+    settings = job_settings.replace(warm_start_epochs=2, full_retrain_hours=24)
     client = configure(settings)
     pair, end = "sol_usdt", parse_time(WINDOW_END)
     assert end is not None
@@ -254,7 +322,7 @@ def test_an_hourly_run_warm_starts_from_the_champion_and_a_backfill_never_does(
         arrays = read_weights(fh.read())  # np.load(allow_pickle=False): no pickle in the artefact
     assert arrays and all(k.startswith(("rnn.", "head.")) for k in arrays)
     # the start of the lineage is the champion whatever the gate said of a 6-epoch model (setup, not a check)
-    client.set_registered_model_alias(f"{settings.registry_prefix}{pair}", "champion", "1")
+    client.set_registered_model_alias(f"{settings.registry.registry_prefix}{pair}", "champion", "1")
 
     hourly = run(timedelta(hours=1), "scheduled")
     assert hourly["training_mode"] == "warm", hourly["training_reason"]
@@ -283,7 +351,7 @@ def test_bad_inputs_fail_with_the_jobs_error(
 def test_unreachable_ray_is_a_clear_error(job_settings: Settings) -> None:
     from mur.orchestration.job_submission import submit_training
 
-    dead = job_settings.model_copy(update={"ray_address": "http://127.0.0.1:1"})
+    dead = job_settings.replace(ray_address="http://127.0.0.1:1")
     with pytest.raises(JobError, match="cannot reach the Ray head"):
         submit_training(dead, "btc_usdt", stream_logs=False)
 
@@ -302,7 +370,7 @@ def test_admin_page_lists_versions_with_the_gate_decision(
     from mur.training.driver import train_and_register
     from mur.training.loop import LocalFit
 
-    settings = job_settings.model_copy(update={"train_days": 30, "pairs": ["xrp_usdt"]})
+    settings = job_settings.replace(train_days=30, pairs=["xrp_usdt"])
     result = train_and_register(
         settings,
         "xrp_usdt",
@@ -354,7 +422,7 @@ def test_a_batch_job_trains_its_pairs_on_one_worker_group_and_a_bad_pair_fails_a
         assert result.metrics is not None and result.metrics.epochs_run == 2
         assert result.metrics.model_extra and result.metrics.model_extra["batch_size"] == 2
         version = client.get_model_version(
-            model_name(pair, job_settings.registry_prefix), str(result.version)
+            model_name(pair, job_settings.registry.registry_prefix), str(result.version)
         )
         assert len(client.get_metric_history(version.run_id, "val_loss")) == 2  # its own epochs only
     assert sum("Started training worker group" in line for line in lines) == 1, "one worker group per batch"

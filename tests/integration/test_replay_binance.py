@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import requests
 
+from devstack.replay import ReplayHandler, ReplayServer, running_replay_server
 from mur.data import BinanceMarketData, BundledMarketData
-from mur.devstack.replay import ReplayHandler, ReplayServer, running_replay_server
 from mur.errors import MarketDataError, UnknownPairError
 from mur.settings import Settings
 

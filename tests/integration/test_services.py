@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -26,11 +25,12 @@ from minio import Minio
 from psycopg2 import sql
 from typer.testing import CliRunner
 
-from mur.devstack import supervisor as svc
-from mur.devstack.provision import ensure_databases
-from mur.devstack.services import Service, stack_services
+from devstack import supervisor as svc
+from devstack.provision import ensure_databases
+from devstack.services import Service, stack_services
 from mur.errors import ServiceError
 from mur.settings import Settings
+from mur.waiting import wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(900)]
 
@@ -43,9 +43,9 @@ def _free_port() -> int:
 
 def _minio(settings: Settings) -> Minio:
     return Minio(
-        f"127.0.0.1:{settings.s3_port}",
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
+        f"127.0.0.1:{settings.registry.s3_port}",
+        access_key=settings.registry.s3_access_key,
+        secret_key=settings.registry.s3_secret_key,
         secure=False,
         region="us-east-1",
     )
@@ -62,9 +62,9 @@ def _get_json(url: str, host: str | None = None) -> tuple[int, bytes]:
 def test_status_reports_pids_ports_and_health(services: Settings) -> None:
     rows = {row.name: row for row in svc.status(services, ["s3", "mlflow", "ray"])}
     expected_ports = {
-        "s3": services.s3_port,
-        "mlflow": services.mlflow_port,
-        "ray": services.ray_dashboard_port,
+        "s3": services.registry.s3_port,
+        "mlflow": services.registry.mlflow_port,
+        "ray": services.ray.ray_dashboard_port,
     }
     for name, port in expected_ports.items():
         row = rows[name]
@@ -74,7 +74,7 @@ def test_status_reports_pids_ports_and_health(services: Settings) -> None:
         if row.state == "running":  # started by mur: the pid file names a live session
             assert isinstance(row.pid, int) and row.processes >= 1
             assert row.memory_mb is not None and row.memory_mb > 0
-            assert row.log_path == services.runtime_dir / "logs" / f"{name}.log"
+            assert row.log_path == services.general.runtime_dir / "logs" / f"{name}.log"
             assert row.log_path.exists()
 
 
@@ -94,17 +94,17 @@ def test_cli_status_lists_services(services: Settings) -> None:
     assert result.exit_code == 0, result.output
     rows = {row["service"]: row for row in json.loads(result.output)}
     assert {"s3", "mlflow", "ray"} <= set(rows)
-    assert rows["mlflow"]["port"] == services.mlflow_port and rows["mlflow"]["healthy"] is True
+    assert rows["mlflow"]["port"] == services.registry.mlflow_port and rows["mlflow"]["healthy"] is True
 
 
 def test_bucket_exists(services: Settings) -> None:
     client = _minio(services)
-    assert services.s3_bucket in [b.name for b in client.list_buckets()]
-    assert client.bucket_exists(services.s3_bucket)
+    assert services.registry.s3_bucket in [b.name for b in client.list_buckets()]
+    assert client.bucket_exists(services.registry.s3_bucket)
 
 
 def test_s3_health_says_persistent(services: Settings) -> None:
-    status, body = _get_json(f"http://127.0.0.1:{services.s3_port}/_mur/health")
+    status, body = _get_json(f"http://127.0.0.1:{services.registry.s3_port}/_mur/health")
     info = json.loads(body)
     assert status == 200 and info["status"] == "ok" and info["persistence"] == "write-through"
 
@@ -112,7 +112,8 @@ def test_s3_health_says_persistent(services: Settings) -> None:
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_mlflow_health_for_local_hosts(services: Settings, host: str) -> None:
     status, body = _get_json(
-        f"http://127.0.0.1:{services.mlflow_port}/health", host=f"{host}:{services.mlflow_port}"
+        f"http://127.0.0.1:{services.registry.mlflow_port}/health",
+        host=f"{host}:{services.registry.mlflow_port}",
     )
     assert status == 200 and body.strip() == b"OK"
 
@@ -126,8 +127,8 @@ def test_mlflow_run_artifact_lands_in_s3(
     # the client needs no S3 credentials: artefacts are proxied by the server
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", services.mlflow_tracking_uri)
-    client = MlflowClient(services.mlflow_tracking_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", services.registry.mlflow_tracking_uri)
+    client = MlflowClient(services.registry.mlflow_tracking_uri)
     experiment_id = client.create_experiment(f"test-services-{uuid.uuid4().hex[:8]}")
     payload = os.urandom(4096)
     artefact = tmp_path / "weights.bin"
@@ -139,11 +140,13 @@ def test_mlflow_run_artifact_lands_in_s3(
         run_id = run.info.run_id
         keys = [
             o.object_name
-            for o in _minio(services).list_objects(services.s3_bucket, prefix="mlflow/", recursive=True)
+            for o in _minio(services).list_objects(
+                services.registry.s3_bucket, prefix="mlflow/", recursive=True
+            )
         ]
         matching = [k for k in keys if k.endswith(f"{run_id}/artifacts/files/weights.bin")]
         assert matching, keys[-20:]
-        stored = _minio(services).get_object(services.s3_bucket, matching[0])
+        stored = _minio(services).get_object(services.registry.s3_bucket, matching[0])
         assert stored.read() == payload
         downloaded = mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path="files/weights.bin", dst_path=str(tmp_path / "dl")
@@ -158,7 +161,7 @@ def test_ray_jobs_api_answers_and_jobs_get_the_stack_env(services: Settings, tmp
     (issue 22: they stay out of the Ray head's); a job given ``MUR_SECRETS_DIR`` reads them from its files."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    client = JobSubmissionClient(services.ray_address)
+    client = JobSubmissionClient(services.ray.ray_address)
     assert isinstance(client.list_jobs(), list)
     secrets_dir = tmp_path / "secrets"
     secrets_dir.mkdir(mode=0o700)
@@ -166,23 +169,23 @@ def test_ray_jobs_api_answers_and_jobs_get_the_stack_env(services: Settings, tmp
     code = (
         "import os, sys; from mur.settings import Settings; print('PY', sys.executable); "
         "print('ENV', os.environ.get('MLFLOW_S3_ENDPOINT_URL'), os.environ.get('AWS_ACCESS_KEY_ID')); "
-        "print('FILE', Settings().s3_access_key)"
+        "print('FILE', Settings().registry.s3_access_key)"
     )
     job_id = client.submit_job(
         entrypoint=f'python -c "{code}"', runtime_env={"env_vars": {"MUR_SECRETS_DIR": str(secrets_dir)}}
     )
-    deadline = time.monotonic() + 300
-    while (status := client.get_job_status(job_id)) not in {
-        JobStatus.SUCCEEDED,
-        JobStatus.FAILED,
-        JobStatus.STOPPED,
-    }:
-        assert time.monotonic() < deadline, "job did not finish"
-        time.sleep(1)
+    ended = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    status = wait_until(
+        lambda: client.get_job_status(job_id),
+        what="the job to end",
+        timeout_s=300,
+        interval_s=1,
+        done=ended.__contains__,
+    )
     logs = client.get_job_logs(job_id)
     assert status == JobStatus.SUCCEEDED, logs
     assert f"PY {Path(sys.executable).parent}" in logs  # the project's venv, not the system python
-    assert f"ENV {services.s3_endpoint_url} None" in logs  # no S3 key inherited from the head
+    assert f"ENV {services.registry.s3_endpoint_url} None" in logs  # no S3 key inherited from the head
     assert "FILE key-from-a-file" in logs and "key-from-a-file" not in json.dumps(
         client.get_job_info(job_id).runtime_env
     )
@@ -197,7 +200,7 @@ def test_ensure_databases_is_idempotent(settings: Settings) -> None:
         assert name not in ensure_databases(settings)  # the defaults: mur, mlflow, airflow
         assert ensure_databases(settings) == []
     finally:
-        conn = psycopg2.connect(settings.pg_dsn("postgres"))
+        conn = psycopg2.connect(settings.db.dsn("postgres"))
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
@@ -205,7 +208,7 @@ def test_ensure_databases_is_idempotent(settings: Settings) -> None:
 
 
 def test_ensure_databases_reports_unreachable_postgres(settings: Settings) -> None:
-    broken = settings.model_copy(update={"pg_port": _free_port()})
+    broken = settings.replace(pg_port=_free_port())
     with pytest.raises(ServiceError, match="PostgreSQL .* not reachable"):
         ensure_databases(broken, ["whatever"])
 
@@ -269,9 +272,9 @@ def test_s3_objects_survive_stop_and_start(private_s3: tuple[Settings, dict[str,
     [first] = svc.up(settings, ["s3"], services=registry)
     assert first.action == "started"
     client = _minio(settings)
-    assert client.bucket_exists(settings.s3_bucket)  # created by the service's after_start
-    objects = _put_fixtures(client, settings.s3_bucket)
-    etags = {key: client.stat_object(settings.s3_bucket, key).etag for key in objects}
+    assert client.bucket_exists(settings.registry.s3_bucket)  # created by the service's after_start
+    objects = _put_fixtures(client, settings.registry.s3_bucket)
+    etags = {key: client.stat_object(settings.registry.s3_bucket, key).etag for key in objects}
     assert etags["big/multipart.bin"].endswith("-3")
 
     [stopped] = svc.down(settings, ["s3"], services=registry)
@@ -281,8 +284,8 @@ def test_s3_objects_survive_stop_and_start(private_s3: tuple[Settings, dict[str,
 
     [again] = svc.up(settings, ["s3"], services=registry)
     assert again.action == "started" and again.pid != first.pid
-    _assert_same(client, settings.s3_bucket, objects, etags)
-    status, body = _get_json(f"http://127.0.0.1:{settings.s3_port}/_mur/health")
+    _assert_same(client, settings.registry.s3_bucket, objects, etags)
+    status, body = _get_json(f"http://127.0.0.1:{settings.registry.s3_port}/_mur/health")
     assert json.loads(body)["restored_objects"] == len(objects)
 
 
@@ -290,18 +293,21 @@ def test_s3_objects_survive_a_crash(private_s3: tuple[Settings, dict[str, Servic
     settings, registry = private_s3
     [first] = svc.up(settings, ["s3"], services=registry)
     client = _minio(settings)
-    objects = _put_fixtures(client, settings.s3_bucket)
-    etags = {key: client.stat_object(settings.s3_bucket, key).etag for key in objects}
+    objects = _put_fixtures(client, settings.registry.s3_bucket)
+    etags = {key: client.stat_object(settings.registry.s3_bucket, key).etag for key in objects}
 
     os.killpg(first.pid, signal.SIGKILL)  # no shutdown code runs
-    deadline = time.monotonic() + 10
-    while svc.session_members(first.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(
+        lambda: not svc.session_members(first.pid),
+        what="the killed session to end",
+        timeout_s=10,
+        interval_s=0.1,
+    )
     assert svc.pid_path(settings, "s3").exists()  # stale pid file: start must clean it up
 
     [again] = svc.up(settings, ["s3"], services=registry)
     assert again.action == "started"
-    _assert_same(client, settings.s3_bucket, objects, etags)
+    _assert_same(client, settings.registry.s3_bucket, objects, etags)
 
 
 def test_s3_refuses_a_port_held_by_another_program(
@@ -309,7 +315,7 @@ def test_s3_refuses_a_port_held_by_another_program(
 ) -> None:
     settings, registry = private_s3
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", settings.s3_port))
+        squatter.bind(("127.0.0.1", settings.registry.s3_port))
         squatter.listen()
         with pytest.raises(ServiceError, match="port .* in use"):
             svc.up(settings, ["s3"], services=registry)

@@ -45,7 +45,7 @@ def test_mur_tune_logs_trials_stores_a_config_and_mur_train_uses_it(
     experiment = f"tune-test-{uuid.uuid4().hex[:8]}"
     env = {
         **TINY,
-        "MUR_PG_DATABASE": db_settings.pg_database,
+        "MUR_PG_DATABASE": db_settings.db.pg_database,
         "MUR_RUNTIME_DIR": str(tmp_path / "runtime"),
         "MUR_MLFLOW_EXPERIMENT": experiment,
     }
@@ -61,7 +61,7 @@ def test_mur_tune_logs_trials_stores_a_config_and_mur_train_uses_it(
     assert stored.active and stored.mlflow_run_id and stored.evidence["trials"] == 3
     assert stored.evidence["confirmation"]["n"] == 72 - 23
 
-    client = MlflowClient(services.mlflow_tracking_uri)
+    client = MlflowClient(services.registry.mlflow_tracking_uri)
     exp = client.get_experiment_by_name(f"{experiment}-tuning")
     assert exp is not None
     runs = client.search_runs([exp.experiment_id])
@@ -71,7 +71,7 @@ def test_mur_tune_logs_trials_stores_a_config_and_mur_train_uses_it(
     assert len(children) == 3 and sum(c.data.tags["chosen"] == "true" for c in children) == 1
     assert all(c.data.params["arch"] in ("lstm", "gru") for c in children)
     assert "confirm_winkler_gain" in parents[0].data.metrics
-    mlflow.set_tracking_uri(services.mlflow_tracking_uri)
+    mlflow.set_tracking_uri(services.registry.mlflow_tracking_uri)
     logged = mlflow.artifacts.load_dict(f"runs:/{stored.mlflow_run_id}/tuning.json")
     assert logged["chosen"] == stored.config
 

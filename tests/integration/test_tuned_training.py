@@ -38,9 +38,13 @@ def tuned_db(pg_database_factory: Callable[..., Settings]) -> Settings:
 
 
 def test_tuned_settings_and_the_dag_key_match_the_driver(tuned_db: Settings) -> None:
-    settings = tuned_db.model_copy(update={"train_days": 30})
+    settings = tuned_db.replace(train_days=30)
     tuned, params = tuned_settings(settings, "btc_usdt")
-    assert params == {PARAM: 2} and (tuned.arch, tuned.seq_len, tuned.weight_decay) == ("gru", 12, 1e-4)
+    assert params == {PARAM: 2} and (tuned.model.arch, tuned.model.seq_len, tuned.training.weight_decay) == (
+        "gru",
+        12,
+        1e-4,
+    )
     assert tuned_settings(settings, "eth_usdt") == (settings, {})  # no configuration: the settings
     prep = prepare_training(
         settings,
@@ -54,12 +58,12 @@ def test_tuned_settings_and_the_dag_key_match_the_driver(tuned_db: Settings) -> 
     assert isinstance(prep, PreparedTraining)
     assert prep.params[PARAM] == 2 and prep.params["arch"] == "gru" and prep.params["rnn_len"] == 12
     assert expected_idempotency_key(settings, "btc_usdt", END, {"epochs": 1, "num_workers": 2}) == prep.key
-    off = settings.model_copy(update={"use_tuned_configs": False})
+    off = settings.replace(use_tuned_configs=False)
     assert expected_idempotency_key(off, "btc_usdt", END, {"epochs": 1}) != prep.key
 
 
 def _mur_train(settings: Settings, out: Path, *flags: str) -> dict:
-    env = {**os.environ, "MUR_PG_DATABASE": settings.pg_database, "MUR_TRAIN_DAYS": "30"}
+    env = {**os.environ, "MUR_PG_DATABASE": settings.db.pg_database, "MUR_TRAIN_DAYS": "30"}
     proc = subprocess.run(
         [
             sys.executable,

@@ -102,13 +102,13 @@ def test_onnx_is_self_contained_and_takes_raw_candles(
     meta = model_metadata(sess)
     assert meta["features"] == list(EXTENDED_FEATURE_NAMES) and set(meta["features"]) <= FEATURE_VOCABULARY
     assert meta["horizons"] == [1, 4, 24] and meta["quantile_levels"] == [0.05, 0.5, 0.95]
-    assert inp.name == INPUT_NAME and inp.shape[1:] == [tiny_settings.context_len, 11]
+    assert inp.name == INPUT_NAME and inp.shape[1:] == [tiny_settings.model.context_len, 11]
     assert [o.name for o in sess.get_outputs()] == [OUTPUT_NAME, QUANTILES_NAME]
     assert sess.get_outputs()[0].shape[1:] == [1] and sess.get_outputs()[1].shape[1:] == [3, 3]
     candles, _, _ = load_candles(tiny_settings, "btc_usdt")
     ds = build_dataset(
         candles,
-        tiny_settings.context_len,
+        tiny_settings.model.context_len,
         "relative",
         feature_names=EXTENDED_FEATURE_NAMES,
         horizons=(1, 4, 24),
@@ -133,12 +133,12 @@ def test_onnx_is_self_contained_and_takes_raw_candles(
 
 
 def test_reference_feature_set_stays_available(tmp_path: Path, tiny_settings: Settings) -> None:
-    reference = tiny_settings.model_copy(update={"feature_set": "reference", "horizons": [1, 4]})
+    reference = tiny_settings.replace(feature_set="reference", horizons=[1, 4])
     doc = train_to(reference, "eth_usdt", tmp_path, epochs=1, hidden_size=4)
     sess = load_session(tmp_path / "model.onnx")
     meta = model_metadata(sess)
     assert meta["features"] == list(FEATURE_NAMES) and meta["horizons"] == [1, 4]
-    assert sess.get_inputs()[0].shape[1:] == [tiny_settings.context_len, 9]
+    assert sess.get_inputs()[0].shape[1:] == [tiny_settings.model.context_len, 9]
     assert doc.horizons is not None and len(doc.horizons) == 2
 
 
@@ -150,7 +150,7 @@ def test_same_data_and_seed_give_same_weights(tmp_path: Path, tiny_settings: Set
 
 
 def test_reference_normalization_and_gru(tmp_path: Path, tiny_settings: Settings) -> None:
-    reference = tiny_settings.model_copy(update={"normalization": "reference"})
+    reference = tiny_settings.replace(normalization="reference")
     doc = train_to(reference, "sol_usdt", tmp_path, epochs=1, hidden_size=4, arch="gru")
     assert doc.normalization == "reference" and doc.arch == "gru"
     assert (tmp_path / "model.onnx").stat().st_size > 1000

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from api_fakes import Api, running_api  # noqa: E402
 from serve_helpers import free_port  # noqa: E402
 
 from mur.settings import Settings  # noqa: E402
+from mur.waiting import wait_until
 
 
 @pytest.fixture
@@ -43,10 +43,7 @@ def live_api(api: Api) -> Iterator[LiveApi]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
+    wait_until(lambda: server.started, what="uvicorn to start", timeout_s=10, interval_s=0.05)
     try:
         yield LiveApi(api, f"http://127.0.0.1:{port}")
     finally:

@@ -2,14 +2,14 @@
 MLflow) and the real PostgreSQL for tokens, quotas and the track record.
 
 The fake forecaster runs the real request path of a Forecaster replica (candle validation, the window, the
-forecast body, failures as data) around a stand-in for the ONNX model, so what the API guarantees about
+forecast body, failures raised as MurErrors) around a stand-in for the ONNX model, so what the API guarantees about
 inputs and outputs is checked here as it runs on Serve. Used by tests/serve and tests/security.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,15 +17,17 @@ from typing import Any
 
 import numpy as np
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from mur.db import Database, create_token, create_user, get_usage, set_quota
 from mur.errors import ModelNotLoadedError
 from mur.model.features import CLOSE_IDX
 from mur.model.inference import forecast_body, window_from_candles
-from mur.serving.http import failure
+from mur.serving.contract import ForecastOut
 from mur.serving.payload import candles_from_payload
 from mur.settings import Settings
 from serve_app.api import create_api
+from serve_app.metrics import ANSWERS, BUCKETS, DURATION, QUOTA, REQUESTS, ApiMetrics, RequestMeters
 from serve_app.service import ApiService, request_database
 
 PAIR = "eth_usdt"
@@ -57,6 +59,59 @@ MODEL = {  # what LoadedModel.describe() reports
 }
 
 
+class _RaySeries:
+    """A Ray metric's ``inc``/``observe`` (tags as a dict) over a prometheus_client metric, with Ray's labels."""
+
+    def __init__(self, metric: Any, labels: dict[str, str]) -> None:
+        self.metric, self.labels = metric, labels
+
+    def inc(self, value: float = 1.0, tags: dict[str, str] | None = None) -> None:
+        self.metric.labels(**self.labels, **(tags or {})).inc(value)
+
+    def observe(self, value: float, tags: dict[str, str] | None = None) -> None:
+        self.metric.labels(**self.labels, **(tags or {})).observe(value)
+
+
+class ExportedMeters(RequestMeters):
+    """The in-process stand-in for Ray: one ingress replica's :class:`RequestMeters` as Ray's metrics agent
+    exports them (``ray_mur_*``, with Ray's labels: worker, replica, application...), in a prometheus_client
+    registry. The real export: tests/serve/test_metrics_serve.py."""
+
+    def __init__(self, replica: str = "r1", app: str = "mur") -> None:  # no super(): no Ray metrics
+        self.registry = CollectorRegistry()
+        ray = {"Component": "core_worker", "WorkerId": f"w-{replica}", "application": app}
+        ray |= {"deployment": "api", "replica": replica, "SessionName": "session_x"}
+
+        def make(kind: Any, name: str, tags: tuple[str, ...], **kw: Any) -> Any:
+            metric = kind(f"ray_{name}", name, [*ray, *tags], registry=self.registry, **kw)
+            return _RaySeries(metric, ray)
+
+        self.requests = make(Counter, REQUESTS, ("route", "method", "status"))
+        self.duration = make(Histogram, DURATION, ("route", "method"), buckets=BUCKETS)
+        self.quota = make(Counter, QUOTA, ("route",))
+        self.answers = make(Counter, ANSWERS, ("source",))
+
+    def export(self) -> str:
+        return generate_latest(self.registry).decode()
+
+
+def exports_of(*meters: ExportedMeters) -> Callable[[], Awaitable[tuple[list[str], bool]]]:
+    """What reading every node's Ray export returns when the replicas are ``meters``."""
+
+    async def read() -> tuple[list[str], bool]:
+        return [m.export() for m in meters], True
+
+    return read
+
+
+def exported_metrics(
+    meters: ExportedMeters | None = None, *others: ExportedMeters, **kwargs: Any
+) -> ApiMetrics:
+    """An :class:`ApiMetrics` of replica ``meters`` whose scrape reads its series and ``others``' (app "mur")."""
+    meters = meters or ExportedMeters()
+    return ApiMetrics(meters, app="mur", exports=exports_of(meters, *others), **kwargs)
+
+
 def plus_one_percent(window: np.ndarray) -> float:
     """The stand-in model: the window's last close + 1 % (in float32, as the ONNX model computes)."""
     return float(np.float32(window[-1, CLOSE_IDX]) * np.float32(1.01))
@@ -72,35 +127,29 @@ class FakeForecaster:
     calls: int = 0
     predict: Callable[[np.ndarray], float] = plus_one_percent
 
-    def _answer(self, window: np.ndarray, last_close: float, candle_time: datetime) -> dict[str, Any]:
+    def _answer(self, window: np.ndarray, last_close: float, candle_time: datetime) -> ForecastOut:
         if self.broken:
             raise RuntimeError("replica died")
-        try:
-            if not self.loaded:
-                raise ModelNotLoadedError(f"no model loaded for {self.pair} yet")
-            body = forecast_body(
-                self.pair,
-                prediction=self.predict(window),
-                last_close=last_close,
-                candle_time=candle_time,
-                model_version=VERSION,
-            )
-        except Exception as exc:
-            return failure(exc, self.pair)
-        return {"ok": True, "body": body}
+        if not self.loaded:
+            raise ModelNotLoadedError(f"no model loaded for {self.pair} yet")
+        body = forecast_body(
+            self.pair,
+            prediction=self.predict(window),
+            last_close=last_close,
+            candle_time=candle_time,
+            model_version=VERSION,
+        )
+        return ForecastOut.model_validate(body)
 
-    async def forecast_latest(self) -> dict[str, Any]:
+    async def forecast_latest(self) -> ForecastOut:
         self.calls += 1
         window = np.full((SEQ, 9), 100.0, dtype=np.float32)
         return self._answer(window, 100.0, CANDLE_TIME)
 
-    async def forecast_candles(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    async def forecast_candles(self, rows: Sequence[Mapping[str, Any]]) -> ForecastOut:
         self.calls += 1
-        try:
-            candles = candles_from_payload(rows, SEQ)
-            window = window_from_candles(candles, SEQ)
-        except Exception as exc:
-            return failure(exc, self.pair)
+        candles = candles_from_payload(rows, SEQ)
+        window = window_from_candles(candles, SEQ)
         last = candles.iloc[-1]
         return self._answer(window, float(last["close"]), last["timestamp"])
 
@@ -175,7 +224,8 @@ def running_api(
     )
     db = Database(settings, maxconn=2)
     try:
-        with TestClient(create_api(service), raise_server_exceptions=False) as client:
+        api = create_api(service, metrics=exported_metrics())
+        with TestClient(api, raise_server_exceptions=False) as client:
             yield Api(client, service, forecaster, registry, db)
     finally:
         service.close()

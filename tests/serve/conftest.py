@@ -36,20 +36,18 @@ def serve_stack(
 
     db_settings = pg_database_factory()
     prefix = f"mur-t{uuid.uuid4().hex[:6]}-"
-    direct = services.model_copy(
-        update={"registry_prefix": prefix, "pg_database": db_settings.pg_database, "train_days": 30}
-    )
+    direct = services.replace(registry_prefix=prefix, pg_database=db_settings.db.pg_database, train_days=30)
     result = train_and_register(direct, PAIR, fit=LocalFit(), epochs=1, hidden_size=4)
     assert result.version is not None
     version = result.version
     if result.alias != registry.CHAMPION:
         promote(direct, PAIR, version)
 
-    mlflow_host, mlflow_port = "127.0.0.1", services.mlflow_port
+    mlflow_host, mlflow_port = "127.0.0.1", services.registry.mlflow_port
     proxy = TcpProxy((mlflow_host, mlflow_port))
     proxy.start()
-    app_settings = direct.model_copy(
-        update={
+    app_settings = direct.replace(
+        **{
             "mlflow_tracking_uri": proxy.url,
             "serve_port": free_port(),
             "registry_poll_s": 2.0,
@@ -80,7 +78,9 @@ def serve_stack(
     overrides = settings_overrides(app_settings)
     try:
         deploy(app_settings, AppArgs(settings=overrides), force=True, timeout_s=420)
-        port = int(serve_details(app_settings).get("http_options", {}).get("port") or app_settings.serve_port)
+        port = int(
+            serve_details(app_settings).get("http_options", {}).get("port") or app_settings.serving.serve_port
+        )
         yield ServeStack(
             url=f"http://127.0.0.1:{port}",
             settings=app_settings,

@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import pytest
 
+from mur import waiting
 from mur.settings import Settings
 
 PAIR = "eth_usdt"
@@ -120,21 +119,9 @@ class ServeStack:
 
 
 def wait_until(check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.5) -> Any:
-    """Poll ``check`` until it returns something truthy; fail the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (httpx.HTTPError, KeyError) as exc:
-            last = exc  # reported if it times out, never returned (an exception object is truthy)
-            continue_polling = True
-        else:
-            continue_polling = not last
-        if not continue_polling:
-            return last
-        time.sleep(interval_s)
-    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
+    """:func:`mur.waiting.wait_until` with the Serve tests' arguments: an HTTP error or a missing key is "not yet"."""
+    retry_on = (httpx.HTTPError, KeyError)
+    return waiting.wait_until(check, what=what, timeout_s=timeout_s, interval_s=interval_s, retry_on=retry_on)
 
 
 def promote(settings: Settings, pair: str, version: int) -> None:
@@ -143,7 +130,7 @@ def promote(settings: Settings, pair: str, version: int) -> None:
 
     client = registry.configure(settings)
     client.set_registered_model_alias(
-        registry.model_name(pair, settings.registry_prefix), registry.CHAMPION, str(version)
+        registry.model_name(pair, settings.registry.registry_prefix), registry.CHAMPION, str(version)
     )
 
 
@@ -152,7 +139,7 @@ def copy_version(settings: Settings, pair: str, version: int, *, to_pair: str | 
     from mur import registry
 
     client = registry.configure(settings)
-    prefix = settings.registry_prefix
+    prefix = settings.registry.registry_prefix
     src = client.get_model_version(registry.model_name(pair, prefix), str(version))
     name = registry.model_name(to_pair or pair, prefix)
     with contextlib.suppress(Exception):
@@ -170,11 +157,11 @@ def register_broken_version(settings: Settings, pair: str) -> int:
     from mur import registry
 
     client = registry.configure(settings)
-    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    experiment = client.get_experiment_by_name(settings.registry.mlflow_experiment)
     run = client.create_run(experiment.experiment_id, run_name=f"broken-{pair}")
     client.log_text(run.info.run_id, "this is not an ONNX model", "model/model.onnx")
     client.set_terminated(run.info.run_id)
-    name = registry.model_name(pair, settings.registry_prefix)
+    name = registry.model_name(pair, settings.registry.registry_prefix)
     with contextlib.suppress(Exception):
         client.create_registered_model(name)
     version = client.create_model_version(

@@ -13,26 +13,39 @@ from typing import Any
 import pytest
 
 from mur.clock import MarketClock
+from mur.errors import ModelNotLoadedError
+from mur.serving.contract import ForecastOut
 from mur.settings import Settings
 from serve_app.service import ApiService
 
 
 @dataclass
 class CountingForecaster:
-    """Answers ``{"ok": ..., "body": {"n": calls}}``; ``model_key`` is what the ingress's router gives it."""
+    """Answers a forecast of ``calls`` by version ``model_key``'s (or raises ModelNotLoadedError when not
+    ``ok``); ``model_key`` is what the ingress's router gives it."""
 
     model_key: str | None = "btc_usdt@3"
     ok: bool = True
     calls: int = 0
     delay_s: float = 0.0
 
-    async def forecast_latest(self) -> dict[str, Any]:
+    async def forecast_latest(self) -> ForecastOut:
         self.calls += 1
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if not self.ok:
-            return {"ok": False, "status": 503, "error": "model_not_loaded", "message": "loading"}
-        return {"ok": True, "body": {"n": self.calls, "model": self.model_key}}
+            raise ModelNotLoadedError("loading")
+        hour = datetime(2025, 6, 1, 12, tzinfo=UTC)
+        version = int((self.model_key or "btc_usdt@0").rpartition("@")[2])
+        return ForecastOut(
+            pair="btc_usdt",
+            forecast=float(self.calls),
+            last_close=1.0,
+            change_pct=0.0,
+            candle_time=hour,
+            target_time=hour,
+            model_version=version,
+        )
 
 
 class NoDatabase:
@@ -53,8 +66,10 @@ def service(ttl_s: float, *, speed: float = 0.0) -> ApiService:
     return api
 
 
-async def latest(api: ApiService, forecaster: CountingForecaster, n: int = 1) -> list[dict[str, Any]]:
-    return list(await asyncio.gather(*(api._latest("btc_usdt", forecaster) for _ in range(n))))
+async def latest(api: ApiService, forecaster: CountingForecaster, n: int = 1) -> list[Any]:
+    """``n`` concurrent latest forecasts (an error, e.g. ModelNotLoadedError, as the answer)."""
+    calls = (api._latest("btc_usdt", forecaster) for _ in range(n))
+    return list(await asyncio.gather(*calls, return_exceptions=True))
 
 
 def test_a_good_answer_is_shared_within_its_ttl() -> None:
@@ -79,7 +94,7 @@ def test_a_new_model_id_or_an_expired_answer_asks_the_forecaster_again() -> None
         await latest(api, fc)
         fc.model_key = "btc_usdt@4"  # the router switched to a promoted champion
         promoted = await latest(api, fc)
-        assert fc.calls == 2 and promoted[0]["body"]["model"] == "btc_usdt@4"
+        assert fc.calls == 2 and promoted[0].model_version == 4
         api._answers["btc_usdt"] = (fc.model_key, 0.0, promoted[0])  # expired
         await latest(api, fc)
         assert fc.calls == 3
@@ -102,7 +117,8 @@ def test_what_is_never_cached(ttl_s: float, forecaster: CountingForecaster) -> N
 
     async def scenario() -> None:
         for _ in range(3):
-            await latest(api, forecaster)
+            (answer,) = await latest(api, forecaster)
+            assert isinstance(answer, ForecastOut if forecaster.ok else ModelNotLoadedError)
 
     asyncio.run(scenario())
     assert forecaster.calls == 3 and api.answer_counts == {"cache": 0, "shared": 0, "forecaster": 3}
@@ -113,7 +129,7 @@ def test_concurrent_gets_share_one_call_in_flight() -> None:
     api = service(0.0)
     fc = CountingForecaster(delay_s=0.05)
     answers = asyncio.run(latest(api, fc, 8))
-    assert fc.calls == 1 and len({a["body"]["n"] for a in answers}) == 1
+    assert fc.calls == 1 and len({a.forecast for a in answers}) == 1
     assert api.answer_counts == {"cache": 0, "shared": 7, "forecaster": 1}
     api.close(wait=False)
 

@@ -69,7 +69,7 @@ def test_probes_docs_pairs_and_models(serve_stack: ServeStack) -> None:
     assert model["alias"] == "champion" and model["loaded"] is True
     assert model["trained_window"]["start"] < model["trained_window"]["end"]
     assert isinstance(model["metrics"]["skill"], float) and model["metrics"]["mae"] > 0
-    assert model["test_window"]["start"] and model["seq_len"] == stack.settings.context_len
+    assert model["test_window"]["start"] and model["seq_len"] == stack.settings.model.context_len
 
 
 def test_forecast_equals_onnxruntime_on_the_same_candles(serve_stack: ServeStack) -> None:
@@ -82,7 +82,7 @@ def test_forecast_equals_onnxruntime_on_the_same_candles(serve_stack: ServeStack
         response = client.get(f"/v1/forecast/{stack.pair}")
         assert response.status_code == 200, response.text
         got = response.json()
-        candles = _candles_until(stack.pair, got["candle_time"], stack.settings.context_len)
+        candles = _candles_until(stack.pair, got["candle_time"], stack.settings.model.context_len)
         posted = client.post(
             f"/v1/forecast/{stack.pair.upper()}", json={"candles": candles_to_payload(candles)}
         )
@@ -106,7 +106,7 @@ def test_forecast_equals_onnxruntime_on_the_same_candles(serve_stack: ServeStack
             rtol=1e-6,
         )
     assert posted.json() == got
-    assert response.headers["X-RateLimit-Remaining"] == str(stack.settings.default_monthly_quota - 1)
+    assert response.headers["X-RateLimit-Remaining"] == str(stack.settings.serving.default_monthly_quota - 1)
     assert get_usage(Database(stack.settings, maxconn=1), user_id=user_id)[0] == 2
 
 
@@ -170,7 +170,7 @@ def test_error_answers_are_json(serve_stack: ServeStack) -> None:
         assert_error(client.get("/v1/forecast/not-a-pair!"), 404, "unknown_pair")
         assert_error(client.get("/v2/nothing"), 404, "not_found")
         good = candles_to_payload(
-            _candles_until(stack.pair, "2025-06-01T00:00:00Z", stack.settings.context_len)
+            _candles_until(stack.pair, "2025-06-01T00:00:00Z", stack.settings.model.context_len)
         )
         bad_cases = {
             "too few": good[:-1],
@@ -364,9 +364,9 @@ def test_autoscaling_config_and_scale_up_under_load(serve_stack: ServeStack) -> 
     config = app_details(stack.settings)["deployments"]["forecaster"]["deployment_config"][
         "autoscaling_config"
     ]
-    assert config["min_replicas"] == stack.settings.serve_min_replicas == 1
-    assert config["max_replicas"] == stack.settings.serve_max_replicas == 2
-    assert config["target_ongoing_requests"] == stack.settings.serve_target_ongoing_requests
+    assert config["min_replicas"] == stack.settings.serving.serve_min_replicas == 1
+    assert config["max_replicas"] == stack.settings.serving.serve_max_replicas == 2
+    assert config["target_ongoing_requests"] == stack.settings.serving.serve_target_ongoing_requests
 
     import ray
 
@@ -374,7 +374,7 @@ def test_autoscaling_config_and_scale_up_under_load(serve_stack: ServeStack) -> 
     connect_ray(stack.settings)
 
     def running() -> int:
-        status = serve.status().applications[stack.settings.serve_app_name].deployments["forecaster"]
+        status = serve.status().applications[stack.settings.serving.serve_app_name].deployments["forecaster"]
         return int(status.replica_states.get("RUNNING", 0))
 
     try:  # earlier bursts (the quota race) may have scaled up: start from min_replicas
@@ -383,7 +383,7 @@ def test_autoscaling_config_and_scale_up_under_load(serve_stack: ServeStack) -> 
         # POSTs: concurrent GETs of one pair share a single Forecaster call in the ingress (single-flight),
         # client candles each need their own inference, so they load the Forecaster
         candles = candles_to_payload(
-            _candles_until(stack.pair, "2025-06-01T00:00:00Z", stack.settings.context_len)
+            _candles_until(stack.pair, "2025-06-01T00:00:00Z", stack.settings.model.context_len)
         )
         with Hammer(stack, token, workers=16, candles=candles) as hammer:
             wait_until(lambda: running() >= 2, 120, "a second replica under load", interval_s=1.0)

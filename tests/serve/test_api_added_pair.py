@@ -25,7 +25,7 @@ HOURS = 300
 def test_an_uploaded_pair_is_served_from_its_own_candles(serve_stack: ServeStack) -> None:
     stack = serve_stack
     pair = f"t{secrets.token_hex(3)}_usdt"
-    settings = stack.direct.model_copy(update={"pair_min_history_hours": 200})
+    settings = stack.direct.replace(pair_min_history_hours=200)
     with Database(settings, maxconn=1) as db:
         add_csv_pair(
             settings, db, pair, io.BytesIO(pair_csv_text(HOURS).encode()), name="up.csv", added_by="t"

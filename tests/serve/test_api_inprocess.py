@@ -36,6 +36,7 @@ from serve_helpers import TcpProxy
 
 from mur.db import Database, create_token, list_forecasts, list_tokens, revoke_token
 from mur.settings import Settings
+from mur.waiting import wait_until
 from serve_app.api import MAX_BODY_BYTES, create_api
 from serve_app.service import ApiService
 
@@ -339,6 +340,41 @@ def test_a_ray_error_on_the_way_to_a_forecaster_is_a_503_json(api: Api) -> None:
     assert api.usage(user_id) == 0
 
 
+def test_the_forecasters_own_errors_cross_the_handle_with_their_status_and_json(api: Api) -> None:
+    """A MurError raised in a Forecaster replica reaches the ingress inside Ray's RayTaskError: answered with
+    its own status and body (unwrapped once, ``ForecasterHandle._call``), not a 503 service_unavailable, and
+    not charged."""
+    from ray.exceptions import RayTaskError
+
+    from mur.errors import DataValidationError, ModelNotLoadedError
+    from serve_app.ingress import ForecasterHandle
+
+    class Raising:
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
+        def remote(self, *args: Any) -> Any:
+            async def fail() -> Any:
+                raise RayTaskError(
+                    "forecast", "Traceback (most recent call last): ...", self.exc
+                ).as_instanceof_cause()
+
+            return fail()
+
+    class FailingHandle:
+        forecast_latest = Raising(ModelNotLoadedError(f"{PAIR} version 8 is still loading"))
+        forecast_candles = Raising(DataValidationError("candle 1: high below low"))
+
+    user_id, token = api.user()
+    api.service.forecasters[PAIR] = ForecasterHandle(FailingHandle(), PAIR)  # type: ignore[arg-type]
+    url = f"/v1/forecast/{PAIR}"
+    body = assert_error(api.client.get(url, headers=auth(token)), 503, "model_not_loaded")
+    assert body["message"] == f"{PAIR} version 8 is still loading"
+    posted = api.client.post(url, headers=auth(token), json={"candles": rows()})
+    assert assert_error(posted, 422, "invalid_candles")["message"] == "candle 1: high below low"
+    assert api.usage(user_id) == 0
+
+
 def test_method_not_allowed_keeps_allow_and_the_openapi_documents_400_413_and_bounds(api: Api) -> None:
     """Item 16: 405 with ``Allow``; 400 and 413 documented; candle lengths and prices constrained."""
     _, token = api.user()
@@ -359,9 +395,9 @@ def test_a_stalled_database_gives_a_bounded_generic_503_and_not_ready(pg_setting
     """Items 7 and 13: PostgreSQL that accepts connections but stops answering (a relay that stops
     forwarding): /v1 answers 503 JSON within bounded time without naming the server, /readyz says so, and
     everything recovers when the server answers again."""
-    relay = TcpProxy((pg_settings.pg_host, pg_settings.pg_port))
+    relay = TcpProxy((pg_settings.db.pg_host, pg_settings.db.pg_port))
     relay.start()
-    relayed = pg_settings.model_copy(update={"pg_host": "127.0.0.1", "pg_port": relay.port})
+    relayed = pg_settings.replace(pg_host="127.0.0.1", pg_port=relay.port)
     try:
         with running_api(relayed, db_timeout_s=1.0) as api:
             _, token = api.user()
@@ -371,7 +407,7 @@ def test_a_stalled_database_gives_a_bounded_generic_503_and_not_ready(pg_setting
                 started = time.monotonic()
                 body = assert_error(api.client.get(path, headers=auth(token)), 503, "database_unavailable")
                 assert time.monotonic() - started < 5
-                for secret in (relayed.pg_user, str(relay.port), relayed.pg_database, "127.0.0.1"):
+                for secret in (relayed.db.pg_user, str(relay.port), relayed.db.pg_database, "127.0.0.1"):
                     assert secret not in body["message"], body
             started = time.monotonic()
             ready = api.client.get("/readyz")
@@ -379,10 +415,12 @@ def test_a_stalled_database_gives_a_bounded_generic_503_and_not_ready(pg_setting
             assert ready.status_code == 503 and ready.json()["status"] == "not_ready", ready.text
             assert "database: unavailable" in ready.json()["problems"]
             relay.resume()
-            deadline = time.monotonic() + 30
-            while api.client.get("/v1/pairs", headers=auth(token)).status_code != 200:
-                assert time.monotonic() < deadline, "no recovery after the database answered again"
-                time.sleep(0.2)
+            wait_until(
+                lambda: api.client.get("/v1/pairs", headers=auth(token)).status_code == 200,
+                what="a recovery after the database answered again",
+                timeout_s=30,
+                interval_s=0.2,
+            )
             assert api.client.get("/readyz").json()["database_ok"] is True
     finally:
         relay.resume()
@@ -410,7 +448,7 @@ def test_the_openapi_schema_says_the_exact_candle_count_the_server_takes() -> No
     finally:
         service.close()
     candles = spec["components"]["schemas"]["CandlesIn"]["properties"]["candles"]
-    assert candles["minItems"] == candles["maxItems"] == settings.context_len == 168
+    assert candles["minItems"] == candles["maxItems"] == settings.model.context_len == 168
     assert "exactly 168" in candles["description"]
 
 
@@ -438,7 +476,7 @@ def table_lock(
 ) -> Iterator[Callable[[], None]]:
     """A connection of its own that can take ``LOCK TABLE {table} IN {mode} MODE`` (the returned callable,
     idempotent) and holds it until the block ends."""
-    conn = psycopg.connect(settings.pg_dsn(), autocommit=False)
+    conn = psycopg.connect(settings.db.dsn(), autocommit=False)
     locked = False
 
     def lock() -> None:

@@ -45,4 +45,4 @@ def test_served_pairs_fall_back_to_the_last_known_champions(
     assert app_module.served_pairs(settings, AppArgs()) == ["btc_usdt", "eth_usdt"]
     assert app_module.served_pairs(settings, AppArgs(pairs=["eth_usdt"])) == ["eth_usdt"]
     with pytest.raises(ServiceError, match="no champions are known"):
-        app_module.served_pairs(settings.model_copy(update={"registry_prefix": "mur-never-"}), AppArgs())
+        app_module.served_pairs(settings.replace(registry_prefix="mur-never-"), AppArgs())

@@ -10,7 +10,6 @@ import re
 import shutil
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from api_fakes import Api, running_api
 
 from mur.settings import PROJECT_ROOT, Settings
+from mur.waiting import wait_until
 from serve_app.api import DOCS_ASSETS, TITLE
 
 ASSET = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']|url:\s*["']([^"']+)["']""")
@@ -78,10 +78,7 @@ def live_url(api: Api) -> Iterator[str]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
+    wait_until(lambda: server.started, what="uvicorn to start", timeout_s=10, interval_s=0.05)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from mur.db import Database, create_token, create_user, list_forecasts
 from mur.model.inference import forecast_body
-from mur.serving.http import failure
+from mur.serving.contract import ForecastOut
 from mur.serving.model import LoadedModel
 from mur.serving.payload import candles_from_payload
 from mur.settings import Settings
@@ -53,7 +53,7 @@ class ModelForecaster:
     model: LoadedModel
     candles: pd.DataFrame
 
-    def _answer(self, frame: pd.DataFrame) -> dict[str, Any]:
+    def _answer(self, frame: pd.DataFrame) -> ForecastOut:
         points, quantiles = self.model.forecast(self.model.window(frame)[None])
         candle_time = frame["timestamp"].iloc[-1]
         body = forecast_body(
@@ -64,16 +64,13 @@ class ModelForecaster:
             model_version=self.model.version,
             horizons=self.model.horizon_rows(None if quantiles is None else quantiles[0], candle_time),
         )
-        return {"ok": True, "body": body}
+        return ForecastOut.model_validate(body)
 
-    async def forecast_latest(self) -> dict[str, Any]:
+    async def forecast_latest(self) -> ForecastOut:
         return self._answer(self.candles)
 
-    async def forecast_candles(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        try:
-            return self._answer(candles_from_payload(rows, self.model.seq_len))
-        except Exception as exc:
-            return failure(exc, PAIR)
+    async def forecast_candles(self, rows: Sequence[Mapping[str, Any]]) -> ForecastOut:
+        return self._answer(candles_from_payload(rows, self.model.seq_len))
 
     async def status(self) -> dict[str, Any]:
         return {

@@ -1,19 +1,19 @@
 """``GET /metrics`` in-process (fast tier): the API over an ``ApiService`` with fake forecasters, a stub database
-(auth and quota replaced by fakes) and fake PostgreSQL series; what an operator's Prometheus scrapes, parsed
-with prometheus_client's text parser. The real PostgreSQL series: tests/serve/test_metrics_pg.py; through the
-real Serve stack: tests/serve/test_metrics_serve.py.
+(auth and quota replaced by fakes) and fake PostgreSQL series; Ray's metrics exports stood in for by
+``api_fakes.ExportedMeters`` (the replicas' series as Ray's agent exports them). What an operator's Prometheus
+scrapes, parsed with prometheus_client's text parser. The real PostgreSQL series:
+tests/serve/test_metrics_pg.py; Ray's real metrics through the Serve stack: tests/serve/test_metrics_serve.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from api_fakes import PAIR, VERSION, FakeForecaster, FakeRegistry, rows
+from api_fakes import PAIR, VERSION, ExportedMeters, FakeForecaster, FakeRegistry, exported_metrics, rows
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,16 +23,7 @@ from mur.db import QuotaResult, TokenOwner
 from mur.errors import AuthError
 from mur.serving.http import QuotaExhaustedError, bearer_token
 from serve_app.api import MAX_BODY_BYTES, create_api
-from serve_app.metrics import (
-    BUCKETS,
-    ApiMetrics,
-    Counts,
-    DbSeries,
-    LocalHub,
-    MetricsHub,
-    RequestMetrics,
-    sample_names,
-)
+from serve_app.metrics import BUCKETS, ApiMetrics, DbSeries, ray_series, sample_names
 from serve_app.service import ApiService
 
 BROKEN = "btc_usdt"  # its forecaster raises: a JSON 500
@@ -108,7 +99,7 @@ def make_app(metrics: ApiMetrics) -> Iterator[App]:
 
 @pytest.fixture
 def app() -> Iterator[App]:
-    yield from make_app(ApiMetrics(db_reader=lambda _: DB))
+    yield from make_app(exported_metrics(db_reader=lambda _: DB))
 
 
 def auth(token: str) -> dict[str, str]:
@@ -130,12 +121,18 @@ def scrape(client: TestClient) -> dict[str, Any]:
 
 
 def value(scraped: dict[str, Any], name: str, **labels: str) -> float | None:
-    return scraped["samples"].get(name, {}).get(frozenset(labels.items()))
+    """The sum of ``name``'s samples that carry ``labels`` (over replicas), None when there is none."""
+    found = [v for k, v in scraped["samples"].get(name, {}).items() if set(labels.items()) <= k]
+    return sum(found) if found else None
 
 
 def requests_of(scraped: dict[str, Any]) -> dict[tuple[str, str, str], float]:
-    found = scraped["samples"].get("mur_http_requests_total", {})
-    return {(dict(k)["route"], dict(k)["method"], dict(k)["status"]): v for k, v in found.items()}
+    """``sum by (route, method, status) (mur_http_requests_total)``: the totals over every replica."""
+    totals: dict[tuple[str, str, str], float] = {}
+    for k, v in scraped["samples"].get("mur_http_requests_total", {}).items():
+        key = (dict(k)["route"], dict(k)["method"], dict(k)["status"])
+        totals[key] = totals.get(key, 0) + v
+    return totals
 
 
 def drive(client: TestClient) -> None:
@@ -170,7 +167,8 @@ def test_requests_are_counted_by_route_template_method_and_status(app: App) -> N
     }
     assert scraped["types"]["mur_http_requests"] == "counter"
     assert value(scraped, "mur_quota_rejections_total", route=FORECAST) == 1
-    assert value(scraped, "mur_metrics_hub_up") == 1 and value(scraped, "mur_metrics_replicas") == 1
+    assert value(scraped, "mur_metrics_ray_up") == 1 and value(scraped, "mur_metrics_replicas") == 1
+    assert value(scraped, "mur_forecast_answers_total", source="forecaster") == 2  # GET and POST above
 
     again = scrape(app.client)  # the first scrape is counted by the second one
     assert requests_of(again)[("/metrics", "GET", "200")] == 1
@@ -207,7 +205,7 @@ def test_served_versions_and_the_database_series(app: App) -> None:
 
 
 def test_a_database_or_registry_failure_only_drops_those_series() -> None:
-    for app in make_app(ApiMetrics(db_reader=failing_reader)):
+    for app in make_app(exported_metrics(db_reader=failing_reader)):
 
         async def no_registry() -> dict[str, Any]:
             raise RuntimeError("watcher gone")
@@ -226,24 +224,23 @@ def test_metrics_is_not_in_the_openapi_schema_and_needs_no_token(app: App) -> No
     assert app.client.get("/metrics", headers=auth("not-a-token")).status_code == 200
 
 
-def test_the_totals_are_summed_over_replicas() -> None:
-    """Two replicas (two apps, one hub): a scrape on either reports both replicas' requests."""
-    shared = LocalHub()
-    first, second = (
-        ApiMetrics(shared, replica_id="r1", db_reader=lambda _: DB),
-        ApiMetrics(shared, replica_id="r2"),
-    )
-    for a in make_app(first):
-        for b in make_app(second):
+def test_every_replicas_series_are_in_a_scrape_on_either() -> None:
+    """Two replicas (two apps): a scrape on either shows both replicas' series (Prometheus sums them); a
+    third application's series on the same Ray cluster are left out."""
+    first, second, other = ExportedMeters("r1"), ExportedMeters("r2"), ExportedMeters("r3", app="other")
+    other.observe(FORECAST, "GET", 200, 0.01)
+    for a in make_app(exported_metrics(first, second, other, db_reader=lambda _: DB)):
+        for b in make_app(exported_metrics(second, first, other)):
             for _ in range(3):
                 assert a.client.get(f"/v1/forecast/{PAIR}", headers=auth("good")).status_code == 200
             assert b.client.get(f"/v1/forecast/{PAIR}", headers=auth("good")).status_code == 200
             assert b.client.get(f"/v1/forecast/{PAIR}", headers=auth("broke")).status_code == 429
-            asyncio.run(second.push())  # what each replica does every PUSH_INTERVAL_S (and when scraped)
             for client in (a.client, b.client):
                 scraped = scrape(client)
                 assert requests_of(scraped)[(FORECAST, "GET", "200")] == 4
                 assert requests_of(scraped)[(FORECAST, "GET", "429")] == 1
+                assert value(scraped, "mur_http_requests_total", replica="r1", route=FORECAST) == 3
+                assert value(scraped, "mur_http_requests_total", replica="r3") is None
                 assert value(scraped, "mur_quota_rejections_total", route=FORECAST) == 1
                 assert (
                     value(scraped, "mur_http_request_duration_seconds_count", route=FORECAST, method="GET")
@@ -252,52 +249,74 @@ def test_the_totals_are_summed_over_replicas() -> None:
                 assert value(scraped, "mur_metrics_replicas") == 2
 
 
-def test_a_hub_that_does_not_answer_leaves_this_replicas_counts() -> None:
-    class DeadHub:
-        async def push(self, replica_id: str, counts: Counts) -> None:
-            raise ConnectionError("hub gone")
+def test_exports_that_cannot_be_read_leave_the_state_series() -> None:
+    async def unreachable() -> tuple[list[str], bool]:
+        raise ConnectionError("GCS gone")
 
-        async def totals(self, replica_id: str, counts: Counts) -> tuple[Counts, int]:
-            raise ConnectionError("hub gone")
-
-    for app in make_app(ApiMetrics(DeadHub(), db_reader=lambda _: DB)):
+    for app in make_app(ApiMetrics(ExportedMeters(), app="mur", exports=unreachable, db_reader=lambda _: DB)):
         app.client.get(f"/v1/forecast/{PAIR}", headers=auth("good"))
         scraped = scrape(app.client)
-        assert value(scraped, "mur_metrics_hub_up") == 0
-        assert requests_of(scraped) == {(FORECAST, "GET", "200"): 1}
+        assert value(scraped, "mur_metrics_ray_up") == 0 and value(scraped, "mur_metrics_replicas") == 0
+        assert requests_of(scraped) == {}
+        assert value(scraped, "mur_forecasts_recorded_total", pair=PAIR) == 12
 
 
-# --- the hub itself --------------------------------------------------------------------------------------
-def counts_of(n: int, *, status: int = 200, seconds: float = 0.01) -> Counts:
-    recorder = RequestMetrics()
-    for _ in range(n):
-        recorder.observe(FORECAST, "GET", status, seconds)
-    return recorder.snapshot()
+# --- Ray's export format ---------------------------------------------------------------------------------
+RAY_LABELS = (
+    'Component="core_worker",NodeAddress="10.0.0.{node}",SessionName="s",Version="2.60.0",WorkerId="{w}"'
+)
+SERVE = 'application="mur",deployment="api",replica="{r}"'
 
 
-def test_hub_merges_the_latest_cumulative_counts_of_each_replica() -> None:
-    hub = MetricsHub()
-    hub.push("a", counts_of(2))
-    hub.push("b", counts_of(3, status=429, seconds=0.2))
-    hub.push("a", counts_of(5))  # cumulative: replaces a's 2
-    hub.push("a", counts_of(4))  # an older push arriving late: ignored
-    total, replicas = hub.totals()
+def ray_line(name: str, value: float, node: int, worker: str, replica: str, **tags: str) -> str:
+    labels = ",".join([RAY_LABELS.format(node=node, w=worker), SERVE.format(r=replica)])
+    labels += "".join(f',{k}="{v}"' for k, v in tags.items())
+    return f"ray_{name}{{{labels}}} {value}"
+
+
+def test_ray_series_keep_the_replica_and_sum_what_several_workers_export() -> None:
+    """Ray's own labels are dropped; a replica's series that two exports carry (its worker restarted under
+    the same replica id, or two nodes) add up; buckets keep Ray's order; other families are ignored."""
+    route = {"route": FORECAST, "method": "GET"}
+    node1 = "\n".join(
+        [
+            "# TYPE ray_mur_http_requests_total counter",
+            ray_line("mur_http_requests_total", 3, 1, "w1", "r1", **route, status="200"),
+            ray_line("mur_http_requests_total", 2, 1, "w2", "r2", **route, status="200"),
+            "# TYPE ray_mur_http_request_duration_seconds histogram",
+            *(
+                ray_line("mur_http_request_duration_seconds_bucket", n, 1, "w1", "r1", **route, le=le)
+                for le, n in (("0.1", 1), ("1.0", 3), ("+Inf", 3))
+            ),
+            ray_line("mur_http_request_duration_seconds_count", 3, 1, "w1", "r1", **route),
+            ray_line("mur_http_request_duration_seconds_sum", 1.65, 1, "w1", "r1", **route),
+            "# TYPE ray_serve_num_http_requests_total counter",
+            ray_line("serve_num_http_requests_total", 9, 1, "w1", "r1"),
+        ]
+    )
+    node2 = "\n".join(
+        [
+            "# TYPE ray_mur_http_requests_total counter",
+            ray_line("mur_http_requests_total", 4, 2, "w9", "r1", **route, status="200"),
+        ]
+    )
+    series, replicas = ray_series([node1, node2], "mur")
     assert replicas == 2
-    assert total.requests == {(FORECAST, "GET", "200"): 5, (FORECAST, "GET", "429"): 3}
-    assert total.quota == {FORECAST: 3}
-    buckets = total.buckets[(FORECAST, "GET")]
-    assert sum(buckets) == 8 and buckets[BUCKETS.index(0.01)] == 5 and buckets[BUCKETS.index(0.25)] == 3
-    assert total.seconds[(FORECAST, "GET")] == pytest.approx(5 * 0.01 + 3 * 0.2)
-
-
-def test_hub_retires_silent_replicas_without_losing_their_counts() -> None:
-    now = [0.0]
-    hub = MetricsHub(retire_after_s=60, clock=lambda: now[0])
-    hub.push("old", counts_of(4))
-    now[0] = 30
-    hub.push("new", counts_of(1))
-    now[0] = 100  # "old" silent for 100 s: folded into the retired totals
-    total, replicas = hub.totals("new", counts_of(2))
-    assert replicas == 1 and total.requests[(FORECAST, "GET", "200")] == 6
-    hub.push("old", counts_of(9))  # a retired id never counts again (it is already in the totals)
-    assert hub.totals()[0].requests[(FORECAST, "GET", "200")] == 6
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for family in series for s in family.samples
+    }
+    r1 = {**route, "status": "200", "replica": "r1"}
+    assert samples[("mur_http_requests_total", tuple(sorted(r1.items())))] == 7
+    assert {n for n, _ in samples} == {
+        "mur_http_requests_total",
+        "mur_http_request_duration_seconds_bucket",
+        "mur_http_request_duration_seconds_count",
+        "mur_http_request_duration_seconds_sum",
+    }
+    buckets = [s.labels["le"] for f in series for s in f.samples if s.name.endswith("_bucket")]
+    assert buckets == ["0.1", "1.0", "+Inf"]
+    assert all(
+        {k for k, _ in labels} <= {"route", "method", "status", "le", "replica"} for _, labels in samples
+    )
+    others, none = ray_series([node1], "another app")
+    assert none == 0 and not any(family.samples for family in others)

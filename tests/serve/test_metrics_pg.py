@@ -3,7 +3,6 @@ and coverage come from the ``forecasts`` and ``monitoring_reports`` tables (mur/
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -14,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mur.monitoring.report import MonitoringReport, Thresholds
 from mur.monitoring.store import forecast_counts, save_report
 from mur.settings import Settings
+from mur.waiting import wait_until
 
 THRESHOLDS = Thresholds(
     window_hours=168,
@@ -45,11 +45,9 @@ def scrape(api: Api) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 def test_database_series_come_from_postgresql(api: Api) -> None:
     _, token = api.user()
     assert api.client.get(f"/v1/forecast/{PAIR}", headers=auth(token)).status_code == 200
-    deadline = time.monotonic() + 10
-    while (
-        PAIR not in forecast_counts(api.db) and time.monotonic() < deadline
-    ):  # recorded off the request path
-        time.sleep(0.1)
+    wait_until(  # recorded off the request path
+        lambda: PAIR in forecast_counts(api.db), what="the forecast recorded", timeout_s=10, interval_s=0.1
+    )
     pair = f"m{uuid.uuid4().hex[:6]}_usdt"  # its own pair: the session's database is shared
     report = MonitoringReport(
         pair=pair,
@@ -72,5 +70,5 @@ def test_database_series_come_from_postgresql(api: Api) -> None:
     assert scraped[("mur_rolling_skill", frozenset({("pair", pair)}))] == 0.2
     assert scraped[("mur_rolling_coverage", frozenset({("pair", pair)}))] == 0.9
     assert scraped[("mur_served_model_version", frozenset({("pair", PAIR)}))] == VERSION
-    key = frozenset({("route", "/v1/forecast/{pair}"), ("method", "GET"), ("status", "200")})
-    assert scraped[("mur_http_requests_total", key)] == 1
+    key = {("route", "/v1/forecast/{pair}"), ("method", "GET"), ("status", "200"), ("replica", "r1")}
+    assert scraped[("mur_http_requests_total", frozenset(key))] == 1

@@ -58,14 +58,12 @@ def many(services: Settings, pg_database_factory: Callable[..., Settings]) -> It
     db_settings = pg_database_factory()
     prefix = f"mur-m{uuid.uuid4().hex[:6]}-"
     pairs = synthetic_pairs(N_PAIRS)
-    direct = services.model_copy(
-        update={
-            "registry_prefix": prefix,
-            "pg_database": db_settings.pg_database,
-            "train_days": 30,
-            "synthetic_pairs": N_PAIRS,
-            "market_data": "bundled",
-        }
+    direct = services.replace(
+        registry_prefix=prefix,
+        pg_database=db_settings.db.pg_database,
+        train_days=30,
+        synthetic_pairs=N_PAIRS,
+        market_data="bundled",
     )
     first = train_and_register(direct, pairs[0], fit=LocalFit(), epochs=1, hidden_size=4)
     assert first.version is not None
@@ -75,8 +73,8 @@ def many(services: Settings, pg_database_factory: Callable[..., Settings]) -> It
         for _ in range(1 + i % 3):  # 1, 2 or 3 versions: each pair's champion number is its own
             versions[pair] = copy_version(direct, pairs[0], first.version, to_pair=pair)
         promote(direct, pair, versions[pair])
-    app_settings = direct.model_copy(
-        update={
+    app_settings = direct.replace(
+        **{
             "serve_port": free_port(),
             "registry_poll_s": 2.0,
             "serve_min_replicas": 1,
@@ -106,7 +104,9 @@ def many(services: Settings, pg_database_factory: Callable[..., Settings]) -> It
         with contextlib.suppress(Exception):
             undeploy(app_settings, timeout_s=180)  # another module's app (and its HTTP port) must go first
         deploy(app_settings, AppArgs(settings=settings_overrides(app_settings)), force=True, timeout_s=420)
-        port = int(serve_details(app_settings).get("http_options", {}).get("port") or app_settings.serve_port)
+        port = int(
+            serve_details(app_settings).get("http_options", {}).get("port") or app_settings.serving.serve_port
+        )
         yield Many(f"http://127.0.0.1:{port}", app_settings, direct, pairs, versions, tokens[0], tokens[1])
     finally:
         with contextlib.suppress(Exception):
@@ -141,13 +141,13 @@ def _replica_infos(many: Many) -> list[dict[str, Any]]:
     import subprocess
     import sys
 
-    address = f"127.0.0.1:{many.settings.ray_gcs_port}"
+    address = f"127.0.0.1:{many.settings.ray.ray_gcs_port}"
     last = ""
     for switch in ({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, {}):
         env = {**os.environ, **switch}
         try:
             proc = subprocess.run(
-                [sys.executable, "-c", REPLICA_INFO, address, many.settings.serve_app_name],
+                [sys.executable, "-c", REPLICA_INFO, address, many.settings.serving.serve_app_name],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -187,7 +187,7 @@ def test_every_pair_answers_with_its_own_champion(many: Many) -> None:
             assert body["last_close"] == pytest.approx(cache.fetch(pair).last_close, rel=1e-9), pair
         models = {m["pair"]: m for m in client.get("/v1/models").json()["models"]}
     assert {p: m["version"] for p, m in models.items()} == many.versions
-    assert all(m["model_name"] == f"{many.settings.registry_prefix}{p}" for p, m in models.items())
+    assert all(m["model_name"] == f"{many.settings.registry.registry_prefix}{p}" for p, m in models.items())
     assert all(m.get("synthetic") is True for m in models.values())
 
 

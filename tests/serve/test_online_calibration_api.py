@@ -22,6 +22,7 @@ from mur.monitoring.compute import thresholds_from
 from mur.monitoring.report import CalibrationRow, MonitoringReport
 from mur.monitoring.store import save_report
 from mur.serving.calibration import graph_calibration
+from mur.serving.contract import ForecastOut
 from mur.settings import Settings
 
 LEVELS = (0.05, 0.5, 0.95)
@@ -34,7 +35,7 @@ class RangeForecaster(FakeForecaster):
     """The fake forecaster with ranges, answering as a Forecaster replica does: the graph's ranges and the
     ``calibration`` stub naming their generation (serve_app/forecaster.py)."""
 
-    def _answer(self, window: np.ndarray, last_close: float, candle_time: datetime) -> dict[str, Any]:
+    def _answer(self, window: np.ndarray, last_close: float, candle_time: datetime) -> ForecastOut:
         point = self.predict(window)
         quantiles = np.array([[point * 0.98**h, point, point * 1.02**h] for h in (1, 2, 3)])
         body = forecast_body(
@@ -46,12 +47,12 @@ class RangeForecaster(FakeForecaster):
             horizons=horizon_rows(quantiles, HORIZONS, LEVELS, candle_time),
         )
         body["calibration"] = graph_calibration(HORIZONS, LEVELS)
-        return {"ok": True, "body": body}
+        return ForecastOut.model_validate(body)
 
 
 @pytest.fixture
 def api(pg_database_factory: Callable[..., Settings]) -> Iterator[Api]:
-    settings = pg_database_factory().model_copy(update={"online_calibration_cache_s": 0.0})
+    settings = pg_database_factory().replace(online_calibration_cache_s=0.0)
     with running_api(settings, configured_pairs=[PAIR]) as api:
         api.service.forecasters[PAIR] = RangeForecaster(PAIR)
         api.service.answer_ttl_s = 0.0

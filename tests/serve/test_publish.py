@@ -4,7 +4,6 @@ record fills unattended; publishing twice in one market hour stores nothing new.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -12,6 +11,7 @@ from api_fakes import PAIR, Api, running_api
 
 from mur.db import list_forecasts
 from mur.settings import Settings
+from mur.waiting import wait_until
 
 
 @pytest.fixture
@@ -25,13 +25,13 @@ def test_publish_records_each_pair_once_per_market_hour_and_charges_nobody(api: 
     before = {f.id for f in list_forecasts(api.db, pair=PAIR, limit=1000)}
     assert not before
     assert asyncio.run(api.service.publish_once()) == 1
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        new = [f for f in list_forecasts(api.db, pair=PAIR, limit=1000) if f.id not in before]
-        if new:
-            break
-        time.sleep(0.05)  # the insert runs on the service's database threads
-    assert new and all(f.horizon_hours >= 1 for f in new)
+    new = wait_until(  # the insert runs on the service's database threads
+        lambda: [f for f in list_forecasts(api.db, pair=PAIR, limit=1000) if f.id not in before],
+        what="the published forecasts",
+        timeout_s=10,
+        interval_s=0.05,
+    )
+    assert all(f.horizon_hours >= 1 for f in new)
     made = new[0].made_at
     assert abs((made - api.service.clock.now()).total_seconds()) < 60  # made_at is market time
     assert asyncio.run(api.service.publish_once()) == 0  # same version, same target hour: nothing new

@@ -26,7 +26,7 @@ from mur.errors import (
 )
 from mur.model.inference import forecast_body, window_from_candles
 from mur.pairs import normalize_pair
-from mur.serving.http import DATABASE_UNAVAILABLE, QuotaExhaustedError, bearer_token, failure, http_error
+from mur.serving.http import DATABASE_UNAVAILABLE, QuotaExhaustedError, bearer_token, expected, http_error
 from mur.serving.market_cache import MarketCache
 from mur.serving.payload import candles_from_payload, candles_to_payload
 from mur.settings import Settings
@@ -128,19 +128,19 @@ def test_forecast_body() -> None:
             forecast_body("btc_usdt", prediction=unusable, last_close=100.0, candle_time=START)
 
 
-def test_database_errors_are_generic_and_other_failures_are_data() -> None:
+def test_database_errors_are_generic_and_other_failures_are_internal_errors() -> None:
     """Item 13: the client never learns PostgreSQL's user, host, port or database; item 6: an unexpected
-    error in a forecaster is a 500 body, not an exception crossing the handle."""
+    error in a forecaster crosses the handle as a MurError answered 500, its trace left in the log."""
     exc = DatabaseError("cannot connect to PostgreSQL postgres@db.internal:5432/mur: connection refused")
     status, body, _ = http_error(exc)
     assert status == 503 and body == {"error": "database_unavailable", "message": DATABASE_UNAVAILABLE}
-    assert failure(OverflowError("int too large"), "btc_usdt") == {
-        "ok": False,
-        "status": 500,
-        "error": "internal_error",
-        "message": "internal error (OverflowError)",
-    }
-    assert failure(DataValidationError("candle 1: bad"))["status"] == 422
+    internal = expected(OverflowError("int too large"), "btc_usdt")
+    assert http_error(internal)[:2] == (
+        500,
+        {"error": "internal_error", "message": "internal error (OverflowError)"},
+    )
+    invalid = DataValidationError("candle 1: bad")
+    assert expected(invalid) is invalid and http_error(invalid)[0] == 422
 
 
 def test_market_cache_uses_the_bundled_data_end_and_a_replay_clock() -> None:

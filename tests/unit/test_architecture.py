@@ -1,5 +1,7 @@
-"""The layers hold: no import cycles, the core imports neither the entry points nor the local platform, no
-module over 500 lines (docs/architecture.md).
+"""The layers hold: no import cycles, the core imports neither the entry points nor the local platform
+(``devstack``, a top-level package beside ``mur``), the platform imports no entry point and no product entry
+point imports the platform (only the CLI's local-stack commands do), no module over 500 lines
+(docs/architecture.md).
 
 Reads the source with :mod:`ast` and imports none of it. Every import counts, also those inside functions and
 ``importlib.import_module("literal")``: a lazy import still makes the dependency. An import names the
@@ -15,11 +17,15 @@ from functools import cache
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-ROOTS = ("mur", "serve_app", "dash_app", "dags", "ray_jobs")
-#: Thin processes on top of the core: they may import the core, the core never imports them.
-ENTRY_POINTS = ("serve_app", "dash_app", "dags", "ray_jobs", "mur.cli", "mur.commands")
-#: The local platform (supervisor, mur up/down, local S3 and Airflow, replay exchange): beside the core.
-DEVSTACK = "mur.devstack"
+ROOTS = ("mur", "devstack", "serve_app", "dash_app", "dags", "ray_jobs")
+#: What the product's images run: they may import the core, never the local platform.
+PRODUCT_ENTRY_POINTS = ("serve_app", "dash_app", "dags", "ray_jobs")
+#: Thin processes on top of the core: they may import the core, the core never imports them. The CLI also
+#: drives the local platform (``mur up``, ``mur services``), importing it inside those commands only.
+ENTRY_POINTS = (*PRODUCT_ENTRY_POINTS, "mur.cli", "mur.commands")
+#: The local platform (supervisor, mur up/down, local S3 and Airflow, replay exchange): its own package
+#: beside the core, not installed by the product's images.
+DEVSTACK = "devstack"
 MAX_LINES = 500
 WATCH_LINES = 400  # listed in the failure message: the next ones to split
 
@@ -142,7 +148,7 @@ def is_entry_point(module: str) -> bool:
 
 
 def is_core(module: str) -> bool:
-    return within(module, "mur") and not within(module, DEVSTACK) and not is_entry_point(module)
+    return within(module, "mur") and not is_entry_point(module)
 
 
 def edges(source: Callable[[str], bool], target: Callable[[str], bool]) -> list[str]:
@@ -181,7 +187,7 @@ def test_no_import_cycles() -> None:
 def test_the_core_imports_no_entry_point_and_not_the_devstack() -> None:
     found = edges(is_core, lambda m: is_entry_point(m) or within(m, DEVSTACK))
     assert not found, (
-        "the core (mur.* except mur.devstack, mur.cli, mur.commands) imports an entry point "
+        "the core (mur.* except mur.cli, mur.commands) imports an entry point "
         f"({', '.join(ENTRY_POINTS)}) or {DEVSTACK}; move the shared code into the core instead:\n"
         + "\n".join(f"  {edge}" for edge in found)
     )
@@ -192,6 +198,35 @@ def test_the_devstack_imports_no_entry_point() -> None:
     assert not found, (
         f"{DEVSTACK} imports an entry point (run it as a process, e.g. `python -m serve_app.keeper`, "
         "or move the shared code into the core):\n" + "\n".join(f"  {edge}" for edge in found)
+    )
+    assert any(within(m, "mur") for m in import_graph()["devstack.stack"]), (
+        "devstack's imports were not found"
+    )
+
+
+def test_no_product_entry_point_imports_the_devstack() -> None:
+    """The images run serve_app, dash_app, the DAGs and the Ray jobs without ``devstack`` installed."""
+    found = edges(lambda m: any(within(m, e) for e in PRODUCT_ENTRY_POINTS), lambda m: within(m, DEVSTACK))
+    assert not found, (
+        f"a product entry point imports {DEVSTACK} (the images do not ship it; move the shared code into "
+        "the core):\n" + "\n".join(f"  {edge}" for edge in found)
+    )
+
+
+def test_the_cli_imports_the_devstack_only_inside_its_commands() -> None:
+    """``mur`` without ``devstack`` installed still runs its other commands: no module-level import of it."""
+    found = []
+    for module, path in modules().items():
+        if not within(module, "mur"):
+            continue
+        for node in ast.parse(path.read_text(), filename=str(path)).body:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            found += [f"{module}: import {n}" for n in names if within(n, DEVSTACK)]
+    assert not found, (
+        "module-level imports of the local platform in mur (import it inside the command):\n"
+        + ("\n".join(f"  {line}" for line in found))
     )
 
 

@@ -125,7 +125,7 @@ def test_a_process_without_an_origin_reads_the_stacks_clock_file(
 def test_mur_up_fixes_the_clock_pauses_it_at_down_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mur.devstack.config import fix_market_clock, pause_market_clock
+    from devstack.config import fix_market_clock, pause_market_clock
 
     for name in ("MUR_CLOCK_START", "MUR_CLOCK_SPEED", "MUR_CLOCK_ORIGIN"):
         monkeypatch.setenv(name, "")  # recorded, so what the test exports is undone afterwards
@@ -145,10 +145,10 @@ def test_mur_up_fixes_the_clock_pauses_it_at_down_and_resumes(
     at_down = paused.now()
     resumed = fix_market_clock(settings)  # resumes where the market stood, at the speed it had
     assert resumed.speed == 60.0 and abs((resumed.now() - at_down).total_seconds()) < 120
-    restarted = fix_market_clock(settings.model_copy(update={"clock_start": START}), speed=1.0)
+    restarted = fix_market_clock(settings.replace(clock_start=START), speed=1.0)
     assert abs((restarted.now() - START).total_seconds()) < 5  # a new MUR_CLOCK_START restarts the market
     pause_market_clock(settings)
-    again = fix_market_clock(settings.model_copy(update={"clock_start": START}))  # the same one resumes
+    again = fix_market_clock(settings.replace(clock_start=START))  # the same one resumes
     assert again.speed == 1.0 and again.start >= START and abs((again.now() - START).total_seconds()) < 5
 
 
@@ -214,7 +214,7 @@ def test_the_candle_cache_holds_closed_candles_up_to_market_now(tmp_path: Path) 
 
 
 def test_the_replay_server_is_a_live_looking_exchange_at_market_now() -> None:
-    from mur.devstack.replay import running_replay_server
+    from devstack.replay import running_replay_server
 
     clock = frozen()
     hour_ms = int(START.replace(minute=0).timestamp() * 1000)
@@ -236,8 +236,8 @@ def test_the_replay_server_is_a_live_looking_exchange_at_market_now() -> None:
 
 
 def test_the_real_binance_client_sees_the_replayed_market(tmp_path: Path) -> None:
+    from devstack.replay import running_replay_server
     from mur.data import BinanceMarketData
-    from mur.devstack.replay import running_replay_server
 
     with running_replay_server(pairs=["eth_usdt"], clock=frozen()) as server:
         source = BinanceMarketData(Settings(market_data="binance", binance_api_url=server.api_url))

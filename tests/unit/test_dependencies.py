@@ -10,7 +10,7 @@ from importlib.metadata import packages_distributions, requires
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("mur", "serve_app", "dash_app", "dags", "ray_jobs")
+PACKAGES = ("mur", "devstack", "serve_app", "dash_app", "dags", "ray_jobs")
 
 # Imported directly, installed as a hard requirement of a declared framework that owns it (checked below).
 COMES_WITH = {

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mur.devstack import haproxy_wrapper
-from mur.devstack.services import haproxy_dir, haproxy_env, prepare_haproxy, stack_services
+from devstack import haproxy_wrapper
+from devstack.services import haproxy_dir, haproxy_env, prepare_haproxy, stack_services
 from mur.settings import Settings
 
 

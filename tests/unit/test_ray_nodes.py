@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mur.devstack.config import NODES_FILE, align_settings, remembered_ray_nodes, stack_ray_nodes
-from mur.devstack.services import (
+from devstack.config import NODES_FILE, align_settings, remembered_ray_nodes, stack_ray_nodes
+from devstack.services import (
     HEAD_GCS_HOST,
     RAY_HEAD_UNSET,
     stack_services,
@@ -46,7 +46,7 @@ def test_a_worker_node_joins_the_loopback_head_with_the_token(tmp_path: Path) ->
     argv = node.command
     assert argv[1:3] == ["start", "--block"] and "--head" not in argv
     # the head's GCS under a name `ray start` does not rewrite to the LAN address
-    assert flag(argv, "--address") == f"{HEAD_GCS_HOST}:{s.ray_gcs_port}" == "[::ffff:127.0.0.1]:6380"
+    assert flag(argv, "--address") == f"{HEAD_GCS_HOST}:{s.ray.ray_gcs_port}" == "[::ffff:127.0.0.1]:6380"
     assert flag(argv, "--node-ip-address") == worker_node_ip(2) == "127.0.0.2"
     assert json.loads(flag(argv, "--resources")) == {worker_node_resource(2): 100}
     head_agent = 52365
@@ -56,7 +56,7 @@ def test_a_worker_node_joins_the_loopback_head_with_the_token(tmp_path: Path) ->
     assert env["RAY_enable_metrics_collection"] == "0", "no unauthenticated exporter on every interface"
     assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == "t" * 64
     assert env["MUR_RUNTIME_DIR"] == str(worker_node_runtime_dir(s, 2))
-    assert worker_node_runtime_dir(s, 2) != Path(s.runtime_dir).resolve()
+    assert worker_node_runtime_dir(s, 2) != Path(s.general.runtime_dir).resolve()
     assert set(RAY_HEAD_UNSET) <= set(node.env_unset), "no S3 keys in the node's environment"
     assert node.health_url and node.health_url.endswith("/api/local_raylet_healthz")
     assert node.health_headers == {"Authorization": f"Bearer {'t' * 64}"}
@@ -75,7 +75,7 @@ def test_the_node_count_is_remembered_for_status_down_and_the_next_up(
     assert stack_ray_nodes(settings_for(tmp_path), remember=False) == 2  # mur status / mur down
     monkeypatch.delenv("MUR_RAY_NODES", raising=False)
     aligned = align_settings(settings_for(tmp_path), export=False)
-    assert aligned.ray_nodes == 2 and "ray-node-2" in stack_services(aligned)
+    assert aligned.ray.ray_nodes == 2 and "ray-node-2" in stack_services(aligned)
     assert stack_ray_nodes(settings_for(tmp_path, ray_nodes=1), remember=True) == 1  # mur up --nodes 1
     assert remembered_ray_nodes(tmp_path) == 1
     (tmp_path / NODES_FILE).write_text("not json")
@@ -89,7 +89,7 @@ def test_mur_up_nodes_sets_the_count_for_the_command(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("MUR_RAY_NODES", raising=False)
     use_ray_nodes(2)
     try:
-        assert get_settings().ray_nodes == 2
+        assert get_settings().ray.ray_nodes == 2
     finally:
         monkeypatch.delenv("MUR_RAY_NODES", raising=False)
         get_settings.cache_clear()

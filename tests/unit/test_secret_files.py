@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mur.devstack import secret_files
-from mur.devstack.config import stack_secret
+from devstack import secret_files
+from devstack.config import stack_secret
 from mur.errors import ConfigError
 from mur.settings import Settings
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from mur.devstack import config, processes, stack, supervisor
-from mur.devstack.first_run import AdminResult
-from mur.devstack.services import Service, stack_services
-from mur.devstack.supervisor import StartResult
+from devstack import config, processes, stack, supervisor
+from devstack.first_run import AdminResult
+from devstack.services import Service, stack_services
+from devstack.supervisor import StartResult
 from mur.errors import ConfigError, ServiceError
 from mur.settings import Settings
+from mur.waiting import wait_until
 
 
 def settings_for(tmp_path: Path, **overrides: object) -> Settings:
@@ -28,12 +29,17 @@ def settings_for(tmp_path: Path, **overrides: object) -> Settings:
 # --- settings ------------------------------------------------------------------------------------------------
 def test_urls_follow_their_ports_unless_set(tmp_path: Path) -> None:
     s = config.align_settings(settings_for(tmp_path, mlflow_port=5100, airflow_port=8181), export=False)
-    assert s.mlflow_tracking_uri == "http://127.0.0.1:5100"
-    assert s.airflow_url == "http://127.0.0.1:8181"
-    assert s.ray_address == "http://127.0.0.1:8265" and s.s3_endpoint_url == "http://127.0.0.1:9000"
-    assert s.runtime_dir.is_absolute()
+    assert s.registry.mlflow_tracking_uri == "http://127.0.0.1:5100"
+    assert s.airflow.airflow_url == "http://127.0.0.1:8181"
+    assert (
+        s.ray.ray_address == "http://127.0.0.1:8265" and s.registry.s3_endpoint_url == "http://127.0.0.1:9000"
+    )
+    assert s.general.runtime_dir.is_absolute()
     remote = settings_for(tmp_path, mlflow_tracking_uri="http://mlflow.example:5000", mlflow_port=5100)
-    assert config.align_settings(remote, export=False).mlflow_tracking_uri == "http://mlflow.example:5000"
+    assert (
+        config.align_settings(remote, export=False).registry.mlflow_tracking_uri
+        == "http://mlflow.example:5000"
+    )
 
 
 def test_a_local_url_contradicting_its_port_is_refused(tmp_path: Path) -> None:
@@ -49,7 +55,7 @@ def test_export_reaches_child_processes(tmp_path: Path, monkeypatch: pytest.Monk
         monkeypatch.delenv(name)
     s = config.align_settings(settings_for(tmp_path, ray_dashboard_port=18265))
     assert os.environ["MUR_RAY_ADDRESS"] == "http://127.0.0.1:18265"
-    assert os.environ["MUR_RUNTIME_DIR"] == os.environ[processes.STACK_MARKER] == str(s.runtime_dir)
+    assert os.environ["MUR_RUNTIME_DIR"] == os.environ[processes.STACK_MARKER] == str(s.general.runtime_dir)
 
 
 def test_first_training_is_quick_unless_configured_or_asked(tmp_path: Path) -> None:
@@ -85,9 +91,9 @@ def test_dash_gets_a_persistent_private_secret_key(tmp_path: Path) -> None:
     second = stack_services(s)["dash"]
     key = first.env["MUR_SECRET_KEY"]
     assert len(key) >= 32 and second.env["MUR_SECRET_KEY"] == key
-    mode = stat.S_IMODE((s.runtime_dir / config.SECRETS_FILE).stat().st_mode)
+    mode = stat.S_IMODE((s.general.runtime_dir / config.SECRETS_FILE).stat().st_mode)
     assert mode == 0o600
-    assert first.health_url == f"http://127.0.0.1:{s.dash_port}/login"
+    assert first.health_url == f"http://127.0.0.1:{s.dashboard.dash_port}/login"
     assert "MUR_SECRET_KEY" not in stack_services(settings_for(tmp_path, secret_key="k" * 40))["dash"].env
 
 
@@ -118,7 +124,7 @@ def test_ray_listens_on_loopback_unless_the_environment_opts_out(
 ) -> None:
     """Issue 16 #1: Ray's single-node switch is the stack's default (every Ray socket on 127.0.0.1); an
     explicit value in the environment wins, and ``mur up`` passes the switch on to everything it starts."""
-    from mur.devstack.config import RAY_LOOPBACK_SWITCH, align_settings
+    from devstack.config import RAY_LOOPBACK_SWITCH, align_settings
 
     monkeypatch.delenv(RAY_LOOPBACK_SWITCH, raising=False)
     assert stack_services(settings_for(tmp_path))["ray"].env[RAY_LOOPBACK_SWITCH] == "0"
@@ -138,7 +144,7 @@ def test_ray_token_auth_is_on_with_one_generated_token(
     head's health check sends it; S3 keys stay out of the head's environment."""
     import stat
 
-    from mur.devstack.config import RAY_AUTH_SWITCH, RAY_TOKEN_VAR, SECRETS_FILE, align_settings
+    from devstack.config import RAY_AUTH_SWITCH, RAY_TOKEN_VAR, SECRETS_FILE, align_settings
 
     monkeypatch.delenv(RAY_AUTH_SWITCH, raising=False)
     monkeypatch.delenv(RAY_TOKEN_VAR, raising=False)
@@ -159,10 +165,10 @@ def test_ray_token_auth_is_on_with_one_generated_token(
     monkeypatch.setattr(os, "environ", dict(os.environ))
     aligned = align_settings(settings_for(tmp_path))  # `mur up`: the clients it starts agree with the head
     assert os.environ[RAY_AUTH_SWITCH] == "token" and os.environ[RAY_TOKEN_VAR] == token
-    assert aligned.ray_headers() == {"Authorization": f"Bearer {token}"}
+    assert aligned.ray.headers() == {"Authorization": f"Bearer {token}"}
     secrets_dir = Path(os.environ["MUR_SECRETS_DIR"])
     assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
-    assert (secrets_dir / "mur_s3_secret_key").read_text() == aligned.s3_secret_key
+    assert (secrets_dir / "mur_s3_secret_key").read_text() == aligned.registry.s3_secret_key
 
     monkeypatch.setenv(RAY_AUTH_SWITCH, "disabled")  # only for tests of the refusal itself
     assert RAY_TOKEN_VAR not in stack_services(settings_for(tmp_path))["ray"].env
@@ -286,13 +292,15 @@ def test_secrets_are_shown_only_when_just_created(tmp_path: Path) -> None:
 
 def test_leftovers_are_the_processes_carrying_the_stack_marker(tmp_path: Path) -> None:
     s = config.align_settings(settings_for(tmp_path), export=False)
-    env = {**os.environ, processes.STACK_MARKER: str(s.runtime_dir)}
+    env = {**os.environ, processes.STACK_MARKER: str(s.general.runtime_dir)}
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], env=env)
     try:
-        deadline = time.monotonic() + 10
-        while child.pid not in [pid for pid, _ in processes.leftover_processes(s)]:
-            assert time.monotonic() < deadline, "the marked process was not found"
-            time.sleep(0.1)
+        wait_until(
+            lambda: child.pid in [pid for pid, _ in processes.leftover_processes(s)],
+            what="the marked process among the leftovers",
+            timeout_s=10,
+            interval_s=0.1,
+        )
     finally:
         child.kill()
         child.wait()
@@ -341,15 +349,12 @@ def test_a_running_services_log_is_rotated_by_size(tmp_path: Path, monkeypatch: 
     started = supervisor.start_service(s, chatty)
     try:
         assert started.action == "started"
-        deadline = time.monotonic() + 30
         rotated = log.with_name(log.name + ".1")
 
-        def written() -> bytes:  # both files: rotation renames the log, and a new one follows a moment later
-            return b"".join(p.read_bytes() for p in (rotated, log) if p.exists())
+        def written() -> bool:  # both files: rotation renames the log, and a new one follows a moment later
+            return b"DONE" in b"".join(p.read_bytes() for p in (rotated, log) if p.exists())
 
-        while b"DONE" not in written():
-            assert time.monotonic() < deadline, "the service's output did not reach its log"
-            time.sleep(0.1)
+        wait_until(written, what="the service's output in its log", timeout_s=30, interval_s=0.1)
         assert supervisor.running_pid(s, "chatty") == started.pid  # rotated under a running service
         assert rotated.exists(), "the log was never rotated while the service ran"
         slack = 64 * 1024  # one read chunk of the writer
@@ -358,10 +363,8 @@ def test_a_running_services_log_is_rotated_by_size(tmp_path: Path, monkeypatch: 
         assert b"x" * 99 in rotated.read_bytes()  # what was written is there, in order, not lost
     finally:
         supervisor.stop_service(s, chatty)
-    deadline = time.monotonic() + 10
-    while _writers_of(log):  # the writer exits at EOF once the service is gone
-        assert time.monotonic() < deadline, "the log writer outlived its service"
-        time.sleep(0.1)
+    # the writer exits at EOF once the service is gone
+    wait_until(lambda: not _writers_of(log), what="the log writer to exit", timeout_s=10, interval_s=0.1)
 
 
 # --- a start that times out says why ---------------------------------------------------------------------------
@@ -392,7 +395,7 @@ def test_a_start_that_times_out_reports_the_services_diagnosis(tmp_path: Path) -
 
 
 def test_serve_diagnosis_without_serve_names_what_it_could_not_reach(tmp_path: Path) -> None:
-    from mur.devstack.provision import serve_diagnosis
+    from devstack.provision import serve_diagnosis
 
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))

@@ -112,11 +112,20 @@ def test_register_with_out_registers_and_plain_ray_keeps_registering_without_fil
     assert "registered mur-btc_usdt version 3" in plain.output and "wrote" not in plain.output
 
 
-def test_the_job_writes_its_artefacts_to_the_location_and_skips_the_registry(
+def test_the_job_writes_its_artefacts_to_the_location_skips_the_registry_and_leaves_its_result(
     tmp_path: Path, fake_s3: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import ray_jobs.train_pair as job
+    from mur.contracts import TrainingResults
+    from mur.errors import MarketDataError
+    from mur.orchestration import job_submission
     from mur.training import driver, ray_fit
+
+    left: dict[str, TrainingResults] = {}
+
+    def write_job_result(settings: Any, submission_id: str, document: str) -> str:
+        left[submission_id] = TrainingResults.model_validate_json(document)
+        return f"s3://bucket/job-results/{submission_id}.json"
 
     calls: list[dict[str, Any]] = []
 
@@ -128,7 +137,19 @@ def test_the_job_writes_its_artefacts_to_the_location_and_skips_the_registry(
 
     monkeypatch.setattr(driver, "train_and_register", train_and_register)
     monkeypatch.setattr(ray_fit.RayFit, "from_settings", classmethod(lambda cls, settings, **kw: object()))
-    code = job.main(["--pair", "btc_usdt", "--out-uri", "s3://bucket/job-outputs/abc", "--no-register"])
-    assert code == 0
+    monkeypatch.setattr(job_submission, "write_job_result", write_job_result)
+    out = ["--out-uri", "s3://bucket/job-outputs/abc", "--no-register", "--submission-id", "sub-1"]
+    assert job.main(["--pair", "btc_usdt", *out]) == 0
+    assert left["sub-1"].results == [TrainingResult(pair="btc_usdt", mae=0.5)]
     assert calls[0]["register"] is False and calls[0]["reuse_existing"] is False
     assert sorted(p.name for p in (fake_s3 / "bucket/job-outputs/abc").iterdir()) == sorted(ARTEFACTS)
+
+    def unknown(settings: Any, pairs: list[str], **kw: Any) -> Any:
+        raise MarketDataError("unknown pair nope_usdt")
+
+    monkeypatch.setattr(driver, "train_many", unknown)
+    assert job.main(["--pairs", "btc_usdt,nope_usdt", "--submission-id", "sub-2"]) == 2
+    assert [(r.pair, r.error) for r in left["sub-2"].results] == [
+        ("btc_usdt", "unknown pair nope_usdt"),
+        ("nope_usdt", "unknown pair nope_usdt"),
+    ]

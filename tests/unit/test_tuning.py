@@ -31,8 +31,13 @@ def test_the_default_is_a_point_of_the_search_space() -> None:
 def test_apply_config_sets_fields_and_refuses_unknown_or_bad_values() -> None:
     base = Settings()
     tuned = tn.apply_config(base, {"arch": "gru", "hidden_size": 64, "seq_len": 48, "weight_decay": 1e-4})
-    assert (tuned.arch, tuned.hidden_size, tuned.seq_len, tuned.weight_decay) == ("gru", 64, 48, 1e-4)
-    assert (base.arch, base.hidden_size) == ("lstm", 32)  # unchanged
+    assert (tuned.model.arch, tuned.model.hidden_size, tuned.model.seq_len, tuned.training.weight_decay) == (
+        "gru",
+        64,
+        48,
+        1e-4,
+    )
+    assert (base.model.arch, base.model.hidden_size) == ("lstm", 32)  # unchanged
     with pytest.raises(DataValidationError, match="hiden_size"):
         tn.apply_config(base, {"hiden_size": 64})  # a typo never trains the default silently
     with pytest.raises(DataValidationError, match="arch"):

@@ -3,10 +3,10 @@
 Configuration (environment, no airflow.cfg), as compose's ``x-airflow-env`` with generated secrets:
 ``AIRFLOW_HOME = {runtime_dir}/airflow``, metadata DB ``postgresql+psycopg2://…/{airflow_database}``, the
 project's ``dags/`` folder, no examples, LocalExecutor with low parallelism, the simple auth manager with one
-admin user (``settings.airflow_user``; password ``settings.airflow_password`` or generated once into
+admin user (``settings.airflow.airflow_user``; password ``settings.airflow.airflow_password`` or generated once into
 ``{AIRFLOW_HOME}/passwords.json``). The JWT secret, API secret key and Fernet key are generated once into
 ``{AIRFLOW_HOME}/secrets.json`` (mode 600) so that the separately started components trust each other's
-tokens. Every server binds 127.0.0.1. The services themselves are in :mod:`mur.devstack.services`.
+tokens. Every server binds 127.0.0.1. The services themselves are in :mod:`devstack.services`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mur.devstack import secret_files
-from mur.devstack.provision import ensure_databases
+from devstack import secret_files
+from devstack.provision import ensure_databases
 from mur.errors import ServiceError
 from mur.orchestration.airflow_client import AirflowClient
 from mur.settings import PROJECT_ROOT, Settings
@@ -33,7 +33,7 @@ ADMIN_ROLE = "admin"
 # --- paths, ports, secrets -------------------------------------------------------------------------
 def airflow_home(settings: Settings) -> Path:
     """``{runtime_dir}/airflow``."""
-    return Path(settings.runtime_dir) / "airflow"
+    return Path(settings.general.runtime_dir) / "airflow"
 
 
 def dags_folder() -> Path:
@@ -43,7 +43,7 @@ def dags_folder() -> Path:
 
 def ports(settings: Settings) -> dict[str, int]:
     """Ports besides the API server's, shifted with ``airflow_port`` (8080 → Airflow's usual ones)."""
-    shift = settings.airflow_port - 8080
+    shift = settings.airflow.airflow_port - 8080
     return {"worker_logs": 8793 + shift, "trigger_logs": 8794 + shift, "scheduler": 8974 + shift}
 
 
@@ -68,16 +68,16 @@ def shared_secrets(home: Path) -> dict[str, str]:
 
 
 def admin_password(settings: Settings, home: Path | None = None) -> str:
-    """The UI admin's password: ``settings.airflow_password``, else one generated once (``passwords.json``).
+    """The UI admin's password: ``settings.airflow.airflow_password``, else one generated once (``passwords.json``).
 
     The simple auth manager reads this file; a user missing from it would get a random password printed to
     the api-server's log instead.
     """
     path = (home or airflow_home(settings)) / "passwords.json"
-    user = settings.airflow_user
+    user = settings.airflow.airflow_user
 
     def fill(data: dict[str, Any]) -> dict[str, Any] | None:
-        wanted = settings.airflow_password or data.get(user) or secrets.token_urlsafe(12)
+        wanted = settings.airflow.airflow_password or data.get(user) or secrets.token_urlsafe(12)
         return None if data.get(user) == wanted else {user: wanted}
 
     return str(secret_files.ensure(path, fill)[user])
@@ -85,7 +85,7 @@ def admin_password(settings: Settings, home: Path | None = None) -> str:
 
 def metadata_url(settings: Settings) -> str:
     """SQLAlchemy URL of Airflow's metadata DB (psycopg2 driver)."""
-    return settings.sqlalchemy_url(settings.airflow_database)
+    return settings.db.sqlalchemy_url(settings.db.airflow_database)
 
 
 def airflow_env(
@@ -95,7 +95,7 @@ def airflow_env(
     home = home or airflow_home(settings)
     keys = shared_secrets(home)
     p = ports(settings)
-    parallelism = max(2, settings.max_parallel_trainings + 2)
+    parallelism = max(2, settings.airflow.max_parallel_trainings + 2)
     return {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder()),
@@ -104,16 +104,16 @@ def airflow_env(
         "AIRFLOW__CORE__PARALLELISM": str(parallelism),
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(parallelism),
         "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{settings.airflow_url.rstrip('/')}/execution/",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{settings.airflow.airflow_url.rstrip('/')}/execution/",
         "AIRFLOW__CORE__AUTH_MANAGER": (
             "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
         ),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.airflow_user}:{ADMIN_ROLE}",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.airflow.airflow_user}:{ADMIN_ROLE}",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn or metadata_url(settings),
         "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(settings.airflow_port),
-        "AIRFLOW__API__BASE_URL": settings.airflow_url,
+        "AIRFLOW__API__PORT": str(settings.airflow.airflow_port),
+        "AIRFLOW__API__BASE_URL": settings.airflow.airflow_url,
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__API__SECRET_KEY": keys["api_secret_key"],
         "AIRFLOW__API_AUTH__JWT_SECRET": keys["jwt_secret"],
@@ -159,10 +159,10 @@ def _db_revision(settings: Settings) -> str | None:
     import psycopg2
 
     try:
-        conn = psycopg2.connect(settings.pg_dsn(settings.airflow_database), connect_timeout=5)
+        conn = psycopg2.connect(settings.db.dsn(settings.db.airflow_database), connect_timeout=5)
     except psycopg2.OperationalError as exc:
         raise ServiceError(
-            f"cannot connect to the Airflow metadata DB {settings.airflow_database}: {exc}"
+            f"cannot connect to the Airflow metadata DB {settings.db.airflow_database}: {exc}"
         ) from exc
     try:
         with conn.cursor() as cur:
@@ -187,12 +187,12 @@ def prepare(settings: Settings) -> bool:
     home.mkdir(parents=True, exist_ok=True)
     shared_secrets(home)
     admin_password(settings, home)
-    ensure_databases(settings, [settings.airflow_database])
+    ensure_databases(settings, [settings.db.airflow_database])
     stamp = home / ".migrated"
     with open(home / ".prepare.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         revision = _db_revision(settings)
-        wanted = f"{_airflow_version()} {settings.airflow_database}"
+        wanted = f"{_airflow_version()} {settings.db.airflow_database}"
         if revision is not None and stamp.exists() and stamp.read_text().split("|")[0] == wanted:
             return False
         airflow_cli(settings, "db", "migrate", timeout_s=900)

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from mur.devstack.services import Service
+from devstack.services import Service
 from mur.settings import Settings
 
 COMMAND_PROBE_INTERVAL_S = 3.0
@@ -68,9 +68,9 @@ def ray_nodes(settings: Settings, timeout_s: float = 5.0) -> list[dict[str, Any]
     CPUs, GPUs and the node's custom resources; None when the head does not answer."""
     import httpx
 
-    url = settings.ray_address.rstrip("/") + "/api/v0/nodes"
+    url = settings.ray.ray_address.rstrip("/") + "/api/v0/nodes"
     try:
-        response = httpx.get(url, params={"limit": 100}, headers=settings.ray_headers(), timeout=timeout_s)
+        response = httpx.get(url, params={"limit": 100}, headers=settings.ray.headers(), timeout=timeout_s)
         response.raise_for_status()
         rows = response.json()["data"]["result"]["result"]
     except (httpx.HTTPError, ValueError, KeyError, TypeError):

@@ -11,7 +11,7 @@ local stack must not lose them on restart. This module runs moto's own WSGI app 
 
 At start the mirror is loaded back into moto before the port opens. (About 420 lines on purpose: the hooks,
 the mirror and the WSGI wrapper only make sense together, and the file runs standalone as
-``python -m mur.devstack.s3_server`` with no other project import.) Layout::
+``python -m devstack.s3_server`` with no other project import.) Layout::
 
     DATA_DIR/buckets/<bucket>/bucket.json             account, partition, region, versioning, created
     DATA_DIR/buckets/<bucket>/objects/<sha256>.json   key name, size, etag, metadata, tags, data file
@@ -24,7 +24,7 @@ of every object (bytes, ETag incl. multipart ETags, Content-Type and user metada
 checksums, SSE fields, tags, last-modified). Not persisted: older versions and delete markers, bucket
 policies/CORS/lifecycle/notifications/encryption configs, ACLs, unfinished multipart uploads.
 
-Run: ``python -m mur.devstack.s3_server --host 127.0.0.1 --port 9000 --data-dir .runtime/s3``.
+Run: ``python -m devstack.s3_server --host 127.0.0.1 --port 9000 --data-dir .runtime/s3``.
 ``GET /_mur/health`` answers ``{"status": "ok", ...}`` once the mirror is loaded.
 """
 
@@ -50,7 +50,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("mur.devstack.s3_server")
+log = logging.getLogger("devstack.s3_server")
 
 HEALTH_PATH = "/_mur/health"
 _BUCKET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
@@ -377,7 +377,7 @@ def build_app(data_dir: Path, *, fsync: bool = True) -> PersistenceMiddleware:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point (``python -m mur.devstack.s3_server``)."""
+    """Command-line entry point (``python -m devstack.s3_server``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)

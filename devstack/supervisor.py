@@ -1,14 +1,14 @@
 """The process supervisor of the local stack: start, health-check, stop and report services.
 
 Every service is started in its own session (``start_new_session=True``); its pid file holds the session
-id, so stopping it signals every process of that session (:func:`mur.devstack.processes.terminate`: SIGTERM,
+id, so stopping it signals every process of that session (:func:`devstack.processes.terminate`: SIGTERM,
 then SIGKILL after ``stop_timeout_s``). Start is idempotent: a healthy service is left alone, a stale pid
 file is removed, a port held by some other program is an error.
 
 Files: ``{runtime_dir}/pids/NAME.pid`` (session id), ``NAME.lock`` (serialises start/stop of NAME across
 processes), ``{runtime_dir}/logs/NAME.log`` (stdout+stderr, appended, one header line per start; written by
-:mod:`mur.devstack.logwriter`, which rotates it to ``NAME.log.1`` at ``LOG_ROTATE_BYTES`` while the service
-runs, so a log never grows without bound). The services are :func:`mur.devstack.services.stack_services` unless a ``services`` table is passed.
+:mod:`devstack.logwriter`, which rotates it to ``NAME.log.1`` at ``LOG_ROTATE_BYTES`` while the service
+runs, so a log never grows without bound). The services are :func:`devstack.services.stack_services` unless a ``services`` table is passed.
 Linux only (``/proc``).
 """
 
@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from mur.devstack.health import COMMAND_PROBE_INTERVAL_S, check_text, port_open, probe
-from mur.devstack.processes import STACK_MARKER, memory_mb, session_members, terminate
-from mur.devstack.services import CORE_SERVICES as CORE_SERVICES
-from mur.devstack.services import Service, stack_services
+from devstack.health import COMMAND_PROBE_INTERVAL_S, check_text, port_open, probe
+from devstack.processes import STACK_MARKER, memory_mb, session_members, terminate
+from devstack.services import CORE_SERVICES as CORE_SERVICES
+from devstack.services import Service, stack_services
 from mur.errors import MurError, ServiceError
+from mur.waiting import wait_until
 
 if TYPE_CHECKING:
     from mur.settings import Settings
@@ -83,12 +84,12 @@ class ServiceStatus:
 # --- paths ---------------------------------------------------------------------------------------
 def pid_path(settings: Settings, name: str) -> Path:
     """Pid file of service ``name`` (holds its session id)."""
-    return Path(settings.runtime_dir) / "pids" / f"{name}.pid"
+    return Path(settings.general.runtime_dir) / "pids" / f"{name}.pid"
 
 
 def log_path(settings: Settings, name: str) -> Path:
     """Log file of service ``name``."""
-    return Path(settings.runtime_dir) / "logs" / f"{name}.log"
+    return Path(settings.general.runtime_dir) / "logs" / f"{name}.log"
 
 
 def running_pid(settings: Settings, name: str, *, clean: bool = False) -> int | None:
@@ -153,12 +154,12 @@ def _wait_healthy(
     writer: subprocess.Popen[bytes] | None = None,
 ) -> None:
     """Poll the health check until it passes; fail early when the process dies."""
-    deadline = time.monotonic() + timeout_s
     check = check_text(service)
-    while True:
+
+    def healthy() -> bool:
         rc = proc.poll() if proc is not None else None
         if rc is None and probe(service):
-            return
+            return True
         died = None
         if rc is not None:
             died = f"exited with code {rc}"
@@ -172,13 +173,19 @@ def _wait_healthy(
                 f"{service.name} {died} before answering {check}; last lines of {log}:\n"
                 + _log_tail(log, offset)
             )
-        if time.monotonic() > deadline:
-            raise ServiceError(
-                f"{service.name} did not answer {check} within {timeout_s:.0f} s; last lines of {log}:\n"
-                + _log_tail(log, offset)
-                + _diagnosis(service)
-            )
-        time.sleep(COMMAND_PROBE_INTERVAL_S if service.health_cmd else 0.3)
+        return False
+
+    wait_until(
+        healthy,
+        what=f"{service.name} to answer {check}",
+        timeout_s=timeout_s,
+        interval_s=COMMAND_PROBE_INTERVAL_S if service.health_cmd else 0.3,
+        error=lambda _: ServiceError(
+            f"{service.name} did not answer {check} within {timeout_s:.0f} s; last lines of {log}:\n"
+            + _log_tail(log, offset)
+            + _diagnosis(service)
+        ),
+    )
 
 
 # --- start / stop / status of one service --------------------------------------------------------
@@ -237,13 +244,13 @@ def _launch(
 ) -> tuple[subprocess.Popen[bytes], int, subprocess.Popen[bytes]]:
     """Spawn the service in a new session, its output piped to a log writer; return (process, offset, writer).
 
-    The writer (:mod:`mur.devstack.logwriter`) runs in a session of its own, so stopping the service's
+    The writer (:mod:`devstack.logwriter`) runs in a session of its own, so stopping the service's
     session leaves it to drain the pipe and exit at EOF; it carries no stack marker, so it never counts as
     a leftover of the stack.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     pid_path(settings, service.name).parent.mkdir(parents=True, exist_ok=True)
-    cwd = service.cwd or Path(settings.runtime_dir)
+    cwd = service.cwd or Path(settings.general.runtime_dir)
     cwd.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **service.env}
     for name in service.env_unset:

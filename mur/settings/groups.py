@@ -1,18 +1,15 @@
-"""One pydantic Settings object for every process (env prefix ``MUR_``).
-
-Entry points create it with :func:`get_settings` and pass it down; nothing here runs at import time.
-Every field is documented in ``.env.example``.
-"""
+"""The settings groups, one per component: each reads its own ``MUR_*`` variables (the field name,
+upper-cased: ``MUR_PG_HOST``), then ``.env``, then one file a secret in ``MUR_SECRETS_DIR``."""
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -21,12 +18,35 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev-secret-key", "placeholder"}
+from mur.model.quantile_config import check_quantile_config
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DRIFT_FEATURES = ("abs_log_return", "log_range", "log_volume")
+"""The inputs whose drift monitoring measures (``mur.monitoring.compute.drift_inputs``)."""
 
 
-class Settings(BaseSettings):
-    """Configuration for training, serving, orchestration and the dashboard."""
+def _split(value: object, lower: bool) -> object:
+    """A comma list (or a JSON list) from the environment; lists pass through."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    items = json.loads(text) if lower and text.startswith("[") else text.strip("[]").split(",")
+    return [str(p).strip().lower() if lower else str(p).strip() for p in items if str(p).strip()]
+
+
+Names = Annotated[list[str], NoDecode, BeforeValidator(lambda v: _split(v, lower=True))]
+_numbers = BeforeValidator(lambda v: _split(v, lower=False))
+
+
+def _known_drift_features(value: list[str]) -> list[str]:
+    unknown = [v for v in value if v not in DRIFT_FEATURES]
+    if unknown:
+        raise ValueError(f"unknown drift input(s) {unknown}: choose among {', '.join(DRIFT_FEATURES)}")
+    return value
+
+
+class _Group(BaseSettings):
+    """One component's settings: ``MUR_<FIELD>`` variables, ``.env``, secret files."""
 
     model_config = SettingsConfigDict(
         env_prefix="MUR_", env_file=".env", extra="ignore", populate_by_name=True
@@ -50,18 +70,28 @@ class Settings(BaseSettings):
             sources += (SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir),)
         return sources
 
-    # --- general -------------------------------------------------------------------------------
+
+class General(_Group):
+    """Which environment, where local state lives, the pairs."""
+
     env: Literal["development", "test", "production"] = "development"
     runtime_dir: Path = Field(default=PROJECT_ROOT / ".runtime", description="pids, logs, local state")
     secrets_dir: Path | None = Field(
         default=None, description="a directory of secret files, one per setting (mur_s3_secret_key, …)"
     )
-    pairs: Annotated[list[str], NoDecode] = Field(
+    pairs: Names = Field(
         default_factory=lambda: ["btc_usdt", "eth_usdt", "sol_usdt", "bnb_usdt", "xrp_usdt"],
         description="trading pairs trained and served",
     )
+    git_commit: str | None = Field(
+        default=None,
+        description="the commit a training is tagged with (a Ray job's submitter sets it; None: git)",
+    )
 
-    # --- market data ---------------------------------------------------------------------------
+
+class Data(_Group):
+    """Market data: bundled or Binance, synthetic and added pairs."""
+
     market_data: Literal["bundled", "binance"] = "bundled"
     synthetic_pairs: int = Field(
         default=0,
@@ -81,7 +111,29 @@ class Settings(BaseSettings):
     binance_backoff_s: float = 0.5
     gap_policy: Literal["ffill"] = "ffill"
 
-    # --- features / model ----------------------------------------------------------------------
+
+class Clock(_Group):
+    """The market clock (mur/clock.py; ignored with market_data=binance: real time)."""
+
+    clock_start: datetime | None = Field(
+        default=None,
+        description="market time at clock_origin (None: this week's weekday and hour in Nov 2024)",
+    )
+    clock_speed: float = Field(
+        default=1.0,
+        ge=0,
+        le=100_000,
+        description="market seconds per wall second (60: an hour a minute; 0: frozen)",
+    )
+    clock_origin: float | None = Field(
+        default=None,
+        description="wall time (Unix s) at which the market stood at clock_start (mur up sets it)",
+    )
+
+
+class ModelShape(_Group):
+    """Features and network: what the model reads and forecasts."""
+
     seq_len: int = Field(default=24, ge=2, description="hours the recurrent core reads")
     context_len: int = Field(
         default=168, ge=26, description="hours of candles the model takes (volatility context, >= seq_len)"
@@ -89,10 +141,10 @@ class Settings(BaseSettings):
     feature_set: Literal["extended", "reference"] = Field(
         default="extended", description="extended = the reference 9 columns + hour + volume"
     )
-    horizons: Annotated[list[int], NoDecode] = Field(
+    horizons: Annotated[list[int], NoDecode, _numbers] = Field(
         default_factory=lambda: [1, 4, 24], description="forecast horizons in hours (comma list)"
     )
-    quantile_levels: Annotated[list[float], NoDecode] = Field(
+    quantile_levels: Annotated[list[float], NoDecode, _numbers] = Field(
         default_factory=lambda: [0.05, 0.5, 0.95],
         description="quantile levels (comma list, >= 3 including 0.5; the outer two form the interval)",
     )
@@ -101,6 +153,18 @@ class Settings(BaseSettings):
     hidden_size: int = Field(default=32, ge=1)
     num_layers: int = Field(default=2, ge=1)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check_forecast_shape(self) -> ModelShape:
+        check_quantile_config(tuple(self.horizons), tuple(self.quantile_levels))
+        if self.context_len < self.seq_len + 1:
+            raise ValueError(f"context_len ({self.context_len}) must exceed seq_len ({self.seq_len})")
+        return self
+
+
+class Training(_Group):
+    """How a model is trained (Ray Train workers included)."""
+
     epochs: int = Field(default=30, ge=1)
     batch_size: int = Field(default=256, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
@@ -123,7 +187,22 @@ class Settings(BaseSettings):
     weight_decay: float = Field(
         default=0.0, ge=0.0, lt=1.0, description="decoupled weight decay (AdamW); 0 = plain Adam"
     )
-    # --- hyper-parameter search (mur tune, docs/tuning.md) ---
+    num_workers: int = Field(default=2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+    max_failures: int = 2
+    checkpoint_every_epochs: int = Field(
+        default=2,
+        ge=1,
+        description="Ray Train checkpoints a pair every N epochs and at its last (a restart redoes < N epochs)",
+    )
+    job_timeout_s: int = 3600
+
+
+class Tuning(_Group):
+    """Hyper-parameter search (mur tune, docs/tuning.md)."""
+
     use_tuned_configs: bool = Field(
         default=True,
         description="registered trainings (scheduled, mur train --register) use the pair's active tuned "
@@ -144,7 +223,10 @@ class Settings(BaseSettings):
         default=None, description="mur_tuning DAG schedule (cron or preset, e.g. @weekly); none = manual only"
     )
 
-    # --- Ray -----------------------------------------------------------------------------------
+
+class Ray(_Group):
+    """The Ray cluster."""
+
     ray_address: str = "http://127.0.0.1:8265"
     ray_auth_mode: Literal["token", "disabled"] = Field(
         default="token",
@@ -158,18 +240,7 @@ class Settings(BaseSettings):
     )
     ray_gcs_port: int = Field(default=6380, description="Ray GCS port (6379 is Redis here)")
     ray_dashboard_port: int = 8265
-    num_workers: int = Field(default=2, ge=1)
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 1.0
-    max_failures: int = 2
-    checkpoint_every_epochs: int = Field(
-        default=2,
-        ge=1,
-        description="Ray Train checkpoints a pair every N epochs and at its last (a restart redoes < N epochs)",
-    )
     ray_storage_path: str | None = Field(default=None, description="Ray Train storage (s3://… or a dir)")
-    job_timeout_s: int = 3600
     ray_num_cpus: int | None = Field(default=None, description="Ray head's CPUs (None: max(4, cores))")
     ray_object_store_mb: int = Field(default=1024, ge=100, description="Ray head's object store size")
     ray_nodes: int = Field(
@@ -185,7 +256,23 @@ class Settings(BaseSettings):
         "(one worker per node, e.g. DDP across machines)",
     )
 
-    # --- MLflow / S3 ---------------------------------------------------------------------------
+    def headers(self) -> dict[str, str]:
+        """HTTP headers for Ray's dashboard, Jobs and Serve REST APIs (the bearer token when auth is on)."""
+        if self.ray_auth_mode == "token" and self.ray_auth_token:
+            return {"Authorization": f"Bearer {self.ray_auth_token}"}
+        return {}
+
+    def auth_env(self) -> dict[str, str]:
+        """``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN`` for a process that runs Ray (a head, a node, a driver)."""
+        env: dict[str, str] = {"RAY_AUTH_MODE": self.ray_auth_mode}
+        if self.ray_auth_mode == "token" and self.ray_auth_token:
+            env["RAY_AUTH_TOKEN"] = self.ray_auth_token
+        return env
+
+
+class Registry(_Group):
+    """MLflow, its S3 artifact store, and the promotion gate."""
+
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"
     mlflow_port: int = 5000
     mlflow_experiment: str = "make-us-rich"
@@ -205,7 +292,19 @@ class Settings(BaseSettings):
         default="mur-", description="registered model name prefix (mur-{pair}); tests use a private one"
     )
 
-    # --- PostgreSQL ----------------------------------------------------------------------------
+    def s3_env(self) -> dict[str, str]:
+        """Environment that points boto3/MLflow at the S3 server."""
+        return {
+            "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+
+class Database(_Group):
+    """PostgreSQL."""
+
     pg_host: str = "127.0.0.1"
     pg_port: int = 5432
     pg_user: str = "postgres"
@@ -223,24 +322,41 @@ class Settings(BaseSettings):
         default=15.0, gt=0, description="cancel application statements running longer (None: no limit)"
     )
 
-    # --- Serve / API ---------------------------------------------------------------------------
+    def dsn(self, database: str | None = None) -> str:
+        """libpq DSN for ``database`` (default: the app database)."""
+        auth = self.pg_user + (f":{self.pg_password}" if self.pg_password else "")
+        return f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{database or self.pg_database}"
+
+    def app_dsn(self) -> str:
+        """libpq DSN of the application's own role (``pg_app_user``) on the app database; ``dsn()``
+        without one. Migrations and provisioning connect as ``pg_user`` (the owner) instead."""
+        if not self.pg_app_user:
+            return self.dsn()
+        auth = self.pg_app_user + (f":{self.pg_app_password}" if self.pg_app_password else "")
+        return f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
+
+    def sqlalchemy_url(self, database: str) -> str:
+        """SQLAlchemy URL with the psycopg2 driver (SQLAlchemy 2.1 defaults to psycopg 3)."""
+        return self.dsn(database).replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+class Serving(_Group):
+    """Ray Serve and the API."""
+
     serve_host: str = "127.0.0.1"
     serve_port: int = 8000
+    serve_app_name: str = Field(default="mur", description="Ray Serve application name")
     serve_min_replicas: int = 1
     serve_max_replicas: int = 2
     serve_target_ongoing_requests: float = 8
-    serve_batch_max_size: int = 32
-    serve_batch_wait_s: float = 0.001
-    registry_poll_s: float = 30.0
-    market_refresh_s: float = 60.0
-    default_monthly_quota: int = 1000
-    serve_app_name: str = Field(default="mur", description="Ray Serve application name")
     serve_upscale_delay_s: float = Field(
         default=10.0, ge=0, description="autoscaling: load held before adding"
     )
     serve_downscale_delay_s: float = Field(
         default=120.0, ge=0, description="autoscaling: idle before removing"
     )
+    serve_batch_max_size: int = 32
+    serve_batch_wait_s: float = 0.001
     serve_models_per_replica: int = Field(
         default=256, ge=1, description="multiplexed Forecaster: models kept per replica (LRU size)"
     )
@@ -256,26 +372,21 @@ class Settings(BaseSettings):
         description="GETs of a multiplexed pair's latest forecast share one computed answer this long "
         "(same champion, same market hour; 0: every GET asks the Forecaster)",
     )
-    serve_dedicated_pairs: Annotated[list[str], NoDecode] = Field(
+    serve_dedicated_pairs: Names = Field(
         default_factory=list, description="hot pairs served by their own autoscaled deployment"
     )
-    # --- Market clock (mur/clock.py; ignored with market_data=binance: real time) ----------------------
-    clock_start: datetime | None = Field(
-        default=None,
-        description="market time at clock_origin (None: this week's weekday and hour in Nov 2024)",
-    )
-    clock_speed: float = Field(
-        default=1.0,
-        ge=0,
-        le=100_000,
-        description="market seconds per wall second (60: an hour a minute; 0: frozen)",
-    )
-    clock_origin: float | None = Field(
-        default=None,
-        description="wall time (Unix s) at which the market stood at clock_start (mur up sets it)",
-    )
+    registry_poll_s: float = 30.0
+    market_refresh_s: float = 60.0
+    default_monthly_quota: int = 1000
 
-    # --- Airflow -------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://{self.serve_host}:{self.serve_port}"
+
+
+class Airflow(_Group):
+    """Airflow: the schedules, training batches, alerts to Discord."""
+
     airflow_port: int = 8080
     airflow_url: str = "http://127.0.0.1:8080"
     airflow_user: str = "admin"
@@ -293,7 +404,10 @@ class Settings(BaseSettings):
     discord_webhook_url: str | None = None
     discord_notify_success: bool = False
 
-    # --- Monitoring (mur/monitoring, docs/monitoring.md) ---------------------------------------------
+
+class Monitoring(_Group):
+    """Monitoring and online calibration (mur/monitoring, docs/monitoring.md)."""
+
     monitor_window_hours: int = Field(
         default=48, ge=1, le=2000, description="resolved 1 h forecasts per rolling window"
     )
@@ -313,7 +427,7 @@ class Settings(BaseSettings):
     monitor_ks_p_below: float = Field(
         default=1e-4, gt=0, lt=1, description="... and its KS p-value below this"
     )
-    monitor_drift_alert_features: Annotated[list[str], NoDecode] = Field(
+    monitor_drift_alert_features: Annotated[Names, AfterValidator(_known_drift_features)] = Field(
         default_factory=lambda: ["abs_log_return"],
         description="inputs whose drift raises an alert (the others are reported only)",
     )
@@ -341,13 +455,16 @@ class Settings(BaseSettings):
         description="serving reads a pair's online scales at most this often (wall seconds)",
     )
 
-    # --- Dashboard -----------------------------------------------------------------------------
+
+class Dashboard(_Group):
+    """The dashboard and its accounts (sessions, login limits, registration)."""
+
     dash_host: str = "127.0.0.1"
     dash_port: int = 8050
+    api_public_url: str | None = Field(default=None, description="Serve API URL shown in curl examples")
     secret_key: str | None = Field(
         default=None, description="Flask session key; required outside development"
     )
-    api_public_url: str | None = Field(default=None, description="Serve API URL shown in curl examples")
     login_max_attempts: int = Field(
         default=5, ge=1, description="failed logins per (username, client IP) within the window"
     )
@@ -371,118 +488,3 @@ class Settings(BaseSettings):
         default=5, ge=1, description="registration attempts per client IP within registration_window_s"
     )
     registration_window_s: int = Field(default=3600, ge=1)
-
-    @field_validator("horizons", "quantile_levels", mode="before")
-    @classmethod
-    def _split_numbers(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip().strip("[]")
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
-
-    @model_validator(mode="after")
-    def _check_forecast_shape(self) -> Settings:
-        from mur.model.quantile_config import check_quantile_config
-
-        check_quantile_config(tuple(self.horizons), tuple(self.quantile_levels))
-        if self.context_len < self.seq_len + 1:
-            raise ValueError(f"context_len ({self.context_len}) must exceed seq_len ({self.seq_len})")
-        return self
-
-    @field_validator("pairs", "serve_dedicated_pairs", "monitor_drift_alert_features", mode="before")
-    @classmethod
-    def _split_pairs(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                import json
-
-                return [str(p).strip().lower() for p in json.loads(text)]
-            return [p.strip().lower() for p in text.split(",") if p.strip()]
-        return value
-
-    @field_validator("monitor_drift_alert_features", mode="after")
-    @classmethod
-    def _known_drift_features(cls, value: list[str]) -> list[str]:
-        from mur.monitoring.report import DRIFT_FEATURES
-
-        unknown = [v for v in value if v not in DRIFT_FEATURES]
-        if unknown:
-            raise ValueError(f"unknown drift input(s) {unknown}: choose among {', '.join(DRIFT_FEATURES)}")
-        return value
-
-    @model_validator(mode="after")
-    def _production_secrets(self) -> Settings:
-        if self.env == "production":
-            if (self.secret_key or "") in PLACEHOLDER_SECRETS:
-                raise ValueError("MUR_SECRET_KEY must be set to a real secret in production")
-            if self.s3_access_key in PLACEHOLDER_SECRETS | {"minioadmin"}:
-                raise ValueError("MUR_S3_ACCESS_KEY must not be the default minioadmin in production")
-            if self.s3_secret_key in PLACEHOLDER_SECRETS | {"minioadmin"}:
-                raise ValueError("MUR_S3_SECRET_KEY must be set to a real secret in production")
-            if self.pg_password in PLACEHOLDER_SECRETS | {"postgres"}:
-                raise ValueError("MUR_PG_PASSWORD must be set to a real password in production")
-            if self.pg_app_user and self.pg_app_password in PLACEHOLDER_SECRETS:
-                raise ValueError("MUR_PG_APP_PASSWORD must be set to a real password in production")
-            if self.ray_auth_mode != "token":
-                raise ValueError("RAY_AUTH_MODE must be token in production (Ray runs code for its callers)")
-            if self.ray_auth_token is not None and len(self.ray_auth_token) < 32:
-                raise ValueError("RAY_AUTH_TOKEN must be a real secret in production (32+ characters)")
-        return self
-
-    # --- derived -------------------------------------------------------------------------------
-    def pg_dsn(self, database: str | None = None) -> str:
-        """libpq DSN for ``database`` (default: the app database)."""
-        auth = self.pg_user + (f":{self.pg_password}" if self.pg_password else "")
-        return f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{database or self.pg_database}"
-
-    def app_dsn(self) -> str:
-        """libpq DSN of the application's own role (``pg_app_user``) on the app database; ``pg_dsn()``
-        without one. Migrations and provisioning connect as ``pg_user`` (the owner) instead."""
-        if not self.pg_app_user:
-            return self.pg_dsn()
-        auth = self.pg_app_user + (f":{self.pg_app_password}" if self.pg_app_password else "")
-        return f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
-
-    def sqlalchemy_url(self, database: str) -> str:
-        """SQLAlchemy URL with the psycopg2 driver (SQLAlchemy 2.1 defaults to psycopg 3)."""
-        return self.pg_dsn(database).replace("postgresql://", "postgresql+psycopg2://", 1)
-
-    @property
-    def registration_mode(self) -> Literal["open", "invite", "closed"]:
-        """``registration``, or its default: invite-only in production, open elsewhere."""
-        if self.registration is not None:
-            return self.registration
-        return "invite" if self.env == "production" else "open"
-
-    @property
-    def serve_url(self) -> str:
-        return f"http://{self.serve_host}:{self.serve_port}"
-
-    def ray_headers(self) -> dict[str, str]:
-        """HTTP headers for Ray's dashboard, Jobs and Serve REST APIs (the bearer token when auth is on)."""
-        if self.ray_auth_mode == "token" and self.ray_auth_token:
-            return {"Authorization": f"Bearer {self.ray_auth_token}"}
-        return {}
-
-    def ray_auth_env(self) -> dict[str, str]:
-        """``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN`` for a process that runs Ray (a head, a node, a driver)."""
-        env: dict[str, str] = {"RAY_AUTH_MODE": self.ray_auth_mode}
-        if self.ray_auth_mode == "token" and self.ray_auth_token:
-            env["RAY_AUTH_TOKEN"] = self.ray_auth_token
-        return env
-
-    def s3_env(self) -> dict[str, str]:
-        """Environment that points boto3/MLflow at the S3 server."""
-        return {
-            "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint_url,
-            "AWS_ACCESS_KEY_ID": self.s3_access_key,
-            "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """Process-wide settings (read from the environment once)."""
-    return Settings()

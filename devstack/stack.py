@@ -2,14 +2,14 @@
 
 Steps of :func:`bring_up` (each prints its progress):
 
-1. settings (:func:`mur.devstack.config.align_settings`): URLs follow the ports and are exported, with
+1. settings (:func:`devstack.config.align_settings`): URLs follow the ports and are exported, with
    ``MUR_RUNTIME_DIR``, to every process started from here;
 2. PostgreSQL: the app, MLflow and Airflow databases exist; ``sql/`` migrations are applied;
-3. services (:mod:`mur.devstack.services`, run by :mod:`mur.devstack.supervisor`): ray alone first, then
+3. services (:mod:`devstack.services`, run by :mod:`devstack.supervisor`): ray alone first, then
    each service once its dependencies are healthy, up to 3 side by side; a failure names the service and
    quotes its log;
 4. the admin user (dashboard + API), created once with a generated password printed once;
-5. training (:mod:`mur.devstack.first_run`): the training DAG is triggered through Airflow's REST API for
+5. training (:mod:`devstack.first_run`): the training DAG is triggered through Airflow's REST API for
    the pairs that have no champion yet, then unpaused; without Airflow, Ray jobs are submitted directly;
 6. waiting until Serve answers ``GET /v1/forecast/{pair}`` for every pair, then the URLs and logins.
 """
@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devstack import airflow, first_run, supervisor
+from devstack.config import align_settings, fix_market_clock, pause_market_clock, remembered_ray_nodes
+from devstack.first_run import AdminResult
+from devstack.processes import leftover_processes
+from devstack.provision import ensure_databases
+from devstack.services import Service, stack_services
+from devstack.supervisor import StartResult, StopResult
 from mur.clock import MarketClock
-from mur.devstack import airflow, first_run, supervisor
-from mur.devstack.config import align_settings, fix_market_clock, pause_market_clock, remembered_ray_nodes
-from mur.devstack.first_run import AdminResult
-from mur.devstack.processes import leftover_processes
-from mur.devstack.provision import ensure_databases
-from mur.devstack.services import Service, stack_services
-from mur.devstack.supervisor import StartResult, StopResult
 from mur.errors import MurError
 from mur.orchestration import DAG_ID, MONITORING_DAG_ID
 from mur.settings import Settings
@@ -48,7 +48,7 @@ class UpOptions:
     """What ``mur up`` was asked for (CLI options)."""
 
     pairs: list[str] | None = None
-    """Pairs to train and wait for (default: ``settings.pairs``)."""
+    """Pairs to train and wait for (default: ``settings.general.pairs``)."""
     epochs: int | None = None
     train_days: int | None = None
     hidden_size: int | None = None
@@ -80,7 +80,7 @@ class UpOptions:
             "num_workers": self.num_workers,
         }
         configured = (  # a value other than the default (a copied .env.example repeats the defaults)
-            {k for k in QUICK_TRAINING if getattr(settings, k) != type(settings).model_fields[k].default}
+            set(QUICK_TRAINING) & settings.flat(exclude_defaults=True).keys()
             if settings is not None
             else set(QUICK_TRAINING)
         )
@@ -117,11 +117,8 @@ def fast_market_training(settings: Settings, clock: MarketClock, say: Say) -> Se
     defaults) and say so; exported to every service, like the clock."""
     if not fast_clock(clock):
         return settings
-    quick = {
-        k: v
-        for k, v in QUICK_TRAINING.items()
-        if getattr(settings, k) == type(settings).model_fields[k].default
-    }
+    changed = settings.flat(exclude_defaults=True)
+    quick = {k: v for k, v in QUICK_TRAINING.items() if k not in changed}
     if not quick:
         return settings
     for name, value in quick.items():
@@ -131,7 +128,7 @@ def fast_market_training(settings: Settings, clock: MarketClock, say: Say) -> Se
         + ", ".join(f"{k}={v}" for k, v in quick.items())
         + f" to fit a market hour ({clock.seconds_per_hour:.0f} s); set MUR_* to override"
     )
-    return settings.model_copy(update=quick)
+    return settings.replace(**quick)
 
 
 # --- starting services -----------------------------------------------------------------------------------
@@ -231,27 +228,27 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
     from mur.db import migrate
 
     began = time.monotonic()
-    previous_nodes = remembered_ray_nodes(settings.runtime_dir) or 1
+    previous_nodes = remembered_ray_nodes(settings.general.runtime_dir) or 1
     settings = align_settings(settings)
-    if previous_nodes > settings.ray_nodes:  # `mur up --nodes N` with fewer nodes than before: stop the rest
-        wider = stack_services(settings.model_copy(update={"ray_nodes": previous_nodes}))
-        surplus = [f"ray-node-{k}" for k in range(settings.ray_nodes + 1, previous_nodes + 1)]
+    if (
+        previous_nodes > settings.ray.ray_nodes
+    ):  # `mur up --nodes N` with fewer nodes than before: stop the rest
+        wider = stack_services(settings.replace(ray_nodes=previous_nodes))
+        surplus = [f"ray-node-{k}" for k in range(settings.ray.ray_nodes + 1, previous_nodes + 1)]
         supervisor.down(settings, surplus, services=wider, progress=say)
     running = any(supervisor.running_pid(settings, name) for name in stack_services(settings))
     clock = fix_market_clock(settings, speed=options.speed, running=running)
-    settings = settings.model_copy(
-        update={"clock_start": clock.start, "clock_origin": clock.origin, "clock_speed": clock.speed}
-    )
+    settings = settings.replace(clock_start=clock.start, clock_origin=clock.origin, clock_speed=clock.speed)
     settings = fast_market_training(settings, clock, say)
     report = UpReport(settings)
-    pairs = first_run.validate_pairs(settings, options.pairs or settings.pairs)
-    say(f"runtime dir {settings.runtime_dir} (pids, logs, S3 data, Airflow home)")
+    pairs = first_run.validate_pairs(settings, options.pairs or settings.general.pairs)
+    say(f"runtime dir {settings.general.runtime_dir} (pids, logs, S3 data, Airflow home)")
     say(clock_line(clock))
 
-    say(f"PostgreSQL {settings.pg_host}:{settings.pg_port}: databases …")
+    say(f"PostgreSQL {settings.db.pg_host}:{settings.db.pg_port}: databases …")
     created = ensure_databases(settings)
     say(
-        f"  databases {', '.join([settings.pg_database, settings.mlflow_database, settings.airflow_database])}"
+        f"  databases {', '.join([settings.db.pg_database, settings.db.mlflow_database, settings.db.airflow_database])}"
         + (f" (created {', '.join(created)})" if created else " (exist)")
     )
     migration = migrate(settings)
@@ -293,7 +290,7 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
             first_run.wait_for_dag(client, DAG_ID, 300, say)
             conf = {"pairs": missing, **options.training_conf(settings)}
             scheduled = None
-            if fast_clock(clock) and not options.retrain and set(missing) <= set(settings.pairs):
+            if fast_clock(clock) and not options.retrain and set(missing) <= set(settings.general.pairs):
                 # the scheduled runs train the same quick model: follow the first instead of a second one
                 client.set_paused(DAG_ID, False)
                 scheduled = first_run.first_scheduled_run(client, timeout_s=120)
@@ -363,11 +360,11 @@ def _local(host: str) -> str:
 def urls(settings: Settings) -> dict[str, str]:
     """What to open in a browser."""
     return {
-        "Dashboard": f"http://{_local(settings.dash_host)}:{settings.dash_port}/",
-        "API docs": f"http://{_local(settings.serve_host)}:{settings.serve_port}/docs",
-        "Airflow UI": settings.airflow_url.rstrip("/") + "/",
-        "MLflow UI": settings.mlflow_tracking_uri.rstrip("/") + "/",
-        "Ray dashboard": settings.ray_address.rstrip("/") + "/",
+        "Dashboard": f"http://{_local(settings.dashboard.dash_host)}:{settings.dashboard.dash_port}/",
+        "API docs": f"http://{_local(settings.serving.serve_host)}:{settings.serving.serve_port}/docs",
+        "Airflow UI": settings.airflow.airflow_url.rstrip("/") + "/",
+        "MLflow UI": settings.registry.mlflow_tracking_uri.rstrip("/") + "/",
+        "Ray dashboard": settings.ray.ray_address.rstrip("/") + "/",
     }
 
 
@@ -408,8 +405,8 @@ def summary_lines(report: UpReport, registry_names: Iterable[str] = ()) -> list[
         else:
             lines.append(f"  API token      create one: mur tokens create {admin.username} --name mine")
     if not names or "airflow-api-server" in names:
-        where = "MUR_AIRFLOW_PASSWORD" if s.airflow_password else "`mur airflow password`"
-        lines.append(f"  Airflow login  {s.airflow_user}  (password: {where})")
+        where = "MUR_AIRFLOW_PASSWORD" if s.airflow.airflow_password else "`mur airflow password`"
+        lines.append(f"  Airflow login  {s.airflow.airflow_user}  (password: {where})")
     if report.forecasts:
         lines.append("")
         lines.append("  forecasts served now:")
@@ -419,11 +416,11 @@ def summary_lines(report: UpReport, registry_names: Iterable[str] = ()) -> list[
                 f"model v{f.get('model_version')}   for {f.get('target_time')}"
             )
         pair = next(iter(report.forecasts))
-        api = f"http://{_local(s.serve_host)}:{s.serve_port}"
+        api = f"http://{_local(s.serving.serve_host)}:{s.serving.serve_port}"
         lines.append("")
         lines.append(f'  try: curl -H "Authorization: Bearer $TOKEN" {api}/v1/forecast/{pair}')
     lines.append("")
-    lines.append(f"  status: mur status · stop: mur down · logs: {Path(s.runtime_dir) / 'logs'}/")
+    lines.append(f"  status: mur status · stop: mur down · logs: {Path(s.general.runtime_dir) / 'logs'}/")
     return lines
 
 

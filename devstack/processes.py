@@ -132,7 +132,7 @@ def leftover_processes(settings: Settings) -> list[tuple[int, str]]:
     ``mur up`` exports the marker, so every service, Airflow task, Ray worker and job inherits it (a user's
     shell does not, even with ``MUR_RUNTIME_DIR`` exported).
     """
-    marker = f"{STACK_MARKER}={Path(settings.runtime_dir).resolve()}".encode()
+    marker = f"{STACK_MARKER}={Path(settings.general.runtime_dir).resolve()}".encode()
     mine = _ancestors(os.getpid())
     found = []
     for pid in _pids():

@@ -140,9 +140,7 @@ def write_launcher(path: Path, haproxy: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-I", str(Path(__file__).resolve()), "--haproxy", haproxy]
     text = (
-        "#!/bin/sh\n# written by mur: see mur/devstack/haproxy_wrapper.py\nexec "
-        + shlex.join(argv)
-        + ' "$@"\n'
+        "#!/bin/sh\n# written by mur: see devstack/haproxy_wrapper.py\nexec " + shlex.join(argv) + ' "$@"\n'
     )
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from devstack import secret_files
+from devstack.processes import STACK_MARKER
 from mur.clock import MarketClock, default_start, read_clock_state, requested_start_of, write_clock_state
-from mur.devstack import secret_files
-from mur.devstack.processes import STACK_MARKER
 from mur.errors import ConfigError
 from mur.settings import Settings, get_settings
 
@@ -45,7 +45,7 @@ head, every node and every client. The local stack generates one token into its 
 
 def ray_token(settings: Settings) -> str:
     """``RAY_AUTH_TOKEN``, else a token generated once into ``{runtime_dir}/stack-secrets.json`` (mode 600)."""
-    return settings.ray_auth_token or _generated_secret(
+    return settings.ray.ray_auth_token or _generated_secret(
         settings, "ray_auth_token", lambda: secrets.token_hex(32)
     )
 
@@ -57,7 +57,7 @@ def _generated_secret(settings: Settings, key: str, make: Callable[[], str]) -> 
         value = data.get(key)
         return None if isinstance(value, str) and len(value) >= 32 else {key: make()}
 
-    return str(secret_files.ensure(Path(settings.runtime_dir) / SECRETS_FILE, fill)[key])
+    return str(secret_files.ensure(Path(settings.general.runtime_dir) / SECRETS_FILE, fill)[key])
 
 
 SECRETS_DIR = "secrets"
@@ -68,12 +68,12 @@ def write_secrets_dir(settings: Settings) -> Path:
     """The stack's S3 keys as one file each in ``{runtime_dir}/secrets`` (directory 700, files 600), the
     ``MUR_SECRETS_DIR`` that a Ray job reads them from (Settings' secrets source) instead of the Ray head's
     environment or the job's runtime env, which Ray logs."""
-    folder = Path(settings.runtime_dir) / SECRETS_DIR
+    folder = Path(settings.general.runtime_dir) / SECRETS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
     for name, field_name in S3_SECRET_FILES.items():
         path = folder / name
-        value = str(getattr(settings, field_name))
+        value = str(settings.flat()[field_name])
         if not path.exists() or path.read_text() != value:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
@@ -114,10 +114,10 @@ def align_settings(settings: Settings, *, export: bool = True) -> Settings:
     Airflow task, Ray job and Serve replica started from this process sees the same settings.
     """
     update: dict[str, Any] = {}
+    values, explicit = settings.flat(), settings.flat(exclude_unset=True)
     for url_field, port_field in URL_FIELDS.items():
-        port = getattr(settings, port_field)
-        url = getattr(settings, url_field)
-        if url_field not in settings.model_fields_set:
+        port, url = values[port_field], values[url_field]
+        if url_field not in explicit:
             wanted = f"http://127.0.0.1:{port}"
             if url != wanted:
                 update[url_field] = wanted
@@ -128,14 +128,16 @@ def align_settings(settings: Settings, *, export: bool = True) -> Settings:
                 f"MUR_{url_field.upper()}={url} does not match MUR_{port_field.upper()}={port}: "
                 f"set one of them only (the URL follows the port)"
             )
-    runtime_dir = Path(settings.runtime_dir).resolve()
+    runtime_dir = Path(settings.general.runtime_dir).resolve()
     update["runtime_dir"] = runtime_dir
-    aligned = settings.model_copy(update=update)
-    if aligned.ray_auth_mode == "token" and not aligned.ray_auth_token:  # the stack's token, from its secrets
-        aligned = aligned.model_copy(update={"ray_auth_token": ray_token(aligned)})
+    aligned = settings.replace(**update)
+    if (
+        aligned.ray.ray_auth_mode == "token" and not aligned.ray.ray_auth_token
+    ):  # the stack's token, from its secrets
+        aligned = aligned.replace(ray_auth_token=ray_token(aligned))
     nodes = stack_ray_nodes(aligned, remember=export)
-    if nodes != aligned.ray_nodes:
-        aligned = aligned.model_copy(update={"ray_nodes": nodes})
+    if nodes != aligned.ray.ray_nodes:
+        aligned = aligned.replace(ray_nodes=nodes)
     if export:
         update["ray_nodes"] = nodes
         for name, value in update.items():
@@ -153,13 +155,13 @@ def stack_ray_nodes(settings: Settings, *, remember: bool) -> int:
     """The stack's Ray node count: ``MUR_RAY_NODES`` (``mur up --nodes N``) when set, remembered in the runtime
     dir (with ``remember``), else the remembered one, so that ``mur status``, ``mur down`` and a later
     ``mur up`` see the worker nodes an earlier ``mur up --nodes N`` started."""
-    path = Path(settings.runtime_dir) / NODES_FILE
-    if "ray_nodes" in settings.model_fields_set:
+    path = Path(settings.general.runtime_dir) / NODES_FILE
+    if "ray_nodes" in settings.flat(exclude_unset=True):
         if remember:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"ray_nodes": settings.ray_nodes}) + "\n")
-        return settings.ray_nodes
-    return remembered_ray_nodes(settings.runtime_dir) or settings.ray_nodes
+            path.write_text(json.dumps({"ray_nodes": settings.ray.ray_nodes}) + "\n")
+        return settings.ray.ray_nodes
+    return remembered_ray_nodes(settings.general.runtime_dir) or settings.ray.ray_nodes
 
 
 def remembered_ray_nodes(runtime_dir: str | Path) -> int | None:
@@ -176,7 +178,9 @@ def stack_secret(settings: Settings) -> str:
     The dashboard signs sessions and derives its per-user API tokens with it: a key that changed at every
     start would log everybody out and revoke those tokens.
     """
-    return settings.secret_key or _generated_secret(settings, "secret_key", lambda: secrets.token_urlsafe(32))
+    return settings.dashboard.secret_key or _generated_secret(
+        settings, "secret_key", lambda: secrets.token_urlsafe(32)
+    )
 
 
 # --- the market clock of the stack (mur/clock.py) --------------------------------------------------------
@@ -192,14 +196,14 @@ def fix_market_clock(settings: Settings, *, speed: float | None = None, running:
     * otherwise the market resumes where ``mur down`` paused it (``clock.json``), or starts at
       :func:`mur.clock.default_start`; ``speed`` (``mur up --speed``) else ``MUR_CLOCK_SPEED`` sets the pace.
     """
-    if settings.market_data == "binance":
+    if settings.data.market_data == "binance":
         return MarketClock.real_time()
     wanted = (
         speed
         if speed is not None
-        else (settings.clock_speed if "clock_speed" in settings.model_fields_set else None)
+        else (settings.clock.clock_speed if "clock_speed" in settings.flat(exclude_unset=True) else None)
     )
-    stored = read_clock_state(settings.runtime_dir)
+    stored = read_clock_state(settings.general.runtime_dir)
     if running and stored is not None:
         if wanted is not None and wanted != stored.speed:
             raise ConfigError(
@@ -207,12 +211,12 @@ def fix_market_clock(settings: Settings, *, speed: float | None = None, running:
                 f"to {wanted:g}"
             )
         clock = stored
-    elif settings.clock_start is not None and (
-        stored is None or requested_start_of(settings.runtime_dir) != settings.clock_start
+    elif settings.clock.clock_start is not None and (
+        stored is None or requested_start_of(settings.general.runtime_dir) != settings.clock.clock_start
     ):
-        origin = settings.clock_origin if settings.clock_origin is not None else time.time()
+        origin = settings.clock.clock_origin if settings.clock.clock_origin is not None else time.time()
         clock = MarketClock(
-            start=settings.clock_start, origin=origin, speed=wanted if wanted is not None else 1.0
+            start=settings.clock.clock_start, origin=origin, speed=wanted if wanted is not None else 1.0
         )
     elif stored is not None:
         resume = _paused_speed(settings)
@@ -221,8 +225,8 @@ def fix_market_clock(settings: Settings, *, speed: float | None = None, running:
     else:
         origin = time.time()
         clock = MarketClock(start=default_start(), origin=origin, speed=wanted if wanted is not None else 1.0)
-    write_clock_state(settings.runtime_dir, clock, requested_start=settings.clock_start)
-    (Path(settings.runtime_dir) / RESUME_FILE).unlink(missing_ok=True)
+    write_clock_state(settings.general.runtime_dir, clock, requested_start=settings.clock.clock_start)
+    (Path(settings.general.runtime_dir) / RESUME_FILE).unlink(missing_ok=True)
     os.environ.update(clock.env())
     get_settings.cache_clear()
     return clock
@@ -230,17 +234,19 @@ def fix_market_clock(settings: Settings, *, speed: float | None = None, running:
 
 def pause_market_clock(settings: Settings) -> MarketClock | None:
     """At ``mur down``: freeze the market where it stands (the next ``mur up`` resumes it at the same speed)."""
-    stored = read_clock_state(settings.runtime_dir)
-    if stored is None or settings.market_data == "binance" or stored.speed == 0:
+    stored = read_clock_state(settings.general.runtime_dir)
+    if stored is None or settings.data.market_data == "binance" or stored.speed == 0:
         return stored
     paused = stored.rebased(speed=0.0)
-    (Path(settings.runtime_dir) / RESUME_FILE).write_text(json.dumps({"speed": stored.speed}) + "\n")
-    write_clock_state(settings.runtime_dir, paused, requested_start=requested_start_of(settings.runtime_dir))
+    (Path(settings.general.runtime_dir) / RESUME_FILE).write_text(json.dumps({"speed": stored.speed}) + "\n")
+    write_clock_state(
+        settings.general.runtime_dir, paused, requested_start=requested_start_of(settings.general.runtime_dir)
+    )
     return paused
 
 
 def _paused_speed(settings: Settings) -> float | None:
     try:
-        return float(json.loads((Path(settings.runtime_dir) / RESUME_FILE).read_text())["speed"])
+        return float(json.loads((Path(settings.general.runtime_dir) / RESUME_FILE).read_text())["speed"])
     except (OSError, ValueError, KeyError, TypeError):
         return None

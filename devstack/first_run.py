@@ -11,12 +11,13 @@ from typing import Any
 
 import httpx
 
+from devstack.config import stack_secret
 from mur.clock import market_clock
-from mur.devstack.config import stack_secret
 from mur.errors import ServiceError
 from mur.orchestration import DAG_ID
 from mur.orchestration.airflow_client import AirflowClient, ServiceAnswerError
 from mur.settings import Settings
+from mur.waiting import WaitTimeout, wait_until
 
 Say = Callable[[str], None]
 CHECK_TOKEN_NAME = "mur-up-check"
@@ -106,12 +107,11 @@ def check_token(settings: Settings, username: str) -> str:
 # --- HTTP helpers --------------------------------------------------------------------------------------
 def wait_for_dag(client: AirflowClient, dag_id: str, timeout_s: float, say: Say) -> None:
     """Wait until Airflow's DAG processor has parsed ``dag_id``; an import error of its file fails at once."""
-    deadline = time.monotonic() + timeout_s
-    announced = False
-    while True:
+
+    def parsed() -> bool:
         try:
             client.dag(dag_id)
-            return
+            return True
         except ServiceAnswerError as exc:
             if exc.status != 404:
                 raise
@@ -120,15 +120,17 @@ def wait_for_dag(client: AirflowClient, dag_id: str, timeout_s: float, say: Say)
             raise ServiceError(
                 f"Airflow cannot import the DAG file: {str(mine[0].get('stack_trace'))[-800:]}"
             )
-        if not announced:
-            say(f"waiting for Airflow to parse the {dag_id} DAG …")
-            announced = True
-        if time.monotonic() > deadline:
-            raise ServiceError(
-                f"Airflow has not parsed the {dag_id} DAG after {timeout_s:.0f} s; "
-                "see the airflow-dag-processor log"
-            )
-        time.sleep(3)
+        return False
+
+    if not parsed():
+        say(f"waiting for Airflow to parse the {dag_id} DAG …")
+        wait_until(
+            parsed,
+            what=f"Airflow to parse the {dag_id} DAG (see the airflow-dag-processor log)",
+            timeout_s=timeout_s,
+            interval_s=3,
+            error=ServiceError,
+        )
 
 
 def trigger_first(settings: Settings, client: AirflowClient, conf: dict[str, Any], attempts: int = 5) -> str:
@@ -163,15 +165,19 @@ def trigger_first(settings: Settings, client: AirflowClient, conf: dict[str, Any
 
 def first_scheduled_run(client: AirflowClient, timeout_s: float) -> str | None:
     """The id of the training DAG's first queued or running scheduled run (None if none within ``timeout_s``)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def first() -> str | None:
         runs = client.dag_runs(DAG_ID, states=["queued", "running"], limit=20)
         scheduled = [r for r in runs if str(r.get("run_type", "")).lower() == "scheduled"]
-        if scheduled:
-            return str(min(scheduled, key=lambda r: str(r.get("data_interval_end")))["dag_run_id"])
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(2)
+        return (
+            str(min(scheduled, key=lambda r: str(r.get("data_interval_end")))["dag_run_id"])
+            if scheduled
+            else None
+        )
+
+    with contextlib.suppress(WaitTimeout):
+        return wait_until(first, what="a scheduled training run", timeout_s=timeout_s, interval_s=2)
+    return None
 
 
 def follow_runs(
@@ -216,7 +222,7 @@ def pairs_without_champion(settings: Settings, pairs: Iterable[str]) -> list[str
     from mur.serving.champions import champions, registry_client
 
     wanted = list(pairs)
-    found = champions(registry_client(settings), prefix=settings.registry_prefix, pairs=wanted)
+    found = champions(registry_client(settings), prefix=settings.registry.registry_prefix, pairs=wanted)
     return [p for p in wanted if p not in found]
 
 
@@ -225,7 +231,7 @@ def validate_pairs(settings: Settings, pairs: Sequence[str]) -> list[str]:
     from mur.orchestration.tasks import resolve_pairs
 
     result = resolve_pairs(settings, requested=list(pairs))
-    if settings.market_data == "bundled":
+    if settings.data.market_data == "bundled":
         from mur.data import get_market_data
 
         source = get_market_data(settings)
@@ -242,7 +248,7 @@ def train_directly(settings: Settings, pairs: Sequence[str], conf: dict[str, Any
     from mur.orchestration.batches import plan_batches, train_batch
 
     failed: dict[str, str] = {}
-    for batch in plan_batches(list(pairs), 1, settings.train_batch_size):
+    for batch in plan_batches(list(pairs), 1, settings.airflow.train_batch_size):
         say(f"training {', '.join(batch)} in one Ray job (no Airflow) …")
         outcomes = train_batch(
             settings,
@@ -280,7 +286,7 @@ def wait_for_forecasts(
     market runs at real speed; faster, the next market hour's scheduled run comes within seconds and is
     waited for.
     """
-    base = settings.serve_url.replace("0.0.0.0", "127.0.0.1")
+    base = settings.serving.url.replace("0.0.0.0", "127.0.0.1")
     deadline = time.monotonic() + timeout_s
     served: dict[str, dict[str, Any]] = {}
     seen_tasks: dict[str, str] = {}
@@ -299,7 +305,7 @@ def wait_for_forecasts(
                     failed = [t for t, s in tasks.items() if s in ("failed", "upstream_failed")]
                     raise ServiceError(
                         f"the training run {run_id} failed ({', '.join(failed) or 'see Airflow'}); "
-                        f"task logs: Airflow UI {settings.airflow_url}/dags/{DAG_ID}"
+                        f"task logs: Airflow UI {settings.airflow.airflow_url}/dags/{DAG_ID}"
                     )
                 if state == "success":
                     run_done = True
@@ -333,7 +339,7 @@ def wait_for_forecasts(
                 elif missing:
                     raise ServiceError(
                         f"training finished but {', '.join(missing)} has no champion (the promotion gate refused "
-                        f"the model: see MLflow {settings.mlflow_tracking_uri}); try `mur up --retrain --epochs 5`"
+                        f"the model: see MLflow {settings.registry.mlflow_tracking_uri}); try `mur up --retrain --epochs 5`"
                     )
                 with contextlib.suppress(Exception):  # ask the API to read the registry now
                     client.post(
@@ -345,7 +351,7 @@ def wait_for_forecasts(
                 missing = [p for p in pairs if p not in served]
                 raise ServiceError(
                     f"Serve did not answer forecasts for {', '.join(missing)} within {timeout_s:.0f} s; "
-                    f"see `mur status`, {base}/readyz and the Ray dashboard {settings.ray_address}"
+                    f"see `mur status`, {base}/readyz and the Ray dashboard {settings.ray.ray_address}"
                 )
             if time.monotonic() - last_note > 60:
                 last_note = time.monotonic()

@@ -3,14 +3,14 @@ and the Serve clean-up after ``serve`` stops."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
 
-from mur.errors import ServiceError
+from mur.errors import ServiceError, first_line
 from mur.settings import Settings
+from mur.waiting import wait_until
 
 SERVE_APPLICATIONS_PATH = "/api/serve/applications/"
 
@@ -23,14 +23,14 @@ def ensure_databases(settings: Settings, names: Iterable[str] | None = None) -> 
     wanted = (
         list(names)
         if names is not None
-        else [settings.pg_database, settings.mlflow_database, settings.airflow_database]
+        else [settings.db.pg_database, settings.db.mlflow_database, settings.db.airflow_database]
     )
     try:
-        conn = psycopg2.connect(settings.pg_dsn("postgres"), connect_timeout=5)
+        conn = psycopg2.connect(settings.db.dsn("postgres"), connect_timeout=5)
     except psycopg2.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise ServiceError(
-            f"PostgreSQL at {settings.pg_host}:{settings.pg_port} is not reachable: {reason}"
+            f"PostgreSQL at {settings.db.pg_host}:{settings.db.pg_port} is not reachable: {reason}"
         ) from exc
     conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
     created = []
@@ -60,25 +60,25 @@ def migrate_app_database(settings: Settings) -> None:
 
 
 def ensure_bucket(settings: Settings) -> bool:
-    """Create ``settings.s3_bucket`` on the local S3 service if missing (compose: ``minio-init``)."""
+    """Create ``settings.registry.s3_bucket`` on the local S3 service if missing (compose: ``minio-init``)."""
     from minio import Minio
     from minio.error import S3Error
 
     client = Minio(
-        f"127.0.0.1:{settings.s3_port}",
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
+        f"127.0.0.1:{settings.registry.s3_port}",
+        access_key=settings.registry.s3_access_key,
+        secret_key=settings.registry.s3_secret_key,
         secure=False,
         region="us-east-1",
     )
     try:
-        if client.bucket_exists(settings.s3_bucket):
+        if client.bucket_exists(settings.registry.s3_bucket):
             return False
-        client.make_bucket(settings.s3_bucket)
+        client.make_bucket(settings.registry.s3_bucket)
     except S3Error as exc:
         if exc.code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             return False
-        raise ServiceError(f"could not create bucket {settings.s3_bucket}: {exc}") from exc
+        raise ServiceError(f"could not create bucket {settings.registry.s3_bucket}: {exc}") from exc
     return True
 
 
@@ -88,24 +88,23 @@ def undeploy_serve(settings: Settings, timeout_s: float = 30.0) -> None:
     Run after the keeper stopped: else a later start would find the API answering and take it for a
     service somebody else runs.
     """
-    url = settings.ray_address.rstrip("/") + SERVE_APPLICATIONS_PATH
-    with httpx.Client(timeout=10.0, trust_env=False, headers=settings.ray_headers()) as client:
+    url = settings.ray.ray_address.rstrip("/") + SERVE_APPLICATIONS_PATH
+    with httpx.Client(timeout=10.0, trust_env=False, headers=settings.ray.headers()) as client:
         try:
             response = client.delete(url)
         except httpx.TransportError:
             return  # Ray is not running: neither is Serve
         if response.status_code >= 400:
             raise ServiceError(f"DELETE {url}: HTTP {response.status_code}: {response.text.strip()[:300]}")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def gone() -> bool:
             try:
                 details = client.get(url).json()
             except (httpx.HTTPError, ValueError):
-                return
-            if not (details.get("controller_info") or {}).get("actor_id"):
-                return
-            time.sleep(0.5)
-    raise ServiceError(f"Serve did not shut down within {timeout_s:.0f} s")
+                return True
+            return not (details.get("controller_info") or {}).get("actor_id")
+
+        wait_until(gone, what="Serve to shut down", timeout_s=timeout_s, error=ServiceError)
 
 
 def serve_diagnosis(settings: Settings, haproxy_files: Path | None = None) -> str:
@@ -113,7 +112,7 @@ def serve_diagnosis(settings: Settings, haproxy_files: Path | None = None) -> st
     own view (controller, proxies, each deployment's status and replica states) and the last lines HAProxy
     wrote to its stderr (``haproxy_files``: the stack's private HAProxy directory)."""
     lines = []
-    health = f"http://127.0.0.1:{settings.serve_port}/healthz"
+    health = f"http://127.0.0.1:{settings.serving.serve_port}/healthz"
     try:
         answer = httpx.get(health, timeout=5.0, trust_env=False)
         lines.append(f"GET {health}: HTTP {answer.status_code} {answer.text.strip()[:200]}")
@@ -121,8 +120,8 @@ def serve_diagnosis(settings: Settings, haproxy_files: Path | None = None) -> st
         lines.append(f"GET {health}: {type(exc).__name__}: {exc}")
     try:
         details = httpx.get(
-            settings.ray_address.rstrip("/") + SERVE_APPLICATIONS_PATH,
-            headers=settings.ray_headers(),
+            settings.ray.ray_address.rstrip("/") + SERVE_APPLICATIONS_PATH,
+            headers=settings.ray.headers(),
             timeout=10.0,
             trust_env=False,
         ).json()

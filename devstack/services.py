@@ -1,7 +1,7 @@
 """Every local service in one table, mirroring ``docker-compose.yml``: command, environment, health check,
 dependencies, set-up steps.
 
-:func:`stack_services` is the table; :mod:`mur.devstack.supervisor` runs it. Each command is the one its
+:func:`stack_services` is the table; :mod:`devstack.supervisor` runs it. Each command is the one its
 compose counterpart runs (``Service.compose`` names that service), bound to 127.0.0.1, with the health check
 compose uses; ``tests/unit/test_compose.py`` compares the two. The local S3 is moto with a disk mirror
 (compose: MinIO).
@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mur.devstack import airflow
-from mur.devstack.config import RAY_AUTH_SWITCH, RAY_LOOPBACK_SWITCH, RAY_TOKEN_VAR, ray_token, stack_secret
-from mur.devstack.provision import (
+from devstack import airflow
+from devstack.config import RAY_AUTH_SWITCH, RAY_LOOPBACK_SWITCH, RAY_TOKEN_VAR, ray_token, stack_secret
+from devstack.provision import (
     ensure_bucket,
     ensure_databases,
     migrate_app_database,
@@ -109,7 +109,7 @@ def haproxy_dir(settings: Settings) -> Path:
     import hashlib
     import tempfile
 
-    runtime = Path(settings.runtime_dir).resolve()
+    runtime = Path(settings.general.runtime_dir).resolve()
     preferred = runtime / "haproxy"
     if len(str(preferred)) + NODE_SCOPE + len("/metrics.sock") <= MAX_SOCKET_PATH:
         return preferred
@@ -120,7 +120,7 @@ def haproxy_dir(settings: Settings) -> Path:
 def haproxy_env(settings: Settings) -> dict[str, str]:
     """Where Serve's HAProxy keeps its files, and the launcher that binds its side ports to 127.0.0.1.
 
-    See :mod:`mur.devstack.haproxy_wrapper` for why a launcher: Ray's template hardcodes the stats and
+    See :mod:`devstack.haproxy_wrapper` for why a launcher: Ray's template hardcodes the stats and
     Prometheus listeners on every interface and the admin socket with mode 666.
     """
     base = haproxy_dir(settings)
@@ -136,7 +136,7 @@ def haproxy_env(settings: Settings) -> dict[str, str]:
 
 def prepare_haproxy(settings: Settings) -> None:
     """Create the owner-only HAProxy directory and its launcher (before the Ray head starts)."""
-    from mur.devstack import haproxy_wrapper
+    from devstack import haproxy_wrapper
 
     base = haproxy_dir(settings)
     base.mkdir(parents=True, exist_ok=True)
@@ -162,12 +162,12 @@ def venv_bin(name: str) -> str:
 
 def _s3_client_env(settings: Settings) -> dict[str, str]:
     """For services that talk to S3 (no EC2 metadata probing: there is no cloud here)."""
-    return {**settings.s3_env(), "AWS_EC2_METADATA_DISABLED": "true"}
+    return {**settings.registry.s3_env(), "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 def _ray_command(settings: Settings) -> list[str]:
     """``ray start --head --block`` as compose's ray-head, every address on the loopback interface."""
-    shift = settings.ray_dashboard_port - 8265
+    shift = settings.ray.ray_dashboard_port - 8265
     moved = []
     if shift:  # a second head on this machine (tests): move Ray's fixed ports along
         moved = ["--ray-client-server-port", str(10001 + shift)]
@@ -176,11 +176,11 @@ def _ray_command(settings: Settings) -> list[str]:
     return [
         *(venv_bin("ray"), "start", "--head", "--block"),
         *("--node-ip-address", "127.0.0.1"),
-        *("--port", str(settings.ray_gcs_port)),
-        *("--dashboard-host", "127.0.0.1", "--dashboard-port", str(settings.ray_dashboard_port)),
+        *("--port", str(settings.ray.ray_gcs_port)),
+        *("--dashboard-host", "127.0.0.1", "--dashboard-port", str(settings.ray.ray_dashboard_port)),
         *("--include-dashboard", "true", "--disable-usage-stats"),
-        *("--num-cpus", str(settings.ray_num_cpus or max(4, os.cpu_count() or 1))),
-        *("--object-store-memory", str(settings.ray_object_store_mb * 1024 * 1024)),
+        *("--num-cpus", str(settings.ray.ray_num_cpus or max(4, os.cpu_count() or 1))),
+        *("--object-store-memory", str(settings.ray.ray_object_store_mb * 1024 * 1024)),
         *("--temp-dir", str(ray_temp_dir(settings))),
         *moved,
     ]
@@ -201,7 +201,7 @@ def ray_temp_dir(settings: Settings, node: int = 1) -> Path:
 
     Under the system temp dir and short: Ray's Unix socket paths are limited to about 107 characters."""
     suffix = "" if node == 1 else f"-n{node}"
-    return Path(tempfile.gettempdir()) / f"ray-{settings.ray_gcs_port}{suffix}"
+    return Path(tempfile.gettempdir()) / f"ray-{settings.ray.ray_gcs_port}{suffix}"
 
 
 RAY_HEAD_UNSET = (
@@ -214,22 +214,22 @@ RAY_HEAD_UNSET = (
 )
 """S3 credentials stay out of the Ray head's environment, which every Ray worker, job and Serve replica
 inherits: a job that writes Ray Train checkpoints to S3 reads them from the stack's secrets directory
-(``MUR_SECRETS_DIR`` in its runtime env, :func:`mur.devstack.config.write_secrets_dir`); MLflow proxies
+(``MUR_SECRETS_DIR`` in its runtime env, :func:`devstack.config.write_secrets_dir`); MLflow proxies
 every artefact, so nothing else on Ray needs them."""
 
 
 def ray_auth(settings: Settings) -> dict[str, str]:
     """Ray's authentication for a Ray process of the local stack: ``RAY_AUTH_MODE`` (Settings: token unless
     the environment says ``disabled``, for tests of the refusal) and, in token mode, the stack's token."""
-    if settings.ray_auth_mode != "token":
-        return {RAY_AUTH_SWITCH: settings.ray_auth_mode}
+    if settings.ray.ray_auth_mode != "token":
+        return {RAY_AUTH_SWITCH: settings.ray.ray_auth_mode}
     return {RAY_AUTH_SWITCH: "token", RAY_TOKEN_VAR: ray_token(settings)}
 
 
 def _ray_env(settings: Settings) -> dict[str, str]:
     env = {
-        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-        "MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+        "MLFLOW_TRACKING_URI": settings.registry.mlflow_tracking_uri,
+        "MLFLOW_S3_ENDPOINT_URL": settings.registry.s3_endpoint_url,
         "AWS_EC2_METADATA_DISABLED": "true",
         "PATH": str(Path(sys.executable).parent)
         + os.pathsep
@@ -240,11 +240,11 @@ def _ray_env(settings: Settings) -> dict[str, str]:
         RAY_LOOPBACK_SWITCH: os.environ.get(RAY_LOOPBACK_SWITCH, "0"),
         # token auth on every Ray API (GCS, raylets, Serve replicas' gRPC, dashboard, Jobs API)
         **ray_auth(settings),
-        **serve_env(settings.ray_dashboard_port - 8265),
+        **serve_env(settings.ray.ray_dashboard_port - 8265),
         **haproxy_env(settings),
         # Ray's own actors (Ray Train's PlacementGroupCleaner, …) find their cluster through the state API,
         # which otherwise picks the newest head on the machine (with a second stack running: the other one)
-        "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{settings.ray_dashboard_port}",
+        "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{settings.ray.ray_dashboard_port}",
     }
     if sys.prefix != sys.base_prefix:
         env["VIRTUAL_ENV"] = sys.prefix
@@ -283,11 +283,11 @@ def worker_node_resource(index: int) -> str:
 
 def worker_node_runtime_dir(settings: Settings, index: int) -> Path:
     """The node's own runtime dir (champion store, caches): nothing it runs reads the head's files."""
-    return Path(settings.runtime_dir).resolve() / "nodes" / str(index)
+    return Path(settings.general.runtime_dir).resolve() / "nodes" / str(index)
 
 
 def _worker_agent_port(settings: Settings, index: int) -> int:
-    return 52365 + (settings.ray_dashboard_port - 8265) + WORKER_AGENT_PORT_STEP * (index - 1)
+    return 52365 + (settings.ray.ray_dashboard_port - 8265) + WORKER_AGENT_PORT_STEP * (index - 1)
 
 
 def _worker_node_command(settings: Settings, index: int) -> list[str]:
@@ -295,23 +295,23 @@ def _worker_node_command(settings: Settings, index: int) -> list[str]:
     cpus = max(2, (os.cpu_count() or 2) // 2)
     return [
         *(venv_bin("ray"), "start", "--block"),
-        *("--address", f"{HEAD_GCS_HOST}:{settings.ray_gcs_port}"),
+        *("--address", f"{HEAD_GCS_HOST}:{settings.ray.ray_gcs_port}"),
         *("--node-ip-address", worker_node_ip(index)),
         *("--dashboard-agent-listen-port", str(_worker_agent_port(settings, index))),
         *("--temp-dir", str(ray_temp_dir(settings, index))),
         "--disable-usage-stats",
         *("--num-cpus", str(cpus)),
         *("--resources", json.dumps({worker_node_resource(index): 100})),
-        *("--object-store-memory", str(settings.ray_object_store_mb * 1024 * 1024)),
+        *("--object-store-memory", str(settings.ray.ray_object_store_mb * 1024 * 1024)),
         *("--min-worker-port", "0", "--max-worker-port", "0"),  # 0: the OS picks free ones
     ]
 
 
 def worker_node_services(settings: Settings) -> list[Service]:
-    """One service per extra Ray node (``settings.ray_nodes`` - 1), joining the head with the token."""
+    """One service per extra Ray node (``settings.ray.ray_nodes`` - 1), joining the head with the token."""
     s = settings
     out = []
-    for index in range(2, s.ray_nodes + 1):
+    for index in range(2, s.ray.ray_nodes + 1):
         agent = _worker_agent_port(s, index)
         out.append(
             Service(
@@ -341,30 +341,30 @@ def worker_node_services(settings: Settings) -> list[Service]:
 
 
 def _ray_health_headers(settings: Settings) -> dict[str, str]:
-    return {"Authorization": f"Bearer {ray_token(settings)}"} if settings.ray_auth_mode == "token" else {}
+    return {"Authorization": f"Bearer {ray_token(settings)}"} if settings.ray.ray_auth_mode == "token" else {}
 
 
 def _dash_env(settings: Settings) -> dict[str, str]:
     """A persistent secret key, and Airflow's login for the "Train now" button."""
     env: dict[str, str] = {}
-    if not settings.secret_key and settings.env != "production":
+    if not settings.dashboard.secret_key and settings.general.env != "production":
         env["MUR_SECRET_KEY"] = stack_secret(settings)
-    if settings.airflow_password is None:
+    if settings.airflow.airflow_password is None:
         env["MUR_AIRFLOW_PASSWORD"] = airflow.admin_password(settings)
     return env
 
 
 def _airflow_api_login(settings: Settings) -> dict[str, str]:
     """Airflow's own login for its tasks (monitoring requests a retraining through the REST API)."""
-    if settings.airflow_password is None:
+    if settings.airflow.airflow_password is None:
         return {"MUR_AIRFLOW_PASSWORD": airflow.admin_password(settings)}
     return {}
 
 
 def stack_services(settings: Settings) -> dict[str, Service]:
     """The local services by name, in start order when dependencies allow."""
-    s = settings
-    s3_url, mlflow_url = f"http://127.0.0.1:{s.s3_port}", f"http://127.0.0.1:{s.mlflow_port}"
+    s, reg, ui = settings, settings.registry, settings.dashboard
+    s3_url, mlflow_url = f"http://127.0.0.1:{reg.s3_port}", f"http://127.0.0.1:{reg.mlflow_port}"
     af_env, af_prepare, af_ports = (
         {**airflow.airflow_env(s), **_airflow_api_login(s)},
         functools.partial(airflow.prepare, s),
@@ -374,10 +374,10 @@ def stack_services(settings: Settings) -> dict[str, Service]:
     table = [
         Service(
             name="s3",
-            command=[sys.executable, "-m", "mur.devstack.s3_server", "--host", "127.0.0.1"]
-            + ["--port", str(s.s3_port), "--data-dir", str(Path(s.runtime_dir) / "s3")],
+            command=[sys.executable, "-m", "devstack.s3_server", "--host", "127.0.0.1"]
+            + ["--port", str(reg.s3_port), "--data-dir", str(Path(s.general.runtime_dir) / "s3")],
             env={"MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(1024 * 1024)},  # bigger objects spill to files
-            port=s.s3_port,
+            port=reg.s3_port,
             health_url=f"{s3_url}/_mur/health",
             stop_timeout_s=10,
             after_start=functools.partial(ensure_bucket, s),
@@ -386,27 +386,27 @@ def stack_services(settings: Settings) -> dict[str, Service]:
         ),
         Service(
             name="mlflow",
-            command=[venv_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(s.mlflow_port)]
+            command=[venv_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(reg.mlflow_port)]
             + [
                 "--artifacts-destination",
-                f"s3://{s.s3_bucket}/mlflow",
+                f"s3://{reg.s3_bucket}/mlflow",
                 "--serve-artifacts",
                 "--workers",
                 "1",
             ],
             env={
                 **_s3_client_env(s),
-                "MLFLOW_BACKEND_STORE_URI": s.sqlalchemy_url(s.mlflow_database),  # not in `ps`
+                "MLFLOW_BACKEND_STORE_URI": s.db.sqlalchemy_url(s.db.mlflow_database),  # not in `ps`
                 # MLflow's GenAI job runner (8 huey processes, ~1 GB) is not used by this project
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get(
                     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"
                 ),
             },
-            port=s.mlflow_port,
+            port=reg.mlflow_port,
             health_url=f"{mlflow_url}/health",
             start_timeout_s=180,
             depends_on=("s3",),
-            before_start=functools.partial(ensure_databases, s, [s.mlflow_database]),
+            before_start=functools.partial(ensure_databases, s, [s.db.mlflow_database]),
             description="MLflow tracking server and model registry (artefacts proxied to S3)",
         ),
         Service(
@@ -414,8 +414,8 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             command=_ray_command(s),
             env=_ray_env(s),
             env_unset=RAY_HEAD_UNSET,
-            port=s.ray_dashboard_port,
-            health_url=f"http://127.0.0.1:{s.ray_dashboard_port}/api/version",  # behind the token
+            port=s.ray.ray_dashboard_port,
+            health_url=f"http://127.0.0.1:{s.ray.ray_dashboard_port}/api/version",  # behind the token
             health_headers=_ray_health_headers(s),
             start_timeout_s=180,
             stop_timeout_s=20,
@@ -428,10 +428,10 @@ def stack_services(settings: Settings) -> dict[str, Service]:
         *worker_node_services(s),
         Service(
             name="airflow-api-server",
-            command=[af, "api-server", "--host", "127.0.0.1", "--port", str(s.airflow_port)],
+            command=[af, "api-server", "--host", "127.0.0.1", "--port", str(s.airflow.airflow_port)],
             env=af_env,
-            port=s.airflow_port,
-            health_url=f"http://127.0.0.1:{s.airflow_port}/api/v2/monitor/health",
+            port=s.airflow.airflow_port,
+            health_url=f"http://127.0.0.1:{s.airflow.airflow_port}/api/v2/monitor/health",
             start_timeout_s=240,
             stop_timeout_s=20,
             cwd=PROJECT_ROOT,
@@ -471,8 +471,8 @@ def stack_services(settings: Settings) -> dict[str, Service]:
         Service(
             name="serve",
             command=[sys.executable, "-m", "serve_app.keeper"],
-            port=s.serve_port,
-            health_url=f"http://127.0.0.1:{s.serve_port}/healthz",
+            port=s.serving.serve_port,
+            health_url=f"http://127.0.0.1:{s.serving.serve_port}/healthz",
             start_timeout_s=600,
             stop_timeout_s=20,
             depends_on=("ray", "mlflow"),
@@ -483,10 +483,10 @@ def stack_services(settings: Settings) -> dict[str, Service]:
         ),
         Service(
             name="dash",
-            command=[sys.executable, "-m", "dash_app", "--host", s.dash_host, "--port", str(s.dash_port)],
+            command=[sys.executable, "-m", "dash_app", "--host", ui.dash_host, "--port", str(ui.dash_port)],
             env=_dash_env(s),
-            port=s.dash_port,
-            health_url=f"http://127.0.0.1:{s.dash_port}/login",
+            port=ui.dash_port,
+            health_url=f"http://127.0.0.1:{ui.dash_port}/login",
             start_timeout_s=180,
             stop_timeout_s=10,
             depends_on=("serve", "airflow-api-server"),
