@@ -2,7 +2,8 @@
 
     monitor (all pairs: resolve forecasts → rolling skill/coverage → input drift → report → alert + retrain)
 
-Configuration only: the task imports :mod:`mur.monitoring.task` when it runs. The schedule is the market clock
+Configuration only: the task imports :mod:`mur.monitoring.task` when it runs and passes it the settings it
+creates then (``get_settings()``), as the failure callback does when it runs. The schedule is the market clock
 (:class:`~mur.orchestration.timetable.MarketHourlyTimetable`: every ``3600 / MUR_CLOCK_SPEED`` wall seconds
 offline, hourly with live data); a crossed threshold sends a Discord alert and triggers ``mur_training`` for
 that pair through Airflow's REST API (``docs/monitoring.md``).
@@ -11,6 +12,7 @@ that pair through Airflow's REST API (``docs/monitoring.md``).
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from airflow.sdk import dag, get_current_context, task
 
@@ -34,7 +36,7 @@ settings = get_settings()
         "owner": "mur",
         "retries": 1,
         "retry_delay": timedelta(seconds=20),
-        "on_failure_callback": task_failure_alert,
+        "on_failure_callback": partial(task_failure_alert, get_settings),
     },
     doc_md=__doc__,
 )
@@ -46,12 +48,14 @@ def mur_monitoring() -> None:
         from mur.monitoring.task import run_monitoring
         from mur.orchestration.tasks import catalogue_pairs, training_end
 
+        settings = get_settings()
         context = get_current_context()
         dag_run = context.get("dag_run")
-        hour = training_end(context.get("data_interval_end"), None, getattr(dag_run, "run_after", None))
+        hour = training_end(
+            settings, context.get("data_interval_end"), None, getattr(dag_run, "run_after", None)
+        )
         ti = context.get("ti")
         say = ti.log.info if ti is not None and hasattr(ti, "log") else print
-        settings = get_settings()
         return run_monitoring(settings, market_hour=hour, pairs=catalogue_pairs(settings), say=say)
 
     monitor()

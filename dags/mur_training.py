@@ -7,15 +7,18 @@ Once per market hour (:class:`~mur.orchestration.timetable.MarketHourlyTimetable
                └──────────────────► train_pair[pair] (mapped: the pair's result; retries train it alone)
                                       ──► summarize (Asset event) ──► all_pairs_trained
 
-Configuration only: each task imports :mod:`mur.orchestration.tasks` when it runs. Parsing this file loads the
-Airflow SDK, :mod:`mur.settings` and the import-light :mod:`mur.orchestration.tasks` / :mod:`mur.orchestration.alerts` (no torch,
-ray, mlflow or pandas). Schedule, parallelism and defaults come from ``MUR_*`` settings; the trigger form
-(Params) overrides pairs, window end and hyper-parameters for one run.
+Configuration only: each task imports :mod:`mur.orchestration.tasks` when it runs, creates the settings
+(``get_settings()``) and passes them down; the failure callbacks get theirs the same way when they run
+(``partial(task_failure_alert, get_settings)``). Parsing this file loads the Airflow SDK, :mod:`mur.settings`
+and the import-light :mod:`mur.orchestration.tasks` / :mod:`mur.orchestration.alerts` (no torch, ray, mlflow
+or pandas). Schedule, parallelism and defaults come from ``MUR_*`` settings; the trigger form (Params)
+overrides pairs, window end and hyper-parameters for one run.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import cast
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
@@ -58,9 +61,9 @@ def optional_int(title: str, description: str, minimum: int, maximum: int) -> Pa
         "retry_delay": RETRY_DELAY,
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": MAX_RETRY_DELAY,
-        "on_failure_callback": task_failure_alert,
+        "on_failure_callback": partial(task_failure_alert, get_settings),
     },
-    on_failure_callback=dag_failure_alert,
+    on_failure_callback=partial(dag_failure_alert, get_settings),
     params={
         "pairs": Param(
             [],
@@ -131,14 +134,14 @@ def mur_training() -> None:
         starts (configured + added by an admin - removed; parsing this file never touches the database)."""
         from mur.orchestration.tasks import list_pairs_task
 
-        return list_pairs_task(get_current_context())
+        return list_pairs_task(get_settings(), get_current_context())
 
     @task
     def plan_batches(pairs: list[str]) -> list[list[str]]:
         """The pairs in batches: one per training slot at least, at most MUR_TRAIN_BATCH_SIZE pairs each."""
         from mur.orchestration.batches import plan_batches_task
 
-        return plan_batches_task(pairs)
+        return plan_batches_task(get_settings(), pairs)
 
     @task(
         max_active_tis_per_dagrun=settings.airflow.max_parallel_trainings,
@@ -150,7 +153,7 @@ def mur_training() -> None:
         """One Ray job trains the batch's pairs in one Ray Train run; every pair's result or error."""
         from mur.orchestration.batches import train_batch_task
 
-        return train_batch_task(pairs, get_current_context())
+        return train_batch_task(get_settings(), pairs, get_current_context())
 
     @task(
         max_active_tis_per_dagrun=settings.airflow.max_parallel_trainings,
@@ -163,14 +166,14 @@ def mur_training() -> None:
         """The pair's result from its batch; a pair that failed there is retried in its own Ray job."""
         from mur.orchestration.tasks import train_pair_task
 
-        return train_pair_task(pair, get_current_context(), batches)
+        return train_pair_task(get_settings(), pair, get_current_context(), batches)
 
     @task(outlets=[CHAMPIONS], trigger_rule="all_done", retries=0)
     def summarize(results: list[dict]) -> dict:
         """Collect the mapped results (failed pairs listed) and emit the Asset event with them as extra."""
         from mur.orchestration.tasks import summarize_task
 
-        return summarize_task(results, get_current_context())
+        return summarize_task(get_settings(), results, get_current_context())
 
     @task(trigger_rule="all_success", retries=0)
     def all_pairs_trained() -> None:

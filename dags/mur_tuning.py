@@ -7,12 +7,14 @@ Each ``tune_pair`` submits ``ray_jobs/tune_pair.py`` (:mod:`mur.orchestration.tu
 walk-forward folds, the chosen configuration scored once against the default on a confirmation span the
 search never saw, trials logged to MLflow, the configuration stored as the pair's next version (active when
 it beat the default there), which the hourly ``mur_training`` runs then use; the promotion gate still
-decides on every version they train. Configuration only: the task imports its body when it runs.
+decides on every version they train. Configuration only: the task imports its body when it runs and passes
+it the settings it creates then (``get_settings()``), as the failure callbacks do when they run.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from airflow.sdk import Param, dag, get_current_context, task
 
@@ -33,8 +35,12 @@ settings = get_settings()
     catchup=False,
     max_active_runs=1,
     tags=["mur", "tuning", "ray", "mlflow"],
-    default_args={"owner": "mur", "retries": 0, "on_failure_callback": task_failure_alert},
-    on_failure_callback=dag_failure_alert,
+    default_args={
+        "owner": "mur",
+        "retries": 0,
+        "on_failure_callback": partial(task_failure_alert, get_settings),
+    },
+    on_failure_callback=partial(dag_failure_alert, get_settings),
     params={
         "pairs": Param(
             [],
@@ -60,7 +66,7 @@ def mur_tuning() -> None:
         """Pairs to tune this run: params → Variable ``mur_pairs`` → settings."""
         from mur.orchestration.tasks import list_pairs_task
 
-        return list_pairs_task(get_current_context())
+        return list_pairs_task(get_settings(), get_current_context())
 
     @task(
         max_active_tis_per_dag=1,
@@ -71,7 +77,7 @@ def mur_tuning() -> None:
         """One Ray job searches the pair's configuration; its result (chosen config, gain ± s.e., version)."""
         from mur.orchestration.tuning_job import tune_pair_task
 
-        return tune_pair_task(pair, get_current_context())
+        return tune_pair_task(get_settings(), pair, get_current_context())
 
     tune_pair.expand(pair=list_pairs())
 

@@ -3,6 +3,9 @@
 Callbacks (``task_failure_alert``, ``dag_failure_alert``) post one embed: DAG id, run id, task id, pair (map
 index), try number, a link to the task's log in the Airflow UI and the error's last lines. They never raise:
 no webhook configured → one log line; Discord down or slow → logged; the task's own state is untouched.
+Airflow calls them with the context alone, so the DAG file binds their first argument, where the settings
+come from (``partial(task_failure_alert, get_settings)``): they are created when a callback runs, by the
+DAG file's :func:`~mur.settings.get_settings`, never here.
 
 The webhook URL is a secret: ``MUR_DISCORD_WEBHOOK_URL`` or the Airflow Connection ``mur_discord`` (its
 password, its host, or ``extra.webhook_url`` holding the full URL). Import-light: the DAG file imports this
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -28,6 +31,8 @@ ERROR_LINES = 15
 FIELD_LIMIT = 1024  # Discord's limit for one embed field value
 DESCRIPTION_LIMIT = 4000  # Discord allows 4096
 TIMEOUT_S = 10.0
+SettingsSource = Callable[[], Settings]
+"""Where a callback gets its settings when it runs (the DAG file passes :func:`mur.settings.get_settings`)."""
 
 
 @dataclass
@@ -206,34 +211,28 @@ def send(alert: Alert, settings: Settings) -> bool:
     return True
 
 
-def _settings() -> Settings:
-    from mur.settings import get_settings
-
-    return get_settings()
-
-
-# --- Airflow callbacks ----------------------------------------------------------------------------
-def task_failure_alert(context: Mapping[str, Any]) -> None:
+# --- Airflow callbacks (the DAG file binds ``settings``: Airflow passes the context alone) ---------
+def task_failure_alert(settings: SettingsSource, context: Mapping[str, Any]) -> None:
     """Task ``on_failure_callback`` (runs once the retries are exhausted)."""
     try:
-        settings = _settings()
+        current = settings()
         ti = context.get("ti")
         title = f"❌ {getattr(ti, 'task_id', 'task')} failed"
-        alert = alert_from_context(context, settings, title=title)
+        alert = alert_from_context(context, current, title=title)
         if alert.pair:
             alert.title = f"❌ training {alert.pair} failed"
-        send(alert, settings)
+        send(alert, current)
     except Exception:  # an alert must never change what happens to the task
         log.exception("task failure alert could not be built")
 
 
-def dag_failure_alert(context: Mapping[str, Any]) -> None:
+def dag_failure_alert(settings: SettingsSource, context: Mapping[str, Any]) -> None:
     """DAG ``on_failure_callback``: the run failed (names the task that caused it when known)."""
     try:
-        settings = _settings()
-        alert = alert_from_context(context, settings, title="🔥 training run failed", color=ORANGE)
+        current = settings()
+        alert = alert_from_context(context, current, title="🔥 training run failed", color=ORANGE)
         alert.title = f"🔥 DAG {alert.dag_id} run failed"
-        send(alert, settings)
+        send(alert, current)
     except Exception:
         log.exception("DAG failure alert could not be built")
 

@@ -112,13 +112,10 @@ def train_batch(
     return out
 
 
-# --- Airflow glue (called from the DAG's tasks with their context) ---------------------------------
-def plan_batches_task(pairs: Sequence[str]) -> list[list[str]]:
+# --- Airflow glue (called from the DAG's tasks with the settings they created and their context) ------
+def plan_batches_task(settings: Settings, pairs: Sequence[str]) -> list[list[str]]:
     """``plan_batches``: the run's pairs in batches (``MUR_MAX_PARALLEL_TRAININGS`` slots, at most
     ``MUR_TRAIN_BATCH_SIZE`` pairs each)."""
-    from mur.settings import get_settings
-
-    settings = get_settings()
     batches = plan_batches(
         list(pairs), settings.airflow.max_parallel_trainings, settings.airflow.train_batch_size
     )
@@ -126,11 +123,12 @@ def plan_batches_task(pairs: Sequence[str]) -> list[list[str]]:
     return batches
 
 
-def train_batch_task(pairs: Sequence[str], context: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def train_batch_task(
+    settings: Settings, pairs: Sequence[str], context: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
     """``train_batch[i]``: window end from the run, options from params; every pair's outcome."""
     from mur.orchestration import DAG_ID
     from mur.orchestration.tasks import run_kind, submission_prefix, training_end, training_options
-    from mur.settings import get_settings
 
     params = context.get("params") or {}
     ti = context.get("ti")
@@ -138,11 +136,11 @@ def train_batch_task(pairs: Sequence[str], context: Mapping[str, Any]) -> dict[s
     emit = task_log.info if task_log is not None else log.info
     dag_run = context.get("dag_run")
     end = training_end(
-        context.get("data_interval_end"), params.get("end"), getattr(dag_run, "run_after", None)
+        settings, context.get("data_interval_end"), params.get("end"), getattr(dag_run, "run_after", None)
     )
     label = f"batch{getattr(ti, 'map_index', 0)}-try{int(getattr(ti, 'try_number', 1) or 1)}"
     return train_batch(
-        get_settings(),
+        settings,
         pairs,
         end=end,
         options=training_options(params),

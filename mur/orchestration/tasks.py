@@ -87,6 +87,7 @@ def resolve_pairs(
 
 
 def training_end(
+    settings: Settings,
     data_interval_end: datetime | None,
     requested: str | datetime | None = None,
     run_after: datetime | None = None,
@@ -94,7 +95,8 @@ def training_end(
     """Window end of a run (UTC): the trigger form's ``end``, else the data interval end, else ``run_after``.
 
     A run triggered without a logical date has no data interval; it trains on candles before the market hour
-    it was triggered in (:mod:`mur.clock`; floored, so triggering twice in one hour reuses the first version).
+    it was triggered in (on the clock ``settings`` describe, :mod:`mur.clock`; floored, so triggering twice in
+    one hour reuses the first version).
     Data intervals are market time already (:class:`~mur.orchestration.timetable.MarketHourlyTimetable`).
     """
     from mur.clock import floor_hour, market_clock
@@ -102,9 +104,7 @@ def training_end(
 
     value: Any = requested if requested not in (None, "") else data_interval_end
     if value is None and run_after is not None:
-        from mur.settings import get_settings
-
-        value = floor_hour(market_clock(get_settings()).market_at(run_after))
+        value = floor_hour(market_clock(settings).market_at(run_after))
     if value is None:
         raise ConfigError("no training window end: the run has no data interval and no `end` param")
     if isinstance(value, str):
@@ -304,7 +304,7 @@ def _stop_quietly(settings: Settings, submission_id: str, say: LogFn) -> None:
         say(f"[mur] could not stop Ray job {submission_id}: {exc}")
 
 
-# --- Airflow glue (called from the DAG's tasks with their context) ---------------------------------
+# --- Airflow glue (called from the DAG's tasks with the settings they created and their context) ------
 def catalogue_pairs(settings: Settings) -> list[str]:
     """The pair catalogue as it stands now (configured + added by an admin - removed, read from PostgreSQL):
     what a scheduled run trains and monitors."""
@@ -315,12 +315,9 @@ def catalogue_pairs(settings: Settings) -> list[str]:
         return pair_catalogue(settings, db)
 
 
-def list_pairs_task(context: Mapping[str, Any]) -> list[str]:
+def list_pairs_task(settings: Settings, context: Mapping[str, Any]) -> list[str]:
     """``list_pairs``: params → Variable ``mur_pairs`` → the pair catalogue (read from PostgreSQL now, when
     the run starts: a pair an admin added since the last run is trained by this one)."""
-    from mur.settings import get_settings
-
-    settings = get_settings()
     params = context.get("params") or {}
     variable = _variable(PAIRS_VARIABLE)
     pairs = resolve_pairs(
@@ -334,13 +331,15 @@ def list_pairs_task(context: Mapping[str, Any]) -> list[str]:
 
 
 def train_pair_task(
-    pair: str, context: Mapping[str, Any], batches: Iterable[Mapping[str, Any] | None] | None = None
+    settings: Settings,
+    pair: str,
+    context: Mapping[str, Any],
+    batches: Iterable[Mapping[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """``train_pair[pair]``: the pair's result from its batch job (:mod:`mur.orchestration.batches`); when
     the pair failed in its batch, the first try fails with the batch's error and the retries train the pair
     on its own job (window end from the run, options from params). Returns the compact result."""
     from mur.errors import JobError
-    from mur.settings import get_settings
 
     params = context.get("params") or {}
     ti = context.get("ti")
@@ -367,10 +366,10 @@ def train_pair_task(
         emit(f"[mur] {pair}: no result from a batch job; training it on its own")
     dag_run = context.get("dag_run")
     end = training_end(
-        context.get("data_interval_end"), params.get("end"), getattr(dag_run, "run_after", None)
+        settings, context.get("data_interval_end"), params.get("end"), getattr(dag_run, "run_after", None)
     )
     return train_pair(
-        get_settings(),
+        settings,
         pair,
         end=end,
         options=training_options(params),
@@ -399,10 +398,10 @@ def run_kind(dag_run: Any) -> str:
     return name if name in ("scheduled", "backfill") else "manual"
 
 
-def summarize_task(results: Iterable[Mapping[str, Any] | None], context: Mapping[str, Any]) -> dict[str, Any]:
+def summarize_task(
+    settings: Settings, results: Iterable[Mapping[str, Any] | None], context: Mapping[str, Any]
+) -> dict[str, Any]:
     """``summarize``: collect the mapped results, set the Asset event's extra, optionally post to Discord."""
-    from mur.settings import get_settings
-
     expected = _xcom(context, "list_pairs") or []
     summary = summarize(list(results or []), expected=expected)
     if not summary["results"]:
@@ -417,7 +416,6 @@ def summarize_task(results: Iterable[Mapping[str, Any] | None], context: Mapping
 
         outlet_events[Asset(CHAMPIONS_ASSET_URI)].extra = extra
     log.info("summary: %s", json.dumps(extra, default=str))
-    settings = get_settings()
     if settings.airflow.discord_notify_success:
         from mur.orchestration.alerts import send_summary
 

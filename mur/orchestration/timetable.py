@@ -20,7 +20,8 @@ reaches its date.
 
 Airflow loads the class through the ``mur`` plugin (entry point ``airflow.plugins`` in ``pyproject.toml``):
 the scheduler needs it to read the serialized DAG. The clock itself is read at scheduling time from the
-scheduler's ``MUR_CLOCK_*`` environment (``mur up`` exports it to every service).
+scheduler's ``MUR_CLOCK_*`` environment (``mur up`` exports it to every service): :func:`environment_clock`,
+the one place in :mod:`mur.orchestration` that creates settings (no entry point of ours runs there).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from airflow.timetables.base import DagRunInfo, DataInterval, Timetable
 
 from mur.clock import MarketClock, floor_hour, market_clock
 from mur.orchestration.market_dates import MarketFutureError, manual_hour_end
-from mur.settings import get_settings
 
 if TYPE_CHECKING:
     from airflow.timetables.base import TimeRestriction
@@ -45,6 +45,20 @@ def _pendulum(value: datetime) -> Any:
     from airflow.sdk.timezone import coerce_datetime
 
     return coerce_datetime(value.astimezone(UTC))
+
+
+def environment_clock() -> MarketClock:
+    """The market clock of the Airflow process the timetable runs in, from that process's environment.
+
+    Airflow deserializes the timetable in its own processes (the scheduler, the API server for a trigger,
+    the DAG processor for the summary) through the ``mur`` plugin: no entry point of ours runs there to
+    create the settings and pass them down, so this is where they are created (``MUR_CLOCK_*``,
+    ``MUR_MARKET_DATA``, the stack's ``clock.json``). The serialized form stays empty on purpose: the clock
+    is the one of the process that schedules, not of the one that parsed the DAG file.
+    """
+    from mur.settings import get_settings
+
+    return market_clock(get_settings())
 
 
 class MarketHourlyTimetable(Timetable):
@@ -59,7 +73,7 @@ class MarketHourlyTimetable(Timetable):
 
     @property
     def clock(self) -> MarketClock:
-        return self._clock if self._clock is not None else market_clock(get_settings())
+        return self._clock if self._clock is not None else environment_clock()
 
     @property
     def summary(self) -> str:
@@ -67,7 +81,7 @@ class MarketHourlyTimetable(Timetable):
         return "@hourly" if clock.live else f"market hourly (x{clock.speed:g})"
 
     def serialize(self) -> dict[str, Any]:
-        return {}  # the clock is read from the environment where the timetable runs
+        return {}  # the clock is read from the environment where the timetable runs: environment_clock
 
     @classmethod
     def deserialize(cls, data: dict[str, Any]) -> Timetable:

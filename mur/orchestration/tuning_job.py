@@ -50,9 +50,7 @@ def submit_tuning(settings: Settings, pair: str, trials: int | None = None) -> d
     return {**json.loads(result), "job_id": job_id}
 
 
-def tune_pair_task(pair: str, context: Mapping[str, Any]) -> dict[str, Any]:
+def tune_pair_task(settings: Settings, pair: str, context: Mapping[str, Any]) -> dict[str, Any]:
     """``tune_pair[pair]``: the trials from the run's params (else ``MUR_TUNE_TRIALS``)."""
-    from mur.settings import get_settings
-
     params = context.get("params") or {}
-    return submit_tuning(get_settings(), pair.lower(), params.get("trials"))
+    return submit_tuning(settings, pair.lower(), params.get("trials"))

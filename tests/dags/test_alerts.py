@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -88,16 +89,27 @@ def test_task_failure_alert_posts_an_embed(discord: DiscordStub) -> None:
     assert discord.paths[0].startswith("/api/webhooks/123/secret-token")
 
 
-def test_callbacks_read_the_url_from_settings(webhook_env: DiscordStub) -> None:
-    alerts.task_failure_alert(_context(_boom()))
-    alerts.dag_failure_alert(
+def test_callbacks_read_the_url_from_the_settings_they_get_when_they_run(discord: DiscordStub) -> None:
+    """Airflow calls a callback with the context alone: the DAG file binds where its settings come from."""
+    read: list[Settings] = []
+
+    def settings() -> Settings:
+        read.append(Settings(discord_webhook_url=discord.url))
+        return read[-1]
+
+    task_failed = partial(alerts.task_failure_alert, settings)
+    dag_failed = partial(alerts.dag_failure_alert, settings)
+    assert read == []  # nothing read before a callback runs
+    task_failed(_context(_boom()))
+    dag_failed(
         {
             "dag_run": SimpleNamespace(dag_id="mur_training", run_id="r1", logical_date=None),
             "run_id": "r1",
             "reason": "task_failure",
         }
     )
-    first, second = webhook_env.embeds()
+    assert len(read) == 2
+    first, second = discord.embeds()
     assert first["title"] == "❌ training eth_usdt failed"
     assert second["title"] == "🔥 DAG mur_training run failed"
     assert second["description"] == "task_failure"
@@ -140,8 +152,10 @@ def test_callbacks_never_raise(monkeypatch: pytest.MonkeyPatch) -> None:
         raise RuntimeError("bug")
 
     monkeypatch.setattr(alerts, "alert_from_context", broken)
-    alerts.task_failure_alert({})
-    alerts.dag_failure_alert({})
+    alerts.task_failure_alert(Settings, {})
+    alerts.dag_failure_alert(Settings, {})
+    alerts.task_failure_alert(broken, {})  # settings that cannot be read: logged, not raised
+    alerts.dag_failure_alert(broken, {})
     assert alerts.send_summary(Settings(), {}, {}) is False
 
 

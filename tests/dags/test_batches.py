@@ -130,7 +130,7 @@ def test_train_pair_task_takes_its_result_from_the_batch(monkeypatch: pytest.Mon
         orch, "train_pair", lambda *a, **k: pytest.fail("no own job for a pair its batch trained")
     )
     found = {"btc_usdt": {"result": FULL_RESULT.compact().model_dump()}}
-    result = orch.train_pair_task("btc_usdt", _context(1), [None, found])
+    result = orch.train_pair_task(Settings(), "btc_usdt", _context(1), [None, found])
     assert result["version"] == 7 and result["pair"] == "btc_usdt"
 
 
@@ -143,12 +143,14 @@ def test_a_pair_that_failed_in_its_batch_fails_first_then_trains_alone(
     )
     failed = [{"sol_usdt": {"error": "diverged"}}]
     with pytest.raises(JobError, match="sol_usdt failed in its batch job: diverged"):
-        orch.train_pair_task("sol_usdt", _context(1), failed)
+        orch.train_pair_task(Settings(), "sol_usdt", _context(1), failed)
     assert calls == []
-    assert orch.train_pair_task("sol_usdt", _context(2), failed) == {"ok": 1}  # the retry: its own job
+    assert orch.train_pair_task(Settings(), "sol_usdt", _context(2), failed) == {
+        "ok": 1
+    }  # the retry: its own job
     assert calls[0]["pair"] == "sol_usdt" and calls[0]["try_number"] == 2
     # a batch task that failed as a whole reported nothing: the pair trains on its own at once
-    assert orch.train_pair_task("xrp_usdt", _context(1), [None]) == {"ok": 1}
+    assert orch.train_pair_task(Settings(), "xrp_usdt", _context(1), [None]) == {"ok": 1}
 
 
 def test_train_many_trains_the_good_pairs_of_a_batch_with_a_bad_one() -> None:

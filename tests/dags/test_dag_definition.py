@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -75,13 +76,16 @@ def test_retries_backoff_and_callbacks(dagbag: Any) -> None:
     assert train.retry_delay == timedelta(seconds=30)
     assert train.max_retry_delay == timedelta(minutes=10)
     assert train.execution_timeout is not None
+    # the DAG file binds where the callbacks get their settings when they run: its own get_settings
     for task in dag.tasks:
-        assert task_failure_alert in _as_list(task.on_failure_callback), task.task_id
-    assert dag_failure_alert in _as_list(dag.on_failure_callback)
+        assert (task_failure_alert, (get_settings,)) in _bound(task.on_failure_callback), task.task_id
+    assert (dag_failure_alert, (get_settings,)) in _bound(dag.on_failure_callback)
 
 
-def _as_list(value: object) -> list:
-    return list(value) if isinstance(value, list | tuple) else [value]
+def _bound(value: object) -> list[tuple[Any, tuple[Any, ...]]]:
+    """The callbacks in ``value`` built with ``functools.partial``: (function, bound arguments)."""
+    callbacks = list(value) if isinstance(value, list | tuple) else [value]
+    return [(c.func, c.args) for c in callbacks if isinstance(c, partial)]
 
 
 def test_params_are_documented_and_validated(dagbag: Any) -> None:

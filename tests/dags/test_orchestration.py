@@ -10,7 +10,7 @@ import pytest
 from mur.contracts import TrainingResult, Window
 from mur.errors import ConfigError, JobError
 from mur.orchestration import tasks as orch
-from mur.settings import Settings, get_settings
+from mur.settings import Settings
 
 
 def test_parse_pairs_accepts_csv_json_and_lists() -> None:
@@ -38,23 +38,42 @@ def test_default_pairs_are_every_bundled_pair() -> None:
     assert sorted(orch.resolve_pairs(Settings())) == sorted(bundled_pairs())
 
 
-def test_training_end_prefers_the_param_and_normalises_to_utc(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MUR_MARKET_DATA", "binance")  # live data: market time is wall time
-    get_settings.cache_clear()
+def test_training_end_prefers_the_param_and_normalises_to_utc() -> None:
+    live = Settings(market_data="binance")  # live data: market time is wall time
     interval_end = datetime(2025, 3, 1, 5, tzinfo=UTC)
-    assert orch.training_end(interval_end) == interval_end
-    assert orch.training_end(interval_end, "") == interval_end
-    assert orch.training_end(interval_end, "2025-02-01T00:00:00Z") == datetime(2025, 2, 1, tzinfo=UTC)
-    assert orch.training_end(None, "2025-02-01") == datetime(2025, 2, 1, tzinfo=UTC)
+    assert orch.training_end(live, interval_end) == interval_end
+    assert orch.training_end(live, interval_end, "") == interval_end
+    assert orch.training_end(live, interval_end, "2025-02-01T00:00:00Z") == datetime(2025, 2, 1, tzinfo=UTC)
+    assert orch.training_end(live, None, "2025-02-01") == datetime(2025, 2, 1, tzinfo=UTC)
     cet = timezone(timedelta(hours=1))
-    assert orch.training_end(datetime(2025, 3, 1, 6, tzinfo=cet)) == interval_end
+    assert orch.training_end(live, datetime(2025, 3, 1, 6, tzinfo=cet)) == interval_end
     with pytest.raises(ConfigError, match="cannot parse"):
-        orch.training_end(interval_end, "yesterday")
+        orch.training_end(live, interval_end, "yesterday")
     triggered = datetime(2025, 3, 1, 7, 42, 10, tzinfo=UTC)  # no logical date: the trigger's hour
-    assert orch.training_end(None, None, triggered) == datetime(2025, 3, 1, 7, tzinfo=UTC)
-    assert orch.training_end(interval_end, None, triggered) == interval_end
+    assert orch.training_end(live, None, None, triggered) == datetime(2025, 3, 1, 7, tzinfo=UTC)
+    assert orch.training_end(live, interval_end, None, triggered) == interval_end
     with pytest.raises(ConfigError, match="no training window end"):
-        orch.training_end(None)
+        orch.training_end(live, None)
+
+
+def test_the_task_bodies_get_their_settings_from_the_dag_file() -> None:
+    """``get_settings`` is the entry points' (the DAG files'): in mur/orchestration only the timetable's
+    ``environment_clock`` creates settings (Airflow runs the timetable where no entry point of ours runs)."""
+    import ast
+
+    from mur.settings import PROJECT_ROOT
+
+    callers = set()
+    for path in sorted((PROJECT_ROOT / "mur" / "orchestration").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for function in ast.walk(tree):
+            if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                for node in ast.walk(function):
+                    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "get_settings":
+                        callers.add(f"{path.stem}.{function.name}")
+        module_level = [n for n in tree.body if not isinstance(n, ast.FunctionDef | ast.ClassDef)]
+        assert "get_settings()" not in "".join(ast.unparse(n) for n in module_level), path.name
+    assert callers == {"timetable.environment_clock"}
 
 
 def test_training_options_keep_only_set_job_overrides() -> None:

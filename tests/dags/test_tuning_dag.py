@@ -69,7 +69,7 @@ SUMMARY = {"pair": "btc_usdt", "chosen": {"arch": "gru"}, "stored_version": 3, "
 def test_task_submits_the_tuning_job_and_returns_its_result(fake: dict[str, Any]) -> None:
     fake["logs"] = f"[tune] ...\n{json.dumps({'pair': 'x'})}\n"  # the log is never read for the result
     fake["result"] = json.dumps(SUMMARY)
-    result = tuning_job.tune_pair_task("BTC_USDT", {"params": {"trials": 6}})
+    result = tuning_job.tune_pair_task(Settings(), "BTC_USDT", {"params": {"trials": 6}})
     entrypoint, sid, meta = fake["submitted"][0]
     assert result == {**SUMMARY, "job_id": sid}  # the document left under the id the task picked
     assert shlex.split(entrypoint)[1:] == [
@@ -82,7 +82,7 @@ def test_task_submits_the_tuning_job_and_returns_its_result(fake: dict[str, Any]
 def test_a_failed_job_fails_the_task_with_its_error(fake: dict[str, Any]) -> None:
     fake["status"], fake["logs"] = "FAILED", "error: btc_usdt: no trial completed every fold\n"
     with pytest.raises(JobError, match="failed: error: btc_usdt: no trial completed"):
-        tuning_job.tune_pair_task("btc_usdt", {})
+        tuning_job.tune_pair_task(Settings(), "btc_usdt", {})
     fake["status"], fake["logs"] = "SUCCEEDED", "no result here"
     with pytest.raises(JobError, match="it left no result"):
-        tuning_job.tune_pair_task("btc_usdt", {})
+        tuning_job.tune_pair_task(Settings(), "btc_usdt", {})
