@@ -7,14 +7,16 @@
 #                  (127.0.0.1:5432) and nothing else; every test in databases or with names of its own, so
 #                  it runs in parallel workers too.
 #   services tier  the rest: S3, MLflow, Ray, Airflow and Serve started by fixtures on their fixed ports,
-#                  headless Chromium, the whole stack end to end; one test at a time.
+#                  headless Chromium, one test at a time; beside them, in a second worker, the whole stack
+#                  end to end on private ports (pytest-xdist --dist loadgroup, groups in tests/conftest.py).
 # The tier of a test is set at collection from its markers and fixtures (tests/conftest.py, whose
 # TIER_EXPRESSIONS are the -m expressions below: tests/unit/test_tiers.py checks that they match and that
 # every test is in exactly one tier).
 #
 # usage: bash infra/test.sh [--fast | --pg | --services] [pytest arguments...]
 #   (or MUR_TEST_TIER=fast|pg|services|all; default all). Pytest arguments go to each tier that runs.
-#   MUR_TEST_WORKERS: parallel workers of the fast and postgres tiers (default 2; 0: no xdist).
+#   MUR_TEST_WORKERS: parallel workers of the fast and postgres tiers (default 2; 0: no xdist, and the
+#   services tier's two groups one after the other).
 # No global reruns: only a test marked service_start is rerun, once, on a start-up or connection error, and
 # each rerun is listed with its traceback ("rerun test summary info").
 set -euo pipefail
@@ -38,11 +40,14 @@ PARALLEL=()
 [ "$WORKERS" != 0 ] && PARALLEL=(-n "$WORKERS")
 
 bash infra/install.sh
+echo "[test] install: $SECONDS s wall"
+LINT_START=$SECONDS
 echo "[test] ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check . >/dev/null || { echo "[test] ruff format would change files: run .venv/bin/ruff format ."; exit 1; }
 echo "[test] mypy"
 .venv/bin/mypy  # files and options: [tool.mypy] in pyproject.toml
+echo "[test] lint: $((SECONDS - LINT_START)) s wall"
 
 LOGS=$(mktemp -d)
 trap 'rm -rf "$LOGS"' EXIT
@@ -82,6 +87,8 @@ if [ "$TIER" = all ] || [ "$TIER" = services ]; then
     $SUDO apt-get update -qq >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   fi
   export MUR_REQUIRE_BROWSER=1  # the browser tests fail (not skip) without Chromium
-  run_tier services "$SERVICES_TIER" --rerun-show-tracebacks "$@"
+  GROUPS=()
+  [ "$WORKERS" != 0 ] && GROUPS=(-n 2 --dist loadgroup)  # the shared services' tests | the private-stack e2e
+  run_tier services "$SERVICES_TIER" "${GROUPS[@]}" --rerun-show-tracebacks "$@"
 fi
-echo "[test] passed ($TIER)"
+echo "[test] passed ($TIER) in $SECONDS s wall"

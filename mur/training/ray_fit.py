@@ -220,7 +220,9 @@ def run_distributed_many(
     ``checkpoint_every`` epochs of an item and at its end (``MUR_CHECKPOINT_EVERY_EPOCHS``)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # [ray]
-    from ray.train.torch import TorchConfig, TorchTrainer  # [ray]
+    from ray.train.torch import TorchTrainer  # [ray]
+
+    from mur.training.process_group import BoundStoreTorchConfig  # [ray] the store on the node address
 
     names = [item.name for item in items]
     if len(set(names)) != len(names):
@@ -246,7 +248,7 @@ def run_distributed_many(
             ],
             "checkpoint_every": max(1, int(checkpoint_every)),
         },
-        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+        torch_config=BoundStoreTorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,

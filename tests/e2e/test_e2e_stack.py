@@ -14,8 +14,8 @@ secret; ``mur down`` leaves no process behind (no live session from the pid file
 runtime dir in its environment, every port closed); after ``mur up`` again the same champions are served
 and the same token still works (usage is counted on).
 
-The market runs at speed 120 (a market hour every 30 s) from 2024-08-04 09:00, the day before the August 2024
-crash, so within minutes the test sees the loop turn (issue "the loop turns offline"): new candles arriving,
+The market runs at speed 120 (a market hour every 30 s) from 2024-08-04 21:00, three hours before the August
+2024 crash, so within minutes the test sees the loop turn (issue "the loop turns offline"): new candles arriving,
 DAG runs with advancing market window ends and new registered versions, a champion change hot-reloaded by
 Serve without a failed request, forecasts resolved in ``/v1/track-record``, ``/metrics`` scraped and parsed,
 and a drift alert delivered to a local Discord stand-in with a retraining requested through Airflow.
@@ -68,8 +68,8 @@ SHIFTED_WITH = {  # ports that services derive from the ones above (Airflow's lo
     "MUR_AIRFLOW_PORT": (8793, 8794, 8974, 8975, 8976),
     "MUR_RAY_DASHBOARD_PORT": (10001, 52365),
 }
-CLOCK_START = "2024-08-04T09:00:00Z"
-"""Calm weeks behind (the training windows), the 2024-08-05 crash a few market hours ahead."""
+CLOCK_START = "2024-08-04T21:00:00Z"
+"""Calm weeks behind (the training windows), the 2024-08-05 crash three market hours ahead."""
 CLOCK_SPEED = 120
 LOOP_BUDGET_S = 600
 """Wall seconds the loop checks may take (20 market hours at speed 120)."""
