@@ -9,12 +9,30 @@ from typing import Any
 from mur.settings import PROJECT_ROOT, Settings
 
 
-def configure(settings: Settings) -> Any:
-    """Point the MLflow client at the tracking server; return an ``MlflowClient``."""
+def configure(settings: Settings, *, fail_fast_s: float | None = None, quiet: bool = False) -> Any:
+    """Point the MLflow client at the tracking server; return an ``MlflowClient``.
+
+    ``fail_fast_s``: one retry and this request timeout (MLflow's default retries take minutes when the
+    server is down); ``quiet``: MLflow prints no run URL on stdout (a command whose stdout is a report).
+
+    The core's one write to ``os.environ`` (``setdefault``: what the process was started with wins): MLflow
+    reads its S3 endpoint (``MLFLOW_S3_ENDPOINT_URL``), its HTTP retries and its output switches only from the
+    environment, and boto3, under MLflow's artefact store, its keys.
+    """
     import mlflow
     from mlflow import MlflowClient
 
-    for key, value in settings.registry.s3_env().items():
+    wanted = dict(settings.registry.s3_env())
+    if fail_fast_s is not None:
+        wanted |= {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(max(fail_fast_s, 1))),
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        }
+    if quiet:
+        wanted["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    for key, value in wanted.items():
         os.environ.setdefault(key, value)
     mlflow.set_tracking_uri(settings.registry.mlflow_tracking_uri)
     return MlflowClient(settings.registry.mlflow_tracking_uri)

@@ -43,14 +43,11 @@ def _numbers(values: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 def log_search(settings: Settings, report: TuningReport) -> str:
     """Log ``report`` (parent run + one child per trial); the parent run's id."""
-    import os
-
     import mlflow
 
     from mur.registry.client import configure
 
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is the report's
-    configure(settings)
+    configure(settings, quiet=True)  # stdout is the report's
     mlflow.set_experiment(experiment_name(settings))
     found = mlflow.search_runs(
         experiment_names=[experiment_name(settings)],

@@ -4,7 +4,6 @@ store behind it answer (blocking; MLflow imported lazily). The ONNX download is
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +18,7 @@ def registry_client(settings: Settings, *, timeout_s: float = 10.0) -> Any:
     """An MlflowClient that fails fast (MLflow's default retries take minutes when the server is down)."""
     from mur import registry
 
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(timeout_s, 1))))
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    return registry.configure(settings)
+    return registry.configure(settings, fail_fast_s=timeout_s)
 
 
 _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
