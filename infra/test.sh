@@ -49,6 +49,7 @@ echo "[test] mypy"
 .venv/bin/mypy  # files and options: [tool.mypy] in pyproject.toml
 echo "[test] lint: $((SECONDS - LINT_START)) s wall"
 
+RAN=""
 LOGS=$(mktemp -d)
 trap 'rm -rf "$LOGS"' EXIT
 COLOR=()
@@ -68,6 +69,7 @@ run_tier() {
     rc=0
   fi
   echo "[test] $name tier: ${summary:-no summary (pytest exit $rc)}; $((SECONDS - start)) s wall"
+  RAN="$RAN $name"
   return "$rc"
 }
 
@@ -87,8 +89,18 @@ if [ "$TIER" = all ] || [ "$TIER" = services ]; then
     $SUDO apt-get update -qq >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   fi
   export MUR_REQUIRE_BROWSER=1  # the browser tests fail (not skip) without Chromium
-  GROUPS=()
-  [ "$WORKERS" != 0 ] && GROUPS=(-n 2 --dist loadgroup)  # the shared services' tests | the private-stack e2e
-  run_tier services "$SERVICES_TIER" "${GROUPS[@]}" --rerun-show-tracebacks "$@"
+  SPLIT=()
+  [ "$WORKERS" != 0 ] && SPLIT=(-n 2 --dist loadgroup)  # the shared services' tests | the private-stack e2e
+  run_tier services "$SERVICES_TIER" "${SPLIT[@]}" --rerun-show-tracebacks "$@"
+fi
+# a tier that silently did not run must not read as passed
+case "$TIER" in
+  all) WANTED=" fast postgres services" ;;
+  pg) WANTED=" postgres" ;;
+  *) WANTED=" $TIER" ;;
+esac
+if [ "$RAN" != "$WANTED" ]; then
+  echo "[test] tiers run:${RAN:- none}; expected:$WANTED" >&2
+  exit 1
 fi
 echo "[test] passed ($TIER) in $SECONDS s wall"
