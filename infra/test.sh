@@ -7,8 +7,8 @@
 #                  (127.0.0.1:5432) and nothing else; every test in databases or with names of its own, so
 #                  it runs in parallel workers too.
 #   services tier  the rest: S3, MLflow, Ray, Airflow and Serve started by fixtures on their fixed ports,
-#                  headless Chromium, one test at a time; beside them, in a second worker, the whole stack
-#                  end to end on private ports (pytest-xdist --dist loadgroup, groups in tests/conftest.py).
+#                  headless Chromium, one test at a time; beside them, in a second pytest run, the whole
+#                  stack end to end on private ports (tests/e2e).
 # The tier of a test is set at collection from its markers and fixtures (tests/conftest.py, whose
 # TIER_EXPRESSIONS are the -m expressions below: tests/unit/test_tiers.py checks that they match and that
 # every test is in exactly one tier).
@@ -16,7 +16,7 @@
 # usage: bash infra/test.sh [--fast | --pg | --services] [pytest arguments...]
 #   (or MUR_TEST_TIER=fast|pg|services|all; default all). Pytest arguments go to each tier that runs.
 #   MUR_TEST_WORKERS: parallel workers of the fast and postgres tiers (default 2; 0: no xdist, and the
-#   services tier's two groups one after the other).
+#   services tier's end-to-end test after the others, in the same run).
 # No global reruns: only a test marked service_start is rerun, once, on a start-up or connection error, and
 # each rerun is listed with its traceback ("rerun test summary info").
 set -euo pipefail
@@ -89,9 +89,26 @@ if [ "$TIER" = all ] || [ "$TIER" = services ]; then
     $SUDO apt-get update -qq >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   fi
   export MUR_REQUIRE_BROWSER=1  # the browser tests fail (not skip) without Chromium
-  SPLIT=()
-  [ "$WORKERS" != 0 ] && SPLIT=(-n 2 --dist loadgroup)  # the shared services' tests | the private-stack e2e
-  run_tier services "$SERVICES_TIER" "${SPLIT[@]}" --rerun-show-tracebacks "$@"
+  if [ "$WORKERS" = 0 ]; then
+    run_tier services "$SERVICES_TIER" --rerun-show-tracebacks "$@"
+  else
+    # Two pytest runs side by side: the end-to-end test on its private stack (its own ports, runtime dir,
+    # databases and pytest temp dir; mostly waiting on a market clock) in the background, its output shown
+    # when both ended; in the foreground the tests that share the local services on their fixed ports, one
+    # at a time.
+    (run_tier e2e "$SERVICES_TIER and e2e" --basetemp "$LOGS/e2e-tmp" --rerun-show-tracebacks "$@" \
+      >"$LOGS/e2e.out" 2>&1) &
+    E2E_PID=$!
+    SHARED_RC=0 E2E_RC=0
+    run_tier services "$SERVICES_TIER and not e2e" --rerun-show-tracebacks "$@" || SHARED_RC=$?
+    wait "$E2E_PID" || E2E_RC=$?
+    echo "[test] the end-to-end test, run beside the services tier:"
+    cat "$LOGS/e2e.out"
+    if [ "$SHARED_RC" != 0 ] || [ "$E2E_RC" != 0 ]; then
+      echo "[test] services tier failed (shared services: exit $SHARED_RC, end to end: exit $E2E_RC)"
+      exit 1
+    fi
+  fi
 fi
 # a tier that silently did not run must not read as passed
 case "$TIER" in

@@ -24,10 +24,9 @@ gets ``services``, one in ``tests/e2e`` gets ``e2e``; every test with none of ``
 - postgres (``-m "pg and not (services or serve or ...)"``): the PostgreSQL server only, each
   test in its own random database or with random names (never a fixed port); parallel workers too, each
   with its own session databases;
-- services (the rest): the local services on their fixed ports, one test at a time, in the group
-  :data:`SHARED_STACK_GROUP`; the end-to-end test, on a private stack of its own (its own ports, runtime
-  dir and databases), is the group :data:`PRIVATE_STACK_GROUP` and runs beside them in a second worker
-  (``--dist loadgroup``): most of its time is spent waiting on a market clock.
+- services (the rest): the local services on their fixed ports, one test at a time; infra/test.sh runs the
+  end-to-end test (``-m e2e``, a private stack of its own: ports, runtime dir, databases) in a second pytest
+  run beside them: most of its time is spent waiting on a market clock.
 
 Timeouts: ``--timeout`` in pyproject.toml (a few minutes) for every test; a services-tier test gets
 :data:`SERVICES_TIER_TIMEOUT_S` unless it is marked ``timeout`` itself (its first test pays the session's
@@ -175,10 +174,6 @@ SERVICE_START_ERRORS = [
     r"|ConnectError|ConnectTimeout|RemoteDisconnected)\b",
     r"^JobError: (cannot reach the Ray head|could not submit)",
 ]
-#: pytest-xdist groups of the services tier (``-n 2 --dist loadgroup``): the tests that share the local
-#: services on their fixed ports run one after another in one worker, the private-stack e2e in the other.
-SHARED_STACK_GROUP = "shared-stack"
-PRIVATE_STACK_GROUP = "private-stack"
 SERVICE_START_RERUNS = 1
 SERVICE_START_RERUN_DELAY_S = 5
 THIS_FILE = Path(__file__).resolve()
@@ -224,10 +219,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.get_closest_marker(name) for name in SERVICES_TIER_MARKERS if name != "pg"
         ):  # the services tier: its first test pays the services' start-up and a Serve deployment
             item.add_marker(pytest.mark.timeout(SERVICES_TIER_TIMEOUT_S))
-        services_tier = any(item.get_closest_marker(n) for n in SERVICES_TIER_MARKERS if n != "pg")
-        if services_tier and not item.get_closest_marker("xdist_group"):
-            private = item.get_closest_marker("e2e") is not None
-            item.add_marker(pytest.mark.xdist_group(PRIVATE_STACK_GROUP if private else SHARED_STACK_GROUP))
         if item.get_closest_marker("gpu") and not _cuda_available():
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU: torch.cuda.is_available() is False"))
         if item.get_closest_marker("flaky"):
