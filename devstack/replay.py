@@ -434,26 +434,10 @@ def serve_forever_in_thread(server: ReplayServer) -> threading.Thread:
 
 
 @contextmanager
-def running_replay_server(
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    pairs: Iterable[str] | None = None,
-    handler_class: type[ReplayHandler] = ReplayHandler,
-    synthetic: int = 0,
-    clock: MarketClock | None = None,
-    reload: Callable[[], Mapping[str, pd.DataFrame]] | None = None,
-) -> Iterator[ReplayServer]:
-    """A replay server serving in a background thread for the ``with`` block (for tests and scripts)."""
-    server = make_server(
-        host,
-        port,
-        pairs=pairs,
-        handler_class=handler_class,
-        synthetic=synthetic,
-        clock=clock,
-        reload=reload,
-    )
+def running_replay_server(**options: Any) -> Iterator[ReplayServer]:
+    """A replay server (:func:`make_server`'s keyword arguments) serving in a background thread for the
+    ``with`` block (for tests and scripts)."""
+    server = make_server(**options)
     thread = serve_forever_in_thread(server)
     try:
         yield server

@@ -105,7 +105,7 @@ def config_history(db: Database, pair: str) -> list[ModelConfigRecord]:
 
 def _lock_pair(cur: Any, pair: str) -> None:
     """Serialise changes of one pair's configurations (a transaction-scoped advisory lock)."""
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%(key)s))", {"key": f"model_configs:{pair}"})
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext('model_configs:' || %(pair)s))", {"pair": pair})
 
 
 def set_active(db: Database, pair: str, version: int | None) -> ModelConfigRecord | None:
