@@ -24,9 +24,10 @@ gets ``services``, one in ``tests/e2e`` gets ``e2e``; every test with none of ``
 - postgres (``-m "pg and not (services or serve or ...)"``): the PostgreSQL server only, each
   test in its own random database or with random names (never a fixed port); parallel workers too, each
   with its own session databases;
-- services (the rest): the local services on their fixed ports, one test at a time; infra/test.sh runs the
-  end-to-end test (``-m e2e``, a private stack of its own: ports, runtime dir, databases) in a second pytest
-  run beside them: most of its time is spent waiting on a market clock.
+- services (the rest): the local services on their fixed ports, one test at a time. infra/test.sh runs
+  three pytest runs side by side: the tests marked ``second_stack`` (:data:`SECOND_STACK_PATHS`) on a second
+  stack (``MUR_TEST_STACK_OFFSET``: every port moved, a runtime dir and databases of its own), the others on
+  the default ports, and the end-to-end test (``-m e2e``, a private stack of its own) beside them.
 
 Timeouts: ``--timeout`` in pyproject.toml (a few minutes) for every test; a services-tier test gets
 :data:`SERVICES_TIER_TIMEOUT_S` unless it is marked ``timeout`` itself (its first test pays the session's
@@ -45,10 +46,11 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from stack_ports import SECOND_STACK_OFFSET, shifted_ports
 
 from devstack.config import use_stack_ray
 from mur.db import Database, migrate
-from mur.settings import Settings, get_settings
+from mur.settings import PROJECT_ROOT, Settings, get_settings
 
 TEST_CLOCK = {"MUR_CLOCK_START": "2026-01-01T00:00:00Z", "MUR_CLOCK_SPEED": "0"}
 """The market clock tests run with unless they set their own: frozen after the end of every bundled pair, so
@@ -56,6 +58,16 @@ a test sees each pair's whole recorded history (the stack's default replays it f
 Tests of the clock itself, and the end-to-end loop test, set ``MUR_CLOCK_*`` explicitly."""
 for _name, _value in TEST_CLOCK.items():
     os.environ.setdefault(_name, _value)
+DATABASES = {"pg": "mur", "mlflow": "mlflow", "airflow": "airflow"}
+STACK_OFFSET_VAR = "MUR_TEST_STACK_OFFSET"
+"""Set (``second`` in infra/test.sh, or a number): this run's shared services are another stack, every port
+moved by the offset (tests/stack_ports.py), with a runtime dir and databases of their own."""
+_offset_set = os.environ.get(STACK_OFFSET_VAR, "")
+if _offset := SECOND_STACK_OFFSET if _offset_set == "second" else int(_offset_set or 0):
+    os.environ.update(shifted_ports(_offset))
+    os.environ["MUR_RUNTIME_DIR"] = str(PROJECT_ROOT / ".runtime" / f"test-stack-{_offset}")
+    os.environ.update({f"MUR_{k.upper()}_DATABASE": f"{v}_stack_{_offset}" for k, v in DATABASES.items()})
+    os.environ.pop("RAY_AUTH_TOKEN", None)  # the token of this stack's runtime dir, set just below
 use_stack_ray()  # Ray heads the tests start listen on 127.0.0.1, and their drivers (subprocesses too) join them
 
 
@@ -178,6 +190,22 @@ SERVICE_START_RERUNS = 1
 SERVICE_START_RERUN_DELAY_S = 5
 THIS_FILE = Path(__file__).resolve()
 E2E_DIR = THIS_FILE.parent / "e2e"
+SECOND_STACK_PATHS = tuple(
+    THIS_FILE.parent / path
+    for path in (
+        "serve",
+        "dash",
+        "gpu",
+        "integration/test_ray_training.py",
+        "integration/test_tune_cli.py",
+        "integration/test_benchmark_smoke_services.py",
+        "integration/test_benchmark_train_smoke.py",
+    )
+)
+"""Services-tier tests that infra/test.sh runs on the second shared stack (marked ``second_stack``), beside the
+others on the first: Ray training, Serve, the dashboard in a browser and the benchmarks' smoke runs; the first
+keeps Airflow, the cluster and the services' own tests. Each run pays its own service start-up, so a group
+that shares an expensive fixture (``serve_stack``) stays on one side."""
 
 
 def _uses_shared_fixture(item: pytest.Item, names: frozenset[str]) -> bool:
@@ -215,6 +243,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.services)
         if not any(item.get_closest_marker(name) for name in SERVICES_TIER_MARKERS):
             item.add_marker(pytest.mark.fast)
+        elif any(Path(item.path).resolve().is_relative_to(p) for p in SECOND_STACK_PATHS):
+            item.add_marker(pytest.mark.second_stack)
         elif not item.get_closest_marker("timeout") and any(
             item.get_closest_marker(name) for name in SERVICES_TIER_MARKERS if name != "pg"
         ):  # the services tier: its first test pays the services' start-up and a Serve deployment
