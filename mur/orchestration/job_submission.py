@@ -144,39 +144,11 @@ def build_entrypoint(pair: str | Sequence[str], end: datetime | None, **options:
     return shlex.join(argv)
 
 
-def submit_training(
-    settings: Settings,
-    pair: str,
-    *,
-    end: datetime | None = None,
-    num_workers: int | None = None,
-    use_gpu: bool = False,
-    stream_logs: bool = True,
-    log: Callable[[str], None] | None = None,
-    timeout_s: float | None = None,
-    poll_s: float = 2.0,
-    submission_id: str | None = None,
-    read: ResultReader | None = None,
-    **options: Any,
-) -> TrainingResult:
-    """Submit one training job, follow it to the end and return its result (or raise JobError); ``read``:
-    where its result is read (default: the artefact bucket, :func:`job_result_reader`)."""
-    client = client_for(settings)
-    sid = submission_id or new_submission_id("train")
-    entrypoint = build_entrypoint(
-        pair.lower(), end, num_workers=num_workers, use_gpu=use_gpu, submission_id=sid, **options
-    )
-    emit = log or (lambda line: print(line, flush=True))
-    job_id = _submit(client, settings, entrypoint, sid, {"pair": pair.lower(), "end": str(end)}, emit)
-    return wait_for_job(
-        client,
-        job_id,
-        read=read or job_result_reader(settings),
-        stream_logs=stream_logs,
-        emit=emit,
-        timeout_s=timeout_s or settings.training.job_timeout_s,
-        poll_s=poll_s,
-    )
+def submit_training(settings: Settings, pair: str, **options: Any) -> TrainingResult:
+    """Submit one training job, follow it to the end and return its result (or raise JobError); the options
+    are :func:`submit_batch`'s."""
+    client, job_id, follow = _start(settings, pair.lower(), "train", **options)
+    return wait_for_job(client, job_id, **follow)
 
 
 def follow_job(
@@ -304,41 +276,49 @@ def _why(client: Any, job_id: str, status: str, logs: str) -> str:
     return _last_error_line(logs) or (client.get_job_info(job_id).message or status)
 
 
-def submit_batch(
+def submit_batch(settings: Settings, pairs: Sequence[str], **options: Any) -> dict[str, TrainingResult]:
+    """Submit one job training ``pairs`` in one Ray Train run, follow it, return one result per pair.
+
+    Options: ``end``, ``num_workers``, ``use_gpu`` and the job's other flags (:func:`build_entrypoint`);
+    ``stream_logs`` (default True) and ``log`` (default print) for its log lines; ``timeout_s`` (default
+    ``training.job_timeout_s``), ``poll_s``, ``submission_id``, ``read`` (where its result is read; default
+    the artefact bucket, :func:`job_result_reader`)."""
+    pairs = [p.lower() for p in pairs]
+    client, job_id, follow = _start(settings, pairs, "batch", **options)
+    return wait_for_batch(client, job_id, pairs, **follow)
+
+
+def _start(
     settings: Settings,
-    pairs: Sequence[str],
+    target: str | list[str],
+    id_kind: str,
+    /,
     *,
     end: datetime | None = None,
-    num_workers: int | None = None,
-    use_gpu: bool = False,
     stream_logs: bool = True,
     log: Callable[[str], None] | None = None,
     timeout_s: float | None = None,
     poll_s: float = 2.0,
     submission_id: str | None = None,
     read: ResultReader | None = None,
-    **options: Any,
-) -> dict[str, TrainingResult]:
-    """Submit one job training ``pairs`` in one Ray Train run, follow it, return one result per pair."""
-    pairs = [p.lower() for p in pairs]
+    **flags: Any,
+) -> tuple[Any, str, dict[str, Any]]:
+    """Submit the job for ``target`` (a pair, or a batch's pairs; ``id_kind`` names its submission id); the
+    client, its job id and how to follow it."""
     client = client_for(settings)
-    sid = submission_id or new_submission_id("batch")
-    entrypoint = build_entrypoint(
-        pairs, end, num_workers=num_workers, use_gpu=use_gpu, submission_id=sid, **options
-    )
+    sid = submission_id or new_submission_id(id_kind)
+    entrypoint = build_entrypoint(target, end, submission_id=sid, **flags)
     emit = log or (lambda line: print(line, flush=True))
-    metadata = {"pairs": ",".join(pairs)[:200], "end": str(end)}
-    job_id = _submit(client, settings, entrypoint, sid, metadata, emit)
-    return wait_for_batch(
-        client,
-        job_id,
-        pairs,
-        read=read or job_result_reader(settings),
-        stream_logs=stream_logs,
-        emit=emit,
-        timeout_s=timeout_s or settings.training.job_timeout_s,
-        poll_s=poll_s,
-    )
+    which = {"pair": target} if isinstance(target, str) else {"pairs": ",".join(target)[:200]}
+    job_id = _submit(client, settings, entrypoint, sid, {**which, "end": str(end)}, emit)
+    follow = {
+        "read": read or job_result_reader(settings),
+        "stream_logs": stream_logs,
+        "emit": emit,
+        "timeout_s": timeout_s or settings.training.job_timeout_s,
+        "poll_s": poll_s,
+    }
+    return client, job_id, follow
 
 
 def _last_error_line(logs: str) -> str | None:

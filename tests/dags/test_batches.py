@@ -57,6 +57,50 @@ def test_batch_entrypoint_and_results() -> None:
     assert results["eth_usdt"].error == "Ray job s1 failed without a result: RuntimeError: worker died"
 
 
+class SubmittingClient(FakeJobClient):
+    """A job client that takes submissions (their entrypoint and submission id) and reports them done."""
+
+    def __init__(self) -> None:
+        super().__init__("[mur] done")
+        self.submitted: list[dict[str, Any]] = []
+
+    def submit_job(self, **job: Any) -> str:
+        self.submitted.append(job)
+        return str(job["submission_id"])
+
+
+def test_submit_training_and_submit_batch_pass_the_jobs_flags_and_read_its_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both submit through one path: the job's own flags (``kind`` too) reach its entrypoint, the caller's
+    submission id names the job, and the result is read under it."""
+    from mur.orchestration import job_submission as jobs
+
+    client = SubmittingClient()
+    monkeypatch.setattr(jobs, "client_for", lambda settings: client)
+    monkeypatch.setattr(jobs, "runtime_env", lambda settings: {})
+    eth = FULL_RESULT.model_copy(update={"pair": "eth_usdt"})
+    read = {"b1": left(FULL_RESULT, eth), "t1": left(FULL_RESULT)}.get
+    quiet: dict[str, Any] = {"stream_logs": False, "poll_s": 0, "read": read}
+    batch = jobs.submit_batch(
+        Settings(), ["BTC_USDT", "eth_usdt"], end=END, kind="backfill", submission_id="b1", **quiet
+    )
+    one = jobs.submit_training(
+        Settings(), "btc_usdt", num_workers=2, kind="hourly", submission_id="t1", **quiet
+    )
+    assert {p: r.job_id for p, r in batch.items()} == {"btc_usdt": "b1", "eth_usdt": "b1"}
+    assert one.version == 7 and one.job_id == "t1"
+    first, second = (job["entrypoint"] for job in client.submitted)
+    assert (
+        "--pairs btc_usdt,eth_usdt" in first and "--kind backfill" in first and "--end 2025-03-01T05" in first
+    )
+    assert "--pair btc_usdt" in second and "--kind hourly" in second and "--num-workers 2" in second
+    assert [job["metadata"] for job in client.submitted] == [
+        {"pairs": "btc_usdt,eth_usdt", "end": str(END)},
+        {"pair": "btc_usdt", "end": "None"},
+    ]
+
+
 @pytest.fixture
 def fake_batch_jobs(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     from mur.orchestration import job_submission as jobs
