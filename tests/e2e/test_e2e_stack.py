@@ -384,7 +384,8 @@ def watch_the_loop(settings: Settings, token: str, discord: DiscordStub) -> dict
         wait_until(
             all_counted, what="the counter to count every answered forecast", timeout_s=60, interval_s=2
         )
-    seen["post"] = discord.wait_for("input drift", timeout_s=5)
+    alerts = seen.get("drift_alerts") or []  # newest first; both pairs may have crossed, in any order
+    seen["post"] = discord.wait_for(f"{alerts[0].pair} crossed a threshold", timeout_s=5) if alerts else None
     return seen
 
 
