@@ -197,7 +197,6 @@ SECOND_STACK_PATHS = tuple(
         "dash",
         "gpu",
         "integration/test_ray_training.py",
-        "integration/test_tune_cli.py",
         "integration/test_benchmark_smoke_services.py",
         "integration/test_benchmark_train_smoke.py",
     )
