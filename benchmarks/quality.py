@@ -1,27 +1,36 @@
 """Benchmark: forecast quality on every bundled pair, per horizon, next to the naive baselines.
 
-    python benchmarks/quality.py [--pairs btc_usdt eth_usdt ...] [--epochs 10] [--train-days 365] [--out FILE]
-    python benchmarks/quality.py --smoke   # one pair, one epoch of a 4-unit model on 45 days (CI; no --out)
+    python benchmarks/quality.py [--pairs btc_usdt eth_usdt ...] [--epochs 10] [--train-days 365] [--spans 3]
+    python benchmarks/quality.py --smoke   # one pair, one epoch of a 4-unit model on 45 days, 2 spans (CI)
 
-Budget (bounded and documented): one local training per pair with the default settings (LSTM, 168 h of
-context, horizons 1/4/24 h, levels 0.05/0.5/0.95), at most ``--epochs`` epochs with early stopping, on the
-last ``--train-days`` days of the bundled candles; about 10-70 s per pair on 2 CPU cores. Every score is
-out-of-sample: the test span is the last 10 % of the hours, which the model never trained on (weights) nor
-calibrated on (conformal scale), and both interval baselines are fitted on the hours before it:
+Budget (bounded and documented): per pair and span, one local training with the default settings (LSTM,
+168 h of context, horizons 1/4/24 h, levels 0.05/0.5/0.95), at most ``--epochs`` epochs with early stopping,
+on ``--train-days`` days of the bundled candles; about 2-15 min per training on 2 CPU cores, so the default
+run takes hours: each span's scores are kept under ``--cache`` (``benchmarks/results/quality-spans``, committed
+with the results: the figures can be recomputed from them) and a rerun resumes where the last one stopped;
+empty that folder to measure a changed model or dataset. Every score is
+out-of-sample. Walk-forward: span 1 is the last 10 % of the pair's hours, which its model never trained on
+(weights) nor calibrated on (conformal scale); span k + 1 is the 10 % before span k, scored by a model
+trained on the candles before it. Both interval baselines are fitted on the hours before each span:
 
 * (a) naive: fixed empirical quantiles of past h-hour log returns;
 * (b) EWMA volatility (half-life 12 h, squared returns and high-low range) x hour-of-day factor.
 
+A 36-day span holds only ~36 independent 24 h outcomes (sampling error ~0.05 on a 24 h coverage), so the
+spans are scored together: coverage over all their windows, skills as ratios of summed scores. The latest
+span's figures alone are kept too (``last_span_rows``).
+
 Offline, the market clock (:mod:`mur.clock`) hides candles after market "now" (a week of November 2024 by
 default); the benchmark freezes it after the bundled history (``CLOCK_AFTER_THE_DATA``), so that it always
-measures the documented span: the last ``--train-days`` of every pair's bundled candles.
+measures the documented spans, ending with every pair's last bundled candle.
 
-Prints per pair and horizon: point skill vs persistence, directional accuracy, coverage of the 90 %
-interval, interval skill vs (a) and vs (b); then the worst 1 h interval skill vs (a), the worst 1 h coverage, the
-coverage per horizon (every pair) and, last, the worst coverage over horizons: the one farthest from 0.90 in
-either direction, with its pair, horizon, signed distance and sampling error (:func:`coverage_error`).
-Targets: 1 h coverage in [0.88, 0.92], 1 h interval skill >= 0.15 vs (a) and at least (b)'s (issue 13);
-coverage in [0.87, 0.93] at every horizon (issue 24). Writes the figures as JSON (``benchmarks/results/quality.json``).
+Prints per pair and horizon (the spans together): point skill vs persistence, directional accuracy, coverage of
+the 90 % interval, interval skill vs (a) and vs (b); each span's coverage; then the worst 1 h interval skill vs
+(a), the worst 1 h coverage, the coverage per horizon (every pair), the latest span's worst coverage and, last,
+the worst coverage over horizons: the one farthest from 0.90 in either direction, with its pair, horizon,
+signed distance and sampling error (:func:`coverage_error`). Targets: 1 h coverage in [0.88, 0.92], 1 h
+interval skill >= 0.15 vs (a) and at least (b)'s (issue 13); coverage in [0.87, 0.93] at every horizon
+(issue 24). Writes the figures as JSON (``benchmarks/results/quality.json``).
 """
 
 from __future__ import annotations
@@ -40,9 +49,12 @@ CLOCK_AFTER_THE_DATA = datetime(2026, 1, 1, tzinfo=UTC)
 """The market clock, frozen after every bundled candle: the whole history is visible."""
 
 
-def evaluate_pair(pair: str, epochs: int, train_days: int, **overrides: Any) -> dict[str, Any]:
-    """Train ``pair`` locally (no registry) and return its metrics document as a dict, with the time taken
-    (``overrides``: hyper-parameters, e.g. the smoke run's ``hidden_size``)."""
+def evaluate_pair(
+    pair: str, epochs: int, train_days: int, end: datetime | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """Train ``pair`` locally (no registry) on the candles before ``end`` (default: all) and return its
+    metrics document as a dict, with the time taken (``overrides``: hyper-parameters, e.g. the smoke run's
+    ``hidden_size``)."""
     from mur.settings import Settings
     from mur.training.driver import train_and_register
     from mur.training.loop import LocalFit
@@ -52,7 +64,14 @@ def evaluate_pair(pair: str, epochs: int, train_days: int, **overrides: Any) -> 
     )
     started = time.perf_counter()
     result = train_and_register(
-        settings, pair, fit=LocalFit(), register=False, epochs=epochs, emit=lambda _m: None, **overrides
+        settings,
+        pair,
+        fit=LocalFit(),
+        end=end,
+        register=False,
+        epochs=epochs,
+        emit=lambda _m: None,
+        **overrides,
     )
     assert result.metrics is not None
     return {
@@ -68,6 +87,62 @@ def coverage_error(coverage: float, n_windows: int, hours: int) -> float:
     return math.sqrt(max(coverage * (1.0 - coverage), 0.0) / independent)
 
 
+def walk_forward(
+    pair: str, folds: int, epochs: int, train_days: int, cache: Path | None, **overrides: Any
+) -> list[dict[str, Any]]:
+    """``folds`` spans scored back to back, the latest first: fold 0 trains on all of the pair's candles and
+    scores on their last 10 %; fold k + 1 trains on the candles before fold k's test span, so that its own
+    test span ends where fold k's begins. Every fold is out-of-sample for its model (weights, conformal scale
+    and both baselines see only the hours before its span). With ``cache``, each fold's document is kept
+    there and reused by the next run (a full run takes hours on 2 cores)."""
+    out: list[dict[str, Any]] = []
+    end: datetime | None = None
+    for k in range(folds):
+        label = "all" if end is None else end.strftime("%Y%m%dT%H")
+        key = "-".join(f"{n}{v}" for n, v in sorted(overrides.items()))
+        path = cache / f"{pair}-{label}-{epochs}e-{train_days}d{key}.json" if cache else None
+        if path is not None and path.exists():
+            doc = json.loads(path.read_text())
+        else:
+            doc = evaluate_pair(pair, epochs, train_days, end=end, **overrides)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(doc))
+        window = doc["metrics"]["test_window"]
+        print(f"[{pair}] span {k + 1}/{folds}: {window['start']} .. {window['end']} ({doc['seconds']} s)")
+        out.append(doc)
+        end = datetime.fromisoformat(window["start"].replace("Z", "+00:00"))
+    return out
+
+
+def row_of(pair: str, spans: list[dict[str, Any]]) -> dict[str, Any]:
+    """One horizon's figures on the targets of every span together (``spans``: that horizon's documents):
+    coverage and directional accuracy over all windows; skills as ratios of the summed scores (MAE for the
+    point forecast, Winkler for the ranges) on the same targets."""
+    n = sum(h["n"] for h in spans)
+    hours = spans[0]["hours"]
+
+    def mean(get: Any) -> float:
+        return float(sum(get(h) * h["n"] for h in spans) / n)
+
+    winkler = {k: mean(lambda h, k=k: h[k]["winkler"]) for k in ("interval", "naive", "ewma")}
+    mae_model, mae_persistence = mean(lambda h: h["model"]["mae"]), mean(lambda h: h["persistence"]["mae"])
+    coverage = mean(lambda h: h["interval"]["coverage"])
+    return {
+        "pair": pair,
+        "hours": hours,
+        "point_skill": 1 - mae_model / mae_persistence if mae_persistence else 0.0,
+        "directional_accuracy": mean(lambda h: h["model"]["directional_accuracy"]),
+        "coverage": coverage,
+        "interval_skill_vs_naive": 1 - winkler["interval"] / winkler["naive"],
+        "interval_skill_vs_ewma": 1 - winkler["interval"] / winkler["ewma"],
+        "ewma_skill_vs_naive": 1 - winkler["ewma"] / winkler["naive"],
+        "ewma_coverage": mean(lambda h: h["ewma"]["coverage"]),
+        "coverage_error": coverage_error(coverage, n, hours),
+        "n": n,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", nargs="+", default=list(BUNDLED))
@@ -79,51 +154,64 @@ def main() -> None:
         action="store_true",
         help="one pair, one epoch of a 4-unit model on 45 days: does it still run and score? (CI)",
     )
+    parser.add_argument(
+        "--spans", type=int, default=3, help="walk-forward test spans per pair, scored together (default 3)"
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(__file__).parent / "results" / "quality-spans",
+        help="where each span's scores are kept (committed with the results) and reused by the next run",
+    )
     args = parser.parse_args()
     overrides: dict[str, Any] = {}
     if args.smoke:
-        args.pairs, args.epochs, args.train_days = args.pairs[:1], 1, 45
+        args.pairs, args.epochs, args.train_days, args.spans, args.cache = args.pairs[:1], 1, 45, 2, None
         overrides["hidden_size"] = 4
     elif args.out is None:
         args.out = Path(__file__).parent / "results" / "quality.json"
 
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []  # every span together
+    last_span_rows: list[dict[str, Any]] = []  # the latest span alone (the benchmark's figures up to 2026-11)
     per_pair: dict[str, Any] = {}
+    by_span: list[str] = []
+    for pair in args.pairs:
+        spans = walk_forward(pair, args.spans, args.epochs, args.train_days, args.cache, **overrides)
+        docs = [span["metrics"] for span in spans]
+        per_pair[pair] = {
+            "seconds": round(sum(span["seconds"] for span in spans), 1),
+            "test_window": docs[0]["test_window"],
+            "horizons": docs[0]["horizons"],
+            "spans": [
+                {"seconds": span["seconds"], "test_window": d["test_window"], "horizons": d["horizons"]}
+                for span, d in zip(spans, docs, strict=True)
+            ],
+        }
+        for i, h in enumerate(docs[0]["horizons"]):
+            together = [d["horizons"][i] for d in docs]
+            rows.append(row_of(pair, together))
+            last_span_rows.append(row_of(pair, together[:1]))
+            by_span.append(
+                f"{pair:<10} {h['hours']:>3} h: "
+                + " ".join(f"{t['interval']['coverage']:.3f}" for t in together)
+                + f" (together {rows[-1]['coverage']:.3f})"
+            )
     header = (
         f"{'pair':<10} {'h':>3} {'point skill':>11} {'dir acc':>7} {'coverage':>8} {'int skill (a)':>13} "
         f"{'int skill (b)':>13} {'(b) vs (a)':>10} {'cov (b)':>7}"
     )
-    print(header)
-    print("-" * len(header))
-    for pair in args.pairs:
-        out = evaluate_pair(pair, args.epochs, args.train_days, **overrides)
-        doc = out["metrics"]
-        per_pair[pair] = {
-            "seconds": out["seconds"],
-            "test_window": doc["test_window"],
-            "horizons": doc["horizons"],
-        }
-        for h in doc["horizons"]:
-            b_vs_a = 1 - h["ewma"]["winkler"] / h["naive"]["winkler"]
-            row = {
-                "pair": pair,
-                "hours": h["hours"],
-                "point_skill": h["skill"],
-                "directional_accuracy": h["model"]["directional_accuracy"],
-                "coverage": h["interval"]["coverage"],
-                "interval_skill_vs_naive": h["interval_skill"],
-                "interval_skill_vs_ewma": h["interval_skill_vs_ewma"],
-                "ewma_skill_vs_naive": b_vs_a,
-                "ewma_coverage": h["ewma"]["coverage"],
-                "coverage_error": coverage_error(h["interval"]["coverage"], h["n"], h["hours"]),
-            }
-            rows.append(row)
-            print(
-                f"{pair:<10} {h['hours']:>3} {row['point_skill']:>+11.4f} {row['directional_accuracy']:>7.3f} "
-                f"{row['coverage']:>8.3f} {row['interval_skill_vs_naive']:>+13.4f} "
-                f"{row['interval_skill_vs_ewma']:>+13.4f} {b_vs_a:>+10.4f} {row['ewma_coverage']:>7.3f}",
-                flush=True,
-            )
+    print(
+        f"\n{args.spans} walk-forward test span(s) per pair, scored together:\n{header}\n{'-' * len(header)}"
+    )
+    for row in rows:
+        print(
+            f"{row['pair']:<10} {row['hours']:>3} {row['point_skill']:>+11.4f} {row['directional_accuracy']:>7.3f} "
+            f"{row['coverage']:>8.3f} {row['interval_skill_vs_naive']:>+13.4f} "
+            f"{row['interval_skill_vs_ewma']:>+13.4f} {row['ewma_skill_vs_naive']:>+10.4f} "
+            f"{row['ewma_coverage']:>7.3f}"
+        )
+    print("\ncoverage of the 90 % range per span, latest first:")
+    print("\n".join(by_span))
     one_hour = [r for r in rows if r["hours"] == 1]
     horizons = sorted({r["hours"] for r in rows})
     coverage_by_horizon = {
@@ -147,10 +235,14 @@ def main() -> None:
     figures = [v for r in rows for k, v in r.items() if k not in ("pair", "hours")]
     if not rows or not all(math.isfinite(v) for v in figures):
         raise SystemExit(f"FAIL: no finite score in {rows}")
+    last_worst = max(last_span_rows, key=lambda r: abs(r["coverage"] - 0.9))
+    summary["last_span_worst_coverage"] = last_worst["coverage"]
+    summary["last_span_worst_coverage_at"] = {"pair": last_worst["pair"], "hours": last_worst["hours"]}
     doc = {
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
-        "budget": {"epochs": args.epochs, "train_days": args.train_days},
+        "budget": {"epochs": args.epochs, "train_days": args.train_days, "spans": args.spans},
         "rows": rows,
+        "last_span_rows": last_span_rows,
         "pairs": per_pair,
         "summary": summary,
     }
@@ -170,6 +262,10 @@ def main() -> None:
     print(
         f"coverage within 0.87-0.93 at every horizon on every pair: "
         f"{summary['coverage_in_087_093_at_every_horizon']}"
+    )
+    print(
+        f"latest span alone: worst coverage {last_worst['coverage']:.3f} ({last_worst['pair']} "
+        f"{last_worst['hours']} h, sampling error {last_worst['coverage_error']:.3f})"
     )
     print(
         f"worst coverage over horizons: {worst_over_horizons:.3f} ({worst_row['pair']} {worst_row['hours']} h, "

@@ -74,6 +74,17 @@ def test_quality_smoke(tmp_path: Path) -> None:
         assert row, out
         cells = [float(c) for c in row.group(1).split()]
         assert len(cells) == 7 and all(math.isfinite(c) for c in cells), row.group(0)
+    for hours in (1, 4, 24):  # each of the 2 walk-forward spans' coverage, then both spans' together
+        spans = re.search(
+            rf"^btc_usdt\s+{hours} h: {NUMBER} {NUMBER} \(together {NUMBER}\)$", out, re.MULTILINE
+        )
+        assert spans, out
+        first, second, together = (float(c) for c in spans.groups())
+        assert min(first, second) - 1e-3 <= together <= max(first, second) + 1e-3
+    (_, latest_start, _), (_, _, earlier_end) = re.findall(
+        r"^\[btc_usdt\] span (\d)/2: (\S+) \.\. (\S+)", out, re.MULTILINE
+    )
+    assert earlier_end < latest_start, "span 2 ends before span 1 begins"
     assert 0 <= figure(out, rf"^worst 1h coverage: {NUMBER}") <= 1
     figure(out, rf"^worst 1h interval skill vs naive: {NUMBER}")
     # the coverage farthest from 0.90 in either direction, with where it is and its signed distance
