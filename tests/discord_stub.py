@@ -47,12 +47,12 @@ class DiscordStub:
     def embeds(self) -> list[dict[str, Any]]:
         return [embed for body in self.requests for embed in body.get("embeds", [])]
 
-    def wait_for(self, text: str, timeout_s: float) -> dict[str, Any] | None:
-        """The first body whose JSON mentions ``text``, waiting up to ``timeout_s`` for it."""
+    def wait_for(self, *texts: str, timeout_s: float) -> dict[str, Any] | None:
+        """The first body whose JSON mentions every one of ``texts``, waiting up to ``timeout_s`` for it."""
         deadline = time.monotonic() + timeout_s
         with self.arrived:
             while True:
-                found = next((b for b in self.requests if text in json.dumps(b)), None)
+                found = next((b for b in self.requests if all(t in json.dumps(b) for t in texts)), None)
                 left = deadline - time.monotonic()
                 if found is not None or left <= 0:
                     return found

@@ -384,8 +384,12 @@ def watch_the_loop(settings: Settings, token: str, discord: DiscordStub) -> dict
         wait_until(
             all_counted, what="the counter to count every answered forecast", timeout_s=60, interval_s=2
         )
-    alerts = seen.get("drift_alerts") or []  # newest first; both pairs may have crossed, in any order
-    seen["post"] = discord.wait_for(f"{alerts[0].pair} crossed a threshold", timeout_s=5) if alerts else None
+    # the post of the newest drift alert: both pairs may have crossed, in any order, and a pair's other
+    # alerts (a training gone stale on the busy machine) are posts of their own
+    alerts = seen.get("drift_alerts") or []
+    seen["post"] = (
+        discord.wait_for(f"{alerts[0].pair} crossed", "input drift", timeout_s=5) if alerts else None
+    )
     return seen
 
 
