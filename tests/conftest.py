@@ -25,9 +25,9 @@ gets ``services``, one in ``tests/e2e`` gets ``e2e``; every test with none of ``
   test in its own random database or with random names (never a fixed port); parallel workers too, each
   with its own session databases;
 - services (the rest): the local services on their fixed ports, one test at a time. infra/test.sh runs
-  three pytest runs side by side: the tests marked ``second_stack`` (:data:`SECOND_STACK_PATHS`) on a second
-  stack (``MUR_TEST_STACK_OFFSET``: every port moved, a runtime dir and databases of its own), the others on
-  the default ports, and the end-to-end test (``-m e2e``, a private stack of its own) beside them.
+  two pytest runs side by side: the tests on the default ports, and beside them the end-to-end test (``-m
+  e2e``, a private stack of its own), then the tests marked ``second_stack`` (:data:`SECOND_STACK_PATHS`) on
+  a second stack (``MUR_TEST_STACK_OFFSET``: every port moved, a runtime dir and databases of its own).
 
 Timeouts: ``--timeout`` in pyproject.toml (a few minutes) for every test; a services-tier test gets
 :data:`SERVICES_TIER_TIMEOUT_S` unless it is marked ``timeout`` itself (its first test pays the session's
@@ -197,13 +197,13 @@ SECOND_STACK_PATHS = tuple(
         "dash",
         "gpu",
         "integration/test_ray_training.py",
-        "integration/test_benchmark_smoke_services.py",
+        "integration/test_tune_cli.py",
         "integration/test_benchmark_train_smoke.py",
     )
 )
-"""Services-tier tests that infra/test.sh runs on the second shared stack (marked ``second_stack``), beside the
-others on the first: Ray training, Serve, the dashboard in a browser and the benchmarks' smoke runs; the first
-keeps Airflow, the cluster and the services' own tests. Each run pays its own service start-up, so a group
+"""Services-tier tests that infra/test.sh runs on the second shared stack (marked ``second_stack``), after the
+end-to-end test and beside the others on the first: Ray training and tuning, Serve, the dashboard in a
+browser; the first keeps Airflow, the cluster, the services' own tests and the benchmarks' smoke runs. Each run pays its own service start-up, so a group
 that shares an expensive fixture (``serve_stack``) stays on one side."""
 
 
