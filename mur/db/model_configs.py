@@ -103,9 +103,14 @@ def config_history(db: Database, pair: str) -> list[ModelConfigRecord]:
         return [_record(row) for row in cur.fetchall()]
 
 
+LOCK_SPACE = 0x6D63  # "mc": the model_configs key space of the two-key advisory locks
+
+
 def _lock_pair(cur: Any, pair: str) -> None:
     """Serialise changes of one pair's configurations (a transaction-scoped advisory lock)."""
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext('model_configs:' || %(pair)s))", {"pair": pair})
+    cur.execute(
+        "SELECT pg_advisory_xact_lock(%(space)s, hashtext(%(pair)s))", {"space": LOCK_SPACE, "pair": pair}
+    )
 
 
 def set_active(db: Database, pair: str, version: int | None) -> ModelConfigRecord | None:
