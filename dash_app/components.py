@@ -25,6 +25,11 @@ def notice(message: str | list[Any], kind: str = "warn", **kwargs: Any) -> Compo
     return html.Div(message, className=f"notice {kind}", role="status", **kwargs)
 
 
+def card(title: str, *children: Any) -> Component:
+    """A page section (``.card``): its ``<h3>`` title over ``children``."""
+    return html.Div([html.H3(title), *children], className="card")
+
+
 def field(label: str, control: Component, *extra: Component, labelled: bool = True) -> Component:
     """A form control under its label (``.field``); the label names the control (``htmlFor`` its id) unless
     ``labelled`` is False (a group of radio buttons or checkboxes has no one element to name)."""

@@ -20,7 +20,7 @@ from dash.exceptions import PreventUpdate
 from flask import request
 
 from dash_app.clients import TRAINING_DAG_ID, ServiceAnswerError, ServiceUnavailable
-from dash_app.components import champion_summary, data_table, field, fmt_time, notice, pair_dropdown
+from dash_app.components import card, champion_summary, data_table, field, fmt_time, notice, pair_dropdown
 from dash_app.context import DashboardContext, get_context, require_admin
 from dash_app.pages import admin_pairs
 from mur.db import (
@@ -141,122 +141,102 @@ def layout(context: DashboardContext, account: User) -> Component:
     default_quota = context.settings.serving.default_monthly_quota
     return html.Div(
         [
-            html.Div(
-                [html.H3("Users"), html.Div(users_table(context), id="admin-users-table")], className="card"
+            card("Users", html.Div(users_table(context), id="admin-users-table")),
+            card(
+                "Edit a user",
+                html.Div(
+                    [
+                        field(
+                            "User",
+                            dcc.Dropdown(
+                                id="admin-user",
+                                options=_user_options(context),
+                                style={"width": "260px"},
+                            ),
+                        ),
+                        field(
+                            "Status",
+                            dcc.RadioItems(
+                                id="admin-status",
+                                options=[
+                                    {"label": " active", "value": "active"},
+                                    {"label": " disabled", "value": "disabled"},
+                                ],
+                                inline=True,
+                            ),
+                            labelled=False,
+                        ),
+                        field(
+                            "Roles",
+                            dcc.Checklist(
+                                id="admin-roles",
+                                options=[{"label": f" {r}", "value": r} for r in ROLES],
+                                inline=True,
+                            ),
+                            labelled=False,
+                        ),
+                        field(
+                            "Monthly quota",
+                            dcc.Input(
+                                id="admin-quota",
+                                type="number",
+                                min=0,
+                                step=1,
+                                placeholder=f"default ({default_quota})",
+                                style={"width": "220px"},
+                            ),
+                        ),
+                        html.Button("Save", id="admin-save"),
+                    ],
+                    className="row",
+                ),
+                html.Div(id="admin-result"),
             ),
-            html.Div(
-                [
-                    html.H3("Edit a user"),
-                    html.Div(
-                        [
-                            field(
-                                "User",
-                                dcc.Dropdown(
-                                    id="admin-user",
-                                    options=_user_options(context),
-                                    style={"width": "260px"},
-                                ),
-                            ),
-                            field(
-                                "Status",
-                                dcc.RadioItems(
-                                    id="admin-status",
-                                    options=[
-                                        {"label": " active", "value": "active"},
-                                        {"label": " disabled", "value": "disabled"},
-                                    ],
-                                    inline=True,
-                                ),
-                                labelled=False,
-                            ),
-                            field(
-                                "Roles",
-                                dcc.Checklist(
-                                    id="admin-roles",
-                                    options=[{"label": f" {r}", "value": r} for r in ROLES],
-                                    inline=True,
-                                ),
-                                labelled=False,
-                            ),
-                            field(
-                                "Monthly quota",
-                                dcc.Input(
-                                    id="admin-quota",
-                                    type="number",
-                                    min=0,
-                                    step=1,
-                                    placeholder=f"default ({default_quota})",
-                                    style={"width": "220px"},
-                                ),
-                            ),
-                            html.Button("Save", id="admin-save"),
-                        ],
-                        className="row",
-                    ),
-                    html.Div(id="admin-result"),
-                ],
-                className="card",
-            ),
-            html.Div(
-                [
-                    html.H3("Invite someone"),
-                    html.P(
-                        f"Registration is {context.settings.registration_mode} (MUR_REGISTRATION). "
-                        f"An invite link lets one person register within {INVITE_LIFETIME.days} days.",
-                        className="muted",
-                    ),
-                    html.Button("Create an invite link", id="admin-invite"),
-                    html.Div(id="admin-invite-result"),
-                ],
-                className="card",
+            card(
+                "Invite someone",
+                html.P(
+                    f"Registration is {context.settings.registration_mode} (MUR_REGISTRATION). "
+                    f"An invite link lets one person register within {INVITE_LIFETIME.days} days.",
+                    className="muted",
+                ),
+                html.Button("Create an invite link", id="admin-invite"),
+                html.Div(id="admin-invite-result"),
             ),
             admin_pairs.pairs_card(context, account),
-            html.Div(
-                [
-                    html.H3("Champion models"),
-                    html.Div(champions_block(context, account), id="admin-champions"),
-                ],
-                className="card",
+            card("Champion models", html.Div(champions_block(context, account), id="admin-champions")),
+            card(
+                "Registered versions and the promotion gate",
+                html.P(
+                    "Scores are out-of-sample (each version's own test span). See docs/promotion.md.",
+                    className="muted",
+                ),
+                html.Div(versions_block(context), id="admin-versions"),
             ),
-            html.Div(
-                [
-                    html.H3("Registered versions and the promotion gate"),
-                    html.P(
-                        "Scores are out-of-sample (each version's own test span). See docs/promotion.md.",
-                        className="muted",
-                    ),
-                    html.Div(versions_block(context), id="admin-versions"),
-                ],
-                className="card",
-            ),
-            html.Div(
-                [
-                    html.H3("Train a pair now"),
-                    html.P(
-                        f"Triggers the Airflow DAG {TRAINING_DAG_ID!r} at {context.settings.airflow.airflow_url}.",
-                        className="muted",
-                    ),
-                    html.Div(
-                        [
-                            field("Pair", pair_dropdown("admin-train-pair", pairs, "200px")),
-                            field(
-                                "Epochs",
-                                dcc.Input(
-                                    id="admin-train-epochs",
-                                    type="number",
-                                    min=1,
-                                    max=MAX_EPOCHS,
-                                    step=1,
-                                    value=context.settings.training.epochs,
-                                ),
+            card(
+                "Train a pair now",
+                html.P(
+                    f"Triggers the Airflow DAG {TRAINING_DAG_ID!r} at {context.settings.airflow.airflow_url}.",
+                    className="muted",
+                ),
+                html.Div(
+                    [
+                        field("Pair", pair_dropdown("admin-train-pair", pairs, "200px")),
+                        field(
+                            "Epochs",
+                            dcc.Input(
+                                id="admin-train-epochs",
+                                type="number",
+                                min=1,
+                                max=MAX_EPOCHS,
+                                step=1,
+                                value=context.settings.training.epochs,
                             ),
-                            html.Button("Train now", id="admin-train"),
-                        ],
-                        className="row",
-                    ),
-                    html.Div(id="admin-train-result"),
-                ],
-                className="card",
+                        ),
+                        html.Button("Train now", id="admin-train"),
+                    ],
+                    className="row",
+                ),
+                html.Div(id="admin-train-result"),
             ),
         ]
     )

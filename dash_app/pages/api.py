@@ -12,7 +12,7 @@ from dash import ALL, Dash, Input, Output, State, ctx, dcc, html
 from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 
-from dash_app.components import data_table, field, fmt_time, notice
+from dash_app.components import card, data_table, field, fmt_time, notice
 from dash_app.context import DASHBOARD_TOKEN_NAME, DashboardContext, current_account, get_context
 from mur.db import (
     Token,
@@ -103,69 +103,60 @@ def layout(context: DashboardContext, account: User) -> Component:
     curl = curl_example(context.api_url, pair)
     return html.Div(
         [
-            html.Div(
-                [html.H3("Usage this month"), html.Div(usage_block(context, account), id="token-usage")],
-                className="card",
+            card("Usage this month", html.Div(usage_block(context, account), id="token-usage")),
+            card(
+                "API tokens",
+                html.P(
+                    "A new token is shown once, right after you create or rotate it: copy it then. "
+                    "Afterwards only its prefix is known.",
+                    className="muted",
+                ),
+                html.Div(
+                    [
+                        field(
+                            "Name",
+                            dcc.Input(
+                                id="token-name",
+                                type="text",
+                                value="default",
+                                maxLength=64,
+                                style={"width": "240px"},
+                            ),
+                        ),
+                        field(
+                            "Expires",
+                            dcc.Dropdown(
+                                id="token-expires",
+                                options=EXPIRY_CHOICES,
+                                value="never",
+                                clearable=False,
+                                searchable=False,
+                                style={"width": "160px"},
+                            ),
+                        ),
+                        html.Button("Create token", id="token-create"),
+                    ],
+                    className="row",
+                ),
+                html.Div(id="token-new"),
+                html.Div(token_rows(list_tokens(context.db, user_id=account.id)), id="token-table"),
             ),
-            html.Div(
-                [
-                    html.H3("API tokens"),
-                    html.P(
-                        "A new token is shown once, right after you create or rotate it: copy it then. "
-                        "Afterwards only its prefix is known.",
-                        className="muted",
-                    ),
-                    html.Div(
-                        [
-                            field(
-                                "Name",
-                                dcc.Input(
-                                    id="token-name",
-                                    type="text",
-                                    value="default",
-                                    maxLength=64,
-                                    style={"width": "240px"},
-                                ),
-                            ),
-                            field(
-                                "Expires",
-                                dcc.Dropdown(
-                                    id="token-expires",
-                                    options=EXPIRY_CHOICES,
-                                    value="never",
-                                    clearable=False,
-                                    searchable=False,
-                                    style={"width": "160px"},
-                                ),
-                            ),
-                            html.Button("Create token", id="token-create"),
-                        ],
-                        className="row",
-                    ),
-                    html.Div(id="token-new"),
-                    html.Div(token_rows(list_tokens(context.db, user_id=account.id)), id="token-table"),
-                ],
-                className="card",
-            ),
-            html.Div(
-                [
-                    html.H3("Try it"),
-                    html.Div(
-                        [
-                            html.Pre(
-                                curl,
-                                id="curl-example",
-                                className="curl",
-                                style={"flex": "1 1 0", "minWidth": "300px"},
-                            ),
-                            dcc.Clipboard(target_id="curl-example", title="copy", style={"fontSize": 20}),
-                        ],
-                        className="row",
-                        style={"alignItems": "flex-start"},
-                    ),
-                    endpoints_block(context.api_url),
-                ],
-                className="card",
+            card(
+                "Try it",
+                html.Div(
+                    [
+                        html.Pre(
+                            curl,
+                            id="curl-example",
+                            className="curl",
+                            style={"flex": "1 1 0", "minWidth": "300px"},
+                        ),
+                        dcc.Clipboard(target_id="curl-example", title="copy", style={"fontSize": 20}),
+                    ],
+                    className="row",
+                    style={"alignItems": "flex-start"},
+                ),
+                endpoints_block(context.api_url),
             ),
         ]
     )

@@ -23,6 +23,7 @@ from dash_app.charts import (
 from dash_app.clients import ChampionModel, ServiceAnswerError, ServiceUnavailable
 from dash_app.clients import _parse_time as parse_time_or_none
 from dash_app.components import (
+    card,
     champion_summary,
     field,
     fmt_age,
@@ -43,9 +44,7 @@ from dash_app.track_view import (
 )
 from mur.db import fill_actuals, list_forecasts, record_forecast_body
 from mur.errors import MurError
-from mur.monitoring.track_record import (
-    RELIABILITY_WINDOWS,
-)
+from mur.monitoring.track_record import RELIABILITY_WINDOWS
 from mur.serving.contract import ForecastOut, ServedCalibration
 
 if TYPE_CHECKING:
@@ -85,33 +84,24 @@ def layout(context: DashboardContext, account: User) -> Component:
                 ],
                 type="circle",
             ),
-            html.Div([html.H3("Champion model"), html.Div(id="forecast-champion")], className="card"),
-            html.Div(
-                [
-                    html.H3("Live reliability of the ranges"),
-                    html.Div(id="forecast-reliability"),
-                ],
-                className="card",
-            ),
-            html.Div(
-                [
-                    html.H3("Track record"),
-                    html.Div(id="forecast-mae"),
-                    html.Div(
-                        [
-                            html.Button(
-                                "Download the track record (CSV)",
-                                id="forecast-download-button",
-                                className="secondary small",
-                            ),
-                            dcc.Download(id="forecast-download"),
-                        ],
-                        className="row",
-                    ),
-                    html.Div(id="forecast-pending"),
-                    dcc.Graph(id="forecast-track", config={"displaylogo": False}),
-                ],
-                className="card",
+            card("Champion model", html.Div(id="forecast-champion")),
+            card("Live reliability of the ranges", html.Div(id="forecast-reliability")),
+            card(
+                "Track record",
+                html.Div(id="forecast-mae"),
+                html.Div(
+                    [
+                        html.Button(
+                            "Download the track record (CSV)",
+                            id="forecast-download-button",
+                            className="secondary small",
+                        ),
+                        dcc.Download(id="forecast-download"),
+                    ],
+                    className="row",
+                ),
+                html.Div(id="forecast-pending"),
+                dcc.Graph(id="forecast-track", config={"displaylogo": False}),
             ),
         ]
     )

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from dash_app.charts import empty_figure
 from dash_app.components import (
+    card,
     data_table,
     field,
     fmt_number,
@@ -85,28 +86,19 @@ def layout(context: DashboardContext, account: User) -> Component:
                 ],
                 className="row",
             ),
-            html.Div([html.H3("Latest report"), html.Div(id="monitoring-summary")], className="card"),
-            html.Div(
-                [
-                    html.H3("Rolling skill and coverage"),
-                    dcc.Graph(id="monitoring-rolling", config={"displaylogo": False}),
-                ],
-                className="card",
+            card("Latest report", html.Div(id="monitoring-summary")),
+            card(
+                "Rolling skill and coverage",
+                dcc.Graph(id="monitoring-rolling", config={"displaylogo": False}),
             ),
-            html.Div(
-                [
-                    html.H3("Input drift"),
-                    dcc.Graph(id="monitoring-drift", config={"displaylogo": False}),
-                    html.Div(id="monitoring-drift-table"),
-                ],
-                className="card",
+            card(
+                "Input drift",
+                dcc.Graph(id="monitoring-drift", config={"displaylogo": False}),
+                html.Div(id="monitoring-drift-table"),
             ),
-            html.Div(
-                [html.H3("Online calibration of the ranges"), html.Div(id="monitoring-calibration")],
-                className="card",
-            ),
-            html.Div([html.H3("Recent alerts"), html.Div(id="monitoring-alerts")], className="card"),
-            html.Div([html.H3("Thresholds in use"), html.Div(id="monitoring-thresholds")], className="card"),
+            card("Online calibration of the ranges", html.Div(id="monitoring-calibration")),
+            card("Recent alerts", html.Div(id="monitoring-alerts")),
+            card("Thresholds in use", html.Div(id="monitoring-thresholds")),
         ]
     )
 
