@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from mur.db import TokenOwner
 from mur.errors import InvalidInputError, NotFoundError, UnknownPairError
@@ -26,6 +27,16 @@ RecordPair = Annotated[
     str,
     Path(min_length=1, max_length=40, description="a served pair such as btc_usdt", examples=["btc_usdt"]),
 ]
+
+
+def _iso_time(value: Any) -> Any:
+    """A market time is ISO-8601 text (pydantic alone would read a number as Unix seconds)."""
+    if not (isinstance(value, str) and re.match(r"\d{4}-\d\d-\d\d", value.strip())):
+        raise ValueError("expected an ISO-8601 time such as 2025-01-01T00:00:00Z")
+    return value
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_time)]
 
 
 class ErrorOut(BaseModel):
@@ -157,11 +168,11 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
             int | None, Query(ge=1, le=10_000, description="only this horizon (hours)")
         ] = None,
         since: Annotated[
-            datetime | None,
+            IsoTime | None,
             Query(alias="from", description="targets from this market time, ISO-8601 (inclusive)"),
         ] = None,
         until: Annotated[
-            datetime | None, Query(alias="to", description="targets before this market time, ISO-8601")
+            IsoTime | None, Query(alias="to", description="targets before this market time, ISO-8601")
         ] = None,
         format: Annotated[
             Literal["json", "csv"], Query(description="json, or csv: one row per forecast with its status")
