@@ -7,7 +7,9 @@ Reads ``MINIO_ENDPOINT`` (host:port, default ``minio:9000``), ``MINIO_ROOT_USER`
 
 1. waits until MinIO answers (up to ``MINIO_WAIT_S``, default 120 s);
 2. creates the bucket if missing and turns versioning on (an overwritten or deleted artefact that MLflow's
-   registry still points at can be restored);
+   registry still points at can be restored), with one lifecycle rule: Ray jobs' results that their
+   submitter never took (it died first) expire after ``JOB_RESULT_DAYS``, and the versions a taken result
+   leaves behind after a day (:func:`job_results_lifecycle`);
 3. unless the app uses the root credentials, creates/updates the user ``MUR_S3_ACCESS_KEY`` and attaches a
    policy that allows S3 actions on that bucket only, so the services never hold the root password.
 
@@ -44,6 +46,23 @@ def bucket_policy(bucket: str) -> dict[str, Any]:
     }
 
 
+def job_results_lifecycle() -> Any:
+    """The bucket's lifecycle: expire what Ray jobs left under ``job-results/`` (mur.orchestration.job_submission)."""
+    from minio.commonconfig import ENABLED, Filter
+    from minio.lifecycleconfig import Expiration, LifecycleConfig, NoncurrentVersionExpiration, Rule
+
+    from mur.orchestration.job_submission import JOB_RESULT_DAYS, JOB_RESULTS_PREFIX
+
+    rule = Rule(
+        ENABLED,
+        rule_filter=Filter(prefix=JOB_RESULTS_PREFIX),
+        rule_id="expire-job-results",
+        expiration=Expiration(days=JOB_RESULT_DAYS),
+        noncurrent_version_expiration=NoncurrentVersionExpiration(noncurrent_days=1),
+    )
+    return LifecycleConfig([rule])
+
+
 def _required(name: str) -> str:
     value = os.environ.get(name, "")
     if not value:
@@ -75,6 +94,7 @@ def main() -> int:
         client.make_bucket(bucket)
         print(f"minio-init: created bucket {bucket}", flush=True)
     client.set_bucket_versioning(bucket, VersioningConfig(ENABLED))
+    client.set_bucket_lifecycle(bucket, job_results_lifecycle())
 
     if app_key != root_user:
         admin = MinioAdmin(
@@ -88,7 +108,7 @@ def main() -> int:
             if "already" not in str(exc).lower():
                 raise
         print(f"minio-init: user {app_key} may use bucket {bucket} (policy {POLICY_NAME})", flush=True)
-    print(f"minio-init: bucket {bucket} ready (versioning on)", flush=True)
+    print(f"minio-init: bucket {bucket} ready (versioning on, job results expire)", flush=True)
     return 0
 
 

@@ -37,6 +37,7 @@ from mur.evaluation.online_conformal import OnlineParams, OnlineState, Outcome, 
 from mur.pairs import normalize_pair
 
 LOOKBACK = timedelta(days=30)
+LOCK_SPACE = 0x6F63  # "oc": online_calibration's key space of the two-key advisory locks
 """How far back (target time) :func:`update_from_resolved` looks for forecasts not yet stepped."""
 
 
@@ -190,8 +191,8 @@ def update_from_resolved(
     hour = as_utc(market_hour)
     with db.cursor() as cur:
         cur.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('online_calibration:' || %(pair)s || ':' || %(generation)s))",
-            {"pair": pair, "generation": generation},
+            "SELECT pg_advisory_xact_lock(%(space)s, hashtext(%(key)s))",  # this table's key space
+            {"space": LOCK_SPACE, "key": f"{pair}:{generation}"},
         )
         cur.execute(
             """

@@ -8,11 +8,13 @@
 A job leaves its result as one JSON object in the artefact bucket named by its submission id
 (``s3://BUCKET/job-results/ID.json``): the submitter picks the id (:func:`new_submission_id`) and passes it to
 the job (``--submission-id``), the job writes the object in one PUT (:func:`write_job_result`: a reader sees
-all of it or none), and the submitter reads it by that id once the job ended (:func:`job_result_reader`).
+all of it or none), and the submitter takes it by that id once the job ended (:func:`job_result_reader`:
+read, then deleted).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -46,6 +48,10 @@ RUNTIME_EXCLUDES = [
 ]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 ResultReader = Callable[[str], "str | None"]
+JOB_RESULTS_PREFIX = "job-results/"
+"""Where jobs leave their results in the artefact bucket; production expires what is left there after
+``JOB_RESULT_DAYS`` (infra/minio/init_bucket.py), for results whose submitter died before reading them."""
+JOB_RESULT_DAYS = 7
 """The JSON document a job left under its submission id (None when it left none)."""
 
 
@@ -338,7 +344,7 @@ def _result_object(settings: Settings, submission_id: str) -> tuple[Any, dict[st
     import boto3
 
     s3 = settings.registry
-    where = {"Bucket": s3.s3_bucket, "Key": f"job-results/{submission_id}.json"}
+    where = {"Bucket": s3.s3_bucket, "Key": f"{JOB_RESULTS_PREFIX}{submission_id}.json"}
     client = boto3.client(
         "s3",
         endpoint_url=s3.s3_endpoint_url,
@@ -357,15 +363,20 @@ def write_job_result(settings: Settings, submission_id: str, document: str) -> s
 
 
 def job_result_reader(settings: Settings) -> ResultReader:
-    """Reads a job's result from the artefact bucket (JobError when S3 fails)."""
+    """Takes a job's result from the artefact bucket: read, then deleted, its submitter being its only reader
+    (JobError when S3 fails). A result no submitter read is expired by the bucket's lifecycle rule
+    (:data:`JOB_RESULTS_PREFIX`, infra/minio/init_bucket.py)."""
 
     def read(submission_id: str) -> str | None:
         client, where, uri = _result_object(settings, submission_id)
         try:
-            return str(client.get_object(**where)["Body"].read().decode())
+            text = str(client.get_object(**where)["Body"].read().decode())
         except client.exceptions.NoSuchKey:
             return None
         except Exception as exc:  # botocore's connection and client errors
             raise JobError(f"could not read the result of Ray job {submission_id} at {uri}: {exc}") from exc
+        with contextlib.suppress(Exception):  # else left to the lifecycle rule
+            client.delete_object(**where)
+        return text
 
     return read

@@ -103,6 +103,36 @@ def test_bucket_exists(services: Settings) -> None:
     assert client.bucket_exists(services.registry.s3_bucket)
 
 
+def test_a_job_result_is_taken_once_and_the_production_lifecycle_rule_is_valid_s3(services: Settings) -> None:
+    """The submitter reads a Ray job's result and deletes it; minio-init's lifecycle rule (expire what a dead
+    submitter left under job-results/) is accepted by an S3 server and reads back with its prefix and days."""
+    import importlib.util
+
+    from mur.orchestration import job_submission as jobs
+    from mur.settings import PROJECT_ROOT
+
+    sid = jobs.new_submission_id("test")
+    uri = jobs.write_job_result(services, sid, '{"results": []}')
+    assert uri.endswith(f"/job-results/{sid}.json")
+    take = jobs.job_result_reader(services)
+    assert take(sid) == '{"results": []}'
+    assert take(sid) is None  # deleted once read
+
+    spec = importlib.util.spec_from_file_location("init_bucket", PROJECT_ROOT / "infra/minio/init_bucket.py")
+    assert spec is not None and spec.loader is not None
+    init_bucket = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(init_bucket)
+    client, bucket = _minio(services), f"lifecycle-{uuid.uuid4().hex[:8]}"
+    client.make_bucket(bucket)
+    try:
+        client.set_bucket_lifecycle(bucket, init_bucket.job_results_lifecycle())
+        [rule] = client.get_bucket_lifecycle(bucket).rules
+        assert rule.rule_filter.prefix == "job-results/" and rule.expiration.days == jobs.JOB_RESULT_DAYS
+        assert rule.noncurrent_version_expiration.noncurrent_days == 1
+    finally:
+        client.remove_bucket(bucket)
+
+
 def test_s3_health_says_persistent(services: Settings) -> None:
     status, body = _get_json(f"http://127.0.0.1:{services.registry.s3_port}/_mur/health")
     info = json.loads(body)
