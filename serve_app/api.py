@@ -131,9 +131,7 @@ def _json(answer: Answer) -> JSONResponse:
 
 
 async def _mur_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, MurError)
-    status, body, headers = http_error(exc)
-    return JSONResponse(body, status_code=status, headers=headers)
+    return _error_response(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

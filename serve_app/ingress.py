@@ -70,8 +70,11 @@ class ForecasterHandle:
         mid = self.router.current.get(self.pair)
         return None if mid is None else self.handle.options(multiplexed_model_id=mid)
 
-    def _not_loaded(self) -> ModelNotLoadedError:
-        return ModelNotLoadedError(f"no model loaded for {self.pair}: {self._reason()}")
+    def _loaded(self) -> DeploymentHandle:
+        target = self._target()
+        if target is None:
+            raise ModelNotLoadedError(f"no model loaded for {self.pair}: {self._reason()}")
+        return target
 
     def _reason(self) -> str:
         return (self.router.errors.get(self.pair) if self.router else None) or "loading"
@@ -86,16 +89,10 @@ class ForecasterHandle:
             raise ServiceError(f"the {self.pair} forecaster is unavailable; try again") from exc
 
     async def forecast_latest(self) -> ForecastOut:
-        target = self._target()
-        if target is None:
-            raise self._not_loaded()
-        return await self._call(target.forecast_latest.remote())
+        return await self._call(self._loaded().forecast_latest.remote())
 
     async def forecast_candles(self, rows: Sequence[Mapping[str, Any]]) -> ForecastOut:
-        target = self._target()
-        if target is None:
-            raise self._not_loaded()
-        return await self._call(target.forecast_candles.remote(rows))
+        return await self._call(self._loaded().forecast_candles.remote(rows))
 
     async def status(self) -> dict[str, Any]:
         target = self._target()

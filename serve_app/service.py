@@ -213,9 +213,6 @@ class ApiService:
     def pair_forecaster(self, pair: str) -> tuple[str, PairForecaster]:
         """``pair``'s name and forecaster: UnknownPairError (404) for a pair no model serves, NoChampionError
         (503) for a configured pair without a champion yet."""
-        return self._handle(pair)
-
-    def _handle(self, pair: str) -> tuple[str, PairForecaster]:
         name = normalize_pair(pair)
         forecaster = self.forecasters.get(name)
         if forecaster is None:
@@ -297,7 +294,7 @@ class ApiService:
         call: Callable[[str, PairForecaster], Awaitable[ForecastOut]],
         record: bool = False,
     ) -> Answer:
-        name, forecaster = self._handle(pair)
+        name, forecaster = self.pair_forecaster(pair)
         await self._blocking(check_quota, self.db, owner)  # over quota: 429 before any model work
         try:
             result = await asyncio.wait_for(asyncio.shield(call(name, forecaster)), timeout=CALL_TIMEOUT_S)
