@@ -67,16 +67,7 @@ class TokenOwner:
 
 
 def _token(row: dict[str, Any]) -> Token:
-    return Token(
-        id=row["id"],
-        user_id=row["user_id"],
-        name=row["name"],
-        prefix=row["prefix"],
-        created_at=row["created_at"],
-        last_used_at=row["last_used_at"],
-        revoked_at=row["revoked_at"],
-        expires_at=row["expires_at"],
-    )
+    return Token(**{name: row[name] for name in Token.__dataclass_fields__})
 
 
 def _validate_token_name(name: str) -> str:
