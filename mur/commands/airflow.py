@@ -47,22 +47,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
     settings = get_settings()
     rows = services.status(settings, list(SERVICE_NAMES))
     if as_json:
-        typer.echo(
-            json.dumps(
-                [
-                    {
-                        "service": r.name,
-                        "state": r.state,
-                        "pid": r.pid,
-                        "port": r.port,
-                        "healthy": r.healthy,
-                        "memory_mb": r.memory_mb,
-                    }
-                    for r in rows
-                ],
-                indent=2,
-            )
-        )
+        fields = ("state", "pid", "port", "healthy", "memory_mb")
+        payload = [{"service": r.name, **{k: getattr(r, k) for k in fields}} for r in rows]
+        typer.echo(json.dumps(payload, indent=2))
         return
     for r in rows:
         memory = f"{r.memory_mb:.0f} MiB" if r.memory_mb is not None else "-"

@@ -22,22 +22,15 @@ NamesArg = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
 
-def start_services(names: list[str] | None = None) -> None:
-    """Start services (and what they depend on), skipping those already healthy."""
+def supervise(start: bool, names: list[str] | None = None) -> None:
+    """Start services (and what they depend on), skipping those already healthy; or stop services that mur
+    started (SIGTERM to each one's process session, SIGKILL after a timeout)."""
     from devstack import supervisor as services
     from devstack.config import align_settings
     from mur.settings import get_settings
 
-    services.up(align_settings(get_settings()), names or None, progress=typer.echo)
-
-
-def stop_services(names: list[str] | None = None) -> None:
-    """Stop services that mur started (SIGTERM to each one's process session, SIGKILL after a timeout)."""
-    from devstack import supervisor as services
-    from devstack.config import align_settings
-    from mur.settings import get_settings
-
-    services.down(align_settings(get_settings()), names or None, progress=typer.echo)
+    action = services.up if start else services.down
+    action(align_settings(get_settings()), names or None, progress=typer.echo)
 
 
 def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
@@ -56,15 +49,11 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
     ray_up = any(r.name == "ray" and r.healthy for r in rows)
     nodes = ray_nodes(settings) if ray_up else None
     if as_json:
+        fields = ("state", "pid", "port", "healthy", "processes", "memory_mb")
         payload = [
             {
                 "service": r.name,
-                "state": r.state,
-                "pid": r.pid,
-                "port": r.port,
-                "healthy": r.healthy,
-                "processes": r.processes,
-                "memory_mb": r.memory_mb,
+                **{k: getattr(r, k) for k in fields},
                 "log": str(r.log_path),
                 **({"nodes": nodes} if r.name == "ray" and nodes is not None else {}),
             }
@@ -186,12 +175,12 @@ def register(app: typer.Typer) -> None:
     @group.command("start")
     def services_start(names: NamesArg = None) -> None:
         """Start services (default: all) and their dependencies; already healthy ones are left alone."""
-        start_services(names)
+        supervise(True, names)
 
     @group.command("stop")
     def services_stop(names: NamesArg = None) -> None:
         """Stop services (default: all) that mur started."""
-        stop_services(names)
+        supervise(False, names)
 
     @group.command("status")
     def services_status(names: NamesArg = None, as_json: JsonOpt = False) -> None:
