@@ -74,9 +74,7 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-# ================================================================================================
-# Serve API
-# ================================================================================================
+# --- Serve API ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -145,15 +143,6 @@ class ServeClient:
             return response.json()
         except ValueError as exc:
             raise ServiceAnswerError("the forecast API answered with something that is not JSON") from exc
-
-    def pairs(self, token: str) -> list[str]:
-        """``GET /v1/pairs``: the pairs Serve has a model for (a list of names or of ``{"pair": …}``)."""
-        body = self._get("/v1/pairs", token)
-        items = body.get("pairs", []) if isinstance(body, dict) else body
-        if not isinstance(items, list):
-            return []
-        names = [item.get("pair") if isinstance(item, dict) else item for item in items]
-        return [str(name) for name in names if isinstance(name, str) and name]
 
     def models(self, token: str) -> list[ChampionModel]:
         """``GET /v1/models``: champion versions and their test metrics, one per pair."""
