@@ -70,9 +70,7 @@ class Result:
         return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
 
 
-# ------------------------------------------------------------------------------------------------
-# Load generator
-# ------------------------------------------------------------------------------------------------
+# --- Load generator -----------------------------------------------------------------------------------------
 
 
 async def load(
@@ -116,9 +114,7 @@ async def load(
     return Result(name, concurrency, requests, errors, seconds, latencies)
 
 
-# ------------------------------------------------------------------------------------------------
-# Reference server: FastAPI + onnxruntime in one process, same per-request work as the Serve app
-# ------------------------------------------------------------------------------------------------
+# --- Reference server: FastAPI + onnxruntime in one process, same per-request work as the Serve app ---------
 
 
 def reference_forecast(model: Any, snap: Any) -> dict[str, Any]:
@@ -263,9 +259,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120.0)
     )
 
 
-# ------------------------------------------------------------------------------------------------
-# Setup: champion, user/token, Serve deployment
-# ------------------------------------------------------------------------------------------------
+# --- Setup: champion, user/token, Serve deployment ----------------------------------------------------------
 
 
 def ensure_champion(settings: Any, pair: str, *, tiny: bool = False) -> int:

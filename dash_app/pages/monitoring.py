@@ -103,9 +103,7 @@ def layout(context: DashboardContext, account: User) -> Component:
     )
 
 
-# ------------------------------------------------------------------------------------------------
-# Plain-language pieces (pure)
-# ------------------------------------------------------------------------------------------------
+# --- Plain-language pieces (pure) ---------------------------------------------------------------------------
 
 
 def status_block(report: MonitoringReport) -> Component:
