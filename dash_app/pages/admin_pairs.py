@@ -53,6 +53,11 @@ def _remove_options(context: DashboardContext) -> list[dict[str, str]]:
     return [{"label": p.upper(), "value": p} for p in context.pairs()]
 
 
+def _with_lists(context: DashboardContext, answer: Component) -> tuple[Any, Any, Any]:
+    """An add or remove callback's outputs: its answer, then the table and the remove list as they are now."""
+    return answer, pairs_table(context), _remove_options(context)
+
+
 def pairs_card(context: DashboardContext, account: User) -> Component:
     """The card: the table, the add form (symbol + optional CSV), the remove form."""
     offline = context.settings.data.market_data == "bundled"
@@ -163,14 +168,10 @@ def add_pair(_clicks: Any, symbol: Any, contents: Any, filename: Any) -> tuple[A
             record = add_exchange_pair(context.settings, context.db, symbol, added_by=account.username)
             what = f"candles from the market data ({context.settings.data.market_data})"
     except MurError as exc:
-        return (
-            notice(f"Not added: {exc}", "bad", id="admin-pair-error"),
-            pairs_table(context),
-            _remove_options(context),
-        )
+        return _with_lists(context, notice(f"Not added: {exc}", "bad", id="admin-pair-error"))
     logger.info("admin %s added pair %s (%s)", account.username, record.pair, record.source)
     message = f"Added {record.pair.upper()}: {what}. The next run of the training DAG trains it."
-    return notice(message, "ok", id="admin-pair-ok"), pairs_table(context), _remove_options(context)
+    return _with_lists(context, notice(message, "ok", id="admin-pair-ok"))
 
 
 def remove_pair(_clicks: Any, pair: Any) -> tuple[Any, Any, Any]:
@@ -186,14 +187,10 @@ def remove_pair(_clicks: Any, pair: Any) -> tuple[Any, Any, Any]:
             raise MurError("pick a pair first")
         record = remove(context.settings, context.db, pair, removed_by=account.username)
     except MurError as exc:
-        return (
-            notice(f"Not removed: {exc}", "bad", id="admin-pair-remove-error"),
-            pairs_table(context),
-            _remove_options(context),
-        )
+        return _with_lists(context, notice(f"Not removed: {exc}", "bad", id="admin-pair-remove-error"))
     logger.info("admin %s removed pair %s", account.username, record.pair)
     message = f"Removed {record.pair.upper()} from training; its forecasts, track record and versions stay."
-    return notice(message, "ok", id="admin-pair-remove-ok"), pairs_table(context), _remove_options(context)
+    return _with_lists(context, notice(message, "ok", id="admin-pair-remove-ok"))
 
 
 def register_callbacks(app: Dash) -> None:

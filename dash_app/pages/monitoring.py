@@ -373,16 +373,8 @@ def render(
 
 def failure(message: str) -> tuple[Any, ...]:
     """Every output when the page cannot be filled: the message, blank charts."""
-    return (
-        notice(message, "bad", id="monitoring-error"),
-        "",
-        empty_figure(message),
-        empty_figure(message),
-        "",
-        "",
-        "",
-        "",
-    )
+    blank = empty_figure(message)
+    return notice(message, "bad", id="monitoring-error"), "", blank, blank, "", "", "", ""
 
 
 def update(pair: str | None, _n_intervals: int | None = None) -> tuple[Any, ...]:
