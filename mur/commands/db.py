@@ -47,7 +47,7 @@ def _database() -> Iterator[Database]:
         database.close()
 
 
-def _print_table(table: Table) -> None:
+def print_table(table: Table) -> None:
     """Print on stdout; when piped, wide enough that names are never wrapped (grep-friendly).
 
     Markup is off: names, emails and token labels are anyone's text (a self-registered ``[/x]`` would be a
@@ -61,14 +61,14 @@ def _print_table(table: Table) -> None:
     console.print(table)
 
 
-def _when(value: datetime | None) -> str:
+def fmt_when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M") if value else "-"
 
 
 def _token_status(token: Token) -> str:
     """``active``, ``expired <when>`` or ``revoked <when>`` (UTC)."""
     state, when = token.status
-    return f"{state} {_when(when)}" if when else state
+    return f"{state} {fmt_when(when)}" if when else state
 
 
 # --- mur db -------------------------------------------------------------------------------------------------
@@ -169,9 +169,9 @@ def users_list() -> None:
             ", ".join(user.roles) or "-",
             "disabled" if user.disabled else "active",
             quota,
-            _when(user.created_at),
+            fmt_when(user.created_at),
         )
-    _print_table(table)
+    print_table(table)
 
 
 def _set_disabled(username: str, disabled: bool) -> None:
@@ -256,7 +256,7 @@ def tokens_create(
         token, row = create_token(
             database, user_id=require_user(database, username=username).id, name=name, expires_in=lifetime
         )
-    expiry = f"expires {_when(row.expires_at)} UTC" if row.expires_at else "never expires"
+    expiry = f"expires {fmt_when(row.expires_at)} UTC" if row.expires_at else "never expires"
     _info(
         f"created token {row.id} ({row.prefix}…, name {row.name!r}, {expiry}) for {username}; "
         "it is shown only once"
@@ -286,12 +286,12 @@ def tokens_list(
             str(token.id),
             token.name,
             token.prefix + "…",
-            _when(token.created_at),
-            _when(token.last_used_at),
-            _when(token.expires_at) if token.expires_at else "never",
+            fmt_when(token.created_at),
+            fmt_when(token.last_used_at),
+            fmt_when(token.expires_at) if token.expires_at else "never",
             _token_status(token),
         )
-    _print_table(table)
+    print_table(table)
 
 
 @tokens_app.command("revoke")
@@ -305,7 +305,7 @@ def tokens_revoke(
         token = revoke_token(
             database, user_id=require_user(database, username=username).id, token_id=token_id
         )
-    _info(f"token {token.id} ({token.prefix}…) of {username} revoked at {_when(token.revoked_at)}")
+    _info(f"token {token.id} ({token.prefix}…) of {username} revoked at {fmt_when(token.revoked_at)}")
 
 
 @tokens_app.command("rotate")

@@ -14,6 +14,8 @@ from typing import Annotated
 
 import typer
 
+from mur.commands.db import fmt_when, print_table
+
 pairs_app = typer.Typer(
     no_args_is_help=True,
     help="The pair catalogue: configured pairs plus those an admin added, minus those removed (docs/data.md).",
@@ -34,14 +36,9 @@ def _actor(by: str | None) -> str:
         return "cli"
 
 
-def _when(value: object) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if hasattr(value, "strftime") else "-"
-
-
 @pairs_app.command("list")
 def pairs_list() -> None:
     """The catalogue (trained each run), then the removed pairs (their history kept)."""
-    from rich.console import Console
     from rich.table import Table
 
     from mur.data.catalogue import catalogue_entries
@@ -61,15 +58,12 @@ def pairs_list() -> None:
             e.source,
             e.status,
             str(e.candles) if e.source == "csv" else "-",
-            _when(e.first_open),
-            _when(e.last_open),
+            fmt_when(e.first_open),
+            fmt_when(e.last_open),
             e.changed_by or "-",
-            _when(e.changed_at),
+            fmt_when(e.changed_at),
         )
-    console = Console(markup=False)
-    if not console.is_terminal:
-        console = Console(width=200, markup=False)
-    console.print(table)
+    print_table(table)
 
 
 @pairs_app.command("add")
