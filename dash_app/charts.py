@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from mur.monitoring.track_record import winkler
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -116,10 +118,10 @@ def track_record(
             n += 1
             hits += int(f.inside)
             alpha = 1.0 - f.level
-            w_model += _winkler(f.lower, f.upper, a, alpha)
+            w_model += winkler(f.lower, f.upper, a, alpha)
             if naive_log_quantiles is not None:
                 lo, hi = (f.last_close * math.exp(q) for q in naive_log_quantiles)
-                w_naive += _winkler(lo, hi, a, alpha)
+                w_naive += winkler(lo, hi, a, alpha)
         coverage.append(hits / n if n else None)
         skill.append(1.0 - w_model / w_naive if w_naive > 0 else None)
     return TrackRecord(
@@ -139,10 +141,6 @@ def track_record(
         running_interval_skill=skill,
         level=level,
     )
-
-
-def _winkler(lo: float, hi: float, y: float, alpha: float) -> float:
-    return (hi - lo) + (2.0 / alpha) * (max(lo - y, 0.0) + max(y - hi, 0.0))
 
 
 def candlestick_figure(
