@@ -129,42 +129,32 @@ def record_forecast_body(
     from mur.timeutil import parse_time
 
     version = str(model_version if model_version is not None else body["model_version"])
+    common: dict[str, Any] = {
+        "pair": body["pair"],
+        "model_version": version,
+        "last_close": float(body["last_close"]),
+        "made_at": made_at,
+    }
     bands = body.get("horizons") or []
     if not bands:
         target = _utc(parse_time(body["target_time"]))
-        return [
-            record_forecast(
-                db,
-                pair=body["pair"],
-                model_version=version,
-                target_time=target,
-                predicted=float(body["forecast"]),
-                last_close=float(body["last_close"]),
-                made_at=made_at,
-            )
-        ]
+        return [record_forecast(db, target_time=target, predicted=float(body["forecast"]), **common)]
     generation, scales = _served_scales(body)
-    stored = []
-    for band in bands:
-        target = _utc(parse_time(band["target_time"]))
-        stored.append(
-            record_forecast(
-                db,
-                pair=body["pair"],
-                model_version=version,
-                target_time=target,
-                predicted=float(band["median"]),
-                last_close=float(body["last_close"]),
-                horizon_hours=int(band["hours"]),
-                lower=float(band["lower"]),
-                upper=float(band["upper"]),
-                level=float(band["level"]),
-                made_at=made_at,
-                calibration_scale=scales.get(int(band["hours"])),
-                calibration_generation=generation,
-            )
+    return [
+        record_forecast(
+            db,
+            target_time=_utc(parse_time(band["target_time"])),
+            predicted=float(band["median"]),
+            horizon_hours=int(band["hours"]),
+            lower=float(band["lower"]),
+            upper=float(band["upper"]),
+            level=float(band["level"]),
+            calibration_scale=scales.get(int(band["hours"])),
+            calibration_generation=generation,
+            **common,
         )
-    return stored
+        for band in bands
+    ]
 
 
 def _served_scales(body: dict[str, Any]) -> tuple[str | None, dict[int, float]]:
