@@ -372,6 +372,7 @@ def main() -> None:
     elif opts.json is None:
         opts.json = ROOT / "benchmarks" / "results" / "pairs.json"
 
+    from devstack import supervisor
     from mur.data import synthetic_pairs
     from mur.settings import Settings
 
@@ -379,8 +380,6 @@ def main() -> None:
     bench = None if opts.train_only else _bench_serve()
     started: list[str] = []
     if opts.start_services:
-        from devstack import supervisor
-
         results = supervisor.up(Settings(), list(supervisor.CORE_SERVICES), progress=print)
         started = [r.name for r in results if r.action == "started"]
     try:
@@ -401,12 +400,8 @@ def main() -> None:
             run(opts, bench)
     finally:
         if opts.stop_services:
-            from devstack import supervisor
-
             started = list(supervisor.CORE_SERVICES)
         if started:
-            from devstack import supervisor
-
             supervisor.down(Settings(), started)
 
 
