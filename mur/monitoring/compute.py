@@ -130,13 +130,7 @@ def window_stats(rows: Sequence[Resolved | Forecast]) -> dict[str, Any]:
     monitoring window and the API's track record alike)."""
     out: dict[str, Any] = {"n": len(rows)}
     if not rows:
-        return out | {
-            "mae_model": None,
-            "mae_persistence": None,
-            "skill": None,
-            "coverage": None,
-            "level": None,
-        }
+        return out | dict.fromkeys(("mae_model", "mae_persistence", "skill", "coverage", "level"))
     actual = np.array([r.actual for r in rows], dtype=np.float64)  # resolved: never None
     err = np.abs(np.array([r.predicted for r in rows]) - actual)
     base = np.abs(np.array([r.last_close for r in rows]) - actual)
@@ -163,16 +157,8 @@ def rolling_series(rows: Sequence[Resolved], window: int) -> list[RollingPoint]:
     points = []
     for i in range(max(0, len(rows) - ROLLING_POINTS), len(rows)):
         stats = window_stats(rows[max(0, i + 1 - window) : i + 1])
-        points.append(
-            RollingPoint(
-                target_time=iso(rows[i].target_time),
-                n=stats["n"],
-                skill=stats["skill"],
-                coverage=stats["coverage"],
-                mae_model=stats["mae_model"],
-                mae_persistence=stats["mae_persistence"],
-            )
-        )
+        figures = {k: stats[k] for k in ("n", "skill", "coverage", "mae_model", "mae_persistence")}
+        points.append(RollingPoint(target_time=iso(rows[i].target_time), **figures))
     return points
 
 
@@ -300,13 +286,9 @@ def build_report(
     if recent is not None and reference is not None and len(reference) > 2 * PSI_BINS:
         drift = drift_stats(reference, recent, thresholds)
     kinds, lines = alerts_for(stats, drift, thresholds)
-    status: Status
-    if kinds:
-        status = "alert"
-    elif stats["n"] < thresholds.min_resolved:
-        status = "insufficient_data"
-    else:
-        status = "ok"
+    status: Status = (
+        "alert" if kinds else "insufficient_data" if stats["n"] < thresholds.min_resolved else "ok"
+    )
     version = (champion or {}).get("version")
     report = MonitoringReport(
         pair=pair,
