@@ -65,15 +65,8 @@ class UserSummary(User):
 
 
 def _user(row: dict[str, Any]) -> User:
-    return User(
-        id=row["id"],
-        username=row["username"],
-        email=row["email"],
-        created_at=row["created_at"],
-        disabled=row["disabled"],
-        roles=tuple(row["roles"] or ()),
-        session_generation=row["session_generation"],
-    )
+    fields = {name: row[name] for name in User.__dataclass_fields__ if name != "roles"}
+    return User(**fields, roles=tuple(row["roles"] or ()))
 
 
 def validate_username(username: str) -> str:
