@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,7 +15,30 @@ import typer
 from mur.contracts import PREDICTORS, MetricsDocument, TrainingResult
 from mur.errors import ModelError
 
-METRIC_LABELS = (("mae", "MAE"), ("rmse", "RMSE"), ("mape", "MAPE %"), ("directional_accuracy", "Dir. acc."))
+METRIC_LABELS = (
+    ("mae", "MAE", ".4f"),
+    ("rmse", "RMSE", ".4f"),
+    ("mape", "MAPE %", ".4f"),
+    ("directional_accuracy", "Dir. acc.", ".3f"),
+)
+HORIZON_COLUMNS: tuple[tuple[str, Callable[[Any], str]], ...] = (
+    ("horizon", lambda h: f"{h.hours} h"),
+    ("n", lambda h: str(h.n)),
+    ("point skill", lambda h: f"{h.skill:+.4f}"),
+    ("DM p(worse)", lambda h: f"{h.dm_p_worse:.3g}"),
+    ("dir. acc.", lambda h: f"{h.model.directional_accuracy:.3f}"),
+    ("coverage", lambda h: f"{h.interval.coverage:.3f}"),
+    ("cov. (a)", lambda h: f"{h.naive.coverage:.3f}"),
+    ("cov. (b)", lambda h: f"{h.ewma.coverage:.3f}"),
+    ("width %", lambda h: f"{100 * h.interval.width:.3f}"),
+    ("Winkler", lambda h: f"{h.interval.winkler:.5g}"),
+    ("Winkler (a)", lambda h: f"{h.naive.winkler:.5g}"),
+    ("Winkler (b)", lambda h: f"{h.ewma.winkler:.5g}"),
+    ("int. skill vs (a)", lambda h: f"{h.interval_skill:+.4f}"),
+    ("vs (b)", lambda h: f"{h.interval_skill_vs_ewma:+.4f}"),
+    ("pinball", lambda h: f"{h.interval.pinball:.5g}"),
+)
+"""The per-horizon table's columns: title, and the cell of one horizon's metrics."""
 
 
 def print_metrics_table(docs: list[MetricsDocument], title: str = "Evaluation on the test span") -> None:
@@ -34,17 +58,11 @@ def print_metrics_table(docs: list[MetricsDocument], title: str = "Evaluation on
             )
         )
         table.add_column("predictor")
-        for _, label in METRIC_LABELS:
+        for _, label, _ in METRIC_LABELS:
             table.add_column(label, justify="right")
         for name in PREDICTORS:
             m = getattr(doc, name)
-            table.add_row(
-                name,
-                f"{m.mae:.4f}",
-                f"{m.rmse:.4f}",
-                f"{m.mape:.4f}",
-                f"{m.directional_accuracy:.3f}",
-            )
+            table.add_row(name, *(format(getattr(m, key), spec) for key, _, spec in METRIC_LABELS))
         console.print(table)
         color = "green" if doc.skill > 0 else "yellow"
         console.print(
@@ -73,42 +91,10 @@ def horizon_table(doc: MetricsDocument) -> Any:
         caption="interval skill = 1 - Winkler_model / Winkler_baseline (> 0: better ranges); "
         "coverage should be near the nominal level",
     )
-    for col in (
-        "horizon",
-        "n",
-        "point skill",
-        "DM p(worse)",
-        "dir. acc.",
-        "coverage",
-        "cov. (a)",
-        "cov. (b)",
-        "width %",
-        "Winkler",
-        "Winkler (a)",
-        "Winkler (b)",
-        "int. skill vs (a)",
-        "vs (b)",
-        "pinball",
-    ):
-        table.add_column(col, justify="right")
+    for title, _ in HORIZON_COLUMNS:
+        table.add_column(title, justify="right")
     for h in doc.horizons or []:
-        table.add_row(
-            f"{h.hours} h",
-            str(h.n),
-            f"{h.skill:+.4f}",
-            f"{h.dm_p_worse:.3g}",
-            f"{h.model.directional_accuracy:.3f}",
-            f"{h.interval.coverage:.3f}",
-            f"{h.naive.coverage:.3f}",
-            f"{h.ewma.coverage:.3f}",
-            f"{100 * h.interval.width:.3f}",
-            f"{h.interval.winkler:.5g}",
-            f"{h.naive.winkler:.5g}",
-            f"{h.ewma.winkler:.5g}",
-            f"{h.interval_skill:+.4f}",
-            f"{h.interval_skill_vs_ewma:+.4f}",
-            f"{h.interval.pinball:.5g}",
-        )
+        table.add_row(*(cell(h) for _, cell in HORIZON_COLUMNS))
     return table
 
 
@@ -404,28 +390,20 @@ def backtest(
             f"Walk-forward evaluation: {report.pair} ({report.window} window, {fold_hours} h per fold)"
         )
     )
-    for col in (
-        "fold",
-        "origin",
-        "hours",
-        "MAE model",
-        "MAE persistence",
-        "skill",
-        "DM p(better)",
-        "dir. acc.",
-    ):
-        table.add_column(col, justify="right")
+    columns: tuple[tuple[str, Callable[[Any], str]], ...] = (  # one row per fold; the pooled row follows
+        ("fold", lambda f: str(f.fold)),
+        ("origin", lambda f: escape(f.origin)),
+        ("hours", lambda f: str(f.n)),
+        ("MAE model", lambda f: f"{f.model['mae']:.6g}"),
+        ("MAE persistence", lambda f: f"{f.persistence['mae']:.6g}"),
+        ("skill", lambda f: f"{f.skill:+.4f}"),
+        ("DM p(better)", lambda f: f"{f.evidence['dm_p_better']:.3g}"),
+        ("dir. acc.", lambda f: f"{f.model['directional_accuracy']:.3f}"),
+    )
+    for title, _ in columns:
+        table.add_column(title, justify="right")
     for f in report.folds:
-        table.add_row(
-            str(f.fold),
-            escape(f.origin),
-            str(f.n),
-            f"{f.model['mae']:.6g}",
-            f"{f.persistence['mae']:.6g}",
-            f"{f.skill:+.4f}",
-            f"{f.evidence['dm_p_better']:.3g}",
-            f"{f.model['directional_accuracy']:.3f}",
-        )
+        table.add_row(*(cell(f) for _, cell in columns))
     pooled = report.pooled
     table.add_row(
         "pooled",
