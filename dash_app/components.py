@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +16,15 @@ METRIC_COLUMNS = (
     ("rmse", "RMSE"),
     ("mape", "MAPE"),
     ("directional_accuracy", "direction right"),
+)
+Columns = Sequence[tuple[str, Callable[[Any], Any]]]
+"""A table's columns for :func:`column_table`: title, and the cell (text or component) of one item."""
+HORIZON_COLUMNS: Columns = (
+    ("horizon", lambda h: f"{h.get('hours')} h"),
+    ("point skill", lambda h: fmt_signed_pct(h.get("skill"), 2)),
+    ("coverage (nominal 90%)", lambda h: fmt_pct((h.get("interval") or {}).get("coverage"))),
+    ("range skill vs naive", lambda h: fmt_signed_pct(h.get("interval_skill"))),
+    ("vs EWMA", lambda h: fmt_signed_pct(h.get("interval_skill_vs_ewma"))),
 )
 METRIC_ROWS = (("model", "model"), ("persistence", "persistence"), ("linear", "linear"))
 
@@ -104,6 +113,12 @@ def data_table(header: Sequence[str], rows: Sequence[Sequence[Any]], **kwargs: A
         className="data",
         **kwargs,
     )
+
+
+def column_table(columns: Columns, items: Iterable[Any], **kwargs: Any) -> Component:
+    """A :func:`data_table` with one row per item: each column is its title and the item's cell."""
+    rows = [[cell(item) for _, cell in columns] for item in items]
+    return data_table([title for title, _ in columns], rows, **kwargs)
 
 
 def metrics_table(model: ChampionModel) -> Component:
@@ -197,15 +212,4 @@ def horizon_table(model: ChampionModel) -> Component:
     rows = model.horizon_metrics
     if not rows:
         return html.Div()
-    head = ["horizon", "point skill", "coverage (nominal 90%)", "range skill vs naive", "vs EWMA"]
-    body = [
-        [
-            f"{h.get('hours')} h",
-            fmt_signed_pct(h.get("skill"), 2),
-            fmt_pct((h.get("interval") or {}).get("coverage")),
-            fmt_signed_pct(h.get("interval_skill")),
-            fmt_signed_pct(h.get("interval_skill_vs_ewma")),
-        ]
-        for h in rows
-    ]
-    return data_table(head, body, id="horizon-metrics")
+    return column_table(HORIZON_COLUMNS, rows, id="horizon-metrics")

@@ -22,7 +22,9 @@ from pydantic import ValidationError
 
 from dash_app.charts import empty_figure
 from dash_app.components import (
+    Columns,
     card,
+    column_table,
     data_table,
     field,
     fmt_number,
@@ -61,6 +63,32 @@ BADGE_STYLE = {
     "bad": {"background": "#fef3f2", "color": "#b42318", "border": "1px solid #fda29b"},
     "warn": {},
 }
+DRIFT_COLUMNS: Columns = (
+    ("input", lambda d: html.Strong(d.feature) if d.drifted else d.feature),
+    ("PSI", lambda d: fmt_number(d.psi, 3)),
+    ("KS", lambda d: fmt_number(d.ks, 3)),
+    ("KS p-value", lambda d: fmt_p_value(d.ks_p)),
+    ("training mean", lambda d: fmt_number(d.reference_mean, 4)),
+    ("recent mean", lambda d: fmt_number(d.recent_mean, 4)),
+    ("n (training / recent)", lambda d: f"{d.n_reference} / {d.n_recent}"),
+    ("drift", lambda d: html.Strong("drifted", style={"color": "#d92d20"}) if d.drifted else "steady"),
+)
+CALIBRATION_COLUMNS: Columns = (
+    ("horizon", lambda c: f"{c.horizon_hours} h"),
+    ("nominal", lambda c: fmt_pct(c.level, 0)),
+    ("coverage, graph's range", lambda c: fmt_pct(c.coverage_without_scale)),
+    ("coverage, online", lambda c: fmt_pct(c.coverage)),
+    ("scale now", lambda c: f"{c.scale:.3f}"),
+    ("n", lambda c: str(c.resolved)),
+    ("interval skill of the scale", lambda c: fmt_signed_pct(c.skill_vs_without_scale)),
+)
+ALERT_COLUMNS: Columns = (
+    ("market time", lambda a: fmt_time(a.as_of)),
+    ("kinds", lambda a: ", ".join(a.kinds)),
+    ("message", lambda a: a.message),
+    ("Discord", lambda a: "delivered" if a.delivered else "not delivered"),
+    ("retraining run", lambda a: a.retrain_run_id or "–"),
+)
 OUTPUT_IDS = (
     "monitoring-status",
     "monitoring-summary",
@@ -218,30 +246,7 @@ def drift_table(report: MonitoringReport) -> Component:
     """Per input: PSI, KS statistic and p-value, the means and sizes, drifted or not."""
     if not report.drift:
         return html.P("No drift statistics in this report.", className="muted")
-    rows = [
-        [
-            html.Strong(d.feature) if d.drifted else d.feature,
-            fmt_number(d.psi, 3),
-            fmt_number(d.ks, 3),
-            fmt_p_value(d.ks_p),
-            fmt_number(d.reference_mean, 4),
-            fmt_number(d.recent_mean, 4),
-            f"{d.n_reference} / {d.n_recent}",
-            html.Strong("drifted", style={"color": "#d92d20"}) if d.drifted else "steady",
-        ]
-        for d in report.drift
-    ]
-    head = [
-        "input",
-        "PSI",
-        "KS",
-        "KS p-value",
-        "training mean",
-        "recent mean",
-        "n (training / recent)",
-        "drift",
-    ]
-    return data_table(head, rows, id="monitoring-drift-rows")
+    return column_table(DRIFT_COLUMNS, report.drift, id="monitoring-drift-rows")
 
 
 def calibration_block(report: MonitoringReport, *, online: bool = True) -> Component:
@@ -265,30 +270,9 @@ def calibration_block(report: MonitoringReport, *, online: bool = True) -> Compo
             className="muted",
             id="monitoring-no-calibration",
         )
-    rows = [
-        [
-            f"{c.horizon_hours} h",
-            fmt_pct(c.level, 0),
-            fmt_pct(c.coverage_without_scale),
-            fmt_pct(c.coverage),
-            f"{c.scale:.3f}",
-            str(c.resolved),
-            fmt_signed_pct(c.skill_vs_without_scale),
-        ]
-        for c in rows_in
-    ]
-    head = [
-        "horizon",
-        "nominal",
-        "coverage, graph's range",
-        "coverage, online",
-        "scale now",
-        "n",
-        "interval skill of the scale",
-    ]
     return html.Div(
         [
-            data_table(head, rows, id="monitoring-calibration-rows"),
+            column_table(CALIBRATION_COLUMNS, rows_in, id="monitoring-calibration-rows"),
             html.P(f"{state} {how}", className="muted"),
         ]
     )
@@ -298,18 +282,7 @@ def alerts_block(alerts: Sequence[AlertRow]) -> Component:
     """Recent alerts, newest first: market time, kinds, message, Discord delivery, the retraining run."""
     if not alerts:
         return html.P("No alert raised for this pair.", className="muted", id="monitoring-no-alerts")
-    rows = [
-        [
-            fmt_time(a.as_of),
-            ", ".join(a.kinds),
-            a.message,
-            "delivered" if a.delivered else "not delivered",
-            a.retrain_run_id or "–",
-        ]
-        for a in alerts
-    ]
-    head = ["market time", "kinds", "message", "Discord", "retraining run"]
-    return data_table(head, rows, id="monitoring-alert-rows")
+    return column_table(ALERT_COLUMNS, alerts, id="monitoring-alert-rows")
 
 
 def fmt_p_value(p: float) -> str:
