@@ -23,32 +23,21 @@ def print_report(report: Any) -> None:
         title=escape(f"{report.pair}: {len(report.trials)} trials, search {report.search_id}"),
         caption="score = mean over folds and horizons of (Winkler, pinball) / naive baseline's (lower is better)",
     )
-    for col in (
-        "trial",
-        "status",
-        "folds",
-        "score",
-        "Winkler / naive",
-        "pinball / naive",
-        "coverage",
-        "config",
-    ):
-        trials.add_column(col, justify="left" if col in ("trial", "status", "config") else "right")
+    for col in ("trial", "status", "folds"):
+        trials.add_column(col, justify="left" if col != "folds" else "right")
+    for col in ("score", "Winkler / naive", "pinball / naive", "coverage"):
+        trials.add_column(col, justify="right")
+    trials.add_column("config")
     for t in report.trials:
-        mean = {
-            k: sum(f[k] for f in t.folds) / len(t.folds)
-            for k in ("winkler_ratio", "pinball_ratio", "coverage")
-        }
-        trials.add_row(
-            escape(t.trial_id),
-            t.status,
-            str(len(t.folds)),
-            f"{t.score:.4f}" if t.folds else "-",
-            f"{mean['winkler_ratio']:.4f}" if t.folds else "-",
-            f"{mean['pinball_ratio']:.4f}" if t.folds else "-",
-            f"{mean['coverage']:.3f}" if t.folds else "-",
-            escape(json.dumps(t.config, default=str)),
-        )
+        scores = ["-"] * 4  # a trial without a finished fold has none
+        if t.folds:
+            means = [
+                sum(f[k] for f in t.folds) / len(t.folds)
+                for k in ("winkler_ratio", "pinball_ratio", "coverage")
+            ]
+            scores = [f"{t.score:.4f}", f"{means[0]:.4f}", f"{means[1]:.4f}", f"{means[2]:.3f}"]
+        config = escape(json.dumps(t.config, default=str))
+        trials.add_row(escape(t.trial_id), t.status, str(len(t.folds)), *scores, config)
     console.print(trials)
     c = report.comparison
     table = Table(
