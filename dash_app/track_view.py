@@ -13,7 +13,7 @@ from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 
 from dash_app.charts import TrackRecord, track_record
-from dash_app.components import data_table, fmt_close, fmt_number, fmt_pct, fmt_time
+from dash_app.components import Columns, column_table, data_table, fmt_close, fmt_number, fmt_pct, fmt_time
 from dash_app.context import current_account, get_context
 from mur.db.forecasts import ScoredCounts, scored_counts, scored_forecasts
 from mur.monitoring.compute import window_stats
@@ -165,27 +165,19 @@ def pending_table(view: TrackRecordView, now: datetime) -> Component:
     """The next forecasts still waiting for their candle (and overdue ones)."""
     if not view.unresolved:
         return html.Div(id="pending-forecasts")
-    rows = [
-        [
-            f"{f.horizon_hours} h",
-            fmt_close(close_time(f.target_time), now),
-            fmt_number(f.predicted, 6),
-            "–" if f.lower is None else f"{fmt_number(f.lower, 6)} – {fmt_number(f.upper, 6)}",
-            fmt_time(f.made_at),
-            f.model_version,
-        ]
-        for f in view.unresolved
-    ]
-    return html.Details(
-        [
-            html.Summary(f"Pending forecasts ({view.counts.pending})"),
-            data_table(
-                ["horizon", "for the", "median", "range", "made at (market time)", "model"],
-                rows,
-                id="pending-forecasts",
-            ),
-        ]
+    columns: Columns = (
+        ("horizon", lambda f: f"{f.horizon_hours} h"),
+        ("for the", lambda f: fmt_close(close_time(f.target_time), now)),
+        ("median", lambda f: fmt_number(f.predicted, 6)),
+        (
+            "range",
+            lambda f: "–" if f.lower is None else f"{fmt_number(f.lower, 6)} – {fmt_number(f.upper, 6)}",
+        ),
+        ("made at (market time)", lambda f: fmt_time(f.made_at)),
+        ("model", lambda f: f.model_version),
     )
+    summary = html.Summary(f"Pending forecasts ({view.counts.pending})")
+    return html.Details([summary, column_table(columns, view.unresolved, id="pending-forecasts")])
 
 
 def download_csv(n_clicks: int | None, pair: str | None) -> Any:
