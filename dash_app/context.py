@@ -55,11 +55,7 @@ class DashboardContext:
         """The market clock: the candle source's own when it has one (what it shows and the dashboard's "now"
         agree), else the one the settings describe (real time with Binance)."""
         clock = getattr(self.market, "clock", None)
-        if (
-            clock is not None
-            and callable(getattr(clock, "now", None))
-            and callable(getattr(clock, "hour", None))
-        ):
+        if clock is not None and all(callable(getattr(clock, name, None)) for name in ("now", "hour")):
             return clock
         from mur.clock import market_clock
 

@@ -73,9 +73,7 @@ def latest_reports(db: Database) -> dict[str, MonitoringReport]:
     """The newest report of every pair that has one."""
     with db.cursor() as cur:
         cur.execute(
-            """
-            SELECT DISTINCT ON (pair) pair, report FROM monitoring_reports ORDER BY pair, as_of DESC
-            """
+            "SELECT DISTINCT ON (pair) pair, report FROM monitoring_reports ORDER BY pair, as_of DESC"
         )
         return {row["pair"]: _report(row["report"]) for row in cur.fetchall()}
 
