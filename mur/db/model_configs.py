@@ -38,10 +38,6 @@ class ModelConfigRecord:
         return f"{self.pair} v{self.version}"
 
 
-def _record(row: dict[str, Any]) -> ModelConfigRecord:
-    return ModelConfigRecord(**row)
-
-
 def save_config(
     db: Database,
     pair: str,
@@ -77,7 +73,7 @@ def save_config(
                 "evidence": Jsonb(evidence or {}),
             },
         )
-        return _record(fetch_one(cur))
+        return ModelConfigRecord(**fetch_one(cur))
 
 
 def active_config(db: Database, pair: str) -> ModelConfigRecord | None:
@@ -89,7 +85,7 @@ def active_config(db: Database, pair: str) -> ModelConfigRecord | None:
             {"pair": normalize_pair(pair)},
         )
         row = cur.fetchone()
-    return None if row is None else _record(row)
+    return None if row is None else ModelConfigRecord(**row)
 
 
 def config_history(db: Database, pair: str) -> list[ModelConfigRecord]:
@@ -100,7 +96,7 @@ def config_history(db: Database, pair: str) -> list[ModelConfigRecord]:
             "FROM model_configs WHERE pair = %(pair)s ORDER BY version DESC",
             {"pair": normalize_pair(pair)},
         )
-        return [_record(row) for row in cur.fetchall()]
+        return [ModelConfigRecord(**row) for row in cur.fetchall()]
 
 
 LOCK_SPACE = 0x6D63  # "mc": the model_configs key space of the two-key advisory locks
@@ -133,4 +129,4 @@ def set_active(db: Database, pair: str, version: int | None) -> ModelConfigRecor
         row = cur.fetchone()
         if row is None:
             raise DataValidationError(f"{pair} has no model configuration version {version}")
-        return _record(row)
+        return ModelConfigRecord(**row)
