@@ -220,14 +220,9 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
             report = latest_report(db, name)
             if report is None:
                 return None
+            fields = ("kinds", "message", "delivered", "retrain_run_id")
             alerts = [
-                {
-                    "as_of": a.as_of.isoformat().replace("+00:00", "Z"),
-                    "kinds": a.kinds,
-                    "message": a.message,
-                    "delivered": a.delivered,
-                    "retrain_run_id": a.retrain_run_id,
-                }
+                {"as_of": a.as_of.isoformat().replace("+00:00", "Z"), **{k: getattr(a, k) for k in fields}}
                 for a in latest_alerts(db, name, limit=10)
             ]
             return report.model_dump(mode="json") | {"recent_alerts": alerts}

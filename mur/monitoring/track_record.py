@@ -62,17 +62,10 @@ def _row(f: Forecast) -> dict[str, Any]:
         "made_at": iso(f.made_at),
         "target_time": iso(f.target_time),
         "close_time": iso(close_time(f.target_time)),
-        "horizon_hours": f.horizon_hours,
-        "model_version": f.model_version,
-        "predicted": f.predicted,
-        "actual": f.actual,
-        "last_close": f.last_close,
+        **{k: getattr(f, k) for k in ("horizon_hours", "model_version", "predicted", "actual", "last_close")},
         "error": f.predicted - f.actual if resolved else None,  # type: ignore[operator]
         "persistence_error": f.last_close - f.actual if resolved else None,  # type: ignore[operator]
-        "lower": f.lower,
-        "upper": f.upper,
-        "level": f.level,
-        "inside": f.inside,
+        **{k: getattr(f, k) for k in ("lower", "upper", "level", "inside")},
     }
 
 
