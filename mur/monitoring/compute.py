@@ -104,16 +104,9 @@ def resolved_hourly(db: Database, pair: str, market_hour: datetime, hours: int) 
         since=market_hour - hours * HOUR,
         until=market_hour,
     )
+    copied = [name for name in Resolved.__dataclass_fields__ if name != "actual"]  # actual: known (resolved)
     return [
-        Resolved(
-            target_time=f.target_time,
-            predicted=f.predicted,
-            actual=float(f.actual),  # type: ignore[arg-type]  # resolved
-            last_close=f.last_close,
-            lower=f.lower,
-            upper=f.upper,
-            level=f.level,
-        )
+        Resolved(actual=float(f.actual), **{k: getattr(f, k) for k in copied})  # type: ignore[arg-type]
         for f in reversed(rows)
     ]
 
