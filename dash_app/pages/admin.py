@@ -341,9 +341,7 @@ def trigger_training(_clicks: Any, pair: Any, epochs: Any) -> Component:
             conf={"pairs": [pair], "epochs": epoch_count},
             note=f"triggered from the dashboard by {account.username}",
         )
-    except ServiceUnavailable as exc:
-        return notice(str(exc) + ".", "bad", id="admin-train-error")
-    except ServiceAnswerError as exc:
+    except (ServiceUnavailable, ServiceAnswerError) as exc:
         return notice(f"{exc}.", "bad", id="admin-train-error")
     logger.info("admin %s triggered %s run %s for %s", account.username, run.dag_id, run.run_id, pair)
     state = f" (state: {run.state})" if run.state else ""
