@@ -106,10 +106,8 @@ def ensure_database(settings: Settings) -> bool:
     with connect(settings, database="postgres", autocommit=True) as conn:
         try:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(settings.db.pg_database)))
-        except psycopg.errors.DuplicateDatabase:
-            return False  # another migrator created it a moment ago
-        except psycopg.errors.UniqueViolation:
-            return False  # same race, reported through pg_database's unique index
+        except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+            return False  # another migrator created it a moment ago (or pg_database's unique index says so)
         return True
 
 
