@@ -27,6 +27,10 @@ tokens_app = typer.Typer(no_args_is_help=True, help="API tokens (only their SHA-
 quota_app = typer.Typer(no_args_is_help=True, help="Monthly API quotas.")
 
 UserArg = Annotated[str, typer.Argument(help="username (case-insensitive)")]
+TokenIdArg = Annotated[int, typer.Argument(help="token id from `mur tokens list`")]
+PasswordStdinOpt = Annotated[
+    bool, typer.Option("--password-stdin", help="read the password from stdin's first line")
+]
 
 
 def _info(message: str) -> None:
@@ -126,9 +130,7 @@ def users_create(
     quota: Annotated[
         int | None, typer.Option(help="monthly API call limit (default: MUR_DEFAULT_MONTHLY_QUOTA)")
     ] = None,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="read the password from stdin's first line")
-    ] = False,
+    password_stdin: PasswordStdinOpt = False,
 ) -> None:
     """Create a user; without --password-stdin a strong password is generated and printed once."""
     from mur.db import create_user
@@ -217,12 +219,7 @@ def users_ungrant(username: UserArg, role: Annotated[str, typer.Argument(help="a
 
 
 @users_app.command("set-password")
-def users_set_password(
-    username: UserArg,
-    password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="read the password from stdin's first line")
-    ] = False,
-) -> None:
+def users_set_password(username: UserArg, password_stdin: PasswordStdinOpt = False) -> None:
     """Replace a user's password; without --password-stdin a new one is generated and printed once."""
     from mur.db import require_user, set_password
     from mur.security import generate_password
@@ -295,9 +292,7 @@ def tokens_list(
 
 
 @tokens_app.command("revoke")
-def tokens_revoke(
-    username: UserArg, token_id: Annotated[int, typer.Argument(help="token id from `mur tokens list`")]
-) -> None:
+def tokens_revoke(username: UserArg, token_id: TokenIdArg) -> None:
     """Revoke a token (immediately rejected by the API)."""
     from mur.db import require_user, revoke_token
 
@@ -309,9 +304,7 @@ def tokens_revoke(
 
 
 @tokens_app.command("rotate")
-def tokens_rotate(
-    username: UserArg, token_id: Annotated[int, typer.Argument(help="token id from `mur tokens list`")]
-) -> None:
+def tokens_rotate(username: UserArg, token_id: TokenIdArg) -> None:
     """Revoke a token and print its replacement (same name) on stdout, once."""
     from mur.db import require_user, rotate_token
 
