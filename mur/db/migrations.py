@@ -46,9 +46,6 @@ class Migration:
     path: Path
     checksum: str
 
-    def read(self) -> str:
-        return self.path.read_text(encoding="utf-8")
-
 
 @dataclass(frozen=True)
 class MigrationReport:
@@ -161,7 +158,8 @@ def _apply(conn: Connection, migration: Migration) -> None:
     started = time.monotonic()
     try:
         with conn.transaction():
-            conn.execute(migration.read())  # no parameters: several statements, `%` taken literally
+            # the file as it is (no parameters: several statements, `%` taken literally)
+            conn.execute(migration.path.read_text(encoding="utf-8"))
             conn.execute(
                 "INSERT INTO schema_migrations (version, name, checksum, execution_ms) VALUES (%s, %s, %s, %s)",
                 (
