@@ -94,43 +94,19 @@ def rolling_figure(history: Sequence[MonitoringReport], *, pair: str) -> go.Figu
         subplot_titles=("rolling skill vs persistence", "rolling coverage of the range"),
     )
     level = series.nominal_level
+    nominal = [(level, f"nominal level {level:.0%}", REFERENCE_COLOR, "dash")] if level is not None else []
+    skill_below, coverage_below = thresholds.skill_below, thresholds.coverage_below
+    skill_refs = [
+        (0.0, "no skill (0)", REFERENCE_COLOR, "dash"),
+        (skill_below, f"skill alert below {skill_below:+g}", THRESHOLD_COLOR, "dot"),
+    ]
+    coverage_refs = [
+        *nominal,
+        (coverage_below, f"coverage alert below {coverage_below:.0%}", THRESHOLD_COLOR, "dot"),
+    ]
     panels: list[tuple[int, list[float | None], str, str, str, list[tuple[float, str, str, str]]]] = [
-        (
-            1,
-            series.skill,
-            "rolling skill",
-            SKILL_COLOR,
-            "skill %{y:+.3f}",
-            [
-                (0.0, "no skill (0)", REFERENCE_COLOR, "dash"),
-                (
-                    thresholds.skill_below,
-                    f"skill alert below {thresholds.skill_below:+g}",
-                    THRESHOLD_COLOR,
-                    "dot",
-                ),
-            ],
-        ),
-        (
-            2,
-            series.coverage,
-            "rolling coverage",
-            COVERAGE_COLOR,
-            "coverage %{y:.1%}",
-            [
-                *(
-                    [(level, f"nominal level {level:.0%}", REFERENCE_COLOR, "dash")]
-                    if level is not None
-                    else []
-                ),
-                (
-                    thresholds.coverage_below,
-                    f"coverage alert below {thresholds.coverage_below:.0%}",
-                    THRESHOLD_COLOR,
-                    "dot",
-                ),
-            ],
-        ),
+        (1, series.skill, "rolling skill", SKILL_COLOR, "skill %{y:+.3f}", skill_refs),
+        (2, series.coverage, "rolling coverage", COVERAGE_COLOR, "coverage %{y:.1%}", coverage_refs),
     ]
     for row, values, name, color, hover, references in panels:
         figure.add_trace(
