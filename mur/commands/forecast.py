@@ -129,15 +129,8 @@ def forecast_table(answer: ForecastOut) -> Any:
     last, horizons = answer.last_close, answer.horizons
     table = Table(caption="times: market time (UTC)")
     range_title = f"{horizons[0].level * 100:.0f} % range" if horizons else "range"
-    for column, justify in (
-        ("horizon", "right"),
-        ("closes at", "left"),
-        ("median", "right"),
-        ("vs last", "right"),
-        (range_title, "right"),
-        ("width", "right"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for column in ("horizon", "closes at", "median", "vs last", range_title, "width"):
+        table.add_column(column, justify="left" if column == "closes at" else "right")
     if not horizons:  # a point-only model: the next close alone
         point = answer.forecast
         table.add_row("1 h", _hour(answer.closes_at()), f"{point:,.4f}", _pct(point, last), "-", "-")
