@@ -47,31 +47,19 @@ def print_report(report: Any) -> None:
         ),
         caption="gain = 1 - loss_tuned / loss_default (> 0: tuned better), ± 1 HAC standard error",
     )
-    for col in (
-        "horizon",
-        "Winkler default",
-        "Winkler tuned",
-        "gain ± s.e.",
-        "pinball default",
-        "pinball tuned",
-        "gain ± s.e.",
-    ):
-        table.add_column(col, justify="right")
+    table.add_column("horizon", justify="right")
+    for loss in ("Winkler", "pinball"):
+        for col in (f"{loss} default", f"{loss} tuned", "gain ± s.e."):
+            table.add_column(col, justify="right")
 
     def gain(g: dict) -> str:
         return f"{g['gain']:+.4f}" + ("" if g["se"] is None else f" ± {g['se']:.4f}")
 
+    def cells(g: dict) -> list[str]:  # one loss on one horizon: default, tuned, gain
+        return [f"{g['default']:.5g}", f"{g['chosen']:.5g}", gain(g)]
+
     for h in c["horizons"]:
-        w, p = h["winkler"], h["pinball"]
-        table.add_row(
-            f"{h['hours']} h",
-            f"{w['default']:.5g}",
-            f"{w['chosen']:.5g}",
-            gain(w),
-            f"{p['default']:.5g}",
-            f"{p['chosen']:.5g}",
-            gain(p),
-        )
+        table.add_row(f"{h['hours']} h", *cells(h["winkler"]), *cells(h["pinball"]))
     table.add_row(
         "all (each horizon / default's mean)",
         "1",
