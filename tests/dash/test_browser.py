@@ -161,7 +161,9 @@ def test_admin_edits_a_quota_and_triggers_training(
     expect(page.locator("#admin-users-table")).to_contain_text(member.username)
 
     page.click("#admin-user")
-    page.keyboard.type(member.username)
+    search = page.locator(".dash-dropdown-search")  # typed into once the opened list shows its search box
+    expect(search).to_be_visible()
+    search.fill(member.username)
     # pick the option once the search has narrowed the list to it: Enter on a list still showing other
     # members (all share the "member_" prefix) would pick whichever came first
     option = page.locator(".dash-dropdown-option", has_text=member.username)
