@@ -373,9 +373,11 @@ def main() -> None:
         opts.json = ROOT / "benchmarks" / "results" / "pairs.json"
 
     from devstack import supervisor
+    from devstack.config import use_stack_ray
     from mur.data import synthetic_pairs
     from mur.settings import Settings
 
+    use_stack_ray()  # the stack's Ray token (deployments go through Ray's dashboard API)
     most = max([*opts.pairs, opts.baseline])
     bench = None if opts.train_only else _bench_serve()
     started: list[str] = []

@@ -356,6 +356,9 @@ def main() -> int:
     if opts.reference_server:
         run_reference_server(opts.port, json.loads(opts.overrides), opts.pair, opts.version)
         return 0
+    from devstack.config import use_stack_ray
+
+    use_stack_ray()  # the stack's Ray token (the deployment goes through Ray's dashboard API)
     levels = opts.concurrency or ([1, 4] if opts.smoke else [1, 16, 64])
     warm_up = (2, 10) if opts.smoke else (8, 200)
 

@@ -42,22 +42,17 @@ class Service:
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)
     port: int | None = None
-    health_url: str | None = None
-    """HTTP URL that must answer 2xx."""
-    health_headers: dict[str, str] = field(default_factory=dict)
-    """Headers of the health check's request (Ray's bearer token)."""
-    env_unset: tuple[str, ...] = ()
-    """Variables of the starting process's environment the service must not inherit (credentials it does not use)."""
+    health_url: str | None = None  # must answer 2xx
+    health_headers: dict[str, str] = field(default_factory=dict)  # of that request (Ray's bearer token)
+    env_unset: tuple[str, ...] = ()  # variables it must not inherit (credentials it does not use)
     health_cmd: list[str] | None = None
     """A command that must exit 0 (compose's ``CMD`` healthcheck); without either, a TCP connect to the port."""
     host: str = "127.0.0.1"
     start_timeout_s: float = 60.0
     stop_timeout_s: float = 15.0
     depends_on: tuple[str, ...] = ()
-    stop_first: tuple[str, ...] = ()
-    """Process names (``/proc/PID/comm``) to stop before the rest of the session."""
-    stop_last: tuple[str, ...] = ()
-    """Process names to stop after the rest of the session."""
+    stop_first: tuple[str, ...] = ()  # process names (/proc/PID/comm) stopped before the rest of the session
+    stop_last: tuple[str, ...] = ()  # ... and after it
     cwd: Path | None = None
     before_start: Callable[[], object] | None = None
     """Runs before launching (e.g. create databases); a :class:`~mur.errors.MurError` aborts the start."""
@@ -67,8 +62,7 @@ class Service:
     """Runs once its processes are gone (e.g. remove the app it kept deployed on Ray); errors are reported."""
     diagnose: Callable[[], str] | None = None
     """What a start that timed out reports besides the log's tail (e.g. Serve's proxy and replica states)."""
-    compose: str = ""
-    """Its counterpart in docker-compose.yml ("" = the same name)."""
+    compose: str = ""  # its counterpart in docker-compose.yml ("" = the same name)
     description: str = ""
 
 
@@ -86,6 +80,9 @@ SERVE_FAST_PATH_ENV: dict[str, str] = {
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
     "RAY_SERVE_LOG_TO_STDERR": "0",
 }
+LOCAL_DRAIN_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "3"}
+"""A stopping API replica stays reachable 3 s, not Ray's 30 s (for balancers outside the cluster), then
+refuses connections, which Ray's HAProxy, the only balancer here, retries elsewhere."""
 HAPROXY_SIDE_PORTS: dict[str, int] = {
     "RAY_SERVE_HAPROXY_METRICS_PORT": 9101,
     "RAY_SERVE_HAPROXY_STATS_PORT": 8404,
@@ -150,7 +147,11 @@ def prepare_haproxy(settings: Settings) -> None:
 
 def serve_env(port_shift: int = 0) -> dict[str, str]:
     """The Serve flags for a Ray head (values already in the environment win)."""
-    defaults = {**SERVE_FAST_PATH_ENV, **{k: str(p + port_shift) for k, p in HAPROXY_SIDE_PORTS.items()}}
+    defaults = (
+        SERVE_FAST_PATH_ENV
+        | LOCAL_DRAIN_ENV
+        | {k: str(p + port_shift) for k, p in HAPROXY_SIDE_PORTS.items()}
+    )
     return {k: os.environ.get(k, v) for k, v in defaults.items()}
 
 
@@ -447,7 +448,7 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             port=af_ports["scheduler"],
             health_url=f"http://127.0.0.1:{af_ports['scheduler']}/health",  # the scheduler's health server
             start_timeout_s=240,
-            stop_timeout_s=30,
+            stop_timeout_s=10,  # idle: exits in seconds; busy: its LocalExecutor waits on tasks that ignore SIGTERM
             depends_on=("airflow-api-server",),
             cwd=PROJECT_ROOT,
             before_start=af_prepare,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from devstack.services import SERVE_FAST_PATH_ENV, stack_services
+from devstack.services import LOCAL_DRAIN_ENV, SERVE_FAST_PATH_ENV, stack_services
 from mur.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,13 +57,14 @@ MACHINE_FLAGS = {"--num-cpus", "--workers", "--data-dir", "--object-store-memory
 LOCAL_FLAGS = {"--node-ip-address", "--min-worker-port", "--max-worker-port", "--resources", "--temp-dir"}
 COMPOSE_FLAGS = {"--allowed-hosts"}
 # Environment for this machine only: paths; one machine's Ray (a loopback head, HAProxy's files in the stack's
-# private dir: devstack/haproxy_wrapper.py; a worker node without metrics exporter); generated secrets.
+# private dir: devstack/haproxy_wrapper.py; a worker node without metrics exporter; a short ingress drain,
+# devstack.services.LOCAL_DRAIN_ENV); generated secrets.
 LOCAL_ENV = set(
     "PATH VIRTUAL_ENV NO_PROXY PYTHONUNBUFFERED MOTO_S3_DEFAULT_KEY_BUFFER_SIZE RAY_API_SERVER_ADDRESS "
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER RAY_enable_metrics_collection MUR_SECRET_KEY MUR_AIRFLOW_PASSWORD "
     "MUR_RUNTIME_DIR".split()
 ) | {f"RAY_SERVE_HAPROXY_{k}" for k in "BINARY_PATH CONFIG_FILE_LOC SOCKET_PATH METRICS_SOCKET_PATH".split()}
-LOCAL_ENV |= {"RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "RAY_SERVE_HAPROXY_SERVER_STATE_FILE"}
+LOCAL_ENV |= {"RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "RAY_SERVE_HAPROXY_SERVER_STATE_FILE", *LOCAL_DRAIN_ENV}
 SAME_VALUE_ENV = set(
     "AWS_DEFAULT_REGION AWS_EC2_METADATA_DISABLED RAY_USAGE_STATS_ENABLED AIRFLOW__CORE__EXECUTOR "
     "AIRFLOW__CORE__AUTH_MANAGER AIRFLOW__CORE__LOAD_EXAMPLES AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK "
