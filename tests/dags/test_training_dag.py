@@ -1,7 +1,7 @@
 """``dag.test()`` end to end against the real Ray head, MLflow (PostgreSQL) and S3.
 
 Keeps the number of real Ray jobs small (training is tiny: 1 epoch, hidden size 4, 60 days, one worker):
-two pairs at date D1 (two jobs; also the first backfill date), btc_usdt at D1 + 1 day (one job), D1 again
+two pairs at date D1 (one batch job; also the first backfill date), btc_usdt at D1 + 1 day (one job), D1 again
 (reused from the registry: no job) and an unknown pair (two short failing jobs: one try + one retry).
 Dates are drawn at random inside the bundled history so that each session trains fresh windows.
 """
@@ -92,8 +92,15 @@ def versions_for_window(settings: Settings, pair: str, end: datetime) -> list[An
 
 @pytest.fixture(scope="module")
 def first_run(services: Settings, airflow_db: Path) -> dict[str, Any]:
-    """D1 for btc_usdt and eth_usdt: two real Ray jobs."""
-    dr = run(D1, {"pairs": ["btc_usdt", "eth_usdt"], **TINY})
+    """D1 for btc_usdt and eth_usdt: one real Ray job training both (one training slot, so one batch;
+    batches mapped over several slots: test_many_pairs.py)."""
+    from mur.settings import get_settings
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MUR_MAX_PARALLEL_TRAININGS", "1")
+        get_settings.cache_clear()
+        dr = run(D1, {"pairs": ["btc_usdt", "eth_usdt"], **TINY})
+    get_settings.cache_clear()
     return {"dr": dr, "summary": xcom(dr, "summarize")[0], "results": xcom(dr, "train_pair")}
 
 
