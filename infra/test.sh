@@ -40,6 +40,16 @@ WORKERS="${MUR_TEST_WORKERS:-2}"
 PARALLEL=()
 [ "$WORKERS" != 0 ] && PARALLEL=(-n "$WORKERS")
 
+# Headless Chromium for the browser tests (Debian package; Playwright drives it, nothing is downloaded):
+# installed while the venv, the lint and the first tiers are, awaited before the services tier.
+CHROMIUM_PID=""
+if { [ "$TIER" = all ] || [ "$TIER" = services ]; } && ! command -v chromium >/dev/null 2>&1; then
+  echo "[test] installing Debian's chromium for the browser tests (in the background)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  ( $SUDO apt-get update -qq >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ) &
+  CHROMIUM_PID=$!
+fi
+
 bash infra/install.sh
 echo "[test] install: $SECONDS s wall"
 LINT_START=$SECONDS
@@ -83,11 +93,8 @@ if [ "$TIER" = all ] || [ "$TIER" = pg ]; then
     { echo "[test] postgres tier failed: the services tier did not run"; exit 1; }
 fi
 if [ "$TIER" = all ] || [ "$TIER" = services ]; then
-  # Headless Chromium for the browser tests (Debian package; Playwright drives it, nothing is downloaded).
-  if ! command -v chromium >/dev/null 2>&1; then
-    echo "[test] installing Debian's chromium for the browser tests"
-    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  if [ -n "$CHROMIUM_PID" ]; then
+    wait "$CHROMIUM_PID" || { echo "[test] could not install Debian's chromium (the browser tests need it)"; exit 1; }
   fi
   export MUR_REQUIRE_BROWSER=1  # the browser tests fail (not skip) without Chromium
   SERVICES_START=$SECONDS

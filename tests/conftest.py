@@ -197,14 +197,14 @@ SECOND_STACK_PATHS = tuple(
         "dash",
         "gpu",
         "integration/test_ray_training.py",
-        "integration/test_tune_cli.py",
         "integration/test_benchmark_train_smoke.py",
     )
 )
 """Services-tier tests that infra/test.sh runs on the second shared stack (marked ``second_stack``), after the
-end-to-end test and beside the others on the first: Ray training and tuning, Serve, the dashboard in a
-browser; the first keeps Airflow, the cluster, the services' own tests and the benchmarks' smoke runs. Each run pays its own service start-up, so a group
-that shares an expensive fixture (``serve_stack``) stays on one side."""
+end-to-end test and beside the others on the first: Ray training, Serve, the dashboard in a browser; the
+first keeps Airflow, the cluster, tuning, the services' own tests and the Serve benchmarks' smoke runs (the
+two runs took 11-12 min each on 2026-11-24). Each run pays its own service start-up, so a group that shares
+an expensive fixture (``serve_stack``) stays on one side."""
 
 
 def _uses_shared_fixture(item: pytest.Item, names: frozenset[str]) -> bool:
