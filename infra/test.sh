@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README + .ci/run): install, lint (ruff, mypy), then the tests in three tiers, each run
-# only after the one before passed, each reported on its own with its wall time:
+# The test command (README + .ci/run): install, lint (ruff, mypy, beside the fast tier), then the tests in
+# three tiers, each run only after the one before (and the lint) passed, each reported with its wall time:
 #   fast tier      pytest -m fast: needs no service at all (pure code, bundled data, model, DAG definition,
 #                  in-process fakes). Parallel workers (pytest-xdist).
 #   postgres tier  pytest -m "pg and not (services or serve or browser or e2e or gpu)": the PostgreSQL
@@ -52,17 +52,30 @@ fi
 
 bash infra/install.sh
 echo "[test] install: $SECONDS s wall"
-LINT_START=$SECONDS
-echo "[test] ruff"
-.venv/bin/ruff check .
-.venv/bin/ruff format --check . >/dev/null || { echo "[test] ruff format would change files: run .venv/bin/ruff format ."; exit 1; }
-echo "[test] mypy"
-.venv/bin/mypy  # files and options: [tool.mypy] in pyproject.toml
-echo "[test] lint: $((SECONDS - LINT_START)) s wall"
-
 RAN=""
 LOGS=$(mktemp -d)
 trap 'rm -rf "$LOGS"' EXIT
+
+# lint: ruff, then mypy (files and options: [tool.mypy] in pyproject.toml). Beside the fast tier when that
+# runs (mypy is one process, the fast tier's workers leave room for it); nothing after them runs unless both
+# passed.
+lint() {
+  local start=$SECONDS rc=0
+  echo "[test] ruff"
+  .venv/bin/ruff check . || rc=1
+  .venv/bin/ruff format --check . >/dev/null || { echo "[test] ruff format would change files: run .venv/bin/ruff format ."; rc=1; }
+  echo "[test] mypy"
+  .venv/bin/mypy || rc=1
+  echo "[test] lint: $((SECONDS - start)) s wall"
+  return "$rc"
+}
+LINT_PID=""
+if [ "$TIER" = all ] || [ "$TIER" = fast ]; then
+  lint >"$LOGS/lint.out" 2>&1 &
+  LINT_PID=$!
+else
+  lint || exit 1
+fi
 COLOR=()
 [ -t 1 ] && COLOR=(--color=yes)
 
@@ -85,8 +98,13 @@ run_tier() {
 }
 
 if [ "$TIER" = all ] || [ "$TIER" = fast ]; then
-  run_tier fast "$FAST_TIER" "${PARALLEL[@]}" "$@" ||
-    { echo "[test] fast tier failed: the postgres and services tiers did not run"; exit 1; }
+  FAST_RC=0 LINT_RC=0
+  run_tier fast "$FAST_TIER" "${PARALLEL[@]}" "$@" || FAST_RC=$?
+  wait "$LINT_PID" || LINT_RC=$?
+  echo "[test] the lint, run beside the fast tier:"
+  cat "$LOGS/lint.out"
+  [ "$LINT_RC" = 0 ] || { echo "[test] lint failed: the postgres and services tiers did not run"; exit 1; }
+  [ "$FAST_RC" = 0 ] || { echo "[test] fast tier failed: the postgres and services tiers did not run"; exit 1; }
 fi
 if [ "$TIER" = all ] || [ "$TIER" = pg ]; then
   run_tier postgres "$PG_TIER" "${PARALLEL[@]}" "$@" ||
