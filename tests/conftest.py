@@ -232,7 +232,8 @@ def _cuda_available() -> bool:
 
 @pytest.hookimpl(tryfirst=True)  # before the -m selection, which reads the markers added here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test with its tier (from the fixtures it uses), and give ``service_start`` tests one rerun."""
+    """Mark each test with its tier (from the fixtures it uses), give ``service_start`` tests one rerun, and
+    put the ``long`` ones first."""
     for item in items:
         if Path(item.path).resolve().is_relative_to(E2E_DIR) and not item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.e2e)
@@ -264,6 +265,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     only_rerun=SERVICE_START_ERRORS,
                 )
             )
+    # a long test collected last would run alone at its tier's end, one of the two cores idle
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
 @pytest.fixture(autouse=True)

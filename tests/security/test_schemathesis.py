@@ -12,12 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import LiveApi
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 MAX_EXAMPLES = 15
 
 
+@pytest.mark.long  # ~45 s: started first in its tier
 def test_schemathesis_all_checks_pass(live_api: LiveApi, tmp_path: Path) -> None:
     user_id, token = live_api.api.user(quota=1_000_000)
     command = [
