@@ -209,9 +209,3 @@ def _airflow_version() -> str:
 def client(settings: Settings) -> AirflowClient:
     """A REST client logged in as the local admin (the generated password when none is configured)."""
     return AirflowClient.from_settings(settings, password=admin_password(settings))
-
-
-def jobs_check(job_type: str) -> list[str]:
-    """``airflow jobs check`` for a component's job on this host: compose's check for the DAG processor and
-    the triggerer, which have no health port."""
-    return [airflow_bin(), "jobs", "check", "--job-type", job_type, "--local"]

@@ -1,23 +1,19 @@
-"""Health checks as compose writes them: an HTTP URL that answers 2xx, a command that exits 0, or a TCP port."""
+"""Health checks: an HTTP URL that answers 2xx (with a component's JSON status, where asked), or a TCP port."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-from pathlib import Path
 from typing import Any
 
 from devstack.services import Service
 from mur.settings import Settings
 
-COMMAND_PROBE_INTERVAL_S = 3.0
-"""Between two runs of a command health check (each costs seconds of CPU: ``airflow jobs check``)."""
-
 
 def probe(service: Service, timeout_s: float = 2.0) -> bool:
-    """True when the service passes its health check now (HTTP 2xx, a command's exit 0, or a TCP connect)."""
+    """True when the service passes its health check now: its health URL answers 2xx (and, with
+    ``health_status``, JSON reporting that component ``healthy``), or, without a URL, its port accepts."""
     if service.health_url:
+        import json
         import urllib.error
         import urllib.request
 
@@ -25,22 +21,15 @@ def probe(service: Service, timeout_s: float = 2.0) -> bool:
         request = urllib.request.Request(service.health_url, headers=service.health_headers)
         try:
             with opener.open(request, timeout=timeout_s) as response:
-                return 200 <= response.status < 300
+                if not 200 <= response.status < 300:
+                    return False
+                if not service.health_status:
+                    return True
+                body = json.loads(response.read())
         except (urllib.error.URLError, OSError, ValueError):
             return False
-    if service.health_cmd:
-        try:
-            done = subprocess.run(
-                service.health_cmd,
-                env={**os.environ, **service.env},
-                cwd=service.cwd,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=max(timeout_s, 30.0),  # a CLI (`airflow jobs check`) needs seconds to import
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        return done.returncode == 0
+        component = body.get(service.health_status) if isinstance(body, dict) else None
+        return isinstance(component, dict) and component.get("status") == "healthy"
     if service.port is not None:
         return port_open(service.host, service.port, timeout_s)
     return False
@@ -49,9 +38,7 @@ def probe(service: Service, timeout_s: float = 2.0) -> bool:
 def check_text(service: Service) -> str:
     """The health check, in words."""
     if service.health_url:
-        return service.health_url
-    if service.health_cmd:
-        return "`" + " ".join([Path(service.health_cmd[0]).name, *service.health_cmd[1:]]) + "`"
+        return service.health_url + (f" ({service.health_status} healthy)" if service.health_status else "")
     return f"tcp://{service.host}:{service.port}"
 
 

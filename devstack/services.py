@@ -42,11 +42,10 @@ class Service:
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)
     port: int | None = None
-    health_url: str | None = None  # must answer 2xx
+    health_url: str | None = None  # must answer 2xx; without it, a TCP connect to the port
     health_headers: dict[str, str] = field(default_factory=dict)  # of that request (Ray's bearer token)
+    health_status: str | None = None  # a component that the URL's JSON must report "healthy" (Airflow's)
     env_unset: tuple[str, ...] = ()  # variables it must not inherit (credentials it does not use)
-    health_cmd: list[str] | None = None
-    """A command that must exit 0 (compose's ``CMD`` healthcheck); without either, a TCP connect to the port."""
     host: str = "127.0.0.1"
     start_timeout_s: float = 60.0
     stop_timeout_s: float = 15.0
@@ -459,15 +458,17 @@ def stack_services(settings: Settings) -> dict[str, Service]:
                 name=f"airflow-{component}",
                 command=[af, component, *(["--skip-serve-logs"] if component == "triggerer" else [])],
                 env=af_env,
-                health_cmd=airflow.jobs_check(job_type),
+                # compose: `airflow jobs check`, the same rule as a CLI costing seconds of CPU per probe
+                health_url=f"http://127.0.0.1:{s.airflow.airflow_port}/api/v2/monitor/health",
+                health_status=component.replace("-", "_"),
                 start_timeout_s=240,
                 stop_timeout_s=30,
                 depends_on=("airflow-api-server",),
                 cwd=PROJECT_ROOT,
                 before_start=af_prepare,
-                description=f"Airflow {component} (health: its job's heartbeat)",
+                description=f"Airflow {component} (health: its job's heartbeat, read by the API server)",
             )
-            for component, job_type in (("dag-processor", "DagProcessorJob"), ("triggerer", "TriggererJob"))
+            for component in ("dag-processor", "triggerer")
         ),
         Service(
             name="serve",

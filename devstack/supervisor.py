@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from devstack.health import COMMAND_PROBE_INTERVAL_S, check_text, port_open, probe
+from devstack.health import check_text, port_open, probe
 from devstack.processes import STACK_MARKER, memory_mb, session_members, terminate
 from devstack.services import CORE_SERVICES as CORE_SERVICES
 from devstack.services import Service, stack_services
@@ -179,7 +179,7 @@ def _wait_healthy(
         healthy,
         what=f"{service.name} to answer {check}",
         timeout_s=timeout_s,
-        interval_s=COMMAND_PROBE_INTERVAL_S if service.health_cmd else 0.3,
+        interval_s=1.0 if service.health_status else 0.3,  # each probe a database query of the API server
         error=lambda _: ServiceError(
             f"{service.name} did not answer {check} within {timeout_s:.0f} s; last lines of {log}:\n"
             + _log_tail(log, offset)

@@ -243,10 +243,10 @@ def dashboard_login(settings: Settings, username: str, password: str) -> None:
 
 
 def assert_all_running(env: dict[str, str]) -> list[dict[str, Any]]:
-    """``mur status``: every service running with a pid, and healthy. A health check that reads a heartbeat
-    through a CLI (the DAG processor's, the triggerer's) can miss its deadline while the machine is saturated
-    (this test runs beside the other services-tier runs), so the status is asked again, for up to 3 min,
-    until every row is healthy; a service that is not running fails at once."""
+    """``mur status``: every service running with a pid, and healthy. A heartbeat (the DAG processor's, the
+    triggerer's) can lag while the machine is saturated (this test runs beside the other services-tier runs),
+    so the status is asked again, for up to 3 min, until every row is healthy; a service that is not running
+    fails at once."""
 
     def status() -> list[dict[str, Any]]:
         proc = run_mur(env, "status", "--json", timeout_s=120)

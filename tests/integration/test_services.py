@@ -17,6 +17,7 @@ import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg2
@@ -431,17 +432,36 @@ def test_plan_orders_dependencies() -> None:
         svc.plan(registry, ["nope"])
 
 
-def test_command_health_check_waits_for_exit_zero(tmp_path: Path) -> None:
+def test_a_json_health_check_waits_for_the_component_healthy(tmp_path: Path) -> None:
+    """``health_status``: a 2xx is not enough, the JSON must report the component healthy (Airflow's monitor
+    endpoint answers 200 while the DAG processor's heartbeat is missing)."""
     settings = Settings(runtime_dir=tmp_path)
     flag = tmp_path / "ready"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = f"""
+import http.server, json, pathlib, time
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        status = "healthy" if pathlib.Path({str(flag)!r}).exists() else "unhealthy"
+        body = json.dumps({{"job": {{"status": status}}, "other": {{"status": "healthy"}}}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", {port}), Health)
+time.sleep(1)
+__import__("threading").Timer(1.0, pathlib.Path({str(flag)!r}).touch).start()
+server.serve_forever()
+"""
     waiter = Service(
         name="waiter",
-        command=[
-            sys.executable,
-            "-c",
-            f"import pathlib, time; time.sleep(1); pathlib.Path({str(flag)!r}).touch(); time.sleep(600)",
-        ],
-        health_cmd=["test", "-e", str(flag)],
+        command=[sys.executable, "-c", server],
+        health_url=f"http://127.0.0.1:{port}/health",
+        health_status="job",
         start_timeout_s=30,
         stop_timeout_s=2,
     )
@@ -449,6 +469,7 @@ def test_command_health_check_waits_for_exit_zero(tmp_path: Path) -> None:
         assert not svc.probe(waiter)
         assert svc.start_service(settings, waiter).action == "started"
         assert flag.exists() and svc.probe(waiter)
+        assert not svc.probe(replace(waiter, health_status="missing"))
     finally:
         svc.stop_service(settings, waiter)
 

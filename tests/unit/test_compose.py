@@ -202,14 +202,13 @@ def test_every_local_service_mirrors_its_compose_counterpart(name: str) -> None:
     for key, value in local.env.items():
         assert key in LOCAL_ENV or key in env(prod), f"the local service sets {key}, compose does not"
         assert key not in SAME_VALUE_ENV or resolve(str(env(prod)[key])) == value, key
-    if local.health_url:  # the same path (maybe piped to grep), else the same command
-        path = "/" + local.health_url.split("://", 1)[1].split("/", 1)[1]
-        assert re.search(re.escape(path) + r"(\s|$)", " ".join(check(prod))), f"probe {path}"
-    else:
-        assert local.health_cmd and check(prod) == [
-            os.path.basename(local.health_cmd[0]),
-            *local.health_cmd[1:],
-        ]
+    if local.health_status:  # a job's heartbeat, read by the API server locally, by the CLI in compose
+        job = {"dag_processor": "DagProcessorJob", "triggerer": "TriggererJob"}[local.health_status]
+        assert check(prod) == ["airflow", "jobs", "check", "--job-type", job, "--local"]
+        return
+    assert local.health_url, name  # the same path (maybe piped to grep)
+    path = "/" + local.health_url.split("://", 1)[1].split("/", 1)[1]
+    assert re.search(re.escape(path) + r"(\s|$)", " ".join(check(prod))), f"probe {path}"
 
 
 @pytest.mark.parametrize("match", list(VAR.finditer(TEXT)), ids=lambda m: m[0][:48])

@@ -110,9 +110,9 @@ def test_the_table_has_every_service_on_loopback(tmp_path: Path) -> None:
     assert set(supervisor.CORE_SERVICES) <= set(table)
     for service in table.values():
         assert all(d in table for d in service.depends_on), service.name
-        assert service.health_url or service.health_cmd, f"{service.name} has no health check"
+        assert service.health_url, f"{service.name} has no health check"
         assert "0.0.0.0" not in service.command, f"{service.name} binds every interface"
-        assert service.health_url is None or service.health_url.startswith("http://127.0.0.1:")
+        assert service.health_url.startswith("http://127.0.0.1:")
     ray = table["ray"].command
     assert ray[1:4] == ["start", "--head", "--block"]  # in the foreground, as a container runs it
     assert ray[ray.index("--node-ip-address") + 1] == "127.0.0.1"
@@ -181,9 +181,10 @@ def test_airflow_components_have_compose_health_checks(tmp_path: Path) -> None:
         table["airflow-scheduler"].env["AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST"]
         == "127.0.0.1"
     )
-    for name, job in (("airflow-dag-processor", "DagProcessorJob"), ("airflow-triggerer", "TriggererJob")):
-        check = table[name].health_cmd
-        assert check is not None and check[1:] == ["jobs", "check", "--job-type", job, "--local"]
+    for name, component in (("airflow-dag-processor", "dag_processor"), ("airflow-triggerer", "triggerer")):
+        # the job's heartbeat as the API server reads it (compose: `airflow jobs check`, the same rule)
+        assert table[name].health_url == "http://127.0.0.1:18080/api/v2/monitor/health"
+        assert table[name].health_status == component
         assert table[name].command[1] == name.removeprefix("airflow-")
     # issue 22: no Airflow log server (it binds every interface); the API server reads the local log files
     assert table["airflow-scheduler"].command[1:] == ["scheduler", "--skip-serve-logs"]
