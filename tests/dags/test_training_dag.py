@@ -1,8 +1,9 @@
 """``dag.test()`` end to end against the real Ray head, MLflow (PostgreSQL) and S3.
 
 Keeps the number of real Ray jobs small (training is tiny: 1 epoch, hidden size 4, 60 days, one worker):
-two pairs at date D1 (one batch job; also the first backfill date), btc_usdt at D1 + 1 day (one job), D1 again
-(reused from the registry: no job) and an unknown pair (two short failing jobs: one try + one retry).
+two pairs at date D1 (one batch job; also the first backfill date), btc_usdt 20 days before D1 (one job: a
+backfill, never champion), D1 again (reused from the registry: no job) and an unknown pair (two short failing
+jobs: one try + one retry).
 Dates are drawn at random inside the bundled history so that each session trains fresh windows.
 """
 
@@ -135,31 +136,16 @@ def test_two_pairs_end_to_end(first_run: dict[str, Any], services: Settings) -> 
     assert event["aliases"] == summary["aliases"] and event["run_id"] == dr.run_id
 
 
-def test_backfill_dates_differ_and_a_rerun_reuses(first_run: dict[str, Any], services: Settings) -> None:
-    v1 = {r["pair"]: r for r in first_run["results"]}["btc_usdt"]
-
-    d2 = run(D1 + timedelta(days=1), {"pairs": ["btc_usdt"], **TINY})
-    assert str(d2.state) == "success", task_states(d2)
-    [r2] = xcom(d2, "train_pair")
-    assert r2["version"] != v1["version"] and r2["reused"] is False
-    assert r2["data_window_end"] != v1["data_window_end"]
-    assert r2["data_window_end"] == iso(d2.data_interval_end)
-
-    again = run(D1, {"pairs": ["btc_usdt"], **TINY})  # same logical date: no new version
-    assert str(again.state) == "success", task_states(again)
-    [r3] = xcom(again, "train_pair")
-    assert r3["reused"] is True and r3["version"] == v1["version"] and r3["job_id"] is None
-    assert xcom(again, "summarize")[0]["reused"] == ["btc_usdt"]
-    assert len(versions_for_window(services, "btc_usdt", first_run["dr"].data_interval_end)) == 1
-
-
-def test_backfill_of_an_old_date_never_displaces_the_champion(
+def test_an_old_date_registers_its_own_version_never_champion_and_a_rerun_reuses(
     first_run: dict[str, Any], services: Settings
 ) -> None:
-    """A run for a date before the champion's window end registers a version that never takes the alias."""
+    """A run for another date trains a version of its own (its window ends at that date); a run for a date
+    before the champion's window end (a backfill) never takes the alias, and Serve keeps serving the same
+    version; a rerun of a date already trained reuses its version (no job)."""
     from mur.registry import CHAMPION, configure, model_name
     from mur.serving.champions import champions
 
+    v1 = {r["pair"]: r for r in first_run["results"]}["btc_usdt"]
     client = configure(services)
     name = model_name("btc_usdt", services.registry.registry_prefix)
     before = client.get_model_version_by_alias(name, CHAMPION)
@@ -174,7 +160,9 @@ def test_backfill_of_an_old_date_never_displaces_the_champion(
     old = run(D1 - timedelta(days=20), {"pairs": ["btc_usdt"], **TINY})
     assert str(old.state) == "success", task_states(old)
     [result] = xcom(old, "train_pair")
-    assert result["reused"] is False and result["data_window_end"] < before.tags["data_window_end"]
+    assert result["version"] != v1["version"] and result["reused"] is False
+    assert result["data_window_end"] == iso(old.data_interval_end) != v1["data_window_end"]
+    assert result["data_window_end"] < before.tags["data_window_end"]
     tags = client.get_model_version(name, str(result["version"])).tags
     assert result["alias"] != CHAMPION, result
     assert tags["kind"] == "backfill" and tags["gate_rule"] == "backfill", tags
@@ -184,6 +172,13 @@ def test_backfill_of_an_old_date_never_displaces_the_champion(
     assert served() == served_before  # Serve keeps serving the same version, same window end
     # reproducible: the backfill version stays loadable by number
     assert client.get_model_version(name, str(result["version"])).source
+
+    again = run(D1, {"pairs": ["btc_usdt"], **TINY})  # a date already trained: no new version, no job
+    assert str(again.state) == "success", task_states(again)
+    [r3] = xcom(again, "train_pair")
+    assert r3["reused"] is True and r3["version"] == v1["version"] and r3["job_id"] is None
+    assert xcom(again, "summarize")[0]["reused"] == ["btc_usdt"]
+    assert len(versions_for_window(services, "btc_usdt", first_run["dr"].data_interval_end)) == 1
 
 
 def test_failing_pair_retries_then_alerts_discord(
