@@ -90,7 +90,12 @@ class RegistryWatcher:
         """Blocking: the champions, the bytes of served champions not downloaded yet, per-pair errors."""
         if self._client is None:
             self._client = registry_client(self.settings)
-        found = champions(self._client, prefix=self.settings.registry.registry_prefix, pairs=self.args.pairs)
+        found = champions(
+            self._client,
+            prefix=self.settings.registry.registry_prefix,
+            pairs=self.args.pairs,
+            known=self._summaries,
+        )
         if found:  # metadata alone does not prove that the files are reachable
             probe_artifacts(self._client, next(iter(found.values())).get("run_id"))
         fresh: dict[tuple[str, int], bytes] = {}

@@ -258,18 +258,20 @@ def log_and_register(
     )
 
 
-def registered_pairs(client: Any, prefix: str = MODEL_PREFIX) -> list[str]:
-    """Pairs that have a registered ``mur-*`` model."""
-    names: list[str] = []
+def registered_pairs(client: Any, prefix: str = MODEL_PREFIX) -> dict[str, dict[str, int]]:
+    """Pairs that have a registered ``mur-*`` model, each with its aliases (``{alias: version}``)."""
+    found: dict[str, dict[str, int]] = {}
     page_token = None
     while True:  # MLflow answers at most 100 models per page by default
         page = client.search_registered_models(
             f"name LIKE '{prefix}%'", max_results=1000, page_token=page_token
         )
-        names.extend(m.name.removeprefix(prefix) for m in page)
+        for model in page:
+            aliases = getattr(model, "aliases", None) or {}
+            found[model.name.removeprefix(prefix)] = {alias: int(v) for alias, v in aliases.items()}
         page_token = getattr(page, "token", None)
         if not page_token:
-            return sorted(names)
+            return dict(sorted(found.items()))
 
 
 def champion_version(client: Any, pair: str, prefix: str = MODEL_PREFIX) -> Any | None:

@@ -4,7 +4,7 @@ store behind it answer (blocking; MLflow imported lazily). The ONNX download is
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from mur.errors import RegistryUnavailableError, first_line
@@ -24,12 +24,21 @@ def registry_client(settings: Settings, *, timeout_s: float = 10.0) -> Any:
 _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
 
 
-def champions(client: Any, *, prefix: str, pairs: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+def champions(
+    client: Any,
+    *,
+    prefix: str,
+    pairs: Iterable[str] | None = None,
+    known: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
     """``{pair: version summary}`` for every registered ``{prefix}{pair}`` that has a champion alias.
 
     Only names that are valid pairs after the prefix count (so ``mur-test-x-btc_usdt`` is not a pair of
-    the ``mur-`` registry). Raises :class:`RegistryUnavailableError` when MLflow does not answer, so that
-    "unreachable" is never mistaken for "no champion".
+    the ``mur-`` registry). ``known``: summaries already read, by ``(pair, version)``; the search answers
+    every model's aliases, so a champion found there costs no further request (a poller's steady state is
+    one search for any number of pairs; a version's tags are final before the gate sets an alias). Raises
+    :class:`RegistryUnavailableError` when MLflow does not answer, so that "unreachable" is never mistaken
+    for "no champion".
     """
     from mlflow.exceptions import MlflowException
 
@@ -37,12 +46,16 @@ def champions(client: Any, *, prefix: str, pairs: Iterable[str] | None = None) -
 
     wanted = {normalize_pair(p) for p in pairs} if pairs is not None else None
     try:
-        names = registry.registered_pairs(client, prefix)
+        models = registry.registered_pairs(client, prefix)
     except MlflowException as exc:
         raise RegistryUnavailableError(f"model registry unreachable: {first_line(exc, 300)}") from exc
     found: dict[str, dict[str, Any]] = {}
-    for pair in names:
-        if not PAIR_RE.match(pair) or (wanted is not None and pair not in wanted):
+    for pair, aliases in models.items():
+        number = aliases.get(registry.CHAMPION)
+        if number is None or not PAIR_RE.match(pair) or (wanted is not None and pair not in wanted):
+            continue
+        if known is not None and (pair, number) in known:
+            found[pair] = dict(known[(pair, number)])
             continue
         try:
             version = client.get_model_version_by_alias(registry.model_name(pair, prefix), registry.CHAMPION)

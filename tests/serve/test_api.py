@@ -302,6 +302,24 @@ def test_poll_picks_up_a_new_champion_without_admin_call(serve_stack: ServeStack
     stack.versions[stack.pair] = new
 
 
+def test_a_known_champion_costs_no_request_beyond_the_search(serve_stack: ServeStack) -> None:
+    """The watcher's poll: the search answers every model's aliases, so a champion already read is taken from
+    ``known``; one not known is read from MLflow."""
+    from mur.serving.champions import champions, registry_client
+
+    stack = serve_stack
+    client = registry_client(stack.direct)
+    prefix = stack.direct.registry.registry_prefix
+    fresh = champions(client, prefix=prefix)
+    version = fresh[stack.pair]["version"]
+    assert version == stack.versions[stack.pair] and fresh[stack.pair]["data_window"]["end"]
+    cached = {"version": version, "from": "the cache"}
+    again = champions(client, prefix=prefix, known={(stack.pair, version): cached})
+    assert again[stack.pair] == cached  # no look-up of the unchanged champion
+    stale = champions(client, prefix=prefix, known={(stack.pair, version - 1): cached})
+    assert stale[stack.pair] == fresh[stack.pair]  # another version number: read from the registry
+
+
 def test_registry_unreachable_keeps_serving_and_reports_degraded(serve_stack: ServeStack) -> None:
     stack = serve_stack
     _, token = stack.make_user()
