@@ -4,8 +4,9 @@ turning → ``mur up`` again → ``mur down``.
 One test, on a private stack: its own runtime dir (pids, logs, S3 data, Airflow home), its own PostgreSQL
 databases (dropped at the end) and its own ports (every service shifted by one random offset), so it neither
 sees nor disturbs a developer's running stack or another test session. Training is tiny (2 pairs, 60 days,
-1 epoch, hidden size 8, one Ray worker) and set through ``MUR_*``, so the hourly schedule and the triggered run
-ask for the same model (the second reuses the first's).
+1 epoch, hidden size 8, one Ray worker, one training slot: a run trains both pairs in one Ray job) and set
+through ``MUR_*``, so the hourly schedule and the triggered run ask for the same model (the second reuses the
+first's).
 
 Checked on the way: the first ``mur up`` ends with the URLs, a generated admin password and a demo token
 (printed once) and a served forecast per pair; the token gets a forecast from the API; the dashboard's login
@@ -100,7 +101,7 @@ def stack_env(runtime_dir: Path, suffix: str, offset: int, webhook: str) -> dict
             "MUR_NUM_LAYERS": "1",
             "MUR_TRAIN_DAYS": "60",
             "MUR_NUM_WORKERS": "1",
-            "MUR_MAX_PARALLEL_TRAININGS": "2",
+            "MUR_MAX_PARALLEL_TRAININGS": "1",  # a run's pairs in one Ray job (batches over slots: test_many_pairs)
             "MUR_SERVE_MAX_REPLICAS": "1",
             "MUR_REGISTRY_POLL_S": "5",
             "MUR_MARKET_REFRESH_S": "5",
