@@ -17,8 +17,8 @@ a restart keeps is checked where it lives (the clock resuming where ``mur down``
 tests/unit/test_clock.py; S3's disk mirror: tests/integration/test_services.py; Serve loading the registry's
 champions at deploy: tests/serve).
 
-The market runs at speed 120 (a market hour every 30 s) from 2024-08-04 21:00, three hours before the August
-2024 crash, so within minutes the test sees the loop turn (issue "the loop turns offline"): new candles arriving,
+The market runs at speed 120 (a market hour every 30 s) from 2024-08-05 00:00, at the start of the August 2024
+crash, so within minutes the test sees the loop turn (issue "the loop turns offline"): new candles arriving,
 DAG runs with advancing market window ends and new registered versions, a champion change hot-reloaded by
 Serve without a failed request, forecasts resolved in ``/v1/track-record``, ``/metrics`` scraped and parsed,
 and a drift alert delivered to a local Discord stand-in with a retraining requested through Airflow.
@@ -57,8 +57,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.service_start, pytest.mark.timeout(36
 
 PAIRS = ("btc_usdt", "eth_usdt")
 MUR = str(PROJECT_ROOT / ".venv" / "bin" / "mur")
-CLOCK_START = "2024-08-04T21:00:00Z"
-"""Calm weeks behind (the training windows), the 2024-08-05 crash three market hours ahead."""
+CLOCK_START = "2024-08-05T00:00:00Z"
+"""Calm weeks behind (the training windows), the 2024-08-05 crash ahead. The drift alert is the last part of the
+loop to turn: BTC's |log return| over the last 24 h first crosses both thresholds below (PSI > 0.5, KS p < 0.001)
+at the 05:00 report, whenever the clock started, so every market hour before the crash only adds an hourly
+training (on 2026-11-24 a start at 21:00 the evening before made the test 90 s longer)."""
 CLOCK_SPEED = 120
 LOOP_BUDGET_S = 600
 """Wall seconds the loop checks may take (20 market hours at speed 120)."""
