@@ -207,7 +207,8 @@ def measure(settings: Any, token: str, pairs: list[str], opts: Any, cold_version
     seconds, url = deploy_pairs(settings, pairs)
     for pair in pairs:  # every pair answered once: its candles are cached, its model warm
         asyncio.run(random_load(url, token, [pair], 1, 1))
-    time.sleep(5.0)
+    # settle before the memory figure (the smoke's only has to be a number)
+    time.sleep(1.0 if opts.smoke else 5.0)
     pss, processes = serve_pss_mb()
     # before the load: a replica the autoscaler adds under load preloads every champion first, and a cold
     # load would queue behind those (docs/scale-out.md)

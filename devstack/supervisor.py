@@ -395,15 +395,40 @@ def down(
     services: dict[str, Service] | None = None,
     progress: Progress | None = None,
 ) -> list[StopResult]:
-    """Stop ``names`` (default: all registered), dependents before what they depend on."""
+    """Stop ``names`` (default: all registered), dependents before what they depend on.
+
+    In waves (:func:`stop_waves`): the services of a wave stop side by side, a wave once the one before it
+    has ended; the results in stop order."""
+    from concurrent.futures import ThreadPoolExecutor
+
     registry = services if services is not None else stack_services(settings)
-    results = []
-    for name in reversed(plan(registry, names, with_deps=False)):
-        result = stop_service(settings, registry[name], progress=progress)
+    results: dict[str, StopResult] = {}
+
+    def stop(name: str) -> None:
+        results[name] = result = stop_service(settings, registry[name], progress=progress)
         if progress is not None:
             progress(_describe_stop(result))
-        results.append(result)
-    return results
+
+    order = list(reversed(plan(registry, names, with_deps=False)))
+    for wave in stop_waves(registry, order):
+        with ThreadPoolExecutor(max_workers=len(wave)) as pool:
+            list(pool.map(stop, wave))  # an error propagates once the wave's other stops ended
+    return [results[name] for name in order]
+
+
+def stop_waves(registry: dict[str, Service], order: Sequence[str]) -> list[list[str]]:
+    """``order`` (dependents first) cut into waves: a service joins the current wave unless something in it
+    depends on it. The waves keep the order's sequence, so nothing stops before what the order put ahead of
+    it. The whole stack: ``dash``; ``serve`` and the Airflow components beside the API server (a scheduler
+    waits up to its stop timeout for the tasks it runs); the API server, ``ray`` and ``mlflow``; ``s3``. Ray
+    stops after the scheduler, so no task still waiting on its Ray job reports a failure."""
+    waves: list[list[str]] = []
+    for name in order:
+        if not waves or any(name in registry[other].depends_on for other in waves[-1]):
+            waves.append([name])
+        else:
+            waves[-1].append(name)
+    return waves
 
 
 def status(

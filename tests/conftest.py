@@ -198,12 +198,14 @@ SECOND_STACK_PATHS = tuple(
         "gpu",
         "integration/test_ray_training.py",
         "integration/test_benchmark_train_smoke.py",
+        "integration/test_listening_sockets.py",
     )
 )
 """Services-tier tests that infra/test.sh runs on the second shared stack (marked ``second_stack``), after the
-end-to-end test and beside the others on the first: Ray training, Serve, the dashboard in a browser; the
-first keeps Airflow, the cluster, tuning, the services' own tests and the Serve benchmarks' smoke runs (the
-two runs took 11-12 min each on 2026-11-24). Each run pays its own service start-up, so a group that shares
+end-to-end test and beside the others on the first: Ray training, Serve, the dashboard in a browser, the
+listening sockets of a private head; the first keeps Airflow, the cluster, tuning, the services' own tests and
+the Serve benchmarks' smoke runs (on 2026-11-24, after the e2e's clock moved: 627 s on the first, 207 + 390 s
+on this side, before the listening-socket test, ~16 s, moved here). Each run pays its own service start-up, so a group that shares
 an expensive fixture (``serve_stack``) stays on one side."""
 
 

@@ -409,3 +409,56 @@ def test_serve_diagnosis_without_serve_names_what_it_could_not_reach(tmp_path: P
     assert f"GET http://127.0.0.1:{port}/healthz: ConnectError" in text
     assert "Serve's state: unavailable" in text
     assert "cannot bind socket" in text
+
+
+# --- stop order ----------------------------------------------------------------------------------------------
+SLOW_TO_STOP = """
+import signal, socket, sys, time
+server = socket.socket()
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen()
+def stop(*_):
+    with open(sys.argv[2], "a") as events:
+        events.write(f"{sys.argv[3]} term {time.time()}\\n")
+    time.sleep(1.5)  # long beside the few ms between the two SIGTERMs, even on a loaded machine
+    with open(sys.argv[2], "a") as events:
+        events.write(f"{sys.argv[3]} exit {time.time()}\\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+time.sleep(600)
+"""
+
+
+def test_the_stack_stops_in_waves_and_ray_after_the_scheduler(tmp_path: Path) -> None:
+    registry = stack_services(settings_for(tmp_path))
+    order = list(reversed(supervisor.plan(registry, None, with_deps=False)))
+    waves = supervisor.stop_waves(registry, order)
+    assert [name for wave in waves for name in wave] == order
+    assert waves[1] == ["serve", "airflow-triggerer", "airflow-dag-processor", "airflow-scheduler"]
+    assert waves[2] == ["airflow-api-server", "ray", "mlflow"] and waves[-1] == ["s3"]
+    for earlier, wave in enumerate(waves[1:]):  # nothing stops while something depending on it still runs
+        assert not {dep for name in wave for dep in registry[name].depends_on} & set(waves[earlier + 1])
+
+
+def test_down_stops_a_wave_side_by_side_before_what_it_depends_on(tmp_path: Path) -> None:
+    s = settings_for(tmp_path)
+    events = tmp_path / "events.txt"
+    registry = {}
+    for name, deps in (("base", ()), ("left", ("base",)), ("right", ("base",))):
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            port = free.getsockname()[1]
+        command = [sys.executable, "-c", SLOW_TO_STOP, str(port), str(events), name]
+        registry[name] = Service(name=name, command=command, port=port, depends_on=deps)
+    supervisor.up(s, services=registry)
+    results = supervisor.down(s, services=registry)
+    assert [(r.name, r.action) for r in results] == [
+        ("right", "stopped"),
+        ("left", "stopped"),
+        ("base", "stopped"),
+    ]
+    seen = [line.split() for line in events.read_text().splitlines()]
+    at = {(name, what): float(t) for name, what, t in seen}
+    # the two dependents both got SIGTERM before either had exited; base only after both had
+    assert max(at["left", "term"], at["right", "term"]) < min(at["left", "exit"], at["right", "exit"])
+    assert at["base", "term"] > max(at["left", "exit"], at["right", "exit"])
