@@ -106,6 +106,8 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(RAY_AUTH_SWITCH, raising=False)  # the stack's default: token auth
+    for url_field in config.URL_FIELDS:  # a shared test stack's URLs (its moved ports): these follow ours
+        monkeypatch.delenv(f"MUR_{url_field.upper()}", raising=False)
     shift = _free_ray_shift()
     settings = config.align_settings(  # URLs follow the private ports
         Settings(
