@@ -287,14 +287,24 @@ def wait_for_forecasts(
     waited for.
     """
     base = settings.serving.url.replace("0.0.0.0", "127.0.0.1")
-    deadline = time.monotonic() + timeout_s
     served: dict[str, dict[str, Any]] = {}
     seen_tasks: dict[str, str] = {}
     run_done = run_id is None
     nudged = False
     last_note = time.monotonic()
+
+    def timed_out(_: str) -> ServiceError:
+        missing = [p for p in pairs if p not in served]
+        return ServiceError(
+            f"Serve did not answer forecasts for {', '.join(missing)} within {timeout_s:.0f} s; "
+            f"see `mur status`, {base}/readyz and the Ray dashboard {settings.ray.ray_address}"
+        )
+
     with httpx.Client(timeout=15.0, trust_env=False) as client:
-        while True:
+
+        def poll() -> dict[str, dict[str, Any]] | None:
+            """One round: the run's progress, each pair not yet served; every pair's forecast once all are."""
+            nonlocal run_done, nudged, last_note
             if not run_done and airflow is not None and run_id is not None:
                 try:
                     state, tasks = follow_runs(airflow, run_id, seen_tasks, say)
@@ -347,13 +357,11 @@ def wait_for_forecasts(
                         params={"wait_s": 0},
                         headers={"Authorization": f"Bearer {token}"},
                     )
-            if time.monotonic() > deadline:
-                missing = [p for p in pairs if p not in served]
-                raise ServiceError(
-                    f"Serve did not answer forecasts for {', '.join(missing)} within {timeout_s:.0f} s; "
-                    f"see `mur status`, {base}/readyz and the Ray dashboard {settings.ray.ray_address}"
-                )
             if time.monotonic() - last_note > 60:
                 last_note = time.monotonic()
                 say(f"  … waiting for forecasts of {', '.join(p for p in pairs if p not in served)}")
-            time.sleep(5)
+            return None
+
+        return wait_until(
+            poll, what="every pair's forecast", timeout_s=timeout_s, interval_s=2, error=timed_out
+        )

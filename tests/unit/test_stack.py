@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack import config, processes, stack, supervisor
+from devstack import config, first_run, processes, stack, supervisor
 from devstack.first_run import AdminResult
 from devstack.services import Service, stack_services
 from devstack.supervisor import StartResult
@@ -462,3 +462,18 @@ def test_down_stops_a_wave_side_by_side_before_what_it_depends_on(tmp_path: Path
     # the two dependents both got SIGTERM before either had exited; base only after both had
     assert max(at["left", "term"], at["right", "term"]) < min(at["left", "exit"], at["right", "exit"])
     assert at["base", "term"] > max(at["left", "exit"], at["right", "exit"])
+
+
+def test_waiting_for_forecasts_names_the_pairs_not_served_when_time_runs_out(tmp_path: Path) -> None:
+    with socket.socket() as free:  # nothing listens there: no pair is ever served
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    s = settings_for(tmp_path, serve_port=port)
+    said: list[str] = []
+    with pytest.raises(
+        ServiceError, match=r"did not answer forecasts for btc_usdt, eth_usdt within 1 s"
+    ) as info:
+        first_run.wait_for_forecasts(  # a run still going (not followed): no registry look-up
+            s, ["btc_usdt", "eth_usdt"], "mur_x", timeout_s=1, say=said.append, run_id="manual__1"
+        )
+    assert "mur status" in str(info.value) and said == []
