@@ -204,9 +204,8 @@ SECOND_STACK_PATHS = tuple(
 """Services-tier tests that infra/test.sh runs on the second shared stack (marked ``second_stack``), after the
 end-to-end test and beside the others on the first: Ray training, Serve, the dashboard in a browser, the
 listening sockets of a private head; the first keeps Airflow, the cluster, tuning, the services' own tests and
-the Serve benchmarks' smoke runs (on 2026-11-24, after the e2e's clock moved: 627 s on the first, 207 + 390 s
-on this side, before the listening-socket test, ~16 s, moved here). Each run pays its own service start-up, so a group that shares
-an expensive fixture (``serve_stack``) stays on one side."""
+the Serve benchmarks' smoke runs (2026-11-24: 584 s on the first, 184 + 411 s on this side). Each run pays its
+own service start-up, so a group that shares an expensive fixture (``serve_stack``) stays on one side."""
 
 
 def _uses_shared_fixture(item: pytest.Item, names: frozenset[str]) -> bool:

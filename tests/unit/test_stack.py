@@ -429,6 +429,12 @@ time.sleep(600)
 """
 
 
+def _free_port() -> int:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        return int(free.getsockname()[1])
+
+
 def test_the_stack_stops_in_waves_and_ray_after_the_scheduler(tmp_path: Path) -> None:
     registry = stack_services(settings_for(tmp_path))
     order = list(reversed(supervisor.plan(registry, None, with_deps=False)))
@@ -436,8 +442,10 @@ def test_the_stack_stops_in_waves_and_ray_after_the_scheduler(tmp_path: Path) ->
     assert [name for wave in waves for name in wave] == order
     assert waves[1] == ["serve", "airflow-triggerer", "airflow-dag-processor", "airflow-scheduler"]
     assert waves[2] == ["airflow-api-server", "ray", "mlflow"] and waves[-1] == ["s3"]
-    for earlier, wave in enumerate(waves[1:]):  # nothing stops while something depending on it still runs
-        assert not {dep for name in wave for dep in registry[name].depends_on} & set(waves[earlier + 1])
+    for (
+        wave
+    ) in waves:  # nothing in a wave depends on another of its services (dependents are in earlier ones)
+        assert not {dep for name in wave for dep in registry[name].depends_on} & set(wave)
 
 
 def test_down_stops_a_wave_side_by_side_before_what_it_depends_on(tmp_path: Path) -> None:
@@ -445,9 +453,7 @@ def test_down_stops_a_wave_side_by_side_before_what_it_depends_on(tmp_path: Path
     events = tmp_path / "events.txt"
     registry = {}
     for name, deps in (("base", ()), ("left", ("base",)), ("right", ("base",))):
-        with socket.socket() as free:
-            free.bind(("127.0.0.1", 0))
-            port = free.getsockname()[1]
+        port = _free_port()
         command = [sys.executable, "-c", SLOW_TO_STOP, str(port), str(events), name]
         registry[name] = Service(name=name, command=command, port=port, depends_on=deps)
     supervisor.up(s, services=registry)
@@ -465,10 +471,7 @@ def test_down_stops_a_wave_side_by_side_before_what_it_depends_on(tmp_path: Path
 
 
 def test_waiting_for_forecasts_names_the_pairs_not_served_when_time_runs_out(tmp_path: Path) -> None:
-    with socket.socket() as free:  # nothing listens there: no pair is ever served
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    s = settings_for(tmp_path, serve_port=port)
+    s = settings_for(tmp_path, serve_port=_free_port())  # nothing listens there: no pair is ever served
     said: list[str] = []
     with pytest.raises(
         ServiceError, match=r"did not answer forecasts for btc_usdt, eth_usdt within 1 s"
