@@ -96,6 +96,14 @@ def test_quality_smoke(tmp_path: Path) -> None:
     )
     assert worst, out
     assert float(worst.group(3)) == pytest.approx(float(worst.group(1)) - 0.9, abs=1.5e-3)
+    by_k = re.search(  # the worst coverage over the latest 1 and 2 spans: with both, the figure above
+        rf"^worst coverage over the latest k spans: k=1 {NUMBER} \(btc_usdt (?:1|4|24) h\), "
+        rf"k=2 {NUMBER} \(btc_usdt (?:1|4|24) h\)$",
+        out,
+        re.MULTILINE,
+    )
+    assert by_k, out
+    assert float(by_k.group(2)) == pytest.approx(float(worst.group(1)), abs=1e-9)
     assert (tmp_path / "quality.json").exists()
 
 
