@@ -21,8 +21,9 @@ import json
 import logging
 import math
 import os
+import secrets
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -159,10 +160,23 @@ def param_space() -> dict[str, Any]:
     return space
 
 
+def private_ray_env(environ: MutableMapping[str, str]) -> None:
+    """What a private local Ray needs so that only this process reaches it: Ray's single-node switch
+    (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when Ray is imported; ``devstack/config.py`` says why), so
+    that its sockets listen on 127.0.0.1, and token auth with a token made for this process alone (without
+    one, Ray generates a token and keeps it in ``~/.ray/auth_token``). What the environment already says wins
+    (the local stack's processes and the tests set both)."""
+    environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if environ.setdefault("RAY_AUTH_MODE", "token") == "token" and not environ.get("RAY_AUTH_TOKEN"):
+        environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+
 def start_ray(address: str | None, cpus: int) -> None:
     """Join ``address`` (the stack's Ray, ``auto`` inside a Ray job), else start a private local Ray with
     ``cpus`` CPUs, no dashboard and ports of its own choosing (the GCS on a free port: it never takes the
-    stack's)."""
+    stack's), on the loopback interface behind a token of this process (:func:`private_ray_env`)."""
+    if not address:
+        private_ray_env(os.environ)
     import ray
 
     if ray.is_initialized():
@@ -170,7 +184,13 @@ def start_ray(address: str | None, cpus: int) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address="local",
+            num_cpus=cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            _node_ip_address="127.0.0.1",
+        )
 
 
 def tune_storage(settings: Settings) -> tuple[str, Any]:

@@ -11,7 +11,8 @@ address (``ray/serve/_private/replica.py``) and unpickles what it is sent, so it
 the token, and must answer ``UNAUTHENTICATED``. The Jobs API and the dashboard's API refuse a call without
 the token (401) and take one with it. Airflow's listeners are checked on the whole stack by the end-to-end
 test (tests/e2e), MLflow's, the keeper's and the dashboard's by their command line
-(tests/unit/test_stack.py::test_the_table_has_every_service_on_loopback).
+(tests/unit/test_stack.py::test_the_table_has_every_service_on_loopback). The private local Ray that
+``mur tune`` starts without a cluster is checked the same way, from an environment without Ray's settings.
 """
 
 from __future__ import annotations
@@ -195,3 +196,58 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
             driver.wait()
         svc.down(settings, list(registry), services=registry)
         shutil.rmtree(haproxy_dir(settings), ignore_errors=True)  # in /tmp when tmp_path is too deep
+
+
+PRIVATE_RAY = """
+import sys
+from mur.training.tune import start_ray
+
+start_ray(None, 1)  # `mur tune`'s private Ray, from an environment without any Ray setting
+import ray
+
+assert ray.get(ray.remote(lambda: 42).remote()) == 42
+print("READY", flush=True)
+sys.stdin.readline()
+ray.shutdown()
+"""
+
+
+def test_mur_tunes_private_ray_listens_on_loopback_behind_a_token_of_its_own(tmp_path: Path) -> None:
+    """``mur tune`` without a cluster starts a private local Ray (mur/training/tune.py::start_ray). Before
+    2026-11-24 it listened on every interface (its metrics exporters among them) and Ray left the token it
+    generated in ``~/.ray/auth_token``: now every socket of its processes is on 127.0.0.1, its raylet refuses a
+    call without the token, and nothing was written to the home directory."""
+    home = tmp_path / "home"
+    home.mkdir()
+    unset = {RAY_AUTH_SWITCH, RAY_TOKEN_VAR, config.RAY_LOOPBACK_SWITCH, "RAY_ADDRESS"}
+    env = {k: v for k, v in os.environ.items() if k not in unset} | {"HOME": str(home)}
+    with (tmp_path / "driver.log").open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", PRIVATE_RAY],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        ready = proc.stdout.readline()  # the driver's line once a task ran, or '' if it died
+        assert ready.strip() == "READY", (tmp_path / "driver.log").read_text()[-3000:]
+        driver = psutil.Process(proc.pid)
+        found = listeners([driver, *driver.children(recursive=True)])
+        assert {"gcs_server", "raylet"} <= {x.name for x in found}, found
+        assert [f"{x.name} on {x.ip}:{x.port}" for x in found if not x.loopback] == []
+        raylet = [x.port for x in found if x.name == "raylet"]
+        assert "UNAUTHENTICATED" in {grpc_status_without_token(port) for port in raylet}
+        assert not (home / ".ray").exists(), "no token left in the home directory"
+    finally:
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # the driver shuts its Ray down
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()

@@ -2,7 +2,8 @@
 services) and PostgreSQL (a private database): it prints the confirmation-span comparison, logs a parent run
 with one child run per trial, stores the configuration as version 1, and ``mur train --tuned`` then trains
 that configuration. A rerun of the same command restores the finished search: no new trials, no new
-version. Ray Tune starts its own local Ray (no dashboard, a free GCS port) beside the stack's."""
+version. Ray Tune starts its own local Ray (no dashboard, a free GCS port) beside the stack's, as on a laptop:
+without the test stack's Ray token in the environment, behind a token of its own that nothing writes to disk."""
 
 from __future__ import annotations
 
@@ -24,13 +25,17 @@ pytestmark = [pytest.mark.services, pytest.mark.timeout(1800)]
 TINY = {"MUR_EPOCHS": "1", "MUR_TRAIN_DAYS": "30"}
 
 
-def _mur(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+STACK_RAY = ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+"""The test stack's Ray settings: ``mur tune`` runs without them, as on a laptop (its private Ray makes its own)."""
+
+
+def _mur(env: dict[str, str], *args: str, unset: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mur.cli", *args],
         capture_output=True,
         text=True,
         timeout=1200,
-        env={**os.environ, **env},
+        env={**{k: v for k, v in os.environ.items() if k not in unset}, **env},
     )
 
 
@@ -42,17 +47,21 @@ def test_mur_tune_logs_trials_stores_a_config_and_mur_train_uses_it(
     from mlflow import MlflowClient
 
     db_settings = pg_database_factory()
+    (tmp_path / "home").mkdir()
     experiment = f"tune-test-{uuid.uuid4().hex[:8]}"
     env = {
         **TINY,
         "MUR_PG_DATABASE": db_settings.db.pg_database,
         "MUR_RUNTIME_DIR": str(tmp_path / "runtime"),
         "MUR_MLFLOW_EXPERIMENT": experiment,
+        "HOME": str(tmp_path / "home"),
     }
     tune_args = ["tune", "btc_usdt", "--trials", "3", "--folds", "2", "--fold-hours", "48"]
     tune_args += ["--confirm-hours", "72", "--train-days", "30", "--epochs", "1", "--activate", "always"]
-    proc = _mur(env, *tune_args)
+    proc = _mur(env, *tune_args, unset=STACK_RAY)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # its private Ray ran behind a token of the process, not one Ray generated and left in ~/.ray
+    assert not (tmp_path / "home" / ".ray" / "auth_token").exists()
     assert "Confirmation span 2025-12-29T00:00:00Z .. 2026-01-01T00:00:00Z" in proc.stdout
     assert "gain ± s.e." in proc.stdout and "model configuration btc_usdt v1: ACTIVE" in proc.stdout
 
@@ -85,7 +94,8 @@ def test_mur_tune_logs_trials_stores_a_config_and_mur_train_uses_it(
     assert json.loads((tmp_path / "tuned" / "metrics.json").read_text())["arch"] == stored.config["arch"]
     assert json.loads((tmp_path / "plain" / "metrics.json").read_text())["arch"] == other["MUR_ARCH"]
 
-    again = _mur(env, *tune_args)  # the finished search is restored: same result, nothing new stored
+    # the finished search is restored: same result, nothing new stored
+    again = _mur(env, *tune_args, unset=STACK_RAY)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming" in again.stderr and "model configuration btc_usdt v1:" in again.stdout
     with Database(db_settings, maxconn=1) as db:

@@ -132,3 +132,21 @@ def test_verdict_says_worse_too() -> None:
     assert "too few" in tn.verdict(comp(0.01, None))
     assert "kept the default" in tn.verdict({**comp(0.0, 0.0), "same_as_default": True})
     assert "same forecasts" in tn.verdict({**comp(0.0, 0.0), "identical_forecasts": True})
+
+
+def test_a_private_ray_listens_on_loopback_behind_a_token_of_its_own() -> None:
+    from mur.training.tune import private_ray_env
+
+    env: dict[str, str] = {}
+    private_ray_env(env)
+    assert env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0" and env["RAY_AUTH_MODE"] == "token"
+    assert len(env["RAY_AUTH_TOKEN"]) == 64
+    other: dict[str, str] = {}
+    private_ray_env(other)
+    assert other["RAY_AUTH_TOKEN"] != env["RAY_AUTH_TOKEN"], "a token per process, never a fixed one"
+    given = {"RAY_AUTH_TOKEN": "t" * 64, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}  # the environment wins
+    private_ray_env(given)
+    assert given == {**given, "RAY_AUTH_TOKEN": "t" * 64, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+    disabled = {"RAY_AUTH_MODE": "disabled"}  # for tests of the auth itself: no token made up
+    private_ray_env(disabled)
+    assert "RAY_AUTH_TOKEN" not in disabled
