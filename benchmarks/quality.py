@@ -5,10 +5,11 @@
 
 Budget (bounded and documented): per pair and span, one local training with the default settings (LSTM,
 168 h of context, horizons 1/4/24 h, levels 0.05/0.5/0.95), at most ``--epochs`` epochs with early stopping,
-on ``--train-days`` days of the bundled candles; about 2-15 min per training on 2 CPU cores, so the default
-run takes hours: each span's scores are kept under ``--cache`` (``benchmarks/results/quality-spans``, committed
-with the results: the figures can be recomputed from them) and a rerun resumes where the last one stopped;
-empty that folder to measure a changed model or dataset. Every score is
+on ``--train-days`` days of the bundled candles; 3-15 s per training on 2 CPU cores (2026-11-24: early
+stopping keeps the data-fitted start on most spans; up to minutes when epochs improve on it), ~3 min for the
+default 30 trainings. Each span's scores are kept under ``--cache`` (``benchmarks/results/quality-spans``,
+committed with the results: the figures can be recomputed from them) and a rerun resumes where the last one
+stopped; empty that folder to measure a changed model or dataset. Every score is
 out-of-sample. Walk-forward: span 1 is the last 10 % of the pair's hours, which its model never trained on
 (weights) nor calibrated on (conformal scale); span k + 1 is the 10 % before span k, scored by a model
 trained on the candles before it. Both interval baselines are fitted on the hours before each span:

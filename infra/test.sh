@@ -42,7 +42,8 @@ PARALLEL=()
 
 # The machine's speed, before anything else runs, beside the tier times below: runs on different machines can
 # then be compared (one core, pure Python; 2026-11-24: 11 M steps/s on a machine that ran the fast tier in
-# 145-161 s; 17-19 M steps/s on one that ran it in 84-99 s and the whole suite in 801-910 s).
+# 145-161 s; 17-19 M steps/s on one that ran it in 84-99 s and the whole suite in 801-910 s; 5.5-6.3 M steps/s
+# on one that ran the fast tier in 218 s and the whole suite in 1881 s).
 python3 - <<'PY'
 import os, time
 began, total = time.perf_counter(), 0
