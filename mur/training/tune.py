@@ -23,6 +23,7 @@ import math
 import os
 import secrets
 import shutil
+import sys
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import asdict
 from datetime import datetime, timedelta
@@ -174,8 +175,9 @@ def private_ray_env(environ: MutableMapping[str, str]) -> None:
 def start_ray(address: str | None, cpus: int) -> None:
     """Join ``address`` (the stack's Ray, ``auto`` inside a Ray job), else start a private local Ray with
     ``cpus`` CPUs, no dashboard and ports of its own choosing (the GCS on a free port: it never takes the
-    stack's), on the loopback interface behind a token of this process (:func:`private_ray_env`)."""
-    if not address:
+    stack's), on the loopback interface behind a token of this process (:func:`private_ray_env`). Ray reads
+    those variables when it is imported: a caller that imported Ray before gets Ray's own defaults."""
+    if not address and "ray" not in sys.modules:
         private_ray_env(os.environ)
     import ray
 
@@ -184,12 +186,13 @@ def start_ray(address: str | None, cpus: int) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
+        loopback = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"
         ray.init(
             address="local",
             num_cpus=cpus,
             include_dashboard=False,
             log_to_driver=False,
-            _node_ip_address="127.0.0.1",
+            _node_ip_address="127.0.0.1" if loopback else None,  # None: Ray's own choice
         )
 
 
