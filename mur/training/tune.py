@@ -179,6 +179,11 @@ def start_ray(address: str | None, cpus: int) -> None:
     those variables when it is imported: a caller that imported Ray before gets Ray's own defaults."""
     if not address and "ray" not in sys.modules:
         private_ray_env(os.environ)
+    elif not address and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
+        log.warning(
+            "Ray was imported before mur tune could set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: its private Ray "
+            "listens where Ray's defaults say (set the variable, and a RAY_AUTH_TOKEN, before importing Ray)"
+        )
     import ray
 
     if ray.is_initialized():
