@@ -202,11 +202,17 @@ def train(
     ] = None,
 ) -> None:
     """Train one pair, export ONNX, and print the evaluation next to the naive baselines."""
-    from mur.settings import get_settings
+    from mur.settings import check_option, get_settings
     from mur.timeutil import parse_time
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    for option, field, value in (
+        ("epochs", "epochs", epochs),
+        ("hidden-size", "hidden_size", hidden_size),
+        ("num-workers", "num_workers", num_workers),
+    ):
+        check_option(option, field, value)
     if arch is not None and arch not in ("lstm", "gru"):
         raise typer.BadParameter("--arch must be lstm or gru")
     if normalization is not None and normalization not in ("relative", "reference"):

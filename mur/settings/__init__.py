@@ -8,7 +8,7 @@ import time. Every field is documented in ``.env.example``, grouped the same way
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -31,7 +31,15 @@ from mur.settings.groups import (
     _Group,
 )
 
-__all__ = ["DRIFT_FEATURES", "FIELD_GROUP", "GROUP_TYPES", "PROJECT_ROOT", "Settings", "get_settings"]
+__all__ = [
+    "DRIFT_FEATURES",
+    "FIELD_GROUP",
+    "GROUP_TYPES",
+    "PROJECT_ROOT",
+    "Settings",
+    "check_option",
+    "get_settings",
+]
 PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev-secret-key", "placeholder"}
 
 
@@ -139,6 +147,25 @@ FIELD_GROUP: dict[str, str] = {
     field: name for name, kind in GROUP_TYPES.items() for field in kind.model_fields
 }
 """Each field's group: ``FIELD_GROUP["epochs"] == "training"``."""
+
+
+def check_option(option: str, field: str, value: Any) -> None:
+    """A command's ``--option value`` that overrides the setting ``field``, held to that setting's bounds:
+    ``--epochs 0`` is refused as ``MUR_EPOCHS=0`` is (:class:`mur.errors.ConfigError`, one line naming both).
+    ``None`` (the option not given) passes."""
+    if value is None:
+        return
+    from pydantic import TypeAdapter, ValidationError
+
+    from mur.errors import ConfigError
+
+    info = GROUP_TYPES[FIELD_GROUP[field]].model_fields[field]
+    try:
+        constrained: Any = Annotated[(info.annotation, *info.metadata)]  # the field's type with its bounds
+        TypeAdapter(constrained).validate_python(value)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].lower()
+        raise ConfigError(f"--{option} {value}: {reason} (the bounds of MUR_{field.upper()})") from None
 
 
 @lru_cache(maxsize=1)

@@ -20,12 +20,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mur.errors import ConfigError, DataValidationError
+from mur.errors import DataValidationError
 
 if TYPE_CHECKING:
     from mur.db.model_configs import ModelConfigRecord
@@ -258,20 +258,10 @@ class TuneBudget:
     def from_settings(cls, settings: Settings, **overrides: int | None) -> TuneBudget:
         """The ``MUR_TUNE_*`` settings with ``overrides`` (a command's options: ``trials``, ``folds``, ...),
         each held to its setting's bounds (``--trials 0`` is refused as ``MUR_TUNE_TRIALS=0`` would be)."""
-        from pydantic import TypeAdapter
+        from mur.settings import check_option
 
-        fields = type(settings.tuning).model_fields
         for name, value in overrides.items():
-            field_info = fields.get(f"tune_{name}")
-            if value is None or field_info is None:
-                continue
-            try:
-                TypeAdapter(Annotated[(int, *field_info.metadata)]).validate_python(value)
-            except ValidationError as exc:
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} {value}: {exc.errors()[0]['msg'].lower()} "
-                    f"(the bounds of MUR_TUNE_{name.upper()})"
-                ) from None
+            check_option(name.replace("_", "-"), f"tune_{name}", value)
         base = cls(
             trials=settings.tuning.tune_trials,
             folds=settings.tuning.tune_folds,

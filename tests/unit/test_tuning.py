@@ -150,16 +150,3 @@ def test_a_private_ray_listens_on_loopback_behind_a_token_of_its_own() -> None:
     disabled = {"RAY_AUTH_MODE": "disabled"}  # for tests of the auth itself: no token made up
     private_ray_env(disabled)
     assert "RAY_AUTH_TOKEN" not in disabled
-
-
-def test_a_budgets_options_keep_their_settings_bounds() -> None:
-    from mur.errors import ConfigError
-
-    budget = tn.TuneBudget.from_settings(Settings(), trials=3, folds=None, fold_hours=48)
-    assert (budget.trials, budget.folds, budget.fold_hours) == (3, Settings().tuning.tune_folds, 48)
-    with pytest.raises(ConfigError, match=r"^--trials 0: .*greater than or equal to 1 .*MUR_TUNE_TRIALS"):
-        tn.TuneBudget.from_settings(Settings(), trials=0)
-    with pytest.raises(ConfigError, match=r"^--fold-hours 5: .*24"):
-        tn.TuneBudget.from_settings(Settings(), fold_hours=5)
-    with pytest.raises(ConfigError, match=r"^--folds 13: .*less than or equal to 12"):
-        tn.TuneBudget.from_settings(Settings(), folds=13)
