@@ -72,6 +72,14 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
         sys.exit(130)
+    except ValueError as exc:  # pydantic's ValidationError: an invalid MUR_* variable
+        from mur.settings import invalid_settings
+
+        line = invalid_settings(exc)
+        if line is None:
+            raise
+        typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

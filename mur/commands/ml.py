@@ -350,12 +350,14 @@ def backtest(
     from rich.table import Table
 
     from mur.evaluation.backtest import log_to_mlflow, run_backtest, write_outputs
-    from mur.settings import get_settings
+    from mur.settings import check_option, get_settings
     from mur.timeutil import parse_time
     from mur.training.driver import load_candles, train_and_register
     from mur.training.loop import LocalFit
 
     settings = get_settings()
+    check_option("train-days", "train_days", train_days)
+    check_option("epochs", "epochs", epochs)
     if train_days is not None:
         settings = settings.replace(train_days=train_days)
     if window not in ("sliding", "expanding"):

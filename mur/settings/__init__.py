@@ -147,6 +147,27 @@ FIELD_GROUP: dict[str, str] = {
     field: name for name, kind in GROUP_TYPES.items() for field in kind.model_fields
 }
 """Each field's group: ``FIELD_GROUP["epochs"] == "training"``."""
+GROUP_NAMES = frozenset(kind.__name__ for kind in GROUP_TYPES.values())
+
+
+def invalid_settings(exc: Exception) -> str | None:
+    """One line for a :class:`pydantic.ValidationError` raised while reading the settings (an invalid
+    ``MUR_*`` variable, a placeholder secret refused in production), naming each variable and what is wrong,
+    never its value (it may be a secret); None for any other error."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError) or exc.title not in {"Settings", *GROUP_NAMES}:
+        return None
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False):
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:  # a field: its variable (an alias such as RAY_AUTH_MODE is one already)
+            name = str(error["loc"][0])
+            message = (
+                f"{name if name.isupper() else 'MUR_' + name.upper()}: {message[:1].lower()}{message[1:]}"
+            )
+        parts.append(message)
+    return "invalid settings: " + "; ".join(parts)
 
 
 def check_option(option: str, field: str, value: Any) -> None:

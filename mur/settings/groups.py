@@ -171,7 +171,7 @@ class Training(_Group):
     patience: int = Field(default=4, ge=1)
     seed: int = 42
     train_days: int | None = Field(
-        default=365, description="training window length before --end (None = all)"
+        default=365, ge=1, description="training window length before --end (None = all)"
     )
     warm_start_epochs: int = Field(
         default=3,

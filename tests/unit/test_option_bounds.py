@@ -1,7 +1,8 @@
 """A command's option that overrides a setting keeps that setting's bounds (``mur.settings.check_option``):
 ``mur train --epochs 0`` and ``mur tune --trials 0`` are refused in one line before anything starts, as
 ``MUR_EPOCHS=0`` and ``MUR_TUNE_TRIALS=0`` are (``--epochs 0`` used to train and export, ``--trials 0`` to
-start Ray for a search of no trial)."""
+start Ray for a search of no trial). An invalid ``MUR_*`` variable itself is one line too, naming the variable
+and never its value (it was pydantic's traceback)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,23 @@ def test_the_commands_refuse_in_one_line(tmp_path: Path, args: tuple[str, ...], 
     assert done.returncode == 1
     assert done.stderr.strip() == line
     assert not (tmp_path / "artifacts").exists(), "nothing trained"
+
+
+def test_an_invalid_variable_is_one_line_that_never_shows_its_value(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from mur.settings import invalid_settings
+
+    with pytest.raises(ValidationError) as caught:
+        Settings(epochs=0)
+    assert invalid_settings(caught.value) == (
+        "invalid settings: MUR_EPOCHS: input should be greater than or equal to 1"
+    )
+    assert invalid_settings(ValueError("not a settings error")) is None
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MUR_EPOCHS": "zero-secret-looking-value"}
+    done = subprocess.run([MUR, "train", "btc_usdt"], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "error: invalid settings: MUR_EPOCHS: input should be a valid integer, unable to parse string as an integer"
+    )
+    assert "zero-secret-looking-value" not in done.stderr + done.stdout
