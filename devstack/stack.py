@@ -132,11 +132,16 @@ def fast_market_training(settings: Settings, clock: MarketClock, say: Say) -> Se
 
 
 # --- starting services -----------------------------------------------------------------------------------
-EXCLUSIVE = frozenset({"ray"})
-"""Started alone: Ray's raylet gives its Python agents a hard-coded 15 s to come up (ray-project/ray#65983),
-which a busy 2-core machine can miss; with nothing else starting, the head comes up in ~15 s."""
-RETRIES = {"ray": 1}
-"""Extra attempts after a failed start (the same reason: a raylet that lost that race is retried once)."""
+def exclusive(name: str) -> bool:
+    """Started alone: the Ray head and every worker node (``ray-node-N``). Ray's raylet gives its Python agents
+    a hard-coded 15 s to come up (ray-project/ray#65983), and ``ray start`` a node 30 s to register with the
+    GCS, which a busy 2-core machine can miss; with nothing else starting, the head comes up in ~15 s."""
+    return name == "ray" or name.startswith("ray-node-")
+
+
+RETRIES = 1
+"""Extra attempts after a failed start of an :func:`exclusive` service (the same reason: a raylet that lost
+that race is retried once)."""
 
 
 def start_all(
@@ -149,7 +154,7 @@ def start_all(
 ) -> list[StartResult]:
     """Start ``names`` (default: every registered service) as soon as their dependencies are healthy.
 
-    Up to ``parallel`` start side by side, except :data:`EXCLUSIVE` ones, which start alone (first when
+    Up to ``parallel`` start side by side, except :func:`exclusive` ones, which start alone (first when
     ready). While services start, a line every 20 s says which are still awaited. The first failure ends the
     start once the others under way finished; healthy services stay up (``mur up`` again resumes).
     """
@@ -157,7 +162,7 @@ def start_all(
     registry = build(settings)
     order = supervisor.plan(registry, names)
     deps = {n: [d for d in registry[n].depends_on if d in order] for n in order}
-    retries = dict(RETRIES)
+    retries = {name: RETRIES for name in order if exclusive(name)}
     done: dict[str, StartResult] = {}
     running: dict[Future[StartResult], str] = {}
     began: dict[str, float] = {}
@@ -186,17 +191,17 @@ def start_all(
                         for n in order
                         if n not in done and n not in running.values() and all(d in done for d in deps[n])
                     ]
-                    ready.sort(key=lambda n: n not in EXCLUSIVE)  # exclusive ones first, else plan order
+                    ready.sort(key=lambda n: not exclusive(n))  # exclusive ones first, else plan order
                     for name in ready:
                         busy = set(running.values())
-                        if len(busy) >= max(1, parallel) or busy & EXCLUSIVE:
+                        if len(busy) >= max(1, parallel) or any(exclusive(b) for b in busy):
                             break
-                        if name in EXCLUSIVE and busy:
+                        if exclusive(name) and busy:
                             continue
                         registry = build(settings)  # factories may read what earlier starts created
                         began[name] = time.monotonic()
                         running[pool.submit(start, registry[name])] = name
-                        if name in EXCLUSIVE:
+                        if exclusive(name):
                             break
                 if not running:
                     break

@@ -32,6 +32,7 @@ import httpx
 import pytest
 from ray_checkpoints import RAY_TRAIN_SNAPSHOT, registered_checkpoint
 
+from mur.errors import ServiceError
 from mur.settings import Settings
 from mur.waiting import wait_until
 
@@ -63,9 +64,19 @@ class Cluster:
         return self.registry[f"ray-node-{NODE}"]
 
     def start_node(self) -> None:
+        """The worker node's service, retried once as ``mur up --nodes 2`` retries it (devstack.stack.RETRIES:
+        ``ray start`` gives a node a hard-coded 30 s to register, which a busy 2-core machine can miss)."""
         from devstack import supervisor
+        from devstack.stack import RETRIES
 
-        supervisor.up(self.settings, [f"ray-node-{NODE}"], services=self.registry, progress=print)
+        for attempt in range(RETRIES + 1):
+            try:
+                supervisor.up(self.settings, [f"ray-node-{NODE}"], services=self.registry, progress=print)
+                break
+            except ServiceError as exc:  # the failed start was stopped by the supervisor
+                if attempt == RETRIES:
+                    raise
+                print(f"ray-node-{NODE} did not start ({str(exc).splitlines()[0]}): trying once more")
         wait_for("the worker node to join", lambda: self.alive_node_ips() >= {"127.0.0.1", self.node_ip}, 60)
 
     def kill_node(self) -> None:

@@ -202,6 +202,7 @@ def fake_registry() -> dict[str, Service]:
             svc("s3"),
             svc("mlflow", "s3"),
             svc("ray"),
+            svc("ray-node-2", "ray"),
             svc("api"),
             svc("scheduler", "api"),
             svc("serve", "ray", "mlflow"),
@@ -259,17 +260,19 @@ def test_dependencies_first_ray_alone_parallel_bounded(
     starts = {name: i for i, (kind, name, _) in enumerate(fake.events) if kind == "start"}
     for name, service in fake_registry().items():
         assert all(ends[dep] < starts[name] for dep in service.depends_on), name
-    assert fake.events[0][:2] == ("start", "ray")  # the exclusive one first, alone
-    assert all(active == {"ray"} for kind, name, active in fake.events if kind == "start" and name == "ray")
+    assert fake.events[0][:2] == ("start", "ray")  # the exclusive ones first, alone: the head, then its node
+    for node in ("ray", "ray-node-2"):
+        assert all(active == {node} for kind, name, active in fake.events if kind == "start" and name == node)
     assert fake.max_active <= 2
 
 
 def test_ray_gets_one_more_try_and_other_failures_stop_the_start(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    fake = FakeStarts(fail={"ray": 1})
+    fake = FakeStarts(fail={"ray": 1, "ray-node-2": 1})  # the head and a worker node: one more try each
     assert "serve" in run_start_all(monkeypatch, tmp_path, fake)
-    assert [n for kind, n, _ in fake.events if kind == "start"].count("ray") == 2
+    attempts = [n for kind, n, _ in fake.events if kind == "start"]
+    assert attempts.count("ray") == 2 and attempts.count("ray-node-2") == 2
 
     fake = FakeStarts(fail={"mlflow": 1})
     with pytest.raises(ServiceError, match="mlflow did not answer"):
