@@ -33,7 +33,7 @@ from mur.errors import MurError
 from mur.serving.contract import MAX_CANDLES, CandlesIn, ForecastOut
 from mur.serving.http import error_body, http_error
 from serve_app.metrics import CONTENT_TYPE, AnswerCounts, ApiMetrics, MetricsMiddleware
-from serve_app.records import ErrorOut, add_record_routes
+from serve_app.records import ErrorOut, IsoTime, add_record_routes, forecast_as_of
 from serve_app.service import Answer, ApiService
 
 log = logging.getLogger("ray.serve")
@@ -317,8 +317,20 @@ def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> Fas
         return ModelsOut.model_validate({"models": await service.models()})
 
     @api.get("/v1/forecast/{pair}", tags=["v1"], response_model=ForecastOut, responses=ERRORS)
-    async def forecast(pair: PairPath, owner: TokenOwner = Depends(_owner)) -> JSONResponse:
-        """Next-hour close forecast from the latest closed candles (uses one unit of quota)."""
+    async def forecast(
+        pair: PairPath,
+        as_of: Annotated[
+            IsoTime | None,
+            Query(description="a past market time (ISO-8601; no zone: UTC): what was served then"),
+        ] = None,
+        owner: TokenOwner = Depends(_owner),
+    ) -> JSONResponse:
+        """Next-hour close forecast from the latest closed candles (uses one unit of quota). With ``as_of``:
+        the forecast served at that market time, read back from the track record (every horizon as served,
+        its model version, ``source: track_record``, ``as_of`` = when it was served; uses no quota), or a 404
+        when none was served from that hour's candle."""
+        if as_of is not None:
+            return JSONResponse(await forecast_as_of(service, pair, as_of))
         return _json(await service.forecast_latest(owner, pair))
 
     async def _pair_with_model(pair: PairPath) -> str:

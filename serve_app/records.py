@@ -1,5 +1,5 @@
-"""The API's read-only views of what happened after the forecasts: ``GET /v1/track-record/{pair}`` and
-``GET /v1/monitoring/{pair}``. They need a bearer token and use no quota. Market time throughout
+"""The API's read-only views of what happened: ``GET /v1/track-record/{pair}``, ``GET /v1/monitoring/{pair}``,
+``GET /v1/models/{pair}/history`` and ``GET /v1/forecast/{pair}?as_of=T`` (what was served then). They need a bearer token and use no quota. Market time throughout
 (:mod:`mur.clock`): a forecast is resolved once its target candle has closed at market now.
 """
 
@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, BeforeValidator, Field
 
 from mur.db import TokenOwner
+from mur.db.alias_history import MAX_MOVES
 from mur.errors import InvalidInputError, NotFoundError, UnknownPairError
 from mur.monitoring.report import MonitoringReport
 from mur.monitoring.track_record import MAX_LIMIT
@@ -134,16 +135,90 @@ class MonitoringOut(MonitoringReport):
     recent_alerts: list[AlertOut] = Field(default_factory=list)
 
 
+class AliasMoveOut(BaseModel):
+    """One move of the pair's champion alias (docs/promotion.md, "History and rollback")."""
+
+    id: int
+    pair: str
+    alias: str
+    version: int
+    previous_version: int | None = Field(description="the champion before (null: none)")
+    action: Literal["gate", "live", "rollback", "manual"]
+    actor: str
+    reason: str
+    scores: dict[str, Any] = Field(description="the scores behind the move (the version's gate scores)")
+    market_time: str = Field(description="market time of the move (ISO-8601 UTC, mur/clock.py)")
+    wall_time: str = Field(description="wall-clock time of the move (ISO-8601 UTC)")
+
+
+class ModelHistoryOut(BaseModel):
+    pair: str
+    moves: list[AliasMoveOut] = Field(description="newest first")
+
+
+def known_pair(service: ApiService, pair: str) -> str:
+    """``pair``'s name if the API serves it or the catalogue has it, else :class:`UnknownPairError` (404)."""
+    name = normalize_pair(pair)
+    if name not in service.known_pairs():
+        raise UnknownPairError(f"unknown pair {pair!r}; known pairs: {', '.join(service.known_pairs())}")
+    return name
+
+
+def served_body(rows: list[Any]) -> dict[str, Any]:
+    """A forecast read back from the track record (:func:`mur.db.served.served_forecast`'s rows) as the API
+    answered it (:class:`~mur.serving.contract.ForecastOut`): ``as_of`` is when it was served, and
+    ``source`` says where it came from."""
+    from mur.serving.answer import with_times
+    from mur.timeutil import HOUR, iso
+
+    first = rows[0]
+    candle = first.target_time - first.horizon_hours * HOUR
+    one_hour = next((r for r in rows if r.horizon_hours == 1), first)
+    bands = [r for r in rows if r.level is not None]
+    body = {
+        "pair": first.pair,
+        "forecast": one_hour.predicted,
+        "last_close": first.last_close,
+        "change_pct": (one_hour.predicted / first.last_close - 1.0) * 100.0,
+        "candle_time": iso(candle),
+        "target_time": iso(candle + HOUR),
+        "model_version": int(first.model_version),
+        "horizons": [
+            {"hours": r.horizon_hours, "target_time": iso(r.target_time), "median": r.predicted}
+            | {"lower": r.lower, "upper": r.upper, "level": r.level}
+            for r in bands
+        ],
+        "source": "track_record",
+    }
+    return with_times(body, min(r.made_at for r in rows))
+
+
+async def forecast_as_of(service: ApiService, pair: str, at: datetime) -> dict[str, Any]:
+    """What ``GET /v1/forecast/{pair}`` answered at market time ``at``, from the track record (no quota);
+    :class:`NotFoundError` (404) when nothing was served from that hour's candle."""
+    from mur.db.served import served_candle, served_forecast
+    from mur.serving.contract import TIMESTAMP_MAX, TIMESTAMP_MIN
+
+    name, at = known_pair(service, pair), _aware(at) or at
+    if not TIMESTAMP_MIN <= at < TIMESTAMP_MAX:
+        raise InvalidInputError(f"as_of must lie between {TIMESTAMP_MIN.year} and {TIMESTAMP_MAX.year}")
+    rows = await service.query(lambda db: served_forecast(db, pair=name, at=at))
+    if not rows:
+        raise NotFoundError(
+            f"no forecast of {name} was served at {at.isoformat()} (from the candle of "
+            f"{served_candle(at).isoformat()}): the track record holds only forecasts someone asked for"
+        )
+    return served_body(rows)
+
+
 def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., Any]) -> None:
-    """Add the track-record and monitoring routes to ``api`` (``owner``: the bearer-token dependency)."""
+    """Add the track-record, monitoring and model-history routes to ``api`` (``owner``: the bearer-token
+    dependency)."""
     from mur.monitoring.store import latest_alerts, latest_report
     from mur.monitoring.track_record import track_record, track_record_csv
 
     def served(pair: str) -> str:
-        name = normalize_pair(pair)
-        if name not in service.known_pairs():
-            raise UnknownPairError(f"unknown pair {pair!r}; known pairs: {', '.join(service.known_pairs())}")
-        return name
+        return known_pair(service, pair)
 
     errors: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422, 503)}
 
@@ -233,6 +308,26 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
                 f"no monitoring report for {name} yet: the mur_monitoring DAG writes one every market hour"
             )
         return body
+
+    @api.get(
+        "/v1/models/{pair}/history",
+        tags=["v1"],
+        response_model=ModelHistoryOut,
+        responses=errors,
+        summary="Model history: every move of the pair's champion alias",
+    )
+    async def model_history(
+        pair: RecordPair,
+        limit: Annotated[int, Query(ge=1, le=MAX_MOVES, description="the latest moves returned")] = 50,
+        _: TokenOwner = Depends(owner),
+    ) -> dict[str, Any]:
+        """Every move of the pair's champion alias, newest first: the gate's promotions, live promotions and
+        rollbacks, with market and wall time, actor, reason and the scores behind it. Uses no quota."""
+        from mur.db.alias_history import list_moves
+
+        name = served(pair)
+        moves = await service.query(lambda db: list_moves(db, name, limit=limit))
+        return {"pair": name, "moves": [m.as_json() for m in moves]}
 
 
 def _aware(value: datetime | None) -> datetime | None:

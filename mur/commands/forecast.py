@@ -15,6 +15,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import typer
 
@@ -170,8 +171,17 @@ def forecast(
         typer.Option("--stack-token", help="no token set: use the local stack's own (needs its database)"),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the API's JSON answers")] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="what was served at this market time (ISO-8601, UTC without a zone), from the track record",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Ask the running API for the forecast of PAIR: the median and the range at every horizon.
+    """Ask the running API for the forecast of PAIR: the median and the range at every horizon (with --as-of:
+    the forecast it served at that market time, from the track record; uses no quota).
 
     Token: MUR_API_TOKEN, else ~/.config/mur/token (first line); address: MUR_API_URL, else the Serve settings.
     """
@@ -187,13 +197,19 @@ def forecast(
         wanted = list(pairs or [])
         if all_:
             wanted += [p for p in fetch(client, url, "/v1/pairs").get("pairs", []) if p not in wanted]
-        answers = [fetch(client, url, f"/v1/forecast/{pair.strip().lower()}") for pair in wanted]
+        query = "" if as_of is None else "?" + urlencode({"as_of": as_of})
+        answers = [fetch(client, url, f"/v1/forecast/{pair.strip().lower()}{query}") for pair in wanted]
     if as_json:
         typer.echo(json.dumps(answers if len(answers) != 1 else answers[0], indent=2))
         return
     console = Console(width=max(Console().width, 100))
     for pair, body in zip(wanted, answers, strict=True):
         answer = read_answer(body, pair)
+        if as_of is not None:  # its as_of is when it was served, not market now
+            console.print(
+                f"served at {_hour(answer.as_of or answer.candle_time)} UTC (from the track record)"
+            )
+            answer = answer.model_copy(update={"as_of": None})
         console.print(heading(answer), highlight=False, soft_wrap=True)
         console.print(forecast_table(answer))
 

@@ -1,0 +1,80 @@
+"""``mur models``: the champion's history and its rollback (docs/promotion.md, "History and rollback").
+
+``mur models history PAIR`` lists every move of the pair's ``champion`` alias (the gate's, live promotions,
+rollbacks) with market and wall time, actor, reason and scores; ``mur models rollback PAIR --reason TEXT``
+moves it back to the version that was champion before (or ``--to VERSION``). Errors are one line.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from mur.commands.db import fmt_when, print_table
+from mur.commands.pairs import ByOption, _actor
+from mur.db.alias_history import MAX_MOVES
+
+models_app = typer.Typer(
+    no_args_is_help=True, help="The champion alias: its history and rollback (docs/promotion.md)."
+)
+PairArgument = Annotated[str, typer.Argument(help="pair, e.g. btc_usdt")]
+
+
+@models_app.command("history")
+def history(
+    pair: PairArgument,
+    as_json: Annotated[bool, typer.Option("--json", help="print the moves as JSON")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=MAX_MOVES, help="the latest N moves")] = 20,
+) -> None:
+    """Every move of PAIR's champion alias, newest first: when, what, who, why and on which scores."""
+    from rich.table import Table
+
+    from mur.db import Database
+    from mur.db.alias_history import list_moves
+    from mur.settings import get_settings
+
+    with Database(get_settings(), maxconn=1) as db:
+        moves = list_moves(db, pair, limit=limit)
+    if as_json:
+        typer.echo(json.dumps([m.as_json() for m in moves], indent=2))
+        return
+    table = Table(title=f"{pair}: {len(moves)} champion move(s), newest first", caption="times: UTC")
+    for column in ("market time", "wall time", "action", "version", "actor", "reason", "scores"):
+        table.add_column(column)
+    for m in moves:
+        scores = ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in m.scores.items()
+        )
+        before = "-" if m.previous_version is None else f"v{m.previous_version}"
+        row = (fmt_when(m.market_time), fmt_when(m.wall_time), m.action, f"{before} -> v{m.version}")
+        table.add_row(*row, m.actor, m.reason or "-", scores or "-")
+    print_table(table)
+
+
+@models_app.command("rollback")
+def rollback(
+    pair: PairArgument,
+    reason: Annotated[str, typer.Option("--reason", help="why (recorded with the move)", show_default=False)],
+    to: Annotated[
+        int | None, typer.Option("--to", min=1, help="this version (default: the champion before this one)")
+    ] = None,
+    by: ByOption = None,
+) -> None:
+    """Move PAIR's champion alias back (to the previous champion, or --to VERSION); Serve follows within one
+    registry refresh."""
+    from mur.registry.aliases import rollback as roll_back
+    from mur.settings import get_settings
+
+    settings = get_settings()
+    move = roll_back(settings, pair, to=to, actor=_actor(by), reason=reason)
+    typer.echo(
+        f"{move.pair}: champion v{move.previous_version} -> v{move.version} (rollback); the API serves "
+        f"v{move.version} within one registry refresh ({settings.serving.registry_poll_s:g} s)"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``models`` to the root app."""
+    app.add_typer(models_app, name="models")

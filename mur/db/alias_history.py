@@ -1,0 +1,101 @@
+"""The history of every champion alias move (``sql/0011_alias_history.sql``): the gate's promotions, live
+promotions, rollbacks. Written by :mod:`mur.registry.aliases` when it moves the MLflow alias; read by
+``mur models history``, ``GET /v1/models/{pair}/history`` and the admin page."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from mur.db.pool import Database, fetch_one
+from mur.errors import InvalidInputError
+from mur.pairs import normalize_pair
+
+ACTIONS = ("gate", "live", "rollback", "manual")
+"""What moved the alias: the promotion gate, a live promotion (a shadow beat the champion), a rollback, a
+manual move."""
+MAX_MOVES = 1000
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One move of ``pair``'s ``alias`` from ``previous_version`` (None: it had none) to ``version``."""
+
+    id: int
+    pair: str
+    alias: str
+    version: int
+    previous_version: int | None
+    action: str
+    actor: str
+    reason: str
+    market_time: datetime
+    wall_time: datetime
+    scores: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-ready (times ISO-8601 UTC): what the CLI's ``--json`` and the API answer."""
+        from mur.timeutil import iso
+
+        return asdict(self) | {"market_time": iso(self.market_time), "wall_time": iso(self.wall_time)}
+
+
+def _finite(scores: dict[str, Any]) -> dict[str, Any]:
+    """``scores`` without the non-finite numbers JSON cannot carry (an unknown standard error is ``inf``)."""
+    return {k: v for k, v in scores.items() if not (isinstance(v, float) and not math.isfinite(v))}
+
+
+def record_move(
+    db: Database,
+    *,
+    pair: str,
+    version: int,
+    previous_version: int | None,
+    action: str,
+    actor: str,
+    reason: str,
+    scores: dict[str, Any],
+    market_time: datetime,
+    alias: str = "champion",
+) -> AliasMove:
+    """Store one alias move (``action``: one of :data:`ACTIONS`; ``market_time``: market now, :mod:`mur.clock`)."""
+    if action not in ACTIONS:
+        raise InvalidInputError(f"unknown alias move {action!r} (one of {', '.join(ACTIONS)})")
+    with db.cursor() as cur:
+        cur.execute(
+            """INSERT INTO alias_moves (pair, alias, version, previous_version, action, actor, reason, scores,
+                                        market_time)
+            VALUES (%(pair)s, %(alias)s, %(version)s, %(previous)s, %(action)s, %(actor)s, %(reason)s,
+                    %(scores)s, %(market_time)s)
+            RETURNING id, pair, alias, version, previous_version, action, actor, reason, scores, market_time,
+                      wall_time""",
+            {
+                "pair": normalize_pair(pair),
+                "alias": alias,
+                "version": int(version),
+                "previous": None if previous_version is None else int(previous_version),
+                "action": action,
+                "actor": actor,
+                "reason": reason,
+                "scores": Jsonb(_finite(scores)),
+                "market_time": market_time,
+            },
+        )
+        return AliasMove(**fetch_one(cur))
+
+
+def list_moves(db: Database, pair: str, *, limit: int = 50, alias: str = "champion") -> list[AliasMove]:
+    """``pair``'s latest ``limit`` moves of ``alias``, newest first."""
+    with db.cursor() as cur:
+        cur.execute(
+            """SELECT id, pair, alias, version, previous_version, action, actor, reason, scores, market_time,
+                   wall_time
+            FROM alias_moves WHERE pair = %(pair)s AND alias = %(alias)s
+            ORDER BY wall_time DESC, id DESC LIMIT %(limit)s""",
+            {"pair": normalize_pair(pair), "alias": alias, "limit": min(max(int(limit), 0), MAX_MOVES)},
+        )
+        return [AliasMove(**row) for row in cur.fetchall()]

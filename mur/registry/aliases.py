@@ -1,0 +1,197 @@
+"""Moving a pair's ``champion`` alias, remembered: every move (the gate's, a live promotion, a rollback) sets the
+MLflow alias and records who moved it, when (market and wall time), why and on which scores in PostgreSQL
+(:mod:`mur.db.alias_history`). Serve follows the alias by itself (its RegistryWatcher polls it every
+``MUR_REGISTRY_POLL_S``), so a rollback is served within one refresh. docs/promotion.md, "History and rollback".
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from mur.db.alias_history import MAX_MOVES, AliasMove, list_moves, record_move
+from mur.db.pool import Database
+from mur.errors import InvalidInputError, NotFoundError, RegistryUnavailableError, first_line
+from mur.pairs import normalize_pair
+from mur.registry.names import BACKFILL, CHAMPION, model_name
+from mur.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SCORE_TAGS = ("skill", "mae", "interval_skill", "coverage", "dm_p_worse")
+"""The gate's version tags a move records as its scores (with ``gate_rule``)."""
+
+
+def version_scores(tags: dict[str, str]) -> dict[str, Any]:
+    """A version's gate scores from its tags (numbers as numbers; missing ones left out)."""
+    scores: dict[str, Any] = {k: float(tags[k]) for k in SCORE_TAGS if tags.get(k)}
+    return scores | ({"gate_rule": tags["gate_rule"]} if tags.get("gate_rule") else {})
+
+
+def _version(client: Any, name: str, *, alias: str | None = None, number: int | None = None) -> Any | None:
+    """A registered version by alias or number; None when there is none (a registry that does not answer is
+    :class:`RegistryUnavailableError`, never "none")."""
+    from mlflow.exceptions import MlflowException
+
+    from mur.serving.champions import _NOT_FOUND_CODES
+
+    try:
+        if alias is not None:
+            return client.get_model_version_by_alias(name, alias)
+        return client.get_model_version(name, str(number))
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") in _NOT_FOUND_CODES:
+            return None
+        raise RegistryUnavailableError(f"model registry error: {first_line(exc, 300)}") from exc
+
+
+def _move(
+    settings: Settings,
+    client: Any,
+    *,
+    pair: str,
+    version: int,
+    action: str,
+    actor: str,
+    reason: str,
+    scores: dict[str, Any] | None = None,
+    market_time: datetime | None = None,
+) -> AliasMove:
+    from mur.clock import market_clock
+
+    pair = normalize_pair(pair)
+    name = model_name(pair, settings.registry.registry_prefix)
+    current = _version(client, name, alias=CHAMPION)
+    client.set_registered_model_alias(name, CHAMPION, str(int(version)))
+    with Database(settings, maxconn=1) as db:
+        return record_move(
+            db,
+            pair=pair,
+            version=int(version),
+            previous_version=None if current is None else int(current.version),
+            action=action,
+            actor=actor,
+            reason=reason,
+            scores=scores or {},
+            market_time=market_time or market_clock(settings).now(),
+        )
+
+
+def move_champion(
+    settings: Settings,
+    client: Any,
+    *,
+    pair: str,
+    version: int,
+    action: str,
+    actor: str,
+    reason: str,
+    scores: dict[str, Any] | None = None,
+    market_time: datetime | None = None,
+) -> int | None:
+    """Point ``pair``'s champion alias at ``version`` and record the move (``market_time``: default market
+    now, :mod:`mur.clock`); returns the version that was champion before (None: none)."""
+    return _move(
+        settings,
+        client,
+        pair=pair,
+        version=version,
+        action=action,
+        actor=actor,
+        reason=reason,
+        scores=scores,
+        market_time=market_time,
+    ).previous_version
+
+
+def record_gate_move(
+    settings: Settings,
+    *,
+    pair: str,
+    version: int,
+    previous_version: int | None,
+    reason: str,
+    scores: dict[str, Any],
+    market_time: datetime | None = None,
+) -> None:
+    """Record the gate's promotion after it set the alias. Never raises: a training whose history row could not
+    be written (PostgreSQL down) still registered and promoted its version; the miss is logged."""
+    if previous_version is not None and int(previous_version) == int(version):
+        return
+    try:
+        from mur.clock import market_clock
+
+        with Database(settings, maxconn=1, pool_timeout_s=10.0) as db:
+            record_move(
+                db,
+                pair=pair,
+                version=version,
+                previous_version=previous_version,
+                action="gate",
+                actor="gate",
+                reason=reason,
+                scores=scores,
+                market_time=market_time or market_clock(settings).now(),
+            )
+    except Exception as exc:  # the history is a record of the move, never a condition of it
+        log.warning("%s v%s: the gate's alias move was not recorded: %s", pair, version, first_line(exc))
+
+
+def previous_champion(settings: Settings, client: Any, db: Database, pair: str, current: int) -> int:
+    """The version that was champion before ``current``: from the alias history, else (a move from before the
+    history) the newest older version the gate promoted (its tags), never a backfill."""
+    moved = next((m for m in list_moves(db, pair, limit=MAX_MOVES) if m.version == current), None)
+    if moved is not None and moved.previous_version is not None:
+        return moved.previous_version
+    name = model_name(pair, settings.registry.registry_prefix)
+    older = [
+        int(v.version)
+        for v in client.search_model_versions(f"name = '{name}'")
+        if int(v.version) < current
+        and (v.tags or {}).get("gate_alias") == CHAMPION
+        and (v.tags or {}).get("kind") != BACKFILL
+    ]
+    if not older:
+        raise NotFoundError(f"{pair} has no champion before v{current} to roll back to; name one with --to")
+    return max(older)
+
+
+def rollback(
+    settings: Settings, pair: str, *, to: int | None = None, actor: str, reason: str, client: Any = None
+) -> AliasMove:
+    """Move ``pair``'s champion back to ``to`` (default: :func:`previous_champion`), recorded as a rollback.
+
+    Refused in one line: no reason, no champion, an unknown version, the current champion, a backfill."""
+    from mur.serving.champions import registry_client
+
+    pair = normalize_pair(pair)
+    if not reason.strip():
+        raise InvalidInputError("a rollback needs a reason (--reason)")
+    client = client or registry_client(settings)
+    name = model_name(pair, settings.registry.registry_prefix)
+    current = _version(client, name, alias=CHAMPION)
+    if current is None:
+        raise NotFoundError(f"{pair} has no champion: nothing to roll back")
+    with Database(settings, maxconn=1) as db:
+        target = to if to is not None else previous_champion(settings, client, db, pair, int(current.version))
+    found = _version(client, name, number=target)
+    if found is None:
+        raise NotFoundError(f"{pair} has no registered version {target}")
+    if int(found.version) == int(current.version):
+        raise InvalidInputError(f"{pair} v{target} is the champion already")
+    tags = dict(found.tags or {})
+    if tags.get("kind") == BACKFILL:
+        raise InvalidInputError(
+            f"{pair} v{target} is a backfill (trained on data older than a champion's): it never serves"
+        )
+    return _move(
+        settings,
+        client,
+        pair=pair,
+        version=target,
+        action="rollback",
+        actor=actor,
+        reason=reason.strip(),
+        scores=version_scores(tags),
+    )
