@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from mur.contracts import PREDICTORS, MetricsDocument, TrainingResult
+from mur.contracts import PREDICTORS, HorizonMetrics, MetricsDocument, TrainingResult
 from mur.errors import ModelError
 
 METRIC_LABELS = (
@@ -76,24 +76,24 @@ def print_metrics_table(docs: list[MetricsDocument], title: str = "Evaluation on
                 f"{sig.direction_hits}/{sig.direction_n} right, binomial p={sig.direction_p_value:.3g}"
             )
         if doc.horizons:
-            console.print(horizon_table(doc))
+            console.print(horizon_table(doc.pair, doc.horizons))
 
 
-def horizon_table(doc: MetricsDocument) -> Any:
+def horizon_table(pair: str, horizons: Sequence[HorizonMetrics], scope: str = "forecasts per horizon") -> Any:
     """Per horizon: the median vs persistence, and the interval vs baselines (a) naive and (b) EWMA."""
     from rich.markup import escape
     from rich.table import Table
 
-    level = doc.horizons[0].interval_level if doc.horizons else 0.9
+    level = horizons[0].interval_level if horizons else 0.9
     table = Table(
-        title=f"{escape(doc.pair)}: forecasts per horizon, {level:.0%} intervals · (a) naive quantiles · "
+        title=f"{escape(pair)}: {escape(scope)}, {level:.0%} intervals · (a) naive quantiles · "
         "(b) EWMA volatility x hour of day",
         caption="interval skill = 1 - Winkler_model / Winkler_baseline (> 0: better ranges); "
         "coverage should be near the nominal level",
     )
     for title, _ in HORIZON_COLUMNS:
         table.add_column(title, justify="right")
-    for h in doc.horizons or []:
+    for h in horizons:
         table.add_row(*(cell(h) for _, cell in HORIZON_COLUMNS))
     return table
 
@@ -332,7 +332,11 @@ def backtest(
     pair: Annotated[str, typer.Argument(help="trading pair, e.g. btc_usdt (or any NAME with --data)")],
     folds: Annotated[int, typer.Option(help="number of successive origins (folds)")] = 4,
     end: Annotated[
-        str | None, typer.Option(help="end of the last fold (ISO-8601 UTC; default: data end)")
+        str | None,
+        typer.Option(
+            help="end of the last fold (ISO-8601 UTC; default: data end); its forecasts' targets at longer "
+            "horizons may lie after it"
+        ),
     ] = None,
     data: Annotated[Path | None, typer.Option(help="your own candles CSV instead of the market data")] = None,
     fold_hours: Annotated[int, typer.Option(help="hours scored after each origin")] = 168,
@@ -345,6 +349,8 @@ def backtest(
     mlflow: Annotated[bool, typer.Option(help="log to MLflow when the tracking server answers")] = True,
 ) -> None:
     """Rolling-origin (walk-forward) evaluation: retrain at each origin, score the hours after it."""
+    from datetime import timedelta
+
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -362,8 +368,10 @@ def backtest(
         settings = settings.replace(train_days=train_days)
     if window not in ("sliding", "expanding"):
         raise ModelError(f"--window must be sliding or expanding, not {window!r}")
-    # all candles up to --end: each fold's training slice and test hours are cut from them
-    candles, _, _ = load_candles(settings, pair.lower(), end=parse_time(end), data_csv=data, train_days=None)
+    # all candles up to --end (and the longest horizon's targets after it): each fold's slices are cut from them
+    end_dt = parse_time(end)
+    reach = None if end_dt is None else end_dt + timedelta(hours=max(settings.model.horizons) - 1)
+    candles, _, _ = load_candles(settings, pair.lower(), end=reach, data_csv=data, train_days=None)
     fold_settings = settings.replace(train_days=None)  # a fold trains on all of its slice
 
     def train_fold(history: Any) -> bytes:
@@ -390,7 +398,7 @@ def backtest(
         seq_len=settings.model.seq_len,
         window=window,  # type: ignore[arg-type]
         train_days=settings.training.train_days,
-        end=parse_time(end),
+        end=end_dt,
         progress=lambda msg: typer.echo(f"[backtest] {msg}", err=True),
     )
     table = Table(
@@ -424,10 +432,17 @@ def backtest(
         "–" if pooled["directional_accuracy"] is None else f"{pooled['directional_accuracy']:.3f}",
         style="bold",
     )
-    Console(width=max(130, Console().width)).print(table)
+    console = Console(width=max(150, Console().width))
+    console.print(table)
     typer.echo(
         f"pooled: {pooled['verdict']}; Diebold-Mariano p-value (model better) {pooled['dm_p_better']:.4g}"
     )
+    scope = f"walk-forward ranges pooled over {len(report.folds)} folds"
+    console.print(
+        horizon_table(report.pair, [HorizonMetrics.model_validate(h) for h in pooled["horizons"]], scope)
+    )
+    for line in pooled["range_verdicts"]:
+        typer.echo(f"range {line}")
     files = write_outputs(report, out)
     typer.echo(f"wrote {files[0]} and {files[1]}")
     if mlflow:

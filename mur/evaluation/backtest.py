@@ -7,6 +7,11 @@ fold_hours)`` it never saw, next to persistence on exactly the same targets. Fol
 concatenating their out-of-sample errors; the pooled Diebold-Mariano test (HLN-corrected) and the
 directional binomial test run on the pooled errors.
 
+Range first: per horizon, the model's quantiles and those of the naive and EWMA interval baselines (fitted on
+the fold's candles before its origin) are scored on the same targets (coverage, width, Winkler, pinball,
+reliability), per fold and pooled; the pooled interval skill vs each baseline comes with a DM test on the
+per-target Winkler scores. Each fold's forecast arrays (:class:`FoldForecasts`) stay on the report.
+
 Training is passed in (``train``: candles -> ONNX bytes), so the same code backtests the local trainer,
 a Ray Train fit or a baseline. Pure apart from that callable and the optional file/MLflow outputs.
 """
@@ -24,8 +29,16 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from mur.errors import DataValidationError
-from mur.evaluation.metrics import persistence_forecast, regression_metrics, skill
+from mur.errors import DataValidationError, ModelError
+from mur.evaluation.intervals import reliability, winkler_scores
+from mur.evaluation.metrics import (
+    horizon_baselines,
+    horizon_scores,
+    interval_scores,
+    persistence_forecast,
+    regression_metrics,
+    skill,
+)
 from mur.evaluation.significance import binomial_p_value, diebold_mariano, point_evidence
 from mur.timeutil import iso
 
@@ -50,6 +63,23 @@ class FoldResult:
     timestamps: list[str] = field(repr=False, default_factory=list)
     abs_err_model: list[float] = field(repr=False, default_factory=list)
     abs_err_persistence: list[float] = field(repr=False, default_factory=list)
+    horizons: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    """Range scores per horizon (:func:`range_scores`)."""
+
+
+@dataclass
+class FoldForecasts:
+    """One fold's out-of-sample forecasts, what the range scores and the plot are computed from."""
+
+    timestamps: np.ndarray
+    """First target hour of each forecast (UTC, naive datetime64) ``(n,)``."""
+    last_close: np.ndarray
+    targets: np.ndarray
+    """Closes at every horizon ``(n, H)``."""
+    quantiles: dict[str, np.ndarray]
+    """Price quantiles ``(n, H, L)`` of ``model``, ``naive`` and ``ewma``."""
+    horizons: tuple[int, ...]
+    levels: tuple[float, ...]
 
 
 @dataclass
@@ -59,6 +89,7 @@ class BacktestReport:
     folds: list[FoldResult]
     pooled: dict[str, Any]
     settings: dict[str, Any]
+    forecasts: list[FoldForecasts] = field(repr=False, default_factory=list)
 
     def to_dict(self, *, with_errors: bool = True) -> dict[str, Any]:
         folds = []
@@ -113,6 +144,107 @@ def test_windows(
     return x, y, pd.DatetimeIndex(part["timestamp"]).to_numpy()[seq_len:]
 
 
+def fold_forecasts(
+    session: Any, candles: pd.DataFrame, start: datetime, origin: datetime, hours: int
+) -> FoldForecasts:
+    """The model's and both baselines' quantiles for the forecasts whose first target hour is in ``[origin,
+    origin + hours)`` (those with every horizon's target in ``candles``); the baselines see ``[start, origin)``."""
+    from mur.model.export import model_metadata, run_forecast
+    from mur.model.features import build_dataset
+    from mur.model.inference import model_seq_len
+
+    meta = model_metadata(session)
+    horizons, levels = tuple(meta["horizons"]), tuple(meta["quantile_levels"])
+    if not horizons:
+        raise ModelError("the backtest scores ranges: this model has no quantile outputs")
+    o, stop = pd.Timestamp(origin), pd.Timestamp(origin) + pd.Timedelta(hours=hours)
+    ts = pd.DatetimeIndex(candles["timestamp"])
+    part = candles[(ts >= pd.Timestamp(start)) & (ts < stop + pd.Timedelta(hours=max(horizons) - 1))]
+    ds = build_dataset(
+        part.reset_index(drop=True),
+        model_seq_len(session),
+        "relative",  # the graph normalizes its raw windows itself
+        feature_names=tuple(meta["features"]),
+        horizons=horizons,
+    )
+    t = pd.DatetimeIndex(ds.timestamps)
+    idx = np.flatnonzero((t >= o.tz_localize(None)) & (t < stop.tz_localize(None)))
+    if idx.size == 0:
+        raise DataValidationError(f"no forecast after {iso(origin)} has its {max(horizons)} h target")
+    _, q = run_forecast(session, ds.x[idx])
+    assert q is not None  # the metadata lists horizons
+    return FoldForecasts(
+        timestamps=ds.timestamps[idx],
+        last_close=persistence_forecast(ds.x[idx]),
+        targets=ds.horizon_targets[idx],
+        quantiles={"model": q, **horizon_baselines(ds, idx, levels)},
+        horizons=ds.horizons,
+        levels=levels,
+    )
+
+
+def concat_forecasts(parts: list[FoldForecasts]) -> FoldForecasts:
+    """All folds' forecasts as one set (time order)."""
+    return FoldForecasts(
+        timestamps=np.concatenate([p.timestamps for p in parts]),
+        last_close=np.concatenate([p.last_close for p in parts]),
+        targets=np.concatenate([p.targets for p in parts]),
+        quantiles={k: np.concatenate([p.quantiles[k] for p in parts]) for k in parts[0].quantiles},
+        horizons=parts[0].horizons,
+        levels=parts[0].levels,
+    )
+
+
+def range_scores(f: FoldForecasts, *, tests: bool) -> list[dict[str, Any]]:
+    """Per horizon: the ranges' scores (:func:`~mur.evaluation.metrics.interval_scores`) and ``reliability``
+    (frequency of outcomes at or below each level's quantile); with ``tests``, all of
+    :func:`~mur.evaluation.metrics.horizon_scores` (the median's point scores and the DM tests)."""
+    model, base = f.quantiles["model"], {k: v for k, v in f.quantiles.items() if k != "model"}
+    if tests:
+        rows = horizon_scores(model, f.targets, f.last_close, base, f.horizons, f.levels)
+    else:
+        rows = [
+            {
+                "hours": h,
+                "n": len(f.targets),
+                **interval_scores(
+                    model[:, j],
+                    f.targets[:, j],
+                    f.last_close,
+                    {k: b[:, j] for k, b in base.items()},
+                    f.levels,
+                ),
+            }
+            for j, h in enumerate(f.horizons)
+        ]
+    for j, row in enumerate(rows):
+        row["reliability"] = {"levels": list(f.levels)} | {
+            k: reliability(q[:, j], f.targets[:, j]).round(6).tolist() for k, q in f.quantiles.items()
+        }
+    return rows
+
+
+def range_verdict(h: dict[str, Any], alpha: float = 0.05) -> str:
+    """One honest line per horizon: coverage vs nominal, and whether the range beats each baseline."""
+    vs = [
+        verdict(
+            h[f"interval_dm_p_better{s}"],
+            h[f"interval_dm_p_worse{s}"],
+            h[key],
+            alpha,
+            name,
+            "the range",
+            score,
+        )
+        for name, key, s, score in (
+            ("the naive range (a)", "interval_skill", "", "interval skill"),
+            ("the EWMA range (b)", "interval_skill_vs_ewma", "_vs_ewma", "interval skill vs (b)"),
+        )
+    ]
+    cov = f"coverage {h['interval']['coverage']:.3f} (nominal {h['interval_level']:.2f})"
+    return f"{h['hours']} h: {cov}; " + "; ".join(vs)
+
+
 def run_backtest(
     pair: str,
     candles: pd.DataFrame,
@@ -138,6 +270,7 @@ def run_backtest(
     end = min(pd.Timestamp(end).to_pydatetime(), last_end) if end is not None else last_end
     origins = fold_origins(end, folds, fold_hours)
     results: list[FoldResult] = []
+    forecasts: list[FoldForecasts] = []
     for k, origin in enumerate(origins, start=1):
         start = ts[0].to_pydatetime()
         if window == "sliding" and train_days:
@@ -150,6 +283,7 @@ def run_backtest(
             )
         progress(f"fold {k}/{folds}: training on {iso(start)} .. {iso(origin)} ({len(history)} h)")
         session = load_session(train(history))
+        forecasts.append(fold_forecasts(session, candles, start, origin, fold_hours))
         x, y, target_ts = test_windows(
             candles, origin, fold_hours, model_seq_len(session), tuple(model_metadata(session)["features"])
         )
@@ -169,6 +303,7 @@ def run_backtest(
             timestamps=[iso(t) for t in target_ts],
             abs_err_model=np.abs(pred - y).round(8).tolist(),
             abs_err_persistence=np.abs(last - y).round(8).tolist(),
+            horizons=range_scores(forecasts[-1], tests=False),
         )
         progress(f"fold {k}/{folds}: skill {fold.skill:+.4f} on {fold.n} h after {fold.origin}")
         results.append(fold)
@@ -176,7 +311,7 @@ def run_backtest(
         pair=pair,
         window=window,
         folds=results,
-        pooled=pool(results),
+        pooled=pool(results, forecasts),
         settings={
             "folds": folds,
             "fold_hours": fold_hours,
@@ -184,11 +319,19 @@ def run_backtest(
             "train_days": train_days,
             "end": iso(end),
         },
+        forecasts=forecasts,
     )
 
 
-def pool(folds: list[FoldResult]) -> dict[str, Any]:
-    """Pooled out-of-sample metrics over all folds (errors concatenated; DM and binomial on the pool)."""
+def pool(folds: list[FoldResult], forecasts: list[FoldForecasts]) -> dict[str, Any]:
+    """Pooled out-of-sample metrics over all folds (errors and forecasts concatenated; tests on the pool)."""
+    every = concat_forecasts(forecasts)
+    if len(every.targets) <= max(every.horizons):
+        raise DataValidationError(
+            f"{len(every.targets)} forecasts in all are too few to test the {max(every.horizons)} h horizon: "
+            "use more or longer folds"
+        )
+    horizons = range_scores(every, tests=True)
     em = np.concatenate([np.asarray(f.abs_err_model) for f in folds])
     ep = np.concatenate([np.asarray(f.abs_err_persistence) for f in folds])
     dm = diebold_mariano(em, ep, loss="absolute")  # on absolute errors: |e| is the loss itself
@@ -207,23 +350,34 @@ def pool(folds: list[FoldResult]) -> dict[str, Any]:
         "direction_p_value": binomial_p_value(hits, n_dir) if n_dir else None,
         "beats_persistence": bool(dm.p_better < 0.05),
         "verdict": verdict(dm.p_better, dm.p_worse, skill(mae_m, mae_p)),
+        "quantile_levels": list(every.levels),
+        "horizons": horizons,
+        "range_verdicts": [range_verdict(h) for h in horizons],
     }
 
 
-def verdict(p_better: float, p_worse: float, s: float, alpha: float = 0.05) -> str:
-    """One honest sentence about the pooled result."""
+def verdict(
+    p_better: float,
+    p_worse: float,
+    s: float,
+    alpha: float = 0.05,
+    baseline: str = "persistence",
+    subject: str = "model",
+    score: str = "skill",
+) -> str:
+    """One honest sentence about a pooled skill ``s`` vs ``baseline`` and its DM p-values."""
     if p_better < alpha:
-        return f"model beats persistence (skill {s:+.4f}, DM p={p_better:.3g})"
+        return f"{subject} beats {baseline} ({score} {s:+.4f}, DM p={p_better:.3g})"
     if p_worse < alpha:
-        return f"model is significantly WORSE than persistence (skill {s:+.4f}, DM p={p_worse:.3g})"
+        return f"{subject} is significantly WORSE than {baseline} ({score} {s:+.4f}, DM p={p_worse:.3g})"
     return (
-        f"no significant difference from persistence (skill {s:+.4f}, DM p(better)={p_better:.3g}, "
-        f"p(worse)={p_worse:.3g})"
+        f"{subject} does NOT beat {baseline}: no significant difference ({score} {s:+.4f}, "
+        f"DM p(better)={p_better:.3g}, p(worse)={p_worse:.3g})"
     )
 
 
 def write_outputs(report: BacktestReport, out_dir: Path) -> tuple[Path, Path]:
-    """``backtest.json`` and ``backtest.png`` (rolling absolute error of model vs persistence)."""
+    """``backtest.json`` and ``backtest.png`` (per horizon: reliability, rolling coverage and Winkler)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "backtest.json"
     json_path.write_text(json.dumps(report.to_dict(), indent=2))
@@ -232,38 +386,67 @@ def write_outputs(report: BacktestReport, out_dir: Path) -> tuple[Path, Path]:
     return json_path, png_path
 
 
+PREDICTOR_STYLES = (("model", "tab:blue", "-"), ("naive", "tab:gray", "--"), ("ewma", "tab:orange", ":"))
+ROLLING = 24
+"""Forecasts per rolling mean in the plot."""
+
+
 def chart(report: BacktestReport, path: Path) -> None:
+    """One column per horizon: the pooled reliability diagram (model and baselines vs the diagonal), then
+    the rolling coverage (nominal level dashed) and rolling Winkler score over time, fold origins in red."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(11, 4.5), dpi=100)
-    for f in report.folds:
-        t = pd.to_datetime(f.timestamps)
-        em = pd.Series(f.abs_err_model, index=t).rolling(24, min_periods=1).mean()
-        ep = pd.Series(f.abs_err_persistence, index=t).rolling(24, min_periods=1).mean()
-        ax.plot(em.index, em.values, color="tab:blue", lw=1.2, label="model" if f.fold == 1 else None)
-        ax.plot(
-            ep.index,
-            ep.values,
-            color="tab:gray",
-            lw=1.2,
-            ls="--",
-            label="persistence" if f.fold == 1 else None,
+    every = concat_forecasts(report.forecasts)
+    levels = np.asarray(every.levels)
+    alpha = 1.0 - (levels[-1] - levels[0])
+    t = pd.DatetimeIndex(every.timestamps)
+    fig, axes = plt.subplots(3, len(every.horizons), figsize=(5.5 * len(every.horizons), 11), squeeze=False)
+    for j, (hours, scores) in enumerate(zip(every.horizons, report.pooled["horizons"], strict=True)):
+        rel, cov, win = axes[:, j]
+        y = every.targets[:, j]
+        rel.plot([0, 1], [0, 1], color="black", lw=0.8, label="ideal")
+        for name, color, ls in PREDICTOR_STYLES:
+            lo, hi = every.quantiles[name][:, j, 0], every.quantiles[name][:, j, -1]
+            style = {"color": color, "ls": ls, "label": name}
+            rel.plot(levels, scores["reliability"][name], marker="o", **style)
+            for ax, v in ((cov, (y >= lo) & (y <= hi)), (win, winkler_scores(lo, hi, y, alpha))):
+                ax.plot(t, pd.Series(v, index=t, dtype=float).rolling(ROLLING, min_periods=1).mean(), **style)
+        cov.axhline(1.0 - alpha, color="black", lw=0.8, ls="--")
+        for ax in (cov, win):
+            for f in report.folds:
+                ax.axvline(pd.Timestamp(f.origin).tz_localize(None), color="tab:red", lw=0.8, alpha=0.6)
+            ax.tick_params(axis="x", labelrotation=30)
+        rel.set(
+            title=f"{hours} h: reliability (n={scores['n']})",
+            xlabel="quantile level",
+            ylabel="share of outcomes at or below",
         )
-        ax.axvline(pd.Timestamp(f.origin), color="tab:red", lw=0.8, alpha=0.6)
+        cov.set(title=f"{hours} h: coverage, {ROLLING}-forecast rolling mean", ylim=(-0.02, 1.02))
+        win.set(title=f"{hours} h: Winkler score, {ROLLING}-forecast rolling mean", ylabel="quote currency")
+        rel.legend(loc="upper left")
     pooled = report.pooled
-    ax.set_title(
-        f"{report.pair}: walk-forward absolute error (24 h rolling mean), {len(report.folds)} folds, "
-        f"pooled skill {pooled['skill']:+.4f}, DM p(better)={pooled['dm_p_better']:.3g}"
+    fig.suptitle(
+        f"{report.pair}: walk-forward ranges ({1 - alpha:.0%} intervals), {len(report.folds)} folds "
+        f"(origins in red); 1 h point skill {pooled['skill']:+.4f}, DM p(better)={pooled['dm_p_better']:.3g}"
     )
-    ax.set_ylabel("absolute error (quote currency)")
-    ax.legend(loc="upper left")
-    fig.autofmt_xdate()
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def range_metrics(h: dict[str, Any], prefix: str) -> dict[str, float]:
+    """One horizon's range scores as flat MLflow metrics named ``PREFIX_...``."""
+    out = {
+        f"{prefix}_{name}_{k}": float(v) for name in ("interval", "naive", "ewma") for k, v in h[name].items()
+    }
+    return out | {
+        f"{prefix}_{k}": float(v)
+        for k, v in h.items()
+        if k.startswith("interval_") and isinstance(v, int | float)
+    }
 
 
 def log_to_mlflow(
@@ -302,6 +485,10 @@ def log_to_mlflow(
                 },
                 step=f.fold,
             )
+            for h in f.horizons:
+                mlflow.log_metrics(range_metrics(h, f"fold_h{h['hours']}"), step=f.fold)
+        for h in report.pooled["horizons"]:
+            mlflow.log_metrics(range_metrics(h, f"pooled_h{h['hours']}"))
         for p in files:
             mlflow.log_artifact(str(p))
         return str(run.info.run_id)

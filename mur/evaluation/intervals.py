@@ -73,6 +73,13 @@ def interval_metrics(
     }
 
 
+def reliability(quantiles: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Observed frequency of outcomes ``y (n,)`` at or below each of the quantiles ``(n, L)``: ``(L,)``, the
+    levels themselves for a calibrated forecast (a reliability diagram plots one against the other)."""
+    y = np.asarray(y, dtype=np.float64).reshape(-1, 1)
+    return np.mean(y <= np.asarray(quantiles, dtype=np.float64), axis=0)
+
+
 def conformal_scale(q: np.ndarray, y: np.ndarray, median_index: int, coverage: float) -> np.ndarray:
     """Split-conformal factor ``k_h`` per horizon from calibration quantiles ``q (n, H, L)`` and outcomes
     ``y (n, H)`` (any monotone transform of price, e.g. log returns).

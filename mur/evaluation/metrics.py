@@ -105,43 +105,85 @@ def evaluate_all(
 def evaluate_horizons(
     quantiles: np.ndarray, ds: Dataset, idx: np.ndarray, levels: tuple[float, ...]
 ) -> list[dict]:
-    """Per horizon, on the same targets: the median vs persistence (point metrics, skill, DM and binomial
-    tests) and the interval of the outer levels vs baselines (a) naive and (b) EWMA (coverage, width,
-    Winkler, pinball, interval skill with its standard error and a DM test on Winkler scores).
+    """Per horizon, on the same targets: the median vs persistence and the interval vs baselines (a) naive
+    and (b) EWMA (:func:`horizon_scores`).
 
     ``quantiles`` are the model's price quantiles ``(n, H, L)`` for the windows ``idx`` of ``ds``. Both
     baselines are fitted on the candles before the first of these targets.
     """
-    from mur.evaluation.intervals import baseline_quantiles, interval_metrics, winkler_scores
-    from mur.evaluation.significance import diebold_mariano, skill_standard_error
+    idx = np.asarray(idx)
+    return horizon_scores(
+        quantiles,
+        ds.horizon_targets[idx],
+        persistence_forecast(ds.x[idx]),
+        horizon_baselines(ds, idx, levels),
+        ds.horizons,
+        levels,
+    )
+
+
+def horizon_baselines(ds: Dataset, idx: np.ndarray, levels: tuple[float, ...]) -> dict[str, np.ndarray]:
+    """Price quantiles ``(n, H, L)`` of baselines (a) ``naive`` and (b) ``ewma`` for the windows ``idx`` of
+    ``ds``, fitted on every candle up to the first forecast's origin."""
+    from mur.evaluation.intervals import baseline_quantiles
 
     assert ds.features is not None and ds.row_hour is not None
-    idx = np.asarray(idx)
-    x = ds.x[idx]
-    last = persistence_forecast(x)
-    targets = ds.horizon_targets[idx]
-    rows = ds.last_row(idx)
-    train_end = int(rows[0]) + 1  # the baselines see every candle up to the first forecast's origin
-    base = baseline_quantiles(
-        ds.features, ds.feature_names, ds.row_hour, train_end, rows, ds.horizons, levels
+    rows = ds.last_row(np.asarray(idx))
+    return baseline_quantiles(
+        ds.features, ds.feature_names, ds.row_hour, int(rows[0]) + 1, rows, ds.horizons, levels
     )
+
+
+def interval_scores(
+    quantiles: np.ndarray,
+    y: np.ndarray,
+    last: np.ndarray,
+    base: dict[str, np.ndarray],
+    levels: tuple[float, ...],
+) -> dict[str, object]:
+    """One horizon's coverage, width, Winkler and pinball of the model's ``interval`` and the ``naive`` and
+    ``ewma`` baselines (price quantiles ``(n, L)`` each) on the same outcomes, and the interval skills."""
+    from mur.evaluation.intervals import interval_metrics
+
+    scores = {
+        name: interval_metrics(q, y, last, levels)
+        for name, q in (("interval", quantiles), ("naive", base["naive"]), ("ewma", base["ewma"]))
+    }
+    return {
+        **scores,
+        "interval_skill": skill(scores["interval"]["winkler"], scores["naive"]["winkler"]),
+        "interval_skill_vs_ewma": skill(scores["interval"]["winkler"], scores["ewma"]["winkler"]),
+    }
+
+
+def horizon_scores(
+    quantiles: np.ndarray,
+    targets: np.ndarray,
+    last: np.ndarray,
+    base: dict[str, np.ndarray],
+    horizons: tuple[int, ...],
+    levels: tuple[float, ...],
+) -> list[dict]:
+    """Per horizon: the median vs persistence (point metrics, skill, DM and binomial tests) and the interval
+    vs both baselines (:func:`interval_scores`, interval skill with its standard error and DM tests on the
+    per-target Winkler scores vs each baseline). ``quantiles`` and ``base[...]``: ``(n, H, L)``; ``targets``:
+    ``(n, H)``; ``last``: the last closes ``(n,)``."""
+    from mur.evaluation.intervals import winkler_scores
+    from mur.evaluation.significance import diebold_mariano, skill_standard_error
+
     mid = levels.index(0.5)
     alpha = 1.0 - (levels[-1] - levels[0])
     out = []
-    for j, hours in enumerate(ds.horizons):
+    for j, hours in enumerate(horizons):
         y, q = targets[:, j], np.asarray(quantiles)[:, j, :]
         median = q[:, mid]
         model, pers = regression_metrics(median, y, last), regression_metrics(last, y, last)
         evidence = point_evidence(median, y, last, horizon=hours)
         w_model = winkler_scores(q[:, 0], q[:, -1], y, alpha)
-        w_naive = winkler_scores(base["naive"][:, j, 0], base["naive"][:, j, -1], y, alpha)
-        scores = {
-            "interval": interval_metrics(q, y, last, levels),
-            "naive": interval_metrics(base["naive"][:, j, :], y, last, levels),
-            "ewma": interval_metrics(base["ewma"][:, j, :], y, last, levels),
-        }
-        dm = diebold_mariano(w_model, w_naive, horizon=hours, loss="absolute")
-        se = skill_standard_error(w_model, w_naive, horizon=hours)
+        w_base = {k: winkler_scores(b[:, j, 0], b[:, j, -1], y, alpha) for k, b in base.items()}
+        dm = diebold_mariano(w_model, w_base["naive"], horizon=hours, loss="absolute")
+        dm_ewma = diebold_mariano(w_model, w_base["ewma"], horizon=hours, loss="absolute")
+        se = skill_standard_error(w_model, w_base["naive"], horizon=hours)
         out.append(
             {
                 "hours": int(hours),
@@ -153,12 +195,12 @@ def evaluate_horizons(
                 "dm_p_better": evidence["dm_p_better"],
                 "direction_p_value": evidence["direction_p_value"],
                 "interval_level": round(1.0 - alpha, 10),
-                **scores,
-                "interval_skill": skill(scores["interval"]["winkler"], scores["naive"]["winkler"]),
-                "interval_skill_vs_ewma": skill(scores["interval"]["winkler"], scores["ewma"]["winkler"]),
+                **interval_scores(q, y, last, {k: b[:, j, :] for k, b in base.items()}, levels),
                 "interval_skill_se": se if math.isfinite(se) else None,
                 "interval_dm_p_worse": dm.p_worse,
                 "interval_dm_p_better": dm.p_better,
+                "interval_dm_p_worse_vs_ewma": dm_ewma.p_worse,
+                "interval_dm_p_better_vs_ewma": dm_ewma.p_better,
             }
         )
     return out
