@@ -6,19 +6,20 @@ carry its data window, idempotency key, gate decision and the test-span part of 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mur.contracts import MetricsDocument, TrainingResult, Window
 from mur.errors import RegistryUnavailableError
 from mur.registry.client import configure, git_commit
-from mur.registry.gate import BACKFILL, Evidence, decide
+from mur.registry.gate import BACKFILL, Coverage, Evidence, HorizonComparison, compare_horizon, decide
 from mur.registry.names import (
     CHALLENGER,
     CHAMPION,
@@ -28,6 +29,9 @@ from mur.registry.names import (
     version_uri,
 )
 from mur.settings import Settings
+
+if TYPE_CHECKING:
+    from mur.model.features import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -99,21 +103,26 @@ def evidence_of(
         if h1 is None or h1.interval_skill_se is None
         else float(h1.interval_skill_se),
         interval_p_worse=1.0 if h1 is None else float(h1.interval_dm_p_worse),
+        coverage=tuple(
+            Coverage(h.hours, h.n, float(h.interval.coverage), float(h.interval_level))
+            for h in metrics.horizons or []
+        ),
     )
 
 
-def champion_evidence(client: Any, pair: str, prefix: str = MODEL_PREFIX) -> tuple[Evidence | None, bool]:
-    """The current champion's evidence (from its tags) and whether its artefact can still be loaded.
-
-    ``(None, True)`` when the pair has no champion. A champion registered before evidence was recorded
-    gets ``skill_se = inf``: it is never called better than a newer version on noise.
+def champion_evidence(
+    client: Any, pair: str, prefix: str = MODEL_PREFIX
+) -> tuple[Evidence | None, bytes | None, dict[str, str]]:
+    """The current champion's evidence (from its tags), its ONNX bytes (None when its artefact can no longer
+    be loaded) and its tags. ``(None, None, {})`` when the pair has no champion. A champion registered before
+    evidence was recorded gets ``skill_se = inf``: it is never called better than a newer version on noise.
     """
     from mur.model.export import load_session
     from mur.registry.download import onnx_bytes
 
     current = champion_version(client, pair, prefix)
     if current is None:
-        return None, True
+        return None, None, {}
     tags = dict(current.tags or {})
     metrics = MetricsDocument.from_version_tags(tags)
     evidence = evidence_of(metrics, tags.get("data_window_end"), int(current.version))
@@ -124,11 +133,66 @@ def champion_evidence(client: Any, pair: str, prefix: str = MODEL_PREFIX) -> tup
             version=int(current.version),
         )
     try:
-        load_session(onnx_bytes(version_uri(pair, current.version, prefix)))
+        model = onnx_bytes(version_uri(pair, current.version, prefix))
+        load_session(model)
     except Exception as exc:  # artefact gone (e.g. S3 wiped) or unreadable: it cannot defend its title
         log.warning("champion %s v%s cannot be loaded (%s)", pair, current.version, exc)
-        return evidence, False
-    return evidence, True
+        return evidence, None, tags
+    return evidence, model, tags
+
+
+MIN_SAME_TARGETS = 48
+"""Fewer unseen test targets than this and the gate compares scale-free scores instead (its fallback)."""
+
+
+def same_target_scores(
+    settings: Settings, candidate: Path | bytes, champion: bytes, champion_tags: dict[str, str], ds: Dataset
+) -> list[HorizonComparison]:
+    """Candidate and champion forecasts of the candidate's test targets that the champion never trained on
+    (windows whose first target is at or after the champion's own test span began), scored per common
+    horizon (:func:`mur.registry.gate.compare_horizon`). Empty when they cannot be compared: other quantile
+    levels, features the dataset lacks, a longer input or fewer than :data:`MIN_SAME_TARGETS` targets."""
+    from mur.evaluation.metrics import persistence_forecast
+    from mur.model.export import load_session, model_metadata, run_forecast
+    from mur.model.inference import model_seq_len
+
+    sessions = [load_session(candidate), load_session(champion)]
+    meta = [model_metadata(s) for s in sessions]
+    seen_until = np.datetime64(
+        _parse_utc(champion_tags.get("test_window_start") or "9999-01-01T00:00:00Z").replace(tzinfo=None)
+    )
+    idx = ds.split.test[ds.timestamps[ds.split.test] >= seen_until]
+    names = list(ds.feature_names)
+    lens = [model_seq_len(s) for s in sessions]
+    if (
+        len(idx) < MIN_SAME_TARGETS
+        or meta[0]["quantile_levels"] != meta[1]["quantile_levels"]
+        or not set(meta[1]["features"]) <= set(names)
+        or max(lens) > ds.spec.seq_len
+    ):
+        return []
+    x = ds.x[idx]
+    forecasts = []
+    for session, m, length in zip(sessions, meta, lens, strict=True):
+        q = run_forecast(session, x[:, -length:, [names.index(f) for f in m["features"]]])[1]
+        if q is None:
+            return []
+        forecasts.append(q)
+    levels, last, targets = meta[0]["quantile_levels"], persistence_forecast(x), ds.horizon_targets[idx]
+    margin = settings.registry.promotion_point_margin
+    return [
+        compare_horizon(
+            forecasts[0][:, j],
+            forecasts[1][:, meta[1]["horizons"].index(h)],
+            targets[:, ds.horizons.index(h)],
+            last,
+            levels,
+            h,
+            point_margin=margin,
+        )
+        for j, h in enumerate(meta[0]["horizons"])
+        if h in meta[1]["horizons"] and h in ds.horizons
+    ]
 
 
 def log_and_register(
@@ -140,7 +204,7 @@ def log_and_register(
     metrics_doc: MetricsDocument,
     params: dict[str, Any],
     history: list[dict[str, Any]],
-    x_test: np.ndarray,
+    ds: Dataset,
     idempotency_key: str,
     kind: str = "manual",
     weights: bytes | None = None,
@@ -176,7 +240,7 @@ def log_and_register(
         "normalization": metrics_doc.normalization,
         "arch": metrics_doc.arch,
     }
-    example = x_test[:2].astype(np.float32)
+    example = ds.x[ds.split.test][:2].astype(np.float32)
     signature = infer_signature(
         example, run_session(load_session(onnx_path), example).reshape(-1, 1).astype(np.float32)
     )
@@ -206,17 +270,26 @@ def log_and_register(
             save_as_external_data=False,  # one self-contained model.onnx in the registry
         )
     version = info.registered_model_version
-    champion, loadable = champion_evidence(client, pair, prefix)
+    champion, champion_onnx, champion_tags = champion_evidence(client, pair, prefix)
     if champion is not None and champion.version == int(version):
-        champion, loadable = None, True
+        champion, champion_onnx = None, None
     candidate = evidence_of(metrics_doc, window.end, int(version))
     assert candidate is not None  # the document has a window end and metrics
+    gate = settings.registry
+    same = (
+        same_target_scores(settings, onnx_path, champion_onnx, champion_tags, ds)
+        if champion is not None and champion_onnx is not None and candidate.window_end >= champion.window_end
+        else []
+    )
     decision = decide(
         candidate,
         champion,
-        alpha=settings.registry.promotion_alpha,
-        skill_floor=settings.registry.promotion_skill_floor,
-        champion_loadable=loadable,
+        alpha=gate.promotion_alpha,
+        skill_floor=gate.promotion_skill_floor,
+        champion_loadable=champion is None or champion_onnx is not None,
+        same_targets=same,
+        coverage_tolerance=gate.promotion_coverage_tolerance,
+        point_margin=gate.promotion_point_margin,
     )
     mae, skill = metrics_doc.model.mae, metrics_doc.skill
     sig = metrics_doc.significance
@@ -234,6 +307,7 @@ def log_and_register(
         "interval_skill": "" if metrics_doc.interval_skill is None else f"{metrics_doc.interval_skill:.6f}",
         "coverage": "" if metrics_doc.coverage is None else f"{metrics_doc.coverage:.4f}",
         "metrics_json": metrics_doc.version_tag_json(),
+        "gate_scores": json.dumps(decision.scores_json()),
         **(training_tags or {}),
     }
     for key, value in version_tags.items():

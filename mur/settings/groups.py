@@ -291,6 +291,15 @@ class Registry(_Group):
     registry_prefix: str = Field(
         default="mur-", description="registered model name prefix (mur-{pair}); tests use a private one"
     )
+    promotion_coverage_tolerance: float = Field(
+        default=0.02, ge=0, lt=0.5, description="gate: coverage slack"
+    )
+    promotion_point_margin: float = Field(
+        default=0.005, ge=0, description="gate: median's margin vs champion"
+    )
+    shadow_max_per_pair: int = Field(default=2, ge=0, description="shadow versions served per pair (0: none)")
+    shadow_ttl_hours: int = Field(default=168, ge=1, description="market hours a shadow is served")
+    shadow_min_resolved: int = Field(default=48, ge=3, description="live targets per horizon to promote")
 
     def s3_env(self) -> dict[str, str]:
         """Environment that points boto3/MLflow at the S3 server."""

@@ -347,7 +347,7 @@ def finish_training(
             metrics_doc=doc,
             params={**prep.params, **fit.run_params()},
             history=outcome.history,
-            x_test=x_test,
+            ds=ds,
             idempotency_key=prep.key,
             kind=kind,
             weights=weights,

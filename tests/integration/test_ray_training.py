@@ -171,7 +171,7 @@ def test_worse_model_becomes_challenger_with_reason(first_job: Submitted, job_se
     )
     assert worse.version == 2 and worse.metrics is not None and worse.metrics.skill < 0
     assert worse.alias == CHALLENGER, worse.reason
-    assert worse.gate_rule in ("persistence", "floor", "worse-than-champion"), worse.reason
+    assert worse.gate_rule in ("persistence", "interval", "floor", "coverage", "point-guard"), worse.reason
     client = configure(job_settings)
     name = model_name("btc_usdt", job_settings.registry.registry_prefix)
     assert client.get_model_version_by_alias(name, CHAMPION).version == "1"

@@ -39,17 +39,26 @@ def test_the_worked_example_is_what_the_gate_decides() -> None:
     ]
     assert len(rows) >= 5
     champion: gate.Evidence | None = None
-    for version, end, skill, se, p_worse, alias, rule in rows:
+    for version, end, skill, p_worse, coverage, pinball, p_pair, alias, rule in rows:
         evidence = gate.Evidence(
             window_end=datetime.strptime(end, "%Y-%m-%dT%HZ").replace(tzinfo=UTC),
             skill=number(skill),
-            skill_se=number(se),
+            skill_se=0.0005,
             dm_p_worse=number(p_worse),
             version=int(version[1:]),
+            coverage=(gate.Coverage(1, 876, number(coverage), 0.9),),
         )
-        decision = gate.decide(evidence, champion, alpha=0.05, skill_floor=-0.01)
-        assert decision.rule == rule.split(":")[0], version
+        same = []
+        if pinball != "–":
+            worse, better = (number(p) for p in p_pair.split("/"))
+            same = [
+                gate.HorizonComparison(
+                    1, 876, 0.9, number(coverage), 0.9, 1 - number(pinball), 1.0, worse, better, 0.0, 1.0
+                )
+            ]
+        decision = gate.decide(evidence, champion, alpha=0.05, skill_floor=-0.01, same_targets=same)
+        assert decision.rule == rule.split(":")[0].split(" ")[0], (version, decision.reason)
         assert decision.promoted == (alias == CHAMPION), version
         if decision.promoted:
             champion = evidence
-    assert any(r[-1].startswith("backfill") and number(r[4]) < 0.05 for r in rows), "no backfill-first row"
+    assert any(r[-1].startswith("backfill") and number(r[3]) < 0.05 for r in rows), "no backfill-first row"
