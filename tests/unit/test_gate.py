@@ -6,9 +6,8 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-import pytest
-
 import numpy as np
+import pytest
 
 from mur.registry.gate import (
     BACKFILL,
