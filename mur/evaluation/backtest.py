@@ -10,7 +10,9 @@ directional binomial test run on the pooled errors.
 Range first: per horizon, the model's quantiles and those of the naive and EWMA interval baselines (fitted on
 the fold's candles before its origin) are scored on the same targets (coverage, width, Winkler, pinball,
 reliability), per fold and pooled; the pooled interval skill vs each baseline comes with a DM test on the
-per-target Winkler scores. Each fold's forecast arrays (:class:`FoldForecasts`) stay on the report.
+per-target Winkler scores. A forecast is range-scored when all its horizons' targets are in the candles
+(the last fold loses the final ``max(horizons) - 1`` hours when it ends at the data's end). Each fold's
+forecast arrays (:class:`FoldForecasts`: quantiles, targets, last closes, times) stay on the report.
 
 Training is passed in (``train``: candles -> ONNX bytes), so the same code backtests the local trainer,
 a Ray Train fit or a baseline. Pure apart from that callable and the optional file/MLflow outputs.

@@ -67,6 +67,19 @@ def test_mur_backtest_on_bundled_data_writes_json_and_png(tmp_path: Path) -> Non
         assert min(fold["timestamps"]) == fold["origin"]
         assert fold["train_start"] < fold["origin"]
     assert doc["pooled"]["n"] == 72 and 0 <= doc["pooled"]["dm_p_better"] <= 1
+    # range first: per horizon, per fold and pooled, the model and both baselines on the same targets
+    assert "walk-forward ranges pooled over 3 folds" in proc.stdout and "range 24 h: coverage" in proc.stdout
+    for fold in doc["folds"]:  # the 24 h targets of the last forecasts lie after --end, and are loaded
+        assert [(h["hours"], h["n"]) for h in fold["horizons"]] == [(1, 24), (4, 24), (24, 24)]
+    for h in doc["pooled"]["horizons"]:
+        assert h["n"] == 72 and h["reliability"]["levels"] == doc["pooled"]["quantile_levels"]
+        for name in ("interval", "naive", "ewma"):
+            assert set(h[name]) == {"coverage", "width", "winkler", "pinball"}
+            assert 0 <= h[name]["coverage"] <= 1 and h[name]["winkler"] > 0
+        for name in ("model", "naive", "ewma"):
+            assert len(h["reliability"][name]) == len(h["reliability"]["levels"])
+        assert 0 <= h["interval_dm_p_better"] <= 1 and 0 <= h["interval_dm_p_better_vs_ewma"] <= 1
+    assert len(doc["pooled"]["range_verdicts"]) == 3
     assert (out / "backtest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
