@@ -1,6 +1,6 @@
 """Admin page (admin role only): users (enable/disable, roles, quota: saved together in one transaction),
-registration invites, the pair catalogue (:mod:`dash_app.pages.admin_pairs`), champions per pair, training
-trigger.
+registration invites, the pair catalogue (:mod:`dash_app.pages.admin_pairs`), champions per pair, their
+history and rollback (:mod:`dash_app.pages.admin_models`), training trigger.
 
 One page, one module (~420 lines, most of it Dash layout): users, invites, champions, registered versions
 and the training trigger share the admin guard and its callbacks.
@@ -22,7 +22,7 @@ from flask import request
 from dash_app.clients import TRAINING_DAG_ID, ServiceAnswerError, ServiceUnavailable
 from dash_app.components import card, champion_summary, data_table, field, fmt_time, notice, pair_dropdown
 from dash_app.context import DashboardContext, get_context, require_admin
-from dash_app.pages import admin_pairs
+from dash_app.pages import admin_models, admin_pairs
 from mur.db import (
     INVITE_LIFETIME,
     MAX_QUOTA,
@@ -212,6 +212,7 @@ def layout(context: DashboardContext, account: User) -> Component:
                 ),
                 html.Div(versions_block(context), id="admin-versions"),
             ),
+            admin_models.history_card(context, account),
             card(
                 "Train a pair now",
                 html.P(
@@ -357,6 +358,7 @@ def trigger_training(_clicks: Any, pair: Any, epochs: Any) -> Component:
 
 def register_callbacks(app: Dash) -> None:
     admin_pairs.register_callbacks(app)
+    admin_models.register_callbacks(app)
     app.callback(
         Output("admin-status", "value"),
         Output("admin-roles", "value"),

@@ -44,12 +44,8 @@ def history(
     for column in ("market time", "wall time", "action", "version", "actor", "reason", "scores"):
         table.add_column(column)
     for m in moves:
-        scores = ", ".join(
-            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in m.scores.items()
-        )
-        before = "-" if m.previous_version is None else f"v{m.previous_version}"
-        row = (fmt_when(m.market_time), fmt_when(m.wall_time), m.action, f"{before} -> v{m.version}")
-        table.add_row(*row, m.actor, m.reason or "-", scores or "-")
+        row = (fmt_when(m.market_time), fmt_when(m.wall_time), m.action, m.change, m.actor, m.reason or "-")
+        table.add_row(*row, m.scores_text)
     print_table(table)
 
 

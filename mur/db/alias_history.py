@@ -37,6 +37,17 @@ class AliasMove:
     wall_time: datetime
     scores: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def scores_text(self) -> str:
+        """``skill 0.0125, coverage 0.91`` (``-`` without scores): how the CLI and the admin page show them."""
+        items = self.scores.items()
+        return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in items) or "-"
+
+    @property
+    def change(self) -> str:
+        """``v2 -> v3`` (``- -> v1``: the pair had no champion)."""
+        return f"{'-' if self.previous_version is None else f'v{self.previous_version}'} -> v{self.version}"
+
     def as_json(self) -> dict[str, Any]:
         """JSON-ready (times ISO-8601 UTC): what the CLI's ``--json`` and the API answer."""
         from mur.timeutil import iso

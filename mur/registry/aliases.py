@@ -167,7 +167,7 @@ def rollback(
 
     pair = normalize_pair(pair)
     if not reason.strip():
-        raise InvalidInputError("a rollback needs a reason (--reason)")
+        raise InvalidInputError("a rollback needs a reason: say why it goes back")
     client = client or registry_client(settings)
     name = model_name(pair, settings.registry.registry_prefix)
     current = _version(client, name, alias=CHAMPION)

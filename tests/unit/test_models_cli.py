@@ -49,7 +49,7 @@ def one_line(done: Any) -> str:
 def test_models_errors_are_one_line(tmp_path: Path) -> None:
     down = {"MUR_PG_PORT": str(free_port()), "MUR_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
     blank = mur(tmp_path, "models", "rollback", "btc_usdt", "--reason", " ", **down)
-    assert one_line(blank) == "error: a rollback needs a reason (--reason)"
+    assert one_line(blank) == "error: a rollback needs a reason: say why it goes back"
     assert "cannot connect to PostgreSQL" in one_line(mur(tmp_path, "models", "history", "btc_usdt", **down))
     registry = one_line(mur(tmp_path, "models", "rollback", "btc_usdt", "--reason", "bad ranges", **down))
     assert registry.startswith("error: model registry")
