@@ -46,7 +46,7 @@ def _version(client: Any, name: str, *, alias: str | None = None, number: int | 
         raise RegistryUnavailableError(f"model registry error: {first_line(exc, 300)}") from exc
 
 
-def _move(
+def move_champion(
     settings: Settings,
     client: Any,
     *,
@@ -58,6 +58,8 @@ def _move(
     scores: dict[str, Any] | None = None,
     market_time: datetime | None = None,
 ) -> AliasMove:
+    """Point ``pair``'s champion alias at ``version`` and record the move (``market_time``: default market
+    now, :mod:`mur.clock`); the record's ``previous_version`` is the champion before (None: none)."""
     from mur.clock import market_clock
 
     pair = normalize_pair(pair)
@@ -76,33 +78,6 @@ def _move(
             scores=scores or {},
             market_time=market_time or market_clock(settings).now(),
         )
-
-
-def move_champion(
-    settings: Settings,
-    client: Any,
-    *,
-    pair: str,
-    version: int,
-    action: str,
-    actor: str,
-    reason: str,
-    scores: dict[str, Any] | None = None,
-    market_time: datetime | None = None,
-) -> int | None:
-    """Point ``pair``'s champion alias at ``version`` and record the move (``market_time``: default market
-    now, :mod:`mur.clock`); returns the version that was champion before (None: none)."""
-    return _move(
-        settings,
-        client,
-        pair=pair,
-        version=version,
-        action=action,
-        actor=actor,
-        reason=reason,
-        scores=scores,
-        market_time=market_time,
-    ).previous_version
 
 
 def record_gate_move(
@@ -138,10 +113,13 @@ def record_gate_move(
         log.warning("%s v%s: the gate's alias move was not recorded: %s", pair, version, first_line(exc))
 
 
-def previous_champion(settings: Settings, client: Any, db: Database, pair: str, current: int) -> int:
-    """The version that was champion before ``current``: from the alias history, else (a move from before the
-    history) the newest older version the gate promoted (its tags), never a backfill."""
-    moved = next((m for m in list_moves(db, pair, limit=MAX_MOVES) if m.version == current), None)
+def previous_champion(
+    settings: Settings, client: Any, moves: list[AliasMove], pair: str, current: int
+) -> int:
+    """The version that was champion before ``current``: from the alias history (``moves``, newest first),
+    else (a move from before the history) the newest older version the gate promoted (its tags), never a
+    backfill."""
+    moved = next((m for m in moves if m.version == current), None)
     if moved is not None and moved.previous_version is not None:
         return moved.previous_version
     name = model_name(pair, settings.registry.registry_prefix)
@@ -173,8 +151,9 @@ def rollback(
     current = _version(client, name, alias=CHAMPION)
     if current is None:
         raise NotFoundError(f"{pair} has no champion: nothing to roll back")
-    with Database(settings, maxconn=1) as db:
-        target = to if to is not None else previous_champion(settings, client, db, pair, int(current.version))
+    with Database(settings, maxconn=1) as db:  # read first: PostgreSQL down refuses before the alias moves
+        moves = list_moves(db, pair, limit=MAX_MOVES)
+    target = to if to is not None else previous_champion(settings, client, moves, pair, int(current.version))
     found = _version(client, name, number=target)
     if found is None:
         raise NotFoundError(f"{pair} has no registered version {target}")
@@ -185,7 +164,7 @@ def rollback(
         raise InvalidInputError(
             f"{pair} v{target} is a backfill (trained on data older than a champion's): it never serves"
         )
-    return _move(
+    return move_champion(
         settings,
         client,
         pair=pair,
