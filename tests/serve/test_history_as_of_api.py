@@ -51,7 +51,11 @@ def test_as_of_answers_the_served_forecast_uncharged(api: Api) -> None:
     answer = ForecastOut.model_validate(body)
     assert body["source"] == "track_record" and body["as_of"] == "2025-03-01T12:05:00Z"
     assert (answer.model_version, answer.forecast, answer.last_close) == (7, 101.0, 100.0)
-    assert answer.candle_time == CANDLE and answer.target_time == CANDLE + H and answer.change_pct == pytest.approx(1.0)
+    assert (
+        answer.candle_time == CANDLE
+        and answer.target_time == CANDLE + H
+        and answer.change_pct == pytest.approx(1.0)
+    )
     assert [(h.hours, h.median, h.lower, h.upper) for h in answer.horizons] == [
         (1, 101.0, 90.0, 111.0),
         (24, 124.0, 90.0, 134.0),
