@@ -39,9 +39,18 @@ class AliasMove:
 
     @property
     def scores_text(self) -> str:
-        """``skill 0.0125, coverage 0.91`` (``-`` without scores): how the CLI and the admin page show them."""
-        items = self.scores.items()
-        return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in items) or "-"
+        """``skill 0.0125, horizons [6]`` (``-`` without scores): how the CLI and the admin page show them."""
+
+        def text(v: Any) -> str:  # a list or table of scores (per horizon): its size, the rest in --json
+            return (
+                f"{v:.4g}"
+                if isinstance(v, float)
+                else f"[{len(v)}]"
+                if isinstance(v, list | dict)
+                else str(v)
+            )
+
+        return ", ".join(f"{k} {text(v)}" for k, v in self.scores.items()) or "-"
 
     @property
     def change(self) -> str:
@@ -55,9 +64,15 @@ class AliasMove:
         return asdict(self) | {"market_time": iso(self.market_time), "wall_time": iso(self.wall_time)}
 
 
-def _finite(scores: dict[str, Any]) -> dict[str, Any]:
-    """``scores`` without the non-finite numbers JSON cannot carry (an unknown standard error is ``inf``)."""
-    return {k: v for k, v in scores.items() if not (isinstance(v, float) and not math.isfinite(v))}
+def _finite(value: Any) -> Any:
+    """``value`` as JSON can carry it: numpy scalars as numbers, non-finite numbers (an unknown standard error
+    is ``inf``) as null, at any depth."""
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def record_move(

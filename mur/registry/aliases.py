@@ -6,6 +6,7 @@ MLflow alias and records who moved it, when (market and wall time), why and on w
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 from typing import Any
@@ -20,12 +21,14 @@ from mur.settings import Settings
 log = logging.getLogger(__name__)
 
 SCORE_TAGS = ("skill", "mae", "interval_skill", "coverage", "dm_p_worse")
-"""The gate's version tags a move records as its scores (with ``gate_rule``)."""
+"""The gate's version tags a move records as its scores (with ``gate_rule`` and ``gate_scores``)."""
 
 
 def version_scores(tags: dict[str, str]) -> dict[str, Any]:
     """A version's gate scores from its tags (numbers as numbers; missing ones left out)."""
     scores: dict[str, Any] = {k: float(tags[k]) for k in SCORE_TAGS if tags.get(k)}
+    if tags.get("gate_scores"):  # per horizon (the range-first gate)
+        scores["horizons"] = json.loads(tags["gate_scores"])
     return scores | ({"gate_rule": tags["gate_rule"]} if tags.get("gate_rule") else {})
 
 

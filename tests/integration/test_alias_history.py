@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from mur.db import Database, record_forecast_body
@@ -57,12 +58,15 @@ def test_moves_are_recorded_and_listed_newest_first(database: Database) -> None:
     pair = _pair()
     assert list_moves(database, pair) == []
     record_move(database, pair=pair, version=1, previous_version=None, action="gate", actor="gate",
-                reason="first", scores={"skill": 0.01, "skill_se": float("inf")}, market_time=T0)  # fmt: skip
+                reason="first", scores={"skill": 0.01, "skill_se": float("inf"), "horizons": [{"h": np.float64("nan")}]},
+                market_time=T0)  # fmt: skip
     record_move(database, pair=pair.upper(), version=2, previous_version=1, action="live", actor="monitoring",
                 reason="live", scores={}, market_time=T0 + H)  # fmt: skip
     moves = list_moves(database, pair)
     assert [(m.version, m.previous_version, m.action) for m in moves] == [(2, 1, "live"), (1, None, "gate")]
-    assert moves[1].scores == {"skill": 0.01}  # inf cannot be JSON: left out
+    assert moves[1].scores == {"skill": 0.01, "skill_se": None, "horizons": [{"h": None}]}  # JSON has no inf
+    assert set(moves[1].scores_text.split(", ")) == {"skill 0.01", "skill_se None", "horizons [1]"}
+    assert moves[0].scores_text == "-"
     assert moves[1].as_json()["market_time"] == "2025-01-06T09:20:00Z"
     assert [m.version for m in list_moves(database, pair, limit=1)] == [2]
     with pytest.raises(InvalidInputError, match="unknown alias move"):
