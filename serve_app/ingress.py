@@ -94,6 +94,17 @@ class ForecasterHandle:
     async def forecast_candles(self, rows: Sequence[Mapping[str, Any]]) -> ForecastOut:
         return await self._call(self._loaded().forecast_candles.remote(rows))
 
+    async def shadow_forecasts(self) -> list[ForecastOut]:
+        """The latest-candles forecast of each version the pair serves in shadow (never returned to a caller:
+        :meth:`ApiService._record_shadows`); a shadow that fails is logged and left out."""
+        ids = [] if self.router is None else self.router.shadows.get(self.pair, [])
+        calls = [self.handle.options(multiplexed_model_id=mid).forecast_latest.remote() for mid in ids]
+        answers = await asyncio.gather(*(self._call(c) for c in calls), return_exceptions=True)
+        for mid, answer in zip(ids, answers, strict=True):
+            if isinstance(answer, BaseException):
+                log.warning("shadow %s gave no forecast: %s", mid, answer)
+        return [a for a in answers if isinstance(a, ForecastOut)]
+
     async def status(self) -> dict[str, Any]:
         target = self._target()
         if target is None:
@@ -128,6 +139,8 @@ class ChampionRouter:
         self.registry = registry
         self.service = service
         self.current: dict[str, str] = {}
+        self.shadows: dict[str, list[str]] = {}
+        """Each pair's shadow model ids (loaded by the Forecaster on first use, off every caller's path)."""
         self.errors: dict[str, str] = {}
         self._epoch, self._generation = "", -1
         self._limit = asyncio.Semaphore(PRELOAD_CONCURRENCY)
@@ -158,6 +171,7 @@ class ChampionRouter:
         for pair, error in (snapshot.get("pair_errors") or {}).items():
             if pair not in self.current:
                 self.errors[pair] = error
+        self.shadows = {p: [model_id(p, v) for v in t.get("shadows") or []] for p, t in targets.items()}
         wanted = {p: model_id(p, t["version"]) for p, t in targets.items()}
         await asyncio.gather(
             *(self._switch(p, mid) for p, mid in wanted.items() if self.current.get(p) != mid)

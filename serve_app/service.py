@@ -130,6 +130,7 @@ class ApiService:
         self._pool = ThreadPoolExecutor(db_threads, thread_name_prefix="mur-db")
         self._inflight: dict[str, asyncio.Future[ForecastOut]] = {}
         self._recorded: set[tuple[str, int, str]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self.clock = market_clock(settings)
         self.answer_ttl_s = settings.serving.serve_answer_ttl_s
         self._answers: dict[str, tuple[str, float, ForecastOut]] = {}
@@ -261,7 +262,26 @@ class ApiService:
         lifetime = min(self.answer_ttl_s, self.clock.until_next_hour())
         self._answers[name] = (key, time.monotonic() + lifetime, future.result())
 
-    def _record(self, body: dict[str, Any]) -> Future[Any] | None:
+    def _record_shadows(self, forecaster: PairForecaster | None) -> None:
+        """Record the shadow versions' forecasts in the background: never returned or charged (docs/promotion.md)."""
+        from mur.db.forecasts import record_shadow_body
+
+        async def run(shadows: Callable[[], Awaitable[list[ForecastOut]]]) -> None:
+            try:
+                for result in await shadows():
+                    body = await self.calibration.calibrate(
+                        result.model_dump(mode="json", exclude_unset=True)
+                    )
+                    await self._blocking(record_shadow_body, self.db, body, self.clock.now())
+            except Exception as exc:  # the next recorded candle tries again
+                log.warning("could not record the shadow forecasts: %s", exc)
+
+        if (shadows := getattr(forecaster, "shadow_forecasts", None)) is not None:
+            task = asyncio.get_running_loop().create_task(run(shadows))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _record(self, body: dict[str, Any], forecaster: PairForecaster | None = None) -> Future[Any] | None:
         """Keep a served market forecast for the track record (the dashboard's "how past forecasts fared"):
         one insert per pair, model version and target hour, off the request path; a failed insert is
         logged and retried on a later request. Every horizon's median and range is stored (one row each).
@@ -281,6 +301,7 @@ class ApiService:
                 log.warning("could not record the %s forecast for %s: %s", key[0], key[2], exc)
 
         made_at = self.clock.now()  # market time, like the target (mur/clock.py)
+        self._record_shadows(forecaster)
         future = self._pool.submit(
             functools.partial(record_forecast_body, made_at=made_at), self.db, dict(body)
         )
@@ -307,7 +328,7 @@ class ApiService:
         calibrated = await self.calibration.calibrate(body)
         quota = await self._charge(owner)
         if record:
-            self._record(calibrated)
+            self._record(calibrated, forecaster)
         body = with_times(calibrated, self.clock.now())
         return Answer(200, body, quota_headers(quota) if quota is not None else {})
 
@@ -352,7 +373,8 @@ class ApiService:
                 )
                 body = result.model_dump(mode="json", exclude_unset=True)
                 require_finite(body)
-                recorded += self._record(await self.calibration.calibrate(body)) is not None
+                calibrated = await self.calibration.calibrate(body)
+                recorded += self._record(calibrated, self.forecasters[name]) is not None
             except Exception as exc:  # a pair not loaded yet, a model error: the next pass tries again
                 log.debug("publishing the %s forecast failed: %s", name, exc)
         return recorded

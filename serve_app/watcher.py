@@ -32,7 +32,7 @@ from serve_app.args import AppArgs
 
 log = logging.getLogger("ray.serve")
 KEEP_VERSIONS = 2
-"""Model files kept in memory per pair (the current champion and the previous one)."""
+"""Model files kept in memory per pair (the current champion and the previous one), beside its shadows."""
 
 
 @serve.deployment(
@@ -101,12 +101,13 @@ class RegistryWatcher:
         fresh: dict[tuple[str, int], bytes] = {}
         errors: dict[str, str] = {}
         for pair, summary in found.items():
-            key = (pair, int(summary["version"]))
-            if key not in self._bytes:
-                try:
-                    fresh[key] = model_bytes(self.settings, pair, key[1])
-                except MurError as exc:  # this pair's file only: the others still update
-                    errors[pair] = f"version {key[1]}: {exc}"
+            for number in [int(summary["version"]), *summary.get("shadows", [])]:
+                key = (pair, number)
+                if key not in self._bytes:
+                    try:
+                        fresh[key] = model_bytes(self.settings, pair, number)
+                    except MurError as exc:  # this pair's file only: the others still update
+                        errors.setdefault(pair, f"version {number}: {exc}")
         return found, fresh, errors
 
     async def _poll(self) -> None:
@@ -130,8 +131,17 @@ class RegistryWatcher:
             self.served = sorted(set(self.served) | set(found))
             for pair, summary in found.items():
                 self._summaries[(pair, int(summary["version"]))] = dict(summary)
-                if self.targets.get(pair, {}).get("version") != summary["version"]:
-                    log.info("champion of %s is now version %s", pair, summary["version"])
+                before = self.targets.get(pair, {})
+                if (before.get("version"), before.get("shadows")) != (
+                    summary["version"],
+                    summary.get("shadows"),
+                ):
+                    log.info(
+                        "champion of %s is now version %s (shadows %s)",
+                        pair,
+                        summary["version"],
+                        summary.get("shadows") or "none",
+                    )
                     self.targets[pair] = summary
                     changed = True
             self._prune()
@@ -175,8 +185,9 @@ class RegistryWatcher:
     def _prune(self) -> None:
         for pair in {p for p, _ in self._bytes}:
             versions = sorted((v for p, v in self._bytes if p == pair), reverse=True)
-            current = self.targets.get(pair, {}).get("version")
-            keep = set(versions[:KEEP_VERSIONS]) | ({current} if current is not None else set())
+            target = self.targets.get(pair, {})
+            current = target.get("version")
+            keep = set(versions[:KEEP_VERSIONS]) | set(target.get("shadows") or []) | {current}
             for version in versions:
                 if version not in keep:
                     del self._bytes[(pair, version)]

@@ -344,3 +344,57 @@ def scored_counts(
     return ScoredCounts(
         resolved=int(row["resolved"]), waiting=int(row["waiting"]), overdue=int(row["overdue"])
     )
+
+
+def record_shadow_body(db: Database, body: dict[str, Any], made_at: datetime) -> int:
+    """Store a shadow version's forecast body, one row per horizon with a range; the first one computed for
+    a (version, target, horizon) stays (it is the one scored). Returns how many rows were new."""
+    from mur.timeutil import parse_time
+
+    rows = [
+        {
+            "pair": normalize_pair(body["pair"]),
+            "version": int(body["model_version"]),
+            "target": _utc(parse_time(band["target_time"])),
+            "hours": int(band["hours"]),
+            "made_at": _utc(made_at),
+            **{k: float(band[k]) for k in ("median", "lower", "upper", "level")},
+            "last_close": float(body["last_close"]),
+        }
+        for band in body.get("horizons") or []
+    ]
+    with db.cursor() as cur:
+        cur.executemany(
+            """
+            INSERT INTO shadow_forecasts (pair, model_version, target_time, horizon_hours, made_at, predicted,
+                                          lower, upper, level, last_close)
+            VALUES (%(pair)s, %(version)s, %(target)s, %(hours)s, %(made_at)s, %(median)s, %(lower)s,
+                    %(upper)s, %(level)s, %(last_close)s)
+            ON CONFLICT DO NOTHING
+            """,
+            rows,
+        )
+        return max(0, cur.rowcount)
+
+
+def shadow_pairs(db: Database, *, pair: str, version: int, until: datetime) -> list[dict[str, Any]]:
+    """A shadow version's resolved forecasts beside the served ones of the same targets (the first served of
+    each target and horizon, :func:`scored_forecasts`), resolved before ``until``: per row ``hours``, ``y``,
+    ``last_close``, the shadow's ``s_lower/s_median/s_upper`` and the served ``c_lower/c_median/c_upper``,
+    ``level``."""
+    with db.cursor() as cur:
+        cur.execute(
+            """
+            SELECT s.horizon_hours AS hours, c.actual AS y, c.last_close, s.level,
+                   s.lower AS s_lower, s.predicted AS s_median, s.upper AS s_upper,
+                   c.lower AS c_lower, c.predicted AS c_median, c.upper AS c_upper
+            FROM shadow_forecasts s
+            JOIN scored_forecasts c USING (pair, target_time, horizon_hours)
+            WHERE s.pair = %(pair)s AND s.model_version = %(version)s AND c.actual IS NOT NULL
+              AND c.lower IS NOT NULL AND c.level = s.level AND s.target_time < %(until)s
+              AND c.model_version <> s.model_version::text
+            ORDER BY s.horizon_hours, s.target_time
+            """,
+            {"pair": normalize_pair(pair), "version": int(version), "until": _utc(until)},
+        )
+        return list(cur.fetchall())

@@ -76,6 +76,19 @@ class CalibrationRow(BaseModel):
     last_target_time: str | None = None
 
 
+class ShadowRow(BaseModel):
+    """A version served in shadow at this hour (:mod:`mur.monitoring.shadows`): why the gate did not promote
+    it, and its live scores against the served forecasts of the same resolved targets."""
+
+    version: int
+    status: Literal["shadow", "promoted", "retired"] = "shadow"
+    gate_reason: str | None = None
+    live_reason: str = ""
+    horizons: list[dict[str, float]] = Field(
+        default_factory=list, description="per horizon: n, coverages, pinball losses, DM p-values"
+    )
+
+
 class MonitoringReport(BaseModel):
     """Monitoring of one pair at market hour ``as_of`` (ISO-8601 UTC)."""
 
@@ -99,6 +112,7 @@ class MonitoringReport(BaseModel):
     rolling: list[RollingPoint] = Field(default_factory=list)
     alerts: list[str] = Field(default_factory=list, description="thresholds crossed, in plain words")
     thresholds: Thresholds
+    shadows: list[ShadowRow] = Field(default_factory=list, description="the versions served in shadow")
     online_calibration: list[CalibrationRow] = Field(
         default_factory=list,
         description="per horizon: the online scale and the running coverage with and without it "

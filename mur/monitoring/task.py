@@ -137,6 +137,18 @@ def step_online_calibration(db: Any, settings: Settings, pair: str, hour: dateti
     return calibration_summary(db, pair=pair)
 
 
+def _shadows(settings: Settings, db: Any, pair: str, hour: datetime) -> list[Any]:
+    """:func:`mur.monitoring.shadows.review_shadows`; a registry that does not answer waits for the next hour."""
+    from mur.monitoring.shadows import review_shadows
+    from mur.serving.champions import registry_client
+
+    try:
+        return review_shadows(settings, db, registry_client(settings), pair, hour)
+    except Exception as exc:  # MlflowException, a transport error, a pair never registered
+        log.warning("%s: shadows not reviewed this hour: %s", pair, exc)
+        return []
+
+
 def run_monitoring(
     settings: Settings,
     *,
@@ -183,7 +195,10 @@ def run_monitoring(
                     report = report.model_copy(update={"status": "alert", "alerts": [*report.alerts, stale]})
                 calibration = step_online_calibration(db, settings, pair, hour)
                 report = report.model_copy(
-                    update={"online_calibration": [CalibrationRow.model_validate(c) for c in calibration]}
+                    update={
+                        "online_calibration": [CalibrationRow.model_validate(c) for c in calibration],
+                        "shadows": _shadows(settings, db, pair, hour),
+                    }
                 )
                 save_report(db, report)
                 entry: dict[str, Any] = {"status": report.status, "resolved": resolved, "alerts": kinds}

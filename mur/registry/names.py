@@ -23,3 +23,17 @@ def champion_uri(pair: str, prefix: str = MODEL_PREFIX) -> str:
 def version_uri(pair: str, version: int | str, prefix: str = MODEL_PREFIX) -> str:
     """``models:/mur-{pair}/{version}``."""
     return f"models:/{model_name(pair, prefix)}/{int(version)}"
+
+
+SHADOW_ALIAS_PREFIX = "shadow-v"
+"""A version served in shadow carries the alias ``shadow-v{version}`` (one per version: MLflow aliases are
+unique per model; an admin marks a version by adding one, in MLflow or with ``mur models shadow``)."""
+
+
+def shadow_alias(version: int | str) -> str:
+    return f"{SHADOW_ALIAS_PREFIX}{int(version)}"
+
+
+def shadow_versions(aliases: dict[str, int]) -> list[int]:
+    """The versions a model's ``{alias: version}`` serves in shadow, newest first."""
+    return sorted({int(v) for a, v in aliases.items() if a.startswith(SHADOW_ALIAS_PREFIX)}, reverse=True)

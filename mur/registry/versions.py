@@ -26,6 +26,8 @@ from mur.registry.names import (
     MODEL_PREFIX,
     WEIGHTS_ARTIFACT,
     model_name,
+    shadow_alias,
+    shadow_versions,
     version_uri,
 )
 from mur.settings import Settings
@@ -314,6 +316,19 @@ def log_and_register(
         client.set_model_version_tag(name, str(version), key, str(value))
     if decision.alias != BACKFILL:  # a backfill stays reachable by version number only
         client.set_registered_model_alias(name, decision.alias, str(version))
+    if decision.shadow:  # sane but not promoted: served in shadow, scored on the hours it would have served
+        keep_shadows(client, name, add=int(version), keep=gate.shadow_max_per_pair)
+    if decision.promoted:
+        from mur.registry.aliases import record_gate_move
+
+        record_gate_move(
+            settings,
+            pair=pair,
+            version=int(version),
+            previous_version=None if champion is None else champion.version,
+            reason=decision.reason,
+            scores={"gate_rule": decision.rule, "horizons": decision.scores_json()},
+        )
     log.info("gate for %s v%s: %s (%s)", name, version, decision.alias, decision.reason)
     return TrainingResult(
         pair=pair,
@@ -330,6 +345,22 @@ def log_and_register(
         data_window=window,
         metrics=metrics_doc,
     )
+
+
+def keep_shadows(
+    client: Any, name: str, *, keep: int, add: int | None = None, drop: int | None = None
+) -> list[int]:
+    """Mark version ``add`` as a shadow and unmark ``drop``, then keep the newest ``keep`` shadows of model
+    ``name`` (the alias :func:`~mur.registry.names.shadow_alias`); returns them, newest first."""
+    if add is not None and keep > 0:
+        client.set_registered_model_alias(name, shadow_alias(add), str(add))
+    aliases = {
+        a: int(v) for a, v in (getattr(client.get_registered_model(name), "aliases", None) or {}).items()
+    }
+    shadows = shadow_versions(aliases)
+    for version in shadows[keep:] + ([drop] if drop in shadows[:keep] else []):
+        client.delete_registered_model_alias(name, shadow_alias(version))
+    return [v for v in shadows[:keep] if v != drop]
 
 
 def registered_pairs(client: Any, prefix: str = MODEL_PREFIX) -> dict[str, dict[str, int]]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from mur.errors import RegistryUnavailableError, first_line
 from mur.pairs import PAIR_RE, normalize_pair
+from mur.registry.names import shadow_versions
 
 if TYPE_CHECKING:
     from mur.settings import Settings
@@ -31,7 +32,8 @@ def champions(
     pairs: Iterable[str] | None = None,
     known: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """``{pair: version summary}`` for every registered ``{prefix}{pair}`` that has a champion alias.
+    """``{pair: version summary}`` for every registered ``{prefix}{pair}`` that has a champion alias, with
+    ``shadows``: the versions served in shadow beside it, newest first.
 
     Only names that are valid pairs after the prefix count (so ``mur-test-x-btc_usdt`` is not a pair of
     the ``mur-`` registry). ``known``: summaries already read, by ``(pair, version)``; the search answers
@@ -54,8 +56,9 @@ def champions(
         number = aliases.get(registry.CHAMPION)
         if number is None or not PAIR_RE.match(pair) or (wanted is not None and pair not in wanted):
             continue
+        shadows = [v for v in shadow_versions(aliases) if v != number]
         if known is not None and (pair, number) in known:
-            found[pair] = dict(known[(pair, number)])
+            found[pair] = dict(known[(pair, number)]) | {"shadows": shadows}
             continue
         try:
             version = client.get_model_version_by_alias(registry.model_name(pair, prefix), registry.CHAMPION)
@@ -63,7 +66,7 @@ def champions(
             if getattr(exc, "error_code", "") in _NOT_FOUND_CODES:
                 continue
             raise RegistryUnavailableError(f"model registry unreachable: {first_line(exc, 300)}") from exc
-        found[pair] = registry.version_summary(client, version, prefix)
+        found[pair] = registry.version_summary(client, version, prefix) | {"shadows": shadows}
     return found
 
 
