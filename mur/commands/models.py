@@ -2,7 +2,8 @@
 
 ``mur models history PAIR`` lists every move of the pair's ``champion`` alias (the gate's, live promotions,
 rollbacks) with market and wall time, actor, reason and scores; ``mur models rollback PAIR --reason TEXT``
-moves it back to the version that was champion before (or ``--to VERSION``). Errors are one line.
+moves it back to the version that was champion before (or ``--to VERSION``); ``mur models shadow PAIR VERSION``
+serves a version in shadow. Errors are one line.
 """
 
 from __future__ import annotations
@@ -68,6 +69,40 @@ def rollback(
     typer.echo(
         f"{move.pair}: champion v{move.previous_version} -> v{move.version} (rollback); the API serves "
         f"v{move.version} within one registry refresh ({settings.serving.registry_poll_s:g} s)"
+    )
+
+
+@models_app.command("shadow")
+def shadow(
+    pair: PairArgument,
+    version: Annotated[int, typer.Argument(min=1, help="the version to serve in shadow")],
+    off: Annotated[bool, typer.Option("--off", help="stop serving it in shadow")] = False,
+) -> None:
+    """Serve PAIR's VERSION in shadow (or stop, --off): its forecasts are computed beside the champion's, never
+    returned, scored live, and it is promoted with reason "live" when significantly better (docs/promotion.md)."""
+    from mur.errors import InvalidInputError, NotFoundError, first_line
+    from mur.registry.names import CHAMPION, model_name
+    from mur.registry.versions import keep_shadows
+    from mur.serving.champions import registry_client
+    from mur.settings import get_settings
+
+    settings = get_settings()
+    client, name = registry_client(settings), model_name(pair.lower(), settings.registry.registry_prefix)
+    try:
+        tags = dict(client.get_model_version(name, str(version)).tags or {})
+        aliases = dict(client.get_registered_model(name).aliases or {})
+    except Exception as exc:  # MlflowException: no such model or version, or no registry
+        raise NotFoundError(f"{pair} v{version}: {first_line(exc, 200)}") from None
+    if tags.get("kind") == "backfill" or str(aliases.get(CHAMPION)) == str(version):
+        raise InvalidInputError(f"{pair} v{version} is a backfill or the champion: it cannot be a shadow")
+    k = settings.registry.shadow_max_per_pair
+    kept = (
+        keep_shadows(client, name, keep=k, drop=version)
+        if off
+        else keep_shadows(client, name, keep=k, add=version)
+    )
+    typer.echo(
+        f"{pair}: in shadow now {', '.join(f'v{v}' for v in kept) or 'none'} (at most {k}, the newest)"
     )
 
 
