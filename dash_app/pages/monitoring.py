@@ -1,10 +1,10 @@
 """Monitoring page: what the hourly monitoring task found for a pair, in plain language.
 
 Reads ``monitoring_reports`` and ``monitoring_alerts`` (:mod:`mur.monitoring.store`): the latest report's
-status, rolling skill vs persistence and coverage of the ranges, the input drift, the recent alerts and the
-thresholds in use; a chart of the rolling figures over market time. Refreshed every
-:data:`REFRESH_MS` of wall time. Before the first report it says so; a database failure is a message.
-See ``docs/monitoring.md``.
+status, rolling skill vs persistence and coverage of the ranges, the input drift, the champion and its
+shadows (:mod:`dash_app.shadows_view`, its own callback), the recent alerts and the thresholds in use; a
+chart of the rolling figures over market time. Refreshed every :data:`REFRESH_MS` of wall time. Before the
+first report it says so; a database failure is a message. See ``docs/monitoring.md``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 from pydantic import ValidationError
 
+from dash_app import shadows_view
 from dash_app.charts import empty_figure
 from dash_app.components import (
     Columns,
@@ -124,6 +125,7 @@ def layout(context: DashboardContext, account: User) -> Component:
                 dcc.Graph(id="monitoring-drift", config={"displaylogo": False}),
                 html.Div(id="monitoring-drift-table"),
             ),
+            card("Champion and shadows", html.Div(id="monitoring-shadows")),
             card("Online calibration of the ranges", html.Div(id="monitoring-calibration")),
             card("Recent alerts", html.Div(id="monitoring-alerts")),
             card("Thresholds in use", html.Div(id="monitoring-thresholds")),
@@ -376,6 +378,7 @@ def update(pair: str | None, _n_intervals: int | None = None) -> tuple[Any, ...]
 
 
 def register_callbacks(app: Dash) -> None:
+    shadows_view.register_callbacks(app)
     app.callback(
         *(
             Output(name, "figure" if name in ("monitoring-rolling", "monitoring-drift") else "children")
