@@ -4,6 +4,7 @@ the hourly training cycle.
     .venv/bin/python benchmarks/pairs.py --pairs 10 50 200
     .venv/bin/python benchmarks/pairs.py --pairs 10 50 --concurrency 16 --requests 1500 --train-sample 4
     .venv/bin/python benchmarks/pairs.py --train-sample 0   # Serve only; the last training figures kept
+    .venv/bin/python benchmarks/pairs.py --pairs 10 50 --train-sample 0 --shadows 2 --json X  # with shadows
     .venv/bin/python benchmarks/pairs.py --smoke   # 2 then 3 pairs, 20 requests, no training, no JSON (CI)
 
 Needs the stack (``mur up``: S3, MLflow, Ray) and PostgreSQL. It uses synthetic pairs (``syn001_usdt`` …,
@@ -99,6 +100,41 @@ def register_pairs(settings: Any, pairs: list[str], base_pair: str, base_version
         client.set_registered_model_alias(name, CHAMPION, str(new.version))
         versions[pair] = int(new.version)
     return versions
+
+
+def set_shadows(settings: Any, pairs: list[str], shadows: int) -> None:
+    """Serve ``shadows`` versions of each pair in shadow (copies of its champion: alias ``shadow-vN``), or
+    none: every served candle then also computes that many shadow forecasts (docs/promotion.md, "Shadows")."""
+    from mlflow import MlflowClient
+
+    from mur.registry import CHAMPION, model_name
+    from mur.registry.names import shadow_alias
+    from mur.registry.versions import keep_shadows
+
+    client = MlflowClient(settings.registry.mlflow_tracking_uri)
+    for pair in pairs:
+        name = model_name(pair, settings.registry.registry_prefix)
+        model = client.get_registered_model(name)
+        kept = keep_shadows(client, name, keep=shadows)
+        champion = client.get_model_version(name, str(model.aliases[CHAMPION]))
+        for _ in range(shadows - len(kept)):
+            new = client.create_model_version(
+                name, champion.source, run_id=champion.run_id, tags=champion.tags,
+                model_id=getattr(champion, "model_id", None),
+            )  # fmt: skip
+            client.set_registered_model_alias(name, shadow_alias(new.version), str(new.version))
+
+
+def shadow_forecasts_recorded(settings: Any, pairs: list[str]) -> int:
+    """How many (pair, version) shadows recorded a forecast in the benchmark's database."""
+    from mur.db import Database
+
+    with Database(settings, maxconn=1) as db, db.cursor() as cur:
+        cur.execute(
+            "SELECT count(DISTINCT (pair, model_version)) AS n FROM shadow_forecasts WHERE pair = ANY(%s)",
+            (pairs,),
+        )
+        return int(cur.fetchone()["n"])
 
 
 def serve_pss_mb() -> tuple[float, int]:
@@ -207,6 +243,12 @@ def measure(settings: Any, token: str, pairs: list[str], opts: Any, cold_version
     seconds, url = deploy_pairs(settings, pairs)
     for pair in pairs:  # every pair answered once: its candles are cached, its model warm
         asyncio.run(random_load(url, token, [pair], 1, 1))
+    if opts.shadows:  # and its shadows loaded: each recorded the candle's forecast
+        wait_until(
+            lambda: shadow_forecasts_recorded(settings, pairs) >= len(pairs) * opts.shadows,
+            timeout_s=300,
+            what=f"{opts.shadows} shadow forecast(s) of each of {len(pairs)} pairs",
+        )
     # settle before the memory figure (the smoke's only has to be a number)
     time.sleep(1.0 if opts.smoke else 5.0)
     pss, processes = serve_pss_mb()
@@ -348,6 +390,7 @@ def main() -> None:
         "--train-sample", type=int, default=8, help="pairs trained for the hourly cycle (0: skip)"
     )
     parser.add_argument("--slots", type=int, default=2, help="trainings at once (trainer slots)")
+    parser.add_argument("--shadows", type=int, default=0, help="versions per pair served in shadow")
     parser.add_argument("--prefix", default="mur-benchp-")
     parser.add_argument("--database", default="mur_bench")
     parser.add_argument("--keep", action="store_true", help="leave the Serve app deployed")
@@ -435,6 +478,7 @@ def run(opts: Any, bench: Any) -> None:
     began = time.monotonic()
     base_version = bench.ensure_champion(settings, pairs[0], tiny=opts.smoke)
     versions = register_pairs(settings, pairs, pairs[0], base_version)
+    set_shadows(settings, pairs, opts.shadows)
     print(
         f"[setup] {len(versions)} synthetic pairs registered in {time.monotonic() - began:.0f}s", flush=True
     )
@@ -488,6 +532,7 @@ def run(opts: Any, bench: Any) -> None:
         "concurrency": opts.concurrency,
         "requests_per_n": opts.requests,
         "answer_ttl_s": settings.serving.serve_answer_ttl_s,
+        "shadows_per_pair": opts.shadows,
         "rows": rows,
         "training": cycle,
         "targets": {
@@ -509,7 +554,7 @@ def run(opts: Any, bench: Any) -> None:
         )
     if cycle:
         print(training_line(cycle))
-    print(f"pairs served: {largest['pairs']}")
+    print(f"pairs served: {largest['pairs']} (shadows per pair: {opts.shadows})")
     print(f"serve memory per added pair: {largest['mb_per_added_pair']} MB")
     print(f"hourly cycle for 100 pairs: {cycle['cycle_100_s'] if cycle else 'not measured'} s")
 

@@ -167,7 +167,7 @@ def rollback(
         raise InvalidInputError(
             f"{pair} v{target} is a backfill (trained on data older than a champion's): it never serves"
         )
-    return move_champion(
+    move = move_champion(
         settings,
         client,
         pair=pair,
@@ -177,3 +177,8 @@ def rollback(
         reason=reason.strip(),
         scores=version_scores(tags),
     )
+    from mur.registry.versions import keep_shadows
+
+    for leaving in (int(current.version), target):  # a rolled-back version is not re-promoted on live scores
+        keep_shadows(client, name, keep=settings.registry.shadow_max_per_pair, drop=leaving)
+    return move
