@@ -13,7 +13,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mur.clock import as_utc
 
@@ -149,12 +158,16 @@ class ForecastOut(ForecastBody):
 
 
 def misfit(exc: ValidationError) -> str:
-    """Where an answer does not fit the contract, in one line for an error message: the first bad field."""
-    first = exc.errors()[0]
-    return ".".join(str(part) for part in first["loc"]) + f": {first['msg']}"
+    """Where a body does not fit the contract, in one line for an error message: the first bad field (of a
+    union, the branch whose value was wrong rather than one of another type), without pydantic's names of
+    union branches (``constrained-int``) in its location."""
+    errors = exc.errors()
+    first = next((e for e in errors if not e["type"].endswith(("_type", "_parsing"))), errors[0])
+    loc = [p for p in first["loc"] if not (isinstance(p, str) and p.startswith("constrained-"))]
+    return ".".join(str(part) for part in loc) + f": {first['msg']}"
 
 
-# --- the request: candles a client POSTs (mur/serving/payload.py checks them into a frame) ---------------
+# --- the request: candles a client POSTs (mur/serving/payload.py reads them into a frame) ----------------
 Price = Annotated[float, Field(ge=PRICE_MIN, le=PRICE_MAX)]
 
 
@@ -173,6 +186,29 @@ class Candle(BaseModel):
     low: Price
     close: Price
     volume: Annotated[float, Field(ge=0, le=VOLUME_MAX)] | None = None
+
+    @field_validator("timestamp")
+    @classmethod
+    def _iso_in_range(cls, value: int | str) -> int | str:
+        """An ISO-8601 timestamp (naive = UTC) lies in ``[TIMESTAMP_MIN, TIMESTAMP_MAX)`` (kept as written)."""
+        if isinstance(value, str):
+            try:
+                parsed = as_utc(datetime.fromisoformat(value.strip()))
+            except ValueError:
+                raise ValueError("cannot parse the timestamp (ISO-8601 or epoch ms)") from None
+            if not TIMESTAMP_MIN <= parsed < TIMESTAMP_MAX:
+                raise ValueError(
+                    f"timestamp out of range: expected {_text(TIMESTAMP_MIN)} to {_text(TIMESTAMP_MAX)}"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _high_and_low(self) -> Candle:
+        if self.high < max(self.open, self.close):
+            raise ValueError("'high' is below its open or close")
+        if self.low > min(self.open, self.close):
+            raise ValueError("'low' is above its open or close")
+        return self
 
 
 class CandlesIn(BaseModel):
