@@ -108,8 +108,8 @@ def set_shadows(settings: Any, pairs: list[str], shadows: int) -> None:
     from mlflow import MlflowClient
 
     from mur.registry import CHAMPION, model_name
+    from mur.registry.aliases import keep_shadows
     from mur.registry.names import shadow_alias
-    from mur.registry.versions import keep_shadows
 
     client = MlflowClient(settings.registry.mlflow_tracking_uri)
     for pair in pairs:
@@ -412,6 +412,7 @@ def main() -> None:
     opts.baseline = BASELINE_PAIRS
     if opts.smoke:
         opts.pairs, opts.baseline, opts.concurrency, opts.requests = [3], 2, 2, 20
+        opts.shadows = max(opts.shadows, 1)  # the shadow path on the real Serve app, in CI
         opts.train_sample = 0
     elif opts.json is None:
         opts.json = ROOT / "benchmarks" / "results" / "pairs.json"

@@ -81,8 +81,8 @@ def shadow(
     """Serve PAIR's VERSION in shadow (or stop, --off): its forecasts are computed beside the champion's, never
     returned, scored live, and it is promoted with reason "live" when significantly better (docs/promotion.md)."""
     from mur.errors import InvalidInputError, NotFoundError, first_line
+    from mur.registry.aliases import keep_shadows
     from mur.registry.names import CHAMPION, model_name
-    from mur.registry.versions import keep_shadows
     from mur.serving.champions import registry_client
     from mur.settings import get_settings
 

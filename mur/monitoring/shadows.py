@@ -52,8 +52,7 @@ def review_shadows(
     settings: Settings, db: Database, client: Any, pair: str, hour: datetime
 ) -> list[ShadowRow]:
     """Score, promote or retire ``pair``'s shadows at market ``hour``; one row per shadow for the report."""
-    from mur.registry.aliases import move_champion
-    from mur.registry.versions import keep_shadows
+    from mur.registry.aliases import keep_shadows, move_champion
 
     gate = settings.registry
     name = model_name(pair, gate.registry_prefix)

@@ -15,7 +15,7 @@ from mur.db.alias_history import MAX_MOVES, AliasMove, list_moves, record_move
 from mur.db.pool import Database
 from mur.errors import InvalidInputError, NotFoundError, RegistryUnavailableError, first_line
 from mur.pairs import normalize_pair
-from mur.registry.names import BACKFILL, CHAMPION, model_name
+from mur.registry.names import BACKFILL, CHAMPION, model_name, shadow_alias, shadow_versions
 from mur.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,22 @@ def move_champion(
             scores=scores or {},
             market_time=market_time or market_clock(settings).now(),
         )
+
+
+def keep_shadows(
+    client: Any, name: str, *, keep: int, add: int | None = None, drop: int | None = None
+) -> list[int]:
+    """Mark version ``add`` as a shadow and unmark ``drop``, then keep the newest ``keep`` shadows of model
+    ``name`` (the alias :func:`~mur.registry.names.shadow_alias`); returns them, newest first."""
+    if add is not None and keep > 0:
+        client.set_registered_model_alias(name, shadow_alias(add), str(add))
+    aliases = {
+        a: int(v) for a, v in (getattr(client.get_registered_model(name), "aliases", None) or {}).items()
+    }
+    shadows = shadow_versions(aliases)
+    for version in shadows[keep:] + ([drop] if drop in shadows[:keep] else []):
+        client.delete_registered_model_alias(name, shadow_alias(version))
+    return [v for v in shadows[:keep] if v != drop]
 
 
 def record_gate_move(
@@ -177,8 +193,6 @@ def rollback(
         reason=reason.strip(),
         scores=version_scores(tags),
     )
-    from mur.registry.versions import keep_shadows
-
     for leaving in (int(current.version), target):  # a rolled-back version is not re-promoted on live scores
         keep_shadows(client, name, keep=settings.registry.shadow_max_per_pair, drop=leaving)
     return move

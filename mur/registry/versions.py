@@ -18,6 +18,7 @@ import numpy as np
 
 from mur.contracts import MetricsDocument, TrainingResult, Window
 from mur.errors import RegistryUnavailableError
+from mur.registry.aliases import keep_shadows, record_gate_move
 from mur.registry.client import configure, git_commit
 from mur.registry.gate import BACKFILL, Coverage, Evidence, HorizonComparison, compare_horizon, decide
 from mur.registry.names import (
@@ -26,8 +27,6 @@ from mur.registry.names import (
     MODEL_PREFIX,
     WEIGHTS_ARTIFACT,
     model_name,
-    shadow_alias,
-    shadow_versions,
     version_uri,
 )
 from mur.settings import Settings
@@ -319,8 +318,6 @@ def log_and_register(
     if decision.shadow:  # sane but not promoted: served in shadow, scored on the hours it would have served
         keep_shadows(client, name, add=int(version), keep=gate.shadow_max_per_pair)
     if decision.promoted:
-        from mur.registry.aliases import record_gate_move
-
         record_gate_move(
             settings,
             pair=pair,
@@ -345,22 +342,6 @@ def log_and_register(
         data_window=window,
         metrics=metrics_doc,
     )
-
-
-def keep_shadows(
-    client: Any, name: str, *, keep: int, add: int | None = None, drop: int | None = None
-) -> list[int]:
-    """Mark version ``add`` as a shadow and unmark ``drop``, then keep the newest ``keep`` shadows of model
-    ``name`` (the alias :func:`~mur.registry.names.shadow_alias`); returns them, newest first."""
-    if add is not None and keep > 0:
-        client.set_registered_model_alias(name, shadow_alias(add), str(add))
-    aliases = {
-        a: int(v) for a, v in (getattr(client.get_registered_model(name), "aliases", None) or {}).items()
-    }
-    shadows = shadow_versions(aliases)
-    for version in shadows[keep:] + ([drop] if drop in shadows[:keep] else []):
-        client.delete_registered_model_alias(name, shadow_alias(version))
-    return [v for v in shadows[:keep] if v != drop]
 
 
 def registered_pairs(client: Any, prefix: str = MODEL_PREFIX) -> dict[str, dict[str, int]]:

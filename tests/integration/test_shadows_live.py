@@ -20,8 +20,8 @@ from mur.db import Database
 from mur.db.alias_history import list_moves
 from mur.db.forecasts import fill_actuals, record_forecast, record_shadow_body, shadow_pairs
 from mur.monitoring.shadows import review_shadows
+from mur.registry.aliases import keep_shadows
 from mur.registry.names import CHAMPION, model_name, shadow_alias
-from mur.registry.versions import keep_shadows
 from mur.settings import Settings
 from mur.timeutil import iso
 
