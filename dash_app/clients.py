@@ -8,8 +8,6 @@ ignored. Nothing connects until a method is called.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -25,12 +23,12 @@ from mur.orchestration.airflow_client import (
     TriggeredRun,
 )
 from mur.orchestration.airflow_client import error_detail as _error_detail
-from mur.serving.contract import ForecastOut, ServedCalibration, misfit
+from mur.serving.contract import ForecastOut, ModelOut, ModelsOut, ServedCalibration, misfit
 
 __all__ = [
     "TRAINING_DAG_ID",
     "AirflowClient",
-    "ChampionModel",
+    "ModelOut",
     "ServeClient",
     "ServiceAnswerError",
     "ServiceUnavailable",
@@ -63,54 +61,7 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def _number(value: Any) -> float | None:
-    """A finite float, or None."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 # --- Serve API ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChampionModel:
-    """One entry of ``GET /v1/models``: a pair's champion version and its test metrics."""
-
-    pair: str
-    version: str
-    alias: str | None = None
-    data_window: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def metric(self, model: str, name: str) -> float | None:
-        """``metrics[model][name]`` as a float (e.g. ``metric("model", "mae")``), or None."""
-        block = self.metrics.get(model)
-        return _number(block.get(name)) if isinstance(block, dict) else None
-
-    @property
-    def skill(self) -> float | None:
-        return _number(self.metrics.get("skill"))
-
-    @property
-    def interval_skill(self) -> float | None:
-        """1 h ``1 - Winkler_model / Winkler_naive`` on the test span (None: a point-only model)."""
-        return _number(self.metrics.get("interval_skill"))
-
-    @property
-    def coverage(self) -> float | None:
-        """1 h share of test closes inside the range."""
-        return _number(self.metrics.get("coverage"))
-
-    @property
-    def horizon_metrics(self) -> list[dict[str, Any]]:
-        """Per-horizon scores (``hours``, ``skill``, ``interval``, ``interval_skill``, ...)."""
-        items = self.metrics.get("horizons")
-        return [h for h in items if isinstance(h, dict)] if isinstance(items, list) else []
 
 
 class ServeClient:
@@ -144,25 +95,15 @@ class ServeClient:
         except ValueError as exc:
             raise ServiceAnswerError("the forecast API answered with something that is not JSON") from exc
 
-    def models(self, token: str) -> list[ChampionModel]:
-        """``GET /v1/models``: champion versions and their test metrics, one per pair."""
-        body = self._get("/v1/models", token)
-        items = body.get("models", []) if isinstance(body, dict) else body
-        models: list[ChampionModel] = []
-        for item in items if isinstance(items, list) else []:
-            if not isinstance(item, dict) or not item.get("pair"):
-                continue
-            window, metrics = item.get("trained_window") or item.get("data_window"), item.get("metrics")
-            models.append(
-                ChampionModel(
-                    pair=str(item["pair"]),
-                    version=str(item.get("version", "?")),
-                    alias=item.get("alias"),
-                    data_window=window if isinstance(window, dict) else {},
-                    metrics=metrics if isinstance(metrics, dict) else {},
-                )
-            )
-        return models
+    def models(self, token: str) -> list[ModelOut]:
+        """``GET /v1/models``: the model served for each pair and its test metrics, read into the API's own
+        models (an answer that departs from them is an answer error)."""
+        try:
+            return ModelsOut.model_validate(self._get("/v1/models", token)).models
+        except ValidationError as exc:
+            raise ServiceAnswerError(
+                f"the models API's answer does not fit its contract ({misfit(exc)})"
+            ) from exc
 
     def forecast(self, pair: str, token: str) -> ForecastOut:
         """``GET /v1/forecast/{pair}``: the champion's next-hour close forecast, read into the API's own model

@@ -9,7 +9,7 @@ from typing import Any
 from dash import dcc, html
 from dash.development.base_component import Component
 
-from dash_app.clients import ChampionModel
+from mur.serving.contract import ModelOut
 
 METRIC_COLUMNS = (
     ("mae", "MAE"),
@@ -20,11 +20,11 @@ METRIC_COLUMNS = (
 Columns = Sequence[tuple[str, Callable[[Any], Any]]]
 """A table's columns for :func:`column_table`: title, and the cell (text or component) of one item."""
 HORIZON_COLUMNS: Columns = (
-    ("horizon", lambda h: f"{h.get('hours')} h"),
-    ("point skill", lambda h: fmt_signed_pct(h.get("skill"), 2)),
-    ("coverage (nominal 90%)", lambda h: fmt_pct((h.get("interval") or {}).get("coverage"))),
-    ("range skill vs naive", lambda h: fmt_signed_pct(h.get("interval_skill"))),
-    ("vs EWMA", lambda h: fmt_signed_pct(h.get("interval_skill_vs_ewma"))),
+    ("horizon", lambda h: f"{h.hours} h"),
+    ("point skill", lambda h: fmt_signed_pct(h.skill, 2)),
+    ("coverage (nominal 90%)", lambda h: fmt_pct(h.interval.coverage)),
+    ("range skill vs naive", lambda h: fmt_signed_pct(h.interval_skill)),
+    ("vs EWMA", lambda h: fmt_signed_pct(h.interval_skill_vs_ewma)),
 )
 METRIC_ROWS = (("model", "model"), ("persistence", "persistence"), ("linear", "linear"))
 
@@ -121,13 +121,13 @@ def column_table(columns: Columns, items: Iterable[Any], **kwargs: Any) -> Compo
     return data_table([title for title, _ in columns], rows, **kwargs)
 
 
-def metrics_table(model: ChampionModel) -> Component:
+def metrics_table(model: ModelOut) -> Component:
     """Test metrics of the champion and its baselines (persistence, linear), as the registry recorded them."""
     rows = []
     for key, label in METRIC_ROWS:
-        if isinstance(model.metrics.get(key), dict):
+        if (scores := getattr(model.metrics, key, None)) is not None:
             rows.append(
-                [label, *(_metric_cell(key, name, model.metric(key, name)) for name, _ in METRIC_COLUMNS)]
+                [label, *(_metric_cell(key, name, getattr(scores, name)) for name, _ in METRIC_COLUMNS)]
             )
     if not rows:
         return html.P("No test metrics recorded for this version.", className="muted")
@@ -152,12 +152,14 @@ def fmt_signed_pct(value: float | None, digits: int = 1) -> str:
     return text[1:] if float(text[:-1]) == 0 else text
 
 
-def champion_summary(model: ChampionModel) -> Component:
+def champion_summary(model: ModelOut) -> Component:
     """Version, training window, plain-language skills (point, range, coverage), a "no skill" badge when
     the point forecast does not beat persistence, and the metric tables."""
-    window = model.data_window
-    window_text = f"{window.get('start') or '?'} → {window.get('end') or '?'}" if window else "–"
-    skill, interval_skill, coverage = model.skill, model.interval_skill, model.coverage
+    window, metrics = model.trained_window, model.metrics
+    window_text = f"{window.start or '?'} → {window.end or '?'}" if window else "–"
+    skill, interval_skill, coverage = (
+        (metrics.skill, metrics.interval_skill, metrics.coverage) if metrics else (None, None, None)
+    )
     badge: Component | str = ""
     if skill is not None and skill <= 0:
         badge = html.Span(
@@ -207,9 +209,9 @@ def _range_sentence(interval_skill: float) -> str:
     return f"Range: no better than fixed historical ranges (interval skill {fmt_signed_pct(interval_skill)})."
 
 
-def horizon_table(model: ChampionModel) -> Component:
+def horizon_table(model: ModelOut) -> Component:
     """Per horizon: point skill, coverage, interval skill vs the naive and the EWMA baselines."""
-    rows = model.horizon_metrics
+    rows = model.metrics.horizons if model.metrics else None
     if not rows:
         return html.Div()
     return column_table(HORIZON_COLUMNS, rows, id="horizon-metrics")

@@ -21,16 +21,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, Field
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mur.contracts import HorizonMetrics, PredictorMetrics, Significance, Window
 from mur.db import TokenOwner
 from mur.errors import MurError
-from mur.serving.contract import MAX_CANDLES, CandlesIn, ForecastOut
+from mur.serving.contract import MAX_CANDLES, CandlesIn, ForecastOut, ModelsOut
 from mur.serving.http import error_body, http_error
 from serve_app.metrics import CONTENT_TYPE, AnswerCounts, ApiMetrics, MetricsMiddleware
 from serve_app.records import ErrorOut, IsoTime, add_record_routes, forecast_as_of
@@ -60,61 +58,6 @@ async def _authorization(credentials: HTTPAuthorizationCredentials | None = Depe
 PairPath = Annotated[
     str, Path(min_length=1, max_length=40, description="a pair such as eth_usdt", examples=["eth_usdt"])
 ]
-
-
-class ModelMetricsOut(BaseModel):
-    """A served version's test-span evaluation (the registered part of its metrics document)."""
-
-    mae: float | None = None
-    skill: float | None = Field(default=None, description="1 - MAE_model / MAE_persistence (> 0 beats it)")
-    model: PredictorMetrics | None = None
-    persistence: PredictorMetrics | None = None
-    linear: PredictorMetrics | None = None
-    n_test: int | None = None
-    significance: Significance | None = Field(
-        default=None, description="Diebold-Mariano and binomial tests vs persistence on the test span"
-    )
-    interval_skill: float | None = Field(
-        default=None, description="1 h: 1 - Winkler_model / Winkler_naive (> 0: better ranges than naive)"
-    )
-    coverage: float | None = Field(default=None, description="1 h: share of test closes inside the range")
-    horizons: list[HorizonMetrics] | None = Field(
-        default=None, description="per horizon: point and interval scores next to their baselines"
-    )
-
-
-class GateOut(BaseModel):
-    """Why the promotion gate made this version champion (docs/promotion.md)."""
-
-    rule: str | None = Field(default=None, description="first, fresher, noise, unloadable, ...")
-    reason: str | None = None
-    kind: str | None = Field(default=None, description="scheduled, backfill or manual")
-
-
-class ModelOut(BaseModel):
-    """The model served for one pair (``loaded: false`` and no version while none is)."""
-
-    pair: str
-    loaded: bool
-    version: int | None = None
-    model_name: str | None = None
-    alias: str | None = None
-    aliases: list[str] = []
-    seq_len: int | None = None
-    features: list[str] = Field(default_factory=list, description="input columns (metadata mur.features)")
-    horizons: list[int] = Field(default_factory=list, description="forecast horizons in hours")
-    quantile_levels: list[float] = []
-    trained_window: Window | None = None
-    test_window: Window | None = None
-    metrics: ModelMetricsOut | None = None
-    gate: GateOut | None = None
-    run_id: str | None = None
-    loaded_at: str | None = None
-    synthetic: bool = Field(default=False, description="a synthetic pair (scale tests), not market data")
-
-
-class ModelsOut(BaseModel):
-    models: list[ModelOut]
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422, 429, 503)}

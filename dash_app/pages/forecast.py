@@ -20,7 +20,7 @@ from dash_app.charts import (
     empty_figure,
     track_record_figure,
 )
-from dash_app.clients import ChampionModel, ServiceAnswerError, ServiceUnavailable
+from dash_app.clients import ModelOut, ServiceAnswerError, ServiceUnavailable
 from dash_app.clients import _parse_time as parse_time_or_none
 from dash_app.components import (
     card,
@@ -159,7 +159,7 @@ def store_forecast(context: DashboardContext, pair: str, prediction: ForecastOut
 
 def _fetch_forecast(
     context: DashboardContext, account: User, pair: str
-) -> tuple[ForecastOut | None, ChampionModel | None, list[Component]]:
+) -> tuple[ForecastOut | None, ModelOut | None, list[Component]]:
     """The Serve API's forecast and champion for ``pair`` (None when unavailable) and notices to show."""
     notices: list[Component] = []
     try:
@@ -267,7 +267,7 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
     )
     trained = prediction.model_trained_until if prediction is not None else None
     if trained is None and champion is not None:
-        trained = parse_time_or_none(champion.data_window.get("end"))
+        trained = parse_time_or_none(champion.trained_window.end if champion.trained_window else None)
     state_out = {
         "pair": pair,
         "hour": hour_text,

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from mur.clock import as_utc
+from mur.contracts import HorizonMetrics, PredictorMetrics, Significance, Window
 
 __all__ = [
     "Candle",
@@ -34,6 +35,8 @@ __all__ = [
     "HorizonOut",
     "HorizonScale",
     "Method",
+    "ModelOut",
+    "ModelsOut",
     "ServedCalibration",
     "Time",
     "misfit",
@@ -155,6 +158,63 @@ class ForecastOut(ForecastBody):
     def closes_at(self) -> datetime:
         """When the forecast candle closes: ``close_time``, else an hour after its open ``target_time``."""
         return self.close_time or self.target_time + HOUR
+
+
+class ModelMetricsOut(BaseModel):
+    """A served version's test-span evaluation (the registered part of its metrics document)."""
+
+    mae: float | None = None
+    skill: float | None = Field(default=None, description="1 - MAE_model / MAE_persistence (> 0 beats it)")
+    model: PredictorMetrics | None = None
+    persistence: PredictorMetrics | None = None
+    linear: PredictorMetrics | None = None
+    n_test: int | None = None
+    significance: Significance | None = Field(
+        default=None, description="Diebold-Mariano and binomial tests vs persistence on the test span"
+    )
+    interval_skill: float | None = Field(
+        default=None, description="1 h: 1 - Winkler_model / Winkler_naive (> 0: better ranges than naive)"
+    )
+    coverage: float | None = Field(default=None, description="1 h: share of test closes inside the range")
+    horizons: list[HorizonMetrics] | None = Field(
+        default=None, description="per horizon: point and interval scores next to their baselines"
+    )
+
+
+class GateOut(BaseModel):
+    """Why the promotion gate made this version champion (docs/promotion.md)."""
+
+    rule: str | None = Field(default=None, description="first, fresher, noise, unloadable, ...")
+    reason: str | None = None
+    kind: str | None = Field(default=None, description="scheduled, backfill or manual")
+
+
+class ModelOut(BaseModel):
+    """The model served for one pair (``loaded: false`` and no version while none is)."""
+
+    pair: str
+    loaded: bool
+    version: int | None = None
+    model_name: str | None = None
+    alias: str | None = None
+    aliases: list[str] = []
+    seq_len: int | None = None
+    features: list[str] = Field(default_factory=list, description="input columns (metadata mur.features)")
+    horizons: list[int] = Field(default_factory=list, description="forecast horizons in hours")
+    quantile_levels: list[float] = []
+    trained_window: Window | None = None
+    test_window: Window | None = None
+    metrics: ModelMetricsOut | None = None
+    gate: GateOut | None = None
+    run_id: str | None = None
+    loaded_at: str | None = None
+    synthetic: bool = Field(default=False, description="a synthetic pair (scale tests), not market data")
+
+
+class ModelsOut(BaseModel):
+    """``GET /v1/models``: the model served for each pair (read back by the dashboard's client)."""
+
+    models: list[ModelOut]
 
 
 def misfit(exc: ValidationError) -> str:

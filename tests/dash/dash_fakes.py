@@ -111,19 +111,38 @@ METRICS = {
 }
 
 
+def horizon_metrics(
+    *, hours: int, skill: float, coverage: float, interval_skill: float, interval_skill_vs_ewma: float
+) -> dict[str, Any]:
+    """One horizon's scores as the API's ``HorizonMetrics`` has them (the others plausible constants)."""
+    interval = {"coverage": coverage, "width": 0.02, "winkler": 300.0, "pinball": 20.0}
+    return {
+        "hours": hours,
+        "n": 720,
+        "model": METRICS["model"],
+        "persistence": METRICS["persistence"],
+        "skill": skill,
+        "dm_p_worse": 0.5,
+        "dm_p_better": 0.5,
+        "direction_p_value": 0.5,
+        "interval_level": 0.9,
+        "interval": interval,
+        "naive": {**interval, "coverage": 0.9},
+        "ewma": {**interval, "coverage": 0.9},
+        "interval_skill": interval_skill,
+        "interval_skill_vs_ewma": interval_skill_vs_ewma,
+        "interval_dm_p_worse": 0.9,
+        "interval_dm_p_better": 0.1,
+    }
+
+
 QUANTILE_METRICS = {
     **METRICS,
     "skill": -0.0004,  # a point forecast no better than persistence: the card shows "no skill"
     "interval_skill": 0.112,
     "coverage": 0.904,
     "horizons": [
-        {
-            "hours": h,
-            "skill": -0.0004,
-            "interval": {"coverage": c},
-            "interval_skill": s,
-            "interval_skill_vs_ewma": e,
-        }
+        horizon_metrics(hours=h, skill=-0.0004, coverage=c, interval_skill=s, interval_skill_vs_ewma=e)
         for h, c, s, e in ((1, 0.904, 0.112, 0.035), (4, 0.911, 0.09, 0.05), (24, 0.93, 0.03, 0.07))
     ],
 }
@@ -171,16 +190,19 @@ def fake_serve(
         return 200, sorted(last_candles)
 
     def models(_request: Request) -> tuple[int, Any]:
-        return 200, [
-            {
-                "pair": pair,
-                "version": MODEL_VERSION,
-                "alias": "champion",
-                "trained_window": {"start": "2025-01-01T00:00:00Z", "end": "2025-12-31T23:00:00Z"},
-                "metrics": QUANTILE_METRICS if quantiles else METRICS,
-            }
-            for pair in sorted(last_candles)
-        ]
+        return 200, {
+            "models": [
+                {
+                    "pair": pair,
+                    "loaded": True,
+                    "version": MODEL_VERSION,
+                    "alias": "champion",
+                    "trained_window": {"start": "2025-01-01T00:00:00Z", "end": "2025-12-31T23:00:00Z"},
+                    "metrics": QUANTILE_METRICS if quantiles else METRICS,
+                }
+                for pair in sorted(last_candles)
+            ]
+        }
 
     def forecast(request: Request) -> tuple[int, Any]:
         pair = request.path.rsplit("/", 1)[-1]

@@ -8,9 +8,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from dash_fakes import horizon_metrics
 from dash_helpers import text_of
 
-from dash_app.clients import ChampionModel
 from dash_app.components import _metric_cell, fmt_signed_pct, horizon_table, metrics_table
 from dash_app.layout import NAV_ITEMS, TITLE_SCRIPT, page_title
 from dash_app.monitoring_charts import drift_figure, rolling_figure
@@ -19,6 +19,7 @@ from dash_app.pages.api import ENDPOINTS
 from dash_app.pages.forecast import _signed_pct
 from dash_app.pages.monitoring import _threshold_value, drift_table, fmt_p_value
 from mur.monitoring.report import DriftStat, MonitoringReport, Thresholds
+from mur.serving.contract import ModelOut
 
 THRESHOLDS = Thresholds(
     window_hours=48,
@@ -40,16 +41,25 @@ def test_skills_and_metrics_read_as_percentages() -> None:
     assert _metric_cell("model", "mape", 0.29252) == "0.29%"
     assert _metric_cell("persistence", "directional_accuracy", 0.0) == "n/a (no change)"
     assert _metric_cell("model", "directional_accuracy", 0.55) == "55.0%"
-    model = ChampionModel(
-        pair="btc_usdt",
-        version="3",
-        metrics={
-            "model": {"mae": 101.5, "mape": 0.29252, "directional_accuracy": 0.55},
-            "persistence": {"mae": 110.0, "mape": 0.31, "directional_accuracy": 0.0},
-            "horizons": [
-                {"hours": 1, "skill": 0.0001233, "interval": {"coverage": 0.904}, "interval_skill": -0.0004}
-            ],
-        },
+    model = ModelOut.model_validate(
+        {
+            "pair": "btc_usdt",
+            "loaded": True,
+            "version": 3,
+            "metrics": {
+                "model": {"mae": 101.5, "rmse": 150.0, "mape": 0.29252, "directional_accuracy": 0.55},
+                "persistence": {"mae": 110.0, "rmse": 160.0, "mape": 0.31, "directional_accuracy": 0.0},
+                "horizons": [
+                    horizon_metrics(
+                        hours=1,
+                        skill=0.0001233,
+                        coverage=0.904,
+                        interval_skill=-0.0004,
+                        interval_skill_vs_ewma=0.0,
+                    )
+                ],
+            },
+        }
     )
     table = text_of(metrics_table(model).to_plotly_json())
     assert "0.29%" in table and "n/a (no change)" in table and "0.29252" not in table
