@@ -231,10 +231,16 @@ def register_callbacks(app: Dash) -> None:
 
 
 ENDPOINTS = (
-    ("GET", "/v1/forecast/{pair}", "the next close and the 90 % range at every horizon (one unit of quota)"),
+    (
+        "GET",
+        "/v1/forecast/{pair}",
+        "the next close and the 90 % range at every horizon (one unit of quota); "
+        "?as_of=TIME: what was served then, from the track record (no quota)",
+    ),  # fmt: skip
     ("POST", "/v1/forecast/{pair}", "the same for your own candles (one unit of quota)"),
     ("GET", "/v1/pairs", "the pairs served"),
     ("GET", "/v1/models", "each pair's champion: version, training window, test metrics"),
+    ("GET", "/v1/models/{pair}/history", "every move of the champion alias: when, who, why, scores"),
     (
         "GET",
         "/v1/track-record/{pair}",

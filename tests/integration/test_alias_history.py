@@ -44,8 +44,8 @@ def registry(
     yield Settings(env="test", pg_database=database, mlflow_tracking_uri=uri), MlflowClient(uri)
 
 
-def _versions(client: Any, pair: str, kinds: list[str]) -> str:
-    name = model_name(pair)
+def _versions(client: Any, prefix: str, pair: str, kinds: list[str]) -> str:
+    name = model_name(pair, prefix)
     client.create_registered_model(name)
     for kind in kinds:
         client.create_model_version(
@@ -77,7 +77,9 @@ def test_moves_are_recorded_and_listed_newest_first(database: Database) -> None:
 def test_rollback_goes_back_to_the_previous_champion(registry: tuple[Settings, Any]) -> None:
     settings, client = registry
     pair = _pair()
-    name = _versions(client, pair, ["scheduled", "scheduled", "scheduled", "backfill"])
+    name = _versions(
+        client, settings.registry.registry_prefix, pair, ["scheduled", "scheduled", "scheduled", "backfill"]
+    )
     with pytest.raises(NotFoundError, match="has no champion"):
         rollback(settings, pair, actor="me", reason="bad", client=client)
     for v in (1, 3, 2):  # the gate promoted 1, then 3; an admin moved it to 2
@@ -106,7 +108,7 @@ def test_rollback_goes_back_to_the_previous_champion(registry: tuple[Settings, A
 def test_rollback_without_history_reads_the_gate_tags(registry: tuple[Settings, Any]) -> None:
     settings, client = registry
     pair = _pair()
-    name = _versions(client, pair, ["scheduled", "backfill", "scheduled"])
+    name = _versions(client, settings.registry.registry_prefix, pair, ["scheduled", "backfill", "scheduled"])
     client.set_registered_model_alias(name, CHAMPION, "3")  # moved before the history existed
     move = rollback(settings, pair, actor="me", reason="r", client=client)
     assert (move.previous_version, move.version) == (3, 1)  # v2 is a backfill: never served

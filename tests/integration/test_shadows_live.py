@@ -42,9 +42,9 @@ def stack(
     yield Settings(env="test", pg_database=database, mlflow_tracking_uri=uri), MlflowClient(uri)
 
 
-def _registered(client: Any, as_of: list[datetime]) -> tuple[str, str]:
+def _registered(client: Any, prefix: str, as_of: list[datetime]) -> tuple[str, str]:
     pair = f"t{uuid.uuid4().hex[:8]}_usdt"
-    name = model_name(pair)
+    name = model_name(pair, prefix)
     client.create_registered_model(name)
     for when in as_of:
         client.create_model_version(name, source="/nowhere", tags={"as_of": iso(when), "gate_reason": "lost"})
@@ -75,7 +75,7 @@ def _serve_hours(db: Database, pair: str) -> None:
 
 def test_a_better_shadow_waits_for_evidence_then_is_promoted_live(stack: tuple[Settings, Any]) -> None:
     settings, client = stack
-    pair, name = _registered(client, [T0 - 2 * H, T0 - H])
+    pair, name = _registered(client, settings.registry.registry_prefix, [T0 - 2 * H, T0 - H])
     client.set_registered_model_alias(name, shadow_alias(2), "2")
     with Database(settings) as db:
         _serve_hours(db, pair)
@@ -97,7 +97,7 @@ def test_a_better_shadow_waits_for_evidence_then_is_promoted_live(stack: tuple[S
 
 def test_expired_shadows_are_retired_and_at_most_k_are_kept(stack: tuple[Settings, Any]) -> None:
     settings, client = stack
-    pair, name = _registered(client, [T0, T0, T0, T0 - 200 * H])
+    pair, name = _registered(client, settings.registry.registry_prefix, [T0, T0, T0, T0 - 200 * H])
     assert keep_shadows(client, name, keep=2, add=2) == [2]
     assert keep_shadows(client, name, keep=2, add=3) == [3, 2]
     assert keep_shadows(client, name, keep=2, add=4) == [4, 3]  # the newest K
