@@ -117,11 +117,13 @@ def set_shadows(settings: Any, pairs: list[str], shadows: int) -> None:
         model = client.get_registered_model(name)
         kept = keep_shadows(client, name, keep=shadows)
         champion = client.get_model_version(name, str(model.aliases[CHAMPION]))
+        model_id = getattr(champion, "model_id", None) or (
+            champion.source.removeprefix("models:/") if champion.source.startswith("models:/m-") else None
+        )  # as register_pairs: MLflow 3 names a version's logged model
         for _ in range(shadows - len(kept)):
             new = client.create_model_version(
-                name, champion.source, run_id=champion.run_id, tags=champion.tags,
-                model_id=getattr(champion, "model_id", None),
-            )  # fmt: skip
+                name, champion.source, run_id=champion.run_id, tags=champion.tags, model_id=model_id
+            )
             client.set_registered_model_alias(name, shadow_alias(new.version), str(new.version))
 
 
@@ -555,7 +557,8 @@ def run(opts: Any, bench: Any) -> None:
         )
     if cycle:
         print(training_line(cycle))
-    print(f"pairs served: {largest['pairs']} (shadows per pair: {opts.shadows})")
+    print(f"pairs served: {largest['pairs']}")
+    print(f"shadows per pair: {opts.shadows}")
     print(f"serve memory per added pair: {largest['mb_per_added_pair']} MB")
     print(f"hourly cycle for 100 pairs: {cycle['cycle_100_s'] if cycle else 'not measured'} s")
 

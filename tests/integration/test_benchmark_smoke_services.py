@@ -99,3 +99,4 @@ def test_pairs_benchmark_smoke(bench_settings: Settings) -> None:
         assert finite(mb) > 0 and finite(p50) > 0 and finite(cold) > 0, rows
     finite(rows[-1][2])  # the memory slope against the baseline pairs is a number
     assert re.search(r"^pairs served: 3$", out, re.MULTILINE), out
+    assert re.search(r"^shadows per pair: 1$", out, re.MULTILINE), out  # each pair's shadow forecast recorded
