@@ -4,7 +4,8 @@ PostgreSQL: a version marked ``shadow-v{N}`` is forecast beside the champion for
 is served again within one registry poll, with no admin call, and is in the alias history.
 
 The pair is one uploaded for this test only (a random name, its own candles), its two versions copies of the
-session's champion (:func:`serve_helpers.copy_version`) under the session's private registry prefix.
+session's champion (:func:`serve_helpers.copy_version`) under the session's private registry prefix. The file
+sorts before test_multiplex.py, whose module replaces the session's app with its own and removes it at the end.
 """
 
 from __future__ import annotations
