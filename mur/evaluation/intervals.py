@@ -42,12 +42,16 @@ CALIBRATION_RECIPE = f"block-conformal-{MIN_INDEPENDENT_OUTCOMES}-subsampled"
 (:func:`mur.evaluation.online_conformal.generation_for`); change it when the recipe changes."""
 
 
+def pinball_per_target(quantiles: np.ndarray, y: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """Pinball loss of each outcome, averaged over ``levels (L,)``: ``quantiles (n, L)``, ``y (n,)`` → ``(n,)``."""
+    diff = np.asarray(y, dtype=np.float64).reshape(-1, 1) - np.asarray(quantiles, dtype=np.float64)
+    tau = np.asarray(levels, dtype=np.float64).reshape(1, -1)
+    return np.asarray(np.maximum(tau * diff, (tau - 1.0) * diff).mean(axis=1))
+
+
 def pinball(quantiles: np.ndarray, y: np.ndarray, levels: Sequence[float]) -> float:
     """Mean pinball loss of ``quantiles (n, L)`` for outcomes ``y (n,)`` at ``levels (L,)``."""
-    q = np.asarray(quantiles, dtype=np.float64)
-    diff = np.asarray(y, dtype=np.float64).reshape(-1, 1) - q
-    tau = np.asarray(levels, dtype=np.float64).reshape(1, -1)
-    return float(np.mean(np.maximum(tau * diff, (tau - 1.0) * diff)))
+    return float(pinball_per_target(quantiles, y, levels).mean())
 
 
 def winkler_scores(lo: np.ndarray, hi: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:

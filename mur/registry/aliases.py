@@ -15,7 +15,7 @@ from mur.db.alias_history import MAX_MOVES, AliasMove, list_moves, record_move
 from mur.db.pool import Database
 from mur.errors import InvalidInputError, NotFoundError, RegistryUnavailableError, first_line
 from mur.pairs import normalize_pair
-from mur.registry.names import BACKFILL, CHAMPION, model_name, shadow_alias, shadow_versions
+from mur.registry.names import BACKFILL, CHAMPION, NOT_FOUND_CODES, model_name, shadow_alias, shadow_versions
 from mur.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,14 +37,12 @@ def _version(client: Any, name: str, *, alias: str | None = None, number: int | 
     :class:`RegistryUnavailableError`, never "none")."""
     from mlflow.exceptions import MlflowException
 
-    from mur.serving.champions import _NOT_FOUND_CODES
-
     try:
         if alias is not None:
             return client.get_model_version_by_alias(name, alias)
         return client.get_model_version(name, str(number))
     except MlflowException as exc:
-        if getattr(exc, "error_code", "") in _NOT_FOUND_CODES:
+        if getattr(exc, "error_code", "") in NOT_FOUND_CODES:
             return None
         raise RegistryUnavailableError(f"model registry error: {first_line(exc, 300)}") from exc
 
@@ -160,12 +158,12 @@ def rollback(
     """Move ``pair``'s champion back to ``to`` (default: :func:`previous_champion`), recorded as a rollback.
 
     Refused in one line: no reason, no champion, an unknown version, the current champion, a backfill."""
-    from mur.serving.champions import registry_client
+    from mur.registry.client import configure
 
     pair = normalize_pair(pair)
     if not reason.strip():
         raise InvalidInputError("a rollback needs a reason: say why it goes back")
-    client = client or registry_client(settings)
+    client = client or configure(settings, fail_fast_s=10.0)
     name = model_name(pair, settings.registry.registry_prefix)
     current = _version(client, name, alias=CHAMPION)
     if current is None:

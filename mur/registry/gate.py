@@ -133,13 +133,6 @@ class Decision:
         return [{**asdict(s), "score_skill": s.score_skill} for s in self.scores]
 
 
-def pinball_per_target(quantiles: np.ndarray, y: np.ndarray, levels: Sequence[float]) -> np.ndarray:
-    """Mean pinball loss over ``levels`` of each target: ``quantiles (n, L)``, ``y (n,)`` → ``(n,)``."""
-    diff = np.asarray(y, dtype=np.float64).reshape(-1, 1) - np.asarray(quantiles, dtype=np.float64)
-    tau = np.asarray(levels, dtype=np.float64).reshape(1, -1)
-    return np.asarray(np.maximum(tau * diff, (tau - 1.0) * diff).mean(axis=1))
-
-
 def compare_horizon(
     candidate: np.ndarray,
     champion: np.ndarray,
@@ -152,6 +145,7 @@ def compare_horizon(
 ) -> HorizonComparison:
     """Score two forecasts ``(n, L)`` (price quantiles at ``levels``, the outer two the interval) of the same
     targets ``y``: coverage, mean pinball loss and the DM tests of :class:`HorizonComparison`."""
+    from mur.evaluation.intervals import pinball_per_target
     from mur.evaluation.significance import diebold_mariano
 
     cand, champ = np.asarray(candidate, dtype=np.float64), np.asarray(champion, dtype=np.float64)

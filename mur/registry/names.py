@@ -6,6 +6,8 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 BACKFILL = "backfill"
 """Not an alias: the gate's verdict for a version trained on data older than the champion's."""
 MODEL_PREFIX = "mur-"
+NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
+"""MLflow error codes that mean "no such model, version or alias" (not "the registry is down")."""
 WEIGHTS_ARTIFACT = "weights.npz"
 """The run artefact with a version's recurrent weights (plain arrays, no pickle) for warm starts."""
 

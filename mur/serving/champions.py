@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from mur.errors import RegistryUnavailableError, first_line
 from mur.pairs import PAIR_RE, normalize_pair
-from mur.registry.names import shadow_versions
+from mur.registry.names import NOT_FOUND_CODES, shadow_versions
 
 if TYPE_CHECKING:
     from mur.settings import Settings
@@ -20,9 +20,6 @@ def registry_client(settings: Settings, *, timeout_s: float = 10.0) -> Any:
     from mur import registry
 
     return registry.configure(settings, fail_fast_s=timeout_s)
-
-
-_NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
 
 
 def champions(
@@ -63,7 +60,7 @@ def champions(
         try:
             version = client.get_model_version_by_alias(registry.model_name(pair, prefix), registry.CHAMPION)
         except MlflowException as exc:
-            if getattr(exc, "error_code", "") in _NOT_FOUND_CODES:
+            if getattr(exc, "error_code", "") in NOT_FOUND_CODES:
                 continue
             raise RegistryUnavailableError(f"model registry unreachable: {first_line(exc, 300)}") from exc
         found[pair] = registry.version_summary(client, version, prefix) | {"shadows": shadows}

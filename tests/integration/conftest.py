@@ -8,7 +8,9 @@ starting anything. Other test folders (tests/serve, tests/dags, …) see them to
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,3 +33,15 @@ def restored_environ() -> Iterator[None]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def registry(
+    pg_database_factory: Callable[..., Settings], tmp_path_factory: Any
+) -> Iterator[tuple[Settings, Any]]:
+    """Settings on a fresh database and an MLflow registry in a SQLite file, and its client."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{Path(tmp_path_factory.mktemp('mlflow')) / 'mlflow.db'}"
+    database = pg_database_factory().db.pg_database
+    yield Settings(env="test", pg_database=database, mlflow_tracking_uri=uri), MlflowClient(uri)

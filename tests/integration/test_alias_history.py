@@ -7,9 +7,7 @@ the gate's record never raises with PostgreSQL down. Plus: what was served at a 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,18 +28,6 @@ H = timedelta(hours=1)
 
 def _pair() -> str:
     return f"t{uuid.uuid4().hex[:8]}_usdt"
-
-
-@pytest.fixture(scope="module")
-def registry(
-    pg_database_factory: Callable[..., Settings], tmp_path_factory: Any
-) -> Iterator[tuple[Settings, Any]]:
-    """Settings on a fresh database and an MLflow registry in a SQLite file, and its client."""
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{Path(tmp_path_factory.mktemp('mlflow')) / 'mlflow.db'}"
-    database = pg_database_factory().db.pg_database
-    yield Settings(env="test", pg_database=database, mlflow_tracking_uri=uri), MlflowClient(uri)
 
 
 def _versions(client: Any, prefix: str, pair: str, kinds: list[str]) -> str:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,17 +27,6 @@ pytestmark = pytest.mark.pg
 T0 = datetime(2025, 1, 6, 0, tzinfo=UTC)
 H = timedelta(hours=1)
 N = 80
-
-
-@pytest.fixture(scope="module")
-def stack(
-    pg_database_factory: Callable[..., Settings], tmp_path_factory: Any
-) -> Iterator[tuple[Settings, Any]]:
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{Path(tmp_path_factory.mktemp('mlflow')) / 'mlflow.db'}"
-    database = pg_database_factory().db.pg_database
-    yield Settings(env="test", pg_database=database, mlflow_tracking_uri=uri), MlflowClient(uri)
 
 
 def _registered(client: Any, prefix: str, as_of: list[datetime]) -> tuple[str, str]:
@@ -73,8 +60,8 @@ def _serve_hours(db: Database, pair: str) -> None:
     fill_actuals(db, pair=pair, candles=[(T0 + (i + 1) * H, float(last[i] * np.exp(r[i]))) for i in range(N)])
 
 
-def test_a_better_shadow_waits_for_evidence_then_is_promoted_live(stack: tuple[Settings, Any]) -> None:
-    settings, client = stack
+def test_a_better_shadow_waits_for_evidence_then_is_promoted_live(registry: tuple[Settings, Any]) -> None:
+    settings, client = registry
     pair, name = _registered(client, settings.registry.registry_prefix, [T0 - 2 * H, T0 - H])
     client.set_registered_model_alias(name, shadow_alias(2), "2")
     with Database(settings) as db:
@@ -95,8 +82,8 @@ def test_a_better_shadow_waits_for_evidence_then_is_promoted_live(stack: tuple[S
     assert tag["rule"] == "live" and tag["horizons"][0]["p_better"] < 0.05
 
 
-def test_expired_shadows_are_retired_and_at_most_k_are_kept(stack: tuple[Settings, Any]) -> None:
-    settings, client = stack
+def test_expired_shadows_are_retired_and_at_most_k_are_kept(registry: tuple[Settings, Any]) -> None:
+    settings, client = registry
     pair, name = _registered(client, settings.registry.registry_prefix, [T0, T0, T0, T0 - 200 * H])
     assert keep_shadows(client, name, keep=2, add=2) == [2]
     assert keep_shadows(client, name, keep=2, add=3) == [3, 2]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 from api_fakes import CANDLE_TIME, PAIR, VERSION, Api, FakeForecaster, auth, running_api
+from psycopg import sql
 
 from mur.db.pool import fetch_one
 from mur.model.inference import forecast_body, horizon_rows
@@ -50,7 +51,8 @@ def api(pg_settings: Settings) -> Iterator[Api]:
 
 def _versions(api: Api, table: str) -> list[str]:
     with api.db.cursor() as cur:
-        cur.execute(f"SELECT DISTINCT model_version::text AS v FROM {table} WHERE pair = %s", (PAIR,))  # noqa: S608
+        query = sql.SQL("SELECT DISTINCT model_version::text AS v FROM {} WHERE pair = %s")
+        cur.execute(query.format(sql.Identifier(table)), (PAIR,))
         return sorted(r["v"] for r in cur.fetchall())
 
 
