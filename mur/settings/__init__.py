@@ -26,6 +26,7 @@ from mur.settings.groups import (
     Ray,
     Registry,
     Serving,
+    Strategy,
     Training,
     Tuning,
     _Group,
@@ -63,6 +64,7 @@ class Settings(BaseModel):
     airflow: Airflow = Field(default_factory=Airflow)
     monitoring: Monitoring = Field(default_factory=Monitoring)
     dashboard: Dashboard = Field(default_factory=Dashboard)
+    strategy: Strategy = Field(default_factory=Strategy)
 
     def __init__(self, **values: Any) -> None:  # flat names and ``_env_file`` are routed by _by_group
         super().__init__(**values)

@@ -465,6 +465,19 @@ class Monitoring(_Group):
     )
 
 
+class Strategy(_Group):
+    """The sizing rule read from the ranges (mur/evaluation/sizing.py, docs/decisions.md): paper, not advice."""
+
+    strategy_target_vol: float = Field(default=0.4, gt=0, description="annualised volatility aimed at")
+    strategy_cap: float = Field(default=1.0, gt=0, le=10, description="largest exposure (1: no leverage)")
+    strategy_horizon: int = Field(
+        default=24, ge=1, description="hours between decisions; the horizon whose range sizes them"
+    )
+    strategy_fee_bps: float = Field(default=10.0, ge=0, description="fee, basis points of the notional")
+    strategy_slippage_bps: float = Field(default=5.0, ge=0, description="slippage, basis points")
+    strategy_long_only: bool = Field(default=True, description="exposure floored at 0 (no short)")
+
+
 class Dashboard(_Group):
     """The dashboard and its accounts (sessions, login limits, registration)."""
 
