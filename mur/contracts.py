@@ -91,7 +91,8 @@ class IntervalMetrics(BaseModel):
 
 class HorizonMetrics(BaseModel):
     """Out-of-sample scores of the forecast ``hours`` ahead: the median vs persistence, the interval vs
-    baselines (a) ``naive`` (fixed empirical quantiles) and (b) ``ewma`` (EWMA volatility x hour of day)."""
+    baselines (a) ``naive`` (fixed empirical quantiles), (b) ``ewma`` (EWMA volatility x hour of day) and (c)
+    ``garch``."""
 
     hours: int
     n: int
@@ -113,6 +114,12 @@ class HorizonMetrics(BaseModel):
     interval_dm_p_worse: float
     """One-sided DM p-value of "the model's Winkler score is larger than the naive one's"."""
     interval_dm_p_better: float
+    garch: IntervalMetrics | None = None
+    """(c) GARCH(1,1)-t (:mod:`mur.evaluation.garch`; None in documents written before it was recorded)."""
+    interval_skill_vs_garch: float | None = None
+    interval_skill_se_vs_garch: float | None = None
+    interval_dm_p_worse_vs_garch: float | None = None
+    interval_dm_p_better_vs_garch: float | None = None
 
 
 _TRAINING_EXTRAS = ("best_epoch", "epochs_run", "train_seconds", "num_workers", "filled_hours")

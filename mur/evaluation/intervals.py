@@ -253,14 +253,19 @@ def baseline_quantiles(
     horizons: Sequence[int],
     levels: Sequence[float],
 ) -> dict[str, np.ndarray]:
-    """Price quantiles ``(n, H, L)`` of both baselines after each of ``rows`` of the feature matrix."""
+    """Price quantiles ``(n, H, L)`` of baselines (a) naive, (b) EWMA and (c) GARCH(1,1)-t
+    (:class:`mur.evaluation.garch.GarchBaseline`) after each of ``rows`` of the feature matrix."""
+    from mur.evaluation.garch import GarchBaseline
+
     names = list(feature_names)
     close = features[:, CLOSE_IDX]
     high, low = features[:, names.index("high")], features[:, names.index("low")]
     last = close[rows][:, None, None]
     naive = naive_quantiles(close, train_end, horizons, levels)
     ewma = EwmaBaseline(tuple(horizons), tuple(levels)).fit(close, high, low, timestamps_hour, train_end)
+    garch = GarchBaseline(tuple(horizons), tuple(levels)).fit(close, train_end)
     return {
         "naive": last * np.exp(naive[None, :, :]),
         "ewma": last * np.exp(ewma.log_return_quantiles(rows)),
+        "garch": last * np.exp(garch.log_return_quantiles(rows)),
     }

@@ -141,18 +141,19 @@ def interval_scores(
     base: dict[str, np.ndarray],
     levels: tuple[float, ...],
 ) -> dict[str, object]:
-    """One horizon's coverage, width, Winkler and pinball of the model's ``interval`` and the ``naive`` and
-    ``ewma`` baselines (price quantiles ``(n, L)`` each) on the same outcomes, and the interval skills."""
+    """One horizon's coverage, width, Winkler and pinball of the model's ``interval`` and each baseline of
+    ``base`` (``naive``, ``ewma``, ``garch``: price quantiles ``(n, L)`` each) on the same outcomes, and the
+    interval skills (``interval_skill``: vs ``naive``; ``interval_skill_vs_<name>``: vs the others)."""
     from mur.evaluation.intervals import interval_metrics
 
     scores = {
-        name: interval_metrics(q, y, last, levels)
-        for name, q in (("interval", quantiles), ("naive", base["naive"]), ("ewma", base["ewma"]))
+        name: interval_metrics(q, y, last, levels) for name, q in {"interval": quantiles, **base}.items()
     }
+    skills = {k: skill(scores["interval"]["winkler"], scores[k]["winkler"]) for k in base}
     return {
         **scores,
-        "interval_skill": skill(scores["interval"]["winkler"], scores["naive"]["winkler"]),
-        "interval_skill_vs_ewma": skill(scores["interval"]["winkler"], scores["ewma"]["winkler"]),
+        "interval_skill": skills.pop("naive"),
+        **{f"interval_skill_vs_{k}": v for k, v in skills.items()},
     }
 
 
@@ -173,6 +174,7 @@ def horizon_scores(
 
     mid = levels.index(0.5)
     alpha = 1.0 - (levels[-1] - levels[0])
+    sfx = {k: "" if k == "naive" else f"_vs_{k}" for k in base}  # each baseline's key suffix
     out = []
     for j, hours in enumerate(horizons):
         y, q = targets[:, j], np.asarray(quantiles)[:, j, :]
@@ -181,9 +183,8 @@ def horizon_scores(
         evidence = point_evidence(median, y, last, horizon=hours)
         w_model = winkler_scores(q[:, 0], q[:, -1], y, alpha)
         w_base = {k: winkler_scores(b[:, j, 0], b[:, j, -1], y, alpha) for k, b in base.items()}
-        dm = diebold_mariano(w_model, w_base["naive"], horizon=hours, loss="absolute")
-        dm_ewma = diebold_mariano(w_model, w_base["ewma"], horizon=hours, loss="absolute")
-        se = skill_standard_error(w_model, w_base["naive"], horizon=hours)
+        dm = {k: diebold_mariano(w_model, w, horizon=hours, loss="absolute") for k, w in w_base.items()}
+        se = {k: skill_standard_error(w_model, w, horizon=hours) for k, w in w_base.items()}
         out.append(
             {
                 "hours": int(hours),
@@ -196,11 +197,15 @@ def horizon_scores(
                 "direction_p_value": evidence["direction_p_value"],
                 "interval_level": round(1.0 - alpha, 10),
                 **interval_scores(q, y, last, {k: b[:, j, :] for k, b in base.items()}, levels),
-                "interval_skill_se": se if math.isfinite(se) else None,
-                "interval_dm_p_worse": dm.p_worse,
-                "interval_dm_p_better": dm.p_better,
-                "interval_dm_p_worse_vs_ewma": dm_ewma.p_worse,
-                "interval_dm_p_better_vs_ewma": dm_ewma.p_better,
+                **{
+                    f"interval{key}": value
+                    for k in w_base
+                    for key, value in (
+                        (f"_skill_se{sfx[k]}", se[k] if math.isfinite(se[k]) else None),
+                        (f"_dm_p_worse{sfx[k]}", dm[k].p_worse),
+                        (f"_dm_p_better{sfx[k]}", dm[k].p_better),
+                    )
+                },
             }
         )
     return out
