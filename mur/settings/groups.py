@@ -198,6 +198,9 @@ class Training(_Group):
         description="Ray Train checkpoints a pair every N epochs and at its last (a restart redoes < N epochs)",
     )
     job_timeout_s: int = 3600
+    job_poll_s: float = Field(
+        default=10.0, gt=0, description="how often the training DAG's trigger asks Ray whether its jobs ended"
+    )
 
 
 class Tuning(_Group):
@@ -281,6 +284,12 @@ class Registry(_Group):
     s3_bucket: str = "mur-artifacts"
     s3_access_key: str = "minioadmin"
     s3_secret_key: str = "minioadmin"
+    mlflow_username: str | None = Field(
+        default=None,
+        description="this process's MLflow account (MLFLOW_TRACKING_USERNAME); the local stack gives each "
+        "component its own in its secrets dir (docs/services.md)",
+    )
+    mlflow_password: str | None = Field(default=None, description="that account's password")
     promotion_skill_floor: float = Field(
         default=-0.01,
         description="a version below this skill vs persistence never becomes champion (see the gate rules)",
