@@ -31,12 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.plugins_manager import AirflowPlugin
 from airflow.timetables.base import DagRunInfo, DataInterval, Timetable
+from airflow.utils.types import DagRunType
 
 from mur.clock import MarketClock, floor_hour, market_clock
 from mur.orchestration.market_dates import MarketFutureError, manual_hour_end
 
 if TYPE_CHECKING:
     from airflow.timetables.base import TimeRestriction
+    from pendulum import DateTime
 
 HOUR = timedelta(hours=1)
 
@@ -99,6 +101,22 @@ class MarketHourlyTimetable(Timetable):
             raise ValueError(str(exc)) from exc
         return DataInterval(start=_pendulum(end - HOUR), end=_pendulum(end))
 
+    def generate_run_id(
+        self, *, run_type: DagRunType, run_after: DateTime, data_interval: DataInterval | None, **extra: Any
+    ) -> str:
+        """Run ids name the market hour a run stands for (``scheduled__2024-11-06T01:00:00+00:00``), not the wall
+        time it was created at; a manual run without a logical date names market now (plus Airflow's random
+        tail, as its own ids do). Backfill ids come from ``run_after``, which :meth:`next_dagrun_info` sets to
+        the market hour for a bounded range."""
+        from airflow.models.dagrun import DagRun
+
+        hour = (
+            data_interval.start if data_interval else self.clock.market_at(run_after).replace(microsecond=0)
+        )
+        if run_type == DagRunType.MANUAL:
+            return DagRun.generate_run_id(run_type=run_type, run_after=hour)
+        return run_type.generate_run_id(suffix=hour.isoformat())
+
     def next_dagrun_info(
         self, *, last_automated_data_interval: DataInterval | None, restriction: TimeRestriction
     ) -> DagRunInfo | None:
@@ -127,9 +145,11 @@ class MarketHourlyTimetable(Timetable):
             return None  # a bounded range (a backfill): only market hours that have closed
         if clock.speed == 0 and not clock.live and end > clock.hour():
             return None  # a frozen market: this hour never closes
-        return DagRunInfo(
-            run_after=_pendulum(clock.wall_at(end)),
-            data_interval=DataInterval(start=_pendulum(start), end=_pendulum(end)),
+        return (
+            DagRunInfo(  # a backfill's runs may start at once: its run_after (and run id) is the market hour
+                run_after=_pendulum(start if restriction.latest is not None else clock.wall_at(end)),
+                data_interval=DataInterval(start=_pendulum(start), end=_pendulum(end)),
+            )
         )
 
 

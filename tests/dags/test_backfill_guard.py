@@ -111,6 +111,7 @@ def test_a_market_future_backfill_is_refused_and_the_next_run_is_unchanged(marke
     assert [(r.run_type, r.logical_date) for r in runs] == [
         ("backfill", datetime(2024, 10, 1, h, tzinfo=UTC)) for h in range(4)
     ]
+    assert [r.run_id for r in runs] == [f"backfill__2024-10-01T0{h}:00:00+00:00" for h in range(4)]
     assert all(r.run_after.timestamp() < time.time() for r in runs)  # runnable now, not in 2027
     assert created.id is not None
     assert reparse(market_dag)[0] == next_run
@@ -152,6 +153,25 @@ def test_a_run_left_in_the_market_future_does_not_move_the_next_run(market_dag: 
     again, create_after = reparse(market_dag)
     assert again == next_run == LATEST_CLOSED
     assert create_after.timestamp() < time.time() + 60
+
+
+def test_run_ids_name_the_market_hour(market_dag: Any) -> None:
+    """Scheduled and manual run ids name the market hour, not the wall time the run was created at."""
+    from airflow.timetables.base import DataInterval
+    from airflow.utils.types import DagRunType
+    from pendulum import instance
+
+    timetable = market_dag.dags[DAG_ID].timetable
+    hour = DataInterval(instance(LATEST_CLOSED), instance(LATEST_CLOSED + timedelta(hours=1)))
+    wall = instance(datetime.now(UTC))
+    scheduled = timetable.generate_run_id(run_type=DagRunType.SCHEDULED, run_after=wall, data_interval=hour)
+    assert scheduled == "scheduled__2024-11-04T06:00:00+00:00"
+    manual = timetable.generate_run_id(run_type=DagRunType.MANUAL, run_after=wall, data_interval=hour)
+    assert manual.startswith("manual__2024-11-04T06:00:00+00:00_")
+    # no logical date: the market time of the trigger
+    assert timetable.generate_run_id(
+        run_type=DagRunType.MANUAL, run_after=wall, data_interval=None
+    ).startswith("manual__2024-11-04T07:")
 
 
 def _runs() -> list[Any]:
