@@ -9,18 +9,19 @@ reaches one replica at random (HAProxy in front of autoscaled replicas, possibly
 application's ``mur_*`` series, one per ingress replica (:func:`ray_series`; Prometheus sums them).
 
 What describes state rather than traffic is read at scrape time: the version each pair serves from the
-registry watcher's snapshot, the forecasts recorded/resolved and the latest rolling skill and coverage from
-PostgreSQL (:mod:`mur.monitoring.store`, bounded by :data:`DB_TIMEOUT_S`; a failure omits those series and
+registry watcher's snapshot, the forecasts recorded/resolved, the latest rolling skill and coverage and the paper
+portfolio (paper, not advice) from PostgreSQL (:mod:`mur.monitoring.store`, bounded by :data:`DB_TIMEOUT_S`; a failure omits those series and
 sets ``mur_metrics_db_up 0``, it never fails the scrape).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -66,6 +67,7 @@ COVERAGE = "mur_rolling_coverage"
 DB_UP = "mur_metrics_db_up"
 RAY_UP = "mur_metrics_ray_up"
 REPLICAS = "mur_metrics_replicas"
+PAPER = {k: f"mur_paper_{k}" for k in ("equity", "drawdown", "exposure")}
 FAMILIES = {
     REQUESTS: "counter",
     DURATION: "histogram",
@@ -79,6 +81,7 @@ FAMILIES = {
     DB_UP: "gauge",
     RAY_UP: "gauge",
     REPLICAS: "gauge",
+    **dict.fromkeys(PAPER.values(), "gauge"),
 }
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 
@@ -248,18 +251,29 @@ class DbSeries:
     counts: Mapping[str, tuple[int, int]]
     skill: Mapping[str, float]
     coverage: Mapping[str, float]
+    paper: Mapping[str, Mapping[str, Mapping[str, Any] | None]] = field(default_factory=dict)
+    """Per pair: the paper portfolio's strategies now (:mod:`mur.monitoring.paper`, without the EWMA rule)."""
 
 
 def read_db_series(db: Database) -> DbSeries:
     """The PostgreSQL-derived series (blocking: run on the service's database threads)."""
+    from mur.clock import market_clock
+    from mur.errors import MurError
+    from mur.evaluation.sizing import SizingRule
+    from mur.monitoring.paper import paper_portfolio
     from mur.monitoring.store import forecast_counts, latest_reports
 
     counts = forecast_counts(db)
     reports = latest_reports(db)
+    hour, rule, paper = market_clock(db.settings).hour(), SizingRule.from_settings(db.settings), {}
+    for pair in counts:
+        with contextlib.suppress(MurError):  # none yet
+            paper[pair] = paper_portfolio(db, pair, market_hour=hour, rule=rule)["strategies"]
     return DbSeries(
         counts=counts,
         skill={p: r.skill for p, r in reports.items() if r.skill is not None},
         coverage={p: r.coverage for p, r in reports.items() if r.coverage is not None},
+        paper=paper,
     )
 
 
@@ -324,7 +338,16 @@ def families(
         )
         for pair, value in sorted(db.coverage.items()):
             coverage.add_metric([pair], value)
-        out += [recorded, resolved, skill, coverage]
+        paper = {
+            k: GaugeMetricFamily(n, f"paper, not advice: {k} now", labels=["pair", "strategy"])
+            for k, n in PAPER.items()
+        }
+        for pair, strategies in sorted(db.paper.items()):
+            for name, s in strategies.items():
+                values = (1 + s["total_return"], s["drawdown_now"], s["exposure_now"]) if s else ()
+                for gauge, value in zip(paper.values(), values, strict=False):
+                    gauge.add_metric([pair, name], value)
+        out += [recorded, resolved, skill, coverage, *paper.values()]
     return out
 
 

@@ -1,5 +1,6 @@
 """The API's read-only views of what happened: ``GET /v1/track-record/{pair}``, ``GET /v1/monitoring/{pair}``,
-``GET /v1/models/{pair}/history`` and ``GET /v1/forecast/{pair}?as_of=T`` (what was served then). They need a bearer token and use no quota. Market time throughout
+``GET /v1/models/{pair}/history``, ``GET /v1/paper/{pair}`` and ``GET /v1/forecast/{pair}?as_of=T`` (what was
+served then). They need a bearer token and use no quota. Market time throughout
 (:mod:`mur.clock`): a forecast is resolved once its target candle has closed at market now.
 """
 
@@ -10,16 +11,18 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Path, Query
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, BeforeValidator, Field
 
 from mur.db import TokenOwner
 from mur.db.alias_history import MAX_MOVES
 from mur.errors import InvalidInputError, NotFoundError, UnknownPairError
+from mur.monitoring.paper import MAX_DAYS, PAPER_DAYS
 from mur.monitoring.report import MonitoringReport
 from mur.monitoring.track_record import MAX_LIMIT
 from mur.pairs import normalize_pair
+from mur.serving.contract import PaperOut
 
 if TYPE_CHECKING:
     from serve_app.service import ApiService
@@ -220,6 +223,8 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
     def served(pair: str) -> str:
         return known_pair(service, pair)
 
+    market: list[Any] = []  # the market data source of the paper portfolio's EWMA rule, made on first use
+
     errors: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422, 503)}
 
     csv_answer: dict[int | str, dict[str, Any]] = {
@@ -275,6 +280,52 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
                 track_record_csv(body),
                 media_type="text/csv; charset=utf-8",
                 headers={"Content-Disposition": f'attachment; filename="{name}-track-record.csv"'},
+            )
+        return body
+
+    @api.get(
+        "/v1/paper/{pair}",
+        tags=["v1"],
+        response_model=PaperOut,
+        response_model_by_alias=True,
+        responses={**errors, 200: {"content": {"text/csv": {}}, "description": "JSON, or CSV"}},
+        summary="Paper portfolio: the sizing rule acting on the served ranges (paper, not advice)",
+    )
+    async def paper(
+        request: Request,
+        pair: RecordPair,
+        days: Annotated[
+            int, Query(ge=1, le=MAX_DAYS, description="market days of the track record")
+        ] = PAPER_DAYS,
+        format: Annotated[
+            Literal["json", "csv"], Query(description="json, or csv: one row per hour")
+        ] = "json",
+        _: TokenOwner = Depends(owner),
+    ) -> Any:
+        """The sizing rule's paper equity after fees from the served forecasts (what was served, when), next
+        to buy & hold and the rule sized by the EWMA baseline: hourly exposure, equity, drawdown and costs,
+        the summary metrics and a plain verdict. 404 before a forecast of the rule's horizon can be traded.
+        ``format=csv`` (or ``Accept: text/csv``) answers the hours as CSV. Uses no quota. Paper, not advice."""
+        from mur.data.source import get_market_data
+        from mur.evaluation.sizing import SizingRule
+        from mur.monitoring.paper import paper_csv, paper_portfolio
+
+        name, hour, settings = served(pair), service.clock.hour(), service.db.settings
+
+        def candles(start: datetime, end: datetime) -> Any:
+            if not market:
+                market.append(get_market_data(settings))
+            return market[0].klines(name, start=start, end=end)
+
+        rule = SizingRule.from_settings(settings)
+        body = await service.query(
+            lambda db: paper_portfolio(db, name, market_hour=hour, rule=rule, days=days, candles=candles)
+        )
+        if format == "csv" or "text/csv" in request.headers.get("accept", ""):
+            return Response(
+                paper_csv(body),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{name}-paper-not-advice.csv"'},
             )
         return body
 

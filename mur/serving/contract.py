@@ -37,6 +37,7 @@ __all__ = [
     "Method",
     "ModelOut",
     "ModelsOut",
+    "PaperOut",
     "ServedCalibration",
     "Time",
     "misfit",
@@ -215,6 +216,60 @@ class ModelsOut(BaseModel):
     """``GET /v1/models``: the model served for each pair (read back by the dashboard's client)."""
 
     models: list[ModelOut]
+
+
+# --- the live paper portfolio (mur/monitoring/paper.py): paper, not advice -------------------------------
+class PaperStrategyOut(BaseModel):
+    """One strategy over the paper hours, after fees (null: not computable yet, e.g. a flat series' Sharpe)."""
+
+    hours: float | None = None
+    total_return: float | None = None
+    ann_vol: float | None = None
+    sharpe: float | None = Field(default=None, description="annualised, zero risk-free rate")
+    sortino: float | None = None
+    max_drawdown: float | None = Field(default=None, description="a negative fraction")
+    turnover: float | None = Field(default=None, description="sum of |change of exposure|")
+    fees: float | None = Field(default=None, description="fees and slippage paid, units of starting equity")
+    mean_exposure: float | None = None
+    exposure_now: float | None = Field(default=None, description="the exposure held from the latest decision")
+    drawdown_now: float | None = None
+
+
+class PaperPointOut(BaseModel):
+    """One hour: its close (market time) and, per strategy, exposure held over it, equity (1 at the start),
+    drawdown from the running peak and costs paid so far (each change's cost, a fraction of the equity then)."""
+
+    time: str
+    close: float
+    model_exposure: float | None = None
+    model_equity: float | None = None
+    model_drawdown: float | None = None
+    model_costs: float | None = None
+    ewma_exposure: float | None = None
+    ewma_equity: float | None = None
+    ewma_drawdown: float | None = None
+    ewma_costs: float | None = None
+    buy_hold_exposure: float | None = None
+    buy_hold_equity: float | None = None
+    buy_hold_drawdown: float | None = None
+    buy_hold_costs: float | None = None
+
+
+class PaperOut(BaseModel):
+    """``GET /v1/paper/{pair}``: the sizing rule acting on the served ranges, paper, not advice."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    pair: str
+    as_of: str = Field(description="market now (the current market hour)")
+    label: Literal["paper, not advice"]
+    rule: dict[str, float | int | bool] = Field(description="target_vol, cap, horizon, fee_bps, ...")
+    from_: str = Field(alias="from", description="close time of the first paper hour")
+    to: str = Field(description="close time of the last")
+    decisions: int = Field(description="forecasts of the rule's horizon traded")
+    verdict: str = Field(description="whether the model-sized rule beat the EWMA-sized rule after fees")
+    strategies: dict[Literal["model", "ewma", "buy_hold"], PaperStrategyOut | None]
+    points: list[PaperPointOut] = Field(description="hour by hour, oldest first")
 
 
 def misfit(exc: ValidationError) -> str:

@@ -50,7 +50,13 @@ ray_mur_quota_rejections_total{{{tags}}} 1
 ray_mur_forecast_answers_total{{application="mur",replica="r1",source="cache"}} 2
 """
     traffic, replicas = ray_series([text], "mur")
-    db = DbSeries(counts={"eth_usdt": (3, 2)}, skill={"eth_usdt": 0.1}, coverage={"eth_usdt": 0.9})
+    paper = {"total_return": 0.1, "drawdown_now": 0.0, "exposure_now": 1.0}
+    db = DbSeries(
+        counts={"eth_usdt": (3, 2)},
+        skill={"eth_usdt": 0.1},
+        coverage={"eth_usdt": 0.9},
+        paper={"eth_usdt": {"model": paper}},
+    )
     scraped = render(families(traffic, replicas=replicas, ray_ok=True, versions={"eth_usdt": 3.0}, db=db))
     names = {s.name for f in text_string_to_metric_families(scraped.decode()) for s in f.samples}
     assert names == sample_names(), "serve_app.metrics.FAMILIES names exactly what /metrics exports"
