@@ -5,6 +5,9 @@ Navigation links are plain links (full page loads), so every page view goes thro
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 from dash import Dash, Input, Output, dcc, html
 from dash.development.base_component import Component
 from flask_wtf.csrf import generate_csrf
@@ -26,7 +29,18 @@ def shell() -> Component:
     )
 
 
-def navbar(pathname: str, *, username: str, is_admin: bool) -> list[Component]:
+def clock_line(clock: Any) -> str:
+    """Market time, its speed and wall time in one line: the pages speak market time; sessions, tokens and
+    quotas wall time."""
+    wall = f"wall {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    if getattr(clock, "live", False):
+        return f"market = {wall} (live)"
+    speed = getattr(clock, "speed", None)
+    pace = "" if speed is None else "frozen · " if speed == 0 else f"x{speed:g} · "
+    return f"market {clock.now():%Y-%m-%d %H:%M} UTC · {pace}{wall}"
+
+
+def navbar(pathname: str, *, username: str, is_admin: bool, clock: str = "") -> list[Component]:
     """Links to the pages this user may open, their name and a logout button (a CSRF-protected POST)."""
     links = [
         html.A(
@@ -50,6 +64,7 @@ def navbar(pathname: str, *, username: str, is_admin: bool) -> list[Component]:
         html.Span("Make Us Rich", className="brand"),
         *links,
         html.Span(className="spacer"),
+        html.Span(clock, className="who", id="nav-clock"),
         html.Span(f"{username}{' (admin)' if is_admin else ''}", className="who", id="nav-user"),
         logout,
     ]
@@ -67,8 +82,8 @@ def render_page(pathname: str | None) -> tuple[list[Component], Component]:
     if account is None:  # the guard answers 401 before this; kept for defence in depth
         return [], html.P("Please log in.")
     path = pathname or "/forecast"
-    nav = navbar(path, username=account.username, is_admin=account.is_admin)
     context = get_context()
+    nav = navbar(path, username=account.username, is_admin=account.is_admin, clock=clock_line(context.clock))
     if path == "/api":
         return nav, api.layout(context, account)
     if path == "/monitoring":

@@ -55,7 +55,10 @@ def usage_block(context: DashboardContext, account: User) -> Component:
                 [html.Strong(f"{used} / {limit}", id="usage-text"), f" calls this month ({share:.0%})"],
             ),
             html.Progress(id="usage-bar", value=str(min(used, limit)), max=str(max(limit, 1))),
-            html.P(f"The quota resets on {resets:%Y-%m-%d} (UTC).", className="muted"),
+            html.P(
+                f"The quota resets on {resets:%Y-%m-%d} (UTC, wall clock: not market time).",
+                className="muted",
+            ),
         ]
     )
 
@@ -94,7 +97,9 @@ def token_rows(tokens: list[Token]) -> Component:
             ]
         )
     return data_table(
-        ["name", "prefix", "created", "last used", "expires", "status", ""], rows, id="token-list"
+        ["name", "prefix", "created (wall)", "last used (wall)", "expires (wall)", "status", ""],
+        rows,
+        id="token-list",
     )
 
 

@@ -253,7 +253,7 @@ def tokens_create(
         token, row = create_token(
             database, user_id=require_user(database, username=username).id, name=name, expires_in=lifetime
         )
-    expiry = f"expires {fmt_when(row.expires_at)} UTC" if row.expires_at else "never expires"
+    expiry = f"expires {fmt_when(row.expires_at)} UTC, wall clock" if row.expires_at else "never expires"
     _info(
         f"created token {row.id} ({row.prefix}…, name {row.name!r}, {expiry}) for {username}; "
         "it is shown only once"
@@ -275,7 +275,7 @@ def tokens_list(
         tokens = list_tokens(
             database, user_id=require_user(database, username=username).id, include_revoked=not active
         )
-    table = Table(title=f"tokens of {username}")
+    table = Table(title=f"tokens of {username} (wall-clock UTC times)")
     for column in ("id", "name", "prefix", "created", "last used", "expires", "status"):
         table.add_column(column)
     for token in tokens:
@@ -351,7 +351,7 @@ def quota_show(username: UserArg) -> None:
 
     with _database() as database:
         used, limit = get_usage(database, user_id=require_user(database, username=username).id)
-    _info(f"resets at {next_month_start(month_start()).isoformat()}")
+    _info(f"resets at {next_month_start(month_start()).isoformat()} (wall clock)")
     typer.echo(f"{used}/{limit}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
+from mur.clock import market_clock
 from mur.errors import RegistryUnavailableError
 from mur.settings import Settings
 
@@ -59,7 +60,10 @@ def log_search(settings: Settings, report: TuningReport) -> str:
         return str(found[0].info.run_id)
     comparison = report.comparison
     with mlflow.start_run(run_name=f"tune-{report.pair}") as parent:
-        mlflow.set_tags({"pair": report.pair, "kind": "tuning", "search_id": report.search_id})
+        market_time = market_clock(settings).now().isoformat(timespec="seconds")
+        mlflow.set_tags(
+            {"pair": report.pair, "kind": "tuning", "search_id": report.search_id, "market_time": market_time}
+        )
         mlflow.log_params({f"budget_{k}": v for k, v in report.evidence()["budget"].items()})
         mlflow.log_params({f"chosen_{k}": v for k, v in report.chosen.items()})
         mlflow.log_params(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mur.clock import market_clock
 from mur.contracts import MetricsDocument, TrainingResult, Window
 from mur.errors import RegistryUnavailableError
 from mur.registry.aliases import keep_shadows, record_gate_move
@@ -240,6 +241,7 @@ def log_and_register(
         "idempotency_key": idempotency_key,
         "normalization": metrics_doc.normalization,
         "arch": metrics_doc.arch,
+        "market_time": market_clock(settings).now().isoformat(timespec="seconds"),  # MLflow's times are wall
     }
     example = ds.x[ds.split.test][:2].astype(np.float32)
     signature = infer_signature(

@@ -1010,7 +1010,7 @@ def test_cli_user_token_quota_flow(cli: Callable[..., object], database: Databas
 
     expiring = cli("tokens", "create", username, "--name", "quarter", "--expires-in", "90d")
     assert expiring.exit_code == 0, expiring.output
-    assert "expires " in expiring.stderr and TOKEN_RE.match(expiring.stdout.strip())
+    assert "UTC, wall clock" in expiring.stderr and TOKEN_RE.match(expiring.stdout.strip())
     (quarter,) = [t for t in mdb.list_tokens(database, user_id=owner.user_id) if t.name == "quarter"]
     assert quarter.expires_at is not None and quarter.expires_at - quarter.created_at == timedelta(days=90)
     listed = cli("tokens", "list", username)
@@ -1027,7 +1027,7 @@ def test_cli_user_token_quota_flow(cli: Callable[..., object], database: Databas
 
     assert cli("quota", "set", username, "25").exit_code == 0
     shown = cli("quota", "show", username)
-    assert shown.stdout.strip() == "0/25"
+    assert shown.stdout.strip() == "0/25" and "(wall clock)" in shown.stderr
     assert cli("users", "disable", username).exit_code == 0
     assert mdb.require_user(database, username=username).disabled
     assert cli("users", "enable", username).exit_code == 0

@@ -85,6 +85,10 @@ def test_first_job_registers_a_champion(first_job: Submitted, job_settings: Sett
     assert v.tags["gate_alias"] == CHAMPION
     run = client.get_run(v.run_id)
     assert run.data.tags["git_commit"] and run.data.params["num_workers"] == "2"
+    from datetime import datetime
+
+    assert run.data.tags["market_time"] == v.tags["market_time"]  # MLflow's own times are wall-clock
+    assert datetime.fromisoformat(v.tags["market_time"]).tzinfo is not None
     assert {"model_mae", "persistence_mae", "linear_mae", "skill"} <= set(run.data.metrics)
     assert len(client.get_metric_history(v.run_id, "val_loss")) >= 1  # per-epoch metrics
     # one metrics document: the job's result line, the run's metrics.json and the version's tags agree
