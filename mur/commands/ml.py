@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,12 +29,15 @@ HORIZON_COLUMNS: tuple[tuple[str, Callable[[Any], str]], ...] = (
     ("coverage", lambda h: f"{h.interval.coverage:.3f}"),
     ("cov. (a)", lambda h: f"{h.naive.coverage:.3f}"),
     ("cov. (b)", lambda h: f"{h.ewma.coverage:.3f}"),
+    ("cov. (c)", lambda h: "–" if h.garch is None else f"{h.garch.coverage:.3f}"),
     ("width %", lambda h: f"{100 * h.interval.width:.3f}"),
     ("Winkler", lambda h: f"{h.interval.winkler:.5g}"),
     ("Winkler (a)", lambda h: f"{h.naive.winkler:.5g}"),
     ("Winkler (b)", lambda h: f"{h.ewma.winkler:.5g}"),
+    ("Winkler (c)", lambda h: "–" if h.garch is None else f"{h.garch.winkler:.5g}"),
     ("int. skill vs (a)", lambda h: f"{h.interval_skill:+.4f}"),
     ("vs (b)", lambda h: f"{h.interval_skill_vs_ewma:+.4f}"),
+    ("vs (c)", lambda h: "–" if h.interval_skill_vs_garch is None else f"{h.interval_skill_vs_garch:+.4f}"),
     ("pinball", lambda h: f"{h.interval.pinball:.5g}"),
 )
 """The per-horizon table's columns: title, and the cell of one horizon's metrics."""
@@ -80,14 +82,14 @@ def print_metrics_table(docs: list[MetricsDocument], title: str = "Evaluation on
 
 
 def horizon_table(pair: str, horizons: Sequence[HorizonMetrics], scope: str = "forecasts per horizon") -> Any:
-    """Per horizon: the median vs persistence, and the interval vs baselines (a) naive and (b) EWMA."""
+    """Per horizon: the median vs persistence, and the interval vs baselines (a) naive, (b) EWMA, (c) GARCH."""
     from rich.markup import escape
     from rich.table import Table
 
     level = horizons[0].interval_level if horizons else 0.9
     table = Table(
         title=f"{escape(pair)}: {escape(scope)}, {level:.0%} intervals · (a) naive quantiles · "
-        "(b) EWMA volatility x hour of day",
+        "(b) EWMA volatility x hour of day · (c) GARCH(1,1)-t",
         caption="interval skill = 1 - Winkler_model / Winkler_baseline (> 0: better ranges); "
         "coverage should be near the nominal level",
     )
@@ -347,6 +349,13 @@ def backtest(
     epochs: Annotated[int | None, typer.Option(help="max epochs per fold")] = None,
     out: Annotated[Path, typer.Option(help="folder for backtest.json and backtest.png")] = Path("backtest"),
     mlflow: Annotated[bool, typer.Option(help="log to MLflow when the tracking server answers")] = True,
+    strategy: Annotated[
+        bool,
+        typer.Option(
+            help="also walk the sizing rule (MUR_STRATEGY_*) forward after fees, sized by the model's, the EWMA "
+            "and the GARCH range, next to buy & hold (docs/decisions.md; paper, not advice)"
+        ),
+    ] = False,
 ) -> None:
     """Rolling-origin (walk-forward) evaluation: retrain at each origin, score the hours after it."""
     from datetime import timedelta
@@ -355,11 +364,12 @@ def backtest(
     from rich.markup import escape
     from rich.table import Table
 
-    from mur.evaluation.backtest import log_to_mlflow, run_backtest, write_outputs
+    from mur.evaluation import strategy as rule_walk
+    from mur.evaluation.backtest import concat_forecasts, log_to_mlflow, run_backtest, write_outputs
+    from mur.evaluation.sizing import SizingRule
     from mur.settings import check_option, get_settings
     from mur.timeutil import parse_time
-    from mur.training.driver import load_candles, train_and_register
-    from mur.training.loop import LocalFit
+    from mur.training.driver import load_candles
 
     settings = get_settings()
     check_option("train-days", "train_days", train_days)
@@ -372,27 +382,10 @@ def backtest(
     end_dt = parse_time(end)
     reach = None if end_dt is None else end_dt + timedelta(hours=max(settings.model.horizons) - 1)
     candles, _, _ = load_candles(settings, pair.lower(), end=reach, data_csv=data, train_days=None)
-    fold_settings = settings.replace(train_days=None)  # a fold trains on all of its slice
-
-    def train_fold(history: Any) -> bytes:
-        """The driver's stages on the fold's candles (fit, calibrate, export, evaluate), nothing registered."""
-        with tempfile.TemporaryDirectory() as tmp:
-            out_dir = Path(tmp)
-            train_and_register(
-                fold_settings,
-                pair,
-                fit=LocalFit(),
-                data_csv=history,
-                out_dir=out_dir,
-                register=False,
-                epochs=epochs,
-            )
-            return (out_dir / "model.onnx").read_bytes()
-
     report = run_backtest(
         pair.lower(),
         candles,
-        train_fold,
+        rule_walk.local_trainer(settings, pair, epochs),
         folds=folds,
         fold_hours=fold_hours,
         seq_len=settings.model.seq_len,
@@ -443,8 +436,19 @@ def backtest(
     )
     for line in pooled["range_verdicts"]:
         typer.echo(f"range {line}")
+    if strategy:
+        rule = SizingRule.from_settings(settings)
+        doc, results = rule_walk.strategy_report(concat_forecasts(report.forecasts), rule)
+        report.pooled["strategy"] = doc
+        typer.echo(
+            f"\nSizing rule ({doc['label']}), {doc['start']} .. {doc['end']}: {rule_walk.describe(rule)}"
+        )
+        typer.echo(rule_walk.table(doc) + "\n" + doc["verdict"])
     files = write_outputs(report, out)
     typer.echo(f"wrote {files[0]} and {files[1]}")
+    if strategy:
+        rule_walk.chart(results, out / "strategy.png", f"{report.pair}: the sizing rule walked forward")
+        typer.echo(f"wrote {out / 'strategy.png'}")
     if mlflow:
         run_id = log_to_mlflow(
             report,

@@ -7,8 +7,8 @@ fold_hours)`` it never saw, next to persistence on exactly the same targets. Fol
 concatenating their out-of-sample errors; the pooled Diebold-Mariano test (HLN-corrected) and the
 directional binomial test run on the pooled errors.
 
-Range first: per horizon, the model's quantiles and those of the naive and EWMA interval baselines (fitted on
-the fold's candles before its origin) are scored on the same targets (coverage, width, Winkler, pinball,
+Range first: per horizon, the model's quantiles and those of the naive, EWMA and GARCH(1,1)-t interval baselines
+(fitted on the fold's candles before its origin) are scored on the same targets (coverage, width, Winkler, pinball,
 reliability), per fold and pooled; the pooled interval skill vs each baseline comes with a DM test on the
 per-target Winkler scores. A forecast is range-scored when all its horizons' targets are in the candles
 (the last fold loses the final ``max(horizons) - 1`` hours when it ends at the data's end). Each fold's
@@ -41,7 +41,7 @@ from mur.evaluation.metrics import (
     regression_metrics,
     skill,
 )
-from mur.evaluation.significance import binomial_p_value, diebold_mariano, point_evidence
+from mur.evaluation.significance import binomial_p_value, diebold_mariano, point_evidence, verdict
 from mur.timeutil import iso
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class FoldForecasts:
     targets: np.ndarray
     """Closes at every horizon ``(n, H)``."""
     quantiles: dict[str, np.ndarray]
-    """Price quantiles ``(n, H, L)`` of ``model``, ``naive`` and ``ewma``."""
+    """Price quantiles ``(n, H, L)`` of ``model``, ``naive``, ``ewma`` and ``garch``."""
     horizons: tuple[int, ...]
     levels: tuple[float, ...]
 
@@ -241,7 +241,9 @@ def range_verdict(h: dict[str, Any], alpha: float = 0.05) -> str:
         for name, key, s, score in (
             ("the naive range (a)", "interval_skill", "", "interval skill"),
             ("the EWMA range (b)", "interval_skill_vs_ewma", "_vs_ewma", "interval skill vs (b)"),
+            ("the GARCH(1,1)-t range (c)", "interval_skill_vs_garch", "_vs_garch", "interval skill vs (c)"),
         )
+        if h.get(key) is not None  # (c) is missing from documents before it
     ]
     cov = f"coverage {h['interval']['coverage']:.3f} (nominal {h['interval_level']:.2f})"
     return f"{h['hours']} h: {cov}; " + "; ".join(vs)
@@ -358,26 +360,6 @@ def pool(folds: list[FoldResult], forecasts: list[FoldForecasts]) -> dict[str, A
     }
 
 
-def verdict(
-    p_better: float,
-    p_worse: float,
-    s: float,
-    alpha: float = 0.05,
-    baseline: str = "persistence",
-    subject: str = "model",
-    score: str = "skill",
-) -> str:
-    """One honest sentence about a pooled skill ``s`` vs ``baseline`` and its DM p-values."""
-    if p_better < alpha:
-        return f"{subject} beats {baseline} ({score} {s:+.4f}, DM p={p_better:.3g})"
-    if p_worse < alpha:
-        return f"{subject} is significantly WORSE than {baseline} ({score} {s:+.4f}, DM p={p_worse:.3g})"
-    return (
-        f"{subject} does NOT beat {baseline}: no significant difference ({score} {s:+.4f}, "
-        f"DM p(better)={p_better:.3g}, p(worse)={p_worse:.3g})"
-    )
-
-
 def write_outputs(report: BacktestReport, out_dir: Path) -> tuple[Path, Path]:
     """``backtest.json`` and ``backtest.png`` (per horizon: reliability, rolling coverage and Winkler)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -388,7 +370,12 @@ def write_outputs(report: BacktestReport, out_dir: Path) -> tuple[Path, Path]:
     return json_path, png_path
 
 
-PREDICTOR_STYLES = (("model", "tab:blue", "-"), ("naive", "tab:gray", "--"), ("ewma", "tab:orange", ":"))
+PREDICTOR_STYLES = (
+    ("model", "tab:blue", "-"),
+    ("naive", "tab:gray", "--"),
+    ("ewma", "tab:orange", ":"),
+    ("garch", "tab:green", "-."),
+)
 ROLLING = 24
 """Forecasts per rolling mean in the plot."""
 
@@ -442,7 +429,9 @@ def chart(report: BacktestReport, path: Path) -> None:
 def range_metrics(h: dict[str, Any], prefix: str) -> dict[str, float]:
     """One horizon's range scores as flat MLflow metrics named ``PREFIX_...``."""
     out = {
-        f"{prefix}_{name}_{k}": float(v) for name in ("interval", "naive", "ewma") for k, v in h[name].items()
+        f"{prefix}_{name}_{k}": float(v)
+        for name in ("interval", "naive", "ewma", "garch")
+        for k, v in (h.get(name) or {}).items()
     }
     return out | {
         f"{prefix}_{k}": float(v)

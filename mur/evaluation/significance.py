@@ -203,3 +203,23 @@ def point_evidence(pred: np.ndarray, actual: np.ndarray, last_close: np.ndarray,
         "direction_n": direction.n,
         "direction_p_value": direction.p_value,
     }
+
+
+def verdict(
+    p_better: float,
+    p_worse: float,
+    s: float,
+    alpha: float = 0.05,
+    baseline: str = "persistence",
+    subject: str = "model",
+    score: str = "skill",
+) -> str:
+    """One honest sentence about a pooled skill ``s`` vs ``baseline`` and its DM p-values."""
+    if p_better < alpha:
+        return f"{subject} beats {baseline} ({score} {s:+.4f}, DM p={p_better:.3g})"
+    if p_worse < alpha:
+        return f"{subject} is significantly WORSE than {baseline} ({score} {s:+.4f}, DM p={p_worse:.3g})"
+    return (
+        f"{subject} does NOT beat {baseline}: no significant difference ({score} {s:+.4f}, "
+        f"DM p(better)={p_better:.3g}, p(worse)={p_worse:.3g})"
+    )

@@ -52,6 +52,7 @@ def test_mur_backtest_on_bundled_data_writes_json_and_png(tmp_path: Path) -> Non
         "2025-06-01T00:00:00Z",
         "--out",
         str(out),
+        "--strategy",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "pooled" in proc.stdout and "Diebold-Mariano p-value" in proc.stdout
@@ -81,6 +82,13 @@ def test_mur_backtest_on_bundled_data_writes_json_and_png(tmp_path: Path) -> Non
         assert 0 <= h["interval_dm_p_better"] <= 1 and 0 <= h["interval_dm_p_better_vs_ewma"] <= 1
     assert len(doc["pooled"]["range_verdicts"]) == 3
     assert (out / "backtest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # --strategy: the sizing rule walked forward after fees, sized by each range, next to buy & hold
+    plan = doc["pooled"]["strategy"]
+    assert set(plan["strategies"]) == {"model", "ewma", "garch", "buy_hold"}
+    assert plan["strategies"]["buy_hold"]["hours"] == 72 and plan["rule"]["horizon"] == 24
+    assert plan["verdict"] in proc.stdout and plan["verdict"].startswith("paper, not advice")
+    assert all(s in proc.stdout for s in ("model-sized", "EWMA-sized", "GARCH-sized", "buy & hold"))
+    assert (out / "strategy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_backtest_refuses_too_little_history(tmp_path: Path) -> None:

@@ -75,8 +75,14 @@ def test_range_verdict_says_when_the_range_does_not_beat_a_baseline() -> None:
         "interval_skill_vs_ewma": -0.05,
         "interval_dm_p_better_vs_ewma": 0.6,
         "interval_dm_p_worse_vs_ewma": 0.4,
+        "interval_skill_vs_garch": -0.09,
+        "interval_dm_p_better_vs_garch": 0.99,
+        "interval_dm_p_worse_vs_garch": 0.01,
     }
     line = range_verdict(h)
     assert line.startswith("4 h: coverage 0.843 (nominal 0.90)")
     assert "the range beats the naive range (a)" in line
     assert "the range does NOT beat the EWMA range (b)" in line
+    assert "the range is significantly WORSE than the GARCH(1,1)-t range (c)" in line
+    del h["interval_skill_vs_garch"]  # a document from before (c)
+    assert "GARCH" not in range_verdict(h)
