@@ -12,10 +12,17 @@ committed with the results: the figures can be recomputed from them) and a rerun
 stopped; empty that folder to measure a changed model or dataset. Every score is
 out-of-sample. Walk-forward: span 1 is the last 10 % of the pair's hours, which its model never trained on
 (weights) nor calibrated on (conformal scale); span k + 1 is the 10 % before span k, scored by a model
-trained on the candles before it. Both interval baselines are fitted on the hours before each span:
+trained on the candles before it. The interval baselines are fitted on the hours before each span:
 
 * (a) naive: fixed empirical quantiles of past h-hour log returns;
-* (b) EWMA volatility (half-life 12 h, squared returns and high-low range) x hour-of-day factor.
+* (b) EWMA volatility (half-life 12 h, squared returns and high-low range) x hour-of-day factor;
+* (c) GARCH(1,1) with Student-t innovations (:mod:`mur.evaluation.garch`), parameters fixed from those hours.
+
+Model vs (c) per pair and horizon (issue 39): both coverages, interval skill vs (c) with a 95 % confidence
+interval and the one-sided p-value of "the model's ranges are worse": each span's skill standard error is
+HAC on its per-window Winkler differences (lag h - 1, in the metrics document); the spans are disjoint in
+time and combined as independent, weighted by (c)'s summed Winkler score (the pooled skill is exactly that
+weighted mean).
 
 A 36-day span holds only ~36 independent 24 h outcomes (sampling error ~0.05 on a 24 h coverage), so the
 spans are scored together: coverage over all their windows, skills as ratios of summed scores. Six spans
@@ -129,7 +136,12 @@ def row_of(pair: str, spans: list[dict[str, Any]]) -> dict[str, Any]:
     def mean(get: Any) -> float:
         return float(sum(get(h) * h["n"] for h in spans) / n)
 
-    winkler = {k: mean(lambda h, k=k: h[k]["winkler"]) for k in ("interval", "naive", "ewma")}
+    winkler = {k: mean(lambda h, k=k: h[k]["winkler"]) for k in ("interval", "naive", "ewma", "garch")}
+    weights = [h["n"] * h["garch"]["winkler"] for h in spans]
+    skill_garch = 1 - winkler["interval"] / winkler["garch"]
+    se_garch = math.sqrt(
+        sum((w * h["interval_skill_se_vs_garch"]) ** 2 for w, h in zip(weights, spans, strict=True))
+    ) / sum(weights)
     mae_model, mae_persistence = mean(lambda h: h["model"]["mae"]), mean(lambda h: h["persistence"]["mae"])
     coverage = mean(lambda h: h["interval"]["coverage"])
     return {
@@ -143,6 +155,10 @@ def row_of(pair: str, spans: list[dict[str, Any]]) -> dict[str, Any]:
         "ewma_skill_vs_naive": 1 - winkler["ewma"] / winkler["naive"],
         "ewma_coverage": mean(lambda h: h["ewma"]["coverage"]),
         "coverage_error": coverage_error(coverage, n, hours),
+        "interval_skill_vs_garch": skill_garch,
+        "interval_skill_se_vs_garch": se_garch,
+        "p_worse_than_garch": 0.5 * math.erfc(-skill_garch / (se_garch * math.sqrt(2))) if se_garch else 0.5,
+        "garch_coverage": mean(lambda h: h["garch"]["coverage"]),
         "n": n,
     }
 
@@ -220,6 +236,14 @@ def main() -> None:
             f"{row['interval_skill_vs_ewma']:>+13.4f} {row['ewma_skill_vs_naive']:>+10.4f} "
             f"{row['ewma_coverage']:>7.3f}"
         )
+    header = f"{'pair':<10} {'h':>3} {'coverage':>8} {'cov (c)':>7} {'skill vs (c)':>12}  {'95 % CI':<17} {'p worse':>7}"
+    print(f"\nmodel vs (c) GARCH(1,1)-t, the spans together:\n{header}\n{'-' * len(header)}")
+    for row in rows:
+        s, se = row["interval_skill_vs_garch"], row["interval_skill_se_vs_garch"]
+        print(
+            f"{row['pair']:<10} {row['hours']:>3} {row['coverage']:>8.3f} {row['garch_coverage']:>7.3f} "
+            f"{s:>+12.4f}  [{s - 1.96 * se:+.4f}, {s + 1.96 * se:+.4f}] {row['p_worse_than_garch']:>7.3f}"
+        )
     print("\ncoverage of the 90 % range per span, latest first:")
     print("\n".join(by_span))
     one_hour = [r for r in rows if r["hours"] == 1]
@@ -241,6 +265,11 @@ def main() -> None:
         "worst_coverage_over_horizons": worst_over_horizons,
         "worst_coverage_at": {"pair": worst_row["pair"], "hours": worst_row["hours"]},
         "coverage_in_087_093_at_every_horizon": all(0.87 <= r["coverage"] <= 0.93 for r in rows),
+        "worst_skill_vs_garch_by_horizon": {
+            str(h): min(r["interval_skill_vs_garch"] for r in rows if r["hours"] == h) for h in horizons
+        },
+        "at_least_as_good_as_garch_everywhere": all(r["interval_skill_vs_garch"] >= 0 for r in rows),
+        "never_significantly_worse_than_garch": all(r["p_worse_than_garch"] > 0.05 for r in rows),
     }
     figures = [v for r in rows for k, v in r.items() if k not in ("pair", "hours")]
     if not rows or not all(math.isfinite(v) for v in figures):
@@ -287,6 +316,15 @@ def main() -> None:
     print(
         f"latest span alone: worst coverage {last_worst['coverage']:.3f} ({last_worst['pair']} "
         f"{last_worst['hours']} h, sampling error {last_worst['coverage_error']:.3f})"
+    )
+    print(
+        "worst interval skill vs (c) GARCH by horizon: "
+        + ", ".join(f"{h} h {s:+.4f}" for h, s in summary["worst_skill_vs_garch_by_horizon"].items())
+    )
+    print(
+        f"ranges at least as good as GARCH (skill >= 0) at every horizon on every pair: "
+        f"{summary['at_least_as_good_as_garch_everywhere']}; never significantly worse (p > 0.05): "
+        f"{summary['never_significantly_worse_than_garch']}"
     )
     print(
         f"worst coverage over horizons: {worst_over_horizons:.3f} ({worst_row['pair']} {worst_row['hours']} h, "

@@ -105,6 +105,7 @@ def test_quality_smoke(tmp_path: Path) -> None:
     assert by_k, out
     assert float(by_k.group(2)) == pytest.approx(float(worst.group(1)), abs=1e-9)
     assert (tmp_path / "quality.json").exists()
+    figure(out, rf"^worst interval skill vs \(c\) GARCH by horizon: 1 h {NUMBER}, 4 h [-+.\d]+, 24 h [-+.\d]+$")
 
 
 def test_quality_coverage_error_by_hand() -> None:
