@@ -5,10 +5,10 @@ Row ``i`` of the pooled :class:`~mur.evaluation.backtest.FoldForecasts` is the f
 before hour ``t_i`` by the fold's model (trained before its origin); it sizes the exposure held over hour
 ``t_i`` (return ``close(t_i) / close(t_i - 1) - 1``), decided every ``rule.horizon`` hours. The same rule is
 sized by the model's range, by the EWMA x hour-of-day baseline's and by GARCH(1,1)-t's (both fitted before
-each fold's origin), next to buy & hold. The Sharpe difference of the model-sized rule vs each baseline-sized
-one comes with a stationary-bootstrap confidence interval (``arch``; paired hours, the expected block length
-Politis-White's estimate, at least the rule's horizon): the model-sized rule "beats" a baseline only when
-that interval lies above 0.
+each fold's origin), next to buy & hold. The Sharpe difference of the model-sized rule vs each other one
+comes with a stationary-bootstrap confidence interval (``arch``; paired hours, the expected block length
+Politis-White's estimate, at least the rule's horizon): the model-sized rule "beats" another only when that
+interval lies above 0.
 """
 
 from __future__ import annotations
@@ -99,10 +99,11 @@ def sharpe_difference(
 
 
 def verdict(vs: dict[str, dict[str, float]]) -> str:
-    """One honest line: does the model-sized rule beat each baseline-sized one after fees?"""
+    """One honest line: does the model-sized rule beat each baseline-sized one (and buy & hold) after fees?"""
     parts = [
-        f"the model-sized rule {'beats' if d['ci_low'] > 0 else 'does NOT beat'} the {SIZED_BY[k]} rule after "
-        f"fees (Sharpe {d['difference']:+.2f}, 95 % CI [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}])"
+        f"the model-sized rule {'beats' if d['ci_low'] > 0 else 'does NOT beat'} "
+        f"{f'the {SIZED_BY[k]} rule' if k in SIZED_BY else STRATEGIES[k]} after fees (Sharpe "
+        f"{d['difference']:+.2f}, 95 % CI [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}])"
         for k, d in vs.items()
     ]
     return f"{LABEL}: " + "; ".join(parts)
@@ -117,7 +118,7 @@ def strategy_report(
     model = results["model"].returns.to_numpy()
     vs: dict[str, dict[str, float]] = {
         k: sharpe_difference(model, results[k].returns.to_numpy(), rule.horizon, reps)
-        for k in ("ewma", "garch")
+        for k in ("ewma", "garch", "buy_hold")
         if k in results
     }
     t = pd.DatetimeIndex(f.timestamps)

@@ -105,7 +105,24 @@ def test_quality_smoke(tmp_path: Path) -> None:
     assert by_k, out
     assert float(by_k.group(2)) == pytest.approx(float(worst.group(1)), abs=1e-9)
     assert (tmp_path / "quality.json").exists()
-    figure(out, rf"^worst interval skill vs \(c\) GARCH by horizon: 1 h {NUMBER}, 4 h [-+.\d]+, 24 h [-+.\d]+$")
+    figure(
+        out, rf"^worst interval skill vs \(c\) GARCH by horizon: 1 h {NUMBER}, 4 h [-+.\d]+, 24 h [-+.\d]+$"
+    )
+
+
+def test_decision_smoke() -> None:
+    out = run_smoke("decision.py")
+    assert out.startswith("rule (paper, not advice): exposure = min(1, 40% / the 24 h range's volatility)")
+    for name in ("model-sized", "EWMA-sized", "GARCH-sized", "buy & hold"):  # total return .. mean exposure
+        cells = re.search(rf"^{name}\s+(.+)$", out, re.MULTILINE)
+        assert cells, out
+        assert len(cells.group(1).split()) == 8 and "nan" not in cells.group(1), cells.group(0)
+    diff = re.search(rf"^btc_usdt\s+{NUMBER} \[{NUMBER}, {NUMBER}\]", out, re.MULTILINE)
+    assert diff, out  # the Sharpe difference vs the EWMA-sized rule inside its 95 % interval
+    assert float(diff.group(2)) <= float(diff.group(1)) <= float(diff.group(3))
+    assert re.search(
+        r"^paper, not advice: the model-sized rule (beats|does NOT beat) the EWMA-sized", out, re.M
+    )
 
 
 def test_quality_coverage_error_by_hand() -> None:

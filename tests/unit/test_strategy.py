@@ -75,7 +75,7 @@ def test_report_table_and_verdict() -> None:
     assert (model["turnover"], model["mean_exposure"], model["hours"]) == pytest.approx((1.0, 0.75, 48))
     assert doc["strategies"]["buy_hold"]["fees"] == pytest.approx(0.0015)
     assert (doc["start"], doc["end"]) == ("1970-01-01T00:00:00Z", "1970-01-03T00:00:00Z")
-    assert doc["rule"]["horizon"] == 24 and set(doc["sharpe_vs"]) == {"ewma", "garch"}
+    assert doc["rule"]["horizon"] == 24 and set(doc["sharpe_vs"]) == {"ewma", "garch", "buy_hold"}
     assert doc["verdict"].startswith("paper, not advice: the model-sized rule")
     lines = table(doc).splitlines()
     assert lines[0].split()[:4] == ["strategy", "total", "ret.", "ann."]
@@ -93,12 +93,14 @@ def test_verdict_wording() -> None:
         {
             "ewma": {"difference": 0.12, "ci_low": -0.3, "ci_high": 0.5},
             "garch": {"difference": 0.4, "ci_low": 0.05, "ci_high": 0.8},
+            "buy_hold": {"difference": -0.4, "ci_low": -0.9, "ci_high": -0.1},
         }
     )
     assert line == (
         "paper, not advice: the model-sized rule does NOT beat the EWMA-sized rule after fees (Sharpe +0.12, "
         "95 % CI [-0.30, +0.50]); the model-sized rule beats the GARCH-sized rule after fees (Sharpe +0.40, "
-        "95 % CI [+0.05, +0.80])"
+        "95 % CI [+0.05, +0.80]); the model-sized rule does NOT beat buy & hold after fees (Sharpe -0.40, 95 % CI "
+        "[-0.90, -0.10])"
     )
 
 
