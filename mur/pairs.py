@@ -44,6 +44,17 @@ def normalize_pair(pair: str) -> str:
     return text
 
 
+def lenient_pair(text: str) -> str:
+    """A pair as a user types it in a URL: ``btc_usdt``, ``BTC-USDT`` or a Binance symbol (``BTCUSDT``, as the
+    CLI takes) in canonical form; anything else unchanged, for the caller's own check to word the error."""
+    for parse in (normalize_pair, symbol_to_pair):
+        try:
+            return parse(text)
+        except UnknownPairError:
+            pass
+    return text
+
+
 def is_pair(text: str) -> bool:
     """True when ``text`` is already a canonical pair name."""
     return bool(PAIR_RE.match(text))

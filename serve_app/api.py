@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
+from pydantic import AfterValidator
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
@@ -28,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mur.db import TokenOwner
 from mur.errors import MurError
+from mur.pairs import lenient_pair
 from mur.serving.contract import MAX_CANDLES, CandlesIn, ForecastOut, ModelsOut
 from mur.serving.http import error_body, http_error
 from serve_app.metrics import CONTENT_TYPE, AnswerCounts, ApiMetrics, MetricsMiddleware
@@ -56,7 +58,11 @@ async def _authorization(credentials: HTTPAuthorizationCredentials | None = Depe
 
 
 PairPath = Annotated[
-    str, Path(min_length=1, max_length=40, description="a pair such as eth_usdt", examples=["eth_usdt"])
+    str,
+    Path(
+        min_length=1, max_length=40, description="a pair such as eth_usdt or ETHUSDT", examples=["eth_usdt"]
+    ),
+    AfterValidator(lenient_pair),
 ]
 
 

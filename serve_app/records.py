@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from mur.db import TokenOwner
 from mur.db.alias_history import MAX_MOVES
@@ -21,7 +21,7 @@ from mur.errors import InvalidInputError, NotFoundError, UnknownPairError
 from mur.monitoring.paper import MAX_DAYS, PAPER_DAYS
 from mur.monitoring.report import MonitoringReport
 from mur.monitoring.track_record import MAX_LIMIT
-from mur.pairs import normalize_pair
+from mur.pairs import lenient_pair, normalize_pair
 from mur.serving.contract import PaperOut
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 RecordPair = Annotated[
     str,
     Path(min_length=1, max_length=40, description="a served pair such as btc_usdt", examples=["btc_usdt"]),
+    AfterValidator(lenient_pair),
 ]
 
 
