@@ -412,6 +412,8 @@ def summary_lines(report: UpReport, registry_names: Iterable[str] = ()) -> list[
     if not names or "airflow-api-server" in names:
         where = "MUR_AIRFLOW_PASSWORD" if s.airflow.airflow_password else "`mur airflow password`"
         lines.append(f"  Airflow login  {s.airflow.airflow_user}  (password: {where})")
+    if s.ray.ray_auth_mode == "token":
+        lines.append("  Ray dashboard  asks for a token: paste the output of `mur ray token`")
     if report.forecasts:
         lines.append("")
         lines.append("  forecasts served now:")

@@ -32,6 +32,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # click's plain help: Typer's rich panels print flags as `--help <bool>`
 )
 ml_cmd.register(app)
 monitor_cmd.register(app)

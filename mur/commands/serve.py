@@ -1,21 +1,58 @@
-"""``mur serve``: deploy the Ray Serve API on the running Ray head; ``mur serve status|stop``.
+"""``mur serve``: deploy the Ray Serve API on the running Ray head; ``mur serve status|stop``; ``mur ray token``.
 
 Thin wrappers over :mod:`serve_app.deploy` (declarative, like ``serve deploy serve_app/config.yaml``). The
-Ray head comes from ``mur up``; replicas take their settings from this command's ``MUR_*`` settings.
+Ray head comes from ``mur up``; replicas take their settings from this command's ``MUR_*`` settings. Ray's REST
+API is behind the stack's token: ``RAY_AUTH_TOKEN``, else the one ``mur up`` keeps in its secrets file.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from mur.settings import Settings
 
 serve_cli = typer.Typer(
     help="Ray Serve API: deploy it (no sub-command), show its status, stop it.",
     invoke_without_command=True,
     no_args_is_help=False,
 )
+
+
+ray_cli = typer.Typer(help="The stack's Ray head.", no_args_is_help=True)
+
+
+def stack_settings() -> Settings:
+    """The settings as ``mur up`` aligned them, the Ray token included (from the stack's secrets file when
+    the environment has none)."""
+    from devstack.config import align_settings
+    from mur.settings import get_settings
+
+    return align_settings(get_settings(), export=False)
+
+
+@ray_cli.command("token")
+def ray_token() -> None:
+    """Print the Ray token (RAY_AUTH_TOKEN, else the stack's secrets file, which only its owner can read):
+    the Ray dashboard asks for it."""
+    from devstack import secret_files
+    from devstack.config import SECRETS_FILE
+    from mur.errors import ConfigError
+    from mur.settings import get_settings
+
+    settings = get_settings()
+    path = Path(settings.general.runtime_dir) / SECRETS_FILE
+    try:
+        token = settings.ray.ray_auth_token or (secret_files.read(path) or {}).get("ray_auth_token")
+    except PermissionError as exc:
+        raise ConfigError(f"{path} is readable by the stack's owner only") from exc
+    if not token:
+        raise ConfigError(f"no Ray token in RAY_AUTH_TOKEN or {path}: start the stack first (mur up)")
+    typer.echo(token)
 
 
 @serve_cli.callback()
@@ -31,11 +68,10 @@ def serve(
     """Deploy (or update) the API and print its URL."""
     if ctx.invoked_subcommand is not None:
         return
-    from mur.settings import get_settings
     from serve_app.args import AppArgs, settings_overrides
     from serve_app.deploy import deploy, load_config
 
-    settings = get_settings()
+    settings = stack_settings()
     base = AppArgs(**(load_config()["applications"][0].get("args") or {}))
     args = base.model_copy(
         update={
@@ -58,10 +94,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
     """The app's status, deployments and running replicas, and /readyz."""
     import httpx
 
-    from mur.settings import get_settings
     from serve_app.deploy import app_details, replica_counts, serve_details
 
-    settings = get_settings()
+    settings = stack_settings()
     details = app_details(settings)
     if details is None:
         typer.echo(f"{settings.serving.serve_app_name}: not deployed (run `mur serve`)")
@@ -89,13 +124,13 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
 @serve_cli.command("stop")
 def stop() -> None:
     """Delete the app and shut Serve down on the Ray head."""
-    from mur.settings import get_settings
     from serve_app.deploy import undeploy
 
-    undeploy(get_settings())
+    undeploy(stack_settings())
     typer.echo("Serve stopped")
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``serve`` (with ``status`` and ``stop``) to the root app."""
+    """Add ``serve`` (with ``status`` and ``stop``) and ``ray`` (``token``) to the root app."""
     app.add_typer(serve_cli, name="serve")
+    app.add_typer(ray_cli, name="ray")

@@ -289,6 +289,7 @@ def test_secrets_are_shown_only_when_just_created(tmp_path: Path) -> None:
     for label in ("Dashboard", "API docs", "Airflow UI", "MLflow UI", "Ray dashboard"):
         assert label in text
     assert "pw-123" in text and "mur_x" in text
+    assert "`mur ray token`" in text and str(s.ray.ray_auth_token) not in text  # how, never the token itself
     later = stack.UpReport(s, admin=AdminResult("admin", created=False))
     text = "\n".join(stack.summary_lines(later))
     assert "pw-123" not in text and "mur users set-password admin" in text and "mur tokens create" in text
