@@ -5,6 +5,7 @@ Once per market hour (:class:`~mur.orchestration.timetable.MarketHourlyTimetable
 
     list_pairs ──► plan_batches ──► train_batch[i] (mapped, bounded: one Ray job trains a batch of pairs)
                └──────────────────► train_pair[pair] (mapped: the pair's result; retries train it alone)
+    (both deferrable: they submit the job and wait for it in Airflow's triggerer, holding no worker slot)
                                       ──► summarize (Asset event) ──► all_pairs_trained
 
 Configuration only: each task imports :mod:`mur.orchestration.tasks` when it runs, creates the settings
@@ -31,6 +32,7 @@ from mur.orchestration.tasks import (
     RETRY_DELAY,
     schedule_for,
 )
+from mur.orchestration.triggers import TrainBatch, TrainPair
 from mur.pairs import PAIR_PATTERN
 from mur.settings import get_settings
 
@@ -143,31 +145,6 @@ def mur_training() -> None:
 
         return plan_batches_task(get_settings(), pairs)
 
-    @task(
-        max_active_tis_per_dagrun=settings.airflow.max_parallel_trainings,
-        max_active_tis_per_dag=settings.airflow.max_parallel_trainings,
-        execution_timeout=timedelta(seconds=settings.training.job_timeout_s + 600),
-        retries=0,  # a pair that failed here is retried by its own train_pair task
-    )
-    def train_batch(pairs: list[str]) -> dict:
-        """One Ray job trains the batch's pairs in one Ray Train run; every pair's result or error."""
-        from mur.orchestration.batches import train_batch_task
-
-        return train_batch_task(get_settings(), pairs, get_current_context())
-
-    @task(
-        max_active_tis_per_dagrun=settings.airflow.max_parallel_trainings,
-        max_active_tis_per_dag=settings.airflow.max_parallel_trainings,
-        map_index_template="{{ task.op_kwargs['pair'] }}",
-        execution_timeout=timedelta(seconds=settings.training.job_timeout_s + 600),
-        trigger_rule="all_done",  # a batch task that failed as a whole: the pairs train on their own
-    )
-    def train_pair(pair: str, batches: list[dict]) -> dict:
-        """The pair's result from its batch; a pair that failed there is retried in its own Ray job."""
-        from mur.orchestration.tasks import train_pair_task
-
-        return train_pair_task(get_settings(), pair, get_current_context(), batches)
-
     @task(outlets=[CHAMPIONS], trigger_rule="all_done", retries=0)
     def summarize(results: list[dict]) -> dict:
         """Collect the mapped results (failed pairs listed) and emit the Asset event with them as extra."""
@@ -182,10 +159,28 @@ def mur_training() -> None:
 
         check_all_trained_task(get_current_context())
 
+    # deferrable: each submits its Ray job and waits in the triggerer (mur/orchestration/triggers.py); a
+    # deferred task holds no worker slot but counts towards max_active_tis_per_dag(run)
+    slots = settings.airflow.max_parallel_trainings
+    bounds = {
+        "max_active_tis_per_dagrun": slots,
+        "max_active_tis_per_dag": slots,
+        "execution_timeout": timedelta(seconds=settings.training.job_timeout_s + 600),
+    }
     pairs = list_pairs()
-    batches = train_batch.expand(pairs=plan_batches(cast("list[str]", pairs)))
-    trained = train_pair.partial(batches=cast("list[dict]", batches)).expand(pair=pairs)
-    summary = summarize(cast("list[dict]", trained))  # an XComArg here; the mapped results when it runs
+    batches = TrainBatch.partial(
+        task_id="train_batch",
+        retries=0,  # a pair that failed here is retried by its own train_pair task
+        **bounds,
+    ).expand(pairs=plan_batches(cast("list[str]", pairs)))
+    trained = TrainPair.partial(
+        task_id="train_pair",
+        batches=batches.output,
+        map_index_template="{{ task.pair }}",
+        trigger_rule="all_done",  # a batch task that failed as a whole: the pairs train on their own
+        **bounds,
+    ).expand(pair=pairs)
+    summary = summarize(cast("list[dict]", trained.output))  # the mapped results when it runs
     [trained, summary] >> all_pairs_trained()
 
 

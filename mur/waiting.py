@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -39,9 +40,39 @@ def wait_until(
         else:
             if answer and done(answer):
                 return answer
-        if time.monotonic() >= deadline:
-            cause = last if isinstance(last, Exception) else None
-            raise error(
-                f"timed out after {timeout_s:g} s waiting for {what} (last: {last!r:.1000})"
-            ) from cause
+        _give_up_after(deadline, timeout_s, what, last, error)
         time.sleep(interval_s)
+
+
+async def wait_until_async(
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    what: str,
+    timeout_s: float,
+    interval_s: float = 0.5,
+    done: Callable[[T], object] = bool,
+    retry_on: tuple[type[Exception], ...] = (),
+) -> T:
+    """:func:`wait_until` for a coroutine ``check``, sleeping with ``asyncio.sleep``: many waits share one
+    event loop (the training DAG's trigger in Airflow's triggerer, :mod:`mur.orchestration.triggers`)."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while True:
+        try:
+            answer = last = await check()
+        except retry_on as exc:
+            last = exc
+        else:
+            if answer and done(answer):
+                return answer
+        _give_up_after(deadline, timeout_s, what, last, WaitTimeout)
+        await asyncio.sleep(interval_s)
+
+
+def _give_up_after(
+    deadline: float, timeout_s: float, what: str, last: object, error: Callable[[str], BaseException]
+) -> None:
+    """Raise ``error`` naming ``what`` and the last answer (its cause: the last exception) past ``deadline``."""
+    if time.monotonic() >= deadline:
+        cause = last if isinstance(last, Exception) else None
+        raise error(f"timed out after {timeout_s:g} s waiting for {what} (last: {last!r:.1000})") from cause

@@ -18,6 +18,8 @@ SECRET_FIELDS = frozenset(
         "binance_api_secret",
         "airflow_password",
         "discord_webhook_url",
+        "mlflow_username",
+        "mlflow_password",
     }
 )
 """Never copied into the app's args (they would show in the Serve config); replicas read them from MUR_*."""

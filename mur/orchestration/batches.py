@@ -17,12 +17,14 @@ Import-light like :mod:`mur.orchestration.tasks` (the DAG file imports it while 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from mur.errors import JobError
 from mur.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,10 +55,13 @@ def train_batch(
     emit: LogFn | None = None,
     submission_prefix: str | None = None,
     kind: str = "manual",
+    await_jobs: Callable[..., Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Train ``pairs`` in as few Ray jobs as their window ends allow (one, unless bundled data ends earlier
-    for some pairs); ``{pair: {"result": compact} | {"error": message}}``. Pairs already trained for their
-    window are looked up in the registry and reused without a job."""
+    for some pairs): submit them and hand their ids to ``await_jobs`` (the DAG's task defers there and
+    resumes in :func:`batch_jobs_done`), which gives ``{pair: {"result": compact} | {"error": message}}``.
+    Pairs already trained for their window are looked up in the registry and reused without a job. Without
+    ``await_jobs`` (no Airflow: ``mur up``'s first training) the jobs are followed here, their logs streamed."""
     from mur.orchestration import job_submission as jobs
     from mur.orchestration.tasks import available_end, compact_result, find_trained
 
@@ -82,30 +87,55 @@ def train_batch(
         else:
             by_end.setdefault(pair_end, []).append(pair)
 
-    job_options = {k: v for k, v in options.items() if k != "num_workers"}
+    submitted: dict[str, list[str]] = {}
     for n, (pair_end, todo) in enumerate(sorted(by_end.items())):
         say(f"[mur] batch of {len(todo)} pair(s), window end {pair_end.isoformat()}: {', '.join(todo)}")
         submission_id = f"{submission_prefix}-{n}-{datetime.now(UTC):%H%M%S}" if submission_prefix else None
         try:
-            results = jobs.submit_batch(
+            job_id = jobs.start_training(
                 settings,
                 todo,
+                "batch",
                 end=pair_end,
-                num_workers=options.get("num_workers"),
-                stream_logs=True,
                 log=say,
                 submission_id=submission_id,
                 kind=kind,
-                **job_options,
+                **options,
             )
-        except Exception as exc:  # could not submit / follow the job: each pair's own task retries
+        except Exception as exc:  # the head refused it (JobError): each pair's own task retries
             say(f"[mur] batch job failed: {exc}")
             out.update({p: {"error": str(exc)} for p in todo})
             continue
-        for pair, result in results.items():
-            out[pair] = {"result": compact_result(result)} if result.ok else {"error": result.error}
+        submitted[job_id] = todo
+    carry = {"settled": out, "jobs": submitted}
+    if not submitted:
+        return batch_jobs_done(settings, {"carry": carry}, say)
+    if await_jobs is None:
+        return batch_jobs_done(settings, jobs.follow_jobs(settings, list(submitted), say, carry), say)
+    return await_jobs(list(submitted), carry)
+
+
+def batch_jobs_done(settings: Settings, event: Mapping[str, Any], emit: LogFn) -> dict[str, dict[str, Any]]:
+    """``train_batch[i]`` resumed by its trigger (:mod:`mur.orchestration.triggers`): every pair's outcome,
+    ``{"result": compact}`` or ``{"error": message}`` (a pair its job left no result for: the job's reason)."""
+    from mur.orchestration import job_submission as jobs
+    from mur.orchestration.tasks import compact_result
+
+    out, pairs_of = dict(event["carry"]["settled"]), event["carry"]["jobs"]
+    read = jobs.job_result_reader(settings)
+    for job_id, job in event.get("jobs", {}).items():
+        emit(f"[mur] Ray job {job_id} ended: {job['status']}")
+        try:
+            why = functools.partial(str, job["reason"])
+            results = jobs.batch_results(job_id, pairs_of[job_id], job["status"], why, read)
+        except JobError as exc:  # its results cannot be read: each pair's own task retries
+            out.update({p: {"error": str(exc)} for p in pairs_of[job_id]})
+            continue
+        out.update(
+            {p: {"result": compact_result(r)} if r.ok else {"error": r.error} for p, r in results.items()}
+        )
     failed = sorted(p for p, o in out.items() if "error" in o)
-    say(
+    emit(
         f"[mur] batch: {len(out) - len(failed)}/{len(out)} pair(s) trained or reused"
         + (f"; failed (their own tasks retry them): {', '.join(failed)}" if failed else "")
     )
@@ -124,7 +154,7 @@ def plan_batches_task(settings: Settings, pairs: Sequence[str]) -> list[list[str
 
 
 def train_batch_task(
-    settings: Settings, pairs: Sequence[str], context: Mapping[str, Any]
+    settings: Settings, pairs: Sequence[str], context: Mapping[str, Any], await_jobs: Callable[..., Any]
 ) -> dict[str, dict[str, Any]]:
     """``train_batch[i]``: window end from the run, options from params; every pair's outcome."""
     from mur.orchestration import DAG_ID
@@ -147,4 +177,5 @@ def train_batch_task(
         emit=emit,
         submission_prefix=submission_prefix(getattr(ti, "dag_id", DAG_ID), str(context.get("run_id")), label),
         kind=run_kind(dag_run),
+        await_jobs=await_jobs,
     )

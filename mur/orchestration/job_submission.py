@@ -1,9 +1,11 @@
 """Submit training as Ray jobs (used by ``mur train --ray`` and by Airflow tasks).
 
-:func:`submit_training` submits ``python -m ray_jobs.train_pair`` through ``JobSubmissionClient`` at
-``MUR_RAY_ADDRESS`` with a runtime env that ships the project, streams the job's logs, and returns the job's
-:class:`~mur.contracts.TrainingResult` (registered version, alias decision, metrics), or raises
-:class:`JobError` with the job's error.
+:func:`start_training` submits ``python -m ray_jobs.train_pair`` through ``JobSubmissionClient`` at
+``MUR_RAY_ADDRESS`` with a runtime env that ships the project; the training DAG then defers to
+:class:`~mur.orchestration.triggers.RayJobTrigger` until the job ended, and :func:`job_result` /
+:func:`batch_results` turn what it left into :class:`~mur.contracts.TrainingResult` (registered version,
+alias decision, metrics), or :class:`JobError` with the job's error. :func:`submit_training` (``mur train
+--ray``) does all of it in one call, streaming the job's log.
 
 A job leaves its result as one JSON object in the artefact bucket named by its submission id
 (``s3://BUCKET/job-results/ID.json``): the submitter picks the id (:func:`new_submission_id`) and passes it to
@@ -85,6 +87,8 @@ SECRET_FIELDS = frozenset(
         "binance_api_secret",
         "ray_auth_token",
         "pg_app_password",
+        "mlflow_username",
+        "mlflow_password",
     }
 )
 """Settings never copied into a job's payload: Ray logs each job's runtime env (``runtime_env_agent.log``)
@@ -151,10 +155,23 @@ def build_entrypoint(pair: str | Sequence[str], end: datetime | None, **options:
 
 
 def submit_training(settings: Settings, pair: str, **options: Any) -> TrainingResult:
-    """Submit one training job, follow it to the end and return its result (or raise JobError); the options
+    """Submit one training job, follow it to its end and return its result (or raise JobError); the options
     are :func:`submit_batch`'s."""
-    client, job_id, follow = _start(settings, pair.lower(), "train", **options)
-    return wait_for_job(client, job_id, **follow)
+    client, job_id, status, logs, read = _run(settings, pair.lower(), "train", **options)
+    return job_result(job_id, status, lambda: _why(client, job_id, status, logs), read)
+
+
+def submit_batch(settings: Settings, pairs: Sequence[str], **options: Any) -> dict[str, TrainingResult]:
+    """Submit one job training ``pairs`` in one Ray Train run, follow it, return one result per pair.
+
+    Options: ``end``, ``num_workers``, ``use_gpu`` and the job's other flags (:func:`build_entrypoint`);
+    ``stream_logs`` (default True) and ``log`` (default print) for its log lines; ``timeout_s`` (default
+    ``training.job_timeout_s``), ``poll_s``, ``submission_id``, ``read`` (where its result is read; default
+    the artefact bucket, :func:`job_result_reader`). (The training DAG does not follow its jobs: it defers
+    to :class:`~mur.orchestration.triggers.RayJobTrigger`.)"""
+    pairs = [p.lower() for p in pairs]
+    client, job_id, status, logs, read = _run(settings, pairs, "batch", **options)
+    return batch_results(job_id, pairs, status, lambda: _why(client, job_id, status, logs), read)
 
 
 def follow_job(
@@ -191,22 +208,40 @@ def follow_job(
         raise JobError(f"Ray job {job_id} did not finish within {timeout_s:.0f} s; stopped it") from None
 
 
-def _submit(
-    client: Any,
+def follow_jobs(
+    settings: Settings, job_ids: Sequence[str], emit: Callable[[str], None], carry: Any = None
+) -> dict[str, Any]:
+    """Follow jobs to their end here, streaming their logs (no Airflow): the event
+    :class:`~mur.orchestration.triggers.RayJobTrigger` fires for them in Airflow's triggerer."""
+    client, ended = client_for(settings), {}
+    for job_id in job_ids:
+        status, logs = follow_job(
+            client, job_id, stream_logs=True, emit=emit, timeout_s=settings.training.job_timeout_s
+        )
+        ended[job_id] = {
+            "status": status,
+            "reason": "" if status == "SUCCEEDED" else _why(client, job_id, status, logs),
+        }
+    return {"jobs": ended, "carry": carry}
+
+
+def submit_job(
     settings: Settings,
     entrypoint: str,
-    submission_id: str | None,
+    submission_id: str,
     metadata: dict[str, str],
     emit: Callable[[str], None],
 ) -> str:
     """Submit ``entrypoint`` with the project's runtime env; its job id (JobError when the head refuses)."""
     try:
-        job_id = client.submit_job(
+        job_id = client_for(settings).submit_job(
             entrypoint=entrypoint,
             runtime_env=runtime_env(settings),
             submission_id=submission_id,
             metadata=metadata,
         )
+    except JobError:
+        raise
     except Exception as exc:
         what = metadata.get("pair") or f"{metadata.get('pairs', '').count(',') + 1} pair(s)"
         raise JobError(
@@ -216,46 +251,42 @@ def _submit(
     return str(job_id)
 
 
-def wait_for_job(
-    client: Any,
-    job_id: str,
+def start_training(
+    settings: Settings,
+    target: str | Sequence[str],
+    id_kind: str = "train",
+    /,
     *,
-    read: ResultReader,
-    stream_logs: bool,
-    emit: Callable[[str], None],
-    timeout_s: float,
-    poll_s: float = 2.0,
-) -> TrainingResult:
-    """Poll a job until it ends, streaming new log lines; return the result it left (``read`` by its
-    submission id), or raise JobError with its error."""
-    status, logs = follow_job(
-        client, job_id, stream_logs=stream_logs, emit=emit, timeout_s=timeout_s, poll_s=poll_s
-    )
+    end: datetime | None = None,
+    log: Callable[[str], None] | None = None,
+    submission_id: str | None = None,
+    **flags: Any,
+) -> str:
+    """Submit the training job for ``target`` (a pair, or a batch's pairs; ``id_kind`` names a submission
+    id picked here) and return its id, without waiting for it."""
+    sid = submission_id or new_submission_id(id_kind)
+    entrypoint = build_entrypoint(target, end, submission_id=sid, **flags)
+    which = {"pair": target} if isinstance(target, str) else {"pairs": ",".join(target)[:200]}
+    return submit_job(settings, entrypoint, sid, {**which, "end": str(end)}, log or _print)
+
+
+def job_result(job_id: str, status: str, why: Callable[[], str], read: ResultReader) -> TrainingResult:
+    """The result job ``job_id`` left (``read`` by its submission id) when it SUCCEEDED with one, else
+    JobError with its error (the result's, else ``why()``): a job that did not succeed is never a success."""
     result = next(iter(_read_results(read, job_id, status).values()), None)
     if status != "SUCCEEDED" or result is None or result.error is not None:
-        reason = (result.error if result else None) or _why(client, job_id, status, logs)
+        reason = (result.error if result else None) or why()
         raise JobError(f"Ray job {job_id} {status.lower()}{'' if result else ' without a result'}: {reason}")
     return result.model_copy(update={"job_id": job_id})
 
 
-def wait_for_batch(
-    client: Any,
-    job_id: str,
-    pairs: Sequence[str],
-    *,
-    read: ResultReader,
-    stream_logs: bool,
-    emit: Callable[[str], None],
-    timeout_s: float,
-    poll_s: float = 2.0,
+def batch_results(
+    job_id: str, pairs: Sequence[str], status: str, why: Callable[[], str], read: ResultReader
 ) -> dict[str, TrainingResult]:
-    """Follow a batch job to its end: one result per pair, failures included (a pair the job left no result
-    for gets the job's error). Raises JobError only when the job's results cannot be read at all."""
-    status, logs = follow_job(
-        client, job_id, stream_logs=stream_logs, emit=emit, timeout_s=timeout_s, poll_s=poll_s
-    )
+    """One result per pair of a batch job, failures included (a pair the job left no result for gets the
+    job's error, ``why()``). Raises JobError only when the job's results cannot be read at all."""
     results = _read_results(read, job_id, status)
-    reason = "" if all(p in results for p in pairs) else _why(client, job_id, status, logs)
+    reason = "" if all(p in results for p in pairs) else why()
     return {
         p: (
             results[p].model_copy(update={"job_id": job_id})
@@ -279,55 +310,39 @@ def _read_results(read: ResultReader, job_id: str, status: str) -> dict[str, Tra
 
 def _why(client: Any, job_id: str, status: str, logs: str) -> str:
     """Why a job failed: its last error line (else its last log line), or Ray's message."""
-    return _last_error_line(logs) or (client.get_job_info(job_id).message or status)
+    return last_error_line(logs) or (client.get_job_info(job_id).message or status)
 
 
-def submit_batch(settings: Settings, pairs: Sequence[str], **options: Any) -> dict[str, TrainingResult]:
-    """Submit one job training ``pairs`` in one Ray Train run, follow it, return one result per pair.
-
-    Options: ``end``, ``num_workers``, ``use_gpu`` and the job's other flags (:func:`build_entrypoint`);
-    ``stream_logs`` (default True) and ``log`` (default print) for its log lines; ``timeout_s`` (default
-    ``training.job_timeout_s``), ``poll_s``, ``submission_id``, ``read`` (where its result is read; default
-    the artefact bucket, :func:`job_result_reader`)."""
-    pairs = [p.lower() for p in pairs]
-    client, job_id, follow = _start(settings, pairs, "batch", **options)
-    return wait_for_batch(client, job_id, pairs, **follow)
-
-
-def _start(
+def _run(
     settings: Settings,
     target: str | list[str],
     id_kind: str,
     /,
     *,
-    end: datetime | None = None,
     stream_logs: bool = True,
     log: Callable[[str], None] | None = None,
     timeout_s: float | None = None,
     poll_s: float = 2.0,
-    submission_id: str | None = None,
     read: ResultReader | None = None,
-    **flags: Any,
-) -> tuple[Any, str, dict[str, Any]]:
-    """Submit the job for ``target`` (a pair, or a batch's pairs; ``id_kind`` names its submission id); the
-    client, its job id and how to follow it."""
+    **options: Any,
+) -> tuple[Any, str, str, str, ResultReader]:
+    """Submit the job for ``target`` and follow it to its end: the client, its id, status, logs and reader."""
+    emit = log or _print
+    job_id = start_training(settings, target, id_kind, log=emit, **options)
     client = client_for(settings)
-    sid = submission_id or new_submission_id(id_kind)
-    entrypoint = build_entrypoint(target, end, submission_id=sid, **flags)
-    emit = log or (lambda line: print(line, flush=True))
-    which = {"pair": target} if isinstance(target, str) else {"pairs": ",".join(target)[:200]}
-    job_id = _submit(client, settings, entrypoint, sid, {**which, "end": str(end)}, emit)
-    follow = {
-        "read": read or job_result_reader(settings),
-        "stream_logs": stream_logs,
-        "emit": emit,
-        "timeout_s": timeout_s or settings.training.job_timeout_s,
-        "poll_s": poll_s,
-    }
-    return client, job_id, follow
+    timeout = timeout_s or settings.training.job_timeout_s
+    status, logs = follow_job(
+        client, job_id, stream_logs=stream_logs, emit=emit, timeout_s=timeout, poll_s=poll_s
+    )
+    return client, job_id, status, logs, read or job_result_reader(settings)
 
 
-def _last_error_line(logs: str) -> str | None:
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def last_error_line(logs: str) -> str | None:
+    """A job's last error line (``…Error…`` or ``error: …``), else its last line, at most 500 characters."""
     lines = [ln.strip() for ln in logs.splitlines() if ln.strip()]
     for line in reversed(lines):
         if "Error" in line or line.startswith("error:"):

@@ -40,6 +40,8 @@ TRAIN_OPTIONS = ("epochs", "arch", "hidden_size", "train_days", "num_workers", "
 """Params of the trigger form that are passed on to the Ray job (``None`` = the settings' value)."""
 
 LogFn = Callable[[str], None]
+AwaitJobs = Callable[..., Any]
+"""Awaits submitted Ray jobs (their ids; optionally what to carry to the resume): the DAG task defers."""
 
 
 # --- pure helpers ----------------------------------------------------------------------------------
@@ -214,6 +216,7 @@ def train_pair(
     pair: str,
     *,
     end: datetime,
+    await_job: AwaitJobs,
     options: Mapping[str, Any] | None = None,
     emit: LogFn | None = None,
     submission_prefix: str | None = None,
@@ -221,12 +224,11 @@ def train_pair(
     check_registry: bool = True,
     kind: str = "manual",
 ) -> dict[str, Any]:
-    """Train ``pair`` on candles before ``end`` as a Ray job (or reuse the version already trained); compact result.
-
-    The job's log lines go to ``emit`` (the task log). A job of an earlier try of the same run that is still
-    running (the worker died, the task timed out) is followed instead of submitting a second one.
+    """Train ``pair`` on candles before ``end`` as a Ray job: the version already trained for this window
+    (compact result, no job), else submit the job and hand its id to ``await_job`` (the DAG's task defers
+    there, :mod:`mur.orchestration.triggers`; it resumes in :func:`pair_job_done`). A job of an earlier try
+    of the same run that is still running (a trigger or a worker died) is awaited instead of a second one.
     """
-    from mur.errors import JobError
     from mur.orchestration import job_submission as jobs
 
     say = emit or log.info
@@ -244,40 +246,31 @@ def train_pair(
     if check_registry and (existing := find_trained(settings, pair, end, options)) is not None:
         say(f"[mur] {pair}: version {existing.version} was trained for this window already; reusing it")
         return compact_result(existing)
-
-    job_options = {k: v for k, v in options.items() if k != "num_workers"}
     prefix = submission_prefix
-    if prefix:
-        client = jobs.client_for(settings)
-        if (running := _running_job(client, prefix)) is not None:
-            say(f"[mur] {pair}: following Ray job {running} left running by an earlier try")
-            result = jobs.wait_for_job(
-                client,
-                running,
-                read=jobs.job_result_reader(settings),
-                stream_logs=True,
-                emit=say,
-                timeout_s=settings.training.job_timeout_s,
-            )
-            return compact_result(result)
-    submission_id = f"{prefix}-try{try_number}-{datetime.now(UTC):%H%M%S}" if prefix else None
-    try:
-        result = jobs.submit_training(
-            settings,
-            pair,
-            end=end,
-            num_workers=options.get("num_workers"),
-            stream_logs=True,
-            log=say,
-            submission_id=submission_id,
-            kind=kind,
-            **job_options,
-        )
-    except BaseException as exc:
-        if submission_id and not isinstance(exc, JobError):  # killed/timed out while following the job
-            _stop_quietly(settings, submission_id, say)
-        raise
-    return compact_result(result)
+    if prefix and (running := _running_job(jobs.client_for(settings), prefix)) is not None:
+        say(f"[mur] {pair}: awaiting Ray job {running}, left running by an earlier try")
+        return await_job([running])
+    job_id = jobs.start_training(
+        settings,
+        pair,
+        end=end,
+        log=say,
+        submission_id=f"{prefix}-try{try_number}-{datetime.now(UTC):%H%M%S}" if prefix else None,
+        kind=kind,
+        **options,
+    )
+    return await_job([job_id])
+
+
+def pair_job_done(settings: Settings, pair: str, event: Mapping[str, Any], emit: LogFn) -> dict[str, Any]:
+    """``train_pair[pair]`` resumed by its trigger: the result its job left, or JobError with the job's
+    reason (the task fails with it: its log, its retries, the Discord alert)."""
+    from mur.orchestration import job_submission as jobs
+
+    [(job_id, job)] = event["jobs"].items()
+    emit(f"[mur] {pair}: Ray job {job_id} ended: {job['status']}")
+    why = lambda: job["reason"] or "it left no result"  # noqa: E731
+    return compact_result(jobs.job_result(job_id, job["status"], why, jobs.job_result_reader(settings)))
 
 
 def _running_job(client: Any, prefix: str) -> str | None:
@@ -292,16 +285,6 @@ def _running_job(client: Any, prefix: str) -> str | None:
         if sid.startswith(prefix + "-") and status in ("PENDING", "RUNNING"):
             return sid
     return None
-
-
-def _stop_quietly(settings: Settings, submission_id: str, say: LogFn) -> None:
-    from mur.orchestration import job_submission as jobs
-
-    try:
-        jobs.client_for(settings).stop_job(submission_id)
-        say(f"[mur] stopped Ray job {submission_id}")
-    except Exception as exc:
-        say(f"[mur] could not stop Ray job {submission_id}: {exc}")
 
 
 # --- Airflow glue (called from the DAG's tasks with the settings they created and their context) ------
@@ -334,7 +317,8 @@ def train_pair_task(
     settings: Settings,
     pair: str,
     context: Mapping[str, Any],
-    batches: Iterable[Mapping[str, Any] | None] | None = None,
+    batches: Iterable[Mapping[str, Any] | None] | None,
+    await_job: AwaitJobs,
 ) -> dict[str, Any]:
     """``train_pair[pair]``: the pair's result from its batch job (:mod:`mur.orchestration.batches`); when
     the pair failed in its batch, the first try fails with the batch's error and the retries train the pair
@@ -379,6 +363,7 @@ def train_pair_task(
         ),
         try_number=try_number,
         kind=run_kind(dag_run),
+        await_job=await_job,
     )
 
 

@@ -28,18 +28,15 @@ def submit_tuning(settings: Settings, pair: str, trials: int | None = None) -> d
     """Submit the tuning job, follow it to its end and return its result (JobError when it failed)."""
     from mur.orchestration import job_submission as jobs
 
-    client = jobs.client_for(settings)
     sid = jobs.new_submission_id("tune")
-    job_id = jobs._submit(
-        client,
-        settings,
-        tuning_entrypoint(pair, trials, sid),
-        sid,
-        {"pair": pair, "kind": "tuning"},
-        log.info,
-    )
+    entrypoint = tuning_entrypoint(pair, trials, sid)
+    job_id = jobs.submit_job(settings, entrypoint, sid, {"pair": pair, "kind": "tuning"}, log.info)
     status, logs = jobs.follow_job(
-        client, job_id, stream_logs=True, emit=log.info, timeout_s=settings.training.job_timeout_s
+        jobs.client_for(settings),
+        job_id,
+        stream_logs=True,
+        emit=log.info,
+        timeout_s=settings.training.job_timeout_s,
     )
     result = jobs.job_result_reader(settings)(job_id)
     if status != "SUCCEEDED" or result is None:

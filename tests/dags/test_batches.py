@@ -8,13 +8,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from test_orchestration import FULL_RESULT, FakeJobClient, left
+from test_orchestration import FULL_RESULT, FakeJobClient, deferred, left
 
 from mur.contracts import TrainingResult
 from mur.errors import JobError
 from mur.orchestration import batches
 from mur.orchestration import tasks as orch
-from mur.orchestration.job_submission import build_entrypoint, wait_for_batch
+from mur.orchestration.job_submission import batch_results, build_entrypoint, last_error_line
 from mur.settings import Settings
 
 END = datetime(2025, 3, 1, 5, tzinfo=UTC)
@@ -48,10 +48,8 @@ def test_batch_entrypoint_and_results() -> None:
     assert "--pair btc_usdt" in build_entrypoint("btc_usdt", None, _same_python=False)
     document = left(FULL_RESULT, TrainingResult.failure("nope_usdt", "unknown pair"))
     pairs = ["btc_usdt", "nope_usdt", "eth_usdt"]
-    client = FakeJobClient("[mur] progress\nRuntimeError: worker died", status="FAILED")
-    results = wait_for_batch(
-        client, "s1", pairs, read={"s1": document}.get, stream_logs=False, emit=print, timeout_s=5, poll_s=0
-    )
+    logs = "[mur] progress\nRuntimeError: worker died"
+    results = batch_results("s1", pairs, "FAILED", lambda: last_error_line(logs) or "", {"s1": document}.get)
     assert list(results) == pairs and results["btc_usdt"].version == 7 and results["btc_usdt"].job_id == "s1"
     assert results["nope_usdt"].error == "unknown pair"
     assert results["eth_usdt"].error == "Ray job s1 failed without a result: RuntimeError: worker died"
@@ -103,63 +101,109 @@ def test_submit_training_and_submit_batch_pass_the_jobs_flags_and_read_its_resul
 
 @pytest.fixture
 def fake_batch_jobs(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Batch submissions recorded; each job's result document in ``state["left"]`` once it "ran"."""
     from mur.orchestration import job_submission as jobs
 
-    state: dict[str, Any] = {"submitted": [], "found": {}, "fail": {}}
+    state: dict[str, Any] = {"submitted": [], "found": {}, "fail": {}, "left": {}}
 
-    def submit_batch(settings: Settings, pairs: list[str], **kwargs: Any) -> dict[str, TrainingResult]:
+    def start(settings: Settings, pairs: list[str], id_kind: str = "train", /, **kwargs: Any) -> str:
         state["submitted"].append({"pairs": list(pairs), **kwargs})
         if state.get("raise"):
             raise state["raise"]
-        return {
-            p: TrainingResult.failure(p, state["fail"][p])
-            if p in state["fail"]
-            else FULL_RESULT.model_copy(update={"pair": p, "job_id": "raysubmit_1"})
-            for p in pairs
-        }
+        job_id = f"raysubmit_{len(state['submitted'])}"
+        state["left"][job_id] = left(
+            *(
+                TrainingResult.failure(p, state["fail"][p])
+                if p in state["fail"]
+                else FULL_RESULT.model_copy(update={"pair": p})
+                for p in pairs
+            )
+        )
+        return job_id
 
-    monkeypatch.setattr(jobs, "submit_batch", submit_batch)
+    monkeypatch.setattr(jobs, "start_training", start)
+    monkeypatch.setattr(jobs, "job_result_reader", lambda settings: state["left"].get)
     monkeypatch.setattr(orch, "find_trained", lambda settings, pair, end, options: state["found"].get(pair))
     return state
 
 
-def test_train_batch_reuses_registered_pairs_and_reports_failures(fake_batch_jobs: dict[str, Any]) -> None:
+def resumed(awaiting: dict[str, Any], status: str = "SUCCEEDED", reason: str = "") -> dict[str, Any]:
+    """The event the trigger fires when the awaited jobs ended (:mod:`mur.orchestration.triggers`)."""
+    return {
+        "jobs": {j: {"status": status, "reason": reason} for j in awaiting["awaiting"]},
+        "carry": awaiting["carry"],
+    }
+
+
+def awaited(job_ids: list[str], carry: Any = None) -> dict[str, Any]:
+    return {"awaiting": job_ids, "carry": carry}
+
+
+def test_train_batch_reuses_registered_pairs_defers_and_reports_failures(
+    fake_batch_jobs: dict[str, Any],
+) -> None:
     fake_batch_jobs["found"]["eth_usdt"] = FULL_RESULT.model_copy(update={"pair": "eth_usdt", "reused": True})
     fake_batch_jobs["fail"]["sol_usdt"] = "Ray Train: sol_usdt: diverged"
     lines: list[str] = []
-    out = batches.train_batch(
+    awaiting = batches.train_batch(
         Settings(),
         ["BTC_USDT", "eth_usdt", "sol_usdt"],
         end=END,
         options={"epochs": 1, "num_workers": 1},
         emit=lines.append,
         submission_prefix="mur-x-run-batch0-try1",
+        await_jobs=awaited,
     )
     [call] = fake_batch_jobs["submitted"]
     assert call["pairs"] == ["btc_usdt", "sol_usdt"]  # eth_usdt reused without a job
     assert call["end"] == END and call["epochs"] == 1 and call["num_workers"] == 1
     assert call["submission_id"].startswith("mur-x-run-batch0-try1-0-")
+    assert awaiting["awaiting"] == ["raysubmit_1"]
+    out = batches.batch_jobs_done(Settings(), resumed(awaiting), lines.append)
     assert out["btc_usdt"]["result"]["version"] == 7 and out["btc_usdt"]["result"]["job_id"] == "raysubmit_1"
     assert out["eth_usdt"]["result"]["reused"] is True
     assert out["sol_usdt"] == {"error": "Ray Train: sol_usdt: diverged"}
     assert any("failed (their own tasks retry them): sol_usdt" in line for line in lines)
 
 
+def test_a_batch_job_that_failed_without_results_marks_each_of_its_pairs(
+    fake_batch_jobs: dict[str, Any],
+) -> None:
+    awaiting = batches.train_batch(
+        Settings(), ["btc_usdt", "eth_usdt"], end=END, emit=lambda _l: None, await_jobs=awaited
+    )
+    fake_batch_jobs["left"].clear()
+    out = batches.batch_jobs_done(
+        Settings(), resumed(awaiting, "FAILED", "RuntimeError: OOM"), lambda _l: None
+    )
+    assert out == {
+        p: {"error": "Ray job raysubmit_1 failed without a result: RuntimeError: OOM"}
+        for p in ("btc_usdt", "eth_usdt")
+    }
+
+
 def test_a_batch_job_that_cannot_run_marks_each_of_its_pairs(fake_batch_jobs: dict[str, Any]) -> None:
     fake_batch_jobs["raise"] = JobError("could not submit the training job")
-    out = batches.train_batch(Settings(), ["btc_usdt", "eth_usdt"], end=END, emit=lambda _l: None)
+    out = batches.train_batch(
+        Settings(), ["btc_usdt", "eth_usdt"], end=END, emit=lambda _l: None, await_jobs=deferred
+    )
     assert out == {p: {"error": "could not submit the training job"} for p in ("btc_usdt", "eth_usdt")}
 
 
 def test_bundled_pairs_ending_earlier_go_in_their_own_job(fake_batch_jobs: dict[str, Any]) -> None:
     """A window end past a pair's bundled candles is clamped per pair, as the single-pair path does."""
     late = datetime(2030, 1, 1, tzinfo=UTC)
-    batches.train_batch(
-        Settings(market_data="bundled"), ["btc_usdt", "bnb_usdt", "xrp_usdt"], end=late, emit=lambda _l: None
+    awaiting = batches.train_batch(
+        Settings(market_data="bundled"),
+        ["btc_usdt", "bnb_usdt", "xrp_usdt"],
+        end=late,
+        emit=lambda _l: None,
+        await_jobs=awaited,
     )
     ends = {tuple(c["pairs"]): c["end"] for c in fake_batch_jobs["submitted"]}
     assert all(end < late for end in ends.values())
     assert ("bnb_usdt", "xrp_usdt") in ends and ("btc_usdt",) in ends  # BNB/XRP end in 2025-05
+    assert len(awaiting["awaiting"]) == 2  # one deferral awaits both jobs
 
 
 def _context(try_number: int) -> dict[str, Any]:
@@ -174,7 +218,7 @@ def test_train_pair_task_takes_its_result_from_the_batch(monkeypatch: pytest.Mon
         orch, "train_pair", lambda *a, **k: pytest.fail("no own job for a pair its batch trained")
     )
     found = {"btc_usdt": {"result": FULL_RESULT.compact().model_dump()}}
-    result = orch.train_pair_task(Settings(), "btc_usdt", _context(1), [None, found])
+    result = orch.train_pair_task(Settings(), "btc_usdt", _context(1), [None, found], deferred)
     assert result["version"] == 7 and result["pair"] == "btc_usdt"
 
 
@@ -187,14 +231,14 @@ def test_a_pair_that_failed_in_its_batch_fails_first_then_trains_alone(
     )
     failed = [{"sol_usdt": {"error": "diverged"}}]
     with pytest.raises(JobError, match="sol_usdt failed in its batch job: diverged"):
-        orch.train_pair_task(Settings(), "sol_usdt", _context(1), failed)
+        orch.train_pair_task(Settings(), "sol_usdt", _context(1), failed, deferred)
     assert calls == []
-    assert orch.train_pair_task(Settings(), "sol_usdt", _context(2), failed) == {
+    assert orch.train_pair_task(Settings(), "sol_usdt", _context(2), failed, deferred) == {
         "ok": 1
     }  # the retry: its own job
     assert calls[0]["pair"] == "sol_usdt" and calls[0]["try_number"] == 2
     # a batch task that failed as a whole reported nothing: the pair trains on its own at once
-    assert orch.train_pair_task(Settings(), "xrp_usdt", _context(1), [None]) == {"ok": 1}
+    assert orch.train_pair_task(Settings(), "xrp_usdt", _context(1), [None], deferred) == {"ok": 1}
 
 
 def test_train_many_trains_the_good_pairs_of_a_batch_with_a_bad_one() -> None:

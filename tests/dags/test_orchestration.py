@@ -58,7 +58,8 @@ def test_training_end_prefers_the_param_and_normalises_to_utc() -> None:
 
 def test_the_task_bodies_get_their_settings_from_the_dag_file() -> None:
     """``get_settings`` is the entry points' (the DAG files'): in mur/orchestration only the timetable's
-    ``environment_clock`` creates settings (Airflow runs the timetable where no entry point of ours runs)."""
+    ``environment_clock`` and the deferrable operators and trigger create settings (Airflow runs them where
+    no entry point of ours runs)."""
     import ast
 
     from mur.settings import PROJECT_ROOT
@@ -73,7 +74,9 @@ def test_the_task_bodies_get_their_settings_from_the_dag_file() -> None:
                         callers.add(f"{path.stem}.{function.name}")
         module_level = [n for n in tree.body if not isinstance(n, ast.FunctionDef | ast.ClassDef)]
         assert "get_settings()" not in "".join(ast.unparse(n) for n in module_level), path.name
-    assert callers == {"timetable.environment_clock"}
+    # besides the timetable, Airflow runs the training tasks' operators and their trigger (triggers.py)
+    entry_points = {f"triggers.{name}" for name in ("run", "execute", "execute_complete", "await_jobs")}
+    assert callers == {"timetable.environment_clock", *entry_points}
 
 
 def test_training_options_keep_only_set_job_overrides() -> None:
@@ -197,29 +200,33 @@ class FakeClient:
 
 @pytest.fixture
 def fake_jobs(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Submissions recorded (the job's id: its submission id), results read from ``state["left"]``."""
     from mur.orchestration import job_submission as jobs
 
-    state: dict[str, Any] = {"client": FakeClient(), "submitted": [], "found": None}
+    state: dict[str, Any] = {"client": FakeClient(), "submitted": [], "found": None, "left": {}}
 
-    def submit(settings: Settings, pair: str, **kwargs: Any) -> TrainingResult:
+    def start(settings: Settings, pair: str, id_kind: str = "train", /, **kwargs: Any) -> str:
         state["submitted"].append({"pair": pair, "train_days": settings.training.train_days, **kwargs})
-        kwargs["log"](f"job for {pair} ran")
         if state.get("raise"):
             raise state["raise"]
-        return FULL_RESULT.model_copy(
-            update={"pair": pair, "data_window": Window(start="s", end=str(kwargs["end"]))}
-        )
+        return str(kwargs["submission_id"] or "raysubmit_1")
 
-    monkeypatch.setattr(jobs, "submit_training", submit)
+    monkeypatch.setattr(jobs, "start_training", start)
     monkeypatch.setattr(jobs, "client_for", lambda settings: state["client"])
+    monkeypatch.setattr(jobs, "job_result_reader", lambda settings: state["left"].get)
     monkeypatch.setattr(orch, "find_trained", lambda *a, **k: state["found"])
     return state
 
 
-def test_train_pair_submits_with_window_end_and_options(fake_jobs: dict[str, Any]) -> None:
+def deferred(job_ids: list[str], carry: Any = None) -> dict[str, Any]:
+    """What the DAG's task does with submitted jobs: it defers (here: returns what it would await)."""
+    return {"awaiting": job_ids}
+
+
+def test_train_pair_submits_with_window_end_and_options_then_defers(fake_jobs: dict[str, Any]) -> None:
     lines: list[str] = []
     end = datetime(2025, 3, 1, 5, tzinfo=UTC)
-    result = orch.train_pair(
+    awaiting = orch.train_pair(
         Settings(),
         "BTC_USDT",
         end=end,
@@ -227,31 +234,48 @@ def test_train_pair_submits_with_window_end_and_options(fake_jobs: dict[str, Any
         emit=lines.append,
         submission_prefix="mur-x-run-btc_usdt",
         try_number=2,
+        await_job=deferred,
     )
     [call] = fake_jobs["submitted"]
     assert call["pair"] == "btc_usdt" and call["end"] == end and call["epochs"] == 1
     assert call["num_workers"] == 1 and call["train_days"] == 30  # via settings, as --train-days
     assert call["submission_id"].startswith("mur-x-run-btc_usdt-try2-")
-    assert call["stream_logs"] is True
-    assert "job for btc_usdt ran" in lines
-    assert result["version"] == 7 and result["data_window_end"] == str(end)
+    assert awaiting == {"awaiting": [call["submission_id"]]}  # nothing read while the job runs
+    # resumed by the trigger: the result the job left under its id
+    job_id = call["submission_id"]
+    fake_jobs["left"][job_id] = left(
+        FULL_RESULT.model_copy(update={"data_window": Window(start="s", end=str(end))})
+    )
+    event = {"jobs": {job_id: {"status": "SUCCEEDED", "reason": ""}}}
+    result = orch.pair_job_done(Settings(), "btc_usdt", event, lines.append)
+    assert result["version"] == 7 and result["data_window_end"] == str(end) and result["job_id"] == job_id
+    assert f"[mur] btc_usdt: Ray job {job_id} ended: SUCCEEDED" in lines
+
+
+def test_a_failed_jobs_reason_fails_the_resumed_task(fake_jobs: dict[str, Any]) -> None:
+    """The trigger's reason (the log's last error line) is the task's error: its log, retries and alert."""
+    event = {"jobs": {"j1": {"status": "FAILED", "reason": "ValueError: unknown pair nope_usdt"}}}
+    with pytest.raises(JobError, match="Ray job j1 failed without a result: ValueError: unknown pair"):
+        orch.pair_job_done(Settings(), "nope_usdt", event, lambda _: None)
+    fake_jobs["left"]["j2"] = left(FULL_RESULT)  # a result does not make a job that did not succeed a success
+    event = {"jobs": {"j2": {"status": "TIMEOUT", "reason": "it did not finish by its deadline"}}}
+    with pytest.raises(JobError, match="Ray job j2 timeout"):
+        orch.pair_job_done(Settings(), "btc_usdt", event, lambda _: None)
 
 
 def test_train_pair_reuses_a_registered_version_without_a_job(fake_jobs: dict[str, Any]) -> None:
     fake_jobs["found"] = FULL_RESULT.model_copy(update={"reused": True, "version": 4})
     lines: list[str] = []
-    result = orch.train_pair(Settings(), "btc_usdt", end=datetime(2025, 3, 1, tzinfo=UTC), emit=lines.append)
+    result = orch.train_pair(
+        Settings(), "btc_usdt", end=datetime(2025, 3, 1, tzinfo=UTC), emit=lines.append, await_job=deferred
+    )
     assert fake_jobs["submitted"] == []
     assert result["version"] == 4 and result["reused"] is True
     assert any("reusing it" in line for line in lines)
 
 
-def test_train_pair_follows_a_job_left_running_by_an_earlier_try(
-    fake_jobs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_train_pair_awaits_a_job_left_running_by_an_earlier_try(fake_jobs: dict[str, Any]) -> None:
     from types import SimpleNamespace
-
-    from mur.orchestration import job_submission as jobs
 
     fake_jobs["client"] = FakeClient(
         [
@@ -259,55 +283,39 @@ def test_train_pair_follows_a_job_left_running_by_an_earlier_try(
             SimpleNamespace(submission_id="mur-x-run-eth_usdt-try1-101010", status="RUNNING"),
         ]
     )
-    followed: list[str] = []
-
-    def wait(client: Any, job_id: str, **kwargs: Any) -> TrainingResult:
-        followed.append(job_id)
-        return FULL_RESULT.model_copy(update={"job_id": job_id})
-
-    monkeypatch.setattr(jobs, "wait_for_job", wait)
-    result = orch.train_pair(
+    awaiting = orch.train_pair(
         Settings(),
         "btc_usdt",
         end=datetime(2025, 3, 1, tzinfo=UTC),
         submission_prefix="mur-x-run-btc_usdt",
         try_number=2,
         emit=lambda _: None,
+        await_job=deferred,
     )
-    assert followed == ["mur-x-run-btc_usdt-try1-101010"] and fake_jobs["submitted"] == []
-    assert result["job_id"] == "mur-x-run-btc_usdt-try1-101010"
+    assert awaiting == {"awaiting": ["mur-x-run-btc_usdt-try1-101010"]} and fake_jobs["submitted"] == []
 
 
-def test_train_pair_stops_its_job_when_interrupted(fake_jobs: dict[str, Any]) -> None:
-    fake_jobs["raise"] = KeyboardInterrupt()  # like AirflowTaskTimeout / SIGTERM while following the job
-    with pytest.raises(KeyboardInterrupt):
-        orch.train_pair(
-            Settings(),
-            "btc_usdt",
-            end=datetime(2025, 3, 1, tzinfo=UTC),
-            submission_prefix="mur-x-run-btc_usdt",
-            emit=lambda _: None,
-        )
-    assert fake_jobs["client"].stopped == [fake_jobs["submitted"][0]["submission_id"]]
-
-
-def test_train_pair_lets_job_errors_through_for_retries(fake_jobs: dict[str, Any]) -> None:
-    fake_jobs["raise"] = JobError("Ray job x failed: unknown pair")
-    with pytest.raises(JobError, match="unknown pair"):
+def test_train_pair_lets_submission_errors_through_for_retries(fake_jobs: dict[str, Any]) -> None:
+    fake_jobs["raise"] = JobError("could not submit the training job for nope_usdt")
+    with pytest.raises(JobError, match="could not submit"):
         orch.train_pair(
             Settings(),
             "nope_usdt",
             end=datetime(2025, 3, 1, tzinfo=UTC),
             submission_prefix="p",
             emit=lambda _: None,
+            await_job=deferred,
         )
-    assert fake_jobs["client"].stopped == []  # the job ended by itself
 
 
 def test_train_pair_clamps_past_the_bundled_history(fake_jobs: dict[str, Any]) -> None:
     lines: list[str] = []
     orch.train_pair(
-        Settings(market_data="bundled"), "xrp_usdt", end=datetime(2026, 1, 1, tzinfo=UTC), emit=lines.append
+        Settings(market_data="bundled"),
+        "xrp_usdt",
+        end=datetime(2026, 1, 1, tzinfo=UTC),
+        emit=lines.append,
+        await_job=deferred,
     )
     assert fake_jobs["submitted"][0]["end"] == datetime(2025, 5, 30, 1, tzinfo=UTC)
     assert any("bundled candles end" in line for line in lines)
@@ -364,23 +372,21 @@ def left(*results: TrainingResult) -> str:
     return TrainingResults(results=list(results)).model_dump_json()
 
 
-def test_wait_for_job_returns_the_result_left_under_its_id_or_raises_the_jobs_error() -> None:
-    from mur.orchestration.job_submission import wait_for_job
+def test_job_result_returns_the_result_left_under_its_id_or_raises_the_jobs_error() -> None:
+    from mur.orchestration.job_submission import job_result, last_error_line
 
-    def wait(client: FakeJobClient, document: str | None) -> TrainingResult:
+    def result(logs: str, document: str | None, status: str = "SUCCEEDED") -> TrainingResult:
         read = {"j9": document}.get  # the result store, by submission id
-        return wait_for_job(
-            client, "j9", read=read, stream_logs=False, emit=lambda _: None, timeout_s=5, poll_s=0
-        )
+        return job_result("j9", status, lambda: last_error_line(logs) or status, read)
 
-    result = wait(FakeJobClient("hello"), left(FULL_RESULT))
-    assert result.version == 7 and result.job_id == "j9" and result.metrics == FULL_RESULT.metrics
+    got = result("hello", left(FULL_RESULT))
+    assert got.version == 7 and got.job_id == "j9" and got.metrics == FULL_RESULT.metrics
     failure = left(TrainingResult.failure("nope_usdt", "unknown pair nope_usdt"))
     with pytest.raises(JobError, match="unknown pair nope_usdt"):
-        wait(FakeJobClient("error: unknown pair", status="FAILED"), failure)
+        result("error: unknown pair", failure, "FAILED")
     with pytest.raises(JobError, match="failed without a result: ValueError: boom"):
-        wait(FakeJobClient("Traceback …\nValueError: boom", status="FAILED"), None)
+        result("Traceback …\nValueError: boom", None, "FAILED")
     with pytest.raises(JobError, match="succeeded without a result: last words"):  # a job that never wrote it
-        wait(FakeJobClient("first\nlast words"), None)
+        result("first\nlast words", None)
     with pytest.raises(JobError, match="unreadable result"):
-        wait(FakeJobClient("hello"), "{not json")
+        result("hello", "{not json")

@@ -275,7 +275,8 @@ def live_airflow(services: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 @pytest.mark.service_start
 def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airflow: Any) -> None:
-    """Supervised components answer their health checks; a REST trigger and a CLI backfill reuse D1's version."""
+    """Supervised components answer their health checks; a REST trigger and a CLI backfill reuse D1's version;
+    a new window's training task defers to the triggerer while its Ray job runs."""
     import json
 
     from devstack import supervisor as svc
@@ -309,6 +310,23 @@ def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airfl
         assert result["reused"] is True and result["version"] == btc["version"]
         log_text = client.task_log("mur_training", run.run_id, "train_pair", map_index=0)
         assert "btc_usdt: version" in log_text and "reusing it" in log_text  # our lines reach the task log
+
+        # a window not trained yet: while its Ray job runs, the batch task waits in the triggerer (deferred,
+        # no worker slot held) and resumes to read the result
+        fresh = client.trigger("mur_training", {**conf, "end": iso(d1_end - timedelta(hours=2))})
+        deferred = wait_until(
+            lambda: [
+                t for t in client.task_instances("mur_training", fresh.run_id) if t["state"] == "deferred"
+            ],
+            what="a training task deferred to the triggerer",
+            timeout_s=600,
+            interval_s=1,
+        )
+        assert {t["task_id"] for t in deferred} <= {"train_batch", "train_pair"}
+        final = client.wait_for_run("mur_training", fresh.run_id, timeout_s=900)
+        assert final["state"] == "success", client.task_instances("mur_training", fresh.run_id)
+        log_text = client.task_log("mur_training", fresh.run_id, "train_batch", map_index=0)
+        assert "ended: SUCCEEDED" in log_text and "1/1 pair(s) trained" in log_text
 
         # backfill the interval that ends at D1: same window → the same version, no new training
         start = (d1_end - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")

@@ -48,12 +48,12 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     state: dict[str, Any] = {"submitted": [], "status": "SUCCEEDED", "logs": "", "result": None, "read": []}
 
-    def submit(client: Any, settings: Settings, entrypoint: str, sid: str, meta: dict, emit: Any) -> str:
+    def submit(settings: Settings, entrypoint: str, sid: str, meta: dict, emit: Any) -> str:
         state["submitted"].append((entrypoint, sid, meta))
         return sid
 
     monkeypatch.setattr(jobs, "client_for", lambda settings: object())
-    monkeypatch.setattr(jobs, "_submit", submit)
+    monkeypatch.setattr(jobs, "submit_job", submit)
     monkeypatch.setattr(jobs, "follow_job", lambda *a, **k: (state["status"], state["logs"]))
     monkeypatch.setattr(
         jobs,

@@ -21,6 +21,8 @@ SECRETS = {
     "binance_api_secret": "binance-secret-value-mno",
     "pg_app_password": "pg-app-secret-value-stu",
     "ray_auth_token": "ray-token-value-pqr-0123456789abcdef0123456789",
+    "mlflow_username": "mlflow-user-value-vwx",
+    "mlflow_password": "mlflow-password-value-yz0",
 }
 
 
