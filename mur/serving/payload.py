@@ -35,7 +35,7 @@ def candles_from_payload(rows: Sequence[Mapping[str, Any]], seq_len: int) -> pd.
     """
     import pandas as pd
 
-    from mur.data import CLOSE_OFFSET_MS, KLINE_COLUMNS, TIMESTAMP_DTYPE
+    from mur.data.candles import CLOSE_OFFSET_MS, typed_klines_frame
 
     try:
         candles = CandlesIn.model_validate({"candles": rows}).candles
@@ -59,20 +59,14 @@ def candles_from_payload(rows: Sequence[Mapping[str, Any]], seq_len: int) -> pd.
                 "candles must be ascending and hourly"
             )
         stamps.append(ts)
-    index = pd.DatetimeIndex(stamps).as_unit("ns")
-    frame = pd.DataFrame({"timestamp": index})
-    for name in _PRICE_FIELDS:
-        frame[name] = np.asarray([getattr(c, name) for c in candles], dtype=np.float64)
-    frame["volume"] = np.asarray([c.volume or 0.0 for c in candles], dtype=np.float64)
-    frame["close_time"] = index + pd.Timedelta(milliseconds=CLOSE_OFFSET_MS)
-    for name in ("quote_av", "tb_base_av", "tb_quote_av"):
-        frame[name] = 0.0
-    for name in ("trades", "ignore"):
-        frame[name] = np.zeros(len(frame), dtype="int64")
-    frame = frame.loc[:, list(KLINE_COLUMNS)]
-    frame["timestamp"] = frame["timestamp"].astype(TIMESTAMP_DTYPE)
-    frame["close_time"] = frame["close_time"].astype(TIMESTAMP_DTYPE)
-    return frame
+    ms = np.asarray([ts.value // 1_000_000 for ts in stamps], dtype=np.int64)
+    prices = {name: [getattr(c, name) for c in candles] for name in _PRICE_FIELDS}
+    volume = [c.volume or 0.0 for c in candles]
+    unknown = dict.fromkeys(("quote_av", "trades", "tb_base_av", "tb_quote_av", "ignore"), 0)
+    raw = pd.DataFrame(
+        {"timestamp": ms, **prices, "volume": volume, "close_time": ms + CLOSE_OFFSET_MS, **unknown}
+    )
+    return typed_klines_frame(raw)
 
 
 def candles_to_payload(candles: pd.DataFrame) -> list[dict[str, Any]]:
