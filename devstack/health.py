@@ -13,20 +13,20 @@ def probe(service: Service, timeout_s: float = 2.0) -> bool:
     """True when the service passes its health check now: its health URL answers 2xx (and, with
     ``health_status``, JSON reporting that component ``healthy``), or, without a URL, its port accepts."""
     if service.health_url:
-        import json
-        import urllib.error
-        import urllib.request
+        import httpx
 
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
-        request = urllib.request.Request(service.health_url, headers=service.health_headers)
-        try:
-            with opener.open(request, timeout=timeout_s) as response:
-                if not 200 <= response.status < 300:
-                    return False
-                if not service.health_status:
-                    return True
-                body = json.loads(response.read())
-        except (urllib.error.URLError, OSError, ValueError):
+        try:  # never via a proxy
+            response = httpx.get(
+                service.health_url,
+                headers=service.health_headers,
+                timeout=timeout_s,
+                trust_env=False,
+                follow_redirects=True,
+            )
+            if not response.is_success or not service.health_status:
+                return response.is_success
+            body = response.json()
+        except (httpx.HTTPError, ValueError):
             return False
         component = body.get(service.health_status) if isinstance(body, dict) else None
         return isinstance(component, dict) and component.get("status") == "healthy"

@@ -6,8 +6,9 @@ each fold, and how it ended), in the experiment ``<MUR_MLFLOW_EXPERIMENT>-tuning
 
 from __future__ import annotations
 
-import urllib.request
 from typing import TYPE_CHECKING, Any
+
+import httpx
 
 from mur.clock import market_clock
 from mur.errors import RegistryUnavailableError
@@ -25,11 +26,11 @@ def check_tracking(settings: Settings) -> None:
     """Raise a one-line :class:`RegistryUnavailableError` when the tracking server does not answer."""
     url = f"{settings.registry.mlflow_tracking_uri.rstrip('/')}/health"
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (the configured server's URL)
-            if resp.status == 200:
-                return
-            reason = f"HTTP {resp.status}"
-    except OSError as exc:
+        response = httpx.get(url, timeout=5, trust_env=False)
+        if response.status_code == 200:
+            return
+        reason = f"HTTP {response.status_code}"
+    except httpx.HTTPError as exc:
         reason = str(exc)
     raise RegistryUnavailableError(
         f"MLflow at {settings.registry.mlflow_tracking_uri} does not answer ({reason}): start it (mur up) or pass --no-mlflow"
