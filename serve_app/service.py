@@ -36,6 +36,7 @@ from mur.serving.calibration import OnlineScales
 from mur.serving.contract import ForecastOut
 from mur.serving.http import ChargeDecision, authenticate, charge, check_quota, quota_headers, require_admin
 from mur.settings import Settings, get_settings
+from mur.waiting import WaitTimeout, wait_until_async
 
 if TYPE_CHECKING:
     from mur.db import Database, QuotaResult, TokenOwner
@@ -479,17 +480,21 @@ class ApiService:
         await self.refresh_catalogue()
         snapshot = await self.registry.refresh()
         targets = {p: s["version"] for p, s in snapshot["targets"].items() if p in self.forecasters}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, min(wait_s, 120.0))
-        while True:
+        serving: dict[str, Any] = {}
+
+        async def serving_champions() -> bool:
             _, statuses = await self.statuses()
-            serving = {
-                p: (None if isinstance(st, BaseException) else st["version"]) for p, st in statuses.items()
-            }
-            done = all(serving.get(p) == v for p, v in targets.items())
-            if done or loop.time() >= deadline:
-                break
-            await asyncio.sleep(0.25)
+            serving.update(
+                (p, None if isinstance(s, BaseException) else s["version"]) for p, s in statuses.items()
+            )
+            return all(serving.get(p) == v for p, v in targets.items())
+
+        try:
+            done = await wait_until_async(
+                serving_champions, what="the champions", timeout_s=min(wait_s, 120.0), interval_s=0.25
+            )
+        except WaitTimeout:
+            done = False
         return {
             "reloaded": done,
             "champions": targets,
