@@ -15,9 +15,9 @@ def configure(settings: Settings, *, fail_fast_s: float | None = None, quiet: bo
     ``fail_fast_s``: one retry and this request timeout (MLflow's default retries take minutes when the
     server is down); ``quiet``: MLflow prints no run URL on stdout (a command whose stdout is a report).
 
-    The core's one write to ``os.environ`` (``setdefault``: what the process was started with wins): MLflow
-    reads its S3 endpoint (``MLFLOW_S3_ENDPOINT_URL``), its HTTP retries and its output switches only from the
-    environment, and boto3, under MLflow's artefact store, its keys.
+    Written to ``os.environ`` from the settings (never read back): MLflow reads its S3 endpoint
+    (``MLFLOW_S3_ENDPOINT_URL``), its HTTP retries and its output switches only from the environment, and
+    boto3, under MLflow's artefact store, its keys.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -32,8 +32,7 @@ def configure(settings: Settings, *, fail_fast_s: float | None = None, quiet: bo
         }
     if quiet:
         wanted["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-    for key, value in wanted.items():
-        os.environ.setdefault(key, value)
+    os.environ.update(wanted)
     mlflow.set_tracking_uri(settings.registry.mlflow_tracking_uri)
     return MlflowClient(settings.registry.mlflow_tracking_uri)
 
