@@ -136,9 +136,11 @@ def metrics_table(model: ModelOut) -> Component:
 
 def _metric_cell(predictor: str, name: str, value: float | None) -> str:
     """A test metric as people read it: MAPE in percent with two decimals, direction as a share; persistence
-    predicts no change, so it has no direction to get right ("n/a", not "0")."""
+    predicts no change, so it has no direction to get right ("n/a", not "0"); nor has a model whose median
+    stayed at the last close (exactly 0 right over the test hours: a forecast that moves is right about half
+    the time)."""
     if name == "directional_accuracy":
-        return "n/a (no change)" if predictor == "persistence" else fmt_pct(value)
+        return "n/a (no change)" if predictor == "persistence" or value == 0 else fmt_pct(value)
     if name == "mape":
         return "–" if value is None else f"{value:.2f}%"
     return fmt_number(value, 5)

@@ -40,6 +40,8 @@ def test_skills_and_metrics_read_as_percentages() -> None:
     assert _signed_pct(-0.0000001) == "unchanged to 0.001%" and _signed_pct(0.01) == "+1.000%"
     assert _metric_cell("model", "mape", 0.29252) == "0.29%"
     assert _metric_cell("persistence", "directional_accuracy", 0.0) == "n/a (no change)"
+    assert _metric_cell("model", "directional_accuracy", 0.0) == "n/a (no change)"  # median = last close
+    assert _metric_cell("model", "directional_accuracy", 0.5) == "50.0%"
     assert _metric_cell("model", "directional_accuracy", 0.55) == "55.0%"
     model = ModelOut.model_validate(
         {
