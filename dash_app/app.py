@@ -35,6 +35,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from dash_app import auth
 from dash_app.clients import AirflowClient, ServeClient
 from dash_app.context import EXTENSION_KEY, DashboardContext
+from dash_app.layout import FORBIDDEN_TEXT
 from mur.db import Database
 from mur.errors import ConfigError, DatabaseError
 from mur.security import HashingBusyError, HashingGate
@@ -123,7 +124,7 @@ def _guard() -> ResponseReturnValue | None:
         return redirect("/forecast")
     admin_only = path == "/admin" or (path == "/_dash-update-component" and _touches_admin_components())
     if admin_only and not current_user.is_admin:
-        return _error(403, "Forbidden", "This page is for administrators.")
+        return _error(403, "Forbidden", FORBIDDEN_TEXT)
     return None
 
 

@@ -14,6 +14,10 @@ from flask_wtf.csrf import generate_csrf
 
 from dash_app.context import current_account, get_context
 
+FORBIDDEN_TEXT = (
+    "This page is for administrators. An admin makes you one with: mur users grant YOUR_NAME admin"
+)
+"""The 403 answer's text (the page and the server's guard): who can open the page, and how one becomes admin."""
 NAV_ITEMS = (("/forecast", "Forecast"), ("/api", "API"), ("/monitoring", "Monitoring"), ("/admin", "Admin"))
 
 
@@ -71,7 +75,7 @@ def navbar(pathname: str, *, username: str, is_admin: bool, clock: str = "") -> 
 
 
 def forbidden() -> Component:
-    return html.Div([html.H2("403 Forbidden"), html.P("This page is for administrators.")], className="card")
+    return html.Div([html.H2("403 Forbidden"), html.P(FORBIDDEN_TEXT)], className="card")
 
 
 def render_page(pathname: str | None) -> tuple[list[Component], Component]:
