@@ -115,53 +115,36 @@ class SymbolData:
         }
 
 
-def load_symbol_data(pair: str) -> SymbolData:
-    """Read a bundled file (as text, so decimals are served exactly as stored) into :class:`SymbolData`."""
+def _symbol_data(pair: str, text: pd.DataFrame) -> SymbolData:
+    """:class:`SymbolData` from a pair's klines as text columns (sorted, one row an open time): each row
+    encoded once as Binance does (times and trades as numbers, every other field a string)."""
     import numpy as np
 
-    from mur.data import read_bundled_csv
-    from mur.pairs import pair_to_symbol, symbol_to_pair
+    from mur.data import KLINE_COLUMNS
+    from mur.pairs import pair_to_symbol
 
-    symbol = pair_to_symbol(pair)
-    raw = read_bundled_csv(symbol, as_text=True)
-    raw = raw.assign(_ms=raw["timestamp"].astype("int64")).sort_values("_ms", kind="stable")
-    raw = raw.drop_duplicates("_ms").reset_index(drop=True)
-    q = '","'
-    rows = (
-        "["
-        + raw["timestamp"]
-        + ',"'
-        + raw["open"]
-        + q
-        + raw["high"]
-        + q
-        + raw["low"]
-        + q
-        + raw["close"]
-        + q
-        + raw["volume"]
-        + '",'
-        + raw["close_time"]
-        + ',"'
-        + raw["quote_av"]
-        + '",'
-        + raw["trades"]
-        + ',"'
-        + raw["tb_base_av"]
-        + q
-        + raw["tb_quote_av"]
-        + '","'
-        + raw["ignore"]
-        + '"]'
-    )
-    base, quote = symbol_to_pair(symbol).split("_")
+    cells = [
+        text[c] if c in ("timestamp", "close_time", "trades") else '"' + text[c] + '"' for c in KLINE_COLUMNS
+    ]
+    rows = "[" + cells[0].str.cat(cells[1:], sep=",") + "]"
+    base, quote = pair.split("_")
     return SymbolData(
-        symbol=symbol,
+        symbol=pair_to_symbol(pair),
         base_asset=base.upper(),
         quote_asset=quote.upper(),
-        open_times=raw["_ms"].to_numpy(dtype=np.int64),
+        open_times=text["timestamp"].astype("int64").to_numpy(dtype=np.int64),
         rows=rows.to_numpy(dtype=object),
     )
+
+
+def load_symbol_data(pair: str) -> SymbolData:
+    """A bundled file, read as text so decimals are served exactly as stored, as :class:`SymbolData`."""
+    from mur.data import read_bundled_csv
+    from mur.pairs import pair_to_symbol
+
+    raw = read_bundled_csv(pair_to_symbol(pair), as_text=True)
+    raw = raw.assign(_ms=raw["timestamp"].astype("int64")).sort_values("_ms", kind="stable")
+    return _symbol_data(pair, raw.drop_duplicates("_ms").reset_index(drop=True))
 
 
 def synthetic_symbol_data(pair: str) -> SymbolData:
@@ -173,38 +156,14 @@ def synthetic_symbol_data(pair: str) -> SymbolData:
 
 def frame_symbol_data(pair: str, frame: pd.DataFrame) -> SymbolData:
     """A pair's typed candle frame (a synthetic pair, a pair an admin uploaded) as :class:`SymbolData`."""
-    import numpy as np
+    import pandas as pd
 
-    from mur.pairs import pair_to_symbol
+    from mur.data.candles import FLOAT_COLUMNS
 
-    open_ms = frame["timestamp"].astype("int64").to_numpy() // 1_000_000
-    close_ms = frame["close_time"].astype("int64").to_numpy() // 1_000_000
-    num = {c: frame[c].to_numpy() for c in ("open", "high", "low", "close", "volume", "quote_av")}
-    extra = {c: frame[c].to_numpy() for c in ("trades", "tb_base_av", "tb_quote_av", "ignore")}
-    rows = [
-        json.dumps(
-            [
-                int(open_ms[i]),
-                *(f"{float(num[c][i]):.8f}" for c in ("open", "high", "low", "close", "volume")),
-                int(close_ms[i]),
-                f"{float(num['quote_av'][i]):.8f}",
-                int(extra["trades"][i]),
-                f"{float(extra['tb_base_av'][i]):.8f}",
-                f"{float(extra['tb_quote_av'][i]):.8f}",
-                str(int(extra["ignore"][i])),
-            ],
-            separators=(",", ":"),
-        )
-        for i in range(len(frame))
-    ]
-    base, quote = pair.split("_")
-    return SymbolData(
-        symbol=pair_to_symbol(pair),
-        base_asset=base.upper(),
-        quote_asset=quote.upper(),
-        open_times=open_ms.astype(np.int64),
-        rows=np.array(rows, dtype=object),
-    )
+    text = {c: frame[c].map("{:.8f}".format) for c in FLOAT_COLUMNS}
+    text |= {c: (frame[c].astype("int64") // 1_000_000).astype(str) for c in ("timestamp", "close_time")}
+    text |= {c: frame[c].astype("int64").astype(str) for c in ("trades", "ignore")}
+    return _symbol_data(pair, pd.DataFrame(text))
 
 
 def _server_time(clock: MarketClock | None = None) -> int:
