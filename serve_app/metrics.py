@@ -20,12 +20,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import BaseRoute, Match
@@ -289,14 +290,13 @@ def served_versions(snapshot: Mapping[str, Any]) -> dict[str, float]:
     return versions
 
 
-class _Families:
-    """A collector over metric families built beforehand (the scrape gathers them asynchronously first)."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self.families = families
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self.families)
+def _by_pair(
+    kind: type[GaugeMetricFamily | CounterMetricFamily], name: str, doc: str, values: Mapping[str, float]
+) -> Metric:
+    family = kind(name, doc, labels=["pair"])
+    for pair, value in sorted(values.items()):
+        family.add_metric([pair], value)
+    return family
 
 
 def families(
@@ -313,31 +313,22 @@ def families(
     out.append(GaugeMetricFamily(REPLICAS, "ingress replicas whose series this scrape shows", value=replicas))
     out.append(GaugeMetricFamily(RAY_UP, "1: every Ray node's metrics export answered", value=int(ray_ok)))
     if versions is not None:
-        served = GaugeMetricFamily(SERVED_VERSION, "registry version of the pair's champion", labels=["pair"])
-        for pair, version in sorted(versions.items()):
-            served.add_metric([pair], version)
-        out.append(served)
-    out.append(
-        GaugeMetricFamily(
-            DB_UP, "1: the PostgreSQL-derived series below could be read", value=int(db is not None)
+        out.append(
+            _by_pair(GaugeMetricFamily, SERVED_VERSION, "registry version of the pair's champion", versions)
         )
-    )
+    ok = int(db is not None)
+    out.append(GaugeMetricFamily(DB_UP, "1: the PostgreSQL-derived series below could be read", value=ok))
     if db is not None:
-        recorded = CounterMetricFamily(RECORDED, "forecast rows recorded (every horizon)", labels=["pair"])
-        resolved = CounterMetricFamily(RESOLVED, "forecast rows whose actual close is known", labels=["pair"])
-        for pair, (n, done) in sorted(db.counts.items()):
-            recorded.add_metric([pair], n)
-            resolved.add_metric([pair], done)
-        skill = GaugeMetricFamily(
-            SKILL, "latest monitoring report: 1 - MAE_model / MAE_persistence", labels=["pair"]
-        )
-        for pair, value in sorted(db.skill.items()):
-            skill.add_metric([pair], value)
-        coverage = GaugeMetricFamily(
-            COVERAGE, "latest monitoring report: share of closes inside the range", labels=["pair"]
-        )
-        for pair, value in sorted(db.coverage.items()):
-            coverage.add_metric([pair], value)
+        recorded = {pair: n for pair, (n, _) in db.counts.items()}
+        resolved = {pair: done for pair, (_, done) in db.counts.items()}
+        skill_doc = "latest monitoring report: 1 - MAE_model / MAE_persistence"
+        coverage_doc = "latest monitoring report: share of closes inside the range"
+        out += [
+            _by_pair(CounterMetricFamily, RECORDED, "forecast rows recorded (every horizon)", recorded),
+            _by_pair(CounterMetricFamily, RESOLVED, "forecast rows whose actual close is known", resolved),
+            _by_pair(GaugeMetricFamily, SKILL, skill_doc, db.skill),
+            _by_pair(GaugeMetricFamily, COVERAGE, coverage_doc, db.coverage),
+        ]
         paper = {
             k: GaugeMetricFamily(n, f"paper, not advice: {k} now", labels=["pair", "strategy"])
             for k, n in PAPER.items()
@@ -347,15 +338,13 @@ def families(
                 values = (1 + s["total_return"], s["drawdown_now"], s["exposure_now"]) if s else ()
                 for gauge, value in zip(paper.values(), values, strict=False):
                     gauge.add_metric([pair, name], value)
-        out += [recorded, resolved, skill, coverage, *paper.values()]
+        out += paper.values()
     return out
 
 
 def render(metrics: list[Metric]) -> bytes:
     """The text exposition (format 0.0.4) of ``metrics``."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(metrics))
-    return generate_latest(registry)
+    return generate_latest(SimpleNamespace(collect=lambda: metrics))
 
 
 # --- one replica's view ------------------------------------------------------------------------------------
