@@ -191,13 +191,16 @@ def coverage_sentence(report: MonitoringReport) -> str:
     )
 
 
-def summary_block(report: MonitoringReport, *, market_now: datetime | None = None) -> Component:
-    """The latest report's figures in plain language."""
+def summary_block(
+    report: MonitoringReport, *, market_now: datetime | None = None, served: str | None = None
+) -> Component:
+    """The latest report's figures in plain language; ``served``: the version the API serves now, named when
+    the report does not know its champion (the registry did not answer the monitoring run)."""
     as_of = parse_as_of(report.as_of)
     window = report.trained_window or {}
     lines: list[Any] = [
         html.Span(
-            f"As of market hour {fmt_time(as_of)}; champion version {report.champion_version or '–'}"
+            f"As of market hour {fmt_time(as_of)}; champion version {report.champion_version or served or '–'}"
             + (f", trained on {window.get('start') or '?'} → {window.get('end') or '?'}" if window else "")
             + ".",
             id="monitoring-as-of",
@@ -325,6 +328,7 @@ def render(
     *,
     market_now: datetime | None = None,
     online: bool = True,
+    served: str | None = None,
 ) -> tuple[Any, ...]:
     """The page's outputs (:data:`OUTPUT_IDS` order) for ``pair`` from its reports (oldest first) and
     alerts (newest first); ``online``: whether serving applies the online scale (the setting)."""
@@ -336,7 +340,7 @@ def render(
     latest = max(history, key=lambda r: parse_as_of(r.as_of))
     return (
         status_block(latest),
-        summary_block(latest, market_now=market_now),
+        summary_block(latest, market_now=market_now, served=served),
         rolling_figure(history, pair=pair),
         drift_figure(latest),
         drift_table(latest),
@@ -354,7 +358,7 @@ def failure(message: str) -> tuple[Any, ...]:
 
 def update(pair: str | None, _n_intervals: int | None = None) -> tuple[Any, ...]:
     """Everything on the page for ``pair`` (again every :data:`REFRESH_MS`)."""
-    if current_account() is None:
+    if (account := current_account()) is None:
         raise PreventUpdate
     context = get_context()
     if pair not in context.pairs():
@@ -372,9 +376,16 @@ def update(pair: str | None, _n_intervals: int | None = None) -> tuple[Any, ...]
     except (MurError, ValueError) as exc:  # a bad clock setting must not hide the reports
         logger.warning("monitoring page: no market clock: %s", exc)
         market_now = None
-    return render(
-        pair, history, alerts, market_now=market_now, online=context.settings.monitoring.online_calibration
-    )
+    try:  # the champion the API serves now (no quota): named when a report does not know its own
+        token = context.serve_token(account.id)
+        served = next(
+            (str(m.version) for m in context.serve.models(token) if m.pair == pair and m.version), None
+        )
+    except MurError as exc:
+        logger.info("monitoring page: no served version of %s: %s", pair, exc)
+        served = None
+    online = context.settings.monitoring.online_calibration
+    return render(pair, history, alerts, market_now=market_now, online=online, served=served)
 
 
 def register_callbacks(app: Dash) -> None:
