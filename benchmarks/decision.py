@@ -6,8 +6,8 @@
 Paper, not advice. Per pair, :func:`mur.evaluation.backtest.run_backtest` (what ``mur backtest PAIR
 --strategy`` runs) retrains the model before each of ``--folds`` back-to-back folds of ``--fold-hours`` hours
 ending at the pair's last bundled candle (sliding window of ``--train-days``; the defaults give six 36-day
-folds, the spans of ``benchmarks/quality.py``: BTC, ETH, SOL 2025-05-27 .. 12-31, BNB, XRP 2024-11-04 ..
-2025-05-30), and :func:`mur.evaluation.strategy.strategy_report` sizes the rule by the model's range, by
+folds, about the spans of ``benchmarks/quality.py``: BTC, ETH, SOL 2025-05-30 .. 12-31, BNB, XRP
+2024-10-26 .. 2025-05-29, 5,161 hours each: the last fold's final 23 h have no 24 h outcome), and :func:`mur.evaluation.strategy.strategy_report` sizes the rule by the model's range, by
 the EWMA x hour-of-day baseline's and by GARCH(1,1)-t's (both fitted before each fold), next to buy & hold.
 
 **Parameters fixed before any scored span was looked at**: the rule is the ``MUR_STRATEGY_*`` defaults
@@ -17,8 +17,8 @@ before this benchmark first ran; folds, training and bootstrap (2,000 stationary
 seed 0) are fixed here and were not tuned on the results. Every headline figure, the Sharpe difference of
 the model-sized rule vs each other one, comes with its 95 % interval; "beats" only when it lies above 0.
 
-Budget: one local training per fold (at most ``--epochs`` epochs with early stopping, 3-40 s on 2 cores),
-30 trainings for the defaults. Each pair's out-of-sample forecasts are kept under ``--cache`` (outside the
+Budget: one local training per fold (at most ``--epochs`` epochs with early stopping), 30 trainings for the
+defaults: 7 min 37 s on 2 busy cores (2026-11-25). Each pair's out-of-sample forecasts are kept under ``--cache`` (outside the
 repository: a few MB per pair) and reused by the next run. Writes ``benchmarks/results/decision.json``.
 """
 
