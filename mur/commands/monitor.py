@@ -1,5 +1,5 @@
-"""``mur clock`` and ``mur monitor``: the market clock, and one monitoring pass by hand (the mur_monitoring DAG
-runs it every market hour)."""
+"""``mur clock``, ``mur monitor`` and ``mur alerts``: the market clock, one monitoring pass by hand (the
+mur_monitoring DAG runs it every market hour), and the Discord channel's state and a test alert."""
 
 from __future__ import annotations
 
@@ -8,8 +8,64 @@ from typing import Annotated
 
 import typer
 
+alerts_cli = typer.Typer(help="Discord alerts: the channel's state, a test alert.", no_args_is_help=True)
+
+
+def _channel() -> tuple[str | None, str]:
+    """The webhook URL (None: not configured) and how to name it: its host only (the path is the secret)."""
+    from urllib.parse import urlsplit
+
+    from mur.orchestration.alerts import CONNECTION_ID, webhook_url
+    from mur.settings import get_settings
+
+    url = webhook_url(get_settings())
+    if url:
+        return url, f"configured ({urlsplit(url).netloc})"
+    return (
+        None,
+        f"not configured (alerts are only logged): set MUR_DISCORD_WEBHOOK_URL or Connection {CONNECTION_ID}",
+    )
+
+
+@alerts_cli.command("status")
+def alerts_status() -> None:
+    """Whether a Discord webhook is configured, and the last alert monitoring raised and whether Discord took it."""
+    from mur.db import Database
+    from mur.monitoring.store import latest_alerts
+    from mur.settings import get_settings
+
+    typer.echo(f"Discord      {_channel()[1]}")
+    with Database(get_settings(), maxconn=1) as db:
+        last = next(iter(latest_alerts(db, limit=1)), None)
+    if last is None:
+        typer.echo("last alert   none yet")
+        return
+    state = "delivered" if last.delivered else "NOT delivered"
+    typer.echo(
+        f"last alert   {last.pair} at market hour {last.as_of:%Y-%m-%d %H:%M} UTC: {state} ({last.message})"
+    )
+
+
+@alerts_cli.command("test")
+def alerts_test() -> None:
+    """Send a test alert to the configured Discord channel."""
+    from mur.errors import ConfigError, ServiceError
+    from mur.orchestration.alerts import GREEN, Alert, send
+    from mur.settings import get_settings
+
+    url, state = _channel()
+    if url is None:
+        raise ConfigError(f"Discord {state}")
+    alert = Alert(title="🔔 test alert (mur alerts test)", dag_id="-", run_id="-", color=GREEN)
+    alert.reason = "Alerts of Make Us Rich reach this channel."
+    if not send(alert, get_settings()):
+        raise ServiceError(f"Discord {state} did not take the test alert: check the webhook URL")
+    typer.echo(f"test alert sent: Discord {state}")
+
 
 def register(app: typer.Typer) -> None:
+    app.add_typer(alerts_cli, name="alerts")
+
     @app.command("clock")
     def clock_cmd(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
         """Show the market clock: market now, its start, speed and origin (docs/monitoring.md)."""
