@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mur.monitoring.track_record import winkler
+from mur.timeutil import HOUR
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -163,7 +164,7 @@ def candlestick_figure(
     elif forecast is not None:
         figure.add_trace(
             go.Scatter(
-                x=[forecast.candle_time, forecast.target_time],
+                x=[forecast.candle_time + HOUR, forecast.closes_at()],  # the last close, the forecast one
                 y=[forecast.last_close, forecast.forecast],
                 mode="lines+markers",
                 line={"color": FORECAST_COLOR, "dash": "dot"},
@@ -212,9 +213,9 @@ def add_now_line(figure: go.Figure, now: datetime) -> None:
 
 def add_fan(figure: go.Figure, forecast: ForecastOut) -> None:
     """The forecast as a fan: the range of every horizon (shaded, from the last close outwards) and the
-    median through the horizons."""
+    median through the horizons, each at the time its candle closes (the last close at its own close)."""
     last, bands = forecast.last_close, forecast.horizons
-    xs = [forecast.candle_time, *(b.target_time for b in bands)]
+    xs = [forecast.candle_time + HOUR, *(b.closes_at() for b in bands)]
     upper = [last, *(b.upper for b in bands)]
     lower = [last, *(b.lower for b in bands)]
     level = bands[0].level

@@ -420,7 +420,7 @@ def summary_lines(report: UpReport, registry_names: Iterable[str] = ()) -> list[
         for pair, f in report.forecasts.items():
             lines.append(
                 f"    {pair:<10} next close {f.get('forecast'):>14,.4f}   last {f.get('last_close'):>14,.4f}   "
-                f"model v{f.get('model_version')}   for {f.get('target_time')}"
+                f"model v{f.get('model_version')}   closes {f.get('close_time') or f.get('target_time')}"
             )
         pair = next(iter(report.forecasts))
         api = f"http://{_local(s.serving.serve_host)}:{s.serving.serve_port}"

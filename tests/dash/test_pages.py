@@ -104,6 +104,8 @@ def test_forecast_page_draws_the_fan_and_the_model_card(
     assert max(band["y"]) == pytest.approx(close * (1 + 0.01 * 24**0.5))
     assert min(band["y"]) == pytest.approx(close * (1 - 0.01 * 24**0.5))
     assert median["y"] == [close, close, close, close]
+    closes = [pd.Timestamp(candle_time) + pd.Timedelta(hours=h) for h in (1, 2, 5, 25)]  # each at its close
+    assert [pd.Timestamp(x) for x in median["x"]] == closes
     headline = text_of(out["forecast-headline"])
     assert "90% range" in headline and "in 24 h" in headline
     card = text_of(out["forecast-champion"])

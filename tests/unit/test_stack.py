@@ -293,6 +293,10 @@ def test_secrets_are_shown_only_when_just_created(tmp_path: Path) -> None:
     later = stack.UpReport(s, admin=AdminResult("admin", created=False))
     text = "\n".join(stack.summary_lines(later))
     assert "pw-123" not in text and "mur users set-password admin" in text and "mur tokens create" in text
+    # a forecast says when its candle closes (target_time is that candle's open)
+    answer = {"forecast": 1.5, "last_close": 1.0, "model_version": 2, "target_time": "2024-11-04T07:00:00Z"}
+    served = stack.UpReport(s, forecasts={"btc_usdt": answer | {"close_time": "2024-11-04T08:00:00Z"}})
+    assert "model v2   closes 2024-11-04T08:00:00Z" in "\n".join(stack.summary_lines(served))
 
 
 def test_leftovers_are_the_processes_carrying_the_stack_marker(tmp_path: Path) -> None:
