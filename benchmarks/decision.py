@@ -19,20 +19,21 @@ the model-sized rule vs each other one, comes with its 95 % interval; "beats" on
 
 Budget: one local training per fold (at most ``--epochs`` epochs with early stopping), 30 trainings for the
 defaults: 7 min 37 s on 2 busy cores (2026-11-25). Each pair's out-of-sample forecasts are kept under ``--cache`` (outside the
-repository: a few MB per pair) and reused by the next run. Writes ``benchmarks/results/decision.json``.
+repository: ~2 MB per pair) and reused by the next run. Writes ``benchmarks/results/decision.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import platform
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -56,17 +57,9 @@ def forecasts(
     from mur.training.driver import load_candles
 
     key = "-".join(f"{n}{v}" for n, v in sorted(overrides.items()))
-    path = cache / f"{pair}-{folds}x{fold_hours}h-{epochs}e-{train_days}d{key}.npz" if cache else None
+    path = cache / f"{pair}-{folds}x{fold_hours}h-{epochs}e-{train_days}d{key}.pickle" if cache else None
     if path is not None and path.exists():
-        with np.load(path) as z:
-            return FoldForecasts(
-                timestamps=z["timestamps"],
-                last_close=z["last_close"],
-                targets=z["targets"],
-                quantiles={k[2:]: z[k] for k in z.files if k.startswith("q_")},
-                horizons=tuple(int(h) for h in z["horizons"]),
-                levels=tuple(float(v) for v in z["levels"]),
-            )
+        return cast(FoldForecasts, pickle.loads(path.read_bytes()))  # written below, by this script
     settings = Settings(
         market_data="bundled", train_days=train_days, clock_start=CLOCK_AFTER_THE_DATA, clock_speed=0
     )
@@ -84,16 +77,7 @@ def forecasts(
     f = concat_forecasts(report.forecasts)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {f"q_{k}": q for k, q in f.quantiles.items()}
-        np.savez_compressed(
-            path,
-            timestamps=f.timestamps,
-            last_close=f.last_close,
-            targets=f.targets,
-            horizons=np.array(f.horizons),
-            levels=np.array(f.levels),
-            **arrays,
-        )
+        path.write_bytes(pickle.dumps(f))
     return f
 
 
