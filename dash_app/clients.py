@@ -15,6 +15,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
+from mur.errors import error_detail
 from mur.orchestration import DAG_ID as TRAINING_DAG_ID
 from mur.orchestration.airflow_client import (
     AirflowClient,
@@ -22,7 +23,6 @@ from mur.orchestration.airflow_client import (
     ServiceUnavailable,
     TriggeredRun,
 )
-from mur.orchestration.airflow_client import error_detail as _error_detail
 from mur.serving.contract import ForecastOut, ModelOut, ModelsOut, ServedCalibration, misfit
 
 __all__ = [
@@ -87,7 +87,7 @@ class ServeClient:
             raise ServiceUnavailable(f"the forecast API is unreachable at {self.base_url} ({exc})") from exc
         if response.status_code >= 400:
             raise ServiceAnswerError(
-                f"the forecast API answered {response.status_code}: {_error_detail(response)}",
+                f"the forecast API answered {response.status_code}: {error_detail(response)}",
                 status=response.status_code,
             )
         try:

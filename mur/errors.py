@@ -1,6 +1,7 @@
 """Exceptions with messages meant for users: the CLI prints them as one line, the API as JSON."""
 
 from datetime import UTC, datetime
+from typing import Any
 
 
 class MurError(Exception):
@@ -98,3 +99,21 @@ class ModelNotLoadedError(ModelError):
 
 class NoChampionError(ModelNotLoadedError):
     """A configured pair has no champion: no registered version passed the promotion gate (or none exists)."""
+
+
+def error_detail(response: Any) -> str:
+    """A service's own message from an HTTP error answer (an ``httpx.Response``): the JSON ``message``
+    (this API), ``detail`` (FastAPI, Airflow) or ``error``, else the start of the text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:200] or response.reason_phrase
+    if isinstance(body, dict):
+        for key in ("message", "detail", "error"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value[:300]
+            if isinstance(value, list) and value:  # FastAPI validation errors
+                first = value[0]
+                return str(first.get("msg", first) if isinstance(first, dict) else first)[:300]
+    return str(body)[:200]

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 import typer
 
-from mur.errors import ConfigError, ServiceError
+from mur.errors import ConfigError, ServiceError, error_detail
 from mur.serving.contract import ForecastOut, misfit
 
 TOKEN_ENV = "MUR_API_TOKEN"
@@ -68,19 +68,6 @@ def api_url() -> str:
     return f"http://{host}:{settings.serving.serve_port}"
 
 
-def _message(response: Any) -> str:
-    """The API's JSON ``{"error", "message"}`` (or FastAPI's ``detail``), else the start of the body."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text.strip()[:200] or response.reason_phrase
-    if isinstance(body, dict):
-        for key in ("message", "detail", "error"):
-            if isinstance(body.get(key), str) and body[key]:
-                return str(body[key])
-    return str(body)[:200]
-
-
 def fetch(client: Any, url: str, path: str) -> Any:
     """GET ``url + path`` with the client's token; API errors become one-line :class:`ServiceError`."""
     import httpx
@@ -92,11 +79,11 @@ def fetch(client: Any, url: str, path: str) -> Any:
             f"the API does not answer at {url} ({exc}); is the stack up? (mur status)"
         ) from exc
     if response.status_code == 401:
-        raise ServiceError(f"the API refused the token (401: {_message(response)}); check {TOKEN_ENV}")
+        raise ServiceError(f"the API refused the token (401: {error_detail(response)}); check {TOKEN_ENV}")
     if response.status_code == 404:
-        raise ServiceError(f"404: {_message(response)} (the pairs served: mur forecast --all)")
+        raise ServiceError(f"404: {error_detail(response)} (the pairs served: mur forecast --all)")
     if response.status_code >= 400:
-        raise ServiceError(f"the API answered {response.status_code}: {_message(response)}")
+        raise ServiceError(f"the API answered {response.status_code}: {error_detail(response)}")
     try:
         return response.json()
     except ValueError as exc:

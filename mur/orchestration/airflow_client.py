@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from mur.errors import ServiceError
+from mur.errors import ServiceError, error_detail
 from mur.waiting import wait_until
 
 if TYPE_CHECKING:
@@ -34,23 +34,6 @@ class ServiceAnswerError(ServiceError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-def error_detail(response: httpx.Response) -> str:
-    """The service's own message from a JSON ``{"detail"|"error"|"message": ...}`` body, else the text."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text.strip()[:200] or response.reason_phrase
-    if isinstance(body, dict):
-        for key in ("detail", "error", "message"):
-            value = body.get(key)
-            if isinstance(value, str) and value:
-                return value[:300]
-            if isinstance(value, list) and value:  # FastAPI validation errors
-                first = value[0]
-                return str(first.get("msg", first) if isinstance(first, dict) else first)[:300]
-    return str(body)[:200]
 
 
 @dataclass(frozen=True)
