@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated, Any
 
 import typer
@@ -128,11 +129,13 @@ def tune(
     against the default on a confirmation span the search never saw; stored as the pair's next model
     configuration version, which scheduled training uses."""
     from mur.settings import get_settings
-    from mur.training.tune import TuneBudget, tune_pair
+    from mur.training.tune import TuneBudget, private_ray_env, tune_pair
     from mur.training.tuning import verdict
 
     if activate not in ACTIVATE:
         raise typer.BadParameter(f"--activate must be one of {', '.join(ACTIVATE)}")
+    if not ray_address:
+        private_ray_env(os.environ)  # before Ray is imported: a private Ray on loopback, behind its own token
     settings = get_settings()
     budget = TuneBudget.from_settings(
         settings,

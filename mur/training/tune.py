@@ -23,7 +23,6 @@ import math
 import os
 import secrets
 import shutil
-import sys
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import asdict
 from datetime import datetime, timedelta
@@ -175,15 +174,8 @@ def private_ray_env(environ: MutableMapping[str, str]) -> None:
 def start_ray(address: str | None, cpus: int) -> None:
     """Join ``address`` (the stack's Ray, ``auto`` inside a Ray job), else start a private local Ray with
     ``cpus`` CPUs, no dashboard and ports of its own choosing (the GCS on a free port: it never takes the
-    stack's), on the loopback interface behind a token of this process (:func:`private_ray_env`). Ray reads
-    those variables when it is imported: a caller that imported Ray before gets Ray's own defaults."""
-    if not address and "ray" not in sys.modules:
-        private_ray_env(os.environ)
-    elif not address and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
-        log.warning(
-            "Ray was imported before mur tune could set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: its private Ray "
-            "listens where Ray's defaults say (set the variable, and a RAY_AUTH_TOKEN, before importing Ray)"
-        )
+    stack's) on the loopback interface. Its entry point (``mur tune``) sets :func:`private_ray_env` before
+    Ray is imported, which Ray reads then."""
     import ray
 
     if ray.is_initialized():
@@ -191,13 +183,12 @@ def start_ray(address: str | None, cpus: int) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        loopback = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"
         ray.init(
             address="local",
             num_cpus=cpus,
             include_dashboard=False,
             log_to_driver=False,
-            _node_ip_address="127.0.0.1" if loopback else None,  # None: Ray's own choice
+            _node_ip_address="127.0.0.1",
         )
 
 
@@ -237,7 +228,7 @@ def run_search(
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no progress tables on stdout
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0: no progress tables on stdout (Ray reads it here)
     storage, fs = tune_storage(settings)
     path = f"{storage}/{sid}"
     trainable = tune.with_resources(

@@ -199,10 +199,12 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
 
 
 PRIVATE_RAY = """
+import os
 import sys
-from mur.training.tune import start_ray
+from mur.training.tune import private_ray_env, start_ray
 
-start_ray(None, 1)  # `mur tune`'s private Ray, from an environment without any Ray setting
+private_ray_env(os.environ)  # as `mur tune` does, from an environment without any Ray setting
+start_ray(None, 1)
 import ray
 
 assert ray.get(ray.remote(lambda: 42).remote()) == 42
