@@ -52,13 +52,16 @@ def _database() -> Iterator[Database]:
 
 
 def print_table(table: Table) -> None:
-    """Print on stdout; when piped, wide enough that names are never wrapped (grep-friendly).
+    """Print on stdout; when piped, wide enough that names are never wrapped (grep-friendly). On a narrow
+    terminal the key columns (the first two: id and name, pair and state...) stay whole; the others wrap.
 
     Markup is off: names, emails and token labels are anyone's text (a self-registered ``[/x]`` would be a
     MarkupError, ``[red]`` a style), and every cell and title is printed literally.
     """
     from rich.console import Console
 
+    for column in table.columns[:2]:
+        column.no_wrap = True
     console = Console(markup=False)
     if not console.is_terminal:
         console = Console(width=200, markup=False)
