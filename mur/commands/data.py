@@ -102,6 +102,7 @@ def show(
     from rich.console import Console
 
     from mur.data import get_market_data
+    from mur.pairs import normalize_pair
     from mur.settings import get_settings
 
     settings = get_settings()
@@ -115,7 +116,10 @@ def show(
         lo = anchor - timedelta(days=DEFAULT_REMOTE_DAYS)
         console.print(f"no --start: showing the last {DEFAULT_REMOTE_DAYS} days", highlight=False)
     df = source.klines(pair, lo, hi)
-    console.print(candles_table(df.tail(tail), f"{pair} 1h candles ({settings.data.market_data})"))
+    origin = settings.data.market_data  # offline, a pair that is not bundled was uploaded (mur pairs add --csv)
+    if origin == "bundled" and normalize_pair(pair) not in source.pairs():
+        origin = "uploaded"
+    console.print(candles_table(df.tail(tail), f"{pair} 1h candles ({origin})"))
     for line in summary_lines(df):
         console.print(line, highlight=False, soft_wrap=True, markup=False)
 

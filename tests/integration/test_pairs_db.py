@@ -189,3 +189,24 @@ def test_a_running_replay_exchange_serves_a_pair_uploaded_after_it_started(
         outage["on"] = True
         server._reloaded_at = float("-inf")
         assert "DOGEUSDT" in server.symbols() and "BTCUSDT" in server.symbols()  # kept through the outage
+
+
+def test_data_show_labels_an_uploaded_pair_uploaded(
+    pair_settings: Settings, pair_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from mur.cli import app
+    from mur.settings import get_settings
+
+    _upload(pair_settings, pair_db)
+    monkeypatch.setenv("MUR_PG_DATABASE", pair_settings.db.pg_database)
+    monkeypatch.setenv("MUR_MARKET_DATA", "bundled")
+    get_settings.cache_clear()
+    try:
+        uploaded = CliRunner().invoke(app, ["data", "show", "doge_usdt", "--tail", "2"])
+        bundled = CliRunner().invoke(app, ["data", "show", "btc_usdt", "--tail", "2"])
+    finally:
+        get_settings.cache_clear()
+    assert uploaded.exit_code == 0 and "doge_usdt 1h candles (uploaded)" in uploaded.stdout, uploaded.output
+    assert bundled.exit_code == 0 and "btc_usdt 1h candles (bundled)" in bundled.stdout, bundled.output
