@@ -56,6 +56,7 @@ def usage_block(context: DashboardContext, account: User) -> Component:
             ),
             html.Progress(id="usage-bar", value=str(min(used, limit)), max=str(max(limit, 1))),
             html.P(
+                "The Forecast page counts too: one unit for each new market hour it shows. "
                 f"The quota resets on {resets:%Y-%m-%d} (UTC, wall clock: not market time).",
                 className="muted",
             ),

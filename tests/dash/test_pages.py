@@ -108,6 +108,7 @@ def test_forecast_page_draws_the_fan_and_the_model_card(
     assert [pd.Timestamp(x) for x in median["x"]] == closes
     headline = text_of(out["forecast-headline"])
     assert "90% range" in headline and "in 24 h" in headline
+    assert "uses one unit of your API quota" in headline  # viewing the page is charged: it says so
     card = text_of(out["forecast-champion"])
     assert "trained on 2025-01-01T00:00:00Z → 2025-12-31T23:00:00Z" in card
     assert "no skill" in card and "no better than 'no change'" in card
