@@ -252,6 +252,10 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
                 change,
                 f" for the {fmt_close(prediction.closes_at(), now)}, model version {prediction.model_version}",
                 *_range_text(prediction),
+                html.Small(
+                    " · Each new market hour shown here uses one unit of your API quota (see API).",
+                    className="muted",
+                ),
             ],
             className="notice ok",
         )
