@@ -162,9 +162,7 @@ class ApiService:
     async def _read_calibration(self, pair: str, generation: str) -> Any:
         from mur.db.calibration import load_calibration
 
-        return await self._blocking(
-            functools.partial(load_calibration, pair=pair, generation=generation), self.db
-        )
+        return await self.query(functools.partial(load_calibration, pair=pair, generation=generation))
 
     async def query(self, read: Callable[[Database], T]) -> T:
         """``read(db)`` on the database threads, bounded like every database call (503 when it stalls)."""
@@ -467,11 +465,9 @@ class ApiService:
         _, statuses = await self.statuses()
         models = []
         for pair, st in statuses.items():
-            if isinstance(st, BaseException) or not st["loaded"]:
-                models.append({"pair": pair, "version": None, "loaded": False})
-            else:
-                models.append({**st["model"], "loaded": True})
-            models[-1]["synthetic"] = is_synthetic(pair)
+            loaded = not isinstance(st, BaseException) and bool(st["loaded"])
+            model = st["model"] if loaded else {"pair": pair, "version": None}
+            models.append({**model, "loaded": loaded, "synthetic": is_synthetic(pair)})
         return models
 
     async def reload(self, owner: TokenOwner, wait_s: float) -> dict[str, Any]:
@@ -495,11 +491,5 @@ class ApiService:
             )
         except WaitTimeout:
             done = False
-        return {
-            "reloaded": done,
-            "champions": targets,
-            "serving": serving,
-            "registry_ok": snapshot["registry_ok"],
-            "error": snapshot["error"],
-            "pending_pairs": snapshot["pending_pairs"],
-        }
+        registry = {k: snapshot[k] for k in ("registry_ok", "error", "pending_pairs")}
+        return {"reloaded": done, "champions": targets, "serving": serving, **registry}
