@@ -55,7 +55,7 @@ def users_table(context: DashboardContext) -> Component:
         ]
         for user in list_users(context.db)
     ]
-    return data_table(["id", "username", "email", "roles", "status", "used / quota", "created"], rows)
+    return data_table(["id", "username", "email", "roles", "status", "used / quota", "created (wall)"], rows)
 
 
 def _user_options(context: DashboardContext) -> list[dict[str, Any]]:
@@ -315,7 +315,7 @@ def make_invite(_clicks: Any) -> Component:
         [
             "Invite link (shown once, single use, valid until ",
             fmt_time(invite.expires_at),
-            "): ",
+            ", wall clock): ",
             html.Code(link, id="admin-invite-link"),
         ],
         "ok",

@@ -41,7 +41,9 @@ class QuotaExhaustedError(QuotaExceededError):
     """The user's monthly quota is used up; carries the counters for the 429 answer."""
 
     def __init__(self, quota: QuotaResult) -> None:
-        super().__init__(f"monthly quota of {quota.limit} calls used up; it resets at {iso(quota.reset_at)}")
+        super().__init__(
+            f"monthly quota of {quota.limit} calls used up; it resets at {iso(quota.reset_at)} (wall clock)"
+        )
         self.quota = quota
 
 

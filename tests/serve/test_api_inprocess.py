@@ -136,6 +136,7 @@ def test_quota_charges_successful_forecasts_only(api: Api) -> None:
     exhausted = api.client.get(url, headers=auth(token))
     body = assert_error(exhausted, 429, "quota_exhausted")
     assert body["limit"] == 2 and body["used"] == 2 and body["reset_at"].endswith("T00:00:00Z")
+    assert body["message"].endswith(f"it resets at {body['reset_at']} (wall clock)")
     assert int(exhausted.headers["Retry-After"]) > 0 and exhausted.headers["X-RateLimit-Remaining"] == "0"
     assert_error(api.client.post(url, json={"candles": rows()}, headers=auth(token)), 429, "quota_exhausted")
     assert api.usage(user_id) == 2
