@@ -142,6 +142,17 @@ def batch_jobs_done(settings: Settings, event: Mapping[str, Any], emit: LogFn) -
     return out
 
 
+def batch_task_done(settings: Settings, event: Mapping[str, Any], emit: LogFn) -> dict[str, dict[str, Any]]:
+    """:func:`batch_jobs_done` for the DAG's task, which fails when one of its jobs did not succeed (a task
+    whose Ray job failed never reports success): its pairs then train in their own ``train_pair`` tasks,
+    which find a version the job registered before it died by its idempotency key."""
+    out = batch_jobs_done(settings, event, emit)
+    if bad := {j: e for j, e in event.get("jobs", {}).items() if e["status"] != "SUCCEEDED"}:
+        ended = "; ".join(f"Ray job {j} {e['status'].lower()}: {e['reason']}" for j, e in bad.items())
+        raise JobError(f"{ended} (its pairs train in their own tasks)")
+    return out
+
+
 # --- Airflow glue (called from the DAG's tasks with the settings they created and their context) ------
 def plan_batches_task(settings: Settings, pairs: Sequence[str]) -> list[list[str]]:
     """``plan_batches``: the run's pairs in batches (``MUR_MAX_PARALLEL_TRAININGS`` slots, at most

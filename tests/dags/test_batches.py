@@ -173,13 +173,16 @@ def test_a_batch_job_that_failed_without_results_marks_each_of_its_pairs(
         Settings(), ["btc_usdt", "eth_usdt"], end=END, emit=lambda _l: None, await_jobs=awaited
     )
     fake_batch_jobs["left"].clear()
-    out = batches.batch_jobs_done(
-        Settings(), resumed(awaiting, "FAILED", "RuntimeError: OOM"), lambda _l: None
-    )
+    event = resumed(awaiting, "FAILED", "RuntimeError: OOM")
+    out = batches.batch_jobs_done(Settings(), event, lambda _l: None)
     assert out == {
         p: {"error": "Ray job raysubmit_1 failed without a result: RuntimeError: OOM"}
         for p in ("btc_usdt", "eth_usdt")
     }
+    with pytest.raises(
+        JobError, match="Ray job raysubmit_1 failed: RuntimeError: OOM"
+    ):  # the task never succeeds
+        batches.batch_task_done(Settings(), event, lambda _l: None)
 
 
 def test_a_batch_job_that_cannot_run_marks_each_of_its_pairs(fake_batch_jobs: dict[str, Any]) -> None:
