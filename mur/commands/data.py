@@ -116,7 +116,7 @@ def show(
         lo = anchor - timedelta(days=DEFAULT_REMOTE_DAYS)
         console.print(f"no --start: showing the last {DEFAULT_REMOTE_DAYS} days", highlight=False)
     df = source.klines(pair, lo, hi)
-    origin = settings.data.market_data  # offline, a pair that is not bundled was uploaded (mur pairs add --csv)
+    origin: str = settings.data.market_data  # offline, a pair that is not bundled was uploaded (--csv)
     if origin == "bundled" and normalize_pair(pair) not in source.pairs():
         origin = "uploaded"
     console.print(candles_table(df.tail(tail), f"{pair} 1h candles ({origin})"))
