@@ -1,5 +1,6 @@
 """Settings for every process, grouped by component (``settings.db.pg_host``, ``settings.training.epochs``;
-the groups: :mod:`mur.settings.groups`). Every variable keeps its flat name (``MUR_PG_HOST``, ``MUR_EPOCHS``).
+the groups: :mod:`mur.settings.groups`, :mod:`mur.settings.services`). Every variable keeps its flat name
+(``MUR_PG_HOST``, ``MUR_EPOCHS``).
 
 Entry points create :class:`Settings` with :func:`get_settings` and pass it down; nothing here runs at
 import time. Every field is documented in ``.env.example``, grouped the same way.
@@ -15,22 +16,17 @@ from pydantic import BaseModel, Field, model_validator
 from mur.settings.groups import (
     DRIFT_FEATURES,
     PROJECT_ROOT,
-    Airflow,
     Clock,
-    Dashboard,
     Data,
-    Database,
     General,
     ModelShape,
     Monitoring,
-    Ray,
-    Registry,
-    Serving,
     Strategy,
     Training,
     Tuning,
     _Group,
 )
+from mur.settings.services import Airflow, Dashboard, Database, Ray, Registry, Serving
 
 __all__ = [
     "DRIFT_FEATURES",
