@@ -76,6 +76,39 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
+PREFLIGHT_S = 15.0
+"""Seconds the job gives MLflow and the object store to answer before it trains: a job whose registry or
+store is down fails at once, saying which, instead of holding its training slot in client retries."""
+CALL_TIMEOUT_S = 60.0
+"""MLflow requests after the preflight: this timeout and one retry (MLflow's defaults retry for minutes)."""
+
+
+def preflight(settings: Settings, *, registry: bool, store: bool) -> None:
+    """ServiceError naming the service when MLflow (``registry``) or the bucket (``store``) does not answer."""
+    from mur.errors import ServiceError
+    from mur.orchestration.job_submission import result_store
+    from mur.registry.client import configure
+
+    reg = settings.registry
+    checks = []
+    if registry:
+        client = configure(settings, fail_fast_s=PREFLIGHT_S)
+        checks.append(
+            (f"MLflow at {reg.mlflow_tracking_uri}", lambda: client.search_registered_models(max_results=1))
+        )
+    if store:
+        bucket = result_store(settings, timeout_s=PREFLIGHT_S)
+        what = f"the object store at {reg.s3_endpoint_url} (bucket {reg.s3_bucket})"
+        checks.append((what, lambda: bucket.head_bucket(Bucket=reg.s3_bucket)))
+    for what, check in checks:
+        try:
+            check()
+        except Exception as exc:  # connection refused, timeout, 401/403: the job cannot do its work
+            raise ServiceError(f"{what} did not answer, so nothing was trained: {exc}"[:600]) from exc
+    if registry:
+        configure(settings, fail_fast_s=CALL_TIMEOUT_S)  # the job's later MLflow calls: bounded too
+
+
 def main(argv: list[str] | None = None) -> int:
     from mur.contracts import TrainingResult, TrainingResults
     from mur.errors import MurError
@@ -99,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     settings: Settings | None = None
     try:
         settings = Settings() if args.train_days is None else Settings(train_days=args.train_days)
+        preflight(settings, registry=not args.no_register, store=bool(args.submission_id or args.out_uri))
         fit = RayFit.from_settings(
             settings,
             num_workers=args.num_workers,

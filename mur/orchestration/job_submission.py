@@ -354,20 +354,28 @@ def new_submission_id(kind: str) -> str:
     return f"mur-{kind}-{uuid.uuid4().hex[:12]}"
 
 
-def _result_object(settings: Settings, submission_id: str) -> tuple[Any, dict[str, str], str]:
-    """A boto3 S3 client on ``MUR_S3_*``, the result object's bucket and key, and its URI."""
+def result_store(settings: Settings, timeout_s: float = 30.0) -> Any:
+    """A boto3 S3 client on ``MUR_S3_*`` that gives up after ``timeout_s`` and one retry (boto3's defaults
+    wait a minute per connection attempt)."""
     import boto3
+    from botocore.config import Config
 
     s3 = settings.registry
-    where = {"Bucket": s3.s3_bucket, "Key": f"{JOB_RESULTS_PREFIX}{submission_id}.json"}
-    client = boto3.client(
+    bounded = Config(connect_timeout=timeout_s, read_timeout=timeout_s, retries={"max_attempts": 2})
+    return boto3.client(
         "s3",
         endpoint_url=s3.s3_endpoint_url,
         aws_access_key_id=s3.s3_access_key,
         aws_secret_access_key=s3.s3_secret_key,
         region_name="us-east-1",
+        config=bounded,
     )
-    return client, where, f"s3://{where['Bucket']}/{where['Key']}"
+
+
+def _result_object(settings: Settings, submission_id: str) -> tuple[Any, dict[str, str], str]:
+    """The result store's client, the result object's bucket and key, and its URI."""
+    where = {"Bucket": settings.registry.s3_bucket, "Key": f"{JOB_RESULTS_PREFIX}{submission_id}.json"}
+    return result_store(settings), where, f"s3://{where['Bucket']}/{where['Key']}"
 
 
 def write_job_result(settings: Settings, submission_id: str, document: str) -> str:
