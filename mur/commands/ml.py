@@ -444,11 +444,12 @@ def backtest(
             f"\nSizing rule ({doc['label']}), {doc['start']} .. {doc['end']}: {rule_walk.describe(rule)}"
         )
         typer.echo(rule_walk.table(doc) + "\n" + doc["verdict"])
-    files = write_outputs(report, out)
+    files: tuple[Path, ...] = write_outputs(report, out)
     typer.echo(f"wrote {files[0]} and {files[1]}")
     if strategy:
-        rule_walk.chart(results, out / "strategy.png", f"{report.pair}: the sizing rule walked forward")
-        typer.echo(f"wrote {out / 'strategy.png'}")
+        files = (*files, out / "strategy.png")
+        rule_walk.chart(results, files[-1], f"{report.pair}: the sizing rule walked forward")
+        typer.echo(f"wrote {files[-1]}")
     if mlflow:
         run_id = log_to_mlflow(
             report,

@@ -441,9 +441,9 @@ def range_metrics(h: dict[str, Any], prefix: str) -> dict[str, float]:
 
 
 def log_to_mlflow(
-    report: BacktestReport, files: tuple[Path, Path], *, tracking_uri: str, experiment: str
+    report: BacktestReport, files: tuple[Path, ...], *, tracking_uri: str, experiment: str
 ) -> str | None:
-    """Log the pooled metrics and both files as one MLflow run when the tracking server answers."""
+    """Log the pooled metrics and the files as one MLflow run when the tracking server answers."""
     import urllib.request
 
     try:
