@@ -6,10 +6,12 @@
 #   postgres tier  pytest -m "pg and not (services or serve or browser or e2e or gpu)": the PostgreSQL
 #                  (127.0.0.1:5432) and nothing else; every test in databases or with names of its own, so
 #                  it runs in parallel workers too.
-#   services tier  the rest: S3, MLflow, Ray, Airflow and Serve started by fixtures on their fixed ports,
-#                  headless Chromium, one test at a time; beside them, in a second pytest run, the whole
-#                  stack end to end on private ports (tests/e2e), then the tests marked second_stack on a
-#                  second shared stack (every port moved).
+#   services tier  the rest: S3, MLflow, Ray, Airflow and Serve started by fixtures on a test stack (every
+#                  port moved off the defaults, databases, runtime dir, bucket of its own, removed at the
+#                  end unless MUR_KEEP_SERVICES=1: a developer's `mur up` stays untouched), headless
+#                  Chromium, one test at a time; beside them, in a second pytest run, the whole stack end to
+#                  end on private ports (tests/e2e), then the tests marked second_stack on a second test
+#                  stack.
 # The tier of a test is set at collection from its markers and fixtures (tests/conftest.py, whose
 # TIER_EXPRESSIONS are the -m expressions below: tests/unit/test_tiers.py checks that they match and that
 # every test is in exactly one tier).
@@ -132,7 +134,7 @@ if [ "$TIER" = all ] || [ "$TIER" = services ]; then
     run_tier services "$SERVICES_TIER" --rerun-show-tracebacks "$@"
   else
     # Two pytest runs side by side, the services being mostly waited on (start-ups, Serve deployments, Ray
-    # jobs, a market clock): in the foreground the shared services' tests on the default ports, one at a
+    # jobs, a market clock): in the foreground the shared services' tests on the first test stack, one at a
     # time; in the background the end-to-end test on its private stack (its own ports, runtime dir,
     # databases and pytest temp dir), then the tests marked second_stack on a second shared stack
     # (MUR_TEST_STACK_OFFSET, tests/conftest.py). One after the other: the end-to-end test's `mur up` and

@@ -7,9 +7,10 @@ PostgreSQL, on the real server (skipped when it is unreachable):
 - ``pg_settings``: one migrated database for the whole session (tests use random usernames to stay apart).
 - ``database``: a :class:`mur.db.Database` pool on ``pg_settings``, closed after the test.
 
-The shared local services (S3, MLflow, Ray):
+The shared local services (S3, MLflow, Ray), on a test stack (:data:`STACK_OFFSET_VAR`), never the defaults:
 
-- ``stack_settings`` (session): the Settings the services run with (``MUR_*``); starts nothing.
+- ``stack_settings`` (session): the Settings the services run with (``MUR_*``); starts nothing; at the end
+  removes the test stack (services, databases, runtime dir) unless ``MUR_KEEP_SERVICES=1``.
 - ``services`` (session): starts what is not already healthy, reuses what is, yields the Settings, and at
   the end stops only what *it* started, unless ``MUR_KEEP_SERVICES=1`` (keep them for the next run: the
   first start costs about a minute on two cores).
@@ -24,8 +25,8 @@ gets ``services``, one in ``tests/e2e`` gets ``e2e``; every test with none of ``
 - postgres (``-m "pg and not (services or serve or ...)"``): the PostgreSQL server only, each
   test in its own random database or with random names (never a fixed port); parallel workers too, each
   with its own session databases;
-- services (the rest): the local services on their fixed ports, one test at a time. infra/test.sh runs
-  two pytest runs side by side: the tests on the default ports, and beside them the end-to-end test (``-m
+- services (the rest): the local services on the first test stack, one test at a time. infra/test.sh runs
+  two pytest runs side by side: the tests on that stack, and beside them the end-to-end test (``-m
   e2e``, a private stack of its own), then the tests marked ``second_stack`` (:data:`SECOND_STACK_PATHS`) on
   a second stack (``MUR_TEST_STACK_OFFSET``: every port moved, a runtime dir and databases of its own).
 
@@ -46,7 +47,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from stack_ports import SECOND_STACK_OFFSET, shifted_ports
+from stack_ports import FIRST_STACK_OFFSET, SECOND_STACK_OFFSET, stack_env
 
 from devstack.config import use_stack_ray
 from mur.db import Database, migrate
@@ -58,16 +59,18 @@ a test sees each pair's whole recorded history (the stack's default replays it f
 Tests of the clock itself, and the end-to-end loop test, set ``MUR_CLOCK_*`` explicitly."""
 for _name, _value in TEST_CLOCK.items():
     os.environ.setdefault(_name, _value)
-DATABASES = {"pg": "mur", "mlflow": "mlflow", "airflow": "airflow"}
 STACK_OFFSET_VAR = "MUR_TEST_STACK_OFFSET"
-"""Set (``second`` in infra/test.sh, or a number): this run's shared services are another stack, every port
-moved by the offset (tests/stack_ports.py), with a runtime dir and databases of their own."""
+"""Which test stack this run's shared services are: unset, the first (:data:`FIRST_STACK_OFFSET`); ``second``
+(infra/test.sh) or a number, that one. Never the defaults of a developer's ``mur up``: every port moved by the
+offset, and a runtime dir (under :data:`TEST_RUNTIME_ROOT`), databases, S3 bucket and registry prefix of its
+own (tests/stack_ports.py ``stack_env``), removed at the end of the run (``stack_settings``)."""
+TEST_RUNTIME_ROOT = PROJECT_ROOT / ".runtime-test"
 _offset_set = os.environ.get(STACK_OFFSET_VAR, "")
-if _offset := SECOND_STACK_OFFSET if _offset_set == "second" else int(_offset_set or 0):
-    os.environ.update(shifted_ports(_offset))
-    os.environ["MUR_RUNTIME_DIR"] = str(PROJECT_ROOT / ".runtime" / f"test-stack-{_offset}")
-    os.environ.update({f"MUR_{k.upper()}_DATABASE": f"{v}_stack_{_offset}" for k, v in DATABASES.items()})
-    os.environ.pop("RAY_AUTH_TOKEN", None)  # the token of this stack's runtime dir, set just below
+STACK_OFFSET = SECOND_STACK_OFFSET if _offset_set == "second" else int(_offset_set or FIRST_STACK_OFFSET)
+if STACK_OFFSET <= 0:
+    raise pytest.UsageError(f"{STACK_OFFSET_VAR}={_offset_set}: a test stack never runs on the default ports")
+os.environ.update(stack_env(STACK_OFFSET, TEST_RUNTIME_ROOT, uuid.uuid4().hex[:6]))
+os.environ.pop("RAY_AUTH_TOKEN", None)  # the token of this stack's runtime dir, set just below
 use_stack_ray()  # Ray heads the tests start listen on 127.0.0.1, and their drivers (subprocesses too) join them
 
 
@@ -147,9 +150,23 @@ def release_services(settings: Settings, started: Sequence[str]) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack_settings() -> Settings:
-    """The settings the shared services run with (from the environment, ``MUR_*``); starts nothing."""
-    return get_settings()
+def stack_settings() -> Iterator[Settings]:
+    """The settings the shared services run with (from the environment, ``MUR_*``); starts nothing. At the
+    end, unless ``MUR_KEEP_SERVICES=1``, the test stack goes: its services stopped, its databases dropped,
+    its runtime dir removed."""
+    settings = get_settings()
+    yield settings
+    if os.environ.get("MUR_KEEP_SERVICES", "0").lower() in ("1", "true", "yes"):
+        return
+    import shutil
+
+    from devstack.stack import bring_down
+
+    bring_down(settings, say=lambda msg: print(f"[services] {msg}", flush=True))
+    with _admin_connection(settings) as conn:
+        for name in (settings.db.pg_database, settings.db.mlflow_database, settings.db.airflow_database):
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    shutil.rmtree(settings.general.runtime_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -282,3 +299,5 @@ def _hermetic_fast_tier(request: pytest.FixtureRequest, monkeypatch: pytest.Monk
         monkeypatch.delenv(name)
     for name, value in TEST_CLOCK.items():
         monkeypatch.setenv(name, value)
+    get_settings.cache_clear()  # nor a cached one: neither in this test, nor (defaults) in the next
+    request.addfinalizer(get_settings.cache_clear)

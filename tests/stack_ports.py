@@ -2,14 +2,16 @@
 
 A stack's services listen on the ports of ``MUR_*_PORT`` (defaults below) and on ports derived from them
 (Airflow's log and health ports from ``MUR_AIRFLOW_PORT``; Ray's client, dashboard agent and HAProxy side
-ports from ``MUR_RAY_DASHBOARD_PORT``), so adding one offset to the variables moves a whole stack. Two test
-runs use it beside the shared stack on the defaults: the end-to-end test (a random offset per run) and the
-second shared stack of infra/test.sh's services tier (``MUR_TEST_STACK_OFFSET``, :data:`SECOND_STACK_OFFSET`).
+ports from ``MUR_RAY_DASHBOARD_PORT``), so adding one offset to the variables moves a whole stack. No test
+run uses the defaults (a developer's ``mur up``): the shared test stack is moved by :data:`FIRST_STACK_OFFSET`,
+the second shared stack of infra/test.sh's services tier by :data:`SECOND_STACK_OFFSET` (``MUR_TEST_STACK_OFFSET``)
+and the end-to-end test by a random offset per run; :func:`stack_env` names the rest of a test stack.
 """
 
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 DEFAULT_PORTS = {
     "MUR_S3_PORT": 9000,
@@ -21,9 +23,21 @@ DEFAULT_PORTS = {
     "MUR_DASH_PORT": 8050,
 }
 SHIFTED_WITH = {  # ports that services derive from the ones above (Airflow's log/health ports, Ray's fixed ones)
+    "MUR_S3_PORT": (
+        9001,
+        9002,
+        9003,
+        9004,
+        9005,
+        9006,
+        9007,
+    ),  # SeaweedFS's other listeners (devstack/seaweed.py)
     "MUR_AIRFLOW_PORT": (8793, 8794, 8974, 8975, 8976),
     "MUR_RAY_DASHBOARD_PORT": (10001, 52365, 9101, 8404),
 }
+FIRST_STACK_OFFSET = 8650
+"""The first shared test stack's offset (tests/conftest.py), as :data:`SECOND_STACK_OFFSET`'s constraints say
+(its dashboard agent on 61015) and apart from that stack's ports and from the end-to-end test's offsets."""
 SECOND_STACK_OFFSET = 13070
 """The second shared stack's offset: its ports stay below 65536 with a worker node's dashboard agent
 (52365 + offset + 100, tests/integration/test_cluster.py) and its dashboard agent above Linux's ephemeral
@@ -48,6 +62,21 @@ def shifted_ports(offset: int) -> dict[str, str]:
     return {
         **{name: str(port) for name, port in ports.items()},
         **{f"MUR_{url.upper()}": f"http://127.0.0.1:{port}" for url, port in urls.items()},
+    }
+
+
+def stack_env(offset: int, root: Path, run: str) -> dict[str, str]:
+    """``MUR_*`` of the test stack moved by ``offset``: its ports, and its own runtime dir (``root/stack-N``),
+    databases and S3 bucket (kept services find them again) and the registry prefix of test run ``run``; none of
+    them a default (tests/integration/test_isolation.py)."""
+    return {
+        **shifted_ports(offset),
+        "MUR_PG_DATABASE": f"mur_stack_{offset}",
+        "MUR_MLFLOW_DATABASE": f"mlflow_stack_{offset}",
+        "MUR_AIRFLOW_DATABASE": f"airflow_stack_{offset}",
+        "MUR_RUNTIME_DIR": str(root / f"stack-{offset}"),
+        "MUR_S3_BUCKET": f"mur-test-{offset}",
+        "MUR_REGISTRY_PREFIX": f"t{run}-mur-",
     }
 
 

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,6 @@ AIRFLOW_TEST_ENV = {
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_TEST_HOME}/airflow.db",
     "AIRFLOW__API__BASE_URL": "http://127.0.0.1:8080",
 }
-# the DAG's jobs register under a private prefix: a developer's own `mur-*` models (`mur up`) stay untouched
-os.environ.setdefault("MUR_REGISTRY_PREFIX", f"t{uuid.uuid4().hex[:6]}-mur-")
 if "airflow" in sys.modules:  # pragma: no cover - only when another plugin imported Airflow first
     _configured = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
     if _configured != AIRFLOW_TEST_ENV["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]:

@@ -46,7 +46,7 @@ import pytest
 from discord_stub import DiscordStub
 from psycopg2 import sql
 from ray_listeners import listeners, marked_processes, open_listeners
-from stack_ports import SECOND_STACK_OFFSET, all_ports, port_free, shifted_ports
+from stack_ports import FIRST_STACK_OFFSET, SECOND_STACK_OFFSET, all_ports, port_free, shifted_ports
 
 from mur.errors import ServiceError
 from mur.settings import PROJECT_ROOT, Settings
@@ -75,9 +75,9 @@ def pick_offset() -> int:
 
     8700-13100: no shifted port lands on a default one (a developer's stack) and Ray's dashboard agent
     (52365 + offset) stays above Linux's ephemeral range (32768-60999) and below 65536; none lands on a port
-    of the second shared stack that infra/test.sh runs beside this test.
+    of the two shared test stacks that infra/test.sh runs beside this test.
     """
-    taken = set(all_ports(0)) | set(all_ports(SECOND_STACK_OFFSET))
+    taken = set(all_ports(0)) | set(all_ports(FIRST_STACK_OFFSET)) | set(all_ports(SECOND_STACK_OFFSET))
     for _ in range(50):
         offset = random.randrange(8700, 13100, 7)
         ports = all_ports(offset)
