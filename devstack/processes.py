@@ -1,4 +1,4 @@
-"""Process sessions from ``/proc`` (Linux): members, memory, staged termination, a stack's leftovers.
+"""Process sessions (Linux, through psutil): members, memory, staged termination, a stack's leftovers.
 
 Every service runs in its own session (its leader's pid is the session id), so stopping a service signals
 every process of that session, including those its command spawned.
@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import psutil
+
 from mur.errors import ServiceError
 
 if TYPE_CHECKING:
@@ -21,29 +23,16 @@ if TYPE_CHECKING:
 
 STACK_MARKER = "MUR_STACK"
 """Environment variable (= the runtime dir) that every process of a stack inherits: how leftovers are found."""
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, session id) of ``pid``, or None if it is gone."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = data[data.rindex(")") + 2 :].split()
-    return fields[0], int(fields[3])
-
-
-def _pids() -> list[int]:
-    return [int(entry.name) for entry in os.scandir("/proc") if entry.name.isdigit()]
+DEAD = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
 def session_members(sid: int) -> list[int]:
     """Live (non-zombie) processes whose session id is ``sid``."""
     members = []
-    for pid in _pids():
-        stat = _proc_stat(pid)
-        if stat is not None and stat[1] == sid and stat[0] not in ("Z", "X"):
-            members.append(pid)
+    for process in psutil.process_iter(["status"]):
+        with contextlib.suppress(OSError, psutil.Error):
+            if process.info["status"] not in DEAD and os.getsid(process.pid) == sid:
+                members.append(process.pid)
     return members
 
 
@@ -56,30 +45,23 @@ def _reap(pids: Iterable[int]) -> None:
 
 def memory_mb(pids: Iterable[int]) -> float | None:
     """Summed proportional set size (shared pages split) of ``pids`` in MiB; RSS where PSS is unreadable."""
-    total_kb = 0
-    seen = False
+    total, seen = 0, False
     for pid in pids:
-        kb = None
-        with contextlib.suppress(OSError, ValueError):
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    kb = int(line.split()[1])
-                    break
-        if kb is None:
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-                kb = pages * os.sysconf("SC_PAGE_SIZE") // 1024
-        if kb is not None:
-            total_kb += kb
+        with contextlib.suppress(psutil.Error):
+            process = psutil.Process(pid)
+            try:
+                total += process.memory_full_info().pss
+            except psutil.AccessDenied:
+                total += process.memory_info().rss
             seen = True
-    return round(total_kb / 1024, 1) if seen else None
+    return round(total / 2**20, 1) if seen else None
 
 
 def _comm(pid: int) -> str:
     """Process name (``/proc/PID/comm``), '' if it is gone."""
     try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
+        return psutil.Process(pid).name()
+    except psutil.Error:
         return ""
 
 
@@ -132,32 +114,14 @@ def leftover_processes(settings: Settings) -> list[tuple[int, str]]:
     ``mur up`` exports the marker, so every service, Airflow task, Ray worker and job inherits it (a user's
     shell does not, even with ``MUR_RUNTIME_DIR`` exported).
     """
-    marker = f"{STACK_MARKER}={Path(settings.general.runtime_dir).resolve()}".encode()
-    mine = _ancestors(os.getpid())
+    marker = str(Path(settings.general.runtime_dir).resolve())
+    me = psutil.Process()
+    mine = {me.pid, *(p.pid for p in me.parents())}
     found = []
-    for pid in _pids():
-        if pid in mine:
+    for process in psutil.process_iter(["status"]):
+        if process.pid in mine or process.info["status"] in DEAD:
             continue
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes()
-            state = _proc_stat(pid)
-        except OSError:
-            continue
-        if state is None or state[0] in ("Z", "X") or marker not in environ.split(b"\0"):
-            continue
-        with contextlib.suppress(OSError):
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            found.append((pid, cmd.strip()))
+        with contextlib.suppress(psutil.Error):
+            if process.environ().get(STACK_MARKER) == marker:
+                found.append((process.pid, " ".join(process.cmdline())))
     return found
-
-
-def _ancestors(pid: int) -> set[int]:
-    out = {pid}
-    while pid > 1:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            break
-        pid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        out.add(pid)
-    return out
