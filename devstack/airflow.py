@@ -88,6 +88,10 @@ def metadata_url(settings: Settings) -> str:
     return settings.db.sqlalchemy_url(settings.db.airflow_database)
 
 
+WORKER_SLOTS = 4
+"""The LocalExecutor's task slots: the short tasks of a training and a monitoring run at once."""
+
+
 def airflow_env(
     settings: Settings, *, home: Path | None = None, sql_alchemy_conn: str | None = None
 ) -> dict[str, str]:
@@ -95,7 +99,9 @@ def airflow_env(
     home = home or airflow_home(settings)
     keys = shared_secrets(home)
     p = ports(settings)
-    parallelism = max(2, settings.airflow.max_parallel_trainings + 2)
+    # worker slots: a training task holds one only to submit its Ray job and to read its result (it waits
+    # deferred, in the triggerer), so they no longer grow with MUR_MAX_PARALLEL_TRAININGS (docs/airflow.md)
+    parallelism = WORKER_SLOTS
     return {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder()),

@@ -17,13 +17,13 @@ def _settings(tmp_path: Path, **kwargs: object) -> Settings:
 
 
 def test_environment_points_at_the_project(tmp_path: Path) -> None:
-    settings = _settings(tmp_path, max_parallel_trainings=3, airflow_url="http://127.0.0.1:8080")
+    settings = _settings(tmp_path, max_parallel_trainings=8, airflow_url="http://127.0.0.1:8080")
     env = af.airflow_env(settings)
     assert env["AIRFLOW_HOME"] == str(tmp_path / "runtime" / "airflow")
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(PROJECT_ROOT / "dags")
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
-    assert env["AIRFLOW__CORE__PARALLELISM"] == "5"
+    assert env["AIRFLOW__CORE__PARALLELISM"] == "4"  # deferred trainings hold no worker slot
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("/airflow")
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8080/execution/"
