@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import platform
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -57,9 +56,14 @@ def forecasts(
     from mur.training.driver import load_candles
 
     key = "-".join(f"{n}{v}" for n, v in sorted(overrides.items()))
-    path = cache / f"{pair}-{folds}x{fold_hours}h-{epochs}e-{train_days}d{key}.pickle" if cache else None
-    if path is not None and path.exists():
-        return cast(FoldForecasts, pickle.loads(path.read_bytes()))  # written below, by this script
+    path = cache / f"{pair}-{folds}x{fold_hours}h-{epochs}e-{train_days}d{key}.npz" if cache else None
+    if path is not None and path.exists():  # written below, by this script (arrays only: no pickle)
+        with np.load(path, allow_pickle=False) as z:
+            quantiles = {k.removeprefix("q_"): z[k] for k in z.files if k.startswith("q_")}
+            return FoldForecasts(
+                z["timestamps"], z["last_close"], z["targets"], quantiles,
+                tuple(int(h) for h in z["horizons"]), tuple(float(v) for v in z["levels"]),
+            )  # fmt: skip
     settings = Settings(
         market_data="bundled", train_days=train_days, clock_start=CLOCK_AFTER_THE_DATA, clock_speed=0
     )
@@ -77,7 +81,9 @@ def forecasts(
     f = concat_forecasts(report.forecasts)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(pickle.dumps(f))
+        arrays = {f"q_{k}": v for k, v in f.quantiles.items()}
+        np.savez(path, timestamps=f.timestamps, last_close=f.last_close, targets=f.targets, **arrays,
+                 horizons=np.asarray(f.horizons), levels=np.asarray(f.levels))  # fmt: skip
     return f
 
 
