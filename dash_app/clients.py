@@ -8,14 +8,14 @@ ignored. Nothing connects until a method is called.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
 
-from mur.errors import error_detail
+from mur.errors import DataValidationError, error_detail
 from mur.orchestration import DAG_ID as TRAINING_DAG_ID
 from mur.orchestration.airflow_client import (
     AirflowClient,
@@ -24,6 +24,7 @@ from mur.orchestration.airflow_client import (
     TriggeredRun,
 )
 from mur.serving.contract import ForecastOut, ModelOut, ModelsOut, ServedCalibration, misfit
+from mur.timeutil import parse_time
 
 __all__ = [
     "TRAINING_DAG_ID",
@@ -49,16 +50,11 @@ def _calibration(value: Any) -> ServedCalibration | None:
 
 
 def _parse_time(value: Any) -> datetime | None:
-    """An aware UTC datetime from ISO-8601 text (``Z`` allowed) or epoch milliseconds; None if unreadable."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
-    if not isinstance(value, str) or not value:
-        return None
+    """An aware UTC datetime from ISO-8601 text (``Z`` allowed); None if absent or unreadable."""
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return parse_time(value) if isinstance(value, str) and value else None
+    except DataValidationError:
         return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 # --- Serve API ---------------------------------------------------------------------------------------
