@@ -3,8 +3,8 @@ dependencies, set-up steps.
 
 :func:`stack_services` is the table; :mod:`devstack.supervisor` runs it. Each command is the one its
 compose counterpart runs (``Service.compose`` names that service), bound to 127.0.0.1, with the health check
-compose uses; ``tests/unit/test_compose.py`` compares the two. The local S3 is moto with a disk mirror
-(compose: MinIO).
+compose uses; ``tests/unit/test_compose.py`` compares the two. The local S3 is SeaweedFS
+(:mod:`devstack.seaweed`; compose: MinIO).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack import airflow
+from devstack import airflow, seaweed
 from devstack.config import RAY_AUTH_SWITCH, RAY_LOOPBACK_SWITCH, RAY_TOKEN_VAR, ray_token, stack_secret
 from devstack.provision import (
     ensure_bucket,
@@ -59,6 +59,7 @@ class Service:
     """Runs once healthy (e.g. create the bucket); if it fails, the service is stopped again."""
     after_stop: Callable[[], object] | None = None
     """Runs once its processes are gone (e.g. remove the app it kept deployed on Ray); errors are reported."""
+    data_dir: Path | None = None  # where it keeps its data (`mur status` shows its size on disk)
     diagnose: Callable[[], str] | None = None
     """What a start that timed out reports besides the log's tail (e.g. Serve's proxy and replica states)."""
     compose: str = ""  # its counterpart in docker-compose.yml ("" = the same name)
@@ -231,9 +232,7 @@ def _ray_env(settings: Settings) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": settings.registry.mlflow_tracking_uri,
         "MLFLOW_S3_ENDPOINT_URL": settings.registry.s3_endpoint_url,
         "AWS_EC2_METADATA_DISABLED": "true",
-        "PATH": str(Path(sys.executable).parent)
-        + os.pathsep
-        + os.environ.get("PATH", ""),  # jobs run `python`
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # jobs run `python`
         "RAY_USAGE_STATS_ENABLED": "0",
         # the single-node switch: every Ray socket on 127.0.0.1 (config.RAY_LOOPBACK_SWITCH says why);
         # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 in the environment opts out
@@ -374,15 +373,15 @@ def stack_services(settings: Settings) -> dict[str, Service]:
     table = [
         Service(
             name="s3",
-            command=[sys.executable, "-m", "devstack.s3_server", "--host", "127.0.0.1"]
-            + ["--port", str(reg.s3_port), "--data-dir", str(Path(s.general.runtime_dir) / "s3")],
-            env={"MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(1024 * 1024)},  # bigger objects spill to files
+            command=seaweed.command(s, venv_bin("weed")),
             port=reg.s3_port,
-            health_url=f"{s3_url}/_mur/health",
-            stop_timeout_s=10,
+            health_url=f"{s3_url}/healthz",
+            stop_timeout_s=20,  # on SIGTERM its filer waits 15 s for its gRPC streams, then all stop cleanly
+            before_start=functools.partial(seaweed.prepare, s),
             after_start=functools.partial(ensure_bucket, s),
+            data_dir=seaweed.store_dir(s) / "data",
             compose="minio",
-            description="S3 API: moto server with a write-through disk mirror",
+            description="object store: SeaweedFS (S3 API, signed requests only)",
         ),
         Service(
             name="mlflow",

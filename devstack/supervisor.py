@@ -74,6 +74,7 @@ class ServiceStatus:
     processes: int
     memory_mb: float | None
     log_path: Path
+    disk_mb: float | None = None  # the size of its data dir on disk (Service.data_dir), when it has one
 
     @property
     def running(self) -> bool:
@@ -332,7 +333,14 @@ def service_status(settings: Settings, service: Service) -> ServiceStatus:
         processes=len(members),
         memory_mb=memory_mb(members) if members else None,
         log_path=log_path(settings, service.name),
+        disk_mb=_disk_mb(service.data_dir) if service.data_dir is not None else None,
     )
+
+
+def _disk_mb(folder: Path) -> float:
+    """The space the files under ``folder`` take on disk (allocated blocks: sparse files count as such)."""
+    files = folder.rglob("*") if folder.is_dir() else ()
+    return sum(f.stat().st_blocks * 512 for f in files if f.is_file()) / 2**20
 
 
 def plan(services: dict[str, Service], names: Sequence[str] | None, *, with_deps: bool = True) -> list[str]:

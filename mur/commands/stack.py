@@ -49,7 +49,7 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
     ray_up = any(r.name == "ray" and r.healthy for r in rows)
     nodes = ray_nodes(settings) if ray_up else None
     if as_json:
-        fields = ("state", "pid", "port", "healthy", "processes", "memory_mb")
+        fields = ("state", "pid", "port", "healthy", "processes", "memory_mb", "disk_mb")
         payload = [
             {
                 "service": r.name,
@@ -63,8 +63,8 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
         return
     colours = {"running": "green", "unhealthy": "yellow", "external": "cyan", "stopped": "dim"}
     table = Table(title="mur services")
-    for column in ("service", "state", "pid", "port", "health", "procs", "memory"):
-        numeric = column in ("pid", "port", "procs", "memory")
+    for column in ("service", "state", "pid", "port", "health", "procs", "memory", "disk"):
+        numeric = column in ("pid", "port", "procs", "memory", "disk")
         table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
     for r in rows:
         table.add_row(
@@ -75,6 +75,7 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
             "[green]ok[/]" if r.healthy else "[red]down[/]",
             str(r.processes),
             f"{r.memory_mb:.0f} MiB" if r.memory_mb is not None else "-",
+            f"{r.disk_mb:.1f} MiB" if r.disk_mb is not None else "-",
         )
     console = Console()
     console.print(table)

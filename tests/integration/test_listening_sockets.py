@@ -1,7 +1,7 @@
 """Issue 16 #1/#9 and issue 22: the local stack listens only on the loopback interface, and every Ray API
 requires Ray's token (``RAY_AUTH_MODE=token``).
 
-A private stack on free ports (S3 and a Ray head from the stack's own service table, in a temporary
+A private stack on free ports (the object store and a Ray head from the stack's own service table, in a temporary
 runtime dir) runs a Serve app in the stack's HAProxy mode, joined by a driver started with a plain
 environment and the token through :func:`serve_app.deploy.connect_ray` (as ``mur serve`` joins the head).
 Then every listening TCP socket of every process of those services (their sessions, their descendants, and
@@ -31,8 +31,9 @@ import httpx
 import psutil
 import pytest
 from ray_listeners import Listener, grpc_status_without_token, listeners, open_listeners
+from test_object_store import free_port_block
 
-from devstack import config
+from devstack import config, seaweed
 from devstack import supervisor as svc
 from devstack.config import RAY_AUTH_SWITCH, RAY_TOKEN_VAR
 from devstack.services import haproxy_dir, stack_services
@@ -113,7 +114,7 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
     settings = config.align_settings(  # URLs follow the private ports
         Settings(
             runtime_dir=tmp_path / "runtime",
-            s3_port=_free_port(),
+            s3_port=free_port_block(),  # the object store opens eight ports
             ray_dashboard_port=8265 + shift,
             ray_gcs_port=6380 + shift,
             ray_num_cpus=2,
@@ -173,6 +174,10 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
             interval_s=1.0,
             done=lambda f: any(x.name == "haproxy" for x in f),
         )
+        # the object store: exactly its eight ports, all on 127.0.0.1 (test_object_store.py: each refuses
+        # anonymous use)
+        weed = {(x.ip, x.port) for x in found if x.name == "weed"}
+        assert weed == {("127.0.0.1", p) for p in seaweed.ports(settings.registry.s3_port).values()}, weed
         haproxy_ports = {(x.ip, x.port) for x in found if x.name == "haproxy"}
         for side_port in (9101 + shift, 8404 + shift):  # Prometheus and the stats page
             assert ("127.0.0.1", side_port) in haproxy_ports, sorted(haproxy_ports)

@@ -1,22 +1,18 @@
-"""The local services for real: S3 (with persistence), MLflow, Ray, PostgreSQL databases, the supervisor.
+"""The local services for real: S3, MLflow, Ray, PostgreSQL databases, the supervisor.
 
-Shared services come from the session fixture ``services`` (tests/integration/conftest.py). Tests that
-stop and start S3 use a private instance on a free port and a temporary runtime dir, so they never
-disturb the shared one.
+Shared services come from the session fixture ``services`` (tests/integration/conftest.py). The object
+store on its own (signed requests only, persistence): tests/integration/test_object_store.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
-import signal
 import socket
 import sys
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -134,12 +130,6 @@ def test_a_job_result_is_taken_once_and_the_production_lifecycle_rule_is_valid_s
         client.remove_bucket(bucket)
 
 
-def test_s3_health_says_persistent(services: Settings) -> None:
-    status, body = _get_json(f"http://127.0.0.1:{services.registry.s3_port}/_mur/health")
-    info = json.loads(body)
-    assert status == 200 and info["status"] == "ok" and info["persistence"] == "write-through"
-
-
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_mlflow_health_for_local_hosts(services: Settings, host: str) -> None:
     status, body = _get_json(
@@ -242,115 +232,6 @@ def test_ensure_databases_reports_unreachable_postgres(settings: Settings) -> No
     broken = settings.replace(pg_port=_free_port())
     with pytest.raises(ServiceError, match="PostgreSQL .* not reachable"):
         ensure_databases(broken, ["whatever"])
-
-
-# --- a private S3 instance: persistence across stop/start and crashes -----------------------------
-@pytest.fixture
-def private_s3(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, Service]]]:
-    """Settings and a one-service registry for an S3 server of our own (free port, tmp runtime dir)."""
-    port = _free_port()
-    settings = Settings(
-        runtime_dir=tmp_path / "runtime",
-        s3_port=port,
-        s3_endpoint_url=f"http://127.0.0.1:{port}",
-        s3_bucket="mur-private-test",
-    )
-    registry = {"s3": stack_services(settings)["s3"]}
-    try:
-        yield settings, registry
-    finally:
-        svc.down(settings, services=registry)
-
-
-def _put_fixtures(client: Minio, bucket: str) -> dict[str, bytes]:
-    objects = {
-        "plain.bin": os.urandom(100_000),
-        "dir/with space+plus%percent é.bin": os.urandom(3000),
-        "big/multipart.bin": os.urandom(11 * 1024 * 1024 + 7),  # 3 parts of 5 MiB
-        "empty": b"",
-    }
-    for key, data in objects.items():
-        client.put_object(
-            bucket,
-            key,
-            io.BytesIO(data),
-            len(data),
-            part_size=5 * 1024 * 1024,
-            content_type="application/x-mur-test",
-            metadata={"x-amz-meta-origin": "test"},
-        )
-    client.put_object(bucket, "deleted.txt", io.BytesIO(b"bye"), 3)
-    client.remove_object(bucket, "deleted.txt")
-    return objects
-
-
-def _assert_same(client: Minio, bucket: str, objects: dict[str, bytes], etags: dict[str, str]) -> None:
-    listed = sorted(o.object_name for o in client.list_objects(bucket, recursive=True))
-    assert listed == sorted(objects)
-    for key, data in objects.items():
-        response = client.get_object(bucket, key)
-        try:
-            assert response.read() == data, key
-            assert response.headers["Content-Type"] == "application/x-mur-test"
-            assert response.headers["x-amz-meta-origin"] == "test"
-        finally:
-            response.close()
-        assert client.stat_object(bucket, key).etag == etags[key]
-
-
-def test_s3_objects_survive_stop_and_start(private_s3: tuple[Settings, dict[str, Service]]) -> None:
-    settings, registry = private_s3
-    [first] = svc.up(settings, ["s3"], services=registry)
-    assert first.action == "started"
-    client = _minio(settings)
-    assert client.bucket_exists(settings.registry.s3_bucket)  # created by the service's after_start
-    objects = _put_fixtures(client, settings.registry.s3_bucket)
-    etags = {key: client.stat_object(settings.registry.s3_bucket, key).etag for key in objects}
-    assert etags["big/multipart.bin"].endswith("-3")
-
-    [stopped] = svc.down(settings, ["s3"], services=registry)
-    assert stopped.action == "stopped"  # exited on SIGTERM
-    assert not svc.pid_path(settings, "s3").exists()
-    assert not svc.probe(registry["s3"])
-
-    [again] = svc.up(settings, ["s3"], services=registry)
-    assert again.action == "started" and again.pid != first.pid
-    _assert_same(client, settings.registry.s3_bucket, objects, etags)
-    status, body = _get_json(f"http://127.0.0.1:{settings.registry.s3_port}/_mur/health")
-    assert json.loads(body)["restored_objects"] == len(objects)
-
-
-def test_s3_objects_survive_a_crash(private_s3: tuple[Settings, dict[str, Service]]) -> None:
-    settings, registry = private_s3
-    [first] = svc.up(settings, ["s3"], services=registry)
-    client = _minio(settings)
-    objects = _put_fixtures(client, settings.registry.s3_bucket)
-    etags = {key: client.stat_object(settings.registry.s3_bucket, key).etag for key in objects}
-
-    os.killpg(first.pid, signal.SIGKILL)  # no shutdown code runs
-    wait_until(
-        lambda: not svc.session_members(first.pid),
-        what="the killed session to end",
-        timeout_s=10,
-        interval_s=0.1,
-    )
-    assert svc.pid_path(settings, "s3").exists()  # stale pid file: start must clean it up
-
-    [again] = svc.up(settings, ["s3"], services=registry)
-    assert again.action == "started"
-    _assert_same(client, settings.registry.s3_bucket, objects, etags)
-
-
-def test_s3_refuses_a_port_held_by_another_program(
-    private_s3: tuple[Settings, dict[str, Service]],
-) -> None:
-    settings, registry = private_s3
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", settings.registry.s3_port))
-        squatter.listen()
-        with pytest.raises(ServiceError, match="port .* in use"):
-            svc.up(settings, ["s3"], services=registry)
-    assert not svc.pid_path(settings, "s3").exists()
 
 
 # --- the supervisor itself ------------------------------------------------------------------------

@@ -49,7 +49,7 @@ PORTS: dict[str, set[str | int]] = {
 UNPUBLISHED = {"pg_port", "ray_gcs_port", 8974, 52365}
 ONE_SHOTS = {"minio-init", "migrate", "airflow-init"}
 COMPOSE_ONLY = {"postgres", "prometheus", "grafana"} | ONE_SHOTS  # locally: the machine's PostgreSQL
-# Local vs compose by design: moto for MinIO (the port only); flags whose value is a loopback bind or address,
+# Local vs compose by design: SeaweedFS for MinIO (the port only); flags whose value is a loopback bind or address,
 # the machine's size, or several nodes on one machine (docs/scale-out.md); MLflow answers its service name.
 DIFFERENT_PROGRAM = {"s3"}
 ANY_VALUE = {"--host", "--dashboard-host", "--address", "--dashboard-agent-listen-port"}
@@ -60,7 +60,7 @@ COMPOSE_FLAGS = {"--allowed-hosts"}
 # private dir: devstack/haproxy_wrapper.py; a worker node without metrics exporter; a short ingress drain,
 # devstack.services.LOCAL_DRAIN_ENV); generated secrets.
 LOCAL_ENV = set(
-    "PATH VIRTUAL_ENV NO_PROXY PYTHONUNBUFFERED MOTO_S3_DEFAULT_KEY_BUFFER_SIZE RAY_API_SERVER_ADDRESS "
+    "PATH VIRTUAL_ENV NO_PROXY PYTHONUNBUFFERED RAY_API_SERVER_ADDRESS "
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER RAY_enable_metrics_collection MUR_SECRET_KEY MUR_AIRFLOW_PASSWORD "
     "MUR_RUNTIME_DIR".split()
 ) | {f"RAY_SERVE_HAPROXY_{k}" for k in "BINARY_PATH CONFIG_FILE_LOC SOCKET_PATH METRICS_SOCKET_PATH".split()}
