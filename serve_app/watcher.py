@@ -24,6 +24,8 @@ from typing import Any
 from ray import serve
 
 from mur.errors import MurError, RegistryUnavailableError
+from mur.registry import checksums
+from mur.registry.checksums import ChecksumError
 from mur.registry.download import model_bytes
 from mur.serving.champion_store import ChampionStore
 from mur.serving.champions import champions, probe_artifacts, registry_client
@@ -60,6 +62,7 @@ class RegistryWatcher:
         self.pending_pairs: list[str] = []
         self.pair_errors: dict[str, str] = {}
         self._bytes: dict[tuple[str, int], bytes] = {}
+        self._refused: set[tuple[str, int]] = set()  # versions whose bytes failed their checksum
         self._summaries: dict[tuple[str, int], dict[str, Any]] = {}
         self._client: Any = None
         self._changed = asyncio.Condition()
@@ -108,6 +111,9 @@ class RegistryWatcher:
                         fresh[key] = model_bytes(self.settings, pair, number)
                     except MurError as exc:  # this pair's file only: the others still update
                         errors.setdefault(pair, f"version {number}: {exc}")
+                        if isinstance(exc, ChecksumError) and key not in self._refused:  # alert once
+                            self._refused.add(key)
+                            checksums.refused(self.settings, pair, number, exc)
         return found, fresh, errors
 
     async def _poll(self) -> None:
@@ -130,6 +136,11 @@ class RegistryWatcher:
             changed = False
             self.served = sorted(set(self.served) | set(found))
             for pair, summary in found.items():
+                if (
+                    pair,
+                    int(summary["version"]),
+                ) not in self._bytes:  # not loadable: the previous one serves
+                    continue
                 self._summaries[(pair, int(summary["version"]))] = dict(summary)
                 before = self.targets.get(pair, {})
                 if (before.get("version"), before.get("shadows")) != (

@@ -3,7 +3,8 @@
 ``mur models history PAIR`` lists every move of the pair's ``champion`` alias (the gate's, live promotions,
 rollbacks) with market and wall time, actor, reason and scores; ``mur models rollback PAIR --reason TEXT``
 moves it back to the version that was champion before (or ``--to VERSION``); ``mur models shadow PAIR VERSION``
-serves a version in shadow. Errors are one line.
+serves a version in shadow; ``mur models verify [PAIR]`` checks the served versions' bytes against their
+recorded SHA-256. Errors are one line.
 """
 
 from __future__ import annotations
@@ -104,6 +105,37 @@ def shadow(
     typer.echo(
         f"{pair}: in shadow now {', '.join(f'v{v}' for v in kept) or 'none'} (at most {k}, the newest)"
     )
+
+
+@models_app.command("verify")
+def verify(pair: Annotated[str | None, typer.Argument(help="one pair (default: every pair)")] = None) -> None:
+    """Check the bytes of every served version (champion and shadows) against the SHA-256 recorded at its
+    registration (mur/registry/checksums.py); exit 1 when one differs or cannot be read."""
+    from mur.errors import ModelError
+    from mur.registry.checksums import recorded
+    from mur.registry.download import model_bytes
+    from mur.serving.champions import champions, registry_client
+    from mur.settings import get_settings
+
+    settings = get_settings()
+    found = champions(
+        registry_client(settings), prefix=settings.registry.registry_prefix, pairs=[pair] if pair else None
+    )
+    bad = 0
+    for name, summary in sorted(found.items()):
+        for version in [int(summary["version"]), *summary.get("shadows", [])]:
+            try:
+                model_bytes(settings, name, version)
+                state = (
+                    "ok" if recorded(settings, name, version) else "no checksum recorded (registered before)"
+                )
+            except ModelError as exc:  # ChecksumError among them
+                bad, state = bad + 1, f"REFUSED: {exc}"
+            typer.echo(f"{name} v{version}: {state}")
+    if not found:
+        typer.echo(f"no champion {'of ' + pair if pair else 'registered'}")
+    if bad:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

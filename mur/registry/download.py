@@ -12,14 +12,17 @@ if TYPE_CHECKING:
     from mur.settings import Settings
 
 
-def onnx_bytes(uri: str) -> bytes:
+def onnx_bytes(uri: str, sha256: str | None = None) -> bytes:
     """The ONNX model at ``uri`` (``models:/NAME/VERSION``, ``models:/NAME@alias``, ``runs:/...``) as one
     self-contained serialized graph.
 
     ``mlflow.onnx.log_model`` stores weights above 1 KiB in a side file by default; those are folded back
-    in here, since onnxruntime cannot resolve external data for a model loaded from bytes.
+    in here, since onnxruntime cannot resolve external data for a model loaded from bytes. With ``sha256``
+    (recorded at registration) the file's bytes must have that digest (ChecksumError otherwise).
     Raises RegistryUnavailableError when MLflow/S3 does not answer, ModelError for a broken artefact.
     """
+    from mur.registry.checksums import check
+
     with tempfile.TemporaryDirectory() as tmp:
         try:
             import mlflow
@@ -30,8 +33,9 @@ def onnx_bytes(uri: str) -> bytes:
         files = [local] if local.is_file() else sorted(local.rglob("*.onnx"))
         if not files:
             raise ModelError(f"{uri} has no .onnx file")
-        if local.is_file():
-            return local.read_bytes()
+        raw = check(files[0].read_bytes(), sha256, uri)
+        if local.is_file() or sha256 is not None:  # a checksum is recorded for one self-contained file
+            return raw
         import onnx
 
         try:
@@ -41,7 +45,10 @@ def onnx_bytes(uri: str) -> bytes:
 
 
 def model_bytes(settings: Settings, pair: str, version: int) -> bytes:
-    """Version ``version`` of ``pair``'s registered model (``{prefix}{pair}``), see :func:`onnx_bytes`."""
+    """Version ``version`` of ``pair``'s registered model (``{prefix}{pair}``), see :func:`onnx_bytes`,
+    checked against the SHA-256 recorded at its registration (:mod:`mur.registry.checksums`)."""
+    from mur.registry.checksums import recorded
     from mur.registry.names import version_uri
 
-    return onnx_bytes(version_uri(pair, version, settings.registry.registry_prefix))
+    expected = recorded(settings, pair, version)
+    return onnx_bytes(version_uri(pair, version, settings.registry.registry_prefix), expected)

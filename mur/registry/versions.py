@@ -120,6 +120,7 @@ def champion_evidence(
     evidence was recorded gets ``skill_se = inf``: it is never called better than a newer version on noise.
     """
     from mur.model.export import load_session
+    from mur.registry.checksums import TAG
     from mur.registry.download import onnx_bytes
 
     current = champion_version(client, pair, prefix)
@@ -135,7 +136,7 @@ def champion_evidence(
             version=int(current.version),
         )
     try:
-        model = onnx_bytes(version_uri(pair, current.version, prefix))
+        model = onnx_bytes(version_uri(pair, current.version, prefix), tags.get(TAG))
         load_session(model)
     except Exception as exc:  # artefact gone (e.g. S3 wiped) or unreadable: it cannot defend its title
         log.warning("champion %s v%s cannot be loaded (%s)", pair, current.version, exc)
@@ -225,8 +226,10 @@ def log_and_register(
     from mlflow.models import infer_signature
 
     from mur.model.export import load_session, run_session
+    from mur.registry.checksums import TAG, sha256
 
     client = configure(settings)
+    graph = onnx.load(str(onnx_path))  # log_model writes its serialization as model.onnx
     mlflow.set_experiment(settings.registry.mlflow_experiment)
     prefix = settings.registry.registry_prefix
     name = model_name(pair, prefix)
@@ -242,6 +245,7 @@ def log_and_register(
         "normalization": metrics_doc.normalization,
         "arch": metrics_doc.arch,
         "market_time": market_clock(settings).now().isoformat(timespec="seconds"),  # MLflow's times are wall
+        TAG: sha256(graph.SerializeToString()),
     }
     example = ds.x[ds.split.test][:2].astype(np.float32)
     signature = infer_signature(
@@ -264,7 +268,7 @@ def log_and_register(
                 path.write_bytes(weights)
                 mlflow.log_artifact(str(path))
         info = mlflow.onnx.log_model(
-            onnx.load(str(onnx_path)),
+            graph,
             name="model",
             registered_model_name=name,
             signature=signature,
