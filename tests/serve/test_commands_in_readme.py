@@ -4,7 +4,8 @@ Each line below is taken verbatim from README.md (the test checks it is there, s
 until the list follows) and run with bash, like a user's shell: the ``mur`` on PATH, no ``RAY_AUTH_TOKEN`` in
 the environment (the CLI finds the stack's token itself), ``$API``, ``$TOKEN`` and ``$ADMIN_TOKEN`` set as the
 README sets them. Each must exit 0 and print its telling line. The stack is the Serve tests' one
-(``serve_stack``: a test stack, its own database and registry prefix; its pair stands for ``btc_usdt``).
+(``serve_stack``: a test stack, its own database and registry prefix; its pair stands for ``btc_usdt``); the
+file sorts before test_multiplex.py, which replaces the session's app.
 Not run here: training, tuning and backtests (their own tests), ``mur up``/``mur dash``/``mur data serve``
 (long-running; tests/e2e), the Airflow commands (tests/dags, tests/integration), lines with placeholders.
 """
@@ -16,7 +17,7 @@ import re
 import subprocess
 
 import pytest
-from serve_helpers import ServeStack
+from serve_helpers import ServeStack, wait_until
 
 from mur.settings import PROJECT_ROOT
 
@@ -61,6 +62,12 @@ def test_every_listed_command_is_in_the_readme() -> None:
 
 
 def test_readme_commands_work_on_a_running_stack(serve_stack: ServeStack) -> None:
+    from serve_app.deploy import app_details
+
+    # an earlier module's redeploy (a new pair) leaves the app DEPLOYING while the old replica drains
+    wait_until(
+        lambda: (app_details(serve_stack.settings) or {})["status"] == "RUNNING", 180, "the app RUNNING"
+    )
     _admin_id, admin_token = serve_stack.make_user(admin=True)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "MUR_RAY_AUTH_TOKEN")}
     env.update(
