@@ -8,11 +8,16 @@ as Ray's worker processes (Ray starts its workers with ``nice 15``), so neither 
     .venv/bin/python benchmarks/serve.py                      # btc_usdt, concurrency 1 16 64
     .venv/bin/python benchmarks/serve.py --concurrency 1 16 64 --requests 2000 --keep
     .venv/bin/python benchmarks/serve.py --smoke               # tiny sizes: does it still measure? (CI)
+    .venv/bin/python benchmarks/serve.py --shadows 2 --json X  # with 2 versions served in shadow
 
 Needs the stack (``mur up``: S3, MLflow, Ray) and PostgreSQL. It trains a small champion under a private
 registry prefix (``mur-bench-``) if there is none, uses its own database (``mur_bench``) and user, deploys
 the Serve app with those settings (this replaces a running Serve app) and removes it at the end unless
-``--keep``. Prints both results, the ratio Serve/reference of throughput and the p99 latencies. The
+``--keep``. Prints both results, the ratio Serve/reference of throughput and the p99 latencies, and the Serve
+processes' memory (PSS) before the load. ``--shadows K`` serves K fresh copies of the champion in shadow
+(docs/promotion.md, "Shadows"; 0, the default, removes any): the load starts once each has recorded its
+forecast of the candle (its ONNX session loaded), and a replica the autoscaler adds computes them on its
+first request, under the load. The
 reference builds the model's input from the model's own metadata (``mur.features``), as Serve does
 (:func:`reference_forecast`). A run in which any request failed or a figure is not a finite number
 measured nothing: it says why on stderr and exits 1 (and writes no ``--json``).
@@ -295,6 +300,35 @@ def ensure_champion(settings: Any, pair: str, *, tiny: bool = False) -> int:
     return version
 
 
+def fresh_shadows(settings: Any, pair: str, shadows: int) -> list[int]:
+    """Serve ``shadows`` new copies of the champion in shadow, none kept from an earlier run (whose rows of
+    the frozen candle are already recorded); their version numbers."""
+    from benchmarks.pairs import set_shadows
+    from mur.registry import model_name
+    from mur.registry.names import shadow_versions
+    from mur.serving.champions import registry_client
+
+    set_shadows(settings, [pair], 0)
+    set_shadows(settings, [pair], shadows)
+    model = registry_client(settings).get_registered_model(
+        model_name(pair, settings.registry.registry_prefix)
+    )
+    return shadow_versions({a: int(v) for a, v in (model.aliases or {}).items()})
+
+
+def shadows_recorded(settings: Any, pair: str, versions: list[int]) -> int:
+    """How many of ``versions`` recorded a shadow forecast of ``pair``."""
+    from mur.db import Database
+
+    with Database(settings, maxconn=1) as db, db.cursor() as cur:
+        cur.execute(
+            "SELECT count(DISTINCT model_version) AS n FROM shadow_forecasts WHERE pair = %s "
+            "AND model_version = ANY(%s)",
+            (pair, versions),
+        )
+        return int(cur.fetchone()["n"])
+
+
 def make_token(settings: Any) -> str:
     """A fresh user with a quota large enough for the benchmark, and its token."""
     from mur.db import Database, create_token, create_user, migrate
@@ -345,6 +379,7 @@ def main() -> int:
     parser.add_argument("--prefix", default="mur-bench-", help="registry prefix of the benchmark's model")
     parser.add_argument("--database", default="mur_bench", help="PostgreSQL database for the bench user")
     parser.add_argument("--keep", action="store_true", help="leave the Serve app deployed")
+    parser.add_argument("--shadows", type=int, default=0, help="versions served in shadow (default 0)")
     smoke_help = "tiny sizes (a 4-unit champion, concurrency 1 and 4, 24 requests each): does it measure?"
     parser.add_argument("--smoke", action="store_true", help=smoke_help)
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
@@ -362,21 +397,19 @@ def main() -> int:
     levels = opts.concurrency or ([1, 4] if opts.smoke else [1, 16, 64])
     warm_up = (2, 10) if opts.smoke else (8, 200)
 
+    from benchmarks.pairs import serve_pss_mb
     from mur.settings import Settings
     from serve_app.args import AppArgs, settings_overrides
     from serve_app.deploy import deploy, serve_details, undeploy
 
-    base = Settings()
-    settings = base.model_copy(
-        update={
-            "registry_prefix": opts.prefix,
-            "pg_database": opts.database,
-            # like for like with the reference, which runs its model per request: no answer cache
-            "serve_answer_ttl_s": 0.0,
-        }
+    settings = Settings().replace(  # replace(), not model_copy(): the grouped fields must change too
+        registry_prefix=opts.prefix,
+        pg_database=opts.database,
+        serve_answer_ttl_s=0.0,  # like for like with the reference, which runs its model per request
     )
+    token = make_token(settings)  # migrates the database first: the gate records its move there
     version = ensure_champion(settings, opts.pair, tiny=opts.smoke)
-    token = make_token(settings)
+    shadows = fresh_shadows(settings, opts.pair, opts.shadows)
     overrides = settings_overrides(settings)
 
     print(f"[setup] deploying the Serve app ({opts.prefix}{opts.pair} v{version}) …", flush=True)
@@ -423,6 +456,14 @@ def main() -> int:
             warm = asyncio.run(load(name, url, token, *warm_up))
             if warm.errors == warm.requests:  # nothing answers: no point measuring
                 raise SystemExit(f"FAIL: every warm-up request to the {name} server failed (see above)")
+        if shadows:  # each shadow's session loaded: it recorded the candle's forecast
+            wait_until(
+                lambda: shadows_recorded(settings, opts.pair, shadows) == len(shadows),
+                what=f"the shadow forecasts of versions {shadows}",
+                timeout_s=300,
+                error=SystemExit,
+            )
+        pss_mb, processes = serve_pss_mb()
         for conc in levels:
             n = opts.requests or (24 if opts.smoke else max(300, 40 * conc))
             for name, url in urls.items():
@@ -506,6 +547,8 @@ def main() -> int:
         "HAProxy -> API replica (direct ingress)" if "haproxy" in serve_cpu else "Ray's Python HTTP proxy"
     )
     print(f"Serve ingress: {ingress}")
+    print(f"Serve PSS before the load: {pss_mb:.0f} MB in {processes} processes")
+    print(f"shadows per pair: {len(shadows)}")
     floor_ms = 1000.0 * top["concurrency"] / top["reference_rps"]
     print(
         f"note: with {top['concurrency']} requests always in flight, mean latency = concurrency / throughput; "
@@ -520,6 +563,9 @@ def main() -> int:
             "load_average_1m": {"before": round(load_before, 2), "after": round(load_after, 2)},
             "answer_ttl_s": settings.serving.serve_answer_ttl_s,
             "ingress": ingress,
+            "shadows_per_pair": len(shadows),
+            "serve_pss_mb": round(pss_mb, 1),
+            "serve_processes": processes,
             "levels": summary,
         }
         opts.json.write_text(json.dumps(out, indent=2) + "\n")
