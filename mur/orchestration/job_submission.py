@@ -358,7 +358,7 @@ def result_store(settings: Settings, timeout_s: float = 30.0) -> Any:
     """A boto3 S3 client on ``MUR_S3_*`` that gives up after ``timeout_s`` and one retry (boto3's defaults
     wait a minute per connection attempt)."""
     import boto3
-    from botocore.config import Config
+    from boto3.session import Config
 
     s3 = settings.registry
     bounded = Config(connect_timeout=timeout_s, read_timeout=timeout_s, retries={"max_attempts": 2})
