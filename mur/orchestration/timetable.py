@@ -104,18 +104,17 @@ class MarketHourlyTimetable(Timetable):
     def generate_run_id(
         self, *, run_type: DagRunType, run_after: DateTime, data_interval: DataInterval | None, **extra: Any
     ) -> str:
-        """Run ids name the market hour a run stands for (``scheduled__2024-11-06T01:00:00+00:00``), not the wall
-        time it was created at; a manual run without a logical date names market now (plus Airflow's random
-        tail, as its own ids do). Backfill ids come from ``run_after``, which :meth:`next_dagrun_info` sets to
-        the market hour for a bounded range."""
+        """Run ids name market time, not the wall time a run was created at: a scheduled run its market hour
+        (its logical date, ``scheduled__2024-11-06T01:00:00+00:00``); a manual run the market time it trains up
+        to (the end of its data interval: the logical date typed, or market now for the trigger form's default;
+        market now without a logical date), plus Airflow's random tail as its own manual ids have. Backfill ids
+        come from ``run_after``, which :meth:`next_dagrun_info` sets to the market hour for a bounded range."""
         from airflow.models.dagrun import DagRun
 
-        hour = (
-            data_interval.start if data_interval else self.clock.market_at(run_after).replace(microsecond=0)
-        )
-        if run_type == DagRunType.MANUAL:
-            return DagRun.generate_run_id(run_type=run_type, run_after=hour)
-        return run_type.generate_run_id(suffix=hour.isoformat())
+        if run_type != DagRunType.MANUAL and data_interval is not None:
+            return run_type.generate_run_id(suffix=data_interval.start.isoformat())
+        upto = data_interval.end if data_interval else self.clock.market_at(run_after).replace(microsecond=0)
+        return DagRun.generate_run_id(run_type=run_type, run_after=upto)
 
     def next_dagrun_info(
         self, *, last_automated_data_interval: DataInterval | None, restriction: TimeRestriction
