@@ -15,6 +15,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html
 from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 
+from dash_app import paper_view
 from dash_app.charts import (
     candlestick_figure,
     empty_figure,
@@ -103,6 +104,7 @@ def layout(context: DashboardContext, account: User) -> Component:
                 html.Div(id="forecast-pending"),
                 dcc.Graph(id="forecast-track", config={"displaylogo": False}),
             ),
+            card(f"Paper portfolio ({paper_view.LABEL})", html.Div(id="forecast-paper")),
         ]
     )
 
@@ -360,6 +362,7 @@ def calibration_text(calibration: ServedCalibration | None) -> str:
 
 
 def register_callbacks(app: Dash) -> None:
+    paper_view.register_callbacks(app)
     app.callback(
         Output("forecast-headline", "children"),
         Output("forecast-status", "children"),

@@ -117,7 +117,7 @@ def paper_from(
         "rule": {k: getattr(rule, k) for k in sizing.SizingRule.__dataclass_fields__},
         "from": iso(start + HOUR),
         "to": iso(end + HOUR),
-        "decisions": len(decisions),
+        "decisions": sum((t - start) % (rule.horizon * HOUR) == timedelta(0) for t in decisions),
         "verdict": verdict(out["strategies"]),
         **out,
     }

@@ -12,17 +12,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from api_fakes import Api, assert_error, auth, running_api
+from paper_record import paper_record
 from prometheus_client.parser import text_string_to_metric_families
 
 from mur.clock import MarketClock
-from mur.data.bundled import BundledMarketData
-from mur.db import fill_actuals, record_forecast
 from mur.evaluation.sizing import HOURS_PER_YEAR
 from mur.serving.contract import PaperOut
 from mur.settings import Settings
 
 PAIR = "btc_usdt"
-C0 = datetime(2024, 9, 2, tzinfo=UTC)  # before the replay week: the bundled candles of these days are visible
+C0 = datetime(2024, 9, 2, tzinfo=UTC)  # the first of three days of bundled candles in the track record
 H = timedelta(hours=1)
 DAYS = 3
 Z90 = 2 * 1.6448536269514722
@@ -31,8 +30,8 @@ Z90 = 2 * 1.6448536269514722
 
 @pytest.fixture
 def api(pg_database_factory: Callable[..., Settings]) -> Iterator[Api]:
-    name = pg_database_factory().db.pg_database  # /metrics reads the settings' market clock: the latest hour
-    settings = Settings(env="test", pg_database=name, clock_start=C0 + DAYS * 24 * H, clock_speed=0.0)
+    # /metrics reads the settings' market clock: the record's last hour
+    settings = pg_database_factory().replace(clock_start=C0 + DAYS * 24 * H, clock_speed=0.0)
     with running_api(settings, configured_pairs=[PAIR]) as api:
         yield api
 
@@ -41,33 +40,8 @@ def at(api: Api, hour: datetime) -> None:
     api.service.clock = MarketClock(start=hour, origin=time.time(), speed=0.0)
 
 
-def served(api: Api) -> list[float]:
-    """The 1 h forecasts of every hour and the 24 h ones of every day from C0 (range 4 %, 8 %, 12 % wide in log
-    price), served five minutes after their candle closed, resolved with the bundled closes; the closes."""
-    frame = BundledMarketData().klines(PAIR, start=C0, end=C0 + (DAYS * 24 + 1) * H)
-    closes = [float(c) for c in frame["close"]]
-    for k in range(DAYS * 24):
-        for hours in (1, 24) if k % 24 == 0 else (1,):
-            width = 0.04 * (k // 24 + 1) if hours == 24 else 0.01
-            record_forecast(
-                api.db,
-                pair=PAIR,
-                model_version="7",
-                target_time=C0 + (k + hours) * H,
-                predicted=closes[k],
-                last_close=closes[k],
-                made_at=C0 + (k + 1) * H + timedelta(minutes=5),
-                horizon_hours=hours,
-                lower=closes[k] * math.exp(-width / 2),
-                upper=closes[k] * math.exp(width / 2),
-                level=0.9,
-            )
-    fill_actuals(api.db, pair=PAIR, candles=zip(frame["timestamp"], frame["close"], strict=True))
-    return closes
-
-
 def test_paper_portfolio_fills_as_the_market_clock_turns(api: Api) -> None:
-    closes = served(api)
+    closes = paper_record(api.db, PAIR, C0, DAYS)
     user_id, token = api.user(quota=1)
     at(api, C0 + 30 * H)
     first = api.client.get(f"/v1/paper/{PAIR}", headers=auth(token))

@@ -59,7 +59,7 @@ def record() -> list[Forecast]:
 
 def test_paper_equity_fees_and_drawdown_by_hand() -> None:
     body = paper_from(record(), pair="btc_usdt", market_hour=C0 + 7 * H, rule=RULE)
-    assert body["label"] == LABEL and body["decisions"] == 4
+    assert body["label"] == LABEL and body["decisions"] == 3
     assert (body["from"], body["to"]) == ("2025-03-01T01:00:00Z", "2025-03-01T07:00:00Z")
     points = body["points"]
     assert [p["close"] for p in points] == CLOSES[1:]
