@@ -257,6 +257,7 @@ ENDPOINTS = (
         "/v1/monitoring/{pair}",
         "the latest monitoring report: rolling skill, coverage, drift (no quota)",
     ),
+    ("GET", "/v1/paper/{pair}", "paper portfolio, paper, not advice: ?days=, &format=csv (no quota)"),
     ("POST", "/v1/admin/reload", "admins: re-read the registry now"),
     ("GET", "/healthz, /readyz", "liveness and readiness (no token)"),
 )

@@ -101,7 +101,7 @@ def paper_from(
             continue
         held = np.ones(len(hours)) if v is None else sizing.exposures(v, rule)
         result = sizing.simulate(returns, held[:-1], rule)
-        drawdown = result.equity / result.equity.cummax() - 1.0
+        drawdown = result.equity / result.equity.cummax().clip(lower=1.0) - 1.0  # from 1 at the start
         out["strategies"][name] = _finite(
             sizing.performance(result) | {"exposure_now": held[-1], "drawdown_now": drawdown.iloc[-1]}
         )

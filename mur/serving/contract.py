@@ -264,8 +264,8 @@ class PaperOut(BaseModel):
     as_of: str = Field(description="market now (the current market hour)")
     label: Literal["paper, not advice"]
     rule: dict[str, float | int | bool] = Field(description="target_vol, cap, horizon, fee_bps, ...")
-    from_: str = Field(alias="from", description="close time of the first paper hour")
-    to: str = Field(description="close time of the last")
+    from_: str = Field(alias="from", description="start, equity 1: the close of the first decision's candle")
+    to: str = Field(description="close time of the last paper hour")
     decisions: int = Field(description="forecasts of the rule's horizon traded")
     verdict: str = Field(description="whether the model-sized rule beat the EWMA-sized rule after fees")
     strategies: dict[Literal["model", "ewma", "buy_hold"], PaperStrategyOut | None]

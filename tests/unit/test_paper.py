@@ -77,6 +77,7 @@ def test_paper_equity_fees_and_drawdown_by_hand() -> None:
         assert p["buy_hold_equity"] == pytest.approx(hold, rel=1e-12)
     model, hold = body["strategies"]["model"], body["strategies"]["buy_hold"]
     assert model["total_return"] == pytest.approx(equity - 1) and model["fees"] == pytest.approx(fees)
+    assert min(p["buy_hold_drawdown"] for p in points) == pytest.approx(hold["max_drawdown"])
     assert model["turnover"] == pytest.approx(0.5 + 0.25 + 0.75) and model["hours"] == 6
     assert model["exposure_now"] == 0.0  # the decision at candle 6: no forecast served, no exposure
     assert hold["mean_exposure"] == 1.0 and hold["fees"] == pytest.approx(COST)
