@@ -152,12 +152,28 @@ def release_services(settings: Settings, started: Sequence[str]) -> None:
 @pytest.fixture(scope="session")
 def stack_settings() -> Iterator[Settings]:
     """The settings the shared services run with (from the environment, ``MUR_*``); starts nothing. At the
-    end, unless ``MUR_KEEP_SERVICES=1``, the test stack goes: its services stopped, its databases dropped,
-    its runtime dir removed."""
+    end, unless ``MUR_KEEP_SERVICES=1`` or another test run still uses it, the test stack goes: its
+    services stopped, its databases dropped, its runtime dir removed. Each run holds a shared lock on
+    ``<runtime dir>.lock`` while it uses the stack; the last one out (the exclusive lock granted) removes it."""
+    import fcntl
+
     settings = get_settings()
-    yield settings
-    if os.environ.get("MUR_KEEP_SERVICES", "0").lower() in ("1", "true", "yes"):
-        return
+    runtime = Path(settings.general.runtime_dir)
+    runtime.parent.mkdir(parents=True, exist_ok=True)
+    with (runtime.parent / f"{runtime.name}.lock").open("a") as users:
+        fcntl.flock(users, fcntl.LOCK_SH)
+        yield settings
+        if os.environ.get("MUR_KEEP_SERVICES", "0").lower() in ("1", "true", "yes"):
+            return
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"[services] another test run uses {runtime.name}: left running for it", flush=True)
+            return
+        _remove_test_stack(settings)
+
+
+def _remove_test_stack(settings: Settings) -> None:
     import shutil
 
     from devstack.stack import bring_down
