@@ -6,6 +6,7 @@ served then). They need a bearer token and use no quota. Market time throughout
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -309,7 +310,7 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
         ``format=csv`` (or ``Accept: text/csv``) answers the hours as CSV. Uses no quota. Paper, not advice."""
         from mur.data.source import get_market_data
         from mur.evaluation.sizing import SizingRule
-        from mur.monitoring.paper import paper_csv, paper_portfolio
+        from mur.monitoring.paper import paper_csv, paper_of, paper_rows
 
         name, hour, settings = served(pair), service.clock.hour(), service.db.settings
 
@@ -319,8 +320,9 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
             return market[0].klines(name, start=start, end=end)
 
         rule = SizingRule.from_settings(settings)
-        body = await service.query(
-            lambda db: paper_portfolio(db, name, market_hour=hour, rule=rule, days=days, candles=candles)
+        rows = await service.query(lambda db: paper_rows(db, name, market_hour=hour, rule=rule, days=days))
+        body = await asyncio.to_thread(
+            paper_of, rows, pair=name, market_hour=hour, rule=rule, candles=candles
         )
         if format == "csv" or "text/csv" in request.headers.get("accept", ""):
             return Response(

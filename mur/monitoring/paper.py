@@ -176,16 +176,33 @@ def paper_portfolio(
     days: int = PAPER_DAYS,
     candles: Callable[[datetime, datetime], pd.DataFrame] | None = None,
 ) -> dict[str, Any]:
-    """:func:`paper_from` over the last ``days`` market days of ``pair``'s track record; ``candles(start,
-    end)``: hourly candles opened in ``[start, end)`` for the EWMA-sized rule (a market-data error leaves it
-    out, None: left out)."""
-    pair = normalize_pair(pair)
+    """:func:`paper_of` the :func:`paper_rows` of ``pair`` (the dashboard, the gauges)."""
+    rows = paper_rows(db, pair, market_hour=market_hour, rule=rule, days=days)
+    return paper_of(rows, pair=normalize_pair(pair), market_hour=market_hour, rule=rule, candles=candles)
+
+
+def paper_rows(
+    db: Database, pair: str, *, market_hour: datetime, rule: sizing.SizingRule, days: int = PAPER_DAYS
+) -> list[Forecast]:
+    """The scored forecasts (the rule's horizon and 1 h) of the last ``days`` market days of ``pair``."""
     since = market_hour - timedelta(days=max(1, min(int(days), MAX_DAYS)))
-    rows = [
+    return [
         f
         for h in sorted({1, rule.horizon})
-        for f in scored_forecasts(db, pair=pair, horizon_hours=h, since=since + h * HOUR)
+        for f in scored_forecasts(db, pair=normalize_pair(pair), horizon_hours=h, since=since + h * HOUR)
     ]
+
+
+def paper_of(
+    rows: Sequence[Forecast],
+    *,
+    pair: str,
+    market_hour: datetime,
+    rule: sizing.SizingRule,
+    candles: Callable[[datetime, datetime], pd.DataFrame] | None = None,
+) -> dict[str, Any]:
+    """:func:`paper_from` of ``rows``; ``candles(start, end)``: hourly candles opened in ``[start, end)`` for the
+    EWMA-sized rule, called apart from the database (a market-data error leaves the rule out, None: left out)."""
     frame = None
     starts = [_decision(f) for f in rows if f.horizon_hours == rule.horizon]
     if candles is not None and starts:
