@@ -9,9 +9,9 @@ reaches one replica at random (HAProxy in front of autoscaled replicas, possibly
 application's ``mur_*`` series, one per ingress replica (:func:`ray_series`; Prometheus sums them).
 
 What describes state rather than traffic is read at scrape time: the version each pair serves from the
-registry watcher's snapshot, the forecasts recorded/resolved, the latest rolling skill and coverage and the paper
-portfolio (paper, not advice) from PostgreSQL (:mod:`mur.monitoring.store`, bounded by :data:`DB_TIMEOUT_S`; a failure omits those series and
-sets ``mur_metrics_db_up 0``, it never fails the scrape).
+registry watcher's snapshot, the forecasts recorded/resolved, the latest rolling skill and coverage and the
+paper portfolio (paper, not advice) from PostgreSQL (:mod:`mur.monitoring.store`, bounded by
+:data:`DB_TIMEOUT_S`; a failure omits those series and sets ``mur_metrics_db_up 0``, it never fails the scrape).
 """
 
 from __future__ import annotations
