@@ -136,6 +136,15 @@ def test_a_market_future_backfill_is_refused_and_the_next_run_is_unchanged(
         assert created.returncode == 0, created.stderr
         assert "2 run(s), market hours 2024-10-01T00:00Z .. 2024-10-01T01:00Z" in created.stdout
         [backfill] = client.backfills(DAG_ID)
+        # run ids name market time, not the wall time of their creation (the timetable's generate_run_id)
+        runs = client.dag_runs(DAG_ID)
+        assert sorted(r["dag_run_id"] for r in runs if r["run_type"] == "backfill") == [
+            "backfill__2024-10-01T00:00:00+00:00",
+            "backfill__2024-10-01T01:00:00+00:00",
+        ]
+        typed = client.trigger(DAG_ID, {}, logical_date="2024-10-02T00:00:00Z")  # paused: it never runs
+        assert typed.run_id.startswith("manual__2024-10-02T00:00:00+00:00_"), typed.run_id
+        assert client.trigger(DAG_ID, {}).run_id.startswith("manual__2024-11-04T07:")  # no date: market now
         listed = mur(env, "airflow", "backfill", "--list")
         assert listed.returncode == 0 and f"│ {backfill['id']} " in listed.stdout, listed.stdout
         cancelled = mur(env, "airflow", "backfill", "--cancel", str(backfill["id"]))
