@@ -13,6 +13,7 @@ import sys
 import typer
 
 from mur.commands import airflow as airflow_cmd
+from mur.commands import backup as backup_cmd
 from mur.commands import dash as dash_cmd
 from mur.commands import data as data_cmd
 from mur.commands import db as db_cmd
@@ -45,6 +46,7 @@ forecast_cmd.register(app)
 tune_cmd.register(app)
 pairs_cmd.register(app)
 models_cmd.register(app)
+backup_cmd.register(app)
 app.add_typer(data_cmd.app, name="data", help="Market data: show candles, run the Binance replay server.")
 
 _REST_ROLE = re.compile(r":(?:func|class|mod|meth|data|attr|obj):`~?([^`]+)`")

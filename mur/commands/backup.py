@@ -1,0 +1,42 @@
+"""``mur backup DEST`` and ``mur restore SRC`` (:mod:`devstack.backup`): progress on stderr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from mur.settings import Settings
+
+
+def _settings() -> Settings:
+    from devstack.config import align_settings
+    from mur.settings import get_settings
+
+    return align_settings(get_settings(), export=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the top-level ``mur backup`` and ``mur restore``."""
+
+    @app.command("backup")
+    def backup_cmd(dest: Annotated[Path, typer.Argument(help="a new (or empty) directory")]) -> None:
+        """Back up the three databases (pg_dump, custom format) and the S3 bucket into DEST, with a manifest
+        (market and wall time, versions, a SHA-256 per file)."""
+        from devstack.backup import backup
+
+        manifest = backup(_settings(), dest, say=lambda m: typer.echo(m, err=True))
+        typer.echo(f"backup of {manifest['wall_time']} in {dest} ({len(manifest['files'])} files)", err=True)
+
+    @app.command("restore")
+    def restore_cmd(
+        src: Annotated[Path, typer.Argument(help="a directory `mur backup` wrote")],
+        force: Annotated[bool, typer.Option("--force", help="even while the stack runs")] = False,
+    ) -> None:
+        """Restore a backup into the stopped stack: checksums verified first, databases recreated from the
+        dumps, the bucket refilled. `mur up` then starts the stack on it."""
+        from devstack.backup import restore
+
+        restore(_settings(), src, force=force, say=lambda m: typer.echo(m, err=True))
