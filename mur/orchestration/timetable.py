@@ -38,7 +38,6 @@ from mur.orchestration.market_dates import MarketFutureError, manual_hour_end
 
 if TYPE_CHECKING:
     from airflow.timetables.base import TimeRestriction
-    from pendulum import DateTime
 
 HOUR = timedelta(hours=1)
 
@@ -102,7 +101,7 @@ class MarketHourlyTimetable(Timetable):
         return DataInterval(start=_pendulum(end - HOUR), end=_pendulum(end))
 
     def generate_run_id(
-        self, *, run_type: DagRunType, run_after: DateTime, data_interval: DataInterval | None, **extra: Any
+        self, *, run_type: DagRunType, run_after: datetime, data_interval: DataInterval | None, **extra: Any
     ) -> str:
         """Run ids name market time, not the wall time a run was created at: a scheduled run its market hour
         (its logical date, ``scheduled__2024-11-06T01:00:00+00:00``); a manual run the market time it trains up

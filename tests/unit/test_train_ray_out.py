@@ -138,7 +138,9 @@ def test_the_job_writes_its_artefacts_to_the_location_skips_the_registry_and_lea
     monkeypatch.setattr(driver, "train_and_register", train_and_register)
     monkeypatch.setattr(ray_fit.RayFit, "from_settings", classmethod(lambda cls, settings, **kw: object()))
     monkeypatch.setattr(job_submission, "write_job_result", write_job_result)
-    monkeypatch.setattr(job, "preflight", lambda settings, **wanted: None)  # no S3 here (test_job_preflight.py)
+    monkeypatch.setattr(
+        job, "preflight", lambda settings, **wanted: None
+    )  # no S3 here (test_job_preflight.py)
     out = ["--out-uri", "s3://bucket/job-outputs/abc", "--no-register", "--submission-id", "sub-1"]
     assert job.main(["--pair", "btc_usdt", *out]) == 0
     assert left["sub-1"].results == [TrainingResult(pair="btc_usdt", mae=0.5)]
