@@ -15,7 +15,8 @@ from dash.exceptions import PreventUpdate
 from dash_app.charts import TrackRecord, track_record
 from dash_app.components import Columns, column_table, data_table, fmt_close, fmt_number, fmt_pct, fmt_time
 from dash_app.context import current_account, get_context
-from mur.db.forecasts import ScoredCounts, scored_counts, scored_forecasts
+from mur.db.forecasts import ScoredCounts, backtest_forecasts, scored_counts, scored_forecasts
+from mur.monitoring.backtest_record import LABEL as BACKTEST_LABEL
 from mur.monitoring.compute import window_stats
 from mur.monitoring.track_record import (
     RELIABILITY_WINDOWS,
@@ -32,6 +33,9 @@ TRACK_RECORD_LIMIT = 500
 PENDING_SHOWN = 12
 NOMINAL = 0.9
 """The ranges' nominal level the track record chart's naive range is built for."""
+TEST_SPAN = "its test span"
+BACKTEST_BELOW = 24 * 7
+"""The backtest track record is shown beside the live one while it has fewer resolved forecasts."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,20 @@ class TrackRecordView:
     unresolved: list[Forecast] = field(default_factory=list)
     """The next pending (and overdue) scored forecasts, soonest target first."""
     reliability: list[Reliability] = field(default_factory=list)
+    backtest: Backtest | None = None
+    """The champion's backtest track record, while the live one is small (:data:`BACKTEST_BELOW`)."""
+
+
+@dataclass(frozen=True)
+class Backtest:
+    """The backtest track record's figures (:mod:`mur.monitoring.backtest_record`), labelled apart."""
+
+    version: str
+    span: tuple[datetime, datetime]
+    """First and last target time."""
+    summary: dict[str, Any]
+    """:func:`mur.monitoring.compute.window_stats` over its 1 h forecasts."""
+    reliability: list[Reliability]
 
 
 def track_record_view(
@@ -70,12 +88,29 @@ def track_record_view(
         until=market_hour,
     )
     unresolved = scored_forecasts(db, pair=pair, market_hour=market_hour, resolved=False, limit=200)
+    counts = scored_counts(db, pair=pair, market_hour=market_hour)
     return TrackRecordView(
         record=record,
         summary=window_stats(resolved),
-        counts=scored_counts(db, pair=pair, market_hour=market_hour),
+        counts=counts,
         unresolved=sorted(unresolved, key=lambda f: (f.target_time, f.horizon_hours))[:PENDING_SHOWN],
         reliability=reliability(recent, market_hour=market_hour, closes=closes),
+        backtest=backtest_view(db, pair, closes) if counts.resolved < BACKTEST_BELOW else None,
+    )
+
+
+def backtest_view(db: Database, pair: str, closes: list[float]) -> Backtest | None:
+    """The backtest figures of ``pair`` over its whole test span (None when none was loaded)."""
+    rows = backtest_forecasts(db, pair=pair)
+    if not rows:
+        return None
+    first, last = rows[-1].target_time, rows[0].target_time
+    span = ((TEST_SPAN, int((last - first) / timedelta(hours=1)) + 1),)
+    return Backtest(
+        version=rows[0].model_version,
+        span=(first, last),
+        summary=window_stats([f for f in rows if f.horizon_hours == 1]),
+        reliability=reliability(rows, market_hour=last + timedelta(hours=1), closes=closes, windows=span),
     )
 
 
@@ -126,16 +161,43 @@ def _range_record(record: TrackRecord, summary: dict[str, Any]) -> list[Any]:
     return parts
 
 
-def reliability_table(rows: list[Reliability]) -> Component:
+def reliability_table(rows: list[Reliability], backtest: Backtest | None = None) -> Component:
     """Per horizon, for the last 24 h / 7 d / 30 d of market time: how often the range held the close next
-    to its nominal level, and its interval skill against the naive range."""
+    to its nominal level, and its interval skill against the naive range; beside it, labelled apart, the
+    champion's backtest (:func:`backtest_table`) while the live record is small."""
+    live = _reliability_table(rows, [label for label, _ in RELIABILITY_WINDOWS], "live-reliability")
+    if backtest is None:
+        return live
+    return html.Div([html.H4("Live (served forecasts)"), live, backtest_table(backtest)])
+
+
+def backtest_table(backtest: Backtest) -> Component:
+    """The champion's forecasts of its test span, labelled as a backtest and never mixed with the live part."""
+    s, (first, last) = backtest.summary, backtest.span
+    skill = "" if s.get("skill") is None else f" (skill {s['skill'] * 100:+.2f}% vs persistence)"
+    return html.Div(
+        [
+            html.H4(BACKTEST_LABEL),
+            html.P(
+                f"Model v{backtest.version}'s forecasts of its own test span, {fmt_time(first)} to "
+                f"{fmt_time(last)}, made through its ONNX graph before it served (it never trained on these "
+                f"hours): {s['n']} 1 h forecasts, MAE {fmt_number(s.get('mae_model'), 6)} vs persistence "
+                f"{fmt_number(s.get('mae_persistence'), 6)}{skill}. Not part of the live scores, monitoring or "
+                "alerts.",
+                className="muted",
+            ),
+            _reliability_table(backtest.reliability, [TEST_SPAN], "backtest-reliability"),
+        ],
+        id="backtest-record",
+        className="backtest",
+    )
+
+
+def _reliability_table(rows: list[Reliability], labels: list[str], id: str) -> Component:
     if not rows:
         return html.P(
-            "No resolved forecast with a range in the last 30 market days yet.",
-            className="muted",
-            id="live-reliability",
+            "No resolved forecast with a range in the last 30 market days yet.", className="muted", id=id
         )
-    labels = [label for label, _ in RELIABILITY_WINDOWS]
     cell = {(r.horizon_hours, r.window): r for r in rows}
     body = []
     for h in sorted({r.horizon_hours for r in rows}):
@@ -156,7 +218,11 @@ def reliability_table(rows: list[Reliability]) -> Component:
                 "than the naive one.",
                 className="muted",
             ),
-            data_table(["horizon", *(f"last {label}" for label in labels)], body, id="live-reliability"),
+            data_table(
+                ["horizon", *(label if label == TEST_SPAN else f"last {label}" for label in labels)],
+                body,
+                id=id,
+            ),
         ]
     )
 

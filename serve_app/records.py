@@ -69,6 +69,9 @@ class ResolvedOut(BaseModel):
     upper: float | None = None
     level: float | None = Field(None, description="the range's nominal coverage")
     inside: bool | None = Field(None, description="whether the actual close fell inside the range")
+    source: Literal["live", "backtest"] = Field(
+        "live", description="live: served; backtest: the champion's out-of-sample test span, before serving"
+    )
 
 
 class UnresolvedOut(BaseModel):
@@ -106,6 +109,7 @@ class TrackRecordOut(BaseModel):
     same rows (docs/monitoring.md, "The track record")."""
 
     pair: str
+    source: Literal["live", "backtest"] = Field("live", description="which track record (``source``)")
     as_of: str = Field(description="market now (the current market hour, ISO-8601 UTC)")
     pending: int = Field(
         description="scored forecasts not resolved yet: waiting for their candle to close, or overdue"
@@ -219,6 +223,7 @@ async def forecast_as_of(service: ApiService, pair: str, at: datetime) -> dict[s
 def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., Any]) -> None:
     """Add the track-record, monitoring and model-history routes to ``api`` (``owner``: the bearer-token
     dependency)."""
+    from mur.monitoring.backtest_record import backtest_track_record
     from mur.monitoring.store import latest_alerts, latest_report
     from mur.monitoring.track_record import track_record, track_record_csv
 
@@ -259,12 +264,20 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
         format: Annotated[
             Literal["json", "csv"], Query(description="json, or csv: one row per forecast with its status")
         ] = "json",
+        source: Annotated[
+            Literal["live", "backtest"],
+            Query(
+                description="live: the served forecasts; backtest: the champion's out-of-sample forecasts of "
+                "its test span, made before it served (never part of the live scores or alerts)"
+            ),
+        ] = "live",
         _: TokenOwner = Depends(owner),
     ) -> Any:
         """How the served forecasts fared: one scored forecast per target and horizon (the first served),
         resolved ones newest first with their summary against persistence and the range's coverage, and the
         pending ones. ``from``/``to`` pick target times (market time; a time without a zone is UTC).
-        ``format=csv`` answers the same rows as CSV. Uses no quota."""
+        ``format=csv`` answers the same rows as CSV; ``source=backtest`` the backtest track record instead
+        (every row resolved and labelled ``backtest``). Uses no quota."""
         name = served(pair)
         hour = service.clock.hour()
         start, end = _aware(since), _aware(until)
@@ -272,16 +285,15 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
             raise InvalidInputError(f"from ({start.isoformat()}) must be before to ({end.isoformat()})")
 
         def read(db: Any) -> dict[str, Any]:
-            return track_record(
-                db, name, market_hour=hour, limit=limit, horizon=horizon, since=start, until=end
-            )
+            record = backtest_track_record if source == "backtest" else track_record
+            return record(db, name, market_hour=hour, limit=limit, horizon=horizon, since=start, until=end)
 
         body = await service.query(read)
         if format == "csv":
             return Response(
                 track_record_csv(body),
                 media_type="text/csv; charset=utf-8",
-                headers={"Content-Disposition": f'attachment; filename="{name}-track-record.csv"'},
+                headers={"Content-Disposition": f'attachment; filename="{name}-{source}-track-record.csv"'},
             )
         return body
 

@@ -288,7 +288,7 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
         champion_block,
         summary_text(view, now),
         track,
-        reliability_table(view.reliability),
+        reliability_table(view.reliability, view.backtest),
         pending_table(view, now),
         state_out,
     )

@@ -398,3 +398,50 @@ def shadow_pairs(db: Database, *, pair: str, version: int, until: datetime) -> l
             {"pair": normalize_pair(pair), "version": int(version), "until": _utc(until)},
         )
         return list(cur.fetchall())
+
+
+def record_backtest(db: Database, rows: Iterable[dict[str, Any]]) -> int:
+    """Store a version's backtest forecasts (sql/0013_backtest_forecasts.sql; keys ``pair``, ``version``,
+    ``target``, ``hours``, ``made_at``, ``median``, ``lower``, ``upper``, ``level``, ``last_close``,
+    ``actual``); a (pair, version, target, horizon) already stored is kept. Returns how many rows were new."""
+    with db.cursor() as cur:
+        cur.executemany(
+            """
+            INSERT INTO backtest_forecasts (pair, model_version, target_time, horizon_hours, made_at, predicted,
+                                            lower, upper, level, last_close, actual)
+            VALUES (%(pair)s, %(version)s, %(target)s, %(hours)s, %(made_at)s, %(median)s, %(lower)s,
+                    %(upper)s, %(level)s, %(last_close)s, %(actual)s)
+            ON CONFLICT DO NOTHING
+            """,
+            list(rows),
+        )
+        return max(0, cur.rowcount)
+
+
+def backtest_forecasts(
+    db: Database,
+    *,
+    pair: str,
+    horizon_hours: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[Forecast]:
+    """The backtest track record of ``pair``: the newest backtested version's out-of-sample forecasts of its
+    test span (targets in ``[since, until)``), newest target first. Only views labelled "backtest" read them:
+    never the live scores, calibration, monitoring or alerts."""
+    with db.cursor() as cur:
+        cur.execute(
+            """
+            SELECT id, pair, model_version::text AS model_version, made_at, target_time, predicted, last_close,
+                   actual, horizon_hours, lower, upper, level
+            FROM backtest_forecasts
+            WHERE pair = %(pair)s
+              AND model_version = (SELECT max(model_version) FROM backtest_forecasts WHERE pair = %(pair)s)
+              AND (%(horizon)s::int IS NULL OR horizon_hours = %(horizon)s)
+              AND (%(since)s::timestamptz IS NULL OR target_time >= %(since)s)
+              AND (%(until)s::timestamptz IS NULL OR target_time < %(until)s)
+            ORDER BY target_time DESC, horizon_hours
+            """,
+            _range_params(pair, horizon_hours, since, until),
+        )
+        return [_forecast(row) for row in cur.fetchall()]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from mur.db.forecasts import SCORED_VIEW_DOC, Forecast, scored_counts, scored_forecasts
+from mur.db.forecasts import SCORED_VIEW_DOC, Forecast, ScoredCounts, scored_counts, scored_forecasts
 from mur.monitoring.compute import window_stats
 from mur.pairs import normalize_pair
 from mur.timeutil import HOUR, iso
@@ -106,21 +106,38 @@ def track_record(
     counts = scored_counts(
         db, pair=pair, market_hour=market_hour, horizon_hours=horizon, since=since, until=until
     )
+    return record_body(pair, market_hour, rows, counts, SCORED_VIEW_DOC, since, until) | {
+        "unresolved": [_pending_row(f, market_hour) for f in waiting]
+    }
+
+
+def record_body(
+    pair: str,
+    market_hour: datetime,
+    rows: Sequence[Forecast],
+    counts: ScoredCounts,
+    scored: str,
+    since: datetime | None,
+    until: datetime | None,
+    **row_extra: Any,
+) -> dict[str, Any]:
+    """A track record answer of resolved ``rows`` (their summary, overall and per horizon), without the
+    unresolved ones (``row_extra``: added to each row)."""
     by_horizon = {
         str(h): window_stats([f for f in rows if f.horizon_hours == h])
         for h in sorted({f.horizon_hours for f in rows})
     }
     return {
-        "pair": pair,
+        "pair": normalize_pair(pair),
         "as_of": iso(market_hour),
         "pending": counts.pending,
         "overdue": counts.overdue,
         "resolved_total": counts.resolved,
-        "scored": SCORED_VIEW_DOC,
+        "scored": scored,
         "from": iso(since) if since is not None else None,
         "to": iso(until) if until is not None else None,
-        "resolved": [_row(f) for f in rows],
-        "unresolved": [_pending_row(f, market_hour) for f in waiting],
+        "resolved": [_row(f) | row_extra for f in rows],
+        "unresolved": [],
         "summary": window_stats(rows) | {"by_horizon": by_horizon},
     }
 

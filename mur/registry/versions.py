@@ -226,6 +226,7 @@ def log_and_register(
     from mlflow.models import infer_signature
 
     from mur.model.export import load_session, run_session
+    from mur.monitoring.backtest_record import record_backtest
     from mur.registry.checksums import TAG, sha256
 
     client = configure(settings)
@@ -332,6 +333,7 @@ def log_and_register(
             reason=decision.reason,
             scores={"gate_rule": decision.rule, "horizons": decision.scores_json()},
         )
+        record_backtest(settings, pair=pair, version=int(version), model=onnx_path, ds=ds)  # labelled, apart
     log.info("gate for %s v%s: %s (%s)", name, version, decision.alias, decision.reason)
     return TrainingResult(
         pair=pair,

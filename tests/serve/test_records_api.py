@@ -133,6 +133,7 @@ def test_track_record_shape_and_exact_numbers(api: Api) -> None:
         "upper": None,
         "level": None,
         "inside": None,
+        "source": "live",  # ?source=backtest: tests/serve/test_backtest_api.py
     }
     assert rows[1]["made_at"] == "2025-03-01T07:02:00Z"
     assert [(r["error"], r["persistence_error"], r["inside"]) for r in rows] == [
@@ -328,7 +329,7 @@ def test_openapi_documents_both_routes(api: Api) -> None:
         assert get.get("security"), get  # bearer token
         assert schema in spec["components"]["schemas"]
     params = {p["name"]: p for p in spec["paths"]["/v1/track-record/{pair}"]["get"]["parameters"]}
-    assert set(params) == {"pair", "limit", "horizon", "from", "to", "format"}
+    assert set(params) == {"pair", "limit", "horizon", "from", "to", "format", "source"}
     assert spec["paths"]["/v1/track-record/{pair}"]["get"]["summary"].startswith("Track record")
     assert "text/csv" in spec["paths"]["/v1/track-record/{pair}"]["get"]["responses"]["200"]["content"]
     assert params["limit"]["schema"]["minimum"] == 1 and params["limit"]["schema"]["maximum"] == 1000

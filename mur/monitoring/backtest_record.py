@@ -1,0 +1,113 @@
+"""The backtest track record (sql/0013_backtest_forecasts.sql, docs/monitoring.md "Backtest track record"):
+when the gate promotes a version, its forecasts of its own test span (out-of-sample: the weights never saw
+it, the calibration was fitted on the validation span) are computed through its ONNX graph and stored apart
+from the served track record, so that a new stack shows evidence from its first minute. Always labelled
+"backtest"; never read by the live scores, the online calibration, monitoring or alerts."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from mur.db.forecasts import ScoredCounts, backtest_forecasts
+from mur.errors import ModelError
+from mur.monitoring.track_record import record_body
+from mur.pairs import normalize_pair
+from mur.timeutil import HOUR, parse_time
+
+if TYPE_CHECKING:
+    from mur.db.pool import Database
+    from mur.model.features import Dataset
+    from mur.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LABEL = "Backtest (out-of-sample, before serving)"
+SCORED = (
+    "backtest: the newest champion's forecasts of its own test span (never trained or calibrated on), made "
+    "through its ONNX graph before it served; not part of the live scores, monitoring or alerts"
+)
+
+
+def backtest_rows(model: Path | bytes, ds: Dataset, *, pair: str, version: int) -> list[dict[str, Any]]:
+    """One row per test window and horizon (:func:`mur.db.forecasts.record_backtest`'s keys): the median and
+    range the graph gives, made when the window's last candle closed, with the close that happened."""
+    from mur.evaluation.metrics import persistence_forecast
+    from mur.model.export import load_session, model_metadata, run_forecast
+    from mur.model.inference import horizon_rows, model_seq_len
+
+    session = load_session(model)
+    meta, names, length = model_metadata(session), list(ds.feature_names), model_seq_len(session)
+    if not set(meta["features"]) <= set(names) or length > ds.spec.seq_len:
+        return []
+    idx = ds.split.test
+    quantiles = run_forecast(session, ds.x[idx][:, -length:, [names.index(f) for f in meta["features"]]])[1]
+    if quantiles is None:  # a point-only graph: no range to show
+        return []
+    last, targets = persistence_forecast(ds.x[idx]), ds.horizon_targets[idx]
+    rows = []
+    for i, first_target in enumerate(ds.timestamps[idx]):
+        made_at = pd.Timestamp(first_target).tz_localize("UTC")  # the last candle's close
+        try:
+            bands = horizon_rows(quantiles[i], meta["horizons"], meta["quantile_levels"], made_at - HOUR)
+        except ModelError:  # an unusable range for this window: left out, as Serve would not answer it
+            continue
+        for band in bands:
+            if band["hours"] in ds.horizons and np.isfinite(
+                actual := targets[i, ds.horizons.index(band["hours"])]
+            ):
+                rows.append(
+                    {
+                        "pair": normalize_pair(pair),
+                        "version": int(version),
+                        "target": parse_time(band["target_time"]),
+                    }
+                    | {
+                        "made_at": made_at.to_pydatetime(),
+                        "last_close": float(last[i]),
+                        "actual": float(actual),
+                    }
+                    | {k: band[k] for k in ("hours", "median", "lower", "upper", "level")}
+                )
+    return rows
+
+
+def record_backtest(settings: Settings, *, pair: str, version: int, model: Path | bytes, ds: Dataset) -> int:
+    """Store a newly promoted version's backtest track record (once: a reload adds nothing); how many rows
+    were new. Never raises: a promotion whose backtest could not be stored still stands (logged)."""
+    from mur.db import Database
+    from mur.db.forecasts import record_backtest as store
+
+    try:
+        rows = backtest_rows(model, ds, pair=pair, version=version)
+        with Database(settings, maxconn=1, pool_timeout_s=10.0) as db:
+            added = store(db, rows)
+        log.info("%s v%s: %d backtest forecasts of its test span stored", pair, version, added)
+        return added
+    except Exception as exc:  # the backtest is evidence for the dashboard, never a condition of promotion
+        log.warning("%s v%s: backtest track record not stored: %s", pair, version, exc)
+        return 0
+
+
+def backtest_track_record(
+    db: Database,
+    pair: str,
+    *,
+    market_hour: datetime,
+    limit: int = 100,
+    horizon: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """The backtest track record in the shape of :func:`mur.monitoring.track_record.track_record` (every row
+    resolved, ``source`` ``backtest``): the latest ``limit`` rows and their summary."""
+    rows = backtest_forecasts(db, pair=pair, horizon_hours=horizon, since=since, until=until)
+    counts = ScoredCounts(resolved=len(rows), waiting=0, overdue=0)
+    shown = rows[: max(1, int(limit))]
+    body = record_body(pair, market_hour, shown, counts, SCORED, since, until, source="backtest")
+    return {"source": "backtest"} | body

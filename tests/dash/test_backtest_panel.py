@@ -1,0 +1,59 @@
+"""The Forecast page's reliability card on a new stack (issue 40): the champion's backtest track record
+(sql/0013_backtest_forecasts.sql) is shown under its own label beside an empty live part, never counted in
+the live figures, and left out once the live track record has grown (real PostgreSQL, no browser)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import plotly.utils
+from dash_helpers import text_of
+
+from dash_app.track_view import BACKTEST_BELOW, reliability_table, track_record_view
+from mur.db import Database, fill_actuals, record_forecast
+from mur.db.forecasts import record_backtest
+from mur.monitoring.backtest_record import LABEL
+from mur.settings import Settings
+
+PAIR = "btc_usdt"
+T0 = datetime(2025, 2, 1, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+def shown(component: object) -> str:
+    return text_of(json.loads(json.dumps(component, cls=plotly.utils.PlotlyJSONEncoder)))
+
+
+def test_backtest_is_labelled_apart_until_live_grows(pg_database_factory: Callable[..., Settings]) -> None:
+    with Database(pg_database_factory(), maxconn=2) as db:
+        backtest = [  # 20 hours of 1 h forecasts by v3, every other close inside its range
+            {"pair": PAIR, "version": 3, "target": T0 + i * H, "hours": 1, "made_at": T0 + i * H}
+            | {"median": 100.0, "lower": 99.0, "upper": 101.0, "level": 0.9, "last_close": 100.5}
+            | {"actual": 100.0 if i % 2 else 103.0}
+            for i in range(20)
+        ]
+        assert record_backtest(db, backtest) == 20
+        hour = T0 + 24 * H
+        view = track_record_view(db, PAIR, market_hour=hour)
+        assert view.counts.total == 0 and view.summary["n"] == 0 and view.reliability == []
+        assert view.backtest is not None and view.backtest.version == "3"
+        assert view.backtest.summary["n"] == 20 and view.backtest.summary["mae_model"] == 1.5
+        assert [(r.n, r.coverage) for r in view.backtest.reliability] == [(20, 0.5)]
+        text = shown(reliability_table(view.reliability, view.backtest))
+        assert LABEL == "Backtest (out-of-sample, before serving)" and LABEL in text
+        assert "Live (served forecasts)" in text and "No resolved forecast with a range" in text
+        assert "Model v3's forecasts of its own test span" in text and "50.0% of 20 (nominal 90%)" in text
+        assert "Not part of the live scores, monitoring or alerts" in text
+
+        # once the live track record holds BACKTEST_BELOW resolved forecasts, the backtest is left out
+        start = hour - BACKTEST_BELOW * H
+        for i in range(BACKTEST_BELOW):
+            record_forecast(
+                db, pair=PAIR, model_version="3", target_time=start + i * H, predicted=100.0, last_close=100.0
+            )
+        fill_actuals(db, pair=PAIR, candles=[(start + i * H, 100.0) for i in range(BACKTEST_BELOW)])
+        view = track_record_view(db, PAIR, market_hour=hour)
+        assert view.counts.resolved == BACKTEST_BELOW and view.backtest is None
+        assert LABEL not in shown(reliability_table(view.reliability, view.backtest))

@@ -1,0 +1,84 @@
+"""The backtest track record (issue 40): a tiny trained model's forecasts of its test span, loaded once per
+version through its ONNX graph into a table of their own; the live track record, the monitoring report and
+the online calibration never see them (the API's ``source=backtest``: tests/serve/test_backtest_api.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mur.clock import MarketClock
+from mur.data import BundledMarketData
+from mur.data.source import ClockedMarketData
+from mur.db import Database
+from mur.db.calibration import update_from_resolved
+from mur.db.forecasts import backtest_forecasts, scored_counts, scored_forecasts
+from mur.model.export import export_onnx
+from mur.monitoring.backtest_record import backtest_rows, record_backtest
+from mur.monitoring.compute import build_report, thresholds_from
+from mur.settings import Settings
+from mur.training.driver import calibrate, load_candles, prepare
+from mur.training.loop import LocalFit
+from mur.training.params import model_config, train_config
+
+PAIR = "btc_usdt"
+END = pd.Timestamp("2025-03-01", tz="UTC")
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    settings = Settings(train_days=60, num_layers=1, hidden_size=8, epochs=2, market_data="bundled")
+    ds = prepare(settings, load_candles(settings, PAIR, end=END)[0])
+    model = LocalFit()(
+        ds.model_arrays("train"), ds.model_arrays("val"), model_config(settings), train_config(settings)
+    )
+    path = export_onnx(
+        calibrate(model.model, ds), tmp_path_factory.mktemp("bt") / "m.onnx", ds.x[ds.split.test][:16]
+    )
+    return path, ds
+
+
+def test_loaded_once_per_version_and_never_live(
+    champion: tuple[Path, object], pg_database_factory: Callable[..., Settings]
+) -> None:
+    path, ds = champion
+    settings = pg_database_factory()
+    rows = backtest_rows(path, ds, pair=PAIR, version=3)  # type: ignore[arg-type]
+    n_test = len(ds.split.test)  # type: ignore[attr-defined]
+    assert len(rows) == n_test * len(ds.horizons)  # type: ignore[attr-defined]
+    for row in rows[:50]:  # the forecast for h hours after the last candle's close: candle (h - 1) h later
+        assert row["target"] == row["made_at"] + timedelta(hours=row["hours"] - 1)
+        assert row["lower"] <= row["median"] <= row["upper"] and 0 < row["level"] < 1
+    first = rows[0]
+    assert first["actual"] == pytest.approx(ds.y[ds.split.test][0])  # type: ignore[attr-defined]
+    assert first["made_at"] == pd.Timestamp(ds.timestamps[ds.split.test][0]).tz_localize("UTC")  # type: ignore[attr-defined]
+
+    assert record_backtest(settings, pair=PAIR, version=3, model=path, ds=ds) == len(rows)  # type: ignore[arg-type]
+    assert record_backtest(settings, pair=PAIR, version=3, model=path, ds=ds) == 0  # type: ignore[arg-type]
+    with Database(settings, maxconn=2) as db:
+        stored = backtest_forecasts(db, pair=PAIR)
+        assert len(stored) == len(rows) and {f.model_version for f in stored} == {"3"}
+        assert stored[0].target_time > stored[-1].target_time  # newest first
+        # a newer champion's backtest replaces the older one in the view (both stay stored)
+        assert record_backtest(settings, pair=PAIR, version=4, model=path, ds=ds) == len(rows)  # type: ignore[arg-type]
+        assert {f.model_version for f in backtest_forecasts(db, pair=PAIR, horizon_hours=1)} == {"4"}
+
+        # the live track record, its counts, the monitoring report and the online calibration see nothing
+        hour = pd.Timestamp(stored[0].target_time).to_pydatetime() + timedelta(hours=2)
+        assert scored_forecasts(db, pair=PAIR) == []
+        assert scored_counts(db, pair=PAIR, market_hour=hour).total == 0
+        trackers = update_from_resolved(db, pair=PAIR, generation="g1", market_hour=hour)
+        assert all(t.resolved == 0 for t in trackers.values())
+        source = ClockedMarketData(
+            BundledMarketData(), MarketClock(start=hour, origin=time.time(), speed=0.0)
+        )
+        report, kinds = build_report(
+            db, source, PAIR, hour, thresholds_from(Settings.defaults()), champion=None, drift_hours=48
+        )
+        assert report.status == "insufficient_data" and report.n_resolved == 0 and kinds == []
+        assert report.skill is None and report.coverage is None
