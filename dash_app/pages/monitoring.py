@@ -37,6 +37,7 @@ from dash_app.components import (
 )
 from dash_app.context import DashboardContext, current_account, get_context
 from dash_app.monitoring_charts import NO_REPORT, drift_figure, parse_as_of, rolling_figure
+from dash_app.track_view import BACKTEST_BELOW, Backtest, backtest_table, backtest_view
 from mur.errors import MurError
 from mur.monitoring.report import MonitoringReport, Thresholds
 from mur.monitoring.store import AlertRow, latest_alerts, report_history
@@ -329,18 +330,22 @@ def render(
     market_now: datetime | None = None,
     online: bool = True,
     served: str | None = None,
+    backtest: Backtest | None = None,
 ) -> tuple[Any, ...]:
     """The page's outputs (:data:`OUTPUT_IDS` order) for ``pair`` from its reports (oldest first) and
-    alerts (newest first); ``online``: whether serving applies the online scale (the setting)."""
+    alerts (newest first); ``online``: whether serving applies the online scale (the setting); ``backtest``:
+    the champion's backtest figures, labelled apart under the summary (never in the report or alerts)."""
     alerts_part = alerts_block(alerts)
+    extra = [] if backtest is None else [backtest_table(backtest)]
     if not history:
         message = notice(NO_REPORT, "warn", id="monitoring-none")
         none = html.P(NO_REPORT, className="muted")
-        return message, none, empty_figure(NO_REPORT), empty_figure(NO_REPORT), "", alerts_part, none, none
+        blank = empty_figure(NO_REPORT)
+        return message, html.Div([none, *extra]), blank, blank, "", alerts_part, none, none
     latest = max(history, key=lambda r: parse_as_of(r.as_of))
     return (
         status_block(latest),
-        summary_block(latest, market_now=market_now, served=served),
+        html.Div([summary_block(latest, market_now=market_now, served=served), *extra]),
         rolling_figure(history, pair=pair),
         drift_figure(latest),
         drift_table(latest),
@@ -366,6 +371,8 @@ def update(pair: str | None, _n_intervals: int | None = None) -> tuple[Any, ...]
     try:
         history = report_history(context.db, pair, limit=HISTORY_LIMIT)
         alerts = latest_alerts(context.db, pair, limit=ALERTS_LIMIT)
+        small = not history or history[-1].n_resolved < BACKTEST_BELOW
+        backtest = backtest_view(context.db, pair, []) if small else None
     except (MurError, psycopg.Error, ValidationError) as exc:
         logger.error("monitoring page: cannot read the reports of %s: %s", pair, exc)
         return failure(
@@ -385,7 +392,9 @@ def update(pair: str | None, _n_intervals: int | None = None) -> tuple[Any, ...]
         logger.info("monitoring page: no served version of %s: %s", pair, exc)
         served = None
     online = context.settings.monitoring.online_calibration
-    return render(pair, history, alerts, market_now=market_now, online=online, served=served)
+    return render(
+        pair, history, alerts, market_now=market_now, online=online, served=served, backtest=backtest
+    )
 
 
 def register_callbacks(app: Dash) -> None:

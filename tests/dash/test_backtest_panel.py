@@ -1,6 +1,7 @@
-"""The Forecast page's reliability card on a new stack (issue 40): the champion's backtest track record
-(sql/0013_backtest_forecasts.sql) is shown under its own label beside an empty live part, never counted in
-the live figures, and left out once the live track record has grown (real PostgreSQL, no browser)."""
+"""The Forecast page's reliability card and the Monitoring page on a new stack (issue 40): the champion's
+backtest track record (sql/0013_backtest_forecasts.sql) is shown under its own label beside an empty live
+part, never counted in the live figures, and left out once the live track record has grown (real
+PostgreSQL, no browser)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 import plotly.utils
 from dash_helpers import text_of
 
+from dash_app.monitoring_charts import NO_REPORT
+from dash_app.pages.monitoring import OUTPUT_IDS, render
 from dash_app.track_view import BACKTEST_BELOW, reliability_table, track_record_view
 from mur.db import Database, fill_actuals, record_forecast
 from mur.db.forecasts import record_backtest
@@ -46,6 +49,11 @@ def test_backtest_is_labelled_apart_until_live_grows(pg_database_factory: Callab
         assert "Live (served forecasts)" in text and "No resolved forecast with a range" in text
         assert "Model v3's forecasts of its own test span" in text and "50.0% of 20 (nominal 90%)" in text
         assert "Not part of the live scores, monitoring or alerts" in text
+        # the Monitoring page: the same figures under the summary, before any report (and never in it)
+        out = dict(zip(OUTPUT_IDS, render(PAIR, [], [], backtest=view.backtest), strict=True))
+        summary = shown(out["monitoring-summary"])
+        assert NO_REPORT in summary and LABEL in summary and "50.0% of 20 (nominal 90%)" in summary
+        assert LABEL not in shown(out["monitoring-status"]) + shown(out["monitoring-alerts"])
 
         # once the live track record holds BACKTEST_BELOW resolved forecasts, the backtest is left out
         start = hour - BACKTEST_BELOW * H
