@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 import typer
 
 from mur.errors import ConfigError, ServiceError, error_detail
-from mur.serving.contract import ForecastOut, misfit
+from mur.serving.contract import ForecastBody, ForecastOut, misfit
 
 TOKEN_ENV = "MUR_API_TOKEN"
 URL_ENV = "MUR_API_URL"
@@ -110,7 +110,7 @@ def heading(answer: ForecastOut) -> str:
     return text
 
 
-def forecast_table(answer: ForecastOut) -> Any:
+def forecast_table(answer: ForecastBody) -> Any:
     """One pair's answer as a Rich table: per horizon, when the candle closes, the median and the range."""
     from rich.table import Table
 

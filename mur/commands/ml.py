@@ -300,11 +300,16 @@ def predict(
     data: Annotated[Path | None, typer.Option(help="use your own candles CSV")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Print the next-hour close forecast from the latest candles before ``--at``."""
+    """Print the forecast from the latest candles before ``--at``: the next close, and every horizon's range."""
+    from rich.console import Console
+
+    from mur.commands.forecast import forecast_table
+    from mur.errors import ConfigError
     from mur.model.export import load_session
     from mur.model.inference import forecast_from_candles, model_seq_len
+    from mur.serving.contract import ForecastBody
     from mur.settings import get_settings
-    from mur.timeutil import parse_time
+    from mur.timeutil import HOUR, iso, parse_time
     from mur.training.driver import load_candles
 
     settings = get_settings()
@@ -320,14 +325,20 @@ def predict(
         train_days=max(2, seq_len // 24 + 2),
         min_rows=seq_len,
     )
+    if (when := parse_time(at)) is not None and (last := candles["timestamp"].iloc[-1]) < when - HOUR:
+        raise ConfigError(  # it would silently answer for the last candle
+            f"--at {at}: the candles end with the one opening at {iso(last)}; --at can be at most one hour "
+            f"after it ({iso(last + HOUR)})"
+        )
     result = forecast_from_candles(session, candles, pair=pair.lower())
     if as_json:
         typer.echo(json.dumps(result))
-    else:
-        typer.echo(
-            f"{result['pair']}: last close {result['last_close']:.6g} at {result['candle_time']} → "
-            f"forecast {result['forecast']:.6g} for {result['target_time']} ({result['change_pct']:+.3f} %)"
-        )
+        return
+    typer.echo(
+        f"{result['pair']}: last close {result['last_close']:.6g} at {result['candle_time']} → "
+        f"forecast {result['forecast']:.6g} for {result['target_time']} ({result['change_pct']:+.3f} %)"
+    )
+    Console().print(forecast_table(ForecastBody.model_validate(result)))
 
 
 def backtest(

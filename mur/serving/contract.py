@@ -137,6 +137,10 @@ class ForecastBody(BaseModel):
         default_factory=list, description="one entry per horizon (empty for a point-only model)"
     )
 
+    def closes_at(self) -> datetime:
+        """When the forecast candle closes: an hour after its open ``target_time``."""
+        return self.target_time + HOUR
+
 
 class ForecastOut(ForecastBody):
     """A next-hour close forecast, and the median and calibrated range for every horizon."""

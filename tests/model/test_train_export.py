@@ -190,6 +190,13 @@ def test_cli_train_and_predict(tmp_path: Path) -> None:
     assert [h["hours"] for h in out["horizons"]] == [1, 4, 24]
     assert all(h["lower"] <= h["median"] <= h["upper"] and h["level"] == 0.9 for h in out["horizons"])
     assert out["horizons"][0]["median"] == out["forecast"]
+    model = str(tmp_path / "model.onnx")
+    r = run_cli("predict", "btc_usdt", "--model", model, "--at", "2025-06-01T00:00:00Z")
+    assert r.returncode == 0 and "90 % range" in r.stdout and "24 h" in r.stdout, r.stderr  # the ranges too
+    r = run_cli("predict", "btc_usdt", "--model", model, "--at", "2031-01-01T00:00:00Z")  # after the data
+    assert (
+        r.returncode != 0 and "can be at most one hour after it" in r.stderr and "Traceback" not in r.stderr
+    )
 
 
 def test_cli_train_json_is_a_training_result(tmp_path: Path) -> None:
