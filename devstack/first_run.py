@@ -284,7 +284,8 @@ def wait_for_forecasts(
     Prints task state changes of the run and each pair as it starts being served. Fails early when the run
     failed, or when it succeeded but a pair still has no champion (the promotion gate refused it) and the
     market runs at real speed; faster, the next market hour's scheduled run comes within seconds and is
-    waited for.
+    waited for. Then loads the backtest track record of a champion that has none
+    (:func:`mur.monitoring.backtest_load.ensure_backtests`).
     """
     base = settings.serving.url.replace("0.0.0.0", "127.0.0.1")
     served: dict[str, dict[str, Any]] = {}
@@ -362,6 +363,10 @@ def wait_for_forecasts(
                 say(f"  … waiting for forecasts of {', '.join(p for p in pairs if p not in served)}")
             return None
 
-        return wait_until(
+        answers = wait_until(
             poll, what="every pair's forecast", timeout_s=timeout_s, interval_s=2, error=timed_out
         )
+    from mur.monitoring.backtest_load import ensure_backtests
+
+    ensure_backtests(settings, pairs, say)  # champions promoted before backtests were recorded
+    return answers

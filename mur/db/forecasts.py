@@ -422,13 +422,14 @@ def backtest_forecasts(
     db: Database,
     *,
     pair: str,
+    version: int | None = None,
     horizon_hours: int | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> list[Forecast]:
-    """The backtest track record of ``pair``: the newest backtested version's out-of-sample forecasts of its
-    test span (targets in ``[since, until)``), newest target first. Only views labelled "backtest" read them:
-    never the live scores, calibration, monitoring or alerts."""
+    """The backtest track record of ``pair``: the out-of-sample forecasts of its test span by ``version``
+    (default: the newest backtested), targets in ``[since, until)``, newest target first. Only views labelled
+    "backtest" read them: never the live scores, calibration, monitoring or alerts."""
     with db.cursor() as cur:
         cur.execute(
             """
@@ -436,12 +437,13 @@ def backtest_forecasts(
                    actual, horizon_hours, lower, upper, level
             FROM backtest_forecasts
             WHERE pair = %(pair)s
-              AND model_version = (SELECT max(model_version) FROM backtest_forecasts WHERE pair = %(pair)s)
+              AND model_version = COALESCE(
+                  %(version)s::int, (SELECT max(model_version) FROM backtest_forecasts WHERE pair = %(pair)s))
               AND (%(horizon)s::int IS NULL OR horizon_hours = %(horizon)s)
               AND (%(since)s::timestamptz IS NULL OR target_time >= %(since)s)
               AND (%(until)s::timestamptz IS NULL OR target_time < %(until)s)
             ORDER BY target_time DESC, horizon_hours
             """,
-            _range_params(pair, horizon_hours, since, until),
+            _range_params(pair, horizon_hours, since, until) | {"version": version},
         )
         return [_forecast(row) for row in cur.fetchall()]

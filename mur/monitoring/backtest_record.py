@@ -34,9 +34,12 @@ SCORED = (
 )
 
 
-def backtest_rows(model: Path | bytes, ds: Dataset, *, pair: str, version: int) -> list[dict[str, Any]]:
-    """One row per test window and horizon (:func:`mur.db.forecasts.record_backtest`'s keys): the median and
-    range the graph gives, made when the window's last candle closed, with the close that happened."""
+def backtest_rows(
+    model: Path | bytes, ds: Dataset, *, pair: str, version: int, idx: np.ndarray | None = None
+) -> list[dict[str, Any]]:
+    """One row per test window (``idx``, default the dataset's test span) and horizon
+    (:func:`mur.db.forecasts.record_backtest`'s keys): the median and range the graph gives, made when the
+    window's last candle closed, with the close that happened."""
     from mur.evaluation.metrics import persistence_forecast
     from mur.model.export import load_session, model_metadata, run_forecast
     from mur.model.inference import horizon_rows, model_seq_len
@@ -45,7 +48,7 @@ def backtest_rows(model: Path | bytes, ds: Dataset, *, pair: str, version: int) 
     meta, names, length = model_metadata(session), list(ds.feature_names), model_seq_len(session)
     if not set(meta["features"]) <= set(names) or length > ds.spec.seq_len:
         return []
-    idx = ds.split.test
+    idx = ds.split.test if idx is None else idx
     quantiles = run_forecast(session, ds.x[idx][:, -length:, [names.index(f) for f in meta["features"]]])[1]
     if quantiles is None:  # a point-only graph: no range to show
         return []

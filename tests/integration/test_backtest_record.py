@@ -1,6 +1,8 @@
 """The backtest track record (issue 40): a tiny trained model's forecasts of its test span, loaded once per
-version through its ONNX graph into a table of their own; the live track record, the monitoring report and
-the online calibration never see them (the API's ``source=backtest``: tests/serve/test_backtest_api.py)."""
+version through its ONNX graph into a table of their own, by the gate's promotion and by ``mur up`` for a
+champion without them (rebuilt from its registry tags: the same rows); the live track record, the
+monitoring report and the online calibration never see them (the API's ``source=backtest``:
+tests/serve/test_backtest_api.py). PostgreSQL and an MLflow registry in a SQLite file."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -19,34 +22,47 @@ from mur.db import Database
 from mur.db.calibration import update_from_resolved
 from mur.db.forecasts import backtest_forecasts, scored_counts, scored_forecasts
 from mur.model.export import export_onnx
+from mur.monitoring.backtest_load import ensure_backtests, rebuilt_rows
 from mur.monitoring.backtest_record import backtest_rows, record_backtest
 from mur.monitoring.compute import build_report, thresholds_from
+from mur.registry.names import CHAMPION
+from mur.registry.versions import log_and_register
 from mur.settings import Settings
-from mur.training.driver import calibrate, load_candles, prepare
+from mur.timeutil import iso
+from mur.training.driver import (
+    DataWindow,
+    calibrate,
+    evaluate_onnx,
+    load_candles,
+    metrics_document,
+    prepare,
+)
 from mur.training.loop import LocalFit
 from mur.training.params import model_config, train_config
 
 PAIR = "btc_usdt"
 END = pd.Timestamp("2025-03-01", tz="UTC")
+TINY_VALUES: dict[str, Any] = {"train_days": 60, "num_layers": 1, "hidden_size": 8, "epochs": 2}
+TINY = Settings(**TINY_VALUES, market_data="bundled")
 
 
 @pytest.fixture(scope="module")
-def champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
-    settings = Settings(train_days=60, num_layers=1, hidden_size=8, epochs=2, market_data="bundled")
-    ds = prepare(settings, load_candles(settings, PAIR, end=END)[0])
+def champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, DataWindow]:
+    candles, window, _ = load_candles(TINY, PAIR, end=END)
+    ds = prepare(TINY, candles)
     model = LocalFit()(
-        ds.model_arrays("train"), ds.model_arrays("val"), model_config(settings), train_config(settings)
+        ds.model_arrays("train"), ds.model_arrays("val"), model_config(TINY), train_config(TINY)
     )
     path = export_onnx(
         calibrate(model.model, ds), tmp_path_factory.mktemp("bt") / "m.onnx", ds.x[ds.split.test][:16]
     )
-    return path, ds
+    return path, ds, window
 
 
 def test_loaded_once_per_version_and_never_live(
-    champion: tuple[Path, object], pg_database_factory: Callable[..., Settings]
+    champion: tuple[Path, Any, DataWindow], pg_database_factory: Callable[..., Settings]
 ) -> None:
-    path, ds = champion
+    path, ds, _ = champion
     settings = pg_database_factory()
     rows = backtest_rows(path, ds, pair=PAIR, version=3)  # type: ignore[arg-type]
     n_test = len(ds.split.test)  # type: ignore[attr-defined]
@@ -82,3 +98,50 @@ def test_loaded_once_per_version_and_never_live(
         )
         assert report.status == "insufficient_data" and report.n_resolved == 0 and kinds == []
         assert report.skill is None and report.coverage is None
+
+
+def test_rebuilt_from_the_tags_as_at_promotion(champion: tuple[Path, Any, DataWindow]) -> None:
+    """``mur up``'s backfill for a champion without backtest rows rebuilds the same rows from its tags."""
+    path, ds, window = champion
+    test = ds.timestamps[ds.split.test]  # type: ignore[attr-defined]
+    tags = {
+        "data_window_end": iso(window.end),
+        "test_window_start": iso(test[0]),
+        "test_window_end": iso(test[-1]),
+    }
+    at_promotion = backtest_rows(path, ds, pair=PAIR, version=5)  # type: ignore[arg-type]
+    assert at_promotion and rebuilt_rows(TINY, PAIR, 5, path.read_bytes(), tags) == at_promotion
+
+
+def test_promotion_loads_it_and_mur_up_loads_what_is_missing(
+    champion: tuple[Path, Any, DataWindow], registry: tuple[Settings, Any], tmp_path: Path
+) -> None:
+    """The gate's promotion stores the backtest (``log_and_register``'s hook); ``mur up``'s
+    ``ensure_backtests`` loads it again for a champion without rows, from the registry alone, and then
+    skips it."""
+    import mlflow
+
+    path, ds, window = champion
+    base, _ = registry
+    settings = base.replace(**TINY_VALUES, market_data="bundled", promotion_skill_floor=-1.0)
+    mlflow.set_tracking_uri(settings.registry.mlflow_tracking_uri)
+    mlflow.create_experiment(settings.registry.mlflow_experiment, artifact_location=str(tmp_path / "art"))
+    mcfg = model_config(settings)
+    doc = metrics_document(PAIR, mcfg, ds, window, evaluate_onnx(path, ds, mcfg.rnn_len))
+    result = log_and_register(
+        settings, pair=PAIR, onnx_path=path, feature_spec=ds.spec.to_dict(), metrics_doc=doc, params={},
+        history=[], ds=ds, idempotency_key="k1",
+    )  # fmt: skip
+    assert result.alias == CHAMPION, result.reason
+    expected = len(ds.split.test) * len(ds.horizons)
+    with Database(settings, maxconn=1) as db:
+        assert len(backtest_forecasts(db, pair=PAIR, version=result.version)) == expected
+        with db.cursor() as cur:
+            cur.execute("DELETE FROM backtest_forecasts")  # as on a stack promoted before backtests existed
+        said: list[str] = []
+        assert ensure_backtests(settings, [PAIR], said.append) == {PAIR: expected}
+        assert said == [
+            f"{PAIR}: backtest track record of v{result.version} loaded ({expected} forecasts of its test span)"
+        ]
+        assert ensure_backtests(settings, [PAIR], said.append) == {} and len(said) == 1
+        assert len(backtest_forecasts(db, pair=PAIR)) == expected
