@@ -53,6 +53,7 @@ def backtest_rows(
     if quantiles is None:  # a point-only graph: no range to show
         return []
     last, targets = persistence_forecast(ds.x[idx]), ds.horizon_targets[idx]
+    common = {"pair": normalize_pair(pair), "version": int(version)}
     rows = []
     for i, first_target in enumerate(ds.timestamps[idx]):
         made_at = pd.Timestamp(first_target).tz_localize("UTC")  # the last candle's close
@@ -60,22 +61,14 @@ def backtest_rows(
             bands = horizon_rows(quantiles[i], meta["horizons"], meta["quantile_levels"], made_at - HOUR)
         except ModelError:  # an unusable range for this window: left out, as Serve would not answer it
             continue
-        for band in bands:
-            if band["hours"] in ds.horizons and np.isfinite(
-                actual := targets[i, ds.horizons.index(band["hours"])]
-            ):
+        for band in (b for b in bands if b["hours"] in ds.horizons):
+            actual = float(targets[i, ds.horizons.index(band["hours"])])
+            if np.isfinite(actual):
                 rows.append(
-                    {
-                        "pair": normalize_pair(pair),
-                        "version": int(version),
-                        "target": parse_time(band["target_time"]),
-                    }
-                    | {
-                        "made_at": made_at.to_pydatetime(),
-                        "last_close": float(last[i]),
-                        "actual": float(actual),
-                    }
+                    common
                     | {k: band[k] for k in ("hours", "median", "lower", "upper", "level")}
+                    | {"target": parse_time(band["target_time"]), "made_at": made_at.to_pydatetime()}
+                    | {"last_close": float(last[i]), "actual": actual}
                 )
     return rows
 
