@@ -21,7 +21,7 @@ from dash_app.components import Columns, column_table, fmt_number, fmt_pct, fmt_
 from dash_app.context import current_account, get_context
 from mur.errors import MurError, NotFoundError
 from mur.evaluation.sizing import SizingRule
-from mur.monitoring.paper import LABEL, paper_portfolio
+from mur.monitoring.paper import LABEL, backtest_paper, paper_portfolio
 
 logger = logging.getLogger(__name__)
 
@@ -93,16 +93,20 @@ def update(pair: str | None, _n_intervals: int | None = None) -> Component | str
     context = get_context()
     if pair not in context.pairs():
         return ""
+    rule = SizingRule.from_settings(context.settings)
+    candles = lambda start, end: context.market.klines(pair, start=start, end=end)  # noqa: E731
     try:
         body = paper_portfolio(
-            context.db,
-            pair,
-            market_hour=context.market_hour(),
-            rule=SizingRule.from_settings(context.settings),
-            candles=lambda start, end: context.market.klines(pair, start=start, end=end),
+            context.db, pair, market_hour=context.market_hour(), rule=rule, candles=candles
         )
     except NotFoundError as exc:
-        return html.P(f"{exc}. {LABEL.capitalize()}.", className="muted", id="paper-none")
+        live = html.P(f"Live: {exc}. {LABEL.capitalize()}.", className="muted", id="paper-none")
+        try:  # a first screen with evidence: the champion's test span, labelled as such
+            backtest = backtest_paper(context.db, pair, rule=rule, candles=candles)
+        except NotFoundError:
+            return live
+        title = html.H4("Backtest (out-of-sample, before serving): the rule on the champion's test span")
+        return html.Div([live, title, paper_panel(backtest)], id="paper-backtest")
     except (MurError, psycopg.Error) as exc:
         logger.error("forecast page: cannot read the paper portfolio of %s: %s", pair, exc)
         return notice("The paper portfolio cannot be read right now; try again shortly.", "bad")

@@ -213,6 +213,28 @@ def paper_of(
     return paper_from(rows, pair=pair, market_hour=market_hour, rule=rule, candles=frame)
 
 
+def backtest_paper(
+    db: Database,
+    pair: str,
+    *,
+    rule: sizing.SizingRule,
+    candles: Callable[[datetime, datetime], pd.DataFrame] | None = None,
+) -> dict[str, Any]:
+    """The rule on ``pair``'s backtest track record (its champion's test span, out-of-sample, before serving:
+    :mod:`mur.monitoring.backtest_record`), what a first screen shows before live decisions exist; labelled
+    ``"source": "backtest"``, never mixed with the live one. :class:`NotFoundError` without one."""
+    from mur.db.forecasts import backtest_forecasts
+
+    rows = [
+        f for f in backtest_forecasts(db, pair=normalize_pair(pair)) if f.horizon_hours in (1, rule.horizon)
+    ]
+    if not rows:
+        raise NotFoundError(f"no backtest track record for {pair}")
+    end = max(f.target_time for f in rows) + HOUR
+    body = paper_of(rows, pair=normalize_pair(pair), market_hour=end, rule=rule, candles=candles)
+    return body | {"source": "backtest"}
+
+
 def paper_csv(body: dict[str, Any]) -> str:
     """The hourly points of :func:`paper_portfolio` as CSV (oldest first), each row labelled paper, not advice."""
     out = io.StringIO()

@@ -65,3 +65,39 @@ def test_backtest_is_labelled_apart_until_live_grows(pg_database_factory: Callab
         view = track_record_view(db, PAIR, market_hour=hour)
         assert view.counts.resolved == BACKTEST_BELOW and view.backtest is None
         assert LABEL not in shown(reliability_table(view.reliability, view.backtest))
+
+
+def test_the_paper_portfolio_shows_the_backtest_before_live_decisions(
+    pg_database_factory: Callable[..., Settings],
+) -> None:
+    """The sizing rule on the backtest track record (labelled backtest), while no live decision exists."""
+    import pytest
+
+    from dash_app.paper_view import paper_panel
+    from mur.errors import NotFoundError
+    from mur.evaluation.sizing import SizingRule
+    from mur.monitoring.paper import backtest_paper, paper_portfolio
+
+    rule = SizingRule.from_settings(Settings())
+    with Database(pg_database_factory(), maxconn=2) as db:
+        made = [T0 + i * H for i in range(72)]  # the close of the candle each forecast was made from
+        record_backtest(
+            db,
+            [
+                {"pair": PAIR, "version": 3, "target": t + (h - 1) * H, "hours": h, "made_at": t}
+                | {"median": 100.0, "lower": 100.0 - h, "upper": 100.0 + h, "level": 0.9}
+                | {"last_close": 100.0 + (t - T0) / H % 3, "actual": 100.0 + ((t - T0) / H + h) % 3}
+                for t in made
+                for h in (1, rule.horizon)
+            ],
+        )
+        with pytest.raises(NotFoundError):  # nothing live
+            paper_portfolio(db, PAIR, market_hour=T0 + 80 * H, rule=rule)
+        body = backtest_paper(db, PAIR, rule=rule)
+        assert (
+            body["source"] == "backtest" and body["decisions"] >= 2 and body["label"] == "paper, not advice"
+        )
+        assert body["strategies"]["model"] is not None and body["strategies"]["ewma"] is None  # no candles
+        assert "paper, not advice" in shown(paper_panel(body))
+        with pytest.raises(NotFoundError):
+            backtest_paper(db, "eth_usdt", rule=rule)
