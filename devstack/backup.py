@@ -1,13 +1,11 @@
 """``mur backup`` / ``mur restore``: the stack's state in a directory, with ``pg_dump`` and boto3.
 
-A backup holds ``db/{app,mlflow,airflow}.dump`` (``pg_dump --format=custom`` of the three databases),
-``bucket/<key>`` (every object of the S3 bucket) and ``manifest.json`` (market and wall time, versions, a
-SHA-256 per file), written last: a directory without it is no backup. The databases are dumped before the
-bucket is copied, and objects are written before the rows that name them (MLflow logs an artefact, then
-registers it): every object the dumps refer to is in the copy. Restore verifies every checksum, recreates
-the databases named by the settings (they may differ from the backed-up ones), re-applies the migrations
-(the application role and its grants) and refills the bucket. It works against compose's Postgres and
-MinIO too (docs/production.md).
+A backup: ``db/{app,mlflow,airflow}.dump`` (``pg_dump --format=custom``), ``bucket/<key>`` (every object),
+``runtime/…`` (the local stack's generated keys: the dashboard's, from which its API tokens derive, Airflow's
+Fernet key, the Ray token; the market clock) and, written last, ``manifest.json`` (times, versions, a SHA-256
+per file). The databases are dumped before the bucket is read, and MLflow writes an object before the row
+that names it: every object the dumps refer to is in the copy. Restore goes into the databases and bucket the
+settings name (they may differ from the backed-up ones). Compose: docs/production.md.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,6 +26,14 @@ from mur.settings import Settings
 
 MANIFEST = "manifest.json"
 FORMAT = 1
+RUNTIME_FILES = (
+    "stack-secrets.json",
+    "airflow/secrets.json",
+    "airflow/passwords.json",
+    "clock.json",
+    "clock-paused.json",
+)
+RESTORE_FLAGS = ("--no-owner", "--no-privileges", "--exit-on-error")  # grants: the migrations
 Say = Callable[[str], None]
 
 
@@ -80,8 +87,9 @@ def _pg(settings: Settings, tool: str, *args: str) -> None:
     env = {**os.environ, "PGPASSWORD": db.pg_password} if db.pg_password else None
     command = [tool, f"--host={db.pg_host}", f"--port={db.pg_port}", f"--username={db.pg_user}", *args]
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    if done.returncode:
-        raise ServiceError(f"{tool} failed: {first_line(Exception(done.stderr))}")
+    if done.returncode:  # pg_restore says "while PROCESSING TOC:" before its error line
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise ServiceError(f"{tool} failed: {next((x for x in lines if 'error:' in x), lines[0])}")
 
 
 def _s3(settings: Settings) -> Any:
@@ -105,7 +113,13 @@ def backup(settings: Settings, dest: Path, say: Say = print) -> dict[str, Any]:
 
     if dest.exists() and any(dest.iterdir()):
         raise InvalidInputError(f"{dest} is not empty: back up into a new directory")
-    (dest / "db").mkdir(parents=True, exist_ok=True)
+    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+    dest.chmod(0o700)  # it holds the stack's keys
+    (dest / "db").mkdir(exist_ok=True)
+    runtime = Path(settings.general.runtime_dir)
+    for name in (n for n in RUNTIME_FILES if (runtime / n).is_file()):
+        (dest / "runtime" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(runtime / name, dest / "runtime" / name)
     market, wall = market_clock(settings).now(), datetime.now(UTC)
     for role, name in databases(settings).items():
         say(f"dumping database {name}")
@@ -180,15 +194,7 @@ def restore(settings: Settings, src: Path, *, force: bool = False, say: Say = pr
                 conn.execute(sql.SQL(drop).format(sql.Identifier(name)))
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             dump = str(src / "db" / f"{role}.dump")
-            _pg(
-                settings,
-                "pg_restore",
-                "--no-owner",
-                "--no-privileges",
-                "--exit-on-error",
-                f"--dbname={name}",
-                dump,
-            )
+            _pg(settings, "pg_restore", *RESTORE_FLAGS, f"--dbname={name}", dump)
         migrate(settings)  # the application role and its grants (not in the dump), and newer migrations
         say(f"refilling bucket {bucket}")
         if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
@@ -202,5 +208,9 @@ def restore(settings: Settings, src: Path, *, force: bool = False, say: Say = pr
         raise ServiceError(f"PostgreSQL: {first_line(exc)}") from None
     except (BotoCoreError, ClientError) as exc:
         raise _s3_error(settings, exc) from None
+    for name in (n for n in manifest["files"] if n.startswith("runtime/")):
+        target = Path(settings.general.runtime_dir) / name.removeprefix("runtime/")
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.copy2(src / name, target)  # mode 600 kept
     say(f"restored {len(databases(settings))} databases and {len(objects)} objects")
     return manifest

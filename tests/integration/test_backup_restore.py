@@ -21,6 +21,7 @@ from psycopg import sql
 
 from devstack import backup as bk
 from devstack import supervisor as svc
+from devstack.config import ray_token
 from devstack.provision import ensure_databases
 from devstack.services import stack_services
 from mur import db as mdb
@@ -141,6 +142,8 @@ def test_a_restored_stack_has_the_same_users_registry_track_record_and_usage(
     before = champion_bytes(services, client, name, tmp_path / "before")
     assert before == ("1", weights)
     state = product_state(services, user.id, token)
+    keys = Path(services.general.runtime_dir) / "stack-secrets.json"  # the Ray token, the dashboard's key
+    assert ray_token(services) and keys.is_file()
     assert state[0] is not None and state[0].user_id == user.id and len(state[1]) == 1 and state[2][0] == 3
 
     dest = tmp_path / "backup"
@@ -160,6 +163,7 @@ def test_a_restored_stack_has_the_same_users_registry_track_record_and_usage(
         bk.restore(fresh, dest)
 
     assert product_state(fresh, user.id, token) == state
+    assert (Path(fresh.general.runtime_dir) / keys.name).read_bytes() == keys.read_bytes()
     restored = registry.configure(fresh)
     assert champion_bytes(fresh, restored, name, tmp_path / "after") == before
     (tmp_path / "next").mkdir()
