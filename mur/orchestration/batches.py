@@ -118,11 +118,30 @@ def train_batch(
 def batch_jobs_done(settings: Settings, event: Mapping[str, Any], emit: LogFn) -> dict[str, dict[str, Any]]:
     """``train_batch[i]`` resumed by its trigger (:mod:`mur.orchestration.triggers`): every pair's outcome,
     ``{"result": compact}`` or ``{"error": message}`` (a pair its job left no result for: the job's reason)."""
+    return _settle(settings, event, emit)[0]
+
+
+def batch_task_done(settings: Settings, event: Mapping[str, Any], emit: LogFn) -> dict[str, dict[str, Any]]:
+    """:func:`batch_jobs_done` for the DAG's task, which fails when a job of its own died without leaving a
+    result for each of its pairs (killed, timed out: a task whose Ray job failed never reports success); its
+    pairs then train in their own ``train_pair`` tasks, which find a version the job registered before it
+    died by its idempotency key. A job that ran to its end with failed pairs left their errors: the pairs'
+    own tasks retry those."""
+    out, broken = _settle(settings, event, emit)
+    if broken:
+        raise JobError(f"{'; '.join(broken)} (its pairs train in their own tasks)")
+    return out
+
+
+def _settle(
+    settings: Settings, event: Mapping[str, Any], emit: LogFn
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Every pair's outcome, and why each job that left some pair without a result ended."""
     from mur.orchestration import job_submission as jobs
     from mur.orchestration.tasks import compact_result
 
     out, pairs_of = dict(event["carry"]["settled"]), event["carry"]["jobs"]
-    read = jobs.job_result_reader(settings)
+    read, broken = jobs.job_result_reader(settings), []
     for job_id, job in event.get("jobs", {}).items():
         emit(f"[mur] Ray job {job_id} ended: {job['status']}")
         try:
@@ -130,7 +149,10 @@ def batch_jobs_done(settings: Settings, event: Mapping[str, Any], emit: LogFn) -
             results = jobs.batch_results(job_id, pairs_of[job_id], job["status"], why, read)
         except JobError as exc:  # its results cannot be read: each pair's own task retries
             out.update({p: {"error": str(exc)} for p in pairs_of[job_id]})
+            broken.append(str(exc))
             continue
+        if any(r.job_id is None for r in results.values()):
+            broken.append(f"Ray job {job_id} {job['status'].lower()}: {job['reason']}")
         out.update(
             {p: {"result": compact_result(r)} if r.ok else {"error": r.error} for p, r in results.items()}
         )
@@ -139,18 +161,7 @@ def batch_jobs_done(settings: Settings, event: Mapping[str, Any], emit: LogFn) -
         f"[mur] batch: {len(out) - len(failed)}/{len(out)} pair(s) trained or reused"
         + (f"; failed (their own tasks retry them): {', '.join(failed)}" if failed else "")
     )
-    return out
-
-
-def batch_task_done(settings: Settings, event: Mapping[str, Any], emit: LogFn) -> dict[str, dict[str, Any]]:
-    """:func:`batch_jobs_done` for the DAG's task, which fails when one of its jobs did not succeed (a task
-    whose Ray job failed never reports success): its pairs then train in their own ``train_pair`` tasks,
-    which find a version the job registered before it died by its idempotency key."""
-    out = batch_jobs_done(settings, event, emit)
-    if bad := {j: e for j, e in event.get("jobs", {}).items() if e["status"] != "SUCCEEDED"}:
-        ended = "; ".join(f"Ray job {j} {e['status'].lower()}: {e['reason']}" for j, e in bad.items())
-        raise JobError(f"{ended} (its pairs train in their own tasks)")
-    return out
+    return out, broken
 
 
 # --- Airflow glue (called from the DAG's tasks with the settings they created and their context) ------

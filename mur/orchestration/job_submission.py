@@ -284,7 +284,7 @@ def batch_results(
     job_id: str, pairs: Sequence[str], status: str, why: Callable[[], str], read: ResultReader
 ) -> dict[str, TrainingResult]:
     """One result per pair of a batch job, failures included (a pair the job left no result for gets the
-    job's error, ``why()``). Raises JobError only when the job's results cannot be read at all."""
+    job's error, ``why()``, and no ``job_id``). Raises JobError only when its results cannot be read at all."""
     results = _read_results(read, job_id, status)
     reason = "" if all(p in results for p in pairs) else why()
     return {

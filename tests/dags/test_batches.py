@@ -164,6 +164,10 @@ def test_train_batch_reuses_registered_pairs_defers_and_reports_failures(
     assert out["eth_usdt"]["result"]["reused"] is True
     assert out["sol_usdt"] == {"error": "Ray Train: sol_usdt: diverged"}
     assert any("failed (their own tasks retry them): sol_usdt" in line for line in lines)
+    # a job that ran to its end with a failed pair (exit 3: FAILED) left every result: the task succeeds
+    assert (
+        batches.batch_task_done(Settings(), resumed(awaiting, "FAILED", "exit code 3"), lines.append) == out
+    )
 
 
 def test_a_batch_job_that_failed_without_results_marks_each_of_its_pairs(
