@@ -7,8 +7,11 @@ next registered version takes the next number. Not covered: a forecast through S
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -147,17 +150,23 @@ def test_a_restored_stack_has_the_same_users_registry_track_record_and_usage(
     assert state[0] is not None and state[0].user_id == user.id and len(state[1]) == 1 and state[2][0] == 3
 
     dest = tmp_path / "backup"
-    lines: list[str] = []
-    try:
-        manifest = bk.backup(services, dest, say=lines.append)
+    try:  # the command, on the test stack's settings (this process's MUR_* environment)
+        done = subprocess.run(
+            [sys.executable, "-m", "mur.cli", "backup", str(dest)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     finally:
         client.delete_registered_model(name)  # the backup holds it; the test stack's registry drops it
+    assert "dumping database" in done.stderr and done.returncode == 0, done.stderr
+    manifest = json.loads((dest / bk.MANIFEST).read_text())
     assert set(manifest["files"]) >= {"db/app.dump", "db/mlflow.dump", "db/airflow.dump"}
     assert any(f.startswith("bucket/mlflow/") for f in manifest["files"]), manifest["files"]
     assert manifest["versions"]["postgresql"].startswith("15") and manifest["versions"]["mlflow"]
-    assert any("dumping database" in line for line in lines) and manifest["market_time"]
+    assert manifest["market_time"] and manifest["databases"] == bk.databases(services)
 
-    bk.restore(fresh, dest, say=lines.append)
+    bk.restore(fresh, dest, say=print)
     svc.up(fresh, ["mlflow"], services=drill_services(fresh))
     with pytest.raises(ServiceError, match=r"the stack is running \(mlflow\)"):
         bk.restore(fresh, dest)
