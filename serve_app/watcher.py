@@ -139,7 +139,7 @@ class RegistryWatcher:
                 if (
                     pair,
                     int(summary["version"]),
-                ) not in self._bytes:  # not loadable: the previous one serves
+                ) in self._refused:  # bytes not as registered: the previous one serves
                     continue
                 self._summaries[(pair, int(summary["version"]))] = dict(summary)
                 before = self.targets.get(pair, {})

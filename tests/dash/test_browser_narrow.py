@@ -37,7 +37,13 @@ def test_log_out_stays_on_a_narrow_screen(
         box = page.locator(selector).bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= WIDTH, (selector, box)
     expect(page.locator("#nav-clock")).to_contain_text("wall")
-    assert page.evaluate("document.documentElement.scrollWidth") <= WIDTH  # nothing wider than the screen
+    wider = page.evaluate(  # what reaches past the screen's right edge, if anything
+        f"""[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > {WIDTH})
+            .slice(0, 5).map(e => e.tagName + '#' + e.id + '.' + e.className)"""
+    )
+    assert page.evaluate("document.documentElement.scrollWidth") <= WIDTH, (
+        wider
+    )  # nothing wider than the screen
     page.screenshot(path=str(output_dir / "narrow.png"), full_page=True)
     page.click("#logout-button")
     page.wait_for_url(f"{live_url}/login")
