@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 from api_fakes import CANDLE_TIME, PAIR, VERSION, Api, FakeForecaster, auth, running_api
-from psycopg import sql
 
 from mur.db.pool import fetch_one
 from mur.model.inference import forecast_body, horizon_rows
@@ -49,10 +48,15 @@ def api(pg_settings: Settings) -> Iterator[Api]:
         yield api
 
 
+VERSIONS = {  # fixed queries, the pair a parameter
+    "forecasts": "SELECT DISTINCT model_version::text AS v FROM forecasts WHERE pair = %s",
+    "shadow_forecasts": "SELECT DISTINCT model_version::text AS v FROM shadow_forecasts WHERE pair = %s",
+}
+
+
 def _versions(api: Api, table: str) -> list[str]:
     with api.db.cursor() as cur:
-        query = sql.SQL("SELECT DISTINCT model_version::text AS v FROM {} WHERE pair = %s")
-        cur.execute(query.format(sql.Identifier(table)), (PAIR,))
+        cur.execute(VERSIONS[table], (PAIR,))
         return sorted(r["v"] for r in cur.fetchall())
 
 
