@@ -203,14 +203,15 @@ def run_monitoring(
                 save_report(db, report)
                 entry: dict[str, Any] = {"status": report.status, "resolved": resolved, "alerts": kinds}
                 if kinds:
-                    # alerts of earlier market hours that reached someone (Discord, or a retraining); a replay
-                    # restarted from an earlier start never sees its "future" alerts
+                    # alerts of earlier market hours, delivered or not (an undelivered one is recorded and
+                    # shown: repeating it every hour would only grow the table); a replay restarted from an
+                    # earlier start never sees its "future" alerts
                     # (a new kind of problem is alerted at once: a coverage alert does not mute a drift one)
                     since = hour - timedelta(hours=thresholds.cooldown_hours)
                     alerted = {
                         kind
                         for a in latest_alerts(db, pair, limit=50)
-                        if since < a.as_of <= hour and (a.delivered or a.retrain_run_id)
+                        if since < a.as_of <= hour
                         for kind in a.kinds
                     }
                     cooling = set(kinds) <= alerted

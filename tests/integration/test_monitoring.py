@@ -568,3 +568,20 @@ def test_a_new_kind_of_alert_is_not_muted_by_an_earlier_other_kind(
     )
     assert run(CRASH_HOUR + HOUR).get("cooldown") is True  # the same kind within the cooldown: muted
     assert len(discord.embeds()) == 1
+
+
+@pytest.mark.usefixtures("restored_environ")
+def test_an_undelivered_alert_is_recorded_and_still_rate_limited(
+    fresh: tuple[Settings, Database], discord: DiscordStub
+) -> None:
+    """Discord refuses (500): the alert is kept as undelivered, and the same kind an hour later is muted by
+    the cooldown all the same (issue 42: 197 undelivered stale-training rows in 45 minutes)."""
+    base, db = fresh
+    discord.status = 500
+    run = hourly_runs(base, discord)
+
+    entry = run(CRASH_HOUR)
+    assert entry["status"] == "alert" and entry["delivered"] is False and "cooldown" not in entry, entry
+    assert run(CRASH_HOUR + HOUR).get("cooldown") is True
+    (only,) = latest_alerts(db, PAIR)
+    assert only.delivered is False and only.as_of == CRASH_HOUR
