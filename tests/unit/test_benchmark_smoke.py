@@ -133,16 +133,6 @@ def test_quality_coverage_error_by_hand() -> None:
     assert quality.coverage_error(1.0, 100, 24) == 0.0
 
 
-def test_quality_ceiling_smoke() -> None:
-    out = run_smoke("quality_ceiling.py")
-    for hours in (1, 4, 24):  # one skill per variant: start level ceiling ols best best_xfit
-        row = re.search(rf"^btc_usdt\s+benchmark\s+{hours}\s+(.+)$", out, re.MULTILINE)
-        assert row, out
-        cells = [float(c) for c in row.group(1).split()]
-        assert len(cells) == 6 and all(math.isfinite(c) for c in cells), row.group(0)
-    figure(out, rf"^mean_1h_best_benchmark: {NUMBER}")
-
-
 @pytest.fixture(scope="module")
 def bench_serve() -> ModuleType:
     return load_benchmark("serve")
