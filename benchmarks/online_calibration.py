@@ -176,13 +176,11 @@ def _share_within(covered: np.ndarray, level: float, band: float = 0.03) -> floa
 
 def chart(results: dict[str, Any], made: dict[str, np.ndarray], level: float, path: Path) -> Path:
     """Running coverage (trailing 30 days) static vs online per horizon, one row per pair."""
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # plotly instead
-        return _chart_plotly(results, made, level, path.with_suffix(".html"))
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     pairs = list(results)
     horizons = list(next(iter(results.values())))
     fig, axes = plt.subplots(
@@ -206,26 +204,6 @@ def chart(results: dict[str, Any], made: dict[str, np.ndarray], level: float, pa
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    return path
-
-
-def _chart_plotly(results: dict[str, Any], made: dict[str, np.ndarray], level: float, path: Path) -> Path:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    pairs = list(results)
-    horizons = list(next(iter(results.values())))
-    fig = make_subplots(
-        rows=len(pairs), cols=len(horizons), subplot_titles=[f"{p} {h} h" for p in pairs for h in horizons]
-    )
-    for i, pair in enumerate(pairs):
-        for j, h in enumerate(horizons):
-            run = results[pair][h]["_running"]
-            t = made[pair].astype("datetime64[h]").astype(str)
-            for name in ("static", "online"):
-                fig.add_trace(go.Scatter(x=t, y=run[name], name=name, showlegend=i == j == 0), i + 1, j + 1)
-            fig.add_hline(y=level, line_dash="dash", row=i + 1, col=j + 1)
-    fig.write_html(path, include_plotlyjs="cdn")
     return path
 
 
