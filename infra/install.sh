@@ -27,14 +27,15 @@ if [ -n "$TORCH_WHEEL" ]; then
 fi
 
 stamp="$VENV/.mur-installed"
-want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml devstack/pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ "${MUR_FORCE_INSTALL:-0}" != 1 ]; then
   echo "[install] environment up to date ($VENV)"
   exit 0
 fi
 echo "[install] resolving and installing dependencies into $VENV (first time: ~1-3 min)"
 # --compile-bytecode: write .pyc files now (PYTHONDONTWRITEBYTECODE may be set; every Ray worker and
-# Airflow task would otherwise recompile Airflow/Ray/MLflow on import).
-"$UV" pip install --quiet --compile-bytecode "${CONSTRAINTS[@]}" -e ".[dev]"
+# Airflow task would otherwise recompile Airflow/Ray/MLflow on import). The product, then the local platform
+# (mur up, mur services: devstack/, a distribution of its own that the product's wheel and images leave out).
+"$UV" pip install --quiet --compile-bytecode "${CONSTRAINTS[@]}" -e ".[dev]" -e ./devstack
 echo "$want" > "$stamp"
 echo "[install] done: $("$VENV/bin/python" -c 'import torch, ray, mlflow, airflow; print(f"torch {torch.__version__}, ray {ray.__version__}, mlflow {mlflow.__version__}, airflow {airflow.__version__}")')"

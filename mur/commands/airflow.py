@@ -14,38 +14,38 @@ from mur.orchestration import DAG_ID
 
 def start() -> None:
     """Start the Airflow api-server, scheduler, DAG processor and triggerer (metadata DB migrated first)."""
-    from devstack import supervisor as services
-    from devstack.airflow import SERVICE_NAMES, admin_password, airflow_home
+    from mur.commands.local import airflow
+    from mur.commands.local import supervisor as services
     from mur.settings import get_settings
 
     settings = get_settings()
-    services.up(settings, list(SERVICE_NAMES), progress=typer.echo)
-    password = admin_password(settings)
+    services.up(settings, list(airflow.SERVICE_NAMES), progress=typer.echo)
+    password = airflow.admin_password(settings)
     shown = password if not settings.airflow.airflow_password else "(MUR_AIRFLOW_PASSWORD)"
     typer.echo(
         f"\nAirflow UI: {settings.airflow.airflow_url}  user {settings.airflow.airflow_user}  password {shown}\n"
-        f"AIRFLOW_HOME {airflow_home(settings)}; logs under {settings.general.runtime_dir}/logs/airflow-*.log"
+        f"AIRFLOW_HOME {airflow.airflow_home(settings)}; logs under {settings.general.runtime_dir}/logs/airflow-*.log"
     )
 
 
 def stop() -> None:
     """Stop the Airflow components that mur started."""
-    from devstack import supervisor as services
-    from devstack.airflow import SERVICE_NAMES
+    from mur.commands.local import airflow
+    from mur.commands.local import supervisor as services
     from mur.settings import get_settings
 
     settings = get_settings()
-    services.down(settings, list(SERVICE_NAMES), progress=typer.echo)
+    services.down(settings, list(airflow.SERVICE_NAMES), progress=typer.echo)
 
 
 def status(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """State, pid, port and health of each Airflow component."""
-    from devstack import supervisor as services
-    from devstack.airflow import SERVICE_NAMES
+    from mur.commands.local import airflow
+    from mur.commands.local import supervisor as services
     from mur.settings import get_settings
 
     settings = get_settings()
-    rows = services.status(settings, list(SERVICE_NAMES))
+    rows = services.status(settings, list(airflow.SERVICE_NAMES))
     if as_json:
         fields = ("state", "pid", "port", "healthy", "memory_mb")
         payload = [{"service": r.name, **{k: getattr(r, k) for k in fields}} for r in rows]
@@ -82,8 +82,8 @@ def trigger(
 
     Dates are market times (mur clock): one after market now is refused.
     """
-    from devstack import airflow
     from mur.clock import market_clock
+    from mur.commands.local import airflow
     from mur.errors import MurError
     from mur.orchestration.market_dates import parse_utc, require_closed
     from mur.settings import get_settings
@@ -152,8 +152,8 @@ def backfill(
 
     One backfill runs at a time: --list shows them, --cancel ID stops one.
     """
-    from devstack import airflow
     from mur.clock import market_clock
+    from mur.commands.local import airflow
     from mur.errors import ConfigError
     from mur.orchestration.market_dates import backfill_range, parse_utc, show
     from mur.settings import get_settings
@@ -224,20 +224,20 @@ def print_backfills(rows: list[dict]) -> None:
 
 def env() -> None:
     """Print ``export`` lines for running ``airflow …`` by hand against the local instance (``eval "$(…)"``)."""
-    from devstack.airflow import airflow_env
+    from mur.commands.local import airflow
     from mur.settings import get_settings
 
-    for key, value in sorted(airflow_env(get_settings()).items()):
+    for key, value in sorted(airflow.airflow_env(get_settings()).items()):
         typer.echo(f"export {key}={shlex.quote(value)}")
 
 
 def password() -> None:
     """Print the UI admin's user name and password."""
-    from devstack.airflow import admin_password
+    from mur.commands.local import airflow
     from mur.settings import get_settings
 
     settings = get_settings()
-    typer.echo(f"{settings.airflow.airflow_user} {admin_password(settings)}")
+    typer.echo(f"{settings.airflow.airflow_user} {airflow.admin_password(settings)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    from mur.settings import Settings
-
-
-def _settings() -> Settings:
-    from devstack.config import align_settings
-    from mur.settings import get_settings
-
-    return align_settings(get_settings(), export=False)
+from mur.commands.local import stack_settings
 
 
 def register(app: typer.Typer) -> None:
@@ -25,9 +17,9 @@ def register(app: typer.Typer) -> None:
     def backup_cmd(dest: Annotated[Path, typer.Argument(help="a new (or empty) directory")]) -> None:
         """Back up the three databases (pg_dump, custom format) and the S3 bucket into DEST, with a manifest
         (market and wall time, versions, a SHA-256 per file)."""
-        from devstack.backup import backup
+        from mur.commands.local import backup
 
-        manifest = backup(_settings(), dest, say=lambda m: typer.echo(m, err=True))
+        manifest = backup.backup(stack_settings(), dest, say=lambda m: typer.echo(m, err=True))
         typer.echo(f"backup of {manifest['wall_time']} in {dest} ({len(manifest['files'])} files)", err=True)
 
     @app.command("restore")
@@ -37,6 +29,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Restore a backup into the stopped stack: checksums verified first, databases recreated from the
         dumps, the bucket refilled. `mur up` then starts the stack on it."""
-        from devstack.backup import restore
+        from mur.commands.local import backup
 
-        restore(_settings(), src, force=force, say=lambda m: typer.echo(m, err=True))
+        backup.restore(stack_settings(), src, force=force, say=lambda m: typer.echo(m, err=True))

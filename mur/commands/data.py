@@ -165,14 +165,14 @@ def serve(
 
     By default the server follows the market clock (MUR_CLOCK_*, the local stack's clock.json): its time is
     market now and candles that have not closed by then are invisible, like a live exchange."""
-    from devstack.replay import make_server
     from mur.clock import market_clock
+    from mur.commands.local import replay
     from mur.settings import get_settings
 
     settings = get_settings()
     clock = None if archive else market_clock(settings.replace(market_data="bundled"))
     try:
-        server = make_server(
+        server = replay.make_server(
             host,
             port,
             synthetic=settings.data.synthetic_pairs,

@@ -43,11 +43,11 @@ def api_token(*, stack: bool = False) -> tuple[str, str]:
         if lines and lines[0].strip():
             return lines[0].strip(), str(path)
     if stack:
-        from devstack.first_run import check_token
+        from mur.commands.local import first_run
         from mur.settings import get_settings
 
         admin = os.environ.get("MUR_ADMIN_USER", "admin")  # the admin `mur up` created (its --admin-user)
-        return check_token(get_settings(), admin), "the local stack"
+        return first_run.check_token(get_settings(), admin), "the local stack"
     raise ConfigError(
         f"no API token: set {TOKEN_ENV}, or write one to {path} (mode 600). "
         "Create one with: mur tokens create USER --name cli"

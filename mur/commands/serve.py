@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    from mur.settings import Settings
+from mur.commands.local import stack_settings
 
 serve_cli = typer.Typer(
     help="Ray Serve API: deploy it (no sub-command), show its status, stop it.",
@@ -26,26 +25,16 @@ serve_cli = typer.Typer(
 ray_cli = typer.Typer(help="The stack's Ray head.", no_args_is_help=True)
 
 
-def stack_settings() -> Settings:
-    """The settings as ``mur up`` aligned them, the Ray token included (from the stack's secrets file when
-    the environment has none)."""
-    from devstack.config import align_settings
-    from mur.settings import get_settings
-
-    return align_settings(get_settings(), export=False)
-
-
 @ray_cli.command("token")
 def ray_token() -> None:
     """Print the Ray token (RAY_AUTH_TOKEN, else the stack's secrets file, which only its owner can read):
     the Ray dashboard asks for it."""
-    from devstack import secret_files
-    from devstack.config import SECRETS_FILE
+    from mur.commands.local import config, secret_files
     from mur.errors import ConfigError
     from mur.settings import get_settings
 
     settings = get_settings()
-    path = Path(settings.general.runtime_dir) / SECRETS_FILE
+    path = Path(settings.general.runtime_dir) / config.SECRETS_FILE
     try:
         token = settings.ray.ray_auth_token or (secret_files.read(path) or {}).get("ray_auth_token")
     except PermissionError as exc:

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from mur.commands.local import stack_settings
 from mur.errors import MurError
 
 if TYPE_CHECKING:  # the local platform is imported inside the commands: `mur` runs without it
-    from devstack.stack import UpOptions
+    from mur.commands.local import stack
 
 NamesArg = Annotated[
     list[str] | None, typer.Argument(help="services (default: all registered), e.g. s3 mlflow ray")
@@ -25,12 +26,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a t
 def supervise(start: bool, names: list[str] | None = None) -> None:
     """Start services (and what they depend on), skipping those already healthy; or stop services that mur
     started (SIGTERM to each one's process session, SIGKILL after a timeout)."""
-    from devstack import supervisor as services
-    from devstack.config import align_settings
-    from mur.settings import get_settings
+    from mur.commands.local import supervisor as services
 
     action = services.up if start else services.down
-    action(align_settings(get_settings()), names or None, progress=typer.echo)
+    action(stack_settings(export=True), names or None, progress=typer.echo)
 
 
 def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
@@ -39,15 +38,13 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from devstack import supervisor as services
-    from devstack.config import align_settings
-    from devstack.health import ray_nodes
-    from mur.settings import get_settings
+    from mur.commands.local import health
+    from mur.commands.local import supervisor as services
 
-    settings = align_settings(get_settings(), export=False)
+    settings = stack_settings()
     rows = services.status(settings, names or None)
     ray_up = any(r.name == "ray" and r.healthy for r in rows)
-    nodes = ray_nodes(settings) if ray_up else None
+    nodes = health.ray_nodes(settings) if ray_up else None
     if as_json:
         fields = ("state", "pid", "port", "healthy", "processes", "memory_mb", "disk_mb")
         payload = [
@@ -110,10 +107,9 @@ class _Clock:
             typer.echo(f"[{elapsed // 60:2d}:{elapsed % 60:02d}] {message}")
 
 
-def bring_up_cli(args: UpOptions) -> None:
+def bring_up_cli(args: stack.UpOptions) -> None:
     """``mur up``: run :func:`devstack.stack.bring_up` with progress on stdout, then print the summary."""
-    from devstack import stack
-    from devstack.services import stack_services
+    from mur.commands.local import services, stack
     from mur.settings import get_settings
 
     say = _Clock()
@@ -131,7 +127,7 @@ def bring_up_cli(args: UpOptions) -> None:
             err=True,
         )
         raise
-    names = stack_services(report.settings).keys()
+    names = services.stack_services(report.settings).keys()
     for line in stack.summary_lines(report, names):
         typer.echo(line)
 
@@ -148,7 +144,7 @@ def use_ray_nodes(nodes: int) -> None:
 
 def bring_down_cli() -> None:
     """``mur down`` with progress on stdout."""
-    from devstack import stack
+    from mur.commands.local import stack
     from mur.settings import get_settings
 
     say = _Clock()
@@ -253,12 +249,12 @@ def register(app: typer.Typer) -> None:
 
         Idempotent: running services are kept, the admin is created once, trained pairs are not retrained.
         """
-        from devstack.stack import UpOptions
+        from mur.commands.local import stack
 
         if nodes is not None:
             use_ray_nodes(nodes)
         bring_up_cli(
-            UpOptions(
+            stack.UpOptions(
                 pairs=[p for p in (pairs or "").split(",") if p.strip()] or None,
                 epochs=epochs,
                 train_days=train_days,

@@ -1,0 +1,52 @@
+"""The CLI's one way into the local platform (``devstack``, its own distribution: ``devstack/pyproject.toml``).
+
+``from mur.commands.local import stack`` inside a command imports ``devstack.stack`` then; where the local
+platform is not installed (the product's wheel and images), the command fails with one line saying how to
+install it, and ``mur``'s other commands run as ever. Only this module imports ``devstack`` within ``mur``
+(``tests/unit/test_architecture.py``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from mur.errors import ConfigError
+
+if TYPE_CHECKING:  # the names below, typed; imported when a command asks for one (__getattr__)
+    from devstack import (  # noqa: F401
+        airflow,
+        backup,
+        config,
+        first_run,
+        health,
+        replay,
+        secret_files,
+        services,
+        stack,
+        supervisor,
+    )
+    from mur.settings import Settings
+
+NOT_INSTALLED = (
+    "the local platform is not installed: pip install -e ./devstack (bash infra/install.sh does it)"
+)
+
+
+def __getattr__(name: str) -> ModuleType:
+    """``devstack.<name>``, imported on first use."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    if importlib.util.find_spec("devstack") is None:
+        raise ConfigError(NOT_INSTALLED)
+    return importlib.import_module(f"devstack.{name}")
+
+
+def stack_settings(*, export: bool = False) -> Settings:
+    """The settings as ``mur up`` aligns them (:func:`devstack.config.align_settings`: URLs follow their
+    ports, the Ray token from the stack's secrets file when the environment has none); with ``export`` also
+    into ``os.environ``, for the processes this one starts."""
+    from mur.settings import get_settings
+
+    return __getattr__("config").align_settings(get_settings(), export=export)
