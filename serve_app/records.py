@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
+from mur.clock import as_utc
 from mur.db import TokenOwner
 from mur.db.alias_history import MAX_MOVES
 from mur.errors import InvalidInputError, NotFoundError, UnknownPairError
@@ -208,7 +209,7 @@ async def forecast_as_of(service: ApiService, pair: str, at: datetime) -> dict[s
     from mur.db.served import served_candle, served_forecast
     from mur.serving.contract import TIMESTAMP_MAX, TIMESTAMP_MIN
 
-    name, at = known_pair(service, pair), _aware(at) or at
+    name, at = known_pair(service, pair), as_utc(at)
     if not TIMESTAMP_MIN <= at < TIMESTAMP_MAX:
         raise InvalidInputError(f"as_of must lie between {TIMESTAMP_MIN.year} and {TIMESTAMP_MAX.year}")
     rows = await service.query(lambda db: served_forecast(db, pair=name, at=at))
@@ -280,7 +281,7 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
         (every row resolved and labelled ``backtest``). Uses no quota."""
         name = served(pair)
         hour = service.clock.hour()
-        start, end = _aware(since), _aware(until)
+        start, end = (None if t is None else as_utc(t) for t in (since, until))
         if start is not None and end is not None and start >= end:
             raise InvalidInputError(f"from ({start.isoformat()}) must be before to ({end.isoformat()})")
 
@@ -289,13 +290,7 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
             return record(db, name, market_hour=hour, limit=limit, horizon=horizon, since=start, until=end)
 
         body = await service.query(read)
-        if format == "csv":
-            return Response(
-                track_record_csv(body),
-                media_type="text/csv; charset=utf-8",
-                headers={"Content-Disposition": f'attachment; filename="{name}-{source}-track-record.csv"'},
-            )
-        return body
+        return _csv(track_record_csv(body), f"{name}-{source}-track-record.csv") if format == "csv" else body
 
     @api.get(
         "/v1/paper/{pair}",
@@ -337,11 +332,7 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
             paper_of, rows, pair=name, market_hour=hour, rule=rule, candles=candles
         )
         if format == "csv" or "text/csv" in request.headers.get("accept", ""):
-            return Response(
-                paper_csv(body),
-                media_type="text/csv; charset=utf-8",
-                headers={"Content-Disposition": f'attachment; filename="{name}-paper-not-advice.csv"'},
-            )
+            return _csv(paper_csv(body), f"{name}-paper-not-advice.csv")
         return body
 
     @api.get(
@@ -396,10 +387,7 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
         return {"pair": name, "moves": [m.as_json() for m in moves]}
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """A query time as timezone-aware UTC (a time without a zone is UTC)."""
-    from datetime import UTC
-
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def _csv(text: str, filename: str) -> Response:
+    """A CSV answer, downloaded as ``filename``."""
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    return Response(text, media_type="text/csv; charset=utf-8", headers=headers)
