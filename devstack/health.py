@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import socket
+from pathlib import Path
 from typing import Any
 
 from devstack.services import Service
@@ -10,26 +12,21 @@ from mur.settings import Settings
 
 
 def probe(service: Service, timeout_s: float = 2.0) -> bool:
-    """True when the service passes its health check now: its health URL answers 2xx (and, with
-    ``health_status``, JSON reporting that component ``healthy``), or, without a URL, its port accepts."""
+    """True when the service passes its health check now: its health URL answers 2xx, or, without a URL, its
+    port accepts; a service with neither has no check of its own (its process is its health)."""
     if service.health_url:
         import httpx
 
         try:  # never via a proxy
-            response = httpx.get(
+            return httpx.get(
                 service.health_url,
                 headers=service.health_headers,
                 timeout=timeout_s,
                 trust_env=False,
                 follow_redirects=True,
-            )
-            if not response.is_success or not service.health_status:
-                return response.is_success
-            body = response.json()
-        except (httpx.HTTPError, ValueError):
+            ).is_success
+        except httpx.HTTPError:
             return False
-        component = body.get(service.health_status) if isinstance(body, dict) else None
-        return isinstance(component, dict) and component.get("status") == "healthy"
     if service.port is not None:
         return port_open(service.host, service.port, timeout_s)
     return False
@@ -38,8 +35,30 @@ def probe(service: Service, timeout_s: float = 2.0) -> bool:
 def check_text(service: Service) -> str:
     """The health check, in words."""
     if service.health_url:
-        return service.health_url + (f" ({service.health_status} healthy)" if service.health_status else "")
-    return f"tcp://{service.host}:{service.port}"
+        return service.health_url
+    return f"tcp://{service.host}:{service.port}" if service.port is not None else "its process running"
+
+
+STATE_FILE, ALERTS_FILE = "watchdog.json", "service-alerts.jsonl"  # in the runtime dir
+
+
+def read_state(settings: Settings) -> dict[str, dict[str, Any]]:
+    """What the watchdog (:mod:`devstack.watchdog`) did, per service: ``restarts``, ``state`` (running,
+    restarting, fatal), ``failures`` (deaths in a row), ``sid`` and ``since`` (its last start)."""
+    try:
+        data = json.loads((Path(settings.general.runtime_dir) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def latest_alerts(settings: Settings, limit: int = 5) -> list[dict[str, Any]]:
+    """The newest service alerts the watchdog recorded (delivered or not), oldest first."""
+    try:
+        lines = (Path(settings.general.runtime_dir) / ALERTS_FILE).read_text().splitlines()
+    except OSError:
+        return []
+    return [json.loads(line) for line in lines[-limit:] if line.strip()]
 
 
 def port_open(host: str, port: int, timeout_s: float = 1.0) -> bool:

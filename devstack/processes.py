@@ -36,6 +36,13 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
+def leader_alive(sid: int) -> bool:
+    """True while the leader of session ``sid`` (a service's main process, pid = sid) runs."""
+    with contextlib.suppress(OSError, psutil.Error):
+        return psutil.Process(sid).status() not in DEAD and os.getsid(sid) == sid
+    return False
+
+
 def _reap(pids: Iterable[int]) -> None:
     """Collect exit statuses of our own children so they do not linger as zombies."""
     for pid in pids:

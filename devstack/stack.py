@@ -7,7 +7,7 @@ Steps of :func:`bring_up` (each prints its progress):
 2. PostgreSQL: the app, MLflow and Airflow databases exist; ``sql/`` migrations are applied;
 3. services (:mod:`devstack.services`, run by :mod:`devstack.supervisor`): ray alone first, then
    each service once its dependencies are healthy, up to 3 side by side; a failure names the service and
-   quotes its log;
+   quotes its log; the watchdog (:mod:`devstack.watchdog`), started first, restarts a service that dies;
 4. the admin user (dashboard + API), created once with a generated password printed once;
 5. training (:mod:`devstack.first_run`): the training DAG is triggered through Airflow's REST API for
    the pairs that have no champion yet, then unpaused; without Airflow, Ray jobs are submitted directly;
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devstack import airflow, first_run, supervisor
+from devstack import airflow, first_run, supervisor, watchdog
 from devstack.config import align_settings, fix_market_clock, pause_market_clock, remembered_ray_nodes
 from devstack.first_run import AdminResult
 from devstack.processes import leftover_processes
@@ -264,6 +264,7 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
 
     registry = stack_services(settings)
     say(f"services: {', '.join(supervisor.plan(registry, None))}")
+    say(f"watchdog: pid {watchdog.start(settings)} (restarts a service whose process dies: mur status)")
     report.started = start_all(settings, parallel=options.parallel, say=say)
 
     report.admin = first_run.ensure_admin(settings, options.admin_user, options.admin_password)
@@ -327,6 +328,7 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
 def bring_down(settings: Settings, *, say: Say) -> list[StopResult]:
     """Stop every service ``mur up`` started (dependents first), then report processes that outlived them."""
     settings = align_settings(settings)
+    watchdog.stop(settings)
     registry = stack_services(settings)
     if "serve" in registry and supervisor.running_pid(settings, "ray") is not None:
         # the Ray head stops too, and Serve with it: no need to remove the app first

@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from devstack.health import check_text, port_open, probe
-from devstack.processes import STACK_MARKER, memory_mb, session_members, terminate
+from devstack.health import check_text, port_open, probe, read_state
+from devstack.processes import STACK_MARKER, leader_alive, memory_mb, session_members, terminate
 from devstack.services import CORE_SERVICES as CORE_SERVICES
 from devstack.services import Service, stack_services
 from mur.errors import MurError, ServiceError
@@ -67,7 +67,7 @@ class ServiceStatus:
     """A service's state as seen now."""
 
     name: str
-    state: Literal["running", "unhealthy", "external", "stopped"]
+    state: Literal["running", "unhealthy", "external", "stopped", "restarting", "fatal"]
     pid: int | None
     port: int | None
     healthy: bool
@@ -75,6 +75,7 @@ class ServiceStatus:
     memory_mb: float | None
     log_path: Path
     disk_mb: float | None = None  # the size of its data dir on disk (Service.data_dir), when it has one
+    restarts: int = 0  # by the watchdog (devstack.watchdog)
 
     @property
     def running(self) -> bool:
@@ -108,18 +109,28 @@ def running_pid(settings: Settings, name: str, *, clean: bool = False) -> int | 
 
 
 @contextlib.contextmanager
-def _service_lock(settings: Settings, name: str) -> Iterator[None]:
-    """Serialise start/stop of one service across processes (flock on ``pids/NAME.lock``)."""
+def service_lock(settings: Settings, name: str, *, wait: bool = True) -> Iterator[bool]:
+    """Serialise start/stop of one service across processes (flock on ``pids/NAME.lock``); without ``wait``,
+    yields False at once when another process holds it."""
     import fcntl
 
     path = pid_path(settings, name).with_suffix(".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def answers(service: Service, sid: int) -> bool:
+    """Healthy, judged from the service itself: its main process runs and its own check (if any) passes."""
+    return leader_alive(sid) and (probe(service) if service.health_url or service.port else True)
 
 
 # --- waiting --------------------------------------------------------------------------------------
@@ -159,13 +170,13 @@ def _wait_healthy(
 
     def healthy() -> bool:
         rc = proc.poll() if proc is not None else None
-        if rc is None and probe(service):
+        if rc is None and answers(service, sid):
             return True
         died = None
         if rc is not None:
             died = f"exited with code {rc}"
-        elif proc is None and not session_members(sid):
-            died = "exited (no process left)"
+        elif proc is None and not leader_alive(sid):
+            died = "exited"
         if died:
             if writer is not None:  # let the log writer drain what the service wrote last
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -180,7 +191,7 @@ def _wait_healthy(
         healthy,
         what=f"{service.name} to answer {check}",
         timeout_s=timeout_s,
-        interval_s=1.0 if service.health_status else 0.3,  # each probe a database query of the API server
+        interval_s=0.3,
         error=lambda _: ServiceError(
             f"{service.name} did not answer {check} within {timeout_s:.0f} s; last lines of {log}:\n"
             + _log_tail(log, offset)
@@ -195,10 +206,15 @@ def start_service(settings: Settings, service: Service, *, progress: Progress | 
     say = progress or (lambda _msg: None)
     began = time.monotonic()
     log = log_path(settings, service.name)
-    with _service_lock(settings, service.name):
+    with service_lock(settings, service.name):
         pid = running_pid(settings, service.name, clean=True)
+        if pid is not None and not leader_alive(pid):  # its main process died: what is left of it goes
+            say(f"{service.name}: its main process (pid {pid}) died; stopping what is left of it")
+            terminate(pid, service.stop_timeout_s, first=service.stop_first, last=service.stop_last)
+            pid_path(settings, service.name).unlink(missing_ok=True)
+            pid = None
         if pid is not None:
-            if not probe(service):
+            if not answers(service, pid):
                 say(f"{service.name}: running (session {pid}) but not healthy yet, waiting …")
                 _wait_healthy(service, pid, None, service.start_timeout_s, log, max(0, _size(log) - 20_000))
             return StartResult(service.name, "running", pid, time.monotonic() - began)
@@ -299,7 +315,7 @@ def stop_service(settings: Settings, service: Service, *, progress: Progress | N
     """Stop ``service`` if mur started it (SIGTERM to its session, SIGKILL after ``stop_timeout_s``)."""
     say = progress or (lambda _msg: None)
     began = time.monotonic()
-    with _service_lock(settings, service.name):
+    with service_lock(settings, service.name):
         sid = running_pid(settings, service.name, clean=True)
         if sid is None:
             action: Literal["not running", "external"] = "external" if probe(service, 0.5) else "not running"
@@ -315,13 +331,20 @@ def stop_service(settings: Settings, service: Service, *, progress: Progress | N
         return StopResult(service.name, how, time.monotonic() - began)
 
 
-def service_status(settings: Settings, service: Service) -> ServiceStatus:
-    """Whether ``service`` runs (and was started by mur), answers its health check, and what it uses."""
+def service_status(
+    settings: Settings, service: Service, watched: dict[str, dict[str, Any]] | None = None
+) -> ServiceStatus:
+    """Whether ``service`` runs (and was started by mur), answers its health check, what it uses, and what
+    the watchdog did (``watched``: :func:`devstack.health.read_state`)."""
     pid = running_pid(settings, service.name)
-    healthy = probe(service)
+    healthy = answers(service, pid) if pid is not None else probe(service)
     members = session_members(pid) if pid is not None else []
-    if pid is not None:
-        state: Literal["running", "unhealthy", "external", "stopped"] = "running" if healthy else "unhealthy"
+    seen = (watched or {}).get(service.name, {})
+    state: Literal["running", "unhealthy", "external", "stopped", "restarting", "fatal"]
+    if seen.get("state") in ("restarting", "fatal") and not healthy:
+        state = seen["state"]
+    elif pid is not None:
+        state = "running" if healthy else "unhealthy"
     else:
         state = "external" if healthy else "stopped"
     return ServiceStatus(
@@ -334,6 +357,7 @@ def service_status(settings: Settings, service: Service) -> ServiceStatus:
         memory_mb=memory_mb(members) if members else None,
         log_path=log_path(settings, service.name),
         disk_mb=_disk_mb(service.data_dir) if service.data_dir is not None else None,
+        restarts=int(seen.get("restarts", 0)),
     )
 
 
@@ -447,8 +471,9 @@ def status(
 
     registry = services if services is not None else stack_services(settings)
     order = plan(registry, names, with_deps=False)
+    watched = read_state(settings)
     with ThreadPoolExecutor(max_workers=max(1, len(order))) as pool:
-        return list(pool.map(lambda name: service_status(settings, registry[name]), order))
+        return list(pool.map(lambda name: service_status(settings, registry[name], watched), order))
 
 
 def describe_start(result: StartResult, service: Service) -> str:

@@ -46,7 +46,7 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
     ray_up = any(r.name == "ray" and r.healthy for r in rows)
     nodes = health.ray_nodes(settings) if ray_up else None
     if as_json:
-        fields = ("state", "pid", "port", "healthy", "processes", "memory_mb", "disk_mb")
+        fields = ("state", "pid", "port", "healthy", "processes", "memory_mb", "disk_mb", "restarts")
         payload = [
             {
                 "service": r.name,
@@ -59,9 +59,10 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
         typer.echo(json.dumps(payload, indent=2))
         return
     colours = {"running": "green", "unhealthy": "yellow", "external": "cyan", "stopped": "dim"}
+    colours |= {"restarting": "yellow", "fatal": "red"}
     table = Table(title="mur services")
-    for column in ("service", "state", "pid", "port", "health", "procs", "memory", "disk"):
-        numeric = column in ("pid", "port", "procs", "memory", "disk")
+    for column in ("service", "state", "pid", "port", "health", "procs", "memory", "disk", "restarts"):
+        numeric = column in ("pid", "port", "procs", "memory", "disk", "restarts")
         table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
     for r in rows:
         table.add_row(
@@ -73,6 +74,7 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
             str(r.processes),
             f"{r.memory_mb:.0f} MiB" if r.memory_mb is not None else "-",
             f"{r.disk_mb:.1f} MiB" if r.disk_mb is not None else "-",
+            str(r.restarts),
         )
     console = Console()
     console.print(table)
@@ -92,6 +94,12 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
         console.print(node_table)
     if rows:
         console.print(f"logs: {_short_path(rows[0].log_path.parent)}/NAME.log", highlight=False, markup=False)
+    from devstack.health import latest_alerts
+
+    for alert in latest_alerts(settings, limit=3):  # the watchdog's, delivered or not
+        sent = "sent" if alert["delivered"] else "not delivered (no MUR_DISCORD_WEBHOOK_URL, or it failed)"
+        line = f"alert {alert['at']} {alert['service']} {alert['event']}: {alert['message']} [{sent}]"
+        console.print(line, highlight=False, markup=False)
 
 
 class _Clock:

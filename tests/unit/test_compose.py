@@ -202,9 +202,10 @@ def test_every_local_service_mirrors_its_compose_counterpart(name: str) -> None:
     for key, value in local.env.items():
         assert key in LOCAL_ENV or key in env(prod), f"the local service sets {key}, compose does not"
         assert key not in SAME_VALUE_ENV or resolve(str(env(prod)[key])) == value, key
-    if local.health_status:  # a job's heartbeat, read by the API server locally, by the CLI in compose
-        job = {"dag_processor": "DagProcessorJob", "triggerer": "TriggererJob"}[local.health_status]
-        assert check(prod) == ["airflow", "jobs", "check", "--job-type", job, "--local"]
+    if name in ("airflow-dag-processor", "airflow-triggerer"):  # each judged by itself, never another service
+        job = {"airflow-dag-processor": "DagProcessorJob", "airflow-triggerer": "TriggererJob"}[name]
+        assert check(prod) == ["airflow", "jobs", "check", "--job-type", job, "--local"]  # its own heartbeat
+        assert local.health_url is None and local.port is None  # locally: its process (the watchdog's rule)
         return
     assert local.health_url, name  # the same path (maybe piped to grep)
     path = "/" + local.health_url.split("://", 1)[1].split("/", 1)[1]

@@ -1,0 +1,206 @@
+"""The stack's watchdog: a service whose main process died is restarted, with backoff, and an alert.
+
+``mur up`` starts one per runtime dir (``python -m devstack.watchdog``, in a session of its own, pid in
+``{runtime_dir}/watchdog.pid``); ``mur down`` stops it before the services. Every ``INTERVAL_S`` it looks at
+the services that have a pid file (those mur started) and judges each from its own process: the session
+leader, the service's main process, alive or not; never through another service. A dead one is restarted
+by :func:`devstack.supervisor.start_service` (what is left of its session stopped first, then its
+``before_start``, the health wait and ``after_start``, as ``mur up`` does), at once the first time, then
+after 2, 4, 8 … s while it keeps dying within ``STABLE_S`` of its last start; after ``MAX_FAILURES`` such
+deaths in a row it is left stopped, ``fatal``, until ``mur up`` starts it again.
+
+Each restart counts in ``{runtime_dir}/watchdog.json`` (``mur status``: restarts, state) and each death and
+each give-up is an alert: sent to Discord when ``MUR_DISCORD_WEBHOOK_URL`` is set
+(:mod:`mur.orchestration.alerts`) and always recorded, delivered or not, in
+``{runtime_dir}/service-alerts.jsonl`` (``mur status`` prints the latest).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from devstack.health import ALERTS_FILE, STATE_FILE, read_state
+from devstack.processes import leader_alive, terminate
+from devstack.services import Service
+from mur.errors import MurError
+from mur.settings import PROJECT_ROOT, Settings
+
+INTERVAL_S = 1.0
+STABLE_S = 60.0
+"""A service that ran this long since its last (re)start counts as recovered: its next death restarts at once."""
+MAX_FAILURES = 5
+MAX_BACKOFF_S = 60.0
+PID_FILE = "watchdog.pid"
+
+
+def backoff_s(failures: int) -> float:
+    """The wait before restart number ``failures`` of a service dying again and again: 0, 2, 4, 8 … s."""
+    return 0.0 if failures <= 1 else min(2.0 ** (failures - 1), MAX_BACKOFF_S)
+
+
+def alert(settings: Settings, service: str, event: str, message: str) -> dict[str, Any]:
+    """Send a service alert (Discord, when its webhook is set) and record it, delivered or not."""
+    from mur.orchestration.alerts import ORANGE, RED, Alert, send
+
+    delivered = False
+    if settings.airflow.discord_webhook_url:  # an Airflow Connection is read inside Airflow's tasks only
+        title = f"{'🛑' if event == 'fatal' else '🔁'} {service} {'gave up' if event == 'fatal' else event}"
+        color = RED if event == "fatal" else ORANGE
+        runtime = str(settings.general.runtime_dir)
+        delivered = send(Alert(title, "local stack", runtime, reason=message, color=color), settings)
+    row: dict[str, Any] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "service": service, "event": event}
+    row |= {"message": message, "delivered": delivered}
+    with open(Path(settings.general.runtime_dir) / ALERTS_FILE, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    return row
+
+
+class Watchdog:
+    """Watch one stack's services; :meth:`run` until ``stop`` is set (tests run it in a thread)."""
+
+    def __init__(self, settings: Settings, registry: Callable[[Settings], dict[str, Service]]) -> None:
+        self.settings, self.registry = settings, registry
+        self.runtime = Path(settings.general.runtime_dir)
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.state = read_state(settings)
+        self.busy: set[str] = set()
+
+    def save(self, name: str, **values: Any) -> None:
+        with self.lock:
+            self.state.setdefault(name, {"restarts": 0, "failures": 0}).update(values)
+            path = self.runtime / STATE_FILE
+            path.with_suffix(".tmp").write_text(json.dumps(self.state, indent=1))
+            os.replace(path.with_suffix(".tmp"), path)
+
+    def run(self) -> None:
+        while not self.stop.wait(INTERVAL_S):
+            self.check()
+
+    def check(self) -> None:
+        """One look at every pid file: a dead leader starts a restart (one thread per service)."""
+        for pid_file in sorted((self.runtime / "pids").glob("*.pid")):
+            name = pid_file.stem
+            try:
+                sid = int(pid_file.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            known = self.state.get(name, {})
+            if leader_alive(sid):
+                fresh = known.get("sid") != sid or known.get("state") != "running"
+                if fresh and name not in self.busy:  # started by someone else (mur up): a clean slate
+                    self.save(name, sid=sid, state="running", since=time.time(), failures=0)
+                elif known.get("failures") and time.time() - known.get("since", 0) > STABLE_S:
+                    self.save(name, failures=0)
+            elif name not in self.busy:
+                self.busy.add(name)
+                threading.Thread(target=self.restart, args=(name, sid), daemon=True).start()
+
+    def restart(self, name: str, sid: int) -> None:
+        from devstack.supervisor import pid_path, service_lock, start_service
+
+        try:
+            with service_lock(self.settings, name, wait=False) as free:
+                if not free or not pid_path(self.settings, name).exists():
+                    return  # being started or stopped (mur up, mur down): theirs to finish
+            failures, announced = int(self.state.get(name, {}).get("failures", 0)), False
+            while not self.stop.is_set():
+                failures += 1
+                if failures > MAX_FAILURES:
+                    why = (
+                        f"its process (pid {sid}) died again, {MAX_FAILURES} restarts within {STABLE_S:.0f} s"
+                    )
+                    self.give_up(name, sid, why)
+                    return
+                wait = backoff_s(failures)
+                if not announced:  # once per death; a failed restart says so itself
+                    alert(
+                        self.settings, name, "died", f"its process (pid {sid}) exited; restart in {wait:g} s"
+                    )
+                    announced = True
+                self.save(name, state="restarting", failures=failures)
+                if self.stop.wait(wait):
+                    return
+                service = self.registry(self.settings).get(name)
+                if service is None:  # no longer part of the stack (fewer Ray nodes)
+                    self.give_up(name, sid, "no longer in the stack's services")
+                    return
+                self.save(name, restarts=int(self.state[name]["restarts"]) + 1)
+                try:
+                    result = start_service(self.settings, service)
+                except MurError as exc:
+                    alert(self.settings, name, "restart failed", str(exc).splitlines()[0])
+                    continue
+                self.save(name, state="running", sid=result.pid, since=time.time())
+                return
+        finally:
+            self.busy.discard(name)
+
+    def give_up(self, name: str, sid: int, why: str) -> None:
+        from devstack.supervisor import pid_path, stop_service
+
+        if name in self.registry(self.settings):
+            stop_service(self.settings, self.registry(self.settings)[name])  # what is left of its session
+        pid_path(self.settings, name).unlink(missing_ok=True)
+        self.save(name, state="fatal")
+        alert(self.settings, name, "fatal", f"{name} left stopped: {why} (mur up starts it again)")
+
+
+def running(settings: Settings) -> int | None:
+    """The stack's watchdog's pid while it runs."""
+    try:
+        pid = int((Path(settings.general.runtime_dir) / PID_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if leader_alive(pid) else None
+
+
+def start(settings: Settings) -> int:
+    """Start the stack's watchdog unless it runs (``mur up``), with this process's environment; its pid."""
+    pid = running(settings)
+    if pid is None:
+        log = Path(settings.general.runtime_dir) / "logs" / "watchdog.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            pid = subprocess.Popen(
+                [sys.executable, "-m", "devstack.watchdog"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=PROJECT_ROOT,
+                start_new_session=True,
+            ).pid
+        (Path(settings.general.runtime_dir) / PID_FILE).write_text(f"{pid}\n")
+    return pid
+
+
+def stop(settings: Settings) -> None:
+    """Stop the stack's watchdog (``mur down``, before the services): nothing restarts what stops."""
+    pid = running(settings)
+    if pid is not None:
+        terminate(pid, 10.0)
+    (Path(settings.general.runtime_dir) / PID_FILE).unlink(missing_ok=True)
+
+
+def main() -> None:
+    from devstack.config import align_settings
+    from devstack.services import stack_services
+    from mur.settings import get_settings
+
+    watchdog = Watchdog(align_settings(get_settings()), stack_services)
+    signal.signal(signal.SIGTERM, lambda *_: watchdog.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: watchdog.stop.set())
+    watchdog.run()
+
+
+if __name__ == "__main__":
+    main()
