@@ -1,9 +1,8 @@
-"""The CLI's one way into the local platform (``devstack``, its own distribution: ``devstack/pyproject.toml``).
+"""The CLI's one way into the local platform, ``devstack`` (a distribution of its own: devstack/pyproject.toml).
 
-``from mur.commands.local import stack`` inside a command imports ``devstack.stack`` then; where the local
-platform is not installed (the product's wheel and images), the command fails with one line saying how to
-install it, and ``mur``'s other commands run as ever. Only this module imports ``devstack`` within ``mur``
-(``tests/unit/test_architecture.py``).
+``from mur.commands.local import stack`` in a command imports ``devstack.stack`` then; where it is not installed
+(the product's wheel and images) the command fails with one line saying how to install it. Only this module of
+``mur`` imports ``devstack`` (tests/unit/test_architecture.py).
 """
 
 from __future__ import annotations
@@ -29,14 +28,12 @@ if TYPE_CHECKING:  # the names below, typed; imported when a command asks for on
     )
     from mur.settings import Settings
 
-NOT_INSTALLED = (
-    "the local platform is not installed: pip install -e ./devstack (bash infra/install.sh does it)"
-)
+NOT_INSTALLED = "the local platform is not installed: pip install -e ./devstack (as infra/install.sh does)"
 
 
 def __getattr__(name: str) -> ModuleType:
-    """``devstack.<name>``, imported on first use."""
-    if name.startswith("__"):
+    """``devstack.<name>``, imported on first use (private names, ``__path__`` included, are not modules)."""
+    if name.startswith("_"):
         raise AttributeError(name)
     if importlib.util.find_spec("devstack") is None:
         raise ConfigError(NOT_INSTALLED)
@@ -44,9 +41,8 @@ def __getattr__(name: str) -> ModuleType:
 
 
 def stack_settings(*, export: bool = False) -> Settings:
-    """The settings as ``mur up`` aligns them (:func:`devstack.config.align_settings`: URLs follow their
-    ports, the Ray token from the stack's secrets file when the environment has none); with ``export`` also
-    into ``os.environ``, for the processes this one starts."""
+    """The settings as ``mur up`` aligns them (URLs follow their ports; the Ray token from the stack's secrets
+    file when the environment has none); with ``export`` also in ``os.environ``, for the processes started."""
     from mur.settings import get_settings
 
     return __getattr__("config").align_settings(get_settings(), export=export)
