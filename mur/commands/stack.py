@@ -94,9 +94,7 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
         console.print(node_table)
     if rows:
         console.print(f"logs: {_short_path(rows[0].log_path.parent)}/NAME.log", highlight=False, markup=False)
-    from devstack.health import latest_alerts
-
-    for alert in latest_alerts(settings, limit=3):  # the watchdog's, delivered or not
+    for alert in health.latest_alerts(settings, limit=3):  # the watchdog's, delivered or not
         sent = "sent" if alert["delivered"] else "not delivered (no MUR_DISCORD_WEBHOOK_URL, or it failed)"
         line = f"alert {alert['at']} {alert['service']} {alert['event']}: {alert['message']} [{sent}]"
         console.print(line, highlight=False, markup=False)
