@@ -61,19 +61,46 @@ def _generated_secret(settings: Settings, key: str, make: Callable[[], str]) -> 
 
 
 SECRETS_DIR = "secrets"
-S3_SECRET_FILES = {"mur_s3_access_key": "s3_access_key", "mur_s3_secret_key": "s3_secret_key"}
+S3_KEYS = ("s3_access_key", "s3_secret_key")
+MLFLOW_ADMIN = "mur-admin"
+MLFLOW_ROLES = ("trainer", "serve", "dash")
+"""The local stack's MLflow accounts (``mur-trainer``, …; devstack/mlflow_auth.py grants them): the trainer
+(Ray jobs, Airflow's tasks, the CLI) writes; Serve's registry watcher and the dashboard read."""
 
 
-def write_secrets_dir(settings: Settings) -> Path:
-    """The stack's S3 keys as one file each in ``{runtime_dir}/secrets`` (directory 700, files 600), the
-    ``MUR_SECRETS_DIR`` that a Ray job reads them from (Settings' secrets source) instead of the Ray head's
-    environment or the job's runtime env, which Ray logs."""
-    folder = Path(settings.general.runtime_dir) / SECRETS_DIR
+def stack_s3_keys(settings: Settings) -> dict[str, str]:
+    """The local store's S3 keys: ``MUR_S3_ACCESS_KEY``/``MUR_S3_SECRET_KEY`` from the environment, else
+    generated once into the stack's secrets file (never the settings' ``minioadmin`` defaults)."""
+    return {
+        name: os.environ.get(f"MUR_{name.upper()}")
+        or _generated_secret(settings, name, lambda: secrets.token_hex(20))
+        for name in S3_KEYS
+    }
+
+
+def mlflow_account(settings: Settings, role: str) -> dict[str, str]:
+    """``mlflow_username``/``mlflow_password`` of the stack's account for ``role`` (``admin`` or one of
+    :data:`MLFLOW_ROLES`), its password generated once into the stack's secrets file."""
+    password = _generated_secret(settings, f"mlflow_{role}_password", lambda: secrets.token_urlsafe(32))
+    return {"mlflow_username": f"mur-{role}", "mlflow_password": password}
+
+
+def write_secrets_dir(settings: Settings, role: str = "trainer") -> Path:
+    """The ``MUR_SECRETS_DIR`` of ``role``: one file per secret setting (directory 700, files 600), what
+    Settings' secrets source reads instead of the environment or a Ray job's runtime env, which Ray logs.
+    ``{runtime_dir}/secrets``: the trainer's MLflow account and the S3 keys (every process ``mur up`` starts,
+    Airflow's tasks, Ray jobs); ``secrets-serve`` (the Ray head: Serve's replicas) and ``secrets-dash``: their
+    read-only MLflow account only."""
+    folder = Path(settings.general.runtime_dir) / (
+        SECRETS_DIR if role == "trainer" else f"{SECRETS_DIR}-{role}"
+    )
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
-    for name, field_name in S3_SECRET_FILES.items():
-        path = folder / name
-        value = str(settings.flat()[field_name])
+    values = mlflow_account(settings, role)
+    if role == "trainer":
+        values |= {name: str(settings.flat()[name]) for name in S3_KEYS}
+    for field_name, value in values.items():
+        path = folder / f"mur_{field_name}"
         if not path.exists() or path.read_text() != value:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
@@ -131,6 +158,9 @@ def align_settings(settings: Settings, *, export: bool = True) -> Settings:
     runtime_dir = Path(settings.general.runtime_dir).resolve()
     update["runtime_dir"] = runtime_dir
     aligned = settings.replace(**update)
+    aligned = aligned.replace(**stack_s3_keys(aligned))
+    if "MUR_MLFLOW_USERNAME" not in os.environ:  # the stack's trainer account (mur train, mur up's checks)
+        aligned = aligned.replace(**mlflow_account(aligned, "trainer"))
     if (
         aligned.ray.ray_auth_mode == "token" and not aligned.ray.ray_auth_token
     ):  # the stack's token, from its secrets

@@ -19,11 +19,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack import airflow, seaweed
-from devstack.config import RAY_AUTH_SWITCH, RAY_LOOPBACK_SWITCH, RAY_TOKEN_VAR, ray_token, stack_secret
+from devstack import airflow, mlflow_auth, seaweed
+from devstack.config import (
+    RAY_AUTH_SWITCH,
+    RAY_LOOPBACK_SWITCH,
+    RAY_TOKEN_VAR,
+    ray_token,
+    stack_secret,
+    write_secrets_dir,
+)
 from devstack.provision import (
     ensure_bucket,
-    ensure_databases,
     migrate_app_database,
     serve_diagnosis,
     undeploy_serve,
@@ -211,12 +217,14 @@ RAY_HEAD_UNSET = (
     "AWS_SESSION_TOKEN",
     "MUR_S3_ACCESS_KEY",
     "MUR_S3_SECRET_KEY",
-    "MUR_SECRETS_DIR",
+    "MUR_MLFLOW_USERNAME",
+    "MUR_MLFLOW_PASSWORD",
 )
 """S3 credentials stay out of the Ray head's environment, which every Ray worker, job and Serve replica
 inherits: a job that writes Ray Train checkpoints to S3 reads them from the stack's secrets directory
 (``MUR_SECRETS_DIR`` in its runtime env, :func:`devstack.config.write_secrets_dir`); MLflow proxies
-every artefact, so nothing else on Ray needs them."""
+every artefact, so nothing else on Ray needs them. The head's own ``MUR_SECRETS_DIR`` holds Serve's
+read-only MLflow account only (a job's runtime env brings the trainer's)."""
 
 
 def ray_auth(settings: Settings) -> dict[str, str]:
@@ -237,6 +245,7 @@ def _ray_env(settings: Settings) -> dict[str, str]:
         # the single-node switch: every Ray socket on 127.0.0.1 (config.RAY_LOOPBACK_SWITCH says why);
         # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 in the environment opts out
         RAY_LOOPBACK_SWITCH: os.environ.get(RAY_LOOPBACK_SWITCH, "0"),
+        "MUR_SECRETS_DIR": str(write_secrets_dir(settings, "serve")),  # Serve's MLflow account (read-only)
         # token auth on every Ray API (GCS, raylets, Serve replicas' gRPC, dashboard, Jobs API)
         **ray_auth(settings),
         **serve_env(settings.ray.ray_dashboard_port - 8265),
@@ -344,8 +353,8 @@ def _ray_health_headers(settings: Settings) -> dict[str, str]:
 
 
 def _dash_env(settings: Settings) -> dict[str, str]:
-    """A persistent secret key, and Airflow's login for the "Train now" button."""
-    env: dict[str, str] = {}
+    """A persistent secret key, Airflow's login for the "Train now" button, its read-only MLflow account."""
+    env: dict[str, str] = {"MUR_SECRETS_DIR": str(write_secrets_dir(settings, "dash"))}
     if not settings.dashboard.secret_key and settings.general.env != "production":
         env["MUR_SECRET_KEY"] = stack_secret(settings)
     if settings.airflow.airflow_password is None:
@@ -392,9 +401,11 @@ def stack_services(settings: Settings) -> dict[str, Service]:
                 "--serve-artifacts",
                 "--workers",
                 "1",
+                *("--app-name", "basic-auth"),  # accounts only (devstack/mlflow_auth.py)
             ],
             env={
                 **_s3_client_env(s),
+                **mlflow_auth.server_env(s),
                 "MLFLOW_BACKEND_STORE_URI": s.db.sqlalchemy_url(s.db.mlflow_database),  # not in `ps`
                 # MLflow's GenAI job runner (8 huey processes, ~1 GB) is not used by this project
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get(
@@ -405,8 +416,9 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             health_url=f"{mlflow_url}/health",
             start_timeout_s=180,
             depends_on=("s3",),
-            before_start=functools.partial(ensure_databases, s, [s.db.mlflow_database]),
-            description="MLflow tracking server and model registry (artefacts proxied to S3)",
+            before_start=functools.partial(mlflow_auth.prepare, s),  # its database, the auth app's config
+            after_start=functools.partial(mlflow_auth.sync_accounts, s),
+            description="MLflow tracking server and model registry (artefacts proxied to S3), behind accounts",
         ),
         Service(
             name="ray",
@@ -473,6 +485,7 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             health_url=f"http://127.0.0.1:{s.serving.serve_port}/healthz",
             start_timeout_s=600,
             stop_timeout_s=20,
+            env={"MUR_SECRETS_DIR": str(write_secrets_dir(s, "serve"))},  # the keeper reads the registry
             depends_on=("ray", "mlflow"),
             cwd=PROJECT_ROOT,
             after_stop=functools.partial(undeploy_serve, s),

@@ -9,8 +9,9 @@ PostgreSQL, on the real server (skipped when it is unreachable):
 
 The shared local services (S3, MLflow, Ray), on a test stack (:data:`STACK_OFFSET_VAR`), never the defaults:
 
-- ``stack_settings`` (session): the Settings the services run with (``MUR_*``); starts nothing; at the end
-  removes the test stack (services, databases, runtime dir) unless ``MUR_KEEP_SERVICES=1``.
+- ``stack_settings`` (session): the Settings the services run with (``MUR_*``, and ``MUR_SECRETS_DIR``: the
+  stack's S3 keys and MLflow trainer account, ``devstack.config.mlflow_account`` gives the others); starts
+  nothing; at the end removes the test stack (services, databases, runtime dir) unless ``MUR_KEEP_SERVICES=1``.
 - ``services`` (session): starts what is not already healthy, reuses what is, yields the Settings, and at
   the end stops only what *it* started, unless ``MUR_KEEP_SERVICES=1`` (keep them for the next run: the
   first start costs about a minute on two cores).
@@ -49,7 +50,7 @@ import pytest
 from psycopg import sql
 from stack_ports import FIRST_STACK_OFFSET, SECOND_STACK_OFFSET, stack_env
 
-from devstack.config import use_stack_ray
+from devstack.config import stack_s3_keys, use_stack_ray, write_secrets_dir
 from mur.db import Database, migrate
 from mur.settings import PROJECT_ROOT, Settings, get_settings
 
@@ -72,6 +73,9 @@ if STACK_OFFSET <= 0:
 os.environ.update(stack_env(STACK_OFFSET, TEST_RUNTIME_ROOT, uuid.uuid4().hex[:6]))
 os.environ.pop("RAY_AUTH_TOKEN", None)  # the token of this stack's runtime dir, set just below
 use_stack_ray()  # Ray heads the tests start listen on 127.0.0.1, and their drivers (subprocesses too) join them
+_unaligned = get_settings()  # the stack's S3 keys and MLflow trainer account, as `mur up` gives its processes
+os.environ["MUR_SECRETS_DIR"] = str(write_secrets_dir(_unaligned.replace(**stack_s3_keys(_unaligned))))
+get_settings.cache_clear()
 
 
 def _admin_connection(settings: Settings) -> psycopg.Connection:

@@ -17,12 +17,19 @@ def configure(settings: Settings, *, fail_fast_s: float | None = None, quiet: bo
 
     Written to ``os.environ`` from the settings (never read back): MLflow reads its S3 endpoint
     (``MLFLOW_S3_ENDPOINT_URL``), its HTTP retries and its output switches only from the environment, and
-    boto3, under MLflow's artefact store, its keys.
+    boto3, under MLflow's artefact store, its keys; MLflow's client its account (``MUR_MLFLOW_USERNAME`` and
+    ``MUR_MLFLOW_PASSWORD`` → ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``).
     """
     import mlflow
     from mlflow import MlflowClient
 
-    wanted = dict(settings.registry.s3_env())
+    reg = settings.registry
+    wanted = dict(reg.s3_env())
+    if reg.mlflow_username and reg.mlflow_password:
+        wanted |= {
+            "MLFLOW_TRACKING_USERNAME": reg.mlflow_username,
+            "MLFLOW_TRACKING_PASSWORD": reg.mlflow_password,
+        }
     if fail_fast_s is not None:
         wanted |= {
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",

@@ -352,8 +352,14 @@ def log_and_register(
     )
 
 
-def registered_pairs(client: Any, prefix: str = MODEL_PREFIX) -> dict[str, dict[str, int]]:
-    """Pairs that have a registered ``mur-*`` model, each with its aliases (``{alias: version}``)."""
+def registered_pairs(
+    client: Any, prefix: str = MODEL_PREFIX, experiment: str | None = None
+) -> dict[str, dict[str, int]]:
+    """Pairs that have a registered ``mur-*`` model, each with its aliases (``{alias: version}``); a model
+    whose champion the trainer did not make (:func:`trained_here`) is left out."""
+    from mur.settings import get_settings
+
+    experiment = experiment or get_settings().registry.mlflow_experiment
     found: dict[str, dict[str, int]] = {}
     page_token = None
     while True:  # MLflow answers at most 100 models per page by default
@@ -361,11 +367,32 @@ def registered_pairs(client: Any, prefix: str = MODEL_PREFIX) -> dict[str, dict[
             f"name LIKE '{prefix}%'", max_results=1000, page_token=page_token
         )
         for model in page:
-            aliases = getattr(model, "aliases", None) or {}
-            found[model.name.removeprefix(prefix)] = {alias: int(v) for alias, v in aliases.items()}
+            aliases = {alias: int(v) for alias, v in (getattr(model, "aliases", None) or {}).items()}
+            pair = model.name.removeprefix(prefix)
+            if CHAMPION not in aliases or trained_here(client, model, aliases[CHAMPION], experiment):
+                found[pair] = aliases
         page_token = getattr(page, "token", None)
         if not page_token:
             return dict(sorted(found.items()))
+
+
+_TRUST: dict[tuple[str, int, int], bool] = {}
+
+
+def trained_here(client: Any, model: Any, version: int, experiment: str) -> bool:
+    """Whether ``version`` of ``model`` comes from the trainer: its run lies in the training experiment, where
+    only the trainer's MLflow account writes. Any logged-in account can create a registered model and
+    register versions of its own runs in it: Serve and the dashboard do not trust those. Remembered per
+    model (by creation time) and version."""
+    key = (model.name, int(getattr(model, "creation_timestamp", 0) or 0), version)
+    if key not in _TRUST:
+        run_id = client.get_model_version(model.name, str(version)).run_id
+        run = client.get_run(run_id) if run_id else None
+        home = client.get_experiment_by_name(experiment)
+        _TRUST[key] = bool(run and home and run.info.experiment_id == home.experiment_id)
+        if not _TRUST[key]:
+            log.warning("%s v%s was not registered by the trainer: not trusted", model.name, version)
+    return _TRUST[key]
 
 
 def champion_version(client: Any, pair: str, prefix: str = MODEL_PREFIX) -> Any | None:

@@ -99,6 +99,8 @@ class Settings(BaseModel):
                 raise ValueError("MUR_S3_ACCESS_KEY must not be the default minioadmin in production")
             if r.s3_secret_key in PLACEHOLDER_SECRETS | {"minioadmin"}:
                 raise ValueError("MUR_S3_SECRET_KEY must be set to a real secret in production")
+            if r.mlflow_username and (r.mlflow_password or "") in PLACEHOLDER_SECRETS:
+                raise ValueError("MUR_MLFLOW_PASSWORD must be set to a real password in production")
             if db.pg_password in PLACEHOLDER_SECRETS | {"postgres"}:
                 raise ValueError("MUR_PG_PASSWORD must be set to a real password in production")
             if db.pg_app_user and db.pg_app_password in PLACEHOLDER_SECRETS:

@@ -63,7 +63,9 @@ def test_a_tampered_champion_is_refused_and_the_previous_one_keeps_serving(
     settings = Settings()
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(
-        experiment_id=mlflow.create_experiment("e", artifact_location=str(tmp_path / "art"))
+        experiment_id=mlflow.create_experiment(  # the training experiment: Serve trusts only its runs
+            settings.registry.mlflow_experiment, artifact_location=str(tmp_path / "art")
+        )
     )
     client, name = MlflowClient(uri), model_name(PAIR, "mur-")
     good, bad = register(settings, 1.0), register(settings, 2.0)

@@ -159,8 +159,11 @@ def test_ray_token_auth_is_on_with_one_generated_token(
     assert stack_services(settings_for(tmp_path))["ray"].env[RAY_TOKEN_VAR] == token  # kept, not renewed
     secrets_file = tmp_path / "runtime" / SECRETS_FILE
     assert token in secrets_file.read_text() and stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
-    assert {"AWS_SECRET_ACCESS_KEY", "MUR_S3_SECRET_KEY", "MUR_SECRETS_DIR"} <= set(ray.env_unset)
+    assert {"AWS_SECRET_ACCESS_KEY", "MUR_S3_SECRET_KEY", "MUR_MLFLOW_PASSWORD"} <= set(ray.env_unset)
     assert "AWS_SECRET_ACCESS_KEY" not in ray.env
+    serve_secrets = Path(ray.env["MUR_SECRETS_DIR"])  # issue 41: Serve's read-only MLflow account, no S3 keys
+    assert sorted(p.name for p in serve_secrets.iterdir()) == ["mur_mlflow_password", "mur_mlflow_username"]
+    assert (serve_secrets / "mur_mlflow_username").read_text() == "mur-serve"
 
     monkeypatch.setenv(RAY_TOKEN_VAR, "x" * 40)  # a token from the environment wins
     assert stack_services(settings_for(tmp_path))["ray"].env[RAY_TOKEN_VAR] == "x" * 40
@@ -173,6 +176,9 @@ def test_ray_token_auth_is_on_with_one_generated_token(
     secrets_dir = Path(os.environ["MUR_SECRETS_DIR"])
     assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
     assert (secrets_dir / "mur_s3_secret_key").read_text() == aligned.registry.s3_secret_key
+    assert aligned.registry.s3_secret_key != "minioadmin" and len(aligned.registry.s3_access_key) >= 32
+    assert (secrets_dir / "mur_mlflow_username").read_text() == aligned.registry.mlflow_username == "mur-trainer"
+    assert stat.S_IMODE((secrets_dir / "mur_mlflow_password").stat().st_mode) == 0o600
 
     monkeypatch.setenv(RAY_AUTH_SWITCH, "disabled")  # only for tests of the refusal itself
     assert RAY_TOKEN_VAR not in stack_services(settings_for(tmp_path))["ray"].env
