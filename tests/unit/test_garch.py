@@ -67,3 +67,40 @@ def test_no_look_ahead(fitted: tuple[np.ndarray, GarchBaseline]) -> None:
         changed[origin + 1 :] *= np.exp(np.random.default_rng(k).normal(0, 0.05, len(close) - origin - 1))
         after = GarchBaseline(horizons=(1, 4, 24), levels=LEVELS).fit(changed, train_end=6000)
         np.testing.assert_array_equal(after.log_return_quantiles(origins[: k + 1]), before[: k + 1])
+
+
+def test_in_graph_range_is_the_recursion_on_the_window() -> None:
+    """:class:`mur.model.export.GarchRange` (what the ONNX graph serves) equals the numpy recursion run over
+    the window's returns from the long-run variance, the closed-form h-hour variance and the t quantiles."""
+    import torch
+
+    from mur.model.export import GarchRange
+    from mur.model.network import ModelConfig
+
+    cfg = ModelConfig(horizons=(1, 4, 24), quantile_levels=LEVELS)
+    close = simulate(cfg.input_len * 3)
+    windows = np.stack([close[i : i + cfg.input_len] for i in (0, 100, 300)])
+    x = np.zeros((3, cfg.input_len, len(cfg.feature_names)), dtype=np.float32)
+    x[..., 7] = windows
+    got = GarchRange(TRUE, cfg)(torch.from_numpy(x)).double().numpy()
+    for i, w in enumerate(windows.astype(np.float32).astype(np.float64)):
+        v = TRUE.variance_path(np.diff(np.log(w)))[-1]
+        for j, h in enumerate(cfg.horizons):
+            expected = 100 * np.sqrt(TRUE.horizon_variance(np.array([v]), h)) * TRUE.z(LEVELS)
+            np.testing.assert_allclose(got[i, j], expected, rtol=2e-4, atol=1e-6)
+
+
+def test_the_choice_per_horizon_takes_the_better_range_on_validation() -> None:
+    """:func:`mur.evaluation.intervals.choose_garch_weight`: where the GARCH range knows the volatility and
+    the model's does not (horizon 0) it takes the GARCH range; where the model's does (horizon 1), the model's."""
+    from mur.evaluation.intervals import choose_garch_weight
+
+    rng = np.random.default_rng(3)
+    sigma = np.exp(rng.normal(0, 0.7, 4000))
+    y = np.stack([sigma * rng.standard_normal(4000)] * 2, axis=1)
+    z = np.array([-1.645, 0.0, 1.645])
+    knows, flat = sigma[:, None] * z, np.ones((4000, 1)) * z * np.median(sigma)
+    q_model, q_garch = np.stack([flat, knows], axis=1), np.stack([knows, flat], axis=1)
+    weight, scale = choose_garch_weight(q_model, q_garch, y, 2000, (1, 1), 1, 0.9)
+    assert weight.tolist() == [1.0, 0.0]
+    assert scale == pytest.approx([1.0, 1.0], abs=0.1)
