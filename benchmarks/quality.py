@@ -22,11 +22,7 @@ Model vs (c) per pair and horizon (issue 39): both coverages, interval skill vs 
 interval and the one-sided p-value of "the model's ranges are worse": each span's skill standard error is
 HAC on its per-window Winkler differences (lag h - 1, in the metrics document); the spans are disjoint in
 time and combined as independent, weighted by (c)'s summed Winkler score (the pooled skill is exactly that
-weighted mean). Beside it, per span, the weight of the model's own in-graph GARCH(1,1)-t range in the range
-it serves at that horizon (``garch_weight`` in the metrics document: chosen per horizon on the training
-run's validation span, :func:`mur.evaluation.intervals.choose_garch_weight`, from GARCH parameters fitted on
-its training span). The candidate weights and the criterion were fixed before any span was scored with
-them; nothing was tuned on these spans (the figures before the choice existed: docs/forecasts.md).
+weighted mean).
 
 A 36-day span holds only ~36 independent 24 h outcomes (sampling error ~0.05 on a 24 h coverage), so the
 spans are scored together: coverage over all their windows, skills as ratios of summed scores. Six spans
@@ -218,8 +214,6 @@ def main() -> None:
         for i, h in enumerate(docs[0]["horizons"]):
             together = [d["horizons"][i] for d in docs]
             rows.append(row_of(pair, together))
-            # the weight of the GARCH range each span's model serves at this horizon (None: before the choice)
-            rows[-1]["garch_weight_by_span"] = [d.get("garch_weight", {}).get(str(h["hours"])) for d in docs]
             last_span_rows.append(row_of(pair, together[:1]))
             for k in range(len(together)):
                 latest_k_rows[k].append(row_of(pair, together[: k + 1]))
@@ -242,17 +236,13 @@ def main() -> None:
             f"{row['interval_skill_vs_ewma']:>+13.4f} {row['ewma_skill_vs_naive']:>+10.4f} "
             f"{row['ewma_coverage']:>7.3f}"
         )
-    header = (
-        f"{'pair':<10} {'h':>3} {'coverage':>8} {'cov (c)':>7} {'skill vs (c)':>12}  {'95 % CI':<17} "
-        f"{'p worse':>7}  GARCH weight served, per span (latest first)"
-    )
+    header = f"{'pair':<10} {'h':>3} {'coverage':>8} {'cov (c)':>7} {'skill vs (c)':>12}  {'95 % CI':<17} {'p worse':>7}"
     print(f"\nmodel vs (c) GARCH(1,1)-t, the spans together:\n{header}\n{'-' * len(header)}")
     for row in rows:
         s, se = row["interval_skill_vs_garch"], row["interval_skill_se_vs_garch"]
         print(
             f"{row['pair']:<10} {row['hours']:>3} {row['coverage']:>8.3f} {row['garch_coverage']:>7.3f} "
-            f"{s:>+12.4f}  [{s - 1.96 * se:+.4f}, {s + 1.96 * se:+.4f}] {row['p_worse_than_garch']:>7.3f}  "
-            + " ".join("-" if w is None else f"{w:g}" for w in row["garch_weight_by_span"])
+            f"{s:>+12.4f}  [{s - 1.96 * se:+.4f}, {s + 1.96 * se:+.4f}] {row['p_worse_than_garch']:>7.3f}"
         )
     print("\ncoverage of the 90 % range per span, latest first:")
     print("\n".join(by_span))
@@ -281,7 +271,7 @@ def main() -> None:
         "at_least_as_good_as_garch_everywhere": all(r["interval_skill_vs_garch"] >= 0 for r in rows),
         "never_significantly_worse_than_garch": all(r["p_worse_than_garch"] > 0.05 for r in rows),
     }
-    figures = [v for r in rows for k, v in r.items() if k not in ("pair", "hours", "garch_weight_by_span")]
+    figures = [v for r in rows for k, v in r.items() if k not in ("pair", "hours")]
     if not rows or not all(math.isfinite(v) for v in figures):
         raise SystemExit(f"FAIL: no finite score in {rows}")
     last_worst = max(last_span_rows, key=lambda r: abs(r["coverage"] - 0.9))

@@ -37,7 +37,7 @@ MIN_INDEPENDENT_OUTCOMES = 240
 """Non-overlapping outcomes a horizon's conformal scale is taken on, at least: with ``n`` of them the
 coverage of the calibrated range has a sampling error of about ``sqrt(0.09 / n)`` (0.019 for 240, 0.027 for
 120; 0.037 for the ~65 days of a year's validation span at 24 h)."""
-CALIBRATION_RECIPE = f"block-conformal-{MIN_INDEPENDENT_OUTCOMES}-subsampled-garch-weight"
+CALIBRATION_RECIPE = f"block-conformal-{MIN_INDEPENDENT_OUTCOMES}-subsampled"
 """Names the offline calibration folded into the graph: the online scale corrects *this* recipe's ranges
 (:func:`mur.evaluation.online_conformal.generation_for`); change it when the recipe changes."""
 
@@ -170,39 +170,6 @@ def block_conformal_scale(
         rows = calibration_rows(n_val, n - n_val, hours, min_outcomes)
         k[j] = block_conformal_quantile(scores[n - rows :, j], hours, coverage)
     return k
-
-
-GARCH_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-"""Candidate weights of the GARCH(1,1)-t range in a horizon's served range (issue 39), fixed before any
-benchmark span was scored with them."""
-
-
-def choose_garch_weight(
-    q_model: np.ndarray,
-    q_garch: np.ndarray,
-    y: np.ndarray,
-    n_val: int,
-    horizons: Sequence[int],
-    median_index: int,
-    coverage: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per horizon, the weight ``w`` (of :data:`GARCH_WEIGHTS`) of the GARCH range in the blend
-    ``(1 - w) q_model + w q_garch`` whose calibrated interval (:func:`block_conformal_scale`, arguments as
-    there) has the lowest mean Winkler score on the validation span (the last ``n_val`` windows, which
-    neither the weights nor the GARCH parameters were fitted on); the smaller weight wins a tie. Returns
-    the weights and the chosen blends' conformal scales, ``(H,)`` each."""
-    best, weights, scales = np.full(len(horizons), np.inf), np.zeros(len(horizons)), np.ones(len(horizons))
-    for w in GARCH_WEIGHTS:
-        q = q_model + w * (q_garch - q_model)
-        k = block_conformal_scale(q, y, n_val, horizons, median_index, coverage)
-        val, y_val = q[len(q) - n_val :], y[len(y) - n_val :]
-        med = val[:, :, median_index]
-        lo, hi = med - k * (med - val[:, :, 0]), med + k * (val[:, :, -1] - med)
-        for j in range(len(horizons)):
-            score = winkler_scores(lo[:, j], hi[:, j], y_val[:, j], 1.0 - coverage).mean()
-            if score < best[j]:
-                best[j], weights[j], scales[j] = score, w, k[j]
-    return weights, scales
 
 
 def naive_quantiles(

@@ -1,5 +1,5 @@
-"""ONNX export: the whole forecaster (normalization, volatility structure, recurrent core, the GARCH(1,1)-t
-range blended in where validation chose it, calibration) in one graph.
+"""ONNX export: the whole forecaster (normalization, volatility structure, recurrent core, calibration) in
+one graph.
 
 Contract (README, "ONNX model"): input ``candles`` float32 ``(batch, seq_len, n_features)``, raw candles
 oldest first, one column per name in the metadata ``mur.features``; outputs ``next_close`` float32
@@ -16,7 +16,7 @@ import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,9 +26,6 @@ from mur.errors import ModelError
 from mur.model.features import CLOSE_IDX, FEATURE_NAMES
 from mur.model.network import ModelConfig, QuantileForecaster
 
-if TYPE_CHECKING:
-    from mur.evaluation.garch import GarchParams
-
 INPUT_NAME = "candles"
 OUTPUT_NAME = "next_close"
 QUANTILES_NAME = "quantiles"
@@ -37,42 +34,6 @@ META_FEATURES, META_HORIZONS, META_LEVELS = "mur.features", "mur.horizons", "mur
 META_CALIBRATION = "mur.calibration"
 META_RECIPE = "mur.calibration_recipe"
 """Which offline calibration made the graph's ranges (the online scale's generation, docs/forecasts.md)."""
-META_GARCH_WEIGHT = "mur.garch_weight"
-"""Per horizon, the weight of the GARCH(1,1)-t range in the served one (0: the model's alone)."""
-
-
-class GarchRange(nn.Module):
-    """GARCH(1,1)-t log-return quantiles ``(B, H, L)`` in percent from the window's own closes, in the graph.
-
-    With parameters fixed (fitted on the training span), the variance of the next hour is a fixed linear
-    filter of the window's squared returns, ``v = sum_k beta^k (omega + alpha r_(T-k)^2) + beta^n v_long``
-    (:meth:`mur.evaluation.garch.GarchParams.variance_path` started at the long-run variance ``n`` returns
-    back), and the ``h``-hour variance ``a_h + b_h v`` (:meth:`~mur.evaluation.garch.GarchParams.horizon_variance`),
-    times the unit-variance Student-t quantiles.
-    """
-
-    weights: torch.Tensor
-    const: torch.Tensor
-    a: torch.Tensor
-    b: torch.Tensor
-    z: torch.Tensor
-
-    def __init__(self, params: GarchParams, cfg: ModelConfig) -> None:
-        super().__init__()
-        n = cfg.input_len - 1  # returns in a window
-        decay = params.beta ** np.arange(n - 1, -1, -1, dtype=np.float64)  # oldest return first
-        const = params.omega * decay.sum() + params.beta**n * params.long_run_variance
-        a = np.array([params.horizon_variance(np.zeros(1), h)[0] for h in cfg.horizons])
-        b = np.array([params.horizon_variance(np.ones(1), h)[0] for h in cfg.horizons]) - a
-        z = params.z(cfg.quantile_levels)
-        for name, value in dict(weights=params.alpha * decay, const=const, a=a, b=b, z=z).items():
-            self.register_buffer(name, torch.tensor(value, dtype=torch.float32))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        close = x[..., CLOSE_IDX]
-        v = torch.log(close[:, 1:] / close[:, :-1]) ** 2 @ self.weights + self.const  # (B,)
-        sigma = torch.sqrt(self.a + self.b * v.unsqueeze(-1))  # (B, H)
-        return 100.0 * sigma.unsqueeze(-1) * self.z
 
 
 class CalibratedForecaster(nn.Module):
@@ -80,35 +41,21 @@ class CalibratedForecaster(nn.Module):
 
     Every level's distance from the median is multiplied by the horizon's calibration factor ``k_h``
     (:func:`mur.evaluation.intervals.conformal_scale`), so the outer interval reaches its nominal coverage
-    on data the model did not fit and the quantiles stay ordered (``k_h > 0``). With ``garch``, each
-    horizon's quantiles are first blended, ``(1 - w_h) q_model + w_h q_garch`` (``weight``: the ``w_h``
-    chosen on the validation span, :func:`mur.evaluation.intervals.choose_garch_weight`).
+    on data the model did not fit and the quantiles stay ordered (``k_h > 0``).
     """
 
     scale: torch.Tensor
-    weight: torch.Tensor
     cfg: ModelConfig
 
-    def __init__(
-        self,
-        net: QuantileForecaster,
-        scale: Sequence[float],
-        garch: GarchRange | None = None,
-        weight: Sequence[float] | None = None,
-    ) -> None:
+    def __init__(self, net: QuantileForecaster, scale: Sequence[float]) -> None:
         super().__init__()
         self.net = net
         self.cfg = net.cfg
         self.mid = int(net.cfg.median_index)
-        self.garch = garch
         self.register_buffer("scale", torch.tensor(list(scale), dtype=torch.float32).view(1, -1, 1))
-        w = [0.0] * len(net.cfg.horizons) if garch is None or weight is None else list(weight)
-        self.register_buffer("weight", torch.tensor(w, dtype=torch.float32).view(1, -1, 1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.net(x)  # (B, H, L) log returns, percent
-        if self.garch is not None:
-            q = q + self.weight * (self.garch(x) - q)
         med = q[:, :, self.mid : self.mid + 1]
         calibrated = med + self.scale * (q - med)
         last = x[:, -1, CLOSE_IDX].reshape(-1, 1, 1)
@@ -157,7 +104,6 @@ def export_onnx(model: CalibratedForecaster, path: Path, sample: np.ndarray) -> 
         META_LEVELS: json.dumps(list(cfg.quantile_levels)),
         META_CALIBRATION: json.dumps([round(float(k), 6) for k in model.scale.reshape(-1).tolist()]),
         META_RECIPE: json.dumps(CALIBRATION_RECIPE),
-        META_GARCH_WEIGHT: json.dumps([round(float(w), 6) for w in model.weight.reshape(-1).tolist()]),
         "mur.arch": cfg.arch,
         "mur.normalization": cfg.normalization,
     }

@@ -124,16 +124,11 @@ def calibrate(model: Any, ds: Dataset) -> Any:
     """The trained model with its split-conformal calibration folded in
     (:class:`mur.model.export.CalibratedForecaster`): per horizon on the validation span (data the weights
     never trained on), extended back into the training span where that span holds too few independent
-    outcomes of the horizon (:func:`mur.evaluation.intervals.block_conformal_scale`; 24 h: 240 days). Each
-    horizon's range is first blended with a GARCH(1,1)-t range (:class:`mur.model.export.GarchRange`, fitted
-    on the training span's returns) by the weight that scores best on the validation span
-    (:func:`mur.evaluation.intervals.choose_garch_weight`; 0: the model's range alone)."""
+    outcomes of the horizon (:func:`mur.evaluation.intervals.block_conformal_scale`; 24 h: 240 days)."""
     import numpy as np
 
-    from mur.evaluation.garch import fit_garch
-    from mur.evaluation.intervals import calibration_rows, choose_garch_weight
-    from mur.model.export import CalibratedForecaster, GarchRange
-    from mur.model.features import CLOSE_IDX
+    from mur.evaluation.intervals import block_conformal_scale, calibration_rows
+    from mur.model.export import CalibratedForecaster
     from mur.model.quantile_config import interval_level
     from mur.training.loop import predict
 
@@ -143,18 +138,15 @@ def calibrate(model: Any, ds: Dataset) -> Any:
     extra = max(calibration_rows(len(y_val), len(y_train), h) for h in ds.horizons) - len(y_val)
     x_cal = np.concatenate([x_train[len(y_train) - extra :], x_val])
     y_cal = np.concatenate([y_train[len(y_train) - extra :], y_val])
-    assert ds.features is not None
-    garch = GarchRange(fit_garch(np.diff(np.log(ds.features[: ds.split.train_rows_end, CLOSE_IDX]))), cfg)
-    weight, scale = choose_garch_weight(
+    scale = block_conformal_scale(
         predict(model, x_cal),
-        predict(garch, x_cal),
         y_cal,
         len(y_val),
         ds.horizons,
         cfg.median_index,
         interval_level(cfg.quantile_levels),
     )
-    return CalibratedForecaster(model, scale.tolist(), garch if weight.any() else None, weight.tolist())
+    return CalibratedForecaster(model, [float(k) for k in scale])
 
 
 def evaluate_onnx(
@@ -312,10 +304,7 @@ def finish_training(
     weights = warm_start.weights_bytes(warm_start.recurrent_weights(outcome.model))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(out_dir) if out_dir is not None else Path(tmp)
-        calibrated = calibrate(outcome.model, ds)
-        onnx_path = export_onnx(calibrated, folder / "model.onnx", x_test[:64])
-        served = calibrated.weight.reshape(-1).tolist()
-        garch_weight = {str(h): round(w, 2) for h, w in zip(ds.horizons, served, strict=True)}
+        onnx_path = export_onnx(calibrate(outcome.model, ds), folder / "model.onnx", x_test[:64])
         doc = metrics_document(
             pair,
             prep.mcfg,
@@ -323,10 +312,8 @@ def finish_training(
             prep.window,
             evaluate_onnx(onnx_path, ds, prep.mcfg.rnn_len),
             best_epoch=outcome.best_epoch,
-            garch_weight=garch_weight,
             **outcome.details,
         )
-        say(f"[mur] {pair}: weight of the GARCH(1,1)-t range in the served range, by horizon: {garch_weight}")
         say(
             f"[mur] {pair}: test MAE model {doc.model.mae:.6g} | persistence {doc.persistence.mae:.6g} "
             f"| linear {doc.linear.mae:.6g} | skill {doc.skill:+.4f}"
@@ -358,11 +345,7 @@ def finish_training(
             onnx_path=onnx_path,
             feature_spec=ds.spec.to_dict(),
             metrics_doc=doc,
-            params={
-                **prep.params,
-                **fit.run_params(),
-                **{f"garch_weight_{h}h": w for h, w in garch_weight.items()},
-            },
+            params={**prep.params, **fit.run_params()},
             history=outcome.history,
             ds=ds,
             idempotency_key=prep.key,

@@ -77,11 +77,7 @@ def test_metrics_json_shape(trained: tuple[Path, MetricsDocument]) -> None:
         "best_epoch",
         "epochs_run",
         "filled_hours",
-        "garch_weight",
     ]
-    # per horizon, the weight of the GARCH(1,1)-t range in the served one, chosen on validation (issue 39)
-    assert set(on_disk["garch_weight"]) == {"1", "4", "24"}
-    assert all(w in (0.0, 0.25, 0.5, 0.75, 1.0) for w in on_disk["garch_weight"].values())
     sig = on_disk["significance"]
     assert 0 <= sig["dm_p_worse"] <= 1 and sig["dm_p_better"] == pytest.approx(1 - sig["dm_p_worse"])
     assert 0 <= sig["direction_hits"] <= sig["direction_n"] <= on_disk["n_test"]
@@ -106,8 +102,6 @@ def test_onnx_is_self_contained_and_takes_raw_candles(
     meta = model_metadata(sess)
     assert meta["features"] == list(EXTENDED_FEATURE_NAMES) and set(meta["features"]) <= FEATURE_VOCABULARY
     assert meta["horizons"] == [1, 4, 24] and meta["quantile_levels"] == [0.05, 0.5, 0.95]
-    served = json.loads(sess.get_modelmeta().custom_metadata_map["mur.garch_weight"])
-    assert served == list(doc.model_extra["garch_weight"].values())  # type: ignore[index]
     assert inp.name == INPUT_NAME and inp.shape[1:] == [tiny_settings.model.context_len, 11]
     assert [o.name for o in sess.get_outputs()] == [OUTPUT_NAME, QUANTILES_NAME]
     assert sess.get_outputs()[0].shape[1:] == [1] and sess.get_outputs()[1].shape[1:] == [3, 3]
