@@ -208,9 +208,9 @@ def start_service(settings: Settings, service: Service, *, progress: Progress | 
     log = log_path(settings, service.name)
     with service_lock(settings, service.name):
         pid = running_pid(settings, service.name, clean=True)
-        if pid is not None and not leader_alive(pid):  # its main process died: what is left of it goes
+        if pid is not None and not leader_alive(pid):  # its main process died: what is left of it goes, fast
             say(f"{service.name}: its main process (pid {pid}) died; stopping what is left of it")
-            terminate(pid, service.stop_timeout_s, first=service.stop_first, last=service.stop_last)
+            terminate(pid, min(service.stop_timeout_s, 3.0), first=service.stop_first, last=service.stop_last)
             pid_path(settings, service.name).unlink(missing_ok=True)
             pid = None
         if pid is not None:
