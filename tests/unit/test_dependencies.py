@@ -1,4 +1,5 @@
-"""Every third-party module the product imports is declared in pyproject.toml (or comes with a declared framework)."""
+"""Every third-party module the product imports is declared in pyproject.toml (or comes with a declared framework);
+the local platform's (devstack/) in devstack/pyproject.toml or the product's."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 import tomllib
 from importlib.metadata import packages_distributions, requires
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("mur", "devstack", "serve_app", "dash_app", "dags", "ray_jobs")
@@ -34,9 +37,9 @@ def requirement_name(spec: str) -> str:
     return norm(re.split(r"[\[<>=!~ ;@]", spec, maxsplit=1)[0])
 
 
-def imported_top_levels() -> dict[str, str]:
+def imported_top_levels(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     found: dict[str, str] = {}
-    for package in PACKAGES:
+    for package in packages:
         for path in sorted((ROOT / package).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 if isinstance(node, ast.Import):
@@ -50,21 +53,36 @@ def imported_top_levels() -> dict[str, str]:
     return found
 
 
-def test_runtime_imports_are_declared_dependencies() -> None:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = {requirement_name(spec) for spec in project["dependencies"]}
+def declared(pyproject: Path) -> set[str]:
+    return {
+        requirement_name(spec) for spec in tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    }
+
+
+@pytest.mark.parametrize(
+    ("packages", "pyprojects"),
+    [
+        (tuple(p for p in PACKAGES if p != "devstack"), ("pyproject.toml",)),
+        (("devstack",), ("pyproject.toml", "devstack/pyproject.toml")),
+    ],
+    ids=["product", "devstack"],
+)
+def test_runtime_imports_are_declared_dependencies(
+    packages: tuple[str, ...], pyprojects: tuple[str, ...]
+) -> None:
+    declared_here = set().union(*(declared(ROOT / p) for p in pyprojects))
     distributions = packages_distributions()
     missing = []
-    for module, where in sorted(imported_top_levels().items()):
+    for module, where in sorted(imported_top_levels(packages).items()):
         if module in sys.stdlib_module_names or module in PACKAGES:
             continue
         dists = {norm(d) for d in distributions.get(module, [module])}
-        if dists & declared:
+        if dists & declared_here:
             continue
         if any(d in COMES_WITH for d in dists):
             continue
         missing.append(f"{module} ({where})")
-    assert not missing, f"imported but not declared in pyproject.toml dependencies: {missing}"
+    assert not missing, f"imported but not declared in {' or '.join(pyprojects)} dependencies: {missing}"
 
 
 def test_transitive_exceptions_really_come_with_their_parent() -> None:
