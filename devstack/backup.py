@@ -2,10 +2,11 @@
 
 A backup: ``db/{app,mlflow,airflow}.dump`` (``pg_dump --format=custom``), ``bucket/<key>`` (every object),
 ``runtime/…`` (the local stack's generated keys: the dashboard's, from which its API tokens derive, Airflow's
-Fernet key, the Ray token; the market clock) and, written last, ``manifest.json`` (times, versions, a SHA-256
-per file). The databases are dumped before the bucket is read, and MLflow writes an object before the row
-that names it: every object the dumps refer to is in the copy. Restore goes into the databases and bucket the
-settings name (they may differ from the backed-up ones). Compose: docs/production.md.
+Fernet key, the Ray token, the S3 keys, MLflow's passwords; MLflow's accounts; the market clock) and, written
+last, ``manifest.json`` (times, versions, a SHA-256 per file). The databases are dumped before the bucket is
+read, and MLflow writes an object before the row that names it: every object the dumps refer to is in the copy.
+Restore goes into the databases and bucket the settings name (they may differ from the backed-up ones).
+Compose: docs/production.md.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ RUNTIME_FILES = (
     "airflow/passwords.json",
     "clock.json",
     "clock-paused.json",
+    "mlflow-auth/auth.db",  # MLflow's accounts and grants (devstack/mlflow_auth.py)
 )
 RESTORE_FLAGS = ("--no-owner", "--no-privileges", "--exit-on-error")  # grants: the migrations
 Say = Callable[[str], None]

@@ -8,6 +8,7 @@ for arg in "$@"; do
     case "$arg" in -h | --help) exec .venv/bin/mur up "$@" ;; esac
 done
 .venv/bin/mur up "$@"
+echo "  MLflow UI login: mur-admin (its password: mur mlflow password; docs/services.md, MLflow accounts)"
 echo "  forecasts now, every horizon with its range (again: mur forecast --all --stack-token):"
 # the token: MUR_API_TOKEN, else ~/.config/mur/token, else the stack's own check token (--stack-token)
 .venv/bin/mur forecast --all --stack-token ||

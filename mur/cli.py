@@ -19,6 +19,7 @@ from mur.commands import data as data_cmd
 from mur.commands import db as db_cmd
 from mur.commands import forecast as forecast_cmd
 from mur.commands import ml as ml_cmd
+from mur.commands import mlflow_login as mlflow_cmd
 from mur.commands import models as models_cmd
 from mur.commands import monitor as monitor_cmd
 from mur.commands import pairs as pairs_cmd
@@ -47,6 +48,7 @@ tune_cmd.register(app)
 pairs_cmd.register(app)
 models_cmd.register(app)
 backup_cmd.register(app)
+mlflow_cmd.register(app)
 app.add_typer(data_cmd.app, name="data", help="Market data: show candles, run the Binance replay server.")
 
 _REST_ROLE = re.compile(r":(?:func|class|mod|meth|data|attr|obj):`~?([^`]+)`")

@@ -13,6 +13,7 @@ SECRET_FIELDS = frozenset(
         "pg_password",
         "pg_app_password",
         "ray_auth_token",
+        "s3_access_key",
         "s3_secret_key",
         "secret_key",
         "binance_api_secret",

@@ -1,0 +1,30 @@
+"""``mur mlflow password``: how to log in to the local stack's MLflow UI (docs/services.md, "MLflow accounts")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def password() -> None:
+    """Print the MLflow UI's admin (mur-admin) and its password, from the stack's secrets file (its owner only)."""
+    from mur.commands.local import config, secret_files
+    from mur.errors import ConfigError
+    from mur.settings import get_settings
+
+    path = Path(get_settings().general.runtime_dir) / config.SECRETS_FILE
+    try:
+        value = (secret_files.read(path) or {}).get("mlflow_admin_password")
+    except PermissionError as exc:
+        raise ConfigError(f"{path} is readable by the stack's owner only") from exc
+    if not value:
+        raise ConfigError(f"no MLflow password in {path}: start the stack first (mur up)")
+    typer.echo(f"{config.MLFLOW_ADMIN} {value}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``mur mlflow …`` group."""
+    group = typer.Typer(no_args_is_help=True, help="The local stack's MLflow.")
+    group.command("password")(password)
+    app.add_typer(group, name="mlflow")
