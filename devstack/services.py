@@ -28,6 +28,7 @@ from devstack.config import (
     stack_secret,
     write_secrets_dir,
 )
+from devstack.gcs_redis import GCS_RECONNECT_ENV, prepare_redis, redis_dir, redis_env
 from devstack.provision import (
     ensure_bucket,
     migrate_app_database,
@@ -36,7 +37,7 @@ from devstack.provision import (
 )
 from mur.settings import PROJECT_ROOT, Settings
 
-CORE_SERVICES: tuple[str, ...] = ("s3", "mlflow", "ray")
+CORE_SERVICES: tuple[str, ...] = ("s3", "mlflow", "redis", "ray")
 """What the integration tests need (and what every other service builds on)."""
 
 
@@ -242,6 +243,7 @@ def _ray_env(settings: Settings) -> dict[str, str]:
         "AWS_EC2_METADATA_DISABLED": "true",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # jobs run `python`
         "RAY_USAGE_STATS_ENABLED": "0",
+        **GCS_RECONNECT_ENV,
         # the single-node switch: every Ray socket on 127.0.0.1 (config.RAY_LOOPBACK_SWITCH says why);
         # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 in the environment opts out
         RAY_LOOPBACK_SWITCH: os.environ.get(RAY_LOOPBACK_SWITCH, "0"),
@@ -381,6 +383,14 @@ def stack_services(settings: Settings) -> dict[str, Service]:
     af = airflow.airflow_bin()
     table = [
         Service(
+            name="redis",
+            command=["redis-server", str(redis_dir(s) / "redis.conf")],  # no secret in it: a config file
+            port=s.ray.ray_redis_port,
+            before_start=functools.partial(prepare_redis, s),
+            data_dir=redis_dir(s) / "data",
+            description="Redis: the Ray GCS's tables (a restarted head recovers its cluster), mutual TLS",
+        ),
+        Service(
             name="s3",
             command=seaweed.command(s, venv_bin("weed")),
             port=reg.s3_port,
@@ -423,7 +433,7 @@ def stack_services(settings: Settings) -> dict[str, Service]:
         Service(
             name="ray",
             command=_ray_command(s),
-            env=_ray_env(s),
+            env={**_ray_env(s), **redis_env(s)},
             env_unset=RAY_HEAD_UNSET,
             port=s.ray.ray_dashboard_port,
             health_url=f"http://127.0.0.1:{s.ray.ray_dashboard_port}/api/version",  # behind the token
@@ -433,6 +443,7 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             stop_first=("raylet",),  # the order of `ray stop`: raylet, the rest, GCS last
             stop_last=("gcs_server",),
             before_start=functools.partial(prepare_haproxy, s),
+            depends_on=("redis",),
             compose="ray-head",
             description="Ray head (GCS, raylet, dashboard + Jobs API, Serve)",
         ),

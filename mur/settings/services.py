@@ -27,6 +27,9 @@ class Ray(_Group):
     )
     ray_gcs_port: int = Field(default=6380, description="Ray GCS port (6379 is Redis here)")
     ray_dashboard_port: int = 8265
+    ray_redis_port: int = Field(
+        default=6381, description="the local stack's Redis, the GCS's tables (fault tolerance)"
+    )
     ray_storage_path: str | None = Field(default=None, description="Ray Train storage (s3://… or a dir)")
     ray_num_cpus: int | None = Field(default=None, description="Ray head's CPUs (None: max(4, cores))")
     ray_object_store_mb: int = Field(default=1024, ge=100, description="Ray head's object store size")

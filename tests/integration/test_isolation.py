@@ -25,6 +25,7 @@ PORTS = (
     "mlflow_port",
     "ray_gcs_port",
     "ray_dashboard_port",
+    "ray_redis_port",
     "airflow_port",
     "serve_port",
     "dash_port",

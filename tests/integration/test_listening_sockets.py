@@ -36,6 +36,7 @@ from test_object_store import free_port_block
 from devstack import config, seaweed
 from devstack import supervisor as svc
 from devstack.config import RAY_AUTH_SWITCH, RAY_TOKEN_VAR
+from devstack.gcs_redis import redis_dir
 from devstack.services import haproxy_dir, stack_services
 from mur.errors import ServiceError
 from mur.settings import Settings
@@ -79,13 +80,26 @@ def _free_port() -> int:
 def _free_ray_shift() -> int:
     for shift in range(3100, 6000, 41):
         try:
-            for port in (8265, 10001, 52365, 9101, 8404, 6380):
+            for port in (8265, 10001, 52365, 9101, 8404, 6380, 6381):
                 with socket.socket() as sock:
                     sock.bind(("127.0.0.1", port + shift))
         except OSError:
             continue
         return shift
     raise RuntimeError("no free port range for a private Ray head")
+
+
+def _redis_refuses(port: int, ca: Path | None) -> bool:
+    """Whether Redis answers no PING from a client without its certificate (plain text, or TLS with ``ca``)."""
+    import ssl
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            sock = ssl.create_default_context(cafile=ca).wrap_socket(raw) if ca else raw
+            sock.sendall(b"PING\r\n")
+            return b"PONG" not in sock.recv(64)
+    except (OSError, ssl.SSLError):
+        return True
 
 
 def _stack_processes(sessions: list[int], private_dir: Path) -> list[psutil.Process]:
@@ -117,6 +131,7 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
             s3_port=free_port_block(),  # the object store opens eight ports
             ray_dashboard_port=8265 + shift,
             ray_gcs_port=6380 + shift,
+            ray_redis_port=6381 + shift,
             ray_num_cpus=2,
             ray_object_store_mb=100,
         ),
@@ -125,7 +140,7 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
     table = stack_services(settings)
     token = table["ray"].env[RAY_TOKEN_VAR]
     assert table["ray"].env[RAY_AUTH_SWITCH] == "token" and token == settings.ray.ray_auth_token
-    registry = {name: table[name] for name in ("s3", "ray")}
+    registry = {name: table[name] for name in ("s3", "redis", "ray")}
     http_port = _free_port()
     plain_env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}  # no switch either
     driver: subprocess.Popen[str] | None = None
@@ -178,6 +193,13 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
         # anonymous use)
         weed = {(x.ip, x.port) for x in found if x.name == "weed"}
         assert weed == {("127.0.0.1", p) for p in seaweed.ports(settings.registry.s3_port).values()}, weed
+        # the GCS's Redis: its one port on 127.0.0.1, TLS only, and a client without the stack's certificate
+        # is refused (a plain-text command or a TLS client without one)
+        redis_port = settings.ray.ray_redis_port
+        assert {(x.ip, x.port) for x in found if x.name == "redis-server"} == {("127.0.0.1", redis_port)}
+        assert _redis_refuses(redis_port, None) and _redis_refuses(
+            redis_port, redis_dir(settings) / "tls/ca.pem"
+        )
         haproxy_ports = {(x.ip, x.port) for x in found if x.name == "haproxy"}
         for side_port in (9101 + shift, 8404 + shift):  # Prometheus and the stats page
             assert ("127.0.0.1", side_port) in haproxy_ports, sorted(haproxy_ports)

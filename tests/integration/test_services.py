@@ -75,9 +75,10 @@ def test_status_reports_pids_ports_and_health(services: Settings) -> None:
 
 
 def test_start_when_running_is_a_noop(services: Settings) -> None:
-    before = {row.name: row.pid for row in svc.status(services, ["s3", "mlflow", "ray"])}
+    names = ["redis", "s3", "mlflow", "ray"]  # the GCS's Redis first: the head depends on it
+    before = {row.name: row.pid for row in svc.status(services, names)}
     results = svc.up(services, ["s3", "mlflow", "ray"])
-    assert [r.name for r in results] == ["s3", "mlflow", "ray"]
+    assert [r.name for r in results] == names
     assert all(r.action in ("running", "external") for r in results)
     assert {r.name: r.pid for r in results} == before
     assert all(r.seconds < 10 for r in results)
@@ -347,7 +348,7 @@ def _free_ray_shift() -> int:
     """A shift of Ray's default ports (dashboard, client server, agent, HAProxy) that leaves them all free."""
     for shift in range(2000, 5000, 37):
         try:
-            for port in (8265, 10001, 52365, 9101, 8404, 6380):
+            for port in (8265, 10001, 52365, 9101, 8404, 6380, 6381):
                 with socket.socket() as sock:
                     sock.bind(("127.0.0.1", port + shift))
         except OSError:
@@ -366,12 +367,13 @@ def test_private_ray_head_runs_in_the_foreground_on_loopback(tmp_path: Path) -> 
         ray_dashboard_port=8265 + shift,
         ray_address=f"http://127.0.0.1:{8265 + shift}",
         ray_gcs_port=6380 + shift,
+        ray_redis_port=6381 + shift,
         ray_num_cpus=1,
         ray_object_store_mb=100,
     )
-    registry = {"ray": stack_services(settings)["ray"]}
+    registry = {name: stack_services(settings)[name] for name in ("redis", "ray")}  # the GCS's Redis too
     try:
-        [started] = svc.up(settings, ["ray"], services=registry)
+        _, started = svc.up(settings, ["ray"], services=registry)
         assert started.action == "started"
         members = svc.session_members(started.pid)  # type: ignore[arg-type]
         assert "--block" in psutil.Process(started.pid).cmdline()  # the leader is `ray start` itself
@@ -391,6 +393,6 @@ def test_private_ray_head_runs_in_the_foreground_on_loopback(tmp_path: Path) -> 
         )
         assert not public, f"Ray listens beyond the loopback interface: {public}"
     finally:
-        [stopped] = svc.down(settings, ["ray"], services=registry)
+        stopped, _ = svc.down(settings, ["ray", "redis"], services=registry)
     assert stopped.action in ("stopped", "killed")
     assert not svc.probe(registry["ray"])

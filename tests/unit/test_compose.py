@@ -56,7 +56,7 @@ DIFFERENT_PROGRAM = {"s3"}
 ANY_VALUE = {"--host", "--dashboard-host", "--address", "--dashboard-agent-listen-port"}
 MACHINE_FLAGS = {"--num-cpus", "--workers", "--data-dir", "--object-store-memory"}
 LOCAL_FLAGS = {"--node-ip-address", "--min-worker-port", "--max-worker-port", "--resources", "--temp-dir"}
-COMPOSE_FLAGS = {"--allowed-hosts"}
+COMPOSE_FLAGS = {"--allowed-hosts", "--redis-password"}  # the GCS's Redis: locally mutual TLS, no password
 # Environment for this machine only: paths; one machine's Ray (a loopback head, HAProxy's files in the stack's
 # private dir: devstack/haproxy_wrapper.py; a worker node without metrics exporter; a short ingress drain,
 # devstack.services.LOCAL_DRAIN_ENV); generated secrets.
@@ -66,6 +66,7 @@ LOCAL_ENV = set(
     "MUR_RUNTIME_DIR".split()
 ) | {f"RAY_SERVE_HAPROXY_{k}" for k in "BINARY_PATH CONFIG_FILE_LOC SOCKET_PATH METRICS_SOCKET_PATH".split()}
 LOCAL_ENV |= {"RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "RAY_SERVE_HAPROXY_SERVER_STATE_FILE", *LOCAL_DRAIN_ENV}
+LOCAL_ENV |= {"RAY_REDIS_CA_CERT", "RAY_REDIS_CLIENT_CERT", "RAY_REDIS_CLIENT_KEY"}  # the local Redis's TLS
 SAME_VALUE_ENV = set(
     "AWS_DEFAULT_REGION AWS_EC2_METADATA_DISABLED RAY_USAGE_STATS_ENABLED AIRFLOW__CORE__EXECUTOR "
     "AIRFLOW__CORE__AUTH_MANAGER AIRFLOW__CORE__LOAD_EXAMPLES AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK "
@@ -194,6 +195,10 @@ def test_every_local_service_mirrors_its_compose_counterpart(name: str) -> None:
     assert {LOCAL[d].compose or d for d in local.depends_on} <= waits_for(prod)
     if name in DIFFERENT_PROGRAM:
         assert (local.port, local.port) in published(prod)
+        return
+    if name == "redis":  # compose writes its config (the password from its secret file) in `sh -c`
+        assert local.command[0] == "redis-server" and "exec redis-server " in argv(prod)[-1]
+        assert f"--port {local.port} " in argv(prod)[-1] and "redis-cli" in " ".join(check(prod))
         return
     assert signature(argv(prod)) == signature(local.command), f"{argv(prod)}, locally {local.command}"
     mine, theirs = flags(local.command), flags(argv(prod))

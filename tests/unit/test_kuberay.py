@@ -48,6 +48,9 @@ K8S_VALUES = {
 }
 # `ray start` flags KubeRay sets itself.
 KUBERAY_FLAGS = {"--head", "--block", "--address"}
+# compose's GCS fault tolerance (issue 42): the manifests have no Redis yet (KubeRay: gcsFaultToleranceOptions,
+# which sets RAY_REDIS_ADDRESS and --redis-password on the head itself)
+COMPOSE_GCS_FT = {"--redis-password", "RAY_REDIS_ADDRESS"}
 # rayStartParams that compose has no flag for, and why.
 K8S_PARAMS = {"num-gpus": "compose gives ray-worker its GPU through deploy.resources; Ray counts it there"}
 # Never in a Ray node's environment (every worker, job and replica inherits it; Ray logs a job's env).
@@ -156,6 +159,7 @@ def effective_env(
 def compose_ray_env(services: dict[str, Any]) -> dict[str, Any]:
     """x-ray-env as compose gives it to ray-head and ray-worker (resolved: secrets become <VAR>)."""
     head, worker = environment(services["ray-head"]), environment(services["ray-worker"])
+    head = {k: v for k, v in head.items() if k not in COMPOSE_GCS_FT}
     assert head == worker, "compose's Ray nodes share x-ray-env"
     return {k: resolve(v) for k, v in head.items()}
 
@@ -324,7 +328,7 @@ def test_ray_start_flags_are_the_compose_flags(
         wanted = {
             name.removeprefix("--"): value or "true"
             for name, value in flags(command(services[counterpart])).items()
-            if name not in KUBERAY_FLAGS
+            if name not in KUBERAY_FLAGS | COMPOSE_GCS_FT
         }
         params = {k: v for k, v in gspec["rayStartParams"].items() if k not in K8S_PARAMS}
         assert params == wanted, f"{cluster}/{group} against compose's {counterpart}"

@@ -104,7 +104,7 @@ def test_serve_runs_the_keeper_after_ray_and_mlflow(tmp_path: Path) -> None:
     assert serve.health_url == "http://127.0.0.1:18000/healthz" and serve.after_stop is not None
 
 
-PROCESS_HEALTH = ("airflow-dag-processor", "airflow-triggerer")
+PROCESS_HEALTH = ("redis", "airflow-dag-processor", "airflow-triggerer")
 
 
 def test_the_table_has_every_service_on_loopback(tmp_path: Path) -> None:
@@ -458,7 +458,7 @@ def test_the_stack_stops_in_waves_and_ray_after_the_scheduler(tmp_path: Path) ->
     waves = supervisor.stop_waves(registry, order)
     assert [name for wave in waves for name in wave] == order
     assert waves[1] == ["serve", "airflow-triggerer", "airflow-dag-processor", "airflow-scheduler"]
-    assert waves[2] == ["airflow-api-server", "ray", "mlflow"] and waves[-1] == ["s3"]
+    assert waves[2] == ["airflow-api-server", "ray", "mlflow"] and waves[-1] == ["s3", "redis"]
     for (
         wave
     ) in waves:  # nothing in a wave depends on another of its services (dependents are in earlier ones)
