@@ -131,8 +131,8 @@ def airflow_env(
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(p["scheduler"]),
         "AIRFLOW__TRIGGERER__CAPACITY": "50",
-        # heartbeats lag on a busy machine (two cores training models): with Airflow's 30 s the DAG processor
-        # and the triggerer flapped to "unhealthy" in `mur status` for ~20 s at a time
+        # heartbeats lag on a busy machine (two cores training models): with Airflow's 30 s compose's
+        # `airflow jobs check` (and the API server's health page) flapped to "unhealthy" for ~20 s at a time
         "AIRFLOW__DAG_PROCESSOR__HEALTH_CHECK_THRESHOLD": "90",
         "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "90",
         "NO_PROXY": "127.0.0.1,localhost",
