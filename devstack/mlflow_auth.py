@@ -42,6 +42,10 @@ def server_env(settings: Settings) -> dict[str, str]:
     }
 
 
+AUTH_CACHE_TTL_S = 60
+"""How long MLflow's auth app trusts a verified credential (a changed password or deleted user: at most that)."""
+
+
 def prepare(settings: Settings) -> None:
     """Before MLflow starts: its database, and ``basic_auth.ini`` (the admin is created at the first start)."""
     ensure_databases(settings, [settings.db.mlflow_database])
@@ -55,6 +59,9 @@ def prepare(settings: Settings) -> None:
         "admin_username": admin["mlflow_username"],
         "admin_password": admin["mlflow_password"],
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        # a verified credential is remembered for a minute: without it every request pays the password hash
+        # (scrypt, ~120 ms of CPU here), which kept the server at half a core under training and Serve's polls
+        "auth_cache_ttl_seconds": AUTH_CACHE_TTL_S,
     }
     seaweed._private(
         folder / "basic_auth.ini", "[mlflow]\n" + "".join(f"{k} = {v}\n" for k, v in ini.items())
