@@ -462,6 +462,9 @@ def backtest(
         rule_walk.chart(results, files[-1], f"{report.pair}: the sizing rule walked forward")
         typer.echo(f"wrote {files[-1]}")
     if mlflow:
+        from mur.registry.client import configure
+
+        configure(settings, quiet=True)  # its MLflow account (MUR_MLFLOW_USERNAME/PASSWORD) for the run
         run_id = log_to_mlflow(
             report,
             files,

@@ -42,11 +42,11 @@ def check(data: bytes, expected: str | None, what: str) -> bytes:
 
 def recorded(settings: Settings, pair: str, version: int) -> str | None:
     """The SHA-256 recorded on ``pair`` ``version`` (None: registered before checksums)."""
-    from mlflow import MlflowClient
+    from mur.registry.client import configure
 
     name = model_name(pair, settings.registry.registry_prefix)
     try:
-        found = MlflowClient(settings.registry.mlflow_tracking_uri).get_model_version(name, str(version))
+        found = configure(settings).get_model_version(name, str(version))  # with this process's account
     except Exception as exc:  # MlflowException, requests errors
         raise RegistryUnavailableError(f"cannot read {name} v{version}: {first_line(exc, 300)}") from exc
     return (found.tags or {}).get(TAG)
