@@ -327,10 +327,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def served(cluster: Cluster, pg_database_factory: Callable[..., Settings]) -> Iterator[Served]:
-    """A champion, and the app deployed with 2 Forecaster replicas (Serve spreads them: one per node); the
-    ingress and the registry watcher on the head. Replicas use their node's own runtime dir."""
+@contextlib.contextmanager
+def deployed(
+    cluster: Cluster,
+    pg_database_factory: Callable[..., Settings],
+    deployments: list[dict[str, Any]],
+    **update: Any,
+) -> Iterator[tuple[Settings, str]]:
+    """A champion of PAIR under a private registry prefix, the app deployed on a free port with ``deployments``
+    (Serve's options per deployment) and ``update`` to its settings, and a user's token; all removed after.
+    Replicas use their node's own runtime dir; every GET asks a Forecaster (no answer cache)."""
     from mur import registry
     from mur.db import Database, create_token, create_user
     from mur.training.driver import train_and_register
@@ -353,22 +359,16 @@ def served(cluster: Cluster, pg_database_factory: Callable[..., Settings]) -> It
         **{
             "serve_port": free_port(),
             "registry_poll_s": 2.0,
-            "serve_min_replicas": 2,
-            "serve_max_replicas": 2,
-            "serve_answer_ttl_s": 0.0,  # every GET asks a Forecaster
+            "serve_answer_ttl_s": 0.0,
             "market_data": "bundled",
+            **update,
         }
     )
     overrides = settings_overrides(app_settings)
     overrides.pop("runtime_dir", None)  # each replica: its node's own MUR_RUNTIME_DIR
     config = app_config(app_settings, AppArgs(settings=overrides))
     config["applications"][0]["args"]["generation"] = int(time.time())
-    config["applications"][0]["deployments"] = [
-        {"name": "api", "ray_actor_options": {"num_cpus": 0.1, "resources": HEAD_ONLY}},
-        {"name": "registry", "ray_actor_options": {"num_cpus": 0, "resources": HEAD_ONLY}},
-        # Serve's default spread is best effort (seen: both replicas on the worker node): one per node forces it
-        {"name": "forecaster", "max_replicas_per_node": 1},
-    ]
+    config["applications"][0]["deployments"] = deployments
     db = Database(db_settings, maxconn=2)
     try:
         started = time.time()
@@ -376,7 +376,7 @@ def served(cluster: Cluster, pg_database_factory: Callable[..., Settings]) -> It
         wait_running(app_settings, timeout_s=420, since=started, progress=print)
         user = create_user(db, username=f"c{uuid.uuid4().hex[:10]}", password=f"Pw-{uuid.uuid4().hex}")
         token, _ = create_token(db, user_id=user.id)
-        yield Served(app_settings, f"http://127.0.0.1:{app_settings.serving.serve_port}", token)
+        yield app_settings, token
     finally:
         with contextlib.suppress(Exception):
             undeploy(app_settings, timeout_s=180)
@@ -385,6 +385,23 @@ def served(cluster: Cluster, pg_database_factory: Callable[..., Settings]) -> It
         for model in client.search_registered_models(f"name LIKE '{prefix}%'"):
             with contextlib.suppress(Exception):
                 client.delete_registered_model(model.name)
+
+
+@pytest.fixture(scope="module")
+def served(cluster: Cluster, pg_database_factory: Callable[..., Settings]) -> Iterator[Served]:
+    """A champion, and the app deployed with 2 Forecaster replicas (Serve spreads them: one per node); the
+    ingress and the registry watcher on the head."""
+    deployments: list[dict[str, Any]] = [
+        {"name": "api", "ray_actor_options": {"num_cpus": 0.1, "resources": HEAD_ONLY}},
+        {"name": "registry", "ray_actor_options": {"num_cpus": 0, "resources": HEAD_ONLY}},
+        # Serve's default spread is best effort (seen: both replicas on the worker node): one per node forces it
+        {"name": "forecaster", "max_replicas_per_node": 1},
+    ]
+    with deployed(cluster, pg_database_factory, deployments, serve_min_replicas=2, serve_max_replicas=2) as (
+        app_settings,
+        token,
+    ):
+        yield Served(app_settings, f"http://127.0.0.1:{app_settings.serving.serve_port}", token)
 
 
 @pytest.mark.service_start

@@ -89,17 +89,23 @@ def _free_ray_shift() -> int:
     raise RuntimeError("no free port range for a private Ray head")
 
 
-def _redis_refuses(port: int, ca: Path | None) -> bool:
-    """Whether Redis answers no PING from a client without its certificate (plain text, or TLS with ``ca``)."""
+def _redis_answers(port: int, tls: Path | None = None, *, certificate: bool = False) -> bool:
+    """Whether Redis answers PING: in plain text (``tls`` None), or over TLS trusting ``tls/ca.pem``, with the
+    stack's client certificate or without one."""
     import ssl
 
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-            sock = ssl.create_default_context(cafile=ca).wrap_socket(raw) if ca else raw
+            sock: socket.socket = raw
+            if tls is not None:
+                context = ssl.create_default_context(cafile=tls / "ca.pem")
+                if certificate:
+                    context.load_cert_chain(tls / "cert.pem", tls / "key.pem")
+                sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
             sock.sendall(b"PING\r\n")
-            return b"PONG" not in sock.recv(64)
+            return b"PONG" in sock.recv(64)
     except (OSError, ssl.SSLError):
-        return True
+        return False
 
 
 def _stack_processes(sessions: list[int], private_dir: Path) -> list[psutil.Process]:
@@ -197,9 +203,9 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
         # is refused (a plain-text command or a TLS client without one)
         redis_port = settings.ray.ray_redis_port
         assert {(x.ip, x.port) for x in found if x.name == "redis-server"} == {("127.0.0.1", redis_port)}
-        assert _redis_refuses(redis_port, None) and _redis_refuses(
-            redis_port, redis_dir(settings) / "tls/ca.pem"
-        )
+        tls = redis_dir(settings) / "tls"
+        assert not _redis_answers(redis_port) and not _redis_answers(redis_port, tls)
+        assert _redis_answers(redis_port, tls, certificate=True)  # as the GCS connects
         haproxy_ports = {(x.ip, x.port) for x in found if x.name == "haproxy"}
         for side_port in (9101 + shift, 8404 + shift):  # Prometheus and the stats page
             assert ("127.0.0.1", side_port) in haproxy_ports, sorted(haproxy_ports)
