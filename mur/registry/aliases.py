@@ -13,7 +13,7 @@ from typing import Any
 
 from mur.db.alias_history import MAX_MOVES, AliasMove, list_moves, record_move
 from mur.db.pool import Database
-from mur.errors import InvalidInputError, NotFoundError, RegistryUnavailableError, first_line
+from mur.errors import ForbiddenError, InvalidInputError, NotFoundError, RegistryUnavailableError, first_line
 from mur.pairs import normalize_pair
 from mur.registry.names import BACKFILL, CHAMPION, NOT_FOUND_CODES, model_name, shadow_alias, shadow_versions
 from mur.settings import Settings
@@ -61,12 +61,22 @@ def move_champion(
 ) -> AliasMove:
     """Point ``pair``'s champion alias at ``version`` and record the move (``market_time``: default market
     now, :mod:`mur.clock`); the record's ``previous_version`` is the champion before (None: none)."""
+    from mlflow.exceptions import MlflowException
+
     from mur.clock import market_clock
 
     pair = normalize_pair(pair)
     name = model_name(pair, settings.registry.registry_prefix)
     current = _version(client, name, alias=CHAMPION)
-    client.set_registered_model_alias(name, CHAMPION, str(int(version)))
+    try:
+        client.set_registered_model_alias(name, CHAMPION, str(int(version)))
+    except MlflowException as exc:  # a reader's account (the dashboard's): 403
+        if exc.error_code != "PERMISSION_DENIED":
+            raise
+        raise ForbiddenError(
+            f"MLflow account {settings.registry.mlflow_username} may not move {name}'s champion: the trainer's "
+            f"may (mur models rollback {pair} --reason …; docs/services.md, MLflow accounts)"
+        ) from None
     with Database(settings, maxconn=1) as db:
         return record_move(
             db,
