@@ -6,9 +6,10 @@ the Forecaster run on the worker node (127.0.0.2); requests go to the worker nod
 server: Serve's direct ingress, what HAProxy forwards to) at ~10 per second while the head's GCS is killed
 (SIGKILL; ``ray start --block`` then ends the rest of the head), or every process of the head's session, in
 turn for ``HEAD_RESTARTS`` restarts (environment, default 1), and the head is started again by the stack (the
-watchdog, or here :func:`devstack.supervisor.start_service` when nothing restarted it). Measured: the
-requests answered and failed from the kill until the worker node is back in the new head's cluster and the
-Serve controller is running again; the figure is printed (``HEAD RESTART``) and kept in docs/services.md.
+watchdog, started for the test as ``mur up`` starts it; :func:`devstack.supervisor.start_service` when
+nothing restarted it). Measured: the requests answered and failed from the kill until the worker node is
+back in the new head's cluster and the Serve controller is running again; the figure is printed
+(``HEAD RESTART``) and kept in docs/services.md.
 
 Checked: a handful of failures at most (852 of 900 failed before GCS fault tolerance); the worker node
 rejoins the restarted head under its old node id; Serve's controller comes back with its state from Redis
@@ -77,6 +78,21 @@ def worker_ingress_port(nodes: Cluster) -> int | None:
     return None
 
 
+@pytest.fixture
+def watchdog(cluster: Cluster) -> Iterator[None]:  # noqa: F811 (test_cluster's fixture)
+    """The stack's watchdog (what ``mur up`` starts), which restarts a head whose process died; stopped after
+    the test unless it ran before."""
+    from devstack import watchdog
+
+    ours = watchdog.running(cluster.settings) is None
+    watchdog.start(cluster.settings)
+    try:
+        yield
+    finally:
+        if ours:
+            watchdog.stop(cluster.settings)
+
+
 @pytest.fixture(scope="module")
 def app(
     cluster: Cluster,  # noqa: F811 (test_cluster's fixture)
@@ -103,8 +119,9 @@ def _alive_nodes(nodes: Cluster) -> list[dict[str, Any]]:
     return [n for n in ray_nodes(nodes.settings) or [] if n["state"] == "ALIVE"]
 
 
-def kill_head(nodes: Cluster, what: str) -> None:
-    """SIGKILL the head's GCS server (``gcs_server``), or every process of the head's session (``session``)."""
+def kill_head(nodes: Cluster, what: str) -> int:
+    """SIGKILL the head's GCS server (``gcs_server``), or every process of the head's session (``session``);
+    return the session's id."""
     from devstack import supervisor
     from devstack.processes import session_members
 
@@ -115,23 +132,26 @@ def kill_head(nodes: Cluster, what: str) -> None:
         with contextlib.suppress(psutil.Error, ProcessLookupError):
             if what == "session" or psutil.Process(member).name() == "gcs_server":
                 os.kill(member, signal.SIGKILL)
+    return head
 
 
-def restart_head(nodes: Cluster) -> str:
+def restart_head(nodes: Cluster, head: int) -> str:
     """Bring the head back as the stack does: wait for ``ray start --block`` to end the head's other processes,
     then start the service unless the stack's watchdog already did (never twice: start_service takes the
     service's lock and finds a running head). Returns what started it."""
     from devstack import supervisor
     from devstack.processes import leader_alive
 
-    head = supervisor.running_pid(nodes.settings, "ray")
-    if head is not None:
-        wait_for("the old head session to end", lambda: not leader_alive(head), 120, 0.5)
+    wait_for("the old head session to end", lambda: not leader_alive(head), 120, 0.5)
     result = supervisor.start_service(nodes.settings, nodes.registry["ray"], progress=print)
     return "this test" if result.action == "started" else f"the stack ({result.action})"
 
 
-def test_a_head_restart_costs_a_handful_of_requests(cluster: Cluster, app: App) -> None:  # noqa: F811
+def test_a_head_restart_costs_a_handful_of_requests(
+    cluster: Cluster,  # noqa: F811
+    app: App,
+    watchdog: None,
+) -> None:
     """``HEAD_RESTARTS`` (environment; default 1) restarts in a row, killing the GCS, then the whole head, …"""
     before = app.replicas()
     assert all(before.get(d) for d in ("api", "forecaster", "registry")), before
@@ -155,8 +175,7 @@ def test_a_head_restart_costs_a_handful_of_requests(cluster: Cluster, app: App) 
         """Kill the head, bring it back, wait for the worker node and Serve; the requests from the kill to 50
         answers after the recovery."""
         killed_at = time.monotonic()
-        kill_head(cluster, what)
-        by = restart_head(cluster)
+        by = restart_head(cluster, kill_head(cluster, what))
         head_back = time.monotonic() - killed_at
         wait_for(
             "the worker node back in the restarted head's cluster",
