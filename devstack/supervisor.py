@@ -3,7 +3,9 @@
 Every service is started in its own session (``start_new_session=True``); its pid file holds the session
 id, so stopping it signals every process of that session (:func:`devstack.processes.terminate`: SIGTERM,
 then SIGKILL after ``stop_timeout_s``). Start is idempotent: a healthy service is left alone, a stale pid
-file is removed, a port held by some other program is an error.
+file is removed, a port held by some other program is an error. Health is judged from the service itself
+(:func:`answers`: its session leader, the main process, alive, and its own check); one whose main process
+died has the rest of its session stopped before it starts again (:mod:`devstack.watchdog` does that alone).
 
 Files: ``{runtime_dir}/pids/NAME.pid`` (session id), ``NAME.lock`` (serialises start/stop of NAME across
 processes), ``{runtime_dir}/logs/NAME.log`` (stdout+stderr, appended, one header line per start; written by

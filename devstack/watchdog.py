@@ -188,7 +188,8 @@ def stop(settings: Settings) -> None:
     pid = running(settings)
     if pid is not None:
         terminate(pid, 10.0)
-    (Path(settings.general.runtime_dir) / PID_FILE).unlink(missing_ok=True)
+    for name in (PID_FILE, STATE_FILE):  # restarts count from the next `mur up`
+        (Path(settings.general.runtime_dir) / name).unlink(missing_ok=True)
 
 
 def main() -> None:
