@@ -17,8 +17,10 @@ Steps of :func:`bring_up` (each prints its progress):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devstack import airflow, first_run, supervisor, watchdog
+from devstack import airflow, first_run, gcs_redis, supervisor, watchdog
 from devstack.config import align_settings, fix_market_clock, pause_market_clock, remembered_ray_nodes
 from devstack.first_run import AdminResult
 from devstack.processes import leftover_processes
@@ -333,6 +335,13 @@ def bring_down(settings: Settings, *, say: Say) -> list[StopResult]:
     if "serve" in registry and supervisor.running_pid(settings, "ray") is not None:
         # the Ray head stops too, and Serve with it: no need to remove the app first
         registry["serve"] = dataclasses.replace(registry["serve"], after_stop=None)
+    if "redis" in registry:
+        # a deliberate stop ends the Ray cluster: the next `mur up` starts a new one instead of recovering
+        # this one's actors, jobs and nodes from Redis (only a crashed head, restarted by the watchdog, should)
+        gcs_data = gcs_redis.redis_dir(settings) / "data"
+        registry["redis"] = dataclasses.replace(
+            registry["redis"], after_stop=functools.partial(shutil.rmtree, gcs_data, ignore_errors=True)
+        )
     results = supervisor.down(settings, services=registry, progress=say)
     paused = pause_market_clock(settings)
     if paused is not None and not paused.live:

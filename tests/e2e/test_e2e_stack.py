@@ -536,6 +536,8 @@ def test_up_train_serve_login_loop_down_up_again(stack: dict[str, Any], discord:
     assert down.returncode == 0, down.stderr[-3000:]
     assert "market clock paused" in down.stdout
     assert_nothing_left(settings, ports)
+    # the Ray GCS's tables went with it: the next `mur up` starts a new cluster
+    assert not (Path(settings.general.runtime_dir) / "redis" / "data").exists()
     assert json.loads(run_mur_env_clock(settings))["speed"] == 0
     with pytest.raises(httpx.TransportError):
         forecast(settings, token, PAIRS[0])
