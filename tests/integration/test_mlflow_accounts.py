@@ -53,7 +53,7 @@ def test_accounts_and_what_each_may_do(services: Settings) -> None:
         assert requests.get(url + SEARCH, auth=auth, timeout=30).status_code == 200, role  # they read
         assert requests.post(url + ALIAS, json=move, auth=auth, timeout=30).status_code == 403, role
     dash = as_account(services, "dash")  # the dashboard's rollback: refused in one line, nothing recorded
-    with pytest.raises(ForbiddenError, match="mur-dash may not move .* mur models rollback"):
+    with pytest.raises(ForbiddenError, match="mur-dash may not move .*mur models rollback"):
         move_champion(dash, registry.configure(dash), pair=f"acc{tag}_usdt", version=1, action="rollback",
                       actor="admin", reason="test")  # fmt: skip
     wrong = (mlflow_account(services, "serve")["mlflow_username"], "not-the-password")
