@@ -18,6 +18,7 @@ from mur.commands import dash as dash_cmd
 from mur.commands import data as data_cmd
 from mur.commands import db as db_cmd
 from mur.commands import forecast as forecast_cmd
+from mur.commands import local
 from mur.commands import ml as ml_cmd
 from mur.commands import mlflow_login as mlflow_cmd
 from mur.commands import models as models_cmd
@@ -72,6 +73,7 @@ plain_help(app)
 def main() -> None:
     """Console-script entry point: run the app, turning known errors into one clean line."""
     try:
+        local.use_stack_secrets()
         app()
     except MurError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)

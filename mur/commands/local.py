@@ -46,3 +46,20 @@ def stack_settings(*, export: bool = False) -> Settings:
     from mur.settings import get_settings
 
     return __getattr__("config").align_settings(get_settings(), export=export)
+
+
+def use_stack_secrets() -> None:
+    """Beside a local stack, ``mur`` commands use its secret files (the trainer's MLflow account, the S3 keys)
+    as the processes ``mur up`` starts do: ``{runtime_dir}/secrets`` when no ``MUR_SECRETS_DIR`` is set and the
+    local platform is installed (``mur models rollback`` or ``mur train`` in a new shell reach MLflow)."""
+    import os
+    from pathlib import Path
+
+    from mur.settings import get_settings
+
+    if "MUR_SECRETS_DIR" in os.environ or importlib.util.find_spec("devstack") is None:
+        return
+    folder = Path(get_settings().general.runtime_dir) / __getattr__("config").SECRETS_DIR
+    if folder.is_dir():
+        os.environ["MUR_SECRETS_DIR"] = str(folder)
+        get_settings.cache_clear()
