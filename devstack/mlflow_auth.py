@@ -5,7 +5,8 @@ Before MLflow starts, :func:`prepare` writes the auth app's ``basic_auth.ini`` (
 ``mur-admin`` with a password generated once into the stack's secrets file). Once it answers,
 :func:`sync_accounts` (as that admin, through MLflow's ``AuthServiceClient``) makes sure the stack's accounts
 exist with their passwords and roles: ``mur-trainer`` edits every experiment and manages every registered
-model (training, the gate, promotion and rollback), ``mur-serve`` and ``mur-dash`` read them. Any logged-in
+model (training, the gate, promotion and rollback), ``mur-serve`` reads them, ``mur-dash`` reads them and
+moves aliases (the admin page's rollback). Any logged-in
 account can still create a registered model of its own: readers trust only versions the trainer's runs made
 (:func:`mur.registry.versions.registered_pairs`). docs/services.md, "MLflow accounts".
 """
@@ -24,8 +25,9 @@ from mur.settings import Settings
 GRANTS = {
     "mur-writers": {"experiment": "EDIT", "registered_model": "MANAGE"},
     "mur-readers": {"experiment": "READ", "registered_model": "READ"},
+    "mur-promoters": {"experiment": "READ", "registered_model": "EDIT"},  # aliases: the admin page's rollback
 }
-ROLE_OF = {"trainer": "mur-writers", "serve": "mur-readers", "dash": "mur-readers"}
+ROLE_OF = {"trainer": "mur-writers", "serve": "mur-readers", "dash": "mur-promoters"}
 WORKSPACE = "default"  # MLflow's only workspace while workspaces are off
 
 
