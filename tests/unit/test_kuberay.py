@@ -9,7 +9,8 @@ name). CEL rules (``x-kubernetes-validations``) are not evaluated.
 Against compose: the same images, the same ``ray start`` flags, the same environment on every Ray node
 (values equal, secrets from Secrets, the few addresses that differ listed below with their reason), the S3
 keys as files in MUR_SECRETS_DIR and never in the environment, Ray's token auth on, checkpoints on S3, the
-same ports and no more, and the Serve config that ``mur serve`` deploys.
+same ports and no more, the Serve config that ``mur serve`` deploys, and the GCS's Redis (GCS fault tolerance:
+compose's redis service and its address, the password from a Secret, reachable from the heads only).
 """
 
 from __future__ import annotations
@@ -48,9 +49,12 @@ K8S_VALUES = {
 }
 # `ray start` flags KubeRay sets itself.
 KUBERAY_FLAGS = {"--head", "--block", "--address"}
-# compose's GCS fault tolerance (issue 42): the manifests have no Redis yet (KubeRay: gcsFaultToleranceOptions,
-# which sets RAY_REDIS_ADDRESS and --redis-password on the head itself)
+# compose's GCS fault tolerance on ray-head: KubeRay sets both on the head from gcsFaultToleranceOptions (and
+# refuses them in the head's env or rayStartParams); test_gcs_fault_tolerance_matches_compose
 COMPOSE_GCS_FT = {"--redis-password", "RAY_REDIS_ADDRESS"}
+REDIS = "mur-ray-redis"  # redis.yaml: the Service, StatefulSet, NetworkPolicy and Secret
+# the pods that may reach Redis: the heads (the GCS) and KubeRay's Redis cleanup Job (a head-like pod)
+REDIS_CLIENTS = {"head", "redis-cleanup"}
 # rayStartParams that compose has no flag for, and why.
 K8S_PARAMS = {"num-gpus": "compose gives ray-worker its GPU through deploy.resources; Ray counts it there"}
 # Never in a Ray node's environment (every worker, job and replica inherits it; Ray logs a job's env).
@@ -487,13 +491,16 @@ def test_ports_are_the_compose_ports_and_stay_in_the_cluster(
             if group != "head":
                 assert not ports, f"{cluster}/{group}: workers take Ray's traffic only"
     assert (service["spec"].get("serveService") or {}).get("spec", {}).get("type", "ClusterIP") == "ClusterIP"
-    assert not of_kind(objects, "Service") and not of_kind(objects, "Ingress"), "KubeRay makes the Services"
+    assert not of_kind(objects, "Ingress"), "KubeRay makes the Ray Services"
+    for svc in of_kind(objects, "Service"):
+        assert svc["metadata"]["name"] == REDIS, "KubeRay makes the Ray Services; ours is the GCS's Redis"
+        assert svc["spec"].get("type", "ClusterIP") == "ClusterIP"
 
 
 def test_network_policy_lets_only_prometheus_reach_the_metrics(
     objects: dict[tuple[str, str], dict[str, Any]],
 ) -> None:
-    (policy,) = of_kind(objects, "NetworkPolicy")
+    policy = objects[("NetworkPolicy", "mur-ray")]
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     metrics = {8080, 9101}
     for rule in policy["spec"]["ingress"]:
@@ -516,3 +523,69 @@ def test_serve_config_is_what_mur_serve_deploys(
     config_args = load_config()["applications"][0]["args"]
     expected = app_config(Settings.defaults(serve_host=host), AppArgs(**config_args))
     assert yaml.safe_load(service["spec"]["serveConfigV2"]) == expected
+
+
+# --- GCS fault tolerance -------------------------------------------------------------------------------------
+def test_gcs_fault_tolerance_matches_compose(
+    objects: dict[tuple[str, str], dict[str, Any]], services: dict[str, Any]
+) -> None:
+    compose_host, compose_port = environment(services["ray-head"])["RAY_REDIS_ADDRESS"].split(":")
+    assert compose_host == "redis"
+    assert flags(command(services["ray-head"]))["--redis-password"] == "<REDIS_PASSWORD>", (
+        "a secret in compose"
+    )
+    port = objects[("ConfigMap", "mur-settings")]["data"]["MUR_RAY_REDIS_PORT"]
+    assert port == compose_port, "the same port as compose"
+    service, redis = objects[("Service", REDIS)], objects[("StatefulSet", REDIS)]
+    assert service["_file"] == redis["_file"] == "redis.yaml"
+    (svc_port,) = service["spec"]["ports"]
+    assert svc_port["port"] == svc_port["targetPort"] == int(port)
+    pod = redis["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (container,) = pod["spec"]["containers"]
+    assert [p["containerPort"] for p in container["ports"]] == [int(port)]
+    secret_names = set()
+    for cluster, spec in cluster_specs(objects):
+        ft = spec.get("gcsFaultToleranceOptions") or {}
+        assert ft.get("redisAddress") == f"{REDIS}:{port}", cluster
+        assert ft.get("backend", "redis") == "redis" and "externalStorageNamespace" not in ft, (
+            f"{cluster}: KubeRay's default namespace (the cluster's UID) keeps the clusters apart"
+        )
+        assert set(ft["redisPassword"]) == {"valueFrom"}, f"{cluster}: the password from a Secret only"
+        ref = ft["redisPassword"]["valueFrom"]["secretKeyRef"]
+        assert ref["key"] in secret_data(objects, ref["name"]), cluster
+        secret_names.add((ref["name"], ref["key"]))
+        head = spec["headGroupSpec"]
+        env = effective_env(objects, head["template"]["spec"]["containers"][0])
+        assert not {"RAY_REDIS_ADDRESS", "REDIS_PASSWORD"} & set(env), f"{cluster}: KubeRay refuses them"
+        assert "redis-password" not in head["rayStartParams"], cluster
+    ((secret, key),) = secret_names
+    # Redis itself: compose's image and command (the password read from the Secret's file)
+    assert container["image"] == resolve(services["redis"]["image"])
+    assert [a.replace("$$", "$") for a in container["args"]] == command(services["redis"])
+    (mount,) = [m for m in container["volumeMounts"] if m.get("readOnly")]
+    volume = {v["name"]: v for v in pod["spec"]["volumes"]}[mount["name"]]
+    assert volume["secret"]["secretName"] == secret and f"{mount['mountPath']}/{key}" in container["args"][-1]
+    assert pod["spec"]["automountServiceAccountToken"] is False, "no token mount over /run/secrets"
+    (claim,) = redis["spec"]["volumeClaimTemplates"]
+    data = [m["mountPath"] for m in container["volumeMounts"] if m["name"] == claim["metadata"]["name"]]
+    assert data == [flags(command(services["redis"])[-1].split())["--dir"]], "the append-only file persists"
+    for config in of_kind(objects, "ConfigMap"):
+        assert "requirepass" not in str(config["data"]) and "REDIS_PASSWORD" not in config["data"]
+
+
+def test_only_the_heads_reach_the_gcs_redis(objects: dict[tuple[str, str], dict[str, Any]]) -> None:
+    policy = objects[("NetworkPolicy", REDIS)]
+    assert policy["_file"] == "redis.yaml" and policy["_file"] not in NOT_APPLIED, "applied with Redis"
+    pod_labels = objects[("StatefulSet", REDIS)]["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    port = int(objects[("ConfigMap", "mur-settings")]["data"]["MUR_RAY_REDIS_PORT"])
+    (rule,) = policy["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [port]
+    for peer in rule["from"]:
+        assert set(peer) == {"podSelector"}, "pods of this namespace only (no namespaceSelector, no ipBlock)"
+        selector = peer["podSelector"]
+        assert selector["matchLabels"] == {"app.kubernetes.io/part-of": "make-us-rich"}
+        (node_type,) = selector["matchExpressions"]
+        assert node_type == {"key": "ray.io/node-type", "operator": "In", "values": sorted(REDIS_CLIENTS)}
