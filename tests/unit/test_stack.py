@@ -177,7 +177,9 @@ def test_ray_token_auth_is_on_with_one_generated_token(
     assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
     assert (secrets_dir / "mur_s3_secret_key").read_text() == aligned.registry.s3_secret_key
     assert aligned.registry.s3_secret_key != "minioadmin" and len(aligned.registry.s3_access_key) >= 32
-    assert (secrets_dir / "mur_mlflow_username").read_text() == aligned.registry.mlflow_username == "mur-trainer"
+    assert (
+        (secrets_dir / "mur_mlflow_username").read_text() == aligned.registry.mlflow_username == "mur-trainer"
+    )
     assert stat.S_IMODE((secrets_dir / "mur_mlflow_password").stat().st_mode) == 0o600
 
     monkeypatch.setenv(RAY_AUTH_SWITCH, "disabled")  # only for tests of the refusal itself
