@@ -29,8 +29,11 @@ def _channel() -> tuple[str | None, str]:
 
 @alerts_cli.command("status")
 def alerts_status() -> None:
-    """Whether a Discord webhook is configured, and the last alert monitoring raised and whether Discord took it."""
+    """Whether a Discord webhook is configured, the last alert monitoring raised and the last one of the local
+    stack's watchdog (a service that died), each with whether Discord took it."""
+    from mur.commands import local
     from mur.db import Database
+    from mur.errors import ConfigError
     from mur.monitoring.store import latest_alerts
     from mur.settings import get_settings
 
@@ -39,11 +42,18 @@ def alerts_status() -> None:
         last = next(iter(latest_alerts(db, limit=1)), None)
     if last is None:
         typer.echo("last alert   none yet")
-        return
-    state = "delivered" if last.delivered else "NOT delivered"
-    typer.echo(
-        f"last alert   {last.pair} at market hour {last.as_of:%Y-%m-%d %H:%M} UTC: {state} ({last.message})"
-    )
+    else:
+        state = "delivered" if last.delivered else "NOT delivered"
+        typer.echo(
+            f"last alert   {last.pair} at market hour {last.as_of:%Y-%m-%d %H:%M} UTC: {state} ({last.message})"
+        )
+    try:  # the local stack's watchdog: a service that died (where the local platform is installed)
+        service = local.health.latest_alerts(get_settings(), limit=1)
+    except ConfigError:
+        service = []
+    for alert in service:
+        state = "delivered" if alert["delivered"] else "NOT delivered"
+        typer.echo(f"service      {alert['service']} {alert['event']} at {alert['at']} (wall clock): {state}")
 
 
 @alerts_cli.command("test")

@@ -3,8 +3,10 @@ state names the host only (the URL's path is the secret), and the last alert say
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from discord_stub import DiscordStub
@@ -44,12 +46,22 @@ def test_without_a_webhook_it_says_how_to_set_one(monkeypatch: pytest.MonkeyPatc
 
 
 def test_status_shows_the_channel_and_the_last_alert(
-    discord: DiscordStub, pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    discord: DiscordStub, pg_settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    from devstack.health import ALERTS_FILE
     from mur.db import Database
     from mur.monitoring.store import record_alert
 
     monkeypatch.setenv("MUR_PG_DATABASE", pg_settings.db.pg_database)
+    monkeypatch.setenv("MUR_RUNTIME_DIR", str(tmp_path))  # the watchdog's alert of a service that died
+    watchdog = {
+        "at": "2026-11-25T12:00:00Z",
+        "service": "mlflow",
+        "event": "died",
+        "message": "x",
+        "delivered": False,
+    }
+    (tmp_path / ALERTS_FILE).write_text(json.dumps(watchdog) + "\n")
     get_settings.cache_clear()
     with Database(pg_settings, maxconn=1) as db:
         record_alert(
@@ -67,3 +79,4 @@ def test_status_shows_the_channel_and_the_last_alert(
     assert (
         "btc_usdt at market hour 2024-11-05 12:00 UTC: NOT delivered (rolling skill -0.08)" in result.stdout
     )
+    assert "service      mlflow died at 2026-11-25T12:00:00Z (wall clock): NOT delivered" in result.stdout
