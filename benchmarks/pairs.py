@@ -75,7 +75,12 @@ def register_pairs(settings: Any, pairs: list[str], base_pair: str, base_version
     from mur.registry import CHAMPION, model_name
     from mur.serving.champions import champions, registry_client
 
-    known = champions(registry_client(settings), prefix=settings.registry.registry_prefix, pairs=pairs)
+    known = champions(
+        registry_client(settings),
+        prefix=settings.registry.registry_prefix,
+        experiment=settings.registry.mlflow_experiment,
+        pairs=pairs,
+    )
     client = MlflowClient(settings.registry.mlflow_tracking_uri)
     src = client.get_model_version(
         model_name(base_pair, settings.registry.registry_prefix), str(base_version)

@@ -272,7 +272,12 @@ def ensure_champion(settings: Any, pair: str, *, tiny: bool = False) -> int:
     ``tiny``: a 4-unit model on 30 days, for the smoke run)."""
     from mur.serving.champions import champions, registry_client
 
-    found = champions(registry_client(settings), prefix=settings.registry.registry_prefix, pairs=[pair])
+    found = champions(
+        registry_client(settings),
+        prefix=settings.registry.registry_prefix,
+        experiment=settings.registry.mlflow_experiment,
+        pairs=[pair],
+    )
     if pair in found:
         return int(found[pair]["version"])
     from mlflow import MlflowClient

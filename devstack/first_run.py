@@ -222,7 +222,12 @@ def pairs_without_champion(settings: Settings, pairs: Iterable[str]) -> list[str
     from mur.serving.champions import champions, registry_client
 
     wanted = list(pairs)
-    found = champions(registry_client(settings), prefix=settings.registry.registry_prefix, pairs=wanted)
+    found = champions(
+        registry_client(settings),
+        prefix=settings.registry.registry_prefix,
+        experiment=settings.registry.mlflow_experiment,
+        pairs=wanted,
+    )
     return [p for p in wanted if p not in found]
 
 

@@ -45,7 +45,12 @@ def served_pairs(settings: Settings, args: AppArgs) -> list[str]:
     store = ChampionStore.for_settings(settings)
     client = registry_client(settings)
     try:
-        found = champions(client, prefix=settings.registry.registry_prefix, pairs=args.pairs)
+        found = champions(
+            client,
+            prefix=settings.registry.registry_prefix,
+            experiment=settings.registry.mlflow_experiment,
+            pairs=args.pairs,
+        )
     except RegistryUnavailableError as exc:
         known = store.champions(args.pairs)
         if not known:

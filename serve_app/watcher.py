@@ -96,6 +96,7 @@ class RegistryWatcher:
         found = champions(
             self._client,
             prefix=self.settings.registry.registry_prefix,
+            experiment=self.settings.registry.mlflow_experiment,
             pairs=self.args.pairs,
             known=self._summaries,
         )

@@ -119,7 +119,10 @@ def verify(pair: Annotated[str | None, typer.Argument(help="one pair (default: e
 
     settings = get_settings()
     found = champions(
-        registry_client(settings), prefix=settings.registry.registry_prefix, pairs=[pair] if pair else None
+        registry_client(settings),
+        prefix=settings.registry.registry_prefix,
+        experiment=settings.registry.mlflow_experiment,
+        pairs=[pair] if pair else None,
     )
     bad = 0
     for name, summary in sorted(found.items()):

@@ -36,7 +36,12 @@ def _registry_view(
 
     try:
         client = registry_client(settings)
-        found = champions(client, prefix=settings.registry.registry_prefix, pairs=pairs)
+        found = champions(
+            client,
+            prefix=settings.registry.registry_prefix,
+            experiment=settings.registry.mlflow_experiment,
+            pairs=pairs,
+        )
     except MurError as exc:
         log.warning("monitoring without champions' training windows: %s", exc)
         return {}, None

@@ -352,14 +352,9 @@ def log_and_register(
     )
 
 
-def registered_pairs(
-    client: Any, prefix: str = MODEL_PREFIX, experiment: str | None = None
-) -> dict[str, dict[str, int]]:
-    """Pairs that have a registered ``mur-*`` model, each with its aliases (``{alias: version}``); a model
-    whose champion the trainer did not make (:func:`trained_here`) is left out."""
-    from mur.settings import get_settings
-
-    experiment = experiment or get_settings().registry.mlflow_experiment
+def registered_pairs(client: Any, prefix: str, experiment: str) -> dict[str, dict[str, int]]:
+    """Pairs that have a registered ``{prefix}*`` model, each with its aliases (``{alias: version}``); a model
+    whose champion the trainer did not make (:func:`trained_here`, runs of ``experiment``) is left out."""
     found: dict[str, dict[str, int]] = {}
     page_token = None
     while True:  # MLflow answers at most 100 models per page by default

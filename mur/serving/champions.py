@@ -26,10 +26,12 @@ def champions(
     client: Any,
     *,
     prefix: str,
+    experiment: str,
     pairs: Iterable[str] | None = None,
     known: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """``{pair: version summary}`` for every registered ``{prefix}{pair}`` that has a champion alias, with
+    """``{pair: version summary}`` for every registered ``{prefix}{pair}`` that has a champion alias made by
+    ``experiment``'s runs (the trainer's), with
     ``shadows``: the versions served in shadow beside it, newest first.
 
     Only names that are valid pairs after the prefix count (so ``mur-test-x-btc_usdt`` is not a pair of
@@ -45,7 +47,7 @@ def champions(
 
     wanted = {normalize_pair(p) for p in pairs} if pairs is not None else None
     try:
-        models = registry.registered_pairs(client, prefix)
+        models = registry.registered_pairs(client, prefix, experiment)
     except MlflowException as exc:
         raise RegistryUnavailableError(f"model registry unreachable: {first_line(exc, 300)}") from exc
     found: dict[str, dict[str, Any]] = {}

@@ -151,7 +151,12 @@ def test_an_old_date_registers_its_own_version_never_champion_and_a_rerun_reuses
     before = client.get_model_version_by_alias(name, CHAMPION)
 
     def served() -> tuple[int, str]:  # what Serve's watcher would load: the version and its window end
-        summary = champions(client, prefix=services.registry.registry_prefix, pairs=["btc_usdt"])["btc_usdt"]
+        summary = champions(
+            client,
+            prefix=services.registry.registry_prefix,
+            experiment=services.registry.mlflow_experiment,
+            pairs=["btc_usdt"],
+        )["btc_usdt"]
         return summary["version"], summary["data_window"]["end"]
 
     served_before = served()

@@ -63,7 +63,9 @@ def test_accounts_and_what_each_may_do(services: Settings) -> None:
     forged = register_champion(as_account(services, "dash"), f"evil{tag}_usdt", f"not-training-{tag}")
     # …which Serve's account does not trust, while it finds the trainer's
     found = champions(
-        registry.configure(as_account(services, "serve")), prefix=services.registry.registry_prefix
+        registry.configure(as_account(services, "serve")),
+        prefix=services.registry.registry_prefix,
+        experiment=services.registry.mlflow_experiment,
     )
     assert forged.removeprefix(services.registry.registry_prefix) not in found
     assert found[trained.removeprefix(services.registry.registry_prefix)]["version"] == 1

@@ -309,14 +309,14 @@ def test_a_known_champion_costs_no_request_beyond_the_search(serve_stack: ServeS
 
     stack = serve_stack
     client = registry_client(stack.direct)
-    prefix = stack.direct.registry.registry_prefix
-    fresh = champions(client, prefix=prefix)
+    prefix, experiment = stack.direct.registry.registry_prefix, stack.direct.registry.mlflow_experiment
+    fresh = champions(client, prefix=prefix, experiment=experiment)
     version = fresh[stack.pair]["version"]
     assert version == stack.versions[stack.pair] and fresh[stack.pair]["data_window"]["end"]
     cached = {"version": version, "from": "the cache"}
-    again = champions(client, prefix=prefix, known={(stack.pair, version): cached})
+    again = champions(client, prefix=prefix, experiment=experiment, known={(stack.pair, version): cached})
     assert again[stack.pair] == {**cached, "shadows": []}  # no look-up of the unchanged champion
-    stale = champions(client, prefix=prefix, known={(stack.pair, version - 1): cached})
+    stale = champions(client, prefix=prefix, experiment=experiment, known={(stack.pair, version - 1): cached})
     assert stale[stack.pair] == fresh[stack.pair]  # another version number: read from the registry
 
 
