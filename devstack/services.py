@@ -153,6 +153,27 @@ def ray_temp_dir(settings: Settings, node: int = 1) -> Path:
     return Path(tempfile.gettempdir()) / f"ray-{settings.ray.ray_gcs_port}{suffix}"
 
 
+RAY_LOG_ROTATION = {"RAY_ROTATION_MAX_BYTES": str(16 * 2**20), "RAY_ROTATION_BACKUP_COUNT": "2"}
+"""Ray's own log rotation (its documented variables; values in the environment win): each log file of a node
+(GCS, raylet, dashboard, agents, every worker's and Serve replica's output) rotates at 16 MiB and keeps 2
+backups, at most 48 MiB, instead of Ray's 512 MiB and 5 backups (3 GiB per file)."""
+RAY_SESSIONS_KEPT = 1
+"""Earlier ``session_*`` dirs a Ray node's temp dir keeps when it starts (Ray never removes them): the newest,
+the session a restarted head takes up again (its name is in the GCS's Redis), else the last run's logs."""
+
+
+def prepare_ray_node(settings: Settings, node: int = 1) -> None:
+    """Before a Ray node starts: all but its newest earlier sessions removed; the head's HAProxy files, a
+    worker node's runtime dir."""
+    sessions = sorted(p for p in ray_temp_dir(settings, node).glob("session_*") if not p.is_symlink())
+    for old in sessions[: max(0, len(sessions) - RAY_SESSIONS_KEPT)]:  # the names sort by start time
+        shutil.rmtree(old, ignore_errors=True)
+    if node == 1:
+        prepare_haproxy(settings)
+    else:
+        worker_node_runtime_dir(settings, node).mkdir(parents=True, exist_ok=True)
+
+
 RAY_HEAD_UNSET = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -184,6 +205,7 @@ def _ray_env(settings: Settings) -> dict[str, str]:
         "AWS_EC2_METADATA_DISABLED": "true",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # jobs run `python`
         "RAY_USAGE_STATS_ENABLED": "0",
+        **{k: os.environ.get(k, v) for k, v in RAY_LOG_ROTATION.items()},
         **GCS_RECONNECT_ENV,
         # the single-node switch: every Ray socket on 127.0.0.1 (config.RAY_LOOPBACK_SWITCH says why);
         # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 in the environment opts out
@@ -281,9 +303,8 @@ def worker_node_services(settings: Settings) -> list[Service]:
                 stop_timeout_s=20,
                 stop_first=("raylet",),
                 depends_on=("ray",),
-                before_start=functools.partial(
-                    worker_node_runtime_dir(s, index).mkdir, parents=True, exist_ok=True
-                ),
+                before_start=functools.partial(prepare_ray_node, s, index),
+                data_dir=ray_temp_dir(s, index),
                 compose="ray-worker",
                 description=f"Ray worker node {index} on {worker_node_ip(index)} (joins the head with the token)",
             )
@@ -383,7 +404,8 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             stop_timeout_s=20,
             stop_first=("raylet",),  # the order of `ray stop`: raylet, the rest, GCS last
             stop_last=("gcs_server",),
-            before_start=functools.partial(prepare_haproxy, s),
+            before_start=functools.partial(prepare_ray_node, s),
+            data_dir=ray_temp_dir(s),  # sessions, logs (rotated: RAY_LOG_ROTATION), runtime-env files
             depends_on=("redis",),
             compose="ray-head",
             description="Ray head (GCS, raylet, dashboard + Jobs API, Serve)",

@@ -364,9 +364,13 @@ def service_status(
 
 
 def _disk_mb(folder: Path) -> float:
-    """The space the files under ``folder`` take on disk (allocated blocks: sparse files count as such)."""
-    files = folder.rglob("*") if folder.is_dir() else ()
-    return sum(f.stat().st_blocks * 512 for f in files if f.is_file()) / 2**20
+    """MiB its files take on disk (a sparse file counts as such); a file gone meanwhile (Ray's temp dir) skipped."""
+    total = 0
+    for parent, _dirs, files in os.walk(folder):  # errors (a dir gone) skipped; links not followed
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(parent, name)).st_blocks * 512
+    return total / 2**20
 
 
 def plan(services: dict[str, Service], names: Sequence[str] | None, *, with_deps: bool = True) -> list[str]:
