@@ -209,6 +209,7 @@ def start_service(settings: Settings, service: Service, *, progress: Progress | 
     began = time.monotonic()
     log = log_path(settings, service.name)
     with service_lock(settings, service.name):
+        ours = pid_path(settings, service.name).exists()  # mur started it; it may have died since
         pid = running_pid(settings, service.name, clean=True)
         if pid is not None and not leader_alive(pid):  # its main process died: what is left of it goes, fast
             say(f"{service.name}: its main process (pid {pid}) died; stopping what is left of it")
@@ -220,9 +221,11 @@ def start_service(settings: Settings, service: Service, *, progress: Progress | 
                 say(f"{service.name}: running (session {pid}) but not healthy yet, waiting …")
                 _wait_healthy(service, pid, None, service.start_timeout_s, log, max(0, _size(log) - 20_000))
             return StartResult(service.name, "running", pid, time.monotonic() - began)
-        if probe(service):
+        # what answers on the port of a service of ours that died is what it served (Serve's proxy on Ray for
+        # the keeper): restart it; otherwise it is another instance, left alone
+        if not ours and probe(service):
             return StartResult(service.name, "external", None, 0.0)
-        if service.port is not None and port_open(service.host, service.port):
+        if not ours and service.port is not None and port_open(service.host, service.port):
             raise ServiceError(
                 f"{service.name}: port {service.port} is in use by a program mur did not start "
                 f"(and it does not answer {check_text(service)}); stop it or change the port"

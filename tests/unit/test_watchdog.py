@@ -116,3 +116,43 @@ def test_health_is_the_process_itself_not_another_service(settings: Settings) ->
         )
     finally:
         supervisor.stop_service(settings, service)
+
+
+KEEPER = """
+import socket, subprocess, sys, time
+port, listener, pid_file = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+try:
+    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+except OSError:  # what it keeps running lives outside its session, as Serve on the Ray cluster does
+    child = subprocess.Popen([sys.executable, "-c", listener, str(port)], start_new_session=True)
+    open(pid_file, "w").write(str(child.pid))
+time.sleep(600)
+"""
+
+
+def test_a_dead_keeper_is_restarted_although_what_it_keeps_still_answers(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The ``serve`` keeper's case (seen in the end-to-end fault matrix): its health is Serve's port, which
+    Ray answers after the keeper died. A service of ours whose port still answers is restarted, never taken
+    for another instance (``external``) and left dead."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    kept = tmp_path / "kept.pid"
+    command = [sys.executable, "-c", KEEPER, str(port), LISTENER, str(kept)]
+    service = Service(name="keeper", command=command, port=port)
+    first = supervisor.start_service(settings, service).pid
+    assert first is not None
+    try:
+        with watching(settings, service):
+            os.kill(first, signal.SIGKILL)
+
+            def back() -> supervisor.ServiceStatus | None:
+                (row,) = supervisor.status(settings, services={"keeper": service})
+                return row if row.state == "running" and row.pid not in (None, first) else None
+
+            row = wait_until(back, what="the keeper restarted", timeout_s=30, interval_s=0.1)
+            assert row.restarts == 1 and row.healthy
+    finally:
+        os.kill(int(kept.read_text()), signal.SIGKILL)
