@@ -215,4 +215,9 @@ def restore(settings: Settings, src: Path, *, force: bool = False, say: Say = pr
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         shutil.copy2(src / name, target)  # mode 600 kept
     say(f"restored {len(databases(settings))} databases and {len(objects)} objects")
+    from devstack import supervisor
+
+    if any(s.running for s in supervisor.status(settings, ["s3"])):  # it signs with the keys it started with
+        supervisor.down(settings, ["s3"])
+        say("object store stopped: `mur up` starts it with the restored keys")
     return manifest
