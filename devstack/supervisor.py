@@ -10,8 +10,8 @@ died has the rest of its session stopped before it starts again (:mod:`devstack.
 Files: ``{runtime_dir}/pids/NAME.pid`` (session id), ``NAME.lock`` (serialises start/stop of NAME across
 processes), ``{runtime_dir}/logs/NAME.log`` (stdout+stderr, appended, one header line per start; written by
 :mod:`devstack.logwriter`, which rotates it to ``NAME.log.1`` at ``LOG_ROTATE_BYTES`` while the service
-runs, so a log never grows without bound). The services are :func:`devstack.services.stack_services` unless a ``services`` table is passed.
-Linux only (``/proc``).
+runs, so a log never grows without bound). Services: :func:`devstack.services.stack_services` unless a
+``services`` table is passed. Linux only (``/proc``).
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ def start_service(settings: Settings, service: Service, *, progress: Progress | 
     began = time.monotonic()
     log = log_path(settings, service.name)
     with service_lock(settings, service.name):
-        ours = pid_path(settings, service.name).exists()  # mur started it; it may have died since
+        ours = pid_path(settings, service.name).exists()  # even dead: what answers is what it served
         pid = running_pid(settings, service.name, clean=True)
         if pid is not None and not leader_alive(pid):  # its main process died: what is left of it goes, fast
             say(f"{service.name}: its main process (pid {pid}) died; stopping what is left of it")
@@ -221,9 +221,7 @@ def start_service(settings: Settings, service: Service, *, progress: Progress | 
                 say(f"{service.name}: running (session {pid}) but not healthy yet, waiting …")
                 _wait_healthy(service, pid, None, service.start_timeout_s, log, max(0, _size(log) - 20_000))
             return StartResult(service.name, "running", pid, time.monotonic() - began)
-        # what answers on the port of a service of ours that died is what it served (Serve's proxy on Ray for
-        # the keeper): restart it; otherwise it is another instance, left alone
-        if not ours and probe(service):
+        if not ours and probe(service):  # another instance (Serve's proxy on Ray, its keeper dead, is ours)
             return StartResult(service.name, "external", None, 0.0)
         if not ours and service.port is not None and port_open(service.host, service.port):
             raise ServiceError(
@@ -255,10 +253,9 @@ def start_service(settings: Settings, service: Service, *, progress: Progress | 
 
 
 def _size(path: Path) -> int:
-    try:
+    with contextlib.suppress(OSError):
         return path.stat().st_size
-    except OSError:
-        return 0
+    return 0
 
 
 def _launch(
