@@ -456,8 +456,8 @@ def log_to_mlflow(
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=f"backtest-{report.pair}") as run:
+    home = mlflow.set_experiment(experiment)  # its id: see log_and_register
+    with mlflow.start_run(experiment_id=home.experiment_id, run_name=f"backtest-{report.pair}") as run:
         mlflow.set_tags({"pair": report.pair, "kind": "backtest", "window": report.window})
         mlflow.log_params(report.settings)
         mlflow.log_metrics(

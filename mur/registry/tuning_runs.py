@@ -50,7 +50,7 @@ def log_search(settings: Settings, report: TuningReport) -> str:
     from mur.registry.client import configure
 
     configure(settings, quiet=True)  # stdout is the report's
-    mlflow.set_experiment(experiment_name(settings))
+    home = mlflow.set_experiment(experiment_name(settings))  # its id: see log_and_register
     found = mlflow.search_runs(
         experiment_names=[experiment_name(settings)],
         filter_string=f"tags.search_id = '{report.search_id}' and tags.kind = 'tuning'",
@@ -60,7 +60,7 @@ def log_search(settings: Settings, report: TuningReport) -> str:
     if found:
         return str(found[0].info.run_id)
     comparison = report.comparison
-    with mlflow.start_run(run_name=f"tune-{report.pair}") as parent:
+    with mlflow.start_run(experiment_id=home.experiment_id, run_name=f"tune-{report.pair}") as parent:
         market_time = market_clock(settings).now().isoformat(timespec="seconds")
         mlflow.set_tags(
             {"pair": report.pair, "kind": "tuning", "search_id": report.search_id, "market_time": market_time}
@@ -85,7 +85,9 @@ def log_search(settings: Settings, report: TuningReport) -> str:
             "tuning.json",
         )
         for t in report.trials:
-            with mlflow.start_run(run_name=f"trial-{t.trial_id}", nested=True):
+            with mlflow.start_run(
+                experiment_id=home.experiment_id, run_name=f"trial-{t.trial_id}", nested=True
+            ):
                 mlflow.set_tags(
                     {
                         "pair": report.pair,

@@ -231,7 +231,9 @@ def log_and_register(
 
     client = configure(settings)
     graph = onnx.load(str(onnx_path))  # log_model writes its serialization as model.onnx
-    mlflow.set_experiment(settings.registry.mlflow_experiment)
+    # the id passed on: when two jobs create the experiment at once, MLflow's set_experiment returns it without
+    # making it active, and the run would land in "Default" (then untrusted: trained_here)
+    experiment = mlflow.set_experiment(settings.registry.mlflow_experiment)
     prefix = settings.registry.registry_prefix
     name = model_name(pair, prefix)
     window, test_window = metrics_doc.data_window, metrics_doc.test_window
@@ -252,7 +254,7 @@ def log_and_register(
     signature = infer_signature(
         example, run_session(load_session(onnx_path), example).reshape(-1, 1).astype(np.float32)
     )
-    with mlflow.start_run(run_name=f"{pair}-{window.end}") as run:
+    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"{pair}-{window.end}") as run:
         mlflow.set_tags(tags)
         mlflow.log_params({k: v for k, v in params.items() if v is not None})
         for row in history:
