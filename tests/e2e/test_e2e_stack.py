@@ -699,13 +699,13 @@ def registry_versions(settings: Settings) -> dict[str, tuple[list[int], int | No
 
 
 def same_hour_forecasts(env: dict[str, str], settings: Settings, token: str) -> dict[str, dict[str, Any]]:
-    """Each pair's forecast, all answered within one market hour (asked again if an hour turned meanwhile)."""
+    """Each pair's forecast, all for one target hour (asked again if an hour turned meanwhile)."""
 
     def ask() -> dict[str, dict[str, Any]] | None:
         answers = {pair: forecast(settings, token, pair) for pair in PAIRS}
         assert all(a.status_code == 200 for a in answers.values()), {p: a.text for p, a in answers.items()}
         bodies = {pair: a.json() for pair, a in answers.items()}
-        return bodies if len({b["as_of"][:13] for b in bodies.values()}) == 1 else None
+        return bodies if len({b["target_time"] for b in bodies.values()}) == 1 else None
 
     return wait_until(ask, what="forecasts within one market hour", timeout_s=60, interval_s=0)
 
@@ -717,6 +717,8 @@ def restore_drill(
     it), ``mur restore`` into a new runtime dir and new databases, ``mur up`` there with the market frozen at the
     reference forecasts' market time: the same token gets the same forecast from the same model version, the
     users, tokens, usage and track record are identical, and the next training registers the next version."""
+    from datetime import datetime, timedelta
+
     env, settings = stack["env"], stack["settings"]
     timings: dict[str, float] = {}
     began = time.monotonic()
@@ -728,14 +730,17 @@ def restore_drill(
     rows, versions = product_rows(settings), registry_versions(settings)
     timings["backup"] = time.monotonic() - began
 
-    as_of = reference[PAIRS[0]]["as_of"]
+    # the market frozen half an hour after the reference forecasts' candle closed: the same candles (the
+    # reference was answered from the stack's candle cache, which may lag market now by a few market minutes)
+    target = datetime.fromisoformat(reference[PAIRS[0]]["target_time"])
+    frozen = (target + timedelta(minutes=30)).isoformat().replace("+00:00", "Z")
     restored_env = {
         **env,
         "MUR_RUNTIME_DIR": str(tmp / "restored-runtime"),
         "MUR_PG_DATABASE": env["MUR_PG_DATABASE"] + "_rst",
         "MUR_MLFLOW_DATABASE": env["MUR_MLFLOW_DATABASE"] + "_rst",
         "MUR_AIRFLOW_DATABASE": env["MUR_AIRFLOW_DATABASE"] + "_rst",
-        "MUR_CLOCK_START": as_of,  # the market frozen where the reference forecasts were answered
+        "MUR_CLOCK_START": frozen,
         "MUR_CLOCK_SPEED": "0",
     }
     restored = _settings(restored_env)
