@@ -44,7 +44,8 @@ def test_mur_tune_logs_trials_stores_a_config_and_mur_train_uses_it(
     services: Settings, pg_database_factory: Callable[..., Settings], tmp_path: Path
 ) -> None:
     import mlflow
-    from mlflow import MlflowClient
+
+    from mur.registry.client import configure
 
     db_settings = pg_database_factory()
     (tmp_path / "home").mkdir()
@@ -70,7 +71,7 @@ def test_mur_tune_logs_trials_stores_a_config_and_mur_train_uses_it(
     assert stored.active and stored.mlflow_run_id and stored.evidence["trials"] == 3
     assert stored.evidence["confirmation"]["n"] == 72 - 23
 
-    client = MlflowClient(services.registry.mlflow_tracking_uri)
+    client = configure(services)  # with the stack's trainer account (MLflow answers accounts only)
     exp = client.get_experiment_by_name(f"{experiment}-tuning")
     assert exp is not None
     runs = client.search_runs([exp.experiment_id])
