@@ -63,19 +63,10 @@ def typed_klines_frame(raw: pd.DataFrame) -> pd.DataFrame:
     """Build the typed frame from Binance-shaped data (ms integer times, numeric or numeric-string fields)."""
     import pandas as pd
 
-    out = pd.DataFrame(
-        {
-            "timestamp": ms_to_utc(pd.to_numeric(raw["timestamp"])),
-            **{c: pd.to_numeric(raw[c]).astype("float64").to_numpy() for c in FLOAT_COLUMNS[:5]},
-            "close_time": ms_to_utc(pd.to_numeric(raw["close_time"])),
-            "quote_av": pd.to_numeric(raw["quote_av"]).astype("float64").to_numpy(),
-            "trades": pd.to_numeric(raw["trades"]).astype("int64").to_numpy(),
-            "tb_base_av": pd.to_numeric(raw["tb_base_av"]).astype("float64").to_numpy(),
-            "tb_quote_av": pd.to_numeric(raw["tb_quote_av"]).astype("float64").to_numpy(),
-            "ignore": pd.to_numeric(raw["ignore"]).astype("int64").to_numpy(),
-        }
-    )
-    return out.loc[:, list(KLINE_COLUMNS)]
+    columns = {c: ms_to_utc(pd.to_numeric(raw[c])) for c in ("timestamp", "close_time")}
+    columns |= {c: pd.to_numeric(raw[c]).astype("float64").to_numpy() for c in FLOAT_COLUMNS}
+    columns |= {c: pd.to_numeric(raw[c]).astype("int64").to_numpy() for c in INT_COLUMNS}
+    return pd.DataFrame(columns).loc[:, list(KLINE_COLUMNS)]
 
 
 # --- windows -------------------------------------------------------------------------------------
