@@ -23,7 +23,13 @@ from devstack.provision import ensure_databases
 from mur.settings import Settings
 
 GRANTS = {
-    "mur-writers": {"experiment": "EDIT", "registered_model": "MANAGE"},
+    # MANAGE on runs and logged models: retention deletes old versions' runs with their artefacts
+    "mur-writers": {
+        "experiment": "EDIT",
+        "registered_model": "MANAGE",
+        "run": "MANAGE",
+        "logged_model": "MANAGE",
+    },
     "mur-readers": {"experiment": "READ", "registered_model": "READ"},
     "mur-promoters": {"experiment": "READ", "registered_model": "EDIT"},  # aliases: the admin page's rollback
 }
@@ -96,11 +102,14 @@ def sync_accounts(settings: Settings) -> None:
 
     client = admin_client(settings)
     roles = {role.name: role for role in client.list_roles(WORKSPACE)}
-    for name, grants in GRANTS.items():
-        if name not in roles:
-            roles[name] = client.create_role(WORKSPACE, name)
-            for resource, permission in grants.items():
+    for name, grants in GRANTS.items():  # a stack made by an earlier version gets today's grants
+        roles[name] = roles.get(name) or client.create_role(WORKSPACE, name)
+        held = {p.resource_type: p for p in client.list_role_permissions(roles[name].id)}
+        for resource, permission in grants.items():
+            if resource not in held:
                 client.add_role_permission(roles[name].id, resource, "*", permission)
+            elif held[resource].permission != permission:
+                client.update_role_permission(held[resource].id, permission)
     for role in MLFLOW_ROLES:
         account = mlflow_account(settings, role)
         user, password = account["mlflow_username"], account["mlflow_password"]

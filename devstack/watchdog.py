@@ -12,11 +12,13 @@ deaths in a row it is left stopped, ``fatal``, until ``mur up`` starts it again.
 Each restart counts in ``{runtime_dir}/watchdog.json`` (``mur status``: restarts, state) and each death and
 each give-up is an alert: sent to Discord when ``MUR_DISCORD_WEBHOOK_URL`` is set
 (:mod:`mur.orchestration.alerts`) and always recorded, delivered or not, in
-``{runtime_dir}/service-alerts.jsonl`` (``mur status`` prints the latest).
+``{runtime_dir}/service-alerts.jsonl`` (``mur status`` prints the latest). Every ``SWEEP_S`` it also deletes
+expired logs of ended work (:func:`sweep_logs`, ``MUR_LOG_RETENTION_HOURS``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -40,6 +42,8 @@ STABLE_S = 60.0
 MAX_FAILURES = 5
 MAX_BACKOFF_S = 60.0
 PID_FILE = "watchdog.pid"
+SWEEP_S = 300.0
+"""How often the watchdog deletes expired logs (:func:`sweep_logs`)."""
 
 
 def backoff_s(failures: int) -> float:
@@ -83,8 +87,12 @@ class Watchdog:
             os.replace(path.with_suffix(".tmp"), path)
 
     def run(self) -> None:
+        swept = 0.0
         while not self.stop.wait(INTERVAL_S):
             self.check()
+            if time.monotonic() - swept > SWEEP_S:
+                swept = time.monotonic()
+                sweep_logs(self.settings)
 
     def check(self) -> None:
         """One look at every pid file: a dead leader starts a restart (one thread per service)."""
@@ -153,6 +161,31 @@ class Watchdog:
         pid_path(self.settings, name).unlink(missing_ok=True)
         self.save(name, state="fatal")
         alert(self.settings, name, "fatal", f"{name} left stopped: {why} (mur up starts it again)")
+
+
+def sweep_logs(settings: Settings, now: float | None = None) -> list[Path]:
+    """Delete the log files older than ``MUR_LOG_RETENTION_HOURS`` (by their last write) that nothing writes
+    any more: Airflow's task logs (one file per task try) and the logs of ended Ray workers and jobs (Ray's
+    log monitor moves them to a session's ``logs/old``); empty folders left go too. Returns what went."""
+    from devstack.airflow import airflow_home
+    from devstack.services import ray_temp_dir
+
+    cutoff = (now or time.time()) - settings.general.log_retention_hours * 3600
+    head = ray_temp_dir(settings)
+    roots = [
+        airflow_home(settings) / "logs",
+        *(p / "session_latest/logs/old" for p in head.parent.glob(f"{head.name}*")),
+    ]
+    gone = []
+    for root in roots:
+        for path in sorted(root.rglob("*"), reverse=True):  # files before their folders
+            with contextlib.suppress(OSError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    gone.append(path)
+                elif path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+                    path.rmdir()
+    return gone
 
 
 def running(settings: Settings) -> int | None:

@@ -30,6 +30,7 @@ from mur.registry.names import (
     model_name,
     version_uri,
 )
+from mur.registry.retention import prune_versions
 from mur.settings import Settings
 
 if TYPE_CHECKING:
@@ -337,6 +338,7 @@ def log_and_register(
         )
         record_backtest(settings, pair=pair, version=int(version), model=onnx_path, ds=ds)  # labelled, apart
     log.info("gate for %s v%s: %s (%s)", name, version, decision.alias, decision.reason)
+    prune_versions(settings, client, pair)  # after the gate: the aliases it set are kept
     return TrainingResult(
         pair=pair,
         model_name=name,

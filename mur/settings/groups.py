@@ -77,6 +77,11 @@ class General(_Group):
 
     env: Literal["development", "test", "production"] = "development"
     runtime_dir: Path = Field(default=PROJECT_ROOT / ".runtime", description="pids, logs, local state")
+    log_retention_hours: float = Field(
+        default=72.0,
+        gt=0,
+        description="the local stack's watchdog deletes Airflow task logs and ended Ray workers' logs older than this",
+    )
     secrets_dir: Path | None = Field(
         default=None, description="a directory of secret files, one per setting (mur_s3_secret_key, …)"
     )

@@ -96,6 +96,12 @@ class Registry(_Group):
     shadow_max_per_pair: int = Field(default=2, ge=0, description="shadow versions served per pair (0: none)")
     shadow_ttl_hours: int = Field(default=168, ge=1, description="market hours a shadow is served")
     shadow_min_resolved: int = Field(default=48, ge=3, description="live targets per horizon to promote")
+    keep_versions: int = Field(
+        default=48,
+        ge=0,
+        description="registered versions kept per pair beside the aliased ones and the last as many champions; "
+        "older ones are deleted with their runs' artefacts (0: keep all)",
+    )
 
     def s3_env(self) -> dict[str, str]:
         """Environment that points boto3/MLflow at the S3 server."""

@@ -265,15 +265,18 @@ def run_distributed_many(
         ),
     )
     started = time.perf_counter()
-    result = trainer.fit()
-    wall = time.perf_counter() - started
-    if result.error:
-        raise result.error
-    if result.checkpoint is None:
-        raise RuntimeError(f"Ray Train run {run_name} ended without a checkpoint")
-    with result.checkpoint.as_directory() as d:
-        state = load_checkpoint_state(Path(d) / CKPT_FILE)  # a CPU driver reads a GPU run's checkpoint
-        meta = json.loads((Path(d) / META_FILE).read_text())
+    try:
+        result = trainer.fit()
+        wall = time.perf_counter() - started
+        if result.error:
+            raise result.error
+        if result.checkpoint is None:
+            raise RuntimeError(f"Ray Train run {run_name} ended without a checkpoint")
+        with result.checkpoint.as_directory() as d:
+            state = load_checkpoint_state(Path(d) / CKPT_FILE)  # a CPU driver reads a GPU run's checkpoint
+            meta = json.loads((Path(d) / META_FILE).read_text())
+    finally:  # run names are unique: nothing resumes a finished run, its checkpoints are only disk
+        remove_run(storage_path, run_name, storage_filesystem)
     out: dict[str, TrainOutcome | str] = {}
     for name in names:
         info = meta["done"].get(name)
@@ -312,6 +315,17 @@ def load_checkpoint_state(path: Path) -> Any:
     """A checkpoint's tensors, mapped to the CPU wherever they were saved (a GPU worker's weights read by a
     CPU-only driver or worker; a GPU driver does not open a CUDA context for them). No pickle: weights only."""
     return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def remove_run(storage_path: str, run_name: str, fs: Any = None) -> None:
+    """Delete a finished Ray Train run's directory (its checkpoints and Ray's run state), locally or on S3;
+    a failure to delete is logged, never the training's failure."""
+    import pyarrow.fs
+
+    try:
+        (fs or pyarrow.fs.LocalFileSystem()).delete_dir(f"{storage_path.rstrip('/')}/{run_name}")
+    except (FileNotFoundError, OSError) as exc:
+        log.warning("Ray Train run %s: its checkpoints were not removed: %s", run_name, exc)
 
 
 def storage_for(settings: Settings) -> tuple[str, Any]:

@@ -5,6 +5,7 @@ trainer registered (any logged-in account may create one) is not served."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import mlflow
 import pytest
@@ -69,3 +70,55 @@ def test_accounts_and_what_each_may_do(services: Settings) -> None:
     )
     assert forged.removeprefix(services.registry.registry_prefix) not in found
     assert found[trained.removeprefix(services.registry.registry_prefix)]["version"] == 1
+
+
+def test_retention_deletes_old_versions_with_their_artefacts(
+    services: Settings, pg_database_factory: Callable[..., Settings]
+) -> None:
+    """Issue 42: with ``keep_versions=2`` the trainer's account (its grants brought up to date by ``mur up``)
+    deletes what retention does not keep (not the newest two, not the champion) from the registry and its
+    objects from the bucket; numbers go on."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from devstack import mlflow_auth
+    from mur.orchestration.job_submission import result_store
+    from mur.registry.retention import prune_versions
+
+    admin = mlflow_auth.admin_client(services)
+    role = next(r for r in admin.list_roles(mlflow_auth.WORKSPACE) if r.name == "mur-writers")
+    held = {p.resource_type: p for p in admin.list_role_permissions(role.id)}
+    admin.update_role_permission(held["run"].id, "EDIT")  # as a stack made before retention had it
+    mlflow_auth.sync_accounts(services)  # mur up brings the grants to today's
+    history = pg_database_factory().db.pg_database  # the alias history's (empty): no champion moves to keep
+    trainer = as_account(services, "trainer").replace(keep_versions=2, pg_database=history)
+    client, pair = registry.configure(trainer), f"ret{uuid.uuid4().hex[:6]}_usdt"
+    name = registry.model_name(pair, trainer.registry.registry_prefix)
+    value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [value], [value])
+    graph.output[0].name = "y"
+    experiment = mlflow.set_experiment(trainer.registry.mlflow_experiment).experiment_id
+
+    def register() -> tuple[str, str]:
+        with mlflow.start_run(experiment_id=experiment) as run:
+            mlflow.log_text("weights", "weights.npz")
+            info = mlflow.onnx.log_model(
+                onnx.helper.make_model(graph), name="model", registered_model_name=name
+            )
+        return run.info.run_id, info.model_id
+
+    made = [register() for _ in range(5)]
+    client.set_registered_model_alias(name, registry.CHAMPION, "2")
+    store = result_store(trainer, timeout_s=60.0)
+
+    def objects(ids: tuple[str, str]) -> list[str]:
+        listing = store.list_objects_v2(Bucket=trainer.registry.s3_bucket, Prefix=f"mlflow/{experiment}/")
+        return [o["Key"] for o in listing.get("Contents", []) if any(f"/{i}/" in o["Key"] for i in ids)]
+
+    assert all(objects(ids) for ids in made)
+    assert prune_versions(trainer, client, pair) == [1, 3]
+    assert {int(v.version) for v in client.search_model_versions(f"name = '{name}'")} == {2, 4, 5}
+    assert [bool(objects(ids)) for ids in made] == [False, True, False, True, True]
+    assert prune_versions(trainer, client, pair) == []  # nothing more to delete
+    register()  # numbered on after the deletes
+    assert max(int(v.version) for v in client.search_model_versions(f"name = '{name}'")) == 6

@@ -269,6 +269,7 @@ def test_a_killed_worker_resumes_from_checkpoint(job_settings: Settings, tmp_pat
     assert result.metrics is not None and result.metrics.epochs_run == epochs  # none lost, none twice
     assert result.version is not None and result.version >= 1
     assert result.alias in ("champion", "challenger")
+    assert not list(storage.iterdir()), "a finished run's checkpoints are removed"
 
 
 def test_local_fit_registers_through_the_same_driver(job_settings: Settings) -> None:

@@ -156,3 +156,31 @@ def test_a_dead_keeper_is_restarted_although_what_it_keeps_still_answers(
             assert row.restarts == 1 and row.healthy
     finally:
         os.kill(int(kept.read_text()), signal.SIGKILL)
+
+
+def test_expired_logs_of_ended_work_are_swept(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow's task logs and ended Ray workers' logs (``logs/old``, head and worker nodes) older than
+    ``log_retention_hours`` go, with the folders they leave empty; newer ones and live workers' logs stay."""
+    import time
+
+    from devstack.airflow import airflow_home
+    from devstack.services import ray_temp_dir
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    settings = settings.replace(log_retention_hours=1.0)
+    task = airflow_home(settings) / "logs/dag_id=mur_training/run_id=r1/task_id=train/attempt=1.log"
+    recent = task.with_name("attempt=2.log")
+    ended = [ray_temp_dir(settings, n) / "session_latest/logs/old/worker-1.out" for n in (1, 2)]
+    live = ray_temp_dir(settings) / "session_latest/logs/worker-2.out"
+    for path in (task, recent, *ended, live):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("log\n")
+    old = time.time() - 2 * 3600
+    for path in (task, *ended, live):
+        os.utime(path, (old, old))
+    assert sorted(watchdog.sweep_logs(settings)) == sorted([task, *ended])
+    assert recent.exists() and live.exists() and not any(ended[0].parent.iterdir())
+    assert watchdog.sweep_logs(settings, now=time.time() + 2 * 3600) == [recent]
+    assert not (airflow_home(settings) / "logs/dag_id=mur_training").exists()
