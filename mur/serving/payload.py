@@ -73,14 +73,5 @@ def candles_to_payload(candles: pd.DataFrame) -> list[dict[str, Any]]:
     """The klines frame as the ``candles`` of a ``POST /v1/forecast/{pair}`` body (epoch-ms timestamps): what a
     client sends, the inverse of :func:`candles_from_payload`."""
     columns = ["timestamp", "open", "high", "low", "close", "volume"]
-    return [
-        {
-            "timestamp": int(ts.value // 1_000_000),
-            "open": float(o),
-            "high": float(h),
-            "low": float(lo),
-            "close": float(c),
-            "volume": float(v),
-        }
-        for ts, o, h, lo, c, v in candles[columns].itertuples(index=False)
-    ]
+    epoch_ms = candles["timestamp"].dt.as_unit("ms").astype("int64")
+    return candles[columns].assign(timestamp=epoch_ms).to_dict("records")
