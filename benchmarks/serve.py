@@ -212,42 +212,33 @@ def free_port() -> int:
 def server_cpu_seconds(reference_pid: int) -> dict[str, float]:
     """CPU seconds used so far by each server process: Serve's ingress (HAProxy or Ray's Python proxy) and
     replicas, and the reference."""
-    tick = os.sysconf("SC_CLK_TCK")
+    import psutil
+
     out: dict[str, float] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")[0].decode()
-            fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(entry.name) == reference_pid:
+    for proc in psutil.process_iter(["cmdline", "name", "cpu_times"]):
+        cmd, times = (proc.info["cmdline"] or [""])[0], proc.info["cpu_times"]
+        if proc.pid == reference_pid:
             name = "reference"
         elif cmd.startswith(("ray::ProxyActor", "ray::ServeReplica", "ray::HAProxyManager")):
             name = cmd.removeprefix("ray::").split(".")[0]
-        elif cmd.rsplit("/", 1)[-1] == "haproxy":  # Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1)
+        elif proc.info["name"] == "haproxy":  # Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1)
             name = "haproxy"
         else:
             continue
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        if times is not None:
+            out[name] = out.get(name, 0.0) + times.user + times.system
     return out
 
 
 def ray_worker_niceness() -> int:
     """The niceness of a running Serve replica (Ray starts workers niced), else 15."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if cmd.startswith(b"ray::ServeReplica"):
-            try:
-                return os.getpriority(os.PRIO_PROCESS, int(entry.name))
-            except OSError:
-                continue
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline", "nice"]):
+        if (proc.info["cmdline"] or [""])[0].startswith("ray::ServeReplica") and proc.info[
+            "nice"
+        ] is not None:
+            return int(proc.info["nice"])
     return 15
 
 
