@@ -111,12 +111,13 @@ def current_account() -> User | None:
     return current_user.account
 
 
-def require_admin() -> User:
+def require_admin(clicks: object = True) -> User:
     """The logged-in admin; for anyone else the callback does nothing (the server's guard already answered
-    403 to a non-admin's callback on an ``admin-`` component: this is the second check)."""
+    403 to a non-admin's callback on an ``admin-`` component: this is the second check), and nothing either
+    for a button not clicked yet (``clicks``: its ``n_clicks``)."""
     from dash.exceptions import PreventUpdate
 
     account = current_account()
-    if account is None or not account.is_admin:
+    if account is None or not account.is_admin or not clicks:
         raise PreventUpdate
     return account

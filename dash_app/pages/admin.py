@@ -271,11 +271,9 @@ def _parse_quota(value: Any) -> int | None:
     return int(number)
 
 
-def save_user(_clicks: Any, user_id: Any, status: Any, roles: Any, quota: Any) -> tuple[Any, Any]:
+def save_user(clicks: Any, user_id: Any, status: Any, roles: Any, quota: Any) -> tuple[Any, Any]:
     """Apply status, roles and quota to one user; an admin cannot lock themselves out."""
-    account = require_admin()
-    if not _clicks:
-        raise PreventUpdate
+    account = require_admin(clicks)
     context = get_context()
     try:
         if user_id is None:
@@ -303,11 +301,9 @@ def save_user(_clicks: Any, user_id: Any, status: Any, roles: Any, quota: Any) -
     return notice(message, "ok", id="admin-save-ok"), users_table(context)
 
 
-def make_invite(_clicks: Any) -> Component:
+def make_invite(clicks: Any) -> Component:
     """A new single-use invite link, shown once (only its hash is stored)."""
-    account = require_admin()
-    if not _clicks:
-        raise PreventUpdate
+    account = require_admin(clicks)
     invite = create_invite(get_context().db, created_by=account.id)
     logger.info("admin %s created an invite", account.username)
     link = f"{request.host_url}register?invite={invite.code}"
@@ -322,11 +318,9 @@ def make_invite(_clicks: Any) -> Component:
     )
 
 
-def trigger_training(_clicks: Any, pair: Any, epochs: Any) -> Component:
+def trigger_training(clicks: Any, pair: Any, epochs: Any) -> Component:
     """Ask Airflow to run the training DAG for one pair; show the run id or why it failed."""
-    account = require_admin()
-    if not _clicks:
-        raise PreventUpdate
+    account = require_admin(clicks)
     context = get_context()
     if pair not in context.pairs():
         return notice("Pick one of the listed pairs.", "bad")

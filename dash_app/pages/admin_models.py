@@ -13,7 +13,6 @@ from typing import Any
 
 from dash import Dash, Input, Output, State, dcc, html
 from dash.development.base_component import Component
-from dash.exceptions import PreventUpdate
 
 from dash_app.components import card, data_table, field, fmt_time, notice, pair_dropdown
 from dash_app.context import DashboardContext, get_context, require_admin
@@ -75,13 +74,11 @@ def show_history(pair: Any) -> Component:
     return history_table(get_context(), pair)
 
 
-def roll_back(_clicks: Any, pair: Any, to: Any, reason: Any) -> tuple[Any, Any]:
+def roll_back(clicks: Any, pair: Any, to: Any, reason: Any) -> tuple[Any, Any]:
     """Roll the chosen pair's champion back; the timeline follows."""
     from mur.registry.aliases import rollback
 
-    account = require_admin()
-    if not _clicks:
-        raise PreventUpdate
+    account = require_admin(clicks)
     context = get_context()
     try:
         if not isinstance(pair, str) or not pair:

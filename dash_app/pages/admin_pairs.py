@@ -15,7 +15,6 @@ from typing import Any
 
 from dash import Dash, Input, Output, State, dcc, html
 from dash.development.base_component import Component
-from dash.exceptions import PreventUpdate
 
 from dash_app.components import card, data_table, field, fmt_time, notice
 from dash_app.context import DashboardContext, get_context, require_admin
@@ -146,13 +145,11 @@ def show_file(filename: Any) -> str:
     return f"chosen: {filename}" if filename else ""
 
 
-def add_pair(_clicks: Any, symbol: Any, contents: Any, filename: Any) -> tuple[Any, Any, Any]:
+def add_pair(clicks: Any, symbol: Any, contents: Any, filename: Any) -> tuple[Any, Any, Any]:
     """Add the pair (with the uploaded CSV when one is chosen); the table and the remove list follow."""
     from mur.data.catalogue import add_csv_pair, add_exchange_pair
 
-    account = require_admin()
-    if not _clicks:
-        raise PreventUpdate
+    account = require_admin(clicks)
     context = get_context()
     try:
         if not isinstance(symbol, str) or not symbol.strip():
@@ -174,13 +171,11 @@ def add_pair(_clicks: Any, symbol: Any, contents: Any, filename: Any) -> tuple[A
     return _with_lists(context, notice(message, "ok", id="admin-pair-ok"))
 
 
-def remove_pair(_clicks: Any, pair: Any) -> tuple[Any, Any, Any]:
+def remove_pair(clicks: Any, pair: Any) -> tuple[Any, Any, Any]:
     """Take the chosen pair out of the catalogue (its history stays)."""
     from mur.data.catalogue import remove_pair as remove
 
-    account = require_admin()
-    if not _clicks:
-        raise PreventUpdate
+    account = require_admin(clicks)
     context = get_context()
     try:
         if not isinstance(pair, str) or not pair:
