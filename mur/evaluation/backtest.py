@@ -444,13 +444,13 @@ def log_to_mlflow(
     report: BacktestReport, files: tuple[Path, ...], *, tracking_uri: str, experiment: str
 ) -> str | None:
     """Log the pooled metrics and the files as one MLflow run when the tracking server answers."""
-    import urllib.request
+    import httpx
 
     try:
-        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=3) as resp:
-            if resp.status != 200:
-                return None
-    except OSError:
+        answered = httpx.get(f"{tracking_uri.rstrip('/')}/health", timeout=3).status_code == 200
+    except (httpx.HTTPError, httpx.InvalidURL):
+        answered = False
+    if not answered:
         log.info("MLflow at %s does not answer: backtest not logged", tracking_uri)
         return None
     import mlflow
