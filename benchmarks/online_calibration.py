@@ -17,7 +17,7 @@ range, and the coverage of both in the crash fortnight (2024-07-29 .. 2024-08-12
 online coverage over pairs and horizons. A trained-once model over 18 months is the static calibration's
 worst case (the stack retrains hourly); the online scale starts at 1 and is carried over the whole replay.
 Writes ``benchmarks/results/online_calibration.json`` and a chart of running coverage (trailing 30 days)
-``benchmarks/results/online_calibration.png`` (plotly HTML without matplotlib).
+``benchmarks/results/online_calibration.png`` (matplotlib).
 """
 
 from __future__ import annotations
