@@ -13,9 +13,7 @@ This module only re-exports the public names; see ``docs/data.md``.
 from mur.data.binance import BinanceMarketData
 from mur.data.bundled import BundledMarketData, bundled_pairs, load_bundled, read_bundled_csv
 from mur.data.candles import (
-    CLOSE_OFFSET_MS,
     KLINE_COLUMNS,
-    TIMESTAMP_DTYPE,
     format_ts,
     missing_hours,
     regularize_hourly,
@@ -28,9 +26,7 @@ from mur.data.user_csv import load_candles_csv
 
 __all__ = [
     "ClockedMarketData",
-    "CLOSE_OFFSET_MS",
     "KLINE_COLUMNS",
-    "TIMESTAMP_DTYPE",
     "BinanceMarketData",
     "BundledMarketData",
     "MarketData",
