@@ -355,6 +355,7 @@ def stack_services(settings: Settings) -> dict[str, Service]:
         Service(
             name="s3",
             command=seaweed.command(s, venv_bin("weed")),
+            env={**seaweed.GO_ENV},  # a bounded heap (the Go runtime's default let it grow by ~270 MB)
             port=reg.s3_port,
             health_url=f"{s3_url}/healthz",
             stop_timeout_s=20,  # on SIGTERM its filer waits 15 s for its gRPC streams, then all stop cleanly
