@@ -66,7 +66,16 @@ class RayJobTrigger(BaseTrigger):
         async def details() -> dict[str, Any]:
             response = await http.get(f"/api/jobs/{job_id}")
             response.raise_for_status()  # 401/403: a wrong token; 404: an unknown job (the trigger fails)
-            return dict(response.json())
+            job = dict(response.json())
+            node = job.get("driver_node_id")
+            if job.get("status") not in TERMINAL and node and await _node_dead(http, node):
+                # Ray leaves such a job RUNNING for ever (its supervisor actor died with the node, e.g. the
+                # head when it restarts): it is lost, and the task fails (Airflow retries it)
+                job |= {
+                    "status": "FAILED",
+                    "lost": f"the node of its driver ({node[:12]}) died: the job was lost",
+                }
+            return job
 
         try:
             job = await wait_until_async(
@@ -83,11 +92,19 @@ class RayJobTrigger(BaseTrigger):
                 "status": "TIMEOUT",
                 "reason": "it did not finish by its deadline (MUR_JOB_TIMEOUT_S); stopped it",
             }
-        if job["status"] == "SUCCEEDED":
-            return {"status": "SUCCEEDED", "reason": ""}
+        if job["status"] == "SUCCEEDED" or job.get("lost"):  # a lost job's log went with its node
+            return {"status": str(job["status"]), "reason": job.get("lost", "")}
         logs = (await http.get(f"/api/jobs/{job_id}/logs")).json().get("logs", "")
         reason = last_error_line(logs) or job.get("message") or job["status"]
         return {"status": str(job["status"]), "reason": reason}
+
+
+async def _node_dead(http: Any, node_id: str) -> bool:
+    """Whether Ray's state API says the node ``node_id`` is dead (an unknown or unanswered one is not)."""
+    filters = {"filter_keys": "node_id", "filter_predicates": "=", "filter_values": node_id}
+    response = await http.get("/api/v0/nodes", params={**filters, "detail": "true"})
+    rows = response.json().get("data", {}).get("result", {}).get("result", []) if response.is_success else []
+    return any(row.get("state") == "DEAD" for row in rows)
 
 
 class _RayTraining(BaseOperator):

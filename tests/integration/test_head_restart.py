@@ -147,12 +147,39 @@ def restart_head(nodes: Cluster, head: int) -> str:
     return "this test" if result.action == "started" else f"the stack ({result.action})"
 
 
+def job_in_flight(nodes: Cluster, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
+    """A Ray job running on the head (its supervisor's node), awaited as the training DAG's deferred tasks
+    await theirs: :class:`~mur.orchestration.triggers.RayJobTrigger` in a thread; its event lands in the dict."""
+    import asyncio
+
+    from mur.orchestration import triggers
+    from mur.orchestration.job_submission import client_for
+
+    monkeypatch.setattr(triggers, "get_settings", lambda: nodes.settings)  # the triggerer's: the token
+    job = client_for(nodes.settings).submit_job(entrypoint="sleep 900", entrypoint_num_cpus=0)
+    trigger = triggers.RayJobTrigger([job], nodes.settings.ray.ray_address, 1.0, time.time() + 900)
+    event: dict[str, Any] = {}
+
+    async def first() -> None:
+        try:
+            event.update((await anext(trigger.run())).payload["jobs"][job])
+        except Exception as exc:  # the trigger failed: its task would fail with this (and be retried)
+            event["error"] = repr(exc)
+
+    threading.Thread(target=asyncio.run, args=(first(),), daemon=True).start()
+    return job, event
+
+
 def test_a_head_restart_costs_a_handful_of_requests(
     cluster: Cluster,  # noqa: F811
     app: App,
     watchdog: None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``HEAD_RESTARTS`` (environment; default 1) restarts in a row, killing the GCS, then the whole head, …"""
+    """``HEAD_RESTARTS`` (environment; default 1) restarts in a row, killing the GCS, then the whole head, …
+    A job in flight on the head is lost with it (Ray 2.60 leaves it RUNNING for ever): the awaiting trigger
+    sees its driver's node dead and hands the task a failure with that reason (Airflow retries the task)."""
+    job, ended = job_in_flight(cluster, monkeypatch)
     before = app.replicas()
     assert all(before.get(d) for d in ("api", "forecaster", "registry")), before
     port = wait_for("the worker node's API replica port", lambda: worker_ingress_port(cluster), 60)
@@ -209,3 +236,6 @@ def test_a_head_restart_costs_a_handful_of_requests(
     after = app.replicas()
     assert after == before, f"Serve's controller recovered its replicas from Redis, none redeployed: {after}"
     assert all(code == 200 for _, code in answers[-20:])
+    wait_for("the job in flight to end, seen by its trigger", lambda: ended, 300, 1.0)
+    print(f"JOB IN FLIGHT {job}: {ended}")
+    assert ended.get("status") == "FAILED" and "the job was lost" in ended["reason"], ended
