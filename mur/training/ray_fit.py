@@ -276,7 +276,7 @@ def run_distributed_many(
             state = load_checkpoint_state(Path(d) / CKPT_FILE)  # a CPU driver reads a GPU run's checkpoint
             meta = json.loads((Path(d) / META_FILE).read_text())
     finally:  # run names are unique: nothing resumes a finished run, its checkpoints are only disk
-        remove_run(storage_path, run_name, storage_filesystem)
+        remove_dir(f"{storage_path.rstrip('/')}/{run_name}", storage_filesystem)
     out: dict[str, TrainOutcome | str] = {}
     for name in names:
         info = meta["done"].get(name)
@@ -317,15 +317,17 @@ def load_checkpoint_state(path: Path) -> Any:
     return torch.load(path, weights_only=True, map_location="cpu")
 
 
-def remove_run(storage_path: str, run_name: str, fs: Any = None) -> None:
-    """Delete a finished Ray Train run's directory (its checkpoints and Ray's run state), locally or on S3;
-    a failure to delete is logged, never the training's failure."""
+def remove_dir(path: str, fs: Any = None) -> None:
+    """Delete a Ray Train run's or a Tune search's folder (checkpoints, Ray's state), local or on S3 (``fs``);
+    one that cannot go is logged, never raised."""
     import pyarrow.fs
 
     try:
-        (fs or pyarrow.fs.LocalFileSystem()).delete_dir(f"{storage_path.rstrip('/')}/{run_name}")
-    except (FileNotFoundError, OSError) as exc:
-        log.warning("Ray Train run %s: its checkpoints were not removed: %s", run_name, exc)
+        (fs or pyarrow.fs.LocalFileSystem()).delete_dir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("%s was not removed: %s", path, exc)
 
 
 def storage_for(settings: Settings) -> tuple[str, Any]:

@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import secrets
-import shutil
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import asdict
 from datetime import datetime, timedelta
@@ -202,17 +201,6 @@ def tune_storage(settings: Settings) -> tuple[str, Any]:
     return location(settings, str((settings.general.runtime_dir / "tune").resolve()))
 
 
-def discard(path: str, fs: Any) -> None:
-    """Delete a search's experiment folder (``--fresh``), local or on S3."""
-    if fs is None:
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    try:
-        fs.delete_dir(path)
-    except (FileNotFoundError, OSError):
-        pass
-
-
 def run_search(
     settings: Settings,
     candles: pd.DataFrame,
@@ -238,7 +226,9 @@ def run_search(
         {"cpu": 1},
     )
     if fresh:
-        discard(path, fs)
+        from mur.training.ray_fit import remove_dir
+
+        remove_dir(path, fs)
     if tune.Tuner.can_restore(path, storage_filesystem=fs):
         emit(f"[tune] resuming {path} (finished trials are kept)")
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True, storage_filesystem=fs)
