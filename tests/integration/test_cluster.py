@@ -204,12 +204,14 @@ def submit(settings: Settings, logs: list[str], **options: Any) -> Any:
 
 
 class Watch(threading.Thread):
-    """Records where the Ray Train workers run while a training job runs (a poll per second)."""
+    """Records where the Ray Train workers run while a training job runs, and the objects under the run's
+    storage ``prefix`` (a poll per second)."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, settings: Settings, prefix: str) -> None:
         super().__init__(daemon=True)
-        self.cluster = cluster
+        self.cluster, self.settings, self.prefix = cluster, settings, prefix
         self.seen: list[set[str]] = []
+        self.keys: set[str] = set()
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -218,6 +220,8 @@ class Watch(threading.Thread):
                 workers = self.cluster.train_workers()
                 if workers:
                     self.seen.append({str(w["node_ip"]) for w in workers})
+            with contextlib.suppress(Exception):  # the object store's answer, or none this second
+                self.keys.update(s3_keys(self.settings, self.prefix))
             self.stop.wait(1.0)
 
 
@@ -226,7 +230,7 @@ def test_ddp_places_one_worker_per_node_and_checkpoints_on_s3(cluster: Cluster) 
     from mur.registry import CHAMPION, configure, model_name
 
     settings, prefix = job_settings(cluster, ray_placement_strategy="STRICT_SPREAD")
-    watch = Watch(cluster)
+    watch = Watch(cluster, settings, prefix + "/")
     watch.start()
     logs: list[str] = []
     try:
@@ -238,10 +242,10 @@ def test_ddp_places_one_worker_per_node_and_checkpoints_on_s3(cluster: Cluster) 
     assert {"127.0.0.1", cluster.node_ip} in watch.seen, (
         f"two DDP workers on the two nodes (STRICT_SPREAD); seen {watch.seen}"
     )
-    keys = s3_keys(settings, prefix + "/")
-    assert any(k.endswith("/state.pt") and "/checkpoint_" in k for k in keys), (
-        f"checkpoints on the S3 storage path: {keys[:10]}"
+    assert any(k.endswith("/state.pt") and "/checkpoint_" in k for k in watch.keys), (
+        f"checkpoints on the S3 storage path while it ran: {sorted(watch.keys)[:10]}"
     )
+    assert not s3_keys(settings, prefix + "/"), "the finished run's checkpoints are deleted (issue 42)"
     version = configure(settings).get_model_version_by_alias(
         model_name(PAIR, settings.registry.registry_prefix), CHAMPION
     )
@@ -252,7 +256,7 @@ def test_ddp_places_one_worker_per_node_and_checkpoints_on_s3(cluster: Cluster) 
 @pytest.mark.service_start
 def test_a_lost_node_mid_training_resumes_from_the_s3_checkpoint(cluster: Cluster) -> None:
     settings, prefix = job_settings(cluster, ray_placement_strategy="SPREAD", patience=1000)
-    watch = Watch(cluster)
+    watch = Watch(cluster, settings, prefix + "/")
     watch.start()
     logs: list[str] = []
     outcome: dict[str, Any] = {}
