@@ -101,9 +101,10 @@ def _s3(settings: Settings) -> Any:
     return result_store(settings, timeout_s=60.0)
 
 
-def _s3_error(settings: Settings, exc: Exception) -> ServiceError:
+def _s3_error(settings: Settings, exc: Exception, key: str = "") -> ServiceError:
     reg = settings.registry
-    return ServiceError(f"object store {reg.s3_endpoint_url} (bucket {reg.s3_bucket}): {first_line(exc)}")
+    where = f"{reg.s3_bucket}/{key}" if key else f"bucket {reg.s3_bucket}"
+    return ServiceError(f"object store {reg.s3_endpoint_url} ({where}): {first_line(exc)}")
 
 
 def backup(settings: Settings, dest: Path, say: Say = print) -> dict[str, Any]:
@@ -128,20 +129,20 @@ def backup(settings: Settings, dest: Path, say: Say = print) -> dict[str, Any]:
         _pg(settings, "pg_dump", "--format=custom", f"--file={dest / 'db' / role}.dump", name)
     bucket = settings.registry.s3_bucket
     say(f"copying bucket {bucket}")
-    client, count = _s3(settings), 0
+    client, count, key = _s3(settings), 0, ""
     try:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             for item in page.get("Contents", []):
-                if item["Key"].endswith("/"):
+                if (key := item["Key"]).endswith("/"):
                     continue  # a folder marker: no content
-                target = object_path(dest, item["Key"])
+                target = object_path(dest, key)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                client.download_file(bucket, item["Key"], str(target))
+                client.download_file(bucket, key, str(target))
                 count += 1
                 if count % 200 == 0:
                     say(f"  {count} objects")
     except (BotoCoreError, ClientError) as exc:
-        raise _s3_error(settings, exc) from None
+        raise _s3_error(settings, exc, key) from None
     say(f"{count} objects copied; writing checksums")
     import psycopg
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -59,8 +60,13 @@ def migrate_app_database(settings: Settings) -> None:
     migrate(settings)
 
 
-def ensure_bucket(settings: Settings) -> bool:
-    """Create ``settings.registry.s3_bucket`` on the local S3 service if missing (compose: ``minio-init``)."""
+def ensure_bucket(settings: Settings, timeout_s: float = 120.0) -> bool:
+    """Create ``settings.registry.s3_bucket`` on the local S3 service if missing (compose: ``minio-init``);
+    if it exists, wait until its objects can be read.
+
+    A restarted SeaweedFS answers S3 (listings included) before its volume server's first heartbeat reached
+    the master: for seconds (more on a busy machine) every read fails with ``volume N not found`` (HTTP 500).
+    One readable object means the heartbeat, which carries every volume, has landed."""
     from minio import Minio
     from minio.error import S3Error
 
@@ -73,6 +79,7 @@ def ensure_bucket(settings: Settings) -> bool:
     )
     try:
         if client.bucket_exists(settings.registry.s3_bucket):
+            _await_readable(client, settings.registry.s3_bucket, timeout_s)
             return False
         client.make_bucket(settings.registry.s3_bucket)
     except S3Error as exc:
@@ -80,6 +87,28 @@ def ensure_bucket(settings: Settings) -> bool:
             return False
         raise ServiceError(f"could not create bucket {settings.registry.s3_bucket}: {exc}") from exc
     return True
+
+
+def _await_readable(client: Any, bucket: str, timeout_s: float) -> None:
+    from minio.error import S3Error
+    from urllib3.exceptions import HTTPError
+
+    stored = (o.object_name for o in client.list_objects(bucket, recursive=True) if not o.is_dir)
+    key = next(stored, None)
+    if key is None:
+        return
+
+    def read() -> bool:
+        client.get_object(bucket, key, length=1).release_conn()
+        return True
+
+    wait_until(
+        read,
+        what=f"the object store to read its data (s3://{bucket}/{key})",
+        timeout_s=timeout_s,
+        retry_on=(S3Error, HTTPError),
+        error=ServiceError,
+    )
 
 
 def undeploy_serve(settings: Settings, timeout_s: float = 30.0) -> None:
