@@ -317,10 +317,14 @@ class Poller(threading.Thread):
                             headers={"Authorization": f"Bearer {self.token}"},
                         )
                         json_body = r.headers.get("content-type", "").startswith("application/json")
-                        body = r.json() if r.status_code == 200 else {"text": r.text[:300], "json": json_body}
+                        body = (
+                            r.json()
+                            if r.status_code == 200
+                            else {"text": r.text[:300], "json": json_body, "at": time.monotonic()}
+                        )
                         self.answers.append((pair, r.status_code, body))
                     except httpx.HTTPError as exc:
-                        self.answers.append((pair, 0, {"error": repr(exc)}))
+                        self.answers.append((pair, 0, {"error": repr(exc), "at": time.monotonic()}))
                 self.stop.wait(0.5)
 
     def seen(self, pair: str, key: str) -> list[Any]:
@@ -501,7 +505,7 @@ def kill_service(settings: Settings, name: str) -> dict[str, Any]:
     died = [a for a in latest_alerts(settings, limit=100) if a["service"] == name and a["event"] == "died"]
     assert died and str(before.pid) in died[-1]["message"], f"no alert recorded for {name}: {died}"
     assert row.restarts == before.restarts + 1, (before, row)
-    return {"part": name, "back_s": time.monotonic() - killed, "alert": died[-1]["delivered"]}
+    return {"part": name, "back_s": time.monotonic() - killed, "alert": died[-1]["delivered"], "at": killed}
 
 
 def answered_since(poller: Poller, index: int) -> bool:
@@ -530,7 +534,7 @@ def kill_serve_replica(settings: Settings, poller: Poller) -> dict[str, Any]:
         timeout_s=300,
         interval_s=1,
     )
-    return {"part": "a Serve replica", "back_s": time.monotonic() - killed, "alert": None}
+    return {"part": "a Serve replica", "back_s": time.monotonic() - killed, "alert": None, "at": killed}
 
 
 def _title(process: Any) -> str:
@@ -561,7 +565,12 @@ def drop_connections(settings: Settings, poller: Poller) -> dict[str, Any]:
         timeout_s=120,
         interval_s=0.5,
     )
-    return {"part": f"PostgreSQL connections ({dropped})", "back_s": time.monotonic() - killed, "alert": None}
+    return {
+        "part": f"PostgreSQL connections ({dropped})",
+        "back_s": time.monotonic() - killed,
+        "alert": None,
+        "at": killed,
+    }
 
 
 def forecast_hours(settings: Settings, since: str, until: str) -> dict[str, list[str]]:
@@ -645,6 +654,12 @@ def run_the_fault_matrix(settings: Settings, token: str) -> list[dict[str, Any]]
         poller.join(timeout=60)
     failed = [a for a in poller.answers if a[1] != 200]
     statuses = {code: sum(1 for a in failed if a[1] == code) for code in sorted({a[1] for a in failed})}
+    for pair, status, body in failed:  # which fault was under way (the last one begun before the answer)
+        fault = max((r for r in results if r["at"] <= body["at"]), key=lambda r: r["at"], default=None)
+        when = (
+            f"{body['at'] - fault['at']:.1f} s after killing {fault['part']}" if fault else "before any fault"
+        )
+        print(f"FAULT MATRIX failed request: {pair} {status} {when}: {body.get('text') or body.get('error')}")
     print(
         f"FAULT MATRIX: {len(failed)} of {len(poller.answers)} forecast requests failed {statuses}: {failed[:3]}"
     )
