@@ -243,6 +243,31 @@ def test_pool_replaces_idle_connections_the_server_dropped(pg_settings: Settings
         assert _backend_pid(database) != pid
 
 
+def test_a_pool_whose_idle_connections_all_died_answers_the_next_request(pg_settings: Settings) -> None:
+    """Serve's request pool keeps 8 connections open: after the server dropped them all, the first request
+    is answered within the pool's timeout (psycopg_pool alone met the dead ones one back-off at a time, 1 + 2
+    s, and both requests of a 2.5 s timeout failed)."""
+    with Database(pg_settings, minconn=4, maxconn=4, pool_timeout_s=2.5) as database:
+        with database.connection(), database.connection(), database.connection(), database.connection():
+            pass  # all four opened
+        for pid in _pool_backends(pg_settings):
+            _terminate(pg_settings, pid)
+        assert database.ping() and database.ping()
+
+
+def _pool_backends(settings: Settings) -> list[int]:
+    """The backends of the pools on the settings' database (this test worker's own)."""
+    from mur.db.pool import APPLICATION_NAME
+
+    with psycopg.connect(settings.db.dsn("postgres"), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+            (settings.db.pg_database, APPLICATION_NAME),
+        ).fetchall()
+    assert len(rows) >= 4, rows  # this pool's four, and any other pool of this worker on its database
+    return [row[0] for row in rows]
+
+
 def test_connection_lost_mid_transaction_fails_clearly_then_recovers(pg_settings: Settings) -> None:
     with Database(pg_settings, minconn=1, maxconn=1) as database:
         with pytest.raises(DatabaseError, match="failed"), database.cursor() as cur:
