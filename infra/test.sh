@@ -158,6 +158,9 @@ if [ "$TIER" = all ] || [ "$TIER" = services ]; then
     echo "[test] then the second shared stack's tests, run beside the services tier:"
     cat "$LOGS/second.out" 2>/dev/null || true
     if [ "$FIRST_RC" != 0 ] || [ "$SECOND_RC" != 0 ] || [ "$E2E_RC" != 0 ]; then
+      echo "[test] the services tier's failures, every run (the reasons are in each run's output above):"
+      sed -E 's/\x1b\[[0-9;]*m//g' "$LOGS/services.log" "$LOGS/e2e.out" "$LOGS/second.out" 2>/dev/null |
+        grep -E '^(FAILED|ERROR) ' | cut -c1-400 || true
       echo "[test] services tier failed (first shared stack: exit $FIRST_RC, second: exit $SECOND_RC," \
         "end to end: exit $E2E_RC)"
       exit 1

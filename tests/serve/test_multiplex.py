@@ -87,6 +87,10 @@ def many(services: Settings, pg_database_factory: Callable[..., Settings]) -> It
             # every GET reaches the Forecaster: these tests watch its LRU and its autoscaling (the API's
             # answer cache is tested in test_answer_cache.py and on the default app in test_api.py)
             "serve_answer_ttl_s": 0.0,
+            # 30 pairs through an LRU of 8: cold loads all the time, queued one at a time per replica (Serve's
+            # multiplexing); on two busy cores (CI) one waited past the default 10 s and got its 503 "try
+            # again" (tested in test_api.py); here a request waits for its model
+            "serve_cold_load_timeout_s": 50.0,
         }
     )
     db = Database(db_settings, maxconn=2)
