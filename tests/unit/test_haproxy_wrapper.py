@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
 from devstack import haproxy_wrapper
 from devstack.services import haproxy_dir, haproxy_env, prepare_haproxy, stack_services
 from mur.settings import Settings
+from mur.waiting import wait_until
 
 
 def ray_config(**overrides: object) -> str:
@@ -176,3 +180,86 @@ def test_a_long_runtime_dir_moves_haproxy_to_a_short_private_path(tmp_path: Path
         import shutil
 
         shutil.rmtree(base, ignore_errors=True)
+
+
+class ClosesReusedConnections(threading.Thread):
+    """A backend that answers the first request of each connection and closes the connection on the next one
+    without an answer: what HAProxy meets when it reuses an idle connection to a Serve replica that died."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+
+    def run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+            conn.recv(65536)  # the next request on this connection: closed without an answer
+
+
+def test_haproxy_retries_a_get_whose_reused_server_connection_died(tmp_path: Path) -> None:
+    """With Ray's retries (connect failures only) HAProxy closes the client's connection without an answer when
+    a reused server connection dies; rewritten, the GET is retried on a new connection. A POST is not retried."""
+    real = haproxy_wrapper.real_binary()
+    if real is None:
+        pytest.skip("no HAProxy binary (ray[serve] bundles one on Linux)")
+    backend = ClosesReusedConnections()
+    backend.start()
+    front = socket.create_server(("127.0.0.1", 0))
+    port = front.getsockname()[1]
+    front.close()
+    ray_like = (
+        "defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n"
+        "    option redispatch 1\n    retry-on conn-failure\n"
+        f"frontend http_frontend\n    bind 127.0.0.1:{port}\n    default_backend app\n"
+        f"backend app\n    http-reuse always\n    server replica 127.0.0.1:{backend.port}\n"
+    )
+
+    def answers(config: str, methods: tuple[str, ...]) -> list[int | str]:
+        path = tmp_path / "haproxy.cfg"
+        path.write_text(config)
+        proc = subprocess.Popen([real, "-db", "-f", str(path)], stderr=subprocess.PIPE)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                wait_until(
+                    lambda: _get(client) == 200, what="HAProxy to answer", timeout_s=30, interval_s=0.1
+                )
+                out: list[int | str] = []
+                for method in methods:  # one client connection; each request reuses the server connection
+                    try:
+                        out.append(client.request(method, "/").status_code)
+                    except httpx.RemoteProtocolError:
+                        out.append("closed without an answer")
+                return out
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+    assert answers(ray_like, ("GET",)) == ["closed without an answer"]
+    assert answers(haproxy_wrapper.rewrite(ray_like), ("GET", "GET", "POST")) == [
+        200,
+        200,
+        "closed without an answer",
+    ]
+
+
+def _get(client: httpx.Client) -> int:
+    try:
+        return client.get("/").status_code
+    except httpx.HTTPError:
+        return 0
