@@ -86,19 +86,21 @@ def disk_items(settings: Any, rows: list[Any]) -> dict[str, float]:
     return items | {name: _disk_mb(path) for name, path in dirs.items()}
 
 
-def rss_mb(sid: int) -> float:
-    """RSS summed over the processes of session ``sid`` (shared pages counted in each)."""
+def session_memory(sid: int) -> dict[str, float]:
+    """PSS (shared pages split) and RSS (counted in each) summed over the processes of session ``sid``, read
+    together per process (a Ray worker that ends between two passes cannot make RSS read below PSS)."""
     import psutil
 
     from devstack.processes import session_members
 
-    total = 0
+    pss = rss = 0
     for pid in session_members(sid):
         try:
-            total += psutil.Process(pid).memory_info().rss
+            info = psutil.Process(pid).memory_full_info()
         except psutil.Error:
             continue
-    return total / 2**20
+        pss, rss = pss + info.pss, rss + info.rss
+    return {"pss_mb": round(pss / 2**20, 1), "rss_mb": round(rss / 2**20, 1)}
 
 
 def sample(settings: Any, clock: Any, load: Load, began: float) -> dict[str, Any]:
@@ -106,7 +108,7 @@ def sample(settings: Any, clock: Any, load: Load, began: float) -> dict[str, Any
 
     rows = supervisor.status(settings)
     memory = {
-        r.name: {"pss_mb": r.memory_mb, "rss_mb": round(rss_mb(r.pid), 1), "processes": r.processes}
+        r.name: {**session_memory(r.pid), "processes": r.processes}
         for r in rows
         if r.pid is not None and r.memory_mb is not None
     }
