@@ -19,6 +19,7 @@ import psycopg2
 import pytest
 from minio import Minio
 from psycopg2 import sql
+from ray_listeners import LOOPBACK
 from typer.testing import CliRunner
 
 from devstack import supervisor as svc
@@ -388,8 +389,8 @@ def test_private_ray_head_runs_in_the_foreground_on_loopback(tmp_path: Path) -> 
         # Ray 2.60's own gRPC servers (the GCS and the raylet's node/object managers) bind every interface
         # whatever --node-ip-address says (seen here: 0.0.0.0 and ::); everything else must be loopback.
         # docs/services.md says so: on a shared host, firewall those ports (no Ray flag binds them).
-        public = sorted(
-            a for a in listening if a[0] not in ("127.0.0.1", "::1") and a[2] not in ("gcs_server", "raylet")
+        public = sorted(  # ::ffff:127.0.0.1 is loopback too (the dashboard agent's IPv6 socket, at times)
+            a for a in listening if a[0] not in LOOPBACK and a[2] not in ("gcs_server", "raylet")
         )
         assert not public, f"Ray listens beyond the loopback interface: {public}"
     finally:
