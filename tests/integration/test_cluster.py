@@ -204,8 +204,10 @@ def submit(settings: Settings, logs: list[str], **options: Any) -> Any:
 
 
 class Watch(threading.Thread):
-    """Records where the Ray Train workers run while a training job runs, and the objects under the run's
-    storage ``prefix`` (a poll per second)."""
+    """Records where the Ray Train workers run while a training job runs (a poll per second), and the objects
+    under the run's storage ``prefix`` (five polls a second, in a thread of their own: a short run's
+    checkpoints live a few seconds before the run's folder is deleted, and the state API's answer can take
+    longer than that on a busy machine)."""
 
     def __init__(self, cluster: Cluster, settings: Settings, prefix: str) -> None:
         super().__init__(daemon=True)
@@ -215,14 +217,21 @@ class Watch(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
+        keys = threading.Thread(target=self._watch_keys, daemon=True)
+        keys.start()
         while not self.stop.is_set():
             with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
                 workers = self.cluster.train_workers()
                 if workers:
                     self.seen.append({str(w["node_ip"]) for w in workers})
-            with contextlib.suppress(Exception):  # the object store's answer, or none this second
-                self.keys.update(s3_keys(self.settings, self.prefix))
             self.stop.wait(1.0)
+        keys.join()
+
+    def _watch_keys(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(Exception):  # the object store's answer, or none this time
+                self.keys.update(s3_keys(self.settings, self.prefix))
+            self.stop.wait(0.2)
 
 
 @pytest.mark.service_start
