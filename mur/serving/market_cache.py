@@ -25,12 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MARKET_HISTORY_HOURS = 384
-"""Closed candles the cache keeps per pair: twice what a default model needs (its 168 h context and a day), so
-loading one does not widen the cache, which refetches every pair inside the load (Serve loads one model at a
-time per replica; with 168, the first load refetched 30 synthetic pairs in 2.0 s on two busy cores, and the
-multiplex test's first requests waited past their 10 s in CI)."""
-
 
 @dataclass(frozen=True)
 class CandleSnapshot:
@@ -83,13 +77,15 @@ class MarketCache:
         *,
         source: Any = None,
         clock: MarketClock | None = None,
-        history_hours: int = MARKET_HISTORY_HOURS,
+        history_hours: int | None = None,
     ) -> None:
         self.settings = settings
         self.pairs = [normalize_pair(p) for p in pairs]
         self._source = source
         self.clock = clock or market_clock(settings)
-        self.history_hours = max(int(history_hours), 2)
+        # by default what ensure() would widen to for a model of these settings (its window and a day, twice):
+        # a load that widens refetches every pair inside it, while Serve loads one model at a time per replica
+        self.history_hours = max(int(history_hours or 2 * (settings.model.context_len + 24)), 2)
         self._snapshots: dict[str, CandleSnapshot] = {}
         self._errors: dict[str, str] = {}
         self._refreshed_at: datetime | None = None

@@ -193,3 +193,24 @@ def test_market_cache_keeps_the_last_snapshot_when_a_refresh_fails() -> None:
     assert "exchange down" in cache.status()["pairs"]["eth_usdt"]["error"]
     with pytest.raises(MarketDataError, match="no market data"):
         MarketCache(Settings(), ["sol_usdt"], source=source).snapshot("sol_usdt")
+
+
+def test_loading_a_model_of_the_settings_window_refetches_no_other_pair() -> None:
+    """The cache's default history already holds what a model of these settings reads (its window and a day):
+    a model's load (``ensure``) fetches its own pair only, never every cached pair again."""
+
+    class Counting(BundledMarketData):
+        fetched: list[str] = []
+
+        def klines(self, pair, start=None, end=None):  # type: ignore[override]
+            self.fetched.append(pair)
+            return super().klines(pair, start, end)
+
+    settings = Settings(_env_file=None, market_data="bundled", context_len=200)
+    source = Counting()
+    cache = MarketCache(settings, ["btc_usdt", "eth_usdt"], source=source)
+    cache.refresh()
+    source.fetched.clear()
+    cache.ensure("sol_usdt", settings.model.context_len + 24)
+    assert source.fetched == ["sol_usdt"] and cache.history_hours == 2 * (200 + 24)
+    assert len(cache.snapshot("sol_usdt").candles) == cache.history_hours
