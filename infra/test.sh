@@ -142,7 +142,7 @@ if [ "$TIER" = all ] || [ "$TIER" = services ]; then
     # shown when both ended.
     (
       E2E_RC=0 SECOND_RC=0
-      run_tier e2e "$SERVICES_TIER and e2e" --basetemp "$LOGS/e2e-tmp" --rerun-show-tracebacks -rP "$@" \
+      run_tier e2e "$SERVICES_TIER and e2e" --basetemp "$LOGS/e2e-tmp" --rerun-show-tracebacks -raRP "$@" \
         >"$LOGS/e2e.out" 2>&1 || E2E_RC=$?
       MUR_TEST_STACK_OFFSET=second run_tier services-2 "$SERVICES_TIER and second_stack" \
         --basetemp "$LOGS/second-tmp" --rerun-show-tracebacks "$@" >"$LOGS/second.out" 2>&1 || SECOND_RC=$?

@@ -725,6 +725,37 @@ def same_hour_forecasts(env: dict[str, str], settings: Settings, token: str) -> 
     return wait_until(ask, what="forecasts within one market hour", timeout_s=60, interval_s=0)
 
 
+def settled_forecasts(env: dict[str, str], settings: Settings, token: str) -> dict[str, dict[str, Any]]:
+    """The restore drill's reference: the training DAG paused (the restored Airflow keeps it paused, so the runs
+    queued at the backup wait until the drill triggers one), no Ray job left running, then each pair's forecast
+    for one target hour from its registry champion (Serve polls the registry every ``registry_poll_s``)."""
+    from devstack import airflow
+    from devstack.config import ray_token
+    from mur.orchestration import DAG_ID
+
+    with airflow.client(settings) as client:
+        client.set_paused(DAG_ID, True)
+    jobs = settings.ray.ray_address.rstrip("/") + "/api/jobs/"
+    headers = {"Authorization": f"Bearer {ray_token(settings.replace(ray_auth_token=None))}"}
+
+    def no_job_running() -> bool:
+        listed = httpx.get(jobs, headers=headers, timeout=30).raise_for_status().json()
+        return not [j for j in listed if j["status"] in ("PENDING", "RUNNING")]
+
+    wait_until(no_job_running, what="the running trainings to end", timeout_s=900, interval_s=2)
+
+    def served_by_champions() -> dict[str, dict[str, Any]] | None:
+        bodies = same_hour_forecasts(env, settings, token)
+        champions = {n: c for n, (_, c) in registry_versions(settings).items()}
+        served = {pair: b["model_version"] for pair, b in bodies.items()}
+        wanted = {pair: next(c for n, c in champions.items() if n.endswith(pair)) for pair in PAIRS}
+        return bodies if served == wanted else None
+
+    return wait_until(
+        served_by_champions, what="every pair served by its champion", timeout_s=180, interval_s=2
+    )
+
+
 def restore_drill(
     stack: dict[str, Any], reference: dict[str, dict[str, Any]], token: str, tmp: Path
 ) -> dict[str, float]:
@@ -744,6 +775,8 @@ def restore_drill(
     assert run_mur(env, "down", timeout_s=300).returncode == 0
     rows, versions = product_rows(settings), registry_versions(settings)
     timings["backup"] = time.monotonic() - began
+    champions = {pair: next(c for n, (_, c) in versions.items() if n.endswith(pair)) for pair in PAIRS}
+    assert champions == {pair: r["model_version"] for pair, r in reference.items()}, "a champion moved"
 
     # the market frozen half an hour after the reference forecasts' candle closed: the same candles (the
     # reference was answered from the stack's candle cache, which may lag market now by a few market minutes)
@@ -872,7 +905,7 @@ def test_up_train_serve_login_loop_down_up_again(
 
     # 6. `mur down` leaves nothing behind, and pauses the market (`mur up` resumes it where it stood:
     #    tests/unit/test_clock.py; the stack is started once here, issue 23)
-    reference = same_hour_forecasts(env, settings, token)  # for the restore drill (7.)
+    reference = settled_forecasts(env, settings, token)  # for the restore drill (7.), trainings paused
     began = time.monotonic()
     down = run_mur(env, "down", timeout_s=600)
     timings["down"] = time.monotonic() - began
