@@ -740,7 +740,8 @@ def settled_forecasts(env: dict[str, str], settings: Settings, token: str) -> di
 
     def no_job_running() -> bool:
         listed = httpx.get(jobs, headers=headers, timeout=30).raise_for_status().json()
-        return not [j for j in listed if j["status"] in ("PENDING", "RUNNING")]
+        # submitted jobs only: a driver connected to the cluster (the Serve keeper's) is a RUNNING job too
+        return not [j for j in listed if j.get("submission_id") and j["status"] in ("PENDING", "RUNNING")]
 
     wait_until(no_job_running, what="the running trainings to end", timeout_s=900, interval_s=2)
 
