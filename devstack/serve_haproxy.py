@@ -11,8 +11,14 @@ from mur.settings import Settings
 HAPROXY_SIDE_PORTS: dict[str, int] = {
     "RAY_SERVE_HAPROXY_METRICS_PORT": 9101,
     "RAY_SERVE_HAPROXY_STATS_PORT": 8404,
+    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": 8500,
+    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": 9500,
 }
-"""HAProxy's Prometheus and stats ports (Ray's defaults), moved along with a second head's other ports."""
+"""The fixed ports of Serve's HAProxy mode (Ray's defaults), moved along with a second head's other ports:
+HAProxy's Prometheus and stats ports, and the fallback proxy (HAProxy's ``backup`` server while no replica
+answers). That proxy binds with ``SO_REUSEPORT``, so a second stack's proxy on the same port binds too and the
+kernel splits connections between the two: requests of one stack reached the other's API (a valid token
+answered 401 "invalid or revoked")."""
 MAX_SOCKET_PATH = 97
 """The longest Unix socket path HAProxy accepts ("socket path ... too long (max 97)")."""
 NODE_SCOPE = 1 + 56

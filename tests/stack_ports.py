@@ -34,7 +34,7 @@ SHIFTED_WITH = {  # ports that services derive from the ones above (Airflow's lo
         9007,
     ),  # SeaweedFS's other listeners (devstack/seaweed.py)
     "MUR_AIRFLOW_PORT": (8793, 8794, 8974, 8975, 8976),
-    "MUR_RAY_DASHBOARD_PORT": (10001, 52365, 9101, 8404),
+    "MUR_RAY_DASHBOARD_PORT": (10001, 52365, 9101, 8404, 8500, 9500),  # + Serve's fallback proxy
 }
 FIRST_STACK_OFFSET = 8650
 """The first shared test stack's offset (tests/conftest.py), as :data:`SECOND_STACK_OFFSET`'s constraints say

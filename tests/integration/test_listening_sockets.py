@@ -37,6 +37,7 @@ from devstack import config, seaweed
 from devstack import supervisor as svc
 from devstack.config import RAY_AUTH_SWITCH, RAY_TOKEN_VAR
 from devstack.gcs_redis import redis_dir
+from devstack.serve_haproxy import HAPROXY_SIDE_PORTS
 from devstack.services import haproxy_dir, stack_services
 from mur.errors import ServiceError
 from mur.settings import Settings
@@ -80,7 +81,7 @@ def _free_port() -> int:
 def _free_ray_shift() -> int:
     for shift in range(3100, 6000, 41):
         try:
-            for port in (8265, 10001, 52365, 9101, 8404, 6380, 6381):
+            for port in (8265, 10001, 52365, 6380, 6381, *HAPROXY_SIDE_PORTS.values()):
                 with socket.socket() as sock:
                     sock.bind(("127.0.0.1", port + shift))
         except OSError:
@@ -209,6 +210,10 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
         haproxy_ports = {(x.ip, x.port) for x in found if x.name == "haproxy"}
         for side_port in (9101 + shift, 8404 + shift):  # Prometheus and the stats page
             assert ("127.0.0.1", side_port) in haproxy_ports, sorted(haproxy_ports)
+        # Serve's fallback proxy (HAProxy's backup server) moved too: on Ray's fixed 8500 it would share the
+        # port with another stack's proxy (SO_REUSEPORT) and answer that stack's requests
+        proxy = {(x.ip, x.port) for x in found if x.name == "ray::ProxyActor"}
+        assert ("127.0.0.1", 8500 + shift) in proxy and ("127.0.0.1", 8500) not in proxy, sorted(proxy)
 
         # each Serve replica's gRPC server is beyond loopback: a real call without the token is refused
         replicas = [x for x in found if x.name.startswith("ray::ServeReplica") and not x.loopback]

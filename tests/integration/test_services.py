@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from devstack import supervisor as svc
 from devstack.provision import ensure_databases
+from devstack.serve_haproxy import HAPROXY_SIDE_PORTS
 from devstack.services import Service, stack_services
 from mur.errors import ServiceError
 from mur.settings import Settings
@@ -349,7 +350,7 @@ def _free_ray_shift() -> int:
     """A shift of Ray's default ports (dashboard, client server, agent, HAProxy) that leaves them all free."""
     for shift in range(2000, 5000, 37):
         try:
-            for port in (8265, 10001, 52365, 9101, 8404, 6380, 6381):
+            for port in (8265, 10001, 52365, 6380, 6381, *HAPROXY_SIDE_PORTS.values()):
                 with socket.socket() as sock:
                     sock.bind(("127.0.0.1", port + shift))
         except OSError:

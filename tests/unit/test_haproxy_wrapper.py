@@ -263,3 +263,24 @@ def _get(client: httpx.Client) -> int:
         return client.get("/").status_code
     except httpx.HTTPError:
         return 0
+
+
+def test_two_stacks_never_share_a_fixed_serve_port_that_a_second_listener_could_bind_too(
+    tmp_path: Path,
+) -> None:
+    """Serve's fallback proxy binds with SO_REUSEPORT (Ray's default), so a second stack's proxy on the same
+    port does not fail: the kernel splits the connections between both, and one stack's requests reach the
+    other's API. Every fixed port of Serve's HAProxy mode moves with the stack's Ray ports."""
+    with socket.socket() as first, socket.socket() as second:  # what two proxies on one port do
+        for sock in (first, second):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        first.bind(("127.0.0.1", 0))
+        second.bind(first.getsockname())  # no error: why a shared port goes unnoticed
+
+    default = Settings(_env_file=None, runtime_dir=tmp_path / "a")
+    shifted = default.replace(ray_dashboard_port=8265 + 8650, runtime_dir=tmp_path / "b")
+    envs = [stack_services(s)["ray"].env for s in (default, shifted)]
+    for key in ("RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+                "RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT"):  # fmt: skip
+        assert int(envs[1][key]) == int(envs[0][key]) + 8650, key
+    assert envs[0]["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] == "8500"  # Ray's default, for `mur up`'s stack
