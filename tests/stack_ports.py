@@ -13,6 +13,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from devstack.serve_haproxy import HAPROXY_SIDE_PORTS
+
 DEFAULT_PORTS = {
     "MUR_S3_PORT": 9000,
     "MUR_MLFLOW_PORT": 5000,
@@ -34,7 +36,7 @@ SHIFTED_WITH = {  # ports that services derive from the ones above (Airflow's lo
         9007,
     ),  # SeaweedFS's other listeners (devstack/seaweed.py)
     "MUR_AIRFLOW_PORT": (8793, 8794, 8974, 8975, 8976),
-    "MUR_RAY_DASHBOARD_PORT": (10001, 52365, 9101, 8404, 8500, 9500),  # + Serve's fallback proxy
+    "MUR_RAY_DASHBOARD_PORT": (10001, 52365, *HAPROXY_SIDE_PORTS.values()),
 }
 FIRST_STACK_OFFSET = 8650
 """The first shared test stack's offset (tests/conftest.py), as :data:`SECOND_STACK_OFFSET`'s constraints say
@@ -89,3 +91,17 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def free_ray_shift(shifts: range) -> int:
+    """The first shift in ``shifts`` that leaves a second Ray head's default ports (dashboard, GCS and its Redis,
+    client server, agent, Serve's HAProxy-mode ports) all free on 127.0.0.1."""
+    for shift in shifts:
+        try:
+            for port in (8265, 6380, 6381, *SHIFTED_WITH["MUR_RAY_DASHBOARD_PORT"]):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port + shift))
+        except OSError:
+            continue
+        return shift
+    raise RuntimeError(f"no free port range for a second Ray head in {shifts}")

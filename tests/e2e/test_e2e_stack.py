@@ -713,6 +713,11 @@ def registry_versions(settings: Settings) -> dict[str, tuple[list[int], int | No
         conn.close()
 
 
+def pair_champions(versions: dict[str, tuple[list[int], int | None]]) -> dict[str, int | None]:
+    """Each pair's champion version, from :func:`registry_versions`."""
+    return {pair: next(c for n, (_, c) in versions.items() if n.endswith(pair)) for pair in PAIRS}
+
+
 def same_hour_forecasts(env: dict[str, str], settings: Settings, token: str) -> dict[str, dict[str, Any]]:
     """Each pair's forecast, all for one target hour (asked again if an hour turned meanwhile)."""
 
@@ -747,10 +752,8 @@ def settled_forecasts(env: dict[str, str], settings: Settings, token: str) -> di
 
     def served_by_champions() -> dict[str, dict[str, Any]] | None:
         bodies = same_hour_forecasts(env, settings, token)
-        champions = {n: c for n, (_, c) in registry_versions(settings).items()}
         served = {pair: b["model_version"] for pair, b in bodies.items()}
-        wanted = {pair: next(c for n, c in champions.items() if n.endswith(pair)) for pair in PAIRS}
-        return bodies if served == wanted else None
+        return bodies if served == pair_champions(registry_versions(settings)) else None
 
     return wait_until(
         served_by_champions, what="every pair served by its champion", timeout_s=180, interval_s=2
@@ -776,8 +779,8 @@ def restore_drill(
     assert run_mur(env, "down", timeout_s=300).returncode == 0
     rows, versions = product_rows(settings), registry_versions(settings)
     timings["backup"] = time.monotonic() - began
-    champions = {pair: next(c for n, (_, c) in versions.items() if n.endswith(pair)) for pair in PAIRS}
-    assert champions == {pair: r["model_version"] for pair, r in reference.items()}, "a champion moved"
+    served = {pair: r["model_version"] for pair, r in reference.items()}
+    assert pair_champions(versions) == served, "a champion moved between the reference and the backup"
 
     # the market frozen half an hour after the reference forecasts' candle closed: the same candles (the
     # reference was answered from the stack's candle cache, which may lag market now by a few market minutes)

@@ -31,13 +31,13 @@ import httpx
 import psutil
 import pytest
 from ray_listeners import Listener, grpc_status_without_token, listeners, open_listeners
+from stack_ports import free_ray_shift
 from test_object_store import free_port_block
 
 from devstack import config, seaweed
 from devstack import supervisor as svc
 from devstack.config import RAY_AUTH_SWITCH, RAY_TOKEN_VAR
 from devstack.gcs_redis import redis_dir
-from devstack.serve_haproxy import HAPROXY_SIDE_PORTS
 from devstack.services import haproxy_dir, stack_services
 from mur.errors import ServiceError
 from mur.settings import Settings
@@ -76,18 +76,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _free_ray_shift() -> int:
-    for shift in range(3100, 6000, 41):
-        try:
-            for port in (8265, 10001, 52365, 6380, 6381, *HAPROXY_SIDE_PORTS.values()):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port + shift))
-        except OSError:
-            continue
-        return shift
-    raise RuntimeError("no free port range for a private Ray head")
 
 
 def _redis_answers(port: int, tls: Path | None = None, *, certificate: bool = False) -> bool:
@@ -131,7 +119,7 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
     monkeypatch.delenv(RAY_AUTH_SWITCH, raising=False)  # the stack's default: token auth
     for url_field in config.URL_FIELDS:  # a shared test stack's URLs (its moved ports): these follow ours
         monkeypatch.delenv(f"MUR_{url_field.upper()}", raising=False)
-    shift = _free_ray_shift()
+    shift = free_ray_shift(range(3100, 6000, 41))
     settings = config.align_settings(  # URLs follow the private ports
         Settings(
             runtime_dir=tmp_path / "runtime",

@@ -20,11 +20,11 @@ import pytest
 from minio import Minio
 from psycopg2 import sql
 from ray_listeners import LOOPBACK
+from stack_ports import free_ray_shift
 from typer.testing import CliRunner
 
 from devstack import supervisor as svc
 from devstack.provision import ensure_databases
-from devstack.serve_haproxy import HAPROXY_SIDE_PORTS
 from devstack.services import Service, stack_services
 from mur.errors import ServiceError
 from mur.settings import Settings
@@ -346,24 +346,11 @@ def test_a_killed_service_comes_back_by_itself(services: Settings) -> None:
         watchdog.stop(services)
 
 
-def _free_ray_shift() -> int:
-    """A shift of Ray's default ports (dashboard, client server, agent, HAProxy) that leaves them all free."""
-    for shift in range(2000, 5000, 37):
-        try:
-            for port in (8265, 10001, 52365, 6380, 6381, *HAPROXY_SIDE_PORTS.values()):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port + shift))
-        except OSError:
-            continue
-        return shift
-    raise RuntimeError("no free port range for a second Ray head")
-
-
 def test_private_ray_head_runs_in_the_foreground_on_loopback(tmp_path: Path) -> None:
     """`ray start --head --block` under the supervisor: healthy, listening on 127.0.0.1 only, stopped cleanly."""
     import psutil
 
-    shift = _free_ray_shift()
+    shift = free_ray_shift(range(2000, 5000, 37))
     settings = Settings(
         runtime_dir=tmp_path / "runtime",
         ray_dashboard_port=8265 + shift,
