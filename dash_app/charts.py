@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from itertools import accumulate
+from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -30,7 +31,6 @@ class TrackRecord:
     times: list[datetime]
     predicted: list[float]
     actual: list[float]
-    persistence: list[float]
     versions: list[str]
     running_mae_model: list[float]
     running_mae_persistence: list[float]
@@ -52,10 +52,6 @@ class TrackRecord:
         return sum(1 for i in self.inside if i is not None)
 
     @property
-    def coverage(self) -> float | None:
-        return next((c for c in reversed(self.running_coverage) if c is not None), None)
-
-    @property
     def interval_skill(self) -> float | None:
         return next((c for c in reversed(self.running_interval_skill) if c is not None), None)
 
@@ -67,19 +63,10 @@ class TrackRecord:
     def mae_model(self) -> float | None:
         return self.running_mae_model[-1] if self.running_mae_model else None
 
-    @property
-    def mae_persistence(self) -> float | None:
-        return self.running_mae_persistence[-1] if self.running_mae_persistence else None
-
 
 def running_mean(values: Sequence[float]) -> list[float]:
     """Cumulative mean: element ``i`` is the mean of ``values[:i+1]``."""
-    out: list[float] = []
-    total = 0.0
-    for i, value in enumerate(values, start=1):
-        total += value
-        out.append(total / i)
-    return out
+    return [total / i for i, total in enumerate(accumulate(values), start=1)]
 
 
 def track_record(
@@ -129,7 +116,6 @@ def track_record(
         times=[f.target_time for f in resolved],
         predicted=predicted,
         actual=actual,
-        persistence=persistence,
         versions=[f.model_version for f in resolved],
         running_mae_model=running_mean([abs(p - a) for p, a in zip(predicted, actual, strict=True)]),
         running_mae_persistence=running_mean([abs(p - a) for p, a in zip(persistence, actual, strict=True)]),
@@ -173,42 +159,31 @@ def candlestick_figure(
                 hovertemplate="%{x}<br>forecast close %{y:.6g}<extra></extra>",
             )
         )
-    if now is not None:
-        add_now_line(figure, now)
+    if now is not None:  # labelled; a shape, not a trace: the legend is unchanged
+        figure.add_vline(
+            x=now,
+            line={"color": "gray", "dash": "dot", "width": 1},
+            name="market now",
+            annotation={"text": "market now", "font": {"size": 11, "color": "gray"}},
+            annotation_position="top",
+        )
+    return styled(figure, f"{pair.upper()} hourly candles", 460, top=50, xaxis_rangeslider_visible=False)
+
+
+def styled(
+    figure: go.Figure, title: str, height: int, *, top: int = 70, legend_y: float = -0.12, **layout: Any
+) -> go.Figure:
+    """``figure`` in the dashboard's style (every chart's): ``title`` over it (``top`` px of margin), a
+    horizontal legend below it (at ``legend_y``), ``height`` px tall; ``layout``: more layout settings."""
     figure.update_layout(
         template=CHART_TEMPLATE,
-        title=f"{pair.upper()} hourly candles",
-        xaxis_rangeslider_visible=False,
-        margin={"l": 50, "r": 20, "t": 50, "b": 40},
-        legend={"orientation": "h", "y": -0.12},
-        height=460,
+        title=title,
+        margin={"l": 50, "r": 20, "t": top, "b": 40},
+        legend={"orientation": "h", "y": legend_y},
+        height=height,
+        **layout,
     )
     return figure
-
-
-def add_now_line(figure: go.Figure, now: datetime) -> None:
-    """A dotted vertical line at market ``now``, labelled (a shape, not a trace: the legend is unchanged)."""
-    figure.add_shape(
-        type="line",
-        xref="x",
-        yref="paper",
-        x0=now,
-        x1=now,
-        y0=0,
-        y1=1,
-        line={"color": "gray", "dash": "dot", "width": 1},
-        name="market now",
-    )
-    figure.add_annotation(
-        x=now,
-        xref="x",
-        yref="paper",
-        y=1,
-        text="market now",
-        showarrow=False,
-        yanchor="bottom",
-        font={"size": 11, "color": "gray"},
-    )
 
 
 def add_fan(figure: go.Figure, forecast: ForecastOut) -> None:
@@ -249,15 +224,14 @@ def track_record_figure(record: TrackRecord, *, pair: str) -> go.Figure:
     """Forecasts (with their ranges, green inside / red outside) against what happened (top), the running
     MAE, model vs persistence (middle) and the running coverage of the ranges (bottom)."""
     ranged = record.ranged > 0
+    titles = ("forecast vs actual close", "running MAE", "running coverage of the ranges")
     figure = make_subplots(
         rows=3 if ranged else 2,
         cols=1,
         shared_xaxes=True,
         row_heights=[0.5, 0.25, 0.25] if ranged else [0.62, 0.38],
         vertical_spacing=0.07,
-        subplot_titles=("forecast vs actual close", "running MAE", "running coverage of the ranges")
-        if ranged
-        else ("forecast vs actual close", "running MAE"),
+        subplot_titles=titles[: 3 if ranged else 2],
     )
     figure.add_trace(
         go.Scatter(x=record.times, y=record.actual, mode="lines+markers", name="actual close"), row=1, col=1
@@ -294,19 +268,12 @@ def track_record_figure(record: TrackRecord, *, pair: str) -> go.Figure:
         row=1,
         col=1,
     )
-    figure.add_trace(
-        go.Scatter(
-            x=record.times, y=record.running_mae_model, name="MAE model", line={"color": FORECAST_COLOR}
-        ),
-        row=2,
-        col=1,
+    mae = (
+        (record.running_mae_model, "MAE model", {"color": FORECAST_COLOR}),
+        (record.running_mae_persistence, "MAE persistence", {"dash": "dash"}),
     )
-    figure.add_trace(
-        go.Scatter(
-            x=record.times, y=record.running_mae_persistence, name="MAE persistence", line={"dash": "dash"}
-        ),
-        row=2,
-        col=1,
+    figure.add_traces(
+        [go.Scatter(x=record.times, y=y, name=n, line=line) for y, n, line in mae], rows=2, cols=1
     )
     if ranged:
         figure.add_trace(
@@ -316,14 +283,7 @@ def track_record_figure(record: TrackRecord, *, pair: str) -> go.Figure:
         )
         if record.level is not None:
             figure.add_hline(y=record.level, line_dash="dot", line_color="gray", row=3, col=1)
-    figure.update_layout(
-        template=CHART_TEMPLATE,
-        title=f"{pair.upper()} track record",
-        margin={"l": 50, "r": 20, "t": 70, "b": 40},
-        legend={"orientation": "h", "y": -0.12},
-        height=600 if ranged else 480,
-    )
-    return figure
+    return styled(figure, f"{pair.upper()} track record", 600 if ranged else 480)
 
 
 def empty_figure(message: str) -> go.Figure:

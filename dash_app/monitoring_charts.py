@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dash_app.charts import CHART_TEMPLATE, empty_figure
+from dash_app.charts import empty_figure, styled
 from mur.monitoring.report import MonitoringReport
 
 SKILL_COLOR = "#d62728"
@@ -129,14 +129,7 @@ def rolling_figure(history: Sequence[MonitoringReport], *, pair: str) -> go.Figu
     figure.update_yaxes(tickformat=".0%", row=2, col=1)
     figure.update_yaxes(tickformat="+.2f", row=1, col=1)
     _time_axis(figure, series.times)
-    figure.update_layout(
-        template=CHART_TEMPLATE,
-        title=f"{pair.upper()} rolling skill and coverage (market time)",
-        margin={"l": 50, "r": 20, "t": 70, "b": 40},
-        legend={"orientation": "h", "y": -0.15},
-        height=520,
-    )
-    return figure
+    return styled(figure, f"{pair.upper()} rolling skill and coverage (market time)", 520, legend_y=-0.15)
 
 
 def drift_figure(report: MonitoringReport | None) -> go.Figure:
@@ -179,14 +172,8 @@ def drift_figure(report: MonitoringReport | None) -> go.Figure:
         figure.add_hline(y=threshold, line_dash="dot", line_color=THRESHOLD_COLOR, row=1, col=col)
     figure.update_yaxes(type="log", exponentformat="power", row=1, col=2)  # 10^-4, never "100μ"
     figure.update_yaxes(tickformat=".2f", row=1, col=1)
-    figure.update_layout(
-        template=CHART_TEMPLATE,
-        title=f"{report.pair.upper()} input drift at {report.as_of} (recent hours vs training window)",
-        margin={"l": 50, "r": 20, "t": 80, "b": 40},
-        showlegend=False,
-        height=360,
-    )
-    return figure
+    title = f"{report.pair.upper()} input drift at {report.as_of} (recent hours vs training window)"
+    return styled(figure, title, 360, top=80, showlegend=False)
 
 
 def _time_axis(figure: go.Figure, times: list) -> None:

@@ -16,7 +16,7 @@ from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 from plotly.subplots import make_subplots
 
-from dash_app.charts import CHART_TEMPLATE, FORECAST_COLOR
+from dash_app.charts import FORECAST_COLOR, styled
 from dash_app.components import Columns, column_table, fmt_number, fmt_pct, fmt_signed_pct, notice
 from dash_app.context import current_account, get_context
 from mur.errors import MurError, NotFoundError
@@ -55,14 +55,7 @@ def paper_figure(body: dict[str, Any]) -> go.Figure:
                 x=times, y=values, name=label, legendgroup=name, showlegend=row == 1, line=line
             )
             figure.add_trace(trace, row=row, col=1)
-    figure.update_layout(
-        template=CHART_TEMPLATE,
-        title=f"{body['pair'].upper()} paper portfolio ({LABEL})",
-        margin={"l": 50, "r": 20, "t": 70, "b": 40},
-        legend={"orientation": "h", "y": -0.08},
-        height=560,
-    )
-    return figure
+    return styled(figure, f"{body['pair'].upper()} paper portfolio ({LABEL})", 560, legend_y=-0.08)
 
 
 def paper_panel(body: dict[str, Any]) -> Component:

@@ -107,5 +107,5 @@ def test_candle_chart_marks_market_now() -> None:
     figure = candlestick_figure(candles, pair="btc_usdt", forecast=None, now=NOW)
     assert len(figure.data) == 1  # the line is a shape, not a trace
     line = figure.layout.shapes[0]
-    assert pd.Timestamp(line.x0) == pd.Timestamp(NOW) and line.yref == "paper"
+    assert pd.Timestamp(line.x0) == pd.Timestamp(NOW) and line.yref == "y domain"  # the whole plot height
     assert figure.layout.annotations[0].text == "market now"
