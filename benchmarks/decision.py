@@ -24,8 +24,6 @@ repository: ~2 MB per pair) and reused by the next run. Writes ``benchmarks/resu
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -36,9 +34,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from quality import BUNDLED, CLOCK_AFTER_THE_DATA  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import common  # noqa: E402
 from mur.evaluation.backtest import FoldForecasts, concat_forecasts, run_backtest  # noqa: E402
 from mur.evaluation.sizing import SizingRule  # noqa: E402
 from mur.evaluation.strategy import STRATEGIES, describe, local_trainer, strategy_report, table  # noqa: E402
@@ -64,9 +61,7 @@ def forecasts(
                 z["timestamps"], z["last_close"], z["targets"], quantiles,
                 tuple(int(h) for h in z["horizons"]), tuple(float(v) for v in z["levels"]),
             )  # fmt: skip
-    settings = Settings(
-        market_data="bundled", train_days=train_days, clock_start=CLOCK_AFTER_THE_DATA, clock_speed=0
-    )
+    settings = common.bundled_settings(train_days=train_days)
     candles, _, _ = load_candles(settings, pair, train_days=None)
     report = run_backtest(
         pair,
@@ -88,23 +83,14 @@ def forecasts(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", nargs="+", default=list(BUNDLED))
+    parser = common.training_parser(
+        __doc__, common.BUNDLED, "decision.json", smoke="one pair, 2 folds of 48 h, a tiny model (CI)"
+    )
     parser.add_argument("--folds", type=int, default=6)
     parser.add_argument("--fold-hours", type=int, default=864, help="hours per fold (default 36 days)")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--train-days", type=int, default=365)
-    parser.add_argument("--out", type=Path, help="default: benchmarks/results/decision.json (smoke: none)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "mur-decision-forecasts")
-    parser.add_argument("--smoke", action="store_true", help="one pair, 2 folds of 48 h, a tiny model (CI)")
-    args = parser.parse_args()
-    overrides: dict[str, Any] = {}
-    reps = REPS
-    if args.smoke:
-        args.pairs, args.folds, args.fold_hours, args.epochs, args.train_days = args.pairs[:1], 2, 48, 1, 45
-        args.cache, overrides["hidden_size"], reps = None, 4, 200
-    elif args.out is None:
-        args.out = Path(__file__).parent / "results" / "decision.json"
+    args, overrides = common.parse_training_args(parser, folds=2, fold_hours=48, cache=None)
+    reps = 200 if args.smoke else REPS
 
     rule = SizingRule.from_settings(Settings.defaults())
     print(f"rule (paper, not advice): {describe(rule)}", flush=True)
@@ -138,20 +124,15 @@ def main() -> None:
     if not all(np.isfinite(figures)):
         raise SystemExit("a figure is not finite: the benchmark measured nothing")
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            json.dumps(
-                {
-                    "machine": {"platform": platform.platform(), "when": datetime.now(UTC).isoformat()},
-                    "budget": {k: getattr(args, k) for k in ("folds", "fold_hours", "epochs", "train_days")}
-                    | {"bootstrap_reps": reps},
-                    "rule": describe(rule),
-                    "pairs": per_pair,
-                    "summary": {"pairs": len(per_pair), "model_sized_beats": wins},
-                },
-                indent=1,
-            )
-        )
+        doc = {
+            "machine": {"platform": platform.platform(), "when": datetime.now(UTC).isoformat()},
+            "budget": {k: getattr(args, k) for k in ("folds", "fold_hours", "epochs", "train_days")}
+            | {"bootstrap_reps": reps},
+            "rule": describe(rule),
+            "pairs": per_pair,
+            "summary": {"pairs": len(per_pair), "model_sized_beats": wins},
+        }
+        common.write_json(args.out, doc, indent=1)
         print(f"wrote {args.out}")
 
 

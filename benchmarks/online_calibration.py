@@ -22,10 +22,9 @@ Writes ``benchmarks/results/online_calibration.json`` and a chart of running cov
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import platform
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -34,41 +33,16 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import common  # noqa: E402
+
 PAIRS = ("btc_usdt", "eth_usdt", "sol_usdt")
-CLOCK_AFTER_THE_DATA = datetime(2026, 1, 1, tzinfo=UTC)
 CRASH = (datetime(2024, 7, 29, tzinfo=UTC), datetime(2024, 8, 12, tzinfo=UTC))
 RUNNING_WINDOW_H = 30 * 24
-RESULTS = Path(__file__).parent / "results"
 
 
 def _utc(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def train_model(
-    pair: str, train_end: datetime, epochs: int, train_days: int, folder: Path, **overrides: Any
-) -> dict[str, Any]:
-    """Train ``pair`` on ``train_days`` before ``train_end`` (no registry); ``model.onnx`` lands in ``folder``."""
-    from mur.settings import Settings
-    from mur.training.driver import train_and_register
-    from mur.training.loop import LocalFit
-
-    settings = Settings(
-        market_data="bundled", train_days=train_days, clock_start=CLOCK_AFTER_THE_DATA, clock_speed=0
-    )
-    result = train_and_register(
-        settings,
-        pair,
-        fit=LocalFit(progress=False),
-        end=train_end,
-        out_dir=folder,
-        register=False,
-        epochs=epochs,
-        emit=lambda _m: None,
-        **overrides,
-    )
-    assert result.metrics is not None
-    return result.metrics.model_dump(mode="json")
 
 
 def replay_forecasts(pair: str, onnx: Path, train_end: datetime, replay_end: datetime) -> dict[str, Any]:
@@ -78,13 +52,12 @@ def replay_forecasts(pair: str, onnx: Path, train_end: datetime, replay_end: dat
     from mur.evaluation.intervals import naive_quantiles
     from mur.model.export import load_session, model_metadata, run_forecast
     from mur.model.features import CLOSE_IDX, make_features, make_windows
-    from mur.settings import Settings
 
     session = load_session(onnx)
     meta = model_metadata(session)
     seq_len = int(session.get_inputs()[0].shape[1])
     horizons, levels = tuple(meta["horizons"]), tuple(meta["quantile_levels"])
-    source = get_market_data(Settings(market_data="bundled", clock_start=CLOCK_AFTER_THE_DATA, clock_speed=0))
+    source = get_market_data(common.bundled_settings())
     candles = source.klines(pair, start=train_end - timedelta(days=365), end=replay_end)
     candles, _filled = regularize_hourly(candles.reset_index(drop=True))
     ts = candles["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None)
@@ -208,31 +181,19 @@ def chart(results: dict[str, Any], made: dict[str, np.ndarray], level: float, pa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", nargs="+", default=list(PAIRS))
+    parser = common.training_parser(
+        __doc__, PAIRS, "online_calibration.json", smoke="one pair, a 4-unit model on 45 days, 400 hours (CI)"
+    )
     parser.add_argument("--train-end", default="2024-07-01")
     parser.add_argument("--replay-end", default="2026-01-01", help="exclusive; default: the end of the data")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--train-days", type=int, default=365)
     parser.add_argument("--eta", type=float, default=None, help="default: OnlineParams().eta")
-    parser.add_argument(
-        "--out", type=Path, help="default: benchmarks/results/online_calibration.json (smoke: none)"
-    )
-    parser.add_argument(
-        "--smoke", action="store_true", help="one pair, a 4-unit model on 45 days, 400 hours (CI)"
-    )
-    args = parser.parse_args()
+    args, overrides = common.parse_training_args(parser)
     from mur.evaluation.online_conformal import OnlineParams
 
     eta = OnlineParams().eta if args.eta is None else args.eta
-    overrides: dict[str, Any] = {}
     train_end, replay_end = _utc(args.train_end), _utc(args.replay_end)
     if args.smoke:
-        args.pairs, args.epochs, args.train_days = args.pairs[:1], 1, 45
-        overrides["hidden_size"] = 4
         replay_end = train_end + timedelta(hours=400 + 24)
-    elif args.out is None:
-        args.out = RESULTS / "online_calibration.json"
 
     results: dict[str, Any] = {}
     made: dict[str, np.ndarray] = {}
@@ -250,7 +211,7 @@ def main() -> None:
     for pair in args.pairs:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            doc = train_model(pair, train_end, args.epochs, args.train_days, Path(tmp), **overrides)
+            doc = common.train_locally(pair, args.epochs, args.train_days, train_end, Path(tmp), **overrides)
             data = replay_forecasts(pair, Path(tmp) / "model.onnx", train_end, replay_end)
         from mur.model.quantile_config import interval_level
 
@@ -289,7 +250,7 @@ def main() -> None:
         "online_within_003_everywhere": all(abs(r["online_coverage"] - level) <= 0.03 for r in rows),
     }
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)  # before the chart
         png = chart(results, made, level, args.out.with_suffix(".png"))
         public = {
             p: {h: {k: v for k, v in r.items() if not k.startswith("_")} for h, r in res.items()}
@@ -303,7 +264,7 @@ def main() -> None:
             "summary": summary,
             "chart": png.name,
         }
-        args.out.write_text(json.dumps(doc_out, indent=2))
+        common.write_json(args.out, doc_out)
         print(f"\nwrote {args.out} and {png}")
     print(
         f"online coverage within +-0.03 of {level:.2f} at every pair and horizon: {summary['online_within_003_everywhere']}"

@@ -46,18 +46,17 @@ interval skill >= 0.15 vs (a) and at least (b)'s (issue 13); coverage in [0.87, 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import platform
+import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-BUNDLED = ("btc_usdt", "eth_usdt", "sol_usdt", "bnb_usdt", "xrp_usdt")
-CLOCK_AFTER_THE_DATA = datetime(2026, 1, 1, tzinfo=UTC)
-"""The market clock, frozen after every bundled candle: the whole history is visible."""
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import common  # noqa: E402
 
 
 def evaluate_pair(
@@ -66,29 +65,9 @@ def evaluate_pair(
     """Train ``pair`` locally (no registry) on the candles before ``end`` (default: all) and return its
     metrics document as a dict, with the time taken (``overrides``: hyper-parameters, e.g. the smoke run's
     ``hidden_size``)."""
-    from mur.settings import Settings
-    from mur.training.driver import train_and_register
-    from mur.training.loop import LocalFit
-
-    settings = Settings(
-        market_data="bundled", train_days=train_days, clock_start=CLOCK_AFTER_THE_DATA, clock_speed=0
-    )
     started = time.perf_counter()
-    result = train_and_register(
-        settings,
-        pair,
-        fit=LocalFit(),
-        end=end,
-        register=False,
-        epochs=epochs,
-        emit=lambda _m: None,
-        **overrides,
-    )
-    assert result.metrics is not None
-    return {
-        "seconds": round(time.perf_counter() - started, 1),
-        "metrics": result.metrics.model_dump(mode="json"),
-    }
+    metrics = common.train_locally(pair, epochs, train_days, end=end, **overrides)
+    return {"seconds": round(time.perf_counter() - started, 1), "metrics": metrics}
 
 
 def coverage_error(coverage: float, n_windows: int, hours: int) -> float:
@@ -117,8 +96,7 @@ def walk_forward(
         else:
             doc = evaluate_pair(pair, epochs, train_days, end=end, **overrides)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(doc))
+                common.write_json(path, doc, indent=None)
         window = doc["metrics"]["test_window"]
         print(f"[{pair}] span {k + 1}/{folds}: {window['start']} .. {window['end']} ({doc['seconds']} s)")
         out.append(doc)
@@ -164,15 +142,11 @@ def row_of(pair: str, spans: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", nargs="+", default=list(BUNDLED))
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--train-days", type=int, default=365)
-    parser.add_argument("--out", type=Path, help="default: benchmarks/results/quality.json (smoke: none)")
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help="one pair, one epoch of a 4-unit model on 45 days: does it still run and score? (CI)",
+    parser = common.training_parser(
+        __doc__,
+        common.BUNDLED,
+        "quality.json",
+        smoke="one pair, one epoch of a 4-unit model on 45 days: does it still run and score? (CI)",
     )
     parser.add_argument(
         "--spans",
@@ -183,19 +157,11 @@ def main() -> None:
     parser.add_argument(
         "--cache",
         type=Path,
-        default=Path(__file__).parent / "results" / "quality-spans",
+        default=common.RESULTS / "quality-spans",
         help="where each span's scores are kept (committed with the results) and reused by the next run",
     )
-    args = parser.parse_args()
-    overrides: dict[str, Any] = {}
-    if args.smoke:
-        args.pairs, args.epochs, args.train_days, args.spans, args.cache = args.pairs[:1], 1, 45, 2, None
-        overrides["hidden_size"] = 4
-    elif args.out is None:
-        args.out = Path(__file__).parent / "results" / "quality.json"
+    args, overrides = common.parse_training_args(parser, spans=2, cache=None)
 
-    rows: list[dict[str, Any]] = []  # every span together
-    last_span_rows: list[dict[str, Any]] = []  # the latest span alone (the benchmark's figures up to 2026-11)
     per_pair: dict[str, Any] = {}
     by_span: list[str] = []
     latest_k_rows: list[list[dict[str, Any]]] = [[] for _ in range(args.spans)]  # [k - 1]: the latest k spans
@@ -213,15 +179,15 @@ def main() -> None:
         }
         for i, h in enumerate(docs[0]["horizons"]):
             together = [d["horizons"][i] for d in docs]
-            rows.append(row_of(pair, together))
-            last_span_rows.append(row_of(pair, together[:1]))
             for k in range(len(together)):
                 latest_k_rows[k].append(row_of(pair, together[: k + 1]))
             by_span.append(
                 f"{pair:<10} {h['hours']:>3} h: "
                 + " ".join(f"{t['interval']['coverage']:.3f}" for t in together)
-                + f" (together {rows[-1]['coverage']:.3f})"
+                + f" (together {latest_k_rows[-1][-1]['coverage']:.3f})"
             )
+    rows = latest_k_rows[-1]  # every span together
+    last_span_rows = latest_k_rows[0]  # the latest span alone (the benchmark's figures up to 2026-11)
     header = (
         f"{'pair':<10} {'h':>3} {'point skill':>11} {'dir acc':>7} {'coverage':>8} {'int skill (a)':>13} "
         f"{'int skill (b)':>13} {'(b) vs (a)':>10} {'cov (b)':>7}"
@@ -291,8 +257,7 @@ def main() -> None:
         "summary": summary,
     }
     if args.out is not None:  # the smoke run writes nothing unless asked
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(doc, indent=2))
+        common.write_json(args.out, doc)
     print(
         f"\n1 h interval beats (b) on every pair: {summary['1h_beats_ewma_on_every_pair']}; "
         f"1 h coverage within 0.88-0.92 on every pair: {summary['1h_coverage_in_088_092']}"
