@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from mur.commands.stack import JsonOpt, show_status
 from mur.orchestration import DAG_ID
 
 
@@ -38,22 +39,11 @@ def stop() -> None:
     services.down(settings, list(airflow.SERVICE_NAMES), progress=typer.echo)
 
 
-def status(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """State, pid, port and health of each Airflow component."""
+def status(as_json: JsonOpt = False) -> None:
+    """State, pid, port, health and memory of each Airflow component (the table of ``mur services status``)."""
     from mur.commands.local import airflow
-    from mur.commands.local import supervisor as services
-    from mur.settings import get_settings
 
-    settings = get_settings()
-    rows = services.status(settings, list(airflow.SERVICE_NAMES))
-    if as_json:
-        fields = ("state", "pid", "port", "healthy", "memory_mb")
-        payload = [{"service": r.name, **{k: getattr(r, k) for k in fields}} for r in rows]
-        typer.echo(json.dumps(payload, indent=2))
-        return
-    for r in rows:
-        memory = f"{r.memory_mb:.0f} MiB" if r.memory_mb is not None else "-"
-        typer.echo(f"{r.name:<24} {r.state:<10} pid {r.pid or '-':<8} port {r.port or '-':<6} {memory}")
+    show_status(list(airflow.SERVICE_NAMES), as_json)
 
 
 def trigger(

@@ -25,17 +25,13 @@ app = typer.Typer(
 
 def parse_when(value: str | None, option: str) -> datetime | None:
     """ISO-8601 date/time -> UTC datetime (naive means UTC); ``None`` passes through."""
-    if value is None:
-        return None
-    import pandas as pd
+    from mur.errors import DataValidationError
+    from mur.timeutil import parse_time
 
     try:
-        ts = pd.Timestamp(value.strip())
-    except (TypeError, ValueError):
+        return parse_time(None if value is None else value.strip())
+    except DataValidationError:
         raise typer.BadParameter(f"{value!r} is not an ISO-8601 date/time", param_hint=option) from None
-    if ts is pd.NaT:
-        raise typer.BadParameter(f"{value!r} is not an ISO-8601 date/time", param_hint=option)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def candles_table(df: pd.DataFrame, title: str) -> object:

@@ -7,8 +7,6 @@ Secrets (generated passwords, API tokens) are the only thing these commands prin
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,6 +15,7 @@ import typer
 from mur.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.table import Table
 
     from mur.db import Database, Token
@@ -38,37 +37,36 @@ def _info(message: str) -> None:
     typer.echo(message, err=True)
 
 
-@contextmanager
-def _database() -> Iterator[Database]:
-    """A small pool on the configured database, closed afterwards."""
+def _database() -> Database:
+    """A small pool on the configured database, closed at the end of ``with _database() as database:``."""
     from mur.db import Database
     from mur.settings import get_settings
 
-    database = Database(get_settings(), maxconn=2)
-    try:
-        yield database
-    finally:
-        database.close()
+    return Database(get_settings(), maxconn=2)
+
+
+def stdout_console(*, markup: bool = True) -> Console:
+    """A console on stdout; when piped, wide enough that names are never wrapped (grep-friendly)."""
+    from rich.console import Console
+
+    console = Console(markup=markup)
+    return console if console.is_terminal else Console(width=200, markup=markup)
 
 
 def print_table(table: Table) -> None:
-    """Print on stdout; when piped, wide enough that names are never wrapped (grep-friendly). On a narrow
-    terminal the key columns (the first two: id and name, pair and state...) stay whole; the others wrap.
+    """Print on :func:`stdout_console`. On a narrow terminal the key columns (the first two: id and name, pair
+    and state...) stay whole; the others wrap.
 
     Markup is off: names, emails and token labels are anyone's text (a self-registered ``[/x]`` would be a
     MarkupError, ``[red]`` a style), and every cell and title is printed literally.
     """
-    from rich.console import Console
-
     for column in table.columns[:2]:
         column.no_wrap = True
-    console = Console(markup=False)
-    if not console.is_terminal:
-        console = Console(width=200, markup=False)
-    console.print(table)
+    stdout_console(markup=False).print(table)
 
 
 def fmt_when(value: datetime | None) -> str:
+    """A time as ``2024-11-04 08:00`` (these commands' times are UTC); ``-`` for none."""
     return value.strftime("%Y-%m-%d %H:%M") if value else "-"
 
 

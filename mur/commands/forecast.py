@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import typer
 
+from mur.commands.db import fmt_when
 from mur.errors import ConfigError, ServiceError, error_detail
 from mur.serving.contract import ForecastBody, ForecastOut, misfit
 
@@ -90,23 +90,18 @@ def fetch(client: Any, url: str, path: str) -> Any:
         raise ServiceError(f"the API's answer to {path} is not JSON") from exc
 
 
-def _hour(value: datetime) -> str:
-    """A time as ``2024-11-04 08:00`` (UTC, as the contract reads it)."""
-    return value.strftime("%Y-%m-%d %H:%M")
-
-
 def _pct(value: float, base: float) -> str:
     return f"{(value / base - 1) * 100:+.2f} %" if base else "-"
 
 
 def heading(answer: ForecastOut) -> str:
     """The line above a pair's table: pair, last close, model and its age, market now."""
-    text = f"{answer.pair}  last close {answer.last_close:,.4f} (candle {_hour(answer.candle_time)} UTC)"
+    text = f"{answer.pair}  last close {answer.last_close:,.4f} (candle {fmt_when(answer.candle_time)} UTC)"
     text += f"  model v{answer.model_version}"
     if answer.model_age_hours is not None:
         text += f", trained {answer.model_age_hours:.0f} market hour(s) ago"
     if answer.as_of is not None:
-        text += f"  (market now {_hour(answer.as_of)} UTC)"
+        text += f"  (market now {fmt_when(answer.as_of)} UTC)"
     return text
 
 
@@ -121,12 +116,12 @@ def forecast_table(answer: ForecastBody) -> Any:
         table.add_column(column, justify="left" if column == "closes at" else "right")
     if not horizons:  # a point-only model: the next close alone
         point = answer.forecast
-        table.add_row("1 h", _hour(answer.closes_at()), f"{point:,.4f}", _pct(point, last), "-", "-")
+        table.add_row("1 h", fmt_when(answer.closes_at()), f"{point:,.4f}", _pct(point, last), "-", "-")
         return table
     for h in horizons:
         table.add_row(
             f"{h.hours} h",
-            _hour(h.closes_at()),
+            fmt_when(h.closes_at()),
             f"{h.median:,.4f}",
             _pct(h.median, last),
             f"{h.lower:,.4f} – {h.upper:,.4f}",
@@ -194,7 +189,7 @@ def forecast(
         answer = read_answer(body, pair)
         if as_of is not None:  # its as_of is when it was served, not market now
             console.print(
-                f"served at {_hour(answer.as_of or answer.candle_time)} UTC (from the track record)"
+                f"served at {fmt_when(answer.as_of or answer.candle_time)} UTC (from the track record)"
             )
             answer = answer.model_copy(update={"as_of": None})
         console.print(heading(answer), highlight=False, soft_wrap=True)

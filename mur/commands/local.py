@@ -48,6 +48,26 @@ def stack_settings(*, export: bool = False) -> Settings:
     return __getattr__("config").align_settings(get_settings(), export=export)
 
 
+def stack_secret(key: str, missing: str, *, env: str | None = None) -> str:
+    """A secret of the local stack: ``env`` (the environment's value) when set, else ``key`` of the stack's
+    secrets file (its owner's only); without either a one-line error, ``missing`` with the file's path in place
+    of ``{path}``. Either way the local platform must be installed."""
+    from pathlib import Path
+
+    from mur.settings import get_settings
+
+    path = Path(get_settings().general.runtime_dir) / __getattr__("config").SECRETS_FILE
+    if env:
+        return env
+    try:
+        value = (__getattr__("secret_files").read(path) or {}).get(key)
+    except PermissionError as exc:
+        raise ConfigError(f"{path} is readable by the stack's owner only") from exc
+    if not value:
+        raise ConfigError(missing.format(path=path))
+    return str(value)
+
+
 def use_stack_secrets() -> None:
     """Beside a local stack, ``mur`` commands use its secret files (the trainer's MLflow account, the S3 keys)
     as the processes ``mur up`` starts do: ``{runtime_dir}/secrets`` when no ``MUR_SECRETS_DIR`` is set and the

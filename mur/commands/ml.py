@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -160,7 +160,7 @@ def fetch_outputs(settings: Any, uri: str, out: Path) -> None:
 def train(
     pair: Annotated[str, typer.Argument(help="trading pair, e.g. btc_usdt (or any NAME with --data)")],
     epochs: Annotated[int | None, typer.Option(help="max epochs (early stopping may end sooner)")] = None,
-    arch: Annotated[str | None, typer.Option(help="lstm or gru")] = None,
+    arch: Annotated[Literal["lstm", "gru"] | None, typer.Option(help="lstm or gru")] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -172,7 +172,9 @@ def train(
     end: Annotated[
         str | None, typer.Option(help="use only candles strictly before this ISO-8601 UTC time")
     ] = None,
-    normalization: Annotated[str | None, typer.Option(help="relative (default) or reference")] = None,
+    normalization: Annotated[
+        Literal["relative", "reference"] | None, typer.Option(help="relative (default) or reference")
+    ] = None,
     hidden_size: Annotated[int | None, typer.Option(help="recurrent hidden size")] = None,
     horizons: Annotated[
         str | None, typer.Option(help="forecast horizons in hours, comma-separated, from 1 (default 1,4,24)")
@@ -215,10 +217,6 @@ def train(
         ("num-workers", "num_workers", num_workers),
     ):
         check_option(option, field, value)
-    if arch is not None and arch not in ("lstm", "gru"):
-        raise typer.BadParameter("--arch must be lstm or gru")
-    if normalization is not None and normalization not in ("relative", "reference"):
-        raise typer.BadParameter("--normalization must be relative or reference")
     end_dt = parse_time(end)
     overrides: dict[str, Any] = {
         "epochs": epochs,

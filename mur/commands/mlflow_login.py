@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 
 def password() -> None:
     """Print the MLflow UI's admin (mur-admin) and its password, from the stack's secrets file (its owner only)."""
-    from mur.commands.local import config, secret_files
-    from mur.errors import ConfigError
-    from mur.settings import get_settings
+    from mur.commands.local import config, stack_secret
 
-    path = Path(get_settings().general.runtime_dir) / config.SECRETS_FILE
-    try:
-        value = (secret_files.read(path) or {}).get("mlflow_admin_password")
-    except PermissionError as exc:
-        raise ConfigError(f"{path} is readable by the stack's owner only") from exc
-    if not value:
-        raise ConfigError(f"no MLflow password in {path}: start the stack first (mur up)")
+    value = stack_secret(
+        "mlflow_admin_password", "no MLflow password in {path}: start the stack first (mur up)"
+    )
     typer.echo(f"{config.MLFLOW_ADMIN} {value}")
 
 

@@ -8,7 +8,6 @@ API is behind the stack's token: ``RAY_AUTH_TOKEN``, else the one ``mur up`` kee
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -29,19 +28,11 @@ ray_cli = typer.Typer(help="The stack's Ray head.", no_args_is_help=True)
 def ray_token() -> None:
     """Print the Ray token (RAY_AUTH_TOKEN, else the stack's secrets file, which only its owner can read):
     the Ray dashboard asks for it."""
-    from mur.commands.local import config, secret_files
-    from mur.errors import ConfigError
+    from mur.commands.local import stack_secret
     from mur.settings import get_settings
 
-    settings = get_settings()
-    path = Path(settings.general.runtime_dir) / config.SECRETS_FILE
-    try:
-        token = settings.ray.ray_auth_token or (secret_files.read(path) or {}).get("ray_auth_token")
-    except PermissionError as exc:
-        raise ConfigError(f"{path} is readable by the stack's owner only") from exc
-    if not token:
-        raise ConfigError(f"no Ray token in RAY_AUTH_TOKEN or {path}: start the stack first (mur up)")
-    typer.echo(token)
+    missing = "no Ray token in RAY_AUTH_TOKEN or {path}: start the stack first (mur up)"
+    typer.echo(stack_secret("ray_auth_token", missing, env=get_settings().ray.ray_auth_token))
 
 
 @serve_cli.callback()

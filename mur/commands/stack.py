@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from mur.commands.db import stdout_console
 from mur.commands.local import stack_settings
 from mur.errors import MurError
 
@@ -34,7 +35,6 @@ def supervise(start: bool, names: list[str] | None = None) -> None:
 
 def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
     """Print each service's state, pid, port, health, memory and log path."""
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -76,7 +76,7 @@ def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
             f"{r.disk_mb:.1f} MiB" if r.disk_mb is not None else "-",
             str(r.restarts),
         )
-    console = Console()
+    console = stdout_console()
     console.print(table)
     if nodes:
         node_table = Table(title="Ray nodes")

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
-
-ACTIVATE = ("auto", "always", "never")
 
 
 def print_report(report: Any) -> None:
@@ -117,7 +115,8 @@ def tune(
         bool, typer.Option("--fresh", help="discard an unfinished search instead of resuming it")
     ] = False,
     activate: Annotated[
-        str, typer.Option(help="auto (when it beat the default on the confirmation span), always or never")
+        Literal["auto", "always", "never"],
+        typer.Option(help="auto (when it beat the default on the confirmation span), always or never"),
     ] = "auto",
     mlflow: Annotated[
         bool, typer.Option(help="log the parent run and one child run per trial to MLflow")
@@ -132,8 +131,6 @@ def tune(
     from mur.training.tune import TuneBudget, private_ray_env, tune_pair
     from mur.training.tuning import verdict
 
-    if activate not in ACTIVATE:
-        raise typer.BadParameter(f"--activate must be one of {', '.join(ACTIVATE)}")
     if not ray_address:
         private_ray_env(os.environ)  # before Ray is imported: a private Ray on loopback, behind its own token
     settings = get_settings()
@@ -153,7 +150,7 @@ def tune(
         budget,
         ray_address=ray_address,
         fresh=fresh,
-        activate=activate,  # type: ignore[arg-type]
+        activate=activate,
         mlflow=mlflow,
         store=store,
         emit=lambda line: typer.echo(line, err=True),
