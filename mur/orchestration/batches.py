@@ -63,7 +63,7 @@ def train_batch(
     Pairs already trained for their window are looked up in the registry and reused without a job. Without
     ``await_jobs`` (no Airflow: ``mur up``'s first training) the jobs are followed here, their logs streamed."""
     from mur.orchestration import job_submission as jobs
-    from mur.orchestration.tasks import available_end, compact_result, find_trained
+    from mur.orchestration.tasks import REUSED, clamped_end, compact_result, find_trained
 
     say = emit or log.info
     options = dict(options or {})
@@ -72,17 +72,14 @@ def train_batch(
     out: dict[str, dict[str, Any]] = {}
     by_end: dict[datetime, list[str]] = {}
     for pair in dict.fromkeys(p.lower() for p in pairs):
-        pair_end = end
-        if (available := available_end(settings, pair)) is not None and end > available:
-            say(f"[mur] {pair}: the bundled candles end at {available.isoformat()}; training on all of them")
-            pair_end = available
+        pair_end = clamped_end(settings, pair, end, say)
         try:
             existing = find_trained(settings, pair, pair_end, options)
         except Exception as exc:  # the registry did not answer: the pair's own task retries it
             out[pair] = {"error": f"registry lookup failed: {exc}"}
             continue
         if existing is not None:
-            say(f"[mur] {pair}: version {existing.version} was trained for this window already; reusing it")
+            say(REUSED.format(pair=pair, version=existing.version))
             out[pair] = {"result": compact_result(existing)}
         else:
             by_end.setdefault(pair_end, []).append(pair)
@@ -179,25 +176,8 @@ def train_batch_task(
     settings: Settings, pairs: Sequence[str], context: Mapping[str, Any], await_jobs: Callable[..., Any]
 ) -> dict[str, dict[str, Any]]:
     """``train_batch[i]``: window end from the run, options from params; every pair's outcome."""
-    from mur.orchestration import DAG_ID
-    from mur.orchestration.tasks import run_kind, submission_prefix, training_end, training_options
+    from mur.orchestration.tasks import run_arguments
 
-    params = context.get("params") or {}
     ti = context.get("ti")
-    task_log = getattr(ti, "log", None)
-    emit = task_log.info if task_log is not None else log.info
-    dag_run = context.get("dag_run")
-    end = training_end(
-        settings, context.get("data_interval_end"), params.get("end"), getattr(dag_run, "run_after", None)
-    )
     label = f"batch{getattr(ti, 'map_index', 0)}-try{int(getattr(ti, 'try_number', 1) or 1)}"
-    return train_batch(
-        settings,
-        pairs,
-        end=end,
-        options=training_options(params),
-        emit=emit,
-        submission_prefix=submission_prefix(getattr(ti, "dag_id", DAG_ID), str(context.get("run_id")), label),
-        kind=run_kind(dag_run),
-        await_jobs=await_jobs,
-    )
+    return train_batch(settings, pairs, **run_arguments(settings, context, label), await_jobs=await_jobs)

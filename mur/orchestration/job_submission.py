@@ -136,12 +136,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return out
 
 
-def build_entrypoint(pair: str | Sequence[str], end: datetime | None, **options: Any) -> str:
-    """The job's shell entrypoint (arguments quoted): ``--pair P``, or ``--pairs A,B,C`` for a batch."""
+def build_entrypoint(
+    pair: str | Sequence[str], end: datetime | None, module: str = "ray_jobs.train_pair", **options: Any
+) -> str:
+    """The job's shell entrypoint (arguments quoted): ``python -m MODULE`` (the training job, or the tuning
+    job ``ray_jobs.tune_pair``) with ``--pair P``, or ``--pairs A,B,C`` for a batch, then ``options``."""
     argv = [
         sys.executable if options.pop("_same_python", True) else "python",
         "-m",
-        "ray_jobs.train_pair",
+        module,
         *(["--pair", pair] if isinstance(pair, str) else ["--pairs", ",".join(pair)]),
     ]
     if end is not None:

@@ -29,9 +29,8 @@ class MarketFutureError(ConfigError):
 
 def parse_utc(value: str, *, what: str) -> datetime:
     """``2024-11-01``, ``2024-11-01T05:00``, ``…Z`` or ``…+00:00`` as an aware UTC datetime (naive = UTC)."""
-    text = value.strip().replace("Z", "+00:00").replace(" ", "T", 1)
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed = datetime.fromisoformat(value.strip())  # Python 3.11 reads "Z" and a space for "T"
     except ValueError as exc:
         raise ConfigError(
             f"{what}: cannot read {value!r} as a date; use ISO-8601 like 2024-10-01T05:00"

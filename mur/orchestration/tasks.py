@@ -39,6 +39,8 @@ PAIRS_VARIABLE = "mur_pairs"
 TRAIN_OPTIONS = ("epochs", "arch", "hidden_size", "train_days", "num_workers", "horizons", "quantile_levels")
 """Params of the trigger form that are passed on to the Ray job (``None`` = the settings' value)."""
 
+REUSED = "[mur] {pair}: version {version} was trained for this window already; reusing it"
+"""What a training task logs for a pair whose version for this window is registered already."""
 LogFn = Callable[[str], None]
 AwaitJobs = Callable[..., Any]
 """Awaits submitted Ray jobs (their ids; optionally what to carry to the resume): the DAG task defers."""
@@ -54,12 +56,8 @@ def parse_pairs(value: str | Iterable[str] | None) -> list[str]:
         items: Iterable[Any] = json.loads(text) if text.startswith("[") else text.split(",")
     else:
         items = value
-    pairs: list[str] = []
-    for item in items:
-        pair = str(item).strip().lower()
-        if pair and pair not in pairs:
-            pairs.append(pair)
-    return pairs
+    pairs = (str(item).strip().lower() for item in items)
+    return list(dict.fromkeys(pair for pair in pairs if pair))  # dict keys: first occurrence wins, in order
 
 
 def resolve_pairs(
@@ -110,9 +108,8 @@ def training_end(
     if value is None:
         raise ConfigError("no training window end: the run has no data interval and no `end` param")
     if isinstance(value, str):
-        text = value.strip().replace("Z", "+00:00")
         try:
-            value = datetime.fromisoformat(text)
+            value = datetime.fromisoformat(value.strip())  # Python 3.11 reads "Z" and a space for "T"
         except ValueError as exc:
             raise ConfigError(
                 f"cannot parse end '{requested}': use ISO-8601 like 2025-06-01T00:00:00Z"
@@ -210,6 +207,17 @@ def available_end(settings: Settings, pair: str) -> datetime | None:
     return datetime.fromtimestamp(last.timestamp(), tz=UTC) + timedelta(hours=1)
 
 
+def clamped_end(settings: Settings, pair: str, end: datetime, say: LogFn) -> datetime:
+    """``end``, or :func:`available_end` when the pair's bundled candles end before it (said in the log)."""
+    if (available := available_end(settings, pair)) is not None and end > available:
+        say(
+            f"[mur] {pair}: the bundled candles end at {available.isoformat()}; training on all of them "
+            f"(requested window end {end.isoformat()})"
+        )
+        return available
+    return end
+
+
 # --- one pair ---------------------------------------------------------------------------------------
 def train_pair(
     settings: Settings,
@@ -236,15 +244,10 @@ def train_pair(
     pair = pair.lower()
     if "train_days" in options:
         settings = settings.replace(train_days=int(options["train_days"]))
-    if (available := available_end(settings, pair)) is not None and end > available:
-        say(
-            f"[mur] {pair}: the bundled candles end at {available.isoformat()}; training on all of them "
-            f"(requested window end {end.isoformat()})"
-        )
-        end = available
+    end = clamped_end(settings, pair, end, say)
     say(f"[mur] {pair}: training window end {end.isoformat()} options {options or '{}'}")
     if check_registry and (existing := find_trained(settings, pair, end, options)) is not None:
-        say(f"[mur] {pair}: version {existing.version} was trained for this window already; reusing it")
+        say(REUSED.format(pair=pair, version=existing.version))
         return compact_result(existing)
     prefix = submission_prefix
     if prefix and (running := _running_job(jobs.client_for(settings), prefix)) is not None:
@@ -325,18 +328,13 @@ def train_pair_task(
     on its own job (window end from the run, options from params). Returns the compact result."""
     from mur.errors import JobError
 
-    params = context.get("params") or {}
-    ti = context.get("ti")
-    task_log = getattr(ti, "log", None)
-    emit = task_log.info if task_log is not None else log.info
-    try_number = int(getattr(ti, "try_number", 1) or 1)
+    emit = task_emit(context)
+    try_number = int(getattr(context.get("ti"), "try_number", 1) or 1)
     outcome = batch_outcome(batches, pair.lower())
     if outcome is not None and outcome.get("result"):
         result = outcome["result"]
         if result.get("reused"):
-            emit(
-                f"[mur] {pair}: version {result.get('version')} was trained for this window already; reusing it"
-            )
+            emit(REUSED.format(pair=pair, version=result.get("version")))
         else:
             emit(
                 f"[mur] {pair}: version {result.get('version')} trained by its batch's Ray job {result.get('job_id')}"
@@ -348,23 +346,35 @@ def train_pair_task(
         )
     if outcome is None:
         emit(f"[mur] {pair}: no result from a batch job; training it on its own")
+    job = run_arguments(settings, context, pair.lower())
+    return train_pair(settings, pair, **job, try_number=try_number, await_job=await_job)
+
+
+def task_emit(context: Mapping[str, Any]) -> LogFn:
+    """Where a task body logs: its task instance's log (this module's outside Airflow)."""
+    task_log = getattr(context.get("ti"), "log", None)
+    return task_log.info if task_log is not None else log.info
+
+
+def run_arguments(settings: Settings, context: Mapping[str, Any], label: str) -> dict[str, Any]:
+    """What a training task passes on from its run to :func:`train_pair` or
+    :func:`~mur.orchestration.batches.train_batch`: the window end, the job options from params, its log,
+    the prefix of its Ray submission ids (``label``: its pair or batch) and the run's kind."""
+    params = context.get("params") or {}
+    ti = context.get("ti")
     dag_run = context.get("dag_run")
     end = training_end(
         settings, context.get("data_interval_end"), params.get("end"), getattr(dag_run, "run_after", None)
     )
-    return train_pair(
-        settings,
-        pair,
-        end=end,
-        options=training_options(params),
-        emit=emit,
-        submission_prefix=submission_prefix(
-            getattr(ti, "dag_id", DAG_ID), str(context.get("run_id")), pair.lower()
+    return {
+        "end": end,
+        "options": training_options(params),
+        "emit": task_emit(context),
+        "submission_prefix": submission_prefix(
+            getattr(ti, "dag_id", DAG_ID), str(context.get("run_id")), label
         ),
-        try_number=try_number,
-        kind=run_kind(dag_run),
-        await_job=await_job,
-    )
+        "kind": run_kind(dag_run),
+    }
 
 
 def batch_outcome(batches: Iterable[Mapping[str, Any] | None] | None, pair: str) -> dict[str, Any] | None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,18 +16,14 @@ log = logging.getLogger(__name__)
 TUNING_DAG_ID = "mur_tuning"
 
 
-def tuning_entrypoint(pair: str, trials: int | None, submission_id: str) -> str:
-    """The job's shell entrypoint (arguments quoted)."""
-    argv = [sys.executable, "-m", "ray_jobs.tune_pair", "--pair", pair, "--submission-id", submission_id]
-    return shlex.join(argv + ([] if trials is None else ["--trials", str(int(trials))]))
-
-
 def submit_tuning(settings: Settings, pair: str, trials: int | None = None) -> dict[str, Any]:
     """Submit the tuning job, follow it to its end and return its result (JobError when it failed)."""
     from mur.orchestration import job_submission as jobs
 
     sid = jobs.new_submission_id("tune")
-    entrypoint = tuning_entrypoint(pair, trials, sid)
+    entrypoint = jobs.build_entrypoint(
+        pair, None, "ray_jobs.tune_pair", submission_id=sid, trials=None if trials is None else int(trials)
+    )
     job_id = jobs.submit_job(settings, entrypoint, sid, {"pair": pair, "kind": "tuning"}, log.info)
     status, logs = jobs.follow_job(
         jobs.client_for(settings),

@@ -408,8 +408,9 @@ def recent_versions(
     client: Any, pair: str, prefix: str = MODEL_PREFIX, limit: int = 10
 ) -> list[TrainingResult]:
     """The newest ``limit`` versions of a pair, newest first, each described from its tags."""
-    found = client.search_model_versions(f"name = '{model_name(pair, prefix)}'")
-    newest = sorted(found, key=lambda v: int(v.version), reverse=True)[:limit]
+    newest = client.search_model_versions(
+        f"name = '{model_name(pair, prefix)}'", max_results=limit, order_by=["version_number DESC"]
+    )
     champion = champion_version(client, pair, prefix)  # search results carry no aliases: one look-up
     results = [version_result(client, v, prefix) for v in newest]
     return [
