@@ -54,8 +54,9 @@ def pinball(quantiles: np.ndarray, y: np.ndarray, levels: Sequence[float]) -> fl
     return float(pinball_per_target(quantiles, y, levels).mean())
 
 
-def winkler_scores(lo: np.ndarray, hi: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
-    """Per-outcome Winkler scores of intervals ``[lo, hi]`` with nominal coverage ``1 - alpha``."""
+def winkler_scores(lo: np.ndarray, hi: np.ndarray, y: np.ndarray, alpha: float | np.ndarray) -> np.ndarray:
+    """Per-outcome Winkler scores of intervals ``[lo, hi]`` with nominal coverage ``1 - alpha`` (one, or one
+    per outcome)."""
     lo, hi, y = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (lo, hi, y))
     return (hi - lo) + (2.0 / alpha) * np.maximum(lo - y, 0.0) + (2.0 / alpha) * np.maximum(y - hi, 0.0)
 
@@ -92,15 +93,11 @@ def conformal_scale(q: np.ndarray, y: np.ndarray, median_index: int, coverage: f
     ``s = max((med - y) / (med - lo), (y - med) / (hi - med))``. With ``k`` the ``ceil((n+1) coverage)``-th
     smallest score, ``[med - k (med - lo), med + k (hi - med)]`` covers a new outcome with probability at
     least ``coverage`` (and less than ``coverage + 1/(n+1)``) when calibration and new scores are
-    exchangeable (see docs/forecasts.md for what that means for time series).
+    exchangeable (see docs/forecasts.md for what that means for time series). Per horizon, this is
+    :func:`block_conformal_quantile` with ``hours = 1`` (every outcome counted as independent).
     """
     scores = conformal_scores(q, y, median_index)
-    n = scores.shape[0]
-    if n < 1:
-        return np.ones(np.shape(q)[1])
-    rank = min(n, math.ceil((n + 1) * coverage))
-    k = np.sort(scores, axis=0)[rank - 1]
-    return np.clip(k, 1e-3, 1e3)
+    return np.array([block_conformal_quantile(s, 1, coverage) for s in scores.T])
 
 
 def conformal_scores(q: np.ndarray, y: np.ndarray, median_index: int) -> np.ndarray:
@@ -200,21 +197,18 @@ class EwmaBaseline:
         self, close: np.ndarray, high: np.ndarray, low: np.ndarray, hour: np.ndarray, train_end: int
     ) -> EwmaBaseline:
         """Variance for every row (causal), factors and standardized quantiles from rows ``< train_end``."""
+        import pandas as pd
+        from scipy.signal import lfilter
+
         close, high, low = (np.asarray(a, dtype=np.float64) for a in (close, high, low))
         hour = np.asarray(hour).astype(int) % 24
         r = np.diff(np.log(close), prepend=np.log(close[0]))
         v = 0.5 * r**2 + 0.5 * np.log(high / low) ** 2 / (4.0 * math.log(2.0))
         lam = 0.5 ** (1.0 / self.half_life)
-        e = np.empty_like(v)
-        e[0] = v[: max(1, min(train_end, 24))].mean()
-        for t in range(1, len(v)):  # ~9k rows: a plain loop is fast enough and obviously causal
-            e[t] = lam * e[t - 1] + (1.0 - lam) * v[t]
-        per_hour = np.array(
-            [
-                v[:train_end][hour[:train_end] == k].mean() if np.any(hour[:train_end] == k) else np.nan
-                for k in range(24)
-            ]
-        )
+        # e[t] = lam e[t-1] + (1 - lam) v[t] (causal), from e[0]: the mean of the first day's rows
+        e0 = v[: max(1, min(train_end, 24))].mean()
+        e = np.concatenate([[e0], lfilter([1.0 - lam], [1.0, -lam], v[1:], zi=[lam * e0])[0]])
+        per_hour = pd.Series(v[:train_end]).groupby(hour[:train_end]).mean().reindex(range(24)).to_numpy()
         per_hour = np.where(np.isfinite(per_hour), per_hour, np.nanmean(per_hour))
         f = per_hour / per_hour.mean()
         self.factor_ahead = np.stack(

@@ -226,18 +226,15 @@ def replay(
     state = state or OnlineState()
     scales = np.empty(n)
     served_lo, served_hi = np.empty(n), np.empty(n)
-    for t in range(n):
+    for t in range(n + d):  # after the last step (t >= n): the outcomes still in flight, no forecast left
         k = t - d  # the forecast whose outcome arrives now
         if k >= 0:
             state = step(
                 state, Outcome(median[k], served_lo[k], served_hi[k], actual[k], scales[k]), hours, params
             )
-        scales[t] = state.scale
-        served_lo[t], served_hi[t] = scale_band(median[t], lower[t], upper[t], scales[t])
-    for k in range(max(n - d, 0), n):  # the outcomes still in flight at the end: counted, no forecast left
-        state = step(
-            state, Outcome(median[k], served_lo[k], served_hi[k], actual[k], scales[k]), hours, params
-        )
+        if t < n:
+            scales[t] = state.scale
+            served_lo[t], served_hi[t] = scale_band(median[t], lower[t], upper[t], scales[t])
     return Replay(
         scales=scales,
         covered=(actual >= served_lo) & (actual <= served_hi),
@@ -248,9 +245,7 @@ def replay(
 
 def running_coverage(covered: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean of ``covered`` over ``window`` steps (shorter at the start)."""
-    c = np.cumsum(np.asarray(covered, dtype=np.float64))
-    out = np.empty_like(c)
-    w = max(int(window), 1)
-    out[:w] = c[:w] / np.arange(1, min(w, len(c)) + 1)
-    out[w:] = (c[w:] - c[:-w]) / w
-    return out
+    import pandas as pd
+
+    series = pd.Series(np.asarray(covered, dtype=np.float64))
+    return series.rolling(max(int(window), 1), min_periods=1).mean().to_numpy()

@@ -67,12 +67,12 @@ def _loss(errors: np.ndarray, loss: Loss) -> np.ndarray:
 
 def _long_run_variance(d: np.ndarray, lags: int) -> float:
     """The HAC variance of ``d``: autocovariances up to lag ``lags - 1``, or the lag-0 variance alone when
-    that estimate is not positive."""
-    n = d.size
-    centred = d - d.mean()
-    gamma = [float(np.dot(centred[k:], centred[: n - k]) / n) for k in range(lags)]
-    variance = gamma[0] + 2.0 * sum(gamma[1:])
-    return variance if variance > 0 else gamma[0]
+    that estimate is not positive (``acovf``: the biased sample autocovariances, divided by ``n``)."""
+    from statsmodels.tsa.stattools import acovf
+
+    gamma = acovf(d, nlag=lags - 1, fft=False)
+    variance = float(gamma[0] + 2.0 * gamma[1:].sum())
+    return variance if variance > 0 else float(gamma[0])
 
 
 def diebold_mariano(

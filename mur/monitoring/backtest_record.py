@@ -7,21 +7,19 @@ from the served track record, so that a new stack shows evidence from its first 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from mur.db.forecasts import ScoredCounts, backtest_forecasts
 from mur.errors import ModelError
-from mur.monitoring.track_record import record_body
+from mur.monitoring.track_record import track_record
 from mur.pairs import normalize_pair
 from mur.timeutil import HOUR, parse_time
 
 if TYPE_CHECKING:
-    from mur.db.pool import Database
     from mur.model.features import Dataset
     from mur.settings import Settings
 
@@ -90,20 +88,6 @@ def record_backtest(settings: Settings, *, pair: str, version: int, model: Path 
         return 0
 
 
-def backtest_track_record(
-    db: Database,
-    pair: str,
-    *,
-    market_hour: datetime,
-    limit: int = 100,
-    horizon: int | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> dict[str, Any]:
-    """The backtest track record in the shape of :func:`mur.monitoring.track_record.track_record` (every row
-    resolved, ``source`` ``backtest``): the latest ``limit`` rows and their summary."""
-    rows = backtest_forecasts(db, pair=pair, horizon_hours=horizon, since=since, until=until)
-    counts = ScoredCounts(resolved=len(rows), waiting=0, overdue=0)
-    shown = rows[: max(1, int(limit))]
-    body = record_body(pair, market_hour, shown, counts, SCORED, since, until, source="backtest")
-    return {"source": "backtest"} | body
+backtest_track_record = partial(track_record, source="backtest")
+"""The backtest track record in the shape of :func:`mur.monitoring.track_record.track_record` (every row
+resolved, ``source`` ``backtest``): the latest ``limit`` rows and their summary."""

@@ -173,12 +173,9 @@ def drift_inputs(candles: pd.DataFrame) -> dict[str, np.ndarray]:
 def psi(reference: np.ndarray, recent: np.ndarray, bins: int = PSI_BINS) -> float:
     """Population-stability index of ``recent`` against ``reference``, over the reference's quantile bins
     (``sum((p_recent - p_ref) * ln(p_recent / p_ref))``; < 0.1 stable, 0.1-0.25 moderate, > 0.25 shifted)."""
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
-    ref = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1) / len(
-        reference
-    )
-    new = np.bincount(np.searchsorted(edges, recent, side="right"), minlength=len(edges) + 1) / len(recent)
-    ref, new = np.maximum(ref, PSI_FLOOR), np.maximum(new, PSI_FLOOR)
+    inner = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+    edges = np.concatenate([[-np.inf], inner, [np.inf]])  # bins [e_i, e_(i+1)), open-ended outer bins
+    ref, new = (np.maximum(np.histogram(x, edges)[0] / len(x), PSI_FLOOR) for x in (reference, recent))
     return float(np.sum((new - ref) * np.log(new / ref)))
 
 

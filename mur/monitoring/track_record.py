@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from mur.db.forecasts import SCORED_VIEW_DOC, Forecast, ScoredCounts, scored_counts, scored_forecasts
 from mur.monitoring.compute import window_stats
@@ -83,11 +82,22 @@ def track_record(
     horizon: int | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    source: Literal["live", "backtest"] = "live",
 ) -> dict[str, Any]:
     """The latest ``limit`` resolved scored forecasts of ``pair`` at ``market_hour`` (one ``horizon`` or
     all; targets in ``[since, until)``), their summary overall and per horizon, the counts of every state
-    and the unresolved ones (``unresolved``: pending and overdue, newest first, at most ``limit``)."""
+    and the unresolved ones (``unresolved``: pending and overdue, newest first, at most ``limit``); with
+    ``source="backtest"`` the backtest track record's (:mod:`mur.monitoring.backtest_record`), all resolved."""
     pair = normalize_pair(pair)
+    if source == "backtest":
+        from mur.db.forecasts import backtest_forecasts
+        from mur.monitoring.backtest_record import SCORED
+
+        rows = backtest_forecasts(db, pair=pair, horizon_hours=horizon, since=since, until=until)
+        counts = ScoredCounts(resolved=len(rows), waiting=0, overdue=0)
+        shown = rows[: max(1, int(limit))]
+        body = record_body(pair, market_hour, shown, counts, SCORED, since, until, source="backtest")
+        return {"source": "backtest"} | body
     limit = max(1, min(int(limit), MAX_LIMIT))
 
     def read(resolved: bool) -> list[Forecast]:
@@ -160,12 +170,13 @@ def naive_log_band(closes: Sequence[float], hours: int, level: float) -> tuple[f
     ``hours``-hour log returns of ``closes`` (hourly, oldest first); None with fewer than 50 returns."""
     import numpy as np
 
-    c = np.log(np.asarray([x for x in closes if x and x > 0], dtype=np.float64))
+    from mur.evaluation.intervals import naive_quantiles
+
+    c = np.asarray([x for x in closes if x and x > 0], dtype=np.float64)
     if len(c) - hours < 50:
         return None
-    r = c[hours:] - c[:-hours]
     tail = (1.0 - level) / 2.0
-    lo, hi = np.quantile(r, [tail, 1.0 - tail])
+    lo, hi = naive_quantiles(c, len(c), [hours], [tail, 1.0 - tail])[0]
     return float(lo), float(hi)
 
 
@@ -202,34 +213,32 @@ def reliability(
     window). ``closes``: hourly closes for the naive baseline (no interval skill without them)."""
     import numpy as np
 
-    # (lower, upper, level, actual, last_close) of each resolved forecast with a range, by horizon
-    ranged: dict[int, list[tuple[datetime, float, float, float, float, float]]] = {}
-    for f in forecasts:
-        if f.actual is None or f.target_time >= market_hour or f.lower is None or f.upper is None:
-            continue
-        if f.level is None:
-            continue
-        ranged.setdefault(f.horizon_hours, []).append(
-            (f.target_time, f.lower, f.upper, f.level, f.actual, f.last_close)
-        )
+    from mur.evaluation.intervals import winkler_scores
+
+    ranged = [
+        f
+        for f in forecasts
+        if f.target_time < market_hour and None not in (f.actual, f.lower, f.upper, f.level)
+    ]
     out = []
-    for h in sorted(ranged):
+    for h in sorted({f.horizon_hours for f in ranged}):
         for label, hours in windows:
             start = market_hour - timedelta(hours=hours)
-            rows = [r for r in ranged[h] if r[0] >= start]
+            rows = [f for f in ranged if f.horizon_hours == h and f.target_time >= start]
             if not rows:
                 out.append(Reliability(h, label, hours, 0, None, None, None))
                 continue
-            level = float(np.median([r[3] for r in rows]))
-            coverage = sum(lo <= y <= hi for _, lo, hi, _, y, _ in rows) / len(rows)
+            lo, hi, lv, y, last = (
+                np.array([getattr(f, k) for f in rows], dtype=np.float64)
+                for k in ("lower", "upper", "level", "actual", "last_close")
+            )
+            level = float(np.median(lv))
+            coverage = float(np.mean((lo <= y) & (y <= hi)))
             band = naive_log_band(closes, h, level) if closes else None
             skill = None
             if band is not None:
-                model = sum(winkler(lo, hi, y, 1.0 - lv) for _, lo, hi, lv, y, _ in rows)
-                naive = sum(
-                    winkler(last * math.exp(band[0]), last * math.exp(band[1]), y, 1.0 - lv)
-                    for _, _, _, lv, y, last in rows
-                )
-                skill = 1.0 - model / naive if naive > 0 else None
+                model = winkler_scores(lo, hi, y, 1.0 - lv).sum()
+                naive = winkler_scores(last * np.exp(band[0]), last * np.exp(band[1]), y, 1.0 - lv).sum()
+                skill = float(1.0 - model / naive) if naive > 0 else None
             out.append(Reliability(h, label, hours, len(rows), coverage, level, skill))
     return out
