@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from mur.db.pool import Database, fetch_one
@@ -91,7 +92,7 @@ def record_move(
     """Store one alias move (``action``: one of :data:`ACTIONS`; ``market_time``: market now, :mod:`mur.clock`)."""
     if action not in ACTIONS:
         raise InvalidInputError(f"unknown alias move {action!r} (one of {', '.join(ACTIONS)})")
-    with db.cursor() as cur:
+    with db.cursor(class_row(AliasMove)) as cur:
         cur.execute(
             """INSERT INTO alias_moves (pair, alias, version, previous_version, action, actor, reason, scores,
                                         market_time)
@@ -111,17 +112,16 @@ def record_move(
                 "market_time": market_time,
             },
         )
-        return AliasMove(**fetch_one(cur))
+        return fetch_one(cur)
 
 
 def list_moves(db: Database, pair: str, *, limit: int = 50, alias: str = "champion") -> list[AliasMove]:
     """``pair``'s latest ``limit`` moves of ``alias``, newest first."""
-    with db.cursor() as cur:
-        cur.execute(
+    with db.cursor(class_row(AliasMove)) as cur:
+        return cur.execute(
             """SELECT id, pair, alias, version, previous_version, action, actor, reason, scores, market_time,
                    wall_time
             FROM alias_moves WHERE pair = %(pair)s AND alias = %(alias)s
             ORDER BY wall_time DESC, id DESC LIMIT %(limit)s""",
             {"pair": normalize_pair(pair), "alias": alias, "limit": min(max(int(limit), 0), MAX_MOVES)},
-        )
-        return [AliasMove(**row) for row in cur.fetchall()]
+        ).fetchall()

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mur.clock import as_utc
-from mur.db.pool import Database
+from mur.db.pool import Database, fetch_one
 from mur.evaluation.online_conformal import OnlineParams, OnlineState, Outcome, scale_band, step
 from mur.pairs import normalize_pair
 
@@ -96,28 +96,31 @@ def load_calibration(
 ) -> dict[int, CalibrationRecord]:
     """The stored trackers of ``pair`` (one generation, or the most recently updated one), by horizon."""
     with db.cursor() as cur:
-        cur.execute(
-            """
-            SELECT pair, horizon_hours, generation, level, log_scale, integral, resolved, covered, covered_base, winkler_sum, winkler_base_sum, last_target_time, updated_at
-            FROM online_calibration
-            WHERE pair = %(pair)s
-              AND generation = COALESCE(%(generation)s::text, (
-                  SELECT generation FROM online_calibration WHERE pair = %(pair)s
-                  ORDER BY updated_at DESC, generation LIMIT 1))
-            ORDER BY horizon_hours
-            """,
-            {"pair": normalize_pair(pair), "generation": generation},
-        )
-        return {int(row["horizon_hours"]): _record(row) for row in cur.fetchall()}
+        return _load(cur, normalize_pair(pair), generation)
+
+
+def _load(cur: Any, pair: str, generation: str | None) -> dict[int, CalibrationRecord]:
+    """:func:`load_calibration` in ``cur``'s transaction (``pair`` normalized)."""
+    cur.execute(
+        """
+        SELECT pair, horizon_hours, generation, level, log_scale, integral, resolved, covered, covered_base, winkler_sum, winkler_base_sum, last_target_time, updated_at
+        FROM online_calibration
+        WHERE pair = %(pair)s
+          AND generation = COALESCE(%(generation)s::text, (
+              SELECT generation FROM online_calibration WHERE pair = %(pair)s
+              ORDER BY updated_at DESC, generation LIMIT 1))
+        ORDER BY horizon_hours
+        """,
+        {"pair": pair, "generation": generation},
+    )
+    return {int(row["horizon_hours"]): _record(row) for row in cur.fetchall()}
 
 
 def save_calibration(db: Database, record: CalibrationRecord) -> CalibrationRecord:
     """Store (insert or replace) one tracker; returns it as stored."""
     with db.cursor() as cur:
         _upsert(cur, record)
-        row = cur.fetchone()
-    assert row is not None
-    return _record(row)
+        return _record(fetch_one(cur))
 
 
 def _upsert(cur: Any, record: CalibrationRecord) -> None:
@@ -194,14 +197,7 @@ def update_from_resolved(
             "SELECT pg_advisory_xact_lock(%(space)s, hashtext(%(key)s))",  # this table's key space
             {"space": LOCK_SPACE, "key": f"{pair}:{generation}"},
         )
-        cur.execute(
-            """
-            SELECT pair, horizon_hours, generation, level, log_scale, integral, resolved, covered, covered_base, winkler_sum, winkler_base_sum, last_target_time, updated_at
-            FROM online_calibration WHERE pair = %(pair)s AND generation = %(generation)s
-            """,
-            {"pair": pair, "generation": generation},
-        )
-        records = {int(row["horizon_hours"]): _record(row) for row in cur.fetchall()}
+        records = _load(cur, pair, generation)
         cur.execute(
             _RESOLVED_NOT_STEPPED,
             {"pair": pair, "generation": generation, "since": hour - lookback, "hour": hour},
@@ -289,7 +285,7 @@ def calibration_steps(
     """The stepped forecasts of ``pair`` in resolution order (for a running-coverage chart): target time,
     horizon, the scale served, covered with and without it, the scale after the step."""
     with db.cursor() as cur:
-        cur.execute(
+        return cur.execute(
             """
             SELECT forecast_id, target_time, horizon_hours, applied_scale, covered, covered_base, scale_after
             FROM (
@@ -308,5 +304,4 @@ def calibration_steps(
                 "since": None if since is None else as_utc(since),
                 "limit": max(int(limit), 0),
             },
-        )
-        return [dict(row) for row in cur.fetchall()]
+        ).fetchall()

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg.rows import class_row
+
 from mur.db.pool import Database, fetch_one
 from mur.errors import InvalidInputError
 from mur.pairs import normalize_pair
@@ -38,10 +40,6 @@ class Forecast:
         if self.actual is None or self.lower is None or self.upper is None:
             return None
         return self.lower <= self.actual <= self.upper
-
-
-def _forecast(row: dict[str, Any]) -> Forecast:
-    return Forecast(**{name: row[name] for name in Forecast.__dataclass_fields__})
 
 
 def _utc(ts: Any) -> datetime:
@@ -84,7 +82,7 @@ def record_forecast(
         raise InvalidInputError(f"the range is upside down: lower {lower} > upper {upper}")
     if int(horizon_hours) < 1:
         raise InvalidInputError(f"horizon_hours must be at least 1, got {horizon_hours}")
-    with db.cursor() as cur:
+    with db.cursor(class_row(Forecast)) as cur:
         cur.execute(
             """
             INSERT INTO forecasts (pair, model_version, made_at, target_time, predicted, last_close,
@@ -116,7 +114,7 @@ def record_forecast(
                 "generation": calibration_generation,
             },
         )
-        return _forecast(fetch_one(cur))
+        return fetch_one(cur)
 
 
 def record_forecast_body(
@@ -211,8 +209,8 @@ def list_forecasts(
 ) -> list[Forecast]:
     """The latest ``limit`` forecasts of ``pair`` (optionally one model version, one horizon), newest
     target first."""
-    with db.cursor() as cur:
-        cur.execute(
+    with db.cursor(class_row(Forecast)) as cur:
+        return cur.execute(
             """
             SELECT id, pair, model_version, made_at, target_time, predicted, last_close, actual,
                    horizon_hours, lower, upper, level
@@ -228,8 +226,7 @@ def list_forecasts(
                 "horizon": horizon_hours,
                 "limit": max(int(limit), 0),
             },
-        )
-        return [_forecast(row) for row in cur.fetchall()]
+        ).fetchall()
 
 
 # --- the one scoring definition -----------------------------------------------------------------------------
@@ -294,8 +291,8 @@ def scored_forecasts(
         "resolved": resolved,
         "limit": None if limit is None else max(int(limit), 0),
     }
-    with db.cursor() as cur:
-        cur.execute(
+    with db.cursor(class_row(Forecast)) as cur:
+        return cur.execute(
             """
             SELECT id, pair, model_version, made_at, target_time, predicted, last_close, actual,
                    horizon_hours, lower, upper, level
@@ -310,8 +307,7 @@ def scored_forecasts(
             LIMIT %(limit)s
             """,
             params,
-        )
-        return [_forecast(row) for row in cur.fetchall()]
+        ).fetchall()
 
 
 def scored_counts(
@@ -326,7 +322,7 @@ def scored_counts(
     """Resolved / waiting / overdue targets of ``pair`` at ``market_hour`` (one horizon or all; targets in
     ``[since, until)``), counted over :func:`scored_forecasts`' rows: every view counts the same."""
     params = _range_params(pair, horizon_hours, since, until) | {"hour": _utc(market_hour)}
-    with db.cursor() as cur:
+    with db.cursor(class_row(ScoredCounts)) as cur:
         cur.execute(
             """
             SELECT count(*) FILTER (WHERE target_time < %(hour)s AND actual IS NOT NULL) AS resolved,
@@ -340,10 +336,7 @@ def scored_counts(
             """,
             params,
         )
-        row = fetch_one(cur)
-    return ScoredCounts(
-        resolved=int(row["resolved"]), waiting=int(row["waiting"]), overdue=int(row["overdue"])
-    )
+        return fetch_one(cur)
 
 
 def record_shadow_body(db: Database, body: dict[str, Any], made_at: datetime) -> int:
@@ -383,7 +376,7 @@ def shadow_pairs(db: Database, *, pair: str, version: int, until: datetime) -> l
     ``last_close``, the shadow's ``s_lower/s_median/s_upper`` and the served ``c_lower/c_median/c_upper``,
     ``level``."""
     with db.cursor() as cur:
-        cur.execute(
+        return cur.execute(
             """
             SELECT s.horizon_hours AS hours, c.actual AS y, c.last_close, s.level,
                    s.lower AS s_lower, s.predicted AS s_median, s.upper AS s_upper,
@@ -396,8 +389,7 @@ def shadow_pairs(db: Database, *, pair: str, version: int, until: datetime) -> l
             ORDER BY s.horizon_hours, s.target_time
             """,
             {"pair": normalize_pair(pair), "version": int(version), "until": _utc(until)},
-        )
-        return list(cur.fetchall())
+        ).fetchall()
 
 
 def record_backtest(db: Database, rows: Iterable[dict[str, Any]]) -> int:
@@ -430,8 +422,8 @@ def backtest_forecasts(
     """The backtest track record of ``pair``: the out-of-sample forecasts of its test span by ``version``
     (default: the newest backtested), targets in ``[since, until)``, newest target first. Only views labelled
     "backtest" read them: never the live scores, calibration, monitoring or alerts."""
-    with db.cursor() as cur:
-        cur.execute(
+    with db.cursor(class_row(Forecast)) as cur:
+        return cur.execute(
             """
             SELECT id, pair, model_version::text AS model_version, made_at, target_time, predicted, last_close,
                    actual, horizon_hours, lower, upper, level
@@ -445,5 +437,4 @@ def backtest_forecasts(
             ORDER BY target_time DESC, horizon_hours
             """,
             _range_params(pair, horizon_hours, since, until) | {"version": version},
-        )
-        return [_forecast(row) for row in cur.fetchall()]
+        ).fetchall()

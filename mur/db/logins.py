@@ -85,8 +85,7 @@ WHERE NOT a.success
 
 def _recent_failures(cur: DictCursor, username: str, ip: str | None, window_s: int) -> LoginFailures:
     cur.execute(_RECENT_FAILURES, {"username": username, "ip": ip, "window_s": window_s})
-    row = fetch_one(cur)
-    return LoginFailures(per_user_ip=row["per_user_ip"], per_ip=row["per_ip"], per_user=row["per_user"])
+    return LoginFailures(**fetch_one(cur))
 
 
 def recent_login_failures(db: Database, *, username: str, ip: str | None, window_s: int) -> LoginFailures:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from mur.db.pool import Database, fetch_one
@@ -52,7 +53,7 @@ def save_config(
     pair = normalize_pair(pair)
     if not config:
         raise DataValidationError("a model configuration needs at least one value")
-    with db.cursor() as cur:
+    with db.cursor(class_row(ModelConfigRecord)) as cur:
         _lock_pair(cur, pair)
         if activate:
             cur.execute(
@@ -73,30 +74,22 @@ def save_config(
                 "evidence": Jsonb(evidence or {}),
             },
         )
-        return ModelConfigRecord(**fetch_one(cur))
+        return fetch_one(cur)
 
 
 def active_config(db: Database, pair: str) -> ModelConfigRecord | None:
     """The pair's active configuration, or None (training uses the settings)."""
-    with db.cursor() as cur:
-        cur.execute(
-            "SELECT pair, version, config, active, search_id, mlflow_run_id, evidence, created_at "
-            "FROM model_configs WHERE pair = %(pair)s AND active",
-            {"pair": normalize_pair(pair)},
-        )
-        row = cur.fetchone()
-    return None if row is None else ModelConfigRecord(**row)
+    return next((record for record in config_history(db, pair) if record.active), None)
 
 
 def config_history(db: Database, pair: str) -> list[ModelConfigRecord]:
     """Every stored version of the pair, newest first."""
-    with db.cursor() as cur:
-        cur.execute(
+    with db.cursor(class_row(ModelConfigRecord)) as cur:
+        return cur.execute(
             "SELECT pair, version, config, active, search_id, mlflow_run_id, evidence, created_at "
             "FROM model_configs WHERE pair = %(pair)s ORDER BY version DESC",
             {"pair": normalize_pair(pair)},
-        )
-        return [ModelConfigRecord(**row) for row in cur.fetchall()]
+        ).fetchall()
 
 
 LOCK_SPACE = 0x6D63  # "mc": the model_configs key space of the two-key advisory locks
@@ -114,19 +107,18 @@ def set_active(db: Database, pair: str, version: int | None) -> ModelConfigRecor
 
     An unknown version raises :class:`~mur.errors.DataValidationError` and changes nothing."""
     pair = normalize_pair(pair)
-    with db.cursor() as cur:
+    with db.cursor(class_row(ModelConfigRecord)) as cur:
         _lock_pair(cur, pair)
         cur.execute(
             "UPDATE model_configs SET active = false WHERE pair = %(pair)s AND active", {"pair": pair}
         )
         if version is None:
             return None
-        cur.execute(
+        record = cur.execute(
             "UPDATE model_configs SET active = true WHERE pair = %(pair)s AND version = %(version)s "
             "RETURNING pair, version, config, active, search_id, mlflow_run_id, evidence, created_at",
             {"pair": pair, "version": version},
-        )
-        row = cur.fetchone()
-        if row is None:
+        ).fetchone()
+        if record is None:
             raise DataValidationError(f"{pair} has no model configuration version {version}")
-        return ModelConfigRecord(**row)
+        return record

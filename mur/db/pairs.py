@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg.rows import class_row
+
 from mur.db.pool import Database, fetch_one
 from mur.pairs import normalize_pair
 
@@ -33,31 +35,36 @@ class PairRecord:
     removed_at: datetime | None
 
 
-def _record(row: dict[str, Any]) -> PairRecord:
-    return PairRecord(**{name: row[name] for name in PairRecord.__dataclass_fields__})
-
-
 def list_pair_records(db: Database, *, include_removed: bool = True) -> list[PairRecord]:
     """Every registered pair (added first, first), the removed ones too unless ``include_removed`` is False."""
-    with db.cursor() as cur:
-        cur.execute(
+    with db.cursor(class_row(PairRecord)) as cur:
+        return cur.execute(
             "SELECT pair, source, symbol, active, candles, first_open, last_open, added_by, added_at, removed_by, "
             "removed_at FROM pairs WHERE active OR %(removed)s ORDER BY added_at, pair",
             {"removed": include_removed},
-        )
-        return [_record(row) for row in cur.fetchall()]
+        ).fetchall()
 
 
 def get_pair_record(db: Database, *, pair: str) -> PairRecord | None:
     """The registry's row of ``pair`` (None: never added nor removed)."""
-    with db.cursor() as cur:
-        cur.execute(
+    with db.cursor(class_row(PairRecord)) as cur:
+        return cur.execute(
             "SELECT pair, source, symbol, active, candles, first_open, last_open, added_by, added_at, removed_by, "
             "removed_at FROM pairs WHERE pair = %s",
             (normalize_pair(pair),),
-        )
-        row = cur.fetchone()
-    return None if row is None else _record(row)
+        ).fetchone()
+
+
+# Adds a pair, or brings a removed one back: its row is replaced (the candles of an earlier upload go too).
+_SAVE_PAIR = """
+INSERT INTO pairs (pair, source, symbol, active, candles, first_open, last_open, added_by)
+VALUES (%(pair)s, %(source)s, %(symbol)s, true, %(n)s, %(first)s, %(last)s, %(by)s)
+ON CONFLICT (pair) DO UPDATE SET
+    source = EXCLUDED.source, symbol = EXCLUDED.symbol, active = true, candles = EXCLUDED.candles,
+    first_open = EXCLUDED.first_open, last_open = EXCLUDED.last_open, added_by = EXCLUDED.added_by,
+    added_at = now(), removed_by = NULL, removed_at = NULL
+RETURNING pair, source, symbol, active, candles, first_open, last_open, added_by, added_at, removed_by, removed_at
+"""
 
 
 def save_exchange_pair(
@@ -70,27 +77,10 @@ def save_exchange_pair(
     last_open: datetime | None = None,
 ) -> PairRecord:
     """Add (or bring back) a pair whose candles come from the live market under ``symbol``."""
-    with db.cursor() as cur:
-        cur.execute(
-            """
-            INSERT INTO pairs (pair, source, symbol, active, candles, first_open, last_open, added_by)
-            VALUES (%(pair)s, 'exchange', %(symbol)s, true, 0, %(first)s, %(last)s, %(by)s)
-            ON CONFLICT (pair) DO UPDATE SET
-                source = 'exchange', symbol = EXCLUDED.symbol, active = true, candles = 0,
-                first_open = EXCLUDED.first_open, last_open = EXCLUDED.last_open, added_by = EXCLUDED.added_by,
-                added_at = now(), removed_by = NULL, removed_at = NULL
-            RETURNING pair, source, symbol, active, candles, first_open, last_open, added_by, added_at,
-                      removed_by, removed_at
-            """,
-            {
-                "pair": normalize_pair(pair),
-                "symbol": symbol,
-                "first": first_open,
-                "last": last_open,
-                "by": added_by,
-            },
-        )
-        return _record(fetch_one(cur))
+    params = {"source": "exchange", "symbol": symbol, "n": 0, "first": first_open, "last": last_open}
+    with db.cursor(class_row(PairRecord)) as cur:
+        cur.execute(_SAVE_PAIR, params | {"pair": normalize_pair(pair), "by": added_by})
+        return fetch_one(cur)
 
 
 def save_csv_pair(
@@ -101,25 +91,10 @@ def save_csv_pair(
     if not rows:
         raise ValueError("an uploaded pair needs candles")
     name = normalize_pair(pair)
-    with db.connection() as conn, conn.cursor() as cur:
-        cur.execute(
-            """
-            INSERT INTO pairs (pair, source, symbol, active, candles, first_open, last_open, added_by)
-            VALUES (%(pair)s, 'csv', %(symbol)s, true, %(n)s, %(first)s, %(last)s, %(by)s)
-            ON CONFLICT (pair) DO UPDATE SET
-                source = 'csv', symbol = EXCLUDED.symbol, active = true, candles = EXCLUDED.candles,
-                first_open = EXCLUDED.first_open, last_open = EXCLUDED.last_open, added_by = EXCLUDED.added_by,
-                added_at = now(), removed_by = NULL, removed_at = NULL
-            """,
-            {
-                "pair": name,
-                "symbol": symbol,
-                "n": len(rows),
-                "first": rows[0][0],
-                "last": rows[-1][0],
-                "by": added_by,
-            },
-        )
+    params = {"pair": name, "source": "csv", "symbol": symbol, "n": len(rows), "by": added_by}
+    with db.cursor(class_row(PairRecord)) as cur:
+        cur.execute(_SAVE_PAIR, params | {"first": rows[0][0], "last": rows[-1][0]})
+        record = fetch_one(cur)
         cur.execute("DELETE FROM pair_candles WHERE pair = %s", (name,))
         with cur.copy(
             "COPY pair_candles (pair, open_time, open, high, low, close, volume, close_time, quote_av, trades, "
@@ -127,8 +102,6 @@ def save_csv_pair(
         ) as copy:
             for row in rows:
                 copy.write_row((name, *row))
-    record = get_pair_record(db, pair=name)
-    assert record is not None  # written just above
     return record
 
 
@@ -137,7 +110,7 @@ def mark_removed(
 ) -> PairRecord:
     """Take ``pair`` out of the catalogue, keeping its row and candles (``source`` for a pair without a row:
     a configured one)."""
-    with db.cursor() as cur:
+    with db.cursor(class_row(PairRecord)) as cur:
         cur.execute(
             """
             INSERT INTO pairs (pair, source, active, added_by, removed_by, removed_at)
@@ -148,7 +121,7 @@ def mark_removed(
             """,
             {"pair": normalize_pair(pair), "source": source, "by": removed_by},
         )
-        return _record(fetch_one(cur))
+        return fetch_one(cur)
 
 
 def pair_candle_rows(

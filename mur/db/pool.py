@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 import psycopg.errors
-from psycopg.rows import DictRow, TupleRow, dict_row
+from psycopg.rows import DictRow, RowFactory, TupleRow, dict_row, scalar_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from mur.errors import DatabaseError, first_line
@@ -168,35 +168,32 @@ class Database:
         psycopg errors that mean "the database is unusable" become :class:`~mur.errors.DatabaseError`
         with one readable line; constraint violations and other SQL errors pass through to the caller.
         """
-        pool = self._get_pool()
         try:
-            conn = pool.getconn()
-        except PoolTimeout as exc:
-            raise self._timeout_error() from exc
-        try:
-            with conn:  # commits, or rolls back on an exception; the pool keeps the connection
+            # psycopg_pool commits (or rolls back on an exception) and takes the connection back; a broken one
+            # is discarded and replaced
+            with self._get_pool().connection() as conn:
                 yield conn
+        except PoolTimeout as exc:  # no connection came in time
+            raise self._timeout_error() from exc
         except psycopg.errors.UndefinedTable as exc:
             raise DatabaseError(
                 f"the database schema is missing or outdated ({first_line(exc)}); run `mur db migrate`"
             ) from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise DatabaseError(f"PostgreSQL {_describe(self.settings)} failed: {first_line(exc)}") from exc
-        finally:
-            pool.putconn(conn)  # a broken connection is discarded and replaced by the pool
 
     @contextmanager
-    def cursor(self) -> Iterator[DictCursor]:
-        """A dict-row cursor inside :meth:`connection` (one transaction)."""
-        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+    def cursor(self, row_factory: RowFactory[Any] = dict_row) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor inside :meth:`connection` (one transaction) whose rows ``row_factory`` makes: dicts by
+        default, or psycopg's ``class_row(SomeDataclass)``, ``scalar_row``..."""
+        with self.connection() as conn, conn.cursor(row_factory=row_factory) as cur:
             yield cur
 
     def ping(self) -> bool:
         """True if a trivial query succeeds (for health checks)."""
         try:
-            with self.cursor() as cur:
-                cur.execute("SELECT 1 AS ok")
-                return bool(fetch_one(cur)["ok"] == 1)
+            with self.cursor(scalar_row) as cur:
+                return bool(cur.execute("SELECT 1").fetchone() == 1)
         except (DatabaseError, psycopg.Error):
             return False
 

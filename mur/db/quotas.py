@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 
 import psycopg.errors
 
-from mur.db.pool import Database, fetch_one
+from mur.db.pool import Database, DictCursor, fetch_one
 from mur.errors import DatabaseError, InvalidInputError, NotFoundError
 
 MAX_QUOTA = 2**31 - 1
@@ -56,22 +56,27 @@ def validate_quota(monthly_limit: int) -> int:
 def set_quota(db: Database, *, user_id: int, monthly_limit: int | None) -> int:
     """Give the user their own monthly limit (None: back to the default); returns the effective limit."""
     with db.cursor() as cur:
-        if monthly_limit is None:
-            cur.execute("SELECT 1 FROM users WHERE id = %s", (user_id,))
-            if cur.fetchone() is None:
-                raise NotFoundError(f"unknown user id {user_id}")
-            cur.execute("DELETE FROM quotas WHERE user_id = %s", (user_id,))
-            return db.settings.serving.default_monthly_quota
-        validate_quota(monthly_limit)
+        if monthly_limit is not None:
+            validate_quota(monthly_limit)
+        elif cur.execute("SELECT 1 FROM users WHERE id = %s", (user_id,)).fetchone() is None:
+            raise NotFoundError(f"unknown user id {user_id}")
         try:
-            cur.execute(
-                "INSERT INTO quotas (user_id, monthly_limit) VALUES (%s, %s) ON CONFLICT (user_id) "
-                "DO UPDATE SET monthly_limit = EXCLUDED.monthly_limit, updated_at = now()",
-                (user_id, monthly_limit),
-            )
+            store_quota(cur, user_id, monthly_limit)
         except psycopg.errors.ForeignKeyViolation as exc:
             raise NotFoundError(f"unknown user id {user_id}") from exc
-    return monthly_limit
+    return db.settings.serving.default_monthly_quota if monthly_limit is None else monthly_limit
+
+
+def store_quota(cur: DictCursor, user_id: int, monthly_limit: int | None) -> None:
+    """Set the user's own monthly limit in ``cur``'s transaction (None: delete it, back to the default)."""
+    if monthly_limit is None:
+        cur.execute("DELETE FROM quotas WHERE user_id = %s", (user_id,))
+    else:
+        cur.execute(
+            "INSERT INTO quotas (user_id, monthly_limit) VALUES (%s, %s) ON CONFLICT (user_id) "
+            "DO UPDATE SET monthly_limit = EXCLUDED.monthly_limit, updated_at = now()",
+            (user_id, monthly_limit),
+        )
 
 
 def get_usage(db: Database, *, user_id: int, month: date | None = None) -> tuple[int, int]:

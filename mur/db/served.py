@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from psycopg.rows import class_row
+
 from mur.clock import as_utc, floor_hour
 from mur.db.forecasts import Forecast
 from mur.db.pool import Database
@@ -27,8 +29,8 @@ def served_forecast(db: Database, *, pair: str, at: datetime) -> list[Forecast]:
     """The rows (one per horizon, shortest first) of the forecast served for ``pair`` at market time ``at``;
     empty when no forecast was served from that candle."""
     at = as_utc(at)
-    with db.cursor() as cur:
-        cur.execute(
+    with db.cursor(class_row(Forecast)) as cur:
+        rows: list[Forecast] = cur.execute(
             """
             SELECT id, pair, model_version, made_at, target_time, predicted, last_close, actual,
                    horizon_hours, lower, upper, level
@@ -38,7 +40,6 @@ def served_forecast(db: Database, *, pair: str, at: datetime) -> list[Forecast]:
             ORDER BY made_at > %(at)s, abs(extract(epoch FROM made_at - %(at)s)), horizon_hours
             """,
             {"pair": normalize_pair(pair), "candle": served_candle(at), "at": at},
-        )
-        rows = [Forecast(**row) for row in cur.fetchall()]
+        ).fetchall()
     chosen = [r for r in rows if r.model_version == rows[0].model_version]
     return sorted(chosen, key=lambda r: r.horizon_hours)

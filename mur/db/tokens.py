@@ -7,12 +7,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import psycopg.errors
+from psycopg.rows import class_row
 
 from mur.db.pool import Database, DictCursor, fetch_one
-from mur.db.users import CONTROL_CHARS
+from mur.db.users import CONTROL_CHARS, lock_user
 from mur.errors import ConflictError, InvalidInputError, NotFoundError, TokenExpiredError
 from mur.security import generate_api_token, hash_token, looks_like_api_token, token_prefix
 
@@ -66,10 +66,6 @@ class TokenOwner:
         return "admin" in self.roles
 
 
-def _token(row: dict[str, Any]) -> Token:
-    return Token(**{name: row[name] for name in Token.__dataclass_fields__})
-
-
 def _validate_token_name(name: str) -> str:
     name = (name or "").strip()
     if not 1 <= len(name) <= 64 or CONTROL_CHARS.search(name):
@@ -118,7 +114,7 @@ def _insert_token(
         )
     except psycopg.errors.ForeignKeyViolation as exc:
         raise NotFoundError(f"unknown user id {user_id}") from exc
-    return token, _token(fetch_one(cur))
+    return token, Token(**fetch_one(cur))
 
 
 def create_token(
@@ -135,29 +131,27 @@ def create_token(
 
 def list_tokens(db: Database, *, user_id: int, include_revoked: bool = True) -> list[Token]:
     """The user's tokens, oldest first (``include_revoked=False``: only the usable ones, not revoked or expired)."""
-    with db.cursor() as cur:
-        cur.execute(
+    with db.cursor(class_row(Token)) as cur:
+        return cur.execute(
             "SELECT id, user_id, name, prefix, created_at, last_used_at, revoked_at, expires_at "
             "FROM api_tokens WHERE user_id = %s "
             "AND (%s OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()))) "
             "ORDER BY created_at, id",
             (user_id, include_revoked),
-        )
-        return [_token(row) for row in cur.fetchall()]
+        ).fetchall()
 
 
 def revoke_token(db: Database, *, user_id: int, token_id: int) -> Token:
     """Revoke one of the user's tokens (idempotent: the first revocation time is kept)."""
-    with db.cursor() as cur:
-        cur.execute(
+    with db.cursor(class_row(Token)) as cur:
+        token = cur.execute(
             "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = %s AND user_id = %s "
             "RETURNING id, user_id, name, prefix, created_at, last_used_at, revoked_at, expires_at",
             (token_id, user_id),
-        )
-        row = cur.fetchone()
-    if row is None:
+        ).fetchone()
+    if token is None:
         raise NotFoundError(f"user has no token with id {token_id}")
-    return _token(row)
+    return token
 
 
 def rotate_token(db: Database, *, user_id: int, token_id: int) -> tuple[str, Token]:
@@ -187,9 +181,7 @@ def ensure_managed_token(
     """
     name = _validate_token_name(name)
     with db.cursor() as cur:
-        cur.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (user_id,))
-        if cur.fetchone() is None:
-            raise NotFoundError(f"unknown user id {user_id}")
+        lock_user(cur, user_id)
         cur.execute(
             "SELECT id, token_hash, revoked_at FROM api_tokens WHERE user_id = %s AND name = %s",
             (user_id, name),
@@ -221,7 +213,7 @@ def ensure_managed_token(
                 "FROM api_tokens WHERE id = %s",
                 (token_id,),
             )
-            return token, _token(fetch_one(cur))
+            return token, Token(**fetch_one(cur))
     raise ConflictError(f"no free generation for token {name!r} of user {user_id} (all revoked)")
 
 

@@ -14,9 +14,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg.errors
+from psycopg.rows import scalar_row
 
 from mur.db.pool import Database, DictCursor, fetch_one
-from mur.db.quotas import month_start, validate_quota
+from mur.db.quotas import month_start, store_quota, validate_quota
 from mur.errors import ConflictError, InvalidInputError, NotFoundError
 from mur.security import (
     check_password_strength,
@@ -130,6 +131,12 @@ def _refuse_lookalike(cur: DictCursor, username: str) -> None:
             raise ConflictError(f"username {username!r} is already taken{detail}")
 
 
+def lock_user(cur: DictCursor, user_id: int) -> None:
+    """Lock the user's row until the transaction ends (:class:`~mur.errors.NotFoundError` if there is none)."""
+    if cur.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (user_id,)).fetchone() is None:
+        raise NotFoundError(f"unknown user id {user_id}")
+
+
 def _replace_roles(cur: DictCursor, user_id: int, roles: tuple[str, ...]) -> None:
     cur.execute("DELETE FROM user_roles WHERE user_id = %s", (user_id,))
     cur.execute(
@@ -190,16 +197,14 @@ def create_user(
 def get_user_by_id(db: Database, *, user_id: int) -> User | None:
     """The user with this id, or None."""
     with db.cursor() as cur:
-        cur.execute(_SELECT_USER_BY_ID, (user_id,))
-        row = cur.fetchone()
+        row = cur.execute(_SELECT_USER_BY_ID, (user_id,)).fetchone()
     return _user(row) if row else None
 
 
 def get_user_by_username(db: Database, *, username: str) -> User | None:
     """The user with this username (case-insensitive), or None."""
     with db.cursor() as cur:
-        cur.execute(_SELECT_USER_BY_NAME, (username,))
-        row = cur.fetchone()
+        row = cur.execute(_SELECT_USER_BY_NAME, (username,)).fetchone()
     return _user(row) if row else None
 
 
@@ -218,8 +223,7 @@ def authenticate(db: Database, *, username: str, password: str) -> User | None:
     not reveal which usernames exist. A hash made with outdated parameters is upgraded on success.
     """
     with db.cursor() as cur:
-        cur.execute(_SELECT_USER_BY_NAME, (username,))
-        row = cur.fetchone()
+        row = cur.execute(_SELECT_USER_BY_NAME, (username,)).fetchone()
     if row is None:
         verify_password(dummy_password_hash(), password)
         return None
@@ -258,16 +262,15 @@ def set_user_disabled(db: Database, *, user_id: int, disabled: bool = True) -> U
 
 def end_sessions(db: Database, *, user_id: int) -> int:
     """End every dashboard session of the user (logout): returns the new session generation."""
-    with db.cursor() as cur:
-        cur.execute(
+    with db.cursor(scalar_row) as cur:
+        generation = cur.execute(
             "UPDATE users SET session_generation = session_generation + 1 WHERE id = %s "
             "RETURNING session_generation",
             (user_id,),
-        )
-        row = cur.fetchone()
-    if row is None:
+        ).fetchone()
+    if generation is None:
         raise NotFoundError(f"unknown user id {user_id}")
-    return int(row["session_generation"])
+    return int(generation)
 
 
 def update_account(
@@ -281,18 +284,9 @@ def update_account(
     if monthly_limit is not None:
         validate_quota(monthly_limit)
     with db.cursor() as cur:
-        cur.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (user_id,))
-        if cur.fetchone() is None:
-            raise NotFoundError(f"unknown user id {user_id}")
+        lock_user(cur, user_id)
         _replace_roles(cur, user_id, wanted)
-        if monthly_limit is None:
-            cur.execute("DELETE FROM quotas WHERE user_id = %s", (user_id,))
-        else:
-            cur.execute(
-                "INSERT INTO quotas (user_id, monthly_limit) VALUES (%s, %s) ON CONFLICT (user_id) "
-                "DO UPDATE SET monthly_limit = EXCLUDED.monthly_limit, updated_at = now()",
-                (user_id, monthly_limit),
-            )
+        store_quota(cur, user_id, monthly_limit)
         cur.execute("UPDATE users SET disabled = %s WHERE id = %s", (disabled, user_id))
     return db.settings.serving.default_monthly_quota if monthly_limit is None else monthly_limit
 
@@ -319,11 +313,10 @@ def create_invite(db: Database, *, created_by: int | None, lifetime: timedelta =
 
 def _claim_invite(cur: DictCursor, code: str) -> int:
     """Lock a valid invite for this transaction (checked before the username, so no invite, no probing)."""
-    cur.execute(
+    row = cur.execute(
         "SELECT id FROM invites WHERE code_hash = %s AND used_at IS NULL AND expires_at > now() FOR UPDATE",
         (hash_token(code),),
-    )
-    row = cur.fetchone()
+    ).fetchone()
     if row is None:
         raise InvalidInputError("invite code is unknown, used or expired")
     return int(row["id"])
@@ -331,18 +324,15 @@ def _claim_invite(cur: DictCursor, code: str) -> int:
 
 def user_roles(db: Database, *, user_id: int) -> tuple[str, ...]:
     """The user's role names, sorted."""
-    with db.cursor() as cur:
-        cur.execute("SELECT role FROM user_roles WHERE user_id = %s ORDER BY role", (user_id,))
-        return tuple(row["role"] for row in cur.fetchall())
+    with db.cursor(scalar_row) as cur:
+        return tuple(cur.execute("SELECT role FROM user_roles WHERE user_id = %s ORDER BY role", (user_id,)))
 
 
 def set_user_roles(db: Database, *, user_id: int, roles: Iterable[str]) -> tuple[str, ...]:
     """Replace the user's roles; returns them sorted."""
     wanted = _validate_roles(roles)
     with db.cursor() as cur:
-        cur.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (user_id,))
-        if cur.fetchone() is None:
-            raise NotFoundError(f"unknown user id {user_id}")
+        lock_user(cur, user_id)
         _replace_roles(cur, user_id, wanted)
     return wanted
 
