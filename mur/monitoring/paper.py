@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from mur.db.forecasts import Forecast, scored_forecasts
 from mur.errors import MurError, NotFoundError
@@ -31,8 +32,6 @@ from mur.pairs import normalize_pair
 from mur.timeutil import HOUR, iso
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from mur.db.pool import Database
 
 LABEL = "paper, not advice"
@@ -79,9 +78,7 @@ def paper_from(
             "and the following hours close (the track record)"
         )
     hours = [start + k * HOUR for k in range(int((end - start) / HOUR) + 1)]
-    known = np.array([closes.get(t, np.nan) for t in hours])
-    close = np.maximum.accumulate(np.where(np.isnan(known), -1, np.arange(len(hours))))  # last known close
-    price = known[close]
+    price = pd.Series([closes.get(t, np.nan) for t in hours]).ffill().to_numpy()  # the last known close
     returns = price[1:] / price[:-1] - 1.0
     q = np.array(
         [
@@ -128,8 +125,6 @@ def _ewma_volatility(
 ) -> np.ndarray | None:
     """The EWMA baseline's hourly volatility after each of ``hours`` (NaN where its candle is missing),
     fitted on the candles before the first; None without :data:`EWMA_FIT`'s worth of candles before it."""
-    import pandas as pd
-
     times = pd.to_datetime(candles["timestamp"], utc=True)
     train_end = int((times < pd.Timestamp(hours[0])).sum())
     if train_end < 24 * 7 + horizon:
