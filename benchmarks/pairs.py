@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
-import importlib.util
 import json
 import math
 import platform
@@ -47,24 +45,27 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from mur.waiting import wait_until
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from benchmarks import serve as bench_serve  # noqa: E402  (its load generator, champion and token helpers)
+from benchmarks.common import write_json  # noqa: E402
+from mur.waiting import wait_until  # noqa: E402
+
 BASELINE_PAIRS = 5
 TARGET_MB_PER_PAIR = 5.0
 TARGET_P50_RATIO = 1.5
 TARGET_CYCLE_S = 45 * 60
 
 
-@functools.cache
-def _bench_serve() -> Any:
-    """benchmarks/serve.py (its load generator, champion and token helpers)."""
-    spec = importlib.util.spec_from_file_location("bench_serve", ROOT / "benchmarks" / "serve.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+def copy_version(client: Any, name: str, version: Any, tags: dict[str, str]) -> Any:
+    """A new version of registered model ``name`` with the files of ``version`` (another model's or its own)
+    and ``tags``."""
+    model_id = getattr(version, "model_id", None) or (
+        version.source.removeprefix("models:/") if version.source.startswith("models:/m-") else None
+    )  # MLflow 3: a version's source is its logged model, which must be named too
+    return client.create_model_version(
+        name, version.source, run_id=version.run_id, tags=tags, model_id=model_id
+    )
 
 
 def register_pairs(settings: Any, pairs: list[str], base_pair: str, base_version: int) -> dict[str, int]:
@@ -85,9 +86,6 @@ def register_pairs(settings: Any, pairs: list[str], base_pair: str, base_version
     src = client.get_model_version(
         model_name(base_pair, settings.registry.registry_prefix), str(base_version)
     )
-    model_id = getattr(src, "model_id", None) or (
-        src.source.removeprefix("models:/") if src.source.startswith("models:/m-") else None
-    )  # MLflow 3: a version's source is its logged model, which must be named too
     versions = {p: int(s["version"]) for p, s in known.items()}
     for pair in pairs:
         if pair in versions:
@@ -99,9 +97,7 @@ def register_pairs(settings: Any, pairs: list[str], base_pair: str, base_version
             pass
         tags = {**(src.tags or {}), "pair": pair}
         for _ in range(2 if pair == "syn002_usdt" else 1):
-            new = client.create_model_version(
-                name, src.source, run_id=src.run_id, tags=tags, model_id=model_id
-            )
+            new = copy_version(client, name, src, tags)
         client.set_registered_model_alias(name, CHAMPION, str(new.version))
         versions[pair] = int(new.version)
     return versions
@@ -122,25 +118,22 @@ def set_shadows(settings: Any, pairs: list[str], shadows: int) -> None:
         model = client.get_registered_model(name)
         kept = keep_shadows(client, name, keep=shadows)
         champion = client.get_model_version(name, str(model.aliases[CHAMPION]))
-        model_id = getattr(champion, "model_id", None) or (
-            champion.source.removeprefix("models:/") if champion.source.startswith("models:/m-") else None
-        )  # as register_pairs: MLflow 3 names a version's logged model
         for _ in range(shadows - len(kept)):
-            new = client.create_model_version(
-                name, champion.source, run_id=champion.run_id, tags=champion.tags, model_id=model_id
-            )
+            new = copy_version(client, name, champion, champion.tags)
             client.set_registered_model_alias(name, shadow_alias(new.version), str(new.version))
 
 
-def shadow_forecasts_recorded(settings: Any, pairs: list[str]) -> int:
-    """How many (pair, version) shadows recorded a forecast in the benchmark's database."""
+def shadow_forecasts_recorded(settings: Any, pairs: list[str], versions: list[int] | None = None) -> int:
+    """How many (pair, version) shadows (of ``versions`` only, when given) recorded a forecast in the
+    benchmark's database."""
     from mur.db import Database
 
+    sql = "SELECT count(DISTINCT (pair, model_version)) AS n FROM shadow_forecasts WHERE pair = ANY(%s)"
     with Database(settings, maxconn=1) as db, db.cursor() as cur:
-        cur.execute(
-            "SELECT count(DISTINCT (pair, model_version)) AS n FROM shadow_forecasts WHERE pair = ANY(%s)",
-            (pairs,),
-        )
+        if versions is None:
+            cur.execute(sql, (pairs,))
+        else:
+            cur.execute(sql + " AND model_version = ANY(%s)", (pairs, versions))
         return int(cur.fetchone()["n"])
 
 
@@ -166,25 +159,28 @@ def readyz(url: str) -> dict[str, Any]:
     return httpx.get(f"{url}/readyz", timeout=120).json()
 
 
-def deploy_pairs(settings: Any, pairs: list[str], timeout_s: float = 900) -> tuple[float, str]:
-    """Deploy the app for ``pairs``; wait until every pair serves its champion. Returns the seconds taken
-    and the API's URL (Serve keeps the HTTP port it started with)."""
+def deploy_pairs(
+    settings: Any, pairs: list[str], timeout_s: float = 900, *, loaded: bool = True, **app: Any
+) -> tuple[float, str]:
+    """Deploy the app for ``pairs`` (``app``: its other arguments); with ``loaded``, wait until every pair
+    serves its champion. Returns the seconds taken and the API's URL (Serve keeps the HTTP port it started
+    with)."""
     from serve_app.args import AppArgs, settings_overrides
     from serve_app.deploy import deploy, serve_details
 
     began = time.monotonic()
-    deploy(
-        settings, AppArgs(pairs=pairs, settings=settings_overrides(settings)), timeout_s=timeout_s, force=True
-    )
+    args = AppArgs(pairs=pairs, settings=settings_overrides(settings), **app)
+    deploy(settings, args, timeout_s=timeout_s, force=True)
     port = int(serve_details(settings).get("http_options", {}).get("port") or settings.serving.serve_port)
     url = f"http://127.0.0.1:{port}"
-    wait_until(  # an exception: the API replica may still be starting
-        lambda: sum(1 for p in readyz(url).get("pairs", {}).values() if p.get("loaded")) == len(pairs),
-        what="every pair loaded",
-        timeout_s=timeout_s - (time.monotonic() - began),
-        interval_s=2.0,
-        retry_on=(Exception,),
-    )
+    if loaded:
+        wait_until(  # an exception: the API replica may still be starting
+            lambda: sum(1 for p in readyz(url).get("pairs", {}).values() if p.get("loaded")) == len(pairs),
+            what="every pair loaded",
+            timeout_s=timeout_s - (time.monotonic() - began),
+            interval_s=2.0,
+            retry_on=(Exception,),
+        )
     return time.monotonic() - began, url
 
 
@@ -206,7 +202,7 @@ async def random_load(
             return session.get(f"{url}/v1/forecast/{pair}")
         return session.post(f"{url}/v1/forecast/{pair}", json=bodies[pair])
 
-    return await _bench_serve().load("random", url, token, concurrency, requests, call)
+    return await bench_serve.load("random", url, token, concurrency, requests, call)
 
 
 def cold_load_ms(settings: Any, version: int) -> float:
@@ -431,7 +427,6 @@ def main() -> None:
 
     use_stack_ray()  # the stack's Ray token (deployments go through Ray's dashboard API)
     most = max([*opts.pairs, opts.baseline])
-    bench = None if opts.train_only else _bench_serve()
     started: list[str] = []
     if opts.start_services:
         results = supervisor.up(Settings(), list(supervisor.CORE_SERVICES), progress=print)
@@ -442,16 +437,13 @@ def main() -> None:
                 train_settings(opts, most), synthetic_pairs(most)[: opts.train_sample], opts.slots
             )
             print(json.dumps(cycle))
-            if opts.json is not None:
+            if opts.json is not None:  # the Serve rows kept
                 saved = json.loads(opts.json.read_text()) if opts.json.exists() else {}
-                opts.json.parent.mkdir(parents=True, exist_ok=True)
-                opts.json.write_text(
-                    json.dumps({**saved, "training": cycle}, indent=2) + "\n"
-                )  # Serve rows kept
+                write_json(opts.json, {**saved, "training": cycle}, end="\n")
             print(training_line(cycle))
             print(f"hourly cycle for 100 pairs: {cycle['cycle_100_s']} s")
         else:
-            run(opts, bench)
+            run(opts)
     finally:
         if opts.stop_services:
             started = list(supervisor.CORE_SERVICES)
@@ -466,7 +458,7 @@ def train_settings(opts: Any, most: int) -> Any:
     return Settings(synthetic_pairs=most, market_data="bundled", registry_prefix=opts.prefix + "train-")
 
 
-def run(opts: Any, bench: Any) -> None:
+def run(opts: Any) -> None:
     """Set up the pairs, measure each N, train a sample, print and write the results."""
     from mur.data import synthetic_pairs
     from mur.settings import Settings
@@ -484,13 +476,13 @@ def run(opts: Any, bench: Any) -> None:
     )
     pairs = synthetic_pairs(most)
     began = time.monotonic()
-    base_version = bench.ensure_champion(settings, pairs[0], tiny=opts.smoke)
+    base_version = bench_serve.ensure_champion(settings, pairs[0], tiny=opts.smoke)
     versions = register_pairs(settings, pairs, pairs[0], base_version)
     set_shadows(settings, pairs, opts.shadows)
     print(
         f"[setup] {len(versions)} synthetic pairs registered in {time.monotonic() - began:.0f}s", flush=True
     )
-    token = bench.make_token(settings)
+    token = bench_serve.make_token(settings)
     rows = []
     try:
         for n in sorted({opts.baseline, *opts.pairs}):
@@ -550,8 +542,7 @@ def run(opts: Any, bench: Any) -> None:
         },
     }
     if opts.json is not None:
-        opts.json.parent.mkdir(parents=True, exist_ok=True)
-        opts.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(opts.json, result, end="\n")
     print()
     for row in rows:
         print(

@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mur.waiting import wait_until
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.common import write_json  # noqa: E402
+from mur.waiting import wait_until  # noqa: E402
 
 TARGET_RATIO = 0.8
 """Serve/reference throughput aimed at from 16 concurrent requests (with the answer cache off)."""
@@ -312,19 +312,6 @@ def fresh_shadows(settings: Any, pair: str, shadows: int) -> list[int]:
     return shadow_versions({a: int(v) for a, v in (model.aliases or {}).items()})
 
 
-def shadows_recorded(settings: Any, pair: str, versions: list[int]) -> int:
-    """How many of ``versions`` recorded a shadow forecast of ``pair``."""
-    from mur.db import Database
-
-    with Database(settings, maxconn=1) as db, db.cursor() as cur:
-        cur.execute(
-            "SELECT count(DISTINCT model_version) AS n FROM shadow_forecasts WHERE pair = %s "
-            "AND model_version = ANY(%s)",
-            (pair, versions),
-        )
-        return int(cur.fetchone()["n"])
-
-
 def make_token(settings: Any) -> str:
     """A fresh user with a quota large enough for the benchmark, and its token."""
     from mur.db import Database, create_token, create_user, migrate
@@ -393,10 +380,10 @@ def main() -> int:
     levels = opts.concurrency or ([1, 4] if opts.smoke else [1, 16, 64])
     warm_up = (2, 10) if opts.smoke else (8, 200)
 
-    from benchmarks.pairs import serve_pss_mb
+    from benchmarks.pairs import deploy_pairs, serve_pss_mb, shadow_forecasts_recorded
     from mur.settings import Settings
-    from serve_app.args import AppArgs, settings_overrides
-    from serve_app.deploy import deploy, serve_details, undeploy
+    from serve_app.args import settings_overrides
+    from serve_app.deploy import undeploy
 
     settings = Settings().replace(  # replace(), not model_copy(): the grouped fields must change too
         registry_prefix=opts.prefix,
@@ -409,17 +396,8 @@ def main() -> int:
     overrides = settings_overrides(settings)
 
     print(f"[setup] deploying the Serve app ({opts.prefix}{opts.pair} v{version}) …", flush=True)
-    began = time.monotonic()
-    deploy(
-        settings,
-        AppArgs(pairs=[opts.pair], settings=overrides, add_new_pairs=False),
-        timeout_s=600,
-        force=True,
-    )
-    serve_port = int(
-        serve_details(settings).get("http_options", {}).get("port") or settings.serving.serve_port
-    )
-    print(f"[setup] Serve app running after {time.monotonic() - began:.0f}s on port {serve_port}", flush=True)
+    seconds, serve_url = deploy_pairs(settings, [opts.pair], 600, loaded=False, add_new_pairs=False)
+    print(f"[setup] Serve app running after {seconds:.0f}s at {serve_url}", flush=True)
 
     nice = ray_worker_niceness()
     ref_port = free_port()
@@ -445,7 +423,7 @@ def main() -> int:
     try:
         wait_http(f"http://127.0.0.1:{ref_port}/healthz", ref)
         urls = {
-            "serve": f"http://127.0.0.1:{serve_port}/v1/forecast/{opts.pair}",
+            "serve": f"{serve_url}/v1/forecast/{opts.pair}",
             "reference": f"http://127.0.0.1:{ref_port}/v1/forecast/{opts.pair}",
         }
         for name, url in urls.items():  # warm-up: connections, caches, autoscaler baseline
@@ -454,7 +432,7 @@ def main() -> int:
                 raise SystemExit(f"FAIL: every warm-up request to the {name} server failed (see above)")
         if shadows:  # each shadow's session loaded: it recorded the candle's forecast
             wait_until(
-                lambda: shadows_recorded(settings, opts.pair, shadows) == len(shadows),
+                lambda: shadow_forecasts_recorded(settings, [opts.pair], shadows) == len(shadows),
                 what=f"the shadow forecasts of versions {shadows}",
                 timeout_s=300,
                 error=SystemExit,
@@ -553,7 +531,6 @@ def main() -> int:
         f"{load_after:.2f} after"
     )
     if opts.json:
-        opts.json.parent.mkdir(parents=True, exist_ok=True)
         out = {
             "cpus": os.cpu_count(),
             "load_average_1m": {"before": round(load_before, 2), "after": round(load_after, 2)},
@@ -564,7 +541,7 @@ def main() -> int:
             "serve_processes": processes,
             "levels": summary,
         }
-        opts.json.write_text(json.dumps(out, indent=2) + "\n")
+        write_json(opts.json, out, end="\n")
     return 0
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import threading
 import time
@@ -179,6 +178,7 @@ def main() -> int:
     minutes, every = (20 / 60, 5.0) if opts.smoke else (opts.minutes, opts.every)
     out = opts.out or ROOT / "benchmarks" / "results" / ("soak-smoke.json" if opts.smoke else "soak.json")
 
+    from benchmarks.common import write_json
     from benchmarks.serve import make_token
     from devstack.config import align_settings
     from mur.clock import market_clock
@@ -204,10 +204,7 @@ def main() -> int:
     report(summary, samples, load)
     params = {"minutes": minutes, "rps": opts.rps, "every_s": every, "url": url, "speed": clock.speed}
     requests = {"sent": load.sent, "failed": load.failed, "first_failure": load.first_failure}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps({"params": params, "requests": requests, **summary, "samples": samples}, indent=1)
-    )
+    write_json(out, {"params": params, "requests": requests, **summary, "samples": samples}, indent=1)
     print(f"results: {out}")
     return 0 if load.sent > load.failed else 1
 

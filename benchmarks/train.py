@@ -24,15 +24,17 @@ the figures as JSON to ``--out``. Nothing is registered in MLflow.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-BUNDLED_PAIRS = ("btc_usdt", "eth_usdt", "sol_usdt", "bnb_usdt", "xrp_usdt")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import common  # noqa: E402
+
 SMOKE: dict[str, Any] = {"train_days": 20, "epochs": 2, "hidden_size": 8, "num_layers": 1, "num_workers": 1}
 """Tiny sizes for ``--smoke``: seconds of training."""
 
@@ -182,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results["runs"].append(run)
         print(describe(f"{args.pair}, {n} worker(s)", run), flush=True)
     if batch_pairs:
-        pairs = list(BUNDLED_PAIRS[:batch_pairs])
+        pairs = list(common.BUNDLED[:batch_pairs])
         n = args.batch_workers or settings.training.num_workers
         if args.use_gpu:
             n = min(n, int(results["gpus"] // max(args.gpus_per_worker, 1e-9)) or 1)
@@ -190,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results["batch"] = batch
         print(describe(f"batch of {len(pairs)} pairs, one run, {n} worker(s)", batch), flush=True)
     if args.concurrent_pairs:
-        pairs = list(BUNDLED_PAIRS[: args.concurrent_pairs])
+        pairs = list(common.BUNDLED[: args.concurrent_pairs])
         gpu_share = 1.0 / len(pairs) if args.use_gpu else 0.0
         remote = ray.remote(num_cpus=0)(train_run)
         started = time.perf_counter()
@@ -210,8 +212,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             f"-> about {int(per_hour)} pairs retrained per hour on this machine (30 % headroom)"
         )
     results["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
+    common.write_json(args.out, results)
     print(f"wrote {args.out}")
     ray.shutdown()
     return results
