@@ -204,7 +204,7 @@ def main() -> None:
         f"{'online skill':>12} {'online vs static':>16} {'crash static':>12} {'crash online':>12}"
     )
     print(
-        f"eta {eta} (1 h; eta / sqrt(h) at h hours); train end {iso_day(train_end)}, replay to {iso_day(replay_end)}"
+        f"eta {eta} (1 h; eta / sqrt(h) at h hours); train end {train_end:%Y-%m-%d}, replay to {replay_end:%Y-%m-%d}"
     )
     print(header)
     print("-" * len(header))
@@ -278,10 +278,6 @@ def main() -> None:
             )
     print(f"worst static coverage: {worst_static:.3f}")
     print(f"worst online coverage: {worst_online:.3f}")
-
-
-def iso_day(t: datetime) -> str:
-    return t.strftime("%Y-%m-%d")
 
 
 if __name__ == "__main__":
