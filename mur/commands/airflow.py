@@ -12,6 +12,8 @@ import typer
 from mur.commands.stack import JsonOpt, show_status
 from mur.orchestration import DAG_ID
 
+PairsOpt = Annotated[list[str] | None, typer.Option("--pair", help="pair to train (repeat; default: all)")]
+
 
 def start() -> None:
     """Start the Airflow api-server, scheduler, DAG processor and triggerer (metadata DB migrated first)."""
@@ -47,9 +49,7 @@ def status(as_json: JsonOpt = False) -> None:
 
 
 def trigger(
-    pair: Annotated[
-        list[str] | None, typer.Option("--pair", help="pair to train (repeat; default: all)")
-    ] = None,
+    pair: PairsOpt = None,
     end: Annotated[
         str | None,
         typer.Option(help="train on candles before this market time (ISO-8601 UTC, not after market now)"),
@@ -123,9 +123,7 @@ def backfill(
             "--to", help="last market hour (inclusive), e.g. 2024-10-01T03:00; clamped to market now"
         ),
     ] = None,
-    pair: Annotated[
-        list[str] | None, typer.Option("--pair", help="pair to train (repeat; default: all)")
-    ] = None,
+    pair: PairsOpt = None,
     epochs: Annotated[int | None, typer.Option(help="max epochs")] = None,
     max_active_runs: Annotated[int, typer.Option(help="runs of the backfill at a time")] = 1,
     reprocess: Annotated[str, typer.Option(help="none | failed | completed: redo existing runs?")] = "none",
