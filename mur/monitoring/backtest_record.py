@@ -26,10 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LABEL = "Backtest (out-of-sample, before serving)"
-SCORED = (
-    "backtest: the newest champion's forecasts of its own test span (never trained or calibrated on), made "
-    "through its ONNX graph before it served; not part of the live scores, monitoring or alerts"
-)
 
 
 def backtest_rows(

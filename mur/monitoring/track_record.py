@@ -27,6 +27,11 @@ from mur.timeutil import HOUR, iso
 if TYPE_CHECKING:
     from mur.db.pool import Database
 
+BACKTEST_SCORED = (
+    "backtest: the newest champion's forecasts of its own test span (never trained or calibrated on), made "
+    "through its ONNX graph before it served; not part of the live scores, monitoring or alerts"
+)
+
 MAX_LIMIT = 1000
 RELIABILITY_WINDOWS: tuple[tuple[str, int], ...] = (("24 h", 24), ("7 d", 7 * 24), ("30 d", 30 * 24))
 """The live-reliability windows (label, market hours before the current market hour)."""
@@ -91,12 +96,11 @@ def track_record(
     pair = normalize_pair(pair)
     if source == "backtest":
         from mur.db.forecasts import backtest_forecasts
-        from mur.monitoring.backtest_record import SCORED
 
         rows = backtest_forecasts(db, pair=pair, horizon_hours=horizon, since=since, until=until)
         counts = ScoredCounts(resolved=len(rows), waiting=0, overdue=0)
         shown = rows[: max(1, int(limit))]
-        body = record_body(pair, market_hour, shown, counts, SCORED, since, until, source="backtest")
+        body = record_body(pair, market_hour, shown, counts, BACKTEST_SCORED, since, until, source="backtest")
         return {"source": "backtest"} | body
     limit = max(1, min(int(limit), MAX_LIMIT))
 
