@@ -90,7 +90,7 @@ def _wants_json() -> bool:
     return request.path in DASH_DATA_PATHS or request.path.startswith(COMPONENT_SUITES)
 
 
-def _error(status: int, title: str, message: str) -> ResponseReturnValue:
+def _error(status: int, title: str, message: str) -> tuple[Any, int]:
     """A JSON error for Dash's data endpoints, an HTML page otherwise."""
     if _wants_json():
         return jsonify({"error": message}), status
@@ -148,11 +148,8 @@ def _after(response: Response) -> Response:
 
 
 def _csrf_failed(error: CSRFError) -> ResponseReturnValue:
-    if _wants_json():
-        return jsonify({"error": f"{error.description} Reload the page."}), 400
-    return render_template(
-        "error.html", status=400, title="Form expired", message=f"{error.description} Go back and try again."
-    ), 400
+    advice = "Reload the page." if _wants_json() else "Go back and try again."
+    return _error(400, "Form expired", f"{error.description} {advice}")
 
 
 def _no_such_component(error: DependencyException) -> ResponseReturnValue:
@@ -170,10 +167,8 @@ def _database_failed(error: DatabaseError) -> ResponseReturnValue:
 def _hashing_busy(error: HashingBusyError) -> ResponseReturnValue:
     """503 at once when every password-hashing slot is taken (bounded memory under a login flood)."""
     logger.warning("password hashing busy on %s", request.path)
-    answer = _error(503, "Busy", "Too many logins at once right now; try again in a moment.")
-    response = current_app.make_response(answer)
-    response.headers["Retry-After"] = "1"
-    return response
+    body, status = _error(503, "Busy", "Too many logins at once right now; try again in a moment.")
+    return body, status, {"Retry-After": "1"}
 
 
 def _configure_server(server: Flask, settings: Settings, secret_key: str) -> None:
@@ -225,12 +220,7 @@ def create_app(
         settings=settings,
         db=db or Database(settings, maxconn=8),
         serve=serve or ServeClient(settings.serving.url),
-        airflow=airflow
-        or AirflowClient(
-            settings.airflow.airflow_url,
-            username=settings.airflow.airflow_user,
-            password=settings.airflow.airflow_password,
-        ),
+        airflow=airflow or AirflowClient.from_settings(settings),
         secret_key=secret_key,
         hashing=HashingGate(settings.dashboard.hashing_concurrency),
         _market=market,
@@ -265,8 +255,3 @@ def create_app(
     monitoring.register_callbacks(app)
     admin.register_callbacks(app)
     return app
-
-
-def dashboard_context(app: Dash) -> DashboardContext:
-    """The :class:`DashboardContext` of an app made by :func:`create_app` (tests, the CLI)."""
-    return app.server.extensions[EXTENSION_KEY]

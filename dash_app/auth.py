@@ -184,8 +184,12 @@ def _register_page(form: RegisterForm, mode: str, status: int) -> ResponseReturn
     return render_template("register.html", form=form, mode=mode), status
 
 
-def _add_error(field: StringField | EmailField | PasswordField, message: str) -> None:
+def _refused(
+    form: RegisterForm, mode: str, field: StringField | EmailField | PasswordField, message: str
+) -> ResponseReturnValue:
+    """The form again (400) with ``message`` under ``field``."""
     field.errors = [*field.errors, message]
+    return _register_page(form, mode, 400)
 
 
 @bp.route("/register", methods=["GET", "POST"])
@@ -209,8 +213,9 @@ def register() -> ResponseReturnValue:
         return _register_page(form, mode, 400 if request.method == "POST" else 200)
     invite = (form.invite.data or "").strip() or None
     if mode == "invite" and invite is None:
-        _add_error(form.invite, "An invite code is required: ask an administrator for an invite link.")
-        return _register_page(form, mode, 400)
+        return _refused(
+            form, mode, form.invite, "An invite code is required: ask an administrator for an invite link."
+        )
     ip = client_ip()
     allowed = begin_registration_attempt(
         context.db,
@@ -234,13 +239,11 @@ def register() -> ResponseReturnValue:
             )
     except ConflictError:
         logger.info("registration refused: username taken")
-        _add_error(form.username, REGISTRATION_FAILED)
-        return _register_page(form, mode, 400)
+        return _refused(form, mode, form.username, REGISTRATION_FAILED)
     except InvalidInputError as exc:  # weak password, bad username, email or invite
         message = str(exc)
         if message.startswith("username"):  # answered exactly like a taken one
-            _add_error(form.username, REGISTRATION_FAILED)
-            return _register_page(form, mode, 400)
+            return _refused(form, mode, form.username, REGISTRATION_FAILED)
         target: StringField | EmailField | PasswordField = form.username
         if message.startswith("password"):
             target = form.password
@@ -248,8 +251,7 @@ def register() -> ResponseReturnValue:
             target = form.email
         elif message.startswith("invite"):
             target = form.invite
-        _add_error(target, message[0].upper() + message[1:] + ".")
-        return _register_page(form, mode, 400)
+        return _refused(form, mode, target, message[0].upper() + message[1:] + ".")
     flash("Account created. You can log in now.", "info")
     return redirect(url_for("auth.login"))
 

@@ -88,19 +88,10 @@ def render_page(pathname: str | None) -> tuple[list[Component], Component]:
     path = pathname or "/forecast"
     context = get_context()
     nav = navbar(path, username=account.username, is_admin=account.is_admin, clock=clock_line(context.clock))
-    if path == "/api":
-        return nav, api.layout(context, account)
-    if path == "/monitoring":
-        return nav, monitoring.layout(context, account)
-    if path == "/admin":
-        return nav, admin.layout(context, account) if account.is_admin else forbidden()
-    return nav, forecast.layout(context, account)
-
-
-def page_title(pathname: str | None) -> str:
-    """The browser tab's title of a page: ``Forecast · Make Us Rich``."""
-    label = dict(NAV_ITEMS).get(pathname or "/forecast", "Forecast")
-    return f"{label} · Make Us Rich"
+    if path == "/admin" and not account.is_admin:
+        return nav, forbidden()
+    pages = {"/api": api.layout, "/monitoring": monitoring.layout, "/admin": admin.layout}
+    return nav, pages.get(path, forecast.layout)(context, account)
 
 
 TITLE_SCRIPT = f"""
@@ -111,7 +102,7 @@ function(pathname) {{
     return title;
 }}
 """
-"""Sets the tab title in the browser (no server round trip), the same as :func:`page_title`."""
+"""Sets the tab title in the browser (no server round trip): ``Forecast · Make Us Rich``."""
 
 
 def register_callbacks(app: Dash) -> None:

@@ -248,12 +248,10 @@ def load_user(user_id: int | None) -> tuple[Any, Any, Any]:
     require_admin()
     if user_id is None:
         raise PreventUpdate
-    context = get_context()
-    user = get_user_by_id(context.db, user_id=int(user_id))
+    user = next((u for u in list_users(get_context().db) if u.id == int(user_id)), None)
     if user is None:
         raise PreventUpdate
-    quota = next((u for u in list_users(context.db) if u.id == user.id), None)
-    own_quota = None if quota is None or quota.quota_is_default else quota.monthly_limit
+    own_quota = None if user.quota_is_default else user.monthly_limit
     return ("disabled" if user.disabled else "active"), list(user.roles), own_quota
 
 

@@ -43,6 +43,7 @@ from dash_app.track_view import (
     summary_text,
     track_record_view,
 )
+from mur.data.candles import as_utc
 from mur.db import fill_actuals, list_forecasts, record_forecast_body
 from mur.errors import MurError
 from mur.monitoring.track_record import RELIABILITY_WINDOWS
@@ -109,21 +110,14 @@ def layout(context: DashboardContext, account: User) -> Component:
     )
 
 
-def _utc_timestamp(value: Any) -> pd.Timestamp:
-    import pandas as pd
-
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 def recent_candles(context: DashboardContext, pair: str) -> pd.DataFrame:
     """The latest ``context.candles_shown`` hourly candles of ``pair`` that have closed at market now (the
     market clock): never a candle of the current market hour or later, whatever the source holds."""
     import pandas as pd
 
-    hour = _utc_timestamp(context.market_hour())
+    hour = as_utc(context.market_hour())
     _first, last = context.market.data_range(pair)
-    last_ts = min(_utc_timestamp(last), hour - pd.Timedelta(hours=1))
+    last_ts = min(as_utc(last), hour - pd.Timedelta(hours=1))
     start = last_ts - pd.Timedelta(hours=context.candles_shown - 1)
     return context.market.klines(pair, start=start.to_pydatetime(), end=hour.to_pydatetime())
 

@@ -28,8 +28,9 @@ from dash_helpers import (
 )
 from flask.testing import FlaskClient
 
-from dash_app.app import create_app, dashboard_context
+from dash_app.app import create_app
 from dash_app.auth import REGISTRATION_FAILED
+from dash_app.context import EXTENSION_KEY
 from mur.db import Database, create_invite, get_user_by_username, recent_login_failures
 from mur.settings import Settings
 
@@ -126,7 +127,7 @@ def test_busy_hashing_gives_503_and_counts_no_failure(
     member, ip = make_user(dash_database), random_ip()
     app = create_app(dash_settings.replace(hashing_concurrency=1), db=dash_database)
     (client,) = _clients(app, 1, ip=ip)
-    with dashboard_context(app).hashing.slot():  # every slot taken
+    with app.server.extensions[EXTENSION_KEY].hashing.slot():  # every slot taken
         response = login(client, member.username)
     assert response.status_code == 503 and response.headers["Retry-After"] == "1"
     assert b"try again in a moment" in response.data
