@@ -79,10 +79,6 @@ def _json(answer: Answer) -> JSONResponse:
     return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
 
 
-async def _mur_error(_: Request, exc: Exception) -> JSONResponse:
-    return _error_response(exc)
-
-
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     """422 naming the first bad field; one inside ``candles[i]`` is ``invalid_candles`` like the checks
     the schema cannot express (count, spacing, high/low)."""
@@ -225,7 +221,6 @@ def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> Fas
         title=TITLE, version="1.0.0", description=DESCRIPTION, static_url=DOCS_ASSETS, redoc_url=None
     )
     _add_redoc(api)
-    api.add_exception_handler(MurError, _mur_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.add_exception_handler(StarletteHTTPException, _http_error)
     api.add_middleware(RequestGuard, service=service, routes=api.router.routes)
@@ -350,19 +345,11 @@ def _add_redoc(api: FastAPI) -> None:
 
 def _publish_candle_count(api: FastAPI, window: int) -> None:
     """Make the OpenAPI schema say the one candle count the server accepts (``minItems == maxItems ==
-    window``) instead of the parser's 1..MAX_CANDLES bounds."""
-    build = api.openapi
-
-    def openapi() -> dict[str, Any]:
-        fresh = api.openapi_schema is None
-        schema = build()  # FastAPI keeps it after the first call
-        if fresh:
-            candles = schema["components"]["schemas"]["CandlesIn"]["properties"]["candles"]
-            candles.update(
-                minItems=window,
-                maxItems=window,
-                description=f"exactly {window} hourly candles (the model's window), oldest first",
-            )
-        return schema
-
-    api.openapi = openapi  # type: ignore[method-assign]
+    window``) instead of the parser's 1..MAX_CANDLES bounds: the schema is built now, with every route, and
+    FastAPI keeps it (``api.openapi_schema``) for /openapi.json and the docs."""
+    candles = api.openapi()["components"]["schemas"]["CandlesIn"]["properties"]["candles"]
+    candles.update(
+        minItems=window,
+        maxItems=window,
+        description=f"exactly {window} hourly candles (the model's window), oldest first",
+    )

@@ -12,18 +12,17 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from mur.clock import as_utc
-from mur.db import TokenOwner
 from mur.db.alias_history import MAX_MOVES
-from mur.errors import InvalidInputError, NotFoundError, UnknownPairError
+from mur.errors import InvalidInputError, NotFoundError
 from mur.monitoring.paper import MAX_DAYS, PAPER_DAYS
 from mur.monitoring.report import MonitoringReport
 from mur.monitoring.track_record import MAX_LIMIT
-from mur.pairs import lenient_pair, normalize_pair
+from mur.pairs import lenient_pair
 from mur.serving.contract import PaperOut
 
 if TYPE_CHECKING:
@@ -43,7 +42,8 @@ def _iso_time(value: Any) -> Any:
     return value
 
 
-IsoTime = Annotated[datetime, BeforeValidator(_iso_time)]
+IsoTime = Annotated[datetime, BeforeValidator(_iso_time), AfterValidator(as_utc)]
+"""A market time: ISO-8601 text, read as UTC (a time without a zone is UTC)."""
 
 
 class ErrorOut(BaseModel):
@@ -166,41 +166,31 @@ class ModelHistoryOut(BaseModel):
     moves: list[AliasMoveOut] = Field(description="newest first")
 
 
-def known_pair(service: ApiService, pair: str) -> str:
-    """``pair``'s name if the API serves it or the catalogue has it, else :class:`UnknownPairError` (404)."""
-    name = normalize_pair(pair)
-    if name not in service.known_pairs():
-        raise UnknownPairError(f"unknown pair {pair!r}; known pairs: {', '.join(service.known_pairs())}")
-    return name
-
-
 def served_body(rows: list[Any]) -> dict[str, Any]:
     """A forecast read back from the track record (:func:`mur.db.served.served_forecast`'s rows) as the API
-    answered it (:class:`~mur.serving.contract.ForecastOut`): ``as_of`` is when it was served, and
-    ``source`` says where it came from."""
+    answered it (:class:`~mur.serving.contract.ForecastOut`, built by the forecasters' own
+    :func:`~mur.model.inference.forecast_body`): ``as_of`` is when it was served, and ``source`` says where it
+    came from."""
+    from mur.model.inference import forecast_body
     from mur.serving.answer import with_times
-    from mur.timeutil import HOUR, iso
+    from mur.timeutil import HOUR
 
     first = rows[0]
-    candle = first.target_time - first.horizon_hours * HOUR
     one_hour = next((r for r in rows if r.horizon_hours == 1), first)
-    bands = [r for r in rows if r.level is not None]
-    body = {
-        "pair": first.pair,
-        "forecast": one_hour.predicted,
-        "last_close": first.last_close,
-        "change_pct": (one_hour.predicted / first.last_close - 1.0) * 100.0,
-        "candle_time": iso(candle),
-        "target_time": iso(candle + HOUR),
-        "model_version": int(first.model_version),
-        "horizons": [
-            {"hours": r.horizon_hours, "target_time": iso(r.target_time), "median": r.predicted}
+    body = forecast_body(
+        first.pair,
+        prediction=one_hour.predicted,
+        last_close=first.last_close,
+        candle_time=first.target_time - first.horizon_hours * HOUR,
+        model_version=first.model_version,
+        horizons=[
+            {"hours": r.horizon_hours, "target_time": r.target_time, "median": r.predicted}
             | {"lower": r.lower, "upper": r.upper, "level": r.level}
-            for r in bands
+            for r in rows
+            if r.level is not None
         ],
-        "source": "track_record",
-    }
-    return with_times(body, min(r.made_at for r in rows))
+    )
+    return with_times(body | {"source": "track_record"}, min(r.made_at for r in rows))
 
 
 async def forecast_as_of(service: ApiService, pair: str, at: datetime) -> dict[str, Any]:
@@ -209,7 +199,7 @@ async def forecast_as_of(service: ApiService, pair: str, at: datetime) -> dict[s
     from mur.db.served import served_candle, served_forecast
     from mur.serving.contract import TIMESTAMP_MAX, TIMESTAMP_MIN
 
-    name, at = known_pair(service, pair), as_utc(at)
+    name = service.known_pair(pair)
     if not TIMESTAMP_MIN <= at < TIMESTAMP_MAX:
         raise InvalidInputError(f"as_of must lie between {TIMESTAMP_MIN.year} and {TIMESTAMP_MAX.year}")
     rows = await service.query(lambda db: served_forecast(db, pair=name, at=at))
@@ -228,23 +218,17 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
     from mur.monitoring.store import latest_alerts, latest_report
     from mur.monitoring.track_record import track_record, track_record_csv
 
-    def served(pair: str) -> str:
-        return known_pair(service, pair)
-
     market: list[Any] = []  # the market data source of the paper portfolio's EWMA rule, made on first use
 
     errors: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422, 503)}
+    # every route: bearer token, the same errors documented
+    router = APIRouter(tags=["v1"], dependencies=[Depends(owner)], responses=errors)
 
-    csv_answer: dict[int | str, dict[str, Any]] = {
-        200: {"content": {"text/csv": {}}, "description": "the track record (JSON, or CSV)"}
-    }
-
-    @api.get(
+    @router.get(
         "/v1/track-record/{pair}",
-        tags=["v1"],
         response_model=TrackRecordOut,
         response_model_by_alias=True,
-        responses={**errors, **csv_answer},
+        responses={200: {"content": {"text/csv": {}}, "description": "the track record (JSON, or CSV)"}},
         summary="Track record: how the served forecasts fared",
     )
     async def track_record_route(
@@ -272,32 +256,29 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
                 "its test span, made before it served (never part of the live scores or alerts)"
             ),
         ] = "live",
-        _: TokenOwner = Depends(owner),
     ) -> Any:
         """How the served forecasts fared: one scored forecast per target and horizon (the first served),
         resolved ones newest first with their summary against persistence and the range's coverage, and the
         pending ones. ``from``/``to`` pick target times (market time; a time without a zone is UTC).
         ``format=csv`` answers the same rows as CSV; ``source=backtest`` the backtest track record instead
         (every row resolved and labelled ``backtest``). Uses no quota."""
-        name = served(pair)
+        name = service.known_pair(pair)
         hour = service.clock.hour()
-        start, end = (None if t is None else as_utc(t) for t in (since, until))
-        if start is not None and end is not None and start >= end:
-            raise InvalidInputError(f"from ({start.isoformat()}) must be before to ({end.isoformat()})")
+        if since is not None and until is not None and since >= until:
+            raise InvalidInputError(f"from ({since.isoformat()}) must be before to ({until.isoformat()})")
 
         def read(db: Any) -> dict[str, Any]:
             record = backtest_track_record if source == "backtest" else track_record
-            return record(db, name, market_hour=hour, limit=limit, horizon=horizon, since=start, until=end)
+            return record(db, name, market_hour=hour, limit=limit, horizon=horizon, since=since, until=until)
 
         body = await service.query(read)
         return _csv(track_record_csv(body), f"{name}-{source}-track-record.csv") if format == "csv" else body
 
-    @api.get(
+    @router.get(
         "/v1/paper/{pair}",
-        tags=["v1"],
         response_model=PaperOut,
         response_model_by_alias=True,
-        responses={**errors, 200: {"content": {"text/csv": {}}, "description": "JSON, or CSV"}},
+        responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV"}},
         summary="Paper portfolio: the sizing rule acting on the served ranges (paper, not advice)",
     )
     async def paper(
@@ -309,7 +290,6 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
         format: Annotated[
             Literal["json", "csv"], Query(description="json, or csv: one row per hour")
         ] = "json",
-        _: TokenOwner = Depends(owner),
     ) -> Any:
         """The sizing rule's paper equity after fees from the served forecasts (what was served, when), next
         to buy & hold and the rule sized by the EWMA baseline: hourly exposure, equity, drawdown and costs,
@@ -319,7 +299,7 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
         from mur.evaluation.sizing import SizingRule
         from mur.monitoring.paper import paper_csv, paper_of, paper_rows
 
-        name, hour, settings = served(pair), service.clock.hour(), service.db.settings
+        name, hour, settings = service.known_pair(pair), service.clock.hour(), service.db.settings
 
         def candles(start: datetime, end: datetime) -> Any:
             if not market:
@@ -335,18 +315,16 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
             return _csv(paper_csv(body), f"{name}-paper-not-advice.csv")
         return body
 
-    @api.get(
+    @router.get(
         "/v1/monitoring/{pair}",
-        tags=["v1"],
         response_model=MonitoringOut,
-        responses=errors,
         summary="Monitoring: the latest report of a pair",
     )
-    async def monitoring(pair: RecordPair, _: TokenOwner = Depends(owner)) -> dict[str, Any]:
+    async def monitoring(pair: RecordPair) -> dict[str, Any]:
         """The pair's latest monitoring report: rolling skill vs persistence and coverage of the resolved
         forecasts, input drift against the champion's training window, thresholds crossed, recent alerts
         (404 before the first monitoring run). Uses no quota."""
-        name = served(pair)
+        name = service.known_pair(pair)
 
         def read(db: Any) -> dict[str, Any] | None:
             report = latest_report(db, name)
@@ -366,25 +344,24 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
             )
         return body
 
-    @api.get(
+    @router.get(
         "/v1/models/{pair}/history",
-        tags=["v1"],
         response_model=ModelHistoryOut,
-        responses=errors,
         summary="Model history: every move of the pair's champion alias",
     )
     async def model_history(
         pair: RecordPair,
         limit: Annotated[int, Query(ge=1, le=MAX_MOVES, description="the latest moves returned")] = 50,
-        _: TokenOwner = Depends(owner),
     ) -> dict[str, Any]:
         """Every move of the pair's champion alias, newest first: the gate's promotions, live promotions and
         rollbacks, with market and wall time, actor, reason and the scores behind it. Uses no quota."""
         from mur.db.alias_history import list_moves
 
-        name = served(pair)
+        name = service.known_pair(pair)
         moves = await service.query(lambda db: list_moves(db, name, limit=limit))
         return {"pair": name, "moves": [m.as_json() for m in moves]}
+
+    api.include_router(router)
 
 
 def _csv(text: str, filename: str) -> Response:

@@ -210,18 +210,23 @@ class ApiService:
         """Each pair with ``synthetic: true`` for the synthetic ones (``mur/data/synthetic.py``)."""
         return [{"pair": p, "synthetic": is_synthetic(p)} for p in self.pairs()]
 
+    def known_pair(self, pair: str) -> str:
+        """``pair``'s name if the API serves it or the catalogue has it, else UnknownPairError (404)."""
+        name = normalize_pair(pair)
+        if name not in self.forecasters and name not in self.known_pairs():  # a served pair: no sorting
+            raise UnknownPairError(f"unknown pair {pair!r}; known pairs: {', '.join(self.known_pairs())}")
+        return name
+
     def pair_forecaster(self, pair: str) -> tuple[str, PairForecaster]:
         """``pair``'s name and forecaster: UnknownPairError (404) for a pair no model serves, NoChampionError
         (503) for a configured pair without a champion yet."""
-        name = normalize_pair(pair)
+        name = self.known_pair(pair)
         forecaster = self.forecasters.get(name)
-        if forecaster is None:
-            if name in self.known_pairs():  # honest: never a model known to be worse than persistence
-                raise NoChampionError(
-                    f"{name} has no champion: no registered version passed the promotion gate yet (none is "
-                    "trained, or each is significantly worse than persistence); see docs/promotion.md"
-                )
-            raise UnknownPairError(f"unknown pair {pair!r}; known pairs: {', '.join(self.known_pairs())}")
+        if forecaster is None:  # honest: never a model known to be worse than persistence
+            raise NoChampionError(
+                f"{name} has no champion: no registered version passed the promotion gate yet (none is "
+                "trained, or each is significantly worse than persistence); see docs/promotion.md"
+            )
         return name, forecaster
 
     def _latest(self, name: str, forecaster: PairForecaster) -> asyncio.Future[ForecastOut]:

@@ -137,12 +137,10 @@ class RegistryWatcher:
             changed = False
             self.served = sorted(set(self.served) | set(found))
             for pair, summary in found.items():
-                if (
-                    pair,
-                    int(summary["version"]),
-                ) in self._refused:  # bytes not as registered: the previous one serves
+                key = (pair, int(summary["version"]))
+                if key in self._refused:  # bytes not as registered: the previous one serves
                     continue
-                self._summaries[(pair, int(summary["version"]))] = dict(summary)
+                self._summaries[key] = dict(summary)
                 before = self.targets.get(pair, {})
                 if (before.get("version"), before.get("shadows")) != (
                     summary["version"],
@@ -157,11 +155,8 @@ class RegistryWatcher:
                     self.targets[pair] = summary
                     changed = True
             self._prune()
-            current = {
-                (p, int(s["version"])): self._bytes[(p, int(s["version"]))]
-                for p, s in self.targets.items()
-                if (p, int(s["version"])) in self._bytes
-            }
+            serving = ((p, int(s["version"])) for p, s in self.targets.items())
+            current = {key: self._bytes[key] for key in serving if key in self._bytes}
             await asyncio.to_thread(self._persist, found, current)
             if changed:
                 async with self._changed:
