@@ -21,7 +21,6 @@ from mur.orchestration.airflow_client import (
     AirflowClient,
     ServiceAnswerError,
     ServiceUnavailable,
-    TriggeredRun,
 )
 from mur.serving.contract import ForecastOut, ModelOut, ModelsOut, ServedCalibration, misfit
 from mur.timeutil import parse_time
@@ -33,7 +32,6 @@ __all__ = [
     "ServeClient",
     "ServiceAnswerError",
     "ServiceUnavailable",
-    "TriggeredRun",
 ]
 
 DEFAULT_TIMEOUT_S = 5.0
