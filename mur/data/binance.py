@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mur.data.candles import (
     INTERVAL,
     KLINE_COLUMNS,
-    as_utc,
     check_window,
     no_candles_message,
     select_window,
@@ -112,8 +111,7 @@ class BinanceMarketData:
         import pandas as pd
 
         symbol = pair_to_symbol(pair)
-        lo, hi = as_utc(start), as_utc(end)
-        check_window(pair, lo, hi)
+        lo, hi = check_window(pair, start, end)
         start_ms = int(lo.value // 1_000_000) if lo is not None else 0
         end_ms = int(hi.value // 1_000_000) - 1 if hi is not None else None
 

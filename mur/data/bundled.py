@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from mur.data.candles import (
     INTERVAL,
-    as_utc,
     check_window,
     format_ts,
     no_candles_message,
@@ -77,8 +76,7 @@ class BundledMarketData:
 
     def klines(self, pair: str, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
         """Bundled candles in ``[start, end)``; naive datetimes are read as UTC."""
-        lo, hi = as_utc(start), as_utc(end)
-        check_window(pair, lo, hi)
+        lo, hi = check_window(pair, start, end)
         full = _load_bundled_cached(_bundled_symbol(pair))
         out = select_window(full, lo, hi)
         if out.empty:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from mur.errors import DataValidationError, MarketDataError
 
@@ -70,6 +70,10 @@ def typed_klines_frame(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- windows -------------------------------------------------------------------------------------
+@overload
+def as_utc(value: None) -> None: ...
+@overload
+def as_utc(value: datetime) -> pd.Timestamp: ...
 def as_utc(value: datetime | None) -> pd.Timestamp | None:
     """A datetime as a UTC ``Timestamp``; naive datetimes are read as UTC."""
     import pandas as pd
@@ -92,7 +96,7 @@ def format_ts(value: Any) -> str:
         return str(value)
     if ts is pd.NaT:
         return "NaT"
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    ts = as_utc(ts)
     fmt = "%Y-%m-%d %H:%M:%S" if ts.second or ts.microsecond else "%Y-%m-%d %H:%M"
     return ts.strftime(fmt) + " UTC"
 
@@ -109,12 +113,17 @@ def select_window(df: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestam
     return out.reset_index(drop=True)
 
 
-def check_window(pair: str, start: pd.Timestamp | None, end: pd.Timestamp | None) -> None:
-    """Refuse an empty window (``start >= end``) before any data is read."""
-    if start is not None and end is not None and start >= end:
+def check_window(
+    pair: str, start: datetime | None, end: datetime | None
+) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    """The window's bounds as UTC (:func:`as_utc`); an empty window (``start >= end``) is refused before any
+    data is read."""
+    lo, hi = as_utc(start), as_utc(end)
+    if lo is not None and hi is not None and lo >= hi:
         raise MarketDataError(
-            f"empty window for {pair}: start {format_ts(start)} is not before end {format_ts(end)}"
+            f"empty window for {pair}: start {format_ts(lo)} is not before end {format_ts(hi)}"
         )
+    return lo, hi
 
 
 def no_candles_message(
@@ -160,21 +169,17 @@ def regularize_hourly(df: pd.DataFrame, *, label: str = "candles") -> tuple[pd.D
     if not filled:
         return df.reset_index(drop=True).copy(), []
 
-    grid = pd.date_range(ts[0], ts[-1], freq="h").as_unit(ts.unit)
-    out = df.set_index("timestamp").reindex(grid)
+    out = df.set_index("timestamp").asfreq("h")
     gap = out.index.isin(filled)
     prev_close = out["close"].ffill()
     for column in PRICE_COLUMNS:
         out.loc[gap, column] = prev_close[gap]
-    for column in ("volume", "quote_av", "tb_base_av", "tb_quote_av", *INT_COLUMNS):
-        if column in out.columns:
-            out.loc[gap, column] = 0
-    for column in INT_COLUMNS:
-        if column in out.columns:
-            out[column] = out[column].astype("int64")
+    zero = [c for c in ("volume", "quote_av", "tb_base_av", "tb_quote_av", *INT_COLUMNS) if c in out.columns]
+    out.loc[gap, zero] = 0
+    out = out.astype({c: "int64" for c in INT_COLUMNS if c in out.columns})
     if "close_time" in out.columns:
         close_dtype = out["close_time"].dtype
-        out.loc[gap, "close_time"] = grid[gap] + pd.Timedelta(milliseconds=CLOSE_OFFSET_MS)
+        out.loc[gap, "close_time"] = out.index[gap] + pd.Timedelta(milliseconds=CLOSE_OFFSET_MS)
         out["close_time"] = out["close_time"].astype(close_dtype)
     out = out.rename_axis("timestamp").reset_index().loc[:, list(df.columns)]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from mur.data.binance import BinanceMarketData
 from mur.data.bundled import BundledMarketData
@@ -68,21 +68,16 @@ class ClockedMarketData:
 
     def data_range(self, pair: str) -> tuple[datetime, datetime]:
         """First open time and last open time visible now (the archive's last once the clock passed it)."""
+        from mur.data.candles import as_utc
+
         first, last = self.archive.data_range(pair)
         latest_visible = self.visible_end() - HOUR
-        if _as_datetime(first) > latest_visible:
+        if as_utc(first) > latest_visible:
             raise MarketDataError(
                 f"no candles for {pair} yet: its data starts {iso(first)}, the market clock stands at "
                 f"{iso(self.clock.now())}"
             )
-        return first, min(_as_datetime(last), latest_visible)
-
-
-def _as_datetime(value: Any) -> datetime:
-    out = value.to_pydatetime() if hasattr(value, "to_pydatetime") else value
-    if not isinstance(out, datetime):
-        raise TypeError(f"expected a datetime, got {type(value).__name__}")
-    return out if out.tzinfo else out.replace(tzinfo=UTC)
+        return first, min(as_utc(last).to_pydatetime(), latest_visible)
 
 
 def get_market_data(settings: Settings) -> MarketData:

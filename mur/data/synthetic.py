@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from mur.data.bundled import bundled_pairs
-from mur.data.candles import as_utc, check_window, format_ts, no_candles_message
+from mur.data.candles import check_window, format_ts, no_candles_message
 from mur.errors import MarketDataError, UnknownPairError
 
 if TYPE_CHECKING:
@@ -158,8 +158,7 @@ class SyntheticPairs:
         """Candles in ``[start, end)`` of a real or a synthetic pair."""
         if not self._synthetic(pair):
             return self.real.klines(pair, start, end)
-        lo, hi = as_utc(start), as_utc(end)
-        check_window(pair, lo, hi)
+        lo, hi = check_window(pair, start, end)
         out = synthetic_window(pair, lo, hi)
         if out.empty:
             first, last = self.data_range(pair)

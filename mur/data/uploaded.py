@@ -15,9 +15,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mur.data.candles import (
+    FLOAT_COLUMNS,
     KLINE_COLUMNS,
     TIMESTAMP_DTYPE,
-    as_utc,
     check_window,
     format_ts,
     no_candles_message,
@@ -56,9 +56,7 @@ def candles_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["timestamp", *KLINE_COLUMNS[1:-1]])
     for column in ("timestamp", "close_time"):
         frame[column] = pd.to_datetime(frame[column], utc=True).astype(TIMESTAMP_DTYPE)
-    for column in ("open", "high", "low", "close", "volume", "quote_av", "tb_base_av", "tb_quote_av"):
-        frame[column] = frame[column].astype("float64")
-    frame["trades"] = frame["trades"].astype("int64")
+    frame = frame.astype(dict.fromkeys(FLOAT_COLUMNS, "float64") | {"trades": "int64"})
     frame["ignore"] = 0
     return frame.loc[:, list(KLINE_COLUMNS)].reset_index(drop=True)
 
@@ -127,8 +125,7 @@ class UploadedPairs:
         first, last = self._uploaded_range(pair)
         from mur.db.pairs import pair_candle_rows
 
-        lo, hi = as_utc(start), as_utc(end)
-        check_window(pair, lo, hi)
+        lo, hi = check_window(pair, start, end)
         rows = pair_candle_rows(
             self.db,
             pair=pair,

@@ -109,9 +109,7 @@ def load_candles_csv(path: str | Path | IO[bytes], *, name: str | None = None) -
             i = int(np.argmax(bad.to_numpy()))
             raise DataValidationError(f"column '{column}' has non-numeric value {text[i]!r} at line {i + 2}")
         if column in INT_COLUMNS:
-            if values.isna().any():
-                values = values.fillna(0)
-            columns[column] = values.astype("int64").to_numpy()
+            columns[column] = values.fillna(0).astype("int64").to_numpy()
         else:
             columns[column] = values.astype("float64").to_numpy()
     out = pd.DataFrame(columns).loc[:, list(KLINE_COLUMNS)]

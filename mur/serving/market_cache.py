@@ -14,7 +14,7 @@ import numpy as np
 
 from mur.clock import MarketClock, market_clock
 from mur.errors import MarketDataError, MurError
-from mur.model.inference import window_from_candles
+from mur.model.inference import FEATURE_NAMES, window_from_candles
 from mur.pairs import normalize_pair
 from mur.timeutil import HOUR, iso
 
@@ -54,11 +54,9 @@ class CandleSnapshot:
         key = (seq_len, tuple(features) if features else ())
         cached = self._windows.get(key)
         if cached is None:
-            if features:
-                cached = window_from_candles(self.candles, seq_len, features)
-            else:
-                cached = window_from_candles(self.candles, seq_len)
-            self._windows[key] = cached
+            cached = self._windows[key] = window_from_candles(
+                self.candles, seq_len, features or FEATURE_NAMES
+            )
         return cached
 
 
@@ -105,9 +103,9 @@ class MarketCache:
         """Exclusive upper bound on open times of closed candles."""
         end = self.clock.hour()
         if self.settings.data.market_data == "bundled":
-            last_open = self.source.data_range(pair)[1]
-            last = last_open.to_pydatetime() if hasattr(last_open, "to_pydatetime") else last_open
-            end = min(end, last + HOUR)
+            from mur.data.candles import as_utc
+
+            end = min(end, as_utc(self.source.data_range(pair)[1]).to_pydatetime() + HOUR)
         return end
 
     def fetch(self, pair: str) -> CandleSnapshot:

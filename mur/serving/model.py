@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from mur.serving.contract import ModelMetricsOut
 from mur.timeutil import iso
 
 
@@ -94,18 +95,9 @@ class LoadedModel:
             "quantile_levels": list(self.quantile_levels),
             "trained_window": s.get("data_window"),
             "test_window": metrics.get("test_window"),
-            "metrics": {
-                "mae": s.get("mae"),
-                "skill": s.get("skill"),
-                "model": metrics.get("model"),
-                "persistence": metrics.get("persistence"),
-                "linear": metrics.get("linear"),
-                "n_test": metrics.get("n_test"),
-                "significance": metrics.get("significance"),
-                "interval_skill": metrics.get("interval_skill"),
-                "coverage": metrics.get("coverage"),
-                "horizons": metrics.get("horizons"),
-            },
+            # every field of ModelMetricsOut from the version's metrics, but its MAE and skill from the summary
+            "metrics": {k: metrics.get(k) for k in ModelMetricsOut.model_fields}
+            | {"mae": s.get("mae"), "skill": s.get("skill")},
             "gate": {"rule": s.get("gate_rule"), "reason": s.get("reason"), "kind": s.get("kind")},
             "run_id": s.get("run_id"),
             "loaded_at": iso(self.loaded_at),
