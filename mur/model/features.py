@@ -33,7 +33,7 @@ target (:func:`chronological_split`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -321,15 +321,7 @@ def build_dataset(
     close = feats[:, CLOSE_IDX]
     y_h = np.stack([close[seq_len + h - 1 : seq_len + h - 1 + n] for h in horizons], axis=1)
     split = chronological_split(len(feats), seq_len, max_horizon=max_h)
-    spec = fit_spec(feats, split, seq_len, normalization)
-    spec = FeatureSpec(
-        seq_len=spec.seq_len,
-        normalization=spec.normalization,
-        feature_names=tuple(feature_names),
-        col_min=spec.col_min,
-        col_max=spec.col_max,
-        relative_scale=spec.relative_scale,
-    )
+    spec = replace(fit_spec(feats, split, seq_len, normalization), feature_names=tuple(feature_names))
     ts = pd.DatetimeIndex(candles["timestamp"]).tz_convert("UTC").tz_localize(None).to_numpy()[seq_len:][:n]
     return Dataset(
         x=x,

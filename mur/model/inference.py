@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from mur.errors import DataValidationError, ModelError
 from mur.model.features import FEATURE_NAMES, make_features
+from mur.model.quantile_config import interval_level
 from mur.serving.contract import ForecastBody
 from mur.timeutil import HOUR, iso
 
@@ -64,7 +65,7 @@ def horizon_rows(
             "median": float(q[j, mid]),
             "lower": float(q[j, 0]),
             "upper": float(q[j, -1]),
-            "level": round(float(levels[-1]) - float(levels[0]), 10),
+            "level": interval_level(levels),
         }
         for j, h in enumerate(horizons)
     ]

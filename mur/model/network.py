@@ -238,14 +238,13 @@ class QuantileForecaster(nn.Module):
         cfg = self.cfg
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         last = xt[:, -1, :]
+        park_last = torch.log(last[:, 5] / last[:, 6]).double() ** 2 / (4.0 * math.log(2.0))
         if self.reference:
             lo, hi = last[:, :N_FEATURES].min(0).values, last[:, :N_FEATURES].max(0).values
             self.lo.copy_(lo)
             self.span.copy_(torch.where(hi - lo == 0, torch.ones_like(hi), hi - lo))
         if self.seasonal:
-            how = self.hour_of_week(xt)[:, -1]
-            park = torch.log(last[:, 5] / last[:, 6]).double() ** 2 / (4.0 * math.log(2.0))
-            factor = hour_of_week_factor(park, how)
+            factor = hour_of_week_factor(park_last, self.hour_of_week(xt)[:, -1])
             self.log_season.copy_(torch.log(factor).float())
             for j, h in enumerate(cfg.horizons):
                 ahead = torch.stack([torch.roll(factor, -k) for k in range(1, h + 1)]).mean(0)
@@ -258,7 +257,6 @@ class QuantileForecaster(nn.Module):
         # Target: the log of the realized range variance over the hours ahead (far less noisy than a log
         # squared return). Training windows are consecutive hours, so the candle k hours after window i's
         # last one is window i+k's last one; windows without all their hours ahead are left out here.
-        park_last = torch.log(last[:, 5] / last[:, 6]).double() ** 2 / (4.0 * math.log(2.0))
         csum = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(park_last, 0)])
         n, max_h = len(park_last), max(cfg.horizons)
         rows = torch.arange(max(n - max_h, 0))

@@ -40,6 +40,12 @@ class FitItem:
     tcfg: TrainConfig
     init_weights: dict[str, np.ndarray] | None = None
 
+    def fit_with(self, fit: Fit, run_name: str) -> FitOutcome:
+        """``fit`` on this item, given ``init_weights`` only when there are some (a fit without warm starts
+        works)."""
+        warm = {} if self.init_weights is None else {"init_weights": self.init_weights}
+        return fit(self.train, self.val, self.mcfg, self.tcfg, run_name=run_name, **warm)
+
 
 def fit_many(fit: Fit, items: Sequence[FitItem], *, run_name: str) -> list[FitOutcome | Exception]:
     """Fit every item: in one go when the fit step can (``RayFit.fit_many``: one worker group), else one
@@ -53,11 +59,8 @@ def fit_many(fit: Fit, items: Sequence[FitItem], *, run_name: str) -> list[FitOu
             return [exc for _ in items]
     out: list[FitOutcome | Exception] = []
     for item in items:
-        warm = {} if item.init_weights is None else {"init_weights": item.init_weights}
         try:
-            out.append(
-                fit(item.train, item.val, item.mcfg, item.tcfg, run_name=f"{run_name}-{item.name}", **warm)
-            )
+            out.append(item.fit_with(fit, f"{run_name}-{item.name}"))
         except Exception as exc:
             out.append(exc)
     return out

@@ -217,7 +217,8 @@ class PreparedTraining:
     run_name: str
 
     def fit_item(self) -> FitItem:
-        """What a fit step trains for this pair (:meth:`mur.training.ray_fit.RayFit.fit_many`)."""
+        """What a fit step trains for this pair (:meth:`~mur.training.batch.FitItem.fit_with`, or a batch:
+        :meth:`mur.training.ray_fit.RayFit.fit_many`)."""
         from mur.training.batch import FitItem
 
         weights = None if self.plan.start is None else self.plan.start.weights
@@ -399,15 +400,7 @@ def train_and_register(
     )
     if isinstance(prep, TrainingResult):
         return prep
-    warm = {} if prep.plan.start is None else {"init_weights": prep.plan.start.weights}
-    outcome = fit(  # a fit without warm starts works
-        prep.ds.model_arrays("train"),
-        prep.ds.model_arrays("val"),
-        prep.mcfg,
-        prep.tcfg,
-        run_name=prep.run_name,
-        **warm,
-    )
+    outcome = prep.fit_item().fit_with(fit, prep.run_name)
     return finish_training(
         settings, prep, outcome, fit=fit, out_dir=out_dir, register=register, emit=emit, kind=kind
     )

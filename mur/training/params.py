@@ -70,7 +70,12 @@ def training_params(settings: Settings, mcfg: ModelConfig, tcfg: TrainConfig) ->
     }
 
 
+def digest(value: Any, length: int) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``value`` as JSON with sorted keys (same value →
+    same digest): the idempotency key, a search's id."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
 def idempotency_key(pair: str, window_end: str, params: dict[str, Any]) -> str:
     """Same pair + window end + hyper-parameters → same key (Airflow re-runs reuse the version)."""
-    blob = json.dumps({"pair": pair, "end": window_end, **params}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+    return digest({"pair": pair, "end": window_end, **params}, 24)

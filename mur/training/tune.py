@@ -16,8 +16,6 @@ reruns the unfinished ones.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -135,18 +133,10 @@ def trial(
 # --- the search ------------------------------------------------------------------------------------------
 def search_id(pair: str, spans: SearchSpans, budget: TuneBudget, default: Mapping[str, Any]) -> str:
     """Same pair, spans, budget, space and default -> same id (and Ray Tune experiment: resumable)."""
-    blob = json.dumps(
-        {
-            "pair": pair,
-            "spans": spans.to_dict(),
-            "budget": asdict(budget),
-            "space": SEARCH_SPACE,
-            "default": default,
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return f"{pair}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+    from mur.training.params import digest
+
+    searched = {"spans": spans.to_dict(), "budget": asdict(budget), "space": SEARCH_SPACE, "default": default}
+    return f"{pair}-{digest({'pair': pair, **searched}, 12)}"
 
 
 def param_space() -> dict[str, Any]:
