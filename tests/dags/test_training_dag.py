@@ -9,7 +9,9 @@ Dates are drawn at random inside the bundled history so that each session trains
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -239,6 +241,48 @@ def _free_airflow_port() -> int:
     raise RuntimeError("no free port range for Airflow")
 
 
+LIVE_WORKER_SLOTS = 2
+DEFERRED_PAIRS = ["btc_usdt", "eth_usdt", "sol_usdt"]
+HOLD_CPUS = """
+import time, ray
+ray.init()
+cpus = int(ray.available_resources().get("CPU", 0))
+ray.get(ray.util.placement_group([{"CPU": 1}] * cpus).ready(), timeout=120)
+print(f"holding {cpus} CPUs", flush=True)
+time.sleep(1800)
+"""
+
+
+@contextlib.contextmanager
+def cpus_held(settings: Settings) -> Iterator[None]:
+    """A Ray job that reserves every free CPU of the cluster while the block runs (no training starts)."""
+    import shlex
+    import sys
+
+    from mur.orchestration.job_submission import client_for
+
+    jobs = client_for(settings)
+    job_id = jobs.submit_job(entrypoint=f"{sys.executable} -c {shlex.quote(HOLD_CPUS)}")
+    try:
+        wait_until(
+            lambda: jobs.get_job_logs(job_id),
+            what="the CPU-holding Ray job to reserve the cluster's CPUs",
+            timeout_s=180,
+            interval_s=1,
+            done=lambda logs: "holding" in logs,
+            retry_on=(RuntimeError,),  # the job's logs before its driver started
+        )
+        yield
+    finally:
+        jobs.stop_job(job_id)
+        wait_until(
+            lambda: jobs.get_job_status(job_id).is_terminal(),
+            what="the CPU-holding Ray job to stop",
+            timeout_s=120,
+            interval_s=1,
+        )
+
+
 @pytest.fixture
 def live_airflow(services: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The four Airflow services on private ports, a throwaway Postgres DB and runtime dir; stopped after."""
@@ -261,6 +305,10 @@ def live_airflow(services: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyP
     # hourly schedule kept (backfills need a periodic one) but no scheduled runs while testing
     monkeypatch.setenv("MUR_TRAIN_SCHEDULE", "@hourly")
     monkeypatch.setenv("AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE", "False")
+    # fewer worker slots than trainings at once (one pair per batch): deferred trainings hold none
+    monkeypatch.setattr("devstack.airflow.WORKER_SLOTS", LIVE_WORKER_SLOTS)
+    monkeypatch.setenv("MUR_MAX_PARALLEL_TRAININGS", str(len(DEFERRED_PAIRS)))
+    monkeypatch.setenv("MUR_TRAIN_BATCH_SIZE", "1")
     registry = {name: s for name, s in stack_services(settings).items() if name.startswith("airflow-")}
     try:
         started = svc.up(settings, list(registry), services=registry, progress=print)
@@ -316,18 +364,24 @@ def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airfl
         log_text = client.task_log("mur_training", run.run_id, "train_pair", map_index=0)
         assert "btc_usdt: version" in log_text and "reusing it" in log_text  # our lines reach the task log
 
-        # a window not trained yet: while its Ray job runs, the batch task waits in the triggerer (deferred,
-        # no worker slot held) and resumes to read the result
-        fresh = client.trigger("mur_training", {**conf, "end": iso(d1_end - timedelta(hours=2))})
-        deferred = wait_until(
-            lambda: [
-                t for t in client.task_instances("mur_training", fresh.run_id) if t["state"] == "deferred"
-            ],
-            what="a training task deferred to the triggerer",
-            timeout_s=600,
-            interval_s=1,
-        )
-        assert {t["task_id"] for t in deferred} <= {"train_batch", "train_pair"}
+        # a window not trained yet, three pairs in three batches on an executor of two worker slots: while
+        # their Ray jobs wait (a job holds every CPU of the cluster), the three batch tasks wait in the one
+        # triggerer at once (deferred, no worker slot held), then resume to read their results
+        with cpus_held(settings):
+            fresh = client.trigger(
+                "mur_training", {**conf, "pairs": DEFERRED_PAIRS, "end": iso(d1_end - timedelta(hours=2))}
+            )
+            deferred = wait_until(
+                lambda: [
+                    t for t in client.task_instances("mur_training", fresh.run_id) if t["state"] == "deferred"
+                ],
+                what=f"{len(DEFERRED_PAIRS)} training tasks deferred to the triggerer at once",
+                timeout_s=600,
+                interval_s=1,
+                done=lambda ts: len(ts) == len(DEFERRED_PAIRS),
+            )
+            assert {t["task_id"] for t in deferred} == {"train_batch"}
+            assert len(deferred) > LIVE_WORKER_SLOTS
         final = client.wait_for_run("mur_training", fresh.run_id, timeout_s=900)
         assert final["state"] == "success", client.task_instances("mur_training", fresh.run_id)
         log_text = client.task_log("mur_training", fresh.run_id, "train_batch", map_index=0)
