@@ -52,11 +52,6 @@ DESCRIPTION = (
 _bearer = HTTPBearer(auto_error=False, description="an API token from `mur tokens create USER`")
 
 
-async def _authorization(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str | None:
-    """The Authorization header's value, rebuilt from FastAPI's bearer scheme (shows a lock in /docs)."""
-    return f"Bearer {credentials.credentials}" if credentials else None
-
-
 PairPath = Annotated[
     str,
     Path(
@@ -229,9 +224,13 @@ def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> Fas
     # added last, so outermost: the guard's 413/401 and the JSON 500s are counted too
     api.add_middleware(MetricsMiddleware, recorder=meters.meters, routes=api.router.routes)
 
-    async def _owner(request: Request, authorization: str | None = Depends(_authorization)) -> TokenOwner:
-        """The caller: authenticated by :class:`RequestGuard` already (POST routes), or here."""
+    async def _owner(
+        request: Request, bearer: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    ) -> TokenOwner:
+        """The caller: authenticated by :class:`RequestGuard` already (POST routes), or here by the token of
+        FastAPI's bearer scheme (shows a lock in /docs)."""
         owner = request.scope.get("state", {}).get(OWNER_STATE)
+        authorization = f"Bearer {bearer.credentials}" if bearer else None
         return owner if isinstance(owner, TokenOwner) else await service.authenticate(authorization)
 
     @api.get("/healthz", tags=["probes"])
