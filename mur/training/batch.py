@@ -1,5 +1,4 @@
-"""Many models in one fit: the items a fit step trains, and :func:`fit_many` (one Ray Train run for a batch);
-:func:`check_gpu_placement`, the check that a GPU run can be placed at all.
+"""Many models in one fit: the items a fit step trains, and :func:`fit_many` (one Ray Train run for a batch).
 
 The hourly cycle over hundreds of pairs is dominated by start-up, not by training: a Ray job starts a Python
 process and imports torch, Ray and MLflow (~10 s), and each Ray Train run starts its worker group (~20 s on
@@ -18,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -64,33 +63,3 @@ def fit_many(fit: Fit, items: Sequence[FitItem], *, run_name: str) -> list[FitOu
         except Exception as exc:
             out.append(exc)
     return out
-
-
-class GpuRequest(Protocol):
-    """What :func:`check_gpu_placement` reads (``mur.training.ray_fit.ScalingSettings``)."""
-
-    @property
-    def num_workers(self) -> int: ...
-
-    @property
-    def gpus_per_worker(self) -> float: ...
-
-
-def check_gpu_placement(scaling: GpuRequest, cluster_gpus: float) -> None:
-    """Refuse at once a GPU request the cluster cannot place, instead of Ray Train waiting for it forever
-    (``WorkerGroupStartupTimeoutError``, retried): more GPUs than the cluster has, or DDP ranks sharing a GPU
-    (NCCL refuses two ranks on one device: ``Duplicate GPU detected``). Separate one-worker trainings may
-    share a GPU (``num_workers=1``, ``gpus_per_worker`` < 1)."""
-    wanted = scaling.num_workers * scaling.gpus_per_worker
-    if scaling.num_workers > 1 and scaling.gpus_per_worker < 1:
-        raise ValueError(
-            f"{scaling.num_workers} DDP workers with {scaling.gpus_per_worker:g} GPU each would share a GPU, "
-            "which NCCL refuses; use gpus_per_worker=1 (MUR_GPUS_PER_WORKER), or num_workers=1 to share a GPU "
-            "between separate trainings"
-        )
-    if wanted > cluster_gpus:
-        raise ValueError(
-            f"--use-gpu asks for {scaling.num_workers} worker(s) x {scaling.gpus_per_worker:g} GPU = {wanted:g} "
-            f"GPU(s), but the Ray cluster has {cluster_gpus:g}; lower MUR_NUM_WORKERS (--workers) to "
-            f"{int(cluster_gpus // max(scaling.gpus_per_worker, 1e-9))} or add GPU nodes"
-        )

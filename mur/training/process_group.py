@@ -28,6 +28,7 @@ from ray.train.torch.config import TorchConfig, _TorchBackend  # [ray] private: 
 #: hands it to the store (a Ray Train worker process runs one training's worker 0 at a time).
 _BOUND: dict[str, socket.socket] = {}
 BACKENDS = ("gloo", "nccl")
+NCCL_ERROR_VARS = ("TORCH_NCCL_ASYNC_ERROR_HANDLING", "TORCH_NCCL_BLOCKING_WAIT")
 
 
 def bind_store_socket() -> tuple[str, int]:
@@ -55,12 +56,9 @@ def setup_process_group(
 
     timeout = timedelta(seconds=timeout_s)
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = address, str(port)
-    if backend == "nccl":  # as Ray's set-up: fail on a timed-out collective unless the user chose otherwise
-        if (
-            "TORCH_NCCL_ASYNC_ERROR_HANDLING" not in os.environ
-            and "TORCH_NCCL_BLOCKING_WAIT" not in os.environ
-        ):
-            os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "1"
+    # as Ray's set-up: NCCL fails on a timed-out collective unless the user chose otherwise
+    if backend == "nccl" and os.environ.keys().isdisjoint(NCCL_ERROR_VARS):
+        os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "1"
     if world_rank == 0:
         sock = _BOUND.pop("store", None)
         if sock is None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from mur.model.network import ModelConfig
-from mur.training.batch import FitItem, check_gpu_placement
+from mur.training.batch import FitItem
 from mur.training.loop import (
     Arrays,
     EarlyStopping,
@@ -61,6 +61,26 @@ class ScalingSettings:
     gpus_per_worker: float = 1.0
     placement_strategy: str = "PACK"
     """Ray Train's placement of the workers: PACK, SPREAD, STRICT_SPREAD (one per node), STRICT_PACK."""
+
+
+def check_gpu_placement(scaling: ScalingSettings, cluster_gpus: float) -> None:
+    """Refuse at once a GPU request the cluster cannot place, instead of Ray Train waiting for it forever
+    (``WorkerGroupStartupTimeoutError``, retried): more GPUs than the cluster has, or DDP ranks sharing a GPU
+    (NCCL refuses two ranks on one device: ``Duplicate GPU detected``). Separate one-worker trainings may
+    share a GPU (``num_workers=1``, ``gpus_per_worker`` < 1)."""
+    wanted = scaling.num_workers * scaling.gpus_per_worker
+    if scaling.num_workers > 1 and scaling.gpus_per_worker < 1:
+        raise ValueError(
+            f"{scaling.num_workers} DDP workers with {scaling.gpus_per_worker:g} GPU each would share a GPU, "
+            "which NCCL refuses; use gpus_per_worker=1 (MUR_GPUS_PER_WORKER), or num_workers=1 to share a GPU "
+            "between separate trainings"
+        )
+    if wanted > cluster_gpus:
+        raise ValueError(
+            f"--use-gpu asks for {scaling.num_workers} worker(s) x {scaling.gpus_per_worker:g} GPU = {wanted:g} "
+            f"GPU(s), but the Ray cluster has {cluster_gpus:g}; lower MUR_NUM_WORKERS (--workers) to "
+            f"{int(cluster_gpus // max(scaling.gpus_per_worker, 1e-9))} or add GPU nodes"
+        )
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
