@@ -8,7 +8,6 @@ to the Ray dashboard's Serve REST API (``GET/PUT/DELETE /api/serve/applications/
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable
@@ -38,7 +37,7 @@ def app_config(
     settings: Settings, args: AppArgs | None = None, *, path: Path | None = None
 ) -> dict[str, Any]:
     """The config file with HTTP options, app name and builder args taken from ``settings``/``args``."""
-    config = copy.deepcopy(load_config(path))
+    config = load_config(path)  # a fresh dict each call: edited freely
     config.setdefault("http_options", {}).update(
         host=settings.serving.serve_host, port=settings.serving.serve_port
     )
