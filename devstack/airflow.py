@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import subprocess
-import sys
-from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from devstack import secret_files
+from devstack.processes import venv_bin
 from devstack.provision import ensure_databases
 from mur.errors import ServiceError
 from mur.orchestration.airflow_client import AirflowClient
@@ -36,20 +35,10 @@ def airflow_home(settings: Settings) -> Path:
     return Path(settings.general.runtime_dir) / "airflow"
 
 
-def dags_folder() -> Path:
-    """The project's ``dags/`` folder."""
-    return PROJECT_ROOT / "dags"
-
-
 def ports(settings: Settings) -> dict[str, int]:
     """Ports besides the API server's, shifted with ``airflow_port`` (8080 → Airflow's usual ones)."""
     shift = settings.airflow.airflow_port - 8080
     return {"worker_logs": 8793 + shift, "trigger_logs": 8794 + shift, "scheduler": 8974 + shift}
-
-
-def _private_json(path: Path, make: Callable[[], dict[str, str]]) -> dict[str, str]:
-    """A small JSON secrets file, created once (atomically, mode 600, under a lock) with ``make()``."""
-    return secret_files.ensure(path, lambda data: None if data else make())
 
 
 def shared_secrets(home: Path) -> dict[str, str]:
@@ -64,7 +53,7 @@ def shared_secrets(home: Path) -> dict[str, str]:
             "fernet_key": Fernet.generate_key().decode(),
         }
 
-    return _private_json(home / "secrets.json", make)
+    return secret_files.ensure(home / "secrets.json", lambda data: None if data else make())  # once, mode 600
 
 
 def admin_password(settings: Settings, home: Path | None = None) -> str:
@@ -83,11 +72,6 @@ def admin_password(settings: Settings, home: Path | None = None) -> str:
     return str(secret_files.ensure(path, fill)[user])
 
 
-def metadata_url(settings: Settings) -> str:
-    """SQLAlchemy URL of Airflow's metadata DB (psycopg2 driver)."""
-    return settings.db.sqlalchemy_url(settings.db.airflow_database)
-
-
 WORKER_SLOTS = 4
 """The LocalExecutor's task slots: the short tasks of a training and a monitoring run at once."""
 
@@ -97,6 +81,7 @@ def airflow_env(
 ) -> dict[str, str]:
     """Environment for every Airflow process of this project (CLI calls included)."""
     home = home or airflow_home(settings)
+    sql_alchemy_conn = sql_alchemy_conn or settings.db.sqlalchemy_url(settings.db.airflow_database)
     keys = shared_secrets(home)
     p = ports(settings)
     # worker slots: a training task holds one only to submit its Ray job and to read its result (it waits
@@ -104,7 +89,7 @@ def airflow_env(
     parallelism = WORKER_SLOTS
     return {
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder()),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(parallelism),
@@ -116,7 +101,7 @@ def airflow_env(
         ),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.airflow.airflow_user}:{ADMIN_ROLE}",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn or metadata_url(settings),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn,
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(settings.airflow.airflow_port),
         "AIRFLOW__API__BASE_URL": settings.airflow.airflow_url,
@@ -144,19 +129,14 @@ def airflow_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``airflow ARGS`` with the project's Airflow environment; a failure becomes a ServiceError."""
     env = {**os.environ, **airflow_env(settings)}
+    command = [venv_bin("airflow"), *args]
     proc = subprocess.run(
-        [airflow_bin(), *args], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout_s
+        command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout_s
     )
     if check and proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise ServiceError(f"`airflow {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}")
     return proc
-
-
-def airflow_bin() -> str:
-    """The ``airflow`` console script next to this interpreter (the venv), else from PATH."""
-    candidate = Path(sys.executable).parent / "airflow"
-    return str(candidate) if candidate.exists() else (shutil.which("airflow") or "airflow")
 
 
 # --- preparing the metadata DB ---------------------------------------------------------------------
@@ -187,29 +167,20 @@ def prepare(settings: Settings) -> bool:
 
     Idempotent and serialised with a file lock; returns True when it migrated.
     """
-    import fcntl
-
     home = airflow_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     shared_secrets(home)
     admin_password(settings, home)
     ensure_databases(settings, [settings.db.airflow_database])
     stamp = home / ".migrated"
-    with open(home / ".prepare.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with secret_files.locked(home / ".prepare"):
         revision = _db_revision(settings)
-        wanted = f"{_airflow_version()} {settings.db.airflow_database}"
+        wanted = f"{version('apache-airflow-core')} {settings.db.airflow_database}"
         if revision is not None and stamp.exists() and stamp.read_text().split("|")[0] == wanted:
             return False
         airflow_cli(settings, "db", "migrate", timeout_s=900)
         stamp.write_text(f"{wanted}|{_db_revision(settings)}")
         return True
-
-
-def _airflow_version() -> str:
-    from importlib.metadata import version
-
-    return version("apache-airflow-core")
 
 
 def client(settings: Settings) -> AirflowClient:

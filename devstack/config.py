@@ -102,9 +102,7 @@ def write_secrets_dir(settings: Settings, role: str = "trainer") -> Path:
     for field_name, value in values.items():
         path = folder / f"mur_{field_name}"
         if not path.exists() or path.read_text() != value:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(value)
+            secret_files.write_private(path, value)
         path.chmod(0o600)
     return folder
 
@@ -161,9 +159,8 @@ def align_settings(settings: Settings, *, export: bool = True) -> Settings:
     aligned = aligned.replace(**stack_s3_keys(aligned))
     if "MUR_MLFLOW_USERNAME" not in os.environ:  # the stack's trainer account (mur train, mur up's checks)
         aligned = aligned.replace(**mlflow_account(aligned, "trainer"))
-    if (
-        aligned.ray.ray_auth_mode == "token" and not aligned.ray.ray_auth_token
-    ):  # the stack's token, from its secrets
+    # the stack's token, from its secrets
+    if aligned.ray.ray_auth_mode == "token" and not aligned.ray.ray_auth_token:
         aligned = aligned.replace(ray_auth_token=ray_token(aligned))
     nodes = stack_ray_nodes(aligned, remember=export)
     if nodes != aligned.ray.ray_nodes:

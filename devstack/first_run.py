@@ -13,7 +13,7 @@ import httpx
 
 from devstack.config import stack_secret
 from mur.clock import market_clock
-from mur.errors import ServiceError
+from mur.errors import ConflictError, JobError, ServiceError
 from mur.orchestration import DAG_ID
 from mur.orchestration.airflow_client import AirflowClient, ServiceAnswerError
 from mur.settings import Settings
@@ -54,7 +54,6 @@ def ensure_admin(settings: Settings, username: str = "admin", password: str | No
         get_user_by_username,
         set_password,
     )
-    from mur.errors import ConflictError
     from mur.security import generate_password
 
     with Database(settings, maxconn=2) as db:
@@ -141,8 +140,6 @@ def trigger_first(settings: Settings, client: AirflowClient, conf: dict[str, Any
     (quick) models come first. Both stand for the last closed market hour (:mod:`mur.clock`): the triggered
     run's data interval is given explicitly, in market time.
     """
-    from mur.clock import market_clock
-
     hour = market_clock(settings).hour()
     interval = ((hour - timedelta(hours=1)).isoformat(), hour.isoformat())
     for attempt in range(1, attempts + 1):
@@ -248,8 +245,6 @@ def validate_pairs(settings: Settings, pairs: Sequence[str]) -> list[str]:
 def train_directly(settings: Settings, pairs: Sequence[str], conf: dict[str, Any], say: Say) -> None:
     """Without Airflow: the pairs in batch Ray jobs, one after the other (window end: market now); a pair
     that failed is reported after the others are done."""
-    from mur.clock import market_clock
-    from mur.errors import JobError
     from mur.orchestration.batches import plan_batches, train_batch
 
     failed: dict[str, str] = {}

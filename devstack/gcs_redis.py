@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from devstack import seaweed
+from devstack import seaweed, secret_files
 from mur.settings import Settings
 
 
@@ -43,7 +43,7 @@ def prepare_redis(settings: Settings) -> None:
         "appendonly": "yes",  # every write logged (fsync each second): a Redis restart keeps the GCS's state
         "appendfsync": "everysec",
     }
-    seaweed._private(base / "redis.conf", "".join(f"{k} {v}\n" for k, v in lines.items()))
+    secret_files.write_private(base / "redis.conf", "".join(f"{k} {v}\n" for k, v in lines.items()))
 
 
 def redis_env(settings: Settings) -> dict[str, str]:

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from devstack import seaweed
+from devstack import secret_files
 from devstack.config import MLFLOW_ROLES, _generated_secret, mlflow_account
 from devstack.provision import ensure_databases
 from mur.settings import Settings
@@ -71,7 +71,7 @@ def prepare(settings: Settings) -> None:
         # (scrypt, ~120 ms of CPU here), which kept the server at half a core under training and Serve's polls
         "auth_cache_ttl_seconds": AUTH_CACHE_TTL_S,
     }
-    seaweed._private(
+    secret_files.write_private(
         folder / "basic_auth.ini", "[mlflow]\n" + "".join(f"{k} = {v}\n" for k, v in ini.items())
     )
 

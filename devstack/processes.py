@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
-import time
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 import psutil
 
 from mur.errors import ServiceError
+from mur.waiting import WaitTimeout, wait_until
 
 if TYPE_CHECKING:
     from mur.settings import Settings
@@ -24,6 +26,12 @@ if TYPE_CHECKING:
 STACK_MARKER = "MUR_STACK"
 """Environment variable (= the runtime dir) that every process of a stack inherits: how leftovers are found."""
 DEAD = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+
+
+def venv_bin(name: str) -> str:
+    """A console script next to this interpreter (the venv's ``bin/``), else from PATH."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
 
 
 def session_members(sid: int) -> list[int]:
@@ -64,14 +72,6 @@ def memory_mb(pids: Iterable[int]) -> float | None:
     return round(total / 2**20, 1) if seen else None
 
 
-def _comm(pid: int) -> str:
-    """Process name (``/proc/PID/comm``), '' if it is gone."""
-    try:
-        return psutil.Process(pid).name()
-    except psutil.Error:
-        return ""
-
-
 def terminate(
     sid: int, timeout_s: float, *, first: Sequence[str] = (), last: Sequence[str] = ()
 ) -> Literal["stopped", "killed"]:
@@ -82,36 +82,37 @@ def terminate(
     """
 
     def stage(pid: int) -> int:
-        name = _comm(pid)
+        """0: stopped first, 2: last, 1: the rest (a process gone meanwhile too); by name (``/proc/PID/comm``)."""
+        try:
+            name = psutil.Process(pid).name()
+        except psutil.Error:
+            return 1
         return 0 if name in first else 2 if name in last else 1
 
     signalled: set[int] = set()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() <= deadline:
+
+    def gone(sig: signal.Signals) -> bool:
+        """One round: True once the session is empty; else SIGTERM to its earliest stage's processes not
+        signalled yet (processes spawned meanwhile included), or SIGKILL to every one of them."""
         _reap(session_members(sid))
-        members = session_members(sid)
-        if not members:
-            return "stopped"
-        stages = {pid: stage(pid) for pid in members}
-        current = min(stages.values())
+        stages = {pid: stage(pid) for pid in session_members(sid)}
         for pid, pid_stage in stages.items():
-            if pid_stage == current and pid not in signalled:  # includes processes spawned meanwhile
+            if sig == signal.SIGKILL or (pid_stage == min(stages.values()) and pid not in signalled):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGTERM)
+                    os.kill(pid, sig)
                 signalled.add(pid)
-        time.sleep(0.2)
-    for _ in range(25):
-        members = session_members(sid)
-        if not members:
-            return "killed"
-        for pid in members:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
-        _reap(members)
-    left = session_members(sid)
-    if left:
-        raise ServiceError(f"could not stop processes {left} of session {sid}")
+        return not stages
+
+    with contextlib.suppress(WaitTimeout):
+        wait_until(lambda: gone(signal.SIGTERM), what=f"session {sid}", timeout_s=timeout_s, interval_s=0.2)
+        return "stopped"
+    wait_until(
+        lambda: gone(signal.SIGKILL),
+        what=f"session {sid}",
+        timeout_s=5.0,
+        interval_s=0.2,
+        error=lambda _: ServiceError(f"could not stop processes {session_members(sid)} of session {sid}"),
+    )
     return "killed"
 
 

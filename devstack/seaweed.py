@@ -15,10 +15,10 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
-import os
 import secrets
 from pathlib import Path
 
+from devstack.secret_files import write_private
 from mur.settings import Settings
 
 COMPONENTS = ("s3", "master", "volume", "filer")
@@ -76,13 +76,6 @@ def command(settings: Settings, weed: str) -> list[str]:
     return [weed, "-logtostderr", f"-config_dir={cfg}", "server", *(f"-{k}={v}" for k, v in flags.items())]
 
 
-def _private(path: Path, data: str | bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-    path.chmod(0o600)
-
-
 def _certificates(folder: Path) -> None:
     """A CA and one certificate (client and server) signed by it: ``ca.pem``, ``cert.pem``, ``key.pem``."""
     from cryptography import x509
@@ -109,10 +102,10 @@ def _certificates(folder: Path) -> None:
             builder = builder.add_extension(x509.SubjectAlternativeName(loopback), critical=False)
         return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
-    _private(folder / "ca.pem", sign("mur-seaweedfs-ca", ca_key.public_key(), True))
-    _private(folder / "cert.pem", sign("mur-seaweedfs", key.public_key(), False))
+    write_private(folder / "ca.pem", sign("mur-seaweedfs-ca", ca_key.public_key(), True))
+    write_private(folder / "cert.pem", sign("mur-seaweedfs", key.public_key(), False))
     pkcs8 = serialization.PrivateFormat.PKCS8
-    _private(
+    write_private(
         folder / "key.pem", key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption())
     )
 
@@ -128,18 +121,14 @@ def prepare(settings: Settings) -> None:
         "credentials": [{"accessKey": reg.s3_access_key, "secretKey": reg.s3_secret_key}],
     }
     identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]
-    _private(cfg / "s3.json", json.dumps({"identities": [identity]}))
+    write_private(cfg / "s3.json", json.dumps({"identities": [identity]}))
     _certificates(cfg)
-    jwt = (
-        "signing",
-        "signing.read",
-        "filer_signing",
-        "filer_signing.read",
-    )  # volume and filer, writes and reads
+    # volume and filer, writes and reads
+    jwt = ("signing", "signing.read", "filer_signing", "filer_signing.read")
     tls = "".join(
         f'[grpc.{c}]\ncert = "{cfg}/cert.pem"\nkey = "{cfg}/key.pem"\n' for c in (*COMPONENTS, "client")
     )
-    _private(
+    write_private(
         cfg / "security.toml",
         "".join(f'[jwt.{section}]\nkey = "{secrets.token_hex(32)}"\n' for section in jwt)
         + "[access]\nui = false\n[filer.expose_directory_metadata]\nenabled = false\n"

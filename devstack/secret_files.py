@@ -7,6 +7,8 @@
 * An existing file that cannot be read as a JSON object is an error with the path in the message, never
   silently replaced: a new key would log everybody out, change every derived API token and make Airflow's
   Fernet-encrypted connections unreadable.
+
+Other private files (TLS keys, configurations holding keys) are written by :func:`write_private` (mode 600).
 """
 
 from __future__ import annotations
@@ -24,13 +26,18 @@ from mur.errors import ConfigError
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock for ``path`` (on ``path.lock``) for the duration of the block."""
+def locked(path: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock for ``path`` (on ``path.lock``) for the duration of the block; without ``wait``,
+    yield False at once when another process holds it (True: held)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
@@ -52,6 +59,14 @@ def read(path: Path) -> dict[str, Any] | None:
             "it to generate new keys (this logs every dashboard user out and changes their API tokens)"
         )
     return data
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write ``path`` (created with mode 600, truncated, then set to 600 whatever it was)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+    path.chmod(0o600)
 
 
 def write(path: Path, data: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from devstack.config import (
     write_secrets_dir,
 )
 from devstack.gcs_redis import GCS_RECONNECT_ENV, prepare_redis, redis_dir, redis_env
+from devstack.processes import venv_bin
 from devstack.provision import (
     ensure_bucket,
     migrate_app_database,
@@ -101,12 +102,6 @@ def serve_env(port_shift: int = 0) -> dict[str, str]:
         | {k: str(p + port_shift) for k, p in HAPROXY_SIDE_PORTS.items()}
     )
     return {k: os.environ.get(k, v) for k, v in defaults.items()}
-
-
-def venv_bin(name: str) -> str:
-    """A console script next to this interpreter (the venv's ``bin/``), else from PATH."""
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
 
 
 def _s3_client_env(settings: Settings) -> dict[str, str]:
@@ -318,11 +313,9 @@ def _ray_health_headers(settings: Settings) -> dict[str, str]:
 
 def _dash_env(settings: Settings) -> dict[str, str]:
     """A persistent secret key, Airflow's login for the "Train now" button, its read-only MLflow account."""
-    env: dict[str, str] = {"MUR_SECRETS_DIR": str(write_secrets_dir(settings, "dash"))}
+    env = {"MUR_SECRETS_DIR": str(write_secrets_dir(settings, "dash")), **_airflow_api_login(settings)}
     if not settings.dashboard.secret_key and settings.general.env != "production":
         env["MUR_SECRET_KEY"] = stack_secret(settings)
-    if settings.airflow.airflow_password is None:
-        env["MUR_AIRFLOW_PASSWORD"] = airflow.admin_password(settings)
     return env
 
 
@@ -342,7 +335,7 @@ def stack_services(settings: Settings) -> dict[str, Service]:
         functools.partial(airflow.prepare, s),
         airflow.ports(s),
     )
-    af = airflow.airflow_bin()
+    af = venv_bin("airflow")
     table = [
         Service(
             name="redis",

@@ -81,12 +81,7 @@ class UpOptions:
             "hidden_size": self.hidden_size,
             "num_workers": self.num_workers,
         }
-        configured = (  # a value other than the default (a copied .env.example repeats the defaults)
-            set(QUICK_TRAINING) & settings.flat(exclude_defaults=True).keys()
-            if settings is not None
-            else set(QUICK_TRAINING)
-        )
-        conf = {k: v for k, v in QUICK_TRAINING.items() if k not in configured}
+        conf = quick_training(settings) if settings is not None else {}
         conf.update({k: v for k, v in given.items() if v is not None})
         return conf
 
@@ -95,6 +90,13 @@ QUICK_TRAINING: dict[str, int] = {"epochs": 3, "train_days": 60, "num_workers": 
 """The first training of ``mur up`` for settings left at their defaults (30 epochs on 365 days with 2 Ray
 workers per pair would keep a first start busy for half an hour on 2 cores); the hourly schedule trains with
 the settings and replaces a champion only with a better model."""
+
+
+def quick_training(settings: Settings) -> dict[str, int]:
+    """:data:`QUICK_TRAINING` for the settings that keep their default value (a value other than the default
+    is configured; a copied .env.example repeats the defaults)."""
+    configured = settings.flat(exclude_defaults=True)
+    return {k: v for k, v in QUICK_TRAINING.items() if k not in configured}
 
 
 @dataclass
@@ -119,8 +121,7 @@ def fast_market_training(settings: Settings, clock: MarketClock, say: Say) -> Se
     defaults) and say so; exported to every service, like the clock."""
     if not fast_clock(clock):
         return settings
-    changed = settings.flat(exclude_defaults=True)
-    quick = {k: v for k, v in QUICK_TRAINING.items() if k not in changed}
+    quick = quick_training(settings)
     if not quick:
         return settings
     for name, value in quick.items():
@@ -237,9 +238,8 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
     began = time.monotonic()
     previous_nodes = remembered_ray_nodes(settings.general.runtime_dir) or 1
     settings = align_settings(settings)
-    if (
-        previous_nodes > settings.ray.ray_nodes
-    ):  # `mur up --nodes N` with fewer nodes than before: stop the rest
+    # `mur up --nodes N` with fewer nodes than before: stop the rest
+    if previous_nodes > settings.ray.ray_nodes:
         wider = stack_services(settings.replace(ray_nodes=previous_nodes))
         surplus = [f"ray-node-{k}" for k in range(settings.ray.ray_nodes + 1, previous_nodes + 1)]
         supervisor.down(settings, surplus, services=wider, progress=say)

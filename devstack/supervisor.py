@@ -21,11 +21,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from devstack import secret_files
 from devstack.health import check_text, port_open, probe, read_state
 from devstack.processes import STACK_MARKER, leader_alive, memory_mb, session_members, terminate
 from devstack.services import CORE_SERVICES as CORE_SERVICES
@@ -110,24 +112,12 @@ def running_pid(settings: Settings, name: str, *, clean: bool = False) -> int | 
     return None
 
 
-@contextlib.contextmanager
-def service_lock(settings: Settings, name: str, *, wait: bool = True) -> Iterator[bool]:
+def service_lock(
+    settings: Settings, name: str, *, wait: bool = True
+) -> contextlib.AbstractContextManager[bool]:
     """Serialise start/stop of one service across processes (flock on ``pids/NAME.lock``); without ``wait``,
     yields False at once when another process holds it."""
-    import fcntl
-
-    path = pid_path(settings, name).with_suffix(".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return secret_files.locked(pid_path(settings, name).with_suffix(""), wait=wait)
 
 
 def answers(service: Service, sid: int) -> bool:
@@ -378,34 +368,26 @@ def plan(services: dict[str, Service], names: Sequence[str] | None, *, with_deps
     unknown = [n for n in names or () if n not in services]
     if unknown:
         raise ServiceError(f"unknown service(s): {', '.join(unknown)} (known: {', '.join(services)})")
-    order: list[str] = []  # every registered service, dependencies first, else in registry order
-    visiting: set[str] = set()
 
-    def visit(name: str) -> None:
-        if name in order:
-            return
-        if name in visiting:
+    def visit(name: str, into: list[str], path: tuple[str, ...] = ()) -> None:
+        """Append ``name`` to ``into`` after what it depends on (depth first, ``path`` the way here)."""
+        if name in path:
             raise ServiceError(f"services depend on each other in a cycle through {name}")
-        visiting.add(name)
-        for dep in services[name].depends_on:
-            if dep in services:  # a dependency that is not registered is someone else's business
-                visit(dep)
-        visiting.discard(name)
-        order.append(name)
+        if name not in into:
+            for dep in services[name].depends_on:
+                if dep in services:  # a dependency that is not registered is someone else's business
+                    visit(dep, into, (*path, name))
+            into.append(name)
 
+    order: list[str] = []  # every registered service, dependencies first, else in registry order
     for name in services:
-        visit(name)
+        visit(name, order)
     if not names:
         return order
-    selected = set(names)
-    if with_deps:
-        pending = list(names)
-        while pending:
-            for dep in services[pending.pop()].depends_on:
-                if dep in services and dep not in selected:
-                    selected.add(dep)
-                    pending.append(dep)
-    return [name for name in order if name in selected]
+    needed: list[str] = []  # names with what they depend on
+    for name in names:
+        visit(name, needed)
+    return [name for name in order if name in (needed if with_deps else names)]
 
 
 def up(
@@ -437,8 +419,6 @@ def down(
 
     In waves (:func:`stop_waves`): the services of a wave stop side by side, a wave once the one before it
     has ended; the results in stop order."""
-    from concurrent.futures import ThreadPoolExecutor
-
     registry = services if services is not None else stack_services(settings)
     results: dict[str, StopResult] = {}
 
@@ -473,8 +453,6 @@ def status(
     settings: Settings, names: Sequence[str] | None = None, *, services: dict[str, Service] | None = None
 ) -> list[ServiceStatus]:
     """Status of ``names`` (default: all) in dependency order; the health checks run side by side."""
-    from concurrent.futures import ThreadPoolExecutor
-
     registry = services if services is not None else stack_services(settings)
     order = plan(registry, names, with_deps=False)
     watched = read_state(settings)
