@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import platform
@@ -48,7 +49,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from benchmarks import serve as bench_serve  # noqa: E402  (its load generator, champion and token helpers)
-from benchmarks.common import write_json  # noqa: E402
+from benchmarks.common import RESULTS, write_json  # noqa: E402
 from mur.waiting import wait_until  # noqa: E402
 
 BASELINE_PAIRS = 5
@@ -91,10 +92,8 @@ def register_pairs(settings: Any, pairs: list[str], base_pair: str, base_version
         if pair in versions:
             continue
         name = model_name(pair, settings.registry.registry_prefix)
-        try:
+        with contextlib.suppress(MlflowException):
             client.create_registered_model(name)
-        except MlflowException:
-            pass
         tags = {**(src.tags or {}), "pair": pair}
         for _ in range(2 if pair == "syn002_usdt" else 1):
             new = copy_version(client, name, src, tags)
@@ -293,28 +292,17 @@ def _run_batches(
     """Submit one batch Ray job per slot at once (``python -m ray_jobs.train_pair --pairs …``, the DAG's
     ``train_batch``), follow them to the end; wall time, every pair's result and the jobs' log lines."""
     from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
 
     from mur.orchestration.job_submission import submit_batch
 
     lines: list[str] = []
+    job = partial(
+        submit_batch, settings, end=end, kind=kind, no_reuse=True, stream_logs=True, log=lines.append
+    )
     began = time.perf_counter()
     with ThreadPoolExecutor(len(batches)) as pool:
-        futures = [
-            pool.submit(
-                submit_batch,
-                settings,
-                b,
-                end=end,
-                kind=kind,
-                no_reuse=True,
-                stream_logs=True,
-                log=lines.append,
-            )
-            for b in batches
-        ]
-        results: dict[str, Any] = {}
-        for future in futures:
-            results.update(future.result())
+        results = {pair: r for batch in pool.map(job, batches) for pair, r in batch.items()}
     wall = time.perf_counter() - began
     failed = {p: r.error for p, r in results.items() if not r.ok}
     if failed:
@@ -418,7 +406,7 @@ def main() -> None:
         opts.shadows = max(opts.shadows, 1)  # the shadow path on the real Serve app, in CI
         opts.train_sample = 0
     elif opts.json is None:
-        opts.json = ROOT / "benchmarks" / "results" / "pairs.json"
+        opts.json = RESULTS / "pairs.json"
 
     from devstack import supervisor
     from devstack.config import use_stack_ray

@@ -176,14 +176,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/soak.json)")
     opts = parser.parse_args()
     minutes, every = (20 / 60, 5.0) if opts.smoke else (opts.minutes, opts.every)
-    out = opts.out or ROOT / "benchmarks" / "results" / ("soak-smoke.json" if opts.smoke else "soak.json")
 
-    from benchmarks.common import write_json
+    from benchmarks.common import RESULTS, write_json
     from benchmarks.serve import make_token
     from devstack.config import align_settings
     from mur.clock import market_clock
     from mur.settings import get_settings
 
+    out = opts.out or RESULTS / ("soak-smoke.json" if opts.smoke else "soak.json")
     settings = align_settings(get_settings(), export=False)
     if opts.database:
         settings = settings.replace(pg_database=opts.database)
