@@ -7,8 +7,7 @@ resolved forecasts.
 * monitoring (every market hour): :func:`update_from_resolved` steps every tracker of a pair (the
   generations of :func:`served_generations`) with the forecasts resolved since the last call, each exactly
   once (``online_calibration_steps`` records it);
-* views: :func:`calibration_summary` (scale, coverage with and without it, interval skill of the scale) and
-  :func:`calibration_steps` (running coverage over time).
+* views: :func:`calibration_summary` (scale, coverage with and without it, interval skill of the scale).
 
 **Which forecasts step a tracker**: the scored forecast of each (pair, target time, horizon), the first one
 served (earliest ``made_at``, then lowest id: the rule of ``sql/0007_scored_forecasts.sql``), with a range
@@ -183,10 +182,9 @@ def update_from_resolved(
     generation: str,
     market_hour: datetime,
     params: OnlineParams | None = None,
-    lookback: timedelta = LOOKBACK,
 ) -> dict[int, CalibrationRecord]:
     """For the monitoring task, every market hour: step ``pair``'s trackers (this generation) with every
-    scored forecast resolved before ``market_hour`` and not stepped yet (targets within ``lookback``), in
+    scored forecast resolved before ``market_hour`` and not stepped yet (targets within :data:`LOOKBACK`), in
     resolution order, each exactly once; one transaction (concurrent calls for the same pair and
     generation wait for each other). Returns every tracker of the pair and generation after the update."""
     params = params or OnlineParams()
@@ -200,7 +198,7 @@ def update_from_resolved(
         records = _load(cur, pair, generation)
         cur.execute(
             _RESOLVED_NOT_STEPPED,
-            {"pair": pair, "generation": generation, "since": hour - lookback, "hour": hour},
+            {"pair": pair, "generation": generation, "since": hour - LOOKBACK, "hour": hour},
         )
         steps: list[dict[str, Any]] = []
         changed: set[int] = set()
@@ -271,37 +269,3 @@ def calibration_summary(db: Database, *, pair: str, generation: str | None = Non
     coverage of the resolved forecasts with it (as served) and without it (the graph's range), their mean
     Winkler scores and the scale's interval skill. Empty before the first resolved forecast."""
     return [r.summary() for r in load_calibration(db, pair=pair, generation=generation).values()]
-
-
-def calibration_steps(
-    db: Database,
-    *,
-    pair: str,
-    generation: str,
-    horizon_hours: int | None = None,
-    since: datetime | None = None,
-    limit: int = 5000,
-) -> list[dict[str, Any]]:
-    """The stepped forecasts of ``pair`` in resolution order (for a running-coverage chart): target time,
-    horizon, the scale served, covered with and without it, the scale after the step."""
-    with db.cursor() as cur:
-        return cur.execute(
-            """
-            SELECT forecast_id, target_time, horizon_hours, applied_scale, covered, covered_base, scale_after
-            FROM (
-                SELECT * FROM online_calibration_steps
-                WHERE pair = %(pair)s AND generation = %(generation)s
-                  AND (%(horizon)s::int IS NULL OR horizon_hours = %(horizon)s)
-                  AND (%(since)s::timestamptz IS NULL OR target_time >= %(since)s)
-                ORDER BY target_time DESC, horizon_hours LIMIT %(limit)s
-            ) recent
-            ORDER BY target_time, horizon_hours
-            """,
-            {
-                "pair": normalize_pair(pair),
-                "generation": generation,
-                "horizon": horizon_hours,
-                "since": None if since is None else as_utc(since),
-                "limit": max(int(limit), 0),
-            },
-        ).fetchall()

@@ -108,7 +108,12 @@ def test_update_steps_each_resolved_forecast_once_in_order(database: Database) -
         database, pair=pair, generation=GEN, market_hour=T0 + timedelta(hours=30), params=P
     )
     assert last[1].state.log_scale == pytest.approx(0.07 + 0.09)
-    steps = cal.calibration_steps(database, pair=pair, generation=GEN, horizon_hours=1)
+    with database.cursor() as cur:
+        steps = cur.execute(
+            "SELECT forecast_id, covered, applied_scale FROM online_calibration_steps "
+            "WHERE pair = %s AND generation = %s AND horizon_hours = 1 ORDER BY target_time",
+            (pair, GEN),
+        ).fetchall()
     assert [r["forecast_id"] for r in steps] == ids
     assert [r["covered"] for r in steps] == [False, True, True, False]
     assert steps[-1]["applied_scale"] == pytest.approx(2.0)

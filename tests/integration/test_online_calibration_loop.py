@@ -109,7 +109,12 @@ def test_the_served_scale_is_recorded_and_judged_as_served_once(loop_db: tuple[S
     assert row["coverage"] == 1.0 and row["coverage_without_scale"] == 0.0
     hit = math.exp(0.05 * (0.0 - 0.1))  # a hit narrows by exp(-eta alpha)
     assert row["scale"] == pytest.approx(1.5 * hit)
-    (step,) = cal.calibration_steps(db, pair=PAIR, generation=GEN)
+    with db.cursor() as cur:
+        (step,) = cur.execute(
+            "SELECT applied_scale, covered, covered_base FROM online_calibration_steps "
+            "WHERE pair = %s AND generation = %s",
+            (PAIR, GEN),
+        ).fetchall()
     assert step["applied_scale"] == 1.5 and step["covered"] and not step["covered_base"]
 
     assert step_online_calibration(db, settings, PAIR, hour) == summary  # a rerun of the hour: no second step
