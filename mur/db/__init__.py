@@ -19,7 +19,6 @@ from mur.db.forecasts import (
     list_forecasts,
     record_forecast,
     record_forecast_body,
-    set_actual,
 )
 from mur.db.logins import (
     LoginLimits,
@@ -131,7 +130,6 @@ __all__ = [
     "require_user",
     "revoke_token",
     "rotate_token",
-    "set_actual",
     "set_password",
     "set_quota",
     "set_user_disabled",

@@ -166,12 +166,10 @@ def _served_scales(body: dict[str, Any]) -> tuple[str | None, dict[int, float]]:
     }
 
 
-def fill_actuals(
-    db: Database, *, pair: str, candles: Iterable[tuple[datetime, float]], overwrite: bool = False
-) -> int:
+def fill_actuals(db: Database, *, pair: str, candles: Iterable[tuple[datetime, float]]) -> int:
     """Set ``actual`` from ``(time, close)`` pairs (e.g. ``zip(df.index, df["close"])``) for forecasts whose
-    ``target_time`` matches; returns how many forecasts were updated. Known actuals are kept unless
-    ``overwrite``; non-finite closes are skipped.
+    ``target_time`` matches; returns how many forecasts were updated. Known actuals are kept; non-finite
+    closes are skipped.
     """
     times: list[datetime] = []
     closes: list[float] = []
@@ -187,16 +185,11 @@ def fill_actuals(
             """
             UPDATE forecasts f SET actual = c.close
             FROM unnest(%(times)s::timestamptz[], %(closes)s::float8[]) AS c(target_time, close)
-            WHERE f.pair = %(pair)s AND f.target_time = c.target_time AND (f.actual IS NULL OR %(overwrite)s)
+            WHERE f.pair = %(pair)s AND f.target_time = c.target_time AND f.actual IS NULL
             """,
-            {"times": times, "closes": closes, "pair": normalize_pair(pair), "overwrite": overwrite},
+            {"times": times, "closes": closes, "pair": normalize_pair(pair)},
         )
         return cur.rowcount
-
-
-def set_actual(db: Database, *, pair: str, target_time: datetime, actual: float) -> int:
-    """Set the observed close for every forecast of ``pair`` at ``target_time``; returns rows updated."""
-    return fill_actuals(db, pair=pair, candles=[(target_time, actual)], overwrite=True)
 
 
 def list_forecasts(

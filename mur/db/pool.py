@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 import psycopg.errors
-from psycopg.rows import DictRow, RowFactory, TupleRow, dict_row, scalar_row
+from psycopg.rows import DictRow, RowFactory, TupleRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from mur.errors import DatabaseError, first_line
@@ -188,14 +188,6 @@ class Database:
         default, or psycopg's ``class_row(SomeDataclass)``, ``scalar_row``..."""
         with self.connection() as conn, conn.cursor(row_factory=row_factory) as cur:
             yield cur
-
-    def ping(self) -> bool:
-        """True if a trivial query succeeds (for health checks)."""
-        try:
-            with self.cursor(scalar_row) as cur:
-                return bool(cur.execute("SELECT 1").fetchone() == 1)
-        except (DatabaseError, psycopg.Error):
-            return False
 
     def close(self) -> None:
         """Close every pooled connection (a later query opens a new pool)."""

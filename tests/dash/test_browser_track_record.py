@@ -94,7 +94,7 @@ def track_record_rows(db: Database, settings: Settings) -> None:
             level=0.9,
         )
         closes.append((target, 100.0))
-    fill_actuals(db, pair=PAIR, candles=closes, overwrite=True)
+    fill_actuals(db, pair=PAIR, candles=closes)
 
 
 def log_in(page: Any, live_url: str, db: Database) -> None:  # noqa: F811

@@ -215,11 +215,11 @@ def test_missing_database_gives_a_clear_error() -> None:
 
 def test_pool_waits_then_fails_clearly_when_exhausted(pg_settings: Settings) -> None:
     with Database(pg_settings, maxconn=1, pool_timeout_s=0.2) as database:
-        assert database.ping()
+        assert _backend_pid(database)
         with database.connection(), pytest.raises(DatabaseError, match="no free database connection"):
             with database.connection():
                 pass
-        assert database.ping()  # the slot came back
+        assert _backend_pid(database)  # the slot came back
 
 
 def _backend_pid(database: Database) -> int:
@@ -252,7 +252,7 @@ def test_a_pool_whose_idle_connections_all_died_answers_the_next_request(pg_sett
             pass  # all four opened
         for pid in _pool_backends(pg_settings):
             _terminate(pg_settings, pid)
-        assert database.ping() and database.ping()
+        assert _backend_pid(database) and _backend_pid(database)
 
 
 def _pool_backends(settings: Settings) -> list[int]:
@@ -276,7 +276,7 @@ def test_connection_lost_mid_transaction_fails_clearly_then_recovers(pg_settings
             assert row is not None
             _terminate(pg_settings, row["pid"])
             cur.execute("SELECT 1")
-        assert database.ping()  # a fresh connection replaced the dead one
+        assert _backend_pid(database)  # a fresh connection replaced the dead one
 
 
 def test_pool_connections_have_timeouts_keepalives_and_utc(pg_settings: Settings) -> None:
@@ -291,7 +291,7 @@ def test_pool_connections_have_timeouts_keepalives_and_utc(pg_settings: Settings
             assert cur.fetchone() == {"tz": "UTC", "st": "200ms"}
         with pytest.raises(DatabaseError, match="statement timeout"), database.cursor() as cur:
             cur.execute("SELECT pg_sleep(2)")
-        assert database.ping()
+        assert _backend_pid(database)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -954,15 +954,14 @@ def test_forecasts_upsert_fill_and_list(database: Database) -> None:
     candles = [(base.replace(tzinfo=None), 110.0), (base + timedelta(hours=1), float("nan"))]
     assert mdb.fill_actuals(database, pair=pair, candles=candles) == 2  # both versions at `base`
     assert mdb.fill_actuals(database, pair=pair, candles=[(base, 999.0)]) == 0  # known actuals are kept
-    assert mdb.set_actual(database, pair=pair, target_time=base, actual=111.0) == 2
     actuals = {(r.model_version, r.target_time): r.actual for r in mdb.list_forecasts(database, pair=pair)}
-    assert actuals[("7", base)] == 111.0 and actuals[("8", base)] == 111.0
+    assert actuals[("7", base)] == 110.0 and actuals[("8", base)] == 110.0
     assert actuals[("7", base + timedelta(hours=1))] is None
     assert (
         mdb.record_forecast(
             database, pair=pair, model_version="7", target_time=base, predicted=1.0, last_close=1.0
         ).actual
-        == 111.0
+        == 110.0
     )  # re-recording keeps the observed value
     assert mdb.fill_actuals(database, pair=pair, candles=[]) == 0
     with pytest.raises(InvalidInputError):

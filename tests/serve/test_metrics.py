@@ -38,9 +38,6 @@ DB = DbSeries(counts={PAIR: (12, 9)}, skill={PAIR: 0.125}, coverage={PAIR: 0.875
 class StubDb:
     """The database the service holds; auth, quota and recording are replaced below."""
 
-    def ping(self) -> bool:
-        return True
-
     def close(self) -> None:
         pass
 
