@@ -6,13 +6,12 @@ never this package.
 """
 
 from mur.registry.client import configure
-from mur.registry.names import CHALLENGER, CHAMPION, champion_uri, model_name
+from mur.registry.names import CHALLENGER, CHAMPION, model_name
 from mur.registry.versions import registered_pairs, version_summary
 
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
-    "champion_uri",
     "configure",
     "model_name",
     "registered_pairs",

@@ -17,11 +17,6 @@ def model_name(pair: str, prefix: str = MODEL_PREFIX) -> str:
     return f"{prefix}{pair}"
 
 
-def champion_uri(pair: str, prefix: str = MODEL_PREFIX) -> str:
-    """``models:/mur-{pair}@champion``."""
-    return f"models:/{model_name(pair, prefix)}@{CHAMPION}"
-
-
 def version_uri(pair: str, version: int | str, prefix: str = MODEL_PREFIX) -> str:
     """``models:/mur-{pair}/{version}``."""
     return f"models:/{model_name(pair, prefix)}/{int(version)}"

@@ -106,12 +106,13 @@ def test_champion_loads_from_registry_and_reproduces_logged_mae(
     import mlflow.onnx
 
     from mur.model.export import load_session, run_session
-    from mur.registry import champion_uri, configure
+    from mur.registry import CHAMPION, configure, model_name
     from mur.timeutil import parse_time
     from mur.training.driver import load_candles, prepare
 
     configure(job_settings)
-    model = mlflow.onnx.load_model(champion_uri("btc_usdt", job_settings.registry.registry_prefix))
+    name = model_name("btc_usdt", job_settings.registry.registry_prefix)
+    model = mlflow.onnx.load_model(f"models:/{name}@{CHAMPION}")
     session = load_session(model.SerializeToString())
     candles, _, _ = load_candles(job_settings, "btc_usdt", end=parse_time(WINDOW_END))
     ds = prepare(job_settings, candles)
