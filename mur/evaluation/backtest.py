@@ -93,19 +93,12 @@ class BacktestReport:
     settings: dict[str, Any]
     forecasts: list[FoldForecasts] = field(repr=False, default_factory=list)
 
-    def to_dict(self, *, with_errors: bool = True) -> dict[str, Any]:
-        folds = []
-        for f in self.folds:
-            d = asdict(f)
-            if not with_errors:
-                for k in ("timestamps", "abs_err_model", "abs_err_persistence"):
-                    d.pop(k)
-            folds.append(d)
+    def to_dict(self) -> dict[str, Any]:
         return {
             "pair": self.pair,
             "window": self.window,
             "settings": self.settings,
-            "folds": folds,
+            "folds": [asdict(f) for f in self.folds],
             "pooled": self.pooled,
         }
 
