@@ -40,9 +40,8 @@ class BinanceMarketData:
 
     name = "binance"
 
-    def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._sleep = sleep
         self._client: Any = None
         self.retries = 0
         """Retries made so far by this instance (for logs and tests)."""
@@ -102,7 +101,7 @@ class BinanceMarketData:
                     attempts - 1,
                     delay,
                 )
-                self._sleep(delay)
+                time.sleep(delay)
         url = self.settings.data.binance_api_url or "api.binance.com"
         raise MarketDataError(f"Binance {what} failed after {attempts} attempts ({url}): {error}")
 
