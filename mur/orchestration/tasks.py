@@ -229,7 +229,6 @@ def train_pair(
     emit: LogFn | None = None,
     submission_prefix: str | None = None,
     try_number: int = 1,
-    check_registry: bool = True,
     kind: str = "manual",
 ) -> dict[str, Any]:
     """Train ``pair`` on candles before ``end`` as a Ray job: the version already trained for this window
@@ -246,7 +245,7 @@ def train_pair(
         settings = settings.replace(train_days=int(options["train_days"]))
     end = clamped_end(settings, pair, end, say)
     say(f"[mur] {pair}: training window end {end.isoformat()} options {options or '{}'}")
-    if check_registry and (existing := find_trained(settings, pair, end, options)) is not None:
+    if (existing := find_trained(settings, pair, end, options)) is not None:
         say(REUSED.format(pair=pair, version=existing.version))
         return compact_result(existing)
     prefix = submission_prefix
