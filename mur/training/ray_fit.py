@@ -102,7 +102,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     resume: dict[str, Any] | None = None
     checkpoint = ray.train.get_checkpoint()  # [ray] set when restoring after a failure
     if checkpoint:
-        with checkpoint.as_directory() as d:
+        # a directory of this worker's own: with Ray's shared one (``as_directory``) a rank that comes later
+        # downloads the checkpoint again over the files another rank on the node is reading ("PytorchStreamReader
+        # failed reading file": every retry after a lost node, both ranks on the head, failed so)
+        with tempfile.TemporaryDirectory(prefix="mur-resume-") as d:
+            checkpoint.to_directory(d)
             state = load_checkpoint_state(Path(d) / CKPT_FILE)
             meta = json.loads((Path(d) / META_FILE).read_text())
         done = {name: {"best_state": s, **meta["done"][name]} for name, s in state["done"].items()}
