@@ -15,56 +15,32 @@ Standard library only: it is started by path, without importing ``mur``.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import logging
 import os
 import signal
 import sys
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 CHUNK = 64 * 1024
 
 
-def backup(path: Path, n: int) -> Path:
-    return path.with_name(f"{path.name}.{n}")
-
-
-def rotate(path: Path, backups: int) -> None:
-    """``LOG`` → ``LOG.1`` → … → ``LOG.{backups}`` (the oldest dropped); no backups: just truncate."""
-    if backups < 1:
-        with contextlib.suppress(OSError):
-            os.truncate(path, 0)
-        return
-    for n in range(backups - 1, 0, -1):
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(backup(path, n), backup(path, n + 1))
-    with contextlib.suppress(FileNotFoundError):
-        os.replace(path, backup(path, 1))
-
-
-def _open(path: Path) -> tuple[int, int]:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    return fd, os.fstat(fd).st_size
-
-
 def copy(source: int, path: Path, max_bytes: int, backups: int = 1) -> None:
-    """Append everything read from ``source`` to ``path`` until EOF, rotating at ``max_bytes``."""
-    out, size = _open(path)
+    """Append everything read from ``source`` to ``path`` until EOF, rotating at ``max_bytes``.
+
+    The bytes pass through as they are (undecodable ones round-trip through ``surrogateescape``)."""
+    handler = RotatingFileHandler(
+        path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", errors="surrogateescape"
+    )
+    handler.terminator = ""
+    if backups < 1:  # no backups: a rollover truncates the log
+        handler.mode = "w"
+    logging.raiseExceptions = False  # disk full or the like: drop this chunk, keep the service running
     try:
         while chunk := os.read(source, CHUNK):
-            if size > 0 and size + len(chunk) > max_bytes:
-                os.close(out)
-                rotate(path, backups)
-                out, size = _open(path)
-            try:
-                view = memoryview(chunk)
-                while view:
-                    written = os.write(out, view)
-                    view = view[written:]
-            except OSError:  # disk full or the like: drop this chunk, keep the service running
-                continue
-            size += len(chunk)
+            handler.emit(logging.makeLogRecord({"msg": chunk.decode("utf-8", "surrogateescape")}))
     finally:
-        os.close(out)
+        handler.close()
 
 
 def main(argv: list[str] | None = None) -> int:
