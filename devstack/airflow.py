@@ -142,24 +142,20 @@ def airflow_cli(
 # --- preparing the metadata DB ---------------------------------------------------------------------
 def _db_revision(settings: Settings) -> str | None:
     """Alembic revision of the Airflow metadata DB, None when it has no schema yet."""
-    import psycopg2
+    import psycopg
 
     try:
-        conn = psycopg2.connect(settings.db.dsn(settings.db.airflow_database), connect_timeout=5)
-    except psycopg2.OperationalError as exc:
+        conn = psycopg.connect(settings.db.dsn(settings.db.airflow_database), connect_timeout=5)
+    except psycopg.OperationalError as exc:
         raise ServiceError(
             f"cannot connect to the Airflow metadata DB {settings.db.airflow_database}: {exc}"
         ) from exc
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('public.alembic_version')")
-            if cur.fetchone()[0] is None:
-                return None
-            cur.execute("SELECT version_num FROM alembic_version")
-            row = cur.fetchone()
-            return row[0] if row else None
-    finally:
-        conn.close()
+    with conn:
+        try:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        except psycopg.errors.UndefinedTable:
+            return None
+    return row[0] if row else None
 
 
 def prepare(settings: Settings) -> bool:

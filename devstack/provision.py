@@ -18,38 +18,33 @@ SERVE_APPLICATIONS_PATH = "/api/serve/applications/"
 
 def ensure_databases(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
     """Create the missing PostgreSQL databases among ``names`` (default: app, MLflow, Airflow); return them."""
-    import psycopg2
-    from psycopg2 import errors, sql
+    import psycopg
+    from psycopg import errors, sql
 
     wanted = (
         list(names)
         if names is not None
         else [settings.db.pg_database, settings.db.mlflow_database, settings.db.airflow_database]
     )
-    try:
-        conn = psycopg2.connect(settings.db.dsn("postgres"), connect_timeout=5)
-    except psycopg2.OperationalError as exc:
+    try:  # autocommit: CREATE DATABASE cannot run inside a transaction
+        conn = psycopg.connect(settings.db.dsn("postgres"), autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
         reason = first_line(exc)
         raise ServiceError(
             f"PostgreSQL at {settings.db.pg_host}:{settings.db.pg_port} is not reachable: {reason}"
         ) from exc
-    conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
     created = []
-    try:
-        with conn.cursor() as cur:
-            for name in wanted:
-                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-                if cur.fetchone() is not None:
+    with conn:
+        for name in wanted:
+            try:
+                if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
                     continue
-                try:
-                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-                except (errors.DuplicateDatabase, errors.UniqueViolation):
-                    continue  # created concurrently by someone else
-                created.append(name)
-    except psycopg2.Error as exc:
-        raise ServiceError(f"could not create databases {wanted}: {exc}".strip()) from exc
-    finally:
-        conn.close()
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            except (errors.DuplicateDatabase, errors.UniqueViolation):
+                continue  # created concurrently by someone else
+            except psycopg.Error as exc:
+                raise ServiceError(f"could not create databases {wanted}: {exc}".strip()) from exc
+            created.append(name)
     return created
 
 
