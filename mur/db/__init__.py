@@ -26,7 +26,6 @@ from mur.db.logins import (
     begin_registration_attempt,
     cancel_login_attempt,
     mark_login_succeeded,
-    prune_login_attempts,
     recent_login_failures,
     record_login_attempt,
 )
@@ -121,7 +120,6 @@ __all__ = [
     "parse_lifetime",
     "peek_quota",
     "probe_request_tables",
-    "prune_login_attempts",
     "recent_login_failures",
     "record_forecast",
     "record_forecast_body",

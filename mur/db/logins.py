@@ -7,6 +7,8 @@ Counting and recording happen together: :func:`begin_login_attempt` takes a tran
 per key (username+IP, IP, username; always in the same order), counts, and records the attempt as a failure
 in the same transaction, so parallel attempts see each other and at most the limit get through to the
 password check. A successful login then turns its row into a success (:func:`mark_login_succeeded`).
+
+Recording an attempt also deletes old ones (:func:`_prune`), so the tables hold about one window of attempts.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from mur.db.pool import Database, DictCursor, fetch_one
 
 MAX_USERNAME_CHARS = 256  # usernames here are untrusted input: stored truncated
 MAX_IP_CHARS = 64
+PRUNE_BATCH = 100
+"""Old attempts deleted per recorded one, at most: a backlog shrinks without one long statement."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,19 @@ class LoginFailures:
 
 def _clean(username: str, ip: str | None) -> tuple[str, str | None]:
     return username[:MAX_USERNAME_CHARS], ip[:MAX_IP_CHARS] if ip else None
+
+
+def _prune(cur: DictCursor, table: str, window_s: int) -> None:
+    """Delete up to :data:`PRUNE_BATCH` of ``table``'s attempts older than ``window_s`` seconds, skipping rows
+    another transaction is deleting. The counts never read them: a success before the window forgives no
+    failure inside it that a later success would not."""
+    cur.execute(
+        sql.SQL(
+            "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} "
+            "WHERE attempted_at < now() - make_interval(secs => %s) LIMIT %s FOR UPDATE SKIP LOCKED)"
+        ).format(table=sql.Identifier(table)),
+        (window_s, PRUNE_BATCH),
+    )
 
 
 def _lock_keys(cur: DictCursor, keys: Iterable[str]) -> None:
@@ -114,7 +131,9 @@ def begin_login_attempt(db: Database, *, username: str, ip: str | None, limits: 
             "INSERT INTO login_attempts (username, ip, success) VALUES (%s, %s, false) RETURNING id",
             (username, ip),
         )
-        return int(fetch_one(cur)["id"])
+        attempt_id = int(fetch_one(cur)["id"])
+        _prune(cur, "login_attempts", limits.window_s)
+        return attempt_id
 
 
 def mark_login_succeeded(db: Database, *, attempt_id: int) -> None:
@@ -154,19 +173,5 @@ def begin_registration_attempt(db: Database, *, ip: str | None, limit: int, wind
         if fetch_one(cur)["n"] >= limit:
             return False
         cur.execute("INSERT INTO registration_attempts (ip) VALUES (%s)", (ip,))
+        _prune(cur, "registration_attempts", window_s)
         return True
-
-
-def prune_login_attempts(db: Database, *, older_than_s: int) -> int:
-    """Delete login and registration attempts older than ``older_than_s`` seconds; returns how many."""
-    with db.cursor() as cur:
-        deleted = 0
-        for table in ("login_attempts", "registration_attempts"):
-            cur.execute(
-                sql.SQL("DELETE FROM {} WHERE attempted_at < now() - make_interval(secs => %s)").format(
-                    sql.Identifier(table)
-                ),
-                (older_than_s,),
-            )
-            deleted += cur.rowcount
-        return deleted

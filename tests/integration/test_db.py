@@ -815,8 +815,26 @@ def test_login_failures_outside_the_window_do_not_count(database: Database) -> N
     mdb.record_login_attempt(database, username=username, ip=None, success=False)
     assert _failures(database, username, None) == (1, 0, 1)
     assert _failures(database, username, None, window_s=7200) == (2, 0, 2)
-    assert mdb.prune_login_attempts(database, older_than_s=1800) >= 1
-    assert _failures(database, username, None, window_s=7200) == (1, 0, 1)
+
+
+def test_recording_an_attempt_deletes_the_ones_older_than_its_window(
+    database: Database, pg_settings: Settings
+) -> None:
+    """Without pruning the attempt tables would grow forever: each recorded attempt deletes old ones."""
+    username, ip = _name(), f"10.4.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+    mdb.record_login_attempt(database, username=username, ip=ip, success=False)
+    mdb.record_login_attempt(database, username=username, ip=ip, success=True)
+    assert mdb.begin_registration_attempt(database, ip=ip, limit=5, window_s=600)
+    ago = "SET attempted_at = now() - interval '20 minutes' WHERE ip = %s"
+    with database.cursor() as cur:
+        cur.execute("UPDATE login_attempts " + ago, (ip,))
+        cur.execute("UPDATE registration_attempts " + ago, (ip,))
+    limits = mdb.LoginLimits(per_user_ip=5, per_ip=5, per_user=5, window_s=600)
+    assert mdb.begin_login_attempt(database, username=username, ip=ip, limits=limits) is not None
+    assert mdb.begin_registration_attempt(database, ip=ip, limit=5, window_s=600)
+    # the new attempts alone are left: the old ones are gone
+    assert _scalar(pg_settings, "SELECT count(*) FROM login_attempts WHERE ip = %s", (ip,)) == 1
+    assert _scalar(pg_settings, "SELECT count(*) FROM registration_attempts WHERE ip = %s", (ip,)) == 1
 
 
 def test_begin_login_attempt_is_atomic_under_parallel_calls(
