@@ -36,6 +36,7 @@ import re
 import shlex
 import shutil
 import sys
+from http import HTTPStatus
 from pathlib import Path
 
 WILDCARD_BIND = re.compile(r"(?m)^(?P<indent>[ \t]*bind[ \t]+)\*?:(?P<port>\d+)\b")
@@ -51,33 +52,19 @@ GET_ONLY_RETRIES = "    http-request disable-l7-retry unless METH_GET\n"
 
 TIMEOUTS = {"client": "30s", "http-request": "10s", "http-keep-alive": "10s"}
 """Client-side timeouts in ``defaults``: HAProxy closes a half-sent request after ``http-request``."""
-ERRORS = {
-    400: ("Bad Request", "bad request"),
-    403: ("Forbidden", "forbidden"),
-    404: ("Not Found", "not found"),
-    405: ("Method Not Allowed", "method not allowed"),
-    408: ("Request Time-out", "request not received in time"),
-    410: ("Gone", "gone"),
-    413: ("Payload Too Large", "request too large"),
-    425: ("Too Early", "too early"),
-    429: ("Too Many Requests", "too many requests"),
-    500: ("Internal Server Error", "internal server error"),
-    501: ("Not Implemented", "not implemented"),
-    502: ("Internal Server Error", "internal server error"),
-    503: ("Internal Server Error", "internal server error"),
-    504: ("Internal Server Error", "internal server error"),
-}
-"""Status HAProxy answers by itself → (reason phrase, JSON message); 502/503/504 are sent as 500 like Ray's."""
+ERRORS = (400, 403, 404, 405, 408, 410, 413, 425, 429, 500, 501, 502, 503, 504)
+"""Status HAProxy answers by itself; 502/503/504 are sent as 500 like Ray's."""
+MESSAGES = {408: "request not received in time", 413: "request too large"}
+"""The JSON message where it is not the lower-cased reason phrase."""
 
 
 def error_response(code: int) -> bytes:
     """The raw HTTP response HAProxy sends for ``code``: a small JSON body."""
-    reason, message = ERRORS[code]
-    status = 500 if code in (502, 503, 504) else code
-    body = json.dumps({"error": message}).encode()
+    status = HTTPStatus(500 if code in (502, 503, 504) else code)
+    body = json.dumps({"error": MESSAGES.get(code, status.phrase.lower())}).encode()
     head = (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nCache-Control: no-cache\r\n"
-        f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: application/json\r\n"
+        f"Cache-Control: no-cache\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
