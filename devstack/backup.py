@@ -163,13 +163,6 @@ def backup(settings: Settings, dest: Path, say: Say = print) -> dict[str, Any]:
     )
 
 
-def running_services(settings: Settings) -> list[str]:
-    """The stack's services that mur started and still run, but the object store (a restore fills it)."""
-    from devstack import supervisor
-
-    return [s.name for s in supervisor.status(settings) if s.running and s.name != "s3"]
-
-
 def restore(settings: Settings, src: Path, *, force: bool = False, say: Say = print) -> dict[str, Any]:
     """Bring the backup at ``src`` back into the databases and bucket ``settings`` name; the stack stopped
     (``force``: even while it runs, closing the databases' connections)."""
@@ -177,11 +170,13 @@ def restore(settings: Settings, src: Path, *, force: bool = False, say: Say = pr
     from botocore.exceptions import BotoCoreError, ClientError
     from psycopg import sql
 
+    from devstack import supervisor
     from mur.db import migrate
 
     manifest = verify(src)
     say(f"checksums verified: {len(manifest['files'])} files from {manifest['wall_time']}")
-    running = running_services(settings)
+    # what mur started and still runs, but the object store (the restore fills it)
+    running = [s.name for s in supervisor.status(settings) if s.running and s.name != "s3"]
     if running and not force:
         raise ServiceError(
             f"the stack is running ({', '.join(running)}): `mur down` then `mur services start s3` first, "
@@ -216,8 +211,6 @@ def restore(settings: Settings, src: Path, *, force: bool = False, say: Say = pr
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         shutil.copy2(src / name, target)  # mode 600 kept
     say(f"restored {len(databases(settings))} databases and {len(objects)} objects")
-    from devstack import supervisor
-
     if any(s.running for s in supervisor.status(settings, ["s3"])):  # it signs with the keys it started with
         supervisor.down(settings, ["s3"])
         say("object store stopped: `mur up` starts it with the restored keys")
