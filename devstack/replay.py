@@ -147,13 +147,6 @@ def load_symbol_data(pair: str) -> SymbolData:
     return _symbol_data(pair, raw.drop_duplicates("_ms").reset_index(drop=True))
 
 
-def synthetic_symbol_data(pair: str) -> SymbolData:
-    """A synthetic pair (``syn001_usdt``, :mod:`mur.data.synthetic`) as :class:`SymbolData`."""
-    from mur.data import load_synthetic
-
-    return frame_symbol_data(pair, load_synthetic(pair))
-
-
 def frame_symbol_data(pair: str, frame: pd.DataFrame) -> SymbolData:
     """A pair's typed candle frame (a synthetic pair, a pair an admin uploaded) as :class:`SymbolData`."""
     import pandas as pd
@@ -375,11 +368,12 @@ def make_server(
     Raises ``OSError`` when the address cannot be bound. Call ``serve_forever()`` (or
     :func:`serve_forever_in_thread`) to start answering.
     """
-    from mur.data import bundled_pairs, synthetic_pairs
+    from mur.data import bundled_pairs, load_synthetic, synthetic_pairs
 
     chosen = list(pairs) if pairs is not None else bundled_pairs()
     store = {data.symbol: data for data in (load_symbol_data(pair) for pair in chosen)}
-    store.update((d.symbol, d) for d in (synthetic_symbol_data(p) for p in synthetic_pairs(synthetic)))
+    synthetic_data = (frame_symbol_data(p, load_synthetic(p)) for p in synthetic_pairs(synthetic))
+    store.update((d.symbol, d) for d in synthetic_data)
     return ReplayServer((host, port), store, handler_class, clock, reload)
 
 
