@@ -94,16 +94,6 @@ LOCAL_DRAIN_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "3"}
 refuses connections, which Ray's HAProxy, the only balancer here, retries elsewhere."""
 
 
-def serve_env(port_shift: int = 0) -> dict[str, str]:
-    """The Serve flags for a Ray head (values already in the environment win)."""
-    defaults = (
-        SERVE_FAST_PATH_ENV
-        | LOCAL_DRAIN_ENV
-        | {k: str(p + port_shift) for k, p in HAPROXY_SIDE_PORTS.items()}
-    )
-    return {k: os.environ.get(k, v) for k, v in defaults.items()}
-
-
 def _s3_client_env(settings: Settings) -> dict[str, str]:
     """For services that talk to S3 (no EC2 metadata probing: there is no cloud here)."""
     return {**settings.registry.s3_env(), "AWS_EC2_METADATA_DISABLED": "true"}
@@ -194,13 +184,16 @@ def ray_auth(settings: Settings) -> dict[str, str]:
 
 
 def _ray_env(settings: Settings) -> dict[str, str]:
+    shift = settings.ray.ray_dashboard_port - 8265
+    side_ports = {k: str(p + shift) for k, p in HAPROXY_SIDE_PORTS.items()}
+    defaults = RAY_LOG_ROTATION | SERVE_FAST_PATH_ENV | LOCAL_DRAIN_ENV | side_ports  # the environment wins
     env = {
         "MLFLOW_TRACKING_URI": settings.registry.mlflow_tracking_uri,
         "MLFLOW_S3_ENDPOINT_URL": settings.registry.s3_endpoint_url,
         "AWS_EC2_METADATA_DISABLED": "true",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # jobs run `python`
         "RAY_USAGE_STATS_ENABLED": "0",
-        **{k: os.environ.get(k, v) for k, v in RAY_LOG_ROTATION.items()},
+        **{k: os.environ.get(k, v) for k, v in defaults.items()},
         **GCS_RECONNECT_ENV,
         # the single-node switch: every Ray socket on 127.0.0.1 (config.RAY_LOOPBACK_SWITCH says why);
         # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 in the environment opts out
@@ -208,7 +201,6 @@ def _ray_env(settings: Settings) -> dict[str, str]:
         "MUR_SECRETS_DIR": str(write_secrets_dir(settings, "serve")),  # Serve's MLflow account (read-only)
         # token auth on every Ray API (GCS, raylets, Serve replicas' gRPC, dashboard, Jobs API)
         **ray_auth(settings),
-        **serve_env(settings.ray.ray_dashboard_port - 8265),
         **haproxy_env(settings),
         # Ray's own actors (Ray Train's PlacementGroupCleaner, …) find their cluster through the state API,
         # which otherwise picks the newest head on the machine (with a second stack running: the other one)
