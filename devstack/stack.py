@@ -23,7 +23,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,12 +150,11 @@ that race is retried once)."""
 def start_all(
     settings: Settings,
     *,
-    names: Sequence[str] | None = None,
     parallel: int = 3,
     say: Say,
     registry_factory: Callable[[Settings], dict[str, Service]] | None = None,
 ) -> list[StartResult]:
-    """Start ``names`` (default: every registered service) as soon as their dependencies are healthy.
+    """Start every registered service as soon as its dependencies are healthy.
 
     Up to ``parallel`` start side by side, except :func:`exclusive` ones, which start alone (first when
     ready). While services start, a line every 20 s says which are still awaited. The first failure ends the
@@ -163,7 +162,7 @@ def start_all(
     """
     build = registry_factory or stack_services
     registry = build(settings)
-    order = supervisor.plan(registry, names)
+    order = supervisor.plan(registry, None)
     deps = {n: [d for d in registry[n].depends_on if d in order] for n in order}
     retries = {name: RETRIES for name in order if exclusive(name)}
     done: dict[str, StartResult] = {}
