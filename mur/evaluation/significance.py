@@ -16,7 +16,7 @@ what the unit tests check against ``scipy.stats.ttest_rel``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -40,9 +40,6 @@ class DMResult:
     loss: str
     mean_loss_diff: float
 
-    def as_dict(self) -> dict[str, float | int | str]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class DirectionResult:
@@ -52,9 +49,6 @@ class DirectionResult:
     n: int
     accuracy: float
     p_value: float
-
-    def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
 
 
 def _loss(errors: np.ndarray, loss: Loss) -> np.ndarray:
