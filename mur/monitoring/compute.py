@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -80,18 +79,7 @@ def resolve_forecasts(db: Database, source: Any, pair: str, market_hour: datetim
 
 
 # --- rolling skill and coverage ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Resolved:
-    target_time: datetime
-    predicted: float
-    actual: float
-    last_close: float
-    lower: float | None
-    upper: float | None
-    level: float | None
-
-
-def resolved_hourly(db: Database, pair: str, market_hour: datetime, hours: int) -> list[Resolved]:
+def resolved_hourly(db: Database, pair: str, market_hour: datetime, hours: int) -> list[Forecast]:
     """Resolved 1 h forecasts of ``pair`` with targets in the last ``hours`` market hours before
     ``market_hour``, oldest first; one per target hour: the one the track record scores (the first served,
     :func:`mur.db.forecasts.scored_forecasts`)."""
@@ -104,11 +92,7 @@ def resolved_hourly(db: Database, pair: str, market_hour: datetime, hours: int) 
         since=market_hour - hours * HOUR,
         until=market_hour,
     )
-    copied = [name for name in Resolved.__dataclass_fields__ if name != "actual"]  # actual: known (resolved)
-    return [
-        Resolved(actual=float(f.actual), **{k: getattr(f, k) for k in copied})  # type: ignore[arg-type]
-        for f in reversed(rows)
-    ]
+    return rows[::-1]
 
 
 def pending_count(db: Database, pair: str, market_hour: datetime) -> int:
@@ -117,7 +101,7 @@ def pending_count(db: Database, pair: str, market_hour: datetime) -> int:
     return scored_counts(db, pair=pair, market_hour=market_hour).pending
 
 
-def window_stats(rows: Sequence[Resolved | Forecast]) -> dict[str, Any]:
+def window_stats(rows: Sequence[Forecast]) -> dict[str, Any]:
     """n, MAE of the model and of persistence (the last close when it was made), skill = 1 - their ratio,
     and the range's coverage and nominal level where the forecasts had one, over resolved ``rows`` (the
     monitoring window and the API's track record alike)."""
@@ -130,11 +114,7 @@ def window_stats(rows: Sequence[Resolved | Forecast]) -> dict[str, Any]:
     # exactly rounded sums: the same rows give the same digits in whatever order a view reads them
     mae_model, mae_persistence = math.fsum(err) / len(rows), math.fsum(base) / len(rows)
     banded = [r for r in rows if r.lower is not None and r.upper is not None]
-    coverage = (
-        float(np.mean([r.lower <= r.actual <= r.upper for r in banded]))  # type: ignore[operator]
-        if banded
-        else None
-    )
+    coverage = float(np.mean([r.inside for r in banded])) if banded else None
     levels = [r.level for r in banded if r.level is not None]
     return out | {
         "mae_model": mae_model,
@@ -145,7 +125,7 @@ def window_stats(rows: Sequence[Resolved | Forecast]) -> dict[str, Any]:
     }
 
 
-def rolling_series(rows: Sequence[Resolved], window: int) -> list[RollingPoint]:
+def rolling_series(rows: Sequence[Forecast], window: int) -> list[RollingPoint]:
     """The window statistics as of each resolved target (the last :data:`ROLLING_POINTS`)."""
     points = []
     for i in range(max(0, len(rows) - ROLLING_POINTS), len(rows)):

@@ -26,11 +26,11 @@ from mur.clock import MarketClock
 from mur.data import BundledMarketData
 from mur.data.source import ClockedMarketData
 from mur.db import Database, list_forecasts, record_forecast
+from mur.db.forecasts import Forecast
 from mur.monitoring.compute import (
     DRIFT_FEATURES,
     PSI_FLOOR,
     RESOLVE_LOOKBACK,
-    Resolved,
     alerts_for,
     build_report,
     drift_stats,
@@ -183,20 +183,25 @@ def test_drift_stats_skip_samples_too_small_for_deciles() -> None:
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 
 
+def resolved(target_time: datetime, **figures: Any) -> Forecast:
+    """A resolved 1 h forecast of ``target_time``, as the track record reads it."""
+    return Forecast(0, "btc_usdt", "1", target_time - HOUR, target_time, **figures)
+
+
 def test_window_stats_exact_numbers() -> None:
     rows = [
         # |model error| 1, |persistence error| 1, inside the range
-        Resolved(T0, predicted=101.0, actual=100.0, last_close=99.0, lower=99.0, upper=102.0, level=0.9),
+        resolved(T0, predicted=101.0, actual=100.0, last_close=99.0, lower=99.0, upper=102.0, level=0.9),
         # 2 and 4, above the range
-        Resolved(
+        resolved(
             T0 + HOUR, predicted=102.0, actual=104.0, last_close=100.0, lower=100.0, upper=103.0, level=0.9
         ),
         # 3 and 1, inside
-        Resolved(
+        resolved(
             T0 + 2 * HOUR, predicted=100.0, actual=103.0, last_close=104.0, lower=98.0, upper=106.0, level=0.8
         ),
         # 0 and 2, a point forecast: no range
-        Resolved(
+        resolved(
             T0 + 3 * HOUR, predicted=105.0, actual=105.0, last_close=103.0, lower=None, upper=None, level=None
         ),
     ]
@@ -217,7 +222,7 @@ def test_window_stats_exact_numbers() -> None:
         "coverage": None,
         "level": None,
     }
-    exact = Resolved(T0, predicted=100.0, actual=100.0, last_close=100.0, lower=None, upper=None, level=None)
+    exact = resolved(T0, predicted=100.0, actual=100.0, last_close=100.0, lower=None, upper=None, level=None)
     stats = window_stats([exact])
     assert stats["skill"] is None and stats["coverage"] is None and stats["mae_persistence"] == 0.0
 
