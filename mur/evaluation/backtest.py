@@ -36,7 +36,6 @@ from mur.evaluation.intervals import reliability, winkler_scores
 from mur.evaluation.metrics import (
     horizon_baselines,
     horizon_scores,
-    interval_scores,
     persistence_forecast,
     regression_metrics,
     skill,
@@ -191,27 +190,11 @@ def concat_forecasts(parts: list[FoldForecasts]) -> FoldForecasts:
 
 
 def range_scores(f: FoldForecasts, *, tests: bool) -> list[dict[str, Any]]:
-    """Per horizon: the ranges' scores (:func:`~mur.evaluation.metrics.interval_scores`) and ``reliability``
-    (frequency of outcomes at or below each level's quantile); with ``tests``, all of
-    :func:`~mur.evaluation.metrics.horizon_scores` (the median's point scores and the DM tests)."""
+    """Per horizon: :func:`~mur.evaluation.metrics.horizon_scores` (the ranges' scores; with ``tests``, the
+    median's point scores and the DM tests too) and ``reliability`` (frequency of outcomes at or below each
+    level's quantile)."""
     model, base = f.quantiles["model"], {k: v for k, v in f.quantiles.items() if k != "model"}
-    if tests:
-        rows = horizon_scores(model, f.targets, f.last_close, base, f.horizons, f.levels)
-    else:
-        rows = [
-            {
-                "hours": h,
-                "n": len(f.targets),
-                **interval_scores(
-                    model[:, j],
-                    f.targets[:, j],
-                    f.last_close,
-                    {k: b[:, j] for k, b in base.items()},
-                    f.levels,
-                ),
-            }
-            for j, h in enumerate(f.horizons)
-        ]
+    rows = horizon_scores(model, f.targets, f.last_close, base, f.horizons, f.levels, tests=tests)
     for j, row in enumerate(rows):
         row["reliability"] = {"levels": list(f.levels)} | {
             k: reliability(q[:, j], f.targets[:, j]).round(6).tolist() for k, q in f.quantiles.items()

@@ -164,11 +164,13 @@ def horizon_scores(
     base: dict[str, np.ndarray],
     horizons: tuple[int, ...],
     levels: tuple[float, ...],
+    *,
+    tests: bool = True,
 ) -> list[dict]:
     """Per horizon: the median vs persistence (point metrics, skill, DM and binomial tests) and the interval
     vs both baselines (:func:`interval_scores`, interval skill with its standard error and DM tests on the
-    per-target Winkler scores vs each baseline). ``quantiles`` and ``base[...]``: ``(n, H, L)``; ``targets``:
-    ``(n, H)``; ``last``: the last closes ``(n,)``."""
+    per-target Winkler scores vs each baseline); without ``tests``, the interval scores alone. ``quantiles``
+    and ``base[...]``: ``(n, H, L)``; ``targets``: ``(n, H)``; ``last``: the last closes ``(n,)``."""
     from mur.evaluation.intervals import winkler_scores
     from mur.evaluation.significance import diebold_mariano, skill_standard_error
 
@@ -178,6 +180,10 @@ def horizon_scores(
     out = []
     for j, hours in enumerate(horizons):
         y, q = targets[:, j], np.asarray(quantiles)[:, j, :]
+        ranges = interval_scores(q, y, last, {k: b[:, j, :] for k, b in base.items()}, levels)
+        if not tests:
+            out.append({"hours": int(hours), "n": int(len(y)), **ranges})
+            continue
         median = q[:, mid]
         model, pers = regression_metrics(median, y, last), regression_metrics(last, y, last)
         evidence = point_evidence(median, y, last, horizon=hours)
@@ -196,7 +202,7 @@ def horizon_scores(
                 "dm_p_better": evidence["dm_p_better"],
                 "direction_p_value": evidence["direction_p_value"],
                 "interval_level": round(1.0 - alpha, 10),
-                **interval_scores(q, y, last, {k: b[:, j, :] for k, b in base.items()}, levels),
+                **ranges,
                 **{
                     f"interval{key}": value
                     for k in w_base
