@@ -1,39 +1,24 @@
-"""``python -m dash_app [--host H] [--port P]``: run the dashboard (same as ``mur dash``)."""
+"""``python -m dash_app [--host H] [--port P] [--debug]``: run the dashboard (the ``mur dash`` command)."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse the options and serve until interrupted."""
-    from dash_app.server import serve
-    from mur.errors import MurError
-    from mur.settings import get_settings
+def main() -> int:
+    """Run ``mur dash`` with this command line; an expected error is one line on stderr and exit status 1."""
+    import typer
 
-    settings = get_settings()
-    parser = argparse.ArgumentParser(prog="python -m dash_app", description=__doc__)
-    parser.add_argument(
-        "--host",
-        default=settings.dashboard.dash_host,
-        help=f"interface (default {settings.dashboard.dash_host})",
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=settings.dashboard.dash_port,
-        help=f"port (default {settings.dashboard.dash_port})",
-    )
-    parser.add_argument("--debug", action="store_true", help="Dash dev tools and reloader (development only)")
-    args = parser.parse_args(argv)
+    from mur.commands.dash import dash
+    from mur.errors import MurError
+
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+    app.command()(dash)
     try:
-        serve(settings, host=args.host, port=args.port, debug=args.debug)
+        app(prog_name="python -m dash_app")
     except MurError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
     return 0
 
 

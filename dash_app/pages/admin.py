@@ -158,10 +158,7 @@ def layout(context: DashboardContext, account: User) -> Component:
                             "Status",
                             dcc.RadioItems(
                                 id="admin-status",
-                                options=[
-                                    {"label": " active", "value": "active"},
-                                    {"label": " disabled", "value": "disabled"},
-                                ],
+                                options={"active": " active", "disabled": " disabled"},
                                 inline=True,
                             ),
                             labelled=False,
@@ -170,7 +167,7 @@ def layout(context: DashboardContext, account: User) -> Component:
                             "Roles",
                             dcc.Checklist(
                                 id="admin-roles",
-                                options=[{"label": f" {r}", "value": r} for r in ROLES],
+                                options={r: f" {r}" for r in ROLES},
                                 inline=True,
                             ),
                             labelled=False,

@@ -29,19 +29,22 @@ from mur.db import (
 from mur.errors import InvalidInputError, MurError
 
 TOKEN_PLACEHOLDER = "$MUR_TOKEN"
-EXPIRY_CHOICES = [
-    {"label": "never", "value": "never"},
-    {"label": "in 7 days", "value": "7d"},
-    {"label": "in 30 days", "value": "30d"},
-    {"label": "in 90 days", "value": "90d"},
-    {"label": "in 1 year", "value": "365d"},
-]
-"""The API page's expiry field: ``mur tokens create --expires-in`` values (``never``: no expiry)."""
+EXPIRY_CHOICES = {
+    "never": "never",
+    "7d": "in 7 days",
+    "30d": "in 30 days",
+    "90d": "in 90 days",
+    "365d": "in 1 year",
+}
+"""The API page's expiry field (value: label): ``mur tokens create --expires-in`` values (``never``: none)."""
 
 
-def curl_example(api_url: str, pair: str, token: str | None = None) -> str:
-    """A ready-to-copy request for ``pair``'s forecast (with ``token``, or a ``$MUR_TOKEN`` placeholder)."""
-    return f'curl -s -H "Authorization: Bearer {token or TOKEN_PLACEHOLDER}" {api_url}/v1/forecast/{pair}'
+def curl_example(context: DashboardContext, token: str | None = None) -> str:
+    """A ready-to-copy request for the first configured pair's forecast (with ``token``, or a ``$MUR_TOKEN``
+    placeholder)."""
+    pair = context.settings.general.pairs[0] if context.settings.general.pairs else "btc_usdt"
+    auth = f"Authorization: Bearer {token or TOKEN_PLACEHOLDER}"
+    return f'curl -s -H "{auth}" {context.api_url}/v1/forecast/{pair}'
 
 
 def usage_block(context: DashboardContext, account: User) -> Component:
@@ -105,8 +108,6 @@ def token_rows(tokens: list[Token]) -> Component:
 
 
 def layout(context: DashboardContext, account: User) -> Component:
-    pair = context.settings.general.pairs[0] if context.settings.general.pairs else "btc_usdt"
-    curl = curl_example(context.api_url, pair)
     return html.Div(
         [
             card("Usage this month", html.Div(usage_block(context, account), id="token-usage")),
@@ -152,7 +153,7 @@ def layout(context: DashboardContext, account: User) -> Component:
                 html.Div(
                     [
                         html.Pre(
-                            curl,
+                            curl_example(context),
                             id="curl-example",
                             className="curl",
                             style={"flex": "1 1 0", "minWidth": "300px"},
@@ -193,9 +194,8 @@ def token_action(
     if account is None or trigger is None or not any(t.get("value") for t in ctx.triggered):
         raise PreventUpdate  # a button that merely appeared in the layout
     context = get_context()
-    pair = context.settings.general.pairs[0] if context.settings.general.pairs else "btc_usdt"
     message: Component
-    curl = curl_example(context.api_url, pair)
+    plaintext: str | None = None
     try:
         if trigger == "token-create":
             label = (name or "").strip()
@@ -205,11 +205,9 @@ def token_action(
             plaintext, row = create_token(context.db, user_id=account.id, name=label, expires_in=lifetime)
             until = f" It expires {fmt_time(row.expires_at)}." if row.expires_at else ""
             message = _shown_once(plaintext, f"Token {row.name!r} created.{until}")
-            curl = curl_example(context.api_url, pair, plaintext)
         elif isinstance(trigger, dict) and trigger.get("type") == "token-rotate":
             plaintext, row = rotate_token(context.db, user_id=account.id, token_id=int(trigger["index"]))
             message = _shown_once(plaintext, f"Token {row.name!r} rotated: the old one no longer works.")
-            curl = curl_example(context.api_url, pair, plaintext)
         elif isinstance(trigger, dict) and trigger.get("type") == "token-revoke":
             row = revoke_token(context.db, user_id=account.id, token_id=int(trigger["index"]))
             message = notice(f"Token {row.name!r} ({row.prefix}…) revoked.", "ok")
@@ -218,7 +216,7 @@ def token_action(
     except (MurError, ValueError) as exc:
         message = notice(f"Nothing changed: {exc}.", "bad", id="token-error")
     tokens = token_rows(list_tokens(context.db, user_id=account.id))
-    return message, tokens, usage_block(context, account), curl
+    return message, tokens, usage_block(context, account), curl_example(context, plaintext)
 
 
 def register_callbacks(app: Dash) -> None:
