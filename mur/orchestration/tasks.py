@@ -101,6 +101,7 @@ def training_end(
     """
     from mur.clock import floor_hour, market_clock
     from mur.errors import ConfigError
+    from mur.orchestration.market_dates import parse_utc
 
     value: Any = requested if requested not in (None, "") else data_interval_end
     if value is None and run_after is not None:
@@ -108,12 +109,7 @@ def training_end(
     if value is None:
         raise ConfigError("no training window end: the run has no data interval and no `end` param")
     if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip())  # Python 3.11 reads "Z" and a space for "T"
-        except ValueError as exc:
-            raise ConfigError(
-                f"cannot parse end '{requested}': use ISO-8601 like 2025-06-01T00:00:00Z"
-            ) from exc
+        value = parse_utc(value, what="end")
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     # pendulum DateTime → plain datetime (XCom/JSON friendly)

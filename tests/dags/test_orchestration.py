@@ -47,7 +47,7 @@ def test_training_end_prefers_the_param_and_normalises_to_utc() -> None:
     assert orch.training_end(live, None, "2025-02-01") == datetime(2025, 2, 1, tzinfo=UTC)
     cet = timezone(timedelta(hours=1))
     assert orch.training_end(live, datetime(2025, 3, 1, 6, tzinfo=cet)) == interval_end
-    with pytest.raises(ConfigError, match="cannot parse"):
+    with pytest.raises(ConfigError, match="end: cannot read 'yesterday' as a date"):
         orch.training_end(live, interval_end, "yesterday")
     triggered = datetime(2025, 3, 1, 7, 42, 10, tzinfo=UTC)  # no logical date: the trigger's hour
     assert orch.training_end(live, None, None, triggered) == datetime(2025, 3, 1, 7, tzinfo=UTC)
