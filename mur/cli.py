@@ -37,20 +37,24 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,  # click's plain help: Typer's rich panels print flags as `--help <bool>`
 )
-ml_cmd.register(app)
-monitor_cmd.register(app)
-stack_cmd.register(app)
-db_cmd.register(app)
-dash_cmd.register(app)
-airflow_cmd.register(app)
-serve_cmd.register(app)
-forecast_cmd.register(app)
-tune_cmd.register(app)
-pairs_cmd.register(app)
-models_cmd.register(app)
-backup_cmd.register(app)
-mlflow_cmd.register(app)
-app.add_typer(data_cmd.app, name="data", help="Market data: show candles, run the Binance replay server.")
+for module in (ml_cmd, monitor_cmd, stack_cmd, dash_cmd, forecast_cmd, tune_cmd, backup_cmd):
+    app.add_typer(module.commands)  # no name: its commands join the root's
+for group in (
+    monitor_cmd.alerts_cli,
+    stack_cmd.services_app,
+    db_cmd.db_app,
+    db_cmd.users_app,
+    db_cmd.tokens_app,
+    db_cmd.quota_app,
+    airflow_cmd.airflow_app,
+    serve_cmd.serve_cli,
+    serve_cmd.ray_cli,
+    pairs_cmd.pairs_app,
+    models_cmd.models_app,
+    mlflow_cmd.mlflow_app,
+    data_cmd.app,
+):
+    app.add_typer(group)
 
 _REST_ROLE = re.compile(r":(?:func|class|mod|meth|data|attr|obj):`~?([^`]+)`")
 

@@ -12,9 +12,13 @@ import typer
 from mur.commands.stack import JsonOpt, show_status
 from mur.orchestration import DAG_ID
 
+airflow_app = typer.Typer(
+    name="airflow", no_args_is_help=True, help="Run Airflow locally; trigger and backfill the training DAG."
+)
 PairsOpt = Annotated[list[str] | None, typer.Option("--pair", help="pair to train (repeat; default: all)")]
 
 
+@airflow_app.command("start")
 def start() -> None:
     """Start the Airflow api-server, scheduler, DAG processor and triggerer (metadata DB migrated first)."""
     from mur.commands.local import airflow
@@ -31,6 +35,7 @@ def start() -> None:
     )
 
 
+@airflow_app.command("stop")
 def stop() -> None:
     """Stop the Airflow components that mur started."""
     from mur.commands.local import airflow
@@ -41,6 +46,7 @@ def stop() -> None:
     services.down(settings, list(airflow.SERVICE_NAMES), progress=typer.echo)
 
 
+@airflow_app.command("status")
 def status(as_json: JsonOpt = False) -> None:
     """State, pid, port, health and memory of each Airflow component (the table of ``mur services status``)."""
     from mur.commands.local import airflow
@@ -48,6 +54,7 @@ def status(as_json: JsonOpt = False) -> None:
     show_status(list(airflow.SERVICE_NAMES), as_json)
 
 
+@airflow_app.command("trigger")
 def trigger(
     pair: PairsOpt = None,
     end: Annotated[
@@ -112,6 +119,7 @@ def trigger(
                 raise MurError(f"run {run.run_id} ended {final['state']}")
 
 
+@airflow_app.command("backfill")
 def backfill(
     from_date: Annotated[
         str | None,
@@ -210,6 +218,7 @@ def print_backfills(rows: list[dict]) -> None:
     Console(width=120).print(table)
 
 
+@airflow_app.command("env")
 def env() -> None:
     """Print ``export`` lines for running ``airflow …`` by hand against the local instance (``eval "$(…)"``)."""
     from mur.commands.local import airflow
@@ -219,6 +228,7 @@ def env() -> None:
         typer.echo(f"export {key}={shlex.quote(value)}")
 
 
+@airflow_app.command("password")
 def password() -> None:
     """Print the UI admin's user name and password."""
     from mur.commands.local import airflow
@@ -226,18 +236,3 @@ def password() -> None:
 
     settings = get_settings()
     typer.echo(f"{settings.airflow.airflow_user} {airflow.admin_password(settings)}")
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``mur airflow …`` group."""
-    group = typer.Typer(
-        no_args_is_help=True, help="Run Airflow locally; trigger and backfill the training DAG."
-    )
-    group.command("start")(start)
-    group.command("stop")(stop)
-    group.command("status")(status)
-    group.command("trigger")(trigger)
-    group.command("backfill")(backfill)
-    group.command("env")(env)
-    group.command("password")(password)
-    app.add_typer(group, name="airflow")

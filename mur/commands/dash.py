@@ -6,7 +6,10 @@ from typing import Annotated
 
 import typer
 
+commands = typer.Typer()  # dash: mur.cli adds it to the root
 
+
+@commands.command()
 def dash(
     host: Annotated[
         str | None, typer.Option(help="interface to listen on (default MUR_DASH_HOST, 127.0.0.1)")
@@ -21,8 +24,3 @@ def dash(
     from mur.settings import get_settings
 
     serve(get_settings(), host=host, port=port, debug=debug)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``mur dash`` to the root app."""
-    app.command("dash")(dash)

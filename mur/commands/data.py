@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 DEFAULT_REMOTE_DAYS = 7
 
 app = typer.Typer(
+    name="data",
     no_args_is_help=True,
     help="Market data: show candles, list pairs, run the Binance replay server.",
 )

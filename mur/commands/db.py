@@ -20,10 +20,12 @@ if TYPE_CHECKING:
 
     from mur.db import Database, Token
 
-db_app = typer.Typer(no_args_is_help=True, help="Database schema: apply and inspect migrations.")
-users_app = typer.Typer(no_args_is_help=True, help="User accounts and roles.")
-tokens_app = typer.Typer(no_args_is_help=True, help="API tokens (only their SHA-256 is stored).")
-quota_app = typer.Typer(no_args_is_help=True, help="Monthly API quotas.")
+db_app = typer.Typer(name="db", no_args_is_help=True, help="Database schema: apply and inspect migrations.")
+users_app = typer.Typer(name="users", no_args_is_help=True, help="User accounts and roles.")
+tokens_app = typer.Typer(
+    name="tokens", no_args_is_help=True, help="API tokens (only their SHA-256 is stored)."
+)
+quota_app = typer.Typer(name="quota", no_args_is_help=True, help="Monthly API quotas.")
 
 UserArg = Annotated[str, typer.Argument(help="username (case-insensitive)")]
 TokenIdArg = Annotated[int, typer.Argument(help="token id from `mur tokens list`")]
@@ -354,11 +356,3 @@ def quota_show(username: UserArg) -> None:
         used, limit = get_usage(database, user_id=require_user(database, username=username).id)
     _info(f"resets at {next_month_start(month_start()).isoformat()} (wall clock)")
     typer.echo(f"{used}/{limit}")
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``db``, ``users``, ``tokens`` and ``quota`` to the root app."""
-    app.add_typer(db_app, name="db")
-    app.add_typer(users_app, name="users")
-    app.add_typer(tokens_app, name="tokens")
-    app.add_typer(quota_app, name="quota")

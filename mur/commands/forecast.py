@@ -24,6 +24,7 @@ from mur.serving.contract import ForecastBody, ForecastOut, misfit
 
 TOKEN_ENV = "MUR_API_TOKEN"
 URL_ENV = "MUR_API_URL"
+commands = typer.Typer()  # forecast: mur.cli adds it to the root
 
 
 def token_file() -> Path:
@@ -143,6 +144,7 @@ def read_answer(body: Any, pair: str) -> ForecastOut:
         ) from None
 
 
+@commands.command()
 def forecast(
     pairs: Annotated[
         list[str] | None, typer.Argument(help="pair(s), e.g. btc_usdt", show_default=False)
@@ -194,8 +196,3 @@ def forecast(
             answer = answer.model_copy(update={"as_of": None})
         console.print(heading(answer), highlight=False, soft_wrap=True)
         console.print(forecast_table(answer))
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``mur forecast``."""
-    app.command("forecast")(forecast)

@@ -14,6 +14,8 @@ import typer
 from mur.contracts import PREDICTORS, HorizonMetrics, MetricsDocument, TrainingResult
 from mur.errors import ModelError
 
+commands = typer.Typer()  # train, predict, backtest: mur.cli adds them to the root
+
 METRIC_LABELS = (
     ("mae", "MAE", ".4f"),
     ("rmse", "RMSE", ".4f"),
@@ -157,6 +159,7 @@ def fetch_outputs(settings: Any, uri: str, out: Path) -> None:
     source.delete_dir(path)
 
 
+@commands.command()
 def train(
     pair: Annotated[str, typer.Argument(help="trading pair, e.g. btc_usdt (or any NAME with --data)")],
     epochs: Annotated[int | None, typer.Option(help="max epochs (early stopping may end sooner)")] = None,
@@ -289,6 +292,7 @@ def train(
     )
 
 
+@commands.command()
 def predict(
     pair: Annotated[str, typer.Argument(help="trading pair, e.g. btc_usdt")],
     model: Annotated[Path, typer.Option(help="path to a model.onnx exported by mur train")],
@@ -339,6 +343,7 @@ def predict(
     Console().print(forecast_table(ForecastBody.model_validate(result)))
 
 
+@commands.command()
 def backtest(
     pair: Annotated[str, typer.Argument(help="trading pair, e.g. btc_usdt (or any NAME with --data)")],
     folds: Annotated[int, typer.Option(help="number of successive origins (folds)")] = 4,
@@ -470,10 +475,3 @@ def backtest(
             experiment=settings.registry.mlflow_experiment,
         )
         typer.echo(f"logged to MLflow run {run_id}" if run_id else "MLflow not reachable: not logged")
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``train``, ``predict`` and ``backtest`` to the root app."""
-    app.command("train")(train)
-    app.command("predict")(predict)
-    app.command("backtest")(backtest)

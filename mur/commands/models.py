@@ -19,7 +19,9 @@ from mur.commands.pairs import ByOption, _actor
 from mur.db.alias_history import MAX_MOVES
 
 models_app = typer.Typer(
-    no_args_is_help=True, help="The champion alias: its history and rollback (docs/promotion.md)."
+    name="models",
+    no_args_is_help=True,
+    help="The champion alias: its history and rollback (docs/promotion.md).",
 )
 PairArgument = Annotated[str, typer.Argument(help="pair, e.g. btc_usdt")]
 
@@ -139,8 +141,3 @@ def verify(pair: Annotated[str | None, typer.Argument(help="one pair (default: e
         typer.echo(f"no champion {'of ' + pair if pair else 'registered'}")
     if bad:
         raise typer.Exit(1)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``models`` to the root app."""
-    app.add_typer(models_app, name="models")

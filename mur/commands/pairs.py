@@ -17,6 +17,7 @@ import typer
 from mur.commands.db import fmt_when, print_table
 
 pairs_app = typer.Typer(
+    name="pairs",
     no_args_is_help=True,
     help="The pair catalogue: configured pairs plus those an admin added, minus those removed (docs/data.md).",
 )
@@ -109,8 +110,3 @@ def pairs_remove(
     typer.echo(
         f"removed {record.pair} from the catalogue (its history is kept); mur pairs add brings it back"
     )
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``pairs`` to the root app."""
-    app.add_typer(pairs_app, name="pairs")

@@ -15,13 +15,12 @@ import typer
 from mur.commands.local import stack_settings
 
 serve_cli = typer.Typer(
+    name="serve",
     help="Ray Serve API: deploy it (no sub-command), show its status, stop it.",
     invoke_without_command=True,
     no_args_is_help=False,
 )
-
-
-ray_cli = typer.Typer(help="The stack's Ray head.", no_args_is_help=True)
+ray_cli = typer.Typer(name="ray", help="The stack's Ray head.", no_args_is_help=True)
 
 
 @ray_cli.command("token")
@@ -108,9 +107,3 @@ def stop() -> None:
 
     undeploy(stack_settings())
     typer.echo("Serve stopped")
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``serve`` (with ``status`` and ``stop``) and ``ray`` (``token``) to the root app."""
-    app.add_typer(serve_cli, name="serve")
-    app.add_typer(ray_cli, name="ray")

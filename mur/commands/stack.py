@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -15,13 +15,14 @@ from mur.commands.db import stdout_console
 from mur.commands.local import stack_settings
 from mur.errors import MurError
 
-if TYPE_CHECKING:  # the local platform is imported inside the commands: `mur` runs without it
-    from mur.commands.local import stack
-
 NamesArg = Annotated[
     list[str] | None, typer.Argument(help="services (default: all registered), e.g. s3 mlflow ray")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+services_app = typer.Typer(
+    name="services", no_args_is_help=True, help="Start, stop and inspect the local services."
+)
+commands = typer.Typer()  # up, down, status: mur.cli adds them to the root
 
 
 def supervise(start: bool, names: list[str] | None = None) -> None:
@@ -113,14 +114,123 @@ class _Clock:
             typer.echo(f"[{elapsed // 60:2d}:{elapsed % 60:02d}] {message}")
 
 
-def bring_up_cli(args: stack.UpOptions) -> None:
-    """``mur up``: run :func:`devstack.stack.bring_up` with progress on stdout, then print the summary."""
+def use_ray_nodes(nodes: int) -> None:
+    """``mur up --nodes N``: the stack's Ray node count for this command (remembered by the stack)."""
+    import os
+
+    from mur.settings import get_settings
+
+    os.environ["MUR_RAY_NODES"] = str(nodes)
+    get_settings.cache_clear()
+
+
+def _short_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+@services_app.command("start")
+def services_start(names: NamesArg = None) -> None:
+    """Start services (default: all) and their dependencies; already healthy ones are left alone."""
+    supervise(True, names)
+
+
+@services_app.command("stop")
+def services_stop(names: NamesArg = None) -> None:
+    """Stop services (default: all) that mur started."""
+    supervise(False, names)
+
+
+@services_app.command("status")
+def services_status(names: NamesArg = None, as_json: JsonOpt = False) -> None:
+    """Show state, pid, port, health, memory and log of each service."""
+    show_status(names, as_json)
+
+
+@commands.command("up")
+def up_cmd(
+    pairs: Annotated[
+        str | None, typer.Option(help="pairs to train and wait for, comma-separated (default: MUR_PAIRS)")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="first training: max epochs (default MUR_EPOCHS)")
+    ] = None,
+    train_days: Annotated[
+        int | None, typer.Option(help="first training: window length in days (default MUR_TRAIN_DAYS)")
+    ] = None,
+    hidden_size: Annotated[int | None, typer.Option(help="first training: hidden size")] = None,
+    num_workers: Annotated[
+        int | None, typer.Option(help="first training: Ray Train workers per pair")
+    ] = None,
+    train: Annotated[
+        bool,
+        typer.Option("--train/--no-train", help="train pairs without a champion and wait for forecasts"),
+    ] = True,
+    retrain: Annotated[
+        bool, typer.Option(help="trigger a training run even if every pair has a champion")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="seconds to wait for the forecasts (training included)")
+    ] = 1800,
+    parallel: Annotated[int, typer.Option(help="services started side by side when dependencies allow")] = 3,
+    admin_user: Annotated[str, typer.Option(envvar="MUR_ADMIN_USER", help="the admin's username")] = "admin",
+    admin_password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MUR_ADMIN_PASSWORD",
+            show_default=False,
+            help="the admin's password (default: generated once and printed once)",
+        ),
+    ] = None,
+    nodes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=8,
+            show_default=False,
+            help="Ray nodes: 2 adds a worker node on 127.0.0.2 that joins the head (default MUR_RAY_NODES, "
+            "else what the last `mur up --nodes` chose, else 1)",
+        ),
+    ] = None,
+    speed: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            max=100_000,
+            show_default=False,
+            help="market clock speed: 60 = a market hour per minute (default MUR_CLOCK_SPEED, else 1)",
+        ),
+    ] = None,
+) -> None:
+    """Bring the whole local stack up, train the pairs that have no model yet, wait for their forecasts.
+
+    Idempotent: running services are kept, the admin is created once, trained pairs are not retrained.
+    """
     from mur.commands.local import services, stack
     from mur.settings import get_settings
 
+    if nodes is not None:
+        use_ray_nodes(nodes)
+    options = stack.UpOptions(
+        pairs=[p for p in (pairs or "").split(",") if p.strip()] or None,
+        epochs=epochs,
+        train_days=train_days,
+        hidden_size=hidden_size,
+        num_workers=num_workers,
+        train=train,
+        retrain=retrain,
+        timeout_s=timeout,
+        parallel=parallel,
+        admin_user=admin_user,
+        admin_password=admin_password,
+        speed=speed,
+    )
     say = _Clock()
     try:
-        report = stack.bring_up(get_settings(), args, say=say)
+        report = stack.bring_up(get_settings(), options, say=say)
     except KeyboardInterrupt:
         typer.echo(
             "interrupted: services that started keep running (mur status; mur down stops them)", err=True
@@ -133,23 +243,13 @@ def bring_up_cli(args: stack.UpOptions) -> None:
             err=True,
         )
         raise
-    names = services.stack_services(report.settings).keys()
-    for line in stack.summary_lines(report, names):
+    for line in stack.summary_lines(report, services.stack_services(report.settings).keys()):
         typer.echo(line)
 
 
-def use_ray_nodes(nodes: int) -> None:
-    """``mur up --nodes N``: the stack's Ray node count for this command (remembered by the stack)."""
-    import os
-
-    from mur.settings import get_settings
-
-    os.environ["MUR_RAY_NODES"] = str(nodes)
-    get_settings.cache_clear()
-
-
-def bring_down_cli() -> None:
-    """``mur down`` with progress on stdout."""
+@commands.command("down")
+def down_cmd() -> None:
+    """Stop every service mur started (dependents first); data (databases, S3, registry) is kept."""
     from mur.commands.local import stack
     from mur.settings import get_settings
 
@@ -163,125 +263,7 @@ def bring_down_cli() -> None:
     )
 
 
-def _short_path(path: Path) -> str:
-    """``path`` relative to the working directory when it lies below it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``mur services …`` and the top-level ``mur up``, ``mur down``, ``mur status``."""
-    group = typer.Typer(no_args_is_help=True, help="Start, stop and inspect the local services.")
-
-    @group.command("start")
-    def services_start(names: NamesArg = None) -> None:
-        """Start services (default: all) and their dependencies; already healthy ones are left alone."""
-        supervise(True, names)
-
-    @group.command("stop")
-    def services_stop(names: NamesArg = None) -> None:
-        """Stop services (default: all) that mur started."""
-        supervise(False, names)
-
-    @group.command("status")
-    def services_status(names: NamesArg = None, as_json: JsonOpt = False) -> None:
-        """Show state, pid, port, health, memory and log of each service."""
-        show_status(names, as_json)
-
-    app.add_typer(group, name="services")
-
-    @app.command("up")
-    def up_cmd(
-        pairs: Annotated[
-            str | None, typer.Option(help="pairs to train and wait for, comma-separated (default: MUR_PAIRS)")
-        ] = None,
-        epochs: Annotated[
-            int | None, typer.Option(help="first training: max epochs (default MUR_EPOCHS)")
-        ] = None,
-        train_days: Annotated[
-            int | None, typer.Option(help="first training: window length in days (default MUR_TRAIN_DAYS)")
-        ] = None,
-        hidden_size: Annotated[int | None, typer.Option(help="first training: hidden size")] = None,
-        num_workers: Annotated[
-            int | None, typer.Option(help="first training: Ray Train workers per pair")
-        ] = None,
-        train: Annotated[
-            bool,
-            typer.Option("--train/--no-train", help="train pairs without a champion and wait for forecasts"),
-        ] = True,
-        retrain: Annotated[
-            bool, typer.Option(help="trigger a training run even if every pair has a champion")
-        ] = False,
-        timeout: Annotated[
-            float, typer.Option(help="seconds to wait for the forecasts (training included)")
-        ] = 1800,
-        parallel: Annotated[
-            int, typer.Option(help="services started side by side when dependencies allow")
-        ] = 3,
-        admin_user: Annotated[
-            str, typer.Option(envvar="MUR_ADMIN_USER", help="the admin's username")
-        ] = "admin",
-        admin_password: Annotated[
-            str | None,
-            typer.Option(
-                envvar="MUR_ADMIN_PASSWORD",
-                show_default=False,
-                help="the admin's password (default: generated once and printed once)",
-            ),
-        ] = None,
-        nodes: Annotated[
-            int | None,
-            typer.Option(
-                min=1,
-                max=8,
-                show_default=False,
-                help="Ray nodes: 2 adds a worker node on 127.0.0.2 that joins the head (default MUR_RAY_NODES, "
-                "else what the last `mur up --nodes` chose, else 1)",
-            ),
-        ] = None,
-        speed: Annotated[
-            float | None,
-            typer.Option(
-                min=0,
-                max=100_000,
-                show_default=False,
-                help="market clock speed: 60 = a market hour per minute (default MUR_CLOCK_SPEED, else 1)",
-            ),
-        ] = None,
-    ) -> None:
-        """Bring the whole local stack up, train the pairs that have no model yet, wait for their forecasts.
-
-        Idempotent: running services are kept, the admin is created once, trained pairs are not retrained.
-        """
-        from mur.commands.local import stack
-
-        if nodes is not None:
-            use_ray_nodes(nodes)
-        bring_up_cli(
-            stack.UpOptions(
-                pairs=[p for p in (pairs or "").split(",") if p.strip()] or None,
-                epochs=epochs,
-                train_days=train_days,
-                hidden_size=hidden_size,
-                num_workers=num_workers,
-                train=train,
-                retrain=retrain,
-                timeout_s=timeout,
-                parallel=parallel,
-                admin_user=admin_user,
-                admin_password=admin_password,
-                speed=speed,
-            )
-        )
-
-    @app.command("down")
-    def down_cmd() -> None:
-        """Stop every service mur started (dependents first); data (databases, S3, registry) is kept."""
-        bring_down_cli()
-
-    @app.command("status")
-    def status_cmd(as_json: JsonOpt = False) -> None:
-        """Show the state of every registered service."""
-        show_status(None, as_json)
+@commands.command("status")
+def status_cmd(as_json: JsonOpt = False) -> None:
+    """Show the state of every registered service."""
+    show_status(None, as_json)

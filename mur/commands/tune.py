@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+commands = typer.Typer()  # tune: mur.cli adds it to the root
+
 
 def print_report(report: Any) -> None:
     """The trials (best first) and the confirmation-span comparison, gain and standard error per horizon."""
@@ -86,6 +88,7 @@ def print_report(report: Any) -> None:
     console.print(escape(f"tuned configuration: {json.dumps(report.chosen, default=str)}"))
 
 
+@commands.command()
 def tune(
     pair: Annotated[str, typer.Argument(help="trading pair, e.g. btc_usdt")],
     trials: Annotated[
@@ -172,8 +175,3 @@ def tune(
     if stored is not None:
         state = "ACTIVE: scheduled training uses it" if stored.active else "stored, not active"
         typer.echo(f"model configuration {stored.label}: {state} ({verdict(report.comparison)})")
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``tune`` to the root app."""
-    app.command("tune")(tune)

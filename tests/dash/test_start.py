@@ -14,7 +14,7 @@ from dash_fakes import free_port
 from typer.testing import CliRunner
 
 from dash_app.server import check_database
-from mur.commands.dash import register
+from mur.commands.dash import commands
 from mur.errors import DatabaseError
 from mur.settings import PROJECT_ROOT, Settings
 from mur.waiting import wait_until
@@ -22,7 +22,7 @@ from mur.waiting import wait_until
 
 def test_mur_dash_command_is_registered() -> None:
     app = typer.Typer()
-    register(app)
+    app.add_typer(commands)
     app.command("other")(lambda: None)  # two commands: Typer keeps `dash` as a sub-command
     result = CliRunner().invoke(app, ["dash", "--help"])
     assert result.exit_code == 0
