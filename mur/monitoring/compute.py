@@ -42,16 +42,10 @@ PSI_FLOOR = 1e-4
 
 
 def thresholds_from(settings: Settings) -> Thresholds:
-    return Thresholds(
-        window_hours=settings.monitoring.monitor_window_hours,
-        min_resolved=settings.monitoring.monitor_min_resolved,
-        skill_below=settings.monitoring.monitor_skill_below,
-        coverage_below=settings.monitoring.monitor_coverage_below,
-        psi_above=settings.monitoring.monitor_psi_above,
-        ks_p_below=settings.monitoring.monitor_ks_p_below,
-        alert_features=list(settings.monitoring.monitor_drift_alert_features),
-        cooldown_hours=settings.monitoring.monitor_cooldown_hours,
-    )
+    """The thresholds of ``settings.monitoring`` (``monitor_<name>`` each, ``monitor_drift_alert_features``)."""
+    group = settings.monitoring
+    figures = {k: getattr(group, f"monitor_{k}") for k in Thresholds.model_fields if k != "alert_features"}
+    return Thresholds(**figures, alert_features=list(group.monitor_drift_alert_features))
 
 
 # --- resolution ------------------------------------------------------------------------------------------
@@ -129,9 +123,8 @@ def rolling_series(rows: Sequence[Forecast], window: int) -> list[RollingPoint]:
     """The window statistics as of each resolved target (the last :data:`ROLLING_POINTS`)."""
     points = []
     for i in range(max(0, len(rows) - ROLLING_POINTS), len(rows)):
-        stats = window_stats(rows[max(0, i + 1 - window) : i + 1])
-        figures = {k: stats[k] for k in ("n", "skill", "coverage", "mae_model", "mae_persistence")}
-        points.append(RollingPoint(target_time=iso(rows[i].target_time), **figures))
+        stats = window_stats(rows[max(0, i + 1 - window) : i + 1])  # its "level" is not a RollingPoint's
+        points.append(RollingPoint(target_time=iso(rows[i].target_time), **stats))
     return points
 
 
