@@ -109,12 +109,6 @@ def safe_next(target: str | None) -> str:
     return parts.path
 
 
-def client_ip() -> str | None:
-    """The client's address: the TCP peer, or with ``MUR_TRUSTED_PROXY_HOPS`` > 0 what the trusted proxies
-    put in ``X-Forwarded-For`` (the app applies werkzeug's ProxyFix; untrusted headers are ignored)."""
-    return request.remote_addr
-
-
 def login_limits(settings: Settings) -> LoginLimits:
     return LoginLimits(
         per_user_ip=settings.dashboard.login_max_attempts,
@@ -139,14 +133,11 @@ def _load_user(session_user_id: str) -> LoginUser | None:
     return LoginUser(account)
 
 
-def init_login(server: Flask) -> LoginManager:
+def init_login(server: Flask) -> None:
     """Attach Flask-Login to ``server`` (the pages' own guard decides between redirect, 401 and 403)."""
-    manager = LoginManager()
+    manager = LoginManager(server)
     manager.session_protection = "strong"
-    manager.login_view = "auth.login"
     manager.user_loader(_load_user)
-    manager.init_app(server)
-    return manager
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -156,7 +147,9 @@ def login() -> ResponseReturnValue:
     form = LoginForm()
     if not form.validate_on_submit():
         return render_template("login.html", form=form, next=request.args.get("next", ""))
-    username, ip = form.username.data or "", client_ip()
+    # the client's address: the TCP peer, or with MUR_TRUSTED_PROXY_HOPS > 0 what the trusted proxies put in
+    # X-Forwarded-For (the app applies werkzeug's ProxyFix; untrusted headers are ignored)
+    username, ip = form.username.data or "", request.remote_addr
     settings = context.settings
     attempt_id = begin_login_attempt(context.db, username=username, ip=ip, limits=login_limits(settings))
     if attempt_id is None:
@@ -216,7 +209,7 @@ def register() -> ResponseReturnValue:
         return _refused(
             form, mode, form.invite, "An invite code is required: ask an administrator for an invite link."
         )
-    ip = client_ip()
+    ip = request.remote_addr  # as for logins
     allowed = begin_registration_attempt(
         context.db,
         ip=ip,

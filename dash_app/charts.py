@@ -41,8 +41,8 @@ class TrackRecord:
     inside: list[bool | None] = field(default_factory=list)
     """Whether each actual close fell inside its range (None: a forecast without a range)."""
     running_coverage: list[float | None] = field(default_factory=list)
-    running_interval_skill: list[float | None] = field(default_factory=list)
-    """``1 - sum Winkler_model / sum Winkler_naive`` over the ranged forecasts so far (baseline (a))."""
+    interval_skill: float | None = None
+    """``1 - sum Winkler_model / sum Winkler_naive`` over the ranged forecasts (baseline (a))."""
     level: float | None = None
     overdue: int = 0
     """Unresolved forecasts whose target candle closed at market now but whose close is not known yet."""
@@ -50,10 +50,6 @@ class TrackRecord:
     @property
     def ranged(self) -> int:
         return sum(1 for i in self.inside if i is not None)
-
-    @property
-    def interval_skill(self) -> float | None:
-        return next((c for c in reversed(self.running_interval_skill) if c is not None), None)
 
     @property
     def count(self) -> int:
@@ -76,9 +72,8 @@ def track_record(
     market_hour: datetime | None = None,
 ) -> TrackRecord:
     """Running MAE of the model vs persistence (tomorrow = today's last close) over resolved forecasts, and
-    for forecasts with a range: whether the actual fell inside, the running coverage and the running
-    interval skill against baseline (a) (``naive_log_quantiles``: the outer quantiles of past 1 h log
-    returns).
+    for forecasts with a range: whether the actual fell inside, the running coverage and the interval skill
+    against baseline (a) (``naive_log_quantiles``: the outer quantiles of past 1 h log returns).
 
     ``market_hour`` (the open time of the current market hour, :meth:`mur.clock.MarketClock.hour`): only
     forecasts whose target candle (open time ``target_time``) has closed by then count as resolved; the
@@ -95,23 +90,17 @@ def track_record(
     actual = [float(f.actual) for f in resolved if f.actual is not None]
     predicted = [f.predicted for f in resolved]
     persistence = [f.last_close for f in resolved]
-    inside = [f.inside for f in resolved]
-    level = next((f.level for f in resolved if f.level is not None), None)
     coverage: list[float | None] = []
-    skill: list[float | None] = []
     hits = n = 0
     w_model = w_naive = 0.0
     for f, a in zip(resolved, actual, strict=True):
         if f.inside is not None and f.lower is not None and f.upper is not None and f.level is not None:
-            n += 1
-            hits += int(f.inside)
-            alpha = 1.0 - f.level
-            w_model += winkler(f.lower, f.upper, a, alpha)
+            n, hits = n + 1, hits + int(f.inside)
+            w_model += winkler(f.lower, f.upper, a, 1.0 - f.level)
             if naive_log_quantiles is not None:
                 lo, hi = (f.last_close * math.exp(q) for q in naive_log_quantiles)
-                w_naive += winkler(lo, hi, a, alpha)
+                w_naive += winkler(lo, hi, a, 1.0 - f.level)
         coverage.append(hits / n if n else None)
-        skill.append(1.0 - w_model / w_naive if w_naive > 0 else None)
     return TrackRecord(
         times=[f.target_time for f in resolved],
         predicted=predicted,
@@ -123,10 +112,10 @@ def track_record(
         overdue=unfilled if market_hour is not None else 0,
         lower=[f.lower for f in resolved],
         upper=[f.upper for f in resolved],
-        inside=inside,
+        inside=[f.inside for f in resolved],
         running_coverage=coverage,
-        running_interval_skill=skill,
-        level=level,
+        interval_skill=1.0 - w_model / w_naive if w_naive > 0 else None,
+        level=next((f.level for f in resolved if f.level is not None), None),
     )
 
 

@@ -39,10 +39,8 @@ DEFAULT_TIMEOUT_S = 5.0
 
 def _calibration(value: Any) -> ServedCalibration | None:
     """The answer's ``calibration`` (None when absent or not well-formed)."""
-    if not isinstance(value, dict):
-        return None
     try:
-        return ServedCalibration.model_validate(value)
+        return ServedCalibration.model_validate(value) if isinstance(value, dict) else None
     except ValidationError:
         return None
 
