@@ -217,8 +217,7 @@ class PreparedTraining:
     run_name: str
 
     def fit_item(self) -> FitItem:
-        """What a fit step trains for this pair (:meth:`~mur.training.batch.FitItem.fit_with`, or a batch:
-        :meth:`mur.training.ray_fit.RayFit.fit_many`)."""
+        """What a fit step trains for this pair (alone, or in a batch: ``Fit.fit_many``)."""
         from mur.training.batch import FitItem
 
         weights = None if self.plan.start is None else self.plan.start.weights
@@ -400,7 +399,9 @@ def train_and_register(
     )
     if isinstance(prep, TrainingResult):
         return prep
-    outcome = prep.fit_item().fit_with(fit, prep.run_name)
+    [outcome] = fit.fit_many([prep.fit_item()], run_name=prep.run_name)
+    if isinstance(outcome, Exception):
+        raise outcome
     return finish_training(
         settings, prep, outcome, fit=fit, out_dir=out_dir, register=register, emit=emit, kind=kind
     )
@@ -431,8 +432,6 @@ def train_many(
     """Train ``pairs`` (registered, gated) with one fit for all of them (:mod:`mur.training.batch`: one Ray
     Train run for the batch); one result per pair, in order, failures included. Arguments as
     :func:`train_and_register` (``register=False``: nothing logged, a benchmark)."""
-    from mur.training.batch import fit_many
-
     say = emit or log.info
     started = time.perf_counter()
     results: dict[str, TrainingResult] = {}
@@ -459,7 +458,7 @@ def train_many(
     if prepared:
         say(f"[mur] batch: fitting {len(prepared)} pair(s) in one run: {', '.join(p.pair for p in prepared)}")
         fitted = time.perf_counter()
-        outcomes = fit_many(fit, [p.fit_item() for p in prepared], run_name=f"batch-{uuid.uuid4().hex[:10]}")
+        outcomes = fit.fit_many([p.fit_item() for p in prepared], run_name=f"batch-{uuid.uuid4().hex[:10]}")
         say(f"[mur] batch: fit of {len(prepared)} pair(s) took {time.perf_counter() - fitted:.1f} s")
         for prep, outcome in zip(prepared, outcomes, strict=True):
             if isinstance(outcome, Exception):

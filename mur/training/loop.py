@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from mur.model.network import ModelConfig
+
+if TYPE_CHECKING:
+    from mur.training.batch import FitItem
 
 Arrays = tuple[np.ndarray, np.ndarray]
 """Model inputs and targets of one split (``Dataset.model_arrays``)."""
@@ -262,17 +265,9 @@ class Fit(Protocol):
         """Params logged on the run but not hashed (how the fit ran, not what it trained)."""
         ...
 
-    def __call__(
-        self,
-        train: Arrays,
-        val: Arrays,
-        mcfg: ModelConfig,
-        tcfg: TrainConfig,
-        *,
-        run_name: str,
-        init_weights: dict[str, np.ndarray] | None = None,
-    ) -> FitOutcome:
-        """Fit from the data-fitted start, with ``init_weights`` (a warm start's recurrent weights) on top."""
+    def fit_many(self, items: Sequence[FitItem], *, run_name: str) -> list[FitOutcome | Exception]:
+        """Fit every item (:mod:`mur.training.batch`), each from its data-fitted start with its warm start's
+        recurrent weights on top; a failed item comes back as its exception."""
         ...
 
 
@@ -296,9 +291,9 @@ class LocalFit:
         mcfg: ModelConfig,
         tcfg: TrainConfig,
         *,
-        run_name: str = "",
         init_weights: dict[str, np.ndarray] | None = None,
     ) -> FitOutcome:
+        """Fit from the data-fitted start, with ``init_weights`` (a warm start's recurrent weights) on top."""
         from tqdm import tqdm
 
         cpu = torch.device("cpu")
@@ -317,3 +312,13 @@ class LocalFit:
         bar.close()
         t.model.load_state_dict(t.best_state)
         return FitOutcome(t.model, t.history, t.stopper.best_epoch, {"epochs_run": len(t.history)})
+
+    def fit_many(self, items: Sequence[FitItem], *, run_name: str = "") -> list[FitOutcome | Exception]:
+        """One item after the other."""
+        out: list[FitOutcome | Exception] = []
+        for item in items:
+            try:
+                out.append(self(item.train, item.val, item.mcfg, item.tcfg, init_weights=item.init_weights))
+            except Exception as exc:
+                out.append(exc)
+        return out

@@ -26,7 +26,6 @@ import torch
 from mur.model.network import ModelConfig
 from mur.training.batch import FitItem
 from mur.training.loop import (
-    Arrays,
     EarlyStopping,
     FitOutcome,
     TrainConfig,
@@ -217,19 +216,6 @@ def _report(metrics: dict[str, Any], done: dict[str, Any], current: dict[str, An
         ray.train.report(metrics, checkpoint=ckpt)  # [ray]
 
 
-@dataclass
-class TrainOutcome:
-    """What the driver gets back: best weights and the per-epoch history."""
-
-    best_state: dict[str, Any]
-    history: list[dict[str, Any]]
-    best_epoch: int
-    wall_seconds: float
-    """Seconds of this item's epochs."""
-    batch_seconds: float = 0.0
-    """Wall time of the whole run (worker start-up and every item of the batch)."""
-
-
 def run_distributed_many(
     items: Sequence[FitItem],
     scaling: ScalingSettings,
@@ -238,14 +224,15 @@ def run_distributed_many(
     max_failures: int = 2,
     storage_filesystem: Any = None,
     checkpoint_every: int = 1,
-) -> dict[str, TrainOutcome | str]:
+) -> dict[str, FitOutcome | str]:
     """Driver: one ``TorchTrainer.fit`` trains every item on the same worker group (workers started once);
-    returns each item's best weights and history, or its error message. Workers checkpoint every
-    ``checkpoint_every`` epochs of an item and at its end (``MUR_CHECKPOINT_EVERY_EPOCHS``)."""
+    returns each item's model with its best weights and history, or its error message. Workers checkpoint
+    every ``checkpoint_every`` epochs of an item and at its end (``MUR_CHECKPOINT_EVERY_EPOCHS``)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # [ray]
     from ray.train.torch import TorchTrainer  # [ray]
 
+    from mur.model.network import build_model
     from mur.training.process_group import BoundStoreTorchConfig  # [ray] the store on the node address
 
     names = [item.name for item in items]
@@ -301,22 +288,28 @@ def run_distributed_many(
             meta = json.loads((Path(d) / META_FILE).read_text())
     finally:  # run names are unique: nothing resumes a finished run, its checkpoints are only disk
         remove_dir(f"{storage_path.rstrip('/')}/{run_name}", storage_filesystem)
-    out: dict[str, TrainOutcome | str] = {}
-    for name in names:
-        info = meta["done"].get(name)
-        if info is None or name not in state["done"]:
-            out[name] = (info or {}).get("error") or "the training run ended before this item was trained"
+    out: dict[str, FitOutcome | str] = {}
+    for item in items:
+        info = meta["done"].get(item.name)
+        if info is None or item.name not in state["done"]:
+            out[item.name] = (info or {}).get(
+                "error"
+            ) or "the training run ended before this item was trained"
             continue
         history = list(info.get("history", []))  # kept in the checkpoint: Ray keeps only the last reports
         # the best-by-val-loss weights seen (the data-fitted start when no epoch improved on it, e.g. a
         # diverged training whose losses are not finite): never the last epoch's weights as such
-        out[name] = TrainOutcome(
-            best_state=state["done"][name],
-            history=history,
-            best_epoch=int(info["best_epoch"]),
-            wall_seconds=sum(float(r.get("epoch_seconds", 0.0)) for r in history),
-            batch_seconds=wall,
-        )
+        model = build_model(item.mcfg)
+        model.load_state_dict(state["done"][item.name])
+        epochs_s = sum(float(r.get("epoch_seconds", 0.0)) for r in history)
+        details = {
+            "epochs_run": len(history),
+            "train_seconds": wall if len(items) == 1 else epochs_s,
+            "num_workers": scaling.num_workers,
+        }
+        if len(items) > 1:
+            details.update(batch_size=len(items), batch_seconds=wall)
+        out[item.name] = FitOutcome(model, history, int(info["best_epoch"]), details)
     return out
 
 
@@ -411,57 +404,30 @@ class RayFit:
     def run_params(self) -> dict[str, Any]:
         return {"num_workers": self.scaling.num_workers, "use_gpu": self.scaling.use_gpu}
 
-    def __call__(
-        self,
-        train: Arrays,
-        val: Arrays,
-        mcfg: ModelConfig,
-        tcfg: TrainConfig,
-        *,
-        run_name: str,
-        init_weights: dict[str, np.ndarray] | None = None,
-    ) -> FitOutcome:
-        [outcome] = self.fit_many(
-            [FitItem(run_name, train, val, mcfg, tcfg, init_weights)], run_name=run_name
-        )
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
     def fit_many(self, items: Sequence[FitItem], *, run_name: str) -> list[FitOutcome | Exception]:
         """Every item in one Ray Train run: the worker group starts once for the whole batch (the start-up
         of a run, ~20 s here, is paid once instead of once per pair). An item that fails comes back as its
-        error, the others train."""
-        from mur.model.network import build_model
-
+        error, the others train; a run that failed (after Ray Train's own retries) fails every item."""
         storage_path, fs = storage_for(self.settings)
         self.emit(
             f"[mur] Ray Train: {len(items)} model(s) on {self.scaling.num_workers} worker(s), "
             f"use_gpu={self.scaling.use_gpu}, storage {storage_path}"
         )
-        outcomes = run_distributed_many(
-            items,
-            self.scaling,
-            storage_path,
-            run_name,
-            max_failures=self.settings.training.max_failures,
-            storage_filesystem=fs,
-            checkpoint_every=self.settings.training.checkpoint_every_epochs,
-        )
+        try:
+            outcomes = run_distributed_many(
+                items,
+                self.scaling,
+                storage_path,
+                run_name,
+                max_failures=self.settings.training.max_failures,
+                storage_filesystem=fs,
+                checkpoint_every=self.settings.training.checkpoint_every_epochs,
+            )
+        except Exception as exc:
+            log.exception("Ray Train run %s failed", run_name)
+            return [exc for _ in items]
         results: list[FitOutcome | Exception] = []
         for item in items:
-            outcome = outcomes[item.name]
-            if isinstance(outcome, str):
-                results.append(RuntimeError(f"Ray Train: {item.name}: {outcome}"))
-                continue
-            model = build_model(item.mcfg)
-            model.load_state_dict(outcome.best_state)
-            details = {
-                "epochs_run": len(outcome.history),
-                "train_seconds": outcome.batch_seconds if len(items) == 1 else outcome.wall_seconds,
-                "num_workers": self.scaling.num_workers,
-            }
-            if len(items) > 1:
-                details.update(batch_size=len(items), batch_seconds=outcome.batch_seconds)
-            results.append(FitOutcome(model, outcome.history, outcome.best_epoch, details))
+            out = outcomes[item.name]
+            results.append(RuntimeError(f"Ray Train: {item.name}: {out}") if isinstance(out, str) else out)
         return results

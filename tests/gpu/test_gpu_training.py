@@ -40,6 +40,7 @@ def test_one_pair_trains_on_one_gpu_worker_and_its_onnx_export_matches_torch(
     gpu_ray: float, tmp_path: Path
 ) -> None:
     from mur.model.export import export_onnx, validate_against_torch
+    from mur.training.batch import FitItem
     from mur.training.driver import calibrate, evaluate_onnx, load_candles, prepare
     from mur.training.params import model_config, train_config
     from mur.training.ray_fit import RayFit
@@ -55,9 +56,9 @@ def test_one_pair_trains_on_one_gpu_worker_and_its_onnx_export_matches_torch(
     ds = prepare(settings, candles)
     mcfg, tcfg = model_config(settings), train_config(settings)
 
-    outcome = fit(
-        ds.model_arrays("train"), ds.model_arrays("val"), mcfg, tcfg, run_name=f"gpu-{uuid.uuid4().hex[:8]}"
-    )
+    item = FitItem(PAIR, ds.model_arrays("train"), ds.model_arrays("val"), mcfg, tcfg)
+    [outcome] = fit.fit_many([item], run_name=f"gpu-{uuid.uuid4().hex[:8]}")
+    assert not isinstance(outcome, Exception), outcome
 
     assert any("use_gpu=True" in line for line in lines)
     assert 1 <= len(outcome.history) <= 3 and outcome.details["num_workers"] == 1

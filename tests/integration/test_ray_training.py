@@ -23,6 +23,7 @@ from ray_checkpoints import RAY_TRAIN_SNAPSHOT, registered_checkpoint
 from mur.contracts import MetricsDocument, TrainingResult
 from mur.errors import JobError
 from mur.settings import Settings
+from mur.training.loop import LocalFit
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(1500)]
 
@@ -145,22 +146,17 @@ def test_artifacts_live_in_the_s3_bucket(first_job: Submitted, job_settings: Set
     assert any(str(first_job.result.run_id) in k and k.endswith("feature_spec.json") for k in keys)
 
 
-class SabotagedFit:
+class SabotagedFit(LocalFit):
     """The local fit, then the median pushed one spread above the last close: a model known to be worse than
     persistence, registered through the same driver, registry and gate as every training."""
 
     def key_params(self) -> dict:
         return {"trainer": "sabotaged"}
 
-    def run_params(self) -> dict:
-        return {}
-
-    def __call__(self, train, val, mcfg, tcfg, *, run_name: str = "", init_weights=None):  # type: ignore[no-untyped-def]
+    def __call__(self, train, val, mcfg, tcfg, *, init_weights=None):  # type: ignore[no-untyped-def]
         import torch
 
-        from mur.training.loop import LocalFit
-
-        outcome = LocalFit()(train, val, mcfg, tcfg, run_name=run_name, init_weights=init_weights)
+        outcome = super().__call__(train, val, mcfg, tcfg, init_weights=init_weights)
         with torch.no_grad():
             outcome.model.head.bias[: len(mcfg.horizons)] = 1.0
         return outcome
