@@ -26,7 +26,7 @@ the one place in :mod:`mur.orchestration` that creates settings (no entry point 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.plugins_manager import AirflowPlugin
@@ -34,12 +34,10 @@ from airflow.timetables.base import DagRunInfo, DataInterval, Timetable
 from airflow.utils.types import DagRunType
 
 from mur.clock import MarketClock, floor_hour, market_clock
-from mur.orchestration.market_dates import MarketFutureError, manual_hour_end
+from mur.orchestration.market_dates import HOUR, MarketFutureError, latest_closed_hour, manual_hour_end
 
 if TYPE_CHECKING:
     from airflow.timetables.base import TimeRestriction
-
-HOUR = timedelta(hours=1)
 
 
 def _pendulum(value: datetime) -> Any:
@@ -119,7 +117,7 @@ class MarketHourlyTimetable(Timetable):
         self, *, last_automated_data_interval: DataInterval | None, restriction: TimeRestriction
     ) -> DagRunInfo | None:
         clock = self.clock
-        latest_closed = clock.hour() - HOUR  # open time of the last market hour that has closed
+        latest_closed = latest_closed_hour(clock)
         if last_automated_data_interval is not None and last_automated_data_interval.end > clock.hour():
             # the reference run stands for a market hour that has not closed (a market-future backfill, a
             # replay restarted earlier): it says nothing about the schedule, which goes on from market now
