@@ -60,13 +60,7 @@ def _report(value: Any) -> MonitoringReport:
 
 def latest_report(db: Database, pair: str) -> MonitoringReport | None:
     """The newest report of ``pair`` (None before the first monitoring run)."""
-    with db.cursor() as cur:
-        cur.execute(
-            "SELECT report FROM monitoring_reports WHERE pair = %(pair)s ORDER BY as_of DESC LIMIT 1",
-            {"pair": normalize_pair(pair)},
-        )
-        row = cur.fetchone()
-    return _report(row["report"]) if row else None
+    return next(iter(report_history(db, pair, limit=1)), None)
 
 
 def latest_reports(db: Database) -> dict[str, MonitoringReport]:
