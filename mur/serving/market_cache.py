@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -88,7 +89,6 @@ class MarketCache:
         self._errors: dict[str, str] = {}
         self._refreshed_at: datetime | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
@@ -207,7 +207,8 @@ class MarketCache:
         self.refresh()
 
         def loop() -> None:
-            while not self._stop.wait(max(interval_s, 0.1)):
+            while True:
+                time.sleep(max(interval_s, 0.1))
                 try:
                     self.refresh()
                 except Exception:  # never let the refresher die
@@ -215,13 +216,6 @@ class MarketCache:
 
         self._thread = threading.Thread(target=loop, name="market-cache", daemon=True)
         self._thread.start()
-
-    def stop(self, *, wait: bool = True) -> None:
-        """Stop the background refresher (``wait``: until its thread has exited)."""
-        self._stop.set()
-        if self._thread is not None and wait:
-            self._thread.join(timeout=5)
-            self._thread = None
 
 
 _SHARED: dict[tuple[Any, ...], MarketCache] = {}

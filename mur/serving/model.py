@@ -61,12 +61,6 @@ class LoadedModel:
 
         return window_from_candles(candles, self.seq_len, self.features)
 
-    def predict(self, windows: np.ndarray) -> np.ndarray:
-        """Next-hour forecasts ``(n,)`` for windows ``(n, seq_len, n_features)`` in one onnxruntime call."""
-        from mur.model.export import run_session
-
-        return run_session(self.session, windows)
-
     def forecast(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(next close (n,), price quantiles (n, H, L) or None)`` in one onnxruntime call."""
         from mur.model.export import run_forecast
