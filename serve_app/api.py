@@ -13,6 +13,7 @@ A pure ASGI guard (:class:`RequestGuard`) sits around the routes: it answers 413
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -32,7 +33,7 @@ from mur.errors import MurError
 from mur.pairs import lenient_pair
 from mur.serving.contract import MAX_CANDLES, CandlesIn, ForecastOut, ModelsOut
 from mur.serving.http import error_body, http_error
-from serve_app.metrics import CONTENT_TYPE, AnswerCounts, ApiMetrics, MetricsMiddleware
+from serve_app.metrics import CONTENT_TYPE, AnswerCounts, ApiMetrics, RequestMeters, route_template
 from serve_app.records import ErrorOut, IsoTime, add_record_routes, forecast_as_of
 from serve_app.service import Answer, ApiService
 
@@ -134,40 +135,47 @@ class RequestGuard:
     3. The body is read here, counted, and refused with a 413 as soon as it passes the limit (a chunked body
        has no ``Content-Length``), then replayed to the routes.
     4. Any exception that escapes a route becomes a JSON answer (a 500 unless it is a MurError).
+    5. Every request, its 413, 401 and 500 answers too, is counted in ``meters``: by route template, method and
+       status, and its latency (:mod:`serve_app.metrics`).
     """
 
-    def __init__(self, app: ASGIApp, *, service: ApiService, routes: Sequence[BaseRoute]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, service: ApiService, meters: RequestMeters, routes: Sequence[BaseRoute]
+    ) -> None:
         self.app = app
         self.service = service
+        self.meters = meters
         self.routes = routes  # the router's list: routes added after the middleware count too
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
+        route, full = route_template(self.routes, scope)
+        status = 0
+        started = time.perf_counter()
 
         async def send_tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
             await send(message)
 
         try:
-            guarded = await self._guard(scope, receive)
+            guarded = await self._guard(scope, receive, authenticate=full and scope["method"] == "POST")
             if isinstance(guarded, JSONResponse):
                 await guarded(scope, receive, send_tracked)
             else:
                 await self.app(scope, guarded, send_tracked)
         except Exception as exc:
-            if started:  # too late for an answer of our own: the client sees a cut response
+            if status:  # too late for an answer of our own: the client sees a cut response
                 log.error("request failed after its answer started", exc_info=exc)
                 return
             await _error_response(exc)(scope, receive, send_tracked)
+        finally:
+            self.meters.observe(route, scope["method"], status, time.perf_counter() - started)
 
-    def _posts_to_a_route(self, scope: Scope) -> bool:
-        return scope["method"] == "POST" and any(r.matches(scope)[0] == Match.FULL for r in self.routes)
-
-    async def _guard(self, scope: Scope, receive: Receive) -> JSONResponse | Receive:
+    async def _guard(self, scope: Scope, receive: Receive, *, authenticate: bool) -> JSONResponse | Receive:
         """An early answer, or the ``receive`` that replays the (bounded) body to the routes."""
         headers = Headers(scope=scope)
         length = headers.get("content-length")
@@ -176,7 +184,7 @@ class RequestGuard:
                 return JSONResponse(error_body("bad_request", "invalid Content-Length"), status_code=400)
             if int(length) > MAX_BODY_BYTES:
                 return _too_large()
-        if self._posts_to_a_route(scope):
+        if authenticate:
             try:
                 owner = await self.service.authenticate(headers.get("authorization"))
             except MurError as exc:
@@ -218,11 +226,9 @@ def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> Fas
     _add_redoc(api)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.add_exception_handler(StarletteHTTPException, _http_error)
-    api.add_middleware(RequestGuard, service=service, routes=api.router.routes)
     meters = metrics or ApiMetrics()
     service.answer_counts = AnswerCounts(service.answer_counts, meters.meters)
-    # added last, so outermost: the guard's 413/401 and the JSON 500s are counted too
-    api.add_middleware(MetricsMiddleware, recorder=meters.meters, routes=api.router.routes)
+    api.add_middleware(RequestGuard, service=service, meters=meters.meters, routes=api.router.routes)
 
     async def _owner(
         request: Request, bearer: HTTPAuthorizationCredentials | None = Depends(_bearer)

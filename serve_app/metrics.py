@@ -1,7 +1,7 @@
 """Prometheus metrics of the API (``GET /metrics``, docs/metrics.md), through Ray's metrics API.
 
 Traffic is counted with Ray Serve's metrics (:mod:`ray.serve.metrics`, over :mod:`ray.util.metrics`): each
-ingress replica records its requests (:class:`MetricsMiddleware`) and where its forecasts came from
+ingress replica records its requests (:class:`~serve_app.api.RequestGuard`) and where its forecasts came from
 (:class:`AnswerCounts`) in :class:`RequestMeters`; Ray tags them with the replica and the application, and
 each node's metrics agent exports them on the node's metrics export port, named ``ray_mur_*``. A scrape
 reaches one replica at random (HAProxy in front of autoscaled replicas, possibly on several nodes), so
@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -30,7 +30,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 if TYPE_CHECKING:
     from mur.db import Database
@@ -124,6 +124,9 @@ class RequestMeters:
         )
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One request: ``status`` 0 for one that ended without an answer, an unknown ``method`` is ``other``."""
+        method = method if method in METHODS else "other"
+        status = status or CLIENT_GONE
         self.requests.inc(1, tags={"route": route, "method": method, "status": str(status)})
         self.duration.observe(seconds, tags={"route": route, "method": method})
         if status == 429:  # the API's only 429 is the exhausted monthly quota
@@ -146,51 +149,19 @@ class AnswerCounts(dict[str, int]):
         super().__setitem__(source, n)
 
 
-def route_template(routes: Iterable[BaseRoute], scope: Scope) -> str:
-    """The path template of the route a request is for (``/v1/forecast/{pair}``); a route that matches the path
-    but not the method (405) names it too; no route at all is :data:`UNMATCHED`."""
+def route_template(routes: Iterable[BaseRoute], scope: Scope) -> tuple[str, bool]:
+    """The path template of the route a request is for (``/v1/forecast/{pair}``), and whether it matches the
+    method too: a route that matches the path but not the method (405) names it as well; no route at all is
+    :data:`UNMATCHED`."""
     partial: str | None = None
     for route in routes:
         match, _ = route.matches(scope)
         path = getattr(route, "path", None)
         if match == Match.FULL:
-            return path if isinstance(path, str) else UNMATCHED
+            return (path, True) if isinstance(path, str) else (UNMATCHED, True)
         if match == Match.PARTIAL and partial is None and isinstance(path, str):
             partial = path
-    return partial or UNMATCHED
-
-
-class MetricsMiddleware:
-    """Pure ASGI middleware around everything else (the :class:`~serve_app.api.RequestGuard` included), so its
-    413, 401 and 500 answers are counted too: requests by route, method and status, and their latency."""
-
-    def __init__(self, app: ASGIApp, *, recorder: RequestMeters, routes: Sequence[BaseRoute]) -> None:
-        self.app = app
-        self.recorder = recorder
-        self.routes = routes  # the router's list: routes added after the middleware count too
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        route = route_template(self.routes, scope)
-        method = scope["method"] if scope["method"] in METHODS else "other"
-        status = 0
-        started = time.perf_counter()
-
-        async def send_counted(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_counted)
-        except Exception:
-            status = status or 500
-            raise
-        finally:
-            self.recorder.observe(route, method, status or CLIENT_GONE, time.perf_counter() - started)
+    return partial or UNMATCHED, False
 
 
 # --- every replica's counts: Ray's metrics exports ---------------------------------------------------------
