@@ -31,24 +31,25 @@ def check_quantile_config(horizons: Sequence[int], levels: Sequence[float]) -> N
         )
 
 
-def parse_horizons(value: str | Sequence[int]) -> tuple[int, ...]:
-    """``"1,4,24"`` (CLI, trigger form, job arguments) or a sequence → checked tuple of hours."""
+def _parse(value: str | Sequence[object], cast: type, what: str) -> tuple:
+    """``"a,b,c"`` (CLI, trigger form, job arguments) or a sequence → a tuple of ``cast`` values."""
     items = value.split(",") if isinstance(value, str) else value
     try:
-        hours = tuple(int(str(h).strip()) for h in items if str(h).strip())
+        return tuple(cast(str(v).strip()) for v in items if str(v).strip())
     except ValueError as exc:
-        raise ValueError(f"horizons must be whole hours separated by commas, got {value!r}") from exc
+        raise ValueError(f"{what} separated by commas, got {value!r}") from exc
+
+
+def parse_horizons(value: str | Sequence[int]) -> tuple[int, ...]:
+    """``"1,4,24"`` or a sequence → checked tuple of hours."""
+    hours = _parse(value, int, "horizons must be whole hours")
     check_quantile_config(hours, DEFAULT_QUANTILE_LEVELS)
     return hours
 
 
 def parse_levels(value: str | Sequence[float]) -> tuple[float, ...]:
     """``"0.05,0.5,0.95"`` or a sequence → checked tuple of quantile levels."""
-    items = value.split(",") if isinstance(value, str) else value
-    try:
-        levels = tuple(float(str(q).strip()) for q in items if str(q).strip())
-    except ValueError as exc:
-        raise ValueError(f"quantile levels must be numbers separated by commas, got {value!r}") from exc
+    levels = _parse(value, float, "quantile levels must be numbers")
     check_quantile_config(DEFAULT_HORIZONS, levels)
     return levels
 

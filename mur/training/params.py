@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 from mur.model.network import ModelConfig
@@ -16,24 +16,19 @@ from mur.settings import Settings
 from mur.training.loop import TrainConfig
 
 
+def with_overrides(base: dict[str, Any], overrides: dict[str, object]) -> dict[str, Any]:
+    """``base`` with the overrides of its keys that are not None (CLI/job options left unset are None)."""
+    return base | {k: v for k, v in overrides.items() if v is not None and k in base}
+
+
 def model_config(settings: Settings, **overrides: object) -> ModelConfig:
     """Model hyper-parameters from settings (CLI/job overrides win when not None)."""
     from mur.model.features import FEATURE_SETS
     from mur.model.quantile_config import parse_horizons, parse_levels
 
-    base: dict[str, Any] = {
-        "arch": settings.model.arch,
-        "hidden_size": settings.model.hidden_size,
-        "num_layers": settings.model.num_layers,
-        "dropout": settings.model.dropout,
-        "feature_set": settings.model.feature_set,
-        "horizons": tuple(settings.model.horizons),
-        "quantile_levels": tuple(settings.model.quantile_levels),
-        "rnn_len": settings.model.seq_len,
-        "input_len": settings.model.context_len,
-        "normalization": settings.model.normalization,
-    }
-    base.update({k: v for k, v in overrides.items() if v is not None and k in base})
+    base = settings.model.model_dump(exclude={"seq_len", "context_len"})
+    base.update(rnn_len=settings.model.seq_len, input_len=settings.model.context_len)
+    base = with_overrides(base, overrides)
     base["horizons"] = parse_horizons(base["horizons"])  # CLI / trigger form / job: "1,4,24"
     base["quantile_levels"] = parse_levels(base["quantile_levels"])
     feature_set = base.pop("feature_set")
@@ -42,16 +37,8 @@ def model_config(settings: Settings, **overrides: object) -> ModelConfig:
 
 def train_config(settings: Settings, **overrides: object) -> TrainConfig:
     """Optimization hyper-parameters from settings (overrides win when not None)."""
-    base: dict[str, Any] = {
-        "epochs": settings.training.epochs,
-        "batch_size": settings.training.batch_size,
-        "learning_rate": settings.training.learning_rate,
-        "patience": settings.training.patience,
-        "seed": settings.training.seed,
-        "weight_decay": settings.training.weight_decay,
-    }
-    base.update({k: v for k, v in overrides.items() if v is not None and k in base})
-    return TrainConfig(**base)
+    base = {f.name: getattr(settings.training, f.name) for f in fields(TrainConfig)}
+    return TrainConfig(**with_overrides(base, overrides))
 
 
 def training_params(settings: Settings, mcfg: ModelConfig, tcfg: TrainConfig) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -262,17 +262,9 @@ class TuneBudget:
 
         for name, value in overrides.items():
             check_option(name.replace("_", "-"), f"tune_{name}", value)
-        base = cls(
-            trials=settings.tuning.tune_trials,
-            folds=settings.tuning.tune_folds,
-            fold_hours=settings.tuning.tune_fold_hours,
-            confirm_hours=settings.tuning.tune_confirm_hours,
-            train_days=settings.tuning.tune_train_days,
-            epochs=settings.tuning.tune_epochs,
-            concurrency=settings.tuning.tune_concurrency,
-            seed=settings.training.seed,
-        )
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        values = {f.name: getattr(settings.tuning, f"tune_{f.name}") for f in fields(cls) if f.name != "seed"}
+        values |= {k: v for k, v in overrides.items() if v is not None}
+        return cls(seed=settings.training.seed, **values)
 
 
 @dataclass
