@@ -69,10 +69,7 @@ def optional_int(title: str, description: str, minimum: int, maximum: int) -> Pa
     params={
         "pairs": Param(
             [],
-            type=[
-                "null",
-                "array",
-            ],  # "null" in the type: the form does not mark it required (empty is allowed)
+            type=["null", "array"],  # "null": the form does not mark it required (empty is allowed)
             items={"type": "string", "pattern": FORM_PAIR_PATTERN},
             title="Pairs",
             description="Pairs to train, e.g. btc_usdt. Empty: Variable mur_pairs, else the pair catalogue (mur pairs list).",

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from mur.db import Database, Token
+    from mur.db import Database
 
 db_app = typer.Typer(name="db", no_args_is_help=True, help="Database schema: apply and inspect migrations.")
 users_app = typer.Typer(name="users", no_args_is_help=True, help="User accounts and roles.")
@@ -28,6 +28,7 @@ tokens_app = typer.Typer(
 quota_app = typer.Typer(name="quota", no_args_is_help=True, help="Monthly API quotas.")
 
 UserArg = Annotated[str, typer.Argument(help="username (case-insensitive)")]
+RoleArg = Annotated[str, typer.Argument(help="admin or member")]
 TokenIdArg = Annotated[int, typer.Argument(help="token id from `mur tokens list`")]
 PasswordStdinOpt = Annotated[
     bool, typer.Option("--password-stdin", help="read the password from stdin's first line")
@@ -70,12 +71,6 @@ def print_table(table: Table) -> None:
 def fmt_when(value: datetime | None) -> str:
     """A time as ``2024-11-04 08:00`` (these commands' times are UTC); ``-`` for none."""
     return value.strftime("%Y-%m-%d %H:%M") if value else "-"
-
-
-def _token_status(token: Token) -> str:
-    """``active``, ``expired <when>`` or ``revoked <when>`` (UTC)."""
-    state, when = token.status
-    return f"{state} {fmt_when(when)}" if when else state
 
 
 # --- mur db -------------------------------------------------------------------------------------------------
@@ -201,24 +196,25 @@ def users_enable(username: UserArg) -> None:
     _set_disabled(username, False)
 
 
-@users_app.command("grant")
-def users_grant(username: UserArg, role: Annotated[str, typer.Argument(help="admin or member")]) -> None:
-    """Grant a role."""
-    from mur.db import add_role, require_user
+def _change_role(username: str, role: str, grant: bool) -> None:
+    from mur.db import add_role, remove_role, require_user
 
+    change = add_role if grant else remove_role
     with _database() as database:
-        roles = add_role(database, user_id=require_user(database, username=username).id, role=role)
+        roles = change(database, user_id=require_user(database, username=username).id, role=role)
     _info(f"{username}: roles {', '.join(roles) or '-'}")
+
+
+@users_app.command("grant")
+def users_grant(username: UserArg, role: RoleArg) -> None:
+    """Grant a role."""
+    _change_role(username, role, True)
 
 
 @users_app.command("ungrant")
-def users_ungrant(username: UserArg, role: Annotated[str, typer.Argument(help="admin or member")]) -> None:
+def users_ungrant(username: UserArg, role: RoleArg) -> None:
     """Take a role away."""
-    from mur.db import remove_role, require_user
-
-    with _database() as database:
-        roles = remove_role(database, user_id=require_user(database, username=username).id, role=role)
-    _info(f"{username}: roles {', '.join(roles) or '-'}")
+    _change_role(username, role, False)
 
 
 @users_app.command("set-password")
@@ -282,6 +278,7 @@ def tokens_list(
     for column in ("id", "name", "prefix", "created", "last used", "expires", "status"):
         table.add_column(column)
     for token in tokens:
+        state, when = token.status  # active, expired or revoked (when)
         table.add_row(
             str(token.id),
             token.name,
@@ -289,7 +286,7 @@ def tokens_list(
             fmt_when(token.created_at),
             fmt_when(token.last_used_at),
             fmt_when(token.expires_at) if token.expires_at else "never",
-            _token_status(token),
+            f"{state} {fmt_when(when)}" if when else state,
         )
     print_table(table)
 

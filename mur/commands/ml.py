@@ -357,7 +357,8 @@ def backtest(
     data: Annotated[Path | None, typer.Option(help="your own candles CSV instead of the market data")] = None,
     fold_hours: Annotated[int, typer.Option(help="hours scored after each origin")] = 168,
     window: Annotated[
-        str, typer.Option(help="sliding (train_days before each origin) or expanding")
+        Literal["sliding", "expanding"],
+        typer.Option(help="sliding (train_days before each origin) or expanding"),
     ] = "sliding",
     train_days: Annotated[int | None, typer.Option(help="sliding window length in days")] = None,
     epochs: Annotated[int | None, typer.Option(help="max epochs per fold")] = None,
@@ -390,8 +391,6 @@ def backtest(
     check_option("epochs", "epochs", epochs)
     if train_days is not None:
         settings = settings.replace(train_days=train_days)
-    if window not in ("sliding", "expanding"):
-        raise ModelError(f"--window must be sliding or expanding, not {window!r}")
     # all candles up to --end (and the longest horizon's targets after it): each fold's slices are cut from them
     end_dt = parse_time(end)
     reach = None if end_dt is None else end_dt + timedelta(hours=max(settings.model.horizons) - 1)
@@ -403,7 +402,7 @@ def backtest(
         folds=folds,
         fold_hours=fold_hours,
         seq_len=settings.model.seq_len,
-        window=window,  # type: ignore[arg-type]
+        window=window,
         train_days=settings.training.train_days,
         end=end_dt,
         progress=lambda msg: typer.echo(f"[backtest] {msg}", err=True),
