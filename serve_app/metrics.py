@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from prometheus_client import generate_latest
@@ -34,9 +34,10 @@ from starlette.types import Scope
 
 if TYPE_CHECKING:
     from mur.db import Database
-    from serve_app.service import ApiService
+    from serve_app.service import ApiService, RegistryView
 
 log = logging.getLogger("ray.serve")
+T = TypeVar("T")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The Prometheus text exposition format 0.0.4."""
@@ -252,16 +253,10 @@ def read_db_series(db: Database) -> DbSeries:
     )
 
 
-def served_versions(snapshot: Mapping[str, Any]) -> dict[str, float]:
-    """Each pair's champion version from a registry watcher snapshot (``{"targets": {pair: {"version"}}}``)."""
-    versions: dict[str, float] = {}
-    for pair, target in (snapshot.get("targets") or {}).items():
-        version = target.get("version") if isinstance(target, Mapping) else None
-        try:
-            versions[str(pair)] = float(version)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            continue
-    return versions
+async def served_versions(registry: RegistryView) -> dict[str, float]:
+    """Each pair's champion version, from the registry watcher's snapshot (``{"targets": {pair: {"version"}}}``)."""
+    targets = (await registry.snapshot())["targets"]
+    return {str(pair): float(target["version"]) for pair, target in targets.items()}
 
 
 def _by_pair(
@@ -340,32 +335,22 @@ class ApiMetrics:
         self.db_reader = db_reader
         self.db_timeout_s = db_timeout_s
 
-    async def _traffic(self) -> tuple[list[Metric], int, bool]:
-        try:
-            texts, complete = await asyncio.wait_for(self.exports(), 2 * EXPORT_TIMEOUT_S)
-        except Exception as exc:  # still answer, marked mur_metrics_ray_up 0
-            log.warning("metrics: Ray's metrics exports could not be read (%s)", exc)
-            return [], 0, False
-        series, replicas = ray_series(texts, self.app)
-        return series, replicas, complete
-
-    async def _versions(self, service: ApiService) -> dict[str, float] | None:
-        try:
-            return served_versions(await asyncio.wait_for(service.registry.snapshot(), REGISTRY_TIMEOUT_S))
-        except Exception as exc:
-            log.warning("metrics: no registry snapshot (%s)", exc)
-            return None
-
-    async def _db(self, service: ApiService) -> DbSeries | None:
-        try:
-            return await asyncio.wait_for(service._blocking(self.db_reader, service.db), self.db_timeout_s)
-        except Exception as exc:
-            log.warning("metrics: PostgreSQL series unavailable (%s)", exc)
-            return None
-
     async def exposition(self, service: ApiService) -> bytes:
         """The scrape: every replica's traffic series, the served versions and the PostgreSQL series."""
-        (traffic, replicas, ray_ok), versions, db = await asyncio.gather(
-            self._traffic(), self._versions(service), self._db(service)
+        exports, versions_now, db = await asyncio.gather(
+            _or_none("Ray's metrics exports", self.exports(), 2 * EXPORT_TIMEOUT_S),
+            _or_none("the registry snapshot", served_versions(service.registry), REGISTRY_TIMEOUT_S),
+            _or_none("the PostgreSQL series", service.query(self.db_reader), self.db_timeout_s),
         )
-        return render(families(traffic, replicas=replicas, ray_ok=ray_ok, versions=versions, db=db))
+        texts, ray_ok = exports or ([], False)  # unread: still answered, marked mur_metrics_ray_up 0
+        traffic, replicas = ray_series(texts, self.app)
+        return render(families(traffic, replicas=replicas, ray_ok=ray_ok, versions=versions_now, db=db))
+
+
+async def _or_none(what: str, call: Awaitable[T], timeout_s: float) -> T | None:
+    """``call``'s result within ``timeout_s``, or None (logged): a part that fails never fails the scrape."""
+    try:
+        return await asyncio.wait_for(call, timeout_s)
+    except Exception as exc:
+        log.warning("metrics: %s could not be read (%s)", what, exc)
+        return None
