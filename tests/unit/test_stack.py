@@ -372,7 +372,8 @@ def test_a_running_services_log_is_rotated_by_size(tmp_path: Path, monkeypatch: 
         rotated = log.with_name(log.name + ".1")
 
         def written() -> bool:  # both files: rotation renames the log, and a new one follows a moment later
-            return b"DONE" in b"".join(p.read_bytes() for p in (rotated, log) if p.exists())
+            # the service's last line (the log's header quotes the command, `print("DONE"…` included)
+            return b"\nDONE\n" in b"".join(p.read_bytes() for p in (rotated, log) if p.exists())
 
         wait_until(written, what="the service's output in its log", timeout_s=30, interval_s=0.1)
         assert supervisor.running_pid(s, "chatty") == started.pid  # rotated under a running service
