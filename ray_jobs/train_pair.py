@@ -19,6 +19,7 @@ import argparse
 import logging
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,9 +72,8 @@ def upload_outputs(settings: Settings, folder: Path, uri: str) -> None:
     pyarrow.fs.copy_files(str(folder), path, source_filesystem=local, destination_filesystem=fs or local)
 
 
-def say(line: str) -> None:
-    """Progress lines go to stdout, which is the job's log."""
-    print(line, flush=True)
+say = partial(print, flush=True)
+"""Progress lines go to stdout, which is the job's log."""
 
 
 PREFLIGHT_S = 15.0
@@ -122,12 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     pairs = [p.strip().lower() for p in (args.pairs or args.pair).split(",") if p.strip()]
     options = {
-        "epochs": args.epochs,
-        "arch": args.arch,
-        "hidden_size": args.hidden_size,
-        "learning_rate": args.learning_rate,
-        "horizons": args.horizons,
-        "quantile_levels": args.quantile_levels,
+        name: getattr(args, name)
+        for name in ("epochs", "arch", "hidden_size", "learning_rate", "horizons", "quantile_levels")
     }
     settings: Settings | None = None
     try:
