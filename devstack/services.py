@@ -21,9 +21,7 @@ from pathlib import Path
 
 from devstack import airflow, mlflow_auth, seaweed
 from devstack.config import (
-    RAY_AUTH_SWITCH,
     RAY_LOOPBACK_SWITCH,
-    RAY_TOKEN_VAR,
     ray_token,
     stack_secret,
     write_secrets_dir,
@@ -92,11 +90,6 @@ SERVE_FAST_PATH_ENV: dict[str, str] = {
 LOCAL_DRAIN_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "3"}
 """A stopping API replica stays reachable 3 s, not Ray's 30 s (for balancers outside the cluster), then
 refuses connections, which Ray's HAProxy, the only balancer here, retries elsewhere."""
-
-
-def _s3_client_env(settings: Settings) -> dict[str, str]:
-    """For services that talk to S3 (no EC2 metadata probing: there is no cloud here)."""
-    return {**settings.registry.s3_env(), "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 def _ray_command(settings: Settings) -> list[str]:
@@ -175,14 +168,6 @@ every artefact, so nothing else on Ray needs them. The head's own ``MUR_SECRETS_
 read-only MLflow account only (a job's runtime env brings the trainer's)."""
 
 
-def ray_auth(settings: Settings) -> dict[str, str]:
-    """Ray's authentication for a Ray process of the local stack: ``RAY_AUTH_MODE`` (Settings: token unless
-    the environment says ``disabled``, for tests of the refusal) and, in token mode, the stack's token."""
-    if settings.ray.ray_auth_mode != "token":
-        return {RAY_AUTH_SWITCH: settings.ray.ray_auth_mode}
-    return {RAY_AUTH_SWITCH: "token", RAY_TOKEN_VAR: ray_token(settings)}
-
-
 def _ray_env(settings: Settings) -> dict[str, str]:
     shift = settings.ray.ray_dashboard_port - 8265
     side_ports = {k: str(p + shift) for k, p in HAPROXY_SIDE_PORTS.items()}
@@ -200,7 +185,7 @@ def _ray_env(settings: Settings) -> dict[str, str]:
         RAY_LOOPBACK_SWITCH: os.environ.get(RAY_LOOPBACK_SWITCH, "0"),
         "MUR_SECRETS_DIR": str(write_secrets_dir(settings, "serve")),  # Serve's MLflow account (read-only)
         # token auth on every Ray API (GCS, raylets, Serve replicas' gRPC, dashboard, Jobs API)
-        **ray_auth(settings),
+        **settings.ray.auth_env(),
         **haproxy_env(settings),
         # Ray's own actors (Ray Train's PlacementGroupCleaner, …) find their cluster through the state API,
         # which otherwise picks the newest head on the machine (with a second stack running: the other one)
@@ -285,7 +270,7 @@ def worker_node_services(settings: Settings) -> list[Service]:
                 env_unset=RAY_HEAD_UNSET,
                 port=agent,
                 health_url=f"http://127.0.0.1:{agent}/api/local_raylet_healthz",
-                health_headers=_ray_health_headers(s),
+                health_headers=s.ray.headers(),
                 start_timeout_s=120,
                 stop_timeout_s=20,
                 stop_first=("raylet",),
@@ -297,10 +282,6 @@ def worker_node_services(settings: Settings) -> list[Service]:
             )
         )
     return out
-
-
-def _ray_health_headers(settings: Settings) -> dict[str, str]:
-    return {"Authorization": f"Bearer {ray_token(settings)}"} if settings.ray.ray_auth_mode == "token" else {}
 
 
 def _dash_env(settings: Settings) -> dict[str, str]:
@@ -320,6 +301,8 @@ def _airflow_api_login(settings: Settings) -> dict[str, str]:
 
 def stack_services(settings: Settings) -> dict[str, Service]:
     """The local services by name, in start order when dependencies allow."""
+    if settings.ray.ray_auth_mode == "token" and not settings.ray.ray_auth_token:  # the stack's token
+        settings = settings.replace(ray_auth_token=ray_token(settings))
     s, reg, ui = settings, settings.registry, settings.dashboard
     s3_url, mlflow_url = f"http://127.0.0.1:{reg.s3_port}", f"http://127.0.0.1:{reg.mlflow_port}"
     af_env, af_prepare, af_ports = (
@@ -362,7 +345,8 @@ def stack_services(settings: Settings) -> dict[str, Service]:
                 *("--app-name", "basic-auth"),  # accounts only (devstack/mlflow_auth.py)
             ],
             env={
-                **_s3_client_env(s),
+                **s.registry.s3_env(),
+                "AWS_EC2_METADATA_DISABLED": "true",  # no EC2 metadata probing: there is no cloud here
                 **mlflow_auth.server_env(s),
                 "MLFLOW_BACKEND_STORE_URI": s.db.sqlalchemy_url(s.db.mlflow_database),  # not in `ps`
                 # MLflow's GenAI job runner (8 huey processes, ~1 GB) is not used by this project
@@ -385,7 +369,7 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             env_unset=RAY_HEAD_UNSET,
             port=s.ray.ray_dashboard_port,
             health_url=f"http://127.0.0.1:{s.ray.ray_dashboard_port}/api/version",  # behind the token
-            health_headers=_ray_health_headers(s),
+            health_headers=s.ray.headers(),
             start_timeout_s=180,
             stop_timeout_s=20,
             stop_first=("raylet",),  # the order of `ray stop`: raylet, the rest, GCS last
