@@ -12,25 +12,6 @@ on: one bad pair never blocks its batch. ``ray_jobs/train_pair.py --pairs a,b,c`
 DAG's ``train_batch`` tasks submit those jobs (:mod:`mur.orchestration.batches`).
 """
 
-from __future__ import annotations
+from mur.training.loop import FitItem
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import numpy as np
-
-if TYPE_CHECKING:
-    from mur.model.network import ModelConfig
-    from mur.training.loop import Arrays, TrainConfig
-
-
-@dataclass(frozen=True)
-class FitItem:
-    """One model to fit: its name (the pair), arrays, configs and a warm start's recurrent weights."""
-
-    name: str
-    train: Arrays
-    val: Arrays
-    mcfg: ModelConfig
-    tcfg: TrainConfig
-    init_weights: dict[str, np.ndarray] | None = None
+__all__ = ["FitItem"]  # its home is mur.training.loop; benchmarks/train.py imports it from here

@@ -33,8 +33,7 @@ from mur.training.tuned import for_training
 
 if TYPE_CHECKING:
     from mur.model.network import ModelConfig
-    from mur.training.batch import FitItem
-    from mur.training.loop import Fit, FitOutcome, TrainConfig
+    from mur.training.loop import Fit, FitItem, FitOutcome, TrainConfig
 
 log = logging.getLogger(__name__)
 MIN_CANDLES = 200
@@ -218,7 +217,7 @@ class PreparedTraining:
 
     def fit_item(self) -> FitItem:
         """What a fit step trains for this pair (alone, or in a batch: ``Fit.fit_many``)."""
-        from mur.training.batch import FitItem
+        from mur.training.loop import FitItem
 
         weights = None if self.plan.start is None else self.plan.start.weights
         return FitItem(

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,9 +22,6 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from mur.model.network import ModelConfig
-
-if TYPE_CHECKING:
-    from mur.training.batch import FitItem
 
 Arrays = tuple[np.ndarray, np.ndarray]
 """Model inputs and targets of one split (``Dataset.model_arrays``)."""
@@ -252,6 +249,18 @@ class FitOutcome:
     best_epoch: int
     details: dict[str, Any]
     """Training details for the metrics document (``epochs_run``, ``train_seconds``, ``num_workers``)."""
+
+
+@dataclass(frozen=True)
+class FitItem:
+    """One model to fit: its name (the pair), arrays, configs and a warm start's recurrent weights."""
+
+    name: str
+    train: Arrays
+    val: Arrays
+    mcfg: ModelConfig
+    tcfg: TrainConfig
+    init_weights: dict[str, np.ndarray] | None = None
 
 
 class Fit(Protocol):

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from mur.model.network import ModelConfig
-from mur.training.batch import FitItem
 from mur.training.loop import (
     EarlyStopping,
+    FitItem,
     FitOutcome,
     TrainConfig,
     Training,

@@ -40,8 +40,8 @@ def test_one_pair_trains_on_one_gpu_worker_and_its_onnx_export_matches_torch(
     gpu_ray: float, tmp_path: Path
 ) -> None:
     from mur.model.export import export_onnx, validate_against_torch
-    from mur.training.batch import FitItem
     from mur.training.driver import calibrate, evaluate_onnx, load_candles, prepare
+    from mur.training.loop import FitItem
     from mur.training.params import model_config, train_config
     from mur.training.ray_fit import RayFit
 
