@@ -45,6 +45,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from mur.model.quantile_config import interval_level
 from mur.registry.names import BACKFILL, CHALLENGER, CHAMPION
 from mur.timeutil import iso
 
@@ -161,7 +162,7 @@ def compare_horizon(
     return HorizonComparison(
         hours=int(hours),
         n=len(y),
-        nominal=round(float(levels[-1]) - float(levels[0]), 10),
+        nominal=interval_level(levels),
         coverage=inside(cand),
         champion_coverage=inside(champ),
         pinball=float(loss_c.mean()),

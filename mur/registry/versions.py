@@ -359,20 +359,20 @@ def log_and_register(
 def registered_pairs(client: Any, prefix: str, experiment: str) -> dict[str, dict[str, int]]:
     """Pairs that have a registered ``{prefix}*`` model, each with its aliases (``{alias: version}``); a model
     whose champion the trainer did not make (:func:`trained_here`, runs of ``experiment``) is left out."""
+    from mlflow.utils import get_results_from_paginated_fn
+
     found: dict[str, dict[str, int]] = {}
-    page_token = None
-    while True:  # MLflow answers at most 100 models per page by default
-        page = client.search_registered_models(
-            f"name LIKE '{prefix}%'", max_results=1000, page_token=page_token
-        )
-        for model in page:
-            aliases = {alias: int(v) for alias, v in (getattr(model, "aliases", None) or {}).items()}
-            pair = model.name.removeprefix(prefix)
-            if CHAMPION not in aliases or trained_here(client, model, aliases[CHAMPION], experiment):
-                found[pair] = aliases
-        page_token = getattr(page, "token", None)
-        if not page_token:
-            return dict(sorted(found.items()))
+    models = get_results_from_paginated_fn(  # every page (MLflow answers 100 models per page by default)
+        lambda size, token: client.search_registered_models(
+            f"name LIKE '{prefix}%'", max_results=size, page_token=token
+        ),
+        1000,
+    )
+    for model in models:
+        aliases = {alias: int(v) for alias, v in (getattr(model, "aliases", None) or {}).items()}
+        if CHAMPION not in aliases or trained_here(client, model, aliases[CHAMPION], experiment):
+            found[model.name.removeprefix(prefix)] = aliases
+    return dict(sorted(found.items()))
 
 
 _TRUST: dict[tuple[str, int, int], bool] = {}

@@ -167,12 +167,9 @@ def plan(
     from mur.registry.client import configure
     from mur.registry.versions import champion_version
 
-    if settings.training.warm_start_epochs <= 0 or kind != "scheduled":
-        return decide(
-            settings, kind=kind, champion_tags=None, key=key, test_start=test_start, window_end=window_end
-        )
-    client = configure(settings)
-    champion = champion_version(client, pair, settings.registry.registry_prefix)
+    champion = None
+    if settings.training.warm_start_epochs > 0 and kind == "scheduled":  # else no look-up: a full training
+        champion = champion_version(configure(settings), pair, settings.registry.registry_prefix)
     tags = None if champion is None else dict(champion.tags or {})
     decision = decide(
         settings, kind=kind, champion_tags=tags, key=key, test_start=test_start, window_end=window_end
