@@ -8,7 +8,9 @@ import time. Every field is documented in ``.env.example``, grouped the same way
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -73,6 +75,12 @@ class Settings(BaseModel):
         if not isinstance(values, dict):
             return values
         options = {k: values[k] for k in ("_env_file", "_secrets_dir") if k in values}
+        # each group reads arguments, then MUR_* variables, then .env, then one file a secret in MUR_SECRETS_DIR
+        # (named like its variable, e.g. mur_s3_secret_key: Docker/Kubernetes secrets, and how a Ray job gets
+        # S3 keys without them in its runtime env)
+        secrets_dir = os.environ.get("MUR_SECRETS_DIR")
+        if secrets_dir and Path(secrets_dir).is_dir():
+            options.setdefault("_secrets_dir", secrets_dir)
         given: dict[str, dict[str, Any]] = {name: {} for name in GROUP_TYPES}
         groups: dict[str, Any] = {}
         for key, value in values.items():

@@ -5,19 +5,12 @@ of what is forecast and how; the services' groups: :mod:`mur.settings.services`.
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SecretsSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from mur.model.quantile_config import check_quantile_config
 
@@ -52,24 +45,6 @@ class _Group(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MUR_", env_file=".env", extra="ignore", populate_by_name=True
     )
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Arguments, then ``MUR_*`` variables, then ``.env``, then one file a secret in ``MUR_SECRETS_DIR``
-        (named like its variable, e.g. ``mur_s3_secret_key``: Docker/Kubernetes secrets, and how a Ray job
-        gets S3 keys without them in its runtime env)."""
-        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings, dotenv_settings)
-        secrets_dir = os.environ.get("MUR_SECRETS_DIR")
-        if secrets_dir and Path(secrets_dir).is_dir():
-            sources += (SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir),)
-        return sources
 
 
 class General(_Group):
