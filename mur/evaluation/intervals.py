@@ -30,8 +30,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mur.model.features import CLOSE_IDX
-
 EWMA_HALF_LIFE_H = 12.0
 MIN_INDEPENDENT_OUTCOMES = 240
 """Non-overlapping outcomes a horizon's conformal scale is taken on, at least: with ``n`` of them the
@@ -236,30 +234,3 @@ class EwmaBaseline:
         return np.stack(
             [self.sigma(rows, j)[:, None] * self.z[j][None, :] for j in range(len(self.horizons))], axis=1
         )
-
-
-def baseline_quantiles(
-    features: np.ndarray,
-    feature_names: Sequence[str],
-    timestamps_hour: np.ndarray,
-    train_end: int,
-    rows: np.ndarray,
-    horizons: Sequence[int],
-    levels: Sequence[float],
-) -> dict[str, np.ndarray]:
-    """Price quantiles ``(n, H, L)`` of baselines (a) naive, (b) EWMA and (c) GARCH(1,1)-t
-    (:class:`mur.evaluation.garch.GarchBaseline`) after each of ``rows`` of the feature matrix."""
-    from mur.evaluation.garch import GarchBaseline
-
-    names = list(feature_names)
-    close = features[:, CLOSE_IDX]
-    high, low = features[:, names.index("high")], features[:, names.index("low")]
-    last = close[rows][:, None, None]
-    naive = naive_quantiles(close, train_end, horizons, levels)
-    ewma = EwmaBaseline(tuple(horizons), tuple(levels)).fit(close, high, low, timestamps_hour, train_end)
-    garch = GarchBaseline(tuple(horizons), tuple(levels)).fit(close, train_end)
-    return {
-        "naive": last * np.exp(naive[None, :, :]),
-        "ewma": last * np.exp(ewma.log_return_quantiles(rows)),
-        "garch": last * np.exp(garch.log_return_quantiles(rows)),
-    }

@@ -123,15 +123,27 @@ def evaluate_horizons(
 
 
 def horizon_baselines(ds: Dataset, idx: np.ndarray, levels: tuple[float, ...]) -> dict[str, np.ndarray]:
-    """Price quantiles ``(n, H, L)`` of baselines (a) ``naive`` and (b) ``ewma`` for the windows ``idx`` of
-    ``ds``, fitted on every candle up to the first forecast's origin."""
-    from mur.evaluation.intervals import baseline_quantiles
+    """Price quantiles ``(n, H, L)`` of baselines (a) ``naive``, (b) ``ewma`` and (c) ``garch`` (GARCH(1,1)-t,
+    :class:`mur.evaluation.garch.GarchBaseline`) for the windows ``idx`` of ``ds``, fitted on every candle up
+    to the first forecast's origin."""
+    from mur.evaluation.garch import GarchBaseline
+    from mur.evaluation.intervals import EwmaBaseline, naive_quantiles
 
     assert ds.features is not None and ds.row_hour is not None
     rows = ds.last_row(np.asarray(idx))
-    return baseline_quantiles(
-        ds.features, ds.feature_names, ds.row_hour, int(rows[0]) + 1, rows, ds.horizons, levels
-    )
+    train_end, names = int(rows[0]) + 1, list(ds.feature_names)
+    close = ds.features[:, CLOSE_IDX]
+    high, low = ds.features[:, names.index("high")], ds.features[:, names.index("low")]
+    horizons, levels = tuple(ds.horizons), tuple(levels)
+    last = close[rows][:, None, None]
+    naive = naive_quantiles(close, train_end, horizons, levels)
+    ewma = EwmaBaseline(horizons, levels).fit(close, high, low, ds.row_hour, train_end)
+    garch = GarchBaseline(horizons, levels).fit(close, train_end)
+    return {
+        "naive": last * np.exp(naive[None, :, :]),
+        "ewma": last * np.exp(ewma.log_return_quantiles(rows)),
+        "garch": last * np.exp(garch.log_return_quantiles(rows)),
+    }
 
 
 def interval_scores(
