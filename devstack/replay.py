@@ -62,12 +62,6 @@ def _mandatory(name: str) -> BinanceError:
     return BinanceError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
 
 
-def _illegal(name: str) -> BinanceError:
-    return BinanceError(
-        -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class SymbolData:
     """One symbol's klines, ready to slice: sorted open times (ms) and the JSON text of each row."""
@@ -253,13 +247,13 @@ class ReplayHandler(BaseHTTPRequestHandler):
             raise BinanceError(-1120, f"Invalid interval. The replay server only serves {SERVED_INTERVAL}.")
         numbers: dict[str, int | None] = {}
         for name in ("startTime", "endTime", "limit"):
-            value = params.get(name)
-            if value is None or value == "":
-                numbers[name] = None
-            elif not _DIGITS.match(value):
-                raise _illegal(name)
-            else:
-                numbers[name] = int(value)
+            value = params.get(name) or None
+            if value is not None and not _DIGITS.match(value):
+                raise BinanceError(
+                    -1100,
+                    f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.",
+                )
+            numbers[name] = None if value is None else int(value)
         limit = DEFAULT_LIMIT if numbers["limit"] is None else numbers["limit"]
         if not 1 <= limit <= MAX_LIMIT:
             raise BinanceError(-1130, "Data sent for parameter 'limit' is not valid.")
