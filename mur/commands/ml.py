@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -110,41 +111,6 @@ def echo_registration(result: TrainingResult) -> None:
     )
 
 
-def train_on_ray(
-    settings: Any,
-    pair: str,
-    end: Any,
-    num_workers: int | None,
-    use_gpu: bool,
-    out: Path | None,
-    register: bool,
-    as_json: bool,
-    overrides: dict[str, Any],
-) -> TrainingResult:
-    """``mur train --ray``: a Ray job that registers the model; with ``out`` it writes its artefacts under a
-    fresh ``s3://BUCKET/job-outputs/ID`` prefix instead (and registers only with ``register``), which are
-    downloaded into ``out`` and deleted."""
-    import uuid
-
-    from mur.orchestration.job_submission import submit_training
-
-    outputs = None if out is None else f"s3://{settings.registry.s3_bucket}/job-outputs/{uuid.uuid4().hex}"
-    result = submit_training(
-        settings,
-        pair,
-        end=end,
-        num_workers=num_workers,
-        use_gpu=use_gpu,
-        stream_logs=not as_json,
-        out_uri=outputs,
-        no_register=out is not None and not register,
-        **overrides,
-    )
-    if out is not None and outputs is not None:
-        fetch_outputs(settings, outputs, out)
-    return result
-
-
 def fetch_outputs(settings: Any, uri: str, out: Path) -> None:
     """Download the files a job wrote under ``uri`` (``--out-uri``) into ``out``, then delete them there."""
     import pyarrow.fs
@@ -240,7 +206,26 @@ def train(
             raise typer.BadParameter("--data and --compare-normalizations train locally: drop --ray")
         if tuned is False:
             raise typer.BadParameter("a Ray job registers with the tuned configuration: drop --no-tuned")
-        result = train_on_ray(settings, pair, end_dt, num_workers, use_gpu, out, register, as_json, overrides)
+        from mur.orchestration.job_submission import submit_training
+
+        # a Ray job that registers the model; with --out it writes its artefacts under a fresh prefix instead (and
+        # registers only with --register), which are downloaded into --out and deleted
+        outputs = (
+            None if out is None else f"s3://{settings.registry.s3_bucket}/job-outputs/{uuid.uuid4().hex}"
+        )
+        result = submit_training(
+            settings,
+            pair,
+            end=end_dt,
+            num_workers=num_workers,
+            use_gpu=use_gpu,
+            stream_logs=not as_json,
+            out_uri=outputs,
+            no_register=out is not None and not register,
+            **overrides,
+        )
+        if out is not None and outputs is not None:
+            fetch_outputs(settings, outputs, out)
         if as_json:
             typer.echo(result.model_dump_json(indent=2))
             return
