@@ -51,16 +51,8 @@ class SizingRule:
 
     @classmethod
     def from_settings(cls, settings: Any) -> SizingRule:
-        """The rule of ``settings.strategy`` (:class:`mur.settings.Settings`)."""
-        s = settings.strategy
-        return cls(
-            target_vol=s.strategy_target_vol,
-            cap=s.strategy_cap,
-            horizon=s.strategy_horizon,
-            fee_bps=s.strategy_fee_bps,
-            slippage_bps=s.strategy_slippage_bps,
-            long_only=s.strategy_long_only,
-        )
+        """The rule of ``settings.strategy`` (:class:`mur.settings.Settings`): ``strategy_<field>`` each."""
+        return cls(**{k: getattr(settings.strategy, f"strategy_{k}") for k in cls.__dataclass_fields__})
 
 
 @dataclass
