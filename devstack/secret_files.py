@@ -46,12 +46,10 @@ def locked(path: Path, *, wait: bool = True) -> Iterator[bool]:
 def read(path: Path) -> dict[str, Any] | None:
     """The file's JSON object; None when it does not exist; ConfigError when it is empty or corrupt."""
     try:
-        text = path.read_text()
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    try:
-        data = json.loads(text)
-    except ValueError:
+    except ValueError:  # not JSON (or not text)
         data = None
     if not isinstance(data, dict):
         raise ConfigError(
