@@ -283,24 +283,15 @@ class TrainingResult(BaseModel):
     def compact(self) -> CompactResult:
         """Ids, decision and rounded metrics (for XCom)."""
         window = self.data_window or Window()
-        return CompactResult(
-            pair=self.pair,
-            model_name=self.model_name,
-            version=self.version,
-            alias=self.alias,
-            reason=self.reason,
-            mae=None if self.mae is None else round(float(self.mae), 8),
-            skill=None if self.skill is None else round(float(self.skill), 8),
-            interval_skill=(
-                None
-                if self.metrics is None or self.metrics.interval_skill is None
-                else round(float(self.metrics.interval_skill), 8)
-            ),
-            reused=self.reused,
-            run_id=self.run_id,
-            job_id=self.job_id,
-            data_window_start=window.start,
-            data_window_end=window.end,
+        metrics = {
+            "mae": self.mae,
+            "skill": self.skill,
+            "interval_skill": None if self.metrics is None else self.metrics.interval_skill,
+        }
+        return CompactResult.model_validate(
+            self.model_dump(include=set(CompactResult.model_fields))
+            | {k: None if v is None else round(float(v), 8) for k, v in metrics.items()}
+            | {"data_window_start": window.start, "data_window_end": window.end}
         )
 
 
