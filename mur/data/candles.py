@@ -158,8 +158,6 @@ def regularize_hourly(df: pd.DataFrame, *, label: str = "candles") -> tuple[pd.D
     import pandas as pd
 
     _check_order(df)
-    if len(df) == 0:
-        return df.reset_index(drop=True).copy(), []
     ts = pd.DatetimeIndex(df["timestamp"])
     off_grid = ts != ts.floor("h")
     if off_grid.any():
@@ -174,14 +172,10 @@ def regularize_hourly(df: pd.DataFrame, *, label: str = "candles") -> tuple[pd.D
     prev_close = out["close"].ffill()
     for column in PRICE_COLUMNS:
         out.loc[gap, column] = prev_close[gap]
-    zero = [c for c in ("volume", "quote_av", "tb_base_av", "tb_quote_av", *INT_COLUMNS) if c in out.columns]
-    out.loc[gap, zero] = 0
-    out = out.astype({c: "int64" for c in INT_COLUMNS if c in out.columns})
-    if "close_time" in out.columns:
-        close_dtype = out["close_time"].dtype
-        out.loc[gap, "close_time"] = out.index[gap] + pd.Timedelta(milliseconds=CLOSE_OFFSET_MS)
-        out["close_time"] = out["close_time"].astype(close_dtype)
-    out = out.rename_axis("timestamp").reset_index().loc[:, list(df.columns)]
+    out.loc[gap, [*FLOAT_COLUMNS[len(PRICE_COLUMNS) :], *INT_COLUMNS]] = 0
+    out = out.astype(dict.fromkeys(INT_COLUMNS, "int64"))
+    out["close_time"] = out["close_time"].where(~gap, out.index + pd.Timedelta(milliseconds=CLOSE_OFFSET_MS))
+    out = out.reset_index().loc[:, list(df.columns)]
 
     shown = ", ".join(format_ts(t) for t in filled[:10])
     more = f" and {len(filled) - 10} more" if len(filled) > 10 else ""
@@ -193,27 +187,22 @@ def regularize_hourly(df: pd.DataFrame, *, label: str = "candles") -> tuple[pd.D
 def _check_order(df: pd.DataFrame) -> None:
     """Raise unless ``timestamp`` is strictly increasing and has no missing value."""
     import numpy as np
-    import pandas as pd
 
     if "timestamp" not in df.columns:
         raise DataValidationError("candles are missing column(s): timestamp")
-    ts = pd.Series(df["timestamp"]).reset_index(drop=True)
+    ts = df["timestamp"].reset_index(drop=True)
     if ts.isna().any():
         i = int(np.argmax(ts.isna().to_numpy()))
         raise DataValidationError(f"missing timestamp in row {i} of {len(ts)}")
-    if len(ts) < 2:
+    step = np.diff(ts.astype("int64").to_numpy())
+    if (step > 0).all():
         return
-    diff = ts.diff().iloc[1:]
-    zero = diff == pd.Timedelta(0) if pd.api.types.is_datetime64_any_dtype(ts) else diff == 0
-    if zero.any():
-        i = int(zero.idxmax())
+    i = int(np.argmax(step <= 0)) + 1
+    if step[i - 1] == 0:
         raise DataValidationError(f"duplicate timestamp {format_ts(ts[i])} (rows {i - 1} and {i})")
-    negative = diff < (pd.Timedelta(0) if pd.api.types.is_datetime64_any_dtype(ts) else 0)
-    if negative.any():
-        i = int(negative.idxmax())
-        raise DataValidationError(
-            f"timestamps are not sorted: {format_ts(ts[i])} (row {i}) comes after {format_ts(ts[i - 1])}"
-        )
+    raise DataValidationError(
+        f"timestamps are not sorted: {format_ts(ts[i])} (row {i}) comes after {format_ts(ts[i - 1])}"
+    )
 
 
 def validate_candles(df: pd.DataFrame, *, min_rows: int = 0) -> None:

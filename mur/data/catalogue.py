@@ -154,20 +154,11 @@ def validate_pair_csv(
 
 
 def candle_rows(frame: pd.DataFrame) -> list[tuple[Any, ...]]:
-    """The typed frame as ``pair_candles`` rows (the column order of ``pair_candles``)."""
-    floats = ("open", "high", "low", "close", "volume")
-    extra = ("quote_av", "trades", "tb_base_av", "tb_quote_av")
-    out = []
-    for row in frame.itertuples(index=False):
-        out.append(
-            (
-                row.timestamp.to_pydatetime(),
-                *(float(getattr(row, c)) for c in floats),
-                row.close_time.to_pydatetime(),
-                *(int(getattr(row, c)) if c == "trades" else float(getattr(row, c)) for c in extra),
-            )
-        )
-    return out
+    """The typed frame as ``pair_candles`` rows (the column order of ``pair_candles``: Binance's less
+    ``ignore``), in Python types (``Timestamp`` is a ``datetime``)."""
+    from mur.data.candles import KLINE_COLUMNS
+
+    return list(frame.loc[:, list(KLINE_COLUMNS[:-1])].astype(object).itertuples(index=False, name=None))
 
 
 # --- adding and removing ----------------------------------------------------------------------------------

@@ -44,18 +44,13 @@ class ClockedMarketData:
         self.clock = clock
         self.name = getattr(archive, "name", "bundled")
 
-    def visible_end(self) -> datetime:
-        """Exclusive bound on the open times of the candles visible now (the current market hour)."""
-        return self.clock.hour()
-
     def klines(self, pair: str, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
         """The archive's candles in ``[start, min(end, market hour))``."""
         from mur.data.candles import as_utc
 
-        visible = self.visible_end()
-        hi = as_utc(end)
-        if hi is None or hi > visible:
-            hi = visible
+        hi = self.clock.hour()  # the open time of the first candle not closed yet
+        if end is not None:
+            hi = min(hi, as_utc(end))
         lo = as_utc(start)
         if lo is not None and lo >= hi:
             raise MarketDataError(
@@ -71,7 +66,7 @@ class ClockedMarketData:
         from mur.data.candles import as_utc
 
         first, last = self.archive.data_range(pair)
-        latest_visible = self.visible_end() - HOUR
+        latest_visible = self.clock.hour() - HOUR
         if as_utc(first) > latest_visible:
             raise MarketDataError(
                 f"no candles for {pair} yet: its data starts {iso(first)}, the market clock stands at "

@@ -37,16 +37,12 @@ BLOCK_HOURS = 24
 MAX_SYNTHETIC = 9999
 
 
-def synthetic_pair(index: int) -> str:
-    """The name of synthetic pair ``index`` (1-based): ``syn001_usdt``."""
-    if not 1 <= index <= MAX_SYNTHETIC:
-        raise ValueError(f"synthetic pair index must be in 1..{MAX_SYNTHETIC}, got {index}")
-    return f"syn{index:03d}_usdt"
-
-
 def synthetic_pairs(count: int) -> list[str]:
-    """The first ``count`` synthetic pairs, in order."""
-    return [synthetic_pair(i) for i in range(1, max(0, int(count)) + 1)]
+    """The first ``count`` synthetic pairs, in order (``MUR_SYNTHETIC_PAIRS`` allows at most
+    :data:`MAX_SYNTHETIC`)."""
+    if count > MAX_SYNTHETIC:
+        raise ValueError(f"at most {MAX_SYNTHETIC} synthetic pairs, not {count}")
+    return [f"syn{i:03d}_usdt" for i in range(1, max(0, int(count)) + 1)]
 
 
 def synthetic_index(pair: str) -> int | None:

@@ -7,10 +7,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 from mur.data.candles import (
     CLOSE_OFFSET_MS,
+    FLOAT_COLUMNS,
     INT_COLUMNS,
     KLINE_COLUMNS,
     REQUIRED_CSV_COLUMNS,
-    TIMESTAMP_DTYPE,
     ms_to_utc,
     validate_candles,
 )
@@ -90,31 +90,24 @@ def load_candles_csv(path: str | Path | IO[bytes], *, name: str | None = None) -
         )
 
     timestamps = _csv_timestamps(raw["timestamp"], label, "timestamp")
-    timestamps = timestamps.reset_index(drop=True)
-    columns: dict[str, Any] = {"timestamp": timestamps}
-    for column in KLINE_COLUMNS[1:]:
-        if column == "close_time":
-            if column in raw.columns and not raw[column].isna().all():
-                columns[column] = _csv_timestamps(raw[column], label, column).reset_index(drop=True)
-            else:
-                columns[column] = timestamps + pd.Timedelta(milliseconds=CLOSE_OFFSET_MS)
-            continue
-        if column not in raw.columns:
-            columns[column] = np.zeros(len(raw), dtype="int64" if column in INT_COLUMNS else "float64")
-            continue
-        text = raw[column].str.strip()
+    given_close = "close_time" in raw.columns and not raw["close_time"].isna().all()
+    columns: dict[str, Any] = {
+        "timestamp": timestamps,
+        "close_time": _csv_timestamps(raw["close_time"], label, "close_time")
+        if given_close
+        else timestamps + pd.Timedelta(milliseconds=CLOSE_OFFSET_MS),
+    }
+    for column in (*FLOAT_COLUMNS, *INT_COLUMNS):
+        text = raw[column].str.strip() if column in raw.columns else pd.Series("0", index=raw.index)
         values = pd.to_numeric(text, errors="coerce")
         bad = values.isna() & text.notna() & (text != "")
         if bad.any():
             i = int(np.argmax(bad.to_numpy()))
             raise DataValidationError(f"column '{column}' has non-numeric value {text[i]!r} at line {i + 2}")
-        if column in INT_COLUMNS:
-            columns[column] = values.fillna(0).astype("int64").to_numpy()
-        else:
-            columns[column] = values.astype("float64").to_numpy()
+        columns[column] = (
+            values.fillna(0).astype("int64") if column in INT_COLUMNS else values.astype("float64")
+        )
     out = pd.DataFrame(columns).loc[:, list(KLINE_COLUMNS)]
-    out["timestamp"] = out["timestamp"].astype(TIMESTAMP_DTYPE)
-    out["close_time"] = out["close_time"].astype(TIMESTAMP_DTYPE)
     out = out.sort_values("timestamp", kind="stable").reset_index(drop=True)
     validate_candles(out)
     return out
