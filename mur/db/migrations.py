@@ -234,22 +234,16 @@ def migrate(
     files = discover_migrations(migrations_dir)
     created = ensure_database(settings)
     with connect(settings, autocommit=True) as conn:
-        _acquire_migration_lock(conn, lock_timeout_s)  # session lock: survives the transactions below
-        try:
-            conn.execute(_BOOTSTRAP)
-            applied = _applied(conn)
-            _verify_applied(applied, files)
-            applied_now: list[str] = []
-            for migration in files:
-                if migration.version not in applied:
-                    _apply(conn, migration)
-                    applied_now.append(migration.name)
-        finally:
-            if not conn.closed:
-                try:
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
-                except psycopg.Error:
-                    pass  # closing the session releases the lock anyway
+        # a session lock: it survives the transactions below and goes when the connection closes
+        _acquire_migration_lock(conn, lock_timeout_s)
+        conn.execute(_BOOTSTRAP)
+        applied = _applied(conn)
+        _verify_applied(applied, files)
+        applied_now: list[str] = []
+        for migration in files:
+            if migration.version not in applied:
+                _apply(conn, migration)
+                applied_now.append(migration.name)
         ensure_app_role(conn, settings)
     return MigrationReport(
         already_applied=[applied[v][0] for v in sorted(applied)],
