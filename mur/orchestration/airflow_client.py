@@ -48,21 +48,11 @@ class TriggeredRun:
 class AirflowClient:
     """Airflow 3's public REST API with a simple-auth-manager token (no password: the all-admins mode)."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        username: str,
-        password: str | None,
-        timeout_s: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
+    def __init__(self, base_url: str, *, username: str, password: str | None) -> None:
         self.base_url = base_url.rstrip("/")
         self._username = username
         self._password = password
-        self._http = httpx.Client(
-            base_url=self.base_url, timeout=timeout_s, transport=transport, trust_env=False
-        )
+        self._http = httpx.Client(base_url=self.base_url, timeout=30.0, trust_env=False)
         self._token: str | None = None
         self._lock = threading.Lock()
 
