@@ -26,7 +26,7 @@ and the old generation's state stays (a rollback resumes it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,8 +36,8 @@ from mur.evaluation.online_conformal import OnlineParams, OnlineState, Outcome, 
 from mur.pairs import normalize_pair
 
 LOOKBACK = timedelta(days=30)
-LOCK_SPACE = 0x6F63  # "oc": online_calibration's key space of the two-key advisory locks
 """How far back (target time) :func:`update_from_resolved` looks for forecasts not yet stepped."""
+LOCK_SPACE = 0x6F63  # "oc": online_calibration's key space of the two-key advisory locks
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,6 @@ def save_calibration(db: Database, record: CalibrationRecord) -> CalibrationReco
 
 
 def _upsert(cur: Any, record: CalibrationRecord) -> None:
-    s = record.state
     cur.execute(
         """
         INSERT INTO online_calibration (pair, horizon_hours, generation, level, log_scale, integral, resolved, covered, covered_base, winkler_sum, winkler_base_sum,
@@ -142,14 +141,8 @@ def _upsert(cur: Any, record: CalibrationRecord) -> None:
             "horizon": int(record.horizon_hours),
             "generation": record.generation,
             "level": float(record.level),
-            "log_scale": s.log_scale,
-            "integral": s.integral,
-            "resolved": s.resolved,
-            "covered": s.covered,
-            "covered_base": s.covered_base,
-            "winkler_sum": s.winkler_sum,
-            "winkler_base_sum": s.winkler_base_sum,
             "last": None if record.last_target_time is None else as_utc(record.last_target_time),
+            **asdict(record.state),
         },
     )
 
