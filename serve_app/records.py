@@ -53,43 +53,39 @@ class ErrorOut(BaseModel):
     message: str
 
 
-class ResolvedOut(BaseModel):
-    """One scored forecast whose target candle has closed (ISO-8601 UTC, market time: mur/clock.py)."""
+class ScoredOut(BaseModel):
+    """One scored forecast: the first one served for its target and horizon (ISO-8601 UTC, market time:
+    mur/clock.py)."""
 
     made_at: str = Field(description="market time the forecast was first served (the scored one)")
     target_time: str = Field(description="open time of the candle whose close was forecast")
-    close_time: str = Field(description="when that candle closed: the time the forecast was for")
+    close_time: str = Field(description="when that candle closes (market time): the time the forecast is for")
     horizon_hours: int
     model_version: str
     predicted: float = Field(description="the forecast (the median for a range forecast)")
-    actual: float = Field(description="the close that happened")
     last_close: float = Field(description="the close when it was made (the persistence forecast)")
-    error: float = Field(description="predicted - actual")
-    persistence_error: float = Field(description="last_close - actual")
     lower: float | None = None
     upper: float | None = None
     level: float | None = Field(None, description="the range's nominal coverage")
+
+
+class ResolvedOut(ScoredOut):
+    """One scored forecast whose target candle has closed."""
+
+    actual: float = Field(description="the close that happened")
+    error: float = Field(description="predicted - actual")
+    persistence_error: float = Field(description="last_close - actual")
     inside: bool | None = Field(None, description="whether the actual close fell inside the range")
     source: Literal["live", "backtest"] = Field(
         "live", description="live: served; backtest: the champion's out-of-sample test span, before serving"
     )
 
 
-class UnresolvedOut(BaseModel):
+class UnresolvedOut(ScoredOut):
     """One scored forecast not resolved yet: ``pending`` (its candle has not closed at market now) or
     ``overdue`` (closed, but its close is not known yet)."""
 
     status: Literal["pending", "overdue"]
-    made_at: str = Field(description="market time the forecast was first served")
-    target_time: str = Field(description="open time of the candle whose close is forecast")
-    close_time: str = Field(description="when that candle closes (market time)")
-    horizon_hours: int
-    model_version: str
-    predicted: float
-    last_close: float
-    lower: float | None = None
-    upper: float | None = None
-    level: float | None = None
 
 
 class SummaryOut(BaseModel):
