@@ -200,7 +200,8 @@ class RegistryWatcher:
                     del self._bytes[(pair, version)]
 
     # --- API for the ingress and the forecasters -------------------------------------------------
-    def _snapshot(self) -> dict[str, Any]:
+    async def snapshot(self) -> dict[str, Any]:
+        """Targets, generation and registry health now."""
         return {
             "epoch": self.epoch,
             "generation": self.generation,
@@ -214,14 +215,10 @@ class RegistryWatcher:
             "poll_s": self.settings.serving.registry_poll_s,
         }
 
-    async def snapshot(self) -> dict[str, Any]:
-        """Targets, generation and registry health now."""
-        return self._snapshot()
-
     async def refresh(self) -> dict[str, Any]:
         """Poll the registry now (admin reload / Airflow asset event) and return the new snapshot."""
         await self._poll()
-        return self._snapshot()
+        return await self.snapshot()
 
     async def wait_for_change(self, epoch: str, generation: int, timeout_s: float = 30.0) -> dict[str, Any]:
         """Return as soon as the targets move past ``generation`` (or after ``timeout_s``)."""
@@ -233,23 +230,18 @@ class RegistryWatcher:
                     )
                 except TimeoutError:
                     pass
-        return self._snapshot()
+        return await self.snapshot()
 
-    async def model_bytes(self, pair: str, version: int) -> bytes:
-        """The ONNX file of ``pair`` ``version`` (from memory; downloaded if it was not prefetched)."""
+    async def model_entry(self, pair: str, version: int) -> dict[str, Any]:
+        """``{"data": ONNX bytes, "summary": version summary}`` of ``pair`` ``version`` (a Forecaster's load):
+        the bytes from memory, else from the store on disk, else downloaded (not prefetched)."""
         key = (pair, int(version))
         data = self._bytes.get(key)
         if data is None:
-            data = await asyncio.to_thread(self.store.model, pair, int(version))
+            data = await asyncio.to_thread(self.store.model, *key)
         if data is None:
-            data = await asyncio.to_thread(model_bytes, self.settings, pair, int(version))
-            self._bytes[key] = data
-        return data
-
-    async def model_entry(self, pair: str, version: int) -> dict[str, Any]:
-        """``{"data": ONNX bytes, "summary": version summary}`` of ``pair`` ``version`` (a Forecaster's load)."""
-        data = await self.model_bytes(pair, version)
-        summary = self._summaries.get((pair, int(version)))
+            data = self._bytes[key] = await asyncio.to_thread(model_bytes, self.settings, *key)
+        summary = self._summaries.get(key)
         if summary is None:
             current = self.targets.get(pair, {})
             summary = (
