@@ -399,11 +399,7 @@ class ApiService:
         self, owner: TokenOwner, pair: str, rows: Sequence[Mapping[str, Any]]
     ) -> Answer:
         """Next-hour forecast for the caller's own candles."""
-
-        async def call(_: str, forecaster: PairForecaster) -> ForecastOut:
-            return await forecaster.forecast_candles(rows)
-
-        return await self._forecast(owner, pair, call)
+        return await self._forecast(owner, pair, lambda _, forecaster: forecaster.forecast_candles(rows))
 
     # --- status ----------------------------------------------------------------------------------
     async def statuses(self) -> tuple[Any, dict[str, Any]]:
