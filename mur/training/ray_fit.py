@@ -10,7 +10,6 @@ driver).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CKPT_FILE = "state.pt"
-META_FILE = "meta.json"
+"""A checkpoint: the training state's tensors and, under ``meta``, where it stands (plain values, no pickle)."""
 CONTROLLER_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 CONTROLLER_POLL_S = "0.2"
 """Ray Train's controller poll (Ray's default 2 s): ``ray.train.report`` blocks until the controller took
@@ -106,11 +105,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # failed reading file": every retry after a lost node, both ranks on the head, failed so)
         with tempfile.TemporaryDirectory(prefix="mur-resume-") as d:
             checkpoint.to_directory(d)
-            state = load_checkpoint_state(Path(d) / CKPT_FILE)
-            meta = json.loads((Path(d) / META_FILE).read_text())
-        done = {name: {"best_state": s, **meta["done"][name]} for name, s in state["done"].items()}
+            resume = load_checkpoint_state(Path(d) / CKPT_FILE)
+        meta = resume["meta"]
+        done = {name: {"best_state": s, **meta["done"][name]} for name, s in resume["done"].items()}
         done.update({name: m for name, m in meta["done"].items() if "error" in m})
-        resume = {"state": state, "meta": meta}
         print(
             f"[worker {ray.train.get_context().get_world_rank()}] resumed from checkpoint at epoch "
             f"{meta['epoch']} of item {meta['item']} ({items[meta['item']]['name']}), {len(done)} item(s) done"
@@ -153,7 +151,7 @@ def _fit_item(
         _report({"item": index, "name": name, "epoch": -1}, done, None, rank)
         return
     if resume is not None:  # [ray] where the previous worker group's last checkpoint left this item
-        state, meta = resume["state"], resume["meta"]
+        state, meta = resume, resume["meta"]
         t.model.load_state_dict(state["model"])
         t.optimizer.load_state_dict(state["optimizer"])
         t.best_state, t.history, t.start_epoch = state["best_model"], list(meta["history"]), meta["epoch"] + 1
@@ -208,10 +206,9 @@ def _report(metrics: dict[str, Any], done: dict[str, Any], current: dict[str, An
         if rank == 0:
             meta = dict(current["meta"]) if current else {"item": metrics["item"], "epoch": -1}
             meta["done"] = {n: {k: v for k, v in d.items() if k != "best_state"} for n, d in done.items()}
-            state = {k: v for k, v in (current or {}).items() if k != "meta"}
+            state = {**(current or {}), "meta": meta}
             state["done"] = {n: d["best_state"] for n, d in done.items() if "best_state" in d}
             torch.save(state, Path(tmp) / CKPT_FILE)
-            (Path(tmp) / META_FILE).write_text(json.dumps(meta))
             ckpt = ray.train.Checkpoint.from_directory(tmp)  # [ray]
         ray.train.report(metrics, checkpoint=ckpt)  # [ray]
 
@@ -285,12 +282,11 @@ def run_distributed_many(
             raise RuntimeError(f"Ray Train run {run_name} ended without a checkpoint")
         with result.checkpoint.as_directory() as d:
             state = load_checkpoint_state(Path(d) / CKPT_FILE)  # a CPU driver reads a GPU run's checkpoint
-            meta = json.loads((Path(d) / META_FILE).read_text())
     finally:  # run names are unique: nothing resumes a finished run, its checkpoints are only disk
         remove_dir(f"{storage_path.rstrip('/')}/{run_name}", storage_filesystem)
     out: dict[str, FitOutcome | str] = {}
     for item in items:
-        info = meta["done"].get(item.name)
+        info = state["meta"]["done"].get(item.name)
         if info is None or item.name not in state["done"]:
             out[item.name] = (info or {}).get(
                 "error"

@@ -8,7 +8,6 @@ its reports and checkpoints are recorded, a checkpoint is handed back as a resta
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -58,12 +57,11 @@ class FakeTrain:
 
     def final(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The last checkpoint's finished items: best weights and outcome (what the driver reads)."""
-        from mur.training.ray_fit import CKPT_FILE, META_FILE, load_checkpoint_state
+        from mur.training.ray_fit import CKPT_FILE, load_checkpoint_state
 
         with self.checkpoints[-1].as_directory() as d:
             state = load_checkpoint_state(Path(d) / CKPT_FILE)
-            meta = json.loads((Path(d) / META_FILE).read_text())
-        return state["done"], meta["done"]
+        return state["done"], state["meta"]["done"]
 
 
 def synthetic() -> tuple[Any, Arrays, Arrays]:
