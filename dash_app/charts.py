@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import accumulate
 from typing import TYPE_CHECKING, Any
@@ -34,18 +34,14 @@ class TrackRecord:
     versions: list[str]
     running_mae_model: list[float]
     running_mae_persistence: list[float]
-    pending: int
-    """Unresolved forecasts whose target candle has not closed at market now (waiting for their candle)."""
-    lower: list[float | None] = field(default_factory=list)
-    upper: list[float | None] = field(default_factory=list)
-    inside: list[bool | None] = field(default_factory=list)
+    lower: list[float | None]
+    upper: list[float | None]
+    inside: list[bool | None]
     """Whether each actual close fell inside its range (None: a forecast without a range)."""
-    running_coverage: list[float | None] = field(default_factory=list)
-    interval_skill: float | None = None
+    running_coverage: list[float | None]
+    interval_skill: float | None
     """``1 - sum Winkler_model / sum Winkler_naive`` over the ranged forecasts (baseline (a))."""
-    level: float | None = None
-    overdue: int = 0
-    """Unresolved forecasts whose target candle closed at market now but whose close is not known yet."""
+    level: float | None
 
     @property
     def ranged(self) -> int:
@@ -76,8 +72,8 @@ def track_record(
     against baseline (a) (``naive_log_quantiles``: the outer quantiles of past 1 h log returns).
 
     ``market_hour`` (the open time of the current market hour, :meth:`mur.clock.MarketClock.hour`): only
-    forecasts whose target candle (open time ``target_time``) has closed by then count as resolved; the
-    others are "waiting for their candle" (``pending``), whatever a replay that ran ahead stored.
+    forecasts whose target candle (open time ``target_time``) has closed by then count as resolved, whatever a
+    replay that ran ahead stored (the others are waiting for their candle).
 
     When several forecasts share a target time (different model versions), each counts: the record is the
     model's, whichever version was champion when the forecast was made.
@@ -86,7 +82,6 @@ def track_record(
 
     closed = [f for f in forecasts if market_hour is None or f.target_time < market_hour]
     resolved = sorted((f for f in closed if f.actual is not None), key=lambda f: (f.target_time, f.made_at))
-    waiting, unfilled = len(forecasts) - len(closed), len(closed) - len(resolved)
     actual = [float(f.actual) for f in resolved if f.actual is not None]
     predicted = [f.predicted for f in resolved]
     persistence = [f.last_close for f in resolved]
@@ -108,8 +103,6 @@ def track_record(
         versions=[f.model_version for f in resolved],
         running_mae_model=running_mean([abs(p - a) for p, a in zip(predicted, actual, strict=True)]),
         running_mae_persistence=running_mean([abs(p - a) for p, a in zip(persistence, actual, strict=True)]),
-        pending=waiting if market_hour is not None else waiting + unfilled,
-        overdue=unfilled if market_hour is not None else 0,
         lower=[f.lower for f in resolved],
         upper=[f.upper for f in resolved],
         inside=[f.inside for f in resolved],

@@ -58,10 +58,6 @@ def users_table(context: DashboardContext) -> Component:
     return data_table(["id", "username", "email", "roles", "status", "used / quota", "created (wall)"], rows)
 
 
-def _user_options(context: DashboardContext) -> list[dict[str, Any]]:
-    return [{"label": f"{u.username} (id {u.id})", "value": u.id} for u in list_users(context.db)]
-
-
 def champions_block(context: DashboardContext, account: User) -> Component:
     """Champion versions and test metrics per pair, from the Serve API."""
     try:
@@ -150,7 +146,10 @@ def layout(context: DashboardContext, account: User) -> Component:
                             "User",
                             dcc.Dropdown(
                                 id="admin-user",
-                                options=_user_options(context),
+                                options=[
+                                    {"label": f"{u.username} (id {u.id})", "value": u.id}
+                                    for u in list_users(context.db)
+                                ],
                                 style={"width": "260px"},
                             ),
                         ),

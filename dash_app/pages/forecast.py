@@ -146,13 +146,6 @@ def fill_known_actuals(context: DashboardContext, pair: str, candles: pd.DataFra
     )
 
 
-def store_forecast(context: DashboardContext, pair: str, prediction: ForecastOut) -> None:
-    """Record the forecast in the track record: every horizon's median and range (or the point alone), with
-    the scale each range was served with (the online update judges the range as served)."""
-    body = {**prediction.model_dump(mode="json"), "pair": pair}
-    record_forecast_body(context.db, body, made_at=context.market_now())
-
-
 def _fetch_forecast(
     context: DashboardContext, account: User, pair: str
 ) -> tuple[ForecastOut | None, ModelOut | None, list[Component]]:
@@ -170,8 +163,10 @@ def _fetch_forecast(
         hint = " Your monthly quota is used up." if exc.status == 429 else ""
         notices.append(notice(f"No forecast: {exc}.{hint}", "warn", id="serve-error"))
         return None, None, notices
-    try:
-        store_forecast(context, pair, prediction)
+    try:  # into the track record: every horizon's median and range (or the point alone), with the scale
+        # each range was served with (the online update judges the range as served)
+        body = {**prediction.model_dump(mode="json"), "pair": pair}
+        record_forecast_body(context.db, body, made_at=context.market_now())
     except MurError as exc:
         logger.warning("could not store the forecast of %s: %s", pair, exc)
     champion = None

@@ -85,7 +85,7 @@ def test_context_without_a_source_clock_reads_the_settings_clock() -> None:
     assert recent_candles(context, "btc_usdt")["timestamp"].iloc[-1] == pd.Timestamp("2025-03-03T08:00Z")
 
 
-def test_track_record_counts_resolved_and_waiting_in_market_time() -> None:
+def test_track_record_resolves_in_market_time() -> None:
     forecasts = [
         forecast(HOUR - timedelta(hours=3), 100.0),  # resolved
         forecast(HOUR - timedelta(hours=2), 102.0),  # resolved
@@ -96,10 +96,8 @@ def test_track_record_counts_resolved_and_waiting_in_market_time() -> None:
     ]
     record = track_record(forecasts, market_hour=HOUR)
     assert record.count == 2 and record.actual == [100.0, 102.0]
-    assert record.pending == 3 and record.overdue == 1
     assert record.mae_model == 1.0
-    unclocked = track_record(forecasts)
-    assert unclocked.count == 3 and unclocked.pending == 3
+    assert track_record(forecasts).count == 3
 
 
 def test_candle_chart_marks_market_now() -> None:
