@@ -152,13 +152,12 @@ def _wait_healthy(
     service: Service,
     sid: int,
     proc: subprocess.Popen[bytes] | None,
-    timeout_s: float,
     log: Path,
     offset: int,
     writer: subprocess.Popen[bytes] | None = None,
 ) -> None:
-    """Poll the health check until it passes; fail early when the process dies."""
-    check = check_text(service)
+    """Poll the health check until it passes (``service.start_timeout_s``); fail early when the process dies."""
+    check, timeout_s = check_text(service), service.start_timeout_s
 
     def healthy() -> bool:
         rc = proc.poll() if proc is not None else None
@@ -209,7 +208,7 @@ def start_service(settings: Settings, service: Service, *, progress: Progress | 
         if pid is not None:
             if not answers(service, pid):
                 say(f"{service.name}: running (session {pid}) but not healthy yet, waiting …")
-                _wait_healthy(service, pid, None, service.start_timeout_s, log, max(0, _size(log) - 20_000))
+                _wait_healthy(service, pid, None, log, max(0, _size(log) - 20_000))
             return StartResult(service.name, "running", pid, time.monotonic() - began)
         if not ours and probe(service):  # another instance (Serve's proxy on Ray, its keeper dead, is ours)
             return StartResult(service.name, "external", None, 0.0)
@@ -224,7 +223,7 @@ def start_service(settings: Settings, service: Service, *, progress: Progress | 
         proc, offset, writer = _launch(settings, service, log)
         pid_path(settings, service.name).write_text(f"{proc.pid}\n")
         try:
-            _wait_healthy(service, proc.pid, proc, service.start_timeout_s, log, offset, writer)
+            _wait_healthy(service, proc.pid, proc, log, offset, writer)
             if service.after_start is not None:
                 service.after_start()
         except BaseException as exc:
