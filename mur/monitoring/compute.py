@@ -131,13 +131,11 @@ def rolling_series(rows: Sequence[Forecast], window: int) -> list[RollingPoint]:
 # --- input drift ---------------------------------------------------------------------------------------
 def drift_inputs(candles: pd.DataFrame) -> dict[str, np.ndarray]:
     """Per-hour inputs whose distribution drift matters: |log return|, log(high/low), log(1 + volume)."""
-    close = candles["close"].to_numpy(dtype=np.float64)
-    high = candles["high"].to_numpy(dtype=np.float64)
-    low = candles["low"].to_numpy(dtype=np.float64)
-    volume = candles["volume"].to_numpy(dtype=np.float64)
-    returns = np.abs(np.diff(np.log(close)))
+    close, high, low, volume = (
+        candles[c].to_numpy(dtype=np.float64) for c in ("close", "high", "low", "volume")
+    )
     return {
-        "abs_log_return": returns,
+        "abs_log_return": np.abs(np.diff(np.log(close))),
         "log_range": np.log(high / low)[1:],
         "log_volume": np.log1p(np.maximum(volume, 0.0))[1:],
     }
