@@ -78,6 +78,19 @@ class Result:
 # --- Load generator -----------------------------------------------------------------------------------------
 
 
+async def failure(request: Any) -> str:
+    """Why ``request`` (an aiohttp request context) failed: its HTTP status and the start of its body, or the
+    client's exception; ``""`` when it answered 200."""
+    import aiohttp
+
+    try:
+        async with request as response:
+            body = await response.read()
+            return "" if response.status == 200 else f"HTTP {response.status}: {body[:200]!r}"
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return repr(exc)
+
+
 async def load(
     name: str, url: str, token: str, concurrency: int, requests: int, call: Callable[[Any], Any] | None = None
 ) -> Result:
@@ -87,35 +100,27 @@ async def load(
 
     latencies: list[float] = []
     errors = 0
-    sample: list[str] = []
+    first = ""
     remaining = requests
     headers = {"Authorization": f"Bearer {token}"}
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
         async def worker() -> None:
-            nonlocal remaining, errors
+            nonlocal remaining, errors, first
             while remaining > 0:
                 remaining -= 1
                 started = time.perf_counter()
-                try:
-                    async with session.get(url) if call is None else call(session) as response:
-                        text = await response.read()
-                        ok = response.status == 200
-                        if not ok and not sample:
-                            sample.append(f"HTTP {response.status}: {text[:200]!r}")
-                except aiohttp.ClientError as exc:
-                    ok = False
-                    if not sample:
-                        sample.append(repr(exc))
+                why = await failure(session.get(url) if call is None else call(session))
                 latencies.append((time.perf_counter() - started) * 1000)
-                errors += not ok
+                errors += bool(why)
+                first = first or why
 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = time.perf_counter() - began
-    if sample:
-        print(f"  {name}: {errors} failed request(s), first: {sample[0]}", flush=True)
+    if first:
+        print(f"  {name}: {errors} failed request(s), first: {first}", flush=True)
     return Result(name, concurrency, requests, errors, seconds, latencies)
 
 
@@ -366,13 +371,11 @@ def main() -> int:
     smoke_help = "tiny sizes (a 4-unit champion, concurrency 1 and 4, 24 requests each): does it measure?"
     parser.add_argument("--smoke", action="store_true", help=smoke_help)
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
-    parser.add_argument("--reference-server", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
-    parser.add_argument("--version", type=int, default=0, help=argparse.SUPPRESS)
+    # the reference subprocess: its run_reference_server arguments as JSON
+    parser.add_argument("--reference-server", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.reference_server:
-        run_reference_server(opts.port, json.loads(opts.overrides), opts.pair, opts.version)
+        run_reference_server(**json.loads(opts.reference_server))
         return 0
     from devstack.config import use_stack_ray
 
@@ -401,20 +404,9 @@ def main() -> int:
 
     nice = ray_worker_niceness()
     ref_port = free_port()
+    reference = {"port": ref_port, "overrides": overrides, "pair": opts.pair, "version": version}
     ref = subprocess.Popen(
-        [
-            sys.executable,
-            __file__,
-            "--reference-server",
-            "--port",
-            str(ref_port),
-            "--pair",
-            opts.pair,
-            "--version",
-            str(version),
-            "--overrides",
-            json.dumps(overrides),
-        ],
+        [sys.executable, __file__, "--reference-server", json.dumps(reference)],
         preexec_fn=lambda: os.nice(nice),  # noqa: PLW1509 (same priority as Ray's workers)
         start_new_session=True,
     )

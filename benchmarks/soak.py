@@ -29,6 +29,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.serve import failure, make_token  # noqa: E402
 
 
 class Load(threading.Thread):
@@ -60,14 +61,7 @@ class Load(threading.Thread):
             await asyncio.gather(*pending)
 
     async def _one(self, session: Any) -> None:
-        import aiohttp
-
-        try:
-            async with session.get(self.url) as response:
-                body = await response.read()
-                why = "" if response.status == 200 else f"HTTP {response.status}: {body[:200]!r}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            why = repr(exc)
+        why = await failure(session.get(self.url))
         if why:
             self.failed += 1
             self.first_failure = self.first_failure or why
@@ -178,7 +172,6 @@ def main() -> int:
     minutes, every = (20 / 60, 5.0) if opts.smoke else (opts.minutes, opts.every)
 
     from benchmarks.common import RESULTS, write_json
-    from benchmarks.serve import make_token
     from devstack.config import align_settings
     from mur.clock import market_clock
     from mur.settings import get_settings
