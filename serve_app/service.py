@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,7 +35,7 @@ from mur.pairs import normalize_pair
 from mur.serving.answer import require_finite, with_times
 from mur.serving.calibration import OnlineScales
 from mur.serving.contract import ForecastOut
-from mur.serving.http import ChargeDecision, authenticate, charge, check_quota, quota_headers, require_admin
+from mur.serving.http import authenticate, charge, check_quota, quota_headers, require_admin
 from mur.settings import Settings, get_settings
 from mur.waiting import WaitTimeout, wait_until_async
 
@@ -346,17 +347,17 @@ class ApiService:
         ``CALL_TIMEOUT_S`` (a connection gone silent mid-commit), the forecast is answered without quota
         headers (None): the caller may get a forecast uncharged, never an error charged.
         """
-        decision = ChargeDecision()
-        call = asyncio.get_running_loop().run_in_executor(
-            self._pool, functools.partial(charge, self.db, owner, decision.commit)
-        )
+        # whose word comes first decides: the database thread about to commit, or the request giving up
+        first = threading.Lock()
+        claim = functools.partial(first.acquire, blocking=False)
+        call = asyncio.get_running_loop().run_in_executor(self._pool, charge, self.db, owner, claim)
         try:
             return await asyncio.wait_for(asyncio.shield(call), timeout=self.db_timeout_s)
         except TimeoutError:
-            if decision.abandon():
+            if claim():
                 raise DatabaseError(f"no answer from PostgreSQL within {self.db_timeout_s:g}s") from None
         except asyncio.CancelledError:  # the request went away (client gone, Serve's timeout): no answer
-            decision.abandon()
+            claim()
             raise
         try:  # the commit had begun: its outcome decides
             return await asyncio.wait_for(call, timeout=CALL_TIMEOUT_S)

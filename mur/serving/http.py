@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -162,24 +161,3 @@ def charge(db: Database, owner: TokenOwner, commit_if: Callable[[], bool] | None
     if not quota.allowed:
         raise QuotaExhaustedError(quota)
     return quota
-
-
-class ChargeDecision:
-    """Whose word on a charge comes first: the database thread about to commit it, or the request giving
-    up on it (then answered 503). Exactly one of :meth:`commit` and :meth:`abandon` returns True."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._state: str | None = None
-
-    def _claim(self, state: str) -> bool:
-        with self._lock:
-            if self._state is None:
-                self._state = state
-            return self._state == state
-
-    def commit(self) -> bool:
-        return self._claim("commit")
-
-    def abandon(self) -> bool:
-        return self._claim("abandon")
