@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mur.data.candles import (
@@ -151,15 +152,9 @@ class BinanceMarketData:
         import pandas as pd
 
         symbol = pair_to_symbol(pair)
-
-        def first() -> list[list[Any]]:
-            return self.client.get_klines(symbol=symbol, interval=INTERVAL, startTime=0, limit=1)
-
-        def last() -> list[list[Any]]:
-            return self.client.get_klines(symbol=symbol, interval=INTERVAL, limit=2)
-
-        head = self._call(f"klines request for {symbol}", pair, first)
-        tail = self._call(f"klines request for {symbol}", pair, last)
+        request = partial(self.client.get_klines, symbol=symbol, interval=INTERVAL)
+        head = self._call(f"klines request for {symbol}", pair, partial(request, startTime=0, limit=1))
+        tail = self._call(f"klines request for {symbol}", pair, partial(request, limit=2))
         if not head or not tail:
             raise MarketDataError(no_candles_message(pair, None, None, " on Binance"))
         now_ms = time.time() * 1000

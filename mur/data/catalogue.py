@@ -162,12 +162,6 @@ def candle_rows(frame: pd.DataFrame) -> list[tuple[Any, ...]]:
 
 
 # --- adding and removing ----------------------------------------------------------------------------------
-def _market_hour(settings: Settings) -> datetime:
-    from mur.clock import market_clock
-
-    return market_clock(settings).hour()
-
-
 def _refuse_active(settings: Settings, db: Database, pair: str) -> None:
     if pair in pair_catalogue(settings, db):
         raise InvalidInputError(f"{pair} is in the catalogue already (mur pairs list)")
@@ -183,6 +177,7 @@ def add_csv_pair(
     added_by: str | None,
 ) -> PairRecord:
     """Validate an uploaded CSV of ``pair``'s hourly klines and add the pair with its candles."""
+    from mur.clock import market_clock
     from mur.data.bundled import bundled_pairs
     from mur.db.pairs import save_csv_pair
 
@@ -197,7 +192,10 @@ def add_csv_pair(
             f"{pair} is bundled: add it without a CSV (mur pairs add {pair_to_symbol(pair)})"
         )
     frame = validate_pair_csv(
-        source, name=name, market_hour=_market_hour(settings), min_hours=settings.data.pair_min_history_hours
+        source,
+        name=name,
+        market_hour=market_clock(settings).hour(),
+        min_hours=settings.data.pair_min_history_hours,
     )
     _refuse_active(settings, db, pair)
     return save_csv_pair(

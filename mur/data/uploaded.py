@@ -53,12 +53,10 @@ def candles_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
     """``pair_candles`` rows (the column order of ``pair_candles``) as the typed frame."""
     import pandas as pd
 
-    frame = pd.DataFrame(rows, columns=["timestamp", *KLINE_COLUMNS[1:-1]])
+    frame = pd.DataFrame(rows, columns=list(KLINE_COLUMNS[:-1]))
     for column in ("timestamp", "close_time"):
         frame[column] = pd.to_datetime(frame[column], utc=True).astype(TIMESTAMP_DTYPE)
-    frame = frame.astype(dict.fromkeys(FLOAT_COLUMNS, "float64") | {"trades": "int64"})
-    frame["ignore"] = 0
-    return frame.loc[:, list(KLINE_COLUMNS)].reset_index(drop=True)
+    return frame.astype(dict.fromkeys(FLOAT_COLUMNS, "float64") | {"trades": "int64"}).assign(ignore=0)
 
 
 def uploaded_candles(db: Database) -> dict[str, pd.DataFrame]:
