@@ -75,12 +75,7 @@ class UpOptions:
         setting has its default value (``MUR_EPOCHS`` …), so that a first ``mur up`` is quick and a configured
         stack trains the model its schedule would (which the scheduled runs then reuse).
         """
-        given = {
-            "epochs": self.epochs,
-            "train_days": self.train_days,
-            "hidden_size": self.hidden_size,
-            "num_workers": self.num_workers,
-        }
+        given = {k: getattr(self, k) for k in ("epochs", "train_days", "hidden_size", "num_workers")}
         conf = quick_training(settings) if settings is not None else {}
         conf.update({k: v for k, v in given.items() if v is not None})
         return conf
