@@ -208,7 +208,6 @@ def replay(
     params: OnlineParams,
     *,
     delay: int | None = None,
-    state: OnlineState | None = None,
 ) -> Replay:
     """Serve hourly forecasts of one horizon in order with the online scale, feeding each outcome back
     ``delay`` steps after its forecast (default ``hours``: a forecast made at hour ``t`` for the close ``h``
@@ -223,7 +222,7 @@ def replay(
     d = hours if delay is None else int(delay)
     if d < 1:
         raise ValueError(f"the delay must be at least one step, got {d}")
-    state = state or OnlineState()
+    state = OnlineState()
     scales = np.empty(n)
     served_lo, served_hi = np.empty(n), np.empty(n)
     for t in range(n + d):  # after the last step (t >= n): the outcomes still in flight, no forecast left

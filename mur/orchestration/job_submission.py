@@ -17,6 +17,7 @@ read, then deleted).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -142,7 +143,7 @@ def build_entrypoint(
     """The job's shell entrypoint (arguments quoted): ``python -m MODULE`` (the training job, or the tuning
     job ``ray_jobs.tune_pair``) with ``--pair P``, or ``--pairs A,B,C`` for a batch, then ``options``."""
     argv = [
-        sys.executable if options.pop("_same_python", True) else "python",
+        sys.executable,
         "-m",
         module,
         *(["--pair", pair] if isinstance(pair, str) else ["--pairs", ",".join(pair)]),
@@ -340,8 +341,7 @@ def _run(
     return client, job_id, status, logs, read or job_result_reader(settings)
 
 
-def _print(line: str) -> None:
-    print(line, flush=True)
+_print = functools.partial(print, flush=True)
 
 
 def last_error_line(logs: str) -> str | None:

@@ -42,10 +42,10 @@ def test_plan_batches_fills_the_slots_and_caps_the_size(
 
 
 def test_batch_entrypoint_and_results() -> None:
-    entry = build_entrypoint(["btc_usdt", "eth_usdt"], END, epochs=2, submission_id="s1", _same_python=False)
+    entry = build_entrypoint(["btc_usdt", "eth_usdt"], END, epochs=2, submission_id="s1")
     assert "--pairs btc_usdt,eth_usdt" in entry and "--pair " not in entry and "--epochs 2" in entry
     assert "--submission-id s1" in entry
-    assert "--pair btc_usdt" in build_entrypoint("btc_usdt", None, _same_python=False)
+    assert "--pair btc_usdt" in build_entrypoint("btc_usdt", None)
     document = left(FULL_RESULT, TrainingResult.failure("nope_usdt", "unknown pair"))
     pairs = ["btc_usdt", "nope_usdt", "eth_usdt"]
     logs = "[mur] progress\nRuntimeError: worker died"
