@@ -49,10 +49,9 @@ def connection_options(
     """libpq parameters of every connection: timeouts, keepalives, UTC (and statement and lock timeouts if
     given: a statement waiting longer than ``lock_timeout_s`` for a lock fails, its transaction rolls back)."""
     options = "-c TimeZone=UTC"
-    if statement_timeout_s is not None:
-        options += f" -c statement_timeout={max(round(statement_timeout_s * 1000), 1)}"
-    if lock_timeout_s is not None:
-        options += f" -c lock_timeout={max(round(lock_timeout_s * 1000), 1)}"
+    for name, seconds in (("statement_timeout", statement_timeout_s), ("lock_timeout", lock_timeout_s)):
+        if seconds is not None:
+            options += f" -c {name}={max(round(seconds * 1000), 1)}"
     return {
         "connect_timeout": CONNECT_TIMEOUT_S,
         "application_name": APPLICATION_NAME,
@@ -104,8 +103,6 @@ class Database:
         self._pool_timeout_s = pool_timeout_s
         if statement_timeout_s is None:
             statement_timeout_s = settings.db.pg_statement_timeout_s
-        self.statement_timeout_s = statement_timeout_s
-        self.lock_timeout_s = lock_timeout_s
         self._options = connection_options(statement_timeout_s, lock_timeout_s)
         self._pool: ConnectionPool[Connection] | None = None
         self._pool_lock = threading.Lock()
