@@ -59,17 +59,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import common  # noqa: E402
 
 
-def evaluate_pair(
-    pair: str, epochs: int, train_days: int, end: datetime | None = None, **overrides: Any
-) -> dict[str, Any]:
-    """Train ``pair`` locally (no registry) on the candles before ``end`` (default: all) and return its
-    metrics document as a dict, with the time taken (``overrides``: hyper-parameters, e.g. the smoke run's
-    ``hidden_size``)."""
-    started = time.perf_counter()
-    metrics = common.train_locally(pair, epochs, train_days, end=end, **overrides)
-    return {"seconds": round(time.perf_counter() - started, 1), "metrics": metrics}
-
-
 def coverage_error(coverage: float, n_windows: int, hours: int) -> float:
     """Sampling error of a coverage measured on ``n_windows`` overlapping ``hours``-hour outcomes: binomial on
     the ``n_windows / hours`` independent ones, ``sqrt(c (1 - c) hours / n)`` (24 h on a 36-day span: ~0.05)."""
@@ -94,7 +83,9 @@ def walk_forward(
         if path is not None and path.exists():
             doc = json.loads(path.read_text())
         else:
-            doc = evaluate_pair(pair, epochs, train_days, end=end, **overrides)
+            started = time.perf_counter()  # a local training (no registry) on the candles before ``end``
+            metrics = common.train_locally(pair, epochs, train_days, end=end, **overrides)
+            doc = {"seconds": round(time.perf_counter() - started, 1), "metrics": metrics}
             if path is not None:
                 common.write_json(path, doc, indent=None)
         window = doc["metrics"]["test_window"]
