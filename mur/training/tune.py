@@ -181,16 +181,6 @@ def start_ray(address: str | None, cpus: int) -> None:
         )
 
 
-def tune_storage(settings: Settings) -> tuple[str, Any]:
-    """Where searches live: ``MUR_RAY_STORAGE_PATH/tune`` (``s3://``: every node of a cluster reaches it),
-    else ``MUR_RUNTIME_DIR/tune``; the path and its pyarrow filesystem (None: local)."""
-    from mur.training.ray_fit import location
-
-    if settings.ray.ray_storage_path:
-        return location(settings, settings.ray.ray_storage_path.rstrip("/") + "/tune")
-    return location(settings, str((settings.general.runtime_dir / "tune").resolve()))
-
-
 def run_search(
     settings: Settings,
     candles: pd.DataFrame,
@@ -201,13 +191,19 @@ def run_search(
     fresh: bool = False,
     emit: Callable[[str], None] = log.info,
 ) -> list[TrialResult]:
-    """Run (or resume) the Ray Tune experiment ``sid``; every trial's result."""
+    """Run (or resume) the Ray Tune experiment ``sid``; every trial's result. Searches live under
+    ``MUR_RAY_STORAGE_PATH/tune`` (``s3://``: every node of a cluster reaches it), else ``MUR_RUNTIME_DIR/tune``."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from mur.training.ray_fit import location, remove_dir
+
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0: no progress tables on stdout (Ray reads it here)
-    storage, fs = tune_storage(settings)
+    if settings.ray.ray_storage_path:
+        storage, fs = location(settings, settings.ray.ray_storage_path.rstrip("/") + "/tune")
+    else:
+        storage, fs = location(settings, str((settings.general.runtime_dir / "tune").resolve()))
     path = f"{storage}/{sid}"
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -216,8 +212,6 @@ def run_search(
         {"cpu": 1},
     )
     if fresh:
-        from mur.training.ray_fit import remove_dir
-
         remove_dir(path, fs)
     if tune.Tuner.can_restore(path, storage_filesystem=fs):
         emit(f"[tune] resuming {path} (finished trials are kept)")
@@ -329,8 +323,12 @@ def tune_pair(
 
     pair = pair.lower()
     started = time.perf_counter()
-    if store:
-        stored_versions(settings, pair)  # raises DatabaseError now rather than after the search
+    if store:  # the database must answer now (DatabaseError) rather than after the search
+        from mur.db import Database
+        from mur.db.model_configs import config_history
+
+        with Database(settings, maxconn=1) as db:
+            config_history(db, pair)
     if mlflow:
         from mur.registry.tuning_runs import check_tracking
 
@@ -400,15 +398,6 @@ def tune_pair(
     if store:
         report.stored = store_choice(settings, report, activate)
     return report
-
-
-def stored_versions(settings: Settings, pair: str) -> list[ModelConfigRecord]:
-    """The pair's stored configurations (newest first)."""
-    from mur.db import Database
-    from mur.db.model_configs import config_history
-
-    with Database(settings, maxconn=1) as db:
-        return config_history(db, pair)
 
 
 def store_choice(settings: Settings, report: TuningReport, activate: Activate) -> ModelConfigRecord:

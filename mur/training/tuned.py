@@ -12,38 +12,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mur.errors import DatabaseError, DataValidationError
 from mur.settings import Settings
-
-if TYPE_CHECKING:
-    from mur.db.model_configs import ModelConfigRecord
 
 log = logging.getLogger(__name__)
 PARAM = "model_config_version"
 """The training param (hashed into the idempotency key, logged on the MLflow run) naming the version."""
 
 
-def active_record(settings: Settings, pair: str) -> ModelConfigRecord | None:
-    """The pair's active configuration (None: none stored); DatabaseError when the database cannot tell."""
-    from mur.db import Database
-    from mur.db.model_configs import active_config
-
-    with Database(settings, maxconn=1) as db:
-        return active_config(db, pair)
-
-
 def tuned_settings(
     settings: Settings, pair: str, *, emit: Callable[[str], None] | None = None
 ) -> tuple[Settings, dict[str, Any]]:
     """``settings`` with the pair's active configuration, and the params that name it (``{}`` for none)."""
+    from mur.db import Database
+    from mur.db.model_configs import active_config
     from mur.training.tuning import apply_config
 
     say = emit or log.info
     try:
-        record = active_record(settings, pair)
-    except DatabaseError as exc:
+        with Database(settings, maxconn=1) as db:
+            record = active_config(db, pair)  # None: none stored
+    except DatabaseError as exc:  # the database cannot tell
         say(f"[mur] {pair}: tuned configuration not read ({exc}); training with the settings' configuration")
         return settings, {}
     if record is None:
