@@ -150,31 +150,26 @@ def _fetch_forecast(
     context: DashboardContext, account: User, pair: str
 ) -> tuple[ForecastOut | None, ModelOut | None, list[Component]]:
     """The Serve API's forecast and champion for ``pair`` (None when unavailable) and notices to show."""
-    notices: list[Component] = []
     try:
         token = context.serve_token(account.id)
         prediction = context.serve.forecast(pair, token)
     except ServiceUnavailable as exc:
-        notices.append(
-            notice(f"The forecast service is down: {exc}. Showing the candles only.", "warn", id="serve-down")
-        )
-        return None, None, notices
+        text = f"The forecast service is down: {exc}. Showing the candles only."
+        return None, None, [notice(text, "warn", id="serve-down")]
     except ServiceAnswerError as exc:
         hint = " Your monthly quota is used up." if exc.status == 429 else ""
-        notices.append(notice(f"No forecast: {exc}.{hint}", "warn", id="serve-error"))
-        return None, None, notices
+        return None, None, [notice(f"No forecast: {exc}.{hint}", "warn", id="serve-error")]
     try:  # into the track record: every horizon's median and range (or the point alone), with the scale
         # each range was served with (the online update judges the range as served)
         body = {**prediction.model_dump(mode="json"), "pair": pair}
         record_forecast_body(context.db, body, made_at=context.market_now())
     except MurError as exc:
         logger.warning("could not store the forecast of %s: %s", pair, exc)
-    champion = None
     try:
         champion = next((m for m in context.serve.models(token) if m.pair == pair), None)
     except (ServiceUnavailable, ServiceAnswerError) as exc:
-        notices.append(notice(f"Champion metrics unavailable: {exc}.", "warn"))
-    return prediction, champion, notices
+        return prediction, None, [notice(f"Champion metrics unavailable: {exc}.", "warn")]
+    return prediction, champion, []
 
 
 def _baseline_closes(context: DashboardContext, pair: str) -> list[float]:
