@@ -21,7 +21,6 @@ import functools
 import json
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -164,59 +163,55 @@ def start_all(
     running: dict[Future[StartResult], str] = {}
     began: dict[str, float] = {}
     errors: list[BaseException] = []
-    stop_ticker = threading.Event()
-
-    def tick() -> None:
-        while not stop_ticker.wait(20.0):
-            waiting = ", ".join(f"{n} ({time.monotonic() - began[n]:.0f} s)" for n in list(running.values()))
-            if waiting:
-                say(f"  … waiting for {waiting}")
+    noted = time.monotonic()  # when a line last said which starts are awaited
 
     def start(service: Service) -> StartResult:
         result = supervisor.start_service(settings, service, progress=say)
         say(supervisor.describe_start(result, service))
         return result
 
-    ticker = threading.Thread(target=tick, daemon=True)
-    ticker.start()
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="mur-up") as pool:
-            while len(done) < len(order):
-                if not errors:
-                    ready = [
-                        n
-                        for n in order
-                        if n not in done and n not in running.values() and all(d in done for d in deps[n])
-                    ]
-                    ready.sort(key=lambda n: not exclusive(n))  # exclusive ones first, else plan order
-                    for name in ready:
-                        busy = set(running.values())
-                        if len(busy) >= max(1, parallel) or any(exclusive(b) for b in busy):
-                            break
-                        if exclusive(name) and busy:
-                            continue
-                        registry = build(settings)  # factories may read what earlier starts created
-                        began[name] = time.monotonic()
-                        running[pool.submit(start, registry[name])] = name
-                        if exclusive(name):
-                            break
-                if not running:
-                    break
-                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for future in finished:
-                    name = running.pop(future)
-                    try:
-                        done[name] = future.result()
-                    except MurError as exc:
-                        if retries.get(name, 0) > 0 and not errors:
-                            retries[name] -= 1
-                            say(f"{name} did not start ({str(exc).splitlines()[0]}): trying once more")
-                            continue
-                        errors.append(exc)
-                    except BaseException as exc:  # noqa: BLE001 (re-raised below)
-                        errors.append(exc)
-    finally:
-        stop_ticker.set()
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="mur-up") as pool:
+        while len(done) < len(order):
+            if not errors:
+                ready = [
+                    n
+                    for n in order
+                    if n not in done and n not in running.values() and all(d in done for d in deps[n])
+                ]
+                ready.sort(key=lambda n: not exclusive(n))  # exclusive ones first, else plan order
+                for name in ready:
+                    busy = set(running.values())
+                    if len(busy) >= max(1, parallel) or any(exclusive(b) for b in busy):
+                        break
+                    if exclusive(name) and busy:
+                        continue
+                    registry = build(settings)  # factories may read what earlier starts created
+                    began[name] = time.monotonic()
+                    running[pool.submit(start, registry[name])] = name
+                    if exclusive(name):
+                        break
+            if not running:
+                break
+            wait_s = max(0.0, noted + 20.0 - time.monotonic())  # a line every 20 s while starts run
+            finished, _ = wait(list(running), timeout=wait_s, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name = running.pop(future)
+                try:
+                    done[name] = future.result()
+                except MurError as exc:
+                    if retries.get(name, 0) > 0 and not errors:
+                        retries[name] -= 1
+                        say(f"{name} did not start ({str(exc).splitlines()[0]}): trying once more")
+                        continue
+                    errors.append(exc)
+                except BaseException as exc:  # noqa: BLE001 (re-raised below)
+                    errors.append(exc)
+            if running and time.monotonic() - noted >= 20.0:
+                noted = time.monotonic()
+                say(
+                    "  … waiting for "
+                    + ", ".join(f"{n} ({noted - began[n]:.0f} s)" for n in running.values())
+                )
     if errors:
         for other in errors[1:]:
             say(f"also failed: {other}")
