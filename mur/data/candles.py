@@ -102,15 +102,11 @@ def format_ts(value: Any) -> str:
 
 
 def select_window(df: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestamp | None) -> pd.DataFrame:
-    """Rows with ``start <= timestamp < end``, re-indexed from 0."""
-    mask = None
-    if start is not None:
-        mask = df["timestamp"] >= start
-    if end is not None:
-        upper = df["timestamp"] < end
-        mask = upper if mask is None else mask & upper
-    out = df if mask is None else df.loc[mask]
-    return out.reset_index(drop=True)
+    """Rows with ``start <= timestamp < end`` of ``df`` (sorted by ``timestamp``), re-indexed from 0."""
+    ts = df["timestamp"]
+    lo = 0 if start is None else int(ts.searchsorted(start))
+    hi = len(df) if end is None else int(ts.searchsorted(end))
+    return df.iloc[lo:hi].reset_index(drop=True)
 
 
 def check_window(
