@@ -119,8 +119,8 @@ def prepare(settings: Settings) -> None:
     identity = {
         "name": "mur",
         "credentials": [{"accessKey": reg.s3_access_key, "secretKey": reg.s3_secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }
-    identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]
     write_private(cfg / "s3.json", json.dumps({"identities": [identity]}))
     _certificates(cfg)
     # volume and filer, writes and reads
