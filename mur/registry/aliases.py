@@ -11,6 +11,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from mur.clock import market_clock
 from mur.db.alias_history import MAX_MOVES, AliasMove, list_moves, record_move
 from mur.db.pool import Database
 from mur.errors import ForbiddenError, InvalidInputError, NotFoundError, RegistryUnavailableError, first_line
@@ -63,8 +64,6 @@ def move_champion(
     now, :mod:`mur.clock`); the record's ``previous_version`` is the champion before (None: none)."""
     from mlflow.exceptions import MlflowException
 
-    from mur.clock import market_clock
-
     pair = normalize_pair(pair)
     name = model_name(pair, settings.registry.registry_prefix)
     current = _version(client, name, alias=CHAMPION)
@@ -115,15 +114,12 @@ def record_gate_move(
     previous_version: int | None,
     reason: str,
     scores: dict[str, Any],
-    market_time: datetime | None = None,
 ) -> None:
     """Record the gate's promotion after it set the alias. Never raises: a training whose history row could not
     be written (PostgreSQL down) still registered and promoted its version; the miss is logged."""
     if previous_version is not None and int(previous_version) == int(version):
         return
     try:
-        from mur.clock import market_clock
-
         with Database(settings, maxconn=1, pool_timeout_s=10.0) as db:
             record_move(
                 db,
@@ -134,7 +130,7 @@ def record_gate_move(
                 actor="gate",
                 reason=reason,
                 scores=scores,
-                market_time=market_time or market_clock(settings).now(),
+                market_time=market_clock(settings).now(),
             )
     except Exception as exc:  # the history is a record of the move, never a condition of it
         log.warning("%s v%s: the gate's alias move was not recorded: %s", pair, version, first_line(exc))
