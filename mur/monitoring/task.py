@@ -178,8 +178,7 @@ def run_monitoring(
     source = get_market_data(settings)
     champs, trained = _registry_view(settings, wanted)
     summary: dict[str, Any] = {}
-    db = Database(settings)
-    try:
+    with Database(settings) as db:
         for pair in wanted:
             try:
                 resolved = resolve_forecasts(db, source, pair, hour)
@@ -219,8 +218,7 @@ def run_monitoring(
                         if since < a.as_of <= hour
                         for kind in a.kinds
                     }
-                    cooling = set(kinds) <= alerted
-                    if cooling:
+                    if set(kinds) <= alerted:
                         entry["cooldown"] = True
                     else:
                         run_id = None
@@ -246,6 +244,4 @@ def run_monitoring(
             except Exception as exc:  # one pair's failure must not hide the others
                 log.exception("monitoring %s failed", pair)
                 summary[pair] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
-    finally:
-        db.close()
     return summary
