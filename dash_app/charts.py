@@ -28,16 +28,9 @@ FORECAST_COLOR = "#d62728"
 class TrackRecord:
     """Resolved forecasts (``actual`` known) in target-time order, with running MAEs."""
 
-    times: list[datetime]
-    predicted: list[float]
-    actual: list[float]
-    versions: list[str]
+    resolved: list[Forecast]
     running_mae_model: list[float]
     running_mae_persistence: list[float]
-    lower: list[float | None]
-    upper: list[float | None]
-    inside: list[bool | None]
-    """Whether each actual close fell inside its range (None: a forecast without a range)."""
     running_coverage: list[float | None]
     interval_skill: float | None
     """``1 - sum Winkler_model / sum Winkler_naive`` over the ranged forecasts (baseline (a))."""
@@ -45,11 +38,11 @@ class TrackRecord:
 
     @property
     def ranged(self) -> int:
-        return sum(1 for i in self.inside if i is not None)
+        return sum(1 for f in self.resolved if f.inside is not None)
 
     @property
     def count(self) -> int:
-        return len(self.times)
+        return len(self.resolved)
 
     @property
     def mae_model(self) -> float | None:
@@ -97,15 +90,9 @@ def track_record(
                 w_naive += winkler(lo, hi, a, 1.0 - f.level)
         coverage.append(hits / n if n else None)
     return TrackRecord(
-        times=[f.target_time for f in resolved],
-        predicted=predicted,
-        actual=actual,
-        versions=[f.model_version for f in resolved],
+        resolved=resolved,
         running_mae_model=running_mean([abs(p - a) for p, a in zip(predicted, actual, strict=True)]),
         running_mae_persistence=running_mean([abs(p - a) for p, a in zip(persistence, actual, strict=True)]),
-        lower=[f.lower for f in resolved],
-        upper=[f.upper for f in resolved],
-        inside=[f.inside for f in resolved],
         running_coverage=coverage,
         interval_skill=1.0 - w_model / w_naive if w_naive > 0 else None,
         level=next((f.level for f in resolved if f.level is not None), None),
@@ -215,36 +202,31 @@ def track_record_figure(record: TrackRecord, *, pair: str) -> go.Figure:
         vertical_spacing=0.07,
         subplot_titles=titles[: 3 if ranged else 2],
     )
+    rows, times = record.resolved, [f.target_time for f in record.resolved]
     figure.add_trace(
-        go.Scatter(x=record.times, y=record.actual, mode="lines+markers", name="actual close"), row=1, col=1
+        go.Scatter(x=times, y=[f.actual for f in rows], mode="lines+markers", name="actual close"),
+        row=1,
+        col=1,
     )
     error_y = None
     if ranged:
         error_y = {
             "type": "data",
             "symmetric": False,
-            "array": [
-                (u - p) if u is not None else 0 for u, p in zip(record.upper, record.predicted, strict=True)
-            ],
-            "arrayminus": [
-                (p - lo) if lo is not None else 0
-                for lo, p in zip(record.lower, record.predicted, strict=True)
-            ],
+            "array": [(f.upper - f.predicted) if f.upper is not None else 0 for f in rows],
+            "arrayminus": [(f.predicted - f.lower) if f.lower is not None else 0 for f in rows],
             "color": "rgba(255, 127, 14, 0.6)",
         }
-    colors = [
-        FORECAST_COLOR if i is None else ("#12b76a" if i else "#d92d20")
-        for i in (record.inside or [None] * record.count)
-    ]
+    colors = [FORECAST_COLOR if f.inside is None else ("#12b76a" if f.inside else "#d92d20") for f in rows]
     figure.add_trace(
         go.Scatter(
-            x=record.times,
-            y=record.predicted,
+            x=times,
+            y=[f.predicted for f in rows],
             mode="markers",
             name="model forecast (median, range)" if ranged else "model forecast",
             marker={"color": colors, "symbol": "star", "size": 9},
             error_y=error_y,
-            customdata=record.versions,
+            customdata=[f.model_version for f in rows],
             hovertemplate="%{x}<br>forecast %{y:.6g}<br>model v%{customdata}<extra></extra>",
         ),
         row=1,
@@ -254,12 +236,10 @@ def track_record_figure(record: TrackRecord, *, pair: str) -> go.Figure:
         (record.running_mae_model, "MAE model", {"color": FORECAST_COLOR}),
         (record.running_mae_persistence, "MAE persistence", {"dash": "dash"}),
     )
-    figure.add_traces(
-        [go.Scatter(x=record.times, y=y, name=n, line=line) for y, n, line in mae], rows=2, cols=1
-    )
+    figure.add_traces([go.Scatter(x=times, y=y, name=n, line=line) for y, n, line in mae], rows=2, cols=1)
     if ranged:
         figure.add_trace(
-            go.Scatter(x=record.times, y=record.running_coverage, name="coverage", line={"color": "#ff7f0e"}),
+            go.Scatter(x=times, y=record.running_coverage, name="coverage", line={"color": "#ff7f0e"}),
             row=3,
             col=1,
         )
