@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mur.db import TokenOwner
 from mur.errors import MurError
 from mur.pairs import lenient_pair
-from mur.serving.contract import MAX_CANDLES, CandlesIn, ForecastOut, ModelsOut
+from mur.serving.contract import MAX_CANDLES, CandlesIn, ForecastOut, ModelsOut, misfit
 from mur.serving.http import error_body, http_error
 from serve_app.metrics import CONTENT_TYPE, AnswerCounts, ApiMetrics, RequestMeters, route_template
 from serve_app.records import ErrorOut, IsoTime, add_record_routes, forecast_as_of
@@ -76,20 +76,12 @@ def _json(answer: Answer) -> JSONResponse:
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    """422 naming the first bad field; one inside ``candles[i]`` is ``invalid_candles`` like the checks
-    the schema cannot express (count, spacing, high/low)."""
+    """422 naming the first bad field (:func:`~mur.serving.contract.misfit`); one inside ``candles[i]`` is
+    ``invalid_candles`` like the checks the schema cannot express (count, spacing, high/low)."""
     assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {}
-    loc = [p for p in first.get("loc", ()) if p != "body" and not _union_branch(p)]
-    where = ".".join(str(p) for p in loc)
-    text = str(first.get("msg", "invalid request"))
-    code = "invalid_candles" if len(loc) >= 2 and loc[0] == "candles" else "invalid_request"
-    return JSONResponse(error_body(code, f"{where}: {text}" if where else text), status_code=422)
-
-
-def _union_branch(part: Any) -> bool:
-    """Pydantic's name for the branch of a union in an error location (``constrained-int``, ``str``)."""
-    return isinstance(part, str) and (part.startswith("constrained-") or part in ("int", "str", "float"))
+    message = misfit(exc.errors())
+    code = "invalid_candles" if message.startswith("candles.") else "invalid_request"
+    return JSONResponse(error_body(code, message), status_code=422)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -10,8 +10,9 @@ import it without the serving stack.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -276,14 +277,16 @@ class PaperOut(BaseModel):
     points: list[PaperPointOut] = Field(description="hour by hour, oldest first")
 
 
-def misfit(exc: ValidationError) -> str:
-    """Where a body does not fit the contract, in one line for an error message: the first bad field (of a
-    union, the branch whose value was wrong rather than one of another type), without pydantic's names of
-    union branches (``constrained-int``) in its location."""
-    errors = exc.errors()
+def misfit(exc: ValidationError | Sequence[Mapping[str, Any]]) -> str:
+    """Where a body does not fit the contract (``exc``, or a request's errors), in one line for an error
+    message: the first bad field (of a union, the branch whose value was wrong rather than one of another
+    type), without pydantic's names of union branches (``constrained-int``, ``str``) or FastAPI's ``body`` in
+    its location."""
+    errors = exc.errors() if isinstance(exc, ValidationError) else exc
     first = next((e for e in errors if not e["type"].endswith(("_type", "_parsing"))), errors[0])
-    loc = [p for p in first["loc"] if not (isinstance(p, str) and p.startswith("constrained-"))]
-    return ".".join(str(part) for part in loc) + f": {first['msg']}"
+    loc = [str(p) for p in first["loc"] if p not in ("body", "int", "str", "float")]
+    where = ".".join(p for p in loc if not p.startswith("constrained-"))
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
 
 
 # --- the request: candles a client POSTs (mur/serving/payload.py reads them into a frame) ----------------
