@@ -34,16 +34,12 @@ LogFn = Callable[[str], None]
 def plan_batches(pairs: Sequence[str], slots: int, max_size: int) -> list[list[str]]:
     """Split ``pairs`` (order kept) into contiguous batches of near-equal size: at least one batch per
     training slot (so the slots all work), and none larger than ``max_size``."""
+    import numpy as np
+
     if not pairs:
         return []
     count = max(min(max(slots, 1), len(pairs)), math.ceil(len(pairs) / max(max_size, 1)))
-    size, extra = divmod(len(pairs), count)
-    batches, start = [], 0
-    for i in range(count):
-        stop = start + size + (1 if i < extra else 0)
-        batches.append(list(pairs[start:stop]))
-        start = stop
-    return batches
+    return [list(batch) for batch in np.array_split(np.array(pairs, dtype=object), count)]
 
 
 def train_batch(
