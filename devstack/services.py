@@ -305,12 +305,14 @@ def stack_services(settings: Settings) -> dict[str, Service]:
         settings = settings.replace(ray_auth_token=ray_token(settings))
     s, reg, ui = settings, settings.registry, settings.dashboard
     s3_url, mlflow_url = f"http://127.0.0.1:{reg.s3_port}", f"http://127.0.0.1:{reg.mlflow_port}"
-    af_env, af_prepare, af_ports = (
-        {**airflow.airflow_env(s), **_airflow_api_login(s)},
-        functools.partial(airflow.prepare, s),
-        airflow.ports(s),
+    af, af_ports = venv_bin("airflow"), airflow.ports(s)
+    airflow_service = functools.partial(  # what the four Airflow components share
+        Service,
+        env={**airflow.airflow_env(s), **_airflow_api_login(s)},
+        start_timeout_s=240,
+        cwd=PROJECT_ROOT,
+        before_start=functools.partial(airflow.prepare, s),  # compose: airflow-init
     )
-    af = venv_bin("airflow")
     table = [
         Service(
             name="redis",
@@ -381,43 +383,31 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             description="Ray head (GCS, raylet, dashboard + Jobs API, Serve)",
         ),
         *worker_node_services(s),
-        Service(
+        airflow_service(
             name="airflow-api-server",
             command=[af, "api-server", "--host", "127.0.0.1", "--port", str(s.airflow.airflow_port)],
-            env=af_env,
             port=s.airflow.airflow_port,
             health_url=f"http://127.0.0.1:{s.airflow.airflow_port}/api/v2/monitor/health",
-            start_timeout_s=240,
             stop_timeout_s=20,
-            cwd=PROJECT_ROOT,
-            before_start=af_prepare,  # compose: airflow-init
             description="Airflow UI, REST API and Execution API",
         ),
-        Service(
+        airflow_service(
             name="airflow-scheduler",
             # no log server: Airflow's binds every interface (host "" in airflow.utils.serve_logs) and the
             # API server reads the task logs from the local log folder; likewise the triggerer's
             command=[af, "scheduler", "--skip-serve-logs"],
-            env=af_env,
             port=af_ports["scheduler"],
             health_url=f"http://127.0.0.1:{af_ports['scheduler']}/health",  # the scheduler's health server
-            start_timeout_s=240,
             stop_timeout_s=10,  # idle: exits in seconds; busy: its LocalExecutor waits on tasks that ignore SIGTERM
             depends_on=("airflow-api-server",),
-            cwd=PROJECT_ROOT,
-            before_start=af_prepare,
             description="Airflow scheduler (LocalExecutor: runs the tasks)",
         ),
         *(
-            Service(
+            airflow_service(  # health: its process (compose: `airflow jobs check`, its heartbeat in the DB)
                 name=f"airflow-{component}",
                 command=[af, component, *(["--skip-serve-logs"] if component == "triggerer" else [])],
-                env=af_env,  # health: its process (compose: `airflow jobs check`, its heartbeat in the DB)
-                start_timeout_s=240,
                 stop_timeout_s=30,
                 depends_on=("airflow-api-server",),
-                cwd=PROJECT_ROOT,
-                before_start=af_prepare,
                 description=f"Airflow {component}",
             )
             for component in ("dag-processor", "triggerer")
