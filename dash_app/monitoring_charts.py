@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import plotly.graph_objects as go
@@ -34,38 +33,6 @@ def parse_as_of(value: str) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-@dataclass(frozen=True)
-class RollingSeries:
-    """The reports' rolling figures in market-time order (None where a report had none)."""
-
-    times: list[datetime]
-    skill: list[float | None]
-    coverage: list[float | None]
-    level: list[float | None]
-    n: list[int]
-
-    @property
-    def count(self) -> int:
-        return len(self.times)
-
-    @property
-    def nominal_level(self) -> float | None:
-        """The latest known nominal coverage level (e.g. 0.9)."""
-        return next((v for v in reversed(self.level) if v is not None), None)
-
-
-def rolling_series(history: Sequence[MonitoringReport]) -> RollingSeries:
-    """One point per report, sorted by ``as_of`` (the store gives them oldest first already)."""
-    ordered = sorted(history, key=lambda r: parse_as_of(r.as_of))
-    return RollingSeries(
-        times=[parse_as_of(r.as_of) for r in ordered],
-        skill=[r.skill for r in ordered],
-        coverage=[r.coverage for r in ordered],
-        level=[r.level for r in ordered],
-        n=[r.n_resolved for r in ordered],
-    )
-
-
 def _reference(times: list[datetime], value: float, *, name: str, color: str, dash: str) -> go.Scatter:
     """A horizontal reference drawn as a trace across ``times`` (so it shows in the legend)."""
     return go.Scatter(
@@ -82,10 +49,10 @@ def rolling_figure(history: Sequence[MonitoringReport], *, pair: str) -> go.Figu
     """Rolling skill vs persistence (top, with the 0-skill line and the skill alert threshold) and rolling
     coverage of the ranges (bottom, with the nominal level and the coverage alert threshold) over market
     time; a blank chart saying so when there is no report yet."""
-    series = rolling_series(history)
-    if not series.count:
+    if not history:
         return empty_figure(NO_REPORT)
-    thresholds = max(history, key=lambda r: parse_as_of(r.as_of)).thresholds
+    reports = sorted(history, key=lambda r: parse_as_of(r.as_of))  # the store gives them oldest first already
+    times, thresholds = [parse_as_of(r.as_of) for r in reports], reports[-1].thresholds
     figure = make_subplots(
         rows=2,
         cols=1,
@@ -93,7 +60,7 @@ def rolling_figure(history: Sequence[MonitoringReport], *, pair: str) -> go.Figu
         vertical_spacing=0.12,
         subplot_titles=("rolling skill vs persistence", "rolling coverage of the range"),
     )
-    level = series.nominal_level
+    level = next((r.level for r in reversed(reports) if r.level is not None), None)  # the latest known
     nominal = [(level, f"nominal level {level:.0%}", REFERENCE_COLOR, "dash")] if level is not None else []
     skill_below, coverage_below = thresholds.skill_below, thresholds.coverage_below
     skill_refs = [
@@ -104,19 +71,19 @@ def rolling_figure(history: Sequence[MonitoringReport], *, pair: str) -> go.Figu
         *nominal,
         (coverage_below, f"coverage alert below {coverage_below:.0%}", THRESHOLD_COLOR, "dot"),
     ]
-    panels: list[tuple[int, list[float | None], str, str, str, list[tuple[float, str, str, str]]]] = [
-        (1, series.skill, "rolling skill", SKILL_COLOR, "skill %{y:+.3f}", skill_refs),
-        (2, series.coverage, "rolling coverage", COVERAGE_COLOR, "coverage %{y:.1%}", coverage_refs),
+    panels: list[tuple[int, str, str, str, list[tuple[float, str, str, str]]]] = [
+        (1, "skill", SKILL_COLOR, "skill %{y:+.3f}", skill_refs),
+        (2, "coverage", COVERAGE_COLOR, "coverage %{y:.1%}", coverage_refs),
     ]
-    for row, values, name, color, hover, references in panels:
+    for row, name, color, hover, references in panels:
         figure.add_trace(
             go.Scatter(
-                x=series.times,
-                y=values,
+                x=times,
+                y=[getattr(r, name) for r in reports],
                 mode="lines+markers",
-                name=name,
+                name=f"rolling {name}",
                 line={"color": color},
-                customdata=series.n,
+                customdata=[r.n_resolved for r in reports],
                 hovertemplate=f"%{{x}}<br>{hover}<br>n = %{{customdata}}<extra></extra>",
             ),
             row=row,
@@ -124,11 +91,11 @@ def rolling_figure(history: Sequence[MonitoringReport], *, pair: str) -> go.Figu
         )
         for value, label, line_color, dash in references:
             figure.add_trace(
-                _reference(series.times, value, name=label, color=line_color, dash=dash), row=row, col=1
+                _reference(times, value, name=label, color=line_color, dash=dash), row=row, col=1
             )
     figure.update_yaxes(tickformat=".0%", row=2, col=1)
     figure.update_yaxes(tickformat="+.2f", row=1, col=1)
-    _time_axis(figure, series.times)
+    _time_axis(figure, times)
     return styled(figure, f"{pair.upper()} rolling skill and coverage (market time)", 520, legend_y=-0.15)
 
 

@@ -14,7 +14,6 @@ from dash_app.monitoring_charts import (
     STEADY_COLOR,
     drift_figure,
     rolling_figure,
-    rolling_series,
 )
 
 
@@ -22,16 +21,18 @@ def traces(figure: Any) -> dict[str, Any]:
     return {trace.name: trace for trace in figure.data}
 
 
-def test_rolling_series_is_in_market_time_order() -> None:
+def test_rolling_figure_is_in_market_time_order() -> None:
     later = monitoring_report(as_of="2024-11-05T11:00:00Z", skill=-0.1, coverage=0.7, n_resolved=30)
     earlier = monitoring_report(as_of="2024-11-05T10:00:00Z", skill=0.05, coverage=0.9, n_resolved=29)
-    series = rolling_series([later, earlier])
-    assert series.times == [
+    by_name = traces(rolling_figure([later, earlier], pair="btc_usdt"))
+    skill, coverage = by_name["rolling skill"], by_name["rolling coverage"]
+    assert list(skill.x) == [
         datetime(2024, 11, 5, 10, tzinfo=UTC),
         datetime(2024, 11, 5, 11, tzinfo=UTC),
     ]
-    assert series.skill == [0.05, -0.1] and series.coverage == [0.9, 0.7] and series.n == [29, 30]
-    assert series.nominal_level == 0.9
+    assert list(skill.y) == [0.05, -0.1] and list(coverage.y) == [0.9, 0.7]
+    assert list(skill.customdata) == [29, 30]
+    assert "nominal level 90%" in by_name
 
 
 def test_rolling_figure_draws_skill_coverage_and_references() -> None:
