@@ -25,25 +25,22 @@ CONFIG_PATH = Path(__file__).resolve().parent / "config.yaml"
 Progress = Callable[[str], None]
 
 
-def load_config(path: Path | None = None) -> dict[str, Any]:
+def load_config() -> dict[str, Any]:
     """The Serve config file as a dict."""
     import yaml
 
-    with open(path or CONFIG_PATH, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+    return yaml.safe_load(CONFIG_PATH.read_text(encoding="utf-8"))
 
 
-def app_config(
-    settings: Settings, args: AppArgs | None = None, *, path: Path | None = None
-) -> dict[str, Any]:
+def app_config(settings: Settings, args: AppArgs | None = None) -> dict[str, Any]:
     """The config file with HTTP options, app name and builder args taken from ``settings``/``args``."""
-    config = load_config(path)  # a fresh dict each call: edited freely
+    config = load_config()  # a fresh dict each call: edited freely
     config.setdefault("http_options", {}).update(
         host=settings.serving.serve_host, port=settings.serving.serve_port
     )
     apps = config.get("applications") or []
     if len(apps) != 1:
-        raise ServiceError(f"{path or CONFIG_PATH} must define exactly one application")
+        raise ServiceError(f"{CONFIG_PATH} must define exactly one application")
     app = apps[0]
     app["name"] = settings.serving.serve_app_name
     if args is None:
