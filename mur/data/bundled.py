@@ -64,9 +64,15 @@ def _load_bundled_cached(symbol: str) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def bundled_frame(pair: str) -> pd.DataFrame:
+    """All bundled candles for ``pair`` as the typed frame, read once per process and shared: not to be
+    changed (:func:`load_bundled` returns a copy)."""
+    return _load_bundled_cached(_bundled_symbol(pair))
+
+
 def load_bundled(pair: str) -> pd.DataFrame:
     """All bundled candles for ``pair`` as the typed frame (file read once per process; returns a copy)."""
-    return _load_bundled_cached(_bundled_symbol(pair)).copy()
+    return bundled_frame(pair).copy()
 
 
 class BundledMarketData:
@@ -77,7 +83,7 @@ class BundledMarketData:
     def klines(self, pair: str, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
         """Bundled candles in ``[start, end)``; naive datetimes are read as UTC."""
         lo, hi = check_window(pair, start, end)
-        full = _load_bundled_cached(_bundled_symbol(pair))
+        full = bundled_frame(pair)
         out = select_window(full, lo, hi)
         if out.empty:
             first, last = full["timestamp"].iloc[0], full["timestamp"].iloc[-1]
@@ -91,5 +97,5 @@ class BundledMarketData:
 
     def data_range(self, pair: str) -> tuple[datetime, datetime]:
         """First and last bundled open time."""
-        full = _load_bundled_cached(_bundled_symbol(pair))
+        full = bundled_frame(pair)
         return full["timestamp"].iloc[0], full["timestamp"].iloc[-1]

@@ -23,7 +23,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from mur.data.bundled import bundled_pairs
+from mur.data.bundled import bundled_frame, bundled_pairs
 from mur.data.candles import check_window, format_ts, no_candles_message
 from mur.errors import MarketDataError, UnknownPairError
 
@@ -71,13 +71,6 @@ def _scale(index: int) -> float:
     return float(10.0 ** (4.0 * frac - 2.0))
 
 
-def _real_frame(pair: str) -> pd.DataFrame:
-    """The bundled frame of a real pair, shared with the bundled source (read once per process)."""
-    from mur.data.bundled import _bundled_symbol, _load_bundled_cached
-
-    return _load_bundled_cached(_bundled_symbol(pair))
-
-
 @lru_cache(maxsize=MAX_SYNTHETIC)
 def _plan(pair: str) -> tuple[str, np.ndarray, np.ndarray]:
     """``(base pair, row order, price factor per row)``: all a synthetic pair keeps in memory (~0.2 MB for a
@@ -88,7 +81,7 @@ def _plan(pair: str) -> tuple[str, np.ndarray, np.ndarray]:
     if index is None:
         raise ValueError(f"not a synthetic pair: {pair!r}")
     base = synthetic_base(pair)
-    close = _real_frame(base)["close"].to_numpy(dtype=np.float64)
+    close = bundled_frame(base)["close"].to_numpy(dtype=np.float64)
     n = len(close)
     order = np.arange(n, dtype=np.int32)
     blocks = [order[i : i + BLOCK_HOURS] for i in range(1, n, BLOCK_HOURS)]  # row 0 anchors the path
@@ -105,7 +98,7 @@ def _build(pair: str, lo: int, hi: int) -> pd.DataFrame:
     import numpy as np
 
     base, order, factor = _plan(pair)
-    real = _real_frame(base)
+    real = bundled_frame(base)
     rows = order[lo:hi]
     scale = factor[lo:hi].astype(np.float64)
     out = real.iloc[rows].reset_index(drop=True)
@@ -124,7 +117,7 @@ def load_synthetic(pair: str) -> pd.DataFrame:
 def synthetic_window(pair: str, start: pd.Timestamp | None, end: pd.Timestamp | None) -> pd.DataFrame:
     """Candles of synthetic ``pair`` whose open time is in ``[start, end)`` (``None``: unbounded)."""
     base = _plan(pair)[0]
-    times = _real_frame(base)["timestamp"]
+    times = bundled_frame(base)["timestamp"]
     lo = 0 if start is None else int(times.searchsorted(start, side="left"))
     hi = len(times) if end is None else int(times.searchsorted(end, side="left"))
     return _build(pair, lo, max(lo, hi))
@@ -170,5 +163,5 @@ class SyntheticPairs:
         """First and last open time (a synthetic pair spans its real base series)."""
         if not self._synthetic(pair):
             return self.real.data_range(pair)
-        times = _real_frame(_plan(pair)[0])["timestamp"]
+        times = bundled_frame(_plan(pair)[0])["timestamp"]
         return times.iloc[0], times.iloc[-1]
