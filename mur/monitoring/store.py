@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from mur.db.pool import Database, fetch_one
 from mur.monitoring.report import MonitoringReport
@@ -54,10 +53,6 @@ def save_report(db: Database, report: MonitoringReport) -> None:
         )
 
 
-def _report(value: Any) -> MonitoringReport:
-    return MonitoringReport.model_validate(value if isinstance(value, dict) else json.loads(value))
-
-
 def latest_report(db: Database, pair: str) -> MonitoringReport | None:
     """The newest report of ``pair`` (None before the first monitoring run)."""
     return next(iter(report_history(db, pair, limit=1)), None)
@@ -69,7 +64,7 @@ def latest_reports(db: Database) -> dict[str, MonitoringReport]:
         cur.execute(
             "SELECT DISTINCT ON (pair) pair, report FROM monitoring_reports ORDER BY pair, as_of DESC"
         )
-        return {row["pair"]: _report(row["report"]) for row in cur.fetchall()}
+        return {row["pair"]: MonitoringReport.model_validate(row["report"]) for row in cur.fetchall()}
 
 
 def report_history(db: Database, pair: str, *, limit: int = 500) -> list[MonitoringReport]:
@@ -84,7 +79,7 @@ def report_history(db: Database, pair: str, *, limit: int = 500) -> list[Monitor
             """,
             {"pair": normalize_pair(pair), "limit": max(int(limit), 0)},
         )
-        return [_report(row["report"]) for row in cur.fetchall()]
+        return [MonitoringReport.model_validate(row["report"]) for row in cur.fetchall()]
 
 
 def record_alert(
