@@ -181,15 +181,13 @@ def coverage_band(c: Coverage, *, alpha: float, tolerance: float) -> tuple[float
     return c.nominal - half, c.nominal + half
 
 
-def out_of_band(
-    coverages: Sequence[Coverage], *, alpha: float, tolerance: float, who: str = ""
-) -> str | None:
+def out_of_band(coverages: Sequence[Coverage], *, alpha: float, tolerance: float) -> str | None:
     """The first coverage outside its band, said in words, or None."""
     for c in coverages:
         lo, hi = coverage_band(c, alpha=alpha, tolerance=tolerance)
         if not lo <= c.coverage <= hi:
             return (
-                f"{who}{c.hours} h coverage {c.coverage:.3f} outside {lo:.3f}-{hi:.3f} "
+                f"{c.hours} h coverage {c.coverage:.3f} outside {lo:.3f}-{hi:.3f} "
                 f"(nominal {c.nominal:.2f}, {c.n} targets)"
             )
     return None

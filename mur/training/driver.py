@@ -241,7 +241,6 @@ def prepare_training(
     reuse_existing: bool = False,
     emit: Callable[[str], None] | None = None,
     kind: str = "manual",
-    warm_from: warm_start.WarmStart | None = None,
     tuned: bool | None = None,
     **overrides: Any,
 ) -> PreparedTraining | TrainingResult:
@@ -264,11 +263,7 @@ def prepare_training(
     # full or warm (mur/training/warm_start.py): not part of the key, a re-run reuses the window's version
     arch = warm_start.arch_key(mcfg, settings.model.seq_len, settings.model.normalization)
     test_start = pd.Timestamp(ds.timestamps[ds.split.test][0]).tz_localize("UTC").to_pydatetime()
-    if warm_from is not None:
-        plan = warm_start.TrainingPlan(
-            warm_start.WARM, f"from the given weights (v{warm_from.version})", warm_from
-        )
-    elif register:
+    if register:
         plan = warm_start.plan(
             settings, pair, kind=kind, key=arch, test_start=test_start, window_end=window.end
         )
@@ -368,7 +363,6 @@ def train_and_register(
     reuse_existing: bool = False,
     emit: Callable[[str], None] | None = None,
     kind: str = "manual",
-    warm_from: warm_start.WarmStart | None = None,
     **overrides: Any,
 ) -> TrainingResult:
     """Train ``pair`` on candles before ``end`` with ``fit``, export, evaluate, then log/register/gate.
@@ -379,8 +373,7 @@ def train_and_register(
     returned without training. ``overrides`` are hyper-parameters (``epochs``, ``arch``, ...; None =
     settings). Progress lines go to ``emit`` (the Ray job prints them; default: this module's logger).
     ``kind`` (``scheduled``, ``backfill``, ``manual``) is recorded on the version for the admin page. A
-    scheduled run may start from the champion's weights (:mod:`mur.training.warm_start`); ``warm_from`` gives
-    the start explicitly (benchmarks, ``mur train --out`` pipelines) and skips the registry lookup. ``tuned``:
+    scheduled run may start from the champion's weights (:mod:`mur.training.warm_start`). ``tuned``:
     :mod:`mur.training.tuned`. Several pairs in one fit: :func:`train_many`.
     """
     prep = prepare_training(
@@ -393,7 +386,6 @@ def train_and_register(
         reuse_existing=reuse_existing,
         emit=emit,
         kind=kind,
-        warm_from=warm_from,
         **overrides,
     )
     if isinstance(prep, TrainingResult):

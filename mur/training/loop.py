@@ -200,7 +200,7 @@ def run_epochs(
     train_loader: DataLoader,
     validate: Callable[[], float],
     device: torch.device,
-    on_epoch: EpochHook | None = None,
+    on_epoch: EpochHook,
 ) -> Training:
     """The one epoch loop of every fit (:class:`LocalFit`, the Ray Train worker loop): train, validate,
     keep the best weights, stop early. What differs is passed in: the loaders and ``validate`` (the Ray
@@ -225,8 +225,7 @@ def run_epochs(
         row.update(epoch_seconds=evaluated - started, compute_s=computed - started)
         row.update(eval_s=evaluated - computed, wall_s=evaluated - mark)
         t.history.append(row)
-        if on_epoch is not None:
-            on_epoch(t, row, t.stopper.should_stop or epoch == cfg.epochs - 1)
+        on_epoch(t, row, t.stopper.should_stop or epoch == cfg.epochs - 1)
         mark = evaluated
         if t.stopper.should_stop:
             break
