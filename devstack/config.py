@@ -107,20 +107,17 @@ def write_secrets_dir(settings: Settings, role: str = "trainer") -> Path:
     return folder
 
 
-def use_stack_ray(settings: Settings | None = None) -> dict[str, str]:
+def use_stack_ray(settings: Settings | None = None) -> None:
     """Make this process, and every process it starts, use the local stack's Ray: the single-node switch
     (:data:`RAY_LOOPBACK_SWITCH`, unless the environment sets it) and token auth with the stack's token
     (:data:`RAY_TOKEN_VAR`; ``RAY_AUTH_MODE=disabled`` in the environment turns it off, for tests of it).
-    Call it before Ray is imported. Returns the variables in force."""
+    Call it before Ray is imported."""
     settings = settings or get_settings()
     os.environ.setdefault(RAY_LOOPBACK_SWITCH, "0")
     mode = os.environ.setdefault(RAY_AUTH_SWITCH, "token")
     if mode == "token":
         os.environ[RAY_TOKEN_VAR] = ray_token(settings)
     get_settings.cache_clear()
-    return {
-        k: os.environ[k] for k in (RAY_LOOPBACK_SWITCH, RAY_AUTH_SWITCH, RAY_TOKEN_VAR) if k in os.environ
-    }
 
 
 URL_FIELDS = {
