@@ -50,24 +50,19 @@ class ForecasterHandle:
     back-pressure) is a :class:`~mur.errors.ServiceError` (503 JSON), its trace in the log.
     """
 
-    def __init__(
-        self, handle: DeploymentHandle, pair: str = "", router: ChampionRouter | None = None
-    ) -> None:
+    def __init__(self, handle: DeploymentHandle, pair: str, router: ChampionRouter) -> None:
         self.handle = handle
         self.pair = pair
         self.router = router
 
     @property
     def model_key(self) -> str | None:
-        """The model id this pair's calls carry now (``pair@version``); None for a dedicated deployment, whose
-        replicas follow promotions themselves: the ingress cannot tell their answers apart, so it does not
-        cache them (:meth:`ApiService._latest`)."""
-        return None if self.router is None else self.router.current.get(self.pair)
+        """The model id this pair's calls carry now (``pair@version``; None before its first champion loaded):
+        the key of its cached answers (:meth:`ApiService._latest`)."""
+        return self.router.current.get(self.pair)
 
     def _target(self) -> DeploymentHandle | None:
-        if self.router is None:  # a handle to a deployment that serves only this pair's champion
-            return self.handle
-        mid = self.router.current.get(self.pair)
+        mid = self.model_key
         return None if mid is None else self.handle.options(multiplexed_model_id=mid)
 
     def _loaded(self) -> DeploymentHandle:
@@ -77,7 +72,7 @@ class ForecasterHandle:
         return target
 
     def _reason(self) -> str:
-        return (self.router.errors.get(self.pair) if self.router else None) or "loading"
+        return self.router.errors.get(self.pair) or "loading"
 
     async def _call(self, call: Awaitable[ForecastOut]) -> ForecastOut:
         try:
@@ -97,7 +92,7 @@ class ForecasterHandle:
     async def shadow_forecasts(self) -> list[ForecastOut]:
         """The latest-candles forecast of each version the pair serves in shadow (never returned to a caller:
         :meth:`ApiService._record_shadows`); a shadow that fails is logged and left out."""
-        ids = [] if self.router is None else self.router.shadows.get(self.pair, [])
+        ids = self.router.shadows.get(self.pair, [])
         calls = [self.handle.options(multiplexed_model_id=mid).forecast_latest.remote() for mid in ids]
         answers = await asyncio.gather(*(self._call(c) for c in calls), return_exceptions=True)
         for mid, answer in zip(ids, answers, strict=True):
@@ -117,7 +112,7 @@ class ForecasterHandle:
                 "market": {},
             }
         status = await target.status.remote()
-        pending = self.router.errors.get(self.pair) if self.router else None
+        pending = self.router.errors.get(self.pair)
         if pending and status.get("loaded"):  # serving the previous version: the new one did not load
             status = {**status, "load_error": pending}
         return status

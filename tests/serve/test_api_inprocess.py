@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -39,6 +40,9 @@ from mur.settings import Settings
 from mur.waiting import wait_until
 from serve_app.api import MAX_BODY_BYTES, create_api
 from serve_app.service import ApiService
+
+ROUTER = SimpleNamespace(current={PAIR: f"{PAIR}@{VERSION}"}, errors={}, shadows={})
+"""A ChampionRouter's view of the pair for a ForecasterHandle: its champion loaded."""
 
 
 @pytest.fixture
@@ -332,8 +336,11 @@ def test_a_ray_error_on_the_way_to_a_forecaster_is_a_503_json(api: Api) -> None:
     class DeadHandle:
         forecast_latest = forecast_candles = status = Method()
 
+        def options(self, **_: Any) -> DeadHandle:
+            return self
+
     user_id, token = api.user()
-    api.service.forecasters[PAIR] = ForecasterHandle(DeadHandle(), PAIR)  # type: ignore[arg-type]
+    api.service.forecasters[PAIR] = ForecasterHandle(DeadHandle(), PAIR, ROUTER)  # type: ignore[arg-type]
     body = assert_error(
         api.client.get(f"/v1/forecast/{PAIR}", headers=auth(token)), 503, "service_unavailable"
     )
@@ -366,8 +373,11 @@ def test_the_forecasters_own_errors_cross_the_handle_with_their_status_and_json(
         forecast_latest = Raising(ModelNotLoadedError(f"{PAIR} version 8 is still loading"))
         forecast_candles = Raising(DataValidationError("candle 1: high below low"))
 
+        def options(self, **_: Any) -> FailingHandle:
+            return self
+
     user_id, token = api.user()
-    api.service.forecasters[PAIR] = ForecasterHandle(FailingHandle(), PAIR)  # type: ignore[arg-type]
+    api.service.forecasters[PAIR] = ForecasterHandle(FailingHandle(), PAIR, ROUTER)  # type: ignore[arg-type]
     url = f"/v1/forecast/{PAIR}"
     body = assert_error(api.client.get(url, headers=auth(token)), 503, "model_not_loaded")
     assert body["message"] == f"{PAIR} version 8 is still loading"
