@@ -165,18 +165,13 @@ def per_forecast_losses(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Winkler score of the outer interval and pinball loss (mean over levels) of each forecast and
     horizon: price quantiles ``(n, H, L)``, outcomes ``(n, H)`` -> two ``(n, H)`` arrays."""
-    from mur.evaluation.intervals import winkler_scores
+    from mur.evaluation.intervals import pinball_per_target, winkler_scores
 
-    q = np.asarray(quantiles, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+    q, y = np.asarray(quantiles, dtype=np.float64), np.asarray(y, dtype=np.float64)
     alpha = 1.0 - (levels[-1] - levels[0])
-    winkler = np.stack(
-        [winkler_scores(q[:, j, 0], q[:, j, -1], y[:, j], alpha) for j in range(q.shape[1])], axis=1
-    )
-    diff = y[:, :, None] - q
-    tau = np.asarray(levels, dtype=np.float64).reshape(1, 1, -1)
-    pinball = np.maximum(tau * diff, (tau - 1.0) * diff).mean(axis=2)
-    return winkler, pinball
+    horizons = range(q.shape[1])
+    winkler = np.stack([winkler_scores(q[:, j, 0], q[:, j, -1], y[:, j], alpha) for j in horizons], axis=1)
+    return winkler, np.stack([pinball_per_target(q[:, j], y[:, j], levels) for j in horizons], axis=1)
 
 
 def _gain(chosen: np.ndarray, default: np.ndarray, horizon: int) -> dict[str, float | None]:
