@@ -5,7 +5,6 @@ logged-in user. Built once by :func:`dash_app.app.create_app` and stored on the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -53,23 +52,17 @@ class DashboardContext:
     @cached_property
     def clock(self) -> MarketClock:
         """The market clock: the candle source's own when it has one (what it shows and the dashboard's "now"
-        agree), else the one the settings describe (real time with Binance)."""
+        agree), else the one the settings describe (real time with Binance).
+
+        Its ``now()`` (timezone-aware UTC) is what every market purpose on the pages uses (the charts' "now",
+        which candles and forecasts are shown, what is still waiting for its candle); its ``hour()`` is the open
+        time of the current, unclosed market hour. Sessions, cookies and login limits stay on wall time."""
         clock = getattr(self.market, "clock", None)
         if clock is not None and all(callable(getattr(clock, name, None)) for name in ("now", "hour")):
             return clock
         from mur.clock import market_clock
 
         return market_clock(self.settings)
-
-    def market_now(self) -> datetime:
-        """Market "now" (timezone-aware UTC): what every market purpose on the pages uses (the charts' "now",
-        which candles and forecasts are shown, what is still waiting for its candle). Sessions, cookies and
-        login limits stay on wall time."""
-        return self.clock.now()
-
-    def market_hour(self) -> datetime:
-        """Open time of the current, unclosed market hour: candles (and forecast targets) before it closed."""
-        return self.clock.hour()
 
     def pairs(self) -> list[str]:
         """The pairs the pages offer: the pair catalogue (configured + added by an admin - removed), read on

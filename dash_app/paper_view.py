@@ -89,9 +89,7 @@ def update(pair: str | None, _n_intervals: int | None = None) -> Component | str
     rule = SizingRule.from_settings(context.settings)
     candles = lambda start, end: context.market.klines(pair, start=start, end=end)  # noqa: E731
     try:
-        body = paper_portfolio(
-            context.db, pair, market_hour=context.market_hour(), rule=rule, candles=candles
-        )
+        body = paper_portfolio(context.db, pair, market_hour=context.clock.hour(), rule=rule, candles=candles)
     except NotFoundError as exc:
         live = html.P(f"Live: {exc}. {LABEL.capitalize()}.", className="muted", id="paper-none")
         try:  # a first screen with evidence: the champion's test span, labelled as such

@@ -256,7 +256,7 @@ def download_csv(n_clicks: int | None, pair: str | None) -> Any:
     context = get_context()
     if pair not in context.pairs():
         raise PreventUpdate
-    hour = context.market_hour()
+    hour = context.clock.hour()
     body = api_track_record(context.db, pair, market_hour=hour, limit=MAX_LIMIT)
     stamp = hour.strftime("%Y%m%dT%H%MZ")
     return dcc.send_string(track_record_csv(body), f"{pair}-track-record-{stamp}.csv", type="text/csv")

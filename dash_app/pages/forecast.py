@@ -115,7 +115,7 @@ def recent_candles(context: DashboardContext, pair: str) -> pd.DataFrame:
     market clock): never a candle of the current market hour or later, whatever the source holds."""
     import pandas as pd
 
-    hour = as_utc(context.market_hour())
+    hour = as_utc(context.clock.hour())
     _first, last = context.market.data_range(pair)
     last_ts = min(as_utc(last), hour - pd.Timedelta(hours=1))
     start = last_ts - pd.Timedelta(hours=context.candles_shown - 1)
@@ -127,7 +127,7 @@ def fill_known_actuals(context: DashboardContext, pair: str, candles: pd.DataFra
     (bounded look-back)."""
     import pandas as pd
 
-    hour = context.market_hour()
+    hour = context.clock.hour()
     pending = [
         f
         for f in list_forecasts(context.db, pair=pair, limit=TRACK_RECORD_LIMIT)
@@ -162,7 +162,7 @@ def _fetch_forecast(
     try:  # into the track record: every horizon's median and range (or the point alone), with the scale
         # each range was served with (the online update judges the range as served)
         body = {**prediction.model_dump(mode="json"), "pair": pair}
-        record_forecast_body(context.db, body, made_at=context.market_now())
+        record_forecast_body(context.db, body, made_at=context.clock.now())
     except MurError as exc:
         logger.warning("could not store the forecast of %s: %s", pair, exc)
     try:
@@ -174,7 +174,7 @@ def _fetch_forecast(
 
 def _baseline_closes(context: DashboardContext, pair: str) -> list[float]:
     """Hourly closes of the 30 days before market now (the naive ranges of the interval skill)."""
-    hour = context.market_hour()
+    hour = context.clock.hour()
     longest = max(hours for _, hours in RELIABILITY_WINDOWS)
     try:
         frame = context.market.klines(pair, start=hour - timedelta(hours=longest + 48), end=hour)
@@ -191,7 +191,7 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
     if account is None:
         raise PreventUpdate
     context = get_context()
-    hour_text = context.market_hour().isoformat()
+    hour_text = context.clock.hour().isoformat()
     if (
         ctx.triggered_id == "forecast-refresh"
         and isinstance(state, dict)
@@ -215,9 +215,9 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
         fill_known_actuals(context, pair, candles)
     except MurError as exc:
         logger.warning("could not fill actuals of %s: %s", pair, exc)
-    now = context.market_now()
+    now = context.clock.now()
     view = track_record_view(
-        context.db, pair, market_hour=context.market_hour(), closes=_baseline_closes(context, pair)
+        context.db, pair, market_hour=context.clock.hour(), closes=_baseline_closes(context, pair)
     )
     chart = (
         candlestick_figure(candles, pair=pair, forecast=prediction, now=now)
@@ -291,7 +291,7 @@ def freshness(state: Any, _ticks: Any = None) -> Component | str:
         raise PreventUpdate
     if not isinstance(state, dict) or not state.get("close_time"):
         return ""
-    now = get_context().market_now()
+    now = get_context().clock.now()
     close = parse_time_or_none(state["close_time"])
     trained = parse_time_or_none(state.get("trained_until"))
     parts: list[Any] = []

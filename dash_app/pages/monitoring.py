@@ -379,7 +379,7 @@ def update(pair: str | None, _n_intervals: int | None = None) -> tuple[Any, ...]
             "The monitoring reports cannot be read right now (database unavailable); try again shortly."
         )
     try:
-        market_now: datetime | None = context.market_now()
+        market_now: datetime | None = context.clock.now()
     except (MurError, ValueError) as exc:  # a bad clock setting must not hide the reports
         logger.warning("monitoring page: no market clock: %s", exc)
         market_now = None

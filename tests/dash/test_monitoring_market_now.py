@@ -71,7 +71,7 @@ def forecast(target: datetime, actual: float | None, *, predicted: float = 101.0
 
 def test_context_uses_the_sources_clock_and_shows_only_closed_candles() -> None:
     context = context_with(ClockedSource(frozen()))
-    assert context.market_now() == NOW and context.market_hour() == HOUR
+    assert context.clock.now() == NOW and context.clock.hour() == HOUR
     candles = recent_candles(context, "btc_usdt")
     assert len(candles) == context.candles_shown
     assert candles["timestamp"].iloc[-1] == pd.Timestamp(HOUR - timedelta(hours=1))  # the last closed hour
@@ -81,7 +81,7 @@ def test_context_without_a_source_clock_reads_the_settings_clock() -> None:
     context = context_with(BundledMarketData())
     start = datetime(2025, 3, 3, 9, 30, tzinfo=UTC)
     context.settings = context.settings.replace(clock_start=start, clock_speed=0.0, clock_origin=time.time())
-    assert context.market_now() == start
+    assert context.clock.now() == start
     assert recent_candles(context, "btc_usdt")["timestamp"].iloc[-1] == pd.Timestamp("2025-03-03T08:00Z")
 
 
