@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CKPT_FILE = "state.pt"
-"""A checkpoint: the training state's tensors and, under ``meta``, where it stands (plain values, no pickle)."""
+"""A checkpoint: the training state's tensors and, under ``meta``, where it stands (plain values: no
+pickle)."""
 CONTROLLER_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 CONTROLLER_POLL_S = "0.2"
 """Ray Train's controller poll (Ray's default 2 s): ``ray.train.report`` blocks until the controller took

@@ -192,7 +192,8 @@ def run_search(
     emit: Callable[[str], None] = log.info,
 ) -> list[TrialResult]:
     """Run (or resume) the Ray Tune experiment ``sid``; every trial's result. Searches live under
-    ``MUR_RAY_STORAGE_PATH/tune`` (``s3://``: every node of a cluster reaches it), else ``MUR_RUNTIME_DIR/tune``."""
+    ``MUR_RAY_STORAGE_PATH/tune`` (``s3://``: every node of a cluster reaches it), else
+    ``MUR_RUNTIME_DIR/tune``."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
