@@ -89,12 +89,6 @@ def resolved_hourly(db: Database, pair: str, market_hour: datetime, hours: int) 
     return rows[::-1]
 
 
-def pending_count(db: Database, pair: str, market_hour: datetime) -> int:
-    """Scored forecasts of ``pair`` (every horizon) not resolved at ``market_hour``: waiting for their candle
-    to close, or overdue (closed, close not known yet)."""
-    return scored_counts(db, pair=pair, market_hour=market_hour).pending
-
-
 def window_stats(rows: Sequence[Forecast]) -> dict[str, Any]:
     """n, MAE of the model and of persistence (the last close when it was made), skill = 1 - their ratio,
     and the range's coverage and nominal level where the forecasts had one, over resolved ``rows`` (the
@@ -258,7 +252,7 @@ def build_report(
         trained_window={"start": window.get("start"), "end": window.get("end")} if window else None,
         status=status,
         n_resolved=stats["n"],
-        n_pending=pending_count(db, pair, market_hour),
+        n_pending=scored_counts(db, pair=pair, market_hour=market_hour).pending,  # waiting or overdue
         skill=_finite(stats["skill"]),
         mae_model=_finite(stats["mae_model"]),
         mae_persistence=_finite(stats["mae_persistence"]),
