@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,6 @@ from mur.registry.names import (
     CHALLENGER,
     CHAMPION,
     MODEL_PREFIX,
-    WEIGHTS_ARTIFACT,
     model_name,
     version_uri,
 )
@@ -211,15 +209,15 @@ def log_and_register(
     ds: Dataset,
     idempotency_key: str,
     kind: str = "manual",
-    weights: bytes | None = None,
+    weights: Path | None = None,
     training_tags: dict[str, str] | None = None,
 ) -> TrainingResult:
     """Log one run (params, per-epoch and final metrics, tags, ONNX + spec), register it and apply the gate.
 
     ``kind`` says what asked for the training (``scheduled``, ``backfill`` or ``manual``); the gate itself
     treats any version older than the champion as a backfill (:func:`mur.registry.gate.decide`).
-    ``weights`` (``weights.npz``, plain arrays) and ``training_tags`` (full or warm, from which version: see
-    :mod:`mur.training.warm_start`) let a later hourly run start from this version.
+    ``weights`` (the ``weights.npz`` file, plain arrays) and ``training_tags`` (full or warm, from which
+    version: see :mod:`mur.training.warm_start`) let a later hourly run start from this version.
     """
     import mlflow
     import mlflow.onnx
@@ -267,10 +265,7 @@ def log_and_register(
         mlflow.log_dict(feature_spec, "feature_spec.json")
         mlflow.log_dict(metrics_doc.model_dump(mode="json"), "metrics.json")
         if weights is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / WEIGHTS_ARTIFACT
-                path.write_bytes(weights)
-                mlflow.log_artifact(str(path))
+            mlflow.log_artifact(str(weights))
         info = mlflow.onnx.log_model(
             graph,
             name="model",

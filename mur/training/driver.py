@@ -295,10 +295,11 @@ def finish_training(
     say = emit or log.info
     pair, ds = prep.pair, prep.ds
     x_test = ds.x[ds.split.test]
-    weights = warm_start.weights_bytes(warm_start.recurrent_weights(outcome.model))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(out_dir) if out_dir is not None else Path(tmp)
         onnx_path = export_onnx(calibrate(outcome.model, ds), folder / "model.onnx", x_test[:64])
+        weights = folder / WEIGHTS_ARTIFACT
+        weights.write_bytes(warm_start.weights_bytes(warm_start.recurrent_weights(outcome.model)))
         doc = metrics_document(
             pair,
             prep.mcfg,
@@ -322,7 +323,6 @@ def finish_training(
             doc = doc.model_copy(update={"filled_hours": [iso(t) for t in prep.filled]})
             (folder / "metrics.json").write_text(doc.to_json())
             (folder / "feature_spec.json").write_text(json.dumps(ds.spec.to_dict(), indent=2))
-            (folder / WEIGHTS_ARTIFACT).write_bytes(weights)
         if not register:
             return TrainingResult(
                 pair=pair,
