@@ -71,8 +71,8 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": code, "message": message, **extra}
 
 
-def http_error(exc: MurError, *, now: datetime | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """``(status, body, headers)`` for an expected error (``now``: for the 429's Retry-After)."""
+def http_error(exc: MurError) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """``(status, body, headers)`` for an expected error (a 429's Retry-After counts to the quota's reset)."""
     status, code = next((st, c) for cls, st, c in _ERROR_TABLE if isinstance(exc, cls))
     if isinstance(exc, DatabaseError):
         log.warning("database error answered as %d: %s", status, exc)
@@ -89,9 +89,7 @@ def http_error(exc: MurError, *, now: datetime | None = None) -> tuple[int, dict
         quota = exc.quota
         body.update(limit=quota.limit, used=quota.used, reset_at=iso(quota.reset_at))
         headers.update(quota_headers(quota))
-        headers["Retry-After"] = str(
-            max(1, math.ceil((quota.reset_at - (now or datetime.now(UTC))).total_seconds()))
-        )
+        headers["Retry-After"] = str(max(1, math.ceil((quota.reset_at - datetime.now(UTC)).total_seconds())))
     return status, body, headers
 
 
