@@ -109,18 +109,6 @@ def catalogue_entries(settings: Settings, db: Database) -> list[CatalogueEntry]:
 
 
 # --- the upload's checks ----------------------------------------------------------------------------------
-def _gap_message(missing: list[Any], label: str) -> str:
-    """``N missing hour(s) in X: the first gap is 3 h from <time>``."""
-    first = missing[0]
-    run = 1
-    while run < len(missing) and (missing[run] - missing[run - 1]).total_seconds() == 3600:
-        run += 1
-    return (
-        f"{label} has {len(missing)} missing hour(s): the first gap is {run} h from {iso(first)}; "
-        "upload every hour from the first candle to the last"
-    )
-
-
 def validate_pair_csv(
     source: str | Path | IO[bytes], *, name: str, market_hour: datetime, min_hours: int
 ) -> pd.DataFrame:
@@ -143,7 +131,13 @@ def validate_pair_csv(
         )
     missing = missing_hours(frame)
     if missing:
-        raise DataValidationError(_gap_message(missing, name))
+        run = 1  # the first gap's length in hours
+        while run < len(missing) and missing[run] - missing[run - 1] == pd.Timedelta(hours=1):
+            run += 1
+        raise DataValidationError(
+            f"{name} has {len(missing)} missing hour(s): the first gap is {run} h from {iso(missing[0])}; "
+            "upload every hour from the first candle to the last"
+        )
     seen = int((ts < pd.Timestamp(market_hour)).sum())
     if seen < min_hours:
         raise DataValidationError(
