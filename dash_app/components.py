@@ -26,7 +26,6 @@ HORIZON_COLUMNS: Columns = (
     ("range skill vs naive", lambda h: fmt_signed_pct(h.interval_skill)),
     ("vs EWMA", lambda h: fmt_signed_pct(h.interval_skill_vs_ewma)),
 )
-METRIC_ROWS = (("model", "model"), ("persistence", "persistence"), ("linear", "linear"))
 
 
 def notice(message: str | list[Any], kind: str = "warn", **kwargs: Any) -> Component:
@@ -123,12 +122,11 @@ def column_table(columns: Columns, items: Iterable[Any], **kwargs: Any) -> Compo
 
 def metrics_table(model: ModelOut) -> Component:
     """Test metrics of the champion and its baselines (persistence, linear), as the registry recorded them."""
-    rows = []
-    for key, label in METRIC_ROWS:
-        if (scores := getattr(model.metrics, key, None)) is not None:
-            rows.append(
-                [label, *(_metric_cell(key, name, getattr(scores, name)) for name, _ in METRIC_COLUMNS)]
-            )
+    rows = [
+        [key, *(_metric_cell(key, name, getattr(scores, name)) for name, _ in METRIC_COLUMNS)]
+        for key in ("model", "persistence", "linear")
+        if (scores := getattr(model.metrics, key, None)) is not None
+    ]
     if not rows:
         return html.P("No test metrics recorded for this version.", className="muted")
     return data_table(["", *(title for _, title in METRIC_COLUMNS)], rows)

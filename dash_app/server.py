@@ -75,7 +75,6 @@ def make_server(
     host: str,
     port: int,
     threads: int = THREADS,
-    connection_limit: int = CONNECTION_LIMIT,
     request_timeout_s: float = REQUEST_TIMEOUT_S,
     idle_timeout_s: int = IDLE_TIMEOUT_S,
 ) -> DashServer | MultiSocketServer:
@@ -87,7 +86,7 @@ def make_server(
         host=host,
         port=port,
         threads=threads,
-        connection_limit=connection_limit,
+        connection_limit=CONNECTION_LIMIT,
         channel_timeout=idle_timeout_s,
         cleanup_interval=1,  # timeouts are checked every second
         clear_untrusted_proxy_headers=False,
