@@ -81,10 +81,7 @@ class FeatureSpec:
 
     def to_dict(self) -> dict:
         """JSON-friendly dict (logged to MLflow next to the model)."""
-        d = asdict(self)
-        d["feature_names"] = list(self.feature_names)
-        d["col_min"] = list(self.col_min)
-        d["col_max"] = list(self.col_max)
+        d = asdict(self)  # tuples: JSON lists
         d["input"] = {
             "shape": ["batch", self.seq_len, len(self.feature_names)],
             "dtype": "float32",
@@ -286,13 +283,8 @@ class Dataset:
         inside its graph; targets are log returns in percent to every horizon, ``(n, H)`` float32."""
         idx = getattr(self.split, part)
         x = np.ascontiguousarray(self.x[idx], dtype=np.float32)
-        return x, log_return_targets(self.horizon_targets[idx], x)
-
-
-def log_return_targets(closes: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``100 * log(close_h / last close)`` for closes ``(n, H)`` and raw windows ``x`` (the model's targets)."""
-    last = x[:, -1, CLOSE_IDX].astype(np.float64)[:, None]
-    return (100.0 * np.log(np.asarray(closes, dtype=np.float64) / last)).astype(np.float32)
+        last = x[:, -1, CLOSE_IDX].astype(np.float64)[:, None]  # targets: 100 * log(close_h / last close)
+        return x, (100.0 * np.log(self.horizon_targets[idx].astype(np.float64) / last)).astype(np.float32)
 
 
 def build_dataset(
