@@ -74,10 +74,6 @@ def navbar(pathname: str, *, username: str, is_admin: bool, clock: str = "") -> 
     ]
 
 
-def forbidden() -> Component:
-    return html.Div([html.H2("403 Forbidden"), html.P(FORBIDDEN_TEXT)], className="card")
-
-
 def render_page(pathname: str | None) -> tuple[list[Component], Component]:
     """Navigation bar and content for ``pathname`` (checks the role again: callbacks are requests too)."""
     from dash_app.pages import admin, api, forecast, monitoring
@@ -89,7 +85,7 @@ def render_page(pathname: str | None) -> tuple[list[Component], Component]:
     context = get_context()
     nav = navbar(path, username=account.username, is_admin=account.is_admin, clock=clock_line(context.clock))
     if path == "/admin" and not account.is_admin:
-        return nav, forbidden()
+        return nav, html.Div([html.H2("403 Forbidden"), html.P(FORBIDDEN_TEXT)], className="card")
     pages = {"/api": api.layout, "/monitoring": monitoring.layout, "/admin": admin.layout}
     return nav, pages.get(path, forecast.layout)(context, account)
 
