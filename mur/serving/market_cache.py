@@ -164,10 +164,8 @@ class MarketCache:
                 self._snapshots[pair] = snapshot
         with self._lock:
             for pair in pairs:
-                if pair in errors:
-                    self._errors[pair] = errors[pair]
-                else:
-                    self._errors.pop(pair, None)
+                self._errors.pop(pair, None)
+            self._errors.update(errors)
             self._refreshed_at = datetime.now(UTC)
         return errors
 
