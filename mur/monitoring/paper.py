@@ -50,11 +50,6 @@ def _decision(f: Forecast) -> datetime:
     return f.target_time - f.horizon_hours * HOUR
 
 
-def _traded(f: Forecast) -> bool:
-    """Made within the hour after its candle closed: never a forecast served after the next candle closed."""
-    return f.made_at < _decision(f) + 2 * HOUR
-
-
 def paper_from(
     forecasts: Sequence[Forecast],
     *,
@@ -67,7 +62,9 @@ def paper_from(
     of candles before ``market_hour`` count) and, for the EWMA-sized rule, hourly ``candles`` (None: no EWMA).
     :class:`NotFoundError` when no forecast of the rule's horizon can be traded yet."""
     rows = [f for f in forecasts if _decision(f) < market_hour]
-    decisions = {_decision(f): f for f in rows if f.horizon_hours == rule.horizon and _traded(f)}
+    # traded: made within the hour after its candle closed, never after the next candle closed
+    traded = [f for f in rows if f.horizon_hours == rule.horizon and f.made_at < _decision(f) + 2 * HOUR]
+    decisions = {_decision(f): f for f in traded}
     closes = {_decision(f): f.last_close for f in rows}
     closes |= {f.target_time: f.actual for f in rows if f.actual is not None and f.target_time < market_hour}
     start = min(decisions, default=None)

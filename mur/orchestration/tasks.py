@@ -325,7 +325,8 @@ def train_pair_task(
 
     emit = task_emit(context)
     try_number = int(getattr(context.get("ti"), "try_number", 1) or 1)
-    outcome = batch_outcome(batches, pair.lower())
+    # its outcome in the batch tasks' results ({"result": …} or {"error": …}); None: its batch task failed
+    outcome = next((dict(b[pair.lower()]) for b in batches or [] if b and pair.lower() in b), None)
     if outcome is not None and outcome.get("result"):
         result = outcome["result"]
         if result.get("reused"):
@@ -370,15 +371,6 @@ def run_arguments(settings: Settings, context: Mapping[str, Any], label: str) ->
         ),
         "kind": run_kind(dag_run),
     }
-
-
-def batch_outcome(batches: Iterable[Mapping[str, Any] | None] | None, pair: str) -> dict[str, Any] | None:
-    """The outcome of ``pair`` in the batch tasks' results (``{"result": …}`` or ``{"error": …}``), or None
-    when no batch reported it (its batch task failed)."""
-    for batch in batches or []:
-        if batch and pair in batch:
-            return dict(batch[pair])
-    return None
 
 
 def run_kind(dag_run: Any) -> str:
