@@ -25,32 +25,24 @@ def _csv_timestamps(series: pd.Series, path: Path | str, column: str) -> pd.Seri
     import numpy as np
     import pandas as pd
 
-    def where(i: int) -> str:
-        return f"line {i + 2} of {path}"
-
     if series.isna().any():
         i = int(np.argmax(series.isna().to_numpy()))
-        raise DataValidationError(f"empty {column} at {where(i)}")
+        raise DataValidationError(f"empty {column} at line {i + 2} of {path}")
     text = series.astype(str).str.strip()
-    if pd.api.types.is_numeric_dtype(series) or text.str.fullmatch(r"\d+(\.0*)?").all():
+    if text.str.fullmatch(r"\d+(\.0*)?").all():  # whole numbers: epoch milliseconds
         ms = pd.to_numeric(text).astype("float64").to_numpy()
-        if (ms != np.floor(ms)).any():
-            i = int(np.argmax(ms != np.floor(ms)))
-            raise DataValidationError(f"{column} {text[i]!r} at {where(i)} is not whole epoch milliseconds")
-        if ms.min() < 1e11:
+        unit = "seconds" if ms.min() < 1e11 else "microseconds" if ms.max() >= 1e14 else None
+        if unit is not None:
             raise DataValidationError(
-                f"{column} values in {path} look like epoch seconds; expected epoch milliseconds"
-            )
-        if ms.max() >= 1e14:
-            raise DataValidationError(
-                f"{column} values in {path} look like epoch microseconds; expected epoch milliseconds"
+                f"{column} values in {path} look like epoch {unit}; expected epoch milliseconds"
             )
         return pd.Series(ms_to_utc(ms.astype("int64")))
     parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
     if parsed.isna().any():
         i = int(np.argmax(parsed.isna().to_numpy()))
         raise DataValidationError(
-            f"{column} {text[i]!r} at {where(i)} is neither epoch milliseconds nor an ISO-8601 time"
+            f"{column} {text[i]!r} at line {i + 2} of {path} is neither epoch milliseconds nor an "
+            "ISO-8601 time"
         )
     return parsed.dt.as_unit("ns")
 
