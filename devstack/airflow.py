@@ -56,13 +56,13 @@ def shared_secrets(home: Path) -> dict[str, str]:
     return secret_files.ensure(home / "secrets.json", lambda data: None if data else make())  # once, mode 600
 
 
-def admin_password(settings: Settings, home: Path | None = None) -> str:
+def admin_password(settings: Settings) -> str:
     """The UI admin's password: ``settings.airflow.airflow_password``, else one generated once (``passwords.json``).
 
     The simple auth manager reads this file; a user missing from it would get a random password printed to
     the api-server's log instead.
     """
-    path = (home or airflow_home(settings)) / "passwords.json"
+    path = airflow_home(settings) / "passwords.json"
     user = settings.airflow.airflow_user
 
     def fill(data: dict[str, Any]) -> dict[str, Any] | None:
@@ -76,12 +76,9 @@ WORKER_SLOTS = 4
 """The LocalExecutor's task slots: the short tasks of a training and a monitoring run at once."""
 
 
-def airflow_env(
-    settings: Settings, *, home: Path | None = None, sql_alchemy_conn: str | None = None
-) -> dict[str, str]:
+def airflow_env(settings: Settings) -> dict[str, str]:
     """Environment for every Airflow process of this project (CLI calls included)."""
-    home = home or airflow_home(settings)
-    sql_alchemy_conn = sql_alchemy_conn or settings.db.sqlalchemy_url(settings.db.airflow_database)
+    home = airflow_home(settings)
     keys = shared_secrets(home)
     p = ports(settings)
     # worker slots: a training task holds one only to submit its Ray job and to read its result (it waits
@@ -101,7 +98,7 @@ def airflow_env(
         ),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{settings.airflow.airflow_user}:{ADMIN_ROLE}",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.db.sqlalchemy_url(settings.db.airflow_database),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(settings.airflow.airflow_port),
         "AIRFLOW__API__BASE_URL": settings.airflow.airflow_url,
@@ -124,16 +121,14 @@ def airflow_env(
     }
 
 
-def airflow_cli(
-    settings: Settings, *args: str, timeout_s: float = 600, check: bool = True
-) -> subprocess.CompletedProcess[str]:
+def airflow_cli(settings: Settings, *args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
     """Run ``airflow ARGS`` with the project's Airflow environment; a failure becomes a ServiceError."""
     env = {**os.environ, **airflow_env(settings)}
     command = [venv_bin("airflow"), *args]
     proc = subprocess.run(
         command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout_s
     )
-    if check and proc.returncode != 0:
+    if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise ServiceError(f"`airflow {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}")
     return proc
@@ -158,25 +153,24 @@ def _db_revision(settings: Settings) -> str | None:
     return row[0] if row else None
 
 
-def prepare(settings: Settings) -> bool:
+def prepare(settings: Settings) -> None:
     """Create the database, secrets and admin password; ``airflow db migrate`` unless already done.
 
-    Idempotent and serialised with a file lock; returns True when it migrated.
+    Idempotent and serialised with a file lock.
     """
     home = airflow_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     shared_secrets(home)
-    admin_password(settings, home)
+    admin_password(settings)
     ensure_databases(settings, [settings.db.airflow_database])
     stamp = home / ".migrated"
     with secret_files.locked(home / ".prepare"):
         revision = _db_revision(settings)
         wanted = f"{version('apache-airflow-core')} {settings.db.airflow_database}"
         if revision is not None and stamp.exists() and stamp.read_text().split("|")[0] == wanted:
-            return False
+            return
         airflow_cli(settings, "db", "migrate", timeout_s=900)
         stamp.write_text(f"{wanted}|{_db_revision(settings)}")
-        return True
 
 
 def client(settings: Settings) -> AirflowClient:

@@ -51,7 +51,7 @@ def backoff_s(failures: int) -> float:
     return 0.0 if failures <= 1 else min(2.0 ** (failures - 1), MAX_BACKOFF_S)
 
 
-def alert(settings: Settings, service: str, event: str, message: str) -> dict[str, Any]:
+def alert(settings: Settings, service: str, event: str, message: str) -> None:
     """Send a service alert (Discord, when its webhook is set) and record it, delivered or not."""
     from mur.orchestration.alerts import ORANGE, RED, Alert, send
 
@@ -65,7 +65,6 @@ def alert(settings: Settings, service: str, event: str, message: str) -> dict[st
     row |= {"message": message, "delivered": delivered}
     with open(Path(settings.general.runtime_dir) / ALERTS_FILE, "a") as fh:
         fh.write(json.dumps(row) + "\n")
-    return row
 
 
 class Watchdog:
