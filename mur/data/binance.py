@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
-from functools import partial
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mur.data.candles import (
@@ -43,25 +43,22 @@ class BinanceMarketData:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._client: Any = None
         self.retries = 0
         """Retries made so far by this instance (for logs and tests)."""
 
-    @property
+    @cached_property
     def client(self) -> Any:
         """The python-binance ``Client``, created on first use without pinging."""
-        if self._client is None:
-            from binance.client import Client
+        from binance.client import Client
 
-            client = Client(
-                self.settings.data.binance_api_key or None,
-                self.settings.data.binance_api_secret or None,
-                ping=False,
-            )
-            if self.settings.data.binance_api_url:
-                client.API_URL = self.settings.data.binance_api_url.rstrip("/")
-            self._client = client
-        return self._client
+        client = Client(
+            self.settings.data.binance_api_key or None,
+            self.settings.data.binance_api_secret or None,
+            ping=False,
+        )
+        if self.settings.data.binance_api_url:
+            client.API_URL = self.settings.data.binance_api_url.rstrip("/")
+        return client
 
     def _call(self, what: str, pair: str | None, call: Callable[[], _T]) -> _T:
         """Run ``call`` with retries on transient failures, mapping Binance errors to MurErrors."""

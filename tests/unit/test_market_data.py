@@ -145,7 +145,7 @@ def test_factory_and_protocol() -> None:
     assert isinstance(bundled.archive, UploadedPairs)
     assert isinstance(bundled.archive.archive, BundledMarketData)
     assert isinstance(binance, BinanceMarketData) and isinstance(binance, MarketData)
-    assert binance._client is None  # no client (and no network) until the first request
+    assert "client" not in vars(binance)  # no client (and no network) until the first request
 
 
 # --- validate_candles ----------------------------------------------------------------------------
