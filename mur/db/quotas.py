@@ -39,9 +39,7 @@ def month_start(at: datetime | None = None) -> date:
 
 def next_month_start(month: date) -> datetime:
     """The first instant (UTC) of the month after ``month``: when its quota resets."""
-    if month.month == 12:
-        return datetime(month.year + 1, 1, 1, tzinfo=UTC)
-    return datetime(month.year, month.month + 1, 1, tzinfo=UTC)
+    return datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
 
 
 def validate_quota(monthly_limit: int) -> int:
@@ -55,15 +53,13 @@ def validate_quota(monthly_limit: int) -> int:
 
 def set_quota(db: Database, *, user_id: int, monthly_limit: int | None) -> int:
     """Give the user their own monthly limit (None: back to the default); returns the effective limit."""
+    from mur.db.users import lock_user  # users imports this module
+
+    if monthly_limit is not None:
+        validate_quota(monthly_limit)
     with db.cursor() as cur:
-        if monthly_limit is not None:
-            validate_quota(monthly_limit)
-        elif cur.execute("SELECT 1 FROM users WHERE id = %s", (user_id,)).fetchone() is None:
-            raise NotFoundError(f"unknown user id {user_id}")
-        try:
-            store_quota(cur, user_id, monthly_limit)
-        except psycopg.errors.ForeignKeyViolation as exc:
-            raise NotFoundError(f"unknown user id {user_id}") from exc
+        lock_user(cur, user_id)
+        store_quota(cur, user_id, monthly_limit)
     return db.settings.serving.default_monthly_quota if monthly_limit is None else monthly_limit
 
 
