@@ -327,20 +327,18 @@ class ApiMetrics:
         app: str | None = None,
         exports: Callable[[], Awaitable[tuple[list[str], bool]]] = read_ray_exports,
         db_reader: Callable[[Database], DbSeries] = read_db_series,
-        db_timeout_s: float = DB_TIMEOUT_S,
     ) -> None:
         self.meters = meters or RequestMeters()
         self.app = app
         self.exports = exports
         self.db_reader = db_reader
-        self.db_timeout_s = db_timeout_s
 
     async def exposition(self, service: ApiService) -> bytes:
         """The scrape: every replica's traffic series, the served versions and the PostgreSQL series."""
         exports, versions_now, db = await asyncio.gather(
             _or_none("Ray's metrics exports", self.exports(), 2 * EXPORT_TIMEOUT_S),
             _or_none("the registry snapshot", served_versions(service.registry), REGISTRY_TIMEOUT_S),
-            _or_none("the PostgreSQL series", service.query(self.db_reader), self.db_timeout_s),
+            _or_none("the PostgreSQL series", service.query(self.db_reader), DB_TIMEOUT_S),
         )
         texts, ray_ok = exports or ([], False)  # unread: still answered, marked mur_metrics_ray_up 0
         traffic, replicas = ray_series(texts, self.app)
