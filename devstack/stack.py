@@ -95,12 +95,10 @@ def quick_training(settings: Settings) -> dict[str, int]:
 
 @dataclass
 class UpReport:
-    """What :func:`bring_up` did: service results, the admin, forecasts served, timings."""
+    """What :func:`bring_up` did: the admin, forecasts served, timings."""
 
     settings: Settings
-    started: list[StartResult] = field(default_factory=list)
     admin: AdminResult | None = None
-    training: str = ""
     forecasts: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -256,7 +254,7 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
     registry = stack_services(settings)
     say(f"services: {', '.join(supervisor.plan(registry, None))}")
     say(f"watchdog: pid {watchdog.start(settings)} (restarts a service whose process dies: mur status)")
-    report.started = start_all(settings, parallel=options.parallel, say=say)
+    start_all(settings, parallel=options.parallel, say=say)
 
     report.admin = first_run.ensure_admin(settings, options.admin_user, options.admin_password)
     if report.admin.created:
@@ -278,10 +276,7 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
         missing = pairs if options.retrain else first_run.pairs_without_champion(settings, pairs)
         client, run_id = None, None
         if not missing:
-            report.training = (
-                "every pair has a champion: no training triggered (the hourly schedule retrains)"
-            )
-            say(report.training)
+            say("every pair has a champion: no training triggered (the hourly schedule retrains)")
         elif "airflow-api-server" in registry:
             client = airflow.client(settings)
             first_run.wait_for_dag(client, DAG_ID, 300, say)
@@ -293,17 +288,14 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
                 scheduled = first_run.first_scheduled_run(client, timeout_s=120)
             if scheduled is not None:
                 run_id = scheduled
-                report.training = f"the scheduled {DAG_ID} run {run_id} trains {', '.join(missing)}"
-                say(report.training)
+                say(f"the scheduled {DAG_ID} run {run_id} trains {', '.join(missing)}")
             else:
                 run_id = first_run.trigger_first(settings, client, conf)
                 client.set_paused(DAG_ID, False)  # after the trigger: the scheduled run queues behind it
-                report.training = f"triggered {DAG_ID} run {run_id} for {', '.join(missing)}"
-                say(f"{report.training} (conf {json.dumps(conf)})")
+                say(f"triggered {DAG_ID} run {run_id} for {', '.join(missing)} (conf {json.dumps(conf)})")
         else:
             say("Airflow is not part of this stack: training directly as Ray jobs")
             first_run.train_directly(settings, missing, options.training_conf(settings), say)
-            report.training = f"trained {', '.join(missing)} directly as Ray jobs"
         try:
             say(f"waiting until Serve forecasts {', '.join(pairs)} (up to {options.timeout_s:.0f} s) …")
             report.forecasts = first_run.wait_for_forecasts(
