@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mur.data.candles import (
@@ -74,22 +75,20 @@ class UploadedPairs:
     """A :class:`~mur.data.source.MarketData`: ``archive``'s pairs from it, every other pair from the uploaded
     candles in PostgreSQL (an active or a removed pair alike: a removed pair's history stays readable)."""
 
-    def __init__(self, archive: Any, settings: Settings, db: Database | None = None) -> None:
+    def __init__(self, archive: Any, settings: Settings) -> None:
         self.archive = archive
         self.settings = settings
         self.name = getattr(archive, "name", "bundled")
-        self._db = db
-        self._archived: frozenset[str] | None = None
 
-    @property
+    @cached_property
     def db(self) -> Database:
-        if self._db is None:
-            self._db = _database(self.settings)
-        return self._db
+        return _database(self.settings)
+
+    @cached_property
+    def _archived(self) -> frozenset[str]:
+        return frozenset(self.archive.pairs())
 
     def _in_archive(self, pair: str) -> bool:
-        if self._archived is None:
-            self._archived = frozenset(self.archive.pairs())
         if pair in self._archived:
             return True
         try:  # a synthetic pair (syn001_usdt) the archive answers for without listing it first
@@ -105,12 +104,12 @@ class UploadedPairs:
             record = get_pair_record(self.db, pair=pair)
         except DatabaseError as exc:
             raise UnknownPairError(
-                f"unknown pair {pair!r}: not in the bundled data ({', '.join(sorted(self._archived or ()))}) and "
+                f"unknown pair {pair!r}: not in the bundled data ({', '.join(sorted(self._archived))}) and "
                 f"the uploaded pairs cannot be read: {exc}"
             ) from exc
         if record is None or record.source != "csv" or record.first_open is None or record.last_open is None:
             raise UnknownPairError(
-                f"unknown pair {pair!r}: the bundled data has {', '.join(sorted(self._archived or ()))} and no "
+                f"unknown pair {pair!r}: the bundled data has {', '.join(sorted(self._archived))} and no "
                 "candles were uploaded for it (mur pairs add SYMBOL --csv FILE)"
             )
         return record.first_open, record.last_open
