@@ -43,13 +43,9 @@ class AliasMove:
         """``skill 0.0125, horizons [6]`` (``-`` without scores): how the CLI and the admin page show them."""
 
         def text(v: Any) -> str:  # a list or table of scores (per horizon): its size, the rest in --json
-            return (
-                f"{v:.4g}"
-                if isinstance(v, float)
-                else f"[{len(v)}]"
-                if isinstance(v, list | dict)
-                else str(v)
-            )
+            if isinstance(v, float):
+                return f"{v:.4g}"
+            return f"[{len(v)}]" if isinstance(v, list | dict) else str(v)
 
         return ", ".join(f"{k} {text(v)}" for k, v in self.scores.items()) or "-"
 
