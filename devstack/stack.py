@@ -30,7 +30,7 @@ from typing import Any
 
 from devstack import airflow, first_run, gcs_redis, supervisor, watchdog
 from devstack.config import align_settings, fix_market_clock, pause_market_clock, remembered_ray_nodes
-from devstack.first_run import AdminResult
+from devstack.first_run import AdminResult, Say
 from devstack.processes import leftover_processes
 from devstack.provision import ensure_databases
 from devstack.services import Service, stack_services
@@ -39,8 +39,6 @@ from mur.clock import MarketClock
 from mur.errors import MurError
 from mur.orchestration import DAG_ID, MONITORING_DAG_ID
 from mur.settings import Settings
-
-Say = Callable[[str], None]
 
 
 # --- options and results ---------------------------------------------------------------------------
