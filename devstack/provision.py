@@ -55,7 +55,7 @@ def migrate_app_database(settings: Settings) -> None:
     migrate(settings)
 
 
-def ensure_bucket(settings: Settings, timeout_s: float = 120.0) -> bool:
+def ensure_bucket(settings: Settings, timeout_s: float = 120.0) -> None:
     """Create ``settings.registry.s3_bucket`` on the local S3 service if missing (compose: ``minio-init``);
     if it exists, wait until its objects can be read.
 
@@ -75,13 +75,11 @@ def ensure_bucket(settings: Settings, timeout_s: float = 120.0) -> bool:
     try:
         if client.bucket_exists(settings.registry.s3_bucket):
             _await_readable(client, settings.registry.s3_bucket, timeout_s)
-            return False
-        client.make_bucket(settings.registry.s3_bucket)
+        else:
+            client.make_bucket(settings.registry.s3_bucket)
     except S3Error as exc:
-        if exc.code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-            return False
-        raise ServiceError(f"could not create bucket {settings.registry.s3_bucket}: {exc}") from exc
-    return True
+        if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise ServiceError(f"could not create bucket {settings.registry.s3_bucket}: {exc}") from exc
 
 
 def _await_readable(client: Any, bucket: str, timeout_s: float) -> None:
