@@ -202,11 +202,8 @@ class MetricsDocument(BaseModel):
         """
         try:
             part = json.loads(tags.get("metrics_json") or "null")
-        except ValueError:
-            return None
-        if not isinstance(part, dict):
-            return None
-        try:
+            if not isinstance(part, dict):
+                return None
             return cls.model_validate(
                 {
                     "pair": tags.get("pair", ""),
@@ -220,7 +217,7 @@ class MetricsDocument(BaseModel):
                     **part,
                 }
             )
-        except ValueError:  # pydantic.ValidationError is a ValueError
+        except ValueError:  # bad JSON, or a document pydantic refuses (ValidationError is a ValueError)
             return None
 
 
