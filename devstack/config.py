@@ -222,11 +222,9 @@ def fix_market_clock(settings: Settings, *, speed: float | None = None, running:
     """
     if settings.data.market_data == "binance":
         return MarketClock.real_time()
-    wanted = (
-        speed
-        if speed is not None
-        else (settings.clock.clock_speed if "clock_speed" in settings.flat(exclude_unset=True) else None)
-    )
+    wanted = speed
+    if wanted is None and "clock_speed" in settings.flat(exclude_unset=True):
+        wanted = settings.clock.clock_speed
     stored = read_clock_state(settings.general.runtime_dir)
     if running and stored is not None:
         if wanted is not None and wanted != stored.speed:
