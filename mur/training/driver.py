@@ -104,12 +104,10 @@ def load_candles(
     return candles, DataWindow(first, end or last), filled
 
 
-def prepare(
-    settings: Settings, candles: pd.DataFrame, normalization: str | None = None, **overrides: Any
-) -> Dataset:
+def prepare(settings: Settings, candles: pd.DataFrame, **overrides: Any) -> Dataset:
     """Features (the model's columns), windows of the model's input length, targets at every horizon,
-    purged chronological split, normalization fitted on train."""
-    mcfg = model_config(settings, normalization=normalization, **overrides)
+    purged chronological split, normalization fitted on train (``overrides``: :func:`model_config`'s)."""
+    mcfg = model_config(settings, **overrides)
     return build_dataset(
         candles,
         mcfg.input_len,
@@ -356,38 +354,25 @@ def train_and_register(
     pair: str,
     *,
     fit: Fit,
-    end: datetime | None = None,
-    data_csv: Path | pd.DataFrame | None = None,
     out_dir: Path | None = None,
     register: bool = True,
-    reuse_existing: bool = False,
     emit: Callable[[str], None] | None = None,
     kind: str = "manual",
-    **overrides: Any,
+    **options: Any,
 ) -> TrainingResult:
     """Train ``pair`` on candles before ``end`` with ``fit``, export, evaluate, then log/register/gate.
 
-    ``out_dir`` also keeps ``model.onnx``, ``metrics.json`` and ``feature_spec.json`` there;
-    ``register=False`` skips MLflow (``mur train --out``). With ``reuse_existing``, a version already
-    registered for the same idempotency key (pair + window end + hyper-parameters + ``fit.key_params()``) is
-    returned without training. ``overrides`` are hyper-parameters (``epochs``, ``arch``, ...; None =
-    settings). Progress lines go to ``emit`` (the Ray job prints them; default: this module's logger).
+    ``options`` are :func:`prepare_training`'s (``end``, ``data_csv``, ``reuse_existing``, ``tuned``) and
+    hyper-parameters (``epochs``, ``arch``, ...; None = settings). ``out_dir`` also keeps ``model.onnx``,
+    ``metrics.json`` and ``feature_spec.json`` there; ``register=False`` skips MLflow (``mur train --out``).
+    With ``reuse_existing``, a version already registered for the same idempotency key (pair + window end +
+    hyper-parameters + ``fit.key_params()``) is returned without training. Progress lines go to ``emit``
+    (the Ray job prints them; default: this module's logger).
     ``kind`` (``scheduled``, ``backfill``, ``manual``) is recorded on the version for the admin page. A
     scheduled run may start from the champion's weights (:mod:`mur.training.warm_start`). ``tuned``:
     :mod:`mur.training.tuned`. Several pairs in one fit: :func:`train_many`.
     """
-    prep = prepare_training(
-        settings,
-        pair,
-        fit=fit,
-        end=end,
-        data_csv=data_csv,
-        register=register,
-        reuse_existing=reuse_existing,
-        emit=emit,
-        kind=kind,
-        **overrides,
-    )
+    prep = prepare_training(settings, pair, fit=fit, register=register, emit=emit, kind=kind, **options)
     if isinstance(prep, TrainingResult):
         return prep
     [outcome] = fit.fit_many([prep.fit_item()], run_name=prep.run_name)
