@@ -166,11 +166,9 @@ def first_scheduled_run(client: AirflowClient, timeout_s: float) -> str | None:
     def first() -> str | None:
         runs = client.dag_runs(DAG_ID, states=["queued", "running"], limit=20)
         scheduled = [r for r in runs if str(r.get("run_type", "")).lower() == "scheduled"]
-        return (
-            str(min(scheduled, key=lambda r: str(r.get("data_interval_end")))["dag_run_id"])
-            if scheduled
-            else None
-        )
+        if not scheduled:
+            return None
+        return str(min(scheduled, key=lambda r: str(r.get("data_interval_end")))["dag_run_id"])
 
     with contextlib.suppress(WaitTimeout):
         return wait_until(first, what="a scheduled training run", timeout_s=timeout_s, interval_s=2)
@@ -329,8 +327,7 @@ def wait_for_forecasts(
                         f"{base}/v1/forecast/{pair}", headers={"Authorization": f"Bearer {token}"}
                     )
                     if response.status_code == 200:
-                        served[pair] = response.json()
-                        f = served[pair]
+                        served[pair] = f = response.json()
                         say(
                             f"{pair}: served by model v{f.get('model_version')}: next close {f.get('forecast'):,.4f} "
                             f"(last {f.get('last_close'):,.4f}, {f.get('change_pct'):+.3f} %) for {f.get('target_time')}"
