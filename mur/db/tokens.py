@@ -101,9 +101,10 @@ def validate_expires_in(expires_in: timedelta | None) -> timedelta | None:
 
 
 def _insert_token(
-    cur: DictCursor, user_id: int, name: str, expires_in: timedelta | None = None
+    cur: DictCursor, user_id: int, name: str, expires_in: timedelta | None = None, token: str | None = None
 ) -> tuple[str, Token]:
-    token = generate_api_token()
+    """Store ``token`` (default: a new random one) as the user's token ``name``; returns it and its row."""
+    token = token or generate_api_token()
     lifetime_s = None if expires_in is None else expires_in.total_seconds()
     try:
         cur.execute(
@@ -194,24 +195,17 @@ def ensure_managed_token(
             row = rows.get(hash_token(token))
             if row is not None and row["revoked_at"] is not None:
                 continue  # this generation was revoked: try the next one
-            if row is None:
-                cur.execute(
-                    "INSERT INTO api_tokens (user_id, token_hash, prefix, name) VALUES (%s, %s, %s, %s) "
-                    "RETURNING id",
-                    (user_id, hash_token(token), token_prefix(token), name),
-                )
-                token_id = fetch_one(cur)["id"]
-            else:
-                token_id = row["id"]
             cur.execute(
                 "UPDATE api_tokens SET revoked_at = now() "
-                "WHERE user_id = %s AND name = %s AND revoked_at IS NULL AND id <> %s",
-                (user_id, name, token_id),
+                "WHERE user_id = %s AND name = %s AND revoked_at IS NULL AND token_hash <> %s",
+                (user_id, name, hash_token(token)),
             )
+            if row is None:
+                return _insert_token(cur, user_id, name, token=token)
             cur.execute(
                 "SELECT id, user_id, name, prefix, created_at, last_used_at, revoked_at, expires_at "
                 "FROM api_tokens WHERE id = %s",
-                (token_id,),
+                (row["id"],),
             )
             return token, Token(**fetch_one(cur))
     raise ConflictError(f"no free generation for token {name!r} of user {user_id} (all revoked)")
