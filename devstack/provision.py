@@ -21,18 +21,13 @@ def ensure_databases(settings: Settings, names: Iterable[str] | None = None) -> 
     import psycopg
     from psycopg import errors, sql
 
-    wanted = (
-        list(names)
-        if names is not None
-        else [settings.db.pg_database, settings.db.mlflow_database, settings.db.airflow_database]
-    )
+    db = settings.db
+    wanted = list(names) if names is not None else [db.pg_database, db.mlflow_database, db.airflow_database]
     try:  # autocommit: CREATE DATABASE cannot run inside a transaction
-        conn = psycopg.connect(settings.db.dsn("postgres"), autocommit=True, connect_timeout=5)
+        conn = psycopg.connect(db.dsn("postgres"), autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
         reason = first_line(exc)
-        raise ServiceError(
-            f"PostgreSQL at {settings.db.pg_host}:{settings.db.pg_port} is not reachable: {reason}"
-        ) from exc
+        raise ServiceError(f"PostgreSQL at {db.pg_host}:{db.pg_port} is not reachable: {reason}") from exc
     created = []
     with conn:
         for name in wanted:
