@@ -35,7 +35,7 @@ from mur.serving.contract import MAX_CANDLES, CandlesIn, ForecastOut, ModelsOut,
 from mur.serving.http import error_body, http_error
 from serve_app.metrics import CONTENT_TYPE, AnswerCounts, ApiMetrics, RequestMeters, route_template
 from serve_app.records import ErrorOut, IsoTime, add_record_routes, forecast_as_of
-from serve_app.service import Answer, ApiService
+from serve_app.service import ApiService
 
 log = logging.getLogger("ray.serve")
 MAX_BODY_BYTES = 256 * 1024
@@ -69,10 +69,6 @@ BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorOut, "description": f"a body over {MAX_BODY_BYTES} bytes"},
 }
 HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-
-
-def _json(answer: Answer) -> JSONResponse:
-    return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -240,7 +236,8 @@ def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> Fas
     async def readyz() -> JSONResponse:
         """Readiness: ``ready`` (every pair loaded, registry reachable), ``degraded`` (serving, but the
         registry, a reload or market data has a problem) or ``not_ready`` (503: nothing to serve)."""
-        return _json(await service.readiness())
+        body = await service.readiness()
+        return JSONResponse(body, status_code=503 if body["status"] == "not_ready" else 200)
 
     @api.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
@@ -272,7 +269,8 @@ def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> Fas
         when none was served from that hour's candle."""
         if as_of is not None:
             return JSONResponse(await forecast_as_of(service, pair, as_of))
-        return _json(await service.forecast_latest(owner, pair))
+        body, headers = await service.forecast_latest(owner, pair)
+        return JSONResponse(body, headers=headers)
 
     async def _pair_with_model(pair: PairPath) -> str:
         """The path's pair, refused before the body is read when no model serves it: a 404 for a pair the
@@ -293,7 +291,8 @@ def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> Fas
         champion yet a 503 (``no_champion``), whatever the body: never another pair's model. Failed calls use
         no quota."""
         rows = [c.model_dump() for c in payload.candles]
-        return _json(await service.forecast_candles(owner, pair, rows))
+        body, headers = await service.forecast_candles(owner, pair, rows)
+        return JSONResponse(body, headers=headers)
 
     @api.post("/v1/admin/reload", tags=["admin"], responses={**BODY_ERRORS, 403: {"model": ErrorOut}})
     async def reload(

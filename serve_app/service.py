@@ -25,7 +25,6 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mur.clock import market_clock
@@ -94,13 +93,8 @@ class RegistryView(Protocol):
     async def refresh(self) -> dict[str, Any]: ...
 
 
-@dataclass(frozen=True)
-class Answer:
-    """An HTTP answer: status, JSON body, extra headers."""
-
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
+Answer = tuple[dict[str, Any], dict[str, str]]
+"""A forecast answered 200: its JSON body and its quota headers."""
 
 
 class ApiService:
@@ -335,7 +329,7 @@ class ApiService:
         if record:
             self._record(calibrated, forecaster)
         body = with_times(calibrated, self.clock.now())
-        return Answer(200, body, quota_headers(quota) if quota is not None else {})
+        return body, quota_headers(quota) if quota is not None else {}
 
     async def _charge(self, owner: TokenOwner) -> QuotaResult | None:
         """One unit of ``owner``'s quota for a forecast about to be answered 200 (QuotaExhaustedError, or
@@ -418,7 +412,7 @@ class ApiService:
         )
         return results[0], dict(zip(pairs, results[1:], strict=True))
 
-    async def readiness(self) -> Answer:
+    async def readiness(self) -> dict[str, Any]:
         """``ready`` (every pair loaded, registry reachable, database answering), ``degraded`` (serving, but
         the registry, a reload or market data has a problem) or ``not_ready`` (503: nothing to serve, or
         the database does not answer, so no request can be authenticated)."""
@@ -460,7 +454,7 @@ class ApiService:
             if isinstance(registry, BaseException)
             else {k: registry.get(k) for k in ("registry_ok", "error", "checked_at", "pending_pairs")},
         }
-        return Answer(200 if serving else 503, body)
+        return body
 
     async def models(self) -> list[dict[str, Any]]:
         """The model served for each pair (``loaded: False`` where none is)."""
