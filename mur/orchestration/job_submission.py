@@ -34,9 +34,7 @@ from mur.waiting import WaitTimeout, wait_until
 
 RUNTIME_EXCLUDES = [
     ".venv",
-    ".venv/**",
     ".runtime",
-    ".runtime/**",
     ".git",
     "**/__pycache__",
     "tests",
@@ -51,11 +49,11 @@ RUNTIME_EXCLUDES = [
 ]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 ResultReader = Callable[[str], "str | None"]
+"""The JSON document a job left under its submission id (None when it left none)."""
 JOB_RESULTS_PREFIX = "job-results/"
 """Where jobs leave their results in the artefact bucket; production expires what is left there after
 ``JOB_RESULT_DAYS`` (infra/minio/init_bucket.py), for results whose submitter died before reading them."""
 JOB_RESULT_DAYS = 7
-"""The JSON document a job left under its submission id (None when it left none)."""
 
 
 def client_for(settings: Settings) -> Any:
