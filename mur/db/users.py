@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg.errors
+from psycopg import sql
 from psycopg.rows import scalar_row
 
 from mur.db.pool import Database, DictCursor, fetch_one
@@ -104,17 +105,13 @@ def _validate_roles(roles: Iterable[str]) -> tuple[str, ...]:
     return wanted
 
 
-_SELECT_USER_BY_ID = """
-SELECT u.id, u.username, u.email, u.created_at, u.disabled, u.session_generation,
-       ARRAY(SELECT r.role FROM user_roles r WHERE r.user_id = u.id ORDER BY r.role) AS roles
-FROM users u WHERE u.id = %s
-"""
-
-_SELECT_USER_BY_NAME = """
+_SELECT_USER = sql.SQL("""
 SELECT u.id, u.username, u.email, u.created_at, u.disabled, u.session_generation, u.password_hash,
        ARRAY(SELECT r.role FROM user_roles r WHERE r.user_id = u.id ORDER BY r.role) AS roles
-FROM users u WHERE lower(u.username) = lower(%s)
-"""
+FROM users u WHERE {}
+""")
+_SELECT_USER_BY_ID = _SELECT_USER.format(sql.SQL("u.id = %s"))
+_SELECT_USER_BY_NAME = _SELECT_USER.format(sql.SQL("lower(u.username) = lower(%s)"))
 
 
 def _refuse_lookalike(cur: DictCursor, username: str) -> None:
