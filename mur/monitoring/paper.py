@@ -14,6 +14,7 @@ candles up to that candle only. Every time is market time (:mod:`mur.clock`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -198,10 +199,8 @@ def paper_of(
     frame = None
     starts = [_decision(f) for f in rows if f.horizon_hours == rule.horizon]
     if candles is not None and starts:
-        try:
+        with contextlib.suppress(MurError):  # a market-data error leaves the EWMA-sized rule out
             frame = candles(min(starts) - EWMA_FIT, market_hour)
-        except MurError:
-            frame = None
     return paper_from(rows, pair=pair, market_hour=market_hour, rule=rule, candles=frame)
 
 
