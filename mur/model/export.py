@@ -107,9 +107,7 @@ def export_onnx(model: CalibratedForecaster, path: Path, sample: np.ndarray) -> 
         "mur.arch": cfg.arch,
         "mur.normalization": cfg.normalization,
     }
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    onnx.helper.set_model_props(proto, meta)  # the exporter writes none of its own
     onnx.checker.check_model(proto, full_check=True)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -218,14 +218,8 @@ class PreparedTraining:
         from mur.training.loop import FitItem
 
         weights = None if self.plan.start is None else self.plan.start.weights
-        return FitItem(
-            self.pair,
-            self.ds.model_arrays("train"),
-            self.ds.model_arrays("val"),
-            self.mcfg,
-            self.tcfg,
-            weights,
-        )
+        train, val = self.ds.model_arrays("train"), self.ds.model_arrays("val")
+        return FitItem(self.pair, train, val, self.mcfg, self.tcfg, weights)
 
 
 def prepare_training(
