@@ -85,7 +85,6 @@ class HashingGate:
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError("a HashingGate needs at least one slot")
-        self.limit = limit
         self._slots = threading.BoundedSemaphore(limit)
 
     @contextmanager
