@@ -38,9 +38,7 @@ def check_tracking(settings: Settings) -> None:
 
 
 def _numbers(values: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    return {
-        f"{prefix}{k}": float(v) for k, v in values.items() if isinstance(v, int | float) and v is not None
-    }
+    return {f"{prefix}{k}": float(v) for k, v in values.items() if isinstance(v, int | float)}
 
 
 def log_search(settings: Settings, report: TuningReport) -> str:
@@ -70,15 +68,10 @@ def log_search(settings: Settings, report: TuningReport) -> str:
         mlflow.log_params(
             {"confirm_start": report.spans.to_dict()["confirm_start"], "end": report.spans.to_dict()["end"]}
         )
-        metrics = {
-            "confirm_winkler_gain": comparison["winkler"]["gain"],
-            "confirm_pinball_gain": comparison["pinball"]["gain"],
-            "confirm_n": comparison["n"],
-            **_numbers(report.seconds, "seconds_"),
-        }
-        for name in ("winkler", "pinball"):
-            if comparison[name]["se"] is not None:
-                metrics[f"confirm_{name}_gain_se"] = comparison[name]["se"]
+        metrics = {"confirm_n": comparison["n"], **_numbers(report.seconds, "seconds_")}
+        for name in ("winkler", "pinball"):  # a standard error that is None is left out
+            gain = {"gain": comparison[name]["gain"], "gain_se": comparison[name]["se"]}
+            metrics |= _numbers(gain, f"confirm_{name}_")
         mlflow.log_metrics(metrics)
         mlflow.log_dict(
             {"chosen": report.chosen, **report.evidence(), "trial_results": [vars(t) for t in report.trials]},
