@@ -83,22 +83,20 @@ def record_move(
     reason: str,
     scores: dict[str, Any],
     market_time: datetime,
-    alias: str = "champion",
 ) -> AliasMove:
     """Store one alias move (``action``: one of :data:`ACTIONS`; ``market_time``: market now, :mod:`mur.clock`)."""
     if action not in ACTIONS:
         raise InvalidInputError(f"unknown alias move {action!r} (one of {', '.join(ACTIONS)})")
     with db.cursor(class_row(AliasMove)) as cur:
         cur.execute(
-            """INSERT INTO alias_moves (pair, alias, version, previous_version, action, actor, reason, scores,
+            """INSERT INTO alias_moves (pair, version, previous_version, action, actor, reason, scores,
                                         market_time)
-            VALUES (%(pair)s, %(alias)s, %(version)s, %(previous)s, %(action)s, %(actor)s, %(reason)s,
-                    %(scores)s, %(market_time)s)
+            VALUES (%(pair)s, %(version)s, %(previous)s, %(action)s, %(actor)s, %(reason)s, %(scores)s,
+                    %(market_time)s)
             RETURNING id, pair, alias, version, previous_version, action, actor, reason, scores, market_time,
                       wall_time""",
             {
                 "pair": normalize_pair(pair),
-                "alias": alias,
                 "version": int(version),
                 "previous": None if previous_version is None else int(previous_version),
                 "action": action,
@@ -111,13 +109,13 @@ def record_move(
         return fetch_one(cur)
 
 
-def list_moves(db: Database, pair: str, *, limit: int = 50, alias: str = "champion") -> list[AliasMove]:
-    """``pair``'s latest ``limit`` moves of ``alias``, newest first."""
+def list_moves(db: Database, pair: str, *, limit: int = 50) -> list[AliasMove]:
+    """``pair``'s latest ``limit`` moves of its champion alias, newest first."""
     with db.cursor(class_row(AliasMove)) as cur:
         return cur.execute(
             """SELECT id, pair, alias, version, previous_version, action, actor, reason, scores, market_time,
                    wall_time
-            FROM alias_moves WHERE pair = %(pair)s AND alias = %(alias)s
+            FROM alias_moves WHERE pair = %(pair)s AND alias = 'champion'
             ORDER BY wall_time DESC, id DESC LIMIT %(limit)s""",
-            {"pair": normalize_pair(pair), "alias": alias, "limit": min(max(int(limit), 0), MAX_MOVES)},
+            {"pair": normalize_pair(pair), "limit": min(max(int(limit), 0), MAX_MOVES)},
         ).fetchall()
