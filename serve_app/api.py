@@ -173,10 +173,7 @@ class RequestGuard:
             if int(length) > MAX_BODY_BYTES:
                 return _too_large()
         if authenticate:
-            try:
-                owner = await self.service.authenticate(headers.get("authorization"))
-            except MurError as exc:
-                return _error_response(exc)
+            owner = await self.service.authenticate(headers.get("authorization"))  # a 401 raises
             scope.setdefault("state", {})[OWNER_STATE] = owner
         chunks: list[bytes] = []
         size = 0
