@@ -52,6 +52,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pydantic.dataclasses
+from pydantic import Field
 
 TINY = 1e-12
 
@@ -68,28 +70,21 @@ def generation_for(levels: Sequence[float], recipe: str | None = None) -> str:
     return f"levels={','.join(f'{float(q):g}' for q in levels)};offline={recipe}"
 
 
-@dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(frozen=True)
 class OnlineParams:
-    """How the tracker moves: nominal coverage, step and bounds of the scale."""
+    """How the tracker moves: nominal coverage, step and bounds of the scale (``0 < min_scale <= 1 <=
+    max_scale``)."""
 
-    level: float = 0.90
+    level: float = Field(default=0.90, gt=0.0, lt=1.0)
     """Nominal coverage of the served range (the outer two quantile levels)."""
-    eta: float = 0.02
+    eta: float = Field(default=0.02, gt=0.0)
     """Step on the log scale at 1 h; a miss widens the range by ``exp(eta (1 - alpha))`` (~1.8 %), a hit
     narrows it by ``exp(-eta alpha)`` (0.2 %). Chosen on a replay before the benchmark's (docs/forecasts.md):
     larger steps track coverage no better and cost interval score."""
     horizon_power: float = 0.5
     """``eta_h = eta / h ** horizon_power``."""
-    min_scale: float = 0.25
-    max_scale: float = 4.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.level < 1.0:
-            raise ValueError(f"level must be in (0, 1), got {self.level}")
-        if not self.eta > 0.0:
-            raise ValueError(f"eta must be positive, got {self.eta}")
-        if not 0.0 < self.min_scale <= 1.0 <= self.max_scale:
-            raise ValueError(f"need 0 < min_scale <= 1 <= max_scale, got {self.min_scale}, {self.max_scale}")
+    min_scale: float = Field(default=0.25, gt=0.0, le=1.0)
+    max_scale: float = Field(default=4.0, ge=1.0)
 
     @property
     def alpha(self) -> float:
