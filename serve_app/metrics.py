@@ -133,10 +133,6 @@ class RequestMeters:
         if status == 429:  # the API's only 429 is the exhausted monthly quota
             self.quota.inc(1, tags={"route": route})
 
-    def answered(self, source: str, n: int) -> None:
-        if n > 0:
-            self.answers.inc(n, tags={"source": source})
-
 
 class AnswerCounts(dict[str, int]):
     """``ApiService.answer_counts`` (source -> forecasts) whose increments also go to the Ray counter."""
@@ -146,7 +142,8 @@ class AnswerCounts(dict[str, int]):
         self.meters = meters
 
     def __setitem__(self, source: str, n: int) -> None:
-        self.meters.answered(source, n - self.get(source, 0))
+        if (added := n - self.get(source, 0)) > 0:
+            self.meters.answers.inc(added, tags={"source": source})
         super().__setitem__(source, n)
 
 
