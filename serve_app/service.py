@@ -378,10 +378,10 @@ class ApiService:
                 log.debug("publishing the %s forecast failed: %s", name, exc)
         return recorded
 
-    async def publish_forever(self, stop: asyncio.Event | None = None) -> None:
+    async def publish_forever(self) -> None:
         """:meth:`publish_once` about four times per market hour (at most every 30 wall seconds), after
         :meth:`refresh_catalogue`."""
-        while stop is None or not stop.is_set():
+        while True:
             await self.refresh_catalogue()
             await self.publish_once()
             await asyncio.sleep(max(1.0, min(30.0, self.clock.seconds_per_hour / 4)))
