@@ -30,14 +30,12 @@ from typing import Any
 log = logging.getLogger("serve-keeper")
 
 
+ACTIONS = {None: "deploy", "DEPLOY_FAILED": "rebuild", "UNHEALTHY": "report"}  # by status (None: not deployed)
+
+
 def action_for(details: dict[str, Any] | None) -> str:
     """What to do about the app's dashboard details: ``deploy``, ``rebuild``, ``report`` or ``nothing``."""
-    status = None if details is None else details.get("status")
-    if status is None:
-        return "deploy"
-    if status == "DEPLOY_FAILED":
-        return "rebuild"
-    return "report" if status == "UNHEALTHY" else "nothing"
+    return ACTIONS.get(None if details is None else details.get("status"), "nothing")
 
 
 def main() -> int:
