@@ -181,18 +181,13 @@ def alerts_for(
 ) -> tuple[list[str], list[str]]:
     """(kinds, plain-language lines) of the thresholds crossed."""
     kinds, lines = [], []
-    n = stats["n"]
-    if (
-        n >= thresholds.min_resolved
-        and stats["skill"] is not None
-        and stats["skill"] < thresholds.skill_below
-    ):
+    n, skill, coverage = stats["n"], stats["skill"], stats["coverage"]
+    if n >= thresholds.min_resolved and skill is not None and skill < thresholds.skill_below:
         kinds.append("skill")
         lines.append(
-            f"rolling skill {stats['skill']:+.3f} over {n} resolved forecasts is below {thresholds.skill_below:+.2f}: "
+            f"rolling skill {skill:+.3f} over {n} resolved forecasts is below {thresholds.skill_below:+.2f}: "
             f"persistence did better (MAE {stats['mae_persistence']:.6g} vs the model's {stats['mae_model']:.6g})"
         )
-    coverage = stats["coverage"]
     if n >= thresholds.min_resolved and coverage is not None and coverage < thresholds.coverage_below:
         kinds.append("coverage")
         lines.append(
