@@ -30,7 +30,8 @@ from typing import Any
 log = logging.getLogger("serve-keeper")
 
 
-ACTIONS = {None: "deploy", "DEPLOY_FAILED": "rebuild", "UNHEALTHY": "report"}  # by status (None: not deployed)
+# by the app's status (None: not deployed)
+ACTIONS = {None: "deploy", "DEPLOY_FAILED": "rebuild", "UNHEALTHY": "report"}
 
 
 def action_for(details: dict[str, Any] | None) -> str:
