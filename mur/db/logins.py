@@ -61,8 +61,8 @@ def _clean(username: str, ip: str | None) -> tuple[str, str | None]:
 
 def _prune(cur: DictCursor, table: str, window_s: int) -> None:
     """Delete up to :data:`PRUNE_BATCH` of ``table``'s attempts older than ``window_s`` seconds, skipping rows
-    another transaction is deleting. The counts never read them: a success before the window forgives no
-    failure inside it that a later success would not."""
+    another transaction holds. No count misses them: the counts read failures inside the window only, and a
+    success before the window forgives none of those (they all came after it)."""
     cur.execute(
         sql.SQL(
             "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} "
