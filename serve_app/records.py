@@ -223,7 +223,6 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
     @router.get(
         "/v1/track-record/{pair}",
         response_model=TrackRecordOut,
-        response_model_by_alias=True,
         responses={200: {"content": {"text/csv": {}}, "description": "the track record (JSON, or CSV)"}},
         summary="Track record: how the served forecasts fared",
     )
@@ -273,7 +272,6 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
     @router.get(
         "/v1/paper/{pair}",
         response_model=PaperOut,
-        response_model_by_alias=True,
         responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV"}},
         summary="Paper portfolio: the sizing rule acting on the served ranges (paper, not advice)",
     )
