@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mur.clock import as_utc
-from mur.db.pool import Database, fetch_one
+from mur.db.pool import Database, advisory_xact_lock, fetch_one
 from mur.evaluation.online_conformal import OnlineParams, OnlineState, Outcome, scale_band, step
 from mur.pairs import normalize_pair
 
@@ -184,10 +184,7 @@ def update_from_resolved(
     pair = normalize_pair(pair)
     hour = as_utc(market_hour)
     with db.cursor() as cur:
-        cur.execute(
-            "SELECT pg_advisory_xact_lock(%(space)s, hashtext(%(key)s))",  # this table's key space
-            {"space": LOCK_SPACE, "key": f"{pair}:{generation}"},
-        )
+        advisory_xact_lock(cur, LOCK_SPACE, f"{pair}:{generation}")
         records = _load(cur, pair, generation)
         cur.execute(
             _RESOLVED_NOT_STEPPED,

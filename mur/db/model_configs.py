@@ -15,9 +15,11 @@ from typing import Any
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from mur.db.pool import Database, fetch_one
+from mur.db.pool import Database, advisory_xact_lock, fetch_one
 from mur.errors import DataValidationError
 from mur.pairs import normalize_pair
+
+LOCK_SPACE = 0x6D63  # "mc": the model_configs key space of the two-key advisory locks
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def save_config(
     if not config:
         raise DataValidationError("a model configuration needs at least one value")
     with db.cursor(class_row(ModelConfigRecord)) as cur:
-        _lock_pair(cur, pair)
+        advisory_xact_lock(cur, LOCK_SPACE, pair)  # one change of the pair's configurations at a time
         if activate:
             cur.execute(
                 "UPDATE model_configs SET active = false WHERE pair = %(pair)s AND active", {"pair": pair}
@@ -92,23 +94,13 @@ def config_history(db: Database, pair: str) -> list[ModelConfigRecord]:
         ).fetchall()
 
 
-LOCK_SPACE = 0x6D63  # "mc": the model_configs key space of the two-key advisory locks
-
-
-def _lock_pair(cur: Any, pair: str) -> None:
-    """Serialise changes of one pair's configurations (a transaction-scoped advisory lock)."""
-    cur.execute(
-        "SELECT pg_advisory_xact_lock(%(space)s, hashtext(%(pair)s))", {"space": LOCK_SPACE, "pair": pair}
-    )
-
-
 def set_active(db: Database, pair: str, version: int | None) -> ModelConfigRecord | None:
     """Make ``version`` the pair's active configuration (a rollback), or none (``None``: the settings again).
 
     An unknown version raises :class:`~mur.errors.DataValidationError` and changes nothing."""
     pair = normalize_pair(pair)
     with db.cursor(class_row(ModelConfigRecord)) as cur:
-        _lock_pair(cur, pair)
+        advisory_xact_lock(cur, LOCK_SPACE, pair)  # one change of the pair's configurations at a time
         cur.execute(
             "UPDATE model_configs SET active = false WHERE pair = %(pair)s AND active", {"pair": pair}
         )

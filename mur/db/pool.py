@@ -76,6 +76,12 @@ def fetch_one(cur: psycopg.Cursor[Any]) -> Any:
     return row
 
 
+def advisory_xact_lock(cur: psycopg.Cursor[Any], space: int, key: str) -> None:
+    """Wait for the advisory lock on ``key`` in a table's own key ``space`` (no collision with another
+    table's keys); it is held until the transaction ends."""
+    cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (space, key))
+
+
 class Database:
     """A lazily opened, thread-safe pool of connections plus the settings queries need.
 
