@@ -818,9 +818,11 @@ def test_login_failures_outside_the_window_do_not_count(database: Database) -> N
 
 
 def test_recording_an_attempt_deletes_the_ones_older_than_its_window(
-    database: Database, pg_settings: Settings
+    database: Database, pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without pruning the attempt tables would grow forever: each recorded attempt deletes old ones."""
+    # this worker's database may hold old attempts of earlier tests: delete them all, not the first 100
+    monkeypatch.setattr("mur.db.logins.PRUNE_BATCH", 1_000_000)
     username, ip = _name(), f"10.4.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
     mdb.record_login_attempt(database, username=username, ip=ip, success=False)
     mdb.record_login_attempt(database, username=username, ip=ip, success=True)
