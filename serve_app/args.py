@@ -6,24 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from mur.orchestration.job_submission import SECRET_FIELDS
 from mur.settings import Settings
-
-SECRET_FIELDS = frozenset(
-    {
-        "pg_password",
-        "pg_app_password",
-        "ray_auth_token",
-        "s3_access_key",
-        "s3_secret_key",
-        "secret_key",
-        "binance_api_secret",
-        "airflow_password",
-        "discord_webhook_url",
-        "mlflow_username",
-        "mlflow_password",
-    }
-)
-"""Never copied into the app's args (they would show in the Serve config); replicas read them from MUR_*."""
 
 
 class AppArgs(BaseModel):
@@ -48,6 +32,7 @@ class AppArgs(BaseModel):
 
 
 def settings_overrides(settings: Settings) -> dict[str, Any]:
-    """The fields of ``settings`` that differ from the defaults, JSON-ready, secrets left out."""
+    """The fields of ``settings`` that differ from the defaults, JSON-ready, secrets left out (as from a Ray
+    job's payload: they would show in the Serve config; replicas read them from MUR_*)."""
     data = settings.flat(mode="json", exclude_defaults=True)
     return {k: v for k, v in data.items() if k not in SECRET_FIELDS}
