@@ -5,6 +5,7 @@ forecast and how (data, model, training, monitoring, the sizing rule): :mod:`mur
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import quote
 
 from pydantic import AliasChoices, Field
 
@@ -135,16 +136,19 @@ class Database(_Group):
 
     def dsn(self, database: str | None = None) -> str:
         """libpq DSN for ``database`` (default: the app database)."""
-        auth = self.pg_user + (f":{self.pg_password}" if self.pg_password else "")
-        return f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{database or self.pg_database}"
+        return self._url(self.pg_user, self.pg_password, database or self.pg_database)
 
     def app_dsn(self) -> str:
         """libpq DSN of the application's own role (``pg_app_user``) on the app database; ``dsn()``
         without one. Migrations and provisioning connect as ``pg_user`` (the owner) instead."""
         if not self.pg_app_user:
             return self.dsn()
-        auth = self.pg_app_user + (f":{self.pg_app_password}" if self.pg_app_password else "")
-        return f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{self.pg_database}"
+        return self._url(self.pg_app_user, self.pg_app_password, self.pg_database)
+
+    def _url(self, user: str, password: str | None, database: str) -> str:
+        """A ``postgresql://`` URL; user and password percent-encoded (a password may hold ``@ / : #``)."""
+        auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+        return f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{database}"
 
     def sqlalchemy_url(self, database: str) -> str:
         """SQLAlchemy URL with the psycopg2 driver (SQLAlchemy 2.1 defaults to psycopg 3)."""

@@ -48,6 +48,22 @@ def test_production_refuses_placeholders(field: str, value: str, variable: str) 
         Settings(env="production", _env_file=None, **{**REAL, field: value})
 
 
+def test_database_urls_percent_encode_user_and_password() -> None:
+    from psycopg.conninfo import conninfo_to_dict
+    from sqlalchemy.engine import make_url
+
+    s = Settings(_env_file=None, pg_password="p@ss/w:rd#%", pg_app_user="mur app", pg_app_password="x@y")
+    assert conninfo_to_dict(s.db.dsn())["password"] == "p@ss/w:rd#%"
+    assert conninfo_to_dict(s.db.app_dsn()) == {
+        "user": "mur app",
+        "password": "x@y",
+        "dbname": "mur",
+        "host": "127.0.0.1",
+        "port": "5432",
+    }
+    assert make_url(s.db.sqlalchemy_url("airflow")).password == "p@ss/w:rd#%"
+
+
 def test_gate_alpha_is_a_probability() -> None:
     with pytest.raises(ValidationError):
         Settings(promotion_alpha=1.0, _env_file=None)
