@@ -241,10 +241,5 @@ class RegistryWatcher:
             data = await asyncio.to_thread(self.store.model, *key)
         if data is None:
             data = self._bytes[key] = await asyncio.to_thread(model_bytes, self.settings, *key)
-        summary = self._summaries.get(key)
-        if summary is None:
-            current = self.targets.get(pair, {})
-            summary = (
-                dict(current) if int(current.get("version", -1)) == int(version) else {"version": version}
-            )
-        return {"data": data, "summary": summary}
+        # every target's summary is kept when it becomes the target; a shadow version has only its number
+        return {"data": data, "summary": self._summaries.get(key, {"version": version})}
