@@ -29,7 +29,7 @@ from mur.settings import Settings
 from mur.timeutil import iso
 from mur.training import warm_start
 from mur.training.params import idempotency_key, model_config, train_config, training_params
-from mur.training.tuned import for_training
+from mur.training.tuned import tuned_settings
 
 if TYPE_CHECKING:
     from mur.model.network import ModelConfig
@@ -240,7 +240,11 @@ def prepare_training(
     ``reuse_existing`` finds one (see :func:`train_and_register`)."""
     say = emit or log.info
     pair = pair.lower()
-    settings, tuned_params = for_training(settings, pair, register=register, tuned=tuned, emit=say)
+    tuned_params: dict[str, Any] = {}
+    # the pair's tuned configuration (mur/training/tuned.py) when asked, or unasked (tuned None) when the
+    # training registers and MUR_USE_TUNED_CONFIGS is on
+    if (register and settings.tuning.use_tuned_configs) if tuned is None else tuned:
+        settings, tuned_params = tuned_settings(settings, pair, emit=say)
     candles, window, filled = load_candles(settings, pair, end=end, data_csv=data_csv)
     mcfg, tcfg = model_config(settings, **overrides), train_config(settings, **overrides)
     ds = prepare(settings, candles, **overrides)

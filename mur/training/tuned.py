@@ -48,18 +48,3 @@ def tuned_settings(
         return settings, {}
     say(f"[mur] {pair}: tuned configuration v{record.version}: {record.config}")
     return tuned, {PARAM: record.version}
-
-
-def for_training(
-    settings: Settings,
-    pair: str,
-    *,
-    register: bool,
-    tuned: bool | None,
-    emit: Callable[[str], None] | None = None,
-) -> tuple[Settings, dict[str, Any]]:
-    """What the driver trains with: :func:`tuned_settings` when ``tuned``, or (``tuned`` None) when the
-    training registers and ``MUR_USE_TUNED_CONFIGS`` is on; else the settings unchanged."""
-    if (register and settings.tuning.use_tuned_configs) if tuned is None else tuned:
-        return tuned_settings(settings, pair, emit=emit)
-    return settings, {}
