@@ -89,47 +89,35 @@ def versions_block(context: DashboardContext, limit: int = 8) -> Component:
     from mur.registry.versions import recent_versions
     from mur.serving.champions import registry_client
 
-    rows: list[list[Any]] = []
+    rows: list[dict[str, Any]] = []  # one per version: each column's title and cell
     try:
         client = registry_client(context.settings, timeout_s=5)
         for pair in context.pairs():
             for v in recent_versions(client, pair, context.settings.registry.registry_prefix, limit=limit):
                 m, sig = v.metrics, v.metrics.significance if v.metrics else None
                 se = f" ± {sig.skill_se:.4f}" if sig is not None and sig.skill_se is not None else ""
+                dm = "–" if sig is None else f"{sig.dm_p_worse:.3g} / {sig.dm_p_better:.3g}"
                 rows.append(
-                    [
-                        pair,
-                        f"v{v.version}",
-                        alias_cell(v.aliases),
-                        v.kind or "–",
-                        (v.data_window.end or "–") if v.data_window else "–",
-                        "–" if m is None else f"{m.skill:+.4f}{se}",
-                        "–" if sig is None else f"{sig.dm_p_worse:.3g} / {sig.dm_p_better:.3g}",
-                        "–" if sig is None else f"{sig.direction_p_value:.3g}",
-                        _interval_cell(m),
-                        v.gate_rule or "–",
-                        v.reason or "–",
-                    ]
+                    {
+                        "pair": pair,
+                        "version": f"v{v.version}",
+                        "registry alias": alias_cell(v.aliases),
+                        "kind": v.kind or "–",
+                        "trained up to": (v.data_window.end or "–") if v.data_window else "–",
+                        "skill vs persistence (out-of-sample)": "–" if m is None else f"{m.skill:+.4f}{se}",
+                        "DM p worse / better": dm,
+                        "direction p": "–" if sig is None else f"{sig.direction_p_value:.3g}",
+                        "1 h range: interval skill (DM p worse) / coverage": _interval_cell(m),
+                        "gate rule": v.gate_rule or "–",
+                        "gate reason": v.reason or "–",
+                    }
                 )
     except Exception as exc:  # MLflow down or slow: the rest of the page still works
         logger.warning("registered versions unavailable: %s", exc)
         return notice("Registered versions unavailable: the model registry does not answer.", "warn")
     if not rows:
         return html.P("No registered versions yet.", className="muted")
-    header = [
-        "pair",
-        "version",
-        "registry alias",
-        "kind",
-        "trained up to",
-        "skill vs persistence (out-of-sample)",
-        "DM p worse / better",
-        "direction p",
-        "1 h range: interval skill (DM p worse) / coverage",
-        "gate rule",
-        "gate reason",
-    ]
-    return data_table(header, rows, id="admin-versions-table")
+    return data_table(list(rows[0]), [list(row.values()) for row in rows], id="admin-versions-table")
 
 
 def layout(context: DashboardContext, account: User) -> Component:
