@@ -139,16 +139,6 @@ def search_id(pair: str, spans: SearchSpans, budget: TuneBudget, default: Mappin
     return f"{pair}-{digest({'pair': pair, **searched}, 12)}"
 
 
-def param_space() -> dict[str, Any]:
-    """:data:`SEARCH_SPACE` as Ray Tune distributions."""
-    from ray import tune
-
-    space: dict[str, Any] = {}
-    for name, (kind, *args) in SEARCH_SPACE.items():
-        space[name] = tune.choice(args[0]) if kind == "choice" else tune.loguniform(args[0], args[1])
-    return space
-
-
 def private_ray_env(environ: MutableMapping[str, str]) -> None:
     """What a private local Ray needs so that only this process reaches it: Ray's single-node switch
     (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when Ray is imported; ``devstack/config.py`` says why), so
@@ -220,7 +210,10 @@ def run_search(
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space=param_space(),
+            param_space={  # SEARCH_SPACE as Ray Tune distributions
+                name: tune.choice(args[0]) if kind == "choice" else tune.loguniform(*args)
+                for name, (kind, *args) in SEARCH_SPACE.items()
+            },
             tune_config=tune.TuneConfig(
                 metric="score",
                 mode="min",
