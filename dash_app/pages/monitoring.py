@@ -199,6 +199,7 @@ def summary_block(
     the report does not know its champion (the registry did not answer the monitoring run)."""
     as_of = parse_as_of(report.as_of)
     window = report.trained_window or {}
+    drifted = ", ".join(d.feature for d in report.drift if d.drifted) or "no input"
     lines: list[Any] = [
         html.Span(
             f"As of market hour {fmt_time(as_of)}; champion version {report.champion_version or served or '–'}"
@@ -215,16 +216,8 @@ def summary_block(
             f"{report.n_pending} forecast(s) of any horizon waiting for their candle to close.",
             id="monitoring-pending",
         ),
-    ]
-    drifted = [d.feature for d in report.drift if d.drifted]
-    lines += [
         html.Br(),
-        html.Span(
-            f"Input drift: {', '.join(drifted)} drifted from the training window."
-            if drifted
-            else "Input drift: no input drifted from the training window.",
-            id="monitoring-drift-summary",
-        ),
+        html.Span(f"Input drift: {drifted} drifted from the training window.", id="monitoring-drift-summary"),
     ]
     blocks: list[Component] = [html.P(lines)]
     if report.alerts:
