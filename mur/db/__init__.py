@@ -40,7 +40,6 @@ from mur.db.quotas import (
     next_month_start,
     peek_quota,
     probe_request_tables,
-    set_quota,
 )
 from mur.db.tokens import (
     Token,
@@ -70,6 +69,7 @@ from mur.db.users import (
     remove_role,
     require_user,
     set_password,
+    set_quota,
     set_user_disabled,
     set_user_roles,
     update_account,

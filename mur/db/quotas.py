@@ -51,18 +51,6 @@ def validate_quota(monthly_limit: int) -> int:
     return monthly_limit
 
 
-def set_quota(db: Database, *, user_id: int, monthly_limit: int | None) -> int:
-    """Give the user their own monthly limit (None: back to the default); returns the effective limit."""
-    from mur.db.users import lock_user  # users imports this module
-
-    if monthly_limit is not None:
-        validate_quota(monthly_limit)
-    with db.cursor() as cur:
-        lock_user(cur, user_id)
-        store_quota(cur, user_id, monthly_limit)
-    return db.settings.serving.default_monthly_quota if monthly_limit is None else monthly_limit
-
-
 def store_quota(cur: DictCursor, user_id: int, monthly_limit: int | None) -> None:
     """Set the user's own monthly limit in ``cur``'s transaction (None: delete it, back to the default)."""
     if monthly_limit is None:

@@ -134,6 +134,16 @@ def lock_user(cur: DictCursor, user_id: int) -> None:
         raise NotFoundError(f"unknown user id {user_id}")
 
 
+def set_quota(db: Database, *, user_id: int, monthly_limit: int | None) -> int:
+    """Give the user their own monthly limit (None: back to the default); returns the effective limit."""
+    if monthly_limit is not None:
+        validate_quota(monthly_limit)
+    with db.cursor() as cur:
+        lock_user(cur, user_id)
+        store_quota(cur, user_id, monthly_limit)
+    return db.settings.serving.default_monthly_quota if monthly_limit is None else monthly_limit
+
+
 def _replace_roles(cur: DictCursor, user_id: int, roles: tuple[str, ...]) -> None:
     cur.execute("DELETE FROM user_roles WHERE user_id = %s", (user_id,))
     cur.execute(
