@@ -71,7 +71,7 @@ def token_rows(tokens: list[Token]) -> Component:
     """The user's tokens by prefix; the dashboard's managed token can be revoked (it is then re-derived)."""
     if not tokens:
         return html.P("No tokens yet.", className="muted")
-    rows: list[list[Any]] = []
+    rows: list[dict[str, Any]] = []  # one per token: each column's title and cell
     for token in reversed(tokens):  # newest first
         managed = token.name == DASHBOARD_TOKEN_NAME
         actions: list[Component] = []
@@ -90,21 +90,17 @@ def token_rows(tokens: list[Token]) -> Component:
         state, when = token.status
         status = f"{state} {fmt_time(when)}" if when else state
         rows.append(
-            [
-                token.name + (" — used by this dashboard" if managed else ""),
-                html.Code(token.prefix + "…"),
-                fmt_time(token.created_at),
-                fmt_time(token.last_used_at),
-                fmt_time(token.expires_at) if token.expires_at else "never",
-                status,
-                html.Span(actions, className="row"),
-            ]
+            {
+                "name": token.name + (" — used by this dashboard" if managed else ""),
+                "prefix": html.Code(token.prefix + "…"),
+                "created (wall)": fmt_time(token.created_at),
+                "last used (wall)": fmt_time(token.last_used_at),
+                "expires (wall)": fmt_time(token.expires_at) if token.expires_at else "never",
+                "status": status,
+                "": html.Span(actions, className="row"),
+            }
         )
-    return data_table(
-        ["name", "prefix", "created (wall)", "last used (wall)", "expires (wall)", "status", ""],
-        rows,
-        id="token-list",
-    )
+    return data_table(list(rows[0]), [list(row.values()) for row in rows], id="token-list")
 
 
 def layout(context: DashboardContext, account: User) -> Component:
