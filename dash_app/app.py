@@ -100,9 +100,7 @@ def _error(status: int, title: str, message: str) -> tuple[Any, int]:
 def _touches_admin_components() -> bool:
     """True if a Dash callback request targets admin-only components (their ids start with ``admin-``)."""
     body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        return False
-    return ADMIN_ID_PREFIX in str(body.get("output", ""))
+    return isinstance(body, dict) and ADMIN_ID_PREFIX in str(body.get("output", ""))
 
 
 def _guard() -> ResponseReturnValue | None:
