@@ -99,9 +99,7 @@ def get_context() -> DashboardContext:
 
 def current_account() -> User | None:
     """The logged-in, enabled user (reloaded from the database on every request), or None."""
-    if not current_user.is_authenticated:
-        return None
-    return current_user.account
+    return current_user.account if current_user.is_authenticated else None
 
 
 def require_admin(clicks: object = True) -> User:

@@ -297,10 +297,8 @@ def freshness(state: Any, _ticks: Any = None) -> Component | str:
     parts: list[Any] = []
     if close is not None:
         parts.append(html.Span(f"Forecast for the {fmt_close(close, now)}.", id="forecast-close"))
-    kind = "ok"
+    stale = trained is not None and (now - trained).total_seconds() / 3600 >= STALE_AFTER_HOURS
     if trained is not None:
-        stale = (now - trained).total_seconds() / 3600 >= STALE_AFTER_HOURS
-        kind = "warn" if stale else "ok"
         text = (
             f" Model version {state.get('version')} {fmt_age(trained, now)} "
             f"(last training candle {fmt_time(trained)})"
@@ -313,7 +311,7 @@ def freshness(state: Any, _ticks: Any = None) -> Component | str:
         parts.append(html.Span(text, id="model-age"))
     else:
         parts.append(html.Span(" The model's training time is unknown.", id="model-age"))
-    return notice(parts, kind, id="freshness-line")
+    return notice(parts, "warn" if stale else "ok", id="freshness-line")
 
 
 def _range_text(prediction: ForecastOut) -> list[Any]:
