@@ -101,12 +101,8 @@ class RegisterForm(FlaskForm):
 
 def safe_next(target: str | None) -> str:
     """Where to go after logging in: one of our pages (never another site), else the Forecast page."""
-    if not target:
-        return "/forecast"
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or parts.path not in PAGES:
-        return "/forecast"
-    return parts.path
+    parts = urlsplit(target or "")
+    return parts.path if not (parts.scheme or parts.netloc) and parts.path in PAGES else "/forecast"
 
 
 def login_limits(settings: Settings) -> LoginLimits:
