@@ -219,7 +219,7 @@ class Forecaster:
             "version": model.version if model else None,
             "model": model.describe() if model else None,
             "load_error": error,
-            "market": self.cache.status(pair)["pairs"].get(pair, {}),
+            "market": self.cache.status(pair),
             "replica": serve.get_replica_context().replica_id.unique_id,
         }
 

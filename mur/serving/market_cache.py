@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,8 +34,6 @@ class CandleSnapshot:
     pair: str
     candles: pd.DataFrame
     as_of: datetime
-    fetched_at: datetime
-    filled_hours: int = 0
     _windows: dict[tuple[int, tuple[str, ...]], np.ndarray] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -87,7 +85,6 @@ class MarketCache:
         self.history_hours = max(int(history_hours or 2 * (settings.model.context_len + 24)), 2)
         self._snapshots: dict[str, CandleSnapshot] = {}
         self._errors: dict[str, str] = {}
-        self._refreshed_at: datetime | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -116,10 +113,8 @@ class MarketCache:
         start = end - timedelta(hours=self.history_hours + 24)
         candles = self.source.klines(pair, start=start, end=end)
         validate_candles(candles, min_rows=1)
-        candles, filled = regularize_hourly(candles.reset_index(drop=True), label=f"{pair} cache")
-        candles = candles.iloc[-self.history_hours :].reset_index(drop=True)
-        now = datetime.now(UTC)
-        return CandleSnapshot(pair, candles, as_of=end, fetched_at=now, filled_hours=len(filled))
+        candles, _ = regularize_hourly(candles.reset_index(drop=True), label=f"{pair} cache")
+        return CandleSnapshot(pair, candles.iloc[-self.history_hours :].reset_index(drop=True), as_of=end)
 
     def ensure(self, pair: str, min_history: int = 0) -> None:
         """Cache ``pair`` from now on (fetched at once when new), keeping at least ``min_history`` candles
@@ -166,7 +161,6 @@ class MarketCache:
             for pair in pairs:
                 self._errors.pop(pair, None)
             self._errors.update(errors)
-            self._refreshed_at = datetime.now(UTC)
         return errors
 
     def snapshot(self, pair: str) -> CandleSnapshot:
@@ -177,20 +171,11 @@ class MarketCache:
             raise MarketDataError(f"no market data for {pair} yet ({reason})")
         return snap
 
-    def status(self, pair: str | None = None) -> dict[str, Any]:
-        """Per-pair (or only ``pair``'s) last candle time and error, for /readyz."""
+    def status(self, pair: str) -> dict[str, Any]:
+        """``pair``'s last candle time and refresh error, for /readyz."""
         with self._lock:
-            return {
-                "source": self.settings.data.market_data,
-                "refreshed_at": iso(self._refreshed_at) if self._refreshed_at else None,
-                "pairs": {
-                    pair: {
-                        "candle_time": iso(s.candle_time) if (s := self._snapshots.get(pair)) else None,
-                        "error": self._errors.get(pair),
-                    }
-                    for pair in (self.pairs if pair is None else [pair])
-                },
-            }
+            snap = self._snapshots.get(pair)
+            return {"candle_time": iso(snap.candle_time) if snap else None, "error": self._errors.get(pair)}
 
     def start(self, interval_s: float, pairs: Iterable[str] = ()) -> None:
         """Cache ``pairs`` too; refresh now, then every ``interval_s`` seconds on a daemon thread (at most a

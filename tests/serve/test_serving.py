@@ -190,7 +190,7 @@ def test_market_cache_keeps_the_last_snapshot_when_a_refresh_fails() -> None:
     assert cache.refresh() == {}  # nothing new can have closed (the bundled clock stands still): no fetch
     assert "exchange down" in cache.refresh(force=True)["eth_usdt"]
     assert cache.snapshot("eth_usdt") is before
-    assert "exchange down" in cache.status()["pairs"]["eth_usdt"]["error"]
+    assert "exchange down" in cache.status("eth_usdt")["error"]
     with pytest.raises(MarketDataError, match="no market data"):
         MarketCache(Settings(), ["sol_usdt"], source=source).snapshot("sol_usdt")
 
