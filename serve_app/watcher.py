@@ -206,13 +206,11 @@ class RegistryWatcher:
             "epoch": self.epoch,
             "generation": self.generation,
             "targets": {pair: dict(summary) for pair, summary in self.targets.items()},
-            "served_pairs": self.served,
             "pending_pairs": self.pending_pairs,
             "pair_errors": dict(self.pair_errors),
             "registry_ok": self.registry_ok,
             "error": self.error,
             "checked_at": iso(self.checked_at) if self.checked_at else None,
-            "poll_s": self.settings.serving.registry_poll_s,
         }
 
     async def refresh(self) -> dict[str, Any]:
