@@ -60,8 +60,8 @@ def epoch_figures(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def fit_items(settings: Any, pairs: Sequence[str]) -> tuple[list[Any], int, float]:
     """The fit items of ``pairs`` (candles, dataset, configs), their training samples and the seconds taken."""
-    from mur.training.batch import FitItem
     from mur.training.driver import load_candles, prepare
+    from mur.training.loop import FitItem
     from mur.training.params import model_config, train_config
 
     started = time.perf_counter()

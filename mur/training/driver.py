@@ -403,9 +403,15 @@ def train_many(
     kind: str = "manual",
     **overrides: Any,
 ) -> dict[str, TrainingResult]:
-    """Train ``pairs`` (registered, gated) with one fit for all of them (:mod:`mur.training.batch`: one Ray
-    Train run for the batch); one result per pair, in order, failures included. Arguments as
-    :func:`train_and_register` (``register=False``: nothing logged, a benchmark)."""
+    """Train ``pairs`` (registered, gated) with one fit for all of them (``fit.fit_many``: one Ray Train run
+    for the batch); one result per pair, in order, failures included. Arguments as
+    :func:`train_and_register` (``register=False``: nothing logged, a benchmark).
+
+    The hourly cycle over hundreds of pairs is dominated by start-up, not by training: a Ray job starts a
+    Python process and imports torch, Ray and MLflow (~10 s), and each Ray Train run starts its worker group
+    (~20 s on this machine) for a warm start that trains ~4 s; a batch pays both once. A pair that fails at
+    any stage comes back as a failure result (``TrainingResult.error``) and the others go on: one bad pair
+    never blocks its batch (``ray_jobs/train_pair.py --pairs a,b,c``; :mod:`mur.orchestration.batches`)."""
     say = emit or log.info
     started = time.perf_counter()
     results: dict[str, TrainingResult] = {}

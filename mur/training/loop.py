@@ -269,8 +269,8 @@ class Fit(Protocol):
         ...
 
     def fit_many(self, items: Sequence[FitItem], *, run_name: str) -> list[FitOutcome | Exception]:
-        """Fit every item (:mod:`mur.training.batch`), each from its data-fitted start with its warm start's
-        recurrent weights on top; a failed item comes back as its exception."""
+        """Fit every item (:func:`mur.training.driver.train_many`), each from its data-fitted start with its
+        warm start's recurrent weights on top; a failed item comes back as its exception."""
         ...
 
 
