@@ -417,6 +417,7 @@ class ApiService:
         the registry, a reload or market data has a problem) or ``not_ready`` (503: nothing to serve, or
         the database does not answer, so no request can be authenticated)."""
         (registry, statuses), database_ok = await asyncio.gather(self.statuses(), self.database_ok())
+        targets = {} if isinstance(registry, BaseException) else registry.get("targets", {})
         pairs: dict[str, Any] = {}
         problems: list[str] = []
         for pair, st in statuses.items():
@@ -424,11 +425,10 @@ class ApiService:
                 pairs[pair] = {"loaded": False, "error": f"{type(st).__name__}: {st}"}
                 problems.append(f"{pair}: no answer")
                 continue
-            target = (registry or {}).get("targets", {}).get(pair, {}).get("version")
             pairs[pair] = {
                 "loaded": st["loaded"],
                 "version": st["version"],
-                "champion_version": target,
+                "champion_version": targets.get(pair, {}).get("version"),
                 "candle_time": st["market"].get("candle_time"),
             }
             if not st["loaded"]:

@@ -106,6 +106,15 @@ def test_pairs_models_and_readiness(api: Api) -> None:
     ready = api.client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
 
+    async def no_watcher() -> dict[str, Any]:
+        raise TimeoutError
+
+    api.registry.snapshot = no_watcher  # type: ignore[method-assign]
+    degraded = api.client.get("/readyz")  # the watcher does not answer: serving, but degraded
+    assert degraded.status_code == 200 and degraded.json()["status"] == "degraded"
+    assert degraded.json()["problems"] == ["registry watcher: TimeoutError"]
+    del api.registry.snapshot
+
     api.forecaster.loaded = False
     (model,) = api.client.get("/v1/models", headers=auth(token)).json()["models"]
     assert model["pair"] == PAIR and model["loaded"] is False and model["version"] is None
