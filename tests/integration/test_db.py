@@ -839,6 +839,20 @@ def test_recording_an_attempt_deletes_the_ones_older_than_its_window(
     assert _scalar(pg_settings, "SELECT count(*) FROM registration_attempts WHERE ip = %s", (ip,)) == 1
 
 
+@pytest.mark.parametrize("table", ["login_attempts", "registration_attempts"])
+def test_pruning_finds_old_attempts_through_an_index(database: Database, table: str) -> None:
+    """The prune's scan for old attempts can use an index on attempted_at (sql/0014), not the whole table."""
+    with database.cursor() as cur:
+        cur.execute("SET LOCAL enable_seqscan = off")
+        cur.execute(
+            sql.SQL(
+                "EXPLAIN SELECT id FROM {} WHERE attempted_at < now() - make_interval(secs => 60)"
+            ).format(sql.Identifier(table))
+        )
+        plan = "\n".join(row["QUERY PLAN"] for row in cur.fetchall())
+    assert f"{table}_attempted_at_idx" in plan and "Index Cond" in plan
+
+
 def test_begin_login_attempt_is_atomic_under_parallel_calls(
     database: Database, pg_settings: Settings
 ) -> None:
