@@ -47,39 +47,26 @@ def _utc(text: str) -> datetime:
 
 def replay_forecasts(pair: str, onnx: Path, train_end: datetime, replay_end: datetime) -> dict[str, Any]:
     """The graph's forecasts for every hour in ``[train_end, replay_end)`` whose every horizon resolves by
-    ``replay_end``, with their outcomes, and baseline (a) fitted on the year before ``train_end``."""
+    ``replay_end``, with their outcomes, and baseline (a) fitted on the year before ``train_end``
+    (:func:`mur.evaluation.backtest.fold_forecasts`: one fold, the whole replay)."""
     from mur.data import get_market_data, regularize_hourly
-    from mur.evaluation.intervals import naive_quantiles
-    from mur.model.export import load_session, model_metadata, run_forecast
-    from mur.model.features import CLOSE_IDX, make_features, make_windows
+    from mur.evaluation.backtest import fold_forecasts
+    from mur.model.export import load_session, model_metadata
 
     session = load_session(onnx)
-    meta = model_metadata(session)
-    seq_len = int(session.get_inputs()[0].shape[1])
-    horizons, levels = tuple(meta["horizons"]), tuple(meta["quantile_levels"])
-    source = get_market_data(common.bundled_settings())
-    candles = source.klines(pair, start=train_end - timedelta(days=365), end=replay_end)
+    start = train_end - timedelta(days=365)
+    candles = get_market_data(common.bundled_settings()).klines(pair, start=start, end=replay_end)
     candles, _filled = regularize_hourly(candles.reset_index(drop=True))
-    ts = candles["timestamp"].dt.tz_convert("UTC").dt.tz_localize(None)
-    feats = make_features(candles, tuple(meta["features"]))
-    close = feats[:, CLOSE_IDX].astype(np.float64)
-    first = int(np.searchsorted(ts.to_numpy(), np.datetime64(train_end.replace(tzinfo=None)), side="left"))
-    # forecast made at the close of row r (window rows r-seq_len+1..r) for the close of row r+h
-    rows = np.arange(max(first - 1, seq_len - 1), len(feats) - max(horizons))
-    x, _ = make_windows(feats, seq_len)
-    windows = x[rows - seq_len + 1]
-    _point, q = run_forecast(session, windows)
-    assert q is not None
-    naive = naive_quantiles(close, first, horizons, levels)
+    hours = (replay_end - train_end) // timedelta(hours=1)
+    f = fold_forecasts(session, candles, start, train_end, hours)
     return {
-        "horizons": horizons,
-        "levels": levels,
-        "made_at": ts.iloc[rows].to_numpy() + np.timedelta64(1, "h"),  # the hour after the last candle
-        "last": close[rows],
-        "quantiles": q,  # (n, H, L) prices
-        "actual": np.stack([close[rows + h] for h in horizons], axis=1),
-        "naive": close[rows][:, None, None] * np.exp(naive[None, :, :]),
-        "calibration": meta["calibration"],
+        "horizons": f.horizons,
+        "levels": f.levels,
+        "made_at": f.timestamps,  # the first target hour: the hour after the window's last candle
+        "quantiles": f.quantiles["model"],  # (n, H, L) prices
+        "actual": f.targets,
+        "naive": f.quantiles["naive"],
+        "calibration": model_metadata(session)["calibration"],
     }
 
 
