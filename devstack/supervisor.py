@@ -160,23 +160,18 @@ def _wait_healthy(
     check, timeout_s = check_text(service), service.start_timeout_s
 
     def healthy() -> bool:
-        rc = proc.poll() if proc is not None else None
-        if rc is None and answers(service, sid):
+        if answers(service, sid):
             return True
-        died = None
-        if rc is not None:
-            died = f"exited with code {rc}"
-        elif proc is None and not leader_alive(sid):
-            died = "exited"
-        if died:
-            if writer is not None:  # let the log writer drain what the service wrote last
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    writer.wait(timeout=2.0)
-            raise ServiceError(
-                f"{service.name} {died} before answering {check}; last lines of {log}:\n"
-                + _log_tail(log, offset)
-            )
-        return False
+        if leader_alive(sid):
+            return False
+        rc = proc.poll() if proc is not None else None  # its exit code, when it is our child
+        if writer is not None:  # let the log writer drain what the service wrote last
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                writer.wait(timeout=2.0)
+        raise ServiceError(
+            f"{service.name} exited{'' if rc is None else f' with code {rc}'} before answering {check}; "
+            f"last lines of {log}:\n" + _log_tail(log, offset)
+        )
 
     wait_until(
         healthy,
