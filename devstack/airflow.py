@@ -139,13 +139,9 @@ def _db_revision(settings: Settings) -> str | None:
     """Alembic revision of the Airflow metadata DB, None when it has no schema yet."""
     import psycopg
 
-    try:
-        conn = psycopg.connect(settings.db.dsn(settings.db.airflow_database), connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        raise ServiceError(
-            f"cannot connect to the Airflow metadata DB {settings.db.airflow_database}: {exc}"
-        ) from exc
-    with conn:
+    from mur.db import connect
+
+    with connect(settings, database=settings.db.airflow_database) as conn:
         try:
             row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
         except psycopg.errors.UndefinedTable:

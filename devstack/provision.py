@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from mur.errors import ServiceError, first_line
+from mur.errors import ServiceError
 from mur.settings import Settings
 from mur.waiting import wait_until
 
@@ -21,15 +21,12 @@ def ensure_databases(settings: Settings, names: Iterable[str] | None = None) -> 
     import psycopg
     from psycopg import errors, sql
 
+    from mur.db import connect
+
     db = settings.db
     wanted = list(names) if names is not None else [db.pg_database, db.mlflow_database, db.airflow_database]
-    try:  # autocommit: CREATE DATABASE cannot run inside a transaction
-        conn = psycopg.connect(db.dsn("postgres"), autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        reason = first_line(exc)
-        raise ServiceError(f"PostgreSQL at {db.pg_host}:{db.pg_port} is not reachable: {reason}") from exc
     created = []
-    with conn:
+    with connect(settings, database="postgres", autocommit=True) as conn:  # CREATE DATABASE: no transaction
         for name in wanted:
             try:
                 if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():

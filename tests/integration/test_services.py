@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from devstack import supervisor as svc
 from devstack.provision import ensure_databases
 from devstack.services import Service, stack_services
-from mur.errors import ServiceError
+from mur.errors import DatabaseError, ServiceError
 from mur.settings import Settings
 from mur.waiting import wait_until
 
@@ -232,7 +232,7 @@ def test_ensure_databases_is_idempotent(settings: Settings) -> None:
 
 def test_ensure_databases_reports_unreachable_postgres(settings: Settings) -> None:
     broken = settings.replace(pg_port=_free_port())
-    with pytest.raises(ServiceError, match="PostgreSQL .* not reachable"):
+    with pytest.raises(DatabaseError, match="cannot connect to PostgreSQL"):
         ensure_databases(broken, ["whatever"])
 
 
