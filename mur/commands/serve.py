@@ -47,17 +47,13 @@ def serve(
     """Deploy (or update) the API and print its URL."""
     if ctx.invoked_subcommand is not None:
         return
-    from serve_app.args import AppArgs, settings_overrides
-    from serve_app.deploy import deploy, load_config
+    from serve_app.args import AppArgs
+    from serve_app.deploy import app_config, deploy
 
     settings = stack_settings()
-    base = AppArgs(**(load_config()["applications"][0].get("args") or {}))
-    args = base.model_copy(
-        update={
-            "pairs": pair or base.pairs,
-            "settings": {**base.settings, **settings_overrides(settings)},
-        }
-    )
+    args = AppArgs(**app_config(settings)["applications"][0]["args"])  # the config file's, with the settings
+    if pair:
+        args.pairs = pair
     typer.echo(
         f"deploying {settings.serving.serve_app_name!r} to Ray at {settings.ray.ray_address} …", err=True
     )
