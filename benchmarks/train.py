@@ -40,10 +40,10 @@ SMOKE: dict[str, Any] = {"train_days": 20, "epochs": 2, "hidden_size": 8, "num_l
 
 
 def epoch_figures(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Epoch compute, epoch wall and their ratio from a training's per-epoch rows (``compute_s``,
-    ``wall_s``; older rows have only ``epoch_seconds``, which then stands for both)."""
-    compute = sum(float(r.get("compute_s", r.get("epoch_seconds", 0.0))) for r in history)
-    wall = sum(float(r.get("wall_s", r.get("epoch_seconds", 0.0))) for r in history)
+    """Epoch compute, epoch wall and their ratio from a training's per-epoch rows (``compute_s``, ``wall_s``:
+    :func:`mur.training.loop.run_epochs`)."""
+    compute = sum(float(r["compute_s"]) for r in history)
+    wall = sum(float(r["wall_s"]) for r in history)
     parts = {
         key: round(sum(float(r.get(key, 0.0)) for r in history), 3)
         for key in ("eval_s", "report_s", "checkpoint_s")
@@ -59,20 +59,18 @@ def epoch_figures(history: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def fit_items(settings: Any, pairs: Sequence[str]) -> tuple[list[Any], int, float]:
-    """The fit items of ``pairs`` (candles, dataset, configs), their training samples and the seconds taken."""
-    from mur.training.driver import load_candles, prepare
-    from mur.training.loop import FitItem
-    from mur.training.params import model_config, train_config
+    """The fit items of ``pairs`` as the driver prepares them (not registered: full trainings), their
+    training samples and the seconds taken."""
+    from mur.training.driver import PreparedTraining, prepare_training
+    from mur.training.loop import LocalFit
 
     started = time.perf_counter()
-    items, samples = [], 0
+    items = []
     for pair in pairs:
-        candles, _, _ = load_candles(settings, pair)
-        ds = prepare(settings, candles)
-        train, val = ds.model_arrays("train"), ds.model_arrays("val")
-        items.append(FitItem(pair, train, val, model_config(settings), train_config(settings)))
-        samples += len(train[1])
-    return items, samples, time.perf_counter() - started
+        prep = prepare_training(settings, pair, fit=LocalFit(), register=False, emit=lambda _m: None)
+        assert isinstance(prep, PreparedTraining)  # only a registering training reuses a version
+        items.append(prep.fit_item())
+    return items, sum(len(item.train[1]) for item in items), time.perf_counter() - started
 
 
 def train_run(
