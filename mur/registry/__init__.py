@@ -7,7 +7,7 @@ never this package.
 
 from mur.registry.client import configure
 from mur.registry.names import CHALLENGER, CHAMPION, model_name
-from mur.registry.versions import registered_pairs, version_summary
+from mur.registry.versions import registered_pairs, version_result
 
 __all__ = [
     "CHALLENGER",
@@ -15,5 +15,5 @@ __all__ = [
     "configure",
     "model_name",
     "registered_pairs",
-    "version_summary",
+    "version_result",
 ]

@@ -58,7 +58,7 @@ def find_version(client: Any, pair: str, idempotency_key: str, prefix: str = MOD
     return max(found, key=lambda v: int(v.version)) if found else None
 
 
-def version_result(client: Any, version: Any, prefix: str = MODEL_PREFIX) -> TrainingResult:
+def version_result(version: Any, prefix: str = MODEL_PREFIX) -> TrainingResult:
     """A registered version described from its tags (what the job, Airflow and the API report)."""
     tags = dict(version.tags or {})
     aliases = list(getattr(version, "aliases", []) or [])
@@ -78,11 +78,6 @@ def version_result(client: Any, version: Any, prefix: str = MODEL_PREFIX) -> Tra
         skill=metrics.skill if metrics else None,
         metrics=metrics,
     )
-
-
-def version_summary(client: Any, version: Any, prefix: str = MODEL_PREFIX) -> dict[str, Any]:
-    """:func:`version_result` as a JSON-ready dict."""
-    return version_result(client, version, prefix).model_dump(mode="json")
 
 
 def evidence_of(
@@ -407,7 +402,7 @@ def recent_versions(
         f"name = '{model_name(pair, prefix)}'", max_results=limit, order_by=["version_number DESC"]
     )
     champion = champion_version(client, pair, prefix)  # search results carry no aliases: one look-up
-    results = [version_result(client, v, prefix) for v in newest]
+    results = [version_result(v, prefix) for v in newest]
     return [
         r.model_copy(update={"alias": CHAMPION, "aliases": [CHAMPION]})
         if champion is not None and r.version == int(champion.version)

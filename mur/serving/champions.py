@@ -65,7 +65,7 @@ def champions(
             if getattr(exc, "error_code", "") in NOT_FOUND_CODES:
                 continue
             raise RegistryUnavailableError(f"model registry unreachable: {first_line(exc, 300)}") from exc
-        found[pair] = registry.version_summary(client, version, prefix) | {"shadows": shadows}
+        found[pair] = registry.version_result(version, prefix).model_dump(mode="json") | {"shadows": shadows}
     return found
 
 

@@ -463,9 +463,6 @@ def registered_for(settings: Settings, pair: str, key: str) -> TrainingResult | 
     from mur.registry.client import configure
     from mur.registry.versions import find_version, version_result
 
-    client = configure(settings)
     prefix = settings.registry.registry_prefix
-    existing = find_version(client, pair, key, prefix)
-    if existing is None:
-        return None
-    return version_result(client, existing, prefix).model_copy(update={"reused": True})
+    existing = find_version(configure(settings), pair, key, prefix)
+    return None if existing is None else version_result(existing, prefix).model_copy(update={"reused": True})

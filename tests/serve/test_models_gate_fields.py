@@ -1,8 +1,8 @@
 """``GET /v1/models`` carries the promotion gate's decision for each champion (issue 12, "Visible decisions").
 
 In-process: a registered version's tags, written as ``mur.registry.versions.log_and_register`` writes them,
-go through the code Serve uses (``version_summary``, which ``mur.serving.champions.champions`` returns to the
-watcher; ``LoadedModel.describe``; ``ApiService.models``; the FastAPI response model) to the JSON answer.
+go through the code Serve uses (``version_result`` as JSON, which ``mur.serving.champions.champions`` returns to
+the watcher; ``LoadedModel.describe``; ``ApiService.models``; the FastAPI response model) to the JSON answer.
 Only the ONNX session is left out; the database for tokens is the real PostgreSQL.
 """
 
@@ -17,7 +17,7 @@ from api_fakes import PAIR, SEQ, Api, auth, running_api
 from mlflow.entities.model_registry import ModelVersion, ModelVersionTag
 
 from mur.contracts import MetricsDocument, PredictorMetrics, Significance, Window
-from mur.registry import version_summary
+from mur.registry import version_result
 from mur.registry.names import CHAMPION, model_name
 from mur.serving.model import LoadedModel
 from mur.settings import Settings
@@ -85,7 +85,9 @@ def registered_version() -> ModelVersion:
 @pytest.fixture
 def api(pg_settings: Settings) -> Iterator[Api]:
     with running_api(pg_settings) as api:
-        summary = version_summary(None, registered_version())  # what champions() hands the watcher
+        summary = version_result(registered_version()).model_dump(
+            mode="json"
+        )  # what champions() hands the watcher
         model = LoadedModel(PAIR, VERSION, None, SEQ, summary, datetime(2025, 6, 1, 12, tzinfo=UTC))
 
         async def status() -> dict[str, Any]:  # the Forecaster replica's status with this model loaded
