@@ -60,18 +60,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def upload_outputs(settings: Settings, folder: Path, uri: str) -> None:
-    """Copy the files of ``folder`` to ``uri`` (``s3://bucket/prefix`` through the S3 endpoint, or a
-    directory): where ``mur train --ray --out`` fetches them."""
-    import pyarrow.fs
-
-    from mur.training.ray_fit import location
-
-    path, fs = location(settings, uri)
-    local = pyarrow.fs.LocalFileSystem()
-    pyarrow.fs.copy_files(str(folder), path, source_filesystem=local, destination_filesystem=fs or local)
-
-
 say = partial(print, flush=True)
 """Progress lines go to stdout, which is the job's log."""
 
@@ -112,7 +100,7 @@ def preflight(settings: Settings, *, registry: bool, store: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     from mur.contracts import TrainingResult, TrainingResults
     from mur.errors import MurError
-    from mur.orchestration.job_submission import write_job_result
+    from mur.orchestration.job_submission import copy_artefacts, write_job_result
     from mur.settings import Settings
     from mur.timeutil import parse_time
     from mur.training.driver import train_and_register, train_many
@@ -162,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                     **options,
                 )
                 if args.out_uri:
-                    upload_outputs(settings, Path(tmp), args.out_uri)
+                    copy_artefacts(settings, tmp, args.out_uri)
                     say(f"[mur] {pairs[0]}: wrote the artefacts to {args.out_uri}")
             results, code = [result], 0
     except MurError as exc:

@@ -111,20 +111,6 @@ def echo_registration(result: TrainingResult) -> None:
     )
 
 
-def fetch_outputs(settings: Any, uri: str, out: Path) -> None:
-    """Download the files a job wrote under ``uri`` (``--out-uri``) into ``out``, then delete them there."""
-    import pyarrow.fs
-
-    from mur.training.ray_fit import location
-
-    path, fs = location(settings, uri)
-    local = pyarrow.fs.LocalFileSystem()
-    out.mkdir(parents=True, exist_ok=True)
-    source = fs or local
-    pyarrow.fs.copy_files(path, str(out.resolve()), source_filesystem=source, destination_filesystem=local)
-    source.delete_dir(path)
-
-
 @commands.command()
 def train(
     pair: Annotated[str, typer.Argument(help="trading pair, e.g. btc_usdt (or any NAME with --data)")],
@@ -206,7 +192,7 @@ def train(
             raise typer.BadParameter("--data and --compare-normalizations train locally: drop --ray")
         if tuned is False:
             raise typer.BadParameter("a Ray job registers with the tuned configuration: drop --no-tuned")
-        from mur.orchestration.job_submission import submit_training
+        from mur.orchestration.job_submission import copy_artefacts, submit_training
 
         # a Ray job that registers the model; with --out it writes its artefacts under a fresh prefix instead (and
         # registers only with --register), which are downloaded into --out and deleted
@@ -225,7 +211,7 @@ def train(
             **overrides,
         )
         if out is not None and outputs is not None:
-            fetch_outputs(settings, outputs, out)
+            copy_artefacts(settings, outputs, str(out.resolve()), move=True)
         if as_json:
             typer.echo(result.model_dump_json(indent=2))
             return

@@ -386,6 +386,21 @@ def write_job_result(settings: Settings, submission_id: str, document: str) -> s
     return uri
 
 
+def copy_artefacts(settings: Settings, source: str, destination: str, *, move: bool = False) -> None:
+    """Copy the files under ``source`` to ``destination``, each ``s3://bucket/prefix`` (through the S3
+    endpoint) or a directory: the job writes its artefacts to its ``--out-uri``, ``mur train --ray --out``
+    fetches them from there (``move``: then deleted there)."""
+    import pyarrow.fs
+
+    from mur.training.ray_fit import location
+
+    (src, src_fs), (dst, dst_fs) = location(settings, source), location(settings, destination)
+    local = pyarrow.fs.LocalFileSystem()
+    pyarrow.fs.copy_files(src, dst, source_filesystem=src_fs or local, destination_filesystem=dst_fs or local)
+    if move:
+        (src_fs or local).delete_dir(src)
+
+
 def job_result_reader(settings: Settings) -> ResultReader:
     """Takes a job's result from the artefact bucket: read, then deleted, its submitter being its only reader
     (JobError when S3 fails). A result no submitter read is expired by the bucket's lifecycle rule
