@@ -54,9 +54,6 @@ class BinanceError(Exception):
         super().__init__(msg)
         self.code, self.msg, self.status = code, msg, status
 
-    def body(self) -> dict[str, Any]:
-        return {"code": self.code, "msg": self.msg}
-
 
 def _mandatory(name: str) -> BinanceError:
     return BinanceError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
@@ -76,12 +73,10 @@ class SymbolData:
         """Row slice ``[lo, hi)`` with Binance semantics (start/end inclusive on open time)."""
         import numpy as np
 
-        n = len(self.open_times)
+        hi = len(self.open_times) if end is None else int(np.searchsorted(self.open_times, end, side="right"))
         if start is None:
-            hi = n if end is None else int(np.searchsorted(self.open_times, end, side="right"))
             return max(0, hi - limit), hi
         lo = int(np.searchsorted(self.open_times, start, side="left"))
-        hi = n if end is None else int(np.searchsorted(self.open_times, end, side="right"))
         return lo, max(lo, min(hi, lo + limit))
 
     def klines_json(self, start: int | None, end: int | None, limit: int) -> bytes:
@@ -153,13 +148,6 @@ def frame_symbol_data(pair: str, frame: pd.DataFrame) -> SymbolData:
     return _symbol_data(pair, pd.DataFrame(text))
 
 
-def _server_time(clock: MarketClock | None = None) -> int:
-    """Epoch ms "now": the market clock's when the server replays one, else the wall clock's."""
-    if clock is None:
-        return int(time.time() * 1000)
-    return int(clock.now().timestamp() * 1000)
-
-
 class ReplayHandler(BaseHTTPRequestHandler):
     """Routes GET requests to the Binance endpoints; subclass it to inject faults in tests."""
 
@@ -177,15 +165,12 @@ class ReplayHandler(BaseHTTPRequestHandler):
             "/api/v3/exchangeInfo": self._exchange_info,
             "/api/v3/klines": self._klines,
         }.get(url.path.rstrip("/"))
-        if route is None:
-            self.send_json(404, json.dumps({"code": -1000, "msg": f"Unknown endpoint {url.path}."}).encode())
-            return
         try:
-            body = route(params)
+            if route is None:
+                raise BinanceError(-1000, f"Unknown endpoint {url.path}.", status=404)
+            self.send_json(200, route(params))
         except BinanceError as exc:
-            self.send_json(exc.status, json.dumps(exc.body()).encode())
-            return
-        self.send_json(200, body)
+            self.send_json(exc.status, json.dumps({"code": exc.code, "msg": exc.msg}).encode())
 
     def send_json(self, status: int, body: bytes) -> None:
         """Send a complete JSON response (with Content-Length, so keep-alive works)."""
@@ -203,7 +188,7 @@ class ReplayHandler(BaseHTTPRequestHandler):
         return b"{}"
 
     def _time(self, params: dict[str, str]) -> bytes:
-        return json.dumps({"serverTime": _server_time(self.server.clock)}).encode()
+        return json.dumps({"serverTime": self.server.server_time()}).encode()
 
     def _exchange_info(self, params: dict[str, str]) -> bytes:
         store = self.server.symbols()
@@ -224,7 +209,7 @@ class ReplayHandler(BaseHTTPRequestHandler):
             entries.append(found.exchange_info())
         info = {
             "timezone": "UTC",
-            "serverTime": _server_time(self.server.clock),
+            "serverTime": self.server.server_time(),
             "rateLimits": [],
             "exchangeFilters": [],
             "symbols": entries,
@@ -326,6 +311,10 @@ class ReplayServer(ThreadingHTTPServer):
             found = self._reloaded.get(symbol)
         return found
 
+    def server_time(self) -> int:
+        """Epoch ms "now": the market clock's when the server replays one, else the wall clock's."""
+        return int((self.clock.now().timestamp() if self.clock is not None else time.time()) * 1000)
+
     @property
     def url(self) -> str:
         """``http://host:port`` (the address actually bound)."""
@@ -337,11 +326,6 @@ class ReplayServer(ThreadingHTTPServer):
     def api_url(self) -> str:
         """What to set as ``MUR_BINANCE_API_URL`` (python-binance's ``API_URL``)."""
         return f"{self.url}/api"
-
-    def stop(self) -> None:
-        """Stop serving (if a loop is running in another thread) and close the socket."""
-        self.shutdown()
-        self.server_close()
 
 
 def make_server(
@@ -359,8 +343,8 @@ def make_server(
     that ``reload`` returns (the pairs an admin uploaded, :func:`mur.data.uploaded.uploaded_candles`); ``port=0`` picks a free port. With a market
     ``clock`` (:mod:`mur.clock`), ``/api/v3/time`` is market now and only candles closed by then exist.
 
-    Raises ``OSError`` when the address cannot be bound. Call ``serve_forever()`` (or
-    :func:`serve_forever_in_thread`) to start answering.
+    Raises ``OSError`` when the address cannot be bound. Call ``serve_forever()`` to start answering (or use
+    :func:`running_replay_server`).
     """
     from mur.data import bundled_pairs, load_synthetic, synthetic_pairs
 
@@ -371,23 +355,15 @@ def make_server(
     return ReplayServer((host, port), store, handler_class, clock, reload)
 
 
-def serve_forever_in_thread(server: ReplayServer) -> threading.Thread:
-    """Run ``server.serve_forever`` in a daemon thread; stop it with ``server.stop()``."""
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="mur-replay", daemon=True
-    )
-    thread.start()
-    return thread
-
-
 @contextmanager
 def running_replay_server(**options: Any) -> Iterator[ReplayServer]:
     """A replay server (:func:`make_server`'s keyword arguments) serving in a background thread for the
     ``with`` block (for tests and scripts)."""
-    server = make_server(**options)
-    thread = serve_forever_in_thread(server)
-    try:
-        yield server
-    finally:
-        server.stop()
-        thread.join(timeout=5)
+    with make_server(**options) as server:  # closes its socket at the end
+        thread = threading.Thread(target=server.serve_forever, args=(0.1,), name="mur-replay", daemon=True)
+        thread.start()
+        try:
+            yield server
+        finally:
+            server.shutdown()
+            thread.join(timeout=5)
