@@ -35,19 +35,14 @@ class DMResult:
     p_worse: float
     """One-sided p-value of H1: the model's expected loss is higher."""
     p_two_sided: float
-    n: int
-    horizon: int
-    loss: str
-    mean_loss_diff: float
 
 
 @dataclass(frozen=True)
 class DirectionResult:
-    """Share of correct directions and the exact one-sided binomial p-value against a coin flip."""
+    """Correct directions out of ``n`` and the exact one-sided binomial p-value against a coin flip."""
 
     hits: int
     n: int
-    accuracy: float
     p_value: float
 
 
@@ -111,10 +106,6 @@ def diebold_mariano(
         p_better=float(p_better),
         p_worse=float(p_worse),
         p_two_sided=float(min(1.0, 2.0 * min(p_better, p_worse))),
-        n=n,
-        horizon=h,
-        loss=loss,
-        mean_loss_diff=mean,
     )
 
 
@@ -133,9 +124,7 @@ def directional_test(
     keep = (p != 0) & (a != 0)
     n = int(keep.sum())
     hits = int((p[keep] == a[keep]).sum())
-    if n == 0:
-        return DirectionResult(hits=0, n=0, accuracy=float("nan"), p_value=1.0)
-    return DirectionResult(hits=hits, n=n, accuracy=hits / n, p_value=binomial_p_value(hits, n))
+    return DirectionResult(hits=hits, n=n, p_value=binomial_p_value(hits, n))
 
 
 def binomial_p_value(hits: int, n: int) -> float:
