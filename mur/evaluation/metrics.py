@@ -8,6 +8,7 @@ Crypto prices are close to a random walk, so every report puts the model next to
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -146,29 +147,6 @@ def horizon_baselines(ds: Dataset, idx: np.ndarray, levels: tuple[float, ...]) -
     }
 
 
-def interval_scores(
-    quantiles: np.ndarray,
-    y: np.ndarray,
-    last: np.ndarray,
-    base: dict[str, np.ndarray],
-    levels: tuple[float, ...],
-) -> dict[str, object]:
-    """One horizon's coverage, width, Winkler and pinball of the model's ``interval`` and each baseline of
-    ``base`` (``naive``, ``ewma``, ``garch``: price quantiles ``(n, L)`` each) on the same outcomes, and the
-    interval skills (``interval_skill``: vs ``naive``; ``interval_skill_vs_<name>``: vs the others)."""
-    from mur.evaluation.intervals import interval_metrics
-
-    scores = {
-        name: interval_metrics(q, y, last, levels) for name, q in {"interval": quantiles, **base}.items()
-    }
-    skills = {k: skill(scores["interval"]["winkler"], scores[k]["winkler"]) for k in base}
-    return {
-        **scores,
-        "interval_skill": skills.pop("naive"),
-        **{f"interval_skill_vs_{k}": v for k, v in skills.items()},
-    }
-
-
 def horizon_scores(
     quantiles: np.ndarray,
     targets: np.ndarray,
@@ -180,10 +158,12 @@ def horizon_scores(
     tests: bool = True,
 ) -> list[dict]:
     """Per horizon: the median vs persistence (point metrics, skill, DM and binomial tests) and the interval
-    vs both baselines (:func:`interval_scores`, interval skill with its standard error and DM tests on the
-    per-target Winkler scores vs each baseline); without ``tests``, the interval scores alone. ``quantiles``
-    and ``base[...]``: ``(n, H, L)``; ``targets``: ``(n, H)``; ``last``: the last closes ``(n,)``."""
-    from mur.evaluation.intervals import winkler_scores
+    vs each baseline of ``base`` (``naive``, ``ewma``, ``garch``): coverage, width, Winkler and pinball of the
+    model's ``interval`` and of each baseline on the same outcomes, the interval skills (``interval_skill``: vs
+    ``naive``; ``interval_skill_vs_<name>``: vs the others) with their standard errors and DM tests on the
+    per-target Winkler scores; without ``tests``, the interval scores and skills alone. ``quantiles`` and
+    ``base[...]``: ``(n, H, L)``; ``targets``: ``(n, H)``; ``last``: the last closes ``(n,)``."""
+    from mur.evaluation.intervals import interval_metrics, winkler_scores
     from mur.evaluation.significance import diebold_mariano, skill_standard_error
 
     mid = levels.index(0.5)
@@ -192,7 +172,10 @@ def horizon_scores(
     out = []
     for j, hours in enumerate(horizons):
         y, q = targets[:, j], np.asarray(quantiles)[:, j, :]
-        ranges = interval_scores(q, y, last, {k: b[:, j, :] for k, b in base.items()}, levels)
+        predictors = {"interval": q} | {k: b[:, j, :] for k, b in base.items()}
+        ranges: dict[str, Any] = {k: interval_metrics(p, y, last, levels) for k, p in predictors.items()}
+        skills = {k: skill(ranges["interval"]["winkler"], ranges[k]["winkler"]) for k in base}
+        ranges |= {f"interval_skill{sfx[k]}": v for k, v in skills.items()}
         if not tests:
             out.append({"hours": int(hours), "n": int(len(y)), **ranges})
             continue
