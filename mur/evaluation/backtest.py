@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -87,19 +87,16 @@ class FoldForecasts:
 class BacktestReport:
     pair: str
     window: str
+    settings: dict[str, Any]
     folds: list[FoldResult]
     pooled: dict[str, Any]
-    settings: dict[str, Any]
     forecasts: list[FoldForecasts] = field(repr=False, default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "pair": self.pair,
-            "window": self.window,
-            "settings": self.settings,
-            "folds": [asdict(f) for f in self.folds],
-            "pooled": self.pooled,
-        }
+        """The JSON document (``backtest.json``): everything but the forecast arrays."""
+        data = asdict(replace(self, forecasts=[]))
+        del data["forecasts"]
+        return data
 
 
 def fold_origins(end: datetime, folds: int, fold_hours: int) -> list[datetime]:
@@ -179,14 +176,11 @@ def fold_forecasts(
 
 def concat_forecasts(parts: list[FoldForecasts]) -> FoldForecasts:
     """All folds' forecasts as one set (time order)."""
-    return FoldForecasts(
-        timestamps=np.concatenate([p.timestamps for p in parts]),
-        last_close=np.concatenate([p.last_close for p in parts]),
-        targets=np.concatenate([p.targets for p in parts]),
-        quantiles={k: np.concatenate([p.quantiles[k] for p in parts]) for k in parts[0].quantiles},
-        horizons=parts[0].horizons,
-        levels=parts[0].levels,
-    )
+    joined: dict[str, Any] = {
+        k: np.concatenate([getattr(p, k) for p in parts]) for k in ("timestamps", "last_close", "targets")
+    }
+    joined["quantiles"] = {k: np.concatenate([p.quantiles[k] for p in parts]) for k in parts[0].quantiles}
+    return replace(parts[0], **joined)
 
 
 def range_scores(f: FoldForecasts, *, tests: bool) -> list[dict[str, Any]]:
