@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from mur.monitoring.track_record import winkler
+from mur.evaluation.intervals import winkler_scores
 from mur.timeutil import HOUR
 
 if TYPE_CHECKING:
@@ -49,11 +49,6 @@ class TrackRecord:
         return self.running_mae_model[-1] if self.running_mae_model else None
 
 
-def running_mean(values: Sequence[float]) -> list[float]:
-    """Cumulative mean: element ``i`` is the mean of ``values[:i+1]``."""
-    return [total / i for i, total in enumerate(accumulate(values), start=1)]
-
-
 def track_record(
     forecasts: Sequence[Forecast],
     naive_log_quantiles: tuple[float, float] | None = None,
@@ -71,30 +66,29 @@ def track_record(
     When several forecasts share a target time (different model versions), each counts: the record is the
     model's, whichever version was champion when the forecast was made.
     """
-    import math
-
     closed = [f for f in forecasts if market_hour is None or f.target_time < market_hour]
     resolved = sorted((f for f in closed if f.actual is not None), key=lambda f: (f.target_time, f.made_at))
-    actual = [float(f.actual) for f in resolved if f.actual is not None]
-    predicted = [f.predicted for f in resolved]
-    persistence = [f.last_close for f in resolved]
-    coverage: list[float | None] = []
-    hits = n = 0
-    w_model = w_naive = 0.0
-    for f, a in zip(resolved, actual, strict=True):
-        if f.inside is not None and f.lower is not None and f.upper is not None and f.level is not None:
-            n, hits = n + 1, hits + int(f.inside)
-            w_model += winkler(f.lower, f.upper, a, 1.0 - f.level)
-            if naive_log_quantiles is not None:
-                lo, hi = (f.last_close * math.exp(q) for q in naive_log_quantiles)
-                w_naive += winkler(lo, hi, a, 1.0 - f.level)
-        coverage.append(hits / n if n else None)
+    y, predicted, last, lo, hi, level = (  # a missing range bound or level is NaN
+        np.array([getattr(f, k) for f in resolved], dtype=np.float64)
+        for k in ("actual", "predicted", "last_close", "lower", "upper", "level")
+    )
+    ranged = np.array([f.inside is not None for f in resolved], dtype=bool) & ~np.isnan(lo + hi + level)
+    hits = np.cumsum(ranged & np.array([bool(f.inside) for f in resolved], dtype=bool)).tolist()
+    coverage = [h / n if n else None for h, n in zip(hits, np.cumsum(ranged).tolist(), strict=True)]
+    skill = None
+    if naive_log_quantiles is not None:
+        alpha = 1.0 - level[ranged]
+        naive_lo, naive_hi = (last[ranged] * np.exp(q) for q in naive_log_quantiles)
+        w_model = winkler_scores(lo[ranged], hi[ranged], y[ranged], alpha).sum()
+        w_naive = winkler_scores(naive_lo, naive_hi, y[ranged], alpha).sum()
+        skill = float(1.0 - w_model / w_naive) if w_naive > 0 else None
+    steps = np.arange(1, len(resolved) + 1)
     return TrackRecord(
         resolved=resolved,
-        running_mae_model=running_mean([abs(p - a) for p, a in zip(predicted, actual, strict=True)]),
-        running_mae_persistence=running_mean([abs(p - a) for p, a in zip(persistence, actual, strict=True)]),
+        running_mae_model=(np.cumsum(np.abs(predicted - y)) / steps).tolist(),
+        running_mae_persistence=(np.cumsum(np.abs(last - y)) / steps).tolist(),
         running_coverage=coverage,
-        interval_skill=1.0 - w_model / w_naive if w_naive > 0 else None,
+        interval_skill=skill,
         level=next((f.level for f in resolved if f.level is not None), None),
     )
 

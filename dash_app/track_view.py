@@ -77,7 +77,6 @@ def track_record_view(
     rows = scored_forecasts(db, pair=pair, horizon_hours=1, limit=TRACK_RECORD_LIMIT)
     # the same naive range as the live-reliability panel's 1 h row (the closes of the last 30 days)
     record = track_record(rows, naive_log_band(closes, 1, NOMINAL), market_hour=market_hour)
-    resolved = [f for f in rows if f.actual is not None and f.target_time < market_hour]
     longest = max(hours for _, hours in RELIABILITY_WINDOWS)
     recent = scored_forecasts(
         db,
@@ -91,7 +90,7 @@ def track_record_view(
     counts = scored_counts(db, pair=pair, market_hour=market_hour)
     return TrackRecordView(
         record=record,
-        summary=window_stats(resolved),
+        summary=window_stats(record.resolved),
         counts=counts,
         unresolved=sorted(unresolved, key=lambda f: (f.target_time, f.horizon_hours))[:PENDING_SHOWN],
         reliability=reliability(recent, market_hour=market_hour, closes=closes),
