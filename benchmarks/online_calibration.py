@@ -35,9 +35,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import common  # noqa: E402
+from mur.evaluation.backtest import FoldForecasts  # noqa: E402
 
 PAIRS = ("btc_usdt", "eth_usdt", "sol_usdt")
-CRASH = (datetime(2024, 7, 29, tzinfo=UTC), datetime(2024, 8, 12, tzinfo=UTC))
+CRASH = (np.datetime64("2024-07-29"), np.datetime64("2024-08-12"))
+"""The crash fortnight (UTC, naive like the forecasts' times)."""
 RUNNING_WINDOW_H = 30 * 24
 
 
@@ -45,10 +47,12 @@ def _utc(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-def replay_forecasts(pair: str, onnx: Path, train_end: datetime, replay_end: datetime) -> dict[str, Any]:
+def replay_forecasts(
+    pair: str, onnx: Path, train_end: datetime, replay_end: datetime
+) -> tuple[FoldForecasts, dict[str, Any]]:
     """The graph's forecasts for every hour in ``[train_end, replay_end)`` whose every horizon resolves by
     ``replay_end``, with their outcomes, and baseline (a) fitted on the year before ``train_end``
-    (:func:`mur.evaluation.backtest.fold_forecasts`: one fold, the whole replay)."""
+    (:func:`mur.evaluation.backtest.fold_forecasts`: one fold, the whole replay); the graph's calibration."""
     from mur.data import get_market_data, regularize_hourly
     from mur.evaluation.backtest import fold_forecasts
     from mur.model.export import load_session, model_metadata
@@ -58,35 +62,25 @@ def replay_forecasts(pair: str, onnx: Path, train_end: datetime, replay_end: dat
     candles = get_market_data(common.bundled_settings()).klines(pair, start=start, end=replay_end)
     candles, _filled = regularize_hourly(candles.reset_index(drop=True))
     hours = (replay_end - train_end) // timedelta(hours=1)
-    f = fold_forecasts(session, candles, start, train_end, hours)
-    return {
-        "horizons": f.horizons,
-        "levels": f.levels,
-        "made_at": f.timestamps,  # the first target hour: the hour after the window's last candle
-        "quantiles": f.quantiles["model"],  # (n, H, L) prices
-        "actual": f.targets,
-        "naive": f.quantiles["naive"],
-        "calibration": model_metadata(session)["calibration"],
-    }
+    return fold_forecasts(session, candles, start, train_end, hours), model_metadata(session)["calibration"]
 
 
-def evaluate(data: dict[str, Any], eta: float) -> dict[str, Any]:
-    """Static and online coverage, Winkler scores and skills per horizon over the replay."""
+def evaluate(f: FoldForecasts, eta: float) -> dict[str, Any]:
+    """Static and online coverage, Winkler scores and skills per horizon over the replay (forecasts made at
+    ``f.timestamps``: the hour after each window's last candle)."""
     from mur.evaluation.intervals import winkler_scores
     from mur.evaluation.online_conformal import OnlineParams, replay, running_coverage
     from mur.model.quantile_config import interval_level
 
-    level = interval_level(data["levels"])
+    level = interval_level(f.levels)
     alpha = 1.0 - level
     params = OnlineParams(level=level, eta=eta)
-    q, y, naive = data["quantiles"], data["actual"], data["naive"]
-    mid = list(data["levels"]).index(0.5)
-    made = data["made_at"]
-    crash = (made >= np.datetime64(CRASH[0].replace(tzinfo=None))) & (
-        made < np.datetime64(CRASH[1].replace(tzinfo=None))
-    )
+    q, y, naive = f.quantiles["model"], f.targets, f.quantiles["naive"]  # prices: (n, H, L), (n, H), ...
+    mid = list(f.levels).index(0.5)
+    made = f.timestamps
+    crash = (made >= CRASH[0]) & (made < CRASH[1])
     out: dict[str, Any] = {}
-    for j, h in enumerate(data["horizons"]):
+    for j, h in enumerate(f.horizons):
         med, lo, hi = q[:, j, mid], q[:, j, 0], q[:, j, -1]
         r = replay(med, lo, hi, y[:, j], h, params)
         on_lo, on_hi = med * (lo / med) ** r.scales, med * (hi / med) ** r.scales
@@ -176,6 +170,7 @@ def main() -> None:
     parser.add_argument("--eta", type=float, default=None, help="default: OnlineParams().eta")
     args, overrides = common.parse_training_args(parser)
     from mur.evaluation.online_conformal import OnlineParams
+    from mur.model.quantile_config import interval_level
 
     eta = OnlineParams().eta if args.eta is None else args.eta
     train_end, replay_end = _utc(args.train_end), _utc(args.replay_end)
@@ -199,18 +194,16 @@ def main() -> None:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             doc = common.train_locally(pair, args.epochs, args.train_days, train_end, Path(tmp), **overrides)
-            data = replay_forecasts(pair, Path(tmp) / "model.onnx", train_end, replay_end)
-        from mur.model.quantile_config import interval_level
-
-        level = interval_level(data["levels"])
-        res = evaluate(data, eta)
-        results[pair], made[pair] = res, data["made_at"]
+            f, calibration = replay_forecasts(pair, Path(tmp) / "model.onnx", train_end, replay_end)
+        level = interval_level(f.levels)
+        res = evaluate(f, eta)
+        results[pair], made[pair] = res, f.timestamps
         meta[pair] = {
             "seconds": round(time.perf_counter() - started, 1),
             "data_window": doc["data_window"],
             "offline_test_window": doc["test_window"],
-            "offline_calibration": data["calibration"],
-            "replay": {"start": str(data["made_at"][0]), "end": str(data["made_at"][-1])},
+            "offline_calibration": calibration,
+            "replay": {"start": str(f.timestamps[0]), "end": str(f.timestamps[-1])},
         }
         for h, r in res.items():
             crash = (
