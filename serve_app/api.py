@@ -17,12 +17,11 @@ import time
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
-from pydantic import AfterValidator
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
@@ -30,11 +29,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mur.db import TokenOwner
 from mur.errors import MurError
-from mur.pairs import lenient_pair
 from mur.serving.contract import MAX_CANDLES, CandlesIn, ForecastOut, ModelsOut, misfit
 from mur.serving.http import error_body, http_error
 from serve_app.metrics import CONTENT_TYPE, AnswerCounts, ApiMetrics, RequestMeters, route_template
-from serve_app.records import ErrorOut, IsoTime, add_record_routes, forecast_as_of
+from serve_app.records import ErrorOut, IsoTime, PairPath, add_record_routes, forecast_as_of
 from serve_app.service import ApiService
 
 log = logging.getLogger("ray.serve")
@@ -51,15 +49,6 @@ DESCRIPTION = (
 )
 
 _bearer = HTTPBearer(auto_error=False, description="an API token from `mur tokens create USER`")
-
-
-PairPath = Annotated[
-    str,
-    Path(
-        min_length=1, max_length=40, description="a pair such as eth_usdt or ETHUSDT", examples=["eth_usdt"]
-    ),
-    AfterValidator(lenient_pair),
-]
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422, 429, 503)}

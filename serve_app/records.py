@@ -28,9 +28,11 @@ from mur.serving.contract import PaperOut
 if TYPE_CHECKING:
     from serve_app.service import ApiService
 
-RecordPair = Annotated[
+PairPath = Annotated[
     str,
-    Path(min_length=1, max_length=40, description="a served pair such as btc_usdt", examples=["btc_usdt"]),
+    Path(
+        min_length=1, max_length=40, description="a pair such as eth_usdt or ETHUSDT", examples=["eth_usdt"]
+    ),
     AfterValidator(lenient_pair),
 ]
 
@@ -227,7 +229,7 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
         summary="Track record: how the served forecasts fared",
     )
     async def track_record_route(
-        pair: RecordPair,
+        pair: PairPath,
         limit: Annotated[
             int, Query(ge=1, le=MAX_LIMIT, description="resolved (and unresolved) forecasts returned")
         ] = 100,
@@ -277,7 +279,7 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
     )
     async def paper(
         request: Request,
-        pair: RecordPair,
+        pair: PairPath,
         days: Annotated[
             int, Query(ge=1, le=MAX_DAYS, description="market days of the track record")
         ] = PAPER_DAYS,
@@ -314,7 +316,7 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
         response_model=MonitoringOut,
         summary="Monitoring: the latest report of a pair",
     )
-    async def monitoring(pair: RecordPair) -> dict[str, Any]:
+    async def monitoring(pair: PairPath) -> dict[str, Any]:
         """The pair's latest monitoring report: rolling skill vs persistence and coverage of the resolved
         forecasts, input drift against the champion's training window, thresholds crossed, recent alerts
         (404 before the first monitoring run). Uses no quota."""
@@ -344,7 +346,7 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
         summary="Model history: every move of the pair's champion alias",
     )
     async def model_history(
-        pair: RecordPair,
+        pair: PairPath,
         limit: Annotated[int, Query(ge=1, le=MAX_MOVES, description="the latest moves returned")] = 50,
     ) -> dict[str, Any]:
         """Every move of the pair's champion alias, newest first: the gate's promotions, live promotions and
