@@ -168,24 +168,15 @@ def start_all(
 
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="mur-up") as pool:
         while len(done) < len(order):
-            if not errors:
-                ready = [
-                    n
-                    for n in order
-                    if n not in done and n not in running.values() and all(d in done for d in deps[n])
-                ]
-                ready.sort(key=lambda n: not exclusive(n))  # exclusive ones first, else plan order
-                for name in ready:
-                    busy = set(running.values())
-                    if len(busy) >= max(1, parallel) or any(exclusive(b) for b in busy):
-                        break
-                    if exclusive(name) and busy:
-                        continue
-                    registry = build(settings)  # factories may read what earlier starts created
+            for name in [] if errors else sorted(order, key=lambda n: not exclusive(n)):  # exclusive first
+                busy = set(running.values())
+                if len(busy) >= max(1, parallel) or any(exclusive(b) for b in busy):
+                    break
+                ready = name not in done and name not in busy and all(d in done for d in deps[name])
+                if ready and not (exclusive(name) and busy):
                     began[name] = time.monotonic()
-                    running[pool.submit(start, registry[name])] = name
-                    if exclusive(name):
-                        break
+                    # the registry again: factories may read what earlier starts created
+                    running[pool.submit(start, build(settings)[name])] = name
             if not running:
                 break
             wait_s = max(0.0, noted + 20.0 - time.monotonic())  # a line every 20 s while starts run
@@ -367,25 +358,24 @@ def summary_lines(report: UpReport, registry_names: Iterable[str] = ()) -> list[
     """The closing block of ``mur up``: URLs, logins (secrets only when just created), forecasts, next steps."""
     s = report.settings
     names = set(registry_names)
+    needs = {"Airflow UI": "airflow-api-server", "Dashboard": "dash"}  # shown where that service runs
     lines = ["", f"Make Us Rich is up ({_duration(report.seconds)}).", ""]
-    for label, url in urls(s).items():
-        if label == "Airflow UI" and names and "airflow-api-server" not in names:
-            continue
-        if label == "Dashboard" and names and "dash" not in names:
-            continue
-        lines.append(f"  {label:<14} {url}")
-    admin = report.admin
+    lines += [
+        f"  {label:<14} {url}"
+        for label, url in urls(s).items()
+        if not names or needs.get(label) in names | {None}
+    ]
     lines.append("")
-    if admin is not None:
+    if (admin := report.admin) is not None:
         lines.append(
             f"  login          {admin.username}  (dashboard; the same account for the API's admin routes)"
         )
         if admin.password:
-            lines.append(f"  password       {admin.password}")
-            lines.append(
+            lines += [
+                f"  password       {admin.password}",
                 "                 ^ shown once: only its hash is stored "
-                f"(change it: mur users set-password {admin.username})"
-            )
+                f"(change it: mur users set-password {admin.username})",
+            ]
         elif admin.password_from_env:
             lines.append("  password       the one in MUR_ADMIN_PASSWORD")
         else:
@@ -393,10 +383,10 @@ def summary_lines(report: UpReport, registry_names: Iterable[str] = ()) -> list[
                 f"  password       set at the first `mur up` (reset: mur users set-password {admin.username})"
             )
         if admin.token:
-            lines.append(f"  API token      {admin.token}")
-            lines.append(
-                "                 ^ shown once (more: mur tokens create NAME, or the dashboard's API page)"
-            )
+            lines += [
+                f"  API token      {admin.token}",
+                "                 ^ shown once (more: mur tokens create NAME, or the dashboard's API page)",
+            ]
         else:
             lines.append(f"  API token      create one: mur tokens create {admin.username} --name mine")
     if not names or "airflow-api-server" in names:
@@ -405,20 +395,17 @@ def summary_lines(report: UpReport, registry_names: Iterable[str] = ()) -> list[
     if s.ray.ray_auth_mode == "token":
         lines.append("  Ray dashboard  asks for a token: paste the output of `mur ray token`")
     if report.forecasts:
-        lines.append("")
-        lines.append("  forecasts served now:")
-        for pair, f in report.forecasts.items():
-            lines.append(
-                f"    {pair:<10} next close {f.get('forecast'):>14,.4f}   last {f.get('last_close'):>14,.4f}   "
-                f"model v{f.get('model_version')}   closes {f.get('close_time') or f.get('target_time')}"
-            )
-        pair = next(iter(report.forecasts))
+        lines += ["", "  forecasts served now:"]
+        lines += [
+            f"    {pair:<10} next close {f.get('forecast'):>14,.4f}   last {f.get('last_close'):>14,.4f}   "
+            f"model v{f.get('model_version')}   closes {f.get('close_time') or f.get('target_time')}"
+            for pair, f in report.forecasts.items()
+        ]
         api = f"http://{_local(s.serving.serve_host)}:{s.serving.serve_port}"
-        lines.append("")
-        lines.append(f'  try: curl -H "Authorization: Bearer $TOKEN" {api}/v1/forecast/{pair}')
-    lines.append("")
-    lines.append(f"  status: mur status · stop: mur down · logs: {Path(s.general.runtime_dir) / 'logs'}/")
-    return lines
+        curl = f'curl -H "Authorization: Bearer $TOKEN" {api}/v1/forecast/{next(iter(report.forecasts))}'
+        lines += ["", f"  try: {curl}"]
+    logs = Path(s.general.runtime_dir) / "logs"
+    return [*lines, "", f"  status: mur status · stop: mur down · logs: {logs}/"]
 
 
 def _duration(seconds: float) -> str:
