@@ -11,13 +11,11 @@ that pair through Airflow's REST API (``docs/monitoring.md``).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from functools import partial
+from datetime import timedelta
 
 from airflow.sdk import dag, get_current_context, task
 
-from mur.orchestration import MONITORING_DAG_ID
-from mur.orchestration.alerts import task_failure_alert
+from mur.orchestration import MONITORING_DAG_ID, dag_arguments
 from mur.orchestration.tasks import schedule_for
 from mur.settings import get_settings
 
@@ -28,17 +26,10 @@ settings = get_settings()
     dag_id=MONITORING_DAG_ID,
     description="Track record resolution, rolling skill/coverage and drift per pair → alerts and retraining",
     schedule=schedule_for(settings.airflow.train_schedule),
-    start_date=datetime(2023, 1, 1, tzinfo=UTC),
-    catchup=False,
     max_active_runs=1,
     tags=["mur", "monitoring"],
-    default_args={
-        "owner": "mur",
-        "retries": 1,
-        "retry_delay": timedelta(seconds=20),
-        "on_failure_callback": partial(task_failure_alert, get_settings),
-    },
     doc_md=__doc__,
+    **dag_arguments(run_alert=False, retries=1, retry_delay=timedelta(seconds=20)),
 )
 def mur_monitoring() -> None:
     @task(execution_timeout=timedelta(minutes=10))

@@ -18,61 +18,29 @@ overrides pairs, window end and hyper-parameters for one run.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from functools import partial
+from datetime import timedelta
 from typing import cast
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from mur.orchestration.alerts import dag_failure_alert, task_failure_alert
-from mur.orchestration.tasks import (
-    CHAMPIONS_ASSET_URI,
-    DAG_ID,
-    MAX_RETRY_DELAY,
-    RETRY_DELAY,
-    schedule_for,
-)
+from mur.orchestration import DAG_ID, dag_arguments, optional_int, pairs_param
+from mur.orchestration.tasks import CHAMPIONS_ASSET_URI, schedule_for
 from mur.orchestration.triggers import TrainBatch, TrainPair
-from mur.pairs import PAIR_PATTERN
 from mur.settings import get_settings
 
 settings = get_settings()
 CHAMPIONS = Asset(CHAMPIONS_ASSET_URI)
-FORM_PAIR_PATTERN = PAIR_PATTERN.replace("a-z0-9", "A-Za-z0-9")
-"""The pair rule in any case: the form accepts ``ETH_USDT``, the task lower-cases it."""
-
-
-def optional_int(title: str, description: str, minimum: int, maximum: int) -> Param:
-    """A whole number the form may leave empty (then the setting its description names applies)."""
-    return Param(
-        None, type=["null", "integer"], minimum=minimum, maximum=maximum, title=title, description=description
-    )
 
 
 @dag(
     dag_id=DAG_ID,
     description="Per-pair training on Ray → MLflow registry + promotion gate → Asset mur://champions",
     schedule=schedule_for(settings.airflow.train_schedule),
-    start_date=datetime(2023, 1, 1, tzinfo=UTC),  # start of the bundled candles: backfills can go back there
-    catchup=False,
     max_active_runs=2,
     tags=["mur", "training", "ray", "mlflow"],
-    default_args={
-        "owner": "mur",
-        "retries": 2,
-        "retry_delay": RETRY_DELAY,
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": MAX_RETRY_DELAY,
-        "on_failure_callback": partial(task_failure_alert, get_settings),
-    },
-    on_failure_callback=partial(dag_failure_alert, get_settings),
     params={
-        "pairs": Param(
-            [],
-            type=["null", "array"],  # "null": the form does not mark it required (empty is allowed)
-            items={"type": "string", "pattern": FORM_PAIR_PATTERN},
-            title="Pairs",
-            description="Pairs to train, e.g. btc_usdt. Empty: Variable mur_pairs, else the pair catalogue (mur pairs list).",
+        "pairs": pairs_param(
+            "Pairs to train, e.g. btc_usdt. Empty: Variable mur_pairs, else the pair catalogue (mur pairs list)."
         ),
         "end": Param(
             None,
@@ -125,6 +93,12 @@ def optional_int(title: str, description: str, minimum: int, maximum: int) -> Pa
         ),
     },
     doc_md=__doc__,
+    **dag_arguments(
+        retries=2,
+        retry_delay=timedelta(seconds=30),
+        retry_exponential_backoff=2.0,
+        max_retry_delay=timedelta(minutes=10),
+    ),
 )
 def mur_training() -> None:
     @task

@@ -13,15 +13,13 @@ it the settings it creates then (``get_settings()``), as the failure callbacks d
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from functools import partial
+from datetime import timedelta
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
-from mur.orchestration.alerts import dag_failure_alert, task_failure_alert
+from mur.orchestration import dag_arguments, optional_int, pairs_param
 from mur.orchestration.tasks import schedule_for
 from mur.orchestration.tuning_job import TUNING_DAG_ID
-from mur.pairs import PAIR_PATTERN
 from mur.settings import get_settings
 
 settings = get_settings()
@@ -31,34 +29,21 @@ settings = get_settings()
     dag_id=TUNING_DAG_ID,
     description="Ray Tune search per pair → confirmation span → MLflow + versioned model configuration",
     schedule=schedule_for(settings.tuning.tune_schedule),
-    start_date=datetime(2023, 1, 1, tzinfo=UTC),
-    catchup=False,
     max_active_runs=1,
     tags=["mur", "tuning", "ray", "mlflow"],
-    default_args={
-        "owner": "mur",
-        "retries": 0,
-        "on_failure_callback": partial(task_failure_alert, get_settings),
-    },
-    on_failure_callback=partial(dag_failure_alert, get_settings),
     params={
-        "pairs": Param(
-            [],
-            type=["null", "array"],
-            items={"type": "string", "pattern": PAIR_PATTERN.replace("a-z0-9", "A-Za-z0-9")},
-            title="Pairs",
-            description="Pairs to tune, e.g. btc_usdt. Empty: Variable mur_pairs, else every configured pair.",
+        "pairs": pairs_param(
+            "Pairs to tune, e.g. btc_usdt. Empty: Variable mur_pairs, else every configured pair."
         ),
-        "trials": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1,
-            maximum=500,
-            title="Trials",
-            description=f"Configurations per pair. Empty: MUR_TUNE_TRIALS ({settings.tuning.tune_trials}).",
+        "trials": optional_int(
+            "Trials",
+            f"Configurations per pair. Empty: MUR_TUNE_TRIALS ({settings.tuning.tune_trials}).",
+            1,
+            500,
         ),
     },
     doc_md=__doc__,
+    **dag_arguments(retries=0),
 )
 def mur_tuning() -> None:
     @task

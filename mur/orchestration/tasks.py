@@ -453,7 +453,3 @@ def schedule_for(expression: str | None) -> Any:
     from airflow.sdk import CronDataIntervalTimetable
 
     return CronDataIntervalTimetable(expression.strip(), timezone="UTC")
-
-
-RETRY_DELAY = timedelta(seconds=30)
-MAX_RETRY_DELAY = timedelta(minutes=10)
