@@ -185,18 +185,15 @@ def follow_runs(
     """
     active = client.dag_runs(DAG_ID, states=["queued", "running"], limit=20)
     others = [r["dag_run_id"] for r in active if r["dag_run_id"] != run_id]
-    result: tuple[str, dict[str, str]] = ("queued", {})
-    for rid in [run_id, *others]:
-        state, tasks = run_state(client, DAG_ID, rid)
+    runs = {rid: run_state(client, DAG_ID, rid) for rid in [run_id, *others]}
+    for rid, (_state, tasks) in runs.items():
         who = "triggered run" if rid == run_id else f"{rid.split('__')[0]} run"
         for label, task_state in tasks.items():
             key = f"{rid} {label}"
             if seen.get(key) != task_state:
                 seen[key] = task_state
                 say(f"  {who}: {label} {task_state}")
-        if rid == run_id:
-            result = (state, tasks)
-    return result
+    return runs[run_id]
 
 
 def run_state(client: AirflowClient, dag_id: str, run_id: str) -> tuple[str, dict[str, str]]:
@@ -299,7 +296,7 @@ def wait_for_forecasts(
             f"see `mur status`, {base}/readyz and the Ray dashboard {settings.ray.ray_address}"
         )
 
-    with httpx.Client(timeout=15.0, trust_env=False) as client:
+    with httpx.Client(timeout=15.0, trust_env=False, headers={"Authorization": f"Bearer {token}"}) as client:
 
         def poll() -> dict[str, dict[str, Any]] | None:
             """One round: the run's progress, each pair not yet served; every pair's forecast once all are."""
@@ -323,9 +320,7 @@ def wait_for_forecasts(
                 if pair in served:
                     continue
                 with contextlib.suppress(Exception):  # Serve not answering yet: try again
-                    response = client.get(
-                        f"{base}/v1/forecast/{pair}", headers={"Authorization": f"Bearer {token}"}
-                    )
+                    response = client.get(f"{base}/v1/forecast/{pair}")
                     if response.status_code == 200:
                         served[pair] = f = response.json()
                         say(
@@ -350,11 +345,7 @@ def wait_for_forecasts(
                         f"the model: see MLflow {settings.registry.mlflow_tracking_uri}); try `mur up --retrain --epochs 5`"
                     )
                 with contextlib.suppress(Exception):  # ask the API to read the registry now
-                    client.post(
-                        f"{base}/v1/admin/reload",
-                        params={"wait_s": 0},
-                        headers={"Authorization": f"Bearer {token}"},
-                    )
+                    client.post(f"{base}/v1/admin/reload", params={"wait_s": 0})
             if time.monotonic() - last_note > 60:
                 last_note = time.monotonic()
                 say(f"  … waiting for forecasts of {', '.join(p for p in pairs if p not in served)}")
