@@ -1,6 +1,5 @@
-"""HTTP clients the dashboard uses: the Serve API (forecasts, champions) and Airflow's REST API (training).
-
-The Airflow client is the core's (:mod:`mur.orchestration.airflow_client`), re-exported here. Both are
+"""The dashboard's client of the Serve API (forecasts, champions); Airflow's REST API (training) is called
+through the core's client (:mod:`mur.orchestration.airflow_client`), whose errors this one raises too. Both are
 tolerant: a service that is down raises :class:`ServiceUnavailable` with the URL it tried, an error answer
 raises :class:`ServiceAnswerError` with the service's own message, and unknown extra fields in answers are
 ignored. Nothing connects until a method is called.
@@ -16,23 +15,9 @@ import httpx
 from pydantic import ValidationError
 
 from mur.errors import DataValidationError, error_detail
-from mur.orchestration import DAG_ID as TRAINING_DAG_ID
-from mur.orchestration.airflow_client import (
-    AirflowClient,
-    ServiceAnswerError,
-    ServiceUnavailable,
-)
+from mur.orchestration.airflow_client import ServiceAnswerError, ServiceUnavailable
 from mur.serving.contract import ForecastOut, ModelOut, ModelsOut, ServedCalibration, misfit
 from mur.timeutil import parse_time
-
-__all__ = [
-    "TRAINING_DAG_ID",
-    "AirflowClient",
-    "ModelOut",
-    "ServeClient",
-    "ServiceAnswerError",
-    "ServiceUnavailable",
-]
 
 DEFAULT_TIMEOUT_S = 5.0
 

@@ -19,7 +19,6 @@ from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 from flask import request
 
-from dash_app.clients import TRAINING_DAG_ID, ServiceAnswerError, ServiceUnavailable
 from dash_app.components import card, champion_summary, data_table, field, fmt_time, notice, pair_dropdown
 from dash_app.context import DashboardContext, get_context, require_admin
 from dash_app.pages import admin_models, admin_pairs
@@ -34,6 +33,8 @@ from mur.db import (
     update_account,
 )
 from mur.errors import InvalidInputError, MurError
+from mur.orchestration import DAG_ID as TRAINING_DAG_ID
+from mur.orchestration.airflow_client import ServiceAnswerError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 

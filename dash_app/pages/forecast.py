@@ -21,7 +21,6 @@ from dash_app.charts import (
     empty_figure,
     track_record_figure,
 )
-from dash_app.clients import ModelOut, ServiceAnswerError, ServiceUnavailable
 from dash_app.clients import _parse_time as parse_time_or_none
 from dash_app.components import (
     card,
@@ -47,7 +46,8 @@ from mur.data.candles import as_utc
 from mur.db import fill_actuals, list_forecasts, record_forecast_body
 from mur.errors import MurError
 from mur.monitoring.track_record import RELIABILITY_WINDOWS
-from mur.serving.contract import ForecastOut, ServedCalibration
+from mur.orchestration.airflow_client import ServiceAnswerError, ServiceUnavailable
+from mur.serving.contract import ForecastOut, ModelOut, ServedCalibration
 
 if TYPE_CHECKING:
     import pandas as pd
