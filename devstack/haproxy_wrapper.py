@@ -92,17 +92,14 @@ def rewrite(config: str, errors_dir: Path | None = None) -> str:
         config = HTTP_FRONTEND.sub(
             lambda m: m.group(0) + GET_ONLY_RETRIES, RETRY_ON.sub(r"\g<head> empty-response", config)
         )
-    match = DEFAULTS.search(config)
-    if match is None:
+    if DEFAULTS.search(config) is None:
         return config
     added = [f"    timeout {name} {value}\n" for name, value in TIMEOUTS.items()]
     config = CLIENT_TIMEOUT.sub("", config)
     if errors_dir is not None:
         config = ERRORFILE.sub("", config)
         added += [f"    errorfile {code} {errors_dir / f'{code}.json.http'}\n" for code in ERRORS]
-    match = DEFAULTS.search(config)
-    assert match is not None
-    return config[: match.end()] + "".join(added) + config[match.end() :]
+    return DEFAULTS.sub(lambda m: m.group(0) + "".join(added), config, count=1)
 
 
 def errors_dir_for(config_path: Path) -> Path:
@@ -113,15 +110,12 @@ def errors_dir_for(config_path: Path) -> Path:
 def patch_file(path: Path) -> None:
     """Rewrite ``path`` in place, holding the lock Ray's HAProxy manager takes to write it."""
     errors = write_error_files(errors_dir_for(path))
-    with open(f"{path}.lock", "a") as lock:
+    with open(f"{path}.lock", "a") as lock:  # closing it releases the lock
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            text = path.read_text()
-            patched = rewrite(text, errors)
-            if patched != text:
-                path.write_text(patched)
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        text = path.read_text()
+        patched = rewrite(text, errors)
+        if patched != text:
+            path.write_text(patched)
 
 
 def real_binary(configured: str | None = None) -> str | None:
