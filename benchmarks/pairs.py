@@ -140,16 +140,15 @@ def serve_pss_mb() -> tuple[float, int]:
     """Total PSS (MB) of the Serve processes on this machine, and how many there are."""
     import psutil
 
-    total, count = 0, 0
-    for proc in psutil.process_iter(["cmdline", "name"]):
-        try:
-            text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["name"] or "")
-            if any(k in text for k in ("ServeReplica:", "ServeController", "ProxyActor", "haproxy")):
-                total += proc.memory_full_info().pss
-                count += 1
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return total / 2**20, count
+    from devstack.processes import memory_mb
+
+    serve = ("ServeReplica:", "ServeController", "ProxyActor", "haproxy")
+    pids = [
+        proc.pid
+        for proc in psutil.process_iter(["cmdline", "name"])
+        if any(k in f"{' '.join(proc.info['cmdline'] or [])} {proc.info['name'] or ''}" for k in serve)
+    ]
+    return memory_mb(pids) or 0.0, len(pids)
 
 
 def readyz(url: str) -> dict[str, Any]:
