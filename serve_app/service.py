@@ -452,7 +452,7 @@ class ApiService:
             "pairs": pairs,
             "registry": None
             if isinstance(registry, BaseException)
-            else {k: registry.get(k) for k in ("registry_ok", "error", "checked_at", "pending_pairs")},
+            else {k: registry.get(k) for k in ("registry_ok", "error", "checked_at")},
         }
         return body
 
@@ -487,5 +487,5 @@ class ApiService:
             )
         except WaitTimeout:
             done = False
-        registry = {k: snapshot[k] for k in ("registry_ok", "error", "pending_pairs")}
+        registry = {k: snapshot[k] for k in ("registry_ok", "error")}
         return {"reloaded": done, "champions": targets, "serving": serving, **registry}

@@ -16,6 +16,7 @@ redeployed during an outage) serves those until the registry answers again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -59,7 +60,6 @@ class RegistryWatcher:
         self.registry_ok: bool | None = None
         self.error: str | None = None
         self.checked_at: datetime | None = None
-        self.pending_pairs: list[str] = []
         self.pair_errors: dict[str, str] = {}
         self._bytes: dict[tuple[str, int], bytes] = {}
         self._refused: set[tuple[str, int]] = set()  # versions whose bytes failed their checksum
@@ -67,7 +67,6 @@ class RegistryWatcher:
         self._client: Any = None
         self._changed = asyncio.Condition()
         self._poll_lock = asyncio.Lock()
-        self._wake = asyncio.Event()
         self.store = ChampionStore.for_settings(self.settings)
         await self._poll()
         if self.registry_ok is False and not self.targets:
@@ -77,11 +76,7 @@ class RegistryWatcher:
     # --- polling -------------------------------------------------------------------------------
     async def _loop(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.serving.registry_poll_s)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            await asyncio.sleep(self.settings.serving.registry_poll_s)
             try:
                 await self._poll()
             except Exception:  # keep polling whatever happens
@@ -135,22 +130,16 @@ class RegistryWatcher:
             self._bytes.update(fresh)
             self.pair_errors = errors
             changed = False
-            self.served = sorted(set(self.served) | set(found))
             for pair, summary in found.items():
                 key = (pair, int(summary["version"]))
                 if key in self._refused:  # bytes not as registered: the previous one serves
                     continue
                 self._summaries[key] = dict(summary)
+                version, shadows = summary["version"], summary.get("shadows")
                 before = self.targets.get(pair, {})
-                if (before.get("version"), before.get("shadows")) != (
-                    summary["version"],
-                    summary.get("shadows"),
-                ):
+                if (before.get("version"), before.get("shadows")) != (version, shadows):
                     log.info(
-                        "champion of %s is now version %s (shadows %s)",
-                        pair,
-                        summary["version"],
-                        summary.get("shadows") or "none",
+                        "champion of %s is now version %s (shadows %s)", pair, version, shadows or "none"
                     )
                     self.targets[pair] = summary
                     changed = True
@@ -206,7 +195,6 @@ class RegistryWatcher:
             "epoch": self.epoch,
             "generation": self.generation,
             "targets": {pair: dict(summary) for pair, summary in self.targets.items()},
-            "pending_pairs": self.pending_pairs,
             "pair_errors": dict(self.pair_errors),
             "registry_ok": self.registry_ok,
             "error": self.error,
@@ -222,12 +210,10 @@ class RegistryWatcher:
         """Return as soon as the targets move past ``generation`` (or after ``timeout_s``)."""
         if epoch == self.epoch and self.generation <= generation:
             async with self._changed:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
                         self._changed.wait_for(lambda: self.generation > generation), timeout=timeout_s
                     )
-                except TimeoutError:
-                    pass
         return await self.snapshot()
 
     async def model_entry(self, pair: str, version: int) -> dict[str, Any]:

@@ -175,7 +175,6 @@ class FakeRegistry:
             "registry_ok": True,
             "error": None,
             "checked_at": None,
-            "pending_pairs": [],
         }
 
     async def refresh(self) -> dict[str, Any]:
