@@ -225,7 +225,7 @@ def fix_market_clock(settings: Settings, *, speed: float | None = None, running:
     wanted = speed
     if wanted is None and "clock_speed" in settings.flat(exclude_unset=True):
         wanted = settings.clock.clock_speed
-    stored = read_clock_state(settings.general.runtime_dir)
+    stored, requested = read_clock_state(settings.general.runtime_dir), settings.clock.clock_start
     if running and stored is not None:
         if wanted is not None and wanted != stored.speed:
             raise ConfigError(
@@ -233,21 +233,18 @@ def fix_market_clock(settings: Settings, *, speed: float | None = None, running:
                 f"to {wanted:g}"
             )
         clock = stored
-    elif settings.clock.clock_start is not None and (
-        stored is None or requested_start_of(settings.general.runtime_dir) != settings.clock.clock_start
-    ):
-        origin = settings.clock.clock_origin if settings.clock.clock_origin is not None else time.time()
-        clock = MarketClock(
-            start=settings.clock.clock_start, origin=origin, speed=wanted if wanted is not None else 1.0
-        )
-    elif stored is not None:
+    elif stored is not None and requested in (None, requested_start_of(settings.general.runtime_dir)):
         resume = _paused_speed(settings)
         pace = wanted if wanted is not None else (resume if resume is not None else stored.speed)
         clock = stored.rebased(speed=pace)
-    else:
-        origin = time.time()
-        clock = MarketClock(start=default_start(), origin=origin, speed=wanted if wanted is not None else 1.0)
-    write_clock_state(settings.general.runtime_dir, clock, requested_start=settings.clock.clock_start)
+    else:  # a new market: at MUR_CLOCK_START (and MUR_CLOCK_ORIGIN, if given), else at the default start
+        origin = settings.clock.clock_origin if requested is not None else None
+        clock = MarketClock(
+            start=requested or default_start(),
+            origin=origin if origin is not None else time.time(),
+            speed=wanted if wanted is not None else 1.0,
+        )
+    write_clock_state(settings.general.runtime_dir, clock, requested_start=requested)
     (Path(settings.general.runtime_dir) / RESUME_FILE).unlink(missing_ok=True)
     os.environ.update(clock.env())
     get_settings.cache_clear()
