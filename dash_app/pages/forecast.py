@@ -35,7 +35,6 @@ from dash_app.components import (
 )
 from dash_app.context import DashboardContext, current_account, get_context
 from dash_app.track_view import (
-    TRACK_RECORD_LIMIT,
     download_csv,
     pending_table,
     reliability_table,
@@ -43,8 +42,9 @@ from dash_app.track_view import (
     track_record_view,
 )
 from mur.data.candles import as_utc
-from mur.db import fill_actuals, list_forecasts, record_forecast_body
+from mur.db import record_forecast_body
 from mur.errors import MurError
+from mur.monitoring.compute import resolve_forecasts
 from mur.monitoring.track_record import RELIABILITY_WINDOWS
 from mur.orchestration.airflow_client import ServiceAnswerError, ServiceUnavailable
 from mur.serving.contract import ForecastOut, ModelOut, ServedCalibration
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MAX_ACTUALS_SPAN = timedelta(days=60)
 REFRESH_MS = 30_000
 """The page looks at the market clock this often; it asks the forecast API again only when a new market hour
 began (each forecast call uses a unit of the user's quota) and otherwise refreshes its times."""
@@ -120,30 +119,6 @@ def recent_candles(context: DashboardContext, pair: str) -> pd.DataFrame:
     last_ts = min(as_utc(last), hour - pd.Timedelta(hours=1))
     start = last_ts - pd.Timedelta(hours=context.candles_shown - 1)
     return context.market.klines(pair, start=start.to_pydatetime(), end=hour.to_pydatetime())
-
-
-def fill_known_actuals(context: DashboardContext, pair: str, candles: pd.DataFrame | None) -> None:
-    """Set ``actual`` for stored forecasts whose target candle has closed at market now and is in the data
-    (bounded look-back)."""
-    import pandas as pd
-
-    hour = context.clock.hour()
-    pending = [
-        f
-        for f in list_forecasts(context.db, pair=pair, limit=TRACK_RECORD_LIMIT)
-        if f.actual is None and f.target_time < hour
-    ]
-    if not pending:
-        return
-    latest = candles["timestamp"].iloc[-1] if candles is not None and len(candles) else None
-    wanted = [f.target_time for f in pending if latest is None or f.target_time <= latest]
-    if not wanted:
-        return
-    start = max(min(wanted), max(wanted) - MAX_ACTUALS_SPAN)
-    frame = context.market.klines(pair, start=start, end=min(max(wanted) + timedelta(hours=1), hour))
-    fill_actuals(
-        context.db, pair=pair, candles=zip(pd.to_datetime(frame["timestamp"]), frame["close"], strict=True)
-    )
 
 
 def _fetch_forecast(
@@ -212,7 +187,7 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
     prediction, champion, serve_notices = _fetch_forecast(context, account, pair)
     notices.extend(serve_notices)
     try:
-        fill_known_actuals(context, pair, candles)
+        resolve_forecasts(context.db, context.market, pair, context.clock.hour())
     except MurError as exc:
         logger.warning("could not fill actuals of %s: %s", pair, exc)
     now = context.clock.now()
