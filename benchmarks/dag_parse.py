@@ -29,8 +29,8 @@ from airflow.dag_processing.dagbag import DagBag
 t1 = time.perf_counter()
 bag = DagBag(dag_folder=sys.argv[1])
 t2 = time.perf_counter()
-stats = [{"file": s.file, "seconds": s.duration.total_seconds() if hasattr(s.duration, "total_seconds") else s.duration,
-          "dags": s.dag_num, "tasks": s.task_num} for s in bag.dagbag_stats]
+stats = [{"file": s.file, "seconds": s.duration.total_seconds(), "dags": s.dag_num, "tasks": s.task_num}
+         for s in bag.dagbag_stats]
 print(json.dumps({"import_s": t1 - t0, "parse_s": t2 - t1, "files": stats,
                   "errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dags),
                   "heavy": sorted(m for m in HEAVY_MODULES if m in sys.modules)}))
