@@ -73,22 +73,6 @@ def resolve_forecasts(db: Database, source: Any, pair: str, market_hour: datetim
 
 
 # --- rolling skill and coverage ------------------------------------------------------------------------
-def resolved_hourly(db: Database, pair: str, market_hour: datetime, hours: int) -> list[Forecast]:
-    """Resolved 1 h forecasts of ``pair`` with targets in the last ``hours`` market hours before
-    ``market_hour``, oldest first; one per target hour: the one the track record scores (the first served,
-    :func:`mur.db.forecasts.scored_forecasts`)."""
-    rows = scored_forecasts(
-        db,
-        pair=pair,
-        market_hour=market_hour,
-        resolved=True,
-        horizon_hours=1,
-        since=market_hour - hours * HOUR,
-        until=market_hour,
-    )
-    return rows[::-1]
-
-
 def window_stats(rows: Sequence[Forecast]) -> dict[str, Any]:
     """n, MAE of the model and of persistence (the last close when it was made), skill = 1 - their ratio,
     and the range's coverage and nominal level where the forecasts had one, over resolved ``rows`` (the
@@ -216,7 +200,17 @@ def build_report(
 ) -> tuple[MonitoringReport, list[str]]:
     """The report of ``pair`` at ``market_hour`` (after resolving its forecasts) and its alert kinds."""
     pair = normalize_pair(pair)
-    rows = resolved_hourly(db, pair, market_hour, max(thresholds.window_hours, ROLLING_POINTS))
+    # the resolved 1 h forecasts of the rolling points' hours, oldest first: one per target hour, the one the
+    # track record scores (the first served, :func:`mur.db.forecasts.scored_forecasts`)
+    rows = scored_forecasts(
+        db,
+        pair=pair,
+        market_hour=market_hour,
+        resolved=True,
+        horizon_hours=1,
+        since=market_hour - max(thresholds.window_hours, ROLLING_POINTS) * HOUR,
+        until=market_hour,
+    )[::-1]
     stats = window_stats(rows[-thresholds.window_hours :])
     window = (champion or {}).get("data_window") or {}
     drift: list[DriftStat] = []
