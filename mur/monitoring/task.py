@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from mur.errors import MurError
 from mur.settings import Settings
+from mur.timeutil import iso, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,6 @@ def _registry_view(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, datetime] | None]:
     """The pairs' champions and newest training window ends (None: not known). An unreachable registry:
     monitoring goes on without training windows and without the staleness check."""
-    from mur.errors import MurError
     from mur.serving.champions import champions, registry_client
 
     try:
@@ -56,7 +57,6 @@ def newest_trainings(client: Any, prefix: str, pairs: Iterable[str]) -> dict[str
     """``{pair: end of the newest training window}`` over each pair's latest registered versions (any alias:
     a version the gate did not promote was still trained); pairs without a version are left out."""
     from mur.registry import model_name
-    from mur.timeutil import parse_time
 
     ends: dict[str, datetime] = {}
     for pair in pairs:
@@ -73,8 +73,6 @@ def newest_trainings(client: Any, prefix: str, pairs: Iterable[str]) -> dict[str
 def stale_training_line(trained_until: datetime | None, hour: datetime, limit_hours: int) -> str | None:
     """The alert line when the newest training window ended ``limit_hours`` market hours or more before
     ``hour`` (None: fresh, unknown, or the check is off)."""
-    from mur.timeutil import iso
-
     if limit_hours <= 0 or trained_until is None:
         return None
     age = (hour - trained_until).total_seconds() / 3600
@@ -90,10 +88,8 @@ def stale_training_line(trained_until: datetime | None, hour: datetime, limit_ho
 def request_retraining(settings: Settings, pair: str, market_hour: datetime, reason: str) -> str | None:
     """Trigger ``mur_training`` for ``pair`` with the window ending at ``market_hour``; its run id (None when
     Airflow cannot be reached: the alert still goes out)."""
-    from mur.errors import MurError
     from mur.orchestration import DAG_ID
     from mur.orchestration.airflow_client import AirflowClient
-    from mur.timeutil import iso
 
     try:
         with AirflowClient.from_settings(settings) as client:
@@ -112,7 +108,6 @@ def _alert(
     settings: Settings, pair: str, market_hour: datetime, lines: list[str], run_id: str | None
 ) -> bool:
     from mur.orchestration.alerts import ORANGE, Alert, send
-    from mur.timeutil import iso
 
     alert = Alert(
         title=f"Monitoring: {pair} crossed a threshold",
