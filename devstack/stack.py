@@ -245,14 +245,9 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
     say(f"watchdog: pid {watchdog.start(settings)} (restarts a service whose process dies: mur status)")
     start_all(settings, parallel=options.parallel, say=say)
 
-    report.admin = first_run.ensure_admin(settings, options.admin_user, options.admin_password)
-    if report.admin.created:
-        say(f"admin user {options.admin_user!r} created")
-    else:
-        say(
-            f"admin user {options.admin_user!r} exists"
-            + (" (password set from MUR_ADMIN_PASSWORD)" if report.admin.password_updated else "")
-        )
+    admin = report.admin = first_run.ensure_admin(settings, options.admin_user, options.admin_password)
+    updated = " (password set from MUR_ADMIN_PASSWORD)" if admin.password_updated else ""
+    say(f"admin user {options.admin_user!r} " + ("created" if admin.created else f"exists{updated}"))
 
     if "airflow-api-server" in registry:
         with airflow.client(settings) as monitoring:
@@ -270,13 +265,11 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
             client = airflow.client(settings)
             first_run.wait_for_dag(client, DAG_ID, 300, say)
             conf = {"pairs": missing, **options.training_conf(settings)}
-            scheduled = None
             if fast_clock(clock) and not options.retrain and set(missing) <= set(settings.general.pairs):
                 # the scheduled runs train the same quick model: follow the first instead of a second one
                 client.set_paused(DAG_ID, False)
-                scheduled = first_run.first_scheduled_run(client, timeout_s=120)
-            if scheduled is not None:
-                run_id = scheduled
+                run_id = first_run.first_scheduled_run(client, timeout_s=120)
+            if run_id is not None:
                 say(f"the scheduled {DAG_ID} run {run_id} trains {', '.join(missing)}")
             else:
                 run_id = first_run.trigger_first(settings, client, conf)
