@@ -37,17 +37,14 @@ def mur_monitoring() -> None:
         """Monitor every pair of the catalogue (configured + added by an admin - removed) at the run's market
         hour (its data interval end)."""
         from mur.monitoring.task import run_monitoring
-        from mur.orchestration.tasks import catalogue_pairs, training_end
+        from mur.orchestration.tasks import catalogue_pairs, task_emit, training_end
 
         settings = get_settings()
         context = get_current_context()
-        dag_run = context.get("dag_run")
-        hour = training_end(
-            settings, context.get("data_interval_end"), None, getattr(dag_run, "run_after", None)
-        )
-        ti = context.get("ti")
-        say = ti.log.info if ti is not None and hasattr(ti, "log") else print
-        return run_monitoring(settings, market_hour=hour, pairs=catalogue_pairs(settings), say=say)
+        run_after = getattr(context.get("dag_run"), "run_after", None)
+        hour = training_end(settings, context.get("data_interval_end"), None, run_after)
+        pairs = catalogue_pairs(settings)
+        return run_monitoring(settings, market_hour=hour, pairs=pairs, say=task_emit(context))
 
     monitor()
 

@@ -108,31 +108,26 @@ def runtime_env(settings: Settings) -> dict[str, Any]:
         for k, v in os.environ.items()
         if k.startswith("MUR_") and k.removeprefix("MUR_").lower() not in SECRET_FIELDS
     }
-    env.update(settings_env(settings))
-    env.update(
-        {
-            "MUR_MLFLOW_TRACKING_URI": settings.registry.mlflow_tracking_uri,
-            "MUR_S3_ENDPOINT_URL": settings.registry.s3_endpoint_url,
-            "MUR_MARKET_DATA": settings.data.market_data,
-            "MUR_RUNTIME_DIR": str(settings.general.runtime_dir),
-            "MUR_GIT_COMMIT": git_commit(settings),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
+    env |= settings_env(settings) | {
+        "MUR_MLFLOW_TRACKING_URI": settings.registry.mlflow_tracking_uri,
+        "MUR_S3_ENDPOINT_URL": settings.registry.s3_endpoint_url,
+        "MUR_MARKET_DATA": settings.data.market_data,
+        "MUR_RUNTIME_DIR": str(settings.general.runtime_dir),
+        "MUR_GIT_COMMIT": git_commit(settings),
+        "PYTHONUNBUFFERED": "1",
+    }
     return {"working_dir": str(PROJECT_ROOT), "excludes": RUNTIME_EXCLUDES, "env_vars": env}
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """``MUR_*`` variables reproducing every explicitly set non-secret field, so the job sees the caller's
     settings (secrets are left out: :data:`SECRET_FIELDS`)."""
-    out: dict[str, str] = {}
     explicit = settings.flat(exclude_unset=True)
-    for name in sorted(explicit.keys() - SECRET_FIELDS):
-        value = explicit[name]
-        if value is None:
-            continue
-        out[f"MUR_{name.upper()}"] = json.dumps(value) if isinstance(value, list | dict) else str(value)
-    return out
+    return {
+        f"MUR_{name.upper()}": json.dumps(value) if isinstance(value, list | dict) else str(value)
+        for name, value in sorted(explicit.items())
+        if name not in SECRET_FIELDS and value is not None
+    }
 
 
 def build_entrypoint(
@@ -235,15 +230,14 @@ def submit_job(
     emit: Callable[[str], None],
 ) -> str:
     """Submit ``entrypoint`` with the project's runtime env; its job id (JobError when the head refuses)."""
+    client = client_for(settings)  # JobError when the head does not answer
     try:
-        job_id = client_for(settings).submit_job(
+        job_id = client.submit_job(
             entrypoint=entrypoint,
             runtime_env=runtime_env(settings),
             submission_id=submission_id,
             metadata=metadata,
         )
-    except JobError:
-        raise
     except Exception as exc:
         what = metadata.get("pair") or f"{metadata.get('pairs', '').count(',') + 1} pair(s)"
         raise JobError(

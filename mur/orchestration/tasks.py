@@ -124,8 +124,7 @@ def training_options(params: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def submission_prefix(dag_id: str, run_id: str, pair: str) -> str:
     """Stable prefix of the Ray submission ids of one pair in one run (retries share it)."""
-    raw = f"mur-{dag_id}-{run_id}-{pair}"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"mur-{dag_id}-{run_id}-{pair}")
 
 
 def compact_result(result: TrainingResult) -> dict[str, Any]:
@@ -299,12 +298,10 @@ def catalogue_pairs(settings: Settings) -> list[str]:
 def list_pairs_task(settings: Settings, context: Mapping[str, Any]) -> list[str]:
     """``list_pairs``: params → Variable ``mur_pairs`` → the pair catalogue (read from PostgreSQL now, when
     the run starts: a pair an admin added since the last run is trained by this one)."""
-    params = context.get("params") or {}
-    variable = _variable(PAIRS_VARIABLE)
     pairs = resolve_pairs(
         settings,
-        requested=params.get("pairs"),
-        variable=variable,
+        requested=(context.get("params") or {}).get("pairs"),
+        variable=_variable(PAIRS_VARIABLE),
         catalogue=lambda: catalogue_pairs(settings),
     )
     log.info("pairs to train: %s", ", ".join(pairs) or "(none)")
@@ -329,12 +326,9 @@ def train_pair_task(
     outcome = next((dict(b[pair.lower()]) for b in batches or [] if b and pair.lower() in b), None)
     if outcome is not None and outcome.get("result"):
         result = outcome["result"]
-        if result.get("reused"):
-            emit(REUSED.format(pair=pair, version=result.get("version")))
-        else:
-            emit(
-                f"[mur] {pair}: version {result.get('version')} trained by its batch's Ray job {result.get('job_id')}"
-            )
+        version = result.get("version")
+        trained = f"[mur] {pair}: version {version} trained by its batch's Ray job {result.get('job_id')}"
+        emit(REUSED.format(pair=pair, version=version) if result.get("reused") else trained)
         return dict(result)
     if outcome is not None and try_number == 1:
         raise JobError(
