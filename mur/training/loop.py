@@ -14,14 +14,14 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mur.model.network import ModelConfig
+from mur.model.network import ModelConfig, QuantileForecaster
 
 Arrays = tuple[np.ndarray, np.ndarray]
 """Model inputs and targets of one split (``Dataset.model_arrays``)."""
@@ -90,21 +90,8 @@ def make_loader(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, se
 
 
 def batch_loss(model: nn.Module, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The model's own loss (the quantile model's pinball loss; DDP-wrapped models unwrapped), else MSE."""
-    core = getattr(model, "module", model)
-    loss_fn = getattr(core, "loss", None)
-    if loss_fn is not None:
-        return loss_fn(out, target)
-    return nn.functional.mse_loss(out.squeeze(-1), target)
-
-
-def init_from_data(model: nn.Module, train: Arrays) -> nn.Module:
-    """Fit the model's data-derived starting point (normalization, volatility structure) on the training
-    span, when it has one. Deterministic: every Ray Train worker computes the same start."""
-    init = getattr(model, "init_from_data", None)
-    if init is not None:
-        init(*train)
-    return model
+    """The model's own loss: the quantile model's pinball loss (a DDP-wrapped model unwrapped)."""
+    return cast(QuantileForecaster, unwrap(model)).loss(out, target)
 
 
 def train_epoch(
@@ -183,7 +170,8 @@ def start_training(
     from mur.training.warm_start import apply_weights
 
     seed_everything(tcfg.seed)
-    model = apply_weights(init_from_data(build_model(mcfg, seed=tcfg.seed), train), init_weights)
+    # the data-fitted start (normalization, volatility structure): deterministic, the same on every worker
+    model = apply_weights(build_model(mcfg, seed=tcfg.seed).init_from_data(*train), init_weights)
     seed_everything(tcfg.seed)  # the epochs start from the same random state whatever the start drew
     # AdamW with decoupled weight decay: with weight_decay 0 (the default) it steps exactly as Adam
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.learning_rate, weight_decay=tcfg.weight_decay)

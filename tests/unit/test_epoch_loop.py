@@ -155,6 +155,7 @@ def test_the_loop_stops_early_and_keeps_the_best_weights() -> None:
     from mur.training.loop import EarlyStopping, Training, snapshot
 
     model = torch.nn.Linear(2, 1)
+    model.loss = lambda out, target: torch.nn.functional.mse_loss(out.squeeze(-1), target)  # the model's loss
     x, y = torch.randn(32, 2), torch.randn(32)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
     losses = iter([1.0, 0.5, 0.7, 0.9, 0.1])  # the start, then epochs 0, 1, 2 (stops), never 3

@@ -11,7 +11,7 @@ import torch
 from mur.model.network import ModelConfig, build_model
 from mur.settings import Settings
 from mur.training import warm_start
-from mur.training.loop import LocalFit, init_from_data
+from mur.training.loop import LocalFit
 
 KEY = "k" * 16
 END = datetime(2025, 6, 1, tzinfo=UTC)
@@ -120,7 +120,7 @@ def _arrays(n: int = 300, seq: int = 48, seed: int = 0) -> tuple[np.ndarray, np.
 def test_weights_round_trip_without_pickle_and_load_only_the_recurrent_part() -> None:
     cfg = ModelConfig(hidden_size=4, num_layers=1, input_len=48)
     train = _arrays()
-    source = init_from_data(build_model(cfg, seed=1), train)
+    source = build_model(cfg, seed=1).init_from_data(*train)
     with torch.no_grad():
         for name, p in source.named_parameters():
             if name.startswith(("rnn.", "head.")):
@@ -130,7 +130,7 @@ def test_weights_round_trip_without_pickle_and_load_only_the_recurrent_part() ->
     data = warm_start.weights_bytes(weights)
     assert data[:2] == b"PK"  # numpy's zip of .npy arrays
     back = warm_start.read_weights(data)
-    target = init_from_data(build_model(cfg, seed=2), _arrays(seed=3))
+    target = build_model(cfg, seed=2).init_from_data(*_arrays(seed=3))
     structure = target.vol_coef.detach().clone()
     warm_start.apply_weights(target, back)
     for key, value in weights.items():
