@@ -51,13 +51,6 @@ def leader_alive(sid: int) -> bool:
     return False
 
 
-def _reap(pids: Iterable[int]) -> None:
-    """Collect exit statuses of our own children so they do not linger as zombies."""
-    for pid in pids:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-
-
 def memory_mb(pids: Iterable[int]) -> float | None:
     """Summed proportional set size (shared pages split) of ``pids`` in MiB; RSS where PSS is unreadable."""
     total, seen = 0, False
@@ -94,7 +87,9 @@ def terminate(
     def gone(sig: signal.Signals) -> bool:
         """One round: True once the session is empty; else SIGTERM to its earliest stage's processes not
         signalled yet (processes spawned meanwhile included), or SIGKILL to every one of them."""
-        _reap(session_members(sid))
+        for pid in session_members(sid):  # our own children's exit statuses: no zombie lingers
+            with contextlib.suppress(OSError):
+                os.waitpid(pid, os.WNOHANG)
         stages = {pid: stage(pid) for pid in session_members(sid)}
         for pid, pid_stage in stages.items():
             if sig == signal.SIGKILL or (pid_stage == min(stages.values()) and pid not in signalled):
