@@ -60,22 +60,15 @@ class ModelConfiguration(BaseModel):
     weight_decay: float | None = Field(default=None, ge=0.0, lt=1.0)
     feature_set: Literal["extended", "reference"] | None = None
 
-    def values(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
 
-
-def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The configuration's values, validated (a one-line :class:`DataValidationError` otherwise)."""
+def apply_config(settings: Settings, config: Mapping[str, Any]) -> Settings:
+    """``settings`` with the configuration's values (a new object; ``settings`` is unchanged), validated (a
+    one-line :class:`DataValidationError` otherwise)."""
     try:
-        return ModelConfiguration.model_validate(dict(config)).values()
+        values = ModelConfiguration.model_validate(dict(config)).model_dump(exclude_none=True)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
         raise DataValidationError(f"invalid model configuration: {problems}") from None
-
-
-def apply_config(settings: Settings, config: Mapping[str, Any]) -> Settings:
-    """``settings`` with the configuration's values (a new object; ``settings`` is unchanged)."""
-    values = check_config(config)
     seq_len = int(values.get("seq_len", settings.model.seq_len))
     if settings.model.context_len < seq_len + 1:
         raise DataValidationError(
