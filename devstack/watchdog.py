@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from devstack import secret_files
 from devstack.health import ALERTS_FILE, STATE_FILE, read_state
 from devstack.processes import leader_alive, terminate
 from devstack.services import Service
@@ -81,9 +81,7 @@ class Watchdog:
     def save(self, name: str, **values: Any) -> None:
         with self.lock:
             self.state.setdefault(name, {"restarts": 0, "failures": 0}).update(values)
-            path = self.runtime / STATE_FILE
-            path.with_suffix(".tmp").write_text(json.dumps(self.state, indent=1))
-            os.replace(path.with_suffix(".tmp"), path)
+            secret_files.write(self.runtime / STATE_FILE, self.state)  # atomically
 
     def run(self) -> None:
         swept = 0.0
