@@ -74,19 +74,11 @@ def token_rows(tokens: list[Token]) -> Component:
     rows: list[dict[str, Any]] = []  # one per token: each column's title and cell
     for token in reversed(tokens):  # newest first
         managed = token.name == DASHBOARD_TOKEN_NAME
-        actions: list[Component] = []
-        if token.is_active:
-            if not managed:
-                actions.append(
-                    html.Button(
-                        "Rotate", id={"type": "token-rotate", "index": token.id}, className="secondary small"
-                    )
-                )
-            actions.append(
-                html.Button(
-                    "Revoke", id={"type": "token-revoke", "index": token.id}, className="danger small"
-                )
-            )
+        actions = [
+            html.Button(label, id={"type": f"token-{kind}", "index": token.id}, className=f"{style} small")
+            for kind, label, style in (("rotate", "Rotate", "secondary"), ("revoke", "Revoke", "danger"))
+            if token.is_active and not (managed and kind == "rotate")
+        ]
         state, when = token.status
         status = f"{state} {fmt_time(when)}" if when else state
         rows.append(
