@@ -167,12 +167,8 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
         raise PreventUpdate
     context = get_context()
     hour_text = context.clock.hour().isoformat()
-    if (
-        ctx.triggered_id == "forecast-refresh"
-        and isinstance(state, dict)
-        and state.get("pair") == pair
-        and state.get("hour") == hour_text
-    ):
+    shown = isinstance(state, dict) and (state.get("pair"), state.get("hour")) == (pair, hour_text)
+    if ctx.triggered_id == "forecast-refresh" and shown:
         raise PreventUpdate
     if pair not in context.pairs():
         message = "Pick one of the listed pairs."
