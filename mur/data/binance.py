@@ -18,7 +18,7 @@ from mur.data.candles import (
     typed_klines_frame,
 )
 from mur.errors import MarketDataError, UnknownPairError
-from mur.pairs import pair_to_symbol, symbol_to_pair
+from mur.pairs import is_pair, lenient_pair, pair_to_symbol
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -134,15 +134,10 @@ class BinanceMarketData:
     def pairs(self) -> list[str]:
         """Trading spot pairs listed by ``exchangeInfo`` whose symbol splits into base and quote."""
         info = self._call("exchangeInfo request", None, self.client.get_exchange_info)
-        out = []
-        for entry in info.get("symbols", []):
-            if entry.get("status") != "TRADING":
-                continue
-            try:
-                out.append(symbol_to_pair(entry["symbol"]))
-            except UnknownPairError:
-                continue
-        return sorted(set(out))
+        trading = [lenient_pair(e["symbol"]) for e in info.get("symbols", []) if e.get("status") == "TRADING"]
+        return sorted(
+            {pair for pair in trading if is_pair(pair)}
+        )  # lenient_pair leaves the others as they are
 
     def data_range(self, pair: str) -> tuple[datetime, datetime]:
         """First open time (``startTime=0``) and the last finished open time on Binance (2 requests)."""
