@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from mur.data.binance import BinanceMarketData
 from mur.data.bundled import BundledMarketData
+from mur.data.candles import as_utc
 from mur.data.synthetic import SyntheticPairs
 from mur.errors import MarketDataError
 from mur.timeutil import HOUR, iso
@@ -46,8 +47,6 @@ class ClockedMarketData:
 
     def klines(self, pair: str, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
         """The archive's candles in ``[start, min(end, market hour))``."""
-        from mur.data.candles import as_utc
-
         hi = self.clock.hour()  # the open time of the first candle not closed yet
         if end is not None:
             hi = min(hi, as_utc(end))
@@ -63,8 +62,6 @@ class ClockedMarketData:
 
     def data_range(self, pair: str) -> tuple[datetime, datetime]:
         """First open time and last open time visible now (the archive's last once the clock passed it)."""
-        from mur.data.candles import as_utc
-
         first, last = self.archive.data_range(pair)
         latest_visible = self.clock.hour() - HOUR
         if as_utc(first) > latest_visible:
