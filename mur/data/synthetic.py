@@ -114,15 +114,6 @@ def load_synthetic(pair: str) -> pd.DataFrame:
     return _build(pair, 0, len(_plan(pair)[1]))
 
 
-def synthetic_window(pair: str, start: pd.Timestamp | None, end: pd.Timestamp | None) -> pd.DataFrame:
-    """Candles of synthetic ``pair`` whose open time is in ``[start, end)`` (``None``: unbounded)."""
-    base = _plan(pair)[0]
-    times = bundled_frame(base)["timestamp"]
-    lo = 0 if start is None else int(times.searchsorted(start, side="left"))
-    hi = len(times) if end is None else int(times.searchsorted(end, side="left"))
-    return _build(pair, lo, max(lo, hi))
-
-
 class SyntheticPairs:
     """A bundled source plus ``count`` synthetic pairs (``syn001_usdt`` …): the :class:`MarketData` that
     ``get_market_data`` returns when ``MUR_SYNTHETIC_PAIRS`` > 0 with bundled data."""
@@ -148,7 +139,10 @@ class SyntheticPairs:
         if not self._synthetic(pair):
             return self.real.klines(pair, start, end)
         lo, hi = check_window(pair, start, end)
-        out = synthetic_window(pair, lo, hi)
+        times = bundled_frame(_plan(pair)[0])["timestamp"]  # the synthetic candles' open times
+        i = 0 if lo is None else int(times.searchsorted(lo))
+        j = len(times) if hi is None else int(times.searchsorted(hi))
+        out = _build(pair, i, max(i, j))
         if out.empty:
             first, last = self.data_range(pair)
             covers = f" (synthetic data covers {format_ts(first)} to {format_ts(last)})"
@@ -161,7 +155,4 @@ class SyntheticPairs:
 
     def data_range(self, pair: str) -> tuple[datetime, datetime]:
         """First and last open time (a synthetic pair spans its real base series)."""
-        if not self._synthetic(pair):
-            return self.real.data_range(pair)
-        times = bundled_frame(_plan(pair)[0])["timestamp"]
-        return times.iloc[0], times.iloc[-1]
+        return self.real.data_range(_plan(pair)[0] if self._synthetic(pair) else pair)
