@@ -167,8 +167,8 @@ def backfill(
         raise ConfigError("give --from and --to (market dates), or --list / --cancel ID")
     clock = market_clock(settings)
     span = backfill_range(parse_utc(from_date, what="--from"), parse_utc(to_date, what="--to"), clock)
-    if (warning := span.warning(clock)) is not None:
-        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    if span.warning is not None:
+        typer.secho(f"warning: {span.warning}", fg=typer.colors.YELLOW, err=True)
     conf = {k: v for k, v in {"pairs": pair or [], "epochs": epochs}.items() if v not in (None, [])}
     with airflow.client(settings) as client:
         body = client.backfill_body(

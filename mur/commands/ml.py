@@ -166,12 +166,9 @@ def train(
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = get_settings()
-    for option, field, value in (
-        ("epochs", "epochs", epochs),
-        ("hidden-size", "hidden_size", hidden_size),
-        ("num-workers", "num_workers", num_workers),
-    ):
-        check_option(option, field, value)
+    check_option("epochs", "epochs", epochs)
+    check_option("hidden-size", "hidden_size", hidden_size)
+    check_option("num-workers", "num_workers", num_workers)
     end_dt = parse_time(end)
     overrides: dict[str, Any] = {
         "epochs": epochs,

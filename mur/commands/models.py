@@ -99,11 +99,8 @@ def shadow(
     if tags.get("kind") == "backfill" or str(aliases.get(CHAMPION)) == str(version):
         raise InvalidInputError(f"{pair} v{version} is a backfill or the champion: it cannot be a shadow")
     k = settings.registry.shadow_max_per_pair
-    kept = (
-        keep_shadows(client, name, keep=k, drop=version)
-        if off
-        else keep_shadows(client, name, keep=k, add=version)
-    )
+    change = {"drop": version} if off else {"add": version}
+    kept = keep_shadows(client, name, keep=k, **change)
     typer.echo(
         f"{pair}: in shadow now {', '.join(f'v{v}' for v in kept) or 'none'} (at most {k}, the newest)"
     )

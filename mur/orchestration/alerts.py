@@ -216,11 +216,10 @@ def task_failure_alert(settings: SettingsSource, context: Mapping[str, Any]) -> 
     """Task ``on_failure_callback`` (runs once the retries are exhausted)."""
     try:
         current = settings()
-        ti = context.get("ti")
-        title = f"❌ {getattr(ti, 'task_id', 'task')} failed"
-        alert = alert_from_context(context, current, title=title)
-        if alert.pair:
-            alert.title = f"❌ training {alert.pair} failed"
+        alert = alert_from_context(context, current, title="")
+        alert.title = (
+            f"❌ training {alert.pair} failed" if alert.pair else f"❌ {alert.task_id or 'task'} failed"
+        )
         send(alert, current)
     except Exception:  # an alert must never change what happens to the task
         log.exception("task failure alert could not be built")

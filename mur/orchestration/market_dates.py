@@ -83,24 +83,16 @@ def manual_hour_end(
 
 @dataclass(frozen=True)
 class BackfillRange:
-    """A backfill's logical dates after the check: ``clamped`` names the original end when it was moved."""
+    """A backfill's logical dates after the check; ``warning`` says so when its end was moved."""
 
     start: datetime
     end: datetime
-    clamped: datetime | None = None
-
-    def warning(self, clock: MarketClock) -> str | None:
-        if self.clamped is None:
-            return None
-        return (
-            f"--to {show(self.clamped)} lies after market now ({show(clock.now())}); the backfill stops at "
-            f"{show(self.end)}, the last market hour that has closed."
-        )
+    warning: str | None = None
 
 
 def backfill_range(start: datetime, end: datetime, clock: MarketClock) -> BackfillRange:
     """A backfill's first and last logical dates (market hours), checked against market now: a start after the
-    last closed market hour is refused; an end after it is clamped to it (see :meth:`BackfillRange.warning`)."""
+    last closed market hour is refused; an end after it is clamped to it (with a ``warning``)."""
     if start > end:
         raise ConfigError(f"--from {show(start)} is after --to {show(end)}")
     last = latest_closed_hour(clock)
@@ -111,5 +103,9 @@ def backfill_range(start: datetime, end: datetime, clock: MarketClock) -> Backfi
             f"{show(last)} (mur clock shows market now)."
         )
     if end > last:
-        return BackfillRange(start=start, end=last, clamped=end)
+        warning = (
+            f"--to {show(end)} lies after market now ({show(clock.now())}); the backfill stops at "
+            f"{show(last)}, the last market hour that has closed."
+        )
+        return BackfillRange(start=start, end=last, warning=warning)
     return BackfillRange(start=start, end=end)

@@ -52,17 +52,16 @@ def test_a_date_after_market_now_is_refused_with_market_now_in_the_message() -> 
 def test_backfill_range_refuses_a_future_start_and_clamps_a_future_end() -> None:
     clock = frozen()
     past = backfill_range(datetime(2024, 10, 1, tzinfo=UTC), datetime(2024, 10, 1, 3, tzinfo=UTC), clock)
-    assert (past.start, past.end, past.clamped) == (
+    assert (past.start, past.end, past.warning) == (
         datetime(2024, 10, 1, tzinfo=UTC),
         datetime(2024, 10, 1, 3, tzinfo=UTC),
         None,
     )
-    assert past.warning(clock) is None
     straddling = backfill_range(datetime(2024, 11, 4, 3, tzinfo=UTC), datetime(2025, 6, 1, tzinfo=UTC), clock)
     assert straddling.end == datetime(2024, 11, 4, 6, tzinfo=UTC)  # the last closed market hour
-    assert straddling.clamped == datetime(2025, 6, 1, tzinfo=UTC)
-    warning = straddling.warning(clock)
-    assert warning is not None and "stops at 2024-11-04T06:00Z" in warning
+    warning = straddling.warning
+    assert warning is not None and warning.startswith("--to 2025-06-01T00:00Z lies after market now")
+    assert "stops at 2024-11-04T06:00Z" in warning
     with pytest.raises(MarketFutureError, match=r"--from 2025-06-01T00:00Z lies after market now"):
         backfill_range(datetime(2025, 6, 1, tzinfo=UTC), datetime(2025, 6, 1, 3, tzinfo=UTC), clock)
     with pytest.raises(MarketFutureError):  # the current hour has not closed: not even it
