@@ -16,7 +16,7 @@ from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 from pydantic import ValidationError
 
-from dash_app.components import Columns, column_table, fmt_number, fmt_pct, fmt_signed_pct, notice
+from dash_app.components import data_table, fmt_number, fmt_pct, fmt_signed_pct, notice
 from dash_app.context import current_account, get_context
 from dash_app.monitoring_charts import NO_REPORT
 from mur.db.alias_history import AliasMove, list_moves
@@ -46,20 +46,9 @@ def horizon_line(h: Mapping[str, float]) -> str:
     )
 
 
-COLUMNS: Columns = (
-    ("version", lambda r: f"v{r['version']}" if r["version"] is not None else "–"),
-    ("status", lambda r: r["status"]),
-    ("gate", lambda r: r["gate"]),
-    (
-        "live scores per horizon",
-        lambda r: html.Div([html.Div(x) for x in r["horizons"]]) if r["horizons"] else "–",
-    ),
-    ("live decision", lambda r: r["live"]),
-)
-
-
 def champion_row(version: str | None, moves: Sequence[AliasMove]) -> dict[str, Any]:
-    """The champion's row: the reason of its latest alias move (the gate's rule, ``live`` or a rollback)."""
+    """The champion's row (column: cell): the reason of its latest alias move (the gate's rule, ``live`` or a
+    rollback)."""
     move = next((m for m in moves if str(m.version) == str(version)), None)
     gate = (
         f"{move.scores.get('gate_rule') or move.action}: {move.reason}"
@@ -67,21 +56,22 @@ def champion_row(version: str | None, moves: Sequence[AliasMove]) -> dict[str, A
         else "not recorded (promoted before the alias history; see /v1/models)"
     )
     return {
-        "version": version,
+        "version": f"v{version}" if version is not None else "–",
         "status": "serving (champion)",
         "gate": gate,
-        "horizons": [],
-        "live": "–",
+        "live scores per horizon": "–",
+        "live decision": "–",
     }
 
 
 def shadow_row(row: ShadowRow) -> dict[str, Any]:
+    lines = [html.Div(horizon_line(h)) for h in row.horizons]
     return {
-        "version": row.version,
+        "version": f"v{row.version}",
         "status": row.status,
         "gate": row.gate_reason or "–",
-        "horizons": [horizon_line(h) for h in row.horizons],
-        "live": row.live_reason or "–",
+        "live scores per horizon": html.Div(lines) if lines else "–",
+        "live decision": row.live_reason or "–",
     }
 
 
@@ -93,7 +83,8 @@ def shadows_panel(report: MonitoringReport | None, moves: Sequence[AliasMove] = 
     version = str(promoted) if promoted is not None else report.champion_version
     rows = [champion_row(version, moves), *(shadow_row(s) for s in report.shadows)]
     empty = [] if report.shadows else [html.P(NO_SHADOW, className="muted", id="shadows-none")]
-    return html.Div([html.P(WHAT, className="muted"), column_table(COLUMNS, rows, id="shadows-rows"), *empty])
+    table = data_table(list(rows[0]), [list(row.values()) for row in rows], id="shadows-rows")
+    return html.Div([html.P(WHAT, className="muted"), table, *empty])
 
 
 def update(pair: str | None, _n_intervals: int | None = None) -> Component | str:
