@@ -137,14 +137,10 @@ class MarketClock:
         }
 
 
-def clock_file(runtime_dir: Path | str) -> Path:
-    return Path(runtime_dir) / CLOCK_FILE
-
-
 def requested_start_of(runtime_dir: Path | str) -> datetime | None:
     """The ``MUR_CLOCK_START`` the stack's clock was started from (None: the default start)."""
     try:
-        value = json.loads(clock_file(runtime_dir).read_text()).get("requested_start")
+        value = json.loads((Path(runtime_dir) / CLOCK_FILE).read_text()).get("requested_start")
         return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
     except (OSError, ValueError, TypeError, AttributeError):
         return None
@@ -152,9 +148,8 @@ def requested_start_of(runtime_dir: Path | str) -> datetime | None:
 
 def read_clock_state(runtime_dir: Path | str) -> MarketClock | None:
     """The clock the local stack fixed (``{runtime_dir}/clock.json``), or None."""
-    path = clock_file(runtime_dir)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads((Path(runtime_dir) / CLOCK_FILE).read_text())
         return MarketClock(
             start=datetime.fromisoformat(str(data["start"]).replace("Z", "+00:00")),
             origin=float(data["origin"]),
@@ -168,7 +163,7 @@ def write_clock_state(
     runtime_dir: Path | str, clock: MarketClock, *, requested_start: datetime | None = None
 ) -> Path:
     """Write ``clock.json`` (``requested_start``: the ``MUR_CLOCK_START`` it was started from, if any)."""
-    path = clock_file(runtime_dir)
+    path = Path(runtime_dir) / CLOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     data: dict[str, Any] = {k: v for k, v in clock.as_dict().items() if k != "now"}
