@@ -16,15 +16,9 @@ import numpy as np
 
 from mur.db.forecasts import Forecast, fill_actuals, scored_counts, scored_forecasts
 from mur.errors import MarketDataError
-from mur.monitoring.report import (
-    DRIFT_FEATURES,
-    DriftStat,
-    MonitoringReport,
-    RollingPoint,
-    Status,
-    Thresholds,
-)
+from mur.monitoring.report import DriftStat, MonitoringReport, RollingPoint, Status, Thresholds
 from mur.pairs import normalize_pair
+from mur.settings import DRIFT_FEATURES
 from mur.timeutil import HOUR, iso, parse_time
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """What monitoring says about one pair at one market hour: the contract shared by the monitoring task (which
 writes it to ``monitoring_reports``), the API (``GET /v1/monitoring/{pair}``), the dashboard's Monitoring page
-and the Prometheus gauges. Import-light: pydantic, the standard library and mur.settings (DRIFT_FEATURES).
+and the Prometheus gauges. Import-light: pydantic and the standard library.
 """
 
 from __future__ import annotations
@@ -9,9 +9,6 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from mur.settings import DRIFT_FEATURES
-
-__all__ = ["DRIFT_FEATURES"]
 Status = Literal["ok", "alert", "insufficient_data"]
 
 
