@@ -183,9 +183,8 @@ def follow_runs(
     Unpausing the DAG starts its scheduled run too, which often trains the same models first (the
     triggered run then reuses them), so its progress is shown as well.
     """
-    active = client.dag_runs(DAG_ID, states=["queued", "running"], limit=20)
-    others = [r["dag_run_id"] for r in active if r["dag_run_id"] != run_id]
-    runs = {rid: run_state(client, DAG_ID, rid) for rid in [run_id, *others]}
+    active = [r["dag_run_id"] for r in client.dag_runs(DAG_ID, states=["queued", "running"], limit=20)]
+    runs = {rid: run_state(client, DAG_ID, rid) for rid in dict.fromkeys([run_id, *active])}  # run_id first
     for rid, (_state, tasks) in runs.items():
         who = "triggered run" if rid == run_id else f"{rid.split('__')[0]} run"
         for label, task_state in tasks.items():
@@ -316,9 +315,7 @@ def wait_for_forecasts(
                 if state == "success":
                     run_done = True
                     say("  training run finished")
-            for pair in pairs:
-                if pair in served:
-                    continue
+            for pair in [p for p in pairs if p not in served]:
                 with contextlib.suppress(Exception):  # Serve not answering yet: try again
                     response = client.get(f"{base}/v1/forecast/{pair}")
                     if response.status_code == 200:
