@@ -33,22 +33,19 @@ def token_file() -> Path:
     return Path(base) / "mur" / "token"
 
 
-def api_token(*, stack: bool = False) -> tuple[str, str]:
-    """``(token, where it came from)``: the environment, the token file, or (``stack``) the local stack."""
-    value = os.environ.get(TOKEN_ENV, "").strip()
-    if value:
-        return value, TOKEN_ENV
+def api_token(*, stack: bool = False) -> str:
+    """The token from the environment, the token file (its first line), or (``stack``) the local stack."""
+    if value := os.environ.get(TOKEN_ENV, "").strip():
+        return value
     path = token_file()
-    if path.is_file():
-        lines = path.read_text().strip().splitlines()
-        if lines and lines[0].strip():
-            return lines[0].strip(), str(path)
+    if path.is_file() and (first := path.read_text().strip().partition("\n")[0].strip()):
+        return first
     if stack:
         from mur.commands.local import first_run
         from mur.settings import get_settings
 
         admin = os.environ.get("MUR_ADMIN_USER", "admin")  # the admin `mur up` created (its --admin-user)
-        return first_run.check_token(get_settings(), admin), "the local stack"
+        return first_run.check_token(get_settings(), admin)
     raise ConfigError(
         f"no API token: set {TOKEN_ENV}, or write one to {path} (mode 600). "
         "Create one with: mur tokens create USER --name cli"
@@ -174,9 +171,8 @@ def forecast(
 
     if not pairs and not all_:
         raise ConfigError("name a pair (e.g. mur forecast btc_usdt) or give --all")
-    token, _source = api_token(stack=stack_token)
+    headers = {"Authorization": f"Bearer {api_token(stack=stack_token)}"}
     url = api_url()
-    headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(headers=headers, timeout=30.0, trust_env=False) as client:
         wanted = list(pairs or [])
         if all_:
