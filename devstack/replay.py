@@ -201,18 +201,12 @@ class ReplayHandler(BaseHTTPRequestHandler):
                 raise _mandatory("symbols") from None
         else:
             wanted = sorted(store)
-        entries = []
-        for symbol in wanted:
-            found = self.server.lookup(symbol.upper())
-            if found is None:
-                raise BinanceError(-1121, "Invalid symbol.")
-            entries.append(found.exchange_info())
         info = {
             "timezone": "UTC",
             "serverTime": self.server.server_time(),
             "rateLimits": [],
             "exchangeFilters": [],
-            "symbols": entries,
+            "symbols": [self.server.lookup(symbol).exchange_info() for symbol in wanted],
         }
         return json.dumps(info).encode()
 
@@ -223,9 +217,7 @@ class ReplayHandler(BaseHTTPRequestHandler):
         interval = params.get("interval", "").strip()
         if not interval:
             raise _mandatory("interval")
-        data = self.server.lookup(symbol.upper())
-        if data is None:
-            raise BinanceError(-1121, "Invalid symbol.")
+        data = self.server.lookup(symbol)
         if interval not in BINANCE_INTERVALS:
             raise BinanceError(-1120, "Invalid interval.")
         if interval != SERVED_INTERVAL:
@@ -303,12 +295,16 @@ class ReplayServer(ThreadingHTTPServer):
         self._reload_now(RELOAD_EVERY_S)
         return {**self._reloaded, **self.store}
 
-    def lookup(self, symbol: str) -> SymbolData | None:
-        """``symbol``'s data, re-reading the reloadable pairs first when it is not known (yet)."""
+    def lookup(self, symbol: str) -> SymbolData:
+        """``symbol``'s data (any case), re-reading the reloadable pairs first when it is not known (yet);
+        Binance's "Invalid symbol." when it is not served."""
+        symbol = symbol.upper()
         found = self.store.get(symbol) or self._reloaded.get(symbol)
         if found is None and self._reload is not None:
             self._reload_now(RELOAD_MIN_GAP_S)
             found = self._reloaded.get(symbol)
+        if found is None:
+            raise BinanceError(-1121, "Invalid symbol.")
         return found
 
     def server_time(self) -> int:
