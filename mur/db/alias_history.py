@@ -9,10 +9,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from mur.db.pool import Database, fetch_one
+from mur.db.pool import Database, columns, fetch_one
 from mur.errors import InvalidInputError
 from mur.pairs import normalize_pair
 
@@ -89,12 +90,11 @@ def record_move(
         raise InvalidInputError(f"unknown alias move {action!r} (one of {', '.join(ACTIONS)})")
     with db.cursor(class_row(AliasMove)) as cur:
         cur.execute(
-            """INSERT INTO alias_moves (pair, version, previous_version, action, actor, reason, scores,
-                                        market_time)
+            sql.SQL("""INSERT INTO alias_moves (pair, version, previous_version, action, actor, reason, scores,
+                                                market_time)
             VALUES (%(pair)s, %(version)s, %(previous)s, %(action)s, %(actor)s, %(reason)s, %(scores)s,
                     %(market_time)s)
-            RETURNING id, pair, alias, version, previous_version, action, actor, reason, scores, market_time,
-                      wall_time""",
+            RETURNING {}""").format(columns(AliasMove)),
             {
                 "pair": normalize_pair(pair),
                 "version": int(version),
@@ -113,9 +113,7 @@ def list_moves(db: Database, pair: str, *, limit: int = 50) -> list[AliasMove]:
     """``pair``'s latest ``limit`` moves of its champion alias, newest first."""
     with db.cursor(class_row(AliasMove)) as cur:
         return cur.execute(
-            """SELECT id, pair, alias, version, previous_version, action, actor, reason, scores, market_time,
-                   wall_time
-            FROM alias_moves WHERE pair = %(pair)s AND alias = 'champion'
-            ORDER BY wall_time DESC, id DESC LIMIT %(limit)s""",
+            sql.SQL("""SELECT {} FROM alias_moves WHERE pair = %(pair)s AND alias = 'champion'
+            ORDER BY wall_time DESC, id DESC LIMIT %(limit)s""").format(columns(AliasMove)),
             {"pair": normalize_pair(pair), "limit": min(max(int(limit), 0), MAX_MOVES)},
         ).fetchall()

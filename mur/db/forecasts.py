@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg import sql
 from psycopg.rows import class_row
 
-from mur.db.pool import Database, fetch_one
+from mur.db.pool import Database, columns, fetch_one
 from mur.errors import InvalidInputError
 from mur.pairs import normalize_pair
 
@@ -84,7 +85,7 @@ def record_forecast(
         raise InvalidInputError(f"horizon_hours must be at least 1, got {horizon_hours}")
     with db.cursor(class_row(Forecast)) as cur:
         cur.execute(
-            """
+            sql.SQL("""
             INSERT INTO forecasts (pair, model_version, made_at, target_time, predicted, last_close,
                                    horizon_hours, lower, upper, level, calibration_scale, calibration_generation)
             VALUES (%(pair)s, %(model_version)s, COALESCE(%(made_at)s, now()), %(target_time)s,
@@ -96,9 +97,8 @@ def record_forecast(
                     lower = EXCLUDED.lower, upper = EXCLUDED.upper, level = EXCLUDED.level,
                     calibration_scale = EXCLUDED.calibration_scale,
                     calibration_generation = EXCLUDED.calibration_generation
-            RETURNING id, pair, model_version, made_at, target_time, predicted, last_close, actual,
-                      horizon_hours, lower, upper, level
-            """,
+            RETURNING {}
+            """).format(columns(Forecast)),
             {
                 "pair": normalize_pair(pair),
                 "model_version": str(model_version),
@@ -204,15 +204,13 @@ def list_forecasts(
     target first."""
     with db.cursor(class_row(Forecast)) as cur:
         return cur.execute(
-            """
-            SELECT id, pair, model_version, made_at, target_time, predicted, last_close, actual,
-                   horizon_hours, lower, upper, level
-            FROM forecasts
+            sql.SQL("""
+            SELECT {} FROM forecasts
             WHERE pair = %(pair)s AND (%(model_version)s::text IS NULL OR model_version = %(model_version)s)
               AND (%(horizon)s::int IS NULL OR horizon_hours = %(horizon)s)
             ORDER BY target_time DESC, made_at DESC
             LIMIT %(limit)s
-            """,
+            """).format(columns(Forecast)),
             {
                 "pair": normalize_pair(pair),
                 "model_version": model_version,
@@ -248,6 +246,13 @@ class ScoredCounts:
     @property
     def total(self) -> int:
         return self.resolved + self.pending
+
+
+# One pair's targets in [since, until) (None: unbounded), one horizon or all: the parameters of _range_params.
+_IN_RANGE = sql.SQL("""pair = %(pair)s
+              AND (%(horizon)s::int IS NULL OR horizon_hours = %(horizon)s)
+              AND (%(since)s::timestamptz IS NULL OR target_time >= %(since)s)
+              AND (%(until)s::timestamptz IS NULL OR target_time < %(until)s)""")
 
 
 def _range_params(
@@ -286,19 +291,13 @@ def scored_forecasts(
     }
     with db.cursor(class_row(Forecast)) as cur:
         return cur.execute(
-            """
-            SELECT id, pair, model_version, made_at, target_time, predicted, last_close, actual,
-                   horizon_hours, lower, upper, level
-            FROM scored_forecasts
-            WHERE pair = %(pair)s
-              AND (%(horizon)s::int IS NULL OR horizon_hours = %(horizon)s)
-              AND (%(since)s::timestamptz IS NULL OR target_time >= %(since)s)
-              AND (%(until)s::timestamptz IS NULL OR target_time < %(until)s)
-              AND (%(resolved)s::boolean IS NULL
-                   OR (actual IS NOT NULL AND target_time < %(hour)s) = %(resolved)s)
+            sql.SQL("""
+            SELECT {} FROM scored_forecasts
+            WHERE {} AND (%(resolved)s::boolean IS NULL
+                          OR (actual IS NOT NULL AND target_time < %(hour)s) = %(resolved)s)
             ORDER BY target_time DESC, horizon_hours
             LIMIT %(limit)s
-            """,
+            """).format(columns(Forecast), _IN_RANGE),
             params,
         ).fetchall()
 
@@ -317,16 +316,12 @@ def scored_counts(
     params = _range_params(pair, horizon_hours, since, until) | {"hour": _utc(market_hour)}
     with db.cursor(class_row(ScoredCounts)) as cur:
         cur.execute(
-            """
+            sql.SQL("""
             SELECT count(*) FILTER (WHERE target_time < %(hour)s AND actual IS NOT NULL) AS resolved,
                    count(*) FILTER (WHERE target_time >= %(hour)s) AS waiting,
                    count(*) FILTER (WHERE target_time < %(hour)s AND actual IS NULL) AS overdue
-            FROM scored_forecasts
-            WHERE pair = %(pair)s
-              AND (%(horizon)s::int IS NULL OR horizon_hours = %(horizon)s)
-              AND (%(since)s::timestamptz IS NULL OR target_time >= %(since)s)
-              AND (%(until)s::timestamptz IS NULL OR target_time < %(until)s)
-            """,
+            FROM scored_forecasts WHERE {}
+            """).format(_IN_RANGE),
             params,
         )
         return fetch_one(cur)
@@ -417,17 +412,13 @@ def backtest_forecasts(
     "backtest" read them: never the live scores, calibration, monitoring or alerts."""
     with db.cursor(class_row(Forecast)) as cur:
         return cur.execute(
-            """
+            sql.SQL("""
             SELECT id, pair, model_version::text AS model_version, made_at, target_time, predicted, last_close,
                    actual, horizon_hours, lower, upper, level
             FROM backtest_forecasts
-            WHERE pair = %(pair)s
-              AND model_version = COALESCE(
+            WHERE {} AND model_version = COALESCE(
                   %(version)s::int, (SELECT max(model_version) FROM backtest_forecasts WHERE pair = %(pair)s))
-              AND (%(horizon)s::int IS NULL OR horizon_hours = %(horizon)s)
-              AND (%(since)s::timestamptz IS NULL OR target_time >= %(since)s)
-              AND (%(until)s::timestamptz IS NULL OR target_time < %(until)s)
             ORDER BY target_time DESC, horizon_hours
-            """,
+            """).format(_IN_RANGE),
             _range_params(pair, horizon_hours, since, until) | {"version": version},
         ).fetchall()

@@ -9,6 +9,7 @@ server dropped are replaced before a query ever sees them.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from typing import Any
 
 import psycopg
 import psycopg.errors
+from psycopg import sql
 from psycopg.rows import DictRow, RowFactory, TupleRow, dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -74,6 +76,11 @@ def fetch_one(cur: psycopg.Cursor[Any]) -> Any:
     if row is None:
         raise DatabaseError("PostgreSQL returned no row where one was expected")
     return row
+
+
+def columns(record: type) -> sql.Composed:
+    """The fields of the dataclass ``record`` as a column list: what ``class_row(record)`` reads back."""
+    return sql.SQL(", ").join(sql.Identifier(field.name) for field in dataclasses.fields(record))
 
 
 def advisory_xact_lock(cur: psycopg.Cursor[Any], space: int, key: str) -> None:

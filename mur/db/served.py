@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from psycopg import sql
 from psycopg.rows import class_row
 
 from mur.clock import as_utc, floor_hour
 from mur.db.forecasts import Forecast
-from mur.db.pool import Database
+from mur.db.pool import Database, columns
 from mur.pairs import normalize_pair
 
 
@@ -31,14 +32,12 @@ def served_forecast(db: Database, *, pair: str, at: datetime) -> list[Forecast]:
     at = as_utc(at)
     with db.cursor(class_row(Forecast)) as cur:
         rows: list[Forecast] = cur.execute(
-            """
-            SELECT id, pair, model_version, made_at, target_time, predicted, last_close, actual,
-                   horizon_hours, lower, upper, level
-            FROM forecasts
+            sql.SQL("""
+            SELECT {} FROM forecasts
             WHERE pair = %(pair)s AND target_time > %(candle)s
               AND target_time = %(candle)s + horizon_hours * interval '1 hour'
             ORDER BY made_at > %(at)s, abs(extract(epoch FROM made_at - %(at)s)), horizon_hours
-            """,
+            """).format(columns(Forecast)),
             {"pair": normalize_pair(pair), "candle": served_candle(at), "at": at},
         ).fetchall()
     chosen = [r for r in rows if r.model_version == rows[0].model_version]
