@@ -184,10 +184,11 @@ def ensure_managed_token(
     with db.cursor() as cur:
         lock_user(cur, user_id)
         cur.execute(
-            "SELECT id, token_hash, revoked_at FROM api_tokens WHERE user_id = %s AND name = %s",
+            "SELECT id, user_id, name, prefix, created_at, last_used_at, revoked_at, expires_at, token_hash "
+            "FROM api_tokens WHERE user_id = %s AND name = %s",
             (user_id, name),
         )
-        rows = {row["token_hash"]: row for row in cur.fetchall()}
+        rows = {row.pop("token_hash"): row for row in cur.fetchall()}
         for generation in range(min(len(rows), max_generations) + 1):
             token = derive(generation)
             if not looks_like_api_token(token):
@@ -202,12 +203,7 @@ def ensure_managed_token(
             )
             if row is None:
                 return _insert_token(cur, user_id, name, token=token)
-            cur.execute(
-                "SELECT id, user_id, name, prefix, created_at, last_used_at, revoked_at, expires_at "
-                "FROM api_tokens WHERE id = %s",
-                (row["id"],),
-            )
-            return token, Token(**fetch_one(cur))
+            return token, Token(**row)
     raise ConflictError(f"no free generation for token {name!r} of user {user_id} (all revoked)")
 
 
@@ -244,10 +240,5 @@ def lookup_token(db: Database, *, token: str) -> TokenOwner | None:
         return None
     if row["expired"]:
         raise TokenExpiredError(row["expires_at"])
-    return TokenOwner(
-        token_id=row["token_id"],
-        user_id=row["user_id"],
-        username=row["username"],
-        roles=tuple(row["roles"] or ()),
-        disabled=row["disabled"],
-    )
+    owner = {name: row[name] for name in ("token_id", "user_id", "username", "disabled")}
+    return TokenOwner(**owner, roles=tuple(row["roles"]))
