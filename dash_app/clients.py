@@ -7,17 +7,15 @@ ignored. Nothing connects until a method is called.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
 
-from mur.errors import DataValidationError, error_detail
+from mur.errors import error_detail
 from mur.orchestration.airflow_client import ServiceAnswerError, ServiceUnavailable
 from mur.serving.contract import ForecastOut, ModelOut, ModelsOut, ServedCalibration, misfit
-from mur.timeutil import parse_time
 
 DEFAULT_TIMEOUT_S = 5.0
 
@@ -27,14 +25,6 @@ def _calibration(value: Any) -> ServedCalibration | None:
     try:
         return ServedCalibration.model_validate(value) if isinstance(value, dict) else None
     except ValidationError:
-        return None
-
-
-def _parse_time(value: Any) -> datetime | None:
-    """An aware UTC datetime from ISO-8601 text (``Z`` allowed); None if absent or unreadable."""
-    try:
-        return parse_time(value) if isinstance(value, str) and value else None
-    except DataValidationError:
         return None
 
 

@@ -8,7 +8,7 @@ API is down the page says so and still draws the candles and the stored track re
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from dash import Dash, Input, Output, State, ctx, dcc, html
@@ -16,12 +16,7 @@ from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 
 from dash_app import paper_view
-from dash_app.charts import (
-    candlestick_figure,
-    empty_figure,
-    track_record_figure,
-)
-from dash_app.clients import _parse_time as parse_time_or_none
+from dash_app.charts import candlestick_figure, empty_figure, track_record_figure
 from dash_app.components import (
     card,
     champion_summary,
@@ -43,11 +38,12 @@ from dash_app.track_view import (
 )
 from mur.data.candles import as_utc
 from mur.db import record_forecast_body
-from mur.errors import MurError
+from mur.errors import DataValidationError, MurError
 from mur.monitoring.compute import resolve_forecasts
 from mur.monitoring.track_record import RELIABILITY_WINDOWS
 from mur.orchestration.airflow_client import ServiceAnswerError, ServiceUnavailable
 from mur.serving.contract import ForecastOut, ModelOut, ServedCalibration
+from mur.timeutil import parse_time
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -107,6 +103,14 @@ def layout(context: DashboardContext, account: User) -> Component:
             card(f"Paper portfolio ({paper_view.LABEL})", html.Div(id="forecast-paper")),
         ]
     )
+
+
+def parse_time_or_none(value: Any) -> datetime | None:
+    """An aware UTC datetime from ISO-8601 text (``Z`` allowed); None if absent or unreadable."""
+    try:
+        return parse_time(value) if isinstance(value, str) and value else None
+    except DataValidationError:
+        return None
 
 
 def recent_candles(context: DashboardContext, pair: str) -> pd.DataFrame:
