@@ -54,9 +54,7 @@ def usage_block(context: DashboardContext, account: User) -> Component:
     resets = next_month_start(month_start())
     return html.Div(
         [
-            html.P(
-                [html.Strong(f"{used} / {limit}", id="usage-text"), f" calls this month ({share:.0%})"],
-            ),
+            html.P([html.Strong(f"{used} / {limit}", id="usage-text"), f" calls this month ({share:.0%})"]),
             html.Progress(id="usage-bar", value=str(min(used, limit)), max=str(max(limit, 1))),
             html.P(
                 "The Forecast page counts too: one unit for each new market hour it shows. "
