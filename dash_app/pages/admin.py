@@ -2,9 +2,6 @@
 registration invites, the pair catalogue (:mod:`dash_app.pages.admin_pairs`), champions per pair, their
 history and rollback (:mod:`dash_app.pages.admin_models`), training trigger.
 
-One page, one module (~420 lines, most of it Dash layout): users, invites, champions, registered versions
-and the training trigger share the admin guard and its callbacks.
-
 Every component id here starts with ``admin-``: the server's guard refuses callbacks on them to non-admins
 (403), and each callback checks the role again.
 """
