@@ -102,9 +102,13 @@ def register_pairs(settings: Any, pairs: list[str], base_pair: str, base_version
     return versions
 
 
-def set_shadows(settings: Any, pairs: list[str], shadows: int) -> None:
+def set_shadows(
+    settings: Any, pairs: list[str], shadows: int, *, fresh: bool = False
+) -> dict[str, list[int]]:
     """Serve ``shadows`` versions of each pair in shadow (copies of its champion: alias ``shadow-vN``), or
-    none: every served candle then also computes that many shadow forecasts (docs/promotion.md, "Shadows")."""
+    none: every served candle then also computes that many shadow forecasts (docs/promotion.md, "Shadows").
+    ``fresh``: new copies only, none kept from an earlier run (whose rows of the frozen candle are already
+    recorded). Each pair's shadow versions, newest first."""
     from mlflow import MlflowClient
 
     from mur.registry import CHAMPION, model_name
@@ -112,14 +116,18 @@ def set_shadows(settings: Any, pairs: list[str], shadows: int) -> None:
     from mur.registry.names import shadow_alias
 
     client = MlflowClient(settings.registry.mlflow_tracking_uri)
+    served = {}
     for pair in pairs:
         name = model_name(pair, settings.registry.registry_prefix)
         model = client.get_registered_model(name)
-        kept = keep_shadows(client, name, keep=shadows)
+        kept = keep_shadows(client, name, keep=0 if fresh else shadows)
         champion = client.get_model_version(name, str(model.aliases[CHAMPION]))
         for _ in range(shadows - len(kept)):
             new = copy_version(client, name, champion, champion.tags)
             client.set_registered_model_alias(name, shadow_alias(new.version), str(new.version))
+            kept.insert(0, int(new.version))
+        served[pair] = kept
+    return served
 
 
 def shadow_forecasts_recorded(settings: Any, pairs: list[str], versions: list[int] | None = None) -> int:

@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
+import multiprocessing
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -195,10 +193,11 @@ def reference_app(overrides: dict[str, Any], pair: str, version: int) -> Any:
     return app
 
 
-def run_reference_server(port: int, overrides: dict[str, Any], pair: str, version: int) -> None:
-    """Entry point of the reference subprocess."""
+def run_reference_server(port: int, overrides: dict[str, Any], pair: str, version: int, nice: int) -> None:
+    """Entry point of the reference process, at niceness ``nice`` (Ray's workers')."""
     import uvicorn
 
+    os.nice(nice)
     uvicorn.run(
         reference_app(overrides, pair, version),
         host="127.0.0.1",
@@ -247,12 +246,12 @@ def ray_worker_niceness() -> int:
     return 15
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
+def wait_http(url: str, proc: multiprocessing.process.BaseProcess, timeout_s: float = 120.0) -> None:
     import httpx
 
     def answers() -> bool:
-        if proc.poll() is not None:
-            raise SystemExit(f"the reference server exited with code {proc.returncode}")
+        if not proc.is_alive():
+            raise SystemExit(f"the reference server exited with code {proc.exitcode}")
         return httpx.get(url, timeout=2).status_code == 200
 
     wait_until(
@@ -299,22 +298,6 @@ def ensure_champion(settings: Any, pair: str, *, tiny: bool = False) -> int:
         model_name(pair, settings.registry.registry_prefix), CHAMPION, str(version)
     )
     return version
-
-
-def fresh_shadows(settings: Any, pair: str, shadows: int) -> list[int]:
-    """Serve ``shadows`` new copies of the champion in shadow, none kept from an earlier run (whose rows of
-    the frozen candle are already recorded); their version numbers."""
-    from benchmarks.pairs import set_shadows
-    from mur.registry import model_name
-    from mur.registry.names import shadow_versions
-    from mur.serving.champions import registry_client
-
-    set_shadows(settings, [pair], 0)
-    set_shadows(settings, [pair], shadows)
-    model = registry_client(settings).get_registered_model(
-        model_name(pair, settings.registry.registry_prefix)
-    )
-    return shadow_versions({a: int(v) for a, v in (model.aliases or {}).items()})
 
 
 def make_token(settings: Any) -> str:
@@ -371,19 +354,14 @@ def main() -> int:
     smoke_help = "tiny sizes (a 4-unit champion, concurrency 1 and 4, 24 requests each): does it measure?"
     parser.add_argument("--smoke", action="store_true", help=smoke_help)
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
-    # the reference subprocess: its run_reference_server arguments as JSON
-    parser.add_argument("--reference-server", help=argparse.SUPPRESS)
     opts = parser.parse_args()
-    if opts.reference_server:
-        run_reference_server(**json.loads(opts.reference_server))
-        return 0
     from devstack.config import use_stack_ray
 
     use_stack_ray()  # the stack's Ray token (the deployment goes through Ray's dashboard API)
     levels = opts.concurrency or ([1, 4] if opts.smoke else [1, 16, 64])
     warm_up = (2, 10) if opts.smoke else (8, 200)
 
-    from benchmarks.pairs import deploy_pairs, serve_pss_mb, shadow_forecasts_recorded
+    from benchmarks.pairs import deploy_pairs, serve_pss_mb, set_shadows, shadow_forecasts_recorded
     from mur.settings import Settings
     from serve_app.args import settings_overrides
     from serve_app.deploy import undeploy
@@ -395,7 +373,7 @@ def main() -> int:
     )
     token = make_token(settings)  # migrates the database first: the gate records its move there
     version = ensure_champion(settings, opts.pair, tiny=opts.smoke)
-    shadows = fresh_shadows(settings, opts.pair, opts.shadows)
+    shadows = set_shadows(settings, [opts.pair], opts.shadows, fresh=True)[opts.pair]
     overrides = settings_overrides(settings)
 
     print(f"[setup] deploying the Serve app ({opts.prefix}{opts.pair} v{version}) …", flush=True)
@@ -404,12 +382,9 @@ def main() -> int:
 
     nice = ray_worker_niceness()
     ref_port = free_port()
-    reference = {"port": ref_port, "overrides": overrides, "pair": opts.pair, "version": version}
-    ref = subprocess.Popen(
-        [sys.executable, __file__, "--reference-server", json.dumps(reference)],
-        preexec_fn=lambda: os.nice(nice),  # noqa: PLW1509 (same priority as Ray's workers)
-        start_new_session=True,
-    )
+    reference = (ref_port, overrides, opts.pair, version, nice)  # the same priority as Ray's workers
+    ref = multiprocessing.get_context("spawn").Process(target=run_reference_server, args=reference)
+    ref.start()
     load_before = os.getloadavg()[0]
     results: list[Result] = []
     try:
@@ -450,8 +425,8 @@ def main() -> int:
                     flush=True,
                 )
     finally:
-        os.killpg(ref.pid, signal.SIGTERM)
-        ref.wait(timeout=15)
+        ref.terminate()
+        ref.join(timeout=15)
         if not opts.keep:
             try:
                 undeploy(settings, timeout_s=180)
