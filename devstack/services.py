@@ -252,36 +252,30 @@ def _worker_node_command(settings: Settings, index: int) -> list[str]:
     ]
 
 
-def worker_node_services(settings: Settings) -> list[Service]:
-    """One service per extra Ray node (``settings.ray.ray_nodes`` - 1), joining the head with the token."""
-    s = settings
-    out = []
-    for index in range(2, s.ray.ray_nodes + 1):
-        agent = _worker_agent_port(s, index)
-        out.append(
-            Service(
-                name=f"ray-node-{index}",
-                command=_worker_node_command(s, index),
-                env={
-                    **_ray_env(s),
-                    **WORKER_NODE_ENV,
-                    "MUR_RUNTIME_DIR": str(worker_node_runtime_dir(s, index)),
-                },
-                env_unset=RAY_HEAD_UNSET,
-                port=agent,
-                health_url=f"http://127.0.0.1:{agent}/api/local_raylet_healthz",
-                health_headers=s.ray.headers(),
-                start_timeout_s=120,
-                stop_timeout_s=20,
-                stop_first=("raylet",),
-                depends_on=("ray",),
-                before_start=functools.partial(prepare_ray_node, s, index),
-                data_dir=ray_temp_dir(s, index),
-                compose="ray-worker",
-                description=f"Ray worker node {index} on {worker_node_ip(index)} (joins the head with the token)",
-            )
-        )
-    return out
+def _worker_node(s: Settings, index: int) -> Service:
+    """Extra Ray node ``index`` (2 … ``settings.ray.ray_nodes``), joining the head with the token."""
+    agent = _worker_agent_port(s, index)
+    return Service(
+        name=f"ray-node-{index}",
+        command=_worker_node_command(s, index),
+        env={
+            **_ray_env(s),
+            **WORKER_NODE_ENV,
+            "MUR_RUNTIME_DIR": str(worker_node_runtime_dir(s, index)),
+        },
+        env_unset=RAY_HEAD_UNSET,
+        port=agent,
+        health_url=f"http://127.0.0.1:{agent}/api/local_raylet_healthz",
+        health_headers=s.ray.headers(),
+        start_timeout_s=120,
+        stop_timeout_s=20,
+        stop_first=("raylet",),
+        depends_on=("ray",),
+        before_start=functools.partial(prepare_ray_node, s, index),
+        data_dir=ray_temp_dir(s, index),
+        compose="ray-worker",
+        description=f"Ray worker node {index} on {worker_node_ip(index)} (joins the head with the token)",
+    )
 
 
 def _dash_env(settings: Settings) -> dict[str, str]:
@@ -382,7 +376,7 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             compose="ray-head",
             description="Ray head (GCS, raylet, dashboard + Jobs API, Serve)",
         ),
-        *worker_node_services(s),
+        *(_worker_node(s, index) for index in range(2, s.ray.ray_nodes + 1)),
         airflow_service(
             name="airflow-api-server",
             command=[af, "api-server", "--host", "127.0.0.1", "--port", str(s.airflow.airflow_port)],
