@@ -191,10 +191,8 @@ def run_search(
     from mur.training.ray_fit import location, remove_dir
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0: no progress tables on stdout (Ray reads it here)
-    if settings.ray.ray_storage_path:
-        storage, fs = location(settings, settings.ray.ray_storage_path.rstrip("/") + "/tune")
-    else:
-        storage, fs = location(settings, str((settings.general.runtime_dir / "tune").resolve()))
+    root = settings.ray.ray_storage_path or str(settings.general.runtime_dir.resolve())
+    storage, fs = location(settings, f"{root.rstrip('/')}/tune")
     path = f"{storage}/{sid}"
     trainable = tune.with_resources(
         tune.with_parameters(
