@@ -73,19 +73,9 @@ RAY_UP = "mur_metrics_ray_up"
 REPLICAS = "mur_metrics_replicas"
 PAPER = {k: f"mur_paper_{k}" for k in ("equity", "drawdown", "exposure")}
 FAMILIES = {
-    REQUESTS: "counter",
+    **dict.fromkeys((REQUESTS, QUOTA, ANSWERS, RECORDED, RESOLVED), "counter"),
     DURATION: "histogram",
-    QUOTA: "counter",
-    ANSWERS: "counter",
-    SERVED_VERSION: "gauge",
-    RECORDED: "counter",
-    RESOLVED: "counter",
-    SKILL: "gauge",
-    COVERAGE: "gauge",
-    DB_UP: "gauge",
-    RAY_UP: "gauge",
-    REPLICAS: "gauge",
-    **dict.fromkeys(PAPER.values(), "gauge"),
+    **dict.fromkeys((SERVED_VERSION, SKILL, COVERAGE, DB_UP, RAY_UP, REPLICAS, *PAPER.values()), "gauge"),
 }
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 
