@@ -139,13 +139,11 @@ def align_settings(settings: Settings, *, export: bool = True) -> Settings:
     values, explicit = settings.flat(), settings.flat(exclude_unset=True)
     for url_field, port_field in URL_FIELDS.items():
         port, url = values[port_field], values[url_field]
-        if url_field not in explicit:
-            wanted = f"http://127.0.0.1:{port}"
-            if url != wanted:
-                update[url_field] = wanted
-            continue
         parts = urlsplit(url)
-        if parts.hostname in ("127.0.0.1", "localhost") and parts.port not in (None, port):
+        if url_field not in explicit:
+            if url != (wanted := f"http://127.0.0.1:{port}"):
+                update[url_field] = wanted
+        elif parts.hostname in ("127.0.0.1", "localhost") and parts.port not in (None, port):
             raise ConfigError(
                 f"MUR_{url_field.upper()}={url} does not match MUR_{port_field.upper()}={port}: "
                 f"set one of them only (the URL follows the port)"
