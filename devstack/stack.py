@@ -74,8 +74,7 @@ class UpOptions:
         """
         given = {k: getattr(self, k) for k in ("epochs", "train_days", "hidden_size", "num_workers")}
         conf = quick_training(settings) if settings is not None else {}
-        conf.update({k: v for k, v in given.items() if v is not None})
-        return conf
+        return conf | {k: v for k, v in given.items() if v is not None}
 
 
 QUICK_TRAINING: dict[str, int] = {"epochs": 3, "train_days": 60, "num_workers": 1}
@@ -109,9 +108,7 @@ def fast_market_training(settings: Settings, clock: MarketClock, say: Say) -> Se
     """A market clock faster than real time leaves each market hour's retraining ``3600 / speed`` wall seconds:
     the scheduled runs then train the quick model (:data:`QUICK_TRAINING`, for the settings left at their
     defaults) and say so; exported to every service, like the clock."""
-    if not fast_clock(clock):
-        return settings
-    quick = quick_training(settings)
+    quick = quick_training(settings) if fast_clock(clock) else {}
     if not quick:
         return settings
     for name, value in quick.items():
