@@ -41,6 +41,7 @@ from mur.evaluation.metrics import (
     skill,
 )
 from mur.evaluation.significance import binomial_p_value, diebold_mariano, point_evidence, verdict
+from mur.model.features import FEATURE_NAMES, build_dataset, make_features, make_windows
 from mur.timeutil import iso
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,6 @@ def test_windows(
     Each window holds the ``seq_len`` candles before its target hour (history before the origin is input,
     never target). ``candles`` must be on a regular hourly grid.
     """
-    from mur.model.features import FEATURE_NAMES, make_features, make_windows
-
     ts = pd.DatetimeIndex(candles["timestamp"])
     o = pd.Timestamp(origin)
     first = ts.searchsorted(o) - seq_len
@@ -141,7 +140,6 @@ def fold_forecasts(
     """The model's and both baselines' quantiles for the forecasts whose first target hour is in ``[origin,
     origin + hours)`` (those with every horizon's target in ``candles``); the baselines see ``[start, origin)``."""
     from mur.model.export import model_metadata, run_forecast
-    from mur.model.features import build_dataset
     from mur.model.inference import model_seq_len
 
     meta = model_metadata(session)

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from mur.evaluation.significance import point_evidence
+from mur.evaluation.intervals import EwmaBaseline, interval_metrics, naive_quantiles, winkler_scores
+from mur.evaluation.significance import diebold_mariano, point_evidence, skill_standard_error
 from mur.model.features import (
     CLOSE_IDX,
     Dataset,
@@ -128,7 +129,6 @@ def horizon_baselines(ds: Dataset, idx: np.ndarray, levels: tuple[float, ...]) -
     :class:`mur.evaluation.garch.GarchBaseline`) for the windows ``idx`` of ``ds``, fitted on every candle up
     to the first forecast's origin."""
     from mur.evaluation.garch import GarchBaseline
-    from mur.evaluation.intervals import EwmaBaseline, naive_quantiles
 
     assert ds.features is not None and ds.row_hour is not None
     rows = ds.last_row(np.asarray(idx))
@@ -163,9 +163,6 @@ def horizon_scores(
     ``naive``; ``interval_skill_vs_<name>``: vs the others) with their standard errors and DM tests on the
     per-target Winkler scores; without ``tests``, the interval scores and skills alone. ``quantiles`` and
     ``base[...]``: ``(n, H, L)``; ``targets``: ``(n, H)``; ``last``: the last closes ``(n,)``."""
-    from mur.evaluation.intervals import interval_metrics, winkler_scores
-    from mur.evaluation.significance import diebold_mariano, skill_standard_error
-
     mid = levels.index(0.5)
     alpha = 1.0 - (levels[-1] - levels[0])
     sfx = {k: "" if k == "naive" else f"_vs_{k}" for k in base}  # each baseline's key suffix

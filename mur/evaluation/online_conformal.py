@@ -55,6 +55,8 @@ import numpy as np
 import pydantic.dataclasses
 from pydantic import Field
 
+from mur.evaluation.intervals import CALIBRATION_RECIPE
+
 TINY = 1e-12
 
 
@@ -63,11 +65,8 @@ def generation_for(levels: Sequence[float], recipe: str | None = None) -> str:
     calibration recipe (:data:`mur.evaluation.intervals.CALIBRATION_RECIPE`). Every hourly retrain of the
     same recipe shares it (the state carries over from champion to champion); a new recipe or other levels
     start a fresh tracker at scale 1."""
-    if recipe is None:
-        from mur.evaluation.intervals import CALIBRATION_RECIPE
-
-        recipe = CALIBRATION_RECIPE
-    return f"levels={','.join(f'{float(q):g}' for q in levels)};offline={recipe}"
+    offline = CALIBRATION_RECIPE if recipe is None else recipe
+    return f"levels={','.join(f'{float(q):g}' for q in levels)};offline={offline}"
 
 
 @pydantic.dataclasses.dataclass(frozen=True)

@@ -18,14 +18,13 @@ from mur.db.forecasts import Forecast, fill_actuals, scored_counts, scored_forec
 from mur.errors import MarketDataError
 from mur.monitoring.report import DriftStat, MonitoringReport, RollingPoint, Status, Thresholds
 from mur.pairs import normalize_pair
-from mur.settings import DRIFT_FEATURES
+from mur.settings import DRIFT_FEATURES, Settings
 from mur.timeutil import HOUR, iso, parse_time
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from mur.db.pool import Database
-    from mur.settings import Settings
 
 RESOLVE_LOOKBACK = timedelta(days=30)
 """Forecasts older than this that never got an actual (a gap in the data) are left alone."""

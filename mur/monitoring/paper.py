@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mur.db.forecasts import Forecast, scored_forecasts
+from mur.db.forecasts import Forecast, backtest_forecasts, scored_forecasts
 from mur.errors import MurError, NotFoundError
 from mur.evaluation import sizing
 from mur.evaluation.intervals import EwmaBaseline
@@ -214,8 +214,6 @@ def backtest_paper(
     """The rule on ``pair``'s backtest track record (its champion's test span, out-of-sample, before serving:
     :mod:`mur.monitoring.backtest_record`), what a first screen shows before live decisions exist; labelled
     ``"source": "backtest"``, never mixed with the live one. :class:`NotFoundError` without one."""
-    from mur.db.forecasts import backtest_forecasts
-
     rows = [
         f for f in backtest_forecasts(db, pair=normalize_pair(pair)) if f.horizon_hours in (1, rule.horizon)
     ]

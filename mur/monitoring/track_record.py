@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from mur.db.forecasts import SCORED_VIEW_DOC, Forecast, ScoredCounts, scored_counts, scored_forecasts
+from mur.evaluation.intervals import naive_quantiles, winkler_scores
 from mur.monitoring.compute import window_stats
 from mur.pairs import normalize_pair
 from mur.timeutil import HOUR, iso
@@ -172,10 +175,6 @@ def track_record_csv(record: dict[str, Any]) -> str:
 def naive_log_band(closes: Sequence[float], hours: int, level: float) -> tuple[float, float] | None:
     """Baseline (a) for a ``hours``-ahead range of nominal ``level``: the outer quantiles of the past
     ``hours``-hour log returns of ``closes`` (hourly, oldest first); None with fewer than 50 returns."""
-    import numpy as np
-
-    from mur.evaluation.intervals import naive_quantiles
-
     c = np.asarray([x for x in closes if x and x > 0], dtype=np.float64)
     if len(c) - hours < 50:
         return None
@@ -215,10 +214,6 @@ def reliability(
     """Running coverage and interval skill per horizon over each window before ``market_hour``, from resolved
     scored forecasts (``forecasts``: e.g. :func:`scored_forecasts` with ``resolved=True`` over the longest
     window). ``closes``: hourly closes for the naive baseline (no interval skill without them)."""
-    import numpy as np
-
-    from mur.evaluation.intervals import winkler_scores
-
     ranged = [
         f
         for f in forecasts
