@@ -97,10 +97,7 @@ def keep_shadows(
     ``name`` (the alias :func:`~mur.registry.names.shadow_alias`); returns them, newest first."""
     if add is not None and keep > 0:
         client.set_registered_model_alias(name, shadow_alias(add), str(add))
-    aliases = {
-        a: int(v) for a, v in (getattr(client.get_registered_model(name), "aliases", None) or {}).items()
-    }
-    shadows = shadow_versions(aliases)
+    shadows = shadow_versions(getattr(client.get_registered_model(name), "aliases", None) or {})
     for version in shadows[keep:] + ([drop] if drop in shadows[:keep] else []):
         client.delete_registered_model_alias(name, shadow_alias(version))
     return [v for v in shadows[:keep] if v != drop]
