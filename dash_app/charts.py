@@ -40,14 +40,6 @@ class TrackRecord:
     def ranged(self) -> int:
         return sum(1 for f in self.resolved if f.inside is not None)
 
-    @property
-    def count(self) -> int:
-        return len(self.resolved)
-
-    @property
-    def mae_model(self) -> float | None:
-        return self.running_mae_model[-1] if self.running_mae_model else None
-
 
 def track_record(
     forecasts: Sequence[Forecast],

@@ -227,7 +227,7 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
     )
     track = (
         track_record_figure(view.record, pair=pair)
-        if view.record.count
+        if view.record.resolved
         else empty_figure("no resolved forecasts yet")
     )
     trained = prediction.model_trained_until if prediction is not None else None

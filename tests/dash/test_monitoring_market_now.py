@@ -95,9 +95,9 @@ def test_track_record_resolves_in_market_time() -> None:
         forecast(HOUR + timedelta(hours=5), 99.0),  # a replay that ran ahead stored it: not shown yet
     ]
     record = track_record(forecasts, market_hour=HOUR)
-    assert record.count == 2 and [f.actual for f in record.resolved] == [100.0, 102.0]
-    assert record.mae_model == 1.0
-    assert track_record(forecasts).count == 3
+    assert [f.actual for f in record.resolved] == [100.0, 102.0]
+    assert record.running_mae_model[-1] == 1.0
+    assert len(track_record(forecasts).resolved) == 3
 
 
 def test_candle_chart_marks_market_now() -> None:
