@@ -7,10 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from mur.clock import floor_hour
 from mur.errors import DataValidationError
-
-__all__ = ["HOUR", "floor_hour", "iso", "parse_time"]
 
 HOUR = timedelta(hours=1)
 
