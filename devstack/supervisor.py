@@ -251,10 +251,9 @@ def _launch(
     session leaves it to drain the pipe and exit at EOF; it carries no stack marker, so it never counts as
     a leftover of the stack.
     """
-    log.parent.mkdir(parents=True, exist_ok=True)
-    pid_path(settings, service.name).parent.mkdir(parents=True, exist_ok=True)
     cwd = service.cwd or Path(settings.general.runtime_dir)
-    cwd.mkdir(parents=True, exist_ok=True)
+    for folder in (log.parent, pid_path(settings, service.name).parent, cwd):
+        folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **service.env}
     for name in service.env_unset:
         env.pop(name, None)
