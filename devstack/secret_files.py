@@ -39,8 +39,7 @@ def locked(path: Path, *, wait: bool = True) -> Iterator[bool]:
             return
         yield True
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        os.close(fd)  # which releases the lock
 
 
 def read(path: Path) -> dict[str, Any] | None:
