@@ -1,7 +1,7 @@
 """The stack's watchdog: a service whose main process died is restarted, with backoff, and an alert.
 
-``mur up`` starts one per runtime dir (``python -m devstack.watchdog``, in a session of its own, pid in
-``{runtime_dir}/watchdog.pid``); ``mur down`` stops it before the services. Every ``INTERVAL_S`` it looks at
+``mur up`` starts one per runtime dir through the supervisor (``python -m devstack.watchdog``, in a session of
+its own, pid in ``{runtime_dir}/pids/watchdog.pid``); ``mur down`` stops it before the services. Every ``INTERVAL_S`` it looks at
 the services that have a pid file (those mur started) and judges each from its own process: the session
 leader, the service's main process, alive or not; never through another service. A dead one is restarted
 by :func:`devstack.supervisor.start_service` (what is left of its session stopped first, then its
@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -31,8 +30,9 @@ from typing import Any
 
 from devstack import secret_files
 from devstack.health import ALERTS_FILE, STATE_FILE, read_state
-from devstack.processes import leader_alive, terminate
+from devstack.processes import leader_alive
 from devstack.services import Service
+from devstack.supervisor import pid_path, running_pid, service_lock, start_service, stop_service
 from mur.errors import MurError
 from mur.settings import PROJECT_ROOT, Settings
 
@@ -41,7 +41,8 @@ STABLE_S = 60.0
 """A service that ran this long since its last (re)start counts as recovered: its next death restarts at once."""
 MAX_FAILURES = 5
 MAX_BACKOFF_S = 60.0
-PID_FILE = "watchdog.pid"
+NAME = "watchdog"
+"""The watchdog's own name among the pid files (the supervisor starts and stops it as it does a service)."""
 SWEEP_S = 300.0
 """How often the watchdog deletes expired logs (:func:`sweep_logs`)."""
 
@@ -95,6 +96,8 @@ class Watchdog:
         """One look at every pid file: a dead leader starts a restart (one thread per service)."""
         for pid_file in sorted((self.runtime / "pids").glob("*.pid")):
             name = pid_file.stem
+            if name == NAME:
+                continue
             try:
                 sid = int(pid_file.read_text().split()[0])
             except (OSError, ValueError, IndexError):
@@ -111,8 +114,6 @@ class Watchdog:
                 threading.Thread(target=self.restart, args=(name, sid), daemon=True).start()
 
     def restart(self, name: str, sid: int) -> None:
-        from devstack.supervisor import pid_path, service_lock, start_service
-
         try:
             with service_lock(self.settings, name, wait=False) as free:
                 if not free or not pid_path(self.settings, name).exists():
@@ -151,8 +152,6 @@ class Watchdog:
             self.busy.discard(name)
 
     def give_up(self, name: str, sid: int, why: str) -> None:
-        from devstack.supervisor import pid_path, stop_service
-
         if name in self.registry(self.settings):
             stop_service(self.settings, self.registry(self.settings)[name])  # what is left of its session
         pid_path(self.settings, name).unlink(missing_ok=True)
@@ -185,41 +184,29 @@ def sweep_logs(settings: Settings, now: float | None = None) -> list[Path]:
     return gone
 
 
+def service() -> Service:
+    """The watchdog as the supervisor runs it (``pids/watchdog.pid``, ``logs/watchdog.log``): with the
+    environment of the process that starts it; its process is its health."""
+    command = [sys.executable, "-m", "devstack.watchdog"]
+    return Service(name=NAME, command=command, cwd=PROJECT_ROOT, stop_timeout_s=10.0)
+
+
 def running(settings: Settings) -> int | None:
     """The stack's watchdog's pid while it runs."""
-    try:
-        pid = int((Path(settings.general.runtime_dir) / PID_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return pid if leader_alive(pid) else None
+    return running_pid(settings, NAME)
 
 
 def start(settings: Settings) -> int:
-    """Start the stack's watchdog unless it runs (``mur up``), with this process's environment; its pid."""
-    pid = running(settings)
-    if pid is None:
-        log = Path(settings.general.runtime_dir) / "logs" / "watchdog.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
-            pid = subprocess.Popen(
-                [sys.executable, "-m", "devstack.watchdog"],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=PROJECT_ROOT,
-                start_new_session=True,
-            ).pid
-        (Path(settings.general.runtime_dir) / PID_FILE).write_text(f"{pid}\n")
+    """Start the stack's watchdog unless it runs (``mur up``); its pid."""
+    pid = start_service(settings, service()).pid
+    assert pid is not None  # a service without a port or URL is never another's
     return pid
 
 
 def stop(settings: Settings) -> None:
     """Stop the stack's watchdog (``mur down``, before the services): nothing restarts what stops."""
-    pid = running(settings)
-    if pid is not None:
-        terminate(pid, 10.0)
-    for name in (PID_FILE, STATE_FILE):  # restarts count from the next `mur up`
-        (Path(settings.general.runtime_dir) / name).unlink(missing_ok=True)
+    stop_service(settings, service())
+    (Path(settings.general.runtime_dir) / STATE_FILE).unlink(missing_ok=True)  # restarts count from `mur up`
 
 
 def main() -> None:
