@@ -80,13 +80,7 @@ class CalibrationRecord:
 def _record(row: dict[str, Any]) -> CalibrationRecord:
     state = OnlineState(**{name: row[name] for name in OnlineState.__dataclass_fields__})
     return CalibrationRecord(
-        pair=row["pair"],
-        horizon_hours=int(row["horizon_hours"]),
-        generation=row["generation"],
-        level=float(row["level"]),
-        state=state,
-        last_target_time=row["last_target_time"],
-        updated_at=row["updated_at"],
+        **{name: row[name] for name in CalibrationRecord.__dataclass_fields__ if name != "state"}, state=state
     )
 
 
