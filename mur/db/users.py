@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg.errors
 from psycopg import sql
@@ -57,6 +57,9 @@ class User:
         return "admin" in self.roles
 
 
+U = TypeVar("U", bound=User)
+
+
 @dataclass(frozen=True)
 class UserSummary(User):
     """A user with their effective quota and this month's usage (for ``mur users list`` and admin pages)."""
@@ -66,9 +69,10 @@ class UserSummary(User):
     used_this_month: int = 0
 
 
-def _user(row: dict[str, Any]) -> User:
-    fields = {name: row[name] for name in User.__dataclass_fields__ if name != "roles"}
-    return User(**fields, roles=tuple(row["roles"] or ()))
+def _user(row: dict[str, Any], record: type[U]) -> U:
+    """A ``record`` (:class:`User` or :class:`UserSummary`) from a row of its fields (roles: an array)."""
+    fields = {name: row[name] for name in record.__dataclass_fields__ if name != "roles"}
+    return record(**fields, roles=tuple(row["roles"]))
 
 
 def validate_username(username: str) -> str:
@@ -198,21 +202,21 @@ def create_user(
                 "INSERT INTO quotas (user_id, monthly_limit) VALUES (%s, %s)", (user_id, monthly_quota)
             )
         cur.execute(_SELECT_USER_BY_ID, (user_id,))
-        return _user(fetch_one(cur))
+        return _user(fetch_one(cur), User)
 
 
 def get_user_by_id(db: Database, *, user_id: int) -> User | None:
     """The user with this id, or None."""
     with db.cursor() as cur:
         row = cur.execute(_SELECT_USER_BY_ID, (user_id,)).fetchone()
-    return _user(row) if row else None
+    return _user(row, User) if row else None
 
 
 def get_user_by_username(db: Database, *, username: str) -> User | None:
     """The user with this username (case-insensitive), or None."""
     with db.cursor() as cur:
         row = cur.execute(_SELECT_USER_BY_NAME, (username,)).fetchone()
-    return _user(row) if row else None
+    return _user(row, User) if row else None
 
 
 def require_user(db: Database, *, username: str) -> User:
@@ -241,7 +245,7 @@ def authenticate(db: Database, *, username: str, password: str) -> User | None:
             cur.execute(
                 "UPDATE users SET password_hash = %s WHERE id = %s", (hash_password(password), row["id"])
             )
-    return _user(row)
+    return _user(row, User)
 
 
 def set_password(db: Database, *, user_id: int, password: str) -> None:
@@ -264,7 +268,7 @@ def set_user_disabled(db: Database, *, user_id: int, disabled: bool = True) -> U
         if cur.rowcount == 0:
             raise NotFoundError(f"unknown user id {user_id}")
         cur.execute(_SELECT_USER_BY_ID, (user_id,))
-        return _user(fetch_one(cur))
+        return _user(fetch_one(cur), User)
 
 
 def end_sessions(db: Database, *, user_id: int) -> int:
@@ -368,27 +372,18 @@ def remove_role(db: Database, *, user_id: int, role: str) -> tuple[str, ...]:
 
 def list_users(db: Database, *, at: datetime | None = None) -> list[UserSummary]:
     """Every user with roles, effective monthly quota and usage in the month containing ``at`` (now)."""
-    default = db.settings.serving.default_monthly_quota
     with db.cursor() as cur:
         cur.execute(
             """
             SELECT u.id, u.username, u.email, u.created_at, u.disabled, u.session_generation,
                    ARRAY(SELECT r.role FROM user_roles r WHERE r.user_id = u.id ORDER BY r.role) AS roles,
-                   q.monthly_limit, COALESCE(a.count, 0) AS used
+                   COALESCE(q.monthly_limit, %s) AS monthly_limit, q.monthly_limit IS NULL AS quota_is_default,
+                   COALESCE(a.count, 0) AS used_this_month
             FROM users u
             LEFT JOIN quotas q ON q.user_id = u.id
             LEFT JOIN api_usage a ON a.user_id = u.id AND a.month = %s
             ORDER BY lower(u.username)
             """,
-            (month_start(at),),
+            (db.settings.serving.default_monthly_quota, month_start(at)),
         )
-        rows = cur.fetchall()
-    return [
-        UserSummary(
-            **vars(_user(row)),
-            monthly_limit=default if row["monthly_limit"] is None else row["monthly_limit"],
-            quota_is_default=row["monthly_limit"] is None,
-            used_this_month=row["used"],
-        )
-        for row in rows
-    ]
+        return [_user(row, UserSummary) for row in cur.fetchall()]
