@@ -37,10 +37,7 @@ def bind_store_socket() -> tuple[str, int]:
 
     address = ray.util.get_node_ip_address()
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((address, 0))
-    sock.listen(128)
+    sock = socket.create_server((address, 0), family=family, backlog=128)  # SO_REUSEADDR, bound, listening
     previous = _BOUND.pop("store", None)
     if previous is not None:
         previous.close()
