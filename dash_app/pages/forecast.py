@@ -170,7 +170,8 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
     if account is None:
         raise PreventUpdate
     context = get_context()
-    hour_text = context.clock.hour().isoformat()
+    hour = context.clock.hour()  # one market hour for the whole answer
+    hour_text = hour.isoformat()
     shown = isinstance(state, dict) and (state.get("pair"), state.get("hour")) == (pair, hour_text)
     if ctx.triggered_id == "forecast-refresh" and shown:
         raise PreventUpdate
@@ -187,13 +188,11 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
     prediction, champion, serve_notices = _fetch_forecast(context, account, pair)
     notices.extend(serve_notices)
     try:
-        resolve_forecasts(context.db, context.market, pair, context.clock.hour())
+        resolve_forecasts(context.db, context.market, pair, hour)
     except MurError as exc:
         logger.warning("could not fill actuals of %s: %s", pair, exc)
     now = context.clock.now()
-    view = track_record_view(
-        context.db, pair, market_hour=context.clock.hour(), closes=_baseline_closes(context, pair)
-    )
+    view = track_record_view(context.db, pair, market_hour=hour, closes=_baseline_closes(context, pair))
     chart = (
         candlestick_figure(candles, pair=pair, forecast=prediction, now=now)
         if candles is not None and len(candles)
