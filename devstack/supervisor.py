@@ -373,14 +373,12 @@ def plan(services: dict[str, Service], names: Sequence[str] | None, *, with_deps
             into.append(name)
 
     order: list[str] = []  # every registered service, dependencies first, else in registry order
+    needed: list[str] = []  # names with what they depend on
     for name in services:
         visit(name, order)
-    if not names:
-        return order
-    needed: list[str] = []  # names with what they depend on
-    for name in names:
+    for name in names or ():
         visit(name, needed)
-    return [name for name in order if name in (needed if with_deps else names)]
+    return [name for name in order if not names or name in (needed if with_deps else names)]
 
 
 def up(
