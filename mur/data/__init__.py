@@ -12,16 +12,9 @@ This module only re-exports the public names; see ``docs/data.md``.
 
 from mur.data.binance import BinanceMarketData
 from mur.data.bundled import BundledMarketData, bundled_pairs, load_bundled, read_bundled_csv
-from mur.data.candles import (
-    KLINE_COLUMNS,
-    format_ts,
-    missing_hours,
-    regularize_hourly,
-    typed_klines_frame,
-    validate_candles,
-)
+from mur.data.candles import KLINE_COLUMNS, format_ts, missing_hours, regularize_hourly, validate_candles
 from mur.data.source import ClockedMarketData, MarketData, get_market_data
-from mur.data.synthetic import is_synthetic, load_synthetic, synthetic_pairs
+from mur.data.synthetic import load_synthetic, synthetic_pairs
 from mur.data.user_csv import load_candles_csv
 
 __all__ = [
@@ -33,7 +26,6 @@ __all__ = [
     "bundled_pairs",
     "format_ts",
     "get_market_data",
-    "is_synthetic",
     "load_bundled",
     "load_candles_csv",
     "load_synthetic",
@@ -41,6 +33,5 @@ __all__ = [
     "read_bundled_csv",
     "regularize_hourly",
     "synthetic_pairs",
-    "typed_klines_frame",
     "validate_candles",
 ]

@@ -12,13 +12,12 @@ from mur.data import (
     BinanceMarketData,
     BundledMarketData,
     get_market_data,
-    is_synthetic,
     load_bundled,
     load_synthetic,
     synthetic_pairs,
     validate_candles,
 )
-from mur.data.synthetic import synthetic_base
+from mur.data.synthetic import is_synthetic, synthetic_base
 from mur.errors import UnknownPairError
 from mur.settings import Settings
 

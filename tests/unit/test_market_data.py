@@ -21,9 +21,9 @@ from mur.data import (
     load_candles_csv,
     missing_hours,
     regularize_hourly,
-    typed_klines_frame,
     validate_candles,
 )
+from mur.data.candles import typed_klines_frame
 from mur.data.uploaded import UploadedPairs
 from mur.errors import DataValidationError, MarketDataError, UnknownPairError
 from mur.pairs import pair_to_symbol, symbol_to_pair
