@@ -41,13 +41,6 @@ def bundled_pairs() -> list[str]:
     return sorted(symbol_to_pair(symbol) for symbol in _bundled_symbols())
 
 
-def _bundled_symbol(pair: str) -> str:
-    symbol = pair_to_symbol(pair)
-    if symbol not in _bundled_symbols():
-        raise UnknownPairError(f"unknown pair {pair!r}: the bundled data has {', '.join(bundled_pairs())}")
-    return symbol
-
-
 def read_bundled_csv(symbol: str, *, as_text: bool = False) -> pd.DataFrame:
     """Read ``{SYMBOL}-1h.csv.gz`` as stored (integer ms times); ``as_text`` keeps every field as text."""
     import pandas as pd
@@ -67,7 +60,10 @@ def _load_bundled_cached(symbol: str) -> pd.DataFrame:
 def bundled_frame(pair: str) -> pd.DataFrame:
     """All bundled candles for ``pair`` as the typed frame, read once per process and shared: not to be
     changed (:func:`load_bundled` returns a copy)."""
-    return _load_bundled_cached(_bundled_symbol(pair))
+    symbol = pair_to_symbol(pair)
+    if symbol not in _bundled_symbols():
+        raise UnknownPairError(f"unknown pair {pair!r}: the bundled data has {', '.join(bundled_pairs())}")
+    return _load_bundled_cached(symbol)
 
 
 def load_bundled(pair: str) -> pd.DataFrame:
