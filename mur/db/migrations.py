@@ -143,16 +143,6 @@ def migration_status(settings: Settings, *, migrations_dir: Path | None = None) 
     )
 
 
-def _acquire_migration_lock(conn: Connection, timeout_s: float) -> None:
-    wait_until(
-        lambda: fetch_one(conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_KEY,)))[0],
-        what="the migration lock (another migration holds it; try later)",
-        timeout_s=timeout_s,
-        interval_s=0.1,
-        error=MigrationError,
-    )
-
-
 def _apply(conn: Connection, migration: Migration) -> None:
     """Run one file and record it, in one transaction; a failure rolls both back."""
     started = time.monotonic()
@@ -195,11 +185,9 @@ def ensure_app_role(conn: Connection, settings: Settings) -> None:
         except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
             pass  # a migrator of another database created it a moment ago
     statements = [
-        sql.SQL("ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(ident, password)
-    ]
-    statements += [
-        sql.SQL(statement).format(db=sql.Identifier(settings.db.pg_database), role=ident)
+        sql.SQL(statement).format(db=sql.Identifier(settings.db.pg_database), role=ident, password=password)
         for statement in (
+            "ALTER ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {password}",
             "GRANT CONNECT ON DATABASE {db} TO {role}",
             "GRANT USAGE ON SCHEMA public TO {role}",
             "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
@@ -235,7 +223,13 @@ def migrate(
     created = ensure_database(settings)
     with connect(settings, autocommit=True) as conn:
         # a session lock: it survives the transactions below and goes when the connection closes
-        _acquire_migration_lock(conn, lock_timeout_s)
+        wait_until(
+            lambda: fetch_one(conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_KEY,)))[0],
+            what="the migration lock (another migration holds it; try later)",
+            timeout_s=lock_timeout_s,
+            interval_s=0.1,
+            error=MigrationError,
+        )
         conn.execute(_BOOTSTRAP)
         applied = _applied(conn)
         _verify_applied(applied, files)
