@@ -97,10 +97,10 @@ def train_run(
         checkpoint_every=settings.training.checkpoint_every_epochs,
     )
     fit_s = time.perf_counter() - fit_started
-    failed = {pair: out for pair, out in outcomes.items() if isinstance(out, str)}
+    failed = [str(out) for out in outcomes if isinstance(out, Exception)]
     if failed:
         raise SystemExit(f"training failed: {failed}")
-    histories = {pair: out.history for pair, out in outcomes.items() if not isinstance(out, str)}
+    histories = {item.name: out.history for item, out in zip(items, outcomes, strict=True)}  # none failed
     figures = epoch_figures([row for rows in histories.values() for row in rows])
     compute = figures["epoch_compute_s"]
     seen = sum(len(item.train[1]) * len(histories[item.name]) for item in items)

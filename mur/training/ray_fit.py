@@ -222,10 +222,11 @@ def run_distributed_many(
     max_failures: int = 2,
     storage_filesystem: Any = None,
     checkpoint_every: int = 1,
-) -> dict[str, FitOutcome | str]:
+) -> list[FitOutcome | Exception]:
     """Driver: one ``TorchTrainer.fit`` trains every item on the same worker group (workers started once);
-    returns each item's model with its best weights and history, or its error message. Workers checkpoint
-    every ``checkpoint_every`` epochs of an item and at its end (``MUR_CHECKPOINT_EVERY_EPOCHS``)."""
+    returns each item's model with its best weights and history, or its error, in the items' order.
+    Workers checkpoint every ``checkpoint_every`` epochs of an item and at its end
+    (``MUR_CHECKPOINT_EVERY_EPOCHS``)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # [ray]
     from ray.train.torch import TorchTrainer  # [ray]
@@ -285,13 +286,12 @@ def run_distributed_many(
             state = load_checkpoint_state(Path(d) / CKPT_FILE)  # a CPU driver reads a GPU run's checkpoint
     finally:  # run names are unique: nothing resumes a finished run, its checkpoints are only disk
         remove_dir(f"{storage_path.rstrip('/')}/{run_name}", storage_filesystem)
-    out: dict[str, FitOutcome | str] = {}
+    out: list[FitOutcome | Exception] = []
     for item in items:
         info = state["meta"]["done"].get(item.name)
         if info is None or item.name not in state["done"]:
-            out[item.name] = (info or {}).get(
-                "error"
-            ) or "the training run ended before this item was trained"
+            error = (info or {}).get("error") or "the training run ended before this item was trained"
+            out.append(RuntimeError(f"Ray Train: {item.name}: {error}"))
             continue
         history = list(info.get("history", []))  # kept in the checkpoint: Ray keeps only the last reports
         # the best-by-val-loss weights seen (the data-fitted start when no epoch improved on it, e.g. a
@@ -306,7 +306,7 @@ def run_distributed_many(
         }
         if len(items) > 1:
             details.update(batch_size=len(items), batch_seconds=wall)
-        out[item.name] = FitOutcome(model, history, int(info["best_epoch"]), details)
+        out.append(FitOutcome(model, history, int(info["best_epoch"]), details))
     return out
 
 
@@ -411,7 +411,7 @@ class RayFit:
             f"use_gpu={self.scaling.use_gpu}, storage {storage_path}"
         )
         try:
-            outcomes = run_distributed_many(
+            return run_distributed_many(
                 items,
                 self.scaling,
                 storage_path,
@@ -423,8 +423,3 @@ class RayFit:
         except Exception as exc:
             log.exception("Ray Train run %s failed", run_name)
             return [exc for _ in items]
-        results: list[FitOutcome | Exception] = []
-        for item in items:
-            out = outcomes[item.name]
-            results.append(RuntimeError(f"Ray Train: {item.name}: {out}") if isinstance(out, str) else out)
-        return results
