@@ -122,7 +122,7 @@ def _guard() -> ResponseReturnValue | None:
     if path == "/":
         return redirect("/forecast")
     admin_only = path == "/admin" or (path == "/_dash-update-component" and _touches_admin_components())
-    if admin_only and not current_user.is_admin:
+    if admin_only and not current_user.account.is_admin:
         return _error(403, "Forbidden", FORBIDDEN_TEXT)
     return None
 

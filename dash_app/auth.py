@@ -64,10 +64,6 @@ class LoginUser(UserMixin):
         self.id = f"{account.id}:{account.session_generation}"  # what the session cookie stores
 
     @property
-    def is_admin(self) -> bool:
-        return self.account.is_admin
-
-    @property
     def is_active(self) -> bool:
         return not self.account.disabled
 
