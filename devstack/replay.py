@@ -69,19 +69,17 @@ class SymbolData:
     open_times: Any  # numpy int64, sorted
     rows: Any  # numpy object array of str, one encoded kline list per open time
 
-    def select(self, start: int | None, end: int | None, limit: int) -> tuple[int, int]:
-        """Row slice ``[lo, hi)`` with Binance semantics (start/end inclusive on open time)."""
+    def klines_json(self, start: int | None, end: int | None, limit: int) -> bytes:
+        """The JSON body of a klines answer with Binance semantics: start/end inclusive on open time, at most
+        ``limit`` rows (the first ones from ``start``, else the last ones up to ``end``)."""
         import numpy as np
 
         hi = len(self.open_times) if end is None else int(np.searchsorted(self.open_times, end, side="right"))
         if start is None:
-            return max(0, hi - limit), hi
-        lo = int(np.searchsorted(self.open_times, start, side="left"))
-        return lo, max(lo, min(hi, lo + limit))
-
-    def klines_json(self, start: int | None, end: int | None, limit: int) -> bytes:
-        """The JSON body of a klines answer."""
-        lo, hi = self.select(start, end, limit)
+            lo = max(0, hi - limit)
+        else:
+            lo = int(np.searchsorted(self.open_times, start, side="left"))
+            hi = max(lo, min(hi, lo + limit))
         return ("[" + ",".join(self.rows[lo:hi]) + "]").encode()
 
     def exchange_info(self) -> dict[str, Any]:
