@@ -31,7 +31,7 @@ from mur.clock import market_clock
 from mur.data.synthetic import is_synthetic
 from mur.errors import DatabaseError, ModelError, ModelNotLoadedError, NoChampionError, UnknownPairError
 from mur.pairs import normalize_pair
-from mur.serving.answer import require_finite, with_times
+from mur.serving.answer import with_times
 from mur.serving.calibration import OnlineScales
 from mur.serving.contract import ForecastOut
 from mur.serving.http import authenticate, charge, check_quota, quota_headers, require_admin
@@ -322,9 +322,8 @@ class ApiService:
             raise ModelNotLoadedError(f"the {name} model did not answer within {CALL_TIMEOUT_S:g}s") from None
         if normalize_pair(result.pair) != name:  # never another pair's model
             raise ModelError(f"the {name} forecaster answered with {result.pair!r}'s model")
-        body = result.model_dump(mode="json", exclude_unset=True)
-        require_finite(body)  # JSON has no NaN; an answer that cannot be sent is not charged
-        calibrated = await self.calibration.calibrate(body)
+        # finite throughout (ForecastOut refuses NaN and inf): an answer JSON cannot carry is never charged
+        calibrated = await self.calibration.calibrate(result.model_dump(mode="json", exclude_unset=True))
         quota = await self._charge(owner)
         if record:
             self._record(calibrated, forecaster)
@@ -370,10 +369,8 @@ class ApiService:
                 result = await asyncio.wait_for(
                     asyncio.shield(self._latest(name, self.forecasters[name])), timeout=CALL_TIMEOUT_S
                 )
-                body = result.model_dump(mode="json", exclude_unset=True)
-                require_finite(body)
-                calibrated = await self.calibration.calibrate(body)
-                recorded += self._record(calibrated, self.forecasters[name]) is not None
+                body = await self.calibration.calibrate(result.model_dump(mode="json", exclude_unset=True))
+                recorded += self._record(body, self.forecasters[name]) is not None
             except Exception as exc:  # a pair not loaded yet, a model error: the next pass tries again
                 log.debug("publishing the %s forecast failed: %s", name, exc)
         return recorded

@@ -1,28 +1,10 @@
-"""What a forecast answer must be, and what it adds: finite throughout (an answer JSON cannot carry is never
-charged), and its times said plainly (market time, :mod:`mur.clock`)."""
+"""What a forecast answer adds: its times said plainly (market time, :mod:`mur.clock`)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-
-from mur.errors import ModelError
-
-
-def require_finite(body: Mapping[str, Any]) -> None:
-    """A forecast body must be finite throughout (:func:`mur.model.inference.forecast_body` checks it too;
-    this guards the charge against any forecaster that does not)."""
-    for key in ("forecast", "last_close", "change_pct"):
-        value = body.get(key)
-        if not isinstance(value, int | float) or not math.isfinite(value):
-            raise ModelError(f"the model gave no usable forecast ({key}={value!r})")
-    for band in body.get("horizons") or []:
-        for key in ("median", "lower", "upper"):
-            value = band.get(key)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-                raise ModelError(f"the model gave no usable forecast range ({key}={value!r})")
 
 
 def with_times(body: Mapping[str, Any], now: datetime) -> dict[str, Any]:

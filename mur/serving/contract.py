@@ -109,9 +109,9 @@ class HorizonOut(BaseModel):
     hours: int = Field(description="hours after the last closed candle", examples=[1, 4, 24])
     target_time: Time = Field(description="open time of the candle whose close is forecast")
     close_time: Time | None = Field(None, description="when that candle closes (market time)")
-    median: float = Field(description="median forecast of that close")
-    lower: float = Field(description="lower end of the range (the lowest quantile level)")
-    upper: float = Field(description="upper end of the range (the highest quantile level)")
+    median: float = Field(gt=0, description="median forecast of that close")
+    lower: float = Field(gt=0, description="lower end of the range (the lowest quantile level)")
+    upper: float = Field(gt=0, description="upper end of the range (the highest quantile level)")
     level: float = Field(description="nominal coverage of [lower, upper], e.g. 0.9", examples=[0.9])
 
     def closes_at(self) -> datetime:

@@ -62,6 +62,13 @@ def test_the_forecasters_body_and_the_api_answer_fit_the_contract() -> None:
     assert [h.closes_at() for h in parsed.horizons] == [h.close_time for h in parsed.horizons]
     # the contract writes the API's JSON back unchanged: the same keys, values and time text
     assert parsed.model_dump(mode="json", exclude_unset=True) == answer
+    # an answer JSON cannot carry, or a range that is not a price, never fits (so it is never charged)
+    for change in ({"forecast": float("nan")}, {"last_close": float("inf")}):
+        with pytest.raises(ValidationError, match="finite"):
+            ForecastOut.model_validate({**answer, **change})
+    for key in ("median", "lower", "upper"):
+        with pytest.raises(ValidationError, match="greater than 0"):
+            ForecastOut.model_validate({**answer, "horizons": [{**answer["horizons"][0], key: 0.0}]})
 
 
 def test_the_openapi_schema_publishes_the_core_model() -> None:
