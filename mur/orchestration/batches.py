@@ -108,28 +108,17 @@ def train_batch(
     return await_jobs(list(submitted), carry)
 
 
-def batch_jobs_done(settings: Settings, event: Mapping[str, Any], emit: LogFn) -> dict[str, dict[str, Any]]:
+def batch_jobs_done(
+    settings: Settings, event: Mapping[str, Any], emit: LogFn, *, strict: bool = False
+) -> dict[str, dict[str, Any]]:
     """``train_batch[i]`` resumed by its trigger (:mod:`mur.orchestration.triggers`): every pair's outcome,
-    ``{"result": compact}`` or ``{"error": message}`` (a pair its job left no result for: the job's reason)."""
-    return _settle(settings, event, emit)[0]
+    ``{"result": compact}`` or ``{"error": message}`` (a pair its job left no result for: the job's reason).
 
-
-def batch_task_done(settings: Settings, event: Mapping[str, Any], emit: LogFn) -> dict[str, dict[str, Any]]:
-    """:func:`batch_jobs_done` for the DAG's task, which fails when a job of its own died without leaving a
-    result for each of its pairs (killed, timed out: a task whose Ray job failed never reports success); its
-    pairs then train in their own ``train_pair`` tasks, which find a version the job registered before it
-    died by its idempotency key. A job that ran to its end with failed pairs left their errors: the pairs'
-    own tasks retry those."""
-    out, broken = _settle(settings, event, emit)
-    if broken:
-        raise JobError(f"{'; '.join(broken)} (its pairs train in their own tasks)")
-    return out
-
-
-def _settle(
-    settings: Settings, event: Mapping[str, Any], emit: LogFn
-) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Every pair's outcome, and why each job that left some pair without a result ended."""
+    ``strict`` (the DAG's task): JobError when a job of its own died without leaving a result for each of its
+    pairs (killed, timed out: a task whose Ray job failed never reports success); its pairs then train in
+    their own ``train_pair`` tasks, which find a version the job registered before it died by its
+    idempotency key. A job that ran to its end with failed pairs left their errors: the pairs' own tasks
+    retry those."""
     from mur.orchestration import job_submission as jobs
     from mur.orchestration.tasks import compact_result
 
@@ -154,7 +143,9 @@ def _settle(
         f"[mur] batch: {len(out) - len(failed)}/{len(out)} pair(s) trained or reused"
         + (f"; failed (their own tasks retry them): {', '.join(failed)}" if failed else "")
     )
-    return out, broken
+    if strict and broken:
+        raise JobError(f"{'; '.join(broken)} (its pairs train in their own tasks)")
+    return out
 
 
 # --- Airflow glue (called from the DAG's tasks with the settings they created and their context) ------

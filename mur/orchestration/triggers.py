@@ -134,9 +134,9 @@ class TrainBatch(_RayTraining):
         return train_batch_task(get_settings(), self.pairs, context, self.await_jobs)
 
     def execute_complete(self, context: Any, event: Mapping[str, Any]) -> dict[str, Any]:
-        from mur.orchestration.batches import batch_task_done
+        from mur.orchestration.batches import batch_jobs_done
 
-        return batch_task_done(get_settings(), event, self.log.info)
+        return batch_jobs_done(get_settings(), event, self.log.info, strict=True)
 
 
 class TrainPair(_RayTraining):

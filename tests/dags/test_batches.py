@@ -166,7 +166,10 @@ def test_train_batch_reuses_registered_pairs_defers_and_reports_failures(
     assert any("failed (their own tasks retry them): sol_usdt" in line for line in lines)
     # a job that ran to its end with a failed pair (exit 3: FAILED) left every result: the task succeeds
     assert (
-        batches.batch_task_done(Settings(), resumed(awaiting, "FAILED", "exit code 3"), lines.append) == out
+        batches.batch_jobs_done(
+            Settings(), resumed(awaiting, "FAILED", "exit code 3"), lines.append, strict=True
+        )
+        == out
     )
 
 
@@ -186,7 +189,7 @@ def test_a_batch_job_that_failed_without_results_marks_each_of_its_pairs(
     with pytest.raises(
         JobError, match="Ray job raysubmit_1 failed: RuntimeError: OOM"
     ):  # the task never succeeds
-        batches.batch_task_done(Settings(), event, lambda _l: None)
+        batches.batch_jobs_done(Settings(), event, lambda _l: None, strict=True)
 
 
 def test_a_batch_job_that_cannot_run_marks_each_of_its_pairs(fake_batch_jobs: dict[str, Any]) -> None:
