@@ -185,7 +185,6 @@ def update_from_resolved(
             {"pair": pair, "generation": generation, "since": hour - LOOKBACK, "hour": hour},
         )
         steps: list[dict[str, Any]] = []
-        changed: set[int] = set()
         for row in cur.fetchall():
             h = int(row["horizon_hours"])
             level = float(row["level"]) if row["level"] is not None else params.level
@@ -201,32 +200,27 @@ def update_from_resolved(
             before = rec.state
             after = step(before, outcome, h, replace(params, level=level))
             records[h] = replace(rec, level=level, state=after, last_target_time=row["target_time"])
-            changed.add(h)
             base_lo, base_hi = scale_band(outcome.median, outcome.lower, outcome.upper, 1.0 / applied)
             steps.append(
-                {
-                    "id": int(row["id"]),
+                row
+                | {
                     "pair": pair,
-                    "horizon": h,
                     "generation": generation,
-                    "target_time": row["target_time"],
-                    "applied": applied,
                     "covered": after.covered > before.covered,
                     "covered_base": base_lo <= outcome.actual <= base_hi,
                     "scale_after": after.scale,
                 }
             )
-        if steps:
-            cur.executemany(
-                """
-                INSERT INTO online_calibration_steps (forecast_id, pair, horizon_hours, generation, target_time,
-                                                      applied_scale, covered, covered_base, scale_after)
-                VALUES (%(id)s, %(pair)s, %(horizon)s, %(generation)s, %(target_time)s, %(applied)s,
-                        %(covered)s, %(covered_base)s, %(scale_after)s)
-                """,
-                steps,
-            )
-        for h in sorted(changed):
+        cur.executemany(
+            """
+            INSERT INTO online_calibration_steps (forecast_id, pair, horizon_hours, generation, target_time,
+                                                  applied_scale, covered, covered_base, scale_after)
+            VALUES (%(id)s, %(pair)s, %(horizon_hours)s, %(generation)s, %(target_time)s, %(applied_scale)s,
+                    %(covered)s, %(covered_base)s, %(scale_after)s)
+            """,
+            steps,
+        )
+        for h in sorted({stepped["horizon_hours"] for stepped in steps}):
             _upsert(cur, records[h])
     return dict(sorted(records.items()))
 
