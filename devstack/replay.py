@@ -189,7 +189,6 @@ class ReplayHandler(BaseHTTPRequestHandler):
         return json.dumps({"serverTime": self.server.server_time()}).encode()
 
     def _exchange_info(self, params: dict[str, str]) -> bytes:
-        store = self.server.symbols()
         if params.get("symbol"):
             wanted = [params["symbol"]]
         elif params.get("symbols"):
@@ -198,7 +197,7 @@ class ReplayHandler(BaseHTTPRequestHandler):
             except (ValueError, TypeError):
                 raise _mandatory("symbols") from None
         else:
-            wanted = sorted(store)
+            wanted = sorted(self.server.symbols())
         info = {
             "timezone": "UTC",
             "serverTime": self.server.server_time(),
@@ -220,19 +219,17 @@ class ReplayHandler(BaseHTTPRequestHandler):
             raise BinanceError(-1120, "Invalid interval.")
         if interval != SERVED_INTERVAL:
             raise BinanceError(-1120, f"Invalid interval. The replay server only serves {SERVED_INTERVAL}.")
-        numbers: dict[str, int | None] = {}
-        for name in ("startTime", "endTime", "limit"):
-            value = params.get(name) or None
+        numbers = {name: params.get(name) or None for name in ("startTime", "endTime", "limit")}
+        for name, value in numbers.items():
             if value is not None and not _DIGITS.match(value):
                 raise BinanceError(
                     -1100,
                     f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.",
                 )
-            numbers[name] = None if value is None else int(value)
-        limit = DEFAULT_LIMIT if numbers["limit"] is None else numbers["limit"]
+        start, end, limit = (None if value is None else int(value) for value in numbers.values())
+        limit = DEFAULT_LIMIT if limit is None else limit
         if not 1 <= limit <= MAX_LIMIT:
             raise BinanceError(-1130, "Data sent for parameter 'limit' is not valid.")
-        start, end = numbers["startTime"], numbers["endTime"]
         if self.server.clock is not None:  # candles that have not closed at market "now" do not exist yet
             last_visible = int(self.server.clock.hour().timestamp() * 1000) - 1
             if start is not None and start > last_visible:
