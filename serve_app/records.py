@@ -170,7 +170,7 @@ def served_body(rows: list[Any]) -> dict[str, Any]:
     :func:`~mur.model.inference.forecast_body`): ``as_of`` is when it was served, and ``source`` says where it
     came from."""
     from mur.model.inference import forecast_body
-    from mur.serving.answer import with_times
+    from mur.serving.contract import with_times
     from mur.timeutil import HOUR
 
     first = rows[0]

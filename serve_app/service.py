@@ -31,9 +31,8 @@ from mur.clock import market_clock
 from mur.data.synthetic import is_synthetic
 from mur.errors import DatabaseError, ModelError, ModelNotLoadedError, NoChampionError, UnknownPairError
 from mur.pairs import normalize_pair
-from mur.serving.answer import with_times
 from mur.serving.calibration import OnlineScales
-from mur.serving.contract import ForecastOut
+from mur.serving.contract import ForecastOut, with_times
 from mur.serving.http import authenticate, charge, check_quota, quota_headers, require_admin
 from mur.settings import Settings, get_settings
 from mur.waiting import WaitTimeout, wait_until_async

@@ -1,6 +1,7 @@
 """The forecast answer of the API, defined once: what the Forecaster builds
 (:func:`mur.model.inference.forecast_body`), what the API publishes in its OpenAPI schema (``serve_app/api.py``),
-what the dashboard's client (``dash_app/clients.py``) and ``mur forecast`` read back.
+what the dashboard's client (``dash_app/clients.py``) and ``mur forecast`` read back, and the times the API
+adds to it (:func:`with_times`).
 
 Times are aware UTC datetimes in Python and ISO-8601 text with a trailing ``Z`` (seconds precision) in JSON,
 exactly what :func:`mur.timeutil.iso` writes, so a body dumped with ``model_dump(mode="json")`` is the JSON
@@ -42,6 +43,7 @@ __all__ = [
     "ServedCalibration",
     "Time",
     "misfit",
+    "with_times",
 ]
 
 HOUR = timedelta(hours=1)
@@ -164,6 +166,30 @@ class ForecastOut(ForecastBody):
     def closes_at(self) -> datetime:
         """When the forecast candle closes: ``close_time``, else an hour after its open ``target_time``."""
         return self.close_time or self.target_time + HOUR
+
+
+def with_times(body: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The forecast body with its times said plainly (the fields of :class:`ForecastOut`;
+    market time, :mod:`mur.clock`): ``as_of`` (market now), ``close_time`` (when the forecast candle closes:
+    ``target_time`` + 1 h) and, when the forecaster says which candles the model was trained on
+    (``model_trained_until``), the model's age ``model_age_hours`` (market hours from that last training
+    candle to now)."""
+    from mur.timeutil import iso, parse_time
+
+    out = dict(body)
+    out["as_of"] = iso(now)
+    target = parse_time(out.get("target_time"))
+    if target is not None:
+        out["close_time"] = iso(target + HOUR)
+    bands = []
+    for band in out.get("horizons") or []:
+        band_target = parse_time(band.get("target_time")) if isinstance(band, Mapping) else None
+        bands.append(band if band_target is None else {**band, "close_time": iso(band_target + HOUR)})
+    if bands:
+        out["horizons"] = bands
+    trained = parse_time(out.get("model_trained_until"))
+    out["model_age_hours"] = None if trained is None else round(max(0.0, (now - trained) / HOUR), 2)
+    return out
 
 
 class ModelMetricsOut(BaseModel):

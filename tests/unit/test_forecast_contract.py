@@ -18,9 +18,8 @@ from dash_app.clients import ServeClient
 from mur.commands.forecast import forecast_table, heading, read_answer
 from mur.errors import ModelError, ServiceError
 from mur.model.inference import forecast_body, horizon_rows
-from mur.serving.answer import with_times
 from mur.serving.calibration import apply_scales, graph_calibration
-from mur.serving.contract import ForecastBody, ForecastOut, HorizonOut
+from mur.serving.contract import ForecastBody, ForecastOut, HorizonOut, with_times
 
 pytestmark = pytest.mark.fast
 
