@@ -29,23 +29,6 @@ from pydantic import (
 from mur.clock import as_utc
 from mur.contracts import HorizonMetrics, PredictorMetrics, Significance, Window
 
-__all__ = [
-    "Candle",
-    "CandlesIn",
-    "ForecastBody",
-    "ForecastOut",
-    "HorizonOut",
-    "HorizonScale",
-    "Method",
-    "ModelOut",
-    "ModelsOut",
-    "PaperOut",
-    "ServedCalibration",
-    "Time",
-    "misfit",
-    "with_times",
-]
-
 HOUR = timedelta(hours=1)
 MAX_CANDLES = 1000
 """The most candles a request may carry (a model's window is at most this long)."""
