@@ -331,14 +331,10 @@ def stack_services(settings: Settings) -> dict[str, Service]:
         ),
         Service(
             name="mlflow",
-            command=[venv_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(reg.mlflow_port)]
-            + [
-                "--artifacts-destination",
-                f"s3://{reg.s3_bucket}/mlflow",
-                "--serve-artifacts",
-                "--workers",
-                "1",
-                *("--app-name", "basic-auth"),  # accounts only (devstack/mlflow_auth.py)
+            command=[
+                *(venv_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(reg.mlflow_port)),
+                *("--artifacts-destination", f"s3://{reg.s3_bucket}/mlflow", "--serve-artifacts"),
+                *("--workers", "1", "--app-name", "basic-auth"),  # accounts only (devstack/mlflow_auth.py)
             ],
             env={
                 **s.registry.s3_env(),
