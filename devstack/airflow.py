@@ -73,7 +73,9 @@ def admin_password(settings: Settings) -> str:
 
 
 WORKER_SLOTS = 4
-"""The LocalExecutor's task slots: the short tasks of a training and a monitoring run at once."""
+"""The LocalExecutor's task slots: the short tasks of a training and a monitoring run at once. A training task
+holds one only to submit its Ray job and to read its result (it waits deferred, in the triggerer), so they no
+longer grow with MUR_MAX_PARALLEL_TRAININGS (docs/airflow.md)."""
 
 
 def airflow_env(settings: Settings) -> dict[str, str]:
@@ -81,16 +83,13 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     home = airflow_home(settings)
     keys = shared_secrets(home)
     p = ports(settings)
-    # worker slots: a training task holds one only to submit its Ray job and to read its result (it waits
-    # deferred, in the triggerer), so they no longer grow with MUR_MAX_PARALLEL_TRAININGS (docs/airflow.md)
-    parallelism = WORKER_SLOTS
     return {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
-        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(parallelism),
+        "AIRFLOW__CORE__PARALLELISM": str(WORKER_SLOTS),
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(WORKER_SLOTS),
         "AIRFLOW__CORE__FERNET_KEY": keys["fernet_key"],
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{settings.airflow.airflow_url.rstrip('/')}/execution/",
         "AIRFLOW__CORE__AUTH_MANAGER": (
