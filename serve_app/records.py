@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -23,7 +24,7 @@ from mur.monitoring.paper import MAX_DAYS, PAPER_DAYS
 from mur.monitoring.report import MonitoringReport
 from mur.monitoring.track_record import MAX_LIMIT
 from mur.pairs import lenient_pair
-from mur.serving.contract import PaperOut
+from mur.serving.contract import PaperOut, Time
 
 if TYPE_CHECKING:
     from serve_app.service import ApiService
@@ -130,7 +131,7 @@ class TrackRecordOut(BaseModel):
 
 
 class AlertOut(BaseModel):
-    as_of: str
+    as_of: Time
     kinds: list[str]
     message: str
     delivered: bool = Field(description="whether Discord accepted the alert")
@@ -326,11 +327,7 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
             report = latest_report(db, name)
             if report is None:
                 return None
-            fields = ("kinds", "message", "delivered", "retrain_run_id")
-            alerts = [
-                {"as_of": a.as_of.isoformat().replace("+00:00", "Z"), **{k: getattr(a, k) for k in fields}}
-                for a in latest_alerts(db, name, limit=10)
-            ]
+            alerts = [asdict(a) for a in latest_alerts(db, name, limit=10)]  # AlertOut's fields answered
             return report.model_dump(mode="json") | {"recent_alerts": alerts}
 
         body = await service.query(read)
