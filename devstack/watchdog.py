@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from devstack import secret_files
+from devstack.airflow import airflow_home
+from devstack.config import align_settings
 from devstack.health import ALERTS_FILE, STATE_FILE, read_state
 from devstack.processes import leader_alive
-from devstack.services import Service
+from devstack.services import Service, ray_temp_dir, stack_services
 from devstack.supervisor import pid_path, running_pid, service_lock, start_service, stop_service
 from mur.errors import MurError
-from mur.settings import PROJECT_ROOT, Settings
+from mur.settings import PROJECT_ROOT, Settings, get_settings
 
 INTERVAL_S = 1.0
 STABLE_S = 60.0
@@ -163,9 +165,6 @@ def sweep_logs(settings: Settings, now: float | None = None) -> list[Path]:
     """Delete the log files older than ``MUR_LOG_RETENTION_HOURS`` (by their last write) that nothing writes
     any more: Airflow's task logs (one file per task try) and the logs of ended Ray workers and jobs (Ray's
     log monitor moves them to a session's ``logs/old``); empty folders left go too. Returns what went."""
-    from devstack.airflow import airflow_home
-    from devstack.services import ray_temp_dir
-
     cutoff = (now or time.time()) - settings.general.log_retention_hours * 3600
     head = ray_temp_dir(settings)
     roots = [
@@ -210,10 +209,6 @@ def stop(settings: Settings) -> None:
 
 
 def main() -> None:
-    from devstack.config import align_settings
-    from devstack.services import stack_services
-    from mur.settings import get_settings
-
     watchdog = Watchdog(align_settings(get_settings()), stack_services)
     signal.signal(signal.SIGTERM, lambda *_: watchdog.stop.set())
     signal.signal(signal.SIGINT, lambda *_: watchdog.stop.set())
