@@ -38,6 +38,11 @@ def card(title: str, *children: Any) -> Component:
     return html.Div([html.H3(title), *children], className="card")
 
 
+def row(*children: Any, **kwargs: Any) -> Component:
+    """Controls side by side (``.row``: a flex row that wraps)."""
+    return html.Div(list(children), className="row", **kwargs)
+
+
 def field(label: str, control: Component, *extra: Component, labelled: bool = True) -> Component:
     """A form control under its label (``.field``); the label names the control (``htmlFor`` its id) unless
     ``labelled`` is False (a group of radio buttons or checkboxes has no one element to name)."""

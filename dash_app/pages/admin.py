@@ -16,7 +16,16 @@ from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 from flask import request
 
-from dash_app.components import card, champion_summary, data_table, field, fmt_time, notice, pair_dropdown
+from dash_app.components import (
+    card,
+    champion_summary,
+    data_table,
+    field,
+    fmt_time,
+    notice,
+    pair_dropdown,
+    row,
+)
 from dash_app.context import DashboardContext, get_context, require_admin
 from dash_app.pages import admin_models, admin_pairs
 from mur.db import (
@@ -126,51 +135,48 @@ def layout(context: DashboardContext, account: User) -> Component:
             card("Users", html.Div(users_table(context), id="admin-users-table")),
             card(
                 "Edit a user",
-                html.Div(
-                    [
-                        field(
-                            "User",
-                            dcc.Dropdown(
-                                id="admin-user",
-                                options=[
-                                    {"label": f"{u.username} (id {u.id})", "value": u.id}
-                                    for u in list_users(context.db)
-                                ],
-                                style={"width": "260px"},
-                            ),
+                row(
+                    field(
+                        "User",
+                        dcc.Dropdown(
+                            id="admin-user",
+                            options=[
+                                {"label": f"{u.username} (id {u.id})", "value": u.id}
+                                for u in list_users(context.db)
+                            ],
+                            style={"width": "260px"},
                         ),
-                        field(
-                            "Status",
-                            dcc.RadioItems(
-                                id="admin-status",
-                                options={"active": " active", "disabled": " disabled"},
-                                inline=True,
-                            ),
-                            labelled=False,
+                    ),
+                    field(
+                        "Status",
+                        dcc.RadioItems(
+                            id="admin-status",
+                            options={"active": " active", "disabled": " disabled"},
+                            inline=True,
                         ),
-                        field(
-                            "Roles",
-                            dcc.Checklist(
-                                id="admin-roles",
-                                options={r: f" {r}" for r in ROLES},
-                                inline=True,
-                            ),
-                            labelled=False,
+                        labelled=False,
+                    ),
+                    field(
+                        "Roles",
+                        dcc.Checklist(
+                            id="admin-roles",
+                            options={r: f" {r}" for r in ROLES},
+                            inline=True,
                         ),
-                        field(
-                            "Monthly quota",
-                            dcc.Input(
-                                id="admin-quota",
-                                type="number",
-                                min=0,
-                                step=1,
-                                placeholder=f"default ({default_quota})",
-                                style={"width": "220px"},
-                            ),
+                        labelled=False,
+                    ),
+                    field(
+                        "Monthly quota",
+                        dcc.Input(
+                            id="admin-quota",
+                            type="number",
+                            min=0,
+                            step=1,
+                            placeholder=f"default ({default_quota})",
+                            style={"width": "220px"},
                         ),
-                        html.Button("Save", id="admin-save"),
-                    ],
-                    className="row",
+                    ),
+                    html.Button("Save", id="admin-save"),
                 ),
                 html.Div(id="admin-result"),
             ),
@@ -201,23 +207,20 @@ def layout(context: DashboardContext, account: User) -> Component:
                     f"Triggers the Airflow DAG {TRAINING_DAG_ID!r} at {context.settings.airflow.airflow_url}.",
                     className="muted",
                 ),
-                html.Div(
-                    [
-                        field("Pair", pair_dropdown("admin-train-pair", pairs, "200px")),
-                        field(
-                            "Epochs",
-                            dcc.Input(
-                                id="admin-train-epochs",
-                                type="number",
-                                min=1,
-                                max=MAX_EPOCHS,
-                                step=1,
-                                value=context.settings.training.epochs,
-                            ),
+                row(
+                    field("Pair", pair_dropdown("admin-train-pair", pairs, "200px")),
+                    field(
+                        "Epochs",
+                        dcc.Input(
+                            id="admin-train-epochs",
+                            type="number",
+                            min=1,
+                            max=MAX_EPOCHS,
+                            step=1,
+                            value=context.settings.training.epochs,
                         ),
-                        html.Button("Train now", id="admin-train"),
-                    ],
-                    className="row",
+                    ),
+                    html.Button("Train now", id="admin-train"),
                 ),
                 html.Div(id="admin-train-result"),
             ),

@@ -14,7 +14,7 @@ from typing import Any
 from dash import Dash, Input, Output, State, dcc, html
 from dash.development.base_component import Component
 
-from dash_app.components import card, data_table, field, fmt_time, notice, pair_dropdown
+from dash_app.components import card, data_table, field, fmt_time, notice, pair_dropdown, row
 from dash_app.context import DashboardContext, get_context, require_admin
 from mur.db import User
 from mur.errors import MurError
@@ -49,21 +49,18 @@ def history_card(context: DashboardContext, account: User) -> Component:
             "version given); the API serves it within one registry refresh.",
             className="muted",
         ),
-        html.Div(field("Pair", pair_dropdown("admin-models-pair", pairs, "200px")), className="row"),
+        row(field("Pair", pair_dropdown("admin-models-pair", pairs, "200px"))),
         html.Div(history_table(context, pairs[0] if pairs else None), id="admin-models-history"),
-        html.Div(
-            [
-                field(
-                    "To version (optional)",
-                    dcc.Input(id="admin-models-to", type="number", min=1, step=1, style={"width": "120px"}),
-                ),
-                field(
-                    "Reason",
-                    dcc.Input(id="admin-models-reason", type="text", style={"width": "320px"}),
-                ),
-                html.Button("Roll back", id="admin-models-rollback"),
-            ],
-            className="row",
+        row(
+            field(
+                "To version (optional)",
+                dcc.Input(id="admin-models-to", type="number", min=1, step=1, style={"width": "120px"}),
+            ),
+            field(
+                "Reason",
+                dcc.Input(id="admin-models-reason", type="text", style={"width": "320px"}),
+            ),
+            html.Button("Roll back", id="admin-models-rollback"),
         ),
         html.Div(id="admin-models-result"),
     )

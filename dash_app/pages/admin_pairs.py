@@ -16,7 +16,7 @@ from typing import Any
 from dash import Dash, Input, Output, State, dcc, html
 from dash.development.base_component import Component
 
-from dash_app.components import card, data_table, field, fmt_time, notice
+from dash_app.components import card, data_table, field, fmt_time, notice, row
 from dash_app.context import DashboardContext, get_context, require_admin
 from mur.db import User
 from mur.errors import MurError
@@ -75,37 +75,34 @@ def pairs_card(context: DashboardContext, account: User) -> Component:
             className="muted",
         ),
         html.Div(pairs_table(context), id="admin-pairs"),
-        html.Div(
-            [
-                field(
-                    "Symbol",
-                    dcc.Input(
-                        id="admin-pair-symbol",
-                        type="text",
-                        placeholder="DOGEUSDT",
-                        style={"width": "160px"},
-                    ),
+        row(
+            field(
+                "Symbol",
+                dcc.Input(
+                    id="admin-pair-symbol",
+                    type="text",
+                    placeholder="DOGEUSDT",
+                    style={"width": "160px"},
                 ),
-                field(
-                    "Hourly klines (CSV)",
-                    dcc.Upload(
-                        id="admin-pair-upload",
-                        children=html.Div(["Drop a CSV here or ", html.A("choose one")]),
-                        accept=".csv,text/csv",
-                        multiple=False,
-                        max_size=MAX_UPLOAD_BYTES,
-                        className="upload",
-                        style={
-                            "border": "1px dashed #888",
-                            "padding": "6px 12px",
-                            "cursor": "pointer",
-                        },
-                    ),
-                    html.Div(id="admin-pair-file", className="muted"),
+            ),
+            field(
+                "Hourly klines (CSV)",
+                dcc.Upload(
+                    id="admin-pair-upload",
+                    children=html.Div(["Drop a CSV here or ", html.A("choose one")]),
+                    accept=".csv,text/csv",
+                    multiple=False,
+                    max_size=MAX_UPLOAD_BYTES,
+                    className="upload",
+                    style={
+                        "border": "1px dashed #888",
+                        "padding": "6px 12px",
+                        "cursor": "pointer",
+                    },
                 ),
-                html.Button("Add pair", id="admin-pair-add"),
-            ],
-            className="row",
+                html.Div(id="admin-pair-file", className="muted"),
+            ),
+            html.Button("Add pair", id="admin-pair-add"),
         ),
         html.P(
             f"CSV files up to {MAX_UPLOAD_BYTES // 1024} KiB here (about a year of hourly candles); larger "
@@ -113,19 +110,16 @@ def pairs_card(context: DashboardContext, account: User) -> Component:
             className="muted",
         ),
         html.Div(id="admin-pair-result"),
-        html.Div(
-            [
-                field(
-                    "Pair",
-                    dcc.Dropdown(
-                        id="admin-pair-remove-pair",
-                        options=_remove_options(context),
-                        style={"width": "200px"},
-                    ),
+        row(
+            field(
+                "Pair",
+                dcc.Dropdown(
+                    id="admin-pair-remove-pair",
+                    options=_remove_options(context),
+                    style={"width": "200px"},
                 ),
-                html.Button("Remove pair", id="admin-pair-remove"),
-            ],
-            className="row",
+            ),
+            html.Button("Remove pair", id="admin-pair-remove"),
         ),
         html.Div(id="admin-pair-remove-result"),
     )

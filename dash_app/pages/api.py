@@ -12,7 +12,7 @@ from dash import ALL, Dash, Input, Output, State, ctx, dcc, html
 from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 
-from dash_app.components import card, data_table, field, fmt_time, notice
+from dash_app.components import card, data_table, field, fmt_time, notice, row
 from dash_app.context import DASHBOARD_TOKEN_NAME, DashboardContext, current_account, get_context
 from mur.db import (
     Token,
@@ -104,49 +104,43 @@ def layout(context: DashboardContext, account: User) -> Component:
                     "Afterwards only its prefix is known.",
                     className="muted",
                 ),
-                html.Div(
-                    [
-                        field(
-                            "Name",
-                            dcc.Input(
-                                id="token-name",
-                                type="text",
-                                value="default",
-                                maxLength=64,
-                                style={"width": "240px"},
-                            ),
+                row(
+                    field(
+                        "Name",
+                        dcc.Input(
+                            id="token-name",
+                            type="text",
+                            value="default",
+                            maxLength=64,
+                            style={"width": "240px"},
                         ),
-                        field(
-                            "Expires",
-                            dcc.Dropdown(
-                                id="token-expires",
-                                options=EXPIRY_CHOICES,
-                                value="never",
-                                clearable=False,
-                                searchable=False,
-                                style={"width": "160px"},
-                            ),
+                    ),
+                    field(
+                        "Expires",
+                        dcc.Dropdown(
+                            id="token-expires",
+                            options=EXPIRY_CHOICES,
+                            value="never",
+                            clearable=False,
+                            searchable=False,
+                            style={"width": "160px"},
                         ),
-                        html.Button("Create token", id="token-create"),
-                    ],
-                    className="row",
+                    ),
+                    html.Button("Create token", id="token-create"),
                 ),
                 html.Div(id="token-new"),
                 html.Div(token_rows(list_tokens(context.db, user_id=account.id)), id="token-table"),
             ),
             card(
                 "Try it",
-                html.Div(
-                    [
-                        html.Pre(
-                            curl_example(context),
-                            id="curl-example",
-                            className="curl",
-                            style={"flex": "1 1 0", "minWidth": "300px"},
-                        ),
-                        dcc.Clipboard(target_id="curl-example", title="copy", style={"fontSize": 20}),
-                    ],
-                    className="row",
+                row(
+                    html.Pre(
+                        curl_example(context),
+                        id="curl-example",
+                        className="curl",
+                        style={"flex": "1 1 0", "minWidth": "300px"},
+                    ),
+                    dcc.Clipboard(target_id="curl-example", title="copy", style={"fontSize": 20}),
                     style={"alignItems": "flex-start"},
                 ),
                 endpoints_block(context.api_url),
@@ -159,12 +153,9 @@ def _shown_once(token: str, what: str) -> Component:
     return html.Div(
         [
             html.P(f"{what} Copy it now: it will not be shown again."),
-            html.Div(
-                [
-                    html.Code(token, id="token-plaintext"),
-                    dcc.Clipboard(target_id="token-plaintext", title="copy"),
-                ],
-                className="row",
+            row(
+                html.Code(token, id="token-plaintext"),
+                dcc.Clipboard(target_id="token-plaintext", title="copy"),
             ),
         ],
         className="token-once",

@@ -27,6 +27,7 @@ from dash_app.components import (
     fmt_time,
     notice,
     pair_dropdown,
+    row,
 )
 from dash_app.context import DashboardContext, current_account, get_context
 from dash_app.track_view import (
@@ -64,12 +65,9 @@ def layout(context: DashboardContext, account: User) -> Component:
     pairs = context.pairs()
     return html.Div(
         [
-            html.Div(
-                [
-                    field("Pair", pair_dropdown("forecast-pair", pairs, "220px")),
-                    html.Div(id="forecast-headline"),
-                ],
-                className="row",
+            row(
+                field("Pair", pair_dropdown("forecast-pair", pairs, "220px")),
+                html.Div(id="forecast-headline"),
             ),
             html.Div(id="forecast-freshness"),
             dcc.Interval(id="forecast-refresh", interval=REFRESH_MS),
@@ -86,16 +84,13 @@ def layout(context: DashboardContext, account: User) -> Component:
             card(
                 "Track record",
                 html.Div(id="forecast-mae"),
-                html.Div(
-                    [
-                        html.Button(
-                            "Download the track record (CSV)",
-                            id="forecast-download-button",
-                            className="secondary small",
-                        ),
-                        dcc.Download(id="forecast-download"),
-                    ],
-                    className="row",
+                row(
+                    html.Button(
+                        "Download the track record (CSV)",
+                        id="forecast-download-button",
+                        className="secondary small",
+                    ),
+                    dcc.Download(id="forecast-download"),
                 ),
                 html.Div(id="forecast-pending"),
                 dcc.Graph(id="forecast-track", config={"displaylogo": False}),

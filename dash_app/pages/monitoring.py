@@ -34,6 +34,7 @@ from dash_app.components import (
     fmt_time,
     notice,
     pair_dropdown,
+    row,
 )
 from dash_app.context import DashboardContext, current_account, get_context
 from dash_app.monitoring_charts import NO_REPORT, drift_figure, parse_as_of, rolling_figure
@@ -109,12 +110,9 @@ def layout(context: DashboardContext, account: User) -> Component:
     return html.Div(
         [
             dcc.Interval(id="monitoring-refresh", interval=REFRESH_MS, n_intervals=0),
-            html.Div(
-                [
-                    field("Pair", pair_dropdown("monitoring-pair", pairs, "220px")),
-                    html.Div(id="monitoring-status"),
-                ],
-                className="row",
+            row(
+                field("Pair", pair_dropdown("monitoring-pair", pairs, "220px")),
+                html.Div(id="monitoring-status"),
             ),
             card("Latest report", html.Div(id="monitoring-summary")),
             card(
