@@ -3,9 +3,12 @@ side ports to 127.0.0.1 (:mod:`devstack.haproxy_wrapper`; docs/services.md, "Ser
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from pathlib import Path
 
+from devstack import haproxy_wrapper
 from mur.settings import Settings
 
 HAPROXY_SIDE_PORTS: dict[str, int] = {
@@ -34,9 +37,6 @@ def haproxy_dir(settings: Settings) -> Path:
     a second stack on the machine never rewrites this one's HAProxy configuration, and the owner-only
     directory keeps other users away from the admin socket whatever its mode.
     """
-    import hashlib
-    import tempfile
-
     runtime = Path(settings.general.runtime_dir).resolve()
     preferred = runtime / "haproxy"
     if len(str(preferred)) + NODE_SCOPE + len("/metrics.sock") <= MAX_SOCKET_PATH:
@@ -64,8 +64,6 @@ def haproxy_env(settings: Settings) -> dict[str, str]:
 
 def prepare_haproxy(settings: Settings) -> None:
     """Create the owner-only HAProxy directory and its launcher (before the Ray head starts)."""
-    from devstack import haproxy_wrapper
-
     base = haproxy_dir(settings)
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o700)
