@@ -9,6 +9,8 @@ from datetime import datetime
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import pandas as pd
+
 from mur.data.candles import (
     INTERVAL,
     KLINE_COLUMNS,
@@ -21,8 +23,6 @@ from mur.errors import MarketDataError, UnknownPairError
 from mur.pairs import is_pair, lenient_pair, pair_to_symbol
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from mur.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -105,8 +105,6 @@ class BinanceMarketData:
 
     def klines(self, pair: str, start: datetime | None = None, end: datetime | None = None) -> pd.DataFrame:
         """Finished 1h candles in ``[start, end)`` fetched page by page (1000 per request)."""
-        import pandas as pd
-
         symbol = pair_to_symbol(pair)
         lo, hi = check_window(pair, start, end)
         start_ms = int(lo.value // 1_000_000) if lo is not None else 0
@@ -141,8 +139,6 @@ class BinanceMarketData:
 
     def data_range(self, pair: str) -> tuple[datetime, datetime]:
         """First open time (``startTime=0``) and the last finished open time on Binance (2 requests)."""
-        import pandas as pd
-
         symbol = pair_to_symbol(pair)
         request = partial(self.client.get_klines, symbol=symbol, interval=INTERVAL)
         head = self._call(f"klines request for {symbol}", pair, partial(request, startTime=0, limit=1))

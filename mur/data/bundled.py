@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import pandas as pd
 
 from mur.data.candles import (
     INTERVAL,
@@ -16,9 +18,6 @@ from mur.data.candles import (
 )
 from mur.errors import MarketDataError, UnknownPairError
 from mur.pairs import pair_to_symbol, symbol_to_pair
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 _BUNDLED_SUFFIX = f"-{INTERVAL}.csv.gz"
 
@@ -43,8 +42,6 @@ def bundled_pairs() -> list[str]:
 
 def read_bundled_csv(symbol: str, *, as_text: bool = False) -> pd.DataFrame:
     """Read ``{SYMBOL}-1h.csv.gz`` as stored (integer ms times); ``as_text`` keeps every field as text."""
-    import pandas as pd
-
     resource = _bundled_dir() / f"{symbol}{_BUNDLED_SUFFIX}"
     with resource.open("rb") as fh:
         return pd.read_csv(fh, compression="gzip", dtype=str if as_text else None)

@@ -6,20 +6,19 @@ The typed frame has :data:`KLINE_COLUMNS`, in that order: ``timestamp`` (open ti
 whose open time ``t`` satisfies ``start <= t < end``.
 
 Gap policy (see ``docs/data.md``): sources return candles as published; :func:`regularize_hourly` puts them
-on a regular hourly grid and forward-fills missing hours explicitly. pandas is imported inside functions,
-so importing this module stays cheap (DAG files import the core).
+on a regular hourly grid and forward-fills missing hours explicitly.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
+
+import numpy as np
+import pandas as pd
 
 from mur.errors import DataValidationError, MarketDataError
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +52,11 @@ CLOSE_OFFSET_MS = HOUR_MS - 1
 # --- typed frames ---------------------------------------------------------------------------------
 def ms_to_utc(values: Any) -> pd.DatetimeIndex:
     """Epoch milliseconds -> ``datetime64[ns, UTC]``."""
-    import numpy as np
-    import pandas as pd
-
     return pd.to_datetime(np.asarray(values, dtype="int64"), unit="ms", utc=True).as_unit("ns")
 
 
 def typed_klines_frame(raw: pd.DataFrame) -> pd.DataFrame:
     """Build the typed frame from Binance-shaped data (ms integer times, numeric or numeric-string fields)."""
-    import pandas as pd
-
     columns = {c: ms_to_utc(pd.to_numeric(raw[c])) for c in ("timestamp", "close_time")}
     columns |= {c: pd.to_numeric(raw[c]).astype("float64").to_numpy() for c in FLOAT_COLUMNS}
     columns |= {c: pd.to_numeric(raw[c]).astype("int64").to_numpy() for c in INT_COLUMNS}
@@ -76,8 +70,6 @@ def as_utc(value: None) -> None: ...
 def as_utc(value: datetime) -> pd.Timestamp: ...
 def as_utc(value: datetime | None) -> pd.Timestamp | None:
     """A datetime as a UTC ``Timestamp``; naive datetimes are read as UTC."""
-    import pandas as pd
-
     if value is None:
         return None
     ts = pd.Timestamp(value)
@@ -86,8 +78,6 @@ def as_utc(value: datetime | None) -> pd.Timestamp | None:
 
 def format_ts(value: Any) -> str:
     """Short, unambiguous UTC label for messages: ``2023-03-24 13:00 UTC``."""
-    import pandas as pd
-
     if value is None:
         return "open end"
     try:
@@ -134,8 +124,6 @@ def no_candles_message(
 # --- gaps ----------------------------------------------------------------------------------------
 def missing_hours(df: pd.DataFrame) -> list[pd.Timestamp]:
     """Open times absent from the hourly grid between the first and last candle."""
-    import pandas as pd
-
     if len(df) < 2:
         return []
     ts = pd.DatetimeIndex(df["timestamp"])
@@ -150,9 +138,6 @@ def regularize_hourly(df: pd.DataFrame, *, label: str = "candles") -> tuple[pd.D
     trades 0, ``close_time`` = open time + 3599999 ms. Existing rows are left untouched (including
     Binance's zero-volume placeholders). Returns the new frame and the open times that were filled.
     """
-    import numpy as np
-    import pandas as pd
-
     _check_order(df)
     ts = pd.DatetimeIndex(df["timestamp"])
     off_grid = ts != ts.floor("h")
@@ -182,8 +167,6 @@ def regularize_hourly(df: pd.DataFrame, *, label: str = "candles") -> tuple[pd.D
 # --- validation ----------------------------------------------------------------------------------
 def _check_order(df: pd.DataFrame) -> None:
     """Raise unless ``timestamp`` is strictly increasing and has no missing value."""
-    import numpy as np
-
     if "timestamp" not in df.columns:
         raise DataValidationError("candles are missing column(s): timestamp")
     ts = df["timestamp"].reset_index(drop=True)
@@ -207,8 +190,6 @@ def validate_candles(df: pd.DataFrame, *, min_rows: int = 0) -> None:
     Checks: required columns, at least ``min_rows`` rows, no NaN/inf in numeric columns, strictly positive
     prices, timestamps strictly increasing (sorted, no duplicates).
     """
-    import numpy as np
-
     missing = [c for c in REQUIRED_CSV_COLUMNS if c not in df.columns]
     if missing:
         raise DataValidationError(f"candles are missing column(s): {', '.join(missing)}")

@@ -25,14 +25,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
+import pandas as pd
+
+from mur.data.binance import BinanceMarketData
+from mur.data.bundled import BundledMarketData, bundled_pairs
+from mur.data.candles import KLINE_COLUMNS, missing_hours
+from mur.data.user_csv import load_candles_csv
 from mur.errors import DataValidationError, InvalidInputError, UnknownPairError
 from mur.pairs import normalize_pair, pair_to_symbol, symbol_to_pair
 from mur.timeutil import iso
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import pandas as pd
 
     from mur.db import Database
     from mur.db.pairs import PairRecord
@@ -115,11 +119,6 @@ def validate_pair_csv(
     """The uploaded candles as the typed frame, or one :class:`DataValidationError` line: bad or missing
     columns and values (:func:`~mur.data.user_csv.load_candles_csv`), times off the hour, gaps, or fewer than
     ``min_hours`` candles that closed before ``market_hour`` (market now)."""
-    import pandas as pd
-
-    from mur.data.candles import missing_hours
-    from mur.data.user_csv import load_candles_csv
-
     frame = load_candles_csv(source, name=name)
     ts = pd.DatetimeIndex(frame["timestamp"])
     off = ts != ts.floor("h")
@@ -150,8 +149,6 @@ def validate_pair_csv(
 def candle_rows(frame: pd.DataFrame) -> list[tuple[Any, ...]]:
     """The typed frame as ``pair_candles`` rows (the column order of ``pair_candles``: Binance's less
     ``ignore``), in Python types (``Timestamp`` is a ``datetime``)."""
-    from mur.data.candles import KLINE_COLUMNS
-
     return list(frame.loc[:, list(KLINE_COLUMNS[:-1])].astype(object).itertuples(index=False, name=None))
 
 
@@ -172,7 +169,6 @@ def add_csv_pair(
 ) -> PairRecord:
     """Validate an uploaded CSV of ``pair``'s hourly klines and add the pair with its candles."""
     from mur.clock import market_clock
-    from mur.data.bundled import bundled_pairs
     from mur.db.pairs import save_csv_pair
 
     pair = pair_from_text(pair)
@@ -207,8 +203,6 @@ def add_exchange_pair(
     pair = pair_from_text(symbol)
     _refuse_active(settings, db, pair)
     if settings.data.market_data == "binance":
-        from mur.data.binance import BinanceMarketData
-
         first, last = (market or BinanceMarketData(settings)).data_range(pair)
         hours = int((last - first).total_seconds() // 3600) + 1
         if hours < settings.data.pair_min_history_hours:
@@ -217,8 +211,6 @@ def add_exchange_pair(
                 f"{iso(first)}, need at least {settings.data.pair_min_history_hours} (MUR_PAIR_MIN_HISTORY_HOURS)"
             )
     else:
-        from mur.data.bundled import BundledMarketData, bundled_pairs
-
         if pair not in bundled_pairs():
             raise UnknownPairError(
                 f"the offline market data has no {pair_to_symbol(pair)} (bundled: {', '.join(bundled_pairs())}); "

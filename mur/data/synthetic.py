@@ -21,15 +21,14 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from mur.data.bundled import bundled_frame, bundled_pairs
 from mur.data.candles import check_window, format_ts, no_candles_message
 from mur.errors import MarketDataError, UnknownPairError
-
-if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
 
 SYNTHETIC_RE = re.compile(r"^syn(\d{3,4})_usdt$")
 """Synthetic pair names: ``syn001_usdt`` … ``syn9999_usdt``."""
@@ -75,8 +74,6 @@ def _scale(index: int) -> float:
 def _plan(pair: str) -> tuple[str, np.ndarray, np.ndarray]:
     """``(base pair, row order, price factor per row)``: all a synthetic pair keeps in memory (~0.2 MB for a
     year of candles; the candles themselves are built from the real frame per request window)."""
-    import numpy as np
-
     index = synthetic_index(pair)
     if index is None:
         raise ValueError(f"not a synthetic pair: {pair!r}")
@@ -95,8 +92,6 @@ def _plan(pair: str) -> tuple[str, np.ndarray, np.ndarray]:
 
 def _build(pair: str, lo: int, hi: int) -> pd.DataFrame:
     """Candles ``lo:hi`` (row positions on the base series' hours) of synthetic ``pair``."""
-    import numpy as np
-
     base, order, factor = _plan(pair)
     real = bundled_frame(base)
     rows = order[lo:hi]

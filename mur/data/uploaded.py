@@ -15,6 +15,8 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
 from mur.data.candles import (
     FLOAT_COLUMNS,
     KLINE_COLUMNS,
@@ -27,8 +29,6 @@ from mur.errors import DatabaseError, MarketDataError, UnknownPairError
 from mur.pairs import normalize_pair
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from mur.db import Database
     from mur.settings import Settings
 
@@ -52,8 +52,6 @@ def _database(settings: Settings) -> Database:
 
 def candles_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
     """``pair_candles`` rows (the column order of ``pair_candles``) as the typed frame."""
-    import pandas as pd
-
     frame = pd.DataFrame(rows, columns=list(KLINE_COLUMNS[:-1]))
     for column in ("timestamp", "close_time"):
         frame[column] = pd.to_datetime(frame[column], utc=True).astype(TIMESTAMP_DTYPE)
@@ -143,7 +141,5 @@ class UploadedPairs:
         pair = normalize_pair(pair)
         if self._in_archive(pair):
             return self.archive.data_range(pair)
-        import pandas as pd
-
         first, last = self._uploaded_range(pair)
         return pd.Timestamp(first).tz_convert("UTC"), pd.Timestamp(last).tz_convert("UTC")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
 
 from mur.data.candles import (
     CLOSE_OFFSET_MS,
@@ -16,15 +19,9 @@ from mur.data.candles import (
 )
 from mur.errors import DataValidationError, first_line
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 
 def _csv_timestamps(series: pd.Series, path: Path | str, column: str) -> pd.Series:
     """Epoch-ms integers or ISO-8601 strings -> ``datetime64[ns, UTC]`` (naive strings read as UTC)."""
-    import numpy as np
-    import pandas as pd
-
     if series.isna().any():
         i = int(np.argmax(series.isna().to_numpy()))
         raise DataValidationError(f"empty {column} at line {i + 2} of {path}")
@@ -57,9 +54,6 @@ def load_candles_csv(path: str | Path | IO[bytes], *, name: str | None = None) -
     are epoch milliseconds or ISO-8601 (UTC when no offset is given). Missing Binance columns are filled:
     ``close_time`` = open time + 3599999 ms, the rest 0. Rows are sorted by time; extra columns are dropped.
     """
-    import numpy as np
-    import pandas as pd
-
     source = path if hasattr(path, "read") else Path(str(path))
     label = name or str(source)
     try:
