@@ -33,18 +33,6 @@ def parse_as_of(value: str) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def _reference(times: list[datetime], value: float, *, name: str, color: str, dash: str) -> go.Scatter:
-    """A horizontal reference drawn as a trace across ``times`` (so it shows in the legend)."""
-    return go.Scatter(
-        x=[times[0], times[-1]],
-        y=[value, value],
-        mode="lines",
-        name=name,
-        line={"color": color, "dash": dash, "width": 1},
-        hoverinfo="skip",
-    )
-
-
 def rolling_figure(history: Sequence[MonitoringReport], *, pair: str) -> go.Figure:
     """Rolling skill vs persistence (top, with the 0-skill line and the skill alert threshold) and rolling
     coverage of the ranges (bottom, with the nominal level and the coverage alert threshold) over market
@@ -89,10 +77,16 @@ def rolling_figure(history: Sequence[MonitoringReport], *, pair: str) -> go.Figu
             row=row,
             col=1,
         )
-        for value, label, line_color, dash in references:
-            figure.add_trace(
-                _reference(times, value, name=label, color=line_color, dash=dash), row=row, col=1
+        for value, label, line_color, dash in references:  # a trace across the chart: it shows in the legend
+            reference = go.Scatter(
+                x=[times[0], times[-1]],
+                y=[value, value],
+                mode="lines",
+                name=label,
+                line={"color": line_color, "dash": dash, "width": 1},
+                hoverinfo="skip",
             )
+            figure.add_trace(reference, row=row, col=1)
     figure.update_yaxes(tickformat=".0%", row=2, col=1)
     figure.update_yaxes(tickformat="+.2f", row=1, col=1)
     _time_axis(figure, times)
