@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mur.data.synthetic import is_synthetic
 from mur.db import TokenOwner
 from mur.errors import MurError
 from mur.serving.contract import MAX_CANDLES, CandlesIn, ForecastOut, ModelsOut, misfit
@@ -233,7 +234,8 @@ def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> Fas
     @api.get("/v1/pairs", tags=["v1"], responses=ERRORS)
     async def pairs(owner: TokenOwner = Depends(_owner)) -> dict[str, list[Any]]:
         """The pairs this API forecasts; ``details`` marks synthetic ones (scale tests, not market data)."""
-        return {"pairs": service.pairs(), "details": service.pair_details()}
+        details = [{"pair": p, "synthetic": is_synthetic(p)} for p in service.pairs()]
+        return {"pairs": service.pairs(), "details": details}
 
     @api.get("/v1/models", tags=["v1"], responses=ERRORS)
     async def models(owner: TokenOwner = Depends(_owner)) -> ModelsOut:

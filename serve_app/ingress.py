@@ -210,8 +210,6 @@ class ApiIngress:
         self, forecasters: dict[str, DeploymentHandle], registry: DeploymentHandle, args: dict[str, Any]
     ) -> None:
         settings = AppArgs(**args).app_settings()
-        # request_database: connections kept open, statement and lock timeouts shorter than a request's
-        # own deadline (a stalled or locked server: 503 in bounded time, nothing charged for it)
         self.service = ApiService(
             db=request_database(settings),
             forecasters={},

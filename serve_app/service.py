@@ -200,10 +200,6 @@ class ApiService:
             return
         self.added_pairs = frozenset(r.pair for r in rows)
 
-    def pair_details(self) -> list[dict[str, Any]]:
-        """Each pair with ``synthetic: true`` for the synthetic ones (``mur/data/synthetic.py``)."""
-        return [{"pair": p, "synthetic": is_synthetic(p)} for p in self.pairs()]
-
     def known_pair(self, pair: str) -> str:
         """``pair``'s name if the API serves it or the catalogue has it, else UnknownPairError (404)."""
         name = normalize_pair(pair)
@@ -441,7 +437,7 @@ class ApiService:
             problems.append("database: unavailable")
         serving = database_ok and any(p.get("loaded") for p in pairs.values())
         status = "ready" if serving and not problems else "degraded" if serving else "not_ready"
-        body = {
+        return {
             "status": status,
             "problems": problems,
             "database_ok": database_ok,
@@ -450,7 +446,6 @@ class ApiService:
             if isinstance(registry, BaseException)
             else {k: registry.get(k) for k in ("registry_ok", "error", "checked_at")},
         }
-        return body
 
     async def models(self) -> list[dict[str, Any]]:
         """The model served for each pair (``loaded: False`` where none is)."""
