@@ -182,13 +182,11 @@ def start_all(
                 name = running.pop(future)
                 try:
                     done[name] = future.result()
-                except MurError as exc:
-                    if retries.get(name, 0) > 0 and not errors:
+                except BaseException as exc:  # noqa: BLE001 (re-raised below)
+                    if isinstance(exc, MurError) and retries.get(name, 0) > 0 and not errors:
                         retries[name] -= 1
                         say(f"{name} did not start ({str(exc).splitlines()[0]}): trying once more")
                         continue
-                    errors.append(exc)
-                except BaseException as exc:  # noqa: BLE001 (re-raised below)
                     errors.append(exc)
             if running and time.monotonic() - noted >= 20.0:
                 noted = time.monotonic()
