@@ -17,6 +17,7 @@ from plotly.subplots import make_subplots
 
 from dash_app.charts import empty_figure, styled
 from mur.monitoring.report import MonitoringReport
+from mur.timeutil import HOUR
 
 SKILL_COLOR = "#d62728"
 COVERAGE_COLOR = "#ff7f0e"
@@ -89,7 +90,11 @@ def rolling_figure(history: Sequence[MonitoringReport], *, pair: str) -> go.Figu
             figure.add_trace(reference, row=row, col=1)
     figure.update_yaxes(tickformat=".0%", row=2, col=1)
     figure.update_yaxes(tickformat="+.2f", row=1, col=1)
-    _time_axis(figure, times)
+    # a market-time axis that reads as hours: whole-hour ticks, and with one point a six-hour span around it
+    # (plotly would otherwise zoom to milliseconds: 05:59:59.999)
+    figure.update_xaxes(tickformat="%b %d %H:%M", hoverformat="%Y-%m-%d %H:%M UTC")
+    if len(times) == 1:
+        figure.update_xaxes(range=[times[0] - 3 * HOUR, times[0] + 3 * HOUR])
     return styled(figure, f"{pair.upper()} rolling skill and coverage (market time)", 520, legend_y=-0.15)
 
 
@@ -135,14 +140,3 @@ def drift_figure(report: MonitoringReport | None) -> go.Figure:
     figure.update_yaxes(tickformat=".2f", row=1, col=1)
     title = f"{report.pair.upper()} input drift at {report.as_of} (recent hours vs training window)"
     return styled(figure, title, 360, top=80, showlegend=False)
-
-
-def _time_axis(figure: go.Figure, times: list) -> None:
-    """A market-time axis that reads as hours: whole-hour ticks, and with one point a six-hour span around
-    it (plotly would otherwise zoom to milliseconds: ``05:59:59.999``)."""
-    from datetime import timedelta
-
-    figure.update_xaxes(tickformat="%b %d %H:%M", hoverformat="%Y-%m-%d %H:%M UTC")
-    if len(times) == 1:
-        point = times[0]
-        figure.update_xaxes(range=[point - timedelta(hours=3), point + timedelta(hours=3)])
