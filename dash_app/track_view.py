@@ -40,8 +40,7 @@ BACKTEST_BELOW = 24 * 7
 
 @dataclass(frozen=True)
 class TrackRecordView:
-    """What the Forecast page says about the track record, from the one scoring definition
-    (:mod:`mur.monitoring.track_record`): the same rows and counts as the API and the monitoring report."""
+    """What the Forecast page says about the track record (the one scoring definition: the module's)."""
 
     record: TrackRecord
     """The 1 h scored forecasts for the chart (running MAEs, coverage)."""
