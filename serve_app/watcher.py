@@ -146,7 +146,9 @@ class RegistryWatcher:
             self._prune()
             serving = ((p, int(s["version"])) for p, s in self.targets.items())
             current = {key: self._bytes[key] for key in serving if key in self._bytes}
-            await asyncio.to_thread(self._persist, found, current)
+            # on disk too, for a redeploy while the registry is down
+            await asyncio.to_thread(self.store.save_champions, found)
+            await asyncio.to_thread(self.store.save_models, current)
             if changed:
                 async with self._changed:
                     self.generation += 1
@@ -170,13 +172,6 @@ class RegistryWatcher:
             async with self._changed:
                 self.generation += 1
                 self._changed.notify_all()
-
-    def _persist(self, found: dict[str, dict[str, Any]], models: dict[tuple[str, int], bytes]) -> None:
-        """Blocking: keep the champions and the served versions' files on disk for a later outage."""
-        self.store.save_champions(found)
-        for (pair, version), data in models.items():
-            self.store.save_model(pair, version, data)
-        self.store.keep_models(models)
 
     def _prune(self) -> None:
         for pair in {p for p, _ in self._bytes}:

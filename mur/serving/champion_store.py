@@ -44,16 +44,13 @@ class ChampionStore:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._summaries = directory / "champions.json"
 
     @classmethod
     def for_settings(cls, settings: Settings) -> ChampionStore:
         """The store of ``settings.registry.registry_prefix`` under ``settings.general.runtime_dir``."""
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", settings.registry.registry_prefix) or "_"
         return cls(Path(settings.general.runtime_dir) / STORE_DIR / safe)
-
-    @property
-    def _summaries(self) -> Path:
-        return self.directory / "champions.json"
 
     def _model_path(self, pair: str, version: int) -> Path:
         if not PAIR_RE.match(pair):
@@ -82,14 +79,19 @@ class ChampionStore:
             if isinstance(s, dict) and "version" in s and PAIR_RE.match(p) and (wanted is None or p in wanted)
         }
 
-    def save_model(self, pair: str, version: int, data: bytes) -> None:
-        """Keep the ONNX file of ``pair`` ``version`` (no-op when it is stored already)."""
-        path = self._model_path(pair, version)
-        try:
-            if not path.exists():
-                _write_atomic(path, data)
-        except OSError as exc:
-            log.warning("cannot store %s: %s", path, exc)
+    def save_models(self, models: Mapping[tuple[str, int], bytes]) -> None:
+        """Keep exactly the ONNX files of ``models`` (``{(pair, version): bytes}``): write the ones not stored
+        yet, delete the others."""
+        wanted = {self._model_path(pair, version): data for (pair, version), data in models.items()}
+        for path, data in wanted.items():
+            try:
+                if not path.exists():
+                    _write_atomic(path, data)
+            except OSError as exc:
+                log.warning("cannot store %s: %s", path, exc)
+        for path in self.directory.glob("*.onnx"):
+            if path not in wanted:
+                path.unlink(missing_ok=True)
 
     def model(self, pair: str, version: int) -> bytes | None:
         """The stored ONNX file of ``pair`` ``version``, or None."""
@@ -97,10 +99,3 @@ class ChampionStore:
             return self._model_path(pair, version).read_bytes()
         except OSError:
             return None
-
-    def keep_models(self, keep: Iterable[tuple[str, int]]) -> None:
-        """Delete the stored ONNX files other than ``keep`` (``(pair, version)`` pairs)."""
-        wanted = {self._model_path(p, v).name for p, v in keep}
-        for path in self.directory.glob("*.onnx"):
-            if path.name not in wanted:
-                path.unlink(missing_ok=True)

@@ -18,9 +18,9 @@ def test_the_store_keeps_champions_and_model_files(tmp_path: Path) -> None:
     store = ChampionStore.for_settings(Settings(runtime_dir=tmp_path, registry_prefix="mur-t1/"))
     assert store.champions() == {} and store.model("eth_usdt", 3) is None
     store.save_champions({"eth_usdt": {"version": 3}, "btc_usdt": {"version": 1}})
-    store.save_model("eth_usdt", 3, b"onnx-3")
-    store.save_model("eth_usdt", 2, b"onnx-2")
-    store.keep_models([("eth_usdt", 3)])
+    store.save_models({("eth_usdt", 3): b"onnx-3", ("eth_usdt", 2): b"onnx-2"})
+    assert store.model("eth_usdt", 2) == b"onnx-2"
+    store.save_models({("eth_usdt", 3): b"not written again"})
     assert store.champions(["eth_usdt"]) == {"eth_usdt": {"version": 3}}
     assert store.model("eth_usdt", 3) == b"onnx-3" and store.model("eth_usdt", 2) is None
     assert store.directory.parent == tmp_path / "serve-champions"  # the prefix is a safe folder name
