@@ -26,10 +26,8 @@ from mur.db.logins import (
     begin_registration_attempt,
     cancel_login_attempt,
     mark_login_succeeded,
-    recent_login_failures,
-    record_login_attempt,
 )
-from mur.db.migrations import MigrationReport, MigrationStatus, discover_migrations, migrate, migration_status
+from mur.db.migrations import migrate, migration_status
 from mur.db.pool import Database, connect
 from mur.db.quotas import (
     MAX_QUOTA,
@@ -71,9 +69,7 @@ from mur.db.users import (
     set_password,
     set_quota,
     set_user_disabled,
-    set_user_roles,
     update_account,
-    user_roles,
 )
 
 __all__ = [
@@ -85,8 +81,6 @@ __all__ = [
     "Database",
     "Forecast",
     "LoginLimits",
-    "MigrationReport",
-    "MigrationStatus",
     "QuotaResult",
     "Token",
     "TokenOwner",
@@ -101,7 +95,6 @@ __all__ = [
     "create_invite",
     "create_token",
     "create_user",
-    "discover_migrations",
     "end_sessions",
     "ensure_managed_token",
     "fill_actuals",
@@ -120,10 +113,8 @@ __all__ = [
     "parse_lifetime",
     "peek_quota",
     "probe_request_tables",
-    "recent_login_failures",
     "record_forecast",
     "record_forecast_body",
-    "record_login_attempt",
     "remove_role",
     "require_user",
     "revoke_token",
@@ -131,7 +122,5 @@ __all__ = [
     "set_password",
     "set_quota",
     "set_user_disabled",
-    "set_user_roles",
     "update_account",
-    "user_roles",
 ]

@@ -31,7 +31,8 @@ from flask.testing import FlaskClient
 from dash_app.app import create_app
 from dash_app.auth import REGISTRATION_FAILED
 from dash_app.context import EXTENSION_KEY
-from mur.db import Database, create_invite, get_user_by_username, recent_login_failures
+from mur.db import Database, create_invite, get_user_by_username
+from mur.db.logins import recent_login_failures
 from mur.settings import Settings
 
 

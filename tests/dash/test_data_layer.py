@@ -18,8 +18,8 @@ from mur.db import (
     lookup_token,
     revoke_token,
     set_quota,
-    set_user_roles,
 )
+from mur.db.users import set_user_roles
 from mur.errors import ConflictError, InvalidInputError, NotFoundError
 from mur.security import derive_api_token, hash_token, looks_like_api_token
 

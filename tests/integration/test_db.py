@@ -26,6 +26,9 @@ from typer.testing import CliRunner
 
 from mur import db as mdb
 from mur.db import Database
+from mur.db.logins import recent_login_failures, record_login_attempt
+from mur.db.migrations import MigrationReport, MigrationStatus, discover_migrations
+from mur.db.users import set_user_roles, user_roles
 from mur.errors import (
     ConflictError,
     DatabaseError,
@@ -69,15 +72,15 @@ def _scalar(settings: Settings, query: str, params: tuple = ()) -> object:
 
 def test_migrate_creates_database_and_is_idempotent(pg_database_factory: Callable[..., Settings]) -> None:
     settings = pg_database_factory(migrated=False, create=False)
-    files = [m.name for m in mdb.discover_migrations()]
+    files = [m.name for m in discover_migrations()]
     assert files[:2] == ["0001_users_tokens_quotas", "0002_forecasts_and_login_attempts"]
-    assert mdb.migration_status(settings) == mdb.MigrationStatus(applied=[], pending=files)
+    assert mdb.migration_status(settings) == MigrationStatus(applied=[], pending=files)
 
     first = mdb.migrate(settings)
     assert first.created_database and first.applied_now == files and first.already_applied == []
     second = mdb.migrate(settings)
     assert not second.created_database and second.applied_now == [] and second.already_applied == files
-    assert mdb.migration_status(settings) == mdb.MigrationStatus(applied=files, pending=[])
+    assert mdb.migration_status(settings) == MigrationStatus(applied=files, pending=[])
     assert _scalar(settings, "SELECT count(*) FROM schema_migrations") == len(files)
     assert _scalar(settings, "SELECT array_agg(name ORDER BY name) FROM roles") == ["admin", "member"]
 
@@ -156,25 +159,25 @@ def test_migrate_applies_only_new_files_and_rolls_back_a_failing_one(
 def test_bad_migration_file_names_are_refused(tmp_path: Path) -> None:
     (tmp_path / "1_oops.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError, match="bad migration file name"):
-        mdb.discover_migrations(tmp_path)
+        discover_migrations(tmp_path)
     (tmp_path / "1_oops.sql").unlink()
     (tmp_path / "0001_a.sql").write_text("SELECT 1;")
     (tmp_path / "0001_b.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError, match="share version 0001"):
-        mdb.discover_migrations(tmp_path)
+        discover_migrations(tmp_path)
 
 
 def test_concurrent_migrators_do_not_race(pg_database_factory: Callable[..., Settings]) -> None:
     settings = pg_database_factory(migrated=False, create=False)  # the database does not exist yet
     barrier = threading.Barrier(4)
 
-    def run() -> mdb.MigrationReport:
+    def run() -> MigrationReport:
         barrier.wait()
         return mdb.migrate(settings)
 
     with ThreadPoolExecutor(4) as pool:
         reports = list(pool.map(lambda _: run(), range(4)))
-    files = [m.name for m in mdb.discover_migrations()]
+    files = [m.name for m in discover_migrations()]
     assert sorted(name for r in reports for name in r.applied_now) == files  # each file applied once
     assert _scalar(settings, "SELECT count(*) FROM schema_migrations") == len(files)
 
@@ -359,13 +362,13 @@ def test_roles(database: Database) -> None:
     assert mdb.add_role(database, user_id=member.id, role="admin") == ("admin", "member")
     assert mdb.add_role(database, user_id=member.id, role="admin") == ("admin", "member")  # idempotent
     assert mdb.remove_role(database, user_id=member.id, role="member") == ("admin",)
-    assert mdb.set_user_roles(database, user_id=member.id, roles=["member"]) == ("member",)
-    assert mdb.user_roles(database, user_id=member.id) == ("member",)
-    assert mdb.set_user_roles(database, user_id=member.id, roles=[]) == ()
+    assert set_user_roles(database, user_id=member.id, roles=["member"]) == ("member",)
+    assert user_roles(database, user_id=member.id) == ("member",)
+    assert set_user_roles(database, user_id=member.id, roles=[]) == ()
     with pytest.raises(InvalidInputError, match="unknown role"):
         mdb.add_role(database, user_id=member.id, role="superuser")
     with pytest.raises(NotFoundError):
-        mdb.set_user_roles(database, user_id=-1, roles=["member"])
+        set_user_roles(database, user_id=-1, roles=["member"])
     with pytest.raises(NotFoundError):
         mdb.add_role(database, user_id=-1, role="member")
 
@@ -749,8 +752,8 @@ def test_sql_injection_strings_are_stored_verbatim(
     assert mdb.authenticate(database, username=payload, password=payload) is None
     assert mdb.authenticate(database, username=username, password=PASSWORD) == user
     assert mdb.lookup_token(database, token=payload) is None
-    mdb.record_login_attempt(database, username=payload, ip=payload, success=False)
-    assert mdb.recent_login_failures(database, username=payload, ip=payload, window_s=60).per_user_ip >= 1
+    record_login_attempt(database, username=payload, ip=payload, success=False)
+    assert recent_login_failures(database, username=payload, ip=payload, window_s=60).per_user_ip >= 1
     limits = mdb.LoginLimits(per_user_ip=100, per_ip=100, per_user=100, window_s=60)
     assert mdb.begin_login_attempt(database, username=payload, ip=payload, limits=limits) is not None
     assert mdb.begin_registration_attempt(database, ip=payload, limit=100, window_s=60)
@@ -785,34 +788,34 @@ def test_sql_injection_strings_are_stored_verbatim(
 
 
 def _failures(database: Database, username: str, ip: str | None, window_s: int = 300) -> tuple[int, ...]:
-    counts = mdb.recent_login_failures(database, username=username, ip=ip, window_s=window_s)
+    counts = recent_login_failures(database, username=username, ip=ip, window_s=window_s)
     return counts.per_user_ip, counts.per_ip, counts.per_user
 
 
 def test_login_failures_are_counted_per_username_ip_and_both(database: Database) -> None:
     username, ip, other_ip = _name(), f"10.0.{uuid.uuid4().int % 250}.1", f"192.0.2.{uuid.uuid4().int % 250}"
     for _ in range(3):
-        mdb.record_login_attempt(database, username=username, ip=ip, success=False)
+        record_login_attempt(database, username=username, ip=ip, success=False)
     assert _failures(database, username.upper(), ip) == (3, 3, 3)  # usernames are case-insensitive
     assert _failures(database, _name(), ip) == (0, 3, 0)  # same IP, another username
     assert _failures(database, username, other_ip + "9") == (0, 0, 3)  # same username, another IP
     # a success from that IP forgives earlier failures of this username, not the IP's count
-    mdb.record_login_attempt(database, username=username, ip=ip, success=True)
+    record_login_attempt(database, username=username, ip=ip, success=True)
     assert _failures(database, username, ip) == (0, 3, 0)
-    mdb.record_login_attempt(database, username=username, ip=other_ip, success=False)
+    record_login_attempt(database, username=username, ip=other_ip, success=False)
     assert _failures(database, username, ip) == (0, 3, 1)
     assert _failures(database, username, other_ip) == (1, 1, 1)
 
 
 def test_login_failures_outside_the_window_do_not_count(database: Database) -> None:
     username = _name()
-    mdb.record_login_attempt(database, username=username, ip=None, success=False)
+    record_login_attempt(database, username=username, ip=None, success=False)
     with database.cursor() as cur:
         cur.execute(
             "UPDATE login_attempts SET attempted_at = now() - interval '1 hour' WHERE username = %s",
             (username,),
         )
-    mdb.record_login_attempt(database, username=username, ip=None, success=False)
+    record_login_attempt(database, username=username, ip=None, success=False)
     assert _failures(database, username, None) == (1, 0, 1)
     assert _failures(database, username, None, window_s=7200) == (2, 0, 2)
 
@@ -824,8 +827,8 @@ def test_recording_an_attempt_deletes_the_ones_older_than_its_window(
     # this worker's database may hold old attempts of earlier tests: delete them all, not the first 100
     monkeypatch.setattr("mur.db.logins.PRUNE_BATCH", 1_000_000)
     username, ip = _name(), f"10.4.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
-    mdb.record_login_attempt(database, username=username, ip=ip, success=False)
-    mdb.record_login_attempt(database, username=username, ip=ip, success=True)
+    record_login_attempt(database, username=username, ip=ip, success=False)
+    record_login_attempt(database, username=username, ip=ip, success=True)
     assert mdb.begin_registration_attempt(database, ip=ip, limit=5, window_s=600)
     ago = "SET attempted_at = now() - interval '20 minutes' WHERE ip = %s"
     with database.cursor() as cur:
