@@ -27,9 +27,7 @@ def probe(service: Service, timeout_s: float = 2.0) -> bool:
             ).is_success
         except httpx.HTTPError:
             return False
-    if service.port is not None:
-        return port_open(service.host, service.port, timeout_s)
-    return False
+    return service.port is not None and port_open(service.host, service.port, timeout_s)
 
 
 def check_text(service: Service) -> str:
