@@ -236,16 +236,14 @@ def posted_candles(settings: Any, url: str, token: str, pairs: list[str]) -> dic
     from mur.serving.market_cache import MarketCache
     from mur.serving.payload import candles_to_payload
 
-    models = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {token}"}, timeout=60).json()[
-        "models"
-    ]
+    headers = {"Authorization": f"Bearer {token}"}
+    models = httpx.get(f"{url}/v1/models", headers=headers, timeout=60).json()["models"]
     seq_len = {m["pair"]: int(m["seq_len"]) for m in models}
     cache = MarketCache(settings, pairs)
-    bodies = {}
-    for pair in pairs:
-        candles = cache.fetch(pair).candles.iloc[-seq_len[pair] :]
-        bodies[pair] = {"candles": candles_to_payload(candles)}
-    return bodies
+    return {
+        pair: {"candles": candles_to_payload(cache.fetch(pair).candles.iloc[-seq_len[pair] :])}
+        for pair in pairs
+    }
 
 
 def measure(settings: Any, token: str, pairs: list[str], opts: Any, cold_version: int) -> dict[str, Any]:
@@ -273,13 +271,9 @@ def measure(settings: Any, token: str, pairs: list[str], opts: Any, cold_version
         "deploy_to_all_loaded_s": round(seconds, 1),
         "serve_pss_mb": round(pss, 1),
         "serve_processes": processes,
-        "p50_ms": round(gets.pct(0.5), 1),
-        "p99_ms": round(gets.pct(0.99), 1),
-        "rps": round(gets.rps, 1),
+        **{k: round(v, 1) for k, v in gets.figures().items()},
         "errors": gets.errors,
-        "post_p50_ms": round(posts.pct(0.5), 1),
-        "post_p99_ms": round(posts.pct(0.99), 1),
-        "post_rps": round(posts.rps, 1),
+        **{k: round(v, 1) for k, v in posts.figures("post_").items()},
         "post_errors": posts.errors,
         "cold_load_ms": round(cold, 1) if cold is not None else None,
     }
@@ -461,13 +455,11 @@ def run(opts: Any) -> None:
 
     most = max([*opts.pairs, opts.baseline])
     settings = Settings().replace(
-        **{
-            "registry_prefix": opts.prefix,
-            "pg_database": opts.database,
-            "synthetic_pairs": most,
-            "market_data": "bundled",
-            "registry_poll_s": 600.0,  # one poll reads every pair's champion: not during the measurements
-        }
+        registry_prefix=opts.prefix,
+        pg_database=opts.database,
+        synthetic_pairs=most,
+        market_data="bundled",
+        registry_poll_s=600.0,  # one poll reads every pair's champion: not during the measurements
     )
     pairs = synthetic_pairs(most)
     began = time.monotonic()

@@ -72,6 +72,11 @@ class Result:
         lat = sorted(self.latencies_ms)
         return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
 
+    def figures(self, prefix: str = "") -> dict[str, float]:
+        """Throughput and the p50 and p99 latencies (nearest rank): ``<prefix>rps``, ``<prefix>p50_ms`` and
+        ``<prefix>p99_ms``."""
+        return {f"{prefix}rps": self.rps, f"{prefix}p50_ms": self.pct(0.5), f"{prefix}p99_ms": self.pct(0.99)}
+
 
 # --- Load generator -----------------------------------------------------------------------------------------
 
@@ -239,10 +244,9 @@ def ray_worker_niceness() -> int:
     import psutil
 
     for proc in psutil.process_iter(["cmdline", "nice"]):
-        if (proc.info["cmdline"] or [""])[0].startswith("ray::ServeReplica") and proc.info[
-            "nice"
-        ] is not None:
-            return int(proc.info["nice"])
+        cmd, nice = (proc.info["cmdline"] or [""])[0], proc.info["nice"]
+        if cmd.startswith("ray::ServeReplica") and nice is not None:
+            return int(nice)
     return 15
 
 
@@ -386,7 +390,7 @@ def main() -> int:
     ref = multiprocessing.get_context("spawn").Process(target=run_reference_server, args=reference)
     ref.start()
     load_before = os.getloadavg()[0]
-    results: list[Result] = []
+    results: dict[tuple[str, int], Result] = {}
     try:
         wait_http(f"http://127.0.0.1:{ref_port}/healthz", ref)
         urls = {
@@ -417,7 +421,7 @@ def main() -> int:
                     if (k == "reference") == (name == "reference") and after[k] > before.get(k, 0.0)
                 }
                 result.cpu_ms = used
-                results.append(result)
+                results[name, conc] = result
                 cpu = ", ".join(f"{k} {v:.1f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))
                 print(
                     f"  {name:<9} c={conc:<3} {result.rps:8.1f} req/s  p50 {result.pct(0.5):6.1f} ms  "
@@ -440,18 +444,13 @@ def main() -> int:
     )
     summary = []
     for conc in levels:
-        s = next(r for r in results if r.name == "serve" and r.concurrency == conc)
-        r = next(r for r in results if r.name == "reference" and r.concurrency == conc)
+        s, r = results["serve", conc], results["reference", conc]
         ratio = s.rps / r.rps if r.rps else float("nan")
         summary.append(
             {
                 "concurrency": conc,
-                "serve_rps": s.rps,
-                "serve_p50_ms": s.pct(0.5),
-                "serve_p99_ms": s.pct(0.99),
-                "reference_rps": r.rps,
-                "reference_p50_ms": r.pct(0.5),
-                "reference_p99_ms": r.pct(0.99),
+                **s.figures("serve_"),
+                **r.figures("reference_"),
                 "serve_cpu_ms_per_request": s.cpu_ms,
                 "reference_cpu_ms_per_request": r.cpu_ms,
                 "ratio": ratio,
@@ -463,7 +462,7 @@ def main() -> int:
             f"{conc:>5} | {s.rps:11.1f} {s.pct(0.5):7.1f} {s.pct(0.99):7.1f} | "
             f"{r.rps:10.1f} {r.pct(0.5):7.1f} {r.pct(0.99):7.1f} | {ratio:5.2f}"
         )
-    problems = check(results, summary)
+    problems = check(list(results.values()), summary)
     if problems:  # a run with failed requests or nan figures measured nothing: say so, write nothing
         for problem in problems:
             print(f"FAIL: {problem}", file=sys.stderr, flush=True)
