@@ -151,8 +151,6 @@ class ChampionRouter:
                     self._epoch, self._generation, RETRY_S if self.errors else FOLLOW_TIMEOUT_S
                 )
                 await self.sync(snapshot)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 log.warning("ingress: following the registry failed (%s); retrying", exc)
                 await asyncio.sleep(RETRY_S)
