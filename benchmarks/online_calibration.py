@@ -69,7 +69,7 @@ def evaluate(f: FoldForecasts, eta: float) -> dict[str, Any]:
     """Static and online coverage, Winkler scores and skills per horizon over the replay (forecasts made at
     ``f.timestamps``: the hour after each window's last candle)."""
     from mur.evaluation.intervals import winkler_scores
-    from mur.evaluation.online_conformal import OnlineParams, replay, running_coverage
+    from mur.evaluation.online_conformal import OnlineParams, replay, running_coverage, scale_band
     from mur.model.quantile_config import interval_level
 
     level = interval_level(f.levels)
@@ -83,7 +83,7 @@ def evaluate(f: FoldForecasts, eta: float) -> dict[str, Any]:
     for j, h in enumerate(f.horizons):
         med, lo, hi = q[:, j, mid], q[:, j, 0], q[:, j, -1]
         r = replay(med, lo, hi, y[:, j], h, params)
-        on_lo, on_hi = med * (lo / med) ** r.scales, med * (hi / med) ** r.scales
+        on_lo, on_hi = scale_band(med, lo, hi, r.scales)  # the served (scaled) ranges
         w_static = winkler_scores(lo, hi, y[:, j], alpha)
         w_online = winkler_scores(on_lo, on_hi, y[:, j], alpha)
         w_naive = winkler_scores(naive[:, j, 0], naive[:, j, -1], y[:, j], alpha)
