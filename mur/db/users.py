@@ -197,10 +197,7 @@ def create_user(
                 "UPDATE invites SET used_by = %s, used_at = now() WHERE id = %s", (user_id, invite_id)
             )
         _replace_roles(cur, user_id, wanted_roles)
-        if monthly_quota is not None:
-            cur.execute(
-                "INSERT INTO quotas (user_id, monthly_limit) VALUES (%s, %s)", (user_id, monthly_quota)
-            )
+        store_quota(cur, user_id, monthly_quota)
         cur.execute(_SELECT_USER_BY_ID, (user_id,))
         return _user(fetch_one(cur), User)
 
