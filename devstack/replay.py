@@ -339,11 +339,9 @@ def make_server(
     """
     from mur.data import bundled_pairs, load_synthetic, synthetic_pairs
 
-    chosen = list(pairs) if pairs is not None else bundled_pairs()
-    store = {data.symbol: data for data in (load_symbol_data(pair) for pair in chosen)}
-    synthetic_data = (frame_symbol_data(p, load_synthetic(p)) for p in synthetic_pairs(synthetic))
-    store.update((d.symbol, d) for d in synthetic_data)
-    return ReplayServer((host, port), store, handler_class, clock, reload)
+    loaded = [load_symbol_data(pair) for pair in (pairs if pairs is not None else bundled_pairs())]
+    loaded += [frame_symbol_data(pair, load_synthetic(pair)) for pair in synthetic_pairs(synthetic)]
+    return ReplayServer((host, port), {data.symbol: data for data in loaded}, handler_class, clock, reload)
 
 
 @contextmanager
