@@ -49,9 +49,6 @@ class DataWindow:
     def to_dict(self) -> dict[str, str]:
         return {"start": iso(self.start), "end": iso(self.end)}
 
-    def to_window(self) -> Window:
-        return Window(start=iso(self.start), end=iso(self.end))
-
 
 def load_candles(
     settings: Settings,
@@ -322,7 +319,7 @@ def finish_training(
         if not register:
             return TrainingResult(
                 pair=pair,
-                data_window=prep.window.to_window(),
+                data_window=Window.model_validate(prep.window.to_dict()),
                 mae=doc.model.mae,
                 skill=doc.skill,
                 metrics=doc,
