@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mur.errors import ModelError
+from mur.errors import ModelError, first_line
 from mur.model.features import CLOSE_IDX, FEATURE_NAMES
 from mur.model.network import ModelConfig, QuantileForecaster
 
@@ -150,7 +150,7 @@ def load_session(path: Path | str | bytes):
         return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises several unrelated types
         where = "model bytes" if isinstance(path, bytes) else f"'{path}'"
-        raise ModelError(f"cannot load ONNX model from {where}: {str(exc).splitlines()[0][:200]}") from exc
+        raise ModelError(f"cannot load ONNX model from {where}: {first_line(exc, 200)}") from exc
 
 
 def run_session(session: Any, windows: np.ndarray) -> np.ndarray:

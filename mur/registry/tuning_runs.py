@@ -65,9 +65,7 @@ def log_search(settings: Settings, report: TuningReport) -> str:
         )
         mlflow.log_params({f"budget_{k}": v for k, v in report.evidence()["budget"].items()})
         mlflow.log_params({f"chosen_{k}": v for k, v in report.chosen.items()})
-        mlflow.log_params(
-            {"confirm_start": report.spans.to_dict()["confirm_start"], "end": report.spans.to_dict()["end"]}
-        )
+        mlflow.log_params({k: v for k, v in report.spans.to_dict().items() if k in ("confirm_start", "end")})
         metrics = {"confirm_n": comparison["n"], **_numbers(report.seconds, "seconds_")}
         for name in ("winkler", "pinball"):  # a standard error that is None is left out
             gain = {"gain": comparison[name]["gain"], "gain_se": comparison[name]["se"]}
