@@ -17,6 +17,7 @@ runs, so a log never grows without bound). Services: :func:`devstack.services.st
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -192,12 +193,13 @@ def start_service(settings: Settings, service: Service, *, progress: Progress | 
     say = progress or (lambda _msg: None)
     began = time.monotonic()
     log = log_path(settings, service.name)
+    stop_session = functools.partial(terminate, first=service.stop_first, last=service.stop_last)
     with service_lock(settings, service.name):
         ours = pid_path(settings, service.name).exists()  # even dead: what answers is what it served
         pid = running_pid(settings, service.name, clean=True)
         if pid is not None and not leader_alive(pid):  # its main process died: what is left of it goes, fast
             say(f"{service.name}: its main process (pid {pid}) died; stopping what is left of it")
-            terminate(pid, min(service.stop_timeout_s, 3.0), first=service.stop_first, last=service.stop_last)
+            stop_session(pid, min(service.stop_timeout_s, 3.0))
             pid_path(settings, service.name).unlink(missing_ok=True)
             pid = None
         if pid is not None:
@@ -223,12 +225,7 @@ def start_service(settings: Settings, service: Service, *, progress: Progress | 
                 service.after_start()
         except BaseException as exc:
             with contextlib.suppress(MurError):
-                terminate(
-                    proc.pid,
-                    min(service.stop_timeout_s, 5.0),
-                    first=service.stop_first,
-                    last=service.stop_last,
-                )
+                stop_session(proc.pid, min(service.stop_timeout_s, 5.0))
             pid_path(settings, service.name).unlink(missing_ok=True)
             if isinstance(exc, MurError | KeyboardInterrupt):
                 raise
