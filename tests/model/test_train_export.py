@@ -243,3 +243,18 @@ def test_cli_rejects_bad_csv_and_unreadable_model(tmp_path: Path) -> None:
     bad.write_bytes(b"not a model")
     r = run_cli("predict", "btc_usdt", "--model", str(bad))
     assert r.returncode == 1 and "cannot load ONNX model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_unreadable_model_without_a_message_is_a_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime's error may carry no message: still a one-line ModelError (naming its type), never an
+    IndexError from reading the message's first line."""
+    import onnxruntime
+
+    from mur.errors import ModelError
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", refuse)
+    with pytest.raises(ModelError, match="cannot load ONNX model from model bytes: RuntimeError"):
+        load_session(b"any")
