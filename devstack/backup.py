@@ -22,6 +22,7 @@ from importlib.metadata import version
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from devstack import secret_files
 from mur.errors import InvalidInputError, ServiceError, first_line
 from mur.settings import Settings
 
@@ -116,8 +117,7 @@ def backup(settings: Settings, dest: Path, say: Say = print) -> dict[str, Any]:
 
     if dest.exists() and any(dest.iterdir()):
         raise InvalidInputError(f"{dest} is not empty: back up into a new directory")
-    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
-    dest.chmod(0o700)  # it holds the stack's keys
+    secret_files.private_dir(dest)  # it holds the stack's keys
     (dest / "db").mkdir(exist_ok=True)
     runtime = Path(settings.general.runtime_dir)
     for name in (n for n in RUNTIME_FILES if (runtime / n).is_file()):

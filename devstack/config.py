@@ -91,11 +91,8 @@ def write_secrets_dir(settings: Settings, role: str = "trainer") -> Path:
     ``{runtime_dir}/secrets``: the trainer's MLflow account and the S3 keys (every process ``mur up`` starts,
     Airflow's tasks, Ray jobs); ``secrets-serve`` (the Ray head: Serve's replicas) and ``secrets-dash``: their
     read-only MLflow account only."""
-    folder = Path(settings.general.runtime_dir) / (
-        SECRETS_DIR if role == "trainer" else f"{SECRETS_DIR}-{role}"
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o700)
+    suffix = "" if role == "trainer" else f"-{role}"
+    folder = secret_files.private_dir(Path(settings.general.runtime_dir) / f"{SECRETS_DIR}{suffix}")
     values = mlflow_account(settings, role)
     if role == "trainer":
         values |= {name: str(settings.flat()[name]) for name in S3_KEYS}

@@ -25,8 +25,7 @@ def prepare_redis(settings: Settings) -> None:
     GCS that reconnects after a Redis restart still holds the same certificate."""
     base, tls = redis_dir(settings), redis_dir(settings) / "tls"
     for folder in (base, tls, base / "data"):
-        folder.mkdir(parents=True, exist_ok=True)
-        folder.chmod(0o700)
+        secret_files.private_dir(folder)
     if not (tls / "key.pem").exists():
         seaweed._certificates(tls)
     lines = {

@@ -57,9 +57,7 @@ AUTH_CACHE_TTL_S = 60
 def prepare(settings: Settings) -> None:
     """Before MLflow starts: its database, and ``basic_auth.ini`` (the admin is created at the first start)."""
     ensure_databases(settings, [settings.db.mlflow_database])
-    folder = auth_dir(settings)
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o700)
+    folder = secret_files.private_dir(auth_dir(settings))
     admin = mlflow_account(settings, "admin")
     ini = {
         "default_permission": "NO_PERMISSIONS",

@@ -18,7 +18,7 @@ import json
 import secrets
 from pathlib import Path
 
-from devstack.secret_files import write_private
+from devstack.secret_files import private_dir, write_private
 from mur.settings import Settings
 
 COMPONENTS = ("s3", "master", "volume", "filer")
@@ -112,9 +112,7 @@ def _certificates(folder: Path) -> None:
 
 def prepare(settings: Settings) -> None:
     """Write the S3 identities, ``security.toml`` (fresh JWT keys) and the gRPC certificates (before start)."""
-    cfg = config_dir(settings)
-    cfg.mkdir(parents=True, exist_ok=True)
-    cfg.chmod(0o700)
+    cfg = private_dir(config_dir(settings))
     reg = settings.registry
     identity = {
         "name": "mur",

@@ -58,6 +58,13 @@ def read(path: Path) -> dict[str, Any] | None:
     return data
 
 
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner may enter (created with its parents, then set to mode 700)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
 def write_private(path: Path, data: str | bytes) -> None:
     """Write ``path`` (created with mode 600, truncated, then set to 600 whatever it was)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

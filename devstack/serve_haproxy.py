@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from devstack import haproxy_wrapper
+from devstack import haproxy_wrapper, secret_files
 from mur.settings import Settings
 
 HAPROXY_SIDE_PORTS: dict[str, int] = {
@@ -64,9 +64,7 @@ def haproxy_env(settings: Settings) -> dict[str, str]:
 
 def prepare_haproxy(settings: Settings) -> None:
     """Create the owner-only HAProxy directory and its launcher (before the Ray head starts)."""
-    base = haproxy_dir(settings)
-    base.mkdir(parents=True, exist_ok=True)
-    base.chmod(0o700)
+    secret_files.private_dir(haproxy_dir(settings))
     configured = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
     launcher = Path(haproxy_env(settings)["RAY_SERVE_HAPROXY_BINARY_PATH"])
     real = haproxy_wrapper.real_binary(configured if configured and Path(configured) != launcher else None)
