@@ -84,10 +84,7 @@ class ModelConfig:
         return self.quantile_levels.index(0.5)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        for key in ("feature_names", "horizons", "quantile_levels"):
-            d[key] = list(d[key])
-        return d
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}  # JSON's lists
 
 
 def pinball_loss(
