@@ -96,10 +96,8 @@ class Watchdog:
 
     def check(self) -> None:
         """One look at every pid file: a dead leader starts a restart (one thread per service)."""
-        for pid_file in sorted((self.runtime / "pids").glob("*.pid")):
+        for pid_file in sorted(p for p in (self.runtime / "pids").glob("*.pid") if p.stem != NAME):
             name = pid_file.stem
-            if name == NAME:
-                continue
             try:
                 sid = int(pid_file.read_text().split()[0])
             except (OSError, ValueError, IndexError):
