@@ -202,7 +202,7 @@ def fit_spec(features: np.ndarray, split: Split, seq_len: int, normalization: No
 
 
 def normalize_inputs(x: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    """Raw windows ``(n, seq_len, 9)`` → model inputs (float32). Mirrors ``export.NormalizedForecaster``.
+    """Raw windows ``(n, seq_len, 9)`` → normalized inputs (float32) of the linear baseline's design.
 
     Computed in float32, like the ONNX graph, with in-place operations (this is the hot path of the
     feature benchmark: ~6 M values for three years of hourly candles).
@@ -302,13 +302,13 @@ def build_dataset(
         raise DataValidationError(f"horizons must be positive hours, got {list(horizons)}")
     max_h = horizons[-1]
     feats = make_features(candles, feature_names)
-    if len(feats) - seq_len - (max_h - 1) < 1:
+    n = len(feats) - seq_len - (max_h - 1)  # windows with every horizon's target
+    if n < 1:
         raise DataValidationError(
             f"need at least {seq_len + max_h} candles for a {seq_len} h window and a {max_h} h horizon, "
             f"got {len(feats)}"
         )
     x, y = make_windows(feats, seq_len)
-    n = len(feats) - seq_len - (max_h - 1)
     x, y = x[:n], y[:n]
     close = feats[:, CLOSE_IDX]
     y_h = np.stack([close[seq_len + h - 1 : seq_len + h - 1 + n] for h in horizons], axis=1)
