@@ -102,14 +102,9 @@ def rewrite(config: str, errors_dir: Path | None = None) -> str:
     return DEFAULTS.sub(lambda m: m.group(0) + "".join(added), config, count=1)
 
 
-def errors_dir_for(config_path: Path) -> Path:
-    """Where the JSON error files of the configuration at ``config_path`` live."""
-    return config_path.parent / "errors"
-
-
 def patch_file(path: Path) -> None:
     """Rewrite ``path`` in place, holding the lock Ray's HAProxy manager takes to write it."""
-    errors = write_error_files(errors_dir_for(path))
+    errors = write_error_files(path.parent / "errors")  # the JSON error files beside the configuration
     with open(f"{path}.lock", "a") as lock:  # closing it releases the lock
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         text = path.read_text()

@@ -138,7 +138,7 @@ def test_the_launcher_patches_the_file_and_runs_haproxy_with_the_same_arguments(
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == repr(args)  # Ray finds its HAProxy by the config path in argv
     assert "bind 127.0.0.1:9101" in done.stdout and "bind *:8404" not in done.stdout
-    errors = haproxy_wrapper.errors_dir_for(config)
+    errors = config.parent / "errors"  # the JSON error files, beside the configuration
     assert config.read_text() == haproxy_wrapper.rewrite(
         ray_config(socket_path=str(tmp_path / "admin.sock")), errors
     )
