@@ -72,11 +72,13 @@ def token_rows(tokens: list[Token]) -> Component:
     rows: list[dict[str, Any]] = []  # one per token: each column's title and cell
     for token in reversed(tokens):  # newest first
         managed = token.name == DASHBOARD_TOKEN_NAME
-        actions = [
-            html.Button(label, id={"type": f"token-{kind}", "index": token.id}, className=f"{style} small")
-            for kind, label, style in (("rotate", "Rotate", "secondary"), ("revoke", "Revoke", "danger"))
-            if token.is_active and not (managed and kind == "rotate")
-        ]
+        actions: list[Component] = []
+        if token.is_active and not managed:
+            rotate_id = {"type": "token-rotate", "index": token.id}
+            actions.append(html.Button("Rotate", id=rotate_id, className="secondary small"))
+        if token.is_active:
+            revoke_id = {"type": "token-revoke", "index": token.id}
+            actions.append(html.Button("Revoke", id=revoke_id, className="danger small"))
         state, when = token.status
         status = f"{state} {fmt_time(when)}" if when else state
         rows.append(
