@@ -327,8 +327,10 @@ def train_pair_task(
     if outcome is not None and outcome.get("result"):
         result = outcome["result"]
         version = result.get("version")
-        trained = f"[mur] {pair}: version {version} trained by its batch's Ray job {result.get('job_id')}"
-        emit(REUSED.format(pair=pair, version=version) if result.get("reused") else trained)
+        if result.get("reused"):
+            emit(REUSED.format(pair=pair, version=version))
+        else:
+            emit(f"[mur] {pair}: version {version} trained by its batch's Ray job {result.get('job_id')}")
         return dict(result)
     if outcome is not None and try_number == 1:
         raise JobError(
