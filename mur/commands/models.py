@@ -99,8 +99,10 @@ def shadow(
     if tags.get("kind") == "backfill" or str(aliases.get(CHAMPION)) == str(version):
         raise InvalidInputError(f"{pair} v{version} is a backfill or the champion: it cannot be a shadow")
     k = settings.registry.shadow_max_per_pair
-    change = {"drop": version} if off else {"add": version}
-    kept = keep_shadows(client, name, keep=k, **change)
+    if off:
+        kept = keep_shadows(client, name, keep=k, drop=version)
+    else:
+        kept = keep_shadows(client, name, keep=k, add=version)
     typer.echo(
         f"{pair}: in shadow now {', '.join(f'v{v}' for v in kept) or 'none'} (at most {k}, the newest)"
     )
