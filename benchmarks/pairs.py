@@ -151,11 +151,11 @@ def serve_pss_mb() -> tuple[float, int]:
     from devstack.processes import memory_mb
 
     serve = ("ServeReplica:", "ServeController", "ProxyActor", "haproxy")
-    pids = [
-        proc.pid
-        for proc in psutil.process_iter(["cmdline", "name"])
-        if any(k in f"{' '.join(proc.info['cmdline'] or [])} {proc.info['name'] or ''}" for k in serve)
-    ]
+    pids: list[int] = []
+    for proc in psutil.process_iter(["cmdline", "name"]):
+        text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["name"] or "")
+        if any(k in text for k in serve):
+            pids.append(proc.pid)
     return memory_mb(pids) or 0.0, len(pids)
 
 
