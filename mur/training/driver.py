@@ -462,4 +462,6 @@ def registered_for(settings: Settings, pair: str, key: str) -> TrainingResult | 
 
     prefix = settings.registry.registry_prefix
     existing = find_version(configure(settings), pair, key, prefix)
-    return None if existing is None else version_result(existing, prefix).model_copy(update={"reused": True})
+    if existing is None:
+        return None
+    return version_result(existing, prefix).model_copy(update={"reused": True})

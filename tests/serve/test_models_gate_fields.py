@@ -85,9 +85,8 @@ def registered_version() -> ModelVersion:
 @pytest.fixture
 def api(pg_settings: Settings) -> Iterator[Api]:
     with running_api(pg_settings) as api:
-        summary = version_result(registered_version()).model_dump(
-            mode="json"
-        )  # what champions() hands the watcher
+        # what champions() hands the watcher
+        summary = version_result(registered_version()).model_dump(mode="json")
         model = LoadedModel(PAIR, VERSION, None, SEQ, summary, datetime(2025, 6, 1, 12, tzinfo=UTC))
 
         async def status() -> dict[str, Any]:  # the Forecaster replica's status with this model loaded
