@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 CHAMPION, CHALLENGER = "champion", "challenger"
 BACKFILL = "backfill"
 """Not an alias: the gate's verdict for a version trained on data older than the champion's."""
@@ -31,6 +33,6 @@ def shadow_alias(version: int | str) -> str:
     return f"{SHADOW_ALIAS_PREFIX}{int(version)}"
 
 
-def shadow_versions(aliases: dict[str, int]) -> list[int]:
+def shadow_versions(aliases: Mapping[str, int | str]) -> list[int]:
     """The versions a model's ``{alias: version}`` serves in shadow, newest first."""
     return sorted({int(v) for a, v in aliases.items() if a.startswith(SHADOW_ALIAS_PREFIX)}, reverse=True)
