@@ -21,6 +21,7 @@ import numpy as np
 from mur.db.forecasts import shadow_pairs
 from mur.db.pool import Database
 from mur.monitoring.report import ShadowRow
+from mur.registry.aliases import keep_shadows, move_champion
 from mur.registry.gate import HorizonComparison, compare_horizon, decide_live
 from mur.registry.names import CHAMPION, model_name, shadow_versions
 from mur.settings import Settings
@@ -52,8 +53,6 @@ def review_shadows(
     settings: Settings, db: Database, client: Any, pair: str, hour: datetime
 ) -> list[ShadowRow]:
     """Score, promote or retire ``pair``'s shadows at market ``hour``; one row per shadow for the report."""
-    from mur.registry.aliases import keep_shadows, move_champion
-
     gate = settings.registry
     name = model_name(pair, gate.registry_prefix)
     aliases = {a: int(v) for a, v in (client.get_registered_model(name).aliases or {}).items()}
