@@ -64,9 +64,11 @@ def track_record(
         np.array([getattr(f, k) for f in resolved], dtype=np.float64)
         for k in ("actual", "predicted", "last_close", "lower", "upper", "level")
     )
-    ranged = np.array([f.inside is not None for f in resolved], dtype=bool) & ~np.isnan(lo + hi + level)
-    hits = np.cumsum(ranged & np.array([bool(f.inside) for f in resolved], dtype=bool)).tolist()
-    coverage = [h / n if n else None for h, n in zip(hits, np.cumsum(ranged).tolist(), strict=True)]
+    scored = np.array([f.inside is not None for f in resolved], dtype=bool)
+    ranged = scored & ~np.isnan(lo + hi + level)  # both bounds and a level
+    inside = np.array([bool(f.inside) for f in resolved], dtype=bool)
+    hits, counts = np.cumsum(ranged & inside).tolist(), np.cumsum(ranged).tolist()
+    coverage = [h / n if n else None for h, n in zip(hits, counts, strict=True)]
     skill = None
     if naive_log_quantiles is not None:
         alpha = 1.0 - level[ranged]
