@@ -40,7 +40,7 @@ BACKTEST_BELOW = 24 * 7
 
 @dataclass(frozen=True)
 class TrackRecordView:
-    """What the Forecast page says about the track record (the one scoring definition: the module's)."""
+    """What the Forecast page says about the track record, from the one scoring definition (see the module)."""
 
     record: TrackRecord
     """The 1 h scored forecasts for the chart (running MAEs, coverage)."""
