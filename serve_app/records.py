@@ -213,7 +213,6 @@ async def forecast_as_of(service: ApiService, pair: str, at: datetime) -> dict[s
 def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., Any]) -> None:
     """Add the track-record, monitoring and model-history routes to ``api`` (``owner``: the bearer-token
     dependency)."""
-    from mur.monitoring.backtest_record import backtest_track_record
     from mur.monitoring.store import latest_alerts, latest_report
     from mur.monitoring.track_record import track_record, track_record_csv
 
@@ -265,11 +264,10 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
         if since is not None and until is not None and since >= until:
             raise InvalidInputError(f"from ({since.isoformat()}) must be before to ({until.isoformat()})")
 
-        def read(db: Any) -> dict[str, Any]:
-            record = backtest_track_record if source == "backtest" else track_record
-            return record(db, name, market_hour=hour, limit=limit, horizon=horizon, since=since, until=until)
-
-        body = await service.query(read)
+        picked: dict[str, Any] = {"limit": limit, "horizon": horizon, "since": since, "until": until}
+        body = await service.query(
+            lambda db: track_record(db, name, market_hour=hour, source=source, **picked)
+        )
         return _csv(track_record_csv(body), f"{name}-{source}-track-record.csv") if format == "csv" else body
 
     @router.get(
