@@ -53,7 +53,6 @@ class RegistryWatcher:
     ) -> None:
         self.args = AppArgs(**args)
         self.settings = self.args.app_settings()
-        self.served = sorted(served_pairs)
         self.epoch = uuid.uuid4().hex  # a new watcher replica restarts the generation count
         self.generation = 0
         self.targets: dict[str, dict[str, Any]] = {}
@@ -70,7 +69,7 @@ class RegistryWatcher:
         self.store = ChampionStore.for_settings(self.settings)
         await self._poll()
         if self.registry_ok is False and not self.targets:
-            await self._restore()
+            await self._restore(served_pairs)
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     # --- polling -------------------------------------------------------------------------------
@@ -154,9 +153,9 @@ class RegistryWatcher:
                     self.generation += 1
                     self._changed.notify_all()
 
-    async def _restore(self) -> None:
-        """Serve the last known champions from disk (the registry is unreachable at start)."""
-        stored = await asyncio.to_thread(self.store.champions, self.served)
+    async def _restore(self, pairs: list[str]) -> None:
+        """Serve the last known champions of ``pairs`` from disk (the registry is unreachable at start)."""
+        stored = await asyncio.to_thread(self.store.champions, pairs)
         for pair, summary in stored.items():
             key = (pair, int(summary["version"]))
             data = await asyncio.to_thread(self.store.model, *key)
@@ -169,9 +168,7 @@ class RegistryWatcher:
                 "registry unreachable at start: serving the last known champions %s",
                 {p: s["version"] for p, s in self.targets.items()},
             )
-            async with self._changed:
-                self.generation += 1
-                self._changed.notify_all()
+            self.generation += 1  # at start: nobody waits for a change yet
 
     def _prune(self) -> None:
         for pair in {p for p, _ in self._bytes}:
