@@ -1,13 +1,13 @@
 """The stack's watchdog: a service whose main process died is restarted, with backoff, and an alert.
 
 ``mur up`` starts one per runtime dir through the supervisor (``python -m devstack.watchdog``, in a session of
-its own, pid in ``{runtime_dir}/pids/watchdog.pid``); ``mur down`` stops it before the services. Every ``INTERVAL_S`` it looks at
-the services that have a pid file (those mur started) and judges each from its own process: the session
-leader, the service's main process, alive or not; never through another service. A dead one is restarted
-by :func:`devstack.supervisor.start_service` (what is left of its session stopped first, then its
-``before_start``, the health wait and ``after_start``, as ``mur up`` does), at once the first time, then
-after 2, 4, 8 … s while it keeps dying within ``STABLE_S`` of its last start; after ``MAX_FAILURES`` such
-deaths in a row it is left stopped, ``fatal``, until ``mur up`` starts it again.
+its own, pid in ``{runtime_dir}/pids/watchdog.pid``); ``mur down`` stops it before the services. Every
+``INTERVAL_S`` it looks at the services that have a pid file (those mur started) and judges each from its
+own process: the session leader, the service's main process, alive or not; never through another service.
+A dead one is restarted by :func:`devstack.supervisor.start_service` (what is left of its session stopped
+first, then its ``before_start``, the health wait and ``after_start``, as ``mur up`` does), at once the first
+time, then after 2, 4, 8 … s while it keeps dying within ``STABLE_S`` of its last start; after
+``MAX_FAILURES`` such deaths in a row it is left stopped, ``fatal``, until ``mur up`` starts it again.
 
 Each restart counts in ``{runtime_dir}/watchdog.json`` (``mur status``: restarts, state) and each death and
 each give-up is an alert: sent to Discord when ``MUR_DISCORD_WEBHOOK_URL`` is set
@@ -32,7 +32,7 @@ from devstack import secret_files
 from devstack.airflow import airflow_home
 from devstack.config import align_settings
 from devstack.health import ALERTS_FILE, STATE_FILE, read_state
-from devstack.processes import leader_alive
+from devstack.processes import leader_alive, terminate
 from devstack.services import Service, ray_temp_dir, stack_services
 from devstack.supervisor import pid_path, running_pid, service_lock, start_service, stop_service
 from mur.errors import MurError
@@ -45,6 +45,9 @@ MAX_FAILURES = 5
 MAX_BACKOFF_S = 60.0
 NAME = "watchdog"
 """The watchdog's own name among the pid files (the supervisor starts and stops it as it does a service)."""
+LEGACY_PID_FILE = "watchdog.pid"
+"""Where a watchdog started by older code (before it ran as a supervised service) kept its pid, in the
+runtime dir: :func:`start` and :func:`stop` end that one too, so such a stack never gets a second watchdog."""
 SWEEP_S = 300.0
 """How often the watchdog deletes expired logs (:func:`sweep_logs`)."""
 
@@ -193,8 +196,19 @@ def running(settings: Settings) -> int | None:
     return running_pid(settings, NAME)
 
 
+def _stop_legacy(settings: Settings) -> None:
+    """End the watchdog of a stack started before its pid file moved to ``pids/``, and remove that file."""
+    path = Path(settings.general.runtime_dir) / LEGACY_PID_FILE
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(path.read_text())
+        if leader_alive(pid):
+            terminate(pid, 10.0)
+    path.unlink(missing_ok=True)
+
+
 def start(settings: Settings) -> int:
     """Start the stack's watchdog unless it runs (``mur up``); its pid."""
+    _stop_legacy(settings)
     pid = start_service(settings, service()).pid
     assert pid is not None  # a service without a port or URL is never another's
     return pid
@@ -202,6 +216,7 @@ def start(settings: Settings) -> int:
 
 def stop(settings: Settings) -> None:
     """Stop the stack's watchdog (``mur down``, before the services): nothing restarts what stops."""
+    _stop_legacy(settings)
     stop_service(settings, service())
     (Path(settings.general.runtime_dir) / STATE_FILE).unlink(missing_ok=True)  # restarts count from `mur up`
 

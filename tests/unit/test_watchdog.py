@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -156,6 +157,22 @@ def test_a_dead_keeper_is_restarted_although_what_it_keeps_still_answers(
             assert row.restarts == 1 and row.healthy
     finally:
         os.kill(int(kept.read_text()), signal.SIGKILL)
+
+
+def test_mur_down_stops_a_watchdog_started_before_its_pid_file_moved(settings: Settings) -> None:
+    """A stack started by older code has its watchdog's pid in ``{runtime_dir}/watchdog.pid``, not in
+    ``pids/``: ``mur down`` (after the code was updated) ends that watchdog too, instead of leaving it behind
+    to restart services beside the next ``mur up``'s."""
+    old = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    runtime = Path(settings.general.runtime_dir)
+    runtime.mkdir(parents=True)
+    (runtime / watchdog.LEGACY_PID_FILE).write_text(f"{old.pid}\n")
+    try:
+        watchdog.stop(settings)
+        assert old.wait(timeout=5) is not None
+        assert not (runtime / watchdog.LEGACY_PID_FILE).exists()
+    finally:
+        old.kill()
 
 
 def test_expired_logs_of_ended_work_are_swept(
