@@ -33,13 +33,13 @@ from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from dash_app import auth
-from dash_app.clients import ServeClient
 from dash_app.context import EXTENSION_KEY, DashboardContext
 from dash_app.layout import FORBIDDEN_TEXT
 from mur.db import Database
 from mur.errors import ConfigError, DatabaseError
 from mur.orchestration.airflow_client import AirflowClient
 from mur.security import HashingBusyError, HashingGate
+from mur.serving.client import ServeClient
 from mur.settings import PLACEHOLDER_SECRETS, Settings
 
 logger = logging.getLogger(__name__)

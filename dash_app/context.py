@@ -15,11 +15,11 @@ from mur.db import Database, ensure_managed_token
 from mur.security import HashingGate, derive_api_token
 
 if TYPE_CHECKING:
-    from dash_app.clients import ServeClient
     from mur.clock import MarketClock
     from mur.data import MarketData
     from mur.db import User
     from mur.orchestration.airflow_client import AirflowClient
+    from mur.serving.client import ServeClient
     from mur.settings import Settings
 
 EXTENSION_KEY = "mur_dashboard"

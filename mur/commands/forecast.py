@@ -14,16 +14,17 @@ import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 import typer
 
 from mur.commands.db import fmt_when
-from mur.errors import ConfigError, ServiceError, error_detail
-from mur.serving.contract import ForecastBody, ForecastOut, misfit
+from mur.errors import ConfigError, ServiceError
+from mur.serving.contract import ForecastBody, ForecastOut
 
 TOKEN_ENV = "MUR_API_TOKEN"
 URL_ENV = "MUR_API_URL"
+HINTS = {401: f"; check {TOKEN_ENV}", 404: " (the pairs served: mur forecast --all)"}
+"""What to do about an error answer, by its status."""
 commands = typer.Typer()  # forecast: mur.cli adds it to the root
 
 
@@ -66,28 +67,6 @@ def api_url() -> str:
     return f"http://{host}:{settings.serving.serve_port}"
 
 
-def fetch(client: Any, url: str, path: str) -> Any:
-    """GET ``url + path`` with the client's token; API errors become one-line :class:`ServiceError`."""
-    import httpx
-
-    try:
-        response = client.get(f"{url}{path}")
-    except httpx.TransportError as exc:
-        raise ServiceError(
-            f"the API does not answer at {url} ({exc}); is the stack up? (mur status)"
-        ) from exc
-    if response.status_code == 401:
-        raise ServiceError(f"the API refused the token (401: {error_detail(response)}); check {TOKEN_ENV}")
-    if response.status_code == 404:
-        raise ServiceError(f"404: {error_detail(response)} (the pairs served: mur forecast --all)")
-    if response.status_code >= 400:
-        raise ServiceError(f"the API answered {response.status_code}: {error_detail(response)}")
-    try:
-        return response.json()
-    except ValueError as exc:
-        raise ServiceError(f"the API's answer to {path} is not JSON") from exc
-
-
 def _pct(value: float, base: float) -> str:
     return f"{(value / base - 1) * 100:+.2f} %" if base else "-"
 
@@ -128,19 +107,6 @@ def forecast_table(answer: ForecastBody) -> Any:
     return table
 
 
-def read_answer(body: Any, pair: str) -> ForecastOut:
-    """The API's answer read through its contract (:mod:`mur.serving.contract`); one that does not fit is a
-    one-line :class:`ServiceError`."""
-    from pydantic import ValidationError
-
-    try:
-        return ForecastOut.model_validate(body)
-    except ValidationError as exc:
-        raise ServiceError(
-            f"the API's forecast of {pair} does not fit its contract ({misfit(exc)})"
-        ) from None
-
-
 @commands.command()
 def forecast(
     pairs: Annotated[
@@ -166,25 +132,30 @@ def forecast(
 
     Token: MUR_API_TOKEN, else ~/.config/mur/token (first line); address: MUR_API_URL, else the Serve settings.
     """
-    import httpx
     from rich.console import Console
+
+    from mur.orchestration.airflow_client import ServiceAnswerError, ServiceUnavailable
+    from mur.serving.client import ServeClient
 
     if not pairs and not all_:
         raise ConfigError("name a pair (e.g. mur forecast btc_usdt) or give --all")
-    headers = {"Authorization": f"Bearer {api_token(stack=stack_token)}"}
-    url = api_url()
-    with httpx.Client(headers=headers, timeout=30.0, trust_env=False) as client:
+    token = api_token(stack=stack_token)
+    serve = ServeClient(api_url(), timeout_s=30.0)
+    try:
         wanted = list(pairs or [])
         if all_:
-            wanted += [p for p in fetch(client, url, "/v1/pairs").get("pairs", []) if p not in wanted]
-        query = "" if as_of is None else "?" + urlencode({"as_of": as_of})
-        answers = [fetch(client, url, f"/v1/forecast/{pair.strip().lower()}{query}") for pair in wanted]
+            wanted += [p for p in serve.pairs(token) if p not in wanted]
+        answers = [serve.forecast(pair.strip().lower(), token, as_of=as_of) for pair in wanted]
+    except ServiceUnavailable as exc:
+        raise ServiceUnavailable(f"{exc}; is the stack up? (mur status)") from exc
+    except ServiceAnswerError as exc:
+        raise ServiceError(f"{exc}{HINTS.get(exc.status or 0, '')}") from exc
     if as_json:
-        typer.echo(json.dumps(answers if len(answers) != 1 else answers[0], indent=2))
+        bodies = [answer.model_dump(mode="json", exclude_unset=True) for answer in answers]
+        typer.echo(json.dumps(bodies if len(bodies) != 1 else bodies[0], indent=2))
         return
     console = Console(width=max(Console().width, 100))
-    for pair, body in zip(wanted, answers, strict=True):
-        answer = read_answer(body, pair)
+    for answer in answers:
         if as_of is not None:  # its as_of is when it was served, not market now
             console.print(
                 f"served at {fmt_when(answer.as_of or answer.candle_time)} UTC (from the track record)"

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dash_app.clients import _calibration
 from dash_app.pages.forecast import calibration_text
 from mur.serving.calibration import apply_scales, graph_calibration
+from mur.serving.client import _calibration
 
 LEVELS = (0.05, 0.5, 0.95)
 

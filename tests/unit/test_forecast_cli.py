@@ -100,7 +100,9 @@ def test_the_token_file_is_read_and_the_environment_wins(tmp_path: Path, api: Js
     refused = mur(tmp_path, "forecast", "btc_usdt", MUR_API_URL=api.url, MUR_API_TOKEN="mur_wrong")
     assert auth(api)[-1] == "Bearer mur_wrong"
     assert refused.returncode == 1
-    assert "error: the API refused the token (401: invalid or revoked token)" in refused.stderr
+    assert refused.stderr.strip() == (
+        "error: the forecast API answered 401: invalid or revoked token; check MUR_API_TOKEN"
+    )
     assert "Traceback" not in refused.stderr
 
 
@@ -114,7 +116,7 @@ def test_errors_are_one_line(tmp_path: Path, api: JsonStandIn) -> None:
     unknown = mur(tmp_path, "forecast", "doge_usdt", MUR_API_URL=api.url, MUR_API_TOKEN=TOKEN)
     assert unknown.returncode == 1
     assert unknown.stderr.strip() == (
-        "error: 404: no model for pair 'doge_usdt' (the pairs served: mur forecast --all)"
+        "error: the forecast API answered 404: no model for pair 'doge_usdt' (the pairs served: mur forecast --all)"
     )
     no_token = mur(tmp_path, "forecast", "btc_usdt", MUR_API_URL=api.url)
     assert no_token.returncode == 1
@@ -125,7 +127,8 @@ def test_errors_are_one_line(tmp_path: Path, api: JsonStandIn) -> None:
         port = probe.getsockname()[1]
     down = mur(tmp_path, "forecast", "btc_usdt", MUR_API_URL=f"http://127.0.0.1:{port}", MUR_API_TOKEN=TOKEN)
     assert down.returncode == 1
-    assert f"error: the API does not answer at http://127.0.0.1:{port}" in down.stderr
+    assert f"error: the forecast API is unreachable at http://127.0.0.1:{port}" in down.stderr
+    assert down.stderr.strip().endswith("; is the stack up? (mur status)")
     for done in (unknown, no_token, down):
         assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 

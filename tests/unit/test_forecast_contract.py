@@ -1,6 +1,7 @@
 """The forecast answer has one contract (mur/serving/contract.py): the body a forecaster builds fits it, the API
-publishes it in its OpenAPI schema, and the dashboard's client and ``mur forecast`` read the API's JSON into the
-same class, which writes that JSON back unchanged (the same keys and values, the same ``...Z`` times)."""
+publishes it in its OpenAPI schema, and the one client of the API (the dashboard's and ``mur forecast``'s)
+reads its JSON into the same class, which writes that JSON back unchanged (the same keys and values, the same
+``...Z`` times)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from dash_app.clients import ServeClient
-from mur.commands.forecast import forecast_table, heading, read_answer
+from mur.commands.forecast import forecast_table, heading
 from mur.errors import ModelError, ServiceError
 from mur.model.inference import forecast_body, horizon_rows
 from mur.serving.calibration import apply_scales, graph_calibration
+from mur.serving.client import ServeClient
 from mur.serving.contract import ForecastBody, ForecastOut, HorizonOut, with_times
 
 pytestmark = pytest.mark.fast
@@ -90,15 +91,19 @@ def test_the_openapi_schema_publishes_the_core_model() -> None:
 
 def test_the_dashboard_and_the_cli_read_the_answer_into_the_same_class() -> None:
     answer = api_answer()
-    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=answer))
-    got = ServeClient("http://api.test", transport=transport).forecast("btc_usdt", "token")
+
+    def client(body: dict[str, Any]) -> ServeClient:
+        return ServeClient(
+            "http://api.test", transport=httpx.MockTransport(lambda _: httpx.Response(200, json=body))
+        )
+
+    got = client(answer).forecast("btc_usdt", "token")
     assert type(got) is ForecastOut and got == ForecastOut.model_validate(answer)
     assert got.model_version == 3 and got.calibration is not None and got.calibration.method == "online"
     assert got.target_time == datetime(2024, 11, 4, 7, tzinfo=UTC)
+    assert got.model_dump(mode="json", exclude_unset=True) == answer  # what mur forecast --json prints
 
-    cli = read_answer(answer, "btc_usdt")
-    assert cli == got
-    assert "model v3" in heading(cli) and "(market now 2024-11-04 07:06 UTC)" in heading(cli)
-    assert forecast_table(cli).row_count == 2
-    with pytest.raises(ServiceError, match=r"does not fit its contract \(model_version: "):
-        read_answer({**answer, "model_version": None}, "btc_usdt")
+    assert "model v3" in heading(got) and "(market now 2024-11-04 07:06 UTC)" in heading(got)
+    assert forecast_table(got).row_count == 2
+    with pytest.raises(ServiceError, match=r"btc_usdt does not fit its contract \(model_version: "):
+        client({**answer, "model_version": None}).forecast("btc_usdt", "token")
