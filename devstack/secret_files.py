@@ -59,8 +59,9 @@ def read(path: Path) -> dict[str, Any] | None:
 
 
 def private_dir(path: Path) -> Path:
-    """``path`` as a directory only its owner may enter (created with its parents, then set to mode 700)."""
-    path.mkdir(parents=True, exist_ok=True)
+    """``path`` as a directory only its owner may enter (created with its parents and mode 700, which is set
+    again when it existed)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)  # never open to others, not even until the chmod
     path.chmod(0o700)
     return path
 

@@ -65,3 +65,15 @@ def test_a_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.M
         secret_files.write(path, {"key": "new"})
     assert json.loads(path.read_text()) == {"key": "old"}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_private_dir_is_created_owner_only_and_an_open_one_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = tmp_path / "open"
+    opened.mkdir(mode=0o755)
+    assert stat.S_IMODE(secret_files.private_dir(opened).stat().st_mode) == 0o700
+    # created with mode 700 (as the backup folder was before private_dir): no moment open to other users
+    monkeypatch.setattr(Path, "chmod", lambda self, mode: None)
+    created = secret_files.private_dir(tmp_path / "new" / "keys")
+    assert stat.S_IMODE(created.stat().st_mode) == 0o700
