@@ -7,7 +7,6 @@ from the served track record, so that a new stack shows evidence from its first 
 from __future__ import annotations
 
 import logging
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from mur.errors import ModelError
-from mur.monitoring.track_record import track_record
 from mur.pairs import normalize_pair
 from mur.timeutil import HOUR, parse_time
 
@@ -82,8 +80,3 @@ def record_backtest(settings: Settings, *, pair: str, version: int, model: Path 
     except Exception as exc:  # the backtest is evidence for the dashboard, never a condition of promotion
         log.warning("%s v%s: backtest track record not stored: %s", pair, version, exc)
         return 0
-
-
-backtest_track_record = partial(track_record, source="backtest")
-"""The backtest track record in the shape of :func:`mur.monitoring.track_record.track_record` (every row
-resolved, ``source`` ``backtest``): the latest ``limit`` rows and their summary."""
