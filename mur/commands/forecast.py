@@ -55,16 +55,13 @@ def api_token(*, stack: bool = False) -> str:
 
 def api_url() -> str:
     """``MUR_API_URL``, else the settings' Serve address (a wildcard host read as 127.0.0.1)."""
-    value = os.environ.get(URL_ENV, "").strip()
-    if value:
-        return value.rstrip("/")
+    if value := os.environ.get(URL_ENV, "").strip():
+        return value
     from mur.settings import get_settings
 
-    settings = get_settings()
-    host = (
-        "127.0.0.1" if settings.serving.serve_host in ("0.0.0.0", "::", "") else settings.serving.serve_host
-    )
-    return f"http://{host}:{settings.serving.serve_port}"
+    serving = get_settings().serving
+    host = "127.0.0.1" if serving.serve_host in ("0.0.0.0", "::", "") else serving.serve_host
+    return f"http://{host}:{serving.serve_port}"
 
 
 def _pct(value: float, base: float) -> str:
