@@ -165,15 +165,16 @@ def start_all(
 
     with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="mur-up") as pool:
         while len(done) < len(order):
-            for name in [] if errors else sorted(order, key=lambda n: not exclusive(n)):  # exclusive first
-                busy = set(running.values())
-                if len(busy) >= max(1, parallel) or any(exclusive(b) for b in busy):
-                    break
-                ready = name not in done and name not in busy and all(d in done for d in deps[name])
-                if ready and not (exclusive(name) and busy):
-                    began[name] = time.monotonic()
-                    # the registry again: factories may read what earlier starts created
-                    running[pool.submit(start, build(settings)[name])] = name
+            if not errors:  # after a failure, only the starts under way finish
+                for name in sorted(order, key=lambda n: not exclusive(n)):  # exclusive ones first
+                    busy = set(running.values())
+                    if len(busy) >= max(1, parallel) or any(exclusive(b) for b in busy):
+                        break
+                    ready = name not in done and name not in busy and all(d in done for d in deps[name])
+                    if ready and not (exclusive(name) and busy):
+                        began[name] = time.monotonic()
+                        # the registry again: factories may read what earlier starts created
+                        running[pool.submit(start, build(settings)[name])] = name
             if not running:
                 break
             wait_s = max(0.0, noted + 20.0 - time.monotonic())  # a line every 20 s while starts run
@@ -182,11 +183,13 @@ def start_all(
                 name = running.pop(future)
                 try:
                     done[name] = future.result()
-                except BaseException as exc:  # noqa: BLE001 (re-raised below)
-                    if isinstance(exc, MurError) and retries.get(name, 0) > 0 and not errors:
+                except MurError as exc:
+                    if retries.get(name, 0) > 0 and not errors:
                         retries[name] -= 1
                         say(f"{name} did not start ({str(exc).splitlines()[0]}): trying once more")
                         continue
+                    errors.append(exc)
+                except BaseException as exc:  # noqa: BLE001 (re-raised below)
                     errors.append(exc)
             if running and time.monotonic() - noted >= 20.0:
                 noted = time.monotonic()
@@ -241,8 +244,11 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
     start_all(settings, parallel=options.parallel, say=say)
 
     admin = report.admin = first_run.ensure_admin(settings, options.admin_user, options.admin_password)
-    updated = " (password set from MUR_ADMIN_PASSWORD)" if admin.password_updated else ""
-    say(f"admin user {options.admin_user!r} " + ("created" if admin.created else f"exists{updated}"))
+    if admin.created:
+        say(f"admin user {options.admin_user!r} created")
+    else:
+        updated = " (password set from MUR_ADMIN_PASSWORD)" if admin.password_updated else ""
+        say(f"admin user {options.admin_user!r} exists{updated}")
 
     if "airflow-api-server" in registry:
         with airflow.client(settings) as monitoring:
@@ -351,7 +357,7 @@ def summary_lines(report: UpReport, registry_names: Iterable[str] = ()) -> list[
     lines += [
         f"  {label:<14} {url}"
         for label, url in urls(s).items()
-        if not names or needs.get(label) in names | {None}
+        if not names or label not in needs or needs[label] in names
     ]
     lines.append("")
     if (admin := report.admin) is not None:
