@@ -138,7 +138,8 @@ def align_settings(settings: Settings, *, export: bool = True) -> Settings:
         port, url = values[port_field], values[url_field]
         parts = urlsplit(url)
         if url_field not in explicit:
-            if url != (wanted := f"http://127.0.0.1:{port}"):
+            wanted = f"http://127.0.0.1:{port}"
+            if url != wanted:
                 update[url_field] = wanted
         elif parts.hostname in ("127.0.0.1", "localhost") and parts.port not in (None, port):
             raise ConfigError(
@@ -220,7 +221,8 @@ def fix_market_clock(settings: Settings, *, speed: float | None = None, running:
     wanted = speed
     if wanted is None and "clock_speed" in settings.flat(exclude_unset=True):
         wanted = settings.clock.clock_speed
-    stored, requested = read_clock_state(settings.general.runtime_dir), settings.clock.clock_start
+    stored = read_clock_state(settings.general.runtime_dir)
+    requested = settings.clock.clock_start
     if running and stored is not None:
         if wanted is not None and wanted != stored.speed:
             raise ConfigError(

@@ -166,12 +166,12 @@ def _wait_healthy(
         if leader_alive(sid):
             return False
         rc = proc.poll() if proc is not None else None  # its exit code, when it is our child
+        died = "exited" if rc is None else f"exited with code {rc}"
         if writer is not None:  # let the log writer drain what the service wrote last
             with contextlib.suppress(subprocess.TimeoutExpired):
                 writer.wait(timeout=2.0)
         raise ServiceError(
-            f"{service.name} exited{'' if rc is None else f' with code {rc}'} before answering {check}; "
-            f"last lines of {log}:\n" + _log_tail(log, offset)
+            f"{service.name} {died} before answering {check}; last lines of {log}:\n" + _log_tail(log, offset)
         )
 
     wait_until(
@@ -370,12 +370,14 @@ def plan(services: dict[str, Service], names: Sequence[str] | None, *, with_deps
             into.append(name)
 
     order: list[str] = []  # every registered service, dependencies first, else in registry order
-    needed: list[str] = []  # names with what they depend on
     for name in services:
         visit(name, order)
-    for name in names or ():
+    if not names:
+        return order
+    needed: list[str] = []  # names with what they depend on
+    for name in names:
         visit(name, needed)
-    return [name for name in order if not names or name in (needed if with_deps else names)]
+    return [name for name in order if name in (needed if with_deps else names)]
 
 
 def up(
