@@ -388,7 +388,8 @@ def copy_artefacts(settings: Settings, source: str, destination: str, *, move: b
 
     from mur.training.ray_fit import location
 
-    (src, src_fs), (dst, dst_fs) = location(settings, source), location(settings, destination)
+    src, src_fs = location(settings, source)
+    dst, dst_fs = location(settings, destination)
     local = pyarrow.fs.LocalFileSystem()
     pyarrow.fs.copy_files(src, dst, source_filesystem=src_fs or local, destination_filesystem=dst_fs or local)
     if move:
