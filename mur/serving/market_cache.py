@@ -181,9 +181,7 @@ class MarketCache:
         """Cache ``pairs`` too; refresh now, then every ``interval_s`` seconds on a daemon thread (at most a
         sixth of a market hour: with a fast market clock new candles close every ``3600 / speed`` seconds)."""
         interval_s = min(interval_s, self.clock.seconds_per_hour / 6)
-        for pair in pairs:
-            if (name := normalize_pair(pair)) not in self.pairs:
-                self.pairs.append(name)
+        self.pairs = list(dict.fromkeys([*self.pairs, *map(normalize_pair, pairs)]))  # new ones last, once
         if self._thread is not None:
             self.refresh([p for p in self.pairs if p not in self._snapshots])
             return
