@@ -304,7 +304,9 @@ class ReplayServer(ThreadingHTTPServer):
 
     def server_time(self) -> int:
         """Epoch ms "now": the market clock's when the server replays one, else the wall clock's."""
-        return int((self.clock.now().timestamp() if self.clock is not None else time.time()) * 1000)
+        if self.clock is None:
+            return int(time.time() * 1000)
+        return int(self.clock.now().timestamp() * 1000)
 
     @property
     def url(self) -> str:
