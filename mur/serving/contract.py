@@ -1,7 +1,7 @@
 """The forecast answer of the API, defined once: what the Forecaster builds
 (:func:`mur.model.inference.forecast_body`), what the API publishes in its OpenAPI schema (``serve_app/api.py``),
-what the dashboard's client (``dash_app/clients.py``) and ``mur forecast`` read back, and the times the API
-adds to it (:func:`with_times`).
+what the Serve API's client (``mur/serving/client.py``: the dashboard and ``mur forecast``) reads back, and the
+times the API adds to it (:func:`with_times`).
 
 Times are aware UTC datetimes in Python and ISO-8601 text with a trailing ``Z`` (seconds precision) in JSON,
 exactly what :func:`mur.timeutil.iso` writes, so a body dumped with ``model_dump(mode="json")`` is the JSON
