@@ -39,8 +39,10 @@ def api_token(*, stack: bool = False) -> str:
     if value := os.environ.get(TOKEN_ENV, "").strip():
         return value
     path = token_file()
-    if path.is_file() and (first := path.read_text().strip().partition("\n")[0].strip()):
-        return first
+    if path.is_file():
+        first_line = path.read_text().strip().partition("\n")[0].strip()
+        if first_line:
+            return first_line
     if stack:
         from mur.commands.local import first_run
         from mur.settings import get_settings
