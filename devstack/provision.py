@@ -19,25 +19,15 @@ SERVE_APPLICATIONS_PATH = "/api/serve/applications/"
 def ensure_databases(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
     """Create the missing PostgreSQL databases among ``names`` (default: app, MLflow, Airflow); return them."""
     import psycopg
-    from psycopg import errors, sql
 
-    from mur.db import connect
+    from mur.db.migrations import ensure_database
 
     db = settings.db
     wanted = list(names) if names is not None else [db.pg_database, db.mlflow_database, db.airflow_database]
-    created = []
-    with connect(settings, database="postgres", autocommit=True) as conn:  # CREATE DATABASE: no transaction
-        for name in wanted:
-            try:
-                if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-                    continue
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            except (errors.DuplicateDatabase, errors.UniqueViolation):
-                continue  # created concurrently by someone else
-            except psycopg.Error as exc:
-                raise ServiceError(f"could not create databases {wanted}: {exc}".strip()) from exc
-            created.append(name)
-    return created
+    try:
+        return [name for name in wanted if ensure_database(settings, name)]
+    except psycopg.Error as exc:
+        raise ServiceError(f"could not create databases {wanted}: {exc}".strip()) from exc
 
 
 def migrate_app_database(settings: Settings) -> None:

@@ -88,23 +88,24 @@ def discover_migrations(directory: Path | None = None) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-def _database_exists(settings: Settings) -> bool:
+def _database_exists(settings: Settings, name: str | None = None) -> bool:
     with connect(settings, database="postgres", autocommit=True) as conn:
         row = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (settings.db.pg_database,)
+            "SELECT 1 FROM pg_database WHERE datname = %s", (name or settings.db.pg_database,)
         ).fetchone()
         return row is not None
 
 
-def ensure_database(settings: Settings) -> bool:
-    """Create the app database if it does not exist; True if it was created."""
-    if _database_exists(settings):
+def ensure_database(settings: Settings, name: str | None = None) -> bool:
+    """Create the database ``name`` (default: the app's) if it does not exist; True if it was created."""
+    name = name or settings.db.pg_database
+    if _database_exists(settings, name):
         return False
-    with connect(settings, database="postgres", autocommit=True) as conn:
+    with connect(settings, database="postgres", autocommit=True) as conn:  # CREATE DATABASE: no transaction
         try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(settings.db.pg_database)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
-            return False  # another migrator created it a moment ago (or pg_database's unique index says so)
+            return False  # created a moment ago by someone else (or pg_database's unique index says so)
         return True
 
 
