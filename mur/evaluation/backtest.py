@@ -174,11 +174,14 @@ def fold_forecasts(
 
 def concat_forecasts(parts: list[FoldForecasts]) -> FoldForecasts:
     """All folds' forecasts as one set (time order)."""
-    joined: dict[str, Any] = {
-        k: np.concatenate([getattr(p, k) for p in parts]) for k in ("timestamps", "last_close", "targets")
-    }
-    joined["quantiles"] = {k: np.concatenate([p.quantiles[k] for p in parts]) for k in parts[0].quantiles}
-    return replace(parts[0], **joined)
+    return FoldForecasts(
+        timestamps=np.concatenate([p.timestamps for p in parts]),
+        last_close=np.concatenate([p.last_close for p in parts]),
+        targets=np.concatenate([p.targets for p in parts]),
+        quantiles={k: np.concatenate([p.quantiles[k] for p in parts]) for k in parts[0].quantiles},
+        horizons=parts[0].horizons,
+        levels=parts[0].levels,
+    )
 
 
 def range_scores(f: FoldForecasts, *, tests: bool) -> list[dict[str, Any]]:
