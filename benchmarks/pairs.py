@@ -392,7 +392,6 @@ def main() -> None:
         action="store_true",
         help="start S3, MLflow and Ray if down (stopped again at the end)",
     )
-    parser.add_argument("--stop-services", action="store_true", help="stop S3, MLflow and Ray at the end")
     parser.add_argument("--json", type=Path, help="default: benchmarks/results/pairs.json (smoke: none)")
     parser.add_argument(
         "--smoke",
@@ -434,8 +433,6 @@ def main() -> None:
         else:
             run(opts)
     finally:
-        if opts.stop_services:
-            started = list(supervisor.CORE_SERVICES)
         if started:
             supervisor.down(Settings(), started)
 
