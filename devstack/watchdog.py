@@ -34,7 +34,7 @@ from devstack.config import align_settings
 from devstack.health import ALERTS_FILE, STATE_FILE, read_state
 from devstack.processes import leader_alive, terminate
 from devstack.services import Service, ray_temp_dir, stack_services
-from devstack.supervisor import pid_path, running_pid, service_lock, start_service, stop_service
+from devstack.supervisor import pid_path, service_lock, start_service, stop_service
 from mur.errors import MurError
 from mur.settings import PROJECT_ROOT, Settings, get_settings
 
@@ -189,11 +189,6 @@ def service() -> Service:
     environment of the process that starts it; its process is its health."""
     command = [sys.executable, "-m", "devstack.watchdog"]
     return Service(name=NAME, command=command, cwd=PROJECT_ROOT, stop_timeout_s=10.0)
-
-
-def running(settings: Settings) -> int | None:
-    """The stack's watchdog's pid while it runs."""
-    return running_pid(settings, NAME)
 
 
 def _stop_legacy(settings: Settings) -> None:

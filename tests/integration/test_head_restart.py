@@ -83,8 +83,9 @@ def watchdog(cluster: Cluster) -> Iterator[None]:  # noqa: F811 (test_cluster's 
     """The stack's watchdog (what ``mur up`` starts), which restarts a head whose process died; stopped after
     the test unless it ran before."""
     from devstack import watchdog
+    from devstack.supervisor import running_pid
 
-    ours = watchdog.running(cluster.settings) is None
+    ours = running_pid(cluster.settings, watchdog.NAME) is None
     watchdog.start(cluster.settings)
     try:
         yield
