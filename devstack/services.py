@@ -231,33 +231,24 @@ def worker_node_runtime_dir(settings: Settings, index: int) -> Path:
     return Path(settings.general.runtime_dir).resolve() / "nodes" / str(index)
 
 
-def _worker_agent_port(settings: Settings, index: int) -> int:
-    return 52365 + (settings.ray.ray_dashboard_port - 8265) + WORKER_AGENT_PORT_STEP * (index - 1)
-
-
-def _worker_node_command(settings: Settings, index: int) -> list[str]:
-    """``ray start --block --address HEAD`` as compose's ray-worker, on the node's own loopback address."""
-    cpus = max(2, (os.cpu_count() or 2) // 2)
-    return [
-        *(venv_bin("ray"), "start", "--block"),
-        *("--address", f"{HEAD_GCS_HOST}:{settings.ray.ray_gcs_port}"),
-        *("--node-ip-address", worker_node_ip(index)),
-        *("--dashboard-agent-listen-port", str(_worker_agent_port(settings, index))),
-        *("--temp-dir", str(ray_temp_dir(settings, index))),
-        "--disable-usage-stats",
-        *("--num-cpus", str(cpus)),
-        *("--resources", json.dumps({worker_node_resource(index): 100})),
-        *("--object-store-memory", str(settings.ray.ray_object_store_mb * 1024 * 1024)),
-        *("--min-worker-port", "0", "--max-worker-port", "0"),  # 0: the OS picks free ones
-    ]
-
-
 def _worker_node(s: Settings, index: int) -> Service:
-    """Extra Ray node ``index`` (2 … ``settings.ray.ray_nodes``), joining the head with the token."""
-    agent = _worker_agent_port(s, index)
+    """Extra Ray node ``index`` (2 … ``settings.ray.ray_nodes``), joining the head with the token: ``ray start
+    --block --address HEAD`` as compose's ray-worker, on the node's own loopback address."""
+    agent = 52365 + (s.ray.ray_dashboard_port - 8265) + WORKER_AGENT_PORT_STEP * (index - 1)
     return Service(
         name=f"ray-node-{index}",
-        command=_worker_node_command(s, index),
+        command=[
+            *(venv_bin("ray"), "start", "--block"),
+            *("--address", f"{HEAD_GCS_HOST}:{s.ray.ray_gcs_port}"),
+            *("--node-ip-address", worker_node_ip(index)),
+            *("--dashboard-agent-listen-port", str(agent)),
+            *("--temp-dir", str(ray_temp_dir(s, index))),
+            "--disable-usage-stats",
+            *("--num-cpus", str(max(2, (os.cpu_count() or 2) // 2))),
+            *("--resources", json.dumps({worker_node_resource(index): 100})),
+            *("--object-store-memory", str(s.ray.ray_object_store_mb * 1024 * 1024)),
+            *("--min-worker-port", "0", "--max-worker-port", "0"),  # 0: the OS picks free ones
+        ],
         env={
             **_ray_env(s),
             **WORKER_NODE_ENV,
