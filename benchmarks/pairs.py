@@ -431,7 +431,7 @@ def main() -> None:
             print(training_line(cycle))
             print(f"hourly cycle for 100 pairs: {cycle['cycle_100_s']} s")
         else:
-            run(opts)
+            run(opts, most)
     finally:
         if started:
             supervisor.down(Settings(), started)
@@ -444,13 +444,12 @@ def train_settings(opts: Any, most: int) -> Any:
     return Settings(synthetic_pairs=most, market_data="bundled", registry_prefix=opts.prefix + "train-")
 
 
-def run(opts: Any) -> None:
-    """Set up the pairs, measure each N, train a sample, print and write the results."""
+def run(opts: Any, most: int) -> None:
+    """Set up the ``most`` pairs (the largest N), measure each N, train a sample, print and write the results."""
     from mur.data import synthetic_pairs
     from mur.settings import Settings
     from serve_app.deploy import undeploy
 
-    most = max([*opts.pairs, opts.baseline])
     settings = Settings().replace(
         registry_prefix=opts.prefix,
         pg_database=opts.database,
