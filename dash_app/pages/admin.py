@@ -30,7 +30,6 @@ from dash_app.context import DashboardContext, get_context, require_admin
 from dash_app.pages import admin_models, admin_pairs
 from mur.db import (
     INVITE_LIFETIME,
-    MAX_QUOTA,
     ROLES,
     User,
     create_invite,
@@ -241,16 +240,15 @@ def load_user(user_id: int | None) -> tuple[Any, Any, Any]:
 
 
 def _parse_quota(value: Any) -> int | None:
+    """The form's quota: blank is None (the default), else a whole number (update_account checks its range)."""
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
-        raise InvalidInputError("the quota must be a whole number")
     try:
         number = float(value)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError("the quota must be a whole number") from exc
-    if not number.is_integer() or not 0 <= number <= MAX_QUOTA:
-        raise InvalidInputError(f"the quota must be a whole number between 0 and {MAX_QUOTA}")
+    if isinstance(value, bool) or not number.is_integer():
+        raise InvalidInputError("the quota must be a whole number")
     return int(number)
 
 

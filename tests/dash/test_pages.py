@@ -376,6 +376,17 @@ def test_admin_save_is_one_transaction(client: FlaskClient, dash_database: Datab
     assert unchanged.roles == ("member",) and unchanged.quota_is_default and not unchanged.disabled
 
 
+def test_admin_quota_out_of_range_changes_nothing(client: FlaskClient, dash_database: Database) -> None:
+    """The quota's range is the database layer's check (0..MAX_QUOTA), made before anything is written."""
+    admin, member = make_user(dash_database, admin=True), make_user(dash_database)
+    logged_in(client, admin)
+    for quota in (-1, 2**31, 2.5, "many"):
+        out = callback_json(save_user(client, member.id, status="disabled", roles=("member",), quota=quota))
+        assert "Nothing changed: " in text_of(out["admin-result"]) and "quota" in text_of(out["admin-result"])
+    unchanged = get_user_by_id(dash_database, user_id=member.id)
+    assert unchanged is not None and not unchanged.disabled
+
+
 def test_admin_cannot_lock_themselves_out(client: FlaskClient, dash_database: Database) -> None:
     admin = make_user(dash_database, admin=True)
     logged_in(client, admin)
