@@ -59,7 +59,7 @@ def train_batch(
     Pairs already trained for their window are looked up in the registry and reused without a job. Without
     ``await_jobs`` (no Airflow: ``mur up``'s first training) the jobs are followed here, their logs streamed."""
     from mur.orchestration import job_submission as jobs
-    from mur.orchestration.tasks import REUSED, clamped_end, compact_result, find_trained
+    from mur.orchestration.tasks import REUSED, clamped_end, find_trained
 
     say = emit or log.info
     options = dict(options or {})
@@ -76,7 +76,7 @@ def train_batch(
             continue
         if existing is not None:
             say(REUSED.format(pair=pair, version=existing.version))
-            out[pair] = {"result": compact_result(existing)}
+            out[pair] = {"result": existing.compact().model_dump()}
         else:
             by_end.setdefault(pair_end, []).append(pair)
 
@@ -120,7 +120,6 @@ def batch_jobs_done(
     idempotency key. A job that ran to its end with failed pairs left their errors: the pairs' own tasks
     retry those."""
     from mur.orchestration import job_submission as jobs
-    from mur.orchestration.tasks import compact_result
 
     out, pairs_of = dict(event["carry"]["settled"]), event["carry"]["jobs"]
     read, broken = jobs.job_result_reader(settings), []
@@ -136,7 +135,10 @@ def batch_jobs_done(
         if any(r.job_id is None for r in results.values()):
             broken.append(f"Ray job {job_id} {job['status'].lower()}: {job['reason']}")
         out.update(
-            {p: {"result": compact_result(r)} if r.ok else {"error": r.error} for p, r in results.items()}
+            {
+                p: {"result": r.compact().model_dump()} if r.ok else {"error": r.error}
+                for p, r in results.items()
+            }
         )
     failed = sorted(p for p, o in out.items() if "error" in o)
     emit(

@@ -127,12 +127,6 @@ def submission_prefix(dag_id: str, run_id: str, pair: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"mur-{dag_id}-{run_id}-{pair}")
 
 
-def compact_result(result: TrainingResult) -> dict[str, Any]:
-    """The small dict a mapped task returns through XCom (:class:`~mur.contracts.CompactResult`): ids,
-    decision and two metrics, never data."""
-    return result.compact().model_dump()
-
-
 def summarize(results: Iterable[Mapping[str, Any] | None], *, expected: Iterable[str] = ()) -> dict[str, Any]:
     """Summary of a run from the mapped XComs: per-pair version and alias, champions, reused and failed pairs."""
     from mur.contracts import CompactResult
@@ -242,7 +236,7 @@ def train_pair(
     say(f"[mur] {pair}: training window end {end.isoformat()} options {options or '{}'}")
     if (existing := find_trained(settings, pair, end, options)) is not None:
         say(REUSED.format(pair=pair, version=existing.version))
-        return compact_result(existing)
+        return existing.compact().model_dump()
     prefix = submission_prefix
     if prefix and (running := _running_job(jobs.client_for(settings), prefix)) is not None:
         say(f"[mur] {pair}: awaiting Ray job {running}, left running by an earlier try")
@@ -267,7 +261,8 @@ def pair_job_done(settings: Settings, pair: str, event: Mapping[str, Any], emit:
     [(job_id, job)] = event["jobs"].items()
     emit(f"[mur] {pair}: Ray job {job_id} ended: {job['status']}")
     why = lambda: job["reason"] or "it left no result"  # noqa: E731
-    return compact_result(jobs.job_result(job_id, job["status"], why, jobs.job_result_reader(settings)))
+    result = jobs.job_result(job_id, job["status"], why, jobs.job_result_reader(settings))
+    return result.compact().model_dump()
 
 
 def _running_job(client: Any, prefix: str) -> str | None:

@@ -137,7 +137,7 @@ FULL_RESULT = TrainingResult.model_validate(
 
 
 def test_compact_result_carries_ids_not_data() -> None:
-    small = orch.compact_result(FULL_RESULT)
+    small = FULL_RESULT.compact().model_dump()
     assert small == {
         "pair": "btc_usdt",
         "model_name": "mur-btc_usdt",
@@ -157,7 +157,7 @@ def test_compact_result_carries_ids_not_data() -> None:
 
 
 def test_summarize_lists_versions_champions_reused_and_failed() -> None:
-    a = orch.compact_result(FULL_RESULT)
+    a = FULL_RESULT.compact().model_dump()
     b = {**a, "pair": "eth_usdt", "version": 3, "alias": "challenger", "reused": True}
     assert orch.summarize([a])["results"] == [a]  # the XCom shape passes through
     summary = orch.summarize([a, None, b], expected=["btc_usdt", "nope_usdt", "eth_usdt"])
