@@ -145,6 +145,11 @@ class ForecastOut(ForecastBody):
     calibration: ServedCalibration | None = Field(
         None, description="the online scale applied to each horizon's range (none for a point-only model)"
     )
+    source: str | None = Field(
+        None,
+        description="track_record: an as_of answer, read back from the track record",
+        examples=["track_record"],
+    )
 
     def closes_at(self) -> datetime:
         """When the forecast candle closes: ``close_time``, else an hour after its open ``target_time``."""

@@ -48,6 +48,8 @@ def api_route(request: Request) -> tuple[int, Any]:
         return 200, {"pairs": ["btc_usdt"], "details": {}}
     if request.path == "/v1/forecast/btc_usdt":
         return 200, ANSWER
+    if request.path.startswith("/v1/forecast/btc_usdt?as_of="):  # read back from the track record
+        return 200, ANSWER | {"source": "track_record"}
     return 404, {"error": "unknown_pair", "message": "no model for pair 'doge_usdt'"}
 
 
@@ -109,7 +111,12 @@ def test_the_token_file_is_read_and_the_environment_wins(tmp_path: Path, api: Js
 def test_all_pairs_and_json(tmp_path: Path, api: JsonStandIn) -> None:
     done = mur(tmp_path, "forecast", "--all", "--json", MUR_API_URL=api.url, MUR_API_TOKEN=TOKEN)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["horizons"][1]["upper"] == 72_500.0
+    assert json.loads(done.stdout) == ANSWER
+    # the API's answer whole: an as_of answer says it comes from the track record
+    args = ("forecast", "btc_usdt", "--as-of", "2024-11-04T07:30", "--json")
+    served = mur(tmp_path, *args, MUR_API_URL=api.url, MUR_API_TOKEN=TOKEN)
+    assert served.returncode == 0, served.stderr
+    assert json.loads(served.stdout) == ANSWER | {"source": "track_record"}
 
 
 def test_errors_are_one_line(tmp_path: Path, api: JsonStandIn) -> None:
