@@ -113,19 +113,16 @@ def set_shadows(
 
     from mur.registry import CHAMPION, model_name
     from mur.registry.aliases import keep_shadows
-    from mur.registry.names import shadow_alias
 
     client = MlflowClient(settings.registry.mlflow_tracking_uri)
     served = {}
     for pair in pairs:
         name = model_name(pair, settings.registry.registry_prefix)
-        model = client.get_registered_model(name)
         kept = keep_shadows(client, name, keep=0 if fresh else shadows)
-        champion = client.get_model_version(name, str(model.aliases[CHAMPION]))
+        champion = client.get_model_version_by_alias(name, CHAMPION)
         for _ in range(shadows - len(kept)):
             new = copy_version(client, name, champion, champion.tags)
-            client.set_registered_model_alias(name, shadow_alias(new.version), str(new.version))
-            kept.insert(0, int(new.version))
+            kept = keep_shadows(client, name, keep=shadows, add=int(new.version))
         served[pair] = kept
     return served
 
