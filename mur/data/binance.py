@@ -132,10 +132,9 @@ class BinanceMarketData:
     def pairs(self) -> list[str]:
         """Trading spot pairs listed by ``exchangeInfo`` whose symbol splits into base and quote."""
         info = self._call("exchangeInfo request", None, self.client.get_exchange_info)
-        trading = [lenient_pair(e["symbol"]) for e in info.get("symbols", []) if e.get("status") == "TRADING"]
-        return sorted(
-            {pair for pair in trading if is_pair(pair)}
-        )  # lenient_pair leaves the others as they are
+        symbols = [e["symbol"] for e in info.get("symbols", []) if e.get("status") == "TRADING"]
+        # lenient_pair returns a symbol it cannot split unchanged: is_pair leaves it out
+        return sorted({pair for pair in map(lenient_pair, symbols) if is_pair(pair)})
 
     def data_range(self, pair: str) -> tuple[datetime, datetime]:
         """First open time (``startTime=0``) and the last finished open time on Binance (2 requests)."""

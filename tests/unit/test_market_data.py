@@ -148,6 +148,16 @@ def test_factory_and_protocol() -> None:
     assert "client" not in vars(binance)  # no client (and no network) until the first request
 
 
+def test_binance_pairs_are_the_trading_symbols_that_split() -> None:
+    """``pairs`` keeps trading symbols with a known quote asset, as canonical pairs (sorted, once each)."""
+    binance = BinanceMarketData(Settings(market_data="binance"))
+    listed = [("ETHUSDT", "TRADING"), ("BTCUSDT", "TRADING"), ("BTCUSDT", "TRADING"), ("ETHBTC", "BREAK")]
+    listed += [("XYZ", "TRADING"), ("FOOBARQQQ", "TRADING"), ("A" * 21 + "USDT", "TRADING")]
+    info = {"symbols": [{"symbol": symbol, "status": status} for symbol, status in listed]}
+    binance.__dict__["client"] = type("Client", (), {"get_exchange_info": staticmethod(lambda: info)})()
+    assert binance.pairs() == ["btc_usdt", "eth_usdt"]
+
+
 # --- validate_candles ----------------------------------------------------------------------------
 def test_validate_accepts_good_candles() -> None:
     validate_candles(make_candles(5), min_rows=5)
