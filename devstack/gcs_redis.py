@@ -33,10 +33,9 @@ def prepare_redis(settings: Settings) -> None:
         "protected-mode": "yes",
         "port": 0,  # no plain-text port: TLS only, each client with the stack's certificate
         "tls-port": settings.ray.ray_redis_port,
-        **{
-            f"tls-{k}-file": tls / f"{f}.pem"
-            for k, f in (("cert", "cert"), ("key", "key"), ("ca-cert", "ca"))
-        },
+        "tls-cert-file": tls / "cert.pem",
+        "tls-key-file": tls / "key.pem",
+        "tls-ca-cert-file": tls / "ca.pem",
         "tls-auth-clients": "yes",
         "dir": base / "data",
         "appendonly": "yes",  # every write logged (fsync each second): a Redis restart keeps the GCS's state
