@@ -476,16 +476,6 @@ def run(opts: Any, most: int) -> None:
                 undeploy(settings)
             except Exception as exc:  # report, keep the figures
                 print(f"[teardown] {exc}", flush=True)
-    base = next(r for r in rows if r["pairs"] == opts.baseline)
-    for row in rows:
-        added = row["pairs"] - opts.baseline
-        row["mb_per_added_pair"] = (
-            round((row["serve_pss_mb"] - base["serve_pss_mb"]) / added, 2) if added else None
-        )
-        row["p50_vs_5_pairs"] = round(row["p50_ms"] / base["p50_ms"], 2) if base["p50_ms"] else None
-        row["post_p50_vs_5_pairs"] = (
-            round(row["post_p50_ms"] / base["post_p50_ms"], 2) if base["post_p50_ms"] else None
-        )
     problems = [
         f"N={r['pairs']}: {r['errors']} GET and {r['post_errors']} POST request(s) failed"
         for r in rows
@@ -498,6 +488,14 @@ def run(opts: Any, most: int) -> None:
     ]
     if problems:  # failed requests or missing figures: no measurement, nothing written
         raise SystemExit("FAIL: " + "; ".join(problems))
+    base = next(r for r in rows if r["pairs"] == opts.baseline)
+    for row in rows:  # every figure checked above: finite, above 0
+        added = row["pairs"] - opts.baseline
+        row["mb_per_added_pair"] = (
+            round((row["serve_pss_mb"] - base["serve_pss_mb"]) / added, 2) if added else None
+        )
+        row["p50_vs_5_pairs"] = round(row["p50_ms"] / base["p50_ms"], 2)
+        row["post_p50_vs_5_pairs"] = round(row["post_p50_ms"] / base["post_p50_ms"], 2)
     saved = json.loads(opts.json.read_text()) if opts.json is not None and opts.json.exists() else {}
     if opts.train_sample:
         cycle = training_cycle(train_settings(opts, most), pairs[: opts.train_sample], opts.slots)
