@@ -202,9 +202,7 @@ def print_backfills(rows: list[dict]) -> None:
     if not rows:
         typer.echo(f"no backfill of {DAG_ID}")
         return
-    table = Table(title=f"backfills of {DAG_ID}")
-    for column in ("id", "from", "to", "state", "created", "conf"):
-        table.add_column(column)
+    table = Table("id", "from", "to", "state", "created", "conf", title=f"backfills of {DAG_ID}")
     for row in rows:
         state = "completed" if row.get("completed_at") else ("paused" if row.get("is_paused") else "running")
         table.add_row(

@@ -274,9 +274,8 @@ def tokens_list(
         tokens = list_tokens(
             database, user_id=require_user(database, username=username).id, include_revoked=not active
         )
-    table = Table(title=f"tokens of {username} (wall-clock UTC times)")
-    for column in ("id", "name", "prefix", "created", "last used", "expires", "status"):
-        table.add_column(column)
+    columns = ("id", "name", "prefix", "created", "last used", "expires", "status")
+    table = Table(*columns, title=f"tokens of {username} (wall-clock UTC times)")
     for token in tokens:
         state, when = token.status  # active, expired or revoked (when)
         table.add_row(
