@@ -24,7 +24,7 @@ from torch import nn
 
 from mur.errors import ModelError, first_line
 from mur.model.features import CLOSE_IDX, FEATURE_NAMES
-from mur.model.network import ModelConfig, QuantileForecaster
+from mur.model.network import QuantileForecaster
 
 INPUT_NAME = "candles"
 OUTPUT_NAME = "next_close"
@@ -45,12 +45,10 @@ class CalibratedForecaster(nn.Module):
     """
 
     scale: torch.Tensor
-    cfg: ModelConfig
 
     def __init__(self, net: QuantileForecaster, scale: Sequence[float]) -> None:
         super().__init__()
         self.net = net
-        self.cfg = net.cfg
         self.mid = int(net.cfg.median_index)
         self.register_buffer("scale", torch.tensor(list(scale), dtype=torch.float32).view(1, -1, 1))
 
@@ -73,7 +71,7 @@ def export_onnx(model: CalibratedForecaster, path: Path, sample: np.ndarray) -> 
 
     from mur.evaluation.intervals import CALIBRATION_RECIPE
 
-    cfg = model.cfg
+    cfg = model.net.cfg
     model = model.eval()
     example = torch.from_numpy(np.ascontiguousarray(sample[:1], dtype=np.float32))
     buf = io.BytesIO()
