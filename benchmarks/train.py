@@ -81,16 +81,19 @@ def train_run(
     gpus_per_worker: float,
 ) -> dict[str, Any]:
     """Train ``pairs`` in one Ray Train run (one worker group) and return the run's figures, end to end."""
-    from mur.training.ray_fit import ScalingSettings, run_distributed_many, storage_for
+    from mur.training.ray_fit import RayFit, run_distributed_many, storage_for
 
     started = time.perf_counter()
     items, samples, prep_s = fit_items(settings, pairs)
     storage, fs = storage_for(settings)
     name = f"bench-{len(pairs)}p-{num_workers}w-{int(time.time() * 1000)}"
+    scaling = RayFit.from_settings(
+        settings.replace(gpus_per_worker=gpus_per_worker), num_workers=num_workers, use_gpu=use_gpu
+    ).scaling
     fit_started = time.perf_counter()
     outcomes = run_distributed_many(
         items,
-        ScalingSettings(num_workers, use_gpu, settings.training.cpus_per_worker, gpus_per_worker),
+        scaling,
         storage,
         name,
         storage_filesystem=fs,

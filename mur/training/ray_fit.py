@@ -37,6 +37,8 @@ from mur.training.loop import (
 )
 
 if TYPE_CHECKING:
+    from ray.train import ScalingConfig
+
     from mur.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,35 +52,25 @@ the previous report (a queue of one), so an epoch under 2 s (a GPU epoch here) w
 run's end was seen up to 2 s late. The driver's value reaches the controller; an explicit one wins."""
 
 
-@dataclass(frozen=True)
-class ScalingSettings:
-    """How many workers and what each gets."""
-
-    num_workers: int = 2
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 1.0
-    placement_strategy: str = "PACK"
-    """Ray Train's placement of the workers: PACK, SPREAD, STRICT_SPREAD (one per node), STRICT_PACK."""
-
-
-def check_gpu_placement(scaling: ScalingSettings, cluster_gpus: float) -> None:
+def check_gpu_placement(scaling: ScalingConfig, cluster_gpus: float) -> None:
     """Refuse at once a GPU request the cluster cannot place, instead of Ray Train waiting for it forever
     (``WorkerGroupStartupTimeoutError``, retried): more GPUs than the cluster has, or DDP ranks sharing a GPU
     (NCCL refuses two ranks on one device: ``Duplicate GPU detected``). Separate one-worker trainings may
     share a GPU (``num_workers=1``, ``gpus_per_worker`` < 1)."""
-    wanted = scaling.num_workers * scaling.gpus_per_worker
-    if scaling.num_workers > 1 and scaling.gpus_per_worker < 1:
+    workers, per_worker = scaling.num_workers, float(scaling.num_gpus_per_worker)
+    assert isinstance(workers, int)  # a fixed worker group (RayFit.from_settings), not an elastic range
+    wanted = workers * per_worker
+    if workers > 1 and per_worker < 1:
         raise ValueError(
-            f"{scaling.num_workers} DDP workers with {scaling.gpus_per_worker:g} GPU each would share a GPU, "
+            f"{workers} DDP workers with {per_worker:g} GPU each would share a GPU, "
             "which NCCL refuses; use gpus_per_worker=1 (MUR_GPUS_PER_WORKER), or num_workers=1 to share a GPU "
             "between separate trainings"
         )
     if wanted > cluster_gpus:
         raise ValueError(
-            f"--use-gpu asks for {scaling.num_workers} worker(s) x {scaling.gpus_per_worker:g} GPU = {wanted:g} "
+            f"--use-gpu asks for {workers} worker(s) x {per_worker:g} GPU = {wanted:g} "
             f"GPU(s), but the Ray cluster has {cluster_gpus:g}; lower MUR_NUM_WORKERS (--workers) to "
-            f"{int(cluster_gpus // max(scaling.gpus_per_worker, 1e-9))} or add GPU nodes"
+            f"{int(cluster_gpus // max(per_worker, 1e-9))} or add GPU nodes"
         )
 
 
@@ -216,7 +208,7 @@ def _report(metrics: dict[str, Any], done: dict[str, Any], current: dict[str, An
 
 def run_distributed_many(
     items: Sequence[FitItem],
-    scaling: ScalingSettings,
+    scaling: ScalingConfig,
     storage_path: str,
     run_name: str,
     max_failures: int = 2,
@@ -228,7 +220,7 @@ def run_distributed_many(
     Workers checkpoint every ``checkpoint_every`` epochs of an item and at its end
     (``MUR_CHECKPOINT_EVERY_EPOCHS``)."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # [ray]
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig  # [ray]
     from ray.train.torch import TorchTrainer  # [ray]
 
     from mur.model.network import build_model
@@ -237,10 +229,8 @@ def run_distributed_many(
     names = [item.name for item in items]
     if len(set(names)) != len(names):
         raise ValueError(f"fit items need distinct names, got {names}")
-    resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         check_gpu_placement(scaling, ray.cluster_resources().get("GPU", 0.0))
-        resources["GPU"] = scaling.gpus_per_worker
     os.environ.setdefault(CONTROLLER_POLL_ENV, CONTROLLER_POLL_S)  # [ray] read when the trainer starts
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -259,12 +249,7 @@ def run_distributed_many(
             "checkpoint_every": max(1, int(checkpoint_every)),
         },
         torch_config=BoundStoreTorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=scaling.num_workers,
-            use_gpu=scaling.use_gpu,
-            resources_per_worker=resources,
-            placement_strategy=scaling.placement_strategy,
-        ),
+        scaling_config=scaling,
         run_config=RunConfig(
             name=run_name,
             storage_path=storage_path,
@@ -373,7 +358,7 @@ class RayFit:
     """The Ray Train fit step: :func:`run_distributed_many` on the cluster (one run for a batch of pairs)."""
 
     settings: Settings
-    scaling: ScalingSettings
+    scaling: ScalingConfig
     emit: Callable[[str], None] = field(default=print)
 
     @classmethod
@@ -385,12 +370,18 @@ class RayFit:
         use_gpu: bool | None = None,
         emit: Callable[[str], None] = print,
     ) -> RayFit:
-        """Scaling from settings; the job's ``--num-workers`` / ``--use-gpu`` win when given."""
-        scaling = ScalingSettings(
+        """Scaling from settings (each worker's CPUs and GPUs, Ray Train's placement of the workers: PACK,
+        SPREAD, STRICT_SPREAD, STRICT_PACK); the job's ``--num-workers`` / ``--use-gpu`` win when given."""
+        from ray.train import ScalingConfig  # [ray]
+
+        use_gpu = settings.training.use_gpu if use_gpu is None else use_gpu
+        resources = {"CPU": settings.training.cpus_per_worker}
+        if use_gpu:
+            resources["GPU"] = settings.training.gpus_per_worker
+        scaling = ScalingConfig(
             num_workers=num_workers or settings.training.num_workers,
-            use_gpu=settings.training.use_gpu if use_gpu is None else use_gpu,
-            cpus_per_worker=settings.training.cpus_per_worker,
-            gpus_per_worker=settings.training.gpus_per_worker,
+            use_gpu=use_gpu,
+            resources_per_worker=resources,
             placement_strategy=settings.ray.ray_placement_strategy,
         )
         return cls(settings, scaling, emit)

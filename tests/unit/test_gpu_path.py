@@ -13,14 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from ray.train import ScalingConfig
 
 from mur.training import ray_fit
-from mur.training.ray_fit import (
-    ScalingSettings,
-    check_gpu_placement,
-    load_checkpoint_state,
-    mean_over_workers,
-)
+from mur.training.ray_fit import check_gpu_placement, load_checkpoint_state, mean_over_workers
 
 
 class Recorded(Exception):
@@ -95,12 +91,14 @@ def test_a_checkpoint_saved_on_a_gpu_loads_on_a_cpu_only_machine(
 def test_a_gpu_request_the_cluster_cannot_place_fails_at_once(
     workers: int, per_worker: float, gpus: float, message: str
 ) -> None:
-    scaling = ScalingSettings(num_workers=workers, use_gpu=True, gpus_per_worker=per_worker)
+    scaling = ScalingConfig(num_workers=workers, use_gpu=True, resources_per_worker={"GPU": per_worker})
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check_gpu_placement(scaling, gpus)
 
 
 def test_placeable_gpu_requests_pass() -> None:
-    check_gpu_placement(ScalingSettings(num_workers=1, use_gpu=True, gpus_per_worker=1.0), 1.0)
-    check_gpu_placement(ScalingSettings(num_workers=1, use_gpu=True, gpus_per_worker=0.5), 1.0)  # may share
-    check_gpu_placement(ScalingSettings(num_workers=2, use_gpu=True, gpus_per_worker=1.0), 2.0)
+    check_gpu_placement(ScalingConfig(num_workers=1, use_gpu=True, resources_per_worker={"GPU": 1.0}), 1.0)
+    check_gpu_placement(
+        ScalingConfig(num_workers=1, use_gpu=True, resources_per_worker={"GPU": 0.5}), 1.0
+    )  # may share
+    check_gpu_placement(ScalingConfig(num_workers=2, use_gpu=True, resources_per_worker={"GPU": 1.0}), 2.0)
