@@ -264,10 +264,19 @@ def add_record_routes(api: FastAPI, service: ApiService, owner: Callable[..., An
         if since is not None and until is not None and since >= until:
             raise InvalidInputError(f"from ({since.isoformat()}) must be before to ({until.isoformat()})")
 
-        picked: dict[str, Any] = {"limit": limit, "horizon": horizon, "since": since, "until": until}
-        body = await service.query(
-            lambda db: track_record(db, name, market_hour=hour, source=source, **picked)
-        )
+        def read(db: Any) -> dict[str, Any]:
+            return track_record(
+                db,
+                name,
+                market_hour=hour,
+                source=source,
+                limit=limit,
+                horizon=horizon,
+                since=since,
+                until=until,
+            )
+
+        body = await service.query(read)
         return _csv(track_record_csv(body), f"{name}-{source}-track-record.csv") if format == "csv" else body
 
     @router.get(
