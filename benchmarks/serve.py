@@ -17,10 +17,9 @@ the Serve app with those settings (this replaces a running Serve app) and remove
 processes' memory (PSS) before the load. ``--shadows K`` serves K fresh copies of the champion in shadow
 (docs/promotion.md, "Shadows"; 0, the default, removes any): the load starts once each has recorded its
 forecast of the candle (its ONNX session loaded), and a replica the autoscaler adds computes them on its
-first request, under the load. The
-reference builds the model's input from the model's own metadata (``mur.features``), as Serve does
-(:func:`reference_forecast`). A run in which any request failed or a figure is not a finite number
-measured nothing: it says why on stderr and exits 1 (and writes no ``--json``).
+first request, under the load. The reference builds the model's input from the model's own metadata
+(``mur.features``), as Serve does (:func:`reference_forecast`). A run in which any request failed or a figure
+is not a finite number measured nothing: it says why on stderr and exits 1 (and writes no ``--json``).
 """
 
 from __future__ import annotations
@@ -378,15 +377,14 @@ def main() -> int:
     token = make_token(settings)  # migrates the database first: the gate records its move there
     version = ensure_champion(settings, opts.pair, tiny=opts.smoke)
     shadows = set_shadows(settings, [opts.pair], opts.shadows, fresh=True)[opts.pair]
-    overrides = settings_overrides(settings)
 
     print(f"[setup] deploying the Serve app ({opts.prefix}{opts.pair} v{version}) …", flush=True)
     seconds, serve_url = deploy_pairs(settings, [opts.pair], 600, loaded=False, add_new_pairs=False)
     print(f"[setup] Serve app running after {seconds:.0f}s at {serve_url}", flush=True)
 
-    nice = ray_worker_niceness()
+    nice = ray_worker_niceness()  # the reference's too: the same priority as Ray's workers
     ref_port = free_port()
-    reference = (ref_port, overrides, opts.pair, version, nice)  # the same priority as Ray's workers
+    reference = (ref_port, settings_overrides(settings), opts.pair, version, nice)
     ref = multiprocessing.get_context("spawn").Process(target=run_reference_server, args=reference)
     ref.start()
     load_before = os.getloadavg()[0]
