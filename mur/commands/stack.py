@@ -25,15 +25,6 @@ services_app = typer.Typer(
 commands = typer.Typer()  # up, down, status: mur.cli adds them to the root
 
 
-def supervise(start: bool, names: list[str] | None = None) -> None:
-    """Start services (and what they depend on), skipping those already healthy; or stop services that mur
-    started (SIGTERM to each one's process session, SIGKILL after a timeout)."""
-    from mur.commands.local import supervisor as services
-
-    action = services.up if start else services.down
-    action(stack_settings(export=True), names or None, progress=typer.echo)
-
-
 def show_status(names: list[str] | None = None, as_json: bool = False) -> None:
     """Print each service's state, pid, port, health, memory and log path."""
     from rich.markup import escape
@@ -135,13 +126,17 @@ def _short_path(path: Path) -> str:
 @services_app.command("start")
 def services_start(names: NamesArg = None) -> None:
     """Start services (default: all) and their dependencies; already healthy ones are left alone."""
-    supervise(True, names)
+    from mur.commands.local import supervisor
+
+    supervisor.up(stack_settings(export=True), names or None, progress=typer.echo)
 
 
 @services_app.command("stop")
 def services_stop(names: NamesArg = None) -> None:
     """Stop services (default: all) that mur started."""
-    supervise(False, names)
+    from mur.commands.local import supervisor
+
+    supervisor.down(stack_settings(export=True), names or None, progress=typer.echo)
 
 
 @services_app.command("status")
