@@ -113,6 +113,7 @@ def backup(settings: Settings, dest: Path, say: Say = print) -> dict[str, Any]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from mur.clock import market_clock
+    from mur.db import connect
     from mur.registry.client import git_commit
 
     if dest.exists() and any(dest.iterdir()):
@@ -144,9 +145,7 @@ def backup(settings: Settings, dest: Path, say: Say = print) -> dict[str, Any]:
     except (BotoCoreError, ClientError) as exc:
         raise _s3_error(settings, exc, key) from None
     say(f"{count} objects copied; writing checksums")
-    import psycopg
-
-    with psycopg.connect(settings.db.dsn("postgres"), connect_timeout=5) as conn:
+    with connect(settings, database="postgres") as conn:
         server = conn.execute("SHOW server_version").fetchone()
     return write_manifest(
         dest,
@@ -171,7 +170,7 @@ def restore(settings: Settings, src: Path, *, force: bool = False, say: Say = pr
     from psycopg import sql
 
     from devstack import supervisor
-    from mur.db import migrate
+    from mur.db import connect, migrate
 
     manifest = verify(src)
     say(f"checksums verified: {len(manifest['files'])} files from {manifest['wall_time']}")
@@ -187,7 +186,7 @@ def restore(settings: Settings, src: Path, *, force: bool = False, say: Say = pr
         client.list_buckets()  # before any database is dropped: the object store must answer
         for role, name in databases(settings).items():
             say(f"restoring database {name}")
-            with psycopg.connect(settings.db.dsn("postgres"), autocommit=True, connect_timeout=5) as conn:
+            with connect(settings, database="postgres", autocommit=True) as conn:
                 drop = "DROP DATABASE IF EXISTS {} WITH (FORCE)" if force else "DROP DATABASE IF EXISTS {}"
                 conn.execute(sql.SQL(drop).format(sql.Identifier(name)))
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
