@@ -208,9 +208,8 @@ def main() -> None:
         raise SystemExit(f"FAIL: no finite score in {rows}")
     one_hour = [r for r in rows if r["hours"] == 1]
     horizons = sorted({r["hours"] for r in rows})
-    coverage_by_horizon = {
-        str(h): [r["coverage"] for r in rows if r["hours"] == h] for h in horizons
-    }  # every pair's, in order
+    # every pair's coverage, in order
+    coverage_by_horizon = {str(h): [r["coverage"] for r in rows if r["hours"] == h] for h in horizons}
     # the coverage farthest from 0.90 in either direction over the latest k spans: the latest alone .. all
     worst_by_k = [max(k_rows, key=lambda r: abs(r["coverage"] - 0.9)) for k_rows in latest_k_rows]
     last_worst, worst_row = worst_by_k[0], worst_by_k[-1]
