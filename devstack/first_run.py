@@ -145,18 +145,16 @@ def trigger_first(settings: Settings, client: AirflowClient, conf: dict[str, Any
     for attempt in range(1, attempts + 1):
         logical = hour - timedelta(hours=1, minutes=attempt)
         try:
-            run = client.trigger(
+            return client.trigger(
                 DAG_ID,
                 conf,
                 logical_date=logical.isoformat(),
                 note="mur up: first models",
                 data_interval=interval,
-            )
+            ).run_id
         except ServiceAnswerError as exc:
-            if exc.status == 409 and attempt < attempts:  # a run with this logical date exists
-                continue
-            raise ServiceError(f"Airflow refused to trigger {DAG_ID}: {exc}") from exc
-        return run.run_id
+            if exc.status != 409 or attempt == attempts:  # 409: a run with this logical date exists
+                raise ServiceError(f"Airflow refused to trigger {DAG_ID}: {exc}") from exc
     raise AssertionError("unreachable")
 
 
