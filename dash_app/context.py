@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from dash.exceptions import PreventUpdate
 from flask import current_app
 from flask_login import current_user
 
@@ -103,13 +104,18 @@ def current_account() -> User | None:
     return current_user.account if current_user.is_authenticated else None
 
 
+def require_user() -> User:
+    """The logged-in user; for anyone else the callback does nothing (the server's guard answered 401)."""
+    if (account := current_account()) is None:
+        raise PreventUpdate
+    return account
+
+
 def require_admin(clicks: object = True) -> User:
     """The logged-in admin; for anyone else the callback does nothing (the server's guard already answered
     403 to a non-admin's callback on an ``admin-`` component: this is the second check), and nothing either
     for a button not clicked yet (``clicks``: its ``n_clicks``)."""
-    from dash.exceptions import PreventUpdate
-
-    account = current_account()
-    if account is None or not account.is_admin or not clicks:
+    account = require_user()
+    if not account.is_admin or not clicks:
         raise PreventUpdate
     return account

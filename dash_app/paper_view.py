@@ -13,12 +13,11 @@ import plotly.graph_objects as go
 import psycopg
 from dash import Dash, Input, Output, dcc, html
 from dash.development.base_component import Component
-from dash.exceptions import PreventUpdate
 from plotly.subplots import make_subplots
 
 from dash_app.charts import FORECAST_COLOR, styled
 from dash_app.components import Columns, column_table, fmt_number, fmt_pct, fmt_signed_pct, notice
-from dash_app.context import current_account, get_context
+from dash_app.context import get_context, require_user
 from mur.errors import MurError, NotFoundError
 from mur.evaluation.sizing import SizingRule
 from mur.monitoring.paper import LABEL, backtest_paper, paper_portfolio
@@ -81,8 +80,7 @@ def paper_panel(body: dict[str, Any]) -> Component:
 
 def update(pair: str | None, _n_intervals: int | None = None) -> Component | str:
     """The panel for ``pair`` (again on the Forecast page's refresh timer)."""
-    if current_account() is None:
-        raise PreventUpdate
+    require_user()
     context = get_context()
     if pair not in context.pairs():
         return ""

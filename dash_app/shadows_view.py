@@ -13,11 +13,10 @@ from typing import Any
 import psycopg
 from dash import Dash, Input, Output, html
 from dash.development.base_component import Component
-from dash.exceptions import PreventUpdate
 from pydantic import ValidationError
 
 from dash_app.components import data_table, fmt_number, fmt_pct, fmt_signed_pct, notice
-from dash_app.context import current_account, get_context
+from dash_app.context import get_context, require_user
 from dash_app.monitoring_charts import NO_REPORT
 from mur.db.alias_history import AliasMove, list_moves
 from mur.errors import MurError
@@ -89,8 +88,7 @@ def shadows_panel(report: MonitoringReport | None, moves: Sequence[AliasMove] = 
 
 def update(pair: str | None, _n_intervals: int | None = None) -> Component | str:
     """The panel for ``pair`` (again on the Monitoring page's refresh timer)."""
-    if current_account() is None:
-        raise PreventUpdate
+    require_user()
     context = get_context()
     if pair not in context.pairs():
         return ""

@@ -13,7 +13,7 @@ from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 
 from dash_app.components import card, data_table, field, fmt_time, notice, row
-from dash_app.context import DASHBOARD_TOKEN_NAME, DashboardContext, current_account, get_context
+from dash_app.context import DASHBOARD_TOKEN_NAME, DashboardContext, get_context, require_user
 from mur.db import (
     Token,
     User,
@@ -168,9 +168,9 @@ def token_action(
     _create: Any, _rotate: Any, _revoke: Any, name: str | None, expires: str | None = None
 ) -> tuple[Any, ...]:
     """Create, rotate or revoke one of the caller's own tokens (the database checks ownership)."""
-    account = current_account()
+    account = require_user()
     trigger = ctx.triggered_id
-    if account is None or trigger is None or not any(t.get("value") for t in ctx.triggered):
+    if trigger is None or not any(t.get("value") for t in ctx.triggered):
         raise PreventUpdate  # a button that merely appeared in the layout
     context = get_context()
     message: Component

@@ -29,7 +29,7 @@ from dash_app.components import (
     pair_dropdown,
     row,
 )
-from dash_app.context import DashboardContext, current_account, get_context
+from dash_app.context import DashboardContext, get_context, require_user
 from dash_app.track_view import (
     download_csv,
     pending_table,
@@ -161,9 +161,7 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
     """Everything on the page for ``pair``: headline, notices, candle chart, champion, MAE text, track record,
     live reliability, pending forecasts and the page state the freshness line reads. A refresh tick within the
     market hour already shown changes nothing (no forecast call, no quota used)."""
-    account = current_account()
-    if account is None:
-        raise PreventUpdate
+    account = require_user()
     context = get_context()
     hour = context.clock.hour()  # one market hour for the whole answer
     hour_text = hour.isoformat()
@@ -256,8 +254,7 @@ def _signed_pct(share: float) -> str:
 def freshness(state: Any, _ticks: Any = None) -> Component | str:
     """The freshness line: when the forecast candle closes and how old the model is, in market time
     (recomputed on every refresh tick from the page state; no API call)."""
-    if current_account() is None:
-        raise PreventUpdate
+    require_user()
     if not isinstance(state, dict) or not state.get("close_time"):
         return ""
     now = get_context().clock.now()

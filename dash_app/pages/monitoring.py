@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from dash import Dash, Input, Output, dcc, html
 from dash.development.base_component import Component
-from dash.exceptions import PreventUpdate
 from pydantic import ValidationError
 
 from dash_app import shadows_view
@@ -36,7 +35,7 @@ from dash_app.components import (
     pair_dropdown,
     row,
 )
-from dash_app.context import DashboardContext, current_account, get_context
+from dash_app.context import DashboardContext, get_context, require_user
 from dash_app.monitoring_charts import NO_REPORT, drift_figure, parse_as_of, rolling_figure
 from dash_app.track_view import BACKTEST_BELOW, Backtest, backtest_table, backtest_view
 from mur.errors import MurError
@@ -354,8 +353,7 @@ def failure(message: str) -> tuple[Any, ...]:
 
 def update(pair: str | None, _n_intervals: int | None = None) -> tuple[Any, ...]:
     """Everything on the page for ``pair`` (again every :data:`REFRESH_MS`)."""
-    if (account := current_account()) is None:
-        raise PreventUpdate
+    account = require_user()
     context = get_context()
     if pair not in context.pairs():
         return failure("Pick one of the listed pairs.")
