@@ -308,9 +308,10 @@ def _run_batches(
     return wall, results, lines
 
 
-def training_cycle(settings: Any, pairs: list[str], slots: int) -> dict[str, Any]:
-    """The hourly cycle measured on the real path: batch Ray jobs (one per slot, at once) through the Job API,
-    Ray Train, export, evaluation, MLflow registration and the gate, under a private registry prefix.
+def training_cycle(opts: Any, most: int) -> dict[str, Any]:
+    """The hourly cycle measured on the real path for the first ``--train-sample`` of the ``most`` synthetic
+    pairs: batch Ray jobs (one per slot, ``--slots`` at once) through the Job API, Ray Train, export,
+    evaluation, MLflow registration and the gate, under a private registry prefix (``--prefix`` + ``train-``).
 
     Three rounds on the same pairs: (1) full trainings (the first models: champions), (2) the next market
     hour's scheduled run, warm-started from those champions, (3) the hour after with one pair per job. (2)
@@ -320,8 +321,12 @@ def training_cycle(settings: Any, pairs: list[str], slots: int) -> dict[str, Any
     ``full_retrain_hours``. The same figures give one job per pair (the DAG before batching) for comparison."""
     from datetime import timedelta
 
-    from mur.data import get_market_data
+    from mur.data import get_market_data, synthetic_pairs
+    from mur.settings import Settings
 
+    settings = Settings(synthetic_pairs=most, market_data="bundled", registry_prefix=opts.prefix + "train-")
+    pairs = synthetic_pairs(most)[: opts.train_sample]
+    slots = opts.slots
     per_job = max(len(pairs) // slots, 1)
     batches = [pairs[i * per_job : (i + 1) * per_job] for i in range(slots)]
     end = get_market_data(settings).data_range(pairs[0])[1] - timedelta(days=30)
@@ -407,7 +412,6 @@ def main() -> None:
 
     from devstack import supervisor
     from devstack.config import use_stack_ray
-    from mur.data import synthetic_pairs
     from mur.settings import Settings
 
     use_stack_ray()  # the stack's Ray token (deployments go through Ray's dashboard API)
@@ -418,9 +422,7 @@ def main() -> None:
         started = [r.name for r in results if r.action == "started"]
     try:
         if opts.train_only:
-            cycle = training_cycle(
-                train_settings(opts, most), synthetic_pairs(most)[: opts.train_sample], opts.slots
-            )
+            cycle = training_cycle(opts, most)
             print(json.dumps(cycle))
             if opts.json is not None:  # the Serve rows kept
                 saved = json.loads(opts.json.read_text()) if opts.json.exists() else {}
@@ -432,13 +434,6 @@ def main() -> None:
     finally:
         if started:
             supervisor.down(Settings(), started)
-
-
-def train_settings(opts: Any, most: int) -> Any:
-    """Settings of the training measurement: the synthetic pairs, its own registry prefix."""
-    from mur.settings import Settings
-
-    return Settings(synthetic_pairs=most, market_data="bundled", registry_prefix=opts.prefix + "train-")
 
 
 def run(opts: Any, most: int) -> None:
@@ -498,7 +493,7 @@ def run(opts: Any, most: int) -> None:
         row["post_p50_vs_5_pairs"] = round(row["post_p50_ms"] / base["post_p50_ms"], 2)
     saved = json.loads(opts.json.read_text()) if opts.json is not None and opts.json.exists() else {}
     if opts.train_sample:
-        cycle = training_cycle(train_settings(opts, most), pairs[: opts.train_sample], opts.slots)
+        cycle = training_cycle(opts, most)
     else:  # --train-sample 0: the last measured cycle is kept (and said to be kept)
         cycle = saved.get("training")
         if cycle:
