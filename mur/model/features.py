@@ -116,24 +116,19 @@ def make_features(candles: pd.DataFrame, names: tuple[str, ...] = FEATURE_NAMES)
     o = candles["open"].to_numpy(np.float64)
     c = candles["close"].to_numpy(np.float64)
     columns = {
-        "day_of_week": lambda: ts.dayofweek,
-        "day_of_month": lambda: ts.day,
-        "iso_week": lambda: ts.isocalendar().week.to_numpy(np.float64),
-        "month": lambda: ts.month,
-        "hour": lambda: ts.hour,
-        "open": lambda: o,
-        "high": lambda: candles["high"].to_numpy(np.float64),
-        "low": lambda: candles["low"].to_numpy(np.float64),
-        "close": lambda: c,
-        "close_minus_open": lambda: c - o,
-        "volume": lambda: (
-            candles["volume"].to_numpy(np.float64) if "volume" in candles else np.zeros(len(candles))
-        ),
+        "day_of_week": ts.dayofweek,
+        "day_of_month": ts.day,
+        "iso_week": ts.isocalendar().week,
+        "month": ts.month,
+        "hour": ts.hour,
+        "open": o,
+        "high": candles["high"],
+        "low": candles["low"],
+        "close": c,
+        "close_minus_open": c - o,
+        "volume": candles.get("volume", np.zeros(len(candles))),
     }
-    out = np.empty((len(candles), len(names)), dtype=np.float64)
-    for j, name in enumerate(names):
-        out[:, j] = columns[name]()
-    return out
+    return np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in names])
 
 
 def make_windows(features: np.ndarray, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
