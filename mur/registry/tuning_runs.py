@@ -18,10 +18,6 @@ if TYPE_CHECKING:
     from mur.training.tuning import TuningReport
 
 
-def experiment_name(settings: Settings) -> str:
-    return f"{settings.registry.mlflow_experiment}-tuning"
-
-
 def check_tracking(settings: Settings) -> None:
     """Raise a one-line :class:`RegistryUnavailableError` when the tracking server does not answer."""
     url = f"{settings.registry.mlflow_tracking_uri.rstrip('/')}/health"
@@ -48,9 +44,10 @@ def log_search(settings: Settings, report: TuningReport) -> str:
     from mur.registry.client import configure
 
     configure(settings, quiet=True)  # stdout is the report's
-    home = mlflow.set_experiment(experiment_name(settings))  # its id: see log_and_register
+    experiment = f"{settings.registry.mlflow_experiment}-tuning"
+    home = mlflow.set_experiment(experiment)  # its id: see log_and_register
     found = mlflow.search_runs(
-        experiment_names=[experiment_name(settings)],
+        experiment_names=[experiment],
         filter_string=f"tags.search_id = '{report.search_id}' and tags.kind = 'tuning'",
         output_format="list",
         max_results=1,
