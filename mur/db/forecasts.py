@@ -171,8 +171,14 @@ def fill_actuals(db: Database, *, pair: str, candles: Iterable[tuple[datetime, f
     ``target_time`` matches; returns how many forecasts were updated. Known actuals are kept; non-finite
     closes are skipped.
     """
-    finite = [(_utc(ts), float(close)) for ts, close in candles if math.isfinite(float(close))]
-    if not finite:
+    times: list[datetime] = []
+    closes: list[float] = []
+    for ts, close in candles:
+        value = float(close)
+        if math.isfinite(value):
+            times.append(_utc(ts))
+            closes.append(value)
+    if not times:
         return 0
     with db.cursor() as cur:
         cur.execute(
@@ -181,7 +187,7 @@ def fill_actuals(db: Database, *, pair: str, candles: Iterable[tuple[datetime, f
             FROM unnest(%(times)s::timestamptz[], %(closes)s::float8[]) AS c(target_time, close)
             WHERE f.pair = %(pair)s AND f.target_time = c.target_time AND f.actual IS NULL
             """,
-            {"times": [t for t, _ in finite], "closes": [c for _, c in finite], "pair": normalize_pair(pair)},
+            {"times": times, "closes": closes, "pair": normalize_pair(pair)},
         )
         return cur.rowcount
 
