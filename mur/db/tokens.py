@@ -240,5 +240,10 @@ def lookup_token(db: Database, *, token: str) -> TokenOwner | None:
         return None
     if row["expired"]:
         raise TokenExpiredError(row["expires_at"])
-    owner = {name: row[name] for name in ("token_id", "user_id", "username", "disabled")}
-    return TokenOwner(**owner, roles=tuple(row["roles"]))
+    return TokenOwner(
+        token_id=row["token_id"],
+        user_id=row["user_id"],
+        username=row["username"],
+        roles=tuple(row["roles"]),
+        disabled=row["disabled"],
+    )
