@@ -79,9 +79,8 @@ class CalibrationRecord:
 
 def _record(row: dict[str, Any]) -> CalibrationRecord:
     state = OnlineState(**{name: row[name] for name in OnlineState.__dataclass_fields__})
-    return CalibrationRecord(
-        **{name: row[name] for name in CalibrationRecord.__dataclass_fields__ if name != "state"}, state=state
-    )
+    fields = {name: row[name] for name in CalibrationRecord.__dataclass_fields__ if name != "state"}
+    return CalibrationRecord(**fields, state=state)
 
 
 def load_calibration(
