@@ -73,8 +73,7 @@ class ModelConfig:
         check_quantile_config(self.horizons, self.quantile_levels)
         if not 2 <= self.rnn_len <= self.input_len:
             raise ValueError(f"rnn_len must be in [2, input_len={self.input_len}], got {self.rnn_len}")
-        missing = [c for c in ("open", "high", "low", "close") if c not in self.feature_names]
-        if missing or tuple(self.feature_names[:N_FEATURES]) != EXTENDED_FEATURE_NAMES[:N_FEATURES]:
+        if tuple(self.feature_names[:N_FEATURES]) != EXTENDED_FEATURE_NAMES[:N_FEATURES]:  # prices included
             raise ValueError(
                 f"feature_names must start with the reference set, got {list(self.feature_names)}"
             )
