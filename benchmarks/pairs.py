@@ -71,19 +71,18 @@ def copy_version(client: Any, name: str, version: Any, tags: dict[str, str]) -> 
 
 def register_pairs(settings: Any, pairs: list[str], base_pair: str, base_version: int) -> dict[str, int]:
     """Give every pair a champion: a new version with the base model's files (two for the cold-load pair)."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from mur.registry import CHAMPION, model_name
     from mur.serving.champions import champions, registry_client
 
+    client = registry_client(settings)
     known = champions(
-        registry_client(settings),
+        client,
         prefix=settings.registry.registry_prefix,
         experiment=settings.registry.mlflow_experiment,
         pairs=pairs,
     )
-    client = MlflowClient(settings.registry.mlflow_tracking_uri)
     src = client.get_model_version(
         model_name(base_pair, settings.registry.registry_prefix), str(base_version)
     )
@@ -109,12 +108,11 @@ def set_shadows(
     none: every served candle then also computes that many shadow forecasts (docs/promotion.md, "Shadows").
     ``fresh``: new copies only, none kept from an earlier run (whose rows of the frozen candle are already
     recorded). Each pair's shadow versions, newest first."""
-    from mlflow import MlflowClient
-
     from mur.registry import CHAMPION, model_name
     from mur.registry.aliases import keep_shadows
+    from mur.serving.champions import registry_client
 
-    client = MlflowClient(settings.registry.mlflow_tracking_uri)
+    client = registry_client(settings)
     served = {}
     for pair in pairs:
         name = model_name(pair, settings.registry.registry_prefix)

@@ -270,16 +270,15 @@ def ensure_champion(settings: Any, pair: str, *, tiny: bool = False) -> int:
     ``tiny``: a 4-unit model on 30 days, for the smoke run)."""
     from mur.serving.champions import champions, registry_client
 
+    client = registry_client(settings)
     found = champions(
-        registry_client(settings),
+        client,
         prefix=settings.registry.registry_prefix,
         experiment=settings.registry.mlflow_experiment,
         pairs=[pair],
     )
     if pair in found:
         return int(found[pair]["version"])
-    from mlflow import MlflowClient
-
     from mur.registry import CHAMPION, model_name
     from mur.training.driver import train_and_register
     from mur.training.loop import LocalFit
@@ -297,7 +296,7 @@ def ensure_champion(settings: Any, pair: str, *, tiny: bool = False) -> int:
     )
     assert result.version is not None
     version = result.version
-    MlflowClient(settings.registry.mlflow_tracking_uri).set_registered_model_alias(
+    client.set_registered_model_alias(
         model_name(pair, settings.registry.registry_prefix), CHAMPION, str(version)
     )
     return version
