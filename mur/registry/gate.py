@@ -260,8 +260,7 @@ def decide_live(
     """Should a shadow replace the champion on their live resolved targets? ``champion`` (reason starting
     ``live:``) only when every horizon has ``min_resolved`` targets, the shadow's coverage is in band, its
     median passes the guard, no horizon is significantly worse and one is significantly better."""
-    short = [s for s in scores if s.n < min_resolved]
-    if not scores or short:
+    if not scores or any(s.n < min_resolved for s in scores):
         have = ", ".join(f"{s.hours} h {s.n}" for s in scores) or "none"
         return Decision(
             CHALLENGER, f"live: too few resolved targets ({have}; {min_resolved} needed)", "pending"
