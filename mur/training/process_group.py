@@ -38,8 +38,7 @@ def bind_store_socket() -> tuple[str, int]:
     address = ray.util.get_node_ip_address()
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.create_server((address, 0), family=family, backlog=128)  # SO_REUSEADDR, bound, listening
-    previous = _BOUND.pop("store", None)
-    if previous is not None:
+    if (previous := _BOUND.pop("store", None)) is not None:
         previous.close()
     _BOUND["store"] = sock
     return address, int(sock.getsockname()[1])
@@ -57,8 +56,7 @@ def setup_process_group(
     if backend == "nccl" and os.environ.keys().isdisjoint(NCCL_ERROR_VARS):
         os.environ["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "1"
     if world_rank == 0:
-        sock = _BOUND.pop("store", None)
-        if sock is None:
+        if (sock := _BOUND.pop("store", None)) is None:
             raise RuntimeError("worker 0 has no bound store socket (bind_store_socket did not run here)")
         fd = sock.detach()  # the store owns the listening socket from now on
         store = dist.TCPStore(address, port, world_size, True, timeout=timeout, master_listen_fd=fd)
