@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -99,10 +100,8 @@ def main() -> None:
     if not (len(x) and len(xr) and np.isfinite(ratio) and ratio > 0):
         raise SystemExit(f"FAIL: no figure: windows {x.shape} and {xr.shape}, ratio {ratio}")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(
-                {"vectorized_s": vec, "reference_s": ref, "ratio": ratio, "rows": len(candles)}, fh, indent=2
-            )
+        doc = {"vectorized_s": vec, "reference_s": ref, "ratio": ratio, "rows": len(candles)}
+        Path(args.json).write_text(json.dumps(doc, indent=2))
 
 
 if __name__ == "__main__":
