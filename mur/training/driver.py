@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from mur.contracts import MetricsDocument, TrainingResult, Window
+from mur.contracts import MetricsDocument, TrainingResult
 from mur.model.features import Dataset, build_dataset
 from mur.registry.names import WEIGHTS_ARTIFACT
 from mur.settings import Settings
@@ -318,11 +318,7 @@ def finish_training(
             (folder / "feature_spec.json").write_text(json.dumps(ds.spec.to_dict(), indent=2))
         if not register:
             return TrainingResult(
-                pair=pair,
-                data_window=Window.model_validate(prep.window.to_dict()),
-                mae=doc.model.mae,
-                skill=doc.skill,
-                metrics=doc,
+                pair=pair, data_window=doc.data_window, mae=doc.model.mae, skill=doc.skill, metrics=doc
             )
         from mur.registry.versions import log_and_register
 
