@@ -33,6 +33,11 @@ def notice(message: str | list[Any], kind: str = "warn", **kwargs: Any) -> Compo
     return html.Div(message, className=f"notice {kind}", role="status", **kwargs)
 
 
+def muted(text: Any, **kwargs: Any) -> Component:
+    """A paragraph of secondary text (``.muted``): what a section shows and how, or that it is empty."""
+    return html.P(text, className="muted", **kwargs)
+
+
 def card(title: str, *children: Any) -> Component:
     """A page section (``.card``): its ``<h3>`` title over ``children``."""
     return html.Div([html.H3(title), *children], className="card")
@@ -133,7 +138,7 @@ def metrics_table(model: ModelOut) -> Component:
         if (scores := getattr(model.metrics, key, None)) is not None
     ]
     if not rows:
-        return html.P("No test metrics recorded for this version.", className="muted")
+        return muted("No test metrics recorded for this version.")
     return data_table(["", *(title for _, title in METRIC_COLUMNS)], rows)
 
 

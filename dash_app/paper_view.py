@@ -16,7 +16,7 @@ from dash.development.base_component import Component
 from plotly.subplots import make_subplots
 
 from dash_app.charts import FORECAST_COLOR, styled
-from dash_app.components import Columns, column_table, fmt_number, fmt_pct, fmt_signed_pct, notice
+from dash_app.components import Columns, column_table, fmt_number, fmt_pct, fmt_signed_pct, muted, notice
 from dash_app.context import get_context, require_user
 from mur.errors import MurError, NotFoundError
 from mur.evaluation.sizing import SizingRule
@@ -71,7 +71,7 @@ def paper_panel(body: dict[str, Any]) -> Component:
     return html.Div(
         [
             notice(body["verdict"], "warn", id="paper-verdict"),
-            html.P(how, className="muted"),
+            muted(how),
             column_table(COLUMNS, rows, id="paper-rows"),
             dcc.Graph(id="paper-chart", figure=paper_figure(body), config={"displaylogo": False}),
         ]
@@ -89,7 +89,7 @@ def update(pair: str | None, _n_intervals: int | None = None) -> Component | str
     try:
         body = paper_portfolio(context.db, pair, market_hour=context.clock.hour(), rule=rule, candles=candles)
     except NotFoundError as exc:
-        live = html.P(f"Live: {exc}. {LABEL.capitalize()}.", className="muted", id="paper-none")
+        live = muted(f"Live: {exc}. {LABEL.capitalize()}.", id="paper-none")
         try:  # a first screen with evidence: the champion's test span, labelled as such
             backtest = backtest_paper(context.db, pair, rule=rule, candles=candles)
         except NotFoundError:

@@ -15,7 +15,7 @@ from dash import Dash, Input, Output, html
 from dash.development.base_component import Component
 from pydantic import ValidationError
 
-from dash_app.components import data_table, fmt_number, fmt_pct, fmt_signed_pct, notice
+from dash_app.components import data_table, fmt_number, fmt_pct, fmt_signed_pct, muted, notice
 from dash_app.context import get_context, require_user
 from dash_app.monitoring_charts import NO_REPORT
 from mur.db.alias_history import AliasMove, list_moves
@@ -77,13 +77,13 @@ def shadow_row(row: ShadowRow) -> dict[str, Any]:
 def shadows_panel(report: MonitoringReport | None, moves: Sequence[AliasMove] = ()) -> Component:
     """The champion's row and one per shadow of ``report`` (the latest), or the empty state."""
     if report is None:
-        return html.P(NO_REPORT, className="muted")
+        return muted(NO_REPORT)
     promoted = next((s.version for s in report.shadows if s.status == "promoted"), None)
     version = str(promoted) if promoted is not None else report.champion_version
     rows = [champion_row(version, moves), *(shadow_row(s) for s in report.shadows)]
-    empty = [] if report.shadows else [html.P(NO_SHADOW, className="muted", id="shadows-none")]
+    empty = [] if report.shadows else [muted(NO_SHADOW, id="shadows-none")]
     table = data_table(list(rows[0]), [list(row.values()) for row in rows], id="shadows-rows")
-    return html.Div([html.P(WHAT, className="muted"), table, *empty])
+    return html.Div([muted(WHAT), table, *empty])
 
 
 def update(pair: str | None, _n_intervals: int | None = None) -> Component | str:

@@ -13,7 +13,16 @@ from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 
 from dash_app.charts import TrackRecord, track_record
-from dash_app.components import Columns, column_table, data_table, fmt_close, fmt_number, fmt_pct, fmt_time
+from dash_app.components import (
+    Columns,
+    column_table,
+    data_table,
+    fmt_close,
+    fmt_number,
+    fmt_pct,
+    fmt_time,
+    muted,
+)
 from dash_app.context import current_account, get_context
 from mur.db.forecasts import ScoredCounts, backtest_forecasts, scored_counts, scored_forecasts
 from mur.monitoring.backtest_record import LABEL as BACKTEST_LABEL
@@ -121,10 +130,8 @@ def summary_text(view: TrackRecordView, now: datetime) -> Component:
         + (f", {counts.overdue} whose candle closed but is not in the data yet" if counts.overdue else "")
     )
     if not summary["n"]:
-        return html.P(
-            f"No resolved 1 h forecasts yet ({waiting}; market time {fmt_time(now)}).",
-            className="muted",
-            id="track-pending",
+        return muted(
+            f"No resolved 1 h forecasts yet ({waiting}; market time {fmt_time(now)}).", id="track-pending"
         )
     skill = summary["skill"]
     return html.P(
@@ -176,13 +183,12 @@ def backtest_table(backtest: Backtest) -> Component:
     return html.Div(
         [
             html.H4(BACKTEST_LABEL),
-            html.P(
+            muted(
                 f"Model v{backtest.version}'s forecasts of its own test span, {fmt_time(first)} to "
                 f"{fmt_time(last)}, made through its ONNX graph before it served (it never trained on these "
                 f"hours): {s['n']} 1 h forecasts, MAE {fmt_number(s.get('mae_model'), 6)} vs persistence "
                 f"{fmt_number(s.get('mae_persistence'), 6)}{skill}. Not part of the live scores, monitoring or "
-                "alerts.",
-                className="muted",
+                "alerts."
             ),
             _reliability_table(backtest.reliability, [TEST_SPAN], "backtest-reliability"),
         ],
@@ -193,9 +199,7 @@ def backtest_table(backtest: Backtest) -> Component:
 
 def _reliability_table(rows: list[Reliability], labels: list[str], id: str) -> Component:
     if not rows:
-        return html.P(
-            "No resolved forecast with a range in the last 30 market days yet.", className="muted", id=id
-        )
+        return muted("No resolved forecast with a range in the last 30 market days yet.", id=id)
     cell = {(r.horizon_hours, r.window): r for r in rows}
     body = []
     for h in sorted({r.horizon_hours for r in rows}):
@@ -210,11 +214,10 @@ def _reliability_table(rows: list[Reliability], labels: list[str], id: str) -> C
         body.append(line)
     return html.Div(
         [
-            html.P(
+            muted(
                 "Share of closes inside the forecast range, by horizon and window of market time, next to "
                 "the range's nominal level; interval skill > 0: better (narrower or better placed) ranges "
-                "than the naive one.",
-                className="muted",
+                "than the naive one."
             ),
             data_table(
                 ["horizon", *(label if label == TEST_SPAN else f"last {label}" for label in labels)],

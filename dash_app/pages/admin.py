@@ -22,6 +22,7 @@ from dash_app.components import (
     data_table,
     field,
     fmt_time,
+    muted,
     notice,
     pair_dropdown,
     row,
@@ -71,7 +72,7 @@ def champions_block(context: DashboardContext, account: User) -> Component:
     except (ServiceUnavailable, ServiceAnswerError) as exc:
         return notice(f"Champions unavailable: {exc}.", "warn", id="admin-champions-error")
     if not models:
-        return html.P("No champion models yet: train a pair below.", className="muted")
+        return muted("No champion models yet: train a pair below.")
     return html.Div([html.Div(champion_summary(m), className="champion") for m in models])
 
 
@@ -122,7 +123,7 @@ def versions_block(context: DashboardContext, limit: int = 8) -> Component:
         logger.warning("registered versions unavailable: %s", exc)
         return notice("Registered versions unavailable: the model registry does not answer.", "warn")
     if not rows:
-        return html.P("No registered versions yet.", className="muted")
+        return muted("No registered versions yet.")
     return data_table(list(rows[0]), [list(row.values()) for row in rows], id="admin-versions-table")
 
 
@@ -181,10 +182,9 @@ def layout(context: DashboardContext, account: User) -> Component:
             ),
             card(
                 "Invite someone",
-                html.P(
+                muted(
                     f"Registration is {context.settings.registration_mode} (MUR_REGISTRATION). "
-                    f"An invite link lets one person register within {INVITE_LIFETIME.days} days.",
-                    className="muted",
+                    f"An invite link lets one person register within {INVITE_LIFETIME.days} days."
                 ),
                 html.Button("Create an invite link", id="admin-invite"),
                 html.Div(id="admin-invite-result"),
@@ -193,18 +193,14 @@ def layout(context: DashboardContext, account: User) -> Component:
             card("Champion models", html.Div(champions_block(context, account), id="admin-champions")),
             card(
                 "Registered versions and the promotion gate",
-                html.P(
-                    "Scores are out-of-sample (each version's own test span). See docs/promotion.md.",
-                    className="muted",
-                ),
+                muted("Scores are out-of-sample (each version's own test span). See docs/promotion.md."),
                 html.Div(versions_block(context), id="admin-versions"),
             ),
             admin_models.history_card(context, account),
             card(
                 "Train a pair now",
-                html.P(
-                    f"Triggers the Airflow DAG {TRAINING_DAG_ID!r} at {context.settings.airflow.airflow_url}.",
-                    className="muted",
+                muted(
+                    f"Triggers the Airflow DAG {TRAINING_DAG_ID!r} at {context.settings.airflow.airflow_url}."
                 ),
                 row(
                     field("Pair", pair_dropdown("admin-train-pair", pairs, "200px")),

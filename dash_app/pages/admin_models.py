@@ -14,7 +14,7 @@ from typing import Any
 from dash import Dash, Input, Output, State, dcc, html
 from dash.development.base_component import Component
 
-from dash_app.components import card, data_table, field, fmt_time, notice, pair_dropdown, row
+from dash_app.components import card, data_table, field, fmt_time, muted, notice, pair_dropdown, row
 from dash_app.context import DashboardContext, get_context, require_admin
 from mur.db import User
 from mur.errors import MurError
@@ -27,10 +27,10 @@ def history_table(context: DashboardContext, pair: Any) -> Component:
     from mur.db.alias_history import list_moves
 
     if not isinstance(pair, str) or not pair:
-        return html.P("Pick a pair.", className="muted")
+        return muted("Pick a pair.")
     moves = list_moves(context.db, pair, limit=50)
     if not moves:
-        return html.P(f"No champion moves of {pair.upper()} recorded yet.", className="muted")
+        return muted(f"No champion moves of {pair.upper()} recorded yet.")
     rows = [
         [fmt_time(m.market_time), fmt_time(m.wall_time), m.action, m.change, m.actor, m.reason or "–"]
         + [m.scores_text]
@@ -44,10 +44,9 @@ def history_card(context: DashboardContext, account: User) -> Component:
     pairs = context.pairs()
     return card(
         "Champion history and rollback",
-        html.P(
+        muted(
             "Every move of a pair's champion alias. A rollback moves it back to the champion before (or the "
-            "version given); the API serves it within one registry refresh.",
-            className="muted",
+            "version given); the API serves it within one registry refresh."
         ),
         row(field("Pair", pair_dropdown("admin-models-pair", pairs, "200px"))),
         html.Div(history_table(context, pairs[0] if pairs else None), id="admin-models-history"),

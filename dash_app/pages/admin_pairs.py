@@ -16,7 +16,7 @@ from typing import Any
 from dash import Dash, Input, Output, State, dcc, html
 from dash.development.base_component import Component
 
-from dash_app.components import card, data_table, field, fmt_time, notice, row
+from dash_app.components import card, data_table, field, fmt_time, muted, notice, row
 from dash_app.context import DashboardContext, get_context, require_admin
 from mur.db import User
 from mur.errors import MurError
@@ -69,10 +69,9 @@ def pairs_card(context: DashboardContext, account: User) -> Component:
     )
     return card(
         "Pairs",
-        html.P(
+        muted(
             f"{how} The next run of the training DAG trains a new pair; removing a pair stops its "
-            "training and keeps its history (forecasts, track record, registered versions).",
-            className="muted",
+            "training and keeps its history (forecasts, track record, registered versions)."
         ),
         html.Div(pairs_table(context), id="admin-pairs"),
         row(
@@ -104,10 +103,9 @@ def pairs_card(context: DashboardContext, account: User) -> Component:
             ),
             html.Button("Add pair", id="admin-pair-add"),
         ),
-        html.P(
+        muted(
             f"CSV files up to {MAX_UPLOAD_BYTES // 1024} KiB here (about a year of hourly candles); larger "
-            "ones: mur pairs add SYMBOL --csv FILE.",
-            className="muted",
+            "ones: mur pairs add SYMBOL --csv FILE."
         ),
         html.Div(id="admin-pair-result"),
         row(

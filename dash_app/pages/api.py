@@ -12,7 +12,7 @@ from dash import ALL, Dash, Input, Output, State, ctx, dcc, html
 from dash.development.base_component import Component
 from dash.exceptions import PreventUpdate
 
-from dash_app.components import card, data_table, field, fmt_time, notice, row
+from dash_app.components import card, data_table, field, fmt_time, muted, notice, row
 from dash_app.context import DASHBOARD_TOKEN_NAME, DashboardContext, get_context, require_user
 from mur.db import (
     Token,
@@ -56,10 +56,9 @@ def usage_block(context: DashboardContext, account: User) -> Component:
         [
             html.P([html.Strong(f"{used} / {limit}", id="usage-text"), f" calls this month ({share:.0%})"]),
             html.Progress(id="usage-bar", value=str(min(used, limit)), max=str(max(limit, 1))),
-            html.P(
+            muted(
                 "The Forecast page counts too: one unit for each new market hour it shows. "
-                f"The quota resets on {resets:%Y-%m-%d} (UTC, wall clock: not market time).",
-                className="muted",
+                f"The quota resets on {resets:%Y-%m-%d} (UTC, wall clock: not market time)."
             ),
         ]
     )
@@ -68,7 +67,7 @@ def usage_block(context: DashboardContext, account: User) -> Component:
 def token_rows(tokens: list[Token]) -> Component:
     """The user's tokens by prefix; the dashboard's managed token can be revoked (it is then re-derived)."""
     if not tokens:
-        return html.P("No tokens yet.", className="muted")
+        return muted("No tokens yet.")
     rows: list[dict[str, Any]] = []  # one per token: each column's title and cell
     for token in reversed(tokens):  # newest first
         managed = token.name == DASHBOARD_TOKEN_NAME
@@ -101,10 +100,9 @@ def layout(context: DashboardContext, account: User) -> Component:
             card("Usage this month", html.Div(usage_block(context, account), id="token-usage")),
             card(
                 "API tokens",
-                html.P(
+                muted(
                     "A new token is shown once, right after you create or rotate it: copy it then. "
-                    "Afterwards only its prefix is known.",
-                    className="muted",
+                    "Afterwards only its prefix is known."
                 ),
                 row(
                     field(
@@ -247,15 +245,14 @@ def endpoints_block(api_url: str) -> Component:
         [
             html.H4("Endpoints"),
             data_table(["endpoint", "what"], rows, id="api-endpoints"),
-            html.P(
+            muted(
                 [
                     "Interactive documentation: ",
                     html.A(f"{api_url}/docs", href=f"{api_url}/docs", target="_blank"),
                     " (Swagger UI) and ",
                     html.A(f"{api_url}/redoc", href=f"{api_url}/redoc", target="_blank"),
                     " (ReDoc).",
-                ],
-                className="muted",
+                ]
             ),
         ]
     )

@@ -25,6 +25,7 @@ from dash_app.components import (
     fmt_close,
     fmt_number,
     fmt_time,
+    muted,
     notice,
     pair_dropdown,
     row,
@@ -215,7 +216,7 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
     champion_block: Component = (
         champion_summary(champion)
         if champion is not None
-        else html.P("The champion's metrics come from the forecast service.", className="muted")
+        else muted("The champion's metrics come from the forecast service.")
     )
     track = (
         track_record_figure(view.record, pair=pair)

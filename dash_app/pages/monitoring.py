@@ -31,6 +31,7 @@ from dash_app.components import (
     fmt_pct,
     fmt_signed_pct,
     fmt_time,
+    muted,
     notice,
     pair_dropdown,
     row,
@@ -241,7 +242,7 @@ def summary_block(
 def drift_table(report: MonitoringReport) -> Component:
     """Per input: PSI, KS statistic and p-value, the means and sizes, drifted or not."""
     if not report.drift:
-        return html.P("No drift statistics in this report.", className="muted")
+        return muted("No drift statistics in this report.")
     return column_table(DRIFT_COLUMNS, report.drift, id="monitoring-drift-rows")
 
 
@@ -260,16 +261,15 @@ def calibration_block(report: MonitoringReport, *, online: bool = True) -> Compo
     )
     rows_in = sorted(report.online_calibration, key=lambda c: c.horizon_hours)
     if not rows_in:
-        return html.P(
+        return muted(
             "No resolved forecast has stepped the online calibration yet: the served ranges are the graph's "
             f"own (scale 1). {state}",
-            className="muted",
             id="monitoring-no-calibration",
         )
     return html.Div(
         [
             column_table(CALIBRATION_COLUMNS, rows_in, id="monitoring-calibration-rows"),
-            html.P(f"{state} {how}", className="muted"),
+            muted(f"{state} {how}"),
         ]
     )
 
@@ -277,7 +277,7 @@ def calibration_block(report: MonitoringReport, *, online: bool = True) -> Compo
 def alerts_block(alerts: Sequence[AlertRow]) -> Component:
     """Recent alerts, newest first: market time, kinds, message, Discord delivery, the retraining run."""
     if not alerts:
-        return html.P("No alert raised for this pair.", className="muted", id="monitoring-no-alerts")
+        return muted("No alert raised for this pair.", id="monitoring-no-alerts")
     return column_table(ALERT_COLUMNS, alerts, id="monitoring-alert-rows")
 
 
@@ -304,10 +304,7 @@ def thresholds_block(thresholds: Thresholds) -> Component:
     return html.Div(
         [
             data_table(["threshold", "value", "meaning"], rows, id="monitoring-threshold-rows"),
-            html.P(
-                ["Set with the MUR_MONITOR_* settings; see ", html.Code("docs/monitoring.md"), "."],
-                className="muted",
-            ),
+            muted(["Set with the MUR_MONITOR_* settings; see ", html.Code("docs/monitoring.md"), "."]),
         ]
     )
 
@@ -329,7 +326,7 @@ def render(
     extra = [] if backtest is None else [backtest_table(backtest)]
     if not history:
         message = notice(NO_REPORT, "warn", id="monitoring-none")
-        none = html.P(NO_REPORT, className="muted")
+        none = muted(NO_REPORT)
         blank = empty_figure(NO_REPORT)
         return message, html.Div([none, *extra]), blank, blank, "", alerts_part, none, none
     latest = max(history, key=lambda r: parse_as_of(r.as_of))
