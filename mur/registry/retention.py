@@ -23,9 +23,8 @@ log = logging.getLogger(__name__)
 def kept_versions(versions: list[Any], aliased: set[int], moved: set[int], keep: int) -> set[int]:
     """The version numbers retention keeps of ``versions`` (MLflow ModelVersions)."""
     newest = sorted((int(v.version) for v in versions), reverse=True)
-    promoted = [
-        int(v.version) for v in versions if (v.tags or {}).get("gate_alias") == CHAMPION
-    ]  # gate promotions from before the alias history
+    # gate promotions from before the alias history
+    promoted = [int(v.version) for v in versions if (v.tags or {}).get("gate_alias") == CHAMPION]
     return set(newest[:keep]) | aliased | moved | set(sorted(promoted, reverse=True)[:keep])
 
 
@@ -69,11 +68,10 @@ def delete_version(client: Any, name: str, version: Any) -> None:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     client.delete_model_version(name, str(version.version))
-    model_id = getattr(
-        version, "model_id", None
-    ) or (  # MLflow 3 leaves it empty in answers: the source names it
-        version.source.removeprefix("models:/") if str(version.source).startswith("models:/m-") else None
-    )
+    model_id = getattr(version, "model_id", None)
+    # MLflow 3 leaves it empty in answers: the source names it
+    if not model_id and str(version.source).startswith("models:/m-"):
+        model_id = version.source.removeprefix("models:/")
     if model_id:
         get_artifact_repository(client.get_logged_model(model_id).artifact_location).delete_artifacts()
         client.delete_logged_model(model_id)
