@@ -265,6 +265,7 @@ def freshness(state: Any, _ticks: Any = None) -> Component | str:
     if close is not None:
         parts.append(html.Span(f"Forecast for the {fmt_close(close, now)}.", id="forecast-close"))
     stale = trained is not None and (now - trained).total_seconds() / 3600 >= STALE_AFTER_HOURS
+    text = " The model's training time is unknown."
     if trained is not None:
         text = (
             f" Model version {state.get('version')} {fmt_age(trained, now)} "
@@ -275,9 +276,7 @@ def freshness(state: Any, _ticks: Any = None) -> Component | str:
             if stale
             else "."
         )
-        parts.append(html.Span(text, id="model-age"))
-    else:
-        parts.append(html.Span(" The model's training time is unknown.", id="model-age"))
+    parts.append(html.Span(text, id="model-age"))
     return notice(parts, "warn" if stale else "ok", id="freshness-line")
 
 
