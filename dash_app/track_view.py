@@ -252,10 +252,8 @@ def download_csv(n_clicks: int | None, pair: str | None) -> Any:
     from mur.monitoring.track_record import MAX_LIMIT, track_record_csv
     from mur.monitoring.track_record import track_record as api_track_record
 
-    if not n_clicks or current_account() is None:
-        raise PreventUpdate
     context = get_context()
-    if pair not in context.pairs():
+    if not n_clicks or current_account() is None or pair not in context.pairs():
         raise PreventUpdate
     hour = context.clock.hour()
     body = api_track_record(context.db, pair, market_hour=hour, limit=MAX_LIMIT)
