@@ -41,7 +41,6 @@ from mur.db import (
 )
 from mur.errors import ConflictError, InvalidInputError
 from mur.security import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, PASSWORD_RULE, HashingBusyError
-from mur.settings import Settings
 from mur.usernames import USERNAME_ALPHABET
 
 logger = logging.getLogger(__name__)
@@ -101,15 +100,6 @@ def safe_next(target: str | None) -> str:
     return parts.path if not (parts.scheme or parts.netloc) and parts.path in PAGES else "/forecast"
 
 
-def login_limits(settings: Settings) -> LoginLimits:
-    return LoginLimits(
-        per_user_ip=settings.dashboard.login_max_attempts,
-        per_ip=settings.dashboard.login_ip_max_attempts,
-        per_user=settings.dashboard.login_user_max_attempts,
-        window_s=settings.dashboard.login_window_s,
-    )
-
-
 def _load_user(session_user_id: str) -> LoginUser | None:
     """The session's user if it still exists, is enabled and the session is of its current generation."""
     user_id, _, generation = session_user_id.partition(":")
@@ -143,7 +133,13 @@ def login() -> ResponseReturnValue:
     # X-Forwarded-For (the app applies werkzeug's ProxyFix; untrusted headers are ignored)
     username, ip = form.username.data or "", request.remote_addr
     settings = context.settings
-    attempt_id = begin_login_attempt(context.db, username=username, ip=ip, limits=login_limits(settings))
+    limits = LoginLimits(
+        per_user_ip=settings.dashboard.login_max_attempts,
+        per_ip=settings.dashboard.login_ip_max_attempts,
+        per_user=settings.dashboard.login_user_max_attempts,
+        window_s=settings.dashboard.login_window_s,
+    )
+    attempt_id = begin_login_attempt(context.db, username=username, ip=ip, limits=limits)
     if attempt_id is None:
         minutes = max(1, round(settings.dashboard.login_window_s / 60))
         flash(f"Too many failed login attempts. Try again in {minutes} minute(s).", "error")
