@@ -24,7 +24,9 @@ registered for it, however it was trained.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,9 +77,8 @@ class TrainingPlan:
 
 def arch_key(mcfg: ModelConfig, seq_len: int, normalization: str) -> str:
     """What must match for weights to carry over: the model config, the input length, the normalization."""
-    from mur.training.params import digest
-
-    return digest({**mcfg.to_dict(), "seq_len": seq_len, "normalization": normalization}, 16)
+    blob = json.dumps({**mcfg.to_dict(), "seq_len": seq_len, "normalization": normalization}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def recurrent_weights(model: Any) -> dict[str, np.ndarray]:
