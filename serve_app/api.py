@@ -234,8 +234,8 @@ def create_api(service: ApiService, *, metrics: ApiMetrics | None = None) -> Fas
     @api.get("/v1/pairs", tags=["v1"], responses=ERRORS)
     async def pairs(owner: TokenOwner = Depends(_owner)) -> dict[str, list[Any]]:
         """The pairs this API forecasts; ``details`` marks synthetic ones (scale tests, not market data)."""
-        details = [{"pair": p, "synthetic": is_synthetic(p)} for p in service.pairs()]
-        return {"pairs": service.pairs(), "details": details}
+        served = service.pairs()
+        return {"pairs": served, "details": [{"pair": p, "synthetic": is_synthetic(p)} for p in served]}
 
     @api.get("/v1/models", tags=["v1"], responses=ERRORS)
     async def models(owner: TokenOwner = Depends(_owner)) -> ModelsOut:
