@@ -134,7 +134,7 @@ class SyntheticPairs:
         if not self._synthetic(pair):
             return self.real.klines(pair, start, end)
         lo, hi = check_window(pair, start, end)
-        times = bundled_frame(_plan(pair)[0])["timestamp"]  # the synthetic candles' open times
+        times = bundled_frame(synthetic_base(pair))["timestamp"]  # the synthetic candles' open times
         i = 0 if lo is None else int(times.searchsorted(lo))
         j = len(times) if hi is None else int(times.searchsorted(hi))
         out = _build(pair, i, max(i, j))
@@ -150,4 +150,4 @@ class SyntheticPairs:
 
     def data_range(self, pair: str) -> tuple[datetime, datetime]:
         """First and last open time (a synthetic pair spans its real base series)."""
-        return self.real.data_range(_plan(pair)[0] if self._synthetic(pair) else pair)
+        return self.real.data_range(synthetic_base(pair) if self._synthetic(pair) else pair)
