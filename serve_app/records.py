@@ -24,7 +24,7 @@ from mur.monitoring.paper import MAX_DAYS, PAPER_DAYS
 from mur.monitoring.report import MonitoringReport
 from mur.monitoring.track_record import MAX_LIMIT
 from mur.pairs import lenient_pair
-from mur.serving.contract import PaperOut, Time
+from mur.serving.contract import PaperOut, Time, with_times
 
 if TYPE_CHECKING:
     from serve_app.service import ApiService
@@ -171,7 +171,6 @@ def served_body(rows: list[Any]) -> dict[str, Any]:
     :func:`~mur.model.inference.forecast_body`): ``as_of`` is when it was served, and ``source`` says where it
     came from."""
     from mur.model.inference import forecast_body
-    from mur.serving.contract import with_times
     from mur.timeutil import HOUR
 
     first = rows[0]
