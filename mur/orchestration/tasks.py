@@ -155,7 +155,7 @@ def expected_idempotency_key(settings: Settings, pair: str, end: datetime, optio
     from mur.training.tuned import tuned_settings
 
     overrides = {k: v for k, v in options.items() if k not in ("num_workers", "train_days")}
-    fit_params = RayFit.from_settings(settings).key_params()
+    fit_params = RayFit.key_params()
     tuned_params: dict[str, Any] = {}
     if settings.tuning.use_tuned_configs:  # as the job's driver will (it registers): mur/training/tuned.py
         settings, tuned_params = tuned_settings(settings, pair)

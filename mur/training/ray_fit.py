@@ -386,7 +386,8 @@ class RayFit:
         )
         return cls(settings, scaling, emit)
 
-    def key_params(self) -> dict[str, Any]:
+    @staticmethod  # the Airflow task asks it without building a ScalingConfig (importing ray.train)
+    def key_params() -> dict[str, Any]:
         return {}
 
     def run_params(self) -> dict[str, Any]:
