@@ -336,15 +336,6 @@ def user_roles(db: Database, *, user_id: int) -> tuple[str, ...]:
         return tuple(cur.execute("SELECT role FROM user_roles WHERE user_id = %s ORDER BY role", (user_id,)))
 
 
-def set_user_roles(db: Database, *, user_id: int, roles: Iterable[str]) -> tuple[str, ...]:
-    """Replace the user's roles; returns them sorted."""
-    wanted = _validate_roles(roles)
-    with db.cursor() as cur:
-        lock_user(cur, user_id)
-        _replace_roles(cur, user_id, wanted)
-    return wanted
-
-
 def add_role(db: Database, *, user_id: int, role: str) -> tuple[str, ...]:
     """Grant ``role`` (idempotent); returns the user's roles."""
     _validate_roles([role])

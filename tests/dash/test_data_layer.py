@@ -8,6 +8,7 @@ from dash_helpers import PASSWORD, make_user, random_name
 
 from mur.db import (
     Database,
+    add_role,
     authenticate,
     create_token,
     create_user,
@@ -19,7 +20,6 @@ from mur.db import (
     revoke_token,
     set_quota,
 )
-from mur.db.users import set_user_roles
 from mur.errors import ConflictError, InvalidInputError, NotFoundError
 from mur.security import derive_api_token, hash_token, looks_like_api_token
 
@@ -30,9 +30,9 @@ def test_create_user_roles_and_authenticate(dash_database: Database) -> None:
     assert user.roles == ("member",) and not user.is_admin
     assert authenticate(dash_database, username=username.upper(), password=PASSWORD) == user
     assert authenticate(dash_database, username=username, password=PASSWORD + "x") is None
-    assert set_user_roles(dash_database, user_id=user.id, roles=["admin", "member"]) == ("admin", "member")
+    assert add_role(dash_database, user_id=user.id, role="admin") == ("admin", "member")
     with pytest.raises(InvalidInputError):
-        set_user_roles(dash_database, user_id=user.id, roles=["root"])
+        add_role(dash_database, user_id=user.id, role="root")
     with pytest.raises(ConflictError):
         create_user(dash_database, username=username.upper(), password=PASSWORD)
 

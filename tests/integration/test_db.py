@@ -28,7 +28,7 @@ from mur import db as mdb
 from mur.db import Database
 from mur.db.logins import recent_login_failures, record_login_attempt
 from mur.db.migrations import MigrationReport, MigrationStatus, discover_migrations
-from mur.db.users import set_user_roles, user_roles
+from mur.db.users import user_roles
 from mur.errors import (
     ConflictError,
     DatabaseError,
@@ -362,13 +362,10 @@ def test_roles(database: Database) -> None:
     assert mdb.add_role(database, user_id=member.id, role="admin") == ("admin", "member")
     assert mdb.add_role(database, user_id=member.id, role="admin") == ("admin", "member")  # idempotent
     assert mdb.remove_role(database, user_id=member.id, role="member") == ("admin",)
-    assert set_user_roles(database, user_id=member.id, roles=["member"]) == ("member",)
-    assert user_roles(database, user_id=member.id) == ("member",)
-    assert set_user_roles(database, user_id=member.id, roles=[]) == ()
+    assert mdb.remove_role(database, user_id=member.id, role="admin") == ()
+    assert user_roles(database, user_id=member.id) == ()
     with pytest.raises(InvalidInputError, match="unknown role"):
         mdb.add_role(database, user_id=member.id, role="superuser")
-    with pytest.raises(NotFoundError):
-        set_user_roles(database, user_id=-1, roles=["member"])
     with pytest.raises(NotFoundError):
         mdb.add_role(database, user_id=-1, role="member")
 
