@@ -378,7 +378,7 @@ def main() -> int:
     shadows = set_shadows(settings, [opts.pair], opts.shadows, fresh=True)[opts.pair]
 
     print(f"[setup] deploying the Serve app ({opts.prefix}{opts.pair} v{version}) …", flush=True)
-    seconds, serve_url = deploy_pairs(settings, [opts.pair], 600, loaded=False, add_new_pairs=False)
+    seconds, serve_url = deploy_pairs(settings, [opts.pair], 600, loaded=False)
     print(f"[setup] Serve app running after {seconds:.0f}s at {serve_url}", flush=True)
 
     nice = ray_worker_niceness()  # the reference's too: the same priority as Ray's workers

@@ -20,10 +20,6 @@ class AppArgs(BaseModel):
         default_factory=dict,
         description="Settings overrides applied on top of the replicas' MUR_* environment",
     )
-    add_new_pairs: bool = Field(
-        default=True,
-        description="unused (kept for old configs): a new champion pair is served without a rebuild",
-    )
     generation: int = Field(default=0, ge=0, description="set by `mur serve --force` to rebuild the app")
 
     def app_settings(self) -> Settings:

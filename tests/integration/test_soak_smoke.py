@@ -44,7 +44,7 @@ def served(bench_settings: Settings) -> Iterator[Settings]:  # noqa: F811 (the i
     registry.configure(bench_settings).set_registered_model_alias(
         name, registry.CHAMPION, str(trained.version)
     )
-    args = AppArgs(pairs=[PAIR], settings=settings_overrides(bench_settings), add_new_pairs=False)
+    args = AppArgs(pairs=[PAIR], settings=settings_overrides(bench_settings))
     try:
         url = deploy(bench_settings, args, timeout_s=420, force=True)
         yield bench_settings.replace(serve_port=urlsplit(url).port or bench_settings.serving.serve_port)
