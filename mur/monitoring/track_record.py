@@ -183,11 +183,6 @@ def naive_log_band(closes: Sequence[float], hours: int, level: float) -> tuple[f
     return float(lo), float(hi)
 
 
-def winkler(lo: float, hi: float, y: float, alpha: float) -> float:
-    """The interval (Winkler) score of ``[lo, hi]`` at miss rate ``alpha`` for outcome ``y`` (lower is better)."""
-    return (hi - lo) + (2.0 / alpha) * (max(lo - y, 0.0) + max(y - hi, 0.0))
-
-
 @dataclass(frozen=True)
 class Reliability:
     """How the ranges of one horizon held over one window of market hours."""
