@@ -7,6 +7,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from devstack.services import Service
 from mur.settings import Settings
 
@@ -15,8 +17,6 @@ def probe(service: Service, timeout_s: float = 2.0) -> bool:
     """True when the service passes its health check now: its health URL answers 2xx, or, without a URL, its
     port accepts; a service with neither has no check of its own (its process is its health)."""
     if service.health_url:
-        import httpx
-
         try:  # never via a proxy
             return httpx.get(
                 service.health_url,
@@ -70,8 +70,6 @@ def port_open(host: str, port: int, timeout_s: float = 1.0) -> bool:
 def ray_nodes(settings: Settings, timeout_s: float = 5.0) -> list[dict[str, Any]] | None:
     """The Ray cluster's nodes from the dashboard's state API (with the token): address, head or not, state,
     CPUs, GPUs and the node's custom resources; None when the head does not answer."""
-    import httpx
-
     url = settings.ray.ray_address.rstrip("/") + "/api/v0/nodes"
     try:
         response = httpx.get(url, params={"limit": 100}, headers=settings.ray.headers(), timeout=timeout_s)
