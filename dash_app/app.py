@@ -192,37 +192,25 @@ def _configure_server(server: Flask, settings: Settings, secret_key: str) -> Non
         server.wsgi_app = ProxyFix(server.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
 
-def create_app(
-    settings: Settings | None = None,
-    *,
-    db: Database | None = None,
-    serve: ServeClient | None = None,
-    airflow: AirflowClient | None = None,
-    market: Any = None,
-) -> Dash:
+def create_app(settings: Settings, *, db: Database | None = None) -> Dash:
     """Build the dashboard: Flask server (accounts, guard, CSRF) and the Dash pages on it.
 
     Nothing connects here: the database pool, the Serve API and Airflow are used on the first request.
-    ``db``, ``serve``, ``airflow`` and ``market`` replace the defaults built from ``settings`` (tests).
+    ``db`` replaces the pool built from ``settings`` (tests).
     """
     from dash_app import layout
     from dash_app.pages import admin, api, forecast, monitoring
 
-    if settings is None:
-        from mur.settings import get_settings
-
-        settings = get_settings()
     secret_key = resolve_secret_key(settings)
     server = Flask(__name__, template_folder=str(PACKAGE_DIR / "templates"), static_folder=None)
     _configure_server(server, settings, secret_key)
     context = DashboardContext(
         settings=settings,
         db=db or Database(settings, maxconn=8),
-        serve=serve or ServeClient(settings.serving.url),
-        airflow=airflow or AirflowClient.from_settings(settings),
+        serve=ServeClient(settings.serving.url),
+        airflow=AirflowClient.from_settings(settings),
         secret_key=secret_key,
         hashing=HashingGate(settings.dashboard.hashing_concurrency),
-        _market=market,
     )
     server.extensions[EXTENSION_KEY] = context
     auth.init_login(server)

@@ -4,7 +4,7 @@ logged-in user. Built once by :func:`dash_app.app.create_app` and stored on the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -40,13 +40,10 @@ class DashboardContext:
     hashing: HashingGate
     """Bounds the argon2 checks (login, registration) running at once in this process."""
     candles_shown: int = 72
-    _market: MarketData | None = field(default=None, repr=False)
 
     @cached_property
     def market(self) -> MarketData:
         """The configured candle source (bundled data or Binance), created on first use."""
-        if self._market is not None:
-            return self._market
         from mur.data import get_market_data
 
         return get_market_data(self.settings)

@@ -45,15 +45,16 @@ class ClockedSource:
 
 
 def context_with(market: Any) -> DashboardContext:
-    return DashboardContext(
+    context = DashboardContext(
         settings=Settings(env="test", pairs=["btc_usdt"]),
         db=cast(Any, None),
         serve=cast(Any, None),
         airflow=cast(Any, None),
         secret_key="x" * 32,
         hashing=HashingGate(1),
-        _market=market,
     )
+    context.market = market  # before its first use: the cached property is never built
+    return context
 
 
 def forecast(target: datetime, actual: float | None, *, predicted: float = 101.0) -> Forecast:
