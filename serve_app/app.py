@@ -73,14 +73,10 @@ def _deployment(decorated: object) -> Deployment:
 def build_app(args: AppArgs) -> Application:
     """Bind the ingress, the registry watcher, the multiplexed Forecaster and the dedicated hot pairs."""
     # (no `from __future__ import annotations` here: Serve reads the AppArgs annotation at runtime)
-    if isinstance(args, dict):
-        args = AppArgs(**args)
     from serve_app.forecaster import Forecaster
     from serve_app.ingress import SHARED, ApiIngress
     from serve_app.watcher import RegistryWatcher
 
-    if args.pairs is not None:
-        args = args.model_copy(update={"pairs": [normalize_pair(p) for p in args.pairs]})
     settings = args.app_settings()
     pairs = served_pairs(settings, args)
     raw = args.model_dump(mode="json")

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from mur.orchestration.job_submission import SECRET_FIELDS
+from mur.pairs import normalize_pair
 from mur.settings import Settings
 
 
 class AppArgs(BaseModel):
     """What ``build_app`` needs; everything else comes from :class:`~mur.settings.Settings`."""
 
-    pairs: list[str] | None = Field(
+    pairs: list[Annotated[str, AfterValidator(normalize_pair)]] | None = Field(
         default=None, description="serve only these pairs (None: every registered pair with a champion)"
     )
     settings: dict[str, Any] = Field(
