@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from mur.settings import Settings
 
@@ -69,22 +69,9 @@ def error_tail(error: BaseException | str | None, lines: int = ERROR_LINES) -> s
     return tail if len(tail) <= limit else "…" + tail[-(limit - 1) :]
 
 
-def task_log_url(
-    base_url: str, dag_id: str, run_id: str, task_id: str, map_index: int | None, try_number: int | None
-) -> str:
-    """The Airflow 3 UI page of a task instance's log (``/dags/D/runs/R/tasks/T[/mapped/I]?try_number=N``)."""
-    url = f"{base_url.rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}/tasks/{quote(task_id)}"
-    if map_index is not None and map_index >= 0:
-        url += f"/mapped/{map_index}"
-    if try_number:
-        url += f"?try_number={try_number}"
-    return url
-
-
-def alert_from_context(
-    context: Mapping[str, Any], settings: Settings, *, title: str, color: int = RED
-) -> Alert:
-    """Collect the alert's fields from a task or DAG callback context (tolerates missing keys)."""
+def alert_from_context(context: Mapping[str, Any], *, title: str, color: int = RED) -> Alert:
+    """Collect the alert's fields from a task or DAG callback context (tolerates missing keys); the link to
+    the task's log is Airflow's own (``ti.log_url``: its UI at ``[api] base_url``)."""
     ti = context.get("ti") or context.get("task_instance")
     dag = context.get("dag")
     dag_run = context.get("dag_run")
@@ -99,7 +86,7 @@ def alert_from_context(
     max_tries = getattr(ti, "max_tries", None)
     pair = _pair_of(context, ti)
     logical = context.get("logical_date") or getattr(dag_run, "logical_date", None)
-    alert = Alert(
+    return Alert(
         title=title,
         dag_id=dag_id,
         run_id=run_id,
@@ -110,14 +97,10 @@ def alert_from_context(
         max_tries=max_tries if isinstance(max_tries, int) else None,
         error=error_tail(context.get("exception")),
         reason=str(context["reason"]) if context.get("reason") else None,
+        log_url=getattr(ti, "log_url", None),
         logical_date=str(logical) if logical else None,
         color=color,
     )
-    if task_id:
-        alert.log_url = task_log_url(
-            settings.airflow.airflow_url, dag_id, run_id, task_id, map_index, alert.try_number
-        )
-    return alert
 
 
 def _pair_of(context: Mapping[str, Any], ti: Any) -> str | None:
@@ -216,7 +199,7 @@ def task_failure_alert(settings: SettingsSource, context: Mapping[str, Any]) -> 
     """Task ``on_failure_callback`` (runs once the retries are exhausted)."""
     try:
         current = settings()
-        alert = alert_from_context(context, current, title="")
+        alert = alert_from_context(context, title="")
         alert.title = (
             f"❌ training {alert.pair} failed" if alert.pair else f"❌ {alert.task_id or 'task'} failed"
         )
@@ -229,7 +212,7 @@ def dag_failure_alert(settings: SettingsSource, context: Mapping[str, Any]) -> N
     """DAG ``on_failure_callback``: the run failed (names the task that caused it when known)."""
     try:
         current = settings()
-        alert = alert_from_context(context, current, title="🔥 training run failed", color=ORANGE)
+        alert = alert_from_context(context, title="🔥 training run failed", color=ORANGE)
         alert.title = f"🔥 DAG {alert.dag_id} run failed"
         send(alert, current)
     except Exception:
@@ -239,7 +222,7 @@ def dag_failure_alert(settings: SettingsSource, context: Mapping[str, Any]) -> N
 def send_summary(settings: Settings, context: Mapping[str, Any], summary: Mapping[str, Any]) -> bool:
     """Optional success summary (``MUR_DISCORD_NOTIFY_SUCCESS=true``): versions and gate decisions per pair."""
     try:
-        alert = alert_from_context(context, settings, title="✅ training run finished", color=GREEN)
+        alert = alert_from_context(context, title="✅ training run finished", color=GREEN)
         lines = [
             f"{r['pair']}: v{r['version']} → {r['alias']}"
             + (" (reused)" if r.get("reused") else "")

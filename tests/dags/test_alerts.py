@@ -13,6 +13,11 @@ from dag_test_stubs import DiscordStub, free_port
 from mur.orchestration import alerts
 from mur.settings import Settings
 
+LOG_URL = (
+    "http://airflow.local:8080/dags/mur_training/runs/"
+    "scheduled__2025-03-01T05%3A00%3A00%2B00%3A00/tasks/train_pair/mapped/1?try_number=3"
+)
+
 
 def _context(exc: BaseException | None = None, **overrides: Any) -> dict[str, Any]:
     ti = SimpleNamespace(
@@ -23,6 +28,7 @@ def _context(exc: BaseException | None = None, **overrides: Any) -> dict[str, An
         try_number=3,
         max_tries=2,
         rendered_map_index="eth_usdt",
+        log_url=LOG_URL,  # Airflow's own link (TaskInstance.log_url, on its [api] base_url)
     )
     task = SimpleNamespace(op_kwargs={"pair": "eth_usdt"})
     return {
@@ -43,8 +49,7 @@ def _boom() -> RuntimeError:
 
 
 def test_alert_fields_from_a_task_context() -> None:
-    settings = Settings(airflow_url="http://airflow.local:8080/")
-    alert = alerts.alert_from_context(_context(_boom()), settings, title="t")
+    alert = alerts.alert_from_context(_context(_boom()), title="t")
     assert (alert.dag_id, alert.task_id, alert.map_index, alert.pair, alert.try_number, alert.max_tries) == (
         "mur_training",
         "train_pair",
@@ -53,10 +58,7 @@ def test_alert_fields_from_a_task_context() -> None:
         3,
         2,
     )
-    assert alert.log_url == (
-        "http://airflow.local:8080/dags/mur_training/runs/"
-        "scheduled__2025-03-01T05%3A00%3A00%2B00%3A00/tasks/train_pair/mapped/1?try_number=3"
-    )
+    assert alert.log_url == LOG_URL
     assert alert.error is not None and alert.error.endswith("last job line")
     assert "Traceback" in alert.error
 
@@ -70,9 +72,9 @@ def test_error_tail_keeps_the_last_lines_within_a_field() -> None:
 
 
 def test_task_failure_alert_posts_an_embed(discord: DiscordStub) -> None:
-    settings = Settings(discord_webhook_url=discord.url, airflow_url="http://127.0.0.1:8080")
+    settings = Settings(discord_webhook_url=discord.url)
     assert alerts.send(
-        alerts.alert_from_context(_context(_boom()), settings, title="❌ training eth_usdt failed"), settings
+        alerts.alert_from_context(_context(_boom()), title="❌ training eth_usdt failed"), settings
     )
     [embed] = discord.embeds()
     assert embed["title"] == "❌ training eth_usdt failed"
@@ -83,7 +85,7 @@ def test_task_failure_alert_posts_an_embed(discord: DiscordStub) -> None:
     assert fields["Pair"] == "eth_usdt (map index 1)"
     assert fields["Try"] == "3 of 3"
     assert "/tasks/train_pair/mapped/1?try_number=3" in fields["Log"]
-    assert embed["url"].startswith("http://127.0.0.1:8080/dags/mur_training/runs/")
+    assert embed["url"] == LOG_URL
     assert "unknown pair nope_usdt" in embed["description"]
     assert embed["color"] == alerts.RED
     assert discord.paths[0].startswith("/api/webhooks/123/secret-token")
