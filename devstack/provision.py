@@ -111,7 +111,7 @@ def undeploy_serve(settings: Settings, timeout_s: float = 30.0) -> None:
         wait_until(gone, what="Serve to shut down", timeout_s=timeout_s, error=ServiceError)
 
 
-def serve_diagnosis(settings: Settings, haproxy_files: Path | None = None) -> str:
+def serve_diagnosis(settings: Settings, haproxy_files: Path) -> str:
     """Why Serve's HTTP port does not answer, for a start that timed out: what the health URL answers, Serve's
     own view (controller, proxies, each deployment's status and replica states) and the last lines HAProxy
     wrote to its stderr (``haproxy_files``: the stack's private HAProxy directory)."""
@@ -141,9 +141,8 @@ def serve_diagnosis(settings: Settings, haproxy_files: Path | None = None) -> st
             lines.append(
                 f"  deployment {dep_name}: {dep.get('status')} replicas {states} {dep.get('message') or ''}".rstrip()
             )
-    if haproxy_files is not None:
-        logs = sorted(haproxy_files.glob("*/*.stderr.log"), key=lambda p: p.stat().st_mtime)[-2:]
-        for log in logs:
-            tail = log.read_text(errors="replace").strip().splitlines()[-8:]
-            lines.append(f"{log.name}: " + (" | ".join(tail) if tail else "(empty)"))
+    logs = sorted(haproxy_files.glob("*/*.stderr.log"), key=lambda p: p.stat().st_mtime)[-2:]
+    for log in logs:
+        tail = log.read_text(errors="replace").strip().splitlines()[-8:]
+        lines.append(f"{log.name}: " + (" | ".join(tail) if tail else "(empty)"))
     return "\n".join("    " + line for line in lines)
