@@ -309,7 +309,7 @@ def pool(folds: list[FoldResult], forecasts: list[FoldForecasts]) -> dict[str, A
     horizons = range_scores(every, tests=True)
     em = np.concatenate([np.asarray(f.abs_err_model) for f in folds])
     ep = np.concatenate([np.asarray(f.abs_err_persistence) for f in folds])
-    dm = diebold_mariano(em, ep, loss="absolute")  # on absolute errors: |e| is the loss itself
+    dm = diebold_mariano(em, ep)  # on absolute errors: |e| is the loss itself
     hits = sum(int(f.evidence["direction_hits"]) for f in folds)
     n_dir = sum(int(f.evidence["direction_n"]) for f in folds)
     mae_m, mae_p = float(em.mean()), float(ep.mean())

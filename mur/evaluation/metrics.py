@@ -181,7 +181,7 @@ def horizon_scores(
         evidence = point_evidence(median, y, last, horizon=hours)
         w_model = winkler_scores(q[:, 0], q[:, -1], y, alpha)
         w_base = {k: winkler_scores(b[:, j, 0], b[:, j, -1], y, alpha) for k, b in base.items()}
-        dm = {k: diebold_mariano(w_model, w, horizon=hours, loss="absolute") for k, w in w_base.items()}
+        dm = {k: diebold_mariano(w_model, w, horizon=hours) for k, w in w_base.items()}
         se = {k: skill_standard_error(w_model, w, horizon=hours) for k, w in w_base.items()}
         out.append(
             {

@@ -1,11 +1,11 @@
 """Is a forecast's edge real or noise? Two tests on out-of-sample errors, both pure functions.
 
 * :func:`diebold_mariano` compares two forecasts of the same targets (the model vs persistence, or two
-  model versions) on a loss of their errors, with the Harvey-Leybourne-Newbold (1997) small-sample
-  correction and Student-t reference distribution. ``d_t = L(e_model,t) - L(e_other,t)``; a negative mean
-  means the model's loss is lower. The long-run variance uses the autocovariances up to lag ``h - 1``
-  (an ``h``-step forecast's errors are MA(h-1) under the null), with the usual fallback to the lag-0
-  variance when that estimate is not positive.
+  model versions) on their absolute errors (or on per-target losses, which are their own absolute values),
+  with the Harvey-Leybourne-Newbold (1997) small-sample correction and Student-t reference distribution.
+  ``d_t = |e_model,t| - |e_other,t|``; a negative mean means the model's loss is lower. The long-run
+  variance uses the autocovariances up to lag ``h - 1`` (an ``h``-step forecast's errors are MA(h-1) under
+  the null), with the usual fallback to the lag-0 variance when that estimate is not positive.
 * :func:`directional_test`: is the share of correctly predicted directions above 50 %? Exact one-sided
   binomial test.
 
@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
-
-Loss = Literal["absolute", "squared"]
 
 
 @dataclass(frozen=True)
@@ -46,14 +43,6 @@ class DirectionResult:
     p_value: float
 
 
-def _loss(errors: np.ndarray, loss: Loss) -> np.ndarray:
-    if loss == "absolute":
-        return np.abs(errors)
-    if loss == "squared":
-        return errors**2
-    raise ValueError(f"unknown loss {loss!r}: use 'absolute' or 'squared'")
-
-
 def _long_run_variance(d: np.ndarray, lags: int) -> float:
     """The HAC variance of ``d``: autocovariances up to lag ``lags - 1``, or the lag-0 variance alone when
     that estimate is not positive (``acovf``: the biased sample autocovariances, divided by ``n``)."""
@@ -65,16 +54,13 @@ def _long_run_variance(d: np.ndarray, lags: int) -> float:
 
 
 def diebold_mariano(
-    errors_model: np.ndarray | list[float],
-    errors_other: np.ndarray | list[float],
-    *,
-    horizon: int = 1,
-    loss: Loss = "absolute",
+    errors_model: np.ndarray | list[float], errors_other: np.ndarray | list[float], *, horizon: int = 1
 ) -> DMResult:
-    """Diebold-Mariano test with the Harvey-Leybourne-Newbold correction.
+    """Diebold-Mariano test on absolute errors with the Harvey-Leybourne-Newbold correction.
 
     ``errors_*`` are forecast errors (forecast - actual) of the two forecasts on the same targets, in the
-    same order. Raises ValueError on mismatched lengths, fewer than 3 points or non-finite errors.
+    same order, or their per-target losses (the gate's pinball losses: non-negative, their own absolute
+    values). Raises ValueError on mismatched lengths, fewer than 3 points or non-finite errors.
     When both losses are identical everywhere the test is uninformative: statistic 0, two-sided p-value 1.
     """
     from scipy.stats import t as student_t
@@ -91,7 +77,7 @@ def diebold_mariano(
     h = int(horizon)
     if h < 1 or h >= n:
         raise ValueError(f"horizon must be in 1..{n - 1}, got {horizon}")
-    d = _loss(e1, loss) - _loss(e2, loss)
+    d = np.abs(e1) - np.abs(e2)
     mean = float(d.mean())
     variance = _long_run_variance(d, h)
     if variance <= 0:  # d is constant: no evidence either way (or an exact tie)
@@ -160,7 +146,7 @@ def point_evidence(pred: np.ndarray, actual: np.ndarray, last_close: np.ndarray,
     """
     pred, actual, last_close = (np.asarray(a, dtype=np.float64).ravel() for a in (pred, actual, last_close))
     e_model, e_pers = pred - actual, last_close - actual
-    dm = diebold_mariano(e_model, e_pers, horizon=horizon, loss="absolute")
+    dm = diebold_mariano(e_model, e_pers, horizon=horizon)
     direction = directional_test(pred - last_close, actual - last_close)
     return {
         "dm_statistic": dm.statistic,
