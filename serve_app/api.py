@@ -90,13 +90,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _error_response(exc: Exception) -> JSONResponse:
     """A JSON answer for any exception: expected errors with their status, anything else a logged 500."""
-    if isinstance(exc, MurError):
-        status, body, headers = http_error(exc)
-        return JSONResponse(body, status_code=status, headers=headers)
-    log.error("request failed", exc_info=exc)
-    return JSONResponse(
-        error_body("internal_error", f"internal error ({type(exc).__name__})"), status_code=500
-    )
+    if not isinstance(exc, MurError):
+        log.error("request failed", exc_info=exc)
+        exc = MurError(f"internal error ({type(exc).__name__})")  # http_error: a 500 internal_error
+    status, body, headers = http_error(exc)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _too_large() -> JSONResponse:
