@@ -98,11 +98,9 @@ def rolling_figure(history: Sequence[MonitoringReport], *, pair: str) -> go.Figu
     return styled(figure, f"{pair.upper()} rolling skill and coverage (market time)", 520, legend_y=-0.15)
 
 
-def drift_figure(report: MonitoringReport | None) -> go.Figure:
+def drift_figure(report: MonitoringReport) -> go.Figure:
     """Per input: PSI (left, alert threshold dotted) and KS p-value (right, log scale, threshold dotted) of
     ``report``; drifted inputs in red, the others grey."""
-    if report is None:
-        return empty_figure(NO_REPORT)
     if not report.drift:
         return empty_figure("no drift statistics in the latest report")
     features = [d.feature for d in report.drift]
