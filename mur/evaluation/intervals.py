@@ -47,11 +47,6 @@ def pinball_per_target(quantiles: np.ndarray, y: np.ndarray, levels: Sequence[fl
     return np.asarray(np.maximum(tau * diff, (tau - 1.0) * diff).mean(axis=1))
 
 
-def pinball(quantiles: np.ndarray, y: np.ndarray, levels: Sequence[float]) -> float:
-    """Mean pinball loss of ``quantiles (n, L)`` for outcomes ``y (n,)`` at ``levels (L,)``."""
-    return float(pinball_per_target(quantiles, y, levels).mean())
-
-
 def winkler_scores(lo: np.ndarray, hi: np.ndarray, y: np.ndarray, alpha: float | np.ndarray) -> np.ndarray:
     """Per-outcome Winkler scores of intervals ``[lo, hi]`` with nominal coverage ``1 - alpha`` (one, or one
     per outcome)."""
@@ -72,7 +67,7 @@ def interval_metrics(
         "coverage": float(np.mean((y >= lo) & (y <= hi))),
         "width": float(np.mean((hi - lo) / np.asarray(last_close, dtype=np.float64).reshape(-1))),
         "winkler": float(np.mean(winkler_scores(lo, hi, y, alpha))),
-        "pinball": pinball(q, y, levels),
+        "pinball": float(pinball_per_target(q, y, levels).mean()),
     }
 
 

@@ -20,7 +20,7 @@ from mur.evaluation.intervals import (
     conformal_scores,
     interval_metrics,
     naive_quantiles,
-    pinball,
+    pinball_per_target,
     winkler_scores,
 )
 from mur.model.network import pinball_loss
@@ -32,8 +32,8 @@ LEVELS = (0.05, 0.5, 0.95)
 def test_pinball_by_hand() -> None:
     # y = 10; quantiles 8 (tau .05), 10 (.5), 13 (.95):
     #   .05: y above by 2 -> .05 * 2 = 0.1; .5: 0; .95: y below by 3 -> (0.95 - 1) * -3 = 0.15
-    assert pinball(np.array([[8.0, 10.0, 13.0]]), np.array([10.0]), LEVELS) == pytest.approx(
-        (0.1 + 0 + 0.15) / 3
+    assert pinball_per_target(np.array([[8.0, 10.0, 13.0]]), np.array([10.0]), LEVELS) == pytest.approx(
+        [(0.1 + 0 + 0.15) / 3]
     )
     # the torch loss used in training agrees (one horizon, weight 1)
     q = torch.tensor([[[8.0, 10.0, 13.0]]])
