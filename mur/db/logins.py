@@ -148,15 +148,6 @@ def cancel_login_attempt(db: Database, *, attempt_id: int) -> None:
         cur.execute("DELETE FROM login_attempts WHERE id = %s", (attempt_id,))
 
 
-def record_login_attempt(db: Database, *, username: str, ip: str | None, success: bool) -> None:
-    """Store one finished login attempt (for tools and tests; the dashboard uses :func:`begin_login_attempt`)."""
-    username, ip = _clean(username, ip)
-    with db.cursor() as cur:
-        cur.execute(
-            "INSERT INTO login_attempts (username, ip, success) VALUES (%s, %s, %s)", (username, ip, success)
-        )
-
-
 def begin_registration_attempt(db: Database, *, ip: str | None, limit: int, window_s: int) -> bool:
     """Record a registration attempt from ``ip`` unless ``limit`` were made within ``window_s``; atomic.
 

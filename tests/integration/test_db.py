@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from mur import db as mdb
 from mur.db import Database
-from mur.db.logins import recent_login_failures, record_login_attempt
+from mur.db.logins import recent_login_failures
 from mur.db.migrations import MigrationReport, MigrationStatus, discover_migrations
 from mur.db.users import user_roles
 from mur.errors import (
@@ -782,6 +782,16 @@ def test_sql_injection_strings_are_stored_verbatim(
 # ------------------------------------------------------------------------------------------------
 # Login attempts
 # ------------------------------------------------------------------------------------------------
+
+
+def record_login_attempt(database: Database, *, username: str, ip: str | None, success: bool) -> None:
+    """One finished login attempt, recorded as the dashboard records it (limits that never refuse; a window
+    of a day, so recording prunes no attempt a test backdated)."""
+    limits = mdb.LoginLimits(per_user_ip=10**6, per_ip=10**6, per_user=10**6, window_s=86_400)
+    attempt_id = mdb.begin_login_attempt(database, username=username, ip=ip, limits=limits)
+    assert attempt_id is not None
+    if success:
+        mdb.mark_login_succeeded(database, attempt_id=attempt_id)
 
 
 def _failures(database: Database, username: str, ip: str | None, window_s: int = 300) -> tuple[int, ...]:
