@@ -59,13 +59,11 @@ def command(settings: Settings, weed: str) -> list[str]:
         **{f"{name}.port": p[name] for name in COMPONENTS},
         **{f"{name}.port.grpc": p[f"{name}.grpc"] for name in COMPONENTS},
         "dir": store_dir(settings) / "data",
-        **{
-            "ip": "127.0.0.1",
-            "ip.bind": "127.0.0.1",
-            "filer": "true",
-            "s3": "true",
-            "s3.config": cfg / "s3.json",
-        },
+        "ip": "127.0.0.1",
+        "ip.bind": "127.0.0.1",
+        "filer": "true",
+        "s3": "true",
+        "s3.config": cfg / "s3.json",
         **{"disableHttp": "true", "filer.disableHttp": "true", "webdav": "false", "s3.iam": "false"},
         **{"s3.port.iceberg": 0, "s3.port.lance": 0, "master.telemetry": "false"},
         # a lone master elects itself in 1 s after a restart (default 10 s); volumes of 256 MB, as many as fit
