@@ -292,7 +292,7 @@ def finish_training(
         folder = Path(out_dir) if out_dir is not None else Path(tmp)
         onnx_path = export_onnx(calibrate(outcome.model, ds), folder / "model.onnx", x_test[:64])
         weights = folder / WEIGHTS_ARTIFACT
-        weights.write_bytes(warm_start.weights_bytes(warm_start.recurrent_weights(outcome.model)))
+        warm_start.save_weights(weights, warm_start.recurrent_weights(outcome.model))
         doc = metrics_document(
             pair,
             prep.mcfg,

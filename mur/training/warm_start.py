@@ -25,11 +25,11 @@ registered for it, however it was trained.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -90,15 +90,13 @@ def recurrent_weights(model: Any) -> dict[str, np.ndarray]:
     }
 
 
-def weights_bytes(weights: dict[str, np.ndarray]) -> bytes:
+def save_weights(path: Path, weights: dict[str, np.ndarray]) -> None:
     """``weights.npz`` (numpy's zip of arrays; read back with ``allow_pickle=False``)."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **weights)  # type: ignore[arg-type]  # numpy's stub wants positional arrays
-    return buffer.getvalue()
+    np.savez(path, **weights)  # type: ignore[arg-type]  # numpy's stub wants positional arrays
 
 
-def read_weights(data: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+def load_weights(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
         return {k: npz[k] for k in npz.files}
 
 
@@ -180,8 +178,7 @@ def plan(
         import mlflow
 
         local = mlflow.artifacts.download_artifacts(run_id=champion.run_id, artifact_path=WEIGHTS_ARTIFACT)
-        with open(local, "rb") as fh:
-            weights = read_weights(fh.read())
+        weights = load_weights(local)
     except Exception as exc:  # no artefact (an older version) or an unreadable one: train fully
         log.warning("%s: champion v%s weights unavailable (%s): full training", pair, champion.version, exc)
         return TrainingPlan(FULL, f"the champion's weights are unavailable ({type(exc).__name__})")

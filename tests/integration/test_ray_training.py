@@ -302,7 +302,7 @@ def test_an_hourly_run_warm_starts_from_the_champion_and_a_backfill_never_does(
     from mur.timeutil import parse_time
     from mur.training.driver import train_and_register
     from mur.training.loop import LocalFit
-    from mur.training.warm_start import read_weights
+    from mur.training.warm_start import load_weights
 
     settings = job_settings.replace(warm_start_epochs=2, full_retrain_hours=24)
     client = configure(settings)
@@ -320,8 +320,7 @@ def test_an_hourly_run_warm_starts_from_the_champion_and_a_backfill_never_does(
     assert first["training_mode"] == "full" and "no champion" in first["training_reason"]
     assert first["full_window_end"] == first["data_window_end"] and first["epochs_run"] == "6"
     weights = mlflow.artifacts.download_artifacts(run_id=first["run_id"], artifact_path=WEIGHTS_ARTIFACT)
-    with open(weights, "rb") as fh:
-        arrays = read_weights(fh.read())  # np.load(allow_pickle=False): no pickle in the artefact
+    arrays = load_weights(weights)  # np.load(allow_pickle=False): no pickle in the artefact
     assert arrays and all(k.startswith(("rnn.", "head.")) for k in arrays)
     # the start of the lineage is the champion whatever the gate said of a 6-epoch model (setup, not a check)
     client.set_registered_model_alias(f"{settings.registry.registry_prefix}{pair}", "champion", "1")
