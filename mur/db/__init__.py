@@ -30,7 +30,6 @@ from mur.db.logins import (
 from mur.db.migrations import migrate, migration_status
 from mur.db.pool import Database, connect
 from mur.db.quotas import (
-    MAX_QUOTA,
     QuotaResult,
     consume_quota,
     get_usage,
@@ -75,7 +74,6 @@ from mur.db.users import (
 __all__ = [
     "INVITE_LIFETIME",
     "MAX_EMAIL_LENGTH",
-    "MAX_QUOTA",
     "MAX_USERNAME_LENGTH",
     "ROLES",
     "Database",
