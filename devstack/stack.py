@@ -65,7 +65,7 @@ class UpOptions:
     speed: float | None = None
     """Market clock speed (market seconds per wall second; default ``MUR_CLOCK_SPEED``, else 1)."""
 
-    def training_conf(self, settings: Settings | None = None) -> dict[str, Any]:
+    def training_conf(self, settings: Settings) -> dict[str, Any]:
         """The first training's options (the DAG run's ``conf`` besides the pairs).
 
         Options given on the command line win; for the others, :data:`QUICK_TRAINING` applies while the
@@ -73,8 +73,7 @@ class UpOptions:
         stack trains the model its schedule would (which the scheduled runs then reuse).
         """
         given = {k: getattr(self, k) for k in ("epochs", "train_days", "hidden_size", "num_workers")}
-        conf = quick_training(settings) if settings is not None else {}
-        return conf | {k: v for k, v in given.items() if v is not None}
+        return quick_training(settings) | {k: v for k, v in given.items() if v is not None}
 
 
 QUICK_TRAINING: dict[str, int] = {"epochs": 3, "train_days": 60, "num_workers": 1}

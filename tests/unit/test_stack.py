@@ -59,9 +59,9 @@ def test_export_reaches_child_processes(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_first_training_is_quick_unless_configured_or_asked(tmp_path: Path) -> None:
-    assert stack.UpOptions().training_conf() == {}
-    assert stack.UpOptions(epochs=2, train_days=30).training_conf() == {"epochs": 2, "train_days": 30}
     assert stack.UpOptions().training_conf(settings_for(tmp_path)) == stack.QUICK_TRAINING
+    given = stack.UpOptions(epochs=2, train_days=30).training_conf(settings_for(tmp_path))
+    assert given == {"epochs": 2, "train_days": 30, "num_workers": 1}
     configured = settings_for(tmp_path, epochs=1, train_days=30, num_workers=2)  # num_workers: the default
     assert stack.UpOptions().training_conf(configured) == {"num_workers": 1}
     assert stack.UpOptions(epochs=7).training_conf(configured) == {"num_workers": 1, "epochs": 7}
