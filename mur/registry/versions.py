@@ -89,7 +89,7 @@ def evidence_of(
     sig = metrics.significance
     h1 = metrics.horizons[0] if metrics.horizons else None
     return Evidence(
-        window_end=_parse_utc(window_end),
+        window_end=tag_time(window_end),
         skill=float(metrics.skill),
         skill_se=math.inf if sig is None or sig.skill_se is None else float(sig.skill_se),
         dm_p_worse=1.0 if sig is None else float(sig.dm_p_worse),
@@ -125,7 +125,7 @@ def champion_evidence(
     evidence = evidence_of(metrics, tags.get("data_window_end"), int(current.version))
     if evidence is None:  # no readable metrics: treat as an old champion without evidence
         evidence = Evidence(
-            window_end=_parse_utc(tags.get("data_window_end") or "1970-01-01T00:00:00Z"),
+            window_end=tag_time(tags.get("data_window_end") or "1970-01-01T00:00:00Z"),
             skill=float(tags.get("skill") or 0.0),
             version=int(current.version),
         )
@@ -156,7 +156,7 @@ def same_target_scores(
     sessions = [load_session(candidate), load_session(champion)]
     meta = [model_metadata(s) for s in sessions]
     seen_until = np.datetime64(
-        _parse_utc(champion_tags.get("test_window_start") or "9999-01-01T00:00:00Z").replace(tzinfo=None)
+        tag_time(champion_tags.get("test_window_start") or "9999-01-01T00:00:00Z").replace(tzinfo=None)
     )
     idx = ds.split.test[ds.timestamps[ds.split.test] >= seen_until]
     names = list(ds.feature_names)
@@ -411,7 +411,7 @@ def recent_versions(
     ]
 
 
-def _parse_utc(text: str) -> datetime:
+def tag_time(text: str) -> datetime:
     """A tag's ISO time as an aware datetime (:func:`mur.timeutil.parse_time`, never None here)."""
     from mur.timeutil import parse_time
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mur.registry.names import WEIGHTS_ARTIFACT
-from mur.timeutil import iso, parse_time
+from mur.timeutil import iso
 
 if TYPE_CHECKING:
     from mur.model.network import ModelConfig
@@ -129,6 +129,8 @@ def decide(
     window_end: datetime,
 ) -> TrainingPlan:
     """Full or warm, from the champion's tags (no I/O; the weights are fetched only for a warm plan)."""
+    from mur.registry.versions import tag_time
+
     if settings.training.warm_start_epochs <= 0:
         return TrainingPlan(FULL, "warm starts are off (MUR_WARM_START_EPOCHS=0)")
     if kind != "scheduled":
@@ -138,12 +140,12 @@ def decide(
     if champion_tags.get("arch_key") != key:
         return TrainingPlan(FULL, "the champion's architecture differs (or predates warm starts)")
     seen_until = champion_tags.get("test_window_start") or ""
-    if not seen_until or _utc(seen_until) > test_start:
+    if not seen_until or tag_time(seen_until) > test_start:
         return TrainingPlan(
             FULL, f"the champion trained on candles up to {seen_until}, inside this test span"
         )
     full_end = champion_tags.get("full_window_end") or champion_tags.get("data_window_end") or ""
-    age_h = (window_end - _utc(full_end)).total_seconds() / 3600 if full_end else float("inf")
+    age_h = (window_end - tag_time(full_end)).total_seconds() / 3600 if full_end else float("inf")
     if age_h >= settings.training.full_retrain_hours:
         return TrainingPlan(FULL, f"the last full training is {age_h:.0f} h old (MUR_FULL_RETRAIN_HOURS)")
     return TrainingPlan(WARM, f"from the champion, {age_h:.0f} h after the last full training")
@@ -185,10 +187,3 @@ def plan(
     full_end = tags.get("full_window_end") or tags.get("data_window_end") or iso(window_end)
     start = WarmStart(version=int(champion.version), weights=weights, full_window_end=full_end)
     return TrainingPlan(WARM, decision.reason, start)
-
-
-def _utc(text: str) -> datetime:
-    parsed = parse_time(text)
-    if parsed is None:
-        raise ValueError(f"not a time: {text!r}")
-    return parsed
