@@ -235,19 +235,6 @@ def load_user(user_id: int | None) -> tuple[Any, Any, Any]:
     return ("disabled" if user.disabled else "active"), list(user.roles), own_quota
 
 
-def _parse_quota(value: Any) -> int | None:
-    """The form's quota: blank is None (the default), else a whole number (update_account checks its range)."""
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError("the quota must be a whole number") from exc
-    if isinstance(value, bool) or not number.is_integer():
-        raise InvalidInputError("the quota must be a whole number")
-    return int(number)
-
-
 def save_user(clicks: Any, user_id: Any, status: Any, roles: Any, quota: Any) -> tuple[Any, Any]:
     """Apply status, roles and quota to one user; an admin cannot lock themselves out."""
     account = require_admin(clicks)
@@ -262,7 +249,7 @@ def save_user(clicks: Any, user_id: Any, status: Any, roles: Any, quota: Any) ->
             raise InvalidInputError("status must be active or disabled")
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise InvalidInputError("roles must be a list of role names")
-        limit = _parse_quota(quota)
+        limit = None if quota in (None, "") else quota  # blank: the default; update_account checks the rest
         if target.id == account.id and (status == "disabled" or "admin" not in roles):
             raise InvalidInputError("you cannot disable yourself or take away your own admin role")
         effective = update_account(
