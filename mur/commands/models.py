@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from mur.commands.db import fmt_when, print_table
+from mur.commands.db import _database, fmt_when, print_table
 from mur.commands.pairs import ByOption, _actor
 from mur.db.alias_history import MAX_MOVES
 
@@ -35,11 +35,9 @@ def history(
     """Every move of PAIR's champion alias, newest first: when, what, who, why and on which scores."""
     from rich.table import Table
 
-    from mur.db import Database
     from mur.db.alias_history import list_moves
-    from mur.settings import get_settings
 
-    with Database(get_settings(), maxconn=1) as db:
+    with _database() as db:
         moves = list_moves(db, pair, limit=limit)
     if as_json:
         typer.echo(json.dumps([m.as_json() for m in moves], indent=2))

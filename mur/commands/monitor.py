@@ -35,13 +35,13 @@ def alerts_status() -> None:
     """Whether a Discord webhook is configured, the last alert monitoring raised and the last one of the local
     stack's watchdog (a service that died), each with whether Discord took it."""
     from mur.commands import local
-    from mur.db import Database
+    from mur.commands.db import _database
     from mur.errors import ConfigError
     from mur.monitoring.store import latest_alerts
     from mur.settings import get_settings
 
     typer.echo(f"Discord      {_channel()[1]}")
-    with Database(get_settings(), maxconn=1) as db:
+    with _database() as db:
         last = next(iter(latest_alerts(db, limit=1)), None)
     if last is None:
         typer.echo("last alert   none yet")

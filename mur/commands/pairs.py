@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from mur.commands.db import fmt_when, print_table
+from mur.commands.db import _database, fmt_when, print_table
 
 pairs_app = typer.Typer(
     name="pairs",
@@ -43,11 +43,10 @@ def pairs_list() -> None:
     from rich.table import Table
 
     from mur.data.catalogue import catalogue_entries
-    from mur.db import Database
     from mur.settings import get_settings
 
     settings = get_settings()
-    with Database(settings, maxconn=1) as db:
+    with _database() as db:
         entries = catalogue_entries(settings, db)
     active = sum(e.status == "active" for e in entries)
     table = Table(title=f"{active} pair(s) in the catalogue, {len(entries) - active} removed")
@@ -81,11 +80,10 @@ def pairs_add(
 ) -> None:
     """Add a pair: from the market (validated against the exchange), or from a CSV of its hourly klines."""
     from mur.data.catalogue import add_csv_pair, add_exchange_pair
-    from mur.db import Database
     from mur.settings import get_settings
 
     settings = get_settings()
-    with Database(settings, maxconn=1) as db:
+    with _database() as db:
         if csv is not None:
             record = add_csv_pair(settings, db, symbol, csv, name=csv.name, added_by=_actor(by))
             what = f"{record.candles} hourly candles from {csv.name}"
@@ -101,11 +99,10 @@ def pairs_remove(
 ) -> None:
     """Stop training a pair; its forecasts, track record, registered versions and candles stay."""
     from mur.data.catalogue import remove_pair
-    from mur.db import Database
     from mur.settings import get_settings
 
     settings = get_settings()
-    with Database(settings, maxconn=1) as db:
+    with _database() as db:
         record = remove_pair(settings, db, pair, removed_by=_actor(by))
     typer.echo(
         f"removed {record.pair} from the catalogue (its history is kept); mur pairs add brings it back"
