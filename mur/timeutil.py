@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 import pandas as pd
 
@@ -12,11 +12,21 @@ from mur.errors import DataValidationError
 HOUR = timedelta(hours=1)
 
 
+@overload
+def as_utc(value: None) -> None: ...
+@overload
+def as_utc(value: datetime) -> pd.Timestamp: ...
+def as_utc(value: datetime | None) -> pd.Timestamp | None:
+    """A datetime as a UTC ``Timestamp``; naive datetimes are read as UTC."""
+    if value is None:
+        return None
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
 def iso(ts: Any) -> str:
     """ISO-8601 UTC with a trailing Z (seconds precision); naive values are taken as UTC."""
-    t = pd.Timestamp(ts)
-    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return as_utc(pd.Timestamp(ts)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(value: str | datetime | None) -> datetime | None:
@@ -33,5 +43,4 @@ def parse_time(value: str | datetime | None) -> datetime | None:
         ) from exc
     if ts is pd.NaT:
         raise DataValidationError(f"cannot parse time '{value}'")
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.to_pydatetime()
+    return as_utc(ts).to_pydatetime()

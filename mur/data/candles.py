@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from mur.errors import DataValidationError, MarketDataError
+from mur.timeutil import as_utc
 
 logger = logging.getLogger(__name__)
 
@@ -64,18 +65,6 @@ def typed_klines_frame(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- windows -------------------------------------------------------------------------------------
-@overload
-def as_utc(value: None) -> None: ...
-@overload
-def as_utc(value: datetime) -> pd.Timestamp: ...
-def as_utc(value: datetime | None) -> pd.Timestamp | None:
-    """A datetime as a UTC ``Timestamp``; naive datetimes are read as UTC."""
-    if value is None:
-        return None
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
 def format_ts(value: Any) -> str:
     """Short, unambiguous UTC label for messages: ``2023-03-24 13:00 UTC``."""
     if value is None:

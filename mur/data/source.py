@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from mur.data.binance import BinanceMarketData
 from mur.data.bundled import BundledMarketData
-from mur.data.candles import as_utc
 from mur.data.synthetic import SyntheticPairs
 from mur.errors import MarketDataError
-from mur.timeutil import HOUR, iso
+from mur.timeutil import HOUR, as_utc, iso
 
 if TYPE_CHECKING:
     import pandas as pd
