@@ -16,10 +16,12 @@ log = logging.getLogger(__name__)
 TUNING_DAG_ID = "mur_tuning"
 
 
-def submit_tuning(settings: Settings, pair: str, trials: int | None = None) -> dict[str, Any]:
-    """Submit the tuning job, follow it to its end and return its result (JobError when it failed)."""
+def tune_pair_task(settings: Settings, pair: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    """``tune_pair[pair]``: submit the tuning job (the trials from the run's params, else
+    ``MUR_TUNE_TRIALS``), follow it to its end and return its result (JobError when it failed)."""
     from mur.orchestration import job_submission as jobs
 
+    pair, trials = pair.lower(), (context.get("params") or {}).get("trials")
     sid = jobs.new_submission_id("tune")
     entrypoint = jobs.build_entrypoint(
         pair, None, "ray_jobs.tune_pair", submission_id=sid, trials=None if trials is None else int(trials)
@@ -39,9 +41,3 @@ def submit_tuning(settings: Settings, pair: str, trials: int | None = None) -> d
             f"tuning job {job_id} for {pair} {status.lower()}: {errors[-1] if errors else 'it left no result'}"
         )
     return {**json.loads(result), "job_id": job_id}
-
-
-def tune_pair_task(settings: Settings, pair: str, context: Mapping[str, Any]) -> dict[str, Any]:
-    """``tune_pair[pair]``: the trials from the run's params (else ``MUR_TUNE_TRIALS``)."""
-    params = context.get("params") or {}
-    return submit_tuning(settings, pair.lower(), params.get("trials"))
