@@ -391,16 +391,10 @@ class ApiService:
     # --- status ----------------------------------------------------------------------------------
     async def statuses(self) -> tuple[Any, dict[str, Any]]:
         """The registry snapshot and each pair's status; an unreachable one is its exception, not raised."""
-
-        async def call(awaitable: Awaitable[Any]) -> Any:
-            try:
-                return await asyncio.wait_for(awaitable, timeout=STATUS_TIMEOUT_S)
-            except Exception as exc:  # unreachable replica: reported, not raised
-                return exc
-
         pairs = self.pairs()
+        calls = [self.registry.snapshot(), *(self.forecasters[p].status() for p in pairs)]
         results = await asyncio.gather(
-            call(self.registry.snapshot()), *(call(self.forecasters[p].status()) for p in pairs)
+            *(asyncio.wait_for(c, timeout=STATUS_TIMEOUT_S) for c in calls), return_exceptions=True
         )
         return results[0], dict(zip(pairs, results[1:], strict=True))
 
