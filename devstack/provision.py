@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -38,50 +37,37 @@ def migrate_app_database(settings: Settings) -> None:
 
 
 def ensure_bucket(settings: Settings, timeout_s: float = 120.0) -> None:
-    """Create ``settings.registry.s3_bucket`` on the local S3 service if missing (compose: ``minio-init``);
-    if it exists, wait until its objects can be read.
+    """Create ``settings.registry.s3_bucket`` on the local S3 service if missing (compose: ``minio-init``),
+    then wait until its objects (if any) can be read.
 
     A restarted SeaweedFS answers S3 (listings included) before its volume server's first heartbeat reached
     the master: for seconds (more on a busy machine) every read fails with ``volume N not found`` (HTTP 500).
     One readable object means the heartbeat, which carries every volume, has landed."""
-    from minio import Minio
-    from minio.error import S3Error
+    from botocore.exceptions import BotoCoreError, ClientError
 
-    client = Minio(
-        f"127.0.0.1:{settings.registry.s3_port}",
-        access_key=settings.registry.s3_access_key,
-        secret_key=settings.registry.s3_secret_key,
-        secure=False,
-        region="us-east-1",
-    )
+    from mur.orchestration.job_submission import result_store
+
+    client, bucket = result_store(settings), settings.registry.s3_bucket
     try:
-        if client.bucket_exists(settings.registry.s3_bucket):
-            _await_readable(client, settings.registry.s3_bucket, timeout_s)
-        else:
-            client.make_bucket(settings.registry.s3_bucket)
-    except S3Error as exc:
-        if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-            raise ServiceError(f"could not create bucket {settings.registry.s3_bucket}: {exc}") from exc
-
-
-def _await_readable(client: Any, bucket: str, timeout_s: float) -> None:
-    from minio.error import S3Error
-    from urllib3.exceptions import HTTPError
-
-    stored = (o.object_name for o in client.list_objects(bucket, recursive=True) if not o.is_dir)
+        client.create_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise ServiceError(f"could not create bucket {bucket}: {exc}") from exc
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    stored = (o["Key"] for page in pages for o in page.get("Contents", []) if not o["Key"].endswith("/"))
     key = next(stored, None)
     if key is None:
         return
 
     def read() -> bool:
-        client.get_object(bucket, key, length=1).release_conn()
+        client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].close()
         return True
 
     wait_until(
         read,
         what=f"the object store to read its data (s3://{bucket}/{key})",
         timeout_s=timeout_s,
-        retry_on=(S3Error, HTTPError),
+        retry_on=(BotoCoreError, ClientError),
         error=ServiceError,
     )
 
