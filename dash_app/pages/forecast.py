@@ -24,7 +24,6 @@ from dash_app.components import (
     fmt_age,
     fmt_close,
     fmt_number,
-    fmt_signed_pct,
     fmt_time,
     muted,
     notice,
@@ -196,7 +195,7 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
     headline: Component | str = ""
     if prediction is not None:
         change = (
-            f" ({fmt_signed_pct(prediction.forecast / prediction.last_close - 1, 3)})"
+            f" ({_signed_pct(prediction.forecast / prediction.last_close - 1)})"
             if prediction.last_close
             else ""
         )
@@ -245,6 +244,12 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
         pending_table(view, now),
         state_out,
     )
+
+
+def _signed_pct(share: float) -> str:
+    """``+0.123 %``; a change that rounds to zero at three decimals says so instead of ``-0.000 %``."""
+    text = f"{share * 100:+.3f}%"
+    return "unchanged to 0.001%" if text in ("+0.000%", "-0.000%") else text
 
 
 def freshness(state: Any, _ticks: Any = None) -> Component | str:
