@@ -35,7 +35,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import common  # noqa: E402
-from mur.evaluation.backtest import FoldForecasts  # noqa: E402
+from mur.evaluation.backtest import FoldForecasts, fold_forecasts  # noqa: E402
+from mur.evaluation.intervals import winkler_scores  # noqa: E402
+from mur.evaluation.online_conformal import OnlineParams, replay, running_coverage, scale_band  # noqa: E402
+from mur.model.quantile_config import interval_level  # noqa: E402
 
 PAIRS = ("btc_usdt", "eth_usdt", "sol_usdt")
 CRASH = (np.datetime64("2024-07-29"), np.datetime64("2024-08-12"))
@@ -54,7 +57,6 @@ def replay_forecasts(
     ``replay_end``, with their outcomes, and baseline (a) fitted on the year before ``train_end``
     (:func:`mur.evaluation.backtest.fold_forecasts`: one fold, the whole replay); the graph's calibration."""
     from mur.data import get_market_data, regularize_hourly
-    from mur.evaluation.backtest import fold_forecasts
     from mur.model.export import load_session, model_metadata
 
     session = load_session(onnx)
@@ -68,10 +70,6 @@ def replay_forecasts(
 def evaluate(f: FoldForecasts, eta: float) -> dict[str, Any]:
     """Static and online coverage, Winkler scores and skills per horizon over the replay (forecasts made at
     ``f.timestamps``: the hour after each window's last candle)."""
-    from mur.evaluation.intervals import winkler_scores
-    from mur.evaluation.online_conformal import OnlineParams, replay, running_coverage, scale_band
-    from mur.model.quantile_config import interval_level
-
     level = interval_level(f.levels)
     alpha = 1.0 - level
     params = OnlineParams(level=level, eta=eta)
@@ -122,8 +120,6 @@ def evaluate(f: FoldForecasts, eta: float) -> dict[str, Any]:
 def _share_within(covered: np.ndarray, level: float, band: float = 0.03) -> float | None:
     """Share of the trailing 30-day windows (after the first 30 days) whose coverage is within ``band`` of
     ``level``."""
-    from mur.evaluation.online_conformal import running_coverage
-
     run = running_coverage(covered, RUNNING_WINDOW_H)[RUNNING_WINDOW_H:]
     return float(np.mean(np.abs(run - level) <= band)) if len(run) else None
 
@@ -169,9 +165,6 @@ def main() -> None:
     parser.add_argument("--replay-end", default="2026-01-01", help="exclusive; default: the end of the data")
     parser.add_argument("--eta", type=float, default=None, help="default: OnlineParams().eta")
     args, overrides = common.parse_training_args(parser)
-    from mur.evaluation.online_conformal import OnlineParams
-    from mur.model.quantile_config import interval_level
-
     eta = OnlineParams().eta if args.eta is None else args.eta
     train_end, replay_end = _utc(args.train_end), _utc(args.replay_end)
     if args.smoke:
