@@ -154,14 +154,12 @@ def expected_idempotency_key(settings: Settings, pair: str, end: datetime, optio
     from mur.training.ray_fit import RayFit
     from mur.training.tuned import tuned_settings
 
-    overrides = {k: v for k, v in options.items() if k not in ("num_workers", "train_days")}
     fit_params = RayFit.key_params()
     tuned_params: dict[str, Any] = {}
     if settings.tuning.use_tuned_configs:  # as the job's driver will (it registers): mur/training/tuned.py
         settings, tuned_params = tuned_settings(settings, pair)
-    params = training_params(
-        settings, model_config(settings, **overrides), train_config(settings, **overrides)
-    )
+    # options that are no hyper-parameter (num_workers; train_days, in settings already) are ignored there
+    params = training_params(settings, model_config(settings, **options), train_config(settings, **options))
     return idempotency_key(pair, iso(end), {**params, **fit_params, **tuned_params})
 
 
