@@ -90,7 +90,6 @@ class Data(_Group):
     binance_api_secret: str | None = None
     binance_max_retries: int = 4
     binance_backoff_s: float = 0.5
-    gap_policy: Literal["ffill"] = "ffill"
 
 
 class Clock(_Group):
