@@ -147,7 +147,7 @@ class ApiService:
     async def _blocking(self, func: Callable[..., T], *args: Any) -> T:
         """``func(*args)`` on the database threads, awaited for at most ``db_timeout_s`` (DatabaseError after:
         the thread may stay blocked on a stalled server, the request does not)."""
-        call = asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(func, *args))
+        call = asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
         try:
             return await asyncio.wait_for(call, timeout=self.db_timeout_s)
         except TimeoutError:
@@ -296,9 +296,7 @@ class ApiService:
 
         made_at = self.clock.now()  # market time, like the target (mur/clock.py)
         self._record_shadows(forecaster)
-        future = self._pool.submit(
-            functools.partial(record_forecast_body, made_at=made_at), self.db, dict(body)
-        )
+        future = self._pool.submit(record_forecast_body, self.db, dict(body), made_at=made_at)
         future.add_done_callback(done)
         return future
 
