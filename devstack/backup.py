@@ -24,6 +24,7 @@ from typing import Any
 
 from devstack import secret_files
 from mur.errors import InvalidInputError, ServiceError, first_line
+from mur.orchestration.job_submission import result_store
 from mur.settings import Settings
 
 MANIFEST = "manifest.json"
@@ -95,13 +96,6 @@ def _pg(settings: Settings, tool: str, *args: str) -> None:
         raise ServiceError(f"{tool} failed: {next((x for x in lines if 'error:' in x), lines[0])}")
 
 
-def _s3(settings: Settings) -> Any:
-    """A boto3 client on the bucket's S3 server (SeaweedFS locally, MinIO in compose)."""
-    from mur.orchestration.job_submission import result_store
-
-    return result_store(settings, timeout_s=60.0)
-
-
 def _s3_error(settings: Settings, exc: Exception, key: str = "") -> ServiceError:
     reg = settings.registry
     where = f"{reg.s3_bucket}/{key}" if key else f"bucket {reg.s3_bucket}"
@@ -130,7 +124,7 @@ def backup(settings: Settings, dest: Path, say: Say = print) -> dict[str, Any]:
         _pg(settings, "pg_dump", "--format=custom", f"--file={dest / 'db' / role}.dump", name)
     bucket = settings.registry.s3_bucket
     say(f"copying bucket {bucket}")
-    client, count, key = _s3(settings), 0, ""
+    client, count, key = result_store(settings, timeout_s=60.0), 0, ""
     try:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             for item in page.get("Contents", []):
@@ -181,7 +175,7 @@ def restore(settings: Settings, src: Path, *, force: bool = False, say: Say = pr
             f"the stack is running ({', '.join(running)}): `mur down` then `mur services start s3` first, "
             "or --force"
         )
-    client, bucket = _s3(settings), settings.registry.s3_bucket
+    client, bucket = result_store(settings, timeout_s=60.0), settings.registry.s3_bucket
     try:
         client.list_buckets()  # before any database is dropped: the object store must answer
         for role, name in databases(settings).items():

@@ -30,6 +30,7 @@ from devstack.services import stack_services
 from mur import db as mdb
 from mur import registry
 from mur.errors import ServiceError
+from mur.orchestration.job_submission import result_store
 from mur.settings import Settings
 
 pytestmark = [pytest.mark.services, pytest.mark.service_start, pytest.mark.timeout(600)]
@@ -102,7 +103,7 @@ def fresh(services: Settings, tmp_path: Path) -> Iterator[Settings]:
         with psycopg.connect(settings.db.dsn("postgres"), autocommit=True) as conn:
             for name in bk.databases(settings).values():
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        s3 = bk._s3(settings)
+        s3 = result_store(settings, timeout_s=60.0)
         with contextlib.suppress(Exception):
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.registry.s3_bucket):
                 for item in page.get("Contents", []):
