@@ -68,6 +68,8 @@ class MarketHourlyTimetable(Timetable):
     can_be_scheduled = True
 
     def __init__(self, clock: MarketClock | None = None) -> None:
+        # serialized as Timetable's default ({}, read back as cls()): the clock is read from the environment
+        # where the timetable runs (environment_clock)
         self._clock = clock
 
     @property
@@ -78,13 +80,6 @@ class MarketHourlyTimetable(Timetable):
     def summary(self) -> str:
         clock = self.clock
         return "@hourly" if clock.live else f"market hourly (x{clock.speed:g})"
-
-    def serialize(self) -> dict[str, Any]:
-        return {}  # the clock is read from the environment where the timetable runs: environment_clock
-
-    @classmethod
-    def deserialize(cls, data: dict[str, Any]) -> Timetable:
-        return cls()
 
     def infer_manual_data_interval(self, *, run_after: datetime) -> DataInterval:
         """A manual run with a logical date stands for the market hour that closed at it: logical dates are
