@@ -24,7 +24,7 @@ from mur.monitoring.paper import MAX_DAYS, PAPER_DAYS
 from mur.monitoring.report import MonitoringReport
 from mur.monitoring.track_record import MAX_LIMIT
 from mur.pairs import lenient_pair
-from mur.serving.contract import PaperOut, Time, with_times
+from mur.serving.contract import TIMESTAMP_MAX, TIMESTAMP_MIN, PaperOut, Time, with_times
 
 if TYPE_CHECKING:
     from serve_app.service import ApiService
@@ -195,7 +195,6 @@ async def forecast_as_of(service: ApiService, pair: str, at: datetime) -> dict[s
     """What ``GET /v1/forecast/{pair}`` answered at market time ``at``, from the track record (no quota);
     :class:`NotFoundError` (404) when nothing was served from that hour's candle."""
     from mur.db.served import served_candle, served_forecast
-    from mur.serving.contract import TIMESTAMP_MAX, TIMESTAMP_MIN
 
     name = service.known_pair(pair)
     if not TIMESTAMP_MIN <= at < TIMESTAMP_MAX:
