@@ -27,10 +27,19 @@ from typing import IO, TYPE_CHECKING, Any
 
 import pandas as pd
 
+from mur.clock import market_clock
 from mur.data.binance import BinanceMarketData
 from mur.data.bundled import BundledMarketData, bundled_pairs
 from mur.data.candles import KLINE_COLUMNS, missing_hours
 from mur.data.user_csv import load_candles_csv
+from mur.db.pairs import (
+    PairRecord,
+    get_pair_record,
+    list_pair_records,
+    mark_removed,
+    save_csv_pair,
+    save_exchange_pair,
+)
 from mur.errors import DataValidationError, InvalidInputError, UnknownPairError
 from mur.pairs import normalize_pair, pair_to_symbol, symbol_to_pair
 from mur.timeutil import iso
@@ -39,7 +48,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from mur.db import Database
-    from mur.db.pairs import PairRecord
     from mur.settings import Settings
 
 
@@ -62,8 +70,6 @@ def combine(configured: Iterable[str], records: Iterable[PairRecord]) -> list[st
 
 def pair_catalogue(settings: Settings, db: Database) -> list[str]:
     """The pairs to train: configured + added - removed (reads the registry table)."""
-    from mur.db.pairs import list_pair_records
-
     return combine(settings.general.pairs, list_pair_records(db))
 
 
@@ -85,8 +91,6 @@ class CatalogueEntry:
 
 def catalogue_entries(settings: Settings, db: Database) -> list[CatalogueEntry]:
     """Every pair of the catalogue, then the removed ones (their history kept), for ``mur pairs list``."""
-    from mur.db.pairs import list_pair_records
-
     records = {r.pair: r for r in list_pair_records(db)}
     out: list[CatalogueEntry] = []
     for pair in [
@@ -168,9 +172,6 @@ def add_csv_pair(
     added_by: str | None,
 ) -> PairRecord:
     """Validate an uploaded CSV of ``pair``'s hourly klines and add the pair with its candles."""
-    from mur.clock import market_clock
-    from mur.db.pairs import save_csv_pair
-
     pair = pair_from_text(pair)
     if settings.data.market_data != "bundled":
         raise InvalidInputError(
@@ -198,8 +199,6 @@ def add_exchange_pair(
 ) -> PairRecord:
     """Add a pair the market data source knows: validated against the exchange (Binance: the symbol exists
     and has enough hourly history) or, offline, one of the bundled pairs."""
-    from mur.db.pairs import save_exchange_pair
-
     pair = pair_from_text(symbol)
     _refuse_active(settings, db, pair)
     if settings.data.market_data == "binance":
@@ -229,8 +228,6 @@ def add_exchange_pair(
 
 def remove_pair(settings: Settings, db: Database, pair: str, *, removed_by: str | None) -> PairRecord:
     """Take ``pair`` out of the catalogue (no more training); its history stays."""
-    from mur.db.pairs import get_pair_record, mark_removed
-
     name = pair_from_text(pair)
     if name not in pair_catalogue(settings, db):
         record = get_pair_record(db, pair=name)
