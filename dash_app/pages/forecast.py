@@ -45,7 +45,7 @@ from mur.monitoring.compute import resolve_forecasts
 from mur.monitoring.track_record import RELIABILITY_WINDOWS
 from mur.orchestration.airflow_client import ServiceAnswerError, ServiceUnavailable
 from mur.serving.contract import ForecastOut, ModelOut, ServedCalibration
-from mur.timeutil import parse_time
+from mur.timeutil import HOUR, parse_time
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -112,12 +112,10 @@ def parse_time_or_none(value: Any) -> datetime | None:
 def recent_candles(context: DashboardContext, pair: str) -> pd.DataFrame:
     """The latest ``context.candles_shown`` hourly candles of ``pair`` that have closed at market now (the
     market clock): never a candle of the current market hour or later, whatever the source holds."""
-    import pandas as pd
-
     hour = as_utc(context.clock.hour())
     _first, last = context.market.data_range(pair)
-    last_ts = min(as_utc(last), hour - pd.Timedelta(hours=1))
-    start = last_ts - pd.Timedelta(hours=context.candles_shown - 1)
+    last_ts = min(as_utc(last), hour - HOUR)
+    start = last_ts - (context.candles_shown - 1) * HOUR
     return context.market.klines(pair, start=start.to_pydatetime(), end=hour.to_pydatetime())
 
 
