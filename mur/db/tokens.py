@@ -53,13 +53,12 @@ class Token:
 
 @dataclass(frozen=True)
 class TokenOwner:
-    """Who an API request belongs to, as found by :func:`lookup_token`."""
+    """Who an API request belongs to (always an enabled user), as found by :func:`lookup_token`."""
 
     token_id: int
     user_id: int
     username: str
     roles: tuple[str, ...]
-    disabled: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -209,7 +208,7 @@ def ensure_managed_token(
 
 _LOOKUP_TOKEN = """
 WITH hit AS (
-    SELECT t.id AS token_id, t.user_id, u.username, u.disabled, t.expires_at,
+    SELECT t.id AS token_id, t.user_id, u.username, t.expires_at,
            t.expires_at IS NOT NULL AND t.expires_at <= now() AS expired
     FROM api_tokens t JOIN users u ON u.id = t.user_id
     WHERE t.token_hash = %(token_hash)s AND t.revoked_at IS NULL AND NOT u.disabled
@@ -218,7 +217,7 @@ WITH hit AS (
     WHERE id = (SELECT token_id FROM hit WHERE NOT expired)
       AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => %(touch_s)s))
 )
-SELECT hit.token_id, hit.user_id, hit.username, hit.disabled, hit.expires_at, hit.expired,
+SELECT hit.token_id, hit.user_id, hit.username, hit.expires_at, hit.expired,
        ARRAY(SELECT r.role FROM user_roles r WHERE r.user_id = hit.user_id ORDER BY r.role) AS roles
 FROM hit
 """
@@ -245,5 +244,4 @@ def lookup_token(db: Database, *, token: str) -> TokenOwner | None:
         user_id=row["user_id"],
         username=row["username"],
         roles=tuple(row["roles"]),
-        disabled=row["disabled"],
     )

@@ -462,7 +462,7 @@ def test_token_lifecycle_and_plaintext_never_stored(database: Database, pg_setti
 
     owner = mdb.lookup_token(database, token=token)
     assert owner == mdb.TokenOwner(
-        token_id=row.id, user_id=user.id, username=user.username, roles=("admin", "member"), disabled=False
+        token_id=row.id, user_id=user.id, username=user.username, roles=("admin", "member")
     )
     assert owner.is_admin
     assert mdb.list_tokens(database, user_id=user.id)[0].last_used_at is not None
