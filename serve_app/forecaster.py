@@ -63,7 +63,6 @@ class Forecaster:
     ) -> None:
         self.registry = registry
         self.settings = AppArgs(**args).app_settings()
-        self.only = set(pairs) if pairs else None
         self.load_errors: dict[str, str] = {}
         # @serve.batch adds these setters (its stubs do not show them)
         self._predict.set_max_batch_size(self.settings.serving.serve_batch_max_size)  # type: ignore[attr-defined]
@@ -82,7 +81,7 @@ class Forecaster:
             snapshot = await self.registry.snapshot.remote()
         except Exception as exc:  # the ingress retries; models load on demand
             log.warning("forecaster: no registry snapshot at start: %s", exc)
-        targets = {p: t for p, t in (snapshot.get("targets") or {}).items() if self._mine(p)}
+        targets = {p: t for p, t in (snapshot.get("targets") or {}).items() if not pairs or p in pairs}
         await asyncio.to_thread(self.cache.start, self.settings.serving.market_refresh_s, sorted(targets))
         self._preload_task = None
         if self.settings.serving.serve_preload_champions and targets:
@@ -90,9 +89,6 @@ class Forecaster:
             self._preload_task = asyncio.get_running_loop().create_task(
                 self._preload(ids[: self.settings.serving.serve_models_per_replica])
             )
-
-    def _mine(self, pair: str) -> bool:
-        return self.only is None or pair in self.only
 
     # --- model lifecycle -----------------------------------------------------------------------
     async def _preload(self, ids: list[str]) -> None:
