@@ -76,10 +76,9 @@ def write_private(path: Path, data: str | bytes) -> None:
 
 def write(path: Path, data: dict[str, Any]) -> None:
     """Replace ``path`` atomically with ``data`` (mode 600)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 600
     try:
         with os.fdopen(fd, "w") as fh:
-            os.fchmod(fh.fileno(), 0o600)
             json.dump(data, fh)
             fh.flush()
             os.fsync(fh.fileno())
