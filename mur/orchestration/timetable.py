@@ -64,8 +64,6 @@ class MarketHourlyTimetable(Timetable):
     """One run per market hour; data interval = the market hour, created when it has closed."""
 
     description = "every market hour (the market clock, mur.clock)"
-    periodic = True
-    can_be_scheduled = True
 
     def __init__(self, clock: MarketClock | None = None) -> None:
         # serialized as Timetable's default ({}, read back as cls()): the clock is read from the environment
