@@ -11,7 +11,7 @@ written by the watcher), so a redeploy during an outage keeps serving what was s
 """
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from ray.serve import Application, Deployment
 
@@ -64,12 +64,6 @@ def served_pairs(settings: Settings, args: AppArgs) -> list[str]:
     return sorted(found)
 
 
-def _deployment(decorated: object) -> Deployment:
-    """A ``@serve.deployment`` class as the Deployment it is (the decorator's stubs say it is the class)."""
-    assert isinstance(decorated, Deployment), decorated
-    return decorated
-
-
 def build_app(args: AppArgs) -> Application:
     """Bind the ingress, the registry watcher, the multiplexed Forecaster and the dedicated hot pairs."""
     # (no `from __future__ import annotations` here: Serve reads the AppArgs annotation at runtime)
@@ -80,12 +74,14 @@ def build_app(args: AppArgs) -> Application:
     settings = args.app_settings()
     pairs = served_pairs(settings, args)
     raw = args.model_dump(mode="json")
-    registry = _deployment(RegistryWatcher).bind(raw, pairs)
+    registry = cast(Deployment, RegistryWatcher).bind(raw, pairs)
     scaling = autoscaling_config(settings)
     ongoing = max(2 * settings.serving.serve_batch_max_size, 64)
-    forecaster = _deployment(Forecaster).options(autoscaling_config=scaling, max_ongoing_requests=ongoing)
+    forecaster = cast(Deployment, Forecaster).options(
+        autoscaling_config=scaling, max_ongoing_requests=ongoing
+    )
     forecasters = {SHARED: forecaster.bind(registry, raw, None)}
     for pair in sorted({normalize_pair(p) for p in settings.serving.serve_dedicated_pairs}):
         if args.pairs is None or pair in args.pairs:
             forecasters[pair] = forecaster.options(name=pair).bind(registry, raw, [pair])
-    return _deployment(ApiIngress).bind(forecasters, registry, raw)
+    return cast(Deployment, ApiIngress).bind(forecasters, registry, raw)
