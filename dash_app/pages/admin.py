@@ -169,9 +169,8 @@ def layout(context: DashboardContext, account: User) -> Component:
                         "Monthly quota",
                         dcc.Input(
                             id="admin-quota",
-                            type="number",
-                            min=0,
-                            step=1,
+                            type="text",  # a number field sends a fraction or a typo as blank: the default
+                            inputMode="numeric",
                             placeholder=f"default ({default_quota})",
                             style={"width": "220px"},
                         ),
@@ -235,6 +234,15 @@ def load_user(user_id: int | None) -> tuple[Any, Any, Any]:
     return ("disabled" if user.disabled else "active"), list(user.roles), own_quota
 
 
+def _quota_entered(value: Any) -> Any:
+    """The quota as typed: blank is the default (None), digits a number of calls; anything else is passed on
+    as it is, for update_account to refuse with its reason."""
+    text = value.strip() if isinstance(value, str) else value
+    if text is None or text == "":
+        return None
+    return int(text) if isinstance(text, str) and text.isdecimal() else text
+
+
 def save_user(clicks: Any, user_id: Any, status: Any, roles: Any, quota: Any) -> tuple[Any, Any]:
     """Apply status, roles and quota to one user; an admin cannot lock themselves out."""
     account = require_admin(clicks)
@@ -249,7 +257,7 @@ def save_user(clicks: Any, user_id: Any, status: Any, roles: Any, quota: Any) ->
             raise InvalidInputError("status must be active or disabled")
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise InvalidInputError("roles must be a list of role names")
-        limit = None if quota in (None, "") else quota  # blank: the default; update_account checks the rest
+        limit = _quota_entered(quota)
         if target.id == account.id and (status == "disabled" or "admin" not in roles):
             raise InvalidInputError("you cannot disable yourself or take away your own admin role")
         effective = update_account(

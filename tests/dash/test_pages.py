@@ -337,6 +337,10 @@ def test_admin_edits_users_roles_and_quotas(client: FlaskClient, dash_database: 
         "admin-quota": {"value": 77},
     }
 
+    # the field is text (a number field sends a typo as blank, which would reset the quota): digits as typed
+    callback_json(save_user(client, member.id, status="disabled", roles=("member",), quota=" 40 "))
+    assert next(u for u in list_users(dash_database) if u.id == member.id).monthly_limit == 40
+
     callback_json(save_user(client, member.id, status="active", roles=("member",), quota=""))
     restored = next(u for u in list_users(dash_database) if u.id == member.id)
     assert not restored.disabled and restored.roles == ("member",) and restored.quota_is_default
@@ -380,7 +384,7 @@ def test_admin_quota_out_of_range_changes_nothing(client: FlaskClient, dash_data
     """The quota's range is the database layer's check (0..MAX_QUOTA), made before anything is written."""
     admin, member = make_user(dash_database, admin=True), make_user(dash_database)
     logged_in(client, admin)
-    for quota in (-1, 2**31, 2.5, "many"):
+    for quota in (-1, 2**31, 2.5, "many", "12.5", "-3", "1e3"):
         out = callback_json(save_user(client, member.id, status="disabled", roles=("member",), quota=quota))
         assert "Nothing changed: " in text_of(out["admin-result"]) and "quota" in text_of(out["admin-result"])
     unchanged = get_user_by_id(dash_database, user_id=member.id)
