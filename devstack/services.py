@@ -70,7 +70,6 @@ class Service:
     diagnose: Callable[[], str] | None = None
     """What a start that timed out reports besides the log's tail (e.g. Serve's proxy and replica states)."""
     compose: str = ""  # its counterpart in docker-compose.yml ("" = the same name)
-    description: str = ""
 
 
 # Ray Serve's throughput-optimized request path, for every Serve process on the head (the controller, the
@@ -265,7 +264,6 @@ def _worker_node(s: Settings, index: int) -> Service:
         before_start=functools.partial(prepare_ray_node, s, index),
         data_dir=ray_temp_dir(s, index),
         compose="ray-worker",
-        description=f"Ray worker node {index} on {worker_node_ip(index)} (joins the head with the token)",
     )
 
 
@@ -305,7 +303,6 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             port=s.ray.ray_redis_port,
             before_start=functools.partial(prepare_redis, s),
             data_dir=redis_dir(s) / "data",
-            description="Redis: the Ray GCS's tables (a restarted head recovers its cluster), mutual TLS",
         ),
         Service(
             name="s3",
@@ -318,7 +315,6 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             after_start=functools.partial(ensure_bucket, s),
             data_dir=seaweed.store_dir(s) / "data",
             compose="minio",
-            description="object store: SeaweedFS (S3 API, signed requests only)",
         ),
         Service(
             name="mlflow",
@@ -343,7 +339,6 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             depends_on=("s3",),
             before_start=functools.partial(mlflow_auth.prepare, s),  # its database, the auth app's config
             after_start=functools.partial(mlflow_auth.sync_accounts, s),
-            description="MLflow tracking server and model registry (artefacts proxied to S3), behind accounts",
         ),
         Service(
             name="ray",
@@ -361,7 +356,6 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             data_dir=ray_temp_dir(s),  # sessions, logs (rotated: RAY_LOG_ROTATION), runtime-env files
             depends_on=("redis",),
             compose="ray-head",
-            description="Ray head (GCS, raylet, dashboard + Jobs API, Serve)",
         ),
         *(_worker_node(s, index) for index in range(2, s.ray.ray_nodes + 1)),
         airflow_service(
@@ -370,7 +364,6 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             port=s.airflow.airflow_port,
             health_url=f"http://127.0.0.1:{s.airflow.airflow_port}/api/v2/monitor/health",
             stop_timeout_s=20,
-            description="Airflow UI, REST API and Execution API",
         ),
         airflow_service(
             name="airflow-scheduler",
@@ -381,7 +374,6 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             health_url=f"http://127.0.0.1:{af_ports['scheduler']}/health",  # the scheduler's health server
             stop_timeout_s=10,  # idle: exits in seconds; busy: its LocalExecutor waits on tasks that ignore SIGTERM
             depends_on=("airflow-api-server",),
-            description="Airflow scheduler (LocalExecutor: runs the tasks)",
         ),
         *(
             airflow_service(  # health: its process (compose: `airflow jobs check`, its heartbeat in the DB)
@@ -389,7 +381,6 @@ def stack_services(settings: Settings) -> dict[str, Service]:
                 command=[af, component, *(["--skip-serve-logs"] if component == "triggerer" else [])],
                 stop_timeout_s=30,
                 depends_on=("airflow-api-server",),
-                description=f"Airflow {component}",
             )
             for component in ("dag-processor", "triggerer")
         ),
@@ -405,7 +396,6 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             cwd=PROJECT_ROOT,
             after_stop=functools.partial(undeploy_serve, s),
             diagnose=functools.partial(serve_diagnosis, s, haproxy_dir(s)),
-            description="Ray Serve API (deployed on the Ray head and kept deployed by the keeper)",
         ),
         Service(
             name="dash",
@@ -418,7 +408,6 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             depends_on=("serve", "airflow-api-server"),
             cwd=PROJECT_ROOT,
             before_start=functools.partial(migrate_app_database, s),  # compose: migrate
-            description="Dash dashboard (Flask-Login)",
         ),
     ]
     return {service.name: service for service in table}
