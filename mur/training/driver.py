@@ -416,6 +416,7 @@ def train_many(
                 pair,
                 fit=fit,
                 end=end,
+                register=register,
                 reuse_existing=reuse_existing,
                 emit=say,
                 kind=kind,

@@ -273,4 +273,6 @@ def test_train_many_trains_the_good_pairs_of_a_batch_with_a_bad_one() -> None:
     assert out["btc_usdt"].metrics is not None and out["btc_usdt"].metrics.horizons
     assert not out["nope_usdt"].ok and "unknown pair" in (out["nope_usdt"].error or "")
     assert any("fitting 2 pair(s) in one run: btc_usdt, eth_usdt" in line for line in lines)
+    # nothing registered: no registry asked for a warm start (nor for tuned configurations)
+    assert any("btc_usdt: full training, not registered" in line for line in lines), lines
     assert any("2/3 pair(s) done" in line and "failed: nope_usdt" in line for line in lines)
