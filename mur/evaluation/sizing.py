@@ -5,9 +5,8 @@
   span of the *normal* distribution (``z = Phi^-1(level)`` of the outer two levels). Annualised: times
   ``sqrt(HOURS_PER_YEAR)``.
 * **Exposure** (a fraction of equity in the pair) ``= min(cap, target_vol / forecast_vol)``, decided every
-  ``h`` hours from the forecast made then and held in between; long-only (floored at 0) unless told
-  otherwise, when the sign of a ``direction`` (e.g. the median vs the last close) may make it short. A flat
-  range (zero width) gives the cap, a missing one (NaN) no exposure.
+  ``h`` hours from the forecast made then and held in between; long only (the ranges say how much risk, not
+  which way). A flat range (zero width) gives the cap, a missing one (NaN) no exposure.
 * **Costs**: ``fee_bps + slippage_bps`` basis points of equity on every change ``|delta exposure|``
   (entering from cash included). Hour ``t`` returns ``exposure_t * r_t - cost_t``.
 
@@ -42,7 +41,6 @@ class SizingRule:
     fee_bps: float
     slippage_bps: float
     """Fee and slippage in basis points of the notional traded."""
-    long_only: bool = True
 
     @property
     def cost_rate(self) -> float:
@@ -83,18 +81,14 @@ def forecast_volatility(quantiles: np.ndarray, levels: Sequence[float], horizon:
         return np.asarray(np.log(q[:, -1] / q[:, 0]) / (span * np.sqrt(horizon)))
 
 
-def exposures(hourly_vol: np.ndarray, rule: SizingRule, direction: np.ndarray | None = None) -> np.ndarray:
+def exposures(hourly_vol: np.ndarray, rule: SizingRule) -> np.ndarray:
     """Exposure ``(n,)`` for consecutive hours: decided at hours ``0, h, 2h, ...`` from that hour's forecast
-    volatility (:func:`forecast_volatility`) and direction, held until the next decision; an hour's value
-    never depends on a later forecast."""
+    volatility (:func:`forecast_volatility`), held until the next decision; an hour's value never depends on
+    a later forecast."""
     vol = np.asarray(hourly_vol, dtype=np.float64) * np.sqrt(HOURS_PER_YEAR)
     with np.errstate(divide="ignore", invalid="ignore"):
         size = np.where(vol > 0, rule.target_vol / vol, np.inf)
     size = np.where(np.isnan(vol), 0.0, np.minimum(rule.cap, size))
-    if direction is not None:
-        size = size * np.sign(np.asarray(direction, dtype=np.float64))
-    if rule.long_only:
-        size = np.maximum(size, 0.0)
     return np.asarray(size[np.arange(len(size)) // rule.horizon * rule.horizon])
 
 

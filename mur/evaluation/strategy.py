@@ -136,10 +136,9 @@ def strategy_report(
 
 def describe(rule: SizingRule) -> str:
     """The rule's parameters in words."""
-    side = "long only" if rule.long_only else "long or short"
     return (
         f"exposure = min({rule.cap:g}, {rule.target_vol:.0%} / the {rule.horizon} h range's volatility), decided "
-        f"every {rule.horizon} h, {side}, {rule.fee_bps:g} bps fee + {rule.slippage_bps:g} bps slippage on "
+        f"every {rule.horizon} h, long only, {rule.fee_bps:g} bps fee + {rule.slippage_bps:g} bps slippage on "
         "every change"
     )
 

@@ -268,4 +268,3 @@ class Strategy(_Group):
     )
     strategy_fee_bps: float = Field(default=10.0, ge=0, description="fee, basis points of the notional")
     strategy_slippage_bps: float = Field(default=5.0, ge=0, description="slippage, basis points")
-    strategy_long_only: bool = Field(default=True, description="exposure floored at 0 (no short)")

@@ -38,13 +38,10 @@ def test_volatility_is_the_log_width_over_the_normal_span_per_sqrt_hour() -> Non
     assert vol == pytest.approx([sigma, 0.0])
 
 
-def test_exposure_is_target_over_forecast_capped_and_floored() -> None:
+def test_exposure_is_target_over_forecast_and_capped() -> None:
     hourly = np.array([0.8, 0.2, 0.0, np.nan]) / ANNUAL  # annualised 80 %, 20 %, a flat range, no range
     assert exposures(hourly, rule()) == pytest.approx([0.5, 1.0, 1.0, 0.0])
     assert exposures(hourly, rule(cap=2.0)) == pytest.approx([0.5, 2.0, 2.0, 0.0])
-    down = np.array([1.0, -1.0, -1.0, 1.0])
-    assert exposures(hourly, rule(), down) == pytest.approx([0.5, 0.0, 0.0, 0.0])
-    assert exposures(hourly, rule(long_only=False), down) == pytest.approx([0.5, -1.0, -1.0, 0.0])
 
 
 def test_decisions_every_h_hours_are_held_in_between() -> None:
@@ -80,7 +77,7 @@ def test_performance_figures() -> None:
 def test_the_rule_comes_from_the_settings() -> None:
     s = Settings.defaults(strategy_target_vol=0.3, strategy_horizon=4)
     r = SizingRule.from_settings(s)
-    assert (r.target_vol, r.horizon, r.cap, r.cost_rate, r.long_only) == (0.3, 4, 1.0, 0.0015, True)
+    assert (r.target_vol, r.horizon, r.cap, r.cost_rate) == (0.3, 4, 1.0, 0.0015)
 
 
 @settings(max_examples=60, deadline=None)
