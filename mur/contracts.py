@@ -14,10 +14,23 @@ Import-light on purpose (pydantic and the standard library only): the DAG file's
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as JSON can carry it: numpy scalars as numbers, non-finite numbers (an unknown standard error
+    is ``inf``, the Sharpe ratio of a flat series NaN) as null, at any depth."""
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
 
 VERSION_TAG_KEYS = (
     "model",

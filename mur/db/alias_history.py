@@ -4,7 +4,6 @@ promotions, rollbacks. Written by :mod:`mur.registry.aliases` when it moves the 
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -13,6 +12,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from mur.contracts import json_ready
 from mur.db.pool import Database, columns, fetch_one
 from mur.errors import InvalidInputError
 from mur.pairs import normalize_pair
@@ -62,17 +62,6 @@ class AliasMove:
         return asdict(self) | {"market_time": iso(self.market_time), "wall_time": iso(self.wall_time)}
 
 
-def _finite(value: Any) -> Any:
-    """``value`` as JSON can carry it: numpy scalars as numbers, non-finite numbers (an unknown standard error
-    is ``inf``) as null, at any depth."""
-    value = value.item() if hasattr(value, "item") else value
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
 def record_move(
     db: Database,
     *,
@@ -102,7 +91,7 @@ def record_move(
                 "action": action,
                 "actor": actor,
                 "reason": reason,
-                "scores": Jsonb(_finite(scores)),
+                "scores": Jsonb(json_ready(scores)),
                 "market_time": market_time,
             },
         )

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from mur.contracts import json_ready
 from mur.errors import DataValidationError, ModelError
 from mur.evaluation.intervals import reliability, winkler_scores
 from mur.evaluation.metrics import (
@@ -97,7 +98,7 @@ class BacktestReport:
         """The JSON document (``backtest.json``): everything but the forecast arrays."""
         data = asdict(replace(self, forecasts=[]))
         del data["forecasts"]
-        return data
+        return json_ready(data)  # an unknown standard error is inf: null in JSON
 
 
 def fold_origins(end: datetime, folds: int, fold_hours: int) -> list[datetime]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mur.contracts import json_ready
 from mur.db.forecasts import Forecast, fill_actuals, scored_counts, scored_forecasts
 from mur.errors import MarketDataError
 from mur.monitoring.report import DriftStat, MonitoringReport, RollingPoint, Status, Thresholds
@@ -235,10 +236,10 @@ def build_report(
         status=status,
         n_resolved=stats["n"],
         n_pending=scored_counts(db, pair=pair, market_hour=market_hour).pending,  # waiting or overdue
-        skill=_finite(stats["skill"]),
-        mae_model=_finite(stats["mae_model"]),
-        mae_persistence=_finite(stats["mae_persistence"]),
-        coverage=_finite(stats["coverage"]),
+        skill=json_ready(stats["skill"]),
+        mae_model=json_ready(stats["mae_model"]),
+        mae_persistence=json_ready(stats["mae_persistence"]),
+        coverage=json_ready(stats["coverage"]),
         level=stats["level"],
         drift=drift,
         rolling=rolling_series(rows, thresholds.window_hours),
@@ -246,7 +247,3 @@ def build_report(
         thresholds=thresholds,
     )
     return report, kinds
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

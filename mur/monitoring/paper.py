@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import math
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mur.contracts import json_ready
 from mur.db.forecasts import Forecast, backtest_forecasts, scored_forecasts
 from mur.errors import MurError, NotFoundError
 from mur.evaluation import sizing
@@ -97,12 +97,12 @@ def paper_from(
         held = np.ones(len(hours)) if v is None else sizing.exposures(v, rule)
         result = sizing.simulate(returns, held[:-1], rule)
         drawdown = result.equity / result.equity.cummax().clip(lower=1.0) - 1.0  # from 1 at the start
-        out["strategies"][name] = _finite(
+        out["strategies"][name] = json_ready(
             sizing.performance(result) | {"exposure_now": held[-1], "drawdown_now": drawdown.iloc[-1]}
         )
         series = (result.exposure, result.equity, drawdown, result.costs.cumsum())
         for point, *values in zip(out["points"], *series, strict=True):
-            point |= _finite({f"{name}_{k}": v for k, v in zip(POINT_FIELDS, values, strict=True)})
+            point |= json_ready({f"{name}_{k}": v for k, v in zip(POINT_FIELDS, values, strict=True)})
     for point, p in zip(out["points"], price[1:], strict=True):
         point["close"] = float(p)
     return {
@@ -138,11 +138,6 @@ def _ewma_volatility(
     quantiles = np.exp(baseline.log_return_quantiles(at[ok].astype(int))[:, 0, :])
     vol[ok] = sizing.forecast_volatility(quantiles, levels, horizon)
     return vol
-
-
-def _finite(values: dict[str, Any]) -> dict[str, Any]:
-    """JSON-ready numbers: NaN and infinities (e.g. a Sharpe ratio of a flat series) become None."""
-    return {k: (float(v) if math.isfinite(float(v)) else None) for k, v in values.items()}
 
 
 def verdict(strategies: dict[str, dict[str, Any] | None]) -> str:

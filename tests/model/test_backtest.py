@@ -105,3 +105,17 @@ def test_backtest_refuses_too_little_history(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "candles before" in proc.stderr
+
+
+def test_backtest_document_is_standard_json_when_a_standard_error_is_unknown() -> None:
+    """An unknown standard error is ``inf`` (too few points), a flat fold's statistic NaN: JSON null, never
+    ``Infinity``/``NaN`` (which strict JSON readers refuse)."""
+    import numpy as np
+
+    from mur.evaluation.backtest import BacktestReport, FoldResult
+
+    evidence = {"skill_se": float("inf"), "dm_statistic": float("nan"), "direction_hits": np.int64(3)}
+    fold = FoldResult(1, "o", "s", "e", 3, {"mae": np.float64(1.5)}, {"mae": 2.0}, 0.25, evidence)
+    doc = json.loads(json.dumps(BacktestReport("btc_usdt", "w", {}, [fold], {}).to_dict(), allow_nan=False))
+    assert doc["folds"][0]["evidence"] == {"skill_se": None, "dm_statistic": None, "direction_hits": 3}
+    assert doc["folds"][0]["model"] == {"mae": 1.5}
