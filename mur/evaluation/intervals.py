@@ -17,9 +17,9 @@ Baselines, both fitted on the training span only:
   quantiles of the returns standardized by it.
 
 ``interval skill = 1 - Winkler_model / Winkler_(a)`` (> 0: narrower or better-placed ranges than the naive
-one). :func:`conformal_scale` is the split-conformal calibration folded into the exported model;
-:func:`block_conformal_scale` chooses its calibration span per horizon (enough independent outcomes) and
-counts its finite-sample rank in independent outcomes (:func:`block_conformal_quantile`).
+one). :func:`block_conformal_scale` is the split-conformal calibration folded into the exported model: it
+chooses its calibration span per horizon (enough independent outcomes) and counts its finite-sample rank in
+independent outcomes (:func:`block_conformal_quantile`).
 """
 
 from __future__ import annotations
@@ -78,24 +78,13 @@ def reliability(quantiles: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.mean(y <= np.asarray(quantiles, dtype=np.float64), axis=0)
 
 
-def conformal_scale(q: np.ndarray, y: np.ndarray, median_index: int, coverage: float) -> np.ndarray:
-    """Split-conformal factor ``k_h`` per horizon from calibration quantiles ``q (n, H, L)`` and outcomes
-    ``y (n, H)`` (any monotone transform of price, e.g. log returns).
-
-    Nonconformity score: how many of the model's own half-widths the outcome lies from the median,
-    ``s = max((med - y) / (med - lo), (y - med) / (hi - med))``. With ``k`` the ``ceil((n+1) coverage)``-th
-    smallest score, ``[med - k (med - lo), med + k (hi - med)]`` covers a new outcome with probability at
-    least ``coverage`` (and less than ``coverage + 1/(n+1)``) when calibration and new scores are
-    exchangeable (see docs/forecasts.md for what that means for time series). Per horizon, this is
-    :func:`block_conformal_quantile` with ``hours = 1`` (every outcome counted as independent).
-    """
-    scores = conformal_scores(q, y, median_index)
-    return np.array([block_conformal_quantile(s, 1, coverage) for s in scores.T])
-
-
 def conformal_scores(q: np.ndarray, y: np.ndarray, median_index: int) -> np.ndarray:
-    """Nonconformity scores ``(n, H)`` of :func:`conformal_scale`: how many of the model's own half-widths
-    ``y`` lies from the median, ``max((med - y) / (med - lo), (y - med) / (hi - med))``."""
+    """Nonconformity scores ``(n, H)`` of calibration quantiles ``q (n, H, L)`` and outcomes ``y (n, H)`` (any
+    monotone transform of price, e.g. log returns): how many of the model's own half-widths ``y`` lies from the
+    median, ``max((med - y) / (med - lo), (y - med) / (hi - med))``. With ``k`` a high enough quantile of
+    them, ``[med - k (med - lo), med + k (hi - med)]`` covers a new outcome with probability at least the
+    coverage asked when calibration and new scores are exchangeable (see docs/forecasts.md for what that
+    means for time series)."""
     q = np.asarray(q, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     med, lo, hi = q[..., median_index], q[..., 0], q[..., -1]
@@ -112,8 +101,8 @@ def block_conformal_quantile(scores: np.ndarray, hours: int, coverage: float) ->
     sample of that offset: its ``ceil((m + 1) coverage)``-th smallest score covers a new outcome with
     probability at least ``coverage`` when those ``m`` outcomes and the new one are exchangeable. The
     threshold is the mean over the offsets (every window is used once; the finite-sample correction
-    ``+1`` is that of ``m`` outcomes, not of ``n`` dependent ones). ``hours = 1``: :func:`conformal_scale`'s
-    threshold."""
+    ``+1`` is that of ``m`` outcomes, not of ``n`` dependent ones). ``hours = 1``: plain split conformal, the
+    ``ceil((n + 1) coverage)``-th smallest score."""
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     step = max(1, int(hours))
     ks = []

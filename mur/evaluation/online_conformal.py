@@ -1,7 +1,7 @@
 """Online calibration of the served ranges: a quantile tracker per pair and horizon (pure functions).
 
 The ONNX graph's ranges are split-conformal on a validation span (:func:`mur.evaluation.intervals.
-conformal_scale`): right on average over hours like the validation span, wrong when the volatility regime
+block_conformal_scale`): right on average over hours like the validation span, wrong when the volatility regime
 moves after it. Online, every resolved forecast corrects a **scale** ``s`` applied at serving to every
 quantile's distance from the median, in log price (the graph's calibration is the start, ``s = 1``)::
 

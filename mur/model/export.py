@@ -40,7 +40,7 @@ class CalibratedForecaster(nn.Module):
     """The trained quantile model with its conformal calibration folded in, answering in prices.
 
     Every level's distance from the median is multiplied by the horizon's calibration factor ``k_h``
-    (:func:`mur.evaluation.intervals.conformal_scale`), so the outer interval reaches its nominal coverage
+    (:func:`mur.evaluation.intervals.block_conformal_scale`), so the outer interval reaches its nominal coverage
     on data the model did not fit and the quantiles stay ordered (``k_h > 0``).
     """
 

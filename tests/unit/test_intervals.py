@@ -16,7 +16,6 @@ from mur.evaluation.intervals import (
     block_conformal_quantile,
     block_conformal_scale,
     calibration_rows,
-    conformal_scale,
     conformal_scores,
     interval_metrics,
     naive_quantiles,
@@ -96,7 +95,7 @@ def test_conformal_scale_reaches_nominal_coverage_on_heteroskedastic_data() -> N
     q = np.stack([-z * sigma, 0 * sigma, z * sigma], axis=-1)[:, None, :]  # (n, 1, 3)
     cal, test = slice(0, n // 2), slice(n // 2, n)
     raw = np.mean((y[test] >= q[test, 0, 0]) & (y[test] <= q[test, 0, 2]))
-    k = conformal_scale(q[cal], y[cal, None], 1, 0.9)
+    k = block_conformal_scale(q[cal], y[cal, None], n // 2, (1,), 1, 0.9)  # 1 h: every outcome independent
     lo, hi = k[0] * q[test, 0, 0], k[0] * q[test, 0, 2]
     covered = np.mean((y[test] >= lo) & (y[test] <= hi))
     assert raw < 0.8 and k[0] > 1.5
@@ -107,16 +106,11 @@ def test_block_conformal_quantile_by_hand() -> None:
     """The finite-sample rank counts independent (non-overlapping) outcomes, one sample per offset."""
     # 1 h: every window is its own sample; the ceil((5 + 1) * 0.5) = 3rd smallest of 1..5
     assert block_conformal_quantile(np.array([5.0, 1.0, 4.0, 2.0, 3.0]), 1, 0.5) == 3.0
-    assert block_conformal_quantile(np.array([5.0, 1.0, 4.0, 2.0, 3.0]), 1, 0.5) == pytest.approx(
-        conformal_scale(
-            np.array([[[-1.0, 0.0, 1.0]]] * 5), np.array([[5.0], [1.0], [4.0], [2.0], [3.0]]), 1, 0.5
-        )[0]
-    )
     # 2 h, scores 1..20: offsets 0 (windows 19, 17, ..., 1: scores 20, 18, ..., 2) and 1 (19, 17, ..., 1), m = 10
     # each; rank ceil(11 * 0.8) = 9: 18 and 17, mean 17.5; the rank of 20 dependent scores would give 17
     s = np.arange(1.0, 21.0)
     assert block_conformal_quantile(s, 2, 0.8) == 17.5
-    assert conformal_scale(np.array([[[-1.0, 0.0, 1.0]]] * 20), s[:, None], 1, 0.8)[0] == 17.0
+    assert block_conformal_quantile(s, 1, 0.8) == 17.0
     # 3 h, scores 7..1 (7 windows, the oldest first): offsets take windows (6, 3, 0), (5, 2), (4, 1), i.e.
     # scores {1, 4, 7}, {2, 5}, {3, 6}; coverage 0.5: ranks 2, 2, 2 -> 4, 5, 6, mean 5
     assert block_conformal_quantile(np.arange(7.0, 0.0, -1.0), 3, 0.5) == 5.0
@@ -145,7 +139,7 @@ def test_calibration_span_per_horizon_by_hand() -> None:
     y = rng.standard_normal((n, 3))
     k = block_conformal_scale(q, y, n_val, (1, 4, 24), 1, 0.9)
     s = np.abs(y)
-    assert k[0] == pytest.approx(conformal_scale(q[-n_val:, :1], y[-n_val:, :1], 1, 0.9)[0])
+    assert k[0] == pytest.approx(np.sort(s[-n_val:, 0])[math.ceil((n_val + 1) * 0.9) - 1])  # plain conformal
     assert k[1] == pytest.approx(block_conformal_quantile(s[-n_val:, 1], 4, 0.9))
     assert k[2] == pytest.approx(block_conformal_quantile(s[-5760:, 2], 24, 0.9))
     assert k == pytest.approx(1.645, rel=0.1)  # |N(0, 1)|'s 90 % quantile
