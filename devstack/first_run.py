@@ -13,9 +13,9 @@ import httpx
 
 from devstack.config import stack_secret
 from mur.clock import market_clock
-from mur.errors import ConflictError, JobError, ServiceError
+from mur.errors import ConflictError, JobError, ServiceAnswerError, ServiceError
 from mur.orchestration import DAG_ID
-from mur.orchestration.airflow_client import AirflowClient, ServiceAnswerError
+from mur.orchestration.airflow_client import AirflowClient
 from mur.settings import Settings
 from mur.waiting import WaitTimeout, wait_until
 

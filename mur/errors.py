@@ -32,6 +32,18 @@ class ServiceError(MurError):
     """A local service did not start, answer or stop."""
 
 
+class ServiceUnavailable(ServiceError):
+    """Nothing answered at a service's URL (refused, timed out, DNS): the HTTP clients of Airflow and Serve."""
+
+
+class ServiceAnswerError(ServiceError):
+    """A service answered with an error status or an unreadable body (``status``: its HTTP status)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class RegistryUnavailableError(ServiceError):
     """The MLflow registry (or the S3 store behind it) did not answer."""
 

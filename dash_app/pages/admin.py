@@ -38,9 +38,8 @@ from mur.db import (
     list_users,
     update_account,
 )
-from mur.errors import InvalidInputError, MurError
+from mur.errors import InvalidInputError, MurError, ServiceAnswerError, ServiceUnavailable
 from mur.orchestration import DAG_ID as TRAINING_DAG_ID
-from mur.orchestration.airflow_client import ServiceAnswerError, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 

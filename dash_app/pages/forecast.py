@@ -38,14 +38,12 @@ from dash_app.track_view import (
     summary_text,
     track_record_view,
 )
-from mur.data.candles import as_utc
 from mur.db import record_forecast_body
-from mur.errors import DataValidationError, MurError
+from mur.errors import DataValidationError, MurError, ServiceAnswerError, ServiceUnavailable
 from mur.monitoring.compute import resolve_forecasts
 from mur.monitoring.track_record import RELIABILITY_WINDOWS
-from mur.orchestration.airflow_client import ServiceAnswerError, ServiceUnavailable
 from mur.serving.contract import ForecastOut, ModelOut, ServedCalibration
-from mur.timeutil import HOUR, parse_time
+from mur.timeutil import HOUR, as_utc, parse_time
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -15,25 +15,13 @@ from urllib.parse import quote
 
 import httpx
 
-from mur.errors import ServiceError, error_detail
+from mur.errors import ServiceAnswerError, ServiceError, ServiceUnavailable, error_detail
 from mur.waiting import wait_until
 
 if TYPE_CHECKING:
     from mur.settings import Settings
 
 FINISHED_STATES = ("success", "failed")
-
-
-class ServiceUnavailable(ServiceError):
-    """Nothing answered at the service's URL (refused, timed out, DNS)."""
-
-
-class ServiceAnswerError(ServiceError):
-    """The service answered with an error status or an unreadable body."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)

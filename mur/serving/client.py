@@ -13,8 +13,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from mur.errors import error_detail
-from mur.orchestration.airflow_client import ServiceAnswerError, ServiceUnavailable
+from mur.errors import ServiceAnswerError, ServiceUnavailable, error_detail
 from mur.serving.contract import ForecastOut, ModelOut, ModelsOut, ServedCalibration, misfit
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -42,6 +41,10 @@ class ServeClient:
         self._http = httpx.Client(
             base_url=self.base_url, timeout=timeout_s, transport=transport, trust_env=False
         )
+
+    def close(self) -> None:
+        """Close the connection pool (the dashboard keeps one client for its life; ``mur forecast`` closes)."""
+        self._http.close()
 
     def _get(self, path: str, token: str, **params: str) -> Any:
         try:

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from mur.orchestration.airflow_client import AirflowClient, ServiceAnswerError
+from mur.errors import ServiceAnswerError
+from mur.orchestration.airflow_client import AirflowClient
 from mur.settings import Settings
 from mur.waiting import wait_until
 
