@@ -133,7 +133,7 @@ def forecast(
     """
     from rich.console import Console
 
-    from mur.orchestration.airflow_client import ServiceAnswerError, ServiceUnavailable
+    from mur.errors import ServiceAnswerError, ServiceUnavailable
     from mur.serving.client import ServeClient
 
     if not pairs and not all_:
@@ -149,6 +149,8 @@ def forecast(
         raise ServiceUnavailable(f"{exc}; is the stack up? (mur status)") from exc
     except ServiceAnswerError as exc:
         raise ServiceError(f"{exc}{HINTS.get(exc.status or 0, '')}") from exc
+    finally:
+        serve.close()
     if as_json:
         bodies = [answer.model_dump(mode="json", exclude_unset=True) for answer in answers]
         typer.echo(json.dumps(bodies if len(bodies) != 1 else bodies[0], indent=2))

@@ -104,9 +104,10 @@ def monitor_cmd(
 ) -> None:
     """Resolve the track record, compute each pair's monitoring report and raise alerts, at market now."""
     from mur.monitoring.task import run_monitoring
+    from mur.orchestration.tasks import parse_pairs
     from mur.settings import get_settings
 
-    wanted = [p for p in (pairs or "").split(",") if p.strip()] or None
+    wanted = parse_pairs(pairs) or None
     lines: list[str] = []
     summary = run_monitoring(get_settings(), pairs=wanted, say=lines.append)
     if as_json:

@@ -205,12 +205,13 @@ def up_cmd(
     Idempotent: running services are kept, the admin is created once, trained pairs are not retrained.
     """
     from mur.commands.local import services, stack
+    from mur.orchestration.tasks import parse_pairs
     from mur.settings import get_settings
 
     if nodes is not None:
         use_ray_nodes(nodes)
     options = stack.UpOptions(
-        pairs=[p for p in (pairs or "").split(",") if p.strip()] or None,
+        pairs=parse_pairs(pairs) or None,
         epochs=epochs,
         train_days=train_days,
         hidden_size=hidden_size,
