@@ -21,11 +21,10 @@ PairsOpt = Annotated[list[str] | None, typer.Option("--pair", help="pair to trai
 @airflow_app.command("start")
 def start() -> None:
     """Start the Airflow api-server, scheduler, DAG processor and triggerer (metadata DB migrated first)."""
-    from mur.commands.local import airflow
+    from mur.commands.local import airflow, stack_settings
     from mur.commands.local import supervisor as services
-    from mur.settings import get_settings
 
-    settings = get_settings()
+    settings = stack_settings(export=True)  # as `mur up` and `mur services start` start it
     services.up(settings, list(airflow.SERVICE_NAMES), progress=typer.echo)
     password = airflow.admin_password(settings)
     shown = password if not settings.airflow.airflow_password else "(MUR_AIRFLOW_PASSWORD)"
@@ -38,11 +37,10 @@ def start() -> None:
 @airflow_app.command("stop")
 def stop() -> None:
     """Stop the Airflow components that mur started."""
-    from mur.commands.local import airflow
+    from mur.commands.local import airflow, stack_settings
     from mur.commands.local import supervisor as services
-    from mur.settings import get_settings
 
-    settings = get_settings()
+    settings = stack_settings(export=True)
     services.down(settings, list(airflow.SERVICE_NAMES), progress=typer.echo)
 
 
