@@ -322,3 +322,12 @@ def _hermetic_fast_tier(request: pytest.FixtureRequest, monkeypatch: pytest.Monk
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()  # nor a cached one: neither in this test, nor (defaults) in the next
     request.addfinalizer(get_settings.cache_clear)
+    # and never PostgreSQL: with the defaults that would be the database of the user's own `mur up` stack. A
+    # connection fails as it does where no stack runs (code that reads the pair catalogue then goes on without)
+    import psycopg
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise psycopg.OperationalError("fast-tier tests never connect to PostgreSQL (the user's stack's)")
+
+    monkeypatch.setattr(psycopg, "connect", refuse)
+    monkeypatch.setattr(psycopg.Connection, "connect", refuse)  # what psycopg_pool calls
