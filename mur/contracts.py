@@ -13,6 +13,7 @@ Import-light on purpose (pydantic and the standard library only): the DAG file's
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -30,6 +31,12 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_ready(v) for v in value]
     return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def digest(value: Any, length: int) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``value`` as JSON with sorted keys (same value →
+    same digest): the idempotency key, a search's id, the warm start's architecture key."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
 VERSION_TAG_KEYS = (

@@ -6,11 +6,10 @@ submitting it (:func:`mur.orchestration.tasks.expected_idempotency_key`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, fields
 from typing import Any
 
+from mur.contracts import digest
 from mur.model.network import ModelConfig
 from mur.settings import Settings
 from mur.training.loop import TrainConfig
@@ -55,12 +54,6 @@ def training_params(settings: Settings, mcfg: ModelConfig, tcfg: TrainConfig) ->
         "normalization": settings.model.normalization,
         "train_days": settings.training.train_days,
     }
-
-
-def digest(value: Any, length: int) -> str:
-    """The first ``length`` hex digits of the SHA-256 of ``value`` as JSON with sorted keys (same value →
-    same digest): the idempotency key, a search's id."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
 def idempotency_key(pair: str, window_end: str, params: dict[str, Any]) -> str:

@@ -133,7 +133,7 @@ def trial(
 # --- the search ------------------------------------------------------------------------------------------
 def search_id(pair: str, spans: SearchSpans, budget: TuneBudget, default: Mapping[str, Any]) -> str:
     """Same pair, spans, budget, space and default -> same id (and Ray Tune experiment: resumable)."""
-    from mur.training.params import digest
+    from mur.contracts import digest
 
     searched = {"spans": spans.to_dict(), "budget": asdict(budget), "space": SEARCH_SPACE, "default": default}
     return f"{pair}-{digest({'pair': pair, **searched}, 12)}"

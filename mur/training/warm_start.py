@@ -24,8 +24,6 @@ registered for it, however it was trained.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mur.contracts import digest
 from mur.registry.names import WEIGHTS_ARTIFACT
 from mur.timeutil import iso
 
@@ -77,8 +76,7 @@ class TrainingPlan:
 
 def arch_key(mcfg: ModelConfig, seq_len: int, normalization: str) -> str:
     """What must match for weights to carry over: the model config, the input length, the normalization."""
-    blob = json.dumps({**mcfg.to_dict(), "seq_len": seq_len, "normalization": normalization}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return digest({**mcfg.to_dict(), "seq_len": seq_len, "normalization": normalization}, 16)
 
 
 def recurrent_weights(model: Any) -> dict[str, np.ndarray]:
