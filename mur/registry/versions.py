@@ -269,6 +269,9 @@ def log_and_register(
             input_example=example,
             onnx_execution_providers=["CPUExecutionProvider"],
             save_as_external_data=False,  # one self-contained model.onnx in the registry
+            # onnx and onnxruntime at the versions installed: what inference would find, without the subprocess
+            # that imports the model to find it (a second or more per registration)
+            pip_requirements=mlflow.onnx.get_default_pip_requirements(),
         )
     version = info.registered_model_version
     champion, champion_onnx, champion_tags = champion_evidence(client, pair, prefix)

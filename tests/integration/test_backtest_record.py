@@ -114,18 +114,24 @@ def test_rebuilt_from_the_tags_as_at_promotion(champion: tuple[Path, Any, DataWi
 
 
 def test_promotion_loads_it_and_mur_up_loads_what_is_missing(
-    champion: tuple[Path, Any, DataWindow], registry: tuple[Settings, Any], tmp_path: Path
+    champion: tuple[Path, Any, DataWindow],
+    registry: tuple[Settings, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The gate's promotion stores the backtest (``log_and_register``'s hook); ``mur up``'s
     ``ensure_backtests`` loads it again for a champion without rows, from the registry alone, and then
     skips it."""
     import mlflow
+    import mlflow.onnx
 
     path, ds, window = champion
     base, _ = registry
     settings = base.replace(**TINY_VALUES, market_data="bundled", promotion_skill_floor=-1.0)
     mlflow.set_tracking_uri(settings.registry.mlflow_tracking_uri)
     mlflow.create_experiment(settings.registry.mlflow_experiment, artifact_location=str(tmp_path / "art"))
+    inferred: list[object] = []  # MLflow's inference imports the model in a subprocess: never asked
+    monkeypatch.setattr(mlflow.models, "infer_pip_requirements", lambda *a, **k: inferred.append(a) or [])
     mcfg = model_config(settings)
     doc = metrics_document(PAIR, mcfg, ds, window, evaluate_onnx(path, ds, mcfg.rnn_len))
     result = log_and_register(
@@ -133,6 +139,13 @@ def test_promotion_loads_it_and_mur_up_loads_what_is_missing(
         history=[], ds=ds, idempotency_key="k1",
     )  # fmt: skip
     assert result.alias == CHAMPION, result.reason
+    # the requirements stated, not inferred: onnx and onnxruntime at the versions installed
+    assert inferred == []
+    model_uri = f"models:/{result.model_name}/{result.version}"
+    requirements = Path(
+        mlflow.artifacts.download_artifacts(f"{model_uri}/requirements.txt", dst_path=str(tmp_path))
+    )
+    assert set(mlflow.onnx.get_default_pip_requirements()) < set(requirements.read_text().split())
     expected = len(ds.split.test) * len(ds.horizons)
     with Database(settings, maxconn=1) as db:
         assert len(backtest_forecasts(db, pair=PAIR, version=result.version)) == expected

@@ -41,7 +41,11 @@ def register(settings: Settings, scale: float) -> int:
     proto, name = graph(scale), model_name(PAIR, settings.registry.registry_prefix)
     with mlflow.start_run():
         info = mlflow.onnx.log_model(
-            proto, name="model", registered_model_name=name, save_as_external_data=False
+            proto,
+            name="model",
+            registered_model_name=name,
+            save_as_external_data=False,
+            pip_requirements=mlflow.onnx.get_default_pip_requirements(),
         )
     version = int(info.registered_model_version)
     digest = checksums.sha256(proto.SerializeToString())
