@@ -103,7 +103,10 @@ def test_retention_deletes_old_versions_with_their_artefacts(
         with mlflow.start_run(experiment_id=experiment) as run:
             mlflow.log_text("weights", "weights.npz")
             info = mlflow.onnx.log_model(
-                onnx.helper.make_model(graph), name="model", registered_model_name=name
+                onnx.helper.make_model(graph),
+                name="model",
+                registered_model_name=name,
+                pip_requirements=mlflow.onnx.get_default_pip_requirements(),  # as the trainer states them
             )
         return run.info.run_id, info.model_id
 
