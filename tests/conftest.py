@@ -235,15 +235,18 @@ SECOND_STACK_PATHS = tuple(
         "gpu",
         "integration/test_benchmark_train_smoke.py",
         "integration/test_listening_sockets.py",
+        "integration/test_tune_cli.py",
     )
 )
 """Services-tier tests that infra/test.sh runs on the second shared stack (marked ``second_stack``), after the
 end-to-end test and beside the others on the first: Serve, the dashboard in a browser, the training benchmark's
-smoke run, the listening sockets of a private head; the first keeps Airflow, Ray training, the cluster, tuning,
-the services' own tests and the Serve benchmarks' smoke runs (2026-11-25: 1029 s on the first, 256 + 797 s on
-this side before the end-to-end test took the fault matrix and the restore drill, ~8 min more, and Ray
-training's ~4 min moved to the first). Each run pays its own service start-up, so a group that shares an
-expensive fixture (``serve_stack``) stays on one side."""
+smoke run, the listening sockets of a private head, ``mur tune`` (its own local Ray beside the stack's MLflow);
+the first keeps Airflow, Ray training, the cluster, the tuning DAG and tuned training, the services' own tests and
+the Serve benchmarks' smoke runs (2026-11-25: 1029 s on the first, 256 + 797 s on this side before the
+end-to-end test took the fault matrix and the restore drill, ~8 min more, and Ray training's ~4 min moved to the
+first; 2026-11-26: 1259 and 1300 s on the first, 747 + 468 and 694 + 491 s on this side, so ``mur tune``'s
+~60 s moved here). Each run pays its own service start-up, so a group that shares an expensive fixture
+(``serve_stack``) stays on one side."""
 
 
 def _uses_shared_fixture(item: pytest.Item, names: frozenset[str]) -> bool:
