@@ -1,7 +1,8 @@
 """Train every pair on Ray, register the models in MLflow, announce the run on the Asset ``mur://champions``.
 
-Once per market hour (:class:`~mur.orchestration.timetable.MarketHourlyTimetable`: the market clock of
-:mod:`mur.clock`; each run's data interval is the market hour it stands for).
+Once per market hour, or per ``MUR_TRAIN_EVERY_HOURS`` of them (:class:`~mur.orchestration.timetable.
+MarketHourlyTimetable`: the market clock of :mod:`mur.clock`; each run's data interval is the market hour it
+stands for).
 
     list_pairs ──► plan_batches ──► train_batch[i] (mapped, bounded: one Ray job trains a batch of pairs)
                └──────────────────► train_pair[pair] (mapped: the pair's result; retries train it alone)
@@ -35,7 +36,7 @@ CHAMPIONS = Asset(CHAMPIONS_ASSET_URI)
 @dag(
     dag_id=DAG_ID,
     description="Per-pair training on Ray → MLflow registry + promotion gate → Asset mur://champions",
-    schedule=schedule_for(settings.airflow.train_schedule),
+    schedule=schedule_for(settings.airflow.train_schedule, settings.airflow.train_every_hours),
     max_active_runs=2,
     tags=["mur", "training", "ray", "mlflow"],
     params={

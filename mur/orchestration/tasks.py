@@ -425,10 +425,10 @@ def _xcom(context: Mapping[str, Any], task_id: str) -> Any:
 
 
 # --- schedule ---------------------------------------------------------------------------------------
-def schedule_for(expression: str | None) -> Any:
-    """``MUR_TRAIN_SCHEDULE`` → an Airflow schedule: ``market`` (the default) runs once per market hour
-    (:class:`~mur.orchestration.timetable.MarketHourlyTimetable`, following the market clock); a cron
-    expression/preset becomes a data-interval timetable on wall time.
+def schedule_for(expression: str | None, every_hours: int = 1) -> Any:
+    """``MUR_TRAIN_SCHEDULE`` → an Airflow schedule: ``market`` (the default) runs once per market hour, or per
+    ``every_hours`` of them (:class:`~mur.orchestration.timetable.MarketHourlyTimetable`, following the market
+    clock); a cron expression/preset becomes a data-interval timetable on wall time (``every_hours`` unused).
 
     Interval semantics make backfills meaningful: the run for logical date D covers ``[D, D + 1h)`` and trains
     on candles before ``D + 1h``. ``none``/empty → no schedule (trigger/backfill only).
@@ -438,7 +438,7 @@ def schedule_for(expression: str | None) -> Any:
     if expression.strip().lower() in ("market", "@market", "@market-hourly"):
         from mur.orchestration.timetable import MarketHourlyTimetable
 
-        return MarketHourlyTimetable()
+        return MarketHourlyTimetable(every_hours=every_hours)
     from airflow.sdk import CronDataIntervalTimetable
 
     return CronDataIntervalTimetable(expression.strip(), timezone="UTC")

@@ -4,7 +4,8 @@ Each run's data interval is a market hour ``[H, H + 1h)`` (so its logical date a
 times, and a backfill over market dates trains the windows it names); it is created at the wall time the
 market reaches ``H + 1h``: every ``3600 / speed`` wall seconds (hourly at speed 1, every minute at 60). With
 live data (``MUR_MARKET_DATA=binance``) the clock is the real time and this is ``@hourly``. A frozen clock
-(speed 0) schedules nothing new.
+(speed 0) schedules nothing new. ``every_hours`` (training: ``MUR_TRAIN_EVERY_HOURS``) keeps only the market
+hours that close on a multiple of it (hour of the day: 4 → the hours closing at 00:00, 04:00, ... 20:00).
 
 Without catch-up, a run that starts late (the previous one took longer than a market hour) skips to the
 latest closed market hour instead of working through the missed ones.
@@ -26,7 +27,7 @@ the one place in :mod:`mur.orchestration` that creates settings (no entry point 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.plugins_manager import AirflowPlugin
@@ -52,7 +53,7 @@ def environment_clock() -> MarketClock:
     Airflow deserializes the timetable in its own processes (the scheduler, the API server for a trigger,
     the DAG processor for the summary) through the ``mur`` plugin: no entry point of ours runs there to
     create the settings and pass them down, so this is where they are created (``MUR_CLOCK_*``,
-    ``MUR_MARKET_DATA``, the stack's ``clock.json``). The serialized form stays empty on purpose: the clock
+    ``MUR_MARKET_DATA``, the stack's ``clock.json``). The serialized form leaves the clock out on purpose: it
     is the one of the process that schedules, not of the one that parsed the DAG file.
     """
     from mur.settings import get_settings
@@ -61,14 +62,28 @@ def environment_clock() -> MarketClock:
 
 
 class MarketHourlyTimetable(Timetable):
-    """One run per market hour; data interval = the market hour, created when it has closed."""
+    """One run per market hour (``every_hours``: per market hour that closes on a multiple of it, hour of the
+    day); data interval = the market hour, created when it has closed."""
 
     description = "every market hour (the market clock, mur.clock)"
 
-    def __init__(self, clock: MarketClock | None = None) -> None:
-        # serialized as Timetable's default ({}, read back as cls()): the clock is read from the environment
-        # where the timetable runs (environment_clock)
-        self._clock = clock
+    def __init__(self, clock: MarketClock | None = None, every_hours: int = 1) -> None:
+        # serialized without the clock: it is read from the environment where the timetable runs
+        self._clock, self.every_hours = clock, every_hours
+
+    def serialize(self) -> dict[str, Any]:
+        return {"every_hours": self.every_hours}
+
+    @classmethod
+    def deserialize(cls, data: dict[str, Any]) -> MarketHourlyTimetable:
+        return cls(every_hours=int(data.get("every_hours", 1)))
+
+    def _closing(self, hour: datetime, step: timedelta = HOUR) -> datetime:
+        """``hour``, else the nearest market hour after it (``step`` -1 h: before it) that closes on a multiple
+        of ``every_hours``."""
+        while (hour + HOUR).hour % self.every_hours:
+            hour += step
+        return hour
 
     @property
     def clock(self) -> MarketClock:
@@ -77,7 +92,10 @@ class MarketHourlyTimetable(Timetable):
     @property
     def summary(self) -> str:
         clock = self.clock
-        return "@hourly" if clock.live else f"market hourly (x{clock.speed:g})"
+        speed = "" if clock.live else f" (x{clock.speed:g})"
+        if self.every_hours > 1:
+            return f"every {self.every_hours} market hours{speed}"
+        return "@hourly" if clock.live else f"market hourly{speed}"
 
     def infer_manual_data_interval(self, *, run_after: datetime) -> DataInterval:
         """A manual run with a logical date stands for the market hour that closed at it: logical dates are
@@ -110,7 +128,7 @@ class MarketHourlyTimetable(Timetable):
         self, *, last_automated_data_interval: DataInterval | None, restriction: TimeRestriction
     ) -> DagRunInfo | None:
         clock = self.clock
-        latest_closed = latest_closed_hour(clock)
+        latest_closed = self._closing(latest_closed_hour(clock), -HOUR)
         if last_automated_data_interval is not None and last_automated_data_interval.end > clock.hour():
             # the reference run stands for a market hour that has not closed (a market-future backfill, a
             # replay restarted earlier): it says nothing about the schedule, which goes on from market now
@@ -127,6 +145,7 @@ class MarketHourlyTimetable(Timetable):
         if restriction.earliest is not None and start < restriction.earliest:
             first = floor_hour(restriction.earliest)
             start = first if first == restriction.earliest else first + HOUR
+        start = self._closing(start)
         end = start + HOUR
         if restriction.latest is not None and start > restriction.latest:
             return None

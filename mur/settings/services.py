@@ -210,6 +210,12 @@ class Airflow(_Group):
         default="market",
         description="'market': every market hour (the market clock); a cron expression (wall time); 'none'",
     )
+    train_every_hours: int = Field(
+        default=1,
+        ge=1,
+        le=24,
+        description="'market' schedule: train every N market hours (closing at N*k h UTC)",
+    )
     max_parallel_trainings: int = 2
     train_batch_size: int = Field(
         default=25,

@@ -289,3 +289,32 @@ def test_the_timetable_runs_once_per_market_hour_at_the_wall_time_it_closes() ->
         and still.next_dagrun_info(last_automated_data_interval=last.data_interval, restriction=restriction)
         is None
     )  # a frozen market never closes another hour
+
+
+def test_the_training_timetable_every_n_market_hours_runs_at_the_hours_closing_on_a_multiple_of_n() -> None:
+    pytest.importorskip("airflow")
+    from airflow.timetables.base import TimeRestriction
+
+    from mur.orchestration.tasks import schedule_for
+    from mur.orchestration.timetable import MarketHourlyTimetable
+
+    origin = time.time()
+    table = MarketHourlyTimetable(MarketClock(start=START, origin=origin, speed=120.0), every_hours=4)
+    restriction = TimeRestriction(earliest=datetime(2023, 1, 1, tzinfo=UTC), latest=None, catchup=False)
+    first = table.next_dagrun_info(last_automated_data_interval=None, restriction=restriction)
+    assert first is not None and first.data_interval is not None  # 09:30: the hour that closed at 08:00
+    assert (first.data_interval.start, first.data_interval.end) == (
+        START.replace(hour=7, minute=0),
+        START.replace(hour=8, minute=0),
+    )
+    second = table.next_dagrun_info(last_automated_data_interval=first.data_interval, restriction=restriction)
+    assert (
+        second is not None and second.data_interval is not None
+    )  # then the one closing at 12:00, at its close
+    assert second.data_interval.end == START.replace(hour=12, minute=0)
+    assert second.run_after.timestamp() == pytest.approx(origin + 75.0)  # 2.5 market hours at 30 s/hour
+    assert "every 4 market hours" in table.summary
+    # what the DAG processor stores is what the scheduler reads back (the clock: the scheduler's own)
+    stored = schedule_for("market", 4)
+    assert MarketHourlyTimetable.deserialize(stored.serialize()).every_hours == 4
+    assert schedule_for("market").every_hours == 1
