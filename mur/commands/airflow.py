@@ -78,10 +78,12 @@ def trigger(
     Dates are market times (mur clock): one after market now is refused.
     """
     from mur.clock import market_clock
-    from mur.commands.local import airflow
+    from mur.commands.local import airflow, first_run
     from mur.errors import MurError
+    from mur.orchestration.airflow_client import FINISHED_STATES
     from mur.orchestration.market_dates import parse_utc, require_closed
     from mur.settings import get_settings
+    from mur.waiting import wait_until
 
     settings = get_settings()
     clock = market_clock(settings)
@@ -110,11 +112,19 @@ def trigger(
         run = client.trigger(DAG_ID, conf, logical_date=logical_date)
         typer.echo(f"triggered {DAG_ID} run {run.run_id} with {json.dumps(conf)}")
         typer.echo(f"  {client.run_url(DAG_ID, run.run_id)}")
-        if wait:
-            final = client.wait_for_run(DAG_ID, run.run_id, timeout_s=settings.training.job_timeout_s * 2)
-            typer.echo(f"run {run.run_id}: {final['state']}")
-            if final["state"] != "success":
-                raise MurError(f"run {run.run_id} ended {final['state']}")
+        if wait:  # each task's state as it changes, this run's and the other active runs' it may queue behind
+            seen: dict[str, str] = {}
+            final = wait_until(
+                lambda: first_run.follow_runs(client, run.run_id, seen, typer.echo)[0],
+                what=f"run {run.run_id} to finish",
+                timeout_s=settings.training.job_timeout_s * 2,
+                interval_s=5,
+                done=lambda state: state in FINISHED_STATES,
+                error=MurError,
+            )
+            typer.echo(f"run {run.run_id}: {final}")
+            if final != "success":
+                raise MurError(f"run {run.run_id} ended {final}")
 
 
 @airflow_app.command("backfill")

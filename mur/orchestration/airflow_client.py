@@ -15,8 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from mur.errors import ServiceAnswerError, ServiceError, ServiceUnavailable, error_detail
-from mur.waiting import wait_until
+from mur.errors import ServiceAnswerError, ServiceUnavailable, error_detail
 
 if TYPE_CHECKING:
     from mur.settings import Settings
@@ -188,19 +187,6 @@ class AirflowClient:
         )
         content = body.get("content", [])
         return "\n".join(str(c.get("event", c)) if isinstance(c, dict) else str(c) for c in content)
-
-    def wait_for_run(
-        self, dag_id: str, run_id: str, timeout_s: float = 3600, poll_s: float = 5
-    ) -> dict[str, Any]:
-        """Poll until the run succeeded or failed; its last state."""
-        return wait_until(
-            lambda: self.dag_run(dag_id, run_id),
-            what=f"run {run_id} of {dag_id} to finish",
-            timeout_s=timeout_s,
-            interval_s=poll_s,
-            done=lambda run: run["state"] in FINISHED_STATES,
-            error=ServiceError,
-        )
 
     # --- backfills --------------------------------------------------------------------------------------
     def backfill_body(

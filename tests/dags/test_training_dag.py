@@ -81,6 +81,17 @@ def asset_events(dr: Any) -> list[dict[str, Any]]:
         return [dict(e.extra or {}) for e in events]
 
 
+def finished(client: Any, run_id: str) -> dict[str, Any]:
+    """The run of mur_training once it succeeded or failed."""
+    return wait_until(
+        lambda: client.dag_run("mur_training", run_id),
+        what=f"run {run_id} to finish",
+        timeout_s=900,
+        interval_s=5,
+        done=lambda run: run["state"] in ("success", "failed"),
+    )
+
+
 def iso(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -357,7 +368,7 @@ def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airfl
         btc = {r["pair"]: r for r in first_run["results"]}["btc_usdt"]
         conf = {"pairs": ["btc_usdt"], "end": iso(d1_end), **TINY}
         run = client.trigger("mur_training", conf)
-        final = client.wait_for_run("mur_training", run.run_id, timeout_s=900)
+        final = finished(client, run.run_id)
         assert final["state"] == "success", client.task_instances("mur_training", run.run_id)
         result = client.xcom("mur_training", run.run_id, "train_pair", map_index=0)
         assert result["reused"] is True and result["version"] == btc["version"]
@@ -382,7 +393,7 @@ def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airfl
             )
             assert {t["task_id"] for t in deferred} == {"train_batch"}
             assert len(deferred) > LIVE_WORKER_SLOTS
-        final = client.wait_for_run("mur_training", fresh.run_id, timeout_s=900)
+        final = finished(client, fresh.run_id)
         assert final["state"] == "success", client.task_instances("mur_training", fresh.run_id)
         log_text = client.task_log("mur_training", fresh.run_id, "train_batch", map_index=0)
         assert "ended: SUCCEEDED" in log_text and "1/1 pair(s) trained" in log_text

@@ -168,3 +168,39 @@ def test_backfill_without_dates_says_what_to_give(tmp_path: Path, airflow: JsonS
     done = mur(tmp_path, airflow.url, "airflow", "backfill", "--from", "2024-10-01")
     assert done.returncode == 1 and "give --from and --to" in done.stderr
     assert airflow.requests == []
+
+
+def test_trigger_wait_shows_each_task_state_as_it_changes_the_run_queued_ahead_too(tmp_path: Path) -> None:
+    runs = "/api/v2/dags/mur_training/dagRuns"
+    polls = {"manual__1": 0}
+
+    def route(request: Request) -> tuple[int, Any]:
+        path = request.path.split("?")[0]
+        if path == "/auth/token" or request.method == "PATCH":
+            return 201, {"access_token": "jwt"}
+        if path == runs:  # POST: the trigger; GET: the active runs
+            if request.method == "POST":
+                return 200, {"dag_run_id": "manual__1", "state": "queued"}
+            return 200, {"dag_runs": [{"dag_run_id": "scheduled__1"}, {"dag_run_id": "manual__1"}]}
+        run_id = path.removeprefix(runs + "/").removesuffix("/taskInstances")
+        done = polls["manual__1"] > 1
+        if path.endswith("/taskInstances"):
+            state = "success" if done else ("up_for_retry" if run_id == "scheduled__1" else "deferred")
+            return 200, {"task_instances": [{"task_id": "train_batch", "map_index": 0, "state": state}]}
+        polls[run_id] = polls.get(run_id, 0) + 1
+        return 200, {"state": "success" if done else "running"}
+
+    stand_in = JsonStandIn(route)
+    try:
+        done = mur(tmp_path, stand_in.url, "airflow", "trigger", "--pair", "btc_usdt", "--wait")
+    finally:
+        stand_in.close()
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    for line in (
+        "  triggered run: train_batch[0] deferred",
+        "  scheduled run: train_batch[0] up_for_retry",
+        "  triggered run: train_batch[0] success",
+        "run manual__1: success",
+    ):
+        assert line in lines, done.stdout
