@@ -119,6 +119,16 @@ class Settings(BaseModel):
                 raise ValueError("RAY_AUTH_TOKEN must be a real secret in production (32+ characters)")
         return self
 
+    @model_validator(mode="after")
+    def _stale_after_the_cadence(self) -> Settings:
+        stale, every = self.monitoring.stale_training_hours, self.airflow.train_every_hours
+        if 0 < stale <= every:
+            raise ValueError(
+                f"MUR_STALE_TRAINING_HOURS ({stale}) must exceed MUR_TRAIN_EVERY_HOURS ({every}): every pair would"
+                " be reported stale before each training (0 turns the check off)"
+            )
+        return self
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with these fields (flat names) changed; not validated again, like ``model_copy``."""
         update: dict[str, dict[str, Any]] = {}

@@ -69,6 +69,20 @@ def test_gate_alpha_is_a_probability() -> None:
         Settings(promotion_alpha=1.0, _env_file=None)
 
 
+def test_the_staleness_alert_must_wait_longer_than_the_training_cadence() -> None:
+    assert (
+        Settings(train_every_hours=4, _env_file=None).airflow.train_every_hours == 4
+    )  # stale after 6 h by default
+    with pytest.raises(
+        ValueError, match=r"MUR_STALE_TRAINING_HOURS \(6\) must exceed MUR_TRAIN_EVERY_HOURS \(6\)"
+    ):
+        Settings(train_every_hours=6, _env_file=None)
+    assert (
+        Settings(train_every_hours=12, stale_training_hours=0, _env_file=None).monitoring.stale_training_hours
+        == 0
+    )
+
+
 def test_flat_arguments_go_to_their_group() -> None:
     s = Settings(_env_file=None, epochs=2, pg_port=5433, horizons=[1, 4])
     assert (s.training.epochs, s.db.pg_port, s.model.horizons) == (2, 5433, [1, 4])
