@@ -260,7 +260,7 @@ def bring_up(settings: Settings, options: UpOptions, *, say: Say) -> UpReport:
         missing = pairs if options.retrain else first_run.pairs_without_champion(settings, pairs)
         client, run_id = None, None
         if not missing:
-            say("every pair has a champion: no training triggered (the hourly schedule retrains)")
+            say("every pair has a champion: no training triggered (the schedule retrains them)")
         elif "airflow-api-server" in registry:
             client = airflow.client(settings)
             first_run.wait_for_dag(client, DAG_ID, 300, say)
