@@ -83,12 +83,14 @@ def asset_events(dr: Any) -> list[dict[str, Any]]:
 
 def finished(client: Any, run_id: str) -> dict[str, Any]:
     """The run of mur_training once it succeeded or failed."""
+    from mur.orchestration.airflow_client import FINISHED_STATES
+
     return wait_until(
         lambda: client.dag_run("mur_training", run_id),
         what=f"run {run_id} to finish",
         timeout_s=900,
         interval_s=5,
-        done=lambda run: run["state"] in ("success", "failed"),
+        done=lambda run: run["state"] in FINISHED_STATES,
     )
 
 

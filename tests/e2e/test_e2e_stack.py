@@ -112,7 +112,7 @@ def stack_env(runtime_dir: Path, suffix: str, offset: int, webhook: str) -> dict
             "MUR_NUM_WORKERS": "1",
             "MUR_MAX_PARALLEL_TRAININGS": "1",  # a run's pairs in one Ray job (batches over slots: test_many_pairs)
             # a training every 4 market hours (2 min here), monitoring every hour: hourly trainings at this clock
-            # ran back to back, the most CPU any part of the test suite took (2026-11-26: ~40 %)
+            # ran back to back, the most CPU any part of the test suite took (2026-11-26: ~800 of ~2,600 CPU-s)
             "MUR_TRAIN_EVERY_HOURS": "4",
             "MUR_SERVE_MAX_REPLICAS": "1",
             "MUR_REGISTRY_POLL_S": "5",

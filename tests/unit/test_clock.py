@@ -302,15 +302,14 @@ def test_the_training_timetable_every_n_market_hours_runs_at_the_hours_closing_o
     table = MarketHourlyTimetable(MarketClock(start=START, origin=origin, speed=120.0), every_hours=4)
     restriction = TimeRestriction(earliest=datetime(2023, 1, 1, tzinfo=UTC), latest=None, catchup=False)
     first = table.next_dagrun_info(last_automated_data_interval=None, restriction=restriction)
-    assert first is not None and first.data_interval is not None  # 09:30: the hour that closed at 08:00
+    # at 09:30 the first run stands for the hour that closed at 08:00, the second for the one closing at 12:00
+    assert first is not None and first.data_interval is not None
     assert (first.data_interval.start, first.data_interval.end) == (
         START.replace(hour=7, minute=0),
         START.replace(hour=8, minute=0),
     )
     second = table.next_dagrun_info(last_automated_data_interval=first.data_interval, restriction=restriction)
-    assert (
-        second is not None and second.data_interval is not None
-    )  # then the one closing at 12:00, at its close
+    assert second is not None and second.data_interval is not None
     assert second.data_interval.end == START.replace(hour=12, minute=0)
     assert second.run_after.timestamp() == pytest.approx(origin + 75.0)  # 2.5 market hours at 30 s/hour
     assert "every 4 market hours" in table.summary

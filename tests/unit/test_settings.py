@@ -70,9 +70,8 @@ def test_gate_alpha_is_a_probability() -> None:
 
 
 def test_the_staleness_alert_must_wait_longer_than_the_training_cadence() -> None:
-    assert (
-        Settings(train_every_hours=4, _env_file=None).airflow.train_every_hours == 4
-    )  # stale after 6 h by default
+    # stale after 6 h by default: a training every 4 h is fine, every 6 h is refused
+    assert Settings(train_every_hours=4, _env_file=None).airflow.train_every_hours == 4
     with pytest.raises(
         ValueError, match=r"MUR_STALE_TRAINING_HOURS \(6\) must exceed MUR_TRAIN_EVERY_HOURS \(6\)"
     ):
