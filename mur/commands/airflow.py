@@ -118,7 +118,7 @@ def trigger(
                 lambda: first_run.follow_runs(client, run.run_id, seen, typer.echo)[0],
                 what=f"run {run.run_id} to finish",
                 timeout_s=settings.training.job_timeout_s * 2,
-                interval_s=5,
+                interval_s=2,
                 done=lambda state: state in FINISHED_STATES,
                 error=MurError,
             )

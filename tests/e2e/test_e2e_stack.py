@@ -829,15 +829,21 @@ def restore_drill(
         )
 
     began = time.monotonic()
-    trained = run_mur(restored_env, "airflow", "trigger", "--pair", PAIRS[0], "--wait", timeout_s=1200)
+    trained = run_mur(restored_env, "airflow", "trigger", "--pair", PAIRS[0], timeout_s=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    # the restored Airflow holds the runs that were queued at the backup: they may register versions too, each
-    # numbered on from the backed-up registry (no number reused, none skipped)
-    name = next(n for n in versions if n.endswith(PAIRS[0]))
-    numbers, _ = registry_versions(restored)[name]
-    backed_up = versions[name][0]
-    assert numbers[: len(backed_up)] == backed_up and numbers == list(range(1, len(numbers) + 1)), numbers
-    assert len(numbers) > len(backed_up), f"no version registered on the restored stack: {numbers}"
+    # the restored Airflow holds the runs that were queued at the backup (drift alerts' retrainings): unpaused by
+    # the trigger, they go before it, and whichever run registers first shows the registry numbering on from the
+    # backup (no number reused, none skipped); the rest are stopped by `mur down` (on 2026-11-27 waiting for the
+    # triggered run behind three held ones took 481 s of this test)
+
+    def grown() -> dict[str, list[int]]:
+        now = registry_versions(restored)
+        return {n: now[n][0] for n in versions if len(now[n][0]) > len(versions[n][0])}
+
+    new = wait_until(grown, what="a version registered on the restored stack", timeout_s=1200, interval_s=3)
+    for name, numbers in new.items():
+        backed_up = versions[name][0]
+        assert numbers[: len(backed_up)] == backed_up and numbers == list(range(1, len(numbers) + 1)), numbers
     timings["next training on the restored stack"] = time.monotonic() - began
     assert run_mur(restored_env, "down", timeout_s=600).returncode == 0
     return timings
