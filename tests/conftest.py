@@ -233,19 +233,22 @@ SECOND_STACK_PATHS = tuple(
         "serve",
         "dash",
         "gpu",
+        "integration/test_benchmark_smoke_services.py",
         "integration/test_benchmark_train_smoke.py",
         "integration/test_listening_sockets.py",
         "integration/test_tune_cli.py",
     )
 )
 """Services-tier tests that infra/test.sh runs on the second shared stack (marked ``second_stack``), after the
-end-to-end test and beside the others on the first: Serve, the dashboard in a browser, the training benchmark's
-smoke run, the listening sockets of a private head, ``mur tune`` (its own local Ray beside the stack's MLflow);
-the first keeps Airflow, Ray training, the cluster, the tuning DAG and tuned training, the services' own tests and
-the Serve benchmarks' smoke runs (2026-11-25: 1029 s on the first, 256 + 797 s on this side before the
+end-to-end test and beside the others on the first: Serve, the dashboard in a browser, the benchmarks' smoke
+runs (training, Serve, pairs), the listening sockets of a private head, ``mur tune`` (its own local Ray beside the
+stack's MLflow); the first keeps Airflow, Ray training, the cluster, the tuning DAG and tuned training and the
+services' own tests (2026-11-25: 1029 s on the first, 256 + 797 s on this side before the
 end-to-end test took the fault matrix and the restore drill, ~8 min more, and Ray training's ~4 min moved to the
 first; 2026-11-26: 1259 and 1300 s on the first, 747 + 468 and 694 + 491 s on this side, so ``mur tune``'s
-~60 s moved here). Each run pays its own service start-up, so a group that shares an expensive fixture
+~60 s moved here; 2026-11-27, a 6.5 M steps/s machine: 2213 s on the first, 1057 + 966 s on this side once the
+restore drill stopped waiting for runs queued behind others, so the Serve and pairs benchmarks' ~145 s moved
+here). Each run pays its own service start-up, so a group that shares an expensive fixture
 (``serve_stack``) stays on one side."""
 
 

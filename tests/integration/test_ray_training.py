@@ -204,22 +204,37 @@ def test_same_window_is_reused_not_retrained(first_job: Submitted, job_settings:
     assert again.metrics.model == first_job.result.metrics.model  # rebuilt from the version's tags
 
 
-def train_worker_pids(settings: Settings) -> list[int]:
-    """This cluster's Ray Train worker processes alive now (the state API, with the token): never another
-    stack's on the same machine."""
+def actors(settings: Settings, class_name: str, **state: str) -> list[dict[str, object]]:
+    """This cluster's actors of ``class_name`` (the state API, with the token; ``state="ALIVE"`` the live ones
+    only): never another stack's on the same machine."""
+    keys, values = ["class_name", *state], [class_name, *state.values()]
     response = httpx.get(
         settings.ray.ray_address.rstrip("/") + "/api/v0/actors",
         params={
             "detail": "true",
-            "filter_keys": ["class_name", "state"],
-            "filter_predicates": ["=", "="],
-            "filter_values": ["RayTrainWorker", "ALIVE"],
+            "filter_keys": keys,
+            "filter_predicates": ["="] * len(keys),
+            "filter_values": values,
         },
         headers=settings.ray.headers(),
         timeout=10,
     )
     response.raise_for_status()
-    return [int(r["pid"]) for r in response.json()["data"]["result"]["result"] if r.get("pid")]
+    return list(response.json()["data"]["result"]["result"])
+
+
+def test_a_training_run_starts_no_preemption_watcher(first_job: Submitted, job_settings: Settings) -> None:
+    """The local stack's Ray nodes run with Ray Train's preemption watcher off (no spot node to watch on one
+    machine, ``devstack.services.RAY_TRAIN_NO_PREEMPTION``): one actor fewer per training run."""
+    assert first_job.result.version is not None
+    assert actors(job_settings, "TrainController"), "the state API lists the runs' controllers"
+    assert actors(job_settings, "PreemptionWatcher") == []
+
+
+def train_worker_pids(settings: Settings) -> list[int]:
+    """This cluster's Ray Train worker processes alive now (the state API, with the token): never another
+    stack's on the same machine."""
+    return [int(str(r["pid"])) for r in actors(settings, "RayTrainWorker", state="ALIVE") if r.get("pid")]
 
 
 def test_a_killed_worker_resumes_from_checkpoint(job_settings: Settings, tmp_path: Path) -> None:

@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 import yaml
 
-from devstack.services import LOCAL_DRAIN_ENV, RAY_LOG_ROTATION, SERVE_FAST_PATH_ENV, stack_services
+from devstack.services import (
+    LOCAL_DRAIN_ENV,
+    RAY_LOG_MONITOR,
+    RAY_LOG_ROTATION,
+    RAY_TRAIN_NO_PREEMPTION,
+    SERVE_FAST_PATH_ENV,
+    stack_services,
+)
 from mur.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +74,8 @@ LOCAL_ENV = set(
 ) | {f"RAY_SERVE_HAPROXY_{k}" for k in "BINARY_PATH CONFIG_FILE_LOC SOCKET_PATH METRICS_SOCKET_PATH".split()}
 LOCAL_ENV |= {"RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "RAY_SERVE_HAPROXY_SERVER_STATE_FILE", *LOCAL_DRAIN_ENV}
 LOCAL_ENV |= {"RAY_REDIS_CA_CERT", "RAY_REDIS_CLIENT_CERT", "RAY_REDIS_CLIENT_KEY"}  # the local Redis's TLS
-LOCAL_ENV |= set(RAY_LOG_ROTATION)  # Ray's log rotation on one machine's /tmp (compose: Ray's defaults)
+# one machine's Ray: its logs, no spot node to watch (compose: Ray's defaults)
+LOCAL_ENV |= set(RAY_LOG_ROTATION) | set(RAY_LOG_MONITOR) | set(RAY_TRAIN_NO_PREEMPTION)
 SAME_VALUE_ENV = set(
     "AWS_DEFAULT_REGION AWS_EC2_METADATA_DISABLED RAY_USAGE_STATS_ENABLED AIRFLOW__CORE__EXECUTOR "
     "AIRFLOW__CORE__AUTH_MANAGER AIRFLOW__CORE__LOAD_EXAMPLES AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK "
