@@ -134,16 +134,19 @@ RAY_LOG_ROTATION = {"RAY_ROTATION_MAX_BYTES": str(16 * 2**20), "RAY_ROTATION_BAC
 """Ray's own log rotation (its documented variables; values in the environment win): each log file of a node
 (GCS, raylet, dashboard, agents, every worker's and Serve replica's output) rotates at 16 MiB and keeps 2
 backups, at most 48 MiB, instead of Ray's 512 MiB and 5 backups (3 GiB per file)."""
-RAY_LOG_MONITOR = {"RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0"}
-"""How often a node's log monitor looks for new worker log files (to stream their lines to the drivers): every
-0.5 s (``LOG_NAME_UPDATE_INTERVAL_S``) instead of every 0.1 s, which Ray does below 1,000 files. Each look globs
-the logs dir, which holds every worker's files since the node started: at 10 a second, 3-4 % of a core per
-node on two busy cores (2026-11-27, 600 files)."""
-RAY_TRAIN_NO_PREEMPTION = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
-"""Ray Train's preemption watcher off on the local stack: an actor per training run that polls for the drain
-notices a cloud gives before it reclaims a spot node, which no node on one machine ever gets (a lost node is
-recovered from the checkpoint either way: tests/integration/test_cluster.py). One process fewer per Ray job:
-~3 CPU-s each on two busy cores (2026-11-27). A cluster with spot nodes keeps Ray's default (compose)."""
+RAY_ONE_MACHINE = {
+    "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_prestart_worker_first_driver": "0",
+}
+"""Ray's knobs for one machine (compose keeps Ray's defaults). The log monitor looks for new worker log files
+(to stream their lines to the drivers) every 0.5 s (``LOG_NAME_UPDATE_INTERVAL_S``) instead of every 0.1 s,
+which Ray does below 1,000 files: each look globs the logs dir, 3-4 % of a core per node on two busy cores
+(2026-11-27, 600 files). Ray Train's preemption watcher is off: an actor per training run that polls for the
+drain notices a cloud gives before it reclaims a spot node, which no node on one machine ever gets (a lost node
+is recovered from the checkpoint either way: tests/integration/test_cluster.py). And a node starts no workers
+for its first driver, the job manager's: they idle until the node stops, as no job can use them (each job's
+runtime env differs). One process fewer per Ray job and two per node, ~2-3 CPU-s each here (2026-11-27)."""
 RAY_SESSIONS_KEPT = 1
 """Earlier ``session_*`` dirs a Ray node's temp dir keeps when it starts (Ray never removes them): the newest,
 the session a restarted head takes up again (its name is in the GCS's Redis), else the last run's logs."""
@@ -180,7 +183,7 @@ read-only MLflow account only (a job's runtime env brings the trainer's)."""
 def _ray_env(settings: Settings) -> dict[str, str]:
     shift = settings.ray.ray_dashboard_port - 8265
     side_ports = {k: str(p + shift) for k, p in HAPROXY_SIDE_PORTS.items()}
-    one_machine = RAY_LOG_ROTATION | RAY_LOG_MONITOR | RAY_TRAIN_NO_PREEMPTION
+    one_machine = RAY_LOG_ROTATION | RAY_ONE_MACHINE
     defaults = one_machine | SERVE_FAST_PATH_ENV | LOCAL_DRAIN_ENV | side_ports  # the environment wins
     env = {
         "MLFLOW_TRACKING_URI": settings.registry.mlflow_tracking_uri,

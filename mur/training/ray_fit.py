@@ -206,6 +206,21 @@ def _report(metrics: dict[str, Any], done: dict[str, Any], current: dict[str, An
         ray.train.report(metrics, checkpoint=ckpt)  # [ray]
 
 
+def lean_trainer(trainer_class: type) -> type:  # [ray]
+    """``trainer_class`` less two of Ray Train's default callbacks, each an actor (a process) per run that the
+    runs here never use: the dataset manager (no Ray Data: the arrays go through the object store) and the
+    placement group cleaner (for a controller dying while its driver lives on; a job's end frees its groups)."""
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    class LeanTrainer(trainer_class):
+        def _create_default_callbacks(self) -> list[Any]:
+            unused = (DatasetsCallback, PlacementGroupCleanerCallback)
+            return [c for c in super()._create_default_callbacks() if not isinstance(c, unused)]
+
+    return LeanTrainer
+
+
 def run_distributed_many(
     items: Sequence[FitItem],
     scaling: ScalingConfig,
@@ -232,7 +247,7 @@ def run_distributed_many(
     if scaling.use_gpu:
         check_gpu_placement(scaling, ray.cluster_resources().get("GPU", 0.0))
     os.environ.setdefault(CONTROLLER_POLL_ENV, CONTROLLER_POLL_S)  # [ray] read when the trainer starts
-    trainer = TorchTrainer(
+    trainer = lean_trainer(TorchTrainer)(
         train_loop_per_worker,
         train_loop_config={
             "items": [

@@ -89,7 +89,7 @@ def finished(client: Any, run_id: str) -> dict[str, Any]:
         lambda: client.dag_run("mur_training", run_id),
         what=f"run {run_id} to finish",
         timeout_s=900,
-        interval_s=5,
+        interval_s=2,
         done=lambda run: run["state"] in FINISHED_STATES,
     )
 
@@ -419,7 +419,7 @@ def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airfl
             lambda: [r for r in client.dag_runs("mur_training") if r["run_type"] == "backfill"],
             what="the backfill run to end",
             timeout_s=900,
-            interval_s=5,
+            interval_s=2,
             done=lambda runs: runs[0]["state"] in ("success", "failed"),
         )
         [backfill_run] = runs

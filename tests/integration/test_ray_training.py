@@ -223,12 +223,17 @@ def actors(settings: Settings, class_name: str, **state: str) -> list[dict[str, 
     return list(response.json()["data"]["result"]["result"])
 
 
-def test_a_training_run_starts_no_preemption_watcher(first_job: Submitted, job_settings: Settings) -> None:
-    """The local stack's Ray nodes run with Ray Train's preemption watcher off (no spot node to watch on one
-    machine, ``devstack.services.RAY_TRAIN_NO_PREEMPTION``): one actor fewer per training run."""
-    assert first_job.result.version is not None
-    assert actors(job_settings, "TrainController"), "the state API lists the runs' controllers"
-    assert actors(job_settings, "PreemptionWatcher") == []
+def test_a_training_run_starts_only_the_actors_it_uses(first_job: Submitted, job_settings: Settings) -> None:
+    """No actor a run here never uses: Ray Train's preemption watcher is off on the local stack (no spot node on
+    one machine, ``devstack.services.RAY_ONE_MACHINE``), the trainer leaves out the dataset manager and the
+    placement group cleaner (``mur.training.ray_fit.lean_trainer``)."""
+    from mur.orchestration.job_submission import client_for
+
+    assert first_job.result.job_id is not None
+    job = str(client_for(job_settings).get_job_info(first_job.result.job_id).job_id)  # this run's: a reused
+    assert actors(job_settings, "TrainController", job_id=job), "the state API lists the run's controller"
+    for unused in ("PreemptionWatcher", "DatasetManager", "PlacementGroupCleaner"):  # stack keeps older ones
+        assert actors(job_settings, unused, job_id=job) == [], unused
 
 
 def train_worker_pids(settings: Settings) -> list[int]:

@@ -174,3 +174,21 @@ def test_the_loop_stops_early_and_keeps_the_best_weights() -> None:
     assert seen == [(0, False), (1, False), (2, True)]
     assert t.stopper.best_epoch == 0 and same(t.best_state, kept)
     assert [r["best_val_loss"] for r in t.history] == [0.5, 0.5, 0.5]
+
+
+def test_the_trainer_starts_none_of_ray_trains_unused_actors() -> None:
+    """The runs' trainer leaves out the dataset manager and the placement group cleaner (two processes per
+    run; the state API test: tests/integration/test_ray_training.py) and keeps every other default callback:
+    a Ray upgrade that renames the hook fails here, not silently."""
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from mur.training.ray_fit import lean_trainer
+
+    def names(trainer_class: type) -> list[str]:
+        trainer = trainer_class(lambda config: None, scaling_config=ScalingConfig(num_workers=1))
+        return [type(c).__name__ for c in trainer._create_default_callbacks()]
+
+    default, lean = names(TorchTrainer), names(lean_trainer(TorchTrainer))
+    assert {"DatasetsCallback", "PlacementGroupCleanerCallback"} <= set(default)
+    assert lean == [n for n in default if n not in ("DatasetsCallback", "PlacementGroupCleanerCallback")]
