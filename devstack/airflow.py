@@ -112,6 +112,8 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(p["scheduler"]),
         "AIRFLOW__TRIGGERER__CAPACITY": "50",
+        # the tasks a dead scheduler had queued go back to the queue within a minute of its restart, not five
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
         # heartbeats lag on a busy machine (two cores training models): with Airflow's 30 s compose's
         # `airflow jobs check` (and the API server's health page) flapped to "unhealthy" for ~20 s at a time
         "AIRFLOW__DAG_PROCESSOR__HEALTH_CHECK_THRESHOLD": "90",

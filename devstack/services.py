@@ -183,8 +183,7 @@ read-only MLflow account only (a job's runtime env brings the trainer's)."""
 def _ray_env(settings: Settings) -> dict[str, str]:
     shift = settings.ray.ray_dashboard_port - 8265
     side_ports = {k: str(p + shift) for k, p in HAPROXY_SIDE_PORTS.items()}
-    one_machine = RAY_LOG_ROTATION | RAY_ONE_MACHINE
-    defaults = one_machine | SERVE_FAST_PATH_ENV | LOCAL_DRAIN_ENV | side_ports  # the environment wins
+    defaults = RAY_LOG_ROTATION | RAY_ONE_MACHINE | SERVE_FAST_PATH_ENV | LOCAL_DRAIN_ENV | side_ports
     env = {
         "MLFLOW_TRACKING_URI": settings.registry.mlflow_tracking_uri,
         "MLFLOW_S3_ENDPOINT_URL": settings.registry.s3_endpoint_url,

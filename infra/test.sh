@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README + .ci/run): install, lint (ruff, mypy, beside the fast tier), then the tests in
-# three tiers, each reported with its wall time: the fast tier first, then (if it and the lint passed) the
-# postgres tier at the head of the services tier's first run (alone with --pg or MUR_TEST_WORKERS=0):
+# three tiers, each run only after the one before (and the lint) passed, each reported with its wall time:
 #   fast tier      pytest -m fast: needs no service at all (pure code, bundled data, model, DAG definition,
 #                  in-process fakes). Parallel workers (pytest-xdist).
 #   postgres tier  pytest -m "pg and not (services or serve or browser or e2e or gpu)": the PostgreSQL
@@ -121,14 +120,9 @@ if [ "$TIER" = all ] || [ "$TIER" = fast ]; then
   [ "$LINT_RC" = 0 ] || { echo "[test] lint failed: the postgres and services tiers did not run"; exit 1; }
   [ "$FAST_RC" = 0 ] || { echo "[test] fast tier failed: the postgres and services tiers did not run"; exit 1; }
 fi
-# The postgres tier: alone when it is the only one, or without parallel workers; with the services tier, at
-# the head of its first run, beside the end-to-end test's start (below)
-PG_BESIDE=""
-if [ "$TIER" = pg ] || { [ "$TIER" = all ] && [ "$WORKERS" = 0 ]; }; then
+if [ "$TIER" = all ] || [ "$TIER" = pg ]; then
   run_tier postgres "$PG_TIER" "${PARALLEL[@]}" "$@" ||
     { echo "[test] postgres tier failed: the services tier did not run"; exit 1; }
-elif [ "$TIER" = all ]; then
-  PG_BESIDE=1
 fi
 if [ "$TIER" = all ] || [ "$TIER" = services ]; then
   if [ -n "$CHROMIUM_PID" ]; then
@@ -155,10 +149,7 @@ if [ "$TIER" = all ] || [ "$TIER" = services ]; then
       echo "$E2E_RC $SECOND_RC" >"$LOGS/background.rc"
     ) &
     BACKGROUND_PID=$!
-    FIRST_RC=0 PG_RC=0
-    # the postgres tier first in this run: its workers fill the cores while the end-to-end stack starts
-    # (2026-11-27, 14.8 M steps/s: 117 s alone, then the services tier 1361 s with this run 125 s the shorter)
-    [ -n "$PG_BESIDE" ] && { run_tier postgres "$PG_TIER" "${PARALLEL[@]}" "$@" || PG_RC=$?; }
+    FIRST_RC=0
     run_tier services "$SERVICES_TIER and not e2e and not second_stack" --rerun-show-tracebacks "$@" || FIRST_RC=$?
     wait "$BACKGROUND_PID" || true
     read -r E2E_RC SECOND_RC <"$LOGS/background.rc" || { E2E_RC=1; SECOND_RC=1; }
@@ -166,12 +157,12 @@ if [ "$TIER" = all ] || [ "$TIER" = services ]; then
     cat "$LOGS/e2e.out"
     echo "[test] then the second shared stack's tests, run beside the services tier:"
     cat "$LOGS/second.out" 2>/dev/null || true
-    if [ "$PG_RC" != 0 ] || [ "$FIRST_RC" != 0 ] || [ "$SECOND_RC" != 0 ] || [ "$E2E_RC" != 0 ]; then
-      echo "[test] the postgres and services tiers' failures, every run (the reasons are in each run's output above):"
-      sed -E 's/\x1b\[[0-9;]*m//g' "$LOGS/postgres.log" "$LOGS/services.log" "$LOGS/e2e.out" "$LOGS/second.out" \
-        2>/dev/null | grep -E '^(FAILED|ERROR) ' | cut -c1-400 || true
-      echo "[test] failed (postgres tier: exit $PG_RC; services tier: first shared stack exit $FIRST_RC," \
-        "second exit $SECOND_RC, end to end exit $E2E_RC)"
+    if [ "$FIRST_RC" != 0 ] || [ "$SECOND_RC" != 0 ] || [ "$E2E_RC" != 0 ]; then
+      echo "[test] the services tier's failures, every run (the reasons are in each run's output above):"
+      sed -E 's/\x1b\[[0-9;]*m//g' "$LOGS/services.log" "$LOGS/e2e.out" "$LOGS/second.out" 2>/dev/null |
+        grep -E '^(FAILED|ERROR) ' | cut -c1-400 || true
+      echo "[test] services tier failed (first shared stack: exit $FIRST_RC, second: exit $SECOND_RC," \
+        "end to end: exit $E2E_RC)"
       exit 1
     fi
     echo "[test] services tier (two runs side by side): $((SECONDS - SERVICES_START)) s wall"

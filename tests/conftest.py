@@ -58,7 +58,11 @@ TEST_CLOCK = {"MUR_CLOCK_START": "2026-01-01T00:00:00Z", "MUR_CLOCK_SPEED": "0"}
 """The market clock tests run with unless they set their own: frozen after the end of every bundled pair, so
 a test sees each pair's whole recorded history (the stack's default replays it from Nov 2024, mur/clock.py).
 Tests of the clock itself, and the end-to-end loop test, set ``MUR_CLOCK_*`` explicitly."""
-for _name, _value in TEST_CLOCK.items():
+TEST_JOB_POLL = {"MUR_JOB_POLL_S": "2"}
+"""How often the training DAG's trigger asks Ray whether its jobs ended in the tests (the default, 10 s, suits
+hour-long trainings): a tiny training's task resumes ~4 s sooner on average, in ``dag.test()`` and a live
+triggerer alike (the end-to-end test sets it too)."""
+for _name, _value in (TEST_CLOCK | TEST_JOB_POLL).items():
     os.environ.setdefault(_name, _value)
 STACK_OFFSET_VAR = "MUR_TEST_STACK_OFFSET"
 """Which test stack this run's shared services are: unset, the first (:data:`FIRST_STACK_OFFSET`); ``second``
@@ -235,21 +239,21 @@ SECOND_STACK_PATHS = tuple(
         "gpu",
         "integration/test_benchmark_smoke_services.py",
         "integration/test_benchmark_train_smoke.py",
-        "integration/test_listening_sockets.py",
         "integration/test_tune_cli.py",
     )
 )
 """Services-tier tests that infra/test.sh runs on the second shared stack (marked ``second_stack``), after the
 end-to-end test and beside the others on the first: Serve, the dashboard in a browser, the benchmarks' smoke
-runs (training, Serve, pairs), the listening sockets of a private head, ``mur tune`` (its own local Ray beside the
-stack's MLflow); the first keeps Airflow, Ray training, the cluster, the tuning DAG and tuned training and the
-services' own tests (2026-11-25: 1029 s on the first, 256 + 797 s on this side before the
-end-to-end test took the fault matrix and the restore drill, ~8 min more, and Ray training's ~4 min moved to the
-first; 2026-11-26: 1259 and 1300 s on the first, 747 + 468 and 694 + 491 s on this side, so ``mur tune``'s
-~60 s moved here; 2026-11-27, a 6.5 M steps/s machine: 2213 s on the first, 1057 + 966 s on this side once the
-restore drill stopped waiting for runs queued behind others, so the Serve and pairs benchmarks' ~145 s moved
-here). Each run pays its own service start-up, so a group that shares an expensive fixture
-(``serve_stack``) stays on one side."""
+runs (training, Serve, pairs), ``mur tune`` (its own local Ray beside the stack's MLflow); the first keeps
+Airflow, Ray training, the cluster, the tuning DAG and tuned training and the services' own tests (2026-11-25:
+1029 s on the first, 256 + 797 s on this side before the end-to-end test took the fault matrix and the restore
+drill, ~8 min more, and Ray training's ~4 min moved to the first; 2026-11-26: 1259 and 1300 s on the first,
+747 + 468 and 694 + 491 s on this side, so ``mur tune``'s ~60 s moved here; 2026-11-27, a 6.5 M steps/s
+machine: 2213 s on the first, 1057 + 966 s on this side once the restore drill stopped waiting for runs queued
+behind others, so the Serve and pairs benchmarks' ~145 s moved here; a 14.4-14.8 M machine: 1159-1236 s on the
+first, 631-813 + 717-730 s on this side, so the listening sockets of a private head, ~56 s, went to the
+first). Each run pays its own service start-up, so a group that shares an expensive fixture (``serve_stack``)
+stays on one side."""
 
 
 def _uses_shared_fixture(item: pytest.Item, names: frozenset[str]) -> bool:
