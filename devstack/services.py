@@ -56,6 +56,7 @@ class Service:
     host: str = "127.0.0.1"
     start_timeout_s: float = 60.0
     stop_timeout_s: float = 15.0
+    killed_is_stopped: bool = False  # a SIGKILL after stop_timeout_s is its normal end (reported as stopped)
     depends_on: tuple[str, ...] = ()
     stop_first: tuple[str, ...] = ()  # process names (/proc/PID/comm) stopped before the rest of the session
     stop_last: tuple[str, ...] = ()  # ... and after it
@@ -144,9 +145,9 @@ RAY_ONE_MACHINE = {
 which Ray does below 1,000 files: each look globs the logs dir, 3-4 % of a core per node on two busy cores
 (2026-11-27, 600 files). Ray Train's preemption watcher is off: an actor per training run that polls for the
 drain notices a cloud gives before it reclaims a spot node, which no node on one machine ever gets (a lost node
-is recovered from the checkpoint either way: tests/integration/test_cluster.py). And a node starts no workers
-for its first driver, the job manager's: they idle until the node stops, as no job can use them (each job's
-runtime env differs). One process fewer per Ray job and two per node, ~2-3 CPU-s each here (2026-11-27)."""
+is recovered from the checkpoint either way: tests/integration/test_cluster.py). And no workers for a node's
+first driver, the job manager's, which no job could use (each has its own runtime env): they idled until the
+node stopped. One process fewer per Ray job and two per node, ~2-3 CPU-s each here (2026-11-27)."""
 RAY_SESSIONS_KEPT = 1
 """Earlier ``session_*`` dirs a Ray node's temp dir keeps when it starts (Ray never removes them): the newest,
 the session a restarted head takes up again (its name is in the GCS's Redis), else the last run's logs."""
@@ -323,7 +324,8 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             env={**seaweed.GO_ENV},  # a bounded heap (the Go runtime's default let it grow by ~270 MB)
             port=reg.s3_port,
             health_url=f"{s3_url}/healthz",
-            stop_timeout_s=20,  # on SIGTERM its filer waits 15 s for its gRPC streams, then all stop cleanly
+            stop_timeout_s=5,  # SIGTERM stops its volume server at once, then its filer waits 15 s for its S3
+            killed_is_stopped=True,  # gateway's stream: killed at 5 s (kill -9 loses nothing: test_object_store)
             before_start=functools.partial(seaweed.prepare, s),
             after_start=functools.partial(ensure_bucket, s),
             data_dir=seaweed.store_dir(s) / "data",

@@ -304,6 +304,7 @@ def stop_service(settings: Settings, service: Service, *, progress: Progress | N
             return StopResult(service.name, action, 0.0)
         say(f"stopping {service.name} …")
         how = terminate(sid, service.stop_timeout_s, first=service.stop_first, last=service.stop_last)
+        how = "stopped" if service.killed_is_stopped else how
         pid_path(settings, service.name).unlink(missing_ok=True)
         if service.after_stop is not None:
             try:

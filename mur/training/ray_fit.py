@@ -207,9 +207,8 @@ def _report(metrics: dict[str, Any], done: dict[str, Any], current: dict[str, An
 
 
 def lean_trainer(trainer_class: type) -> type:  # [ray]
-    """``trainer_class`` less two of Ray Train's default callbacks, each an actor (a process) per run that the
-    runs here never use: the dataset manager (no Ray Data: the arrays go through the object store) and the
-    placement group cleaner (for a controller dying while its driver lives on; a job's end frees its groups)."""
+    """``trainer_class`` less two default callbacks, each an actor (a process) per run that runs here never use:
+    the dataset manager (no Ray Data here) and the placement group cleaner (a job's end frees its groups)."""
     from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
     from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 

@@ -500,3 +500,20 @@ def test_waiting_for_forecasts_names_the_pairs_not_served_when_time_runs_out(tmp
             s, ["btc_usdt", "eth_usdt"], "mur_x", timeout_s=1, say=said.append, run_id="manual__1"
         )
     assert "mur status" in str(info.value) and said == []
+
+
+def test_a_service_whose_normal_end_is_a_kill_is_reported_stopped(tmp_path: Path) -> None:
+    """SeaweedFS's filer would wait 15 s after SIGTERM (devstack/services.py): a service marked
+    ``killed_is_stopped`` is killed at its stop timeout and reported stopped; any other one, killed."""
+    s = settings_for(tmp_path)
+    deaf = "import signal, socket, sys, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    deaf += "server = socket.socket(); server.bind(('127.0.0.1', int(sys.argv[1]))); server.listen(); time.sleep(600)"
+    registry = {}
+    for name, normal in (("weedlike", True), ("stuck", False)):
+        port = _free_port()
+        command = [sys.executable, "-c", deaf, str(port)]
+        registry[name] = Service(name, command, port=port, stop_timeout_s=0.5, killed_is_stopped=normal)
+    supervisor.up(s, services=registry)
+    results = {r.name: r.action for r in supervisor.down(s, services=registry)}
+    assert results == {"weedlike": "stopped", "stuck": "killed"}
+    assert not supervisor.status(s, list(registry), services=registry)[0].healthy
