@@ -73,7 +73,7 @@ LOCAL_ENV = set(
 ) | {f"RAY_SERVE_HAPROXY_{k}" for k in "BINARY_PATH CONFIG_FILE_LOC SOCKET_PATH METRICS_SOCKET_PATH".split()}
 LOCAL_ENV |= {"RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "RAY_SERVE_HAPROXY_SERVER_STATE_FILE", *LOCAL_DRAIN_ENV}
 LOCAL_ENV |= {"RAY_REDIS_CA_CERT", "RAY_REDIS_CLIENT_CERT", "RAY_REDIS_CLIENT_KEY"}  # the local Redis's TLS
-# one machine's Ray: its logs, no spot node to watch (compose: Ray's defaults)
+# one machine's Ray: its logs, no spot node to watch, no idle workers (compose: Ray's defaults)
 LOCAL_ENV |= set(RAY_LOG_ROTATION) | set(RAY_ONE_MACHINE)
 SAME_VALUE_ENV = set(
     "AWS_DEFAULT_REGION AWS_EC2_METADATA_DISABLED RAY_USAGE_STATS_ENABLED AIRFLOW__CORE__EXECUTOR "
