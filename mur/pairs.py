@@ -9,6 +9,7 @@ pair ``BTCUSDT`` (:func:`pair_to_symbol`, :func:`symbol_to_pair`).
 from __future__ import annotations
 
 import re
+from contextlib import suppress
 
 from mur.errors import UnknownPairError
 
@@ -48,10 +49,8 @@ def lenient_pair(text: str) -> str:
     """A pair as a user types it in a URL: ``btc_usdt``, ``BTC-USDT`` or a Binance symbol (``BTCUSDT``, as the
     CLI takes) in canonical form; anything else unchanged, for the caller's own check to word the error."""
     for parse in (normalize_pair, symbol_to_pair):
-        try:
+        with suppress(UnknownPairError):
             return parse(text)
-        except UnknownPairError:
-            pass
     return text
 
 

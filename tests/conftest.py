@@ -48,7 +48,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from stack_ports import FIRST_STACK_OFFSET, SECOND_STACK_OFFSET, stack_env
+from stack_ports import FIRST_STACK_OFFSET, SECOND_STACK_OFFSET, SECOND_STACK_TESTS, stack_env
 
 from devstack.config import stack_s3_keys, use_stack_ray, write_secrets_dir
 from mur.db import Database, migrate
@@ -231,17 +231,7 @@ SERVICE_START_RERUNS = 1
 SERVICE_START_RERUN_DELAY_S = 5
 THIS_FILE = Path(__file__).resolve()
 E2E_DIR = THIS_FILE.parent / "e2e"
-SECOND_STACK_PATHS = tuple(
-    THIS_FILE.parent / path
-    for path in (
-        "serve",
-        "dash",
-        "gpu",
-        "integration/test_benchmark_smoke_services.py",
-        "integration/test_benchmark_train_smoke.py",
-        "integration/test_tune_cli.py",
-    )
-)
+SECOND_STACK_PATHS = tuple(THIS_FILE.parent / path for path in SECOND_STACK_TESTS)
 """Services-tier tests that infra/test.sh runs on the second shared stack (marked ``second_stack``), after the
 end-to-end test and beside the others on the first: Serve, the dashboard in a browser, the benchmarks' smoke
 runs (training, Serve, pairs), ``mur tune`` (its own local Ray beside the stack's MLflow); the first keeps

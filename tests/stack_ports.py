@@ -46,6 +46,18 @@ SECOND_STACK_OFFSET = 13070
 (52365 + offset + 100, tests/integration/test_cluster.py) and its dashboard agent above Linux's ephemeral
 range (32768-60999), as the end-to-end test's offsets (which avoid these ports)."""
 
+SECOND_STACK_TESTS = (
+    "serve",
+    "dash",
+    "gpu",
+    "integration/test_benchmark_smoke_services.py",
+    "integration/test_benchmark_train_smoke.py",
+    "integration/test_tune_cli.py",
+)
+"""The services-tier tests on the second shared stack, under ``tests/`` (``SECOND_STACK_PATHS`` in
+tests/conftest.py says why these); infra/test.sh collects only these for that run (``python tests/stack_ports.py``
+prints them)."""
+
 
 def all_ports(offset: int) -> list[int]:
     """Every port a stack moved by ``offset`` listens on."""
@@ -105,3 +117,7 @@ def free_ray_shift(shifts: range) -> int:
             continue
         return shift
     raise RuntimeError(f"no free port range for a second Ray head in {shifts}")
+
+
+if __name__ == "__main__":  # infra/test.sh: the paths its second-stack run collects
+    print(" ".join(f"tests/{path}" for path in SECOND_STACK_TESTS))

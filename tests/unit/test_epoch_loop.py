@@ -192,3 +192,22 @@ def test_the_trainer_starts_none_of_ray_trains_unused_actors() -> None:
     default, lean = names(TorchTrainer), names(lean_trainer(TorchTrainer))
     assert {"DatasetsCallback", "PlacementGroupCleanerCallback"} <= set(default)
     assert lean == [n for n in default if n not in ("DatasetsCallback", "PlacementGroupCleanerCallback")]
+
+
+def test_seeding_turns_deterministic_kernels_on_without_importing_inductor() -> None:
+    """``seed_everything`` sets torch's deterministic-kernels switch (warnings only, as before) without
+    ``torch.use_deterministic_algorithms``'s import of Inductor (~1 CPU-s per training process, unused here)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, torch\n"
+        "from mur.training.loop import seed_everything\n"
+        "seed_everything(0)\n"
+        "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),"
+        " 'torch._inductor' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.split() == ["True", "True", "False"], out.stdout + out.stderr
