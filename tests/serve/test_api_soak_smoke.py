@@ -1,7 +1,7 @@
 """``benchmarks/soak.py --smoke`` (20 s of load, a sample every 5 s) against the test stack with the Serve
 tests' app (``serve_stack``, tests/serve/conftest.py) deployed on it: every core service's memory and every
 disk item are numbers, the load is answered. And a Ray node's start leaves its temp dir one earlier session
-(fast tier).
+(fast tier). Named to run before ``test_multiplex.py`` (tests/serve/conftest.py says why).
 """
 
 from __future__ import annotations
