@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README + .ci/run): install, lint (ruff, mypy, beside the fast tier), then the tests in
-# three tiers, each reported with its wall time: the fast tier first; once it and the lint passed, the
-# services tier with the postgres tier beside it at a lower CPU priority (alone: --pg, or MUR_TEST_WORKERS=0,
-# which runs them one after the other):
+# three tiers, each run only after the one before (and the lint) passed, each reported with its wall time:
 #   fast tier      pytest -m fast: needs no service at all (pure code, bundled data, model, DAG definition,
 #                  in-process fakes). Parallel workers (pytest-xdist).
 #   postgres tier  pytest -m "pg and not (services or serve or browser or e2e or gpu)": the PostgreSQL
@@ -122,19 +120,7 @@ if [ "$TIER" = all ] || [ "$TIER" = fast ]; then
   [ "$LINT_RC" = 0 ] || { echo "[test] lint failed: the postgres and services tiers did not run"; exit 1; }
   [ "$FAST_RC" = 0 ] || { echo "[test] fast tier failed: the postgres and services tiers did not run"; exit 1; }
 fi
-# With every tier (and parallel workers) the postgres tier runs beside the services tier, its processes at a
-# lower CPU priority (nice 5): the services tier leaves a fifth of the two cores idle while it waits on
-# start-ups, Ray jobs and Airflow's loops, and the postgres tier's ~4 CPU-min fill that time instead of two
-# minutes of their own. Its result is printed and checked once both ended.
-PG_BESIDE=""
-if [ "$TIER" = all ] && [ "$WORKERS" != 0 ]; then
-  PG_BESIDE=1
-  RAN="$RAN postgres"
-  ( renice -n 5 -p "$BASHPID" >/dev/null; PG_RC=0
-    run_tier postgres "$PG_TIER" "${PARALLEL[@]}" "$@" >"$LOGS/pg.out" 2>&1 || PG_RC=$?
-    echo "$PG_RC" >"$LOGS/pg.rc" ) &
-  PG_PID=$!
-elif [ "$TIER" = all ] || [ "$TIER" = pg ]; then
+if [ "$TIER" = all ] || [ "$TIER" = pg ]; then
   run_tier postgres "$PG_TIER" "${PARALLEL[@]}" "$@" ||
     { echo "[test] postgres tier failed: the services tier did not run"; exit 1; }
 fi
@@ -173,28 +159,20 @@ if [ "$TIER" = all ] || [ "$TIER" = services ]; then
     FIRST_RC=0
     run_tier services "$SERVICES_TIER and not e2e and not second_stack" --rerun-show-tracebacks "$@" || FIRST_RC=$?
     wait "$BACKGROUND_PID" || true
-    SERVICES_WALL=$((SECONDS - SERVICES_START))
     read -r E2E_RC SECOND_RC <"$LOGS/background.rc" || { E2E_RC=1; SECOND_RC=1; }
     echo "[test] the end-to-end test, run beside the services tier:"
     cat "$LOGS/e2e.out"
     echo "[test] then the second shared stack's tests, run beside the services tier:"
     cat "$LOGS/second.out" 2>/dev/null || true
-    PG_RC=0
-    if [ -n "$PG_BESIDE" ]; then
-      wait "$PG_PID" || true
-      read -r PG_RC <"$LOGS/pg.rc" || PG_RC=1
-      echo "[test] the postgres tier, run beside the services tier (nice 5):"
-      cat "$LOGS/pg.out"
-    fi
-    if [ "$FIRST_RC" != 0 ] || [ "$SECOND_RC" != 0 ] || [ "$E2E_RC" != 0 ] || [ "$PG_RC" != 0 ]; then
-      echo "[test] the failures, every run (the reasons are in each run's output above):"
-      sed -E 's/\x1b\[[0-9;]*m//g' "$LOGS/services.log" "$LOGS/e2e.out" "$LOGS/second.out" "$LOGS/pg.out" \
-        2>/dev/null | grep -E '^(FAILED|ERROR) ' | cut -c1-400 || true
-      echo "[test] failed (services tier: first shared stack exit $FIRST_RC, second $SECOND_RC," \
-        "end to end $E2E_RC; postgres tier beside it: exit $PG_RC)"
+    if [ "$FIRST_RC" != 0 ] || [ "$SECOND_RC" != 0 ] || [ "$E2E_RC" != 0 ]; then
+      echo "[test] the services tier's failures, every run (the reasons are in each run's output above):"
+      sed -E 's/\x1b\[[0-9;]*m//g' "$LOGS/services.log" "$LOGS/e2e.out" "$LOGS/second.out" 2>/dev/null |
+        grep -E '^(FAILED|ERROR) ' | cut -c1-400 || true
+      echo "[test] services tier failed (first shared stack: exit $FIRST_RC, second: exit $SECOND_RC," \
+        "end to end: exit $E2E_RC)"
       exit 1
     fi
-    echo "[test] services tier (two runs side by side): $SERVICES_WALL s wall"
+    echo "[test] services tier (two runs side by side): $((SECONDS - SERVICES_START)) s wall"
   fi
 fi
 # a tier that silently did not run must not read as passed

@@ -1,4 +1,4 @@
-"""The three test tiers of infra/test.sh (fast, postgres, services) cover every test exactly once."""
+"""The three test tiers of infra/test.sh (fast -> postgres -> services) cover every test exactly once."""
 
 from __future__ import annotations
 
