@@ -64,8 +64,18 @@ if { [ "$TIER" = all ] || [ "$TIER" = services ]; } && ! command -v chromium >/d
   CHROMIUM_PID=$!
 fi
 
+# The whole machine's busy CPU (every process, the services' too; /proc/stat's user, nice, system, irq,
+# softirq and steal, in USER_HZ 100) beside the wall times: a span's CPU-s over the cores is the least wall
+# time that work could take on this machine, however it is run side by side.
+busy() { awk '/^cpu /{print int(($2 + $3 + $4 + $7 + $8 + $9) / 100)}' /proc/stat; }
+BUSY0=$(busy)
+cpu_since() {  # "N CPU-s, X of C cores busy" since busy figure $1 at second $2
+  awk -v c="$(($(busy) - $1))" -v w="$((SECONDS - $2))" -v n="$(nproc)" \
+    'BEGIN { printf "%d CPU-s, %.2f of %d cores busy", c, (w > 0 ? c / w : 0), n }'
+}
+
 bash infra/install.sh
-echo "[test] install: $SECONDS s wall"
+echo "[test] install: $SECONDS s wall ($(cpu_since "$BUSY0" 0))"
 RAN=""
 LOGS=$(mktemp -d)
 trap 'rm -rf "$LOGS"' EXIT
@@ -112,24 +122,27 @@ run_tier() {
 }
 
 if [ "$TIER" = all ] || [ "$TIER" = fast ]; then
-  FAST_RC=0 LINT_RC=0
+  FAST_RC=0 LINT_RC=0 FAST_BUSY=$(busy) FAST_START=$SECONDS
   run_tier fast "$FAST_TIER" "${PARALLEL[@]}" "$@" || FAST_RC=$?
   wait "$LINT_PID" || LINT_RC=$?
+  echo "[test] fast tier and lint: $((SECONDS - FAST_START)) s wall ($(cpu_since "$FAST_BUSY" "$FAST_START"))"
   echo "[test] the lint, run beside the fast tier:"
   cat "$LOGS/lint.out"
   [ "$LINT_RC" = 0 ] || { echo "[test] lint failed: the postgres and services tiers did not run"; exit 1; }
   [ "$FAST_RC" = 0 ] || { echo "[test] fast tier failed: the postgres and services tiers did not run"; exit 1; }
 fi
 if [ "$TIER" = all ] || [ "$TIER" = pg ]; then
+  PG_BUSY=$(busy) PG_START=$SECONDS
   run_tier postgres "$PG_TIER" "${PARALLEL[@]}" "$@" ||
     { echo "[test] postgres tier failed: the services tier did not run"; exit 1; }
+  echo "[test] postgres tier: $(cpu_since "$PG_BUSY" "$PG_START")"
 fi
 if [ "$TIER" = all ] || [ "$TIER" = services ]; then
   if [ -n "$CHROMIUM_PID" ]; then
     wait "$CHROMIUM_PID" || { echo "[test] could not install Debian's chromium (the browser tests need it)"; exit 1; }
   fi
   export MUR_REQUIRE_BROWSER=1  # the browser tests fail (not skip) without Chromium
-  SERVICES_START=$SECONDS
+  SERVICES_START=$SECONDS SERVICES_BUSY=$(busy)
   if [ "$WORKERS" = 0 ]; then
     run_tier services "$SERVICES_TIER" --rerun-show-tracebacks "$@"
   else
@@ -159,6 +172,7 @@ if [ "$TIER" = all ] || [ "$TIER" = services ]; then
     FIRST_RC=0
     run_tier services "$SERVICES_TIER and not e2e and not second_stack" --rerun-show-tracebacks "$@" || FIRST_RC=$?
     wait "$BACKGROUND_PID" || true
+    SERVICES_WALL="$((SECONDS - SERVICES_START)) s wall ($(cpu_since "$SERVICES_BUSY" "$SERVICES_START"))"
     read -r E2E_RC SECOND_RC <"$LOGS/background.rc" || { E2E_RC=1; SECOND_RC=1; }
     echo "[test] the end-to-end test, run beside the services tier:"
     cat "$LOGS/e2e.out"
@@ -172,7 +186,7 @@ if [ "$TIER" = all ] || [ "$TIER" = services ]; then
         "end to end: exit $E2E_RC)"
       exit 1
     fi
-    echo "[test] services tier (two runs side by side): $((SECONDS - SERVICES_START)) s wall"
+    echo "[test] services tier (two runs side by side): $SERVICES_WALL"
   fi
 fi
 # a tier that silently did not run must not read as passed
@@ -185,4 +199,4 @@ if [ "$RAN" != "$WANTED" ]; then
   echo "[test] tiers run:${RAN:- none}; expected:$WANTED" >&2
   exit 1
 fi
-echo "[test] passed ($TIER) in $SECONDS s wall"
+echo "[test] passed ($TIER) in $SECONDS s wall ($(cpu_since "$BUSY0" 0))"
