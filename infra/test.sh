@@ -75,6 +75,10 @@ cpu_since() {  # "N CPU-s, X of C cores busy" since busy figure $1 at second $2
 }
 
 bash infra/install.sh
+# Bytecode cached from here on, whatever the machine's PYTHONDONTWRITEBYTECODE: each pytest run would otherwise
+# compile and assertion-rewrite all the test modules again (~14 against ~8 CPU-s a collection, one per worker
+# and run), and each service, Ray worker and `mur` command the project's own modules.
+unset PYTHONDONTWRITEBYTECODE
 echo "[test] install: $SECONDS s wall ($(cpu_since "$BUSY0" 0))"
 RAN=""
 LOGS=$(mktemp -d)
