@@ -1,7 +1,6 @@
 """``benchmarks/soak.py --smoke`` (20 s of load, a sample every 5 s) against the test stack with the Serve
 tests' app (``serve_stack``, tests/serve/conftest.py) deployed on it: every core service's memory and every
-disk item are numbers, the load is answered. And a Ray node's start leaves its temp dir one earlier session
-(fast tier). Named to run before ``test_multiplex.py`` (tests/serve/conftest.py says why).
+disk item are numbers, the load is answered. Named to run before ``test_multiplex.py`` (tests/serve/conftest.py says why).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 from serve_helpers import ServeStack
 
-from mur.settings import PROJECT_ROOT, Settings
+from mur.settings import PROJECT_ROOT
 
 CORE = ("s3", "mlflow", "redis", "ray")
 
@@ -46,19 +45,3 @@ def test_soak_smoke_samples_memory_and_disk(serve_stack: ServeStack, tmp_path: P
     sent, failed = result["requests"]["sent"], result["requests"]["failed"]
     assert sent >= 150 and failed <= sent // 20, result["requests"]  # 20 s at 10/s, nearly all answered
     assert result["samples"][-1]["market"] >= result["samples"][0]["market"], "market time never goes back"
-
-
-def test_a_ray_node_start_keeps_one_earlier_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tempfile
-
-    from devstack.services import prepare_ray_node, ray_temp_dir
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    settings = Settings(_env_file=None, runtime_dir=tmp_path / "runtime")
-    temp = ray_temp_dir(settings, 2)
-    names = [f"session_2026-11-2{day}_10-00-00_000000_{day}" for day in (3, 5, 4)]
-    for name in names:
-        (temp / name / "logs").mkdir(parents=True)
-    (temp / "session_latest").symlink_to(temp / names[1])
-    prepare_ray_node(settings, 2)
-    assert sorted(p.name for p in temp.iterdir()) == [names[1], "session_latest"]

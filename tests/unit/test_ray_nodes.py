@@ -14,6 +14,8 @@ from devstack.config import NODES_FILE, align_settings, remembered_ray_nodes, st
 from devstack.services import (
     HEAD_GCS_HOST,
     RAY_HEAD_UNSET,
+    prepare_ray_node,
+    ray_temp_dir,
     stack_services,
     worker_node_ip,
     worker_node_resource,
@@ -93,3 +95,17 @@ def test_mur_up_nodes_sets_the_count_for_the_command(monkeypatch: pytest.MonkeyP
     finally:
         monkeypatch.delenv("MUR_RAY_NODES", raising=False)
         get_settings.cache_clear()
+
+
+def test_a_ray_node_start_keeps_one_earlier_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    settings = Settings(_env_file=None, runtime_dir=tmp_path / "runtime")
+    temp = ray_temp_dir(settings, 2)
+    names = [f"session_2026-11-2{day}_10-00-00_000000_{day}" for day in (3, 5, 4)]
+    for name in names:
+        (temp / name / "logs").mkdir(parents=True)
+    (temp / "session_latest").symlink_to(temp / names[1])
+    prepare_ray_node(settings, 2)
+    assert sorted(p.name for p in temp.iterdir()) == [names[1], "session_latest"]
