@@ -161,10 +161,8 @@ def _wait_healthy(
     check, timeout_s = check_text(service), service.start_timeout_s
 
     def healthy() -> bool:
-        if answers(service, sid):
-            return True
-        if leader_alive(sid):
-            return False
+        if (ok := answers(service, sid)) or leader_alive(sid):  # healthy, or still starting
+            return ok
         rc = proc.poll() if proc is not None else None  # its exit code, when it is our child
         died = "exited" if rc is None else f"exited with code {rc}"
         if writer is not None:  # let the log writer drain what the service wrote last

@@ -87,12 +87,17 @@ def stale_training_line(trained_until: datetime | None, hour: datetime, limit_ho
 
 def request_retraining(settings: Settings, pair: str, market_hour: datetime, reason: str) -> str | None:
     """Trigger ``mur_training`` for ``pair`` with the window ending at ``market_hour``; its run id (None when
-    Airflow cannot be reached: the alert still goes out)."""
+    Airflow cannot be reached: the alert still goes out). A run already queued or running for the pair (an
+    earlier alert's, on a busy cluster) is that retraining: its id is returned and no second run is queued."""
     from mur.orchestration import DAG_ID
     from mur.orchestration.airflow_client import AirflowClient
 
     try:
         with AirflowClient.from_settings(settings) as client:
+            for active in client.dag_runs(DAG_ID, states=["queued", "running"]):
+                if pair in ((active.get("conf") or {}).get("pairs") or ()):
+                    log.info("a retraining of %s is under way: run %s", pair, active["dag_run_id"])
+                    return str(active["dag_run_id"])
             run = client.trigger(
                 DAG_ID,
                 {"pairs": [pair], "end": iso(market_hour)},

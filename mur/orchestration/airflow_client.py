@@ -9,6 +9,7 @@ A service that is down raises :class:`ServiceUnavailable` (with the URL tried), 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -162,12 +163,8 @@ class AirflowClient:
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self.request("GET", self._run_path(dag_id, run_id))
 
-    def dag_runs(
-        self, dag_id: str, *, states: list[str] | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"limit": limit}
-        if states:
-            params["state"] = states
+    def dag_runs(self, dag_id: str, *, states: Sequence[str] = (), limit: int = 100) -> list[dict[str, Any]]:
+        params = {"limit": limit, "state": list(states)}  # no states: every run
         return self.request("GET", f"/dags/{quote(dag_id, safe='')}/dagRuns", params=params)["dag_runs"]
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
