@@ -217,6 +217,7 @@ def log_and_register(
     import mlflow
     import mlflow.onnx
     import onnx
+    from mlflow.entities import Metric
     from mlflow.models import infer_signature
 
     from mur.model.export import load_session, run_session
@@ -251,12 +252,6 @@ def log_and_register(
     with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"{pair}-{window.end}") as run:
         mlflow.set_tags(tags)
         mlflow.log_params({k: v for k, v in params.items() if v is not None})
-        for row in history:
-            step = int(row.get("epoch", 0))
-            mlflow.log_metrics(
-                {k: float(row[k]) for k in ("train_loss", "val_loss", "epoch_seconds") if k in row}, step=step
-            )
-        mlflow.log_metrics(metrics_doc.mlflow_metrics())
         mlflow.log_dict(feature_spec, "feature_spec.json")
         mlflow.log_dict(metrics_doc.model_dump(mode="json"), "metrics.json")
         if weights is not None:
@@ -265,6 +260,7 @@ def log_and_register(
             graph,
             name="model",
             registered_model_name=name,
+            tags=tags,  # the version's own tags from its creation (one request, not one per tag)
             signature=signature,
             input_example=example,
             onnx_execution_providers=["CPUExecutionProvider"],
@@ -273,6 +269,11 @@ def log_and_register(
             # that imports the model to find it (a second or more per registration)
             pip_requirements=mlflow.onnx.get_default_pip_requirements(),
         )
+        # after the model (log_model copies each metric the run has onto it, a request per name), in one batch
+        now, losses = int(datetime.now().timestamp() * 1000), ("train_loss", "val_loss", "epoch_seconds")
+        per_epoch = [Metric(k, r[k], now, int(r.get("epoch", 0))) for r in history for k in losses if k in r]
+        scores = [Metric(k, v, now, 0) for k, v in metrics_doc.mlflow_metrics().items()]
+        client.log_batch(run.info.run_id, metrics=per_epoch + scores)
     version = info.registered_model_version
     champion, champion_onnx, champion_tags = champion_evidence(client, pair, prefix)
     if champion is not None and champion.version == int(version):
@@ -297,8 +298,7 @@ def log_and_register(
     )
     mae, skill = metrics_doc.model.mae, metrics_doc.skill
     sig = metrics_doc.significance
-    version_tags = {
-        **tags,
+    version_tags = {  # the gate's (the version was created with ``tags``)
         "kind": BACKFILL if decision.rule == "backfill" else kind,
         "as_of": window.end,
         "gate_alias": decision.alias,

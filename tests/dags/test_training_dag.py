@@ -82,7 +82,9 @@ def asset_events(dr: Any) -> list[dict[str, Any]]:
 
 
 def finished(client: Any, run_id: str) -> dict[str, Any]:
-    """The run of mur_training once it succeeded or failed."""
+    """The run of mur_training once it succeeded or failed (a poll the api-server did not answer within the
+    client's 30 s, its one worker busy on a loaded machine, is polled again)."""
+    from mur.errors import ServiceUnavailable
     from mur.orchestration.airflow_client import FINISHED_STATES
 
     return wait_until(
@@ -91,6 +93,7 @@ def finished(client: Any, run_id: str) -> dict[str, Any]:
         timeout_s=900,
         interval_s=2,
         done=lambda run: run["state"] in FINISHED_STATES,
+        retry_on=(ServiceUnavailable,),
     )
 
 
@@ -347,6 +350,7 @@ def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airfl
 
     from devstack import supervisor as svc
     from devstack.airflow import airflow_cli
+    from mur.errors import ServiceUnavailable
     from mur.orchestration.airflow_client import AirflowClient
 
     settings, registry, started = live_airflow
@@ -392,6 +396,7 @@ def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airfl
                 timeout_s=600,
                 interval_s=1,
                 done=lambda ts: len(ts) == len(DEFERRED_PAIRS),
+                retry_on=(ServiceUnavailable,),
             )
             assert {t["task_id"] for t in deferred} == {"train_batch"}
             assert len(deferred) > LIVE_WORKER_SLOTS
@@ -421,6 +426,7 @@ def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airfl
             timeout_s=900,
             interval_s=2,
             done=lambda runs: runs[0]["state"] in ("success", "failed"),
+            retry_on=(ServiceUnavailable,),
         )
         [backfill_run] = runs
         assert backfill_run["state"] == "success"
