@@ -234,8 +234,8 @@ E2E_DIR = THIS_FILE.parent / "e2e"
 SECOND_STACK_PATHS = tuple(THIS_FILE.parent / path for path in SECOND_STACK_TESTS)
 """Services-tier tests that infra/test.sh runs on the second shared stack (marked ``second_stack``), after the
 end-to-end test and beside the others on the first: Serve, the dashboard in a browser, the Serve and pairs
-benchmarks' smoke runs, ``mur tune`` (its own local Ray beside the stack's MLflow); the first keeps Airflow, Ray
-training (its benchmark's smoke run too), the cluster, the tuning DAG and tuned training and the services' own
+benchmarks' smoke runs; the first keeps Airflow, Ray training (its benchmark's smoke run too), the cluster, the
+tuning DAG and tuned training, ``mur tune`` (its own local Ray beside the stack's MLflow) and the services' own
 tests (2026-11-25:
 1029 s on the first, 256 + 797 s on this side before the end-to-end test took the fault matrix and the restore
 drill, ~8 min more, and Ray training's ~4 min moved to the first; 2026-11-26: 1259 and 1300 s on the first,
@@ -244,7 +244,9 @@ machine: 2213 s on the first, 1057 + 966 s on this side once the restore drill s
 behind others, so the Serve and pairs benchmarks' ~145 s moved here; a 14.4-14.8 M machine: 1159-1236 s on the
 first, 631-813 + 717-730 s on this side, so the listening sockets of a private head, ~56 s, went to the
 first; later that day the soak smoke, ~25 s, came here onto the Serve tests' app (it had deployed its own on the
-first, ~75 s), so the training benchmark's smoke run, ~36 s, went back to the first). Each run pays its own
+first, ~75 s), so the training benchmark's smoke run, ~36 s, went back to the first; 2026-11-27 at 14.9 M: 1082 s
+on the first, 541 + 622 s on this side, then a private Ray head and two Ray jobs fewer on the first, ~65 s, so ``mur tune``,
+~60 s, went back to the first). Each run pays its own
 service start-up, so a group that shares an expensive fixture (``serve_stack``)
 stays on one side."""
 

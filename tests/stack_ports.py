@@ -51,7 +51,6 @@ SECOND_STACK_TESTS = (
     "dash",
     "gpu",
     "integration/test_benchmark_smoke_services.py",
-    "integration/test_tune_cli.py",
 )
 """The services-tier tests on the second shared stack, under ``tests/`` (``SECOND_STACK_PATHS`` in
 tests/conftest.py says why these); infra/test.sh collects only these for that run (``python tests/stack_ports.py``

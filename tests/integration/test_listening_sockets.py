@@ -141,6 +141,10 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
     driver: subprocess.Popen[str] | None = None
     try:
         started = svc.up(settings, list(registry), services=registry)
+        [head] = [
+            r for r in started if r.name == "ray"
+        ]  # supervised: the leader is `ray start --block` itself
+        assert head.action == "started" and head.pid and "--block" in psutil.Process(head.pid).cmdline()
         # the Jobs API and the dashboard's API: refused without the token, answered with it
         jobs = f"{settings.ray.ray_address}/api/jobs/"
         refused = httpx.post(jobs, json={"entrypoint": 'python -c \'open("/tmp/pwned", "w")\''}, timeout=30)
@@ -220,8 +224,11 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
         if driver is not None:
             driver.kill()
             driver.wait()
-        svc.down(settings, list(registry), services=registry)
+        stopped = svc.down(settings, list(registry), services=registry)
         shutil.rmtree(haproxy_dir(settings), ignore_errors=True)  # in /tmp when tmp_path is too deep
+    # stopped cleanly: every service, and nothing answers on the head's port
+    assert all(r.action in ("stopped", "killed") for r in stopped), stopped
+    assert not svc.probe(registry["ray"])
 
 
 PRIVATE_RAY = """

@@ -6,7 +6,6 @@ store on its own (signed requests only, persistence): tests/integration/test_obj
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -19,13 +18,11 @@ import psycopg2
 import pytest
 from minio import Minio
 from psycopg2 import sql
-from ray_listeners import LOOPBACK
-from stack_ports import free_ray_shift
 from typer.testing import CliRunner
 
 from devstack import supervisor as svc
 from devstack.provision import ensure_databases
-from devstack.services import Service, stack_services
+from devstack.services import Service
 from mur.errors import DatabaseError, ServiceError
 from mur.settings import Settings
 from mur.waiting import wait_until
@@ -344,44 +341,3 @@ def test_a_killed_service_comes_back_by_itself(services: Settings) -> None:
             assert died and died[-1]["event"] == "died" and str(before.pid) in died[-1]["message"]
     finally:
         watchdog.stop(services)
-
-
-def test_private_ray_head_runs_in_the_foreground_on_loopback(tmp_path: Path) -> None:
-    """`ray start --head --block` under the supervisor: healthy, listening on 127.0.0.1 only, stopped cleanly."""
-    import psutil
-
-    shift = free_ray_shift(range(2000, 5000, 37))
-    settings = Settings(
-        runtime_dir=tmp_path / "runtime",
-        ray_dashboard_port=8265 + shift,
-        ray_address=f"http://127.0.0.1:{8265 + shift}",
-        ray_gcs_port=6380 + shift,
-        ray_redis_port=6381 + shift,
-        ray_num_cpus=1,
-        ray_object_store_mb=100,
-    )
-    registry = {name: stack_services(settings)[name] for name in ("redis", "ray")}  # the GCS's Redis too
-    try:
-        _, started = svc.up(settings, ["ray"], services=registry)
-        assert started.action == "started"
-        members = svc.session_members(started.pid)  # type: ignore[arg-type]
-        assert "--block" in psutil.Process(started.pid).cmdline()  # the leader is `ray start` itself
-        listening = set()
-        for pid in members:
-            with contextlib.suppress(psutil.Error):
-                process = psutil.Process(pid)
-                for conn in process.net_connections(kind="inet"):
-                    if conn.status == psutil.CONN_LISTEN:
-                        listening.add((conn.laddr.ip, conn.laddr.port, process.name()))
-        assert listening, "the head listens nowhere?"
-        # Ray 2.60's own gRPC servers (the GCS and the raylet's node/object managers) bind every interface
-        # whatever --node-ip-address says (seen here: 0.0.0.0 and ::); everything else must be loopback.
-        # docs/services.md says so: on a shared host, firewall those ports (no Ray flag binds them).
-        public = sorted(  # ::ffff:127.0.0.1 is loopback too (the dashboard agent's IPv6 socket, at times)
-            a for a in listening if a[0] not in LOOPBACK and a[2] not in ("gcs_server", "raylet")
-        )
-        assert not public, f"Ray listens beyond the loopback interface: {public}"
-    finally:
-        stopped, _ = svc.down(settings, ["ray", "redis"], services=registry)
-    assert stopped.action in ("stopped", "killed")
-    assert not svc.probe(registry["ray"])

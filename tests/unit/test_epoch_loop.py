@@ -102,6 +102,8 @@ def test_the_ray_worker_loop_on_one_worker_trains_what_the_local_fit_trains(
     cfgs = {
         "a": TrainConfig(epochs=3, batch_size=64, patience=1, learning_rate=1e-2),
         "b": TrainConfig(epochs=2, batch_size=64, patience=3, learning_rate=3e-2, weight_decay=0.01),
+        # diverges at once (val loss NaN): the data-fitted start is kept, never the wrecked weights
+        "diverged": TrainConfig(epochs=2, batch_size=64, patience=3, learning_rate=5.0),
     }
     fake = FakeTrain(tmp_path, monkeypatch)
     train_loop_per_worker({"items": items(mcfg, train, val, **cfgs), "checkpoint_every": 2})
@@ -111,11 +113,17 @@ def test_the_ray_worker_loop_on_one_worker_trains_what_the_local_fit_trains(
         assert same(states[name], local.model.state_dict()), name
         assert outcomes[name]["best_epoch"] == local.best_epoch
         rows = outcomes[name]["history"]
-        assert [r["val_loss"] for r in rows] == [r["val_loss"] for r in local.history]
+        assert np.array_equal(
+            [r["val_loss"] for r in rows], [r["val_loss"] for r in local.history], equal_nan=True
+        )
         assert all(r["checkpointed"] == (r["epoch"] % 2 == 1 or r is rows[-1]) for r in rows), rows
     assert [r["epoch"] for r in fake.reports if r["name"] == "a"] == list(
         range(len(outcomes["a"]["history"]))
     )
+    assert outcomes["diverged"]["best_epoch"] == -1 and not np.isfinite(
+        outcomes["diverged"]["history"][0]["val_loss"]
+    )
+    assert all(torch.isfinite(w).all() for w in states["diverged"].values())
 
 
 def test_a_restarted_worker_group_resumes_at_its_checkpoint(
