@@ -75,7 +75,7 @@ class _RaySeries:
 class ExportedMeters(RequestMeters):
     """The in-process stand-in for Ray: one ingress replica's :class:`RequestMeters` as Ray's metrics agent
     exports them (``ray_mur_*``, with Ray's labels: worker, replica, application...), in a prometheus_client
-    registry. The real export: tests/serve/test_metrics_serve.py."""
+    registry. The real export: tests/serve/test_api_metrics_serve.py."""
 
     def __init__(self, replica: str = "r1", app: str = "mur") -> None:  # no super(): no Ray metrics
         self.registry = CollectorRegistry()

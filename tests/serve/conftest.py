@@ -4,7 +4,8 @@
 served or touched), migrates a throwaway database, deploys the app on a free HTTP port, and at the end
 shuts Serve down and deletes the registered models. The modules that use it are named to run before
 ``test_multiplex.py``, which shuts Serve down to deploy an app of its own (Serve's HTTP port is fixed when Serve
-starts): a module named after it would find no app. The app reaches MLflow through a
+starts): a module named after it would find no app. ``test_live_promotion_serve.py``, which redeploys it on a
+fast clock, runs last of them. The app reaches MLflow through a
 :class:`~serve_helpers.TcpProxy`, so a test can make the registry unreachable for the app without
 stopping the MLflow server that other sessions use.
 """

@@ -8,8 +8,9 @@ never in an answer. The monitoring run of each market hour (:func:`mur.monitorin
 the monitoring DAG runs) scores v2 on the resolved targets and, once every horizon has
 ``MUR_SHADOW_MIN_RESOLVED`` of them, promotes it with reason "live"; the move is in the alias history and the
 app serves v2 within one registry poll. Online calibration is off: it would widen both ranges by the same
-served scale, and the point here is the shadow's own ranges. The file sorts before test_multiplex.py (which
-removes the session's app); the session's app is redeployed as it was at the end.
+served scale, and the point here is the shadow's own ranges. The file sorts after the other modules of the
+session's app and before test_multiplex.py (which removes it): the session's app is redeployed as it was at the
+end only when a later test of this run uses it.
 """
 
 from __future__ import annotations
@@ -72,10 +73,19 @@ def _train_squeezed_and_calibrated(settings: Any, pair: str, csv: Path) -> tuple
     return 1, 2
 
 
+def later_tests_use(request: pytest.FixtureRequest, fixture: str) -> bool:
+    """Whether a test collected after this module's tests uses ``fixture``."""
+    items = request.session.items
+    last = max((i for i, item in enumerate(items) if item.module is request.module), default=len(items))
+    return any(fixture in getattr(item, "fixturenames", ()) for item in items[last + 1 :])
+
+
 @pytest.fixture(scope="module")
-def fast_stack(serve_stack: ServeStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeStack]:
-    """The session's app redeployed on a fast clock (and as it was afterwards), serving an uploaded pair
-    whose squeezed v1 is champion and calibrated v2 its shadow."""
+def fast_stack(
+    serve_stack: ServeStack, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ServeStack]:
+    """The session's app redeployed on a fast clock (and as it was afterwards, when a later test uses it),
+    serving an uploaded pair whose squeezed v1 is champion and calibrated v2 its shadow."""
     from serve_app.args import AppArgs, settings_overrides
     from serve_app.deploy import deploy
 
@@ -104,9 +114,13 @@ def fast_stack(serve_stack: ServeStack, tmp_path_factory: pytest.TempPathFactory
     finally:
         with contextlib.suppress(Exception):
             client.delete_registered_model(name)
-        deploy(
-            stack.settings, AppArgs(settings=settings_overrides(stack.settings)), force=True, timeout_s=420
-        )
+        if later_tests_use(request, "serve_stack"):
+            deploy(
+                stack.settings,
+                AppArgs(settings=settings_overrides(stack.settings)),
+                force=True,
+                timeout_s=420,
+            )
 
 
 def _shadow_versions(stack: ServeStack) -> dict[int, int]:

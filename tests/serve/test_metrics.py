@@ -2,7 +2,7 @@
 (auth and quota replaced by fakes) and fake PostgreSQL series; Ray's metrics exports stood in for by
 ``api_fakes.ExportedMeters`` (the replicas' series as Ray's agent exports them). What an operator's Prometheus
 scrapes, parsed with prometheus_client's text parser. The real PostgreSQL series:
-tests/serve/test_metrics_pg.py; Ray's real metrics through the Serve stack: tests/serve/test_metrics_serve.py.
+tests/serve/test_metrics_pg.py; Ray's real metrics through the Serve stack: tests/serve/test_api_metrics_serve.py.
 """
 
 from __future__ import annotations
