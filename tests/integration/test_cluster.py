@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 import pytest
+from module_order import next_module_uses
 from ray_checkpoints import RAY_TRAIN_SNAPSHOT, registered_checkpoint
 
 from mur.errors import ServiceError
@@ -123,20 +124,31 @@ def _nodes(settings: Settings) -> list[dict[str, Any]]:
     return ray_nodes(settings) or []
 
 
+HANDED_ON: list[Cluster] = []
+"""The cluster a module left running for the next one (test_head_restart.py runs on it after this module)."""
+
+
 @pytest.fixture(scope="module")
-def cluster(services: Settings) -> Iterator[Cluster]:
-    """The shared head plus worker node 2 (its own runtime dir), stopped again at the end."""
+def cluster(services: Settings, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The shared head plus worker node 2 (its own runtime dir), stopped again at the end: at the end of the
+    last of adjacent modules that use it (a node start and stop fewer; no other module's tests see it)."""
     from devstack import supervisor
     from devstack.services import stack_services, worker_node_ip
 
-    settings = services.replace(ray_nodes=NODE)
-    registry = stack_services(settings)
-    found = Cluster(settings, worker_node_ip(NODE), registry)
-    found.start_node()
+    found = HANDED_ON.pop() if HANDED_ON else None
+    if found is None or not found.alive_node_ips() >= {"127.0.0.1", found.node_ip}:
+        settings = services.replace(ray_nodes=NODE)
+        found = Cluster(settings, worker_node_ip(NODE), stack_services(settings))
+        found.start_node()
+    handed_on = False
     try:
         yield found
+        handed_on = next_module_uses(request, "cluster")
     finally:
-        supervisor.down(settings, [f"ray-node-{NODE}"], services=registry, progress=print)
+        if handed_on:
+            HANDED_ON.append(found)
+        else:
+            supervisor.down(found.settings, [f"ray-node-{NODE}"], services=found.registry, progress=print)
 
 
 def s3_client(settings: Settings) -> Any:

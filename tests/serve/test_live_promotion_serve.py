@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from module_order import later_tests_use
 from pair_csv import pair_csv_text
 from serve_helpers import ServeStack, wait_until
 
@@ -71,13 +72,6 @@ def _train_squeezed_and_calibrated(settings: Any, pair: str, csv: Path) -> tuple
     good = driver.finish_training(settings, prep, outcome, fit=fit)
     assert (narrow.version, good.version) == (1, 2), (narrow, good)
     return 1, 2
-
-
-def later_tests_use(request: pytest.FixtureRequest, fixture: str) -> bool:
-    """Whether a test collected after this module's tests uses ``fixture``."""
-    items = request.session.items
-    last = max((i for i, item in enumerate(items) if item.module is request.module), default=len(items))
-    return any(fixture in getattr(item, "fixturenames", ()) for item in items[last + 1 :])
 
 
 @pytest.fixture(scope="module")
