@@ -21,5 +21,5 @@ def later_tests_use(request: pytest.FixtureRequest, fixture: str) -> bool:
 def next_module_uses(request: pytest.FixtureRequest, fixture: str) -> bool:
     """Whether the module that runs right after this one has a test that uses ``fixture``."""
     later = _later_items(request)
-    following = [item for item in later if later and item.module is later[0].module]
+    following = [item for item in later if item.module is later[0].module]
     return any(fixture in getattr(item, "fixturenames", ()) for item in following)

@@ -141,9 +141,8 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
     driver: subprocess.Popen[str] | None = None
     try:
         started = svc.up(settings, list(registry), services=registry)
-        [head] = [
-            r for r in started if r.name == "ray"
-        ]  # supervised: the leader is `ray start --block` itself
+        [head] = [r for r in started if r.name == "ray"]
+        # supervised: the leader is `ray start --block` itself
         assert head.action == "started" and head.pid and "--block" in psutil.Process(head.pid).cmdline()
         # the Jobs API and the dashboard's API: refused without the token, answered with it
         jobs = f"{settings.ray.ray_address}/api/jobs/"
