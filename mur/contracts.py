@@ -54,6 +54,7 @@ VERSION_TAG_KEYS = (
 )
 """The part of a metrics document stored on a registered version (tag ``metrics_json``)."""
 PREDICTORS = ("model", "persistence", "linear")
+MAX_MOVES = 1000  # the most champion-alias moves one history answer lists (API, CLI, mur.db.alias_history)
 
 
 class Window(BaseModel):

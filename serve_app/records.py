@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from mur.clock import as_utc
-from mur.db.alias_history import MAX_MOVES
+from mur.contracts import MAX_MOVES
 from mur.errors import InvalidInputError, NotFoundError
 from mur.monitoring.paper import MAX_DAYS, PAPER_DAYS
 from mur.monitoring.report import MonitoringReport

@@ -16,7 +16,7 @@ import typer
 
 from mur.commands.db import _database, fmt_when, print_table
 from mur.commands.pairs import ByOption, _actor
-from mur.db.alias_history import MAX_MOVES
+from mur.contracts import MAX_MOVES
 
 models_app = typer.Typer(
     name="models",

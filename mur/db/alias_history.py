@@ -12,7 +12,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from mur.contracts import json_ready
+from mur.contracts import MAX_MOVES, json_ready
 from mur.db.pool import Database, columns, fetch_one
 from mur.errors import InvalidInputError
 from mur.pairs import normalize_pair
@@ -20,7 +20,6 @@ from mur.pairs import normalize_pair
 ACTIONS = ("gate", "live", "rollback", "manual")
 """What moved the alias: the promotion gate, a live promotion (a shadow beat the champion), a rollback, a
 manual move."""
-MAX_MOVES = 1000
 
 
 @dataclass(frozen=True)
