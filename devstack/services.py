@@ -87,9 +87,9 @@ SERVE_FAST_PATH_ENV: dict[str, str] = {
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
     "RAY_SERVE_LOG_TO_STDERR": "0",
 }
-LOCAL_DRAIN_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "3"}
-"""A stopping API replica stays reachable 3 s, not Ray's 30 s (for balancers outside the cluster), then
-refuses connections, which Ray's HAProxy, the only balancer here, retries elsewhere."""
+LOCAL_DRAIN_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "3", "RAY_SERVE_HAPROXY_RETRIES": "8"}
+"""A stopping API replica stays reachable 3 s, not Ray's 30 s (for outside balancers); HAProxy, the only
+one here, retries elsewhere, 8 times: past the 3 refusals that mark a dead replica DOWN (docs/services.md)."""
 
 
 def _ray_command(settings: Settings) -> list[str]:
