@@ -5,14 +5,12 @@ as the job's driver will (with the configuration's version in it)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cli_in_process import run_mur
 
 from mur.db import Database
 from mur.db.model_configs import save_config
@@ -63,25 +61,8 @@ def test_tuned_settings_and_the_dag_key_match_the_driver(tuned_db: Settings) -> 
 
 
 def _mur_train(settings: Settings, out: Path, *flags: str) -> dict:
-    env = {**os.environ, "MUR_PG_DATABASE": settings.db.pg_database, "MUR_TRAIN_DAYS": "30"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mur.cli",
-            "train",
-            "btc_usdt",
-            "--epochs",
-            "1",
-            "--end",
-            "2025-03-01T05:00:00Z",
-        ]
-        + ["--out", str(out), *flags],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    args = ("train", "btc_usdt", "--epochs", "1", "--end", "2025-03-01T05:00:00Z", "--out", str(out), *flags)
+    proc = run_mur(*args, env={"MUR_PG_DATABASE": settings.db.pg_database, "MUR_TRAIN_DAYS": "30"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads((out / "metrics.json").read_text())
 

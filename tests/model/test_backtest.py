@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cli_in_process import run_mur
 
 from mur.errors import DataValidationError
 from mur.evaluation.backtest import fold_origins
 
 
 def mur_backtest(*args: str) -> subprocess.CompletedProcess[str]:
-    """``mur backtest ARGS`` as a user runs it (no MLflow)."""
-    return subprocess.run(
-        [sys.executable, "-m", "mur.cli", "backtest", *args, "--no-mlflow"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    """``mur backtest ARGS`` as a user runs it (no MLflow), in this process (tests/cli_in_process.py)."""
+    return run_mur("backtest", *args, "--no-mlflow")
 
 
 def test_fold_origins_tile_the_hours_before_end() -> None:

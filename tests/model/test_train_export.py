@@ -4,14 +4,13 @@ check metrics.json; CLI output and errors."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from cli_in_process import run_mur
 
 from mur.contracts import MetricsDocument
 from mur.model.export import (
@@ -28,7 +27,6 @@ from mur.settings import Settings
 from mur.training.driver import load_candles, train_and_register
 from mur.training.loop import LocalFit
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = {"epochs": 2, "hidden_size": 8}
 
 
@@ -156,16 +154,8 @@ def test_reference_normalization_and_gru(tmp_path: Path, tiny_settings: Settings
     assert (tmp_path / "model.onnx").stat().st_size > 1000
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MUR_TRAIN_DAYS": "30"}
-    return subprocess.run(
-        [sys.executable, "-m", "mur.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_mur(*args, env={"MUR_TRAIN_DAYS": "30"})
 
 
 def test_cli_train_and_predict(tmp_path: Path) -> None:
