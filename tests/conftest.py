@@ -184,6 +184,7 @@ def stack_settings() -> Iterator[Settings]:
 def _remove_test_stack(settings: Settings) -> None:
     import shutil
 
+    from devstack.serve_haproxy import haproxy_dir
     from devstack.stack import bring_down
 
     bring_down(settings, say=lambda msg: print(f"[services] {msg}", flush=True))
@@ -191,6 +192,7 @@ def _remove_test_stack(settings: Settings) -> None:
         for name in (settings.db.pg_database, settings.db.mlflow_database, settings.db.airflow_database):
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     shutil.rmtree(settings.general.runtime_dir, ignore_errors=True)
+    shutil.rmtree(haproxy_dir(settings), ignore_errors=True)  # in /tmp when the runtime dir's path is long
 
 
 @pytest.fixture(scope="session")
