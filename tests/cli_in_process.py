@@ -1,7 +1,8 @@
 """``mur ARGS`` run in the test's own process, through the console script's entry point (:func:`mur.cli.main`:
 its one-line errors and exit codes), for the commands that train or backtest: a subprocess per call imports
 torch, pandas, SciPy and the project again (~3 CPU-s on two fast cores, ~6 on slow ones), which the fast
-tier's workers have loaded already. ``tests/unit/test_packaging.py`` runs the installed ``mur`` script itself."""
+tier's workers have loaded already. The CLI tests of other commands (forecast, models, airflow) run the
+installed ``mur`` script itself."""
 
 from __future__ import annotations
 

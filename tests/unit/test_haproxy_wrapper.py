@@ -312,15 +312,14 @@ def test_a_get_on_a_kept_connection_to_a_replica_just_killed_reaches_the_backup(
     real = haproxy_wrapper.real_binary()
     if real is None:
         pytest.skip("no HAProxy binary (ray[serve] bundles one on Linux)")
-    assert (
-        "observe layer4 error-limit {{ config.observe_error_limit }} on-error mark-down" in (TEMPLATE)
-        and "check backup" in TEMPLATE
-    )  # what the configuration below copies from Ray's
+    # what the configuration below copies from Ray's
+    assert "observe layer4 error-limit {{ config.observe_error_limit }} on-error mark-down" in TEMPLATE
+    assert "check backup" in TEMPLATE
     front = socket.create_server(("127.0.0.1", 0))
     port = front.getsockname()[1]
     front.close()
 
-    def answer(retries: str) -> int | str:
+    def answer(retries: str) -> str:
         replica, backup = Replica(b'{"from": "replica"}'), Replica(b'{"from": "backup"}')
         replica.start()
         backup.start()
@@ -351,7 +350,6 @@ def test_a_get_on_a_kept_connection_to_a_replica_just_killed_reaches_the_backup(
             backup.kill()
 
     assert answer("3") == "closed without an answer"  # HAProxy's default, Ray's unless set
-    assert int(LOCAL_DRAIN_ENV["RAY_SERVE_HAPROXY_RETRIES"]) > LIMIT
     assert answer(LOCAL_DRAIN_ENV["RAY_SERVE_HAPROXY_RETRIES"]) == "200 backup"
 
 
