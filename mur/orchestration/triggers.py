@@ -67,14 +67,11 @@ class RayJobTrigger(BaseTrigger):
             response = await http.get(f"/api/jobs/{job_id}")
             response.raise_for_status()  # 401/403: a wrong token; 404: an unknown job (the trigger fails)
             job = dict(response.json())
-            node = job.get("driver_node_id")
-            if job.get("status") not in TERMINAL and node and await _node_dead(http, node):
-                # Ray leaves such a job RUNNING for ever (its supervisor actor died with the node, e.g. the
-                # head when it restarts): it is lost, and the task fails (Airflow retries it)
-                job |= {
-                    "status": "FAILED",
-                    "lost": f"the node of its driver ({node[:12]}) died: the job was lost",
-                }
+            if job.get("status") not in TERMINAL and (death := await _supervisor_death(http, job_id)):
+                # lost with its node (Ray leaves it PENDING or RUNNING for ever); a job that ended first said so
+                job = dict((await http.get(f"/api/jobs/{job_id}")).json())
+                if job.get("status") not in TERMINAL:  # the task fails (Airflow retries it)
+                    job |= {"status": "FAILED", "lost": f"its supervisor died ({death}): the job was lost"}
             return job
 
         try:
@@ -88,10 +85,8 @@ class RayJobTrigger(BaseTrigger):
             )
         except WaitTimeout:
             await http.post(f"/api/jobs/{job_id}/stop")
-            return {
-                "status": "TIMEOUT",
-                "reason": "it did not finish by its deadline (MUR_JOB_TIMEOUT_S); stopped it",
-            }
+            reason = "it did not finish by its deadline (MUR_JOB_TIMEOUT_S); stopped it"
+            return {"status": "TIMEOUT", "reason": reason}
         if job["status"] == "SUCCEEDED" or job.get("lost"):  # a lost job's log went with its node
             return {"status": str(job["status"]), "reason": job.get("lost", "")}
         logs = (await http.get(f"/api/jobs/{job_id}/logs")).json().get("logs", "")
@@ -99,12 +94,16 @@ class RayJobTrigger(BaseTrigger):
         return {"status": str(job["status"]), "reason": reason}
 
 
-async def _node_dead(http: Any, node_id: str) -> bool:
-    """Whether Ray's state API says the node ``node_id`` is dead (an unknown or unanswered one is not)."""
-    filters = {"filter_keys": "node_id", "filter_predicates": "=", "filter_values": node_id}
-    response = await http.get("/api/v0/nodes", params={**filters, "detail": "true"})
+async def _supervisor_death(http: Any, job_id: str) -> str:
+    """Why the supervisor actor of Ray job ``job_id`` died, per Ray's state API ("" while alive or unknown)."""
+    name = f"_ray_internal_job_actor_{job_id}"  # Ray's JOB_ACTOR_NAME_TEMPLATE (Ray 2.60)
+    filters = {"filter_keys": "name", "filter_predicates": "=", "filter_values": name}
+    response = await http.get("/api/v0/actors", params={**filters, "detail": "true"})
     rows = response.json().get("data", {}).get("result", {}).get("result", []) if response.is_success else []
-    return any(row.get("state") == "DEAD" for row in rows)
+    causes = [row.get("death_cause") or {} for row in rows if row["state"] == "DEAD"]
+    return next(
+        (c.get("actor_died_error_context", {}).get("error_message", "dead").split(".")[0] for c in causes), ""
+    )
 
 
 class _RayTraining(BaseOperator):

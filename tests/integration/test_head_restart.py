@@ -157,16 +157,22 @@ def restart_head(nodes: Cluster, head: int) -> str:
     return "this test" if result.action == "started" else f"the stack ({result.action})"
 
 
-def job_in_flight(nodes: Cluster, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
-    """A Ray job running on the head (its supervisor's node), awaited as the training DAG's deferred tasks
-    await theirs: :class:`~mur.orchestration.triggers.RayJobTrigger` in a thread; its event lands in the dict."""
+def job_in_flight(
+    nodes: Cluster, monkeypatch: pytest.MonkeyPatch, running: bool
+) -> tuple[str, dict[str, Any]]:
+    """A Ray job on the head (its supervisor's node), ``running`` or just submitted (its supervisor may not
+    have started: the job ``PENDING``), awaited as the training DAG's deferred tasks await theirs:
+    :class:`~mur.orchestration.triggers.RayJobTrigger` in a thread; its event lands in the dict."""
     import asyncio
 
     from mur.orchestration import triggers
     from mur.orchestration.job_submission import client_for
 
     monkeypatch.setattr(triggers, "get_settings", lambda: nodes.settings)  # the triggerer's: the token
-    job = client_for(nodes.settings).submit_job(entrypoint="sleep 900", entrypoint_num_cpus=0)
+    client = client_for(nodes.settings)
+    job = client.submit_job(entrypoint="sleep 900", entrypoint_num_cpus=0)
+    if running:
+        wait_for(f"job {job} running", lambda: client.get_job_status(job) == "RUNNING", 120, 0.5)
     trigger = triggers.RayJobTrigger([job], nodes.settings.ray.ray_address, 1.0, time.time() + 900)
     event: dict[str, Any] = {}
 
@@ -187,9 +193,10 @@ def test_a_head_restart_costs_a_handful_of_requests(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``HEAD_RESTARTS`` (environment; default 1) restarts in a row, killing the GCS, then the whole head, …
-    A job in flight on the head is lost with it (Ray 2.60 leaves it RUNNING for ever): the awaiting trigger
-    sees its driver's node dead and hands the task a failure with that reason (Airflow retries the task)."""
-    job, ended = job_in_flight(cluster, monkeypatch)
+    Jobs in flight on the head are lost with it (Ray 2.60 leaves them RUNNING, or PENDING if their supervisor
+    had not started, for ever): the awaiting trigger sees the job's supervisor actor dead and hands the task a
+    failure with that reason (Airflow retries the task). One job runs at the kill, one was just submitted."""
+    in_flight = [job_in_flight(cluster, monkeypatch, running=True)]
     before = app.replicas()
     assert all(before.get(d) for d in ("api", "forecaster", "registry")), before
     port = wait_for("the worker node's API replica port", lambda: worker_ingress_port(cluster), 60)
@@ -238,6 +245,7 @@ def test_a_head_restart_costs_a_handful_of_requests(
         wait_for("answers before the kill", lambda: len(answers) >= 20, 60)
         assert all(code == 200 for _, code in answers), answers
         runs = int(os.environ.get("HEAD_RESTARTS", "1"))
+        in_flight.append(job_in_flight(cluster, monkeypatch, running=False))  # the kill follows at once
         failures = [restart(("gcs_server", "session")[i % 2]) for i in range(runs)]
     finally:
         stop.set()
@@ -246,6 +254,7 @@ def test_a_head_restart_costs_a_handful_of_requests(
     after = app.replicas()
     assert after == before, f"Serve's controller recovered its replicas from Redis, none redeployed: {after}"
     assert all(code == 200 for _, code in answers[-20:])
-    wait_for("the job in flight to end, seen by its trigger", lambda: ended, 300, 1.0)
-    print(f"JOB IN FLIGHT {job}: {ended}")
-    assert ended.get("status") == "FAILED" and "the job was lost" in ended["reason"], ended
+    for job, ended in in_flight:
+        wait_for(f"the job in flight {job} to end, seen by its trigger", lambda: ended, 300, 1.0)  # noqa: B023
+        print(f"JOB IN FLIGHT {job}: {ended}")
+        assert ended.get("status") == "FAILED" and "the job was lost" in ended["reason"], ended
