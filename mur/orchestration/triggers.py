@@ -95,15 +95,14 @@ class RayJobTrigger(BaseTrigger):
 
 
 async def _supervisor_death(http: Any, job_id: str) -> str:
-    """Why the supervisor actor of Ray job ``job_id`` died, per Ray's state API ("" while alive or unknown)."""
-    name = f"_ray_internal_job_actor_{job_id}"  # Ray's JOB_ACTOR_NAME_TEMPLATE (Ray 2.60)
-    filters = {"filter_keys": "name", "filter_predicates": "=", "filter_values": name}
-    response = await http.get("/api/v0/actors", params={**filters, "detail": "true"})
+    """Why the supervisor actor of Ray job ``job_id`` died, per Ray's state API ("" while alive or unknown): the
+    name Ray's ``JOB_ACTOR_NAME_TEMPLATE`` gives it (2.60), looked up among the dead actors alone (GCS-side)."""
+    keys, values = ["state", "name"], ["DEAD", f"_ray_internal_job_actor_{job_id}"]
+    params = {"filter_keys": keys, "filter_predicates": ["=", "="], "filter_values": values, "detail": "true"}
+    response = await http.get("/api/v0/actors", params=params)
     rows = response.json().get("data", {}).get("result", {}).get("result", []) if response.is_success else []
-    causes = [row.get("death_cause") or {} for row in rows if row["state"] == "DEAD"]
-    return next(
-        (c.get("actor_died_error_context", {}).get("error_message", "dead").split(".")[0] for c in causes), ""
-    )
+    died = [(row.get("death_cause") or {}).get("actor_died_error_context", {}) for row in rows]
+    return next((d.get("error_message", "dead").split(".")[0] for d in died), "")
 
 
 class _RayTraining(BaseOperator):

@@ -245,6 +245,7 @@ def test_a_head_restart_costs_a_handful_of_requests(
         wait_for("answers before the kill", lambda: len(answers) >= 20, 60)
         assert all(code == 200 for _, code in answers), answers
         runs = int(os.environ.get("HEAD_RESTARTS", "1"))
+        assert not in_flight[0][1], f"the running job's trigger fired before the kill: {in_flight}"
         in_flight.append(job_in_flight(cluster, monkeypatch, running=False))  # the kill follows at once
         failures = [restart(("gcs_server", "session")[i % 2]) for i in range(runs)]
     finally:
