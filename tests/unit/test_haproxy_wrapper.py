@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -160,12 +161,15 @@ def test_the_ray_head_runs_haproxy_through_the_launcher_in_a_private_directory(t
         directory, name = os.path.split(socket_path)
         assert len(os.path.join(directory, "f" * 56, name)) <= 97  # Ray scopes it by node id; HAProxy's max
     assert ray.before_start is not None
-    ray.before_start()
-    base = haproxy_dir(settings)
-    assert stat.S_IMODE(base.stat().st_mode) == 0o700  # nobody else reaches the admin socket
-    launcher = Path(ray.env["RAY_SERVE_HAPROXY_BINARY_PATH"])
-    if haproxy_wrapper.real_binary() is not None:
-        assert os.access(launcher, os.X_OK)
+    base = haproxy_dir(settings)  # tmp_path's runtime dir is too long for HAProxy's sockets: a /tmp directory
+    try:
+        ray.before_start()
+        assert stat.S_IMODE(base.stat().st_mode) == 0o700  # nobody else reaches the admin socket
+        launcher = Path(ray.env["RAY_SERVE_HAPROXY_BINARY_PATH"])
+        if haproxy_wrapper.real_binary() is not None:
+            assert os.access(launcher, os.X_OK)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_long_runtime_dir_moves_haproxy_to_a_short_private_path(tmp_path: Path) -> None:
@@ -178,8 +182,6 @@ def test_a_long_runtime_dir_moves_haproxy_to_a_short_private_path(tmp_path: Path
         prepare_haproxy(settings)
         assert stat.S_IMODE(base.stat().st_mode) == 0o700
     finally:
-        import shutil
-
         shutil.rmtree(base, ignore_errors=True)
 
 
