@@ -64,14 +64,14 @@ class RayJobTrigger(BaseTrigger):
         from mur.waiting import WaitTimeout, wait_until_async
 
         async def details() -> dict[str, Any]:
+            # the supervisor first: one that exited had set the job's status; a dead one with the job PENDING or
+            # RUNNING (Ray leaves it so for ever) means the job was lost with its node
+            death = await _supervisor_death(http, job_id)
             response = await http.get(f"/api/jobs/{job_id}")
             response.raise_for_status()  # 401/403: a wrong token; 404: an unknown job (the trigger fails)
             job = dict(response.json())
-            if job.get("status") not in TERMINAL and (death := await _supervisor_death(http, job_id)):
-                # lost with its node (Ray leaves it PENDING or RUNNING for ever); a job that ended first said so
-                job = dict((await http.get(f"/api/jobs/{job_id}")).json())
-                if job.get("status") not in TERMINAL:  # the task fails (Airflow retries it)
-                    job |= {"status": "FAILED", "lost": f"its supervisor died ({death}): the job was lost"}
+            if job.get("status") not in TERMINAL and death:
+                job |= {"status": "FAILED", "lost": f"its supervisor died ({death}): the job was lost"}
             return job
 
         try:
