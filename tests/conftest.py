@@ -48,7 +48,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from stack_ports import FIRST_STACK_OFFSET, SECOND_STACK_OFFSET, SECOND_STACK_TESTS, stack_env
+from stack_ports import (
+    FIRST_STACK_OFFSET,
+    SECOND_STACK_OFFSET,
+    SECOND_STACK_TESTS,
+    remove_temp_files,
+    stack_env,
+)
 
 from devstack.config import stack_s3_keys, use_stack_ray, write_secrets_dir
 from mur.db import Database, migrate
@@ -184,7 +190,6 @@ def stack_settings() -> Iterator[Settings]:
 def _remove_test_stack(settings: Settings) -> None:
     import shutil
 
-    from devstack.serve_haproxy import haproxy_dir
     from devstack.stack import bring_down
 
     bring_down(settings, say=lambda msg: print(f"[services] {msg}", flush=True))
@@ -192,7 +197,7 @@ def _remove_test_stack(settings: Settings) -> None:
         for name in (settings.db.pg_database, settings.db.mlflow_database, settings.db.airflow_database):
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     shutil.rmtree(settings.general.runtime_dir, ignore_errors=True)
-    shutil.rmtree(haproxy_dir(settings), ignore_errors=True)  # in /tmp when the runtime dir's path is long
+    remove_temp_files(settings)  # Ray's temp dirs, SeaweedFS's sockets, HAProxy's dir: in /tmp
 
 
 @pytest.fixture(scope="session")

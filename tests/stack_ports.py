@@ -13,7 +13,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from devstack.serve_haproxy import HAPROXY_SIDE_PORTS
+from devstack.serve_haproxy import HAPROXY_SIDE_PORTS, haproxy_dir
+from mur.settings import Settings
 
 DEFAULT_PORTS = {
     "MUR_S3_PORT": 9000,
@@ -91,6 +92,24 @@ def stack_env(offset: int, root: Path, run: str) -> dict[str, str]:
         "MUR_S3_BUCKET": f"mur-test-{offset}",
         "MUR_REGISTRY_PREFIX": f"t{run}-mur-",
     }
+
+
+def remove_temp_files(settings: Settings) -> None:
+    """What a stopped test stack leaves in the system temp dir, outside its runtime dir: its Ray nodes' temp dirs
+    (``ray-GCS_PORT``, ``ray-GCS_PORT-nN``: sessions and logs, ~5-20 MB a node), SeaweedFS's Unix sockets
+    (``seaweedfs-*-PORT.sock``, one per listener that opens one) and HAProxy's dir (when the runtime dir's
+    path is long). A user's ``mur down`` keeps them (the logs); a test run leaves nothing behind."""
+    import shutil
+
+    from devstack.seaweed import ports
+    from devstack.services import ray_temp_dir
+
+    head = ray_temp_dir(settings)
+    for folder in (head, *head.parent.glob(f"{head.name}-n*"), haproxy_dir(settings)):
+        shutil.rmtree(folder, ignore_errors=True)
+    for port in ports(settings.registry.s3_port).values():
+        for socket_file in head.parent.glob(f"seaweedfs-*-{port}.sock"):
+            socket_file.unlink(missing_ok=True)
 
 
 def port_free(port: int) -> bool:

@@ -37,7 +37,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -53,9 +52,15 @@ import pytest
 from discord_stub import DiscordStub
 from psycopg2 import sql
 from ray_listeners import listeners, marked_processes, open_listeners
-from stack_ports import FIRST_STACK_OFFSET, SECOND_STACK_OFFSET, all_ports, port_free, shifted_ports
+from stack_ports import (
+    FIRST_STACK_OFFSET,
+    SECOND_STACK_OFFSET,
+    all_ports,
+    port_free,
+    remove_temp_files,
+    shifted_ports,
+)
 
-from devstack.serve_haproxy import haproxy_dir
 from mur.errors import ServiceError
 from mur.settings import PROJECT_ROOT, Settings
 from mur.waiting import WaitTimeout, wait_until
@@ -215,7 +220,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, discord: DiscordStub) -> Ite
                     run_mur(env, "down", timeout_s=300)
             kill_leftovers(settings)
             drop_databases(settings)
-            shutil.rmtree(haproxy_dir(settings), ignore_errors=True)  # in /tmp (a long runtime dir path)
+            remove_temp_files(settings)  # Ray's temp dirs, SeaweedFS's sockets, HAProxy's dir: in /tmp
 
 
 # --- checks ------------------------------------------------------------------------------------------------

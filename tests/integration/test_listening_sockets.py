@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import stat
 import subprocess
@@ -31,7 +30,7 @@ import httpx
 import psutil
 import pytest
 from ray_listeners import Listener, grpc_status_without_token, listeners, open_listeners
-from stack_ports import free_ray_shift
+from stack_ports import free_ray_shift, remove_temp_files
 from test_object_store import free_port_block
 
 from devstack import config, seaweed
@@ -224,7 +223,7 @@ def test_the_stack_listens_on_loopback_and_ray_requires_its_token(
             driver.kill()
             driver.wait()
         stopped = svc.down(settings, list(registry), services=registry)
-        shutil.rmtree(haproxy_dir(settings), ignore_errors=True)  # in /tmp when tmp_path is too deep
+        remove_temp_files(settings)  # Ray's temp dir, SeaweedFS's sockets, HAProxy's dir: in /tmp
     # stopped cleanly: every service, and nothing answers on the head's port
     assert all(r.action in ("stopped", "killed") for r in stopped), stopped
     assert not svc.probe(registry["ray"])

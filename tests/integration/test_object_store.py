@@ -17,6 +17,7 @@ import pytest
 import urllib3
 from minio import Minio
 from minio.error import S3Error
+from stack_ports import remove_temp_files
 
 from devstack import seaweed
 from devstack import supervisor as svc
@@ -69,6 +70,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield settings, registry
     finally:
         svc.down(settings, services=registry)
+        remove_temp_files(settings)  # SeaweedFS's Unix sockets, in /tmp
 
 
 def test_only_signed_requests_and_no_anonymous_listener(store: Store) -> None:
