@@ -97,18 +97,28 @@ def stack_env(offset: int, root: Path, run: str) -> dict[str, str]:
 def remove_temp_files(settings: Settings) -> None:
     """What a stopped test stack leaves in the system temp dir, outside its runtime dir: its Ray nodes' temp dirs
     (``ray-GCS_PORT``, ``ray-GCS_PORT-nN``: sessions and logs, ~5-20 MB a node), SeaweedFS's Unix sockets
-    (``seaweedfs-*-PORT.sock``, one per listener that opens one) and HAProxy's dir (when the runtime dir's
-    path is long). A user's ``mur down`` keeps them (the logs); a test run leaves nothing behind."""
+    (:func:`remove_seaweed_sockets`) and HAProxy's dir (when the runtime dir's path is long). A user's
+    ``mur down`` keeps them (the logs); a test run leaves nothing behind. Only for a stack whose Ray is its
+    own: the Ray ports of ``settings`` name the temp dirs removed."""
     import shutil
 
-    from devstack.seaweed import ports
     from devstack.services import ray_temp_dir
 
     head = ray_temp_dir(settings)
     for folder in (head, *head.parent.glob(f"{head.name}-n*"), haproxy_dir(settings)):
         shutil.rmtree(folder, ignore_errors=True)
-    for port in ports(settings.registry.s3_port).values():
-        for socket_file in head.parent.glob(f"seaweedfs-*-{port}.sock"):
+    remove_seaweed_sockets(settings.registry.s3_port)
+
+
+def remove_seaweed_sockets(s3_port: int) -> None:
+    """The Unix sockets a stopped SeaweedFS left in the system temp dir (``seaweedfs-*-PORT.sock``, one per
+    listener that opens one) for the object store on ``s3_port``."""
+    import tempfile
+
+    from devstack.seaweed import ports
+
+    for port in ports(s3_port).values():
+        for socket_file in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
             socket_file.unlink(missing_ok=True)
 
 

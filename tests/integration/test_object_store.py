@@ -17,7 +17,7 @@ import pytest
 import urllib3
 from minio import Minio
 from minio.error import S3Error
-from stack_ports import remove_temp_files
+from stack_ports import remove_seaweed_sockets
 
 from devstack import seaweed
 from devstack import supervisor as svc
@@ -70,7 +70,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield settings, registry
     finally:
         svc.down(settings, services=registry)
-        remove_temp_files(settings)  # SeaweedFS's Unix sockets, in /tmp
+        remove_seaweed_sockets(port)  # in /tmp (this store shares the test stack's Ray ports: not its dirs)
 
 
 def test_only_signed_requests_and_no_anonymous_listener(store: Store) -> None:

@@ -148,6 +148,11 @@ def test_mlflow_run_artifact_lands_in_s3(
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", services.registry.mlflow_tracking_uri)
+    # the stack's MLflow account, as registry.configure sets it (not left to an earlier test to have set it)
+    user, password = services.registry.mlflow_username, services.registry.mlflow_password
+    assert user and password, "the test stack has an MLflow account"
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
     client = MlflowClient(services.registry.mlflow_tracking_uri)
     experiment_id = client.create_experiment(f"test-services-{uuid.uuid4().hex[:8]}")
     payload = os.urandom(4096)
