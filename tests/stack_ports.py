@@ -99,13 +99,17 @@ def remove_temp_files(settings: Settings) -> None:
     (``ray-GCS_PORT``, ``ray-GCS_PORT-nN``: sessions and logs, ~5-20 MB a node), SeaweedFS's Unix sockets
     (:func:`remove_seaweed_sockets`) and HAProxy's dir (when the runtime dir's path is long). A user's
     ``mur down`` keeps them (the logs); a test run leaves nothing behind. Only for a stack whose Ray is its
-    own: the Ray ports of ``settings`` name the temp dirs removed."""
+    own (the Ray ports of ``settings`` name the temp dirs removed), and only once it stopped: while anything
+    listens on its GCS port, a running head's files stay (and a line says so)."""
     import shutil
 
     from devstack.services import ray_temp_dir
 
     head = ray_temp_dir(settings)
-    for folder in (head, *head.parent.glob(f"{head.name}-n*"), haproxy_dir(settings)):
+    folders = [head, *head.parent.glob(f"{head.name}-n*")] if port_free(settings.ray.ray_gcs_port) else []
+    if not folders:
+        print(f"[services] a Ray GCS still listens on {settings.ray.ray_gcs_port}: {head}* left", flush=True)
+    for folder in (*folders, haproxy_dir(settings)):
         shutil.rmtree(folder, ignore_errors=True)
     remove_seaweed_sockets(settings.registry.s3_port)
 

@@ -3,6 +3,7 @@ and takes nothing of another stack's with it."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,15 @@ def test_a_stopped_stacks_temp_files_go_and_another_stacks_stay(
     assert [p for p in mine if p.exists()] == []
     assert not ray_temp_dir(stack).exists() and not ray_temp_dir(stack, 2).exists()
     assert [p for p in theirs if not p.exists()] == []
+
+
+def test_a_running_heads_temp_dir_stays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    with socket.socket() as gcs:  # a head's GCS listening on the stack's port
+        gcs.bind(("127.0.0.1", 0))
+        gcs.listen()
+        stack = Settings(_env_file=None, runtime_dir=tmp_path / "rt", ray_gcs_port=gcs.getsockname()[1])  # type: ignore[call-arg]
+        logs = ray_temp_dir(stack) / "session_latest" / "logs"
+        logs.mkdir(parents=True)
+        remove_temp_files(stack)
+        assert logs.is_dir()
