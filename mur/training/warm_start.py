@@ -25,6 +25,7 @@ registered for it, however it was trained.
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -177,8 +178,9 @@ def plan(
     try:
         import mlflow
 
-        local = mlflow.artifacts.download_artifacts(run_id=champion.run_id, artifact_path=WEIGHTS_ARTIFACT)
-        weights = load_weights(local)
+        with tempfile.TemporaryDirectory() as tmp:  # MLflow's own would stay in /tmp after every warm start
+            uri = f"runs:/{champion.run_id}/{WEIGHTS_ARTIFACT}"
+            weights = load_weights(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
     except Exception as exc:  # no artefact (an older version) or an unreadable one: train fully
         log.warning("%s: champion v%s weights unavailable (%s): full training", pair, champion.version, exc)
         return TrainingPlan(FULL, f"the champion's weights are unavailable ({type(exc).__name__})")

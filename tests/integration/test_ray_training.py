@@ -313,11 +313,13 @@ def test_local_fit_registers_through_the_same_driver(job_settings: Settings) -> 
 
 
 def test_an_hourly_run_warm_starts_from_the_champion_and_a_backfill_never_does(
-    job_settings: Settings,
+    job_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 15: a scheduled run fine-tunes the champion's recurrent weights (fewer epochs); a backfill, a
     window whose test span the champion trained on, and a lineage whose last full training is too old train
-    fully; the choice is on the version's tags and the weights artefact is plain arrays."""
+    fully; the choice is on the version's tags and the weights artefact is plain arrays. A warm start leaves
+    no copy of the weights in the temp dir."""
+    import tempfile
     from datetime import timedelta
 
     import mlflow
@@ -344,14 +346,20 @@ def test_an_hourly_run_warm_starts_from_the_champion_and_a_backfill_never_does(
     first = run(timedelta(0), "scheduled")
     assert first["training_mode"] == "full" and "no champion" in first["training_reason"]
     assert first["full_window_end"] == first["data_window_end"] and first["epochs_run"] == "6"
-    weights = mlflow.artifacts.download_artifacts(run_id=first["run_id"], artifact_path=WEIGHTS_ARTIFACT)
+    weights = mlflow.artifacts.download_artifacts(
+        run_id=first["run_id"], artifact_path=WEIGHTS_ARTIFACT, dst_path=str(tmp_path)
+    )
     arrays = load_weights(weights)  # np.load(allow_pickle=False): no pickle in the artefact
     assert arrays and all(k.startswith(("rnn.", "head.")) for k in arrays)
     # the start of the lineage is the champion whatever the gate said of a 6-epoch model (setup, not a check)
     client.set_registered_model_alias(f"{settings.registry.registry_prefix}{pair}", "champion", "1")
 
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # the warm start's download goes there, then away
     hourly = run(timedelta(hours=1), "scheduled")
     assert hourly["training_mode"] == "warm", hourly["training_reason"]
+    assert not list(temp.rglob(WEIGHTS_ARTIFACT)), sorted(map(str, temp.rglob("*")))
     assert hourly["warm_start_from"] == "1" and hourly["full_window_end"] == first["data_window_end"]
     assert int(hourly["epochs_run"]) <= 2
 
