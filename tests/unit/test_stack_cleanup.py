@@ -20,8 +20,11 @@ def test_a_stopped_stacks_temp_files_go_and_another_stacks_stay(
     temp = tmp_path / "tmp"
     temp.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(temp))
-    stack = Settings(_env_file=None, runtime_dir=tmp_path / "rt", ray_gcs_port=15030, s3_port=17650)  # type: ignore[call-arg]
-    other = stack.replace(runtime_dir=tmp_path / "other", ray_gcs_port=19450, s3_port=22070)
+    with socket.socket() as probe:  # a GCS port nothing listens on (a test stack may run beside: not 15030)
+        probe.bind(("127.0.0.1", 0))
+        gcs = probe.getsockname()[1]
+    stack = Settings(_env_file=None, runtime_dir=tmp_path / "rt", ray_gcs_port=gcs, s3_port=17650)  # type: ignore[call-arg]
+    other = stack.replace(runtime_dir=tmp_path / "other", ray_gcs_port=gcs + 1, s3_port=22070)
     mine = [
         ray_temp_dir(stack) / "session_latest" / "logs" / "raylet.out",
         ray_temp_dir(stack, 2) / "session_latest" / "logs" / "raylet.out",
@@ -32,7 +35,7 @@ def test_a_stopped_stacks_temp_files_go_and_another_stacks_stay(
     theirs = [
         ray_temp_dir(other) / "session_latest" / "logs" / "raylet.out",
         ray_temp_dir(other, 2) / "ray_current_cluster",
-        temp / "ray-1503" / "ray_current_cluster",  # a port that is a prefix of the stack's
+        temp / f"ray-{str(gcs)[:-1]}" / "ray_current_cluster",  # a port that is a prefix of the stack's
         temp / "ray" / "session_latest" / "logs" / "raylet.out",  # Ray's shared default: never ours
         temp / "seaweedfs-s3-22070.sock",
         temp / "seaweedfs-s3-1765.sock",
