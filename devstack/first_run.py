@@ -175,8 +175,8 @@ def first_scheduled_run(client: AirflowClient, timeout_s: float) -> str | None:
 
 def follow_runs(
     client: AirflowClient, run_id: str, seen: dict[str, str], say: Say
-) -> tuple[str, dict[str, str]]:
-    """Print task state changes of ``run_id`` and of the DAG's other active runs; return ``run_id``'s state.
+) -> tuple[str, dict[str, str], list[str]]:
+    """Print task state changes of ``run_id`` and the DAG's other active runs; its state, tasks, their ids.
 
     Unpausing the DAG starts its scheduled run too, which often trains the same models first (the
     triggered run then reuses them), so its progress is shown as well.
@@ -190,7 +190,7 @@ def follow_runs(
             if seen.get(key) != task_state:
                 seen[key] = task_state
                 say(f"  {who}: {label} {task_state}")
-    return runs[run_id]
+    return (*runs[run_id], [rid for rid in runs if rid != run_id])
 
 
 def run_state(client: AirflowClient, dag_id: str, run_id: str) -> tuple[str, dict[str, str]]:
@@ -273,17 +273,18 @@ def wait_for_forecasts(
 ) -> dict[str, dict[str, Any]]:
     """Poll until Serve answers ``GET /v1/forecast/{pair}`` for every pair; follow the DAG run meanwhile.
 
-    Prints task state changes of the run and each pair as it starts being served. Fails early when the run
-    failed, or when it succeeded but a pair still has no champion (the promotion gate refused it) and the
-    market runs at real speed; faster, the next market hour's scheduled run comes within seconds and is
-    waited for. Then loads the backtest track record of a champion that has none
-    (:func:`mur.monitoring.backtest_load.ensure_backtests`).
+    Prints task state changes of the run (and the DAG's other runs) and each pair as it starts being served.
+    Fails early when the run failed, or when it succeeded but a pair still has no champion (the promotion
+    gate refused it), the market runs at real speed and no other run of the DAG is in flight (the hour's
+    scheduled run, which trains with the settings, may still give it one); faster, the next market hour's
+    scheduled run comes within seconds and is waited for. Then loads the backtest track record of a champion
+    that has none (:func:`mur.monitoring.backtest_load.ensure_backtests`).
     """
     base = settings.serving.url.replace("0.0.0.0", "127.0.0.1")
     served: dict[str, dict[str, Any]] = {}
     seen_tasks: dict[str, str] = {}
     run_done = run_id is None
-    nudged = False
+    waiting_for: list[str] | None = None
     last_note = time.monotonic()
 
     def timed_out(_: str) -> ServiceError:
@@ -297,20 +298,21 @@ def wait_for_forecasts(
 
         def poll() -> dict[str, dict[str, Any]] | None:
             """One round: the run's progress, each pair not yet served; every pair's forecast once all are."""
-            nonlocal run_done, nudged, last_note
-            if not run_done and airflow is not None and run_id is not None:
+            nonlocal run_done, waiting_for, last_note
+            others: list[str] = []
+            if airflow is not None and run_id is not None:
                 try:
-                    state, tasks = follow_runs(airflow, run_id, seen_tasks, say)
+                    state, tasks, others = follow_runs(airflow, run_id, seen_tasks, say)
                 except (ServiceError, OSError) as exc:  # a slow api-server: report, keep waiting
                     say(f"  (Airflow did not answer: {exc})")
-                    state, tasks = "running", {}
+                    state, tasks, others = "running", {}, [run_id]
                 if state == "failed":
                     failed = [t for t, s in tasks.items() if s in ("failed", "upstream_failed")]
                     raise ServiceError(
                         f"the training run {run_id} failed ({', '.join(failed) or 'see Airflow'}); "
                         f"task logs: Airflow UI {settings.airflow.airflow_url}/dags/{DAG_ID}"
                     )
-                if state == "success":
+                if state == "success" and not run_done:
                     run_done = True
                     say("  training run finished")
             for pair in [p for p in pairs if p not in served]:
@@ -322,28 +324,26 @@ def wait_for_forecasts(
                             f"{pair}: served by model v{f.get('model_version')}: next close {f.get('forecast'):,.4f} "
                             f"(last {f.get('last_close'):,.4f}, {f.get('change_pct'):+.3f} %) for {f.get('target_time')}"
                         )
-            if len(served) == len(pairs):
+            todo = [p for p in pairs if p not in served]
+            if not todo:
                 return served
-            if run_done and not nudged:
-                nudged = True
-                missing = pairs_without_champion(settings, [p for p in pairs if p not in served])
-                if missing and market_clock(settings).speed > 1:
-                    # a market hour passes every 3600/speed s and its scheduled run trains those pairs
-                    # again: wait for them (the deadline still applies) instead of giving up on one refusal
-                    say(
-                        f"  {', '.join(missing)}: no champion yet (the promotion gate refused the model); the "
-                        "next market hours' scheduled runs train again, waiting …"
-                    )
-                elif missing:
-                    raise ServiceError(
-                        f"training finished but {', '.join(missing)} has no champion (the promotion gate refused "
-                        f"the model: see MLflow {settings.registry.mlflow_tracking_uri}); try `mur up --retrain --epochs 5`"
-                    )
-                with contextlib.suppress(Exception):  # ask the API to read the registry now
+            missing = pairs_without_champion(settings, todo) if run_done else None
+            if missing and not others and market_clock(settings).speed <= 1:
+                raise ServiceError(
+                    f"training finished but {', '.join(missing)} has no champion (the promotion gate refused "
+                    f"the model: see MLflow {settings.registry.mlflow_tracking_uri}); the hourly training tries "
+                    "again, or now on a longer window: `mur up --retrain --train-days 365`"
+                )
+            if missing is not None and missing != waiting_for:  # a champion came, or none yet: re-read
+                with contextlib.suppress(Exception):
                     client.post(f"{base}/v1/admin/reload", params={"wait_s": 0})
+                why = "the training run(s) in flight" if others else "the next market hours' scheduled runs"
+                if missing:  # a run in flight, or one every 3600/speed s, may still train them
+                    say(f"  {', '.join(missing)}: no champion yet (refused by the gate); waiting for {why}")
+                waiting_for = missing
             if time.monotonic() - last_note > 60:
                 last_note = time.monotonic()
-                say(f"  … waiting for forecasts of {', '.join(p for p in pairs if p not in served)}")
+                say(f"  … waiting for forecasts of {', '.join(todo)}")
             return None
 
         answers = wait_until(

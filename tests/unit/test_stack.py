@@ -502,6 +502,49 @@ def test_waiting_for_forecasts_names_the_pairs_not_served_when_time_runs_out(tmp
     assert "mur status" in str(info.value) and said == []
 
 
+class TrainingRuns:
+    """Airflow's training DAG as ``wait_for_forecasts`` reads it: the triggered run has succeeded; the hour's
+    scheduled run is in flight for the first ``in_flight`` polls."""
+
+    def __init__(self, in_flight: int) -> None:
+        self.in_flight, self.polls = in_flight, 0
+
+    def dag_runs(self, dag_id: str, states: list[str], limit: int) -> list[dict[str, str]]:
+        self.polls += 1
+        return [{"dag_run_id": "scheduled__1"}] if self.polls <= self.in_flight else []
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, str]:
+        return {"state": "success" if run_id == "manual__1" else "running"}
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, str]]:
+        return []
+
+
+def test_a_pair_the_gate_refused_waits_for_the_runs_in_flight_then_fails_saying_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At real speed, `mur up` gives up on a pair without a champion only once no run of the DAG that could
+    still train it is in flight (the hour's scheduled run trains with the settings and often qualifies)."""
+    s = settings_for(tmp_path, serve_port=_free_port())  # nothing listens there: no pair is ever served
+    monkeypatch.setattr(first_run, "pairs_without_champion", lambda settings, pairs: ["eth_usdt"])
+    runs, said = TrainingRuns(in_flight=1), list[str]()
+    with pytest.raises(ServiceError, match="eth_usdt has no champion") as info:
+        first_run.wait_for_forecasts(
+            s,
+            ["eth_usdt"],
+            "mur_x",
+            timeout_s=60,
+            say=said.append,
+            airflow=runs,  # type: ignore[arg-type]
+            run_id="manual__1",
+        )
+    assert runs.polls == 2  # not on the first poll, while the scheduled run was in flight
+    assert (
+        "  eth_usdt: no champion yet (refused by the gate); waiting for the training run(s) in flight" in said
+    )
+    assert "--train-days 365" in str(info.value) and "--epochs" not in str(info.value)
+
+
 def test_a_service_whose_normal_end_is_a_kill_is_reported_stopped(tmp_path: Path) -> None:
     """SeaweedFS's filer would wait 15 s after SIGTERM (devstack/services.py): a service marked
     ``killed_is_stopped`` is killed at its stop timeout and reported stopped; any other one, killed."""
