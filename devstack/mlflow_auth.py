@@ -78,7 +78,10 @@ def admin_client(settings: Settings) -> Any:
     """MLflow's ``AuthServiceClient`` signed in as the stack's admin, with credentials of its own rather than
     ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` in this process's environment (which the services it starts
     inherit)."""
-    from mlflow.server.auth.client import AuthServiceClient
+    import warnings
+
+    with warnings.catch_warnings(action="ignore"):  # mlflow.server imports a deprecated Starlette module
+        from mlflow.server.auth.client import AuthServiceClient
     from mlflow.utils.rest_utils import MlflowHostCreds, http_request, verify_rest_response
 
     admin, uri = mlflow_account(settings, "admin"), settings.registry.mlflow_tracking_uri

@@ -90,12 +90,7 @@ def sharpe_difference(
     block = max(horizon, math.ceil(estimate))
     bs = StationaryBootstrap(block, a, b, seed=seed)
     lo, hi = bs.conf_int(lambda x, y: np.array([diff(x, y)]), reps=reps, method="percentile")[:, 0]
-    return {
-        "difference": diff(a, b),
-        "ci_low": float(lo),
-        "ci_high": float(hi),
-        "block_hours": block,
-    }
+    return {"difference": diff(a, b), "ci_low": float(lo), "ci_high": float(hi), "block_hours": block}
 
 
 def verdict(vs: dict[str, dict[str, float]]) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import shlex
 import sys
@@ -60,6 +61,8 @@ def client_for(settings: Settings) -> Any:
     """A ``JobSubmissionClient``; an unreachable Ray head becomes a clear JobError."""
     from ray.job_submission import JobSubmissionClient
 
+    ray_log = logging.getLogger("ray")  # not Ray's stderr handler (an Airflow task files stderr as errors):
+    ray_log.handlers, ray_log.propagate = [], True  # the caller's logging, each line at its level
     try:
         return JobSubmissionClient(settings.ray.ray_address, headers=settings.ray.headers())
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError depending on what fails
@@ -135,12 +138,8 @@ def build_entrypoint(
 ) -> str:
     """The job's shell entrypoint (arguments quoted): ``python -m MODULE`` (the training job, or the tuning
     job ``ray_jobs.tune_pair``) with ``--pair P``, or ``--pairs A,B,C`` for a batch, then ``options``."""
-    argv = [
-        sys.executable,
-        "-m",
-        module,
-        *(["--pair", pair] if isinstance(pair, str) else ["--pairs", ",".join(pair)]),
-    ]
+    argv = [sys.executable, "-m", module]
+    argv += ["--pair", pair] if isinstance(pair, str) else ["--pairs", ",".join(pair)]
     if end is not None:
         argv += ["--end", end.strftime("%Y-%m-%dT%H:%M:%SZ")]
     for key, value in options.items():

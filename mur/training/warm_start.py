@@ -151,13 +151,7 @@ def decide(
 
 
 def plan(
-    settings: Settings,
-    pair: str,
-    *,
-    kind: str,
-    key: str,
-    test_start: datetime,
-    window_end: datetime,
+    settings: Settings, pair: str, *, kind: str, key: str, test_start: datetime, window_end: datetime
 ) -> TrainingPlan:
     """:func:`decide` against the registry's champion, with its weights fetched for a warm plan.
 

@@ -401,6 +401,15 @@ def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airfl
         assert final["state"] == "success", client.task_instances("mur_training", fresh.run_id)
         log_text = client.task_log("mur_training", fresh.run_id, "train_batch", map_index=0)
         assert "ended: SUCCEEDED" in log_text and "1/1 pair(s) trained" in log_text
+        lines = client.request(  # the log's structured lines: Ray's packaging notes keep their level
+            "GET",
+            f"{client._run_path('mur_training', fresh.run_id)}/taskInstances/train_batch/logs/1",
+            params={"map_index": 0},
+            headers={"Accept": "application/json"},
+        )["content"]
+        errors = [line for line in lines if isinstance(line, dict) and line.get("level") == "error"]
+        assert errors == [], errors  # on a successful run, not one line filed as an error
+        assert any(str(line.get("logger")).startswith("ray.") for line in lines if isinstance(line, dict))
 
         # backfill the interval that ends at D1: same window → the same version, no new training
         start = (d1_end - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")

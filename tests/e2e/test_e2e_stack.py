@@ -873,6 +873,7 @@ def test_up_train_serve_login_loop_down_up_again(
     if first.returncode != 0 and re.search(r"did not answer|before answering", first.stderr):
         raise ServiceError(f"the first mur up could not start a service:\n{first.stderr[-4000:]}")
     assert first.returncode == 0, first.stderr[-3000:]
+    assert "Warning" not in first.stdout + first.stderr  # a newcomer's first screen: no library's warnings
     out = first.stdout
     for label in ("Dashboard", "API docs", "Airflow UI", "MLflow UI", "Ray dashboard"):
         assert re.search(rf"^\s+{label}\s+http://127\.0\.0\.1:\d+/", out, re.M), f"no {label} URL"
