@@ -79,7 +79,8 @@ def shadows_panel(report: MonitoringReport | None, moves: Sequence[AliasMove] = 
     if report is None:
         return muted(NO_REPORT)
     promoted = next((s.version for s in report.shadows if s.status == "promoted"), None)
-    version = str(promoted) if promoted is not None else report.champion_version
+    latest = str(moves[0].version) if moves else None  # the alias's last move (a report made before it: none)
+    version = str(promoted) if promoted is not None else report.champion_version or latest
     rows = [champion_row(version, moves), *(shadow_row(s) for s in report.shadows)]
     empty = [] if report.shadows else [muted(NO_SHADOW, id="shadows-none")]
     table = data_table(list(rows[0]), [list(row.values()) for row in rows], id="shadows-rows")

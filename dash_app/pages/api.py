@@ -225,7 +225,7 @@ ENDPOINTS = (
     (
         "GET",
         "/v1/track-record/{pair}",
-        "how past forecasts fared: ?from=&to=&horizon=&limit=, &format=csv (no quota)",
+        "how past forecasts fared: ?from=&to=&horizon=&limit=, &format=csv, &source=backtest (no quota)",
     ),
     (
         "GET",

@@ -40,14 +40,15 @@ class AliasMove:
 
     @property
     def scores_text(self) -> str:
-        """``skill 0.0125, horizons [6]`` (``-`` without scores): how the CLI and the admin page show them."""
+        """``skill 0.0125, horizons [6]`` (``-`` without scores; empty ones left out): how the CLI and the admin
+        page show them."""
 
         def text(v: Any) -> str:  # a list or table of scores (per horizon): its size, the rest in --json
             if isinstance(v, float):
                 return f"{v:.4g}"
             return f"[{len(v)}]" if isinstance(v, list | dict) else str(v)
 
-        return ", ".join(f"{k} {text(v)}" for k, v in self.scores.items()) or "-"
+        return ", ".join(f"{k} {text(v)}" for k, v in self.scores.items() if v not in (None, [], {})) or "-"
 
     @property
     def change(self) -> str:

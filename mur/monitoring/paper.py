@@ -216,6 +216,8 @@ def backtest_paper(
         raise NotFoundError(f"no backtest track record for {pair}")
     end = max(f.target_time for f in rows) + HOUR
     body = paper_of(rows, pair=normalize_pair(pair), market_hour=end, rule=rule, candles=candles)
+    for strategy in filter(None, body["strategies"].values()):  # no "now" in a span that ended (not the
+        strategy["exposure_now"] = None  # exposure its last hour would have decided without a forecast)
     return body | {"source": "backtest"}
 
 

@@ -98,6 +98,7 @@ def test_the_paper_portfolio_shows_the_backtest_before_live_decisions(
             body["source"] == "backtest" and body["decisions"] >= 2 and body["label"] == "paper, not advice"
         )
         assert body["strategies"]["model"] is not None and body["strategies"]["ewma"] is None  # no candles
+        assert body["strategies"]["model"]["exposure_now"] is None  # its span ended: no exposure "now"
         assert "paper, not advice" in shown(paper_panel(body))
         with pytest.raises(NotFoundError):
             backtest_paper(db, "eth_usdt", rule=rule)

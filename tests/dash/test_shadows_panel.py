@@ -74,6 +74,12 @@ def test_no_shadow_and_an_unrecorded_champion() -> None:
     assert NO_SHADOW in text and "v7" in text and "not recorded" in text
 
 
+def test_a_report_made_before_the_first_champion_names_it_from_the_alias_history() -> None:
+    early = with_shadows().model_copy(update={"champion_version": None})  # the first hour's monitoring run
+    text = as_text(shadows_panel(early, [champion_move(1)]))
+    assert "v1" in text and "first: first version that beats" in text and "not recorded" not in text
+
+
 def test_a_promoted_shadow_is_the_champion_row() -> None:
     promoted = SHADOW.model_copy(
         update={"status": "promoted", "live_reason": "live: ranges significantly better"}

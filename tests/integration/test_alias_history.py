@@ -7,6 +7,7 @@ the gate's record never raises with PostgreSQL down. Plus: what was served at a 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -51,8 +52,9 @@ def test_moves_are_recorded_and_listed_newest_first(database: Database) -> None:
     moves = list_moves(database, pair)
     assert [(m.version, m.previous_version, m.action) for m in moves] == [(2, 1, "live"), (1, None, "gate")]
     assert moves[1].scores == {"skill": 0.01, "skill_se": None, "horizons": [{"h": None}]}  # JSON has no inf
-    assert set(moves[1].scores_text.split(", ")) == {"skill 0.01", "skill_se None", "horizons [1]"}
+    assert set(moves[1].scores_text.split(", ")) == {"skill 0.01", "horizons [1]"}  # not "skill_se None"
     assert moves[0].scores_text == "-"
+    assert replace(moves[1], scores={"horizons": [], "gate_rule": "first"}).scores_text == "gate_rule first"
     assert moves[1].as_json()["market_time"] == "2025-01-06T09:20:00Z"
     assert [m.version for m in list_moves(database, pair, limit=1)] == [2]
     with pytest.raises(InvalidInputError, match="unknown alias move"):
