@@ -5,6 +5,7 @@ run of its own."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,3 +49,28 @@ def test_a_retraining_under_way_is_reused_and_another_pair_gets_its_own_run() ->
         assert posted.body["conf"] == {"pairs": ["eth_usdt"], "end": "2024-08-05T11:00:00Z"}
     finally:
         airflow.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "level"),
+    [
+        ("RESOURCE_DOES_NOT_EXIST: Registered Model with name=mur-btc_usdt not found", logging.INFO),
+        ("API request to endpoint /api/2.0/mlflow/... failed: Connection refused", logging.WARNING),
+    ],
+)
+def test_a_pair_with_no_registered_model_is_no_warning_when_its_shadows_are_reviewed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, error: str, level: int
+) -> None:
+    """The first market hour's monitoring run comes before any model is registered: that is no warning (a
+    registry that does not answer still is one)."""
+    from mur.monitoring import shadows, task
+    from mur.serving import champions
+
+    def refuse(*_args: object) -> list[Any]:
+        raise RuntimeError(error)
+
+    monkeypatch.setattr(champions, "registry_client", lambda settings: object())
+    monkeypatch.setattr(shadows, "review_shadows", refuse)
+    with caplog.at_level(logging.INFO, logger=task.__name__):
+        assert task._shadows(Settings(), None, "btc_usdt", HOUR) == []
+    assert [r.levelno for r in caplog.records] == [level]
