@@ -35,15 +35,13 @@ HORIZON_COLUMNS: tuple[tuple[str, Callable[[Any], str]], ...] = (
     ("cov. (c)", lambda h: "–" if h.garch is None else f"{h.garch.coverage:.3f}"),
     ("width %", lambda h: f"{100 * h.interval.width:.3f}"),
     ("Winkler", lambda h: f"{h.interval.winkler:.5g}"),
-    ("Winkler (a)", lambda h: f"{h.naive.winkler:.5g}"),
-    ("Winkler (b)", lambda h: f"{h.ewma.winkler:.5g}"),
-    ("Winkler (c)", lambda h: "–" if h.garch is None else f"{h.garch.winkler:.5g}"),
     ("int. skill vs (a)", lambda h: f"{h.interval_skill:+.4f}"),
     ("vs (b)", lambda h: f"{h.interval_skill_vs_ewma:+.4f}"),
     ("vs (c)", lambda h: "–" if h.interval_skill_vs_garch is None else f"{h.interval_skill_vs_garch:+.4f}"),
     ("pinball", lambda h: f"{h.interval.pinball:.5g}"),
 )
 """The per-horizon table's columns: title, and the cell of one horizon's metrics."""
+TABLE_WIDTH = 180  # the tables' width when piped (or wider than the terminal): the ranges' table fits it
 
 
 def print_metrics_table(docs: list[MetricsDocument], title: str = "Evaluation on the test span") -> None:
@@ -52,9 +50,9 @@ def print_metrics_table(docs: list[MetricsDocument], title: str = "Evaluation on
     from rich.markup import escape
     from rich.table import Table
 
-    from mur.evaluation.metrics import verdict
+    from mur.evaluation.significance import verdict
 
-    console = Console(width=max(150, Console().width))
+    console = Console(width=max(TABLE_WIDTH, Console().width))
     for doc in docs:
         table = Table(
             title=escape(
@@ -69,11 +67,11 @@ def print_metrics_table(docs: list[MetricsDocument], title: str = "Evaluation on
             m = getattr(doc, name)
             table.add_row(name, *(format(getattr(m, key), spec) for key, _, spec in METRIC_LABELS))
         console.print(table)
-        color = "green" if doc.skill > 0 else "yellow"
-        console.print(
-            f"skill vs persistence: [bold {color}]{doc.skill:+.4f}[/] — {escape(verdict(doc.skill))}"
-        )
-        if (sig := doc.significance) is not None:
+        sig = doc.significance  # the sentence says "beats" only when the Diebold-Mariano test does
+        said = verdict(sig.dm_p_better, sig.dm_p_worse, doc.skill) if sig else "not tested (no DM record)"
+        color = "green" if sig and sig.dm_p_better < 0.05 else "yellow"
+        console.print(f"skill vs persistence: [bold {color}]{doc.skill:+.4f}[/] — {escape(said)}")
+        if sig is not None:
             se = "?" if sig.skill_se is None else f"{sig.skill_se:.4f}"
             console.print(
                 f"Diebold-Mariano (HLN) on {doc.n_test} h: p(model better)={sig.dm_p_better:.3g}, "
@@ -96,8 +94,8 @@ def horizon_table(pair: str, horizons: Sequence[HorizonMetrics], scope: str = "f
         caption="interval skill = 1 - Winkler_model / Winkler_baseline (> 0: better ranges); "
         "coverage should be near the nominal level",
     )
-    for title, _ in HORIZON_COLUMNS:
-        table.add_column(title, justify="right")
+    for title, cell in HORIZON_COLUMNS:  # each column as wide as its widest figure: the header wraps instead
+        table.add_column(title, justify="right", min_width=max((len(cell(h)) for h in horizons), default=0))
     for h in horizons:
         table.add_row(*(cell(h) for _, cell in HORIZON_COLUMNS))
     return table
@@ -403,10 +401,10 @@ def backtest(
         f"{pooled['mae_persistence']:.6g}",
         f"{pooled['skill']:+.4f}",
         f"{pooled['dm_p_better']:.3g}",
-        "–" if pooled["directional_accuracy"] is None else f"{pooled['directional_accuracy']:.3f}",
+        f"{sum(f.model['directional_accuracy'] * f.n for f in report.folds) / pooled['n']:.3f}",  # as the folds
         style="bold",
     )
-    console = Console(width=max(150, Console().width))
+    console = Console(width=max(TABLE_WIDTH, Console().width))
     console.print(table)
     typer.echo(
         f"pooled: {pooled['verdict']}; Diebold-Mariano p-value (model better) {pooled['dm_p_better']:.4g}"

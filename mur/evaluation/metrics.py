@@ -207,10 +207,3 @@ def horizon_scores(
             }
         )
     return out
-
-
-def verdict(skill_value: float) -> str:
-    """One honest sentence about the skill."""
-    if skill_value > 0:
-        return f"model beats persistence by {skill_value:.2%} MAE"
-    return f"model does NOT beat persistence (skill {skill_value:+.2%}): forecasts are no better than 'no change'"

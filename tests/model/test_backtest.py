@@ -63,6 +63,9 @@ def test_mur_backtest_on_bundled_data_writes_json_and_png(tmp_path: Path) -> Non
         assert min(fold["timestamps"]) == fold["origin"]
         assert fold["train_start"] < fold["origin"]
     assert doc["pooled"]["n"] == 72 and 0 <= doc["pooled"]["dm_p_better"] <= 1
+    pooled_row = next(line for line in proc.stdout.splitlines() if line.startswith("│ pooled"))
+    hits = sum(f["model"]["directional_accuracy"] * f["n"] for f in doc["folds"]) / 72
+    assert pooled_row.split("│")[-2].strip() == f"{hits:.3f}"  # the folds' direction measure, pooled
     # range first: per horizon, per fold and pooled, the model and both baselines on the same targets
     assert "walk-forward ranges pooled over 3 folds" in proc.stdout and "range 24 h: coverage" in proc.stdout
     for fold in doc["folds"]:  # the 24 h targets of the last forecasts lie after --end, and are loaded

@@ -11,8 +11,8 @@ from mur.evaluation.metrics import (
     persistence_forecast,
     regression_metrics,
     skill,
-    verdict,
 )
+from mur.evaluation.significance import verdict
 
 
 def test_regression_metrics_by_hand() -> None:
@@ -34,7 +34,8 @@ def test_persistence_has_zero_skill_and_honest_verdict() -> None:
     assert out["skill"] == pytest.approx(0.0)
     assert out["model"] == out["persistence"]
     assert not out["beats_persistence"]
-    assert "does NOT beat persistence" in verdict(-0.01)
+    assert "does NOT beat persistence" in verdict(0.5, 0.5, -0.01)
+    assert "does NOT beat persistence" in verdict(0.36, 0.64, +0.001)  # a positive skill, not significant
     assert skill(0.9, 1.0) == pytest.approx(0.1)
 
 
@@ -80,3 +81,27 @@ def test_evaluation_fills_a_metrics_document_that_survives_the_version_tags() ->
     }
     assert MetricsDocument.from_version_tags(tags) == doc.model_copy(update={"best_epoch": None})
     assert MetricsDocument.from_version_tags({"metrics_json": "{broken"}) is None
+
+
+def test_mur_train_says_beats_only_when_the_test_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """`mur train`'s sentence under the point table: a positive skill the Diebold-Mariano test does not back
+    reads "does NOT beat" (it read "model beats persistence by 0.00% MAE")."""
+    from mur.commands.ml import print_metrics_table
+    from mur.contracts import MetricsDocument
+
+    rng = np.random.default_rng(2)
+    x = 100 + rng.normal(0, 1, (60, 24, 9)).cumsum(axis=1)
+    y = x[:, -1, 7] + rng.normal(0, 1, 60)
+    window = {"start": "2025-01-01T00:00:00Z", "end": "2025-02-01T00:00:00Z"}
+    doc = MetricsDocument.model_validate(
+        {"pair": "xrp_usdt", "arch": "lstm", "normalization": "relative", "data_window": window,
+         "test_window": window, **evaluate_all(x[:, -1, 7] + 1e-4, x, y, x[:, -1, 7])}
+    )  # fmt: skip
+    assert doc.significance is not None
+    for p_better, said in (
+        (0.36, "model does NOT beat persistence"),
+        (0.01, "model beats persistence (skill"),
+    ):
+        sig = doc.significance.model_copy(update={"dm_p_better": p_better, "dm_p_worse": 1 - p_better})
+        print_metrics_table([doc.model_copy(update={"skill": 0.0004, "significance": sig})])
+        assert f"— {said}" in capsys.readouterr().out
