@@ -125,6 +125,7 @@ def train(
     end: Annotated[
         str | None, typer.Option(help="use only candles strictly before this ISO-8601 UTC time")
     ] = None,
+    train_days: Annotated[int | None, typer.Option(help="days to train on (MUR_TRAIN_DAYS)")] = None,
     normalization: Annotated[
         Literal["relative", "reference"] | None, typer.Option(help="relative (default) or reference")
     ] = None,
@@ -167,6 +168,8 @@ def train(
     check_option("epochs", "epochs", epochs)
     check_option("hidden-size", "hidden_size", hidden_size)
     check_option("num-workers", "num_workers", num_workers)
+    check_option("train-days", "train_days", train_days)
+    settings = settings if train_days is None else settings.replace(train_days=train_days)  # a Ray job too
     end_dt = parse_time(end)
     overrides: dict[str, Any] = {
         "epochs": epochs,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -159,8 +160,25 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_train_and_predict(tmp_path: Path) -> None:
-    r = run_cli("train", "btc_usdt", "--epochs", "1", "--hidden-size", "4", "--out", str(tmp_path))
+    r = run_cli(
+        "train",
+        "btc_usdt",
+        "--epochs",
+        "1",
+        "--hidden-size",
+        "4",
+        "--train-days",
+        "31",
+        "--out",
+        str(tmp_path),
+    )
     assert r.returncode == 0, r.stderr
+    window = json.loads((tmp_path / "metrics.json").read_text())[
+        "data_window"
+    ]  # --train-days over MUR_TRAIN_DAYS
+    assert datetime.fromisoformat(window["end"]) - datetime.fromisoformat(window["start"]) == timedelta(
+        days=31
+    )
     assert "persistence" in r.stdout and "linear" in r.stdout and "skill vs persistence" in r.stdout
     assert "forecasts per horizon" in r.stdout and "(a) naive" in r.stdout and "(b) EWMA" in r.stdout
     assert "registered" not in r.stdout  # no --register: nothing goes to MLflow
