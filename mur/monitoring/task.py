@@ -150,7 +150,7 @@ def _shadows(settings: Settings, db: Any, pair: str, hour: datetime) -> list[Any
     try:
         return review_shadows(settings, db, registry_client(settings), pair, hour)
     except Exception as exc:  # MlflowException, a transport error, a pair never registered (the first hour)
-        level = logging.INFO if "RESOURCE_DOES_NOT_EXIST" in str(exc) else logging.WARNING
+        level = logging.INFO if "RESOURCE_DOES_NOT_EXIST: Registered Model" in str(exc) else logging.WARNING
         log.log(level, "%s: shadows not reviewed this hour: %s", pair, exc)
         return []
 

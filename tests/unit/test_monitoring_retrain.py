@@ -56,6 +56,7 @@ def test_a_retraining_under_way_is_reused_and_another_pair_gets_its_own_run() ->
     [
         ("RESOURCE_DOES_NOT_EXIST: Registered Model with name=mur-btc_usdt not found", logging.INFO),
         ("API request to endpoint /api/2.0/mlflow/... failed: Connection refused", logging.WARNING),
+        ("RESOURCE_DOES_NOT_EXIST: Model Version (name=mur-btc_usdt, version=3) not found", logging.WARNING),
     ],
 )
 def test_a_pair_with_no_registered_model_is_no_warning_when_its_shadows_are_reviewed(
