@@ -88,14 +88,15 @@ def mlflow_account(settings: Settings, role: str) -> dict[str, str]:
 def write_secrets_dir(settings: Settings, role: str = "trainer") -> Path:
     """The ``MUR_SECRETS_DIR`` of ``role``: one file per secret setting (directory 700, files 600), what
     Settings' secrets source reads instead of the environment or a Ray job's runtime env, which Ray logs.
-    ``{runtime_dir}/secrets``: the trainer's MLflow account and the S3 keys (every process ``mur up`` starts,
-    Airflow's tasks, Ray jobs); ``secrets-serve`` (the Ray head: Serve's replicas) and ``secrets-dash``: their
-    read-only MLflow account only."""
+    ``{runtime_dir}/secrets``: the trainer's MLflow account, the S3 keys and the Ray token (every process ``mur
+    up`` starts, Airflow's tasks, Ray jobs, ``mur train --ray`` in a new shell); ``secrets-serve`` (the Ray head:
+    Serve's replicas) and ``secrets-dash``: their read-only MLflow account only."""
     suffix = "" if role == "trainer" else f"-{role}"
     folder = secret_files.private_dir(Path(settings.general.runtime_dir) / f"{SECRETS_DIR}{suffix}")
     values = mlflow_account(settings, role)
     if role == "trainer":
         values |= {name: str(settings.flat()[name]) for name in S3_KEYS}
+        values |= {"ray_auth_token": ray_token(settings)} if settings.ray.ray_auth_mode == "token" else {}
     for field_name, value in values.items():
         path = folder / f"mur_{field_name}"
         if not path.exists() or path.read_text() != value:

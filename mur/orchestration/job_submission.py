@@ -69,7 +69,7 @@ def client_for(settings: Settings) -> Any:
         if "401" in str(exc) or "403" in str(exc) or "Authentication" in str(exc):
             raise JobError(
                 f"the Ray head at {settings.ray.ray_address} refused this client's token: set RAY_AUTH_TOKEN to the "
-                "cluster's token (the local stack keeps it in .runtime/stack-secrets.json and exports it)"
+                "cluster's token (a local stack's: `mur ray token`)"
             ) from exc
         raise JobError(
             f"cannot reach the Ray head at {settings.ray.ray_address} ({type(exc).__name__}); "

@@ -42,3 +42,20 @@ def test_without_a_stack_or_with_secrets_named_nothing_changes(
     monkeypatch.setenv("MUR_SECRETS_DIR", str(shell / "elsewhere"))
     local.use_stack_secrets()
     assert os.environ["MUR_SECRETS_DIR"] == str(shell / "elsewhere")
+
+
+def test_the_stacks_ray_token_reaches_a_new_shell(shell: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mur train --ray` in a new shell beside `mur up`'s stack authenticates with the stack's Ray token (the
+    README's command was refused: "set RAY_AUTH_TOKEN")."""
+    from devstack.config import ray_token, write_secrets_dir
+
+    for name in ("RAY_AUTH_TOKEN", "MUR_RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "MUR_RAY_AUTH_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    write_secrets_dir(get_settings())  # as `mur up` does
+    local.use_stack_secrets()
+    token = get_settings().ray.ray_auth_token
+    assert token and token == ray_token(get_settings())
+    assert get_settings().ray.headers() == {"Authorization": f"Bearer {token}"}
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "e" * 64)  # the environment's token still wins
+    get_settings.cache_clear()
+    assert get_settings().ray.ray_auth_token == "e" * 64
