@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -370,11 +370,12 @@ def run_kind(dag_run: Any) -> str:
 
 
 def summarize_task(
-    settings: Settings, results: Iterable[Mapping[str, Any] | None], context: Mapping[str, Any]
+    settings: Settings, results: Sequence[Mapping[str, Any] | None], context: Mapping[str, Any]
 ) -> dict[str, Any]:
     """``summarize``: collect the mapped results, set the Asset event's extra, optionally post to Discord."""
     expected = _xcom(context, "list_pairs") or []
-    summary = summarize(list(results or []), expected=expected)
+    # one slice: iterating Airflow's lazy sequence asks for the item past the end, logged as an error
+    summary = summarize(results[:] if results else [], expected=expected)
     if not summary["results"]:
         from airflow.sdk.exceptions import AirflowSkipException
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -390,3 +391,29 @@ def test_job_result_returns_the_result_left_under_its_id_or_raises_the_jobs_erro
         result("first\nlast words", None)
     with pytest.raises(JobError, match="unreadable result"):
         result("hello", "{not json")
+
+
+class MappedResults(Sequence[Any]):
+    """As Airflow's LazyXComSequence of a mapped task's results: an index is one request, and one past the end
+    is a 404 that Airflow's client logs at level error ("XCom not found") in the reading task's log."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items, self.past_the_end = items, 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int) and key >= len(self.items):
+            self.past_the_end += 1
+            raise IndexError(key)
+        return self.items[key]
+
+
+def test_summarize_reads_the_mapped_results_without_asking_past_their_end() -> None:
+    """A successful run's summarize task logged one red "XCom not found" line: iterating the mapped results
+    asked for the item after the last."""
+    results = MappedResults([{"pair": "btc_usdt", "version": 3, "alias": "champion"}, None])
+    summary = orch.summarize_task(Settings(_env_file=None), results, {})
+    assert summary["versions"] == {"btc_usdt": 3} and summary["champions"] == ["btc_usdt"]
+    assert results.past_the_end == 0
