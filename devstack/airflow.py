@@ -42,18 +42,21 @@ def ports(settings: Settings) -> dict[str, int]:
 
 
 def shared_secrets(home: Path) -> dict[str, str]:
-    """JWT secret, API secret key and Fernet key shared by every component (generated once)."""
+    """JWT secret, API secret key and Fernet key shared by every component (generated once; mode 600). The JWT
+    secret signs with HS512, which wants 64 bytes: a shorter one (an older stack's) is replaced, which only logs
+    out the UI's sessions."""
 
-    def make() -> dict[str, str]:
+    def make(data: dict[str, Any]) -> dict[str, str] | None:
         from cryptography.fernet import Fernet
 
-        return {
-            "jwt_secret": secrets.token_urlsafe(32),
-            "api_secret_key": secrets.token_urlsafe(32),
-            "fernet_key": Fernet.generate_key().decode(),
-        }
+        if len(data.get("jwt_secret", "")) >= 64:
+            return None
+        new = {"jwt_secret": secrets.token_urlsafe(64)}
+        if not data:
+            new |= {"api_secret_key": secrets.token_urlsafe(32), "fernet_key": Fernet.generate_key().decode()}
+        return new
 
-    return secret_files.ensure(home / "secrets.json", lambda data: None if data else make())  # once, mode 600
+    return secret_files.ensure(home / "secrets.json", make)
 
 
 def admin_password(settings: Settings) -> str:

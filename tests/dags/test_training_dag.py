@@ -412,6 +412,8 @@ def test_live_airflow_trigger_and_backfill(first_run: dict[str, Any], live_airfl
         assert any(str(line.get("logger")).startswith("ray.") for line in lines if isinstance(line, dict))
         # nor in the scheduler's log (the executor's): `summarize` read the mapped results past their end
         assert "XCom not found" not in svc.log_path(settings, "airflow-scheduler").read_text()
+        # nor a warning at each API call: HS512 with a short JWT secret
+        assert "HMAC key" not in svc.log_path(settings, "airflow-api-server").read_text()
 
         # backfill the interval that ends at D1: same window → the same version, no new training
         start = (d1_end - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
