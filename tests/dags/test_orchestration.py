@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -417,3 +418,28 @@ def test_summarize_reads_the_mapped_results_without_asking_past_their_end() -> N
     summary = orch.summarize_task(Settings(_env_file=None), results, {})
     assert summary["versions"] == {"btc_usdt": 3} and summary["champions"] == ["btc_usdt"]
     assert results.past_the_end == 0
+
+
+def test_packaging_the_project_for_a_ray_job_warns_nothing(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every training task's log had Ray's warnings "Directory '.git' (and '.venv') is now ignored by default
+    when packaging the working directory": the job's own excludes hold them (Ray's packaging code, no cluster)."""
+    from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
+
+    from mur.orchestration.job_submission import client_for, runtime_env
+
+    monkeypatch.setenv("RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES", "-")  # restored (unset) after the test
+    monkeypatch.delenv("RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES")
+    with pytest.raises(JobError):
+        client_for(Settings(_env_file=None, ray_address="http://127.0.0.1:9"))  # what a submitter calls first
+    uploaded: list[list[str]] = []
+    env = runtime_env(Settings(_env_file=None))
+    upload_working_dir_if_needed(
+        env,
+        True,
+        logger=logging.getLogger("ray"),
+        upload_fn=lambda *_, excludes, **__: uploaded.append(excludes),
+    )
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert {".git", ".venv"} <= set(uploaded[0])  # still left out
