@@ -232,7 +232,7 @@ class QuantileForecaster(nn.Module):
         """Fit the normalization, the hour-of-week factor, the volatility structure and the standardized
         quantiles on training windows ``x (n, T, F)`` and targets ``y (n, H)`` (percent log returns)."""
         cfg = self.cfg
-        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        xt = torch.tensor(x, dtype=torch.float32)  # a copy: Ray hands the windows read-only
         last = xt[:, -1, :]
         park_last = torch.log(last[:, 5] / last[:, 6]).double() ** 2 / (4.0 * math.log(2.0))
         if self.reference:
@@ -246,7 +246,7 @@ class QuantileForecaster(nn.Module):
                 ahead = torch.stack([torch.roll(factor, -k) for k in range(1, h + 1)]).mean(0)
                 self.season_h[j].copy_(torch.log(ahead).float())
         # log variance of the return to each horizon ~ OLS on the volatility features
-        ret = torch.from_numpy(np.asarray(y, dtype=np.float64)) / 100.0  # (n, H)
+        ret = torch.tensor(y, dtype=torch.float64) / 100.0  # (n, H)
         how_all = self.hour_of_week(xt)
         feats = self.vol_features(xt, how_all).double()
         design = torch.cat([feats, torch.ones(len(feats), 1, dtype=torch.float64)], dim=1)

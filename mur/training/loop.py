@@ -130,7 +130,7 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np.ndarr
     """Model outputs for inputs ``x`` (the quantile model: percent log-return quantiles ``(n, H, L)``)."""
     model.eval()
     outs = [
-        model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))).numpy()
+        model(torch.tensor(x[i : i + batch_size])).numpy()  # a copy: x may be read-only (Ray)
         for i in range(0, len(x), batch_size)
     ]
     return np.concatenate(outs) if outs else np.empty(0, dtype=np.float32)

@@ -77,3 +77,24 @@ def test_init_from_data_uses_the_factor_and_a_finite_structure() -> None:
     q = model(torch.from_numpy(x[:32]))
     assert torch.isfinite(q).all()
     assert (q[..., 1:] >= q[..., :-1]).all()
+
+
+def test_read_only_training_windows_raise_no_warning() -> None:
+    """Ray hands a worker its training windows read-only (the object store): every training's log showed
+    PyTorch's "The given NumPy array is not writable" warning (once a process: hence its own process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; from mur.model.network import ModelConfig, build_model\n"
+        "cfg = ModelConfig(input_len=48, rnn_len=8, hidden_size=4, num_layers=1)\n"
+        "x = np.random.default_rng(0).uniform(1, 2, (50, 48, len(cfg.feature_names))).astype(np.float32)\n"
+        "x[..., 5] += 1; x.setflags(write=False)\n"  # high above low
+        "y = np.zeros((50, len(cfg.horizons))); y.setflags(write=False)\n"
+        "model = build_model(cfg, seed=0).init_from_data(x, y)\n"
+        "from mur.training.loop import predict; predict(model, x)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
