@@ -63,7 +63,8 @@ def client_for(settings: Settings) -> Any:
 
     ray_log = logging.getLogger("ray")  # not Ray's stderr handler (an Airflow task files stderr as errors):
     ray_log.handlers, ray_log.propagate = [], True  # the caller's logging, each line at its level
-    # RUNTIME_EXCLUDES holds Ray's default excludes: without this Ray warns at each job that .git/.venv are left out
+    # quiet packaging: no line for each .gitignore left out, no warning that .git/.venv are (RUNTIME_EXCLUDES are)
+    logging.getLogger("ray._private.runtime_env.packaging").setLevel(logging.WARNING)
     os.environ.setdefault("RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES", "")
     try:
         return JobSubmissionClient(settings.ray.ray_address, headers=settings.ray.headers())
