@@ -4,6 +4,8 @@ report and ``/metrics``; and its CSV download (the API's ``format=csv`` rows).""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -102,17 +104,22 @@ def track_record_view(
         counts=counts,
         unresolved=sorted(unresolved, key=lambda f: (f.target_time, f.horizon_hours))[:PENDING_SHOWN],
         reliability=reliability(recent, market_hour=market_hour, closes=closes),
-        backtest=backtest_view(db, pair, closes) if counts.resolved < BACKTEST_BELOW else None,
+        backtest=backtest_view(db, pair, closes, market_hour) if counts.resolved < BACKTEST_BELOW else None,
     )
 
 
-def backtest_view(db: Database, pair: str, closes: list[float]) -> Backtest | None:
-    """The backtest figures of ``pair`` over its whole test span (None when none was loaded)."""
+def backtest_view(
+    db: Database, pair: str, closes: Sequence[float] = (), market_hour: datetime | None = None
+) -> Backtest | None:
+    """The backtest figures of ``pair`` over its whole test span (None when none was loaded); its naive range
+    from the ``closes`` (hourly, up to ``market_hour``) before the span's first forecast, as the training's."""
     rows = backtest_forecasts(db, pair=pair)
     if not rows:
         return None
     first, last = rows[-1].target_time, rows[0].target_time
     span = ((TEST_SPAN, int((last - first) / timedelta(hours=1)) + 1),)
+    if market_hour is not None:
+        closes = closes[: max(0, len(closes) - math.ceil((market_hour - first) / timedelta(hours=1)) - 1)]
     return Backtest(
         version=rows[0].model_version,
         span=(first, last),

@@ -42,19 +42,15 @@ def ports(settings: Settings) -> dict[str, int]:
 
 
 def shared_secrets(home: Path) -> dict[str, str]:
-    """JWT secret, API secret key and Fernet key shared by every component (generated once; mode 600). The JWT
-    secret signs with HS512, which wants 64 bytes: a shorter one (an older stack's) is replaced, which only logs
-    out the UI's sessions."""
+    """JWT secret, API secret key and Fernet key shared by every component (generated once; mode 600); a JWT secret
+    shorter than the 64 bytes HS512 wants (an older stack's) is replaced, which only logs out the UI's sessions."""
 
     def make(data: dict[str, Any]) -> dict[str, str] | None:
         from cryptography.fernet import Fernet
 
-        if len(data.get("jwt_secret", "")) >= 64:
-            return None
-        new = {"jwt_secret": secrets.token_urlsafe(64)}
-        if not data:
-            new |= {"api_secret_key": secrets.token_urlsafe(32), "fernet_key": Fernet.generate_key().decode()}
-        return new
+        first = {"api_secret_key": secrets.token_urlsafe(32), "fernet_key": Fernet.generate_key().decode()}
+        short = len(data.get("jwt_secret", "")) < 64
+        return ({} if data else first) | {"jwt_secret": secrets.token_urlsafe(64)} if short else None
 
     return secret_files.ensure(home / "secrets.json", make)
 

@@ -358,7 +358,7 @@ def update(pair: str | None, _n_intervals: int | None = None) -> tuple[Any, ...]
         history = report_history(context.db, pair, limit=HISTORY_LIMIT)
         alerts = latest_alerts(context.db, pair, limit=ALERTS_LIMIT)
         small = not history or history[-1].n_resolved < BACKTEST_BELOW
-        backtest = backtest_view(context.db, pair, []) if small else None
+        backtest = backtest_view(context.db, pair) if small else None
     except (MurError, psycopg.Error, ValidationError) as exc:
         logger.error("monitoring page: cannot read the reports of %s: %s", pair, exc)
         return failure(

@@ -374,8 +374,7 @@ def summarize_task(
 ) -> dict[str, Any]:
     """``summarize``: collect the mapped results, set the Asset event's extra, optionally post to Discord."""
     expected = _xcom(context, "list_pairs") or []
-    # one slice: iterating Airflow's lazy sequence asks for the item past the end, logged as an error
-    summary = summarize(results[:] if results else [], expected=expected)
+    summary = summarize(results[:] if results else [], expected=expected)  # one slice: nothing past the end
     if not summary["results"]:
         from airflow.sdk.exceptions import AirflowSkipException
 

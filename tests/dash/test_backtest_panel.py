@@ -102,3 +102,31 @@ def test_the_paper_portfolio_shows_the_backtest_before_live_decisions(
         assert "paper, not advice" in shown(paper_panel(body))
         with pytest.raises(NotFoundError):
             backtest_paper(db, "eth_usdt", rule=rule)
+
+
+def test_the_backtests_naive_range_knows_only_the_closes_before_its_span(
+    pg_database_factory: Callable[..., Settings],
+) -> None:
+    """The backtest's interval skill was measured against a naive range fitted on the last 30 days of closes,
+    its own test span included (look-ahead): a Forecast page said 24 h skill -8.2 % where the champion's
+    evaluation of the same forecasts, against the naive range of the closes before them, said +12.1 %."""
+    with Database(pg_database_factory(), maxconn=2) as db:
+        record_backtest(
+            db,
+            [
+                {"pair": PAIR, "version": 3, "target": T0 + i * H, "hours": 1, "made_at": T0 + i * H}
+                | {"median": 100.0, "lower": 99.0, "upper": 101.0, "level": 0.9, "last_close": 100.5}
+                | {"actual": 100.0 if i % 2 else 103.0}
+                for i in range(20)
+            ],
+        )
+        hour = T0 + 24 * H
+        before = [100.0 * 1.002 ** (i % 3) for i in range(3 * 24)]  # 3 days of small moves before the span
+
+        def skill(span_closes: list[float]) -> float | None:
+            view = track_record_view(db, PAIR, market_hour=hour, closes=before + span_closes)
+            assert view.backtest is not None
+            return view.backtest.reliability[0].interval_skill
+
+        calm = skill([100.0] * 25)  # the closes from the first forecast's origin to the market hour
+        assert calm is not None and skill([100.0 * (1.3 if i % 2 else 0.7) for i in range(25)]) == calm
