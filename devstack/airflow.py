@@ -42,15 +42,14 @@ def ports(settings: Settings) -> dict[str, int]:
 
 
 def shared_secrets(home: Path) -> dict[str, str]:
-    """JWT secret, API secret key and Fernet key shared by every component (generated once; mode 600); a JWT secret
-    shorter than the 64 bytes HS512 wants (an older stack's) is replaced, which only logs out the UI's sessions."""
+    """JWT secret (the 64 bytes HS512 wants), API secret key and Fernet key shared by every component (generated
+    once, mode 600: a running component keeps what it read, so an older stack's shorter secret is kept too)."""
 
     def make(data: dict[str, Any]) -> dict[str, str] | None:
         from cryptography.fernet import Fernet
 
-        first = {"api_secret_key": secrets.token_urlsafe(32), "fernet_key": Fernet.generate_key().decode()}
-        short = len(data.get("jwt_secret", "")) < 64
-        return ({} if data else first) | {"jwt_secret": secrets.token_urlsafe(64)} if short else None
+        keys = {"jwt_secret": secrets.token_urlsafe(64), "api_secret_key": secrets.token_urlsafe(32)}
+        return None if data else keys | {"fernet_key": Fernet.generate_key().decode()}
 
     return secret_files.ensure(home / "secrets.json", make)
 
