@@ -79,13 +79,8 @@ def seed_everything(seed: int) -> None:
 
 def make_loader(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
     """DataLoader over in-memory float32 arrays (a seeded generator keeps shuffling reproducible)."""
-
-    # Arrays that arrive through Ray's object store are read-only: copy those (torch needs writable memory).
-    def tensor(a: np.ndarray) -> torch.Tensor:
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        return torch.from_numpy(a if a.flags.writeable else a.copy())
-
-    ds = TensorDataset(tensor(x), tensor(y))
+    # copies: arrays that arrive through Ray's object store are read-only (torch needs writable memory)
+    ds = TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32))
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen if shuffle else None)
 

@@ -92,7 +92,7 @@ def test_read_only_training_windows_raise_no_warning() -> None:
         "x[..., 5] += 1; x.setflags(write=False)\n"  # high above low
         "y = np.zeros((50, len(cfg.horizons))); y.setflags(write=False)\n"
         "model = build_model(cfg, seed=0).init_from_data(x, y)\n"
-        "from mur.training.loop import predict; predict(model, x)\n"
+        "from mur.training.loop import make_loader, predict; predict(model, x); next(iter(make_loader(x, y, 8, True)))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True
