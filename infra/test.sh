@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README + .ci/run): install, lint (ruff, mypy, beside the fast tier), then the tests in
-# three tiers, each reported with its wall time: the fast tier first; only once it and the lint passed, the
-# services tier and, beside it at a lower CPU priority, the postgres tier (one after the other when a single
-# tier is asked for, or with MUR_TEST_WORKERS=0):
+# three tiers, each run only after the one before (and the lint) passed, each reported with its wall time:
 #   fast tier      pytest -m fast: needs no service at all (pure code, bundled data, model, DAG definition,
 #                  in-process fakes). Parallel workers (pytest-xdist).
 #   postgres tier  pytest -m "pg and not (services or serve or browser or e2e or gpu)": the PostgreSQL
@@ -84,16 +82,7 @@ unset PYTHONDONTWRITEBYTECODE
 echo "[test] install: $SECONDS s wall ($(cpu_since "$BUSY0" 0))"
 RAN=""
 LOGS=$(mktemp -d)
-PG_PID=""
-pg_report() {  # the postgres tier run beside the services tier: await it, show its output once; its status
-  [ -n "$PG_PID" ] || return 0
-  wait "$PG_PID" || true
-  PG_PID=""
-  echo "[test] the postgres tier, run beside the services tier:"
-  cat "$LOGS/pg.out"
-  [ "$(cat "$LOGS/pg.rc" 2>/dev/null)" = 0 ]
-}
-trap 'pg_report || true; rm -rf "$LOGS"' EXIT  # a services failure still shows the postgres tier's result
+trap 'rm -rf "$LOGS"' EXIT
 
 # lint: ruff, then mypy (files and options: [tool.mypy] in pyproject.toml). Beside the fast tier when that
 # runs (mypy is one process, the fast tier's workers leave room for it); nothing after them runs unless both
@@ -146,21 +135,7 @@ if [ "$TIER" = all ] || [ "$TIER" = fast ]; then
   [ "$LINT_RC" = 0 ] || { echo "[test] lint failed: the postgres and services tiers did not run"; exit 1; }
   [ "$FAST_RC" = 0 ] || { echo "[test] fast tier failed: the postgres and services tiers did not run"; exit 1; }
 fi
-if [ "$TIER" = all ] && [ "$WORKERS" != 0 ]; then
-  # The whole suite: the postgres tier beside the services tier, at a lower CPU priority (nice 10). The
-  # services tier leaves about a quarter of the two cores idle while it waits on start-ups, jobs and
-  # deployments (1.74 of 2 cores busy, 2026-11-29): the postgres tier's ~210 CPU-s fit there, and it no
-  # longer adds its ~2 min of wall time before the services start. Its output is shown at the end.
-  (
-    renice -n 10 -p "$BASHPID" >/dev/null
-    PG_START=$SECONDS
-    rc=0
-    run_tier postgres "$PG_TIER" "${PARALLEL[@]}" "$@" >"$LOGS/pg.out" 2>&1 || rc=$?
-    echo "[test] postgres tier (beside the services tier, nice 10): $((SECONDS - PG_START)) s wall" >>"$LOGS/pg.out"
-    echo "$rc" >"$LOGS/pg.rc"
-  ) &
-  PG_PID=$!
-elif [ "$TIER" = all ] || [ "$TIER" = pg ]; then
+if [ "$TIER" = all ] || [ "$TIER" = pg ]; then
   PG_BUSY=$(busy) PG_START=$SECONDS
   run_tier postgres "$PG_TIER" "${PARALLEL[@]}" "$@" ||
     { echo "[test] postgres tier failed: the services tier did not run"; exit 1; }
@@ -217,10 +192,6 @@ if [ "$TIER" = all ] || [ "$TIER" = services ]; then
     fi
     echo "[test] services tier (two runs side by side): $SERVICES_WALL"
   fi
-fi
-if [ -n "$PG_PID" ]; then
-  pg_report || { echo "[test] postgres tier failed"; exit 1; }
-  RAN="${RAN/ fast/ fast postgres}"
 fi
 # a tier that silently did not run must not read as passed
 case "$TIER" in
