@@ -25,8 +25,9 @@ from dash_app.components import (
     fmt_time,
     muted,
 )
-from dash_app.context import current_account, get_context
+from dash_app.context import DashboardContext, current_account, get_context
 from mur.db.forecasts import ScoredCounts, backtest_forecasts, scored_counts, scored_forecasts
+from mur.errors import MurError
 from mur.monitoring.backtest_record import LABEL as BACKTEST_LABEL
 from mur.monitoring.compute import window_stats
 from mur.monitoring.track_record import (
@@ -106,6 +107,17 @@ def track_record_view(
         reliability=reliability(recent, market_hour=market_hour, closes=closes),
         backtest=backtest_view(db, pair, closes, market_hour) if counts.resolved < BACKTEST_BELOW else None,
     )
+
+
+def baseline_closes(context: DashboardContext, pair: str) -> list[float]:
+    """Hourly closes of the 30 days before market now (the naive ranges of the interval skill)."""
+    hour = context.clock.hour()
+    longest = max(hours for _, hours in RELIABILITY_WINDOWS)
+    try:
+        frame = context.market.klines(pair, start=hour - timedelta(hours=longest + 48), end=hour)
+    except MurError:
+        return []
+    return [float(c) for c in frame["close"]]
 
 
 def backtest_view(

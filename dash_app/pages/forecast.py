@@ -8,7 +8,7 @@ API is down the page says so and still draws the candles and the stored track re
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from dash import Dash, Input, Output, State, ctx, dcc, html
@@ -32,6 +32,7 @@ from dash_app.components import (
 )
 from dash_app.context import DashboardContext, get_context, require_user
 from dash_app.track_view import (
+    baseline_closes,
     download_csv,
     pending_table,
     reliability_table,
@@ -41,7 +42,6 @@ from dash_app.track_view import (
 from mur.db import record_forecast_body
 from mur.errors import DataValidationError, MurError, ServiceAnswerError, ServiceUnavailable
 from mur.monitoring.compute import resolve_forecasts
-from mur.monitoring.track_record import RELIABILITY_WINDOWS
 from mur.serving.contract import ForecastOut, ModelOut, ServedCalibration
 from mur.timeutil import HOUR, as_utc, parse_time
 
@@ -143,17 +143,6 @@ def _fetch_forecast(
     return prediction, champion, []
 
 
-def _baseline_closes(context: DashboardContext, pair: str) -> list[float]:
-    """Hourly closes of the 30 days before market now (the naive ranges of the interval skill)."""
-    hour = context.clock.hour()
-    longest = max(hours for _, hours in RELIABILITY_WINDOWS)
-    try:
-        frame = context.market.klines(pair, start=hour - timedelta(hours=longest + 48), end=hour)
-    except MurError:
-        return []
-    return [float(c) for c in frame["close"]]
-
-
 def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any, ...]:
     """Everything on the page for ``pair``: headline, notices, candle chart, champion, MAE text, track record,
     live reliability, pending forecasts and the page state the freshness line reads. A refresh tick within the
@@ -182,7 +171,7 @@ def update(pair: str | None, _ticks: Any = None, state: Any = None) -> tuple[Any
     except MurError as exc:
         logger.warning("could not fill actuals of %s: %s", pair, exc)
     now = context.clock.now()
-    view = track_record_view(context.db, pair, market_hour=hour, closes=_baseline_closes(context, pair))
+    view = track_record_view(context.db, pair, market_hour=hour, closes=baseline_closes(context, pair))
     chart = (
         candlestick_figure(candles, pair=pair, forecast=prediction, now=now)
         if candles is not None and len(candles)

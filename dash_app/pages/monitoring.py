@@ -38,7 +38,7 @@ from dash_app.components import (
 )
 from dash_app.context import DashboardContext, get_context, require_user
 from dash_app.monitoring_charts import NO_REPORT, drift_figure, parse_as_of, rolling_figure
-from dash_app.track_view import BACKTEST_BELOW, Backtest, backtest_table, backtest_view
+from dash_app.track_view import BACKTEST_BELOW, Backtest, backtest_table, backtest_view, baseline_closes
 from mur.errors import MurError
 from mur.monitoring.report import MonitoringReport, Thresholds
 from mur.monitoring.store import AlertRow, latest_alerts, report_history
@@ -358,7 +358,8 @@ def update(pair: str | None, _n_intervals: int | None = None) -> tuple[Any, ...]
         history = report_history(context.db, pair, limit=HISTORY_LIMIT)
         alerts = latest_alerts(context.db, pair, limit=ALERTS_LIMIT)
         small = not history or history[-1].n_resolved < BACKTEST_BELOW
-        backtest = backtest_view(context.db, pair) if small else None
+        closes = baseline_closes(context, pair) if small else []  # the naive range of its interval skill
+        backtest = backtest_view(context.db, pair, closes, context.clock.hour()) if small else None
     except (MurError, psycopg.Error, ValidationError) as exc:
         logger.error("monitoring page: cannot read the reports of %s: %s", pair, exc)
         return failure(

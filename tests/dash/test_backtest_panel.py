@@ -6,11 +6,13 @@ PostgreSQL, no browser)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import plotly.utils
-from dash_helpers import text_of
+from dash_helpers import logged_in, make_user, monitoring_page, text_of
+from flask.testing import FlaskClient
 
 from dash_app.monitoring_charts import NO_REPORT
 from dash_app.pages.monitoring import OUTPUT_IDS, render
@@ -130,3 +132,25 @@ def test_the_backtests_naive_range_knows_only_the_closes_before_its_span(
 
         calm = skill([100.0] * 25)  # the closes from the first forecast's origin to the market hour
         assert calm is not None and skill([100.0 * (1.3 if i % 2 else 0.7) for i in range(25)]) == calm
+
+
+def test_the_monitoring_pages_backtest_has_its_interval_skill(
+    client: FlaskClient, dash_database: Database
+) -> None:
+    """The Monitoring page showed the backtest's coverage without its interval skill: it passed no closes, so
+    it had no naive range to compare with (the Forecast page's card had one)."""
+    span = datetime(2025, 12, 20, tzinfo=UTC)  # the closes of the 30 days before market now are bundled
+    record_backtest(
+        dash_database,
+        [
+            {"pair": PAIR, "version": 3, "target": span + i * H, "hours": 1, "made_at": span + (i - 1) * H}
+            | {"median": 90_000.0, "lower": 89_000.0, "upper": 91_000.0, "level": 0.9, "last_close": 90_000.0}
+            | {"actual": 90_500.0}
+            for i in range(48)
+        ],
+    )
+    logged_in(client, make_user(dash_database))
+    summary = text_of(monitoring_page(client, PAIR)["monitoring-summary"])
+    assert LABEL in summary and re.search(r"100\.0% of 48 \(nominal 90%\), skill [+-]\d+\.\d%", summary), (
+        summary
+    )
