@@ -92,3 +92,17 @@ def test_transitive_exceptions_really_come_with_their_parent() -> None:
             extras = ('extra == "train"', 'extra == "serve"')
             hard |= {requirement_name(r) for r in requires(parent) or [] if any(e in r for e in extras)}
         assert child in hard, f"{child} is no requirement of {parent}: declare it in pyproject.toml"
+
+
+def test_mlflow_finds_pips_version_for_each_logged_models_conda_yaml(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each model a training logged wrote "Failed to resolve installed pip version" to the job's log: the
+    environment uv made had no pip, whose version MLflow records in the model's conda.yaml (pyproject.toml
+    declares it)."""
+    from mlflow.utils.environment import _mlflow_conda_env
+
+    with caplog.at_level("WARNING", logger="mlflow.utils.environment"):
+        env = _mlflow_conda_env(additional_pip_deps=["onnxruntime"])
+    assert any(str(dep).startswith("pip<=") for dep in env["dependencies"]), env
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
