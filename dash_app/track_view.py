@@ -236,7 +236,8 @@ def _reliability_table(rows: list[Reliability], labels: list[str], id: str) -> C
             muted(
                 "Share of closes inside the forecast range, by horizon and window of market time, next to "
                 "the range's nominal level; interval skill > 0: better (narrower or better placed) ranges "
-                "than the naive one."
+                "than the naive one, the spread of the moves of about 30 market days before (the champion's "
+                "figures compare with its whole training span's: other numbers)."
             ),
             data_table(
                 ["horizon", *(label if label == TEST_SPAN else f"last {label}" for label in labels)],
