@@ -22,7 +22,7 @@ the decider. The rules, in order:
    ``point_margin`` of persistence's MAE (a non-inferiority test on the same targets: ``point-guard``).
 6. **Ranges decide.** A candidate whose pinball loss is significantly higher than the champion's at some
    horizon keeps the champion (``worse-than-champion``); otherwise it wins: ``better-ranges`` when
-   significantly lower at some horizon, else ``fresher`` (fresher data wins ties).
+   significantly lower at some horizon, else ``fresher`` (fresher data or a newer training wins ties).
 
 Without same targets (a champion of other horizons or levels, too few unseen targets) rules 4-6 fall back
 to scale-free scores of each version on its own test span: 1 h interval skill vs the naive range (with
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from statistics import NormalDist
 
@@ -242,10 +242,13 @@ def decide(
     if miss := out_of_band(candidate.coverage, alpha=alpha, tolerance=coverage_tolerance):
         return Decision(CHALLENGER, f"{miss}: cannot win", "coverage", list(same_targets))
     if not same_targets:
-        return _fallback(candidate, champion, alpha, point_margin)
-    return _ranges_decide(
-        list(same_targets), f"champion{_v(champion)}", alpha, coverage_tolerance, point_margin, live=False
-    )
+        decision = _fallback(candidate, champion, alpha, point_margin)
+    else:
+        tol, who = coverage_tolerance, f"champion{_v(champion)}"
+        decision = _ranges_decide(list(same_targets), who, alpha, tol, point_margin, live=False)
+    if decision.rule == "fresher" and candidate.window_end == champion.window_end:  # other settings
+        return replace(decision, reason=decision.reason.replace("fresher data", "same data, newer training"))
+    return decision
 
 
 def decide_live(

@@ -234,7 +234,12 @@ def test_ranges_significantly_worse_keep_the_champion_and_ties_go_to_fresher_dat
     f = fixture_forecasts()
     better_champion = compare_horizon(f["candidate"] * 1.0, f["candidate"], f["y"], f["last"], LEVELS, 1)
     tie = decide(iv(MAR, 0.0, 0.1), ICHAMP, same_targets=[better_champion])
-    assert tie.rule == "fresher" and tie.promoted, tie.reason
+    assert tie.rule == "fresher" and tie.promoted and tie.reason.startswith("fresher data,"), tie.reason
+    # the same window retrained (other settings: `mur up`'s quick first run, then the scheduled one) is no fresher
+    same = decide(iv(FEB, 0.0, 0.1), ICHAMP, same_targets=[better_champion])
+    assert same.promoted and same.reason.startswith("same data, newer training, ranges within"), same.reason
+    fallback = decide(iv(FEB, 0.0, 0.1), ICHAMP)
+    assert fallback.reason.startswith("same data, newer training; fallback"), fallback.reason
     wide = f["candidate"].copy()
     wide[:, 0], wide[:, 2] = f["last"] * 0.9, f["last"] * 1.1  # covers everything, far too wide
     worse = compare_horizon(wide, f["candidate"], f["y"], f["last"], LEVELS, 1)
