@@ -2,7 +2,9 @@
 no 5xx, every status and body as documented, 405 with ``Allow``, invalid input rejected, JSON errors.
 
 The app runs in-process over the real PostgreSQL with a stand-in model (tests/serve/api_fakes.py), served by
-uvicorn on a loopback port; the example count is bounded so that the run takes well under a minute.
+uvicorn on a loopback port. The run is bounded by its example count and seed, not by time: the same ~1,700
+cases on every machine (~15 s on one of 18 M Python loop steps/s; a time budget of 45 s ran ~4,700 there and
+fewer on a slower one).
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import pytest
 from conftest import LiveApi
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
-MAX_EXAMPLES = 15
+MAX_EXAMPLES = 100
 
 
-@pytest.mark.long  # ~45 s: started first in its tier
+@pytest.mark.long  # ~15 s: started first in its tier
 def test_schemathesis_all_checks_pass(live_api: LiveApi, tmp_path: Path) -> None:
     user_id, token = live_api.api.user(quota=1_000_000)
     command = [
@@ -36,8 +38,6 @@ def test_schemathesis_all_checks_pass(live_api: LiveApi, tmp_path: Path) -> None
         str(MAX_EXAMPLES),
         "--seed",
         "16",
-        "--max-time",
-        "45",
         "--request-timeout",
         "10",
         "--workers",
