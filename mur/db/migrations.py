@@ -6,15 +6,14 @@ lock; each file is applied in its own transaction together with its ``schema_mig
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-import psycopg.errors
-from psycopg import sql
+from psycopg import errors, sql
 
 from mur.db.pool import Connection, connect, fetch_one
 from mur.errors import MigrationError, first_line
@@ -104,7 +103,7 @@ def ensure_database(settings: Settings, name: str | None = None) -> bool:
     with connect(settings, database="postgres", autocommit=True) as conn:  # CREATE DATABASE: no transaction
         try:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+        except (errors.DuplicateDatabase, errors.UniqueViolation):
             return False  # created a moment ago by someone else (or pg_database's unique index says so)
         return True
 
@@ -160,7 +159,7 @@ def _apply(conn: Connection, migration: Migration) -> None:
                     round((time.monotonic() - started) * 1000),
                 ),
             )
-    except psycopg.Error as exc:
+    except errors.Error as exc:
         raise MigrationError(
             f"migration {migration.path.name} failed and was rolled back: {first_line(exc)}"
         ) from exc
@@ -180,11 +179,9 @@ def ensure_app_role(conn: Connection, settings: Settings) -> None:
     ident = sql.Identifier(role)
     password = sql.Literal(settings.db.pg_app_password) if settings.db.pg_app_password else sql.SQL("NULL")
     exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
-    if not exists:
-        try:
+    if not exists:  # (a migrator of another database may create it a moment before)
+        with contextlib.suppress(errors.DuplicateObject, errors.UniqueViolation):
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident, password))
-        except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
-            pass  # a migrator of another database created it a moment ago
     statements = [
         sql.SQL(statement).format(db=sql.Identifier(settings.db.pg_database), role=ident, password=password)
         for statement in (
@@ -203,7 +200,7 @@ def ensure_app_role(conn: Connection, settings: Settings) -> None:
             try:
                 conn.execute(statement)
                 break
-            except psycopg.errors.InternalError as exc:
+            except errors.InternalError as exc:
                 # The role is cluster-wide and the grants are catalogue rows: migrators running at once
                 # (parallel test workers, two stacks on one server) change the same row, and PostgreSQL
                 # answers "tuple concurrently updated". Every statement is idempotent: retry it.

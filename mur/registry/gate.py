@@ -233,8 +233,10 @@ def decide(
         return Decision(
             CHALLENGER, f"skill {candidate.skill:+.4f} below the floor {skill_floor:+.4f}", "floor"
         )
-    if champion is None:
-        return Decision(CHAMPION, f"first qualifying version (skill {candidate.skill:+.4f})", "first")
+    if champion is None:  # the ranges are the product: their 1 h skill against the naive range first
+        iv = "" if candidate.interval_skill is None else f"1 h range skill {candidate.interval_skill:+.3f}, "
+        why = f"first qualifying version ({iv}point skill {candidate.skill:+.4f})"
+        return Decision(CHAMPION, why, "first")
     if not champion_loadable:
         return Decision(
             CHAMPION, f"the champion{_v(champion)}'s artefact cannot be loaded; replacing it", "unloadable"

@@ -166,6 +166,16 @@ def test_gate_rules(
     assert decision.promoted == (alias == CHAMPION)
 
 
+def test_the_first_versions_reason_leads_with_its_range_skill() -> None:
+    first = decide(iv(FEB, 0.0, 0.091), None)
+    assert first.reason == "first qualifying version (1 h range skill +0.091, point skill +0.0000)", (
+        first.reason
+    )
+    assert (
+        decide(ev(FEB, 0.002), None).reason == "first qualifying version (point skill +0.0020)"
+    )  # point-only
+
+
 def test_backfill_reason_names_both_window_ends() -> None:
     d = decide(ev(JAN, 0.1), CHAMP)
     assert "2025-01-01T00:00:00Z" in d.reason and "2025-02-01T00:00:00Z" in d.reason and "v2" in d.reason
