@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,15 @@ def probe(service: Service, timeout_s: float = 2.0) -> bool:
             ).is_success
         except httpx.HTTPError:
             return False
-    return service.port is not None and port_open(service.host, service.port, timeout_s)
+    return service.port is not None and port_open(service.host, service.port, timeout_s, service.health_tls)
 
 
 def check_text(service: Service) -> str:
     """The health check, in words."""
     if service.health_url:
         return service.health_url
-    return f"tcp://{service.host}:{service.port}" if service.port is not None else "its process running"
+    scheme = "tls" if service.health_tls else "tcp"
+    return f"{scheme}://{service.host}:{service.port}" if service.port is not None else "its process running"
 
 
 STATE_FILE, ALERTS_FILE = "watchdog.json", "service-alerts.jsonl"  # in the runtime dir
@@ -59,9 +61,15 @@ def latest_alerts(settings: Settings, limit: int = 5) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines[-limit:] if line.strip()]
 
 
-def port_open(host: str, port: int, timeout_s: float = 1.0) -> bool:
+def port_open(host: str, port: int, timeout_s: float = 1.0, tls: Path | None = None) -> bool:
+    """Whether the port accepts a connection; with ``tls`` (a folder of ``ca.pem``, ``cert.pem``, ``key.pem``),
+    and a TLS handshake with that client certificate (Redis logs a bare connect to its TLS port as an error)."""
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            if tls:
+                context = ssl.create_default_context(cafile=tls / "ca.pem")
+                context.load_cert_chain(tls / "cert.pem", tls / "key.pem")
+                context.wrap_socket(sock, server_hostname=host).close()
             return True
     except OSError:
         return False

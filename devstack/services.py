@@ -52,6 +52,7 @@ class Service:
     health_url: str | None = None  # must answer 2xx; without it, a TCP connect to the port; without a port,
     # its main process running (devstack.supervisor.answers): mur judges a service by itself, never another
     health_headers: dict[str, str] = field(default_factory=dict)  # of that request (Ray's bearer token)
+    health_tls: Path | None = None  # the TCP check with a TLS handshake and this folder's client certificate
     env_unset: tuple[str, ...] = ()  # variables it must not inherit (credentials it does not use)
     host: str = "127.0.0.1"
     start_timeout_s: float = 60.0
@@ -315,6 +316,7 @@ def stack_services(settings: Settings) -> dict[str, Service]:
             name="redis",
             command=["redis-server", str(redis_dir(s) / "redis.conf")],  # no secret in it: a config file
             port=s.ray.ray_redis_port,
+            health_tls=redis_dir(s) / "tls",
             before_start=functools.partial(prepare_redis, s),
             data_dir=redis_dir(s) / "data",
         ),

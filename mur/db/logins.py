@@ -38,7 +38,7 @@ class LoginLimits:
 
 @dataclass(frozen=True)
 class LoginFailures:
-    """Recent failed logins for one attempt's keys (see :func:`recent_login_failures`)."""
+    """Recent failed logins for one attempt's keys (per (username, IP), per IP and per username)."""
 
     per_user_ip: int
     per_ip: int
@@ -53,10 +53,6 @@ class LoginFailures:
         if self.per_user >= limits.per_user:
             return "user"
         return None
-
-
-def _clean(username: str, ip: str | None) -> tuple[str, str | None]:
-    return username[:MAX_USERNAME_CHARS], ip[:MAX_IP_CHARS] if ip else None
 
 
 def _prune(cur: DictCursor, table: str, window_s: int) -> None:
@@ -105,13 +101,6 @@ def _recent_failures(cur: DictCursor, username: str, ip: str | None, window_s: i
     return LoginFailures(**fetch_one(cur))
 
 
-def recent_login_failures(db: Database, *, username: str, ip: str | None, window_s: int) -> LoginFailures:
-    """Failed logins in the last ``window_s`` seconds per (username, IP), per IP and per username."""
-    username, ip = _clean(username, ip)
-    with db.cursor() as cur:
-        return _recent_failures(cur, username, ip, window_s)
-
-
 def begin_login_attempt(db: Database, *, username: str, ip: str | None, limits: LoginLimits) -> int | None:
     """Check the limits and, if none is reached, record this attempt as a failure; returns its id.
 
@@ -119,7 +108,7 @@ def begin_login_attempt(db: Database, *, username: str, ip: str | None, limits: 
     neither counts nor extends the lock). Atomic: parallel attempts on a key wait for each other's count and
     insert, so at most ``limit`` attempts per key and window ever reach the password check.
     """
-    username, ip = _clean(username, ip)
+    username, ip = username[:MAX_USERNAME_CHARS], ip[:MAX_IP_CHARS] if ip else None
     keys = [f"login-user:{username.lower()}"]
     if ip is not None:
         keys += [f"login-ip:{ip}", f"login-user-ip:{username.lower()}\n{ip}"]

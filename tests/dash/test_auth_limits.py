@@ -31,8 +31,7 @@ from flask.testing import FlaskClient
 from dash_app.app import create_app
 from dash_app.auth import REGISTRATION_FAILED
 from dash_app.context import EXTENSION_KEY
-from mur.db import Database, create_invite, get_user_by_username
-from mur.db.logins import recent_login_failures
+from mur.db import Database, create_invite, get_user_by_username, logins
 from mur.settings import Settings
 
 
@@ -62,6 +61,12 @@ def _find(tree: Any, component_id: str) -> Any:
     return None
 
 
+def _failures(db: Database, username: str, ip: str) -> logins.LoginFailures:
+    """The recent failures the login limits count (within 300 s), as ``begin_login_attempt`` reads them."""
+    with db.cursor() as cur:
+        return logins._recent_failures(cur, username, ip, 300)
+
+
 def _parallel_logins(clients: list[FlaskClient], username: str, password: str) -> list[int]:
     """Every client posts the login form at the same moment; their status codes."""
     tokens = [form_csrf(c, "/login") for c in clients]
@@ -87,7 +92,7 @@ def test_parallel_wrong_logins_cannot_pass_the_limit(
     clients = _clients(create_app(settings, db=dash_database), 20, ip=ip)
     statuses = _parallel_logins(clients, member.username, "Wrong-pw-42")
     assert Counter(statuses) == {401: 5, 429: 15}
-    failures = recent_login_failures(dash_database, username=member.username, ip=ip, window_s=300)
+    failures = _failures(dash_database, member.username, ip)
     assert failures.per_user_ip == 5
 
 
@@ -132,9 +137,7 @@ def test_busy_hashing_gives_503_and_counts_no_failure(
         response = login(client, member.username)
     assert response.status_code == 503 and response.headers["Retry-After"] == "1"
     assert b"try again in a moment" in response.data
-    assert (
-        recent_login_failures(dash_database, username=member.username, ip=ip, window_s=300).per_user_ip == 0
-    )
+    assert _failures(dash_database, member.username, ip).per_user_ip == 0
     assert login(client, member.username).status_code == 302  # free again
 
 
@@ -173,8 +176,8 @@ def test_forwarded_for_from_a_trusted_proxy_is_the_client_ip(
     for _ in range(settings.dashboard.login_max_attempts):
         assert _login_from(client, attacker, member.username, "Wrong-password-1") == 401
     assert _login_from(client, attacker, member.username) == 429
-    assert recent_login_failures(dash_database, username="-", ip=attacker, window_s=300).per_ip == 3
-    assert recent_login_failures(dash_database, username="-", ip=proxy, window_s=300).per_ip == 0
+    assert _failures(dash_database, "-", attacker).per_ip == 3
+    assert _failures(dash_database, "-", proxy).per_ip == 0
     assert _login_from(client, f"{attacker}, {owner}", member.username) == 302  # the last hop is the proxy's
 
 

@@ -25,8 +25,7 @@ from psycopg import sql
 from typer.testing import CliRunner
 
 from mur import db as mdb
-from mur.db import Database
-from mur.db.logins import recent_login_failures
+from mur.db import Database, logins
 from mur.db.migrations import MigrationReport, MigrationStatus, discover_migrations
 from mur.db.users import user_roles
 from mur.errors import (
@@ -750,7 +749,7 @@ def test_sql_injection_strings_are_stored_verbatim(
     assert mdb.authenticate(database, username=username, password=PASSWORD) == user
     assert mdb.lookup_token(database, token=payload) is None
     record_login_attempt(database, username=payload, ip=payload, success=False)
-    assert recent_login_failures(database, username=payload, ip=payload, window_s=60).per_user_ip >= 1
+    assert _failures(database, payload, payload, window_s=60)[0] >= 1
     limits = mdb.LoginLimits(per_user_ip=100, per_ip=100, per_user=100, window_s=60)
     assert mdb.begin_login_attempt(database, username=payload, ip=payload, limits=limits) is not None
     assert mdb.begin_registration_attempt(database, ip=payload, limit=100, window_s=60)
@@ -795,7 +794,9 @@ def record_login_attempt(database: Database, *, username: str, ip: str | None, s
 
 
 def _failures(database: Database, username: str, ip: str | None, window_s: int = 300) -> tuple[int, ...]:
-    counts = recent_login_failures(database, username=username, ip=ip, window_s=window_s)
+    """The recent failures the login limits count, as ``begin_login_attempt`` reads them."""
+    with database.cursor() as cur:
+        counts = logins._recent_failures(cur, username, ip, window_s)
     return counts.per_user_ip, counts.per_ip, counts.per_user
 
 
