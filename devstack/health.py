@@ -65,10 +65,11 @@ def port_open(host: str, port: int, timeout_s: float = 1.0, tls: Path | None = N
     """Whether the port accepts a connection; with ``tls`` (a folder of ``ca.pem``, ``cert.pem``, ``key.pem``),
     and a TLS handshake with that client certificate (Redis logs a bare connect to its TLS port as an error)."""
     try:
+        if tls:  # the certificate first: a missing one must not leave a bare connect (Redis logs those)
+            context = ssl.create_default_context(cafile=tls / "ca.pem")
+            context.load_cert_chain(tls / "cert.pem", tls / "key.pem")
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
             if tls:
-                context = ssl.create_default_context(cafile=tls / "ca.pem")
-                context.load_cert_chain(tls / "cert.pem", tls / "key.pem")
                 context.wrap_socket(sock, server_hostname=host).close()
             return True
     except OSError:

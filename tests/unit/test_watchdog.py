@@ -201,3 +201,18 @@ def test_expired_logs_of_ended_work_are_swept(
     assert recent.exists() and live.exists() and not any(ended[0].parent.iterdir())
     assert watchdog.sweep_logs(settings, now=time.time() + 2 * 3600) == [recent]
     assert not (airflow_home(settings) / "logs/dag_id=mur_training").exists()
+
+
+def test_a_tls_port_check_without_its_certificate_never_connects(tmp_path: Path) -> None:
+    """A TLS check (Redis's) whose certificate files are missing fails before it connects: a bare connect to
+    Redis's TLS port is logged as an error. Without TLS the same port counts as open."""
+    from devstack.health import port_open
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.setblocking(False)
+        port = server.getsockname()[1]
+        assert not port_open("127.0.0.1", port, tls=tmp_path / "missing")
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nothing connected
+        assert port_open("127.0.0.1", port)
+        server.accept()[0].close()  # the plain check did
