@@ -22,6 +22,9 @@ from serve_app.args import AppArgs, settings_overrides
 log = logging.getLogger(__name__)
 
 CONFIG_PATH = Path(__file__).resolve().parent / "config.yaml"
+HEAD_ONLY = {"node:__internal_head__": 0.001}
+"""Ray's resource of the head: an API replica listens on Serve's HTTP host, so on loopback (the local stack) it
+stays on the head, where HAProxy reaches it (on node 127.0.0.2 it would listen on 127.0.0.1 and refuse it)."""
 Progress = Callable[[str], None]
 
 
@@ -43,6 +46,9 @@ def app_config(settings: Settings, args: AppArgs | None = None) -> dict[str, Any
         raise ServiceError(f"{CONFIG_PATH} must define exactly one application")
     app = apps[0]
     app["name"] = settings.serving.serve_app_name
+    if settings.serving.serve_host in ("127.0.0.1", "localhost", "::1"):  # the API where HAProxy reaches it
+        api = {"num_cpus": 0.1, "resources": HEAD_ONLY}  # replaces serve_app/ingress.py's options
+        app.setdefault("deployments", []).append({"name": "api", "ray_actor_options": api})
     if args is None:
         base = AppArgs(**(app.get("args") or {}))
         args = base.model_copy(update={"settings": {**base.settings, **settings_overrides(settings)}})

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mur.clock import as_utc
-from mur.db.pool import Database, advisory_xact_lock, fetch_one
+from mur.db.pool import Database, advisory_xact_lock
 from mur.evaluation.online_conformal import OnlineParams, OnlineState, Outcome, scale_band, step
 from mur.pairs import normalize_pair
 
@@ -108,13 +108,6 @@ def _load(cur: Any, pair: str, generation: str | None) -> dict[int, CalibrationR
     return {int(row["horizon_hours"]): _record(row) for row in cur.fetchall()}
 
 
-def save_calibration(db: Database, record: CalibrationRecord) -> CalibrationRecord:
-    """Store (insert or replace) one tracker; returns it as stored."""
-    with db.cursor() as cur:
-        _upsert(cur, record)
-        return _record(fetch_one(cur))
-
-
 def _upsert(cur: Any, record: CalibrationRecord) -> None:
     cur.execute(
         """
@@ -127,7 +120,6 @@ def _upsert(cur: Any, record: CalibrationRecord) -> None:
                 resolved = EXCLUDED.resolved, covered = EXCLUDED.covered, covered_base = EXCLUDED.covered_base,
                 winkler_sum = EXCLUDED.winkler_sum, winkler_base_sum = EXCLUDED.winkler_base_sum,
                 last_target_time = EXCLUDED.last_target_time, updated_at = now()
-        RETURNING pair, horizon_hours, generation, level, log_scale, integral, resolved, covered, covered_base, winkler_sum, winkler_base_sum, last_target_time, updated_at
         """,
         {
             "pair": normalize_pair(record.pair),

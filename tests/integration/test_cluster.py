@@ -18,6 +18,7 @@ What it shows, with real services only (S3, MLflow, PostgreSQL, Ray, Serve):
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import signal
 import threading
@@ -324,10 +325,6 @@ def test_a_lost_node_mid_training_resumes_from_the_s3_checkpoint(cluster: Cluste
 # --- Serve across the two nodes -------------------------------------------------------------------------
 
 
-HEAD_ONLY = {"node:__internal_head__": 0.001}
-"""Ray's resource of the head node: the ingress and the registry watcher stay beside Serve's HTTP proxy."""
-
-
 @dataclass
 class Served:
     settings: Settings
@@ -339,12 +336,21 @@ class Served:
             f"{self.url}/v1/forecast/{PAIR}", headers={"Authorization": f"Bearer {self.token}"}, timeout=30
         )
 
-    def forecaster_replicas(self) -> list[dict[str, Any]]:
+    def running_replicas(self, name: str = "forecaster") -> list[dict[str, Any]]:
         from serve_app.deploy import app_details
 
         details = app_details(self.settings) or {}
-        deployment = (details.get("deployments") or {}).get("forecaster") or {}
+        deployment = (details.get("deployments") or {}).get(name) or {}
         return [r for r in deployment.get("replicas") or [] if r.get("state") == "RUNNING"]
+
+
+def haproxy_servers(settings: Settings) -> list[dict[str, str]]:
+    """The servers of Serve's HAProxy (its stats page as CSV): name, status, requests sent to each (stot)."""
+    from devstack.serve_haproxy import HAPROXY_SIDE_PORTS
+
+    port = HAPROXY_SIDE_PORTS["RAY_SERVE_HAPROXY_STATS_PORT"] + settings.ray.ray_dashboard_port - 8265
+    page = httpx.get(f"http://127.0.0.1:{port}/stats;csv", timeout=10).text.removeprefix("# ")
+    return [row for row in csv.DictReader(page.splitlines()) if row["svname"] not in ("FRONTEND", "BACKEND")]
 
 
 def free_port() -> int:
@@ -396,7 +402,7 @@ def deployed(
     overrides.pop("runtime_dir", None)  # each replica: its node's own MUR_RUNTIME_DIR
     config = app_config(app_settings, AppArgs(settings=overrides))
     config["applications"][0]["args"]["generation"] = int(time.time())
-    config["applications"][0]["deployments"] = deployments
+    config["applications"][0].setdefault("deployments", []).extend(deployments)  # after the product's own
     db = Database(db_settings, maxconn=2)
     try:
         started = time.time()
@@ -418,9 +424,10 @@ def deployed(
 @pytest.fixture(scope="module")
 def served(cluster: Cluster, pg_database_factory: Callable[..., Settings]) -> Iterator[Served]:
     """A champion, and the app deployed with 2 Forecaster replicas (Serve spreads them: one per node); the
-    ingress and the registry watcher on the head."""
+    ingress on the head as the product places it (serve_app/deploy.py), the registry watcher there too."""
+    from serve_app.deploy import HEAD_ONLY
+
     deployments: list[dict[str, Any]] = [
-        {"name": "api", "ray_actor_options": {"num_cpus": 0.1, "resources": HEAD_ONLY}},
         {"name": "registry", "ray_actor_options": {"num_cpus": 0, "resources": HEAD_ONLY}},
         # Serve's default spread is best effort (seen: both replicas on the worker node): one per node forces it
         {"name": "forecaster", "max_replicas_per_node": 1},
@@ -436,13 +443,19 @@ def served(cluster: Cluster, pg_database_factory: Callable[..., Settings]) -> It
 def test_replicas_on_the_worker_node_load_from_the_registry_and_answer(
     cluster: Cluster, served: Served
 ) -> None:
-    replicas = wait_for("2 running Forecaster replicas", lambda: len(served.forecaster_replicas()) == 2, 120)
+    replicas = wait_for("2 running Forecaster replicas", lambda: len(served.running_replicas()) == 2, 120)
     assert replicas
-    where = {r["node_ip"] for r in served.forecaster_replicas()}
+    where = {r["node_ip"] for r in served.running_replicas()}
     assert where == {"127.0.0.1", cluster.node_ip}, f"Serve spreads the 2 replicas over the 2 nodes: {where}"
+    # the ingress on the head, where HAProxy reaches its HTTP server on 127.0.0.1 (serve_app/deploy.py)
+    assert [r["node_ip"] for r in served.running_replicas("api")] == ["127.0.0.1"]
     answers = [served.forecast() for _ in range(12)]
     assert [a.status_code for a in answers] == [200] * 12, [a.text[:200] for a in answers]
     assert all(a.json()["pair"] == PAIR for a in answers)
+    # ... through the fast path: HAProxy reached the API replica itself, not its fallback, Ray's Python proxy
+    # (with the API on 127.0.0.2, its server was DOWN, "L4CON", and the fallback answered every request)
+    (api,) = [row for row in haproxy_servers(served.settings) if row["svname"].startswith("SERVE_REPLICA_")]
+    assert api["status"] == "UP" and int(api["stot"]) >= len(answers), api
     # both replicas answered (Serve routes among them): the worker node's replica got the ONNX bytes through
     # the registry watcher (MLflow -> S3), since its node has no file of the head's .runtime/
 
@@ -451,7 +464,7 @@ def test_replicas_on_the_worker_node_load_from_the_registry_and_answer(
 def test_a_lost_node_while_serving_costs_a_handful_of_json_503s(cluster: Cluster, served: Served) -> None:
     wait_for(
         "a Forecaster replica on each node",
-        lambda: {r["node_ip"] for r in served.forecaster_replicas()} == {"127.0.0.1", cluster.node_ip},
+        lambda: {r["node_ip"] for r in served.running_replicas()} == {"127.0.0.1", cluster.node_ip},
         120,
     )
     answers: list[httpx.Response | Exception] = []
@@ -473,7 +486,7 @@ def test_a_lost_node_while_serving_costs_a_handful_of_json_503s(cluster: Cluster
         # the head's replica takes every request; the lost one waits for a node (one replica per node)
         wait_for(
             "the Forecaster replicas running on the head only",
-            lambda: [r["node_ip"] for r in served.forecaster_replicas()] == ["127.0.0.1"],
+            lambda: [r["node_ip"] for r in served.running_replicas()] == ["127.0.0.1"],
             240,
             1.0,
         )
@@ -485,7 +498,7 @@ def test_a_lost_node_while_serving_costs_a_handful_of_json_503s(cluster: Cluster
         cluster.start_node()
     wait_for(
         "the lost replica back on the rejoined node",
-        lambda: {r["node_ip"] for r in served.forecaster_replicas()} == {"127.0.0.1", cluster.node_ip},
+        lambda: {r["node_ip"] for r in served.running_replicas()} == {"127.0.0.1", cluster.node_ip},
         240,
         1.0,
     )

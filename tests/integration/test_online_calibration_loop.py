@@ -86,7 +86,8 @@ def stored_rows(db: Database) -> list[dict[str, Any]]:
 
 def test_the_served_scale_is_recorded_and_judged_as_served_once(loop_db: tuple[Settings, Database]) -> None:
     settings, db = loop_db
-    cal.save_calibration(db, cal.CalibrationRecord(PAIR, 1, GEN, 0.9, OnlineState(log_scale=math.log(1.5))))
+    with db.cursor() as cur:  # the tracker stored as the monitoring step stores it
+        cal._upsert(cur, cal.CalibrationRecord(PAIR, 1, GEN, 0.9, OnlineState(log_scale=math.log(1.5))))
 
     body = served(db, T0)
     one, four = body["horizons"]
@@ -135,7 +136,8 @@ def test_the_served_scale_is_recorded_and_judged_as_served_once(loop_db: tuple[S
 def test_with_the_setting_off_nothing_is_scaled_nor_stepped(loop_db: tuple[Settings, Database]) -> None:
     settings, db = loop_db
     off = settings.replace(online_calibration=False)
-    cal.save_calibration(db, cal.CalibrationRecord(PAIR, 1, GEN, 0.9, OnlineState(log_scale=math.log(2.0))))
+    with db.cursor() as cur:  # the tracker stored as the monitoring step stores it
+        cal._upsert(cur, cal.CalibrationRecord(PAIR, 1, GEN, 0.9, OnlineState(log_scale=math.log(2.0))))
 
     async def read(pair: str, generation: str) -> Any:
         raise AssertionError("off: the state is never read")

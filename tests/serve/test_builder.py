@@ -46,3 +46,24 @@ def test_served_pairs_fall_back_to_the_last_known_champions(
     assert app_module.served_pairs(settings, AppArgs(pairs=["eth_usdt"])) == ["eth_usdt"]
     with pytest.raises(ServiceError, match="no champions are known"):
         app_module.served_pairs(settings.replace(registry_prefix="mur-never-"), AppArgs())
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "0.0.0.0"])
+def test_the_api_ingress_stays_on_the_head_when_serve_listens_on_loopback(host: str) -> None:
+    """HAProxy on the head reaches each API replica at its node's address and the port it listens on: a
+    replica on a second local node (127.0.0.2) would listen on 127.0.0.1 and refuse it (the Serve controller's
+    warning "HTTPOptions.host='127.0.0.1' won't accept connections from HAProxy on other nodes")."""
+    from serve_app.deploy import HEAD_ONLY, app_config, load_config
+
+    config = app_config(
+        Settings.defaults(serve_host=host), AppArgs(**load_config()["applications"][0]["args"])
+    )
+    assert config["http_options"]["host"] == host
+    deployments = {d["name"]: d for d in config["applications"][0].get("deployments", [])}
+    if host == "0.0.0.0":  # compose, KubeRay: every node's replicas are reachable, Serve places them freely
+        assert deployments == {}
+    else:
+        assert deployments["api"]["ray_actor_options"] == {"num_cpus": 0.1, "resources": HEAD_ONLY}
+    from serve_app.ingress import ApiIngress  # the CPUs the deployment asks for in code, kept
+
+    assert ApiIngress.ray_actor_options["num_cpus"] == 0.1  # type: ignore[attr-defined]

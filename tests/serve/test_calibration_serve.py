@@ -38,7 +38,8 @@ def test_the_served_range_carries_the_seeded_scale(serve_stack: ServeStack) -> N
         assert [h["hours"] for h in calibration["horizons"]] == [h["hours"] for h in first["horizons"]]
 
         state = OnlineState(log_scale=math.log(1.5), resolved=7)
-        cal.save_calibration(db, cal.CalibrationRecord(stack.pair, 24, generation, 0.9, state))
+        with db.cursor() as cur:  # the tracker stored as the monitoring step stores it
+            cal._upsert(cur, cal.CalibrationRecord(stack.pair, 24, generation, 0.9, state))
         try:
             after = wait_until(lambda: forecast(1.5), 30, "the seeded 24 h scale served")
             assert (

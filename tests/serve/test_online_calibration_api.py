@@ -77,7 +77,8 @@ def test_the_forecast_says_its_scale_and_a_seeded_state_widens_the_range(api: Ap
     ]
     assert "no state yet" in calibration["note"] and calibration["updated_at"] is None
 
-    cal.save_calibration(api.db, cal.CalibrationRecord(PAIR, 24, GEN, 0.9, OnlineState(math.log(1.6), 0, 40)))
+    with api.db.cursor() as cur:  # the tracker stored as the monitoring step stores it
+        cal._upsert(cur, cal.CalibrationRecord(PAIR, 24, GEN, 0.9, OnlineState(math.log(1.6), 0, 40)))
     after = api.client.get(f"/v1/forecast/{PAIR}", headers=auth(token)).json()
     assert [(h["hours"], h["scale"]) for h in after["calibration"]["horizons"]] == [
         (1, 1.0),
