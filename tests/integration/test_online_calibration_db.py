@@ -58,9 +58,12 @@ def test_state_round_trips_and_survives_a_restart(pg_database_factory: Callable[
         rec = cal.CalibrationRecord(
             "btc_usdt", 24, GEN, 0.9, OnlineState(0.25, 1.5, 10, 8, 6, 12.5, 14.0), T0, None
         )
-        stored = cal.save_calibration(db, rec)
+        with db.cursor() as cur:  # the tracker stored as the monitoring step stores it
+            cal._upsert(cur, rec)
+        loaded = cal.load_calibration(db, pair="BTC-USDT", generation=GEN)
+        assert list(loaded) == [24]
+        stored = loaded[24]
         assert stored.state == rec.state and stored.last_target_time == T0
-        assert list(cal.load_calibration(db, pair="BTC-USDT", generation=GEN)) == [24]
         assert stored.scale == pytest.approx(math.exp(0.25))
     finally:
         db.close()
