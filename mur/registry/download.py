@@ -18,7 +18,8 @@ def onnx_bytes(uri: str, sha256: str | None = None) -> bytes:
 
     ``mlflow.onnx.log_model`` stores weights above 1 KiB in a side file by default; those are folded back
     in here, since onnxruntime cannot resolve external data for a model loaded from bytes. With ``sha256``
-    (recorded at registration) the file's bytes must have that digest (ChecksumError otherwise).
+    (recorded at registration) the file's bytes must have that digest (ChecksumError otherwise), and only
+    that file is fetched (``URI/model.onnx``: not the six other files MLflow keeps beside it, a request each).
     Raises RegistryUnavailableError when MLflow/S3 does not answer, ModelError for a broken artefact.
     """
     from mur.registry.checksums import check
@@ -27,7 +28,8 @@ def onnx_bytes(uri: str, sha256: str | None = None) -> bytes:
         try:
             import mlflow
 
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            wanted = f"{uri}/model.onnx" if sha256 is not None and uri.startswith("models:/") else uri
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=wanted, dst_path=tmp))
         except Exception as exc:  # MlflowException, botocore and requests errors alike
             raise RegistryUnavailableError(f"cannot download {uri}: {first_line(exc, 300)}") from exc
         files = [local] if local.is_file() else sorted(local.rglob("*.onnx"))

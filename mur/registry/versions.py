@@ -259,8 +259,6 @@ def log_and_register(
         info = mlflow.onnx.log_model(
             graph,
             name="model",
-            registered_model_name=name,
-            tags=tags,  # the version's own tags from its creation (one request, not one per tag)
             signature=signature,
             input_example=example,
             onnx_execution_providers=["CPUExecutionProvider"],
@@ -274,11 +272,8 @@ def log_and_register(
         per_epoch = [Metric(k, r[k], now, int(r.get("epoch", 0))) for r in history for k in losses if k in r]
         scores = [Metric(k, v, now, 0) for k, v in metrics_doc.mlflow_metrics().items()]
         client.log_batch(run.info.run_id, metrics=per_epoch + scores)
-    version = info.registered_model_version
     champion, champion_onnx, champion_tags = champion_evidence(client, pair, prefix)
-    if champion is not None and champion.version == int(version):
-        champion, champion_onnx = None, None
-    candidate = evidence_of(metrics_doc, window.end, int(version))
+    candidate = evidence_of(metrics_doc, window.end)  # judged before it is registered: it has no number yet
     assert candidate is not None  # the document has a window end and metrics
     gate = settings.registry
     same = (
@@ -298,7 +293,8 @@ def log_and_register(
     )
     mae, skill = metrics_doc.model.mae, metrics_doc.skill
     sig = metrics_doc.significance
-    version_tags = {  # the gate's (the version was created with ``tags``)
+    version_tags = {  # the run's and the gate's, set as the version is created: it never shows without them
+        **tags,
         "kind": BACKFILL if decision.rule == "backfill" else kind,
         "as_of": window.end,
         "gate_alias": decision.alias,
@@ -314,8 +310,8 @@ def log_and_register(
         "gate_scores": json.dumps(decision.scores_json()),
         **(training_tags or {}),
     }
-    for key, value in version_tags.items():
-        client.set_model_version_tag(name, str(version), key, str(value))
+    # one request for every tag (MLflow's client asks for the model again before each tag or alias it sets)
+    version = mlflow.register_model(info.model_uri, name, tags=version_tags).version
     if decision.alias != BACKFILL:  # a backfill stays reachable by version number only
         client.set_registered_model_alias(name, decision.alias, str(version))
     if decision.shadow:  # sane but not promoted: served in shadow, scored on the hours it would have served

@@ -37,19 +37,18 @@ def graph(scale: float) -> onnx.ModelProto:
 
 
 def register(settings: Settings, scale: float) -> int:
-    """Log and register as ``log_and_register`` does (self-contained model.onnx, the checksum tag)."""
+    """Log and register as ``log_and_register`` does (self-contained model.onnx, the checksum tag set as the
+    version is created)."""
     proto, name = graph(scale), model_name(PAIR, settings.registry.registry_prefix)
     with mlflow.start_run():
         info = mlflow.onnx.log_model(
             proto,
             name="model",
-            registered_model_name=name,
             save_as_external_data=False,
             pip_requirements=mlflow.onnx.get_default_pip_requirements(),
         )
-    version = int(info.registered_model_version)
     digest = checksums.sha256(proto.SerializeToString())
-    MlflowClient().set_model_version_tag(name, str(version), checksums.TAG, digest)
+    version = int(mlflow.register_model(info.model_uri, name, tags={checksums.TAG: digest}).version)
     return version
 
 
