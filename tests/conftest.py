@@ -332,6 +332,10 @@ def _hermetic_fast_tier(request: pytest.FixtureRequest, monkeypatch: pytest.Monk
         monkeypatch.delenv(name)
     for name, value in TEST_CLOCK.items():
         monkeypatch.setenv(name, value)
+    # but a runtime dir of the run's own: a CLI run here (`mur restore` refusing a damaged backup builds the
+    # stack's settings first) would otherwise write the stack's secrets file into the user's `.runtime/`
+    runtime = request.getfixturevalue("tmp_path_factory").getbasetemp() / "runtime"
+    monkeypatch.setenv("MUR_RUNTIME_DIR", str(runtime))
     get_settings.cache_clear()  # nor a cached one: neither in this test, nor (defaults) in the next
     request.addfinalizer(get_settings.cache_clear)
     # and never PostgreSQL: with the defaults that would be the database of the user's own `mur up` stack. A

@@ -44,3 +44,16 @@ def test_every_marker_combination_is_in_exactly_one_tier(tiers: ModuleType) -> N
         selected = [n for n, expr in compiled.items() if expr.evaluate(markers.__contains__)]
         expected = "fast" if markers == {"fast"} else "postgres" if markers == {"pg"} else "services"
         assert selected == [expected], markers
+
+
+def test_the_fast_tier_keeps_out_of_the_users_runtime_dir() -> None:
+    """Fast-tier tests see the documented defaults, except the runtime dir: a CLI they run (``mur restore``
+    builds the stack's settings, which write the stack's secrets file) never writes into the user's
+    ``.runtime/``."""
+    import os
+
+    from mur.settings import PROJECT_ROOT, get_settings
+
+    runtime = get_settings().general.runtime_dir
+    assert os.environ["MUR_RUNTIME_DIR"] == str(runtime)
+    assert not runtime.resolve().is_relative_to(PROJECT_ROOT.resolve()), runtime
